@@ -1,0 +1,86 @@
+//! The Probe service: reports what the backend received and fails or
+//! sleeps on request, so tests and the demo can see metadata, errors and
+//! cancellation through the gateway.
+
+use super::pb::{self, probe_server::Probe};
+use super::rpc;
+use prost::Message;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::{Code, Request, Response, Status};
+
+#[derive(Clone, Default)]
+pub struct ProbeService {
+    /// Sleep calls dropped before they finished (the client or gateway cancelled).
+    cancelled: Arc<AtomicU64>,
+    /// Calls received, of any method.
+    calls: Arc<AtomicU64>,
+}
+
+impl ProbeService {
+    pub fn cancelled_sleeps(&self) -> u64 {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a cancellation if dropped before `finish`.
+struct CancelGuard(Option<Arc<AtomicU64>>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Probe for ProbeService {
+    async fn headers(&self, req: Request<pb::HeadersRequest>) -> Result<Response<pb::HeadersResponse>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let metadata = req
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        Ok(Response::new(pb::HeadersResponse { metadata }))
+    }
+
+    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<()>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let r = req.into_inner();
+        let code = Code::from_i32(r.code);
+        let message = if r.message.is_empty() { format!("failing with {code:?} as asked") } else { r.message };
+        let info = rpc::ErrorInfo {
+            reason: "PROBE_FAILURE".to_owned(),
+            domain: "demo.portico".to_owned(),
+            metadata: [("code".to_owned(), r.code.to_string())].into_iter().collect(),
+        };
+        let status = rpc::Status {
+            code: r.code,
+            message: message.clone(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.ErrorInfo".to_owned(),
+                value: info.encode_to_vec(),
+            }],
+        };
+        Err(Status::with_details(code, message, status.encode_to_vec().into()))
+    }
+
+    async fn sleep(&self, req: Request<pb::SleepRequest>) -> Result<Response<pb::SleepResponse>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let millis = req.into_inner().millis.clamp(0, 60_000) as u64;
+        let mut guard = CancelGuard(Some(self.cancelled.clone()));
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        guard.0 = None;
+        Ok(Response::new(pb::SleepResponse { slept_millis: started.elapsed().as_millis() as i64 }))
+    }
+}

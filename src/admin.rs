@@ -1,0 +1,46 @@
+//! The admin port: `/healthz` for liveness probes and `/routes` for the
+//! route table as the gateway sees it. Kept off the main port so it can be
+//! bound to a private address.
+
+use crate::routes::RouteTable;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub fn spawn(listener: TcpListener, routes: Arc<RouteTable>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
+                _ = shutdown.changed() => return,
+            };
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let routes = routes.clone();
+                    async move {
+                        let (status, body) = match req.uri().path() {
+                            "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
+                            "/routes" => (StatusCode::OK, routes.listing()),
+                            _ => (StatusCode::NOT_FOUND, "not found; try /healthz or /routes\n".to_owned()),
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = status;
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    })
+}

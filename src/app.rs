@@ -1,0 +1,145 @@
+//! The one place that wires ingress -> policy pipeline -> egress, binds the
+//! sockets, and shuts everything down.
+
+use crate::config::{Config, ConfigError};
+use crate::descriptors::{self, SchemaError};
+use crate::egress::grpc::GrpcEgress;
+use crate::ingress::rest::RestIngress;
+use crate::ingress::server;
+use crate::routes::RouteTable;
+use crate::transcode::status::StatusRenderer;
+use crate::{admin, policy};
+use prost_reflect::DescriptorPool;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the gateway could not start; each names file, key or address.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Schema(SchemaError),
+    Bind { key: &'static str, addr: SocketAddr, error: std::io::Error },
+    Upstream(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "config error: {e}"),
+            StartError::Schema(e) => write!(f, "schema error: {e}"),
+            StartError::Bind { key, addr, error } => write!(f, "cannot listen on {addr} ({key}): {error}"),
+            StartError::Upstream(e) => write!(f, "upstream error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+impl From<SchemaError> for StartError {
+    fn from(e: SchemaError) -> Self {
+        StartError::Schema(e)
+    }
+}
+
+/// Config, schemas and routes, loaded and checked; what `portico check` prints.
+pub struct Loaded {
+    pub config: Config,
+    pub pool: DescriptorPool,
+    pub routes: RouteTable,
+}
+
+pub async fn load(config: Config) -> Result<Loaded, StartError> {
+    let pool = descriptors::load(&config).await?;
+    let routes = RouteTable::build(&config, &pool)?;
+    Ok(Loaded { config, pool, routes })
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// The address the main port is bound to (useful with port 0).
+    pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads everything, binds the sockets and starts serving.
+pub async fn start(config: Config) -> Result<Gateway, StartError> {
+    let Loaded { config, pool, routes } = load(config).await?;
+    let limits = config.server.limits.clone();
+    let egress = GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?;
+    let routes = Arc::new(routes);
+    let ingress = Arc::new(RestIngress {
+        routes: routes.clone(),
+        pipeline: policy::pipeline(egress),
+        metadata: config.metadata.clone(),
+        limits: limits.clone(),
+        status: StatusRenderer::new(&pool),
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|error| StartError::Bind { key: "server.listen", addr: config.server.listen, error })?;
+    let addr = listener.local_addr().map_err(|error| StartError::Bind { key: "server.listen", addr: config.server.listen, error })?;
+    let mut tasks = vec![server::spawn(listener, ingress, limits, shutdown_rx.clone())];
+
+    let mut admin_addr = None;
+    if let Some(admin) = config.server.admin {
+        let listener = TcpListener::bind(admin)
+            .await
+            .map_err(|error| StartError::Bind { key: "server.admin", addr: admin, error })?;
+        admin_addr = listener.local_addr().ok();
+        tasks.push(admin::spawn(listener, routes, shutdown_rx));
+    }
+    tracing::info!(%addr, routes = ?config.routes.iter().map(|r| r.grpc_service.as_str()).collect::<Vec<_>>(), "portico listening");
+    Ok(Gateway { addr, admin_addr, shutdown, tasks })
+}
+
+impl Gateway {
+    /// Stops accepting, lets requests in flight finish, and returns when all
+    /// connections are closed.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining connections");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

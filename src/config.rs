@@ -1,0 +1,474 @@
+//! Configuration: the TOML schema ([`file`]) and the validated, typed config
+//! the rest of the gateway is built from. Every check that can be done
+//! without loading schemas happens here, and every error names the file,
+//! the key and the reason.
+
+pub mod file;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Limits on what a client may send, all on by default. Defaults are at
+/// least as strict as Envoy's edge-proxy advice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// HTTP/2 streams a client may have open on one connection.
+    pub max_concurrent_streams: u32,
+    /// Time allowed to receive a request's headers (also the HTTP/1.1 keep-alive wait).
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Largest request body the gateway reads.
+    pub max_request_body_bytes: usize,
+    /// Largest gRPC message sent to or received from a backend.
+    pub max_grpc_message_bytes: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest a unary call may take end to end.
+    pub request_timeout: Duration,
+    /// Client connections open at once; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_streams: 100,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_request_body_bytes: 4 * 1024 * 1024,
+            max_grpc_message_bytes: 4 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub limits: Limits,
+}
+
+/// What to do with a query parameter that names no field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownQueryParams {
+    Reject,
+    Ignore,
+}
+
+/// Proto3 JSON mapping options, global and per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonOptions {
+    /// Write fields that hold their default value.
+    pub emit_unpopulated: bool,
+    /// Write `proto_field_name` instead of `lowerCamelCase`.
+    pub use_proto_names: bool,
+    /// Write enums as numbers instead of names.
+    pub enums_as_numbers: bool,
+    /// Reject unknown JSON fields and enum names (the default) instead of dropping them.
+    pub reject_unknown_fields: bool,
+    pub unknown_query_params: UnknownQueryParams,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            emit_unpopulated: false,
+            use_proto_names: false,
+            enums_as_numbers: false,
+            reject_unknown_fields: true,
+            unknown_query_params: UnknownQueryParams::Reject,
+        }
+    }
+}
+
+/// Which request headers become gRPC metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataConfig {
+    /// Exact header names (lowercase).
+    pub forward: HashSet<String>,
+    /// Name prefixes, from entries ending in `*`.
+    pub forward_prefixes: Vec<String>,
+    /// Honour a `grpc-timeout` request header (never above the route's timeout).
+    pub honour_client_timeout: bool,
+}
+
+pub const DEFAULT_FORWARDED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "accept-language",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+impl MetadataConfig {
+    pub fn allows(&self, name: &str) -> bool {
+        self.forward.contains(name) || self.forward_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            forward: DEFAULT_FORWARDED_HEADERS.iter().map(|s| s.to_string()).collect(),
+            forward_prefixes: Vec::new(),
+            honour_client_timeout: true,
+        }
+    }
+}
+
+/// Where schemas come from; paths are already resolved against the config folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescriptorSources {
+    pub sets: Vec<PathBuf>,
+    pub proto_paths: Vec<PathBuf>,
+    pub protos: Vec<String>,
+    /// Upstreams (by name) whose server reflection is read at startup.
+    pub reflect: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Grpc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    /// `host:port` of each instance.
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub grpc_service: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub methods: Option<Vec<String>>,
+    /// Also serve every method as `POST /package.Service/Method`.
+    pub auto_mapping: bool,
+    pub timeout: Duration,
+    pub json: JsonOptions,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, for error messages.
+    pub source: String,
+    pub server: ServerConfig,
+    pub json: JsonOptions,
+    pub metadata: MetadataConfig,
+    pub descriptors: DescriptorSources,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: source.clone(),
+            key: String::new(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_str_in(&text, &source, &base)
+    }
+
+    /// Parses a config from a string, resolving relative paths against the
+    /// current folder; for tests and embedded configs.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str_in(text, "<inline config>", Path::new(""))
+    }
+
+    pub fn from_str_in(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            file: source.to_owned(),
+            key: String::new(),
+            reason: e.message().to_owned(),
+        })?;
+        let file: file::File = serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
+            file: source.to_owned(),
+            key: e.path().to_string(),
+            reason: e.inner().message().to_owned(),
+        })?;
+        Validator { source, base }.validate(file)
+    }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.source.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, text: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match text {
+            None => Ok(default),
+            Some(t) => {
+                let d = humantime::parse_duration(t)
+                    .map_err(|e| self.err(key, format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}")))?;
+                if d.is_zero() {
+                    return Err(self.err(key, "must be greater than zero"));
+                }
+                Ok(d)
+            }
+        }
+    }
+
+    fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        text.parse()
+            .map_err(|_| self.err(key, format!("{text:?} is not an address like \"127.0.0.1:8080\"")))
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn validate(&self, f: file::File) -> Result<Config, ConfigError> {
+        let server = self.server(&f.server)?;
+        let json = self.json("json", &f.json, JsonOptions::default())?;
+        let metadata = self.metadata(&f.metadata)?;
+
+        let mut upstreams = Vec::new();
+        for (name, u) in &f.upstreams {
+            upstreams.push(self.upstream(name, u)?);
+        }
+        let upstream_index = |key: &str, name: &str| -> Result<usize, ConfigError> {
+            upstreams.iter().position(|u| u.name == name).ok_or_else(|| {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                self.err(
+                    key,
+                    format!("no upstream named {name:?} (known: {})", list_or_none(&known)),
+                )
+            })
+        };
+
+        let descriptors = DescriptorSources {
+            sets: f.descriptors.sets.iter().map(|s| self.path(s)).collect(),
+            proto_paths: f.descriptors.proto_paths.iter().map(|s| self.path(s)).collect(),
+            protos: f.descriptors.protos.clone(),
+            reflect: f.descriptors.reflect.clone(),
+        };
+        for (i, name) in descriptors.reflect.iter().enumerate() {
+            upstream_index(&format!("descriptors.reflect[{i}]"), name)?;
+        }
+        if !descriptors.protos.is_empty() && descriptors.proto_paths.is_empty() {
+            return Err(self.err("descriptors.proto_paths", "is needed to find descriptors.protos"));
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in f.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if r.grpc_service.is_empty() {
+                return Err(self.err(format!("{key}.grpc_service"), "must name a service, e.g. \"foo.v1.Foo\""));
+            }
+            let upstream = upstream_index(&format!("{key}.upstream"), &r.upstream)?;
+            let route_json = match &r.json {
+                Some(j) => self.json(&format!("{key}.json"), j, json)?,
+                None => json,
+            };
+            routes.push(RouteConfig {
+                grpc_service: r.grpc_service.clone(),
+                upstream,
+                methods: r.methods.clone(),
+                auto_mapping: r.auto_mapping.unwrap_or(true),
+                timeout: self.duration(&format!("{key}.timeout"), &r.timeout, server.limits.request_timeout)?,
+                json: route_json,
+            });
+        }
+        if routes.is_empty() {
+            return Err(self.err("routes", "no [[routes]]: the gateway would serve nothing"));
+        }
+
+        Ok(Config {
+            source: self.source.to_owned(),
+            server,
+            json,
+            metadata,
+            descriptors,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn server(&self, s: &file::ServerFile) -> Result<ServerConfig, ConfigError> {
+        let d = Limits::default();
+        let l = &s.limits;
+        let positive = |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+            match v {
+                Some(0) => Err(self.err(format!("server.limits.{key}"), "must be greater than zero")),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let limits = Limits {
+            max_concurrent_streams: match l.max_concurrent_streams {
+                Some(0) => return Err(self.err("server.limits.max_concurrent_streams", "must be greater than zero")),
+                Some(v) => v,
+                None => d.max_concurrent_streams,
+            },
+            header_read_timeout: self.duration(
+                "server.limits.header_read_timeout",
+                &l.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            max_header_bytes: positive("max_header_bytes", l.max_header_bytes, d.max_header_bytes)?,
+            max_request_body_bytes: positive("max_request_body_bytes", l.max_request_body_bytes, d.max_request_body_bytes)?,
+            max_grpc_message_bytes: positive("max_grpc_message_bytes", l.max_grpc_message_bytes, d.max_grpc_message_bytes)?,
+            idle_timeout: self.duration("server.limits.idle_timeout", &l.idle_timeout, d.idle_timeout)?,
+            request_timeout: self.duration("server.limits.request_timeout", &l.request_timeout, d.request_timeout)?,
+            max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
+        };
+        if limits.max_header_bytes < 8192 {
+            return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
+        }
+        Ok(ServerConfig {
+            listen: self.addr("server.listen", &s.listen)?,
+            admin: s.admin.as_deref().map(|a| self.addr("server.admin", a)).transpose()?,
+            limits,
+        })
+    }
+
+    fn json(&self, key: &str, j: &file::JsonFile, base: JsonOptions) -> Result<JsonOptions, ConfigError> {
+        let unknown_query_params = match j.unknown_query_params.as_deref() {
+            None => base.unknown_query_params,
+            Some("reject") => UnknownQueryParams::Reject,
+            Some("ignore") => UnknownQueryParams::Ignore,
+            Some(other) => {
+                return Err(self.err(
+                    format!("{key}.unknown_query_params"),
+                    format!("{other:?} is not one of \"reject\", \"ignore\""),
+                ))
+            }
+        };
+        Ok(JsonOptions {
+            emit_unpopulated: j.emit_unpopulated.unwrap_or(base.emit_unpopulated),
+            use_proto_names: j.use_proto_names.unwrap_or(base.use_proto_names),
+            enums_as_numbers: j.enums_as_numbers.unwrap_or(base.enums_as_numbers),
+            reject_unknown_fields: j.reject_unknown_fields.unwrap_or(base.reject_unknown_fields),
+            unknown_query_params,
+        })
+    }
+
+    fn metadata(&self, m: &file::MetadataFile) -> Result<MetadataConfig, ConfigError> {
+        let mut out = MetadataConfig::default();
+        if let Some(list) = &m.forward {
+            out.forward.clear();
+            for (i, name) in list.iter().enumerate() {
+                let lower = name.to_ascii_lowercase();
+                let bare = lower.strip_suffix('*').unwrap_or(&lower);
+                if http::HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
+                    return Err(self.err(format!("metadata.forward[{i}]"), format!("{name:?} is not a header name")));
+                }
+                if bare.starts_with("grpc-") || bare == "te" || bare == "content-type" || bare == "host" {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is set by the gateway itself and cannot be forwarded"),
+                    ));
+                }
+                if lower.ends_with('*') {
+                    out.forward_prefixes.push(bare.to_owned());
+                } else {
+                    out.forward.insert(lower);
+                }
+            }
+        }
+        if let Some(h) = m.honour_client_timeout {
+            out.honour_client_timeout = h;
+        }
+        Ok(out)
+    }
+
+    fn upstream(&self, name: &str, u: &file::UpstreamFile) -> Result<UpstreamConfig, ConfigError> {
+        let key = format!("upstreams.{name}");
+        let protocol = match u.protocol.as_str() {
+            "grpc" => UpstreamProtocol::Grpc,
+            other => {
+                return Err(self.err(
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not supported; use \"grpc\""),
+                ))
+            }
+        };
+        if u.endpoints.is_empty() {
+            return Err(self.err(format!("{key}.endpoints"), "needs at least one \"host:port\""));
+        }
+        for (i, e) in u.endpoints.iter().enumerate() {
+            let ok = e
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok || e.contains("://") {
+                return Err(self.err(
+                    format!("{key}.endpoints[{i}]"),
+                    format!("{e:?} is not \"host:port\""),
+                ));
+            }
+        }
+        Ok(UpstreamConfig {
+            name: name.to_owned(),
+            protocol,
+            endpoints: u.endpoints.clone(),
+            connect_timeout: self.duration(&format!("{key}.connect_timeout"), &u.connect_timeout, Duration::from_secs(2))?,
+        })
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

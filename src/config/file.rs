@@ -1,0 +1,98 @@
+//! The TOML file as written by users: plain serde structs with defaults.
+//! Nothing here is validated beyond its type; see [`super::Config::from_file`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub server: ServerFile,
+    #[serde(default)]
+    pub json: JsonFile,
+    #[serde(default)]
+    pub metadata: MetadataFile,
+    #[serde(default)]
+    pub descriptors: DescriptorsFile,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: String,
+    pub admin: Option<String>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_concurrent_streams: Option<u32>,
+    pub header_read_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_request_body_bytes: Option<usize>,
+    pub max_grpc_message_bytes: Option<usize>,
+    pub idle_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonFile {
+    pub emit_unpopulated: Option<bool>,
+    pub use_proto_names: Option<bool>,
+    pub enums_as_numbers: Option<bool>,
+    pub reject_unknown_fields: Option<bool>,
+    pub unknown_query_params: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataFile {
+    pub forward: Option<Vec<String>>,
+    pub honour_client_timeout: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorsFile {
+    #[serde(default)]
+    pub sets: Vec<String>,
+    #[serde(default)]
+    pub proto_paths: Vec<String>,
+    #[serde(default)]
+    pub protos: Vec<String>,
+    #[serde(default)]
+    pub reflect: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Option<String>,
+}
+
+fn default_protocol() -> String {
+    "grpc".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub grpc_service: String,
+    pub upstream: String,
+    /// Only these methods of the service (simple names); all when absent.
+    pub methods: Option<Vec<String>>,
+    pub auto_mapping: Option<bool>,
+    pub timeout: Option<String>,
+    pub json: Option<JsonFile>,
+}

@@ -1,0 +1,76 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[upstreams.backend]
+endpoints = ["127.0.0.1:50051"]
+
+[[routes]]
+grpc_service = "foo.v1.Foo"
+upstream = "backend"
+"#;
+
+#[test]
+fn a_ten_line_config_gets_safe_defaults() {
+    let c = Config::from_toml(MINIMAL).unwrap();
+    assert_eq!(c.server.limits, Limits::default());
+    assert_eq!(c.routes[0].upstream, 0);
+    assert!(c.routes[0].auto_mapping);
+    assert!(c.json.reject_unknown_fields);
+    assert!(c.metadata.allows("authorization"));
+    assert!(!c.metadata.allows("cookie"));
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_path() {
+    let text = MINIMAL.replace("listen =", "lisen = \"x\"\nlisten =");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "server.lisen");
+    assert!(err.reason.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn a_route_to_a_missing_upstream_names_the_route_and_the_known_ones() {
+    let text = MINIMAL.replace("upstream = \"backend\"", "upstream = \"nope\"");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "routes[0].upstream");
+    assert!(err.reason.contains("backend"), "{err}");
+}
+
+#[test]
+fn bad_durations_and_addresses_say_what_was_expected() {
+    let text = MINIMAL.replace("[upstreams", "[server.limits]\nidle_timeout = \"soon\"\n\n[upstreams");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "server.limits.idle_timeout");
+
+    let text = MINIMAL.replace("127.0.0.1:8080", "localhost");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "server.listen");
+
+    let text = MINIMAL.replace("127.0.0.1:50051", "http://127.0.0.1:50051");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.endpoints[0]");
+}
+
+#[test]
+fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
+    let text = format!("{MINIMAL}\n[metadata]\nforward = [\"X-Tenant-*\", \"authorization\"]\n");
+    let c = Config::from_toml(&text).unwrap();
+    assert!(c.metadata.allows("x-tenant-id"));
+    assert!(!c.metadata.allows("x-request-id"));
+
+    let text = format!("{MINIMAL}\n[metadata]\nforward = [\"grpc-timeout\"]\n");
+    assert_eq!(Config::from_toml(&text).unwrap_err().key, "metadata.forward[0]");
+}
+
+#[test]
+fn per_route_json_options_override_the_global_ones() {
+    let text = format!(
+        "{MINIMAL}json = {{ use_proto_names = true }}\n\n[json]\nemit_unpopulated = true\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert!(c.json.emit_unpopulated && !c.json.use_proto_names);
+    assert!(c.routes[0].json.emit_unpopulated && c.routes[0].json.use_proto_names);
+}

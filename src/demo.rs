@@ -1,0 +1,61 @@
+//! `portico demo`: the bundled example backends and the gateway in front of
+//! them, in one process, with a tour printed on startup.
+
+#[path = "../examples/backends/mod.rs"]
+pub mod backends;
+
+use crate::app::{self, StartError};
+use crate::config::Config;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The demo's gateway config, with `@LISTEN@` and `@BACKEND@` placeholders.
+pub const CONFIG: &str = include_str!("../examples/demo.toml");
+
+pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartError> {
+    let text = CONFIG
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@BACKEND@", &backend.to_string());
+    Ok(Config::from_str_in(&text, "examples/demo.toml", Path::new("."))?)
+}
+
+/// Starts the demo backends and the gateway, prints the tour, serves until a signal.
+pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
+    let backends = backends::Backends::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+    let (backend_addr, _task) = backends
+        .bind(any)
+        .await
+        .map_err(|error| StartError::Bind { key: "demo backend", addr: any, error })?;
+    let gateway = app::start(config(listen, backend_addr)?).await?;
+    println!("{}", tour(gateway.addr, backend_addr));
+    gateway.run_until_signal().await;
+    Ok(())
+}
+
+fn tour(gw: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        r#"
+Portico demo: gateway on http://{gw}, demo gRPC backend on {backend}.
+Try:
+
+  curl -s http://{gw}/v1/shelves/1
+  curl -s http://{gw}/v1/shelves/1/books
+  curl -s -i -X POST http://{gw}/v1/shelves/1/books -d '{{"title":"Dune","author":"Frank Herbert","genre":"GENRE_FICTION"}}'
+  curl -s -X PATCH http://{gw}/v1/shelves/1/books/1 -d '{{"pages":320}}'
+  curl -s -X POST http://{gw}/v1/shelves/1/books/2:archive -d '{{"reason":"worn out"}}'
+  curl -s 'http://{gw}/v1/books:search?query=sol&genres=GENRE_FICTION&pageSize=5&filter.language=en'
+  curl -s http://{gw}/v1/shelves/1/books/1/cover
+  curl -s -X POST http://{gw}/portico.demo.v1.Library/Stats -d '{{}}'
+  curl -s -N 'http://{gw}/v1/feed?count=5&interval_ms=500'
+  curl -s -N -H 'Accept: text/event-stream' 'http://{gw}/v1/feed?count=3&fail_after=2'
+  printf '{{"seq":1,"topic":"a"}}\n{{"seq":2,"topic":"b"}}\n' | curl -s -X POST http://{gw}/v1/feed:upload --data-binary @-
+  curl -s -i http://{gw}/v1/shelves/9
+  curl -s -i http://{gw}/v1/probe/fail/7
+  curl -s -i http://{gw}/v1/shelves/1 -X DELETE
+  curl -s -i -X POST http://{gw}/v1/shelves/1/books -d '{{"title":"x","colour":"red"}}'
+
+Press Ctrl-C to stop.
+"#
+    )
+}

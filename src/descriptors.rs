@@ -1,0 +1,131 @@
+//! Loading schemas at startup: FileDescriptorSet files, `.proto` sources
+//! compiled in-process by protox, and gRPC server reflection read from
+//! upstreams. The result is one [`DescriptorPool`]; everything after startup
+//! works on descriptors resolved from it, never on names.
+//!
+//! The google.api and google.rpc files the gateway itself relies on are
+//! built in, so users need not ship googleapis next to their protos.
+
+pub mod builtin;
+pub mod http_rule;
+pub mod reflection;
+
+use crate::config::Config;
+use prost::Message;
+use prost_reflect::DescriptorPool;
+use prost_types::FileDescriptorSet;
+use std::fmt;
+use std::path::Path;
+
+/// A schema that cannot be loaded: where (file or upstream), which symbol, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    /// File path, proto file name or `upstream NAME`.
+    pub source: String,
+    /// The symbol or import at fault, when there is one.
+    pub symbol: Option<String>,
+    pub reason: String,
+}
+
+impl SchemaError {
+    pub fn new(source: impl Into<String>, symbol: Option<String>, reason: impl Into<String>) -> Self {
+        SchemaError {
+            source: source.into(),
+            symbol,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.symbol {
+            Some(s) => write!(f, "{}: {}: {}", self.source, s, self.reason),
+            None => write!(f, "{}: {}", self.source, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+/// Loads every schema source of the config into one pool.
+pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
+    let mut pool = builtin::pool();
+    for path in &config.descriptors.sets {
+        add_set_file(&mut pool, path)?;
+    }
+    if !config.descriptors.protos.is_empty() {
+        let set = compile_protos(&config.descriptors.proto_paths, &config.descriptors.protos)?;
+        add_set(&mut pool, &set, "descriptors.protos")?;
+    }
+    for name in &config.descriptors.reflect {
+        let upstream = config
+            .upstreams
+            .iter()
+            .find(|u| &u.name == name)
+            .ok_or_else(|| SchemaError::new(format!("upstream {name}"), None, "no such upstream"))?;
+        let set = reflection::fetch(upstream).await?;
+        add_set(&mut pool, &set, &format!("reflection of upstream {name}"))?;
+    }
+    Ok(pool)
+}
+
+/// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
+pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
+    let source = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| SchemaError::new(&source, None, format!("cannot read: {e}")))?;
+    add_set(pool, &bytes, &source)
+}
+
+/// Adds an encoded FileDescriptorSet to the pool. It is handed over as
+/// bytes because decoding into `prost_types` would drop custom options such
+/// as google.api.http. A file already present by name is skipped (the
+/// built-in google.api files win over copies bundled in a set); a symbol
+/// defined twice or an import missing from the set is an error.
+pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<(), SchemaError> {
+    let set = FileDescriptorSet::decode(bytes)
+        .map_err(|e| SchemaError::new(source, None, format!("not a FileDescriptorSet: {e}")))?;
+    let files: Vec<_> = set.file.iter().filter(|f| pool.get_file_by_name(f.name()).is_none()).collect();
+    // Name a missing import precisely before the pool reports it less clearly.
+    let names: std::collections::HashSet<&str> = files.iter().map(|f| f.name()).collect();
+    for file in &files {
+        for dep in &file.dependency {
+            if !names.contains(dep.as_str()) && pool.get_file_by_name(dep).is_none() {
+                return Err(SchemaError::new(
+                    source,
+                    Some(file.name().to_owned()),
+                    format!("imports {dep:?}, which is not in the set (build it with --include_imports)"),
+                ));
+            }
+        }
+    }
+    pool.decode_file_descriptor_set(bytes)
+        .map_err(|e| SchemaError::new(source, e.file().map(str::to_owned), e.to_string()))
+}
+
+/// Compiles `.proto` files with protox. Imports resolve against the include
+/// paths, then the built-in google.api/google.rpc files, then protobuf's
+/// well-known types.
+/// Returns the encoded FileDescriptorSet (options intact).
+pub fn compile_protos(proto_paths: &[impl AsRef<Path>], protos: &[String]) -> Result<Vec<u8>, SchemaError> {
+    let mut chain = protox::file::ChainFileResolver::new();
+    for p in proto_paths {
+        chain.add(protox::file::IncludeFileResolver::new(p.as_ref().to_path_buf()));
+    }
+    chain.add(builtin::Resolver);
+    chain.add(protox::file::GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_imports(true);
+    for name in protos {
+        compiler.open_file(name).map_err(|e| protox_error(name, e))?;
+    }
+    Ok(compiler.encode_file_descriptor_set())
+}
+
+fn protox_error(opened: &str, e: protox::Error) -> SchemaError {
+    let file = e.file().unwrap_or(opened).to_owned();
+    SchemaError::new(file, None, e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! The protocol-neutral request and reply that flow through the policy
+//! pipeline. Ingress adapters build an [`Envelope`] from their protocol;
+//! egress adapters turn it into a backend call and return a [`Reply`].
+//! Nothing here knows about HTTP bodies, JSON or WebSocket frames.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use futures_util::Stream;
+use http::uri::PathAndQuery;
+use http::HeaderMap;
+use prost_reflect::MethodDescriptor;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The four shapes of a gRPC call, taken from the schema, never from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Unary,
+    ServerStreaming,
+    ClientStreaming,
+    Bidi,
+}
+
+impl CallKind {
+    pub fn of(method: &MethodDescriptor) -> Self {
+        match (method.is_client_streaming(), method.is_server_streaming()) {
+            (false, false) => CallKind::Unary,
+            (false, true) => CallKind::ServerStreaming,
+            (true, false) => CallKind::ClientStreaming,
+            (true, true) => CallKind::Bidi,
+        }
+    }
+
+    pub fn client_streams(self) -> bool {
+        matches!(self, CallKind::ClientStreaming | CallKind::Bidi)
+    }
+
+    pub fn server_streams(self) -> bool {
+        matches!(self, CallKind::ServerStreaming | CallKind::Bidi)
+    }
+}
+
+/// Index of an upstream in the gateway's upstream list, resolved at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId(pub usize);
+
+/// A backend method as resolved at startup: everything the hot path needs
+/// without a lookup by name.
+#[derive(Debug)]
+pub struct Target {
+    pub method: MethodDescriptor,
+    /// `/package.Service/Method`, ready for the HTTP/2 request line.
+    pub path: PathAndQuery,
+    pub kind: CallKind,
+    pub upstream: UpstreamId,
+    /// The route's name for the upstream, for logs.
+    pub upstream_name: Arc<str>,
+    /// Upper bound for a unary call; a client may ask for less.
+    pub timeout: Option<Duration>,
+}
+
+/// Stream of encoded protobuf messages.
+pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
+
+/// What the client sent: one encoded message or a stream of them.
+pub enum Payload {
+    Unary(Bytes),
+    Stream(MessageStream),
+}
+
+/// Per-request state shared by the policies, typed rather than string-keyed.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub started: Instant,
+    pub client_addr: Option<SocketAddr>,
+}
+
+impl RequestCtx {
+    pub fn new(client_addr: Option<SocketAddr>) -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            client_addr,
+        }
+    }
+}
+
+/// A call on its way to a backend.
+pub struct Envelope {
+    pub target: Arc<Target>,
+    /// Headers to send as gRPC metadata, already filtered by the allow-list.
+    pub metadata: HeaderMap,
+    pub payload: Payload,
+    /// How long the backend may take; sent as `grpc-timeout` and enforced.
+    pub timeout: Option<Duration>,
+    pub ctx: RequestCtx,
+}
+
+/// The backend's answer.
+pub struct Reply {
+    /// Response headers from the backend (for a unary call, trailers merged in).
+    pub metadata: HeaderMap,
+    pub body: ReplyBody,
+}
+
+pub enum ReplyBody {
+    Unary(Bytes),
+    /// Messages as they arrive; an `Err` item ends the stream with that status.
+    Stream(MessageStream),
+}

@@ -1,0 +1,255 @@
+//! The gateway's one error type and the one table that maps it to each
+//! protocol. Adapters never pick a status themselves: they build a
+//! [`GatewayError`] and call [`GatewayError::http_status`] / [`GatewayError::grpc_code`].
+//!
+//! Every error records where it came from ([`Origin`]) so logs and metrics
+//! can tell a client's mistake from a sick backend or a gateway fault.
+
+use bytes::Bytes;
+use http::StatusCode;
+use std::fmt;
+use tonic::Code;
+
+/// Who caused the failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The request was malformed or matched nothing.
+    Client,
+    /// The backend answered with a non-OK status or could not be reached.
+    Backend,
+    /// The gateway itself failed or hit one of its limits.
+    Gateway,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Client => "client",
+            Origin::Backend => "backend",
+            Origin::Gateway => "gateway",
+        }
+    }
+}
+
+/// One wrong field in a request, reported as a google.rpc.BadRequest field violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field (`inner.note`, `tags[2]`) or of the query parameter.
+    pub field: String,
+    pub description: String,
+}
+
+/// What went wrong, as a fact. The mapping of each kind to HTTP and gRPC is in
+/// [`ErrorKind::http_status`] and [`ErrorKind::grpc_code`], nowhere else.
+#[derive(Debug, Clone)]
+pub enum ErrorKind {
+    /// No route for the request path.
+    RouteNotFound { path: String },
+    /// The path is known but not with this HTTP method.
+    MethodNotAllowed { allowed: Vec<http::Method> },
+    /// The request body or parameters do not fit the request message.
+    InvalidRequest { violations: Vec<FieldViolation> },
+    /// The request body is larger than `limits.max_request_body_bytes`.
+    PayloadTooLarge { limit: usize },
+    /// The request body's content type cannot be read for this route.
+    UnsupportedMediaType { content_type: String },
+    /// The gateway's deadline for the call passed before the backend replied.
+    DeadlineExceeded,
+    /// The backend could not be reached (connect refused, connection lost).
+    BackendUnavailable,
+    /// The backend replied with this gRPC status.
+    Backend {
+        code: Code,
+        /// `grpc-status-details-bin`: an encoded google.rpc.Status, if sent.
+        details: Bytes,
+    },
+    /// The backend's reply could not be read as the method's response type.
+    BadBackendReply,
+    /// A failure inside the gateway that is nobody else's fault.
+    Internal,
+}
+
+/// A failure with its cause, its origin and a message for the client.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub origin: Origin,
+    pub message: String,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, origin: Origin, message: impl Into<String>) -> Self {
+        GatewayError {
+            kind,
+            origin,
+            message: message.into(),
+        }
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        Self::new(
+            ErrorKind::RouteNotFound { path: path.to_owned() },
+            Origin::Client,
+            format!("no route for {path}"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &http::Method, path: &str, allowed: Vec<http::Method>) -> Self {
+        let list = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+        Self::new(
+            ErrorKind::MethodNotAllowed { allowed },
+            Origin::Client,
+            format!("{method} is not allowed on {path}; allowed: {list}"),
+        )
+    }
+
+    /// A request that does not fit its message, naming the field at fault.
+    pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        let field = field.into();
+        let description = description.into();
+        let message = if field.is_empty() {
+            format!("invalid request: {description}")
+        } else {
+            format!("invalid value for {field}: {description}")
+        };
+        Self::new(
+            ErrorKind::InvalidRequest {
+                violations: vec![FieldViolation { field, description }],
+            },
+            Origin::Client,
+            message,
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            ErrorKind::PayloadTooLarge { limit },
+            Origin::Client,
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            ErrorKind::UnsupportedMediaType { content_type: content_type.to_owned() },
+            Origin::Client,
+            format!("content type {content_type:?} is not supported here; send application/json"),
+        )
+    }
+
+    pub fn deadline_exceeded() -> Self {
+        Self::new(ErrorKind::DeadlineExceeded, Origin::Gateway, "deadline exceeded before the backend replied")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, Origin::Gateway, message)
+    }
+
+    /// Maps a status from a backend call. Statuses that tonic synthesises for
+    /// transport failures (the backend never answered) become `BackendUnavailable`.
+    pub fn from_backend_status(status: &tonic::Status) -> Self {
+        if status.code() == Code::Unavailable && status.metadata().is_empty() && transport_failure(status) {
+            return Self::new(
+                ErrorKind::BackendUnavailable,
+                Origin::Backend,
+                format!("backend unavailable: {}", status.message()),
+            );
+        }
+        if status.code() == Code::Cancelled && transport_failure(status) {
+            return Self::new(ErrorKind::BackendUnavailable, Origin::Backend, "backend connection lost");
+        }
+        Self::new(
+            ErrorKind::Backend {
+                code: status.code(),
+                details: status.details().to_vec().into(),
+            },
+            Origin::Backend,
+            status.message().to_owned(),
+        )
+    }
+
+    /// HTTP status of this error, from the one table.
+    pub fn http_status(&self) -> StatusCode {
+        self.kind.http_status()
+    }
+
+    /// gRPC code of this error, from the one table.
+    pub fn grpc_code(&self) -> Code {
+        self.kind.grpc_code()
+    }
+}
+
+/// tonic marks statuses it made from a transport error by attaching the
+/// source error; a backend's own status has none.
+fn transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+impl ErrorKind {
+    /// THE gRPC code of each kind.
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            ErrorKind::RouteNotFound { .. } => Code::NotFound,
+            ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
+            ErrorKind::InvalidRequest { .. } => Code::InvalidArgument,
+            ErrorKind::PayloadTooLarge { .. } => Code::ResourceExhausted,
+            ErrorKind::UnsupportedMediaType { .. } => Code::InvalidArgument,
+            ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorKind::BackendUnavailable => Code::Unavailable,
+            ErrorKind::Backend { code, .. } => *code,
+            ErrorKind::BadBackendReply => Code::Internal,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    /// THE HTTP status of each kind; backend statuses follow the standard
+    /// gRPC -> HTTP mapping (google.rpc.Code's documented HTTP equivalents).
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ErrorKind::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            ErrorKind::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Backend { code, .. } => http_status_of_grpc(*code),
+            ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The standard mapping of a gRPC code to an HTTP status.
+pub fn http_status_of_grpc(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
+        Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        Code::Aborted => StatusCode::CONFLICT,
+        Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?}, from {})", self.message, self.grpc_code(), self.origin.as_str())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,45 @@
+use super::*;
+
+#[test]
+fn every_grpc_code_maps_to_the_standard_http_status() {
+    let table = [
+        (Code::InvalidArgument, 400),
+        (Code::Unauthenticated, 401),
+        (Code::PermissionDenied, 403),
+        (Code::NotFound, 404),
+        (Code::AlreadyExists, 409),
+        (Code::Aborted, 409),
+        (Code::ResourceExhausted, 429),
+        (Code::Cancelled, 499),
+        (Code::Unimplemented, 501),
+        (Code::Unavailable, 503),
+        (Code::DeadlineExceeded, 504),
+        (Code::Internal, 500),
+        (Code::FailedPrecondition, 400),
+        (Code::OutOfRange, 400),
+    ];
+    for (code, http) in table {
+        assert_eq!(http_status_of_grpc(code).as_u16(), http, "{code:?}");
+    }
+}
+
+#[test]
+fn client_errors_are_named_after_what_was_wrong() {
+    let err = GatewayError::route_not_found("/v1/nowhere");
+    assert_eq!(err.http_status(), StatusCode::NOT_FOUND);
+    assert_eq!(err.origin, Origin::Client);
+    assert!(err.message.contains("/v1/nowhere"));
+
+    let err = GatewayError::invalid_field("inner.note", "expected a string");
+    assert_eq!(err.grpc_code(), Code::InvalidArgument);
+    assert_eq!(err.message, "invalid value for inner.note: expected a string");
+}
+
+#[test]
+fn a_backend_status_keeps_its_code_and_message() {
+    let status = tonic::Status::new(Code::AlreadyExists, "book exists");
+    let err = GatewayError::from_backend_status(&status);
+    assert_eq!(err.http_status(), StatusCode::CONFLICT);
+    assert_eq!(err.origin, Origin::Backend);
+    assert_eq!(err.message, "book exists");
+}

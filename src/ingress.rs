@@ -1,0 +1,6 @@
+//! Ingress adapters: a client protocol in, an [`Envelope`](crate::envelope::Envelope)
+//! to the pipeline, the reply back out in the same protocol.
+
+pub mod body;
+pub mod rest;
+pub mod server;

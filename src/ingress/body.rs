@@ -1,0 +1,116 @@
+//! The response body of every HTTP reply: a whole buffer, or frames written
+//! as they are produced (flushed per message for streams). It also holds the
+//! connection's activity guard, so a connection counts as busy until the
+//! body is fully sent or dropped.
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+pub type FrameStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// Counts requests in flight on one connection, for the idle timeout.
+#[derive(Default, Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// Bumped on every request start and end; the watchdog sees progress.
+    events: AtomicUsize,
+}
+
+impl Activity {
+    pub fn start(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard(self.clone())
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn events(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+enum Content {
+    Full(Option<Bytes>),
+    Stream(FrameStream),
+}
+
+pub struct ResponseBody {
+    content: Content,
+    guard: Option<ActivityGuard>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        ResponseBody {
+            content: Content::Full((!bytes.is_empty()).then_some(bytes)),
+            guard: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody {
+            content: Content::Full(None),
+            guard: None,
+        }
+    }
+
+    pub fn stream(frames: FrameStream) -> Self {
+        ResponseBody {
+            content: Content::Stream(frames),
+            guard: None,
+        }
+    }
+
+    pub fn with_guard(mut self, guard: ActivityGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match &mut self.content {
+            Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Content::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        };
+        if let Poll::Ready(None) = frame {
+            self.guard = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.content, Content::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.content {
+            Content::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Content::Full(None) => SizeHint::with_exact(0),
+            Content::Stream(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The HTTP/JSON ingress: google.api.http bindings and the
+//! `POST /package.Service/Method` auto mapping.
+//!
+//! A request is matched, transcoded into an envelope, sent down the policy
+//! pipeline, and the reply written back as JSON (or NDJSON / SSE for server
+//! streams). Every failure becomes a JSON error response here; nothing
+//! escapes to hyper.
+
+use super::body::ResponseBody;
+use crate::config::{Limits, MetadataConfig};
+use crate::envelope::{CallKind, Envelope, MessageStream, Payload, ReplyBody, RequestCtx};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::policy::Pipeline;
+use crate::routes::{Binding, BodyRule, MatchOutcome, RouteTable};
+use crate::transcode::request::{self, UrlParts};
+use crate::transcode::response::{self, HttpReplyBody};
+use crate::transcode::status::StatusRenderer;
+use crate::transcode::stream::{LineSplitter, StreamFormat};
+use crate::transcode::json;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderName, HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// Response metadata key a backend sets to choose the HTTP success status
+/// (e.g. `201`); consumed by the gateway, not forwarded.
+pub const HTTP_STATUS_METADATA: &str = "x-http-status";
+
+pub struct RestIngress {
+    pub routes: Arc<RouteTable>,
+    pub pipeline: Pipeline,
+    pub metadata: MetadataConfig,
+    pub limits: Limits,
+    pub status: StatusRenderer,
+}
+
+/// A request body as hyper hands it over.
+pub type IncomingBody = hyper::body::Incoming;
+
+impl RestIngress {
+    /// Serves one request; never fails (errors become responses).
+    pub async fn handle(self: Arc<Self>, req: Request<IncomingBody>, client: Option<SocketAddr>) -> Response<ResponseBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let ctx = RequestCtx::new(client);
+        let started = ctx.started;
+        match self.serve(req, ctx).await {
+            Ok(resp) => {
+                tracing::debug!(target: "portico::access", %method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
+                resp
+            }
+            Err(err) => {
+                let resp = self.error_response(&err);
+                let status = resp.status().as_u16();
+                let micros = started.elapsed().as_micros() as u64;
+                match err.origin {
+                    Origin::Client => {
+                        tracing::info!(target: "portico::access", %method, %path, status, micros, origin = "client", error = %err.message)
+                    }
+                    origin => {
+                        tracing::warn!(target: "portico::access", %method, %path, status, micros, origin = origin.as_str(), error = %err.message)
+                    }
+                }
+                resp
+            }
+        }
+    }
+
+    async fn serve(&self, req: Request<IncomingBody>, ctx: RequestCtx) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let found = match self.routes.find(&parts.method, path) {
+            MatchOutcome::Found(m) => m,
+            MatchOutcome::MethodNotAllowed(allowed) => {
+                return Err(GatewayError::method_not_allowed(&parts.method, path, allowed))
+            }
+            MatchOutcome::NotFound => return Err(GatewayError::route_not_found(path)),
+        };
+        let binding = found.binding.clone();
+        let target = binding.target.clone();
+        let query = parts.uri.query();
+        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+
+        let payload = if target.kind.client_streams() {
+            let segments: Vec<String> = found.segments.iter().map(|s| s.to_string()).collect();
+            Payload::Stream(ndjson_messages(
+                body,
+                binding.clone(),
+                segments,
+                query.map(str::to_owned),
+                self.limits.max_grpc_message_bytes,
+            ))
+        } else {
+            let bytes = match binding.body {
+                BodyRule::None => Bytes::new(),
+                _ => read_body(body, &parts.headers, self.limits.max_request_body_bytes).await?,
+            };
+            let url = UrlParts {
+                segments: &found.segments,
+                query,
+            };
+            Payload::Unary(request::build(&binding, Some(url), &bytes, content_type)?)
+        };
+
+        let envelope = Envelope {
+            timeout: self.timeout(&parts.headers, target.kind, target.timeout),
+            metadata: self.forwarded_metadata(&parts.headers),
+            payload,
+            target,
+            ctx,
+        };
+        let reply = self.pipeline.clone().oneshot(envelope).await?;
+        let status = success_status(&reply.metadata);
+        let mut builder = Response::builder().status(status);
+        if let Some(headers) = builder.headers_mut() {
+            copy_reply_headers(&reply.metadata, headers);
+        }
+        let resp = match reply.body {
+            ReplyBody::Unary(bytes) => {
+                if status == StatusCode::NO_CONTENT {
+                    builder.body(ResponseBody::empty())
+                } else {
+                    match response::unary(&binding, &bytes)? {
+                        HttpReplyBody::Json(json) => builder
+                            .header(CONTENT_TYPE, "application/json")
+                            .body(ResponseBody::full(json)),
+                        HttpReplyBody::Raw { content_type, data } => {
+                            let ct = if content_type.is_empty() { "application/octet-stream".to_owned() } else { content_type };
+                            builder.header(CONTENT_TYPE, ct).body(ResponseBody::full(data))
+                        }
+                    }
+                }
+            }
+            ReplyBody::Stream(messages) => {
+                let format = StreamFormat::from_accept(parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+                builder = builder
+                    .header(CONTENT_TYPE, format.content_type())
+                    .header("cache-control", "no-cache")
+                    .header("x-accel-buffering", "no");
+                builder.body(ResponseBody::stream(self.stream_frames(&binding, messages, format)))
+            }
+        };
+        resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
+    }
+
+    /// The deadline for the backend: a unary call gets the route's timeout,
+    /// shortened by a client `grpc-timeout`; a stream only gets the client's.
+    fn timeout(&self, headers: &HeaderMap, kind: CallKind, route: Option<Duration>) -> Option<Duration> {
+        let client = if self.metadata.honour_client_timeout {
+            headers
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+        } else {
+            None
+        };
+        let route = if kind == CallKind::Unary { route } else { None };
+        match (client, route) {
+            (Some(c), Some(r)) => Some(c.min(r)),
+            (c, r) => c.or(r),
+        }
+    }
+
+    fn forwarded_metadata(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for (name, value) in headers {
+            if self.metadata.allows(name.as_str()) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
+    fn stream_frames(&self, binding: &Arc<Binding>, messages: MessageStream, format: StreamFormat) -> super::body::FrameStream {
+        let output = binding.target.method.output();
+        let options = json::serialize_options(&binding.json);
+        let status = self.status.clone();
+        let path = binding.target.path.clone();
+        Box::pin(futures_util::stream::unfold(
+            (messages, 0u64, false),
+            move |(mut messages, seq, finished)| {
+                let output = output.clone();
+                let options = options.clone();
+                let status = status.clone();
+                let path = path.clone();
+                async move {
+                    if finished {
+                        return None;
+                    }
+                    let failure = match messages.next().await {
+                        Some(Ok(bytes)) => match response::message_json(&output, &bytes, &options) {
+                            Ok(json) => return Some((format.message(seq + 1, &json), (messages, seq + 1, false))),
+                            Err(e) => e,
+                        },
+                        Some(Err(e)) => e,
+                        None => return format.end().map(|end| (end, (messages, seq, true))),
+                    };
+                    tracing::warn!(target: "portico::access", %path, origin = failure.origin.as_str(), error = %failure.message, "stream ended with an error after {seq} messages");
+                    Some((format.error(&status.to_vec(&failure)), (messages, seq, true)))
+                }
+            },
+        ))
+    }
+
+    pub fn error_response(&self, err: &GatewayError) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
+        *resp.status_mut() = err.http_status();
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ErrorKind::MethodNotAllowed { allowed } = &err.kind {
+            let list = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            if let Ok(v) = HeaderValue::from_str(&list) {
+                resp.headers_mut().insert(ALLOW, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Reads a whole body, refusing one over `limit` bytes (by its
+/// Content-Length before reading, or while reading).
+async fn read_body(body: IncomingBody, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
+    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(GatewayError::payload_too_large(limit));
+        }
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::payload_too_large(limit)),
+        Err(e) => Err(GatewayError::new(
+            ErrorKind::InvalidRequest { violations: Vec::new() },
+            Origin::Client,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// A client-streaming request body: newline-delimited JSON, one message per
+/// line, decoded as lines arrive. Path and query fill the first message.
+fn ndjson_messages(
+    body: IncomingBody,
+    binding: Arc<Binding>,
+    segments: Vec<String>,
+    query: Option<String>,
+    max_line: usize,
+) -> MessageStream {
+    struct State {
+        body: IncomingBody,
+        lines: LineSplitter,
+        queue: VecDeque<Bytes>,
+        first: bool,
+        done: bool,
+    }
+    let state = State {
+        body,
+        lines: LineSplitter::default(),
+        queue: VecDeque::new(),
+        first: true,
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, move |mut st| {
+        let binding = binding.clone();
+        let segments = segments.clone();
+        let query = query.clone();
+        async move {
+            loop {
+                if let Some(line) = st.queue.pop_front() {
+                    let url_segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+                    let url = st.first.then_some(UrlParts {
+                        segments: &url_segments,
+                        query: query.as_deref(),
+                    });
+                    st.first = false;
+                    let message = request::build(&binding, url, &line, None);
+                    if message.is_err() {
+                        st.done = true;
+                        st.queue.clear();
+                    }
+                    return Some((message, st));
+                }
+                if st.done {
+                    return None;
+                }
+                match st.body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            st.queue.extend(st.lines.push(&data));
+                            if st.lines.pending() > max_line {
+                                st.done = true;
+                                return Some((Err(GatewayError::payload_too_large(max_line)), st));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let err = GatewayError::new(
+                            ErrorKind::InvalidRequest { violations: Vec::new() },
+                            Origin::Client,
+                            format!("could not read the request stream: {e}"),
+                        );
+                        return Some((Err(err), st));
+                    }
+                    None => {
+                        st.done = true;
+                        st.queue.extend(st.lines.finish());
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The success status a backend asked for through `x-http-status`
+/// (2xx or 3xx), else 200.
+fn success_status(metadata: &HeaderMap) -> StatusCode {
+    metadata
+        .get(HTTP_STATUS_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|c| (200..400).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK)
+}
+
+/// Backend metadata becomes response headers, except what belongs to the
+/// gRPC or HTTP framing and binary (`-bin`) entries.
+fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
+    for (name, value) in metadata {
+        if is_reserved(name) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+}
+
+fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("grpc-")
+        || n.ends_with("-bin")
+        || matches!(
+            n,
+            "content-type" | "content-length" | "te" | "trailer" | "transfer-encoding" | "connection" | "keep-alive"
+                | "upgrade" | "date" | "server" | HTTP_STATUS_METADATA
+        )
+}

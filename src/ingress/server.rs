@@ -1,0 +1,124 @@
+//! The listening socket: accepts connections, serves HTTP/1.1 and h2c
+//! (prior knowledge) alike on one port, and enforces the connection limits:
+//! header read timeout and header size, HTTP/2 concurrent streams, idle
+//! timeout, and the number of open connections. Drains on shutdown.
+
+use super::body::{Activity, ResponseBody};
+use super::rest::RestIngress;
+use crate::config::Limits;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+/// Serves `listener` until `shutdown` turns true, then lets open
+/// connections finish their requests.
+pub fn spawn(listener: TcpListener, ingress: Arc<RestIngress>, limits: Limits, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => break,
+            };
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let ingress = ingress.clone();
+            let limits = limits.clone();
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                serve_connection(stream, remote, ingress, limits, shutdown).await;
+                drop(permit);
+            });
+            // Reap finished connection tasks so the set does not grow.
+            while connections.try_join_next().is_some() {}
+        }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
+    })
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
+    ingress: Arc<RestIngress>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let ingress = ingress.clone();
+            let guard = activity.start();
+            async move {
+                let resp = ingress.handle(req, Some(remote)).await;
+                Ok::<_, Infallible>(resp.map(|b: ResponseBody| b.with_guard(guard)))
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut idle_check = tokio::time::interval(tick);
+    let mut seen_events = activity.events();
+    let mut idle_since = Instant::now();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                let events = activity.events();
+                if events != seen_events || activity.in_flight() > 0 {
+                    seen_events = events;
+                    idle_since = Instant::now();
+                } else if idle_since.elapsed() >= limits.idle_timeout {
+                    tracing::debug!(%remote, "closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

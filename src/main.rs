@@ -1,0 +1,100 @@
+//! The `portico` command: parse the command line, load config, run.
+
+use clap::{Parser, Subcommand};
+use portico::{app, config::Config, demo, descriptors, observe};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "An API gateway for gRPC backends: JSON REST, WebSocket and gRPC clients on one port")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Load config and schemas, print the route table, and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        /// Explain which binding serves a request, e.g. "GET /v1/shelves/1?x=1".
+        #[arg(long)]
+        explain: Option<String>,
+    },
+    /// Run the demo backends with the gateway in front of them.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Compile .proto files into a FileDescriptorSet (no protoc needed).
+    Compile {
+        /// Include folder (repeatable).
+        #[arg(short = 'I', long = "proto-path", required = true)]
+        proto_paths: Vec<PathBuf>,
+        /// Output file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Files to compile, relative to an include folder.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    observe::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("portico: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                let config = Config::load(&config).map_err(|e| e.to_string())?;
+                let gateway = app::start(config).await.map_err(|e| e.to_string())?;
+                gateway.run_until_signal().await;
+                Ok(())
+            }
+            Command::Check { config, explain } => {
+                let config = Config::load(&config).map_err(|e| e.to_string())?;
+                let loaded = app::load(config).await.map_err(|e| e.to_string())?;
+                match explain {
+                    Some(request) => {
+                        let (method, target) = request.trim().split_once(' ').ok_or("--explain takes \"METHOD /path?query\"")?;
+                        let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))?;
+                        print!("{}", loaded.routes.explain(&method, target.trim()));
+                    }
+                    None => {
+                        println!("{}: ok, {} bindings", loaded.config.source, loaded.routes.bindings().len());
+                        print!("{}", loaded.routes.listing());
+                    }
+                }
+                Ok(())
+            }
+            Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),
+            Command::Compile { proto_paths, out, files } => {
+                let set = descriptors::compile_protos(&proto_paths, &files).map_err(|e| e.to_string())?;
+                std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;
+                println!("wrote {} ({} bytes)", out.display(), set.len());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portico: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

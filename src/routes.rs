@@ -1,0 +1,290 @@
+//! The route table: which gRPC method serves a request. Built once at
+//! startup from the config and the loaded schemas (google.api.http rules plus
+//! the `POST /package.Service/Method` auto mapping); at request time it only
+//! matches.
+
+pub mod binding;
+pub mod template;
+pub mod trie;
+
+pub use binding::{BodyRule, Binding, PathVar};
+
+use crate::config::{Config, ConfigError};
+use crate::descriptors::http_rule::{self, HttpRule, Pattern};
+use crate::envelope::{CallKind, Target, UpstreamId};
+use http::uri::PathAndQuery;
+use http::Method;
+use prost_reflect::{DescriptorPool, MethodDescriptor};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use trie::{Lookup, Trie};
+
+/// A successful match: the binding and the path split into raw segments.
+pub struct RouteMatch<'a> {
+    pub binding: &'a Arc<Binding>,
+    pub segments: Vec<&'a str>,
+}
+
+pub enum MatchOutcome<'a> {
+    Found(RouteMatch<'a>),
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    bindings: Vec<Arc<Binding>>,
+    trie: Trie,
+    /// Every routed method by its gRPC path, for gRPC ingress.
+    targets: HashMap<String, Arc<Target>>,
+}
+
+impl RouteTable {
+    /// Builds the table; a route naming an unknown service or method, a bad
+    /// template or two colliding bindings is an error naming the config key.
+    pub fn build(config: &Config, pool: &DescriptorPool) -> Result<RouteTable, ConfigError> {
+        let mut table = RouteTable::default();
+        for (i, route) in config.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let err = |key: String, reason: String| ConfigError {
+                file: config.source.clone(),
+                key,
+                reason,
+            };
+            let service = pool.get_service_by_name(&route.grpc_service).ok_or_else(|| {
+                let known: Vec<String> = pool
+                    .services()
+                    .map(|s| s.full_name().to_owned())
+                    .filter(|n| !n.starts_with("grpc."))
+                    .collect();
+                err(
+                    format!("{key}.grpc_service"),
+                    format!(
+                        "service {} is not in the loaded schemas (loaded: {})",
+                        route.grpc_service,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                )
+            })?;
+            if let Some(names) = &route.methods {
+                for (j, name) in names.iter().enumerate() {
+                    if !service.methods().any(|m| m.name() == name) {
+                        return Err(err(
+                            format!("{key}.methods[{j}]"),
+                            format!("{} has no method {name}", service.full_name()),
+                        ));
+                    }
+                }
+            }
+            let upstream = &config.upstreams[route.upstream];
+            for method in service.methods() {
+                if route.methods.as_ref().is_some_and(|names| !names.iter().any(|n| n == method.name())) {
+                    continue;
+                }
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                let target = Arc::new(Target {
+                    path: PathAndQuery::from_maybe_shared(path.clone()).map_err(|e| {
+                        err(format!("{key}.grpc_service"), format!("method {path} is not a valid path: {e}"))
+                    })?,
+                    kind: CallKind::of(&method),
+                    upstream: UpstreamId(route.upstream),
+                    upstream_name: upstream.name.as_str().into(),
+                    timeout: Some(route.timeout),
+                    method: method.clone(),
+                });
+                if table.targets.insert(path.clone(), target.clone()).is_some() {
+                    return Err(err(
+                        format!("{key}.grpc_service"),
+                        format!("{} is routed twice", service.full_name()),
+                    ));
+                }
+                let mut add = |m: Method, template: &str, body: &str, response_body: &str, auto: bool| {
+                    let binding = Binding::new(target.clone(), m, template, body, response_body, route.json, auto)
+                        .map_err(|reason| err(key.clone(), format!("{}: {reason}", method.full_name())))?;
+                    table.insert(binding).map_err(|reason| err(key.clone(), reason))
+                };
+                if let Some(rule) = http_rule::of(&method) {
+                    for (m, template, body, response_body) in rule_bindings(&method, &rule)
+                        .map_err(|reason| err(key.clone(), reason))?
+                    {
+                        add(m, &template, &body, &response_body, false)?;
+                    }
+                }
+                if route.auto_mapping {
+                    add(Method::POST, &path, "*", "", true)?;
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    fn insert(&mut self, binding: Binding) -> Result<(), String> {
+        let id = self.bindings.len();
+        if let Err(other) = self.trie.insert(&binding.template, binding.method.clone(), id) {
+            let other = &self.bindings[other];
+            return Err(format!(
+                "{} {} of {} collides with {} {} of {}",
+                binding.method,
+                binding.template_text,
+                binding.target.method.full_name(),
+                other.method,
+                other.template_text,
+                other.target.method.full_name()
+            ));
+        }
+        self.bindings.push(Arc::new(binding));
+        Ok(())
+    }
+
+    /// Matches a request; `path` is the raw (still percent-encoded) path.
+    pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> MatchOutcome<'a> {
+        let Some(trimmed) = path.strip_prefix('/') else {
+            return MatchOutcome::NotFound;
+        };
+        let segments: Vec<&str> = trimmed.split('/').collect();
+        match self.trie.lookup(method, &segments) {
+            Lookup::Found { id, verb_split } => {
+                let mut segments = segments;
+                if verb_split {
+                    if let Some(last) = segments.last_mut() {
+                        *last = last.rsplit_once(':').map_or(*last, |(head, _)| head);
+                    }
+                }
+                MatchOutcome::Found(RouteMatch {
+                    binding: &self.bindings[id],
+                    segments,
+                })
+            }
+            Lookup::MethodNotAllowed(allowed) => MatchOutcome::MethodNotAllowed(allowed),
+            Lookup::NotFound => MatchOutcome::NotFound,
+        }
+    }
+
+    pub fn bindings(&self) -> &[Arc<Binding>] {
+        &self.bindings
+    }
+
+    /// A routed method by its gRPC path (`/package.Service/Method`).
+    pub fn target(&self, grpc_path: &str) -> Option<&Arc<Target>> {
+        self.targets.get(grpc_path)
+    }
+
+    /// The table as `portico check` prints it.
+    pub fn listing(&self) -> String {
+        let mut out = String::new();
+        for b in &self.bindings {
+            let _ = writeln!(
+                out,
+                "{:<7} {:<48} -> {} -> {}{}",
+                b.method.as_str(),
+                b.template_text,
+                b.target.path,
+                b.target.upstream_name,
+                if b.auto { "  (auto)" } else { "" }
+            );
+        }
+        out
+    }
+
+    /// Says which binding serves `method path?query` and what fills each
+    /// field, or why nothing does.
+    pub fn explain(&self, method: &Method, path_and_query: &str) -> String {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let mut out = String::new();
+        match self.find(method, path) {
+            MatchOutcome::Found(m) => {
+                let b = m.binding;
+                let _ = writeln!(out, "{method} {path} matches {} {}", b.method, b.template_text);
+                let _ = writeln!(out, "  calls   {} ({:?}) on upstream {}", b.target.path, b.target.kind, b.target.upstream_name);
+                for (var, value) in b.path_values(&m.segments) {
+                    let _ = writeln!(out, "  path    {} = {:?}", var.name, value);
+                }
+                match &b.body {
+                    BodyRule::None => {
+                        let _ = writeln!(out, "  body    none (not read)");
+                    }
+                    BodyRule::Whole => {
+                        let _ = writeln!(out, "  body    the whole request message {}", b.target.method.input().full_name());
+                    }
+                    BodyRule::Field(f) => {
+                        let _ = writeln!(out, "  body    field {}", f.name());
+                    }
+                }
+                for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+                    let _ = writeln!(out, "  query   {k} = {v:?}");
+                }
+                if !matches!(b.body, BodyRule::Whole) {
+                    let _ = writeln!(out, "  other fields may be set from the query string");
+                }
+            }
+            MatchOutcome::MethodNotAllowed(allowed) => {
+                let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                let _ = writeln!(out, "{method} {path}: the path matches, but only for {}", list.join(", "));
+            }
+            MatchOutcome::NotFound => {
+                let _ = writeln!(out, "{method} {path}: no binding matches. Nearest templates:");
+                for b in self.nearest(path, 3) {
+                    let _ = writeln!(out, "  {} {} -> {}", b.method, b.template_text, b.target.path);
+                }
+            }
+        }
+        out
+    }
+
+    /// Bindings whose templates share the longest literal prefix with `path`.
+    fn nearest(&self, path: &str, n: usize) -> Vec<&Binding> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let score = |b: &Binding| {
+            b.template
+                .segments
+                .iter()
+                .zip(&segments)
+                .take_while(|(t, s)| match t {
+                    template::Segment::Literal(l) => l == *s,
+                    _ => true,
+                })
+                .count()
+        };
+        let mut scored: Vec<(usize, &Binding)> = self.bindings.iter().map(|b| (score(b), b.as_ref())).collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.into_iter().take(n).map(|(_, b)| b).collect()
+    }
+}
+
+/// The (method, template, body, response_body) of a rule and its
+/// additional bindings.
+fn rule_bindings(method: &MethodDescriptor, rule: &HttpRule) -> Result<Vec<(Method, String, String, String)>, String> {
+    let mut out = Vec::new();
+    let one = |r: &HttpRule| -> Result<Option<(Method, String, String, String)>, String> {
+        let (m, path) = match &r.pattern {
+            None => return Ok(None),
+            Some(Pattern::Get(p)) => (Method::GET, p.clone()),
+            Some(Pattern::Put(p)) => (Method::PUT, p.clone()),
+            Some(Pattern::Post(p)) => (Method::POST, p.clone()),
+            Some(Pattern::Delete(p)) => (Method::DELETE, p.clone()),
+            Some(Pattern::Patch(p)) => (Method::PATCH, p.clone()),
+            Some(Pattern::Custom(c)) => {
+                let m = Method::from_bytes(c.kind.as_bytes())
+                    .map_err(|_| format!("{}: custom verb {:?} is not an HTTP method", method.full_name(), c.kind))?;
+                (m, c.path.clone())
+            }
+        };
+        Ok(Some((m, path, r.body.clone(), r.response_body.clone())))
+    };
+    if let Some(b) = one(rule)? {
+        out.push(b);
+    }
+    for extra in &rule.additional_bindings {
+        if !extra.additional_bindings.is_empty() {
+            return Err(format!("{}: additional_bindings must not nest", method.full_name()));
+        }
+        if let Some(b) = one(extra)? {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! A binding: one HTTP method and path template mapped to one gRPC method,
+//! with every field reference resolved to a descriptor at load time.
+
+use super::template::{Segment, Template, Variable};
+use crate::config::JsonOptions;
+use crate::envelope::Target;
+use http::Method;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub const HTTP_BODY: &str = "google.api.HttpBody";
+pub const FIELD_MASK: &str = "google.protobuf.FieldMask";
+
+/// Where the HTTP body goes in the request message.
+#[derive(Debug, Clone)]
+pub enum BodyRule {
+    /// No body; every unbound field comes from the query string.
+    None,
+    /// `body: "*"`: the body is the request message, less the path-bound fields.
+    Whole,
+    /// `body: "field"`: the body is that top-level field; others come from the query.
+    Field(FieldDescriptor),
+}
+
+/// A path variable resolved to its field path.
+#[derive(Debug, Clone)]
+pub struct PathVar {
+    pub fields: Vec<FieldDescriptor>,
+    /// Dotted name as written in the template.
+    pub name: String,
+    pub start: usize,
+    /// `None`: up to the end of the path (the variable holds `**`).
+    pub end: Option<usize>,
+    pub multi_segment: bool,
+}
+
+#[derive(Debug)]
+pub struct Binding {
+    pub target: Arc<Target>,
+    pub method: Method,
+    /// The template as written, for listings and errors.
+    pub template_text: String,
+    pub template: Template,
+    pub path_vars: Vec<PathVar>,
+    pub body: BodyRule,
+    pub response_body: Option<FieldDescriptor>,
+    pub json: JsonOptions,
+    /// The `POST /package.Service/Method` mapping every method gets.
+    pub auto: bool,
+    /// PATCH whose body field is a message: the request's unset
+    /// `update_mask` is filled from the JSON keys sent.
+    pub update_mask: Option<FieldDescriptor>,
+    /// The request (or its body field) is google.api.HttpBody: raw bytes.
+    pub raw_request_body: bool,
+    /// The reply (or its response_body field) is google.api.HttpBody.
+    pub raw_response_body: bool,
+}
+
+impl Binding {
+    /// Builds a binding, checking every field the rule names.
+    pub fn new(
+        target: Arc<Target>,
+        method: Method,
+        template_text: &str,
+        body: &str,
+        response_body: &str,
+        json: JsonOptions,
+        auto: bool,
+    ) -> Result<Binding, String> {
+        let template = super::template::parse(template_text).map_err(|e| e.to_string())?;
+        let input = target.method.input();
+        let output = target.method.output();
+        let path_vars = template
+            .variables
+            .iter()
+            .map(|v| path_var(&input, v, &template.segments))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = match body {
+            "" => BodyRule::None,
+            "*" => BodyRule::Whole,
+            name => BodyRule::Field(top_level_field(&input, name, "body")?),
+        };
+        if let BodyRule::Field(f) = &body {
+            if path_vars.iter().any(|v| v.fields[0] == *f && v.fields.len() == 1) {
+                return Err(format!("field {} is bound by both the path and the body", f.name()));
+            }
+        }
+        let response_body = match response_body {
+            "" => None,
+            name => Some(top_level_field(&output, name, "response_body")?),
+        };
+        let update_mask = match (&method, &body) {
+            (&Method::PATCH, BodyRule::Field(f)) if matches!(f.kind(), Kind::Message(_)) => input
+                .get_field_by_name("update_mask")
+                .filter(|m| matches!(m.kind(), Kind::Message(d) if d.full_name() == FIELD_MASK) && !m.is_list()),
+            _ => None,
+        };
+        let raw_request_body = match &body {
+            BodyRule::Whole => input.full_name() == HTTP_BODY,
+            BodyRule::Field(f) => is_http_body(f),
+            BodyRule::None => false,
+        };
+        let raw_response_body = match &response_body {
+            None => output.full_name() == HTTP_BODY,
+            Some(f) => is_http_body(f),
+        };
+        Ok(Binding {
+            target,
+            method,
+            template_text: template_text.to_owned(),
+            template,
+            path_vars,
+            body,
+            response_body,
+            json,
+            auto,
+            update_mask,
+            raw_request_body,
+            raw_response_body,
+        })
+    }
+
+    /// The decoded value of each path variable, from the matched raw segments.
+    pub fn path_values<'a>(&'a self, segments: &[&'a str]) -> impl Iterator<Item = (&'a PathVar, Cow<'a, str>)> + 'a {
+        let segments = segments.to_vec();
+        self.path_vars.iter().map(move |v| {
+            let end = v.end.unwrap_or(segments.len()).min(segments.len());
+            let start = v.start.min(end);
+            let value = if v.multi_segment || start == end {
+                Cow::Owned(
+                    segments[start..end]
+                        .iter()
+                        .map(|s| decode_keeping_slashes(s))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                )
+            } else {
+                percent_encoding::percent_decode_str(segments[start]).decode_utf8_lossy()
+            };
+            (v, value)
+        })
+    }
+
+    /// Whether `fields` (a top-level field path) is bound by the path.
+    pub fn path_binds(&self, fields: &[FieldDescriptor]) -> bool {
+        self.path_vars.iter().any(|v| v.fields == fields)
+    }
+}
+
+fn is_http_body(f: &FieldDescriptor) -> bool {
+    matches!(f.kind(), Kind::Message(m) if m.full_name() == HTTP_BODY) && !f.is_list()
+}
+
+/// Percent-decodes a segment of a multi-segment variable, leaving `%2F` as is.
+fn decode_keeping_slashes(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(i) = rest.find(['%']) {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(&percent_encoding::percent_decode_str(head).decode_utf8_lossy());
+        if tail.len() >= 3 && tail[1..3].eq_ignore_ascii_case("2f") {
+            out.push_str(&tail[..3]);
+            rest = &tail[3..];
+        } else {
+            let end = tail.len().min(3);
+            out.push_str(&percent_encoding::percent_decode_str(&tail[..end]).decode_utf8_lossy());
+            rest = &tail[end..];
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+fn top_level_field(message: &MessageDescriptor, name: &str, what: &str) -> Result<FieldDescriptor, String> {
+    message
+        .get_field_by_name(name)
+        .ok_or_else(|| format!("{what} names field {name:?}, which {} does not have", message.full_name()))
+}
+
+fn path_var(input: &MessageDescriptor, v: &Variable, segments: &[Segment]) -> Result<PathVar, String> {
+    let name = v.field_path.join(".");
+    let mut fields = Vec::with_capacity(v.field_path.len());
+    let mut message = input.clone();
+    for (i, ident) in v.field_path.iter().enumerate() {
+        let field = message.get_field_by_name(ident).ok_or_else(|| {
+            format!("path variable {{{name}}}: {} has no field {ident:?}", message.full_name())
+        })?;
+        if field.is_list() || field.is_map() {
+            return Err(format!("path variable {{{name}}}: field {ident} is repeated"));
+        }
+        let last = i + 1 == v.field_path.len();
+        match field.kind() {
+            Kind::Message(m) if !last => message = m,
+            Kind::Message(m) => {
+                return Err(format!("path variable {{{name}}}: field {ident} is a message ({})", m.full_name()))
+            }
+            _ if !last => return Err(format!("path variable {{{name}}}: field {ident} is not a message")),
+            _ => {}
+        }
+        fields.push(field);
+    }
+    let to_end = segments[v.start..v.end].contains(&Segment::Multi);
+    Ok(PathVar {
+        fields,
+        multi_segment: v.is_multi_segment(segments),
+        name,
+        start: v.start,
+        end: if to_end { None } else { Some(v.end) },
+    })
+}

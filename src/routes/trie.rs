@@ -1,0 +1,146 @@
+//! A segment trie over path templates. Matching walks it once, preferring a
+//! literal segment, then `*`, then `**`, so literals win over variables and
+//! the cost does not grow with the number of routes.
+
+use super::template::{Segment, Template};
+use http::Method;
+use std::collections::HashMap;
+
+/// Index of a binding in the route table.
+pub type BindingId = usize;
+
+#[derive(Debug, Default)]
+struct Leaf {
+    /// (custom verb, HTTP method, binding).
+    entries: Vec<(Option<Box<str>>, Method, BindingId)>,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literals: HashMap<Box<str>, Node>,
+    single: Option<Box<Node>>,
+    /// Bindings whose template ends here.
+    end: Leaf,
+    /// Bindings whose template has `**` here (matches the rest of the path).
+    rest: Leaf,
+}
+
+#[derive(Debug, Default)]
+pub struct Trie {
+    root: Node,
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// `verb_split`: the last segment's `:verb` was taken as the verb.
+    Found { id: BindingId, verb_split: bool },
+    /// The path matched, but not with this method.
+    MethodNotAllowed(Vec<Method>),
+    NotFound,
+}
+
+impl Trie {
+    /// Adds a binding; returns the binding it collides with, if any.
+    pub fn insert(&mut self, template: &Template, method: Method, id: BindingId) -> Result<(), BindingId> {
+        let mut node = &mut self.root;
+        let mut leaf = None;
+        for segment in &template.segments {
+            match segment {
+                Segment::Literal(l) => node = node.literals.entry(l.as_str().into()).or_default(),
+                Segment::Single => node = node.single.get_or_insert_with(Default::default),
+                Segment::Multi => leaf = Some(&mut node.rest),
+            }
+            if leaf.is_some() {
+                break;
+            }
+        }
+        let leaf = match leaf {
+            Some(l) => l,
+            None => &mut node.end,
+        };
+        let verb: Option<Box<str>> = template.verb.as_deref().map(Into::into);
+        if let Some((_, _, other)) = leaf.entries.iter().find(|(v, m, _)| *v == verb && *m == method) {
+            return Err(*other);
+        }
+        leaf.entries.push((verb, method, id));
+        Ok(())
+    }
+
+    /// Finds the binding for a request path, given as its raw segments.
+    pub fn lookup(&self, method: &Method, segments: &[&str]) -> Lookup {
+        let mut allowed = Vec::new();
+        // A trailing ":verb" on the last segment is tried as a verb first,
+        // then as part of the segment.
+        if let Some((last, rest)) = segments.split_last() {
+            if let Some((head, verb)) = last.rsplit_once(':') {
+                let mut split: Vec<&str> = rest.to_vec();
+                split.push(head);
+                if let Some(id) = walk(&self.root, &split, 0, Some(verb), method, &mut allowed) {
+                    return Lookup::Found { id, verb_split: true };
+                }
+            }
+        }
+        if let Some(id) = walk(&self.root, segments, 0, None, method, &mut allowed) {
+            return Lookup::Found { id, verb_split: false };
+        }
+        if allowed.is_empty() {
+            Lookup::NotFound
+        } else {
+            allowed.dedup();
+            Lookup::MethodNotAllowed(allowed)
+        }
+    }
+}
+
+fn pick(leaf: &Leaf, verb: Option<&str>, method: &Method, allowed: &mut Vec<Method>) -> Option<BindingId> {
+    let mut found = None;
+    for (v, m, id) in &leaf.entries {
+        if v.as_deref() != verb {
+            continue;
+        }
+        if m == method {
+            found = Some(*id);
+        } else if !allowed.contains(m) {
+            allowed.push(m.clone());
+        }
+    }
+    found
+}
+
+fn walk(
+    node: &Node,
+    segments: &[&str],
+    i: usize,
+    verb: Option<&str>,
+    method: &Method,
+    allowed: &mut Vec<Method>,
+) -> Option<BindingId> {
+    if i == segments.len() {
+        if let Some(id) = pick(&node.end, verb, method, allowed) {
+            return Some(id);
+        }
+        return pick(&node.rest, verb, method, allowed);
+    }
+    let segment = segments[i];
+    if let Some(child) = node.literals.get(segment) {
+        if let Some(id) = walk(child, segments, i + 1, verb, method, allowed) {
+            return Some(id);
+        }
+    } else if segment.contains('%') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        if let Some(child) = node.literals.get(decoded.as_ref()) {
+            if let Some(id) = walk(child, segments, i + 1, verb, method, allowed) {
+                return Some(id);
+            }
+        }
+    }
+    if !segment.is_empty() {
+        if let Some(child) = &node.single {
+            if let Some(id) = walk(child, segments, i + 1, verb, method, allowed) {
+                return Some(id);
+            }
+        }
+    }
+    pick(&node.rest, verb, method, allowed)
+}

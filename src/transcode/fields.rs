@@ -1,0 +1,164 @@
+//! Setting fields from strings: path variables and query parameters.
+//! Covers every scalar kind, enums by name or number, repeated fields, and
+//! the well-known types a query string can carry (Timestamp, Duration,
+//! FieldMask, wrappers).
+
+use crate::error::GatewayError;
+use base64::Engine as _;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+
+/// Resolves a dotted query key (`filter.language`) to its field path,
+/// accepting proto and JSON names. `None` when any part names no field.
+pub fn resolve(desc: &MessageDescriptor, key: &str) -> Option<Vec<FieldDescriptor>> {
+    let mut fields = Vec::new();
+    let mut message = desc.clone();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let field = message
+            .get_field_by_name(part)
+            .or_else(|| message.get_field_by_json_name(part))?;
+        if parts.peek().is_some() {
+            match field.kind() {
+                Kind::Message(m) if !field.is_list() && !is_scalar_like(&m) => message = m,
+                _ => return None,
+            }
+        }
+        fields.push(field);
+    }
+    Some(fields)
+}
+
+/// Sets (or, for repeated fields, appends) `value` at the field path.
+pub fn set(msg: &mut DynamicMessage, fields: &[FieldDescriptor], value: &str, name: &str) -> Result<(), GatewayError> {
+    let (last, parents) = fields.split_last().expect("a field path is never empty");
+    let mut current = msg;
+    for f in parents {
+        current = match current.get_field_mut(f) {
+            Value::Message(m) => m,
+            _ => return Err(GatewayError::invalid_field(name, "is not a message")),
+        };
+    }
+    if last.is_map() {
+        return Err(GatewayError::invalid_field(name, "map fields cannot be set from the query string"));
+    }
+    let parsed = parse(&last.kind(), value).map_err(|reason| GatewayError::invalid_field(name, reason))?;
+    if last.is_list() {
+        if let Value::List(items) = current.get_field_mut(last) {
+            items.push(parsed);
+        }
+    } else {
+        if let Some(oneof) = last.containing_oneof() {
+            if oneof.fields().any(|f| f != *last && current.has_field(&f)) {
+                return Err(GatewayError::invalid_field(
+                    name,
+                    format!("another member of oneof {} is already set", oneof.name()),
+                ));
+            }
+        }
+        current.set_field(last, parsed);
+    }
+    Ok(())
+}
+
+/// Messages that a single string can hold.
+fn is_scalar_like(m: &MessageDescriptor) -> bool {
+    matches!(
+        m.full_name(),
+        "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask"
+    ) || wrapper_inner(m).is_some()
+}
+
+fn wrapper_inner(m: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let wrapper = matches!(
+        m.full_name(),
+        "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    );
+    if wrapper {
+        m.get_field_by_name("value")
+    } else {
+        None
+    }
+}
+
+fn parse_float(s: &str) -> Result<f64, String> {
+    match s {
+        "NaN" => Ok(f64::NAN),
+        "Infinity" => Ok(f64::INFINITY),
+        "-Infinity" => Ok(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().map_err(|_| format!("{s:?} is not a number")),
+    }
+}
+
+fn int<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+    s.parse::<T>().map_err(|_| format!("{s:?} is not a valid {what}"))
+}
+
+/// Parses one string as a value of `kind`.
+pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
+    Ok(match kind {
+        Kind::Double => Value::F64(parse_float(s)?),
+        Kind::Float => {
+            let v = parse_float(s)?;
+            if v.is_finite() && (v > f32::MAX as f64 || v < f32::MIN as f64) {
+                return Err(format!("{s:?} is out of range for a float"));
+            }
+            Value::F32(v as f32)
+        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(int(s, "32-bit integer")?),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(int(s, "64-bit integer")?),
+        Kind::Uint32 | Kind::Fixed32 => Value::U32(int(s, "unsigned 32-bit integer")?),
+        Kind::Uint64 | Kind::Fixed64 => Value::U64(int(s, "unsigned 64-bit integer")?),
+        Kind::Bool => Value::Bool(match s {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(format!("{s:?} is not true or false")),
+        }),
+        Kind::String => Value::String(s.to_owned()),
+        Kind::Bytes => Value::Bytes(decode_base64(s)?.into()),
+        Kind::Enum(e) => {
+            let number = match e.get_value_by_name(s) {
+                Some(v) => v.number(),
+                None => {
+                    let n: i32 = s
+                        .parse()
+                        .map_err(|_| format!("{s:?} is not a value of enum {}", e.full_name()))?;
+                    if e.get_value(n).is_none() {
+                        return Err(format!("{n} is not a value of enum {}", e.full_name()));
+                    }
+                    n
+                }
+            };
+            Value::EnumNumber(number)
+        }
+        Kind::Message(m) => {
+            if let Some(inner) = wrapper_inner(m) {
+                let mut msg = DynamicMessage::new(m.clone());
+                msg.set_field(&inner, parse(&inner.kind(), s)?);
+                Value::Message(msg)
+            } else if is_scalar_like(m) {
+                let msg = DynamicMessage::deserialize(m.clone(), serde_json::Value::String(s.to_owned()))
+                    .map_err(|e| format!("{s:?} is not a valid {}: {e}", m.full_name()))?;
+                Value::Message(msg)
+            } else {
+                return Err(format!("is a message ({}); set its fields as name.field", m.full_name()));
+            }
+        }
+    })
+}
+
+/// Accepts standard and URL-safe base64, padded or not.
+fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|e| e.decode(s).ok())
+        .ok_or_else(|| format!("{s:?} is not base64"))
+}

@@ -1,0 +1,91 @@
+//! Proto3 JSON mapping through prost-reflect, strict by default, with errors
+//! that name the field at fault.
+
+use crate::config::JsonOptions;
+use crate::error::GatewayError;
+use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
+
+/// Serialize options for a route's JSON settings.
+pub fn serialize_options(o: &JsonOptions) -> SerializeOptions {
+    SerializeOptions::new()
+        .stringify_64_bit_integers(true)
+        .use_enum_numbers(o.enums_as_numbers)
+        .use_proto_field_name(o.use_proto_names)
+        .skip_default_fields(!o.emit_unpopulated)
+}
+
+fn deserialize_options(o: &JsonOptions) -> DeserializeOptions {
+    DeserializeOptions::new().deny_unknown_fields(o.reject_unknown_fields)
+}
+
+/// Parses a JSON document as `desc`. Both lowerCamelCase and proto field
+/// names are accepted.
+pub fn decode(desc: &MessageDescriptor, json: &[u8], o: &JsonOptions) -> Result<DynamicMessage, GatewayError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let parsed = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))
+        .and_then(|m| de.end().map(|()| m));
+    parsed.map_err(|_| explain_failure(desc, json, o, ""))
+}
+
+/// Parses a `serde_json::Value` as `desc`; `prefix` names where it sits in
+/// the request (for a body field).
+pub fn decode_value(
+    desc: &MessageDescriptor,
+    value: serde_json::Value,
+    o: &JsonOptions,
+    prefix: &str,
+) -> Result<DynamicMessage, GatewayError> {
+    let text = serde_json::to_vec(&value).unwrap_or_default();
+    DynamicMessage::deserialize_with_options(desc.clone(), value, &deserialize_options(o))
+        .map_err(|_| explain_failure(desc, &text, o, prefix))
+}
+
+/// Parses again, tracking the path, to say which field was wrong. Only
+/// taken on the error path, so the common path pays nothing for it.
+fn explain_failure(desc: &MessageDescriptor, json: &[u8], o: &JsonOptions, prefix: &str) -> GatewayError {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut track = serde_path_to_error::Track::new();
+    let result = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        serde_path_to_error::Deserializer::new(&mut de, &mut track),
+        &deserialize_options(o),
+    );
+    let reason = match result {
+        Err(e) => e.to_string(),
+        Ok(_) => match de.end() {
+            Err(e) => e.to_string(),
+            Ok(()) => "invalid JSON".to_owned(),
+        },
+    };
+    let mut path = track.path().to_string();
+    if path == "." {
+        path.clear();
+    }
+    // prost-reflect reports an unknown key or a second oneof member at the
+    // enclosing object; name the member itself.
+    for marker in ["unrecognized field name '", "multiple fields provided for oneof '"] {
+        if let Some(rest) = reason.strip_prefix(marker) {
+            if let Some(name) = rest.split('\'').next() {
+                path = join(&path, name);
+            }
+        }
+    }
+    let field = join(prefix, &path);
+    GatewayError::invalid_field(field, reason)
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}.{b}"),
+    }
+}
+
+/// Writes a message as JSON.
+pub fn encode(msg: &DynamicMessage, options: &SerializeOptions) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    msg.serialize_with_options(&mut ser, options)?;
+    Ok(out)
+}

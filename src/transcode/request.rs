@@ -1,0 +1,200 @@
+//! HTTP request (path segments, query string, body) -> request message,
+//! per a binding's google.api.http rule.
+
+use super::{fields, json};
+use crate::config::{JsonOptions, UnknownQueryParams};
+use crate::error::GatewayError;
+use crate::routes::{Binding, BodyRule};
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+use std::collections::HashSet;
+
+/// Whether a body with this content type is read as JSON. Besides JSON
+/// types, an absent type, `text/plain` (what a browser's simple request
+/// sends, avoiding a CORS preflight) and `application/x-www-form-urlencoded`
+/// (what `curl -d` sends) are read as JSON too; anything else is a 415.
+pub fn is_json(content_type: Option<&str>) -> bool {
+    match content_type {
+        None => true,
+        Some(ct) => {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            matches!(
+                essence.as_str(),
+                "" | "application/json" | "text/json" | "text/plain" | "application/x-www-form-urlencoded"
+            ) || essence.ends_with("+json")
+        }
+    }
+}
+
+/// What the URL contributes to a request message: the matched path segments
+/// and the raw query string.
+#[derive(Clone, Copy)]
+pub struct UrlParts<'a> {
+    pub segments: &'a [&'a str],
+    pub query: Option<&'a str>,
+}
+
+/// Builds one encoded request message from the body and, for the first (or
+/// only) message of a call, the URL's path variables and query parameters.
+pub fn build(binding: &Binding, url: Option<UrlParts<'_>>, body: &Bytes, content_type: Option<&str>) -> Result<Bytes, GatewayError> {
+    let input = binding.target.method.input();
+    let opts = &binding.json;
+    let mut mask_paths = None;
+    let mut msg = match &binding.body {
+        BodyRule::None => DynamicMessage::new(input.clone()),
+        BodyRule::Whole if binding.raw_request_body => http_body(&input, body, content_type),
+        BodyRule::Whole => {
+            if body.is_empty() {
+                DynamicMessage::new(input.clone())
+            } else {
+                require_json(content_type)?;
+                json::decode(&input, body, opts)?
+            }
+        }
+        BodyRule::Field(field) => {
+            let mut msg = DynamicMessage::new(input.clone());
+            if binding.raw_request_body {
+                let Kind::Message(hb) = field.kind() else { unreachable!("checked at load") };
+                msg.set_field(field, Value::Message(http_body(&hb, body, content_type)));
+            } else if !body.is_empty() {
+                require_json(content_type)?;
+                let (value, paths) = body_field(field, body, opts, binding.update_mask.is_some())?;
+                mask_paths = paths;
+                msg.set_field(field, value);
+            }
+            msg
+        }
+    };
+    if let Some(url) = url {
+        for (var, value) in binding.path_values(url.segments) {
+            fields::set(&mut msg, &var.fields, &value, &var.name)?;
+        }
+        if let Some(q) = url.query {
+            apply_query(&mut msg, binding, q, opts)?;
+        }
+    }
+    if let (Some(mask_field), Some(paths)) = (&binding.update_mask, mask_paths) {
+        if !msg.has_field(mask_field) {
+            if let Kind::Message(fm) = mask_field.kind() {
+                let mut mask = DynamicMessage::new(fm);
+                mask.set_field_by_name("paths", Value::List(paths.into_iter().map(Value::String).collect()));
+                msg.set_field(mask_field, Value::Message(mask));
+            }
+        }
+    }
+    Ok(msg.encode_to_vec().into())
+}
+
+fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
+    if is_json(content_type) {
+        Ok(())
+    } else {
+        Err(GatewayError::unsupported_media_type(content_type.unwrap_or("")))
+    }
+}
+
+fn http_body(desc: &MessageDescriptor, body: &Bytes, content_type: Option<&str>) -> DynamicMessage {
+    let mut msg = DynamicMessage::new(desc.clone());
+    msg.set_field_by_name("content_type", Value::String(content_type.unwrap_or("").to_owned()));
+    msg.set_field_by_name("data", Value::Bytes(body.clone()));
+    msg
+}
+
+/// Parses the body as one field's value; with `want_mask`, also returns the
+/// field paths the JSON set, for an update_mask.
+fn body_field(
+    field: &FieldDescriptor,
+    body: &Bytes,
+    opts: &JsonOptions,
+    want_mask: bool,
+) -> Result<(Value, Option<Vec<String>>), GatewayError> {
+    match field.kind() {
+        Kind::Message(desc) if !field.is_list() && !field.is_map() => {
+            if want_mask {
+                let value: serde_json::Value = serde_json::from_slice(body)
+                    .map_err(|e| GatewayError::invalid_field(field.name(), e.to_string()))?;
+                let mut paths = Vec::new();
+                mask_paths(&desc, &value, "", &mut paths);
+                let msg = json::decode_value(&desc, value, opts, field.name())?;
+                Ok((Value::Message(msg), Some(paths)))
+            } else {
+                let msg = json::decode(&desc, body, opts).map_err(|e| prefix_field(e, field.name()))?;
+                Ok((Value::Message(msg), None))
+            }
+        }
+        _ => {
+            // A scalar or repeated body: parse it as the field of its parent.
+            let value: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|e| GatewayError::invalid_field(field.name(), e.to_string()))?;
+            let parent = field.parent_message();
+            let mut wrapper = serde_json::Map::new();
+            wrapper.insert(field.name().to_owned(), value);
+            let msg = json::decode_value(&parent, serde_json::Value::Object(wrapper), opts, "")?;
+            Ok((msg.get_field(field).into_owned(), None))
+        }
+    }
+}
+
+/// Re-roots a body field's violation under the field's own name.
+fn prefix_field(e: GatewayError, prefix: &str) -> GatewayError {
+    match e.kind {
+        crate::error::ErrorKind::InvalidRequest { violations } if violations.len() == 1 => {
+            let v = &violations[0];
+            let field = if v.field.is_empty() { prefix.to_owned() } else { format!("{prefix}.{}", v.field) };
+            GatewayError::invalid_field(field, v.description.clone())
+        }
+        _ => e,
+    }
+}
+
+/// The update_mask paths of a PATCH body: every key sent, nested objects of
+/// plain message fields expanded, in proto field names.
+fn mask_paths(desc: &MessageDescriptor, value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let serde_json::Value::Object(map) = value else { return };
+    for (key, v) in map {
+        let Some(field) = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key)) else {
+            continue;
+        };
+        let path = if prefix.is_empty() { field.name().to_owned() } else { format!("{prefix}.{}", field.name()) };
+        match field.kind() {
+            Kind::Message(m)
+                if v.is_object() && !field.is_map() && !field.is_list() && !m.full_name().starts_with("google.protobuf.") =>
+            {
+                mask_paths(&m, v, &path, out)
+            }
+            _ => out.push(path),
+        }
+    }
+}
+
+fn apply_query(msg: &mut DynamicMessage, binding: &Binding, query: &str, opts: &JsonOptions) -> Result<(), GatewayError> {
+    let input = binding.target.method.input();
+    let mut seen_singular: HashSet<String> = HashSet::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let resolved = fields::resolve(&input, &key);
+        let refusal = match (&resolved, &binding.body) {
+            (_, BodyRule::Whole) => Some("is not accepted: the body carries the whole request".to_owned()),
+            (None, _) => Some(format!("is not a field of {}", input.full_name())),
+            (Some(fs), BodyRule::Field(b)) if fs[0] == *b => Some(format!("is part of the body field {}", b.name())),
+            (Some(fs), _) if binding.path_binds(fs) => Some("is already bound by the path".to_owned()),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            if opts.unknown_query_params == UnknownQueryParams::Reject {
+                return Err(GatewayError::invalid_field(key.as_ref(), format!("query parameter {key} {reason}")));
+            }
+            continue;
+        }
+        let fs = resolved.expect("refused above when unresolved");
+        let last = fs.last().expect("non-empty");
+        if !last.is_list() && !seen_singular.insert(key.to_string()) {
+            return Err(GatewayError::invalid_field(
+                key.as_ref(),
+                format!("query parameter {key} is given more than once but is not repeated"),
+            ));
+        }
+        fields::set(msg, &fs, &value, &key)?;
+    }
+    Ok(())
+}

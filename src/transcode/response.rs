@@ -1,0 +1,66 @@
+//! Response message -> HTTP body, per a binding's `response_body` and the
+//! route's JSON options.
+
+use super::json;
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::routes::Binding;
+use bytes::Bytes;
+use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value};
+
+/// The body of a unary HTTP reply.
+pub enum HttpReplyBody {
+    Json(Vec<u8>),
+    /// google.api.HttpBody: bytes with their own content type.
+    Raw { content_type: String, data: Bytes },
+}
+
+pub fn bad_reply(what: impl std::fmt::Display) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::BadBackendReply,
+        Origin::Backend,
+        format!("the backend's reply could not be read: {what}"),
+    )
+}
+
+/// Decodes a response message.
+pub fn decode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<DynamicMessage, GatewayError> {
+    DynamicMessage::decode(desc.clone(), bytes).map_err(bad_reply)
+}
+
+/// One response message as JSON (used for each message of a stream too).
+pub fn message_json(desc: &MessageDescriptor, bytes: &[u8], options: &SerializeOptions) -> Result<Vec<u8>, GatewayError> {
+    json::encode(&decode(desc, bytes)?, options).map_err(bad_reply)
+}
+
+/// The HTTP body of a unary reply.
+pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayError> {
+    let output = binding.target.method.output();
+    let options = json::serialize_options(&binding.json);
+    let msg = decode(&output, bytes)?;
+    let part = match &binding.response_body {
+        None => msg,
+        Some(field) => match msg.get_field(field).into_owned() {
+            Value::Message(inner) if !field.is_list() => inner,
+            _ => {
+                // A scalar or repeated response_body: write that field's JSON value alone.
+                let whole = json::encode(&msg, &options.clone().skip_default_fields(false)).map_err(bad_reply)?;
+                let value: serde_json::Value = serde_json::from_slice(&whole).map_err(bad_reply)?;
+                let key = if binding.json.use_proto_names { field.name() } else { field.json_name() };
+                let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
+                return Ok(HttpReplyBody::Json(serde_json::to_vec(&part).map_err(bad_reply)?));
+            }
+        },
+    };
+    if binding.raw_response_body {
+        let content_type = match part.get_field_by_name("content_type").as_deref() {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let data = match part.get_field_by_name("data").as_deref() {
+            Some(Value::Bytes(b)) => b.clone(),
+            _ => Bytes::new(),
+        };
+        return Ok(HttpReplyBody::Raw { content_type, data });
+    }
+    json::encode(&part, &options).map(HttpReplyBody::Json).map_err(bad_reply)
+}

@@ -1,0 +1,114 @@
+//! Stream formats over HTTP.
+//!
+//! Server streams are written as newline-delimited JSON by default:
+//! every message is one line `{"result":<message>}`, and a failure ends the
+//! stream with one line `{"error":<status>}`. Because every line is wrapped,
+//! a message can never be mistaken for the error line.
+//!
+//! With `Accept: text/event-stream` they are Server-Sent Events: each message
+//! is `id: <n>` + `data: <message>` (the default `message` event), a failure is
+//! a named `error` event with the status as data, and a clean end is a named
+//! `end` event, so an EventSource can close instead of reconnecting.
+//!
+//! Client streams are read as newline-delimited JSON: one bare message per line.
+
+use bytes::{Bytes, BytesMut};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    Ndjson,
+    Sse,
+}
+
+impl StreamFormat {
+    /// SSE when the client's Accept names text/event-stream, else NDJSON.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.to_ascii_lowercase().contains("text/event-stream") => StreamFormat::Sse,
+            _ => StreamFormat::Ndjson,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StreamFormat::Ndjson => "application/x-ndjson",
+            StreamFormat::Sse => "text/event-stream",
+        }
+    }
+
+    /// One message; `seq` counts from 1.
+    pub fn message(self, seq: u64, json: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(json.len() + 32);
+        match self {
+            StreamFormat::Ndjson => {
+                out.extend_from_slice(b"{\"result\":");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"}\n");
+            }
+            StreamFormat::Sse => {
+                out.extend_from_slice(format!("id: {seq}\ndata: ").as_bytes());
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        out.freeze()
+    }
+
+    /// The terminal error record.
+    pub fn error(self, status_json: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(status_json.len() + 24);
+        match self {
+            StreamFormat::Ndjson => {
+                out.extend_from_slice(b"{\"error\":");
+                out.extend_from_slice(status_json);
+                out.extend_from_slice(b"}\n");
+            }
+            StreamFormat::Sse => {
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(status_json);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        out.freeze()
+    }
+
+    /// The record after the last message of a stream that ended well.
+    pub fn end(self) -> Option<Bytes> {
+        match self {
+            StreamFormat::Ndjson => None,
+            StreamFormat::Sse => Some(Bytes::from_static(b"event: end\ndata: {}\n\n")),
+        }
+    }
+}
+
+/// Splits a byte stream into lines as chunks arrive; blank lines are skipped.
+#[derive(Default)]
+pub struct LineSplitter {
+    buf: BytesMut,
+}
+
+impl LineSplitter {
+    /// Adds a chunk; returns the complete lines it finished.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+        self.buf.extend_from_slice(chunk);
+        let mut lines = Vec::new();
+        while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            let line = self.buf.split_to(i + 1).freeze().slice(..i);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line);
+            }
+        }
+        lines
+    }
+
+    /// The last line, if the input did not end with a newline.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        let rest = std::mem::take(&mut self.buf).freeze();
+        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+    }
+
+    /// Bytes waiting for their newline.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}

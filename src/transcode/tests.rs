@@ -1,0 +1,29 @@
+use super::stream::{LineSplitter, StreamFormat};
+
+#[test]
+fn ndjson_wraps_messages_so_the_error_line_is_unambiguous() {
+    let f = StreamFormat::Ndjson;
+    assert_eq!(&f.message(1, br#"{"error":"a field"}"#)[..], b"{\"result\":{\"error\":\"a field\"}}\n");
+    assert_eq!(&f.error(br#"{"code":10}"#)[..], b"{\"error\":{\"code\":10}}\n");
+    assert_eq!(f.end(), None);
+}
+
+#[test]
+fn sse_names_error_and_end_events() {
+    let f = StreamFormat::from_accept(Some("text/event-stream"));
+    assert_eq!(f, StreamFormat::Sse);
+    assert_eq!(&f.message(3, b"{}")[..], b"id: 3\ndata: {}\n\n");
+    assert!(f.error(b"{}").starts_with(b"event: error\n"));
+    assert!(f.end().unwrap().starts_with(b"event: end\n"));
+}
+
+#[test]
+fn lines_split_across_chunks_come_out_whole() {
+    let mut s = LineSplitter::default();
+    assert!(s.push(b"{\"a\":").is_empty());
+    let lines = s.push(b"1}\n\n{\"a\":2}\n{\"a\"");
+    assert_eq!(lines, vec![&b"{\"a\":1}"[..], &b"{\"a\":2}"[..]]);
+    assert_eq!(s.pending(), 4);
+    assert_eq!(s.push(b":3}").len(), 0);
+    assert_eq!(&s.finish().unwrap()[..], b"{\"a\":3}");
+}
