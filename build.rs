@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // from protox's own encoding because prost_types would drop the
     // google.api.http options.
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("demo_descriptor_set.binpb"), compiler.encode_file_descriptor_set())?;
+    std::fs::write(
+        out.join("demo_descriptor_set.binpb"),
+        compiler.encode_file_descriptor_set(),
+    )?;
     let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)

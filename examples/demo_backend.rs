@@ -9,8 +9,12 @@ use portico::demo::backends::Backends;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".to_owned());
-    let addr = addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:50051".to_owned());
+    let addr = addr.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
+    })?;
     let (bound, task) = Backends::default().bind(addr).await?;
     println!("demo backends (Library, Feed, Chat, Probe, reflection) on {bound}");
     let _ = task.await;

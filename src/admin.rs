@@ -15,7 +15,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub fn spawn(listener: TcpListener, routes: Arc<RouteTable>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(
+    listener: TcpListener,
+    routes: Arc<RouteTable>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
@@ -30,16 +34,23 @@ pub fn spawn(listener: TcpListener, routes: Arc<RouteTable>, mut shutdown: watch
                         let (status, body) = match req.uri().path() {
                             "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
                             "/routes" => (StatusCode::OK, routes.listing()),
-                            _ => (StatusCode::NOT_FOUND, "not found; try /healthz or /routes\n".to_owned()),
+                            _ => (
+                                StatusCode::NOT_FOUND,
+                                "not found; try /healthz or /routes\n".to_owned(),
+                            ),
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
                         *resp.status_mut() = status;
-                        resp.headers_mut()
-                            .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+                        resp.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                        );
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     })

@@ -22,7 +22,11 @@ use tokio::task::JoinHandle;
 pub enum StartError {
     Config(ConfigError),
     Schema(SchemaError),
-    Bind { key: &'static str, addr: SocketAddr, error: std::io::Error },
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     Upstream(String),
 }
 
@@ -31,7 +35,9 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "config error: {e}"),
             StartError::Schema(e) => write!(f, "schema error: {e}"),
-            StartError::Bind { key, addr, error } => write!(f, "cannot listen on {addr} ({key}): {error}"),
+            StartError::Bind { key, addr, error } => {
+                write!(f, "cannot listen on {addr} ({key}): {error}")
+            }
             StartError::Upstream(e) => write!(f, "upstream error: {e}"),
         }
     }
@@ -61,7 +67,11 @@ pub struct Loaded {
 pub async fn load(config: Config) -> Result<Loaded, StartError> {
     let pool = descriptors::load(&config).await?;
     let routes = RouteTable::build(&config, &pool)?;
-    Ok(Loaded { config, pool, routes })
+    Ok(Loaded {
+        config,
+        pool,
+        routes,
+    })
 }
 
 /// A running gateway.
@@ -75,7 +85,11 @@ pub struct Gateway {
 
 /// Loads everything, binds the sockets and starts serving.
 pub async fn start(config: Config) -> Result<Gateway, StartError> {
-    let Loaded { config, pool, routes } = load(config).await?;
+    let Loaded {
+        config,
+        pool,
+        routes,
+    } = load(config).await?;
     let limits = config.server.limits.clone();
     let egress = GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?;
     let routes = Arc::new(routes);
@@ -90,20 +104,42 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let listener = TcpListener::bind(config.server.listen)
         .await
-        .map_err(|error| StartError::Bind { key: "server.listen", addr: config.server.listen, error })?;
-    let addr = listener.local_addr().map_err(|error| StartError::Bind { key: "server.listen", addr: config.server.listen, error })?;
-    let mut tasks = vec![server::spawn(listener, ingress, limits, shutdown_rx.clone())];
+        .map_err(|error| StartError::Bind {
+            key: "server.listen",
+            addr: config.server.listen,
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(|error| StartError::Bind {
+        key: "server.listen",
+        addr: config.server.listen,
+        error,
+    })?;
+    let mut tasks = vec![server::spawn(
+        listener,
+        ingress,
+        limits,
+        shutdown_rx.clone(),
+    )];
 
     let mut admin_addr = None;
     if let Some(admin) = config.server.admin {
         let listener = TcpListener::bind(admin)
             .await
-            .map_err(|error| StartError::Bind { key: "server.admin", addr: admin, error })?;
+            .map_err(|error| StartError::Bind {
+                key: "server.admin",
+                addr: admin,
+                error,
+            })?;
         admin_addr = listener.local_addr().ok();
         tasks.push(admin::spawn(listener, routes, shutdown_rx));
     }
     tracing::info!(%addr, routes = ?config.routes.iter().map(|r| r.grpc_service.as_str()).collect::<Vec<_>>(), "portico listening");
-    Ok(Gateway { addr, admin_addr, shutdown, tasks })
+    Ok(Gateway {
+        addr,
+        admin_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 impl Gateway {

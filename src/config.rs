@@ -134,14 +134,21 @@ pub const DEFAULT_FORWARDED_HEADERS: &[&str] = &[
 
 impl MetadataConfig {
     pub fn allows(&self, name: &str) -> bool {
-        self.forward.contains(name) || self.forward_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        self.forward.contains(name)
+            || self
+                .forward_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str()))
     }
 }
 
 impl Default for MetadataConfig {
     fn default() -> Self {
         MetadataConfig {
-            forward: DEFAULT_FORWARDED_HEADERS.iter().map(|s| s.to_string()).collect(),
+            forward: DEFAULT_FORWARDED_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             forward_prefixes: Vec::new(),
             honour_client_timeout: true,
         }
@@ -245,12 +252,21 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, text: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        text: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match text {
             None => Ok(default),
             Some(t) => {
-                let d = humantime::parse_duration(t)
-                    .map_err(|e| self.err(key, format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}")))?;
+                let d = humantime::parse_duration(t).map_err(|e| {
+                    self.err(
+                        key,
+                        format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}"),
+                    )
+                })?;
                 if d.is_zero() {
                     return Err(self.err(key, "must be greater than zero"));
                 }
@@ -260,8 +276,12 @@ impl Validator<'_> {
     }
 
     fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-        text.parse()
-            .map_err(|_| self.err(key, format!("{text:?} is not an address like \"127.0.0.1:8080\"")))
+        text.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("{text:?} is not an address like \"127.0.0.1:8080\""),
+            )
+        })
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -283,18 +303,29 @@ impl Validator<'_> {
             upstreams.push(self.upstream(name, u)?);
         }
         let upstream_index = |key: &str, name: &str| -> Result<usize, ConfigError> {
-            upstreams.iter().position(|u| u.name == name).ok_or_else(|| {
-                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                self.err(
-                    key,
-                    format!("no upstream named {name:?} (known: {})", list_or_none(&known)),
-                )
-            })
+            upstreams
+                .iter()
+                .position(|u| u.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    self.err(
+                        key,
+                        format!(
+                            "no upstream named {name:?} (known: {})",
+                            list_or_none(&known)
+                        ),
+                    )
+                })
         };
 
         let descriptors = DescriptorSources {
             sets: f.descriptors.sets.iter().map(|s| self.path(s)).collect(),
-            proto_paths: f.descriptors.proto_paths.iter().map(|s| self.path(s)).collect(),
+            proto_paths: f
+                .descriptors
+                .proto_paths
+                .iter()
+                .map(|s| self.path(s))
+                .collect(),
             protos: f.descriptors.protos.clone(),
             reflect: f.descriptors.reflect.clone(),
         };
@@ -302,14 +333,20 @@ impl Validator<'_> {
             upstream_index(&format!("descriptors.reflect[{i}]"), name)?;
         }
         if !descriptors.protos.is_empty() && descriptors.proto_paths.is_empty() {
-            return Err(self.err("descriptors.proto_paths", "is needed to find descriptors.protos"));
+            return Err(self.err(
+                "descriptors.proto_paths",
+                "is needed to find descriptors.protos",
+            ));
         }
 
         let mut routes = Vec::new();
         for (i, r) in f.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
             if r.grpc_service.is_empty() {
-                return Err(self.err(format!("{key}.grpc_service"), "must name a service, e.g. \"foo.v1.Foo\""));
+                return Err(self.err(
+                    format!("{key}.grpc_service"),
+                    "must name a service, e.g. \"foo.v1.Foo\"",
+                ));
             }
             let upstream = upstream_index(&format!("{key}.upstream"), &r.upstream)?;
             let route_json = match &r.json {
@@ -321,7 +358,11 @@ impl Validator<'_> {
                 upstream,
                 methods: r.methods.clone(),
                 auto_mapping: r.auto_mapping.unwrap_or(true),
-                timeout: self.duration(&format!("{key}.timeout"), &r.timeout, server.limits.request_timeout)?,
+                timeout: self.duration(
+                    &format!("{key}.timeout"),
+                    &r.timeout,
+                    server.limits.request_timeout,
+                )?,
                 json: route_json,
             });
         }
@@ -343,16 +384,24 @@ impl Validator<'_> {
     fn server(&self, s: &file::ServerFile) -> Result<ServerConfig, ConfigError> {
         let d = Limits::default();
         let l = &s.limits;
-        let positive = |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
-            match v {
-                Some(0) => Err(self.err(format!("server.limits.{key}"), "must be greater than zero")),
-                Some(v) => Ok(v),
-                None => Ok(default),
-            }
-        };
+        let positive =
+            |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+                match v {
+                    Some(0) => {
+                        Err(self.err(format!("server.limits.{key}"), "must be greater than zero"))
+                    }
+                    Some(v) => Ok(v),
+                    None => Ok(default),
+                }
+            };
         let limits = Limits {
             max_concurrent_streams: match l.max_concurrent_streams {
-                Some(0) => return Err(self.err("server.limits.max_concurrent_streams", "must be greater than zero")),
+                Some(0) => {
+                    return Err(self.err(
+                        "server.limits.max_concurrent_streams",
+                        "must be greater than zero",
+                    ))
+                }
                 Some(v) => v,
                 None => d.max_concurrent_streams,
             },
@@ -362,10 +411,26 @@ impl Validator<'_> {
                 d.header_read_timeout,
             )?,
             max_header_bytes: positive("max_header_bytes", l.max_header_bytes, d.max_header_bytes)?,
-            max_request_body_bytes: positive("max_request_body_bytes", l.max_request_body_bytes, d.max_request_body_bytes)?,
-            max_grpc_message_bytes: positive("max_grpc_message_bytes", l.max_grpc_message_bytes, d.max_grpc_message_bytes)?,
-            idle_timeout: self.duration("server.limits.idle_timeout", &l.idle_timeout, d.idle_timeout)?,
-            request_timeout: self.duration("server.limits.request_timeout", &l.request_timeout, d.request_timeout)?,
+            max_request_body_bytes: positive(
+                "max_request_body_bytes",
+                l.max_request_body_bytes,
+                d.max_request_body_bytes,
+            )?,
+            max_grpc_message_bytes: positive(
+                "max_grpc_message_bytes",
+                l.max_grpc_message_bytes,
+                d.max_grpc_message_bytes,
+            )?,
+            idle_timeout: self.duration(
+                "server.limits.idle_timeout",
+                &l.idle_timeout,
+                d.idle_timeout,
+            )?,
+            request_timeout: self.duration(
+                "server.limits.request_timeout",
+                &l.request_timeout,
+                d.request_timeout,
+            )?,
             max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
         };
         if limits.max_header_bytes < 8192 {
@@ -373,12 +438,21 @@ impl Validator<'_> {
         }
         Ok(ServerConfig {
             listen: self.addr("server.listen", &s.listen)?,
-            admin: s.admin.as_deref().map(|a| self.addr("server.admin", a)).transpose()?,
+            admin: s
+                .admin
+                .as_deref()
+                .map(|a| self.addr("server.admin", a))
+                .transpose()?,
             limits,
         })
     }
 
-    fn json(&self, key: &str, j: &file::JsonFile, base: JsonOptions) -> Result<JsonOptions, ConfigError> {
+    fn json(
+        &self,
+        key: &str,
+        j: &file::JsonFile,
+        base: JsonOptions,
+    ) -> Result<JsonOptions, ConfigError> {
         let unknown_query_params = match j.unknown_query_params.as_deref() {
             None => base.unknown_query_params,
             Some("reject") => UnknownQueryParams::Reject,
@@ -394,7 +468,9 @@ impl Validator<'_> {
             emit_unpopulated: j.emit_unpopulated.unwrap_or(base.emit_unpopulated),
             use_proto_names: j.use_proto_names.unwrap_or(base.use_proto_names),
             enums_as_numbers: j.enums_as_numbers.unwrap_or(base.enums_as_numbers),
-            reject_unknown_fields: j.reject_unknown_fields.unwrap_or(base.reject_unknown_fields),
+            reject_unknown_fields: j
+                .reject_unknown_fields
+                .unwrap_or(base.reject_unknown_fields),
             unknown_query_params,
         })
     }
@@ -407,9 +483,16 @@ impl Validator<'_> {
                 let lower = name.to_ascii_lowercase();
                 let bare = lower.strip_suffix('*').unwrap_or(&lower);
                 if http::HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
-                    return Err(self.err(format!("metadata.forward[{i}]"), format!("{name:?} is not a header name")));
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is not a header name"),
+                    ));
                 }
-                if bare.starts_with("grpc-") || bare == "te" || bare == "content-type" || bare == "host" {
+                if bare.starts_with("grpc-")
+                    || bare == "te"
+                    || bare == "content-type"
+                    || bare == "host"
+                {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),
                         format!("{name:?} is set by the gateway itself and cannot be forwarded"),
@@ -440,7 +523,10 @@ impl Validator<'_> {
             }
         };
         if u.endpoints.is_empty() {
-            return Err(self.err(format!("{key}.endpoints"), "needs at least one \"host:port\""));
+            return Err(self.err(
+                format!("{key}.endpoints"),
+                "needs at least one \"host:port\"",
+            ));
         }
         for (i, e) in u.endpoints.iter().enumerate() {
             let ok = e
@@ -457,7 +543,11 @@ impl Validator<'_> {
             name: name.to_owned(),
             protocol,
             endpoints: u.endpoints.clone(),
-            connect_timeout: self.duration(&format!("{key}.connect_timeout"), &u.connect_timeout, Duration::from_secs(2))?,
+            connect_timeout: self.duration(
+                &format!("{key}.connect_timeout"),
+                &u.connect_timeout,
+                Duration::from_secs(2),
+            )?,
         })
     }
 }

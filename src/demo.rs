@@ -16,17 +16,22 @@ pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartEr
     let text = CONFIG
         .replace("@LISTEN@", &listen.to_string())
         .replace("@BACKEND@", &backend.to_string());
-    Ok(Config::from_str_in(&text, "examples/demo.toml", Path::new("."))?)
+    Ok(Config::from_str_in(
+        &text,
+        "examples/demo.toml",
+        Path::new("."),
+    )?)
 }
 
 /// Starts the demo backends and the gateway, prints the tour, serves until a signal.
 pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
     let backends = backends::Backends::default();
     let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-    let (backend_addr, _task) = backends
-        .bind(any)
-        .await
-        .map_err(|error| StartError::Bind { key: "demo backend", addr: any, error })?;
+    let (backend_addr, _task) = backends.bind(any).await.map_err(|error| StartError::Bind {
+        key: "demo backend",
+        addr: any,
+        error,
+    })?;
     let gateway = app::start(config(listen, backend_addr)?).await?;
     println!("{}", tour(gateway.addr, backend_addr));
     gateway.run_until_signal().await;

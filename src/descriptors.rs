@@ -28,7 +28,11 @@ pub struct SchemaError {
 }
 
 impl SchemaError {
-    pub fn new(source: impl Into<String>, symbol: Option<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        symbol: Option<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         SchemaError {
             source: source.into(),
             symbol,
@@ -63,7 +67,9 @@ pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
             .upstreams
             .iter()
             .find(|u| &u.name == name)
-            .ok_or_else(|| SchemaError::new(format!("upstream {name}"), None, "no such upstream"))?;
+            .ok_or_else(|| {
+                SchemaError::new(format!("upstream {name}"), None, "no such upstream")
+            })?;
         let set = reflection::fetch(upstream).await?;
         add_set(&mut pool, &set, &format!("reflection of upstream {name}"))?;
     }
@@ -73,7 +79,8 @@ pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
 /// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
 pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| SchemaError::new(&source, None, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| SchemaError::new(&source, None, format!("cannot read: {e}")))?;
     add_set(pool, &bytes, &source)
 }
 
@@ -85,7 +92,11 @@ pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), Schema
 pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<(), SchemaError> {
     let set = FileDescriptorSet::decode(bytes)
         .map_err(|e| SchemaError::new(source, None, format!("not a FileDescriptorSet: {e}")))?;
-    let files: Vec<_> = set.file.iter().filter(|f| pool.get_file_by_name(f.name()).is_none()).collect();
+    let files: Vec<_> = set
+        .file
+        .iter()
+        .filter(|f| pool.get_file_by_name(f.name()).is_none())
+        .collect();
     // Name a missing import precisely before the pool reports it less clearly.
     let names: std::collections::HashSet<&str> = files.iter().map(|f| f.name()).collect();
     for file in &files {
@@ -107,17 +118,24 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
 /// paths, then the built-in google.api/google.rpc files, then protobuf's
 /// well-known types.
 /// Returns the encoded FileDescriptorSet (options intact).
-pub fn compile_protos(proto_paths: &[impl AsRef<Path>], protos: &[String]) -> Result<Vec<u8>, SchemaError> {
+pub fn compile_protos(
+    proto_paths: &[impl AsRef<Path>],
+    protos: &[String],
+) -> Result<Vec<u8>, SchemaError> {
     let mut chain = protox::file::ChainFileResolver::new();
     for p in proto_paths {
-        chain.add(protox::file::IncludeFileResolver::new(p.as_ref().to_path_buf()));
+        chain.add(protox::file::IncludeFileResolver::new(
+            p.as_ref().to_path_buf(),
+        ));
     }
     chain.add(builtin::Resolver);
     chain.add(protox::file::GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true);
     for name in protos {
-        compiler.open_file(name).map_err(|e| protox_error(name, e))?;
+        compiler
+            .open_file(name)
+            .map_err(|e| protox_error(name, e))?;
     }
     Ok(compiler.encode_file_descriptor_set())
 }

@@ -88,14 +88,24 @@ impl GatewayError {
 
     pub fn route_not_found(path: &str) -> Self {
         Self::new(
-            ErrorKind::RouteNotFound { path: path.to_owned() },
+            ErrorKind::RouteNotFound {
+                path: path.to_owned(),
+            },
             Origin::Client,
             format!("no route for {path}"),
         )
     }
 
-    pub fn method_not_allowed(method: &http::Method, path: &str, allowed: Vec<http::Method>) -> Self {
-        let list = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+    pub fn method_not_allowed(
+        method: &http::Method,
+        path: &str,
+        allowed: Vec<http::Method>,
+    ) -> Self {
+        let list = allowed
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         Self::new(
             ErrorKind::MethodNotAllowed { allowed },
             Origin::Client,
@@ -131,14 +141,20 @@ impl GatewayError {
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(
-            ErrorKind::UnsupportedMediaType { content_type: content_type.to_owned() },
+            ErrorKind::UnsupportedMediaType {
+                content_type: content_type.to_owned(),
+            },
             Origin::Client,
             format!("content type {content_type:?} is not supported here; send application/json"),
         )
     }
 
     pub fn deadline_exceeded() -> Self {
-        Self::new(ErrorKind::DeadlineExceeded, Origin::Gateway, "deadline exceeded before the backend replied")
+        Self::new(
+            ErrorKind::DeadlineExceeded,
+            Origin::Gateway,
+            "deadline exceeded before the backend replied",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -148,7 +164,15 @@ impl GatewayError {
     /// Maps a status from a backend call. Statuses that tonic synthesises for
     /// transport failures (the backend never answered) become `BackendUnavailable`.
     pub fn from_backend_status(status: &tonic::Status) -> Self {
-        if status.code() == Code::Unavailable && status.metadata().is_empty() && transport_failure(status) {
+        // tonic enforces the request's grpc-timeout itself and reports it as a
+        // cancellation caused by `TimeoutExpired`.
+        if source_is::<tonic::TimeoutExpired>(status) {
+            return Self::deadline_exceeded();
+        }
+        if status.code() == Code::Unavailable
+            && status.metadata().is_empty()
+            && transport_failure(status)
+        {
             return Self::new(
                 ErrorKind::BackendUnavailable,
                 Origin::Backend,
@@ -156,7 +180,11 @@ impl GatewayError {
             );
         }
         if status.code() == Code::Cancelled && transport_failure(status) {
-            return Self::new(ErrorKind::BackendUnavailable, Origin::Backend, "backend connection lost");
+            return Self::new(
+                ErrorKind::BackendUnavailable,
+                Origin::Backend,
+                "backend connection lost",
+            );
         }
         Self::new(
             ErrorKind::Backend {
@@ -183,6 +211,17 @@ impl GatewayError {
 /// source error; a backend's own status has none.
 fn transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
+}
+
+fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<E>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl ErrorKind {
@@ -245,7 +284,13 @@ pub fn http_status_of_grpc(code: Code) -> StatusCode {
 
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({:?}, from {})", self.message, self.grpc_code(), self.origin.as_str())
+        write!(
+            f,
+            "{} ({:?}, from {})",
+            self.message,
+            self.grpc_code(),
+            self.origin.as_str()
+        )
     }
 }
 

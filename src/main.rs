@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "An API gateway for gRPC backends: JSON REST, WebSocket and gRPC clients on one port")]
+#[command(
+    name = "portico",
+    version,
+    about = "An API gateway for gRPC backends: JSON REST, WebSocket and gRPC clients on one port"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     observe::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portico: cannot start the runtime: {e}");
@@ -70,20 +77,33 @@ fn main() -> ExitCode {
                 let loaded = app::load(config).await.map_err(|e| e.to_string())?;
                 match explain {
                     Some(request) => {
-                        let (method, target) = request.trim().split_once(' ').ok_or("--explain takes \"METHOD /path?query\"")?;
-                        let method = http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))?;
+                        let (method, target) = request
+                            .trim()
+                            .split_once(' ')
+                            .ok_or("--explain takes \"METHOD /path?query\"")?;
+                        let method = http::Method::from_bytes(method.as_bytes())
+                            .map_err(|_| format!("{method:?} is not an HTTP method"))?;
                         print!("{}", loaded.routes.explain(&method, target.trim()));
                     }
                     None => {
-                        println!("{}: ok, {} bindings", loaded.config.source, loaded.routes.bindings().len());
+                        println!(
+                            "{}: ok, {} bindings",
+                            loaded.config.source,
+                            loaded.routes.bindings().len()
+                        );
                         print!("{}", loaded.routes.listing());
                     }
                 }
                 Ok(())
             }
             Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),
-            Command::Compile { proto_paths, out, files } => {
-                let set = descriptors::compile_protos(&proto_paths, &files).map_err(|e| e.to_string())?;
+            Command::Compile {
+                proto_paths,
+                out,
+                files,
+            } => {
+                let set =
+                    descriptors::compile_protos(&proto_paths, &files).map_err(|e| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;
                 println!("wrote {} ({} bytes)", out.display(), set.len());
                 Ok(())

@@ -7,7 +7,7 @@ pub mod binding;
 pub mod template;
 pub mod trie;
 
-pub use binding::{BodyRule, Binding, PathVar};
+pub use binding::{Binding, BodyRule, PathVar};
 
 use crate::config::{Config, ConfigError};
 use crate::descriptors::http_rule::{self, HttpRule, Pattern};
@@ -52,21 +52,27 @@ impl RouteTable {
                 key,
                 reason,
             };
-            let service = pool.get_service_by_name(&route.grpc_service).ok_or_else(|| {
-                let known: Vec<String> = pool
-                    .services()
-                    .map(|s| s.full_name().to_owned())
-                    .filter(|n| !n.starts_with("grpc."))
-                    .collect();
-                err(
-                    format!("{key}.grpc_service"),
-                    format!(
-                        "service {} is not in the loaded schemas (loaded: {})",
-                        route.grpc_service,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-                    ),
-                )
-            })?;
+            let service = pool
+                .get_service_by_name(&route.grpc_service)
+                .ok_or_else(|| {
+                    let known: Vec<String> = pool
+                        .services()
+                        .map(|s| s.full_name().to_owned())
+                        .filter(|n| !n.starts_with("grpc."))
+                        .collect();
+                    err(
+                        format!("{key}.grpc_service"),
+                        format!(
+                            "service {} is not in the loaded schemas (loaded: {})",
+                            route.grpc_service,
+                            if known.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    )
+                })?;
             if let Some(names) = &route.methods {
                 for (j, name) in names.iter().enumerate() {
                     if !service.methods().any(|m| m.name() == name) {
@@ -79,13 +85,20 @@ impl RouteTable {
             }
             let upstream = &config.upstreams[route.upstream];
             for method in service.methods() {
-                if route.methods.as_ref().is_some_and(|names| !names.iter().any(|n| n == method.name())) {
+                if route
+                    .methods
+                    .as_ref()
+                    .is_some_and(|names| !names.iter().any(|n| n == method.name()))
+                {
                     continue;
                 }
                 let path = format!("/{}/{}", service.full_name(), method.name());
                 let target = Arc::new(Target {
                     path: PathAndQuery::from_maybe_shared(path.clone()).map_err(|e| {
-                        err(format!("{key}.grpc_service"), format!("method {path} is not a valid path: {e}"))
+                        err(
+                            format!("{key}.grpc_service"),
+                            format!("method {path} is not a valid path: {e}"),
+                        )
                     })?,
                     kind: CallKind::of(&method),
                     upstream: UpstreamId(route.upstream),
@@ -99,14 +112,27 @@ impl RouteTable {
                         format!("{} is routed twice", service.full_name()),
                     ));
                 }
-                let mut add = |m: Method, template: &str, body: &str, response_body: &str, auto: bool| {
-                    let binding = Binding::new(target.clone(), m, template, body, response_body, route.json, auto)
-                        .map_err(|reason| err(key.clone(), format!("{}: {reason}", method.full_name())))?;
-                    table.insert(binding).map_err(|reason| err(key.clone(), reason))
-                };
+                let mut add =
+                    |m: Method, template: &str, body: &str, response_body: &str, auto: bool| {
+                        let binding = Binding::new(
+                            target.clone(),
+                            m,
+                            template,
+                            body,
+                            response_body,
+                            route.json,
+                            auto,
+                        )
+                        .map_err(|reason| {
+                            err(key.clone(), format!("{}: {reason}", method.full_name()))
+                        })?;
+                        table
+                            .insert(binding)
+                            .map_err(|reason| err(key.clone(), reason))
+                    };
                 if let Some(rule) = http_rule::of(&method) {
-                    for (m, template, body, response_body) in rule_bindings(&method, &rule)
-                        .map_err(|reason| err(key.clone(), reason))?
+                    for (m, template, body, response_body) in
+                        rule_bindings(&method, &rule).map_err(|reason| err(key.clone(), reason))?
                     {
                         add(m, &template, &body, &response_body, false)?;
                     }
@@ -121,7 +147,10 @@ impl RouteTable {
 
     fn insert(&mut self, binding: Binding) -> Result<(), String> {
         let id = self.bindings.len();
-        if let Err(other) = self.trie.insert(&binding.template, binding.method.clone(), id) {
+        if let Err(other) = self
+            .trie
+            .insert(&binding.template, binding.method.clone(), id)
+        {
             let other = &self.bindings[other];
             return Err(format!(
                 "{} {} of {} collides with {} {} of {}",
@@ -190,13 +219,23 @@ impl RouteTable {
     /// Says which binding serves `method path?query` and what fills each
     /// field, or why nothing does.
     pub fn explain(&self, method: &Method, path_and_query: &str) -> String {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         let mut out = String::new();
         match self.find(method, path) {
             MatchOutcome::Found(m) => {
                 let b = m.binding;
-                let _ = writeln!(out, "{method} {path} matches {} {}", b.method, b.template_text);
-                let _ = writeln!(out, "  calls   {} ({:?}) on upstream {}", b.target.path, b.target.kind, b.target.upstream_name);
+                let _ = writeln!(
+                    out,
+                    "{method} {path} matches {} {}",
+                    b.method, b.template_text
+                );
+                let _ = writeln!(
+                    out,
+                    "  calls   {} ({:?}) on upstream {}",
+                    b.target.path, b.target.kind, b.target.upstream_name
+                );
                 for (var, value) in b.path_values(&m.segments) {
                     let _ = writeln!(out, "  path    {} = {:?}", var.name, value);
                 }
@@ -205,7 +244,11 @@ impl RouteTable {
                         let _ = writeln!(out, "  body    none (not read)");
                     }
                     BodyRule::Whole => {
-                        let _ = writeln!(out, "  body    the whole request message {}", b.target.method.input().full_name());
+                        let _ = writeln!(
+                            out,
+                            "  body    the whole request message {}",
+                            b.target.method.input().full_name()
+                        );
                     }
                     BodyRule::Field(f) => {
                         let _ = writeln!(out, "  body    field {}", f.name());
@@ -220,12 +263,23 @@ impl RouteTable {
             }
             MatchOutcome::MethodNotAllowed(allowed) => {
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
-                let _ = writeln!(out, "{method} {path}: the path matches, but only for {}", list.join(", "));
+                let _ = writeln!(
+                    out,
+                    "{method} {path}: the path matches, but only for {}",
+                    list.join(", ")
+                );
             }
             MatchOutcome::NotFound => {
-                let _ = writeln!(out, "{method} {path}: no binding matches. Nearest templates:");
+                let _ = writeln!(
+                    out,
+                    "{method} {path}: no binding matches. Nearest templates:"
+                );
                 for b in self.nearest(path, 3) {
-                    let _ = writeln!(out, "  {} {} -> {}", b.method, b.template_text, b.target.path);
+                    let _ = writeln!(
+                        out,
+                        "  {} {} -> {}",
+                        b.method, b.template_text, b.target.path
+                    );
                 }
             }
         }
@@ -246,15 +300,22 @@ impl RouteTable {
                 })
                 .count()
         };
-        let mut scored: Vec<(usize, &Binding)> = self.bindings.iter().map(|b| (score(b), b.as_ref())).collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut scored: Vec<(usize, &Binding)> = self
+            .bindings
+            .iter()
+            .map(|b| (score(b), b.as_ref()))
+            .collect();
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         scored.into_iter().take(n).map(|(_, b)| b).collect()
     }
 }
 
 /// The (method, template, body, response_body) of a rule and its
 /// additional bindings.
-fn rule_bindings(method: &MethodDescriptor, rule: &HttpRule) -> Result<Vec<(Method, String, String, String)>, String> {
+fn rule_bindings(
+    method: &MethodDescriptor,
+    rule: &HttpRule,
+) -> Result<Vec<(Method, String, String, String)>, String> {
     let mut out = Vec::new();
     let one = |r: &HttpRule| -> Result<Option<(Method, String, String, String)>, String> {
         let (m, path) = match &r.pattern {
@@ -265,8 +326,13 @@ fn rule_bindings(method: &MethodDescriptor, rule: &HttpRule) -> Result<Vec<(Meth
             Some(Pattern::Delete(p)) => (Method::DELETE, p.clone()),
             Some(Pattern::Patch(p)) => (Method::PATCH, p.clone()),
             Some(Pattern::Custom(c)) => {
-                let m = Method::from_bytes(c.kind.as_bytes())
-                    .map_err(|_| format!("{}: custom verb {:?} is not an HTTP method", method.full_name(), c.kind))?;
+                let m = Method::from_bytes(c.kind.as_bytes()).map_err(|_| {
+                    format!(
+                        "{}: custom verb {:?} is not an HTTP method",
+                        method.full_name(),
+                        c.kind
+                    )
+                })?;
                 (m, c.path.clone())
             }
         };
@@ -277,7 +343,10 @@ fn rule_bindings(method: &MethodDescriptor, rule: &HttpRule) -> Result<Vec<(Meth
     }
     for extra in &rule.additional_bindings {
         if !extra.additional_bindings.is_empty() {
-            return Err(format!("{}: additional_bindings must not nest", method.full_name()));
+            return Err(format!(
+                "{}: additional_bindings must not nest",
+                method.full_name()
+            ));
         }
         if let Some(b) = one(extra)? {
             out.push(b);

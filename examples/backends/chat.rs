@@ -16,7 +16,9 @@ pub struct ChatService {
 
 impl Default for ChatService {
     fn default() -> Self {
-        ChatService { room: broadcast::channel(1024).0 }
+        ChatService {
+            room: broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -26,7 +28,10 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<pb::ChatMessage, Status>> 
 impl Chat for ChatService {
     type ConverseStream = MessageStream;
 
-    async fn converse(&self, req: Request<Streaming<pb::ChatMessage>>) -> Result<Response<MessageStream>, Status> {
+    async fn converse(
+        &self,
+        req: Request<Streaming<pb::ChatMessage>>,
+    ) -> Result<Response<MessageStream>, Status> {
         let mut inbound = req.into_inner();
         let mut room = self.room.subscribe();
         let sender = self.room.clone();
@@ -52,6 +57,8 @@ impl Chat for ChatService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

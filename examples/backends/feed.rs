@@ -30,20 +30,36 @@ impl Feed for FeedService {
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<EventStream>, Status> {
         let r = req.into_inner();
         if r.count < 0 || r.interval_ms < 0 {
-            return Err(Status::invalid_argument("count and interval_ms must not be negative"));
+            return Err(Status::invalid_argument(
+                "count and interval_ms must not be negative",
+            ));
         }
-        let count = if r.count == 0 { 5 } else { r.count.min(100_000) };
+        let count = if r.count == 0 {
+            5
+        } else {
+            r.count.min(100_000)
+        };
         let interval = Duration::from_millis(r.interval_ms.min(10_000) as u64);
-        let topic = if r.topic.is_empty() { "news".to_owned() } else { r.topic };
+        let topic = if r.topic.is_empty() {
+            "news".to_owned()
+        } else {
+            r.topic
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let cancelled = self.cancelled.clone();
         tokio::spawn(async move {
             for seq in 1..=count as i64 {
                 if r.fail_after > 0 && seq > r.fail_after as i64 {
-                    let _ = tx.send(Err(Status::aborted("feed interrupted by the backend"))).await;
+                    let _ = tx
+                        .send(Err(Status::aborted("feed interrupted by the backend")))
+                        .await;
                     return;
                 }
-                let event = pb::Event { seq, topic: topic.clone(), text: format!("event {seq} on {topic}") };
+                let event = pb::Event {
+                    seq,
+                    topic: topic.clone(),
+                    text: format!("event {seq} on {topic}"),
+                };
                 if tx.send(Ok(event)).await.is_err() {
                     cancelled.fetch_add(1, Ordering::SeqCst);
                     return;
@@ -59,10 +75,15 @@ impl Feed for FeedService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn upload(&self, req: Request<Streaming<pb::Event>>) -> Result<Response<pb::UploadSummary>, Status> {
+    async fn upload(
+        &self,
+        req: Request<Streaming<pb::Event>>,
+    ) -> Result<Response<pb::UploadSummary>, Status> {
         let mut events = req.into_inner();
         let mut summary = pb::UploadSummary::default();
         while let Some(event) = events.next().await {

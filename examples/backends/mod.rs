@@ -28,14 +28,15 @@ pub mod generated {
     }
 }
 
-/// Messages and services of `proto/portico/demo/v1/*.proto`.
-pub use generated::portico::demo::v1 as pb;
+pub use generated::google::api::HttpBody;
 /// google.rpc types, for error details.
 pub use generated::google::rpc;
-pub use generated::google::api::HttpBody;
+/// Messages and services of `proto/portico/demo/v1/*.proto`.
+pub use generated::portico::demo::v1 as pb;
 
 /// The demo services' descriptor set, served over gRPC reflection.
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo_descriptor_set.binpb"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/demo_descriptor_set.binpb"));
 
 use std::net::SocketAddr;
 use tokio::net::TcpListener;

@@ -41,7 +41,10 @@ impl Drop for CancelGuard {
 
 #[tonic::async_trait]
 impl Probe for ProbeService {
-    async fn headers(&self, req: Request<pb::HeadersRequest>) -> Result<Response<pb::HeadersResponse>, Status> {
+    async fn headers(
+        &self,
+        req: Request<pb::HeadersRequest>,
+    ) -> Result<Response<pb::HeadersResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let metadata = req
             .metadata()
@@ -57,11 +60,17 @@ impl Probe for ProbeService {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let r = req.into_inner();
         let code = Code::from_i32(r.code);
-        let message = if r.message.is_empty() { format!("failing with {code:?} as asked") } else { r.message };
+        let message = if r.message.is_empty() {
+            format!("failing with {code:?} as asked")
+        } else {
+            r.message
+        };
         let info = rpc::ErrorInfo {
             reason: "PROBE_FAILURE".to_owned(),
             domain: "demo.portico".to_owned(),
-            metadata: [("code".to_owned(), r.code.to_string())].into_iter().collect(),
+            metadata: [("code".to_owned(), r.code.to_string())]
+                .into_iter()
+                .collect(),
         };
         let status = rpc::Status {
             code: r.code,
@@ -71,16 +80,25 @@ impl Probe for ProbeService {
                 value: info.encode_to_vec(),
             }],
         };
-        Err(Status::with_details(code, message, status.encode_to_vec().into()))
+        Err(Status::with_details(
+            code,
+            message,
+            status.encode_to_vec().into(),
+        ))
     }
 
-    async fn sleep(&self, req: Request<pb::SleepRequest>) -> Result<Response<pb::SleepResponse>, Status> {
+    async fn sleep(
+        &self,
+        req: Request<pb::SleepRequest>,
+    ) -> Result<Response<pb::SleepResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let millis = req.into_inner().millis.clamp(0, 60_000) as u64;
         let mut guard = CancelGuard(Some(self.cancelled.clone()));
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(millis)).await;
         guard.0 = None;
-        Ok(Response::new(pb::SleepResponse { slept_millis: started.elapsed().as_millis() as i64 }))
+        Ok(Response::new(pb::SleepResponse {
+            slept_millis: started.elapsed().as_millis() as i64,
+        }))
     }
 }

@@ -41,7 +41,10 @@ fn a_route_to_a_missing_upstream_names_the_route_and_the_known_ones() {
 
 #[test]
 fn bad_durations_and_addresses_say_what_was_expected() {
-    let text = MINIMAL.replace("[upstreams", "[server.limits]\nidle_timeout = \"soon\"\n\n[upstreams");
+    let text = MINIMAL.replace(
+        "[upstreams",
+        "[server.limits]\nidle_timeout = \"soon\"\n\n[upstreams",
+    );
     let err = Config::from_toml(&text).unwrap_err();
     assert_eq!(err.key, "server.limits.idle_timeout");
 
@@ -62,7 +65,10 @@ fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
     assert!(!c.metadata.allows("x-request-id"));
 
     let text = format!("{MINIMAL}\n[metadata]\nforward = [\"grpc-timeout\"]\n");
-    assert_eq!(Config::from_toml(&text).unwrap_err().key, "metadata.forward[0]");
+    assert_eq!(
+        Config::from_toml(&text).unwrap_err().key,
+        "metadata.forward[0]"
+    );
 }
 
 #[test]

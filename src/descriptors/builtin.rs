@@ -5,11 +5,26 @@
 use prost_reflect::DescriptorPool;
 
 pub const FILES: &[(&str, &str)] = &[
-    ("google/api/http.proto", include_str!("../../proto/google/api/http.proto")),
-    ("google/api/annotations.proto", include_str!("../../proto/google/api/annotations.proto")),
-    ("google/api/httpbody.proto", include_str!("../../proto/google/api/httpbody.proto")),
-    ("google/rpc/status.proto", include_str!("../../proto/google/rpc/status.proto")),
-    ("google/rpc/error_details.proto", include_str!("../../proto/google/rpc/error_details.proto")),
+    (
+        "google/api/http.proto",
+        include_str!("../../proto/google/api/http.proto"),
+    ),
+    (
+        "google/api/annotations.proto",
+        include_str!("../../proto/google/api/annotations.proto"),
+    ),
+    (
+        "google/api/httpbody.proto",
+        include_str!("../../proto/google/api/httpbody.proto"),
+    ),
+    (
+        "google/rpc/status.proto",
+        include_str!("../../proto/google/rpc/status.proto"),
+    ),
+    (
+        "google/rpc/error_details.proto",
+        include_str!("../../proto/google/rpc/error_details.proto"),
+    ),
 ];
 
 /// Serves the embedded files to protox.
@@ -45,7 +60,9 @@ pub fn pool() -> DescriptorPool {
         "google/protobuf/struct.proto",
         "google/protobuf/wrappers.proto",
     ] {
-        compiler.open_file(wkt).expect("protox ships the well-known types");
+        compiler
+            .open_file(wkt)
+            .expect("protox ships the well-known types");
     }
     compiler.descriptor_pool()
 }

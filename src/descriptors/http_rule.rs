@@ -23,5 +23,7 @@ struct MethodOptionsHttp {
 /// The method's HTTP rule, if it has one.
 pub fn of(method: &MethodDescriptor) -> Option<HttpRule> {
     let bytes = method.options().encode_to_vec();
-    MethodOptionsHttp::decode(bytes.as_slice()).ok().and_then(|o| o.http)
+    MethodOptionsHttp::decode(bytes.as_slice())
+        .ok()
+        .and_then(|o| o.http)
 }

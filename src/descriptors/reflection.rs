@@ -21,10 +21,20 @@ pub async fn fetch(upstream: &UpstreamConfig) -> Result<Vec<u8>, SchemaError> {
         .connect_timeout(upstream.connect_timeout)
         .connect()
         .await
-        .map_err(|e| SchemaError::new(&source, None, format!("cannot connect to {endpoint}: {e}")))?;
-    let fail = |e: tonic::Status| SchemaError::new(&source, None, format!("reflection call failed: {}", e.message()));
+        .map_err(|e| {
+            SchemaError::new(&source, None, format!("cannot connect to {endpoint}: {e}"))
+        })?;
+    let fail = |e: tonic::Status| {
+        SchemaError::new(
+            &source,
+            None,
+            format!("reflection call failed: {}", e.message()),
+        )
+    };
     let files = match v1::fetch(channel.clone()).await {
-        Err(status) if status.code() == tonic::Code::Unimplemented => v1alpha::fetch(channel).await.map_err(fail)?,
+        Err(status) if status.code() == tonic::Code::Unimplemented => {
+            v1alpha::fetch(channel).await.map_err(fail)?
+        }
         other => other.map_err(fail)?,
     };
     // A FileDescriptorSet is `repeated FileDescriptorProto file = 1`: each
@@ -45,7 +55,8 @@ macro_rules! reflection_client {
         pub mod $version {
             use super::*;
             use tonic_reflection::pb::$version::{
-                server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+                server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
                 server_reflection_response::MessageResponse, ServerReflectionRequest,
             };
 
@@ -55,14 +66,23 @@ macro_rules! reflection_client {
             ) -> Result<Vec<MessageResponse>, tonic::Status> {
                 let requests: Vec<ServerReflectionRequest> = requests
                     .into_iter()
-                    .map(|r| ServerReflectionRequest { host: String::new(), message_request: Some(r) })
+                    .map(|r| ServerReflectionRequest {
+                        host: String::new(),
+                        message_request: Some(r),
+                    })
                     .collect();
-                let mut stream = client.server_reflection_info(tokio_stream::iter(requests)).await?.into_inner();
+                let mut stream = client
+                    .server_reflection_info(tokio_stream::iter(requests))
+                    .await?
+                    .into_inner();
                 let mut out = Vec::new();
                 while let Some(resp) = stream.message().await? {
                     match resp.message_response {
                         Some(MessageResponse::ErrorResponse(e)) => {
-                            return Err(tonic::Status::new(tonic::Code::from(e.error_code), e.error_message))
+                            return Err(tonic::Status::new(
+                                tonic::Code::from(e.error_code),
+                                e.error_message,
+                            ))
                         }
                         Some(other) => out.push(other),
                         None => {}
@@ -72,10 +92,17 @@ macro_rules! reflection_client {
             }
 
             /// Files by name, raw; fetched until every import is present.
-            pub async fn fetch(channel: Channel) -> Result<BTreeMap<String, Vec<u8>>, tonic::Status> {
+            pub async fn fetch(
+                channel: Channel,
+            ) -> Result<BTreeMap<String, Vec<u8>>, tonic::Status> {
                 let mut client = ServerReflectionClient::new(channel);
                 let mut services = Vec::new();
-                for resp in ask(&mut client, vec![MessageRequest::ListServices(String::new())]).await? {
+                for resp in ask(
+                    &mut client,
+                    vec![MessageRequest::ListServices(String::new())],
+                )
+                .await?
+                {
                     if let MessageResponse::ListServicesResponse(list) = resp {
                         services.extend(list.service.into_iter().map(|s| s.name));
                     }
@@ -83,8 +110,10 @@ macro_rules! reflection_client {
                 services.retain(|s| !s.starts_with("grpc.reflection."));
                 let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
                 let mut asked: HashSet<String> = HashSet::new();
-                let mut requests: Vec<MessageRequest> =
-                    services.into_iter().map(MessageRequest::FileContainingSymbol).collect();
+                let mut requests: Vec<MessageRequest> = services
+                    .into_iter()
+                    .map(MessageRequest::FileContainingSymbol)
+                    .collect();
                 while !requests.is_empty() {
                     for resp in ask(&mut client, std::mem::take(&mut requests)).await? {
                         if let MessageResponse::FileDescriptorResponse(fd) = resp {

@@ -1,12 +1,13 @@
 use super::*;
-use prost::Message as _;
 
 #[test]
 fn the_built_in_files_compile_into_a_pool() {
     let pool = builtin::pool();
     assert!(pool.get_message_by_name("google.api.HttpRule").is_some());
     assert!(pool.get_message_by_name("google.rpc.BadRequest").is_some());
-    assert!(pool.get_message_by_name("google.protobuf.Timestamp").is_some());
+    assert!(pool
+        .get_message_by_name("google.protobuf.Timestamp")
+        .is_some());
 }
 
 #[test]
@@ -17,14 +18,21 @@ fn protos_compile_in_process_with_builtin_googleapis() {
     let method = pool.get_service_by_name("portico.demo.v1.Library").unwrap();
     let get_shelf = method.methods().find(|m| m.name() == "GetShelf").unwrap();
     let rule = http_rule::of(&get_shelf).expect("GetShelf has an http rule");
-    assert_eq!(rule.pattern, Some(http_rule::Pattern::Get("/v1/shelves/{shelf}".into())));
+    assert_eq!(
+        rule.pattern,
+        Some(http_rule::Pattern::Get("/v1/shelves/{shelf}".into()))
+    );
 }
 
 #[test]
 fn a_missing_import_names_the_file_and_the_import() {
     let dir = std::env::temp_dir().join(format!("portico-missing-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.proto"), "syntax = \"proto3\";\nimport \"nowhere/b.proto\";\n").unwrap();
+    std::fs::write(
+        dir.join("a.proto"),
+        "syntax = \"proto3\";\nimport \"nowhere/b.proto\";\n",
+    )
+    .unwrap();
     let err = compile_protos(&[&dir], &["a.proto".to_owned()]).unwrap_err();
     assert!(err.to_string().contains("nowhere/b.proto"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
@@ -33,10 +41,13 @@ fn a_missing_import_names_the_file_and_the_import() {
 #[test]
 fn a_set_without_its_imports_is_refused_naming_the_import() {
     let mut set = FileDescriptorSet::decode(
-        compile_protos(&["proto"], &["portico/demo/v1/feed.proto".to_owned()]).unwrap().as_slice(),
+        compile_protos(&["proto"], &["portico/demo/v1/feed.proto".to_owned()])
+            .unwrap()
+            .as_slice(),
     )
     .unwrap();
-    set.file.retain(|f| f.name() == "portico/demo/v1/feed.proto");
+    set.file
+        .retain(|f| f.name() == "portico/demo/v1/feed.proto");
     // google/api/annotations.proto is built in, so drop a dependency that is not.
     set.file[0].dependency.push("company/shared.proto".into());
     let err = add_set(&mut builtin::pool(), &set.encode_to_vec(), "feed.binpb").unwrap_err();
@@ -47,10 +58,17 @@ fn a_set_without_its_imports_is_refused_naming_the_import() {
 #[test]
 fn a_symbol_defined_twice_is_an_error_naming_it() {
     let mut set = FileDescriptorSet::decode(
-        compile_protos(&["proto"], &["portico/demo/v1/feed.proto".to_owned()]).unwrap().as_slice(),
+        compile_protos(&["proto"], &["portico/demo/v1/feed.proto".to_owned()])
+            .unwrap()
+            .as_slice(),
     )
     .unwrap();
-    let mut copy = set.file.iter().find(|f| f.name() == "portico/demo/v1/feed.proto").unwrap().clone();
+    let mut copy = set
+        .file
+        .iter()
+        .find(|f| f.name() == "portico/demo/v1/feed.proto")
+        .unwrap()
+        .clone();
     copy.name = Some("portico/demo/v1/feed_copy.proto".into());
     set.file.push(copy);
     let err = add_set(&mut builtin::pool(), &set.encode_to_vec(), "dup.binpb").unwrap_err();

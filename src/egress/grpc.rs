@@ -67,7 +67,11 @@ impl GrpcEgress {
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         grpc.ready().await.map_err(|e| {
-            GatewayError::new(ErrorKind::BackendUnavailable, Origin::Backend, format!("backend unavailable: {e}"))
+            GatewayError::new(
+                ErrorKind::BackendUnavailable,
+                Origin::Backend,
+                format!("backend unavailable: {e}"),
+            )
         })?;
         let path = env.target.path.clone();
         let metadata = MetadataMap::from_headers(env.metadata);
@@ -101,7 +105,11 @@ impl GrpcEgress {
             }
             (CallKind::ClientStreaming, Payload::Stream(messages)) => {
                 let (messages, mut client_failed) = guard_client_stream(messages);
-                let call = grpc.client_streaming(grpc_request(metadata, timeout, messages), path, RawCodec);
+                let call = grpc.client_streaming(
+                    grpc_request(metadata, timeout, messages),
+                    path,
+                    RawCodec,
+                );
                 // A bad client message aborts the call (the backend sees a
                 // cancellation) rather than half-closing it as if complete.
                 let response = tokio::select! {
@@ -123,7 +131,10 @@ impl GrpcEgress {
                 let (metadata, stream, _) = response.into_parts();
                 Ok(Reply {
                     metadata: metadata.into_headers(),
-                    body: ReplyBody::Stream(Box::pin(ReplyStream::new(stream, Some(client_failed)))),
+                    body: ReplyBody::Stream(Box::pin(ReplyStream::new(
+                        stream,
+                        Some(client_failed),
+                    ))),
                 })
             }
             (kind, _) => Err(GatewayError::internal(format!(
@@ -133,7 +144,11 @@ impl GrpcEgress {
     }
 }
 
-fn grpc_request<T>(metadata: MetadataMap, timeout: Option<Duration>, payload: T) -> tonic::Request<T> {
+fn grpc_request<T>(
+    metadata: MetadataMap,
+    timeout: Option<Duration>,
+    payload: T,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::from_parts(metadata, Default::default(), payload);
     if let Some(t) = timeout {
         r.set_timeout(t);
@@ -145,9 +160,17 @@ fn grpc_request<T>(metadata: MetadataMap, timeout: Option<Duration>, payload: T)
 /// the first bad message the error goes to the returned receiver and the
 /// stream stays open without ending, so the call is aborted (the backend
 /// sees a cancellation), never half-closed as if the input were complete.
-fn guard_client_stream(messages: MessageStream) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
+fn guard_client_stream(
+    messages: MessageStream,
+) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
     let (tx, rx) = oneshot::channel();
-    (GuardedStream { inner: messages, failed: Some(tx) }, rx)
+    (
+        GuardedStream {
+            inner: messages,
+            failed: Some(tx),
+        },
+        rx,
+    )
 }
 
 struct GuardedStream {
@@ -186,7 +209,10 @@ struct ReplyStream {
 }
 
 impl ReplyStream {
-    fn new(inner: tonic::Streaming<Bytes>, client_failed: Option<oneshot::Receiver<GatewayError>>) -> Self {
+    fn new(
+        inner: tonic::Streaming<Bytes>,
+        client_failed: Option<oneshot::Receiver<GatewayError>>,
+    ) -> Self {
         ReplyStream {
             inner,
             client_failed,

@@ -32,7 +32,10 @@ fn client_errors_are_named_after_what_was_wrong() {
 
     let err = GatewayError::invalid_field("inner.note", "expected a string");
     assert_eq!(err.grpc_code(), Code::InvalidArgument);
-    assert_eq!(err.message, "invalid value for inner.note: expected a string");
+    assert_eq!(
+        err.message,
+        "invalid value for inner.note: expected a string"
+    );
 }
 
 #[test]

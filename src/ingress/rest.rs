@@ -12,11 +12,11 @@ use crate::envelope::{CallKind, Envelope, MessageStream, Payload, ReplyBody, Req
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::policy::Pipeline;
 use crate::routes::{Binding, BodyRule, MatchOutcome, RouteTable};
+use crate::transcode::json;
 use crate::transcode::request::{self, UrlParts};
 use crate::transcode::response::{self, HttpReplyBody};
 use crate::transcode::status::StatusRenderer;
 use crate::transcode::stream::{LineSplitter, StreamFormat};
-use crate::transcode::json;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderName, HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
@@ -45,7 +45,11 @@ pub type IncomingBody = hyper::body::Incoming;
 
 impl RestIngress {
     /// Serves one request; never fails (errors become responses).
-    pub async fn handle(self: Arc<Self>, req: Request<IncomingBody>, client: Option<SocketAddr>) -> Response<ResponseBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<IncomingBody>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let ctx = RequestCtx::new(client);
@@ -72,20 +76,31 @@ impl RestIngress {
         }
     }
 
-    async fn serve(&self, req: Request<IncomingBody>, ctx: RequestCtx) -> Result<Response<ResponseBody>, GatewayError> {
+    async fn serve(
+        &self,
+        req: Request<IncomingBody>,
+        ctx: RequestCtx,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
         let found = match self.routes.find(&parts.method, path) {
             MatchOutcome::Found(m) => m,
             MatchOutcome::MethodNotAllowed(allowed) => {
-                return Err(GatewayError::method_not_allowed(&parts.method, path, allowed))
+                return Err(GatewayError::method_not_allowed(
+                    &parts.method,
+                    path,
+                    allowed,
+                ))
             }
             MatchOutcome::NotFound => return Err(GatewayError::route_not_found(path)),
         };
         let binding = found.binding.clone();
         let target = binding.target.clone();
         let query = parts.uri.query();
-        let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
 
         let payload = if target.kind.client_streams() {
             let segments: Vec<String> = found.segments.iter().map(|s| s.to_string()).collect();
@@ -131,19 +146,29 @@ impl RestIngress {
                             .header(CONTENT_TYPE, "application/json")
                             .body(ResponseBody::full(json)),
                         HttpReplyBody::Raw { content_type, data } => {
-                            let ct = if content_type.is_empty() { "application/octet-stream".to_owned() } else { content_type };
-                            builder.header(CONTENT_TYPE, ct).body(ResponseBody::full(data))
+                            let ct = if content_type.is_empty() {
+                                "application/octet-stream".to_owned()
+                            } else {
+                                content_type
+                            };
+                            builder
+                                .header(CONTENT_TYPE, ct)
+                                .body(ResponseBody::full(data))
                         }
                     }
                 }
             }
             ReplyBody::Stream(messages) => {
-                let format = StreamFormat::from_accept(parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+                let format = StreamFormat::from_accept(
+                    parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
+                );
                 builder = builder
                     .header(CONTENT_TYPE, format.content_type())
                     .header("cache-control", "no-cache")
                     .header("x-accel-buffering", "no");
-                builder.body(ResponseBody::stream(self.stream_frames(&binding, messages, format)))
+                builder.body(ResponseBody::stream(
+                    self.stream_frames(&binding, messages, format),
+                ))
             }
         };
         resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
@@ -151,7 +176,12 @@ impl RestIngress {
 
     /// The deadline for the backend: a unary call gets the route's timeout,
     /// shortened by a client `grpc-timeout`; a stream only gets the client's.
-    fn timeout(&self, headers: &HeaderMap, kind: CallKind, route: Option<Duration>) -> Option<Duration> {
+    fn timeout(
+        &self,
+        headers: &HeaderMap,
+        kind: CallKind,
+        route: Option<Duration>,
+    ) -> Option<Duration> {
         let client = if self.metadata.honour_client_timeout {
             headers
                 .get("grpc-timeout")
@@ -177,7 +207,12 @@ impl RestIngress {
         out
     }
 
-    fn stream_frames(&self, binding: &Arc<Binding>, messages: MessageStream, format: StreamFormat) -> super::body::FrameStream {
+    fn stream_frames(
+        &self,
+        binding: &Arc<Binding>,
+        messages: MessageStream,
+        format: StreamFormat,
+    ) -> super::body::FrameStream {
         let output = binding.target.method.output();
         let options = json::serialize_options(&binding.json);
         let status = self.status.clone();
@@ -194,15 +229,25 @@ impl RestIngress {
                         return None;
                     }
                     let failure = match messages.next().await {
-                        Some(Ok(bytes)) => match response::message_json(&output, &bytes, &options) {
-                            Ok(json) => return Some((format.message(seq + 1, &json), (messages, seq + 1, false))),
-                            Err(e) => e,
-                        },
+                        Some(Ok(bytes)) => {
+                            match response::message_json(&output, &bytes, &options) {
+                                Ok(json) => {
+                                    return Some((
+                                        format.message(seq + 1, &json),
+                                        (messages, seq + 1, false),
+                                    ))
+                                }
+                                Err(e) => e,
+                            }
+                        }
                         Some(Err(e)) => e,
                         None => return format.end().map(|end| (end, (messages, seq, true))),
                     };
                     tracing::warn!(target: "portico::access", %path, origin = failure.origin.as_str(), error = %failure.message, "stream ended with an error after {seq} messages");
-                    Some((format.error(&status.to_vec(&failure)), (messages, seq, true)))
+                    Some((
+                        format.error(&status.to_vec(&failure)),
+                        (messages, seq, true),
+                    ))
                 }
             },
         ))
@@ -211,9 +256,14 @@ impl RestIngress {
     pub fn error_response(&self, err: &GatewayError) -> Response<ResponseBody> {
         let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
         *resp.status_mut() = err.http_status();
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let ErrorKind::MethodNotAllowed { allowed } = &err.kind {
-            let list = allowed.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            let list = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             if let Ok(v) = HeaderValue::from_str(&list) {
                 resp.headers_mut().insert(ALLOW, v);
             }
@@ -224,17 +274,29 @@ impl RestIngress {
 
 /// Reads a whole body, refusing one over `limit` bytes (by its
 /// Content-Length before reading, or while reading).
-async fn read_body(body: IncomingBody, headers: &HeaderMap, limit: usize) -> Result<Bytes, GatewayError> {
-    if let Some(len) = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+async fn read_body(
+    body: IncomingBody,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if len > limit as u64 {
             return Err(GatewayError::payload_too_large(limit));
         }
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::payload_too_large(limit)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
         Err(e) => Err(GatewayError::new(
-            ErrorKind::InvalidRequest { violations: Vec::new() },
+            ErrorKind::InvalidRequest {
+                violations: Vec::new(),
+            },
             Origin::Client,
             format!("could not read the request body: {e}"),
         )),
@@ -300,7 +362,9 @@ fn ndjson_messages(
                     Some(Err(e)) => {
                         st.done = true;
                         let err = GatewayError::new(
-                            ErrorKind::InvalidRequest { violations: Vec::new() },
+                            ErrorKind::InvalidRequest {
+                                violations: Vec::new(),
+                            },
                             Origin::Client,
                             format!("could not read the request stream: {e}"),
                         );
@@ -363,7 +427,16 @@ fn is_reserved(name: &HeaderName) -> bool {
         || n.ends_with("-bin")
         || matches!(
             n,
-            "content-type" | "content-length" | "te" | "trailer" | "transfer-encoding" | "connection" | "keep-alive"
-                | "upgrade" | "date" | "server" | HTTP_STATUS_METADATA
+            "content-type"
+                | "content-length"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "upgrade"
+                | "date"
+                | "server"
+                | HTTP_STATUS_METADATA
         )
 }

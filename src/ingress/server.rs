@@ -18,7 +18,12 @@ use tokio::task::JoinHandle;
 
 /// Serves `listener` until `shutdown` turns true, then lets open
 /// connections finish their requests.
-pub fn spawn(listener: TcpListener, ingress: Arc<RestIngress>, limits: Limits, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn(
+    listener: TcpListener,
+    ingress: Arc<RestIngress>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let mut connections = tokio::task::JoinSet::new();

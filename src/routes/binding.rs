@@ -82,8 +82,14 @@ impl Binding {
             name => BodyRule::Field(top_level_field(&input, name, "body")?),
         };
         if let BodyRule::Field(f) = &body {
-            if path_vars.iter().any(|v| v.fields[0] == *f && v.fields.len() == 1) {
-                return Err(format!("field {} is bound by both the path and the body", f.name()));
+            if path_vars
+                .iter()
+                .any(|v| v.fields[0] == *f && v.fields.len() == 1)
+            {
+                return Err(format!(
+                    "field {} is bound by both the path and the body",
+                    f.name()
+                ));
             }
         }
         let response_body = match response_body {
@@ -91,9 +97,12 @@ impl Binding {
             name => Some(top_level_field(&output, name, "response_body")?),
         };
         let update_mask = match (&method, &body) {
-            (&Method::PATCH, BodyRule::Field(f)) if matches!(f.kind(), Kind::Message(_)) => input
-                .get_field_by_name("update_mask")
-                .filter(|m| matches!(m.kind(), Kind::Message(d) if d.full_name() == FIELD_MASK) && !m.is_list()),
+            (&Method::PATCH, BodyRule::Field(f)) if matches!(f.kind(), Kind::Message(_)) => {
+                input.get_field_by_name("update_mask").filter(|m| {
+                    matches!(m.kind(), Kind::Message(d) if d.full_name() == FIELD_MASK)
+                        && !m.is_list()
+                })
+            }
             _ => None,
         };
         let raw_request_body = match &body {
@@ -122,7 +131,10 @@ impl Binding {
     }
 
     /// The decoded value of each path variable, from the matched raw segments.
-    pub fn path_values<'a>(&'a self, segments: &[&'a str]) -> impl Iterator<Item = (&'a PathVar, Cow<'a, str>)> + 'a {
+    pub fn path_values<'a>(
+        &'a self,
+        segments: &[&'a str],
+    ) -> impl Iterator<Item = (&'a PathVar, Cow<'a, str>)> + 'a {
         let segments = segments.to_vec();
         self.path_vars.iter().map(move |v| {
             let end = v.end.unwrap_or(segments.len()).min(segments.len());
@@ -175,30 +187,53 @@ fn decode_keeping_slashes(segment: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn top_level_field(message: &MessageDescriptor, name: &str, what: &str) -> Result<FieldDescriptor, String> {
-    message
-        .get_field_by_name(name)
-        .ok_or_else(|| format!("{what} names field {name:?}, which {} does not have", message.full_name()))
+fn top_level_field(
+    message: &MessageDescriptor,
+    name: &str,
+    what: &str,
+) -> Result<FieldDescriptor, String> {
+    message.get_field_by_name(name).ok_or_else(|| {
+        format!(
+            "{what} names field {name:?}, which {} does not have",
+            message.full_name()
+        )
+    })
 }
 
-fn path_var(input: &MessageDescriptor, v: &Variable, segments: &[Segment]) -> Result<PathVar, String> {
+fn path_var(
+    input: &MessageDescriptor,
+    v: &Variable,
+    segments: &[Segment],
+) -> Result<PathVar, String> {
     let name = v.field_path.join(".");
     let mut fields = Vec::with_capacity(v.field_path.len());
     let mut message = input.clone();
     for (i, ident) in v.field_path.iter().enumerate() {
         let field = message.get_field_by_name(ident).ok_or_else(|| {
-            format!("path variable {{{name}}}: {} has no field {ident:?}", message.full_name())
+            format!(
+                "path variable {{{name}}}: {} has no field {ident:?}",
+                message.full_name()
+            )
         })?;
         if field.is_list() || field.is_map() {
-            return Err(format!("path variable {{{name}}}: field {ident} is repeated"));
+            return Err(format!(
+                "path variable {{{name}}}: field {ident} is repeated"
+            ));
         }
         let last = i + 1 == v.field_path.len();
         match field.kind() {
             Kind::Message(m) if !last => message = m,
             Kind::Message(m) => {
-                return Err(format!("path variable {{{name}}}: field {ident} is a message ({})", m.full_name()))
+                return Err(format!(
+                    "path variable {{{name}}}: field {ident} is a message ({})",
+                    m.full_name()
+                ))
             }
-            _ if !last => return Err(format!("path variable {{{name}}}: field {ident} is not a message")),
+            _ if !last => {
+                return Err(format!(
+                    "path variable {{{name}}}: field {ident} is not a message"
+                ))
+            }
             _ => {}
         }
         fields.push(field);

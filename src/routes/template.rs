@@ -56,7 +56,11 @@ pub struct TemplateError {
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad path template {:?} at byte {}: {}", self.template, self.position, self.reason)
+        write!(
+            f,
+            "bad path template {:?} at byte {}: {}",
+            self.template, self.position, self.reason
+        )
     }
 }
 
@@ -70,7 +74,9 @@ struct Parser<'a> {
 }
 
 fn is_literal_char(c: char) -> bool {
-    !matches!(c, '/' | '{' | '}' | ':' | '*' | '=' | '?' | '#') && !c.is_whitespace() && !c.is_control()
+    !matches!(c, '/' | '{' | '}' | ':' | '*' | '=' | '?' | '#')
+        && !c.is_whitespace()
+        && !c.is_control()
 }
 
 impl<'a> Parser<'a> {

@@ -23,7 +23,10 @@ fn templates_parse_per_the_grammar() {
     let t = parse("/v1/{book.name}/x/{rest=**}").unwrap();
     assert_eq!(t.variables[0].field_path, vec!["book", "name"]);
     assert_eq!(t.segments.last(), Some(&Segment::Multi));
-    assert_eq!(parse("/v1/books:search").unwrap().verb.as_deref(), Some("search"));
+    assert_eq!(
+        parse("/v1/books:search").unwrap().verb.as_deref(),
+        Some("search")
+    );
     assert_eq!(parse("/v1/*/**").unwrap().segments.len(), 3);
 }
 
@@ -58,47 +61,112 @@ fn segs(path: &str) -> Vec<&str> {
 
 #[test]
 fn literal_segments_win_over_variables() {
-    let t = trie(&[("/v1/shelves/{shelf}", Method::GET), ("/v1/shelves/featured", Method::GET)]);
-    assert_eq!(t.lookup(&Method::GET, &segs("/v1/shelves/featured")), Lookup::Found { id: 1, verb_split: false });
-    assert_eq!(t.lookup(&Method::GET, &segs("/v1/shelves/7")), Lookup::Found { id: 0, verb_split: false });
+    let t = trie(&[
+        ("/v1/shelves/{shelf}", Method::GET),
+        ("/v1/shelves/featured", Method::GET),
+    ]);
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v1/shelves/featured")),
+        Lookup::Found {
+            id: 1,
+            verb_split: false
+        }
+    );
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v1/shelves/7")),
+        Lookup::Found {
+            id: 0,
+            verb_split: false
+        }
+    );
 }
 
 #[test]
 fn a_custom_verb_is_split_from_the_last_segment() {
-    let t = trie(&[("/v1/{name=books/*}", Method::POST), ("/v1/{name=books/*}:archive", Method::POST)]);
-    assert_eq!(t.lookup(&Method::POST, &segs("/v1/books/1:archive")), Lookup::Found { id: 1, verb_split: true });
-    assert_eq!(t.lookup(&Method::POST, &segs("/v1/books/1")), Lookup::Found { id: 0, verb_split: false });
+    let t = trie(&[
+        ("/v1/{name=books/*}", Method::POST),
+        ("/v1/{name=books/*}:archive", Method::POST),
+    ]);
+    assert_eq!(
+        t.lookup(&Method::POST, &segs("/v1/books/1:archive")),
+        Lookup::Found {
+            id: 1,
+            verb_split: true
+        }
+    );
+    assert_eq!(
+        t.lookup(&Method::POST, &segs("/v1/books/1")),
+        Lookup::Found {
+            id: 0,
+            verb_split: false
+        }
+    );
     // An unknown verb stays part of the segment.
-    assert_eq!(t.lookup(&Method::POST, &segs("/v1/books/1:x")), Lookup::Found { id: 0, verb_split: false });
+    assert_eq!(
+        t.lookup(&Method::POST, &segs("/v1/books/1:x")),
+        Lookup::Found {
+            id: 0,
+            verb_split: false
+        }
+    );
 }
 
 #[test]
 fn double_wildcard_takes_the_rest_of_the_path() {
     let t = trie(&[("/v1/files/{path=**}", Method::GET)]);
-    assert_eq!(t.lookup(&Method::GET, &segs("/v1/files/a/b/c")), Lookup::Found { id: 0, verb_split: false });
-    assert_eq!(t.lookup(&Method::GET, &segs("/v1/files")), Lookup::Found { id: 0, verb_split: false });
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v1/files/a/b/c")),
+        Lookup::Found {
+            id: 0,
+            verb_split: false
+        }
+    );
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v1/files")),
+        Lookup::Found {
+            id: 0,
+            verb_split: false
+        }
+    );
 }
 
 #[test]
 fn a_known_path_with_another_method_is_not_allowed_rather_than_missing() {
-    let t = trie(&[("/v1/shelves/{s}", Method::GET), ("/v1/shelves/{s}", Method::DELETE)]);
-    assert_eq!(t.lookup(&Method::PUT, &segs("/v1/shelves/1")), Lookup::MethodNotAllowed(vec![Method::GET, Method::DELETE]));
-    assert_eq!(t.lookup(&Method::GET, &segs("/v2/shelves/1")), Lookup::NotFound);
+    let t = trie(&[
+        ("/v1/shelves/{s}", Method::GET),
+        ("/v1/shelves/{s}", Method::DELETE),
+    ]);
+    assert_eq!(
+        t.lookup(&Method::PUT, &segs("/v1/shelves/1")),
+        Lookup::MethodNotAllowed(vec![Method::GET, Method::DELETE])
+    );
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v2/shelves/1")),
+        Lookup::NotFound
+    );
 }
 
 #[test]
 fn two_bindings_of_the_same_shape_collide() {
     let mut t = Trie::default();
-    t.insert(&parse("/v1/{a}").unwrap(), Method::GET, 0).unwrap();
+    t.insert(&parse("/v1/{a}").unwrap(), Method::GET, 0)
+        .unwrap();
     assert_eq!(t.insert(&parse("/v1/{b}").unwrap(), Method::GET, 1), Err(0));
-    assert!(t.insert(&parse("/v1/{b}").unwrap(), Method::POST, 2).is_ok());
-    assert!(t.insert(&parse("/v1/{b}:go").unwrap(), Method::GET, 3).is_ok());
+    assert!(t
+        .insert(&parse("/v1/{b}").unwrap(), Method::POST, 2)
+        .is_ok());
+    assert!(t
+        .insert(&parse("/v1/{b}:go").unwrap(), Method::GET, 3)
+        .is_ok());
 }
 
 #[test]
 fn empty_segments_do_not_match_variables() {
     let t = trie(&[("/v1/shelves/{s}", Method::GET)]);
-    assert_eq!(t.lookup(&Method::GET, &segs("/v1/shelves/")), Lookup::NotFound);
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v1/shelves/")),
+        Lookup::NotFound
+    );
 }
 
 proptest! {

@@ -34,7 +34,10 @@ pub struct Trie {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
     /// `verb_split`: the last segment's `:verb` was taken as the verb.
-    Found { id: BindingId, verb_split: bool },
+    Found {
+        id: BindingId,
+        verb_split: bool,
+    },
     /// The path matched, but not with this method.
     MethodNotAllowed(Vec<Method>),
     NotFound,
@@ -42,7 +45,12 @@ pub enum Lookup {
 
 impl Trie {
     /// Adds a binding; returns the binding it collides with, if any.
-    pub fn insert(&mut self, template: &Template, method: Method, id: BindingId) -> Result<(), BindingId> {
+    pub fn insert(
+        &mut self,
+        template: &Template,
+        method: Method,
+        id: BindingId,
+    ) -> Result<(), BindingId> {
         let mut node = &mut self.root;
         let mut leaf = None;
         for segment in &template.segments {
@@ -60,7 +68,11 @@ impl Trie {
             None => &mut node.end,
         };
         let verb: Option<Box<str>> = template.verb.as_deref().map(Into::into);
-        if let Some((_, _, other)) = leaf.entries.iter().find(|(v, m, _)| *v == verb && *m == method) {
+        if let Some((_, _, other)) = leaf
+            .entries
+            .iter()
+            .find(|(v, m, _)| *v == verb && *m == method)
+        {
             return Err(*other);
         }
         leaf.entries.push((verb, method, id));
@@ -77,12 +89,18 @@ impl Trie {
                 let mut split: Vec<&str> = rest.to_vec();
                 split.push(head);
                 if let Some(id) = walk(&self.root, &split, 0, Some(verb), method, &mut allowed) {
-                    return Lookup::Found { id, verb_split: true };
+                    return Lookup::Found {
+                        id,
+                        verb_split: true,
+                    };
                 }
             }
         }
         if let Some(id) = walk(&self.root, segments, 0, None, method, &mut allowed) {
-            return Lookup::Found { id, verb_split: false };
+            return Lookup::Found {
+                id,
+                verb_split: false,
+            };
         }
         if allowed.is_empty() {
             Lookup::NotFound
@@ -93,7 +111,12 @@ impl Trie {
     }
 }
 
-fn pick(leaf: &Leaf, verb: Option<&str>, method: &Method, allowed: &mut Vec<Method>) -> Option<BindingId> {
+fn pick(
+    leaf: &Leaf,
+    verb: Option<&str>,
+    method: &Method,
+    allowed: &mut Vec<Method>,
+) -> Option<BindingId> {
     let mut found = None;
     for (v, m, id) in &leaf.entries {
         if v.as_deref() != verb {

@@ -29,7 +29,12 @@ pub fn resolve(desc: &MessageDescriptor, key: &str) -> Option<Vec<FieldDescripto
 }
 
 /// Sets (or, for repeated fields, appends) `value` at the field path.
-pub fn set(msg: &mut DynamicMessage, fields: &[FieldDescriptor], value: &str, name: &str) -> Result<(), GatewayError> {
+pub fn set(
+    msg: &mut DynamicMessage,
+    fields: &[FieldDescriptor],
+    value: &str,
+    name: &str,
+) -> Result<(), GatewayError> {
     let (last, parents) = fields.split_last().expect("a field path is never empty");
     let mut current = msg;
     for f in parents {
@@ -39,9 +44,13 @@ pub fn set(msg: &mut DynamicMessage, fields: &[FieldDescriptor], value: &str, na
         };
     }
     if last.is_map() {
-        return Err(GatewayError::invalid_field(name, "map fields cannot be set from the query string"));
+        return Err(GatewayError::invalid_field(
+            name,
+            "map fields cannot be set from the query string",
+        ));
     }
-    let parsed = parse(&last.kind(), value).map_err(|reason| GatewayError::invalid_field(name, reason))?;
+    let parsed =
+        parse(&last.kind(), value).map_err(|reason| GatewayError::invalid_field(name, reason))?;
     if last.is_list() {
         if let Value::List(items) = current.get_field_mut(last) {
             items.push(parsed);
@@ -93,12 +102,15 @@ fn parse_float(s: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "Infinity" => Ok(f64::INFINITY),
         "-Infinity" => Ok(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().map_err(|_| format!("{s:?} is not a number")),
+        _ => s
+            .parse::<f64>()
+            .map_err(|_| format!("{s:?} is not a number")),
     }
 }
 
 fn int<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
-    s.parse::<T>().map_err(|_| format!("{s:?} is not a valid {what}"))
+    s.parse::<T>()
+        .map_err(|_| format!("{s:?} is not a valid {what}"))
 }
 
 /// Parses one string as a value of `kind`.
@@ -144,11 +156,15 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                 msg.set_field(&inner, parse(&inner.kind(), s)?);
                 Value::Message(msg)
             } else if is_scalar_like(m) {
-                let msg = DynamicMessage::deserialize(m.clone(), serde_json::Value::String(s.to_owned()))
-                    .map_err(|e| format!("{s:?} is not a valid {}: {e}", m.full_name()))?;
+                let msg =
+                    DynamicMessage::deserialize(m.clone(), serde_json::Value::String(s.to_owned()))
+                        .map_err(|e| format!("{s:?} is not a valid {}: {e}", m.full_name()))?;
                 Value::Message(msg)
             } else {
-                return Err(format!("is a message ({}); set its fields as name.field", m.full_name()));
+                return Err(format!(
+                    "is a message ({}); set its fields as name.field",
+                    m.full_name()
+                ));
             }
         }
     })

@@ -20,10 +20,15 @@ fn deserialize_options(o: &JsonOptions) -> DeserializeOptions {
 
 /// Parses a JSON document as `desc`. Both lowerCamelCase and proto field
 /// names are accepted.
-pub fn decode(desc: &MessageDescriptor, json: &[u8], o: &JsonOptions) -> Result<DynamicMessage, GatewayError> {
+pub fn decode(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    o: &JsonOptions,
+) -> Result<DynamicMessage, GatewayError> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let parsed = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))
-        .and_then(|m| de.end().map(|()| m));
+    let parsed =
+        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))
+            .and_then(|m| de.end().map(|()| m));
     parsed.map_err(|_| explain_failure(desc, json, o, ""))
 }
 
@@ -42,7 +47,12 @@ pub fn decode_value(
 
 /// Parses again, tracking the path, to say which field was wrong. Only
 /// taken on the error path, so the common path pays nothing for it.
-fn explain_failure(desc: &MessageDescriptor, json: &[u8], o: &JsonOptions, prefix: &str) -> GatewayError {
+fn explain_failure(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    o: &JsonOptions,
+    prefix: &str,
+) -> GatewayError {
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut track = serde_path_to_error::Track::new();
     let result = DynamicMessage::deserialize_with_options(
@@ -63,7 +73,10 @@ fn explain_failure(desc: &MessageDescriptor, json: &[u8], o: &JsonOptions, prefi
     }
     // prost-reflect reports an unknown key or a second oneof member at the
     // enclosing object; name the member itself.
-    for marker in ["unrecognized field name '", "multiple fields provided for oneof '"] {
+    for marker in [
+        "unrecognized field name '",
+        "multiple fields provided for oneof '",
+    ] {
         if let Some(rest) = reason.strip_prefix(marker) {
             if let Some(name) = rest.split('\'').next() {
                 path = join(&path, name);
@@ -83,7 +96,10 @@ fn join(a: &str, b: &str) -> String {
 }
 
 /// Writes a message as JSON.
-pub fn encode(msg: &DynamicMessage, options: &SerializeOptions) -> Result<Vec<u8>, serde_json::Error> {
+pub fn encode(
+    msg: &DynamicMessage,
+    options: &SerializeOptions,
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::new(&mut out);
     msg.serialize_with_options(&mut ser, options)?;

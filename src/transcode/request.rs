@@ -18,10 +18,18 @@ pub fn is_json(content_type: Option<&str>) -> bool {
     match content_type {
         None => true,
         Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             matches!(
                 essence.as_str(),
-                "" | "application/json" | "text/json" | "text/plain" | "application/x-www-form-urlencoded"
+                "" | "application/json"
+                    | "text/json"
+                    | "text/plain"
+                    | "application/x-www-form-urlencoded"
             ) || essence.ends_with("+json")
         }
     }
@@ -37,7 +45,12 @@ pub struct UrlParts<'a> {
 
 /// Builds one encoded request message from the body and, for the first (or
 /// only) message of a call, the URL's path variables and query parameters.
-pub fn build(binding: &Binding, url: Option<UrlParts<'_>>, body: &Bytes, content_type: Option<&str>) -> Result<Bytes, GatewayError> {
+pub fn build(
+    binding: &Binding,
+    url: Option<UrlParts<'_>>,
+    body: &Bytes,
+    content_type: Option<&str>,
+) -> Result<Bytes, GatewayError> {
     let input = binding.target.method.input();
     let opts = &binding.json;
     let mut mask_paths = None;
@@ -55,7 +68,9 @@ pub fn build(binding: &Binding, url: Option<UrlParts<'_>>, body: &Bytes, content
         BodyRule::Field(field) => {
             let mut msg = DynamicMessage::new(input.clone());
             if binding.raw_request_body {
-                let Kind::Message(hb) = field.kind() else { unreachable!("checked at load") };
+                let Kind::Message(hb) = field.kind() else {
+                    unreachable!("checked at load")
+                };
                 msg.set_field(field, Value::Message(http_body(&hb, body, content_type)));
             } else if !body.is_empty() {
                 require_json(content_type)?;
@@ -78,7 +93,10 @@ pub fn build(binding: &Binding, url: Option<UrlParts<'_>>, body: &Bytes, content
         if !msg.has_field(mask_field) {
             if let Kind::Message(fm) = mask_field.kind() {
                 let mut mask = DynamicMessage::new(fm);
-                mask.set_field_by_name("paths", Value::List(paths.into_iter().map(Value::String).collect()));
+                mask.set_field_by_name(
+                    "paths",
+                    Value::List(paths.into_iter().map(Value::String).collect()),
+                );
                 msg.set_field(mask_field, Value::Message(mask));
             }
         }
@@ -90,13 +108,18 @@ fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
     if is_json(content_type) {
         Ok(())
     } else {
-        Err(GatewayError::unsupported_media_type(content_type.unwrap_or("")))
+        Err(GatewayError::unsupported_media_type(
+            content_type.unwrap_or(""),
+        ))
     }
 }
 
 fn http_body(desc: &MessageDescriptor, body: &Bytes, content_type: Option<&str>) -> DynamicMessage {
     let mut msg = DynamicMessage::new(desc.clone());
-    msg.set_field_by_name("content_type", Value::String(content_type.unwrap_or("").to_owned()));
+    msg.set_field_by_name(
+        "content_type",
+        Value::String(content_type.unwrap_or("").to_owned()),
+    );
     msg.set_field_by_name("data", Value::Bytes(body.clone()));
     msg
 }
@@ -119,7 +142,8 @@ fn body_field(
                 let msg = json::decode_value(&desc, value, opts, field.name())?;
                 Ok((Value::Message(msg), Some(paths)))
             } else {
-                let msg = json::decode(&desc, body, opts).map_err(|e| prefix_field(e, field.name()))?;
+                let msg =
+                    json::decode(&desc, body, opts).map_err(|e| prefix_field(e, field.name()))?;
                 Ok((Value::Message(msg), None))
             }
         }
@@ -127,10 +151,10 @@ fn body_field(
             // A scalar or repeated body: parse it as the field of its parent.
             let value: serde_json::Value = serde_json::from_slice(body)
                 .map_err(|e| GatewayError::invalid_field(field.name(), e.to_string()))?;
-            let parent = field.parent_message();
+            let parent = &field.parent_message();
             let mut wrapper = serde_json::Map::new();
             wrapper.insert(field.name().to_owned(), value);
-            let msg = json::decode_value(&parent, serde_json::Value::Object(wrapper), opts, "")?;
+            let msg = json::decode_value(parent, serde_json::Value::Object(wrapper), opts, "")?;
             Ok((msg.get_field(field).into_owned(), None))
         }
     }
@@ -141,7 +165,11 @@ fn prefix_field(e: GatewayError, prefix: &str) -> GatewayError {
     match e.kind {
         crate::error::ErrorKind::InvalidRequest { violations } if violations.len() == 1 => {
             let v = &violations[0];
-            let field = if v.field.is_empty() { prefix.to_owned() } else { format!("{prefix}.{}", v.field) };
+            let field = if v.field.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{}", v.field)
+            };
             GatewayError::invalid_field(field, v.description.clone())
         }
         _ => e,
@@ -150,16 +178,33 @@ fn prefix_field(e: GatewayError, prefix: &str) -> GatewayError {
 
 /// The update_mask paths of a PATCH body: every key sent, nested objects of
 /// plain message fields expanded, in proto field names.
-fn mask_paths(desc: &MessageDescriptor, value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-    let serde_json::Value::Object(map) = value else { return };
+fn mask_paths(
+    desc: &MessageDescriptor,
+    value: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
     for (key, v) in map {
-        let Some(field) = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key)) else {
+        let Some(field) = desc
+            .get_field_by_json_name(key)
+            .or_else(|| desc.get_field_by_name(key))
+        else {
             continue;
         };
-        let path = if prefix.is_empty() { field.name().to_owned() } else { format!("{prefix}.{}", field.name()) };
+        let path = if prefix.is_empty() {
+            field.name().to_owned()
+        } else {
+            format!("{prefix}.{}", field.name())
+        };
         match field.kind() {
             Kind::Message(m)
-                if v.is_object() && !field.is_map() && !field.is_list() && !m.full_name().starts_with("google.protobuf.") =>
+                if v.is_object()
+                    && !field.is_map()
+                    && !field.is_list()
+                    && !m.full_name().starts_with("google.protobuf.") =>
             {
                 mask_paths(&m, v, &path, out)
             }
@@ -168,21 +213,35 @@ fn mask_paths(desc: &MessageDescriptor, value: &serde_json::Value, prefix: &str,
     }
 }
 
-fn apply_query(msg: &mut DynamicMessage, binding: &Binding, query: &str, opts: &JsonOptions) -> Result<(), GatewayError> {
+fn apply_query(
+    msg: &mut DynamicMessage,
+    binding: &Binding,
+    query: &str,
+    opts: &JsonOptions,
+) -> Result<(), GatewayError> {
     let input = binding.target.method.input();
     let mut seen_singular: HashSet<String> = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let resolved = fields::resolve(&input, &key);
         let refusal = match (&resolved, &binding.body) {
-            (_, BodyRule::Whole) => Some("is not accepted: the body carries the whole request".to_owned()),
+            (_, BodyRule::Whole) => {
+                Some("is not accepted: the body carries the whole request".to_owned())
+            }
             (None, _) => Some(format!("is not a field of {}", input.full_name())),
-            (Some(fs), BodyRule::Field(b)) if fs[0] == *b => Some(format!("is part of the body field {}", b.name())),
-            (Some(fs), _) if binding.path_binds(fs) => Some("is already bound by the path".to_owned()),
+            (Some(fs), BodyRule::Field(b)) if fs[0] == *b => {
+                Some(format!("is part of the body field {}", b.name()))
+            }
+            (Some(fs), _) if binding.path_binds(fs) => {
+                Some("is already bound by the path".to_owned())
+            }
             _ => None,
         };
         if let Some(reason) = refusal {
             if opts.unknown_query_params == UnknownQueryParams::Reject {
-                return Err(GatewayError::invalid_field(key.as_ref(), format!("query parameter {key} {reason}")));
+                return Err(GatewayError::invalid_field(
+                    key.as_ref(),
+                    format!("query parameter {key} {reason}"),
+                ));
             }
             continue;
         }

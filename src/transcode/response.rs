@@ -11,7 +11,10 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value};
 pub enum HttpReplyBody {
     Json(Vec<u8>),
     /// google.api.HttpBody: bytes with their own content type.
-    Raw { content_type: String, data: Bytes },
+    Raw {
+        content_type: String,
+        data: Bytes,
+    },
 }
 
 pub fn bad_reply(what: impl std::fmt::Display) -> GatewayError {
@@ -28,7 +31,11 @@ pub fn decode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<DynamicMessage, 
 }
 
 /// One response message as JSON (used for each message of a stream too).
-pub fn message_json(desc: &MessageDescriptor, bytes: &[u8], options: &SerializeOptions) -> Result<Vec<u8>, GatewayError> {
+pub fn message_json(
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    options: &SerializeOptions,
+) -> Result<Vec<u8>, GatewayError> {
     json::encode(&decode(desc, bytes)?, options).map_err(bad_reply)
 }
 
@@ -43,11 +50,18 @@ pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayEr
             Value::Message(inner) if !field.is_list() => inner,
             _ => {
                 // A scalar or repeated response_body: write that field's JSON value alone.
-                let whole = json::encode(&msg, &options.clone().skip_default_fields(false)).map_err(bad_reply)?;
+                let whole = json::encode(&msg, &options.clone().skip_default_fields(false))
+                    .map_err(bad_reply)?;
                 let value: serde_json::Value = serde_json::from_slice(&whole).map_err(bad_reply)?;
-                let key = if binding.json.use_proto_names { field.name() } else { field.json_name() };
+                let key = if binding.json.use_proto_names {
+                    field.name()
+                } else {
+                    field.json_name()
+                };
                 let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
-                return Ok(HttpReplyBody::Json(serde_json::to_vec(&part).map_err(bad_reply)?));
+                return Ok(HttpReplyBody::Json(
+                    serde_json::to_vec(&part).map_err(bad_reply)?,
+                ));
             }
         },
     };
@@ -62,5 +76,7 @@ pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayEr
         };
         return Ok(HttpReplyBody::Raw { content_type, data });
     }
-    json::encode(&part, &options).map(HttpReplyBody::Json).map_err(bad_reply)
+    json::encode(&part, &options)
+        .map(HttpReplyBody::Json)
+        .map_err(bad_reply)
 }

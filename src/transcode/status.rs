@@ -33,7 +33,9 @@ impl StatusRenderer {
                     .map(|v| json!({"field": v.field, "description": v.description}))
                     .collect::<Vec<_>>(),
             })],
-            ErrorKind::Backend { details, .. } if !details.is_empty() => self.backend_details(details),
+            ErrorKind::Backend { details, .. } if !details.is_empty() => {
+                self.backend_details(details)
+            }
             _ => Vec::new(),
         };
         json!({
@@ -53,7 +55,8 @@ impl StatusRenderer {
         let Ok(status) = DynamicMessage::decode(self.status.clone(), bytes) else {
             return Vec::new();
         };
-        let Some(Value::List(anys)) = status.get_field_by_name("details").map(|v| v.into_owned()) else {
+        let Some(Value::List(anys)) = status.get_field_by_name("details").map(|v| v.into_owned())
+        else {
             return Vec::new();
         };
         anys.into_iter()
@@ -67,7 +70,10 @@ impl StatusRenderer {
     fn any_json(&self, any: &DynamicMessage) -> Json {
         let mut out = Vec::new();
         let mut ser = serde_json::Serializer::new(&mut out);
-        if any.serialize_with_options(&mut ser, &SerializeOptions::new()).is_ok() {
+        if any
+            .serialize_with_options(&mut ser, &SerializeOptions::new())
+            .is_ok()
+        {
             if let Ok(v) = serde_json::from_slice(&out) {
                 return v;
             }

@@ -3,8 +3,14 @@ use super::stream::{LineSplitter, StreamFormat};
 #[test]
 fn ndjson_wraps_messages_so_the_error_line_is_unambiguous() {
     let f = StreamFormat::Ndjson;
-    assert_eq!(&f.message(1, br#"{"error":"a field"}"#)[..], b"{\"result\":{\"error\":\"a field\"}}\n");
-    assert_eq!(&f.error(br#"{"code":10}"#)[..], b"{\"error\":{\"code\":10}}\n");
+    assert_eq!(
+        &f.message(1, br#"{"error":"a field"}"#)[..],
+        b"{\"result\":{\"error\":\"a field\"}}\n"
+    );
+    assert_eq!(
+        &f.error(br#"{"code":10}"#)[..],
+        b"{\"error\":{\"code\":10}}\n"
+    );
     assert_eq!(f.end(), None);
 }
 

@@ -1,0 +1,218 @@
+//! Test support: the demo backends and the gateway on 127.0.0.1 ephemeral
+//! ports, and a real HTTP client to talk to the gateway.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use portico::app::{self, Gateway};
+use portico::config::Config;
+use portico::demo::backends::Backends;
+use std::net::SocketAddr;
+
+pub const SERVICES: &[&str] = &[
+    "portico.demo.v1.Library",
+    "portico.demo.v1.Feed",
+    "portico.demo.v1.Chat",
+    "portico.demo.v1.Probe",
+];
+
+/// The proto folder of this repository.
+pub fn proto_dir() -> String {
+    format!("{}/proto", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A config for the demo services behind `backend`, schemas compiled from
+/// `proto/`. `sections` is TOML placed before the routes (e.g. `[json]`),
+/// `route_extra` is added to every route.
+pub fn config_text(backend: SocketAddr, sections: &str, route_extra: &str) -> String {
+    let mut text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[descriptors]
+proto_paths = ["{proto}"]
+protos = ["portico/demo/v1/library.proto", "portico/demo/v1/feed.proto", "portico/demo/v1/chat.proto", "portico/demo/v1/probe.proto"]
+
+[upstreams.demo]
+endpoints = ["{backend}"]
+
+{sections}
+"#,
+        proto = proto_dir()
+    );
+    for service in SERVICES {
+        text.push_str(&format!(
+            "\n[[routes]]\ngrpc_service = \"{service}\"\nupstream = \"demo\"\n{route_extra}\n"
+        ));
+    }
+    text
+}
+
+pub struct Harness {
+    pub backends: Backends,
+    pub backend_addr: SocketAddr,
+    pub gateway: Gateway,
+    pub client: HttpClient,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with("", "").await
+    }
+
+    pub async fn start_with(sections: &str, route_extra: &str) -> Harness {
+        let backends = Backends::default();
+        let (backend_addr, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let config = Config::from_toml(&config_text(backend_addr, sections, route_extra)).unwrap();
+        let gateway = app::start(config).await.unwrap();
+        let client = HttpClient::new(gateway.addr);
+        Harness {
+            backends,
+            backend_addr,
+            gateway,
+            client,
+        }
+    }
+}
+
+/// A started gateway for an arbitrary config text (with `@BACKEND@` filled in).
+pub async fn gateway_for(text: &str, backend: SocketAddr) -> Gateway {
+    let config = Config::from_toml(&text.replace("@BACKEND@", &backend.to_string())).unwrap();
+    app::start(config).await.unwrap()
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The single field violation of a 400's google.rpc.BadRequest detail.
+    pub fn violated_field(&self) -> String {
+        let j = self.json();
+        j["details"][0]["fieldViolations"][0]["field"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no field violation in {j}"))
+            .to_owned()
+    }
+}
+
+/// A plain HTTP/1.1 client (hyper), or HTTP/2 with prior knowledge.
+#[derive(Clone)]
+pub struct HttpClient {
+    pub addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        HttpClient {
+            addr,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn http2(addr: SocketAddr) -> Self {
+        HttpClient {
+            addr,
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    pub async fn json(&self, method: Method, path: &str, body: &str) -> Reply {
+        self.send(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.to_owned(),
+        )
+        .await
+    }
+
+    /// Starts a request and returns the response with its body unread.
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> http::Response<hyper::body::Incoming> {
+        let mut req = Request::builder().method(method).uri(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.client
+            .request(req.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Retries `check` for up to two seconds; for effects that land shortly
+/// after a response (a backend noticing a cancellation).
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
