@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Load benchmark: the demo backend called directly over gRPC (h2load) versus
+# the same calls through Portico as JSON (wrk), in one run.
+#
+#   bench/load.sh                 # 10 s per row after 2 s of warm-up
+#   DURATION=5 CONNS=32 bench/load.sh
+#
+# Layout (2+ cores): backend and load generator on CPU 0, Portico on CPU 1,
+# as a gateway gets its own core in production. Prints a markdown table with
+# req/s, p50/p99 latency, the ratio to the direct row, and Portico's CPU
+# time per request (from /proc, the figure to compare gateways with).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-64}
+LOAD_CPU=${LOAD_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+BACKEND=127.0.0.1:50151
+GATEWAY=127.0.0.1:18141
+RUN=target/bench-run
+mkdir -p "$RUN"
+
+need() {
+  if ! command -v "$1" >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
+    else
+      echo "missing $1: install the $2 package" >&2; exit 1
+    fi
+  fi
+}
+need wrk wrk
+need h2load nghttp2-client
+need taskset util-linux
+
+cargo build --release --quiet --bin portico --example demo_backend
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+taskset -c "$LOAD_CPU" target/release/examples/demo_backend "$BACKEND" >"$RUN/backend.log" 2>&1 &
+pids+=($!)
+cat >"$RUN/portico.toml" <<TOML
+[server]
+listen = "$GATEWAY"
+[descriptors]
+sets = ["$PWD/descriptors/demo.binpb"]
+[upstreams.demo]
+endpoints = ["$BACKEND"]
+[[routes]]
+grpc_service = "portico.demo.v1.Library"
+upstream = "demo"
+TOML
+RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/portico serve --config "$RUN/portico.toml" >"$RUN/portico.log" 2>&1 &
+gw_pid=$!
+pids+=($gw_pid)
+for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "http://$GATEWAY/v1/shelves/1" | grep -q '"theme":"Fiction"' || { echo "gateway smoke request failed" >&2; exit 1; }
+
+# gRPC frames: 0x00, 4-byte length, then the message.
+printf '\x00\x00\x00\x00\x03\x0a\x01\x31' >"$RUN/getshelf.bin"                     # GetShelfRequest{shelf:"1"}
+printf 'wrk.method = "POST"\nwrk.body = "{\\"shelf\\":\\"1\\"}"\nwrk.headers["Content-Type"] = "application/json"\n' >"$RUN/post.lua"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_hz=$(getconf CLK_TCK)
+
+# h2load prints no percentiles; its per-request log has the latency (us) in column 3.
+percentiles() { sort -n -k3 "$1" | awk '{a[NR]=$3} END {printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'; }
+
+# wrk prints latencies with a unit (850.00us, 1.31ms, 1.02s).
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f\n", v}'; }
+
+rows=()
+direct() {
+  local name=$1 path=$2
+  taskset -c "$LOAD_CPU" h2load -c "$CONNS" -m 1 -D "$WARMUP" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$RUN/getshelf.bin" "http://$BACKEND$path" >/dev/null 2>&1 || true
+  taskset -c "$LOAD_CPU" h2load -c "$CONNS" -m 1 -D "$DURATION" -H 'content-type: application/grpc' -H 'te: trailers' \
+    -d "$RUN/getshelf.bin" --log-file "$RUN/h2load.log" "http://$BACKEND$path" >"$RUN/h2load.out" 2>&1
+  local rps; rps=$(awk '/^finished in/ {print $4}' "$RUN/h2load.out" | tr -d ',')
+  read -r p50 p99 < <(percentiles "$RUN/h2load.log")
+  direct_rps=$rps
+  rows+=("| $name | direct (h2load gRPC) | ${rps%.*} | $p50 | $p99 | 1.00x | |")
+}
+through() {
+  local name=$1 url=$2 script=${3:-}
+  local args=(-t 1 -c "$CONNS" --latency)
+  [ -n "$script" ] && args+=(-s "$script")
+  taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$WARMUP" "$url" >/dev/null 2>&1 || true
+  local before; before=$(cpu_ticks "$gw_pid")
+  taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" "$url" >"$RUN/wrk.out" 2>&1
+  local after; after=$(cpu_ticks "$gw_pid")
+  local rps; rps=$(awk '/^Requests\/sec/ {print $2}' "$RUN/wrk.out")
+  local reqs; reqs=$(awk '/requests in/ {print $1}' "$RUN/wrk.out")
+  local p50; p50=$(awk '$1=="50%" {print $2}' "$RUN/wrk.out" | to_ms)
+  local p99; p99=$(awk '$1=="99%" {print $2}' "$RUN/wrk.out" | to_ms)
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' "$RUN/wrk.out")
+  local us; us=$(awk -v t=$((after - before)) -v hz="$tick_hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  local ratio; ratio=$(awk -v a="$rps" -v b="$direct_rps" 'BEGIN {printf "%.2fx", a / b}')
+  rows+=("| $name | portico (wrk JSON) | ${rps%.*} | $p50 | $p99 | $ratio | $us${non2xx:+ ($non2xx non-2xx!)} |")
+}
+
+direct "unary GetShelf" /portico.demo.v1.Library/GetShelf
+through "unary GetShelf, GET /v1/shelves/1" "http://$GATEWAY/v1/shelves/1"
+through "unary GetShelf, POST JSON" "http://$GATEWAY/portico.demo.v1.Library/GetShelf" "$RUN/post.lua"
+
+echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)"
+echo "- ${DURATION}s measured after ${WARMUP}s warm-up, $CONNS connections; backend + load on CPU $LOAD_CPU, portico on CPU $PROXY_CPU"
+echo
+echo "| call | path | req/s | p50 ms | p99 ms | vs direct | portico CPU us/req |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+printf '%s\n' "${rows[@]}"
