@@ -3,11 +3,12 @@
 
 mod common;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use portico::routes::template::parse;
 use portico::routes::trie::Trie;
 use portico::routes::MatchOutcome;
+use std::hint::black_box;
 
 fn demo_table(c: &mut Criterion) {
     let table = common::demo_routes();

@@ -4,13 +4,14 @@
 mod common;
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::Method;
 use portico::routes::MatchOutcome;
 use portico::transcode::request::{build, UrlParts};
 use portico::transcode::response;
 use prost::Message;
 use prost_reflect::DynamicMessage;
+use std::hint::black_box;
 
 fn transcoding(c: &mut Criterion) {
     let table = common::demo_routes();
