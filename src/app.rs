@@ -4,15 +4,18 @@
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, SchemaError};
 use crate::egress::grpc::GrpcEgress;
+use crate::ingress::dispatch::Ingress;
+use crate::ingress::grpc::{GrpcIngress, LocalService};
 use crate::ingress::rest::RestIngress;
 use crate::ingress::server;
 use crate::routes::RouteTable;
 use crate::transcode::status::StatusRenderer;
-use crate::{admin, policy};
+use crate::{admin, egress, policy};
 use prost_reflect::DescriptorPool;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -93,12 +96,24 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let limits = config.server.limits.clone();
     let egress = GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?;
     let routes = Arc::new(routes);
-    let ingress = Arc::new(RestIngress {
+    let pipeline = policy::pipeline(egress);
+    let local = local_grpc_services(&config, &pool, &routes)?;
+    let ingress = Arc::new(Ingress {
         routes: routes.clone(),
-        pipeline: policy::pipeline(egress),
-        metadata: config.metadata.clone(),
-        limits: limits.clone(),
-        status: StatusRenderer::new(&pool),
+        rest: Arc::new(RestIngress {
+            routes: routes.clone(),
+            pipeline: pipeline.clone(),
+            metadata: config.metadata.clone(),
+            limits: limits.clone(),
+            status: StatusRenderer::new(&pool),
+        }),
+        grpc: Arc::new(GrpcIngress {
+            routes: routes.clone(),
+            pipeline,
+            limits: limits.clone(),
+            metadata: config.metadata.clone(),
+            local,
+        }),
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -140,6 +155,81 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// How often upstream reachability is checked for the health service.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The gRPC services the gateway answers itself: server reflection (v1 and
+/// v1alpha) over the routed services, and grpc.health.v1 reporting each
+/// routed service as serving while its upstream is reachable.
+fn local_grpc_services(
+    config: &Config,
+    pool: &DescriptorPool,
+    routes: &RouteTable,
+) -> Result<Vec<(&'static str, LocalService)>, StartError> {
+    let mut services: Vec<String> = routes
+        .targets()
+        .map(|t| t.method.parent_service().full_name().to_owned())
+        .collect();
+    services.sort();
+    services.dedup();
+
+    let schemas = pool.encode_to_vec();
+    let reflection = |alpha: bool| -> Result<LocalService, StartError> {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(&schemas)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for s in &services {
+            builder = builder.with_service_name(s.clone());
+        }
+        let fail = |e: tonic_reflection::server::Error| {
+            StartError::Upstream(format!("reflection service: {e}"))
+        };
+        Ok(if alpha {
+            LocalService::new(builder.build_v1alpha().map_err(fail)?)
+        } else {
+            LocalService::new(builder.build_v1().map_err(fail)?)
+        })
+    };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let probes = egress::probe::spawn(&config.upstreams, PROBE_INTERVAL);
+    for (i, upstream) in probes.into_iter().enumerate() {
+        let names: Vec<String> = routes
+            .targets()
+            .filter(|t| t.upstream.0 == i)
+            .map(|t| t.method.parent_service().full_name().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let reporter = reporter.clone();
+        let mut upstream = upstream;
+        tokio::spawn(async move {
+            loop {
+                let status = if *upstream.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for name in &names {
+                    reporter.set_service_status(name, status).await;
+                }
+                if upstream.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(vec![
+        ("/grpc.reflection.v1.ServerReflection/", reflection(false)?),
+        (
+            "/grpc.reflection.v1alpha.ServerReflection/",
+            reflection(true)?,
+        ),
+        ("/grpc.health.v1.Health/", LocalService::new(health)),
+    ])
 }
 
 impl Gateway {

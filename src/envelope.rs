@@ -55,6 +55,8 @@ pub struct Target {
     pub path: PathAndQuery,
     pub kind: CallKind,
     pub upstream: UpstreamId,
+    /// Index of the `[[routes]]` entry that routes this method.
+    pub route: usize,
     /// The route's name for the upstream, for logs.
     pub upstream_name: Arc<str>,
     /// Upper bound for a unary call; a client may ask for less.
@@ -97,15 +99,66 @@ pub struct Envelope {
     pub ctx: RequestCtx,
 }
 
-/// The backend's answer.
-pub struct Reply {
-    /// Response headers from the backend (for a unary call, trailers merged in).
-    pub metadata: HeaderMap,
-    pub body: ReplyBody,
+/// One item of a backend's reply.
+#[derive(Debug)]
+pub enum ReplyFrame {
+    Message(Bytes),
+    /// The trailing metadata of a call that ended well; always the last frame.
+    Trailers(HeaderMap),
 }
 
-pub enum ReplyBody {
-    Unary(Bytes),
-    /// Messages as they arrive; an `Err` item ends the stream with that status.
-    Stream(MessageStream),
+/// A reply as it arrives: messages, then trailers; an `Err` item ends the
+/// call with that status instead.
+pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<ReplyFrame, GatewayError>> + Send>>;
+
+/// The backend's answer: its response headers, then the stream. Unary and
+/// streaming calls have the same shape, so a gRPC client gets headers and
+/// trailers exactly as the backend sent them.
+pub struct Reply {
+    pub metadata: HeaderMap,
+    pub body: ReplyStream,
+}
+
+impl Reply {
+    /// A reply of exactly one message and no trailers.
+    pub fn single(metadata: HeaderMap, message: Bytes) -> Reply {
+        let frames = [
+            Ok(ReplyFrame::Message(message)),
+            Ok(ReplyFrame::Trailers(HeaderMap::new())),
+        ];
+        Reply {
+            metadata,
+            body: Box::pin(futures_util::stream::iter(frames)),
+        }
+    }
+
+    /// Reads a unary reply to its end: the one message, with the trailers
+    /// merged into the metadata.
+    pub async fn into_unary(self) -> Result<(HeaderMap, Bytes), GatewayError> {
+        use futures_util::StreamExt;
+        let mut metadata = self.metadata;
+        let mut body = self.body;
+        let mut message = None;
+        while let Some(frame) = body.next().await {
+            match frame? {
+                ReplyFrame::Message(m) if message.is_none() => message = Some(m),
+                ReplyFrame::Message(_) => {
+                    return Err(GatewayError::new(
+                        crate::error::ErrorKind::BadBackendReply,
+                        crate::error::Origin::Backend,
+                        "the backend sent more than one message for a unary call",
+                    ))
+                }
+                ReplyFrame::Trailers(t) => metadata.extend(t),
+            }
+        }
+        let message = message.ok_or_else(|| {
+            GatewayError::new(
+                crate::error::ErrorKind::BadBackendReply,
+                crate::error::Origin::Backend,
+                "the backend ended the call without a message",
+            )
+        })?;
+        Ok((metadata, message))
+    }
 }

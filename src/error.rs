@@ -45,6 +45,12 @@ pub struct FieldViolation {
 pub enum ErrorKind {
     /// No route for the request path.
     RouteNotFound { path: String },
+    /// A gRPC call to a method no route serves.
+    UnknownMethod { path: String },
+    /// The client compressed a message; the gateway only takes identity.
+    UnsupportedEncoding,
+    /// A browser's cross-origin request that the route's CORS policy refuses.
+    OriginNotAllowed { origin: String },
     /// The path is known but not with this HTTP method.
     MethodNotAllowed { allowed: Vec<http::Method> },
     /// The request body or parameters do not fit the request message.
@@ -57,16 +63,22 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// The backend could not be reached (connect refused, connection lost).
     BackendUnavailable,
-    /// The backend replied with this gRPC status.
-    Backend {
-        code: Code,
-        /// `grpc-status-details-bin`: an encoded google.rpc.Status, if sent.
-        details: Bytes,
-    },
+    /// The backend replied with this gRPC status (boxed: it is large and rare).
+    Backend(Box<BackendStatus>),
     /// The backend's reply could not be read as the method's response type.
     BadBackendReply,
     /// A failure inside the gateway that is nobody else's fault.
     Internal,
+}
+
+/// A backend's non-OK status, as it sent it.
+#[derive(Debug, Clone)]
+pub struct BackendStatus {
+    pub code: Code,
+    /// `grpc-status-details-bin`: an encoded google.rpc.Status, if sent.
+    pub details: Bytes,
+    /// Other metadata sent with the status (its trailers).
+    pub metadata: http::HeaderMap,
 }
 
 /// A failure with its cause, its origin and a message for the client.
@@ -93,6 +105,16 @@ impl GatewayError {
             },
             Origin::Client,
             format!("no route for {path}"),
+        )
+    }
+
+    pub fn unknown_method(path: &str) -> Self {
+        Self::new(
+            ErrorKind::UnknownMethod {
+                path: path.to_owned(),
+            },
+            Origin::Client,
+            format!("no route serves the method {path}"),
         )
     }
 
@@ -187,10 +209,11 @@ impl GatewayError {
             );
         }
         Self::new(
-            ErrorKind::Backend {
+            ErrorKind::Backend(Box::new(BackendStatus {
                 code: status.code(),
                 details: status.details().to_vec().into(),
-            },
+                metadata: status.metadata().clone().into_headers(),
+            })),
             Origin::Backend,
             status.message().to_owned(),
         )
@@ -229,13 +252,16 @@ impl ErrorKind {
     pub fn grpc_code(&self) -> Code {
         match self {
             ErrorKind::RouteNotFound { .. } => Code::NotFound,
+            ErrorKind::UnknownMethod { .. } => Code::Unimplemented,
+            ErrorKind::OriginNotAllowed { .. } => Code::PermissionDenied,
+            ErrorKind::UnsupportedEncoding => Code::Unimplemented,
             ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
             ErrorKind::InvalidRequest { .. } => Code::InvalidArgument,
             ErrorKind::PayloadTooLarge { .. } => Code::ResourceExhausted,
             ErrorKind::UnsupportedMediaType { .. } => Code::InvalidArgument,
             ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             ErrorKind::BackendUnavailable => Code::Unavailable,
-            ErrorKind::Backend { code, .. } => *code,
+            ErrorKind::Backend(b) => b.code,
             ErrorKind::BadBackendReply => Code::Internal,
             ErrorKind::Internal => Code::Internal,
         }
@@ -246,13 +272,16 @@ impl ErrorKind {
     pub fn http_status(&self) -> StatusCode {
         match self {
             ErrorKind::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            ErrorKind::UnknownMethod { .. } => StatusCode::NOT_FOUND,
+            ErrorKind::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ErrorKind::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Backend { code, .. } => http_status_of_grpc(*code),
+            ErrorKind::Backend(b) => http_status_of_grpc(b.code),
             ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -2,5 +2,9 @@
 //! to the pipeline, the reply back out in the same protocol.
 
 pub mod body;
+pub mod cors;
+pub mod dispatch;
+pub mod grpc;
+pub mod headers;
 pub mod rest;
 pub mod server;

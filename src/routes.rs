@@ -9,7 +9,7 @@ pub mod trie;
 
 pub use binding::{Binding, BodyRule, PathVar};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, CorsPolicy};
 use crate::descriptors::http_rule::{self, HttpRule, Pattern};
 use crate::envelope::{CallKind, Target, UpstreamId};
 use http::uri::PathAndQuery;
@@ -38,13 +38,18 @@ pub struct RouteTable {
     trie: Trie,
     /// Every routed method by its gRPC path, for gRPC ingress.
     targets: HashMap<String, Arc<Target>>,
+    /// Per `[[routes]]` entry, its cross-origin policy.
+    cors: Vec<Option<Arc<CorsPolicy>>>,
 }
 
 impl RouteTable {
     /// Builds the table; a route naming an unknown service or method, a bad
     /// template or two colliding bindings is an error naming the config key.
     pub fn build(config: &Config, pool: &DescriptorPool) -> Result<RouteTable, ConfigError> {
-        let mut table = RouteTable::default();
+        let mut table = RouteTable {
+            cors: config.routes.iter().map(|r| r.cors.clone()).collect(),
+            ..RouteTable::default()
+        };
         for (i, route) in config.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
             let err = |key: String, reason: String| ConfigError {
@@ -102,6 +107,7 @@ impl RouteTable {
                     })?,
                     kind: CallKind::of(&method),
                     upstream: UpstreamId(route.upstream),
+                    route: i,
                     upstream_name: upstream.name.as_str().into(),
                     timeout: Some(route.timeout),
                     method: method.clone(),
@@ -197,6 +203,21 @@ impl RouteTable {
     /// A routed method by its gRPC path (`/package.Service/Method`).
     pub fn target(&self, grpc_path: &str) -> Option<&Arc<Target>> {
         self.targets.get(grpc_path)
+    }
+
+    /// Every routed method.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.targets.values()
+    }
+
+    /// The cross-origin policy of the route serving `method path` (as REST
+    /// or at its gRPC path), if any.
+    pub fn cors_for(&self, method: &Method, path: &str) -> Option<&Arc<CorsPolicy>> {
+        let route = match self.find(method, path) {
+            MatchOutcome::Found(m) => m.binding.target.route,
+            _ => self.target(path)?.route,
+        };
+        self.cors.get(route)?.as_ref()
     }
 
     /// The table as `portico check` prints it.

@@ -4,6 +4,7 @@
 //! ingress adapter.
 
 pub mod fields;
+pub mod framing;
 pub mod json;
 pub mod request;
 pub mod response;

@@ -12,6 +12,7 @@ pub struct File {
     pub json: JsonFile,
     #[serde(default)]
     pub metadata: MetadataFile,
+    pub cors: Option<CorsFile>,
     #[serde(default)]
     pub descriptors: DescriptorsFile,
     #[serde(default)]
@@ -95,4 +96,17 @@ pub struct RouteFile {
     pub auto_mapping: Option<bool>,
     pub timeout: Option<String>,
     pub json: Option<JsonFile>,
+    pub cors: Option<CorsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    #[serde(default)]
+    pub exposed_headers: Vec<String>,
+    pub max_age: Option<String>,
+    pub allow_credentials: Option<bool>,
 }

@@ -1,13 +1,15 @@
 //! gRPC egress: one multiplexed HTTP/2 channel per upstream (balanced over
-//! its endpoints), the raw codec, and all four call kinds.
+//! its endpoints), the raw codec, and every call made in streaming shape so
+//! headers, messages and trailers reach the ingress as the backend sent them.
 //!
-//! A unary call's deadline is sent as `grpc-timeout` and also enforced here,
-//! so a backend that ignores it is still cut off: dropping the call resets
-//! the HTTP/2 stream, which the backend sees as a cancellation.
+//! The deadline covers the whole call: it is sent as `grpc-timeout` and also
+//! enforced here, so a backend that ignores it is still cut off. Dropping a
+//! call (deadline, client gone, bad client message) resets the HTTP/2
+//! stream, which the backend sees as a cancellation.
 
 use super::codec::RawCodec;
 use crate::config::{Limits, UpstreamConfig};
-use crate::envelope::{CallKind, Envelope, MessageStream, Payload, Reply, ReplyBody};
+use crate::envelope::{Envelope, MessageStream, Payload, Reply, ReplyFrame, ReplyStream};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -15,6 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 use tonic::client::Grpc;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
@@ -73,110 +76,142 @@ impl GrpcEgress {
                 format!("backend unavailable: {e}"),
             )
         })?;
-        let path = env.target.path.clone();
-        let metadata = MetadataMap::from_headers(env.metadata);
-        let timeout = env.timeout;
-        match (env.target.kind, env.payload) {
-            (CallKind::Unary, Payload::Unary(message)) => {
-                let call = grpc.unary(grpc_request(metadata, timeout, message), path, RawCodec);
-                let response = match env.timeout {
-                    Some(t) => tokio::time::timeout(t, call)
-                        .await
-                        .map_err(|_| GatewayError::deadline_exceeded())?,
-                    None => call.await,
-                }
-                .map_err(|s| GatewayError::from_backend_status(&s))?;
-                let (metadata, message, _) = response.into_parts();
-                Ok(Reply {
-                    metadata: metadata.into_headers(),
-                    body: ReplyBody::Unary(message),
-                })
+
+        let mut deadline = env
+            .timeout
+            .map(|t| Box::pin(tokio::time::sleep_until(Instant::now() + t)));
+        let (messages, mut client_failed) = match env.payload {
+            Payload::Unary(message) => (GuardedStream::single(message), None),
+            Payload::Stream(messages) => {
+                let (stream, rx) = GuardedStream::new(messages);
+                (stream, Some(rx))
             }
-            (CallKind::ServerStreaming, Payload::Unary(message)) => {
-                let response = grpc
-                    .server_streaming(grpc_request(metadata, timeout, message), path, RawCodec)
-                    .await
-                    .map_err(|s| GatewayError::from_backend_status(&s))?;
-                let (metadata, stream, _) = response.into_parts();
-                Ok(Reply {
-                    metadata: metadata.into_headers(),
-                    body: ReplyBody::Stream(Box::pin(ReplyStream::new(stream, None))),
-                })
-            }
-            (CallKind::ClientStreaming, Payload::Stream(messages)) => {
-                let (messages, mut client_failed) = guard_client_stream(messages);
-                let call = grpc.client_streaming(
-                    grpc_request(metadata, timeout, messages),
-                    path,
-                    RawCodec,
-                );
-                // A bad client message aborts the call (the backend sees a
-                // cancellation) rather than half-closing it as if complete.
-                let response = tokio::select! {
-                    r = call => r.map_err(|s| GatewayError::from_backend_status(&s))?,
-                    Ok(err) = &mut client_failed => return Err(err),
-                };
-                let (metadata, message, _) = response.into_parts();
-                Ok(Reply {
-                    metadata: metadata.into_headers(),
-                    body: ReplyBody::Unary(message),
-                })
-            }
-            (CallKind::Bidi, Payload::Stream(messages)) => {
-                let (messages, client_failed) = guard_client_stream(messages);
-                let response = grpc
-                    .streaming(grpc_request(metadata, timeout, messages), path, RawCodec)
-                    .await
-                    .map_err(|s| GatewayError::from_backend_status(&s))?;
-                let (metadata, stream, _) = response.into_parts();
-                Ok(Reply {
-                    metadata: metadata.into_headers(),
-                    body: ReplyBody::Stream(Box::pin(ReplyStream::new(
-                        stream,
-                        Some(client_failed),
-                    ))),
-                })
-            }
-            (kind, _) => Err(GatewayError::internal(format!(
-                "payload shape does not fit a {kind:?} call"
-            ))),
+        };
+        let mut request = tonic::Request::from_parts(
+            MetadataMap::from_headers(env.metadata),
+            Default::default(),
+            messages,
+        );
+        if let Some(t) = env.timeout {
+            request.set_timeout(t);
         }
+        let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
+        // The backend may answer only after the client's whole stream (client
+        // streaming), so a bad client message and the deadline race the call.
+        let response = tokio::select! {
+            biased;
+            Some(err) = client_error(&mut client_failed) => return Err(err),
+            _ = expiry(&mut deadline) => return Err(GatewayError::deadline_exceeded()),
+            r = call => r.map_err(|s| GatewayError::from_backend_status(&s))?,
+        };
+        let (metadata, inner, _) = response.into_parts();
+        Ok(Reply {
+            metadata: metadata.into_headers(),
+            body: reply_stream(CallState {
+                inner,
+                client_failed,
+                deadline,
+                done: false,
+            }),
+        })
     }
 }
 
-fn grpc_request<T>(
-    metadata: MetadataMap,
-    timeout: Option<Duration>,
-    payload: T,
-) -> tonic::Request<T> {
-    let mut r = tonic::Request::from_parts(metadata, Default::default(), payload);
-    if let Some(t) = timeout {
-        r.set_timeout(t);
+/// Resolves with the client's stream error, or `None` once its stream ended
+/// well (the receiver is then cleared, as a oneshot may not be polled again);
+/// pends forever when there is nothing to watch.
+async fn client_error(rx: &mut Option<oneshot::Receiver<GatewayError>>) -> Option<GatewayError> {
+    let Some(receiver) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    let outcome = receiver.await.ok();
+    *rx = None;
+    outcome
+}
+
+async fn expiry(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(d) => d.as_mut().await,
+        None => std::future::pending().await,
     }
-    r
 }
 
-/// Turns the client's message stream into the plain stream tonic sends. On
-/// the first bad message the error goes to the returned receiver and the
-/// stream stays open without ending, so the call is aborted (the backend
-/// sees a cancellation), never half-closed as if the input were complete.
-fn guard_client_stream(
-    messages: MessageStream,
-) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
-    let (tx, rx) = oneshot::channel();
-    (
-        GuardedStream {
-            inner: messages,
-            failed: Some(tx),
-        },
-        rx,
-    )
+struct CallState {
+    inner: tonic::Streaming<Bytes>,
+    client_failed: Option<oneshot::Receiver<GatewayError>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    done: bool,
 }
 
+/// The backend's messages, then its trailers; or the first error (the
+/// backend's status, the deadline, or the client's bad message).
+fn reply_stream(state: CallState) -> ReplyStream {
+    Box::pin(futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                failed = client_error(&mut st.client_failed) => match failed {
+                    Some(err) => Err(err),
+                    // The client's stream ended well; nothing more to watch.
+                    None => continue,
+                },
+                _ = expiry(&mut st.deadline) => Err(GatewayError::deadline_exceeded()),
+                m = st.inner.message() => m.map_err(|s| GatewayError::from_backend_status(&s)),
+            };
+            return match outcome {
+                Ok(Some(message)) => Some((Ok(ReplyFrame::Message(message)), st)),
+                Ok(None) => {
+                    st.done = true;
+                    let trailers = st
+                        .inner
+                        .trailers()
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(MetadataMap::into_headers);
+                    Some((Ok(ReplyFrame::Trailers(trailers.unwrap_or_default())), st))
+                }
+                Err(err) => {
+                    st.done = true;
+                    Some((Err(err), st))
+                }
+            };
+        }
+    }))
+}
+
+/// The client's messages as tonic sends them. On the first bad message the
+/// error goes to the receiver and the stream stays open without ending, so
+/// the call is aborted (the backend sees a cancellation), never half-closed
+/// as if the input were complete.
 struct GuardedStream {
     inner: MessageStream,
     /// Taken when the client's stream fails; from then on the stream pends.
     failed: Option<oneshot::Sender<GatewayError>>,
+}
+
+impl GuardedStream {
+    fn new(inner: MessageStream) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            GuardedStream {
+                inner,
+                failed: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn single(message: Bytes) -> GuardedStream {
+        let (tx, _) = oneshot::channel();
+        GuardedStream {
+            inner: Box::pin(futures_util::stream::once(async move { Ok(message) })),
+            failed: Some(tx),
+        }
+    }
 }
 
 impl Stream for GuardedStream {
@@ -199,58 +234,3 @@ impl Stream for GuardedStream {
         }
     }
 }
-
-/// A backend's response stream; ends after the first error, and ends with
-/// the client's error if the client's own stream failed first.
-struct ReplyStream {
-    inner: tonic::Streaming<Bytes>,
-    client_failed: Option<oneshot::Receiver<GatewayError>>,
-    done: bool,
-}
-
-impl ReplyStream {
-    fn new(
-        inner: tonic::Streaming<Bytes>,
-        client_failed: Option<oneshot::Receiver<GatewayError>>,
-    ) -> Self {
-        ReplyStream {
-            inner,
-            client_failed,
-            done: false,
-        }
-    }
-}
-
-impl Stream for ReplyStream {
-    type Item = Result<Bytes, GatewayError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        if let Some(rx) = self.client_failed.as_mut() {
-            match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(err)) => {
-                    self.done = true;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Poll::Ready(Err(_)) => self.client_failed = None,
-                Poll::Pending => {}
-            }
-        }
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(Ok(m))),
-            Poll::Ready(Some(Err(status))) => {
-                self.done = true;
-                Poll::Ready(Some(Err(GatewayError::from_backend_status(&status))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-use std::future::Future as _;

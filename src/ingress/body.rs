@@ -12,7 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-pub type FrameStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+/// Body frames as produced: data, and for gRPC a final trailers frame.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Frame<Bytes>> + Send>>;
+
+/// Any other body (a tonic service's reply, for instance).
+pub type BoxedBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Counts requests in flight on one connection, for the idle timeout.
 #[derive(Default, Debug)]
@@ -51,6 +56,7 @@ impl Drop for ActivityGuard {
 enum Content {
     Full(Option<Bytes>),
     Stream(FrameStream),
+    Boxed(BoxedBody),
 }
 
 pub struct ResponseBody {
@@ -81,6 +87,13 @@ impl ResponseBody {
         }
     }
 
+    pub fn boxed(body: BoxedBody) -> Self {
+        ResponseBody {
+            content: Content::Boxed(body),
+            guard: None,
+        }
+    }
+
     pub fn with_guard(mut self, guard: ActivityGuard) -> Self {
         self.guard = Some(guard);
         self
@@ -97,10 +110,17 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let frame = match &mut self.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Content::Stream(s) => s
-                .as_mut()
-                .poll_next(cx)
-                .map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Content::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(Ok)),
+            // A failing inner body ends ours; the peer sees the stream end early.
+            Content::Boxed(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "inner response body failed");
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
         };
         if let Poll::Ready(None) = frame {
             self.guard = None;
@@ -109,7 +129,11 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.content, Content::Full(None))
+        match &self.content {
+            Content::Full(b) => b.is_none(),
+            Content::Stream(_) => false,
+            Content::Boxed(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -117,6 +141,7 @@ impl Body for ResponseBody {
             Content::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Content::Full(None) => SizeHint::with_exact(0),
             Content::Stream(_) => SizeHint::default(),
+            Content::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -6,9 +6,12 @@
 //! streams). Every failure becomes a JSON error response here; nothing
 //! escapes to hyper.
 
-use super::body::ResponseBody;
+use super::body::{FrameStream, ResponseBody};
+use super::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{CallKind, Envelope, MessageStream, Payload, ReplyBody, RequestCtx};
+use crate::envelope::{
+    CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx,
+};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::policy::Pipeline;
 use crate::routes::{Binding, BodyRule, MatchOutcome, RouteTable};
@@ -19,8 +22,9 @@ use crate::transcode::status::StatusRenderer;
 use crate::transcode::stream::{LineSplitter, StreamFormat};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{HeaderName, HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Frame;
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -131,44 +135,45 @@ impl RestIngress {
             ctx,
         };
         let reply = self.pipeline.clone().oneshot(envelope).await?;
-        let status = success_status(&reply.metadata);
-        let mut builder = Response::builder().status(status);
-        if let Some(headers) = builder.headers_mut() {
-            copy_reply_headers(&reply.metadata, headers);
-        }
-        let resp = match reply.body {
-            ReplyBody::Unary(bytes) => {
-                if status == StatusCode::NO_CONTENT {
-                    builder.body(ResponseBody::empty())
-                } else {
-                    match response::unary(&binding, &bytes)? {
-                        HttpReplyBody::Json(json) => builder
-                            .header(CONTENT_TYPE, "application/json")
-                            .body(ResponseBody::full(json)),
-                        HttpReplyBody::Raw { content_type, data } => {
-                            let ct = if content_type.is_empty() {
-                                "application/octet-stream".to_owned()
-                            } else {
-                                content_type
-                            };
-                            builder
-                                .header(CONTENT_TYPE, ct)
-                                .body(ResponseBody::full(data))
-                        }
+        let resp = if binding.target.kind.server_streams() {
+            let format =
+                StreamFormat::from_accept(parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
+            let mut builder = Response::builder().status(success_status(&reply.metadata));
+            if let Some(headers) = builder.headers_mut() {
+                copy_reply_headers(&reply.metadata, headers);
+            }
+            builder
+                .header(CONTENT_TYPE, format.content_type())
+                .header("cache-control", "no-cache")
+                .header("x-accel-buffering", "no")
+                .body(ResponseBody::stream(
+                    self.stream_frames(&binding, reply.body, format),
+                ))
+        } else {
+            let (metadata, bytes) = reply.into_unary().await?;
+            let status = success_status(&metadata);
+            let mut builder = Response::builder().status(status);
+            if let Some(headers) = builder.headers_mut() {
+                copy_reply_headers(&metadata, headers);
+            }
+            if status == StatusCode::NO_CONTENT {
+                builder.body(ResponseBody::empty())
+            } else {
+                match response::unary(&binding, &bytes)? {
+                    HttpReplyBody::Json(json) => builder
+                        .header(CONTENT_TYPE, "application/json")
+                        .body(ResponseBody::full(json)),
+                    HttpReplyBody::Raw { content_type, data } => {
+                        let ct = if content_type.is_empty() {
+                            "application/octet-stream".to_owned()
+                        } else {
+                            content_type
+                        };
+                        builder
+                            .header(CONTENT_TYPE, ct)
+                            .body(ResponseBody::full(data))
                     }
                 }
-            }
-            ReplyBody::Stream(messages) => {
-                let format = StreamFormat::from_accept(
-                    parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()),
-                );
-                builder = builder
-                    .header(CONTENT_TYPE, format.content_type())
-                    .header("cache-control", "no-cache")
-                    .header("x-accel-buffering", "no");
-                builder.body(ResponseBody::stream(
-                    self.stream_frames(&binding, messages, format),
-                ))
             }
         };
         resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
@@ -190,11 +195,7 @@ impl RestIngress {
         } else {
             None
         };
-        let route = if kind == CallKind::Unary { route } else { None };
-        match (client, route) {
-            (Some(c), Some(r)) => Some(c.min(r)),
-            (c, r) => c.or(r),
-        }
+        deadline(kind, client, route)
     }
 
     fn forwarded_metadata(&self, headers: &HeaderMap) -> HeaderMap {
@@ -210,9 +211,9 @@ impl RestIngress {
     fn stream_frames(
         &self,
         binding: &Arc<Binding>,
-        messages: MessageStream,
+        messages: ReplyStream,
         format: StreamFormat,
-    ) -> super::body::FrameStream {
+    ) -> FrameStream {
         let output = binding.target.method.output();
         let options = json::serialize_options(&binding.json);
         let status = self.status.clone();
@@ -228,24 +229,32 @@ impl RestIngress {
                     if finished {
                         return None;
                     }
-                    let failure = match messages.next().await {
-                        Some(Ok(bytes)) => {
-                            match response::message_json(&output, &bytes, &options) {
-                                Ok(json) => {
-                                    return Some((
-                                        format.message(seq + 1, &json),
-                                        (messages, seq + 1, false),
-                                    ))
+                    let failure = loop {
+                        match messages.next().await {
+                            Some(Ok(ReplyFrame::Message(bytes))) => {
+                                match response::message_json(&output, &bytes, &options) {
+                                    Ok(json) => {
+                                        return Some((
+                                            Frame::data(format.message(seq + 1, &json)),
+                                            (messages, seq + 1, false),
+                                        ))
+                                    }
+                                    Err(e) => break e,
                                 }
-                                Err(e) => e,
+                            }
+                            // HTTP/1.1 clients rarely read trailers; streams end without them.
+                            Some(Ok(ReplyFrame::Trailers(_))) => continue,
+                            Some(Err(e)) => break e,
+                            None => {
+                                return format
+                                    .end()
+                                    .map(|end| (Frame::data(end), (messages, seq, true)))
                             }
                         }
-                        Some(Err(e)) => e,
-                        None => return format.end().map(|end| (end, (messages, seq, true))),
                     };
                     tracing::warn!(target: "portico::access", %path, origin = failure.origin.as_str(), error = %failure.message, "stream ended with an error after {seq} messages");
                     Some((
-                        format.error(&status.to_vec(&failure)),
+                        Frame::data(format.error(&status.to_vec(&failure))),
                         (messages, seq, true),
                     ))
                 }
@@ -380,24 +389,6 @@ fn ndjson_messages(
     }))
 }
 
-/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// The success status a backend asked for through `x-http-status`
 /// (2xx or 3xx), else 200.
 fn success_status(metadata: &HeaderMap) -> StatusCode {
@@ -410,33 +401,13 @@ fn success_status(metadata: &HeaderMap) -> StatusCode {
         .unwrap_or(StatusCode::OK)
 }
 
-/// Backend metadata becomes response headers, except what belongs to the
-/// gRPC or HTTP framing and binary (`-bin`) entries.
+/// Backend metadata becomes response headers, except the framing headers,
+/// binary (`-bin`) entries and the status convention itself.
 fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in metadata {
-        if is_reserved(name) {
+        if is_framing(name) || name.as_str().ends_with("-bin") || name == HTTP_STATUS_METADATA {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
-}
-
-fn is_reserved(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n.starts_with("grpc-")
-        || n.ends_with("-bin")
-        || matches!(
-            n,
-            "content-type"
-                | "content-length"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "connection"
-                | "keep-alive"
-                | "upgrade"
-                | "date"
-                | "server"
-                | HTTP_STATUS_METADATA
-        )
 }

@@ -4,7 +4,7 @@
 //! timeout, and the number of open connections. Drains on shutdown.
 
 use super::body::{Activity, ResponseBody};
-use super::rest::RestIngress;
+use super::dispatch::Ingress;
 use crate::config::Limits;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 /// connections finish their requests.
 pub fn spawn(
     listener: TcpListener,
-    ingress: Arc<RestIngress>,
+    ingress: Arc<Ingress>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -63,7 +63,7 @@ pub fn spawn(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     remote: std::net::SocketAddr,
-    ingress: Arc<RestIngress>,
+    ingress: Arc<Ingress>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {

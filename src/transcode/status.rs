@@ -33,9 +33,7 @@ impl StatusRenderer {
                     .map(|v| json!({"field": v.field, "description": v.description}))
                     .collect::<Vec<_>>(),
             })],
-            ErrorKind::Backend { details, .. } if !details.is_empty() => {
-                self.backend_details(details)
-            }
+            ErrorKind::Backend(b) if !b.details.is_empty() => self.backend_details(&b.details),
             _ => Vec::new(),
         };
         json!({

@@ -33,3 +33,37 @@ fn lines_split_across_chunks_come_out_whole() {
     assert_eq!(s.push(b":3}").len(), 0);
     assert_eq!(&s.finish().unwrap()[..], b"{\"a\":3}");
 }
+
+use super::framing::{frame, Deframer, FrameError};
+use bytes::Bytes;
+
+#[test]
+fn frames_split_across_chunks_are_reassembled() {
+    let (a, _) = frame(0, Bytes::from_static(b"hello"));
+    let (b, _) = frame(0, Bytes::from_static(b""));
+    let all = [&a[..], &b[..]].concat();
+    let mut d = Deframer::new(1024);
+    d.push(&all[..3]);
+    assert_eq!(d.next_message(), Ok(None));
+    d.push(&all[3..]);
+    assert_eq!(d.next_message(), Ok(Some(Bytes::from_static(b"hello"))));
+    assert_eq!(d.next_message(), Ok(Some(Bytes::new())));
+    assert_eq!(d.next_message(), Ok(None));
+    assert_eq!(d.finish(), Ok(()));
+}
+
+#[test]
+fn oversized_compressed_and_truncated_frames_are_refused() {
+    let mut d = Deframer::new(4);
+    d.push(&[0, 0, 0, 0, 9]);
+    assert_eq!(
+        d.next_message(),
+        Err(FrameError::TooLarge { len: 9, limit: 4 })
+    );
+    let mut d = Deframer::new(4);
+    d.push(&[1, 0, 0, 0, 1, 7]);
+    assert_eq!(d.next_message(), Err(FrameError::Compressed));
+    let mut d = Deframer::new(4);
+    d.push(&[0, 0, 0]);
+    assert_eq!(d.finish(), Err(FrameError::Truncated));
+}

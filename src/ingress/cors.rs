@@ -1,0 +1,78 @@
+//! Cross-origin resource sharing for browser clients of every HTTP
+//! protocol (REST, gRPC-Web, Connect). Without a policy on the route,
+//! cross-origin requests get no CORS headers, so browsers refuse them.
+
+use crate::config::CorsPolicy;
+use http::header::{self, HeaderMap, HeaderValue};
+
+/// Request headers every policy allows: what gRPC-Web, Connect and JSON
+/// clients send.
+const BASE_ALLOWED_HEADERS: &str =
+    "content-type, authorization, x-grpc-web, x-user-agent, grpc-timeout, \
+connect-protocol-version, connect-timeout-ms, x-request-id, traceparent";
+
+/// Response headers every policy exposes: the gRPC status of gRPC-Web
+/// replies and the usual REST ones.
+const BASE_EXPOSED_HEADERS: &str =
+    "grpc-status, grpc-message, grpc-status-details-bin, location, etag";
+
+/// Headers answering a preflight the policy allows; `None` when it does not.
+pub fn preflight(policy: &CorsPolicy, origin: &str) -> Option<HeaderMap> {
+    if !policy.allows_origin(origin) {
+        return None;
+    }
+    let mut h = HeaderMap::new();
+    allow_origin(policy, origin, &mut h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+    );
+    let mut allowed = BASE_ALLOWED_HEADERS.to_owned();
+    for extra in &policy.allowed_headers {
+        allowed.push_str(", ");
+        allowed.push_str(extra);
+    }
+    if let Ok(v) = HeaderValue::from_str(&allowed) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(policy.max_age.as_secs()),
+    );
+    Some(h)
+}
+
+/// Adds the CORS headers of an actual (non-preflight) request's response.
+pub fn decorate(policy: &CorsPolicy, origin: &str, headers: &mut HeaderMap) {
+    if !policy.allows_origin(origin) {
+        return;
+    }
+    allow_origin(policy, origin, headers);
+    let mut exposed = BASE_EXPOSED_HEADERS.to_owned();
+    for extra in &policy.exposed_headers {
+        exposed.push_str(", ");
+        exposed.push_str(extra);
+    }
+    if let Ok(v) = HeaderValue::from_str(&exposed) {
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+}
+
+fn allow_origin(policy: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
+    let any = policy.allowed_origins.iter().any(|o| o == "*") && !policy.allow_credentials;
+    let value = if any {
+        HeaderValue::from_static("*")
+    } else {
+        HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null"))
+    };
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    if !any {
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+    if policy.allow_credentials {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! One port, every protocol: picks the adapter for a request from its
+//! content type (gRPC and gRPC-Web by `application/grpc*`, everything else
+//! REST), answers CORS preflights, and adds CORS headers to replies. It
+//! detects; it does not match, transcode or call backends.
+
+use super::body::ResponseBody;
+use super::cors;
+use super::grpc::{Flavor, GrpcIngress};
+use super::rest::RestIngress;
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::routes::RouteTable;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN};
+use http::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub struct Ingress {
+    pub routes: Arc<RouteTable>,
+    pub rest: Arc<RestIngress>,
+    pub grpc: Arc<GrpcIngress>,
+}
+
+impl Ingress {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        let origin = req
+            .headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(origin) = &origin {
+            if req.method() == Method::OPTIONS {
+                if let Some(requested) = req.headers().get(ACCESS_CONTROL_REQUEST_METHOD) {
+                    let requested =
+                        Method::from_bytes(requested.as_bytes()).unwrap_or(Method::POST);
+                    return self.preflight(&requested, req.uri().path(), origin);
+                }
+            }
+        }
+        // Only a cross-origin request pays for remembering its route.
+        let cors_key = origin
+            .as_ref()
+            .map(|_| (req.method().clone(), req.uri().path().to_owned()));
+        let flavor = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Flavor::of);
+        let mut resp = match flavor {
+            Some(flavor) => self.grpc.clone().handle(req, client, flavor).await,
+            None => self.rest.clone().handle(req, client).await,
+        };
+        if let (Some(origin), Some((method, path))) = (origin, cors_key) {
+            if let Some(policy) = self.routes.cors_for(&method, &path) {
+                cors::decorate(policy, &origin, resp.headers_mut());
+            }
+        }
+        resp
+    }
+
+    fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
+        match self
+            .routes
+            .cors_for(requested, path)
+            .and_then(|p| cors::preflight(p, origin))
+        {
+            Some(headers) => {
+                let mut resp = Response::new(ResponseBody::empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                *resp.headers_mut() = headers;
+                resp
+            }
+            None => {
+                let err = GatewayError::new(
+                    ErrorKind::OriginNotAllowed {
+                        origin: origin.to_owned(),
+                    },
+                    Origin::Client,
+                    format!("cross-origin requests from {origin} are not allowed on {path}"),
+                );
+                tracing::info!(target: "portico::access", %path, %origin, "CORS preflight refused");
+                self.rest.error_response(&err)
+            }
+        }
+    }
+}

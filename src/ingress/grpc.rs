@@ -1,0 +1,421 @@
+//! The gRPC and gRPC-Web ingress. Calls are routed by their
+//! `/package.Service/Method` path and passed through as message bytes: no
+//! protobuf decoding, frames re-cut only at message boundaries. Headers and
+//! trailers go both ways; the deadline and cancellation reach the backend.
+//!
+//! gRPC-Web (`application/grpc-web[+proto]`, `application/grpc-web-text[+proto]`)
+//! uses the same frames over HTTP/1.1 or HTTP/2, with the trailers sent as
+//! a last frame (flag 0x80) in the body, base64-encoded for the text form.
+//!
+//! The gateway's own gRPC services (reflection, health) are served here too.
+
+use super::body::{FrameStream, ResponseBody};
+use super::headers::{deadline, is_framing, parse_grpc_timeout};
+use crate::config::{Limits, MetadataConfig};
+use crate::envelope::{Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::policy::Pipeline;
+use crate::routes::RouteTable;
+use crate::transcode::framing::{self, Deframer, FrameError};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// A gRPC service the gateway answers itself.
+pub type LocalService = tower::util::BoxCloneSyncService<
+    Request<tonic::body::Body>,
+    Response<tonic::body::Body>,
+    Infallible,
+>;
+
+/// Which wire format the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Grpc,
+    Web { text: bool },
+}
+
+impl Flavor {
+    /// From a request's content type; `None` for anything not gRPC.
+    pub fn of(content_type: &str) -> Option<Flavor> {
+        let ct = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match ct.as_str() {
+            "application/grpc-web-text" | "application/grpc-web-text+proto" => {
+                Some(Flavor::Web { text: true })
+            }
+            "application/grpc-web" | "application/grpc-web+proto" => {
+                Some(Flavor::Web { text: false })
+            }
+            "application/grpc" | "application/grpc+proto" => Some(Flavor::Grpc),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Flavor::Grpc => "application/grpc",
+            Flavor::Web { text: false } => "application/grpc-web+proto",
+            Flavor::Web { text: true } => "application/grpc-web-text+proto",
+        }
+    }
+}
+
+pub struct GrpcIngress {
+    pub routes: Arc<RouteTable>,
+    pub pipeline: Pipeline,
+    pub limits: Limits,
+    pub metadata: MetadataConfig,
+    /// (path prefix, service) pairs: reflection and health.
+    pub local: Vec<(&'static str, LocalService)>,
+}
+
+impl GrpcIngress {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+        flavor: Flavor,
+    ) -> Response<ResponseBody> {
+        let path = req.uri().path().to_owned();
+        if flavor == Flavor::Grpc {
+            if let Some((_, service)) = self
+                .local
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+            {
+                let resp = service
+                    .clone()
+                    .oneshot(req.map(tonic::body::Body::new))
+                    .await;
+                let resp = match resp {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                return resp.map(|b| ResponseBody::boxed(b.map_err(Into::into).boxed_unsync()));
+            }
+        }
+        let ctx = RequestCtx::new(client);
+        let started = ctx.started;
+        match self.call(req, ctx, flavor).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let micros = started.elapsed().as_micros() as u64;
+                match err.origin {
+                    Origin::Client => {
+                        tracing::info!(target: "portico::access", %path, micros, origin = "client", error = %err.message, "grpc")
+                    }
+                    origin => {
+                        tracing::warn!(target: "portico::access", %path, micros, origin = origin.as_str(), error = %err.message, "grpc")
+                    }
+                }
+                trailers_only(flavor, &err)
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        ctx: RequestCtx,
+        flavor: Flavor,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = req.into_parts();
+        let target = self
+            .routes
+            .target(parts.uri.path())
+            .ok_or_else(|| GatewayError::unknown_method(parts.uri.path()))?
+            .clone();
+        let limit = self.limits.max_grpc_message_bytes;
+        let text = flavor == Flavor::Web { text: true };
+        let payload = if target.kind.client_streams() && !text {
+            Payload::Stream(deframe_stream(body, limit))
+        } else {
+            // One request message (or, for gRPC-Web text, a body decoded whole).
+            let bytes =
+                read_limited(body, limit.saturating_mul(if text { 2 } else { 1 }) + 64).await?;
+            let bytes = if text {
+                decode_web_text(&bytes)?
+            } else {
+                bytes
+            };
+            let mut deframer = Deframer::new(limit);
+            deframer.push(&bytes);
+            let mut messages = Vec::new();
+            while let Some(m) = deframer.next_message().map_err(frame_error)? {
+                messages.push(m);
+            }
+            deframer.finish().map_err(frame_error)?;
+            if target.kind.client_streams() {
+                Payload::Stream(Box::pin(futures_util::stream::iter(
+                    messages.into_iter().map(Ok),
+                )))
+            } else if messages.len() == 1 {
+                Payload::Unary(messages.pop().expect("one message"))
+            } else {
+                return Err(GatewayError::invalid_field(
+                    "",
+                    format!(
+                        "a unary call takes exactly one request message, got {}",
+                        messages.len()
+                    ),
+                ));
+            }
+        };
+        let client_timeout = if self.metadata.honour_client_timeout {
+            parts
+                .headers
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+        } else {
+            None
+        };
+        let mut metadata = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            if !is_framing(name) && !is_browser_header(name.as_str()) {
+                metadata.append(name.clone(), value.clone());
+            }
+        }
+        let envelope = Envelope {
+            timeout: deadline(target.kind, client_timeout, target.timeout),
+            metadata,
+            payload,
+            target,
+            ctx,
+        };
+        let reply = self.pipeline.clone().oneshot(envelope).await?;
+        let mut resp = Response::new(ResponseBody::stream(reply_frames(reply.body, flavor)));
+        let headers = resp.headers_mut();
+        for (name, value) in &reply.metadata {
+            if !is_framing(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(flavor.content_type()),
+        );
+        Ok(resp)
+    }
+}
+
+/// Browser request headers that mean nothing to a backend.
+fn is_browser_header(name: &str) -> bool {
+    matches!(
+        name,
+        "origin" | "referer" | "accept" | "accept-language" | "cookie" | "pragma" | "cache-control"
+    ) || name.starts_with("sec-")
+        || name.starts_with("access-control-")
+}
+
+fn frame_error(e: FrameError) -> GatewayError {
+    match e {
+        FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
+        FrameError::Compressed => GatewayError::new(
+            ErrorKind::UnsupportedEncoding,
+            Origin::Client,
+            e.to_string(),
+        ),
+        FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
+    }
+}
+
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
+        Err(e) => Err(GatewayError::invalid_field(
+            "",
+            format!("could not read the request: {e}"),
+        )),
+    }
+}
+
+/// gRPC-Web text bodies may be several base64 chunks, each padded, one
+/// after the other; decoding four characters at a time handles that.
+fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if !clean.len().is_multiple_of(4) {
+        return Err(GatewayError::invalid_field(
+            "",
+            "grpc-web-text body is not base64",
+        ));
+    }
+    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
+    for quad in clean.chunks(4) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(quad)
+            .map_err(|_| GatewayError::invalid_field("", "grpc-web-text body is not base64"))?;
+        out.extend_from_slice(&decoded);
+    }
+    Ok(out.into())
+}
+
+/// A client-streaming request body, deframed as chunks arrive.
+fn deframe_stream(body: hyper::body::Incoming, limit: usize) -> MessageStream {
+    let state = (body, Deframer::new(limit), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut body, mut deframer, mut ended)| async move {
+            loop {
+                match deframer.next_message() {
+                    Ok(Some(m)) => return Some((Ok(m), (body, deframer, ended))),
+                    Ok(None) if ended => {
+                        return deframer
+                            .finish()
+                            .err()
+                            .map(|e| (Err(frame_error(e)), (body, Deframer::new(0), true)));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Nothing after a bad frame is read.
+                        return Some((Err(frame_error(e)), (body, Deframer::new(0), true)));
+                    }
+                }
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            deframer.push(&data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let err = GatewayError::invalid_field(
+                            "",
+                            format!("could not read the request stream: {e}"),
+                        );
+                        return Some((Err(err), (body, Deframer::new(0), true)));
+                    }
+                    None => ended = true,
+                }
+            }
+        },
+    ))
+}
+
+/// The status of an error as gRPC trailers.
+pub fn status_trailers(err: &GatewayError) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from(err.grpc_code() as i32));
+    let message = percent_encoding::utf8_percent_encode(&err.message, GRPC_MESSAGE).to_string();
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert("grpc-message", v);
+    }
+    if let ErrorKind::Backend(b) = &err.kind {
+        let (details, metadata) = (&b.details, &b.metadata);
+        if !details.is_empty() {
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+            if let Ok(v) = HeaderValue::from_str(&encoded) {
+                h.insert("grpc-status-details-bin", v);
+            }
+        }
+        for (name, value) in metadata {
+            if !is_framing(name) {
+                h.append(name.clone(), value.clone());
+            }
+        }
+    }
+    h
+}
+
+/// grpc-message is percent-encoded: everything outside printable ASCII, and `%`.
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// A call that failed before any reply: status in the headers, no body.
+pub fn trailers_only(flavor: Flavor, err: &GatewayError) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.headers_mut() = status_trailers(err);
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(flavor.content_type()),
+    );
+    resp
+}
+
+fn ok_trailers(backend: HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from_static("0"));
+    for (name, value) in &backend {
+        if !is_framing(name) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+    h
+}
+
+/// The reply as body frames: framed messages, then the trailers (HTTP/2
+/// trailers for gRPC, a flagged body frame for gRPC-Web).
+fn reply_frames(reply: ReplyStream, flavor: Flavor) -> FrameStream {
+    let state = (reply, VecDeque::<Frame<Bytes>>::new(), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut reply, mut queue, mut ended)| async move {
+            loop {
+                if let Some(f) = queue.pop_front() {
+                    return Some((f, (reply, queue, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let trailers = match reply.next().await {
+                    Some(Ok(ReplyFrame::Message(m))) => {
+                        let (head, tail) = framing::frame(0, m);
+                        match flavor {
+                            Flavor::Web { text: true } => {
+                                let mut whole = head.to_vec();
+                                if let Some(t) = tail {
+                                    whole.extend_from_slice(&t);
+                                }
+                                queue.push_back(Frame::data(
+                                    base64::engine::general_purpose::STANDARD
+                                        .encode(whole)
+                                        .into(),
+                                ));
+                            }
+                            _ => {
+                                queue.push_back(Frame::data(head));
+                                queue.extend(tail.map(Frame::data));
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Ok(ReplyFrame::Trailers(t))) => ok_trailers(t),
+                    Some(Err(err)) => {
+                        tracing::warn!(target: "portico::access", origin = err.origin.as_str(), error = %err.message, "grpc call ended with an error");
+                        status_trailers(&err)
+                    }
+                    None => ok_trailers(HeaderMap::new()),
+                };
+                ended = true;
+                queue.push_back(match flavor {
+                    Flavor::Grpc => Frame::trailers(trailers),
+                    Flavor::Web { text: false } => Frame::data(framing::web_trailers(&trailers)),
+                    Flavor::Web { text: true } => Frame::data(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(framing::web_trailers(&trailers))
+                            .into(),
+                    ),
+                });
+            }
+        },
+    ))
+}

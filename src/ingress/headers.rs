@@ -1,0 +1,66 @@
+//! Header rules shared by the adapters: deadlines from `grpc-timeout`, and
+//! which headers are the gateway's own (never forwarded either way).
+
+use crate::envelope::CallKind;
+use http::HeaderName;
+use std::time::Duration;
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The backend's deadline: a unary call gets the route's timeout, shortened
+/// by the client's; a stream only gets the client's.
+pub fn deadline(
+    kind: CallKind,
+    client: Option<Duration>,
+    route: Option<Duration>,
+) -> Option<Duration> {
+    let route = if kind == CallKind::Unary { route } else { None };
+    match (client, route) {
+        (Some(c), Some(r)) => Some(c.min(r)),
+        (c, r) => c.or(r),
+    }
+}
+
+/// Headers of the HTTP or gRPC framing, the gateway's own: never copied
+/// from a request to the backend's metadata, nor from the backend's
+/// metadata to a response.
+pub fn is_framing(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("grpc-")
+        || matches!(
+            n,
+            "content-type"
+                | "content-length"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "upgrade"
+                | "host"
+                | "date"
+                | "server"
+                | "user-agent"
+                | "accept-encoding"
+                | "content-encoding"
+                | "x-grpc-web"
+                | "x-user-agent"
+        )
+}

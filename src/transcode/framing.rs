@@ -1,0 +1,122 @@
+//! gRPC message framing: a flags byte, a 4-byte big-endian length, then the
+//! message. gRPC-Web uses the same frames and marks its trailers frame with
+//! flag 0x80. Messages are sliced out of the received buffers, not copied.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+pub const COMPRESSED: u8 = 0x01;
+pub const TRAILERS: u8 = 0x80;
+
+/// What the deframer found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
+    Compressed,
+    /// The input ended inside a frame.
+    Truncated,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { len, limit } => {
+                write!(f, "message of {len} bytes is over the limit of {limit}")
+            }
+            FrameError::Compressed => {
+                f.write_str("compressed messages are not supported; send grpc-encoding identity")
+            }
+            FrameError::Truncated => f.write_str("the request ended inside a message frame"),
+        }
+    }
+}
+
+/// Splits a byte stream into messages as chunks arrive.
+pub struct Deframer {
+    buf: BytesMut,
+    limit: usize,
+}
+
+impl Deframer {
+    pub fn new(limit: usize) -> Self {
+        Deframer {
+            buf: BytesMut::new(),
+            limit,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete message, if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let flags = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        if len > self.limit {
+            return Err(FrameError::TooLarge {
+                len,
+                limit: self.limit,
+            });
+        }
+        if flags & COMPRESSED != 0 {
+            return Err(FrameError::Compressed);
+        }
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(5);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// Called at the end of input: anything left is a truncated frame.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(FrameError::Truncated)
+        }
+    }
+}
+
+/// One frame: header and message. Small messages are copied into one
+/// buffer; large ones are sent as two chunks to avoid the copy.
+pub fn frame(flags: u8, message: Bytes) -> (Bytes, Option<Bytes>) {
+    let mut header = BytesMut::with_capacity(
+        5 + if message.len() <= 8192 {
+            message.len()
+        } else {
+            0
+        },
+    );
+    header.put_u8(flags);
+    header.put_u32(message.len() as u32);
+    if message.len() <= 8192 {
+        header.extend_from_slice(&message);
+        (header.freeze(), None)
+    } else {
+        (header.freeze(), Some(message))
+    }
+}
+
+/// The gRPC-Web trailers frame: `name: value\r\n` lines under flag 0x80.
+pub fn web_trailers(trailers: &http::HeaderMap) -> Bytes {
+    let mut text = BytesMut::new();
+    for (name, value) in trailers {
+        text.extend_from_slice(name.as_str().as_bytes());
+        text.extend_from_slice(b": ");
+        text.extend_from_slice(value.as_bytes());
+        text.extend_from_slice(b"\r\n");
+    }
+    let mut out = BytesMut::with_capacity(5 + text.len());
+    out.put_u8(TRAILERS);
+    out.put_u32(text.len() as u32);
+    out.extend_from_slice(&text);
+    out.freeze()
+}
