@@ -4,6 +4,8 @@
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, SchemaError};
 use crate::egress::grpc::GrpcEgress;
+use crate::egress::http::HttpEgress;
+use crate::ingress::connect::ConnectIngress;
 use crate::ingress::dispatch::Ingress;
 use crate::ingress::grpc::{GrpcIngress, LocalService};
 use crate::ingress::rest::RestIngress;
@@ -94,7 +96,11 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         routes,
     } = load(config).await?;
     let limits = config.server.limits.clone();
-    let egress = GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?;
+    let egress = egress::Egress {
+        grpc: GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?,
+        http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits),
+        protocols: Arc::new(config.upstreams.iter().map(|u| u.protocol).collect()),
+    };
     let routes = Arc::new(routes);
     let pipeline = policy::pipeline(egress);
     let local = local_grpc_services(&config, &pool, &routes)?;
@@ -109,10 +115,17 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         }),
         grpc: Arc::new(GrpcIngress {
             routes: routes.clone(),
-            pipeline,
+            pipeline: pipeline.clone(),
             limits: limits.clone(),
             metadata: config.metadata.clone(),
             local,
+        }),
+        connect: Arc::new(ConnectIngress {
+            routes: routes.clone(),
+            pipeline,
+            limits: limits.clone(),
+            metadata: config.metadata.clone(),
+            status: StatusRenderer::new(&pool),
         }),
     });
 

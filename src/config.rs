@@ -168,6 +168,8 @@ pub struct DescriptorSources {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
     Grpc,
+    /// JSON over HTTP/1.1, called by each method's google.api.http binding.
+    Http,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -359,7 +361,13 @@ impl Validator<'_> {
             reflect: f.descriptors.reflect.clone(),
         };
         for (i, name) in descriptors.reflect.iter().enumerate() {
-            upstream_index(&format!("descriptors.reflect[{i}]"), name)?;
+            let u = upstream_index(&format!("descriptors.reflect[{i}]"), name)?;
+            if upstreams[u].protocol != UpstreamProtocol::Grpc {
+                return Err(self.err(
+                    format!("descriptors.reflect[{i}]"),
+                    format!("upstream {name} speaks HTTP, not gRPC reflection"),
+                ));
+            }
         }
         if !descriptors.protos.is_empty() && descriptors.proto_paths.is_empty() {
             return Err(self.err(
@@ -604,10 +612,11 @@ impl Validator<'_> {
         let key = format!("upstreams.{name}");
         let protocol = match u.protocol.as_str() {
             "grpc" => UpstreamProtocol::Grpc,
+            "http" => UpstreamProtocol::Http,
             other => {
                 return Err(self.err(
                     format!("{key}.protocol"),
-                    format!("{other:?} is not supported; use \"grpc\""),
+                    format!("{other:?} is not one of \"grpc\", \"http\""),
                 ))
             }
         };

@@ -2,6 +2,7 @@
 //! to the pipeline, the reply back out in the same protocol.
 
 pub mod body;
+pub mod connect;
 pub mod cors;
 pub mod dispatch;
 pub mod grpc;

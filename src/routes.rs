@@ -9,7 +9,7 @@ pub mod trie;
 
 pub use binding::{Binding, BodyRule, PathVar};
 
-use crate::config::{Config, ConfigError, CorsPolicy};
+use crate::config::{Config, ConfigError, CorsPolicy, JsonOptions};
 use crate::descriptors::http_rule::{self, HttpRule, Pattern};
 use crate::envelope::{CallKind, Target, UpstreamId};
 use http::uri::PathAndQuery;
@@ -40,6 +40,8 @@ pub struct RouteTable {
     targets: HashMap<String, Arc<Target>>,
     /// Per `[[routes]]` entry, its cross-origin policy.
     cors: Vec<Option<Arc<CorsPolicy>>>,
+    /// Per `[[routes]]` entry, its JSON options.
+    json: Vec<JsonOptions>,
 }
 
 impl RouteTable {
@@ -48,6 +50,7 @@ impl RouteTable {
     pub fn build(config: &Config, pool: &DescriptorPool) -> Result<RouteTable, ConfigError> {
         let mut table = RouteTable {
             cors: config.routes.iter().map(|r| r.cors.clone()).collect(),
+            json: config.routes.iter().map(|r| r.json).collect(),
             ..RouteTable::default()
         };
         for (i, route) in config.routes.iter().enumerate() {
@@ -96,6 +99,17 @@ impl RouteTable {
                     .is_some_and(|names| !names.iter().any(|n| n == method.name()))
                 {
                     continue;
+                }
+                if upstream.protocol == crate::config::UpstreamProtocol::Http
+                    && (method.is_client_streaming() || method.is_server_streaming())
+                {
+                    return Err(err(
+                        format!("{key}.methods"),
+                        format!(
+                            "{} streams, and http upstreams serve unary methods only; list the unary methods to route",
+                            method.full_name()
+                        ),
+                    ));
                 }
                 let path = format!("/{}/{}", service.full_name(), method.name());
                 let target = Arc::new(Target {
@@ -205,9 +219,31 @@ impl RouteTable {
         self.targets.get(grpc_path)
     }
 
+    /// How to call each method on a JSON/HTTP upstream: its first
+    /// google.api.http binding, else its `POST /package.Service/Method`.
+    pub fn outbound_bindings(&self) -> HashMap<String, Arc<Binding>> {
+        let mut out: HashMap<String, Arc<Binding>> = HashMap::new();
+        for b in &self.bindings {
+            let key = b.target.path.as_str().to_owned();
+            match out.get(&key) {
+                Some(existing) if !existing.auto => {}
+                Some(_) if b.auto => {}
+                _ => {
+                    out.insert(key, b.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Every routed method.
     pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
         self.targets.values()
+    }
+
+    /// The JSON options of a `[[routes]]` entry.
+    pub fn json_options(&self, route: usize) -> JsonOptions {
+        self.json.get(route).copied().unwrap_or_default()
     }
 
     /// The cross-origin policy of the route serving `method path` (as REST

@@ -1,9 +1,11 @@
 //! One port, every protocol: picks the adapter for a request from its
-//! content type (gRPC and gRPC-Web by `application/grpc*`, everything else
+//! content type (gRPC and gRPC-Web by `application/grpc*`, Connect by its
+//! content types, protocol-version header or GET query, everything else
 //! REST), answers CORS preflights, and adds CORS headers to replies. It
 //! detects; it does not match, transcode or call backends.
 
 use super::body::ResponseBody;
+use super::connect::{ConnectIngress, Shape};
 use super::cors;
 use super::grpc::{Flavor, GrpcIngress};
 use super::rest::RestIngress;
@@ -18,6 +20,7 @@ pub struct Ingress {
     pub routes: Arc<RouteTable>,
     pub rest: Arc<RestIngress>,
     pub grpc: Arc<GrpcIngress>,
+    pub connect: Arc<ConnectIngress>,
 }
 
 impl Ingress {
@@ -49,9 +52,14 @@ impl Ingress {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(Flavor::of);
-        let mut resp = match flavor {
-            Some(flavor) => self.grpc.clone().handle(req, client, flavor).await,
-            None => self.rest.clone().handle(req, client).await,
+        let connect = match flavor {
+            Some(_) => None,
+            None => Shape::of(req.method(), req.headers(), req.uri().query()),
+        };
+        let mut resp = match (flavor, connect) {
+            (Some(flavor), _) => self.grpc.clone().handle(req, client, flavor).await,
+            (None, Some(shape)) => self.connect.clone().handle(req, client, shape).await,
+            (None, None) => self.rest.clone().handle(req, client).await,
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
             if let Some(policy) = self.routes.cors_for(&method, &path) {

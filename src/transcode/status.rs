@@ -47,6 +47,61 @@ impl StatusRenderer {
         serde_json::to_vec(&self.to_json(err)).unwrap_or_else(|_| b"{\"code\":13}".to_vec())
     }
 
+    /// The error's details as (type URL, encoded value) pairs: a backend's
+    /// own, or a google.rpc.BadRequest for the gateway's 400s.
+    pub fn detail_anys(&self, err: &GatewayError) -> Vec<(String, Vec<u8>)> {
+        match &err.kind {
+            ErrorKind::Backend(b) if !b.details.is_empty() => {
+                let Ok(status) = DynamicMessage::decode(self.status.clone(), b.details.as_ref())
+                else {
+                    return Vec::new();
+                };
+                let Some(Value::List(anys)) =
+                    status.get_field_by_name("details").map(|v| v.into_owned())
+                else {
+                    return Vec::new();
+                };
+                anys.into_iter()
+                    .filter_map(|any| {
+                        let Value::Message(m) = any else { return None };
+                        let url = match m.get_field_by_name("type_url").as_deref() {
+                            Some(Value::String(s)) => s.clone(),
+                            _ => return None,
+                        };
+                        let value = match m.get_field_by_name("value").as_deref() {
+                            Some(Value::Bytes(b)) => b.to_vec(),
+                            _ => Vec::new(),
+                        };
+                        Some((url, value))
+                    })
+                    .collect()
+            }
+            ErrorKind::InvalidRequest { violations } if !violations.is_empty() => {
+                let Some(desc) = self
+                    .status
+                    .parent_pool()
+                    .get_message_by_name("google.rpc.BadRequest")
+                else {
+                    return Vec::new();
+                };
+                let json = serde_json::json!({
+                    "fieldViolations": violations
+                        .iter()
+                        .map(|v| serde_json::json!({"field": v.field, "description": v.description}))
+                        .collect::<Vec<_>>()
+                });
+                match DynamicMessage::deserialize(desc, json) {
+                    Ok(m) => vec![(
+                        "type.googleapis.com/google.rpc.BadRequest".to_owned(),
+                        prost::Message::encode_to_vec(&m),
+                    )],
+                    Err(_) => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Each Any of an encoded google.rpc.Status as JSON; an Any whose type
     /// is not in the loaded schemas is shown as `{"@type", "value": base64}`.
     fn backend_details(&self, bytes: &[u8]) -> Vec<Json> {

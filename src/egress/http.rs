@@ -1,0 +1,202 @@
+//! JSON/HTTP egress: calls a backend that speaks JSON over HTTP/1.1 for a
+//! method, building the request from the method's google.api.http binding
+//! (reverse transcoding) and parsing the JSON reply into its response
+//! message. Connections are pooled per upstream; endpoints are used in turn.
+//!
+//! A non-2xx reply becomes the gRPC status of the inverse of the standard
+//! mapping (404 NOT_FOUND, 409 ALREADY_EXISTS, 503 UNAVAILABLE...), with the
+//! reply's `message` (or `error.message`) as the status message.
+
+use crate::config::{Limits, UpstreamConfig, UpstreamProtocol};
+use crate::envelope::{Envelope, Payload, Reply};
+use crate::error::{BackendStatus, ErrorKind, GatewayError, Origin};
+use crate::ingress::headers::is_framing;
+use crate::routes::Binding;
+use crate::transcode::outbound;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tonic::Code;
+
+struct Upstream {
+    endpoints: Vec<String>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+#[derive(Clone, Default)]
+pub struct HttpEgress {
+    /// Indexed by upstream; `None` for upstreams of other protocols.
+    upstreams: Arc<Vec<Option<Upstream>>>,
+    /// The binding that says how to call each method, by its gRPC path.
+    bindings: Arc<HashMap<String, Arc<Binding>>>,
+    max_body: usize,
+}
+
+impl HttpEgress {
+    pub fn new(
+        upstreams: &[UpstreamConfig],
+        bindings: HashMap<String, Arc<Binding>>,
+        limits: &Limits,
+    ) -> HttpEgress {
+        let upstreams = upstreams
+            .iter()
+            .map(|u| {
+                (u.protocol == UpstreamProtocol::Http).then(|| {
+                    let mut connector = HttpConnector::new();
+                    connector.set_connect_timeout(Some(u.connect_timeout));
+                    connector.set_nodelay(true);
+                    Upstream {
+                        endpoints: u.endpoints.clone(),
+                        next: AtomicUsize::new(0),
+                        client: Client::builder(TokioExecutor::new()).build(connector),
+                    }
+                })
+            })
+            .collect();
+        HttpEgress {
+            upstreams: Arc::new(upstreams),
+            bindings: Arc::new(bindings),
+            max_body: limits.max_grpc_message_bytes,
+        }
+    }
+
+    pub async fn call(&self, env: Envelope) -> Result<Reply, GatewayError> {
+        let upstream = self
+            .upstreams
+            .get(env.target.upstream.0)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                GatewayError::internal("route names an http upstream that was not set up")
+            })?;
+        let binding = self
+            .bindings
+            .get(env.target.path.as_str())
+            .ok_or_else(|| GatewayError::internal("no HTTP mapping for the method"))?;
+        let Payload::Unary(message) = env.payload else {
+            return Err(GatewayError::internal(
+                "http upstreams serve unary methods only",
+            ));
+        };
+        let out = outbound::request(binding, &message)?;
+        let endpoint = &upstream.endpoints
+            [upstream.next.fetch_add(1, Ordering::Relaxed) % upstream.endpoints.len()];
+        let mut req = Request::builder()
+            .method(out.method)
+            .uri(format!("http://{endpoint}{}", out.path_and_query));
+        if let Some(headers) = req.headers_mut() {
+            for (name, value) in &env.metadata {
+                if !is_framing(name) && !name.as_str().ends_with("-bin") {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+            if let Ok(host) = HeaderValue::from_str(endpoint) {
+                headers.insert(HOST, host);
+            }
+            headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            if out.body.is_some() {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        let req = req
+            .body(Full::new(out.body.map(Bytes::from).unwrap_or_default()))
+            .map_err(|e| {
+                GatewayError::internal(format!("could not build the upstream request: {e}"))
+            })?;
+        let exchange = async {
+            let resp = upstream.client.request(req).await.map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::BackendUnavailable,
+                    Origin::Backend,
+                    format!("backend unavailable: {e}"),
+                )
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, self.max_body)
+                .collect()
+                .await
+                .map_err(|e| {
+                    GatewayError::new(
+                        ErrorKind::BadBackendReply,
+                        Origin::Backend,
+                        format!("could not read the backend's reply: {e}"),
+                    )
+                })?
+                .to_bytes();
+            Ok::<_, GatewayError>((parts, body))
+        };
+        let (parts, body) = match env.timeout {
+            Some(t) => tokio::time::timeout(t, exchange)
+                .await
+                .map_err(|_| GatewayError::deadline_exceeded())??,
+            None => exchange.await?,
+        };
+        let mut metadata = HeaderMap::new();
+        for (name, value) in &parts.headers {
+            if !is_framing(name) && !matches!(name.as_str(), "access-control-allow-origin" | "vary")
+            {
+                metadata.append(name.clone(), value.clone());
+            }
+        }
+        if !parts.status.is_success() {
+            return Err(GatewayError::new(
+                ErrorKind::Backend(Box::new(BackendStatus {
+                    code: grpc_code_of_http(parts.status),
+                    details: Bytes::new(),
+                    metadata: HeaderMap::new(),
+                })),
+                Origin::Backend,
+                error_message(parts.status, &body),
+            ));
+        }
+        let encoded = outbound::response(binding, &body)?;
+        Ok(Reply::single(metadata, encoded.into()))
+    }
+}
+
+/// The inverse of the gRPC -> HTTP mapping, for REST backends' statuses.
+pub fn grpc_code_of_http(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::AlreadyExists,
+        412 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        499 => Code::Cancelled,
+        501 => Code::Unimplemented,
+        502 | 503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        s if (400..500).contains(&s) => Code::InvalidArgument,
+        _ => Code::Internal,
+    }
+}
+
+/// The message of an error reply: its JSON `message` or `error.message`,
+/// else its text, else the status line.
+fn error_message(status: StatusCode, body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        for m in [&v["message"], &v["error"]["message"], &v["error"]] {
+            if let Some(s) = m.as_str() {
+                return s.to_owned();
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() || text.len() > 512 {
+        format!("backend replied {status}")
+    } else {
+        text.to_owned()
+    }
+}

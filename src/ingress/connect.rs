@@ -1,0 +1,596 @@
+//! The Connect protocol on the auto-mapped `/package.Service/Method` paths,
+//! so connect-web / connect-es clients work against plain gRPC backends.
+//!
+//! - Unary: `POST` with `application/json` or `application/proto` and a
+//!   `Connect-Protocol-Version: 1` header; the reply is the bare message, an
+//!   error is a non-200 status with a Connect error JSON body. Trailers come
+//!   back as `trailer-` prefixed headers.
+//! - Unary `GET` (`?connect=v1&encoding=json|proto&message=...[&base64=1]`)
+//!   for methods marked `idempotency_level = NO_SIDE_EFFECTS`.
+//! - Streams: `application/connect+json` or `application/connect+proto`,
+//!   messages in 5-byte envelopes, ending with an end-stream envelope (flag
+//!   0x02) that carries the error, if any, and the trailers.
+//! - `Connect-Timeout-Ms` sets the deadline.
+
+use super::body::{FrameStream, ResponseBody};
+use super::headers::{deadline, is_framing};
+use crate::config::{Limits, MetadataConfig};
+use crate::envelope::{
+    CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx, Target,
+};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::policy::Pipeline;
+use crate::routes::RouteTable;
+use crate::transcode::framing::{Deframer, FrameError};
+use crate::transcode::status::StatusRenderer;
+use crate::transcode::{json, response};
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use prost::Message as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const END_STREAM: u8 = 0x02;
+
+/// How messages are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Json,
+    Proto,
+}
+
+/// A Connect request, recognised from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Unary(Codec),
+    UnaryGet,
+    Stream(Codec),
+}
+
+impl Shape {
+    /// Whether a request speaks Connect; `None` leaves it to REST.
+    pub fn of(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Option<Shape> {
+        let ct = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match ct.as_str() {
+            "application/connect+json" => return Some(Shape::Stream(Codec::Json)),
+            "application/connect+proto" => return Some(Shape::Stream(Codec::Proto)),
+            _ => {}
+        }
+        if method == Method::GET && query.is_some_and(|q| q.split('&').any(|p| p == "connect=v1")) {
+            return Some(Shape::UnaryGet);
+        }
+        if !headers.contains_key("connect-protocol-version") {
+            return None;
+        }
+        match ct.as_str() {
+            "application/json" => Some(Shape::Unary(Codec::Json)),
+            "application/proto" => Some(Shape::Unary(Codec::Proto)),
+            _ => None,
+        }
+    }
+}
+
+pub struct ConnectIngress {
+    pub routes: Arc<RouteTable>,
+    pub pipeline: Pipeline,
+    pub limits: Limits,
+    pub metadata: MetadataConfig,
+    pub status: StatusRenderer,
+}
+
+impl ConnectIngress {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+        shape: Shape,
+    ) -> Response<ResponseBody> {
+        let path = req.uri().path().to_owned();
+        let ctx = RequestCtx::new(client);
+        let started = ctx.started;
+        match self.call(req, ctx, shape).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                let micros = started.elapsed().as_micros() as u64;
+                match err.origin {
+                    Origin::Client => {
+                        tracing::info!(target: "portico::access", %path, micros, origin = "client", error = %err.message, "connect")
+                    }
+                    origin => {
+                        tracing::warn!(target: "portico::access", %path, micros, origin = origin.as_str(), error = %err.message, "connect")
+                    }
+                }
+                match shape {
+                    Shape::Stream(codec) => self.stream_error_response(codec, &err),
+                    _ => self.unary_error_response(&err),
+                }
+            }
+        }
+    }
+
+    async fn call(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        ctx: RequestCtx,
+        shape: Shape,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = req.into_parts();
+        let target = self
+            .routes
+            .target(parts.uri.path())
+            .ok_or_else(|| GatewayError::unknown_method(parts.uri.path()))?
+            .clone();
+        let limit = self.limits.max_grpc_message_bytes;
+        let json_options = self.routes_json(&target);
+        let streaming_call = target.kind != CallKind::Unary;
+        if streaming_call != matches!(shape, Shape::Stream(_)) {
+            let wanted = if streaming_call {
+                "application/connect+json or application/connect+proto"
+            } else {
+                "application/json or application/proto"
+            };
+            return Err(GatewayError::unsupported_media_type(&format!(
+                "{} for a {:?} method; use {wanted}",
+                parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("GET"),
+                target.kind
+            )));
+        }
+        let (codec, payload) = match shape {
+            Shape::Unary(codec) => {
+                let bytes = read_limited(body, limit).await?;
+                (
+                    codec,
+                    Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
+                )
+            }
+            Shape::UnaryGet => {
+                if !has_no_side_effects(&target) {
+                    return Err(GatewayError::method_not_allowed(
+                        &Method::GET,
+                        parts.uri.path(),
+                        vec![Method::POST],
+                    ));
+                }
+                let (codec, bytes) = get_message(parts.uri.query().unwrap_or(""))?;
+                (
+                    codec,
+                    Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
+                )
+            }
+            Shape::Stream(codec) => (
+                codec,
+                Payload::Stream(envelopes(body, target.clone(), codec, limit, json_options)),
+            ),
+        };
+        let client_timeout = parts
+            .headers
+            .get("connect-timeout-ms")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 10)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .filter(|_| self.metadata.honour_client_timeout);
+        let mut metadata = HeaderMap::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            let n = name.as_str();
+            if !is_framing(name)
+                && !n.starts_with("connect-")
+                && !matches!(n, "origin" | "referer" | "accept" | "cookie")
+            {
+                metadata.append(name.clone(), value.clone());
+            }
+        }
+        let envelope = Envelope {
+            timeout: deadline(target.kind, client_timeout, target.timeout),
+            metadata,
+            payload,
+            target: target.clone(),
+            ctx,
+        };
+        let reply = self.pipeline.clone().oneshot(envelope).await?;
+        match shape {
+            Shape::Stream(codec) => {
+                let mut resp = Response::new(ResponseBody::stream(
+                    self.stream_frames(&target, codec, reply.body),
+                ));
+                copy_headers(&reply.metadata, resp.headers_mut(), "");
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(stream_content_type(codec)),
+                );
+                Ok(resp)
+            }
+            _ => {
+                let mut message = None;
+                let mut trailers = HeaderMap::new();
+                let mut body = reply.body;
+                while let Some(frame) = body.next().await {
+                    match frame? {
+                        ReplyFrame::Message(m) => message = Some(m),
+                        ReplyFrame::Trailers(t) => trailers = t,
+                    }
+                }
+                let message = message.ok_or_else(|| {
+                    GatewayError::new(
+                        ErrorKind::BadBackendReply,
+                        Origin::Backend,
+                        "the backend ended the call without a message",
+                    )
+                })?;
+                let body = match codec {
+                    Codec::Proto => message,
+                    Codec::Json => {
+                        let options = json::serialize_options(&self.routes_json(&target));
+                        response::message_json(&target.method.output(), &message, &options)?.into()
+                    }
+                };
+                let mut resp = Response::new(ResponseBody::full(body));
+                copy_headers(&reply.metadata, resp.headers_mut(), "");
+                copy_headers(&trailers, resp.headers_mut(), "trailer-");
+                let ct = if codec == Codec::Json {
+                    "application/json"
+                } else {
+                    "application/proto"
+                };
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+                Ok(resp)
+            }
+        }
+    }
+
+    /// The route's JSON options (Connect JSON follows them like REST does).
+    fn routes_json(&self, target: &Target) -> crate::config::JsonOptions {
+        self.routes.json_options(target.route)
+    }
+
+    fn stream_frames(&self, target: &Arc<Target>, codec: Codec, reply: ReplyStream) -> FrameStream {
+        let output = target.method.output();
+        let options = json::serialize_options(&self.routes_json(target));
+        let status = self.status.clone();
+        Box::pin(futures_util::stream::unfold(
+            (reply, false),
+            move |(mut reply, ended)| {
+                let output = output.clone();
+                let options = options.clone();
+                let status = status.clone();
+                async move {
+                    if ended {
+                        return None;
+                    }
+                    let (error, trailers) = match reply.next().await {
+                        Some(Ok(ReplyFrame::Message(m))) => {
+                            let payload = match codec {
+                                Codec::Proto => Ok(m),
+                                Codec::Json => {
+                                    response::message_json(&output, &m, &options).map(Bytes::from)
+                                }
+                            };
+                            match payload {
+                                Ok(p) => {
+                                    return Some((Frame::data(envelope(0, &p)), (reply, false)))
+                                }
+                                Err(e) => (Some(e), HeaderMap::new()),
+                            }
+                        }
+                        Some(Ok(ReplyFrame::Trailers(t))) => (None, t),
+                        Some(Err(e)) => (Some(e), HeaderMap::new()),
+                        None => (None, HeaderMap::new()),
+                    };
+                    let end = end_stream_json(&status, error.as_ref(), &trailers);
+                    Some((Frame::data(envelope(END_STREAM, &end)), (reply, true)))
+                }
+            },
+        ))
+    }
+
+    fn unary_error_response(&self, err: &GatewayError) -> Response<ResponseBody> {
+        let body = serde_json::to_vec(&connect_error(&self.status, err)).unwrap_or_default();
+        let mut resp = Response::new(ResponseBody::full(body));
+        *resp.status_mut() = err.http_status();
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ErrorKind::Backend(b) = &err.kind {
+            copy_headers(&b.metadata, resp.headers_mut(), "");
+        }
+        resp
+    }
+
+    /// A stream that fails before it starts still answers 200: the error is
+    /// in the end-stream envelope.
+    fn stream_error_response(&self, codec: Codec, err: &GatewayError) -> Response<ResponseBody> {
+        let end = end_stream_json(&self.status, Some(err), &HeaderMap::new());
+        let mut resp = Response::new(ResponseBody::full(envelope(END_STREAM, &end)));
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(stream_content_type(codec)),
+        );
+        resp
+    }
+}
+
+fn stream_content_type(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Json => "application/connect+json",
+        Codec::Proto => "application/connect+proto",
+    }
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, prefix: &str) {
+    for (name, value) in from {
+        if is_framing(name) {
+            continue;
+        }
+        if prefix.is_empty() {
+            to.append(name.clone(), value.clone());
+        } else if let Ok(n) =
+            HeaderName::from_bytes(format!("{prefix}{}", name.as_str()).as_bytes())
+        {
+            to.append(n, value.clone());
+        }
+    }
+}
+
+fn envelope(flags: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + payload.len());
+    out.put_u8(flags);
+    out.put_u32(payload.len() as u32);
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
+fn has_no_side_effects(target: &Target) -> bool {
+    // google.protobuf.MethodOptions.idempotency_level: NO_SIDE_EFFECTS = 1.
+    matches!(
+        target
+            .method
+            .options()
+            .get_field_by_name("idempotency_level")
+            .as_deref(),
+        Some(prost_reflect::Value::EnumNumber(1))
+    )
+}
+
+/// The message of a Connect GET: `encoding`, `message`, optional `base64=1`.
+fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
+    let mut codec = None;
+    let mut message = None;
+    let mut base64 = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "encoding" => {
+                codec = Some(match v.as_ref() {
+                    "json" => Codec::Json,
+                    "proto" => Codec::Proto,
+                    other => {
+                        return Err(GatewayError::invalid_field(
+                            "encoding",
+                            format!("{other:?} is not json or proto"),
+                        ))
+                    }
+                })
+            }
+            "message" => message = Some(v.into_owned()),
+            "base64" => base64 = v == "1",
+            "compression" if v != "identity" => {
+                return Err(GatewayError::new(
+                    ErrorKind::UnsupportedEncoding,
+                    Origin::Client,
+                    "compressed messages are not supported",
+                ))
+            }
+            _ => {}
+        }
+    }
+    let codec = codec.ok_or_else(|| GatewayError::invalid_field("encoding", "is required"))?;
+    let message = message.unwrap_or_default();
+    let bytes = if base64 {
+        use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        URL_SAFE_NO_PAD
+            .decode(message.trim_end_matches('='))
+            .or_else(|_| URL_SAFE.decode(&message))
+            .map_err(|_| GatewayError::invalid_field("message", "is not URL-safe base64"))?
+    } else {
+        message.into_bytes()
+    };
+    Ok((codec, bytes.into()))
+}
+
+fn decode_message(
+    target: &Target,
+    codec: Codec,
+    bytes: Bytes,
+    options: &crate::config::JsonOptions,
+) -> Result<Bytes, GatewayError> {
+    match codec {
+        Codec::Proto => Ok(bytes),
+        Codec::Json => {
+            let input = target.method.input();
+            let json = if bytes.is_empty() {
+                Bytes::from_static(b"{}")
+            } else {
+                bytes
+            };
+            let msg = json::decode(&input, &json, options)?;
+            Ok(msg.encode_to_vec().into())
+        }
+    }
+}
+
+async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
+        Err(e) => Err(GatewayError::invalid_field(
+            "",
+            format!("could not read the request: {e}"),
+        )),
+    }
+}
+
+/// A streaming request body: envelopes, decoded as they arrive.
+fn envelopes(
+    body: hyper::body::Incoming,
+    target: Arc<Target>,
+    codec: Codec,
+    limit: usize,
+    options: crate::config::JsonOptions,
+) -> MessageStream {
+    let state = (body, Deframer::new(limit), false);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut body, mut deframer, mut ended)| {
+            let target = target.clone();
+            async move {
+                loop {
+                    let next = match deframer.next_message() {
+                        Ok(Some(m)) => Some(decode_message(&target, codec, m, &options)),
+                        Ok(None) if ended => deframer.finish().err().map(|e| Err(frame_error(e))),
+                        Ok(None) => None,
+                        Err(e) => Some(Err(frame_error(e))),
+                    };
+                    if let Some(item) = next {
+                        let done = item.is_err();
+                        let state = if done {
+                            (body, Deframer::new(0), true)
+                        } else {
+                            (body, deframer, ended)
+                        };
+                        return Some((item, state));
+                    }
+                    if ended {
+                        return None;
+                    }
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                deframer.push(&data);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            return Some((
+                                Err(GatewayError::invalid_field(
+                                    "",
+                                    format!("could not read the request stream: {e}"),
+                                )),
+                                (body, Deframer::new(0), true),
+                            ))
+                        }
+                        None => ended = true,
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn frame_error(e: FrameError) -> GatewayError {
+    match e {
+        FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
+        FrameError::Compressed => GatewayError::new(
+            ErrorKind::UnsupportedEncoding,
+            Origin::Client,
+            e.to_string(),
+        ),
+        FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
+    }
+}
+
+/// Connect's name for a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        Cancelled => "canceled",
+        Unknown => "unknown",
+        InvalidArgument => "invalid_argument",
+        DeadlineExceeded => "deadline_exceeded",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        FailedPrecondition => "failed_precondition",
+        Aborted => "aborted",
+        OutOfRange => "out_of_range",
+        Unimplemented => "unimplemented",
+        Internal => "internal",
+        Unavailable => "unavailable",
+        DataLoss => "data_loss",
+        Unauthenticated => "unauthenticated",
+    }
+}
+
+/// A Connect error object: `{"code", "message", "details": [{"type", "value"}]}`.
+fn connect_error(status: &StatusRenderer, err: &GatewayError) -> serde_json::Value {
+    let details: Vec<serde_json::Value> = status
+        .detail_anys(err)
+        .into_iter()
+        .map(|(type_url, value)| {
+            let name = type_url.rsplit('/').next().unwrap_or(&type_url).to_owned();
+            serde_json::json!({"type": name, "value": base64::engine::general_purpose::STANDARD_NO_PAD.encode(value)})
+        })
+        .collect();
+    let mut obj = serde_json::json!({"code": code_name(err.grpc_code()), "message": err.message});
+    if !details.is_empty() {
+        obj["details"] = serde_json::Value::Array(details);
+    }
+    obj
+}
+
+/// The end-stream message: the error, if any, and the trailers.
+fn end_stream_json(
+    status: &StatusRenderer,
+    err: Option<&GatewayError>,
+    trailers: &HeaderMap,
+) -> Vec<u8> {
+    let mut metadata = serde_json::Map::new();
+    let mut add = |h: &HeaderMap| {
+        for (name, value) in h {
+            if is_framing(name) {
+                continue;
+            }
+            if let Ok(v) = value.to_str() {
+                let entry = metadata
+                    .entry(name.as_str().to_owned())
+                    .or_insert_with(|| serde_json::json!([]));
+                if let Some(list) = entry.as_array_mut() {
+                    list.push(serde_json::Value::String(v.to_owned()));
+                }
+            }
+        }
+    };
+    add(trailers);
+    if let Some(ErrorKind::Backend(b)) = err.map(|e| &e.kind) {
+        add(&b.metadata);
+    }
+    let mut end = serde_json::Map::new();
+    if let Some(e) = err {
+        end.insert("error".into(), connect_error(status, e));
+    }
+    if !metadata.is_empty() {
+        end.insert("metadata".into(), serde_json::Value::Object(metadata));
+    }
+    serde_json::to_vec(&serde_json::Value::Object(end)).unwrap_or_else(|_| b"{}".to_vec())
+}

@@ -1,0 +1,184 @@
+//! Reverse transcoding: a request message -> an HTTP/JSON request, per a
+//! method's google.api.http binding, for upstreams that speak JSON over
+//! HTTP; and their JSON replies -> response messages.
+
+use super::json;
+use crate::config::JsonOptions;
+use crate::error::GatewayError;
+use crate::routes::template::Segment;
+use crate::routes::{Binding, BodyRule};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+use serde_json::{Map, Value};
+
+/// An HTTP request built from a message.
+#[derive(Debug)]
+pub struct OutboundRequest {
+    pub method: http::Method,
+    /// Path and query, percent-encoded.
+    pub path_and_query: String,
+    /// JSON body, if the binding has one.
+    pub body: Option<Vec<u8>>,
+}
+
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+const MULTI_SEGMENT: &percent_encoding::AsciiSet = &SEGMENT.remove(b'/');
+
+/// Builds the request for `message` (encoded) by the binding's template.
+pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, GatewayError> {
+    let input = binding.target.method.input();
+    let msg = DynamicMessage::decode(input, message)
+        .map_err(|e| GatewayError::invalid_field("", format!("bad request message: {e}")))?;
+    let options = json::serialize_options(&JsonOptions::default());
+    let mut fields = match serde_json::to_value(SerializeWith(&msg, &options)) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+
+    let mut path = String::new();
+    let mut i = 0;
+    let segments = &binding.template.segments;
+    while i < segments.len() {
+        if let Some(var) = binding.path_vars.iter().find(|v| v.start == i) {
+            let keys: Vec<&str> = var.fields.iter().map(|f| f.json_name()).collect();
+            let value = take(&mut fields, &keys).ok_or_else(|| {
+                GatewayError::invalid_field(
+                    var.name.clone(),
+                    "is needed to build the upstream path",
+                )
+            })?;
+            let set = if var.multi_segment {
+                MULTI_SEGMENT
+            } else {
+                SEGMENT
+            };
+            path.push('/');
+            path.push_str(&percent_encoding::utf8_percent_encode(&value, set).to_string());
+            i = var.end.unwrap_or(segments.len());
+            continue;
+        }
+        match &segments[i] {
+            Segment::Literal(l) => {
+                path.push('/');
+                path.push_str(l);
+            }
+            _ => {
+                return Err(GatewayError::internal(
+                    "a wildcard outside a variable cannot be expanded",
+                ))
+            }
+        }
+        i += 1;
+    }
+    if let Some(verb) = &binding.template.verb {
+        path.push(':');
+        path.push_str(verb);
+    }
+
+    let body = match &binding.body {
+        BodyRule::Whole => Some(
+            serde_json::to_vec(&Value::Object(std::mem::take(&mut fields))).unwrap_or_default(),
+        ),
+        BodyRule::Field(f) => {
+            let value = fields
+                .remove(f.json_name())
+                .unwrap_or(Value::Object(Map::new()));
+            Some(serde_json::to_vec(&value).unwrap_or_default())
+        }
+        BodyRule::None => None,
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    flatten("", &Value::Object(fields), &mut query);
+    let query = query.finish();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
+    }
+    Ok(OutboundRequest {
+        method: binding.method.clone(),
+        path_and_query: path,
+        body,
+    })
+}
+
+/// Parses an upstream's JSON reply as the response message (leniently:
+/// fields the message does not have are dropped) and encodes it.
+pub fn response(binding: &Binding, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+    let output: MessageDescriptor = binding.target.method.output();
+    let lenient = JsonOptions {
+        reject_unknown_fields: false,
+        ..JsonOptions::default()
+    };
+    let msg = if body.iter().all(u8::is_ascii_whitespace) {
+        DynamicMessage::new(output)
+    } else if let Some(field) = &binding.response_body {
+        let value: Value =
+            serde_json::from_slice(body).map_err(super::response::bad_reply)?;
+        let mut wrapper = Map::new();
+        wrapper.insert(field.json_name().to_owned(), value);
+        json::decode_value(&output, Value::Object(wrapper), &lenient, "")
+            .map_err(|e| super::response::bad_reply(e.message))?
+    } else {
+        json::decode(&output, body, &lenient).map_err(|e| super::response::bad_reply(e.message))?
+    };
+    Ok(msg.encode_to_vec())
+}
+
+/// Removes the value at a path of JSON keys and returns it as text.
+fn take(fields: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
+    let (last, parents) = keys.split_last()?;
+    let mut current = fields;
+    for k in parents {
+        current = current.get_mut(*k)?.as_object_mut()?;
+    }
+    match current.remove(*last)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Nested objects become dotted keys, arrays repeated keys.
+fn flatten(prefix: &str, value: &Value, out: &mut form_urlencoded::Serializer<'_, String>) {
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                flatten(prefix, v, out);
+            }
+        }
+        Value::String(s) => {
+            out.append_pair(prefix, s);
+        }
+        Value::Number(n) => {
+            out.append_pair(prefix, &n.to_string());
+        }
+        Value::Bool(b) => {
+            out.append_pair(prefix, if *b { "true" } else { "false" });
+        }
+        Value::Null => {}
+    }
+}
+
+/// Lets serde_json build a `Value` from a message with options.
+struct SerializeWith<'a>(&'a DynamicMessage, &'a prost_reflect::SerializeOptions);
+
+impl serde::Serialize for SerializeWith<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_with_options(s, self.1)
+    }
+}
