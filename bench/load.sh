@@ -74,16 +74,27 @@ percentiles() { sort -n -k3 "$1" | awk '{a[NR]=$3} END {printf "%.2f %.2f\n", a[
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f\n", v}'; }
 
 rows=()
-direct() {
-  local name=$1 path=$2
-  taskset -c "$LOAD_CPU" h2load -c "$CONNS" -m 1 -D "$WARMUP" -H 'content-type: application/grpc' -H 'te: trailers' \
-    -d "$RUN/getshelf.bin" "http://$BACKEND$path" >/dev/null 2>&1 || true
-  taskset -c "$LOAD_CPU" h2load -c "$CONNS" -m 1 -D "$DURATION" -H 'content-type: application/grpc' -H 'te: trailers' \
-    -d "$RUN/getshelf.bin" --log-file "$RUN/h2load.log" "http://$BACKEND$path" >"$RUN/h2load.out" 2>&1
+# h2load with a gRPC frame; $3 is the target address, $4 the content type.
+# Against the backend it sets the direct baseline; against Portico it also
+# reads Portico's CPU time.
+grpc_row() {
+  local name=$1 path=$2 addr=$3 ct=$4 label=$5
+  local args=(-c "$CONNS" -m 1 -H "content-type: $ct" -H 'te: trailers' -d "$RUN/getshelf.bin")
+  taskset -c "$LOAD_CPU" h2load "${args[@]}" -D "$WARMUP" "http://$addr$path" >/dev/null 2>&1 || true
+  local before; before=$(cpu_ticks "$gw_pid")
+  taskset -c "$LOAD_CPU" h2load "${args[@]}" -D "$DURATION" --log-file "$RUN/h2load.log" "http://$addr$path" >"$RUN/h2load.out" 2>&1
+  local after; after=$(cpu_ticks "$gw_pid")
   local rps; rps=$(awk '/^finished in/ {print $4}' "$RUN/h2load.out" | tr -d ',')
+  local reqs; reqs=$(awk '/^requests:/ {print $8}' "$RUN/h2load.out")
   read -r p50 p99 < <(percentiles "$RUN/h2load.log")
-  direct_rps=$rps
-  rows+=("| $name | direct (h2load gRPC) | ${rps%.*} | $p50 | $p99 | 1.00x | |")
+  if [ "$addr" = "$BACKEND" ]; then
+    direct_rps=$rps
+    rows+=("| $name | $label | ${rps%.*} | $p50 | $p99 | 1.00x | |")
+  else
+    local us; us=$(awk -v t=$((after - before)) -v hz="$tick_hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    local ratio; ratio=$(awk -v a="$rps" -v b="$direct_rps" 'BEGIN {printf "%.2fx", a / b}')
+    rows+=("| $name | $label | ${rps%.*} | $p50 | $p99 | $ratio | $us |")
+  fi
 }
 through() {
   local name=$1 url=$2 script=${3:-}
@@ -103,7 +114,9 @@ through() {
   rows+=("| $name | portico (wrk JSON) | ${rps%.*} | $p50 | $p99 | $ratio | $us${non2xx:+ ($non2xx non-2xx!)} |")
 }
 
-direct "unary GetShelf" /portico.demo.v1.Library/GetShelf
+grpc_row "unary GetShelf" /portico.demo.v1.Library/GetShelf "$BACKEND" application/grpc "direct (h2load gRPC)"
+grpc_row "unary GetShelf" /portico.demo.v1.Library/GetShelf "$GATEWAY" application/grpc "portico (h2load gRPC)"
+grpc_row "unary GetShelf" /portico.demo.v1.Library/GetShelf "$GATEWAY" application/grpc-web+proto "portico (h2load gRPC-Web)"
 through "unary GetShelf, GET /v1/shelves/1" "http://$GATEWAY/v1/shelves/1"
 through "unary GetShelf, POST JSON" "http://$GATEWAY/portico.demo.v1.Library/GetShelf" "$RUN/post.lua"
 

@@ -116,8 +116,7 @@ pub fn response(binding: &Binding, body: &[u8]) -> Result<Vec<u8>, GatewayError>
     let msg = if body.iter().all(u8::is_ascii_whitespace) {
         DynamicMessage::new(output)
     } else if let Some(field) = &binding.response_body {
-        let value: Value =
-            serde_json::from_slice(body).map_err(super::response::bad_reply)?;
+        let value: Value = serde_json::from_slice(body).map_err(super::response::bad_reply)?;
         let mut wrapper = Map::new();
         wrapper.insert(field.json_name().to_owned(), value);
         json::decode_value(&output, Value::Object(wrapper), &lenient, "")

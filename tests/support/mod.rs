@@ -2,6 +2,8 @@
 //! ports, and a real HTTP client to talk to the gateway.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
