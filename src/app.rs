@@ -10,6 +10,7 @@ use crate::ingress::dispatch::Ingress;
 use crate::ingress::grpc::{GrpcIngress, LocalService};
 use crate::ingress::rest::RestIngress;
 use crate::ingress::server;
+use crate::ingress::websocket::WebSocketIngress;
 use crate::routes::RouteTable;
 use crate::transcode::status::StatusRenderer;
 use crate::{admin, egress, policy};
@@ -103,6 +104,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     };
     let routes = Arc::new(routes);
     let pipeline = policy::pipeline(egress);
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
@@ -122,14 +124,21 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         }),
         connect: Arc::new(ConnectIngress {
             routes: routes.clone(),
-            pipeline,
+            pipeline: pipeline.clone(),
             limits: limits.clone(),
             metadata: config.metadata.clone(),
             status: StatusRenderer::new(&pool),
         }),
+        websocket: Arc::new(WebSocketIngress {
+            routes: routes.clone(),
+            pipeline,
+            config: config.websocket.clone(),
+            metadata: config.metadata.clone(),
+            status: StatusRenderer::new(&pool),
+            shutdown: shutdown_rx.clone(),
+        }),
     });
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|error| StartError::Bind {

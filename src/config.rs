@@ -181,6 +181,44 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
 }
 
+/// WebSocket sessions: keepalive, limits, browser origins and credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebSocketConfig {
+    /// The gateway pings every connection this often.
+    pub ping_interval: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest message a client may send in one frame.
+    pub max_message_bytes: usize,
+    /// Client messages queued for one call before the backend takes them.
+    pub max_in_flight: usize,
+    /// Calls open at once on one connection.
+    pub max_calls: usize,
+    /// Origins allowed besides the gateway's own; `*` for any. Browsers'
+    /// cross-origin pages are refused unless listed.
+    pub allowed_origins: Vec<String>,
+    /// Cookie that carries a bearer token, for browsers (which cannot set
+    /// an Authorization header on a WebSocket).
+    pub token_cookie: Option<String>,
+    /// Query parameter that carries a bearer token.
+    pub token_query_param: Option<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_message_bytes: 1024 * 1024,
+            max_in_flight: 32,
+            max_calls: 100,
+            allowed_origins: Vec::new(),
+            token_cookie: None,
+            token_query_param: None,
+        }
+    }
+}
+
 /// Cross-origin rules for browsers (REST, gRPC-Web and Connect alike).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorsPolicy {
@@ -224,6 +262,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub json: JsonOptions,
     pub metadata: MetadataConfig,
+    pub websocket: WebSocketConfig,
     pub descriptors: DescriptorSources,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
@@ -322,6 +361,7 @@ impl Validator<'_> {
         let server = self.server(&f.server)?;
         let json = self.json("json", &f.json, JsonOptions::default())?;
         let metadata = self.metadata(&f.metadata)?;
+        let websocket = self.websocket(&f.websocket)?;
         let cors = f
             .cors
             .as_ref()
@@ -416,6 +456,7 @@ impl Validator<'_> {
             server,
             json,
             metadata,
+            websocket,
             descriptors,
             upstreams,
             routes,
@@ -513,6 +554,51 @@ impl Validator<'_> {
                 .reject_unknown_fields
                 .unwrap_or(base.reject_unknown_fields),
             unknown_query_params,
+        })
+    }
+
+    fn websocket(&self, w: &file::WebSocketFile) -> Result<WebSocketConfig, ConfigError> {
+        let d = WebSocketConfig::default();
+        let positive = |key: &str,
+                        v: Option<usize>,
+                        default: usize|
+         -> Result<usize, ConfigError> {
+            match v {
+                Some(0) => Err(self.err(format!("websocket.{key}"), "must be greater than zero")),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        let allowed_origins = w.allowed_origins.clone().unwrap_or_default();
+        for (i, o) in allowed_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(self.err(
+                    format!("websocket.allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
+                ));
+            }
+        }
+        Ok(WebSocketConfig {
+            ping_interval: self.duration(
+                "websocket.ping_interval",
+                &w.ping_interval,
+                d.ping_interval,
+            )?,
+            idle_timeout: self.duration(
+                "websocket.idle_timeout",
+                &w.idle_timeout,
+                d.idle_timeout,
+            )?,
+            max_message_bytes: positive(
+                "max_message_bytes",
+                w.max_message_bytes,
+                d.max_message_bytes,
+            )?,
+            max_in_flight: positive("max_in_flight", w.max_in_flight, d.max_in_flight)?,
+            max_calls: positive("max_calls", w.max_calls, d.max_calls)?,
+            allowed_origins,
+            token_cookie: w.token_cookie.clone(),
+            token_query_param: w.token_query_param.clone(),
         })
     }
 

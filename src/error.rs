@@ -98,6 +98,12 @@ impl GatewayError {
         }
     }
 
+    /// The same failure, told differently.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn route_not_found(path: &str) -> Self {
         Self::new(
             ErrorKind::RouteNotFound {

@@ -9,3 +9,4 @@ pub mod grpc;
 pub mod headers;
 pub mod rest;
 pub mod server;
+pub mod websocket;

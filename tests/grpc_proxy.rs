@@ -72,6 +72,7 @@ async fn server_streams_arrive_message_by_message() {
             interval_ms: 10,
             fail_after: 0,
             topic: "t".into(),
+            padding: 0,
         })
         .await
         .unwrap()
@@ -93,6 +94,7 @@ async fn a_mid_stream_error_keeps_its_status() {
             interval_ms: 0,
             fail_after: 2,
             topic: String::new(),
+            padding: 0,
         })
         .await
         .unwrap()
@@ -193,6 +195,7 @@ async fn a_client_that_cancels_cancels_the_backend_stream() {
             interval_ms: 20,
             fail_after: 0,
             topic: String::new(),
+            padding: 0,
         })
         .await
         .unwrap()

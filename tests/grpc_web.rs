@@ -122,6 +122,7 @@ async fn server_streaming_over_http2() {
         interval_ms: 0,
         fail_after: 0,
         topic: "w".into(),
+        padding: 0,
     };
     let r = call(
         &client,
@@ -147,6 +148,7 @@ async fn a_mid_stream_error_is_in_the_trailer_frame() {
         interval_ms: 0,
         fail_after: 1,
         topic: String::new(),
+        padding: 0,
     };
     let r = call(
         &h.client,

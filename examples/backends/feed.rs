@@ -13,11 +13,17 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct FeedService {
     /// Watch streams whose client went away before the stream ended.
     cancelled: Arc<AtomicU64>,
+    /// Events handed to the transport, over all Watch streams.
+    sent: Arc<AtomicU64>,
 }
 
 impl FeedService {
     pub fn cancelled_watches(&self) -> u64 {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub fn sent_events(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
     }
 }
 
@@ -47,6 +53,8 @@ impl Feed for FeedService {
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let cancelled = self.cancelled.clone();
+        let sent = self.sent.clone();
+        let padding = r.padding.clamp(0, 65_536) as usize;
         tokio::spawn(async move {
             for seq in 1..=count as i64 {
                 if r.fail_after > 0 && seq > r.fail_after as i64 {
@@ -55,15 +63,20 @@ impl Feed for FeedService {
                         .await;
                     return;
                 }
+                let mut text = format!("event {seq} on {topic}");
+                if text.len() < padding {
+                    text.extend(std::iter::repeat_n('.', padding - text.len()));
+                }
                 let event = pb::Event {
                     seq,
                     topic: topic.clone(),
-                    text: format!("event {seq} on {topic}"),
+                    text,
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     cancelled.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
+                sent.fetch_add(1, Ordering::SeqCst);
                 if !interval.is_zero() {
                     tokio::select! {
                         _ = tokio::time::sleep(interval) => {}

@@ -14,6 +14,8 @@ pub struct File {
     pub metadata: MetadataFile,
     pub cors: Option<CorsFile>,
     #[serde(default)]
+    pub websocket: WebSocketFile,
+    #[serde(default)]
     pub descriptors: DescriptorsFile,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamFile>,
@@ -109,4 +111,17 @@ pub struct CorsFile {
     pub exposed_headers: Vec<String>,
     pub max_age: Option<String>,
     pub allow_credentials: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketFile {
+    pub ping_interval: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_message_bytes: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub max_calls: Option<usize>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub token_cookie: Option<String>,
+    pub token_query_param: Option<String>,
 }

@@ -9,6 +9,7 @@ use super::connect::{ConnectIngress, Shape};
 use super::cors;
 use super::grpc::{Flavor, GrpcIngress};
 use super::rest::RestIngress;
+use super::websocket::{is_upgrade, WebSocketIngress};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::routes::RouteTable;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN};
@@ -21,6 +22,7 @@ pub struct Ingress {
     pub rest: Arc<RestIngress>,
     pub grpc: Arc<GrpcIngress>,
     pub connect: Arc<ConnectIngress>,
+    pub websocket: Arc<WebSocketIngress>,
 }
 
 impl Ingress {
@@ -42,6 +44,9 @@ impl Ingress {
                     return self.preflight(&requested, req.uri().path(), origin);
                 }
             }
+        }
+        if is_upgrade(&req) {
+            return self.websocket.clone().handle(req, client).await;
         }
         // Only a cross-origin request pays for remembering its route.
         let cors_key = origin

@@ -104,6 +104,31 @@ pub fn build(
     Ok(msg.encode_to_vec().into())
 }
 
+/// Builds a request message from a JSON document that is the whole message
+/// (a WebSocket frame), the URL's path variables and query parameters
+/// filling it too when given, whatever the binding's body rule.
+pub fn build_whole(
+    binding: &Binding,
+    url: Option<UrlParts<'_>>,
+    json_body: &Bytes,
+) -> Result<Bytes, GatewayError> {
+    let input = binding.target.method.input();
+    let mut msg = if json_body.iter().all(u8::is_ascii_whitespace) {
+        DynamicMessage::new(input)
+    } else {
+        json::decode(&input, json_body, &binding.json)?
+    };
+    if let Some(url) = url {
+        for (var, value) in binding.path_values(url.segments) {
+            fields::set(&mut msg, &var.fields, &value, &var.name)?;
+        }
+        if let Some(q) = url.query {
+            apply_query_to(&mut msg, binding, q, &binding.json, true)?;
+        }
+    }
+    Ok(msg.encode_to_vec().into())
+}
+
 fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {
     if is_json(content_type) {
         Ok(())
@@ -219,20 +244,33 @@ fn apply_query(
     query: &str,
     opts: &JsonOptions,
 ) -> Result<(), GatewayError> {
+    apply_query_to(msg, binding, query, opts, false)
+}
+
+/// `whole_message`: the body is a whole message but the query may still
+/// set fields (WebSocket handshakes), so no body rule refuses a parameter.
+fn apply_query_to(
+    msg: &mut DynamicMessage,
+    binding: &Binding,
+    query: &str,
+    opts: &JsonOptions,
+    whole_message: bool,
+) -> Result<(), GatewayError> {
     let input = binding.target.method.input();
     let mut seen_singular: HashSet<String> = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let resolved = fields::resolve(&input, &key);
         let refusal = match (&resolved, &binding.body) {
+            (None, _) => Some(format!("is not a field of {}", input.full_name())),
+            (Some(fs), _) if binding.path_binds(fs) => {
+                Some("is already bound by the path".to_owned())
+            }
+            _ if whole_message => None,
             (_, BodyRule::Whole) => {
                 Some("is not accepted: the body carries the whole request".to_owned())
             }
-            (None, _) => Some(format!("is not a field of {}", input.full_name())),
             (Some(fs), BodyRule::Field(b)) if fs[0] == *b => {
                 Some(format!("is part of the body field {}", b.name()))
-            }
-            (Some(fs), _) if binding.path_binds(fs) => {
-                Some("is already bound by the path".to_owned())
             }
             _ => None,
         };

@@ -1,0 +1,270 @@
+//! The WebSocket ingress: a handshake on a method's path (its google.api.http
+//! path or `/package.Service/Method`) opens one call to that method; a
+//! `portico.json.v1` handshake on any other path opens a multiplexed session
+//! whose calls are opened by frames. Calls go through the same pipeline as
+//! every other protocol; the call kind comes from the schema.
+//!
+//! The handshake is where browsers are checked and their credentials read:
+//! the `Origin` must be the gateway's own or a configured one, and a bearer
+//! token may come from a cookie, a query parameter or a
+//! `portico.token.<base64url>` subprotocol entry; it is passed on as the
+//! `authorization` metadata every other protocol uses.
+
+pub mod protocol;
+mod session;
+
+use super::body::ResponseBody;
+use crate::config::{MetadataConfig, WebSocketConfig};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::policy::Pipeline;
+use crate::routes::{Binding, MatchOutcome, RouteTable};
+use crate::transcode::status::StatusRenderer;
+use base64::Engine as _;
+use http::header::{
+    CONNECTION, COOKIE, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use protocol::{Dialect, TOKEN_PREFIX};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct WebSocketIngress {
+    pub routes: Arc<RouteTable>,
+    pub pipeline: Pipeline,
+    pub config: WebSocketConfig,
+    pub metadata: MetadataConfig,
+    pub status: StatusRenderer,
+    /// Turns true when the gateway shuts down: sessions close with 1001.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Whether a request asks to become a WebSocket.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    let has = |name, token: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    req.method() == Method::GET && has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+}
+
+/// The method a handshake opens, with the binding that maps its URL.
+pub(crate) struct CallSpec {
+    pub target: Arc<crate::envelope::Target>,
+    pub binding: Option<Arc<Binding>>,
+    /// Raw path segments and query that fill the first request message.
+    pub url: Option<(Vec<String>, Option<String>)>,
+}
+
+impl WebSocketIngress {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        let path = req.uri().path().to_owned();
+        match self.accept(&req) {
+            Err(err) => {
+                tracing::info!(target: "portico::access", %path, origin = err.origin.as_str(), error = %err.message, "websocket handshake refused");
+                let mut resp = Response::new(ResponseBody::full(self.status.to_vec(&err)));
+                *resp.status_mut() = err.http_status();
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+            Ok((dialect, spec, metadata)) => {
+                let key = req
+                    .headers()
+                    .get(SEC_WEBSOCKET_KEY)
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static(""));
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let upgrade = hyper::upgrade::on(&mut req);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    match upgrade.await {
+                        Ok(io) => session::run(this, io, dialect, spec, metadata, client).await,
+                        Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                    }
+                });
+                let mut resp = Response::new(ResponseBody::empty());
+                *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let h = resp.headers_mut();
+                h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                if let Ok(v) = HeaderValue::from_str(&accept) {
+                    h.insert(SEC_WEBSOCKET_ACCEPT, v);
+                }
+                if let Some(p) = dialect.subprotocol() {
+                    h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+                }
+                resp
+            }
+        }
+    }
+
+    /// Checks the handshake and works out the session: dialect, the call it
+    /// opens (if any) and the metadata every call of it carries.
+    fn accept(
+        &self,
+        req: &Request<hyper::body::Incoming>,
+    ) -> Result<(Dialect, Option<CallSpec>, HeaderMap), GatewayError> {
+        let headers = req.headers();
+        if headers.get(SEC_WEBSOCKET_KEY).is_none()
+            || headers
+                .get("sec-websocket-version")
+                .and_then(|v| v.to_str().ok())
+                != Some("13")
+        {
+            return Err(GatewayError::invalid_field(
+                "sec-websocket-version",
+                "a WebSocket handshake needs Sec-WebSocket-Key and version 13",
+            ));
+        }
+        self.check_origin(headers)?;
+        let offered: Vec<String> = headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+            .collect();
+        let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
+
+        let mut metadata = HeaderMap::new();
+        for (name, value) in headers {
+            if self.metadata.allows(name.as_str()) {
+                metadata.append(name.clone(), value.clone());
+            }
+        }
+        let path = req.uri().path();
+        let mut query_pairs: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        if let Some(token) = self.token(headers, &offered, &mut query_pairs) {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| GatewayError::invalid_field("token", "is not a valid header value"))?;
+            metadata.insert(http::header::AUTHORIZATION, value);
+        }
+        // grpc-websocket-proxy clients name the binding's HTTP method in ?method=.
+        let named_method = query_pairs
+            .iter()
+            .position(|(k, _)| k == "method")
+            .map(|i| query_pairs.remove(i).1);
+        let query = (!query_pairs.is_empty()).then(|| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            s.extend_pairs(query_pairs.iter());
+            s.finish()
+        });
+        let spec = self.resolve(path, named_method.as_deref(), query);
+        match (&spec, dialect) {
+            (None, Dialect::Json) => {}
+            (None, _) => return Err(GatewayError::route_not_found(path)),
+            _ => {}
+        }
+        Ok((dialect, spec, metadata))
+    }
+
+    /// Same-origin pages and non-browser clients (no Origin) are let in;
+    /// other origins only when configured.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+            return Ok(());
+        };
+        let host = headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host));
+        let listed = self
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+        if same || listed {
+            Ok(())
+        } else {
+            Err(GatewayError::new(
+                ErrorKind::OriginNotAllowed { origin: origin.to_owned() },
+                Origin::Client,
+                format!("WebSocket connections from {origin} are not allowed (websocket.allowed_origins)"),
+            ))
+        }
+    }
+
+    /// A bearer token from the configured cookie or query parameter, or a
+    /// `portico.token.` subprotocol entry (taken out of the query).
+    fn token(
+        &self,
+        headers: &HeaderMap,
+        offered: &[String],
+        query: &mut Vec<(String, String)>,
+    ) -> Option<String> {
+        if let Some(t) = offered.iter().find_map(|p| p.strip_prefix(TOKEN_PREFIX)) {
+            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t.trim_end_matches('='))
+                .ok()?;
+            return String::from_utf8(decoded).ok();
+        }
+        if let Some(name) = &self.config.token_query_param {
+            if let Some(i) = query.iter().position(|(k, _)| k == name) {
+                return Some(query.remove(i).1);
+            }
+        }
+        let name = self.config.token_cookie.as_ref()?;
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                c.trim()
+                    .strip_prefix(name.as_str())?
+                    .strip_prefix('=')
+                    .map(str::to_owned)
+            })
+    }
+
+    /// The method a path names: a REST binding (with the method named in
+    /// `?method=`, else GET, else the only method the path has), or a gRPC path.
+    fn resolve(&self, path: &str, named: Option<&str>, query: Option<String>) -> Option<CallSpec> {
+        let try_method = |m: &Method| match self.routes.find(m, path) {
+            MatchOutcome::Found(found) => Some(CallSpec {
+                target: found.binding.target.clone(),
+                binding: Some(found.binding.clone()),
+                url: Some((
+                    found.segments.iter().map(|s| s.to_string()).collect(),
+                    query.clone(),
+                )),
+            }),
+            _ => None,
+        };
+        if let Some(m) =
+            named.and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+        {
+            return try_method(&m);
+        }
+        if let Some(spec) = try_method(&Method::GET) {
+            return Some(spec);
+        }
+        if let MatchOutcome::MethodNotAllowed(allowed) = self.routes.find(&Method::GET, path) {
+            if let [only] = allowed.as_slice() {
+                return try_method(only);
+            }
+        }
+        self.routes.target(path).map(|t| CallSpec {
+            target: t.clone(),
+            binding: None,
+            url: None,
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! The WebSocket framing protocols, as pure parse and render functions.
+//! docs/websocket.md is the specification; this file follows it.
+//!
+//! - `portico.json.v1`: every frame is a JSON object with an optional `id`
+//!   (the call it belongs to). Client: `open`, `message`, `end`, `cancel`.
+//!   Server: `headers`, `result`, `status` (+ `trailers`), `error`.
+//!   Messages are always nested under a key, so a message field can never
+//!   be read as a control signal.
+//! - `portico.proto.v1`: one call; each binary frame is one protobuf
+//!   message; control signals are the JSON text frames above.
+//! - plain (no subprotocol named): one call; client text frames are bare
+//!   JSON messages and an empty text frame ends the input; the server sends
+//!   `{"result":...}` frames and ends with a close frame whose code carries
+//!   the status (1000 OK, 4000 + gRPC code otherwise), after an
+//!   `{"error":...}` frame when the call failed.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+pub const JSON_V1: &str = "portico.json.v1";
+pub const PROTO_V1: &str = "portico.proto.v1";
+/// A `Sec-WebSocket-Protocol` entry carrying a bearer token (browsers
+/// cannot set headers on a WebSocket): `portico.token.<base64url token>`.
+pub const TOKEN_PREFIX: &str = "portico.token.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Json,
+    Proto,
+    Plain,
+}
+
+impl Dialect {
+    /// The dialect for the subprotocols a client offered, in its order of preference.
+    pub fn negotiate<'a>(offered: impl Iterator<Item = &'a str>) -> Dialect {
+        for p in offered {
+            match p {
+                JSON_V1 => return Dialect::Json,
+                PROTO_V1 => return Dialect::Proto,
+                _ => {}
+            }
+        }
+        Dialect::Plain
+    }
+
+    pub fn subprotocol(self) -> Option<&'static str> {
+        match self {
+            Dialect::Json => Some(JSON_V1),
+            Dialect::Proto => Some(PROTO_V1),
+            Dialect::Plain => None,
+        }
+    }
+}
+
+/// A request message as it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Json(Bytes),
+    Proto(Bytes),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// Opens a call to a method (`/package.Service/Method`), optionally with its first message.
+    Open {
+        id: String,
+        method: String,
+        metadata: BTreeMap<String, String>,
+        message: Option<Body>,
+    },
+    Message {
+        id: String,
+        body: Body,
+    },
+    /// End of input: the client half-closes the call.
+    End {
+        id: String,
+    },
+    Cancel {
+        id: String,
+    },
+}
+
+/// A frame that could not be read, with the call it named, if any.
+#[derive(Debug)]
+pub struct BadFrame {
+    pub id: Option<String>,
+    pub error: GatewayError,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonFrame<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    open: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(default)]
+    end: Option<bool>,
+    #[serde(default)]
+    cancel: Option<bool>,
+}
+
+fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
+    BadFrame {
+        id,
+        error: GatewayError::invalid_field("", reason),
+    }
+}
+
+/// Reads a client text frame.
+pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame> {
+    if dialect == Dialect::Plain {
+        if text.trim().is_empty() {
+            return Ok(ClientFrame::End { id: String::new() });
+        }
+        return Ok(ClientFrame::Message {
+            id: String::new(),
+            body: Body::Json(Bytes::copy_from_slice(text.as_bytes())),
+        });
+    }
+    let frame: JsonFrame = serde_json::from_str(text).map_err(|e| {
+        // Name the call if the id can still be read.
+        let id = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
+        bad(id, format!("not a {JSON_V1} frame: {e}"))
+    })?;
+    let id = frame.id.unwrap_or_default();
+    let message = frame
+        .message
+        .map(|m| Body::Json(Bytes::copy_from_slice(m.get().as_bytes())));
+    if dialect == Dialect::Proto && message.is_some() {
+        return Err(bad(
+            Some(id),
+            "with portico.proto.v1, messages are binary frames",
+        ));
+    }
+    match (frame.open, message, frame.end, frame.cancel) {
+        (Some(method), message, None, None) => Ok(ClientFrame::Open {
+            id,
+            method,
+            metadata: frame.metadata.unwrap_or_default(),
+            message,
+        }),
+        (None, Some(body), None, None) => Ok(ClientFrame::Message { id, body }),
+        (None, None, Some(true), None) => Ok(ClientFrame::End { id }),
+        (None, None, None, Some(true)) => Ok(ClientFrame::Cancel { id }),
+        _ => Err(bad(
+            Some(id),
+            "a frame holds exactly one of open, message, end: true, cancel: true",
+        )),
+    }
+}
+
+/// Reads a client binary frame.
+pub fn parse_binary(dialect: Dialect, bytes: Bytes) -> Result<ClientFrame, BadFrame> {
+    match dialect {
+        Dialect::Proto => Ok(ClientFrame::Message {
+            id: String::new(),
+            body: Body::Proto(bytes),
+        }),
+        _ => Err(bad(
+            None,
+            "binary frames carry messages only with portico.proto.v1",
+        )),
+    }
+}
+
+/// What the server sends about a call.
+pub enum ServerFrame<'a> {
+    Headers(&'a serde_json::Map<String, serde_json::Value>),
+    /// A response message: JSON text, or protobuf bytes with portico.proto.v1.
+    Message(Bytes),
+    /// The call's end: its status (`{"code","message","details"}`) and trailers.
+    Status {
+        status: &'a serde_json::Value,
+        trailers: &'a serde_json::Map<String, serde_json::Value>,
+    },
+    /// A client frame was refused; the call goes on.
+    Error(&'a serde_json::Value),
+}
+
+/// An outgoing WebSocket message: text or binary.
+#[derive(Debug, PartialEq)]
+pub enum Out {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// Renders a server frame for a call (`id` empty for a session's only call).
+pub fn render(dialect: Dialect, id: &str, frame: ServerFrame<'_>) -> Option<Out> {
+    let with_id = |key: &str, value: &str| -> String {
+        if id.is_empty() || dialect != Dialect::Json {
+            format!("{{\"{key}\":{value}}}")
+        } else {
+            format!(
+                "{{\"id\":{},\"{key}\":{value}}}",
+                serde_json::Value::String(id.to_owned())
+            )
+        }
+    };
+    match (dialect, frame) {
+        (Dialect::Plain, ServerFrame::Headers(_)) => None,
+        (_, ServerFrame::Headers(h)) => Some(Out::Text(with_id(
+            "headers",
+            &serde_json::Value::Object(h.clone()).to_string(),
+        ))),
+        (Dialect::Proto, ServerFrame::Message(bytes)) => Some(Out::Binary(bytes)),
+        (_, ServerFrame::Message(json)) => Some(Out::Text(with_id(
+            "result",
+            &String::from_utf8_lossy(&json),
+        ))),
+        (Dialect::Plain, ServerFrame::Status { status, .. }) => {
+            // Plain clients learn an OK end from the close code alone.
+            (status["code"].as_i64() != Some(0))
+                .then(|| Out::Text(format!("{{\"error\":{status}}}")))
+        }
+        (_, ServerFrame::Status { status, trailers }) => {
+            let body = format!(
+                "{status},\"trailers\":{}",
+                serde_json::Value::Object(trailers.clone())
+            );
+            Some(Out::Text(with_id("status", &body)))
+        }
+        (_, ServerFrame::Error(e)) => Some(Out::Text(with_id("error", &e.to_string()))),
+    }
+}
+
+/// The close code that ends a single-call session: 1000 when the call
+/// ended OK, 4000 + its gRPC code otherwise.
+pub fn close_code(grpc_code: i32) -> u16 {
+    if grpc_code == 0 {
+        1000
+    } else {
+        4000 + grpc_code.clamp(0, 999) as u16
+    }
+}
+
+/// A close reason within the 123 bytes a close frame allows.
+pub fn close_reason(message: &str) -> String {
+    let mut end = message.len().min(120);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests;

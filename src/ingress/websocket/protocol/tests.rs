@@ -1,0 +1,94 @@
+use super::*;
+
+#[test]
+fn json_v1_frames_parse_to_exactly_one_signal() {
+    let f = parse_text(
+        Dialect::Json,
+        r#"{"id":"a","message":{"end":true,"open":"x"}}"#,
+    )
+    .unwrap();
+    // A message whose fields are named like signals stays a message.
+    assert!(
+        matches!(f, ClientFrame::Message { ref id, body: Body::Json(ref b) } if id == "a" && &b[..] == br#"{"end":true,"open":"x"}"#)
+    );
+    assert_eq!(
+        parse_text(Dialect::Json, r#"{"id":"a","end":true}"#).unwrap(),
+        ClientFrame::End { id: "a".into() }
+    );
+    assert_eq!(
+        parse_text(Dialect::Json, r#"{"cancel":true}"#).unwrap(),
+        ClientFrame::Cancel { id: String::new() }
+    );
+    let open = parse_text(
+        Dialect::Json,
+        r#"{"id":"s","open":"/p.S/M","metadata":{"x-a":"1"}}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(open, ClientFrame::Open { ref method, ref metadata, message: None, .. } if method == "/p.S/M" && metadata["x-a"] == "1")
+    );
+}
+
+#[test]
+fn ambiguous_or_malformed_json_v1_frames_are_refused_naming_the_call() {
+    let e = parse_text(Dialect::Json, r#"{"id":"b","message":{},"end":true}"#).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("b"));
+    let e = parse_text(Dialect::Json, r#"{"id":"c","seq":1}"#).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("c"));
+    assert!(parse_text(Dialect::Json, "{not json")
+        .unwrap_err()
+        .id
+        .is_none());
+}
+
+#[test]
+fn plain_frames_are_bare_messages_and_an_empty_frame_ends_input() {
+    assert_eq!(
+        parse_text(Dialect::Plain, "  ").unwrap(),
+        ClientFrame::End { id: String::new() }
+    );
+    assert!(matches!(
+        parse_text(Dialect::Plain, r#"{"seq":1}"#).unwrap(),
+        ClientFrame::Message { .. }
+    ));
+}
+
+#[test]
+fn server_frames_wrap_messages_and_carry_the_id() {
+    let out = render(
+        Dialect::Json,
+        "q",
+        ServerFrame::Message(bytes::Bytes::from_static(b"{\"a\":1}")),
+    )
+    .unwrap();
+    assert_eq!(out, Out::Text(r#"{"id":"q","result":{"a":1}}"#.into()));
+    let status = serde_json::json!({"code": 0, "message": "", "details": []});
+    let trailers = serde_json::Map::new();
+    let out = render(
+        Dialect::Json,
+        "",
+        ServerFrame::Status {
+            status: &status,
+            trailers: &trailers,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        Out::Text(r#"{"status":{"code":0,"message":"","details":[]},"trailers":{}}"#.into())
+    );
+    assert_eq!(
+        render(
+            Dialect::Plain,
+            "",
+            ServerFrame::Status {
+                status: &status,
+                trailers: &trailers
+            }
+        ),
+        None
+    );
+    assert_eq!(close_code(0), 1000);
+    assert_eq!(close_code(5), 4005);
+    assert_eq!(close_reason(&"é".repeat(100)).len(), 120);
+}

@@ -1,0 +1,646 @@
+//! One WebSocket connection: a reader loop that turns frames into calls and
+//! their messages, a task per call that drives the pipeline, and a writer
+//! task that owns the socket's sending half.
+//!
+//! Flow control: client messages wait in a bounded queue per call
+//! (`max_in_flight`); replies go through one bounded queue to the writer, so
+//! a slow reader stops the call tasks, which stop pulling from the backend,
+//! whose HTTP/2 window then fills: memory stays bounded both ways. Closing
+//! the socket aborts every call task, which resets the backend's streams.
+
+use super::protocol::{self, Body, ClientFrame, Dialect, Out, ServerFrame};
+use super::{CallSpec, WebSocketIngress};
+use crate::envelope::{Envelope, Payload, ReplyFrame, RequestCtx};
+use crate::error::GatewayError;
+use crate::ingress::headers::{deadline, is_framing};
+use crate::transcode::request::{self, UrlParts};
+use crate::transcode::{json, response};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use hyper_util::rt::TokioIo;
+use prost::Message as _;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tower::ServiceExt;
+
+/// Replies queued for the writer, across all calls of a connection.
+const OUT_QUEUE: usize = 16;
+
+enum Outgoing {
+    Frame(Out),
+    Close(u16, String),
+}
+
+struct Call {
+    spec: Arc<CallSpec>,
+    /// `None` once the client ended its input.
+    input: Option<mpsc::Sender<Result<Bytes, GatewayError>>>,
+    /// The URL has filled a message already (only the first gets it).
+    url_used: bool,
+    /// The call takes one message (unary or server streaming).
+    single_message: bool,
+    task: AbortHandle,
+}
+
+struct Session {
+    ingress: Arc<WebSocketIngress>,
+    dialect: Dialect,
+    metadata: HeaderMap,
+    client: Option<SocketAddr>,
+    out: mpsc::Sender<Outgoing>,
+    done: mpsc::UnboundedSender<String>,
+    calls: HashMap<String, Call>,
+    /// The session was opened on a method's path: one call, then close.
+    single: bool,
+}
+
+pub(super) async fn run(
+    ingress: Arc<WebSocketIngress>,
+    io: hyper::upgrade::Upgraded,
+    dialect: Dialect,
+    implicit: Option<CallSpec>,
+    metadata: HeaderMap,
+    client: Option<SocketAddr>,
+) {
+    let cfg = &ingress.config;
+    // The socket's own limit is a backstop; the per-frame check below answers
+    // an oversized message with an error frame instead of a dropped connection.
+    let hard_limit = cfg.max_message_bytes.saturating_mul(2).max(64 * 1024);
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(hard_limit))
+        .max_frame_size(Some(hard_limit));
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(ws_config)).await;
+    let (sink, mut stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut session = Session {
+        single: implicit.is_some(),
+        ingress: ingress.clone(),
+        dialect,
+        metadata,
+        client,
+        out: out_tx,
+        done: done_tx,
+        calls: HashMap::new(),
+    };
+    if let Some(spec) = implicit {
+        let metadata = session.metadata.clone();
+        session.start(String::new(), Arc::new(spec), metadata).await;
+    }
+
+    let idle_timeout = cfg.idle_timeout;
+    let mut last_seen = Instant::now();
+    let mut idle_check = tokio::time::interval(
+        (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+    );
+    let mut shutdown = ingress.shutdown.clone();
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(message)) => {
+                    last_seen = Instant::now();
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                    session.on_message(message).await;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket read failed");
+                    let _ = session.out.send(Outgoing::Close(1009, protocol::close_reason(&e.to_string()))).await;
+                    break;
+                }
+                None => break,
+            },
+            Some(id) = done_rx.recv() => {
+                session.calls.remove(&id);
+                if session.single && session.calls.is_empty() {
+                    break;
+                }
+            }
+            _ = shutdown.changed() => {
+                let _ = session.out.send(Outgoing::Close(1001, "gateway shutting down".into())).await;
+                break;
+            }
+            _ = idle_check.tick() => {
+                if last_seen.elapsed() >= idle_timeout {
+                    let _ = session.out.send(Outgoing::Close(1001, "idle timeout".into())).await;
+                    break;
+                }
+            }
+        }
+    }
+    // Whatever is still running was abandoned by the client or the gateway.
+    for call in session.calls.values() {
+        call.task.abort();
+    }
+    drop(session);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<
+        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        Message,
+    >,
+    mut out: mpsc::Receiver<Outgoing>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    loop {
+        let next = tokio::select! {
+            o = out.recv() => o,
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let result = match next {
+            Some(Outgoing::Frame(Out::Text(t))) => sink.send(Message::text(t)).await,
+            Some(Outgoing::Frame(Out::Binary(b))) => sink.send(Message::Binary(b)).await,
+            Some(Outgoing::Close(code, reason)) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.close().await;
+                return;
+            }
+            None => {
+                let _ = sink.close().await;
+                return;
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+impl Session {
+    async fn send(&self, id: &str, frame: ServerFrame<'_>) {
+        if let Some(out) = protocol::render(self.dialect, id, frame) {
+            let _ = self.out.send(Outgoing::Frame(out)).await;
+        }
+    }
+
+    async fn refuse(&self, id: &str, err: &GatewayError) {
+        tracing::info!(target: "portico::access", call = id, error = %err.message, "websocket frame refused");
+        self.send(id, ServerFrame::Error(&self.ingress.status.to_json(err)))
+            .await;
+    }
+
+    async fn on_message(&mut self, message: Message) {
+        let size = match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+            _ => return,
+        };
+        let limit = self.ingress.config.max_message_bytes;
+        if size > limit {
+            self.refuse("", &GatewayError::payload_too_large(limit))
+                .await;
+            return;
+        }
+        let frame = match message {
+            Message::Text(t) => protocol::parse_text(self.dialect, t.as_str()),
+            Message::Binary(b) => protocol::parse_binary(self.dialect, b),
+            _ => return,
+        };
+        match frame {
+            Err(bad) => {
+                self.refuse(bad.id.as_deref().unwrap_or(""), &bad.error)
+                    .await
+            }
+            Ok(ClientFrame::Open {
+                id,
+                method,
+                metadata,
+                message,
+            }) => self.open(id, method, metadata, message).await,
+            Ok(ClientFrame::Message { id, body }) => self.deliver(&id, body).await,
+            Ok(ClientFrame::End { id }) => match self.calls.get_mut(&id) {
+                Some(call) => call.input = None,
+                None => self.refuse(&id, &no_call(&id)).await,
+            },
+            Ok(ClientFrame::Cancel { id }) => match self.calls.remove(&id) {
+                Some(call) => {
+                    call.task.abort();
+                    let err = GatewayError::new(
+                        crate::error::ErrorKind::Backend(Box::new(crate::error::BackendStatus {
+                            code: tonic::Code::Cancelled,
+                            details: Bytes::new(),
+                            metadata: HeaderMap::new(),
+                        })),
+                        crate::error::Origin::Client,
+                        "cancelled by the client",
+                    );
+                    self.finish(&id, Err(err)).await;
+                    let _ = self.done.send(id);
+                }
+                None => self.refuse(&id, &no_call(&id)).await,
+            },
+        }
+    }
+
+    async fn open(
+        &mut self,
+        id: String,
+        method: String,
+        extra: std::collections::BTreeMap<String, String>,
+        message: Option<Body>,
+    ) {
+        if self.single {
+            return self
+                .refuse(
+                    &id,
+                    &GatewayError::invalid_field(
+                        "open",
+                        "this session is a single call; open calls on a multiplexed session",
+                    ),
+                )
+                .await;
+        }
+        if self.calls.contains_key(&id) {
+            return self
+                .refuse(
+                    &id,
+                    &GatewayError::invalid_field("id", format!("call {id:?} is already open")),
+                )
+                .await;
+        }
+        if self.calls.len() >= self.ingress.config.max_calls {
+            return self
+                .refuse(
+                    &id,
+                    &GatewayError::payload_too_large(self.ingress.config.max_calls).with_message(
+                        format!(
+                            "at most {} calls may be open on one connection",
+                            self.ingress.config.max_calls
+                        ),
+                    ),
+                )
+                .await;
+        }
+        let Some(target) = self.ingress.routes.target(&method).cloned() else {
+            return self
+                .refuse(&id, &GatewayError::unknown_method(&method))
+                .await;
+        };
+        let mut metadata = self.metadata.clone();
+        for (k, v) in extra {
+            match (
+                HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                (Ok(name), Ok(value)) if !is_framing(&name) => {
+                    metadata.insert(name, value);
+                }
+                _ => {
+                    return self
+                        .refuse(
+                            &id,
+                            &GatewayError::invalid_field(
+                                format!("metadata.{k}"),
+                                "is not a valid header",
+                            ),
+                        )
+                        .await
+                }
+            }
+        }
+        let binding = self
+            .ingress
+            .routes
+            .bindings()
+            .iter()
+            .find(|b| b.auto && Arc::ptr_eq(&b.target, &target))
+            .cloned();
+        self.start(
+            id.clone(),
+            Arc::new(CallSpec {
+                target,
+                binding,
+                url: None,
+            }),
+            metadata,
+        )
+        .await;
+        if let Some(body) = message {
+            self.deliver(&id, body).await;
+        }
+    }
+
+    /// Starts a call's task. A call whose whole request comes from the URL
+    /// (a GET-style binding of a unary or server-streaming method) starts at
+    /// once; others wait for their first message.
+    async fn start(&mut self, id: String, spec: Arc<CallSpec>, metadata: HeaderMap) {
+        let kind = spec.target.kind;
+        let cfg = &self.ingress.config;
+        let (tx, rx) = mpsc::channel(cfg.max_in_flight);
+        let from_url = !kind.client_streams()
+            && spec.url.is_some()
+            && spec
+                .binding
+                .as_ref()
+                .is_some_and(|b| matches!(b.body, crate::routes::BodyRule::None));
+        let mut url_used = false;
+        let first = if from_url {
+            url_used = true;
+            let (segments, query) = spec.url.as_ref().expect("checked above");
+            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+            let binding = spec.binding.as_ref().expect("checked above");
+            match request::build(
+                binding,
+                Some(UrlParts {
+                    segments: &segs,
+                    query: query.as_deref(),
+                }),
+                &Bytes::new(),
+                None,
+            ) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.finish(&id, Err(e)).await;
+                    let _ = self.done.send(id);
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let task = tokio::spawn(call_task(CallTask {
+            ingress: self.ingress.clone(),
+            dialect: self.dialect,
+            id: id.clone(),
+            spec: spec.clone(),
+            metadata,
+            client: self.client,
+            input: rx,
+            first,
+            out: self.out.clone(),
+            done: self.done.clone(),
+            single: self.single,
+        }))
+        .abort_handle();
+        self.calls.insert(
+            id,
+            Call {
+                spec,
+                input: if from_url { None } else { Some(tx) },
+                url_used,
+                single_message: !kind.client_streams(),
+                task,
+            },
+        );
+    }
+
+    async fn deliver(&mut self, id: &str, body: Body) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return self.refuse(id, &no_call(id)).await;
+        };
+        let Some(input) = call.input.clone() else {
+            return self
+                .refuse(
+                    id,
+                    &GatewayError::invalid_field("", "a message after the end of input"),
+                )
+                .await;
+        };
+        let url = if call.url_used {
+            None
+        } else {
+            call.spec.url.clone()
+        };
+        let encoded = match body {
+            Body::Proto(bytes) => Ok(bytes),
+            Body::Json(json_bytes) => match &call.spec.binding {
+                Some(binding) => {
+                    let segs: Vec<&str> = url
+                        .as_ref()
+                        .map(|(s, _)| s.iter().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let parts = url.as_ref().map(|(_, q)| UrlParts {
+                        segments: &segs,
+                        query: q.as_deref(),
+                    });
+                    request::build_whole(binding, parts, &json_bytes)
+                }
+                None => json::decode(
+                    &call.spec.target.method.input(),
+                    &json_bytes,
+                    &self.ingress.routes.json_options(call.spec.target.route),
+                )
+                .map(|m| Bytes::from(m.encode_to_vec())),
+            },
+        };
+        let encoded = match encoded {
+            Ok(e) => e,
+            // A bad message is refused; the call goes on.
+            Err(err) => return self.refuse(id, &err).await,
+        };
+        call.url_used = true;
+        if call.single_message {
+            call.input = None;
+        }
+        if self.single {
+            // One call: let a full queue slow the reading of the socket.
+            let _ = input.send(Ok(encoded)).await;
+        } else if input.try_send(Ok(encoded)).is_err() {
+            let limit = self.ingress.config.max_in_flight;
+            if let Some(call) = self.calls.remove(id) {
+                call.task.abort();
+            }
+            let err = GatewayError::payload_too_large(limit).with_message(format!(
+                "more than {limit} messages in flight on call {id:?}"
+            ));
+            self.finish(id, Err(err)).await;
+            let _ = self.done.send(id.to_owned());
+        }
+    }
+
+    /// Sends a call's final frame (and, for a single-call session, the close).
+    async fn finish(&self, id: &str, result: Result<HeaderMap, GatewayError>) {
+        finish(
+            &self.ingress,
+            self.dialect,
+            &self.out,
+            id,
+            result,
+            self.single,
+        )
+        .await;
+    }
+}
+
+fn no_call(id: &str) -> GatewayError {
+    GatewayError::invalid_field("id", format!("no open call has id {id:?}"))
+}
+
+struct CallTask {
+    ingress: Arc<WebSocketIngress>,
+    dialect: Dialect,
+    id: String,
+    spec: Arc<CallSpec>,
+    metadata: HeaderMap,
+    client: Option<SocketAddr>,
+    input: mpsc::Receiver<Result<Bytes, GatewayError>>,
+    first: Option<Bytes>,
+    out: mpsc::Sender<Outgoing>,
+    done: mpsc::UnboundedSender<String>,
+    single: bool,
+}
+
+async fn call_task(mut t: CallTask) {
+    let result = drive(&mut t).await;
+    finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
+    let _ = t.done.send(t.id.clone());
+}
+
+/// Runs the call; returns its trailers, or the error that ended it.
+async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
+    let target = t.spec.target.clone();
+    let payload = if target.kind.client_streams() {
+        let mut input = std::mem::replace(&mut t.input, mpsc::channel(1).1);
+        Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            input.poll_recv(cx)
+        })))
+    } else {
+        match t.first.take() {
+            Some(m) => Payload::Unary(m),
+            None => match t.input.recv().await {
+                Some(m) => Payload::Unary(m?),
+                None => {
+                    return Err(GatewayError::invalid_field(
+                        "",
+                        "the input ended before the request message",
+                    ))
+                }
+            },
+        }
+    };
+    let envelope = Envelope {
+        timeout: deadline(target.kind, None, target.timeout),
+        metadata: t.metadata.clone(),
+        payload,
+        target: target.clone(),
+        ctx: RequestCtx::new(t.client),
+    };
+    let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
+    let headers = metadata_json(&reply.metadata);
+    if !headers.is_empty() {
+        if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Headers(&headers)) {
+            t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
+        }
+    }
+    let output = target.method.output();
+    let options = json::serialize_options(&t.ingress.routes.json_options(target.route));
+    let mut body = reply.body;
+    while let Some(frame) = body.next().await {
+        match frame? {
+            ReplyFrame::Message(m) => {
+                let payload = match t.dialect {
+                    Dialect::Proto => m,
+                    _ => Bytes::from(response::message_json(&output, &m, &options)?),
+                };
+                if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Message(payload))
+                {
+                    // Waits while the socket is slow: this is the backpressure.
+                    t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
+                }
+            }
+            ReplyFrame::Trailers(trailers) => return Ok(trailers),
+        }
+    }
+    Ok(HeaderMap::new())
+}
+
+fn gone() -> GatewayError {
+    GatewayError::new(
+        crate::error::ErrorKind::Internal,
+        crate::error::Origin::Client,
+        "the client went away",
+    )
+}
+
+async fn finish(
+    ingress: &WebSocketIngress,
+    dialect: Dialect,
+    out: &mpsc::Sender<Outgoing>,
+    id: &str,
+    result: Result<HeaderMap, GatewayError>,
+    single: bool,
+) {
+    let (status, trailers, code, message) = match &result {
+        Ok(trailers) => (
+            serde_json::json!({"code": 0, "message": "", "details": []}),
+            metadata_json(trailers),
+            0,
+            String::new(),
+        ),
+        Err(err) => {
+            let trailers = match &err.kind {
+                crate::error::ErrorKind::Backend(b) => metadata_json(&b.metadata),
+                _ => serde_json::Map::new(),
+            };
+            (
+                ingress.status.to_json(err),
+                trailers,
+                err.grpc_code() as i32,
+                err.message.clone(),
+            )
+        }
+    };
+    if let Err(err) = &result {
+        tracing::info!(target: "portico::access", call = id, origin = err.origin.as_str(), error = %err.message, "websocket call ended with an error");
+    }
+    if let Some(frame) = protocol::render(
+        dialect,
+        id,
+        ServerFrame::Status {
+            status: &status,
+            trailers: &trailers,
+        },
+    ) {
+        let _ = out.send(Outgoing::Frame(frame)).await;
+    }
+    if single {
+        // The plain dialect has no status frame: its close code carries the status.
+        let (code, reason) = match dialect {
+            Dialect::Plain => (protocol::close_code(code), protocol::close_reason(&message)),
+            _ => (1000, String::new()),
+        };
+        let _ = out.send(Outgoing::Close(code, reason)).await;
+    }
+}
+
+/// Metadata as a JSON object of strings (binary entries left out).
+fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (name, value) in h {
+        if is_framing(name) || name.as_str().ends_with("-bin") {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            m.insert(
+                name.as_str().to_owned(),
+                serde_json::Value::String(v.to_owned()),
+            );
+        }
+    }
+    m
+}
