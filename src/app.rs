@@ -6,7 +6,7 @@ use crate::descriptors::{self, SchemaError};
 use crate::egress::grpc::GrpcEgress;
 use crate::egress::http::HttpEgress;
 use crate::ingress::connect::ConnectIngress;
-use crate::ingress::dispatch::Ingress;
+use crate::ingress::dispatch::{Ingress, Page};
 use crate::ingress::grpc::{GrpcIngress, LocalService};
 use crate::ingress::rest::RestIngress;
 use crate::ingress::server;
@@ -91,6 +91,11 @@ pub struct Gateway {
 
 /// Loads everything, binds the sockets and starts serving.
 pub async fn start(config: Config) -> Result<Gateway, StartError> {
+    start_with_pages(config, Vec::new()).await
+}
+
+/// As [`start`], also serving static pages on the main port.
+pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gateway, StartError> {
     let Loaded {
         config,
         pool,
@@ -137,6 +142,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             status: StatusRenderer::new(&pool),
             shutdown: shutdown_rx.clone(),
         }),
+        pages: Arc::new(pages),
     });
 
     let listener = TcpListener::bind(config.server.listen)

@@ -6,6 +6,7 @@ pub mod backends;
 
 use crate::app::{self, StartError};
 use crate::config::Config;
+use crate::ingress::dispatch::Page;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -32,10 +33,21 @@ pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
         addr: any,
         error,
     })?;
-    let gateway = app::start(config(listen, backend_addr)?).await?;
+    let gateway = app::start_with_pages(config(listen, backend_addr)?, pages()).await?;
     println!("{}", tour(gateway.addr, backend_addr));
     gateway.run_until_signal().await;
     Ok(())
+}
+
+/// The demo's browser page: a chat room over the WebSocket bridge.
+pub const CHAT_PAGE: &str = include_str!("../examples/chat.html");
+
+pub fn pages() -> Vec<Page> {
+    vec![Page {
+        path: "/demo/chat.html".to_owned(),
+        content_type: "text/html; charset=utf-8",
+        body: bytes::Bytes::from_static(CHAT_PAGE.as_bytes()),
+    }]
 }
 
 fn tour(gw: SocketAddr, backend: SocketAddr) -> String {
@@ -59,6 +71,8 @@ Try:
   curl -s -i http://{gw}/v1/probe/fail/7
   curl -s -i http://{gw}/v1/shelves/1 -X DELETE
   curl -s -i -X POST http://{gw}/v1/shelves/1/books -d '{{"title":"x","colour":"red"}}'
+
+Chat over WebSocket in a browser: open http://{gw}/demo/chat.html in two tabs.
 
 Press Ctrl-C to stop.
 "#

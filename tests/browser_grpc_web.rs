@@ -15,7 +15,7 @@ async fn a_browser_using_the_grpc_web_library_calls_through_the_gateway() {
     let cors = format!("cors = {{ allowed_origins = [\"{origin}\"] }}");
     let h = support::Harness::start_with("", &cors).await;
     let url = format!("{origin}/grpc_web.html?gw=http://{}", h.gateway.addr);
-    let result = browser::result_of(&browser::dump_dom(&chromium, &url).await);
+    let result = browser::page_result(&chromium, &url).await;
 
     assert_eq!(result["textUnary"]["theme"], "Fiction", "{result}");
     assert_eq!(result["binaryUnary"]["theme"], "History", "{result}");

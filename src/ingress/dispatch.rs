@@ -23,6 +23,16 @@ pub struct Ingress {
     pub grpc: Arc<GrpcIngress>,
     pub connect: Arc<ConnectIngress>,
     pub websocket: Arc<WebSocketIngress>,
+    /// Static pages served at exact paths (the demo's chat page).
+    pub pages: Arc<Vec<Page>>,
+}
+
+/// A static page: served for `GET path`.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: bytes::Bytes,
 }
 
 impl Ingress {
@@ -43,6 +53,16 @@ impl Ingress {
                         Method::from_bytes(requested.as_bytes()).unwrap_or(Method::POST);
                     return self.preflight(&requested, req.uri().path(), origin);
                 }
+            }
+        }
+        if req.method() == Method::GET && !self.pages.is_empty() {
+            if let Some(page) = self.pages.iter().find(|p| p.path == req.uri().path()) {
+                let mut resp = Response::new(ResponseBody::full(page.body.clone()));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    http::HeaderValue::from_static(page.content_type),
+                );
+                return resp;
             }
         }
         if is_upgrade(&req) {

@@ -90,40 +90,104 @@ pub async fn static_server(dir: PathBuf) -> SocketAddr {
     addr
 }
 
-/// Loads `url` in headless Chromium and returns the DOM once the page's
-/// scripts have run (real network, bounded time).
-pub async fn dump_dom(chromium: &Path, url: &str) -> String {
+/// Opens `url` in headless Chromium and returns the JSON the page writes
+/// into `<pre id="result">`, read over the DevTools protocol as soon as it
+/// appears (bounded time). Polling the live page works for any traffic,
+/// WebSocket included, where a one-shot DOM dump would race it.
+pub async fn page_result(chromium: &Path, url: &str) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio_tungstenite::tungstenite::Message;
+
     let profile = std::env::temp_dir().join(format!(
         "portico-chromium-{}-{}",
         std::process::id(),
         rand_suffix()
     ));
-    let out = tokio::time::timeout(
-        Duration::from_secs(90),
-        tokio::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--virtual-time-budget=20000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
-            .kill_on_drop(true)
-            .output(),
-    )
+    let mut child = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let browser_ws = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("chromium exited before opening DevTools");
+    })
     .await
-    .expect("chromium finished in time")
-    .expect("chromium runs");
+    .expect("DevTools in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let port = browser_ws
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap()
+        .to_owned();
+
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        // The page target's own DevTools socket, from the target list.
+        let page_ws = loop {
+            let list = super::HttpClient::new(format!("127.0.0.1:{port}").parse().unwrap()).get("/json/list").await;
+            let targets: serde_json::Value = serde_json::from_slice(&list.body).unwrap_or_default();
+            let found = targets.as_array().and_then(|t| {
+                t.iter().find(|t| t["type"] == "page").and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+            });
+            match found {
+                Some(u) => break u,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let (mut ws, _) = tokio_tungstenite::connect_async(page_ws.as_str()).await.expect("DevTools socket");
+        let mut id = 0;
+        loop {
+            id += 1;
+            let ask = serde_json::json!({
+                "id": id,
+                "method": "Runtime.evaluate",
+                "params": {"expression": "(document.getElementById('result') || {}).textContent || ''", "returnByValue": true}
+            });
+            ws.send(Message::text(ask.to_string())).await.unwrap();
+            let text = loop {
+                match ws.next().await.expect("DevTools answers").unwrap() {
+                    Message::Text(t) => {
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                        if v["id"] == id {
+                            break v["result"]["result"]["value"].as_str().unwrap_or("").to_owned();
+                        }
+                    }
+                    _ => continue,
+                }
+            };
+            if !text.is_empty() {
+                break serde_json::from_str(&text).unwrap_or_else(|e| panic!("the page wrote no JSON ({e}): {text}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the page wrote its result in time");
+    let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&profile);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    result
 }
 
 fn rand_suffix() -> u128 {
@@ -131,21 +195,4 @@ fn rand_suffix() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-/// The text of `<pre id="result">` in a dumped DOM.
-pub fn result_of(dom: &str) -> serde_json::Value {
-    let start = dom
-        .find("<pre id=\"result\">")
-        .map(|i| i + "<pre id=\"result\">".len());
-    let text = start
-        .and_then(|s| dom[s..].find("</pre>").map(|e| &dom[s..s + e]))
-        .unwrap_or("");
-    let text = text
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">");
-    serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("no result on the page ({e}); DOM: {dom}"))
 }
