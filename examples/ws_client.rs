@@ -1,0 +1,47 @@
+//! A minimal WebSocket client for trying the bridge: connects, sends each
+//! line of standard input as a text frame (an empty line ends the input),
+//! and prints every frame it receives until the server closes.
+//!
+//! ```text
+//! cargo run --example ws_client -- 'ws://127.0.0.1:8080/v1/feed?count=3&interval_ms=500' < /dev/null
+//! cargo run --example ws_client -- ws://127.0.0.1:8080/v1/chat portico.json.v1
+//! ```
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let url = args.next().ok_or("usage: ws_client URL [SUBPROTOCOL]")?;
+    let mut request = url.into_client_request()?;
+    if let Some(protocol) = args.next() {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut tx, mut rx) = ws.split();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(Message::text(line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(frame) = rx.next().await {
+        match frame? {
+            Message::Text(t) => println!("{t}"),
+            Message::Binary(b) => println!("<{} bytes>", b.len()),
+            Message::Close(c) => {
+                println!("closed: {c:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
