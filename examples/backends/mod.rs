@@ -62,7 +62,9 @@ impl Backends {
             .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the demo descriptor set is valid");
+        // Generous stream limit: the gateway multiplexes many client calls onto one connection.
         let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(100_000))
             .add_service(pb::library_server::LibraryServer::new(self.library.clone()))
             .add_service(pb::feed_server::FeedServer::new(self.feed.clone()))
             .add_service(pb::chat_server::ChatServer::new(self.chat.clone()))

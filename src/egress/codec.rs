@@ -2,7 +2,15 @@
 //! dynamic schemas, so egress moves bytes and never needs generated types.
 
 use bytes::{Buf, BufMut, Bytes};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// Starting size of a call's encode and decode buffers. tonic's default is
+/// 8 KiB each; most messages are far smaller, and a long-lived idle stream
+/// (a WebSocket call) should not hold 16 KiB for nothing. Buffers still grow
+/// for larger messages.
+fn buffer() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
+}
 use tonic::Status;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,6 +45,10 @@ impl Encoder for RawEncoder {
         dst.put(item);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer()
+    }
 }
 
 impl Decoder for RawDecoder {
@@ -46,5 +58,9 @@ impl Decoder for RawDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
         let len = src.remaining();
         Ok(Some(src.copy_to_bytes(len)))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffer()
     }
 }

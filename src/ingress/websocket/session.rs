@@ -42,8 +42,10 @@ enum Outgoing {
 
 struct Call {
     spec: Arc<CallSpec>,
-    /// `None` once the client ended its input.
-    input: Option<mpsc::Sender<Result<Bytes, GatewayError>>>,
+    /// `None` once the client ended its input. Only good messages are
+    /// queued (a bad one is refused with an error frame), so the queue holds
+    /// plain bytes: smaller slots, less memory per idle call.
+    input: Option<mpsc::Sender<Bytes>>,
     /// The URL has filled a message already (only the first gets it).
     url_used: bool,
     /// The call takes one message (unary or server streaming).
@@ -75,7 +77,11 @@ pub(super) async fn run(
     // The socket's own limit is a backstop; the per-frame check below answers
     // an oversized message with an error frame instead of a dropped connection.
     let hard_limit = cfg.max_message_bytes.saturating_mul(2).max(64 * 1024);
+    // Small buffers: an idle call should cost kilobytes, not the library's
+    // default 128 KiB read buffer. Larger frames still work: the buffer grows
+    // for them and the bytes are handed on.
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
     let ws =
@@ -390,7 +396,7 @@ impl Session {
             spec: spec.clone(),
             metadata,
             client: self.client,
-            input: rx,
+            input: Some(rx),
             first,
             out: self.out.clone(),
             done: self.done.clone(),
@@ -459,8 +465,8 @@ impl Session {
         }
         if self.single {
             // One call: let a full queue slow the reading of the socket.
-            let _ = input.send(Ok(encoded)).await;
-        } else if input.try_send(Ok(encoded)).is_err() {
+            let _ = input.send(encoded).await;
+        } else if input.try_send(encoded).is_err() {
             let limit = self.ingress.config.max_in_flight;
             if let Some(call) = self.calls.remove(id) {
                 call.task.abort();
@@ -498,7 +504,8 @@ struct CallTask {
     spec: Arc<CallSpec>,
     metadata: HeaderMap,
     client: Option<SocketAddr>,
-    input: mpsc::Receiver<Result<Bytes, GatewayError>>,
+    /// Taken by the call once it starts.
+    input: Option<mpsc::Receiver<Bytes>>,
     first: Option<Bytes>,
     out: mpsc::Sender<Outgoing>,
     done: mpsc::UnboundedSender<String>,
@@ -514,16 +521,16 @@ async fn call_task(mut t: CallTask) {
 /// Runs the call; returns its trailers, or the error that ended it.
 async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     let target = t.spec.target.clone();
+    let mut input = t.input.take().expect("a call starts once");
     let payload = if target.kind.client_streams() {
-        let mut input = std::mem::replace(&mut t.input, mpsc::channel(1).1);
         Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
-            input.poll_recv(cx)
+            input.poll_recv(cx).map(|m| m.map(Ok))
         })))
     } else {
         match t.first.take() {
             Some(m) => Payload::Unary(m),
-            None => match t.input.recv().await {
-                Some(m) => Payload::Unary(m?),
+            None => match input.recv().await {
+                Some(m) => Payload::Unary(m),
                 None => {
                     return Err(GatewayError::invalid_field(
                         "",
