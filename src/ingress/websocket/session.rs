@@ -174,21 +174,33 @@ async fn write_loop(
                 continue;
             }
         };
-        let result = match next {
-            Some(Outgoing::Frame(Out::Text(t))) => sink.send(Message::text(t)).await,
-            Some(Outgoing::Frame(Out::Binary(b))) => sink.send(Message::Binary(b)).await,
-            Some(Outgoing::Close(code, reason)) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                let _ = sink.close().await;
-                return;
+        // Feed everything already queued, then flush once: a fast stream
+        // costs one write per batch rather than one per message.
+        let mut next = next;
+        let result = loop {
+            let fed = match next {
+                Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
+                Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
+                Some(Outgoing::Close(code, reason)) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close().await;
+                    return;
+                }
+                None => {
+                    let _ = sink.close().await;
+                    return;
+                }
+            };
+            if fed.is_err() {
+                break fed;
             }
-            None => {
-                let _ = sink.close().await;
-                return;
+            match out.try_recv() {
+                Ok(more) => next = Some(more),
+                Err(_) => break sink.flush().await,
             }
         };
         if result.is_err() {
