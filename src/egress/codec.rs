@@ -7,9 +7,9 @@ use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder
 /// Starting size of a call's encode and decode buffers. tonic's default is
 /// 8 KiB each; most messages are far smaller, and a long-lived idle stream
 /// (a WebSocket call) should not hold 16 KiB for nothing. Buffers still grow
-/// for larger messages.
+/// for larger messages (measured in BENCHMARKS.md: idle memory per call).
 fn buffer() -> BufferSettings {
-    BufferSettings::new(1024, 32 * 1024)
+    BufferSettings::new(256, 32 * 1024)
 }
 use tonic::Status;
 

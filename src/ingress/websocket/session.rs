@@ -81,7 +81,7 @@ pub(super) async fn run(
     // default 128 KiB read buffer. Larger frames still work: the buffer grows
     // for them and the bytes are handed on.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
     let ws =
