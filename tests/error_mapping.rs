@@ -6,7 +6,6 @@ mod support;
 use futures_util::StreamExt;
 use http::Method;
 use portico::demo::backends::pb;
-use prost::Message as _;
 use support::Harness;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,7 +49,7 @@ async fn through_every_protocol(
     let status = grpc
         .unary(
             tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
-            http::uri::PathAndQuery::from_maybe_shared(grpc_path.to_owned()).unwrap(),
+            grpc_path.parse::<http::uri::PathAndQuery>().unwrap(),
             portico::egress::codec::RawCodec,
         )
         .await
