@@ -252,6 +252,9 @@ pub struct RouteConfig {
     pub json: JsonOptions,
     /// None: no cross-origin access.
     pub cors: Option<std::sync::Arc<CorsPolicy>>,
+    /// google.api.http rules from the config, by method name; they replace
+    /// the schema's rule for that method.
+    pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
 }
 
 /// The validated configuration.
@@ -441,6 +444,18 @@ impl Validator<'_> {
                     server.limits.request_timeout,
                 )?,
                 json: route_json,
+                http_rules: match &r.http_rules {
+                    Some(rules) => rules
+                        .iter()
+                        .map(|(method, rule)| {
+                            Ok((
+                                method.clone(),
+                                self.http_rule(&format!("{key}.http_rules.{method}"), rule, true)?,
+                            ))
+                        })
+                        .collect::<Result<_, ConfigError>>()?,
+                    None => Default::default(),
+                },
                 cors: match &r.cors {
                     Some(c) => Some(std::sync::Arc::new(self.cors(&format!("{key}.cors"), c)?)),
                     None => cors.clone(),
@@ -554,6 +569,58 @@ impl Validator<'_> {
                 .reject_unknown_fields
                 .unwrap_or(base.reject_unknown_fields),
             unknown_query_params,
+        })
+    }
+
+    fn http_rule(
+        &self,
+        key: &str,
+        r: &file::HttpRuleFile,
+        top: bool,
+    ) -> Result<crate::descriptors::http_rule::HttpRule, ConfigError> {
+        use crate::descriptors::http_rule::{pb::CustomHttpPattern, HttpRule, Pattern};
+        let mut patterns = Vec::new();
+        for (p, make) in [
+            (&r.get, Pattern::Get as fn(String) -> Pattern),
+            (&r.put, Pattern::Put),
+            (&r.post, Pattern::Post),
+            (&r.delete, Pattern::Delete),
+            (&r.patch, Pattern::Patch),
+        ] {
+            if let Some(path) = p {
+                patterns.push(make(path.clone()));
+            }
+        }
+        if let Some(c) = &r.custom {
+            patterns.push(Pattern::Custom(CustomHttpPattern {
+                kind: c.kind.clone(),
+                path: c.path.clone(),
+            }));
+        }
+        if patterns.len() != 1 {
+            return Err(self.err(
+                key,
+                "needs exactly one of get, put, post, delete, patch, custom",
+            ));
+        }
+        if !top && !r.additional_bindings.is_empty() {
+            return Err(self.err(
+                format!("{key}.additional_bindings"),
+                "additional bindings do not nest",
+            ));
+        }
+        let additional_bindings = r
+            .additional_bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.http_rule(&format!("{key}.additional_bindings[{i}]"), b, false))
+            .collect::<Result<_, _>>()?;
+        Ok(HttpRule {
+            selector: String::new(),
+            pattern: patterns.pop(),
+            body: r.body.clone(),
+            response_body: r.response_body.clone(),
+            additional_bindings,
         })
     }
 

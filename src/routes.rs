@@ -81,6 +81,14 @@ impl RouteTable {
                         ),
                     )
                 })?;
+            for name in route.http_rules.keys() {
+                if !service.methods().any(|m| m.name() == name) {
+                    return Err(err(
+                        format!("{key}.http_rules.{name}"),
+                        format!("{} has no method {name}", service.full_name()),
+                    ));
+                }
+            }
             if let Some(names) = &route.methods {
                 for (j, name) in names.iter().enumerate() {
                     if !service.methods().any(|m| m.name() == name) {
@@ -150,7 +158,13 @@ impl RouteTable {
                             .insert(binding)
                             .map_err(|reason| err(key.clone(), reason))
                     };
-                if let Some(rule) = http_rule::of(&method) {
+                // A rule in the config replaces the schema's.
+                let rule = route
+                    .http_rules
+                    .get(method.name())
+                    .cloned()
+                    .or_else(|| http_rule::of(&method));
+                if let Some(rule) = rule {
                     for (m, template, body, response_body) in
                         rule_bindings(&method, &rule).map_err(|reason| err(key.clone(), reason))?
                     {

@@ -47,6 +47,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/books:search") => (200, r#"{"books":[{"title":"Found"}]}"#.to_owned()),
+                            ("GET", "/stats") => (200, r#"{"shelves":4,"books":40}"#.to_owned()),
                             _ => (500, "boom".to_owned()),
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(json)));
@@ -81,6 +82,7 @@ endpoints = ["{rest}"]
 [[routes]]
 grpc_service = "portico.demo.v1.Library"
 upstream = "rest"
+http_rules.Stats = {{ get = "/stats" }}
 "#,
         support::proto_dir()
     );
@@ -188,7 +190,10 @@ async fn rest_statuses_map_back_to_grpc_codes() {
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(err.message(), "shelf is full");
-    let err = client.stats(pb::StatsRequest::default()).await.unwrap_err();
+    let err = client
+        .get_file(pb::GetFileRequest { path: "x".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
 }
 
@@ -232,4 +237,20 @@ fn an_http_upstream_refuses_streaming_methods_at_startup() {
         err.contains("routes[0].methods") && err.contains("unary methods only"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_rule_in_the_route_says_how_to_call_an_unannotated_method() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let stats = library(&gw)
+        .await
+        .stats(pb::StatsRequest {
+            include_archived: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.shelves, stats.books), (4, 40));
+    assert_eq!(seen.lock().unwrap()[0].1, "/stats");
 }

@@ -210,3 +210,24 @@ async fn http2_prior_knowledge_is_served_on_the_same_port() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["theme"], "History");
 }
+
+#[tokio::test]
+async fn a_rule_in_the_config_binds_a_method_the_schema_left_unannotated() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nhttp_rules.Stats = { get = \"/v1/stats\" }\nhttp_rules.GetShelf = { get = \"/v2/shelf/{shelf}\" }\n",
+            1,
+        )
+    })
+    .await;
+    let r = h.client.get("/v1/stats?includeArchived=true").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["books"], 3);
+    // A config rule replaces the schema's rule for that method.
+    assert_eq!(h.client.get("/v2/shelf/2").await.json()["theme"], "History");
+    assert_eq!(
+        h.client.get("/v1/shelves/2").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -99,6 +99,35 @@ pub struct RouteFile {
     pub timeout: Option<String>,
     pub json: Option<JsonFile>,
     pub cors: Option<CorsFile>,
+    /// google.api.http rules by method name, replacing the schema's.
+    pub http_rules: Option<BTreeMap<String, HttpRuleFile>>,
+}
+
+/// A google.api.http rule written in the config, for methods whose schema
+/// has none (or to override it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRuleFile {
+    pub get: Option<String>,
+    pub put: Option<String>,
+    pub post: Option<String>,
+    pub delete: Option<String>,
+    pub patch: Option<String>,
+    /// A custom HTTP method: `custom = { kind = "HEAD", path = "/v1/x" }`.
+    pub custom: Option<CustomPatternFile>,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub response_body: String,
+    #[serde(default)]
+    pub additional_bindings: Vec<HttpRuleFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPatternFile {
+    pub kind: String,
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

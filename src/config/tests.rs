@@ -80,3 +80,16 @@ fn per_route_json_options_override_the_global_ones() {
     assert!(c.json.emit_unpopulated && !c.json.use_proto_names);
     assert!(c.routes[0].json.emit_unpopulated && c.routes[0].json.use_proto_names);
 }
+
+#[test]
+fn http_rules_in_the_config_take_exactly_one_pattern() {
+    let text = format!("{MINIMAL}http_rules.Get = {{ get = \"/v1/things/{{id}}\", additional_bindings = [{{ post = \"/v1/things:get\", body = \"*\" }}] }}\n");
+    let c = Config::from_toml(&text).unwrap();
+    let rule = &c.routes[0].http_rules["Get"];
+    assert_eq!(rule.additional_bindings.len(), 1);
+
+    let text = format!("{MINIMAL}http_rules.Get = {{ get = \"/a\", post = \"/b\" }}\n");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "routes[0].http_rules.Get");
+    assert!(err.reason.contains("exactly one"), "{err}");
+}

@@ -67,9 +67,14 @@ impl Harness {
     }
 
     pub async fn start_with(sections: &str, route_extra: &str) -> Harness {
+        Harness::start_with_config(|backend| config_text(backend, sections, route_extra)).await
+    }
+
+    /// A gateway on a config built from the demo backend's address.
+    pub async fn start_with_config(text: impl FnOnce(SocketAddr) -> String) -> Harness {
         let backends = Backends::default();
         let (backend_addr, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let config = Config::from_toml(&config_text(backend_addr, sections, route_extra)).unwrap();
+        let config = Config::from_toml(&text(backend_addr)).unwrap();
         let gateway = app::start(config).await.unwrap();
         let client = HttpClient::new(gateway.addr);
         Harness {
