@@ -12,3 +12,22 @@ pub fn init() {
         .with_target(true)
         .try_init();
 }
+
+/// Logs a failed request: client errors at `info`, backend and gateway
+/// errors at `warn`, so an operator's warnings are about their systems.
+pub fn request_failed(
+    protocol: &str,
+    path: &str,
+    started: std::time::Instant,
+    err: &crate::error::GatewayError,
+) {
+    let micros = started.elapsed().as_micros() as u64;
+    match err.origin {
+        crate::error::Origin::Client => {
+            tracing::info!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = "client", error = %err.message)
+        }
+        origin => {
+            tracing::warn!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = origin.as_str(), error = %err.message)
+        }
+    }
+}

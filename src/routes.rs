@@ -250,6 +250,14 @@ impl RouteTable {
         out
     }
 
+    /// The method an RPC protocol (gRPC, gRPC-Web, Connect) names by its
+    /// path, or the UNIMPLEMENTED error such clients expect.
+    pub fn rpc_target(&self, grpc_path: &str) -> Result<Arc<Target>, crate::error::GatewayError> {
+        self.target(grpc_path)
+            .cloned()
+            .ok_or_else(|| crate::error::GatewayError::unknown_method(grpc_path))
+    }
+
     /// Every routed method.
     pub fn targets(&self) -> impl Iterator<Item = &Arc<Target>> {
         self.targets.values()

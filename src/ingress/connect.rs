@@ -13,15 +13,14 @@
 //! - `Connect-Timeout-Ms` sets the deadline.
 
 use super::body::{FrameStream, ResponseBody};
+use super::framed;
 use super::headers::{deadline, is_framing};
 use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{
-    CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx, Target,
-};
+use crate::envelope::{CallKind, Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx, Target};
 use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
-use crate::transcode::framing::{Deframer, FrameError};
 use crate::transcode::status::StatusRenderer;
 use crate::transcode::{json, response};
 use base64::Engine as _;
@@ -30,7 +29,6 @@ use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use prost::Message as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,15 +105,7 @@ impl ConnectIngress {
         match self.call(req, ctx, shape).await {
             Ok(resp) => resp,
             Err(err) => {
-                let micros = started.elapsed().as_micros() as u64;
-                match err.origin {
-                    Origin::Client => {
-                        tracing::info!(target: "portico::access", %path, micros, origin = "client", error = %err.message, "connect")
-                    }
-                    origin => {
-                        tracing::warn!(target: "portico::access", %path, micros, origin = origin.as_str(), error = %err.message, "connect")
-                    }
-                }
+                observe::request_failed("connect", &path, started, &err);
                 match shape {
                     Shape::Stream(codec) => self.stream_error_response(codec, &err),
                     _ => self.unary_error_response(&err),
@@ -131,11 +121,7 @@ impl ConnectIngress {
         shape: Shape,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
-        let target = self
-            .routes
-            .target(parts.uri.path())
-            .ok_or_else(|| GatewayError::unknown_method(parts.uri.path()))?
-            .clone();
+        let target = self.routes.rpc_target(parts.uri.path())?;
         let limit = self.limits.max_grpc_message_bytes;
         let json_options = self.routes_json(&target);
         let streaming_call = target.kind != CallKind::Unary;
@@ -157,7 +143,7 @@ impl ConnectIngress {
         }
         let (codec, payload) = match shape {
             Shape::Unary(codec) => {
-                let bytes = read_limited(body, limit).await?;
+                let bytes = framed::read_limited(body, limit).await?;
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
@@ -179,7 +165,12 @@ impl ConnectIngress {
             }
             Shape::Stream(codec) => (
                 codec,
-                Payload::Stream(envelopes(body, target.clone(), codec, limit, json_options)),
+                Payload::Stream({
+                    let target = target.clone();
+                    framed::messages(body, limit, move |m| {
+                        decode_message(&target, codec, m, &json_options)
+                    })
+                }),
             ),
         };
         let client_timeout = parts
@@ -434,87 +425,6 @@ fn decode_message(
             let msg = json::decode(&input, &json, options)?;
             Ok(msg.encode_to_vec().into())
         }
-    }
-}
-
-async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::payload_too_large(limit))
-        }
-        Err(e) => Err(GatewayError::invalid_field(
-            "",
-            format!("could not read the request: {e}"),
-        )),
-    }
-}
-
-/// A streaming request body: envelopes, decoded as they arrive.
-fn envelopes(
-    body: hyper::body::Incoming,
-    target: Arc<Target>,
-    codec: Codec,
-    limit: usize,
-    options: crate::config::JsonOptions,
-) -> MessageStream {
-    let state = (body, Deframer::new(limit), false);
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |(mut body, mut deframer, mut ended)| {
-            let target = target.clone();
-            async move {
-                loop {
-                    let next = match deframer.next_message() {
-                        Ok(Some(m)) => Some(decode_message(&target, codec, m, &options)),
-                        Ok(None) if ended => deframer.finish().err().map(|e| Err(frame_error(e))),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(frame_error(e))),
-                    };
-                    if let Some(item) = next {
-                        let done = item.is_err();
-                        let state = if done {
-                            (body, Deframer::new(0), true)
-                        } else {
-                            (body, deframer, ended)
-                        };
-                        return Some((item, state));
-                    }
-                    if ended {
-                        return None;
-                    }
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                deframer.push(&data);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            return Some((
-                                Err(GatewayError::invalid_field(
-                                    "",
-                                    format!("could not read the request stream: {e}"),
-                                )),
-                                (body, Deframer::new(0), true),
-                            ))
-                        }
-                        None => ended = true,
-                    }
-                }
-            }
-        },
-    ))
-}
-
-fn frame_error(e: FrameError) -> GatewayError {
-    match e {
-        FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
-        FrameError::Compressed => GatewayError::new(
-            ErrorKind::UnsupportedEncoding,
-            Origin::Client,
-            e.to_string(),
-        ),
-        FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
     }
 }
 

@@ -10,13 +10,15 @@
 //! The gateway's own gRPC services (reflection, health) are served here too.
 
 use super::body::{FrameStream, ResponseBody};
+use super::framed;
 use super::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
-use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::envelope::{Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx};
+use crate::error::{ErrorKind, GatewayError};
+use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
-use crate::transcode::framing::{self, Deframer, FrameError};
+use crate::transcode::framing::{self, Deframer};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -113,15 +115,7 @@ impl GrpcIngress {
         match self.call(req, ctx, flavor).await {
             Ok(resp) => resp,
             Err(err) => {
-                let micros = started.elapsed().as_micros() as u64;
-                match err.origin {
-                    Origin::Client => {
-                        tracing::info!(target: "portico::access", %path, micros, origin = "client", error = %err.message, "grpc")
-                    }
-                    origin => {
-                        tracing::warn!(target: "portico::access", %path, micros, origin = origin.as_str(), error = %err.message, "grpc")
-                    }
-                }
+                observe::request_failed("grpc", &path, started, &err);
                 trailers_only(flavor, &err)
             }
         }
@@ -134,19 +128,16 @@ impl GrpcIngress {
         flavor: Flavor,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
-        let target = self
-            .routes
-            .target(parts.uri.path())
-            .ok_or_else(|| GatewayError::unknown_method(parts.uri.path()))?
-            .clone();
+        let target = self.routes.rpc_target(parts.uri.path())?;
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
         let payload = if target.kind.client_streams() && !text {
-            Payload::Stream(deframe_stream(body, limit))
+            Payload::Stream(framed::messages(body, limit, Ok))
         } else {
             // One request message (or, for gRPC-Web text, a body decoded whole).
             let bytes =
-                read_limited(body, limit.saturating_mul(if text { 2 } else { 1 }) + 64).await?;
+                framed::read_limited(body, limit.saturating_mul(if text { 2 } else { 1 }) + 64)
+                    .await?;
             let bytes = if text {
                 decode_web_text(&bytes)?
             } else {
@@ -155,10 +146,10 @@ impl GrpcIngress {
             let mut deframer = Deframer::new(limit);
             deframer.push(&bytes);
             let mut messages = Vec::new();
-            while let Some(m) = deframer.next_message().map_err(frame_error)? {
+            while let Some(m) = deframer.next_message()? {
                 messages.push(m);
             }
-            deframer.finish().map_err(frame_error)?;
+            deframer.finish()?;
             if target.kind.client_streams() {
                 Payload::Stream(Box::pin(futures_util::stream::iter(
                     messages.into_iter().map(Ok),
@@ -222,31 +213,6 @@ fn is_browser_header(name: &str) -> bool {
         || name.starts_with("access-control-")
 }
 
-fn frame_error(e: FrameError) -> GatewayError {
-    match e {
-        FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
-        FrameError::Compressed => GatewayError::new(
-            ErrorKind::UnsupportedEncoding,
-            Origin::Client,
-            e.to_string(),
-        ),
-        FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
-    }
-}
-
-async fn read_limited(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, GatewayError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::payload_too_large(limit))
-        }
-        Err(e) => Err(GatewayError::invalid_field(
-            "",
-            format!("could not read the request: {e}"),
-        )),
-    }
-}
-
 /// gRPC-Web text bodies may be several base64 chunks, each padded, one
 /// after the other; decoding four characters at a time handles that.
 fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
@@ -269,47 +235,6 @@ fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
         out.extend_from_slice(&decoded);
     }
     Ok(out.into())
-}
-
-/// A client-streaming request body, deframed as chunks arrive.
-fn deframe_stream(body: hyper::body::Incoming, limit: usize) -> MessageStream {
-    let state = (body, Deframer::new(limit), false);
-    Box::pin(futures_util::stream::unfold(
-        state,
-        |(mut body, mut deframer, mut ended)| async move {
-            loop {
-                match deframer.next_message() {
-                    Ok(Some(m)) => return Some((Ok(m), (body, deframer, ended))),
-                    Ok(None) if ended => {
-                        return deframer
-                            .finish()
-                            .err()
-                            .map(|e| (Err(frame_error(e)), (body, Deframer::new(0), true)));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        // Nothing after a bad frame is read.
-                        return Some((Err(frame_error(e)), (body, Deframer::new(0), true)));
-                    }
-                }
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            deframer.push(&data);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let err = GatewayError::invalid_field(
-                            "",
-                            format!("could not read the request stream: {e}"),
-                        );
-                        return Some((Err(err), (body, Deframer::new(0), true)));
-                    }
-                    None => ended = true,
-                }
-            }
-        },
-    ))
 }
 
 /// The status of an error as gRPC trailers.

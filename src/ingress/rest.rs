@@ -297,19 +297,7 @@ async fn read_body(
             return Err(GatewayError::payload_too_large(limit));
         }
     }
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::payload_too_large(limit))
-        }
-        Err(e) => Err(GatewayError::new(
-            ErrorKind::InvalidRequest {
-                violations: Vec::new(),
-            },
-            Origin::Client,
-            format!("could not read the request body: {e}"),
-        )),
-    }
+    super::framed::read_limited(body, limit).await
 }
 
 /// A client-streaming request body: newline-delimited JSON, one message per

@@ -33,6 +33,21 @@ impl std::fmt::Display for FrameError {
     }
 }
 
+impl From<FrameError> for crate::error::GatewayError {
+    fn from(e: FrameError) -> Self {
+        use crate::error::{ErrorKind, GatewayError, Origin};
+        match e {
+            FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
+            FrameError::Compressed => GatewayError::new(
+                ErrorKind::UnsupportedEncoding,
+                Origin::Client,
+                e.to_string(),
+            ),
+            FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
+        }
+    }
+}
+
 /// Splits a byte stream into messages as chunks arrive.
 pub struct Deframer {
     buf: BytesMut,

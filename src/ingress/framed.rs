@@ -1,0 +1,77 @@
+//! Request bodies shared by the adapters that read framed or whole bodies
+//! (gRPC, gRPC-Web, Connect): a size-limited read, and a stream that cuts
+//! a body into length-prefixed messages as it arrives.
+
+use crate::envelope::MessageStream;
+use crate::error::GatewayError;
+use crate::transcode::framing::Deframer;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+/// Reads a whole body, refusing one over `limit` bytes with a 413.
+pub async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
+        Err(e) => Err(GatewayError::invalid_field(
+            "",
+            format!("could not read the request: {e}"),
+        )),
+    }
+}
+
+/// The body's length-prefixed messages, each passed through `decode`, as
+/// they arrive. The stream ends after the first error.
+pub fn messages<F>(body: hyper::body::Incoming, limit: usize, decode: F) -> MessageStream
+where
+    F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
+{
+    let state = (body, Deframer::new(limit), false, false);
+    let decode = std::sync::Arc::new(decode);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |(mut body, mut deframer, mut ended, failed)| {
+            let decode = decode.clone();
+            async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    let next = match deframer.next_message() {
+                        Ok(Some(m)) => Some(decode(m)),
+                        Ok(None) if ended => deframer.finish().err().map(|e| Err(e.into())),
+                        Ok(None) => None,
+                        Err(e) => Some(Err(e.into())),
+                    };
+                    if let Some(item) = next {
+                        let failed = item.is_err();
+                        return Some((item, (body, deframer, ended, failed)));
+                    }
+                    if ended {
+                        return None;
+                    }
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                deframer.push(&data);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let err = GatewayError::invalid_field(
+                                "",
+                                format!("could not read the request stream: {e}"),
+                            );
+                            return Some((Err(err), (body, deframer, true, true)));
+                        }
+                        None => ended = true,
+                    }
+                }
+            }
+        },
+    ))
+}
