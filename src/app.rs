@@ -108,7 +108,26 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         protocols: Arc::new(config.upstreams.iter().map(|u| u.protocol).collect()),
     };
     let routes = Arc::new(routes);
-    let pipeline = policy::pipeline(egress);
+    let mut authenticators = Vec::with_capacity(config.authenticators.len());
+    for a in &config.authenticators {
+        authenticators.push(Arc::new(policy::auth::Authenticator::new(a).map_err(
+            |reason| {
+                StartError::Config(crate::config::ConfigError {
+                    file: config.source.clone(),
+                    key: format!("authenticators.{}", a.name),
+                    reason,
+                })
+            },
+        )?));
+    }
+    let auth = policy::auth::AuthLayer::new(
+        config
+            .routes
+            .iter()
+            .map(|r| r.auth.map(|i| authenticators[i].clone()))
+            .collect(),
+    );
+    let pipeline = policy::pipeline(auth, egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {

@@ -181,6 +181,27 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
 }
 
+/// Where a JWT authenticator's key comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKey {
+    Secret(Vec<u8>),
+    /// PEM text of a public key, read at load.
+    PublicPem(Vec<u8>),
+}
+
+/// A validated JWT authenticator. The accepted algorithm is the configured
+/// one, never the token's: no `alg: none`, no RS/HS confusion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatorConfig {
+    pub name: String,
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
 /// WebSocket sessions: keepalive, limits, browser origins and credentials.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
@@ -252,6 +273,9 @@ pub struct RouteConfig {
     pub json: JsonOptions,
     /// None: no cross-origin access.
     pub cors: Option<std::sync::Arc<CorsPolicy>>,
+    /// Index into [`Config::authenticators`] of the authenticator every
+    /// call on this route must pass.
+    pub auth: Option<usize>,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -268,6 +292,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub descriptors: DescriptorSources,
     pub upstreams: Vec<UpstreamConfig>,
+    pub authenticators: Vec<AuthenticatorConfig>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -419,6 +444,10 @@ impl Validator<'_> {
             ));
         }
 
+        let mut authenticators = Vec::new();
+        for (name, a) in &f.authenticators {
+            authenticators.push(self.authenticator(name, a)?);
+        }
         let mut routes = Vec::new();
         for (i, r) in f.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -433,7 +462,27 @@ impl Validator<'_> {
                 Some(j) => self.json(&format!("{key}.json"), j, json)?,
                 None => json,
             };
+            let auth = match &r.auth {
+                None => None,
+                Some(name) => Some(
+                    authenticators
+                        .iter()
+                        .position(|a| &a.name == name)
+                        .ok_or_else(|| {
+                            let known: Vec<&str> =
+                                authenticators.iter().map(|a| a.name.as_str()).collect();
+                            self.err(
+                                format!("{key}.auth"),
+                                format!(
+                                    "no authenticator named {name:?} (known: {})",
+                                    list_or_none(&known)
+                                ),
+                            )
+                        })?,
+                ),
+            };
             routes.push(RouteConfig {
+                auth,
                 grpc_service: r.grpc_service.clone(),
                 upstream,
                 methods: r.methods.clone(),
@@ -474,6 +523,7 @@ impl Validator<'_> {
             websocket,
             descriptors,
             upstreams,
+            authenticators,
             routes,
         })
     }
@@ -621,6 +671,69 @@ impl Validator<'_> {
             body: r.body.clone(),
             response_body: r.response_body.clone(),
             additional_bindings,
+        })
+    }
+
+    fn authenticator(
+        &self,
+        name: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<AuthenticatorConfig, ConfigError> {
+        use jsonwebtoken::Algorithm::*;
+        let key = format!("authenticators.{name}");
+        if a.kind != "jwt" {
+            return Err(self.err(
+                format!("{key}.kind"),
+                format!("{:?} is not supported; use \"jwt\"", a.kind),
+            ));
+        }
+        let algorithm: jsonwebtoken::Algorithm = a.algorithm.parse().map_err(|_| {
+            self.err(
+                format!("{key}.algorithm"),
+                format!("{:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA", a.algorithm),
+            )
+        })?;
+        let hmac = matches!(algorithm, HS256 | HS384 | HS512);
+        let key_source = match (hmac, &a.secret, &a.public_key_file) {
+            (true, Some(secret), None) if !secret.is_empty() => {
+                JwtKey::Secret(secret.as_bytes().to_vec())
+            }
+            (false, None, Some(file)) => {
+                let path = self.path(file);
+                let pem = std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        format!("{key}.public_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                JwtKey::PublicPem(pem)
+            }
+            (true, _, _) => {
+                return Err(self.err(
+                    format!("{key}.secret"),
+                    format!(
+                        "{} needs a non-empty secret and no public_key_file",
+                        a.algorithm
+                    ),
+                ))
+            }
+            (false, _, _) => {
+                return Err(self.err(
+                    format!("{key}.public_key_file"),
+                    format!("{} needs a public_key_file and no secret", a.algorithm),
+                ))
+            }
+        };
+        Ok(AuthenticatorConfig {
+            name: name.to_owned(),
+            algorithm,
+            key: key_source,
+            issuer: a.issuer.clone(),
+            audiences: a.audiences.clone().unwrap_or_default(),
+            leeway: match &a.leeway {
+                Some(_) => self.duration(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?,
+                None => Duration::from_secs(30),
+            },
         })
     }
 

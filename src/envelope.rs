@@ -72,11 +72,22 @@ pub enum Payload {
     Stream(MessageStream),
 }
 
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The token's `sub` claim.
+    pub subject: String,
+    /// Every verified claim.
+    pub claims: serde_json::Value,
+}
+
 /// Per-request state shared by the policies, typed rather than string-keyed.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
     pub started: Instant,
     pub client_addr: Option<SocketAddr>,
+    /// Set by the authentication policy.
+    pub principal: Option<Arc<Principal>>,
 }
 
 impl RequestCtx {
@@ -84,6 +95,7 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             client_addr,
+            principal: None,
         }
     }
 }

@@ -49,6 +49,8 @@ pub enum ErrorKind {
     UnknownMethod { path: String },
     /// The client compressed a message; the gateway only takes identity.
     UnsupportedEncoding,
+    /// The call needs a valid credential: none was sent (`missing`) or it failed.
+    Unauthenticated { missing: bool },
     /// A browser's cross-origin request that the route's CORS policy refuses.
     OriginNotAllowed { origin: String },
     /// The path is known but not with this HTTP method.
@@ -102,6 +104,29 @@ impl GatewayError {
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = message.into();
         self
+    }
+
+    /// No credential (`missing`) or one that failed verification.
+    pub fn unauthenticated(missing: bool, message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::Unauthenticated { missing },
+            Origin::Client,
+            message,
+        )
+    }
+
+    /// The `WWW-Authenticate` challenge an HTTP reply to this error carries (RFC 6750).
+    pub fn www_authenticate(&self) -> Option<String> {
+        match &self.kind {
+            ErrorKind::Unauthenticated { missing: true } => {
+                Some("Bearer realm=\"portico\"".to_owned())
+            }
+            ErrorKind::Unauthenticated { missing: false } => Some(format!(
+                "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{}\"",
+                self.message.replace(['"', '\\'], "'")
+            )),
+            _ => None,
+        }
     }
 
     pub fn route_not_found(path: &str) -> Self {
@@ -260,6 +285,7 @@ impl ErrorKind {
             ErrorKind::RouteNotFound { .. } => Code::NotFound,
             ErrorKind::UnknownMethod { .. } => Code::Unimplemented,
             ErrorKind::OriginNotAllowed { .. } => Code::PermissionDenied,
+            ErrorKind::Unauthenticated { .. } => Code::Unauthenticated,
             ErrorKind::UnsupportedEncoding => Code::Unimplemented,
             ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
             ErrorKind::InvalidRequest { .. } => Code::InvalidArgument,
@@ -280,6 +306,7 @@ impl ErrorKind {
             ErrorKind::RouteNotFound { .. } => StatusCode::NOT_FOUND,
             ErrorKind::UnknownMethod { .. } => StatusCode::NOT_FOUND,
             ErrorKind::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,

@@ -20,6 +20,8 @@ pub struct File {
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamFile>,
     #[serde(default)]
+    pub authenticators: BTreeMap<String, AuthenticatorFile>,
+    #[serde(default)]
     pub routes: Vec<RouteFile>,
 }
 
@@ -101,6 +103,28 @@ pub struct RouteFile {
     pub cors: Option<CorsFile>,
     /// google.api.http rules by method name, replacing the schema's.
     pub http_rules: Option<BTreeMap<String, HttpRuleFile>>,
+    /// The authenticator every call on this route must pass.
+    pub auth: Option<String>,
+}
+
+/// A JWT authenticator: one key, its algorithm, and the claims to check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorFile {
+    #[serde(default = "default_auth_kind")]
+    pub kind: String,
+    pub algorithm: String,
+    /// Shared secret, for HS256/384/512.
+    pub secret: Option<String>,
+    /// Public key file (PEM), for RS*, PS*, ES* and EdDSA.
+    pub public_key_file: Option<String>,
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub leeway: Option<String>,
+}
+
+fn default_auth_kind() -> String {
+    "jwt".to_owned()
 }
 
 /// A google.api.http rule written in the config, for methods whose schema

@@ -1,0 +1,244 @@
+//! JWT authentication as a pipeline policy: the same verdict for REST, gRPC
+//! and WebSocket callers, and a refused caller never reaches the backend.
+
+mod support;
+
+use base64::Engine as _;
+use http::{Method, StatusCode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portico::demo::backends::pb;
+use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::Harness;
+
+const SECRET: &str = "a-test-secret-of-reasonable-length";
+const ISSUER: &str = "https://id.portico.test";
+const AUDIENCE: &str = "portico-tests";
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims() -> serde_json::Value {
+    json!({"sub": "ada", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "nbf": now() - 10, "scope": "library.read"})
+}
+
+fn hs256(claims: &serde_json::Value) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn rs256(claims: &serde_json::Value) -> String {
+    let pem = std::fs::read(fixture("jwt_rs256_private.pem")).unwrap();
+    encode(
+        &Header::new(Algorithm::RS256),
+        claims,
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The demo services with Probe behind an HS256 authenticator and Library
+/// behind an RS256 one; Feed and Chat stay open.
+async fn gateway() -> Harness {
+    Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[websocket]\ntoken_query_param = \"access_token\"\n\n\
+             [authenticators.hs]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"1s\"\n\n\
+             [authenticators.rs]\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\nissuer = \"{ISSUER}\"\n",
+            fixture("jwt_rs256_public.pem")
+        );
+        support::config_text(backend, &sections, "")
+            .replacen("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"hs\"\n", 1)
+            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"rs\"\n", 1)
+    })
+    .await
+}
+
+async fn rest_with(h: &Harness, path: &str, token: &str) -> support::Reply {
+    let auth = format!("Bearer {token}");
+    h.client
+        .send(Method::GET, path, &[("authorization", auth.as_str())], "")
+        .await
+}
+
+#[tokio::test]
+async fn a_valid_token_passes_over_rest_grpc_and_websocket() {
+    let h = gateway().await;
+    let token = hs256(&claims());
+    let r = rest_with(&h, "/v1/probe/headers", &token).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["metadata"]["authorization"],
+        format!("Bearer {token}")
+    );
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::HeadersRequest {});
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    assert!(pb::probe_client::ProbeClient::new(channel.clone())
+        .headers(req)
+        .await
+        .is_ok());
+
+    let url = format!(
+        "ws://{}/v1/probe/headers?access_token={token}",
+        h.gateway.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    let first = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(first.as_str().contains("\"result\""), "{first}");
+
+    // RS256 on the other route.
+    let r = rest_with(&h, "/v1/shelves/1", &rs256(&claims())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
+    let h = gateway().await;
+    let r = h.client.get("/v1/probe/headers").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"portico\"")
+    );
+    assert_eq!(r.json()["code"], 16);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = pb::probe_client::ProbeClient::new(channel)
+        .headers(pb::HeadersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert_eq!(h.backends.probe.calls(), 0);
+    // Routes without an authenticator stay open.
+    assert_eq!(
+        h.client.get("/v1/feed?count=1").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_token_is_refused_before_the_backend() {
+    let h = gateway().await;
+    let mut bad: Vec<(&str, String)> = Vec::new();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims();
+        f(&mut c);
+        hs256(&c)
+    };
+    bad.push(("expired", with(&|c| c["exp"] = json!(now() - 120))));
+    bad.push(("not yet valid", with(&|c| c["nbf"] = json!(now() + 120))));
+    bad.push((
+        "wrong issuer",
+        with(&|c| c["iss"] = json!("https://evil.test")),
+    ));
+    bad.push((
+        "wrong audience",
+        with(&|c| c["aud"] = json!("someone-else")),
+    ));
+    bad.push((
+        "no expiry",
+        with(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        }),
+    ));
+    bad.push((
+        "wrong key",
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(b"another-secret"),
+        )
+        .unwrap(),
+    ));
+    let good = hs256(&claims());
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let tampered_claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        json!({"sub": "root", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600}).to_string(),
+    );
+    parts[1] = &tampered_claims;
+    bad.push(("tampered", parts.join(".")));
+    let none_header =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims().to_string());
+    bad.push(("alg none", format!("{none_header}.{body}.")));
+    bad.push(("garbage", "not.a.token".to_owned()));
+
+    for (what, token) in &bad {
+        let r = rest_with(&h, "/v1/probe/headers", token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text());
+        let challenge = r.header("www-authenticate").unwrap_or("");
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        0,
+        "no bad token reached the backend"
+    );
+
+    // An HS256 token signed with the RS256 route's public key: the classic
+    // algorithm confusion. The route only accepts RS256.
+    let public = std::fs::read(fixture("jwt_rs256_public.pem")).unwrap();
+    let confused = encode(
+        &Header::new(Algorithm::HS256),
+        &claims(),
+        &EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    assert_eq!(
+        rest_with(&h, "/v1/shelves/1", &confused).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // And an HS256 token on the RS256 route, even with the right claims.
+    assert_eq!(
+        rest_with(&h, "/v1/shelves/1", &hs256(&claims()))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn authenticator_config_errors_name_the_key() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n";
+    let route = "[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"a\"\n";
+    let err =
+        portico::config::Config::from_toml(&format!("{base}{route}auth = \"nope\"\n")).unwrap_err();
+    assert_eq!(err.key, "routes[0].auth");
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}[authenticators.x]\nalgorithm = \"RS256\"\nsecret = \"s\"\n{route}"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "authenticators.x.public_key_file");
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}[authenticators.x]\nalgorithm = \"none\"\nsecret = \"s\"\n{route}"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "authenticators.x.algorithm");
+}
