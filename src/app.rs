@@ -127,7 +127,10 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             .map(|r| r.auth.map(|i| authenticators[i].clone()))
             .collect(),
     );
-    let pipeline = policy::pipeline(auth, egress);
+    let authorize = policy::authorize::AuthorizeLayer::new(
+        config.routes.iter().map(|r| r.authorize.clone()).collect(),
+    );
+    let pipeline = policy::pipeline(auth, authorize, egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {

@@ -202,6 +202,13 @@ pub struct AuthenticatorConfig {
     pub leeway: Duration,
 }
 
+/// What a route's principal must hold, checked after authentication.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthorizeConfig {
+    pub scopes: Vec<String>,
+    pub claims: Vec<(String, String)>,
+}
+
 /// WebSocket sessions: keepalive, limits, browser origins and credentials.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
@@ -276,6 +283,7 @@ pub struct RouteConfig {
     /// Index into [`Config::authenticators`] of the authenticator every
     /// call on this route must pass.
     pub auth: Option<usize>,
+    pub authorize: Option<AuthorizeConfig>,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -481,8 +489,26 @@ impl Validator<'_> {
                         })?,
                 ),
             };
+            let authorize = match (&r.authorize, auth) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    return Err(self.err(
+                        format!("{key}.authorize"),
+                        "needs an authenticator on the route (auth = \"...\")",
+                    ))
+                }
+                (Some(a), Some(_)) => Some(AuthorizeConfig {
+                    scopes: a.scopes.clone(),
+                    claims: a
+                        .claims
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                }),
+            };
             routes.push(RouteConfig {
                 auth,
+                authorize,
                 grpc_service: r.grpc_service.clone(),
                 upstream,
                 methods: r.methods.clone(),

@@ -51,6 +51,8 @@ pub enum ErrorKind {
     UnsupportedEncoding,
     /// The call needs a valid credential: none was sent (`missing`) or it failed.
     Unauthenticated { missing: bool },
+    /// The caller is known but lacks what the route requires.
+    Forbidden,
     /// A browser's cross-origin request that the route's CORS policy refuses.
     OriginNotAllowed { origin: String },
     /// The path is known but not with this HTTP method.
@@ -286,6 +288,7 @@ impl ErrorKind {
             ErrorKind::UnknownMethod { .. } => Code::Unimplemented,
             ErrorKind::OriginNotAllowed { .. } => Code::PermissionDenied,
             ErrorKind::Unauthenticated { .. } => Code::Unauthenticated,
+            ErrorKind::Forbidden => Code::PermissionDenied,
             ErrorKind::UnsupportedEncoding => Code::Unimplemented,
             ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
             ErrorKind::InvalidRequest { .. } => Code::InvalidArgument,
@@ -307,6 +310,7 @@ impl ErrorKind {
             ErrorKind::UnknownMethod { .. } => StatusCode::NOT_FOUND,
             ErrorKind::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ErrorKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,

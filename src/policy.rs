@@ -3,6 +3,7 @@
 //! `Service<Envelope>`; [`pipeline`] stacks them in their fixed order.
 
 pub mod auth;
+pub mod authorize;
 
 use crate::egress::Egress;
 use crate::envelope::{Envelope, Reply};
@@ -14,8 +15,12 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed:
-/// authenticate -> (authorize -> rate limit -> cache, to come) -> egress.
-pub fn pipeline(auth: auth::AuthLayer, egress: Egress) -> Pipeline {
+/// authenticate -> authorize -> (rate limit -> cache, to come) -> egress.
+pub fn pipeline(
+    auth: auth::AuthLayer,
+    authorize: authorize::AuthorizeLayer,
+    egress: Egress,
+) -> Pipeline {
     let egress = tower::service_fn(move |env: Envelope| {
         let egress = egress.clone();
         async move { egress.call(env).await }
@@ -24,6 +29,8 @@ pub fn pipeline(auth: auth::AuthLayer, egress: Egress) -> Pipeline {
         ServiceBuilder::new()
             // First: nothing else may run for a caller who is not who they claim.
             .layer(auth)
+            // After authentication: a caller must be known before its rights are.
+            .layer(authorize)
             .service(egress),
     )
 }

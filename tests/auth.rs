@@ -27,7 +27,7 @@ fn now() -> u64 {
 }
 
 fn claims() -> serde_json::Value {
-    json!({"sub": "ada", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "nbf": now() - 10, "scope": "library.read"})
+    json!({"sub": "ada", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "nbf": now() - 10, "scope": "library.read feed.read", "tenant": "acme"})
 }
 
 fn hs256(claims: &serde_json::Value) -> String {
@@ -61,7 +61,7 @@ async fn gateway() -> Harness {
         );
         support::config_text(backend, &sections, "")
             .replacen("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"hs\"\n", 1)
-            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"rs\"\n", 1)
+            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"rs\"\nauthorize = { scopes = [\"library.read\"], claims = { tenant = \"acme\" } }\n", 1)
     })
     .await
 }
@@ -241,4 +241,51 @@ fn authenticator_config_errors_name_the_key() {
     ))
     .unwrap_err();
     assert_eq!(err.key, "authenticators.x.algorithm");
+}
+
+#[tokio::test]
+async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
+    let h = gateway().await;
+    let mut missing_scope = claims();
+    missing_scope["scope"] = json!("feed.read");
+    let r = rest_with(&h, "/v1/shelves/1", &rs256(&missing_scope)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["code"], 7);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("library.read"));
+
+    let mut other_tenant = claims();
+    other_tenant["tenant"] = json!("globex");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::GetShelfRequest { shelf: "1".into() });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", rs256(&other_tenant)).parse().unwrap(),
+    );
+    let err = pb::library_client::LibraryClient::new(channel)
+        .get_shelf(req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // Scopes as an array, and a claim array that contains the value, pass.
+    let mut arrays = claims();
+    arrays["scope"] = json!(null);
+    arrays["scp"] = json!(["library.read"]);
+    arrays["tenant"] = json!(["globex", "acme"]);
+    assert_eq!(
+        rest_with(&h, "/v1/shelves/1", &rs256(&arrays)).await.status,
+        StatusCode::OK
+    );
+    // No token at all is still a 401, not a 403.
+    assert_eq!(
+        h.client.get("/v1/shelves/1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -105,6 +105,19 @@ pub struct RouteFile {
     pub http_rules: Option<BTreeMap<String, HttpRuleFile>>,
     /// The authenticator every call on this route must pass.
     pub auth: Option<String>,
+    /// What the authenticated principal must hold.
+    pub authorize: Option<AuthorizeFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeFile {
+    /// Scopes the token must carry (in `scope`, `scp` or `scopes`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Claims that must equal the value (or, for array claims, contain it).
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
 }
 
 /// A JWT authenticator: one key, its algorithm, and the claims to check.
