@@ -31,7 +31,9 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
         let ok = match principal.claims.get(claim) {
             Some(Value::String(s)) => s == wanted,
             Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(wanted.as_str())),
-            Some(other) => other.to_string() == *wanted,
+            Some(Value::Bool(b)) => wanted == if *b { "true" } else { "false" },
+            Some(Value::Number(n)) => wanted.parse::<serde_json::Number>().is_ok_and(|w| w == *n),
+            Some(_) => false,
             None => false,
         };
         if !ok {
