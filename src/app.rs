@@ -130,7 +130,18 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let authorize = policy::authorize::AuthorizeLayer::new(
         config.routes.iter().map(|r| r.authorize.clone()).collect(),
     );
-    let pipeline = policy::pipeline(auth, authorize, egress);
+    let rate_limit = policy::rate_limit::RateLimitLayer::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                r.rate_limit
+                    .clone()
+                    .map(|c| Arc::new(policy::rate_limit::Limiter::new(c)))
+            })
+            .collect(),
+    );
+    let pipeline = policy::pipeline(auth, authorize, rate_limit, egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {

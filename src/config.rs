@@ -209,6 +209,26 @@ pub struct AuthorizeConfig {
     pub claims: Vec<(String, String)>,
 }
 
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RateLimitKey {
+    ClientIp,
+    /// The authenticated subject (the client IP when there is none).
+    Principal,
+    /// One bucket for the whole route.
+    Route,
+    /// A request header (for REST, one the metadata allow-list forwards).
+    Header(http::HeaderName),
+}
+
+/// A token bucket per key: `burst` calls at once, refilled at `rate` per second.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    pub rate: f64,
+    pub burst: u32,
+    pub key: RateLimitKey,
+}
+
 /// WebSocket sessions: keepalive, limits, browser origins and credentials.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
@@ -284,6 +304,7 @@ pub struct RouteConfig {
     /// call on this route must pass.
     pub auth: Option<usize>,
     pub authorize: Option<AuthorizeConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -506,7 +527,45 @@ impl Validator<'_> {
                         .collect(),
                 }),
             };
+            let rate_limit = match &r.rate_limit {
+                None => None,
+                Some(rl) => {
+                    let k = format!("{key}.rate_limit");
+                    if !(rl.requests_per_second > 0.0 && rl.requests_per_second.is_finite()) {
+                        return Err(self.err(
+                            format!("{k}.requests_per_second"),
+                            "must be a number greater than zero",
+                        ));
+                    }
+                    let burst = rl
+                        .burst
+                        .unwrap_or(rl.requests_per_second.ceil().max(1.0) as u32);
+                    if burst == 0 {
+                        return Err(self.err(format!("{k}.burst"), "must be at least 1"));
+                    }
+                    let key_kind = match rl.key.as_deref().unwrap_or("client_ip") {
+                        "client_ip" => RateLimitKey::ClientIp,
+                        "principal" => RateLimitKey::Principal,
+                        "route" => RateLimitKey::Route,
+                        other => match other.strip_prefix("header:").map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())) {
+                            Some(Ok(h)) => RateLimitKey::Header(h),
+                            _ => {
+                                return Err(self.err(
+                                    format!("{k}.key"),
+                                    format!("{other:?} is not one of \"client_ip\", \"principal\", \"route\", \"header:NAME\""),
+                                ))
+                            }
+                        },
+                    };
+                    Some(RateLimitConfig {
+                        rate: rl.requests_per_second,
+                        burst,
+                        key: key_kind,
+                    })
+                }
+            };
             routes.push(RouteConfig {
+                rate_limit,
                 auth,
                 authorize,
                 grpc_service: r.grpc_service.clone(),

@@ -53,6 +53,11 @@ pub enum ErrorKind {
     Unauthenticated { missing: bool },
     /// The caller is known but lacks what the route requires.
     Forbidden,
+    /// A rate limit is exhausted; a call will be allowed after `retry_after`.
+    RateLimited {
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     /// A browser's cross-origin request that the route's CORS policy refuses.
     OriginNotAllowed { origin: String },
     /// The path is known but not with this HTTP method.
@@ -115,6 +120,35 @@ impl GatewayError {
             Origin::Client,
             message,
         )
+    }
+
+    /// Headers an HTTP reply to this error carries: an RFC 6750 challenge,
+    /// or `Retry-After` and the IETF `RateLimit-*` fields.
+    pub fn http_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut out = Vec::new();
+        if let Some(c) = self
+            .www_authenticate()
+            .and_then(|c| http::HeaderValue::from_str(&c).ok())
+        {
+            out.push((http::header::WWW_AUTHENTICATE, c));
+        }
+        if let ErrorKind::RateLimited { limit, retry_after } = &self.kind {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            out.push((http::header::RETRY_AFTER, http::HeaderValue::from(secs)));
+            out.push((
+                http::HeaderName::from_static("ratelimit-limit"),
+                http::HeaderValue::from(*limit),
+            ));
+            out.push((
+                http::HeaderName::from_static("ratelimit-remaining"),
+                http::HeaderValue::from_static("0"),
+            ));
+            out.push((
+                http::HeaderName::from_static("ratelimit-reset"),
+                http::HeaderValue::from(secs),
+            ));
+        }
+        out
     }
 
     /// The `WWW-Authenticate` challenge an HTTP reply to this error carries (RFC 6750).
@@ -289,6 +323,7 @@ impl ErrorKind {
             ErrorKind::OriginNotAllowed { .. } => Code::PermissionDenied,
             ErrorKind::Unauthenticated { .. } => Code::Unauthenticated,
             ErrorKind::Forbidden => Code::PermissionDenied,
+            ErrorKind::RateLimited { .. } => Code::ResourceExhausted,
             ErrorKind::UnsupportedEncoding => Code::Unimplemented,
             ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
             ErrorKind::InvalidRequest { .. } => Code::InvalidArgument,
@@ -311,6 +346,7 @@ impl ErrorKind {
             ErrorKind::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ErrorKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::InvalidRequest { .. } => StatusCode::BAD_REQUEST,

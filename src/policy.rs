@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod authorize;
+pub mod rate_limit;
 
 use crate::egress::Egress;
 use crate::envelope::{Envelope, Reply};
@@ -15,10 +16,11 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed:
-/// authenticate -> authorize -> (rate limit -> cache, to come) -> egress.
+/// authenticate -> authorize -> rate limit -> (cache, to come) -> egress.
 pub fn pipeline(
     auth: auth::AuthLayer,
     authorize: authorize::AuthorizeLayer,
+    rate_limit: rate_limit::RateLimitLayer,
     egress: Egress,
 ) -> Pipeline {
     let egress = tower::service_fn(move |env: Envelope| {
@@ -31,6 +33,9 @@ pub fn pipeline(
             .layer(auth)
             // After authentication: a caller must be known before its rights are.
             .layer(authorize)
+            // After auth: a principal may be the limit's key, and refused
+            // callers do not spend anyone's budget.
+            .layer(rate_limit)
             .service(egress),
     )
 }

@@ -107,6 +107,16 @@ pub struct RouteFile {
     pub auth: Option<String>,
     /// What the authenticated principal must hold.
     pub authorize: Option<AuthorizeFile>,
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub requests_per_second: f64,
+    pub burst: Option<u32>,
+    /// "client_ip" (default), "principal", "route" or "header:NAME".
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -267,12 +267,8 @@ impl RestIngress {
         *resp.status_mut() = err.http_status();
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(challenge) = err
-            .www_authenticate()
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, challenge);
+        for (name, value) in err.http_headers() {
+            resp.headers_mut().insert(name, value);
         }
         if let ErrorKind::MethodNotAllowed { allowed } = &err.kind {
             let list = allowed

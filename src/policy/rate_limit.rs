@@ -1,0 +1,197 @@
+//! Rate limiting: a token bucket per key (client IP, principal, header or
+//! the whole route), per route. A call over the limit is refused with
+//! RESOURCE_EXHAUSTED / 429 and a `Retry-After`, before the backend.
+//!
+//! Memory stays bounded under many distinct keys: a bucket that has refilled
+//! completely holds nothing a fresh bucket would not, so such buckets are
+//! dropped whenever the table reaches its size bound.
+
+use crate::config::{RateLimitConfig, RateLimitKey};
+use crate::envelope::{Envelope, Reply};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{Layer, Service};
+
+/// Keys tracked per route before idle buckets are swept.
+const MAX_KEYS: usize = 100_000;
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+pub struct Limiter {
+    config: RateLimitConfig,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Limiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        Limiter {
+            config,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `key`, or says how long until one is there.
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let (rate, burst) = (self.config.rate, f64::from(self.config.burst));
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.buckets.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    fn key_of(&self, env: &Envelope) -> String {
+        let ip = || {
+            env.ctx
+                .client_addr
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        };
+        match &self.config.key {
+            RateLimitKey::ClientIp => ip(),
+            RateLimitKey::Principal => env
+                .ctx
+                .principal
+                .as_ref()
+                .map(|p| format!("sub:{}", p.subject))
+                .unwrap_or_else(ip),
+            RateLimitKey::Route => String::new(),
+            RateLimitKey::Header(h) => env
+                .metadata
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+        }
+    }
+}
+
+/// Limiters by route index (`None`: no limit).
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    by_route: Arc<Vec<Option<Arc<Limiter>>>>,
+}
+
+impl RateLimitLayer {
+    pub fn new(by_route: Vec<Option<Arc<Limiter>>>) -> Self {
+        RateLimitLayer {
+            by_route: Arc::new(by_route),
+        }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            by_route: self.by_route.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    by_route: Arc<Vec<Option<Arc<Limiter>>>>,
+}
+
+impl<S> Service<Envelope> for RateLimit<S>
+where
+    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, env: Envelope) -> Self::Future {
+        if let Some(Some(limiter)) = self.by_route.get(env.target.route) {
+            if let Err(retry_after) = limiter.take(&limiter.key_of(&env), Instant::now()) {
+                let err = GatewayError::new(
+                    ErrorKind::RateLimited {
+                        limit: limiter.config.burst,
+                        retry_after,
+                    },
+                    Origin::Client,
+                    format!(
+                        "rate limit exceeded; retry in {} ms",
+                        retry_after.as_millis().max(1)
+                    ),
+                );
+                return Box::pin(std::future::ready(Err(err)));
+            }
+        }
+        Box::pin(self.inner.call(env))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(rate: f64, burst: u32) -> Limiter {
+        Limiter::new(RateLimitConfig {
+            rate,
+            burst,
+            key: RateLimitKey::Route,
+        })
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let l = limiter(2.0, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(l.take("k", t0).is_ok());
+        }
+        let wait = l.take("k", t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        assert!(l.take("k", t0 + Duration::from_millis(499)).is_err());
+        assert!(l.take("k", t0 + Duration::from_millis(1000)).is_ok());
+        assert!(l.take("other", t0).is_ok(), "keys have their own buckets");
+    }
+
+    #[test]
+    fn idle_keys_are_dropped_when_the_table_is_full() {
+        let l = limiter(1000.0, 1);
+        let t0 = Instant::now();
+        for i in 0..MAX_KEYS {
+            let _ = l.take(&i.to_string(), t0);
+        }
+        assert_eq!(l.tracked_keys(), MAX_KEYS);
+        // A second later every bucket has refilled: a new key sweeps them.
+        assert!(l.take("new", t0 + Duration::from_secs(1)).is_ok());
+        assert_eq!(l.tracked_keys(), 1);
+    }
+}
