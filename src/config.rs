@@ -326,6 +326,36 @@ pub struct Config {
 }
 
 impl Config {
+    /// The policies a route's calls pass, in pipeline order, for `portico check`.
+    pub fn policy_summary(&self, route: &RouteConfig) -> String {
+        let mut parts = Vec::new();
+        if let Some(i) = route.auth {
+            parts.push(format!("authenticate ({})", self.authenticators[i].name));
+        }
+        if let Some(a) = &route.authorize {
+            let mut needs: Vec<String> = a.scopes.iter().map(|s| format!("scope {s}")).collect();
+            needs.extend(a.claims.iter().map(|(k, v)| format!("{k}={v}")));
+            parts.push(format!("authorize ({})", needs.join(", ")));
+        }
+        if let Some(r) = &route.rate_limit {
+            let key = match &r.key {
+                RateLimitKey::ClientIp => "client ip".to_owned(),
+                RateLimitKey::Principal => "principal".to_owned(),
+                RateLimitKey::Route => "route".to_owned(),
+                RateLimitKey::Header(h) => format!("header {h}"),
+            };
+            parts.push(format!(
+                "rate limit ({}/s, burst {}, per {key})",
+                r.rate, r.burst
+            ));
+        }
+        parts.push(format!(
+            "timeout {}",
+            humantime::format_duration(route.timeout)
+        ));
+        parts.join(" -> ")
+    }
+
     /// Reads and validates a config file; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = path.display().to_string();

@@ -92,6 +92,14 @@ fn main() -> ExitCode {
                             loaded.routes.bindings().len()
                         );
                         print!("{}", loaded.routes.listing());
+                        println!("\npolicies, in pipeline order:");
+                        for route in &loaded.config.routes {
+                            println!(
+                                "  {:<40} {}",
+                                route.grpc_service,
+                                loaded.config.policy_summary(route)
+                            );
+                        }
                     }
                 }
                 Ok(())

@@ -35,6 +35,44 @@ fn check_prints_the_route_table() {
         "{line}"
     );
     assert!(text.contains("/portico.demo.v1.Library/Stats") && text.contains("(auto)"));
+    let probe = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("portico.demo.v1.Probe"))
+        .expect("policies listed per route");
+    assert!(probe.contains("timeout 5s"), "{probe}");
+}
+
+#[test]
+fn check_lists_each_routes_policies_in_pipeline_order() {
+    let dir = std::env::temp_dir().join(format!("portico-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
+             [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"x\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\nauth = \"users\"\n\
+             authorize = {{ scopes = [\"read\"] }}\nrate_limit = {{ requests_per_second = 5, key = \"principal\" }}\n",
+            proto = support::proto_dir()
+        ),
+    )
+    .unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("portico.demo.v1.Library"))
+        .unwrap();
+    assert!(
+        line.contains("authenticate (users) -> authorize (scope read) -> rate limit (5/s, burst 5, per principal) -> timeout 1m"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
