@@ -110,15 +110,17 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let routes = Arc::new(routes);
     let mut authenticators = Vec::with_capacity(config.authenticators.len());
     for a in &config.authenticators {
-        authenticators.push(Arc::new(policy::auth::Authenticator::new(a).map_err(
-            |reason| {
-                StartError::Config(crate::config::ConfigError {
-                    file: config.source.clone(),
-                    key: format!("authenticators.{}", a.name),
-                    reason,
-                })
-            },
-        )?));
+        authenticators.push(Arc::new(
+            policy::auth::Authenticator::load(a)
+                .await
+                .map_err(|reason| {
+                    StartError::Config(crate::config::ConfigError {
+                        file: config.source.clone(),
+                        key: format!("authenticators.{}", a.name),
+                        reason,
+                    })
+                })?,
+        ));
     }
     let auth = policy::auth::AuthLayer::new(
         config

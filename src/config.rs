@@ -187,6 +187,17 @@ pub enum JwtKey {
     Secret(Vec<u8>),
     /// PEM text of a public key, read at load.
     PublicPem(Vec<u8>),
+    /// A JWK set, re-read when a token names a `kid` it does not hold.
+    Jwks {
+        source: JwksSource,
+        min_refresh: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
 }
 
 /// A validated JWT authenticator. The accepted algorithm is the configured
@@ -809,8 +820,33 @@ impl Validator<'_> {
             )
         })?;
         let hmac = matches!(algorithm, HS256 | HS384 | HS512);
+        let jwks = match (&a.jwks_file, &a.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.jwks_url"),
+                    "give jwks_file or jwks_url, not both",
+                ))
+            }
+            (Some(f), None) => Some(JwksSource::File(self.path(f))),
+            (None, Some(u)) if u.starts_with("http://") => Some(JwksSource::Url(u.clone())),
+            (None, Some(u)) => {
+                return Err(self.err(
+                    format!("{key}.jwks_url"),
+                    format!("{u:?} is not an http:// URL (https needs TLS egress, not built yet)"),
+                ))
+            }
+            (None, None) => None,
+        };
         let key_source = match (hmac, &a.secret, &a.public_key_file) {
-            (true, Some(secret), None) if !secret.is_empty() => {
+            (_, None, None) if jwks.is_some() => JwtKey::Jwks {
+                source: jwks.expect("checked above"),
+                min_refresh: self.duration(
+                    &format!("{key}.jwks_min_refresh"),
+                    &a.jwks_min_refresh,
+                    Duration::from_secs(30),
+                )?,
+            },
+            (true, Some(secret), None) if !secret.is_empty() && jwks.is_none() => {
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
             (false, None, Some(file)) => {
@@ -832,12 +868,13 @@ impl Validator<'_> {
                     ),
                 ))
             }
-            (false, _, _) => {
-                return Err(self.err(
-                    format!("{key}.public_key_file"),
-                    format!("{} needs a public_key_file and no secret", a.algorithm),
-                ))
-            }
+            (false, _, _) => return Err(self.err(
+                format!("{key}.public_key_file"),
+                format!(
+                    "{} needs exactly one of public_key_file, jwks_file, jwks_url, and no secret",
+                    a.algorithm
+                ),
+            )),
         };
         Ok(AuthenticatorConfig {
             name: name.to_owned(),

@@ -289,3 +289,88 @@ async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A JWKS endpoint whose key set the test can change.
+async fn jwks_server(
+    set: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+) -> std::net::SocketAddr {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let set = set.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let body = set.lock().unwrap().to_string();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn oct_jwk(kid: &str, secret: &[u8]) -> serde_json::Value {
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)})
+}
+
+fn signed_with(kid: Option<&str>, secret: &[u8]) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, &claims(), &EncodingKey::from_secret(secret)).unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
+    let set = std::sync::Arc::new(std::sync::Mutex::new(
+        json!({"keys": [oct_jwk("k1", b"first-secret")]}),
+    ));
+    let jwks = jwks_server(set.clone()).await;
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.rotating]\nalgorithm = \"HS256\"\njwks_url = \"http://{jwks}/jwks.json\"\njwks_min_refresh = \"100ms\"\nissuer = \"{ISSUER}\"\n"
+        );
+        support::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"rotating\"\n",
+            1,
+        )
+    })
+    .await;
+    let path = "/v1/probe/headers";
+    assert_eq!(
+        rest_with(&h, path, &signed_with(Some("k1"), b"first-secret"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let k2 = signed_with(Some("k2"), b"second-secret");
+    assert_eq!(
+        rest_with(&h, path, &k2).await.status,
+        StatusCode::UNAUTHORIZED,
+        "k2 is not published yet"
+    );
+    assert_eq!(
+        rest_with(&h, path, &signed_with(None, b"first-secret"))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED,
+        "no kid"
+    );
+
+    // The issuer rotates: k2 is published. After the minimum refresh
+    // interval, a token naming the unknown kid makes the gateway refetch.
+    *set.lock().unwrap() =
+        json!({"keys": [oct_jwk("k1", b"first-secret"), oct_jwk("k2", b"second-secret")]});
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(rest_with(&h, path, &k2).await.status, StatusCode::OK);
+}

@@ -141,6 +141,12 @@ pub struct AuthenticatorFile {
     pub secret: Option<String>,
     /// Public key file (PEM), for RS*, PS*, ES* and EdDSA.
     pub public_key_file: Option<String>,
+    /// A JWKS file: keys chosen by the token's `kid`.
+    pub jwks_file: Option<String>,
+    /// A JWKS URL (http), fetched at startup and again for an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// Least time between two refreshes of a JWKS (default 30s).
+    pub jwks_min_refresh: Option<String>,
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
     pub leeway: Option<String>,

@@ -4,36 +4,129 @@
 //! fills the same way (REST and gRPC headers, a WebSocket's cookie, query
 //! parameter or subprotocol token), so this layer never knows the protocol.
 
-use crate::config::{AuthenticatorConfig, JwtKey};
+use crate::config::{AuthenticatorConfig, JwksSource, JwtKey};
 use crate::envelope::{Envelope, Principal, Reply};
 use crate::error::GatewayError;
 use futures_util::future::BoxFuture;
 use jsonwebtoken::{DecodingKey, Validation};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 use tower::{Layer, Service};
 
 /// One configured JWT verifier.
 pub struct Authenticator {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
 }
 
-impl Authenticator {
-    pub fn new(config: &AuthenticatorConfig) -> Result<Authenticator, String> {
-        use jsonwebtoken::Algorithm::*;
-        let key = match (&config.key, config.algorithm) {
-            (JwtKey::Secret(s), _) => Ok(DecodingKey::from_secret(s)),
-            (JwtKey::PublicPem(pem), RS256 | RS384 | RS512 | PS256 | PS384 | PS512) => {
-                DecodingKey::from_rsa_pem(pem)
-            }
-            (JwtKey::PublicPem(pem), ES256 | ES384) => DecodingKey::from_ec_pem(pem),
-            (JwtKey::PublicPem(pem), EdDSA) => DecodingKey::from_ed_pem(pem),
-            (JwtKey::PublicPem(_), alg) => {
-                return Err(format!("{alg:?} takes a secret, not a public key"))
-            }
+enum Keys {
+    One(DecodingKey),
+    /// Keys by `kid`, refreshed from their source on an unknown `kid`.
+    Set(Jwks),
+}
+
+struct Jwks {
+    source: JwksSource,
+    min_refresh: Duration,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When the set was last read; one refresh at a time, at most one per `min_refresh`.
+    refreshed: tokio::sync::Mutex<Instant>,
+}
+
+impl Jwks {
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    /// Re-reads the set if the last read is old enough; a new `kid` (key
+    /// rotation) is then found. Failures keep the keys already known.
+    async fn refresh(&self) {
+        let mut last = self.refreshed.lock().await;
+        if last.elapsed() < self.min_refresh {
+            return;
         }
-        .map_err(|e| format!("authenticators.{}: bad public key: {e}", config.name))?;
+        *last = Instant::now();
+        match fetch(&self.source).await {
+            Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys,
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
+        }
+    }
+}
+
+/// Reads a JWK set from a file or an http:// URL.
+async fn fetch(source: &JwksSource) -> Result<HashMap<String, DecodingKey>, String> {
+    let bytes = match source {
+        JwksSource::File(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        JwksSource::Url(url) => {
+            use http_body_util::BodyExt;
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
+                .await
+                .map_err(|_| format!("{url}: timed out"))?
+                .map_err(|e| format!("{url}: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!("{url}: {}", resp.status()));
+            }
+            let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            body.to_bytes().to_vec()
+        }
+    };
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
+}
+
+impl Authenticator {
+    /// Builds the verifier; a JWK set is read now, so a bad one fails startup.
+    pub async fn load(config: &AuthenticatorConfig) -> Result<Authenticator, String> {
+        use jsonwebtoken::Algorithm::*;
+        let keys = match (&config.key, config.algorithm) {
+            (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
+            (JwtKey::PublicPem(pem), alg) => {
+                let key = match alg {
+                    RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+                    ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+                    EdDSA => DecodingKey::from_ed_pem(pem),
+                    alg => return Err(format!("{alg:?} takes a secret, not a public key")),
+                };
+                Keys::One(key.map_err(|e| format!("bad public key: {e}"))?)
+            }
+            (
+                JwtKey::Jwks {
+                    source,
+                    min_refresh,
+                },
+                _,
+            ) => Keys::Set(Jwks {
+                keys: RwLock::new(fetch(source).await?),
+                source: source.clone(),
+                min_refresh: *min_refresh,
+                refreshed: tokio::sync::Mutex::new(Instant::now()),
+            }),
+        };
         // Only the configured algorithm is accepted, whatever the token says.
         let mut validation = Validation::new(config.algorithm);
         validation.leeway = config.leeway.as_secs();
@@ -47,13 +140,35 @@ impl Authenticator {
         } else {
             validation.set_audience(&config.audiences);
         }
-        Ok(Authenticator { key, validation })
+        Ok(Authenticator { keys, validation })
     }
 
     /// The principal of a valid token.
-    pub fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
-            .map_err(|e| GatewayError::unauthenticated(false, format!("invalid token: {e}")))?;
+    pub async fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
+        let invalid =
+            |why: String| GatewayError::unauthenticated(false, format!("invalid token: {why}"));
+        let set_key;
+        let key = match &self.keys {
+            Keys::One(k) => k,
+            Keys::Set(jwks) => {
+                let header =
+                    jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
+                set_key = match jwks.get(&kid) {
+                    Some(k) => k,
+                    None => {
+                        jwks.refresh().await;
+                        jwks.get(&kid)
+                            .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
+                    }
+                };
+                &set_key
+            }
+        };
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation)
+            .map_err(|e| invalid(e.to_string()))?;
         let subject = data
             .claims
             .get("sub")
@@ -126,20 +241,26 @@ where
     }
 
     fn call(&mut self, mut env: Envelope) -> Self::Future {
-        if let Some(Some(authenticator)) = self.by_route.get(env.target.route) {
-            let verified = match bearer(&env) {
-                None => Err(GatewayError::unauthenticated(
-                    true,
-                    "this route needs a bearer token",
-                )),
-                Some(token) => authenticator.verify(token),
-            };
-            match verified {
-                Ok(principal) => env.ctx.principal = Some(Arc::new(principal)),
+        let Some(Some(authenticator)) = self.by_route.get(env.target.route).cloned() else {
+            return Box::pin(self.inner.call(env));
+        };
+        // The service that was polled ready is the one that must be called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let token = bearer(&env).map(str::to_owned);
+            let principal = match token {
+                None => {
+                    return Err(GatewayError::unauthenticated(
+                        true,
+                        "this route needs a bearer token",
+                    ))
+                }
                 // Refused before the backend is ever called.
-                Err(e) => return Box::pin(std::future::ready(Err(e))),
-            }
-        }
-        Box::pin(self.inner.call(env))
+                Some(token) => authenticator.verify(&token).await?,
+            };
+            env.ctx.principal = Some(Arc::new(principal));
+            inner.call(env).await
+        })
     }
 }
