@@ -200,11 +200,35 @@ pub enum JwksSource {
     Url(String),
 }
 
-/// A validated JWT authenticator. The accepted algorithm is the configured
-/// one, never the token's: no `alg: none`, no RS/HS confusion.
+/// A validated authenticator: how a credential is verified, and what of it
+/// reaches the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthenticatorConfig {
     pub name: String,
+    pub method: AuthMethod,
+    /// Verified claims copied into the call's metadata: (claim, header).
+    pub forward_claims: Vec<(String, http::HeaderName)>,
+    /// Remove the credential (authorization or the API key header) before the backend.
+    pub strip_credential: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthMethod {
+    Jwt(JwtConfig),
+    ApiKey(ApiKeyConfig),
+}
+
+/// API keys: a header, and the SHA-256 of each consumer's key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyConfig {
+    pub header: http::HeaderName,
+    pub consumers: Vec<(String, [u8; 32])>,
+}
+
+/// JWT verification. The accepted algorithm is the configured one, never
+/// the token's: no `alg: none`, no RS/HS confusion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtConfig {
     pub algorithm: jsonwebtoken::Algorithm,
     pub key: JwtKey,
     pub issuer: Option<String>,
@@ -518,6 +542,13 @@ impl Validator<'_> {
         for (name, a) in &f.authenticators {
             authenticators.push(self.authenticator(name, a)?);
         }
+        // The header an API-key authenticator reads must reach the pipeline.
+        let mut metadata = metadata;
+        for a in &authenticators {
+            if let AuthMethod::ApiKey(k) = &a.method {
+                metadata.forward.insert(k.header.as_str().to_owned());
+            }
+        }
         let mut routes = Vec::new();
         for (i, r) in f.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -805,15 +836,94 @@ impl Validator<'_> {
         name: &str,
         a: &file::AuthenticatorFile,
     ) -> Result<AuthenticatorConfig, ConfigError> {
-        use jsonwebtoken::Algorithm::*;
         let key = format!("authenticators.{name}");
-        if a.kind != "jwt" {
-            return Err(self.err(
-                format!("{key}.kind"),
-                format!("{:?} is not supported; use \"jwt\"", a.kind),
-            ));
+        let method = match a.kind.as_str() {
+            "jwt" => AuthMethod::Jwt(self.jwt(&key, a)?),
+            "api_key" => AuthMethod::ApiKey(self.api_keys(&key, a)?),
+            other => {
+                return Err(self.err(
+                    format!("{key}.kind"),
+                    format!("{other:?} is not one of \"jwt\", \"api_key\""),
+                ))
+            }
+        };
+        let mut forward_claims = Vec::new();
+        for (claim, header) in a.forward_claims.iter().flatten() {
+            let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| {
+                    self.err(
+                        format!("{key}.forward_claims.{claim}"),
+                        format!("{header:?} is not a header name"),
+                    )
+                })?;
+            forward_claims.push((claim.clone(), name));
         }
-        let algorithm: jsonwebtoken::Algorithm = a.algorithm.parse().map_err(|_| {
+        Ok(AuthenticatorConfig {
+            name: name.to_owned(),
+            method,
+            forward_claims,
+            strip_credential: a.strip_credential.unwrap_or(false),
+        })
+    }
+
+    fn api_keys(
+        &self,
+        key: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<ApiKeyConfig, ConfigError> {
+        let header = a.header.as_deref().unwrap_or("x-api-key");
+        let header =
+            http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                self.err(
+                    format!("{key}.header"),
+                    format!("{header:?} is not a header name"),
+                )
+            })?;
+        let file = a.keys_file.as_ref().ok_or_else(|| {
+            self.err(
+                format!("{key}.keys_file"),
+                "is required for an api_key authenticator",
+            )
+        })?;
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                format!("{key}.keys_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let table: std::collections::BTreeMap<String, String> =
+            toml::from_str(&text).map_err(|e| {
+                self.err(
+                    format!("{key}.keys_file"),
+                    format!("{}: {}", path.display(), e.message()),
+                )
+            })?;
+        let mut consumers = Vec::new();
+        for (consumer, hex) in table {
+            let digest = decode_sha256_hex(&hex).ok_or_else(|| {
+                self.err(
+                    format!("{key}.keys_file"),
+                    format!(
+                        "{}: {consumer}: not the 64 hex digits of a SHA-256",
+                        path.display()
+                    ),
+                )
+            })?;
+            consumers.push((consumer, digest));
+        }
+        Ok(ApiKeyConfig { header, consumers })
+    }
+
+    fn jwt(&self, key: &str, a: &file::AuthenticatorFile) -> Result<JwtConfig, ConfigError> {
+        use jsonwebtoken::Algorithm::*;
+        let algorithm_name = a.algorithm.as_deref().ok_or_else(|| {
+            self.err(
+                format!("{key}.algorithm"),
+                "is required for a jwt authenticator",
+            )
+        })?;
+        let algorithm: jsonwebtoken::Algorithm = algorithm_name.parse().map_err(|_| {
             self.err(
                 format!("{key}.algorithm"),
                 format!("{:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA", a.algorithm),
@@ -864,20 +974,21 @@ impl Validator<'_> {
                     format!("{key}.secret"),
                     format!(
                         "{} needs a non-empty secret and no public_key_file",
-                        a.algorithm
+                        algorithm_name
                     ),
                 ))
             }
-            (false, _, _) => return Err(self.err(
-                format!("{key}.public_key_file"),
-                format!(
+            (false, _, _) => {
+                return Err(self.err(
+                    format!("{key}.public_key_file"),
+                    format!(
                     "{} needs exactly one of public_key_file, jwks_file, jwks_url, and no secret",
-                    a.algorithm
+                    algorithm_name
                 ),
-            )),
+                ))
+            }
         };
-        Ok(AuthenticatorConfig {
-            name: name.to_owned(),
+        Ok(JwtConfig {
             algorithm,
             key: key_source,
             issuer: a.issuer.clone(),
@@ -1066,6 +1177,19 @@ impl Validator<'_> {
             )?,
         })
     }
+}
+
+fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn list_or_none(items: &[&str]) -> String {

@@ -374,3 +374,90 @@ async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(rest_with(&h, path, &k2).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_stripped() {
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"{}\"\nforward_claims = {{ consumer = \"x-consumer\" }}\nstrip_credential = true\n\n\
+             [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ sub = \"x-user-id\", tenant = \"x-tenant\" }}\nstrip_credential = true\n",
+            fixture("api_keys.toml")
+        );
+        support::config_text(backend, &sections, "")
+            .replacen("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"partners\"\n", 1)
+            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"users\"\n", 1)
+    })
+    .await;
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("x-api-key", "acme-key-123")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let md = &r.json()["metadata"];
+    assert_eq!(md["x-consumer"], "acme");
+    assert!(
+        md.get("x-api-key").is_none(),
+        "the key was stripped before the backend"
+    );
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(pb::HeadersRequest {});
+    req.metadata_mut()
+        .insert("x-api-key", "globex-key-456".parse().unwrap());
+    let md = pb::probe_client::ProbeClient::new(channel)
+        .headers(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .metadata;
+    assert_eq!(md.get("x-consumer").map(String::as_str), Some("globex"));
+
+    for bad in [None, Some("wrong-key")] {
+        let headers: Vec<(&str, &str)> = bad.map(|k| ("x-api-key", k)).into_iter().collect();
+        let r = h
+            .client
+            .send(Method::GET, "/v1/probe/headers", &headers, "")
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+    }
+    assert_eq!(h.backends.probe.calls(), 2);
+
+    assert_eq!(
+        rest_with(&h, "/v1/shelves/1", &hs256(&claims()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // JWT claims forwarded as metadata, the token itself stripped: what the backend saw.
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ sub = \"x-user-id\", tenant = \"x-tenant\" }}\nstrip_credential = true\n"
+        );
+        support::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"users\"\n",
+            1,
+        )
+    })
+    .await;
+    let r = rest_with(&h, "/v1/probe/headers", &hs256(&claims())).await;
+    let md = &r.json()["metadata"];
+    assert_eq!(
+        (md["x-user-id"].as_str(), md["x-tenant"].as_str()),
+        (Some("ada"), Some("acme"))
+    );
+    assert!(
+        md.get("authorization").is_none(),
+        "the token was stripped: {md}"
+    );
+}

@@ -136,7 +136,16 @@ pub struct AuthorizeFile {
 pub struct AuthenticatorFile {
     #[serde(default = "default_auth_kind")]
     pub kind: String,
-    pub algorithm: String,
+    /// JWT: the one algorithm accepted.
+    pub algorithm: Option<String>,
+    /// API keys: the header that carries the key.
+    pub header: Option<String>,
+    /// API keys: a TOML file of `consumer = "sha256 hex of the key"`.
+    pub keys_file: Option<String>,
+    /// Claims copied to the backend as metadata: `{ sub = "x-user-id" }`.
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    /// Remove the credential before the call reaches the backend.
+    pub strip_credential: Option<bool>,
     /// Shared secret, for HS256/384/512.
     pub secret: Option<String>,
     /// Public key file (PEM), for RS*, PS*, ES* and EdDSA.

@@ -4,11 +4,12 @@
 //! fills the same way (REST and gRPC headers, a WebSocket's cookie, query
 //! parameter or subprotocol token), so this layer never knows the protocol.
 
-use crate::config::{AuthenticatorConfig, JwksSource, JwtKey};
+use crate::config::{ApiKeyConfig, AuthMethod, AuthenticatorConfig, JwksSource, JwtConfig, JwtKey};
 use crate::envelope::{Envelope, Principal, Reply};
 use crate::error::GatewayError;
 use futures_util::future::BoxFuture;
 use jsonwebtoken::{DecodingKey, Validation};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -16,10 +17,19 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::{Layer, Service};
 
-/// One configured JWT verifier.
+/// One configured authenticator.
 pub struct Authenticator {
-    keys: Keys,
-    validation: Validation,
+    verifier: Verifier,
+    forward_claims: Vec<(String, http::HeaderName)>,
+    strip_credential: bool,
+}
+
+enum Verifier {
+    Jwt {
+        keys: Keys,
+        validation: Box<Validation>,
+    },
+    ApiKey(ApiKeyConfig),
 }
 
 enum Keys {
@@ -102,84 +112,160 @@ async fn fetch(source: &JwksSource) -> Result<HashMap<String, DecodingKey>, Stri
 impl Authenticator {
     /// Builds the verifier; a JWK set is read now, so a bad one fails startup.
     pub async fn load(config: &AuthenticatorConfig) -> Result<Authenticator, String> {
-        use jsonwebtoken::Algorithm::*;
-        let keys = match (&config.key, config.algorithm) {
-            (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
-            (JwtKey::PublicPem(pem), alg) => {
-                let key = match alg {
-                    RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
-                    ES256 | ES384 => DecodingKey::from_ec_pem(pem),
-                    EdDSA => DecodingKey::from_ed_pem(pem),
-                    alg => return Err(format!("{alg:?} takes a secret, not a public key")),
-                };
-                Keys::One(key.map_err(|e| format!("bad public key: {e}"))?)
-            }
-            (
-                JwtKey::Jwks {
-                    source,
-                    min_refresh,
-                },
-                _,
-            ) => Keys::Set(Jwks {
-                keys: RwLock::new(fetch(source).await?),
-                source: source.clone(),
-                min_refresh: *min_refresh,
-                refreshed: tokio::sync::Mutex::new(Instant::now()),
-            }),
+        let verifier = match &config.method {
+            AuthMethod::ApiKey(keys) => Verifier::ApiKey(keys.clone()),
+            AuthMethod::Jwt(jwt) => Verifier::Jwt {
+                keys: load_keys(jwt).await?,
+                validation: Box::new(validation(jwt)),
+            },
         };
-        // Only the configured algorithm is accepted, whatever the token says.
-        let mut validation = Validation::new(config.algorithm);
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
-        if let Some(iss) = &config.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        if config.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&config.audiences);
-        }
-        Ok(Authenticator { keys, validation })
-    }
-
-    /// The principal of a valid token.
-    pub async fn verify(&self, token: &str) -> Result<Principal, GatewayError> {
-        let invalid =
-            |why: String| GatewayError::unauthenticated(false, format!("invalid token: {why}"));
-        let set_key;
-        let key = match &self.keys {
-            Keys::One(k) => k,
-            Keys::Set(jwks) => {
-                let header =
-                    jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
-                let kid = header
-                    .kid
-                    .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
-                set_key = match jwks.get(&kid) {
-                    Some(k) => k,
-                    None => {
-                        jwks.refresh().await;
-                        jwks.get(&kid)
-                            .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
-                    }
-                };
-                &set_key
-            }
-        };
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &self.validation)
-            .map_err(|e| invalid(e.to_string()))?;
-        let subject = data
-            .claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .to_owned();
-        Ok(Principal {
-            subject,
-            claims: data.claims,
+        Ok(Authenticator {
+            verifier,
+            forward_claims: config.forward_claims.clone(),
+            strip_credential: config.strip_credential,
         })
     }
+
+    /// Verifies the call's credential; on success the envelope carries the
+    /// principal, the forwarded claims, and (if so configured) no credential.
+    pub async fn authenticate(&self, env: &mut Envelope) -> Result<(), GatewayError> {
+        let principal = match &self.verifier {
+            Verifier::Jwt { keys, validation } => {
+                let token = bearer(env).ok_or_else(|| {
+                    GatewayError::unauthenticated(true, "this route needs a bearer token")
+                })?;
+                let principal = verify_jwt(keys, validation, token).await?;
+                if self.strip_credential {
+                    env.metadata.remove(http::header::AUTHORIZATION);
+                }
+                principal
+            }
+            Verifier::ApiKey(config) => {
+                let key = env
+                    .metadata
+                    .get(&config.header)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        GatewayError::unauthenticated(
+                            true,
+                            format!("this route needs an API key in {}", config.header),
+                        )
+                    })?;
+                let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let consumer = config
+                    .consumers
+                    .iter()
+                    .find(|(_, stored)| *stored == digest)
+                    .map(|(name, _)| name.clone())
+                    .ok_or_else(|| GatewayError::unauthenticated(false, "unknown API key"))?;
+                if self.strip_credential {
+                    env.metadata.remove(&config.header);
+                }
+                Principal {
+                    claims: serde_json::json!({"sub": consumer, "consumer": consumer}),
+                    subject: consumer,
+                }
+            }
+        };
+        for (claim, header) in &self.forward_claims {
+            let value = match principal.claims.get(claim) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Null) | None => continue,
+                Some(other) => other.to_string(),
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                env.metadata.insert(header.clone(), v);
+            }
+        }
+        env.ctx.principal = Some(Arc::new(principal));
+        Ok(())
+    }
+}
+
+async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
+    use jsonwebtoken::Algorithm::*;
+    Ok(match (&config.key, config.algorithm) {
+        (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
+        (JwtKey::PublicPem(pem), alg) => {
+            let key = match alg {
+                RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+                ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+                EdDSA => DecodingKey::from_ed_pem(pem),
+                alg => return Err(format!("{alg:?} takes a secret, not a public key")),
+            };
+            Keys::One(key.map_err(|e| format!("bad public key: {e}"))?)
+        }
+        (
+            JwtKey::Jwks {
+                source,
+                min_refresh,
+            },
+            _,
+        ) => Keys::Set(Jwks {
+            keys: RwLock::new(fetch(source).await?),
+            source: source.clone(),
+            min_refresh: *min_refresh,
+            refreshed: tokio::sync::Mutex::new(Instant::now()),
+        }),
+    })
+}
+
+/// Only the configured algorithm is accepted, whatever the token says.
+fn validation(config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(config.algorithm);
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    if config.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&config.audiences);
+    }
+    validation
+}
+
+/// The principal of a valid token.
+async fn verify_jwt(
+    keys: &Keys,
+    validation: &Validation,
+    token: &str,
+) -> Result<Principal, GatewayError> {
+    let invalid =
+        |why: String| GatewayError::unauthenticated(false, format!("invalid token: {why}"));
+    let set_key;
+    let key = match keys {
+        Keys::One(k) => k,
+        Keys::Set(jwks) => {
+            let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+            let kid = header
+                .kid
+                .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
+            set_key = match jwks.get(&kid) {
+                Some(k) => k,
+                None => {
+                    jwks.refresh().await;
+                    jwks.get(&kid)
+                        .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
+                }
+            };
+            &set_key
+        }
+    };
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
+        .map_err(|e| invalid(e.to_string()))?;
+    let subject = data
+        .claims
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_owned();
+    Ok(Principal {
+        subject,
+        claims: data.claims,
+    })
 }
 
 /// Authenticators by route index (`None`: the route is open).
@@ -248,18 +334,8 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let token = bearer(&env).map(str::to_owned);
-            let principal = match token {
-                None => {
-                    return Err(GatewayError::unauthenticated(
-                        true,
-                        "this route needs a bearer token",
-                    ))
-                }
-                // Refused before the backend is ever called.
-                Some(token) => authenticator.verify(&token).await?,
-            };
-            env.ctx.principal = Some(Arc::new(principal));
+            // Refused before the backend is ever called.
+            authenticator.authenticate(&mut env).await?;
             inner.call(env).await
         })
     }
