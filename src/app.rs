@@ -143,7 +143,18 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             })
             .collect(),
     );
-    let pipeline = policy::pipeline(auth, authorize, rate_limit, egress);
+    let cache = policy::cache::CacheLayer::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                r.cache
+                    .clone()
+                    .map(|c| Arc::new(policy::cache::ResponseCache::new(c)))
+            })
+            .collect(),
+    );
+    let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {

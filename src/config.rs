@@ -127,6 +127,7 @@ pub const DEFAULT_FORWARDED_HEADERS: &[&str] = &[
     "tracestate",
     "baggage",
     "accept-language",
+    "cache-control",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
@@ -264,6 +265,15 @@ pub struct RateLimitConfig {
     pub key: RateLimitKey,
 }
 
+/// A route's response cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub ttl: Duration,
+    pub max_bytes: u64,
+    pub vary: Vec<http::HeaderName>,
+    pub methods: Vec<String>,
+}
+
 /// WebSocket sessions: keepalive, limits, browser origins and credentials.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebSocketConfig {
@@ -340,6 +350,7 @@ pub struct RouteConfig {
     pub auth: Option<usize>,
     pub authorize: Option<AuthorizeConfig>,
     pub rate_limit: Option<RateLimitConfig>,
+    pub cache: Option<CacheConfig>,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -636,7 +647,44 @@ impl Validator<'_> {
                     })
                 }
             };
+            let cache = match &r.cache {
+                None => None,
+                Some(c) => {
+                    let k = format!("{key}.cache");
+                    let mut vary = Vec::new();
+                    for (j, h) in c.vary.iter().enumerate() {
+                        vary.push(
+                            http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                                .map_err(|_| {
+                                    self.err(
+                                        format!("{k}.vary[{j}]"),
+                                        format!("{h:?} is not a header name"),
+                                    )
+                                })?,
+                        );
+                    }
+                    Some(CacheConfig {
+                        ttl: self.duration(
+                            &format!("{k}.ttl"),
+                            &Some(c.ttl.clone()),
+                            Duration::ZERO,
+                        )?,
+                        max_bytes: match c.max_bytes {
+                            Some(0) => {
+                                return Err(
+                                    self.err(format!("{k}.max_bytes"), "must be greater than zero")
+                                )
+                            }
+                            Some(b) => b,
+                            None => 64 * 1024 * 1024,
+                        },
+                        vary,
+                        methods: c.methods.clone(),
+                    })
+                }
+            };
             routes.push(RouteConfig {
+                cache,
                 rate_limit,
                 auth,
                 authorize,

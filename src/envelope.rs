@@ -61,6 +61,9 @@ pub struct Target {
     pub upstream_name: Arc<str>,
     /// Upper bound for a unary call; a client may ask for less.
     pub timeout: Option<Duration>,
+    /// Safe to serve from a cache: unary, and bound to GET, marked
+    /// `idempotency_level = NO_SIDE_EFFECTS`, or listed in the route's cache.
+    pub cacheable: bool,
 }
 
 /// Stream of encoded protobuf messages.

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod authorize;
+pub mod cache;
 pub mod rate_limit;
 
 use crate::egress::Egress;
@@ -16,11 +17,12 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed:
-/// authenticate -> authorize -> rate limit -> (cache, to come) -> egress.
+/// authenticate -> authorize -> rate limit -> cache -> egress.
 pub fn pipeline(
     auth: auth::AuthLayer,
     authorize: authorize::AuthorizeLayer,
     rate_limit: rate_limit::RateLimitLayer,
+    cache: cache::CacheLayer,
     egress: Egress,
 ) -> Pipeline {
     let egress = tower::service_fn(move |env: Envelope| {
@@ -36,6 +38,9 @@ pub fn pipeline(
             // After auth: a principal may be the limit's key, and refused
             // callers do not spend anyone's budget.
             .layer(rate_limit)
+            // Last before the backend: only an authorized, admitted call
+            // may be answered, even from the cache; the key holds the principal.
+            .layer(cache)
             .service(egress),
     )
 }

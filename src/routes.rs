@@ -132,6 +132,18 @@ impl RouteTable {
                     route: i,
                     upstream_name: upstream.name.as_str().into(),
                     timeout: Some(route.timeout),
+                    cacheable: CallKind::of(&method) == CallKind::Unary
+                        && (route
+                            .cache
+                            .as_ref()
+                            .is_some_and(|c| c.methods.iter().any(|m| m == method.name()))
+                            || has_no_side_effects(&method)
+                            || route
+                                .http_rules
+                                .get(method.name())
+                                .cloned()
+                                .or_else(|| http_rule::of(&method))
+                                .is_some_and(|r| binds_get(&r))),
                     method: method.clone(),
                 });
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
@@ -387,6 +399,26 @@ impl RouteTable {
         scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         scored.into_iter().take(n).map(|(_, b)| b).collect()
     }
+}
+
+/// `google.protobuf.MethodOptions.idempotency_level == NO_SIDE_EFFECTS`.
+pub fn has_no_side_effects(method: &MethodDescriptor) -> bool {
+    matches!(
+        method
+            .options()
+            .get_field_by_name("idempotency_level")
+            .as_deref(),
+        Some(prost_reflect::Value::EnumNumber(1))
+    )
+}
+
+/// Whether a rule (or one of its additional bindings) is a GET.
+fn binds_get(rule: &HttpRule) -> bool {
+    matches!(rule.pattern, Some(Pattern::Get(_)))
+        || rule
+            .additional_bindings
+            .iter()
+            .any(|b| matches!(b.pattern, Some(Pattern::Get(_))))
 }
 
 /// The (method, template, body, response_body) of a rule and its

@@ -108,6 +108,20 @@ pub struct RouteFile {
     /// What the authenticated principal must hold.
     pub authorize: Option<AuthorizeFile>,
     pub rate_limit: Option<RateLimitFile>,
+    pub cache: Option<CacheFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFile {
+    pub ttl: String,
+    pub max_bytes: Option<u64>,
+    /// Request headers (forwarded metadata) that make replies differ.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Methods to cache besides GET-bound and NO_SIDE_EFFECTS ones.
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,187 @@
+//! Response caching for unary calls that are safe to repeat (GET-bound,
+//! `NO_SIDE_EFFECTS`, or listed in the route's cache). The key is the
+//! method, the request message's bytes, the route's `vary` headers and, on
+//! an authenticated route, the principal: one caller's reply is never served
+//! to another. Concurrent identical misses make one backend call. A reply
+//! is cached in protocol-neutral form, so a REST miss can be a gRPC hit.
+//!
+//! The client's `cache-control: no-cache` skips the lookup and `no-store`
+//! the cache entirely; the backend's `cache-control: no-store` or `private`
+//! is never cached and its `max-age` shortens the route's TTL. Replies carry
+//! `x-cache: HIT` or `MISS`.
+
+use crate::config::CacheConfig;
+use crate::envelope::{Envelope, Payload, Reply};
+use crate::error::GatewayError;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{Layer, Service, ServiceExt};
+
+struct Entry {
+    metadata: HeaderMap,
+    message: Bytes,
+    expires: Instant,
+}
+
+pub struct ResponseCache {
+    config: CacheConfig,
+    store: moka::future::Cache<Vec<u8>, Arc<Entry>>,
+}
+
+impl ResponseCache {
+    pub fn new(config: CacheConfig) -> Self {
+        let store = moka::future::Cache::builder()
+            .max_capacity(config.max_bytes)
+            // Size-bounded in bytes, not entries.
+            .weigher(|key: &Vec<u8>, e: &Arc<Entry>| {
+                let headers: usize = e
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| k.as_str().len() + v.len())
+                    .sum();
+                u32::try_from(key.len() + e.message.len() + headers).unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.ttl)
+            .build();
+        ResponseCache { config, store }
+    }
+
+    fn key(&self, env: &Envelope, message: &Bytes) -> Vec<u8> {
+        let mut key = Vec::with_capacity(64 + message.len());
+        key.extend_from_slice(env.target.path.as_str().as_bytes());
+        key.push(0);
+        key.extend_from_slice(&(message.len() as u64).to_be_bytes());
+        key.extend_from_slice(message);
+        for h in &self.config.vary {
+            key.push(0);
+            key.extend_from_slice(env.metadata.get(h).map(|v| v.as_bytes()).unwrap_or(b""));
+        }
+        if let Some(p) = &env.ctx.principal {
+            key.push(1);
+            key.extend_from_slice(p.subject.as_bytes());
+        }
+        key
+    }
+}
+
+fn directives(h: &HeaderMap) -> Vec<String> {
+    h.get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// How long the backend lets its reply be kept (`None`: as the route says).
+fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
+    let d = directives(metadata);
+    if d.iter()
+        .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+    {
+        return Some(Duration::ZERO);
+    }
+    d.iter()
+        .find_map(|d| d.strip_prefix("max-age=")?.parse().ok())
+        .map(Duration::from_secs)
+}
+
+fn with_verdict(mut metadata: HeaderMap, verdict: &'static str) -> HeaderMap {
+    metadata.insert("x-cache", HeaderValue::from_static(verdict));
+    metadata
+}
+
+/// Caches by route index (`None`: not cached).
+#[derive(Clone)]
+pub struct CacheLayer {
+    by_route: Arc<Vec<Option<Arc<ResponseCache>>>>,
+}
+
+impl CacheLayer {
+    pub fn new(by_route: Vec<Option<Arc<ResponseCache>>>) -> Self {
+        CacheLayer {
+            by_route: Arc::new(by_route),
+        }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cache<S>;
+
+    fn layer(&self, inner: S) -> Cache<S> {
+        Cache {
+            inner,
+            by_route: self.by_route.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Cache<S> {
+    inner: S,
+    by_route: Arc<Vec<Option<Arc<ResponseCache>>>>,
+}
+
+impl<S> Service<Envelope> for Cache<S>
+where
+    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, env: Envelope) -> Self::Future {
+        let cache = match self.by_route.get(env.target.route) {
+            Some(Some(c)) if env.target.cacheable => c.clone(),
+            _ => return Box::pin(self.inner.call(env)),
+        };
+        let client = directives(&env.metadata);
+        let message = match &env.payload {
+            Payload::Unary(m) if !client.iter().any(|d| d == "no-store") => m.clone(),
+            _ => return Box::pin(self.inner.call(env)),
+        };
+        let key = cache.key(&env, &message);
+        let skip_lookup = client.iter().any(|d| d == "no-cache");
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if let Some(hit) = cache.store.get(&key).await {
+                if hit.expires > Instant::now() && !skip_lookup {
+                    return Ok(Reply::single(
+                        with_verdict(hit.metadata.clone(), "HIT"),
+                        hit.message.clone(),
+                    ));
+                }
+                cache.store.invalidate(&key).await;
+            }
+            // Concurrent misses for the same key wait for this one backend call.
+            let ttl = cache.config.ttl;
+            let entry = cache
+                .store
+                .try_get_with(key, async move {
+                    let reply = inner.oneshot(env).await?;
+                    let (metadata, message) = reply.into_unary().await?;
+                    let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
+                    Ok::<_, GatewayError>(Arc::new(Entry {
+                        metadata,
+                        message,
+                        expires: Instant::now() + lifetime,
+                    }))
+                })
+                .await
+                .map_err(|e: Arc<GatewayError>| (*e).clone())?;
+            Ok(Reply::single(
+                with_verdict(entry.metadata.clone(), "MISS"),
+                entry.message.clone(),
+            ))
+        })
+    }
+}
