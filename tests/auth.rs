@@ -461,3 +461,27 @@ async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_s
         "the token was stripped: {md}"
     );
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_stops_working_at_its_expiry() {
+    let h = gateway().await;
+    let mut short = claims();
+    short["exp"] = json!(now() + 2);
+    let token = hs256(&short);
+    assert_eq!(
+        rest_with(&h, "/v1/probe/headers", &token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        rest_with(&h, "/v1/probe/headers", &token).await.status,
+        StatusCode::OK,
+        "served from the verified-token cache"
+    );
+    // Timestamps are whole seconds and the leeway is 1 s: past second exp + 1,
+    // the remembered token is dropped and fails verification.
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
+    assert_eq!(
+        rest_with(&h, "/v1/probe/headers", &token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

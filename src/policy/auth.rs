@@ -28,8 +28,57 @@ enum Verifier {
     Jwt {
         keys: Keys,
         validation: Box<Validation>,
+        verified: VerifiedTokens,
     },
     ApiKey(ApiKeyConfig),
+}
+
+/// Tokens that verified, so a client's next calls skip the signature check
+/// (an RSA verification costs far more than the rest of a request). Kept
+/// until the token's `exp` at the latest, and for at most five minutes, so
+/// a rotated-out key stops being trusted soon after.
+struct VerifiedTokens {
+    cache: moka::sync::Cache<String, (Arc<Principal>, Instant)>,
+}
+
+impl VerifiedTokens {
+    fn new() -> Self {
+        VerifiedTokens {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        match self.cache.get(token) {
+            Some((p, expires)) if expires > Instant::now() => Some(p),
+            Some(_) => {
+                self.cache.invalidate(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, token: &str, principal: Arc<Principal>) {
+        let exp = principal
+            .claims
+            .get("exp")
+            .and_then(|e| e.as_u64())
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(u64::MAX);
+        if exp > now {
+            self.cache.insert(
+                token.to_owned(),
+                (principal, Instant::now() + Duration::from_secs(exp - now)),
+            );
+        }
+    }
 }
 
 enum Keys {
@@ -117,6 +166,7 @@ impl Authenticator {
             AuthMethod::Jwt(jwt) => Verifier::Jwt {
                 keys: load_keys(jwt).await?,
                 validation: Box::new(validation(jwt)),
+                verified: VerifiedTokens::new(),
             },
         };
         Ok(Authenticator {
@@ -130,11 +180,22 @@ impl Authenticator {
     /// principal, the forwarded claims, and (if so configured) no credential.
     pub async fn authenticate(&self, env: &mut Envelope) -> Result<(), GatewayError> {
         let principal = match &self.verifier {
-            Verifier::Jwt { keys, validation } => {
+            Verifier::Jwt {
+                keys,
+                validation,
+                verified,
+            } => {
                 let token = bearer(env).ok_or_else(|| {
                     GatewayError::unauthenticated(true, "this route needs a bearer token")
                 })?;
-                let principal = verify_jwt(keys, validation, token).await?;
+                let principal = match verified.get(token) {
+                    Some(p) => p,
+                    None => {
+                        let p = Arc::new(verify_jwt(keys, validation, token).await?);
+                        verified.insert(token, p.clone());
+                        p
+                    }
+                };
                 if self.strip_credential {
                     env.metadata.remove(http::header::AUTHORIZATION);
                 }
@@ -161,10 +222,10 @@ impl Authenticator {
                 if self.strip_credential {
                     env.metadata.remove(&config.header);
                 }
-                Principal {
+                Arc::new(Principal {
                     claims: serde_json::json!({"sub": consumer, "consumer": consumer}),
                     subject: consumer,
-                }
+                })
             }
         };
         for (claim, header) in &self.forward_claims {
@@ -177,7 +238,7 @@ impl Authenticator {
                 env.metadata.insert(header.clone(), v);
             }
         }
-        env.ctx.principal = Some(Arc::new(principal));
+        env.ctx.principal = Some(principal);
         Ok(())
     }
 }
