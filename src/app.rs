@@ -122,17 +122,25 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 })?,
         ));
     }
-    let auth = policy::auth::AuthLayer::new(
+    let auth = policy::PerRoute::new(
         config
             .routes
             .iter()
             .map(|r| r.auth.map(|i| authenticators[i].clone()))
             .collect(),
     );
-    let authorize = policy::authorize::AuthorizeLayer::new(
-        config.routes.iter().map(|r| r.authorize.clone()).collect(),
+    let authorize = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                r.authorize
+                    .clone()
+                    .map(|a| Arc::new(policy::authorize::Rules(a)))
+            })
+            .collect(),
     );
-    let rate_limit = policy::rate_limit::RateLimitLayer::new(
+    let rate_limit = policy::PerRoute::new(
         config
             .routes
             .iter()
@@ -143,7 +151,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             })
             .collect(),
     );
-    let cache = policy::cache::CacheLayer::new(
+    let cache = policy::PerRoute::new(
         config
             .routes
             .iter()

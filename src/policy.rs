@@ -5,11 +5,13 @@
 pub mod auth;
 pub mod authorize;
 pub mod cache;
+pub mod per_route;
 pub mod rate_limit;
 
 use crate::egress::Egress;
 use crate::envelope::{Envelope, Reply};
 use crate::error::GatewayError;
+pub use per_route::PerRoute;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
@@ -19,10 +21,10 @@ pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 /// Builds the pipeline, outermost layer first. The order is fixed:
 /// authenticate -> authorize -> rate limit -> cache -> egress.
 pub fn pipeline(
-    auth: auth::AuthLayer,
-    authorize: authorize::AuthorizeLayer,
-    rate_limit: rate_limit::RateLimitLayer,
-    cache: cache::CacheLayer,
+    auth: PerRoute<auth::Authenticator>,
+    authorize: PerRoute<authorize::Rules>,
+    rate_limit: PerRoute<rate_limit::Limiter>,
+    cache: PerRoute<cache::ResponseCache>,
     egress: Egress,
 ) -> Pipeline {
     let egress = tower::service_fn(move |env: Envelope| {

@@ -4,6 +4,7 @@
 //! fills the same way (REST and gRPC headers, a WebSocket's cookie, query
 //! parameter or subprotocol token), so this layer never knows the protocol.
 
+use super::per_route::{Next, Policy};
 use crate::config::{ApiKeyConfig, AuthMethod, AuthenticatorConfig, JwksSource, JwtConfig, JwtKey};
 use crate::envelope::{Envelope, Principal, Reply};
 use crate::error::GatewayError;
@@ -13,9 +14,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tower::{Layer, Service};
+use tower::Service;
 
 /// One configured authenticator.
 pub struct Authenticator {
@@ -329,35 +329,18 @@ async fn verify_jwt(
     })
 }
 
-/// Authenticators by route index (`None`: the route is open).
-#[derive(Clone)]
-pub struct AuthLayer {
-    by_route: Arc<Vec<Option<Arc<Authenticator>>>>,
-}
-
-impl AuthLayer {
-    pub fn new(by_route: Vec<Option<Arc<Authenticator>>>) -> Self {
-        AuthLayer {
-            by_route: Arc::new(by_route),
-        }
+impl Policy for Authenticator {
+    fn call(
+        self: Arc<Self>,
+        mut env: Envelope,
+        mut next: Next,
+    ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+        Box::pin(async move {
+            // Refused before the backend is ever called.
+            self.authenticate(&mut env).await?;
+            next.call(env).await
+        })
     }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            by_route: self.by_route.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    by_route: Arc<Vec<Option<Arc<Authenticator>>>>,
 }
 
 /// The token of `authorization: Bearer <token>`.
@@ -372,32 +355,4 @@ fn bearer(env: &Envelope) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-impl<S> Service<Envelope> for Auth<S>
-where
-    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Reply;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut env: Envelope) -> Self::Future {
-        let Some(Some(authenticator)) = self.by_route.get(env.target.route).cloned() else {
-            return Box::pin(self.inner.call(env));
-        };
-        // The service that was polled ready is the one that must be called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            // Refused before the backend is ever called.
-            authenticator.authenticate(&mut env).await?;
-            inner.call(env).await
-        })
-    }
 }

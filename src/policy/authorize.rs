@@ -2,14 +2,14 @@
 //! principal that authentication established. Runs after authentication,
 //! so an unauthenticated caller is told 401, not 403.
 
+use super::per_route::{Next, Policy};
 use crate::config::AuthorizeConfig;
 use crate::envelope::{Envelope, Principal, Reply};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::Service;
 
 /// Why a principal does not satisfy the rules, if it does not.
 pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), String> {
@@ -43,65 +43,26 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
     Ok(())
 }
 
-/// Rules by route index (`None`: nothing beyond authentication).
-#[derive(Clone)]
-pub struct AuthorizeLayer {
-    by_route: Arc<Vec<Option<AuthorizeConfig>>>,
-}
+/// A route's authorization rules, as a pipeline policy.
+pub struct Rules(pub AuthorizeConfig);
 
-impl AuthorizeLayer {
-    pub fn new(by_route: Vec<Option<AuthorizeConfig>>) -> Self {
-        AuthorizeLayer {
-            by_route: Arc::new(by_route),
+impl Policy for Rules {
+    fn call(
+        self: Arc<Self>,
+        env: Envelope,
+        mut next: Next,
+    ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+        let verdict = match &env.ctx.principal {
+            Some(p) => check(&self.0, p),
+            None => Err("no authenticated principal".to_owned()),
+        };
+        match verdict {
+            Ok(()) => Box::pin(async move { next.call(env).await }),
+            Err(why) => Box::pin(std::future::ready(Err(GatewayError::new(
+                ErrorKind::Forbidden,
+                Origin::Client,
+                format!("permission denied: {why}"),
+            )))),
         }
-    }
-}
-
-impl<S> Layer<S> for AuthorizeLayer {
-    type Service = Authorize<S>;
-
-    fn layer(&self, inner: S) -> Authorize<S> {
-        Authorize {
-            inner,
-            by_route: self.by_route.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Authorize<S> {
-    inner: S,
-    by_route: Arc<Vec<Option<AuthorizeConfig>>>,
-}
-
-impl<S> Service<Envelope> for Authorize<S>
-where
-    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Reply;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, env: Envelope) -> Self::Future {
-        if let Some(Some(rules)) = self.by_route.get(env.target.route) {
-            let verdict = match &env.ctx.principal {
-                Some(p) => check(rules, p),
-                None => Err("no authenticated principal".to_owned()),
-            };
-            if let Err(why) = verdict {
-                let err = GatewayError::new(
-                    ErrorKind::Forbidden,
-                    Origin::Client,
-                    format!("permission denied: {why}"),
-                );
-                return Box::pin(std::future::ready(Err(err)));
-            }
-        }
-        Box::pin(self.inner.call(env))
     }
 }

@@ -10,6 +10,7 @@
 //! is never cached and its `max-age` shortens the route's TTL. Replies carry
 //! `x-cache: HIT` or `MISS`.
 
+use super::per_route::{Next, Policy};
 use crate::config::CacheConfig;
 use crate::envelope::{Envelope, Payload, Reply};
 use crate::error::GatewayError;
@@ -17,9 +18,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 struct Entry {
     metadata: HeaderMap,
@@ -95,63 +95,23 @@ fn with_verdict(mut metadata: HeaderMap, verdict: &'static str) -> HeaderMap {
     metadata
 }
 
-/// Caches by route index (`None`: not cached).
-#[derive(Clone)]
-pub struct CacheLayer {
-    by_route: Arc<Vec<Option<Arc<ResponseCache>>>>,
-}
-
-impl CacheLayer {
-    pub fn new(by_route: Vec<Option<Arc<ResponseCache>>>) -> Self {
-        CacheLayer {
-            by_route: Arc::new(by_route),
+impl Policy for ResponseCache {
+    fn call(
+        self: Arc<Self>,
+        env: Envelope,
+        next: Next,
+    ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+        let cache = self;
+        if !env.target.cacheable {
+            return pass(env, next);
         }
-    }
-}
-
-impl<S> Layer<S> for CacheLayer {
-    type Service = Cache<S>;
-
-    fn layer(&self, inner: S) -> Cache<S> {
-        Cache {
-            inner,
-            by_route: self.by_route.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Cache<S> {
-    inner: S,
-    by_route: Arc<Vec<Option<Arc<ResponseCache>>>>,
-}
-
-impl<S> Service<Envelope> for Cache<S>
-where
-    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Reply;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, env: Envelope) -> Self::Future {
-        let cache = match self.by_route.get(env.target.route) {
-            Some(Some(c)) if env.target.cacheable => c.clone(),
-            _ => return Box::pin(self.inner.call(env)),
-        };
         let client = directives(&env.metadata);
         let message = match &env.payload {
             Payload::Unary(m) if !client.iter().any(|d| d == "no-store") => m.clone(),
-            _ => return Box::pin(self.inner.call(env)),
+            _ => return pass(env, next),
         };
         let key = cache.key(&env, &message);
         let skip_lookup = client.iter().any(|d| d == "no-cache");
-        let inner = self.inner.clone();
         Box::pin(async move {
             if let Some(hit) = cache.store.get(&key).await {
                 if hit.expires > Instant::now() && !skip_lookup {
@@ -167,7 +127,7 @@ where
             let entry = cache
                 .store
                 .try_get_with(key, async move {
-                    let reply = inner.oneshot(env).await?;
+                    let reply = next.oneshot(env).await?;
                     let (metadata, message) = reply.into_unary().await?;
                     let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
                     Ok::<_, GatewayError>(Arc::new(Entry {
@@ -184,4 +144,8 @@ where
             ))
         })
     }
+}
+
+fn pass(env: Envelope, mut next: Next) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+    Box::pin(async move { next.call(env).await })
 }

@@ -6,15 +6,15 @@
 //! completely holds nothing a fresh bucket would not, so such buckets are
 //! dropped whenever the table reaches its size bound.
 
+use super::per_route::{Next, Policy};
 use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::envelope::{Envelope, Reply};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tower::{Layer, Service};
+use tower::Service;
 
 /// Keys tracked per route before idle buckets are swept.
 const MAX_KEYS: usize = 100_000;
@@ -91,68 +91,27 @@ impl Limiter {
     }
 }
 
-/// Limiters by route index (`None`: no limit).
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    by_route: Arc<Vec<Option<Arc<Limiter>>>>,
-}
-
-impl RateLimitLayer {
-    pub fn new(by_route: Vec<Option<Arc<Limiter>>>) -> Self {
-        RateLimitLayer {
-            by_route: Arc::new(by_route),
+impl Policy for Limiter {
+    fn call(
+        self: Arc<Self>,
+        env: Envelope,
+        mut next: Next,
+    ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+        if let Err(retry_after) = self.take(&self.key_of(&env), Instant::now()) {
+            let err = GatewayError::new(
+                ErrorKind::RateLimited {
+                    limit: self.config.burst,
+                    retry_after,
+                },
+                Origin::Client,
+                format!(
+                    "rate limit exceeded; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            );
+            return Box::pin(std::future::ready(Err(err)));
         }
-    }
-}
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit {
-            inner,
-            by_route: self.by_route.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    by_route: Arc<Vec<Option<Arc<Limiter>>>>,
-}
-
-impl<S> Service<Envelope> for RateLimit<S>
-where
-    S: Service<Envelope, Response = Reply, Error = GatewayError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Reply;
-    type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, env: Envelope) -> Self::Future {
-        if let Some(Some(limiter)) = self.by_route.get(env.target.route) {
-            if let Err(retry_after) = limiter.take(&limiter.key_of(&env), Instant::now()) {
-                let err = GatewayError::new(
-                    ErrorKind::RateLimited {
-                        limit: limiter.config.burst,
-                        retry_after,
-                    },
-                    Origin::Client,
-                    format!(
-                        "rate limit exceeded; retry in {} ms",
-                        retry_after.as_millis().max(1)
-                    ),
-                );
-                return Box::pin(std::future::ready(Err(err)));
-            }
-        }
-        Box::pin(self.inner.call(env))
+        Box::pin(async move { next.call(env).await })
     }
 }
 
