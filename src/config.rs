@@ -230,6 +230,8 @@ pub struct ApiKeyConfig {
 /// the token's: no `alg: none`, no RS/HS confusion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwtConfig {
+    /// A cookie that may carry the token (browsers), after `authorization`.
+    pub cookie: Option<String>,
     pub algorithm: jsonwebtoken::Algorithm,
     pub key: JwtKey,
     pub issuer: Option<String>,
@@ -556,8 +558,14 @@ impl Validator<'_> {
         // The header an API-key authenticator reads must reach the pipeline.
         let mut metadata = metadata;
         for a in &authenticators {
-            if let AuthMethod::ApiKey(k) = &a.method {
-                metadata.forward.insert(k.header.as_str().to_owned());
+            match &a.method {
+                AuthMethod::ApiKey(k) => {
+                    metadata.forward.insert(k.header.as_str().to_owned());
+                }
+                AuthMethod::Jwt(j) if j.cookie.is_some() => {
+                    metadata.forward.insert("cookie".to_owned());
+                }
+                AuthMethod::Jwt(_) => {}
             }
         }
         let mut routes = Vec::new();
@@ -1037,6 +1045,7 @@ impl Validator<'_> {
             }
         };
         Ok(JwtConfig {
+            cookie: a.cookie.clone(),
             algorithm,
             key: key_source,
             issuer: a.issuer.clone(),

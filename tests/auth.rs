@@ -55,7 +55,7 @@ async fn gateway() -> Harness {
     Harness::start_with_config(|backend| {
         let sections = format!(
             "[websocket]\ntoken_query_param = \"access_token\"\n\n\
-             [authenticators.hs]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"1s\"\n\n\
+             [authenticators.hs]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nissuer = \"{ISSUER}\"\naudiences = [\"{AUDIENCE}\"]\nleeway = \"1s\"\ncookie = \"session\"\n\n\
              [authenticators.rs]\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\nissuer = \"{ISSUER}\"\n",
             fixture("jwt_rs256_public.pem")
         );
@@ -484,4 +484,41 @@ async fn a_remembered_token_still_stops_working_at_its_expiry() {
         rest_with(&h, "/v1/probe/headers", &token).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn a_browser_session_cookie_can_carry_the_token() {
+    let h = gateway().await;
+    let cookie = format!("theme=dark; session={}", hs256(&claims()));
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("cookie", cookie.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("cookie", "session=forged.token.value")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("cookie", "theme=dark")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.backends.probe.calls(), 1);
 }

@@ -160,6 +160,8 @@ pub struct AuthenticatorFile {
     pub forward_claims: Option<BTreeMap<String, String>>,
     /// Remove the credential before the call reaches the backend.
     pub strip_credential: Option<bool>,
+    /// JWT: a cookie that may carry the token when no Authorization header does.
+    pub cookie: Option<String>,
     /// Shared secret, for HS256/384/512.
     pub secret: Option<String>,
     /// Public key file (PEM), for RS*, PS*, ES* and EdDSA.

@@ -29,6 +29,8 @@ enum Verifier {
         keys: Keys,
         validation: Box<Validation>,
         verified: VerifiedTokens,
+        /// A cookie that may carry the token when no Authorization header does.
+        cookie: Option<String>,
     },
     ApiKey(ApiKeyConfig),
 }
@@ -167,6 +169,7 @@ impl Authenticator {
                 keys: load_keys(jwt).await?,
                 validation: Box::new(validation(jwt)),
                 verified: VerifiedTokens::new(),
+                cookie: jwt.cookie.clone(),
             },
         };
         Ok(Authenticator {
@@ -184,10 +187,15 @@ impl Authenticator {
                 keys,
                 validation,
                 verified,
+                cookie,
             } => {
-                let token = bearer(env).ok_or_else(|| {
-                    GatewayError::unauthenticated(true, "this route needs a bearer token")
-                })?;
+                let from_header = bearer(env).map(str::to_owned);
+                let token = from_header
+                    .or_else(|| cookie.as_deref().and_then(|name| cookie_value(env, name)))
+                    .ok_or_else(|| {
+                        GatewayError::unauthenticated(true, "this route needs a bearer token")
+                    })?;
+                let token = token.as_str();
                 let principal = match verified.get(token) {
                     Some(p) => p,
                     None => {
@@ -355,4 +363,19 @@ fn bearer(env: &Envelope) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
+}
+
+/// A cookie's value from the call's `cookie` metadata.
+fn cookie_value(env: &Envelope, name: &str) -> Option<String> {
+    env.metadata
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(name)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
 }
