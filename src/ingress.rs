@@ -7,7 +7,6 @@ pub mod cors;
 pub mod dispatch;
 pub mod framed;
 pub mod grpc;
-pub mod headers;
 pub mod rest;
 pub mod server;
 pub mod websocket;

@@ -25,6 +25,7 @@ pub mod descriptors;
 pub mod egress;
 pub mod envelope;
 pub mod error;
+pub mod headers;
 pub mod ingress;
 pub mod observe;
 pub mod policy;

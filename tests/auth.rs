@@ -84,11 +84,7 @@ async fn a_valid_token_passes_over_rest_grpc_and_websocket() {
         format!("Bearer {token}")
     );
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let mut req = tonic::Request::new(pb::HeadersRequest {});
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -122,11 +118,7 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
     );
     assert_eq!(r.json()["code"], 16);
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let err = pb::probe_client::ProbeClient::new(channel)
         .headers(pb::HeadersRequest {})
         .await
@@ -258,11 +250,7 @@ async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
 
     let mut other_tenant = claims();
     other_tenant["tenant"] = json!("globex");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let mut req = tonic::Request::new(pb::GetShelfRequest { shelf: "1".into() });
     req.metadata_mut().insert(
         "authorization",
@@ -405,11 +393,7 @@ async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_s
         "the key was stripped before the backend"
     );
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let mut req = tonic::Request::new(pb::HeadersRequest {});
     req.metadata_mut()
         .insert("x-api-key", "globex-key-456".parse().unwrap());

@@ -37,11 +37,7 @@ async fn a_repeat_is_served_from_the_cache_in_any_protocol_until_it_expires() {
     assert_eq!(h.backends.probe.calls(), 1);
 
     // The same call from a gRPC client is the same cache entry.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let resp = pb::probe_client::ProbeClient::new(channel)
         .headers(pb::HeadersRequest {})
         .await

@@ -8,19 +8,12 @@ use bytes::{Buf, Bytes};
 use http::{Method, StatusCode};
 use portico::demo::backends::pb;
 use prost::Message;
-use support::Harness;
+use support::{frame_bytes, Harness};
 
 const UNARY_JSON: [(&str, &str); 2] = [
     ("content-type", "application/json"),
     ("connect-protocol-version", "1"),
 ];
-
-fn envelope(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![flags];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 /// Splits a streaming reply into its messages and its end-stream JSON.
 fn envelopes(mut body: Bytes) -> (Vec<Bytes>, serde_json::Value) {
@@ -160,7 +153,7 @@ async fn connect_timeout_ms_sets_the_deadline() {
 }
 
 #[tokio::test]
-async fn server_streams_end_with_an_end_stream_envelope() {
+async fn server_streams_end_with_an_end_stream_frame_bytes() {
     let h = Harness::start().await;
     let headers = [("content-type", "application/connect+json")];
     let r = h
@@ -169,7 +162,7 @@ async fn server_streams_end_with_an_end_stream_envelope() {
             Method::POST,
             "/portico.demo.v1.Feed/Watch",
             &headers,
-            envelope(0, br#"{"count":3,"topic":"c"}"#),
+            frame_bytes(0, br#"{"count":3,"topic":"c"}"#),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
@@ -188,7 +181,7 @@ async fn server_streams_end_with_an_end_stream_envelope() {
             Method::POST,
             "/portico.demo.v1.Feed/Watch",
             &headers,
-            envelope(0, br#"{"count":3,"failAfter":1}"#),
+            frame_bytes(0, br#"{"count":3,"failAfter":1}"#),
         )
         .await;
     let (messages, end) = envelopes(r.body);
@@ -201,7 +194,7 @@ async fn client_streams_take_proto_envelopes() {
     let h = Harness::start().await;
     let mut body = Vec::new();
     for seq in 1..=3 {
-        body.extend(envelope(
+        body.extend(frame_bytes(
             0,
             &pb::Event {
                 seq,

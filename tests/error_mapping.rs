@@ -6,7 +6,7 @@ mod support;
 use futures_util::StreamExt;
 use http::Method;
 use portico::demo::backends::pb;
-use support::Harness;
+use support::{frame, Harness};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -20,14 +20,6 @@ struct Seen {
     websocket: i64,
 }
 
-fn frame(msg: &impl prost::Message) -> Vec<u8> {
-    let body = msg.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
 /// Calls `method` (REST `rest_path`) with `request` through every protocol.
 async fn through_every_protocol(
     h: &Harness,
@@ -39,11 +31,7 @@ async fn through_every_protocol(
     let rest = h.client.get(rest_path).await;
     let rest = (rest.status.as_u16(), rest.json()["code"].as_i64().unwrap());
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let status = grpc

@@ -165,7 +165,7 @@ async fn the_client_deadline_reaches_the_backend() {
     let mut req = Request::new(pb::HeadersRequest {});
     req.set_timeout(Duration::from_secs(3));
     let md = probe.headers(req).await.unwrap().into_inner().metadata;
-    let timeout = portico::ingress::headers::parse_grpc_timeout(&md["grpc-timeout"]).unwrap();
+    let timeout = portico::headers::parse_grpc_timeout(&md["grpc-timeout"]).unwrap();
     assert!(
         timeout <= Duration::from_secs(3) && timeout > Duration::from_secs(2),
         "{timeout:?}"

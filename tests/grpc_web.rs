@@ -8,15 +8,7 @@ use bytes::{Buf, Bytes};
 use http::{Method, StatusCode};
 use portico::demo::backends::pb;
 use prost::Message;
-use support::{Harness, HttpClient, Reply};
-
-fn frame(msg: &impl Message) -> Vec<u8> {
-    let body = msg.encode_to_vec();
-    let mut out = vec![0u8];
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
+use support::{frame, Harness, HttpClient, Reply};
 
 /// Splits a gRPC-Web body into its messages and its trailers.
 fn parse(mut body: Bytes) -> (Vec<Bytes>, Vec<(String, String)>) {

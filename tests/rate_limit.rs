@@ -48,11 +48,7 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
     );
 
     // The same budget, spent from gRPC.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", h.gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.grpc_channel().await;
     let err = pb::probe_client::ProbeClient::new(channel.clone())
         .headers(pb::HeadersRequest {})
         .await

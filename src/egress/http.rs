@@ -10,7 +10,7 @@
 use crate::config::{Limits, UpstreamConfig, UpstreamProtocol};
 use crate::envelope::{Envelope, Payload, Reply};
 use crate::error::{BackendStatus, ErrorKind, GatewayError, Origin};
-use crate::ingress::headers::is_framing;
+use crate::headers::is_framing;
 use crate::routes::Binding;
 use crate::transcode::outbound;
 use bytes::Bytes;

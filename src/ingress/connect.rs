@@ -14,10 +14,10 @@
 
 use super::body::{FrameStream, ResponseBody};
 use super::framed;
-use super::headers::{deadline, is_framing};
 use crate::config::{Limits, MetadataConfig};
 use crate::envelope::{CallKind, Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx, Target};
 use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::headers::{deadline, is_framing};
 use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
@@ -150,7 +150,7 @@ impl ConnectIngress {
                 )
             }
             Shape::UnaryGet => {
-                if !has_no_side_effects(&target) {
+                if !crate::routes::has_no_side_effects(&target.method) {
                     return Err(GatewayError::method_not_allowed(
                         &Method::GET,
                         parts.uri.path(),
@@ -351,18 +351,6 @@ fn envelope(flags: u8, payload: &[u8]) -> Bytes {
     out.put_u32(payload.len() as u32);
     out.extend_from_slice(payload);
     out.freeze()
-}
-
-fn has_no_side_effects(target: &Target) -> bool {
-    // google.protobuf.MethodOptions.idempotency_level: NO_SIDE_EFFECTS = 1.
-    matches!(
-        target
-            .method
-            .options()
-            .get_field_by_name("idempotency_level")
-            .as_deref(),
-        Some(prost_reflect::Value::EnumNumber(1))
-    )
 }
 
 /// The message of a Connect GET: `encoding`, `message`, optional `base64=1`.

@@ -11,10 +11,10 @@
 
 use super::body::{FrameStream, ResponseBody};
 use super::framed;
-use super::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::config::{Limits, MetadataConfig};
 use crate::envelope::{Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx};
 use crate::error::{ErrorKind, GatewayError};
+use crate::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;

@@ -7,12 +7,13 @@
 //! escapes to hyper.
 
 use super::body::{FrameStream, ResponseBody};
-use super::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::config::{Limits, MetadataConfig};
 use crate::envelope::{
     CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx,
 };
 use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::headers::{deadline, is_framing, parse_grpc_timeout};
+use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::{Binding, BodyRule, MatchOutcome, RouteTable};
 use crate::transcode::json;
@@ -54,28 +55,19 @@ impl RestIngress {
         req: Request<IncomingBody>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
+        // Cheap clones (the URI is reference-counted): kept for the log line.
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let uri = req.uri().clone();
         let ctx = RequestCtx::new(client);
         let started = ctx.started;
         match self.serve(req, ctx).await {
             Ok(resp) => {
-                tracing::debug!(target: "portico::access", %method, %path, status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
+                tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
                 resp
             }
             Err(err) => {
-                let resp = self.error_response(&err);
-                let status = resp.status().as_u16();
-                let micros = started.elapsed().as_micros() as u64;
-                match err.origin {
-                    Origin::Client => {
-                        tracing::info!(target: "portico::access", %method, %path, status, micros, origin = "client", error = %err.message)
-                    }
-                    origin => {
-                        tracing::warn!(target: "portico::access", %method, %path, status, micros, origin = origin.as_str(), error = %err.message)
-                    }
-                }
-                resp
+                observe::request_failed("rest", &format!("{method} {}", uri.path()), started, &err);
+                self.error_response(&err)
             }
         }
     }

@@ -86,6 +86,30 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// A gRPC channel to the gateway's port.
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.gateway.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// A length-prefixed frame (gRPC, gRPC-Web and Connect share the shape).
+pub fn frame_bytes(flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![flags];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A message in a data frame.
+pub fn frame(msg: &impl prost::Message) -> Vec<u8> {
+    frame_bytes(0, &msg.encode_to_vec())
+}
+
 /// A started gateway for an arbitrary config text (with `@BACKEND@` filled in).
 pub async fn gateway_for(text: &str, backend: SocketAddr) -> Gateway {
     let config = Config::from_toml(&text.replace("@BACKEND@", &backend.to_string())).unwrap();

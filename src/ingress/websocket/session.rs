@@ -12,7 +12,7 @@ use super::protocol::{self, Body, ClientFrame, Dialect, Out, ServerFrame};
 use super::{CallSpec, WebSocketIngress};
 use crate::envelope::{Envelope, Payload, ReplyFrame, RequestCtx};
 use crate::error::GatewayError;
-use crate::ingress::headers::{deadline, is_framing};
+use crate::headers::{deadline, is_framing};
 use crate::transcode::request::{self, UrlParts};
 use crate::transcode::{json, response};
 use bytes::Bytes;

@@ -1,4 +1,4 @@
-//! Header rules shared by the adapters: deadlines from `grpc-timeout`, and
+//! Header rules shared by ingress and egress adapters: deadlines from `grpc-timeout`, and
 //! which headers are the gateway's own (never forwarded either way).
 
 use crate::envelope::CallKind;
