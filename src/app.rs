@@ -11,6 +11,7 @@ use crate::ingress::grpc::{GrpcIngress, LocalService};
 use crate::ingress::rest::RestIngress;
 use crate::ingress::server;
 use crate::ingress::websocket::WebSocketIngress;
+use crate::routes::aggregate::AggregateTable;
 use crate::routes::RouteTable;
 use crate::transcode::status::StatusRenderer;
 use crate::{admin, egress, policy};
@@ -68,15 +69,18 @@ pub struct Loaded {
     pub config: Config,
     pub pool: DescriptorPool,
     pub routes: RouteTable,
+    pub aggregates: AggregateTable,
 }
 
 pub async fn load(config: Config) -> Result<Loaded, StartError> {
     let pool = descriptors::load(&config).await?;
     let routes = RouteTable::build(&config, &pool)?;
+    let aggregates = AggregateTable::build(&config, &routes)?;
     Ok(Loaded {
         config,
         pool,
         routes,
+        aggregates,
     })
 }
 
@@ -100,6 +104,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         config,
         pool,
         routes,
+        aggregates,
     } = load(config).await?;
     let limits = config.server.limits.clone();
     let egress = egress::Egress {
@@ -170,6 +175,11 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         rest: Arc::new(RestIngress {
             routes: routes.clone(),
             pipeline: pipeline.clone(),
+            aggregates: Arc::new(aggregates),
+            aggregator: policy::aggregate::Aggregator {
+                pipeline: pipeline.clone(),
+                status: StatusRenderer::new(&pool),
+            },
             metadata: config.metadata.clone(),
             limits: limits.clone(),
             status: StatusRenderer::new(&pool),

@@ -3,7 +3,10 @@
 //! without loading schemas happens here, and every error names the file,
 //! the key and the reason.
 
+pub mod aggregate;
 pub mod file;
+
+pub use aggregate::{AggregateCall, AggregateConfig, OnError};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -371,6 +374,7 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub authenticators: Vec<AuthenticatorConfig>,
     pub routes: Vec<RouteConfig>,
+    pub aggregates: Vec<AggregateConfig>,
 }
 
 impl Config {
@@ -727,6 +731,18 @@ impl Validator<'_> {
         if routes.is_empty() {
             return Err(self.err("routes", "no [[routes]]: the gateway would serve nothing"));
         }
+        let aggregates = f
+            .aggregates
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                self.aggregate(
+                    &format!("aggregates[{i}]"),
+                    a,
+                    server.limits.request_timeout,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
         Ok(Config {
             source: self.source.to_owned(),
@@ -738,6 +754,7 @@ impl Validator<'_> {
             upstreams,
             authenticators,
             routes,
+            aggregates,
         })
     }
 

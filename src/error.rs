@@ -76,6 +76,8 @@ pub enum ErrorKind {
     Backend(Box<BackendStatus>),
     /// The backend's reply could not be read as the method's response type.
     BadBackendReply,
+    /// An aggregated call was not made because a call it takes values from failed.
+    DependencyFailed { call: String },
     /// A failure inside the gateway that is nobody else's fault.
     Internal,
 }
@@ -333,6 +335,7 @@ impl ErrorKind {
             ErrorKind::BackendUnavailable => Code::Unavailable,
             ErrorKind::Backend(b) => b.code,
             ErrorKind::BadBackendReply => Code::Internal,
+            ErrorKind::DependencyFailed { .. } => Code::FailedPrecondition,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -356,6 +359,7 @@ impl ErrorKind {
             ErrorKind::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Backend(b) => http_status_of_grpc(b.code),
             ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
+            ErrorKind::DependencyFailed { .. } => StatusCode::FAILED_DEPENDENCY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -92,6 +92,7 @@ fn main() -> ExitCode {
                             loaded.routes.bindings().len()
                         );
                         print!("{}", loaded.routes.listing());
+                        print!("{}", loaded.aggregates.listing());
                         println!("\npolicies, in pipeline order:");
                         for route in &loaded.config.routes {
                             println!(

@@ -2,6 +2,7 @@
 //! protocol it came in on. Each policy is a tower layer over
 //! `Service<Envelope>`; [`pipeline`] stacks them in their fixed order.
 
+pub mod aggregate;
 pub mod auth;
 pub mod authorize;
 pub mod cache;

@@ -3,6 +3,7 @@
 //! the `POST /package.Service/Method` auto mapping); at request time it only
 //! matches.
 
+pub mod aggregate;
 pub mod binding;
 pub mod template;
 pub mod trie;

@@ -9,15 +9,11 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use portico::demo::backends::pb;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
-use support::Harness;
+use support::{fixture, Harness};
 
 const SECRET: &str = "a-test-secret-of-reasonable-length";
 const ISSUER: &str = "https://id.portico.test";
 const AUDIENCE: &str = "portico-tests";
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn now() -> u64 {
     SystemTime::now()

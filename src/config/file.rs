@@ -23,6 +23,38 @@ pub struct File {
     pub authenticators: BTreeMap<String, AuthenticatorFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub aggregates: Vec<AggregateFile>,
+}
+
+/// A REST endpoint that fans out to several methods and merges the replies.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateFile {
+    /// HTTP method; GET when absent.
+    pub method: Option<String>,
+    /// Path template, `{name}` variables as in google.api.http.
+    pub path: String,
+    /// Default per-call timeout.
+    pub timeout: Option<String>,
+    /// "fail" (default): any failed call fails the whole request;
+    /// "partial": successful replies plus an `errors` object.
+    pub on_error: Option<String>,
+    pub calls: Vec<AggregateCallFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateCallFile {
+    /// Key of this call's reply in the merged object.
+    pub name: String,
+    /// `package.Service/Method` (or `package.Service.Method`).
+    pub method: String,
+    /// The request message as JSON, with `{path.x}`, `{query.x}`,
+    /// `{body.x}` and `{call.field}` references.
+    #[serde(default)]
+    pub request: Option<toml::Table>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,9 @@ use crate::envelope::{
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::observe;
+use crate::policy::aggregate::{AggregateInput, Aggregator};
 use crate::policy::Pipeline;
+use crate::routes::aggregate::{AggregateMatch, AggregatePlan, AggregateTable};
 use crate::routes::{Binding, BodyRule, MatchOutcome, RouteTable};
 use crate::transcode::json;
 use crate::transcode::request::{self, UrlParts};
@@ -40,6 +42,8 @@ pub const HTTP_STATUS_METADATA: &str = "x-http-status";
 pub struct RestIngress {
     pub routes: Arc<RouteTable>,
     pub pipeline: Pipeline,
+    pub aggregates: Arc<AggregateTable>,
+    pub aggregator: Aggregator,
     pub metadata: MetadataConfig,
     pub limits: Limits,
     pub status: StatusRenderer,
@@ -79,6 +83,14 @@ impl RestIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
+        // Aggregates are few and named in config; they win over method bindings.
+        if !self.aggregates.is_empty() {
+            if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&parts.method, path)
+            {
+                let path_values = plan.path_values(&segments);
+                return self.aggregate(plan, path_values, &parts, body, ctx).await;
+            }
+        }
         let found = match self.routes.find(&parts.method, path) {
             MatchOutcome::Found(m) => m,
             MatchOutcome::MethodNotAllowed(allowed) => {
@@ -169,6 +181,62 @@ impl RestIngress {
             }
         };
         resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
+    }
+
+    async fn aggregate(
+        &self,
+        plan: &Arc<AggregatePlan>,
+        path: Vec<(String, String)>,
+        parts: &http::request::Parts,
+        body: IncomingBody,
+        ctx: RequestCtx,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let bytes = read_body(body, &parts.headers, self.limits.max_request_body_bytes).await?;
+        let body = if bytes.is_empty() {
+            None
+        } else {
+            let content_type = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            if !request::is_json(content_type) {
+                return Err(GatewayError::unsupported_media_type(
+                    content_type.unwrap_or_default(),
+                ));
+            }
+            Some(serde_json::from_slice(&bytes).map_err(|e| {
+                GatewayError::new(
+                    ErrorKind::InvalidRequest {
+                        violations: Vec::new(),
+                    },
+                    Origin::Client,
+                    format!("the request body is not JSON: {e}"),
+                )
+            })?)
+        };
+        let input = AggregateInput {
+            path,
+            query: parts
+                .uri
+                .query()
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+            body,
+        };
+        let outcome = self
+            .aggregator
+            .run(plan, input, self.forwarded_metadata(&parts.headers), ctx)
+            .await?;
+        let json = serde_json::to_vec(&outcome.body)
+            .map_err(|e| GatewayError::internal(format!("could not write the reply: {e}")))?;
+        Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                "x-aggregate-complete",
+                if outcome.complete { "true" } else { "false" },
+            )
+            .body(ResponseBody::full(json))
+            .map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
     }
 
     /// The deadline for the backend: a unary call gets the route's timeout,

@@ -236,6 +236,11 @@ impl HttpClient {
     }
 }
 
+/// A file under `tests/fixtures`, as an absolute path for configs.
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Retries `check` for up to two seconds; for effects that land shortly
 /// after a response (a backend noticing a cancellation).
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {

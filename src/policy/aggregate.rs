@@ -1,0 +1,271 @@
+//! Aggregation: one request fans out to several unary calls, run
+//! concurrently except where a call's request takes values from an earlier
+//! call's reply, and the replies merge into one JSON object under the calls'
+//! names. Each call is an ordinary envelope sent down the pipeline, so it
+//! passes its own route's authentication, limits and cache.
+
+use crate::config::aggregate::{Reference, Source, TextPart, ValueTemplate};
+use crate::config::OnError;
+use crate::envelope::{Envelope, Payload, RequestCtx};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::policy::Pipeline;
+use crate::routes::aggregate::AggregatePlan;
+use crate::transcode::json;
+use crate::transcode::response;
+use crate::transcode::status::StatusRenderer;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::HeaderMap;
+use prost::Message as _;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// What a request brings to an aggregate's call templates.
+#[derive(Debug, Default)]
+pub struct AggregateInput {
+    /// Path variables, decoded, by name.
+    pub path: Vec<(String, String)>,
+    /// Query parameters, decoded, in order.
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+/// The merged reply.
+pub struct AggregateOutcome {
+    pub body: Value,
+    /// False when some call failed (partial mode only).
+    pub complete: bool,
+}
+
+#[derive(Clone)]
+pub struct Aggregator {
+    pub pipeline: Pipeline,
+    pub status: StatusRenderer,
+}
+
+type CallResult = Result<Arc<Value>, Arc<GatewayError>>;
+type CallFuture = Shared<BoxFuture<'static, CallResult>>;
+
+impl Aggregator {
+    pub async fn run(
+        &self,
+        plan: &Arc<AggregatePlan>,
+        input: AggregateInput,
+        metadata: HeaderMap,
+        ctx: RequestCtx,
+    ) -> Result<AggregateOutcome, GatewayError> {
+        let input = Arc::new(input);
+        let mut calls: Vec<CallFuture> = Vec::with_capacity(plan.config.calls.len());
+        for index in 0..plan.config.calls.len() {
+            let deps: Vec<(usize, CallFuture)> = plan.config.calls[index]
+                .depends_on
+                .iter()
+                .map(|&d| (d, calls[d].clone()))
+                .collect();
+            let call = CallRun {
+                plan: plan.clone(),
+                index,
+                input: input.clone(),
+                pipeline: self.pipeline.clone(),
+                metadata: metadata.clone(),
+                ctx: ctx.clone(),
+            };
+            calls.push(call.after(deps).boxed().shared());
+        }
+
+        let mut pending: FuturesUnordered<_> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| f.map(move |r| (i, r)))
+            .collect();
+        let mut results: Vec<Option<CallResult>> = vec![None; plan.config.calls.len()];
+        while let Some((i, result)) = pending.next().await {
+            if let (OnError::Fail, Err(e)) = (plan.config.on_error, &result) {
+                // A skipped call's own cause is also failing; report the cause.
+                if !matches!(e.kind, ErrorKind::DependencyFailed { .. }) {
+                    return Err(GatewayError::clone(e));
+                }
+            }
+            results[i] = Some(result);
+        }
+
+        let mut merged = Map::new();
+        let mut errors = Map::new();
+        let mut first_failure = None;
+        for (call, result) in plan.config.calls.iter().zip(results) {
+            match result {
+                Some(Ok(value)) => {
+                    merged.insert(call.name.clone(), Arc::unwrap_or_clone(value));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target: "portico::access", aggregate = %plan.config.path, call = %call.name, origin = e.origin.as_str(), error = %e.message, "aggregated call failed");
+                    errors.insert(call.name.clone(), self.status.to_json(&e));
+                    if first_failure.is_none()
+                        && !matches!(e.kind, ErrorKind::DependencyFailed { .. })
+                    {
+                        first_failure = Some(e);
+                    }
+                }
+                None => {}
+            }
+        }
+        if merged.is_empty() {
+            if let Some(e) = first_failure {
+                // Nothing to show: the request failed as its first call did.
+                return Err(GatewayError::clone(&e));
+            }
+        }
+        let complete = errors.is_empty();
+        if !complete {
+            merged.insert("errors".to_owned(), Value::Object(errors));
+        }
+        Ok(AggregateOutcome {
+            body: Value::Object(merged),
+            complete,
+        })
+    }
+}
+
+/// One call of one request.
+struct CallRun {
+    plan: Arc<AggregatePlan>,
+    index: usize,
+    input: Arc<AggregateInput>,
+    pipeline: Pipeline,
+    metadata: HeaderMap,
+    ctx: RequestCtx,
+}
+
+impl CallRun {
+    /// Waits for the calls this one takes values from, then makes the call.
+    async fn after(self, deps: Vec<(usize, CallFuture)>) -> CallResult {
+        let mut replies = Vec::with_capacity(deps.len());
+        for (d, dep) in deps {
+            match dep.await {
+                Ok(v) => replies.push((d, v)),
+                Err(_) => {
+                    let name = self.plan.config.calls[d].name.clone();
+                    return Err(Arc::new(GatewayError::new(
+                        ErrorKind::DependencyFailed { call: name.clone() },
+                        Origin::Backend,
+                        format!("not called: it needs the reply of {name}, which failed"),
+                    )));
+                }
+            }
+        }
+        self.call(&replies).await.map(Arc::new).map_err(Arc::new)
+    }
+
+    async fn call(&self, replies: &[(usize, Arc<Value>)]) -> Result<Value, GatewayError> {
+        let call = &self.plan.config.calls[self.index];
+        let (target, json_options) = &self.plan.targets[self.index];
+        let label = |e: GatewayError| {
+            let message = format!(
+                "{} ({}): {}",
+                call.name,
+                target.method.full_name(),
+                e.message
+            );
+            e.with_message(message)
+        };
+        let request = render(&call.request, &self.input, replies)
+            .map(Cow::into_owned)
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let message =
+            json::decode_value(&target.method.input(), request, json_options, "").map_err(label)?;
+        let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));
+        let envelope = Envelope {
+            target: target.clone(),
+            metadata: self.metadata.clone(),
+            payload: Payload::Unary(message.encode_to_vec().into()),
+            timeout: Some(timeout),
+            ctx: self.ctx.clone(),
+        };
+        let reply = async {
+            let reply = self.pipeline.clone().oneshot(envelope).await?;
+            reply.into_unary().await
+        };
+        // The egress enforces the deadline too; this bounds the policies' part.
+        let (_, bytes) = tokio::time::timeout(timeout, reply)
+            .await
+            .map_err(|_| GatewayError::deadline_exceeded())
+            .and_then(|r| r)
+            .map_err(label)?;
+        let decoded = response::decode(&target.method.output(), &bytes).map_err(label)?;
+        decoded
+            .serialize_with_options(
+                serde_json::value::Serializer,
+                &json::serialize_options(json_options),
+            )
+            .map_err(|e| label(response::bad_reply(e)))
+    }
+}
+
+/// Fills a template; `None` when it refers to something the request or the
+/// replies do not have (the field is then left unset).
+fn render<'a>(
+    template: &'a ValueTemplate,
+    input: &'a AggregateInput,
+    replies: &'a [(usize, Arc<Value>)],
+) -> Option<Cow<'a, Value>> {
+    match template {
+        ValueTemplate::Literal(v) => Some(Cow::Borrowed(v)),
+        ValueTemplate::Ref(r) => resolve(r, input, replies),
+        ValueTemplate::Text(parts) => {
+            let mut out = String::new();
+            for part in parts {
+                match part {
+                    TextPart::Literal(l) => out.push_str(l),
+                    TextPart::Ref(r) => match resolve(r, input, replies)?.as_ref() {
+                        Value::String(s) => out.push_str(s),
+                        Value::Null => return None,
+                        other => out.push_str(&other.to_string()),
+                    },
+                }
+            }
+            Some(Cow::Owned(Value::String(out)))
+        }
+        ValueTemplate::Object(fields) => Some(Cow::Owned(Value::Object(
+            fields
+                .iter()
+                .filter_map(|(k, t)| Some((k.clone(), render(t, input, replies)?.into_owned())))
+                .collect(),
+        ))),
+        ValueTemplate::List(items) => Some(Cow::Owned(Value::Array(
+            items
+                .iter()
+                .filter_map(|t| Some(render(t, input, replies)?.into_owned()))
+                .collect(),
+        ))),
+    }
+}
+
+fn resolve<'a>(
+    r: &'a Reference,
+    input: &'a AggregateInput,
+    replies: &'a [(usize, Arc<Value>)],
+) -> Option<Cow<'a, Value>> {
+    let root: &Value = match &r.source {
+        Source::Path(name) => {
+            let (_, v) = input.path.iter().find(|(n, _)| n == name)?;
+            return Some(Cow::Owned(Value::String(v.clone())));
+        }
+        Source::Query(name) => {
+            let (_, v) = input.query.iter().find(|(n, _)| n == name)?;
+            return Some(Cow::Owned(Value::String(v.clone())));
+        }
+        Source::Body => input.body.as_ref()?,
+        Source::Call(i) => replies.iter().find(|(d, _)| d == i)?.1.as_ref(),
+    };
+    let mut at = root;
+    for key in &r.keys {
+        at = match at {
+            Value::Object(m) => m.get(key)?,
+            Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    (!at.is_null()).then_some(Cow::Borrowed(at))
+}
