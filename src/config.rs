@@ -300,6 +300,17 @@ pub struct WebSocketConfig {
     pub token_cookie: Option<String>,
     /// Query parameter that carries a bearer token.
     pub token_query_param: Option<String>,
+    /// Calls a connection may open per second (a bucket of one second's worth).
+    pub calls_per_second: Option<ConnectionRate>,
+    /// Messages (frames with data) a connection may send per second.
+    pub messages_per_second: Option<ConnectionRate>,
+}
+
+/// A per-connection token bucket.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionRate {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 impl Default for WebSocketConfig {
@@ -313,6 +324,8 @@ impl Default for WebSocketConfig {
             allowed_origins: Vec::new(),
             token_cookie: None,
             token_query_param: None,
+            calls_per_second: None,
+            messages_per_second: None,
         }
     }
 }
@@ -1116,7 +1129,28 @@ impl Validator<'_> {
             allowed_origins,
             token_cookie: w.token_cookie.clone(),
             token_query_param: w.token_query_param.clone(),
+            calls_per_second: self.connection_rate("calls_per_second", w.calls_per_second)?,
+            messages_per_second: self
+                .connection_rate("messages_per_second", w.messages_per_second)?,
         })
+    }
+
+    fn connection_rate(
+        &self,
+        key: &str,
+        rate: Option<f64>,
+    ) -> Result<Option<ConnectionRate>, ConfigError> {
+        match rate {
+            None => Ok(None),
+            Some(r) if r > 0.0 && r.is_finite() => Ok(Some(ConnectionRate {
+                rate: r,
+                burst: r.ceil().max(1.0) as u32,
+            })),
+            Some(_) => Err(self.err(
+                format!("websocket.{key}"),
+                "must be a number greater than zero",
+            )),
+        }
     }
 
     fn cors(&self, key: &str, c: &file::CorsFile) -> Result<CorsPolicy, ConfigError> {

@@ -443,3 +443,71 @@ async fn shutdown_closes_sessions_with_going_away() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_over_its_call_and_message_rates_is_told_and_keeps_its_calls() {
+    let h = Harness::start_with(
+        "[websocket]\ncalls_per_second = 1.5\nmessages_per_second = 3.5\n",
+        "",
+    )
+    .await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    // Two opens fit the call budget (2 at once); the third is refused with when to retry.
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    send(
+        &mut ws,
+        json!({"id": "c", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["id"], "c", "{refused}");
+    assert_eq!(refused["error"]["code"], 8, "RESOURCE_EXHAUSTED: {refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("calls opened per second"));
+
+    // The message budget (4 at once) is spent by the three opens plus one message.
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "one"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "one");
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "two"}}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(
+        (refused["id"].as_str(), refused["error"]["code"].as_i64()),
+        (Some("a"), Some(8)),
+        "{refused}"
+    );
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("messages per second"));
+    // The call goes on once the budget refills, and ending it is never refused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "three"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "three");
+    send(&mut ws, json!({"id": "a", "end": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+}

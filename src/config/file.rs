@@ -263,4 +263,6 @@ pub struct WebSocketFile {
     pub allowed_origins: Option<Vec<String>>,
     pub token_cookie: Option<String>,
     pub token_query_param: Option<String>,
+    pub calls_per_second: Option<f64>,
+    pub messages_per_second: Option<f64>,
 }

@@ -19,9 +19,51 @@ use tower::Service;
 /// Keys tracked per route before idle buckets are swept.
 const MAX_KEYS: usize = 100_000;
 
-struct Bucket {
+/// A token bucket: `burst` tokens at most, refilled at `rate` per second.
+#[derive(Debug, Clone)]
+pub struct Bucket {
     tokens: f64,
     updated: Instant,
+}
+
+impl Bucket {
+    pub fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket {
+            tokens: f64::from(burst),
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
+        self.tokens =
+            (self.tokens + now.duration_since(self.updated).as_secs_f64() * rate).min(burst);
+        self.updated = now;
+    }
+
+    /// Takes one token, or says how long until one is there.
+    pub fn take(&mut self, now: Instant, rate: f64, burst: u32) -> Result<(), Duration> {
+        self.refill(now, rate, f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+
+    /// Full again: forgetting it loses nothing.
+    fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.tokens + now.duration_since(self.updated).as_secs_f64() * rate >= burst
+    }
+}
+
+/// The error for a call over a limit of `limit` per period.
+pub fn limited(limit: u32, retry_after: Duration, what: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::RateLimited { limit, retry_after },
+        Origin::Client,
+        format!("{what}; retry in {} ms", retry_after.as_millis().max(1)),
+    )
 }
 
 pub struct Limiter {
@@ -39,26 +81,15 @@ impl Limiter {
 
     /// Takes one token for `key`, or says how long until one is there.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let (rate, burst) = (self.config.rate, f64::from(self.config.burst));
+        let (rate, burst) = (self.config.rate, self.config.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, b| !b.is_full(now, rate, f64::from(burst)));
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
-        }
+        buckets
+            .entry(key.to_owned())
+            .or_insert_with(|| Bucket::full(burst, now))
+            .take(now, rate, burst)
     }
 
     pub fn tracked_keys(&self) -> usize {
@@ -98,17 +129,7 @@ impl Policy for Limiter {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         if let Err(retry_after) = self.take(&self.key_of(&env), Instant::now()) {
-            let err = GatewayError::new(
-                ErrorKind::RateLimited {
-                    limit: self.config.burst,
-                    retry_after,
-                },
-                Origin::Client,
-                format!(
-                    "rate limit exceeded; retry in {} ms",
-                    retry_after.as_millis().max(1)
-                ),
-            );
+            let err = limited(self.config.burst, retry_after, "rate limit exceeded");
             return Box::pin(std::future::ready(Err(err)));
         }
         Box::pin(async move { next.call(env).await })

@@ -84,6 +84,22 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    pub fn id(&self) -> &str {
+        match self {
+            ClientFrame::Open { id, .. }
+            | ClientFrame::Message { id, .. }
+            | ClientFrame::End { id }
+            | ClientFrame::Cancel { id } => id,
+        }
+    }
+
+    /// Carries data for the backend (ending or cancelling a call does not).
+    pub fn carries_data(&self) -> bool {
+        matches!(self, ClientFrame::Open { .. } | ClientFrame::Message { .. })
+    }
+}
+
 /// A frame that could not be read, with the call it named, if any.
 #[derive(Debug)]
 pub struct BadFrame {

@@ -13,6 +13,7 @@ use super::{CallSpec, WebSocketIngress};
 use crate::envelope::{Envelope, Payload, ReplyFrame, RequestCtx};
 use crate::error::GatewayError;
 use crate::headers::{deadline, is_framing};
+use crate::policy::rate_limit::{limited, Bucket};
 use crate::transcode::request::{self, UrlParts};
 use crate::transcode::{json, response};
 use bytes::Bytes;
@@ -63,6 +64,9 @@ struct Session {
     calls: HashMap<String, Call>,
     /// The session was opened on a method's path: one call, then close.
     single: bool,
+    /// Per-connection budgets for opening calls and sending messages.
+    call_budget: Bucket,
+    message_budget: Bucket,
 }
 
 pub(super) async fn run(
@@ -99,6 +103,11 @@ pub(super) async fn run(
         out: out_tx,
         done: done_tx,
         calls: HashMap::new(),
+        call_budget: Bucket::full(cfg.calls_per_second.map_or(0, |r| r.burst), Instant::now()),
+        message_budget: Bucket::full(
+            cfg.messages_per_second.map_or(0, |r| r.burst),
+            Instant::now(),
+        ),
     };
     if let Some(spec) = implicit {
         let metadata = session.metadata.clone();
@@ -239,6 +248,22 @@ impl Session {
             Message::Binary(b) => protocol::parse_binary(self.dialect, b),
             _ => return,
         };
+        let counts = frame.as_ref().map_or(true, ClientFrame::carries_data);
+        if let (Some(r), true) = (self.ingress.config.messages_per_second, counts) {
+            if let Err(wait) = self.message_budget.take(Instant::now(), r.rate, r.burst) {
+                // Refused, not dropped: the client is told, with when to retry.
+                let id = match &frame {
+                    Ok(f) => f.id(),
+                    Err(bad) => bad.id.as_deref().unwrap_or(""),
+                };
+                let what = format!(
+                    "more than {} messages per second on this connection",
+                    r.rate
+                );
+                self.refuse(id, &limited(r.burst, wait, &what)).await;
+                return;
+            }
+        }
         match frame {
             Err(bad) => {
                 self.refuse(bad.id.as_deref().unwrap_or(""), &bad.error)
@@ -300,6 +325,15 @@ impl Session {
                     &GatewayError::invalid_field("id", format!("call {id:?} is already open")),
                 )
                 .await;
+        }
+        if let Some(r) = self.ingress.config.calls_per_second {
+            if let Err(wait) = self.call_budget.take(Instant::now(), r.rate, r.burst) {
+                let what = format!(
+                    "more than {} calls opened per second on this connection",
+                    r.rate
+                );
+                return self.refuse(&id, &limited(r.burst, wait, &what)).await;
+            }
         }
         if self.calls.len() >= self.ingress.config.max_calls {
             return self
