@@ -201,7 +201,11 @@ pub enum JwtKey {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JwksSource {
     File(PathBuf),
-    Url(String),
+    /// An `http://` or `https://` URL; `ca_file` adds CAs to the built-in roots.
+    Url {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A validated authenticator: how a credential is verified, and what of it
@@ -1023,12 +1027,32 @@ impl Validator<'_> {
                     "give jwks_file or jwks_url, not both",
                 ))
             }
+            (_, None) if a.jwks_ca_file.is_some() => {
+                return Err(self.err(format!("{key}.jwks_ca_file"), "only applies with jwks_url"))
+            }
             (Some(f), None) => Some(JwksSource::File(self.path(f))),
-            (None, Some(u)) if u.starts_with("http://") => Some(JwksSource::Url(u.clone())),
+            (None, Some(u))
+                if u.starts_with("https://")
+                    || (u.starts_with("http://") && a.jwks_ca_file.is_none()) =>
+            {
+                if u.parse::<http::Uri>().is_err() {
+                    return Err(self.err(format!("{key}.jwks_url"), format!("{u:?} is not a URL")));
+                }
+                Some(JwksSource::Url {
+                    url: u.clone(),
+                    ca_file: a.jwks_ca_file.as_deref().map(|f| self.path(f)),
+                })
+            }
+            (None, Some(u)) if u.starts_with("http://") => {
+                return Err(self.err(
+                    format!("{key}.jwks_ca_file"),
+                    format!("only applies to an https:// jwks_url, not {u:?}"),
+                ))
+            }
             (None, Some(u)) => {
                 return Err(self.err(
                     format!("{key}.jwks_url"),
-                    format!("{u:?} is not an http:// URL (https needs TLS egress, not built yet)"),
+                    format!("{u:?} is not an http:// or https:// URL"),
                 ))
             }
             (None, None) => None,

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod grpc;
 pub mod http;
 pub mod probe;
+pub mod tls;
 
 use crate::config::UpstreamProtocol;
 use crate::envelope::{Envelope, Reply};

@@ -6,6 +6,8 @@ mod support;
 use base64::Engine as _;
 use http::{Method, StatusCode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portico::app;
+use portico::config::Config;
 use portico::demo::backends::pb;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -275,16 +277,38 @@ async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
 }
 
 /// A JWKS endpoint whose key set the test can change.
+/// A JWKS endpoint serving `set`, over TLS with the fixture certificate
+/// (signed by `tests/fixtures/tls/ca.pem`) when `tls` is set.
 async fn jwks_server(
     set: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+    tls: bool,
 ) -> std::net::SocketAddr {
     use hyper::service::service_fn;
+    use rustls::pki_types::pem::PemObject;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let acceptor = tls.then(|| {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(fixture("tls/server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(fixture("tls/server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    });
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let set = set.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
                     let body = set.lock().unwrap().to_string();
@@ -294,9 +318,20 @@ async fn jwks_server(
                         ))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match acceptor {
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                    None => {
+                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                };
             });
         }
     });
@@ -318,7 +353,7 @@ async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
     let set = std::sync::Arc::new(std::sync::Mutex::new(
         json!({"keys": [oct_jwk("k1", b"first-secret")]}),
     ));
-    let jwks = jwks_server(set.clone()).await;
+    let jwks = jwks_server(set.clone(), false).await;
     let h = Harness::start_with_config(|backend| {
         let sections = format!(
             "[authenticators.rotating]\nalgorithm = \"HS256\"\njwks_url = \"http://{jwks}/jwks.json\"\njwks_min_refresh = \"100ms\"\nissuer = \"{ISSUER}\"\n"
@@ -501,4 +536,41 @@ async fn a_browser_session_cookie_can_carry_the_token() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.backends.probe.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_jwks_url_over_https_is_trusted_through_the_configured_ca() {
+    let set = std::sync::Arc::new(std::sync::Mutex::new(
+        json!({"keys": [oct_jwk("k1", b"first-secret")]}),
+    ));
+    let jwks = jwks_server(set.clone(), true).await;
+    let sections = |ca: &str| {
+        format!(
+            "[authenticators.secure]\nalgorithm = \"HS256\"\njwks_url = \"https://{jwks}/jwks.json\"\n{ca}issuer = \"{ISSUER}\"\n"
+        )
+    };
+    let route = "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n";
+    let secured = format!("{route}auth = \"secure\"\n");
+
+    // The fixture CA is not among the built-in roots: startup fails, naming
+    // the authenticator and the certificate problem.
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), &sections(""), "")
+        .replacen(route, &secured, 1);
+    let err = match app::start(Config::from_toml(&text).unwrap()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an untrusted JWKS server was accepted"),
+    };
+    assert!(
+        err.contains("authenticators.secure") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+
+    let ca = format!("jwks_ca_file = \"{}\"\n", fixture("tls/ca.pem"));
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections(&ca), "").replacen(route, &secured, 1)
+    })
+    .await;
+    let path = "/v1/probe/headers";
+    let k1 = signed_with(Some("k1"), b"first-secret");
+    assert_eq!(rest_with(&h, path, &k1).await.status, StatusCode::OK);
 }

@@ -202,6 +202,8 @@ pub struct AuthenticatorFile {
     pub jwks_file: Option<String>,
     /// A JWKS URL (http), fetched at startup and again for an unknown `kid`.
     pub jwks_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for an https `jwks_url`.
+    pub jwks_ca_file: Option<String>,
     /// Least time between two refreshes of a JWKS (default 30s).
     pub jwks_min_refresh: Option<String>,
     pub issuer: Option<String>,

@@ -86,7 +86,7 @@ impl VerifiedTokens {
 enum Keys {
     One(DecodingKey),
     /// Keys by `kid`, refreshed from their source on an unknown `kid`.
-    Set(Jwks),
+    Set(Box<Jwks>),
 }
 
 struct Jwks {
@@ -121,22 +121,23 @@ impl Jwks {
     }
 }
 
-/// Reads a JWK set from a file or an http:// URL.
+/// Reads a JWK set from a file or an http(s):// URL.
 async fn fetch(source: &JwksSource) -> Result<HashMap<String, DecodingKey>, String> {
     let bytes = match source {
         JwksSource::File(path) => {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
         }
-        JwksSource::Url(url) => {
+        JwksSource::Url { url, ca_file } => {
             use http_body_util::BodyExt;
+            let connector = crate::egress::tls::https_connector(ca_file.as_deref())?;
             let client =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+                    .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
             let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
             let resp = tokio::time::timeout(Duration::from_secs(5), client.get(uri))
                 .await
                 .map_err(|_| format!("{url}: timed out"))?
-                .map_err(|e| format!("{url}: {e}"))?;
+                .map_err(|e| format!("{url}: {}", crate::error::with_causes(&e)))?;
             if !resp.status().is_success() {
                 return Err(format!("{url}: {}", resp.status()));
             }
@@ -270,12 +271,12 @@ async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
                 min_refresh,
             },
             _,
-        ) => Keys::Set(Jwks {
+        ) => Keys::Set(Box::new(Jwks {
             keys: RwLock::new(fetch(source).await?),
             source: source.clone(),
             min_refresh: *min_refresh,
             refreshed: tokio::sync::Mutex::new(Instant::now()),
-        }),
+        })),
     })
 }
 
