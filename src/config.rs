@@ -120,6 +120,9 @@ pub struct MetadataConfig {
     pub forward_prefixes: Vec<String>,
     /// Honour a `grpc-timeout` request header (never above the route's timeout).
     pub honour_client_timeout: bool,
+    /// Query parameters that carry a credential, and the header the
+    /// authenticator reads it from: ingress moves them there.
+    pub query_credentials: Vec<(String, http::HeaderName)>,
 }
 
 pub const DEFAULT_FORWARDED_HEADERS: &[&str] = &[
@@ -155,6 +158,7 @@ impl Default for MetadataConfig {
                 .collect(),
             forward_prefixes: Vec::new(),
             honour_client_timeout: true,
+            query_credentials: Vec::new(),
         }
     }
 }
@@ -230,6 +234,9 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyConfig {
     pub header: http::HeaderName,
+    /// A query parameter that may carry the key; REST and WebSocket ingress
+    /// move it into `header` (and out of the query) before the pipeline.
+    pub query_param: Option<String>,
     pub consumers: Vec<(String, [u8; 32])>,
 }
 
@@ -252,6 +259,9 @@ pub struct JwtConfig {
 pub struct AuthorizeConfig {
     pub scopes: Vec<String>,
     pub claims: Vec<(String, String)>,
+    /// An allow-list of principals (the consumer of an API key, the `sub`
+    /// of a token); `None` allows any.
+    pub consumers: Option<Vec<String>>,
 }
 
 /// What a rate limit counts by.
@@ -404,6 +414,9 @@ impl Config {
         if let Some(a) = &route.authorize {
             let mut needs: Vec<String> = a.scopes.iter().map(|s| format!("scope {s}")).collect();
             needs.extend(a.claims.iter().map(|(k, v)| format!("{k}={v}")));
+            if let Some(c) = &a.consumers {
+                needs.push(format!("consumer in [{}]", c.join(", ")));
+            }
             parts.push(format!("authorize ({})", needs.join(", ")));
         }
         if let Some(r) = &route.rate_limit {
@@ -416,6 +429,13 @@ impl Config {
             parts.push(format!(
                 "rate limit ({}/s, burst {}, per {key})",
                 r.rate, r.burst
+            ));
+        }
+        if let Some(c) = &route.cache {
+            parts.push(format!(
+                "cache (ttl {}, {} bytes)",
+                humantime::format_duration(c.ttl),
+                c.max_bytes
             ));
         }
         parts.push(format!(
@@ -582,6 +602,11 @@ impl Validator<'_> {
             match &a.method {
                 AuthMethod::ApiKey(k) => {
                     metadata.forward.insert(k.header.as_str().to_owned());
+                    if let Some(param) = &k.query_param {
+                        metadata
+                            .query_credentials
+                            .push((param.clone(), k.header.clone()));
+                    }
                 }
                 AuthMethod::Jwt(j) if j.cookie.is_some() => {
                     metadata.forward.insert("cookie".to_owned());
@@ -622,23 +647,31 @@ impl Validator<'_> {
                         })?,
                 ),
             };
-            let authorize = match (&r.authorize, auth) {
-                (None, _) => None,
-                (Some(_), None) => {
-                    return Err(self.err(
-                        format!("{key}.authorize"),
-                        "needs an authenticator on the route (auth = \"...\")",
-                    ))
-                }
-                (Some(a), Some(_)) => Some(AuthorizeConfig {
-                    scopes: a.scopes.clone(),
-                    claims: a
-                        .claims
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                }),
-            };
+            let authorize =
+                match (&r.authorize, auth) {
+                    (None, _) => None,
+                    (Some(_), None) => {
+                        return Err(self.err(
+                            format!("{key}.authorize"),
+                            "needs an authenticator on the route (auth = \"...\")",
+                        ))
+                    }
+                    (Some(a), Some(_)) => Some(AuthorizeConfig {
+                        consumers: match &a.consumers {
+                            Some(list) if list.is_empty() => return Err(self.err(
+                                format!("{key}.authorize.consumers"),
+                                "an empty list would refuse everyone; leave it out to allow any",
+                            )),
+                            other => other.clone(),
+                        },
+                        scopes: a.scopes.clone(),
+                        claims: a
+                            .claims
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    }),
+                };
             let rate_limit = match &r.rate_limit {
                 None => None,
                 Some(rl) => {
@@ -1002,7 +1035,14 @@ impl Validator<'_> {
             })?;
             consumers.push((consumer, digest));
         }
-        Ok(ApiKeyConfig { header, consumers })
+        if a.query_param.as_deref() == Some("") {
+            return Err(self.err(format!("{key}.query_param"), "must not be empty"));
+        }
+        Ok(ApiKeyConfig {
+            header,
+            query_param: a.query_param.clone(),
+            consumers,
+        })
     }
 
     fn jwt(&self, key: &str, a: &file::AuthenticatorFile) -> Result<JwtConfig, ConfigError> {
@@ -1057,7 +1097,32 @@ impl Validator<'_> {
             }
             (None, None) => None,
         };
-        let key_source = match (hmac, &a.secret, &a.public_key_file) {
+        let public_pem = match (&a.public_key_file, &a.public_key) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.public_key"),
+                    "give public_key_file or public_key, not both",
+                ))
+            }
+            (Some(file), None) => {
+                let path = self.path(file);
+                Some(std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        format!("{key}.public_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            (None, Some(pem)) if pem.contains("-----BEGIN") => Some(pem.as_bytes().to_vec()),
+            (None, Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.public_key"),
+                    "is not PEM text (-----BEGIN PUBLIC KEY----- ...)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let key_source = match (hmac, &a.secret, public_pem) {
             (_, None, None) if jwks.is_some() => JwtKey::Jwks {
                 source: jwks.expect("checked above"),
                 min_refresh: self.duration(
@@ -1069,16 +1134,7 @@ impl Validator<'_> {
             (true, Some(secret), None) if !secret.is_empty() && jwks.is_none() => {
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
-            (false, None, Some(file)) => {
-                let path = self.path(file);
-                let pem = std::fs::read(&path).map_err(|e| {
-                    self.err(
-                        format!("{key}.public_key_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                JwtKey::PublicPem(pem)
-            }
+            (false, None, Some(pem)) if jwks.is_none() => JwtKey::PublicPem(pem),
             (true, _, _) => {
                 return Err(self.err(
                     format!("{key}.secret"),
@@ -1092,7 +1148,7 @@ impl Validator<'_> {
                 return Err(self.err(
                     format!("{key}.public_key_file"),
                     format!(
-                    "{} needs exactly one of public_key_file, jwks_file, jwks_url, and no secret",
+                    "{} needs exactly one of public_key_file, public_key, jwks_file, jwks_url, and no secret",
                     algorithm_name
                 ),
                 ))

@@ -64,3 +64,47 @@ pub fn is_framing(name: &HeaderName) -> bool {
                 | "x-user-agent"
         )
 }
+
+/// Moves credential query parameters (an API key in `?api_key=`) out of
+/// `pairs` into `metadata`, under the header their authenticator reads, so
+/// the policy sees one place whatever the client used. A header the client
+/// sent itself wins. Returns whether anything was taken.
+pub fn lift_credentials(
+    pairs: &mut Vec<(String, String)>,
+    params: &[(String, HeaderName)],
+    metadata: &mut http::HeaderMap,
+) -> bool {
+    let before = pairs.len();
+    for (param, header) in params {
+        while let Some(i) = pairs.iter().position(|(k, _)| k == param) {
+            let (_, value) = pairs.remove(i);
+            if let Ok(v) = http::HeaderValue::from_str(&value) {
+                metadata.entry(header.clone()).or_insert(v);
+            }
+        }
+    }
+    pairs.len() != before
+}
+
+/// [`lift_credentials`] on a raw query string: the query without the
+/// credentials (borrowed when there were none).
+pub fn lift_query_credentials<'a>(
+    query: Option<&'a str>,
+    params: &[(String, HeaderName)],
+    metadata: &mut http::HeaderMap,
+) -> Option<std::borrow::Cow<'a, str>> {
+    let q = query?;
+    let named = |p: &(String, HeaderName)| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some(p.0.as_str()))
+    };
+    if !params.iter().any(named) {
+        return Some(std::borrow::Cow::Borrowed(q));
+    }
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+    lift_credentials(&mut pairs, params, metadata);
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    out.extend_pairs(pairs.iter());
+    Some(std::borrow::Cow::Owned(out.finish()))
+}

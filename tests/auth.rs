@@ -574,3 +574,64 @@ async fn a_jwks_url_over_https_is_trusted_through_the_configured_ca() {
     let k1 = signed_with(Some("k1"), b"first-secret");
     assert_eq!(rest_with(&h, path, &k1).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_api_key_may_come_in_the_query_and_a_route_may_admit_only_some_consumers() {
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nquery_param = \"api_key\"\nkeys_file = \"{}\"\n",
+            fixture("api_keys.toml")
+        );
+        support::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"partners\"\nauthorize = { consumers = [\"acme\"] }\n",
+            1,
+        )
+    })
+    .await;
+    // The key leaves the query (strict query parsing never sees it) and
+    // reaches the policy, and the backend, as the x-api-key header.
+    let r = h.client.get("/v1/probe/headers?api_key=acme-key-123").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["metadata"]["x-api-key"], "acme-key-123");
+
+    // A known consumer that the route does not admit.
+    let r = h
+        .client
+        .get("/v1/probe/headers?api_key=globex-key-456")
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    assert!(r.text().contains("not an allowed consumer"), "{}", r.text());
+
+    // A WebSocket handshake carries it the same way.
+    let url = format!(
+        "ws://{}/v1/probe/headers?api_key=acme-key-123",
+        h.gateway.addr
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    let frame = ws.next().await.unwrap().unwrap();
+    let text = frame.into_text().unwrap();
+    assert!(text.contains("acme-key-123"), "{text}");
+    assert_eq!(h.backends.probe.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_public_key_may_be_given_inline_in_the_config() {
+    let pem = std::fs::read_to_string(fixture("jwt_rs256_public.pem")).unwrap();
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.inline]\nalgorithm = \"RS256\"\npublic_key = \"\"\"\n{pem}\"\"\"\nissuer = \"{ISSUER}\"\n"
+        );
+        support::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"inline\"\n",
+            1,
+        )
+    })
+    .await;
+    let r = rest_with(&h, "/v1/probe/headers", &rs256(&claims())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = rest_with(&h, "/v1/probe/headers", &hs256(&claims())).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

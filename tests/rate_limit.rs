@@ -2,6 +2,7 @@
 
 mod support;
 
+use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use portico::demo::backends::pb;
 use std::time::Duration;
@@ -54,6 +55,23 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+    // And from a WebSocket call: it ends with RESOURCE_EXHAUSTED (close 4008).
+    let url = format!("ws://{}/v1/probe/headers", h.gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(frame)) = ws.next().await {
+        frames.push(frame);
+    }
+    let close = frames
+        .iter()
+        .find_map(|f| match f {
+            tokio_tungstenite::tungstenite::Message::Close(Some(c)) => Some(u16::from(c.code)),
+            _ => None,
+        })
+        .expect("a close frame");
+    assert_eq!(close, 4008, "{frames:?}");
+    assert_eq!(h.backends.probe.calls(), 2);
 
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(

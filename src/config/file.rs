@@ -174,6 +174,8 @@ pub struct AuthorizeFile {
     /// Claims that must equal the value (or, for array claims, contain it).
     #[serde(default)]
     pub claims: BTreeMap<String, String>,
+    /// Only these principals (API-key consumers or token subjects) pass.
+    pub consumers: Option<Vec<String>>,
 }
 
 /// A JWT authenticator: one key, its algorithm, and the claims to check.
@@ -186,6 +188,8 @@ pub struct AuthenticatorFile {
     pub algorithm: Option<String>,
     /// API keys: the header that carries the key.
     pub header: Option<String>,
+    /// API keys: a query parameter that may carry the key instead.
+    pub query_param: Option<String>,
     /// API keys: a TOML file of `consumer = "sha256 hex of the key"`.
     pub keys_file: Option<String>,
     /// Claims copied to the backend as metadata: `{ sub = "x-user-id" }`.
@@ -198,6 +202,8 @@ pub struct AuthenticatorFile {
     pub secret: Option<String>,
     /// Public key file (PEM), for RS*, PS*, ES* and EdDSA.
     pub public_key_file: Option<String>,
+    /// The same, inline: PEM text in the config.
+    pub public_key: Option<String>,
     /// A JWKS file: keys chosen by the token's `kid`.
     pub jwks_file: Option<String>,
     /// A JWKS URL (http), fetched at startup and again for an unknown `kid`.

@@ -12,7 +12,7 @@ use crate::envelope::{
     CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx,
 };
 use crate::error::{ErrorKind, GatewayError, Origin};
-use crate::headers::{deadline, is_framing, parse_grpc_timeout};
+use crate::headers::{deadline, is_framing, lift_query_credentials, parse_grpc_timeout};
 use crate::observe;
 use crate::policy::aggregate::{AggregateInput, Aggregator};
 use crate::policy::Pipeline;
@@ -83,12 +83,27 @@ impl RestIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
+        let mut metadata = self.forwarded_metadata(&parts.headers);
+        let query = lift_query_credentials(
+            parts.uri.query(),
+            &self.metadata.query_credentials,
+            &mut metadata,
+        );
+        let query = query.as_deref();
         // Aggregates are few and named in config; they win over method bindings.
         if !self.aggregates.is_empty() {
             if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&parts.method, path)
             {
-                let path_values = plan.path_values(&segments);
-                return self.aggregate(plan, path_values, &parts, body, ctx).await;
+                let input = AggregateInput {
+                    path: plan.path_values(&segments),
+                    query: query
+                        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                        .unwrap_or_default(),
+                    body: None,
+                };
+                return self
+                    .aggregate(plan, input, &parts, body, metadata, ctx)
+                    .await;
             }
         }
         let found = match self.routes.find(&parts.method, path) {
@@ -104,7 +119,6 @@ impl RestIngress {
         };
         let binding = found.binding.clone();
         let target = binding.target.clone();
-        let query = parts.uri.query();
         let content_type = parts
             .headers
             .get(CONTENT_TYPE)
@@ -133,7 +147,7 @@ impl RestIngress {
 
         let envelope = Envelope {
             timeout: self.timeout(&parts.headers, target.kind, target.timeout),
-            metadata: self.forwarded_metadata(&parts.headers),
+            metadata,
             payload,
             target,
             ctx,
@@ -186,13 +200,14 @@ impl RestIngress {
     async fn aggregate(
         &self,
         plan: &Arc<AggregatePlan>,
-        path: Vec<(String, String)>,
+        mut input: AggregateInput,
         parts: &http::request::Parts,
         body: IncomingBody,
+        metadata: HeaderMap,
         ctx: RequestCtx,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let bytes = read_body(body, &parts.headers, self.limits.max_request_body_bytes).await?;
-        let body = if bytes.is_empty() {
+        input.body = if bytes.is_empty() {
             None
         } else {
             let content_type = parts
@@ -214,19 +229,7 @@ impl RestIngress {
                 )
             })?)
         };
-        let input = AggregateInput {
-            path,
-            query: parts
-                .uri
-                .query()
-                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                .unwrap_or_default(),
-            body,
-        };
-        let outcome = self
-            .aggregator
-            .run(plan, input, self.forwarded_metadata(&parts.headers), ctx)
-            .await?;
+        let outcome = self.aggregator.run(plan, input, metadata, ctx).await?;
         let json = serde_json::to_vec(&outcome.body)
             .map_err(|e| GatewayError::internal(format!("could not write the reply: {e}")))?;
         Response::builder()

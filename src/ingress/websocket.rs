@@ -148,6 +148,11 @@ impl WebSocketIngress {
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect();
+        crate::headers::lift_credentials(
+            &mut query_pairs,
+            &self.metadata.query_credentials,
+            &mut metadata,
+        );
         if let Some(token) = self.token(headers, &offered, &mut query_pairs) {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| GatewayError::invalid_field("token", "is not a valid header value"))?;

@@ -13,6 +13,14 @@ use tower::Service;
 
 /// Why a principal does not satisfy the rules, if it does not.
 pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), String> {
+    if let Some(allowed) = &rules.consumers {
+        if !allowed.contains(&principal.subject) {
+            return Err(format!(
+                "{:?} is not an allowed consumer",
+                principal.subject
+            ));
+        }
+    }
     let granted: Vec<&str> = ["scope", "scp", "scopes"]
         .iter()
         .filter_map(|k| principal.claims.get(*k))
