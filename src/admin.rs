@@ -1,7 +1,9 @@
-//! The admin port: `/healthz` for liveness probes and `/routes` for the
-//! route table as the gateway sees it. Kept off the main port so it can be
+//! The admin port: `/healthz` for liveness probes, `/routes` for the route
+//! table as the gateway sees it, and `/upstreams` for each endpoint's
+//! health, ejection and load (JSON). Kept off the main port so it can be
 //! bound to a private address.
 
+use crate::egress::upstream::Upstream;
 use crate::routes::RouteTable;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -18,6 +20,7 @@ use tokio::task::JoinHandle;
 pub fn spawn(
     listener: TcpListener,
     routes: Arc<RouteTable>,
+    upstreams: Arc<Vec<Arc<Upstream>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -27,23 +30,36 @@ pub fn spawn(
                 _ = shutdown.changed() => return,
             };
             let routes = routes.clone();
+            let upstreams = upstreams.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let routes = routes.clone();
+                    let upstreams = upstreams.clone();
                     async move {
-                        let (status, body) = match req.uri().path() {
-                            "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-                            "/routes" => (StatusCode::OK, routes.listing()),
+                        let text = "text/plain; charset=utf-8";
+                        let (status, content_type, body) = match req.uri().path() {
+                            "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
+                            "/routes" => (StatusCode::OK, text, routes.listing()),
+                            "/upstreams" => {
+                                let all: Vec<_> =
+                                    upstreams.iter().map(|u| u.status_json()).collect();
+                                (
+                                    StatusCode::OK,
+                                    "application/json",
+                                    serde_json::Value::Array(all).to_string(),
+                                )
+                            }
                             _ => (
                                 StatusCode::NOT_FOUND,
-                                "not found; try /healthz or /routes\n".to_owned(),
+                                text,
+                                "not found; try /healthz, /routes or /upstreams\n".to_owned(),
                             ),
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
                         *resp.status_mut() = status;
                         resp.headers_mut().insert(
                             http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                            http::HeaderValue::from_static(content_type),
                         );
                         Ok::<_, Infallible>(resp)
                     }

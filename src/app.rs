@@ -91,6 +91,9 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// WebSocket sessions open; each closes with going-away on shutdown.
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    drain_timeout: Duration,
 }
 
 /// Loads everything, binds the sockets and starts serving.
@@ -107,10 +110,17 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         aggregates,
     } = load(config).await?;
     let limits = config.server.limits.clone();
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| egress::upstream::Upstream::start(u.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Upstream)?;
+    let upstreams = Arc::new(upstreams);
     let egress = egress::Egress {
-        grpc: GrpcEgress::new(&config.upstreams, &limits).map_err(StartError::Upstream)?,
+        grpc: GrpcEgress::new(&limits),
         http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits),
-        protocols: Arc::new(config.upstreams.iter().map(|u| u.protocol).collect()),
+        upstreams: upstreams.clone(),
     };
     let routes = Arc::new(routes);
     let mut authenticators = Vec::with_capacity(config.authenticators.len());
@@ -169,6 +179,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     );
     let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let local = local_grpc_services(&config, &pool, &routes)?;
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
@@ -205,6 +216,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             metadata: config.metadata.clone(),
             status: StatusRenderer::new(&pool),
             shutdown: shutdown_rx.clone(),
+            sessions: sessions.clone(),
         }),
         pages: Arc::new(pages),
     });
@@ -238,7 +250,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 error,
             })?;
         admin_addr = listener.local_addr().ok();
-        tasks.push(admin::spawn(listener, routes, shutdown_rx));
+        tasks.push(admin::spawn(listener, routes, upstreams, shutdown_rx));
     }
     tracing::info!(%addr, routes = ?config.routes.iter().map(|r| r.grpc_service.as_str()).collect::<Vec<_>>(), "portico listening");
     Ok(Gateway {
@@ -246,6 +258,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         admin_addr,
         shutdown,
         tasks,
+        sessions,
+        drain_timeout: config.server.drain_timeout,
     })
 }
 
@@ -325,12 +339,29 @@ fn local_grpc_services(
 }
 
 impl Gateway {
-    /// Stops accepting, lets requests in flight finish, and returns when all
-    /// connections are closed.
+    /// Stops accepting, lets requests in flight finish (WebSockets get a
+    /// going-away close), and returns when every connection is closed or
+    /// `server.drain_timeout` has passed, whichever is first.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let sessions = self.sessions.clone();
+        let drained = async move {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            while sessions.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(self.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(drain_timeout = ?self.drain_timeout, "requests still in flight at the drain timeout; closing their connections");
+            for a in aborts {
+                a.abort();
+            }
         }
     }
 

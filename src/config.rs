@@ -5,8 +5,10 @@
 
 pub mod aggregate;
 pub mod file;
+pub mod upstream;
 
 pub use aggregate::{AggregateCall, AggregateConfig, OnError};
+pub use upstream::*;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -76,6 +78,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub limits: Limits,
+    /// On SIGTERM, how long requests in flight may take to finish before
+    /// their connections are cut.
+    pub drain_timeout: Duration,
 }
 
 /// What to do with a query parameter that names no field.
@@ -171,22 +176,6 @@ pub struct DescriptorSources {
     pub protos: Vec<String>,
     /// Upstreams (by name) whose server reflection is read at startup.
     pub reflect: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
-    Grpc,
-    /// JSON over HTTP/1.1, called by each method's google.api.http binding.
-    Http,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
-    pub name: String,
-    pub protocol: UpstreamProtocol,
-    /// `host:port` of each instance.
-    pub endpoints: Vec<String>,
-    pub connect_timeout: Duration,
 }
 
 /// Where a JWT authenticator's key comes from.
@@ -596,8 +585,14 @@ impl Validator<'_> {
         for (name, a) in &f.authenticators {
             authenticators.push(self.authenticator(name, a)?);
         }
-        // The header an API-key authenticator reads must reach the pipeline.
+        // The header an API-key authenticator reads, or a balancer hashes,
+        // must reach the pipeline.
         let mut metadata = metadata;
+        for u in &upstreams {
+            if let Balance::ConsistentHash(HashKey::Header(h)) = &u.balance {
+                metadata.forward.insert(h.as_str().to_owned());
+            }
+        }
         for a in &authenticators {
             match &a.method {
                 AuthMethod::ApiKey(k) => {
@@ -864,6 +859,11 @@ impl Validator<'_> {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
         }
         Ok(ServerConfig {
+            drain_timeout: self.duration(
+                "server.drain_timeout",
+                &s.drain_timeout,
+                Duration::from_secs(30),
+            )?,
             listen: self.addr("server.listen", &s.listen)?,
             admin: s
                 .admin
@@ -1323,47 +1323,6 @@ impl Validator<'_> {
             out.honour_client_timeout = h;
         }
         Ok(out)
-    }
-
-    fn upstream(&self, name: &str, u: &file::UpstreamFile) -> Result<UpstreamConfig, ConfigError> {
-        let key = format!("upstreams.{name}");
-        let protocol = match u.protocol.as_str() {
-            "grpc" => UpstreamProtocol::Grpc,
-            "http" => UpstreamProtocol::Http,
-            other => {
-                return Err(self.err(
-                    format!("{key}.protocol"),
-                    format!("{other:?} is not one of \"grpc\", \"http\""),
-                ))
-            }
-        };
-        if u.endpoints.is_empty() {
-            return Err(self.err(
-                format!("{key}.endpoints"),
-                "needs at least one \"host:port\"",
-            ));
-        }
-        for (i, e) in u.endpoints.iter().enumerate() {
-            let ok = e
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok || e.contains("://") {
-                return Err(self.err(
-                    format!("{key}.endpoints[{i}]"),
-                    format!("{e:?} is not \"host:port\""),
-                ));
-            }
-        }
-        Ok(UpstreamConfig {
-            name: name.to_owned(),
-            protocol,
-            endpoints: u.endpoints.clone(),
-            connect_timeout: self.duration(
-                &format!("{key}.connect_timeout"),
-                &u.connect_timeout,
-                Duration::from_secs(2),
-            )?,
-        })
     }
 }
 

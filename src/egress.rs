@@ -7,24 +7,39 @@ pub mod grpc;
 pub mod http;
 pub mod probe;
 pub mod tls;
+pub mod upstream;
 
 use crate::config::UpstreamProtocol;
 use crate::envelope::{Envelope, Reply};
 use crate::error::GatewayError;
+use std::sync::Arc;
+use upstream::Upstream;
 
 #[derive(Clone)]
 pub struct Egress {
     pub grpc: grpc::GrpcEgress,
     pub http: http::HttpEgress,
-    /// Each upstream's protocol, by upstream index.
-    pub protocols: std::sync::Arc<Vec<UpstreamProtocol>>,
+    /// By [`UpstreamId`](crate::envelope::UpstreamId).
+    pub upstreams: Arc<Vec<Arc<Upstream>>>,
 }
 
 impl Egress {
     pub async fn call(&self, env: Envelope) -> Result<Reply, GatewayError> {
-        match self.protocols.get(env.target.upstream.0) {
-            Some(UpstreamProtocol::Http) => self.http.call(env).await,
-            _ => self.grpc.call(env).await,
+        let upstream = self
+            .upstreams
+            .get(env.target.upstream.0)
+            .ok_or_else(|| GatewayError::internal("route names an unknown upstream"))?;
+        match upstream.config.protocol {
+            UpstreamProtocol::Http => {
+                upstream
+                    .call(env, |ep, env| self.http.attempt(ep, env))
+                    .await
+            }
+            UpstreamProtocol::Grpc => {
+                upstream
+                    .call(env, |ep, env| self.grpc.attempt(ep, env))
+                    .await
+            }
         }
     }
 }

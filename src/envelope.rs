@@ -64,6 +64,12 @@ pub struct Target {
     /// Safe to serve from a cache: unary, and bound to GET, marked
     /// `idempotency_level = NO_SIDE_EFFECTS`, or listed in the route's cache.
     pub cacheable: bool,
+    /// Safe to send again after it may have reached the backend: marked
+    /// `NO_SIDE_EFFECTS` or `IDEMPOTENT`, or listed in the upstream's retry config.
+    pub idempotent: bool,
+    /// The request field a consistent-hash upstream hashes, resolved at load;
+    /// `None` when the upstream hashes something else or the input lacks it.
+    pub hash_field: Option<Vec<prost_reflect::FieldDescriptor>>,
 }
 
 /// Stream of encoded protobuf messages.
@@ -112,6 +118,23 @@ pub struct Envelope {
     /// How long the backend may take; sent as `grpc-timeout` and enforced.
     pub timeout: Option<Duration>,
     pub ctx: RequestCtx,
+}
+
+impl Envelope {
+    /// A copy for another attempt; only a call whose request is one message
+    /// can be sent again (a client stream is consumed as it is sent).
+    pub fn try_clone(&self) -> Option<Envelope> {
+        let Payload::Unary(message) = &self.payload else {
+            return None;
+        };
+        Some(Envelope {
+            target: self.target.clone(),
+            metadata: self.metadata.clone(),
+            payload: Payload::Unary(message.clone()),
+            timeout: self.timeout,
+            ctx: self.ctx.clone(),
+        })
+    }
 }
 
 /// One item of a backend's reply.

@@ -76,6 +76,9 @@ pub enum ErrorKind {
     Backend(Box<BackendStatus>),
     /// The backend's reply could not be read as the method's response type.
     BadBackendReply,
+    /// An upstream's circuit breaker shed the call (`max_requests` or
+    /// `max_pending` reached) rather than queue it.
+    Overloaded { limit: &'static str },
     /// An aggregated call was not made because a call it takes values from failed.
     DependencyFailed { call: String },
     /// A failure inside the gateway that is nobody else's fault.
@@ -133,6 +136,12 @@ impl GatewayError {
             .and_then(|c| http::HeaderValue::from_str(&c).ok())
         {
             out.push((http::header::WWW_AUTHENTICATE, c));
+        }
+        if let ErrorKind::Overloaded { limit } = &self.kind {
+            out.push((
+                http::HeaderName::from_static("x-portico-overloaded"),
+                http::HeaderValue::from_static(limit),
+            ));
         }
         if let ErrorKind::RateLimited { limit, retry_after } = &self.kind {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -260,7 +269,8 @@ impl GatewayError {
         if source_is::<tonic::TimeoutExpired>(status) {
             return Self::deadline_exceeded();
         }
-        if status.code() == Code::Unavailable
+        // A connection reset mid-call comes as UNKNOWN "transport error".
+        if matches!(status.code(), Code::Unavailable | Code::Unknown)
             && status.metadata().is_empty()
             && transport_failure(status)
         {
@@ -336,6 +346,7 @@ impl ErrorKind {
             ErrorKind::Backend(b) => b.code,
             ErrorKind::BadBackendReply => Code::Internal,
             ErrorKind::DependencyFailed { .. } => Code::FailedPrecondition,
+            ErrorKind::Overloaded { .. } => Code::Unavailable,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -360,6 +371,7 @@ impl ErrorKind {
             ErrorKind::Backend(b) => http_status_of_grpc(b.code),
             ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
             ErrorKind::DependencyFailed { .. } => StatusCode::FAILED_DEPENDENCY,
+            ErrorKind::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -145,6 +145,18 @@ impl RouteTable {
                                 .cloned()
                                 .or_else(|| http_rule::of(&method))
                                 .is_some_and(|r| binds_get(&r))),
+                    idempotent: idempotency_declared(&method)
+                        || upstream
+                            .retry
+                            .idempotent_methods
+                            .iter()
+                            .any(|m| m == method.name() || m == method.full_name()),
+                    hash_field: match &upstream.balance {
+                        crate::config::Balance::ConsistentHash(crate::config::HashKey::Field(
+                            f,
+                        )) => crate::transcode::fields::resolve(&method.input(), f),
+                        _ => None,
+                    },
                     method: method.clone(),
                 });
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
@@ -410,6 +422,18 @@ pub fn has_no_side_effects(method: &MethodDescriptor) -> bool {
             .get_field_by_name("idempotency_level")
             .as_deref(),
         Some(prost_reflect::Value::EnumNumber(1))
+    )
+}
+
+/// Whether the schema says a call may be repeated: `idempotency_level` is
+/// `NO_SIDE_EFFECTS` (1) or `IDEMPOTENT` (2).
+pub fn idempotency_declared(method: &MethodDescriptor) -> bool {
+    matches!(
+        method
+            .options()
+            .get_field_by_name("idempotency_level")
+            .as_deref(),
+        Some(prost_reflect::Value::EnumNumber(1 | 2))
     )
 }
 

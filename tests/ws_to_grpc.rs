@@ -396,6 +396,9 @@ async fn browser_credentials_become_the_authorization_metadata() {
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("p3");
     let protocols = format!("portico.json.v1, portico.token.{token}");
     let mut ws = connect(&h, "/v1/probe/headers", Some(&protocols), &[]).await;
+    // This dialect sends the backend's response headers first.
+    let headers = next_json(&mut ws).await;
+    assert!(headers["headers"]["x-served-by"].is_string(), "{headers}");
     assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer p3"));
 }
 

@@ -54,6 +54,16 @@ pub struct Backends {
 impl Backends {
     /// Serves every demo service, plus gRPC reflection, on `listener`.
     pub fn serve(&self, listener: TcpListener) -> JoinHandle<()> {
+        self.serve_until(listener, std::future::pending())
+    }
+
+    /// Serves until `stop` resolves, then shuts down gracefully: HTTP/2
+    /// GOAWAY, calls in flight finish, new ones go elsewhere.
+    pub fn serve_until(
+        &self,
+        listener: TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
             .build_v1()
@@ -62,6 +72,7 @@ impl Backends {
             .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("the demo descriptor set is valid");
+        let (_, health) = tonic_health::server::health_reporter();
         // Generous stream limit: the gateway multiplexes many client calls onto one connection.
         let router = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(100_000))
@@ -70,10 +81,11 @@ impl Backends {
             .add_service(pb::chat_server::ChatServer::new(self.chat.clone()))
             .add_service(pb::probe_server::ProbeServer::new(self.probe.clone()))
             .add_service(reflection)
-            .add_service(reflection_alpha);
+            .add_service(reflection_alpha)
+            .add_service(health);
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(e) = router.serve_with_incoming(incoming).await {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                 tracing::error!(error = %e, "demo backend stopped");
             }
         })
@@ -83,6 +95,7 @@ impl Backends {
     pub async fn bind(&self, addr: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
         let listener = TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
+        self.probe.set_served_by(bound.to_string());
         Ok((bound, self.serve(listener)))
     }
 }

@@ -16,6 +16,9 @@ pub struct ProbeService {
     cancelled: Arc<AtomicU64>,
     /// Calls received, of any method.
     calls: Arc<AtomicU64>,
+    /// The address this instance serves on, sent back as `x-served-by` so
+    /// a test behind a balancer can tell instances apart.
+    served_by: Arc<std::sync::OnceLock<String>>,
 }
 
 impl ProbeService {
@@ -25,6 +28,18 @@ impl ProbeService {
 
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_served_by(&self, addr: String) {
+        let _ = self.served_by.set(addr);
+    }
+
+    fn tagged<T>(&self, message: T) -> Response<T> {
+        let mut resp = Response::new(message);
+        if let Some(Ok(v)) = self.served_by.get().map(|a| a.parse()) {
+            resp.metadata_mut().insert("x-served-by", v);
+        }
+        resp
     }
 }
 
@@ -53,7 +68,7 @@ impl Probe for ProbeService {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        Ok(Response::new(pb::HeadersResponse { metadata }))
+        Ok(self.tagged(pb::HeadersResponse { metadata }))
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<()>, Status> {
@@ -97,7 +112,7 @@ impl Probe for ProbeService {
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(millis)).await;
         guard.0 = None;
-        Ok(Response::new(pb::SleepResponse {
+        Ok(self.tagged(pb::SleepResponse {
             slept_millis: started.elapsed().as_millis() as i64,
         }))
     }

@@ -62,6 +62,7 @@ pub struct AggregateCallFile {
 pub struct ServerFile {
     pub listen: String,
     pub admin: Option<String>,
+    pub drain_timeout: Option<String>,
     #[serde(default)]
     pub limits: LimitsFile,
 }
@@ -114,8 +115,78 @@ pub struct DescriptorsFile {
 pub struct UpstreamFile {
     #[serde(default = "default_protocol")]
     pub protocol: String,
-    pub endpoints: Vec<String>,
+    /// Static endpoints: "host:port" or { address, weight }.
+    pub endpoints: Option<Vec<EndpointFile>>,
+    /// A DNS name ("host:port") whose A/AAAA records are the endpoints.
+    pub dns: Option<String>,
+    pub dns_refresh: Option<String>,
+    /// A file listing endpoints, one "host:port [weight]" per line, re-read when it changes.
+    pub endpoints_file: Option<String>,
     pub connect_timeout: Option<String>,
+    /// "round_robin" (default), "least_request" or "consistent_hash".
+    pub balance: Option<String>,
+    /// For consistent_hash: "header:NAME", "field:path.in.request" or "principal".
+    pub hash_key: Option<String>,
+    pub max_streams_per_connection: Option<usize>,
+    pub max_connections_per_endpoint: Option<usize>,
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub health_check: Option<HealthCheckFile>,
+    pub outlier_detection: Option<OutlierFile>,
+    pub retry: Option<RetryFile>,
+    pub circuit_breaker: Option<CircuitBreakerFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointFile {
+    Address(String),
+    Weighted { address: String, weight: u32 },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    /// gRPC upstreams: the service name asked of grpc.health.v1 ("" = the server).
+    pub service: Option<String>,
+    /// HTTP upstreams: the path that must answer 2xx.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierFile {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<u32>,
+    pub panic_threshold_percent: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub max_retries: Option<u32>,
+    /// gRPC code names, e.g. ["UNAVAILABLE", "RESOURCE_EXHAUSTED"].
+    pub retry_on: Option<Vec<String>>,
+    pub budget_percent: Option<u32>,
+    pub min_retries_per_second: Option<u32>,
+    pub backoff_base: Option<String>,
+    pub backoff_max: Option<String>,
+    /// Methods (simple or full names) to treat as idempotent besides those
+    /// marked in the schema.
+    #[serde(default)]
+    pub idempotent_methods: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerFile {
+    pub max_requests: Option<usize>,
+    pub max_pending: Option<usize>,
 }
 
 fn default_protocol() -> String {

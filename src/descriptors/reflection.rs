@@ -12,8 +12,8 @@ use tonic::transport::{Channel, Endpoint};
 /// an encoded FileDescriptorSet (raw, so custom options survive).
 pub async fn fetch(upstream: &UpstreamConfig) -> Result<Vec<u8>, SchemaError> {
     let source = format!("reflection of upstream {}", upstream.name);
-    let endpoint = upstream
-        .endpoints
+    let seeds = upstream.seed_addresses();
+    let endpoint = seeds
         .first()
         .ok_or_else(|| SchemaError::new(&source, None, "upstream has no endpoints"))?;
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))

@@ -1,5 +1,5 @@
-//! gRPC egress: one multiplexed HTTP/2 channel per upstream (balanced over
-//! its endpoints), the raw codec, and every call made in streaming shape so
+//! gRPC egress: one attempt of a call on one endpoint's pooled HTTP/2
+//! connections, with the raw codec, every call made in streaming shape so
 //! headers, messages and trailers reach the ingress as the backend sent them.
 //!
 //! The deadline covers the whole call: it is sent as `grpc-timeout` and also
@@ -8,72 +8,60 @@
 //! stream, which the backend sees as a cancellation.
 
 use super::codec::RawCodec;
-use crate::config::{Limits, UpstreamConfig};
+use super::upstream::endpoint::{Endpoint, StreamSlot};
+use super::upstream::{overloaded, AttemptError};
+use crate::config::Limits;
 use crate::envelope::{Envelope, MessageStream, Payload, Reply, ReplyFrame, ReplyStream};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tonic::client::Grpc;
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
 
 #[derive(Clone)]
 pub struct GrpcEgress {
-    /// Indexed by [`UpstreamId`](crate::envelope::UpstreamId).
-    channels: Vec<Channel>,
     max_message_bytes: usize,
 }
 
 impl GrpcEgress {
-    /// Prepares a lazily-connecting channel per upstream. Must run inside a
-    /// tokio runtime (balanced channels spawn a task).
-    pub fn new(upstreams: &[UpstreamConfig], limits: &Limits) -> Result<GrpcEgress, String> {
-        let mut channels = Vec::with_capacity(upstreams.len());
-        for u in upstreams {
-            let mut endpoints = Vec::with_capacity(u.endpoints.len());
-            for e in &u.endpoints {
-                let endpoint = Endpoint::from_shared(format!("http://{e}"))
-                    .map_err(|err| format!("upstreams.{}: bad endpoint {e}: {err}", u.name))?
-                    .connect_timeout(u.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .initial_stream_window_size(1 << 20)
-                    .initial_connection_window_size(4 << 20);
-                endpoints.push(endpoint);
-            }
-            let channel = if endpoints.len() == 1 {
-                endpoints.remove(0).connect_lazy()
-            } else {
-                Channel::balance_list(endpoints.into_iter())
-            };
-            channels.push(channel);
-        }
-        Ok(GrpcEgress {
-            channels,
+    pub fn new(limits: &Limits) -> GrpcEgress {
+        GrpcEgress {
             max_message_bytes: limits.max_grpc_message_bytes,
-        })
+        }
     }
 
-    pub async fn call(&self, env: Envelope) -> Result<Reply, GatewayError> {
-        let channel = self
-            .channels
-            .get(env.target.upstream.0)
-            .ok_or_else(|| GatewayError::internal("route names an upstream with no channel"))?
-            .clone();
-        let mut grpc = Grpc::new(channel)
+    /// One attempt of a call on one endpoint, on a stream slot of one of
+    /// its pooled connections.
+    pub async fn attempt(&self, ep: Arc<Endpoint>, env: Envelope) -> Result<Reply, AttemptError> {
+        let pool = ep.pool.as_ref().ok_or_else(|| {
+            AttemptError::from_error(
+                GatewayError::internal("a gRPC endpoint without connections"),
+                false,
+            )
+        })?;
+        let Some(slot) = pool.stream() else {
+            return Err(AttemptError {
+                error: overloaded(&env.target.upstream_name, "max_pending"),
+                unreached: false,
+                endpoint_fault: false,
+            });
+        };
+        let mut grpc = Grpc::new(slot.channel())
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         grpc.ready().await.map_err(|e| {
-            GatewayError::new(
-                ErrorKind::BackendUnavailable,
-                Origin::Backend,
-                format!("backend unavailable: {e}"),
+            AttemptError::from_error(
+                GatewayError::new(
+                    ErrorKind::BackendUnavailable,
+                    Origin::Backend,
+                    format!("backend unavailable: {}", crate::error::with_causes(&e)),
+                ),
+                true,
             )
         })?;
 
@@ -98,11 +86,14 @@ impl GrpcEgress {
         let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
         // The backend may answer only after the client's whole stream (client
         // streaming), so a bad client message and the deadline race the call.
+        let reached = |e: GatewayError| AttemptError::from_error(e, false);
         let response = tokio::select! {
             biased;
-            Some(err) = client_error(&mut client_failed) => return Err(err),
-            _ = expiry(&mut deadline) => return Err(GatewayError::deadline_exceeded()),
-            r = call => r.map_err(|s| GatewayError::from_backend_status(&s))?,
+            Some(err) = client_error(&mut client_failed) => return Err(reached(err)),
+            _ = expiry(&mut deadline) => return Err(reached(GatewayError::deadline_exceeded())),
+            r = call => r.map_err(|s| {
+                AttemptError::from_error(GatewayError::from_backend_status(&s), never_reached(&s))
+            })?,
         };
         let (metadata, inner, _) = response.into_parts();
         Ok(Reply {
@@ -112,6 +103,7 @@ impl GrpcEgress {
                 client_failed,
                 deadline,
                 done: false,
+                _slot: slot,
             }),
         })
     }
@@ -141,6 +133,49 @@ struct CallState {
     client_failed: Option<oneshot::Receiver<GatewayError>>,
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
+    /// The connection's stream slot, held while the call runs.
+    _slot: StreamSlot,
+}
+
+/// Whether a failed call surely never reached the backend's handler: the
+/// connection could not be made, HTTP/2 refused the stream (a server at its
+/// stream limit, or one going away that had not started it), or the
+/// connection closed while the request still waited to be written.
+fn never_reached(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+            {
+                return true;
+            }
+        }
+        // hyper cancels requests still queued on a connection that closed
+        // (a backend going away) before writing them.
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.contains("tcp connect error") || text.contains("dns error") {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The backend's messages, then its trailers; or the first error (the

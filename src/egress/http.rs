@@ -1,12 +1,14 @@
 //! JSON/HTTP egress: calls a backend that speaks JSON over HTTP/1.1 for a
 //! method, building the request from the method's google.api.http binding
 //! (reverse transcoding) and parsing the JSON reply into its response
-//! message. Connections are pooled per upstream; endpoints are used in turn.
+//! message. Connections are pooled per endpoint; the upstream picks the endpoint.
 //!
 //! A non-2xx reply becomes the gRPC status of the inverse of the standard
 //! mapping (404 NOT_FOUND, 409 ALREADY_EXISTS, 503 UNAVAILABLE...), with the
 //! reply's `message` (or `error.message`) as the status message.
 
+use super::upstream::endpoint::Endpoint;
+use super::upstream::AttemptError;
 use crate::config::{Limits, UpstreamConfig, UpstreamProtocol};
 use crate::envelope::{Envelope, Payload, Reply};
 use crate::error::{BackendStatus, ErrorKind, GatewayError, Origin};
@@ -20,20 +22,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tonic::Code;
 
-struct Upstream {
-    endpoints: Vec<String>,
-    next: AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct HttpEgress {
-    /// Indexed by upstream; `None` for upstreams of other protocols.
-    upstreams: Arc<Vec<Option<Upstream>>>,
+    /// One pooled client for every HTTP upstream (pools are per host).
+    client: Client<HttpConnector, Full<Bytes>>,
     /// The binding that says how to call each method, by its gRPC path.
     bindings: Arc<HashMap<String, Arc<Binding>>>,
     max_body: usize,
@@ -45,48 +40,38 @@ impl HttpEgress {
         bindings: HashMap<String, Arc<Binding>>,
         limits: &Limits,
     ) -> HttpEgress {
-        let upstreams = upstreams
+        let mut connector = HttpConnector::new();
+        let connect_timeout = upstreams
             .iter()
-            .map(|u| {
-                (u.protocol == UpstreamProtocol::Http).then(|| {
-                    let mut connector = HttpConnector::new();
-                    connector.set_connect_timeout(Some(u.connect_timeout));
-                    connector.set_nodelay(true);
-                    Upstream {
-                        endpoints: u.endpoints.clone(),
-                        next: AtomicUsize::new(0),
-                        client: Client::builder(TokioExecutor::new()).build(connector),
-                    }
-                })
-            })
-            .collect();
+            .filter(|u| u.protocol == UpstreamProtocol::Http)
+            .map(|u| u.connect_timeout)
+            .max();
+        connector.set_connect_timeout(connect_timeout);
+        connector.set_nodelay(true);
         HttpEgress {
-            upstreams: Arc::new(upstreams),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             bindings: Arc::new(bindings),
             max_body: limits.max_grpc_message_bytes,
         }
     }
 
-    pub async fn call(&self, env: Envelope) -> Result<Reply, GatewayError> {
-        let upstream = self
-            .upstreams
-            .get(env.target.upstream.0)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| {
-                GatewayError::internal("route names an http upstream that was not set up")
-            })?;
+    /// One attempt of a call on one endpoint.
+    pub async fn attempt(&self, ep: Arc<Endpoint>, env: Envelope) -> Result<Reply, AttemptError> {
+        self.exchange(&ep.address, env).await
+    }
+
+    async fn exchange(&self, endpoint: &str, env: Envelope) -> Result<Reply, AttemptError> {
+        let fail = |e: GatewayError| AttemptError::from_error(e, false);
         let binding = self
             .bindings
             .get(env.target.path.as_str())
-            .ok_or_else(|| GatewayError::internal("no HTTP mapping for the method"))?;
+            .ok_or_else(|| fail(GatewayError::internal("no HTTP mapping for the method")))?;
         let Payload::Unary(message) = env.payload else {
-            return Err(GatewayError::internal(
+            return Err(fail(GatewayError::internal(
                 "http upstreams serve unary methods only",
-            ));
+            )));
         };
-        let out = outbound::request(binding, &message)?;
-        let endpoint = &upstream.endpoints
-            [upstream.next.fetch_add(1, Ordering::Relaxed) % upstream.endpoints.len()];
+        let out = outbound::request(binding, &message).map_err(fail)?;
         let mut req = Request::builder()
             .method(out.method)
             .uri(format!("http://{endpoint}{}", out.path_and_query));
@@ -110,14 +95,22 @@ impl HttpEgress {
         let req = req
             .body(Full::new(out.body.map(Bytes::from).unwrap_or_default()))
             .map_err(|e| {
-                GatewayError::internal(format!("could not build the upstream request: {e}"))
+                fail(GatewayError::internal(format!(
+                    "could not build the upstream request: {e}"
+                )))
             })?;
         let exchange = async {
-            let resp = upstream.client.request(req).await.map_err(|e| {
-                GatewayError::new(
-                    ErrorKind::BackendUnavailable,
-                    Origin::Backend,
-                    format!("backend unavailable: {e}"),
+            let resp = self.client.request(req).await.map_err(|e| {
+                // A connect failure never reached the backend; anything
+                // later may have.
+                let unreached = e.is_connect();
+                AttemptError::from_error(
+                    GatewayError::new(
+                        ErrorKind::BackendUnavailable,
+                        Origin::Backend,
+                        format!("backend unavailable: {}", crate::error::with_causes(&e)),
+                    ),
+                    unreached,
                 )
             })?;
             let (parts, body) = resp.into_parts();
@@ -125,19 +118,19 @@ impl HttpEgress {
                 .collect()
                 .await
                 .map_err(|e| {
-                    GatewayError::new(
+                    fail(GatewayError::new(
                         ErrorKind::BadBackendReply,
                         Origin::Backend,
                         format!("could not read the backend's reply: {e}"),
-                    )
+                    ))
                 })?
                 .to_bytes();
-            Ok::<_, GatewayError>((parts, body))
+            Ok::<_, AttemptError>((parts, body))
         };
         let (parts, body) = match env.timeout {
             Some(t) => tokio::time::timeout(t, exchange)
                 .await
-                .map_err(|_| GatewayError::deadline_exceeded())??,
+                .map_err(|_| fail(GatewayError::deadline_exceeded()))??,
             None => exchange.await?,
         };
         let mut metadata = HeaderMap::new();
@@ -148,7 +141,7 @@ impl HttpEgress {
             }
         }
         if !parts.status.is_success() {
-            return Err(GatewayError::new(
+            let error = GatewayError::new(
                 ErrorKind::Backend(Box::new(BackendStatus {
                     code: grpc_code_of_http(parts.status),
                     details: Bytes::new(),
@@ -156,9 +149,14 @@ impl HttpEgress {
                 })),
                 Origin::Backend,
                 error_message(parts.status, &body),
-            ));
+            );
+            return Err(AttemptError {
+                error,
+                unreached: false,
+                endpoint_fault: parts.status.is_server_error(),
+            });
         }
-        let encoded = outbound::response(binding, &body)?;
+        let encoded = outbound::response(binding, &body).map_err(fail)?;
         Ok(Reply::single(metadata, encoded.into()))
     }
 }

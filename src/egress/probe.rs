@@ -13,7 +13,7 @@ pub fn spawn(upstreams: &[UpstreamConfig], interval: Duration) -> Vec<watch::Rec
         .iter()
         .map(|u| {
             let (tx, rx) = watch::channel(false);
-            let endpoints = u.endpoints.clone();
+            let endpoints = u.seed_addresses();
             let timeout = u.connect_timeout;
             tokio::spawn(async move {
                 loop {

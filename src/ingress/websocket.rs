@@ -38,6 +38,8 @@ pub struct WebSocketIngress {
     pub status: StatusRenderer,
     /// Turns true when the gateway shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
+    /// Sessions open now, so shutdown can wait for their going-away closes.
+    pub sessions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Whether a request asks to become a WebSocket.
@@ -88,11 +90,14 @@ impl WebSocketIngress {
                     tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
                 let upgrade = hyper::upgrade::on(&mut req);
                 let this = self.clone();
+                let sessions = self.sessions.clone();
+                sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::spawn(async move {
                     match upgrade.await {
                         Ok(io) => session::run(this, io, dialect, spec, metadata, client).await,
                         Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                     }
+                    sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

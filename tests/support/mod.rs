@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod instances;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};

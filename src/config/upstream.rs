@@ -1,0 +1,501 @@
+//! `[upstreams.NAME]`: where a backend's instances are, how calls are
+//! spread over them, and how the gateway protects itself and them.
+
+use super::{file, ConfigError, Validator};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Grpc,
+    /// JSON over HTTP/1.1, called by each method's google.api.http binding.
+    Http,
+}
+
+/// One instance and its share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WeightedAddr {
+    /// `host:port`.
+    pub address: String,
+    pub weight: u32,
+}
+
+/// Where the endpoints come from; every source can change at run time
+/// except the static list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointSource {
+    Static(Vec<WeightedAddr>),
+    /// Every A/AAAA record of `host`, on `port`, re-resolved every `refresh`.
+    Dns {
+        host: String,
+        port: u16,
+        refresh: Duration,
+    },
+    /// A file of `host:port [weight]` lines, re-read when it changes.
+    File {
+        path: PathBuf,
+        initial: Vec<WeightedAddr>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    Header(http::HeaderName),
+    /// A field of the request message (path and query parameters land in
+    /// fields too), by its dotted proto name.
+    Field(String),
+    Principal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    ConsistentHash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// Streams one HTTP/2 connection carries before another is opened.
+    pub max_streams_per_connection: usize,
+    pub max_connections_per_endpoint: usize,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub service: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+    /// Below this share of available endpoints, all of them are used.
+    pub panic_threshold_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub retry_on: Vec<tonic::Code>,
+    pub budget_percent: u32,
+    pub min_retries_per_second: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub idempotent_methods: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreakerConfig {
+    pub max_requests: usize,
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    pub endpoints: EndpointSource,
+    pub connect_timeout: Duration,
+    pub balance: Balance,
+    pub connection: ConnectionConfig,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: OutlierConfig,
+    pub retry: RetryConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl UpstreamConfig {
+    /// Addresses known at startup, for reflection and the reachability probe.
+    pub fn seed_addresses(&self) -> Vec<String> {
+        match &self.endpoints {
+            EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } => {
+                list.iter().map(|e| e.address.clone()).collect()
+            }
+            EndpointSource::Dns { host, port, .. } => vec![format!("{host}:{port}")],
+        }
+    }
+}
+
+/// The names of gRPC codes as written in configs and the spec.
+pub fn code_by_name(name: &str) -> Option<tonic::Code> {
+    use tonic::Code::*;
+    Some(match name.to_ascii_uppercase().as_str() {
+        "CANCELLED" => Cancelled,
+        "UNKNOWN" => Unknown,
+        "INVALID_ARGUMENT" => InvalidArgument,
+        "DEADLINE_EXCEEDED" => DeadlineExceeded,
+        "NOT_FOUND" => NotFound,
+        "ALREADY_EXISTS" => AlreadyExists,
+        "PERMISSION_DENIED" => PermissionDenied,
+        "RESOURCE_EXHAUSTED" => ResourceExhausted,
+        "FAILED_PRECONDITION" => FailedPrecondition,
+        "ABORTED" => Aborted,
+        "OUT_OF_RANGE" => OutOfRange,
+        "UNIMPLEMENTED" => Unimplemented,
+        "INTERNAL" => Internal,
+        "UNAVAILABLE" => Unavailable,
+        "DATA_LOSS" => DataLoss,
+        "UNAUTHENTICATED" => Unauthenticated,
+        _ => return None,
+    })
+}
+
+/// Parses `host:port`; the host may be a name or an IP (`[v6]` bracketed).
+pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
+    if text.contains("://") {
+        return None;
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// Reads an endpoints file: `host:port [weight]` per line, `#` comments.
+pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let address = words.next().unwrap_or_default();
+        if parse_host_port(address).is_none() {
+            return Err(format!("line {}: {address:?} is not \"host:port\"", n + 1));
+        }
+        let weight = match words.next() {
+            None => 1,
+            Some(w) => match w.parse::<u32>() {
+                Ok(w) if (1..=1000).contains(&w) => w,
+                _ => return Err(format!("line {}: weight {w:?} is not 1..1000", n + 1)),
+            },
+        };
+        out.push(WeightedAddr {
+            address: address.to_owned(),
+            weight,
+        });
+    }
+    Ok(out)
+}
+
+impl Validator<'_> {
+    pub(super) fn upstream(
+        &self,
+        name: &str,
+        u: &file::UpstreamFile,
+    ) -> Result<UpstreamConfig, ConfigError> {
+        let key = format!("upstreams.{name}");
+        let protocol = match u.protocol.as_str() {
+            "grpc" => UpstreamProtocol::Grpc,
+            "http" => UpstreamProtocol::Http,
+            other => {
+                return Err(self.err(
+                    format!("{key}.protocol"),
+                    format!("{other:?} is not one of \"grpc\", \"http\""),
+                ))
+            }
+        };
+        let endpoints = self.endpoint_source(&key, u)?;
+        let dur =
+            |k: &str, v: &Option<String>, d: Duration| self.duration(&format!("{key}.{k}"), v, d);
+        let positive = |k: &str, v: Option<usize>, d: usize| match v {
+            Some(0) => Err(self.err(format!("{key}.{k}"), "must be greater than zero")),
+            Some(v) => Ok(v),
+            None => Ok(d),
+        };
+        let balance = match (u.balance.as_deref(), &u.hash_key) {
+            (None | Some("round_robin"), None) => Balance::RoundRobin,
+            (Some("least_request"), None) => Balance::LeastRequest,
+            (Some("consistent_hash"), Some(k)) => Balance::ConsistentHash(self.hash_key(&key, k)?),
+            (Some("consistent_hash"), None) => {
+                return Err(self.err(
+                    format!("{key}.hash_key"),
+                    "consistent_hash needs a hash_key: \"header:NAME\", \"field:NAME\" or \"principal\"",
+                ))
+            }
+            (None | Some("round_robin" | "least_request"), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.hash_key"),
+                    "only applies with balance = \"consistent_hash\"",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(self.err(
+                    format!("{key}.balance"),
+                    format!("{other:?} is not one of \"round_robin\", \"least_request\", \"consistent_hash\""),
+                ))
+            }
+        };
+        let connection = ConnectionConfig {
+            max_streams_per_connection: positive(
+                "max_streams_per_connection",
+                u.max_streams_per_connection,
+                100,
+            )?,
+            max_connections_per_endpoint: positive(
+                "max_connections_per_endpoint",
+                u.max_connections_per_endpoint,
+                4,
+            )?,
+            keepalive_interval: dur(
+                "keepalive_interval",
+                &u.keepalive_interval,
+                Duration::from_secs(30),
+            )?,
+            keepalive_timeout: dur(
+                "keepalive_timeout",
+                &u.keepalive_timeout,
+                Duration::from_secs(10),
+            )?,
+        };
+        let health_check = match &u.health_check {
+            None => None,
+            Some(h) => {
+                let k = format!("{key}.health_check");
+                let threshold = |name: &str, v: Option<u32>| match v {
+                    Some(0) => Err(self.err(format!("{k}.{name}"), "must be at least 1")),
+                    Some(v) => Ok(v),
+                    None => Ok(2),
+                };
+                let path = h.path.clone().unwrap_or_else(|| "/healthz".to_owned());
+                if !path.starts_with('/') {
+                    return Err(self.err(format!("{k}.path"), "must start with '/'"));
+                }
+                if protocol == UpstreamProtocol::Grpc && h.path.is_some() {
+                    return Err(self.err(
+                        format!("{k}.path"),
+                        "gRPC upstreams are checked with grpc.health.v1; name a `service` instead",
+                    ));
+                }
+                Some(HealthCheckConfig {
+                    interval: self.duration(
+                        &format!("{k}.interval"),
+                        &h.interval,
+                        Duration::from_secs(5),
+                    )?,
+                    timeout: self.duration(
+                        &format!("{k}.timeout"),
+                        &h.timeout,
+                        Duration::from_secs(1),
+                    )?,
+                    healthy_threshold: threshold("healthy_threshold", h.healthy_threshold)?,
+                    unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold)?,
+                    service: h.service.clone().unwrap_or_default(),
+                    path,
+                })
+            }
+        };
+        let o = u.outlier_detection.as_ref();
+        let percent = |k: &str, v: Option<u32>, d: u32| match v {
+            Some(p) if p > 100 => Err(self.err(format!("{key}.{k}"), "is a percentage, 0..100")),
+            Some(p) => Ok(p),
+            None => Ok(d),
+        };
+        let outlier = OutlierConfig {
+            consecutive_failures: match o.and_then(|o| o.consecutive_failures) {
+                Some(0) => {
+                    return Err(self.err(
+                        format!("{key}.outlier_detection.consecutive_failures"),
+                        "must be at least 1",
+                    ))
+                }
+                Some(n) => n,
+                None => 5,
+            },
+            base_ejection_time: dur(
+                "outlier_detection.base_ejection_time",
+                &o.and_then(|o| o.base_ejection_time.clone()),
+                Duration::from_secs(30),
+            )?,
+            max_ejection_percent: percent(
+                "outlier_detection.max_ejection_percent",
+                o.and_then(|o| o.max_ejection_percent),
+                50,
+            )?,
+            panic_threshold_percent: percent(
+                "outlier_detection.panic_threshold_percent",
+                o.and_then(|o| o.panic_threshold_percent),
+                50,
+            )?,
+        };
+        let r = u.retry.as_ref();
+        let mut retry_on = Vec::new();
+        for (i, c) in r
+            .and_then(|r| r.retry_on.clone())
+            .unwrap_or_else(|| vec!["UNAVAILABLE".to_owned()])
+            .iter()
+            .enumerate()
+        {
+            retry_on.push(code_by_name(c).ok_or_else(|| {
+                self.err(
+                    format!("{key}.retry.retry_on[{i}]"),
+                    format!("{c:?} is not a gRPC code name like \"UNAVAILABLE\""),
+                )
+            })?);
+        }
+        let retry = RetryConfig {
+            max_retries: r.and_then(|r| r.max_retries).unwrap_or(2),
+            retry_on,
+            budget_percent: percent("retry.budget_percent", r.and_then(|r| r.budget_percent), 20)?,
+            min_retries_per_second: r.and_then(|r| r.min_retries_per_second).unwrap_or(10),
+            backoff_base: dur(
+                "retry.backoff_base",
+                &r.and_then(|r| r.backoff_base.clone()),
+                Duration::from_millis(25),
+            )?,
+            backoff_max: dur(
+                "retry.backoff_max",
+                &r.and_then(|r| r.backoff_max.clone()),
+                Duration::from_millis(250),
+            )?,
+            idempotent_methods: r.map(|r| r.idempotent_methods.clone()).unwrap_or_default(),
+        };
+        let c = u.circuit_breaker.as_ref();
+        let circuit_breaker = CircuitBreakerConfig {
+            max_requests: positive(
+                "circuit_breaker.max_requests",
+                c.and_then(|c| c.max_requests),
+                10_000,
+            )?,
+            max_pending: positive(
+                "circuit_breaker.max_pending",
+                c.and_then(|c| c.max_pending),
+                1_000,
+            )?,
+        };
+        Ok(UpstreamConfig {
+            name: name.to_owned(),
+            protocol,
+            endpoints,
+            connect_timeout: dur(
+                "connect_timeout",
+                &u.connect_timeout,
+                Duration::from_secs(2),
+            )?,
+            balance,
+            connection,
+            health_check,
+            outlier,
+            retry,
+            circuit_breaker,
+        })
+    }
+
+    fn endpoint_source(
+        &self,
+        key: &str,
+        u: &file::UpstreamFile,
+    ) -> Result<EndpointSource, ConfigError> {
+        match (&u.endpoints, &u.dns, &u.endpoints_file) {
+            (Some(list), None, None) => {
+                if list.is_empty() {
+                    return Err(self.err(
+                        format!("{key}.endpoints"),
+                        "needs at least one \"host:port\"",
+                    ));
+                }
+                let mut out = Vec::new();
+                for (i, e) in list.iter().enumerate() {
+                    let (address, weight) = match e {
+                        file::EndpointFile::Address(a) => (a, 1),
+                        file::EndpointFile::Weighted { address, weight } => (address, *weight),
+                    };
+                    if parse_host_port(address).is_none() {
+                        return Err(self.err(
+                            format!("{key}.endpoints[{i}]"),
+                            format!("{address:?} is not \"host:port\""),
+                        ));
+                    }
+                    if !(1..=1000).contains(&weight) {
+                        return Err(
+                            self.err(format!("{key}.endpoints[{i}].weight"), "must be 1..1000")
+                        );
+                    }
+                    out.push(WeightedAddr {
+                        address: address.clone(),
+                        weight,
+                    });
+                }
+                if u.dns_refresh.is_some() {
+                    return Err(self.err(format!("{key}.dns_refresh"), "only applies with dns"));
+                }
+                Ok(EndpointSource::Static(out))
+            }
+            (None, Some(name), None) => {
+                let (host, port) = parse_host_port(name).ok_or_else(|| {
+                    self.err(
+                        format!("{key}.dns"),
+                        format!("{name:?} is not \"host:port\""),
+                    )
+                })?;
+                Ok(EndpointSource::Dns {
+                    host,
+                    port,
+                    refresh: self.duration(
+                        &format!("{key}.dns_refresh"),
+                        &u.dns_refresh,
+                        Duration::from_secs(5),
+                    )?,
+                })
+            }
+            (None, None, Some(f)) => {
+                let path = self.path(f);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.err(
+                        format!("{key}.endpoints_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let initial = parse_endpoints_file(&text).map_err(|e| {
+                    self.err(
+                        format!("{key}.endpoints_file"),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                Ok(EndpointSource::File { path, initial })
+            }
+            (None, None, None) => Err(self.err(
+                format!("{key}.endpoints"),
+                "needs endpoints, dns or endpoints_file",
+            )),
+            _ => Err(self.err(
+                format!("{key}.endpoints"),
+                "give exactly one of endpoints, dns, endpoints_file",
+            )),
+        }
+    }
+
+    fn hash_key(&self, key: &str, text: &str) -> Result<HashKey, ConfigError> {
+        if text == "principal" {
+            return Ok(HashKey::Principal);
+        }
+        if let Some(h) = text.strip_prefix("header:") {
+            return http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| {
+                    self.err(
+                        format!("{key}.hash_key"),
+                        format!("{h:?} is not a header name"),
+                    )
+                });
+        }
+        if let Some(f) = text.strip_prefix("field:") {
+            if !f.is_empty() {
+                return Ok(HashKey::Field(f.to_owned()));
+            }
+        }
+        Err(self.err(
+            format!("{key}.hash_key"),
+            format!("{text:?} is not \"header:NAME\", \"field:NAME\" or \"principal\""),
+        ))
+    }
+}

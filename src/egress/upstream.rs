@@ -1,0 +1,453 @@
+//! An upstream: the set of endpoints behind one name, kept current (DNS,
+//! a watched file), health-checked actively and passively, and the loop
+//! that makes a call on one of them, retrying elsewhere when that is safe.
+//! The protocol-specific part, one attempt on one endpoint, is a closure
+//! from the gRPC or HTTP egress.
+
+pub mod endpoint;
+mod health;
+pub mod pick;
+pub mod retry;
+
+use crate::config::{
+    Balance, EndpointSource, HashKey, UpstreamConfig, UpstreamProtocol, WeightedAddr,
+};
+use crate::envelope::{Envelope, Payload, Reply};
+use crate::error::{ErrorKind, GatewayError, Origin};
+use endpoint::{now_millis, Endpoint, Pool};
+use futures_util::StreamExt;
+use pick::Snapshot;
+use retry::RetryBudget;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    snapshot: RwLock<Arc<Snapshot>>,
+    counter: AtomicUsize,
+    budget: RetryBudget,
+    /// Admitted calls (the circuit breaker's count).
+    in_flight: AtomicUsize,
+    /// Calls whose stream waits for a connection at its stream cap.
+    pub pending: Arc<AtomicUsize>,
+}
+
+/// How one attempt failed.
+pub struct AttemptError {
+    pub error: GatewayError,
+    /// The request surely never reached the backend (connection refused, a
+    /// stream the server refused or dropped unprocessed on GOAWAY): any call
+    /// may be sent again.
+    pub unreached: bool,
+    /// The failure says the endpoint is sick (connect errors, UNAVAILABLE,
+    /// 5xx), as opposed to an answer about the request.
+    pub endpoint_fault: bool,
+}
+
+impl AttemptError {
+    /// Classifies a finished attempt's error by what it says about the endpoint.
+    pub fn from_error(error: GatewayError, unreached: bool) -> AttemptError {
+        let endpoint_fault = unreached
+            || matches!(error.kind, ErrorKind::BackendUnavailable)
+            || error.origin == Origin::Backend && error.grpc_code() == tonic::Code::Unavailable;
+        AttemptError {
+            error,
+            unreached,
+            endpoint_fault,
+        }
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream with its endpoints known at startup and starts
+    /// the tasks that keep them current and checked. Needs a tokio runtime.
+    pub fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
+        let upstream = Arc::new(Upstream {
+            budget: RetryBudget::new(&config.retry),
+            snapshot: RwLock::new(Arc::new(Snapshot::new(Vec::new(), false))),
+            counter: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            pending: Arc::new(AtomicUsize::new(0)),
+            config,
+        });
+        match &upstream.config.endpoints {
+            EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } => {
+                upstream.set_endpoints(list.clone())?;
+            }
+            EndpointSource::Dns { .. } => {}
+        }
+        spawn_discovery(&upstream);
+        health::spawn(&upstream);
+        Ok(upstream)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the endpoint set. Endpoints that stay keep their connections
+    /// and state; calls in flight on removed ones finish on them.
+    pub fn set_endpoints(&self, mut list: Vec<WeightedAddr>) -> Result<(), String> {
+        list.sort();
+        list.dedup_by(|a, b| a.address == b.address);
+        let old = self.snapshot();
+        let mut endpoints = Vec::with_capacity(list.len());
+        for w in &list {
+            match old
+                .endpoints
+                .iter()
+                .find(|e| e.address == w.address && e.weight == w.weight)
+            {
+                Some(e) => endpoints.push(e.clone()),
+                None => endpoints.push(Arc::new(self.endpoint(w)?)),
+            }
+        }
+        let same = endpoints.len() == old.endpoints.len()
+            && endpoints
+                .iter()
+                .zip(&old.endpoints)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return Ok(());
+        }
+        let hashing = matches!(self.config.balance, Balance::ConsistentHash(_));
+        let addresses: Vec<&str> = endpoints.iter().map(|e| e.address.as_str()).collect();
+        tracing::info!(upstream = %self.config.name, endpoints = ?addresses, "endpoints changed");
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Snapshot::new(endpoints, hashing));
+        Ok(())
+    }
+
+    fn endpoint(&self, w: &WeightedAddr) -> Result<Endpoint, String> {
+        let pool = match self.config.protocol {
+            UpstreamProtocol::Grpc => Some(
+                Pool::new(
+                    &w.address,
+                    self.config.connect_timeout,
+                    &self.config.connection,
+                    self.pending.clone(),
+                    self.config.circuit_breaker.max_pending,
+                )
+                .map_err(|e| format!("upstreams.{}: {e}", self.config.name))?,
+            ),
+            UpstreamProtocol::Http => None,
+        };
+        Ok(Endpoint::new(w.address.clone(), w.weight, pool))
+    }
+
+    /// Makes a call: admits it (or sheds it), picks an endpoint, runs
+    /// `attempt` on it, and retries on another endpoint when the failure
+    /// allows, the budget has room and the deadline has time. The reply
+    /// holds the call's slots until its stream ends.
+    pub async fn call<F, Fut>(
+        self: &Arc<Self>,
+        env: Envelope,
+        attempt: F,
+    ) -> Result<Reply, GatewayError>
+    where
+        F: Fn(Arc<Endpoint>, Envelope) -> Fut,
+        Fut: Future<Output = Result<Reply, AttemptError>>,
+    {
+        let admitted = self.admit()?;
+        self.budget.deposit();
+        let deadline = env.timeout.map(|t| Instant::now() + t);
+        let key = self.hash_key(&env);
+        let retry = &self.config.retry;
+        let mut env = env;
+        let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+        let mut retries = 0;
+        loop {
+            let ep = self.pick(key, &tried)?;
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(GatewayError::deadline_exceeded());
+                }
+                env.timeout = Some(left);
+            }
+            let spare = (retries < retry.max_retries)
+                .then(|| env.try_clone())
+                .flatten();
+            let idempotent = env.target.idempotent;
+            let guard = ep.start();
+            match attempt(ep.clone(), env).await {
+                Ok(mut reply) => {
+                    ep.record_success();
+                    // The slots are held until the reply's stream is done with.
+                    let held = (guard, admitted);
+                    reply.body = Box::pin(reply.body.map(move |frame| {
+                        let _ = &held;
+                        frame
+                    }));
+                    return Ok(reply);
+                }
+                Err(failed) => {
+                    drop(guard);
+                    if failed.endpoint_fault {
+                        self.on_failure(&ep);
+                    } else {
+                        ep.record_success();
+                    }
+                    let retryable = failed.unreached
+                        || idempotent && retry.retry_on.contains(&failed.error.grpc_code());
+                    let Some(next) = spare.filter(|_| retryable) else {
+                        return Err(failed.error);
+                    };
+                    if !self.budget.withdraw() {
+                        tracing::debug!(upstream = %self.config.name, "retry budget spent; not retrying");
+                        return Err(failed.error);
+                    }
+                    let wait = retry::backoff(retry, retries);
+                    if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                        return Err(failed.error);
+                    }
+                    tracing::info!(upstream = %self.config.name, endpoint = %ep.address, error = %failed.error.message, retry = retries + 1, "retrying on another endpoint");
+                    tokio::time::sleep(wait).await;
+                    tried.push(ep);
+                    retries += 1;
+                    env = next;
+                }
+            }
+        }
+    }
+
+    /// The circuit breaker: past `max_requests` calls at once, fail fast.
+    fn admit(self: &Arc<Self>) -> Result<Admitted, GatewayError> {
+        let max = self.config.circuit_breaker.max_requests;
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(overloaded(&self.config.name, "max_requests"));
+        }
+        Ok(Admitted(self.clone()))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// What the admin port shows: each endpoint's state and load.
+    pub fn status_json(&self) -> serde_json::Value {
+        let now = now_millis();
+        let endpoints: Vec<serde_json::Value> = self
+            .snapshot()
+            .endpoints
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "address": e.address,
+                    "weight": e.weight,
+                    "healthy": e.healthy.load(Ordering::Relaxed),
+                    "ejected": e.is_ejected(now),
+                    "in_flight": e.in_flight.load(Ordering::Relaxed),
+                    "connections": e.pool.as_ref().map_or(0, Pool::connections),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.config.name,
+            "in_flight": self.in_flight(),
+            "pending": self.pending.load(Ordering::Relaxed),
+            "endpoints": endpoints,
+        })
+    }
+
+    /// An endpoint for a call, never one already `tried` when another will
+    /// do. Unavailable endpoints (ejected, failing checks) are skipped unless
+    /// fewer than `panic_threshold_percent` are available: then all are used,
+    /// as a mostly-sick set is likelier wrong about itself than all down.
+    fn pick(
+        &self,
+        key: Option<u64>,
+        tried: &[Arc<Endpoint>],
+    ) -> Result<Arc<Endpoint>, GatewayError> {
+        let snap = self.snapshot();
+        let total = snap.endpoints.len();
+        if total == 0 {
+            return Err(GatewayError::new(
+                ErrorKind::BackendUnavailable,
+                Origin::Gateway,
+                format!("upstream {} has no endpoints", self.config.name),
+            ));
+        }
+        let now = now_millis();
+        let available = snap
+            .endpoints
+            .iter()
+            .filter(|e| e.is_available(now))
+            .count();
+        let panic = available * 100 < total * self.config.outlier.panic_threshold_percent as usize;
+        let ok = |e: &Endpoint| panic || e.is_available(now);
+        let fresh = |e: &Endpoint| !tried.iter().any(|t| std::ptr::eq(&**t, e));
+        let choose = |usable: &dyn Fn(&Endpoint) -> bool| -> Option<Arc<Endpoint>> {
+            match (&self.config.balance, key) {
+                (Balance::RoundRobin, _) => snap.round_robin(&self.counter, usable),
+                (Balance::ConsistentHash(_), Some(k)) => snap.by_hash(k, usable),
+                _ => snap.least_request(usable),
+            }
+            .cloned()
+        };
+        choose(&|e| ok(e) && fresh(e))
+            .or_else(|| choose(&ok))
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::BackendUnavailable,
+                    Origin::Gateway,
+                    format!("upstream {} has no available endpoint", self.config.name),
+                )
+            })
+    }
+
+    /// Passive outlier detection: after `consecutive_failures`, the endpoint
+    /// is ejected, unless that would eject more than `max_ejection_percent`.
+    fn on_failure(&self, ep: &Endpoint) {
+        let o = &self.config.outlier;
+        if ep.record_failure() < o.consecutive_failures {
+            return;
+        }
+        let snap = self.snapshot();
+        let now = now_millis();
+        let ejected = snap.endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        if (ejected + 1) * 100 > snap.endpoints.len() * o.max_ejection_percent as usize {
+            tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, "endpoint keeps failing but the ejection limit is reached");
+            return;
+        }
+        let time = ep.eject(o.base_ejection_time);
+        tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, ejected_for = ?time, "endpoint ejected after {} consecutive failures", o.consecutive_failures);
+    }
+
+    fn hash_key(&self, env: &Envelope) -> Option<u64> {
+        let Balance::ConsistentHash(key) = &self.config.balance else {
+            return None;
+        };
+        match key {
+            HashKey::Header(h) => env.metadata.get(h).map(|v| pick::hash(v.as_bytes())),
+            HashKey::Principal => env
+                .ctx
+                .principal
+                .as_ref()
+                .map(|p| pick::hash(p.subject.as_bytes())),
+            HashKey::Field(_) => {
+                let fields = env.target.hash_field.as_ref()?;
+                let Payload::Unary(bytes) = &env.payload else {
+                    return None;
+                };
+                let mut msg = prost_reflect::DynamicMessage::decode(
+                    env.target.method.input(),
+                    bytes.as_ref(),
+                )
+                .ok()?;
+                let (last, path) = fields.split_last()?;
+                for f in path {
+                    msg = match msg.get_field(f).into_owned() {
+                        prost_reflect::Value::Message(m) => m,
+                        _ => return None,
+                    };
+                }
+                if !msg.has_field(last) {
+                    return None;
+                }
+                Some(match msg.get_field(last).as_ref() {
+                    prost_reflect::Value::String(s) => pick::hash(s.as_bytes()),
+                    prost_reflect::Value::Bytes(b) => pick::hash(b),
+                    other => pick::hash(format!("{other:?}").as_bytes()),
+                })
+            }
+        }
+    }
+}
+
+/// A call counted by the circuit breaker until dropped.
+struct Admitted(Arc<Upstream>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The error for a call shed by a circuit-breaker limit.
+pub fn overloaded(upstream: &str, limit: &'static str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::Overloaded { limit },
+        Origin::Gateway,
+        format!("upstream {upstream} is at its circuit_breaker.{limit} limit; the call was shed, not queued"),
+    )
+}
+
+/// Keeps DNS-named and file-listed endpoints current. The task ends when
+/// the upstream is dropped.
+fn spawn_discovery(upstream: &Arc<Upstream>) {
+    let weak: Weak<Upstream> = Arc::downgrade(upstream);
+    match upstream.config.endpoints.clone() {
+        EndpointSource::Static(_) => {}
+        EndpointSource::Dns {
+            host,
+            port,
+            refresh,
+        } => {
+            tokio::spawn(async move {
+                loop {
+                    let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
+                    let Some(upstream) = weak.upgrade() else {
+                        return;
+                    };
+                    match resolved {
+                        Ok(addrs) => {
+                            let list = addrs
+                                .map(|a| WeightedAddr {
+                                    address: a.to_string(),
+                                    weight: 1,
+                                })
+                                .collect();
+                            if let Err(e) = upstream.set_endpoints(list) {
+                                tracing::warn!(upstream = %upstream.config.name, error = %e, "bad DNS endpoint");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed; keeping the known endpoints")
+                        }
+                    }
+                    drop(upstream);
+                    tokio::time::sleep(refresh).await;
+                }
+            });
+        }
+        EndpointSource::File { path, .. } => {
+            tokio::spawn(async move {
+                let mut last = std::fs::read_to_string(&path).ok();
+                loop {
+                    tokio::time::sleep(FILE_POLL).await;
+                    let Some(upstream) = weak.upgrade() else {
+                        return;
+                    };
+                    let now = std::fs::read_to_string(&path).ok();
+                    if now.is_none() || now == last {
+                        continue;
+                    }
+                    let text = now.clone().unwrap_or_default();
+                    match crate::config::parse_endpoints_file(&text)
+                        .and_then(|list| upstream.set_endpoints(list))
+                    {
+                        Ok(()) => {}
+                        Err(e) => {
+                            tracing::warn!(upstream = %upstream.config.name, file = %path.display(), error = %e, "endpoints file not applied; keeping the known endpoints")
+                        }
+                    }
+                    last = now;
+                }
+            });
+        }
+    }
+}
+
+/// How often an endpoints file is looked at.
+const FILE_POLL: Duration = Duration::from_millis(500);

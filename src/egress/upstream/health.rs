@@ -1,0 +1,89 @@
+//! Active health checks: every `interval`, each endpoint is asked directly
+//! (grpc.health.v1 `Check` for gRPC upstreams, `GET path` for HTTP ones).
+//! `unhealthy_threshold` failures in a row take it out of rotation,
+//! `healthy_threshold` successes bring it back.
+
+use super::endpoint::Endpoint;
+use super::Upstream;
+use crate::config::{HealthCheckConfig, UpstreamProtocol};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+pub fn spawn(upstream: &Arc<Upstream>) {
+    let Some(check) = upstream.config.health_check.clone() else {
+        return;
+    };
+    let weak: Weak<Upstream> = Arc::downgrade(upstream);
+    let protocol = upstream.config.protocol;
+    let name = upstream.config.name.clone();
+    tokio::spawn(async move {
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        loop {
+            let Some(upstream) = weak.upgrade() else {
+                return;
+            };
+            let snapshot = upstream.snapshot();
+            drop(upstream);
+            let checks = snapshot.endpoints.iter().map(|ep| {
+                let http = http.clone();
+                let check = &check;
+                let name = &name;
+                async move {
+                    let ok = tokio::time::timeout(check.timeout, probe(ep, check, protocol, &http))
+                        .await
+                        .unwrap_or(false);
+                    record(name, ep, check, ok);
+                }
+            });
+            futures_util::future::join_all(checks).await;
+            tokio::time::sleep(check.interval).await;
+        }
+    });
+}
+
+async fn probe(
+    ep: &Endpoint,
+    check: &HealthCheckConfig,
+    protocol: UpstreamProtocol,
+    http: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+) -> bool {
+    match (protocol, &ep.pool) {
+        (UpstreamProtocol::Grpc, Some(pool)) => HealthClient::new(pool.any())
+            .check(HealthCheckRequest {
+                service: check.service.clone(),
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32),
+        _ => {
+            let Ok(uri) = format!("http://{}{}", ep.address, check.path).parse::<http::Uri>()
+            else {
+                return false;
+            };
+            http.get(uri).await.is_ok_and(|r| r.status().is_success())
+        }
+    }
+}
+
+fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, ok: bool) {
+    if ok {
+        ep.check_failures.store(0, Ordering::Relaxed);
+        let n = ep.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= check.healthy_threshold && !ep.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(%upstream, endpoint = %ep.address, "endpoint passes its health checks again");
+        }
+    } else {
+        ep.check_successes.store(0, Ordering::Relaxed);
+        let n = ep.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%upstream, endpoint = %ep.address, "endpoint failed {n} health checks; out of rotation");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Backend instances as real processes (the `demo_backend` example), so a
+//! test can kill one outright and start it again on the same port, and a
+//! delaying TCP proxy for slow-endpoint faults.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `target/<profile>` folder this test binary was built into.
+fn profile_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+pub struct Instance {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+}
+
+impl Instance {
+    /// Starts the demo backends in their own process on `addr` (port 0 for any).
+    pub async fn start(addr: &str) -> Instance {
+        let bin = profile_dir().join("examples").join("demo_backend");
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo test` builds the examples (or run `cargo build --examples`)",
+            bin.display()
+        );
+        let mut child = Command::new(bin)
+            .arg(addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the demo backend starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the backend says where it listens")
+        .expect("readable stdout");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Instance {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// SIGKILL: connections are reset, nothing is drained.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Starts again on the same address.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        let again = Instance::start(&self.addr.to_string()).await;
+        *self = again;
+    }
+}
+
+/// A TCP proxy that holds every chunk for `delay` before passing it on: a
+/// slow endpoint, as a client sees it.
+pub async fn slow_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
+                            mut w: tokio::net::tcp::OwnedWriteHalf| async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                tokio::time::sleep(delay).await;
+                                if w.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                };
+                let _ = tokio::join!(tokio::spawn(pump(ri, wo)), tokio::spawn(pump(ro, wi)));
+            });
+        }
+    });
+    addr
+}
