@@ -3,54 +3,65 @@
 //! wait between attempts.
 
 use crate::config::RetryConfig;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Retries may be at most `budget_percent` of requests, plus
-/// `min_retries_per_second` so a quiet upstream can still retry.
+/// `min_retries_per_second` so a quiet upstream can still retry. Every call
+/// deposits, so the balance is an atomic in thousandths of a retry; only
+/// the rare withdrawal takes a lock (for the time-based refill).
 pub struct RetryBudget {
-    ratio: f64,
+    /// Thousandths of a retry each request earns.
+    per_request: i64,
     min_per_second: f64,
-    state: Mutex<(f64, Instant)>,
+    cap: i64,
+    balance: AtomicI64,
+    refilled: Mutex<Instant>,
 }
 
 impl RetryBudget {
     pub fn new(config: &RetryConfig) -> Self {
         let min = f64::from(config.min_retries_per_second);
+        let per_request = i64::from(config.budget_percent) * 10;
         RetryBudget {
-            ratio: f64::from(config.budget_percent) / 100.0,
+            per_request,
             min_per_second: min,
-            state: Mutex::new((min, Instant::now())),
+            cap: (min.max(1.0) as i64 + per_request / 10) * 1000,
+            balance: AtomicI64::new((min as i64) * 1000),
+            refilled: Mutex::new(Instant::now()),
         }
-    }
-
-    fn cap(&self) -> f64 {
-        self.min_per_second.max(1.0) + 100.0 * self.ratio
     }
 
     /// A request was made: it earns a share of a retry.
     pub fn deposit(&self) {
-        if self.ratio == 0.0 {
-            return;
+        if self.per_request > 0 && self.balance.load(Ordering::Relaxed) < self.cap {
+            self.balance.fetch_add(self.per_request, Ordering::Relaxed);
         }
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 = (s.0 + self.ratio).min(self.cap());
     }
 
     /// Takes one retry from the budget, if there is one.
     pub fn withdraw(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let refill = now.duration_since(s.1).as_secs_f64() * self.min_per_second;
-        s.0 = (s.0 + refill).min(self.cap());
-        s.1 = now;
-        // A tolerance, so twenty deposits of 0.05 make a whole retry.
-        if s.0 >= 1.0 - 1e-9 {
-            s.0 = (s.0 - 1.0).max(0.0);
-            true
-        } else {
-            false
+        {
+            let mut last = self.refilled.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let refill =
+                (now.duration_since(*last).as_secs_f64() * self.min_per_second * 1000.0) as i64;
+            if refill > 0 {
+                *last = now;
+                let cap = self.cap;
+                let _ = self
+                    .balance
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                        Some((b + refill).min(cap))
+                    });
+            }
         }
+        self.balance
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok()
     }
 }
 
