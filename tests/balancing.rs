@@ -495,3 +495,77 @@ async fn a_backend_going_away_mid_load_loses_no_call_even_a_non_idempotent_one()
     }
     assert!(total > 100, "only {total} calls");
 }
+
+#[tokio::test]
+async fn removing_an_instance_from_the_file_lets_its_calls_in_flight_finish() {
+    let (a, b) = (
+        Instance::start("127.0.0.1:0").await,
+        Instance::start("127.0.0.1:0").await,
+    );
+    let dir = std::env::temp_dir().join(format!("portico-remove-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.txt");
+    std::fs::write(&file, format!("{}\n{} 1\n", a.addr, b.addr)).unwrap();
+    let (gw, client) = gateway(&format!("endpoints_file = \"{}\"", file.display())).await;
+    // Round robin: four slow calls, two on each instance.
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let r = client.get("/v1/probe/sleep/800").await;
+                (r.status, r.header("x-served-by").map(str::to_owned))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&file, format!("# b is being retired\n{}\n", a.addr)).unwrap();
+    let b_addr = b.addr.to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while upstream_status(&gw).await["endpoints"]
+        .as_array()
+        .unwrap()
+        .len()
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the file change was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = served_by(&client, "/v1/probe/headers", 6).await;
+    assert_eq!(
+        counts.get(&b_addr),
+        None,
+        "no new call goes to the removed instance"
+    );
+    let mut on_b = 0;
+    for s in slow {
+        let (status, by) = s.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "a call in flight was dropped");
+        on_b += usize::from(by.as_deref() == Some(b_addr.as_str()));
+    }
+    assert_eq!(on_b, 2, "the removed instance finished its calls");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn hashing_on_a_request_field_keeps_equal_values_on_one_instance() {
+    let instances = [
+        Instance::start("127.0.0.1:0").await,
+        Instance::start("127.0.0.1:0").await,
+        Instance::start("127.0.0.1:0").await,
+    ];
+    let refs: Vec<&Instance> = instances.iter().collect();
+    // /v1/probe/sleep/{millis}: the path variable fills the field hashed.
+    let (_gw, client) = gateway(&format!(
+        "{}\nbalance = \"consistent_hash\"\nhash_key = \"field:millis\"",
+        endpoints(&refs)
+    ))
+    .await;
+    let mut owners = std::collections::HashSet::new();
+    for millis in 1..=12 {
+        let path = format!("/v1/probe/sleep/{millis}");
+        let counts = served_by(&client, &path, 4).await;
+        assert_eq!(counts.len(), 1, "{path} went to {counts:?}");
+        owners.extend(counts.into_keys());
+    }
+    assert!(owners.len() > 1, "different values spread: {owners:?}");
+}
