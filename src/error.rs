@@ -76,6 +76,8 @@ pub enum ErrorKind {
     Backend(Box<BackendStatus>),
     /// The backend's reply could not be read as the method's response type.
     BadBackendReply,
+    /// The client cancelled the call (a WebSocket `cancel` frame).
+    Cancelled,
     /// An upstream's circuit breaker shed the call (`max_requests` or
     /// `max_pending` reached) rather than queue it.
     Overloaded { limit: &'static str },
@@ -347,6 +349,7 @@ impl ErrorKind {
             ErrorKind::BadBackendReply => Code::Internal,
             ErrorKind::DependencyFailed { .. } => Code::FailedPrecondition,
             ErrorKind::Overloaded { .. } => Code::Unavailable,
+            ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -372,6 +375,7 @@ impl ErrorKind {
             ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
             ErrorKind::DependencyFailed { .. } => StatusCode::FAILED_DEPENDENCY,
             ErrorKind::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Cancelled => http_status_of_grpc(Code::Cancelled),
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

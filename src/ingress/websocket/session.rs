@@ -284,11 +284,7 @@ impl Session {
                 Some(call) => {
                     call.task.abort();
                     let err = GatewayError::new(
-                        crate::error::ErrorKind::Backend(Box::new(crate::error::BackendStatus {
-                            code: tonic::Code::Cancelled,
-                            details: Bytes::new(),
-                            metadata: HeaderMap::new(),
-                        })),
+                        crate::error::ErrorKind::Cancelled,
                         crate::error::Origin::Client,
                         "cancelled by the client",
                     );
