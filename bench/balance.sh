@@ -52,6 +52,7 @@ sets = ["$PWD/descriptors/demo.binpb"]
 [upstreams.demo]
 endpoints = [${list%, }]
 balance = "${BALANCE:-round_robin}"
+${EXTRA:-}
 [[routes]]
 grpc_service = "portico.demo.v1.Library"
 upstream = "demo"
@@ -89,6 +90,10 @@ grpc_row() {
 }
 
 start_portico 1; grpc_row "gRPC GetShelf, 1 endpoint"; stop_portico
+# The same 8 connections to one endpoint: separates the cost of more
+# connections (smaller write batches) from the cost of picking endpoints.
+EXTRA="max_streams_per_connection = 8
+max_connections_per_endpoint = 8" start_portico 1; grpc_row "gRPC GetShelf, 1 endpoint over 8 connections"; stop_portico
 start_portico 8; grpc_row "gRPC GetShelf, 8 endpoints"; stop_portico
 BALANCE=least_request start_portico 8; grpc_row "gRPC GetShelf, 8 endpoints, least_request"; stop_portico
 
