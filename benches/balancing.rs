@@ -37,7 +37,10 @@ fn pick(c: &mut Criterion) {
         group.bench_function(format!("consistent_hash/{n}"), |b| {
             b.iter(|| {
                 let now = now_millis();
-                black_box(ring.by_hash(black_box(key), |e| e.is_available(now)).is_some())
+                black_box(
+                    ring.by_hash(black_box(key), |e| e.is_available(now))
+                        .is_some(),
+                )
             })
         });
     }

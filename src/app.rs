@@ -110,12 +110,14 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         aggregates,
     } = load(config).await?;
     let limits = config.server.limits.clone();
-    let upstreams = config
-        .upstreams
-        .iter()
-        .map(|u| egress::upstream::Upstream::start(u.clone()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Upstream)?;
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    for u in &config.upstreams {
+        upstreams.push(
+            egress::upstream::Upstream::start(u.clone())
+                .await
+                .map_err(StartError::Upstream)?,
+        );
+    }
     let upstreams = Arc::new(upstreams);
     let egress = egress::Egress {
         grpc: GrpcEgress::new(&limits),

@@ -569,3 +569,40 @@ async fn hashing_on_a_request_field_keeps_equal_values_on_one_instance() {
     }
     assert!(owners.len() > 1, "different values spread: {owners:?}");
 }
+
+#[tokio::test]
+async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
+    let a = Instance::start("127.0.0.1:0").await;
+    let (_gw, client) = gateway(&format!(
+        "{}\nmax_streams_per_connection = 1\nmax_connections_per_endpoint = 1\n[upstreams.pool.circuit_breaker]\nmax_pending = 1\n",
+        endpoints(&[&a])
+    ))
+    .await;
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                // Staggered, so the first holds the stream and the second queues.
+                tokio::time::sleep(Duration::from_millis(50 * i)).await;
+                let r = client.get("/v1/probe/sleep/400").await;
+                (
+                    r.status,
+                    r.header("x-portico-overloaded").map(str::to_owned),
+                )
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in calls {
+        outcomes.push(c.await.unwrap());
+    }
+    assert_eq!(outcomes[0].0, StatusCode::OK);
+    assert_eq!(outcomes[1].0, StatusCode::OK, "one call may wait");
+    assert_eq!(
+        outcomes[2],
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("max_pending".to_owned())
+        )
+    );
+}

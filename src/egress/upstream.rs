@@ -61,9 +61,10 @@ impl AttemptError {
 }
 
 impl Upstream {
-    /// Builds the upstream with its endpoints known at startup and starts
-    /// the tasks that keep them current and checked. Needs a tokio runtime.
-    pub fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
+    /// Builds the upstream with its endpoints known at startup (a DNS name
+    /// is resolved once before serving) and starts the tasks that keep them
+    /// current and checked.
+    pub async fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
         let upstream = Arc::new(Upstream {
             budget: RetryBudget::new(&config.retry),
             snapshot: RwLock::new(Arc::new(Snapshot::new(Vec::new(), false))),
@@ -76,7 +77,18 @@ impl Upstream {
             EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } => {
                 upstream.set_endpoints(list.clone())?;
             }
-            EndpointSource::Dns { .. } => {}
+            EndpointSource::Dns { host, port, .. } => {
+                let lookup = tokio::net::lookup_host((host.as_str(), *port));
+                match tokio::time::timeout(upstream.config.connect_timeout, lookup).await {
+                    Ok(Ok(addrs)) => upstream.set_endpoints(dns_endpoints(addrs))?,
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed at startup; retrying every dns_refresh")
+                    }
+                    Err(_) => {
+                        tracing::warn!(upstream = %upstream.config.name, %host, "DNS lookup timed out at startup; retrying every dns_refresh")
+                    }
+                }
+            }
         }
         spawn_discovery(&upstream);
         health::spawn(&upstream);
@@ -396,19 +408,14 @@ fn spawn_discovery(upstream: &Arc<Upstream>) {
         } => {
             tokio::spawn(async move {
                 loop {
+                    tokio::time::sleep(refresh).await;
                     let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
                     let Some(upstream) = weak.upgrade() else {
                         return;
                     };
                     match resolved {
                         Ok(addrs) => {
-                            let list = addrs
-                                .map(|a| WeightedAddr {
-                                    address: a.to_string(),
-                                    weight: 1,
-                                })
-                                .collect();
-                            if let Err(e) = upstream.set_endpoints(list) {
+                            if let Err(e) = upstream.set_endpoints(dns_endpoints(addrs)) {
                                 tracing::warn!(upstream = %upstream.config.name, error = %e, "bad DNS endpoint");
                             }
                         }
@@ -416,8 +423,6 @@ fn spawn_discovery(upstream: &Arc<Upstream>) {
                             tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed; keeping the known endpoints")
                         }
                     }
-                    drop(upstream);
-                    tokio::time::sleep(refresh).await;
                 }
             });
         }
@@ -449,5 +454,71 @@ fn spawn_discovery(upstream: &Arc<Upstream>) {
     }
 }
 
+fn dns_endpoints(addrs: impl Iterator<Item = std::net::SocketAddr>) -> Vec<WeightedAddr> {
+    addrs
+        .map(|a| WeightedAddr {
+            address: a.to_string(),
+            weight: 1,
+        })
+        .collect()
+}
+
 /// How often an endpoints file is looked at.
 const FILE_POLL: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// An HTTP upstream (no connections are made) over `n` endpoints.
+    async fn upstream(n: usize, outlier: &str) -> Arc<Upstream> {
+        let endpoints: Vec<String> = (0..n).map(|i| format!("\"10.0.0.{i}:80\"")).collect();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nprotocol = \"http\"\nendpoints = [{}]\n[upstreams.u.outlier_detection]\n{outlier}\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"u\"\n",
+            endpoints.join(", ")
+        );
+        let config = Config::from_toml(&text).unwrap();
+        Upstream::start(config.upstreams[0].clone()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn ejection_stops_at_the_configured_share() {
+        let u = upstream(4, "consecutive_failures = 1\nmax_ejection_percent = 50").await;
+        let eps = u.snapshot().endpoints.clone();
+        for e in &eps {
+            u.on_failure(e);
+        }
+        let now = now_millis();
+        let ejected = eps.iter().filter(|e| e.is_ejected(now)).count();
+        assert_eq!(ejected, 2, "half of four");
+    }
+
+    #[tokio::test]
+    async fn below_the_panic_threshold_every_endpoint_takes_calls() {
+        let u = upstream(4, "panic_threshold_percent = 50").await;
+        let eps = u.snapshot().endpoints.clone();
+        eps[0].healthy.store(false, Ordering::Relaxed);
+        // Three of four available: the sick one is skipped.
+        for _ in 0..8 {
+            assert_ne!(u.pick(None, &[]).unwrap().address, eps[0].address);
+        }
+        // One of four available (25% < 50%): all are used again.
+        eps[1].healthy.store(false, Ordering::Relaxed);
+        eps[2].healthy.store(false, Ordering::Relaxed);
+        let picked: std::collections::HashSet<String> = (0..8)
+            .map(|_| u.pick(None, &[]).unwrap().address.clone())
+            .collect();
+        assert_eq!(picked.len(), 4, "{picked:?}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_avoids_the_endpoints_already_tried() {
+        let u = upstream(2, "").await;
+        let first = u.pick(None, &[]).unwrap();
+        for _ in 0..4 {
+            let again = u.pick(None, std::slice::from_ref(&first)).unwrap();
+            assert_ne!(again.address, first.address);
+        }
+    }
+}
