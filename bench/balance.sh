@@ -7,34 +7,25 @@
 #   DURATION=5 bench/balance.sh
 #
 # Layout (2+ cores): backends and load generator on CPU 0, Portico on CPU 1.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
 LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
-GATEWAY=127.0.0.1:18161
-RUN=target/bench-run
-mkdir -p "$RUN"
+GATEWAY=127.0.0.1:18191
 
-for tool in wrk:wrk h2load:nghttp2-client taskset:util-linux; do
-  if ! command -v "${tool%%:*}" >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${tool#*:}" >/dev/null
-    else echo "missing ${tool%%:*}: install ${tool#*:}" >&2; exit 1; fi
-  fi
-done
-cargo build --release --quiet --bin portico --example demo_backend
+need wrk wrk
+need h2load nghttp2-client
+need taskset util-linux
+release_build
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
 
 backends=()
 backend_pids=()
 for i in $(seq 1 8); do
-  addr="127.0.0.1:$((50160 + i))"
+  addr="127.0.0.1:$((20190 + i))"  # below the ephemeral port range
   taskset -c "$LOAD_CPU" target/release/examples/demo_backend "$addr" >"$RUN/backend-$i.log" 2>&1 &
   pids+=($!); backend_pids+=($!); backends+=("$addr")
 done
@@ -64,11 +55,6 @@ TOML
 }
 stop_portico() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
 
-printf '\x00\x00\x00\x00\x03\x0a\x01\x31' >"$RUN/getshelf.bin"   # GetShelfRequest{shelf:"1"}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick_hz=$(getconf CLK_TCK)
-percentiles() { sort -n -k3 "$1" | awk '{a[NR]=$3} END {printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'; }
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f\n", v}'; }
 
 rows=()
 base_rps=
@@ -118,7 +104,7 @@ rest_run() {
   stop_portico
 }
 rest_run "REST GET /v1/shelves/1, 8 endpoints" no
-rest_run "same, one endpoint SIGKILLed at $(awk -v d="$DURATION" 'BEGIN {print d / 3}')s" yes
+rest_run "same, one endpoint SIGKILLed at $(awk -v d="$DURATION" 'BEGIN {printf "%.1f", d / 3}')s" yes
 
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)"
 echo "- ${DURATION}s measured after ${WARMUP}s warm-up, $CONNS connections; backends + load on CPU $LOAD_CPU, portico on CPU $PROXY_CPU"

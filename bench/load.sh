@@ -9,8 +9,7 @@
 # as a gateway gets its own core in production. Prints a markdown table with
 # req/s, p50/p99 latency, the ratio to the direct row, and Portico's CPU
 # time per request (from /proc, the figure to compare gateways with).
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
@@ -19,27 +18,12 @@ LOAD_CPU=${LOAD_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 BACKEND=127.0.0.1:50151
 GATEWAY=127.0.0.1:18141
-RUN=target/bench-run
-mkdir -p "$RUN"
 
-need() {
-  if ! command -v "$1" >/dev/null; then
-    if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
-    else
-      echo "missing $1: install the $2 package" >&2; exit 1
-    fi
-  fi
-}
 need wrk wrk
 need h2load nghttp2-client
 need taskset util-linux
 
-cargo build --release --quiet --bin portico --example demo_backend
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+release_build
 
 taskset -c "$LOAD_CPU" target/release/examples/demo_backend "$BACKEND" >"$RUN/backend.log" 2>&1 &
 pids+=($!)
@@ -60,18 +44,8 @@ pids+=($gw_pid)
 for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -sf "http://$GATEWAY/v1/shelves/1" | grep -q '"theme":"Fiction"' || { echo "gateway smoke request failed" >&2; exit 1; }
 
-# gRPC frames: 0x00, 4-byte length, then the message.
-printf '\x00\x00\x00\x00\x03\x0a\x01\x31' >"$RUN/getshelf.bin"                     # GetShelfRequest{shelf:"1"}
 printf 'wrk.method = "POST"\nwrk.body = "{\\"shelf\\":\\"1\\"}"\nwrk.headers["Content-Type"] = "application/json"\n' >"$RUN/post.lua"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick_hz=$(getconf CLK_TCK)
-
-# h2load prints no percentiles; its per-request log has the latency (us) in column 3.
-percentiles() { sort -n -k3 "$1" | awk '{a[NR]=$3} END {printf "%.2f %.2f\n", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'; }
-
-# wrk prints latencies with a unit (850.00us, 1.31ms, 1.02s).
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f\n", v}'; }
 
 rows=()
 # h2load with a gRPC frame; $3 is the target address, $4 the content type.

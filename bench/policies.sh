@@ -5,21 +5,15 @@
 # run. Same layout as bench/load.sh (gateway on CPU 1).
 #
 #   bench/policies.sh            # 8 s per row after 2 s of warm-up
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 CONNS=${CONNS:-64}
 BACKEND=127.0.0.1:50181
 GATEWAY=127.0.0.1:18181
-RUN=target/bench-run
-mkdir -p "$RUN"
 for tool in wrk h2load openssl; do command -v $tool >/dev/null || { echo "missing $tool (bench/load.sh installs wrk and h2load)" >&2; exit 1; }; done
 
-cargo build --release --quiet --bin portico --example demo_backend
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+release_build
 taskset -c 0 target/release/examples/demo_backend "$BACKEND" >"$RUN/pol-backend.log" 2>&1 &
 pids+=($!)
 
@@ -34,7 +28,6 @@ rs_head=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
 HS_TOKEN="$hs_head.$claims.$(printf '%s' "$hs_head.$claims" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)"
 RS_TOKEN="$rs_head.$claims.$(printf '%s' "$rs_head.$claims" | openssl dgst -sha256 -sign "$RUN/bench_rs.pem" -binary | b64url)"
 
-printf '\x00\x00\x00\x00\x03\x0a\x01\x31' >"$RUN/getshelf.bin"
 taskset -c 0 h2load -c "$CONNS" -m 1 -D "$WARMUP" -H 'content-type: application/grpc' -d "$RUN/getshelf.bin" "http://$BACKEND/portico.demo.v1.Library/GetShelf" >/dev/null 2>&1 || true
 taskset -c 0 h2load -c "$CONNS" -m 1 -D "$DURATION" -H 'content-type: application/grpc' -d "$RUN/getshelf.bin" "http://$BACKEND/portico.demo.v1.Library/GetShelf" >"$RUN/pol-h2load.out" 2>&1
 direct=$(awk '/^finished in/ {print $4}' "$RUN/pol-h2load.out" | tr -d ',')

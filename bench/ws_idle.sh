@@ -6,20 +6,14 @@
 #
 #   bench/ws_idle.sh            # 10,000 calls
 #   COUNT=2000 bench/ws_idle.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 COUNT=${COUNT:-10000}
 BACKEND=127.0.0.1:50161
 GATEWAY=127.0.0.1:18161
-RUN=target/bench-run
-mkdir -p "$RUN"
 # Each side holds one socket per call; use whatever the hard limit allows.
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --quiet --bin portico --example demo_backend --example ws_idle
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+release_build --example ws_idle
 
 target/release/examples/demo_backend "$BACKEND" >"$RUN/idle-backend.log" 2>&1 &
 pids+=($!)
