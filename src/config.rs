@@ -298,9 +298,6 @@ pub struct WebSocketConfig {
     /// Origins allowed besides the gateway's own; `*` for any. Browsers'
     /// cross-origin pages are refused unless listed.
     pub allowed_origins: Vec<String>,
-    /// Cookie that carries a bearer token, for browsers (which cannot set
-    /// an Authorization header on a WebSocket).
-    pub token_cookie: Option<String>,
     /// Query parameter that carries a bearer token.
     pub token_query_param: Option<String>,
     /// Calls a connection may open per second (a bucket of one second's worth).
@@ -325,7 +322,6 @@ impl Default for WebSocketConfig {
             max_in_flight: 32,
             max_calls: 100,
             allowed_origins: Vec::new(),
-            token_cookie: None,
             token_query_param: None,
             calls_per_second: None,
             messages_per_second: None,
@@ -1179,6 +1175,12 @@ impl Validator<'_> {
                 None => Ok(default),
             }
         };
+        if w.token_cookie.is_some() {
+            return Err(self.err(
+                "websocket.token_cookie",
+                "was replaced by the authenticator's `cookie` option, which reads the cookie for every protocol",
+            ));
+        }
         let allowed_origins = w.allowed_origins.clone().unwrap_or_default();
         for (i, o) in allowed_origins.iter().enumerate() {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
@@ -1207,7 +1209,6 @@ impl Validator<'_> {
             max_in_flight: positive("max_in_flight", w.max_in_flight, d.max_in_flight)?,
             max_calls: positive("max_calls", w.max_calls, d.max_calls)?,
             allowed_origins,
-            token_cookie: w.token_cookie.clone(),
             token_query_param: w.token_query_param.clone(),
             calls_per_second: self.connection_rate("calls_per_second", w.calls_per_second)?,
             messages_per_second: self

@@ -536,6 +536,18 @@ async fn a_browser_session_cookie_can_carry_the_token() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.backends.probe.calls(), 1);
+
+    // A browser's WebSocket handshake carries the same cookie to the same policy.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(frame.contains("\"result\""), "{frame}");
+    assert_eq!(h.backends.probe.calls(), 2);
 }
 
 #[tokio::test]

@@ -340,6 +340,7 @@ pub struct WebSocketFile {
     pub max_in_flight: Option<usize>,
     pub max_calls: Option<usize>,
     pub allowed_origins: Option<Vec<String>>,
+    /// Replaced by the authenticator's `cookie`; kept to say so at load.
     pub token_cookie: Option<String>,
     pub token_query_param: Option<String>,
     pub calls_per_second: Option<f64>,

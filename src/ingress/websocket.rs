@@ -21,8 +21,8 @@ use crate::routes::{Binding, MatchOutcome, RouteTable};
 use crate::transcode::status::StatusRenderer;
 use base64::Engine as _;
 use http::header::{
-    CONNECTION, COOKIE, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use protocol::{Dialect, TOKEN_PREFIX};
@@ -158,7 +158,7 @@ impl WebSocketIngress {
             &self.metadata.query_credentials,
             &mut metadata,
         );
-        if let Some(token) = self.token(headers, &offered, &mut query_pairs) {
+        if let Some(token) = self.token(&offered, &mut query_pairs) {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| GatewayError::invalid_field("token", "is not a valid header value"))?;
             metadata.insert(http::header::AUTHORIZATION, value);
@@ -211,14 +211,11 @@ impl WebSocketIngress {
         }
     }
 
-    /// A bearer token from the configured cookie or query parameter, or a
-    /// `portico.token.` subprotocol entry (taken out of the query).
-    fn token(
-        &self,
-        headers: &HeaderMap,
-        offered: &[String],
-        query: &mut Vec<(String, String)>,
-    ) -> Option<String> {
+    /// A bearer token from a `portico.token.` subprotocol entry or the
+    /// configured query parameter (taken out of the query). A session
+    /// cookie needs nothing here: the handshake's `cookie` header reaches the
+    /// pipeline, where an authenticator with `cookie` reads it.
+    fn token(&self, offered: &[String], query: &mut Vec<(String, String)>) -> Option<String> {
         if let Some(t) = offered.iter().find_map(|p| p.strip_prefix(TOKEN_PREFIX)) {
             let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(t.trim_end_matches('='))
@@ -230,18 +227,7 @@ impl WebSocketIngress {
                 return Some(query.remove(i).1);
             }
         }
-        let name = self.config.token_cookie.as_ref()?;
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| {
-                c.trim()
-                    .strip_prefix(name.as_str())?
-                    .strip_prefix('=')
-                    .map(str::to_owned)
-            })
+        None
     }
 
     /// The method a path names: a REST binding (with the method named in
