@@ -502,3 +502,23 @@ async fn a_connection_over_its_call_and_message_rates_is_told_and_keeps_its_call
     send(&mut ws, json!({"id": "a", "end": true})).await;
     assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
 }
+
+#[tokio::test]
+async fn websocket_sessions_count_against_max_connections() {
+    let h = Harness::start_with("[server.limits]\nmax_connections = 2\n", "").await;
+    let mut first = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    let _second = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    // Both slots are held by the sessions: a third connection waits.
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(400), h.client.get("/v1/shelves/1")).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past max_connections"
+    );
+    // Once a session ends, its slot serves the next connection.
+    first.close(None).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3), h.client.get("/v1/shelves/1"))
+        .await
+        .expect("served once a slot is free");
+    assert_eq!(r.status, http::StatusCode::OK);
+}

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Serves `listener` until `shutdown` turns true, then lets open
@@ -48,9 +48,11 @@ pub fn spawn(
             let ingress = ingress.clone();
             let limits = limits.clone();
             let shutdown = shutdown.clone();
+            let slot = ConnectionSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
             connections.spawn(async move {
-                serve_connection(stream, remote, ingress, limits, shutdown).await;
-                drop(permit);
+                serve_connection(stream, remote, ingress, limits, shutdown, slot.clone()).await;
+                // Released here unless an upgraded WebSocket session took it.
+                slot.take();
             });
             // Reap finished connection tasks so the set does not grow.
             while connections.try_join_next().is_some() {}
@@ -60,19 +62,33 @@ pub fn spawn(
     })
 }
 
+/// A connection's place under `max_connections`. A request carries it (as
+/// an extension) so a WebSocket upgrade can take it over: the session then
+/// counts as the connection it is, for as long as it lives.
+#[derive(Clone)]
+pub struct ConnectionSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
+
+impl ConnectionSlot {
+    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     remote: std::net::SocketAddr,
     ingress: Arc<Ingress>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    slot: ConnectionSlot,
 ) {
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let ingress = ingress.clone();
             let guard = activity.start();
+            req.extensions_mut().insert(slot.clone());
             async move {
                 let resp = ingress.handle(req, Some(remote)).await;
                 Ok::<_, Infallible>(resp.map(|b: ResponseBody| b.with_guard(guard)))

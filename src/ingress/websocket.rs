@@ -91,8 +91,14 @@ impl WebSocketIngress {
                 let upgrade = hyper::upgrade::on(&mut req);
                 let this = self.clone();
                 let sessions = self.sessions.clone();
+                // The session keeps the connection's max_connections slot.
+                let slot = req
+                    .extensions()
+                    .get::<super::server::ConnectionSlot>()
+                    .and_then(|s| s.take());
                 sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match upgrade.await {
                         Ok(io) => session::run(this, io, dialect, spec, metadata, client).await,
                         Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
