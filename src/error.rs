@@ -129,6 +129,15 @@ impl GatewayError {
         )
     }
 
+    /// A call over a limit of `limit` per period; `what` says which limit.
+    pub fn rate_limited(limit: u32, retry_after: std::time::Duration, what: &str) -> Self {
+        Self::new(
+            ErrorKind::RateLimited { limit, retry_after },
+            Origin::Client,
+            format!("{what}; retry in {} ms", retry_after.as_millis().max(1)),
+        )
+    }
+
     /// Headers an HTTP reply to this error carries: an RFC 6750 challenge,
     /// or `Retry-After` and the IETF `RateLimit-*` fields.
     pub fn http_headers(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {

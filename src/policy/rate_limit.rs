@@ -7,9 +7,10 @@
 //! dropped whenever the table reaches its size bound.
 
 use super::per_route::{Next, Policy};
+use crate::bucket::Bucket;
 use crate::config::{RateLimitConfig, RateLimitKey};
 use crate::envelope::{Envelope, Reply};
-use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::error::GatewayError;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,53 +19,6 @@ use tower::Service;
 
 /// Keys tracked per route before idle buckets are swept.
 const MAX_KEYS: usize = 100_000;
-
-/// A token bucket: `burst` tokens at most, refilled at `rate` per second.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl Bucket {
-    pub fn full(burst: u32, now: Instant) -> Bucket {
-        Bucket {
-            tokens: f64::from(burst),
-            updated: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant, rate: f64, burst: f64) {
-        self.tokens =
-            (self.tokens + now.duration_since(self.updated).as_secs_f64() * rate).min(burst);
-        self.updated = now;
-    }
-
-    /// Takes one token, or says how long until one is there.
-    pub fn take(&mut self, now: Instant, rate: f64, burst: u32) -> Result<(), Duration> {
-        self.refill(now, rate, f64::from(burst));
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-        }
-    }
-
-    /// Full again: forgetting it loses nothing.
-    fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
-        self.tokens + now.duration_since(self.updated).as_secs_f64() * rate >= burst
-    }
-}
-
-/// The error for a call over a limit of `limit` per period.
-pub fn limited(limit: u32, retry_after: Duration, what: &str) -> GatewayError {
-    GatewayError::new(
-        ErrorKind::RateLimited { limit, retry_after },
-        Origin::Client,
-        format!("{what}; retry in {} ms", retry_after.as_millis().max(1)),
-    )
-}
 
 pub struct Limiter {
     config: RateLimitConfig,
@@ -129,7 +83,8 @@ impl Policy for Limiter {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         if let Err(retry_after) = self.take(&self.key_of(&env), Instant::now()) {
-            let err = limited(self.config.burst, retry_after, "rate limit exceeded");
+            let err =
+                GatewayError::rate_limited(self.config.burst, retry_after, "rate limit exceeded");
             return Box::pin(std::future::ready(Err(err)));
         }
         Box::pin(async move { next.call(env).await })

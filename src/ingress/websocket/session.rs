@@ -10,10 +10,10 @@
 
 use super::protocol::{self, Body, ClientFrame, Dialect, Out, ServerFrame};
 use super::{CallSpec, WebSocketIngress};
+use crate::bucket::Bucket;
 use crate::envelope::{Envelope, Payload, ReplyFrame, RequestCtx};
 use crate::error::GatewayError;
 use crate::headers::{deadline, is_framing};
-use crate::policy::rate_limit::{limited, Bucket};
 use crate::transcode::request::{self, UrlParts};
 use crate::transcode::{json, response};
 use bytes::Bytes;
@@ -260,7 +260,8 @@ impl Session {
                     "more than {} messages per second on this connection",
                     r.rate
                 );
-                self.refuse(id, &limited(r.burst, wait, &what)).await;
+                self.refuse(id, &GatewayError::rate_limited(r.burst, wait, &what))
+                    .await;
                 return;
             }
         }
@@ -328,7 +329,9 @@ impl Session {
                     "more than {} calls opened per second on this connection",
                     r.rate
                 );
-                return self.refuse(&id, &limited(r.burst, wait, &what)).await;
+                return self
+                    .refuse(&id, &GatewayError::rate_limited(r.burst, wait, &what))
+                    .await;
             }
         }
         if self.calls.len() >= self.ingress.config.max_calls {
