@@ -1,7 +1,7 @@
 //! The admin port: `/healthz` for liveness probes, `/routes` for the route
-//! table as the gateway sees it, and `/upstreams` for each endpoint's
-//! health, ejection and load (JSON). Kept off the main port so it can be
-//! bound to a private address.
+//! table as the gateway sees it, `/upstreams` for each endpoint's health,
+//! ejection and load (JSON), and `/metrics` (Prometheus). Kept off the main
+//! port so it can be bound to a private address.
 
 use crate::egress::upstream::Upstream;
 use crate::routes::RouteTable;
@@ -40,6 +40,11 @@ pub fn spawn(
                         let (status, content_type, body) = match req.uri().path() {
                             "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
+                            "/metrics" => (
+                                StatusCode::OK,
+                                "text/plain; version=0.0.4",
+                                crate::observe::metrics::render(routes.targets(), &upstreams),
+                            ),
                             "/upstreams" => {
                                 let all: Vec<_> =
                                     upstreams.iter().map(|u| u.status_json()).collect();
@@ -52,7 +57,8 @@ pub fn spawn(
                             _ => (
                                 StatusCode::NOT_FOUND,
                                 text,
-                                "not found; try /healthz, /routes or /upstreams\n".to_owned(),
+                                "not found; try /healthz, /routes, /upstreams or /metrics\n"
+                                    .to_owned(),
                             ),
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(body)));

@@ -70,6 +70,8 @@ pub struct Target {
     /// The request field a consistent-hash upstream hashes, resolved at load;
     /// `None` when the upstream hashes something else or the input lacks it.
     pub hash_field: Option<Vec<prost_reflect::FieldDescriptor>>,
+    /// This method's call counters, for `/metrics`.
+    pub stats: crate::observe::metrics::CallStats,
 }
 
 /// Stream of encoded protobuf messages.

@@ -1,7 +1,10 @@
-//! Logging. Access lines go to the `portico::access` target: failed
-//! requests at `info` (client errors) or `warn` (backend and gateway
+//! Logging and metrics. Access lines go to the `portico::access` target:
+//! failed requests at `info` (client errors) or `warn` (backend and gateway
 //! errors), successful ones at `debug`. Set `RUST_LOG` to change levels,
 //! e.g. `RUST_LOG=info,portico::access=debug` to log every request.
+//! [`metrics`] counts every call and serves them on the admin port.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

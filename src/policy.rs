@@ -34,6 +34,8 @@ pub fn pipeline(
     });
     BoxCloneSyncService::new(
         ServiceBuilder::new()
+            // Outermost: every call is counted, including those a policy refuses.
+            .layer(crate::observe::metrics::RecordLayer)
             // First: nothing else may run for a caller who is not who they claim.
             .layer(auth)
             // After authentication: a caller must be known before its rights are.

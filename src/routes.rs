@@ -158,6 +158,7 @@ impl RouteTable {
                         _ => None,
                     },
                     method: method.clone(),
+                    stats: Default::default(),
                 });
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
                     return Err(err(

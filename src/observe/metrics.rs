@@ -1,0 +1,211 @@
+//! Call metrics: per method, how many calls ended with each gRPC status and
+//! how long they took to start replying. Counters live on each
+//! [`Target`](crate::envelope::Target) as atomics, so recording is a few
+//! relaxed adds with no lookup and no lock; the admin port's `/metrics`
+//! renders them, with each upstream's endpoint state, in the Prometheus
+//! text format.
+
+use crate::egress::upstream::Upstream;
+use crate::envelope::{Envelope, Reply, Target};
+use crate::error::GatewayError;
+use futures_util::future::BoxFuture;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{Layer, Service};
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// gRPC status names, by code number.
+const CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// One method's counters.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    by_code: [AtomicU64; 17],
+    /// Calls at or under each bucket's bound (not cumulative; summed when rendered).
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl CallStats {
+    pub fn record(&self, code: tonic::Code, elapsed: Duration) {
+        let code = (code as usize).min(16);
+        self.by_code[code].fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count(&self, code: tonic::Code) -> u64 {
+        self.by_code[(code as usize).min(16)].load(Ordering::Relaxed)
+    }
+}
+
+/// The outermost pipeline layer: records every call's outcome, whatever
+/// protocol it came in on and whichever policy answered it.
+#[derive(Clone, Copy, Default)]
+pub struct RecordLayer;
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+    fn layer(&self, inner: S) -> Record<S> {
+        Record { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Record<S> {
+    inner: S,
+}
+
+impl<S> Service<Envelope> for Record<S>
+where
+    S: Service<Envelope, Response = Reply, Error = GatewayError>,
+    S::Future: Send + 'static,
+{
+    type Response = Reply;
+    type Error = GatewayError;
+    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, env: Envelope) -> Self::Future {
+        let target = env.target.clone();
+        let started = Instant::now();
+        let call = self.inner.call(env);
+        Box::pin(async move {
+            let result = call.await;
+            let code = match &result {
+                Ok(_) => tonic::Code::Ok,
+                Err(e) => e.grpc_code(),
+            };
+            target.stats.record(code, started.elapsed());
+            result
+        })
+    }
+}
+
+/// The Prometheus text exposition of every routed method and upstream.
+pub fn render<'a>(
+    targets: impl Iterator<Item = &'a Arc<Target>>,
+    upstreams: &[Arc<Upstream>],
+) -> String {
+    let mut targets: Vec<&Arc<Target>> = targets.collect();
+    targets.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+    let mut out = String::new();
+    out.push_str("# HELP portico_calls_total Calls through the policy pipeline, by method and gRPC status.\n# TYPE portico_calls_total counter\n");
+    for t in &targets {
+        let method = t.path.as_str().trim_start_matches('/');
+        for (code, name) in CODES.iter().enumerate() {
+            let n = t.stats.by_code[code].load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "portico_calls_total{{method=\"{method}\",upstream=\"{}\",code=\"{name}\"}} {n}",
+                    t.upstream_name
+                );
+            }
+        }
+    }
+    out.push_str("# HELP portico_call_duration_seconds Time until a call's reply started (or it failed).\n# TYPE portico_call_duration_seconds histogram\n");
+    for t in &targets {
+        let method = t.path.as_str().trim_start_matches('/');
+        let counts: Vec<u64> = t
+            .stats
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&counts) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "portico_call_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "portico_call_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {total}"
+        );
+        let sum = t.stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "portico_call_duration_seconds_sum{{method=\"{method}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "portico_call_duration_seconds_count{{method=\"{method}\"}} {total}"
+        );
+    }
+    out.push_str("# HELP portico_upstream_in_flight Calls in flight per upstream.\n# TYPE portico_upstream_in_flight gauge\n");
+    for u in upstreams {
+        let _ = writeln!(
+            out,
+            "portico_upstream_in_flight{{upstream=\"{}\"}} {}",
+            u.name(),
+            u.in_flight()
+        );
+    }
+    out.push_str("# HELP portico_endpoint_available Whether an endpoint is in rotation (healthy and not ejected).\n# TYPE portico_endpoint_available gauge\n");
+    let mut in_flight = String::new();
+    for u in upstreams {
+        let status = u.status_json();
+        for e in status["endpoints"].as_array().into_iter().flatten() {
+            let available = e["healthy"] == true && e["ejected"] == false;
+            let labels = format!(
+                "upstream=\"{}\",endpoint=\"{}\"",
+                u.name(),
+                e["address"].as_str().unwrap_or_default()
+            );
+            let _ = writeln!(
+                out,
+                "portico_endpoint_available{{{labels}}} {}",
+                u8::from(available)
+            );
+            let _ = writeln!(
+                in_flight,
+                "portico_endpoint_in_flight{{{labels}}} {}",
+                e["in_flight"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    out.push_str("# HELP portico_endpoint_in_flight Calls in flight per endpoint.\n# TYPE portico_endpoint_in_flight gauge\n");
+    out.push_str(&in_flight);
+    out
+}

@@ -1,0 +1,71 @@
+//! Metrics on the admin port: every call counted by method and status,
+//! whatever protocol it came in on, and each endpoint's state.
+
+mod support;
+
+use http::StatusCode;
+use portico::demo::backends::pb;
+use support::HttpClient;
+
+fn line_value(metrics: &str, prefix: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_from_every_protocol_are_counted_by_method_and_status() {
+    // The demo backends and a gateway with an admin port.
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = support::config_text(backend, "", "").replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        1,
+    );
+    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let client = HttpClient::new(gateway.addr);
+    for _ in 0..3 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        client.get("/v1/shelves/9").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::library_client::LibraryClient::new(channel)
+        .get_shelf(pb::GetShelfRequest { shelf: "2".into() })
+        .await
+        .unwrap();
+
+    let admin = HttpClient::new(gateway.admin_addr.unwrap());
+    let r = admin.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = r.text();
+    let ok = "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"OK\"}";
+    let not_found = "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"NOT_FOUND\"}";
+    assert_eq!(
+        line_value(&m, ok),
+        Some(4),
+        "REST and gRPC calls together:\n{m}"
+    );
+    assert_eq!(line_value(&m, not_found), Some(1), "{m}");
+    assert_eq!(
+        line_value(
+            &m,
+            "portico_call_duration_seconds_count{method=\"portico.demo.v1.Library/GetShelf\"}"
+        ),
+        Some(5)
+    );
+    let endpoint =
+        format!("portico_endpoint_available{{upstream=\"demo\",endpoint=\"{backend}\"}}");
+    assert_eq!(line_value(&m, &endpoint), Some(1), "{m}");
+}
