@@ -4,6 +4,7 @@
 //! port so it can be bound to a private address.
 
 use crate::egress::upstream::Upstream;
+use crate::observe::metrics::Usage;
 use crate::routes::RouteTable;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -21,6 +22,7 @@ pub fn spawn(
     listener: TcpListener,
     routes: Arc<RouteTable>,
     upstreams: Arc<Vec<Arc<Upstream>>>,
+    usage: Arc<Usage>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -31,10 +33,12 @@ pub fn spawn(
             };
             let routes = routes.clone();
             let upstreams = upstreams.clone();
+            let usage = usage.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let routes = routes.clone();
                     let upstreams = upstreams.clone();
+                    let usage = usage.clone();
                     async move {
                         let text = "text/plain; charset=utf-8";
                         let (status, content_type, body) = match req.uri().path() {
@@ -43,7 +47,11 @@ pub fn spawn(
                             "/metrics" => (
                                 StatusCode::OK,
                                 "text/plain; version=0.0.4",
-                                crate::observe::metrics::render(routes.targets(), &upstreams),
+                                crate::observe::metrics::render(
+                                    routes.targets(),
+                                    &upstreams,
+                                    &usage,
+                                ),
                             ),
                             "/upstreams" => {
                                 let all: Vec<_> =

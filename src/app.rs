@@ -179,7 +179,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             })
             .collect(),
     );
-    let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, egress);
+    let usage = Arc::new(crate::observe::metrics::Usage::default());
+    let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, usage.clone(), egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let local = local_grpc_services(&config, &pool, &routes)?;
@@ -252,7 +253,13 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 error,
             })?;
         admin_addr = listener.local_addr().ok();
-        tasks.push(admin::spawn(listener, routes, upstreams, shutdown_rx));
+        tasks.push(admin::spawn(
+            listener,
+            routes,
+            upstreams,
+            usage,
+            shutdown_rx,
+        ));
     }
     tracing::info!(%addr, routes = ?config.routes.iter().map(|r| r.grpc_service.as_str()).collect::<Vec<_>>(), "portico listening");
     Ok(Gateway {

@@ -26,6 +26,7 @@ pub fn pipeline(
     authorize: PerRoute<authorize::Rules>,
     rate_limit: PerRoute<rate_limit::Limiter>,
     cache: PerRoute<cache::ResponseCache>,
+    usage: std::sync::Arc<crate::observe::metrics::Usage>,
     egress: Egress,
 ) -> Pipeline {
     let egress = tower::service_fn(move |env: Envelope| {
@@ -38,6 +39,9 @@ pub fn pipeline(
             .layer(crate::observe::metrics::RecordLayer)
             // First: nothing else may run for a caller who is not who they claim.
             .layer(auth)
+            // Right after authentication: the principal is known, and every
+            // authenticated call counts, even one refused further on.
+            .layer(crate::observe::metrics::UsageLayer(usage))
             // After authentication: a caller must be known before its rights are.
             .layer(authorize)
             // After auth: a principal may be the limit's key, and refused

@@ -69,3 +69,59 @@ async fn calls_from_every_protocol_are_counted_by_method_and_status() {
         format!("portico_endpoint_available{{upstream=\"demo\",endpoint=\"{backend}\"}}");
     assert_eq!(line_value(&m, &endpoint), Some(1), "{m}");
 }
+
+#[tokio::test]
+async fn authenticated_calls_are_counted_per_principal() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let text = support::config_text(backend, &sections, "auth = \"partners\"").replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        1,
+    );
+    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let client = HttpClient::new(gateway.addr);
+    for key in ["acme-key-123", "acme-key-123", "globex-key-456"] {
+        let r = client
+            .send(
+                http::Method::GET,
+                "/v1/shelves/1",
+                &[("x-api-key", key)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Refused before authentication succeeds: nobody's usage.
+    assert_eq!(
+        client.get("/v1/shelves/1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let m = HttpClient::new(gateway.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text();
+    assert_eq!(
+        line_value(&m, "portico_principal_calls_total{principal=\"acme\"}"),
+        Some(2),
+        "{m}"
+    );
+    assert_eq!(
+        line_value(&m, "portico_principal_calls_total{principal=\"globex\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        line_value(
+            &m,
+            "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"UNAUTHENTICATED\"}"
+        ),
+        Some(1),
+        "refusals are counted too"
+    );
+}

@@ -120,6 +120,7 @@ where
 pub fn render<'a>(
     targets: impl Iterator<Item = &'a Arc<Target>>,
     upstreams: &[Arc<Upstream>],
+    usage: &Usage,
 ) -> String {
     let mut targets: Vec<&Arc<Target>> = targets.collect();
     targets.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
@@ -207,5 +208,92 @@ pub fn render<'a>(
     }
     out.push_str("# HELP portico_endpoint_in_flight Calls in flight per endpoint.\n# TYPE portico_endpoint_in_flight gauge\n");
     out.push_str(&in_flight);
+    usage.render(&mut out);
     out
+}
+
+/// Calls per authenticated principal (an API key's consumer or a token's
+/// `sub`): per-client usage. Bounded: past [`MAX_PRINCIPALS`] distinct
+/// principals, newcomers are counted under `other`.
+#[derive(Debug, Default)]
+pub struct Usage {
+    by_principal: std::sync::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+}
+
+pub const MAX_PRINCIPALS: usize = 10_000;
+const OTHER: &str = "other";
+
+impl Usage {
+    pub fn record(&self, principal: &str) {
+        let mut map = self.by_principal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(principal) {
+            *n += 1;
+            return;
+        }
+        let key: Arc<str> = if map.len() < MAX_PRINCIPALS {
+            principal.into()
+        } else {
+            OTHER.into()
+        };
+        *map.entry(key).or_insert(0) += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
+        let map = self.by_principal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<(Arc<str>, u64)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all
+    }
+
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP portico_principal_calls_total Calls per authenticated principal (consumer or token subject).\n# TYPE portico_principal_calls_total counter\n");
+        for (principal, n) in self.snapshot() {
+            let escaped = principal.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "portico_principal_calls_total{{principal=\"{escaped}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// Placed right after authentication: counts each authenticated call
+/// against its principal.
+#[derive(Clone)]
+pub struct UsageLayer(pub Arc<Usage>);
+
+impl<S> Layer<S> for UsageLayer {
+    type Service = CountUsage<S>;
+    fn layer(&self, inner: S) -> CountUsage<S> {
+        CountUsage {
+            inner,
+            usage: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CountUsage<S> {
+    inner: S,
+    usage: Arc<Usage>,
+}
+
+impl<S> Service<Envelope> for CountUsage<S>
+where
+    S: Service<Envelope>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, env: Envelope) -> S::Future {
+        if let Some(p) = &env.ctx.principal {
+            self.usage.record(&p.subject);
+        }
+        self.inner.call(env)
+    }
 }
