@@ -1,7 +1,8 @@
 //! The admin port: `/healthz` for liveness probes, `/routes` for the route
 //! table as the gateway sees it, `/upstreams` for each endpoint's health,
-//! ejection and load (JSON), and `/metrics` (Prometheus). Kept off the main
-//! port so it can be bound to a private address.
+//! ejection and load (JSON), `/metrics` (Prometheus), and at `/` a live
+//! dashboard fed by `/stats`. Kept off the main port so it can be bound to
+//! a private address.
 
 use crate::egress::upstream::Upstream;
 use crate::observe::metrics::Usage;
@@ -17,6 +18,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The live dashboard: a page that polls `/stats` every second.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
 pub fn spawn(
     listener: TcpListener,
@@ -44,6 +48,21 @@ pub fn spawn(
                         let (status, content_type, body) = match req.uri().path() {
                             "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
+                            "/" | "/dashboard" => (
+                                StatusCode::OK,
+                                "text/html; charset=utf-8",
+                                DASHBOARD.to_owned(),
+                            ),
+                            "/stats" => (
+                                StatusCode::OK,
+                                "application/json",
+                                crate::observe::metrics::stats_json(
+                                    routes.targets(),
+                                    &upstreams,
+                                    &usage,
+                                )
+                                .to_string(),
+                            ),
                             "/metrics" => (
                                 StatusCode::OK,
                                 "text/plain; version=0.0.4",
@@ -65,7 +84,7 @@ pub fn spawn(
                             _ => (
                                 StatusCode::NOT_FOUND,
                                 text,
-                                "not found; try /healthz, /routes, /upstreams or /metrics\n"
+                                "not found; try /, /healthz, /routes, /upstreams, /stats or /metrics\n"
                                     .to_owned(),
                             ),
                         };

@@ -125,3 +125,41 @@ async fn authenticated_calls_are_counted_per_principal() {
         "refusals are counted too"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_page_and_its_stats_are_on_the_admin_port() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = support::config_text(backend, "", "").replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        1,
+    );
+    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let client = HttpClient::new(gateway.addr);
+    client.get("/v1/shelves/1").await;
+    client.get("/v1/shelves/9").await;
+    let admin = HttpClient::new(gateway.admin_addr.unwrap());
+    let page = admin.get("/").await;
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.text().contains("fetch(\"/stats\""));
+    let stats = admin.get("/stats").await.json();
+    let shelf = stats["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "portico.demo.v1.Library/GetShelf")
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(shelf["total"], 2);
+    assert_eq!(shelf["codes"]["OK"], 1);
+    assert_eq!(shelf["codes"]["NOT_FOUND"], 1);
+    assert_eq!(
+        stats["upstreams"][0]["endpoints"][0]["address"],
+        backend.to_string()
+    );
+}

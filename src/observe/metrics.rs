@@ -297,3 +297,47 @@ where
         self.inner.call(env)
     }
 }
+
+/// The same figures as JSON, for the dashboard: calls per method by status,
+/// mean latency, each upstream's endpoints, and the top principals.
+pub fn stats_json<'a>(
+    targets: impl Iterator<Item = &'a Arc<Target>>,
+    upstreams: &[Arc<Upstream>],
+    usage: &Usage,
+) -> serde_json::Value {
+    let mut methods: Vec<serde_json::Value> = targets
+        .filter_map(|t| {
+            let codes: serde_json::Map<String, serde_json::Value> = CODES
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    let n = t.stats.by_code[i].load(Ordering::Relaxed);
+                    (n > 0).then(|| ((*name).to_owned(), n.into()))
+                })
+                .collect();
+            let total: u64 = codes.values().filter_map(serde_json::Value::as_u64).sum();
+            (total > 0).then(|| {
+                let sum = t.stats.sum_micros.load(Ordering::Relaxed);
+                serde_json::json!({
+                    "method": t.path.as_str().trim_start_matches('/'),
+                    "upstream": &*t.upstream_name,
+                    "total": total,
+                    "codes": codes,
+                    "mean_ms": sum as f64 / total as f64 / 1000.0,
+                })
+            })
+        })
+        .collect();
+    methods.sort_by(|a, b| a["method"].as_str().cmp(&b["method"].as_str()));
+    let principals: Vec<serde_json::Value> = usage
+        .snapshot()
+        .into_iter()
+        .take(20)
+        .map(|(p, n)| serde_json::json!({"principal": &*p, "calls": n}))
+        .collect();
+    serde_json::json!({
+        "methods": methods,
+        "upstreams": upstreams.iter().map(|u| u.status_json()).collect::<Vec<_>>(),
+        "principals": principals,
+    })
+}
