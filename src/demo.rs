@@ -10,12 +10,22 @@ use crate::ingress::dispatch::Page;
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// The demo's gateway config, with `@LISTEN@` and `@BACKEND@` placeholders.
+/// The demo's gateway config, with `@LISTEN@`, `@ADMIN@` and `@BACKEND@` placeholders.
 pub const CONFIG: &str = include_str!("../examples/demo.toml");
 
 pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartError> {
+    // The admin port sits next to the main one (any free port when that is 0).
+    let admin = SocketAddr::new(
+        listen.ip(),
+        if listen.port() == 0 {
+            0
+        } else {
+            listen.port().wrapping_add(1)
+        },
+    );
     let text = CONFIG
         .replace("@LISTEN@", &listen.to_string())
+        .replace("@ADMIN@", &admin.to_string())
         .replace("@BACKEND@", &backend.to_string());
     Ok(Config::from_str_in(
         &text,
@@ -34,7 +44,8 @@ pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
         error,
     })?;
     let gateway = app::start_with_pages(config(listen, backend_addr)?, pages()).await?;
-    println!("{}", tour(gateway.addr, backend_addr));
+    let admin = gateway.admin_addr.unwrap_or(gateway.addr);
+    println!("{}", tour(gateway.addr, admin, backend_addr));
     gateway.run_until_signal().await;
     Ok(())
 }
@@ -50,7 +61,7 @@ pub fn pages() -> Vec<Page> {
     }]
 }
 
-fn tour(gw: SocketAddr, backend: SocketAddr) -> String {
+fn tour(gw: SocketAddr, admin: SocketAddr, backend: SocketAddr) -> String {
     format!(
         r#"
 Portico demo: gateway on http://{gw}, demo gRPC backend on {backend}.
@@ -71,8 +82,10 @@ Try:
   curl -s -i http://{gw}/v1/probe/fail/7
   curl -s -i http://{gw}/v1/shelves/1 -X DELETE
   curl -s -i -X POST http://{gw}/v1/shelves/1/books -d '{{"title":"x","colour":"red"}}'
+  curl -s 'http://{gw}/v1/shelves/1/overview?limit=2'        # one request, three calls
 
 Chat over WebSocket in a browser: open http://{gw}/demo/chat.html in two tabs.
+Watch it all on the live dashboard: http://{admin}/ (Prometheus: http://{admin}/metrics).
 
 Press Ctrl-C to stop.
 "#
