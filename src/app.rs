@@ -76,6 +76,14 @@ pub async fn load(config: Config) -> Result<Loaded, StartError> {
     let pool = descriptors::load(&config).await?;
     let routes = RouteTable::build(&config, &pool)?;
     let aggregates = AggregateTable::build(&config, &routes)?;
+    if let Some(tls) = &config.server.tls {
+        // Checked here too, so `portico check` catches a key that does not fit.
+        crate::ingress::tls::acceptor(tls).map_err(|reason| crate::config::ConfigError {
+            file: config.source.clone(),
+            key: "server.tls".to_owned(),
+            reason,
+        })?;
+    }
     Ok(Loaded {
         config,
         pool,
@@ -236,10 +244,24 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         addr: config.server.listen,
         error,
     })?;
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::ingress::tls::acceptor)
+        .transpose()
+        .map_err(|reason| {
+            StartError::Config(crate::config::ConfigError {
+                file: config.source.clone(),
+                key: "server.tls".to_owned(),
+                reason,
+            })
+        })?;
     let mut tasks = vec![server::spawn(
         listener,
         ingress,
         limits,
+        tls,
         shutdown_rx.clone(),
     )];
 

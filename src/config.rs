@@ -81,6 +81,25 @@ pub struct ServerConfig {
     /// On SIGTERM, how long requests in flight may take to finish before
     /// their connections are cut.
     pub drain_timeout: Duration,
+    /// TLS on the main port, read and checked at load.
+    pub tls: Option<ServerTls>,
+}
+
+/// The main port's certificate chain and key, as PEM bytes.
+#[derive(Clone, PartialEq)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for ServerTls {
+    // Never print the private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What to do with a query parameter that names no field.
@@ -854,7 +873,27 @@ impl Validator<'_> {
         if limits.max_header_bytes < 8192 {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
         }
+        let tls = match &s.tls {
+            None => None,
+            Some(t) => {
+                let read = |key: &str, file: &str| {
+                    let path = self.path(file);
+                    std::fs::read(&path).map_err(|e| {
+                        self.err(
+                            format!("server.tls.{key}"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })
+                };
+                Some(ServerTls {
+                    cert_file: self.path(&t.cert_file),
+                    cert_pem: read("cert_file", &t.cert_file)?,
+                    key_pem: read("key_file", &t.key_file)?,
+                })
+            }
+        };
         Ok(ServerConfig {
+            tls,
             drain_timeout: self.duration(
                 "server.drain_timeout",
                 &s.drain_timeout,

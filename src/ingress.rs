@@ -9,4 +9,5 @@ pub mod framed;
 pub mod grpc;
 pub mod rest;
 pub mod server;
+pub mod tls;
 pub mod websocket;

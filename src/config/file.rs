@@ -62,9 +62,18 @@ pub struct AggregateCallFile {
 pub struct ServerFile {
     pub listen: String,
     pub admin: Option<String>,
+    pub tls: Option<TlsFile>,
     pub drain_timeout: Option<String>,
     #[serde(default)]
     pub limits: LimitsFile,
+}
+
+/// TLS on the main port: a certificate chain and its private key (PEM).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

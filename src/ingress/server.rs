@@ -1,5 +1,6 @@
-//! The listening socket: accepts connections, serves HTTP/1.1 and h2c
-//! (prior knowledge) alike on one port, and enforces the connection limits:
+//! The listening socket: accepts connections (TLS when configured), serves
+//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge, or h2 by ALPN) alike on one
+//! port, and enforces the connection limits:
 //! header read timeout and header size, HTTP/2 concurrent streams, idle
 //! timeout, and the number of open connections. Drains on shutdown.
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// Serves `listener` until `shutdown` turns true, then lets open
 /// connections finish their requests.
@@ -22,6 +24,7 @@ pub fn spawn(
     listener: TcpListener,
     ingress: Arc<Ingress>,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -49,8 +52,38 @@ pub fn spawn(
             let limits = limits.clone();
             let shutdown = shutdown.clone();
             let slot = ConnectionSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
+            let tls = tls.clone();
             connections.spawn(async move {
-                serve_connection(stream, remote, ingress, limits, shutdown, slot.clone()).await;
+                match tls {
+                    None => {
+                        serve_connection(stream, remote, ingress, limits, shutdown, slot.clone())
+                            .await
+                    }
+                    Some(acceptor) => {
+                        // The handshake gets the same bound as reading headers.
+                        let handshake = tokio::time::timeout(
+                            limits.header_read_timeout,
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(tls)) => {
+                                serve_connection(
+                                    tls,
+                                    remote,
+                                    ingress,
+                                    limits,
+                                    shutdown,
+                                    slot.clone(),
+                                )
+                                .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::info!(%remote, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                        }
+                    }
+                }
                 // Released here unless an upgraded WebSocket session took it.
                 slot.take();
             });
@@ -74,14 +107,16 @@ impl ConnectionSlot {
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<Io>(
+    stream: Io,
     remote: std::net::SocketAddr,
     ingress: Arc<Ingress>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     slot: ConnectionSlot,
-) {
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();

@@ -204,6 +204,15 @@ impl HttpClient {
         }
     }
 
+    /// Whether a GET fails below HTTP (the connection refused or closed).
+    pub async fn client_error(&self, path: &str) -> bool {
+        let req = Request::builder()
+            .uri(self.url(path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.client.request(req).await.is_err()
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.send(Method::GET, path, &[], Bytes::new()).await
     }

@@ -1,0 +1,121 @@
+//! TLS on the main port: HTTPS clients get HTTP/2 or HTTP/1.1 by ALPN, a
+//! plain-text client is turned away without harm, and a key that does not
+//! fit the certificate is a startup error.
+
+mod support;
+
+use bytes::Bytes;
+use http::{StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use portico::app;
+use portico::config::Config;
+
+fn tls_section(key: &str) -> String {
+    format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        support::fixture("tls/server.pem"),
+        support::fixture(key)
+    )
+}
+
+/// The harness config with TLS on the main port (a `[server.tls]` table
+/// must follow `[server]`'s keys, so it goes right after them).
+fn config(backend: std::net::SocketAddr, key: &str) -> String {
+    support::config_text(backend, "", "").replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"127.0.0.1:0\"\n{}", tls_section(key)),
+        1,
+    )
+}
+
+async fn get(url: &str, http2_only: bool) -> (StatusCode, Version, String) {
+    let connector = portico::egress::tls::https_connector(Some(std::path::Path::new(
+        &support::fixture("tls/ca.pem"),
+    )))
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .build::<_, Empty<Bytes>>(connector);
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.version,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn https_clients_are_served_over_http2_or_http1_by_alpn() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/shelves/1", gateway.addr.port());
+
+    let (status, version, body) = get(&url, true).await;
+    assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+    assert!(body.contains("Fiction"), "{body}");
+
+    // A plain-text client on the TLS port gets no answer, and harms nothing.
+    let plain = support::HttpClient::new(gateway.addr);
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        plain.client_error("/v1/shelves/1"),
+    )
+    .await
+    .expect("the connection is closed promptly");
+    assert!(attempt, "plain HTTP is not served on a TLS port");
+
+    let (status, version, _) = get(&url, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(matches!(version, Version::HTTP_2 | Version::HTTP_11));
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_certificate_is_a_startup_error() {
+    let text = config("127.0.0.1:1".parse().unwrap(), "jwt_rs256_private.pem");
+    let err = match app::load(Config::from_toml(&text).unwrap()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a mismatched key was accepted"),
+    };
+    assert!(err.contains("server.tls"), "{err}");
+}
+
+#[tokio::test]
+async fn grpc_clients_call_over_tls_with_h2_by_alpn() {
+    use portico::demo::backends::pb;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let connector = portico::egress::tls::https_connector(Some(std::path::Path::new(
+        &support::fixture("tls/ca.pem"),
+    )))
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, http_body_util::Full<Bytes>>(connector);
+    let body = support::frame(&pb::GetShelfRequest { shelf: "2".into() });
+    let req = http::Request::post(format!(
+        "https://127.0.0.1:{}/portico.demo.v1.Library/GetShelf",
+        gateway.addr.port()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(Bytes::from(body)))
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("gRPC trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    let data = collected.to_bytes();
+    let shelf = <pb::Shelf as prost::Message>::decode(&data[5..]).unwrap();
+    assert_eq!(shelf.theme, "History");
+}
