@@ -129,7 +129,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let upstreams = Arc::new(upstreams);
     let egress = egress::Egress {
         grpc: GrpcEgress::new(&limits),
-        http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits),
+        http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits)
+            .map_err(StartError::Upstream)?,
         upstreams: upstreams.clone(),
     };
     let routes = Arc::new(routes);

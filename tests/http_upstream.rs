@@ -254,3 +254,25 @@ async fn a_rule_in_the_route_says_how_to_call_an_unannotated_method() {
     assert_eq!((stats.shelves, stats.books), (4, 40));
     assert_eq!(seen.lock().unwrap()[0].1, "/stats");
 }
+
+#[tokio::test]
+async fn a_rest_backend_behind_tls_is_called_over_https() {
+    let (rest, seen) = rest_backend().await;
+    let secure = support::instances::tls_front(rest).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{secure}\"]\ntls_ca_file = \"{}\"\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
+        support::proto_dir(),
+        support::fixture("tls/ca.pem")
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let shelf = library(&gw)
+        .await
+        .get_shelf(pb::GetShelfRequest { shelf: "1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shelf.theme, "Poetry");
+    assert_eq!(seen.lock().unwrap()[0].1, "/v1/shelves/1");
+}

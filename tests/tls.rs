@@ -119,3 +119,43 @@ async fn grpc_clients_call_over_tls_with_h2_by_alpn() {
     let shelf = <pb::Shelf as prost::Message>::decode(&data[5..]).unwrap();
     assert_eq!(shelf.theme, "History");
 }
+
+/// A gateway whose Library route goes to `upstream` (the body of
+/// `[upstreams.lib]`), schemas read by reflection from that upstream.
+async fn gateway_to(upstream: &str) -> Result<portico::app::Gateway, String> {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nreflect = [\"lib\"]\n[upstreams.lib]\n{upstream}\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"lib\"\n"
+    );
+    app::start(Config::from_toml(&text).unwrap())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let secure = support::instances::tls_front(backend).await;
+
+    // Schemas by reflection and every call go over TLS to the endpoint.
+    let gw = gateway_to(&format!(
+        "endpoints = [\"{secure}\"]\ntls_ca_file = \"{}\"",
+        support::fixture("tls/ca.pem")
+    ))
+    .await
+    .unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Fiction"));
+
+    // Without the private CA the certificate does not verify: startup fails
+    // (reflection is the first call), naming the upstream and the cause.
+    let err = gateway_to(&format!("endpoints = [\"{secure}\"]\ntls = true"))
+        .await
+        .err()
+        .expect("an unverifiable upstream certificate is refused");
+    assert!(
+        err.contains("upstream lib") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

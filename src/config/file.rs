@@ -132,6 +132,10 @@ pub struct UpstreamFile {
     /// A file listing endpoints, one "host:port [weight]" per line, re-read when it changes.
     pub endpoints_file: Option<String>,
     pub connect_timeout: Option<String>,
+    /// TLS to every endpoint, verified against the built-in roots.
+    pub tls: Option<bool>,
+    /// Extra CA certificates (PEM) for the endpoints' certificates; implies `tls`.
+    pub tls_ca_file: Option<String>,
     /// "round_robin" (default), "least_request" or "consistent_hash".
     pub balance: Option<String>,
     /// For consistent_hash: "header:NAME", "field:path.in.request" or "principal".

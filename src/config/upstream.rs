@@ -105,6 +105,9 @@ pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     pub endpoints: EndpointSource,
     pub connect_timeout: Duration,
+    /// TLS to the endpoints: `None` for plain text, else the extra CA file
+    /// (inner `None`: the built-in roots only).
+    pub tls: Option<Option<PathBuf>>,
     pub balance: Balance,
     pub connection: ConnectionConfig,
     pub health_check: Option<HealthCheckConfig>,
@@ -372,7 +375,25 @@ impl Validator<'_> {
                 1_000,
             )?,
         };
+        let tls = match (u.tls, &u.tls_ca_file) {
+            (Some(false), Some(_)) => {
+                return Err(self.err(format!("{key}.tls_ca_file"), "is given but tls = false"))
+            }
+            (_, Some(f)) => {
+                let path = self.path(f);
+                if let Err(e) = std::fs::metadata(&path) {
+                    return Err(self.err(
+                        format!("{key}.tls_ca_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                }
+                Some(Some(path))
+            }
+            (Some(true), None) => Some(None),
+            (Some(false) | None, None) => None,
+        };
         Ok(UpstreamConfig {
+            tls,
             name: name.to_owned(),
             protocol,
             endpoints,

@@ -16,14 +16,33 @@ pub async fn fetch(upstream: &UpstreamConfig) -> Result<Vec<u8>, SchemaError> {
     let endpoint = seeds
         .first()
         .ok_or_else(|| SchemaError::new(&source, None, "upstream has no endpoints"))?;
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+    let scheme = if upstream.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let builder = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
         .map_err(|e| SchemaError::new(&source, None, format!("bad endpoint {endpoint}: {e}")))?
-        .connect_timeout(upstream.connect_timeout)
-        .connect()
-        .await
-        .map_err(|e| {
-            SchemaError::new(&source, None, format!("cannot connect to {endpoint}: {e}"))
-        })?;
+        .connect_timeout(upstream.connect_timeout);
+    let connected = match &upstream.tls {
+        None => builder.connect().await,
+        Some(ca) => {
+            let connector =
+                crate::egress::tls::grpc_connector(ca.as_deref(), upstream.connect_timeout)
+                    .map_err(|e| SchemaError::new(&source, None, e))?;
+            builder.connect_with_connector(connector).await
+        }
+    };
+    let channel = connected.map_err(|e| {
+        SchemaError::new(
+            &source,
+            None,
+            format!(
+                "cannot connect to {endpoint}: {}",
+                crate::error::with_causes(&e)
+            ),
+        )
+    })?;
     let fail = |e: tonic::Status| {
         SchemaError::new(
             &source,

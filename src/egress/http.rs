@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
@@ -27,8 +28,11 @@ use tonic::Code;
 
 #[derive(Clone)]
 pub struct HttpEgress {
-    /// One pooled client for every HTTP upstream (pools are per host).
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// One pooled client for every HTTP upstream (pools are per host and
+    /// scheme); it trusts the built-in roots plus every upstream's CA file.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http` or `https`, by upstream index.
+    schemes: Arc<Vec<&'static str>>,
     /// The binding that says how to call each method, by its gRPC path.
     bindings: Arc<HashMap<String, Arc<Binding>>>,
     max_body: usize,
@@ -39,20 +43,37 @@ impl HttpEgress {
         upstreams: &[UpstreamConfig],
         bindings: HashMap<String, Arc<Binding>>,
         limits: &Limits,
-    ) -> HttpEgress {
+    ) -> Result<HttpEgress, String> {
         let mut connector = HttpConnector::new();
-        let connect_timeout = upstreams
-            .iter()
-            .filter(|u| u.protocol == UpstreamProtocol::Http)
-            .map(|u| u.connect_timeout)
-            .max();
-        connector.set_connect_timeout(connect_timeout);
+        let http = || {
+            upstreams
+                .iter()
+                .filter(|u| u.protocol == UpstreamProtocol::Http)
+        };
+        connector.set_connect_timeout(http().map(|u| u.connect_timeout).max());
         connector.set_nodelay(true);
-        HttpEgress {
+        connector.enforce_http(false);
+        let cas: Vec<&std::path::Path> = http()
+            .filter_map(|u| u.tls.as_ref().and_then(|ca| ca.as_deref()))
+            .collect();
+        let tls = super::tls::client_config_trusting(cas.into_iter())
+            .map_err(|e| format!("TLS to HTTP upstreams: {e}"))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        Ok(HttpEgress {
             client: Client::builder(TokioExecutor::new()).build(connector),
+            schemes: Arc::new(
+                upstreams
+                    .iter()
+                    .map(|u| if u.tls.is_some() { "https" } else { "http" })
+                    .collect(),
+            ),
             bindings: Arc::new(bindings),
             max_body: limits.max_grpc_message_bytes,
-        }
+        })
     }
 
     /// One attempt of a call on one endpoint.
@@ -72,9 +93,14 @@ impl HttpEgress {
             )));
         };
         let out = outbound::request(binding, &message).map_err(fail)?;
+        let scheme = self
+            .schemes
+            .get(env.target.upstream.0)
+            .copied()
+            .unwrap_or("http");
         let mut req = Request::builder()
             .method(out.method)
-            .uri(format!("http://{endpoint}{}", out.path_and_query));
+            .uri(format!("{scheme}://{endpoint}{}", out.path_and_query));
         if let Some(headers) = req.headers_mut() {
             for (name, value) in &env.metadata {
                 if !is_framing(name) && !name.as_str().ends_with("-bin") {

@@ -12,9 +12,16 @@ use std::sync::Arc;
 /// A client config trusting the built-in roots and the PEM certificates in
 /// `ca_file`, if given.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    client_config_trusting(ca_file.into_iter())
+}
+
+/// As [`client_config`], trusting every CA file given.
+pub fn client_config_trusting<'a>(
+    ca_files: impl Iterator<Item = &'a Path>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
+    for path in ca_files {
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .collect::<Result<Vec<_>, _>>()
@@ -45,4 +52,21 @@ pub fn https_connector(ca_file: Option<&Path>) -> Result<HttpsConnector<HttpConn
         .enable_http1()
         .enable_http2()
         .build())
+}
+
+/// A connector for gRPC over TLS to upstream endpoints: TCP with the
+/// upstream's connect timeout, then TLS offering only `h2` by ALPN.
+pub fn grpc_connector(
+    ca_file: Option<&Path>,
+    connect_timeout: std::time::Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_file)?)
+        .https_only()
+        .enable_http2()
+        .wrap_connector(http))
 }

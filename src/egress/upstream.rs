@@ -32,6 +32,8 @@ pub struct Upstream {
     in_flight: AtomicUsize,
     /// Calls whose stream waits for a connection at its stream cap.
     pub pending: Arc<AtomicUsize>,
+    /// gRPC over TLS: the connector every endpoint's connections use.
+    tls: Option<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
 }
 
 /// How one attempt failed.
@@ -65,7 +67,15 @@ impl Upstream {
     /// is resolved once before serving) and starts the tasks that keep them
     /// current and checked.
     pub async fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
+        let tls = match &config.tls {
+            Some(ca) if config.protocol == UpstreamProtocol::Grpc => Some(
+                super::tls::grpc_connector(ca.as_deref(), config.connect_timeout)
+                    .map_err(|e| format!("upstreams.{}.tls_ca_file: {e}", config.name))?,
+            ),
+            _ => None,
+        };
         let upstream = Arc::new(Upstream {
+            tls,
             budget: RetryBudget::new(&config.retry),
             snapshot: RwLock::new(Arc::new(Snapshot::new(Vec::new(), false))),
             counter: AtomicUsize::new(0),
@@ -146,6 +156,7 @@ impl Upstream {
                     &w.address,
                     self.config.connect_timeout,
                     &self.config.connection,
+                    self.tls.clone(),
                     self.pending.clone(),
                     self.config.circuit_breaker.max_pending,
                 )

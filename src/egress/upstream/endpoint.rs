@@ -2,6 +2,8 @@
 //! the gateway knows of its health, and (for gRPC) its HTTP/2 connections.
 
 use crate::config::ConnectionConfig;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -114,6 +116,8 @@ pub struct Pool {
     /// The upstream's count of streams queued behind a full pool.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    /// TLS to the endpoint, when the upstream asks for it.
+    tls: Option<HttpsConnector<HttpConnector>>,
 }
 
 pub struct Connection {
@@ -148,10 +152,12 @@ impl Pool {
         address: &str,
         connect_timeout: Duration,
         c: &ConnectionConfig,
+        tls: Option<HttpsConnector<HttpConnector>>,
         pending: Arc<AtomicUsize>,
         max_pending: usize,
     ) -> Result<Pool, String> {
-        let endpoint = TonicEndpoint::from_shared(format!("http://{address}"))
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = TonicEndpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("bad endpoint {address}: {e}"))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
@@ -160,18 +166,33 @@ impl Pool {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20);
-        let first = Arc::new(Connection {
-            channel: endpoint.connect_lazy(),
-            streams: AtomicUsize::new(0),
-        });
-        Ok(Pool {
-            endpoint,
-            connections: RwLock::new(vec![first]),
+        let pool = Pool {
+            connections: RwLock::new(Vec::new()),
             max_streams: c.max_streams_per_connection,
             max_connections: c.max_connections_per_endpoint,
             pending,
             max_pending,
-        })
+            endpoint,
+            tls,
+        };
+        let first = Arc::new(Connection {
+            channel: pool.connect(),
+            streams: AtomicUsize::new(0),
+        });
+        pool.connections
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(first);
+        Ok(pool)
+    }
+
+    /// A new lazily-connecting channel: plain h2c, or TLS through the
+    /// upstream's connector.
+    fn connect(&self) -> Channel {
+        match &self.tls {
+            Some(connector) => self.endpoint.connect_with_connector_lazy(connector.clone()),
+            None => self.endpoint.connect_lazy(),
+        }
     }
 
     /// Any connection (for health checks).
@@ -205,7 +226,7 @@ impl Pool {
         if conns.len() < self.max_connections {
             tracing::debug!(endpoint = %self.endpoint.uri(), connections = conns.len() + 1, "every connection is at its stream cap; opening another");
             let c = Arc::new(Connection {
-                channel: self.endpoint.connect_lazy(),
+                channel: self.connect(),
                 streams: AtomicUsize::new(1),
             });
             conns.push(c.clone());

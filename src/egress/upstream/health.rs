@@ -19,10 +19,23 @@ pub fn spawn(upstream: &Arc<Upstream>) {
     let weak: Weak<Upstream> = Arc::downgrade(upstream);
     let protocol = upstream.config.protocol;
     let name = upstream.config.name.clone();
+    let scheme = if upstream.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let ca = upstream.config.tls.clone().flatten();
+    let connector = match super::super::tls::https_connector(ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.config.name, error = %e, "health checks not started");
+            return;
+        }
+    };
     tokio::spawn(async move {
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+                .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
         loop {
             let Some(upstream) = weak.upgrade() else {
                 return;
@@ -34,9 +47,12 @@ pub fn spawn(upstream: &Arc<Upstream>) {
                 let check = &check;
                 let name = &name;
                 async move {
-                    let ok = tokio::time::timeout(check.timeout, probe(ep, check, protocol, &http))
-                        .await
-                        .unwrap_or(false);
+                    let ok = tokio::time::timeout(
+                        check.timeout,
+                        probe(ep, check, protocol, scheme, &http),
+                    )
+                    .await
+                    .unwrap_or(false);
                     record(name, ep, check, ok);
                 }
             });
@@ -50,8 +66,9 @@ async fn probe(
     ep: &Endpoint,
     check: &HealthCheckConfig,
     protocol: UpstreamProtocol,
+    scheme: &str,
     http: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         http_body_util::Empty<bytes::Bytes>,
     >,
 ) -> bool {
@@ -63,7 +80,7 @@ async fn probe(
             .await
             .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32),
         _ => {
-            let Ok(uri) = format!("http://{}{}", ep.address, check.path).parse::<http::Uri>()
+            let Ok(uri) = format!("{scheme}://{}{}", ep.address, check.path).parse::<http::Uri>()
             else {
                 return false;
             };
