@@ -159,3 +159,38 @@ async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without()
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn websocket_clients_connect_over_tls_too() {
+    use futures_util::StreamExt;
+    use rustls::pki_types::pem::PemObject;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(support::fixture("tls/ca.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    // A browser's wss:// handshake is HTTP/1.1 (ALPN offers only that).
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/v1/shelves/2", gateway.addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(frame.contains("History"), "{frame}");
+}
