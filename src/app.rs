@@ -192,7 +192,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, usage.clone(), egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let local = local_grpc_services(&config, &pool, &routes)?;
+    let local = local_grpc_services(&pool, &routes, &upstreams)?;
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
         rest: Arc::new(RestIngress {
@@ -300,11 +300,12 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The gRPC services the gateway answers itself: server reflection (v1 and
 /// v1alpha) over the routed services, and grpc.health.v1 reporting each
-/// routed service as serving while its upstream is reachable.
+/// routed service as serving while an endpoint of its upstream is in
+/// rotation and reachable.
 fn local_grpc_services(
-    config: &Config,
     pool: &DescriptorPool,
     routes: &RouteTable,
+    upstreams: &[Arc<egress::upstream::Upstream>],
 ) -> Result<Vec<(&'static str, LocalService)>, StartError> {
     let mut services: Vec<String> = routes
         .targets()
@@ -333,7 +334,7 @@ fn local_grpc_services(
     };
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    let probes = egress::probe::spawn(&config.upstreams, PROBE_INTERVAL);
+    let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
     for (i, upstream) in probes.into_iter().enumerate() {
         let names: Vec<String> = routes
             .targets()

@@ -1,27 +1,41 @@
-//! The gateway's view of each upstream: reachable when at least one of its
-//! endpoints accepts a TCP connection within the connect timeout, checked
-//! on an interval. Feeds the gateway's own grpc.health.v1 service.
+//! The gateway's view of each upstream for its own grpc.health.v1 service:
+//! serving while at least one endpoint is in rotation (healthy, not
+//! ejected) and accepts a TCP connection within the connect timeout,
+//! checked on an interval over the endpoints as they are now (DNS and
+//! file changes included).
 
-use crate::config::UpstreamConfig;
+use super::upstream::Upstream;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 /// One receiver per upstream, in config order; `true` while reachable.
-pub fn spawn(upstreams: &[UpstreamConfig], interval: Duration) -> Vec<watch::Receiver<bool>> {
+pub fn spawn(upstreams: &[Arc<Upstream>], interval: Duration) -> Vec<watch::Receiver<bool>> {
     upstreams
         .iter()
         .map(|u| {
             let (tx, rx) = watch::channel(false);
-            let endpoints = u.seed_addresses();
-            let timeout = u.connect_timeout;
+            let weak: Weak<Upstream> = Arc::downgrade(u);
+            let timeout = u.config.connect_timeout;
             tokio::spawn(async move {
                 loop {
+                    let Some(upstream) = weak.upgrade() else {
+                        return;
+                    };
+                    let now = super::upstream::endpoint::now_millis();
+                    let candidates: Vec<String> = upstream
+                        .snapshot()
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.is_available(now))
+                        .map(|e| e.address.clone())
+                        .collect();
+                    drop(upstream);
                     let mut reachable = false;
-                    for e in &endpoints {
-                        if let Ok(Ok(_)) =
-                            tokio::time::timeout(timeout, TcpStream::connect(e.as_str())).await
-                        {
+                    for address in &candidates {
+                        let connect = TcpStream::connect(address.as_str());
+                        if let Ok(Ok(_)) = tokio::time::timeout(timeout, connect).await {
                             reachable = true;
                             break;
                         }
