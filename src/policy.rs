@@ -29,6 +29,8 @@ pub fn pipeline(
     usage: std::sync::Arc<crate::observe::metrics::Usage>,
     egress: Egress,
 ) -> Pipeline {
+    // Shared, not cloned per call: the egress holds clients and pools.
+    let egress = std::sync::Arc::new(egress);
     let egress = tower::service_fn(move |env: Envelope| {
         let egress = egress.clone();
         async move { egress.call(env).await }
