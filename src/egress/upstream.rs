@@ -188,8 +188,14 @@ impl Upstream {
         let mut env = env;
         let mut tried: Vec<Arc<Endpoint>> = Vec::new();
         let mut retries = 0;
+        // The failure a retry answers for, should no endpoint be left for it.
+        let mut last_failure: Option<GatewayError> = None;
         loop {
-            let ep = self.pick(key, &tried)?;
+            let ep = match (self.pick(key, &tried), last_failure.take()) {
+                (Ok(ep), _) => ep,
+                (Err(_), Some(failure)) => return Err(failure),
+                (Err(e), None) => return Err(e),
+            };
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -237,6 +243,7 @@ impl Upstream {
                     tokio::time::sleep(wait).await;
                     tried.push(ep);
                     retries += 1;
+                    last_failure = Some(failed.error);
                     env = next;
                 }
             }
