@@ -194,3 +194,39 @@ async fn websocket_clients_connect_over_tls_too() {
     let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(frame.contains("History"), "{frame}");
 }
+
+#[tokio::test]
+async fn an_upstream_requiring_mutual_tls_gets_the_gateways_client_certificate() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mutual = support::instances::mtls_front(backend).await;
+    let ca = format!("tls_ca_file = \"{}\"", support::fixture("tls/ca.pem"));
+
+    let gw = gateway_to(&format!(
+        "endpoints = [\"{mutual}\"]\n{ca}\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        support::fixture("tls/client.pem"),
+        support::fixture("tls/client.key")
+    ))
+    .await
+    .unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("History"));
+
+    // Without a client certificate the endpoint refuses the handshake.
+    let err = gateway_to(&format!("endpoints = [\"{mutual}\"]\n{ca}"))
+        .await
+        .err()
+        .expect("an upstream demanding a client certificate refuses one without");
+    assert!(err.contains("upstream lib"), "{err}");
+}
+
+#[test]
+fn a_client_certificate_without_its_key_is_a_config_error() {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.lib]\nendpoints = [\"127.0.0.1:1\"]\ntls_cert_file = \"{}\"\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"lib\"\n",
+        support::fixture("tls/client.pem")
+    );
+    let err = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("upstreams.lib.tls_key_file"), "{err}");
+}

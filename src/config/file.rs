@@ -136,6 +136,10 @@ pub struct UpstreamFile {
     pub tls: Option<bool>,
     /// Extra CA certificates (PEM) for the endpoints' certificates; implies `tls`.
     pub tls_ca_file: Option<String>,
+    /// A client certificate chain and key (PEM) for endpoints that require
+    /// mutual TLS; implies `tls`.
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
     /// "round_robin" (default), "least_request" or "consistent_hash".
     pub balance: Option<String>,
     /// For consistent_hash: "header:NAME", "field:path.in.request" or "principal".

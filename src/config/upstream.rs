@@ -99,15 +99,23 @@ pub struct CircuitBreakerConfig {
     pub max_pending: usize,
 }
 
+/// How the gateway's connections to an upstream are secured.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamTls {
+    /// CAs trusted besides the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// The gateway's own certificate chain and key, for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub protocol: UpstreamProtocol,
     pub endpoints: EndpointSource,
     pub connect_timeout: Duration,
-    /// TLS to the endpoints: `None` for plain text, else the extra CA file
-    /// (inner `None`: the built-in roots only).
-    pub tls: Option<Option<PathBuf>>,
+    /// TLS to the endpoints; `None` for plain text.
+    pub tls: Option<UpstreamTls>,
     pub balance: Balance,
     pub connection: ConnectionConfig,
     pub health_check: Option<HealthCheckConfig>,
@@ -375,22 +383,45 @@ impl Validator<'_> {
                 1_000,
             )?,
         };
-        let tls = match (u.tls, &u.tls_ca_file) {
-            (Some(false), Some(_)) => {
-                return Err(self.err(format!("{key}.tls_ca_file"), "is given but tls = false"))
+        let readable = |k: &str, f: &str| {
+            let path = self.path(f);
+            std::fs::metadata(&path).map(|_| path.clone()).map_err(|e| {
+                self.err(
+                    format!("{key}.{k}"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        let ca_file = u
+            .tls_ca_file
+            .as_deref()
+            .map(|f| readable("tls_ca_file", f))
+            .transpose()?;
+        let identity = match (&u.tls_cert_file, &u.tls_key_file) {
+            (Some(c), Some(k)) => {
+                Some((readable("tls_cert_file", c)?, readable("tls_key_file", k)?))
             }
-            (_, Some(f)) => {
-                let path = self.path(f);
-                if let Err(e) = std::fs::metadata(&path) {
-                    return Err(self.err(
-                        format!("{key}.tls_ca_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
-                }
-                Some(Some(path))
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.err(
+                    format!("{key}.tls_key_file"),
+                    "is needed with tls_cert_file",
+                ))
             }
-            (Some(true), None) => Some(None),
-            (Some(false) | None, None) => None,
+            (None, Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.tls_cert_file"),
+                    "is needed with tls_key_file",
+                ))
+            }
+        };
+        let implied = ca_file.is_some() || identity.is_some();
+        let tls = match (u.tls, implied) {
+            (Some(false), true) => {
+                return Err(self.err(format!("{key}.tls"), "is false, but TLS files are given"))
+            }
+            (Some(true), _) | (None, true) => Some(UpstreamTls { ca_file, identity }),
+            (Some(false) | None, false) => None,
         };
         Ok(UpstreamConfig {
             tls,

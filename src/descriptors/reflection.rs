@@ -26,10 +26,9 @@ pub async fn fetch(upstream: &UpstreamConfig) -> Result<Vec<u8>, SchemaError> {
         .connect_timeout(upstream.connect_timeout);
     let connected = match &upstream.tls {
         None => builder.connect().await,
-        Some(ca) => {
-            let connector =
-                crate::egress::tls::grpc_connector(ca.as_deref(), upstream.connect_timeout)
-                    .map_err(|e| SchemaError::new(&source, None, e))?;
+        Some(tls) => {
+            let connector = crate::egress::tls::grpc_connector(tls, upstream.connect_timeout)
+                .map_err(|e| SchemaError::new(&source, None, e))?;
             builder.connect_with_connector(connector).await
         }
     };

@@ -26,11 +26,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::Code;
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 #[derive(Clone)]
 pub struct HttpEgress {
-    /// One pooled client for every HTTP upstream (pools are per host and
-    /// scheme); it trusts the built-in roots plus every upstream's CA file.
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// A pooled client per upstream, by upstream index (`None` for gRPC
+    /// upstreams): each has its own TLS settings, client certificate
+    /// included.
+    clients: Arc<Vec<Option<HttpClient>>>,
     /// `http` or `https`, by upstream index.
     schemes: Arc<Vec<&'static str>>,
     /// The binding that says how to call each method, by its gRPC path.
@@ -44,27 +47,18 @@ impl HttpEgress {
         bindings: HashMap<String, Arc<Binding>>,
         limits: &Limits,
     ) -> Result<HttpEgress, String> {
-        let mut connector = HttpConnector::new();
-        let http = || {
-            upstreams
-                .iter()
-                .filter(|u| u.protocol == UpstreamProtocol::Http)
-        };
-        connector.set_connect_timeout(http().map(|u| u.connect_timeout).max());
-        connector.set_nodelay(true);
-        connector.enforce_http(false);
-        let cas: Vec<&std::path::Path> = http()
-            .filter_map(|u| u.tls.as_ref().and_then(|ca| ca.as_deref()))
-            .collect();
-        let tls = super::tls::client_config_trusting(cas.into_iter())
-            .map_err(|e| format!("TLS to HTTP upstreams: {e}"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let mut clients = Vec::with_capacity(upstreams.len());
+        for u in upstreams {
+            clients.push(if u.protocol == UpstreamProtocol::Http {
+                let connector = super::tls::upstream_connector(u.tls.as_ref(), u.connect_timeout)
+                    .map_err(|e| format!("upstreams.{}: TLS: {e}", u.name))?;
+                Some(Client::builder(TokioExecutor::new()).build(connector))
+            } else {
+                None
+            });
+        }
         Ok(HttpEgress {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            clients: Arc::new(clients),
             schemes: Arc::new(
                 upstreams
                     .iter()
@@ -93,6 +87,11 @@ impl HttpEgress {
             )));
         };
         let out = outbound::request(binding, &message).map_err(fail)?;
+        let client = self
+            .clients
+            .get(env.target.upstream.0)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| fail(GatewayError::internal("no HTTP client for the upstream")))?;
         let scheme = self
             .schemes
             .get(env.target.upstream.0)
@@ -126,7 +125,7 @@ impl HttpEgress {
                 )))
             })?;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
+            let resp = client.request(req).await.map_err(|e| {
                 // A connect failure never reached the backend; anything
                 // later may have.
                 let unreached = e.is_connect();

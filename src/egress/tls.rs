@@ -1,27 +1,59 @@
 //! TLS for connections the gateway opens: rustls with ring, Mozilla's root
 //! certificates built in (no system store needed), plus any CA the config
-//! names for private PKIs.
+//! names for private PKIs, and a client certificate for upstreams that
+//! require mutual TLS.
 
+use crate::config::UpstreamTls;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A client config trusting the built-in roots and the PEM certificates in
 /// `ca_file`, if given.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    client_config_trusting(ca_file.into_iter())
+    Ok(builder(root_store(ca_file)?)?.with_no_client_auth())
 }
 
-/// As [`client_config`], trusting every CA file given.
-pub fn client_config_trusting<'a>(
-    ca_files: impl Iterator<Item = &'a Path>,
-) -> Result<rustls::ClientConfig, String> {
+/// The client config for an upstream: its CA on top of the built-in roots,
+/// and its client certificate when the endpoints require mutual TLS.
+pub fn upstream_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
+    let builder = builder(root_store(tls.ca_file.as_deref())?)?;
+    match &tls.identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert_file, key_file)) => {
+            let certs = CertificateDer::pem_file_iter(cert_file)
+                .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| format!("{}: no usable private key: {e}", key_file.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("the client certificate and key do not go together: {e}"))
+        }
+    }
+}
+
+fn builder(
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots))
+}
+
+/// Mozilla's roots plus the PEM certificates in `ca_file`.
+fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for path in ca_files {
+    if let Some(path) = ca_file {
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .collect::<Result<Vec<_>, _>>()
@@ -35,13 +67,15 @@ pub fn client_config_trusting<'a>(
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
+    Ok(roots)
+}
+
+fn tcp(connect_timeout: Option<Duration>) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(connect_timeout);
+    http
 }
 
 /// A connector for `http://` and `https://` URLs (HTTP/1.1 or HTTP/2 by ALPN).
@@ -51,22 +85,35 @@ pub fn https_connector(ca_file: Option<&Path>) -> Result<HttpsConnector<HttpConn
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build())
+        .wrap_connector(tcp(None)))
 }
 
 /// A connector for gRPC over TLS to upstream endpoints: TCP with the
 /// upstream's connect timeout, then TLS offering only `h2` by ALPN.
 pub fn grpc_connector(
-    ca_file: Option<&Path>,
-    connect_timeout: std::time::Duration,
+    tls: &UpstreamTls,
+    connect_timeout: Duration,
 ) -> Result<HttpsConnector<HttpConnector>, String> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(client_config(ca_file)?)
+        .with_tls_config(upstream_config(tls)?)
         .https_only()
         .enable_http2()
-        .wrap_connector(http))
+        .wrap_connector(tcp(Some(connect_timeout))))
+}
+
+/// A connector for an upstream's HTTP/1.1 endpoints and health checks: its
+/// TLS settings when it has them (plain `http://` URLs work either way).
+pub fn upstream_connector(
+    tls: Option<&UpstreamTls>,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, String> {
+    let config = match tls {
+        Some(t) => upstream_config(t)?,
+        None => client_config(None)?,
+    };
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp(Some(connect_timeout))))
 }

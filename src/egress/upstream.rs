@@ -68,9 +68,9 @@ impl Upstream {
     /// current and checked.
     pub async fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
         let tls = match &config.tls {
-            Some(ca) if config.protocol == UpstreamProtocol::Grpc => Some(
-                super::tls::grpc_connector(ca.as_deref(), config.connect_timeout)
-                    .map_err(|e| format!("upstreams.{}.tls_ca_file: {e}", config.name))?,
+            Some(tls) if config.protocol == UpstreamProtocol::Grpc => Some(
+                super::tls::grpc_connector(tls, config.connect_timeout)
+                    .map_err(|e| format!("upstreams.{}: TLS: {e}", config.name))?,
             ),
             _ => None,
         };

@@ -113,6 +113,16 @@ pub async fn slow_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
 /// fixture certificate (for 127.0.0.1, signed by `tests/fixtures/tls/ca.pem`,
 /// ALPN h2 and http/1.1) and passes the bytes on. An upstream that needs TLS.
 pub async fn tls_front(target: SocketAddr) -> SocketAddr {
+    tls_front_with(target, None).await
+}
+
+/// As [`tls_front`], also requiring a client certificate signed by
+/// `tests/fixtures/tls/client-ca.pem` (mutual TLS).
+pub async fn mtls_front(target: SocketAddr) -> SocketAddr {
+    tls_front_with(target, Some("tls/client-ca.pem")).await
+}
+
+async fn tls_front_with(target: SocketAddr, client_ca: Option<&str>) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(super::fixture("tls/server.pem"))
         .unwrap()
@@ -120,14 +130,29 @@ pub async fn tls_front(target: SocketAddr) -> SocketAddr {
         .unwrap();
     let key =
         rustls::pki_types::PrivateKeyDer::from_pem_file(super::fixture("tls/server.key")).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in
+                rustls::pki_types::CertificateDer::pem_file_iter(super::fixture(ca)).unwrap()
+            {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

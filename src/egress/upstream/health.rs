@@ -24,8 +24,10 @@ pub fn spawn(upstream: &Arc<Upstream>) {
     } else {
         "http"
     };
-    let ca = upstream.config.tls.clone().flatten();
-    let connector = match super::super::tls::https_connector(ca.as_deref()) {
+    let connector = match super::super::tls::upstream_connector(
+        upstream.config.tls.as_ref(),
+        upstream.config.connect_timeout,
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(upstream = %upstream.config.name, error = %e, "health checks not started");
