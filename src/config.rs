@@ -91,6 +91,8 @@ pub struct ServerTls {
     pub cert_file: PathBuf,
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// CAs whose client certificates are required (mutual TLS), as PEM.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -889,6 +891,11 @@ impl Validator<'_> {
                     cert_file: self.path(&t.cert_file),
                     cert_pem: read("cert_file", &t.cert_file)?,
                     key_pem: read("key_file", &t.key_file)?,
+                    client_ca_pem: t
+                        .client_ca_file
+                        .as_deref()
+                        .map(|f| read("client_ca_file", f))
+                        .transpose()?,
                 })
             }
         };

@@ -230,3 +230,61 @@ fn a_client_certificate_without_its_key_is_a_config_error() {
     let err = Config::from_toml(&text).unwrap_err().to_string();
     assert!(err.contains("upstreams.lib.tls_key_file"), "{err}");
 }
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_holding_its_certificates_are_served() {
+    use rustls::pki_types::pem::PemObject;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = config(backend, "tls/server.key").replacen(
+        "[server.tls]\n",
+        &format!(
+            "[server.tls]\nclient_ca_file = \"{}\"\n",
+            support::fixture("tls/client-ca.pem")
+        ),
+        1,
+    );
+    let gateway = app::start(Config::from_toml(&text).unwrap()).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/shelves/1", gateway.addr.port());
+
+    let client_with = |identity: bool| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(support::fixture("tls/ca.pem"))
+            .unwrap()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let tls = if identity {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(support::fixture(
+                "tls/client.pem",
+            ))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_file(support::fixture("tls/client.key"))
+                    .unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector)
+    };
+    let resp = client_with(true).get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        client_with(false).get(url.parse().unwrap()).await.is_err(),
+        "a client without a certificate is refused at the handshake"
+    );
+}

@@ -74,6 +74,8 @@ pub struct ServerFile {
 pub struct TlsFile {
     pub cert_file: String,
     pub key_file: String,
+    /// When set, clients must present a certificate signed by these CAs.
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
