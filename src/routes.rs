@@ -228,25 +228,13 @@ impl RouteTable {
 
     /// Matches a request; `path` is the raw (still percent-encoded) path.
     pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> MatchOutcome<'a> {
-        let Some(trimmed) = path.strip_prefix('/') else {
-            return MatchOutcome::NotFound;
-        };
-        let segments: Vec<&str> = trimmed.split('/').collect();
-        match self.trie.lookup(method, &segments) {
-            Lookup::Found { id, verb_split } => {
-                let mut segments = segments;
-                if verb_split {
-                    if let Some(last) = segments.last_mut() {
-                        *last = last.rsplit_once(':').map_or(*last, |(head, _)| head);
-                    }
-                }
-                MatchOutcome::Found(RouteMatch {
-                    binding: &self.bindings[id],
-                    segments,
-                })
-            }
-            Lookup::MethodNotAllowed(allowed) => MatchOutcome::MethodNotAllowed(allowed),
-            Lookup::NotFound => MatchOutcome::NotFound,
+        match self.trie.match_path(method, path) {
+            (Lookup::Found { id, .. }, segments) => MatchOutcome::Found(RouteMatch {
+                binding: &self.bindings[id],
+                segments,
+            }),
+            (Lookup::MethodNotAllowed(allowed), _) => MatchOutcome::MethodNotAllowed(allowed),
+            (Lookup::NotFound, _) => MatchOutcome::NotFound,
         }
     }
 

@@ -2,6 +2,7 @@
 //! call's method becomes a [`Target`] (so it runs through its own route's
 //! policies and upstream), and the paths go into a trie of their own.
 
+use super::binding::variable_value;
 use super::template::{Segment, Template};
 use super::trie::{Lookup, Trie};
 use super::RouteTable;
@@ -23,30 +24,13 @@ pub struct AggregatePlan {
 impl AggregatePlan {
     /// The decoded path variables of a matched request, by name.
     pub fn path_values(&self, segments: &[&str]) -> Vec<(String, String)> {
-        self.template
-            .variables
+        let t = &self.template;
+        t.variables
             .iter()
             .map(|v| {
-                let multi = v.is_multi_segment(&self.template.segments);
-                let end = if self.template.segments[v.end - 1] == Segment::Multi {
-                    segments.len()
-                } else {
-                    v.end.min(segments.len())
-                };
-                let start = v.start.min(end);
-                let value = segments[start..end]
-                    .iter()
-                    .map(|s| {
-                        let decoded = percent_encoding::percent_decode_str(s).decode_utf8_lossy();
-                        if multi {
-                            decoded.replace('/', "%2F")
-                        } else {
-                            decoded.into_owned()
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                (v.field_path.join("."), value)
+                let end = (t.segments[v.end - 1] != Segment::Multi).then_some(v.end);
+                let value = variable_value(segments, v.start, end, v.is_multi_segment(&t.segments));
+                (v.field_path.join("."), value.into_owned())
             })
             .collect()
     }
@@ -170,18 +154,8 @@ impl AggregateTable {
 
     /// Matches a request path (raw, still percent-encoded).
     pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> AggregateMatch<'a> {
-        let Some(trimmed) = path.strip_prefix('/') else {
-            return AggregateMatch::NotFound;
-        };
-        let segments: Vec<&str> = trimmed.split('/').collect();
-        match self.trie.lookup(method, &segments) {
-            Lookup::Found { id, verb_split } => {
-                let mut segments = segments;
-                if verb_split {
-                    if let Some(last) = segments.last_mut() {
-                        *last = last.rsplit_once(':').map_or(*last, |(head, _)| head);
-                    }
-                }
+        match self.trie.match_path(method, path) {
+            (Lookup::Found { id, .. }, segments) => {
                 AggregateMatch::Found(&self.plans[id], segments)
             }
             _ => AggregateMatch::NotFound,

@@ -137,20 +137,10 @@ impl Binding {
     ) -> impl Iterator<Item = (&'a PathVar, Cow<'a, str>)> + 'a {
         let segments = segments.to_vec();
         self.path_vars.iter().map(move |v| {
-            let end = v.end.unwrap_or(segments.len()).min(segments.len());
-            let start = v.start.min(end);
-            let value = if v.multi_segment || start == end {
-                Cow::Owned(
-                    segments[start..end]
-                        .iter()
-                        .map(|s| decode_keeping_slashes(s))
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                )
-            } else {
-                percent_encoding::percent_decode_str(segments[start]).decode_utf8_lossy()
-            };
-            (v, value)
+            (
+                v,
+                variable_value(&segments, v.start, v.end, v.multi_segment),
+            )
         })
     }
 
@@ -165,6 +155,30 @@ fn is_http_body(f: &FieldDescriptor) -> bool {
 }
 
 /// Percent-decodes a segment of a multi-segment variable, leaving `%2F` as is.
+/// A path variable's decoded value from the raw segments `start..end`
+/// (`None`: to the end of the path). A single segment decodes fully; a
+/// multi-segment value keeps `%2F` encoded, per the google.api.http spec.
+pub fn variable_value<'a>(
+    segments: &[&'a str],
+    start: usize,
+    end: Option<usize>,
+    multi_segment: bool,
+) -> Cow<'a, str> {
+    let end = end.unwrap_or(segments.len()).min(segments.len());
+    let start = start.min(end);
+    if multi_segment || start == end {
+        Cow::Owned(
+            segments[start..end]
+                .iter()
+                .map(|s| decode_keeping_slashes(s))
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    } else {
+        percent_encoding::percent_decode_str(segments[start]).decode_utf8_lossy()
+    }
+}
+
 fn decode_keeping_slashes(segment: &str) -> Cow<'_, str> {
     if !segment.contains('%') {
         return Cow::Borrowed(segment);

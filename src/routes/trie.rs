@@ -79,6 +79,25 @@ impl Trie {
         Ok(())
     }
 
+    /// Matches a raw request path (`/a/b:verb`): the entry and the path's
+    /// segments, with a matched `:verb` taken off the last one.
+    pub fn match_path<'a>(&self, method: &Method, path: &'a str) -> (Lookup, Vec<&'a str>) {
+        let Some(trimmed) = path.strip_prefix('/') else {
+            return (Lookup::NotFound, Vec::new());
+        };
+        let mut segments: Vec<&str> = trimmed.split('/').collect();
+        let found = self.lookup(method, &segments);
+        if let Lookup::Found {
+            verb_split: true, ..
+        } = found
+        {
+            if let Some(last) = segments.last_mut() {
+                *last = last.rsplit_once(':').map_or(*last, |(head, _)| head);
+            }
+        }
+        (found, segments)
+    }
+
     /// Finds the binding for a request path, given as its raw segments.
     pub fn lookup(&self, method: &Method, segments: &[&str]) -> Lookup {
         let mut allowed = Vec::new();
