@@ -10,16 +10,8 @@ async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
     let Some(chromium) = browser::available() else {
         return;
     };
-    let backends = portico::demo::backends::Backends::default();
-    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let text = support::config_text(backend, "", "").replacen(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        1,
-    );
-    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
     let client = HttpClient::new(gateway.addr);
     for _ in 0..5 {
         client.get("/v1/shelves/1").await;

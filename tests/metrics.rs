@@ -17,17 +17,8 @@ fn line_value(metrics: &str, prefix: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn calls_from_every_protocol_are_counted_by_method_and_status() {
-    // The demo backends and a gateway with an admin port.
-    let backends = portico::demo::backends::Backends::default();
-    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let text = support::config_text(backend, "", "").replacen(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        1,
-    );
-    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
     let client = HttpClient::new(gateway.addr);
     for _ in 0..3 {
         assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
@@ -72,20 +63,12 @@ async fn calls_from_every_protocol_are_counted_by_method_and_status() {
 
 #[tokio::test]
 async fn authenticated_calls_are_counted_per_principal() {
-    let backends = portico::demo::backends::Backends::default();
-    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let sections = format!(
         "[authenticators.partners]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
         support::fixture("api_keys.toml")
     );
-    let text = support::config_text(backend, &sections, "auth = \"partners\"").replacen(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        1,
-    );
-    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
+    let h = support::Harness::start_with(&sections, "auth = \"partners\"").await;
+    let gateway = &h.gateway;
     let client = HttpClient::new(gateway.addr);
     for key in ["acme-key-123", "acme-key-123", "globex-key-456"] {
         let r = client
@@ -128,16 +111,8 @@ async fn authenticated_calls_are_counted_per_principal() {
 
 #[tokio::test]
 async fn the_dashboard_page_and_its_stats_are_on_the_admin_port() {
-    let backends = portico::demo::backends::Backends::default();
-    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let text = support::config_text(backend, "", "").replacen(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
-        1,
-    );
-    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
     let client = HttpClient::new(gateway.addr);
     client.get("/v1/shelves/1").await;
     client.get("/v1/shelves/9").await;

@@ -24,8 +24,8 @@ fn tls_section(key: &str) -> String {
 /// must follow `[server]`'s keys, so it goes right after them).
 fn config(backend: std::net::SocketAddr, key: &str) -> String {
     support::config_text(backend, "", "").replacen(
-        "listen = \"127.0.0.1:0\"\n",
-        &format!("listen = \"127.0.0.1:0\"\n{}", tls_section(key)),
+        "admin = \"127.0.0.1:0\"\n",
+        &format!("admin = \"127.0.0.1:0\"\n{}", tls_section(key)),
         1,
     )
 }

@@ -35,6 +35,7 @@ pub fn config_text(backend: SocketAddr, sections: &str, route_extra: &str) -> St
         r#"
 [server]
 listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
 
 [descriptors]
 proto_paths = ["{proto}"]
