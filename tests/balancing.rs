@@ -64,6 +64,43 @@ async fn served_by(client: &HttpClient, path: &str, n: usize) -> HashMap<String,
     counts
 }
 
+/// `callers` clients calling `GET path` back to back for `length`: the
+/// calls that succeeded and the bodies of those that did not.
+fn load(
+    client: &HttpClient,
+    path: &'static str,
+    callers: usize,
+    length: Duration,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let until = Instant::now() + length;
+    let workers: Vec<_> = (0..callers)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while Instant::now() < until {
+                    let r = client.get(path).await;
+                    if r.status == StatusCode::OK {
+                        ok += 1;
+                    } else {
+                        failed.push(r.text());
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0, Vec::new());
+        for w in workers {
+            let (n, f) = w.await.unwrap();
+            ok += n;
+            failed.extend(f);
+        }
+        (ok, failed)
+    })
+}
+
 async fn upstream_status(gateway: &Gateway) -> Value {
     let admin = HttpClient::new(gateway.admin_addr.expect("admin port"));
     admin.get("/upstreams").await.json()[0].clone()
@@ -241,32 +278,11 @@ async fn a_killed_instance_loses_no_idempotent_call_is_ejected_and_readmitted_wh
     .await;
     // Four callers of an idempotent method (GetShelf is NO_SIDE_EFFECTS) for
     // a second and a half; one instance is killed a third of the way in.
-    let until = Instant::now() + Duration::from_millis(1500);
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let (mut ok, mut failed) = (0, Vec::new());
-                while Instant::now() < until {
-                    let r = client.get("/v1/shelves/1").await;
-                    if r.status == StatusCode::OK {
-                        ok += 1;
-                    } else {
-                        failed.push(r.text());
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = load(&client, "/v1/shelves/1", 4, Duration::from_millis(1500));
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.kill().await;
-    let mut total = 0;
-    for w in workers {
-        let (ok, failed) = w.await.unwrap();
-        assert!(failed.is_empty(), "failed calls: {failed:?}");
-        total += ok;
-    }
+    let (total, failed) = load.await.unwrap();
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
     assert!(total > 100, "only {total} calls");
     let status = upstream_status(&gw).await;
     assert_eq!(
@@ -465,34 +481,17 @@ async fn a_backend_going_away_mid_load_loses_no_call_even_a_non_idempotent_one()
     let (_gw, client) = gateway(&format!("endpoints = [\"{}\", \"{}\"]", addrs[0], addrs[1])).await;
     // Probe.Sleep is not idempotent: only calls that never reached the
     // backend (refused streams, refused connections) may be retried.
-    let until = Instant::now() + Duration::from_millis(1200);
-    let workers: Vec<_> = (0..6)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut failed = Vec::new();
-                let mut ok = 0;
-                while Instant::now() < until {
-                    let r = client.get("/v1/probe/sleep/20").await;
-                    if r.status == StatusCode::OK {
-                        ok += 1;
-                    } else {
-                        failed.push(r.text());
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
+    let load = load(
+        &client,
+        "/v1/probe/sleep/20",
+        6,
+        Duration::from_millis(1200),
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Graceful shutdown: GOAWAY to the gateway, calls in flight finish.
     let _ = stops.remove(0).send(());
-    let mut total = 0;
-    for w in workers {
-        let (ok, failed) = w.await.unwrap();
-        assert!(failed.is_empty(), "lost calls: {failed:?}");
-        total += ok;
-    }
+    let (total, failed) = load.await.unwrap();
+    assert!(failed.is_empty(), "lost calls: {failed:?}");
     assert!(total > 100, "only {total} calls");
 }
 
