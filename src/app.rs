@@ -70,6 +70,8 @@ pub struct Loaded {
     pub pool: DescriptorPool,
     pub routes: RouteTable,
     pub aggregates: AggregateTable,
+    /// Authenticators with their keys read (key files, JWK sets).
+    pub authenticators: Vec<Arc<policy::auth::Authenticator>>,
 }
 
 pub async fn load(config: Config) -> Result<Loaded, StartError> {
@@ -84,11 +86,28 @@ pub async fn load(config: Config) -> Result<Loaded, StartError> {
             reason,
         })?;
     }
+    // Key files and JWK sets are read here, so `portico check` refuses what
+    // `portico serve` would.
+    let mut authenticators = Vec::with_capacity(config.authenticators.len());
+    for a in &config.authenticators {
+        authenticators.push(Arc::new(
+            policy::auth::Authenticator::load(a)
+                .await
+                .map_err(|reason| {
+                    StartError::Config(crate::config::ConfigError {
+                        file: config.source.clone(),
+                        key: format!("authenticators.{}", a.name),
+                        reason,
+                    })
+                })?,
+        ));
+    }
     Ok(Loaded {
         config,
         pool,
         routes,
         aggregates,
+        authenticators,
     })
 }
 
@@ -116,6 +135,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         pool,
         routes,
         aggregates,
+        authenticators,
     } = load(config).await?;
     let limits = config.server.limits.clone();
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -134,20 +154,6 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         upstreams: upstreams.clone(),
     };
     let routes = Arc::new(routes);
-    let mut authenticators = Vec::with_capacity(config.authenticators.len());
-    for a in &config.authenticators {
-        authenticators.push(Arc::new(
-            policy::auth::Authenticator::load(a)
-                .await
-                .map_err(|reason| {
-                    StartError::Config(crate::config::ConfigError {
-                        file: config.source.clone(),
-                        key: format!("authenticators.{}", a.name),
-                        reason,
-                    })
-                })?,
-        ));
-    }
     let auth = policy::PerRoute::new(
         config
             .routes
@@ -193,6 +199,11 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let local = local_grpc_services(&pool, &routes, &upstreams)?;
+    // One request edge for every adapter: one header rule, one deadline rule.
+    let edge = crate::ingress::edge::Edge::new(
+        config.metadata.clone(),
+        config.websocket.token_query_param.clone(),
+    );
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
         rest: Arc::new(RestIngress {
@@ -203,7 +214,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 pipeline: pipeline.clone(),
                 status: StatusRenderer::new(&pool),
             },
-            metadata: config.metadata.clone(),
+            edge: edge.clone(),
             limits: limits.clone(),
             status: StatusRenderer::new(&pool),
         }),
@@ -211,21 +222,21 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
             routes: routes.clone(),
             pipeline: pipeline.clone(),
             limits: limits.clone(),
-            metadata: config.metadata.clone(),
+            edge: edge.clone(),
             local,
         }),
         connect: Arc::new(ConnectIngress {
             routes: routes.clone(),
             pipeline: pipeline.clone(),
             limits: limits.clone(),
-            metadata: config.metadata.clone(),
+            edge: edge.clone(),
             status: StatusRenderer::new(&pool),
         }),
         websocket: Arc::new(WebSocketIngress {
             routes: routes.clone(),
             pipeline,
             config: config.websocket.clone(),
-            metadata: config.metadata.clone(),
+            edge,
             status: StatusRenderer::new(&pool),
             shutdown: shutdown_rx.clone(),
             sessions: sessions.clone(),

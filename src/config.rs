@@ -151,38 +151,42 @@ pub struct MetadataConfig {
     pub query_credentials: Vec<(String, http::HeaderName)>,
 }
 
-pub const DEFAULT_FORWARDED_HEADERS: &[&str] = &[
-    "authorization",
-    "x-request-id",
-    "x-correlation-id",
-    "traceparent",
-    "tracestate",
-    "baggage",
-    "accept-language",
-    "cache-control",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-];
+/// `metadata.forward` by default: `["*"]`, every header but the gateway's
+/// own and the browser's context.
+pub const DEFAULT_FORWARD_PREFIXES: &[&str] = &[""];
 
 impl MetadataConfig {
+    /// The one forwarding rule, the same for every protocol: a header named
+    /// exactly is forwarded; a prefix (`"x-tenant-*"`, or `"*"` for every
+    /// header) forwards what it matches except the browser's own context
+    /// headers ([`is_browser_context`]), which are forwarded only when named.
     pub fn allows(&self, name: &str) -> bool {
         self.forward.contains(name)
-            || self
-                .forward_prefixes
-                .iter()
-                .any(|p| name.starts_with(p.as_str()))
+            || (!is_browser_context(name)
+                && self
+                    .forward_prefixes
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str())))
     }
+}
+
+/// Headers a browser adds about its own context (the page, its cookies, what
+/// it accepts): meaningful to the gateway's policies, rarely to a backend,
+/// so a wildcard in `metadata.forward` does not forward them.
+pub fn is_browser_context(name: &str) -> bool {
+    matches!(name, "cookie" | "origin" | "referer" | "accept" | "pragma")
+        || name.starts_with("sec-")
+        || name.starts_with("access-control-")
 }
 
 impl Default for MetadataConfig {
     fn default() -> Self {
         MetadataConfig {
-            forward: DEFAULT_FORWARDED_HEADERS
+            forward: HashSet::new(),
+            forward_prefixes: DEFAULT_FORWARD_PREFIXES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            forward_prefixes: Vec::new(),
             honour_client_timeout: true,
             query_credentials: Vec::new(),
         }
@@ -602,28 +606,19 @@ impl Validator<'_> {
         for (name, a) in &f.authenticators {
             authenticators.push(self.authenticator(name, a)?);
         }
-        // The header an API-key authenticator reads, or a balancer hashes,
-        // must reach the pipeline.
+        // The query parameter an API-key authenticator also reads: the edge
+        // lifts it into the header the authenticator reads.
         let mut metadata = metadata;
-        for u in &upstreams {
-            if let Balance::ConsistentHash(HashKey::Header(h)) = &u.balance {
-                metadata.forward.insert(h.as_str().to_owned());
-            }
-        }
         for a in &authenticators {
-            match &a.method {
-                AuthMethod::ApiKey(k) => {
-                    metadata.forward.insert(k.header.as_str().to_owned());
-                    if let Some(param) = &k.query_param {
-                        metadata
-                            .query_credentials
-                            .push((param.clone(), k.header.clone()));
-                    }
-                }
-                AuthMethod::Jwt(j) if j.cookie.is_some() => {
-                    metadata.forward.insert("cookie".to_owned());
-                }
-                AuthMethod::Jwt(_) => {}
+            if let AuthMethod::ApiKey(ApiKeyConfig {
+                header,
+                query_param: Some(param),
+                ..
+            }) = &a.method
+            {
+                metadata
+                    .query_credentials
+                    .push((param.clone(), header.clone()));
             }
         }
         let mut routes = Vec::new();
@@ -1340,6 +1335,7 @@ impl Validator<'_> {
         let mut out = MetadataConfig::default();
         if let Some(list) = &m.forward {
             out.forward.clear();
+            out.forward_prefixes.clear();
             for (i, name) in list.iter().enumerate() {
                 let lower = name.to_ascii_lowercase();
                 let bare = lower.strip_suffix('*').unwrap_or(&lower);

@@ -99,14 +99,20 @@ pub struct RequestCtx {
     pub client_addr: Option<SocketAddr>,
     /// Set by the authentication policy.
     pub principal: Option<Arc<Principal>>,
+    /// The client's request headers as the request edge made them (with
+    /// credentials lifted from the query or a WebSocket subprotocol): what
+    /// policies read, whatever the protocol. Not what the backend receives:
+    /// that is [`Envelope::metadata`].
+    pub headers: Arc<HeaderMap>,
 }
 
 impl RequestCtx {
-    pub fn new(client_addr: Option<SocketAddr>) -> Self {
+    pub fn new(client_addr: Option<SocketAddr>, headers: Arc<HeaderMap>) -> Self {
         RequestCtx {
             started: Instant::now(),
             client_addr,
             principal: None,
+            headers,
         }
     }
 }
@@ -114,7 +120,8 @@ impl RequestCtx {
 /// A call on its way to a backend.
 pub struct Envelope {
     pub target: Arc<Target>,
-    /// Headers to send as gRPC metadata, already filtered by the allow-list.
+    /// Headers to send as gRPC metadata, already through the request edge's
+    /// forwarding rule.
     pub metadata: HeaderMap,
     pub payload: Payload,
     /// How long the backend may take; sent as `grpc-timeout` and enforced.

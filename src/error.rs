@@ -390,6 +390,33 @@ impl ErrorKind {
     }
 }
 
+/// Why a WebSocket connection closes, for the close codes of the one table
+/// ([`WsClose::code`]); no adapter writes a close code itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsClose {
+    /// The session's one call ended with this gRPC code (0: OK).
+    CallEnded(Code),
+    /// The gateway is shutting down, or the connection was idle too long.
+    GoingAway,
+    /// The client broke the WebSocket framing (an oversized or bad frame).
+    ProtocolViolation,
+}
+
+impl WsClose {
+    /// THE close code: 1000 for a call that ended OK, 4000 + the gRPC code
+    /// for one that failed (the private range RFC 6455 leaves to
+    /// applications), 1001 going away, 1009 for a frame the gateway would
+    /// not read.
+    pub fn code(self) -> u16 {
+        match self {
+            WsClose::CallEnded(Code::Ok) => 1000,
+            WsClose::CallEnded(code) => 4000 + (code as i32).clamp(0, 999) as u16,
+            WsClose::GoingAway => 1001,
+            WsClose::ProtocolViolation => 1009,
+        }
+    }
+}
+
 /// The standard mapping of a gRPC code to an HTTP status.
 pub fn http_status_of_grpc(code: Code) -> StatusCode {
     match code {

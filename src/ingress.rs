@@ -5,6 +5,7 @@ pub mod body;
 pub mod connect;
 pub mod cors;
 pub mod dispatch;
+pub mod edge;
 pub mod framed;
 pub mod grpc;
 pub mod rest;

@@ -155,6 +155,35 @@ fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
 }
 
 #[test]
+fn check_refuses_a_missing_jwks_file_as_serve_would() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
+         [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+         [authenticators.users]\nalgorithm = \"RS256\"\njwks_file = \"missing-jwks.json\"\n\
+         [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\nauth = \"users\"\n",
+        proto = support::proto_dir()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed: {err}");
+    assert!(
+        err.contains("jwks.toml")
+            && err.contains("authenticators.users")
+            && err.contains("missing-jwks.json"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn the_checked_in_descriptor_set_is_current() {
     let out_file = std::env::temp_dir().join(format!("portico-demo-{}.binpb", std::process::id()));
     let status = portico()

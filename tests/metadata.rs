@@ -1,5 +1,6 @@
-//! Headers in, metadata out: the allow-list decides which request headers
-//! reach the backend; backend metadata comes back as response headers.
+//! Headers in, metadata out: the forwarding rule decides which request
+//! headers reach the backend (tests/edge_parity.rs runs it through every
+//! protocol); backend metadata comes back as response headers.
 
 mod support;
 
@@ -7,7 +8,7 @@ use http::{Method, StatusCode};
 use support::Harness;
 
 #[tokio::test]
-async fn allow_listed_headers_reach_the_backend_and_others_do_not() {
+async fn by_default_custom_headers_are_forwarded_and_browser_context_is_not() {
     let h = Harness::start().await;
     let r = h
         .client
@@ -22,7 +23,8 @@ async fn allow_listed_headers_reach_the_backend_and_others_do_not() {
                     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                 ),
                 ("cookie", "session=secret"),
-                ("x-internal", "no"),
+                ("referer", "http://app.example/page"),
+                ("x-internal", "yes"),
             ],
             "",
         )
@@ -32,32 +34,11 @@ async fn allow_listed_headers_reach_the_backend_and_others_do_not() {
     assert_eq!(md["authorization"], "Bearer abc");
     assert_eq!(md["x-request-id"], "req-1");
     assert!(md["traceparent"].is_string());
+    assert_eq!(md["x-internal"], "yes");
     assert!(md.get("cookie").is_none());
-    assert!(md.get("x-internal").is_none());
+    assert!(md.get("referer").is_none());
     // The route timeout is always sent as a deadline.
     assert!(md["grpc-timeout"].is_string());
-}
-
-#[tokio::test]
-async fn the_allow_list_is_configurable_with_prefixes() {
-    let h = Harness::start_with("[metadata]\nforward = [\"x-tenant-*\", \"cookie\"]\n", "").await;
-    let r = h
-        .client
-        .send(
-            Method::GET,
-            "/v1/probe/headers",
-            &[
-                ("x-tenant-id", "t1"),
-                ("cookie", "c=1"),
-                ("authorization", "x"),
-            ],
-            "",
-        )
-        .await;
-    let md = &r.json()["metadata"];
-    assert_eq!(md["x-tenant-id"], "t1");
-    assert_eq!(md["cookie"], "c=1");
-    assert!(md.get("authorization").is_none());
 }
 
 #[tokio::test]

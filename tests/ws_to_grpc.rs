@@ -522,3 +522,54 @@ async fn websocket_sessions_count_against_max_connections() {
         .expect("served once a slot is free");
     assert_eq!(r.status, http::StatusCode::OK);
 }
+
+#[tokio::test]
+async fn frames_whose_call_is_ambiguous_are_refused_not_guessed() {
+    let h = Harness::start().await;
+
+    // A multiplexed session: every frame names its call.
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"open": "/portico.demo.v1.Probe/Headers", "message": {}}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["error"]["code"], 3, "{e}");
+    assert!(e.get("id").is_none(), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("id"),
+        "{e}"
+    );
+    send(
+        &mut ws,
+        json!({"id": "", "open": "/portico.demo.v1.Probe/Headers", "message": {}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["error"]["code"], 3);
+    assert_eq!(h.backends.probe.calls(), 0, "no call was opened");
+
+    // A session opened on a method's path is one call: its frames carry no id.
+    let mut ws = connect(
+        &h,
+        "/portico.demo.v1.Chat/Converse",
+        Some("portico.json.v1"),
+        &[],
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"id": "x", "message": {"user": "ann", "text": "hi"}}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["id"].as_str(), e["error"]["code"].as_i64()),
+        (Some("x"), Some(3)),
+        "{e}"
+    );
+    send(&mut ws, json!({"message": {"user": "ann", "text": "hi"}})).await;
+    let r = next_json(&mut ws).await;
+    assert_eq!(r["result"]["text"], "hi", "{r}");
+    assert!(r.get("id").is_none());
+}

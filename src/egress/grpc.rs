@@ -6,6 +6,11 @@
 //! enforced here, so a backend that ignores it is still cut off. Dropping a
 //! call (deadline, client gone, bad client message) resets the HTTP/2
 //! stream, which the backend sees as a cancellation.
+//!
+//! A client stream that fails (an aborted upload, a cancelled WebSocket
+//! call) resets the backend's stream with CANCEL and never ends it:
+//! END_STREAM is sent only when the client's input ended well, so a backend
+//! never reads a cut-off upload as complete.
 
 use super::codec::RawCodec;
 use super::upstream::endpoint::{Endpoint, StreamSlot};
@@ -80,6 +85,9 @@ impl GrpcEgress {
             Default::default(),
             messages,
         );
+        // Until the call ends well, leaving it (an error, the deadline, the
+        // caller dropping it) resets the backend's stream.
+        let cancel = CancelOnDrop(Some(request.cancellation_handle()));
         if let Some(t) = env.timeout {
             request.set_timeout(t);
         }
@@ -103,6 +111,7 @@ impl GrpcEgress {
                 client_failed,
                 deadline,
                 done: false,
+                cancel,
                 _slot: slot,
             }),
         })
@@ -133,8 +142,29 @@ struct CallState {
     client_failed: Option<oneshot::Receiver<GatewayError>>,
     deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
+    cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs.
     _slot: StreamSlot,
+}
+
+/// Resets the backend's stream (RST_STREAM CANCEL) when the call is left,
+/// even while the request stream is still open: a client stream that failed
+/// pends instead of ending, so this reset is what the backend sees. After a
+/// request stream that ended well it changes nothing on the wire.
+struct CancelOnDrop(Option<tonic::CancellationHandle>);
+
+impl CancelOnDrop {
+    fn cancel(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.cancel();
+        }
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.cancel();
+    }
 }
 
 /// Whether a failed call surely never reached the backend's handler: the
@@ -211,6 +241,7 @@ fn reply_stream(state: CallState) -> ReplyStream {
                 }
                 Err(err) => {
                     st.done = true;
+                    st.cancel.cancel();
                     Some((Err(err), st))
                 }
             };

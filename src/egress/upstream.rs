@@ -359,7 +359,7 @@ impl Upstream {
             return None;
         };
         match key {
-            HashKey::Header(h) => env.metadata.get(h).map(|v| pick::hash(v.as_bytes())),
+            HashKey::Header(h) => env.ctx.headers.get(h).map(|v| pick::hash(v.as_bytes())),
             HashKey::Principal => env
                 .ctx
                 .principal

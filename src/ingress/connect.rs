@@ -13,11 +13,11 @@
 //! - `Connect-Timeout-Ms` sets the deadline.
 
 use super::body::{FrameStream, ResponseBody};
+use super::edge::{copy_reply_metadata, reaches_client, Edge};
 use super::framed;
-use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{CallKind, Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx, Target};
+use crate::config::Limits;
+use crate::envelope::{CallKind, Payload, ReplyFrame, ReplyStream, Target};
 use crate::error::{ErrorKind, GatewayError, Origin};
-use crate::headers::{deadline, is_framing};
 use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
@@ -27,12 +27,11 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Frame;
 use prost::Message as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt;
 
 const END_STREAM: u8 = 0x02;
@@ -88,7 +87,7 @@ pub struct ConnectIngress {
     pub routes: Arc<RouteTable>,
     pub pipeline: Pipeline,
     pub limits: Limits,
-    pub metadata: MetadataConfig,
+    pub edge: Edge,
     pub status: StatusRenderer,
 }
 
@@ -100,9 +99,8 @@ impl ConnectIngress {
         shape: Shape,
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
-        let ctx = RequestCtx::new(client);
-        let started = ctx.started;
-        match self.call(req, ctx, shape).await {
+        let started = std::time::Instant::now();
+        match self.call(req, client, started, shape).await {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("connect", &path, started, &err);
@@ -117,7 +115,8 @@ impl ConnectIngress {
     async fn call(
         &self,
         req: Request<hyper::body::Incoming>,
-        ctx: RequestCtx,
+        client: Option<SocketAddr>,
+        started: std::time::Instant,
         shape: Shape,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
@@ -173,38 +172,18 @@ impl ConnectIngress {
                 }),
             ),
         };
-        let client_timeout = parts
-            .headers
-            .get("connect-timeout-ms")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 10)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .filter(|_| self.metadata.honour_client_timeout);
-        let mut metadata = HeaderMap::with_capacity(parts.headers.len());
-        for (name, value) in &parts.headers {
-            let n = name.as_str();
-            if !is_framing(name)
-                && !n.starts_with("connect-")
-                && !matches!(n, "origin" | "referer" | "accept" | "cookie")
-            {
-                metadata.append(name.clone(), value.clone());
-            }
-        }
-        let envelope = Envelope {
-            timeout: deadline(target.kind, client_timeout, target.timeout),
-            metadata,
-            payload,
-            target: target.clone(),
-            ctx,
-        };
+        let mut inbound = self.edge.inbound_owned(parts.headers);
+        self.edge.lift_query(&mut inbound, parts.uri.query());
+        let envelope = self
+            .edge
+            .envelope(inbound, target.clone(), payload, client, started);
         let reply = self.pipeline.clone().oneshot(envelope).await?;
         match shape {
             Shape::Stream(codec) => {
                 let mut resp = Response::new(ResponseBody::stream(
                     self.stream_frames(&target, codec, reply.body),
                 ));
-                copy_headers(&reply.metadata, resp.headers_mut(), "");
+                copy_reply_metadata(&reply.metadata, resp.headers_mut(), "");
                 resp.headers_mut().insert(
                     CONTENT_TYPE,
                     HeaderValue::from_static(stream_content_type(codec)),
@@ -236,8 +215,8 @@ impl ConnectIngress {
                     }
                 };
                 let mut resp = Response::new(ResponseBody::full(body));
-                copy_headers(&reply.metadata, resp.headers_mut(), "");
-                copy_headers(&trailers, resp.headers_mut(), "trailer-");
+                copy_reply_metadata(&reply.metadata, resp.headers_mut(), "");
+                copy_reply_metadata(&trailers, resp.headers_mut(), "trailer-");
                 let ct = if codec == Codec::Json {
                     "application/json"
                 } else {
@@ -305,7 +284,7 @@ impl ConnectIngress {
             resp.headers_mut().insert(name, value);
         }
         if let ErrorKind::Backend(b) = &err.kind {
-            copy_headers(&b.metadata, resp.headers_mut(), "");
+            copy_reply_metadata(&b.metadata, resp.headers_mut(), "");
         }
         resp
     }
@@ -327,21 +306,6 @@ fn stream_content_type(codec: Codec) -> &'static str {
     match codec {
         Codec::Json => "application/connect+json",
         Codec::Proto => "application/connect+proto",
-    }
-}
-
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, prefix: &str) {
-    for (name, value) in from {
-        if is_framing(name) {
-            continue;
-        }
-        if prefix.is_empty() {
-            to.append(name.clone(), value.clone());
-        } else if let Ok(n) =
-            HeaderName::from_bytes(format!("{prefix}{}", name.as_str()).as_bytes())
-        {
-            to.append(n, value.clone());
-        }
     }
 }
 
@@ -469,7 +433,7 @@ fn end_stream_json(
     let mut metadata = serde_json::Map::new();
     let mut add = |h: &HeaderMap| {
         for (name, value) in h {
-            if is_framing(name) {
+            if !reaches_client(name) {
                 continue;
             }
             if let Ok(v) = value.to_str() {

@@ -10,11 +10,11 @@
 //! The gateway's own gRPC services (reflection, health) are served here too.
 
 use super::body::{FrameStream, ResponseBody};
+use super::edge::{reaches_client, Edge};
 use super::framed;
-use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{Envelope, Payload, ReplyFrame, ReplyStream, RequestCtx};
+use crate::config::Limits;
+use crate::envelope::{Payload, ReplyFrame, ReplyStream};
 use crate::error::{ErrorKind, GatewayError};
-use crate::headers::{deadline, is_framing, parse_grpc_timeout};
 use crate::observe;
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
@@ -80,7 +80,7 @@ pub struct GrpcIngress {
     pub routes: Arc<RouteTable>,
     pub pipeline: Pipeline,
     pub limits: Limits,
-    pub metadata: MetadataConfig,
+    pub edge: Edge,
     /// (path prefix, service) pairs: reflection and health.
     pub local: Vec<(&'static str, LocalService)>,
 }
@@ -110,9 +110,8 @@ impl GrpcIngress {
                 return resp.map(|b| ResponseBody::boxed(b.map_err(Into::into).boxed_unsync()));
             }
         }
-        let ctx = RequestCtx::new(client);
-        let started = ctx.started;
-        match self.call(req, ctx, flavor).await {
+        let started = std::time::Instant::now();
+        match self.call(req, client, started, flavor).await {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("grpc", &path, started, &err);
@@ -124,7 +123,8 @@ impl GrpcIngress {
     async fn call(
         &self,
         req: Request<hyper::body::Incoming>,
-        ctx: RequestCtx,
+        client: Option<SocketAddr>,
+        started: std::time::Instant,
         flavor: Flavor,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
@@ -166,51 +166,21 @@ impl GrpcIngress {
                 ));
             }
         };
-        let client_timeout = if self.metadata.honour_client_timeout {
-            parts
-                .headers
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout)
-        } else {
-            None
-        };
-        let mut metadata = HeaderMap::with_capacity(parts.headers.len());
-        for (name, value) in &parts.headers {
-            if !is_framing(name) && !is_browser_header(name.as_str()) {
-                metadata.append(name.clone(), value.clone());
-            }
-        }
-        let envelope = Envelope {
-            timeout: deadline(target.kind, client_timeout, target.timeout),
-            metadata,
-            payload,
-            target,
-            ctx,
-        };
+        let mut inbound = self.edge.inbound_owned(parts.headers);
+        self.edge.lift_query(&mut inbound, parts.uri.query());
+        let envelope = self
+            .edge
+            .envelope(inbound, target, payload, client, started);
         let reply = self.pipeline.clone().oneshot(envelope).await?;
         let mut resp = Response::new(ResponseBody::stream(reply_frames(reply.body, flavor)));
         let headers = resp.headers_mut();
-        for (name, value) in &reply.metadata {
-            if !is_framing(name) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
+        super::edge::copy_reply_metadata(&reply.metadata, headers, "");
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(flavor.content_type()),
         );
         Ok(resp)
     }
-}
-
-/// Browser request headers that mean nothing to a backend.
-fn is_browser_header(name: &str) -> bool {
-    matches!(
-        name,
-        "origin" | "referer" | "accept" | "accept-language" | "cookie" | "pragma" | "cache-control"
-    ) || name.starts_with("sec-")
-        || name.starts_with("access-control-")
 }
 
 /// gRPC-Web text bodies may be several base64 chunks, each padded, one
@@ -254,7 +224,7 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
             }
         }
         for (name, value) in metadata {
-            if !is_framing(name) {
+            if reaches_client(name) {
                 h.append(name.clone(), value.clone());
             }
         }
@@ -280,7 +250,7 @@ fn ok_trailers(backend: HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("grpc-status", HeaderValue::from_static("0"));
     for (name, value) in &backend {
-        if !is_framing(name) {
+        if reaches_client(name) {
             h.append(name.clone(), value.clone());
         }
     }

@@ -7,12 +7,10 @@
 //! escapes to hyper.
 
 use super::body::{FrameStream, ResponseBody};
-use crate::config::{Limits, MetadataConfig};
-use crate::envelope::{
-    CallKind, Envelope, MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx,
-};
+use super::edge::{reaches_client, Edge};
+use crate::config::Limits;
+use crate::envelope::{MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
 use crate::error::{ErrorKind, GatewayError, Origin};
-use crate::headers::{deadline, is_framing, lift_query_credentials, parse_grpc_timeout};
 use crate::observe;
 use crate::policy::aggregate::{AggregateInput, Aggregator};
 use crate::policy::Pipeline;
@@ -32,7 +30,6 @@ use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tower::ServiceExt;
 
 /// Response metadata key a backend sets to choose the HTTP success status
@@ -44,7 +41,7 @@ pub struct RestIngress {
     pub pipeline: Pipeline,
     pub aggregates: Arc<AggregateTable>,
     pub aggregator: Aggregator,
-    pub metadata: MetadataConfig,
+    pub edge: Edge,
     pub limits: Limits,
     pub status: StatusRenderer,
 }
@@ -62,9 +59,8 @@ impl RestIngress {
         // Cheap clones (the URI is reference-counted): kept for the log line.
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let ctx = RequestCtx::new(client);
-        let started = ctx.started;
-        match self.serve(req, ctx).await {
+        let started = std::time::Instant::now();
+        match self.serve(req, client, started).await {
             Ok(resp) => {
                 tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
                 resp
@@ -79,16 +75,13 @@ impl RestIngress {
     async fn serve(
         &self,
         req: Request<IncomingBody>,
-        ctx: RequestCtx,
+        client: Option<SocketAddr>,
+        started: std::time::Instant,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
-        let mut metadata = self.forwarded_metadata(&parts.headers);
-        let query = lift_query_credentials(
-            parts.uri.query(),
-            &self.metadata.query_credentials,
-            &mut metadata,
-        );
+        let mut inbound = self.edge.inbound(&parts.headers);
+        let query = self.edge.lift_query(&mut inbound, parts.uri.query());
         let query = query.as_deref();
         // Aggregates are few and named in config; they win over method bindings.
         if !self.aggregates.is_empty() {
@@ -101,6 +94,9 @@ impl RestIngress {
                         .unwrap_or_default(),
                     body: None,
                 };
+                let metadata = self.edge.metadata(&inbound.headers);
+                let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
+                ctx.started = started;
                 return self
                     .aggregate(plan, input, &parts, body, metadata, ctx)
                     .await;
@@ -145,13 +141,9 @@ impl RestIngress {
             Payload::Unary(request::build(&binding, Some(url), &bytes, content_type)?)
         };
 
-        let envelope = Envelope {
-            timeout: self.timeout(&parts.headers, target.kind, target.timeout),
-            metadata,
-            payload,
-            target,
-            ctx,
-        };
+        let envelope = self
+            .edge
+            .envelope(inbound, target, payload, client, started);
         let reply = self.pipeline.clone().oneshot(envelope).await?;
         let resp = if binding.target.kind.server_streams() {
             let format =
@@ -240,35 +232,6 @@ impl RestIngress {
             )
             .body(ResponseBody::full(json))
             .map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
-    }
-
-    /// The deadline for the backend: a unary call gets the route's timeout,
-    /// shortened by a client `grpc-timeout`; a stream only gets the client's.
-    fn timeout(
-        &self,
-        headers: &HeaderMap,
-        kind: CallKind,
-        route: Option<Duration>,
-    ) -> Option<Duration> {
-        let client = if self.metadata.honour_client_timeout {
-            headers
-                .get("grpc-timeout")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_grpc_timeout)
-        } else {
-            None
-        };
-        deadline(kind, client, route)
-    }
-
-    fn forwarded_metadata(&self, headers: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::new();
-        for (name, value) in headers {
-            if self.metadata.allows(name.as_str()) {
-                out.append(name.clone(), value.clone());
-            }
-        }
-        out
     }
 
     fn stream_frames(
@@ -459,9 +422,9 @@ fn success_status(metadata: &HeaderMap) -> StatusCode {
 /// binary (`-bin`) entries and the status convention itself.
 fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in metadata {
-        if is_framing(name) || name.as_str().ends_with("-bin") || name == HTTP_STATUS_METADATA {
-            continue;
+        if reaches_client(name) && !name.as_str().ends_with("-bin") && name != HTTP_STATUS_METADATA
+        {
+            out.append(name.clone(), value.clone());
         }
-        out.append(name.clone(), value.clone());
     }
 }

@@ -4,28 +4,27 @@
 //! whose calls are opened by frames. Calls go through the same pipeline as
 //! every other protocol; the call kind comes from the schema.
 //!
-//! The handshake is where browsers are checked and their credentials read:
-//! the `Origin` must be the gateway's own or a configured one, and a bearer
-//! token may come from a cookie, a query parameter or a
-//! `portico.token.<base64url>` subprotocol entry; it is passed on as the
-//! `authorization` metadata every other protocol uses.
+//! The handshake is where browsers are checked: the `Origin` must be the
+//! gateway's own or a configured one. Its headers, with the credentials a
+//! browser can only send in the query or a `portico.token.<base64url>`
+//! subprotocol entry, go through the request edge like any protocol's.
 
 pub mod protocol;
 mod session;
 
 use super::body::ResponseBody;
-use crate::config::{MetadataConfig, WebSocketConfig};
+use super::edge::{Edge, Inbound};
+use crate::config::WebSocketConfig;
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::policy::Pipeline;
 use crate::routes::{Binding, MatchOutcome, RouteTable};
 use crate::transcode::status::StatusRenderer;
-use base64::Engine as _;
 use http::header::{
     CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
     UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use protocol::{Dialect, TOKEN_PREFIX};
+use protocol::Dialect;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -34,7 +33,7 @@ pub struct WebSocketIngress {
     pub routes: Arc<RouteTable>,
     pub pipeline: Pipeline,
     pub config: WebSocketConfig,
-    pub metadata: MetadataConfig,
+    pub edge: Edge,
     pub status: StatusRenderer,
     /// Turns true when the gateway shuts down: sessions close with 1001.
     pub shutdown: watch::Receiver<bool>,
@@ -80,7 +79,7 @@ impl WebSocketIngress {
                 );
                 resp
             }
-            Ok((dialect, spec, metadata)) => {
+            Ok((dialect, spec, inbound)) => {
                 let key = req
                     .headers()
                     .get(SEC_WEBSOCKET_KEY)
@@ -100,7 +99,7 @@ impl WebSocketIngress {
                 tokio::spawn(async move {
                     let _slot = slot;
                     match upgrade.await {
-                        Ok(io) => session::run(this, io, dialect, spec, metadata, client).await,
+                        Ok(io) => session::run(this, io, dialect, spec, inbound, client).await,
                         Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
                     }
                     sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
@@ -126,7 +125,7 @@ impl WebSocketIngress {
     fn accept(
         &self,
         req: &Request<hyper::body::Incoming>,
-    ) -> Result<(Dialect, Option<CallSpec>, HeaderMap), GatewayError> {
+    ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();
         if headers.get(SEC_WEBSOCKET_KEY).is_none()
             || headers
@@ -148,27 +147,14 @@ impl WebSocketIngress {
             .collect();
         let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
 
-        let mut metadata = HeaderMap::new();
-        for (name, value) in headers {
-            if self.metadata.allows(name.as_str()) {
-                metadata.append(name.clone(), value.clone());
-            }
-        }
+        let mut inbound = self.edge.inbound(headers);
         let path = req.uri().path();
         let mut query_pairs: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                 .into_owned()
                 .collect();
-        crate::headers::lift_credentials(
-            &mut query_pairs,
-            &self.metadata.query_credentials,
-            &mut metadata,
-        );
-        if let Some(token) = self.token(&offered, &mut query_pairs) {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| GatewayError::invalid_field("token", "is not a valid header value"))?;
-            metadata.insert(http::header::AUTHORIZATION, value);
-        }
+        self.edge
+            .lift_websocket(&mut inbound, &offered, &mut query_pairs)?;
         // grpc-websocket-proxy clients name the binding's HTTP method in ?method=.
         let named_method = query_pairs
             .iter()
@@ -185,7 +171,7 @@ impl WebSocketIngress {
             (None, _) => return Err(GatewayError::route_not_found(path)),
             _ => {}
         }
-        Ok((dialect, spec, metadata))
+        Ok((dialect, spec, inbound))
     }
 
     /// Same-origin pages and non-browser clients (no Origin) are let in;
@@ -215,25 +201,6 @@ impl WebSocketIngress {
                 format!("WebSocket connections from {origin} are not allowed (websocket.allowed_origins)"),
             ))
         }
-    }
-
-    /// A bearer token from a `portico.token.` subprotocol entry or the
-    /// configured query parameter (taken out of the query). A session
-    /// cookie needs nothing here: the handshake's `cookie` header reaches the
-    /// pipeline, where an authenticator with `cookie` reads it.
-    fn token(&self, offered: &[String], query: &mut Vec<(String, String)>) -> Option<String> {
-        if let Some(t) = offered.iter().find_map(|p| p.strip_prefix(TOKEN_PREFIX)) {
-            let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t.trim_end_matches('='))
-                .ok()?;
-            return String::from_utf8(decoded).ok();
-        }
-        if let Some(name) = &self.config.token_query_param {
-            if let Some(i) = query.iter().position(|(k, _)| k == name) {
-                return Some(query.remove(i).1);
-            }
-        }
-        None
     }
 
     /// The method a path names: a REST binding (with the method named in

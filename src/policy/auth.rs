@@ -1,8 +1,9 @@
 //! Authentication: a route with an authenticator only lets through calls
 //! whose bearer token verifies; the verified claims become the call's
-//! principal. Tokens come from the `authorization` metadata every ingress
-//! fills the same way (REST and gRPC headers, a WebSocket's cookie, query
-//! parameter or subprotocol token), so this layer never knows the protocol.
+//! principal. Tokens, keys and cookies are read from the request's headers
+//! as the request edge made them (the same for every protocol, with
+//! credentials from a query or a WebSocket subprotocol already lifted), so
+//! this layer never knows the protocol.
 
 use super::per_route::{Next, Policy};
 use crate::config::{ApiKeyConfig, AuthMethod, AuthenticatorConfig, JwksSource, JwtConfig, JwtKey};
@@ -212,7 +213,8 @@ impl Authenticator {
             }
             Verifier::ApiKey(config) => {
                 let key = env
-                    .metadata
+                    .ctx
+                    .headers
                     .get(&config.header)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| {
@@ -355,7 +357,8 @@ impl Policy for Authenticator {
 /// The token of `authorization: Bearer <token>`.
 fn bearer(env: &Envelope) -> Option<&str> {
     let value = env
-        .metadata
+        .ctx
+        .headers
         .get(http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
@@ -368,7 +371,8 @@ fn bearer(env: &Envelope) -> Option<&str> {
 
 /// A cookie's value from the call's `cookie` metadata.
 fn cookie_value(env: &Envelope, name: &str) -> Option<String> {
-    env.metadata
+    env.ctx
+        .headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

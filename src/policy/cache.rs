@@ -58,7 +58,10 @@ impl ResponseCache {
         key.extend_from_slice(message);
         for h in &self.config.vary {
             key.push(0);
-            key.extend_from_slice(env.metadata.get(h).map(|v| v.as_bytes()).unwrap_or(b""));
+            for v in env.ctx.headers.get_all(h) {
+                key.extend_from_slice(v.as_bytes());
+                key.push(b'\n');
+            }
         }
         if let Some(p) = &env.ctx.principal {
             key.push(1);
@@ -105,7 +108,7 @@ impl Policy for ResponseCache {
         if !env.target.cacheable {
             return pass(env, next);
         }
-        let client = directives(&env.metadata);
+        let client = directives(&env.ctx.headers);
         let message = match &env.payload {
             Payload::Unary(m) if !client.iter().any(|d| d == "no-store") => m.clone(),
             _ => return pass(env, next),

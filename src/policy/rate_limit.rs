@@ -67,7 +67,8 @@ impl Limiter {
                 .unwrap_or_else(ip),
             RateLimitKey::Route => String::new(),
             RateLimitKey::Header(h) => env
-                .metadata
+                .ctx
+                .headers
                 .get(h)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")

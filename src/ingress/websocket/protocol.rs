@@ -22,9 +22,6 @@ use std::collections::BTreeMap;
 
 pub const JSON_V1: &str = "portico.json.v1";
 pub const PROTO_V1: &str = "portico.proto.v1";
-/// A `Sec-WebSocket-Protocol` entry carrying a bearer token (browsers
-/// cannot set headers on a WebSocket): `portico.token.<base64url token>`.
-pub const TOKEN_PREFIX: &str = "portico.token.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -247,16 +244,6 @@ pub fn render(dialect: Dialect, id: &str, frame: ServerFrame<'_>) -> Option<Out>
             Some(Out::Text(with_id("status", &body)))
         }
         (_, ServerFrame::Error(e)) => Some(Out::Text(with_id("error", &e.to_string()))),
-    }
-}
-
-/// The close code that ends a single-call session: 1000 when the call
-/// ended OK, 4000 + its gRPC code otherwise.
-pub fn close_code(grpc_code: i32) -> u16 {
-    if grpc_code == 0 {
-        1000
-    } else {
-        4000 + grpc_code.clamp(0, 999) as u16
     }
 }
 

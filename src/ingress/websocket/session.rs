@@ -8,12 +8,13 @@
 //! whose HTTP/2 window then fills: memory stays bounded both ways. Closing
 //! the socket aborts every call task, which resets the backend's streams.
 
+use super::super::edge::Inbound;
 use super::protocol::{self, Body, ClientFrame, Dialect, Out, ServerFrame};
 use super::{CallSpec, WebSocketIngress};
 use crate::bucket::Bucket;
-use crate::envelope::{Envelope, Payload, ReplyFrame, RequestCtx};
-use crate::error::GatewayError;
-use crate::headers::{deadline, is_framing};
+use crate::envelope::{Payload, ReplyFrame};
+use crate::error::{GatewayError, WsClose};
+use crate::headers::is_framing;
 use crate::transcode::request::{self, UrlParts};
 use crate::transcode::{json, response};
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -38,7 +40,7 @@ const OUT_QUEUE: usize = 16;
 
 enum Outgoing {
     Frame(Out),
-    Close(u16, String),
+    Close(WsClose, String),
 }
 
 struct Call {
@@ -47,6 +49,10 @@ struct Call {
     /// queued (a bad one is refused with an error frame), so the queue holds
     /// plain bytes: smaller slots, less memory per idle call.
     input: Option<mpsc::Sender<Bytes>>,
+    /// Set by the client's `end`: only then does a closed input mean a
+    /// complete one. A call whose input closes otherwise (cancel, the
+    /// connection closing) is reset at the backend, never half-closed.
+    ended: Arc<AtomicBool>,
     /// The URL has filled a message already (only the first gets it).
     url_used: bool,
     /// The call takes one message (unary or server streaming).
@@ -57,7 +63,9 @@ struct Call {
 struct Session {
     ingress: Arc<WebSocketIngress>,
     dialect: Dialect,
-    metadata: HeaderMap,
+    /// The handshake's headers as the request edge made them; each call's
+    /// start from these.
+    headers: HeaderMap,
     client: Option<SocketAddr>,
     out: mpsc::Sender<Outgoing>,
     done: mpsc::UnboundedSender<String>,
@@ -74,7 +82,7 @@ pub(super) async fn run(
     io: hyper::upgrade::Upgraded,
     dialect: Dialect,
     implicit: Option<CallSpec>,
-    metadata: HeaderMap,
+    inbound: Inbound,
     client: Option<SocketAddr>,
 ) {
     let cfg = &ingress.config;
@@ -98,7 +106,7 @@ pub(super) async fn run(
         single: implicit.is_some(),
         ingress: ingress.clone(),
         dialect,
-        metadata,
+        headers: inbound.headers,
         client,
         out: out_tx,
         done: done_tx,
@@ -110,8 +118,8 @@ pub(super) async fn run(
         ),
     };
     if let Some(spec) = implicit {
-        let metadata = session.metadata.clone();
-        session.start(String::new(), Arc::new(spec), metadata).await;
+        let headers = session.headers.clone();
+        session.start(String::new(), Arc::new(spec), headers).await;
     }
 
     let idle_timeout = cfg.idle_timeout;
@@ -132,7 +140,7 @@ pub(super) async fn run(
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
-                    let _ = session.out.send(Outgoing::Close(1009, protocol::close_reason(&e.to_string()))).await;
+                    let _ = session.out.send(Outgoing::Close(WsClose::ProtocolViolation, protocol::close_reason(&e.to_string()))).await;
                     break;
                 }
                 None => break,
@@ -144,12 +152,12 @@ pub(super) async fn run(
                 }
             }
             _ = shutdown.changed() => {
-                let _ = session.out.send(Outgoing::Close(1001, "gateway shutting down".into())).await;
+                let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "gateway shutting down".into())).await;
                 break;
             }
             _ = idle_check.tick() => {
                 if last_seen.elapsed() >= idle_timeout {
-                    let _ = session.out.send(Outgoing::Close(1001, "idle timeout".into())).await;
+                    let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "idle timeout".into())).await;
                     break;
                 }
             }
@@ -190,9 +198,9 @@ async fn write_loop(
             let fed = match next {
                 Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
                 Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
-                Some(Outgoing::Close(code, reason)) => {
+                Some(Outgoing::Close(close, reason)) => {
                     let frame = CloseFrame {
-                        code: CloseCode::from(code),
+                        code: CloseCode::from(close.code()),
                         reason: reason.into(),
                     };
                     let _ = sink.send(Message::Close(Some(frame))).await;
@@ -265,6 +273,24 @@ impl Session {
                 return;
             }
         }
+        // Ids are never guessed: a frame whose call is ambiguous is refused.
+        if let Ok(f) = &frame {
+            let id = f.id();
+            if self.single && !id.is_empty() {
+                let err = GatewayError::invalid_field(
+                    "id",
+                    "this connection is one call, opened by its path: its frames carry no id",
+                );
+                return self.refuse(id, &err).await;
+            }
+            if !self.single && id.is_empty() {
+                let err = GatewayError::invalid_field(
+                    "id",
+                    "is required: every frame of a multiplexed session names its call",
+                );
+                return self.refuse("", &err).await;
+            }
+        }
         match frame {
             Err(bad) => {
                 self.refuse(bad.id.as_deref().unwrap_or(""), &bad.error)
@@ -278,7 +304,10 @@ impl Session {
             }) => self.open(id, method, metadata, message).await,
             Ok(ClientFrame::Message { id, body }) => self.deliver(&id, body).await,
             Ok(ClientFrame::End { id }) => match self.calls.get_mut(&id) {
-                Some(call) => call.input = None,
+                Some(call) => {
+                    call.ended.store(true, Ordering::Release);
+                    call.input = None;
+                }
                 None => self.refuse(&id, &no_call(&id)).await,
             },
             Ok(ClientFrame::Cancel { id }) => match self.calls.remove(&id) {
@@ -352,14 +381,16 @@ impl Session {
                 .refuse(&id, &GatewayError::unknown_method(&method))
                 .await;
         };
-        let mut metadata = self.metadata.clone();
+        // Per-call metadata joins the handshake's headers and goes through
+        // the same edge; a deadline may be set per call.
+        let mut headers = self.headers.clone();
         for (k, v) in extra {
             match (
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
                 HeaderValue::from_str(&v),
             ) {
-                (Ok(name), Ok(value)) if !is_framing(&name) => {
-                    metadata.insert(name, value);
+                (Ok(name), Ok(value)) if !is_framing(&name) || name == "grpc-timeout" => {
+                    headers.insert(name, value);
                 }
                 _ => {
                     return self
@@ -388,7 +419,7 @@ impl Session {
                 binding,
                 url: None,
             }),
-            metadata,
+            headers,
         )
         .await;
         if let Some(body) = message {
@@ -399,7 +430,7 @@ impl Session {
     /// Starts a call's task. A call whose whole request comes from the URL
     /// (a GET-style binding of a unary or server-streaming method) starts at
     /// once; others wait for their first message.
-    async fn start(&mut self, id: String, spec: Arc<CallSpec>, metadata: HeaderMap) {
+    async fn start(&mut self, id: String, spec: Arc<CallSpec>, headers: HeaderMap) {
         let kind = spec.target.kind;
         let cfg = &self.ingress.config;
         let (tx, rx) = mpsc::channel(cfg.max_in_flight);
@@ -434,12 +465,14 @@ impl Session {
         } else {
             None
         };
+        let ended = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(call_task(CallTask {
+            ended: ended.clone(),
             ingress: self.ingress.clone(),
             dialect: self.dialect,
             id: id.clone(),
             spec: spec.clone(),
-            metadata,
+            headers,
             client: self.client,
             input: Some(rx),
             first,
@@ -453,6 +486,7 @@ impl Session {
             Call {
                 spec,
                 input: if from_url { None } else { Some(tx) },
+                ended,
                 url_used,
                 single_message: !kind.client_streams(),
                 task,
@@ -547,10 +581,11 @@ struct CallTask {
     dialect: Dialect,
     id: String,
     spec: Arc<CallSpec>,
-    metadata: HeaderMap,
+    headers: HeaderMap,
     client: Option<SocketAddr>,
     /// Taken by the call once it starts.
     input: Option<mpsc::Receiver<Bytes>>,
+    ended: Arc<AtomicBool>,
     first: Option<Bytes>,
     out: mpsc::Sender<Outgoing>,
     done: mpsc::UnboundedSender<String>,
@@ -568,8 +603,24 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     let target = t.spec.target.clone();
     let mut input = t.input.take().expect("a call starts once");
     let payload = if target.kind.client_streams() {
+        let ended = t.ended.clone();
+        let mut closed = false;
         Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
-            input.poll_recv(cx).map(|m| m.map(Ok))
+            if closed {
+                return std::task::Poll::Ready(None);
+            }
+            input.poll_recv(cx).map(|m| match m {
+                Some(m) => Some(Ok(m)),
+                None if ended.load(Ordering::Acquire) => None,
+                None => {
+                    closed = true;
+                    Some(Err(GatewayError::new(
+                        crate::error::ErrorKind::Cancelled,
+                        crate::error::Origin::Client,
+                        "the client abandoned the call before ending its input",
+                    )))
+                }
+            })
         })))
     } else {
         match t.first.take() {
@@ -585,13 +636,13 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
             },
         }
     };
-    let envelope = Envelope {
-        timeout: deadline(target.kind, None, target.timeout),
-        metadata: t.metadata.clone(),
-        payload,
-        target: target.clone(),
-        ctx: RequestCtx::new(t.client),
+    let inbound = Inbound {
+        headers: std::mem::take(&mut t.headers),
     };
+    let envelope =
+        t.ingress
+            .edge
+            .envelope(inbound, target.clone(), payload, t.client, Instant::now());
     let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
     let headers = metadata_json(&reply.metadata);
     if !headers.is_empty() {
@@ -641,7 +692,7 @@ async fn finish(
         Ok(trailers) => (
             serde_json::json!({"code": 0, "message": "", "details": []}),
             metadata_json(trailers),
-            0,
+            tonic::Code::Ok,
             String::new(),
         ),
         Err(err) => {
@@ -652,7 +703,7 @@ async fn finish(
             (
                 ingress.status.to_json(err),
                 trailers,
-                err.grpc_code() as i32,
+                err.grpc_code(),
                 err.message.clone(),
             )
         }
@@ -673,8 +724,8 @@ async fn finish(
     if single {
         // The plain dialect has no status frame: its close code carries the status.
         let (code, reason) = match dialect {
-            Dialect::Plain => (protocol::close_code(code), protocol::close_reason(&message)),
-            _ => (1000, String::new()),
+            Dialect::Plain => (WsClose::CallEnded(code), protocol::close_reason(&message)),
+            _ => (WsClose::CallEnded(tonic::Code::Ok), String::new()),
         };
         let _ = out.send(Outgoing::Close(code, reason)).await;
     }

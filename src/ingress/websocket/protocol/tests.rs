@@ -88,7 +88,8 @@ fn server_frames_wrap_messages_and_carry_the_id() {
         ),
         None
     );
-    assert_eq!(close_code(0), 1000);
-    assert_eq!(close_code(5), 4005);
+    use crate::error::WsClose;
+    assert_eq!(WsClose::CallEnded(tonic::Code::Ok).code(), 1000);
+    assert_eq!(WsClose::CallEnded(tonic::Code::NotFound).code(), 4005);
     assert_eq!(close_reason(&"é".repeat(100)).len(), 120);
 }

@@ -1,0 +1,225 @@
+//! The request edge: the one place where a client's request headers,
+//! whatever protocol carried them, become what the pipeline sees and what
+//! the backend receives, and where a reply's metadata becomes the client's
+//! headers. Every adapter (REST, gRPC, gRPC-Web, Connect, WebSocket) calls
+//! it; none keeps a header rule of its own.
+//!
+//! Three views of one request:
+//! - **the policy view** ([`RequestCtx::headers`]): every header the client
+//!   sent, plus credentials lifted from the query string or a WebSocket
+//!   subprotocol entry. Authentication reads tokens, keys and cookies here,
+//!   the cache reads `cache-control` and its `Vary` headers, rate limits
+//!   their key header, so a policy sees the same thing on every protocol;
+//! - **the backend's metadata** ([`Envelope::metadata`]): the headers the
+//!   one forwarding rule ([`MetadataConfig::allows`]) lets through, never
+//!   the gateway's own ([`is_framing`]) nor a protocol's own (`connect-*`,
+//!   `sec-websocket-*`);
+//! - **the deadline**: `grpc-timeout` or `connect-timeout-ms`, whichever
+//!   protocol sent it, shortening (never lengthening) the route's timeout.
+//!
+//! It does not match routes, decode messages or render errors: errors have
+//! their one table in [`crate::error`].
+
+use crate::config::MetadataConfig;
+use crate::envelope::{Envelope, Payload, RequestCtx, Target};
+use crate::headers::{deadline, is_framing, parse_grpc_timeout};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A `Sec-WebSocket-Protocol` entry carrying a bearer token (browsers
+/// cannot set headers on a WebSocket): `portico.token.<base64url token>`.
+pub const TOKEN_PREFIX: &str = "portico.token.";
+
+/// The edge's settings: the forwarding rule, client deadlines, and where
+/// credentials may come from besides headers.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    pub metadata: MetadataConfig,
+    /// A query parameter of a WebSocket handshake that carries a bearer token.
+    pub token_query_param: Option<String>,
+}
+
+/// What the edge made of one request's headers.
+#[derive(Debug, Clone, Default)]
+pub struct Inbound {
+    /// The policy view: every client header plus lifted credentials.
+    pub headers: HeaderMap,
+}
+
+impl Edge {
+    pub fn new(metadata: MetadataConfig, token_query_param: Option<String>) -> Edge {
+        Edge {
+            metadata,
+            token_query_param,
+        }
+    }
+
+    /// Starts a request's policy view from its headers.
+    pub fn inbound(&self, headers: &HeaderMap) -> Inbound {
+        Inbound {
+            headers: headers.clone(),
+        }
+    }
+
+    /// As [`Edge::inbound`], taking the headers without a copy.
+    pub fn inbound_owned(&self, headers: HeaderMap) -> Inbound {
+        Inbound { headers }
+    }
+
+    /// Takes the credential parameters (`?api_key=`) out of a query string
+    /// into the policy view, under the header their authenticator reads; a
+    /// header the client sent itself wins. Returns the rest of the query.
+    pub fn lift_query<'a>(
+        &self,
+        inbound: &mut Inbound,
+        query: Option<&'a str>,
+    ) -> Option<Cow<'a, str>> {
+        crate::headers::lift_query_credentials(
+            query,
+            &self.metadata.query_credentials,
+            &mut inbound.headers,
+        )
+    }
+
+    /// The credentials of a WebSocket handshake that browsers cannot send as
+    /// headers: a `portico.token.` subprotocol entry or the configured query
+    /// parameter (taken out of `query`) becomes `authorization: Bearer`, and
+    /// credential parameters are lifted as for [`Edge::lift_query`].
+    pub fn lift_websocket(
+        &self,
+        inbound: &mut Inbound,
+        offered_subprotocols: &[String],
+        query: &mut Vec<(String, String)>,
+    ) -> Result<(), crate::error::GatewayError> {
+        crate::headers::lift_credentials(
+            query,
+            &self.metadata.query_credentials,
+            &mut inbound.headers,
+        );
+        let token = match offered_subprotocols
+            .iter()
+            .find_map(|p| p.strip_prefix(TOKEN_PREFIX))
+        {
+            Some(t) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(t.trim_end_matches('='))
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+            }
+            None => self.token_query_param.as_ref().and_then(|name| {
+                let i = query.iter().position(|(k, _)| k == name)?;
+                Some(query.remove(i).1)
+            }),
+        };
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                crate::error::GatewayError::invalid_field("token", "is not a valid header value")
+            })?;
+            inbound.headers.insert(http::header::AUTHORIZATION, value);
+        }
+        Ok(())
+    }
+
+    /// The metadata the backend receives: the policy view through the one
+    /// forwarding rule.
+    pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        for (name, value) in headers {
+            if self.forwards(name) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether a client header reaches the backend.
+    pub fn forwards(&self, name: &HeaderName) -> bool {
+        !is_framing(name) && !is_protocol_own(name.as_str()) && self.metadata.allows(name.as_str())
+    }
+
+    /// The client's deadline: `grpc-timeout` (gRPC, gRPC-Web, and any other
+    /// client that sends it) or `connect-timeout-ms`; `None` when
+    /// `metadata.honour_client_timeout` is off.
+    pub fn client_timeout(&self, headers: &HeaderMap) -> Option<Duration> {
+        if !self.metadata.honour_client_timeout {
+            return None;
+        }
+        let grpc = headers
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let connect = headers
+            .get("connect-timeout-ms")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 10)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        match (grpc, connect) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The envelope for a call: metadata by the forwarding rule, the
+    /// deadline, and the policy view in its context.
+    pub fn envelope(
+        &self,
+        inbound: Inbound,
+        target: Arc<Target>,
+        payload: Payload,
+        client: Option<SocketAddr>,
+        started: Instant,
+    ) -> Envelope {
+        let timeout = deadline(
+            target.kind,
+            self.client_timeout(&inbound.headers),
+            target.timeout,
+        );
+        let metadata = self.metadata(&inbound.headers);
+        let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
+        ctx.started = started;
+        Envelope {
+            timeout,
+            metadata,
+            payload,
+            target,
+            ctx,
+        }
+    }
+}
+
+/// Headers that belong to one client protocol's framing (Connect's and the
+/// WebSocket handshake's), never metadata.
+fn is_protocol_own(name: &str) -> bool {
+    name.starts_with("connect-") || name.starts_with("sec-websocket-")
+}
+
+/// Whether a backend's reply metadata entry may reach the client: anything
+/// but the gateway's own framing.
+pub fn reaches_client(name: &HeaderName) -> bool {
+    !is_framing(name)
+}
+
+/// Copies a reply's metadata (headers or trailers) to the client's headers,
+/// under `prefix` (Connect's `trailer-`), leaving out the gateway's own.
+pub fn copy_reply_metadata(from: &HeaderMap, to: &mut HeaderMap, prefix: &str) {
+    for (name, value) in from {
+        if !reaches_client(name) {
+            continue;
+        }
+        if prefix.is_empty() {
+            to.append(name.clone(), value.clone());
+        } else if let Ok(n) =
+            HeaderName::from_bytes(format!("{prefix}{}", name.as_str()).as_bytes())
+        {
+            to.append(n, value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,554 @@
+//! One request edge: every policy behaviour, run through every ingress
+//! protocol (REST, gRPC, gRPC-Web, Connect, WebSocket) with the same
+//! headers, must give the same verdict and hand the backend the same
+//! metadata. Each case is a row; each protocol a column.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Method;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use portico::demo::backends::pb;
+use prost::Message as _;
+use serde_json::{json, Map, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::{fixture, frame_bytes, Harness};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Rest,
+    Grpc,
+    GrpcWeb,
+    Connect,
+    WebSocket,
+}
+
+const EVERY_PROTOCOL: [Protocol; 5] = [
+    Protocol::Rest,
+    Protocol::Grpc,
+    Protocol::GrpcWeb,
+    Protocol::Connect,
+    Protocol::WebSocket,
+];
+
+/// What a client saw of one call of `Probe.Headers`.
+#[derive(Debug)]
+struct Seen {
+    /// The gRPC code (REST and Connect: the code of the error body).
+    code: i64,
+    /// The metadata the backend received, when the call reached it.
+    metadata: Map<String, Value>,
+    /// The reply's `x-cache` verdict, if any.
+    cache: Option<String>,
+}
+
+/// Calls `Probe.Headers` (or `Probe.Sleep` for `millis`) with `headers` over `protocol`.
+/// `query` is appended to the URL where the protocol has one.
+async fn call(
+    h: &Harness,
+    protocol: Protocol,
+    headers: &[(&str, &str)],
+    query: &str,
+    sleep_millis: Option<i64>,
+) -> Seen {
+    let (grpc_path, rest_path, message, json_body) = match sleep_millis {
+        None => (
+            "/portico.demo.v1.Probe/Headers".to_owned(),
+            "/v1/probe/headers".to_owned(),
+            Bytes::from(pb::HeadersRequest {}.encode_to_vec()),
+            json!({}),
+        ),
+        Some(ms) => (
+            "/portico.demo.v1.Probe/Sleep".to_owned(),
+            format!("/v1/probe/sleep/{ms}"),
+            Bytes::from(pb::SleepRequest { millis: ms }.encode_to_vec()),
+            json!({ "millis": ms }),
+        ),
+    };
+    let with_query = |p: &str| {
+        if query.is_empty() {
+            p.to_owned()
+        } else {
+            format!("{p}?{query}")
+        }
+    };
+    match protocol {
+        Protocol::Rest => {
+            let r = h
+                .client
+                .send(Method::GET, &with_query(&rest_path), headers, "")
+                .await;
+            let body = r.json();
+            let code = if r.status.is_success() {
+                0
+            } else {
+                body["code"].as_i64().unwrap()
+            };
+            seen(code, &body, r.header("x-cache"))
+        }
+        Protocol::Connect => {
+            let mut all = vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ];
+            all.extend_from_slice(headers);
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    &with_query(&grpc_path),
+                    &all,
+                    json_body.to_string(),
+                )
+                .await;
+            let body = r.json();
+            let code = if r.status.is_success() {
+                0
+            } else {
+                connect_code(body["code"].as_str().unwrap())
+            };
+            seen(code, &body, r.header("x-cache"))
+        }
+        Protocol::GrpcWeb => {
+            let mut all = vec![("content-type", "application/grpc-web+proto")];
+            all.extend_from_slice(headers);
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    &with_query(&grpc_path),
+                    &all,
+                    frame_bytes(0, &message),
+                )
+                .await;
+            let (message, trailers) = split_web_body(&r.body);
+            let status = r
+                .header("grpc-status")
+                .map(str::to_owned)
+                .or_else(|| trailers.get("grpc-status").cloned())
+                .unwrap();
+            let code: i64 = status.parse().unwrap();
+            let body = decode_reply(message.as_deref(), sleep_millis.is_some());
+            seen(code, &body, r.header("x-cache"))
+        }
+        Protocol::Grpc if headers.iter().any(|(k, _)| *k == "grpc-timeout") => {
+            // tonic enforces a deadline it sends itself (and reports CANCELLED):
+            // send the header by hand over HTTP/2 to see what the gateway does.
+            let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
+            all.extend_from_slice(headers);
+            let r = support::HttpClient::http2(h.gateway.addr)
+                .send(Method::POST, &grpc_path, &all, frame_bytes(0, &message))
+                .await;
+            let (message, _) = split_web_body(&r.body);
+            // A failure before any reply is trailers-only: the status is a header.
+            let code: i64 = r.header("grpc-status").unwrap_or("0").parse().unwrap();
+            let body = decode_reply(message.as_deref(), sleep_millis.is_some());
+            seen(code, &body, r.header("x-cache"))
+        }
+        Protocol::Grpc => {
+            let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(message);
+            for (k, v) in headers {
+                req.metadata_mut().append(
+                    tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let reply = grpc
+                .unary(
+                    req,
+                    grpc_path.parse::<http::uri::PathAndQuery>().unwrap(),
+                    portico::egress::codec::RawCodec,
+                )
+                .await;
+            match reply {
+                Ok(r) => {
+                    let cache = r
+                        .metadata()
+                        .get("x-cache")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let body = decode_reply(Some(r.get_ref()), sleep_millis.is_some());
+                    seen(0, &body, cache.as_deref())
+                }
+                Err(status) => seen(status.code() as i64, &json!({}), None),
+            }
+        }
+        Protocol::WebSocket => {
+            let mut req = format!("ws://{}{}", h.gateway.addr, with_query("/ws"))
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+            for (k, v) in headers {
+                req.headers_mut().append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let open = json!({"id": "c", "open": grpc_path, "message": json_body});
+            ws.send(Message::text(open.to_string())).await.unwrap();
+            let mut cache = None;
+            let mut body = json!({});
+            loop {
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    panic!("the session ended before the call's status")
+                };
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(hd) = f.get("headers") {
+                    cache = hd["x-cache"].as_str().map(str::to_owned);
+                }
+                if let Some(r) = f.get("result") {
+                    body = r.clone();
+                }
+                if let Some(s) = f.get("status") {
+                    let code = s["code"].as_i64().unwrap();
+                    return seen(code, &body, cache.as_deref());
+                }
+                if let Some(e) = f.get("error") {
+                    panic!("frame refused: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn seen(code: i64, body: &Value, cache: Option<&str>) -> Seen {
+    Seen {
+        code,
+        metadata: body["metadata"].as_object().cloned().unwrap_or_default(),
+        cache: cache.map(str::to_owned),
+    }
+}
+
+fn connect_code(name: &str) -> i64 {
+    match name {
+        "invalid_argument" => 3,
+        "deadline_exceeded" => 4,
+        "permission_denied" => 7,
+        "resource_exhausted" => 8,
+        "unauthenticated" => 16,
+        other => panic!("unexpected Connect code {other}"),
+    }
+}
+
+/// A Headers reply as JSON (the shape REST and Connect return).
+fn decode_reply(message: Option<&[u8]>, sleep: bool) -> Value {
+    match (message, sleep) {
+        (Some(m), false) => {
+            let r = pb::HeadersResponse::decode(m).unwrap();
+            json!({ "metadata": r.metadata })
+        }
+        _ => json!({}),
+    }
+}
+
+/// A gRPC-Web body: its message (if any) and its trailers.
+fn split_web_body(body: &[u8]) -> (Option<Vec<u8>>, std::collections::HashMap<String, String>) {
+    let mut message = None;
+    let mut trailers = std::collections::HashMap::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let flags = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let payload = &rest[5..5 + len];
+        if flags & 0x80 != 0 {
+            for line in String::from_utf8_lossy(payload).split("\r\n") {
+                if let Some((k, v)) = line.split_once(':') {
+                    trailers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+        } else {
+            message = Some(payload.to_vec());
+        }
+        rest = &rest[5 + len..];
+    }
+    (message, trailers)
+}
+
+/// The demo gateway with `probe_extra` added to the Probe route.
+async fn gateway(sections: &str, probe_extra: &str) -> Harness {
+    let sections = sections.to_owned();
+    let probe_extra = probe_extra.to_owned();
+    Harness::start_with_config(move |backend| {
+        support::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            &format!(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n{probe_extra}\n"
+            ),
+            1,
+        )
+    })
+    .await
+}
+
+const SECRET: &str = "an-edge-parity-secret-long-enough";
+
+/// A named set of headers and the gRPC code it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, i64);
+
+fn token(scope: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ada", "exp": now + 600, "scope": scope}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
+    let h = gateway(
+        "[websocket]\nallowed_origins = [\"http://app.example\"]\n",
+        "",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-tenant", "acme"),
+                ("x-request-id", "r-1"),
+                ("accept-language", "fr"),
+                ("cookie", "session=secret"),
+                ("origin", "http://app.example"),
+                ("sec-fetch-mode", "cors"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let md = &s.metadata;
+        assert_eq!(md["x-tenant"], "acme", "{protocol:?}: {md:?}");
+        assert_eq!(md["x-request-id"], "r-1", "{protocol:?}");
+        assert_eq!(md["accept-language"], "fr", "{protocol:?}");
+        for never in [
+            "cookie",
+            "origin",
+            "sec-fetch-mode",
+            "connect-protocol-version",
+            "sec-websocket-key",
+            "sec-websocket-protocol",
+            "x-grpc-web",
+        ] {
+            assert!(
+                !md.contains_key(never),
+                "{protocol:?} forwarded {never}: {md:?}"
+            );
+        }
+        assert!(
+            md.contains_key("grpc-timeout"),
+            "{protocol:?}: a deadline is always sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forward_list_is_one_rule_for_every_protocol() {
+    let h = gateway("[metadata]\nforward = [\"x-tenant-*\", \"cookie\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-tenant-id", "t1"),
+                ("cookie", "c=1"),
+                ("x-other", "no"),
+                ("authorization", "Bearer x"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        let md = &s.metadata;
+        assert_eq!(md["x-tenant-id"], "t1", "{protocol:?}");
+        assert_eq!(md["cookie"], "c=1", "{protocol:?}");
+        assert!(!md.contains_key("x-other"), "{protocol:?}: {md:?}");
+        assert!(!md.contains_key("authorization"), "{protocol:?}: {md:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol() {
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\ncookie = \"session\"\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"").await;
+    let bearer = format!("Bearer {}", token("probe"));
+    let cookie = format!("theme=dark; session={}", token("probe"));
+    let cases: [Case; 4] = [
+        ("header", vec![("authorization", bearer.as_str())], 0),
+        ("cookie", vec![("cookie", cookie.as_str())], 0),
+        ("nothing", vec![], 16),
+        ("forged cookie", vec![("cookie", "session=a.b.c")], 16),
+    ];
+    for (name, headers, want) in &cases {
+        for protocol in EVERY_PROTOCOL {
+            let s = call(&h, protocol, headers, "", None).await;
+            assert_eq!(s.code, *want, "{name} over {protocol:?}");
+        }
+    }
+    // The cookie served the policy; it is not forwarded by default.
+    let s = call(&h, Protocol::Connect, &[("cookie", &cookie)], "", None).await;
+    assert!(!s.metadata.contains_key("cookie"));
+    assert_eq!(h.backends.probe.calls(), 2 * 5 + 1);
+}
+
+#[tokio::test]
+async fn an_api_key_in_the_header_or_the_query_authenticates_every_protocol() {
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nquery_param = \"api_key\"\nkeys_file = \"{}\"\n",
+        fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "auth = \"partners\"").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("x-api-key", "acme-key-123")], "", None).await;
+        assert_eq!(s.code, 0, "header over {protocol:?}");
+        let s = call(&h, protocol, &[("x-api-key", "wrong")], "", None).await;
+        assert_eq!(s.code, 16, "a wrong key over {protocol:?}");
+        // gRPC clients have no query string to speak of.
+        if protocol != Protocol::Grpc {
+            let s = call(&h, protocol, &[], "api_key=acme-key-123", None).await;
+            assert_eq!(s.code, 0, "query over {protocol:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn authorization_refuses_the_same_callers_on_every_protocol() {
+    let sections =
+        format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n");
+    let h = gateway(
+        &sections,
+        "auth = \"users\"\nauthorize = { scopes = [\"probe.read\"] }",
+    )
+    .await;
+    let allowed = format!("Bearer {}", token("probe.read"));
+    let denied = format!("Bearer {}", token("other"));
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("authorization", &allowed)], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let s = call(&h, protocol, &[("authorization", &denied)], "", None).await;
+        assert_eq!(s.code, 7, "{protocol:?}");
+    }
+    assert_eq!(h.backends.probe.calls(), 5);
+}
+
+#[tokio::test]
+async fn a_rate_limit_keyed_on_a_header_counts_it_on_every_protocol() {
+    let h = gateway(
+        "",
+        "rate_limit = { requests_per_second = 0.001, burst = 1, key = \"header:x-client\" }",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let key = format!("{protocol:?}");
+        let s = call(&h, protocol, &[("x-client", &key)], "", None).await;
+        assert_eq!(s.code, 0, "first call over {protocol:?}");
+        let s = call(&h, protocol, &[("x-client", &key)], "", None).await;
+        assert_eq!(s.code, 8, "second call over {protocol:?}");
+    }
+    // One key is one bucket, whichever protocol spends it.
+    let s = call(&h, Protocol::Rest, &[("x-client", "Grpc")], "", None).await;
+    assert_eq!(s.code, 8);
+}
+
+#[tokio::test]
+async fn the_cache_reads_cache_control_and_vary_from_every_protocol() {
+    let h = gateway(
+        "",
+        "cache = { ttl = \"60s\", vary = [\"accept-language\", \"x-run\"] }",
+    )
+    .await;
+    let mut calls = 0;
+    for protocol in EVERY_PROTOCOL {
+        let run = format!("{protocol:?}");
+        let with = |lang: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut v = vec![("x-run", run.clone()), ("accept-language", lang.to_owned())];
+            if let Some((k, val)) = extra {
+                v.push((k, val.to_owned()));
+            }
+            v
+        };
+        let go = |headers: Vec<(&'static str, String)>| {
+            let h = &h;
+            async move {
+                let refs: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                call(h, protocol, &refs, "", None).await
+            }
+        };
+        let s = go(with("en", None)).await;
+        calls += 1;
+        assert_eq!(s.cache.as_deref(), Some("MISS"), "{protocol:?}");
+        let s = go(with("en", None)).await;
+        assert_eq!(s.cache.as_deref(), Some("HIT"), "{protocol:?}");
+        assert_eq!(s.metadata["accept-language"], "en");
+
+        // Another language is another variant: never the first one's reply.
+        let s = go(with("fr", None)).await;
+        calls += 1;
+        assert_eq!(s.cache.as_deref(), Some("MISS"), "{protocol:?}");
+        assert_eq!(s.metadata["accept-language"], "fr", "{protocol:?}");
+
+        let s = go(with("en", Some(("cache-control", "no-cache")))).await;
+        calls += 1;
+        assert_eq!(
+            s.cache.as_deref(),
+            Some("MISS"),
+            "no-cache over {protocol:?}"
+        );
+
+        let s = go(with("de", Some(("cache-control", "no-store")))).await;
+        calls += 1;
+        assert_ne!(
+            s.cache.as_deref(),
+            Some("HIT"),
+            "no-store over {protocol:?}"
+        );
+        let s = go(with("de", None)).await;
+        calls += 1;
+        assert_eq!(
+            s.cache.as_deref(),
+            Some("MISS"),
+            "{protocol:?}: a no-store reply was stored"
+        );
+        assert_eq!(h.backends.probe.calls(), calls, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_deadline_shortens_the_call_on_every_protocol() {
+    let h = gateway("", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let deadline: &[(&str, &str)] = match protocol {
+            Protocol::Connect => &[("connect-timeout-ms", "700")],
+            _ => &[("grpc-timeout", "700m")],
+        };
+        let s = call(&h, protocol, deadline, "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let sent = s.metadata["grpc-timeout"].as_str().unwrap().to_owned();
+        let sent = portico::headers::parse_grpc_timeout(&sent).unwrap();
+        assert!(
+            sent <= std::time::Duration::from_millis(700),
+            "{protocol:?} sent {sent:?}"
+        );
+
+        let short: &[(&str, &str)] = match protocol {
+            Protocol::Connect => &[("connect-timeout-ms", "100")],
+            _ => &[("grpc-timeout", "100m")],
+        };
+        let s = call(&h, protocol, short, "", Some(3000)).await;
+        assert_eq!(s.code, 4, "{protocol:?}");
+    }
+}
