@@ -1,14 +1,17 @@
 //! The admin port: `/healthz` for liveness probes, `/routes` for the route
 //! table as the gateway sees it, `/upstreams` for each endpoint's health,
-//! ejection and load (JSON), `/metrics` (Prometheus), and at `/` a live
-//! dashboard fed by `/stats`. Kept off the main port so it can be bound to
-//! a private address.
+//! ejection and load (JSON), `/metrics` (Prometheus), at `/` a live
+//! dashboard fed by `/stats`, and the config: `GET /config` (the active
+//! generation) and `POST /config/reload`. Kept off the main port so it can
+//! be bound to a private address. Everything is read from the generation
+//! being served when the request comes.
 
 use crate::egress::upstream::Upstream;
 use crate::observe::metrics::Usage;
 use crate::routes::RouteTable;
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use futures_util::future::BoxFuture;
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,11 +25,22 @@ use tokio::task::JoinHandle;
 /// The live dashboard: a page that polls `/stats` every second.
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
-pub fn spawn(
+/// What the admin port shows and does, from the generation being served.
+pub trait AdminSource: Send + Sync + 'static {
+    fn routes(&self) -> Arc<RouteTable>;
+    fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>>;
+    fn usage(&self) -> Arc<Usage>;
+    /// `{"digest","loaded_at","last_error","config"}`, secrets redacted.
+    fn config_json(&self) -> serde_json::Value;
+    /// Reloads the config; answers once the new generation serves (or not).
+    fn reload(&self) -> BoxFuture<'_, serde_json::Value>;
+    /// `(successful, failed)` reloads.
+    fn reload_counts(&self) -> (u64, u64);
+}
+
+pub fn spawn<A: AdminSource>(
     listener: TcpListener,
-    routes: Arc<RouteTable>,
-    upstreams: Arc<Vec<Arc<Upstream>>>,
-    usage: Arc<Usage>,
+    source: Arc<A>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -35,17 +49,33 @@ pub fn spawn(
                 a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
                 _ = shutdown.changed() => return,
             };
-            let routes = routes.clone();
-            let upstreams = upstreams.clone();
-            let usage = usage.clone();
+            let source = source.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let routes = routes.clone();
-                    let upstreams = upstreams.clone();
-                    let usage = usage.clone();
+                    let source = source.clone();
                     async move {
+                        let routes = source.routes();
+                        let upstreams = source.upstreams();
+                        let usage = source.usage();
                         let text = "text/plain; charset=utf-8";
-                        let (status, content_type, body) = match req.uri().path() {
+                        let json = "application/json";
+                        let (status, content_type, body) = match (req.method(), req.uri().path()) {
+                            (&Method::POST, "/config/reload") => {
+                                let outcome = source.reload().await;
+                                let status = if outcome["result"] == "ok" {
+                                    StatusCode::OK
+                                } else {
+                                    StatusCode::UNPROCESSABLE_ENTITY
+                                };
+                                (status, json, outcome.to_string())
+                            }
+                            (_, "/config/reload") => (
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                json,
+                                r#"{"result":"error","errors":["POST /config/reload to reload"]}"#.to_owned(),
+                            ),
+                            (_, "/config") => (StatusCode::OK, json, source.config_json().to_string()),
+                            (_, path) => match path {
                             "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
                             "/" | "/dashboard" => (
@@ -70,7 +100,7 @@ pub fn spawn(
                                     routes.targets(),
                                     &upstreams,
                                     &usage,
-                                ),
+                                ) + &reload_metrics(source.reload_counts()),
                             ),
                             "/upstreams" => {
                                 let all: Vec<_> =
@@ -84,9 +114,10 @@ pub fn spawn(
                             _ => (
                                 StatusCode::NOT_FOUND,
                                 text,
-                                "not found; try /, /healthz, /routes, /upstreams, /stats or /metrics\n"
+                                "not found; try /, /healthz, /routes, /upstreams, /stats, /metrics, /config or POST /config/reload\n"
                                     .to_owned(),
                             ),
+                        },
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
                         *resp.status_mut() = status;
@@ -103,4 +134,14 @@ pub fn spawn(
             });
         }
     })
+}
+
+/// `portico_config_reloads_total`, by result.
+fn reload_metrics((ok, failed): (u64, u64)) -> String {
+    format!(
+        "# HELP portico_config_reloads_total Config reloads, by result.\n\
+         # TYPE portico_config_reloads_total counter\n\
+         portico_config_reloads_total{{result=\"ok\"}} {ok}\n\
+         portico_config_reloads_total{{result=\"error\"}} {failed}\n"
+    )
 }

@@ -1,20 +1,17 @@
 //! The one place that wires ingress -> policy pipeline -> egress, binds the
-//! sockets, and shuts everything down.
+//! sockets, and shuts everything down. What config and schemas produce is a
+//! [`generation::Generation`]; [`reload`] swaps it while calls are in flight.
+
+pub mod generation;
+pub mod reload;
 
 use crate::config::{Config, ConfigError};
 use crate::descriptors::{self, SchemaError};
-use crate::egress::grpc::GrpcEgress;
-use crate::egress::http::HttpEgress;
-use crate::ingress::connect::ConnectIngress;
-use crate::ingress::dispatch::{Ingress, Page};
-use crate::ingress::grpc::{GrpcIngress, LocalService};
-use crate::ingress::rest::RestIngress;
+use crate::ingress::dispatch::Page;
 use crate::ingress::server;
-use crate::ingress::websocket::WebSocketIngress;
 use crate::routes::aggregate::AggregateTable;
 use crate::routes::RouteTable;
-use crate::transcode::status::StatusRenderer;
-use crate::{admin, egress, policy};
+use crate::{admin, policy};
 use prost_reflect::DescriptorPool;
 use std::fmt;
 use std::net::SocketAddr;
@@ -75,8 +72,16 @@ pub struct Loaded {
 }
 
 pub async fn load(config: Config) -> Result<Loaded, StartError> {
+    load_with_stats(config, &|_| Arc::default()).await
+}
+
+/// As [`load`], with each routed method's counters taken from `stats`.
+pub async fn load_with_stats(
+    config: Config,
+    stats: &(dyn Fn(&str) -> Arc<crate::observe::call_stats::CallStats> + Sync),
+) -> Result<Loaded, StartError> {
     let pool = descriptors::load(&config).await?;
-    let routes = RouteTable::build(&config, &pool)?;
+    let routes = RouteTable::build_with_stats(&config, &pool, stats)?;
     let aggregates = AggregateTable::build(&config, &routes)?;
     if let Some(tls) = &config.server.tls {
         // Checked here too, so `portico check` catches a key that does not fit.
@@ -116,10 +121,10 @@ pub struct Gateway {
     /// The address the main port is bound to (useful with port 0).
     pub addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// The generation being served, and how to replace it.
+    pub live: Arc<reload::Live>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    /// WebSocket sessions open; each closes with going-away on shutdown.
-    sessions: Arc<std::sync::atomic::AtomicUsize>,
     drain_timeout: Duration,
 }
 
@@ -130,155 +135,43 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
 
 /// As [`start`], also serving static pages on the main port.
 pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gateway, StartError> {
-    let Loaded {
-        config,
-        pool,
-        routes,
-        aggregates,
-        authenticators,
-    } = load(config).await?;
-    let limits = config.server.limits.clone();
-    let mut upstreams = Vec::with_capacity(config.upstreams.len());
-    for u in &config.upstreams {
-        upstreams.push(
-            egress::upstream::Upstream::start(u.clone())
-                .await
-                .map_err(StartError::Upstream)?,
-        );
-    }
-    let upstreams = Arc::new(upstreams);
-    let egress = egress::Egress {
-        grpc: GrpcEgress::new(&limits),
-        http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits)
-            .map_err(StartError::Upstream)?,
-        upstreams: upstreams.clone(),
-    };
-    let routes = Arc::new(routes);
-    let auth = policy::PerRoute::new(
-        config
-            .routes
-            .iter()
-            .map(|r| r.auth.map(|i| authenticators[i].clone()))
-            .collect(),
-    );
-    let authorize = policy::PerRoute::new(
-        config
-            .routes
-            .iter()
-            .map(|r| {
-                r.authorize
-                    .clone()
-                    .map(|a| Arc::new(policy::authorize::Rules(a)))
-            })
-            .collect(),
-    );
-    let rate_limit = policy::PerRoute::new(
-        config
-            .routes
-            .iter()
-            .map(|r| {
-                r.rate_limit
-                    .clone()
-                    .map(|c| Arc::new(policy::rate_limit::Limiter::new(c)))
-            })
-            .collect(),
-    );
-    let cache = policy::PerRoute::new(
-        config
-            .routes
-            .iter()
-            .map(|r| {
-                r.cache
-                    .clone()
-                    .map(|c| Arc::new(policy::cache::ResponseCache::new(c)))
-            })
-            .collect(),
-    );
-    let usage = Arc::new(crate::observe::metrics::Usage::default());
-    let pipeline = policy::pipeline(auth, authorize, rate_limit, cache, usage.clone(), egress);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let local = local_grpc_services(&pool, &routes, &upstreams)?;
-    // One request edge for every adapter: one header rule, one deadline rule.
-    let edge = crate::ingress::edge::Edge::new(
-        config.metadata.clone(),
-        config.websocket.token_query_param.clone(),
-    );
-    let ingress = Arc::new(Ingress {
-        routes: routes.clone(),
-        rest: Arc::new(RestIngress {
-            routes: routes.clone(),
-            pipeline: pipeline.clone(),
-            aggregates: Arc::new(aggregates),
-            aggregator: policy::aggregate::Aggregator {
-                pipeline: pipeline.clone(),
-                status: StatusRenderer::new(&pool),
-            },
-            edge: edge.clone(),
-            limits: limits.clone(),
-            status: StatusRenderer::new(&pool),
-        }),
-        grpc: Arc::new(GrpcIngress {
-            routes: routes.clone(),
-            pipeline: pipeline.clone(),
-            limits: limits.clone(),
-            edge: edge.clone(),
-            local,
-        }),
-        connect: Arc::new(ConnectIngress {
-            routes: routes.clone(),
-            pipeline: pipeline.clone(),
-            limits: limits.clone(),
-            edge: edge.clone(),
-            status: StatusRenderer::new(&pool),
-        }),
-        websocket: Arc::new(WebSocketIngress {
-            routes: routes.clone(),
-            pipeline,
-            config: config.websocket.clone(),
-            edge,
-            status: StatusRenderer::new(&pool),
-            shutdown: shutdown_rx.clone(),
-            sessions: sessions.clone(),
-        }),
-        pages: Arc::new(pages),
-    });
+    let carry = generation::Carry::new(pages, shutdown_rx.clone());
+    let loaded = load_with_stats(config, &|path| carry.stats(path)).await?;
+    let first = generation::build(loaded, &carry).await?;
+    let listen = first.config.server.listen;
+    let admin = first.config.server.admin;
+    let limits = first.config.server.limits.clone();
+    let drain_timeout = first.config.server.drain_timeout;
+    let route_names: Vec<String> = first
+        .config
+        .routes
+        .iter()
+        .map(|r| r.grpc_service.clone())
+        .collect();
 
-    let listener = TcpListener::bind(config.server.listen)
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|error| StartError::Bind {
             key: "server.listen",
-            addr: config.server.listen,
+            addr: listen,
             error,
         })?;
     let addr = listener.local_addr().map_err(|error| StartError::Bind {
         key: "server.listen",
-        addr: config.server.listen,
+        addr: listen,
         error,
     })?;
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(crate::ingress::tls::acceptor)
-        .transpose()
-        .map_err(|reason| {
-            StartError::Config(crate::config::ConfigError {
-                file: config.source.clone(),
-                key: "server.tls".to_owned(),
-                reason,
-            })
-        })?;
+    let live = reload::Live::new(first, carry);
     let mut tasks = vec![server::spawn(
         listener,
-        ingress,
+        live.clone(),
         limits,
-        tls,
         shutdown_rx.clone(),
     )];
 
     let mut admin_addr = None;
-    if let Some(admin) = config.server.admin {
+    if let Some(admin) = admin {
         let listener = TcpListener::bind(admin)
             .await
             .map_err(|error| StartError::Bind {
@@ -287,99 +180,18 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 error,
             })?;
         admin_addr = listener.local_addr().ok();
-        tasks.push(admin::spawn(
-            listener,
-            routes,
-            upstreams,
-            usage,
-            shutdown_rx,
-        ));
+        tasks.push(admin::spawn(listener, live.clone(), shutdown_rx.clone()));
     }
-    tracing::info!(%addr, routes = ?config.routes.iter().map(|r| r.grpc_service.as_str()).collect::<Vec<_>>(), "portico listening");
+    tasks.push(reload::spawn_triggers(live.clone(), shutdown_rx));
+    tracing::info!(%addr, routes = ?route_names, "portico listening");
     Ok(Gateway {
         addr,
         admin_addr,
+        live,
         shutdown,
         tasks,
-        sessions,
-        drain_timeout: config.server.drain_timeout,
+        drain_timeout,
     })
-}
-
-/// How often upstream reachability is checked for the health service.
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The gRPC services the gateway answers itself: server reflection (v1 and
-/// v1alpha) over the routed services, and grpc.health.v1 reporting each
-/// routed service as serving while an endpoint of its upstream is in
-/// rotation and reachable.
-fn local_grpc_services(
-    pool: &DescriptorPool,
-    routes: &RouteTable,
-    upstreams: &[Arc<egress::upstream::Upstream>],
-) -> Result<Vec<(&'static str, LocalService)>, StartError> {
-    let mut services: Vec<String> = routes
-        .targets()
-        .map(|t| t.method.parent_service().full_name().to_owned())
-        .collect();
-    services.sort();
-    services.dedup();
-
-    let schemas = pool.encode_to_vec();
-    let reflection = |alpha: bool| -> Result<LocalService, StartError> {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(&schemas)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for s in &services {
-            builder = builder.with_service_name(s.clone());
-        }
-        let fail = |e: tonic_reflection::server::Error| {
-            StartError::Upstream(format!("reflection service: {e}"))
-        };
-        Ok(if alpha {
-            LocalService::new(builder.build_v1alpha().map_err(fail)?)
-        } else {
-            LocalService::new(builder.build_v1().map_err(fail)?)
-        })
-    };
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
-    for (i, upstream) in probes.into_iter().enumerate() {
-        let names: Vec<String> = routes
-            .targets()
-            .filter(|t| t.upstream.0 == i)
-            .map(|t| t.method.parent_service().full_name().to_owned())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let reporter = reporter.clone();
-        let mut upstream = upstream;
-        tokio::spawn(async move {
-            loop {
-                let status = if *upstream.borrow_and_update() {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                for name in &names {
-                    reporter.set_service_status(name, status).await;
-                }
-                if upstream.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    Ok(vec![
-        ("/grpc.reflection.v1.ServerReflection/", reflection(false)?),
-        (
-            "/grpc.reflection.v1alpha.ServerReflection/",
-            reflection(true)?,
-        ),
-        ("/grpc.health.v1.Health/", LocalService::new(health)),
-    ])
 }
 
 impl Gateway {
@@ -389,7 +201,7 @@ impl Gateway {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let sessions = self.sessions.clone();
+        let sessions = self.live.carry.sessions.clone();
         let drained = async move {
             for t in self.tasks {
                 let _ = t.await;

@@ -83,6 +83,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// TLS on the main port, read and checked at load.
     pub tls: Option<ServerTls>,
+    /// Reload when the config file or a file it names changes.
+    pub watch_files: bool,
 }
 
 /// The main port's certificate chain and key, as PEM bytes.
@@ -412,6 +414,18 @@ pub struct Config {
     pub authenticators: Vec<AuthenticatorConfig>,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
+    /// Every file and folder the config names (key files, certificates,
+    /// descriptor sets, proto folders...), with the config file itself
+    /// first when it came from one: what a reload watches.
+    pub files: Vec<PathBuf>,
+    /// SHA-256 of the config text, hex; with the named files' contents it
+    /// makes a generation's digest.
+    pub text_sha256: String,
+    /// The config file, when it came from one: what a reload reads again.
+    pub path: Option<PathBuf>,
+    /// The config as written (TOML as JSON), secrets redacted, for the
+    /// admin port's `GET /config`.
+    pub redacted: serde_json::Value,
 }
 
 impl Config {
@@ -464,7 +478,10 @@ impl Config {
             reason: format!("cannot read: {e}"),
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::from_str_in(&text, &source, &base)
+        let mut config = Config::from_str_in(&text, &source, &base)?;
+        config.files.insert(0, path.to_path_buf());
+        config.path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses a config from a string, resolving relative paths against the
@@ -477,20 +494,99 @@ impl Config {
         let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             file: source.to_owned(),
             key: String::new(),
-            reason: e.message().to_owned(),
+            reason: match e.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
         })?;
         let file: file::File = serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
             file: source.to_owned(),
             key: e.path().to_string(),
             reason: e.inner().message().to_owned(),
         })?;
-        Validator { source, base }.validate(file)
+        let validator = Validator {
+            source,
+            base,
+            files: Default::default(),
+        };
+        let mut config = validator.validate(file)?;
+        config.files = validator.files.into_inner();
+        use sha2::Digest as _;
+        config.text_sha256 = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        config.redacted = toml::from_str::<serde_json::Value>(text)
+            .map(redact)
+            .unwrap_or_default();
+        Ok(config)
     }
+}
+
+/// Keys whose values are secrets, wherever they appear in a config.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k == "secret"
+        || k == "token"
+        || k == "keys"
+        || k.ends_with("_secret")
+        || k.ends_with("password")
+        || k.ends_with("private_key")
+}
+
+/// The config with every secret value replaced, and passwords inside URLs
+/// (`scheme://user:password@host`) masked.
+fn redact(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_key(&k) {
+                        Value::String("[redacted]".into())
+                    } else {
+                        redact(v)
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
+        Value::String(s) => Value::String(redact_url_password(&s)),
+        other => other,
+    }
+}
+
+fn redact_url_password(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:[redacted]@{host}{path}")
+        }
+        _ => s.to_owned(),
+    }
+}
+
+/// 1-based line and column of a byte offset, for syntax errors.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 struct Validator<'a> {
     source: &'a str,
     base: &'a Path,
+    /// Every path the config names, as resolved.
+    files: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Validator<'_> {
@@ -536,11 +632,16 @@ impl Validator<'_> {
 
     fn path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() {
+        let resolved = if p.is_absolute() {
             p.to_path_buf()
         } else {
             self.base.join(p)
+        };
+        let mut files = self.files.borrow_mut();
+        if !files.contains(&resolved) {
+            files.push(resolved.clone());
         }
+        resolved
     }
 
     fn validate(&self, f: file::File) -> Result<Config, ConfigError> {
@@ -812,6 +913,10 @@ impl Validator<'_> {
             authenticators,
             routes,
             aggregates,
+            files: Vec::new(),
+            text_sha256: String::new(),
+            path: None,
+            redacted: serde_json::Value::Null,
         })
     }
 
@@ -896,6 +1001,7 @@ impl Validator<'_> {
         };
         Ok(ServerConfig {
             tls,
+            watch_files: s.watch_files.unwrap_or(true),
             drain_timeout: self.duration(
                 "server.drain_timeout",
                 &s.drain_timeout,

@@ -71,7 +71,7 @@ pub struct Target {
     /// `None` when the upstream hashes something else or the input lacks it.
     pub hash_field: Option<Vec<prost_reflect::FieldDescriptor>>,
     /// This method's call counters, for `/metrics`.
-    pub stats: crate::observe::metrics::CallStats,
+    pub stats: Arc<crate::observe::call_stats::CallStats>,
 }
 
 /// Stream of encoded protobuf messages.

@@ -10,5 +10,6 @@ pub mod framed;
 pub mod grpc;
 pub mod rest;
 pub mod server;
+pub mod slot;
 pub mod tls;
 pub mod websocket;

@@ -19,7 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway. SIGINT or SIGTERM drains and exits; SIGHUP, a change
+    /// to the config file (or a file it names) or `POST /config/reload` on
+    /// the admin port reloads the config without dropping calls.
     Serve {
         #[arg(long)]
         config: PathBuf,

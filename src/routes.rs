@@ -49,6 +49,16 @@ impl RouteTable {
     /// Builds the table; a route naming an unknown service or method, a bad
     /// template or two colliding bindings is an error naming the config key.
     pub fn build(config: &Config, pool: &DescriptorPool) -> Result<RouteTable, ConfigError> {
+        RouteTable::build_with_stats(config, pool, &|_| Arc::default())
+    }
+
+    /// As [`RouteTable::build`], taking each method's counters from `stats`
+    /// (by gRPC path), so a reloaded table keeps counting where the last one was.
+    pub fn build_with_stats(
+        config: &Config,
+        pool: &DescriptorPool,
+        stats: &dyn Fn(&str) -> Arc<crate::observe::call_stats::CallStats>,
+    ) -> Result<RouteTable, ConfigError> {
         let mut table = RouteTable {
             cors: config.routes.iter().map(|r| r.cors.clone()).collect(),
             json: config.routes.iter().map(|r| r.json).collect(),
@@ -158,7 +168,7 @@ impl RouteTable {
                         _ => None,
                     },
                     method: method.clone(),
-                    stats: Default::default(),
+                    stats: stats(&path),
                 });
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
                     return Err(err(

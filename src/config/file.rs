@@ -64,6 +64,7 @@ pub struct ServerFile {
     pub admin: Option<String>,
     pub tls: Option<TlsFile>,
     pub drain_timeout: Option<String>,
+    pub watch_files: Option<bool>,
     #[serde(default)]
     pub limits: LimitsFile,
 }

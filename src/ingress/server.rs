@@ -6,6 +6,7 @@
 
 use super::body::{Activity, ResponseBody};
 use super::dispatch::Ingress;
+use super::slot::ConnectionSlot;
 use crate::config::Limits;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -14,17 +15,24 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+/// What the listener serves: the newest generation's adapters and TLS
+/// certificate, read per request and per connection, so a config reload
+/// takes effect without touching the socket.
+pub trait Serving: Send + Sync + 'static {
+    fn ingress(&self) -> Arc<Ingress>;
+    fn tls(&self) -> Option<TlsAcceptor>;
+}
+
 /// Serves `listener` until `shutdown` turns true, then lets open
 /// connections finish their requests.
-pub fn spawn(
+pub fn spawn<S: Serving>(
     listener: TcpListener,
-    ingress: Arc<Ingress>,
+    serving: Arc<S>,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -48,15 +56,15 @@ pub fn spawn(
                 _ = shutdown.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let ingress = ingress.clone();
+            let serving = serving.clone();
             let limits = limits.clone();
             let shutdown = shutdown.clone();
-            let slot = ConnectionSlot(Arc::new(std::sync::Mutex::new(Some(permit))));
-            let tls = tls.clone();
+            let slot = ConnectionSlot::new(permit);
             connections.spawn(async move {
-                match tls {
+                // A new connection gets the newest certificate; open ones keep theirs.
+                match serving.tls() {
                     None => {
-                        serve_connection(stream, remote, ingress, limits, shutdown, slot.clone())
+                        serve_connection(stream, remote, serving, limits, shutdown, slot.clone())
                             .await
                     }
                     Some(acceptor) => {
@@ -70,7 +78,7 @@ pub fn spawn(
                                 serve_connection(
                                     tls,
                                     remote,
-                                    ingress,
+                                    serving,
                                     limits,
                                     shutdown,
                                     slot.clone(),
@@ -95,22 +103,10 @@ pub fn spawn(
     })
 }
 
-/// A connection's place under `max_connections`. A request carries it (as
-/// an extension) so a WebSocket upgrade can take it over: the session then
-/// counts as the connection it is, for as long as it lives.
-#[derive(Clone)]
-pub struct ConnectionSlot(Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>);
-
-impl ConnectionSlot {
-    pub fn take(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-async fn serve_connection<Io>(
+async fn serve_connection<Io, S: Serving>(
     stream: Io,
     remote: std::net::SocketAddr,
-    ingress: Arc<Ingress>,
+    serving: Arc<S>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     slot: ConnectionSlot,
@@ -121,7 +117,8 @@ async fn serve_connection<Io>(
     let service = {
         let activity = activity.clone();
         service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            let ingress = ingress.clone();
+            // Each request takes the newest generation and keeps it.
+            let ingress = serving.ingress();
             let guard = activity.start();
             req.extensions_mut().insert(slot.clone());
             async move {

@@ -39,6 +39,21 @@ pub struct WebSocketIngress {
     pub shutdown: watch::Receiver<bool>,
     /// Sessions open now, so shutdown can wait for their going-away closes.
     pub sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// The newest generation's WebSocket ingress (after a config reload):
+    /// a session opens its later calls there, while the calls it already
+    /// runs keep theirs. Weak, so an old generation does not keep the
+    /// newest one alive.
+    pub newest: std::sync::Weak<arc_swap::ArcSwapOption<WebSocketIngress>>,
+}
+
+impl WebSocketIngress {
+    /// The generation a call opened now should use.
+    pub fn newest(self: &Arc<Self>) -> Arc<WebSocketIngress> {
+        self.newest
+            .upgrade()
+            .and_then(|n| n.load_full())
+            .unwrap_or_else(|| self.clone())
+    }
 }
 
 /// Whether a request asks to become a WebSocket.
@@ -93,7 +108,7 @@ impl WebSocketIngress {
                 // The session keeps the connection's max_connections slot.
                 let slot = req
                     .extensions()
-                    .get::<super::server::ConnectionSlot>()
+                    .get::<super::slot::ConnectionSlot>()
                     .and_then(|s| s.take());
                 sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::spawn(async move {

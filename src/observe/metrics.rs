@@ -10,65 +10,13 @@ use crate::envelope::{Envelope, Reply, Target};
 use crate::error::GatewayError;
 use futures_util::future::BoxFuture;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tower::{Layer, Service};
 
-/// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// gRPC status names, by code number.
-const CODES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// One method's counters.
-#[derive(Debug, Default)]
-pub struct CallStats {
-    by_code: [AtomicU64; 17],
-    /// Calls at or under each bucket's bound (not cumulative; summed when rendered).
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl CallStats {
-    pub fn record(&self, code: tonic::Code, elapsed: Duration) {
-        let code = (code as usize).min(16);
-        self.by_code[code].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    pub fn count(&self, code: tonic::Code) -> u64 {
-        self.by_code[(code as usize).min(16)].load(Ordering::Relaxed)
-    }
-}
+pub use super::call_stats::{CallStats, BUCKETS, CODES};
 
 /// The outermost pipeline layer: records every call's outcome, whatever
 /// protocol it came in on and whichever policy answered it.

@@ -44,6 +44,8 @@ enum Outgoing {
 }
 
 struct Call {
+    /// The generation the call was opened in.
+    ingress: Arc<WebSocketIngress>,
     spec: Arc<CallSpec>,
     /// `None` once the client ended its input. Only good messages are
     /// queued (a bad one is refused with an error frame), so the queue holds
@@ -119,7 +121,9 @@ pub(super) async fn run(
     };
     if let Some(spec) = implicit {
         let headers = session.headers.clone();
-        session.start(String::new(), Arc::new(spec), headers).await;
+        session
+            .start(ingress.clone(), String::new(), Arc::new(spec), headers)
+            .await;
     }
 
     let idle_timeout = cfg.idle_timeout;
@@ -376,7 +380,9 @@ impl Session {
                 )
                 .await;
         }
-        let Some(target) = self.ingress.routes.target(&method).cloned() else {
+        // A call opened after a config reload uses the new generation.
+        let ingress = self.ingress.newest();
+        let Some(target) = ingress.routes.target(&method).cloned() else {
             return self
                 .refuse(&id, &GatewayError::unknown_method(&method))
                 .await;
@@ -405,14 +411,14 @@ impl Session {
                 }
             }
         }
-        let binding = self
-            .ingress
+        let binding = ingress
             .routes
             .bindings()
             .iter()
             .find(|b| b.auto && Arc::ptr_eq(&b.target, &target))
             .cloned();
         self.start(
+            ingress,
             id.clone(),
             Arc::new(CallSpec {
                 target,
@@ -430,7 +436,13 @@ impl Session {
     /// Starts a call's task. A call whose whole request comes from the URL
     /// (a GET-style binding of a unary or server-streaming method) starts at
     /// once; others wait for their first message.
-    async fn start(&mut self, id: String, spec: Arc<CallSpec>, headers: HeaderMap) {
+    async fn start(
+        &mut self,
+        ingress: Arc<WebSocketIngress>,
+        id: String,
+        spec: Arc<CallSpec>,
+        headers: HeaderMap,
+    ) {
         let kind = spec.target.kind;
         let cfg = &self.ingress.config;
         let (tx, rx) = mpsc::channel(cfg.max_in_flight);
@@ -468,7 +480,7 @@ impl Session {
         let ended = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(call_task(CallTask {
             ended: ended.clone(),
-            ingress: self.ingress.clone(),
+            ingress: ingress.clone(),
             dialect: self.dialect,
             id: id.clone(),
             spec: spec.clone(),
@@ -484,6 +496,7 @@ impl Session {
         self.calls.insert(
             id,
             Call {
+                ingress,
                 spec,
                 input: if from_url { None } else { Some(tx) },
                 ended,
@@ -528,7 +541,7 @@ impl Session {
                 None => json::decode(
                     &call.spec.target.method.input(),
                     &json_bytes,
-                    &self.ingress.routes.json_options(call.spec.target.route),
+                    &call.ingress.routes.json_options(call.spec.target.route),
                 )
                 .map(|m| Bytes::from(m.encode_to_vec())),
             },

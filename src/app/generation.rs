@@ -1,0 +1,476 @@
+//! A generation: everything derived from one config and its schemas (routes
+//! and bindings, policies, aggregates, upstream definitions, TLS
+//! certificates, JSON options), built by one function that reads top to
+//! bottom, and immutable once built. The live gateway serves the newest
+//! generation; a request or stream keeps the one it started with.
+//!
+//! What must outlive a generation lives in [`Carry`], keyed by name or by
+//! definition, never by position: upstreams (connection pools, health and
+//! ejection state), rate-limit buckets, cached replies and call counters.
+//! A new generation takes them over wherever its definition is unchanged.
+
+use super::{Loaded, StartError};
+use crate::config::{Config, EndpointSource, RouteConfig, UpstreamConfig, WeightedAddr};
+use crate::egress::grpc::GrpcEgress;
+use crate::egress::http::HttpEgress;
+use crate::egress::upstream::Upstream;
+use crate::ingress::connect::ConnectIngress;
+use crate::ingress::dispatch::{Ingress, Page};
+use crate::ingress::edge::Edge;
+use crate::ingress::grpc::{GrpcIngress, LocalService};
+use crate::ingress::rest::RestIngress;
+use crate::ingress::websocket::WebSocketIngress;
+use crate::observe::call_stats::CallStats;
+use crate::observe::metrics::Usage;
+use crate::policy::cache::ResponseCache;
+use crate::policy::rate_limit::Limiter;
+use crate::routes::RouteTable;
+use crate::transcode::status::StatusRenderer;
+use crate::{egress, policy};
+use arc_swap::ArcSwapOption;
+use prost_reflect::DescriptorPool;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// State that outlives generations, and the things every generation shares.
+pub struct Carry {
+    pub usage: Arc<Usage>,
+    pub pages: Arc<Vec<Page>>,
+    pub shutdown: watch::Receiver<bool>,
+    pub sessions: Arc<AtomicUsize>,
+    /// The newest generation's WebSocket ingress, where open sessions find
+    /// the routes and pipeline for the calls they open after a swap.
+    pub websocket: Arc<ArcSwapOption<WebSocketIngress>>,
+    /// By upstream name.
+    upstreams: Mutex<HashMap<String, Arc<Upstream>>>,
+    /// By route definition (see [`limiter_key`]).
+    limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// By route definition and schema (see [`cache_key`]).
+    caches: Mutex<HashMap<String, Arc<ResponseCache>>>,
+    /// By method path.
+    stats: Mutex<HashMap<String, Arc<CallStats>>>,
+}
+
+impl Carry {
+    pub fn new(pages: Vec<Page>, shutdown: watch::Receiver<bool>) -> Carry {
+        Carry {
+            usage: Arc::default(),
+            pages: Arc::new(pages),
+            shutdown,
+            sessions: Arc::default(),
+            websocket: Arc::new(ArcSwapOption::empty()),
+            upstreams: Mutex::default(),
+            limiters: Mutex::default(),
+            caches: Mutex::default(),
+            stats: Mutex::default(),
+        }
+    }
+
+    /// A method's counters: the ones it had in earlier generations, if any.
+    pub fn stats(&self, path: &str) -> Arc<CallStats> {
+        lock(&self.stats)
+            .entry(path.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The upstream for `config`: the running one when its definition is
+    /// unchanged, or differs only in its endpoint list (returned too, to be
+    /// applied once the whole generation is built, so the endpoints that stay
+    /// keep their connections); else a new one.
+    async fn upstream(
+        &self,
+        config: &UpstreamConfig,
+    ) -> Result<(Arc<Upstream>, Option<Vec<WeightedAddr>>), StartError> {
+        let running = lock(&self.upstreams).get(&config.name).cloned();
+        if let Some(up) = running {
+            if up.config == *config {
+                return Ok((up, None));
+            }
+            if same_but_endpoints(&up.config, config) {
+                let list = match &config.endpoints {
+                    EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } => {
+                        list.clone()
+                    }
+                    EndpointSource::Dns { .. } => Vec::new(),
+                };
+                return Ok((up, Some(list)));
+            }
+        }
+        let up = Upstream::start(config.clone())
+            .await
+            .map_err(StartError::Upstream)?;
+        Ok((up, None))
+    }
+
+    /// Keeps only what the newest generation uses, so removed routes and
+    /// upstreams release their state once their last calls end.
+    fn retain(
+        &self,
+        upstreams: &[Arc<Upstream>],
+        limiters: &HashMap<String, Arc<Limiter>>,
+        caches: &HashMap<String, Arc<ResponseCache>>,
+        routes: &RouteTable,
+    ) {
+        *lock(&self.upstreams) = upstreams
+            .iter()
+            .map(|u| (u.name().to_owned(), u.clone()))
+            .collect();
+        *lock(&self.limiters) = limiters.clone();
+        *lock(&self.caches) = caches.clone();
+        lock(&self.stats).retain(|path, _| routes.target(path).is_some());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Two upstream definitions that differ at most in their endpoint list
+/// (static, or the current contents of the same endpoints file).
+fn same_but_endpoints(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
+    let comparable = match (&a.endpoints, &b.endpoints) {
+        (EndpointSource::Static(_), EndpointSource::Static(_)) => true,
+        (EndpointSource::File { path: p, .. }, EndpointSource::File { path: q, .. }) => p == q,
+        _ => false,
+    };
+    let mut a = a.clone();
+    a.endpoints = b.endpoints.clone();
+    comparable && a == *b
+}
+
+/// A route's rate-limit buckets carry over while its service, methods and
+/// limit are unchanged.
+fn limiter_key(route: &RouteConfig) -> String {
+    format!(
+        "{}|{:?}|{:?}",
+        route.grpc_service, route.methods, route.rate_limit
+    )
+}
+
+/// A route's cached replies carry over while its whole definition and its
+/// service's schema are unchanged.
+fn cache_key(route: &RouteConfig, pool: &DescriptorPool) -> String {
+    let schema = pool
+        .get_service_by_name(&route.grpc_service)
+        .map(|s| {
+            use prost::Message as _;
+            hex(&Sha256::digest(
+                s.parent_file().file_descriptor_proto().encode_to_vec(),
+            ))
+        })
+        .unwrap_or_default();
+    format!("{route:?}|{schema}")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One generation, ready to serve.
+pub struct Generation {
+    pub config: Config,
+    pub ingress: Arc<Ingress>,
+    pub routes: Arc<RouteTable>,
+    pub upstreams: Arc<Vec<Arc<Upstream>>>,
+    pub tls: Option<TlsAcceptor>,
+    /// SHA-256 over the config text, every file it names, and the schemas.
+    pub digest: String,
+    pub loaded_at: SystemTime,
+    /// Dropped with the generation: its background tasks (the health
+    /// service's reporters) end then.
+    _alive: watch::Sender<()>,
+}
+
+/// How often upstream reachability is checked for the health service.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Builds a generation from a loaded config, taking over `carry`'s state
+/// where definitions are unchanged.
+pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartError> {
+    let Loaded {
+        config,
+        pool,
+        routes,
+        aggregates,
+        authenticators,
+    } = loaded;
+    let digest = digest(&config, &pool);
+    let limits = config.server.limits.clone();
+
+    // Upstreams first: the egress and the health service need them.
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    let mut endpoint_changes = Vec::new();
+    for u in &config.upstreams {
+        let (upstream, endpoints) = carry.upstream(u).await?;
+        if let Some(list) = endpoints {
+            endpoint_changes.push((upstream.clone(), list));
+        }
+        upstreams.push(upstream);
+    }
+    let upstreams = Arc::new(upstreams);
+    let egress = egress::Egress {
+        grpc: GrpcEgress::new(&limits),
+        http: HttpEgress::new(&config.upstreams, routes.outbound_bindings(), &limits)
+            .map_err(StartError::Upstream)?,
+        upstreams: upstreams.clone(),
+    };
+    let routes = Arc::new(routes);
+
+    // Policies, one instance per route; stateful ones taken over by definition.
+    let auth = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| r.auth.map(|i| authenticators[i].clone()))
+            .collect(),
+    );
+    let authorize = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                r.authorize
+                    .clone()
+                    .map(|a| Arc::new(policy::authorize::Rules(a)))
+            })
+            .collect(),
+    );
+    let mut limiters = HashMap::new();
+    let rate_limit = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                let c = r.rate_limit.clone()?;
+                let key = limiter_key(r);
+                let existing = lock(&carry.limiters).get(&key).cloned();
+                let limiter = existing.unwrap_or_else(|| Arc::new(Limiter::new(c)));
+                limiters.insert(key, limiter.clone());
+                Some(limiter)
+            })
+            .collect(),
+    );
+    let mut caches = HashMap::new();
+    let cache = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| {
+                let c = r.cache.clone()?;
+                let key = cache_key(r, &pool);
+                let existing = lock(&carry.caches).get(&key).cloned();
+                let cache = existing.unwrap_or_else(|| Arc::new(ResponseCache::new(c)));
+                caches.insert(key, cache.clone());
+                Some(cache)
+            })
+            .collect(),
+    );
+    let pipeline = policy::pipeline(
+        auth,
+        authorize,
+        rate_limit,
+        cache,
+        carry.usage.clone(),
+        egress,
+    );
+
+    // The ingress adapters, all through one request edge.
+    let (alive, alive_rx) = watch::channel(());
+    let local = local_grpc_services(&pool, &routes, &upstreams, alive_rx)?;
+    let edge = Edge::new(
+        config.metadata.clone(),
+        config.websocket.token_query_param.clone(),
+    );
+    let websocket = Arc::new(WebSocketIngress {
+        routes: routes.clone(),
+        pipeline: pipeline.clone(),
+        config: config.websocket.clone(),
+        edge: edge.clone(),
+        status: StatusRenderer::new(&pool),
+        shutdown: carry.shutdown.clone(),
+        sessions: carry.sessions.clone(),
+        newest: Arc::downgrade(&carry.websocket),
+    });
+    let ingress = Arc::new(Ingress {
+        routes: routes.clone(),
+        rest: Arc::new(RestIngress {
+            routes: routes.clone(),
+            pipeline: pipeline.clone(),
+            aggregates: Arc::new(aggregates),
+            aggregator: policy::aggregate::Aggregator {
+                pipeline: pipeline.clone(),
+                status: StatusRenderer::new(&pool),
+            },
+            edge: edge.clone(),
+            limits: limits.clone(),
+            status: StatusRenderer::new(&pool),
+        }),
+        grpc: Arc::new(GrpcIngress {
+            routes: routes.clone(),
+            pipeline: pipeline.clone(),
+            limits: limits.clone(),
+            edge: edge.clone(),
+            local,
+        }),
+        connect: Arc::new(ConnectIngress {
+            routes: routes.clone(),
+            pipeline,
+            limits: limits.clone(),
+            edge,
+            status: StatusRenderer::new(&pool),
+        }),
+        websocket,
+        pages: carry.pages.clone(),
+    });
+
+    let tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(crate::ingress::tls::acceptor)
+        .transpose()
+        .map_err(|reason| {
+            StartError::Config(crate::config::ConfigError {
+                file: config.source.clone(),
+                key: "server.tls".to_owned(),
+                reason,
+            })
+        })?;
+
+    // Nothing below can fail: only now does a reload touch running state.
+    for (upstream, list) in endpoint_changes {
+        if let Err(e) = upstream.set_endpoints(list) {
+            tracing::warn!(upstream = upstream.name(), error = %e, "endpoints not applied");
+        }
+    }
+    carry.retain(&upstreams, &limiters, &caches, &routes);
+    Ok(Generation {
+        config,
+        ingress,
+        routes,
+        upstreams,
+        tls,
+        digest,
+        loaded_at: SystemTime::now(),
+        _alive: alive,
+    })
+}
+
+/// SHA-256 over the config text, the contents of every file it names (a
+/// folder: every file in it), and the loaded schemas (so schemas read by
+/// reflection count too).
+pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
+    let mut h = Sha256::new();
+    h.update(config.text_sha256.as_bytes());
+    for path in &config.files {
+        h.update(path.display().to_string().as_bytes());
+        for file in files_under(path) {
+            h.update(file.display().to_string().as_bytes());
+            h.update(std::fs::read(&file).unwrap_or_default());
+        }
+    }
+    h.update(pool.encode_to_vec());
+    hex(&h.finalize())
+}
+
+/// A file, or every file under a folder (sorted; bounded, as a digest of a
+/// huge tree would stall a reload).
+fn files_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(p) = pending.pop() {
+        if out.len() >= 10_000 {
+            break;
+        }
+        match std::fs::read_dir(&p) {
+            Ok(entries) => pending.extend(entries.filter_map(|e| e.ok()).map(|e| e.path())),
+            Err(_) => out.push(p),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The gRPC services the gateway answers itself: server reflection (v1 and
+/// v1alpha) over the routed services, and grpc.health.v1 reporting each
+/// routed service as serving while an endpoint of its upstream is in
+/// rotation and reachable. Their reporters end when `alive` closes.
+fn local_grpc_services(
+    pool: &DescriptorPool,
+    routes: &RouteTable,
+    upstreams: &[Arc<Upstream>],
+    alive: watch::Receiver<()>,
+) -> Result<Vec<(&'static str, LocalService)>, StartError> {
+    let mut services: Vec<String> = routes
+        .targets()
+        .map(|t| t.method.parent_service().full_name().to_owned())
+        .collect();
+    services.sort();
+    services.dedup();
+
+    let schemas = pool.encode_to_vec();
+    let reflection = |alpha: bool| -> Result<LocalService, StartError> {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(&schemas)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for s in &services {
+            builder = builder.with_service_name(s.clone());
+        }
+        let fail = |e: tonic_reflection::server::Error| {
+            StartError::Upstream(format!("reflection service: {e}"))
+        };
+        Ok(if alpha {
+            LocalService::new(builder.build_v1alpha().map_err(fail)?)
+        } else {
+            LocalService::new(builder.build_v1().map_err(fail)?)
+        })
+    };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
+    for (i, upstream) in probes.into_iter().enumerate() {
+        let names: Vec<String> = routes
+            .targets()
+            .filter(|t| t.upstream.0 == i)
+            .map(|t| t.method.parent_service().full_name().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let reporter = reporter.clone();
+        let mut upstream = upstream;
+        let mut alive = alive.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = if *upstream.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                for name in &names {
+                    reporter.set_service_status(name, status).await;
+                }
+                tokio::select! {
+                    changed = upstream.changed() => if changed.is_err() { return },
+                    // The generation is gone: so is this reporter, and with
+                    // it the probe, whose receiver this was.
+                    _ = alive.changed() => return,
+                }
+            }
+        });
+    }
+    Ok(vec![
+        ("/grpc.reflection.v1.ServerReflection/", reflection(false)?),
+        (
+            "/grpc.reflection.v1alpha.ServerReflection/",
+            reflection(true)?,
+        ),
+        ("/grpc.health.v1.Health/", LocalService::new(health)),
+    ])
+}

@@ -1,0 +1,411 @@
+//! The live gateway: the generation being served behind an atomic pointer,
+//! and the one way to replace it. A reload reads the config file again,
+//! loads and checks it exactly as `portico check` does, builds a new
+//! generation (taking over the running state where definitions are
+//! unchanged) and swaps it in. Requests and streams already running keep
+//! the generation they started with; a failed reload changes nothing.
+//!
+//! Triggers: SIGHUP, a change to the config file or any file it names
+//! (watched through their folders, so atomic renames and ConfigMap symlink
+//! swaps are seen; debounced), and `POST /config/reload` on the admin port.
+
+use super::generation::{self, Carry, Generation};
+use super::{load_with_stats, StartError};
+use crate::config::Config;
+use crate::egress::upstream::Upstream;
+use crate::ingress::dispatch::Ingress;
+use crate::observe::metrics::Usage;
+use crate::routes::RouteTable;
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// How long file events are gathered before one reload: editors and
+/// ConfigMap updates write several files, and each write is several events.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The gateway's live state: the newest generation and what outlives it.
+pub struct Live {
+    current: ArcSwap<Generation>,
+    pub carry: Carry,
+    /// One reload at a time; a trigger during a reload waits for it.
+    reloading: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadOutcome {
+    /// A new generation serves.
+    Swapped {
+        digest: String,
+        /// Settings bound to the listener that only a restart applies.
+        needs_restart: Vec<&'static str>,
+    },
+    /// The config and every file it names are as they were.
+    Unchanged { digest: String },
+    /// Nothing changed; the reasons, each naming file, key and cause.
+    Failed { errors: Vec<String> },
+}
+
+impl ReloadOutcome {
+    /// The admin port's answer: `{"result":"ok","digest":...}` or
+    /// `{"result":"error","errors":[...]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            ReloadOutcome::Swapped {
+                digest,
+                needs_restart,
+            } => serde_json::json!({
+                "result": "ok", "changed": true, "digest": digest, "needs_restart": needs_restart
+            }),
+            ReloadOutcome::Unchanged { digest } => {
+                serde_json::json!({"result": "ok", "changed": false, "digest": digest})
+            }
+            ReloadOutcome::Failed { errors } => {
+                serde_json::json!({"result": "error", "errors": errors})
+            }
+        }
+    }
+}
+
+impl Live {
+    pub fn new(first: Generation, carry: Carry) -> Arc<Live> {
+        carry.websocket.store(Some(first.ingress.websocket.clone()));
+        Arc::new(Live {
+            current: ArcSwap::from_pointee(first),
+            carry,
+            reloading: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        })
+    }
+
+    /// The generation new requests take.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Reloads the config file the gateway was started from.
+    pub async fn reload(&self) -> ReloadOutcome {
+        let _one_at_a_time = self.reloading.lock().await;
+        let outcome = match self.try_reload().await {
+            Ok(outcome) => outcome,
+            Err(e) => ReloadOutcome::Failed {
+                errors: vec![e.to_string()],
+            },
+        };
+        match &outcome {
+            ReloadOutcome::Swapped {
+                digest,
+                needs_restart,
+            } => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) = None;
+                if needs_restart.is_empty() {
+                    tracing::info!(%digest, "config reloaded");
+                } else {
+                    tracing::warn!(%digest, needs_restart = ?needs_restart, "config reloaded; these settings changed and take effect only after a restart");
+                }
+            }
+            ReloadOutcome::Unchanged { digest } => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) = None;
+                tracing::info!(%digest, "config reload: nothing changed");
+            }
+            ReloadOutcome::Failed { errors } => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) = Some(errors.join("; "));
+                for e in errors {
+                    tracing::error!(error = %e, "config reload failed; still serving the previous config");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn try_reload(&self) -> Result<ReloadOutcome, StartError> {
+        let current = self.current();
+        let Some(path) = current.config.path.clone() else {
+            return Err(StartError::Upstream(
+                "the gateway was started from an inline config: there is no file to reload"
+                    .to_owned(),
+            ));
+        };
+        // The same path as `portico check`, then the build.
+        let config = Config::load(&path)?;
+        let loaded = load_with_stats(config, &|p| self.carry.stats(p)).await?;
+        let digest = generation::digest(&loaded.config, &loaded.pool);
+        if digest == current.digest {
+            return Ok(ReloadOutcome::Unchanged { digest });
+        }
+        let next = generation::build(loaded, &self.carry).await?;
+        let needs_restart = restart_keys(&current.config, &next.config);
+        let digest = next.digest.clone();
+        self.carry
+            .websocket
+            .store(Some(next.ingress.websocket.clone()));
+        self.current.store(Arc::new(next));
+        Ok(ReloadOutcome::Swapped {
+            digest,
+            needs_restart,
+        })
+    }
+
+    /// `(successful, failed)` reloads since start.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The admin port's `GET /config`.
+    pub fn config_json(&self) -> serde_json::Value {
+        let g = self.current();
+        let loaded_at = g
+            .loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        serde_json::json!({
+            "digest": g.digest,
+            "loaded_at": loaded_at,
+            "source": g.config.source,
+            "last_error": *lock(&self.last_error),
+            "config": g.config.redacted,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The settings bound to the listening sockets, which a reload cannot apply.
+fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut keys = Vec::new();
+    if a.listen != b.listen {
+        keys.push("server.listen");
+    }
+    if a.admin != b.admin {
+        keys.push("server.admin");
+    }
+    if a.limits != b.limits {
+        keys.push("server.limits");
+    }
+    if a.drain_timeout != b.drain_timeout {
+        keys.push("server.drain_timeout");
+    }
+    keys
+}
+
+impl crate::ingress::server::Serving for Live {
+    fn ingress(&self) -> Arc<Ingress> {
+        self.current.load().ingress.clone()
+    }
+
+    fn tls(&self) -> Option<TlsAcceptor> {
+        self.current.load().tls.clone()
+    }
+}
+
+impl crate::admin::AdminSource for Live {
+    fn routes(&self) -> Arc<RouteTable> {
+        self.current.load().routes.clone()
+    }
+
+    fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
+        self.current.load().upstreams.clone()
+    }
+
+    fn usage(&self) -> Arc<Usage> {
+        self.carry.usage.clone()
+    }
+
+    fn config_json(&self) -> serde_json::Value {
+        Live::config_json(self)
+    }
+
+    fn reload(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move { Live::reload(self).await.to_json() })
+    }
+
+    fn reload_counts(&self) -> (u64, u64) {
+        Live::reload_counts(self)
+    }
+}
+
+/// Starts the reload triggers (for a gateway started from a file): SIGHUP
+/// and file changes. Ends at shutdown.
+pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    // Registered before this returns, so a SIGHUP right after start reloads
+    // rather than ending the process (the signal's default action).
+    let mut hangup = match live.current().config.path {
+        Some(_) => hangup_signal(),
+        None => return tokio::spawn(async {}),
+    };
+    tokio::spawn(async move {
+        let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+        let mut watcher = FileWatch::new(events_tx);
+        let follow = |watcher: &mut FileWatch| {
+            let current = live.current();
+            if current.config.server.watch_files {
+                watcher.follow(&current.config.files);
+            } else {
+                watcher.follow(&[]);
+            }
+        };
+        follow(&mut watcher);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = recv_hangup(&mut hangup) => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    live.reload().await;
+                }
+                Some(()) = events.recv() => {
+                    // Gather the rest of a burst of writes into one reload.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while events.try_recv().is_ok() {}
+                    tracing::info!("a config file changed: reloading the config");
+                    live.reload().await;
+                }
+            }
+            // A reload may name other files: watch what the config names now.
+            follow(&mut watcher);
+        }
+    })
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn recv_hangup(h: &mut Hangup) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn recv_hangup(_: &mut Hangup) {
+    std::future::pending().await
+}
+
+/// Watches the folders holding the config's files (a file is replaced by
+/// rename, and a ConfigMap swaps a symlink beside it, so the file itself
+/// cannot be watched) and reports events that concern those files.
+struct FileWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The files and folders the config names, shared with the callback.
+    wanted: Arc<Mutex<Vec<PathBuf>>>,
+    /// Folders watched, and whether with their subfolders.
+    watched: BTreeSet<(PathBuf, bool)>,
+}
+
+impl FileWatch {
+    fn new(events: mpsc::UnboundedSender<()>) -> FileWatch {
+        let wanted: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let filter = wanted.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            if event.kind.is_access() {
+                return;
+            }
+            let wanted = lock(&filter);
+            if event.paths.iter().any(|p| concerns(p, &wanted)) {
+                let _ = events.send(());
+            }
+        });
+        match watcher {
+            Ok(w) => FileWatch {
+                watcher: Some(w),
+                wanted,
+                watched: BTreeSet::new(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP or POST /config/reload");
+                FileWatch {
+                    watcher: None,
+                    wanted,
+                    watched: BTreeSet::new(),
+                }
+            }
+        }
+    }
+
+    /// Watches the folders of `files` (and named folders, recursively).
+    fn follow(&mut self, files: &[PathBuf]) {
+        use notify::Watcher as _;
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        *lock(&self.wanted) = files.iter().map(|f| absolute(f)).collect();
+        // A named folder (proto sources) is watched with what is under it; a
+        // file's folder only by itself, as it may hold much else.
+        let mut folders = BTreeSet::new();
+        for f in files {
+            let f = absolute(f);
+            if f.is_dir() {
+                folders.insert((f, true));
+            } else if let Some(parent) = f.parent() {
+                folders.insert((parent.to_path_buf(), false));
+            }
+        }
+        for (gone, _) in self.watched.difference(&folders) {
+            let _ = watcher.unwatch(gone);
+        }
+        for (new, recursive) in folders.difference(&self.watched) {
+            let mode = if *recursive {
+                notify::RecursiveMode::Recursive
+            } else {
+                notify::RecursiveMode::NonRecursive
+            };
+            if let Err(e) = watcher.watch(new, mode) {
+                tracing::warn!(folder = %new.display(), error = %e, "cannot watch folder for config changes");
+            }
+        }
+        self.watched = folders;
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// An event path concerns the config when it is one of its files, lies in
+/// a folder it names, or is a ConfigMap's `..data` swap beside them.
+fn concerns(path: &Path, wanted: &[PathBuf]) -> bool {
+    let hidden_swap = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".."));
+    wanted
+        .iter()
+        .any(|w| path == w || path.starts_with(w) || (hidden_swap && w.parent() == path.parent()))
+}
