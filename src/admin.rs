@@ -33,7 +33,7 @@ pub trait AdminSource: Send + Sync + 'static {
     /// `{"digest","loaded_at","last_error","config"}`, secrets redacted.
     fn config_json(&self) -> serde_json::Value;
     /// Reloads the config; answers once the new generation serves (or not).
-    fn reload(&self) -> BoxFuture<'_, serde_json::Value>;
+    fn reload(self: Arc<Self>) -> BoxFuture<'static, serde_json::Value>;
     /// `(successful, failed)` reloads.
     fn reload_counts(&self) -> (u64, u64);
 }
@@ -61,7 +61,7 @@ pub fn spawn<A: AdminSource>(
                         let json = "application/json";
                         let (status, content_type, body) = match (req.method(), req.uri().path()) {
                             (&Method::POST, "/config/reload") => {
-                                let outcome = source.reload().await;
+                                let outcome = source.clone().reload().await;
                                 let status = if outcome["result"] == "ok" {
                                     StatusCode::OK
                                 } else {

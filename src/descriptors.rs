@@ -6,6 +6,8 @@
 //! The google.api and google.rpc files the gateway itself relies on are
 //! built in, so users need not ship googleapis next to their protos.
 
+pub mod config;
+
 pub mod builtin;
 pub mod http_rule;
 pub mod reflection;

@@ -3,6 +3,8 @@
 //! the `POST /package.Service/Method` auto mapping); at request time it only
 //! matches.
 
+pub mod config;
+
 pub mod aggregate;
 pub mod binding;
 pub mod template;

@@ -42,6 +42,11 @@ pub struct Live {
     reloads_failed: AtomicU64,
 }
 
+enum Prepared {
+    Unchanged(String),
+    Next(Box<Generation>),
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadOutcome {
@@ -97,12 +102,34 @@ impl Live {
     }
 
     /// Reloads the config file the gateway was started from.
-    pub async fn reload(&self) -> ReloadOutcome {
+    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
         let _one_at_a_time = self.reloading.lock().await;
-        let outcome = match self.try_reload().await {
-            Ok(outcome) => outcome,
-            Err(e) => ReloadOutcome::Failed {
+        // Loading is CPU work (compiling schemas, building thousands of
+        // routes): it runs on a blocking thread, not on the threads that
+        // serve requests. Tasks it starts still run on the runtime.
+        let this = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let prepared = tokio::task::spawn_blocking(move || runtime.block_on(this.prepare())).await;
+        let outcome = match prepared {
+            Ok(Ok(Prepared::Unchanged(digest))) => ReloadOutcome::Unchanged { digest },
+            Ok(Ok(Prepared::Next(next))) => {
+                let current = self.current();
+                let needs_restart = restart_keys(&current.config, &next.config);
+                let digest = next.digest.clone();
+                self.carry
+                    .websocket
+                    .store(Some(next.ingress.websocket.clone()));
+                self.current.store(Arc::from(next));
+                ReloadOutcome::Swapped {
+                    digest,
+                    needs_restart,
+                }
+            }
+            Ok(Err(e)) => ReloadOutcome::Failed {
                 errors: vec![e.to_string()],
+            },
+            Err(e) => ReloadOutcome::Failed {
+                errors: vec![format!("the reload failed: {e}")],
             },
         };
         match &outcome {
@@ -134,7 +161,8 @@ impl Live {
         outcome
     }
 
-    async fn try_reload(&self) -> Result<ReloadOutcome, StartError> {
+    /// Loads and builds the next generation, or finds nothing changed.
+    async fn prepare(&self) -> Result<Prepared, StartError> {
         let current = self.current();
         let Some(path) = current.config.path.clone() else {
             return Err(StartError::Upstream(
@@ -147,19 +175,11 @@ impl Live {
         let loaded = load_with_stats(config, &|p| self.carry.stats(p)).await?;
         let digest = generation::digest(&loaded.config, &loaded.pool);
         if digest == current.digest {
-            return Ok(ReloadOutcome::Unchanged { digest });
+            return Ok(Prepared::Unchanged(digest));
         }
-        let next = generation::build(loaded, &self.carry).await?;
-        let needs_restart = restart_keys(&current.config, &next.config);
-        let digest = next.digest.clone();
-        self.carry
-            .websocket
-            .store(Some(next.ingress.websocket.clone()));
-        self.current.store(Arc::new(next));
-        Ok(ReloadOutcome::Swapped {
-            digest,
-            needs_restart,
-        })
+        Ok(Prepared::Next(Box::new(
+            generation::build(loaded, &self.carry).await?,
+        )))
     }
 
     /// `(successful, failed)` reloads since start.
@@ -238,8 +258,8 @@ impl crate::admin::AdminSource for Live {
         Live::config_json(self)
     }
 
-    fn reload(&self) -> BoxFuture<'_, serde_json::Value> {
-        Box::pin(async move { Live::reload(self).await.to_json() })
+    fn reload(self: Arc<Self>) -> BoxFuture<'static, serde_json::Value> {
+        Box::pin(async move { Live::reload(&self).await.to_json() })
     }
 
     fn reload_counts(&self) -> (u64, u64) {

@@ -4,6 +4,8 @@
 //! The protocol-specific part, one attempt on one endpoint, is a closure
 //! from the gRPC or HTTP egress.
 
+pub mod config;
+
 pub mod endpoint;
 mod health;
 pub mod pick;

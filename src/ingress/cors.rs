@@ -2,6 +2,8 @@
 //! protocol (REST, gRPC-Web, Connect). Without a policy on the route,
 //! cross-origin requests get no CORS headers, so browsers refuse them.
 
+pub mod config;
+
 use crate::config::CorsPolicy;
 use http::header::{self, HeaderMap, HeaderValue};
 

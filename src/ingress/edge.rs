@@ -20,6 +20,8 @@
 //! It does not match routes, decode messages or render errors: errors have
 //! their one table in [`crate::error`].
 
+pub mod config;
+
 use crate::config::MetadataConfig;
 use crate::envelope::{Envelope, Payload, RequestCtx, Target};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};

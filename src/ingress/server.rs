@@ -4,6 +4,8 @@
 //! header read timeout and header size, HTTP/2 concurrent streams, idle
 //! timeout, and the number of open connections. Drains on shutdown.
 
+pub mod config;
+
 use super::body::{Activity, ResponseBody};
 use super::dispatch::Ingress;
 use super::slot::ConnectionSlot;

@@ -9,6 +9,8 @@
 //! browser can only send in the query or a `portico.token.<base64url>`
 //! subprotocol entry, go through the request edge like any protocol's.
 
+pub mod config;
+
 pub mod protocol;
 mod session;
 

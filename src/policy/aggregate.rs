@@ -4,11 +4,11 @@
 //! names. Each call is an ordinary envelope sent down the pipeline, so it
 //! passes its own route's authentication, limits and cache.
 
-use crate::config::aggregate::{Reference, Source, TextPart, ValueTemplate};
 use crate::config::OnError;
 use crate::envelope::{Envelope, Payload, RequestCtx};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::policy::Pipeline;
+use crate::routes::aggregate::config::{Reference, Source, TextPart, ValueTemplate};
 use crate::routes::aggregate::AggregatePlan;
 use crate::transcode::json;
 use crate::transcode::response;

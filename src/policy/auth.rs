@@ -5,6 +5,8 @@
 //! credentials from a query or a WebSocket subprotocol already lifted), so
 //! this layer never knows the protocol.
 
+pub mod config;
+
 use super::per_route::{Next, Policy};
 use crate::config::{ApiKeyConfig, AuthMethod, AuthenticatorConfig, JwksSource, JwtConfig, JwtKey};
 use crate::envelope::{Envelope, Principal, Reply};

@@ -2,6 +2,8 @@
 //! principal that authentication established. Runs after authentication,
 //! so an unauthenticated caller is told 401, not 403.
 
+pub mod config;
+
 use super::per_route::{Next, Policy};
 use crate::config::AuthorizeConfig;
 use crate::envelope::{Envelope, Principal, Reply};

@@ -10,6 +10,8 @@
 //! is never cached and its `max-age` shortens the route's TTL. Replies carry
 //! `x-cache: HIT` or `MISS`.
 
+pub mod config;
+
 use super::per_route::{Next, Policy};
 use crate::config::CacheConfig;
 use crate::envelope::{Envelope, Payload, Reply};

@@ -6,6 +6,8 @@
 //! completely holds nothing a fresh bucket would not, so such buckets are
 //! dropped whenever the table reaches its size bound.
 
+pub mod config;
+
 use super::per_route::{Next, Policy};
 use crate::bucket::Bucket;
 use crate::config::{RateLimitConfig, RateLimitKey};

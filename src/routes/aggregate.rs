@@ -2,13 +2,15 @@
 //! call's method becomes a [`Target`] (so it runs through its own route's
 //! policies and upstream), and the paths go into a trie of their own.
 
+pub mod config;
+
 use super::binding::variable_value;
 use super::template::{Segment, Template};
 use super::trie::{Lookup, Trie};
 use super::RouteTable;
-use crate::config::aggregate::ValueTemplate;
 use crate::config::{AggregateConfig, Config, ConfigError, JsonOptions, OnError};
 use crate::envelope::{CallKind, Target};
+use config::ValueTemplate;
 use http::Method;
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! Proto3 JSON mapping through prost-reflect, strict by default, with errors
 //! that name the field at fault.
 
+pub mod config;
+
 use crate::config::JsonOptions;
 use crate::error::GatewayError;
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};

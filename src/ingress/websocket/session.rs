@@ -1,6 +1,7 @@
-//! One WebSocket connection: a reader loop that turns frames into calls and
-//! their messages, a task per call that drives the pipeline, and a writer
-//! task that owns the socket's sending half.
+//! One WebSocket connection: a reader loop (here) that turns frames into
+//! calls and their messages, a task per call that drives the pipeline
+//! ([`call`]), and a writer task that owns the socket's sending half
+//! ([`writer`]).
 //!
 //! Flow control: client messages wait in a bounded queue per call
 //! (`max_in_flight`); replies go through one bounded queue to the writer, so
@@ -8,17 +9,22 @@
 //! whose HTTP/2 window then fills: memory stays bounded both ways. Closing
 //! the socket aborts every call task, which resets the backend's streams.
 
+mod call;
+mod writer;
+
 use super::super::edge::Inbound;
-use super::protocol::{self, Body, ClientFrame, Dialect, Out, ServerFrame};
+use super::protocol::{self, Body, ClientFrame, Dialect, ServerFrame};
 use super::{CallSpec, WebSocketIngress};
 use crate::bucket::Bucket;
-use crate::envelope::{Payload, ReplyFrame};
+use call::{call_task, finish, CallTask};
+use writer::{write_loop, Outgoing, OUT_QUEUE};
+
 use crate::error::{GatewayError, WsClose};
 use crate::headers::is_framing;
+use crate::transcode::json;
 use crate::transcode::request::{self, UrlParts};
-use crate::transcode::{json, response};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
@@ -29,19 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tower::ServiceExt;
-
-/// Replies queued for the writer, across all calls of a connection.
-const OUT_QUEUE: usize = 16;
-
-enum Outgoing {
-    Frame(Out),
-    Close(WsClose, String),
-}
 
 struct Call {
     /// The generation the call was opened in.
@@ -173,61 +169,6 @@ pub(super) async fn run(
     }
     drop(session);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-}
-
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<
-        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
-        Message,
-    >,
-    mut out: mpsc::Receiver<Outgoing>,
-    ping_interval: Duration,
-) {
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.tick().await;
-    loop {
-        let next = tokio::select! {
-            o = out.recv() => o,
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        // Feed everything already queued, then flush once: a fast stream
-        // costs one write per batch rather than one per message.
-        let mut next = next;
-        let result = loop {
-            let fed = match next {
-                Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
-                Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
-                Some(Outgoing::Close(close, reason)) => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(close.code()),
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.close().await;
-                    return;
-                }
-                None => {
-                    let _ = sink.close().await;
-                    return;
-                }
-            };
-            if fed.is_err() {
-                break fed;
-            }
-            match out.try_recv() {
-                Ok(more) => next = Some(more),
-                Err(_) => break sink.flush().await,
-            }
-        };
-        if result.is_err() {
-            return;
-        }
-    }
 }
 
 impl Session {
@@ -587,176 +528,4 @@ impl Session {
 
 fn no_call(id: &str) -> GatewayError {
     GatewayError::invalid_field("id", format!("no open call has id {id:?}"))
-}
-
-struct CallTask {
-    ingress: Arc<WebSocketIngress>,
-    dialect: Dialect,
-    id: String,
-    spec: Arc<CallSpec>,
-    headers: HeaderMap,
-    client: Option<SocketAddr>,
-    /// Taken by the call once it starts.
-    input: Option<mpsc::Receiver<Bytes>>,
-    ended: Arc<AtomicBool>,
-    first: Option<Bytes>,
-    out: mpsc::Sender<Outgoing>,
-    done: mpsc::UnboundedSender<String>,
-    single: bool,
-}
-
-async fn call_task(mut t: CallTask) {
-    let result = drive(&mut t).await;
-    finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
-    let _ = t.done.send(t.id.clone());
-}
-
-/// Runs the call; returns its trailers, or the error that ended it.
-async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
-    let target = t.spec.target.clone();
-    let mut input = t.input.take().expect("a call starts once");
-    let payload = if target.kind.client_streams() {
-        let ended = t.ended.clone();
-        let mut closed = false;
-        Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
-            if closed {
-                return std::task::Poll::Ready(None);
-            }
-            input.poll_recv(cx).map(|m| match m {
-                Some(m) => Some(Ok(m)),
-                None if ended.load(Ordering::Acquire) => None,
-                None => {
-                    closed = true;
-                    Some(Err(GatewayError::new(
-                        crate::error::ErrorKind::Cancelled,
-                        crate::error::Origin::Client,
-                        "the client abandoned the call before ending its input",
-                    )))
-                }
-            })
-        })))
-    } else {
-        match t.first.take() {
-            Some(m) => Payload::Unary(m),
-            None => match input.recv().await {
-                Some(m) => Payload::Unary(m),
-                None => {
-                    return Err(GatewayError::invalid_field(
-                        "",
-                        "the input ended before the request message",
-                    ))
-                }
-            },
-        }
-    };
-    let inbound = Inbound {
-        headers: std::mem::take(&mut t.headers),
-    };
-    let envelope =
-        t.ingress
-            .edge
-            .envelope(inbound, target.clone(), payload, t.client, Instant::now());
-    let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
-    let headers = metadata_json(&reply.metadata);
-    if !headers.is_empty() {
-        if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Headers(&headers)) {
-            t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
-        }
-    }
-    let output = target.method.output();
-    let options = json::serialize_options(&t.ingress.routes.json_options(target.route));
-    let mut body = reply.body;
-    while let Some(frame) = body.next().await {
-        match frame? {
-            ReplyFrame::Message(m) => {
-                let payload = match t.dialect {
-                    Dialect::Proto => m,
-                    _ => Bytes::from(response::message_json(&output, &m, &options)?),
-                };
-                if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Message(payload))
-                {
-                    // Waits while the socket is slow: this is the backpressure.
-                    t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
-                }
-            }
-            ReplyFrame::Trailers(trailers) => return Ok(trailers),
-        }
-    }
-    Ok(HeaderMap::new())
-}
-
-fn gone() -> GatewayError {
-    GatewayError::new(
-        crate::error::ErrorKind::Internal,
-        crate::error::Origin::Client,
-        "the client went away",
-    )
-}
-
-async fn finish(
-    ingress: &WebSocketIngress,
-    dialect: Dialect,
-    out: &mpsc::Sender<Outgoing>,
-    id: &str,
-    result: Result<HeaderMap, GatewayError>,
-    single: bool,
-) {
-    let (status, trailers, code, message) = match &result {
-        Ok(trailers) => (
-            serde_json::json!({"code": 0, "message": "", "details": []}),
-            metadata_json(trailers),
-            tonic::Code::Ok,
-            String::new(),
-        ),
-        Err(err) => {
-            let trailers = match &err.kind {
-                crate::error::ErrorKind::Backend(b) => metadata_json(&b.metadata),
-                _ => serde_json::Map::new(),
-            };
-            (
-                ingress.status.to_json(err),
-                trailers,
-                err.grpc_code(),
-                err.message.clone(),
-            )
-        }
-    };
-    if let Err(err) = &result {
-        tracing::info!(target: "portico::access", call = id, origin = err.origin.as_str(), error = %err.message, "websocket call ended with an error");
-    }
-    if let Some(frame) = protocol::render(
-        dialect,
-        id,
-        ServerFrame::Status {
-            status: &status,
-            trailers: &trailers,
-        },
-    ) {
-        let _ = out.send(Outgoing::Frame(frame)).await;
-    }
-    if single {
-        // The plain dialect has no status frame: its close code carries the status.
-        let (code, reason) = match dialect {
-            Dialect::Plain => (WsClose::CallEnded(code), protocol::close_reason(&message)),
-            _ => (WsClose::CallEnded(tonic::Code::Ok), String::new()),
-        };
-        let _ = out.send(Outgoing::Close(code, reason)).await;
-    }
-}
-
-/// Metadata as a JSON object of strings (binary entries left out).
-fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    for (name, value) in h {
-        if is_framing(name) || name.as_str().ends_with("-bin") {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            m.insert(
-                name.as_str().to_owned(),
-                serde_json::Value::String(v.to_owned()),
-            );
-        }
-    }
-    m
 }

@@ -2,7 +2,7 @@
 //! module checks what can be checked without schemas (names, templates,
 //! references between calls); the route table resolves the methods.
 
-use super::{file, ConfigError, Validator};
+use crate::config::{file, ConfigError, Validator};
 use std::time::Duration;
 
 /// What a failed call does to the aggregate.
@@ -74,7 +74,7 @@ pub enum Source {
 const RESERVED: [&str; 4] = ["path", "query", "body", "errors"];
 
 impl Validator<'_> {
-    pub(super) fn aggregate(
+    pub(crate) fn aggregate(
         &self,
         key: &str,
         a: &file::AggregateFile,
@@ -246,7 +246,7 @@ impl Scope<'_> {
                 if !self.path_vars.iter().any(|v| v == name) {
                     return Err(format!(
                         "{{{text}}}: the path has no variable {name:?} (it has: {})",
-                        super::list_or_none(
+                        crate::config::list_or_none(
                             &self.path_vars.iter().map(String::as_str).collect::<Vec<_>>()
                         )
                     ));

@@ -1,7 +1,7 @@
 //! `[upstreams.NAME]`: where a backend's instances are, how calls are
 //! spread over them, and how the gateway protects itself and them.
 
-use super::{file, ConfigError, Validator};
+use crate::config::{file, ConfigError, Validator};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -199,7 +199,7 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
 }
 
 impl Validator<'_> {
-    pub(super) fn upstream(
+    pub(crate) fn upstream(
         &self,
         name: &str,
         u: &file::UpstreamFile,

@@ -1,0 +1,45 @@
+//! `[descriptors]`: where schemas come from.
+
+use crate::config::{file, ConfigError, UpstreamConfig, UpstreamProtocol, Validator};
+use std::path::PathBuf;
+
+/// Where schemas come from; paths are already resolved against the config folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DescriptorSources {
+    pub sets: Vec<PathBuf>,
+    pub proto_paths: Vec<PathBuf>,
+    pub protos: Vec<String>,
+    /// Upstreams (by name) whose server reflection is read at startup.
+    pub reflect: Vec<String>,
+}
+
+impl Validator<'_> {
+    pub(crate) fn descriptors(
+        &self,
+        d: &file::DescriptorsFile,
+        upstreams: &[UpstreamConfig],
+    ) -> Result<DescriptorSources, ConfigError> {
+        let descriptors = DescriptorSources {
+            sets: d.sets.iter().map(|s| self.path(s)).collect(),
+            proto_paths: d.proto_paths.iter().map(|s| self.path(s)).collect(),
+            protos: d.protos.clone(),
+            reflect: d.reflect.clone(),
+        };
+        for (i, name) in descriptors.reflect.iter().enumerate() {
+            let u = self.upstream_index(&format!("descriptors.reflect[{i}]"), name, upstreams)?;
+            if upstreams[u].protocol != UpstreamProtocol::Grpc {
+                return Err(self.err(
+                    format!("descriptors.reflect[{i}]"),
+                    format!("upstream {name} speaks HTTP, not gRPC reflection"),
+                ));
+            }
+        }
+        if !descriptors.protos.is_empty() && descriptors.proto_paths.is_empty() {
+            return Err(self.err(
+                "descriptors.proto_paths",
+                "is needed to find descriptors.protos",
+            ));
+        }
+        Ok(descriptors)
+    }
+}

@@ -1,0 +1,83 @@
+//! `[cors]` and `routes[].cors`: cross-origin rules for browsers.
+
+use crate::config::{file, ConfigError, Validator};
+use std::time::Duration;
+
+/// Cross-origin rules for browsers (REST, gRPC-Web and Connect alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsPolicy {
+    /// Exact origins (`https://app.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed beyond the built-in list.
+    pub allowed_headers: Vec<String>,
+    /// Response headers exposed beyond the built-in list.
+    pub exposed_headers: Vec<String>,
+    pub max_age: Duration,
+    pub allow_credentials: bool,
+}
+
+impl CorsPolicy {
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+}
+
+impl Validator<'_> {
+    pub(crate) fn cors(&self, key: &str, c: &file::CorsFile) -> Result<CorsPolicy, ConfigError> {
+        if c.allowed_origins.is_empty() {
+            return Err(self.err(
+                format!("{key}.allowed_origins"),
+                "needs at least one origin, or \"*\"",
+            ));
+        }
+        for (i, o) in c.allowed_origins.iter().enumerate() {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(self.err(
+                    format!("{key}.allowed_origins[{i}]"),
+                    format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
+                ));
+            }
+        }
+        let allow_credentials = c.allow_credentials.unwrap_or(false);
+        if allow_credentials && c.allowed_origins.iter().any(|o| o == "*") {
+            return Err(self.err(
+                format!("{key}.allow_credentials"),
+                "cannot be used with the origin \"*\"; list the origins",
+            ));
+        }
+        for (what, list) in [
+            ("allowed_headers", &c.allowed_headers),
+            ("exposed_headers", &c.exposed_headers),
+        ] {
+            for (i, h) in list.iter().enumerate() {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(self.err(
+                        format!("{key}.{what}[{i}]"),
+                        format!("{h:?} is not a header name"),
+                    ));
+                }
+            }
+        }
+        Ok(CorsPolicy {
+            allowed_origins: c.allowed_origins.clone(),
+            allowed_headers: c
+                .allowed_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            exposed_headers: c
+                .exposed_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            max_age: self.duration(
+                &format!("{key}.max_age"),
+                &c.max_age,
+                Duration::from_secs(600),
+            )?,
+            allow_credentials,
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! `[metadata]`: the request edge's forwarding rule and client deadlines.
+
+use crate::config::{file, ConfigError, Validator};
+use std::collections::HashSet;
+
+/// Which request headers become gRPC metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataConfig {
+    /// Exact header names (lowercase).
+    pub forward: HashSet<String>,
+    /// Name prefixes, from entries ending in `*`.
+    pub forward_prefixes: Vec<String>,
+    /// Honour a `grpc-timeout` request header (never above the route's timeout).
+    pub honour_client_timeout: bool,
+    /// Query parameters that carry a credential, and the header the
+    /// authenticator reads it from: ingress moves them there.
+    pub query_credentials: Vec<(String, http::HeaderName)>,
+}
+
+/// `metadata.forward` by default: `["*"]`, every header but the gateway's
+/// own and the browser's context.
+pub const DEFAULT_FORWARD_PREFIXES: &[&str] = &[""];
+
+impl MetadataConfig {
+    /// The one forwarding rule, the same for every protocol: a header named
+    /// exactly is forwarded; a prefix (`"x-tenant-*"`, or `"*"` for every
+    /// header) forwards what it matches except the browser's own context
+    /// headers ([`is_browser_context`]), which are forwarded only when named.
+    pub fn allows(&self, name: &str) -> bool {
+        self.forward.contains(name)
+            || (!is_browser_context(name)
+                && self
+                    .forward_prefixes
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str())))
+    }
+}
+
+/// Headers a browser adds about its own context (the page, its cookies, what
+/// it accepts): meaningful to the gateway's policies, rarely to a backend,
+/// so a wildcard in `metadata.forward` does not forward them.
+pub fn is_browser_context(name: &str) -> bool {
+    matches!(name, "cookie" | "origin" | "referer" | "accept" | "pragma")
+        || name.starts_with("sec-")
+        || name.starts_with("access-control-")
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            forward: HashSet::new(),
+            forward_prefixes: DEFAULT_FORWARD_PREFIXES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            honour_client_timeout: true,
+            query_credentials: Vec::new(),
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(crate) fn metadata(&self, m: &file::MetadataFile) -> Result<MetadataConfig, ConfigError> {
+        let mut out = MetadataConfig::default();
+        if let Some(list) = &m.forward {
+            out.forward.clear();
+            out.forward_prefixes.clear();
+            for (i, name) in list.iter().enumerate() {
+                let lower = name.to_ascii_lowercase();
+                let bare = lower.strip_suffix('*').unwrap_or(&lower);
+                if http::HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is not a header name"),
+                    ));
+                }
+                if bare.starts_with("grpc-")
+                    || bare == "te"
+                    || bare == "content-type"
+                    || bare == "host"
+                {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is set by the gateway itself and cannot be forwarded"),
+                    ));
+                }
+                if lower.ends_with('*') {
+                    out.forward_prefixes.push(bare.to_owned());
+                } else {
+                    out.forward.insert(lower);
+                }
+            }
+        }
+        if let Some(h) = m.honour_client_timeout {
+            out.honour_client_timeout = h;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,177 @@
+//! `[server]`: the listening sockets, their limits, TLS on the main port,
+//! and how long a shutdown drains.
+
+use crate::config::{file, ConfigError, Validator};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Limits on what a client may send, all on by default. Defaults are at
+/// least as strict as Envoy's edge-proxy advice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// HTTP/2 streams a client may have open on one connection.
+    pub max_concurrent_streams: u32,
+    /// Time allowed to receive a request's headers (also the HTTP/1.1 keep-alive wait).
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Largest request body the gateway reads.
+    pub max_request_body_bytes: usize,
+    /// Largest gRPC message sent to or received from a backend.
+    pub max_grpc_message_bytes: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest a unary call may take end to end.
+    pub request_timeout: Duration,
+    /// Client connections open at once; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_streams: 100,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_request_body_bytes: 4 * 1024 * 1024,
+            max_grpc_message_bytes: 4 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub limits: Limits,
+    /// On SIGTERM, how long requests in flight may take to finish before
+    /// their connections are cut.
+    pub drain_timeout: Duration,
+    /// TLS on the main port, read and checked at load.
+    pub tls: Option<ServerTls>,
+    /// Reload when the config file or a file it names changes.
+    pub watch_files: bool,
+}
+
+/// The main port's certificate chain and key, as PEM bytes.
+#[derive(Clone, PartialEq)]
+pub struct ServerTls {
+    pub cert_file: PathBuf,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// CAs whose client certificates are required (mutual TLS), as PEM.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ServerTls {
+    // Never print the private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Validator<'_> {
+    pub(crate) fn server(&self, s: &file::ServerFile) -> Result<ServerConfig, ConfigError> {
+        let d = Limits::default();
+        let l = &s.limits;
+        let positive =
+            |key: &str, v: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+                match v {
+                    Some(0) => {
+                        Err(self.err(format!("server.limits.{key}"), "must be greater than zero"))
+                    }
+                    Some(v) => Ok(v),
+                    None => Ok(default),
+                }
+            };
+        let limits = Limits {
+            max_concurrent_streams: match l.max_concurrent_streams {
+                Some(0) => {
+                    return Err(self.err(
+                        "server.limits.max_concurrent_streams",
+                        "must be greater than zero",
+                    ))
+                }
+                Some(v) => v,
+                None => d.max_concurrent_streams,
+            },
+            header_read_timeout: self.duration(
+                "server.limits.header_read_timeout",
+                &l.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            max_header_bytes: positive("max_header_bytes", l.max_header_bytes, d.max_header_bytes)?,
+            max_request_body_bytes: positive(
+                "max_request_body_bytes",
+                l.max_request_body_bytes,
+                d.max_request_body_bytes,
+            )?,
+            max_grpc_message_bytes: positive(
+                "max_grpc_message_bytes",
+                l.max_grpc_message_bytes,
+                d.max_grpc_message_bytes,
+            )?,
+            idle_timeout: self.duration(
+                "server.limits.idle_timeout",
+                &l.idle_timeout,
+                d.idle_timeout,
+            )?,
+            request_timeout: self.duration(
+                "server.limits.request_timeout",
+                &l.request_timeout,
+                d.request_timeout,
+            )?,
+            max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
+        };
+        if limits.max_header_bytes < 8192 {
+            return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
+        }
+        let tls = match &s.tls {
+            None => None,
+            Some(t) => {
+                let read = |key: &str, file: &str| {
+                    let path = self.path(file);
+                    std::fs::read(&path).map_err(|e| {
+                        self.err(
+                            format!("server.tls.{key}"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })
+                };
+                Some(ServerTls {
+                    cert_file: self.path(&t.cert_file),
+                    cert_pem: read("cert_file", &t.cert_file)?,
+                    key_pem: read("key_file", &t.key_file)?,
+                    client_ca_pem: t
+                        .client_ca_file
+                        .as_deref()
+                        .map(|f| read("client_ca_file", f))
+                        .transpose()?,
+                })
+            }
+        };
+        Ok(ServerConfig {
+            tls,
+            watch_files: s.watch_files.unwrap_or(true),
+            drain_timeout: self.duration(
+                "server.drain_timeout",
+                &s.drain_timeout,
+                Duration::from_secs(30),
+            )?,
+            listen: self.addr("server.listen", &s.listen)?,
+            admin: s
+                .admin
+                .as_deref()
+                .map(|a| self.addr("server.admin", a))
+                .transpose()?,
+            limits,
+        })
+    }
+}

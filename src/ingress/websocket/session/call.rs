@@ -1,0 +1,194 @@
+//! One call of a WebSocket connection, in its own task: builds the envelope
+//! through the request edge, drives it down the pipeline, and hands the
+//! reply's frames to the writer; the call's input ends well only on the
+//! client's `end`.
+
+use super::super::protocol::{self, Dialect, ServerFrame};
+use super::super::{CallSpec, WebSocketIngress};
+use super::writer::Outgoing;
+use crate::envelope::{Payload, ReplyFrame};
+use crate::error::{GatewayError, WsClose};
+use crate::headers::is_framing;
+use crate::ingress::edge::Inbound;
+use crate::transcode::{json, response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::HeaderMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+pub(super) struct CallTask {
+    pub(super) ingress: Arc<WebSocketIngress>,
+    pub(super) dialect: Dialect,
+    pub(super) id: String,
+    pub(super) spec: Arc<CallSpec>,
+    pub(super) headers: HeaderMap,
+    pub(super) client: Option<SocketAddr>,
+    /// Taken by the call once it starts.
+    pub(super) input: Option<mpsc::Receiver<Bytes>>,
+    pub(super) ended: Arc<AtomicBool>,
+    pub(super) first: Option<Bytes>,
+    pub(super) out: mpsc::Sender<Outgoing>,
+    pub(super) done: mpsc::UnboundedSender<String>,
+    pub(super) single: bool,
+}
+
+pub(super) async fn call_task(mut t: CallTask) {
+    let result = drive(&mut t).await;
+    finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
+    let _ = t.done.send(t.id.clone());
+}
+
+/// Runs the call; returns its trailers, or the error that ended it.
+async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
+    let target = t.spec.target.clone();
+    let mut input = t.input.take().expect("a call starts once");
+    let payload = if target.kind.client_streams() {
+        let ended = t.ended.clone();
+        let mut closed = false;
+        Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            if closed {
+                return std::task::Poll::Ready(None);
+            }
+            input.poll_recv(cx).map(|m| match m {
+                Some(m) => Some(Ok(m)),
+                None if ended.load(Ordering::Acquire) => None,
+                None => {
+                    closed = true;
+                    Some(Err(GatewayError::new(
+                        crate::error::ErrorKind::Cancelled,
+                        crate::error::Origin::Client,
+                        "the client abandoned the call before ending its input",
+                    )))
+                }
+            })
+        })))
+    } else {
+        match t.first.take() {
+            Some(m) => Payload::Unary(m),
+            None => match input.recv().await {
+                Some(m) => Payload::Unary(m),
+                None => {
+                    return Err(GatewayError::invalid_field(
+                        "",
+                        "the input ended before the request message",
+                    ))
+                }
+            },
+        }
+    };
+    let inbound = Inbound {
+        headers: std::mem::take(&mut t.headers),
+    };
+    let envelope =
+        t.ingress
+            .edge
+            .envelope(inbound, target.clone(), payload, t.client, Instant::now());
+    let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
+    let headers = metadata_json(&reply.metadata);
+    if !headers.is_empty() {
+        if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Headers(&headers)) {
+            t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
+        }
+    }
+    let output = target.method.output();
+    let options = json::serialize_options(&t.ingress.routes.json_options(target.route));
+    let mut body = reply.body;
+    while let Some(frame) = body.next().await {
+        match frame? {
+            ReplyFrame::Message(m) => {
+                let payload = match t.dialect {
+                    Dialect::Proto => m,
+                    _ => Bytes::from(response::message_json(&output, &m, &options)?),
+                };
+                if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Message(payload))
+                {
+                    // Waits while the socket is slow: this is the backpressure.
+                    t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
+                }
+            }
+            ReplyFrame::Trailers(trailers) => return Ok(trailers),
+        }
+    }
+    Ok(HeaderMap::new())
+}
+
+fn gone() -> GatewayError {
+    GatewayError::new(
+        crate::error::ErrorKind::Internal,
+        crate::error::Origin::Client,
+        "the client went away",
+    )
+}
+
+pub(super) async fn finish(
+    ingress: &WebSocketIngress,
+    dialect: Dialect,
+    out: &mpsc::Sender<Outgoing>,
+    id: &str,
+    result: Result<HeaderMap, GatewayError>,
+    single: bool,
+) {
+    let (status, trailers, code, message) = match &result {
+        Ok(trailers) => (
+            serde_json::json!({"code": 0, "message": "", "details": []}),
+            metadata_json(trailers),
+            tonic::Code::Ok,
+            String::new(),
+        ),
+        Err(err) => {
+            let trailers = match &err.kind {
+                crate::error::ErrorKind::Backend(b) => metadata_json(&b.metadata),
+                _ => serde_json::Map::new(),
+            };
+            (
+                ingress.status.to_json(err),
+                trailers,
+                err.grpc_code(),
+                err.message.clone(),
+            )
+        }
+    };
+    if let Err(err) = &result {
+        tracing::info!(target: "portico::access", call = id, origin = err.origin.as_str(), error = %err.message, "websocket call ended with an error");
+    }
+    if let Some(frame) = protocol::render(
+        dialect,
+        id,
+        ServerFrame::Status {
+            status: &status,
+            trailers: &trailers,
+        },
+    ) {
+        let _ = out.send(Outgoing::Frame(frame)).await;
+    }
+    if single {
+        // The plain dialect has no status frame: its close code carries the status.
+        let (code, reason) = match dialect {
+            Dialect::Plain => (WsClose::CallEnded(code), protocol::close_reason(&message)),
+            _ => (WsClose::CallEnded(tonic::Code::Ok), String::new()),
+        };
+        let _ = out.send(Outgoing::Close(code, reason)).await;
+    }
+}
+
+/// Metadata as a JSON object of strings (binary entries left out).
+fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (name, value) in h {
+        if is_framing(name) || name.as_str().ends_with("-bin") {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            m.insert(
+                name.as_str().to_owned(),
+                serde_json::Value::String(v.to_owned()),
+            );
+        }
+    }
+    m
+}

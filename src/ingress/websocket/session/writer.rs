@@ -1,0 +1,80 @@
+//! The writer of one WebSocket connection: the only owner of the socket's
+//! sending half. Frames from every call arrive through one bounded queue,
+//! so a slow client slows the calls; pings keep the connection alive, and a
+//! close ends it.
+
+use super::super::protocol::Out;
+use crate::error::WsClose;
+use bytes::Bytes;
+use futures_util::SinkExt;
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Replies queued for the writer, across all calls of a connection.
+pub(super) const OUT_QUEUE: usize = 16;
+
+/// What the session and its calls hand the writer.
+pub(super) enum Outgoing {
+    Frame(Out),
+    Close(WsClose, String),
+}
+
+pub(super) async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<
+        WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        Message,
+    >,
+    mut out: mpsc::Receiver<Outgoing>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_interval);
+    ping.tick().await;
+    loop {
+        let next = tokio::select! {
+            o = out.recv() => o,
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        // Feed everything already queued, then flush once: a fast stream
+        // costs one write per batch rather than one per message.
+        let mut next = next;
+        let result = loop {
+            let fed = match next {
+                Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
+                Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
+                Some(Outgoing::Close(close, reason)) => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(close.code()),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    let _ = sink.close().await;
+                    return;
+                }
+                None => {
+                    let _ = sink.close().await;
+                    return;
+                }
+            };
+            if fed.is_err() {
+                break fed;
+            }
+            match out.try_recv() {
+                Ok(more) => next = Some(more),
+                Err(_) => break sink.flush().await,
+            }
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `[authenticators.NAME]`: JWT (a secret, a public key or a JWK set) and
+//! API-key authenticators.
+
+use crate::config::{file, ConfigError, Validator};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a JWT authenticator's key comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKey {
+    Secret(Vec<u8>),
+    /// PEM text of a public key, read at load.
+    PublicPem(Vec<u8>),
+    /// A JWK set, re-read when a token names a `kid` it does not hold.
+    Jwks {
+        source: JwksSource,
+        min_refresh: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwksSource {
+    File(PathBuf),
+    /// An `http://` or `https://` URL; `ca_file` adds CAs to the built-in roots.
+    Url {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
+}
+
+/// A validated authenticator: how a credential is verified, and what of it
+/// reaches the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatorConfig {
+    pub name: String,
+    pub method: AuthMethod,
+    /// Verified claims copied into the call's metadata: (claim, header).
+    pub forward_claims: Vec<(String, http::HeaderName)>,
+    /// Remove the credential (authorization or the API key header) before the backend.
+    pub strip_credential: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthMethod {
+    Jwt(JwtConfig),
+    ApiKey(ApiKeyConfig),
+}
+
+/// API keys: a header, and the SHA-256 of each consumer's key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyConfig {
+    pub header: http::HeaderName,
+    /// A query parameter that may carry the key; REST and WebSocket ingress
+    /// move it into `header` (and out of the query) before the pipeline.
+    pub query_param: Option<String>,
+    pub consumers: Vec<(String, [u8; 32])>,
+}
+
+/// JWT verification. The accepted algorithm is the configured one, never
+/// the token's: no `alg: none`, no RS/HS confusion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtConfig {
+    /// A cookie that may carry the token (browsers), after `authorization`.
+    pub cookie: Option<String>,
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Validator<'_> {
+    pub(crate) fn authenticator(
+        &self,
+        name: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<AuthenticatorConfig, ConfigError> {
+        let key = format!("authenticators.{name}");
+        let method = match a.kind.as_str() {
+            "jwt" => AuthMethod::Jwt(self.jwt(&key, a)?),
+            "api_key" => AuthMethod::ApiKey(self.api_keys(&key, a)?),
+            other => {
+                return Err(self.err(
+                    format!("{key}.kind"),
+                    format!("{other:?} is not one of \"jwt\", \"api_key\""),
+                ))
+            }
+        };
+        let mut forward_claims = Vec::new();
+        for (claim, header) in a.forward_claims.iter().flatten() {
+            let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                .map_err(|_| {
+                    self.err(
+                        format!("{key}.forward_claims.{claim}"),
+                        format!("{header:?} is not a header name"),
+                    )
+                })?;
+            forward_claims.push((claim.clone(), name));
+        }
+        Ok(AuthenticatorConfig {
+            name: name.to_owned(),
+            method,
+            forward_claims,
+            strip_credential: a.strip_credential.unwrap_or(false),
+        })
+    }
+
+    pub(crate) fn api_keys(
+        &self,
+        key: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<ApiKeyConfig, ConfigError> {
+        let header = a.header.as_deref().unwrap_or("x-api-key");
+        let header =
+            http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                self.err(
+                    format!("{key}.header"),
+                    format!("{header:?} is not a header name"),
+                )
+            })?;
+        let file = a.keys_file.as_ref().ok_or_else(|| {
+            self.err(
+                format!("{key}.keys_file"),
+                "is required for an api_key authenticator",
+            )
+        })?;
+        let path = self.path(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                format!("{key}.keys_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let table: std::collections::BTreeMap<String, String> =
+            toml::from_str(&text).map_err(|e| {
+                self.err(
+                    format!("{key}.keys_file"),
+                    format!("{}: {}", path.display(), e.message()),
+                )
+            })?;
+        let mut consumers = Vec::new();
+        for (consumer, hex) in table {
+            let digest = decode_sha256_hex(&hex).ok_or_else(|| {
+                self.err(
+                    format!("{key}.keys_file"),
+                    format!(
+                        "{}: {consumer}: not the 64 hex digits of a SHA-256",
+                        path.display()
+                    ),
+                )
+            })?;
+            consumers.push((consumer, digest));
+        }
+        if a.query_param.as_deref() == Some("") {
+            return Err(self.err(format!("{key}.query_param"), "must not be empty"));
+        }
+        Ok(ApiKeyConfig {
+            header,
+            query_param: a.query_param.clone(),
+            consumers,
+        })
+    }
+
+    pub(crate) fn jwt(
+        &self,
+        key: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<JwtConfig, ConfigError> {
+        use jsonwebtoken::Algorithm::*;
+        let algorithm_name = a.algorithm.as_deref().ok_or_else(|| {
+            self.err(
+                format!("{key}.algorithm"),
+                "is required for a jwt authenticator",
+            )
+        })?;
+        let algorithm: jsonwebtoken::Algorithm = algorithm_name.parse().map_err(|_| {
+            self.err(
+                format!("{key}.algorithm"),
+                format!("{:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA", a.algorithm),
+            )
+        })?;
+        let hmac = matches!(algorithm, HS256 | HS384 | HS512);
+        let jwks = match (&a.jwks_file, &a.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.jwks_url"),
+                    "give jwks_file or jwks_url, not both",
+                ))
+            }
+            (_, None) if a.jwks_ca_file.is_some() => {
+                return Err(self.err(format!("{key}.jwks_ca_file"), "only applies with jwks_url"))
+            }
+            (Some(f), None) => Some(JwksSource::File(self.path(f))),
+            (None, Some(u))
+                if u.starts_with("https://")
+                    || (u.starts_with("http://") && a.jwks_ca_file.is_none()) =>
+            {
+                if u.parse::<http::Uri>().is_err() {
+                    return Err(self.err(format!("{key}.jwks_url"), format!("{u:?} is not a URL")));
+                }
+                Some(JwksSource::Url {
+                    url: u.clone(),
+                    ca_file: a.jwks_ca_file.as_deref().map(|f| self.path(f)),
+                })
+            }
+            (None, Some(u)) if u.starts_with("http://") => {
+                return Err(self.err(
+                    format!("{key}.jwks_ca_file"),
+                    format!("only applies to an https:// jwks_url, not {u:?}"),
+                ))
+            }
+            (None, Some(u)) => {
+                return Err(self.err(
+                    format!("{key}.jwks_url"),
+                    format!("{u:?} is not an http:// or https:// URL"),
+                ))
+            }
+            (None, None) => None,
+        };
+        let public_pem = match (&a.public_key_file, &a.public_key) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.public_key"),
+                    "give public_key_file or public_key, not both",
+                ))
+            }
+            (Some(file), None) => {
+                let path = self.path(file);
+                Some(std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        format!("{key}.public_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            (None, Some(pem)) if pem.contains("-----BEGIN") => Some(pem.as_bytes().to_vec()),
+            (None, Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.public_key"),
+                    "is not PEM text (-----BEGIN PUBLIC KEY----- ...)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let key_source = match (hmac, &a.secret, public_pem) {
+            (_, None, None) if jwks.is_some() => JwtKey::Jwks {
+                source: jwks.expect("checked above"),
+                min_refresh: self.duration(
+                    &format!("{key}.jwks_min_refresh"),
+                    &a.jwks_min_refresh,
+                    Duration::from_secs(30),
+                )?,
+            },
+            (true, Some(secret), None) if !secret.is_empty() && jwks.is_none() => {
+                JwtKey::Secret(secret.as_bytes().to_vec())
+            }
+            (false, None, Some(pem)) if jwks.is_none() => JwtKey::PublicPem(pem),
+            (true, _, _) => {
+                return Err(self.err(
+                    format!("{key}.secret"),
+                    format!(
+                        "{} needs a non-empty secret and no public_key_file",
+                        algorithm_name
+                    ),
+                ))
+            }
+            (false, _, _) => {
+                return Err(self.err(
+                    format!("{key}.public_key_file"),
+                    format!(
+                    "{} needs exactly one of public_key_file, public_key, jwks_file, jwks_url, and no secret",
+                    algorithm_name
+                ),
+                ))
+            }
+        };
+        Ok(JwtConfig {
+            cookie: a.cookie.clone(),
+            algorithm,
+            key: key_source,
+            issuer: a.issuer.clone(),
+            audiences: a.audiences.clone().unwrap_or_default(),
+            leeway: match &a.leeway {
+                Some(_) => self.duration(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?,
+                None => Duration::from_secs(30),
+            },
+        })
+    }
+}
+
+fn decode_sha256_hex(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}

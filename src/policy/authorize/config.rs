@@ -1,0 +1,39 @@
+//! `routes[].authorize`: what a route's principal must hold.
+
+use crate::config::{file, ConfigError, Validator};
+
+/// What a route's principal must hold, checked after authentication.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthorizeConfig {
+    pub scopes: Vec<String>,
+    pub claims: Vec<(String, String)>,
+    /// An allow-list of principals (the consumer of an API key, the `sub`
+    /// of a token); `None` allows any.
+    pub consumers: Option<Vec<String>>,
+}
+
+impl Validator<'_> {
+    pub(crate) fn authorize(
+        &self,
+        k: &str,
+        a: &file::AuthorizeFile,
+    ) -> Result<AuthorizeConfig, ConfigError> {
+        Ok(AuthorizeConfig {
+            consumers: match &a.consumers {
+                Some(list) if list.is_empty() => {
+                    return Err(self.err(
+                        format!("{k}.consumers"),
+                        "an empty list would refuse everyone; leave it out to allow any",
+                    ))
+                }
+                other => other.clone(),
+            },
+            scopes: a.scopes.clone(),
+            claims: a
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}

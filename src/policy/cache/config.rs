@@ -1,0 +1,41 @@
+//! `routes[].cache`: a route's response cache.
+
+use crate::config::{file, ConfigError, Validator};
+use std::time::Duration;
+
+/// A route's response cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub ttl: Duration,
+    pub max_bytes: u64,
+    pub vary: Vec<http::HeaderName>,
+    pub methods: Vec<String>,
+}
+
+impl Validator<'_> {
+    pub(crate) fn cache(&self, k: &str, c: &file::CacheFile) -> Result<CacheConfig, ConfigError> {
+        let mut vary = Vec::new();
+        for (j, h) in c.vary.iter().enumerate() {
+            vary.push(
+                http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    self.err(
+                        format!("{k}.vary[{j}]"),
+                        format!("{h:?} is not a header name"),
+                    )
+                })?,
+            );
+        }
+        Ok(CacheConfig {
+            ttl: self.duration(&format!("{k}.ttl"), &Some(c.ttl.clone()), Duration::ZERO)?,
+            max_bytes: match c.max_bytes {
+                Some(0) => {
+                    return Err(self.err(format!("{k}.max_bytes"), "must be greater than zero"))
+                }
+                Some(b) => b,
+                None => 64 * 1024 * 1024,
+            },
+            vary,
+            methods: c.methods.clone(),
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! `[[routes]]`: a service routed to an upstream, with its policies, and
+//! google.api.http rules given in the config.
+
+use crate::config::{file, ConfigError, Validator};
+use crate::ingress::cors::config::CorsPolicy;
+use crate::policy::authorize::config::AuthorizeConfig;
+use crate::policy::cache::config::CacheConfig;
+use crate::policy::rate_limit::config::RateLimitConfig;
+use crate::transcode::json::config::JsonOptions;
+use std::time::Duration;
+
+/// What a route's names resolve against, and the defaults it inherits.
+pub(crate) struct RouteContext<'a> {
+    pub upstreams: &'a [crate::config::UpstreamConfig],
+    pub authenticators: &'a [crate::config::AuthenticatorConfig],
+    pub json: JsonOptions,
+    pub cors: Option<std::sync::Arc<CorsPolicy>>,
+    /// `server.limits.request_timeout`, the default unary deadline.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub grpc_service: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub methods: Option<Vec<String>>,
+    /// Also serve every method as `POST /package.Service/Method`.
+    pub auto_mapping: bool,
+    pub timeout: Duration,
+    pub json: JsonOptions,
+    /// None: no cross-origin access.
+    pub cors: Option<std::sync::Arc<CorsPolicy>>,
+    /// Index into [`Config::authenticators`] of the authenticator every
+    /// call on this route must pass.
+    pub auth: Option<usize>,
+    pub authorize: Option<AuthorizeConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub cache: Option<CacheConfig>,
+    /// google.api.http rules from the config, by method name; they replace
+    /// the schema's rule for that method.
+    pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
+}
+
+impl Validator<'_> {
+    /// One `[[routes]]` entry, its names resolved against the rest of the config.
+    pub(crate) fn route(
+        &self,
+        key: &str,
+        r: &file::RouteFile,
+        ctx: &RouteContext<'_>,
+    ) -> Result<RouteConfig, ConfigError> {
+        if r.grpc_service.is_empty() {
+            return Err(self.err(
+                format!("{key}.grpc_service"),
+                "must name a service, e.g. \"foo.v1.Foo\"",
+            ));
+        }
+        let upstream =
+            self.upstream_index(&format!("{key}.upstream"), &r.upstream, ctx.upstreams)?;
+        let route_json = match &r.json {
+            Some(j) => self.json(&format!("{key}.json"), j, ctx.json)?,
+            None => ctx.json,
+        };
+        let auth = match &r.auth {
+            None => None,
+            Some(name) => Some(
+                ctx.authenticators
+                    .iter()
+                    .position(|a| &a.name == name)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> =
+                            ctx.authenticators.iter().map(|a| a.name.as_str()).collect();
+                        self.err(
+                            format!("{key}.auth"),
+                            format!(
+                                "no authenticator named {name:?} (known: {})",
+                                crate::config::list_or_none(&known)
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        let authorize = match (&r.authorize, auth) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(self.err(
+                    format!("{key}.authorize"),
+                    "needs an authenticator on the route (auth = \"...\")",
+                ))
+            }
+            (Some(a), Some(_)) => Some(self.authorize(&format!("{key}.authorize"), a)?),
+        };
+        let rate_limit = r
+            .rate_limit
+            .as_ref()
+            .map(|rl| self.rate_limit(&format!("{key}.rate_limit"), rl))
+            .transpose()?;
+        let cache = r
+            .cache
+            .as_ref()
+            .map(|c| self.cache(&format!("{key}.cache"), c))
+            .transpose()?;
+        Ok(RouteConfig {
+            cache,
+            rate_limit,
+            auth,
+            authorize,
+            grpc_service: r.grpc_service.clone(),
+            upstream,
+            methods: r.methods.clone(),
+            auto_mapping: r.auto_mapping.unwrap_or(true),
+            timeout: self.duration(&format!("{key}.timeout"), &r.timeout, ctx.timeout)?,
+            json: route_json,
+            http_rules: match &r.http_rules {
+                Some(rules) => rules
+                    .iter()
+                    .map(|(method, rule)| {
+                        Ok((
+                            method.clone(),
+                            self.http_rule(&format!("{key}.http_rules.{method}"), rule, true)?,
+                        ))
+                    })
+                    .collect::<Result<_, ConfigError>>()?,
+                None => Default::default(),
+            },
+            cors: match &r.cors {
+                Some(c) => Some(std::sync::Arc::new(self.cors(&format!("{key}.cors"), c)?)),
+                None => ctx.cors.clone(),
+            },
+        })
+    }
+
+    pub(crate) fn http_rule(
+        &self,
+        key: &str,
+        r: &file::HttpRuleFile,
+        top: bool,
+    ) -> Result<crate::descriptors::http_rule::HttpRule, ConfigError> {
+        use crate::descriptors::http_rule::{pb::CustomHttpPattern, HttpRule, Pattern};
+        let mut patterns = Vec::new();
+        for (p, make) in [
+            (&r.get, Pattern::Get as fn(String) -> Pattern),
+            (&r.put, Pattern::Put),
+            (&r.post, Pattern::Post),
+            (&r.delete, Pattern::Delete),
+            (&r.patch, Pattern::Patch),
+        ] {
+            if let Some(path) = p {
+                patterns.push(make(path.clone()));
+            }
+        }
+        if let Some(c) = &r.custom {
+            patterns.push(Pattern::Custom(CustomHttpPattern {
+                kind: c.kind.clone(),
+                path: c.path.clone(),
+            }));
+        }
+        if patterns.len() != 1 {
+            return Err(self.err(
+                key,
+                "needs exactly one of get, put, post, delete, patch, custom",
+            ));
+        }
+        if !top && !r.additional_bindings.is_empty() {
+            return Err(self.err(
+                format!("{key}.additional_bindings"),
+                "additional bindings do not nest",
+            ));
+        }
+        let additional_bindings = r
+            .additional_bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| self.http_rule(&format!("{key}.additional_bindings[{i}]"), b, false))
+            .collect::<Result<_, _>>()?;
+        Ok(HttpRule {
+            selector: String::new(),
+            pattern: patterns.pop(),
+            body: r.body.clone(),
+            response_body: r.response_body.clone(),
+            additional_bindings,
+        })
+    }
+}
