@@ -48,7 +48,7 @@ ${EXTRA:-}
 grpc_service = "portico.demo.v1.Library"
 upstream = "demo"
 TOML
-  RUST_LOG=error taskset -c "$PROXY_CPU" target/release/portico serve --config "$RUN/balance.toml" >"$RUN/portico.log" 2>&1 &
+  RUST_LOG=error taskset -c "$PROXY_CPU" "$PORTICO" serve --config "$RUN/balance.toml" >"$RUN/portico.log" 2>&1 &
   gw_pid=$!
   pids+=("$gw_pid")
   for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done

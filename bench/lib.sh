@@ -20,6 +20,10 @@ need() {
 # release_build [extra cargo args...]: the gateway and the demo backend.
 release_build() { cargo build --release --quiet --bin portico --example demo_backend "$@"; }
 
+# The gateway binary: PORTICO_BIN (say, an older build to compare with), or
+# this checkout's release build.
+PORTICO=${PORTICO_BIN:-target/release/portico}
+
 # Every process started in background is recorded here and killed on exit.
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }

@@ -4,6 +4,7 @@
 #
 #   bench/load.sh                 # 10 s per row after 2 s of warm-up
 #   DURATION=5 CONNS=32 bench/load.sh
+#   PORTICO_BIN=/path/to/other/portico bench/load.sh   # another build, same harness
 #
 # Layout (2+ cores): backend and load generator on CPU 0, Portico on CPU 1,
 # as a gateway gets its own core in production. Prints a markdown table with
@@ -38,7 +39,7 @@ endpoints = ["$BACKEND"]
 grpc_service = "portico.demo.v1.Library"
 upstream = "demo"
 TOML
-RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/portico serve --config "$RUN/portico.toml" >"$RUN/portico.log" 2>&1 &
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTICO" serve --config "$RUN/portico.toml" >"$RUN/portico.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -53,7 +53,7 @@ grpc_service = "portico.demo.v1.Library"
 upstream = "demo"
 $route_extra
 TOML
-  RUST_LOG=warn taskset -c 1 target/release/portico serve --config "$RUN/pol.toml" >"$RUN/pol-portico.log" 2>&1 &
+  RUST_LOG=warn taskset -c 1 "$PORTICO" serve --config "$RUN/pol.toml" >"$RUN/pol-portico.log" 2>&1 &
   local gw=$!
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18181) 2>/dev/null && break; sleep 0.1; done
   local args=(-t 1 -c "$CONNS")

@@ -50,7 +50,7 @@ TOML
   fi
 }
 config A >"$RUN/reload.toml"
-RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/portico serve --config "$RUN/reload.toml" >"$RUN/portico.log" 2>&1 &
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTICO" serve --config "$RUN/reload.toml" >"$RUN/portico.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done

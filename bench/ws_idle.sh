@@ -30,7 +30,7 @@ endpoints = ["$BACKEND"]
 grpc_service = "portico.demo.v1.Feed"
 upstream = "demo"
 TOML
-RUST_LOG=warn target/release/portico serve --config "$RUN/idle.toml" >"$RUN/idle-portico.log" 2>&1 &
+RUST_LOG=warn "$PORTICO" serve --config "$RUN/idle.toml" >"$RUN/idle-portico.log" 2>&1 &
 gw=$!
 pids+=($gw)
 for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18161) 2>/dev/null && break; sleep 0.1; done

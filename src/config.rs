@@ -178,13 +178,14 @@ impl Config {
 
 /// Keys whose values are secrets, wherever they appear in a config.
 fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k == "secret"
-        || k == "token"
-        || k == "keys"
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    matches!(k.as_str(), "secret" | "token" | "keys" | "authorization")
         || k.ends_with("_secret")
+        || k.ends_with("_token")
         || k.ends_with("password")
         || k.ends_with("private_key")
+        || k.ends_with("api_key")
+        || k.ends_with("apikey")
 }
 
 /// The config with every secret value replaced, and passwords inside URLs
@@ -211,17 +212,32 @@ fn redact(value: serde_json::Value) -> serde_json::Value {
 }
 
 fn redact_url_password(s: &str) -> String {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return s.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:[redacted]@{host}{path}")
+    redact_text(s)
+}
+
+/// Any text (an error message, a value) with the credentials of every URL
+/// in it masked: `scheme://user:password@host` and `scheme://token@host`.
+pub fn redact_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"')
+            .unwrap_or(tail.len());
+        let (authority, after) = tail.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:[redacted]@{host}")),
+                None => out.push_str(&format!("[redacted]@{host}")),
+            },
+            None => out.push_str(authority),
         }
-        _ => s.to_owned(),
+        rest = after;
     }
+    out.push_str(rest);
+    out
 }
 
 /// 1-based line and column of a byte offset, for syntax errors.

@@ -104,6 +104,10 @@ pub struct RequestCtx {
     /// policies read, whatever the protocol. Not what the backend receives:
     /// that is [`Envelope::metadata`].
     pub headers: Arc<HeaderMap>,
+    /// The client's own deadline (`grpc-timeout`, `connect-timeout-ms`), as
+    /// the request edge read it: calls made on the client's behalf (an
+    /// aggregate's) are bounded by it too.
+    pub client_timeout: Option<Duration>,
 }
 
 impl RequestCtx {
@@ -113,6 +117,7 @@ impl RequestCtx {
             client_addr,
             principal: None,
             headers,
+            client_timeout: None,
         }
     }
 }

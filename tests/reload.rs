@@ -398,6 +398,11 @@ async fn endpoints_that_stay_keep_their_connections_and_counters_keep_counting()
         before,
         "the endpoint every config has kept its connection"
     );
+    // Back on the first list, the removed endpoint takes no calls.
+    for _ in 0..6 {
+        let r = client.get("/v1/probe/headers").await;
+        assert_eq!(r.header("x-served-by"), Some(b1.to_string().as_str()));
+    }
     assert!(
         used2.load(Ordering::SeqCst) >= 1,
         "the added endpoint took calls"

@@ -573,3 +573,41 @@ async fn frames_whose_call_is_ambiguous_are_refused_not_guessed() {
     assert_eq!(r["result"]["text"], "hi", "{r}");
     assert!(r.get("id").is_none());
 }
+
+#[tokio::test]
+async fn an_id_may_be_reused_right_after_its_call_is_cancelled() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    // Cancel and reopen in one burst: the first call's end must not take the second with it.
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["status"]["code"], 1, "{first}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "still here"}}),
+    )
+    .await;
+    let echo = next_json(&mut ws).await;
+    assert_eq!(
+        (echo["id"].as_str(), echo["result"]["text"].as_str()),
+        (Some("a"), Some("still here")),
+        "{echo}"
+    );
+    // A cancel after the status frame adds nothing: the next frame is the refusal of an unknown id.
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 1);
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    let e = next_json(&mut ws).await;
+    assert!(e.get("error").is_some(), "{e}");
+}

@@ -54,6 +54,11 @@ pub struct Carry {
     caches: Mutex<HashMap<String, Arc<ResponseCache>>>,
     /// By method path.
     stats: Mutex<HashMap<String, Arc<CallStats>>>,
+    /// One health status per routed service for the process: a client
+    /// watching it keeps its stream across reloads.
+    health: tonic_health::server::HealthReporter,
+    /// The services it reports on now.
+    health_services: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Carry {
@@ -68,6 +73,8 @@ impl Carry {
             limiters: Mutex::default(),
             caches: Mutex::default(),
             stats: Mutex::default(),
+            health: tonic_health::server::HealthReporter::new(),
+            health_services: Mutex::default(),
         }
     }
 
@@ -89,17 +96,18 @@ impl Carry {
     ) -> Result<(Arc<Upstream>, Option<Vec<WeightedAddr>>), StartError> {
         let running = lock(&self.upstreams).get(&config.name).cloned();
         if let Some(up) = running {
+            // The list is applied even when the definition looks unchanged:
+            // the running upstream's config holds the list it started with,
+            // not the one in effect, so a return to that list must be applied.
+            if same_but_endpoints(&up.config, config) {
+                if let EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } =
+                    &config.endpoints
+                {
+                    return Ok((up, Some(list.clone())));
+                }
+            }
             if up.config == *config {
                 return Ok((up, None));
-            }
-            if same_but_endpoints(&up.config, config) {
-                let list = match &config.endpoints {
-                    EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } => {
-                        list.clone()
-                    }
-                    EndpointSource::Dns { .. } => Vec::new(),
-                };
-                return Ok((up, Some(list)));
             }
         }
         let up = Upstream::start(config.clone())
@@ -153,9 +161,10 @@ fn limiter_key(route: &RouteConfig) -> String {
     )
 }
 
-/// A route's cached replies carry over while its whole definition and its
+/// A route's cached replies carry over while its whole definition (with the
+/// upstream and authenticator it names, by name, not by position) and its
 /// service's schema are unchanged.
-fn cache_key(route: &RouteConfig, pool: &DescriptorPool) -> String {
+fn cache_key(route: &RouteConfig, config: &Config, pool: &DescriptorPool) -> String {
     let schema = pool
         .get_service_by_name(&route.grpc_service)
         .map(|s| {
@@ -165,7 +174,14 @@ fn cache_key(route: &RouteConfig, pool: &DescriptorPool) -> String {
             ))
         })
         .unwrap_or_default();
-    format!("{route:?}|{schema}")
+    let upstream = &config.upstreams[route.upstream].name;
+    let auth = route.auth.map(|i| config.authenticators[i].name.as_str());
+    let positionless = RouteConfig {
+        upstream: usize::MAX,
+        auth: None,
+        ..route.clone()
+    };
+    format!("{positionless:?}|{upstream}|{auth:?}|{schema}")
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -263,7 +279,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .iter()
             .map(|r| {
                 let c = r.cache.clone()?;
-                let key = cache_key(r, &pool);
+                let key = cache_key(r, &config, &pool);
                 let existing = lock(&carry.caches).get(&key).cloned();
                 let cache = existing.unwrap_or_else(|| Arc::new(ResponseCache::new(c)));
                 caches.insert(key, cache.clone());
@@ -282,7 +298,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
 
     // The ingress adapters, all through one request edge.
     let (alive, alive_rx) = watch::channel(());
-    let local = local_grpc_services(&pool, &routes, &upstreams, alive_rx)?;
+    let local = local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
     let edge = Edge::new(
         config.metadata.clone(),
         config.websocket.token_query_param.clone(),
@@ -401,10 +417,11 @@ fn files_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// v1alpha) over the routed services, and grpc.health.v1 reporting each
 /// routed service as serving while an endpoint of its upstream is in
 /// rotation and reachable. Their reporters end when `alive` closes.
-fn local_grpc_services(
+async fn local_grpc_services(
     pool: &DescriptorPool,
     routes: &RouteTable,
     upstreams: &[Arc<Upstream>],
+    carry: &Carry,
     alive: watch::Receiver<()>,
 ) -> Result<Vec<(&'static str, LocalService)>, StartError> {
     let mut services: Vec<String> = routes
@@ -433,7 +450,22 @@ fn local_grpc_services(
         })
     };
 
-    let (reporter, health) = tonic_health::server::health_reporter();
+    // Services no longer routed stop being reported; the others keep their
+    // status until this generation's probes report.
+    let gone: Vec<String> = {
+        let mut reported = lock(&carry.health_services);
+        let now: std::collections::BTreeSet<String> = services.iter().cloned().collect();
+        let gone = reported.difference(&now).cloned().collect();
+        *reported = now;
+        gone
+    };
+    let mut reporter = carry.health.clone();
+    for name in gone {
+        reporter.clear_service_status(&name).await;
+    }
+    let health = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(carry.health.clone()),
+    );
     let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
     for (i, upstream) in probes.into_iter().enumerate() {
         let names: Vec<String> = routes

@@ -11,7 +11,7 @@
 
 use super::generation::{self, Carry, Generation};
 use super::{load_with_stats, StartError};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::egress::upstream::Upstream;
 use crate::ingress::dispatch::Ingress;
 use crate::observe::metrics::Usage;
@@ -40,6 +40,12 @@ pub struct Live {
     last_error: Mutex<Option<String>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// The listener's settings as bound at start: what a reload cannot change.
+    listener: ServerConfig,
+    /// Files named by the last config that failed to load.
+    attempted: Mutex<Vec<PathBuf>>,
+    /// Bumped after every reload, whatever triggered it.
+    reloaded: watch::Sender<u64>,
 }
 
 enum Prepared {
@@ -87,6 +93,9 @@ impl Live {
     pub fn new(first: Generation, carry: Carry) -> Arc<Live> {
         carry.websocket.store(Some(first.ingress.websocket.clone()));
         Arc::new(Live {
+            listener: first.config.server.clone(),
+            attempted: Mutex::new(Vec::new()),
+            reloaded: watch::channel(0).0,
             current: ArcSwap::from_pointee(first),
             carry,
             reloading: tokio::sync::Mutex::new(()),
@@ -103,6 +112,18 @@ impl Live {
 
     /// Reloads the config file the gateway was started from.
     pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
+        // In a task of its own: a caller that gives up (an admin client that
+        // disconnects) cannot leave a reload half done.
+        let this = self.clone();
+        match tokio::spawn(async move { this.reload_now().await }).await {
+            Ok(outcome) => outcome,
+            Err(e) => ReloadOutcome::Failed {
+                errors: vec![format!("the reload failed: {e}")],
+            },
+        }
+    }
+
+    async fn reload_now(self: Arc<Self>) -> ReloadOutcome {
         let _one_at_a_time = self.reloading.lock().await;
         // Loading is CPU work (compiling schemas, building thousands of
         // routes): it runs on a blocking thread, not on the threads that
@@ -113,8 +134,7 @@ impl Live {
         let outcome = match prepared {
             Ok(Ok(Prepared::Unchanged(digest))) => ReloadOutcome::Unchanged { digest },
             Ok(Ok(Prepared::Next(next))) => {
-                let current = self.current();
-                let needs_restart = restart_keys(&current.config, &next.config);
+                let needs_restart = restart_keys(&self.listener, &next.config.server);
                 let digest = next.digest.clone();
                 self.carry
                     .websocket
@@ -125,8 +145,9 @@ impl Live {
                     needs_restart,
                 }
             }
+            // An error may quote a URL from the config: never its credentials.
             Ok(Err(e)) => ReloadOutcome::Failed {
-                errors: vec![e.to_string()],
+                errors: vec![crate::config::redact_text(&e.to_string())],
             },
             Err(e) => ReloadOutcome::Failed {
                 errors: vec![format!("the reload failed: {e}")],
@@ -158,7 +179,25 @@ impl Live {
                 }
             }
         }
+        if !matches!(outcome, ReloadOutcome::Failed { .. }) {
+            lock(&self.attempted).clear();
+        }
+        // The file watcher follows what the config names now.
+        self.reloaded.send_modify(|n| *n += 1);
         outcome
+    }
+
+    /// The files a reload should follow: those the serving config names, and
+    /// those of a config that failed to load (so fixing one of them, or
+    /// creating a missing key file, reloads by itself).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = self.current().config.files.clone();
+        for f in lock(&self.attempted).iter() {
+            if !files.contains(f) {
+                files.push(f.clone());
+            }
+        }
+        files
     }
 
     /// Loads and builds the next generation, or finds nothing changed.
@@ -172,6 +211,7 @@ impl Live {
         };
         // The same path as `portico check`, then the build.
         let config = Config::load(&path)?;
+        *lock(&self.attempted) = config.files.clone();
         let loaded = load_with_stats(config, &|p| self.carry.stats(p)).await?;
         let digest = generation::digest(&loaded.config, &loaded.pool);
         if digest == current.digest {
@@ -212,23 +252,42 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The settings bound to the listening sockets, which a reload cannot apply.
-fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (a, b) = (&old.server, &new.server);
-    let mut keys = Vec::new();
-    if a.listen != b.listen {
-        keys.push("server.listen");
-    }
-    if a.admin != b.admin {
-        keys.push("server.admin");
-    }
-    if a.limits != b.limits {
-        keys.push("server.limits");
-    }
-    if a.drain_timeout != b.drain_timeout {
-        keys.push("server.drain_timeout");
-    }
-    keys
+/// The settings bound to the listening sockets, which only a restart
+/// applies: compared with what the listener was started with, so they are
+/// reported on every reload until then.
+fn restart_keys(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
+    let (a, b) = (&bound.limits, &new.limits);
+    [
+        ("server.listen", bound.listen != new.listen),
+        ("server.admin", bound.admin != new.admin),
+        (
+            "server.drain_timeout",
+            bound.drain_timeout != new.drain_timeout,
+        ),
+        (
+            "server.limits.max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        (
+            "server.limits.max_concurrent_streams",
+            a.max_concurrent_streams != b.max_concurrent_streams,
+        ),
+        (
+            "server.limits.header_read_timeout",
+            a.header_read_timeout != b.header_read_timeout,
+        ),
+        (
+            "server.limits.max_header_bytes",
+            a.max_header_bytes != b.max_header_bytes,
+        ),
+        (
+            "server.limits.idle_timeout",
+            a.idle_timeout != b.idle_timeout,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
 }
 
 impl crate::ingress::server::Serving for Live {
@@ -280,17 +339,19 @@ pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> J
         let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
         let mut watcher = FileWatch::new(events_tx);
         let follow = |watcher: &mut FileWatch| {
-            let current = live.current();
-            if current.config.server.watch_files {
-                watcher.follow(&current.config.files);
+            if live.current().config.server.watch_files {
+                watcher.follow(&live.watched_files());
             } else {
                 watcher.follow(&[]);
             }
         };
         follow(&mut watcher);
+        let mut reloaded = live.reloaded.subscribe();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
+                // Reloaded from elsewhere (the admin port, the API).
+                _ = reloaded.changed() => {}
                 _ = recv_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading the config");
                     live.reload().await;

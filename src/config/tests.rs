@@ -93,3 +93,42 @@ fn http_rules_in_the_config_take_exactly_one_pattern() {
     assert_eq!(err.key, "routes[0].http_rules.Get");
     assert!(err.reason.contains("exactly one"), "{err}");
 }
+
+#[test]
+fn url_credentials_are_masked_wherever_they_appear() {
+    assert_eq!(
+        redact_text("https://svc:pw@idp.example/jwks: connection refused"),
+        "https://svc:[redacted]@idp.example/jwks: connection refused"
+    );
+    assert_eq!(
+        redact_text("rediss://TOKEN@cache:6380 and http://plain/x"),
+        "rediss://[redacted]@cache:6380 and http://plain/x"
+    );
+    assert_eq!(redact_text("no url here"), "no url here");
+}
+
+#[test]
+fn the_config_view_redacts_secrets_by_key_and_in_urls() {
+    let text = format!(
+        "{MINIMAL}\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"s3cret-value-long-enough\"\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    let shown = c.redacted.to_string();
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+    assert_eq!(
+        c.redacted["authenticators"]["users"]["secret"],
+        "[redacted]"
+    );
+    assert_eq!(c.redacted["server"]["listen"], "127.0.0.1:8080");
+    let v = redact(serde_json::json!({"upstream": {"api_key": "k", "url": "redis://u:p@h:1"}}));
+    assert_eq!(
+        v,
+        serde_json::json!({"upstream": {"api_key": "[redacted]", "url": "redis://u:[redacted]@h:1"}})
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_names_its_line_and_column() {
+    let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n[upstreams.a\n").unwrap_err();
+    assert!(err.reason.starts_with("line 3, column "), "{err}");
+}

@@ -85,9 +85,15 @@ impl GrpcEgress {
             Default::default(),
             messages,
         );
-        // Until the call ends well, leaving it (an error, the deadline, the
-        // caller dropping it) resets the backend's stream.
-        let cancel = CancelOnDrop(Some(request.cancellation_handle()));
+        // A client stream may still be open when the call is left (an
+        // error, the deadline, the caller dropping it): then the backend's
+        // stream is reset. A unary request has ended by then already, and
+        // hyper resets a stream whose reply has not started; it pays nothing.
+        let cancel = CancelOnDrop(
+            client_failed
+                .is_some()
+                .then(|| request.cancellation_handle()),
+        );
         if let Some(t) = env.timeout {
             request.set_timeout(t);
         }

@@ -101,27 +101,30 @@ impl Edge {
             &self.metadata.query_credentials,
             &mut inbound.headers,
         );
-        let token = match offered_subprotocols
+        let from_subprotocol = offered_subprotocols
             .iter()
             .find_map(|p| p.strip_prefix(TOKEN_PREFIX))
-        {
-            Some(t) => {
+            .and_then(|t| {
                 use base64::Engine as _;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(t.trim_end_matches('='))
                     .ok()
                     .and_then(|d| String::from_utf8(d).ok())
-            }
-            None => self.token_query_param.as_ref().and_then(|name| {
-                let i = query.iter().position(|(k, _)| k == name)?;
-                Some(query.remove(i).1)
-            }),
-        };
-        if let Some(token) = token {
+            });
+        // The query parameter is taken out of the query whether used or not.
+        let from_query = self.token_query_param.as_ref().and_then(|name| {
+            let i = query.iter().position(|(k, _)| k == name)?;
+            Some(query.remove(i).1)
+        });
+        if let Some(token) = from_subprotocol.or(from_query) {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 crate::error::GatewayError::invalid_field("token", "is not a valid header value")
             })?;
-            inbound.headers.insert(http::header::AUTHORIZATION, value);
+            // As with query credentials, a header the client sent itself wins.
+            inbound
+                .headers
+                .entry(http::header::AUTHORIZATION)
+                .or_insert(value);
         }
         Ok(())
     }
@@ -166,6 +169,20 @@ impl Edge {
         }
     }
 
+    /// The policies' context for a request: its headers as the edge made
+    /// them and the client's deadline.
+    pub fn context(
+        &self,
+        inbound: Inbound,
+        client: Option<SocketAddr>,
+        started: Instant,
+    ) -> RequestCtx {
+        let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
+        ctx.client_timeout = self.client_timeout(&ctx.headers);
+        ctx.started = started;
+        ctx
+    }
+
     /// The envelope for a call: metadata by the forwarding rule, the
     /// deadline, and the policy view in its context.
     pub fn envelope(
@@ -176,14 +193,9 @@ impl Edge {
         client: Option<SocketAddr>,
         started: Instant,
     ) -> Envelope {
-        let timeout = deadline(
-            target.kind,
-            self.client_timeout(&inbound.headers),
-            target.timeout,
-        );
-        let metadata = self.metadata(&inbound.headers);
-        let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
-        ctx.started = started;
+        let ctx = self.context(inbound, client, started);
+        let timeout = deadline(target.kind, ctx.client_timeout, target.timeout);
+        let metadata = self.metadata(&ctx.headers);
         Envelope {
             timeout,
             metadata,

@@ -95,8 +95,7 @@ impl RestIngress {
                     body: None,
                 };
                 let metadata = self.edge.metadata(&inbound.headers);
-                let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
-                ctx.started = started;
+                let ctx = self.edge.context(inbound, client, started);
                 return self
                     .aggregate(plan, input, &parts, body, metadata, ctx)
                     .await;

@@ -176,6 +176,8 @@ impl CallRun {
         let message =
             json::decode_value(&target.method.input(), request, json_options, "").map_err(label)?;
         let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));
+        // The client's own deadline bounds every call made for it.
+        let timeout = self.ctx.client_timeout.map_or(timeout, |c| c.min(timeout));
         let envelope = Envelope {
             target: target.clone(),
             metadata: self.metadata.clone(),

@@ -248,6 +248,10 @@ impl Authenticator {
                 Some(other) => other.to_string(),
             };
             if let Ok(v) = http::HeaderValue::from_str(&value) {
+                // The policies after this one (a rate limit or a cache keyed
+                // on the header, a balancer hashing it) see the verified
+                // value too, never the one a client may have sent.
+                Arc::make_mut(&mut env.ctx.headers).insert(header.clone(), v.clone());
                 env.metadata.insert(header.clone(), v);
             }
         }

@@ -40,6 +40,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 struct Call {
+    /// Tells this call from an earlier one with the same id.
+    seq: u64,
     /// The generation the call was opened in.
     ingress: Arc<WebSocketIngress>,
     spec: Arc<CallSpec>,
@@ -66,7 +68,11 @@ struct Session {
     headers: HeaderMap,
     client: Option<SocketAddr>,
     out: mpsc::Sender<Outgoing>,
-    done: mpsc::UnboundedSender<String>,
+    /// Calls that ended, by id and sequence number: an id may be reused
+    /// once its call ended, so only the number tells which call it was.
+    done: mpsc::UnboundedSender<(String, u64)>,
+    /// The sequence number of the next call.
+    next_seq: u64,
     calls: HashMap<String, Call>,
     /// The session was opened on a method's path: one call, then close.
     single: bool,
@@ -108,6 +114,7 @@ pub(super) async fn run(
         client,
         out: out_tx,
         done: done_tx,
+        next_seq: 0,
         calls: HashMap::new(),
         call_budget: Bucket::full(cfg.calls_per_second.map_or(0, |r| r.burst), Instant::now()),
         message_budget: Bucket::full(
@@ -145,8 +152,10 @@ pub(super) async fn run(
                 }
                 None => break,
             },
-            Some(id) = done_rx.recv() => {
-                session.calls.remove(&id);
+            Some((id, seq)) = done_rx.recv() => {
+                if session.calls.get(&id).is_some_and(|c| c.seq == seq) {
+                    session.calls.remove(&id);
+                }
                 if session.single && session.calls.is_empty() {
                     break;
                 }
@@ -156,6 +165,10 @@ pub(super) async fn run(
                 break;
             }
             _ = idle_check.tick() => {
+                // An idle session does not hold an old generation (its
+                // routes, caches, upstreams) after a reload: its next calls
+                // and limits come from the newest.
+                session.ingress = session.ingress.newest();
                 if last_seen.elapsed() >= idle_timeout {
                     let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "idle timeout".into())).await;
                     break;
@@ -256,6 +269,8 @@ impl Session {
                 None => self.refuse(&id, &no_call(&id)).await,
             },
             Ok(ClientFrame::Cancel { id }) => match self.calls.remove(&id) {
+                // Ended already: its status frame is sent, and is its last.
+                Some(call) if call.task.is_finished() => {}
                 Some(call) => {
                     call.task.abort();
                     let err = GatewayError::new(
@@ -264,7 +279,7 @@ impl Session {
                         "cancelled by the client",
                     );
                     self.finish(&id, Err(err)).await;
-                    let _ = self.done.send(id);
+                    let _ = self.done.send((id, call.seq));
                 }
                 None => self.refuse(&id, &no_call(&id)).await,
             },
@@ -411,7 +426,7 @@ impl Session {
                 Ok(m) => Some(m),
                 Err(e) => {
                     self.finish(&id, Err(e)).await;
-                    let _ = self.done.send(id);
+                    let _ = self.done.send((id, u64::MAX));
                     return;
                 }
             }
@@ -419,7 +434,10 @@ impl Session {
             None
         };
         let ended = Arc::new(AtomicBool::new(false));
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let task = tokio::spawn(call_task(CallTask {
+            seq,
             ended: ended.clone(),
             ingress: ingress.clone(),
             dialect: self.dialect,
@@ -437,6 +455,7 @@ impl Session {
         self.calls.insert(
             id,
             Call {
+                seq,
                 ingress,
                 spec,
                 input: if from_url { None } else { Some(tx) },
@@ -501,14 +520,15 @@ impl Session {
             let _ = input.send(encoded).await;
         } else if input.try_send(encoded).is_err() {
             let limit = self.ingress.config.max_in_flight;
-            if let Some(call) = self.calls.remove(id) {
+            let seq = self.calls.remove(id).map(|call| {
                 call.task.abort();
-            }
+                call.seq
+            });
             let err = GatewayError::payload_too_large(limit).with_message(format!(
                 "more than {limit} messages in flight on call {id:?}"
             ));
             self.finish(id, Err(err)).await;
-            let _ = self.done.send(id.to_owned());
+            let _ = self.done.send((id.to_owned(), seq.unwrap_or(u64::MAX)));
         }
     }
 

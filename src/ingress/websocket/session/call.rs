@@ -33,14 +33,15 @@ pub(super) struct CallTask {
     pub(super) ended: Arc<AtomicBool>,
     pub(super) first: Option<Bytes>,
     pub(super) out: mpsc::Sender<Outgoing>,
-    pub(super) done: mpsc::UnboundedSender<String>,
+    pub(super) done: mpsc::UnboundedSender<(String, u64)>,
+    pub(super) seq: u64,
     pub(super) single: bool,
 }
 
 pub(super) async fn call_task(mut t: CallTask) {
     let result = drive(&mut t).await;
     finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
-    let _ = t.done.send(t.id.clone());
+    let _ = t.done.send((t.id.clone(), t.seq));
 }
 
 /// Runs the call; returns its trailers, or the error that ended it.
