@@ -28,7 +28,10 @@ release_build
 
 taskset -c "$LOAD_CPU" target/release/examples/demo_backend "$BACKEND" >"$RUN/backend.log" 2>&1 &
 pids+=($!)
-cat >"$RUN/portico.toml" <<TOML
+# The config gets a folder of its own: the gateway watches the config's
+# folder for changes, and h2load writes a line per request into $RUN.
+mkdir -p "$RUN/conf"
+cat >"$RUN/conf/portico.toml" <<TOML
 [server]
 listen = "$GATEWAY"
 [descriptors]
@@ -39,7 +42,7 @@ endpoints = ["$BACKEND"]
 grpc_service = "portico.demo.v1.Library"
 upstream = "demo"
 TOML
-RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTICO" serve --config "$RUN/portico.toml" >"$RUN/portico.log" 2>&1 &
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$PORTICO" serve --config "$RUN/conf/portico.toml" >"$RUN/portico.log" 2>&1 &
 gw_pid=$!
 pids+=($gw_pid)
 for _ in $(seq 100); do curl -sf "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -79,7 +79,8 @@ row() {
   taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$WARMUP" "$url" >/dev/null 2>&1 || true
   local before; before=$(reloads)
   local rpid=
-  if [ "$reloading" = yes ]; then reloader & rpid=$!; fi
+  # The reloading shell shares the load generator's core, not Portico's.
+  if [ "$reloading" = yes ]; then reloader & rpid=$!; taskset -cp "$LOAD_CPU" "$rpid" >/dev/null; fi
   taskset -c "$LOAD_CPU" wrk "${args[@]}" -d "$DURATION" "$url" >"$RUN/wrk.out" 2>&1
   if [ -n "$rpid" ]; then kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null || true; fi
   local after; after=$(reloads)

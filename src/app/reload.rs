@@ -125,6 +125,7 @@ impl Live {
 
     async fn reload_now(self: Arc<Self>) -> ReloadOutcome {
         let _one_at_a_time = self.reloading.lock().await;
+        let started = std::time::Instant::now();
         // Loading is CPU work (compiling schemas, building thousands of
         // routes): it runs on a blocking thread, not on the threads that
         // serve requests. Tasks it starts still run on the runtime.
@@ -161,9 +162,9 @@ impl Live {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.last_error) = None;
                 if needs_restart.is_empty() {
-                    tracing::info!(%digest, "config reloaded");
+                    tracing::info!(%digest, millis = started.elapsed().as_millis() as u64, "config reloaded");
                 } else {
-                    tracing::warn!(%digest, needs_restart = ?needs_restart, "config reloaded; these settings changed and take effect only after a restart");
+                    tracing::warn!(%digest, millis = started.elapsed().as_millis() as u64, needs_restart = ?needs_restart, "config reloaded; these settings changed and take effect only after a restart");
                 }
             }
             ReloadOutcome::Unchanged { digest } => {
