@@ -104,10 +104,7 @@ impl ConnectIngress {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("connect", &path, started, &err);
-                match shape {
-                    Shape::Stream(codec) => self.stream_error_response(codec, &err),
-                    _ => self.unary_error_response(&err),
-                }
+                self.error_response(shape, &err)
             }
         }
     }
@@ -272,6 +269,14 @@ impl ConnectIngress {
                 }
             },
         ))
+    }
+
+    /// An error in the Connect format of the request's shape.
+    pub fn error_response(&self, shape: Shape, err: &GatewayError) -> Response<ResponseBody> {
+        match shape {
+            Shape::Stream(codec) => self.stream_error_response(codec, err),
+            _ => self.unary_error_response(err),
+        }
     }
 
     fn unary_error_response(&self, err: &GatewayError) -> Response<ResponseBody> {

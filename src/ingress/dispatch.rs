@@ -38,9 +38,21 @@ pub struct Page {
 impl Ingress {
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<hyper::body::Incoming>,
+        mut req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
+        // Every protocol matches the normalized path (see edge::path).
+        match super::edge::path::normalize(req.uri().path()) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(path)) => match with_path(req.uri(), &path) {
+                Some(uri) => *req.uri_mut() = uri,
+                None => {
+                    let err = GatewayError::invalid_field("path", "is not a valid request path");
+                    return self.refuse(&req, &err);
+                }
+            },
+            Err(err) => return self.refuse(&req, &err),
+        }
         let origin = req
             .headers()
             .get(ORIGIN)
@@ -94,6 +106,31 @@ impl Ingress {
         resp
     }
 
+    /// A request refused before any adapter took it, answered in its
+    /// protocol's error format.
+    fn refuse(
+        &self,
+        req: &Request<hyper::body::Incoming>,
+        err: &GatewayError,
+    ) -> Response<ResponseBody> {
+        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = %err.message, "request refused");
+        if is_upgrade(req) {
+            return self.websocket.refusal(err);
+        }
+        let flavor = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Flavor::of);
+        if let Some(flavor) = flavor {
+            return super::grpc::trailers_only(flavor, err);
+        }
+        match Shape::of(req.method(), req.headers(), req.uri().query()) {
+            Some(shape) => self.connect.error_response(shape, err),
+            None => self.rest.error_response(err),
+        }
+    }
+
     fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
         match self
             .routes
@@ -119,4 +156,15 @@ impl Ingress {
             }
         }
     }
+}
+
+/// `uri` with another path, its query kept.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }

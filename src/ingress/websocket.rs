@@ -88,13 +88,7 @@ impl WebSocketIngress {
         match self.accept(&req) {
             Err(err) => {
                 tracing::info!(target: "portico::access", %path, origin = err.origin.as_str(), error = %err.message, "websocket handshake refused");
-                let mut resp = Response::new(ResponseBody::full(self.status.to_vec(&err)));
-                *resp.status_mut() = err.http_status();
-                resp.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                resp
+                self.refusal(&err)
             }
             Ok((dialect, spec, inbound)) => {
                 let key = req
@@ -135,6 +129,17 @@ impl WebSocketIngress {
                 resp
             }
         }
+    }
+
+    /// A refused handshake: the HTTP status of the error, its JSON body.
+    pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
+        *resp.status_mut() = err.http_status();
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
     }
 
     /// Checks the handshake and works out the session: dialect, the call it

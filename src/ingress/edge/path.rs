@@ -1,0 +1,143 @@
+//! Request paths as the gateway matches them, whatever protocol carried
+//! them: percent-encoded unreserved characters decoded (`%41` is `A`, `%2e`
+//! is `.`), dot-segments removed as RFC 3986 section 5.2.4 says, and empty
+//! segments merged (`//` is `/`, a trailing `/` is dropped). A path that
+//! would climb above the root is refused. Everything else stays encoded, so
+//! `%2F` keeps its google.api.http meaning: a single-segment variable
+//! decodes it, a multi-segment one keeps it encoded. A bound variable
+//! therefore never receives a `.` or `..` segment, nor an empty one.
+
+use crate::error::GatewayError;
+use std::borrow::Cow;
+
+/// The normalized path; borrowed when it needed no change, which is the
+/// common case and costs one scan.
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let segment = decode_unreserved(raw);
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(GatewayError::invalid_field(
+                        "path",
+                        format!("{} climbs above the root", shown(path)),
+                    ));
+                }
+            }
+            _ => out.push(segment),
+        }
+    }
+    Ok(Cow::Owned(format!("/{}", out.join("/"))))
+}
+
+/// Nothing to do: no escape, no empty segment, no dot-segment.
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || bytes.contains(&b'%') {
+        return false;
+    }
+    let rest = &path[1..];
+    (rest.is_empty() || !rest.ends_with('/'))
+        && rest
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+        || path == "/"
+}
+
+/// A segment with its percent-encoded unreserved characters decoded (and
+/// other escapes kept, in upper case).
+fn decode_unreserved(segment: &str) -> String {
+    // A URI path is ASCII; anything else is left as it is.
+    if !segment.is_ascii() {
+        return segment.to_owned();
+    }
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = &segment[i + 1..i + 3];
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                    out.push(b as char);
+                } else {
+                    out.push('%');
+                    out.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// A path for an error message: bounded, and printable.
+fn shown(path: &str) -> String {
+    let cut: String = path.chars().take(200).collect();
+    format!("{cut:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, String> {
+        normalize(p).map(|c| c.into_owned()).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn a_plain_path_is_left_alone_without_a_copy() {
+        for p in ["/", "/v1/shelves/1", "/portico.demo.v1.Library/GetShelf"] {
+            assert!(matches!(normalize(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed_and_encoded_dots_are_dots() {
+        assert_eq!(norm("/v1/files/a/./b/../c").unwrap(), "/v1/files/a/c");
+        assert_eq!(norm("/v1/files/%2e%2E/x").unwrap(), "/v1/x");
+        assert_eq!(norm("/v1/files/.%2E/y").unwrap(), "/v1/y");
+        assert_eq!(norm("/v1/%76%31/x").unwrap(), "/v1/v1/x");
+    }
+
+    #[test]
+    fn climbing_above_the_root_is_refused() {
+        for p in [
+            "/..",
+            "/v1/../../x",
+            "/v1/files/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+            "/v1/files/.%2E/.%2e/.%2E/etc/passwd",
+        ] {
+            let err = norm(p).unwrap_err();
+            assert!(err.contains("climbs above the root"), "{p}: {err}");
+        }
+        // Climbing out of a route's prefix, but not above the root, is
+        // just another path: it matches what it names, nothing bound.
+        for p in [
+            "/v1/files/../../etc/passwd",
+            "/v1/files/a/../../../etc/passwd",
+        ] {
+            assert_eq!(norm(p).unwrap(), "/etc/passwd");
+        }
+    }
+
+    #[test]
+    fn empty_segments_merge_and_other_escapes_stay_encoded() {
+        assert_eq!(
+            norm("/v1/files//etc/passwd").unwrap(),
+            "/v1/files/etc/passwd"
+        );
+        assert_eq!(norm("/v1/shelves/1/").unwrap(), "/v1/shelves/1");
+        assert_eq!(norm("/v1/files/a%2fb").unwrap(), "/v1/files/a%2Fb");
+        assert_eq!(norm("/v1/files/a%20b%zz").unwrap(), "/v1/files/a%20b%zz");
+        assert_eq!(norm("/v1/x%").unwrap(), "/v1/x%");
+    }
+}
