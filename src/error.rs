@@ -83,6 +83,12 @@ pub enum ErrorKind {
     Overloaded { limit: &'static str },
     /// An aggregated call was not made because a call it takes values from failed.
     DependencyFailed { call: String },
+    /// The request target (path and query) is longer than
+    /// `server.limits.max_request_target_bytes`.
+    RequestTargetTooLong { limit: usize },
+    /// An HTTP/1.1 request whose body framing the gateway will not guess
+    /// at: a `Transfer-Encoding` other than exactly `chunked`.
+    UnsupportedTransferEncoding,
     /// A failure inside the gateway that is nobody else's fault.
     Internal,
 }
@@ -359,6 +365,8 @@ impl ErrorKind {
             ErrorKind::DependencyFailed { .. } => Code::FailedPrecondition,
             ErrorKind::Overloaded { .. } => Code::Unavailable,
             ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::RequestTargetTooLong { .. } => Code::InvalidArgument,
+            ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -385,6 +393,8 @@ impl ErrorKind {
             ErrorKind::DependencyFailed { .. } => StatusCode::FAILED_DEPENDENCY,
             ErrorKind::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Cancelled => http_status_of_grpc(Code::Cancelled),
+            ErrorKind::RequestTargetTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

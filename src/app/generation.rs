@@ -343,6 +343,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         }),
         websocket,
         pages: carry.pages.clone(),
+        limits: limits.clone(),
     });
 
     let tls = config

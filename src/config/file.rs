@@ -90,6 +90,8 @@ pub struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_request_target_bytes: Option<usize>,
+    pub max_header_count: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

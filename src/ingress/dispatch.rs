@@ -25,6 +25,8 @@ pub struct Ingress {
     pub websocket: Arc<WebSocketIngress>,
     /// Static pages served at exact paths (the demo's chat page).
     pub pages: Arc<Vec<Page>>,
+    /// The request limits the edge checks before any adapter.
+    pub limits: crate::config::Limits,
 }
 
 /// A static page: served for `GET path`.
@@ -41,6 +43,17 @@ impl Ingress {
         mut req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
+        if let Err(err) = super::edge::framing::check(&req, &self.limits) {
+            let mut resp = self.refuse(&req, &err);
+            // The framing cannot be trusted: nothing more is read from it.
+            if req.version() < http::Version::HTTP_2 {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            return resp;
+        }
         // Every protocol matches the normalized path (see edge::path).
         match super::edge::path::normalize(req.uri().path()) {
             Ok(std::borrow::Cow::Borrowed(_)) => {}

@@ -21,6 +21,7 @@
 //! their one table in [`crate::error`].
 
 pub mod config;
+pub mod framing;
 pub mod path;
 
 use crate::config::MetadataConfig;

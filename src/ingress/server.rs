@@ -135,6 +135,7 @@ async fn serve_connection<Io, S: Serving>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_header_count)
         .keep_alive(true);
     builder
         .http2()

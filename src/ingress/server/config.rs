@@ -27,6 +27,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Client connections open at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Longest request target (path and query) of an HTTP/1.1 request.
+    pub max_request_target_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request.
+    pub max_header_count: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +44,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_request_target_bytes: 8 * 1024,
+            max_header_count: 100,
         }
     }
 }
@@ -129,6 +135,12 @@ impl Validator<'_> {
                 d.request_timeout,
             )?,
             max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
+            max_request_target_bytes: positive(
+                "max_request_target_bytes",
+                l.max_request_target_bytes,
+                d.max_request_target_bytes,
+            )?,
+            max_header_count: positive("max_header_count", l.max_header_count, d.max_header_count)?,
         };
         if limits.max_header_bytes < 8192 {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));

@@ -1,0 +1,59 @@
+//! Strict HTTP/1.1 framing (RFC 9112), checked before any adapter reads a
+//! request: exactly one `Host`, no `Transfer-Encoding` but `chunked`, and a
+//! request target within `server.limits.max_request_target_bytes`. hyper
+//! itself refuses obsolete line folding, invalid header bytes and more
+//! header fields than `max_header_count` before the request reaches the
+//! gateway, and reads a request with both `Content-Length` and
+//! `Transfer-Encoding: chunked` by the chunked framing alone (dropping the
+//! length, as RFC 9112 section 6.3 says): since the gateway re-frames every
+//! body for the backend, no backend can read it another way.
+
+use crate::config::Limits;
+use crate::error::{ErrorKind, GatewayError, Origin};
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::{Request, Version};
+
+/// Whether a request may be read at all.
+pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > limits.max_request_target_bytes {
+        return Err(GatewayError::new(
+            ErrorKind::RequestTargetTooLong {
+                limit: limits.max_request_target_bytes,
+            },
+            Origin::Client,
+            format!(
+                "the request target is {target} bytes, over server.limits.max_request_target_bytes ({})",
+                limits.max_request_target_bytes
+            ),
+        ));
+    }
+    if req.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let hosts = req.headers().get_all(HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+        return Err(GatewayError::invalid_field(
+            "host",
+            format!("an HTTP/1.1 request carries exactly one Host header; this one has {hosts}"),
+        ));
+    }
+    let codings: Vec<String> = req
+        .headers()
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    if !codings.is_empty() && codings != ["chunked"] {
+        return Err(GatewayError::new(
+            ErrorKind::UnsupportedTransferEncoding,
+            Origin::Client,
+            format!(
+                "Transfer-Encoding {:?} is not supported: only \"chunked\"",
+                codings.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
