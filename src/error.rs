@@ -89,6 +89,12 @@ pub enum ErrorKind {
     /// An HTTP/1.1 request whose body framing the gateway will not guess
     /// at: a `Transfer-Encoding` other than exactly `chunked`.
     UnsupportedTransferEncoding,
+    /// The client sent nothing for longer than the named timeout
+    /// (`server.limits.body_read_timeout`, `stream_idle_timeout`).
+    ClientTimeout { timeout: &'static str },
+    /// The backend sent nothing for longer than the named timeout
+    /// (`server.limits.upstream_header_timeout`, `stream_idle_timeout`).
+    UpstreamTimeout { timeout: &'static str },
     /// A failure inside the gateway that is nobody else's fault.
     Internal,
 }
@@ -266,6 +272,24 @@ impl GatewayError {
         )
     }
 
+    /// The client went quiet for longer than `timeout` (a config key).
+    pub fn client_timeout(timeout: &'static str, after: std::time::Duration) -> Self {
+        GatewayError::new(
+            ErrorKind::ClientTimeout { timeout },
+            Origin::Client,
+            format!("the client sent nothing for {after:?} ({timeout})"),
+        )
+    }
+
+    /// The backend went quiet for longer than `timeout` (a config key).
+    pub fn upstream_timeout(timeout: &'static str, after: std::time::Duration) -> Self {
+        GatewayError::new(
+            ErrorKind::UpstreamTimeout { timeout },
+            Origin::Backend,
+            format!("the backend sent nothing for {after:?} ({timeout})"),
+        )
+    }
+
     pub fn deadline_exceeded() -> Self {
         Self::new(
             ErrorKind::DeadlineExceeded,
@@ -366,6 +390,9 @@ impl ErrorKind {
             ErrorKind::Overloaded { .. } => Code::Unavailable,
             ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::RequestTargetTooLong { .. } => Code::InvalidArgument,
+            ErrorKind::ClientTimeout { .. } | ErrorKind::UpstreamTimeout { .. } => {
+                Code::DeadlineExceeded
+            }
             ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
             ErrorKind::Internal => Code::Internal,
         }
@@ -394,6 +421,8 @@ impl ErrorKind {
             ErrorKind::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Cancelled => http_status_of_grpc(Code::Cancelled),
             ErrorKind::RequestTargetTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

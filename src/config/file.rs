@@ -92,6 +92,9 @@ pub struct LimitsFile {
     pub max_connections: Option<usize>,
     pub max_request_target_bytes: Option<usize>,
     pub max_header_count: Option<usize>,
+    pub body_read_timeout: Option<String>,
+    pub upstream_header_timeout: Option<String>,
+    pub stream_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

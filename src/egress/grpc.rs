@@ -31,12 +31,18 @@ use tonic::metadata::MetadataMap;
 #[derive(Clone)]
 pub struct GrpcEgress {
     max_message_bytes: usize,
+    /// `server.limits.upstream_header_timeout`.
+    header_timeout: std::time::Duration,
+    /// `server.limits.stream_idle_timeout`.
+    idle_timeout: std::time::Duration,
 }
 
 impl GrpcEgress {
     pub fn new(limits: &Limits) -> GrpcEgress {
         GrpcEgress {
             max_message_bytes: limits.max_grpc_message_bytes,
+            header_timeout: limits.upstream_header_timeout,
+            idle_timeout: limits.stream_idle_timeout,
         }
     }
 
@@ -97,7 +103,19 @@ impl GrpcEgress {
         if let Some(t) = env.timeout {
             request.set_timeout(t);
         }
-        let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
+        // A backend that takes a call and never answers is cut off. A
+        // client-streaming backend may answer only once the whole upload is
+        // in, so there the idle timeout of the client's stream applies.
+        let header_timeout = self.header_timeout;
+        let bounded = client_failed.is_none();
+        let call = async move {
+            let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
+            if bounded {
+                tokio::time::timeout(header_timeout, call).await
+            } else {
+                Ok(call.await)
+            }
+        };
         // The backend may answer only after the client's whole stream (client
         // streaming), so a bad client message and the deadline race the call.
         let reached = |e: GatewayError| AttemptError::from_error(e, false);
@@ -105,9 +123,17 @@ impl GrpcEgress {
             biased;
             Some(err) = client_error(&mut client_failed) => return Err(reached(err)),
             _ = expiry(&mut deadline) => return Err(reached(GatewayError::deadline_exceeded())),
-            r = call => r.map_err(|s| {
-                AttemptError::from_error(GatewayError::from_backend_status(&s), never_reached(&s))
-            })?,
+            r = call => match r {
+                Ok(r) => r.map_err(|s| {
+                    AttemptError::from_error(GatewayError::from_backend_status(&s), never_reached(&s))
+                })?,
+                Err(_) => {
+                    return Err(reached(GatewayError::upstream_timeout(
+                        "server.limits.upstream_header_timeout",
+                        header_timeout,
+                    )))
+                }
+            },
         };
         let (metadata, inner, _) = response.into_parts();
         Ok(Reply {
@@ -116,6 +142,7 @@ impl GrpcEgress {
                 inner,
                 client_failed,
                 deadline,
+                idle: self.idle_timeout,
                 done: false,
                 cancel,
                 _slot: slot,
@@ -147,6 +174,8 @@ struct CallState {
     inner: tonic::Streaming<Bytes>,
     client_failed: Option<oneshot::Receiver<GatewayError>>,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Longest wait for the backend's next message.
+    idle: std::time::Duration,
     done: bool,
     cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs.
@@ -230,7 +259,13 @@ fn reply_stream(state: CallState) -> ReplyStream {
                     None => continue,
                 },
                 _ = expiry(&mut st.deadline) => Err(GatewayError::deadline_exceeded()),
-                m = st.inner.message() => m.map_err(|s| GatewayError::from_backend_status(&s)),
+                m = tokio::time::timeout(st.idle, st.inner.message()) => match m {
+                    Ok(m) => m.map_err(|s| GatewayError::from_backend_status(&s)),
+                    Err(_) => Err(GatewayError::upstream_timeout(
+                        "server.limits.stream_idle_timeout",
+                        st.idle,
+                    )),
+                },
             };
             return match outcome {
                 Ok(Some(message)) => Some((Ok(ReplyFrame::Message(message)), st)),

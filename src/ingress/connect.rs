@@ -139,7 +139,8 @@ impl ConnectIngress {
         }
         let (codec, payload) = match shape {
             Shape::Unary(codec) => {
-                let bytes = framed::read_limited(body, limit).await?;
+                let bytes =
+                    framed::read_limited(body, limit, self.limits.body_read_timeout).await?;
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
@@ -163,7 +164,7 @@ impl ConnectIngress {
                 codec,
                 Payload::Stream({
                     let target = target.clone();
-                    framed::messages(body, limit, move |m| {
+                    framed::messages(body, limit, self.limits.stream_idle_timeout, move |m| {
                         decode_message(&target, codec, m, &json_options)
                     })
                 }),

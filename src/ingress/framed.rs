@@ -7,27 +7,50 @@ use crate::error::GatewayError;
 use crate::transcode::framing::Deframer;
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use std::time::Duration;
 
-/// Reads a whole body, refusing one over `limit` bytes with a 413.
+/// Reads a whole body, refusing one over `limit` bytes with a 413, and one
+/// that stalls for `idle` between two pieces with a 408
+/// (`server.limits.body_read_timeout`).
 pub async fn read_limited(
-    body: hyper::body::Incoming,
+    mut body: hyper::body::Incoming,
     limit: usize,
+    idle: Duration,
 ) -> Result<Bytes, GatewayError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::payload_too_large(limit))
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| GatewayError::client_timeout("server.limits.body_read_timeout", idle))?;
+        match frame {
+            None => return Ok(out.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > limit {
+                        return Err(GatewayError::payload_too_large(limit));
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(GatewayError::invalid_field(
+                    "",
+                    format!("could not read the request: {e}"),
+                ))
+            }
         }
-        Err(e) => Err(GatewayError::invalid_field(
-            "",
-            format!("could not read the request: {e}"),
-        )),
     }
 }
 
 /// The body's length-prefixed messages, each passed through `decode`, as
-/// they arrive. The stream ends after the first error.
-pub fn messages<F>(body: hyper::body::Incoming, limit: usize, decode: F) -> MessageStream
+/// they arrive. The stream ends after the first error; a client that sends
+/// nothing for `idle` (`server.limits.stream_idle_timeout`) is one.
+pub fn messages<F>(
+    body: hyper::body::Incoming,
+    limit: usize,
+    idle: Duration,
+    decode: F,
+) -> MessageStream
 where
     F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
 {
@@ -55,7 +78,12 @@ where
                     if ended {
                         return None;
                     }
-                    match body.frame().await {
+                    let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
+                        let err =
+                            GatewayError::client_timeout("server.limits.stream_idle_timeout", idle);
+                        return Some((Err(err), (body, deframer, true, true)));
+                    };
+                    match frame {
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data() {
                                 deframer.push(&data);

@@ -132,12 +132,20 @@ impl GrpcIngress {
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
         let payload = if target.kind.client_streams() && !text {
-            Payload::Stream(framed::messages(body, limit, Ok))
+            Payload::Stream(framed::messages(
+                body,
+                limit,
+                self.limits.stream_idle_timeout,
+                Ok,
+            ))
         } else {
             // One request message (or, for gRPC-Web text, a body decoded whole).
-            let bytes =
-                framed::read_limited(body, limit.saturating_mul(if text { 2 } else { 1 }) + 64)
-                    .await?;
+            let bytes = framed::read_limited(
+                body,
+                limit.saturating_mul(if text { 2 } else { 1 }) + 64,
+                self.limits.body_read_timeout,
+            )
+            .await?;
             let bytes = if text {
                 decode_web_text(&bytes)?
             } else {

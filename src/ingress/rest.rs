@@ -127,11 +127,20 @@ impl RestIngress {
                 segments,
                 query.map(str::to_owned),
                 self.limits.max_grpc_message_bytes,
+                self.limits.stream_idle_timeout,
             ))
         } else {
             let bytes = match binding.body {
                 BodyRule::None => Bytes::new(),
-                _ => read_body(body, &parts.headers, self.limits.max_request_body_bytes).await?,
+                _ => {
+                    read_body(
+                        body,
+                        &parts.headers,
+                        self.limits.max_request_body_bytes,
+                        self.limits.body_read_timeout,
+                    )
+                    .await?
+                }
             };
             let url = UrlParts {
                 segments: &found.segments,
@@ -197,7 +206,13 @@ impl RestIngress {
         metadata: HeaderMap,
         ctx: RequestCtx,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let bytes = read_body(body, &parts.headers, self.limits.max_request_body_bytes).await?;
+        let bytes = read_body(
+            body,
+            &parts.headers,
+            self.limits.max_request_body_bytes,
+            self.limits.body_read_timeout,
+        )
+        .await?;
         input.body = if bytes.is_empty() {
             None
         } else {
@@ -315,6 +330,7 @@ async fn read_body(
     body: IncomingBody,
     headers: &HeaderMap,
     limit: usize,
+    idle: std::time::Duration,
 ) -> Result<Bytes, GatewayError> {
     if let Some(len) = headers
         .get(CONTENT_LENGTH)
@@ -325,7 +341,7 @@ async fn read_body(
             return Err(GatewayError::payload_too_large(limit));
         }
     }
-    super::framed::read_limited(body, limit).await
+    super::framed::read_limited(body, limit, idle).await
 }
 
 /// A client-streaming request body: newline-delimited JSON, one message per
@@ -336,6 +352,7 @@ fn ndjson_messages(
     segments: Vec<String>,
     query: Option<String>,
     max_line: usize,
+    idle: std::time::Duration,
 ) -> MessageStream {
     struct State {
         body: IncomingBody,
@@ -374,7 +391,13 @@ fn ndjson_messages(
                 if st.done {
                     return None;
                 }
-                match st.body.frame().await {
+                let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
+                    st.done = true;
+                    let err =
+                        GatewayError::client_timeout("server.limits.stream_idle_timeout", idle);
+                    return Some((Err(err), st));
+                };
+                match frame {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             st.queue.extend(st.lines.push(&data));

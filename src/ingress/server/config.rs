@@ -31,6 +31,12 @@ pub struct Limits {
     pub max_request_target_bytes: usize,
     /// Most header fields in an HTTP/1.1 request.
     pub max_header_count: usize,
+    /// Longest wait for the next piece of a request body being read whole.
+    pub body_read_timeout: Duration,
+    /// Longest wait for a backend's response headers once a call is sent.
+    pub upstream_header_timeout: Duration,
+    /// Longest a stream may go without a message, in either direction.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -46,6 +52,9 @@ impl Default for Limits {
             max_connections: 10_000,
             max_request_target_bytes: 8 * 1024,
             max_header_count: 100,
+            body_read_timeout: Duration::from_secs(30),
+            upstream_header_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -141,6 +150,21 @@ impl Validator<'_> {
                 d.max_request_target_bytes,
             )?,
             max_header_count: positive("max_header_count", l.max_header_count, d.max_header_count)?,
+            body_read_timeout: self.duration(
+                "server.limits.body_read_timeout",
+                &l.body_read_timeout,
+                d.body_read_timeout,
+            )?,
+            upstream_header_timeout: self.duration(
+                "server.limits.upstream_header_timeout",
+                &l.upstream_header_timeout,
+                d.upstream_header_timeout,
+            )?,
+            stream_idle_timeout: self.duration(
+                "server.limits.stream_idle_timeout",
+                &l.stream_idle_timeout,
+                d.stream_idle_timeout,
+            )?,
         };
         if limits.max_header_bytes < 8192 {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
