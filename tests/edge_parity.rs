@@ -552,3 +552,54 @@ async fn a_client_deadline_shortens_the_call_on_every_protocol() {
         assert_eq!(s.code, 4, "{protocol:?}");
     }
 }
+
+#[tokio::test]
+async fn an_untrusted_client_cannot_claim_an_address_on_any_protocol() {
+    let h = gateway("[websocket]\nallowed_origins = [\"*\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s.metadata["x-forwarded-for"], "127.0.0.1", "{protocol:?}");
+        assert_eq!(s.metadata["x-forwarded-proto"], "http", "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_that_rate_limits_count() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "")
+            .replacen(
+                "admin = \"127.0.0.1:0\"\n",
+                "admin = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+                1,
+            )
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"client_ip\" }\n",
+                1,
+            )
+    })
+    .await;
+    for (i, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        let client = format!("198.51.100.{i}");
+        let s = call(&h, protocol, &[("x-forwarded-for", &client)], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        assert_eq!(
+            s.metadata["x-forwarded-for"],
+            format!("{client}, 127.0.0.1"),
+            "{protocol:?}"
+        );
+        // The same client again, through the same proxy: its own bucket is empty.
+        let s = call(&h, protocol, &[("x-forwarded-for", &client)], "", None).await;
+        assert_eq!(s.code, 8, "{protocol:?}");
+    }
+}

@@ -302,6 +302,14 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let edge = Edge::new(
         config.metadata.clone(),
         config.websocket.token_query_param.clone(),
+    )
+    .with_proxies(
+        config.server.trusted_proxies.clone(),
+        if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
     );
     let websocket = Arc::new(WebSocketIngress {
         routes: routes.clone(),

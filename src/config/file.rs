@@ -65,6 +65,7 @@ pub struct ServerFile {
     pub tls: Option<TlsFile>,
     pub drain_timeout: Option<String>,
     pub watch_files: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     pub limits: LimitsFile,
 }

@@ -21,6 +21,7 @@
 //! their one table in [`crate::error`].
 
 pub mod config;
+pub mod forwarded;
 pub mod framing;
 pub mod path;
 
@@ -44,6 +45,10 @@ pub struct Edge {
     pub metadata: MetadataConfig,
     /// A query parameter of a WebSocket handshake that carries a bearer token.
     pub token_query_param: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<forwarded::Cidr>,
+    /// The listener's scheme, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
 }
 
 /// What the edge made of one request's headers.
@@ -58,7 +63,16 @@ impl Edge {
         Edge {
             metadata,
             token_query_param,
+            trusted_proxies: Vec::new(),
+            scheme: "http",
         }
+    }
+
+    /// As [`Edge::new`], with the proxies to trust and the listener's scheme.
+    pub fn with_proxies(mut self, trusted: Vec<forwarded::Cidr>, scheme: &'static str) -> Edge {
+        self.trusted_proxies = trusted;
+        self.scheme = scheme;
+        self
     }
 
     /// Starts a request's policy view from its headers.
@@ -179,7 +193,10 @@ impl Edge {
         client: Option<SocketAddr>,
         started: Instant,
     ) -> RequestCtx {
-        let mut ctx = RequestCtx::new(client, Arc::new(inbound.headers));
+        let mut headers = inbound.headers;
+        // Who the client is: the peer, or whom a trusted proxy names.
+        let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, self.scheme);
+        let mut ctx = RequestCtx::new(client, Arc::new(headers));
         ctx.client_timeout = self.client_timeout(&ctx.headers);
         ctx.started = started;
         ctx

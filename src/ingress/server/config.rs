@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub tls: Option<ServerTls>,
     /// Reload when the config file or a file it names changes.
     pub watch_files: bool,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<crate::ingress::edge::forwarded::Cidr>,
 }
 
 /// The main port's certificate chain and key, as PEM bytes.
@@ -196,6 +198,16 @@ impl Validator<'_> {
         Ok(ServerConfig {
             tls,
             watch_files: s.watch_files.unwrap_or(true),
+            trusted_proxies: s
+                .trusted_proxies
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| {
+                    crate::ingress::edge::forwarded::Cidr::parse(c)
+                        .map_err(|e| self.err(format!("server.trusted_proxies[{i}]"), e))
+                })
+                .collect::<Result<_, _>>()?,
             drain_timeout: self.duration(
                 "server.drain_timeout",
                 &s.drain_timeout,

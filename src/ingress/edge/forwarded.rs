@@ -1,0 +1,184 @@
+//! Who the client is, and the forwarding headers the backend gets. A peer
+//! in `server.trusted_proxies` may tell the gateway who its client was
+//! (`X-Forwarded-For`); any other peer may not: its `X-Forwarded-*` and
+//! `Forwarded` headers are replaced with what the gateway saw (the peer's
+//! address, the scheme of the listener, the `Host`). The client address
+//! that results is the one rate limits key on, the same for every protocol.
+
+use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
+use http::HeaderMap;
+use std::net::{IpAddr, SocketAddr};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare
+/// address is a range of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or a CIDR range"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.network, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            (_, ip) => ip,
+        };
+        let (net, addr, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => (u32::from(n) as u128, u32::from(a) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+            _ => return false,
+        };
+        if self.prefix == 0 {
+            return true;
+        }
+        let shift = bits - u32::from(self.prefix);
+        (net >> shift) == (addr >> shift)
+    }
+}
+
+/// Rewrites the forwarding headers of a request from `peer` and returns
+/// the client's address.
+pub fn apply(
+    headers: &mut HeaderMap,
+    peer: Option<SocketAddr>,
+    trusted: &[Cidr],
+    scheme: &'static str,
+) -> Option<SocketAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer.ip()) {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+        headers.insert(X_FORWARDED_FOR, ip_value(peer.ip()));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+        if let Some(host) = headers.get(HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        return Some(peer);
+    }
+    // From a trusted proxy: the client is the nearest address in the chain
+    // that is not one of the trusted proxies.
+    let chain: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    let client = chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or(chain.first())
+        .map(|ip| SocketAddr::new(*ip, 0))
+        .unwrap_or(peer);
+    let mut list: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+    list.push(peer.ip().to_string());
+    if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static(scheme));
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
+    }
+    Some(client)
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_hold_what_they_should() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_another_address() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+            ("host", "api.example"),
+        ]);
+        let peer: SocketAddr = "203.0.113.9:5555".parse().unwrap();
+        let client = apply(&mut h, Some(peer), &[], "http");
+        assert_eq!(client, Some(peer));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert!(h.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_is_appended() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let mut h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);
+        let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let client = apply(&mut h, Some(peer), &trusted, "https");
+        assert_eq!(client.map(|c| c.ip()), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4, 10.0.0.7, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}
