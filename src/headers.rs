@@ -79,7 +79,11 @@ pub fn lift_credentials(
         while let Some(i) = pairs.iter().position(|(k, _)| k == param) {
             let (_, value) = pairs.remove(i);
             if let Ok(v) = http::HeaderValue::from_str(&value) {
-                metadata.entry(header.clone()).or_insert(v);
+                // A header the client sent too: both are kept, so the
+                // authenticator sees two credentials and refuses the call.
+                if metadata.get(header) != Some(&v) {
+                    metadata.append(header.clone(), v);
+                }
             }
         }
     }

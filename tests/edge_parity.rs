@@ -386,11 +386,28 @@ async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol(
     let h = gateway(&sections, "auth = \"users\"").await;
     let bearer = format!("Bearer {}", token("probe"));
     let cookie = format!("theme=dark; session={}", token("probe"));
-    let cases: [Case; 4] = [
+    let other = format!("Bearer {}", token("other"));
+    let cases: [Case; 6] = [
         ("header", vec![("authorization", bearer.as_str())], 0),
         ("cookie", vec![("cookie", cookie.as_str())], 0),
         ("nothing", vec![], 16),
         ("forged cookie", vec![("cookie", "session=a.b.c")], 16),
+        (
+            "two authorization fields",
+            vec![
+                ("authorization", bearer.as_str()),
+                ("authorization", other.as_str()),
+            ],
+            3,
+        ),
+        (
+            "a header and a different cookie",
+            vec![
+                ("authorization", other.as_str()),
+                ("cookie", cookie.as_str()),
+            ],
+            3,
+        ),
     ];
     for (name, headers, want) in &cases {
         for protocol in EVERY_PROTOCOL {
@@ -420,6 +437,17 @@ async fn an_api_key_in_the_header_or_the_query_authenticates_every_protocol() {
         if protocol != Protocol::Grpc {
             let s = call(&h, protocol, &[], "api_key=acme-key-123", None).await;
             assert_eq!(s.code, 0, "query over {protocol:?}");
+            // A key in the header and another in the query: which one counts?
+            // Neither: the call is refused.
+            let s = call(
+                &h,
+                protocol,
+                &[("x-api-key", "acme-key-123")],
+                "api_key=globex-key-456",
+                None,
+            )
+            .await;
+            assert_eq!(s.code, 3, "header and query over {protocol:?}");
         }
     }
 }
@@ -602,4 +630,18 @@ async fn a_trusted_proxy_names_the_client_that_rate_limits_count() {
         let s = call(&h, protocol, &[("x-forwarded-for", &client)], "", None).await;
         assert_eq!(s.code, 8, "{protocol:?}");
     }
+}
+
+#[tokio::test]
+async fn a_route_that_names_audiences_refuses_a_token_without_one() {
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\naudiences = [\"probe-api\"]\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"").await;
+    let no_aud = format!("Bearer {}", token("probe"));
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("authorization", &no_aud)], "", None).await;
+        assert_eq!(s.code, 16, "{protocol:?}");
+    }
+    assert_eq!(h.backends.probe.calls(), 0);
 }

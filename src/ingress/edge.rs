@@ -136,11 +136,11 @@ impl Edge {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 crate::error::GatewayError::invalid_field("token", "is not a valid header value")
             })?;
-            // As with query credentials, a header the client sent itself wins.
-            inbound
-                .headers
-                .entry(http::header::AUTHORIZATION)
-                .or_insert(value);
+            // Beside an Authorization header the client sent itself, both are
+            // kept: the authenticator refuses two credentials.
+            if inbound.headers.get(http::header::AUTHORIZATION) != Some(&value) {
+                inbound.headers.append(http::header::AUTHORIZATION, value);
+            }
         }
         Ok(())
     }

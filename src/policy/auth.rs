@@ -193,6 +193,7 @@ impl Authenticator {
                 verified,
                 cookie,
             } => {
+                one_credential(env, cookie.as_deref())?;
                 let from_header = bearer(env).map(str::to_owned);
                 let token = from_header
                     .or_else(|| cookie.as_deref().and_then(|name| cookie_value(env, name)))
@@ -214,6 +215,9 @@ impl Authenticator {
                 principal
             }
             Verifier::ApiKey(config) => {
+                if env.ctx.headers.get_all(&config.header).iter().count() > 1 {
+                    return Err(two_credentials(config.header.as_str()));
+                }
                 let key = env
                     .ctx
                     .headers
@@ -293,7 +297,12 @@ fn validation(config: &JwtConfig) -> Validation {
     let mut validation = Validation::new(config.algorithm);
     validation.leeway = config.leeway.as_secs();
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp"]);
+    // A token for no audience must not pass a route that names its audiences.
+    if config.audiences.is_empty() {
+        validation.set_required_spec_claims(&["exp"]);
+    } else {
+        validation.set_required_spec_claims(&["exp", "aud"]);
+    }
     if let Some(iss) = &config.issuer {
         validation.set_issuer(&[iss]);
     }
@@ -389,4 +398,29 @@ fn cookie_value(env: &Envelope, name: &str) -> Option<String> {
                 .strip_prefix('=')
                 .map(str::to_owned)
         })
+}
+
+/// More than one credential in a request is refused, whatever their
+/// places (two `Authorization` fields, a header and a query token, a
+/// header and a different session cookie): a gateway and a backend must
+/// never each believe a different one.
+fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayError> {
+    let headers = &env.ctx.headers;
+    let fields = headers.get_all(http::header::AUTHORIZATION).iter().count();
+    if fields > 1 {
+        return Err(two_credentials("authorization"));
+    }
+    if let (Some(name), Some(token)) = (cookie, bearer(env)) {
+        if cookie_value(env, name).is_some_and(|c| c != token) {
+            return Err(two_credentials("authorization and the session cookie"));
+        }
+    }
+    Ok(())
+}
+
+fn two_credentials(where_: &str) -> GatewayError {
+    GatewayError::invalid_field(
+        "authorization",
+        format!("the request carries more than one credential ({where_}); send one"),
+    )
 }
