@@ -28,10 +28,10 @@ pub fn request_failed(
     let micros = started.elapsed().as_micros() as u64;
     match err.origin {
         crate::error::Origin::Client => {
-            tracing::info!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = "client", error = %err.message)
+            tracing::info!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = "client", error = err.message.as_str())
         }
         origin => {
-            tracing::warn!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = origin.as_str(), error = %err.message)
+            tracing::warn!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = origin.as_str(), error = err.message.as_str())
         }
     }
 }

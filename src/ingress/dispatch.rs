@@ -126,7 +126,7 @@ impl Ingress {
         req: &Request<hyper::body::Incoming>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
-        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = %err.message, "request refused");
+        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
         if is_upgrade(req) {
             return self.websocket.refusal(err);
         }
@@ -164,7 +164,7 @@ impl Ingress {
                     Origin::Client,
                     format!("cross-origin requests from {origin} are not allowed on {path}"),
                 );
-                tracing::info!(target: "portico::access", %path, %origin, "CORS preflight refused");
+                tracing::info!(target: "portico::access", path, origin, "CORS preflight refused");
                 self.rest.error_response(&err)
             }
         }

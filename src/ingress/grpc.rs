@@ -303,7 +303,7 @@ fn reply_frames(reply: ReplyStream, flavor: Flavor) -> FrameStream {
                     }
                     Some(Ok(ReplyFrame::Trailers(t))) => ok_trailers(t),
                     Some(Err(err)) => {
-                        tracing::warn!(target: "portico::access", origin = err.origin.as_str(), error = %err.message, "grpc call ended with an error");
+                        tracing::warn!(target: "portico::access", origin = err.origin.as_str(), error = err.message.as_str(), "grpc call ended with an error");
                         status_trailers(&err)
                     }
                     None => ok_trailers(HeaderMap::new()),

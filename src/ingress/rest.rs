@@ -292,7 +292,7 @@ impl RestIngress {
                             }
                         }
                     };
-                    tracing::warn!(target: "portico::access", %path, origin = failure.origin.as_str(), error = %failure.message, "stream ended with an error after {seq} messages");
+                    tracing::warn!(target: "portico::access", path = path.as_str(), origin = failure.origin.as_str(), error = failure.message.as_str(), "stream ended with an error after {seq} messages");
                     Some((
                         Frame::data(format.error(&status.to_vec(&failure))),
                         (messages, seq, true),

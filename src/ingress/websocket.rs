@@ -87,7 +87,7 @@ impl WebSocketIngress {
         let path = req.uri().path().to_owned();
         match self.accept(&req) {
             Err(err) => {
-                tracing::info!(target: "portico::access", %path, origin = err.origin.as_str(), error = %err.message, "websocket handshake refused");
+                tracing::info!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
                 self.refusal(&err)
             }
             Ok((dialect, spec, inbound)) => {

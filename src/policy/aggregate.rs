@@ -100,7 +100,7 @@ impl Aggregator {
                     merged.insert(call.name.clone(), Arc::unwrap_or_clone(value));
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(target: "portico::access", aggregate = %plan.config.path, call = %call.name, origin = e.origin.as_str(), error = %e.message, "aggregated call failed");
+                    tracing::warn!(target: "portico::access", aggregate = %plan.config.path, call = %call.name, origin = e.origin.as_str(), error = e.message.as_str(), "aggregated call failed");
                     errors.insert(call.name.clone(), self.status.to_json(&e));
                     if first_failure.is_none()
                         && !matches!(e.kind, ErrorKind::DependencyFailed { .. })

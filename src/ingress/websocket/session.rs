@@ -192,7 +192,7 @@ impl Session {
     }
 
     async fn refuse(&self, id: &str, err: &GatewayError) {
-        tracing::info!(target: "portico::access", call = id, error = %err.message, "websocket frame refused");
+        tracing::info!(target: "portico::access", call = id, error = err.message.as_str(), "websocket frame refused");
         self.send(id, ServerFrame::Error(&self.ingress.status.to_json(err)))
             .await;
     }

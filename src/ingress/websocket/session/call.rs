@@ -155,7 +155,7 @@ pub(super) async fn finish(
         }
     };
     if let Err(err) = &result {
-        tracing::info!(target: "portico::access", call = id, origin = err.origin.as_str(), error = %err.message, "websocket call ended with an error");
+        tracing::info!(target: "portico::access", call = id, origin = err.origin.as_str(), error = err.message.as_str(), "websocket call ended with an error");
     }
     if let Some(frame) = protocol::render(
         dialect,
