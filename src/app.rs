@@ -32,6 +32,8 @@ pub enum StartError {
         error: std::io::Error,
     },
     Upstream(String),
+    /// A gateway started from an inline config has no file to read again.
+    NoConfigFile,
 }
 
 impl fmt::Display for StartError {
@@ -43,6 +45,10 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen on {addr} ({key}): {error}")
             }
             StartError::Upstream(e) => write!(f, "upstream error: {e}"),
+            StartError::NoConfigFile => write!(
+                f,
+                "the gateway was started from an inline config: there is no file to reload"
+            ),
         }
     }
 }

@@ -206,13 +206,9 @@ fn redact(value: serde_json::Value) -> serde_json::Value {
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(redact).collect()),
-        Value::String(s) => Value::String(redact_url_password(&s)),
+        Value::String(s) => Value::String(redact_text(&s)),
         other => other,
     }
-}
-
-fn redact_url_password(s: &str) -> String {
-    redact_text(s)
 }
 
 /// Any text (an error message, a value) with the credentials of every URL

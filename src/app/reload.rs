@@ -205,10 +205,7 @@ impl Live {
     async fn prepare(&self) -> Result<Prepared, StartError> {
         let current = self.current();
         let Some(path) = current.config.path.clone() else {
-            return Err(StartError::Upstream(
-                "the gateway was started from an inline config: there is no file to reload"
-                    .to_owned(),
-            ));
+            return Err(StartError::NoConfigFile);
         };
         // The same path as `portico check`, then the build.
         let config = Config::load(&path)?;

@@ -90,26 +90,18 @@ impl Ingress {
                 return resp;
             }
         }
-        if is_upgrade(&req) {
+        let protocol = Protocol::of(&req);
+        if protocol == Protocol::WebSocket {
             return self.websocket.clone().handle(req, client).await;
         }
         // Only a cross-origin request pays for remembering its route.
         let cors_key = origin
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
-        let flavor = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Flavor::of);
-        let connect = match flavor {
-            Some(_) => None,
-            None => Shape::of(req.method(), req.headers(), req.uri().query()),
-        };
-        let mut resp = match (flavor, connect) {
-            (Some(flavor), _) => self.grpc.clone().handle(req, client, flavor).await,
-            (None, Some(shape)) => self.connect.clone().handle(req, client, shape).await,
-            (None, None) => self.rest.clone().handle(req, client).await,
+        let mut resp = match protocol {
+            Protocol::Grpc(flavor) => self.grpc.clone().handle(req, client, flavor).await,
+            Protocol::Connect(shape) => self.connect.clone().handle(req, client, shape).await,
+            Protocol::Rest | Protocol::WebSocket => self.rest.clone().handle(req, client).await,
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
             if let Some(policy) = self.routes.cors_for(&method, &path) {
@@ -127,20 +119,11 @@ impl Ingress {
         err: &GatewayError,
     ) -> Response<ResponseBody> {
         tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
-        if is_upgrade(req) {
-            return self.websocket.refusal(err);
-        }
-        let flavor = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Flavor::of);
-        if let Some(flavor) = flavor {
-            return super::grpc::trailers_only(flavor, err);
-        }
-        match Shape::of(req.method(), req.headers(), req.uri().query()) {
-            Some(shape) => self.connect.error_response(shape, err),
-            None => self.rest.error_response(err),
+        match Protocol::of(req) {
+            Protocol::WebSocket => self.websocket.refusal(err),
+            Protocol::Grpc(flavor) => super::grpc::trailers_only(flavor, err),
+            Protocol::Connect(shape) => self.connect.error_response(shape, err),
+            Protocol::Rest => self.rest.error_response(err),
         }
     }
 
@@ -180,4 +163,33 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().ok()?);
     http::Uri::from_parts(parts).ok()
+}
+
+/// Which adapter a request is for, from what the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    WebSocket,
+    Grpc(Flavor),
+    Connect(Shape),
+    Rest,
+}
+
+impl Protocol {
+    fn of<B>(req: &Request<B>) -> Protocol {
+        if is_upgrade(req) {
+            return Protocol::WebSocket;
+        }
+        let flavor = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Flavor::of);
+        match flavor {
+            Some(flavor) => Protocol::Grpc(flavor),
+            None => match Shape::of(req.method(), req.headers(), req.uri().query()) {
+                Some(shape) => Protocol::Connect(shape),
+                None => Protocol::Rest,
+            },
+        }
+    }
 }

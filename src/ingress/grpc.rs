@@ -10,7 +10,7 @@
 //! The gateway's own gRPC services (reflection, health) are served here too.
 
 use super::body::{FrameStream, ResponseBody};
-use super::edge::{reaches_client, Edge};
+use super::edge::{copy_reply_metadata, Edge};
 use super::framed;
 use crate::config::Limits;
 use crate::envelope::{Payload, ReplyFrame, ReplyStream};
@@ -231,11 +231,7 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
                 h.insert("grpc-status-details-bin", v);
             }
         }
-        for (name, value) in metadata {
-            if reaches_client(name) {
-                h.append(name.clone(), value.clone());
-            }
-        }
+        copy_reply_metadata(metadata, &mut h, "");
     }
     h
 }
@@ -257,11 +253,7 @@ pub fn trailers_only(flavor: Flavor, err: &GatewayError) -> Response<ResponseBod
 fn ok_trailers(backend: HeaderMap) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("grpc-status", HeaderValue::from_static("0"));
-    for (name, value) in &backend {
-        if reaches_client(name) {
-            h.append(name.clone(), value.clone());
-        }
-    }
+    copy_reply_metadata(&backend, &mut h, "");
     h
 }
 

@@ -37,16 +37,15 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
 
 /// Nothing to do: no escape, no empty segment, no dot-segment.
 fn is_normal(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') || bytes.contains(&b'%') {
-        return false;
+    if path == "/" {
+        return true;
     }
-    let rest = &path[1..];
-    (rest.is_empty() || !rest.ends_with('/'))
-        && rest
+    match path.strip_prefix('/') {
+        Some(rest) if !path.contains('%') => rest
             .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != "..")
-        || path == "/"
+            .all(|s| !s.is_empty() && s != "." && s != ".."),
+        _ => false,
+    }
 }
 
 /// A segment with its percent-encoded unreserved characters decoded (and
