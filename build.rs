@@ -1,4 +1,5 @@
-//! Generates the tonic code of the demo backends (`examples/backends/`) from
+//! Generates the tonic code of the demo backends (`examples/backends/`) and
+//! of Envoy's external authorization contract (`policy::ext_authz`) from
 //! `proto/`, compiled in-process by protox, so no `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("demo_descriptor_set.binpb"),
         compiler.encode_file_descriptor_set(),
     )?;
+    compiler.open_files(["envoy/service/auth/v3/external_auth.proto"])?;
     let fds = compiler.file_descriptor_set();
     tonic_prost_build::configure()
         .build_client(true)

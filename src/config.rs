@@ -62,6 +62,7 @@ pub struct Config {
     pub descriptors: DescriptorSources,
     pub upstreams: Vec<UpstreamConfig>,
     pub authenticators: Vec<AuthenticatorConfig>,
+    pub ext_authz: Vec<crate::policy::ext_authz::config::ExtAuthzConfig>,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
     /// Every file and folder the config names (key files, certificates,
@@ -82,8 +83,13 @@ impl Config {
     /// The policies a route's calls pass, in pipeline order, for `portico check`.
     pub fn policy_summary(&self, route: &RouteConfig) -> String {
         let mut parts = Vec::new();
-        if let Some(i) = route.auth {
-            parts.push(format!("authenticate ({})", self.authenticators[i].name));
+        if !route.auth.is_empty() {
+            let names: Vec<&str> = route
+                .auth
+                .iter()
+                .map(|&i| self.authenticators[i].name.as_str())
+                .collect();
+            parts.push(format!("authenticate ({})", names.join(" or ")));
         }
         if let Some(a) = &route.authorize {
             let mut needs: Vec<String> = a.scopes.iter().map(|s| format!("scope {s}")).collect();
@@ -92,6 +98,9 @@ impl Config {
                 needs.push(format!("consumer in [{}]", c.join(", ")));
             }
             parts.push(format!("authorize ({})", needs.join(", ")));
+        }
+        if let Some(i) = route.ext_authz {
+            parts.push(format!("ext_authz ({})", self.ext_authz[i].name));
         }
         if let Some(r) = &route.rate_limit {
             let key = match &r.key {
@@ -328,6 +337,18 @@ impl Validator<'_> {
         for (name, a) in &f.authenticators {
             authenticators.push(self.authenticator(name, a)?);
         }
+        for a in &authenticators {
+            let client_ca = server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_pem.is_some());
+            if matches!(a.method, AuthMethod::ClientCert(_)) && !client_ca {
+                return Err(self.err(
+                    format!("authenticators.{}.kind", a.name),
+                    "\"client_cert\" needs mutual TLS on the main port: server.tls.client_ca_file",
+                ));
+            }
+        }
         // The query parameter an API-key authenticator also reads: the edge
         // lifts it into the header the authenticator reads.
         let mut metadata = metadata;
@@ -343,9 +364,14 @@ impl Validator<'_> {
                     .push((param.clone(), header.clone()));
             }
         }
+        let mut ext_authz = Vec::new();
+        for (name, a) in &f.ext_authz {
+            ext_authz.push(self.ext_authz(name, a)?);
+        }
         let context = crate::routes::config::RouteContext {
             upstreams: &upstreams,
             authenticators: &authenticators,
+            ext_authz: &ext_authz,
             json,
             cors,
             timeout: server.limits.request_timeout,
@@ -381,6 +407,7 @@ impl Validator<'_> {
             descriptors,
             upstreams,
             authenticators,
+            ext_authz,
             routes,
             aggregates,
             files: Vec::new(),

@@ -92,6 +92,25 @@ pub struct Principal {
     pub claims: serde_json::Value,
 }
 
+/// The certificate a client presented on its TLS connection, verified
+/// against `server.tls.client_ca_file` during the handshake (mutual TLS).
+/// Read once per connection; every request on it shares it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientCertificate {
+    /// The subject's distinguished name as RFC 4514 writes it (`CN=ada,O=Example`).
+    pub subject: String,
+    /// The subject's common name, if it has one.
+    pub common_name: Option<String>,
+    /// Subject alternative names, by kind.
+    pub uris: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub emails: Vec<String>,
+    /// The serial number, lowercase hex.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub sha256: String,
+}
+
 /// Per-request state shared by the policies, typed rather than string-keyed.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
@@ -108,6 +127,8 @@ pub struct RequestCtx {
     /// the request edge read it: calls made on the client's behalf (an
     /// aggregate's) are bounded by it too.
     pub client_timeout: Option<Duration>,
+    /// The client's verified TLS certificate, when it presented one.
+    pub client_cert: Option<Arc<ClientCertificate>>,
 }
 
 impl RequestCtx {
@@ -118,6 +139,7 @@ impl RequestCtx {
             principal: None,
             headers,
             client_timeout: None,
+            client_cert: None,
         }
     }
 }

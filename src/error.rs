@@ -95,8 +95,47 @@ pub enum ErrorKind {
     /// The backend sent nothing for longer than the named timeout
     /// (`server.limits.upstream_header_timeout`, `stream_idle_timeout`).
     UpstreamTimeout { timeout: &'static str },
+    /// A service a policy must ask (token introspection, external
+    /// authorization) did not answer, so the call could not be judged.
+    PolicyServiceUnavailable,
+    /// An external authorization service refused the call with this reply.
+    Denied(Box<Denial>),
     /// A failure inside the gateway that is nobody else's fault.
     Internal,
+}
+
+/// An external authorization service's refusal, as it wrote it: its HTTP
+/// status, the headers meant for the client, and a body (also the error's
+/// message for protocols that carry only a message).
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub status: StatusCode,
+    /// Headers for the client, without framing ones (`content-type`,
+    /// `content-length` and the like).
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    /// The body's content type, when it has one.
+    pub content_type: Option<http::HeaderValue>,
+}
+
+impl Denial {
+    /// THE gRPC code of a refusal's HTTP status.
+    pub fn grpc_code(&self) -> Code {
+        match self.status.as_u16() {
+            400 => Code::InvalidArgument,
+            401 => Code::Unauthenticated,
+            404 => Code::NotFound,
+            409 => Code::Aborted,
+            429 => Code::ResourceExhausted,
+            500 => Code::Internal,
+            501 => Code::Unimplemented,
+            503 => Code::Unavailable,
+            504 => Code::DeadlineExceeded,
+            s if s >= 500 => Code::Unavailable,
+            // 403, other 4xx, and redirects (to a login page) alike.
+            _ => Code::PermissionDenied,
+        }
+    }
 }
 
 /// A backend's non-OK status, as it sent it.
@@ -159,6 +198,11 @@ impl GatewayError {
             .and_then(|c| http::HeaderValue::from_str(&c).ok())
         {
             out.push((http::header::WWW_AUTHENTICATE, c));
+        }
+        if let ErrorKind::Denied(d) = &self.kind {
+            for (name, value) in &d.headers {
+                out.push((name.clone(), value.clone()));
+            }
         }
         if let ErrorKind::Overloaded { limit } = &self.kind {
             out.push((
@@ -298,6 +342,15 @@ impl GatewayError {
         )
     }
 
+    /// A policy's own service (introspection, external authorization) failed.
+    pub fn policy_service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::PolicyServiceUnavailable,
+            Origin::Gateway,
+            message,
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, Origin::Gateway, message)
     }
@@ -394,6 +447,8 @@ impl ErrorKind {
                 Code::DeadlineExceeded
             }
             ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
+            ErrorKind::PolicyServiceUnavailable => Code::Unavailable,
+            ErrorKind::Denied(d) => d.grpc_code(),
             ErrorKind::Internal => Code::Internal,
         }
     }
@@ -424,6 +479,8 @@ impl ErrorKind {
             ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::PolicyServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Denied(d) => d.status,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -6,6 +6,8 @@ pub mod aggregate;
 pub mod auth;
 pub mod authorize;
 pub mod cache;
+pub mod ext_authz;
+pub mod outbound;
 pub mod per_route;
 pub mod rate_limit;
 
@@ -20,10 +22,13 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed:
-/// authenticate -> authorize -> rate limit -> cache -> egress.
+/// authenticate -> authorize -> external authorization -> rate limit ->
+/// cache -> egress.
+#[allow(clippy::too_many_arguments)]
 pub fn pipeline(
-    auth: PerRoute<auth::Authenticator>,
+    auth: PerRoute<auth::RouteAuth>,
     authorize: PerRoute<authorize::Rules>,
+    ext_authz: PerRoute<ext_authz::ExtAuthz>,
     rate_limit: PerRoute<rate_limit::Limiter>,
     cache: PerRoute<cache::ResponseCache>,
     usage: std::sync::Arc<crate::observe::metrics::Usage>,
@@ -46,6 +51,9 @@ pub fn pipeline(
             .layer(crate::observe::metrics::UsageLayer(usage))
             // After authentication: a caller must be known before its rights are.
             .layer(authorize)
+            // After the gateway's own rules: a call they refuse costs the
+            // authorization service nothing, and it sees the principal.
+            .layer(ext_authz)
             // After auth: a principal may be the limit's key, and refused
             // callers do not spend anyone's budget.
             .layer(rate_limit)

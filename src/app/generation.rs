@@ -175,13 +175,19 @@ fn cache_key(route: &RouteConfig, config: &Config, pool: &DescriptorPool) -> Str
         })
         .unwrap_or_default();
     let upstream = &config.upstreams[route.upstream].name;
-    let auth = route.auth.map(|i| config.authenticators[i].name.as_str());
+    let auth: Vec<&str> = route
+        .auth
+        .iter()
+        .map(|&i| config.authenticators[i].name.as_str())
+        .collect();
+    let ext_authz = route.ext_authz.map(|i| config.ext_authz[i].name.as_str());
     let positionless = RouteConfig {
         upstream: usize::MAX,
-        auth: None,
+        auth: Vec::new(),
+        ext_authz: None,
         ..route.clone()
     };
-    format!("{positionless:?}|{upstream}|{auth:?}|{schema}")
+    format!("{positionless:?}|{upstream}|{auth:?}|{ext_authz:?}|{schema}")
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -243,7 +249,32 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         config
             .routes
             .iter()
-            .map(|r| r.auth.map(|i| authenticators[i].clone()))
+            .map(|r| {
+                (!r.auth.is_empty()).then(|| {
+                    Arc::new(policy::auth::RouteAuth(
+                        r.auth.iter().map(|&i| authenticators[i].clone()).collect(),
+                    ))
+                })
+            })
+            .collect(),
+    );
+    let mut authorizers = Vec::with_capacity(config.ext_authz.len());
+    for c in &config.ext_authz {
+        let stats = carry.usage.ext_authz_stats(&c.name);
+        let a = policy::ext_authz::ExtAuthz::new(c, stats).map_err(|reason| {
+            StartError::Config(crate::config::ConfigError {
+                file: config.source.clone(),
+                key: format!("ext_authz.{}", c.name),
+                reason,
+            })
+        })?;
+        authorizers.push(Arc::new(a));
+    }
+    let ext_authz = policy::PerRoute::new(
+        config
+            .routes
+            .iter()
+            .map(|r| r.ext_authz.map(|i| authorizers[i].clone()))
             .collect(),
     );
     let authorize = policy::PerRoute::new(
@@ -290,6 +321,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let pipeline = policy::pipeline(
         auth,
         authorize,
+        ext_authz,
         rate_limit,
         cache,
         carry.usage.clone(),

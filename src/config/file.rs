@@ -22,6 +22,8 @@ pub struct File {
     #[serde(default)]
     pub authenticators: BTreeMap<String, AuthenticatorFile>,
     #[serde(default)]
+    pub ext_authz: BTreeMap<String, ExtAuthzFile>,
+    #[serde(default)]
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub aggregates: Vec<AggregateFile>,
@@ -78,6 +80,9 @@ pub struct TlsFile {
     pub key_file: String,
     /// When set, clients must present a certificate signed by these CAs.
     pub client_ca_file: Option<String>,
+    /// "required" (default with a client CA) or "optional": a client without
+    /// a certificate is served, and routes decide (a `client_cert` authenticator).
+    pub client_cert: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,8 +237,11 @@ pub struct RouteFile {
     pub cors: Option<CorsFile>,
     /// google.api.http rules by method name, replacing the schema's.
     pub http_rules: Option<BTreeMap<String, HttpRuleFile>>,
-    /// The authenticator every call on this route must pass.
-    pub auth: Option<String>,
+    /// The authenticator(s) a call on this route must pass: one name, or a
+    /// list tried in order (the first whose credential the call carries decides).
+    pub auth: Option<OneOrMany>,
+    /// An external authorization service asked before each call.
+    pub ext_authz: Option<String>,
     /// What the authenticated principal must hold.
     pub authorize: Option<AuthorizeFile>,
     pub rate_limit: Option<RateLimitFile>,
@@ -312,6 +320,67 @@ pub struct AuthenticatorFile {
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
     pub leeway: Option<String>,
+    /// Introspection: the RFC 7662 endpoint.
+    pub introspection_url: Option<String>,
+    /// Introspection: extra CA certificates (PEM) for an https endpoint.
+    pub introspection_ca_file: Option<String>,
+    /// Introspection: the gateway's client credentials.
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// Introspection: "basic" (HTTP Basic, default) or "post" (form body).
+    pub client_auth: Option<String>,
+    /// Introspection: how long the endpoint may take.
+    pub timeout: Option<String>,
+    /// Introspection: longest time an active answer is kept (capped by `exp`).
+    pub cache_ttl: Option<String>,
+    /// Introspection: how long an inactive answer is kept.
+    pub negative_cache_ttl: Option<String>,
+    /// Introspection: most tokens kept in the cache.
+    pub cache_max_entries: Option<u64>,
+    /// Client certificates: where the principal comes from, first present wins.
+    pub identity: Option<Vec<String>>,
+}
+
+/// A key that takes one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[ext_authz.NAME]`: an external authorization service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzFile {
+    /// Envoy's `envoy.service.auth.v3.Authorization/Check` at this address
+    /// (`host:port`, or `http://` / `https://` URL of a gRPC server).
+    pub grpc: Option<String>,
+    /// Forward-auth: an HTTP(S) URL answering 2xx to allow.
+    pub http: Option<String>,
+    /// Extra CA certificates (PEM) for an https service.
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
+    /// "closed" (default: refuse with 503) or "open" (let the call through).
+    pub failure_mode: Option<String>,
+    /// Client headers sent to the service (besides the gateway's own).
+    pub include_headers: Option<Vec<String>>,
+    /// Forward-auth: headers of an allowing answer copied to the backend.
+    pub upstream_headers: Option<Vec<String>>,
+    /// Keep decisions per principal and method this long (off when absent).
+    pub cache_ttl: Option<String>,
+    pub cache_max_entries: Option<u64>,
 }
 
 fn default_auth_kind() -> String {

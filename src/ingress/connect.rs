@@ -170,7 +170,7 @@ impl ConnectIngress {
                 }),
             ),
         };
-        let mut inbound = self.edge.inbound_owned(parts.headers);
+        let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         self.edge.lift_query(&mut inbound, parts.uri.query());
         let envelope = self
             .edge
@@ -283,7 +283,12 @@ impl ConnectIngress {
     fn unary_error_response(&self, err: &GatewayError) -> Response<ResponseBody> {
         let body = serde_json::to_vec(&connect_error(&self.status, err)).unwrap_or_default();
         let mut resp = Response::new(ResponseBody::full(body));
-        *resp.status_mut() = err.http_status();
+        *resp.status_mut() = match &err.kind {
+            // A Connect client reads the code; the status follows it, even
+            // when an authorization service answered with a redirect.
+            ErrorKind::Denied(_) => crate::error::http_status_of_grpc(err.grpc_code()),
+            _ => err.http_status(),
+        };
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in err.http_headers() {

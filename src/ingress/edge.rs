@@ -26,7 +26,7 @@ pub mod framing;
 pub mod path;
 
 use crate::config::MetadataConfig;
-use crate::envelope::{Envelope, Payload, RequestCtx, Target};
+use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
@@ -56,6 +56,8 @@ pub struct Edge {
 pub struct Inbound {
     /// The policy view: every client header plus lifted credentials.
     pub headers: HeaderMap,
+    /// The certificate the client's TLS connection presented (mutual TLS).
+    pub client_cert: Option<Arc<ClientCertificate>>,
 }
 
 impl Edge {
@@ -75,16 +77,18 @@ impl Edge {
         self
     }
 
-    /// Starts a request's policy view from its headers.
-    pub fn inbound(&self, headers: &HeaderMap) -> Inbound {
-        Inbound {
-            headers: headers.clone(),
-        }
+    /// Starts a request's policy view from its headers and the connection's
+    /// client certificate (which the listener put in its extensions).
+    pub fn inbound(&self, headers: &HeaderMap, extensions: &http::Extensions) -> Inbound {
+        self.inbound_owned(headers.clone(), extensions)
     }
 
     /// As [`Edge::inbound`], taking the headers without a copy.
-    pub fn inbound_owned(&self, headers: HeaderMap) -> Inbound {
-        Inbound { headers }
+    pub fn inbound_owned(&self, headers: HeaderMap, extensions: &http::Extensions) -> Inbound {
+        Inbound {
+            headers,
+            client_cert: extensions.get::<Arc<ClientCertificate>>().cloned(),
+        }
     }
 
     /// Takes the credential parameters (`?api_key=`) out of a query string
@@ -197,6 +201,7 @@ impl Edge {
         // Who the client is: the peer, or whom a trusted proxy names.
         let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, self.scheme);
         let mut ctx = RequestCtx::new(client, Arc::new(headers));
+        ctx.client_cert = inbound.client_cert;
         ctx.client_timeout = self.client_timeout(&ctx.headers);
         ctx.started = started;
         ctx

@@ -174,7 +174,7 @@ impl GrpcIngress {
                 ));
             }
         };
-        let mut inbound = self.edge.inbound_owned(parts.headers);
+        let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         self.edge.lift_query(&mut inbound, parts.uri.query());
         let envelope = self
             .edge

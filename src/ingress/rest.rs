@@ -80,7 +80,7 @@ impl RestIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
-        let mut inbound = self.edge.inbound(&parts.headers);
+        let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         let query = self.edge.lift_query(&mut inbound, parts.uri.query());
         let query = query.as_deref();
         // Aggregates are few and named in config; they win over method bindings.
@@ -303,6 +303,23 @@ impl RestIngress {
     }
 
     pub fn error_response(&self, err: &GatewayError) -> Response<ResponseBody> {
+        if let ErrorKind::Denied(d) = &err.kind {
+            if !d.body.is_empty() {
+                // An authorization service's refusal reaches a REST client
+                // as it wrote it.
+                let mut resp = Response::new(ResponseBody::full(d.body.to_vec()));
+                *resp.status_mut() = d.status;
+                let ct = d
+                    .content_type
+                    .clone()
+                    .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8"));
+                resp.headers_mut().insert(CONTENT_TYPE, ct);
+                for (name, value) in err.http_headers() {
+                    resp.headers_mut().append(name, value);
+                }
+                return resp;
+            }
+        }
         let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
         *resp.status_mut() = err.http_status();
         resp.headers_mut()

@@ -66,8 +66,16 @@ pub fn spawn<S: Serving>(
                 // A new connection gets the newest certificate; open ones keep theirs.
                 match serving.tls() {
                     None => {
-                        serve_connection(stream, remote, serving, limits, shutdown, slot.clone())
-                            .await
+                        serve_connection(
+                            stream,
+                            remote,
+                            None,
+                            serving,
+                            limits,
+                            shutdown,
+                            slot.clone(),
+                        )
+                        .await
                     }
                     Some(acceptor) => {
                         // The handshake gets the same bound as reading headers.
@@ -77,9 +85,19 @@ pub fn spawn<S: Serving>(
                         );
                         match handshake.await {
                             Ok(Ok(tls)) => {
+                                // Verified by the handshake; read once for
+                                // every request on the connection.
+                                let client_cert = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|c| super::tls::client_certificate(c))
+                                    .map(Arc::new);
                                 serve_connection(
                                     tls,
                                     remote,
+                                    client_cert,
                                     serving,
                                     limits,
                                     shutdown,
@@ -108,6 +126,7 @@ pub fn spawn<S: Serving>(
 async fn serve_connection<Io, S: Serving>(
     stream: Io,
     remote: std::net::SocketAddr,
+    client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
     serving: Arc<S>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -123,6 +142,9 @@ async fn serve_connection<Io, S: Serving>(
             let ingress = serving.ingress();
             let guard = activity.start();
             req.extensions_mut().insert(slot.clone());
+            if let Some(cert) = &client_cert {
+                req.extensions_mut().insert(cert.clone());
+            }
             async move {
                 let resp = ingress.handle(req, Some(remote)).await;
                 Ok::<_, Infallible>(resp.map(|b: ResponseBody| b.with_guard(guard)))

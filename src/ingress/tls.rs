@@ -4,6 +4,7 @@
 //! only clients holding a certificate it signed complete the handshake.
 
 use crate::config::ServerTls;
+use crate::envelope::ClientCertificate;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
@@ -40,9 +41,15 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, String> {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
-            .build()
-            .map_err(|e| format!("client_ca_file: {e}"))?;
+            );
+            let verifier = if tls.client_cert_optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("client_ca_file: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -51,4 +58,55 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, String> {
         .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// What a verified client certificate says of its holder. `None` when the
+/// DER does not parse (the handshake verified it, so this does not happen
+/// with a well-formed chain).
+pub fn client_certificate(der: &[u8]) -> Option<ClientCertificate> {
+    use sha2::Digest;
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let tbs = &cert.tbs_certificate;
+    let common_name = tbs
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == x509_cert::der::oid::db::rfc4519::CN)
+        .and_then(|atv| attribute_text(&atv.value));
+    let mut out = ClientCertificate {
+        subject: tbs.subject.to_string(),
+        common_name,
+        serial: crate::app::generation::hex(tbs.serial_number.as_bytes()),
+        sha256: crate::app::generation::hex(&sha2::Sha256::digest(der)),
+        ..ClientCertificate::default()
+    };
+    if let Ok(Some((_, SubjectAltName(names)))) = tbs.get::<SubjectAltName>() {
+        for name in names {
+            match name {
+                GeneralName::UniformResourceIdentifier(s) => out.uris.push(s.to_string()),
+                GeneralName::DnsName(s) => out.dns_names.push(s.to_string()),
+                GeneralName::Rfc822Name(s) => out.emails.push(s.to_string()),
+                _ => {}
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A directory string's text, whichever string type the CA chose.
+fn attribute_text(value: &x509_cert::der::Any) -> Option<String> {
+    use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+    if let Ok(s) = Utf8StringRef::try_from(value) {
+        return Some(s.as_str().to_owned());
+    }
+    if let Ok(s) = PrintableStringRef::try_from(value) {
+        return Some(s.as_str().to_owned());
+    }
+    Ia5StringRef::try_from(value)
+        .ok()
+        .map(|s| s.as_str().to_owned())
 }

@@ -169,7 +169,7 @@ impl WebSocketIngress {
             .collect();
         let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
 
-        let mut inbound = self.edge.inbound(headers);
+        let mut inbound = self.edge.inbound(headers, req.extensions());
         let path = req.uri().path();
         let mut query_pairs: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())

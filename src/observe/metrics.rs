@@ -166,6 +166,11 @@ pub fn render<'a>(
 #[derive(Debug, Default)]
 pub struct Usage {
     by_principal: std::sync::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+    /// External authorization decisions, by `[ext_authz.NAME]`; kept
+    /// across reloads like the rest of the usage figures.
+    ext_authz: std::sync::Mutex<
+        std::collections::BTreeMap<String, Arc<crate::policy::ext_authz::ExtAuthzStats>>,
+    >,
 }
 
 pub const MAX_PRINCIPALS: usize = 10_000;
@@ -193,7 +198,48 @@ impl Usage {
         all
     }
 
+    /// The decision counters of the external authorization service `name`.
+    pub fn ext_authz_stats(&self, name: &str) -> Arc<crate::policy::ext_authz::ExtAuthzStats> {
+        self.ext_authz
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn render_ext_authz(&self, out: &mut String) {
+        let all = self.ext_authz.lock().unwrap_or_else(|e| e.into_inner());
+        if all.is_empty() {
+            return;
+        }
+        out.push_str("# HELP portico_ext_authz_decisions_total External authorization decisions, by service and result (allowed, denied, failed_open, failed_closed).\n# TYPE portico_ext_authz_decisions_total counter\n");
+        for (name, s) in all.iter() {
+            for (result, n) in [
+                ("allowed", &s.allowed),
+                ("denied", &s.denied),
+                ("failed_open", &s.failed_open),
+                ("failed_closed", &s.failed_closed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "portico_ext_authz_decisions_total{{authorizer=\"{name}\",result=\"{result}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP portico_ext_authz_cache_hits_total External authorization decisions taken from the cache.\n# TYPE portico_ext_authz_cache_hits_total counter\n");
+        for (name, s) in all.iter() {
+            let _ = writeln!(
+                out,
+                "portico_ext_authz_cache_hits_total{{authorizer=\"{name}\"}} {}",
+                s.cache_hits.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     pub fn render(&self, out: &mut String) {
+        self.render_ext_authz(out);
         out.push_str("# HELP portico_principal_calls_total Calls per authenticated principal (consumer or token subject).\n# TYPE portico_principal_calls_total counter\n");
         for (principal, n) in self.snapshot() {
             let escaped = principal.replace('\\', "\\\\").replace('"', "\\\"");

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub(crate) struct RouteContext<'a> {
     pub upstreams: &'a [crate::config::UpstreamConfig],
     pub authenticators: &'a [crate::config::AuthenticatorConfig],
+    pub ext_authz: &'a [crate::policy::ext_authz::config::ExtAuthzConfig],
     pub json: JsonOptions,
     pub cors: Option<std::sync::Arc<CorsPolicy>>,
     /// `server.limits.request_timeout`, the default unary deadline.
@@ -31,9 +32,11 @@ pub struct RouteConfig {
     pub json: JsonOptions,
     /// None: no cross-origin access.
     pub cors: Option<std::sync::Arc<CorsPolicy>>,
-    /// Index into [`Config::authenticators`] of the authenticator every
-    /// call on this route must pass.
-    pub auth: Option<usize>,
+    /// Indexes into [`Config::authenticators`] of the authenticators a call
+    /// on this route must pass, in the order they are tried; empty: none.
+    pub auth: Vec<usize>,
+    /// Index into [`Config::ext_authz`] of the service asked before each call.
+    pub ext_authz: Option<usize>,
     pub authorize: Option<AuthorizeConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     pub cache: Option<CacheConfig>,
@@ -62,26 +65,56 @@ impl Validator<'_> {
             Some(j) => self.json(&format!("{key}.json"), j, ctx.json)?,
             None => ctx.json,
         };
-        let auth = match &r.auth {
+        let names = r
+            .auth
+            .as_ref()
+            .map(file::OneOrMany::to_vec)
+            .unwrap_or_default();
+        if r.auth.is_some() && names.is_empty() {
+            return Err(self.err(format!("{key}.auth"), "names no authenticator"));
+        }
+        let mut auth = Vec::with_capacity(names.len());
+        for name in &names {
+            let i = ctx
+                .authenticators
+                .iter()
+                .position(|a| &a.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> =
+                        ctx.authenticators.iter().map(|a| a.name.as_str()).collect();
+                    self.err(
+                        format!("{key}.auth"),
+                        format!(
+                            "no authenticator named {name:?} (known: {})",
+                            crate::config::list_or_none(&known)
+                        ),
+                    )
+                })?;
+            if auth.contains(&i) {
+                return Err(self.err(format!("{key}.auth"), format!("names {name:?} twice")));
+            }
+            auth.push(i);
+        }
+        let ext_authz = match &r.ext_authz {
             None => None,
             Some(name) => Some(
-                ctx.authenticators
+                ctx.ext_authz
                     .iter()
                     .position(|a| &a.name == name)
                     .ok_or_else(|| {
                         let known: Vec<&str> =
-                            ctx.authenticators.iter().map(|a| a.name.as_str()).collect();
+                            ctx.ext_authz.iter().map(|a| a.name.as_str()).collect();
                         self.err(
-                            format!("{key}.auth"),
+                            format!("{key}.ext_authz"),
                             format!(
-                                "no authenticator named {name:?} (known: {})",
+                                "no [ext_authz.{name}] (known: {})",
                                 crate::config::list_or_none(&known)
                             ),
                         )
                     })?,
             ),
         };
-        let authorize = match (&r.authorize, auth) {
+        let authorize = match (&r.authorize, auth.first()) {
             (None, _) => None,
             (Some(_), None) => {
                 return Err(self.err(
@@ -105,6 +138,7 @@ impl Validator<'_> {
             cache,
             rate_limit,
             auth,
+            ext_authz,
             authorize,
             grpc_service: r.grpc_service.clone(),
             upstream,

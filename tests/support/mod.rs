@@ -4,10 +4,12 @@
 
 pub mod browser;
 pub mod instances;
+pub mod protocols;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use portico::app::{self, Gateway};
@@ -152,18 +154,42 @@ impl Reply {
     }
 }
 
-/// A plain HTTP/1.1 client (hyper), or HTTP/2 with prior knowledge.
+/// An HTTP/1.1 client (hyper), or HTTP/2 with prior knowledge; plain
+/// text, or TLS with a client config of the test's choosing.
 #[derive(Clone)]
 pub struct HttpClient {
     pub addr: SocketAddr,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The TLS client config, when the client speaks TLS.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+fn connector(tls: Option<&rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let config = tls.cloned().unwrap_or_else(|| {
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+    });
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http)
 }
 
 impl HttpClient {
     pub fn new(addr: SocketAddr) -> Self {
         HttpClient {
             addr,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector(None)),
+            tls: None,
         }
     }
 
@@ -172,12 +198,39 @@ impl HttpClient {
             addr,
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
-                .build_http(),
+                .build(connector(None)),
+            tls: None,
+        }
+    }
+
+    /// A TLS client (ALPN h2 or http/1.1, as `http2_only` says).
+    pub fn tls(addr: SocketAddr, config: rustls::ClientConfig, http2_only: bool) -> Self {
+        let mut config = config;
+        config.alpn_protocols = if http2_only {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        };
+        HttpClient {
+            addr,
+            client: Client::builder(TokioExecutor::new())
+                .http2_only(http2_only)
+                .build(connector(Some(&config))),
+            tls: Some(std::sync::Arc::new(config)),
+        }
+    }
+
+    /// The same peer, over HTTP/2 only (gRPC).
+    pub fn as_http2(&self) -> Self {
+        match &self.tls {
+            None => HttpClient::http2(self.addr),
+            Some(c) => HttpClient::tls(self.addr, (**c).clone(), true),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     pub async fn send(

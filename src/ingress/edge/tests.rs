@@ -75,7 +75,7 @@ fn the_client_deadline_comes_from_either_protocols_header() {
 #[test]
 fn a_websocket_token_becomes_the_authorization_header_the_policies_read() {
     let edge = Edge::new(MetadataConfig::default(), Some("access_token".into()));
-    let mut inbound = edge.inbound(&HeaderMap::new());
+    let mut inbound = edge.inbound(&HeaderMap::new(), &http::Extensions::new());
     let mut query = vec![
         ("access_token".to_owned(), "abc".to_owned()),
         ("count".to_owned(), "2".to_owned()),
@@ -84,7 +84,7 @@ fn a_websocket_token_becomes_the_authorization_header_the_policies_read() {
     assert_eq!(inbound.headers["authorization"], "Bearer abc");
     assert_eq!(query, vec![("count".to_owned(), "2".to_owned())]);
 
-    let mut inbound = edge.inbound(&HeaderMap::new());
+    let mut inbound = edge.inbound(&HeaderMap::new(), &http::Extensions::new());
     let entry = format!("{TOKEN_PREFIX}dG9r"); // base64url("tok")
     edge.lift_websocket(&mut inbound, &[entry], &mut Vec::new())
         .unwrap();

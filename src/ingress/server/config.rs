@@ -83,6 +83,8 @@ pub struct ServerTls {
     pub key_pem: Vec<u8>,
     /// CAs whose client certificates are required (mutual TLS), as PEM.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// With a client CA: whether a client may connect without a certificate.
+    pub client_cert_optional: bool,
 }
 
 impl fmt::Debug for ServerTls {
@@ -183,7 +185,24 @@ impl Validator<'_> {
                         )
                     })
                 };
+                let client_cert_optional = match (t.client_cert.as_deref(), &t.client_ca_file) {
+                    (None | Some("required"), _) => false,
+                    (Some("optional"), Some(_)) => true,
+                    (Some("optional"), None) => {
+                        return Err(self.err(
+                            "server.tls.client_cert",
+                            "needs client_ca_file: the CAs that sign the client certificates",
+                        ))
+                    }
+                    (Some(other), _) => {
+                        return Err(self.err(
+                            "server.tls.client_cert",
+                            format!("{other:?} is not one of \"required\", \"optional\""),
+                        ))
+                    }
+                };
                 Some(ServerTls {
+                    client_cert_optional,
                     cert_file: self.path(&t.cert_file),
                     cert_pem: read("cert_file", &t.cert_file)?,
                     key_pem: read("key_file", &t.key_file)?,

@@ -67,6 +67,8 @@ struct Session {
     /// start from these.
     headers: HeaderMap,
     client: Option<SocketAddr>,
+    /// The connection's client certificate, for every call of the session.
+    client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
     out: mpsc::Sender<Outgoing>,
     /// Calls that ended, by id and sequence number: an id may be reused
     /// once its call ended, so only the number tells which call it was.
@@ -111,6 +113,7 @@ pub(super) async fn run(
         ingress: ingress.clone(),
         dialect,
         headers: inbound.headers,
+        client_cert: inbound.client_cert,
         client,
         out: out_tx,
         done: done_tx,
@@ -445,6 +448,7 @@ impl Session {
             spec: spec.clone(),
             headers,
             client: self.client,
+            client_cert: self.client_cert.clone(),
             input: Some(rx),
             first,
             out: self.out.clone(),

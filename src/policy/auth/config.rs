@@ -1,5 +1,6 @@
-//! `[authenticators.NAME]`: JWT (a secret, a public key or a JWK set) and
-//! API-key authenticators.
+//! `[authenticators.NAME]`: JWT (a secret, a public key, a JWK set, or an
+//! OpenID Connect issuer), API keys, OAuth 2.0 token introspection, and
+//! client certificates.
 
 use crate::config::{file, ConfigError, Validator};
 use std::path::PathBuf;
@@ -26,6 +27,11 @@ pub enum JwksSource {
         url: String,
         ca_file: Option<PathBuf>,
     },
+    /// An OpenID Connect issuer: its discovery document names the JWK set.
+    Discovery {
+        issuer: String,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// A validated authenticator: how a credential is verified, and what of it
@@ -44,6 +50,81 @@ pub struct AuthenticatorConfig {
 pub enum AuthMethod {
     Jwt(JwtConfig),
     ApiKey(ApiKeyConfig),
+    Introspection(IntrospectionConfig),
+    ClientCert(ClientCertConfig),
+}
+
+impl AuthMethod {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthMethod::Jwt(_) => "jwt",
+            AuthMethod::ApiKey(_) => "api_key",
+            AuthMethod::Introspection(_) => "introspection",
+            AuthMethod::ClientCert(_) => "client_cert",
+        }
+    }
+}
+
+/// A secret from the config, never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How the gateway authenticates to an introspection endpoint (RFC 6749 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` with the form-encoded id and secret.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// OAuth 2.0 token introspection (RFC 7662): opaque bearer tokens vouched
+/// for by the authorization server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntrospectionConfig {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub client_auth: ClientAuth,
+    pub timeout: Duration,
+    /// Longest an active answer is kept; never past the token's `exp`.
+    pub cache_ttl: Duration,
+    /// How long an inactive answer is kept.
+    pub negative_cache_ttl: Duration,
+    pub cache_max_entries: u64,
+    /// When set, the answer's `iss` must be this.
+    pub issuer: Option<String>,
+    /// When set, the answer's `aud` must hold one of these.
+    pub audiences: Vec<String>,
+}
+
+/// Where a client certificate's principal comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertIdentity {
+    /// The first URI subject alternative name (SPIFFE IDs live here).
+    Uri,
+    /// The first DNS subject alternative name.
+    Dns,
+    /// The first email (rfc822Name) subject alternative name.
+    Email,
+    /// The subject's common name.
+    CommonName,
+    /// The whole subject, RFC 4514 (`CN=ada,O=Example`).
+    Subject,
+}
+
+/// Client certificates (mutual TLS) as principals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCertConfig {
+    /// Tried in order; the first the certificate has is the principal.
+    pub identity: Vec<CertIdentity>,
 }
 
 /// API keys: a header, and the SHA-256 of each consumer's key.
@@ -80,10 +161,12 @@ impl Validator<'_> {
         let method = match a.kind.as_str() {
             "jwt" => AuthMethod::Jwt(self.jwt(&key, a)?),
             "api_key" => AuthMethod::ApiKey(self.api_keys(&key, a)?),
+            "introspection" => AuthMethod::Introspection(self.introspection(&key, a)?),
+            "client_cert" => AuthMethod::ClientCert(self.client_cert(&key, a)?),
             other => {
                 return Err(self.err(
                     format!("{key}.kind"),
-                    format!("{other:?} is not one of \"jwt\", \"api_key\""),
+                    format!("{other:?} is not one of \"jwt\", \"api_key\", \"introspection\", \"client_cert\""),
                 ))
             }
         };
@@ -168,12 +251,41 @@ impl Validator<'_> {
         a: &file::AuthenticatorFile,
     ) -> Result<JwtConfig, ConfigError> {
         use jsonwebtoken::Algorithm::*;
-        let algorithm_name = a.algorithm.as_deref().ok_or_else(|| {
-            self.err(
-                format!("{key}.algorithm"),
-                "is required for a jwt authenticator",
-            )
-        })?;
+        // Only an issuer URL, no key: OpenID Connect discovery finds the keys.
+        let discovery = match &a.issuer {
+            Some(iss)
+                if a.secret.is_none()
+                    && a.public_key.is_none()
+                    && a.public_key_file.is_none()
+                    && a.jwks_file.is_none()
+                    && a.jwks_url.is_none() =>
+            {
+                if !(iss.starts_with("https://") || iss.starts_with("http://"))
+                    || iss.parse::<http::Uri>().is_err()
+                {
+                    return Err(self.err(
+                        format!("{key}.issuer"),
+                        format!("{iss:?} is not an http(s) URL to discover keys from; give a key (secret, public_key_file, jwks_file, jwks_url) or the issuer's URL"),
+                    ));
+                }
+                Some(JwksSource::Discovery {
+                    issuer: iss.clone(),
+                    ca_file: a.jwks_ca_file.as_deref().map(|f| self.path(f)),
+                })
+            }
+            _ => None,
+        };
+        let algorithm_name = match (a.algorithm.as_deref(), &discovery) {
+            (Some(name), _) => name,
+            // What identity providers sign ID and access tokens with.
+            (None, Some(_)) => "RS256",
+            (None, None) => {
+                return Err(self.err(
+                    format!("{key}.algorithm"),
+                    "is required for a jwt authenticator",
+                ))
+            }
+        };
         let algorithm: jsonwebtoken::Algorithm = algorithm_name.parse().map_err(|_| {
             self.err(
                 format!("{key}.algorithm"),
@@ -182,6 +294,7 @@ impl Validator<'_> {
         })?;
         let hmac = matches!(algorithm, HS256 | HS384 | HS512);
         let jwks = match (&a.jwks_file, &a.jwks_url) {
+            _ if discovery.is_some() => discovery,
             (Some(_), Some(_)) => {
                 return Err(self.err(
                     format!("{key}.jwks_url"),
@@ -189,7 +302,10 @@ impl Validator<'_> {
                 ))
             }
             (_, None) if a.jwks_ca_file.is_some() => {
-                return Err(self.err(format!("{key}.jwks_ca_file"), "only applies with jwks_url"))
+                return Err(self.err(
+                    format!("{key}.jwks_ca_file"),
+                    "only applies with jwks_url or an issuer to discover",
+                ))
             }
             (Some(f), None) => Some(JwksSource::File(self.path(f))),
             (None, Some(u))
@@ -286,6 +402,145 @@ impl Validator<'_> {
                 None => Duration::from_secs(30),
             },
         })
+    }
+}
+
+impl Validator<'_> {
+    pub(crate) fn introspection(
+        &self,
+        key: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<IntrospectionConfig, ConfigError> {
+        let url = a.introspection_url.as_deref().ok_or_else(|| {
+            self.err(
+                format!("{key}.introspection_url"),
+                "is required for an introspection authenticator",
+            )
+        })?;
+        let https = url.starts_with("https://");
+        if !(https || url.starts_with("http://")) || url.parse::<http::Uri>().is_err() {
+            return Err(self.err(
+                format!("{key}.introspection_url"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if a.introspection_ca_file.is_some() && !https {
+            return Err(self.err(
+                format!("{key}.introspection_ca_file"),
+                "only applies to an https:// introspection_url",
+            ));
+        }
+        let client_id = a.client_id.clone().ok_or_else(|| {
+            self.err(
+                format!("{key}.client_id"),
+                "is required: the gateway's client id at the authorization server",
+            )
+        })?;
+        let secret = match (
+            &a.client_secret,
+            &a.client_secret_file,
+            &a.client_secret_env,
+        ) {
+            (Some(s), None, None) => s.clone(),
+            (None, Some(f), None) => {
+                let path = self.path(f);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        self.err(
+                            format!("{key}.client_secret_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+            (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+                self.err(
+                    format!("{key}.client_secret_env"),
+                    format!("the environment variable {var} is not set"),
+                )
+            })?,
+            (None, None, None) => {
+                return Err(self.err(
+                    format!("{key}.client_secret"),
+                    "is required (or client_secret_file, or client_secret_env)",
+                ))
+            }
+            _ => {
+                return Err(self.err(
+                    format!("{key}.client_secret"),
+                    "give one of client_secret, client_secret_file, client_secret_env",
+                ))
+            }
+        };
+        if secret.is_empty() {
+            return Err(self.err(format!("{key}.client_secret"), "is empty"));
+        }
+        let client_auth = match a.client_auth.as_deref().unwrap_or("basic") {
+            "basic" => ClientAuth::Basic,
+            "post" => ClientAuth::Post,
+            other => {
+                return Err(self.err(
+                    format!("{key}.client_auth"),
+                    format!("{other:?} is not one of \"basic\", \"post\""),
+                ))
+            }
+        };
+        Ok(IntrospectionConfig {
+            url: url.to_owned(),
+            ca_file: a.introspection_ca_file.as_deref().map(|f| self.path(f)),
+            client_id,
+            client_secret: Secret(secret),
+            client_auth,
+            timeout: self.duration(
+                &format!("{key}.timeout"),
+                &a.timeout,
+                Duration::from_secs(2),
+            )?,
+            cache_ttl: self.duration(
+                &format!("{key}.cache_ttl"),
+                &a.cache_ttl,
+                Duration::from_secs(300),
+            )?,
+            negative_cache_ttl: self.duration(
+                &format!("{key}.negative_cache_ttl"),
+                &a.negative_cache_ttl,
+                Duration::from_secs(10),
+            )?,
+            cache_max_entries: a.cache_max_entries.unwrap_or(10_000),
+            issuer: a.issuer.clone(),
+            audiences: a.audiences.clone().unwrap_or_default(),
+        })
+    }
+
+    pub(crate) fn client_cert(
+        &self,
+        key: &str,
+        a: &file::AuthenticatorFile,
+    ) -> Result<ClientCertConfig, ConfigError> {
+        let names = a
+            .identity
+            .clone()
+            .unwrap_or_else(|| vec!["uri".to_owned(), "dns".to_owned(), "subject".to_owned()]);
+        if names.is_empty() {
+            return Err(self.err(format!("{key}.identity"), "names no identity"));
+        }
+        let identity = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match n.as_str() {
+                "uri" => Ok(CertIdentity::Uri),
+                "dns" => Ok(CertIdentity::Dns),
+                "email" => Ok(CertIdentity::Email),
+                "common_name" => Ok(CertIdentity::CommonName),
+                "subject" => Ok(CertIdentity::Subject),
+                other => Err(self.err(
+                    format!("{key}.identity[{i}]"),
+                    format!("{other:?} is not one of \"uri\", \"dns\", \"email\", \"common_name\", \"subject\""),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientCertConfig { identity })
     }
 }
 

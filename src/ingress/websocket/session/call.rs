@@ -28,6 +28,7 @@ pub(super) struct CallTask {
     pub(super) spec: Arc<CallSpec>,
     pub(super) headers: HeaderMap,
     pub(super) client: Option<SocketAddr>,
+    pub(super) client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
     /// Taken by the call once it starts.
     pub(super) input: Option<mpsc::Receiver<Bytes>>,
     pub(super) ended: Arc<AtomicBool>,
@@ -84,6 +85,7 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     };
     let inbound = Inbound {
         headers: std::mem::take(&mut t.headers),
+        client_cert: t.client_cert.clone(),
     };
     let envelope =
         t.ingress

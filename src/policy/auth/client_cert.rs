@@ -1,0 +1,49 @@
+//! Client certificates as principals: with mutual TLS on the main port,
+//! the certificate the handshake verified names the caller. The principal
+//! is the first of the configured identities the certificate has; its
+//! claims hold every name the certificate carries, for authorization
+//! rules, rate-limit keys and `forward_claims`.
+
+use crate::config::{CertIdentity, ClientCertConfig};
+use crate::envelope::{ClientCertificate, Principal};
+use crate::error::GatewayError;
+use serde_json::json;
+
+/// The principal a certificate names, or why it names none.
+pub fn principal(
+    config: &ClientCertConfig,
+    cert: Option<&ClientCertificate>,
+) -> Result<Principal, GatewayError> {
+    let cert = cert.ok_or_else(|| {
+        GatewayError::unauthenticated(true, "this route needs a client certificate (mutual TLS)")
+    })?;
+    let subject = config
+        .identity
+        .iter()
+        .find_map(|id| match id {
+            CertIdentity::Uri => cert.uris.first().cloned(),
+            CertIdentity::Dns => cert.dns_names.first().cloned(),
+            CertIdentity::Email => cert.emails.first().cloned(),
+            CertIdentity::CommonName => cert.common_name.clone(),
+            CertIdentity::Subject => Some(cert.subject.clone()).filter(|s| !s.is_empty()),
+        })
+        .ok_or_else(|| {
+            GatewayError::unauthenticated(
+                false,
+                "the client certificate has none of the identities this route reads",
+            )
+        })?;
+    Ok(Principal {
+        claims: json!({
+            "sub": subject,
+            "subject_dn": cert.subject,
+            "common_name": cert.common_name,
+            "san_uri": cert.uris,
+            "san_dns": cert.dns_names,
+            "san_email": cert.emails,
+            "serial": cert.serial,
+            "x5t#S256": cert.sha256,
+        }),
+        subject,
+    })
+}

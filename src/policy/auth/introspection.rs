@@ -1,0 +1,196 @@
+//! OAuth 2.0 token introspection (RFC 7662): an opaque bearer token is
+//! sent to the authorization server, whose answer says whether it is
+//! active and what it grants. Answers are cached by the token's SHA-256
+//! (never the token itself): an active one until its `exp` (at most
+//! `cache_ttl`), an inactive one for `negative_cache_ttl`. Concurrent
+//! calls with one token share one introspection. An endpoint that does
+//! not answer is a 503 / UNAVAILABLE, never a pass.
+
+use super::jwt::unix_now;
+use crate::config::{ClientAuth, IntrospectionConfig};
+use crate::envelope::Principal;
+use crate::error::GatewayError;
+use crate::policy::outbound::Outbound;
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Introspector {
+    config: IntrospectionConfig,
+    client: Outbound,
+    answers: moka::future::Cache<[u8; 32], Arc<Cached>>,
+    /// The `Authorization: Basic` value, made once.
+    basic: http::HeaderValue,
+}
+
+/// What the authorization server said of a token.
+#[derive(Debug)]
+enum Verdict {
+    Active(Arc<Principal>),
+    /// Inactive, expired, or for someone else: why.
+    Refused(String),
+}
+
+/// A verdict and how long it may be kept.
+#[derive(Debug)]
+struct Cached {
+    verdict: Verdict,
+    ttl: Duration,
+}
+
+/// Each answer stays cached for its own time to live.
+struct AnswerExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Cached>> for AnswerExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Cached>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl Introspector {
+    pub fn new(config: &IntrospectionConfig) -> Result<Introspector, String> {
+        use base64::Engine as _;
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(&config.client_id),
+            enc(&config.client_secret.0)
+        ));
+        Ok(Introspector {
+            client: Outbound::new(config.ca_file.as_deref(), config.timeout)?,
+            answers: moka::future::Cache::builder()
+                .max_capacity(config.cache_max_entries)
+                .expire_after(AnswerExpiry)
+                .build(),
+            basic: http::HeaderValue::from_str(&format!("Basic {basic}"))
+                .map_err(|_| "the client id or secret makes no valid header".to_owned())?,
+            config: config.clone(),
+        })
+    }
+
+    /// The principal of an active token.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // One introspection per token at a time; failures are not cached.
+        let cached = self
+            .answers
+            .try_get_with(key, async {
+                let (verdict, ttl) = self.introspect(token).await?;
+                Ok::<_, GatewayError>(Arc::new(Cached { verdict, ttl }))
+            })
+            .await
+            .map_err(|e: Arc<GatewayError>| (*e).clone())?;
+        match &cached.verdict {
+            Verdict::Active(p) if !expired(p) => Ok(p.clone()),
+            Verdict::Active(_) => Err(GatewayError::unauthenticated(
+                false,
+                "invalid token: the token has expired",
+            )),
+            Verdict::Refused(why) => Err(GatewayError::unauthenticated(
+                false,
+                format!("invalid token: {why}"),
+            )),
+        }
+    }
+
+    /// Asks the endpoint; the verdict and how long it may be kept.
+    async fn introspect(&self, token: &str) -> Result<(Verdict, Duration), GatewayError> {
+        let c = &self.config;
+        let req = self
+            .request(token)
+            .map_err(|e| unavailable(format!("{}: {e}", c.url)))?;
+        let answer = self.client.send(req).await.map_err(|e| unavailable(e.0))?;
+        if !answer.status.is_success() {
+            return Err(unavailable(format!("{} answered {}", c.url, answer.status)));
+        }
+        let claims: Value = serde_json::from_slice(&answer.body)
+            .map_err(|e| unavailable(format!("{}: not a JSON answer: {e}", c.url)))?;
+        let negative = |why: &str| Ok((Verdict::Refused(why.to_owned()), c.negative_cache_ttl));
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return negative("the token is not active");
+        }
+        let now = unix_now();
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        if exp.is_some_and(|e| e <= now) {
+            return negative("the token has expired");
+        }
+        if let Some(iss) = &c.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss) {
+                return negative("the token is from another issuer");
+            }
+        }
+        if !c.audiences.is_empty() && !audience_matches(&claims, &c.audiences) {
+            return negative("the token is for another audience");
+        }
+        let ttl = match exp {
+            Some(e) => c.cache_ttl.min(Duration::from_secs(e - now)),
+            None => c.cache_ttl,
+        };
+        let subject = ["sub", "username", "client_id"]
+            .iter()
+            .find_map(|k| claims.get(*k).and_then(Value::as_str))
+            .unwrap_or("")
+            .to_owned();
+        Ok((
+            Verdict::Active(Arc::new(Principal { subject, claims })),
+            ttl,
+        ))
+    }
+}
+
+impl Introspector {
+    /// The RFC 7662 request: the token, and the gateway's credentials.
+    fn request(&self, token: &str) -> Result<http::Request<Full<Bytes>>, http::Error> {
+        let c = &self.config;
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", token);
+        form.append_pair("token_type_hint", "access_token");
+        let mut req = http::Request::post(&c.url)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json");
+        match c.client_auth {
+            ClientAuth::Basic => req = req.header(http::header::AUTHORIZATION, self.basic.clone()),
+            ClientAuth::Post => {
+                form.append_pair("client_id", &c.client_id);
+                form.append_pair("client_secret", &c.client_secret.0);
+            }
+        }
+        req.body(Full::new(Bytes::from(form.finish())))
+    }
+}
+
+fn expired(p: &Principal) -> bool {
+    p.claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .is_some_and(|e| e <= unix_now())
+}
+
+fn audience_matches(claims: &Value, wanted: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(a)) => wanted.contains(a),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| wanted.iter().any(|w| w == a)),
+        _ => false,
+    }
+}
+
+fn unavailable(why: String) -> GatewayError {
+    tracing::warn!(error = %why, "token introspection failed");
+    GatewayError::policy_service_unavailable(format!(
+        "the token introspection endpoint did not answer: {why}"
+    ))
+}

@@ -1,0 +1,305 @@
+//! JWT verification: one key, a JWK set (a file, a URL, or an OpenID
+//! Connect issuer's), the configured algorithm only, and a cache of
+//! tokens that verified.
+
+use crate::config::{JwksSource, JwtConfig, JwtKey};
+use crate::envelope::Principal;
+use crate::error::GatewayError;
+use crate::policy::outbound::Outbound;
+use jsonwebtoken::{DecodingKey, Validation};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub struct JwtVerifier {
+    keys: Keys,
+    validation: Box<Validation>,
+    verified: VerifiedTokens,
+    /// A cookie that may carry the token when no Authorization header does.
+    pub cookie: Option<String>,
+}
+
+impl JwtVerifier {
+    /// Reads the key now, so a bad one (or an unreachable JWK set or
+    /// issuer) fails startup.
+    pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, String> {
+        Ok(JwtVerifier {
+            keys: load_keys(config).await?,
+            validation: Box::new(validation(config)),
+            verified: VerifiedTokens::new(),
+            cookie: config.cookie.clone(),
+        })
+    }
+
+    /// The principal of a valid token, from the cache when it verified before.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
+        if let Some(p) = self.verified.get(token) {
+            return Ok(p);
+        }
+        let p = Arc::new(verify_jwt(&self.keys, &self.validation, token).await?);
+        self.verified.insert(token, p.clone());
+        Ok(p)
+    }
+}
+
+/// Whether a bearer token has a JWT's shape (three base64url parts), so a
+/// route that also takes opaque tokens knows which authenticator applies.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let three = parts.by_ref().take(3).filter(|p| !p.is_empty()).count() == 3;
+    three
+        && parts.next().is_none()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Tokens that verified, so a client's next calls skip the signature check
+/// (an RSA verification costs far more than the rest of a request). Kept
+/// until the token's `exp` at the latest, and for at most five minutes, so
+/// a rotated-out key stops being trusted soon after.
+struct VerifiedTokens {
+    cache: moka::sync::Cache<String, (Arc<Principal>, Instant)>,
+}
+
+impl VerifiedTokens {
+    fn new() -> Self {
+        VerifiedTokens {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+        }
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        match self.cache.get(token) {
+            Some((p, expires)) if expires > Instant::now() => Some(p),
+            Some(_) => {
+                self.cache.invalidate(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, token: &str, principal: Arc<Principal>) {
+        let exp = principal
+            .claims
+            .get("exp")
+            .and_then(|e| e.as_u64())
+            .unwrap_or(0);
+        let now = unix_now();
+        if exp > now {
+            self.cache.insert(
+                token.to_owned(),
+                (principal, Instant::now() + Duration::from_secs(exp - now)),
+            );
+        }
+    }
+}
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX)
+}
+
+enum Keys {
+    One(DecodingKey),
+    /// Keys by `kid`, refreshed from their source on an unknown `kid`.
+    Set(Box<Jwks>),
+}
+
+struct Jwks {
+    source: JwksSource,
+    client: Option<Outbound>,
+    min_refresh: Duration,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    /// When the set was last read; one refresh at a time, at most one per `min_refresh`.
+    refreshed: tokio::sync::Mutex<Instant>,
+}
+
+impl Jwks {
+    fn get(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    /// Re-reads the set if the last read is old enough; a new `kid` (key
+    /// rotation) is then found. Failures keep the keys already known.
+    async fn refresh(&self) {
+        let mut last = self.refreshed.lock().await;
+        if last.elapsed() < self.min_refresh {
+            return;
+        }
+        *last = Instant::now();
+        match fetch(&self.source, self.client.as_ref()).await {
+            Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys,
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
+        }
+    }
+}
+
+/// The client for a JWK set fetched over HTTP (a URL or an issuer's).
+fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
+    match source {
+        JwksSource::File(_) => Ok(None),
+        JwksSource::Url { ca_file, .. } | JwksSource::Discovery { ca_file, .. } => {
+            Outbound::new(ca_file.as_deref(), Duration::from_secs(5)).map(Some)
+        }
+    }
+}
+
+/// Reads a JWK set from a file, a URL, or the `jwks_uri` an OpenID Connect
+/// issuer's discovery document names.
+async fn fetch(
+    source: &JwksSource,
+    client: Option<&Outbound>,
+) -> Result<HashMap<String, DecodingKey>, String> {
+    let set = match (source, client) {
+        (JwksSource::File(path), _) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| format!("not a JWK set: {e}"))?
+        }
+        (JwksSource::Url { url, .. }, Some(client)) => client.get_json(url).await?,
+        (JwksSource::Discovery { issuer, .. }, Some(client)) => {
+            let jwks_uri = discover(client, issuer).await?;
+            client.get_json(&jwks_uri).await?
+        }
+        (_, None) => return Err("no HTTP client for the JWK set".to_owned()),
+    };
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(set).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        keys.insert(kid, key);
+    }
+    Ok(keys)
+}
+
+/// The `jwks_uri` of an issuer's OpenID Connect discovery document, after
+/// checking that the document is the issuer's own (OpenID Connect
+/// Discovery 1.0, section 4.3: its `issuer` must equal the URL asked).
+async fn discover(client: &Outbound, issuer: &str) -> Result<String, String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc = client.get_json(&url).await?;
+    let stated = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
+    if stated != issuer {
+        return Err(format!(
+            "{url}: the document's issuer {stated:?} is not {issuer:?}"
+        ));
+    }
+    doc.get("jwks_uri")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{url}: no jwks_uri"))
+}
+
+async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
+    use jsonwebtoken::Algorithm::*;
+    Ok(match (&config.key, config.algorithm) {
+        (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
+        (JwtKey::PublicPem(pem), alg) => {
+            let key = match alg {
+                RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+                ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+                EdDSA => DecodingKey::from_ed_pem(pem),
+                alg => return Err(format!("{alg:?} takes a secret, not a public key")),
+            };
+            Keys::One(key.map_err(|e| format!("bad public key: {e}"))?)
+        }
+        (
+            JwtKey::Jwks {
+                source,
+                min_refresh,
+            },
+            _,
+        ) => {
+            let client = client_for(source)?;
+            Keys::Set(Box::new(Jwks {
+                keys: RwLock::new(fetch(source, client.as_ref()).await?),
+                client,
+                source: source.clone(),
+                min_refresh: *min_refresh,
+                refreshed: tokio::sync::Mutex::new(Instant::now()),
+            }))
+        }
+    })
+}
+
+/// Only the configured algorithm is accepted, whatever the token says.
+fn validation(config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(config.algorithm);
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    // A token for no audience must not pass a route that names its audiences.
+    if config.audiences.is_empty() {
+        validation.set_required_spec_claims(&["exp"]);
+    } else {
+        validation.set_required_spec_claims(&["exp", "aud"]);
+    }
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    if config.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&config.audiences);
+    }
+    validation
+}
+
+/// The principal of a valid token.
+async fn verify_jwt(
+    keys: &Keys,
+    validation: &Validation,
+    token: &str,
+) -> Result<Principal, GatewayError> {
+    let invalid =
+        |why: String| GatewayError::unauthenticated(false, format!("invalid token: {why}"));
+    let set_key;
+    let key = match keys {
+        Keys::One(k) => k,
+        Keys::Set(jwks) => {
+            let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+            let kid = header
+                .kid
+                .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
+            set_key = match jwks.get(&kid) {
+                Some(k) => k,
+                None => {
+                    jwks.refresh().await;
+                    jwks.get(&kid)
+                        .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
+                }
+            };
+            &set_key
+        }
+    };
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
+        .map_err(|e| invalid(e.to_string()))?;
+    let subject = data
+        .claims
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_owned();
+    Ok(Principal {
+        subject,
+        claims: data.claims,
+    })
+}

@@ -1,0 +1,500 @@
+//! External authorization: before each call of a route, ask a service
+//! whether it may proceed. Two contracts:
+//! - gRPC, Envoy's `envoy.service.auth.v3.Authorization/Check`, so existing
+//!   ext_authz servers (OPA-Envoy and others) work unchanged;
+//! - HTTP forward-auth: a GET whose 2xx answer allows.
+//!
+//! Both carry the same facts whatever protocol the client used: the gRPC
+//! method as the path (`/pkg.Service/Method`), the principal, the client's
+//! address, and the headers the config chooses. An allow may add or remove
+//! headers for the backend; a refusal's status, headers and body reach the
+//! client. A service that does not answer in time follows the configured
+//! failure mode. Decisions may be cached per principal and method.
+
+pub mod config;
+
+use super::outbound::{NoAnswer, Outbound};
+use super::per_route::{Next, Policy};
+use crate::envelope::{Envelope, Reply};
+use crate::error::{Denial, ErrorKind, GatewayError, Origin};
+use bytes::Bytes;
+use config::{ExtAuthzConfig, ExtAuthzService};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tower::Service;
+
+/// Envoy's contract, generated from `proto/envoy/` (the fields Portico
+/// uses, wire-compatible with Envoy's own definitions).
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    pub mod envoy {
+        pub mod config {
+            pub mod core {
+                pub mod v3 {
+                    include!(concat!(env!("OUT_DIR"), "/envoy.config.core.v3.rs"));
+                }
+            }
+        }
+        pub mod r#type {
+            pub mod v3 {
+                include!(concat!(env!("OUT_DIR"), "/envoy.r#type.v3.rs"));
+            }
+        }
+        pub mod service {
+            pub mod auth {
+                pub mod v3 {
+                    include!(concat!(env!("OUT_DIR"), "/envoy.service.auth.v3.rs"));
+                }
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+        }
+    }
+}
+
+use pb::envoy::config::core::v3 as core;
+use pb::envoy::service::auth::v3 as auth;
+
+/// Counts of decisions, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ExtAuthzStats {
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    /// The service did not answer and the call was let through (fail open).
+    pub failed_open: AtomicU64,
+    /// The service did not answer and the call was refused (fail closed).
+    pub failed_closed: AtomicU64,
+    /// Decisions taken from the cache, without asking.
+    pub cache_hits: AtomicU64,
+}
+
+/// One `[ext_authz.NAME]` service, as a pipeline policy.
+pub struct ExtAuthz {
+    config: ExtAuthzConfig,
+    client: Client,
+    decisions: Option<moka::future::Cache<(String, String), Arc<Decision>>>,
+    pub stats: Arc<ExtAuthzStats>,
+}
+
+enum Client {
+    Grpc(auth::authorization_client::AuthorizationClient<tonic::transport::Channel>),
+    Http(Outbound),
+}
+
+/// What the service is told of a call, taken from the envelope before
+/// asking (the envelope itself stays with the call).
+struct Facts {
+    /// `/pkg.Service/Method`.
+    path: String,
+    /// `pkg.Service.Method`.
+    method: String,
+    principal: Option<String>,
+    client: Option<std::net::SocketAddr>,
+    request_id: String,
+    /// The chosen client headers.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What the service decided.
+#[derive(Debug)]
+enum Decision {
+    Allow {
+        /// (header, value, append rather than replace)
+        add: Vec<(HeaderName, HeaderValue, bool)>,
+        remove: Vec<HeaderName>,
+    },
+    Deny(Denial),
+}
+
+impl ExtAuthz {
+    pub fn new(config: &ExtAuthzConfig, stats: Arc<ExtAuthzStats>) -> Result<ExtAuthz, String> {
+        let client = match &config.service {
+            ExtAuthzService::Grpc(uri) => {
+                let endpoint = tonic::transport::Endpoint::from(uri.clone())
+                    .connect_timeout(config.timeout)
+                    .tcp_nodelay(true);
+                let channel = if uri.scheme_str() == Some("https") {
+                    let tls = crate::config::UpstreamTls {
+                        ca_file: config.ca_file.clone(),
+                        identity: None,
+                    };
+                    let connector = crate::egress::tls::grpc_connector(&tls, config.timeout)?;
+                    endpoint.connect_with_connector_lazy(connector)
+                } else {
+                    endpoint.connect_lazy()
+                };
+                Client::Grpc(auth::authorization_client::AuthorizationClient::new(
+                    channel,
+                ))
+            }
+            ExtAuthzService::Http(_) => {
+                Client::Http(Outbound::new(config.ca_file.as_deref(), config.timeout)?)
+            }
+        };
+        let decisions = config.cache_ttl.map(|ttl| {
+            moka::future::Cache::builder()
+                .max_capacity(config.cache_max_entries)
+                .time_to_live(ttl)
+                .build()
+        });
+        Ok(ExtAuthz {
+            config: config.clone(),
+            client,
+            decisions,
+            stats,
+        })
+    }
+
+    /// Asks (or remembers) and applies the decision to the envelope.
+    pub async fn check(&self, env: &mut Envelope) -> Result<(), GatewayError> {
+        let method = env.target.method.full_name().to_owned();
+        // Only a known principal's decisions are kept: without one, the
+        // service may be deciding on headers the cache key does not hold.
+        let cache_key = env
+            .ctx
+            .principal
+            .as_ref()
+            .filter(|p| !p.subject.is_empty())
+            .map(|p| (p.subject.clone(), method.clone()));
+        let cached = match (&self.decisions, &cache_key) {
+            (Some(cache), Some(key)) => cache.get(key).await,
+            _ => None,
+        };
+        let decision = match cached {
+            Some(d) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                d
+            }
+            None => match self.ask(self.facts(env, method)).await {
+                Ok(d) => {
+                    let d = Arc::new(d);
+                    if let (Some(cache), Some(key)) = (&self.decisions, cache_key) {
+                        cache.insert(key, d.clone()).await;
+                    }
+                    d
+                }
+                Err(NoAnswer(why)) if self.config.fail_open => {
+                    self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(authorizer = %self.config.name, error = %why, "external authorization failed; letting the call through (failure_mode = \"open\")");
+                    return Ok(());
+                }
+                Err(NoAnswer(why)) => {
+                    self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(authorizer = %self.config.name, error = %why, "external authorization failed; refusing the call");
+                    return Err(GatewayError::policy_service_unavailable(format!(
+                        "the authorization service {} did not answer",
+                        self.config.name
+                    )));
+                }
+            },
+        };
+        match &*decision {
+            Decision::Allow { add, remove } => {
+                self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+                for name in remove {
+                    env.metadata.remove(name);
+                }
+                let view = Arc::make_mut(&mut env.ctx.headers);
+                for (name, value, append) in add {
+                    if *append {
+                        env.metadata.append(name.clone(), value.clone());
+                        view.append(name.clone(), value.clone());
+                    } else {
+                        env.metadata.insert(name.clone(), value.clone());
+                        view.insert(name.clone(), value.clone());
+                    }
+                }
+                Ok(())
+            }
+            Decision::Deny(denial) => {
+                self.stats.denied.fetch_add(1, Ordering::Relaxed);
+                let text = String::from_utf8_lossy(&denial.body);
+                let text = text.trim();
+                let message = if text.is_empty() {
+                    format!("denied by the authorization service {}", self.config.name)
+                } else {
+                    text.chars().take(1024).collect()
+                };
+                Err(GatewayError::new(
+                    ErrorKind::Denied(Box::new(denial.clone())),
+                    Origin::Client,
+                    message,
+                ))
+            }
+        }
+    }
+
+    async fn ask(&self, facts: Facts) -> Result<Decision, NoAnswer> {
+        match &self.client {
+            Client::Grpc(client) => self.ask_grpc(client.clone(), facts).await,
+            Client::Http(client) => self.ask_http(client, facts).await,
+        }
+    }
+
+    fn facts(&self, env: &Envelope, method: String) -> Facts {
+        let headers = self
+            .config
+            .include_headers
+            .iter()
+            .flat_map(|name| {
+                env.ctx
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .map(move |v| (name.clone(), v.clone()))
+            })
+            .collect();
+        Facts {
+            path: env.target.path.as_str().to_owned(),
+            method,
+            principal: env.ctx.principal.as_ref().map(|p| p.subject.clone()),
+            client: env.ctx.client_addr,
+            request_id: env
+                .ctx
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            headers,
+        }
+    }
+
+    async fn ask_grpc(
+        &self,
+        mut client: auth::authorization_client::AuthorizationClient<tonic::transport::Channel>,
+        facts: Facts,
+    ) -> Result<Decision, NoAnswer> {
+        let mut headers = std::collections::HashMap::new();
+        for (name, value) in &facts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.as_str().to_owned())
+                .and_modify(|v: &mut String| {
+                    v.push(',');
+                    v.push_str(&value)
+                })
+                .or_insert(value);
+        }
+        let path = facts.path.clone();
+        headers.insert(":method".to_owned(), "POST".to_owned());
+        headers.insert(":path".to_owned(), path.clone());
+        let principal = facts.principal.clone().unwrap_or_default();
+        let source = auth::attribute_context::Peer {
+            address: facts.client.map(|a| core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: a.ip().to_string(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(
+                        a.port().into(),
+                    )),
+                    ..Default::default()
+                })),
+            }),
+            principal: principal.clone(),
+            ..Default::default()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let request = auth::CheckRequest {
+            attributes: Some(auth::AttributeContext {
+                source: Some(source),
+                request: Some(auth::attribute_context::Request {
+                    time: Some(prost_types::Timestamp {
+                        seconds: now.as_secs() as i64,
+                        nanos: now.subsec_nanos() as i32,
+                    }),
+                    http: Some(auth::attribute_context::HttpRequest {
+                        id: facts.request_id.clone(),
+                        method: "POST".to_owned(),
+                        headers,
+                        path,
+                        size: -1,
+                        protocol: "HTTP/2".to_owned(),
+                        ..Default::default()
+                    }),
+                }),
+                context_extensions: [
+                    ("portico.method".to_owned(), facts.method.clone()),
+                    ("portico.principal".to_owned(), principal),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }),
+        };
+        let mut req = tonic::Request::new(request);
+        req.set_timeout(self.config.timeout);
+        let answer = tokio::time::timeout(self.config.timeout, client.check(req))
+            .await
+            .map_err(|_| NoAnswer(format!("no answer within {:?}", self.config.timeout)))?
+            .map_err(|s| NoAnswer(format!("{:?}: {}", s.code(), s.message())))?
+            .into_inner();
+        let code = answer.status.as_ref().map(|s| s.code).unwrap_or(0);
+        if code == 0 {
+            let (add, remove) = match answer.http_response {
+                Some(auth::check_response::HttpResponse::OkResponse(ok)) => (
+                    header_options(&ok.headers)
+                        .into_iter()
+                        .filter(|(name, _, _)| !crate::headers::is_framing(name))
+                        .collect(),
+                    ok.headers_to_remove
+                        .iter()
+                        .filter_map(|h| {
+                            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()
+                        })
+                        // The call's own framing is the gateway's, not the service's to drop.
+                        .filter(|h| !crate::headers::is_framing(h))
+                        .collect(),
+                ),
+                _ => (Vec::new(), Vec::new()),
+            };
+            return Ok(Decision::Allow { add, remove });
+        }
+        let denial = match answer.http_response {
+            Some(auth::check_response::HttpResponse::DeniedResponse(d)) => {
+                let status = d
+                    .status
+                    .and_then(|s| u16::try_from(s.code).ok())
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .filter(|s| !s.is_success() && !s.is_informational())
+                    .unwrap_or(StatusCode::FORBIDDEN);
+                let mut headers = HeaderMap::new();
+                let mut content_type = None;
+                for (name, value, _) in header_options(&d.headers) {
+                    if name == http::header::CONTENT_TYPE {
+                        content_type = Some(value);
+                    } else if client_may_see(&name) {
+                        headers.append(name, value);
+                    }
+                }
+                Denial {
+                    status,
+                    headers,
+                    body: Bytes::from(d.body),
+                    content_type,
+                }
+            }
+            _ => Denial {
+                status: StatusCode::FORBIDDEN,
+                headers: HeaderMap::new(),
+                body: answer
+                    .status
+                    .map(|s| Bytes::from(s.message))
+                    .unwrap_or_default(),
+                content_type: None,
+            },
+        };
+        Ok(Decision::Deny(denial))
+    }
+
+    async fn ask_http(&self, client: &Outbound, facts: Facts) -> Result<Decision, NoAnswer> {
+        let ExtAuthzService::Http(url) = &self.config.service else {
+            return Err(NoAnswer("not an HTTP service".to_owned()));
+        };
+        let mut req = http::Request::get(url.clone());
+        for (name, value) in &facts.headers {
+            req = req.header(name, value);
+        }
+        req = req
+            .header("x-forwarded-method", "POST")
+            .header("x-forwarded-uri", facts.path.as_str())
+            .header("x-portico-method", facts.method.as_str());
+        if !facts.request_id.is_empty() {
+            req = req.header("x-request-id", facts.request_id.as_str());
+        }
+        if let Some(addr) = facts.client {
+            req = req.header("x-forwarded-for", addr.ip().to_string());
+        }
+        if let Some(p) = &facts.principal {
+            if let Ok(v) = HeaderValue::from_str(p) {
+                req = req.header("x-portico-principal", v);
+            }
+        }
+        let req = req
+            .body(http_body_util::Full::default())
+            .map_err(|e| NoAnswer(format!("{url}: {e}")))?;
+        let answer = client.send(req).await?;
+        if answer.status.is_success() {
+            let add = self
+                .config
+                .upstream_headers
+                .iter()
+                .flat_map(|name| {
+                    answer
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .map(move |v| (name.clone(), v.clone(), false))
+                })
+                .collect();
+            return Ok(Decision::Allow {
+                add,
+                remove: Vec::new(),
+            });
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &answer.headers {
+            if client_may_see(name) && *name != http::header::CONTENT_TYPE {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        Ok(Decision::Deny(Denial {
+            status: answer.status,
+            headers,
+            content_type: answer.headers.get(http::header::CONTENT_TYPE).cloned(),
+            body: answer.body,
+        }))
+    }
+}
+
+/// Envoy's header options as (name, value, append); bad ones are dropped.
+fn header_options(options: &[core::HeaderValueOption]) -> Vec<(HeaderName, HeaderValue, bool)> {
+    options
+        .iter()
+        .filter_map(|o| {
+            let h = o.header.as_ref()?;
+            let name = HeaderName::from_bytes(h.key.to_ascii_lowercase().as_bytes()).ok()?;
+            let value = if h.raw_value.is_empty() {
+                HeaderValue::from_str(&h.value).ok()?
+            } else {
+                HeaderValue::from_bytes(&h.raw_value).ok()?
+            };
+            // Replace unless the service asks to append, as Envoy does here.
+            Some((name, value, o.append == Some(true)))
+        })
+        .collect()
+}
+
+/// Headers of a refusal that may reach the client: not the connection's
+/// framing, which the gateway writes itself.
+fn client_may_see(name: &HeaderName) -> bool {
+    !crate::headers::is_framing(name)
+        && !matches!(
+            name.as_str(),
+            "content-length"
+                | "transfer-encoding"
+                | "connection"
+                | "keep-alive"
+                | "date"
+                | "server"
+        )
+}
+
+impl Policy for ExtAuthz {
+    fn call(
+        self: Arc<Self>,
+        mut env: Envelope,
+        mut next: Next,
+    ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
+        Box::pin(async move {
+            self.check(&mut env).await?;
+            next.call(env).await
+        })
+    }
+}

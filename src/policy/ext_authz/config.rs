@@ -1,0 +1,143 @@
+//! `[ext_authz.NAME]`: an external authorization service a route asks
+//! before each call, over gRPC (Envoy's `Authorization/Check`) or HTTP
+//! (forward-auth).
+
+use crate::config::{file, ConfigError, Validator};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtAuthzService {
+    /// `envoy.service.auth.v3.Authorization/Check` at this `http(s)://` URI.
+    Grpc(http::Uri),
+    /// Forward-auth: a GET to this URL; 2xx allows.
+    Http(http::Uri),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtAuthzConfig {
+    pub name: String,
+    pub service: ExtAuthzService,
+    /// Extra CA certificates for an https service.
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    /// On a timeout or an unreachable service: let the call through (true)
+    /// or refuse it with 503 / UNAVAILABLE (false, the default).
+    pub fail_open: bool,
+    /// Client headers (as the policy view holds them) sent to the service.
+    pub include_headers: Vec<http::HeaderName>,
+    /// Forward-auth: headers of an allowing answer copied to the backend.
+    pub upstream_headers: Vec<http::HeaderName>,
+    /// Decisions kept per principal and method; `None`: every call asks.
+    pub cache_ttl: Option<Duration>,
+    pub cache_max_entries: u64,
+}
+
+impl Validator<'_> {
+    pub(crate) fn ext_authz(
+        &self,
+        name: &str,
+        f: &file::ExtAuthzFile,
+    ) -> Result<ExtAuthzConfig, ConfigError> {
+        let key = format!("ext_authz.{name}");
+        let url = |field: &str, u: &str| -> Result<http::Uri, ConfigError> {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|_| self.err(format!("{key}.{field}"), format!("{u:?} is not a URL")))?;
+            match uri.scheme_str() {
+                Some("http" | "https") if uri.authority().is_some() => Ok(uri),
+                _ => Err(self.err(
+                    format!("{key}.{field}"),
+                    format!("{u:?} is not an http:// or https:// URL"),
+                )),
+            }
+        };
+        let service = match (&f.grpc, &f.http) {
+            (Some(g), None) => {
+                let g = if g.contains("://") {
+                    g.clone()
+                } else {
+                    format!("http://{g}")
+                };
+                ExtAuthzService::Grpc(url("grpc", &g)?)
+            }
+            (None, Some(h)) => ExtAuthzService::Http(url("http", h)?),
+            (Some(_), Some(_)) => {
+                return Err(self.err(format!("{key}.http"), "give grpc or http, not both"))
+            }
+            (None, None) => {
+                return Err(self.err(
+                    format!("{key}.grpc"),
+                    "is required: the address of an Authorization/Check service (or http = \"URL\" for forward-auth)",
+                ))
+            }
+        };
+        let https = match &service {
+            ExtAuthzService::Grpc(u) | ExtAuthzService::Http(u) => u.scheme_str() == Some("https"),
+        };
+        if f.ca_file.is_some() && !https {
+            return Err(self.err(
+                format!("{key}.ca_file"),
+                "only applies to an https:// service",
+            ));
+        }
+        let failure_mode = f.failure_mode.as_deref().unwrap_or("closed");
+        let fail_open = match failure_mode {
+            "closed" => false,
+            "open" => true,
+            other => {
+                return Err(self.err(
+                    format!("{key}.failure_mode"),
+                    format!("{other:?} is not one of \"closed\", \"open\""),
+                ))
+            }
+        };
+        let headers = |field: &str, list: &Option<Vec<String>>| {
+            list.iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, h)| {
+                    http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                        self.err(
+                            format!("{key}.{field}[{i}]"),
+                            format!("{h:?} is not a header name"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let upstream_headers = headers("upstream_headers", &f.upstream_headers)?;
+        if !upstream_headers.is_empty() && matches!(service, ExtAuthzService::Grpc(_)) {
+            return Err(self.err(
+                format!("{key}.upstream_headers"),
+                "only applies to forward-auth (http = \"...\"); a gRPC service adds headers in its OkHttpResponse",
+            ));
+        }
+        let cache_ttl = f
+            .cache_ttl
+            .is_some()
+            .then(|| self.duration(&format!("{key}.cache_ttl"), &f.cache_ttl, Duration::ZERO))
+            .transpose()?;
+        let ca_file = f.ca_file.as_deref().map(|p| self.path(p));
+        if let Some(ca) = &ca_file {
+            // Read now, so `portico check` refuses what `serve` would.
+            crate::egress::tls::client_config(Some(ca))
+                .map_err(|e| self.err(format!("{key}.ca_file"), e))?;
+        }
+        Ok(ExtAuthzConfig {
+            name: name.to_owned(),
+            service,
+            ca_file,
+            timeout: self.duration(
+                &format!("{key}.timeout"),
+                &f.timeout,
+                Duration::from_secs(1),
+            )?,
+            fail_open,
+            include_headers: headers("include_headers", &f.include_headers)?,
+            upstream_headers,
+            cache_ttl,
+            cache_max_entries: f.cache_max_entries.unwrap_or(10_000),
+        })
+    }
+}

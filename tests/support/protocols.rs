@@ -1,0 +1,398 @@
+//! Every ingress protocol as a column of a table: one call of the demo
+//! `Probe` service (`Headers`, or `Sleep`) with the same headers over REST,
+//! gRPC, gRPC-Web, Connect or WebSocket, and what the client saw of it.
+
+use super::{frame_bytes, Harness};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Method;
+use portico::demo::backends::pb;
+use prost::Message as _;
+use serde_json::{json, Map, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A WebSocket's socket: plain TCP or TLS.
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+    GrpcWeb,
+    Connect,
+    WebSocket,
+}
+
+pub const EVERY_PROTOCOL: [Protocol; 5] = [
+    Protocol::Rest,
+    Protocol::Grpc,
+    Protocol::GrpcWeb,
+    Protocol::Connect,
+    Protocol::WebSocket,
+];
+
+/// What a client saw of one call of `Probe.Headers`.
+#[derive(Debug)]
+pub struct Seen {
+    /// The gRPC code (REST and Connect: the code of the error body).
+    pub code: i64,
+    /// The metadata the backend received, when the call reached it.
+    pub metadata: Map<String, Value>,
+    /// The reply's `x-cache` verdict, if any.
+    pub cache: Option<String>,
+    /// The error's message (gRPC `grpc-message`, the JSON `message`, the
+    /// WebSocket status's), or a REST reply's body when it is not JSON.
+    pub message: String,
+}
+
+/// Calls `Probe.Headers` (or `Probe.Sleep` for `millis`) with `headers` over `protocol`.
+/// `query` is appended to the URL where the protocol has one.
+pub async fn call(
+    h: &Harness,
+    protocol: Protocol,
+    headers: &[(&str, &str)],
+    query: &str,
+    sleep_millis: Option<i64>,
+) -> Seen {
+    let (grpc_path, rest_path, message, json_body) = match sleep_millis {
+        None => (
+            "/portico.demo.v1.Probe/Headers".to_owned(),
+            "/v1/probe/headers".to_owned(),
+            Bytes::from(pb::HeadersRequest {}.encode_to_vec()),
+            json!({}),
+        ),
+        Some(ms) => (
+            "/portico.demo.v1.Probe/Sleep".to_owned(),
+            format!("/v1/probe/sleep/{ms}"),
+            Bytes::from(pb::SleepRequest { millis: ms }.encode_to_vec()),
+            json!({ "millis": ms }),
+        ),
+    };
+    let with_query = |p: &str| {
+        if query.is_empty() {
+            p.to_owned()
+        } else {
+            format!("{p}?{query}")
+        }
+    };
+    match protocol {
+        Protocol::Rest => {
+            let r = h
+                .client
+                .send(Method::GET, &with_query(&rest_path), headers, "")
+                .await;
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let code = if r.status.is_success() {
+                0
+            } else {
+                body["code"].as_i64().unwrap_or(-1)
+            };
+            let message = body["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| r.text());
+            seen(code, &body, r.header("x-cache"), message)
+        }
+        Protocol::Connect => {
+            let mut all = vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ];
+            all.extend_from_slice(headers);
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    &with_query(&grpc_path),
+                    &all,
+                    json_body.to_string(),
+                )
+                .await;
+            let body = r.json();
+            let code = if r.status.is_success() {
+                0
+            } else {
+                connect_code(body["code"].as_str().unwrap())
+            };
+            let message = body["message"].as_str().unwrap_or("").to_owned();
+            seen(code, &body, r.header("x-cache"), message)
+        }
+        Protocol::GrpcWeb => {
+            let mut all = vec![("content-type", "application/grpc-web+proto")];
+            all.extend_from_slice(headers);
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    &with_query(&grpc_path),
+                    &all,
+                    frame_bytes(0, &message),
+                )
+                .await;
+            let (message, trailers) = split_web_body(&r.body);
+            let status = r
+                .header("grpc-status")
+                .map(str::to_owned)
+                .or_else(|| trailers.get("grpc-status").cloned())
+                .unwrap();
+            let code: i64 = status.parse().unwrap();
+            let text = r
+                .header("grpc-message")
+                .map(str::to_owned)
+                .or_else(|| trailers.get("grpc-message").cloned())
+                .unwrap_or_default();
+            let body = decode_reply(message.as_deref(), sleep_millis.is_some());
+            seen(code, &body, r.header("x-cache"), grpc_message(&text))
+        }
+        Protocol::Grpc
+            if headers.iter().any(|(k, _)| *k == "grpc-timeout") || h.client.tls.is_some() =>
+        {
+            // tonic enforces a deadline it sends itself (and reports CANCELLED):
+            // send the header by hand over HTTP/2 to see what the gateway does.
+            // (Also the way over TLS: this build's tonic has no TLS.)
+            let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
+            all.extend_from_slice(headers);
+            let r = h
+                .client
+                .as_http2()
+                .send(Method::POST, &grpc_path, &all, frame_bytes(0, &message))
+                .await;
+            let (message, _) = split_web_body(&r.body);
+            // A failure before any reply is trailers-only: the status is a header.
+            let code: i64 = r.header("grpc-status").unwrap_or("0").parse().unwrap();
+            let text = grpc_message(r.header("grpc-message").unwrap_or(""));
+            let body = decode_reply(message.as_deref(), sleep_millis.is_some());
+            seen(code, &body, r.header("x-cache"), text)
+        }
+        Protocol::Grpc => {
+            let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+            grpc.ready().await.unwrap();
+            let mut req = tonic::Request::new(message);
+            for (k, v) in headers {
+                req.metadata_mut().append(
+                    tonic::metadata::MetadataKey::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let reply = grpc
+                .unary(
+                    req,
+                    grpc_path.parse::<http::uri::PathAndQuery>().unwrap(),
+                    portico::egress::codec::RawCodec,
+                )
+                .await;
+            match reply {
+                Ok(r) => {
+                    let cache = r
+                        .metadata()
+                        .get("x-cache")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let body = decode_reply(Some(r.get_ref()), sleep_millis.is_some());
+                    seen(0, &body, cache.as_deref(), String::new())
+                }
+                Err(status) => seen(
+                    status.code() as i64,
+                    &json!({}),
+                    None,
+                    status.message().to_owned(),
+                ),
+            }
+        }
+        Protocol::WebSocket => {
+            let scheme = if h.client.tls.is_some() { "wss" } else { "ws" };
+            let mut req = format!("{scheme}://{}{}", h.gateway.addr, with_query("/ws"))
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+            for (k, v) in headers {
+                req.headers_mut().append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            let (mut ws, _) = match &h.client.tls {
+                None => {
+                    let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
+                        .await
+                        .unwrap();
+                    let (ws, resp) = tokio_tungstenite::client_async(req, Stream::Plain(tcp))
+                        .await
+                        .unwrap();
+                    (ws, resp)
+                }
+                Some(config) => {
+                    let mut config = (**config).clone();
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
+                        .await
+                        .unwrap();
+                    let name = rustls::pki_types::ServerName::IpAddress(h.gateway.addr.ip().into());
+                    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                        .connect(name, tcp)
+                        .await
+                        .unwrap();
+                    tokio_tungstenite::client_async(req, Stream::Tls(Box::new(tls)))
+                        .await
+                        .unwrap()
+                }
+            };
+            let open = json!({"id": "c", "open": grpc_path, "message": json_body});
+            ws.send(Message::text(open.to_string())).await.unwrap();
+            let mut cache = None;
+            let mut body = json!({});
+            loop {
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    panic!("the session ended before the call's status")
+                };
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(hd) = f.get("headers") {
+                    cache = hd["x-cache"].as_str().map(str::to_owned);
+                }
+                if let Some(r) = f.get("result") {
+                    body = r.clone();
+                }
+                if let Some(s) = f.get("status") {
+                    let code = s["code"].as_i64().unwrap();
+                    let message = s["message"].as_str().unwrap_or("").to_owned();
+                    return seen(code, &body, cache.as_deref(), message);
+                }
+                if let Some(e) = f.get("error") {
+                    panic!("frame refused: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A `grpc-message` value, percent-decoded.
+fn grpc_message(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn seen(code: i64, body: &Value, cache: Option<&str>, message: String) -> Seen {
+    Seen {
+        code,
+        message,
+        metadata: body["metadata"].as_object().cloned().unwrap_or_default(),
+        cache: cache.map(str::to_owned),
+    }
+}
+
+pub fn connect_code(name: &str) -> i64 {
+    match name {
+        "invalid_argument" => 3,
+        "deadline_exceeded" => 4,
+        "permission_denied" => 7,
+        "resource_exhausted" => 8,
+        "unauthenticated" => 16,
+        "unknown" => 2,
+        "not_found" => 5,
+        "failed_precondition" => 9,
+        "aborted" => 10,
+        "unimplemented" => 12,
+        "internal" => 13,
+        "unavailable" => 14,
+        other => panic!("unexpected Connect code {other}"),
+    }
+}
+
+/// A Headers reply as JSON (the shape REST and Connect return).
+fn decode_reply(message: Option<&[u8]>, sleep: bool) -> Value {
+    match (message, sleep) {
+        (Some(m), false) => {
+            let r = pb::HeadersResponse::decode(m).unwrap();
+            json!({ "metadata": r.metadata })
+        }
+        _ => json!({}),
+    }
+}
+
+/// A gRPC-Web body: its message (if any) and its trailers.
+pub fn split_web_body(body: &[u8]) -> (Option<Vec<u8>>, std::collections::HashMap<String, String>) {
+    let mut message = None;
+    let mut trailers = std::collections::HashMap::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let flags = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let payload = &rest[5..5 + len];
+        if flags & 0x80 != 0 {
+            for line in String::from_utf8_lossy(payload).split("\r\n") {
+                if let Some((k, v)) = line.split_once(':') {
+                    trailers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+        } else {
+            message = Some(payload.to_vec());
+        }
+        rest = &rest[5 + len..];
+    }
+    (message, trailers)
+}
+
+/// The demo gateway with `probe_extra` added to the Probe route.
+pub async fn gateway(sections: &str, probe_extra: &str) -> Harness {
+    let sections = sections.to_owned();
+    let probe_extra = probe_extra.to_owned();
+    Harness::start_with_config(move |backend| {
+        super::config_text(backend, &sections, "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            &format!(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n{probe_extra}\n"
+            ),
+            1,
+        )
+    })
+    .await
+}
