@@ -348,3 +348,410 @@ async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
         "JWTs never reach the introspection endpoint"
     );
 }
+
+/// An ES256 key of an identity provider, and its public JWK.
+struct SigningKey {
+    kid: String,
+    pem: String,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn new(kid: &str) -> SigningKey {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // The uncompressed point: 0x04, then x and y.
+        let raw = key.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        SigningKey {
+            kid: kid.to_owned(),
+            pem: key.serialize_pem(),
+            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                        "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}),
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// An OpenID Connect provider: a discovery document naming its JWK set.
+#[derive(Clone, Default)]
+struct Provider {
+    /// What the discovery document says the issuer is.
+    stated_issuer: Arc<Mutex<String>>,
+    keys: Arc<Mutex<Vec<Value>>>,
+    discoveries: Arc<Mutex<usize>>,
+}
+
+impl Provider {
+    /// Starts it; returns its issuer URL (with a path, as Keycloak's are).
+    async fn start(&self) -> String {
+        let this = self.clone();
+        let addr = serve(move |req| {
+            let this = this.clone();
+            async move {
+                let issuer = this.stated_issuer.lock().unwrap().clone();
+                match req.uri().path() {
+                    "/realms/acme/.well-known/openid-configuration" => {
+                        *this.discoveries.lock().unwrap() += 1;
+                        let host = req.headers()["host"].to_str().unwrap().to_owned();
+                        json_response(
+                            200,
+                            json!({"issuer": issuer, "jwks_uri": format!("http://{host}/realms/acme/certs"),
+                                   "id_token_signing_alg_values_supported": ["ES256"]}),
+                        )
+                    }
+                    "/realms/acme/certs" => {
+                        json_response(200, json!({"keys": *this.keys.lock().unwrap()}))
+                    }
+                    _ => json_response(404, json!({})),
+                }
+            }
+        })
+        .await;
+        let issuer = format!("http://{addr}/realms/acme");
+        *self.stated_issuer.lock().unwrap() = issuer.clone();
+        issuer
+    }
+}
+
+#[tokio::test]
+async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
+    let provider = Provider::default();
+    let k1 = SigningKey::new("k1");
+    let k2 = SigningKey::new("k2");
+    provider.keys.lock().unwrap().push(k1.jwk.clone());
+    let issuer = provider.start().await;
+    let sections = format!(
+        "[authenticators.idp]\nissuer = \"{issuer}\"\nalgorithm = \"ES256\"\naudiences = [\"orders-api\"]\njwks_min_refresh = \"100ms\"\nforward_claims = {{ sub = \"x-user-id\" }}\n"
+    );
+    let h = gateway(&sections, "auth = \"idp\"").await;
+    let claims =
+        |iss: &str| json!({"sub": "ada", "iss": iss, "aud": "orders-api", "exp": now() + 600});
+    let good = format!("Bearer {}", k1.sign(&claims(&issuer)));
+    let elsewhere = format!("Bearer {}", k1.sign(&claims("http://other.example")));
+    let unpublished = format!("Bearer {}", k2.sign(&claims(&issuer)));
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
+        assert_eq!(
+            seen.code, 0,
+            "{protocol:?}: a token signed by the issuer's key"
+        );
+        assert_eq!(seen.metadata["x-user-id"], "ada");
+        for (case, token) in [
+            ("another issuer", &elsewhere),
+            ("an unpublished key", &unpublished),
+        ] {
+            let seen = call(&h, protocol, &[("authorization", token)], "", None).await;
+            assert_eq!(seen.code, 16, "{protocol:?}: {case}");
+        }
+    }
+    // The provider rotates in k2: an unknown kid makes the gateway read the
+    // discovery document and the set again.
+    provider.keys.lock().unwrap().push(k2.jwk.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let seen = call(
+        &h,
+        Protocol::Grpc,
+        &[("authorization", &unpublished)],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0, "a rotated key is found");
+    assert!(*provider.discoveries.lock().unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn a_discovery_document_for_another_issuer_is_a_startup_error() {
+    let provider = Provider::default();
+    provider
+        .keys
+        .lock()
+        .unwrap()
+        .push(SigningKey::new("k1").jwk);
+    let issuer = provider.start().await;
+    *provider.stated_issuer.lock().unwrap() = "https://impostor.example".to_owned();
+    let backend = "127.0.0.1:1".parse().unwrap();
+    let text = support::config_text(
+        backend,
+        &format!("[authenticators.idp]\nissuer = \"{issuer}\"\n"),
+        "auth = \"idp\"",
+    );
+    let err = match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+        Ok(_) => panic!("a gateway started on an impostor's discovery document"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("authenticators.idp"), "{err}");
+    assert!(err.contains("impostor.example"), "{err}");
+}
+
+/// A private PKI for mutual TLS: a CA, a server certificate for
+/// 127.0.0.1, and client certificates, written where a config can name them.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "portico-identity-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Identity test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let pki = Pki { dir, ca };
+        let server = pki.issue(
+            "127.0.0.1",
+            vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())],
+        );
+        std::fs::write(pki.dir.join("server.pem"), server.cert_pem).unwrap();
+        std::fs::write(pki.dir.join("server.key"), server.key_pem).unwrap();
+        pki
+    }
+
+    fn issue(&self, common_name: &str, sans: Vec<rcgen::SanType>) -> Identity {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Identity {
+            cert: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A TLS client trusting the CA, presenting `identity` if given.
+    fn client(&self, identity: Option<&Identity>) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(
+                    vec![id.cert.clone()],
+                    rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone()).unwrap(),
+                )
+                .unwrap(),
+        }
+    }
+}
+
+/// A certificate and its key.
+struct Identity {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    cert_pem: String,
+    key_der: Vec<u8>,
+    key_pem: String,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_principal_on_every_protocol() {
+    let pki = Pki::new();
+    let spiffe = "spiffe://acme.example/ns/prod/sa/orders";
+    let orders = pki.issue(
+        "orders",
+        vec![rcgen::SanType::URI(spiffe.try_into().unwrap())],
+    );
+    let legacy = pki.issue("legacy-client", vec![]);
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_cert = \"optional\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\" }\n";
+    // The demo config with TLS on the main port.
+    let mut h = support::Harness::start_with_config(|backend| {
+        support::config_text(backend, sections, "")
+            .replacen(
+                "admin = \"127.0.0.1:0\"\n",
+                &format!("admin = \"127.0.0.1:0\"\n{tls}"),
+                1,
+            )
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+                &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"mesh\"\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}\n"),
+                1,
+            )
+    })
+    .await;
+    let addr = h.gateway.addr;
+
+    for protocol in EVERY_PROTOCOL {
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&orders)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: the URI SAN is the principal");
+        assert_eq!(seen.metadata["x-client-identity"], spiffe, "{protocol:?}");
+        // A header cannot stand in for the certificate.
+        h.client = support::HttpClient::tls(addr, pki.client(None), false);
+        let seen = call(&h, protocol, &[("x-client-identity", spiffe)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: no certificate, no principal");
+        assert!(
+            seen.message.contains("client certificate"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        // Without a SAN, the subject names the caller.
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&legacy)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(
+            seen.metadata["x-client-identity"],
+            "O=Acme,CN=legacy-client"
+        );
+        assert!(seen.metadata["x-client-serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        // A certificate the route's rules do not list is known but refused.
+        let stranger = pki.issue(
+            "stranger",
+            vec![rcgen::SanType::DnsName(
+                "stranger.acme.example".try_into().unwrap(),
+            )],
+        );
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&stranger)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(
+            seen.code, 7,
+            "{protocol:?}: PERMISSION_DENIED for a principal not allowed"
+        );
+    }
+}
+
+#[test]
+fn identity_config_errors_name_the_key_and_the_reason() {
+    let backend = "127.0.0.1:1".parse().unwrap();
+    let keys = support::fixture("api_keys.toml");
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "a client_cert authenticator without mutual TLS",
+            "[authenticators.mesh]\nkind = \"client_cert\"\n".into(),
+            "authenticators.mesh.kind",
+            "server.tls.client_ca_file",
+        ),
+        (
+            "an unknown identity",
+            "[authenticators.mesh]\nkind = \"client_cert\"\nidentity = [\"uri\", \"ip\"]\n".into(),
+            "authenticators.mesh.identity[1]",
+            "\"ip\"",
+        ),
+        (
+            "introspection without a client secret",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\n".into(),
+            "authenticators.o.client_secret",
+            "client_secret_env",
+        ),
+        (
+            "two client secrets",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\nclient_secret = \"a\"\nclient_secret_env = \"B\"\n".into(),
+            "authenticators.o.client_secret",
+            "one of",
+        ),
+        (
+            "a secret from an unset variable",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\nclient_secret_env = \"PORTICO_TEST_UNSET_SECRET\"\n".into(),
+            "authenticators.o.client_secret_env",
+            "PORTICO_TEST_UNSET_SECRET",
+        ),
+        (
+            "an introspection URL that is not one",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"ldap://x\"\nclient_id = \"p\"\nclient_secret = \"a\"\n".into(),
+            "authenticators.o.introspection_url",
+            "http",
+        ),
+        (
+            "an issuer to discover that is not a URL",
+            "[authenticators.idp]\nissuer = \"acme\"\n".into(),
+            "authenticators.idp.issuer",
+            "URL",
+        ),
+        (
+            "an ext_authz with two services",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nhttp = \"http://127.0.0.1:9/\"\n".into(),
+            "ext_authz.a.http",
+            "not both",
+        ),
+        (
+            "an ext_authz with none",
+            "[ext_authz.a]\ntimeout = \"1s\"\n".into(),
+            "ext_authz.a.grpc",
+            "required",
+        ),
+        (
+            "a bad failure mode",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nfailure_mode = \"maybe\"\n".into(),
+            "ext_authz.a.failure_mode",
+            "\"open\"",
+        ),
+        (
+            "upstream_headers on a gRPC service",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nupstream_headers = [\"x-user\"]\n".into(),
+            "ext_authz.a.upstream_headers",
+            "forward-auth",
+        ),
+    ];
+    for (case, section, key, reason) in cases {
+        let text = support::config_text(backend, &section, "");
+        let err = portico::config::Config::from_toml(&text)
+            .err()
+            .unwrap_or_else(|| panic!("{case}: accepted"));
+        assert_eq!(err.key, key, "{case}: {err:?}");
+        assert!(err.reason.contains(reason), "{case}: {}", err.reason);
+    }
+
+    let route_cases = [
+        ("auth = [\"keys\", \"nobody\"]", "auth", "nobody"),
+        ("auth = [\"keys\", \"keys\"]", "auth", "twice"),
+        ("ext_authz = \"nobody\"", "ext_authz", "nobody"),
+    ];
+    for (route, key, reason) in route_cases {
+        let sections =
+            format!("[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\n");
+        let text = support::config_text(backend, &sections, route);
+        let err = portico::config::Config::from_toml(&text).err().unwrap();
+        assert_eq!(err.key, format!("routes[0].{key}"), "{route}");
+        assert!(err.reason.contains(reason), "{route}: {}", err.reason);
+    }
+}

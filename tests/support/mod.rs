@@ -164,7 +164,10 @@ pub struct HttpClient {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-fn connector(tls: Option<&rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
+fn connector(
+    tls: Option<&rustls::ClientConfig>,
+    http2_only: bool,
+) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let config = tls.cloned().unwrap_or_else(|| {
@@ -176,19 +179,22 @@ fn connector(tls: Option<&rustls::ClientConfig>) -> HttpsConnector<HttpConnector
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth()
     });
-    hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http)
+        .https_or_http();
+    // ALPN: h2 only, or h2 then http/1.1.
+    if http2_only {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    }
 }
 
 impl HttpClient {
     pub fn new(addr: SocketAddr) -> Self {
         HttpClient {
             addr,
-            client: Client::builder(TokioExecutor::new()).build(connector(None)),
+            client: Client::builder(TokioExecutor::new()).build(connector(None, false)),
             tls: None,
         }
     }
@@ -198,7 +204,7 @@ impl HttpClient {
             addr,
             client: Client::builder(TokioExecutor::new())
                 .http2_only(true)
-                .build(connector(None)),
+                .build(connector(None, false)),
             tls: None,
         }
     }
@@ -206,16 +212,12 @@ impl HttpClient {
     /// A TLS client (ALPN h2 or http/1.1, as `http2_only` says).
     pub fn tls(addr: SocketAddr, config: rustls::ClientConfig, http2_only: bool) -> Self {
         let mut config = config;
-        config.alpn_protocols = if http2_only {
-            vec![b"h2".to_vec()]
-        } else {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        };
+        config.alpn_protocols.clear();
         HttpClient {
             addr,
             client: Client::builder(TokioExecutor::new())
                 .http2_only(http2_only)
-                .build(connector(Some(&config))),
+                .build(connector(Some(&config), http2_only)),
             tls: Some(std::sync::Arc::new(config)),
         }
     }
