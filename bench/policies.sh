@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Cost of each policy on the hot path: the demo's GET /v1/shelves/1 through
-# Portico with no policy, with JWT authentication (HS256, then RS256), and
-# served from the cache; the backend called directly over gRPC in the same
-# run. Same layout as bench/load.sh (gateway on CPU 1).
+# Portico with no policy, with JWT authentication (HS256, then RS256), an
+# introspected opaque token answered from the cache, external authorization
+# (Envoy's gRPC Check on every call, the same with cached decisions, HTTP
+# forward-auth on every call), and served from the cache; the backend
+# called directly over gRPC in the same run. Same layout as bench/load.sh
+# (gateway on CPU 1; backend, identity services and load on CPU 0).
 #
 #   bench/policies.sh            # 8 s per row after 2 s of warm-up
 source "$(dirname "$0")/lib.sh"
@@ -13,8 +16,11 @@ BACKEND=127.0.0.1:50181
 GATEWAY=127.0.0.1:18181
 for tool in wrk h2load openssl; do command -v $tool >/dev/null || { echo "missing $tool (bench/load.sh installs wrk and h2load)" >&2; exit 1; }; done
 
-release_build
+release_build --example authz_services
 taskset -c 0 target/release/examples/demo_backend "$BACKEND" >"$RUN/pol-backend.log" 2>&1 &
+pids+=($!)
+# Introspection (every token active), ext_authz Check (allow all), forward-auth (200).
+taskset -c 0 target/release/examples/authz_services 127.0.0.1:50190 127.0.0.1:50191 127.0.0.1:50192 >"$RUN/pol-authz.log" 2>&1 &
 pids+=($!)
 
 # Test keys and tokens, made here: HS256 with a secret, RS256 with a fresh key pair.
@@ -46,6 +52,21 @@ secret = "$SECRET"
 [authenticators.rs]
 algorithm = "RS256"
 public_key_file = "$PWD/$RUN/bench_rs.pub"
+[authenticators.opaque]
+kind = "introspection"
+introspection_url = "http://127.0.0.1:50190/introspect"
+client_id = "bench"
+client_secret = "bench-secret"
+[authenticators.keys]
+kind = "api_key"
+keys_file = "$PWD/tests/fixtures/api_keys.toml"
+[ext_authz.check]
+grpc = "127.0.0.1:50191"
+[ext_authz.check_cached]
+grpc = "127.0.0.1:50191"
+cache_ttl = "5m"
+[ext_authz.forward]
+http = "http://127.0.0.1:50192/check"
 [upstreams.demo]
 endpoints = ["$BACKEND"]
 [[routes]]
@@ -56,9 +77,16 @@ TOML
   RUST_LOG=warn taskset -c 1 "$PORTICO" serve --config "$RUN/pol.toml" >"$RUN/pol-portico.log" 2>&1 &
   local gw=$!
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/18181) 2>/dev/null && break; sleep 0.1; done
-  local args=(-t 1 -c "$CONNS")
-  [ -n "$token" ] && args+=(-H "Authorization: Bearer $token")
-  curl -sf "${token:+-H}" "${token:+Authorization: Bearer $token}" "http://$GATEWAY/v1/shelves/1" | grep -q Fiction || { echo "$name: smoke request failed" >&2; kill $gw; exit 1; }
+  local args=(-t 1 -c "$CONNS") header=""
+  case "$token" in
+    "") ;;
+    key:*) header="x-api-key: ${token#key:}" ;;
+    *) header="Authorization: Bearer $token" ;;
+  esac
+  [ -n "$header" ] && args+=(-H "$header")
+  local smoke=(-sf)
+  [ -n "$header" ] && smoke+=(-H "$header")
+  curl "${smoke[@]}" "http://$GATEWAY/v1/shelves/1" | grep -q Fiction || { echo "$name: smoke request failed" >&2; kill $gw; exit 1; }
   taskset -c 0 wrk "${args[@]}" -d "$WARMUP" "http://$GATEWAY/v1/shelves/1" >/dev/null 2>&1 || true
   local before; before=$(awk '{print $14 + $15}' "/proc/$gw/stat")
   taskset -c 0 wrk "${args[@]}" -d "$DURATION" "http://$GATEWAY/v1/shelves/1" >"$RUN/pol-wrk.out" 2>&1
@@ -73,6 +101,11 @@ TOML
 variant "portico, no policy" "" ""
 variant "portico, JWT HS256" 'auth = "hs"' "$HS_TOKEN"
 variant "portico, JWT RS256" 'auth = "rs"' "$RS_TOKEN"
+variant "portico, introspected token (cache hit)" 'auth = "opaque"' "opaque-bench-token"
+variant "portico, API key" 'auth = "keys"' "key:acme-key-123"
+variant "portico, API key + ext_authz gRPC Check" $'auth = "keys"\next_authz = "check"' "key:acme-key-123"
+variant "portico, API key + ext_authz (cached decision)" $'auth = "keys"\next_authz = "check_cached"' "key:acme-key-123"
+variant "portico, forward-auth (HTTP)" 'ext_authz = "forward"' ""
 variant "portico, cache hit" 'cache = { ttl = "5m" }' ""
 
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) CPUs, $(uname -sr); ${DURATION}s per row, $CONNS connections"

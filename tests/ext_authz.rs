@@ -294,7 +294,7 @@ async fn decisions_are_cached_per_principal_and_method() {
     let authorizer = Authorizer::default();
     let addr = authorizer.start().await;
     let h = gateway(
-        &sections("opa", &format!("grpc = \"{addr}\""), "cache_ttl = \"30s\""),
+        &sections("opa", &format!("grpc = \"{addr}\""), "cache_ttl = \"2s\""),
         "auth = \"keys\"\next_authz = \"opa\"",
     )
     .await;
@@ -323,6 +323,18 @@ async fn decisions_are_cached_per_principal_and_method() {
         metrics.contains("portico_ext_authz_cache_hits_total{authorizer=\"opa\"} 4"),
         "{metrics}"
     );
+    // A decision lives for cache_ttl: then the service is asked again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let seen = call(
+        &h,
+        Protocol::WebSocket,
+        &[KEY, ("x-tenant", "acme")],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0);
+    assert_eq!(authorizer.times_asked(), 3, "the cached decision expired");
 }
 
 /// A forward-auth service: `Bearer letmein` passes (naming the user),

@@ -399,6 +399,9 @@ impl Provider {
             let this = this.clone();
             async move {
                 let issuer = this.stated_issuer.lock().unwrap().clone();
+                if issuer == "down" {
+                    return json_response(503, json!({"error": "down for maintenance"}));
+                }
                 match req.uri().path() {
                     "/realms/acme/.well-known/openid-configuration" => {
                         *this.discoveries.lock().unwrap() += 1;
@@ -439,6 +442,9 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
     let good = format!("Bearer {}", k1.sign(&claims(&issuer)));
     let elsewhere = format!("Bearer {}", k1.sign(&claims("http://other.example")));
     let unpublished = format!("Bearer {}", k2.sign(&claims(&issuer)));
+    let mut old = claims(&issuer);
+    old["exp"] = json!(now() - 120);
+    let expired = format!("Bearer {}", k1.sign(&old));
     for protocol in EVERY_PROTOCOL {
         let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
         assert_eq!(
@@ -449,11 +455,20 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
         for (case, token) in [
             ("another issuer", &elsewhere),
             ("an unpublished key", &unpublished),
+            ("an expired token", &expired),
         ] {
             let seen = call(&h, protocol, &[("authorization", token)], "", None).await;
             assert_eq!(seen.code, 16, "{protocol:?}: {case}");
         }
     }
+    // Known keys are not fetched again: one discovery at startup, and one
+    // per refresh an unknown kid caused (at most one per jwks_min_refresh).
+    let discoveries = *provider.discoveries.lock().unwrap();
+    for _ in 0..5 {
+        let seen = call(&h, Protocol::Rest, &[("authorization", &good)], "", None).await;
+        assert_eq!(seen.code, 0);
+    }
+    assert_eq!(*provider.discoveries.lock().unwrap(), discoveries);
     // The provider rotates in k2: an unknown kid makes the gateway read the
     // discovery document and the set again.
     provider.keys.lock().unwrap().push(k2.jwk.clone());
@@ -467,7 +482,24 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
     )
     .await;
     assert_eq!(seen.code, 0, "a rotated key is found");
-    assert!(*provider.discoveries.lock().unwrap() >= 2);
+    assert!(*provider.discoveries.lock().unwrap() > discoveries);
+
+    // The provider goes down (every answer a 503): the keys already known
+    // keep working, a new one cannot be found.
+    *provider.stated_issuer.lock().unwrap() = "down".to_owned();
+    provider.keys.lock().unwrap().clear();
+    let k3 = SigningKey::new("k3");
+    let newer = format!("Bearer {}", k3.sign(&claims(&issuer)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for protocol in [Protocol::Rest, Protocol::Grpc, Protocol::WebSocket] {
+        let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
+        assert_eq!(
+            seen.code, 0,
+            "{protocol:?}: a known key survives the provider's outage"
+        );
+        let seen = call(&h, protocol, &[("authorization", &newer)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}");
+    }
 }
 
 #[tokio::test]
@@ -658,6 +690,24 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
             "{protocol:?}: PERMISSION_DENIED for a principal not allowed"
         );
     }
+    // An expired certificate does not get past the handshake, on any route.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into().unwrap())];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &pki.ca).unwrap();
+    let expired = Identity {
+        cert: cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_der: key.serialize_der(),
+        key_pem: key.serialize_pem(),
+    };
+    let client = support::HttpClient::tls(addr, pki.client(Some(&expired)), false);
+    assert!(
+        client.client_error("/v1/probe/headers").await,
+        "a handshake with an expired certificate fails"
+    );
 }
 
 #[test]

@@ -73,6 +73,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether this authenticator reads bearer tokens.
+    fn reads_bearer(&self) -> bool {
+        matches!(self.verifier, Verifier::Jwt(_) | Verifier::Introspection(_))
+    }
+
     /// What this authenticator needs, for the error of a call with no credential.
     fn needs(&self) -> String {
         match &self.verifier {
@@ -186,14 +191,16 @@ pub struct RouteAuth(pub Vec<Arc<Authenticator>>);
 impl RouteAuth {
     /// Authenticates with the first authenticator that applies. With none
     /// applying: a call with no credential at all is told what the route
-    /// takes; one with an unusable credential gets the first
-    /// authenticator's verdict on it.
+    /// takes; one with an `Authorization` header none applies to gets the
+    /// verdict of the first authenticator that reads bearer tokens.
     pub async fn authenticate(&self, env: &mut Envelope) -> Result<(), GatewayError> {
         let chosen = match self.0.as_slice() {
             [only] => only,
             all => match all.iter().find(|a| a.applies(env)) {
                 Some(a) => a,
-                None if env.ctx.headers.contains_key(http::header::AUTHORIZATION) => &all[0],
+                None if env.ctx.headers.contains_key(http::header::AUTHORIZATION) => {
+                    all.iter().find(|a| a.reads_bearer()).unwrap_or(&all[0])
+                }
                 None => {
                     let needs: Vec<String> = all.iter().map(|a| a.needs()).collect();
                     return Err(GatewayError::unauthenticated(
