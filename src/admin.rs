@@ -30,6 +30,8 @@ pub trait AdminSource: Send + Sync + 'static {
     fn routes(&self) -> Arc<RouteTable>;
     fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>>;
     fn usage(&self) -> Arc<Usage>;
+    /// The fleet, with `[redis]`.
+    fn fleet(&self) -> Option<Arc<crate::fleet::Fleet>>;
     /// `{"digest","loaded_at","last_error","config"}`, secrets redacted.
     fn config_json(&self) -> serde_json::Value;
     /// Reloads the config; answers once the new generation serves (or not).
@@ -100,8 +102,21 @@ pub fn spawn<A: AdminSource>(
                                     routes.targets(),
                                     &upstreams,
                                     &usage,
-                                ) + &reload_metrics(source.reload_counts()),
+                                ) + &reload_metrics(source.reload_counts())
+                                    + &source.fleet().map(|f| {
+                                        let mut out = String::new();
+                                        f.render_metrics(&mut out);
+                                        out
+                                    }).unwrap_or_default(),
                             ),
+                            "/fleet" => match source.fleet() {
+                                Some(f) => (StatusCode::OK, json, f.status_json().to_string()),
+                                None => (
+                                    StatusCode::NOT_FOUND,
+                                    json,
+                                    r#"{"error":"no [redis] section: this instance is not part of a fleet"}"#.to_owned(),
+                                ),
+                            },
                             "/upstreams" => {
                                 let all: Vec<_> =
                                     upstreams.iter().map(|u| u.status_json()).collect();
@@ -114,7 +129,7 @@ pub fn spawn<A: AdminSource>(
                             _ => (
                                 StatusCode::NOT_FOUND,
                                 text,
-                                "not found; try /, /healthz, /routes, /upstreams, /stats, /metrics, /config or POST /config/reload\n"
+                                "not found; try /, /healthz, /routes, /upstreams, /stats, /metrics, /config, /fleet or POST /config/reload\n"
                                     .to_owned(),
                             ),
                         },

@@ -168,6 +168,9 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         addr: listen,
         error,
     })?;
+    if let Some(f) = &first.fleet {
+        f.set_listen(&addr.to_string());
+    }
     let live = reload::Live::new(first, carry);
     let mut tasks = vec![server::spawn(
         listener,

@@ -63,6 +63,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub authenticators: Vec<AuthenticatorConfig>,
     pub ext_authz: Vec<crate::policy::ext_authz::config::ExtAuthzConfig>,
+    /// `[redis]`: what global limits and shared caches use.
+    pub redis: Option<crate::fleet::config::RedisConfig>,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
     /// Every file and folder the config names (key files, certificates,
@@ -110,8 +112,10 @@ impl Config {
                 RateLimitKey::Header(h) => format!("header {h}"),
             };
             parts.push(format!(
-                "rate limit ({}/s, burst {}, per {key})",
-                r.rate, r.burst
+                "rate limit ({}/s, burst {}, per {key}{})",
+                r.rate,
+                r.burst,
+                if r.global { ", global" } else { "" }
             ));
         }
         if let Some(c) = &route.cache {
@@ -385,6 +389,23 @@ impl Validator<'_> {
         if routes.is_empty() {
             return Err(self.err("routes", "no [[routes]]: the gateway would serve nothing"));
         }
+        let redis = f.redis.as_ref().map(|r| self.redis(r)).transpose()?;
+        if redis.is_none() {
+            for (i, r) in routes.iter().enumerate() {
+                if r.rate_limit.as_ref().is_some_and(|l| l.global) {
+                    return Err(self.err(
+                        format!("routes[{i}].rate_limit.scope"),
+                        "\"global\" needs a [redis] section: the instances share limits through it",
+                    ));
+                }
+                if r.cache.as_ref().is_some_and(|c| c.shared.is_some()) {
+                    return Err(self.err(
+                        format!("routes[{i}].cache.shared"),
+                        "needs a [redis] section: the instances share replies through it",
+                    ));
+                }
+            }
+        }
         let aggregates = f
             .aggregates
             .iter()
@@ -408,6 +429,7 @@ impl Validator<'_> {
             upstreams,
             authenticators,
             ext_authz,
+            redis,
             routes,
             aggregates,
             files: Vec::new(),

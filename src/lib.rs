@@ -31,6 +31,7 @@ pub mod descriptors;
 pub mod egress;
 pub mod envelope;
 pub mod error;
+pub mod fleet;
 pub mod headers;
 pub mod ingress;
 pub mod observe;

@@ -54,6 +54,8 @@ pub struct Carry {
     caches: Mutex<HashMap<String, Arc<ResponseCache>>>,
     /// By method path.
     stats: Mutex<HashMap<String, Arc<CallStats>>>,
+    /// The Redis fleet, while `[redis]` is unchanged.
+    fleet: Mutex<Option<Arc<crate::fleet::Fleet>>>,
     /// One health status per routed service for the process: a client
     /// watching it keeps its stream across reloads.
     health: tonic_health::server::HealthReporter,
@@ -73,9 +75,27 @@ impl Carry {
             limiters: Mutex::default(),
             caches: Mutex::default(),
             stats: Mutex::default(),
+            fleet: Mutex::default(),
             health: tonic_health::server::HealthReporter::new(),
             health_services: Mutex::default(),
         }
+    }
+
+    /// The fleet for `config`: the running one while `[redis]` is
+    /// unchanged (told the new digest), else a new connection.
+    async fn fleet(
+        &self,
+        config: &crate::fleet::config::RedisConfig,
+        digest: &str,
+    ) -> Result<Arc<crate::fleet::Fleet>, String> {
+        let running = lock(&self.fleet).clone();
+        if let Some(f) = running.filter(|f| f.config() == config) {
+            f.set_digest(digest);
+            return Ok(f);
+        }
+        let f = crate::fleet::Fleet::start(config.clone(), digest).await?;
+        *lock(&self.fleet) = Some(f.clone());
+        Ok(f)
     }
 
     /// A method's counters: the ones it had in earlier generations, if any.
@@ -197,6 +217,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// One generation, ready to serve.
 pub struct Generation {
     pub config: Config,
+    /// The fleet this instance shares limits and replies with, with `[redis]`.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     pub ingress: Arc<Ingress>,
     pub routes: Arc<RouteTable>,
     pub upstreams: Arc<Vec<Arc<Upstream>>>,
@@ -224,6 +246,16 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     } = loaded;
     let digest = digest(&config, &pool);
     let limits = config.server.limits.clone();
+    let fleet = match &config.redis {
+        None => None,
+        Some(rc) => Some(carry.fleet(rc, &digest).await.map_err(|reason| {
+            StartError::Config(crate::config::ConfigError {
+                file: config.source.clone(),
+                key: "redis".to_owned(),
+                reason,
+            })
+        })?),
+    };
 
     // Upstreams first: the egress and the health service need them.
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -295,9 +327,20 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .iter()
             .map(|r| {
                 let c = r.rate_limit.clone()?;
-                let key = limiter_key(r);
+                let name = limiter_key(r);
+                let global = fleet.as_ref().filter(|_| c.global);
+                // A global limit is also tied to its Redis.
+                let key = match global {
+                    Some(f) => format!("{name}|{:?}", f.config()),
+                    None => name.clone(),
+                };
                 let existing = lock(&carry.limiters).get(&key).cloned();
-                let limiter = existing.unwrap_or_else(|| Arc::new(Limiter::new(c)));
+                let limiter = existing.unwrap_or_else(|| {
+                    Arc::new(match global {
+                        Some(f) => Limiter::global(c, f.clone(), name),
+                        None => Limiter::new(c),
+                    })
+                });
                 limiters.insert(key, limiter.clone());
                 Some(limiter)
             })
@@ -310,9 +353,18 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .iter()
             .map(|r| {
                 let c = r.cache.clone()?;
-                let key = cache_key(r, &config, &pool);
+                let shared = fleet.as_ref().filter(|_| c.shared.is_some());
+                let key = match shared {
+                    Some(f) => format!("{}|{:?}", cache_key(r, &config, &pool), f.config()),
+                    None => cache_key(r, &config, &pool),
+                };
                 let existing = lock(&carry.caches).get(&key).cloned();
-                let cache = existing.unwrap_or_else(|| Arc::new(ResponseCache::new(c)));
+                let cache = existing.unwrap_or_else(|| {
+                    Arc::new(match shared {
+                        Some(f) => ResponseCache::shared(c, f.clone()),
+                        None => ResponseCache::new(c),
+                    })
+                });
                 caches.insert(key, cache.clone());
                 Some(cache)
             })
@@ -408,6 +460,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     }
     carry.retain(&upstreams, &limiters, &caches, &routes);
     Ok(Generation {
+        fleet,
         config,
         ingress,
         routes,

@@ -311,6 +311,10 @@ impl crate::admin::AdminSource for Live {
         self.carry.usage.clone()
     }
 
+    fn fleet(&self) -> Option<Arc<crate::fleet::Fleet>> {
+        self.current.load().fleet.clone()
+    }
+
     fn config_json(&self) -> serde_json::Value {
         Live::config_json(self)
     }

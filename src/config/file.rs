@@ -23,6 +23,8 @@ pub struct File {
     pub authenticators: BTreeMap<String, AuthenticatorFile>,
     #[serde(default)]
     pub ext_authz: BTreeMap<String, ExtAuthzFile>,
+    /// The Redis deployment instances share limits and cached replies through.
+    pub redis: Option<RedisFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     #[serde(default)]
@@ -259,6 +261,10 @@ pub struct CacheFile {
     /// Methods to cache besides GET-bound and NO_SIDE_EFFECTS ones.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Also keep replies in Redis, shared by every instance.
+    pub shared: Option<bool>,
+    /// Largest reply kept in Redis (default 1 MiB).
+    pub shared_max_entry_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +274,29 @@ pub struct RateLimitFile {
     pub burst: Option<u32>,
     /// "client_ip" (default), "principal", "route" or "header:NAME".
     pub key: Option<String>,
+    /// "local" (default: per instance) or "global" (the fleet, through Redis).
+    pub scope: Option<String>,
+}
+
+/// `[redis]`: standalone (`url`) or a cluster (`cluster`, seed nodes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    pub url: Option<String>,
+    pub cluster: Option<Vec<String>>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// rediss://: trust only the CAs in this PEM file (a private PKI).
+    pub tls_ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub key_prefix: Option<String>,
+    /// Instances assumed before any heartbeat is read.
+    pub fleet_size: Option<u32>,
+    pub heartbeat_interval: Option<String>,
+    /// "strict" (default: no Redis, no start) or "degraded".
+    pub on_start_failure: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,6 +5,11 @@
 //! Memory stays bounded under many distinct keys: a bucket that has refilled
 //! completely holds nothing a fresh bucket would not, so such buckets are
 //! dropped whenever the table reaches its size bound.
+//!
+//! A `scope = "global"` limit is decided in Redis (GCRA, see
+//! [`crate::fleet`]) for every instance at once; while Redis is
+//! unavailable, each instance enforces its share (the limit divided by the
+//! live instances) in its own buckets.
 
 pub mod config;
 
@@ -25,6 +30,8 @@ const MAX_KEYS: usize = 100_000;
 pub struct Limiter {
     config: RateLimitConfig,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// For a global limit: the fleet, and what names this limit in Redis.
+    global: Option<(Arc<crate::fleet::Fleet>, String)>,
 }
 
 impl Limiter {
@@ -32,12 +39,28 @@ impl Limiter {
         Limiter {
             config,
             buckets: Mutex::new(HashMap::new()),
+            global: None,
+        }
+    }
+
+    /// A limit shared by the fleet; `name` must be the same on every
+    /// instance for the same route and limit (it is derived from them).
+    pub fn global(config: RateLimitConfig, fleet: Arc<crate::fleet::Fleet>, name: String) -> Self {
+        Limiter {
+            global: Some((fleet, name)),
+            ..Limiter::new(config)
         }
     }
 
     /// Takes one token for `key`, or says how long until one is there.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let (rate, burst) = (self.config.rate, self.config.burst);
+        self.take_scaled(key, now, 1)
+    }
+
+    /// As [`Limiter::take`], with the limit divided among `share` instances.
+    fn take_scaled(&self, key: &str, now: Instant, share: u32) -> Result<(), Duration> {
+        let rate = self.config.rate / f64::from(share.max(1));
+        let burst = self.config.burst.div_ceil(share.max(1)).max(1);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
             buckets.retain(|_, b| !b.is_full(now, rate, f64::from(burst)));
@@ -85,12 +108,43 @@ impl Policy for Limiter {
         env: Envelope,
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
-        if let Err(retry_after) = self.take(&self.key_of(&env), Instant::now()) {
-            let err =
-                GatewayError::rate_limited(self.config.burst, retry_after, "rate limit exceeded");
-            return Box::pin(std::future::ready(Err(err)));
-        }
-        Box::pin(async move { next.call(env).await })
+        let key = self.key_of(&env);
+        let refuse = |this: &Limiter, retry_after| {
+            GatewayError::rate_limited(this.config.burst, retry_after, "rate limit exceeded")
+        };
+        let Some((fleet, name)) = &self.global else {
+            if let Err(retry_after) = self.take(&key, Instant::now()) {
+                return Box::pin(std::future::ready(Err(refuse(&self, retry_after))));
+            }
+            return Box::pin(async move { next.call(env).await });
+        };
+        let fleet = fleet.clone();
+        let redis_key = {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(format!("{name}\0{key}").as_bytes());
+            fleet.key("rl", &crate::app::generation::hex(&digest[..16]))
+        };
+        Box::pin(async move {
+            let verdict = match fleet
+                .admit(&redis_key, self.config.rate, self.config.burst)
+                .await
+            {
+                Ok(None) => Ok(()),
+                Ok(Some(wait)) => Err(wait),
+                Err(_) => {
+                    // Redis did not decide: this instance's share, locally.
+                    fleet
+                        .stats
+                        .fallback_decisions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.take_scaled(&key, Instant::now(), fleet.live_instances())
+                }
+            };
+            match verdict {
+                Ok(()) => next.call(env).await,
+                Err(retry_after) => Err(refuse(&self, retry_after)),
+            }
+        })
     }
 }
 
@@ -103,6 +157,7 @@ mod tests {
             rate,
             burst,
             key: RateLimitKey::Route,
+            global: false,
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod instances;
 pub mod protocols;
+pub mod redis;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -315,6 +316,21 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
             return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// As [`eventually`], for checks that await, for up to ten seconds.
+pub async fn eventually_async<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     false
 }

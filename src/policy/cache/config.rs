@@ -10,6 +10,8 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub vary: Vec<http::HeaderName>,
     pub methods: Vec<String>,
+    /// Also keep replies in Redis, for every instance; the largest kept.
+    pub shared: Option<u64>,
 }
 
 impl Validator<'_> {
@@ -36,6 +38,22 @@ impl Validator<'_> {
             },
             vary,
             methods: c.methods.clone(),
+            shared: match (c.shared.unwrap_or(false), c.shared_max_entry_bytes) {
+                (false, Some(_)) => {
+                    return Err(self.err(
+                        format!("{k}.shared_max_entry_bytes"),
+                        "only applies with shared = true",
+                    ))
+                }
+                (false, None) => None,
+                (true, Some(0)) => {
+                    return Err(self.err(
+                        format!("{k}.shared_max_entry_bytes"),
+                        "must be greater than zero",
+                    ))
+                }
+                (true, max) => Some(max.unwrap_or(1 << 20)),
+            },
         })
     }
 }

@@ -20,6 +20,8 @@ pub struct RateLimitConfig {
     pub rate: f64,
     pub burst: u32,
     pub key: RateLimitKey,
+    /// Enforced across every instance sharing `[redis]`, not per instance.
+    pub global: bool,
 }
 
 impl Validator<'_> {
@@ -57,10 +59,21 @@ impl Validator<'_> {
                 }
             },
         };
+        let global = match rl.scope.as_deref().unwrap_or("local") {
+            "local" => false,
+            "global" => true,
+            other => {
+                return Err(self.err(
+                    format!("{k}.scope"),
+                    format!("{other:?} is not one of \"local\", \"global\""),
+                ))
+            }
+        };
         Ok(RateLimitConfig {
             rate: rl.requests_per_second,
             burst,
             key,
+            global,
         })
     }
 }

@@ -1,0 +1,496 @@
+//! Fleet mode: the instances of one deployment share rate limits and
+//! cached replies through Redis, and see each other through heartbeats.
+//!
+//! One [`Fleet`] per process (kept across reloads while `[redis]` is
+//! unchanged) holds the connection (standalone, or Redis Cluster), the
+//! instance's identity, and whether Redis is usable. It never lets a
+//! request wait on a Redis that is known to be down: after a failed or
+//! slow command it is marked unavailable, limits fall back to per-instance
+//! buckets, and the heartbeat loop (every `heartbeat_interval`) brings it
+//! back once Redis answers again.
+
+pub mod config;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use config::{RedisConfig, RedisTopology};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A live Redis connection: one server, or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(redis::aio::ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn connect(config: &RedisConfig) -> redis::RedisResult<Conn> {
+        match &config.topology {
+            RedisTopology::Standalone(url) => {
+                let mut settings = redis::IntoConnectionInfo::into_connection_info(url.as_str())?;
+                let mut redis_settings = settings.redis_settings().clone();
+                if let Some(u) = &config.username {
+                    redis_settings = redis_settings.set_username(u);
+                }
+                if let Some(p) = &config.password {
+                    redis_settings = redis_settings.set_password(&p.0);
+                }
+                settings = settings.set_redis_settings(redis_settings);
+                let client = match &config.tls_ca_pem {
+                    None => redis::Client::open(settings)?,
+                    Some(pem) => redis::Client::build_with_tls(settings, certificates(pem))?,
+                };
+                let manager = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(Some(config.command_timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = tokio::time::timeout(
+                    config.connect_timeout * 2,
+                    client.get_connection_manager_with_config(manager),
+                )
+                .await
+                .map_err(|_| timed_out("connecting"))??;
+                Ok(Conn::Single(conn))
+            }
+            RedisTopology::Cluster(seeds) => {
+                let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.command_timeout)
+                    .retries(3);
+                if let Some(u) = &config.username {
+                    builder = builder.username(u);
+                }
+                if let Some(p) = &config.password {
+                    builder = builder.password(&p.0);
+                }
+                if let Some(pem) = &config.tls_ca_pem {
+                    builder = builder.certs(certificates(pem));
+                }
+                let client = builder.build()?;
+                let conn =
+                    tokio::time::timeout(config.connect_timeout * 2, client.get_async_connection())
+                        .await
+                        .map_err(|_| timed_out("connecting"))??;
+                Ok(Conn::Cluster(conn))
+            }
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    async fn pipeline<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => pipe.query_async(c).await,
+            Conn::Cluster(c) => pipe.query_async(c).await,
+        }
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &mut self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Conn::Single(c) => call.invoke_async(c).await,
+            Conn::Cluster(c) => call.invoke_async(c).await,
+        }
+    }
+}
+
+fn certificates(ca_pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca_pem.to_vec()),
+    }
+}
+
+fn timed_out(what: &str) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} timed out"),
+    ))
+}
+
+/// Why a fleet operation gave no answer.
+#[derive(Debug, Clone)]
+pub struct Unavailable;
+
+/// One instance as its heartbeat describes it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub version: String,
+    pub config_digest: String,
+    /// Unix milliseconds of its last heartbeat.
+    pub last_seen: u64,
+    pub started: u64,
+    /// The main port's address, as the instance bound it.
+    pub listen: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FleetStats {
+    /// Global rate-limit decisions taken in Redis.
+    pub global_decisions: AtomicU64,
+    /// Global rate-limit decisions taken by the per-instance fallback.
+    pub fallback_decisions: AtomicU64,
+    /// Replies served from the shared cache tier.
+    pub shared_cache_hits: AtomicU64,
+    /// Times Redis became unavailable.
+    pub outages: AtomicU64,
+}
+
+pub struct Fleet {
+    config: RedisConfig,
+    conn: ArcSwapOption<Conn>,
+    available: AtomicBool,
+    /// When `available` last changed (unix ms), for `/fleet`.
+    changed_at: AtomicU64,
+    /// Why Redis is unavailable, when it is.
+    last_error: Mutex<Option<String>>,
+    /// This instance's id in the fleet.
+    pub id: String,
+    started: u64,
+    digest: ArcSwap<String>,
+    listen: ArcSwap<String>,
+    /// Live instances, from the last heartbeat read (`fleet_size` before).
+    live: AtomicU32,
+    instances: Mutex<Vec<InstanceInfo>>,
+    gcra: redis::Script,
+    pub stats: FleetStats,
+}
+
+/// GCRA in one round trip, on Redis's own clock (so instances' clocks do
+/// not matter): KEYS[1] holds the theoretical arrival time in
+/// microseconds; ARGV[1] is the emission interval, ARGV[2] the burst
+/// tolerance (interval x burst), both in microseconds. Returns
+/// {1, 0} when admitted, {0, microseconds to wait} when not.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, 0}
+"#;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Fleet {
+    /// Connects and starts the heartbeat. Without Redis at startup this
+    /// fails, unless `on_start_failure = "degraded"`: then the fleet
+    /// starts unavailable and the heartbeat keeps trying.
+    pub async fn start(config: RedisConfig, digest: &str) -> Result<Arc<Fleet>, String> {
+        let conn = match Conn::connect(&config).await {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) if config.start_degraded => {
+                tracing::warn!(error = %e, "Redis is unavailable at startup; global limits fall back per instance until it answers");
+                None
+            }
+            Err(e) => return Err(format!("cannot use Redis: {e}")),
+        };
+        let started = unix_ms();
+        let fleet = Arc::new(Fleet {
+            available: AtomicBool::new(conn.is_some()),
+            conn: ArcSwapOption::new(conn),
+            changed_at: AtomicU64::new(started),
+            last_error: Mutex::new(None),
+            id: format!("{:016x}", fastrand::u64(..)),
+            started,
+            digest: ArcSwap::from_pointee(digest.to_owned()),
+            listen: ArcSwap::from_pointee(String::new()),
+            live: AtomicU32::new(config.fleet_size),
+            instances: Mutex::new(Vec::new()),
+            gcra: redis::Script::new(GCRA),
+            stats: FleetStats::default(),
+            config,
+        });
+        if fleet.is_available() {
+            // The first heartbeat now, so the fleet's size is known at once.
+            fleet.heartbeat().await;
+        }
+        tokio::spawn(heartbeats(Arc::downgrade(&fleet)));
+        Ok(fleet)
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    /// Live instances sharing this Redis (at least 1).
+    pub fn live_instances(&self) -> u32 {
+        self.live.load(Ordering::Relaxed).max(1)
+    }
+
+    /// The newest generation's digest, announced in heartbeats.
+    pub fn set_digest(&self, digest: &str) {
+        self.digest.store(Arc::new(digest.to_owned()));
+    }
+
+    pub fn set_listen(&self, addr: &str) {
+        self.listen.store(Arc::new(addr.to_owned()));
+    }
+
+    /// A key under the prefix, hash-tagged so that everything of one
+    /// decision lands on one cluster slot.
+    pub fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{{{id}}}", self.config.key_prefix)
+    }
+
+    fn mark(&self, available: bool, error: Option<String>) {
+        let was = self.available.swap(available, Ordering::AcqRel);
+        if was != available {
+            self.changed_at.store(unix_ms(), Ordering::Relaxed);
+            if available {
+                tracing::warn!("Redis answers again: global limits and the shared cache are back");
+            } else {
+                self.stats.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = error.as_deref().unwrap_or(""), "Redis is unavailable: global limits fall back to per-instance buckets, the shared cache is skipped");
+            }
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Runs `op` on the connection within the command timeout; a failure
+    /// marks Redis unavailable. Refused at once while it is.
+    async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_available() {
+            return Err(Unavailable);
+        }
+        let Some(conn) = self.conn.load_full() else {
+            return Err(Unavailable);
+        };
+        match tokio::time::timeout(self.config.command_timeout, op((*conn).clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.mark(false, Some(e.to_string()));
+                Err(Unavailable)
+            }
+            Err(_) => {
+                self.mark(
+                    false,
+                    Some(format!(
+                        "no answer within {:?} (redis.command_timeout)",
+                        self.config.command_timeout
+                    )),
+                );
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// One GCRA decision for `key`: `Ok(None)` admitted, `Ok(Some(wait))`
+    /// refused, `Err` when Redis did not decide.
+    pub async fn admit(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: u32,
+    ) -> Result<Option<Duration>, Unavailable> {
+        let interval = (1_000_000.0 / rate).max(1.0) as u64;
+        let tolerance = interval.saturating_mul(u64::from(burst));
+        let mut call = self.gcra.key(key);
+        call.arg(interval).arg(tolerance);
+        let (admitted, wait): (i64, i64) = self
+            .with_conn(|mut c| async move { c.script(&call).await })
+            .await?;
+        self.stats.global_decisions.fetch_add(1, Ordering::Relaxed);
+        Ok((admitted != 1).then(|| Duration::from_micros(wait.max(1) as u64)))
+    }
+
+    /// A value and its remaining lifetime.
+    pub async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, Duration)>, Unavailable> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        let (value, ttl): (Option<Vec<u8>>, i64) = self
+            .with_conn(|mut c| async move { c.pipeline(&pipe).await })
+            .await?;
+        Ok(value
+            .filter(|_| ttl > 0)
+            .map(|v| (v, Duration::from_millis(ttl as u64))))
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), Unavailable> {
+        let ms = ttl.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ms);
+        self.with_conn(|mut c| async move { c.query::<()>(&cmd).await })
+            .await
+    }
+
+    /// Announces this instance and reads the others'. Also how an
+    /// unavailable Redis is found to be back (and a degraded start
+    /// connects).
+    async fn heartbeat(&self) {
+        let conn = match self.conn.load_full() {
+            Some(c) => c,
+            None => match Conn::connect(&self.config).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    self.conn.store(Some(c.clone()));
+                    c
+                }
+                Err(e) => {
+                    self.mark(false, Some(e.to_string()));
+                    return;
+                }
+            },
+        };
+        let now = unix_ms();
+        let me = InstanceInfo {
+            id: self.id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config_digest: (**self.digest.load()).clone(),
+            last_seen: now,
+            started: self.started,
+            listen: (**self.listen.load()).clone(),
+        };
+        let key = self.key("instances", "fleet");
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&key)
+            .arg(&self.id)
+            .arg(serde_json::to_string(&me).unwrap_or_default())
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&key);
+        let mut c = (*conn).clone();
+        let read = tokio::time::timeout(self.config.command_timeout * 4, async move {
+            c.pipeline::<(std::collections::HashMap<String, String>,)>(&pipe)
+                .await
+        })
+        .await;
+        let all = match read {
+            Ok(Ok((all,))) => all,
+            Ok(Err(e)) => return self.mark(false, Some(e.to_string())),
+            Err(_) => return self.mark(false, Some("heartbeat timed out".to_owned())),
+        };
+        // Three missed heartbeats and an instance is gone.
+        let horizon = self.config.heartbeat_interval.as_millis() as u64 * 3;
+        let mut live = Vec::new();
+        let mut stale = Vec::new();
+        for (id, text) in all {
+            match serde_json::from_str::<InstanceInfo>(&text) {
+                Ok(i) if now.saturating_sub(i.last_seen) <= horizon => live.push(i),
+                _ => stale.push(id),
+            }
+        }
+        if !stale.is_empty() {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(&key).arg(&stale);
+            let mut c = (*conn).clone();
+            let _ = tokio::time::timeout(self.config.command_timeout, async move {
+                c.query::<()>(&cmd).await
+            })
+            .await;
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        self.live.store(
+            u32::try_from(live.len()).unwrap_or(u32::MAX).max(1),
+            Ordering::Relaxed,
+        );
+        *self.instances.lock().unwrap_or_else(|e| e.into_inner()) = live;
+        self.mark(true, None);
+    }
+
+    /// `GET /fleet` on the admin port.
+    pub fn status_json(&self) -> serde_json::Value {
+        let instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let available = self.is_available();
+        serde_json::json!({
+            "self": self.id,
+            "redis": {
+                "topology": match &self.config.topology {
+                    RedisTopology::Standalone(_) => "standalone",
+                    RedisTopology::Cluster(_) => "cluster",
+                },
+                "available": available,
+                "mode": if available { "global" } else { "local-fallback" },
+                "since": self.changed_at.load(Ordering::Relaxed),
+                "error": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+            },
+            "live_instances": self.live_instances(),
+            "instances": instances,
+        })
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        let _ = write!(
+            out,
+            "# HELP portico_fleet_redis_available Whether Redis answers (1) or limits fall back per instance (0).\n\
+             # TYPE portico_fleet_redis_available gauge\n\
+             portico_fleet_redis_available {}\n\
+             # HELP portico_fleet_instances Live instances sharing the Redis, from heartbeats.\n\
+             # TYPE portico_fleet_instances gauge\n\
+             portico_fleet_instances {}\n\
+             # HELP portico_fleet_redis_outages_total Times Redis became unavailable.\n\
+             # TYPE portico_fleet_redis_outages_total counter\n\
+             portico_fleet_redis_outages_total {}\n\
+             # HELP portico_rate_limit_global_decisions_total Global rate-limit decisions, by where they were taken.\n\
+             # TYPE portico_rate_limit_global_decisions_total counter\n\
+             portico_rate_limit_global_decisions_total{{by=\"redis\"}} {}\n\
+             portico_rate_limit_global_decisions_total{{by=\"local-fallback\"}} {}\n\
+             # HELP portico_cache_shared_hits_total Replies served from the shared (Redis) cache tier.\n\
+             # TYPE portico_cache_shared_hits_total counter\n\
+             portico_cache_shared_hits_total {}\n",
+            u8::from(self.is_available()),
+            self.live_instances(),
+            s.outages.load(Ordering::Relaxed),
+            s.global_decisions.load(Ordering::Relaxed),
+            s.fallback_decisions.load(Ordering::Relaxed),
+            s.shared_cache_hits.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Heartbeats until the fleet is dropped.
+async fn heartbeats(fleet: Weak<Fleet>) {
+    loop {
+        let interval = match fleet.upgrade() {
+            Some(f) => f.config.heartbeat_interval,
+            None => return,
+        };
+        tokio::time::sleep(interval).await;
+        match fleet.upgrade() {
+            Some(f) => f.heartbeat().await,
+            None => return,
+        }
+    }
+}
