@@ -23,6 +23,18 @@ struct Authorizer {
     asked: Arc<Mutex<Vec<auth::CheckRequest>>>,
 }
 
+/// A header option with Envoy's newer `append_action` instead of `append`.
+fn header_action(
+    key: &str,
+    value: &str,
+    action: core::header_value_option::HeaderAppendAction,
+) -> core::HeaderValueOption {
+    core::HeaderValueOption {
+        append_action: action as i32,
+        ..header(key, value, None)
+    }
+}
+
 fn header(key: &str, value: &str, append: Option<bool>) -> core::HeaderValueOption {
     core::HeaderValueOption {
         header: Some(core::HeaderValue {
@@ -62,7 +74,16 @@ impl auth::authorization_server::Authorization for Authorizer {
                     auth::OkHttpResponse {
                         headers: vec![
                             header("x-tenant-plan", "gold", None),
-                            header("x-tenant", "acme-verified", None),
+                            header_action(
+                                "x-tenant",
+                                "acme-verified",
+                                core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+                            ),
+                            header_action(
+                                "x-region",
+                                "eu",
+                                core::header_value_option::HeaderAppendAction::AddIfAbsent,
+                            ),
                         ],
                         headers_to_remove: vec!["x-drop-me".to_owned()],
                         ..Default::default()
@@ -137,7 +158,12 @@ async fn an_ext_authz_server_decides_the_same_on_every_protocol() {
         let seen = call(
             &h,
             protocol,
-            &[KEY, ("x-tenant", "acme"), ("x-drop-me", "secret")],
+            &[
+                KEY,
+                ("x-tenant", "acme"),
+                ("x-drop-me", "secret"),
+                ("x-region", "us"),
+            ],
             "",
             None,
         )
@@ -154,6 +180,10 @@ async fn an_ext_authz_server_decides_the_same_on_every_protocol() {
         assert!(
             seen.metadata.get("x-drop-me").is_none(),
             "{protocol:?}: removed"
+        );
+        assert_eq!(
+            seen.metadata["x-region"], "us",
+            "{protocol:?}: added only if absent"
         );
 
         // REST gets the service's body as written (not a JSON error: the
@@ -394,13 +424,20 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
         let seen = call(
             &h,
             protocol,
-            &[("authorization", "Bearer letmein")],
+            &[
+                ("authorization", "Bearer letmein"),
+                ("x-user-id", "forged"),
+                ("x-request-id", "req-7"),
+            ],
             "",
             None,
         )
         .await;
         assert_eq!(seen.code, 0, "{protocol:?}");
-        assert_eq!(seen.metadata["x-user-id"], "u-42", "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-user-id"], "u-42",
+            "{protocol:?}: the service's value, never the client's"
+        );
         assert!(
             seen.metadata.get("x-internal").is_none(),
             "{protocol:?}: only upstream_headers"
@@ -437,5 +474,16 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
     assert_eq!(first["x-forwarded-uri"], "/portico.demo.v1.Probe/Headers");
     assert_eq!(first["x-portico-method"], "portico.demo.v1.Probe.Headers");
     assert_eq!(first["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(first["x-forwarded-method"], "POST");
+    assert_eq!(first["x-request-id"], "req-7");
+    assert_eq!(
+        first["authorization"], "Bearer letmein",
+        "an include_headers entry"
+    );
+    assert!(
+        !first.contains_key("x-portico-principal"),
+        "no principal on this route"
+    );
+    assert!(!first.contains_key("x-user-id"), "not in include_headers");
     assert_eq!(json!(asked.len()), json!(11));
 }

@@ -284,6 +284,11 @@ async fn a_cached_introspection_ends_at_the_tokens_exp() {
         );
     }
     assert_eq!(
+        provider.times_asked("opaque-short"),
+        1,
+        "refused from the cached answer, without asking again"
+    );
+    assert_eq!(
         *provider.client_auth.lock().unwrap(),
         vec!["post".to_owned(); provider.asked.lock().unwrap().len()],
         "client_auth = \"post\" sends the credentials in the form"
@@ -334,6 +339,43 @@ async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
         // opaque token.
         let bad = call(&h, protocol, &[("authorization", &forged)], "", None).await;
         assert_eq!(bad.code, 16, "{protocol:?}");
+        // A header an authenticator writes is never the client's, even
+        // when another authenticator (with no such claim) decides.
+        let forged = call(
+            &h,
+            protocol,
+            &[("authorization", &bearer_jwt), ("x-user-id", "admin")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(forged.code, 0, "{protocol:?}");
+        assert!(
+            !forged.metadata.contains_key("x-user-id"),
+            "{protocol:?}: a client's x-user-id was forwarded: {:?}",
+            forged.metadata
+        );
+        // Two kinds of credential in one call: refused, not guessed at.
+        let two = call(
+            &h,
+            protocol,
+            &[
+                ("authorization", "Bearer opaque-ada"),
+                ("x-api-key", "acme-key-123"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(
+            two.code, 3,
+            "{protocol:?}: two credentials are INVALID_ARGUMENT"
+        );
+        assert!(
+            two.message.contains("more than one credential"),
+            "{}",
+            two.message
+        );
         let none = call(&h, protocol, &[], "", None).await;
         assert_eq!(none.code, 16, "{protocol:?}");
         assert!(
@@ -445,6 +487,9 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
     let mut old = claims(&issuer);
     old["exp"] = json!(now() - 120);
     let expired = format!("Bearer {}", k1.sign(&old));
+    let mut anonymous = claims(&issuer);
+    anonymous.as_object_mut().unwrap().remove("iss");
+    let no_issuer = format!("Bearer {}", k1.sign(&anonymous));
     for protocol in EVERY_PROTOCOL {
         let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
         assert_eq!(
@@ -456,6 +501,7 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
             ("another issuer", &elsewhere),
             ("an unpublished key", &unpublished),
             ("an expired token", &expired),
+            ("no iss claim", &no_issuer),
         ] {
             let seen = call(&h, protocol, &[("authorization", token)], "", None).await;
             assert_eq!(seen.code, 16, "{protocol:?}: {case}");
@@ -720,6 +766,12 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "[authenticators.mesh]\nkind = \"client_cert\"\n".into(),
             "authenticators.mesh.kind",
             "server.tls.client_ca_file",
+        ),
+        (
+            "a key of another kind",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"s\"\nclient_id = \"x\"\n".into(),
+            "authenticators.jwt.client_id",
+            "introspection",
         ),
         (
             "an unknown identity",

@@ -214,7 +214,9 @@ impl Usage {
             return;
         }
         out.push_str("# HELP portico_ext_authz_decisions_total External authorization decisions, by service and result (allowed, denied, failed_open, failed_closed).\n# TYPE portico_ext_authz_decisions_total counter\n");
+        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         for (name, s) in all.iter() {
+            let name = escape(name);
             for (result, n) in [
                 ("allowed", &s.allowed),
                 ("denied", &s.denied),
@@ -230,6 +232,7 @@ impl Usage {
         }
         out.push_str("# HELP portico_ext_authz_cache_hits_total External authorization decisions taken from the cache.\n# TYPE portico_ext_authz_cache_hits_total counter\n");
         for (name, s) in all.iter() {
+            let name = escape(name);
             let _ = writeln!(
                 out,
                 "portico_ext_authz_cache_hits_total{{authorizer=\"{name}\"}} {}",

@@ -73,6 +73,25 @@ impl Authenticator {
         }
     }
 
+    /// The kind of header credential this authenticator reads, if any:
+    /// a call carrying two kinds on one route is refused.
+    fn credential_present(&self, env: &Envelope) -> Option<String> {
+        match &self.verifier {
+            Verifier::Jwt(v) => (bearer(env).is_some()
+                || v.cookie
+                    .as_deref()
+                    .is_some_and(|c| cookie_value(env, c).is_some()))
+            .then(|| "a bearer token".to_owned()),
+            Verifier::Introspection(_) => bearer(env).map(|_| "a bearer token".to_owned()),
+            Verifier::ApiKey(c) => env
+                .ctx
+                .headers
+                .contains_key(&c.header)
+                .then(|| format!("an API key in {}", c.header)),
+            Verifier::ClientCert(_) => None,
+        }
+    }
+
     /// Whether this authenticator reads bearer tokens.
     fn reads_bearer(&self) -> bool {
         matches!(self.verifier, Verifier::Jwt(_) | Verifier::Introspection(_))
@@ -194,6 +213,28 @@ impl RouteAuth {
     /// takes; one with an `Authorization` header none applies to gets the
     /// verdict of the first authenticator that reads bearer tokens.
     pub async fn authenticate(&self, env: &mut Envelope) -> Result<(), GatewayError> {
+        // The headers authenticators write are the gateway's alone: a value
+        // the client sent never reaches the backend or a later policy,
+        // whichever authenticator decides and whatever claims it has.
+        for a in &self.0 {
+            for (_, header) in &a.forward_claims {
+                if env.ctx.headers.contains_key(header) {
+                    Arc::make_mut(&mut env.ctx.headers).remove(header);
+                }
+                env.metadata.remove(header);
+            }
+        }
+        if self.0.len() > 1 {
+            let mut kinds: Vec<String> = self
+                .0
+                .iter()
+                .filter_map(|a| a.credential_present(env))
+                .collect();
+            kinds.dedup();
+            if kinds.len() > 1 {
+                return Err(two_credentials(&kinds.join(" and ")));
+            }
+        }
         let chosen = match self.0.as_slice() {
             [only] => only,
             all => match all.iter().find(|a| a.applies(env)) {
@@ -202,7 +243,12 @@ impl RouteAuth {
                     all.iter().find(|a| a.reads_bearer()).unwrap_or(&all[0])
                 }
                 None => {
-                    let needs: Vec<String> = all.iter().map(|a| a.needs()).collect();
+                    let mut needs: Vec<String> = Vec::new();
+                    for need in all.iter().map(|a| a.needs()) {
+                        if !needs.contains(&need) {
+                            needs.push(need);
+                        }
+                    }
                     return Err(GatewayError::unauthenticated(
                         true,
                         format!("this route needs {}", needs.join(" or ")),

@@ -104,11 +104,43 @@ struct Facts {
 #[derive(Debug)]
 enum Decision {
     Allow {
-        /// (header, value, append rather than replace)
-        add: Vec<(HeaderName, HeaderValue, bool)>,
+        /// Removed from the backend's metadata (and the policy view) first.
         remove: Vec<HeaderName>,
+        add: Vec<(HeaderName, HeaderValue, Apply)>,
     },
     Deny(Denial),
+}
+
+/// How an allowing answer's header meets the call's (Envoy's
+/// `HeaderValueOption`: `append` when set, else `append_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    /// Another value beside the call's (APPEND_IF_EXISTS_OR_ADD).
+    Append,
+    /// Only when the call has none (ADD_IF_ABSENT).
+    AddIfAbsent,
+    /// Replacing the call's values, or added (OVERWRITE_IF_EXISTS_OR_ADD).
+    Overwrite,
+    /// Replacing the call's values only when it has some (OVERWRITE_IF_EXISTS).
+    OverwriteIfExists,
+}
+
+fn apply(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue, how: Apply) {
+    match how {
+        Apply::Append => {
+            headers.append(name.clone(), value.clone());
+        }
+        Apply::AddIfAbsent if !headers.contains_key(name) => {
+            headers.insert(name.clone(), value.clone());
+        }
+        Apply::Overwrite => {
+            headers.insert(name.clone(), value.clone());
+        }
+        Apply::OverwriteIfExists if headers.contains_key(name) => {
+            headers.insert(name.clone(), value.clone());
+        }
+        Apply::AddIfAbsent | Apply::OverwriteIfExists => {}
+    }
 }
 
 impl ExtAuthz {
@@ -200,14 +232,12 @@ impl ExtAuthz {
                     env.metadata.remove(name);
                 }
                 let view = Arc::make_mut(&mut env.ctx.headers);
-                for (name, value, append) in add {
-                    if *append {
-                        env.metadata.append(name.clone(), value.clone());
-                        view.append(name.clone(), value.clone());
-                    } else {
-                        env.metadata.insert(name.clone(), value.clone());
-                        view.insert(name.clone(), value.clone());
-                    }
+                for name in remove {
+                    view.remove(name);
+                }
+                for (name, value, how) in add {
+                    apply(&mut env.metadata, name, value, *how);
+                    apply(view, name, value, *how);
                 }
                 Ok(())
             }
@@ -398,8 +428,17 @@ impl ExtAuthz {
             return Err(NoAnswer("not an HTTP service".to_owned()));
         };
         let mut req = http::Request::get(url.clone());
+        // The gateway's own headers are the gateway's: a client's copy of
+        // one is not sent beside it.
         for (name, value) in &facts.headers {
-            req = req.header(name, value);
+            let own = name.as_str().starts_with("x-portico-")
+                || matches!(
+                    name.as_str(),
+                    "x-forwarded-method" | "x-forwarded-uri" | "x-forwarded-for" | "x-request-id"
+                );
+            if !own {
+                req = req.header(name, value);
+            }
         }
         req = req
             .header("x-forwarded-method", "POST")
@@ -411,7 +450,7 @@ impl ExtAuthz {
         if let Some(addr) = facts.client {
             req = req.header("x-forwarded-for", addr.ip().to_string());
         }
-        if let Some(p) = &facts.principal {
+        if let Some(p) = facts.principal.as_ref().filter(|p| !p.is_empty()) {
             if let Ok(v) = HeaderValue::from_str(p) {
                 req = req.header("x-portico-principal", v);
             }
@@ -421,6 +460,8 @@ impl ExtAuthz {
             .map_err(|e| NoAnswer(format!("{url}: {e}")))?;
         let answer = client.send(req).await?;
         if answer.status.is_success() {
+            // The client's own values of these headers never pass: they
+            // are the service's to give, or nobody's.
             let add = self
                 .config
                 .upstream_headers
@@ -430,12 +471,12 @@ impl ExtAuthz {
                         .headers
                         .get_all(name)
                         .iter()
-                        .map(move |v| (name.clone(), v.clone(), false))
+                        .map(move |v| (name.clone(), v.clone(), Apply::Append))
                 })
                 .collect();
             return Ok(Decision::Allow {
                 add,
-                remove: Vec::new(),
+                remove: self.config.upstream_headers.clone(),
             });
         }
         let mut headers = HeaderMap::new();
@@ -454,7 +495,7 @@ impl ExtAuthz {
 }
 
 /// Envoy's header options as (name, value, append); bad ones are dropped.
-fn header_options(options: &[core::HeaderValueOption]) -> Vec<(HeaderName, HeaderValue, bool)> {
+fn header_options(options: &[core::HeaderValueOption]) -> Vec<(HeaderName, HeaderValue, Apply)> {
     options
         .iter()
         .filter_map(|o| {
@@ -465,8 +506,18 @@ fn header_options(options: &[core::HeaderValueOption]) -> Vec<(HeaderName, Heade
             } else {
                 HeaderValue::from_bytes(&h.raw_value).ok()?
             };
-            // Replace unless the service asks to append, as Envoy does here.
-            Some((name, value, o.append == Some(true)))
+            use core::header_value_option::HeaderAppendAction as Action;
+            let how = match o.append {
+                Some(true) => Apply::Append,
+                Some(false) => Apply::Overwrite,
+                None => match Action::try_from(o.append_action) {
+                    Ok(Action::AddIfAbsent) => Apply::AddIfAbsent,
+                    Ok(Action::OverwriteIfExistsOrAdd) => Apply::Overwrite,
+                    Ok(Action::OverwriteIfExists) => Apply::OverwriteIfExists,
+                    Ok(Action::AppendIfExistsOrAdd) | Err(_) => Apply::Append,
+                },
+            };
+            Some((name, value, how))
         })
         .collect()
 }

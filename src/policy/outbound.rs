@@ -50,11 +50,16 @@ impl Outbound {
                 .await
                 .map_err(|e| NoAnswer(format!("{uri}: {}", crate::error::with_causes(&e))))?;
             let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+            let body = match http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
                 .collect()
                 .await
-                .map_err(|e| NoAnswer(format!("{uri}: reading the answer: {e}")))?
-                .to_bytes();
+            {
+                Ok(b) => b.to_bytes(),
+                // A refusal is a refusal even when its body is unreadable:
+                // it must not count as no answer (and pass a fail-open rule).
+                Err(_) if !parts.status.is_success() => Bytes::new(),
+                Err(e) => return Err(NoAnswer(format!("{uri}: reading the answer: {e}"))),
+            };
             Ok(Answer {
                 status: parts.status,
                 headers: parts.headers,

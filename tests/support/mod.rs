@@ -125,6 +125,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// HTTP/2 trailers (gRPC's status), empty when none came.
+    pub trailers: HeaderMap,
 }
 
 impl Reply {
@@ -253,11 +255,13 @@ impl HttpClient {
             .await
             .unwrap();
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_default();
         Reply {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: collected.to_bytes(),
+            trailers,
         }
     }
 

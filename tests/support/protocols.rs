@@ -207,8 +207,18 @@ pub async fn call(
                 .await;
             let (message, _) = split_web_body(&r.body);
             // A failure before any reply is trailers-only: the status is a header.
-            let code: i64 = r.header("grpc-status").unwrap_or("0").parse().unwrap();
-            let text = grpc_message(r.header("grpc-message").unwrap_or(""));
+            // Trailers-only (a failure before any reply) puts the status in
+            // the headers; otherwise it is in the trailers.
+            let trailer = |name: &str| {
+                r.header(name)
+                    .or_else(|| r.trailers.get(name).and_then(|v| v.to_str().ok()))
+                    .map(str::to_owned)
+            };
+            let code: i64 = trailer("grpc-status")
+                .expect("a gRPC reply carries grpc-status")
+                .parse()
+                .unwrap();
+            let text = grpc_message(&trailer("grpc-message").unwrap_or_default());
             let body = decode_reply(message.as_deref(), sleep_millis.is_some());
             seen(code, &body, r.header("x-cache"), text)
         }

@@ -158,6 +158,84 @@ impl Validator<'_> {
         a: &file::AuthenticatorFile,
     ) -> Result<AuthenticatorConfig, ConfigError> {
         let key = format!("authenticators.{name}");
+        // A key of another kind is a mistake, not something to ignore.
+        let set: [(&str, bool, &[&str]); 27] = [
+            ("algorithm", a.algorithm.is_some(), &["jwt"]),
+            ("cookie", a.cookie.is_some(), &["jwt"]),
+            ("secret", a.secret.is_some(), &["jwt"]),
+            ("public_key_file", a.public_key_file.is_some(), &["jwt"]),
+            ("public_key", a.public_key.is_some(), &["jwt"]),
+            ("jwks_file", a.jwks_file.is_some(), &["jwt"]),
+            ("jwks_url", a.jwks_url.is_some(), &["jwt"]),
+            ("jwks_ca_file", a.jwks_ca_file.is_some(), &["jwt"]),
+            ("jwks_min_refresh", a.jwks_min_refresh.is_some(), &["jwt"]),
+            ("leeway", a.leeway.is_some(), &["jwt"]),
+            ("issuer", a.issuer.is_some(), &["jwt", "introspection"]),
+            (
+                "audiences",
+                a.audiences.is_some(),
+                &["jwt", "introspection"],
+            ),
+            ("header", a.header.is_some(), &["api_key"]),
+            ("query_param", a.query_param.is_some(), &["api_key"]),
+            ("keys_file", a.keys_file.is_some(), &["api_key"]),
+            (
+                "introspection_url",
+                a.introspection_url.is_some(),
+                &["introspection"],
+            ),
+            (
+                "introspection_ca_file",
+                a.introspection_ca_file.is_some(),
+                &["introspection"],
+            ),
+            ("client_id", a.client_id.is_some(), &["introspection"]),
+            (
+                "client_secret",
+                a.client_secret.is_some(),
+                &["introspection"],
+            ),
+            (
+                "client_secret_file",
+                a.client_secret_file.is_some(),
+                &["introspection"],
+            ),
+            (
+                "client_secret_env",
+                a.client_secret_env.is_some(),
+                &["introspection"],
+            ),
+            ("client_auth", a.client_auth.is_some(), &["introspection"]),
+            ("timeout", a.timeout.is_some(), &["introspection"]),
+            ("identity", a.identity.is_some(), &["client_cert"]),
+            ("cache_ttl", a.cache_ttl.is_some(), &["introspection"]),
+            (
+                "negative_cache_ttl",
+                a.negative_cache_ttl.is_some(),
+                &["introspection"],
+            ),
+            (
+                "cache_max_entries",
+                a.cache_max_entries.is_some(),
+                &["introspection"],
+            ),
+        ];
+        let known = ["jwt", "api_key", "introspection", "client_cert"];
+        if known.contains(&a.kind.as_str()) {
+            if let Some((field, _, kinds)) = set
+                .iter()
+                .find(|(_, present, kinds)| *present && !kinds.contains(&a.kind.as_str()))
+            {
+                return Err(self.err(
+                    format!("{key}.{field}"),
+                    format!(
+                        "does not apply to a {:?} authenticator (only to {})",
+                        a.kind,
+                        kinds.join(", ")
+                    ),
+                ));
+            }
+        }
         let method = match a.kind.as_str() {
             "jwt" => AuthMethod::Jwt(self.jwt(&key, a)?),
             "api_key" => AuthMethod::ApiKey(self.api_keys(&key, a)?),

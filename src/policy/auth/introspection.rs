@@ -106,21 +106,36 @@ impl Introspector {
         let c = &self.config;
         let req = self
             .request(token)
-            .map_err(|e| unavailable(format!("{}: {e}", c.url)))?;
+            .map_err(|e| unavailable(e.to_string()))?;
         let answer = self.client.send(req).await.map_err(|e| unavailable(e.0))?;
         if !answer.status.is_success() {
-            return Err(unavailable(format!("{} answered {}", c.url, answer.status)));
+            return Err(unavailable(format!(
+                "the endpoint answered {}",
+                answer.status
+            )));
         }
         let claims: Value = serde_json::from_slice(&answer.body)
-            .map_err(|e| unavailable(format!("{}: not a JSON answer: {e}", c.url)))?;
+            .map_err(|e| unavailable(format!("not a JSON answer: {e}")))?;
         let negative = |why: &str| Ok((Verdict::Refused(why.to_owned()), c.negative_cache_ttl));
         if claims.get("active") != Some(&Value::Bool(true)) {
             return negative("the token is not active");
         }
         let now = unix_now();
-        let exp = claims.get("exp").and_then(Value::as_u64);
+        // NumericDate: seconds, possibly with a fraction.
+        let exp = numeric_date(&claims, "exp");
         if exp.is_some_and(|e| e <= now) {
             return negative("the token has expired");
+        }
+        if numeric_date(&claims, "nbf").is_some_and(|nbf| nbf > now) {
+            return negative("the token is not valid yet");
+        }
+        // An active refresh token is not an access token.
+        if claims
+            .get("token_type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.to_ascii_lowercase().contains("refresh"))
+        {
+            return negative("a refresh token is not an access token");
         }
         if let Some(iss) = &c.issuer {
             if claims.get("iss").and_then(Value::as_str) != Some(iss) {
@@ -131,7 +146,11 @@ impl Introspector {
             return negative("the token is for another audience");
         }
         let ttl = match exp {
-            Some(e) => c.cache_ttl.min(Duration::from_secs(e - now)),
+            // Past its exp the answer refuses the token (see `expired`):
+            // kept that much longer, it spares the endpoint a pointless question.
+            Some(e) => c
+                .cache_ttl
+                .min(Duration::from_secs(e - now) + c.negative_cache_ttl),
             None => c.cache_ttl,
         };
         let subject = ["sub", "username", "client_id"]
@@ -171,10 +190,14 @@ impl Introspector {
 }
 
 fn expired(p: &Principal) -> bool {
-    p.claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .is_some_and(|e| e <= unix_now())
+    numeric_date(&p.claims, "exp").is_some_and(|e| e <= unix_now())
+}
+
+/// A NumericDate member in whole seconds (a fraction is dropped).
+fn numeric_date(claims: &Value, name: &str) -> Option<u64> {
+    let v = claims.get(name)?;
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 fn audience_matches(claims: &Value, wanted: &[String]) -> bool {
@@ -188,9 +211,9 @@ fn audience_matches(claims: &Value, wanted: &[String]) -> bool {
     }
 }
 
+/// The endpoint gave no usable answer: the details (never the token)
+/// go to the log, the client only learns the token could not be checked.
 fn unavailable(why: String) -> GatewayError {
-    tracing::warn!(error = %why, "token introspection failed");
-    GatewayError::policy_service_unavailable(format!(
-        "the token introspection endpoint did not answer: {why}"
-    ))
+    tracing::warn!(error = %crate::config::redact_text(&why), "token introspection failed");
+    GatewayError::policy_service_unavailable("the token introspection endpoint did not answer")
 }

@@ -175,15 +175,34 @@ async fn fetch(
         }
         (_, None) => return Err("no HTTP client for the JWK set".to_owned()),
     };
-    let set: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(set).map_err(|e| format!("not a JWK set: {e}"))?;
+    let entries = set
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| "not a JWK set: no \"keys\" array".to_owned())?;
     let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        let Some(kid) = jwk.common.key_id.clone() else {
+    // A key this gateway cannot use (another key type or curve, an
+    // encryption key) is skipped, not fatal: identity providers publish them.
+    for entry in entries {
+        if entry.get("use").and_then(|u| u.as_str()) == Some("enc") {
             continue;
-        };
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
-        keys.insert(kid, key);
+        }
+        let parsed = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(entry.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|jwk| {
+                let kid = jwk.common.key_id.clone().ok_or("no kid")?;
+                DecodingKey::from_jwk(&jwk)
+                    .map(|k| (kid, k))
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok((kid, key)) => {
+                keys.insert(kid, key);
+            }
+            Err(e) => {
+                let kid = entry.get("kid").and_then(|k| k.as_str()).unwrap_or("?");
+                tracing::debug!(kid, error = %e, "skipping a JWK this gateway cannot use");
+            }
+        }
     }
     Ok(keys)
 }
@@ -203,10 +222,18 @@ async fn discover(client: &Outbound, issuer: &str) -> Result<String, String> {
             "{url}: the document's issuer {stated:?} is not {issuer:?}"
         ));
     }
-    doc.get("jwks_uri")
+    let jwks_uri = doc
+        .get("jwks_uri")
         .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{url}: no jwks_uri"))
+        .ok_or_else(|| format!("{url}: no jwks_uri"))?;
+    // Keys for an https issuer come over https too.
+    let secure = jwks_uri.starts_with("https://");
+    if !(secure || jwks_uri.starts_with("http://") && !issuer.starts_with("https://")) {
+        return Err(format!(
+            "{url}: jwks_uri {jwks_uri:?} is not an https:// URL (or http:// for an http:// issuer)"
+        ));
+    }
+    Ok(jwks_uri.to_owned())
 }
 
 async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
@@ -246,12 +273,16 @@ fn validation(config: &JwtConfig) -> Validation {
     let mut validation = Validation::new(config.algorithm);
     validation.leeway = config.leeway.as_secs();
     validation.validate_nbf = true;
-    // A token for no audience must not pass a route that names its audiences.
-    if config.audiences.is_empty() {
-        validation.set_required_spec_claims(&["exp"]);
-    } else {
-        validation.set_required_spec_claims(&["exp", "aud"]);
+    // A token for no audience (or from no issuer) must not pass a route
+    // that names its audiences (or issuer).
+    let mut required = vec!["exp"];
+    if !config.audiences.is_empty() {
+        required.push("aud");
     }
+    if config.issuer.is_some() {
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
     if let Some(iss) = &config.issuer {
         validation.set_issuer(&[iss]);
     }
