@@ -80,6 +80,7 @@ pub fn spawn<A: AdminSource>(
                             (_, path) => match path {
                             "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
+                            "/readyz" => readiness(&routes, &upstreams),
                             "/" | "/dashboard" => (
                                 StatusCode::OK,
                                 "text/html; charset=utf-8",
@@ -149,6 +150,42 @@ pub fn spawn<A: AdminSource>(
             });
         }
     })
+}
+
+/// `GET /readyz`: ready once the schemas are loaded (the admin port only
+/// serves after the first generation is built) and every upstream a route
+/// sends calls to has an endpoint in rotation.
+fn readiness(
+    routes: &RouteTable,
+    upstreams: &[Arc<Upstream>],
+) -> (StatusCode, &'static str, String) {
+    let mut routed: Vec<usize> = routes.targets().map(|t| t.upstream.0).collect();
+    routed.sort_unstable();
+    routed.dedup();
+    let empty: Vec<&str> = routed
+        .iter()
+        .filter_map(|&i| upstreams.get(i))
+        .filter(|u| u.in_rotation() == 0)
+        .map(|u| u.name())
+        .collect();
+    if empty.is_empty() {
+        (
+            StatusCode::OK,
+            "application/json",
+            r#"{"ready":true}"#.to_owned(),
+        )
+    } else {
+        let body = serde_json::json!({
+            "ready": false,
+            "reason": format!("no endpoint in rotation for upstream {}", empty.join(", ")),
+            "upstreams_without_endpoints": empty,
+        });
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            body.to_string(),
+        )
+    }
 }
 
 /// `portico_config_reloads_total`, by result.

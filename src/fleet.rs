@@ -257,6 +257,10 @@ impl Fleet {
         self.listen.store(Arc::new(addr.to_owned()));
     }
 
+    pub fn listen(&self) -> String {
+        (**self.listen.load()).clone()
+    }
+
     /// A key under the prefix, hash-tagged so that everything of one
     /// decision lands on one cluster slot.
     pub fn key(&self, kind: &str, id: &str) -> String {
@@ -278,8 +282,10 @@ impl Fleet {
     }
 
     /// Runs `op` on the connection within the command timeout; a failure
-    /// marks Redis unavailable. Refused at once while it is.
-    async fn with_conn<T, F, Fut>(&self, op: F) -> Result<T, Unavailable>
+    /// marks Redis unavailable when `decisive` (a limit's decision: the
+    /// shared cache's failures only skip the tier). Refused at once while
+    /// Redis is unavailable.
+    async fn with_conn<T, F, Fut>(&self, decisive: bool, op: F) -> Result<T, Unavailable>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -293,9 +299,12 @@ impl Fleet {
         match tokio::time::timeout(self.config.command_timeout, op((*conn).clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.mark(false, Some(e.to_string()));
+                if decisive {
+                    self.mark(false, Some(e.to_string()));
+                }
                 Err(Unavailable)
             }
+            Err(_) if !decisive => Err(Unavailable),
             Err(_) => {
                 self.mark(
                     false,
@@ -322,7 +331,7 @@ impl Fleet {
         let mut call = self.gcra.key(key);
         call.arg(interval).arg(tolerance);
         let (admitted, wait): (i64, i64) = self
-            .with_conn(|mut c| async move { c.script(&call).await })
+            .with_conn(true, |mut c| async move { c.script(&call).await })
             .await?;
         self.stats.global_decisions.fetch_add(1, Ordering::Relaxed);
         Ok((admitted != 1).then(|| Duration::from_micros(wait.max(1) as u64)))
@@ -333,7 +342,7 @@ impl Fleet {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
         let (value, ttl): (Option<Vec<u8>>, i64) = self
-            .with_conn(|mut c| async move { c.pipeline(&pipe).await })
+            .with_conn(false, |mut c| async move { c.pipeline(&pipe).await })
             .await?;
         Ok(value
             .filter(|_| ttl > 0)
@@ -344,7 +353,7 @@ impl Fleet {
         let ms = ttl.as_millis().max(1) as u64;
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(ms);
-        self.with_conn(|mut c| async move { c.query::<()>(&cmd).await })
+        self.with_conn(false, |mut c| async move { c.query::<()>(&cmd).await })
             .await
     }
 
@@ -385,7 +394,9 @@ impl Fleet {
             .cmd("HGETALL")
             .arg(&key);
         let mut c = (*conn).clone();
-        let read = tokio::time::timeout(self.config.command_timeout * 4, async move {
+        // The same bound as a decision's: a Redis too slow for calls is not
+        // declared back by a heartbeat that waited longer.
+        let read = tokio::time::timeout(self.config.command_timeout, async move {
             c.pipeline::<(std::collections::HashMap<String, String>,)>(&pipe)
                 .await
         })

@@ -89,11 +89,14 @@ impl Carry {
         digest: &str,
     ) -> Result<Arc<crate::fleet::Fleet>, String> {
         let running = lock(&self.fleet).clone();
-        if let Some(f) = running.filter(|f| f.config() == config) {
+        if let Some(f) = running.as_ref().filter(|f| f.config() == config) {
             f.set_digest(digest);
-            return Ok(f);
+            return Ok(f.clone());
         }
         let f = crate::fleet::Fleet::start(config.clone(), digest).await?;
+        if let Some(old) = running {
+            f.set_listen(&old.listen());
+        }
         *lock(&self.fleet) = Some(f.clone());
         Ok(f)
     }
@@ -174,6 +177,28 @@ fn same_but_endpoints(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
 
 /// A route's rate-limit buckets carry over while its service, methods and
 /// limit are unchanged.
+/// What names a global limit in Redis: the route's service and methods and
+/// the limit's numbers, written out so that every version of the gateway
+/// running the same config shares one bucket.
+fn global_limit_name(route: &RouteConfig, c: &crate::config::RateLimitConfig) -> String {
+    use crate::config::RateLimitKey;
+    let key = match &c.key {
+        RateLimitKey::ClientIp => "client_ip".to_owned(),
+        RateLimitKey::Principal => "principal".to_owned(),
+        RateLimitKey::Route => "route".to_owned(),
+        RateLimitKey::Header(h) => format!("header:{h}"),
+    };
+    let methods = route
+        .methods
+        .as_ref()
+        .map(|m| m.join(","))
+        .unwrap_or_else(|| "*".to_owned());
+    format!(
+        "{}|{methods}|{}|{}|{key}",
+        route.grpc_service, c.rate, c.burst
+    )
+}
+
 fn limiter_key(route: &RouteConfig) -> String {
     format!(
         "{}|{:?}|{:?}",
@@ -247,7 +272,12 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let digest = digest(&config, &pool);
     let limits = config.server.limits.clone();
     let fleet = match &config.redis {
-        None => None,
+        None => {
+            // The old generation keeps its fleet while it serves; once it
+            // is gone, so are its heartbeats.
+            *lock(&carry.fleet) = None;
+            None
+        }
         Some(rc) => Some(carry.fleet(rc, &digest).await.map_err(|reason| {
             StartError::Config(crate::config::ConfigError {
                 file: config.source.clone(),
@@ -327,13 +357,14 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .iter()
             .map(|r| {
                 let c = r.rate_limit.clone()?;
-                let name = limiter_key(r);
                 let global = fleet.as_ref().filter(|_| c.global);
-                // A global limit is also tied to its Redis.
+                // A global limit is also tied to its fleet (a new connection,
+                // after a change of [redis], is a new limiter).
                 let key = match global {
-                    Some(f) => format!("{name}|{:?}", f.config()),
-                    None => name.clone(),
+                    Some(f) => format!("{}|{:p}", limiter_key(r), Arc::as_ptr(f)),
+                    None => limiter_key(r),
                 };
+                let name = global_limit_name(r, &c);
                 let existing = lock(&carry.limiters).get(&key).cloned();
                 let limiter = existing.unwrap_or_else(|| {
                     Arc::new(match global {
@@ -355,7 +386,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
                 let c = r.cache.clone()?;
                 let shared = fleet.as_ref().filter(|_| c.shared.is_some());
                 let key = match shared {
-                    Some(f) => format!("{}|{:?}", cache_key(r, &config, &pool), f.config()),
+                    Some(f) => format!("{}|{:p}", cache_key(r, &config, &pool), Arc::as_ptr(f)),
                     None => cache_key(r, &config, &pool),
                 };
                 let existing = lock(&carry.caches).get(&key).cloned();

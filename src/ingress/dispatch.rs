@@ -43,6 +43,25 @@ impl Ingress {
         mut req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
+        // Every request has an id from here on, whatever becomes of it: the
+        // policies and the backend see it as a header, the client gets it back.
+        let request_id = super::edge::request_id::assign(req.headers_mut());
+        // Every log line about the request, from any layer, carries its id.
+        let span = tracing::info_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or_default()
+        );
+        let mut resp = tracing::Instrument::instrument(self.dispatch(req, client), span).await;
+        resp.headers_mut()
+            .insert(super::edge::request_id::HEADER, request_id);
+        resp
+    }
+
+    async fn dispatch(
+        self: Arc<Self>,
+        mut req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
         if let Err(err) = super::edge::framing::check(&req, &self.limits) {
             let mut resp = self.refuse(&req, &err);
             // The framing cannot be trusted: nothing more is read from it.
@@ -118,7 +137,12 @@ impl Ingress {
         req: &Request<hyper::body::Incoming>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
-        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
+        let request_id = req
+            .headers()
+            .get(super::edge::request_id::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info!(target: "portico::access", request_id, method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
         match Protocol::of(req) {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor) => super::grpc::trailers_only(flavor, err),

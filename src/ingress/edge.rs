@@ -24,6 +24,7 @@ pub mod config;
 pub mod forwarded;
 pub mod framing;
 pub mod path;
+pub mod request_id;
 
 use crate::config::MetadataConfig;
 use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
@@ -161,9 +162,13 @@ impl Edge {
         out
     }
 
-    /// Whether a client header reaches the backend.
+    /// Whether a client header reaches the backend. The request id always
+    /// does: it is how a backend's logs meet the gateway's.
     pub fn forwards(&self, name: &HeaderName) -> bool {
-        !is_framing(name) && !is_protocol_own(name.as_str()) && self.metadata.allows(name.as_str())
+        *name == request_id::HEADER
+            || !is_framing(name)
+                && !is_protocol_own(name.as_str())
+                && self.metadata.allows(name.as_str())
     }
 
     /// The client's deadline: `grpc-timeout` (gRPC, gRPC-Web, and any other

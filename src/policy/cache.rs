@@ -161,7 +161,8 @@ impl Policy for ResponseCache {
             let entry = cache
                 .store
                 .try_get_with(key, async move {
-                    if let Some((fleet, redis_key, _)) = &shared {
+                    // `no-cache` skips every lookup, the shared tier's too.
+                    if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
                         if let Ok(Some((bytes, left))) = fleet.get(redis_key).await {
                             if let Some((metadata, message)) = shared_tier::decode(&bytes) {
                                 fleet
@@ -244,6 +245,10 @@ mod shared_tier {
         };
         let len = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         let count = len(take(4)?);
+        // More names than a header map holds is not something this wrote.
+        if count > 1024 {
+            return None;
+        }
         let mut metadata = HeaderMap::new();
         for _ in 0..count {
             let n = len(take(4)?);

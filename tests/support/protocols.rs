@@ -91,6 +91,9 @@ pub struct Seen {
     /// The error's message (gRPC `grpc-message`, the JSON `message`, the
     /// WebSocket status's), or a REST reply's body when it is not JSON.
     pub message: String,
+    /// The `x-request-id` the reply carried (a header, gRPC metadata, or
+    /// the WebSocket call's `headers` frame).
+    pub request_id: Option<String>,
 }
 
 /// Calls `Probe.Headers` (or `Probe.Sleep` for `millis`) with `headers` over `protocol`.
@@ -139,7 +142,7 @@ pub async fn call(
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| r.text());
-            seen(code, &body, r.header("x-cache"), message)
+            seen(code, &body, r.header("x-cache"), message).with_id(r.header("x-request-id"))
         }
         Protocol::Connect => {
             let mut all = vec![
@@ -163,7 +166,7 @@ pub async fn call(
                 connect_code(body["code"].as_str().unwrap())
             };
             let message = body["message"].as_str().unwrap_or("").to_owned();
-            seen(code, &body, r.header("x-cache"), message)
+            seen(code, &body, r.header("x-cache"), message).with_id(r.header("x-request-id"))
         }
         Protocol::GrpcWeb => {
             let mut all = vec![("content-type", "application/grpc-web+proto")];
@@ -191,6 +194,7 @@ pub async fn call(
                 .unwrap_or_default();
             let body = decode_reply(message.as_deref(), sleep_millis.is_some());
             seen(code, &body, r.header("x-cache"), grpc_message(&text))
+                .with_id(r.header("x-request-id"))
         }
         Protocol::Grpc
             if headers.iter().any(|(k, _)| *k == "grpc-timeout") || h.client.tls.is_some() =>
@@ -220,7 +224,7 @@ pub async fn call(
                 .unwrap();
             let text = grpc_message(&trailer("grpc-message").unwrap_or_default());
             let body = decode_reply(message.as_deref(), sleep_millis.is_some());
-            seen(code, &body, r.header("x-cache"), text)
+            seen(code, &body, r.header("x-cache"), text).with_id(r.header("x-request-id"))
         }
         Protocol::Grpc => {
             let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
@@ -245,14 +249,24 @@ pub async fn call(
                         .metadata()
                         .get("x-cache")
                         .map(|v| v.to_str().unwrap().to_owned());
+                    let id = r
+                        .metadata()
+                        .get("x-request-id")
+                        .map(|v| v.to_str().unwrap().to_owned());
                     let body = decode_reply(Some(r.get_ref()), sleep_millis.is_some());
-                    seen(0, &body, cache.as_deref(), String::new())
+                    seen(0, &body, cache.as_deref(), String::new()).with_id(id.as_deref())
                 }
                 Err(status) => seen(
                     status.code() as i64,
                     &json!({}),
                     None,
                     status.message().to_owned(),
+                )
+                .with_id(
+                    status
+                        .metadata()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok()),
                 ),
             }
         }
@@ -269,7 +283,7 @@ pub async fn call(
                     v.parse().unwrap(),
                 );
             }
-            let (mut ws, _) = match &h.client.tls {
+            let (mut ws, handshake) = match &h.client.tls {
                 None => {
                     let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
                         .await
@@ -298,6 +312,12 @@ pub async fn call(
             let open = json!({"id": "c", "open": grpc_path, "message": json_body});
             ws.send(Message::text(open.to_string())).await.unwrap();
             let mut cache = None;
+            // The session's id, from the 101; its first call's is `<id>.0`.
+            let request_id = handshake
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(|id| format!("{id}.0"));
             let mut body = json!({});
             loop {
                 let Some(Ok(Message::Text(t))) = ws.next().await else {
@@ -313,7 +333,8 @@ pub async fn call(
                 if let Some(s) = f.get("status") {
                     let code = s["code"].as_i64().unwrap();
                     let message = s["message"].as_str().unwrap_or("").to_owned();
-                    return seen(code, &body, cache.as_deref(), message);
+                    return seen(code, &body, cache.as_deref(), message)
+                        .with_id(request_id.as_deref());
                 }
                 if let Some(e) = f.get("error") {
                     panic!("frame refused: {e}");
@@ -330,10 +351,18 @@ fn grpc_message(raw: &str) -> String {
         .into_owned()
 }
 
+impl Seen {
+    fn with_id(mut self, id: Option<&str>) -> Seen {
+        self.request_id = id.map(str::to_owned);
+        self
+    }
+}
+
 fn seen(code: i64, body: &Value, cache: Option<&str>, message: String) -> Seen {
     Seen {
         code,
         message,
+        request_id: None,
         metadata: body["metadata"].as_object().cloned().unwrap_or_default(),
         cache: cache.map(str::to_owned),
     }

@@ -439,6 +439,24 @@ impl Session {
         let ended = Arc::new(AtomicBool::new(false));
         let seq = self.next_seq;
         self.next_seq += 1;
+        // Each call has its own request id: the one its metadata names, or
+        // the session's with the call's number (the only call of a
+        // single-call session keeps the session's).
+        let mut headers = headers;
+        {
+            use crate::ingress::edge::request_id;
+            let session_id = self.headers.get(request_id::HEADER);
+            let own = headers
+                .get(request_id::HEADER)
+                .filter(|v| Some(*v) != session_id && request_id::acceptable(v))
+                .cloned();
+            let id = match own {
+                Some(id) => id,
+                None if self.single => session_id.cloned().unwrap_or_else(request_id::generate),
+                None => request_id::for_call(session_id, seq),
+            };
+            headers.insert(request_id::HEADER, id);
+        }
         let task = tokio::spawn(call_task(CallTask {
             seq,
             ended: ended.clone(),
