@@ -119,8 +119,9 @@ impl Config {
             ));
         }
         if let Some(c) = &route.cache {
+            let shared = if c.shared.is_some() { ", shared" } else { "" };
             parts.push(format!(
-                "cache (ttl {}, {} bytes)",
+                "cache (ttl {}, {} bytes{shared})",
                 humantime::format_duration(c.ttl),
                 c.max_bytes
             ));

@@ -202,11 +202,17 @@ impl Fleet {
     /// Connects and starts the heartbeat. Without Redis at startup this
     /// fails, unless `on_start_failure = "degraded"`: then the fleet
     /// starts unavailable and the heartbeat keeps trying.
-    pub async fn start(config: RedisConfig, digest: &str) -> Result<Arc<Fleet>, String> {
+    pub async fn start(
+        config: RedisConfig,
+        digest: &str,
+        listen: &str,
+    ) -> Result<Arc<Fleet>, String> {
+        let mut startup_error = None;
         let conn = match Conn::connect(&config).await {
             Ok(c) => Some(Arc::new(c)),
             Err(e) if config.start_degraded => {
                 tracing::warn!(error = %e, "Redis is unavailable at startup; global limits fall back per instance until it answers");
+                startup_error = Some(e.to_string());
                 None
             }
             Err(e) => return Err(format!("cannot use Redis: {e}")),
@@ -216,11 +222,11 @@ impl Fleet {
             available: AtomicBool::new(conn.is_some()),
             conn: ArcSwapOption::new(conn),
             changed_at: AtomicU64::new(started),
-            last_error: Mutex::new(None),
+            last_error: Mutex::new(startup_error),
             id: format!("{:016x}", fastrand::u64(..)),
             started,
             digest: ArcSwap::from_pointee(digest.to_owned()),
-            listen: ArcSwap::from_pointee(String::new()),
+            listen: ArcSwap::from_pointee(listen.to_owned()),
             live: AtomicU32::new(config.fleet_size),
             instances: Mutex::new(Vec::new()),
             gcra: redis::Script::new(GCRA),
@@ -233,6 +239,20 @@ impl Fleet {
         }
         tokio::spawn(heartbeats(Arc::downgrade(&fleet)));
         Ok(fleet)
+    }
+
+    /// Whether a fleet could start on `config`: connects, sends a PING,
+    /// and lets go (for `portico check`).
+    pub async fn probe(config: &RedisConfig) -> Result<(), String> {
+        let mut conn = Conn::connect(config)
+            .await
+            .map_err(|e| format!("cannot use Redis: {e}"))?;
+        let ping = redis::cmd("PING");
+        tokio::time::timeout(config.command_timeout, conn.query::<String>(&ping))
+            .await
+            .map_err(|_| "Redis did not answer a PING within redis.command_timeout".to_owned())?
+            .map(|_| ())
+            .map_err(|e| format!("cannot use Redis: {e}"))
     }
 
     pub fn config(&self) -> &RedisConfig {

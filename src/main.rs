@@ -77,6 +77,16 @@ fn main() -> ExitCode {
             Command::Check { config, explain } => {
                 let config = Config::load(&config).map_err(|e| e.to_string())?;
                 let loaded = app::load(config).await.map_err(|e| e.to_string())?;
+                // `serve` refuses a Redis it cannot use (unless degraded): so does `check`.
+                if let Some(redis) = &loaded.config.redis {
+                    match portico::fleet::Fleet::probe(redis).await {
+                        Ok(()) => {}
+                        Err(e) if redis.start_degraded => {
+                            eprintln!("warning: redis: {e} (on_start_failure = \"degraded\": serve would start without it)")
+                        }
+                        Err(e) => return Err(format!("{}: redis: {e}", loaded.config.source)),
+                    }
+                }
                 match explain {
                     Some(request) => {
                         let (method, target) = request

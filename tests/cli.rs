@@ -235,3 +235,53 @@ async fn the_demo_serves_its_tour() {
     child.wait().ok();
     assert_eq!(r.json()["theme"], "Fiction");
 }
+
+#[test]
+fn check_refuses_a_redis_that_serve_could_not_use() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let write = |name: &str, extra: &str| {
+        let text = std::fs::read_to_string("examples/library.toml")
+            .unwrap()
+            // Paths in a config are relative to its folder: this one moves.
+            .replace("\"../", &format!("\"{}/", env!("CARGO_MANIFEST_DIR")))
+            .replace(
+                "[upstreams.",
+                &format!(
+                    "[redis]\nurl = \"redis://:secret-pw@{closed}\"\nconnect_timeout = \"300ms\"\n{extra}\n[upstreams."
+                ),
+            );
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let strict = write("strict.toml", "");
+    let out = portico()
+        .args(["check", "--config", strict.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed a Redis nobody answers");
+    assert!(
+        err.contains("redis") && err.contains("cannot use Redis"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret-pw"),
+        "the password is never printed: {err}"
+    );
+
+    let degraded = write("degraded.toml", "on_start_failure = \"degraded\"");
+    let out = portico()
+        .args(["check", "--config", degraded.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: redis"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -376,3 +376,23 @@ async fn a_route_that_names_audiences_refuses_a_token_without_one() {
     }
     assert_eq!(h.backends.probe.calls(), 0);
 }
+
+#[tokio::test]
+async fn a_header_value_grpc_metadata_cannot_carry_is_not_forwarded() {
+    let h = gateway("", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let mut headers = vec![("x-city", "Zürich"), ("x-plain", "ok")];
+        if protocol == Protocol::Grpc {
+            // tonic will not send it; a raw HTTP/2 client will.
+            headers.push(("grpc-timeout", "30S"));
+        }
+        let s = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}: the call itself goes through");
+        assert_eq!(s.metadata["x-plain"], "ok", "{protocol:?}");
+        assert!(
+            !s.metadata.contains_key("x-city"),
+            "{protocol:?}: a non-ASCII value reached gRPC metadata: {:?}",
+            s.metadata
+        );
+    }
+}

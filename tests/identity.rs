@@ -774,6 +774,18 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "introspection",
         ),
         (
+            "discovery with a shared-secret algorithm",
+            "[authenticators.idp]\nissuer = \"https://id.example.com\"\nalgorithm = \"HS256\"\n".into(),
+            "authenticators.idp.algorithm",
+            "public-key",
+        ),
+        (
+            "an ext_authz gRPC address without a port",
+            "[ext_authz.a]\ngrpc = \"opa.internal\"\n".into(),
+            "ext_authz.a.grpc",
+            "port",
+        ),
+        (
             "an unknown identity",
             "[authenticators.mesh]\nkind = \"client_cert\"\nidentity = [\"uri\", \"ip\"]\n".into(),
             "authenticators.mesh.identity[1]",
@@ -855,5 +867,41 @@ fn identity_config_errors_name_the_key_and_the_reason() {
         let err = portico::config::Config::from_toml(&text).err().unwrap();
         assert_eq!(err.key, format!("routes[0].{key}"), "{route}");
         assert!(err.reason.contains(reason), "{route}: {}", err.reason);
+    }
+}
+
+#[tokio::test]
+async fn a_claim_grpc_metadata_cannot_carry_goes_base64_in_a_bin_header() {
+    let provider = Introspection::default();
+    provider.know(
+        "opaque-jose",
+        json!({"active": true, "sub": "José Müller", "scope": "read"}),
+    );
+    let addr = provider.start().await;
+    let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("José Müller");
+    for protocol in EVERY_PROTOCOL {
+        let mut headers = vec![
+            ("authorization", "Bearer opaque-jose"),
+            // A client's own copy of the claim's header is never believed.
+            ("x-user-id-bin", "Zm9yZ2Vk"),
+        ];
+        if protocol == Protocol::Grpc {
+            // tonic sends no binary metadata through this helper; a raw
+            // HTTP/2 client does.
+            headers.push(("grpc-timeout", "30S"));
+        }
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-user-id-bin"],
+            encoded.as_str(),
+            "{protocol:?}"
+        );
+        assert!(!seen.metadata.contains_key("x-user-id"), "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-scopes"], "read",
+            "{protocol:?}: ASCII claims as they are"
+        );
     }
 }

@@ -87,16 +87,18 @@ impl Carry {
         &self,
         config: &crate::fleet::config::RedisConfig,
         digest: &str,
+        listen: &str,
     ) -> Result<Arc<crate::fleet::Fleet>, String> {
         let running = lock(&self.fleet).clone();
         if let Some(f) = running.as_ref().filter(|f| f.config() == config) {
             f.set_digest(digest);
             return Ok(f.clone());
         }
-        let f = crate::fleet::Fleet::start(config.clone(), digest).await?;
-        if let Some(old) = running {
-            f.set_listen(&old.listen());
-        }
+        // The address it serves on: the running fleet knows the bound one.
+        let listen = running
+            .as_ref()
+            .map_or(listen.to_owned(), |old| old.listen());
+        let f = crate::fleet::Fleet::start(config.clone(), digest, &listen).await?;
         *lock(&self.fleet) = Some(f.clone());
         Ok(f)
     }
@@ -278,13 +280,18 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             *lock(&carry.fleet) = None;
             None
         }
-        Some(rc) => Some(carry.fleet(rc, &digest).await.map_err(|reason| {
-            StartError::Config(crate::config::ConfigError {
-                file: config.source.clone(),
-                key: "redis".to_owned(),
-                reason,
-            })
-        })?),
+        Some(rc) => Some(
+            carry
+                .fleet(rc, &digest, &config.server.listen.to_string())
+                .await
+                .map_err(|reason| {
+                    StartError::Config(crate::config::ConfigError {
+                        file: config.source.clone(),
+                        key: "redis".to_owned(),
+                        reason,
+                    })
+                })?,
+        ),
     };
 
     // Upstreams first: the egress and the health service need them.

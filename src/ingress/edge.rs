@@ -152,10 +152,19 @@ impl Edge {
 
     /// The metadata the backend receives: the policy view through the one
     /// forwarding rule.
+    /// A value gRPC metadata cannot carry (outside printable ASCII, in a
+    /// header whose name does not end in `-bin`) is not forwarded: the
+    /// backend would refuse the call, or read bytes the client did not mean.
     pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
         for (name, value) in headers {
             if self.forwards(name) {
+                if !name.as_str().ends_with("-bin")
+                    && !crate::headers::is_grpc_ascii(value.as_bytes())
+                {
+                    tracing::debug!(header = %name, "not forwarded: not printable ASCII");
+                    continue;
+                }
                 out.append(name.clone(), value.clone());
             }
         }

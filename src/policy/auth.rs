@@ -162,17 +162,35 @@ impl Authenticator {
                     .join(","),
                 Some(other) => other.to_string(),
             };
-            if let Ok(v) = http::HeaderValue::from_str(&value) {
+            // gRPC metadata carries printable ASCII; anything else goes, as
+            // the gRPC spec says, base64 in the `-bin` header of that name.
+            let (name, v) = if crate::headers::is_grpc_ascii(value.as_bytes()) {
+                (header.clone(), http::HeaderValue::from_str(&value).ok())
+            } else {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&value);
+                (
+                    binary_variant(header),
+                    http::HeaderValue::from_str(&encoded).ok(),
+                )
+            };
+            if let Some(v) = v {
                 // The policies after this one (a rate limit or a cache keyed
                 // on the header, a balancer hashing it) see the verified
                 // value too, never the one a client may have sent.
-                Arc::make_mut(&mut env.ctx.headers).insert(header.clone(), v.clone());
-                env.metadata.insert(header.clone(), v);
+                Arc::make_mut(&mut env.ctx.headers).insert(name.clone(), v.clone());
+                env.metadata.insert(name, v);
             }
         }
         env.ctx.principal = Some(principal);
         Ok(())
     }
+}
+
+/// `x-user` -> `x-user-bin`: where a claim that is not printable ASCII goes.
+fn binary_variant(header: &http::HeaderName) -> http::HeaderName {
+    http::HeaderName::from_bytes(format!("{}-bin", header.as_str()).as_bytes())
+        .unwrap_or_else(|_| header.clone())
 }
 
 /// The consumer whose key the call carries.
@@ -218,10 +236,12 @@ impl RouteAuth {
         // whichever authenticator decides and whatever claims it has.
         for a in &self.0 {
             for (_, header) in &a.forward_claims {
-                if env.ctx.headers.contains_key(header) {
-                    Arc::make_mut(&mut env.ctx.headers).remove(header);
+                for name in [header.clone(), binary_variant(header)] {
+                    if env.ctx.headers.contains_key(&name) {
+                        Arc::make_mut(&mut env.ctx.headers).remove(&name);
+                    }
+                    env.metadata.remove(&name);
                 }
-                env.metadata.remove(header);
             }
         }
         if self.0.len() > 1 {

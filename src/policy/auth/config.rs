@@ -229,7 +229,7 @@ impl Validator<'_> {
                 return Err(self.err(
                     format!("{key}.{field}"),
                     format!(
-                        "does not apply to a {:?} authenticator (only to {})",
+                        "does not apply to kind = {:?} authenticators (only to {})",
                         a.kind,
                         kinds.join(", ")
                     ),
@@ -371,6 +371,12 @@ impl Validator<'_> {
             )
         })?;
         let hmac = matches!(algorithm, HS256 | HS384 | HS512);
+        if hmac && discovery.is_some() {
+            return Err(self.err(
+                format!("{key}.algorithm"),
+                format!("{algorithm_name} takes a shared secret, which an issuer does not publish; discovery needs a public-key algorithm (RS256 when absent)"),
+            ));
+        }
         let jwks = match (&a.jwks_file, &a.jwks_url) {
             _ if discovery.is_some() => discovery,
             (Some(_), Some(_)) => {
@@ -564,9 +570,15 @@ impl Validator<'_> {
                 ))
             }
         };
+        let ca_file = a.introspection_ca_file.as_deref().map(|f| self.path(f));
+        if let Some(ca) = &ca_file {
+            // Read now, naming the key, so `portico check` refuses what `serve` would.
+            crate::egress::tls::client_config(Some(ca))
+                .map_err(|e| self.err(format!("{key}.introspection_ca_file"), e))?;
+        }
         Ok(IntrospectionConfig {
             url: url.to_owned(),
-            ca_file: a.introspection_ca_file.as_deref().map(|f| self.path(f)),
+            ca_file,
             client_id,
             client_secret: Secret(secret),
             client_auth,

@@ -59,7 +59,14 @@ impl Validator<'_> {
                 } else {
                     format!("http://{g}")
                 };
-                ExtAuthzService::Grpc(url("grpc", &g)?)
+                let uri = url("grpc", &g)?;
+                if uri.port().is_none() {
+                    return Err(self.err(
+                        format!("{key}.grpc"),
+                        format!("{g:?} names no port (host:port)"),
+                    ));
+                }
+                ExtAuthzService::Grpc(uri)
             }
             (None, Some(h)) => ExtAuthzService::Http(url("http", h)?),
             (Some(_), Some(_)) => {
