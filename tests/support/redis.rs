@@ -21,7 +21,13 @@ pub fn available(test: &str) -> bool {
         if std::env::var_os("PORTICO_REQUIRE_REDIS").is_some() {
             panic!("{test}: redis-server is not on the PATH and PORTICO_REQUIRE_REDIS is set");
         }
-        eprintln!("SKIPPED {test}: redis-server is not installed (apt install redis-server)");
+        // Written to stderr directly, past the test harness's capture, so
+        // a skip shows in a plain `cargo test`.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: redis-server is not installed (apt install redis-server)"
+        );
     }
     found
 }
