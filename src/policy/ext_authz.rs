@@ -399,7 +399,7 @@ impl ExtAuthz {
                 for (name, value, _) in header_options(&d.headers) {
                     if name == http::header::CONTENT_TYPE {
                         content_type = Some(value);
-                    } else if client_may_see(&name) {
+                    } else if crate::ingress::edge::reaches_client(&name) {
                         headers.append(name, value);
                     }
                 }
@@ -481,7 +481,8 @@ impl ExtAuthz {
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &answer.headers {
-            if client_may_see(name) && *name != http::header::CONTENT_TYPE {
+            // The content type travels with the body (is_framing drops it here).
+            if crate::ingress::edge::reaches_client(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -520,21 +521,6 @@ fn header_options(options: &[core::HeaderValueOption]) -> Vec<(HeaderName, Heade
             Some((name, value, how))
         })
         .collect()
-}
-
-/// Headers of a refusal that may reach the client: not the connection's
-/// framing, which the gateway writes itself.
-fn client_may_see(name: &HeaderName) -> bool {
-    !crate::headers::is_framing(name)
-        && !matches!(
-            name.as_str(),
-            "content-length"
-                | "transfer-encoding"
-                | "connection"
-                | "keep-alive"
-                | "date"
-                | "server"
-        )
 }
 
 impl Policy for ExtAuthz {
