@@ -1,0 +1,292 @@
+//! An aborted client stream is never presented to the backend as complete.
+//! The backend here is a bare HTTP/2 server that records, for each stream,
+//! how its request body ended on the wire: END_STREAM (the upload is whole)
+//! or RST_STREAM (it was abandoned). Every way a client can abandon an
+//! upload, on every protocol, must reach it as a reset.
+
+use crate::support;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use portico::app;
+use portico::config::Config;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::frame_bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How a request body ended, as the backend's HTTP/2 stack saw it.
+#[derive(Debug, PartialEq)]
+enum BodyEnd {
+    /// END_STREAM after this many bytes.
+    Complete(usize),
+    /// RST_STREAM with this reason.
+    Reset(String),
+}
+
+/// A raw HTTP/2 gRPC backend: answers every stream's headers at once, reads
+/// the request body to its end and reports how it ended; a complete body gets
+/// an OK status with an empty message.
+async fn frame_watching_backend() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEnd>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let Ok(mut send) = respond.send_response(response, false) else {
+                            return;
+                        };
+                        let mut body = req.into_body();
+                        let mut total = 0;
+                        let end = loop {
+                            match body.data().await {
+                                Some(Ok(chunk)) => {
+                                    total += chunk.len();
+                                    let _ = body.flow_control().release_capacity(chunk.len());
+                                }
+                                Some(Err(e)) => {
+                                    break BodyEnd::Reset(format!("{:?}", e.reason()));
+                                }
+                                None => break BodyEnd::Complete(total),
+                            }
+                        };
+                        let complete = matches!(end, BodyEnd::Complete(_));
+                        let _ = tx.send(end);
+                        if complete {
+                            let _ = send.send_data(Bytes::from(frame_bytes(0, &[])), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let _ = send.send_trailers(trailers);
+                        }
+                    });
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn gateway(backend: SocketAddr) -> app::Gateway {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[descriptors]
+proto_paths = ["{proto}"]
+protos = ["portico/demo/v1/feed.proto", "portico/demo/v1/chat.proto"]
+
+[upstreams.watched]
+endpoints = ["{backend}"]
+
+[websocket]
+max_message_bytes = 1024
+
+[[routes]]
+grpc_service = "portico.demo.v1.Feed"
+upstream = "watched"
+
+[[routes]]
+grpc_service = "portico.demo.v1.Chat"
+upstream = "watched"
+"#,
+        proto = support::proto_dir()
+    );
+    app::start(Config::from_toml(&text).unwrap()).await.unwrap()
+}
+
+async fn next_end(rx: &mut mpsc::UnboundedReceiver<BodyEnd>) -> BodyEnd {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the backend never saw the stream end")
+        .unwrap()
+}
+
+fn event(seq: i64) -> Vec<u8> {
+    use prost::Message as _;
+    portico::demo::backends::pb::Event {
+        seq,
+        topic: "t".into(),
+        text: "x".into(),
+    }
+    .encode_to_vec()
+}
+
+/// Sends an HTTP/1.1 request with a chunked body whose first chunk is
+/// `first`, waits until the backend has the stream, then drops the connection.
+async fn abandon_http1_upload(gateway: SocketAddr, path: &str, content_type: &str, first: &[u8]) {
+    let mut socket = TcpStream::connect(gateway).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {gateway}\r\ncontent-type: {content_type}\r\nconnect-protocol-version: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket
+        .write_all(format!("{:x}\r\n", first.len()).as_bytes())
+        .await
+        .unwrap();
+    socket.write_all(first).await.unwrap();
+    socket.write_all(b"\r\n").await.unwrap();
+    socket.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(socket);
+}
+
+#[tokio::test]
+async fn a_complete_upload_is_ended_so_the_watcher_can_tell_the_difference() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let client = support::HttpClient::new(gw.addr);
+    let body = format!(
+        "{}\n{}\n",
+        json!({"seq": 1, "topic": "a"}),
+        json!({"seq": 2, "topic": "a"})
+    );
+    let r = client
+        .send(http::Method::POST, "/v1/feed:upload", &[], body)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Complete(n) if n > 0));
+}
+
+#[tokio::test]
+async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let ndjson = format!("{}\n", json!({"seq": 1, "topic": "a"}));
+    let cases: [(&str, &str, &str, Vec<u8>); 3] = [
+        (
+            "REST NDJSON",
+            "/v1/feed:upload",
+            "application/x-ndjson",
+            ndjson.into_bytes(),
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Feed/Upload",
+            "application/grpc-web+proto",
+            frame_bytes(0, &event(1)),
+        ),
+        (
+            "Connect",
+            "/portico.demo.v1.Feed/Upload",
+            "application/connect+proto",
+            frame_bytes(0, &event(1)),
+        ),
+    ];
+    for (name, path, content_type, first) in cases {
+        abandon_http1_upload(gw.addr, path, content_type, &first).await;
+        let end = next_end(&mut ends).await;
+        assert!(matches!(end, BodyEnd::Reset(_)), "{name}: {end:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_client_that_resets_its_stream_resets_the_backends() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let socket = TcpStream::connect(gw.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/portico.demo.v1.Feed/Upload", gw.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_response, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(Bytes::from(frame_bytes(0, &event(1))), false)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send.send_reset(h2::Reason::CANCEL);
+    let end = next_end(&mut ends).await;
+    assert!(matches!(end, BodyEnd::Reset(_)), "{end:?}");
+}
+
+/// The ways a WebSocket client abandons a client-streaming call.
+#[derive(Debug, Clone, Copy)]
+enum Abandon {
+    CancelFrame,
+    NormalClose,
+    DroppedConnection,
+    OversizeMessage,
+}
+
+#[tokio::test]
+async fn a_websocket_call_abandoned_in_any_way_is_reset_at_the_backend() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    // Rounds, because the bug this guards against was a race.
+    let rounds = [
+        Abandon::CancelFrame,
+        Abandon::NormalClose,
+        Abandon::DroppedConnection,
+        Abandon::OversizeMessage,
+    ]
+    .repeat(3);
+    for how in rounds {
+        for method in [
+            "/portico.demo.v1.Feed/Upload",
+            "/portico.demo.v1.Chat/Converse",
+        ] {
+            let mut req = format!("ws://{}/ws", gw.addr)
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let message = if method.ends_with("Upload") {
+                json!({"seq": 1, "topic": "a"})
+            } else {
+                json!({"user": "ann", "text": "hi"})
+            };
+            ws.send(Message::text(
+                json!({"id": "u", "open": method, "message": message}).to_string(),
+            ))
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            match how {
+                Abandon::CancelFrame => {
+                    ws.send(Message::text(
+                        json!({"id": "u", "cancel": true}).to_string(),
+                    ))
+                    .await
+                    .unwrap();
+                }
+                Abandon::NormalClose => ws.close(None).await.unwrap(),
+                Abandon::DroppedConnection => drop(ws),
+                Abandon::OversizeMessage => {
+                    let _ = ws.send(Message::text("x".repeat(200 * 1024))).await;
+                }
+            }
+            let end = next_end(&mut ends).await;
+            assert!(
+                matches!(end, BodyEnd::Reset(_)),
+                "{how:?} on {method}: {end:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Aggregation: one REST request fans out to several methods and gets one
+//! JSON object back, with slow and failing backends handled per the
+//! aggregate's `on_error`.
+
+use crate::support;
+
+use http::{Method, StatusCode};
+use portico::app;
+use portico::config::Config;
+use std::time::{Duration, Instant};
+use support::Harness;
+
+const OVERVIEW: &str = r#"
+[[aggregates]]
+path = "/v1/shelves/{shelf}/overview"
+
+[[aggregates.calls]]
+name = "shelf"
+method = "portico.demo.v1.Library/GetShelf"
+request = { shelf = "{path.shelf}" }
+
+[[aggregates.calls]]
+name = "books"
+method = "portico.demo.v1.Library/ListBooks"
+request = { parent = "{shelf.name}", pageSize = "{query.limit}" }
+
+[[aggregates.calls]]
+name = "firstBook"
+method = "portico.demo.v1.Library.GetBook"
+request = { name = "{books.books.0.name}" }
+
+[[aggregates.calls]]
+name = "headers"
+method = "portico.demo.v1.Probe/Headers"
+"#;
+
+#[tokio::test]
+async fn an_overview_merges_replies_and_fills_requests_from_the_url_and_earlier_replies() {
+    let h = Harness::start_with(OVERVIEW, "").await;
+    let r = h.client.get("/v1/shelves/1/overview?limit=1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-aggregate-complete"), Some("true"));
+    let j = r.json();
+    assert_eq!(j["shelf"]["theme"], "Fiction");
+    // pageSize came from the query, parent from the shelf call's reply.
+    let books = j["books"]["books"].as_array().unwrap();
+    assert_eq!(books.len(), 1);
+    assert_eq!(j["firstBook"]["title"], "The Left Hand of Darkness");
+    assert!(j["headers"]["metadata"].is_object());
+    assert!(j.get("errors").is_none());
+    // Keys come in the configured order.
+    let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["shelf", "books", "firstBook", "headers"]);
+}
+
+#[tokio::test]
+async fn a_failed_call_fails_the_whole_request_by_default_and_skips_its_dependants() {
+    let h = Harness::start_with(OVERVIEW, "").await;
+    let r = h.client.get("/v1/shelves/9/overview").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with("shelf (portico.demo.v1.Library.GetShelf):"),
+        "{message}"
+    );
+    // The client's bad value is named as such.
+    let r = h.client.get("/v1/shelves/1/overview?limit=many").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("books"), "{}", r.text());
+}
+
+const FLAKY: &str = r#"
+[[aggregates]]
+path = "/v1/dashboard/{shelf}"
+on_error = "{mode}"
+timeout = "2s"
+
+[[aggregates.calls]]
+name = "shelf"
+method = "portico.demo.v1.Library/GetShelf"
+request = { shelf = "{path.shelf}" }
+
+[[aggregates.calls]]
+name = "slow"
+method = "portico.demo.v1.Probe/Sleep"
+request = { millis = 3000 }
+timeout = "200ms"
+
+[[aggregates.calls]]
+name = "broken"
+method = "portico.demo.v1.Probe/Fail"
+request = { code = 14, message = "replica down" }
+
+[[aggregates.calls]]
+name = "afterBroken"
+method = "portico.demo.v1.Library/GetShelf"
+request = { shelf = "{broken.name}" }
+"#;
+
+#[tokio::test]
+async fn partial_results_carry_an_errors_section_for_the_slow_and_the_failing_call() {
+    let h = Harness::start_with(&FLAKY.replace("{mode}", "partial"), "").await;
+    let started = Instant::now();
+    let r = h.client.get("/v1/dashboard/2").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-aggregate-complete"), Some("false"));
+    let j = r.json();
+    assert_eq!(j["shelf"]["theme"], "History");
+    assert!(j.get("slow").is_none() && j.get("broken").is_none());
+    let errors = &j["errors"];
+    assert_eq!(errors["slow"]["code"], 4, "DEADLINE_EXCEEDED: {errors}");
+    assert_eq!(errors["broken"]["code"], 14, "UNAVAILABLE: {errors}");
+    assert!(errors["broken"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("replica down"));
+    assert_eq!(
+        errors["afterBroken"]["code"], 9,
+        "FAILED_PRECONDITION: {errors}"
+    );
+    // The per-call timeout bounded the wait, and the slow call was cancelled
+    // at the backend rather than left running.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(support::eventually(|| h.backends.probe.cancelled_sleeps() == 1).await);
+}
+
+#[tokio::test]
+async fn fail_whole_answers_with_the_first_failure_without_waiting_for_the_slow_call() {
+    let h = Harness::start_with(&FLAKY.replace("{mode}", "fail"), "").await;
+    let started = Instant::now();
+    let r = h.client.get("/v1/dashboard/2").await;
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.text().contains("broken"), "{}", r.text());
+    assert!(support::eventually(|| h.backends.probe.cancelled_sleeps() == 1).await);
+}
+
+#[tokio::test]
+async fn a_post_aggregate_takes_values_from_the_json_body() {
+    let sections = r#"
+[[aggregates]]
+method = "POST"
+path = "/v1/compare"
+on_error = "partial"
+
+[[aggregates.calls]]
+name = "left"
+method = "portico.demo.v1.Library/GetBook"
+request = { name = "{body.left}" }
+
+[[aggregates.calls]]
+name = "right"
+method = "portico.demo.v1.Library/GetBook"
+request = { name = "{body.right}" }
+"#;
+    let h = Harness::start_with(sections, "").await;
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/v1/compare",
+            r#"{"left": "shelves/1/books/2", "right": "shelves/2/books/1"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["left"]["title"], "Solaris");
+    assert_eq!(j["right"]["title"], "The Guns of August");
+
+    let r = h
+        .client
+        .json(Method::POST, "/v1/compare", "{not json")
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("not JSON"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn aggregated_calls_pass_their_routes_policies() {
+    let sections = r#"
+[authenticators.users]
+kind = "api_key"
+header = "x-api-key"
+keys_file = "{keys}"
+
+[[aggregates]]
+path = "/v1/shelves/{shelf}/summary"
+
+[[aggregates.calls]]
+name = "shelf"
+method = "portico.demo.v1.Library/GetShelf"
+request = { shelf = "{path.shelf}" }
+"#
+    .replace("{keys}", &support::fixture("api_keys.toml"));
+    let h = Harness::start_with(&sections, "auth = \"users\"").await;
+    let r = h.client.get("/v1/shelves/1/summary").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/shelves/1/summary",
+            &[("x-api-key", "acme-key-123")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn bad_aggregates_are_refused_at_startup_naming_the_key() {
+    let cases = [
+        (
+            "method = \"portico.demo.v1.Nope/Get\"",
+            "aggregates[0].calls[0].method",
+            "not served by any [[routes]]",
+        ),
+        (
+            "method = \"portico.demo.v1.Feed/Watch\"",
+            "aggregates[0].calls[0].method",
+            "only unary methods",
+        ),
+        (
+            "method = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{later.name}\" }",
+            "aggregates[0].calls[0].request",
+            "listed before this one",
+        ),
+        (
+            "method = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.nope}\" }",
+            "aggregates[0].calls[0].request",
+            "no variable \"nope\"",
+        ),
+        (
+            "method = \"portico.demo.v1.Library/GetShelf\"\nrequest = { nmae = \"x\" }",
+            "aggregates[0].calls[0].request.nmae",
+            "has no field",
+        ),
+    ];
+    for (call, key, reason) in cases {
+        let sections = format!(
+            "[[aggregates]]\npath = \"/v1/x/{{id}}\"\n[[aggregates.calls]]\nname = \"one\"\n{call}\n"
+        );
+        let text = support::config_text("127.0.0.1:1".parse().unwrap(), &sections, "");
+        let err = match Config::from_toml(&text) {
+            Err(e) => e.to_string(),
+            Ok(config) => match app::load(config).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{call} was accepted"),
+            },
+        };
+        assert!(err.contains(key) && err.contains(reason), "{call}: {err}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The admin dashboard in headless Chromium: the page polls /stats and
+//! shows the calls that went through the gateway and the endpoints' state.
+
+use crate::support;
+
+use support::{browser, HttpClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
+    let Some(chromium) = browser::available() else {
+        return;
+    };
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
+    let client = HttpClient::new(gateway.addr);
+    for _ in 0..5 {
+        client.get("/v1/shelves/1").await;
+    }
+    // Traffic keeps flowing while the page polls, so it sees a rate.
+    let traffic = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                client.get("/v1/shelves/2").await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let url = format!("http://{}/", gateway.admin_addr.unwrap());
+    let shown = browser::page_result(&chromium, &url).await;
+    traffic.abort();
+    let shelf = shown["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "portico.demo.v1.Library/GetShelf")
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(shelf["total"].as_u64().unwrap() >= 5, "{shown}");
+    assert!(
+        shelf["rate"].as_f64().unwrap() > 0.0,
+        "a live rate: {shown}"
+    );
+    assert_eq!(shown["endpoints"][0]["address"], backend.to_string());
+    assert_eq!(shown["endpoints"][0]["state"], "available");
+}

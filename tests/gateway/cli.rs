@@ -1,0 +1,287 @@
+//! The `portico` command as a user runs it.
+
+use crate::support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+fn portico() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_portico"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+#[test]
+fn check_prints_the_route_table() {
+    let out = portico()
+        .args(["check", "--config", "examples/library.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("examples/library.toml: ok"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("/v1/shelves/{shelf}"))
+        .expect("GetShelf is listed");
+    assert!(
+        line.starts_with("GET")
+            && line.contains("/portico.demo.v1.Library/GetShelf")
+            && line.ends_with("demo"),
+        "{line}"
+    );
+    assert!(text.contains("/portico.demo.v1.Library/Stats") && text.contains("(auto)"));
+    let probe = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("portico.demo.v1.Probe"))
+        .expect("policies listed per route");
+    assert!(probe.contains("timeout 5s"), "{probe}");
+}
+
+#[test]
+fn check_lists_each_routes_policies_in_pipeline_order() {
+    let dir = std::env::temp_dir().join(format!("portico-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
+             [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"x\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\nauth = \"users\"\n\
+             authorize = {{ scopes = [\"read\"] }}\nrate_limit = {{ requests_per_second = 5, key = \"principal\" }}\n",
+            proto = support::proto_dir()
+        ),
+    )
+    .unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("portico.demo.v1.Library"))
+        .unwrap();
+    assert!(
+        line.contains("authenticate (users) -> authorize (scope read) -> rate limit (5/s, burst 5, per principal) -> timeout 1m"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn every_sample_config_checks() {
+    for config in ["examples/library.toml", "examples/protos.toml"] {
+        let out = portico()
+            .args(["check", "--config", config])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{config}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn explain_names_the_binding_and_what_fills_each_field() {
+    let out = portico()
+        .args([
+            "check",
+            "--config",
+            "examples/library.toml",
+            "--explain",
+            "PATCH /v1/shelves/1/books/2?updateMask=title",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("matches PATCH /v1/{book.name=shelves/*/books/*}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("path    book.name = \"shelves/1/books/2\""),
+        "{text}"
+    );
+    assert!(text.contains("body    field book"), "{text}");
+    assert!(text.contains("query   updateMask = \"title\""), "{text}");
+}
+
+#[test]
+fn explain_suggests_the_nearest_templates_when_nothing_matches() {
+    let out = portico()
+        .args([
+            "check",
+            "--config",
+            "examples/library.toml",
+            "--explain",
+            "GET /v1/shelfs/1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no binding matches"), "{text}");
+    assert!(text.lines().count() >= 3, "{text}");
+}
+
+#[test]
+fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:8080\"\n[upstreams.a]\nendpoints = [\"x:1\"]\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"b\"\n").unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml")
+            && err.contains("routes[0].upstream")
+            && err.contains("no upstream named"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn check_refuses_a_missing_jwks_file_as_serve_would() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
+         [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+         [authenticators.users]\nalgorithm = \"RS256\"\njwks_file = \"missing-jwks.json\"\n\
+         [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\nauth = \"users\"\n",
+        proto = support::proto_dir()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed: {err}");
+    assert!(
+        err.contains("jwks.toml")
+            && err.contains("authenticators.users")
+            && err.contains("missing-jwks.json"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn the_checked_in_descriptor_set_is_current() {
+    let out_file = std::env::temp_dir().join(format!("portico-demo-{}.binpb", std::process::id()));
+    let status = portico()
+        .args(["compile", "-I", "proto", "-o"])
+        .arg(&out_file)
+        .args([
+            "portico/demo/v1/library.proto",
+            "portico/demo/v1/feed.proto",
+            "portico/demo/v1/chat.proto",
+            "portico/demo/v1/probe.proto",
+        ])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let fresh = std::fs::read(&out_file).unwrap();
+    let checked_in = std::fs::read("descriptors/demo.binpb").unwrap();
+    std::fs::remove_file(out_file).ok();
+    assert!(
+        fresh == checked_in,
+        "descriptors/demo.binpb is stale: regenerate it with the command in README.md"
+    );
+}
+
+#[tokio::test]
+async fn the_demo_serves_its_tour() {
+    let mut child = portico()
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.split("gateway on http://")
+                    .nth(1)
+                    .map(|rest| rest.split(',').next().unwrap().to_owned())
+            })
+    })
+    .await
+    .unwrap()
+    .expect("the demo prints its address");
+    let client = support::HttpClient::new(addr.parse().unwrap());
+    let r = client.get("/v1/shelves/1").await;
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(r.json()["theme"], "Fiction");
+}
+
+#[test]
+fn check_refuses_a_redis_that_serve_could_not_use() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let write = |name: &str, extra: &str| {
+        let text = std::fs::read_to_string("examples/library.toml")
+            .unwrap()
+            // Paths in a config are relative to its folder: this one moves.
+            .replace("\"../", &format!("\"{}/", env!("CARGO_MANIFEST_DIR")))
+            .replace(
+                "[upstreams.",
+                &format!(
+                    "[redis]\nurl = \"redis://:secret-pw@{closed}\"\nconnect_timeout = \"300ms\"\n{extra}\n[upstreams."
+                ),
+            );
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let strict = write("strict.toml", "");
+    let out = portico()
+        .args(["check", "--config", strict.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check passed a Redis nobody answers");
+    assert!(
+        err.contains("redis") && err.contains("cannot use Redis"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret-pw"),
+        "the password is never printed: {err}"
+    );
+
+    let degraded = write("degraded.toml", "on_start_failure = \"degraded\"");
+    let out = portico()
+        .args(["check", "--config", degraded.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: redis"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

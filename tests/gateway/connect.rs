@@ -1,0 +1,239 @@
+//! The Connect protocol, as connect-web / connect-es clients send it, on
+//! the same `/package.Service/Method` paths.
+
+use crate::support;
+
+use base64::Engine as _;
+use bytes::{Buf, Bytes};
+use http::{Method, StatusCode};
+use portico::demo::backends::pb;
+use prost::Message;
+use support::{frame_bytes, Harness};
+
+const UNARY_JSON: [(&str, &str); 2] = [
+    ("content-type", "application/json"),
+    ("connect-protocol-version", "1"),
+];
+
+/// Splits a streaming reply into its messages and its end-stream JSON.
+fn envelopes(mut body: Bytes) -> (Vec<Bytes>, serde_json::Value) {
+    let mut messages = Vec::new();
+    let mut end = serde_json::Value::Null;
+    while body.len() >= 5 {
+        let flags = body[0];
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        body.advance(5);
+        let payload = body.split_to(len);
+        if flags & 0x02 != 0 {
+            end = serde_json::from_slice(&payload).unwrap();
+        } else {
+            messages.push(payload);
+        }
+    }
+    (messages, end)
+}
+
+#[tokio::test]
+async fn unary_json_and_proto() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &UNARY_JSON,
+            r#"{"shelf":"1"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["theme"], "Fiction");
+
+    let headers = [
+        ("content-type", "application/proto"),
+        ("connect-protocol-version", "1"),
+    ];
+    let body = pb::GetShelfRequest { shelf: "2".into() }.encode_to_vec();
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &headers,
+            body,
+        )
+        .await;
+    assert_eq!(r.header("content-type"), Some("application/proto"));
+    assert_eq!(pb::Shelf::decode(r.body).unwrap().theme, "History");
+}
+
+#[tokio::test]
+async fn errors_use_connect_codes_and_details() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Fail",
+            &UNARY_JSON,
+            r#"{"code":5}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let e = r.json();
+    assert_eq!(e["code"], "not_found");
+    assert_eq!(e["details"][0]["type"], "google.rpc.ErrorInfo");
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(e["details"][0]["value"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        portico::demo::backends::rpc::ErrorInfo::decode(raw.as_slice())
+            .unwrap()
+            .reason,
+        "PROBE_FAILURE"
+    );
+
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &UNARY_JSON,
+            r#"{"shelf":1,"x":2}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["code"], "invalid_argument");
+    assert_eq!(r.json()["details"][0]["type"], "google.rpc.BadRequest");
+}
+
+#[tokio::test]
+async fn get_is_allowed_for_side_effect_free_methods_only() {
+    let h = Harness::start().await;
+    let r = h.client.get("/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message=%7B%22shelf%22%3A%222%22%7D").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["theme"], "History");
+
+    let msg = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(pb::GetShelfRequest { shelf: "1".into() }.encode_to_vec());
+    let r = h
+        .client
+        .get(&format!(
+            "/portico.demo.v1.Library/GetShelf?connect=v1&encoding=proto&base64=1&message={msg}"
+        ))
+        .await;
+    assert_eq!(pb::Shelf::decode(r.body).unwrap().theme, "Fiction");
+
+    let r = h
+        .client
+        .get("/portico.demo.v1.Library/Stats?connect=v1&encoding=json&message=%7B%7D")
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn connect_timeout_ms_sets_the_deadline() {
+    let h = Harness::start().await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("connect-protocol-version", "1"),
+        ("connect-timeout-ms", "100"),
+    ];
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Sleep",
+            &headers,
+            r#"{"millis":3000}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["code"], "deadline_exceeded");
+}
+
+#[tokio::test]
+async fn server_streams_end_with_an_end_stream_frame_bytes() {
+    let h = Harness::start().await;
+    let headers = [("content-type", "application/connect+json")];
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Watch",
+            &headers,
+            frame_bytes(0, br#"{"count":3,"topic":"c"}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/connect+json"));
+    let (messages, end) = envelopes(r.body);
+    let seqs: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(m).unwrap()["seq"].clone())
+        .collect();
+    assert_eq!(seqs, ["1", "2", "3"]);
+    assert!(end.get("error").is_none(), "{end}");
+
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Watch",
+            &headers,
+            frame_bytes(0, br#"{"count":3,"failAfter":1}"#),
+        )
+        .await;
+    let (messages, end) = envelopes(r.body);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(end["error"]["code"], "aborted");
+}
+
+#[tokio::test]
+async fn client_streams_take_proto_envelopes() {
+    let h = Harness::start().await;
+    let mut body = Vec::new();
+    for seq in 1..=3 {
+        body.extend(frame_bytes(
+            0,
+            &pb::Event {
+                seq,
+                topic: "t".into(),
+                text: String::new(),
+            }
+            .encode_to_vec(),
+        ));
+    }
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Upload",
+            &[("content-type", "application/connect+proto")],
+            body,
+        )
+        .await;
+    let (messages, end) = envelopes(r.body);
+    assert!(end.get("error").is_none(), "{end}");
+    let summary = pb::UploadSummary::decode(messages[0].clone()).unwrap();
+    assert_eq!((summary.count, summary.last_seq), (3, 3));
+}
+
+#[tokio::test]
+async fn a_unary_content_type_on_a_streaming_method_is_refused() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Watch",
+            &UNARY_JSON,
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("application/connect+json"));
+}

@@ -1,0 +1,398 @@
+//! One request edge: every policy behaviour, run through every ingress
+//! protocol (REST, gRPC, gRPC-Web, Connect, WebSocket) with the same
+//! headers, must give the same verdict and hand the backend the same
+//! metadata. Each case is a row; each protocol a column.
+
+use crate::support;
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+use std::time::{SystemTime, UNIX_EPOCH};
+use support::protocols::{call, gateway, Protocol, EVERY_PROTOCOL};
+use support::{fixture, Harness};
+
+const SECRET: &str = "an-edge-parity-secret-long-enough";
+
+/// A named set of headers and the gRPC code it must get.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, i64);
+
+fn token(scope: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ada", "exp": now + 600, "scope": scope}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
+    let h = gateway(
+        "[websocket]\nallowed_origins = [\"http://app.example\"]\n",
+        "",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-tenant", "acme"),
+                ("x-request-id", "r-1"),
+                ("accept-language", "fr"),
+                ("cookie", "session=secret"),
+                ("origin", "http://app.example"),
+                ("sec-fetch-mode", "cors"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let md = &s.metadata;
+        assert_eq!(md["x-tenant"], "acme", "{protocol:?}: {md:?}");
+        // A WebSocket session's calls each get the session's id and a number.
+        let id = if protocol == Protocol::WebSocket {
+            "r-1.0"
+        } else {
+            "r-1"
+        };
+        assert_eq!(md["x-request-id"], id, "{protocol:?}");
+        assert_eq!(md["accept-language"], "fr", "{protocol:?}");
+        for never in [
+            "cookie",
+            "origin",
+            "sec-fetch-mode",
+            "connect-protocol-version",
+            "sec-websocket-key",
+            "sec-websocket-protocol",
+            "x-grpc-web",
+        ] {
+            assert!(
+                !md.contains_key(never),
+                "{protocol:?} forwarded {never}: {md:?}"
+            );
+        }
+        assert!(
+            md.contains_key("grpc-timeout"),
+            "{protocol:?}: a deadline is always sent"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forward_list_is_one_rule_for_every_protocol() {
+    let h = gateway("[metadata]\nforward = [\"x-tenant-*\", \"cookie\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-tenant-id", "t1"),
+                ("cookie", "c=1"),
+                ("x-other", "no"),
+                ("authorization", "Bearer x"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        let md = &s.metadata;
+        assert_eq!(md["x-tenant-id"], "t1", "{protocol:?}");
+        assert_eq!(md["cookie"], "c=1", "{protocol:?}");
+        assert!(!md.contains_key("x-other"), "{protocol:?}: {md:?}");
+        assert!(!md.contains_key("authorization"), "{protocol:?}: {md:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol() {
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\ncookie = \"session\"\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"").await;
+    let bearer = format!("Bearer {}", token("probe"));
+    let cookie = format!("theme=dark; session={}", token("probe"));
+    let other = format!("Bearer {}", token("other"));
+    let cases: [Case; 6] = [
+        ("header", vec![("authorization", bearer.as_str())], 0),
+        ("cookie", vec![("cookie", cookie.as_str())], 0),
+        ("nothing", vec![], 16),
+        ("forged cookie", vec![("cookie", "session=a.b.c")], 16),
+        (
+            "two authorization fields",
+            vec![
+                ("authorization", bearer.as_str()),
+                ("authorization", other.as_str()),
+            ],
+            3,
+        ),
+        (
+            "a header and a different cookie",
+            vec![
+                ("authorization", other.as_str()),
+                ("cookie", cookie.as_str()),
+            ],
+            3,
+        ),
+    ];
+    for (name, headers, want) in &cases {
+        for protocol in EVERY_PROTOCOL {
+            let s = call(&h, protocol, headers, "", None).await;
+            assert_eq!(s.code, *want, "{name} over {protocol:?}");
+        }
+    }
+    // The cookie served the policy; it is not forwarded by default.
+    let s = call(&h, Protocol::Connect, &[("cookie", &cookie)], "", None).await;
+    assert!(!s.metadata.contains_key("cookie"));
+    assert_eq!(h.backends.probe.calls(), 2 * 5 + 1);
+}
+
+#[tokio::test]
+async fn an_api_key_in_the_header_or_the_query_authenticates_every_protocol() {
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nquery_param = \"api_key\"\nkeys_file = \"{}\"\n",
+        fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "auth = \"partners\"").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("x-api-key", "acme-key-123")], "", None).await;
+        assert_eq!(s.code, 0, "header over {protocol:?}");
+        let s = call(&h, protocol, &[("x-api-key", "wrong")], "", None).await;
+        assert_eq!(s.code, 16, "a wrong key over {protocol:?}");
+        // gRPC clients have no query string to speak of.
+        if protocol != Protocol::Grpc {
+            let s = call(&h, protocol, &[], "api_key=acme-key-123", None).await;
+            assert_eq!(s.code, 0, "query over {protocol:?}");
+            // A key in the header and another in the query: which one counts?
+            // Neither: the call is refused.
+            let s = call(
+                &h,
+                protocol,
+                &[("x-api-key", "acme-key-123")],
+                "api_key=globex-key-456",
+                None,
+            )
+            .await;
+            assert_eq!(s.code, 3, "header and query over {protocol:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn authorization_refuses_the_same_callers_on_every_protocol() {
+    let sections =
+        format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n");
+    let h = gateway(
+        &sections,
+        "auth = \"users\"\nauthorize = { scopes = [\"probe.read\"] }",
+    )
+    .await;
+    let allowed = format!("Bearer {}", token("probe.read"));
+    let denied = format!("Bearer {}", token("other"));
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("authorization", &allowed)], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let s = call(&h, protocol, &[("authorization", &denied)], "", None).await;
+        assert_eq!(s.code, 7, "{protocol:?}");
+    }
+    assert_eq!(h.backends.probe.calls(), 5);
+}
+
+#[tokio::test]
+async fn a_rate_limit_keyed_on_a_header_counts_it_on_every_protocol() {
+    let h = gateway(
+        "",
+        "rate_limit = { requests_per_second = 0.001, burst = 1, key = \"header:x-client\" }",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let key = format!("{protocol:?}");
+        let s = call(&h, protocol, &[("x-client", &key)], "", None).await;
+        assert_eq!(s.code, 0, "first call over {protocol:?}");
+        let s = call(&h, protocol, &[("x-client", &key)], "", None).await;
+        assert_eq!(s.code, 8, "second call over {protocol:?}");
+    }
+    // One key is one bucket, whichever protocol spends it.
+    let s = call(&h, Protocol::Rest, &[("x-client", "Grpc")], "", None).await;
+    assert_eq!(s.code, 8);
+}
+
+#[tokio::test]
+async fn the_cache_reads_cache_control_and_vary_from_every_protocol() {
+    let h = gateway(
+        "",
+        "cache = { ttl = \"60s\", vary = [\"accept-language\", \"x-run\"] }",
+    )
+    .await;
+    let mut calls = 0;
+    for protocol in EVERY_PROTOCOL {
+        let run = format!("{protocol:?}");
+        let with = |lang: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut v = vec![("x-run", run.clone()), ("accept-language", lang.to_owned())];
+            if let Some((k, val)) = extra {
+                v.push((k, val.to_owned()));
+            }
+            v
+        };
+        let go = |headers: Vec<(&'static str, String)>| {
+            let h = &h;
+            async move {
+                let refs: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                call(h, protocol, &refs, "", None).await
+            }
+        };
+        let s = go(with("en", None)).await;
+        calls += 1;
+        assert_eq!(s.cache.as_deref(), Some("MISS"), "{protocol:?}");
+        let s = go(with("en", None)).await;
+        assert_eq!(s.cache.as_deref(), Some("HIT"), "{protocol:?}");
+        assert_eq!(s.metadata["accept-language"], "en");
+
+        // Another language is another variant: never the first one's reply.
+        let s = go(with("fr", None)).await;
+        calls += 1;
+        assert_eq!(s.cache.as_deref(), Some("MISS"), "{protocol:?}");
+        assert_eq!(s.metadata["accept-language"], "fr", "{protocol:?}");
+
+        let s = go(with("en", Some(("cache-control", "no-cache")))).await;
+        calls += 1;
+        assert_eq!(
+            s.cache.as_deref(),
+            Some("MISS"),
+            "no-cache over {protocol:?}"
+        );
+
+        let s = go(with("de", Some(("cache-control", "no-store")))).await;
+        calls += 1;
+        assert_ne!(
+            s.cache.as_deref(),
+            Some("HIT"),
+            "no-store over {protocol:?}"
+        );
+        let s = go(with("de", None)).await;
+        calls += 1;
+        assert_eq!(
+            s.cache.as_deref(),
+            Some("MISS"),
+            "{protocol:?}: a no-store reply was stored"
+        );
+        assert_eq!(h.backends.probe.calls(), calls, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_deadline_shortens_the_call_on_every_protocol() {
+    let h = gateway("", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let deadline: &[(&str, &str)] = match protocol {
+            Protocol::Connect => &[("connect-timeout-ms", "700")],
+            _ => &[("grpc-timeout", "700m")],
+        };
+        let s = call(&h, protocol, deadline, "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        let sent = s.metadata["grpc-timeout"].as_str().unwrap().to_owned();
+        let sent = portico::headers::parse_grpc_timeout(&sent).unwrap();
+        assert!(
+            sent <= std::time::Duration::from_millis(700),
+            "{protocol:?} sent {sent:?}"
+        );
+
+        let short: &[(&str, &str)] = match protocol {
+            Protocol::Connect => &[("connect-timeout-ms", "100")],
+            _ => &[("grpc-timeout", "100m")],
+        };
+        let s = call(&h, protocol, short, "", Some(3000)).await;
+        assert_eq!(s.code, 4, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_client_cannot_claim_an_address_on_any_protocol() {
+    let h = gateway("[websocket]\nallowed_origins = [\"*\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "https"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s.metadata["x-forwarded-for"], "127.0.0.1", "{protocol:?}");
+        assert_eq!(s.metadata["x-forwarded-proto"], "http", "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_that_rate_limits_count() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "")
+            .replacen(
+                "admin = \"127.0.0.1:0\"\n",
+                "admin = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+                1,
+            )
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"client_ip\" }\n",
+                1,
+            )
+    })
+    .await;
+    for (i, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        let client = format!("198.51.100.{i}");
+        let s = call(&h, protocol, &[("x-forwarded-for", &client)], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}");
+        assert_eq!(
+            s.metadata["x-forwarded-for"],
+            format!("{client}, 127.0.0.1"),
+            "{protocol:?}"
+        );
+        // The same client again, through the same proxy: its own bucket is empty.
+        let s = call(&h, protocol, &[("x-forwarded-for", &client)], "", None).await;
+        assert_eq!(s.code, 8, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_that_names_audiences_refuses_a_token_without_one() {
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\naudiences = [\"probe-api\"]\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"").await;
+    let no_aud = format!("Bearer {}", token("probe"));
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("authorization", &no_aud)], "", None).await;
+        assert_eq!(s.code, 16, "{protocol:?}");
+    }
+    assert_eq!(h.backends.probe.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_header_value_grpc_metadata_cannot_carry_is_not_forwarded() {
+    let h = gateway("", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let mut headers = vec![("x-city", "Zürich"), ("x-plain", "ok")];
+        if protocol == Protocol::Grpc {
+            // tonic will not send it; a raw HTTP/2 client will.
+            headers.push(("grpc-timeout", "30S"));
+        }
+        let s = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}: the call itself goes through");
+        assert_eq!(s.metadata["x-plain"], "ok", "{protocol:?}");
+        assert!(
+            !s.metadata.contains_key("x-city"),
+            "{protocol:?}: a non-ASCII value reached gRPC metadata: {:?}",
+            s.metadata
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! The same failure through every protocol: one error table, so REST,
+//! gRPC, gRPC-Web, Connect and WebSocket clients all see the same code.
+
+use crate::support;
+
+use futures_util::StreamExt;
+use http::Method;
+use portico::demo::backends::pb;
+use support::{frame, Harness};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What each protocol reported for one failure.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    rest: (u16, i64),
+    grpc: i32,
+    grpc_web: String,
+    connect: (u16, String),
+    websocket: i64,
+}
+
+/// Calls `method` (REST `rest_path`) with `request` through every protocol.
+async fn through_every_protocol(
+    h: &Harness,
+    grpc_path: &str,
+    rest_path: &str,
+    request: &impl prost::Message,
+    json: &str,
+) -> Seen {
+    let rest = h.client.get(rest_path).await;
+    let rest = (rest.status.as_u16(), rest.json()["code"].as_i64().unwrap());
+
+    let channel = h.grpc_channel().await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
+            grpc_path.parse::<http::uri::PathAndQuery>().unwrap(),
+            portico::egress::codec::RawCodec,
+        )
+        .await
+        .unwrap_err();
+
+    let web = h
+        .client
+        .send(
+            Method::POST,
+            grpc_path,
+            &[("content-type", "application/grpc-web+proto")],
+            frame(request),
+        )
+        .await;
+    let grpc_web = web.header("grpc-status").unwrap_or("?").to_owned();
+
+    let connect = h
+        .client
+        .send(
+            Method::POST,
+            grpc_path,
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            json.to_owned(),
+        )
+        .await;
+    let connect = (
+        connect.status.as_u16(),
+        connect.json()["code"].as_str().unwrap().to_owned(),
+    );
+
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = serde_json::json!({"id": "x", "open": grpc_path, "message": serde_json::from_str::<serde_json::Value>(json).unwrap()});
+    futures_util::SinkExt::send(&mut ws, Message::text(open.to_string()))
+        .await
+        .unwrap();
+    let websocket = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if let Some(s) = v.get("status") {
+                break s["code"].as_i64().unwrap();
+            }
+        }
+    };
+    Seen {
+        rest,
+        grpc: status.code() as i32,
+        grpc_web,
+        connect,
+        websocket,
+    }
+}
+
+#[tokio::test]
+async fn a_backend_not_found_is_not_found_everywhere() {
+    let h = Harness::start().await;
+    let seen = through_every_protocol(
+        &h,
+        "/portico.demo.v1.Library/GetShelf",
+        "/v1/shelves/9",
+        &pb::GetShelfRequest { shelf: "9".into() },
+        r#"{"shelf":"9"}"#,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        Seen {
+            rest: (404, 5),
+            grpc: 5,
+            grpc_web: "5".into(),
+            connect: (404, "not_found".into()),
+            websocket: 5
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_is_deadline_exceeded_everywhere() {
+    let h = Harness::start_with("", "timeout = \"150ms\"").await;
+    let seen = through_every_protocol(
+        &h,
+        "/portico.demo.v1.Probe/Sleep",
+        "/v1/probe/sleep/3000",
+        &pb::SleepRequest { millis: 3000 },
+        r#"{"millis":3000}"#,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        Seen {
+            rest: (504, 4),
+            grpc: 4,
+            grpc_web: "4".into(),
+            connect: (504, "deadline_exceeded".into()),
+            websocket: 4
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_permission_error_is_permission_denied_everywhere() {
+    let h = Harness::start().await;
+    let seen = through_every_protocol(
+        &h,
+        "/portico.demo.v1.Probe/Fail",
+        "/v1/probe/fail/7",
+        &pb::FailRequest {
+            code: 7,
+            message: String::new(),
+        },
+        r#"{"code":7}"#,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        Seen {
+            rest: (403, 7),
+            grpc: 7,
+            grpc_web: "7".into(),
+            connect: (403, "permission_denied".into()),
+            websocket: 7
+        }
+    );
+}

@@ -1,0 +1,489 @@
+//! External authorization through every protocol: a tonic server speaking
+//! Envoy's `envoy.service.auth.v3.Authorization/Check` (as OPA-Envoy and
+//! other ext_authz servers do) and an HTTP forward-auth service decide
+//! whether calls reach the backend, what headers the backend gets, and
+//! what a refused client is told.
+
+use crate::support;
+
+use portico::policy::ext_authz::pb::envoy::config::core::v3 as core;
+use portico::policy::ext_authz::pb::envoy::r#type::v3::HttpStatus;
+use portico::policy::ext_authz::pb::envoy::service::auth::v3 as auth;
+use portico::policy::ext_authz::pb::google::rpc::Status;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::protocols::{call, gateway, Protocol, EVERY_PROTOCOL};
+
+/// An ext_authz server: allows tenant `acme` (adding a header for the
+/// backend and removing another), refuses tenant `blocked` with a 429 and
+/// a body, and anyone else with PERMISSION_DENIED and no HTTP details.
+#[derive(Clone, Default)]
+struct Authorizer {
+    asked: Arc<Mutex<Vec<auth::CheckRequest>>>,
+}
+
+/// A header option with Envoy's newer `append_action` instead of `append`.
+fn header_action(
+    key: &str,
+    value: &str,
+    action: core::header_value_option::HeaderAppendAction,
+) -> core::HeaderValueOption {
+    core::HeaderValueOption {
+        append_action: action as i32,
+        ..header(key, value, None)
+    }
+}
+
+fn header(key: &str, value: &str, append: Option<bool>) -> core::HeaderValueOption {
+    core::HeaderValueOption {
+        header: Some(core::HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..Default::default()
+        }),
+        append,
+        ..Default::default()
+    }
+}
+
+#[tonic::async_trait]
+impl auth::authorization_server::Authorization for Authorizer {
+    async fn check(
+        &self,
+        request: tonic::Request<auth::CheckRequest>,
+    ) -> Result<tonic::Response<auth::CheckResponse>, tonic::Status> {
+        let req = request.into_inner();
+        self.asked.lock().unwrap().push(req.clone());
+        let http = req
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let status = |code: i32, message: &str| Status {
+            code,
+            message: message.to_owned(),
+            details: vec![],
+        };
+        let reply = match http.headers.get("x-tenant").map(String::as_str) {
+            Some("acme") => auth::CheckResponse {
+                status: Some(status(0, "")),
+                http_response: Some(auth::check_response::HttpResponse::OkResponse(
+                    auth::OkHttpResponse {
+                        headers: vec![
+                            header("x-tenant-plan", "gold", None),
+                            header_action(
+                                "x-tenant",
+                                "acme-verified",
+                                core::header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+                            ),
+                            header_action(
+                                "x-region",
+                                "eu",
+                                core::header_value_option::HeaderAppendAction::AddIfAbsent,
+                            ),
+                        ],
+                        headers_to_remove: vec!["x-drop-me".to_owned()],
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+            Some("slow") => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                auth::CheckResponse::default()
+            }
+            Some("blocked") => auth::CheckResponse {
+                status: Some(status(8, "over quota")),
+                http_response: Some(auth::check_response::HttpResponse::DeniedResponse(
+                    auth::DeniedHttpResponse {
+                        status: Some(HttpStatus { code: 429 }),
+                        headers: vec![
+                            header("x-quota-remaining", "0", None),
+                            header("content-type", "text/plain", None),
+                        ],
+                        body: "tenant acme-blocked is over its quota".to_owned(),
+                    },
+                )),
+                ..Default::default()
+            },
+            _ => auth::CheckResponse {
+                status: Some(status(7, "no tenant, no entry")),
+                ..Default::default()
+            },
+        };
+        Ok(tonic::Response::new(reply))
+    }
+}
+
+impl Authorizer {
+    async fn start(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = auth::authorization_server::AuthorizationServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    fn times_asked(&self) -> usize {
+        self.asked.lock().unwrap().len()
+    }
+}
+
+fn sections(name: &str, target: &str, extra: &str) -> String {
+    format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n[ext_authz.{name}]\n{target}\ninclude_headers = [\"x-tenant\"]\n{extra}\n",
+        support::fixture("api_keys.toml")
+    )
+}
+
+const KEY: (&str, &str) = ("x-api-key", "acme-key-123");
+
+#[tokio::test]
+async fn an_ext_authz_server_decides_the_same_on_every_protocol() {
+    let authorizer = Authorizer::default();
+    let addr = authorizer.start().await;
+    let h = gateway(
+        &sections("opa", &format!("grpc = \"{addr}\""), ""),
+        "auth = \"keys\"\next_authz = \"opa\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[
+                KEY,
+                ("x-tenant", "acme"),
+                ("x-drop-me", "secret"),
+                ("x-region", "us"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: allowed");
+        assert_eq!(
+            seen.metadata["x-tenant-plan"], "gold",
+            "{protocol:?}: added"
+        );
+        assert_eq!(
+            seen.metadata["x-tenant"], "acme-verified",
+            "{protocol:?}: replaced"
+        );
+        assert!(
+            seen.metadata.get("x-drop-me").is_none(),
+            "{protocol:?}: removed"
+        );
+        assert_eq!(
+            seen.metadata["x-region"], "us",
+            "{protocol:?}: added only if absent"
+        );
+
+        // REST gets the service's body as written (not a JSON error: the
+        // protocol table's code is -1 then; its status is checked below).
+        let rest = |code| if protocol == Protocol::Rest { -1 } else { code };
+        let seen = call(&h, protocol, &[KEY, ("x-tenant", "blocked")], "", None).await;
+        assert_eq!(
+            seen.code,
+            rest(8),
+            "{protocol:?}: a 429 denial is RESOURCE_EXHAUSTED"
+        );
+        assert_eq!(
+            seen.message, "tenant acme-blocked is over its quota",
+            "{protocol:?}"
+        );
+
+        let seen = call(&h, protocol, &[KEY], "", None).await;
+        assert_eq!(
+            seen.code,
+            rest(7),
+            "{protocol:?}: a plain denial is PERMISSION_DENIED"
+        );
+        assert_eq!(seen.message, "no tenant, no entry", "{protocol:?}");
+
+        // Unauthenticated calls never reach the service.
+        let before = authorizer.times_asked();
+        let seen = call(&h, protocol, &[("x-tenant", "acme")], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}");
+        assert_eq!(authorizer.times_asked(), before);
+    }
+
+    // The service was told the call as the gRPC method it is, whatever the
+    // client's protocol, with the principal and the chosen headers only.
+    let asked = authorizer.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 15);
+    for req in &asked {
+        let attrs = req.attributes.as_ref().unwrap();
+        let http = attrs.request.as_ref().unwrap().http.as_ref().unwrap();
+        assert_eq!(http.path, "/portico.demo.v1.Probe/Headers");
+        assert_eq!(http.method, "POST");
+        assert_eq!(attrs.source.as_ref().unwrap().principal, "acme");
+        assert!(
+            !http.headers.contains_key("x-api-key"),
+            "only include_headers are sent"
+        );
+        assert_eq!(
+            attrs.context_extensions["portico.method"],
+            "portico.demo.v1.Probe.Headers"
+        );
+        let address = attrs.source.as_ref().unwrap().address.as_ref().unwrap();
+        let Some(core::address::Address::SocketAddress(s)) = &address.address else {
+            panic!("no socket address")
+        };
+        assert_eq!(s.address, "127.0.0.1");
+    }
+
+    // A REST client gets the denial as the service wrote it.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[KEY, ("x-tenant", "blocked")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), "tenant acme-blocked is over its quota");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("x-quota-remaining"), Some("0"));
+    let r = h
+        .client
+        .send(http::Method::GET, "/v1/probe/headers", &[KEY], "")
+        .await;
+    assert_eq!(
+        r.status, 403,
+        "no denied_response: a 403 with the status message"
+    );
+    assert_eq!(r.text(), "no tenant, no entry");
+}
+
+#[tokio::test]
+async fn a_silent_authorization_service_follows_the_failure_mode() {
+    let authorizer = Authorizer::default();
+    let addr = authorizer.start().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for (mode, target, tenant, code) in [
+        ("closed", format!("grpc = \"{dead}\""), "acme", 14),
+        ("closed", format!("grpc = \"{addr}\""), "slow", 14),
+        ("open", format!("grpc = \"{dead}\""), "acme", 0),
+        ("open", format!("grpc = \"{addr}\""), "slow", 0),
+    ] {
+        let extra = format!("failure_mode = \"{mode}\"\ntimeout = \"300ms\"");
+        let h = gateway(
+            &sections("opa", &target, &extra),
+            "auth = \"keys\"\next_authz = \"opa\"",
+        )
+        .await;
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[KEY, ("x-tenant", tenant)], "", None).await;
+            assert_eq!(seen.code, code, "{protocol:?}, {mode}, {target}, {tenant}");
+            if code == 14 {
+                assert!(
+                    seen.message.contains("authorization service opa"),
+                    "{}",
+                    seen.message
+                );
+            }
+        }
+        let metrics = reqwest_metrics(&h).await;
+        let result = if mode == "open" {
+            "failed_open"
+        } else {
+            "failed_closed"
+        };
+        assert!(
+            metrics.contains(&format!(
+                "portico_ext_authz_decisions_total{{authorizer=\"opa\",result=\"{result}\"}} 5"
+            )),
+            "{metrics}"
+        );
+    }
+}
+
+/// The admin port's `/metrics`.
+async fn reqwest_metrics(h: &support::Harness) -> String {
+    support::HttpClient::new(h.gateway.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text()
+}
+
+#[tokio::test]
+async fn decisions_are_cached_per_principal_and_method() {
+    let authorizer = Authorizer::default();
+    let addr = authorizer.start().await;
+    let h = gateway(
+        &sections("opa", &format!("grpc = \"{addr}\""), "cache_ttl = \"2s\""),
+        "auth = \"keys\"\next_authz = \"opa\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[KEY, ("x-tenant", "acme")], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-tenant-plan"], "gold",
+            "{protocol:?}: the cached allow keeps its headers"
+        );
+    }
+    assert_eq!(authorizer.times_asked(), 1, "one question for five calls");
+    // Another method is another decision.
+    let seen = call(
+        &h,
+        Protocol::Rest,
+        &[KEY, ("x-tenant", "acme")],
+        "",
+        Some(1),
+    )
+    .await;
+    assert_eq!(seen.code, 0);
+    assert_eq!(authorizer.times_asked(), 2);
+    let metrics = reqwest_metrics(&h).await;
+    assert!(
+        metrics.contains("portico_ext_authz_cache_hits_total{authorizer=\"opa\"} 4"),
+        "{metrics}"
+    );
+    // A decision lives for cache_ttl: then the service is asked again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let seen = call(
+        &h,
+        Protocol::WebSocket,
+        &[KEY, ("x-tenant", "acme")],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0);
+    assert_eq!(authorizer.times_asked(), 3, "the cached decision expired");
+}
+
+/// A forward-auth service: `Bearer letmein` passes (naming the user),
+/// anything else is sent to a login page.
+async fn forward_auth() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let seen: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    record.lock().unwrap().push(req.headers().clone());
+                    let allowed = req
+                        .headers()
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer letmein");
+                    let resp = if allowed {
+                        http::Response::builder()
+                            .status(200)
+                            .header("x-user-id", "u-42")
+                            .header("x-internal", "not for the backend")
+                            .body(Full::new(bytes::Bytes::new()))
+                    } else {
+                        http::Response::builder()
+                            .status(302)
+                            .header("location", "https://login.example/?rd=orders")
+                            .header("content-type", "text/html")
+                            .body(Full::new(bytes::Bytes::from(
+                                "<a href=\"https://login.example/\">log in</a>",
+                            )))
+                    };
+                    async move { Ok::<_, std::convert::Infallible>(resp.unwrap()) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
+    let (addr, seen_by_service) = forward_auth().await;
+    let sections = format!(
+        "[ext_authz.gate]\nhttp = \"http://{addr}/check\"\ninclude_headers = [\"authorization\"]\nupstream_headers = [\"x-user-id\"]\n"
+    );
+    let h = gateway(&sections, "ext_authz = \"gate\"").await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[
+                ("authorization", "Bearer letmein"),
+                ("x-user-id", "forged"),
+                ("x-request-id", "req-7"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-user-id"], "u-42",
+            "{protocol:?}: the service's value, never the client's"
+        );
+        assert!(
+            seen.metadata.get("x-internal").is_none(),
+            "{protocol:?}: only upstream_headers"
+        );
+        let seen = call(&h, protocol, &[("authorization", "Bearer nope")], "", None).await;
+        let expected = if protocol == Protocol::Rest { -1 } else { 7 };
+        assert_eq!(
+            seen.code, expected,
+            "{protocol:?}: a redirect is PERMISSION_DENIED"
+        );
+    }
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("authorization", "Bearer nope")],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.status, 302,
+        "a REST client follows the service's redirect"
+    );
+    assert_eq!(
+        r.header("location"),
+        Some("https://login.example/?rd=orders")
+    );
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert!(r.text().contains("log in"));
+
+    let asked = seen_by_service.lock().unwrap();
+    let first = &asked[0];
+    assert_eq!(first["x-forwarded-uri"], "/portico.demo.v1.Probe/Headers");
+    assert_eq!(first["x-portico-method"], "portico.demo.v1.Probe.Headers");
+    assert_eq!(first["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(first["x-forwarded-method"], "POST");
+    assert_eq!(first["x-request-id"], "req-7");
+    assert_eq!(
+        first["authorization"], "Bearer letmein",
+        "an include_headers entry"
+    );
+    assert!(
+        !first.contains_key("x-portico-principal"),
+        "no principal on this route"
+    );
+    assert!(!first.contains_key("x-user-id"), "not in include_headers");
+    assert_eq!(json!(asked.len()), json!(11));
+}

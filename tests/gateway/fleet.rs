@@ -1,0 +1,555 @@
+//! Fleet mode: several Portico instances (real `portico serve` processes
+//! where a test loads them, in-process gateways elsewhere) share rate
+//! limits and cached replies through real `redis-server` processes,
+//! standalone and as a Redis Cluster, and keep serving when Redis goes.
+
+use crate::support;
+
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::redis::{available, free_port, RedisCluster, RedisServer};
+use support::HttpClient;
+
+/// A `portico serve` process on its own ports.
+struct Portico {
+    _child: tokio::process::Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Portico {
+    async fn serve(config: &str) -> Portico {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "portico-fleet-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        )));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = config
+            .replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{addr}\""),
+                1,
+            )
+            .replacen(
+                "admin = \"127.0.0.1:0\"",
+                &format!("admin = \"{admin}\""),
+                1,
+            );
+        let path = dir.0.join("portico.toml");
+        std::fs::write(&path, text).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("portico starts");
+        let p = Portico {
+            _child: child,
+            addr,
+            admin,
+            _dir: dir,
+        };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(p.admin).await.is_ok()
+                && tokio::net::TcpStream::connect(p.addr).await.is_ok()
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("portico serve did not come up on {addr}");
+    }
+}
+
+/// The admin port's `/fleet` and `/metrics`.
+async fn fleet_status(admin: SocketAddr) -> serde_json::Value {
+    HttpClient::new(admin).get("/fleet").await.json()
+}
+
+async fn metric(admin: SocketAddr, line_prefix: &str) -> f64 {
+    let text = HttpClient::new(admin).get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics"))
+}
+
+/// The demo config with `[redis]` and `library_extra` on the Library route.
+fn config(backend: SocketAddr, redis: &str, library_extra: &str) -> String {
+    config_for(backend, redis, "Library", library_extra)
+}
+
+/// The demo config with `[redis]` and `extra` on the route of `service`.
+fn config_for(backend: SocketAddr, redis: &str, service: &str, extra: &str) -> String {
+    let route = format!("grpc_service = \"portico.demo.v1.{service}\"\nupstream = \"demo\"\n");
+    support::config_text(backend, redis, "").replacen(&route, &format!("{route}{extra}\n"), 1)
+}
+
+async fn backend() -> (portico::demo::backends::Backends, SocketAddr) {
+    let backends = portico::demo::backends::Backends::default();
+    let (addr, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (backends, addr)
+}
+
+/// Drives `GET /v1/shelves/1` at each gateway every `every` for `period`;
+/// returns the (admitted, refused, other) counts.
+async fn load(gateways: &[SocketAddr], every: Duration, period: Duration) -> (usize, usize, usize) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let end = Instant::now() + period;
+    let mut tasks = Vec::new();
+    for &g in gateways {
+        for _ in 0..2 {
+            let (ok, refused, other) = (ok.clone(), refused.clone(), other.clone());
+            tasks.push(tokio::spawn(async move {
+                let client = HttpClient::new(g);
+                let mut tick = tokio::time::interval(every * 2);
+                while Instant::now() < end {
+                    tick.tick().await;
+                    let status = client.get("/v1/shelves/1").await.status;
+                    match status {
+                        StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                        StatusCode::TOO_MANY_REQUESTS => refused.fetch_add(1, Ordering::Relaxed),
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+    )
+}
+
+/// The tests that time admissions run one at a time: on a two-core
+/// machine, two of them at once would measure each other.
+static TIMED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const RATE: f64 = 40.0;
+/// Small next to ten seconds of the rate, and enough that arrivals a few
+/// milliseconds late do not cost admissions.
+const BURST: f64 = 5.0;
+
+fn global_limit(key: &str) -> String {
+    format!("rate_limit = {{ requests_per_second = {RATE}, burst = {BURST}, key = \"{key}\", scope = \"global\" }}")
+}
+
+#[tokio::test]
+async fn three_instances_share_one_limit_and_survive_a_redis_outage() {
+    if !available("three_instances_share_one_limit_and_survive_a_redis_outage") {
+        return;
+    }
+    let _timed = TIMED.lock().await;
+    let mut redis = RedisServer::start(&[]).await;
+    let (_b, backend) = backend().await;
+    let text = config(
+        backend,
+        &format!(
+            "[redis]\nurl = \"{}\"\nheartbeat_interval = \"500ms\"\n",
+            redis.url()
+        ),
+        &global_limit("route"),
+    );
+    let fleet = [
+        Portico::serve(&text).await,
+        Portico::serve(&text).await,
+        Portico::serve(&text).await,
+    ];
+    let gateways: Vec<SocketAddr> = fleet.iter().map(|p| p.addr).collect();
+    // Every instance sees the other two.
+    assert!(
+        support::eventually_async(|| async {
+            fleet_status(fleet[0].admin).await["live_instances"] == 3
+        })
+        .await,
+        "{}",
+        fleet_status(fleet[0].admin).await
+    );
+
+    // 10 s of load spread over the three, about 6x over the limit.
+    let period = Duration::from_secs(10);
+    let started = Instant::now();
+    let (ok, refused, other) = load(&gateways, Duration::from_millis(20), period).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let expected = RATE * elapsed + BURST;
+    assert_eq!(other, 0);
+    assert!(
+        refused > ok,
+        "the load was over the limit: {ok} admitted, {refused} refused"
+    );
+    assert!(
+        (ok as f64 - expected).abs() <= 0.03 * RATE * 10.0,
+        "{ok} admitted in {elapsed:.2} s, {expected:.0} expected for {RATE}/s across the fleet"
+    );
+
+    // Redis dies mid-load: calls keep flowing under each instance's share.
+    let outage = tokio::spawn({
+        let gateways = gateways.clone();
+        async move { load(&gateways, Duration::from_millis(20), Duration::from_secs(3)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill().await;
+    let (ok, _, other) = outage.await.unwrap();
+    assert_eq!(other, 0, "no call failed because Redis went away");
+    assert!(ok > 10, "calls flowed during the outage: {ok}");
+    // Each instance enforced its share (a third of the limit), so the
+    // fleet stayed near the limit: not unlimited (the load offered ~450).
+    assert!(
+        (ok as f64) <= RATE * 3.0 * 1.3 + 3.0 * BURST,
+        "{ok} admitted in 3 s with Redis gone: the per-instance shares did not hold"
+    );
+    for p in &fleet {
+        assert_eq!(metric(p.admin, "portico_fleet_redis_available ").await, 0.0);
+        assert!(
+            metric(
+                p.admin,
+                "portico_rate_limit_global_decisions_total{by=\"local-fallback\"} "
+            )
+            .await
+                > 0.0
+        );
+        assert_eq!(
+            fleet_status(p.admin).await["redis"]["mode"],
+            "local-fallback"
+        );
+    }
+
+    // Redis is back: global enforcement resumes within 10 s by itself.
+    redis.restart().await;
+    let back = Instant::now();
+    for p in &fleet {
+        assert!(
+            support::eventually_async(|| async {
+                fleet_status(p.admin).await["redis"]["available"] == true
+            })
+            .await
+        );
+    }
+    assert!(back.elapsed() < Duration::from_secs(10));
+    let before = metric(
+        fleet[0].admin,
+        "portico_rate_limit_global_decisions_total{by=\"redis\"} ",
+    )
+    .await;
+    let (ok, _, _) = load(&gateways, Duration::from_millis(20), Duration::from_secs(2)).await;
+    let after = metric(
+        fleet[0].admin,
+        "portico_rate_limit_global_decisions_total{by=\"redis\"} ",
+    )
+    .await;
+    assert!(after > before, "decisions are taken in Redis again");
+    assert!(
+        (ok as f64) <= RATE * 2.5 + BURST,
+        "the global limit holds again: {ok} admitted in 2 s"
+    );
+}
+
+#[tokio::test]
+async fn global_limits_count_each_key_on_its_own_across_instances() {
+    if !available("global_limits_count_each_key_on_its_own_across_instances") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (_b, backend) = backend().await;
+    let text = config(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        "rate_limit = { requests_per_second = 0.1, burst = 3, key = \"header:x-client\", scope = \"global\" }",
+    );
+    let a = support::gateway_for(&text, backend).await;
+    let b = support::gateway_for(&text, backend).await;
+    let get = |g: SocketAddr, who: &'static str| async move {
+        HttpClient::new(g)
+            .send(http::Method::GET, "/v1/shelves/1", &[("x-client", who)], "")
+            .await
+    };
+    // Three for alice, spread over both instances, then none.
+    assert_eq!(get(a.addr, "alice").await.status, 200);
+    assert_eq!(get(b.addr, "alice").await.status, 200);
+    assert_eq!(get(a.addr, "alice").await.status, 200);
+    let refused = get(b.addr, "alice").await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("ratelimit-limit"), Some("3"));
+    // Bob has his own three.
+    for g in [b.addr, a.addr, b.addr] {
+        assert_eq!(get(g, "bob").await.status, 200);
+    }
+    assert_eq!(get(a.addr, "bob").await.status, 429);
+    // gRPC clients count against the same bucket.
+    let mut grpc = portico::demo::backends::pb::library_client::LibraryClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", a.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let mut req =
+        tonic::Request::new(portico::demo::backends::pb::GetShelfRequest { shelf: "1".into() });
+    req.metadata_mut()
+        .insert("x-client", "alice".parse().unwrap());
+    let err = grpc.get_shelf(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
+    if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (backends, backend) = backend().await;
+    let text = config_for(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        "Probe",
+        "cache = { ttl = \"30s\", shared = true }",
+    );
+    let a = support::gateway_for(&text, backend).await;
+    let b = support::gateway_for(&text, backend).await;
+    let calls = || backends.probe.calls();
+    let first = HttpClient::new(a.addr).get("/v1/probe/headers").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let before = calls();
+    let second = HttpClient::new(b.addr).get("/v1/probe/headers").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        second.header("x-cache"),
+        Some("HIT"),
+        "filled by A, served by B"
+    );
+    assert_eq!(second.json(), first.json());
+    assert_eq!(calls(), before, "B did not call the backend");
+    // And over gRPC on B, from its own memory now.
+    let mut grpc = portico::demo::backends::pb::probe_client::ProbeClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let reply = grpc
+        .headers(portico::demo::backends::pb::HeadersRequest {})
+        .await
+        .unwrap();
+    assert_eq!(reply.metadata().get("x-cache").unwrap(), "HIT");
+    assert_eq!(calls(), before);
+    // A client's no-cache skips both tiers.
+    let fresh = HttpClient::new(b.addr)
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("cache-control", "no-cache")],
+            "",
+        )
+        .await;
+    assert_eq!(fresh.header("x-cache"), Some("MISS"));
+    assert_eq!(calls(), before + 1, "no-cache went to the backend");
+    let shared_hits = metric(b.admin_addr.unwrap(), "portico_cache_shared_hits_total ").await;
+    assert_eq!(shared_hits, 1.0);
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_a_startup_error_or_a_degraded_start() {
+    if !available("a_wrong_redis_password_is_a_startup_error_or_a_degraded_start") {
+        return;
+    }
+    let redis = RedisServer::start(&["--requirepass", "right-password"]).await;
+    let (_b, backend) = backend().await;
+    let url = format!("redis://:wrong-password@127.0.0.1:{}", redis.port);
+    let text = config(
+        backend,
+        &format!("[redis]\nurl = \"{url}\"\n"),
+        &global_limit("route"),
+    );
+    let err = match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+        Ok(_) => panic!("started with a wrong Redis password"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("redis"), "{err}");
+    assert!(
+        err.to_lowercase().contains("password") || err.contains("WRONGPASS"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-password"),
+        "the password is never printed: {err}"
+    );
+
+    // Degraded: it starts, says so, and limits fall back per instance.
+    let text = config(
+        backend,
+        &format!("[redis]\nurl = \"{url}\"\non_start_failure = \"degraded\"\nfleet_size = 2\n"),
+        &global_limit("route"),
+    );
+    let g = support::gateway_for(&text, backend).await;
+    let status = fleet_status(g.admin_addr.unwrap()).await;
+    assert_eq!(status["redis"]["available"], false, "{status}");
+    assert_eq!(status["redis"]["mode"], "local-fallback");
+    assert_eq!(
+        HttpClient::new(g.addr).get("/v1/shelves/1").await.status,
+        200
+    );
+
+    // The right password, from the environment.
+    std::env::set_var("PORTICO_TEST_REDIS_PASSWORD", "right-password");
+    let text = config(
+        backend,
+        &format!(
+            "[redis]\nurl = \"{}\"\npassword_env = \"PORTICO_TEST_REDIS_PASSWORD\"\n",
+            redis.url()
+        ),
+        &global_limit("route"),
+    );
+    let g = support::gateway_for(&text, backend).await;
+    assert_eq!(
+        fleet_status(g.admin_addr.unwrap()).await["redis"]["available"],
+        true
+    );
+    let config = HttpClient::new(g.admin_addr.unwrap())
+        .get("/config")
+        .await
+        .text();
+    assert!(!config.contains("right-password"));
+}
+
+#[tokio::test]
+async fn a_redis_cluster_keeps_the_limit_while_a_slot_moves() {
+    if !available("a_redis_cluster_keeps_the_limit_while_a_slot_moves") {
+        return;
+    }
+    let _timed = TIMED.lock().await;
+    let cluster = RedisCluster::start().await;
+    let (_b, backend) = backend().await;
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    let text = config(
+        backend,
+        &format!("[redis]\ncluster = [{}]\n", seeds.join(", ")),
+        &global_limit("route"),
+    );
+    let a = support::gateway_for(&text, backend).await;
+    let b = support::gateway_for(&text, backend).await;
+    let gateways = [a.addr, b.addr];
+    // Find the limit's key and its slot while it exists (it expires once
+    // its bucket is full again).
+    let warm = tokio::spawn(async move {
+        load(&gateways, Duration::from_millis(20), Duration::from_secs(2)).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut key = String::new();
+    for n in &cluster.nodes {
+        let keys = n.cli(&["--scan", "--pattern", "portico:rl:*"]).await;
+        if let Some(k) = keys.lines().next() {
+            key = k.to_owned();
+        }
+    }
+    assert!(!key.is_empty(), "the limit's key is in the cluster");
+    assert!(warm.await.unwrap().0 >= 1);
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["cluster", "keyslot", &key])
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let (owner_before, _) = cluster.owner(slot).await;
+
+    let period = Duration::from_secs(6);
+    let started = Instant::now();
+    let during =
+        tokio::spawn(async move { load(&gateways, Duration::from_millis(20), period).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.move_slot(slot).await;
+    let (ok, refused, other) = during.await.unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (owner_after, _) = cluster.owner(slot).await;
+    assert_ne!(owner_before, owner_after, "the slot moved");
+    assert_eq!(other, 0, "no call failed while the slot moved");
+    assert!(refused > 0);
+    let expected = RATE * elapsed + BURST;
+    assert!(
+        (ok as f64 - expected).abs() <= 0.1 * expected,
+        "{ok} admitted in {elapsed:.2} s, about {expected:.0} expected"
+    );
+    for g in [&a, &b] {
+        let status = fleet_status(g.admin_addr.unwrap()).await;
+        assert_eq!(status["redis"]["topology"], "cluster");
+        assert_eq!(status["redis"]["available"], true, "{status}");
+        let fallback = metric(
+            g.admin_addr.unwrap(),
+            "portico_rate_limit_global_decisions_total{by=\"local-fallback\"} ",
+        )
+        .await;
+        assert_eq!(
+            fallback, 0.0,
+            "every decision was taken in the cluster, redirections followed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rediss_is_verified_against_the_configured_ca() {
+    if !available("rediss_is_verified_against_the_configured_ca") {
+        return;
+    }
+    let redis = RedisServer::start_tls().await;
+    let (_b, backend) = backend().await;
+    let section = |ca: &str| format!("[redis]\nurl = \"{}\"\n{ca}", redis.url());
+    let text = config(
+        backend,
+        &section(&format!(
+            "tls_ca_file = \"{}\"\n",
+            support::fixture("tls/ca.pem")
+        )),
+        &global_limit("route"),
+    );
+    let g = support::gateway_for(&text, backend).await;
+    assert_eq!(
+        fleet_status(g.admin_addr.unwrap()).await["redis"]["available"],
+        true
+    );
+    assert_eq!(
+        HttpClient::new(g.addr).get("/v1/shelves/1").await.status,
+        200
+    );
+    assert!(
+        metric(
+            g.admin_addr.unwrap(),
+            "portico_rate_limit_global_decisions_total{by=\"redis\"} "
+        )
+        .await
+            >= 1.0
+    );
+
+    // Without the private CA the server's certificate does not verify.
+    let text = config(backend, &section(""), &global_limit("route"));
+    let err = match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+        Ok(_) => panic!("trusted a certificate no configured CA signed"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("redis"), "{err}");
+}

@@ -1,0 +1,114 @@
+//! Strict HTTP/1.1 framing at the edge: requests whose framing or target
+//! the gateway will not guess at are refused before any adapter reads them,
+//! the backend never sees them, and the next request is served.
+
+use crate::support;
+
+use std::time::Duration;
+use support::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes; returns the status line's code, the body, and whether
+/// the gateway closed the connection after answering.
+async fn raw(h: &Harness, request: &[u8]) -> (u16, String, bool) {
+    let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&data).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body, closed)
+}
+
+#[tokio::test]
+async fn hostile_framing_is_refused_before_the_backend() {
+    let h = Harness::start().await;
+    let long_target = format!(
+        "GET /v1/probe/headers?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
+    let many_headers = format!(
+        "GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..150)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    // (name, request, status, a word the JSON error must contain; None:
+    // refused by hyper's parser, with no body)
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        (
+            "Transfer-Encoding other than chunked",
+            b"POST /portico.demo.v1.Probe/Headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".to_vec(),
+            501,
+            Some("Transfer-Encoding"),
+        ),
+        (
+            "no Host",
+            b"GET /v1/probe/headers HTTP/1.1\r\n\r\n".to_vec(),
+            400,
+            Some("Host"),
+        ),
+        (
+            "two Hosts",
+            b"GET /v1/probe/headers HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            400,
+            Some("Host"),
+        ),
+        ("a 17 KiB request target", long_target.into_bytes(), 414, Some("max_request_target_bytes")),
+        (
+            "obsolete line folding",
+            b"GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n".to_vec(),
+            400,
+            None,
+        ),
+        (
+            "a control byte in a header",
+            b"GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n".to_vec(),
+            400,
+            None,
+        ),
+        ("150 header fields", many_headers.into_bytes(), 431, None),
+    ];
+    // Each round's normal request is the only call the backend gets.
+    for (served, (name, request, status, word)) in cases.into_iter().enumerate() {
+        let (got, body, closed) = raw(&h, &request).await;
+        assert_eq!(got, status, "{name}: {body}");
+        assert!(closed, "{name}: the connection stayed open");
+        if let Some(word) = word {
+            let json: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {body}"));
+            assert!(
+                json["message"].as_str().unwrap().contains(word),
+                "{name}: {json}"
+            );
+        }
+        assert_eq!(
+            h.backends.probe.calls(),
+            served as u64,
+            "{name} reached the backend"
+        );
+        // The next request, on a new connection, is served.
+        let (ok, _, _) = raw(
+            &h,
+            b"GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(ok, 200, "after {name}");
+    }
+}

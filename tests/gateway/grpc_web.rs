@@ -1,0 +1,303 @@
+//! gRPC-Web as a browser library sends it, over HTTP/1.1 and HTTP/2:
+//! binary and base64 text, unary and server streaming, errors, and CORS.
+
+use crate::support;
+
+use base64::Engine as _;
+use bytes::{Buf, Bytes};
+use http::{Method, StatusCode};
+use portico::demo::backends::pb;
+use prost::Message;
+use support::{frame, Harness, HttpClient, Reply};
+
+/// Splits a gRPC-Web body into its messages and its trailers.
+fn parse(mut body: Bytes) -> (Vec<Bytes>, Vec<(String, String)>) {
+    let mut messages = Vec::new();
+    let mut trailers = Vec::new();
+    while body.len() >= 5 {
+        let flags = body[0];
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        body.advance(5);
+        let payload = body.split_to(len);
+        if flags & 0x80 != 0 {
+            for line in std::str::from_utf8(&payload)
+                .unwrap()
+                .split("\r\n")
+                .filter(|l| !l.is_empty())
+            {
+                let (k, v) = line.split_once(':').unwrap();
+                trailers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        } else {
+            messages.push(payload);
+        }
+    }
+    assert!(body.is_empty(), "no bytes after the last frame");
+    (messages, trailers)
+}
+
+fn trailer<'a>(trailers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    trailers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn call(client: &HttpClient, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+    let headers = [
+        ("content-type", content_type),
+        ("x-grpc-web", "1"),
+        ("accept", content_type),
+    ];
+    client.send(Method::POST, path, &headers, body).await
+}
+
+#[tokio::test]
+async fn unary_binary_over_http1() {
+    let h = Harness::start().await;
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Library/GetShelf",
+        "application/grpc-web+proto",
+        frame(&pb::GetShelfRequest { shelf: "1".into() }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/grpc-web+proto"));
+    let (messages, trailers) = parse(r.body);
+    assert_eq!(
+        pb::Shelf::decode(messages[0].clone()).unwrap().theme,
+        "Fiction"
+    );
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("0"));
+}
+
+#[tokio::test]
+async fn unary_text_is_base64_both_ways() {
+    let h = Harness::start().await;
+    let body = base64::engine::general_purpose::STANDARD
+        .encode(frame(&pb::GetShelfRequest { shelf: "2".into() }));
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Library/GetShelf",
+        "application/grpc-web-text",
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/grpc-web-text+proto")
+    );
+    // The body is several padded base64 chunks, one per frame.
+    let mut decoded = Vec::new();
+    for quad in r.body.chunks(4) {
+        decoded.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(quad)
+                .unwrap(),
+        );
+    }
+    let (messages, trailers) = parse(decoded.into());
+    assert_eq!(
+        pb::Shelf::decode(messages[0].clone()).unwrap().theme,
+        "History"
+    );
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("0"));
+}
+
+#[tokio::test]
+async fn server_streaming_over_http2() {
+    let h = Harness::start().await;
+    let client = HttpClient::http2(h.gateway.addr);
+    let req = pb::WatchRequest {
+        count: 3,
+        interval_ms: 0,
+        fail_after: 0,
+        topic: "w".into(),
+        padding: 0,
+    };
+    let r = call(
+        &client,
+        "/portico.demo.v1.Feed/Watch",
+        "application/grpc-web+proto",
+        frame(&req),
+    )
+    .await;
+    let (messages, trailers) = parse(r.body);
+    let seqs: Vec<i64> = messages
+        .into_iter()
+        .map(|m| pb::Event::decode(m).unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("0"));
+}
+
+#[tokio::test]
+async fn a_mid_stream_error_is_in_the_trailer_frame() {
+    let h = Harness::start().await;
+    let req = pb::WatchRequest {
+        count: 3,
+        interval_ms: 0,
+        fail_after: 1,
+        topic: String::new(),
+        padding: 0,
+    };
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Feed/Watch",
+        "application/grpc-web+proto",
+        frame(&req),
+    )
+    .await;
+    let (messages, trailers) = parse(r.body);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("10"));
+    assert_eq!(
+        trailer(&trailers, "grpc-message"),
+        Some("feed interrupted by the backend")
+    );
+}
+
+#[tokio::test]
+async fn an_early_error_is_trailers_only_in_the_headers() {
+    let h = Harness::start().await;
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Probe/Fail",
+        "application/grpc-web+proto",
+        frame(&pb::FailRequest {
+            code: 7,
+            message: String::new(),
+        }),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("grpc-status"), Some("7"));
+    assert!(r.header("grpc-status-details-bin").is_some());
+    assert!(r.body.is_empty());
+    // A body that is not a frame.
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Library/GetShelf",
+        "application/grpc-web+proto",
+        vec![0, 0, 0],
+    )
+    .await;
+    assert_eq!(r.header("grpc-status"), Some("3"));
+}
+
+const CORS: &str = "cors = { allowed_origins = [\"https://app.example.com\"], allowed_headers = [\"x-tenant\"], max_age = \"1h\" }";
+
+#[tokio::test]
+async fn a_preflight_from_an_allowed_origin_is_answered() {
+    let h = Harness::start_with("", CORS).await;
+    let headers = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "content-type,x-grpc-web,x-tenant",
+        ),
+    ];
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/portico.demo.v1.Library/GetShelf",
+            &headers,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let allowed = r.header("access-control-allow-headers").unwrap();
+    assert!(
+        allowed.contains("x-grpc-web") && allowed.contains("x-tenant"),
+        "{allowed}"
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("3600"));
+    // REST paths share the route's policy.
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/v1/shelves/1",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "GET"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_preflight_from_another_origin_is_refused() {
+    let h = Harness::start_with("", CORS).await;
+    let headers = [
+        ("origin", "https://evil.example.net"),
+        ("access-control-request-method", "POST"),
+    ];
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/portico.demo.v1.Library/GetShelf",
+            &headers,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["code"], 7);
+    assert!(r.header("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn without_a_policy_cross_origin_is_closed() {
+    let h = Harness::start().await;
+    let headers = [
+        ("origin", "https://app.example.com"),
+        ("access-control-request-method", "POST"),
+    ];
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/portico.demo.v1.Library/GetShelf",
+            &headers,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn replies_to_an_allowed_origin_expose_the_grpc_status() {
+    let h = Harness::start_with("", CORS).await;
+    let headers = [
+        ("content-type", "application/grpc-web+proto"),
+        ("origin", "https://app.example.com"),
+    ];
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &headers,
+            frame(&pb::GetShelfRequest { shelf: "1".into() }),
+        )
+        .await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert!(r
+        .header("access-control-expose-headers")
+        .unwrap()
+        .contains("grpc-status"));
+    assert_eq!(r.header("vary"), Some("origin"));
+}

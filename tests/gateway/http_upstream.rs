@@ -1,0 +1,278 @@
+//! Routes to a backend that speaks JSON over HTTP: a gRPC client (reverse
+//! transcoding) and a REST client both reach it through the gateway.
+
+use crate::support;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use portico::demo::backends::pb;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tonic::Code;
+
+/// What the REST backend saw of each request: method, path and query, body.
+type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A small REST service shaped like the Library's HTTP bindings.
+async fn rest_backend() -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let method = req.method().to_string();
+                        let target = req.uri().path_and_query().unwrap().to_string();
+                        let path = req.uri().path().to_owned();
+                        let body = String::from_utf8(
+                            req.into_body().collect().await.unwrap().to_bytes().to_vec(),
+                        )
+                        .unwrap();
+                        log.lock()
+                            .unwrap()
+                            .push((method.clone(), target.clone(), body.clone()));
+                        let (status, json) = match (method.as_str(), path.as_str()) {
+                            ("GET", "/v1/shelves/1") => (200, r#"{"name":"shelves/1","theme":"Poetry","bookCount":7,"curator":"ignored"}"#.to_owned()),
+                            ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
+                            ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
+                            ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
+                            ("GET", t) if t.starts_with("/v1/books:search") => (200, r#"{"books":[{"title":"Found"}]}"#.to_owned()),
+                            ("GET", "/stats") => (200, r#"{"shelves":4,"books":40}"#.to_owned()),
+                            _ => (500, "boom".to_owned()),
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(json)));
+                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                        resp.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        resp.headers_mut()
+                            .insert("x-backend", "rest".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn gateway(rest: SocketAddr) -> portico::app::Gateway {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[descriptors]
+proto_paths = ["{}"]
+protos = ["portico/demo/v1/library.proto"]
+[upstreams.rest]
+protocol = "http"
+endpoints = ["{rest}"]
+[[routes]]
+grpc_service = "portico.demo.v1.Library"
+upstream = "rest"
+http_rules.Stats = {{ get = "/stats" }}
+"#,
+        support::proto_dir()
+    );
+    portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn library(
+    gw: &portico::app::Gateway,
+) -> pb::library_client::LibraryClient<tonic::transport::Channel> {
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::library_client::LibraryClient::new(ch)
+}
+
+#[tokio::test]
+async fn a_grpc_client_calls_a_rest_backend() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let mut client = library(&gw).await;
+    let resp = client
+        .get_shelf(pb::GetShelfRequest { shelf: "1".into() })
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("x-backend").unwrap(), "rest");
+    let shelf = resp.into_inner();
+    assert_eq!((shelf.theme.as_str(), shelf.book_count), ("Poetry", 7));
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        ("GET".into(), "/v1/shelves/1".into(), String::new())
+    );
+}
+
+#[tokio::test]
+async fn the_body_field_and_query_parameters_are_built_from_the_message() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let mut client = library(&gw).await;
+    let book = client
+        .create_book(pb::CreateBookRequest {
+            parent: "shelves/1".into(),
+            book: Some(pb::Book {
+                title: "Odes".into(),
+                pages: 40,
+                ..Default::default()
+            }),
+            book_id: "odes".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(book.name, "shelves/1/books/9");
+    assert_eq!(book.title, "Odes");
+    let (method, target, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        (method.as_str(), target.as_str()),
+        ("POST", "/v1/shelves/1/books?bookId=odes")
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!({"title": "Odes", "pages": "40"})
+    );
+
+    client
+        .search_books(pb::SearchBooksRequest {
+            query: "o d".into(),
+            genres: vec![1, 2],
+            filter: Some(pb::SearchFilter {
+                language: "en".into(),
+                min_rating: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}: {:?}", seen.lock().unwrap()));
+    let (_, target, _) = seen.lock().unwrap()[1].clone();
+    assert_eq!(
+        target,
+        "/v1/books:search?query=o+d&genres=GENRE_FICTION&genres=GENRE_HISTORY&filter.language=en"
+    );
+}
+
+#[tokio::test]
+async fn rest_statuses_map_back_to_grpc_codes() {
+    let (rest, _) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let mut client = library(&gw).await;
+    let err = client
+        .get_shelf(pb::GetShelfRequest { shelf: "9".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "no such shelf");
+    let err = client
+        .create_book(pb::CreateBookRequest {
+            parent: "shelves/2".into(),
+            book: Some(pb::Book::default()),
+            book_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert_eq!(err.message(), "shelf is full");
+    let err = client
+        .get_file(pb::GetFileRequest { path: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn a_rest_client_is_routed_to_the_rest_backend_through_the_same_pipeline() {
+    let (rest, _) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let client = support::HttpClient::new(gw.addr);
+    let r = client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": "shelves/1", "theme": "Poetry", "bookCount": 7})
+    );
+    let r = client.get("/v1/shelves/3").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["message"], "no such shelf");
+    let r = client
+        .json(Method::POST, "/v1/shelves/1/books", r#"{"title":"Odes"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[test]
+fn an_http_upstream_refuses_streaming_methods_at_startup() {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/feed.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Feed\"\nupstream = \"rest\"\n",
+        support::proto_dir()
+    );
+    let config = portico::config::Config::from_toml(&text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(portico::app::load(config))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("routes[0].methods") && err.contains("unary methods only"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_in_the_route_says_how_to_call_an_unannotated_method() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let stats = library(&gw)
+        .await
+        .stats(pb::StatsRequest {
+            include_archived: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((stats.shelves, stats.books), (4, 40));
+    assert_eq!(seen.lock().unwrap()[0].1, "/stats");
+}
+
+#[tokio::test]
+async fn a_rest_backend_behind_tls_is_called_over_https() {
+    let (rest, seen) = rest_backend().await;
+    let secure = support::instances::tls_front(rest).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{secure}\"]\ntls_ca_file = \"{}\"\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
+        support::proto_dir(),
+        support::fixture("tls/ca.pem")
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let shelf = library(&gw)
+        .await
+        .get_shelf(pb::GetShelfRequest { shelf: "1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shelf.theme, "Poetry");
+    assert_eq!(seen.lock().unwrap()[0].1, "/v1/shelves/1");
+}

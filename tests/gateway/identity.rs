@@ -1,0 +1,907 @@
+//! Identity beyond a self-contained JWT, each through every protocol:
+//! opaque tokens vouched for by an OAuth 2.0 introspection endpoint, JWT
+//! keys found from an OpenID Connect issuer, client certificates as
+//! principals, and several authenticators on one route. The providers are
+//! real servers on 127.0.0.1 that the tests start and count calls on.
+
+use crate::support;
+
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::protocols::{call, gateway, Protocol, EVERY_PROTOCOL};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A small HTTP/1.1 server on 127.0.0.1 answering with `handler`.
+async fn serve<F, Fut>(handler: F) -> std::net::SocketAddr
+where
+    F: Fn(http::Request<bytes::Bytes>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<String>> + Send + 'static,
+{
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        let resp = handler(http::Request::from_parts(parts, body)).await;
+                        Ok::<_, std::convert::Infallible>(
+                            resp.map(|b| http_body_util::Full::new(bytes::Bytes::from(b))),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn json_response(status: u16, body: Value) -> http::Response<String> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .unwrap()
+}
+
+/// An RFC 7662 introspection endpoint: knows some tokens, counts the
+/// questions, checks the gateway's client credentials, and can go down.
+#[derive(Clone, Default)]
+struct Introspection {
+    tokens: Arc<Mutex<HashMap<String, Value>>>,
+    asked: Arc<Mutex<Vec<String>>>,
+    /// How the gateway authenticated each question: "basic" or "post".
+    client_auth: Arc<Mutex<Vec<String>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Introspection {
+    async fn start(&self) -> std::net::SocketAddr {
+        let this = self.clone();
+        serve(move |req| {
+            let this = this.clone();
+            async move { this.answer(req) }
+        })
+        .await
+    }
+
+    fn answer(&self, req: http::Request<bytes::Bytes>) -> http::Response<String> {
+        if self.down.load(Ordering::SeqCst) {
+            return json_response(503, json!({"error": "temporarily_unavailable"}));
+        }
+        let form: HashMap<String, String> =
+            form_urlencoded::parse(req.body()).into_owned().collect();
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("portico:s3cret")
+        );
+        let how = if req
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v == basic.as_str())
+        {
+            "basic"
+        } else if form.get("client_id").map(String::as_str) == Some("portico")
+            && form.get("client_secret").map(String::as_str) == Some("s3cret")
+        {
+            "post"
+        } else {
+            return json_response(401, json!({"error": "invalid_client"}));
+        };
+        self.client_auth.lock().unwrap().push(how.to_owned());
+        let token = form.get("token").cloned().unwrap_or_default();
+        self.asked.lock().unwrap().push(token.clone());
+        let answer = self
+            .tokens
+            .lock()
+            .unwrap()
+            .get(&token)
+            .cloned()
+            .unwrap_or(json!({"active": false}));
+        json_response(200, answer)
+    }
+
+    fn times_asked(&self, token: &str) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| *t == token)
+            .count()
+    }
+
+    fn know(&self, token: &str, answer: Value) {
+        self.tokens.lock().unwrap().insert(token.to_owned(), answer);
+    }
+}
+
+fn introspection_section(addr: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[authenticators.opaque]\nkind = \"introspection\"\nintrospection_url = \"http://{addr}/introspect\"\nclient_id = \"portico\"\nclient_secret = \"s3cret\"\nforward_claims = {{ sub = \"x-user-id\", scope = \"x-scopes\" }}\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
+    let provider = Introspection::default();
+    provider.know(
+        "opaque-ada",
+        json!({"active": true, "sub": "ada", "scope": "library.read", "exp": now() + 600}),
+    );
+    provider.know(
+        "opaque-expired",
+        json!({"active": true, "sub": "bob", "exp": now() - 10}),
+    );
+    let addr = provider.start().await;
+    let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+
+    for protocol in EVERY_PROTOCOL {
+        let ok = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(ok.code, 0, "{protocol:?}: an active token passes");
+        assert_eq!(ok.metadata["x-user-id"], "ada", "{protocol:?}");
+        assert_eq!(ok.metadata["x-scopes"], "library.read", "{protocol:?}");
+
+        for (case, headers) in [
+            (
+                "an unknown token",
+                vec![("authorization", "Bearer opaque-nobody")],
+            ),
+            (
+                "an expired token",
+                vec![("authorization", "Bearer opaque-expired")],
+            ),
+            ("no token", vec![]),
+        ] {
+            let seen = call(&h, protocol, &headers, "", None).await;
+            assert_eq!(seen.code, 16, "{protocol:?}: {case} is UNAUTHENTICATED");
+        }
+    }
+    // Five protocols, one question per token: the answers were cached,
+    // the refusals too.
+    assert_eq!(provider.times_asked("opaque-ada"), 1);
+    assert_eq!(provider.times_asked("opaque-nobody"), 1);
+    assert_eq!(provider.times_asked("opaque-expired"), 1);
+    assert!(provider
+        .client_auth
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|h| h == "basic"));
+}
+
+#[tokio::test]
+async fn an_introspection_endpoint_that_does_not_answer_refuses_every_call() {
+    let provider = Introspection::default();
+    provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));
+    let addr = provider.start().await;
+    // A port where nothing listens.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sections = introspection_section(addr, "")
+        + &introspection_section(dead, "timeout = \"500ms\"")
+            .replace("[authenticators.opaque]", "[authenticators.gone]");
+    let h = gateway(&sections, "auth = \"gone\"").await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(
+            seen.code, 14,
+            "{protocol:?}: an unreachable endpoint is UNAVAILABLE, never a pass"
+        );
+        assert!(
+            seen.message.contains("introspection"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+    }
+
+    // An endpoint that answers 503 is no answer either; nothing is cached,
+    // so the token works again once the endpoint is back.
+    let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+    provider.down.store(true, Ordering::SeqCst);
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(
+            seen.code, 14,
+            "{protocol:?}: a failing endpoint is UNAVAILABLE"
+        );
+    }
+    provider.down.store(false, Ordering::SeqCst);
+    let seen = call(
+        &h,
+        Protocol::Grpc,
+        &[("authorization", "Bearer opaque-ada")],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0);
+}
+
+#[tokio::test]
+async fn a_cached_introspection_ends_at_the_tokens_exp() {
+    let provider = Introspection::default();
+    provider.know(
+        "opaque-short",
+        json!({"active": true, "sub": "ada", "exp": now() + 2}),
+    );
+    let addr = provider.start().await;
+    let sections = introspection_section(addr, "client_auth = \"post\"");
+    let h = gateway(&sections, "auth = \"opaque\"").await;
+    let auth = [("authorization", "Bearer opaque-short")];
+    assert_eq!(call(&h, Protocol::Rest, &auth, "", None).await.code, 0);
+    assert_eq!(call(&h, Protocol::WebSocket, &auth, "", None).await.code, 0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for protocol in [Protocol::Rest, Protocol::Grpc, Protocol::WebSocket] {
+        let seen = call(&h, protocol, &auth, "", None).await;
+        assert_eq!(
+            seen.code, 16,
+            "{protocol:?}: the token expired while cached"
+        );
+    }
+    assert_eq!(
+        provider.times_asked("opaque-short"),
+        1,
+        "refused from the cached answer, without asking again"
+    );
+    assert_eq!(
+        *provider.client_auth.lock().unwrap(),
+        vec!["post".to_owned(); provider.asked.lock().unwrap().len()],
+        "client_auth = \"post\" sends the credentials in the form"
+    );
+}
+
+#[tokio::test]
+async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
+    let provider = Introspection::default();
+    provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));
+    let addr = provider.start().await;
+    let secret = "a-route-with-several-authenticators";
+    let sections = format!(
+        "{}[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        introspection_section(addr, ""),
+        support::fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "auth = [\"jwt\", \"opaque\", \"keys\"]").await;
+    let jwt = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "jay", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let bearer_jwt = format!("Bearer {jwt}");
+    let forged = format!("Bearer {}x", &jwt[..jwt.len() - 1]);
+    for protocol in EVERY_PROTOCOL {
+        let jwt_call = call(&h, protocol, &[("authorization", &bearer_jwt)], "", None).await;
+        assert_eq!(
+            jwt_call.code, 0,
+            "{protocol:?}: a JWT goes to the jwt authenticator"
+        );
+        let opaque = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(
+            opaque.code, 0,
+            "{protocol:?}: an opaque token to introspection"
+        );
+        let key = call(&h, protocol, &[("x-api-key", "acme-key-123")], "", None).await;
+        assert_eq!(key.code, 0, "{protocol:?}: an API key to the key list");
+        // The first that applies decides: a bad JWT is not retried as an
+        // opaque token.
+        let bad = call(&h, protocol, &[("authorization", &forged)], "", None).await;
+        assert_eq!(bad.code, 16, "{protocol:?}");
+        // A header an authenticator writes is never the client's, even
+        // when another authenticator (with no such claim) decides.
+        let forged = call(
+            &h,
+            protocol,
+            &[("authorization", &bearer_jwt), ("x-user-id", "admin")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(forged.code, 0, "{protocol:?}");
+        assert!(
+            !forged.metadata.contains_key("x-user-id"),
+            "{protocol:?}: a client's x-user-id was forwarded: {:?}",
+            forged.metadata
+        );
+        // Two kinds of credential in one call: refused, not guessed at.
+        let two = call(
+            &h,
+            protocol,
+            &[
+                ("authorization", "Bearer opaque-ada"),
+                ("x-api-key", "acme-key-123"),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(
+            two.code, 3,
+            "{protocol:?}: two credentials are INVALID_ARGUMENT"
+        );
+        assert!(
+            two.message.contains("more than one credential"),
+            "{}",
+            two.message
+        );
+        let none = call(&h, protocol, &[], "", None).await;
+        assert_eq!(none.code, 16, "{protocol:?}");
+        assert!(
+            none.message.contains("bearer token") && none.message.contains("API key"),
+            "{protocol:?}: the refusal names what the route takes: {}",
+            none.message
+        );
+    }
+    assert_eq!(
+        provider.asked.lock().unwrap().len(),
+        1,
+        "JWTs never reach the introspection endpoint"
+    );
+}
+
+/// An ES256 key of an identity provider, and its public JWK.
+struct SigningKey {
+    kid: String,
+    pem: String,
+    jwk: Value,
+}
+
+impl SigningKey {
+    fn new(kid: &str) -> SigningKey {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // The uncompressed point: 0x04, then x and y.
+        let raw = key.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        SigningKey {
+            kid: kid.to_owned(),
+            pem: key.serialize_pem(),
+            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                        "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}),
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+/// An OpenID Connect provider: a discovery document naming its JWK set.
+#[derive(Clone, Default)]
+struct Provider {
+    /// What the discovery document says the issuer is.
+    stated_issuer: Arc<Mutex<String>>,
+    keys: Arc<Mutex<Vec<Value>>>,
+    discoveries: Arc<Mutex<usize>>,
+}
+
+impl Provider {
+    /// Starts it; returns its issuer URL (with a path, as Keycloak's are).
+    async fn start(&self) -> String {
+        let this = self.clone();
+        let addr = serve(move |req| {
+            let this = this.clone();
+            async move {
+                let issuer = this.stated_issuer.lock().unwrap().clone();
+                if issuer == "down" {
+                    return json_response(503, json!({"error": "down for maintenance"}));
+                }
+                match req.uri().path() {
+                    "/realms/acme/.well-known/openid-configuration" => {
+                        *this.discoveries.lock().unwrap() += 1;
+                        let host = req.headers()["host"].to_str().unwrap().to_owned();
+                        json_response(
+                            200,
+                            json!({"issuer": issuer, "jwks_uri": format!("http://{host}/realms/acme/certs"),
+                                   "id_token_signing_alg_values_supported": ["ES256"]}),
+                        )
+                    }
+                    "/realms/acme/certs" => {
+                        json_response(200, json!({"keys": *this.keys.lock().unwrap()}))
+                    }
+                    _ => json_response(404, json!({})),
+                }
+            }
+        })
+        .await;
+        let issuer = format!("http://{addr}/realms/acme");
+        *self.stated_issuer.lock().unwrap() = issuer.clone();
+        issuer
+    }
+}
+
+#[tokio::test]
+async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
+    let provider = Provider::default();
+    let k1 = SigningKey::new("k1");
+    let k2 = SigningKey::new("k2");
+    provider.keys.lock().unwrap().push(k1.jwk.clone());
+    let issuer = provider.start().await;
+    let sections = format!(
+        "[authenticators.idp]\nissuer = \"{issuer}\"\nalgorithm = \"ES256\"\naudiences = [\"orders-api\"]\njwks_min_refresh = \"100ms\"\nforward_claims = {{ sub = \"x-user-id\" }}\n"
+    );
+    let h = gateway(&sections, "auth = \"idp\"").await;
+    let claims =
+        |iss: &str| json!({"sub": "ada", "iss": iss, "aud": "orders-api", "exp": now() + 600});
+    let good = format!("Bearer {}", k1.sign(&claims(&issuer)));
+    let elsewhere = format!("Bearer {}", k1.sign(&claims("http://other.example")));
+    let unpublished = format!("Bearer {}", k2.sign(&claims(&issuer)));
+    let mut old = claims(&issuer);
+    old["exp"] = json!(now() - 120);
+    let expired = format!("Bearer {}", k1.sign(&old));
+    let mut anonymous = claims(&issuer);
+    anonymous.as_object_mut().unwrap().remove("iss");
+    let no_issuer = format!("Bearer {}", k1.sign(&anonymous));
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
+        assert_eq!(
+            seen.code, 0,
+            "{protocol:?}: a token signed by the issuer's key"
+        );
+        assert_eq!(seen.metadata["x-user-id"], "ada");
+        for (case, token) in [
+            ("another issuer", &elsewhere),
+            ("an unpublished key", &unpublished),
+            ("an expired token", &expired),
+            ("no iss claim", &no_issuer),
+        ] {
+            let seen = call(&h, protocol, &[("authorization", token)], "", None).await;
+            assert_eq!(seen.code, 16, "{protocol:?}: {case}");
+        }
+    }
+    // Known keys are not fetched again: one discovery at startup, and one
+    // per refresh an unknown kid caused (at most one per jwks_min_refresh).
+    let discoveries = *provider.discoveries.lock().unwrap();
+    for _ in 0..5 {
+        let seen = call(&h, Protocol::Rest, &[("authorization", &good)], "", None).await;
+        assert_eq!(seen.code, 0);
+    }
+    assert_eq!(*provider.discoveries.lock().unwrap(), discoveries);
+    // The provider rotates in k2: an unknown kid makes the gateway read the
+    // discovery document and the set again.
+    provider.keys.lock().unwrap().push(k2.jwk.clone());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let seen = call(
+        &h,
+        Protocol::Grpc,
+        &[("authorization", &unpublished)],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0, "a rotated key is found");
+    assert!(*provider.discoveries.lock().unwrap() > discoveries);
+
+    // The provider goes down (every answer a 503): the keys already known
+    // keep working, a new one cannot be found.
+    *provider.stated_issuer.lock().unwrap() = "down".to_owned();
+    provider.keys.lock().unwrap().clear();
+    let k3 = SigningKey::new("k3");
+    let newer = format!("Bearer {}", k3.sign(&claims(&issuer)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for protocol in [Protocol::Rest, Protocol::Grpc, Protocol::WebSocket] {
+        let seen = call(&h, protocol, &[("authorization", &good)], "", None).await;
+        assert_eq!(
+            seen.code, 0,
+            "{protocol:?}: a known key survives the provider's outage"
+        );
+        let seen = call(&h, protocol, &[("authorization", &newer)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_discovery_document_for_another_issuer_is_a_startup_error() {
+    let provider = Provider::default();
+    provider
+        .keys
+        .lock()
+        .unwrap()
+        .push(SigningKey::new("k1").jwk);
+    let issuer = provider.start().await;
+    *provider.stated_issuer.lock().unwrap() = "https://impostor.example".to_owned();
+    let backend = "127.0.0.1:1".parse().unwrap();
+    let text = support::config_text(
+        backend,
+        &format!("[authenticators.idp]\nissuer = \"{issuer}\"\n"),
+        "auth = \"idp\"",
+    );
+    let err = match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+        Ok(_) => panic!("a gateway started on an impostor's discovery document"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("authenticators.idp"), "{err}");
+    assert!(err.contains("impostor.example"), "{err}");
+}
+
+/// A private PKI for mutual TLS: a CA, a server certificate for
+/// 127.0.0.1, and client certificates, written where a config can name them.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = std::env::temp_dir().join(format!(
+            "portico-identity-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Identity test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let pki = Pki { dir, ca };
+        let server = pki.issue(
+            "127.0.0.1",
+            vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())],
+        );
+        std::fs::write(pki.dir.join("server.pem"), server.cert_pem).unwrap();
+        std::fs::write(pki.dir.join("server.key"), server.key_pem).unwrap();
+        pki
+    }
+
+    fn issue(&self, common_name: &str, sans: Vec<rcgen::SanType>) -> Identity {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        Identity {
+            cert: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_der: key.serialize_der(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A TLS client trusting the CA, presenting `identity` if given.
+    fn client(&self, identity: Option<&Identity>) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(
+                    vec![id.cert.clone()],
+                    rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone()).unwrap(),
+                )
+                .unwrap(),
+        }
+    }
+}
+
+/// A certificate and its key.
+struct Identity {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    cert_pem: String,
+    key_der: Vec<u8>,
+    key_pem: String,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_the_principal_on_every_protocol() {
+    let pki = Pki::new();
+    let spiffe = "spiffe://acme.example/ns/prod/sa/orders";
+    let orders = pki.issue(
+        "orders",
+        vec![rcgen::SanType::URI(spiffe.try_into().unwrap())],
+    );
+    let legacy = pki.issue("legacy-client", vec![]);
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_cert = \"optional\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\" }\n";
+    // The demo config with TLS on the main port.
+    let mut h = support::Harness::start_with_config(|backend| {
+        support::config_text(backend, sections, "")
+            .replacen(
+                "admin = \"127.0.0.1:0\"\n",
+                &format!("admin = \"127.0.0.1:0\"\n{tls}"),
+                1,
+            )
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+                &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"mesh\"\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}\n"),
+                1,
+            )
+    })
+    .await;
+    let addr = h.gateway.addr;
+
+    for protocol in EVERY_PROTOCOL {
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&orders)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: the URI SAN is the principal");
+        assert_eq!(seen.metadata["x-client-identity"], spiffe, "{protocol:?}");
+        // A header cannot stand in for the certificate.
+        h.client = support::HttpClient::tls(addr, pki.client(None), false);
+        let seen = call(&h, protocol, &[("x-client-identity", spiffe)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: no certificate, no principal");
+        assert!(
+            seen.message.contains("client certificate"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        // Without a SAN, the subject names the caller.
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&legacy)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(
+            seen.metadata["x-client-identity"],
+            "O=Acme,CN=legacy-client"
+        );
+        assert!(seen.metadata["x-client-serial"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+        // A certificate the route's rules do not list is known but refused.
+        let stranger = pki.issue(
+            "stranger",
+            vec![rcgen::SanType::DnsName(
+                "stranger.acme.example".try_into().unwrap(),
+            )],
+        );
+        h.client = support::HttpClient::tls(addr, pki.client(Some(&stranger)), false);
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(
+            seen.code, 7,
+            "{protocol:?}: PERMISSION_DENIED for a principal not allowed"
+        );
+    }
+    // An expired certificate does not get past the handshake, on any route.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into().unwrap())];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &pki.ca).unwrap();
+    let expired = Identity {
+        cert: cert.der().clone(),
+        cert_pem: cert.pem(),
+        key_der: key.serialize_der(),
+        key_pem: key.serialize_pem(),
+    };
+    let client = support::HttpClient::tls(addr, pki.client(Some(&expired)), false);
+    assert!(
+        client.client_error("/v1/probe/headers").await,
+        "a handshake with an expired certificate fails"
+    );
+}
+
+#[test]
+fn identity_config_errors_name_the_key_and_the_reason() {
+    let backend = "127.0.0.1:1".parse().unwrap();
+    let keys = support::fixture("api_keys.toml");
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "a client_cert authenticator without mutual TLS",
+            "[authenticators.mesh]\nkind = \"client_cert\"\n".into(),
+            "authenticators.mesh.kind",
+            "server.tls.client_ca_file",
+        ),
+        (
+            "a key of another kind",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"s\"\nclient_id = \"x\"\n".into(),
+            "authenticators.jwt.client_id",
+            "introspection",
+        ),
+        (
+            "discovery with a shared-secret algorithm",
+            "[authenticators.idp]\nissuer = \"https://id.example.com\"\nalgorithm = \"HS256\"\n".into(),
+            "authenticators.idp.algorithm",
+            "public-key",
+        ),
+        (
+            "an ext_authz gRPC address without a port",
+            "[ext_authz.a]\ngrpc = \"opa.internal\"\n".into(),
+            "ext_authz.a.grpc",
+            "port",
+        ),
+        (
+            "an unknown identity",
+            "[authenticators.mesh]\nkind = \"client_cert\"\nidentity = [\"uri\", \"ip\"]\n".into(),
+            "authenticators.mesh.identity[1]",
+            "\"ip\"",
+        ),
+        (
+            "introspection without a client secret",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\n".into(),
+            "authenticators.o.client_secret",
+            "client_secret_env",
+        ),
+        (
+            "two client secrets",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\nclient_secret = \"a\"\nclient_secret_env = \"B\"\n".into(),
+            "authenticators.o.client_secret",
+            "one of",
+        ),
+        (
+            "a secret from an unset variable",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\nclient_secret_env = \"PORTICO_TEST_UNSET_SECRET\"\n".into(),
+            "authenticators.o.client_secret_env",
+            "PORTICO_TEST_UNSET_SECRET",
+        ),
+        (
+            "an introspection URL that is not one",
+            "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"ldap://x\"\nclient_id = \"p\"\nclient_secret = \"a\"\n".into(),
+            "authenticators.o.introspection_url",
+            "http",
+        ),
+        (
+            "an issuer to discover that is not a URL",
+            "[authenticators.idp]\nissuer = \"acme\"\n".into(),
+            "authenticators.idp.issuer",
+            "URL",
+        ),
+        (
+            "an ext_authz with two services",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nhttp = \"http://127.0.0.1:9/\"\n".into(),
+            "ext_authz.a.http",
+            "not both",
+        ),
+        (
+            "an ext_authz with none",
+            "[ext_authz.a]\ntimeout = \"1s\"\n".into(),
+            "ext_authz.a.grpc",
+            "required",
+        ),
+        (
+            "a bad failure mode",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nfailure_mode = \"maybe\"\n".into(),
+            "ext_authz.a.failure_mode",
+            "\"open\"",
+        ),
+        (
+            "upstream_headers on a gRPC service",
+            "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nupstream_headers = [\"x-user\"]\n".into(),
+            "ext_authz.a.upstream_headers",
+            "forward-auth",
+        ),
+    ];
+    for (case, section, key, reason) in cases {
+        let text = support::config_text(backend, &section, "");
+        let err = portico::config::Config::from_toml(&text)
+            .err()
+            .unwrap_or_else(|| panic!("{case}: accepted"));
+        assert_eq!(err.key, key, "{case}: {err:?}");
+        assert!(err.reason.contains(reason), "{case}: {}", err.reason);
+    }
+
+    let route_cases = [
+        ("auth = [\"keys\", \"nobody\"]", "auth", "nobody"),
+        ("auth = [\"keys\", \"keys\"]", "auth", "twice"),
+        ("ext_authz = \"nobody\"", "ext_authz", "nobody"),
+    ];
+    for (route, key, reason) in route_cases {
+        let sections =
+            format!("[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\n");
+        let text = support::config_text(backend, &sections, route);
+        let err = portico::config::Config::from_toml(&text).err().unwrap();
+        assert_eq!(err.key, format!("routes[0].{key}"), "{route}");
+        assert!(err.reason.contains(reason), "{route}: {}", err.reason);
+    }
+}
+
+#[tokio::test]
+async fn a_claim_grpc_metadata_cannot_carry_goes_base64_in_a_bin_header() {
+    let provider = Introspection::default();
+    provider.know(
+        "opaque-jose",
+        json!({"active": true, "sub": "José Müller", "scope": "read"}),
+    );
+    let addr = provider.start().await;
+    let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("José Müller");
+    for protocol in EVERY_PROTOCOL {
+        let mut headers = vec![
+            ("authorization", "Bearer opaque-jose"),
+            // A client's own copy of the claim's header is never believed.
+            ("x-user-id-bin", "Zm9yZ2Vk"),
+        ];
+        if protocol == Protocol::Grpc {
+            // tonic sends no binary metadata through this helper; a raw
+            // HTTP/2 client does.
+            headers.push(("grpc-timeout", "30S"));
+        }
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-user-id-bin"],
+            encoded.as_str(),
+            "{protocol:?}"
+        );
+        assert!(!seen.metadata.contains_key("x-user-id"), "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-scopes"], "read",
+            "{protocol:?}: ASCII claims as they are"
+        );
+    }
+}

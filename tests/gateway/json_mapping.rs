@@ -1,0 +1,146 @@
+//! Proto3 JSON mapping: conformant output, both field names on input,
+//! strict by default with the offending field named, and the options.
+
+use crate::support;
+
+use http::{Method, StatusCode};
+use support::Harness;
+
+const CREATE: &str = "/v1/shelves/1/books";
+
+#[tokio::test]
+async fn output_is_lower_camel_case_with_int64_as_strings_and_defaults_omitted() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/2/books/1").await;
+    let book = r.json();
+    assert_eq!(book["pages"], "511");
+    assert_eq!(book["genre"], "GENRE_HISTORY");
+    assert_eq!(book["published"], "1970-01-01T00:00:00Z");
+    assert!(
+        book.get("archived").is_none(),
+        "false is a default and is omitted: {book}"
+    );
+    assert!(book.get("labels").is_none());
+}
+
+#[tokio::test]
+async fn input_accepts_proto_and_json_names_and_wkt_forms() {
+    let h = Harness::start().await;
+    let body = r#"{"title":"T","author":"A","genre":3,"pages":12,"published":"2001-02-03T04:05:06.5Z","labels":{"k":"v"},"isbn":"978"}"#;
+    let r = h
+        .client
+        .json(Method::POST, &format!("{CREATE}?book_id=x1"), body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["genre"], "GENRE_SCIENCE");
+    assert_eq!(b["published"], "2001-02-03T04:05:06.500Z");
+    assert_eq!(b["labels"]["k"], "v");
+    assert_eq!(b["isbn"], "978");
+}
+
+#[tokio::test]
+async fn an_unknown_field_is_a_400_naming_it_and_the_backend_is_not_called() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(Method::POST, CREATE, r#"{"title":"T","colour":"red"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.violated_field(), "book.colour");
+    assert_eq!(r.json()["code"], 3);
+    assert_eq!(
+        r.json()["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.BadRequest"
+    );
+    assert_eq!(
+        h.client.get("/v1/shelves/1").await.json()["bookCount"],
+        2,
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn bad_enum_names_wrong_types_and_second_oneof_members_are_named() {
+    let h = Harness::start().await;
+    for (body, field) in [
+        (r#"{"title":"T","genre":"GENRE_POETRY"}"#, "book.genre"),
+        (r#"{"title":"T","pages":"many"}"#, "book.pages"),
+        (r#"{"title":["T"]}"#, "book.title"),
+        (r#"{"title":"T","isbn":"1","url":"u"}"#, "book.identifier"),
+        (r#"{"title":"T","published":"soon"}"#, "book.published"),
+    ] {
+        let r = h.client.json(Method::POST, CREATE, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.violated_field(), field, "{body}: {}", r.text());
+    }
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/v1/books:search",
+            r#"{"filter":{"minRating":"x"}}"#,
+        )
+        .await;
+    assert_eq!(r.violated_field(), "filter.minRating");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400() {
+    let h = Harness::start().await;
+    for body in [
+        r#"{"title":"#,
+        "not json",
+        r#"{"title":"T"} trailing"#,
+        "[]",
+    ] {
+        let r = h.client.json(Method::POST, CREATE, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.json()["code"], 3);
+    }
+}
+
+#[tokio::test]
+async fn a_body_of_another_media_type_is_a_415() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            CREATE,
+            &[("content-type", "application/xml")],
+            "<book/>",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn relaxed_parsing_drops_unknown_fields_when_configured() {
+    let h = Harness::start_with("[json]\nreject_unknown_fields = false\n", "").await;
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            CREATE,
+            r#"{"title":"T","colour":"red","genre":"GENRE_POETRY"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+}
+
+#[tokio::test]
+async fn output_options_apply_globally_and_per_route() {
+    let h = Harness::start_with(
+        "[json]\nemit_unpopulated = true\n",
+        "json = { use_proto_names = true, enums_as_numbers = true }",
+    )
+    .await;
+    let b = h.client.get("/v1/shelves/2/books/1").await.json();
+    assert_eq!(b["genre"], 2);
+    assert_eq!(b["archived"], false);
+    assert!(b.get("labels").is_some());
+    assert!(b.get("published").is_some());
+    let shelf = h.client.get("/v1/shelves/1").await.json();
+    assert_eq!(shelf["book_count"], 2);
+}

@@ -1,0 +1,105 @@
+//! The safe limits, each breached for real over a socket: oversized
+//! headers, slow headers, too many HTTP/2 streams, idle connections.
+
+use crate::support;
+
+use http::StatusCode;
+use std::time::{Duration, Instant};
+use support::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn read_all(sock: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(within, sock.read_to_end(&mut buf))
+        .await
+        .is_ok();
+    (buf, closed)
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() {
+    let h = Harness::start_with("[server.limits]\nmax_header_bytes = 8192\n", "").await;
+    let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let req = format!(
+        "GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let (buf, _) = read_all(&mut sock, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_headers_too_slowly_is_cut_off() {
+    let h = Harness::start_with("[server.limits]\nheader_read_timeout = \"300ms\"\n", "").await;
+    let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let started = Instant::now();
+    sock.write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let (_, closed) = read_all(&mut sock, Duration::from_secs(3)).await;
+    assert!(closed, "the connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let h = Harness::start_with("[server.limits]\nidle_timeout = \"300ms\"\n", "").await;
+    let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    sock.write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let (_, closed) = read_all(&mut sock, Duration::from_secs(5)).await;
+    assert!(
+        closed && started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn http2_streams_per_connection_are_capped() {
+    let h = Harness::start_with("[server.limits]\nmax_concurrent_streams = 7\n", "").await;
+    let sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(sock).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // The server's SETTINGS arrive with the first exchange.
+    let req = http::Request::get("http://x/v1/shelves/1")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(client.current_max_send_streams(), 7);
+}
+
+#[tokio::test]
+async fn many_concurrent_requests_on_one_http2_connection_all_succeed() {
+    let h = Harness::start().await;
+    let client = support::HttpClient::http2(h.gateway.addr);
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .get(&format!("/v1/shelves/{}", 1 + i % 2))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+}

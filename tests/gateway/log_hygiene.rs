@@ -1,0 +1,86 @@
+//! Client-controlled text in the log is escaped: a query parameter name or
+//! an enum value carrying a newline and an escape byte cannot forge a log
+//! line or a terminal sequence. Runs the real binary and reads its log.
+
+use crate::support;
+
+use portico::demo::backends::Backends;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::HttpClient;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+#[tokio::test]
+async fn a_forged_log_line_stays_inside_its_field() {
+    let (backend, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("portico-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\n\
+             [upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            support::proto_dir()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = HttpClient::new(format!("127.0.0.1:{port}").parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(client.addr).await.is_err() {
+        assert!(Instant::now() < deadline, "portico did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A query parameter name and an enum value with CR, LF and ESC in them.
+    let forged = "%0D%0AFORGED%20INFO%20portico%3A%20all%20good%1B%5B31m";
+    let r = client.get(&format!("/v1/shelves/1?x{forged}=1")).await;
+    assert_eq!(r.status, 400);
+    let r = client
+        .json(
+            http::Method::POST,
+            "/v1/shelves/1/books",
+            "{\"title\":\"t\",\"genre\":\"A\\r\\nFORGED INFO portico: all good\\u001b[31m\"}",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    assert!(
+        out.contains("FORGED"),
+        "the refusals were not logged: {out}"
+    );
+    for line in out.lines() {
+        assert!(!line.starts_with("FORGED"), "a forged line: {line:?}");
+        assert!(
+            !line.contains("\u{1b}[31m"),
+            "a terminal escape from a client reached the log: {line:?}"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

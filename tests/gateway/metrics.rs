@@ -1,0 +1,140 @@
+//! Metrics on the admin port: every call counted by method and status,
+//! whatever protocol it came in on, and each endpoint's state.
+
+use crate::support;
+
+use http::StatusCode;
+use portico::demo::backends::pb;
+use support::HttpClient;
+
+fn line_value(metrics: &str, prefix: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn calls_from_every_protocol_are_counted_by_method_and_status() {
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
+    let client = HttpClient::new(gateway.addr);
+    for _ in 0..3 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        client.get("/v1/shelves/9").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pb::library_client::LibraryClient::new(channel)
+        .get_shelf(pb::GetShelfRequest { shelf: "2".into() })
+        .await
+        .unwrap();
+
+    let admin = HttpClient::new(gateway.admin_addr.unwrap());
+    let r = admin.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = r.text();
+    let ok = "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"OK\"}";
+    let not_found = "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"NOT_FOUND\"}";
+    assert_eq!(
+        line_value(&m, ok),
+        Some(4),
+        "REST and gRPC calls together:\n{m}"
+    );
+    assert_eq!(line_value(&m, not_found), Some(1), "{m}");
+    assert_eq!(
+        line_value(
+            &m,
+            "portico_call_duration_seconds_count{method=\"portico.demo.v1.Library/GetShelf\"}"
+        ),
+        Some(5)
+    );
+    let endpoint =
+        format!("portico_endpoint_available{{upstream=\"demo\",endpoint=\"{backend}\"}}");
+    assert_eq!(line_value(&m, &endpoint), Some(1), "{m}");
+}
+
+#[tokio::test]
+async fn authenticated_calls_are_counted_per_principal() {
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = support::Harness::start_with(&sections, "auth = \"partners\"").await;
+    let gateway = &h.gateway;
+    let client = HttpClient::new(gateway.addr);
+    for key in ["acme-key-123", "acme-key-123", "globex-key-456"] {
+        let r = client
+            .send(
+                http::Method::GET,
+                "/v1/shelves/1",
+                &[("x-api-key", key)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Refused before authentication succeeds: nobody's usage.
+    assert_eq!(
+        client.get("/v1/shelves/1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let m = HttpClient::new(gateway.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text();
+    assert_eq!(
+        line_value(&m, "portico_principal_calls_total{principal=\"acme\"}"),
+        Some(2),
+        "{m}"
+    );
+    assert_eq!(
+        line_value(&m, "portico_principal_calls_total{principal=\"globex\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        line_value(
+            &m,
+            "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"demo\",code=\"UNAUTHENTICATED\"}"
+        ),
+        Some(1),
+        "refusals are counted too"
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_page_and_its_stats_are_on_the_admin_port() {
+    let h = support::Harness::start().await;
+    let (gateway, backend) = (&h.gateway, h.backend_addr);
+    let client = HttpClient::new(gateway.addr);
+    client.get("/v1/shelves/1").await;
+    client.get("/v1/shelves/9").await;
+    let admin = HttpClient::new(gateway.admin_addr.unwrap());
+    let page = admin.get("/").await;
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.text().contains("fetch(\"/stats\""));
+    let stats = admin.get("/stats").await.json();
+    let shelf = stats["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["method"] == "portico.demo.v1.Library/GetShelf")
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(shelf["total"], 2);
+    assert_eq!(shelf["codes"]["OK"], 1);
+    assert_eq!(shelf["codes"]["NOT_FOUND"], 1);
+    assert_eq!(
+        stats["upstreams"][0]["endpoints"][0]["address"],
+        backend.to_string()
+    );
+}

@@ -1,0 +1,88 @@
+//! What operators correlate and probe: a request id that follows every
+//! call from the client through the gateway to the backend and back, on
+//! every protocol, and a readiness endpoint that tells a load balancer
+//! whether calls could reach a backend.
+
+use crate::support;
+
+use support::instances::Instance;
+use support::protocols::{call, gateway, Protocol, EVERY_PROTOCOL};
+use support::HttpClient;
+
+fn is_generated(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn a_request_id_follows_every_call_to_the_backend_and_back() {
+    // Even a forwarding rule that names nothing else forwards it.
+    let h = gateway("[metadata]\nforward = [\"authorization\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        // The client's own id is kept.
+        let seen = call(&h, protocol, &[("x-request-id", "order-42")], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+        let expected = if protocol == Protocol::WebSocket {
+            // A session's calls: the session's id and the call's number.
+            "order-42.0"
+        } else {
+            "order-42"
+        };
+        assert_eq!(
+            seen.metadata["x-request-id"], expected,
+            "{protocol:?}: the backend got it"
+        );
+        assert_eq!(
+            seen.request_id.as_deref(),
+            Some(expected),
+            "{protocol:?}: the client got it back"
+        );
+
+        // No id, or one that could confuse a log: the gateway makes one.
+        for sent in [vec![], vec![("x-request-id", "two words")]] {
+            let seen = call(&h, protocol, &sent, "", None).await;
+            let backend = seen.metadata["x-request-id"].as_str().unwrap().to_owned();
+            let returned = seen.request_id.clone().unwrap();
+            assert_eq!(backend, returned, "{protocol:?}: one id for both sides");
+            let base = backend.strip_suffix(".0").unwrap_or(&backend);
+            assert!(is_generated(base), "{protocol:?}: {backend}");
+        }
+    }
+    // A refusal carries one too.
+    let r = h.client.get("/v1/nowhere").await;
+    assert_eq!(r.status, 404);
+    assert!(is_generated(r.header("x-request-id").unwrap()));
+}
+
+#[tokio::test]
+async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
+    let mut backend = Instance::start("127.0.0.1:0").await;
+    let text = support::config_text(backend.addr, "", "").replacen(
+        "[upstreams.demo]\n",
+        "[upstreams.demo.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n[upstreams.demo]\n",
+        1,
+    );
+    let g = support::gateway_for(&text, backend.addr).await;
+    let admin = HttpClient::new(g.admin_addr.unwrap());
+    let ready = |expect: u16| {
+        let admin = admin.clone();
+        async move {
+            support::eventually_async(|| {
+                let admin = admin.clone();
+                async move { admin.get("/readyz").await.status == expect }
+            })
+            .await
+        }
+    };
+    assert!(ready(200).await, "ready with its one endpoint up");
+    assert_eq!(admin.get("/healthz").await.status, 200);
+
+    backend.kill().await;
+    assert!(ready(503).await, "not ready once the only endpoint is gone");
+    let body = admin.get("/readyz").await.json();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["upstreams_without_endpoints"][0], "demo");
+    assert_eq!(admin.get("/healthz").await.status, 200, "alive all along");
+
+    backend.restart().await;
+    assert!(ready(200).await, "ready again when it returns");
+}

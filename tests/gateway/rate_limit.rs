@@ -1,0 +1,123 @@
+//! Rate limits as a pipeline policy: one budget, whatever protocol spends it.
+
+use crate::support;
+
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use portico::demo::backends::pb;
+use std::time::Duration;
+use support::Harness;
+
+/// Probe: 2 calls at once per client IP, refilled at 2 per second.
+/// Library: 1 call per second per x-request-id.
+async fn gateway() -> Harness {
+    Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "")
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 2, burst = 2 }\n",
+                1,
+            )
+            .replacen(
+                "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+                "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 1, key = \"header:x-request-id\" }\n",
+                1,
+            )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_spent_budget_is_429_with_retry_after_and_refills() {
+    let h = gateway().await;
+    for _ in 0..2 {
+        assert_eq!(
+            h.client.get("/v1/probe/headers").await.status,
+            StatusCode::OK
+        );
+    }
+    let r = h.client.get("/v1/probe/headers").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["code"], 8);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        h.backends.probe.calls(),
+        2,
+        "the refused call never reached the backend"
+    );
+
+    // The same budget, spent from gRPC.
+    let channel = h.grpc_channel().await;
+    let err = pb::probe_client::ProbeClient::new(channel.clone())
+        .headers(pb::HeadersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+
+    // And from a WebSocket call: it ends with RESOURCE_EXHAUSTED (close 4008).
+    let url = format!("ws://{}/v1/probe/headers", h.gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(frame)) = ws.next().await {
+        frames.push(frame);
+    }
+    let close = frames
+        .iter()
+        .find_map(|f| match f {
+            tokio_tungstenite::tungstenite::Message::Close(Some(c)) => Some(u16::from(c.code)),
+            _ => None,
+        })
+        .expect("a close frame");
+    assert_eq!(close, 4008, "{frames:?}");
+    assert_eq!(h.backends.probe.calls(), 2);
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        pb::probe_client::ProbeClient::new(channel)
+            .headers(pb::HeadersRequest {})
+            .await
+            .is_ok(),
+        "refilled"
+    );
+}
+
+#[tokio::test]
+async fn each_key_has_its_own_budget() {
+    let h = gateway().await;
+    let get = |id: &'static str| {
+        let client = h.client.clone();
+        async move {
+            client
+                .send(Method::GET, "/v1/shelves/1", &[("x-request-id", id)], "")
+                .await
+                .status
+        }
+    };
+    assert_eq!(get("alice").await, StatusCode::OK);
+    assert_eq!(get("alice").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get("bob").await, StatusCode::OK);
+    // Routes without a limit are not limited.
+    for _ in 0..5 {
+        assert_eq!(
+            h.client.get("/v1/feed?count=1").await.status,
+            StatusCode::OK
+        );
+    }
+}
+
+#[test]
+fn a_bad_limit_is_a_config_error_naming_the_key() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"a\"\n";
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}rate_limit = {{ requests_per_second = 0 }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "routes[0].rate_limit.requests_per_second");
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}rate_limit = {{ requests_per_second = 1, key = \"cookie\" }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "routes[0].rate_limit.key");
+}

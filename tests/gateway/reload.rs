@@ -1,0 +1,620 @@
+//! A live gateway: the config is reloaded while calls run, and nothing a
+//! client started is lost. Reloads that fail change nothing and say why.
+
+use crate::support;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use portico::app::reload::ReloadOutcome;
+use portico::app::{self, Gateway};
+use portico::config::Config;
+use portico::demo::backends::{pb, Backends};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::HttpClient;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A TCP forwarder in front of a backend that counts the connections that
+/// carried bytes (health probes only connect, and are not counted).
+async fn counting_proxy(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let used = Arc::new(AtomicUsize::new(0));
+    let counter = used.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if inbound.peek(&mut first).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, used)
+}
+
+/// Two shapes of the same gateway. `A` routes Probe and has one endpoint;
+/// `B` drops the Probe route, changes Library's rate limit and adds a
+/// second endpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    A,
+    B,
+}
+
+fn config_text(shape: Shape, endpoints: &[SocketAddr], extra_server: &str) -> String {
+    let eps: Vec<String> = match shape {
+        Shape::A => vec![format!("\"{}\"", endpoints[0])],
+        Shape::B => endpoints.iter().map(|e| format!("\"{e}\"")).collect(),
+    };
+    let rate = match shape {
+        Shape::A => 1000,
+        Shape::B => 2000,
+    };
+    let mut text = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+watch_files = false
+{extra_server}
+
+[descriptors]
+proto_paths = ["{proto}"]
+protos = ["portico/demo/v1/library.proto", "portico/demo/v1/feed.proto", "portico/demo/v1/chat.proto", "portico/demo/v1/probe.proto"]
+
+[upstreams.demo]
+endpoints = [{eps}]
+
+[[routes]]
+grpc_service = "portico.demo.v1.Library"
+upstream = "demo"
+rate_limit = {{ requests_per_second = {rate} }}
+
+[[routes]]
+grpc_service = "portico.demo.v1.Feed"
+upstream = "demo"
+
+[[routes]]
+grpc_service = "portico.demo.v1.Chat"
+upstream = "demo"
+"#,
+        proto = support::proto_dir(),
+        eps = eps.join(", ")
+    );
+    if shape == Shape::A {
+        text.push_str(
+            "\n[[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+        );
+    }
+    text
+}
+
+/// Replaces a file the way editors and deploy tools do: write aside, rename.
+fn replace(path: &Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("portico-reload-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start(path: &Path) -> Gateway {
+    app::start(Config::load(path).unwrap()).await.unwrap()
+}
+
+async fn admin_json(gw: &Gateway, method: Method, path: &str) -> (StatusCode, Value) {
+    let r = HttpClient::new(gw.admin_addr.unwrap())
+        .send(method, path, &[], "")
+        .await;
+    (r.status, r.json())
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    HttpClient::new(gw.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text()
+}
+
+/// The next frame of a WebSocket call `id` that ends it or refuses it.
+async fn call_end(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    id: &str,
+) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("the session is open")
+            .expect("a readable frame");
+        let Message::Text(t) = frame else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        if v["id"] == id && (v.get("status").is_some() || v.get("error").is_some()) {
+            return v;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_load_fail_no_call_and_cut_no_stream() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (b2, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("load");
+    let path = dir.join("portico.toml");
+    let endpoints = [b1, b2];
+    replace(&path, &config_text(Shape::A, &endpoints, ""));
+    let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+
+    // REST and gRPC clients in a loop on a route every shape has.
+    let rest = {
+        let (client, stop, failures, calls) = (
+            client.clone(),
+            stop.clone(),
+            failures.clone(),
+            calls.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = client.get("/v1/shelves/1").await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                if r.status != StatusCode::OK {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("REST {}: {}", r.status, r.text()));
+                }
+            }
+        })
+    };
+    let grpc = {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (stop, failures, calls) = (stop.clone(), failures.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut library = pb::library_client::LibraryClient::new(channel);
+            while !stop.load(Ordering::SeqCst) {
+                let r = library
+                    .get_shelf(pb::GetShelfRequest { shelf: "1".into() })
+                    .await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                if let Err(s) = r {
+                    failures.lock().unwrap().push(format!("gRPC {s:?}"));
+                }
+            }
+        })
+    };
+    // A WebSocket bidi session that chats throughout.
+    let chat = {
+        let mut req = format!("ws://{}/v1/chat", gw.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let (mut tx, mut rx) = ws.split();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut sent = 0;
+            let mut echoed = 0;
+            while !stop.load(Ordering::SeqCst) {
+                sent += 1;
+                let m = json!({"message": {"user": "ann", "text": format!("m{sent}")}});
+                tx.send(Message::text(m.to_string()))
+                    .await
+                    .expect("the session is open");
+                let frame = tokio::time::timeout(Duration::from_secs(5), rx.next())
+                    .await
+                    .expect("an echo in time")
+                    .expect("the session is open")
+                    .expect("a readable frame");
+                let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+                assert_eq!(v["result"]["text"], format!("m{sent}"), "{v}");
+                echoed += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (sent, echoed)
+        })
+    };
+    // A long server stream over REST.
+    let feed = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let resp = client
+                .open(
+                    Method::GET,
+                    "/v1/feed?count=60&interval_ms=60&topic=t",
+                    &[],
+                    "",
+                )
+                .await;
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        })
+    };
+    // A multiplexed session that opens calls as the config changes.
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut session, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+
+    // A slow call on the route the first reload removes.
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get("/v1/probe/sleep/1500").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let admin = HttpClient::new(gw.admin_addr.unwrap());
+    for i in 0..20 {
+        let shape = if i % 2 == 0 { Shape::B } else { Shape::A };
+        replace(&path, &config_text(shape, &endpoints, ""));
+        // Alternate the triggers: the admin port and the API.
+        if i % 4 < 2 {
+            let r = admin.send(Method::POST, "/config/reload", &[], "").await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            assert_eq!(r.json()["result"], "ok");
+            assert_eq!(r.json()["changed"], true);
+        } else {
+            let outcome = gw.live.reload().await;
+            assert!(
+                matches!(outcome, ReloadOutcome::Swapped { .. }),
+                "{outcome:?}"
+            );
+        }
+        // Once swapped, the Probe route is there or not, for every protocol.
+        let probe = client.get("/v1/probe/headers").await.status;
+        let id = format!("p{i}");
+        session
+            .send(Message::text(
+                json!({"id": id, "open": "/portico.demo.v1.Probe/Headers", "message": {}})
+                    .to_string(),
+            ))
+            .await
+            .unwrap();
+        let opened = call_end(&mut session, &id).await;
+        match shape {
+            Shape::A => {
+                assert_eq!(probe, StatusCode::OK, "reload {i}");
+                assert_eq!(opened["status"]["code"], 0, "reload {i}: {opened}");
+            }
+            Shape::B => {
+                assert_eq!(probe, StatusCode::NOT_FOUND, "reload {i}");
+                assert_eq!(opened["error"]["code"], 12, "reload {i}: {opened}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(
+        slow.await.unwrap(),
+        StatusCode::OK,
+        "the slow call on the removed route finished"
+    );
+    let lines = feed.await.unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        60,
+        "the long stream was not cut: {lines}"
+    );
+    assert!(!lines.contains("\"error\""), "{lines}");
+    stop.store(true, Ordering::SeqCst);
+    rest.await.unwrap();
+    grpc.await.unwrap();
+    let (sent, echoed) = chat.await.unwrap();
+    assert!(
+        sent > 10 && sent == echoed,
+        "chat: {sent} sent, {echoed} echoed"
+    );
+    let failed = failures.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed: {:?}",
+        failed.len(),
+        calls.load(Ordering::SeqCst),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(metrics(&gw)
+        .await
+        .contains("portico_config_reloads_total{result=\"ok\"} 20"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn endpoints_that_stay_keep_their_connections_and_counters_keep_counting() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (b2, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (p1, used1) = counting_proxy(b1).await;
+    let (p2, used2) = counting_proxy(b2).await;
+    let dir = temp_dir("endpoints");
+    let path = dir.join("portico.toml");
+    let endpoints = [p1, p2];
+    replace(&path, &config_text(Shape::A, &endpoints, ""));
+    let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    for _ in 0..5 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    let before = used1.load(Ordering::SeqCst);
+    assert!(before >= 1);
+
+    replace(&path, &config_text(Shape::B, &endpoints, ""));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    for _ in 0..10 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    replace(&path, &config_text(Shape::A, &endpoints, ""));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    for _ in 0..5 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        used1.load(Ordering::SeqCst),
+        before,
+        "the endpoint every config has kept its connection"
+    );
+    // Back on the first list, the removed endpoint takes no calls.
+    for _ in 0..6 {
+        let r = client.get("/v1/probe/headers").await;
+        assert_eq!(r.header("x-served-by"), Some(b1.to_string().as_str()));
+    }
+    assert!(
+        used2.load(Ordering::SeqCst) >= 1,
+        "the added endpoint took calls"
+    );
+    // Metrics counters are not reset by a reload: 20 calls on GetShelf.
+    let text = metrics(&gw).await;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("portico_calls_total") && l.contains("GetShelf") && l.contains("\"OK\"")
+        })
+        .unwrap_or_else(|| panic!("no GetShelf counter in {text}"));
+    assert!(line.ends_with(" 20"), "{line}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_secrets() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("noop");
+    let path = dir.join("portico.toml");
+    let text = config_text(Shape::A, &[b1], "")
+        + "\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-very-secret-signing-key\"\n";
+    replace(&path, &text);
+    let gw = start(&path).await;
+    let (status, before) = admin_json(&gw, Method::GET, "/config").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(before["digest"].as_str().unwrap().len(), 64);
+    assert!(before["loaded_at"].as_f64().unwrap() > 0.0);
+    assert_eq!(before["last_error"], Value::Null);
+    assert_eq!(
+        before["config"]["authenticators"]["users"]["secret"],
+        "[redacted]"
+    );
+    assert!(!before.to_string().contains("a-very-secret-signing-key"));
+
+    let (status, outcome) = admin_json(&gw, Method::POST, "/config/reload").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        outcome,
+        json!({"result": "ok", "changed": false, "digest": before["digest"]})
+    );
+    let (_, after) = admin_json(&gw, Method::GET, "/config").await;
+    assert_eq!(after["loaded_at"], before["loaded_at"], "no new generation");
+    let (status, _) = admin_json(&gw, Method::GET, "/config/reload").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_by_itself() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("watch");
+    let path = dir.join("portico.toml");
+    let watched =
+        |shape| config_text(shape, &[b1], "").replace("watch_files = false", "watch_files = true");
+    replace(&path, &watched(Shape::A));
+    let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    assert_eq!(client.get("/v1/probe/headers").await.status, StatusCode::OK);
+    replace(&path, &watched(Shape::B));
+    let mut gone = false;
+    for _ in 0..50 {
+        if client.get("/v1/probe/headers").await.status == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the route was still served 5 s after the file changed"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A certificate verifier that trusts anything and remembers what it saw.
+#[derive(Debug)]
+struct Recorder(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl rustls::client::danger::ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0.lock().unwrap().push(end_entity.to_vec());
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An HTTP/1.1 connection over TLS; returns its sender.
+async fn tls_connection(
+    addr: SocketAddr,
+    seen: Arc<Recorder>,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(seen)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get_over(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> StatusCode {
+    let req = http::Request::builder()
+        .uri("/v1/probe/headers")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    sender.send_request(req).await.unwrap().status()
+}
+
+fn pem_der(file: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(support::fixture(file))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_certificate_swap_reaches_new_handshakes_and_spares_open_connections() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("tls");
+    let path = dir.join("portico.toml");
+    let with_cert = |cert: &str, key: &str| {
+        config_text(Shape::A, &[b1], "").replacen(
+            "watch_files = false\n",
+            &format!(
+                "watch_files = false\n\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                support::fixture(cert),
+                support::fixture(key)
+            ),
+            1,
+        )
+    };
+    replace(&path, &with_cert("tls/server.pem", "tls/server.key"));
+    let gw = start(&path).await;
+    let seen = Arc::new(Recorder(Default::default()));
+    let mut open = tls_connection(gw.addr, seen.clone()).await;
+    assert_eq!(get_over(&mut open).await, StatusCode::OK);
+
+    replace(&path, &with_cert("tls/client.pem", "tls/client.key"));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    let mut fresh = tls_connection(gw.addr, seen.clone()).await;
+    assert_eq!(get_over(&mut fresh).await, StatusCode::OK);
+    assert_eq!(
+        get_over(&mut open).await,
+        StatusCode::OK,
+        "the open connection still works"
+    );
+    let certs = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        certs,
+        vec![pem_der("tls/server.pem"), pem_der("tls/client.pem")]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

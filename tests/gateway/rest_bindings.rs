@@ -1,0 +1,233 @@
+//! Every kind of google.api.http binding, served by a real tonic backend
+//! through the gateway.
+
+use crate::support;
+
+use http::{Method, StatusCode};
+use support::Harness;
+
+#[tokio::test]
+async fn a_path_variable_fills_the_request_field() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"name": "shelves/1", "theme": "Fiction", "bookCount": 2})
+    );
+}
+
+#[tokio::test]
+async fn a_variable_with_a_sub_template_captures_several_segments() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/1/books/2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["title"], "Solaris");
+    // additional_bindings: the same method on a second template.
+    let r = h.client.get("/v1/books/shelves/1/books/2").await;
+    assert_eq!(r.json()["title"], "Solaris");
+}
+
+#[tokio::test]
+async fn a_body_field_with_path_parent_creates_with_201_and_location() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/v1/shelves/2/books?bookId=dune",
+            r#"{"title":"Dune","pages":"412"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/v1/shelves/2/books/dune"));
+    assert_eq!(r.json()["name"], "shelves/2/books/dune");
+    assert_eq!(r.json()["pages"], "412");
+    // x-http-status is consumed by the gateway, not passed on.
+    assert_eq!(r.header("x-http-status"), None);
+}
+
+#[tokio::test]
+async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1",
+            r#"{"pages":999,"author":"U. K. Le Guin"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let mut mask: Vec<&str> = r.header("x-update-mask").unwrap().split(',').collect();
+    mask.sort();
+    assert_eq!(mask, ["author", "pages"]);
+    let book = r.json();
+    assert_eq!(book["pages"], "999");
+    assert_eq!(book["author"], "U. K. Le Guin");
+    // Fields not in the mask are untouched.
+    assert_eq!(book["title"], "The Left Hand of Darkness");
+}
+
+#[tokio::test]
+async fn an_explicit_update_mask_is_kept() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1?updateMask=title",
+            r#"{"title":"New","pages":1}"#,
+        )
+        .await;
+    assert_eq!(r.header("x-update-mask"), Some("title"));
+    assert_eq!(r.json()["pages"], "304");
+}
+
+#[tokio::test]
+async fn delete_replies_204_with_no_body() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .send(Method::DELETE, "/v1/shelves/1/books/2", &[], "")
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.body.is_empty());
+    assert_eq!(
+        h.client.get("/v1/shelves/1/books/2").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn a_custom_verb_reaches_its_method() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/v1/shelves/1/books/2:archive",
+            r#"{"reason":"worn"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["archived"], true);
+    assert_eq!(r.json()["labels"]["archived-because"], "worn");
+}
+
+#[tokio::test]
+async fn response_body_writes_one_field_alone() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/1/books/2/title").await;
+    assert_eq!(r.json(), serde_json::json!("Solaris"));
+}
+
+#[tokio::test]
+async fn http_body_carries_raw_bytes_both_ways() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/1/books/2/cover").await;
+    assert_eq!(r.header("content-type"), Some("image/svg+xml"));
+    assert!(r.text().starts_with("<svg") && r.text().contains("Solaris"));
+
+    let png = vec![0x89u8, b'P', b'N', b'G', 0, 1, 2, 3];
+    let r = h
+        .client
+        .send(
+            Method::PUT,
+            "/v1/shelves/1/books/2/cover",
+            &[("content-type", "image/png")],
+            png,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["contentType"], "image/png");
+    assert_eq!(r.json()["size"], "8");
+}
+
+#[tokio::test]
+async fn every_method_is_also_served_at_its_grpc_path() {
+    let h = Harness::start().await;
+    // Stats has no google.api.http rule at all.
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/portico.demo.v1.Library/Stats",
+            r#"{"includeArchived":true}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"shelves": 2, "books": 3}));
+    // An annotated one too.
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            r#"{"shelf":"2"}"#,
+        )
+        .await;
+    assert_eq!(r.json()["theme"], "History");
+    // An empty body is an empty message.
+    let r = h
+        .client
+        .json(Method::POST, "/portico.demo.v1.Library/Stats", "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn single_segment_variables_decode_slashes_and_multi_segment_ones_keep_them() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/files/docs/a%2Fb/c%20d.txt").await;
+    assert_eq!(r.json()["path"], "docs/a%2Fb/c d.txt");
+    let r = h.client.json(Method::GET, "/v1/shelves/a%2Fb", "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["message"], "shelf shelves/a/b not found");
+}
+
+#[tokio::test]
+async fn literal_segments_win_over_variables() {
+    let h = Harness::start().await;
+    // /v1/books:search (literal "books" + verb) against /v1/books/{name=shelves/*/books/*}.
+    let r = h.client.get("/v1/books:search?query=left").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["books"][0]["title"], "The Left Hand of Darkness");
+    // The POST additional binding takes the whole body.
+    let r = h
+        .client
+        .json(Method::POST, "/v1/books:search", r#"{"query":"guns"}"#)
+        .await;
+    assert_eq!(r.json()["books"][0]["title"], "The Guns of August");
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_on_the_same_port() {
+    let h = Harness::start().await;
+    let client = support::HttpClient::http2(h.gateway.addr);
+    let r = client.get("/v1/shelves/2").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["theme"], "History");
+}
+
+#[tokio::test]
+async fn a_rule_in_the_config_binds_a_method_the_schema_left_unannotated() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nhttp_rules.Stats = { get = \"/v1/stats\" }\nhttp_rules.GetShelf = { get = \"/v2/shelf/{shelf}\" }\n",
+            1,
+        )
+    })
+    .await;
+    let r = h.client.get("/v1/stats?includeArchived=true").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["books"], 3);
+    // A config rule replaces the schema's rule for that method.
+    assert_eq!(h.client.get("/v2/shelf/2").await.json()["theme"], "History");
+    assert_eq!(
+        h.client.get("/v1/shelves/2").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

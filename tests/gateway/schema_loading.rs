@@ -1,0 +1,179 @@
+//! Schemas three ways (descriptor set, .proto compiled at startup, server
+//! reflection) and the startup errors that name file and symbol.
+
+use crate::support;
+
+use http::StatusCode;
+use portico::app;
+use portico::config::Config;
+use portico::demo::backends::Backends;
+
+async fn backend() -> std::net::SocketAddr {
+    Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .0
+}
+
+fn config(backend: std::net::SocketAddr, descriptors: &str, service: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[descriptors]\n{descriptors}\n\n[upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"{service}\"\nupstream = \"demo\"\n"
+    )
+}
+
+async fn shelf_theme(gw: &app::Gateway) -> String {
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    r.json()["theme"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_descriptor_set_file_is_loaded() {
+    let b = backend().await;
+    let set = format!(
+        "sets = [\"{}/descriptors/demo.binpb\"]",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let gw = app::start(Config::from_toml(&config(b, &set, "portico.demo.v1.Library")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(shelf_theme(&gw).await, "History");
+}
+
+#[tokio::test]
+async fn proto_sources_are_compiled_at_startup() {
+    let b = backend().await;
+    let protos = format!(
+        "proto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]",
+        support::proto_dir()
+    );
+    let gw = app::start(Config::from_toml(&config(b, &protos, "portico.demo.v1.Library")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(shelf_theme(&gw).await, "History");
+}
+
+#[tokio::test]
+async fn server_reflection_is_read_from_the_upstream() {
+    let b = backend().await;
+    let gw = app::start(
+        Config::from_toml(&config(
+            b,
+            "reflect = [\"demo\"]",
+            "portico.demo.v1.Library",
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(shelf_theme(&gw).await, "History");
+}
+
+#[tokio::test]
+async fn a_route_to_an_unknown_service_names_the_key_and_the_service() {
+    let b = backend().await;
+    let protos = format!(
+        "proto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/feed.proto\"]",
+        support::proto_dir()
+    );
+    let err = app::load(Config::from_toml(&config(b, &protos, "portico.demo.v1.Nope")).unwrap())
+        .await
+        .err()
+        .expect("load fails")
+        .to_string();
+    assert!(err.contains("routes[0].grpc_service"), "{err}");
+    assert!(err.contains("portico.demo.v1.Nope"), "{err}");
+    assert!(
+        err.contains("portico.demo.v1.Feed"),
+        "lists what is loaded: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_import_names_the_proto_file_and_the_import() {
+    let dir = std::env::temp_dir().join(format!("portico-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("svc.proto"),
+        "syntax = \"proto3\";\npackage x;\nimport \"shared/types.proto\";\n",
+    )
+    .unwrap();
+    let b = backend().await;
+    let protos = format!(
+        "proto_paths = [\"{}\"]\nprotos = [\"svc.proto\"]",
+        dir.display()
+    );
+    let err = app::load(Config::from_toml(&config(b, &protos, "x.Svc")).unwrap())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("shared/types.proto"), "{err}");
+    assert!(err.contains("svc.proto"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn colliding_bindings_are_a_startup_error_naming_both_methods() {
+    let dir = std::env::temp_dir().join(format!("portico-collide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("c.proto"),
+        r#"syntax = "proto3";
+package c;
+import "google/api/annotations.proto";
+message M { string id = 1; }
+service S {
+  rpc A(M) returns (M) { option (google.api.http) = {get: "/v1/things/{id}"}; }
+  rpc B(M) returns (M) { option (google.api.http) = {get: "/v1/things/{id=*}"}; }
+}
+"#,
+    )
+    .unwrap();
+    let b = backend().await;
+    let protos = format!(
+        "proto_paths = [\"{}\"]\nprotos = [\"c.proto\"]",
+        dir.display()
+    );
+    let err = app::load(Config::from_toml(&config(b, &protos, "c.S")).unwrap())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("c.S.A") && err.contains("c.S.B") && err.contains("collides"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn a_binding_naming_a_missing_field_is_a_startup_error() {
+    let dir = std::env::temp_dir().join(format!("portico-field-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("f.proto"),
+        r#"syntax = "proto3";
+package f;
+import "google/api/annotations.proto";
+message M { string id = 1; }
+service S {
+  rpc A(M) returns (M) { option (google.api.http) = {post: "/v1/{name}" body: "thing"}; }
+}
+"#,
+    )
+    .unwrap();
+    let b = backend().await;
+    let protos = format!(
+        "proto_paths = [\"{}\"]\nprotos = [\"f.proto\"]",
+        dir.display()
+    );
+    let err = app::load(Config::from_toml(&config(b, &protos, "f.S")).unwrap())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("f.S.A") && err.contains("\"name\""), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

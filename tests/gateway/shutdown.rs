@@ -1,0 +1,120 @@
+//! Graceful shutdown of the real binary: on SIGTERM it stops accepting,
+//! finishes the calls in flight (up to `server.drain_timeout`) and exits 0.
+
+use crate::support;
+
+use http::StatusCode;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::instances::Instance;
+use support::HttpClient;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `portico serve` in front of `backend`; returns it once it answers.
+async fn portico(
+    backend: &Instance,
+    drain_timeout: &str,
+) -> (Child, HttpClient, std::path::PathBuf) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("portico-shutdown-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"{drain_timeout}\"\n\n\
+             [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\n\
+             [upstreams.demo]\nendpoints = [\"{}\"]\n\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            support::proto_dir(),
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = HttpClient::new(format!("127.0.0.1:{port}").parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(client.addr).await.is_err() {
+        assert!(Instant::now() < deadline, "portico did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (child, client, dir)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_zero() {
+    let backend = Instance::start("127.0.0.1:0").await;
+    let (mut child, client, dir) = portico(&backend, "10s").await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get("/v1/probe/sleep/800").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(client.addr).await.is_err(),
+        "the listener is closed during the drain"
+    );
+    assert_eq!(
+        slow.await.unwrap(),
+        StatusCode::OK,
+        "the call in flight finished"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_how_long_shutdown_waits() {
+    let backend = Instance::start("127.0.0.1:0").await;
+    let (mut child, client, dir) = portico(&backend, "300ms").await;
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let r = client
+                .open(http::Method::GET, "/v1/probe/sleep/5000", &[], "")
+                .await;
+            r.status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .expect("exits at the drain timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    slow.abort();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,159 @@
+//! Timeouts on by default: a client that stalls its body, a backend that
+//! never answers, or one that goes quiet mid-reply, each gets a clear
+//! error naming the timeout, and the backend's call is cancelled.
+
+use crate::support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::{frame_bytes, Harness, HttpClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const LIMITS: &str = "body_read_timeout = \"300ms\"\nupstream_header_timeout = \"300ms\"\nstream_idle_timeout = \"300ms\"\n";
+
+fn with_limits(text: String) -> String {
+    text.replacen(
+        "admin = \"127.0.0.1:0\"\n",
+        &format!("admin = \"127.0.0.1:0\"\n\n[server.limits]\n{LIMITS}"),
+        1,
+    )
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_a_408_naming_the_timeout() {
+    let h = Harness::start_with_config(|b| with_limits(support::config_text(b, "", ""))).await;
+    let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+    socket
+        .write_all(b"POST /portico.demo.v1.Probe/Headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut answer))
+        .await
+        .expect("an answer before 3 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_read_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(h.backends.probe.calls(), 0);
+    assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Stall {
+    /// Takes the stream and never answers.
+    BeforeHeaders,
+    /// Answers with headers, then sends nothing more.
+    AfterHeaders,
+}
+
+/// A raw HTTP/2 backend that stalls; reports each stream's reset.
+async fn stalling_backend(stall: Stall) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        while let Some(chunk) = body.data().await {
+                            if let Ok(c) = &chunk {
+                                let _ = body.flow_control().release_capacity(c.len());
+                            }
+                        }
+                        // The request is in; now wait for the gateway to give up.
+                        let reset = if stall == Stall::AfterHeaders {
+                            let resp = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let mut send = respond.send_response(resp, false).unwrap();
+                            std::future::poll_fn(|cx| send.poll_reset(cx)).await
+                        } else {
+                            std::future::poll_fn(|cx| respond.poll_reset(cx)).await
+                        };
+                        let _ = tx.send(format!("{reset:?}"));
+                    });
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+async fn gateway_to(backend: SocketAddr) -> portico::app::Gateway {
+    let text = with_limits(support::config_text(backend, "", ""));
+    portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_backend_that_never_answers_is_a_504_and_its_call_is_reset() {
+    let (backend, mut resets) = stalling_backend(Stall::BeforeHeaders).await;
+    let gw = gateway_to(backend).await;
+    let client = HttpClient::new(gw.addr);
+    let started = Instant::now();
+    let r = client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("upstream_header_timeout"), "{}", r.text());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let reset = tokio::time::timeout(Duration::from_secs(3), resets.recv()).await;
+    assert!(reset.is_ok(), "the backend's stream was never reset");
+
+    // gRPC: DEADLINE_EXCEEDED, trailers-only.
+    let r = HttpClient::http2(gw.addr)
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &[("content-type", "application/grpc"), ("te", "trailers")],
+            frame_bytes(0, &[]),
+        )
+        .await;
+    assert_eq!(r.header("grpc-status"), Some("4"));
+    assert!(r
+        .header("grpc-message")
+        .unwrap_or("")
+        .contains("upstream_header_timeout"));
+}
+
+#[tokio::test]
+async fn a_backend_that_goes_quiet_mid_reply_is_cut_off_naming_the_timeout() {
+    let (backend, mut resets) = stalling_backend(Stall::AfterHeaders).await;
+    let gw = gateway_to(backend).await;
+    let client = HttpClient::new(gw.addr);
+    // A server stream: the NDJSON ends with an error line.
+    let r = client.get("/v1/feed?count=5").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("stream_idle_timeout"), "{}", r.text());
+    assert!(tokio::time::timeout(Duration::from_secs(3), resets.recv())
+        .await
+        .is_ok());
+    // A unary call whose reply never comes after its headers.
+    let r = client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("stream_idle_timeout"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn streams_that_keep_talking_are_not_cut_off() {
+    // The limits are idle timeouts: a stream of messages 100 ms apart lasts
+    // longer than any one of them.
+    let h = Harness::start_with_config(|b| with_limits(support::config_text(b, "", ""))).await;
+    let r = h.client.get("/v1/feed?count=6&interval_ms=100").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().lines().count(), 6, "{}", r.text());
+    assert!(!r.text().contains("error"), "{}", r.text());
+}

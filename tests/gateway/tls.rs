@@ -1,0 +1,290 @@
+//! TLS on the main port: HTTPS clients get HTTP/2 or HTTP/1.1 by ALPN, a
+//! plain-text client is turned away without harm, and a key that does not
+//! fit the certificate is a startup error.
+
+use crate::support;
+
+use bytes::Bytes;
+use http::{StatusCode, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use portico::app;
+use portico::config::Config;
+
+fn tls_section(key: &str) -> String {
+    format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        support::fixture("tls/server.pem"),
+        support::fixture(key)
+    )
+}
+
+/// The harness config with TLS on the main port (a `[server.tls]` table
+/// must follow `[server]`'s keys, so it goes right after them).
+fn config(backend: std::net::SocketAddr, key: &str) -> String {
+    support::config_text(backend, "", "").replacen(
+        "admin = \"127.0.0.1:0\"\n",
+        &format!("admin = \"127.0.0.1:0\"\n{}", tls_section(key)),
+        1,
+    )
+}
+
+async fn get(url: &str, http2_only: bool) -> (StatusCode, Version, String) {
+    let connector = portico::egress::tls::https_connector(Some(std::path::Path::new(
+        &support::fixture("tls/ca.pem"),
+    )))
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2_only)
+        .build::<_, Empty<Bytes>>(connector);
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.version,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn https_clients_are_served_over_http2_or_http1_by_alpn() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/shelves/1", gateway.addr.port());
+
+    let (status, version, body) = get(&url, true).await;
+    assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
+    assert!(body.contains("Fiction"), "{body}");
+
+    // A plain-text client on the TLS port gets no answer, and harms nothing.
+    let plain = support::HttpClient::new(gateway.addr);
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        plain.client_error("/v1/shelves/1"),
+    )
+    .await
+    .expect("the connection is closed promptly");
+    assert!(attempt, "plain HTTP is not served on a TLS port");
+
+    let (status, version, _) = get(&url, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(matches!(version, Version::HTTP_2 | Version::HTTP_11));
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_certificate_is_a_startup_error() {
+    let text = config("127.0.0.1:1".parse().unwrap(), "jwt_rs256_private.pem");
+    let err = match app::load(Config::from_toml(&text).unwrap()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a mismatched key was accepted"),
+    };
+    assert!(err.contains("server.tls"), "{err}");
+}
+
+#[tokio::test]
+async fn grpc_clients_call_over_tls_with_h2_by_alpn() {
+    use portico::demo::backends::pb;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let connector = portico::egress::tls::https_connector(Some(std::path::Path::new(
+        &support::fixture("tls/ca.pem"),
+    )))
+    .unwrap();
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build::<_, http_body_util::Full<Bytes>>(connector);
+    let body = support::frame(&pb::GetShelfRequest { shelf: "2".into() });
+    let req = http::Request::post(format!(
+        "https://127.0.0.1:{}/portico.demo.v1.Library/GetShelf",
+        gateway.addr.port()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(Bytes::from(body)))
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_2);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("gRPC trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    let data = collected.to_bytes();
+    let shelf = <pb::Shelf as prost::Message>::decode(&data[5..]).unwrap();
+    assert_eq!(shelf.theme, "History");
+}
+
+/// A gateway whose Library route goes to `upstream` (the body of
+/// `[upstreams.lib]`), schemas read by reflection from that upstream.
+async fn gateway_to(upstream: &str) -> Result<portico::app::Gateway, String> {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nreflect = [\"lib\"]\n[upstreams.lib]\n{upstream}\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"lib\"\n"
+    );
+    app::start(Config::from_toml(&text).unwrap())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let secure = support::instances::tls_front(backend).await;
+
+    // Schemas by reflection and every call go over TLS to the endpoint.
+    let gw = gateway_to(&format!(
+        "endpoints = [\"{secure}\"]\ntls_ca_file = \"{}\"",
+        support::fixture("tls/ca.pem")
+    ))
+    .await
+    .unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Fiction"));
+
+    // Without the private CA the certificate does not verify: startup fails
+    // (reflection is the first call), naming the upstream and the cause.
+    let err = gateway_to(&format!("endpoints = [\"{secure}\"]\ntls = true"))
+        .await
+        .err()
+        .expect("an unverifiable upstream certificate is refused");
+    assert!(
+        err.contains("upstream lib") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_clients_connect_over_tls_too() {
+    use futures_util::StreamExt;
+    use rustls::pki_types::pem::PemObject;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = app::start(Config::from_toml(&config(backend, "tls/server.key")).unwrap())
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(support::fixture("tls/ca.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    // A browser's wss:// handshake is HTTP/1.1 (ALPN offers only that).
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://127.0.0.1:{}/v1/shelves/2", gateway.addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(frame.contains("History"), "{frame}");
+}
+
+#[tokio::test]
+async fn an_upstream_requiring_mutual_tls_gets_the_gateways_client_certificate() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mutual = support::instances::mtls_front(backend).await;
+    let ca = format!("tls_ca_file = \"{}\"", support::fixture("tls/ca.pem"));
+
+    let gw = gateway_to(&format!(
+        "endpoints = [\"{mutual}\"]\n{ca}\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        support::fixture("tls/client.pem"),
+        support::fixture("tls/client.key")
+    ))
+    .await
+    .unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/2").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("History"));
+
+    // Without a client certificate the endpoint refuses the handshake.
+    let err = gateway_to(&format!("endpoints = [\"{mutual}\"]\n{ca}"))
+        .await
+        .err()
+        .expect("an upstream demanding a client certificate refuses one without");
+    assert!(err.contains("upstream lib"), "{err}");
+}
+
+#[test]
+fn a_client_certificate_without_its_key_is_a_config_error() {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.lib]\nendpoints = [\"127.0.0.1:1\"]\ntls_cert_file = \"{}\"\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"lib\"\n",
+        support::fixture("tls/client.pem")
+    );
+    let err = Config::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("upstreams.lib.tls_key_file"), "{err}");
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_holding_its_certificates_are_served() {
+    use rustls::pki_types::pem::PemObject;
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = config(backend, "tls/server.key").replacen(
+        "[server.tls]\n",
+        &format!(
+            "[server.tls]\nclient_ca_file = \"{}\"\n",
+            support::fixture("tls/client-ca.pem")
+        ),
+        1,
+    );
+    let gateway = app::start(Config::from_toml(&text).unwrap()).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/shelves/1", gateway.addr.port());
+
+    let client_with = |identity: bool| {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(support::fixture("tls/ca.pem"))
+            .unwrap()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let tls = if identity {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(support::fixture(
+                "tls/client.pem",
+            ))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+            let key =
+                rustls::pki_types::PrivateKeyDer::from_pem_file(support::fixture("tls/client.key"))
+                    .unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(connector)
+    };
+    let resp = client_with(true).get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        client_with(false).get(url.parse().unwrap()).await.is_err(),
+        "a client without a certificate is refused at the handshake"
+    );
+}

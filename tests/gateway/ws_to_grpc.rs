@@ -1,0 +1,613 @@
+//! WebSocket clients driving gRPC calls through the gateway, with a real
+//! tokio-tungstenite client: every call kind, both framing protocols and the
+//! plain dialect, multiplexing, errors, lifecycles and browser rules.
+
+use crate::support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use portico::demo::backends::pb;
+use prost::Message as _;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::{eventually, Harness};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(h: &Harness, path: &str, protocol: Option<&str>, headers: &[(&str, &str)]) -> Ws {
+    try_connect(h, path, protocol, headers)
+        .await
+        .expect("the handshake succeeds")
+}
+
+async fn try_connect(
+    h: &Harness,
+    path: &str,
+    protocol: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Ws, u16> {
+    let mut req = format!("ws://{}{}", h.gateway.addr, path)
+        .into_client_request()
+        .unwrap();
+    if let Some(p) = protocol {
+        req.headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The next text frame as JSON (pings answered, anything else is a failure).
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Reads to the close frame; returns its code and reason.
+async fn closed(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(Message::Text(t))) => panic!("unexpected frame before close: {t}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unary_call_from_the_url_replies_then_a_status_frame_then_close() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/shelves/1", Some("portico.json.v1"), &[]).await;
+    assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
+    let end = next_json(&mut ws).await;
+    assert_eq!(end["status"]["code"], 0);
+    assert!(end["trailers"].is_object());
+    assert_eq!(closed(&mut ws).await.0, 1000);
+}
+
+#[tokio::test]
+async fn a_server_stream_in_the_plain_dialect_ends_with_a_normal_close() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/feed?count=3&topic=ws", None, &[]).await;
+    for seq in ["1", "2", "3"] {
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["result"]["seq"], seq);
+        assert_eq!(m["result"]["topic"], "ws");
+    }
+    assert_eq!(closed(&mut ws).await.0, 1000);
+}
+
+#[tokio::test]
+async fn a_client_stream_half_closes_and_still_gets_its_reply() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/feed:upload", Some("portico.json.v1"), &[]).await;
+    for seq in 1..=3 {
+        send(
+            &mut ws,
+            json!({"message": {"seq": seq, "topic": format!("t{}", seq % 2)}}),
+        )
+        .await;
+    }
+    send(&mut ws, json!({"end": true})).await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        reply["result"],
+        json!({"count": 3, "topics": ["t1", "t0"], "lastSeq": "3"})
+    );
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    assert_eq!(closed(&mut ws).await.0, 1000);
+}
+
+#[tokio::test]
+async fn bidi_chat_round_trips_and_ends_on_half_close() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/chat", Some("portico.json.v1"), &[]).await;
+    for text in ["hi", "there"] {
+        send(&mut ws, json!({"message": {"user": "ann", "text": text}})).await;
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["result"]["text"], text);
+        assert!(reply["result"]["sentAt"].is_string());
+    }
+    send(&mut ws, json!({"end": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    assert_eq!(closed(&mut ws).await.0, 1000);
+}
+
+#[tokio::test]
+async fn the_binary_protocol_carries_protobuf_frames() {
+    let h = Harness::start().await;
+    let mut ws = connect(
+        &h,
+        "/portico.demo.v1.Chat/Converse",
+        Some("portico.proto.v1"),
+        &[],
+    )
+    .await;
+    let msg = pb::ChatMessage {
+        user: "bo".into(),
+        text: "bin".into(),
+        sent_at: None,
+    };
+    ws.send(Message::Binary(Bytes::from(msg.encode_to_vec())))
+        .await
+        .unwrap();
+    let reply = loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => break pb::ChatMessage::decode(b).unwrap(),
+            Message::Text(t) => panic!("unexpected control frame {t}"),
+            _ => continue,
+        }
+    };
+    assert_eq!(reply.text, "bin");
+    send(&mut ws, json!({"end": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+}
+
+#[tokio::test]
+async fn a_backend_error_ends_the_call_with_its_status() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/probe/fail/5", Some("portico.json.v1"), &[]).await;
+    let end = next_json(&mut ws).await;
+    assert_eq!(end["status"]["code"], 5);
+    assert_eq!(
+        end["status"]["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.ErrorInfo"
+    );
+    assert_eq!(closed(&mut ws).await.0, 1000);
+
+    // The plain dialect: an error frame, then the code in the close frame.
+    let mut ws = connect(&h, "/v1/probe/fail/7", None, &[]).await;
+    assert_eq!(next_json(&mut ws).await["error"]["code"], 7);
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!(code, 4007);
+    assert!(reason.contains("PermissionDenied"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_backend_call() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/feed?count=1000&interval_ms=20", None, &[]).await;
+    next_json(&mut ws).await;
+    next_json(&mut ws).await;
+    drop(ws);
+    let feed = h.backends.feed.clone();
+    assert!(
+        eventually(|| feed.cancelled_watches() == 1).await,
+        "the backend saw the cancellation"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_slows_the_backend_instead_of_growing_buffers() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/feed?count=100000&padding=16384", None, &[]).await;
+    next_json(&mut ws).await;
+    // Read nothing for a while: the backend may only run ahead by what the
+    // socket, the gateway's bounded queues and HTTP/2 windows hold.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ahead = h.backends.feed.sent_events();
+    assert!(
+        ahead < 1_000,
+        "the backend produced {ahead} of 100000 events while nobody read"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = h.backends.feed.sent_events();
+    assert!(later - ahead < 50, "still bounded: {ahead} then {later}");
+    // Reading again lets it flow: the backend moves before we drain what was buffered.
+    let mut read = 0;
+    while h.backends.feed.sent_events() == later {
+        next_json(&mut ws).await;
+        read += 1;
+        assert!(
+            read < 2_000,
+            "the backend did not resume after {read} reads"
+        );
+    }
+    eprintln!("backend ran {ahead} events ahead of a stalled reader; resumed after {read} reads");
+}
+
+#[tokio::test]
+async fn many_calls_share_one_socket_and_cancelling_one_spares_the_others() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(&mut ws, json!({"id": "a", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 3, "intervalMs": 30, "topic": "a"}})).await;
+    send(&mut ws, json!({"id": "b", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 3, "intervalMs": 30, "topic": "b"}})).await;
+    send(&mut ws, json!({"id": "c", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 1000, "intervalMs": 10, "topic": "c"}})).await;
+    send(
+        &mut ws,
+        json!({"id": "d", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "2"}}),
+    )
+    .await;
+    let mut results: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    let mut statuses: std::collections::HashMap<String, i64> = Default::default();
+    let mut cancelled = false;
+    while statuses.len() < 4 {
+        let f = next_json(&mut ws).await;
+        let id = f["id"].as_str().unwrap().to_owned();
+        if let Some(r) = f.get("result") {
+            results.entry(id.clone()).or_default().push(r.clone());
+            if id == "c" && !cancelled {
+                send(&mut ws, json!({"id": "c", "cancel": true})).await;
+                cancelled = true;
+            }
+        } else if let Some(s) = f.get("status") {
+            statuses.insert(id, s["code"].as_i64().unwrap());
+        }
+    }
+    assert_eq!(statuses["a"], 0);
+    assert_eq!(statuses["b"], 0);
+    assert_eq!(statuses["c"], 1, "c was cancelled");
+    assert_eq!(statuses["d"], 0);
+    assert_eq!(results["a"].len(), 3);
+    assert!(results["b"].iter().all(|e| e["topic"] == "b"));
+    assert_eq!(results["d"][0]["theme"], "History");
+    let feed = h.backends.feed.clone();
+    assert!(
+        eventually(|| feed.cancelled_watches() == 1).await,
+        "only c's backend stream was cancelled"
+    );
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames_and_the_session_stays_up() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["error"]["code"], 3);
+    send(&mut ws, json!({"id": "zz", "message": {}})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["id"], "zz");
+    assert!(e["error"]["message"].as_str().unwrap().contains("zz"));
+    send(
+        &mut ws,
+        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload"}),
+    )
+    .await;
+    send(&mut ws, json!({"id": "u", "message": {"seq": "x"}})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["id"].as_str(), e["error"]["code"].as_i64()),
+        (Some("u"), Some(3))
+    );
+    send(&mut ws, json!({"id": "u", "message": {"seq": 1}})).await;
+    send(&mut ws, json!({"id": "u", "end": true})).await;
+    send(&mut ws, json!({"id": "u", "message": {"seq": 2}})).await;
+    let mut saw_after_end = false;
+    let mut summary = None;
+    while summary.is_none() || !saw_after_end {
+        let f = next_json(&mut ws).await;
+        if f.get("error").is_some() {
+            assert!(f["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("after the end of input"));
+            saw_after_end = true;
+        } else if let Some(r) = f.get("result") {
+            summary = Some(r.clone());
+        }
+    }
+    assert_eq!(
+        summary.unwrap()["count"],
+        1,
+        "the bad and the late messages were not sent"
+    );
+    // The session still takes calls.
+    send(
+        &mut ws,
+        json!({"id": "g", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    loop {
+        let f = next_json(&mut ws).await;
+        if f["id"] == "g" && f.get("result").is_some() {
+            assert_eq!(f["result"]["theme"], "Fiction");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn cross_origin_pages_are_refused_unless_allowed() {
+    let h = Harness::start().await;
+    let err = try_connect(
+        &h,
+        "/v1/shelves/1",
+        None,
+        &[("origin", "https://evil.example.net")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, 403);
+    let own = format!("http://{}", h.gateway.addr);
+    assert!(try_connect(&h, "/v1/shelves/1", None, &[("origin", &own)])
+        .await
+        .is_ok());
+
+    let h = Harness::start_with(
+        "[websocket]\nallowed_origins = [\"https://app.example.com\"]\n",
+        "",
+    )
+    .await;
+    assert!(try_connect(
+        &h,
+        "/v1/shelves/1",
+        None,
+        &[("origin", "https://app.example.com")]
+    )
+    .await
+    .is_ok());
+}
+
+#[tokio::test]
+async fn browser_credentials_become_the_authorization_metadata() {
+    let h = Harness::start_with("[websocket]\ntoken_query_param = \"access_token\"\n", "").await;
+    let auth = |v: Value| {
+        v["result"]["metadata"]["authorization"]
+            .as_str()
+            .map(str::to_owned)
+    };
+
+    let mut ws = connect(&h, "/v1/probe/headers?access_token=q1", None, &[]).await;
+    assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer q1"));
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("p3");
+    let protocols = format!("portico.json.v1, portico.token.{token}");
+    let mut ws = connect(&h, "/v1/probe/headers", Some(&protocols), &[]).await;
+    // This dialect sends the backend's response headers first.
+    let headers = next_json(&mut ws).await;
+    assert!(headers["headers"]["x-served-by"].is_string(), "{headers}");
+    assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer p3"));
+}
+
+#[tokio::test]
+async fn an_unknown_path_is_refused_before_the_upgrade() {
+    let h = Harness::start().await;
+    assert_eq!(
+        try_connect(&h, "/v2/nothing", None, &[]).await.unwrap_err(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let h = Harness::start_with(
+        "[websocket]\nidle_timeout = \"300ms\"\nping_interval = \"10s\"\n",
+        "",
+    )
+    .await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    let (code, reason) = closed(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1001, "idle timeout"));
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_going_away() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/v1/feed?count=1000&interval_ms=50", None, &[]).await;
+    next_json(&mut ws).await;
+    let gw = h.gateway;
+    let shutdown = tokio::spawn(gw.shutdown());
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => break f.code,
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Away);
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_over_its_call_and_message_rates_is_told_and_keeps_its_calls() {
+    let h = Harness::start_with(
+        "[websocket]\ncalls_per_second = 1.5\nmessages_per_second = 3.5\n",
+        "",
+    )
+    .await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    // Two opens fit the call budget (2 at once); the third is refused with when to retry.
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    send(
+        &mut ws,
+        json!({"id": "c", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["id"], "c", "{refused}");
+    assert_eq!(refused["error"]["code"], 8, "RESOURCE_EXHAUSTED: {refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("calls opened per second"));
+
+    // The message budget (4 at once) is spent by the three opens plus one message.
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "one"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "one");
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "two"}}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(
+        (refused["id"].as_str(), refused["error"]["code"].as_i64()),
+        (Some("a"), Some(8)),
+        "{refused}"
+    );
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("messages per second"));
+    // The call goes on once the budget refills, and ending it is never refused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "three"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "three");
+    send(&mut ws, json!({"id": "a", "end": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+}
+
+#[tokio::test]
+async fn websocket_sessions_count_against_max_connections() {
+    let h = Harness::start_with("[server.limits]\nmax_connections = 2\n", "").await;
+    let mut first = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    let _second = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    // Both slots are held by the sessions: a third connection waits.
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(400), h.client.get("/v1/shelves/1")).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past max_connections"
+    );
+    // Once a session ends, its slot serves the next connection.
+    first.close(None).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3), h.client.get("/v1/shelves/1"))
+        .await
+        .expect("served once a slot is free");
+    assert_eq!(r.status, http::StatusCode::OK);
+}
+
+#[tokio::test]
+async fn frames_whose_call_is_ambiguous_are_refused_not_guessed() {
+    let h = Harness::start().await;
+
+    // A multiplexed session: every frame names its call.
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"open": "/portico.demo.v1.Probe/Headers", "message": {}}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(e["error"]["code"], 3, "{e}");
+    assert!(e.get("id").is_none(), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("id"),
+        "{e}"
+    );
+    send(
+        &mut ws,
+        json!({"id": "", "open": "/portico.demo.v1.Probe/Headers", "message": {}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["error"]["code"], 3);
+    assert_eq!(h.backends.probe.calls(), 0, "no call was opened");
+
+    // A session opened on a method's path is one call: its frames carry no id.
+    let mut ws = connect(
+        &h,
+        "/portico.demo.v1.Chat/Converse",
+        Some("portico.json.v1"),
+        &[],
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"id": "x", "message": {"user": "ann", "text": "hi"}}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["id"].as_str(), e["error"]["code"].as_i64()),
+        (Some("x"), Some(3)),
+        "{e}"
+    );
+    send(&mut ws, json!({"message": {"user": "ann", "text": "hi"}})).await;
+    let r = next_json(&mut ws).await;
+    assert_eq!(r["result"]["text"], "hi", "{r}");
+    assert!(r.get("id").is_none());
+}
+
+#[tokio::test]
+async fn an_id_may_be_reused_right_after_its_call_is_cancelled() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    // Cancel and reopen in one burst: the first call's end must not take the second with it.
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["status"]["code"], 1, "{first}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "message": {"user": "ann", "text": "still here"}}),
+    )
+    .await;
+    let echo = next_json(&mut ws).await;
+    assert_eq!(
+        (echo["id"].as_str(), echo["result"]["text"].as_str()),
+        (Some("a"), Some("still here")),
+        "{echo}"
+    );
+    // A cancel after the status frame adds nothing: the next frame is the refusal of an unknown id.
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 1);
+    send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    let e = next_json(&mut ws).await;
+    assert!(e.get("error").is_some(), "{e}");
+}
