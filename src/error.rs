@@ -89,6 +89,8 @@ pub enum ErrorKind {
     /// An HTTP/1.1 request whose body framing the gateway will not guess
     /// at: a `Transfer-Encoding` other than exactly `chunked`.
     UnsupportedTransferEncoding,
+    /// A request with more header fields than `server.limits.max_header_count`.
+    TooManyHeaderFields { limit: usize },
     /// The client sent nothing for longer than the named timeout
     /// (`server.limits.body_read_timeout`, `stream_idle_timeout`).
     ClientTimeout { timeout: &'static str },
@@ -154,6 +156,9 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     pub origin: Origin,
     pub message: String,
+    /// Already written to the access log (a reply that failed after it
+    /// started is logged where it failed), so an adapter does not log it twice.
+    pub logged: bool,
 }
 
 impl GatewayError {
@@ -162,6 +167,7 @@ impl GatewayError {
             kind,
             origin,
             message: message.into(),
+            logged: false,
         }
     }
 
@@ -374,6 +380,15 @@ impl GatewayError {
                 format!("backend unavailable: {}", status.message()),
             );
         }
+        if let Some(sizes) = reply_over_message_limit(status) {
+            return Self::new(
+                ErrorKind::BadBackendReply,
+                Origin::Backend,
+                format!(
+                    "the backend's reply message is over server.limits.max_grpc_message_bytes ({sizes})"
+                ),
+            );
+        }
         if status.code() == Code::Cancelled && transport_failure(status) {
             return Self::new(
                 ErrorKind::BackendUnavailable,
@@ -420,6 +435,19 @@ fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
     false
 }
 
+/// tonic refuses a reply message over the decoding limit by its length
+/// prefix, before buffering it, and reports that as a local OUT_OF_RANGE
+/// with no trailers. It is the backend's reply at fault, not the client's
+/// request: the sizes it names, when it is that error.
+fn reply_over_message_limit(status: &tonic::Status) -> Option<&str> {
+    if status.code() != Code::OutOfRange || !status.metadata().is_empty() {
+        return None;
+    }
+    status
+        .message()
+        .strip_prefix("Error, decoded message length too large: ")
+}
+
 impl ErrorKind {
     /// THE gRPC code of each kind.
     pub fn grpc_code(&self) -> Code {
@@ -447,6 +475,7 @@ impl ErrorKind {
                 Code::DeadlineExceeded
             }
             ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
+            ErrorKind::TooManyHeaderFields { .. } => Code::InvalidArgument,
             ErrorKind::PolicyServiceUnavailable => Code::Unavailable,
             ErrorKind::Denied(d) => d.grpc_code(),
             ErrorKind::Internal => Code::Internal,
@@ -479,6 +508,7 @@ impl ErrorKind {
             ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::TooManyHeaderFields { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::PolicyServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Denied(d) => d.status,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -282,6 +282,26 @@ fn restart_keys(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
             "server.limits.idle_timeout",
             a.idle_timeout != b.idle_timeout,
         ),
+        (
+            "server.limits.http2_max_pending_resets",
+            a.http2_max_pending_resets != b.http2_max_pending_resets,
+        ),
+        (
+            "server.limits.http2_max_error_resets",
+            a.http2_max_error_resets != b.http2_max_error_resets,
+        ),
+        (
+            "server.limits.http2_stream_window_bytes",
+            a.http2_stream_window_bytes != b.http2_stream_window_bytes,
+        ),
+        (
+            "server.limits.http2_connection_window_bytes",
+            a.http2_connection_window_bytes != b.http2_connection_window_bytes,
+        ),
+        (
+            "server.limits.http2_max_send_buffer_bytes",
+            a.http2_max_send_buffer_bytes != b.http2_max_send_buffer_bytes,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -103,6 +103,11 @@ pub struct LimitsFile {
     pub body_read_timeout: Option<String>,
     pub upstream_header_timeout: Option<String>,
     pub stream_idle_timeout: Option<String>,
+    pub http2_max_pending_resets: Option<usize>,
+    pub http2_max_error_resets: Option<usize>,
+    pub http2_stream_window_bytes: Option<u32>,
+    pub http2_connection_window_bytes: Option<u32>,
+    pub http2_max_send_buffer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -157,13 +157,21 @@ async fn serve_connection<Io, S: Serving>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_header_count)
+        // The edge counts fields and answers with a JSON error; hyper's own
+        // bare 431 only stops a request far over the limit.
+        .max_headers(limits.max_header_count.saturating_mul(2))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(limits.http2_max_pending_resets)
+        .max_local_error_reset_streams(limits.http2_max_error_resets)
+        .initial_stream_window_size(limits.http2_stream_window_bytes)
+        .initial_connection_window_size(limits.http2_connection_window_bytes)
+        .max_send_buf_size(limits.http2_max_send_buffer_bytes)
+        .max_frame_size(16 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

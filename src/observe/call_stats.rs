@@ -1,5 +1,5 @@
-//! One method's call counters: calls by gRPC status and a latency
-//! histogram, as relaxed atomics. A leaf module (it knows no envelope, no
+//! One method's call counters: calls by the gRPC status they ended with and
+//! a histogram of the time until their replies started, as relaxed atomics. A leaf module (it knows no envelope, no
 //! upstream), so the route table can hold counters without depending on
 //! what renders them; they outlive config reloads (kept by method path).
 
@@ -42,9 +42,20 @@ pub struct CallStats {
 }
 
 impl CallStats {
+    /// A call that failed before its reply started: its code and latency.
     pub fn record(&self, code: tonic::Code, elapsed: Duration) {
+        self.record_end(code);
+        self.record_start(elapsed);
+    }
+
+    /// How a call ended: counted once, when its reply ended.
+    pub fn record_end(&self, code: tonic::Code) {
         let code = (code as usize).min(16);
         self.by_code[code].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long a call took until its reply started (or it failed).
+    pub fn record_start(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let bucket = BUCKETS
             .iter()

@@ -53,14 +53,68 @@ where
         let started = Instant::now();
         let call = self.inner.call(env);
         Box::pin(async move {
-            let result = call.await;
-            let code = match &result {
-                Ok(_) => tonic::Code::Ok,
-                Err(e) => e.grpc_code(),
-            };
-            target.stats.record(code, started.elapsed());
-            result
+            match call.await {
+                Ok(mut reply) => {
+                    target.stats.record_start(started.elapsed());
+                    reply.body = Box::pin(Ending {
+                        body: reply.body,
+                        target: Some(target),
+                    });
+                    Ok(reply)
+                }
+                Err(e) => {
+                    target.stats.record(e.grpc_code(), started.elapsed());
+                    Err(e)
+                }
+            }
         })
+    }
+}
+
+/// A reply's stream that counts the call by how it ended: OK at its end, the
+/// error's code when one cuts it (a backend failing mid-stream, a reply over
+/// a limit, which is also logged with its origin, since no adapter's log
+/// line sees an error after the reply started), CANCELLED when the client
+/// left before the end.
+struct Ending {
+    body: crate::envelope::ReplyStream,
+    /// Until the call is counted.
+    target: Option<Arc<Target>>,
+}
+
+impl futures_util::Stream for Ending {
+    type Item = Result<crate::envelope::ReplyFrame, GatewayError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let mut polled = self.body.as_mut().poll_next(cx);
+        match &mut polled {
+            // Trailers are the last frame of a call that ended well.
+            Poll::Ready(None | Some(Ok(crate::envelope::ReplyFrame::Trailers(_)))) => {
+                if let Some(t) = self.target.take() {
+                    t.stats.record_end(tonic::Code::Ok);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(t) = self.target.take() {
+                    t.stats.record_end(e.grpc_code());
+                    crate::observe::reply_failed(t.path.as_str(), e);
+                    e.logged = true;
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if let Some(t) = self.target.take() {
+            t.stats.record_end(tonic::Code::Cancelled);
+        }
     }
 }
 

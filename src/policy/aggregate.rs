@@ -198,7 +198,7 @@ impl CallRun {
         let decoded = response::decode(&target.method.output(), &bytes).map_err(label)?;
         decoded
             .serialize_with_options(
-                serde_json::value::Serializer,
+                json::NonFinite(serde_json::value::Serializer),
                 &json::serialize_options(json_options),
             )
             .map_err(|e| label(response::bad_reply(e)))

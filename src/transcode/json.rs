@@ -2,6 +2,9 @@
 //! that name the field at fault.
 
 pub mod config;
+mod non_finite;
+
+pub use non_finite::NonFinite;
 
 use crate::config::JsonOptions;
 use crate::error::GatewayError;
@@ -104,6 +107,6 @@ pub fn encode(
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::new(&mut out);
-    msg.serialize_with_options(&mut ser, options)?;
+    msg.serialize_with_options(NonFinite(&mut ser), options)?;
     Ok(out)
 }

@@ -124,7 +124,10 @@ impl StatusRenderer {
         let mut out = Vec::new();
         let mut ser = serde_json::Serializer::new(&mut out);
         if any
-            .serialize_with_options(&mut ser, &SerializeOptions::new())
+            .serialize_with_options(
+                crate::transcode::json::NonFinite(&mut ser),
+                &SerializeOptions::new(),
+            )
             .is_ok()
         {
             if let Ok(v) = serde_json::from_slice(&out) {

@@ -144,3 +144,51 @@ async fn output_options_apply_globally_and_per_route() {
     let shelf = h.client.get("/v1/shelves/1").await.json();
     assert_eq!(shelf["book_count"], 2);
 }
+
+/// Proto3 JSON writes a non-finite double or float as a string, the wrapper
+/// types included, wherever the gateway writes JSON: a REST reply, a Connect
+/// JSON reply and a WebSocket message.
+#[tokio::test]
+async fn non_finite_wrapped_floats_are_written_as_the_spec_strings_on_every_json_protocol() {
+    use futures_util::StreamExt;
+    let h = Harness::start().await;
+    let expect = |received: &serde_json::Value, how: &str| {
+        assert_eq!(received["maxScore"], "NaN", "{how}: {received}");
+        assert_eq!(received["maxWeight"], "-Infinity", "{how}: {received}");
+        assert_eq!(received["minScore"], "Infinity", "{how}: {received}");
+    };
+    let query = "maxScore=NaN&maxWeight=-Infinity&minScore=Infinity";
+
+    let r = h.client.get(&format!("/v1/books:search?{query}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    expect(&r.json()["received"], "REST");
+
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/SearchBooks",
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            r#"{"maxScore":"NaN","maxWeight":"-Infinity","minScore":"Infinity"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    expect(&r.json()["received"], "Connect");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/books:search?{query}",
+        h.gateway.addr
+    ))
+    .await
+    .expect("the handshake succeeds");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("a message in time")
+        .expect("a message")
+        .expect("a frame");
+    let m: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    expect(&m["result"]["received"], "WebSocket");
+}

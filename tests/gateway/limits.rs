@@ -103,3 +103,60 @@ async fn many_concurrent_requests_on_one_http2_connection_all_succeed() {
         assert_eq!(c.await.unwrap(), StatusCode::OK);
     }
 }
+
+/// A backend reply message over `max_grpc_message_bytes` is the backend's
+/// fault: 502 / INTERNAL on every protocol, naming the limit, counted as
+/// INTERNAL in the metrics, for a unary reply and mid-stream alike; the
+/// gateway keeps serving.
+#[tokio::test]
+async fn a_reply_over_the_message_limit_is_the_backends_fault_on_every_protocol() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    // The probe's reply echoes the request headers: a long one makes the
+    // reply large while the request message stays empty.
+    let h = gateway("[server.limits]\nmax_grpc_message_bytes = 512\n", "").await;
+    let pad = "p".repeat(2000);
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("x-pad", pad.as_str())], "", None).await;
+        assert_eq!(seen.code, 13, "{protocol:?}: INTERNAL, got {seen:?}");
+        assert!(
+            seen.message.contains("max_grpc_message_bytes"),
+            "{protocol:?}: the error names the limit: {seen:?}"
+        );
+        assert!(seen.metadata.is_empty(), "{protocol:?}: {seen:?}");
+        let fine = call(&h, protocol, &[], "", None).await;
+        assert_eq!(fine.code, 0, "{protocol:?}: a small reply still passes");
+    }
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("x-pad", pad.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["code"], 13);
+
+    // A server stream's events over the limit end the stream with the error.
+    let r = h.client.get("/v1/feed?count=2&padding=100").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h.client.get("/v1/feed?count=3&padding=1000").await;
+    let body = r.text();
+    assert!(
+        body.contains("max_grpc_message_bytes") && body.contains("\"code\":13"),
+        "the stream ends with the error: {body}"
+    );
+
+    let admin = support::HttpClient::new(h.gateway.admin_addr.unwrap());
+    let metrics = admin.get("/metrics").await.text();
+    for method in ["Probe/Headers", "Feed/Watch"] {
+        let line = format!(
+            "portico_calls_total{{method=\"portico.demo.v1.{method}\",upstream=\"demo\",code=\"INTERNAL\"}}"
+        );
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&line)),
+            "{line} in\n{metrics}"
+        );
+    }
+}

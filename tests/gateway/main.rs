@@ -22,6 +22,7 @@ mod fleet;
 mod framing;
 mod grpc_proxy;
 mod grpc_web;
+mod http2_edge;
 mod http_upstream;
 mod identity;
 mod json_mapping;

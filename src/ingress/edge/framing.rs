@@ -1,8 +1,9 @@
 //! Strict HTTP/1.1 framing (RFC 9112), checked before any adapter reads a
-//! request: exactly one `Host`, no `Transfer-Encoding` but `chunked`, and a
-//! request target within `server.limits.max_request_target_bytes`. hyper
-//! itself refuses obsolete line folding, invalid header bytes and more
-//! header fields than `max_header_count` before the request reaches the
+//! request: exactly one `Host`, no `Transfer-Encoding` but `chunked`, a
+//! request target within `server.limits.max_request_target_bytes`, and no
+//! more header fields than `max_header_count` (on HTTP/2 too). hyper
+//! itself refuses obsolete line folding, invalid header bytes and a head
+//! with far more fields (twice the limit) before the request reaches the
 //! gateway, and reads a request with both `Content-Length` and
 //! `Transfer-Encoding: chunked` by the chunked framing alone (dropping the
 //! length, as RFC 9112 section 6.3 says): since the gateway re-frames every
@@ -25,6 +26,20 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             format!(
                 "the request target is {target} bytes, over server.limits.max_request_target_bytes ({})",
                 limits.max_request_target_bytes
+            ),
+        ));
+    }
+    // Every field counts, each cookie crumb of HTTP/2 included.
+    let fields = req.headers().len();
+    if fields > limits.max_header_count {
+        return Err(GatewayError::new(
+            ErrorKind::TooManyHeaderFields {
+                limit: limits.max_header_count,
+            },
+            Origin::Client,
+            format!(
+                "the request has {fields} header fields, over server.limits.max_header_count ({})",
+                limits.max_header_count
             ),
         ));
     }

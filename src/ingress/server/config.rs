@@ -37,7 +37,22 @@ pub struct Limits {
     pub upstream_header_timeout: Duration,
     /// Longest a stream may go without a message, in either direction.
     pub stream_idle_timeout: Duration,
+    /// HTTP/2: streams a client may open and reset before the gateway
+    /// accepts them; past it the connection is closed (rapid reset).
+    pub http2_max_pending_resets: usize,
+    /// HTTP/2: streams the gateway may reset for a client's stream errors
+    /// before it closes the connection.
+    pub http2_max_error_resets: usize,
+    /// HTTP/2: initial flow-control window of each stream.
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2: initial flow-control window of a whole connection.
+    pub http2_connection_window_bytes: u32,
+    /// HTTP/2: reply bytes buffered per stream for a client that reads slowly.
+    pub http2_max_send_buffer_bytes: usize,
 }
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 section 6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -55,6 +70,11 @@ impl Default for Limits {
             body_read_timeout: Duration::from_secs(30),
             upstream_header_timeout: Duration::from_secs(30),
             stream_idle_timeout: Duration::from_secs(300),
+            http2_max_pending_resets: 20,
+            http2_max_error_resets: 1024,
+            http2_stream_window_bytes: 1 << 20,
+            http2_connection_window_bytes: 1 << 20,
+            http2_max_send_buffer_bytes: 400 * 1024,
         }
     }
 }
@@ -97,6 +117,17 @@ impl fmt::Debug for ServerTls {
 }
 
 impl Validator<'_> {
+    fn window(&self, key: &str, v: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) if (65_535..=MAX_WINDOW).contains(&v) => Ok(v),
+            Some(_) => Err(self.err(
+                format!("server.limits.{key}"),
+                format!("must be between 65535 and {MAX_WINDOW} (RFC 9113)"),
+            )),
+        }
+    }
+
     pub(crate) fn server(&self, s: &file::ServerFile) -> Result<ServerConfig, ConfigError> {
         let d = Limits::default();
         let l = &s.limits;
@@ -168,6 +199,31 @@ impl Validator<'_> {
                 "server.limits.stream_idle_timeout",
                 &l.stream_idle_timeout,
                 d.stream_idle_timeout,
+            )?,
+            http2_max_pending_resets: positive(
+                "http2_max_pending_resets",
+                l.http2_max_pending_resets,
+                d.http2_max_pending_resets,
+            )?,
+            http2_max_error_resets: positive(
+                "http2_max_error_resets",
+                l.http2_max_error_resets,
+                d.http2_max_error_resets,
+            )?,
+            http2_stream_window_bytes: self.window(
+                "http2_stream_window_bytes",
+                l.http2_stream_window_bytes,
+                d.http2_stream_window_bytes,
+            )?,
+            http2_connection_window_bytes: self.window(
+                "http2_connection_window_bytes",
+                l.http2_connection_window_bytes,
+                d.http2_connection_window_bytes,
+            )?,
+            http2_max_send_buffer_bytes: positive(
+                "http2_max_send_buffer_bytes",
+                l.http2_max_send_buffer_bytes,
+                d.http2_max_send_buffer_bytes,
             )?,
         };
         if limits.max_header_bytes < 8192 {

@@ -1,0 +1,275 @@
+//! The HTTP/2 edge under hostile clients, spoken frame by frame over a raw
+//! socket: the settings the gateway advertises, too many header fields,
+//! CONTINUATION floods, rapid reset, and SETTINGS and PING floods. After
+//! each, the gateway serves the next client on a new connection.
+
+use crate::support;
+
+use http::StatusCode;
+use std::time::Duration;
+use support::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK block for `GET path`: indexed `:method GET` and `:scheme
+/// http`, then `:path` and `:authority` as literals without indexing.
+fn get_block(path: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86];
+    for (index, value) in [(0x04u8, path), (0x01, "gateway")] {
+        b.push(index);
+        b.push(value.len() as u8);
+        b.extend_from_slice(value.as_bytes());
+    }
+    b
+}
+
+/// A connection past the preface and an empty SETTINGS frame.
+async fn open(h: &Harness) -> TcpStream {
+    let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    sock.write_all(PREFACE).await.unwrap();
+    sock.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    sock
+}
+
+/// One frame from the gateway: type, flags, stream and payload; `None`
+/// once the connection is closed.
+async fn read_frame(sock: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    sock.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; len];
+    sock.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream, payload))
+}
+
+/// Reads frames until the gateway's GOAWAY; its error code.
+async fn goaway(sock: &mut TcpStream) -> u32 {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_frame(sock).await {
+                Some((GOAWAY, _, _, p)) => return u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                Some(_) => continue,
+                None => panic!("the connection closed without a GOAWAY"),
+            }
+        }
+    })
+    .await
+    .expect("a GOAWAY in time")
+}
+
+/// The next client, on a new connection, is served.
+async fn still_serving(h: &Harness) {
+    let r = support::HttpClient::http2(h.gateway.addr)
+        .get("/v1/shelves/1")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_gateway_advertises_its_documented_http2_limits() {
+    let h = Harness::start_with(
+        "[server.limits]\nmax_concurrent_streams = 50\nhttp2_stream_window_bytes = 131072\nhttp2_connection_window_bytes = 4194304\n",
+        "",
+    )
+    .await;
+    let mut sock = open(&h).await;
+    let (kind, _, _, settings) = read_frame(&mut sock).await.unwrap();
+    assert_eq!(kind, SETTINGS, "the server's preface is a SETTINGS frame");
+    let values: std::collections::HashMap<u16, u32> = settings
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert_eq!(values.get(&0x3), Some(&50), "MAX_CONCURRENT_STREAMS");
+    assert_eq!(values.get(&0x4), Some(&131_072), "INITIAL_WINDOW_SIZE");
+    assert_eq!(values.get(&0x6), Some(&65_536), "MAX_HEADER_LIST_SIZE");
+    // The connection window is raised from the protocol's 65535 by a
+    // WINDOW_UPDATE on stream 0.
+    let raised = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match read_frame(&mut sock).await.unwrap() {
+                (WINDOW_UPDATE, _, 0, p) => {
+                    return u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff
+                }
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(raised + 65_535, 4_194_304);
+}
+
+#[tokio::test]
+async fn too_many_header_fields_are_a_431_naming_the_limit_on_http2() {
+    let h = Harness::start().await;
+    // 120 cookie crumbs: each counts as a field, though together they are small.
+    let mut req = http::Request::get(format!("http://{}/v1/shelves/1", h.gateway.addr));
+    for i in 0..120 {
+        req = req.header("cookie", format!("c{i}=1"));
+    }
+    let sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(sock).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client.send_request(req.body(()).unwrap(), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let mut body = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.limits.max_header_count (100)"),
+        "{json}"
+    );
+    still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off_with_goaway() {
+    let h = Harness::start().await;
+    let mut sock = open(&h).await;
+    // HEADERS without END_HEADERS, then a stream of tiny CONTINUATION
+    // frames that never end the header block.
+    let mut flood = frame(HEADERS, END_STREAM, 1, &get_block("/v1/shelves/1"));
+    for _ in 0..1000 {
+        // One small literal field (`x: y`) per frame.
+        flood.extend(frame(CONTINUATION, 0, 1, &[0x00, 0x01, b'x', 0x01, b'y']));
+    }
+    let _ = sock.write_all(&flood).await;
+    assert_eq!(goaway(&mut sock).await, ENHANCE_YOUR_CALM);
+    still_serving(&h).await;
+}
+
+#[tokio::test]
+async fn rapid_reset_is_cut_off_with_goaway() {
+    let h = Harness::start_with("[server.limits]\nhttp2_max_pending_resets = 5\n", "").await;
+    let mut sock = open(&h).await;
+    let mut burst = Vec::new();
+    for i in 0..500u32 {
+        let stream = 1 + 2 * i;
+        burst.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            stream,
+            &get_block("/v1/probe/sleep/1000"),
+        ));
+        burst.extend(frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()));
+    }
+    let _ = sock.write_all(&burst).await;
+    assert_eq!(goaway(&mut sock).await, ENHANCE_YOUR_CALM);
+    still_serving(&h).await;
+}
+
+/// A client that floods SETTINGS or PING frames and never reads the
+/// acknowledgements: the gateway holds at most one pending answer, stops
+/// reading when it cannot write, and so buffers nothing without bound. The
+/// flood's writes stall instead of all being taken in.
+#[tokio::test]
+async fn settings_and_ping_floods_are_met_with_backpressure_not_buffering() {
+    let h = Harness::start().await;
+    for (name, one) in [
+        ("SETTINGS", frame(SETTINGS, 0, 0, &[0, 0x3, 0, 0, 0, 10])),
+        ("PING", frame(PING, 0, 0, &[7; 8])),
+    ] {
+        let mut sock = open(&h).await;
+        let chunk: Vec<u8> = one.repeat(4096);
+        let mut written = 0usize;
+        let stalled = tokio::time::timeout(Duration::from_secs(3), async {
+            // 512 MiB of frames, far more than any socket buffers hold.
+            while written < 512 << 20 {
+                sock.write_all(&chunk).await.unwrap();
+                written += chunk.len();
+            }
+        })
+        .await
+        .is_err();
+        assert!(
+            stalled,
+            "{name}: all {written} bytes were taken in without being answered"
+        );
+        drop(sock);
+        still_serving(&h).await;
+    }
+}
+
+#[tokio::test]
+async fn too_many_header_fields_are_refused_on_every_protocol() {
+    use support::protocols::{call, gateway, Protocol};
+    let h = gateway("", "").await;
+    let names: Vec<String> = (0..120).map(|i| format!("x-field-{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    for protocol in [
+        Protocol::Rest,
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::Connect,
+    ] {
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 3, "{protocol:?}: INVALID_ARGUMENT, got {seen:?}");
+        assert!(
+            seen.message.contains("max_header_count"),
+            "{protocol:?}: {seen:?}"
+        );
+        assert!(
+            seen.metadata.is_empty(),
+            "{protocol:?}: the backend got nothing"
+        );
+    }
+    // A WebSocket handshake is refused before the upgrade.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    for n in &names {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            "1".parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert!(body["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_header_count"));
+        }
+        other => panic!("the handshake is refused with 431, got {other:?}"),
+    }
+    let fine = call(&h, Protocol::WebSocket, &[], "", None).await;
+    assert_eq!(fine.code, 0);
+}
