@@ -32,6 +32,8 @@ pub mod egress;
 pub mod envelope;
 pub mod error;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod ingress;
 pub mod observe;

@@ -329,7 +329,7 @@ fn envelope(flags: u8, payload: &[u8]) -> Bytes {
 }
 
 /// The message of a Connect GET: `encoding`, `message`, optional `base64=1`.
-fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
+pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
     let mut codec = None;
     let mut message = None;
     let mut base64 = false;

@@ -193,7 +193,7 @@ impl GrpcIngress {
 
 /// gRPC-Web text bodies may be several base64 chunks, each padded, one
 /// after the other; decoding four characters at a time handles that.
-fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
+pub(crate) fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
     let clean: Vec<u8> = body
         .iter()
         .copied()

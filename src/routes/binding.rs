@@ -179,26 +179,38 @@ pub fn variable_value<'a>(
     }
 }
 
+/// Percent-decodes a segment of a multi-segment variable, except `%2F`,
+/// which stays encoded (google.api.http). Decoding works on bytes, so a
+/// character encoded as several escapes (`%D1%97`) comes out whole and a
+/// stray `%` next to a multi-byte character is kept as it is.
 fn decode_keeping_slashes(segment: &str) -> Cow<'_, str> {
     if !segment.contains('%') {
         return Cow::Borrowed(segment);
     }
-    let mut out = String::with_capacity(segment.len());
-    let mut rest = segment;
-    while let Some(i) = rest.find(['%']) {
-        let (head, tail) = rest.split_at(i);
-        out.push_str(&percent_encoding::percent_decode_str(head).decode_utf8_lossy());
-        if tail.len() >= 3 && tail[1..3].eq_ignore_ascii_case("2f") {
-            out.push_str(&tail[..3]);
-            rest = &tail[3..];
-        } else {
-            let end = tail.len().min(3);
-            out.push_str(&percent_encoding::percent_decode_str(&tail[..end]).decode_utf8_lossy());
-            rest = &tail[end..];
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((0x2, 0xf)) => {
+                out.extend_from_slice(&bytes[i..i + 3]);
+                i += 3;
+            }
+            Some((hi, lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
-    out.push_str(rest);
-    Cow::Owned(out)
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn top_level_field(

@@ -10,75 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::redis::{available, free_port, RedisCluster, RedisServer};
+use support::redis::{available, RedisCluster, RedisServer};
+use support::served::Served as Portico;
 use support::HttpClient;
-
-/// A `portico serve` process on its own ports.
-struct Portico {
-    _child: tokio::process::Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Portico {
-    async fn serve(config: &str) -> Portico {
-        let dir = TempDir(std::env::temp_dir().join(format!(
-            "portico-fleet-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        )));
-        std::fs::create_dir_all(&dir.0).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let text = config
-            .replacen(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"{addr}\""),
-                1,
-            )
-            .replacen(
-                "admin = \"127.0.0.1:0\"",
-                &format!("admin = \"{admin}\""),
-                1,
-            );
-        let path = dir.0.join("portico.toml");
-        std::fs::write(&path, text).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("portico starts");
-        let p = Portico {
-            _child: child,
-            addr,
-            admin,
-            _dir: dir,
-        };
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(p.admin).await.is_ok()
-                && tokio::net::TcpStream::connect(p.addr).await.is_ok()
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("portico serve did not come up on {addr}");
-    }
-}
 
 /// The admin port's `/fleet` and `/metrics`.
 async fn fleet_status(admin: SocketAddr) -> serde_json::Value {
@@ -175,9 +109,9 @@ async fn three_instances_share_one_limit_and_survive_a_redis_outage() {
         &global_limit("route"),
     );
     let fleet = [
-        Portico::serve(&text).await,
-        Portico::serve(&text).await,
-        Portico::serve(&text).await,
+        Portico::start(&text, "warn").await,
+        Portico::start(&text, "warn").await,
+        Portico::start(&text, "warn").await,
     ];
     let gateways: Vec<SocketAddr> = fleet.iter().map(|p| p.addr).collect();
     // Every instance sees the other two.

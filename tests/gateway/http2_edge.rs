@@ -11,37 +11,7 @@ use support::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ENHANCE_YOUR_CALM: u32 = 0xb;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// An HPACK block for `GET path`: indexed `:method GET` and `:scheme
-/// http`, then `:path` and `:authority` as literals without indexing.
-fn get_block(path: &str) -> Vec<u8> {
-    let mut b = vec![0x82, 0x86];
-    for (index, value) in [(0x04u8, path), (0x01, "gateway")] {
-        b.push(index);
-        b.push(value.len() as u8);
-        b.extend_from_slice(value.as_bytes());
-    }
-    b
-}
+use support::h2raw::*;
 
 /// A connection past the preface and an empty SETTINGS frame.
 async fn open(h: &Harness) -> TcpStream {

@@ -21,6 +21,10 @@ async fn a_multi_segment_variable_never_receives_dot_or_empty_segments() {
         ("/v1/files/sub/.%2E/x", Ok("x")),
         ("/v1/files/%61/b", Ok("a/b")),
         ("/v1/files/a%2Fb/c", Ok("a%2Fb/c")),
+        // A character encoded as several escapes comes out whole; a stray
+        // `%` is kept.
+        ("/v1/files/%D1%97/a%2fb", Ok("\u{457}/a%2Fb")),
+        ("/v1/files/100%/x%zz", Ok("100%/x%zz")),
         // Out of the route's prefix: another path, which nothing serves.
         ("/v1/files/../../etc/passwd", Err(404)),
         ("/v1/files/a/../../../etc/passwd", Err(404)),

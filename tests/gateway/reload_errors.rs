@@ -251,13 +251,23 @@ async fn a_bad_reload_changes_nothing_and_says_why_through_every_trigger() {
                     "{trigger:?} {bad:?}: {name} not in {last_error}"
                 );
             }
-            let logged: Vec<String> = running.log.lock().unwrap()[logged_before..].to_vec();
-            assert!(
-                logged
+            // The log is read from the process's stderr, which may lag the
+            // admin answer on a loaded machine.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let logged: Vec<String> = running.log.lock().unwrap()[logged_before..].to_vec();
+                if logged
                     .iter()
-                    .any(|l| l.contains("reload failed") && names.iter().all(|n| l.contains(n))),
-                "{trigger:?} {bad:?}: no log line naming {names:?} in {logged:?}"
-            );
+                    .any(|l| l.contains("reload failed") && names.iter().all(|n| l.contains(n)))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{trigger:?} {bad:?}: no log line naming {names:?} in {logged:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             // Still serving the config it had.
             assert_eq!(
                 running.client.get("/v1/probe/headers").await.status,

@@ -3,9 +3,11 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod h2raw;
 pub mod instances;
 pub mod protocols;
 pub mod redis;
+pub mod served;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};

@@ -105,6 +105,27 @@ pub async fn call(
     query: &str,
     sleep_millis: Option<i64>,
 ) -> Seen {
+    call_at(
+        h.gateway.addr,
+        &h.client,
+        protocol,
+        headers,
+        query,
+        sleep_millis,
+    )
+    .await
+}
+
+/// [`call`] against any gateway: one at `addr`, reached over HTTP by `client`
+/// (which says whether it is TLS).
+pub async fn call_at(
+    addr: std::net::SocketAddr,
+    client: &super::HttpClient,
+    protocol: Protocol,
+    headers: &[(&str, &str)],
+    query: &str,
+    sleep_millis: Option<i64>,
+) -> Seen {
     let (grpc_path, rest_path, message, json_body) = match sleep_millis {
         None => (
             "/portico.demo.v1.Probe/Headers".to_owned(),
@@ -128,8 +149,7 @@ pub async fn call(
     };
     match protocol {
         Protocol::Rest => {
-            let r = h
-                .client
+            let r = client
                 .send(Method::GET, &with_query(&rest_path), headers, "")
                 .await;
             let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
@@ -150,8 +170,7 @@ pub async fn call(
                 ("connect-protocol-version", "1"),
             ];
             all.extend_from_slice(headers);
-            let r = h
-                .client
+            let r = client
                 .send(
                     Method::POST,
                     &with_query(&grpc_path),
@@ -171,8 +190,7 @@ pub async fn call(
         Protocol::GrpcWeb => {
             let mut all = vec![("content-type", "application/grpc-web+proto")];
             all.extend_from_slice(headers);
-            let r = h
-                .client
+            let r = client
                 .send(
                     Method::POST,
                     &with_query(&grpc_path),
@@ -197,15 +215,14 @@ pub async fn call(
                 .with_id(r.header("x-request-id"))
         }
         Protocol::Grpc
-            if headers.iter().any(|(k, _)| *k == "grpc-timeout") || h.client.tls.is_some() =>
+            if headers.iter().any(|(k, _)| *k == "grpc-timeout") || client.tls.is_some() =>
         {
             // tonic enforces a deadline it sends itself (and reports CANCELLED):
             // send the header by hand over HTTP/2 to see what the gateway does.
             // (Also the way over TLS: this build's tonic has no TLS.)
             let mut all = vec![("content-type", "application/grpc"), ("te", "trailers")];
             all.extend_from_slice(headers);
-            let r = h
-                .client
+            let r = client
                 .as_http2()
                 .send(Method::POST, &grpc_path, &all, frame_bytes(0, &message))
                 .await;
@@ -227,7 +244,7 @@ pub async fn call(
             seen(code, &body, r.header("x-cache"), text).with_id(r.header("x-request-id"))
         }
         Protocol::Grpc => {
-            let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+            let mut grpc = tonic::client::Grpc::new(grpc_channel(addr).await);
             grpc.ready().await.unwrap();
             let mut req = tonic::Request::new(message);
             for (k, v) in headers {
@@ -271,8 +288,8 @@ pub async fn call(
             }
         }
         Protocol::WebSocket => {
-            let scheme = if h.client.tls.is_some() { "wss" } else { "ws" };
-            let mut req = format!("{scheme}://{}{}", h.gateway.addr, with_query("/ws"))
+            let scheme = if client.tls.is_some() { "wss" } else { "ws" };
+            let mut req = format!("{scheme}://{}{}", addr, with_query("/ws"))
                 .into_client_request()
                 .unwrap();
             req.headers_mut()
@@ -283,11 +300,9 @@ pub async fn call(
                     v.parse().unwrap(),
                 );
             }
-            let (mut ws, handshake) = match &h.client.tls {
+            let (mut ws, handshake) = match &client.tls {
                 None => {
-                    let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
-                        .await
-                        .unwrap();
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
                     let (ws, resp) = tokio_tungstenite::client_async(req, Stream::Plain(tcp))
                         .await
                         .unwrap();
@@ -296,10 +311,8 @@ pub async fn call(
                 Some(config) => {
                     let mut config = (**config).clone();
                     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                    let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
-                        .await
-                        .unwrap();
-                    let name = rustls::pki_types::ServerName::IpAddress(h.gateway.addr.ip().into());
+                    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
                     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
                         .connect(name, tcp)
                         .await
@@ -434,4 +447,12 @@ pub async fn gateway(sections: &str, probe_extra: &str) -> Harness {
         )
     })
     .await
+}
+
+async fn grpc_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
