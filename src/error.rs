@@ -156,9 +156,6 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     pub origin: Origin,
     pub message: String,
-    /// Already written to the access log (a reply that failed after it
-    /// started is logged where it failed), so an adapter does not log it twice.
-    pub logged: bool,
 }
 
 impl GatewayError {
@@ -167,7 +164,6 @@ impl GatewayError {
             kind,
             origin,
             message: message.into(),
-            logged: false,
         }
     }
 
@@ -380,15 +376,6 @@ impl GatewayError {
                 format!("backend unavailable: {}", status.message()),
             );
         }
-        if let Some(sizes) = reply_over_message_limit(status) {
-            return Self::new(
-                ErrorKind::BadBackendReply,
-                Origin::Backend,
-                format!(
-                    "the backend's reply message is over server.limits.max_grpc_message_bytes ({sizes})"
-                ),
-            );
-        }
         if status.code() == Code::Cancelled && transport_failure(status) {
             return Self::new(
                 ErrorKind::BackendUnavailable,
@@ -433,19 +420,6 @@ fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
         source = e.source();
     }
     false
-}
-
-/// tonic refuses a reply message over the decoding limit by its length
-/// prefix, before buffering it, and reports that as a local OUT_OF_RANGE
-/// with no trailers. It is the backend's reply at fault, not the client's
-/// request: the sizes it names, when it is that error.
-fn reply_over_message_limit(status: &tonic::Status) -> Option<&str> {
-    if status.code() != Code::OutOfRange || !status.metadata().is_empty() {
-        return None;
-    }
-    status
-        .message()
-        .strip_prefix("Error, decoded message length too large: ")
 }
 
 impl ErrorKind {

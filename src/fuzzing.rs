@@ -174,6 +174,11 @@ fn check_json_roundtrip(
     msg: &DynamicMessage,
     options: &crate::config::JsonOptions,
 ) {
+    // A FieldMask path that is not a field path (a comma, a space) has no
+    // proto3 JSON form: written as is, it reads back as other paths.
+    if has_unwritable_field_mask(msg) {
+        return;
+    }
     let ser: SerializeOptions = json::serialize_options(options);
     // Some messages have no JSON form (a Timestamp out of range, an Any of
     // an unknown type); the gateway answers those with an error.
@@ -188,13 +193,44 @@ fn check_json_roundtrip(
         )
     });
     let second = json::encode(&again, &ser).expect("a message read from JSON writes again");
+    // Compared as JSON values: a map field's entries have no order.
+    let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("valid JSON");
     assert_eq!(
-        String::from_utf8_lossy(&first),
-        String::from_utf8_lossy(&second),
+        value(&first),
+        value(&second),
         "{}: JSON round trip",
         desc.full_name()
     );
     let _ = again.encode_to_vec();
+}
+
+fn has_unwritable_field_mask(msg: &DynamicMessage) -> bool {
+    use prost_reflect::{ReflectMessage, Value};
+    fn value(v: &Value) -> bool {
+        match v {
+            Value::Message(m) => has_unwritable_field_mask(m),
+            Value::List(items) => items.iter().any(value),
+            Value::Map(entries) => entries.values().any(value),
+            _ => false,
+        }
+    }
+    if msg.descriptor().full_name() == "google.protobuf.FieldMask" {
+        let path_ok = |p: &str| {
+            !p.is_empty()
+                && p.split('.').all(|s| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                })
+        };
+        return match msg.get_field_by_name("paths").as_deref() {
+            Some(Value::List(paths)) => paths
+                .iter()
+                .any(|p| !matches!(p, Value::String(s) if path_ok(s))),
+            _ => false,
+        };
+    }
+    msg.fields().any(|(_, v)| value(v))
 }
 
 /// A gRPC or gRPC-Web request body: the first byte picks binary or text
@@ -258,9 +294,19 @@ pub fn config(data: &[u8]) {
     };
     // A config may name files the gateway reads at load; a device or a
     // kernel file would make a fuzz run hang or fill memory, which says
-    // nothing about the parser.
-    if ["/dev", "/proc", "/sys"].iter().any(|d| text.contains(d)) {
-        return;
+    // nothing about the parser. Strings are checked as TOML reads them, so
+    // an escaped `\u002F` counts as a `/`.
+    fn names_special_file(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::String(s) => ["/dev", "/proc", "/sys"].iter().any(|d| s.contains(d)),
+            toml::Value::Array(a) => a.iter().any(names_special_file),
+            toml::Value::Table(t) => t.values().any(names_special_file),
+            _ => false,
+        }
+    }
+    match text.parse::<toml::Table>() {
+        Ok(table) if table.values().any(names_special_file) => return,
+        _ => {}
     }
     if let Err(e) = Config::from_toml(text) {
         assert!(!e.to_string().is_empty());

@@ -25,9 +25,6 @@ pub fn request_failed(
     started: std::time::Instant,
     err: &crate::error::GatewayError,
 ) {
-    if err.logged {
-        return;
-    }
     let micros = started.elapsed().as_micros() as u64;
     match err.origin {
         crate::error::Origin::Client => {
@@ -35,21 +32,6 @@ pub fn request_failed(
         }
         origin => {
             tracing::warn!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = origin.as_str(), error = err.message.as_str())
-        }
-    }
-}
-
-/// Logs a call whose reply started and then failed (a backend's status
-/// mid-stream, a reply message over a limit): adapters log failures before
-/// a reply; this is the one line for those after.
-pub fn reply_failed(method: &str, err: &crate::error::GatewayError) {
-    let code = err.grpc_code() as i32;
-    match err.origin {
-        crate::error::Origin::Client => {
-            tracing::info!(target: "portico::access", method, status = err.http_status().as_u16(), grpc_code = code, origin = "client", error = err.message.as_str(), "reply failed")
-        }
-        origin => {
-            tracing::warn!(target: "portico::access", method, status = err.http_status().as_u16(), grpc_code = code, origin = origin.as_str(), error = err.message.as_str(), "reply failed")
         }
     }
 }

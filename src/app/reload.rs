@@ -283,6 +283,10 @@ fn restart_keys(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
             a.idle_timeout != b.idle_timeout,
         ),
         (
+            "server.limits.max_header_count",
+            a.max_header_count != b.max_header_count,
+        ),
+        (
             "server.limits.http2_max_pending_resets",
             a.http2_max_pending_resets != b.http2_max_pending_resets,
         ),

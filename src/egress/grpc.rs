@@ -107,6 +107,7 @@ impl GrpcEgress {
         // client-streaming backend may answer only once the whole upload is
         // in, so there the idle timeout of the client's stream applies.
         let header_timeout = self.header_timeout;
+        let max_message_bytes = self.max_message_bytes;
         let bounded = client_failed.is_none();
         let call = async move {
             let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
@@ -125,7 +126,7 @@ impl GrpcEgress {
             _ = expiry(&mut deadline) => return Err(reached(GatewayError::deadline_exceeded())),
             r = call => match r {
                 Ok(r) => r.map_err(|s| {
-                    AttemptError::from_error(GatewayError::from_backend_status(&s), never_reached(&s))
+                    AttemptError::from_error(backend_error(&s, max_message_bytes), never_reached(&s))
                 })?,
                 Err(_) => {
                     return Err(reached(GatewayError::upstream_timeout(
@@ -143,6 +144,7 @@ impl GrpcEgress {
                 client_failed,
                 deadline,
                 idle: self.idle_timeout,
+                max_message_bytes,
                 done: false,
                 cancel,
                 _slot: slot,
@@ -176,6 +178,8 @@ struct CallState {
     deadline: Option<Pin<Box<Sleep>>>,
     /// Longest wait for the backend's next message.
     idle: std::time::Duration,
+    /// `server.limits.max_grpc_message_bytes`.
+    max_message_bytes: usize,
     done: bool,
     cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs.
@@ -200,6 +204,37 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.cancel();
     }
+}
+
+/// The gateway's error for a backend call that failed with `status`. tonic
+/// refuses a reply message over the gateway's decoding limit by its length
+/// prefix, before buffering it, and reports it as a local OUT_OF_RANGE with
+/// no trailers naming the limit: that is the backend's reply at fault (502 /
+/// INTERNAL), not the client's request. A backend's own OUT_OF_RANGE (even
+/// its own tonic refusing a message over *its* limit) names another limit
+/// or carries trailers, and passes through as the backend's status.
+fn backend_error(status: &tonic::Status, limit: usize) -> GatewayError {
+    let ours = status.code() == tonic::Code::OutOfRange
+        && status.metadata().is_empty()
+        && status
+            .message()
+            .starts_with("Error, decoded message length too large: ")
+        && status
+            .message()
+            .ends_with(&format!("the limit is: {limit} bytes"));
+    if ours {
+        let sizes = status
+            .message()
+            .trim_start_matches("Error, decoded message length too large: ");
+        return GatewayError::new(
+            ErrorKind::BadBackendReply,
+            Origin::Backend,
+            format!(
+                "the backend's reply message is over server.limits.max_grpc_message_bytes ({sizes})"
+            ),
+        );
+    }
+    GatewayError::from_backend_status(status)
 }
 
 /// Whether a failed call surely never reached the backend's handler: the
@@ -260,7 +295,7 @@ fn reply_stream(state: CallState) -> ReplyStream {
                 },
                 _ = expiry(&mut st.deadline) => Err(GatewayError::deadline_exceeded()),
                 m = tokio::time::timeout(st.idle, st.inner.message()) => match m {
-                    Ok(m) => m.map_err(|s| GatewayError::from_backend_status(&s)),
+                    Ok(m) => m.map_err(|s| backend_error(&s, st.max_message_bytes)),
                     Err(_) => Err(GatewayError::upstream_timeout(
                         "server.limits.stream_idle_timeout",
                         st.idle,

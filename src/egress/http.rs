@@ -139,14 +139,22 @@ impl HttpEgress {
                 )
             })?;
             let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, self.max_body)
+            let max_body = self.max_body;
+            let body = http_body_util::Limited::new(body, max_body)
                 .collect()
                 .await
                 .map_err(|e| {
+                    let message = if e.is::<http_body_util::LengthLimitError>() {
+                        format!(
+                            "the backend's reply is over server.limits.max_grpc_message_bytes ({max_body} bytes)"
+                        )
+                    } else {
+                        format!("could not read the backend's reply: {e}")
+                    };
                     fail(GatewayError::new(
                         ErrorKind::BadBackendReply,
                         Origin::Backend,
-                        format!("could not read the backend's reply: {e}"),
+                        message,
                     ))
                 })?
                 .to_bytes();

@@ -236,12 +236,14 @@ impl ConnectIngress {
         let output = target.method.output();
         let options = json::serialize_options(&self.routes_json(target));
         let status = self.status.clone();
+        let path = target.path.clone();
         Box::pin(futures_util::stream::unfold(
             (reply, false),
             move |(mut reply, ended)| {
                 let output = output.clone();
                 let options = options.clone();
                 let status = status.clone();
+                let path = path.clone();
                 async move {
                     if ended {
                         return None;
@@ -265,6 +267,9 @@ impl ConnectIngress {
                         Some(Err(e)) => (Some(e), HeaderMap::new()),
                         None => (None, HeaderMap::new()),
                     };
+                    if let Some(err) = &error {
+                        tracing::warn!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "connect stream ended with an error");
+                    }
                     let end = end_stream_json(&status, error.as_ref(), &trailers);
                     Some((Frame::data(envelope(END_STREAM, &end)), (reply, true)))
                 }

@@ -43,6 +43,9 @@ impl Ingress {
         mut req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
+        // The framing is judged on what the client sent, before the gateway
+        // adds a header of its own.
+        let framing = super::edge::framing::check(&req, &self.limits);
         // Every request has an id from here on, whatever becomes of it: the
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());
@@ -51,7 +54,8 @@ impl Ingress {
             "request",
             request_id = request_id.to_str().unwrap_or_default()
         );
-        let mut resp = tracing::Instrument::instrument(self.dispatch(req, client), span).await;
+        let mut resp =
+            tracing::Instrument::instrument(self.dispatch(req, client, framing), span).await;
         resp.headers_mut()
             .insert(super::edge::request_id::HEADER, request_id);
         resp
@@ -61,8 +65,9 @@ impl Ingress {
         self: Arc<Self>,
         mut req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
+        framing: Result<(), GatewayError>,
     ) -> Response<ResponseBody> {
-        if let Err(err) = super::edge::framing::check(&req, &self.limits) {
+        if let Err(err) = framing {
             let mut resp = self.refuse(&req, &err);
             // The framing cannot be trusted: nothing more is read from it.
             if req.version() < http::Version::HTTP_2 {

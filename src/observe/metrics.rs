@@ -53,7 +53,12 @@ where
         let started = Instant::now();
         let call = self.inner.call(env);
         Box::pin(async move {
-            match call.await {
+            // A call dropped before its reply starts (the client left, an
+            // aggregate's deadline) still counts, as CANCELLED.
+            let mut unfinished = Unfinished(Some((target, started)));
+            let result = call.await;
+            let (target, started) = unfinished.0.take().expect("taken once");
+            match result {
                 Ok(mut reply) => {
                     target.stats.record_start(started.elapsed());
                     reply.body = Box::pin(Ending {
@@ -71,11 +76,22 @@ where
     }
 }
 
+struct Unfinished(Option<(Arc<Target>, Instant)>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some((target, started)) = self.0.take() {
+            target
+                .stats
+                .record(tonic::Code::Cancelled, started.elapsed());
+        }
+    }
+}
+
 /// A reply's stream that counts the call by how it ended: OK at its end, the
 /// error's code when one cuts it (a backend failing mid-stream, a reply over
-/// a limit, which is also logged with its origin, since no adapter's log
-/// line sees an error after the reply started), CANCELLED when the client
-/// left before the end.
+/// a limit), CANCELLED when it was dropped before its end (the client left,
+/// or the adapter could not write a message). Each adapter logs failures.
 struct Ending {
     body: crate::envelope::ReplyStream,
     /// Until the call is counted.
@@ -89,8 +105,8 @@ impl futures_util::Stream for Ending {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Self::Item>> {
-        let mut polled = self.body.as_mut().poll_next(cx);
-        match &mut polled {
+        let polled = self.body.as_mut().poll_next(cx);
+        match &polled {
             // Trailers are the last frame of a call that ended well.
             Poll::Ready(None | Some(Ok(crate::envelope::ReplyFrame::Trailers(_)))) => {
                 if let Some(t) = self.target.take() {
@@ -100,8 +116,6 @@ impl futures_util::Stream for Ending {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(t) = self.target.take() {
                     t.stats.record_end(e.grpc_code());
-                    crate::observe::reply_failed(t.path.as_str(), e);
-                    e.logged = true;
                 }
             }
             _ => {}
@@ -369,12 +383,20 @@ pub fn stats_json<'a>(
             let total: u64 = codes.values().filter_map(serde_json::Value::as_u64).sum();
             (total > 0).then(|| {
                 let sum = t.stats.sum_micros.load(Ordering::Relaxed);
+                // Latency is taken when a reply starts, so it is averaged
+                // over the calls whose reply started or failed.
+                let started: u64 = t
+                    .stats
+                    .buckets
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .sum();
                 serde_json::json!({
                     "method": t.path.as_str().trim_start_matches('/'),
                     "upstream": &*t.upstream_name,
                     "total": total,
                     "codes": codes,
-                    "mean_ms": sum as f64 / total as f64 / 1000.0,
+                    "mean_ms": sum as f64 / started.max(1) as f64 / 1000.0,
                 })
             })
         })

@@ -49,6 +49,12 @@ async fn hostile_framing_is_refused_before_the_backend() {
             .map(|i| format!("X-H{i}: v\r\n"))
             .collect::<String>()
     );
+    let far_too_many = format!(
+        "GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..250)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
     // (name, request, status, a word the JSON error must contain; None:
     // refused by hyper's parser, with no body)
     let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
@@ -83,7 +89,8 @@ async fn hostile_framing_is_refused_before_the_backend() {
             400,
             None,
         ),
-        ("150 header fields", many_headers.into_bytes(), 431, None),
+        ("150 header fields", many_headers.into_bytes(), 431, Some("max_header_count")),
+        ("250 header fields", far_too_many.into_bytes(), 431, None),
     ];
     // Each round's normal request is the only call the backend gets.
     for (served, (name, request, status, word)) in cases.into_iter().enumerate() {
@@ -111,4 +118,41 @@ async fn hostile_framing_is_refused_before_the_backend() {
         .await;
         assert_eq!(ok, 200, "after {name}");
     }
+}
+
+/// RFC 9112 section 6.3: a request with both Content-Length and
+/// Transfer-Encoding is read by its chunked framing, and its connection is
+/// closed after the reply, so a request smuggled behind it is never read.
+#[tokio::test]
+async fn a_request_with_both_lengths_is_read_as_chunked_and_ends_its_connection() {
+    let h = Harness::start().await;
+    let (status, _, closed) = raw(
+        &h,
+        b"POST /portico.demo.v1.Probe/Headers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\nGET /v1/probe/headers HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(closed, "the connection is closed after the reply");
+    assert_eq!(
+        h.backends.probe.calls(),
+        1,
+        "the request behind it was never read"
+    );
+}
+
+/// The limit counts the client's own fields: exactly `max_header_count`
+/// (Host and 99 more) is served, one more is a 431.
+#[tokio::test]
+async fn exactly_the_header_count_limit_is_served() {
+    let h = Harness::start().await;
+    let request = |n: usize| {
+        format!(
+            "GET /v1/probe/headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{}\r\n",
+            (0..n).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+        )
+    };
+    let (status, body, _) = raw(&h, request(98).as_bytes()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = raw(&h, request(99).as_bytes()).await;
+    assert_eq!(status, 431, "{body}");
 }

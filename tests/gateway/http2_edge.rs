@@ -165,7 +165,8 @@ async fn rapid_reset_is_cut_off_with_goaway() {
 /// A client that floods SETTINGS or PING frames and never reads the
 /// acknowledgements: the gateway holds at most one pending answer, stops
 /// reading when it cannot write, and so buffers nothing without bound. The
-/// flood's writes stall instead of all being taken in.
+/// flood's writes stall after what the socket buffers hold (a few MiB);
+/// a gateway that read on regardless would take in far more.
 #[tokio::test]
 async fn settings_and_ping_floods_are_met_with_backpressure_not_buffering() {
     let h = Harness::start().await;
@@ -176,18 +177,16 @@ async fn settings_and_ping_floods_are_met_with_backpressure_not_buffering() {
         let mut sock = open(&h).await;
         let chunk: Vec<u8> = one.repeat(4096);
         let mut written = 0usize;
-        let stalled = tokio::time::timeout(Duration::from_secs(3), async {
-            // 512 MiB of frames, far more than any socket buffers hold.
-            while written < 512 << 20 {
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while written < 64 << 20 {
                 sock.write_all(&chunk).await.unwrap();
                 written += chunk.len();
             }
         })
-        .await
-        .is_err();
+        .await;
         assert!(
-            stalled,
-            "{name}: all {written} bytes were taken in without being answered"
+            written < 64 << 20,
+            "{name}: {written} bytes were taken in without being answered"
         );
         drop(sock);
         still_serving(&h).await;

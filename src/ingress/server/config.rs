@@ -226,6 +226,12 @@ impl Validator<'_> {
                 d.http2_max_send_buffer_bytes,
             )?,
         };
+        if limits.http2_max_send_buffer_bytes > u32::MAX as usize {
+            return Err(self.err(
+                "server.limits.http2_max_send_buffer_bytes",
+                format!("must be at most {}", u32::MAX),
+            ));
+        }
         if limits.max_header_bytes < 8192 {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
         }
