@@ -172,12 +172,15 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         f.set_listen(&addr.to_string());
     }
     let live = reload::Live::new(first, carry);
-    let mut tasks = vec![server::spawn(
+    // Reload triggers first: a config change or a SIGHUP is seen from the
+    // moment the port answers.
+    let mut tasks = vec![reload::spawn_triggers(live.clone(), shutdown_rx.clone())];
+    tasks.push(server::spawn(
         listener,
         live.clone(),
         limits,
         shutdown_rx.clone(),
-    )];
+    ));
 
     let mut admin_addr = None;
     if let Some(admin) = admin {
@@ -191,7 +194,6 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         admin_addr = listener.local_addr().ok();
         tasks.push(admin::spawn(listener, live.clone(), shutdown_rx.clone()));
     }
-    tasks.push(reload::spawn_triggers(live.clone(), shutdown_rx));
     tracing::info!(%addr, routes = ?route_names, "portico listening");
     Ok(Gateway {
         addr,

@@ -498,21 +498,36 @@ pub enum WsClose {
     CallEnded(Code),
     /// The gateway is shutting down, or the connection was idle too long.
     GoingAway,
-    /// The client broke the WebSocket framing (an oversized or bad frame).
-    ProtocolViolation,
+    /// The client broke the WebSocket framing (a bad frame, a bad opcode,
+    /// an unmasked frame, a fragmented control frame).
+    ProtocolError,
+    /// A text message that is not UTF-8.
+    InvalidPayload,
+    /// The client broke the session's rules of conduct: it floods control
+    /// frames without reading the answers.
+    PolicyViolation,
+    /// A frame or message larger than the gateway reads.
+    TooBig,
+    /// The gateway failed in a way that is nobody else's fault.
+    InternalError,
 }
 
 impl WsClose {
     /// THE close code: 1000 for a call that ended OK, 4000 + the gRPC code
     /// for one that failed (the private range RFC 6455 leaves to
-    /// applications), 1001 going away, 1009 for a frame the gateway would
-    /// not read.
+    /// applications), and RFC 6455 section 7.4's codes for the rest: 1001
+    /// going away, 1002 protocol error, 1007 invalid payload, 1008 policy
+    /// violation, 1009 too big, 1011 internal error.
     pub fn code(self) -> u16 {
         match self {
             WsClose::CallEnded(Code::Ok) => 1000,
             WsClose::CallEnded(code) => 4000 + (code as i32).clamp(0, 999) as u16,
             WsClose::GoingAway => 1001,
-            WsClose::ProtocolViolation => 1009,
+            WsClose::ProtocolError => 1002,
+            WsClose::InvalidPayload => 1007,
+            WsClose::PolicyViolation => 1008,
+            WsClose::TooBig => 1009,
+            WsClose::InternalError => 1011,
         }
     }
 }

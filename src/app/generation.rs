@@ -408,6 +408,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             })
             .collect(),
     );
+    let auth_for_handshakes = auth.clone();
     let pipeline = policy::pipeline(
         auth,
         authorize,
@@ -436,6 +437,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let websocket = Arc::new(WebSocketIngress {
         routes: routes.clone(),
         pipeline: pipeline.clone(),
+        auth: auth_for_handshakes,
         config: config.websocket.clone(),
         edge: edge.clone(),
         status: StatusRenderer::new(&pool),

@@ -267,6 +267,10 @@ fn restart_keys(bound: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
             a.max_connections != b.max_connections,
         ),
         (
+            "server.limits.max_connections_per_ip",
+            a.max_connections_per_ip != b.max_connections_per_ip,
+        ),
+        (
             "server.limits.max_concurrent_streams",
             a.max_concurrent_streams != b.max_concurrent_streams,
         ),
@@ -361,17 +365,19 @@ pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> J
         Some(_) => hangup_signal(),
         None => return tokio::spawn(async {}),
     };
+    let follow = |live: &Live, watcher: &mut FileWatch| {
+        if live.current().config.server.watch_files {
+            watcher.follow(&live.watched_files());
+        } else {
+            watcher.follow(&[]);
+        }
+    };
+    // Watching starts before this returns, so a change made as soon as the
+    // gateway answers is seen.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+    let mut watcher = FileWatch::new(events_tx);
+    follow(&live, &mut watcher);
     tokio::spawn(async move {
-        let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
-        let mut watcher = FileWatch::new(events_tx);
-        let follow = |watcher: &mut FileWatch| {
-            if live.current().config.server.watch_files {
-                watcher.follow(&live.watched_files());
-            } else {
-                watcher.follow(&[]);
-            }
-        };
-        follow(&mut watcher);
         let mut reloaded = live.reloaded.subscribe();
         loop {
             tokio::select! {
@@ -391,7 +397,7 @@ pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> J
                 }
             }
             // A reload may name other files: watch what the config names now.
-            follow(&mut watcher);
+            follow(&live, &mut watcher);
         }
     })
 }

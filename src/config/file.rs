@@ -98,6 +98,7 @@ pub struct LimitsFile {
     pub idle_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub max_request_target_bytes: Option<usize>,
     pub max_header_count: Option<usize>,
     pub body_read_timeout: Option<String>,

@@ -62,7 +62,7 @@ impl GrpcEgress {
                 endpoint_fault: false,
             });
         };
-        let mut grpc = Grpc::new(slot.channel())
+        let mut grpc = Grpc::new(super::non_grpc::NonGrpcReplies(slot.channel()))
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
         grpc.ready().await.map_err(|e| {

@@ -139,25 +139,35 @@ impl GrpcIngress {
                 Ok,
             ))
         } else {
-            // One request message (or, for gRPC-Web text, a body decoded whole).
-            let bytes = framed::read_limited(
-                body,
-                limit.saturating_mul(if text { 2 } else { 1 }) + 64,
-                self.limits.body_read_timeout,
-            )
-            .await?;
-            let bytes = if text {
-                decode_web_text(&bytes)?
-            } else {
-                bytes
-            };
-            let mut deframer = Deframer::new(limit);
-            deframer.push(&bytes);
             let mut messages = Vec::new();
-            while let Some(m) = deframer.next_message()? {
-                messages.push(m);
+            if text {
+                // gRPC-Web text is base64 over the whole body: decoded whole.
+                let bytes = framed::read_limited(
+                    body,
+                    limit.saturating_mul(2) + 64,
+                    self.limits.body_read_timeout,
+                )
+                .await?;
+                let mut deframer = Deframer::new(limit);
+                deframer.push(&decode_web_text(&bytes)?);
+                while let Some(m) = deframer.next_message()? {
+                    messages.push(m);
+                }
+                deframer.finish()?;
+            } else {
+                // Deframed as it arrives: a length prefix over the limit is
+                // refused as soon as it is read, before its bytes come.
+                let mut stream = framed::messages(body, limit, self.limits.body_read_timeout, Ok);
+                let mut total = 0usize;
+                while let Some(m) = stream.next().await {
+                    let m = m?;
+                    total += m.len() + 5;
+                    if total > limit + 64 {
+                        return Err(GatewayError::payload_too_large(limit));
+                    }
+                    messages.push(m);
+                }
             }
-            deframer.finish()?;
             if target.kind.client_streams() {
                 Payload::Stream(Box::pin(futures_util::stream::iter(
                     messages.into_iter().map(Ok),

@@ -39,6 +39,7 @@ pub fn spawn<S: Serving>(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let per_ip = Arc::new(super::slot::PerIp::default());
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let permit = tokio::select! {
@@ -57,11 +58,18 @@ pub fn spawn<S: Serving>(
                 },
                 _ = shutdown.changed() => break,
             };
+            // One address may not take every place: past its cap, its new
+            // connection is closed at once, before anything is read.
+            let Some(ip_place) = per_ip.admit(remote.ip(), limits.max_connections_per_ip) else {
+                tracing::info!(%remote, limit = limits.max_connections_per_ip, "connection refused: server.limits.max_connections_per_ip");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let serving = serving.clone();
             let limits = limits.clone();
             let shutdown = shutdown.clone();
-            let slot = ConnectionSlot::new(permit);
+            let slot = ConnectionSlot::new(permit, ip_place);
             connections.spawn(async move {
                 // A new connection gets the newest certificate; open ones keep theirs.
                 match serving.tls() {
@@ -177,7 +185,11 @@ async fn serve_connection<Io, S: Serving>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
 
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    // Until its first request, a connection gets header_read_timeout to
+    // start one: a client that connects and sends nothing is not kept for
+    // the whole idle timeout.
+    let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(25), Duration::from_secs(5));
     let mut idle_check = tokio::time::interval(tick);
     let mut seen_events = activity.events();
     let mut idle_since = Instant::now();
@@ -199,7 +211,9 @@ async fn serve_connection<Io, S: Serving>(
                 if events != seen_events || activity.in_flight() > 0 {
                     seen_events = events;
                     idle_since = Instant::now();
-                } else if idle_since.elapsed() >= limits.idle_timeout {
+                } else if idle_since.elapsed()
+                    >= if events == 0 { limits.header_read_timeout } else { limits.idle_timeout }
+                {
                     tracing::debug!(%remote, "closing idle connection");
                     closing = true;
                     conn.as_mut().graceful_shutdown();

@@ -34,6 +34,9 @@ use tokio::sync::watch;
 pub struct WebSocketIngress {
     pub routes: Arc<RouteTable>,
     pub pipeline: Pipeline,
+    /// The routes' authenticators, the pipeline's own: a handshake on a
+    /// method's path is authenticated by them before the `101`.
+    pub auth: crate::policy::PerRoute<crate::policy::auth::RouteAuth>,
     pub config: WebSocketConfig,
     pub edge: Edge,
     pub status: StatusRenderer,
@@ -85,7 +88,14 @@ impl WebSocketIngress {
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
-        match self.accept(&req) {
+        let accepted = match self.accept(&req) {
+            Ok((dialect, spec, inbound)) => self
+                .authenticate_handshake(spec.as_ref(), &inbound, client)
+                .await
+                .map(|()| (dialect, spec, inbound)),
+            Err(err) => Err(err),
+        };
+        match accepted {
             Err(err) => {
                 tracing::info!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
                 self.refusal(&err)
@@ -131,6 +141,32 @@ impl WebSocketIngress {
         }
     }
 
+    /// A session on a method's path is that method's call: the route's
+    /// authenticators judge the handshake, so a client without a valid
+    /// credential gets a 401 as HTTP, not a `101` and a close later. The
+    /// call itself goes through the whole pipeline as every call does.
+    async fn authenticate_handshake(
+        &self,
+        spec: Option<&CallSpec>,
+        inbound: &Inbound,
+        client: Option<SocketAddr>,
+    ) -> Result<(), GatewayError> {
+        let Some(spec) = spec else {
+            return Ok(());
+        };
+        let Some(auth) = self.auth.get(spec.target.route) else {
+            return Ok(());
+        };
+        let mut env = self.edge.envelope(
+            inbound.clone(),
+            spec.target.clone(),
+            crate::envelope::Payload::Unary(bytes::Bytes::new()),
+            client,
+            std::time::Instant::now(),
+        );
+        auth.authenticate(&mut env).await
+    }
+
     /// A refused handshake: the HTTP status of the error, its JSON body.
     pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
         let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
@@ -139,6 +175,9 @@ impl WebSocketIngress {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        for (name, value) in err.http_headers() {
+            resp.headers_mut().insert(name, value);
+        }
         resp
     }
 

@@ -42,6 +42,11 @@ impl<P> PerRoute<P> {
             by_route: Arc::new(by_route),
         }
     }
+
+    /// The policy of the route at `index`, if it has one.
+    pub fn get(&self, index: usize) -> Option<&Arc<P>> {
+        self.by_route.get(index).and_then(Option::as_ref)
+    }
 }
 
 impl<P, S> Layer<S> for PerRoute<P> {

@@ -647,3 +647,46 @@ async fn a_public_key_may_be_given_inline_in_the_config() {
     let r = rest_with(&h, "/v1/probe/headers", &hs256(&claims())).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
+
+/// A WebSocket session on an authenticated method's path is judged at the
+/// handshake: no credential, or a bad one, is a 401 with the JSON error as
+/// HTTP, never a `101` followed by a close; a good one is upgraded. A
+/// multiplexed session (`/ws`) authenticates each call it opens.
+#[tokio::test]
+async fn a_websocket_handshake_on_an_authenticated_path_is_refused_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::Error;
+    let h = gateway().await;
+    let handshake = |query: String| {
+        let url = format!("ws://{}/v1/probe/headers{query}", h.gateway.addr);
+        async move { tokio_tungstenite::connect_async(url).await }
+    };
+    for (query, why) in [
+        (String::new(), "no credential"),
+        ("?access_token=not.a.jwt".to_owned(), "a bad token"),
+        (
+            format!(
+                "?access_token={}",
+                hs256(&json!({"sub": "ada", "iss": ISSUER, "aud": AUDIENCE, "exp": now() - 60}))
+            ),
+            "an expired token",
+        ),
+    ] {
+        match handshake(query).await {
+            Err(Error::Http(resp)) => {
+                assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{why}");
+                let body: serde_json::Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["code"], 16, "{why}: {body}");
+                assert!(resp.headers().contains_key("www-authenticate"), "{why}");
+            }
+            other => panic!("{why}: refused with a 401 before the upgrade, got {other:?}"),
+        }
+    }
+    assert_eq!(h.backends.probe.calls(), 0, "the backend was never called");
+    let (mut ws, _) = handshake(format!("?access_token={}", hs256(&claims())))
+        .await
+        .expect("a good token is upgraded");
+    use futures_util::StreamExt;
+    let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(frame.contains("\"result\""), "{frame}");
+}

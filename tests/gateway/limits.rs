@@ -160,3 +160,69 @@ async fn a_reply_over_the_message_limit_is_the_backends_fault_on_every_protocol(
         );
     }
 }
+
+/// A connection that never sends a byte is closed at `header_read_timeout`,
+/// however many there are, not kept for the idle timeout.
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed_at_the_header_timeout() {
+    let h = Harness::start_with("[server.limits]\nheader_read_timeout = \"400ms\"\n", "").await;
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(TcpStream::connect(h.gateway.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    for (i, sock) in silent.iter_mut().enumerate() {
+        let (_, closed) = read_all(sock, Duration::from_secs(5)).await;
+        assert!(closed, "silent connection {i} still open after 5 s");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
+
+/// One address cannot take every connection: past
+/// `max_connections_per_ip`, its new connections are closed at once, and a
+/// place freed is a place to use again.
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_connections() {
+    let h = Harness::start_with("[server.limits]\nmax_connections_per_ip = 3\n", "").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+        sock.write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(sock);
+    }
+    let mut fourth = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, closed) = read_all(&mut fourth, Duration::from_secs(2)).await;
+    assert!(
+        closed && answer.is_empty(),
+        "the fourth connection is closed unanswered"
+    );
+    drop(held.pop());
+    let addr = h.gateway.addr;
+    assert!(
+        support::eventually_async(|| async move {
+            let Ok(mut sock) = TcpStream::connect(addr).await else {
+                return false;
+            };
+            let _ = sock
+                .write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            let (answer, _) = read_all(&mut sock, Duration::from_secs(2)).await;
+            answer.starts_with(b"HTTP/1.1 200")
+        })
+        .await,
+        "a freed place is usable again"
+    );
+}

@@ -11,7 +11,7 @@
 
 use crate::config::Limits;
 use crate::error::{ErrorKind, GatewayError, Origin};
-use http::header::{HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_ENCODING, HOST, TRANSFER_ENCODING};
 use http::{Request, Version};
 
 /// Whether a request may be read at all.
@@ -40,6 +40,27 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             format!(
                 "the request has {fields} header fields, over server.limits.max_header_count ({})",
                 limits.max_header_count
+            ),
+        ));
+    }
+    // A compressed body would reach a backend as if it were plain: refused,
+    // whatever the protocol (gRPC compresses per message, with its own
+    // header, and is refused by the message reader).
+    let encodings: Vec<String> = req
+        .headers()
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    if !encodings.is_empty() {
+        return Err(GatewayError::new(
+            ErrorKind::UnsupportedEncoding,
+            Origin::Client,
+            format!(
+                "request bodies with Content-Encoding {:?} are not supported: send them uncompressed",
+                encodings.join(", ")
             ),
         ));
     }

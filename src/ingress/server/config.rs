@@ -27,6 +27,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Client connections open at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Client connections open at once from one IP address; more are closed.
+    pub max_connections_per_ip: usize,
     /// Longest request target (path and query) of an HTTP/1.1 request.
     pub max_request_target_bytes: usize,
     /// Most header fields in an HTTP/1.1 request.
@@ -65,6 +67,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             max_request_target_bytes: 8 * 1024,
             max_header_count: 100,
             body_read_timeout: Duration::from_secs(30),
@@ -179,6 +182,11 @@ impl Validator<'_> {
                 d.request_timeout,
             )?,
             max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
+            max_connections_per_ip: positive(
+                "max_connections_per_ip",
+                l.max_connections_per_ip,
+                d.max_connections_per_ip,
+            )?,
             max_request_target_bytes: positive(
                 "max_request_target_bytes",
                 l.max_request_target_bytes,

@@ -98,8 +98,12 @@ pub(super) async fn run(
     // Small buffers: an idle call should cost kilobytes, not the library's
     // default 128 KiB read buffer. Larger frames still work: the buffer grows
     // for them and the bytes are handed on.
+    // Pongs are queued as pings arrive; a client that floods pings and never
+    // reads fills the write buffer, and past this bound the read fails
+    // (closed with 1008) instead of the buffer growing without end.
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(1024)
+        .max_write_buffer_size(hard_limit + 256 * 1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
     let ws =
@@ -150,7 +154,9 @@ pub(super) async fn run(
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
-                    let _ = session.out.send(Outgoing::Close(WsClose::ProtocolViolation, protocol::close_reason(&e.to_string()))).await;
+                    if let Some(why) = close_for(&e) {
+                        let _ = session.out.send(Outgoing::Close(why, protocol::close_reason(&e.to_string()))).await;
+                    }
                     break;
                 }
                 None => break,
@@ -570,4 +576,18 @@ impl Session {
 
 fn no_call(id: &str) -> GatewayError {
     GatewayError::invalid_field("id", format!("no open call has id {id:?}"))
+}
+
+/// The close frame for a failed read, from the one table; `None` when the
+/// connection itself is gone and nothing can be sent.
+fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<WsClose> {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Utf8(_) => Some(WsClose::InvalidPayload),
+        Error::Capacity(_) => Some(WsClose::TooBig),
+        Error::Protocol(_) => Some(WsClose::ProtocolError),
+        Error::WriteBufferFull(_) => Some(WsClose::PolicyViolation),
+        Error::ConnectionClosed | Error::AlreadyClosed | Error::Io(_) => None,
+        _ => Some(WsClose::InternalError),
+    }
 }

@@ -1,0 +1,178 @@
+//! gRPC framing and status at the edges: a length prefix over the message
+//! limit is refused as soon as it is read, compressed bodies are refused
+//! rather than passed on as plain, and a plain HTTP error from a backend
+//! (or a proxy before it) becomes the status gRPC's mapping gives.
+
+use crate::support;
+
+use bytes::Bytes;
+use http::StatusCode;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::protocols::{call, EVERY_PROTOCOL};
+use support::Harness;
+
+#[tokio::test]
+async fn a_length_prefix_over_the_limit_is_refused_before_its_bytes_arrive() {
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
+    for content_type in ["application/grpc", "application/grpc-web"] {
+        let sock = tokio::net::TcpStream::connect(h.gateway.addr)
+            .await
+            .unwrap();
+        let (client, conn) = h2::client::handshake(sock).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let req = http::Request::post(format!(
+            "http://{}/portico.demo.v1.Probe/Headers",
+            h.gateway.addr
+        ))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let (resp, mut body) = client.send_request(req, false).unwrap();
+        // A frame that claims 4 GiB; its bytes never come, the stream stays open.
+        body.send_data(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff]), false)
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(2), resp)
+            .await
+            .unwrap_or_else(|_| panic!("{content_type}: refused at once, not after the bytes"))
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{content_type}");
+        assert_eq!(
+            resp.headers()
+                .get("grpc-status")
+                .map(|v| v.to_str().unwrap()),
+            Some("8"),
+            "{content_type}: RESOURCE_EXHAUSTED"
+        );
+    }
+    assert_eq!(h.backends.probe.calls(), 0, "the backend got nothing");
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_refused_naming_the_encoding_on_every_protocol() {
+    let h = Harness::start().await;
+    // REST and Connect say so with Content-Encoding.
+    for (path, headers) in [
+        (
+            "/portico.demo.v1.Probe/Headers",
+            vec![("content-type", "application/json")],
+        ),
+        (
+            "/portico.demo.v1.Probe/Headers",
+            vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+        ),
+    ] {
+        let mut headers = headers;
+        headers.push(("content-encoding", "gzip"));
+        let r = h
+            .client
+            .send(http::Method::POST, path, &headers, "\u{1f}\u{8b}not json")
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{path}: {}",
+            r.text()
+        );
+        let body = r.json();
+        assert!(
+            body["message"].as_str().unwrap().contains("gzip"),
+            "{path}: {body}"
+        );
+    }
+    // gRPC and gRPC-Web mark a compressed message with its flag byte.
+    let http2 = h.client.as_http2();
+    let compressed = support::frame_bytes(1, b"zz");
+    for content_type in ["application/grpc", "application/grpc-web"] {
+        let r = http2
+            .send(
+                http::Method::POST,
+                "/portico.demo.v1.Probe/Headers",
+                &[
+                    ("content-type", content_type),
+                    ("grpc-encoding", "gzip"),
+                    ("te", "trailers"),
+                ],
+                compressed.clone(),
+            )
+            .await;
+        let status = r
+            .header("grpc-status")
+            .or_else(|| r.trailers.get("grpc-status").and_then(|v| v.to_str().ok()))
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(status, "12", "{content_type}: UNIMPLEMENTED");
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        0,
+        "nothing compressed reached the backend"
+    );
+}
+
+/// A backend that is not gRPC at all: a proxy that answers the status the
+/// request's `x-answer` header asks for, with a short text body.
+async fn plain_http_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let status: u16 = req
+                            .headers()
+                            .get("x-answer")
+                            .and_then(|v| v.to_str().ok()?.parse().ok())
+                            .unwrap_or(503);
+                        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
+                            format!("proxy says {status}"),
+                        )));
+                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(resp)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_plain_http_error_from_a_backend_maps_as_grpc_documents_on_every_protocol() {
+    let proxy = plain_http_backend().await;
+    let h = Harness::start_with_config(move |_| support::config_text(proxy, "", "")).await;
+    for (http_status, code) in [
+        (401, 16),
+        (403, 7),
+        (404, 12),
+        (429, 14),
+        (503, 14),
+        (400, 13),
+        (500, 2),
+    ] {
+        let answer = http_status.to_string();
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[("x-answer", answer.as_str())], "", None).await;
+            assert_eq!(
+                seen.code, code,
+                "HTTP {http_status} over {protocol:?}: {seen:?}"
+            );
+            assert!(
+                seen.message.contains(&format!("proxy says {http_status}")),
+                "HTTP {http_status} over {protocol:?}: the body is quoted: {seen:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The WebSocket edge by RFC 6455, spoken frame by frame over a raw socket:
+//! each protocol violation closes with the code section 7.4 assigns, and a
+//! ping flood from a client that never reads costs bounded memory.
+
+use crate::support;
+
+use std::time::Duration;
+use support::served::Served;
+use support::Harness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A session in the JSON dialect, past its `101`.
+async fn session(addr: std::net::SocketAddr) -> TcpStream {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        sock.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    sock
+}
+
+/// A client frame, masked with a zero key (so the payload reads as is).
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads server frames until the close frame; its code (None: the
+/// connection ended without one).
+async fn close_code(sock: &mut TcpStream) -> Option<u16> {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut head = [0u8; 2];
+            sock.read_exact(&mut head).await.ok()?;
+            let mut len = (head[1] & 0x7f) as usize;
+            if len == 126 {
+                let mut ext = [0u8; 2];
+                sock.read_exact(&mut ext).await.ok()?;
+                len = u16::from_be_bytes(ext) as usize;
+            } else if len == 127 {
+                let mut ext = [0u8; 8];
+                sock.read_exact(&mut ext).await.ok()?;
+                len = u64::from_be_bytes(ext) as usize;
+            }
+            let mut payload = vec![0u8; len];
+            sock.read_exact(&mut payload).await.ok()?;
+            if head[0] & 0x0f == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    })
+    .await
+    .expect("a close in time")
+}
+
+#[tokio::test]
+async fn each_protocol_violation_closes_with_the_code_rfc_6455_assigns() {
+    let h = Harness::start().await;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a text frame that is not UTF-8",
+            masked(0x81, &[0xff, 0xfe, 0xfd]),
+            1007,
+        ),
+        (
+            "an unmasked client frame",
+            vec![0x81, 0x02, b'{', b'}'],
+            1002,
+        ),
+        ("a reserved bit set", masked(0x81 | 0x40, b"{}"), 1002),
+        ("an unknown opcode", masked(0x83, b"{}"), 1002),
+        ("a fragmented ping", masked(0x09, b"p"), 1002),
+    ];
+    for (name, frame, code) in cases {
+        let mut sock = session(h.gateway.addr).await;
+        sock.write_all(&frame).await.unwrap();
+        assert_eq!(close_code(&mut sock).await, Some(code), "{name}");
+    }
+    // A frame far over the message limit.
+    let mut sock = session(h.gateway.addr).await;
+    let big = 4 << 20;
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(big as u64).to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    let _ = sock.write_all(&frame).await;
+    assert_eq!(
+        close_code(&mut sock).await,
+        Some(1009),
+        "a frame over twice the limit"
+    );
+    // The next session is served.
+    let mut sock = session(h.gateway.addr).await;
+    sock.write_all(&masked(
+        0x81,
+        br#"{"id":"a","open":"/portico.demo.v1.Library/GetShelf","message":{"shelf":"1"}}"#,
+    ))
+    .await
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("Fiction"));
+}
+
+#[tokio::test]
+async fn a_ping_flood_from_a_client_that_never_reads_costs_bounded_memory() {
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let gateway = Served::start(&support::config_text(backend, "", ""), "warn").await;
+    let mut sock = session(gateway.addr).await;
+    let before = gateway.rss_bytes();
+    // 20 MB of pings of 64 bytes, never reading the pongs: while a pong
+    // cannot be written, a newer ping's replaces it instead of queueing.
+    let ping = masked(0x89, &[b'p'; 64]);
+    let burst = ping.repeat(1000);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        for _ in 0..300 {
+            if sock.write_all(&burst).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let grown = gateway.rss_bytes().saturating_sub(before);
+    assert!(
+        grown < 24 << 20,
+        "the gateway grew by {} MiB under the flood",
+        grown >> 20
+    );
+    drop(sock);
+    let mut next = session(gateway.addr).await;
+    next.write_all(&masked(0x89, b"hi")).await.unwrap();
+    let mut pong = [0u8; 4];
+    next.read_exact(&mut pong).await.unwrap();
+    assert_eq!(
+        pong,
+        [0x8a, 2, b'h', b'i'],
+        "the next client's ping is answered"
+    );
+}
