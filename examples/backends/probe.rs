@@ -61,14 +61,25 @@ impl Probe for ProbeService {
         req: Request<pb::HeadersRequest>,
     ) -> Result<Response<pb::HeadersResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let metadata = req
-            .metadata()
-            .clone()
-            .into_headers()
+        let headers = req.metadata().clone().into_headers();
+        let metadata = headers
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        Ok(self.tagged(pb::HeadersResponse { metadata }))
+        let mut resp = self.tagged(pb::HeadersResponse { metadata });
+        // `x-reply-NAME: value` asks for a reply header `NAME: value` (a
+        // `set-cookie`, a `vary`, a `cache-control`), so tests can see what
+        // the gateway does with them.
+        for (k, v) in &headers {
+            if let Some(name) = k.as_str().strip_prefix("x-reply-") {
+                if let Ok(name) = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()) {
+                    if let Ok(value) = v.to_str().unwrap_or_default().parse() {
+                        resp.metadata_mut().append(name, value);
+                    }
+                }
+            }
+        }
+        Ok(resp)
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<()>, Status> {

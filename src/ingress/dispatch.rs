@@ -46,6 +46,18 @@ impl Ingress {
         // The framing is judged on what the client sent, before the gateway
         // adds a header of its own.
         let framing = super::edge::framing::check(&req, &self.limits);
+        // HTTP/2 names the host in the `:authority` pseudo-header: it becomes
+        // `Host` here, so every protocol presents its host the same way (to
+        // the forwarding headers, the cache key, the policies).
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         // Every request has an id from here on, whatever becomes of it: the
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());

@@ -1,14 +1,20 @@
 //! Response caching for unary calls that are safe to repeat (GET-bound,
-//! `NO_SIDE_EFFECTS`, or listed in the route's cache). The key is the
-//! method, the request message's bytes, the route's `vary` headers and, on
-//! an authenticated route, the principal: one caller's reply is never served
-//! to another. Concurrent identical misses make one backend call. A reply
-//! is cached in protocol-neutral form, so a REST miss can be a gRPC hit.
+//! `NO_SIDE_EFFECTS`, or listed in the route's cache), by RFC 9111's rules
+//! for a shared cache and safer than them by default. The key is the method,
+//! the request message's bytes, the route's `vary` headers, the headers the
+//! backend's own `Vary` names, the forwarding headers the backend receives
+//! (`x-forwarded-host`, `x-forwarded-proto`, `forwarded`), and the caller:
+//! on an authenticated route the principal, elsewhere the request's
+//! credentials (`authorization`, `cookie`) themselves, so one caller's reply
+//! is never served to another or to an anonymous client. Concurrent
+//! identical misses make one backend call. A reply is cached in
+//! protocol-neutral form, so a REST miss can be a gRPC hit.
 //!
 //! The client's `cache-control: no-cache` skips the lookup and `no-store`
-//! the cache entirely; the backend's `cache-control: no-store` or `private`
-//! is never cached and its `max-age` shortens the route's TTL. Replies carry
-//! `x-cache: HIT` or `MISS`.
+//! the cache entirely; a backend reply with `cache-control: no-store`,
+//! `no-cache` or `private`, a `set-cookie`, or `vary: *` is never stored,
+//! and its `s-maxage` (else `max-age`) shortens the route's TTL. Replies
+//! carry `x-cache: HIT` or `MISS`.
 //!
 //! With `shared = true`, Redis is a second tier behind the in-process one,
 //! shared by every instance of the fleet: a local miss looks there before
@@ -34,11 +40,18 @@ struct Entry {
     expires: Instant,
     /// Read from the shared tier rather than the backend.
     shared_hit: bool,
+    /// The headers the reply's Vary names.
+    vary: Vec<http::HeaderName>,
+    /// The key of the request it was made for, with those headers' values.
+    made_for: Vec<u8>,
 }
 
 pub struct ResponseCache {
     config: CacheConfig,
     store: moka::future::Cache<Vec<u8>, Arc<Entry>>,
+    /// The headers the backend's `Vary` named, by key before them: learned
+    /// from a reply, used to key the next request for the same thing.
+    varies: moka::sync::Cache<Vec<u8>, Arc<Vec<http::HeaderName>>>,
     /// The fleet, when replies are shared through Redis.
     fleet: Option<Arc<crate::fleet::Fleet>>,
 }
@@ -58,9 +71,14 @@ impl ResponseCache {
             })
             .time_to_live(config.ttl)
             .build();
+        let varies = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.ttl)
+            .build();
         ResponseCache {
             config,
             store,
+            varies,
             fleet: None,
         }
     }
@@ -86,12 +104,77 @@ impl ResponseCache {
                 key.push(b'\n');
             }
         }
+        // What the backend sees of the request's origin, which it may use
+        // to build the reply (links, redirects).
+        for h in FORWARDING {
+            key.push(0);
+            for v in env.metadata.get_all(*h) {
+                key.extend_from_slice(v.as_bytes());
+                key.push(b'\n');
+            }
+        }
+        // The caller: a reply built for one credential is never another's.
         if let Some(p) = &env.ctx.principal {
             key.push(1);
             key.extend_from_slice(p.subject.as_bytes());
+        } else {
+            use sha2::{Digest, Sha256};
+            let mut credentials = Sha256::new();
+            let mut any = false;
+            for h in [http::header::AUTHORIZATION, http::header::COOKIE] {
+                for v in env.ctx.headers.get_all(&h) {
+                    credentials.update(h.as_str());
+                    credentials.update(v.as_bytes());
+                    credentials.update(b"\n");
+                    any = true;
+                }
+            }
+            if any {
+                key.push(2);
+                key.extend_from_slice(&credentials.finalize());
+            }
         }
         key
     }
+
+    /// The key with the values of the headers the backend's `Vary` named.
+    fn varied(base: &[u8], names: &[http::HeaderName], headers: &HeaderMap) -> Vec<u8> {
+        let mut key = base.to_vec();
+        for name in names {
+            key.push(3);
+            key.extend_from_slice(name.as_str().as_bytes());
+            key.push(0);
+            for v in headers.get_all(name) {
+                key.extend_from_slice(v.as_bytes());
+                key.push(b'\n');
+            }
+        }
+        key
+    }
+}
+
+/// The forwarding headers a backend receives, part of every key.
+const FORWARDING: &[&str] = &["x-forwarded-host", "x-forwarded-proto", "forwarded"];
+
+/// The headers a reply's `Vary` names; `None` for `Vary: *` (it varies on
+/// anything, so it is not stored).
+fn vary_names(metadata: &HeaderMap) -> Option<Vec<http::HeaderName>> {
+    let mut names = Vec::new();
+    for v in metadata.get_all(http::header::VARY) {
+        for name in v.to_str().unwrap_or("*").split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "*" {
+                return None;
+            }
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    Some(names)
 }
 
 fn directives(h: &HeaderMap) -> Vec<String> {
@@ -103,16 +186,24 @@ fn directives(h: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// How long the backend lets its reply be kept (`None`: as the route says).
+/// How long the backend lets its reply be kept by a shared cache (`None`:
+/// as the route says; zero: not at all).
 fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
     let d = directives(metadata);
     if d.iter()
         .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+        // A cookie is one client's; a reply that sets one is not shared.
+        || metadata.contains_key(http::header::SET_COOKIE)
+        || vary_names(metadata).is_none()
     {
         return Some(Duration::ZERO);
     }
-    d.iter()
-        .find_map(|d| d.strip_prefix("max-age=")?.parse().ok())
+    let seconds = |prefix: &str| {
+        d.iter()
+            .find_map(|d| d.strip_prefix(prefix)?.parse::<u64>().ok())
+    };
+    seconds("s-maxage=")
+        .or_else(|| seconds("max-age="))
         .map(Duration::from_secs)
 }
 
@@ -136,11 +227,24 @@ impl Policy for ResponseCache {
             Payload::Unary(m) if !client.iter().any(|d| d == "no-store") => m.clone(),
             _ => return pass(env, next),
         };
-        let key = cache.key(&env, &message);
+        let base = cache.key(&env, &message);
+        // The headers the backend's Vary named last time, if it answered yet.
+        let key = match cache.varies.get(&base) {
+            Some(names) => ResponseCache::varied(&base, &names, &env.ctx.headers),
+            None => base.clone(),
+        };
         let skip_lookup = client.iter().any(|d| d == "no-cache");
+        let headers = env.ctx.headers.clone();
+        // Whether an entry was made for a request like this one: the same
+        // values of every header its reply's Vary names.
+        let mine = {
+            let base = base.clone();
+            let headers = headers.clone();
+            move |e: &Entry| ResponseCache::varied(&base, &e.vary, &headers) == e.made_for
+        };
         Box::pin(async move {
             if let Some(hit) = cache.store.get(&key).await {
-                if hit.expires > Instant::now() && !skip_lookup {
+                if hit.expires > Instant::now() && !skip_lookup && mine(&hit) {
                     return Ok(Reply::single(
                         with_verdict(hit.metadata.clone(), "HIT"),
                         hit.message.clone(),
@@ -148,56 +252,50 @@ impl Policy for ResponseCache {
                 }
                 cache.store.invalidate(&key).await;
             }
-            // Concurrent misses for the same key wait for this one backend call.
-            let ttl = cache.config.ttl;
-            let shared = match (&cache.fleet, cache.config.shared) {
-                (Some(fleet), Some(max)) => {
-                    use sha2::{Digest, Sha256};
-                    let id = crate::app::generation::hex(&Sha256::digest(&key));
-                    Some((fleet.clone(), fleet.key("cache", &id), max))
-                }
-                _ => None,
-            };
+            let shared = cache.shared_key(&key);
+            // Concurrent misses for the same key wait for this one backend
+            // call. The call is left here until the closure takes it: a
+            // waiter handed a reply made for other values of a header the
+            // reply varies on (its Vary not known before) makes its own.
+            let call = Arc::new(std::sync::Mutex::new(Some((env, next))));
+            let taken = call.clone();
+            let fetching = cache.clone();
+            let (fetch_base, fetch_headers) = (base.clone(), headers.clone());
+            let fetch_shared = shared.clone();
             let entry = cache
                 .store
-                .try_get_with(key, async move {
-                    // `no-cache` skips every lookup, the shared tier's too.
-                    if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
-                        if let Ok(Some((bytes, left))) = fleet.get(redis_key).await {
-                            if let Some((metadata, message)) = shared_tier::decode(&bytes) {
-                                fleet
-                                    .stats
-                                    .shared_cache_hits
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                return Ok(Arc::new(Entry {
-                                    metadata,
-                                    message,
-                                    expires: Instant::now() + left.min(ttl),
-                                    shared_hit: true,
-                                }));
-                            }
-                        }
-                    }
-                    let reply = next.oneshot(env).await?;
-                    let (metadata, message) = reply.into_unary().await?;
-                    let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
-                    if let Some((fleet, redis_key, max)) = &shared {
-                        let bytes = shared_tier::encode(&metadata, &message);
-                        if !lifetime.is_zero() && bytes.len() as u64 <= *max {
-                            // Bounded by redis.command_timeout; a failure only
-                            // means other instances miss this reply.
-                            let _ = fleet.set(redis_key, &bytes, lifetime).await;
-                        }
-                    }
-                    Ok::<_, GatewayError>(Arc::new(Entry {
-                        metadata,
-                        message,
-                        expires: Instant::now() + lifetime,
-                        shared_hit: false,
-                    }))
+                .try_get_with(key.clone(), async move {
+                    let (env, next) = take(&taken).expect("the call is made once");
+                    fetching
+                        .fetch(
+                            env,
+                            next,
+                            fetch_shared,
+                            skip_lookup,
+                            &fetch_base,
+                            &fetch_headers,
+                        )
+                        .await
                 })
                 .await
                 .map_err(|e: Arc<GatewayError>| (*e).clone())?;
+            let entry = match take(&call) {
+                Some((env, next)) if !mine(&entry) => {
+                    cache
+                        .fetch(env, next, shared, skip_lookup, &base, &headers)
+                        .await?
+                }
+                _ => entry,
+            };
+            if entry.made_for != key && entry.expires > Instant::now() {
+                // Learned its Vary: kept under the key the next request
+                // like it will look for.
+                cache
+                    .store
+                    .insert(entry.made_for.clone(), entry.clone())
+                    .await;
+                cache.store.invalidate(&key).await;
+            }
             let verdict = if entry.shared_hit { "HIT" } else { "MISS" };
             Ok(Reply::single(
                 with_verdict(entry.metadata.clone(), verdict),
@@ -205,6 +303,91 @@ impl Policy for ResponseCache {
             ))
         })
     }
+}
+
+impl ResponseCache {
+    /// The shared tier's key and entry size bound, when replies are shared.
+    fn shared_key(&self, key: &[u8]) -> Option<(Arc<crate::fleet::Fleet>, String, u64)> {
+        match (&self.fleet, self.config.shared) {
+            (Some(fleet), Some(max)) => {
+                use sha2::{Digest, Sha256};
+                let id = crate::app::generation::hex(&Sha256::digest(key));
+                Some((fleet.clone(), fleet.key("cache", &id), max))
+            }
+            _ => None,
+        }
+    }
+
+    /// A reply from the shared tier or the backend, as an entry (expired at
+    /// once when it may not be stored), with the headers its `Vary` names
+    /// (`None` for `Vary: *`).
+    async fn fetch(
+        &self,
+        env: Envelope,
+        next: Next,
+        shared: Option<(Arc<crate::fleet::Fleet>, String, u64)>,
+        skip_lookup: bool,
+        base: &[u8],
+        headers: &HeaderMap,
+    ) -> Result<Arc<Entry>, GatewayError> {
+        let ttl = self.config.ttl;
+        // `no-cache` skips every lookup, the shared tier's too.
+        if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
+            if let Ok(Some((bytes, left))) = fleet.get(redis_key).await {
+                if let Some((metadata, message)) = shared_tier::decode(&bytes) {
+                    fleet
+                        .stats
+                        .shared_cache_hits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(self.entry(metadata, message, left.min(ttl), true, base, headers));
+                }
+            }
+        }
+        let reply = next.oneshot(env).await?;
+        let (metadata, message) = reply.into_unary().await?;
+        let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
+        if let Some((fleet, redis_key, max)) = &shared {
+            let bytes = shared_tier::encode(&metadata, &message);
+            if !lifetime.is_zero() && bytes.len() as u64 <= *max {
+                // Bounded by redis.command_timeout; a failure only means
+                // other instances miss this reply.
+                let _ = fleet.set(redis_key, &bytes, lifetime).await;
+            }
+        }
+        Ok(self.entry(metadata, message, lifetime, false, base, headers))
+    }
+
+    /// An entry for a reply to a request with `headers`, learning the
+    /// headers its Vary names (`Vary: *` comes with a zero lifetime).
+    fn entry(
+        &self,
+        metadata: HeaderMap,
+        message: Bytes,
+        lifetime: Duration,
+        shared_hit: bool,
+        base: &[u8],
+        headers: &HeaderMap,
+    ) -> Arc<Entry> {
+        let vary = vary_names(&metadata).unwrap_or_default();
+        match vary_names(&metadata) {
+            Some(names) => self.varies.insert(base.to_vec(), Arc::new(names)),
+            None => self.varies.invalidate(base),
+        }
+        let made_for = ResponseCache::varied(base, &vary, headers);
+        Arc::new(Entry {
+            metadata,
+            message,
+            expires: Instant::now() + lifetime,
+            shared_hit,
+            vary,
+            made_for,
+        })
+    }
+}
+
+/// Takes the call out of its slot, once.
+fn take(slot: &std::sync::Mutex<Option<(Envelope, Next)>>) -> Option<(Envelope, Next)> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 fn pass(env: Envelope, mut next: Next) -> BoxFuture<'static, Result<Reply, GatewayError>> {

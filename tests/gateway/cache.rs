@@ -139,3 +139,96 @@ async fn one_callers_cached_reply_is_never_served_to_another() {
     assert_eq!(get(token("ada")).await.header("x-cache"), Some("HIT"));
     assert_eq!(h.backends.probe.calls(), 2);
 }
+
+/// The shared cache by RFC 9111's rules, through every protocol: a reply
+/// made for one credential is never served to another or to an anonymous
+/// client, replies that set a cookie, vary on anything or are private are
+/// never stored, and the backend's own `Vary` keys the entry.
+#[tokio::test]
+async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    for protocol in EVERY_PROTOCOL {
+        let h = gateway("", "cache = { ttl = \"30s\" }").await;
+        let calls = || h.backends.probe.calls();
+        let verdict = |headers: &'static [(&'static str, &'static str)]| {
+            let h = &h;
+            async move { call(h, protocol, headers, "", None).await.cache }
+        };
+        let hit = Some("HIT".to_owned());
+        let miss = Some("MISS".to_owned());
+
+        // Credentials, on a route without an authenticator.
+        assert_eq!(
+            verdict(&[("authorization", "Bearer A")]).await,
+            miss,
+            "{protocol:?}"
+        );
+        assert_eq!(
+            verdict(&[("authorization", "Bearer A")]).await,
+            hit,
+            "{protocol:?}: A again"
+        );
+        assert_eq!(
+            verdict(&[("authorization", "Bearer B")]).await,
+            miss,
+            "{protocol:?}: B never gets A's"
+        );
+        assert_eq!(
+            verdict(&[]).await,
+            miss,
+            "{protocol:?}: no credential never gets A's"
+        );
+        assert_eq!(verdict(&[]).await, hit, "{protocol:?}: anonymous again");
+        assert_eq!(calls(), 3, "{protocol:?}");
+
+        // Replies that are one client's, or vary on anything, are not kept.
+        for (header, value) in [
+            ("x-reply-set-cookie", "session=1"),
+            ("x-reply-vary", "*"),
+            ("x-reply-cache-control", "private"),
+        ] {
+            let before = calls();
+            // A credential of its own keeps each case apart from the others.
+            let own = format!("Bearer {header}");
+            for _ in 0..2 {
+                let seen = call(
+                    &h,
+                    protocol,
+                    &[(header, value), ("authorization", own.as_str())],
+                    "",
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    seen.cache, miss,
+                    "{protocol:?}: {header}: {value} is not stored"
+                );
+            }
+            assert_eq!(calls(), before + 2, "{protocol:?}: {header}");
+        }
+
+        // The backend's Vary keys the entry by the headers it names.
+        let varies = |lang: &'static str| {
+            let h = &h;
+            async move {
+                call(
+                    h,
+                    protocol,
+                    &[
+                        ("x-reply-vary", "accept-language"),
+                        ("accept-language", lang),
+                        ("authorization", "Bearer vary"),
+                    ],
+                    "",
+                    None,
+                )
+                .await
+                .cache
+            }
+        };
+        assert_eq!(varies("fr").await, miss, "{protocol:?}: fr first");
+        assert_eq!(varies("de").await, miss, "{protocol:?}: de is not fr's");
+        assert_eq!(varies("fr").await, hit, "{protocol:?}: fr again");
+        assert_eq!(varies("de").await, hit, "{protocol:?}: de again");
+    }
+}

@@ -266,11 +266,23 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     let a = support::gateway_for(&text, backend).await;
     let b = support::gateway_for(&text, backend).await;
     let calls = || backends.probe.calls();
-    let first = HttpClient::new(a.addr).get("/v1/probe/headers").await;
+    // Behind a load balancer every instance sees the same public host (the
+    // forwarding headers the backend gets are part of the key).
+    let get = |addr| async move {
+        HttpClient::new(addr)
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[("host", "api.example")],
+                "",
+            )
+            .await
+    };
+    let first = get(a.addr).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-cache"), Some("MISS"));
     let before = calls();
-    let second = HttpClient::new(b.addr).get("/v1/probe/headers").await;
+    let second = get(b.addr).await;
     assert_eq!(second.status, 200);
     assert_eq!(
         second.header("x-cache"),
@@ -279,10 +291,12 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     );
     assert_eq!(second.json(), first.json());
     assert_eq!(calls(), before, "B did not call the backend");
-    // And over gRPC on B, from its own memory now.
+    // And over gRPC on B (its `:authority` the same public host), from its
+    // own memory now.
     let mut grpc = portico::demo::backends::pb::probe_client::ProbeClient::new(
         tonic::transport::Channel::from_shared(format!("http://{}", b.addr))
             .unwrap()
+            .origin("http://api.example".parse().unwrap())
             .connect()
             .await
             .unwrap(),
