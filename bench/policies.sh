@@ -8,6 +8,8 @@
 # (gateway on CPU 1; backend, identity services and load on CPU 0).
 #
 #   bench/policies.sh            # 8 s per row after 2 s of warm-up
+#   ONLY='no policy|cache hit' bench/policies.sh   # only the rows whose name matches
+#   PORTICO_BIN=/path/to/portico bench/policies.sh # another build, same harness
 source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
@@ -39,8 +41,10 @@ taskset -c 0 h2load -c "$CONNS" -m 1 -D "$DURATION" -H 'content-type: applicatio
 direct=$(awk '/^finished in/ {print $4}' "$RUN/pol-h2load.out" | tr -d ',')
 
 rows=("| direct (h2load gRPC GetShelf) | ${direct%.*} | | 1.00x |")
+ONLY=${ONLY:-}
 variant() {
   local name=$1 route_extra=$2 token=$3
+  if [ -n "$ONLY" ] && ! [[ "$name" =~ $ONLY ]]; then return; fi
   cat >"$RUN/pol.toml" <<TOML
 [server]
 listen = "$GATEWAY"
