@@ -235,12 +235,9 @@ impl Policy for ResponseCache {
         };
         let skip_lookup = client.iter().any(|d| d == "no-cache");
         let headers = env.ctx.headers.clone();
-        // Whether an entry was made for a request like this one: the same
-        // values of every header its reply's Vary names.
         let mine = {
-            let base = base.clone();
-            let headers = headers.clone();
-            move |e: &Entry| ResponseCache::varied(&base, &e.vary, &headers) == e.made_for
+            let (base, headers) = (base.clone(), headers.clone());
+            move |e: &Entry| e.made_for_request(&base, &headers)
         };
         Box::pin(async move {
             if let Some(hit) = cache.store.get(&key).await {
@@ -382,6 +379,18 @@ impl ResponseCache {
             vary,
             made_for,
         })
+    }
+}
+
+impl Entry {
+    /// Whether it was made for a request like this one: the same values of
+    /// every header its reply's Vary names. Without a Vary (the common
+    /// case) that is the key itself, compared without building another.
+    fn made_for_request(&self, base: &[u8], headers: &HeaderMap) -> bool {
+        if self.vary.is_empty() {
+            return self.made_for == base;
+        }
+        ResponseCache::varied(base, &self.vary, headers) == self.made_for
     }
 }
 

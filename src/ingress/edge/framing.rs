@@ -46,12 +46,8 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
     // A compressed body would reach a backend as if it were plain: refused,
     // whatever the protocol (gRPC compresses per message, with its own
     // header, and is refused by the message reader).
-    let encodings: Vec<String> = req
-        .headers()
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|c| c.trim().to_ascii_lowercase())
+    let encodings: Vec<String> = codings(req.headers(), CONTENT_ENCODING)
+        .into_iter()
         .filter(|c| !c.is_empty() && c != "identity")
         .collect();
     if !encodings.is_empty() {
@@ -74,13 +70,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             format!("an HTTP/1.1 request carries exactly one Host header; this one has {hosts}"),
         ));
     }
-    let codings: Vec<String> = req
-        .headers()
-        .get_all(TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .collect();
+    let codings = codings(req.headers(), TRANSFER_ENCODING);
     if !codings.is_empty() && codings != ["chunked"] {
         return Err(GatewayError::new(
             ErrorKind::UnsupportedTransferEncoding,
@@ -92,4 +82,14 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
         ));
     }
     Ok(())
+}
+
+/// The codings a header lists, lowercased, over all its fields.
+fn codings(headers: &http::HeaderMap, name: http::header::HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect()
 }

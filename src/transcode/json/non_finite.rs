@@ -219,39 +219,29 @@ impl<S: ser::SerializeMap> ser::SerializeMap for NonFinite<S> {
     }
 }
 
-impl<S: ser::SerializeStruct> ser::SerializeStruct for NonFinite<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
+macro_rules! named_fields {
+    ($trait:ident) => {
+        impl<S: ser::$trait> ser::$trait for NonFinite<S> {
+            type Ok = S::Ok;
+            type Error = S::Error;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), S::Error> {
-        self.0.serialize_field(key, &Nested(v))
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), S::Error> {
+                self.0.serialize_field(key, &Nested(v))
+            }
 
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
+            fn end(self) -> Result<S::Ok, S::Error> {
+                self.0.end()
+            }
+        }
+    };
 }
 
-impl<S: ser::SerializeStructVariant> ser::SerializeStructVariant for NonFinite<S> {
-    type Ok = S::Ok;
-    type Error = S::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), S::Error> {
-        self.0.serialize_field(key, &Nested(v))
-    }
-
-    fn end(self) -> Result<S::Ok, S::Error> {
-        self.0.end()
-    }
-}
+named_fields!(SerializeStruct);
+named_fields!(SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
