@@ -30,6 +30,7 @@ use crate::error::GatewayError;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::{Service, ServiceExt};
@@ -52,6 +53,9 @@ pub struct ResponseCache {
     /// The headers the backend's `Vary` named, by key before them: learned
     /// from a reply, used to key the next request for the same thing.
     varies: moka::sync::Cache<Vec<u8>, Arc<Vec<http::HeaderName>>>,
+    /// Set once any reply carried a Vary: until then no request looks in
+    /// `varies`.
+    any_vary: AtomicBool,
     /// The fleet, when replies are shared through Redis.
     fleet: Option<Arc<crate::fleet::Fleet>>,
 }
@@ -79,6 +83,7 @@ impl ResponseCache {
             config,
             store,
             varies,
+            any_vary: AtomicBool::new(false),
             fleet: None,
         }
     }
@@ -106,9 +111,9 @@ impl ResponseCache {
         }
         // What the backend sees of the request's origin, which it may use
         // to build the reply (links, redirects).
-        for h in FORWARDING {
+        for h in &FORWARDING {
             key.push(0);
-            for v in env.metadata.get_all(*h) {
+            for v in env.metadata.get_all(h) {
                 key.extend_from_slice(v.as_bytes());
                 key.push(b'\n');
             }
@@ -154,7 +159,11 @@ impl ResponseCache {
 }
 
 /// The forwarding headers a backend receives, part of every key.
-const FORWARDING: &[&str] = &["x-forwarded-host", "x-forwarded-proto", "forwarded"];
+const FORWARDING: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("x-forwarded-host"),
+    http::HeaderName::from_static("x-forwarded-proto"),
+    http::header::FORWARDED,
+];
 
 /// The headers a reply's `Vary` names; `None` for `Vary: *` (it varies on
 /// anything, so it is not stored).
@@ -228,27 +237,37 @@ impl Policy for ResponseCache {
             _ => return pass(env, next),
         };
         let base = cache.key(&env, &message);
-        // The headers the backend's Vary named last time, if it answered yet.
-        let key = match cache.varies.get(&base) {
-            Some(names) => ResponseCache::varied(&base, &names, &env.ctx.headers),
-            None => base.clone(),
-        };
         let skip_lookup = client.iter().any(|d| d == "no-cache");
-        let headers = env.ctx.headers.clone();
-        let mine = {
-            let (base, headers) = (base.clone(), headers.clone());
-            move |e: &Entry| e.made_for_request(&base, &headers)
-        };
         Box::pin(async move {
-            if let Some(hit) = cache.store.get(&key).await {
-                if hit.expires > Instant::now() && !skip_lookup && mine(&hit) {
+            // The headers the backend's Vary named last time, if it answered
+            // yet; no lookup while no reply has carried a Vary.
+            let varied = if cache.any_vary.load(Ordering::Relaxed) {
+                cache
+                    .varies
+                    .get(&base)
+                    .map(|names| ResponseCache::varied(&base, &names, &env.ctx.headers))
+            } else {
+                None
+            };
+            let key: &[u8] = varied.as_deref().unwrap_or(&base);
+            if let Some(hit) = cache.store.get(key).await {
+                if hit.expires > Instant::now()
+                    && !skip_lookup
+                    && hit.made_for_request(&base, &env.ctx.headers)
+                {
                     return Ok(Reply::single(
                         with_verdict(hit.metadata.clone(), "HIT"),
                         hit.message.clone(),
                     ));
                 }
-                cache.store.invalidate(&key).await;
+                cache.store.invalidate(key).await;
             }
+            let key = varied.unwrap_or_else(|| base.clone());
+            let headers = env.ctx.headers.clone();
+            let mine = {
+                let (base, headers) = (base.clone(), headers.clone());
+                move |e: &Entry| e.made_for_request(&base, &headers)
+            };
             let shared = cache.shared_key(&key);
             // Concurrent misses for the same key wait for this one backend
             // call. The call is left here until the closure takes it: a
@@ -365,10 +384,15 @@ impl ResponseCache {
         base: &[u8],
         headers: &HeaderMap,
     ) -> Arc<Entry> {
-        let vary = vary_names(&metadata).unwrap_or_default();
-        match vary_names(&metadata) {
-            Some(names) => self.varies.insert(base.to_vec(), Arc::new(names)),
-            None => self.varies.invalidate(base),
+        let names = vary_names(&metadata);
+        let vary = names.clone().unwrap_or_default();
+        match names {
+            Some(names) if !names.is_empty() => {
+                self.any_vary.store(true, Ordering::Relaxed);
+                self.varies.insert(base.to_vec(), Arc::new(names))
+            }
+            _ if self.any_vary.load(Ordering::Relaxed) => self.varies.invalidate(base),
+            _ => {}
         }
         let made_for = ResponseCache::varied(base, &vary, headers);
         Arc::new(Entry {
