@@ -194,6 +194,12 @@ fn reload_metrics((ok, failed): (u64, u64)) -> String {
         "# HELP portico_config_reloads_total Config reloads, by result.\n\
          # TYPE portico_config_reloads_total counter\n\
          portico_config_reloads_total{{result=\"ok\"}} {ok}\n\
-         portico_config_reloads_total{{result=\"error\"}} {failed}\n"
+         portico_config_reloads_total{{result=\"error\"}} {failed}\n\
+         # HELP portico_access_log_lines_total Access-log lines, by whether the writer took them.\n\
+         # TYPE portico_access_log_lines_total counter\n\
+         portico_access_log_lines_total{{result=\"written\"}} {written}\n\
+         portico_access_log_lines_total{{result=\"dropped\"}} {dropped}\n",
+        written = crate::observe::access_log::WRITTEN.load(std::sync::atomic::Ordering::Relaxed),
+        dropped = crate::observe::access_log::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
     )
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub ext_authz: Vec<crate::policy::ext_authz::config::ExtAuthzConfig>,
     /// `[redis]`: what global limits and shared caches use.
     pub redis: Option<crate::fleet::config::RedisConfig>,
+    /// `[access_log]`: one line per call, when configured.
+    pub access_log: Option<crate::observe::access_log::AccessLogConfig>,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
     /// Every file and folder the config names (key files, certificates,
@@ -307,17 +309,23 @@ impl Validator<'_> {
     }
 
     pub(crate) fn path(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        let resolved = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        };
+        let resolved = self.output_path(p);
         let mut files = self.files.borrow_mut();
         if !files.contains(&resolved) {
             files.push(resolved.clone());
         }
         resolved
+    }
+
+    /// A path the gateway writes (a log), resolved like [`Validator::path`]
+    /// but not watched: writing it must not trigger a reload.
+    pub(crate) fn output_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
     }
 
     fn validate(&self, f: file::File) -> Result<Config, ConfigError> {
@@ -391,6 +399,11 @@ impl Validator<'_> {
             return Err(self.err("routes", "no [[routes]]: the gateway would serve nothing"));
         }
         let redis = f.redis.as_ref().map(|r| self.redis(r)).transpose()?;
+        let access_log = f
+            .access_log
+            .as_ref()
+            .map(|a| self.access_log(a))
+            .transpose()?;
         if redis.is_none() {
             for (i, r) in routes.iter().enumerate() {
                 if r.rate_limit.as_ref().is_some_and(|l| l.global) {
@@ -431,6 +444,7 @@ impl Validator<'_> {
             authenticators,
             ext_authz,
             redis,
+            access_log,
             routes,
             aggregates,
             files: Vec::new(),

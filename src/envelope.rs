@@ -64,6 +64,8 @@ pub struct Target {
     /// Safe to serve from a cache: unary, and bound to GET, marked
     /// `idempotency_level = NO_SIDE_EFFECTS`, or listed in the route's cache.
     pub cacheable: bool,
+    /// Whether its calls write access-log lines (the route's `access_log`).
+    pub access_log: bool,
     /// Safe to send again after it may have reached the backend: marked
     /// `NO_SIDE_EFFECTS` or `IDEMPOTENT`, or listed in the upstream's retry config.
     pub idempotent: bool,
@@ -129,6 +131,8 @@ pub struct RequestCtx {
     pub client_timeout: Option<Duration>,
     /// The client's verified TLS certificate, when it presented one.
     pub client_cert: Option<Arc<ClientCertificate>>,
+    /// What the access log will say of this call, filled in as it goes.
+    pub record: Arc<crate::observe::access_log::CallRecord>,
 }
 
 impl RequestCtx {
@@ -140,6 +144,7 @@ impl RequestCtx {
             headers,
             client_timeout: None,
             client_cert: None,
+            record: crate::observe::access_log::CallRecord::none(),
         }
     }
 }

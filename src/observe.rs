@@ -4,6 +4,7 @@
 //! e.g. `RUST_LOG=info,portico::access=debug` to log every request.
 //! [`metrics`] counts every call and serves them on the admin port.
 
+pub mod access_log;
 pub mod call_stats;
 pub mod metrics;
 

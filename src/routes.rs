@@ -145,6 +145,7 @@ impl RouteTable {
                     route: i,
                     upstream_name: upstream.name.as_str().into(),
                     timeout: Some(route.timeout),
+                    access_log: route.access_log,
                     cacheable: CallKind::of(&method) == CallKind::Unary
                         && (route
                             .cache

@@ -422,10 +422,26 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     // The ingress adapters, all through one request edge.
     let (alive, alive_rx) = watch::channel(());
     let local = local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
+    // Opened again by every generation: a log rotated by renaming it goes
+    // on in a new file after a reload.
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|c| {
+            crate::observe::access_log::AccessLog::start(c).map_err(|reason| {
+                StartError::Config(crate::config::ConfigError {
+                    file: config.source.clone(),
+                    key: "access_log.path".into(),
+                    reason,
+                })
+            })
+        })
+        .transpose()?;
     let edge = Edge::new(
         config.metadata.clone(),
         config.websocket.token_query_param.clone(),
     )
+    .with_access_log(access_log)
     .with_proxies(
         config.server.trusted_proxies.clone(),
         if config.server.tls.is_some() {

@@ -25,6 +25,8 @@ pub struct File {
     pub ext_authz: BTreeMap<String, ExtAuthzFile>,
     /// The Redis deployment instances share limits and cached replies through.
     pub redis: Option<RedisFile>,
+    /// One line per call.
+    pub access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     #[serde(default)]
@@ -254,6 +256,8 @@ pub struct RouteFile {
     pub authorize: Option<AuthorizeFile>,
     pub rate_limit: Option<RateLimitFile>,
     pub cache: Option<CacheFile>,
+    /// `false`: this route's calls write no access-log line.
+    pub access_log: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -475,4 +479,13 @@ pub struct WebSocketFile {
     pub token_query_param: Option<String>,
     pub calls_per_second: Option<f64>,
     pub messages_per_second: Option<f64>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogFile {
+    pub format: Option<String>,
+    pub path: Option<String>,
+    pub sample: Option<f64>,
 }

@@ -210,7 +210,11 @@ impl Upstream {
                 .flatten();
             let idempotent = env.target.idempotent;
             let guard = ep.start();
-            match attempt(ep.clone(), env).await {
+            let record = env.ctx.record.clone();
+            let since = record.attempt(&ep.address);
+            let result = attempt(ep.clone(), env).await;
+            record.attempt_done(since);
+            match result {
                 Ok(mut reply) => {
                     ep.record_success();
                     // The slots are held until the reply's stream is done with.

@@ -19,6 +19,7 @@ use crate::config::Limits;
 use crate::envelope::{CallKind, Payload, ReplyFrame, ReplyStream, Target};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::observe;
+use crate::observe::access_log::{CallRecord, ClientProtocol};
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
 use crate::transcode::status::StatusRenderer;
@@ -100,13 +101,19 @@ impl ConnectIngress {
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
         let started = std::time::Instant::now();
-        match self.call(req, client, started, shape).await {
+        let record = self
+            .edge
+            .record(ClientProtocol::Connect, req.method(), &path, req.headers());
+        let resp = match self.call(req, client, started, shape, &record).await {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("connect", &path, started, &err);
+                record.failed(&err);
                 self.error_response(shape, &err)
             }
-        }
+        };
+        record.http_status(resp.status());
+        resp
     }
 
     async fn call(
@@ -115,6 +122,7 @@ impl ConnectIngress {
         client: Option<SocketAddr>,
         started: std::time::Instant,
         shape: Shape,
+        record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let target = self.routes.rpc_target(parts.uri.path())?;
@@ -171,6 +179,7 @@ impl ConnectIngress {
             ),
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
+        inbound.record = Some(record.clone());
         self.edge.lift_query(&mut inbound, parts.uri.query());
         let envelope = self
             .edge

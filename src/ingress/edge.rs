@@ -29,6 +29,7 @@ pub mod request_id;
 use crate::config::MetadataConfig;
 use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};
+use crate::observe::access_log::{AccessLog, CallRecord, ClientProtocol};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct Edge {
     pub trusted_proxies: Vec<forwarded::Cidr>,
     /// The listener's scheme, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
+    /// Where calls' access-log lines go (`[access_log]`).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// What the edge made of one request's headers.
@@ -59,6 +62,8 @@ pub struct Inbound {
     pub headers: HeaderMap,
     /// The certificate the client's TLS connection presented (mutual TLS).
     pub client_cert: Option<Arc<ClientCertificate>>,
+    /// The call's access-log record, from the adapter that read it.
+    pub record: Option<Arc<CallRecord>>,
 }
 
 impl Edge {
@@ -68,6 +73,40 @@ impl Edge {
             token_query_param,
             trusted_proxies: Vec::new(),
             scheme: "http",
+            access_log: None,
+        }
+    }
+
+    /// As it is, writing calls' lines to `log`.
+    pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Edge {
+        self.access_log = log;
+        self
+    }
+
+    /// A WebSocket session's access-log record, from its handshake.
+    pub fn session_record(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Arc<CallRecord> {
+        match &self.access_log {
+            Some(log) => CallRecord::session(Some(log.clone()), method, path, headers),
+            None => CallRecord::none(),
+        }
+    }
+
+    /// A new call's access-log record, from what its adapter read first.
+    pub fn record(
+        &self,
+        protocol: ClientProtocol,
+        method: &http::Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Arc<CallRecord> {
+        match &self.access_log {
+            Some(log) => CallRecord::call(Some(log.clone()), protocol, method, path, headers),
+            None => CallRecord::none(),
         }
     }
 
@@ -89,6 +128,7 @@ impl Edge {
         Inbound {
             headers,
             client_cert: extensions.get::<Arc<ClientCertificate>>().cloned(),
+            record: None,
         }
     }
 
@@ -216,6 +256,10 @@ impl Edge {
         let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, self.scheme);
         let mut ctx = RequestCtx::new(client, Arc::new(headers));
         ctx.client_cert = inbound.client_cert;
+        if let Some(record) = inbound.record {
+            record.client(client);
+            ctx.record = record;
+        }
         ctx.client_timeout = self.client_timeout(&ctx.headers);
         ctx.started = started;
         ctx

@@ -16,6 +16,7 @@ use crate::config::Limits;
 use crate::envelope::{Payload, ReplyFrame, ReplyStream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe;
+use crate::observe::access_log::{CallRecord, ClientProtocol};
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
 use crate::transcode::framing::{self, Deframer};
@@ -111,13 +112,23 @@ impl GrpcIngress {
             }
         }
         let started = std::time::Instant::now();
-        match self.call(req, client, started, flavor).await {
+        let protocol = match flavor {
+            Flavor::Grpc => ClientProtocol::Grpc,
+            Flavor::Web { .. } => ClientProtocol::GrpcWeb,
+        };
+        let record = self
+            .edge
+            .record(protocol, req.method(), &path, req.headers());
+        let resp = match self.call(req, client, started, flavor, &record).await {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("grpc", &path, started, &err);
+                record.failed(&err);
                 trailers_only(flavor, &err)
             }
-        }
+        };
+        record.http_status(resp.status());
+        resp
     }
 
     async fn call(
@@ -126,6 +137,7 @@ impl GrpcIngress {
         client: Option<SocketAddr>,
         started: std::time::Instant,
         flavor: Flavor,
+        record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let target = self.routes.rpc_target(parts.uri.path())?;
@@ -185,6 +197,7 @@ impl GrpcIngress {
             }
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
+        inbound.record = Some(record.clone());
         self.edge.lift_query(&mut inbound, parts.uri.query());
         let envelope = self
             .edge

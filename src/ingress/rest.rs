@@ -12,6 +12,7 @@ use crate::config::Limits;
 use crate::envelope::{MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::observe;
+use crate::observe::access_log::{CallRecord, ClientProtocol};
 use crate::policy::aggregate::{AggregateInput, Aggregator};
 use crate::policy::Pipeline;
 use crate::routes::aggregate::{AggregateMatch, AggregatePlan, AggregateTable};
@@ -60,14 +61,21 @@ impl RestIngress {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let started = std::time::Instant::now();
-        match self.serve(req, client, started).await {
+        let record = self
+            .edge
+            .record(ClientProtocol::Rest, &method, uri.path(), req.headers());
+        match self.serve(req, client, started, &record).await {
             Ok(resp) => {
                 tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
+                record.http_status(resp.status());
                 resp
             }
             Err(err) => {
                 observe::request_failed("rest", &format!("{method} {}", uri.path()), started, &err);
-                self.error_response(&err)
+                record.failed(&err);
+                let resp = self.error_response(&err);
+                record.http_status(resp.status());
+                resp
             }
         }
     }
@@ -77,16 +85,19 @@ impl RestIngress {
         req: Request<IncomingBody>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
+        record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path();
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
+        inbound.record = Some(record.clone());
         let query = self.edge.lift_query(&mut inbound, parts.uri.query());
         let query = query.as_deref();
         // Aggregates are few and named in config; they win over method bindings.
         if !self.aggregates.is_empty() {
             if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&parts.method, path)
             {
+                record.route(|| format!("{} {}", parts.method, plan.config.path));
                 let input = AggregateInput {
                     path: plan.path_values(&segments),
                     query: query
@@ -113,6 +124,7 @@ impl RestIngress {
             MatchOutcome::NotFound => return Err(GatewayError::route_not_found(path)),
         };
         let binding = found.binding.clone();
+        record.route(|| format!("{} {}", binding.method, binding.template_text));
         let target = binding.target.clone();
         let content_type = parts
             .headers

@@ -18,6 +18,7 @@ use super::body::ResponseBody;
 use super::edge::{Edge, Inbound};
 use crate::config::WebSocketConfig;
 use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::observe::access_log::CallRecord;
 use crate::policy::Pipeline;
 use crate::routes::{Binding, MatchOutcome, RouteTable};
 use crate::transcode::status::StatusRenderer;
@@ -88,7 +89,8 @@ impl WebSocketIngress {
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
-        let accepted = match self.accept(&req) {
+        let record = self.edge.session_record(req.method(), &path, req.headers());
+        let accepted = match self.accept(&req, &record) {
             Ok((dialect, spec, inbound)) => self
                 .authenticate_handshake(spec.as_ref(), &inbound, client)
                 .await
@@ -98,7 +100,11 @@ impl WebSocketIngress {
         match accepted {
             Err(err) => {
                 tracing::info!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
-                self.refusal(&err)
+                record.client(client);
+                record.failed(&err);
+                let resp = self.refusal(&err);
+                record.http_status(resp.status());
+                resp
             }
             Ok((dialect, spec, inbound)) => {
                 let key = req
@@ -125,6 +131,7 @@ impl WebSocketIngress {
                     }
                     sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                 });
+                record.http_status(StatusCode::SWITCHING_PROTOCOLS);
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
                 let h = resp.headers_mut();
@@ -186,6 +193,7 @@ impl WebSocketIngress {
     fn accept(
         &self,
         req: &Request<hyper::body::Incoming>,
+        record: &Arc<CallRecord>,
     ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();
         if headers.get(SEC_WEBSOCKET_KEY).is_none()
@@ -209,6 +217,7 @@ impl WebSocketIngress {
         let dialect = Dialect::negotiate(offered.iter().map(String::as_str));
 
         let mut inbound = self.edge.inbound(headers, req.extensions());
+        inbound.record = Some(record.clone());
         let path = req.uri().path();
         let mut query_pairs: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())

@@ -6,9 +6,11 @@
 //! text format.
 
 use crate::egress::upstream::Upstream;
-use crate::envelope::{Envelope, Reply, Target};
+use crate::envelope::{Envelope, Payload, Reply, Target};
 use crate::error::GatewayError;
+use crate::observe::access_log::CallRecord;
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt as _;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,27 +50,49 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, env: Envelope) -> Self::Future {
+    fn call(&mut self, mut env: Envelope) -> Self::Future {
         let target = env.target.clone();
         let started = Instant::now();
+        let record = env.ctx.record.clone();
+        if record.logging() {
+            let bytes_in = match &mut env.payload {
+                Payload::Unary(m) => m.len() as u64,
+                Payload::Stream(messages) => {
+                    // Counted as the messages pass.
+                    let counting = record.clone();
+                    let inner =
+                        std::mem::replace(messages, Box::pin(futures_util::stream::empty()));
+                    *messages = Box::pin(inner.inspect(move |m| {
+                        if let Ok(m) = m {
+                            counting.add_bytes_in(m.len() as u64);
+                        }
+                    }));
+                    0
+                }
+            };
+            record.entered(&target, bytes_in);
+        }
         let call = self.inner.call(env);
         Box::pin(async move {
             // A call dropped before its reply starts (the client left, an
             // aggregate's deadline) still counts, as CANCELLED.
-            let mut unfinished = Unfinished(Some((target, started)));
+            let mut unfinished = Unfinished(Some((target, started, record)));
             let result = call.await;
-            let (target, started) = unfinished.0.take().expect("taken once");
+            let (target, started, record) = unfinished.0.take().expect("taken once");
             match result {
                 Ok(mut reply) => {
                     target.stats.record_start(started.elapsed());
+                    record.replied();
                     reply.body = Box::pin(Ending {
                         body: reply.body,
                         target: Some(target),
+                        record,
                     });
                     Ok(reply)
                 }
                 Err(e) => {
                     target.stats.record(e.grpc_code(), started.elapsed());
+                    record.failed(&e);
                     Err(e)
                 }
             }
@@ -76,14 +100,15 @@ where
     }
 }
 
-struct Unfinished(Option<(Arc<Target>, Instant)>);
+struct Unfinished(Option<(Arc<Target>, Instant, Arc<CallRecord>)>);
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some((target, started)) = self.0.take() {
+        if let Some((target, started, record)) = self.0.take() {
             target
                 .stats
                 .record(tonic::Code::Cancelled, started.elapsed());
+            record.ended(tonic::Code::Cancelled);
         }
     }
 }
@@ -96,6 +121,7 @@ struct Ending {
     body: crate::envelope::ReplyStream,
     /// Until the call is counted.
     target: Option<Arc<Target>>,
+    record: Arc<CallRecord>,
 }
 
 impl futures_util::Stream for Ending {
@@ -107,15 +133,20 @@ impl futures_util::Stream for Ending {
     ) -> Poll<Option<Self::Item>> {
         let polled = self.body.as_mut().poll_next(cx);
         match &polled {
+            Poll::Ready(Some(Ok(crate::envelope::ReplyFrame::Message(m)))) => {
+                self.record.add_bytes_out(m.len() as u64);
+            }
             // Trailers are the last frame of a call that ended well.
             Poll::Ready(None | Some(Ok(crate::envelope::ReplyFrame::Trailers(_)))) => {
                 if let Some(t) = self.target.take() {
                     t.stats.record_end(tonic::Code::Ok);
+                    self.record.ended(tonic::Code::Ok);
                 }
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(t) = self.target.take() {
                     t.stats.record_end(e.grpc_code());
+                    self.record.failed(e);
                 }
             }
             _ => {}
@@ -128,6 +159,7 @@ impl Drop for Ending {
     fn drop(&mut self) {
         if let Some(t) = self.target.take() {
             t.stats.record_end(tonic::Code::Cancelled);
+            self.record.ended(tonic::Code::Cancelled);
         }
     }
 }

@@ -182,6 +182,7 @@ impl Authenticator {
                 env.metadata.insert(name, v);
             }
         }
+        env.ctx.record.principal(&principal);
         env.ctx.principal = Some(principal);
         Ok(())
     }

@@ -255,6 +255,7 @@ impl Policy for ResponseCache {
                     && !skip_lookup
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
+                    env.ctx.record.cache("hit");
                     return Ok(Reply::single(
                         with_verdict(hit.metadata.clone(), "HIT"),
                         hit.message.clone(),
@@ -263,6 +264,7 @@ impl Policy for ResponseCache {
                 cache.store.invalidate(key).await;
             }
             let key = varied.unwrap_or_else(|| base.clone());
+            let record = env.ctx.record.clone();
             let headers = env.ctx.headers.clone();
             let mine = {
                 let (base, headers) = (base.clone(), headers.clone());
@@ -313,6 +315,11 @@ impl Policy for ResponseCache {
                 cache.store.invalidate(&key).await;
             }
             let verdict = if entry.shared_hit { "HIT" } else { "MISS" };
+            record.cache(if entry.shared_hit {
+                "shared-hit"
+            } else {
+                "miss"
+            });
             Ok(Reply::single(
                 with_verdict(entry.metadata.clone(), verdict),
                 entry.message.clone(),

@@ -40,6 +40,8 @@ pub struct RouteConfig {
     pub authorize: Option<AuthorizeConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     pub cache: Option<CacheConfig>,
+    /// Whether its calls write access-log lines (`access_log = false`: no).
+    pub access_log: bool,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -136,6 +138,7 @@ impl Validator<'_> {
             .transpose()?;
         Ok(RouteConfig {
             cache,
+            access_log: r.access_log.unwrap_or(true),
             rate_limit,
             auth,
             ext_authz,

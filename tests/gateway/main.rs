@@ -5,6 +5,7 @@
 mod support;
 
 mod aborted_uploads;
+mod access_log;
 mod aggregate;
 mod auth;
 mod balancing;

@@ -69,6 +69,8 @@ struct Session {
     client: Option<SocketAddr>,
     /// The connection's client certificate, for every call of the session.
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
+    /// The session's access-log record.
+    record: Arc<crate::observe::access_log::CallRecord>,
     out: mpsc::Sender<Outgoing>,
     /// Calls that ended, by id and sequence number: an id may be reused
     /// once its call ended, so only the number tells which call it was.
@@ -110,7 +112,12 @@ pub(super) async fn run(
         WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(ws_config)).await;
     let (sink, mut stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval));
+    let record = inbound
+        .record
+        .clone()
+        .unwrap_or_else(crate::observe::access_log::CallRecord::none);
+    record.client(client);
+    let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval, record.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         single: implicit.is_some(),
@@ -118,6 +125,7 @@ pub(super) async fn run(
         dialect,
         headers: inbound.headers,
         client_cert: inbound.client_cert,
+        record,
         client,
         out: out_tx,
         done: done_tx,
@@ -147,7 +155,8 @@ pub(super) async fn run(
             frame = stream.next() => match frame {
                 Some(Ok(message)) => {
                     last_seen = Instant::now();
-                    if matches!(message, Message::Close(_)) {
+                    if let Message::Close(frame) = &message {
+                        session.record.closed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                         break;
                     }
                     session.on_message(message).await;
@@ -463,7 +472,23 @@ impl Session {
             };
             headers.insert(request_id::HEADER, id);
         }
+        let record = if self.record.logging() {
+            let path = spec.target.path.as_str();
+            let record = crate::observe::access_log::CallRecord::websocket_call(
+                ingress.edge.access_log.clone(),
+                path,
+                &headers,
+            );
+            if let Some(b) = &spec.binding {
+                record.route(|| format!("{} {}", b.method, b.template_text));
+            }
+            self.record.session_call(&record);
+            record
+        } else {
+            crate::observe::access_log::CallRecord::none()
+        };
         let task = tokio::spawn(call_task(CallTask {
+            record,
             seq,
             ended: ended.clone(),
             ingress: ingress.clone(),

@@ -37,6 +37,8 @@ pub(super) struct CallTask {
     pub(super) done: mpsc::UnboundedSender<(String, u64)>,
     pub(super) seq: u64,
     pub(super) single: bool,
+    /// The call's access-log record.
+    pub(super) record: Arc<crate::observe::access_log::CallRecord>,
 }
 
 pub(super) async fn call_task(mut t: CallTask) {
@@ -86,6 +88,7 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     let inbound = Inbound {
         headers: std::mem::take(&mut t.headers),
         client_cert: t.client_cert.clone(),
+        record: Some(t.record.clone()),
     };
     let envelope =
         t.ingress

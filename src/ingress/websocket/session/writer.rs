@@ -31,6 +31,7 @@ pub(super) async fn write_loop(
     >,
     mut out: mpsc::Receiver<Outgoing>,
     ping_interval: Duration,
+    record: std::sync::Arc<crate::observe::access_log::CallRecord>,
 ) {
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;
@@ -52,6 +53,7 @@ pub(super) async fn write_loop(
                 Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
                 Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
                 Some(Outgoing::Close(close, reason)) => {
+                    record.closed(close.code());
                     let frame = CloseFrame {
                         code: CloseCode::from(close.code()),
                         reason: reason.into(),

@@ -1,0 +1,320 @@
+//! The access log: one JSON line per call on every protocol (and one per
+//! WebSocket session), read back from the file and checked field by field;
+//! failures always logged, successes sampled; a route can turn it off; the
+//! text format escapes what clients wrote.
+
+use crate::support;
+
+use serde_json::Value;
+use support::protocols::{call, Protocol, EVERY_PROTOCOL};
+use support::{fixture, Harness};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+fn log_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("portico-access-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("access.log")
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+async fn gateway(path: &std::path::Path, access_log: &str, route_extra: &str) -> Harness {
+    let sections = format!(
+        "[access_log]\npath = \"{}\"\n{access_log}\n\n\
+         [authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"{}\"\n",
+        path.display(),
+        fixture("api_keys.toml")
+    );
+    Harness::start_with(&sections, route_extra).await
+}
+
+/// Waits until `want` lines are in the log.
+async fn wait_for(path: &std::path::Path, want: usize) -> Vec<Value> {
+    support::eventually(|| lines(path).len() >= want).await;
+    lines(path)
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rest => "rest",
+        Protocol::Grpc => "grpc",
+        Protocol::GrpcWeb => "grpc-web",
+        Protocol::Connect => "connect",
+        Protocol::WebSocket => "websocket",
+    }
+}
+
+#[tokio::test]
+async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() {
+    let path = log_path("fields");
+    let h = gateway(&path, "", "auth = \"partners\"").await;
+    let traceparent = format!("00-{TRACE_ID}-{PARENT}-01");
+    for protocol in EVERY_PROTOCOL {
+        let id = format!("ok-{}", protocol_name(protocol));
+        let seen = call(
+            &h,
+            protocol,
+            &[
+                ("x-api-key", "acme-key-123"),
+                ("x-request-id", &id),
+                ("traceparent", &traceparent),
+            ],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {seen:?}");
+        let id = format!("denied-{}", protocol_name(protocol));
+        let seen = call(&h, protocol, &[("x-request-id", &id)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: {seen:?}");
+    }
+    // Ten calls, and the WebSocket's two sessions.
+    let all = wait_for(&path, 12).await;
+    assert_eq!(all.len(), 12, "{all:#?}");
+    let calls: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
+    assert_eq!(calls.len(), 10, "{all:#?}");
+    for protocol in EVERY_PROTOCOL {
+        let name = protocol_name(protocol);
+        let mine: Vec<&&Value> = calls.iter().filter(|l| l["protocol"] == name).collect();
+        assert_eq!(mine.len(), 2, "{name}: {all:#?}");
+        let ok = mine
+            .iter()
+            .find(|l| l["grpc_code"] == 0)
+            .unwrap_or_else(|| panic!("{name}: no successful call in {mine:#?}"));
+        let denied = mine
+            .iter()
+            .find(|l| l["grpc_code"] == 16)
+            .unwrap_or_else(|| panic!("{name}: no refused call in {mine:#?}"));
+
+        assert_eq!(ok["method"], "portico.demo.v1.Probe/Headers", "{name}");
+        assert_eq!(ok["grpc_status"], "OK", "{name}");
+        assert_eq!(ok["upstream"], "demo", "{name}");
+        assert_eq!(ok["endpoint"], h.backend_addr.to_string(), "{name}");
+        assert_eq!(ok["attempts"], 1, "{name}");
+        assert_eq!(ok["principal"], "acme", "{name}");
+        assert_eq!(ok["trace_id"], TRACE_ID, "{name}");
+        assert_eq!(ok["parent_span_id"], PARENT, "{name}");
+        assert_eq!(ok["client"], "127.0.0.1", "{name}");
+        assert!(
+            ok["error"].is_null() && ok["origin"].is_null(),
+            "{name}: {ok}"
+        );
+        assert!(ok["cache"].is_null(), "{name}: {ok}");
+        assert_eq!(ok["bytes_in"], 0, "{name}: an empty request message");
+        assert!(ok["bytes_out"].as_u64().unwrap() > 0, "{name}: {ok}");
+        let total = ok["duration_ms"].as_f64().unwrap();
+        let upstream = ok["upstream_ms"].as_f64().unwrap();
+        let policies = ok["policies_ms"].as_f64().unwrap();
+        assert!(upstream > 0.0 && upstream <= total, "{name}: {ok}");
+        assert!(policies >= 0.0 && policies <= total, "{name}: {ok}");
+        assert!(
+            ok["timestamp"].as_str().unwrap().starts_with("20"),
+            "{name}: {ok}"
+        );
+
+        assert_eq!(denied["grpc_status"], "UNAUTHENTICATED", "{name}");
+        assert_eq!(denied["origin"], "client", "{name}");
+        assert!(
+            denied["error"].as_str().unwrap().contains("x-api-key"),
+            "{name}: {denied}"
+        );
+        assert_eq!(denied["attempts"], 0, "{name}: never reached the backend");
+        assert!(
+            denied["endpoint"].is_null() && denied["upstream_ms"].is_null(),
+            "{name}"
+        );
+        assert!(denied["principal"].is_null(), "{name}");
+
+        match protocol {
+            Protocol::WebSocket => {
+                // A call of a session: its id is the session's with its number.
+                assert!(ok["http_status"].is_null(), "{ok}");
+                assert!(ok["http_method"].is_null(), "{ok}");
+                let session = ok["session"].as_str().unwrap();
+                assert!(
+                    ok["request_id"].as_str().unwrap().starts_with(session),
+                    "{ok}"
+                );
+                // Called by name: the method's automatic binding.
+                assert_eq!(ok["route"], "POST /portico.demo.v1.Probe/Headers");
+            }
+            Protocol::Rest => {
+                assert_eq!(ok["request_id"], format!("ok-{name}"));
+                assert_eq!(denied["request_id"], format!("denied-{name}"));
+                assert_eq!(ok["http_status"], 200);
+                assert_eq!(denied["http_status"], 401);
+                assert_eq!(ok["http_method"], "GET");
+                assert_eq!(ok["path"], "/v1/probe/headers");
+                assert_eq!(ok["route"], "GET /v1/probe/headers");
+            }
+            Protocol::Connect => {
+                assert_eq!(ok["request_id"], format!("ok-{name}"));
+                assert_eq!(ok["http_status"], 200);
+                assert_eq!(denied["http_status"], 401);
+                assert_eq!(ok["path"], "/portico.demo.v1.Probe/Headers");
+            }
+            Protocol::Grpc | Protocol::GrpcWeb => {
+                assert_eq!(ok["request_id"], format!("ok-{name}"));
+                // gRPC answers every call with HTTP 200; the code is the status.
+                assert_eq!(ok["http_status"], 200);
+                assert_eq!(denied["http_status"], 200);
+                assert_eq!(ok["path"], "/portico.demo.v1.Probe/Headers");
+            }
+        }
+    }
+    let sessions: Vec<&Value> = all.iter().filter(|l| l["kind"] == "session").collect();
+    assert_eq!(sessions.len(), 2, "{all:#?}");
+    for s in sessions {
+        assert_eq!(s["protocol"], "websocket");
+        assert_eq!(s["http_status"], 101, "{s}");
+        assert_eq!(s["calls"], 1, "{s}");
+        assert_eq!(s["path"], "/ws");
+        assert!(s["close_code"].is_u64(), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it_off() {
+    let path = log_path("sampling");
+    let h = gateway(&path, "sample = 0.0", "auth = \"partners\"").await;
+    for protocol in EVERY_PROTOCOL {
+        call(&h, protocol, &[("x-api-key", "acme-key-123")], "", None).await;
+        call(&h, protocol, &[], "", None).await;
+    }
+    // A request no route matches is a failure too, logged without a method.
+    assert_eq!(h.client.get("/v1/nowhere").await.status, 404);
+    let all = wait_for(&path, 6).await;
+    // Give a wrongly sampled success time to show up.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let all_after = lines(&path);
+    assert_eq!(all.len(), all_after.len(), "{all_after:#?}");
+    let calls: Vec<&Value> = all_after.iter().filter(|l| l["kind"] == "call").collect();
+    assert_eq!(calls.len(), 6, "five refusals and the 404: {all_after:#?}");
+    assert!(calls.iter().all(|l| l["grpc_code"] != 0), "{calls:#?}");
+    let not_found = calls.iter().find(|l| l["http_status"] == 404).unwrap();
+    assert!(not_found["method"].is_null(), "{not_found}");
+    assert_eq!(not_found["grpc_status"], "NOT_FOUND");
+
+    let quiet_path = log_path("quiet");
+    let quiet = gateway(&quiet_path, "", "access_log = false").await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&quiet, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}");
+    }
+    quiet.client.get("/v1/nowhere").await;
+    wait_for(&quiet_path, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let quiet_lines = lines(&quiet_path);
+    // Only what no route owns, and the WebSocket session itself.
+    assert!(
+        quiet_lines
+            .iter()
+            .all(|l| l["http_status"] == 404 || l["kind"] == "session"),
+        "{quiet_lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_text_format_is_one_escaped_line_per_call() {
+    let path = log_path("text");
+    let h = gateway(&path, "format = \"text\"", "").await;
+    let r = h
+        .client
+        .get("/v1/probe/headers?x%0D%0AFORGED%1B%5B31m=1")
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
+    support::eventually(|| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    let refused = lines.iter().find(|l| l.contains("-> 400")).expect(&text);
+    assert!(refused.contains(" rest GET "), "{refused}");
+    assert!(refused.contains("INVALID_ARGUMENT"), "{refused}");
+    assert!(refused.contains(r"\r\nFORGED\u{1b}"), "{refused}");
+    let ok = lines.iter().find(|l| l.contains("-> 200 OK")).expect(&text);
+    assert!(
+        ok.contains("method=\"portico.demo.v1.Probe/Headers\""),
+        "{ok}"
+    );
+}
+
+#[test]
+fn a_bad_access_log_setting_is_named_with_its_key() {
+    for (setting, key, reason) in [
+        (
+            "format = \"xml\"",
+            "access_log.format",
+            "\"json\" or \"text\"",
+        ),
+        ("sample = 1.5", "access_log.sample", "between 0.0 and 1.0"),
+        ("path = \"\"", "access_log.path", "empty"),
+    ] {
+        let text = support::config_text(
+            "127.0.0.1:1".parse().unwrap(),
+            &format!("[access_log]\n{setting}\n"),
+            "",
+        );
+        let err = portico::config::Config::from_toml(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains(reason),
+            "{setting}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
+    let path = log_path("retry-cache");
+    let log = format!("[access_log]\npath = \"{}\"\n", path.display());
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &log, "cache = { ttl = \"1m\" }").replace(
+            &format!("endpoints = [\"{backend}\"]"),
+            &format!("endpoints = [\"127.0.0.1:1\", \"{backend}\"]"),
+        )
+    })
+    .await;
+    // Different requests (no cache hits) until one went to the dead endpoint first.
+    for i in 0..12 {
+        let r = h.client.get(&format!("/v1/probe/sleep/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let all = wait_for(&path, 12).await;
+    let retried: Vec<&Value> = all.iter().filter(|l| l["attempts"] == 2).collect();
+    assert!(!retried.is_empty(), "no call was retried: {all:#?}");
+    for l in &retried {
+        assert_eq!(
+            l["endpoint"],
+            h.backend_addr.to_string(),
+            "the last attempt's: {l}"
+        );
+        assert_eq!(l["grpc_code"], 0, "{l}");
+        assert_eq!(l["cache"], "miss", "{l}");
+    }
+    assert_eq!(h.client.get("/v1/probe/sleep/0").await.status, 200);
+    let all = wait_for(&path, 13).await;
+    let hit = all.last().unwrap();
+    assert_eq!(hit["cache"], "hit", "{hit}");
+    assert_eq!(hit["attempts"], 0, "{hit}");
+    assert!(hit["upstream_ms"].is_null(), "{hit}");
+    assert!(hit["bytes_out"].as_u64().unwrap() > 0, "{hit}");
+}
