@@ -198,7 +198,15 @@ fn reload_metrics((ok, failed): (u64, u64)) -> String {
          # HELP portico_access_log_lines_total Access-log lines, by whether the writer took them.\n\
          # TYPE portico_access_log_lines_total counter\n\
          portico_access_log_lines_total{{result=\"written\"}} {written}\n\
-         portico_access_log_lines_total{{result=\"dropped\"}} {dropped}\n",
+         portico_access_log_lines_total{{result=\"dropped\"}} {dropped}\n\
+         # HELP portico_trace_spans_total Finished spans, by what became of them.\n\
+         # TYPE portico_trace_spans_total counter\n\
+         portico_trace_spans_total{{result=\"exported\"}} {exported}\n\
+         portico_trace_spans_total{{result=\"dropped\"}} {spans_dropped}\n\
+         portico_trace_spans_total{{result=\"failed\"}} {spans_failed}\n",
+        exported = crate::observe::traces::EXPORTED.load(std::sync::atomic::Ordering::Relaxed),
+        spans_dropped = crate::observe::traces::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
+        spans_failed = crate::observe::traces::FAILED.load(std::sync::atomic::Ordering::Relaxed),
         written = crate::observe::access_log::WRITTEN.load(std::sync::atomic::Ordering::Relaxed),
         dropped = crate::observe::access_log::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
     )

@@ -67,6 +67,8 @@ pub struct Config {
     pub redis: Option<crate::fleet::config::RedisConfig>,
     /// `[access_log]`: one line per call, when configured.
     pub access_log: Option<crate::observe::access_log::AccessLogConfig>,
+    /// `[tracing]` and the `OTEL_*` environment: `None` when spans are not exported.
+    pub tracing: Option<crate::observe::traces::TracingConfig>,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
     /// Every file and folder the config names (key files, certificates,
@@ -267,6 +269,18 @@ pub(crate) struct Validator<'a> {
     files: std::cell::RefCell<Vec<PathBuf>>,
 }
 
+#[cfg(test)]
+impl<'a> Validator<'a> {
+    /// A validator for one section's unit tests.
+    pub(crate) fn for_tests(source: &'a str) -> Validator<'a> {
+        Validator {
+            source,
+            base: Path::new("."),
+            files: Default::default(),
+        }
+    }
+}
+
 impl Validator<'_> {
     pub(crate) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -404,6 +418,10 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| self.access_log(a))
             .transpose()?;
+        let tracing = self.tracing(
+            f.tracing.as_ref(),
+            &crate::observe::traces::config::ProcessEnvironment,
+        )?;
         if redis.is_none() {
             for (i, r) in routes.iter().enumerate() {
                 if r.rate_limit.as_ref().is_some_and(|l| l.global) {
@@ -445,6 +463,7 @@ impl Validator<'_> {
             ext_authz,
             redis,
             access_log,
+            tracing,
             routes,
             aggregates,
             files: Vec::new(),

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod call_stats;
 pub mod metrics;
+pub mod traces;
 
 use tracing_subscriber::EnvFilter;
 

@@ -437,11 +437,27 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             })
         })
         .transpose()?;
+    let tracing = config
+        .tracing
+        .as_ref()
+        .map(|c| {
+            crate::observe::traces::Tracing::start(c).map_err(|reason| {
+                StartError::Config(crate::config::ConfigError {
+                    file: config.source.clone(),
+                    key: "tracing.endpoint".into(),
+                    reason,
+                })
+            })
+        })
+        .transpose()?;
     let edge = Edge::new(
         config.metadata.clone(),
         config.websocket.token_query_param.clone(),
     )
-    .with_access_log(access_log)
+    .with_sinks(crate::observe::access_log::Sinks {
+        log: access_log,
+        tracing,
+    })
     .with_proxies(
         config.server.trusted_proxies.clone(),
         if config.server.tls.is_some() {

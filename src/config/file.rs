@@ -27,6 +27,8 @@ pub struct File {
     pub redis: Option<RedisFile>,
     /// One line per call.
     pub access_log: Option<AccessLogFile>,
+    /// OpenTelemetry traces.
+    pub tracing: Option<TracingFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     #[serde(default)]
@@ -488,4 +490,21 @@ pub struct AccessLogFile {
     pub format: Option<String>,
     pub path: Option<String>,
     pub sample: Option<f64>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingFile {
+    pub enabled: Option<bool>,
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub service_name: Option<String>,
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    pub sampler: Option<String>,
+    pub sampler_arg: Option<f64>,
+    pub queue_size: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub export_timeout: Option<String>,
 }

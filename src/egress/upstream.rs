@@ -193,8 +193,8 @@ impl Upstream {
         // The failure a retry answers for, should no endpoint be left for it.
         let mut last_failure: Option<GatewayError> = None;
         loop {
-            let ep = match (self.pick(key, &tried), last_failure.take()) {
-                (Ok(ep), _) => ep,
+            let (ep, retry_of) = match (self.pick(key, &tried), last_failure.take()) {
+                (Ok(ep), retry_of) => (ep, retry_of),
                 (Err(_), Some(failure)) => return Err(failure),
                 (Err(e), None) => return Err(e),
             };
@@ -211,11 +211,18 @@ impl Upstream {
             let idempotent = env.target.idempotent;
             let guard = ep.start();
             let record = env.ctx.record.clone();
-            let since = record.attempt(&ep.address);
-            let result = attempt(ep.clone(), env).await;
-            record.attempt_done(since);
-            match result {
+            let started = record.attempt(&env.target, &ep.address, retry_of.as_ref());
+            // The backend's spans are children of this attempt's.
+            if let Some(parent) = started.traceparent() {
+                env.metadata.insert("traceparent", parent);
+                match started.tracestate() {
+                    Some(state) => env.metadata.insert("tracestate", state),
+                    None => env.metadata.remove("tracestate"),
+                };
+            }
+            match attempt(ep.clone(), env).await {
                 Ok(mut reply) => {
+                    record.attempt_done(started, None, None);
                     ep.record_success();
                     // The slots are held until the reply's stream is done with.
                     let held = (guard, admitted);
@@ -227,11 +234,13 @@ impl Upstream {
                 }
                 Err(failed) => {
                     drop(guard);
-                    if failed.endpoint_fault {
-                        self.on_failure(&ep);
+                    let ejected = if failed.endpoint_fault {
+                        self.on_failure(&ep)
                     } else {
                         ep.record_success();
-                    }
+                        None
+                    };
+                    record.attempt_done(started, Some(&failed.error), ejected);
                     let retryable = failed.unreached
                         || idempotent && retry.retry_on.contains(&failed.error.grpc_code());
                     let Some(next) = spare.filter(|_| retryable) else {
@@ -354,20 +363,23 @@ impl Upstream {
 
     /// Passive outlier detection: after `consecutive_failures`, the endpoint
     /// is ejected, unless that would eject more than `max_ejection_percent`.
-    fn on_failure(&self, ep: &Endpoint) {
+    /// Counts a failure against `ep`; returns how long it is ejected for,
+    /// when this failure ejected it.
+    fn on_failure(&self, ep: &Endpoint) -> Option<std::time::Duration> {
         let o = &self.config.outlier;
         if ep.record_failure() < o.consecutive_failures {
-            return;
+            return None;
         }
         let snap = self.snapshot();
         let now = now_millis();
         let ejected = snap.endpoints.iter().filter(|e| e.is_ejected(now)).count();
         if (ejected + 1) * 100 > snap.endpoints.len() * o.max_ejection_percent as usize {
             tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, "endpoint keeps failing but the ejection limit is reached");
-            return;
+            return None;
         }
         let time = ep.eject(o.base_ejection_time);
         tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, ejected_for = ?time, "endpoint ejected after {} consecutive failures", o.consecutive_failures);
+        Some(time)
     }
 
     fn hash_key(&self, env: &Envelope) -> Option<u64> {

@@ -29,7 +29,7 @@ pub mod request_id;
 use crate::config::MetadataConfig;
 use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};
-use crate::observe::access_log::{AccessLog, CallRecord, ClientProtocol};
+use crate::observe::access_log::{CallRecord, ClientProtocol, Sinks};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -51,8 +51,8 @@ pub struct Edge {
     pub trusted_proxies: Vec<forwarded::Cidr>,
     /// The listener's scheme, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
-    /// Where calls' access-log lines go (`[access_log]`).
-    pub access_log: Option<Arc<AccessLog>>,
+    /// Where calls' access-log lines and spans go.
+    pub sinks: Sinks,
 }
 
 /// What the edge made of one request's headers.
@@ -73,13 +73,13 @@ impl Edge {
             token_query_param,
             trusted_proxies: Vec::new(),
             scheme: "http",
-            access_log: None,
+            sinks: Sinks::default(),
         }
     }
 
-    /// As it is, writing calls' lines to `log`.
-    pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Edge {
-        self.access_log = log;
+    /// As it is, with calls' lines and spans going to `sinks`.
+    pub fn with_sinks(mut self, sinks: Sinks) -> Edge {
+        self.sinks = sinks;
         self
     }
 
@@ -90,9 +90,10 @@ impl Edge {
         path: &str,
         headers: &HeaderMap,
     ) -> Arc<CallRecord> {
-        match &self.access_log {
-            Some(log) => CallRecord::session(Some(log.clone()), method, path, headers),
-            None => CallRecord::none(),
+        if self.sinks.any() {
+            CallRecord::session(&self.sinks, method, path, headers)
+        } else {
+            CallRecord::none()
         }
     }
 
@@ -104,9 +105,10 @@ impl Edge {
         path: &str,
         headers: &HeaderMap,
     ) -> Arc<CallRecord> {
-        match &self.access_log {
-            Some(log) => CallRecord::call(Some(log.clone()), protocol, method, path, headers),
-            None => CallRecord::none(),
+        if self.sinks.any() {
+            CallRecord::call(&self.sinks, protocol, method, path, headers)
+        } else {
+            CallRecord::none()
         }
     }
 

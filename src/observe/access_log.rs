@@ -14,8 +14,12 @@ pub mod config;
 
 pub use config::{AccessLogConfig, Format};
 
+use super::traces::{remote_parent, traceparent, Tracing};
 use crate::envelope::Principal;
 use crate::error::GatewayError;
+use opentelemetry::trace::{Span as _, SpanContext, Status, TraceContextExt as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::Span;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -127,6 +131,40 @@ impl AccessLog {
     }
 }
 
+/// Where what a call records goes: the access log, the trace exporter.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    pub log: Option<Arc<AccessLog>>,
+    pub tracing: Option<Arc<Tracing>>,
+}
+
+impl Sinks {
+    pub fn any(&self) -> bool {
+        self.log.is_some() || self.tracing.is_some()
+    }
+}
+
+/// An upstream attempt in progress: when it started, and its span.
+pub struct Attempt {
+    since: Option<Instant>,
+    span: Option<Span>,
+}
+
+impl Attempt {
+    /// The `traceparent` the backend gets: the attempt's span as parent.
+    pub fn traceparent(&self) -> Option<http::HeaderValue> {
+        let sc = self.span.as_ref()?.span_context().clone();
+        http::HeaderValue::from_str(&traceparent(&sc)).ok()
+    }
+
+    pub fn tracestate(&self) -> Option<http::HeaderValue> {
+        let state = self.span.as_ref()?.span_context().trace_state().header();
+        (!state.is_empty())
+            .then(|| http::HeaderValue::from_str(&state).ok())
+            .flatten()
+    }
+}
+
 /// Whether a record is one call or a WebSocket session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -164,11 +202,14 @@ struct Facts {
     close_code: Option<u16>,
     /// The route turned its lines off.
     silenced: bool,
+    /// The call's server span, when traces are exported.
+    span: Option<Span>,
 }
 
 /// One call's (or session's) record; its line is written when it drops.
 pub struct CallRecord {
     log: Option<Arc<AccessLog>>,
+    tracing: Option<Arc<Tracing>>,
     kind: Kind,
     protocol: ClientProtocol,
     started: Instant,
@@ -192,45 +233,64 @@ impl std::fmt::Debug for CallRecord {
 impl CallRecord {
     /// A call's record, from its request line and headers.
     pub fn call(
-        log: Option<Arc<AccessLog>>,
+        sinks: &Sinks,
         protocol: ClientProtocol,
         method: &http::Method,
         path: &str,
         headers: &http::HeaderMap,
     ) -> Arc<CallRecord> {
-        Self::new(log, Kind::Call, protocol, Some(method), path, headers)
+        Self::new(
+            sinks,
+            Kind::Call,
+            protocol,
+            Some(method),
+            path,
+            headers,
+            None,
+        )
     }
 
-    /// A call of a WebSocket session (no HTTP request of its own).
+    /// A call of a WebSocket session (no HTTP request of its own): its
+    /// span is the session's child, unless `own_parent` (the call's
+    /// metadata named its own `traceparent`).
     pub fn websocket_call(
-        log: Option<Arc<AccessLog>>,
+        sinks: &Sinks,
         path: &str,
         headers: &http::HeaderMap,
+        session: &CallRecord,
+        own_parent: bool,
     ) -> Arc<CallRecord> {
+        let parent = if own_parent {
+            None
+        } else {
+            session.span_context()
+        };
         Self::new(
-            log,
+            sinks,
             Kind::Call,
             ClientProtocol::WebSocket,
             None,
             path,
             headers,
+            parent,
         )
     }
 
     /// A WebSocket session's record, from its handshake.
     pub fn session(
-        log: Option<Arc<AccessLog>>,
+        sinks: &Sinks,
         method: &http::Method,
         path: &str,
         headers: &http::HeaderMap,
     ) -> Arc<CallRecord> {
         Self::new(
-            log,
+            sinks,
             Kind::Session,
             ClientProtocol::WebSocket,
             Some(method),
             path,
             headers,
+            None,
         )
     }
 
@@ -238,26 +298,41 @@ impl CallRecord {
     pub fn none() -> Arc<CallRecord> {
         static NONE: std::sync::LazyLock<Arc<CallRecord>> = std::sync::LazyLock::new(|| {
             CallRecord::new(
-                None,
+                &Sinks::default(),
                 Kind::Call,
                 ClientProtocol::Grpc,
                 None,
                 "",
                 &http::HeaderMap::new(),
+                None,
             )
         });
         NONE.clone()
     }
 
     fn new(
-        log: Option<Arc<AccessLog>>,
+        sinks: &Sinks,
         kind: Kind,
         protocol: ClientProtocol,
         method: Option<&http::Method>,
         path: &str,
         headers: &http::HeaderMap,
+        parent: Option<SpanContext>,
     ) -> Arc<CallRecord> {
-        let logging = log.is_some();
+        let logging = sinks.any();
+        let wall = SystemTime::now();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let span = sinks.tracing.as_ref().map(|t| {
+            let parent = match parent {
+                Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
+                None => remote_parent(header("traceparent"), header("tracestate")),
+            };
+            let name = match kind {
+                Kind::Session => format!("websocket {path}"),
+                Kind::Call => path.trim_start_matches('/').to_owned(),
+            };
+            t.server_span(name, &parent, wall)
+        });
         let text = |name: &http::HeaderName| {
             headers
                 .get(name)
@@ -269,7 +344,7 @@ impl CallRecord {
             kind,
             protocol,
             started: Instant::now(),
-            wall: SystemTime::now(),
+            wall,
             request_id: if logging {
                 text(&crate::ingress::edge::request_id::HEADER)
             } else {
@@ -292,8 +367,12 @@ impl CallRecord {
             } else {
                 None
             },
-            facts: Mutex::new(Facts::default()),
-            log,
+            facts: Mutex::new(Facts {
+                span,
+                ..Facts::default()
+            }),
+            log: sinks.log.clone(),
+            tracing: sinks.tracing.clone(),
         })
     }
 
@@ -304,7 +383,22 @@ impl CallRecord {
     /// Whether anything reads what is recorded: callers skip building
     /// strings for a record nobody logs.
     pub fn logging(&self) -> bool {
-        self.log.is_some()
+        self.log.is_some() || self.tracing.is_some()
+    }
+
+    /// The call's span, as a parent for others.
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let f = self.facts();
+        f.span.as_ref().map(|s| s.span_context().clone())
+    }
+
+    /// Something worth a mark on the call's span (a rate-limit refusal).
+    pub fn event(&self, name: &'static str, attributes: Vec<KeyValue>) {
+        if self.tracing.is_some() {
+            if let Some(span) = self.facts().span.as_mut() {
+                span.add_event(name, attributes);
+            }
+        }
     }
 
     fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
@@ -348,7 +442,13 @@ impl CallRecord {
 
     pub fn cache(&self, verdict: &'static str) {
         if self.logging() {
-            self.facts().cache = Some(verdict);
+            let mut f = self.facts();
+            f.cache = Some(verdict);
+            if verdict != "miss" {
+                if let Some(span) = f.span.as_mut() {
+                    span.add_event("cache hit", vec![KeyValue::new("portico.cache", verdict)]);
+                }
+            }
         }
     }
 
@@ -366,22 +466,78 @@ impl CallRecord {
 
     /// An upstream attempt on `endpoint` started; returns when, for
     /// [`CallRecord::attempt_done`].
-    pub fn attempt(&self, endpoint: &str) -> Option<Instant> {
+    /// `retry_of` is the failure the attempt retries.
+    pub fn attempt(
+        &self,
+        target: &crate::envelope::Target,
+        endpoint: &str,
+        retry_of: Option<&GatewayError>,
+    ) -> Attempt {
         if !self.logging() {
-            return None;
+            return Attempt {
+                since: None,
+                span: None,
+            };
         }
         let now = Instant::now();
         let mut f = self.facts();
         f.attempts += 1;
         f.endpoint = Some(endpoint.to_owned());
         f.upstream_at.get_or_insert(now);
-        Some(now)
+        let span = match (&self.tracing, &f.span) {
+            (Some(t), Some(parent)) => {
+                let mut attrs = rpc_attributes(target);
+                let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
+                attrs.push(KeyValue::new("server.address", host.to_owned()));
+                if let Ok(port) = port.parse::<i64>() {
+                    attrs.push(KeyValue::new("server.port", port));
+                }
+                attrs.push(KeyValue::new("portico.attempt", i64::from(f.attempts)));
+                if let Some(e) = retry_of {
+                    attrs.push(KeyValue::new("portico.retry_reason", e.message.clone()));
+                }
+                Some(t.attempt_span(
+                    target.path.as_str().trim_start_matches('/').to_owned(),
+                    parent.span_context(),
+                    attrs,
+                ))
+            }
+            _ => None,
+        };
+        Attempt {
+            since: Some(now),
+            span,
+        }
     }
 
-    /// The attempt started at `since` has its reply (or failed).
-    pub fn attempt_done(&self, since: Option<Instant>) {
-        if let Some(since) = since {
-            self.facts().upstream_time += since.elapsed();
+    /// The attempt has its reply, or failed with `error`; `ejected` when
+    /// the failure took its endpoint out of rotation.
+    pub fn attempt_done(
+        &self,
+        attempt: Attempt,
+        error: Option<&GatewayError>,
+        ejected: Option<Duration>,
+    ) {
+        let Some(since) = attempt.since else {
+            return;
+        };
+        self.facts().upstream_time += since.elapsed();
+        if let Some(mut span) = attempt.span {
+            let code = error.map_or(tonic::Code::Ok, GatewayError::grpc_code);
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+            if let Some(e) = error {
+                span.set_status(Status::error(e.message.clone()));
+            }
+            if let Some(d) = ejected {
+                span.add_event(
+                    "endpoint ejected",
+                    vec![KeyValue::new(
+                        "portico.ejected_for_ms",
+                        d.as_millis() as i64,
+                    )],
+                );
+            }
+            span.end();
         }
     }
 
@@ -432,7 +588,71 @@ impl CallRecord {
         }
     }
 
-    fn line(&self, f: &Facts) -> Map<String, Value> {
+    /// Ends the call's span with what is known of the call.
+    fn end_span(&self, mut span: Span, f: &Facts) {
+        let code = f.code.unwrap_or(tonic::Code::Ok);
+        if let Some(method) = &f.method {
+            span.update_name(method.clone());
+            let (service, name) = method.split_once('/').unwrap_or((method, ""));
+            span.set_attribute(KeyValue::new("rpc.system", "grpc"));
+            span.set_attribute(KeyValue::new("rpc.service", service.to_owned()));
+            span.set_attribute(KeyValue::new("rpc.method", name.to_owned()));
+        }
+        if self.kind == Kind::Call {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        }
+        span.set_attribute(KeyValue::new("portico.ingress", self.protocol.as_str()));
+        span.set_attribute(KeyValue::new("url.path", self.path.clone()));
+        span.set_attribute(KeyValue::new("portico.request_id", self.request_id.clone()));
+        if !self.http_method.is_empty() {
+            span.set_attribute(KeyValue::new(
+                "http.request.method",
+                self.http_method.clone(),
+            ));
+        }
+        if let Some(route) = &f.route {
+            // The template without its verb, as the convention has it.
+            let template = route.split_once(' ').map_or(route.as_str(), |(_, t)| t);
+            span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+        }
+        if let Some(status) = f.http_status {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if let Some(p) = &f.principal {
+            span.set_attribute(KeyValue::new("enduser.id", p.clone()));
+        }
+        if let Some(c) = f.client {
+            span.set_attribute(KeyValue::new("client.address", c.ip().to_string()));
+        }
+        if let Some(cache) = f.cache {
+            span.set_attribute(KeyValue::new("portico.cache", cache));
+        }
+        if self.kind == Kind::Session {
+            span.set_attribute(KeyValue::new("portico.websocket.calls", f.calls as i64));
+            if let Some(c) = f.close_code {
+                span.set_attribute(KeyValue::new("portico.websocket.close_code", i64::from(c)));
+            }
+        }
+        match &f.error {
+            Some((message, origin)) => {
+                span.set_attribute(KeyValue::new("portico.error.origin", *origin));
+                span.set_status(Status::error(message.clone()));
+            }
+            None if code != tonic::Code::Ok => span.set_status(Status::error(
+                super::call_stats::CODES
+                    .get(code as usize)
+                    .copied()
+                    .unwrap_or("UNKNOWN"),
+            )),
+            None => {}
+        }
+        span.end();
+    }
+
+    fn line(&self, f: &Facts, ids: Option<&(String, String)>) -> Map<String, Value> {
         let ms = |d: Duration| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let total = self.started.elapsed();
         let upstream = f.upstream_at.map(|_| f.upstream_time);
@@ -458,8 +678,11 @@ impl CallRecord {
         m.insert("request_id".into(), json!(self.request_id));
         m.insert(
             "trace_id".into(),
-            json!(self.trace.as_ref().map(|t| t.0.as_str())),
+            json!(ids
+                .map(|t| t.0.as_str())
+                .or(self.trace.as_ref().map(|t| t.0.as_str()))),
         );
+        m.insert("span_id".into(), json!(ids.map(|t| t.1.as_str())));
         m.insert(
             "parent_span_id".into(),
             json!(self.trace.as_ref().map(|t| t.1.as_str())),
@@ -512,19 +735,29 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
+        if !self.logging() {
+            return;
+        }
+        let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let ids = facts.span.take().map(|span| {
+            let sc = span.span_context();
+            let ids = (sc.trace_id().to_string(), sc.span_id().to_string());
+            if sc.is_sampled() {
+                self.end_span(span, &facts);
+            }
+            ids
+        });
         let Some(log) = self.log.take() else {
             return;
         };
-        let f = self.facts.get_mut().unwrap_or_else(|e| e.into_inner());
-        if f.silenced {
+        if facts.silenced {
             return;
         }
-        let failed = f.code.is_some_and(|c| c != tonic::Code::Ok) || f.error.is_some();
+        let failed = facts.code.is_some_and(|c| c != tonic::Code::Ok) || facts.error.is_some();
         if !failed && log.sample < 1.0 && fastrand::f64() >= log.sample {
             return;
         }
-        let facts = std::mem::take(f);
-        let line = self.line(&facts);
+        let line = self.line(&facts, ids.as_ref());
         let text = match log.format {
             Format::Json => {
                 let mut s = Value::Object(line).to_string();
@@ -603,6 +836,17 @@ pub fn parse_traceparent(v: &str) -> Option<(String, String)> {
         return None;
     }
     Some((trace.to_owned(), span.to_owned()))
+}
+
+/// The RPC semantic-convention attributes of a call of `target`.
+fn rpc_attributes(target: &crate::envelope::Target) -> Vec<KeyValue> {
+    let method = target.path.as_str().trim_start_matches('/');
+    let (service, name) = method.split_once('/').unwrap_or((method, ""));
+    vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", name.to_owned()),
+    ]
 }
 
 #[cfg(test)]

@@ -109,7 +109,15 @@ impl Policy for Limiter {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         let key = self.key_of(&env);
-        let refuse = |this: &Limiter, retry_after| {
+        let record = env.ctx.record.clone();
+        let refuse = move |this: &Limiter, retry_after: std::time::Duration| {
+            record.event(
+                "rate limited",
+                vec![opentelemetry::KeyValue::new(
+                    "portico.retry_after_ms",
+                    retry_after.as_millis() as i64,
+                )],
+            );
             GatewayError::rate_limited(this.config.burst, retry_after, "rate limit exceeded")
         };
         let Some((fleet, name)) = &self.global else {

@@ -46,5 +46,6 @@ mod soak;
 mod streaming;
 mod timeouts;
 mod tls;
+mod tracing;
 mod websocket_edge;
 mod ws_to_grpc;

@@ -474,10 +474,15 @@ impl Session {
         }
         let record = if self.record.logging() {
             let path = spec.target.path.as_str();
+            // A call whose metadata names its own parent is its child;
+            // any other is the session's.
+            let own_parent = headers.get("traceparent") != self.headers.get("traceparent");
             let record = crate::observe::access_log::CallRecord::websocket_call(
-                ingress.edge.access_log.clone(),
+                &ingress.edge.sinks,
                 path,
                 &headers,
+                &self.record,
+                own_parent,
             );
             if let Some(b) = &spec.binding {
                 record.route(|| format!("{} {}", b.method, b.template_text));

@@ -1,0 +1,257 @@
+//! OpenTelemetry traces: one server span per call, a client span per
+//! upstream attempt, exported over OTLP (gRPC or HTTP/protobuf).
+//!
+//! Spans live on each call's [`CallRecord`](super::access_log::CallRecord),
+//! which already follows the call from its adapter to its end; this module
+//! owns the exporter and the queue in front of it. Export never holds up a
+//! request: finished spans go into a bounded queue that a task drains in
+//! batches; a span that finds it full is dropped and counted.
+
+pub mod config;
+
+pub use config::{OtlpProtocol, SamplerConfig, TracingConfig};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+    TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    Sampler, SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter as _, SpanProcessor,
+};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// Spans handed to the collector, dropped at a full queue, and lost to a
+/// failed export, over the process's life.
+pub static EXPORTED: AtomicU64 = AtomicU64::new(0);
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
+pub static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// How long a batch waits for more spans before it is sent.
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+
+/// The exporter of one generation.
+pub struct Tracing {
+    tracer: SdkTracer,
+    // Kept so the tracer's spans still have somewhere to go.
+    _provider: SdkTracerProvider,
+}
+
+impl std::fmt::Debug for Tracing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tracing")
+    }
+}
+
+impl Tracing {
+    /// Builds the exporter (it connects lazily) and its queue's task; must
+    /// run inside the Tokio runtime.
+    pub fn start(config: &TracingConfig) -> Result<Arc<Tracing>, String> {
+        let mut exporter = match config.protocol {
+            OtlpProtocol::Grpc => {
+                use opentelemetry_otlp::WithExportConfig;
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(config.endpoint.clone())
+                    .with_timeout(config.export_timeout)
+                    .build()
+            }
+            OtlpProtocol::HttpProtobuf => {
+                use opentelemetry_otlp::WithExportConfig;
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(config.endpoint.clone())
+                    .with_timeout(config.export_timeout)
+                    .build()
+            }
+        }
+        .map_err(|e| {
+            format!(
+                "cannot build the OTLP exporter for {}: {e}",
+                config.endpoint
+            )
+        })?;
+        let resource = opentelemetry_sdk::Resource::builder_empty()
+            .with_service_name(config.service_name.clone())
+            .with_attributes(
+                config
+                    .resource
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build();
+        exporter.set_resource(&resource);
+        let (spans, mut queue) = mpsc::channel::<SpanData>(config.queue_size);
+        let batch_size = config.batch_size;
+        let timeout = config.export_timeout;
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(batch_size);
+            while let Some(first) = queue.recv().await {
+                batch.push(first);
+                let wait = tokio::time::sleep(BATCH_DELAY);
+                tokio::pin!(wait);
+                while batch.len() < batch_size {
+                    tokio::select! {
+                        next = queue.recv() => match next {
+                            Some(s) => batch.push(s),
+                            None => break,
+                        },
+                        _ = &mut wait => break,
+                    }
+                }
+                let n = batch.len() as u64;
+                let sent = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                match tokio::time::timeout(timeout, exporter.export(sent)).await {
+                    Ok(Ok(())) => {
+                        EXPORTED.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        FAILED.fetch_add(n, Ordering::Relaxed);
+                        tracing::debug!(error = %e, spans = n, "span export failed");
+                    }
+                    Err(_) => {
+                        FAILED.fetch_add(n, Ordering::Relaxed);
+                        tracing::debug!(spans = n, "span export timed out");
+                    }
+                }
+            }
+        });
+        let root = |ratio: f64| Sampler::TraceIdRatioBased(ratio);
+        let sampler = match &config.sampler {
+            SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+            SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+            SamplerConfig::Ratio(r) => root(*r),
+            SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            SamplerConfig::ParentBasedAlwaysOff => {
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOff))
+            }
+            SamplerConfig::ParentBasedRatio(r) => Sampler::ParentBased(Box::new(root(*r))),
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Queue { spans })
+            .with_sampler(sampler)
+            .with_resource(resource)
+            .build();
+        Ok(Arc::new(Tracing {
+            tracer: provider.tracer("portico"),
+            _provider: provider,
+        }))
+    }
+
+    /// A call's server span (or a WebSocket session's), child of `parent`.
+    pub fn server_span(&self, name: String, parent: &Context, start: SystemTime) -> Span {
+        self.tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_start_time(start)
+            .start_with_context(&self.tracer, parent)
+    }
+
+    /// An upstream attempt's client span, child of the call's span.
+    pub fn attempt_span(&self, name: String, parent: &SpanContext, attrs: Vec<KeyValue>) -> Span {
+        let cx = Context::new().with_remote_span_context(SpanContext::new(
+            parent.trace_id(),
+            parent.span_id(),
+            parent.trace_flags(),
+            false,
+            parent.trace_state().clone(),
+        ));
+        self.tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_attributes(attrs)
+            .start_with_context(&self.tracer, &cx)
+    }
+}
+
+/// The parent a client named in its `traceparent` (and `tracestate`), as
+/// a context; an empty one when it named none or a malformed one.
+pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
+    let Some((trace, span, flags)) = traceparent.and_then(parse) else {
+        return Context::new();
+    };
+    let state = tracestate
+        .and_then(|s| TraceState::from_str(s).ok())
+        .unwrap_or_default();
+    Context::new().with_remote_span_context(SpanContext::new(trace, span, flags, true, state))
+}
+
+fn parse(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
+    let (trace, span) = super::access_log::parse_traceparent(v)?;
+    let flags = v.trim().rsplit('-').next()?;
+    let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
+    Some((
+        TraceId::from_hex(&trace).ok()?,
+        SpanId::from_hex(&span).ok()?,
+        TraceFlags::new(flags & 1),
+    ))
+}
+
+/// The `traceparent` value naming `cx` as the parent.
+pub fn traceparent(cx: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        cx.trace_id(),
+        cx.span_id(),
+        cx.trace_flags().to_u8()
+    )
+}
+
+/// The processor: hands finished spans to the export task, never waits.
+#[derive(Debug)]
+struct Queue {
+    spans: mpsc::Sender<SpanData>,
+}
+
+impl SpanProcessor for Queue {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        if !span.span_context.is_sampled() {
+            return;
+        }
+        if self.spans.try_send(span).is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_parent_keeps_its_ids_flags_and_state() {
+        let cx = remote_parent(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("vendor=abc"),
+        );
+        let sc = cx.span().span_context().clone();
+        assert!(sc.is_remote() && sc.is_sampled());
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(sc.trace_state().get("vendor"), Some("abc"));
+        assert_eq!(
+            traceparent(&sc),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        let none = remote_parent(Some("garbage"), None);
+        assert!(!none.span().span_context().is_valid());
+    }
+}

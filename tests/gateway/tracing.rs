@@ -1,0 +1,547 @@
+//! OpenTelemetry traces, received by real OTLP collectors in the test (the
+//! collector's gRPC `TraceService`, and OTLP/HTTP protobuf): every protocol
+//! makes a server span that continues the client's trace and an attempt
+//! span per upstream attempt, and the backend gets a `traceparent` whose
+//! parent is the attempt; retries are sibling attempts; a WebSocket call is
+//! a child of its session unless its metadata names its own parent; a dead
+//! collector costs no request.
+
+use crate::support;
+
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use support::protocols::{call, Protocol, EVERY_PROTOCOL};
+use support::Harness;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every span a collector received, with its resource's service name.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, Span)>>>);
+
+impl Received {
+    fn keep(&self, req: ExportTraceServiceRequest) {
+        let mut all = self.0.lock().unwrap();
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    AnyValue::StringValue(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    all.push((service.clone(), span));
+                }
+            }
+        }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    fn of_trace(&self, trace_id: &str) -> Vec<Span> {
+        self.spans()
+            .into_iter()
+            .filter(|s| hex(&s.trace_id) == trace_id)
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// A collector's OTLP/gRPC receiver on an ephemeral port.
+async fn grpc_collector() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(received.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, received)
+}
+
+/// A collector's OTLP/HTTP receiver (`POST /v1/traces`, protobuf body).
+async fn http_collector() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let keep = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/v1/traces");
+                            assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            keep.keep(ExportTraceServiceRequest::decode(body).unwrap());
+                            let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(reply)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            AnyValue::IntValue(i) => Some(i.to_string()),
+            AnyValue::BoolValue(b) => Some(b.to_string()),
+            AnyValue::DoubleValue(d) => Some(d.to_string()),
+            _ => None,
+        }
+    })
+}
+
+fn ingress(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Rest => "rest",
+        Protocol::Grpc => "grpc",
+        Protocol::GrpcWeb => "grpc-web",
+        Protocol::Connect => "connect",
+        Protocol::WebSocket => "websocket",
+    }
+}
+
+async fn gateway(tracing: &str, route_extra: &str) -> Harness {
+    Harness::start_with(&format!("[tracing]\n{tracing}\n"), route_extra).await
+}
+
+/// A trace id of its own per test case.
+fn trace_id(n: u8) -> String {
+    format!("{:02x}{}", n, "5b8aa5a2d2c872e8321cf37308d69d")
+}
+
+const CLIENT_PARENT: &str = "1111111111111111";
+
+/// Checks one call's trace: the server span is the client's child, the
+/// attempt spans the server span's, the backend's parent an attempt.
+fn check_call(
+    spans: &[Span],
+    protocol: &str,
+    parent: &str,
+    backend_traceparent: &str,
+) -> (Span, Vec<Span>) {
+    let server: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32 && s.name == "portico.demo.v1.Probe/Headers")
+        .collect();
+    assert_eq!(server.len(), 1, "{protocol}: one server span in {spans:#?}");
+    let server = server[0].clone();
+    assert_eq!(
+        hex(&server.parent_span_id),
+        parent,
+        "{protocol}: {server:#?}"
+    );
+    assert_eq!(attr(&server, "portico.ingress").as_deref(), Some(protocol));
+    assert_eq!(attr(&server, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attr(&server, "rpc.service").as_deref(),
+        Some("portico.demo.v1.Probe")
+    );
+    assert_eq!(attr(&server, "rpc.method").as_deref(), Some("Headers"));
+    assert_eq!(attr(&server, "rpc.grpc.status_code").as_deref(), Some("0"));
+    assert!(attr(&server, "url.path").is_some(), "{server:#?}");
+    let attempts: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .cloned()
+        .collect();
+    assert!(
+        !attempts.is_empty(),
+        "{protocol}: no attempt span in {spans:#?}"
+    );
+    for a in &attempts {
+        assert_eq!(a.parent_span_id, server.span_id, "{protocol}: {a:#?}");
+        assert!(a.start_time_unix_nano >= server.start_time_unix_nano);
+        assert!(a.end_time_unix_nano <= server.end_time_unix_nano);
+    }
+    let last = attempts
+        .iter()
+        .max_by_key(|a| a.start_time_unix_nano)
+        .unwrap();
+    let parts: Vec<&str> = backend_traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{backend_traceparent}");
+    assert_eq!(
+        parts[1],
+        hex(&server.trace_id),
+        "{protocol}: the backend's trace"
+    );
+    assert_eq!(
+        parts[2],
+        hex(&last.span_id),
+        "{protocol}: the backend's parent is the attempt"
+    );
+    assert_eq!(parts[3], "01");
+    (server, attempts)
+}
+
+#[tokio::test]
+async fn every_protocol_continues_the_clients_trace_down_to_the_backend() {
+    let (collector, received) = grpc_collector().await;
+    let h = gateway(
+        &format!(
+            "endpoint = \"http://{collector}\"\nprotocol = \"grpc\"\nservice_name = \"edge-gw\""
+        ),
+        "",
+    )
+    .await;
+    for (n, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        let trace = trace_id(n as u8);
+        let traceparent = format!("00-{trace}-{CLIENT_PARENT}-01");
+        let seen = call(&h, protocol, &[("traceparent", &traceparent)], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {seen:?}");
+        let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
+        let name = ingress(protocol);
+        // The WebSocket session's span ends with the session.
+        let want = if protocol == Protocol::WebSocket {
+            3
+        } else {
+            2
+        };
+        assert!(
+            support::eventually_async(|| {
+                let received = received.clone();
+                let trace = trace.clone();
+                async move { received.of_trace(&trace).len() >= want }
+            })
+            .await,
+            "{name}: spans never arrived: {:#?}",
+            received.spans()
+        );
+        let spans = received.of_trace(&trace);
+        if protocol == Protocol::WebSocket {
+            let session = spans
+                .iter()
+                .find(|s| s.name == "websocket /ws")
+                .unwrap_or_else(|| panic!("no session span in {spans:#?}"));
+            assert_eq!(session.kind, SpanKind::Server as i32);
+            assert_eq!(hex(&session.parent_span_id), CLIENT_PARENT);
+            assert_eq!(
+                attr(session, "portico.websocket.calls").as_deref(),
+                Some("1")
+            );
+            check_call(&spans, name, &hex(&session.span_id), &backend);
+        } else {
+            check_call(&spans, name, CLIENT_PARENT, &backend);
+        }
+    }
+    assert!(received
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(service, _)| service == "edge-gw"));
+
+    // A call with no traceparent starts a trace of its own.
+    let seen = call(&h, Protocol::Rest, &[], "", None).await;
+    let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
+    let trace = backend.split('-').nth(1).unwrap().to_owned();
+    assert!(
+        support::eventually_async(|| {
+            let received = received.clone();
+            let trace = trace.clone();
+            async move { received.of_trace(&trace).len() >= 2 }
+        })
+        .await
+    );
+    let spans = received.of_trace(&trace);
+    let (server, _) = check_call(&spans, "rest", "", &backend);
+    assert!(server.parent_span_id.is_empty(), "a root span: {server:#?}");
+    assert_eq!(
+        attr(&server, "http.route").as_deref(),
+        Some("/v1/probe/headers")
+    );
+    assert_eq!(attr(&server, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        attr(&server, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_call_that_names_its_own_parent_is_its_child_not_the_sessions() {
+    let (collector, received) = grpc_collector().await;
+    let h = gateway(
+        &format!("endpoint = \"http://{collector}\"\nprotocol = \"grpc\""),
+        "",
+    )
+    .await;
+    let session_trace = trace_id(40);
+    let call_trace = trace_id(41);
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{session_trace}-{CLIENT_PARENT}-01")
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let own = "2222222222222222";
+    let open = json!({
+        "id": "a",
+        "open": "/portico.demo.v1.Probe/Headers",
+        "metadata": {"traceparent": format!("00-{call_trace}-{own}-01")},
+        "message": {}
+    });
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    let mut backend = String::new();
+    loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("the session ended early")
+        };
+        let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(r) = f.get("result") {
+            backend = r["metadata"]["traceparent"].as_str().unwrap().to_owned();
+        }
+        if f.get("status").is_some() {
+            break;
+        }
+    }
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "done".into(),
+    }))
+    .await
+    .unwrap();
+    assert!(
+        support::eventually_async(|| {
+            let received = received.clone();
+            let (a, b) = (session_trace.clone(), call_trace.clone());
+            async move { !received.of_trace(&a).is_empty() && received.of_trace(&b).len() >= 2 }
+        })
+        .await,
+        "{:#?}",
+        received.spans()
+    );
+    check_call(&received.of_trace(&call_trace), "websocket", own, &backend);
+    let session = received.of_trace(&session_trace);
+    assert_eq!(
+        session.len(),
+        1,
+        "only the session is in its trace: {session:#?}"
+    );
+    assert_eq!(
+        attr(&session[0], "portico.websocket.close_code").as_deref(),
+        Some("1000")
+    );
+}
+
+#[tokio::test]
+async fn a_retried_call_shows_two_sibling_attempts_and_the_reason() {
+    let (collector, received) = grpc_collector().await;
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(
+            backend,
+            &format!("[tracing]\nendpoint = \"http://{collector}\"\nprotocol = \"grpc\"\n"),
+            "",
+        )
+        .replace(
+            &format!("endpoints = [\"{backend}\"]"),
+            &format!("endpoints = [\"127.0.0.1:1\", \"{backend}\"]"),
+        )
+    })
+    .await;
+    // Until one call went to the dead endpoint first.
+    for n in 0..12u8 {
+        let trace = trace_id(100 + n);
+        let seen = call(
+            &h,
+            Protocol::Rest,
+            &[("traceparent", &format!("00-{trace}-{CLIENT_PARENT}-01"))],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0);
+        let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
+        assert!(
+            support::eventually_async(|| {
+                let received = received.clone();
+                let trace = trace.clone();
+                async move { received.of_trace(&trace).len() >= 2 }
+            })
+            .await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let spans = received.of_trace(&trace);
+        let (_, attempts) = check_call(&spans, "rest", CLIENT_PARENT, &backend);
+        if attempts.len() == 2 {
+            let mut attempts = attempts;
+            attempts.sort_by_key(|a| a.start_time_unix_nano);
+            assert_eq!(attr(&attempts[0], "server.port").as_deref(), Some("1"));
+            assert_eq!(attr(&attempts[0], "portico.attempt").as_deref(), Some("1"));
+            assert_ne!(
+                attr(&attempts[0], "rpc.grpc.status_code").as_deref(),
+                Some("0")
+            );
+            assert_eq!(attr(&attempts[1], "portico.attempt").as_deref(), Some("2"));
+            assert_eq!(
+                attr(&attempts[1], "rpc.grpc.status_code").as_deref(),
+                Some("0")
+            );
+            assert!(
+                attr(&attempts[1], "portico.retry_reason").is_some(),
+                "{attempts:#?}"
+            );
+            return;
+        }
+    }
+    panic!("no call was retried: {:#?}", received.spans());
+}
+
+#[tokio::test]
+async fn otlp_over_http_and_a_cache_hit_and_rate_limit_are_span_events() {
+    let (collector, received) = http_collector().await;
+    let h = gateway(
+        &format!("endpoint = \"http://{collector}/v1/traces\"\nprotocol = \"http/protobuf\""),
+        "cache = { ttl = \"1m\" }\nrate_limit = { requests_per_second = 0.001, burst = 2 }",
+    )
+    .await;
+    let mut traces = Vec::new();
+    for n in 0..3u8 {
+        let trace = trace_id(60 + n);
+        call(
+            &h,
+            Protocol::Connect,
+            &[("traceparent", &format!("00-{trace}-{CLIENT_PARENT}-01"))],
+            "",
+            None,
+        )
+        .await;
+        traces.push(trace);
+    }
+    assert!(
+        support::eventually_async(|| {
+            let received = received.clone();
+            let traces = traces.clone();
+            async move { traces.iter().all(|t| !received.of_trace(t).is_empty()) }
+        })
+        .await,
+        "{:#?}",
+        received.spans()
+    );
+    let events = |t: &str| -> Vec<String> {
+        received
+            .of_trace(t)
+            .iter()
+            .filter(|s| s.kind == SpanKind::Server as i32)
+            .flat_map(|s| s.events.iter().map(|e| e.name.clone()))
+            .collect()
+    };
+    assert!(
+        events(&traces[0]).is_empty(),
+        "a miss: {:?}",
+        events(&traces[0])
+    );
+    assert_eq!(events(&traces[1]), ["cache hit"]);
+    assert_eq!(events(&traces[2]), ["rate limited"]);
+    let limited = received.of_trace(&traces[2]);
+    assert_eq!(
+        attr(&limited[0], "rpc.grpc.status_code").as_deref(),
+        Some("8")
+    );
+    assert!(
+        limited.iter().all(|s| s.kind != SpanKind::Client as i32),
+        "never reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_collector_costs_no_request_and_the_loss_is_counted() {
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = gateway(
+        &format!("endpoint = \"http://{dead}\"\nprotocol = \"grpc\"\nqueue_size = 4\nbatch_size = 2\nexport_timeout = \"1s\""),
+        "",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        for protocol in EVERY_PROTOCOL {
+            assert_eq!(call(&h, protocol, &[], "", None).await.code, 0);
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    let admin = support::HttpClient::new(h.gateway.admin_addr.unwrap());
+    let metrics = admin.get("/metrics").await.text();
+    let count = |result: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("portico_trace_spans_total{{result=\"{result}\"}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {result} count in {metrics}"))
+    };
+    assert!(count("dropped") + count("failed") > 0, "{metrics}");
+}
