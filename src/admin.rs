@@ -38,6 +38,8 @@ pub trait AdminSource: Send + Sync + 'static {
     fn reload(self: Arc<Self>) -> BoxFuture<'static, serde_json::Value>;
     /// `(successful, failed)` reloads.
     fn reload_counts(&self) -> (u64, u64);
+    /// Each binding with its method, upstream and policies in order.
+    fn route_table_json(&self) -> serde_json::Value;
 }
 
 pub fn spawn<A: AdminSource>(
@@ -86,16 +88,48 @@ pub fn spawn<A: AdminSource>(
                                 "text/html; charset=utf-8",
                                 DASHBOARD.to_owned(),
                             ),
-                            "/stats" => (
-                                StatusCode::OK,
-                                "application/json",
-                                crate::observe::metrics::stats_json(
+                            "/stats" => {
+                                let mut stats = crate::observe::metrics::stats_json(
                                     routes.targets(),
                                     &upstreams,
                                     &usage,
-                                )
-                                .to_string(),
-                            ),
+                                );
+                                let config = source.config_json();
+                                let (ok, failed) = source.reload_counts();
+                                stats["recent"] = serde_json::json!(usage
+                                    .book
+                                    .recent()
+                                    .into_iter()
+                                    .map(|(method, steps)| serde_json::json!({"method": method, "steps": steps}))
+                                    .collect::<Vec<_>>());
+                                stats["consumers"] = serde_json::json!(usage
+                                    .book
+                                    .rows()
+                                    .into_iter()
+                                    .filter(|r| r.window == "1h")
+                                    .take(50)
+                                    .collect::<Vec<_>>());
+                                stats["routes"] = source.route_table_json();
+                                stats["generation"] = serde_json::json!({
+                                    "digest": config["digest"],
+                                    "loaded_at": config["loaded_at"],
+                                    "last_error": config["last_error"],
+                                    "reloads_ok": ok,
+                                    "reloads_failed": failed,
+                                });
+                                (StatusCode::OK, "application/json", stats.to_string())
+                            }
+                            "/usage" => {
+                                let csv = req
+                                    .uri()
+                                    .query()
+                                    .is_some_and(|q| q.split('&').any(|p| p == "format=csv"));
+                                if csv {
+                                    (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv())
+                                } else {
+                                    (StatusCode::OK, json, usage.book.json().to_string())
+                                }
+                            }
                             "/metrics" => (
                                 StatusCode::OK,
                                 "text/plain; version=0.0.4",
@@ -130,7 +164,7 @@ pub fn spawn<A: AdminSource>(
                             _ => (
                                 StatusCode::NOT_FOUND,
                                 text,
-                                "not found; try /, /healthz, /routes, /upstreams, /stats, /metrics, /config, /fleet or POST /config/reload\n"
+                                "not found; try /, /healthz, /readyz, /routes, /upstreams, /stats, /usage, /metrics, /config, /fleet or POST /config/reload\n"
                                     .to_owned(),
                             ),
                         },

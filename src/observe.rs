@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod call_stats;
 pub mod metrics;
 pub mod traces;
+pub mod usage;
 
 use tracing_subscriber::EnvFilter;
 

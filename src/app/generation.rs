@@ -457,6 +457,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     .with_sinks(crate::observe::access_log::Sinks {
         log: access_log,
         tracing,
+        usage: Some(carry.usage.clone()),
     })
     .with_proxies(
         config.server.trusted_proxies.clone(),

@@ -354,6 +354,32 @@ impl crate::admin::AdminSource for Live {
     fn reload_counts(&self) -> (u64, u64) {
         Live::reload_counts(self)
     }
+
+    fn route_table_json(&self) -> serde_json::Value {
+        let g = self.current();
+        let rows: Vec<serde_json::Value> = g
+            .routes
+            .bindings()
+            .iter()
+            .map(|b| {
+                let policies = g
+                    .config
+                    .routes
+                    .get(b.target.route)
+                    .map(|r| g.config.policy_summary(r))
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "verb": b.method.as_str(),
+                    "template": b.template_text,
+                    "method": b.target.path.as_str().trim_start_matches('/'),
+                    "upstream": &*b.target.upstream_name,
+                    "policies": policies,
+                    "auto": b.auto,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
 }
 
 /// Starts the reload triggers (for a gateway started from a file): SIGHUP

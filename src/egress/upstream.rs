@@ -302,6 +302,7 @@ impl Upstream {
                     "weight": e.weight,
                     "healthy": e.healthy.load(Ordering::Relaxed),
                     "ejected": e.is_ejected(now),
+                    "ejections": e.ejected_total.load(Ordering::Relaxed),
                     "in_flight": e.in_flight.load(Ordering::Relaxed),
                     "connections": e.pool.as_ref().map_or(0, Pool::connections),
                 })

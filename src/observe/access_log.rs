@@ -136,11 +136,13 @@ impl AccessLog {
 pub struct Sinks {
     pub log: Option<Arc<AccessLog>>,
     pub tracing: Option<Arc<Tracing>>,
+    /// Usage analytics (`GET /usage`, the dashboard).
+    pub usage: Option<Arc<super::metrics::Usage>>,
 }
 
 impl Sinks {
     pub fn any(&self) -> bool {
-        self.log.is_some() || self.tracing.is_some()
+        self.log.is_some() || self.tracing.is_some() || self.usage.is_some()
     }
 }
 
@@ -210,6 +212,7 @@ struct Facts {
 pub struct CallRecord {
     log: Option<Arc<AccessLog>>,
     tracing: Option<Arc<Tracing>>,
+    usage: Option<Arc<super::metrics::Usage>>,
     kind: Kind,
     protocol: ClientProtocol,
     started: Instant,
@@ -319,7 +322,8 @@ impl CallRecord {
         headers: &http::HeaderMap,
         parent: Option<SpanContext>,
     ) -> Arc<CallRecord> {
-        let logging = sinks.any();
+        // Usage figures need no text of the request; a log line and a span do.
+        let logging = sinks.log.is_some() || sinks.tracing.is_some();
         let wall = SystemTime::now();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let span = sinks.tracing.as_ref().map(|t| {
@@ -373,6 +377,7 @@ impl CallRecord {
             }),
             log: sinks.log.clone(),
             tracing: sinks.tracing.clone(),
+            usage: sinks.usage.clone(),
         })
     }
 
@@ -383,7 +388,7 @@ impl CallRecord {
     /// Whether anything reads what is recorded: callers skip building
     /// strings for a record nobody logs.
     pub fn logging(&self) -> bool {
-        self.log.is_some() || self.tracing.is_some()
+        self.log.is_some() || self.tracing.is_some() || self.usage.is_some()
     }
 
     /// The call's span, as a parent for others.
@@ -739,6 +744,19 @@ impl Drop for CallRecord {
             return;
         }
         let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if let (Some(usage), Some(method), Kind::Call) = (&self.usage, &facts.method, self.kind) {
+            let code = facts.code.unwrap_or(tonic::Code::Ok);
+            usage.book.record(
+                facts.principal.as_deref(),
+                method,
+                &super::usage::Call {
+                    failed: code != tonic::Code::Ok || facts.error.is_some(),
+                    duration: self.started.elapsed(),
+                    bytes_in: facts.bytes_in,
+                    bytes_out: facts.bytes_out,
+                },
+            );
+        }
         let ids = facts.span.take().map(|span| {
             let sc = span.span_context();
             let ids = (sc.trace_id().to_string(), sc.span_id().to_string());

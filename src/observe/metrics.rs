@@ -266,6 +266,8 @@ pub fn render<'a>(
 #[derive(Debug, Default)]
 pub struct Usage {
     by_principal: std::sync::Mutex<std::collections::HashMap<Arc<str>, u64>>,
+    /// Per principal and method, over sliding windows (`GET /usage`).
+    pub book: crate::observe::usage::UsageBook,
     /// External authorization decisions, by `[ext_authz.NAME]`; kept
     /// across reloads like the rest of the usage figures.
     ext_authz: std::sync::Mutex<

@@ -310,7 +310,7 @@ async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
         assert_eq!(l["grpc_code"], 0, "{l}");
         assert_eq!(l["cache"], "miss", "{l}");
     }
-    assert_eq!(h.client.get("/v1/probe/sleep/0").await.status, 200);
+    assert_eq!(h.client.get("/v1/probe/sleep/5").await.status, 200);
     let all = wait_for(&path, 13).await;
     let hit = all.last().unwrap();
     assert_eq!(hit["cache"], "hit", "{hit}");

@@ -27,7 +27,11 @@ async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
         })
     };
     let url = format!("http://{}/", gateway.admin_addr.unwrap());
-    let shown = browser::page_result(&chromium, &url).await;
+    // Kept as the test's artifact: what an operator sees.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let shown = browser::page_result_with_screenshot(&chromium, &url, Some(&screenshot)).await;
+    println!("dashboard screenshot: {}", screenshot.display());
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
     traffic.abort();
     let shelf = shown["methods"]
         .as_array()
@@ -42,4 +46,31 @@ async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
     );
     assert_eq!(shown["endpoints"][0]["address"], backend.to_string());
     assert_eq!(shown["endpoints"][0]["state"], "available");
+    assert_eq!(shown["endpoints"][0]["ejections"], 0);
+    // A chart per method with traffic: 90 ten-second steps.
+    let chart = shown["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == "portico.demo.v1.Library/GetShelf")
+        .unwrap_or_else(|| panic!("no chart: {shown}"));
+    assert_eq!(chart["points"], 90);
+    assert!(chart["calls"].as_u64().unwrap() >= 5, "{chart}");
+    // Who calls what (unauthenticated here), and the route table with its policies.
+    assert!(shown["consumers"].as_array().unwrap().iter().any(
+        |c| c["principal"] == "anonymous" && c["method"] == "portico.demo.v1.Library/GetShelf"
+    ));
+    let route = shown["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["verb"] == "GET" && r["template"] == "/v1/shelves/{shelf}")
+        .unwrap_or_else(|| panic!("no route: {shown}"));
+    assert_eq!(route["method"], "portico.demo.v1.Library/GetShelf");
+    assert_eq!(route["upstream"], "demo");
+    assert!(route["policies"].is_string(), "{route}");
+    assert!(
+        shown["generation"]["digest"].as_str().unwrap().len() >= 12,
+        "{shown}"
+    );
 }

@@ -47,5 +47,6 @@ mod streaming;
 mod timeouts;
 mod tls;
 mod tracing;
+mod usage;
 mod websocket_edge;
 mod ws_to_grpc;

@@ -32,6 +32,8 @@ pub struct Endpoint {
     ejected_until: AtomicU64,
     /// How many times in a row it was ejected; each ejection lasts longer.
     ejections: AtomicU32,
+    /// Ejections over its life (the admin port's figure).
+    pub ejected_total: AtomicU64,
     /// gRPC only: the connection pool.
     pub pool: Option<Pool>,
 }
@@ -48,6 +50,7 @@ impl Endpoint {
             check_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
+            ejected_total: AtomicU64::new(0),
             pool,
         }
     }
@@ -80,6 +83,7 @@ impl Endpoint {
     /// Takes the endpoint out of rotation for `base` times the number of
     /// ejections in a row (at most ten times `base`).
     pub fn eject(&self, base: Duration) -> Duration {
+        self.ejected_total.fetch_add(1, Ordering::Relaxed);
         let n = (self.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(10);
         let time = base * n;
         self.ejected_until

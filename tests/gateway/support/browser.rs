@@ -100,6 +100,15 @@ pub async fn static_server(dir: PathBuf) -> SocketAddr {
 /// appears (bounded time). Polling the live page works for any traffic,
 /// WebSocket included, where a one-shot DOM dump would race it.
 pub async fn page_result(chromium: &Path, url: &str) -> serde_json::Value {
+    page_result_with_screenshot(chromium, url, None).await
+}
+
+/// As [`page_result`], also saving a PNG of the page as it was then.
+pub async fn page_result_with_screenshot(
+    chromium: &Path,
+    url: &str,
+    screenshot: Option<&Path>,
+) -> serde_json::Value {
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio_tungstenite::tungstenite::Message;
@@ -183,6 +192,24 @@ pub async fn page_result(chromium: &Path, url: &str) -> serde_json::Value {
                 }
             };
             if !text.is_empty() {
+                if let Some(path) = screenshot {
+                    id += 1;
+                    let ask = serde_json::json!({"id": id, "method": "Page.captureScreenshot", "params": {"format": "png"}});
+                    ws.send(Message::text(ask.to_string())).await.unwrap();
+                    let png = loop {
+                        if let Message::Text(t) = ws.next().await.expect("DevTools answers").unwrap() {
+                            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                            if v["id"] == id {
+                                break v["result"]["data"].as_str().unwrap_or("").to_owned();
+                            }
+                        }
+                    };
+                    use base64::Engine as _;
+                    let bytes = base64::engine::general_purpose::STANDARD.decode(png).expect("a base64 PNG");
+                    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(path, bytes).unwrap();
+                }
                 break serde_json::from_str(&text).unwrap_or_else(|e| panic!("the page wrote no JSON ({e}): {text}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
