@@ -132,7 +132,7 @@ pub struct RequestCtx {
     /// The client's verified TLS certificate, when it presented one.
     pub client_cert: Option<Arc<ClientCertificate>>,
     /// What the access log will say of this call, filled in as it goes.
-    pub record: Arc<crate::observe::access_log::CallRecord>,
+    pub record: Arc<crate::observe::call_record::CallRecord>,
 }
 
 impl RequestCtx {
@@ -144,7 +144,7 @@ impl RequestCtx {
             headers,
             client_timeout: None,
             client_cert: None,
-            record: crate::observe::access_log::CallRecord::none(),
+            record: crate::observe::call_record::CallRecord::none(),
         }
     }
 }

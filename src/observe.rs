@@ -5,6 +5,7 @@
 //! [`metrics`] counts every call and serves them on the admin port.
 
 pub mod access_log;
+pub mod call_record;
 pub mod call_stats;
 pub mod metrics;
 pub mod traces;

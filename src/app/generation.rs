@@ -454,7 +454,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         config.metadata.clone(),
         config.websocket.token_query_param.clone(),
     )
-    .with_sinks(crate::observe::access_log::Sinks {
+    .with_sinks(crate::observe::call_record::Sinks {
         log: access_log,
         tracing,
         usage: Some(carry.usage.clone()),

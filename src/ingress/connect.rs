@@ -19,7 +19,7 @@ use crate::config::Limits;
 use crate::envelope::{CallKind, Payload, ReplyFrame, ReplyStream, Target};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::observe;
-use crate::observe::access_log::{CallRecord, ClientProtocol};
+use crate::observe::call_record::{CallRecord, ClientProtocol};
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
 use crate::transcode::status::StatusRenderer;

@@ -29,7 +29,7 @@ pub mod request_id;
 use crate::config::MetadataConfig;
 use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
 use crate::headers::{deadline, is_framing, parse_grpc_timeout};
-use crate::observe::access_log::{CallRecord, ClientProtocol, Sinks};
+use crate::observe::call_record::{CallRecord, ClientProtocol, Sinks};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
 use std::net::SocketAddr;

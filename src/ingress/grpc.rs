@@ -16,7 +16,7 @@ use crate::config::Limits;
 use crate::envelope::{Payload, ReplyFrame, ReplyStream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::observe;
-use crate::observe::access_log::{CallRecord, ClientProtocol};
+use crate::observe::call_record::{CallRecord, ClientProtocol};
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
 use crate::transcode::framing::{self, Deframer};

@@ -12,7 +12,7 @@ use crate::config::Limits;
 use crate::envelope::{MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::observe;
-use crate::observe::access_log::{CallRecord, ClientProtocol};
+use crate::observe::call_record::{CallRecord, ClientProtocol};
 use crate::policy::aggregate::{AggregateInput, Aggregator};
 use crate::policy::Pipeline;
 use crate::routes::aggregate::{AggregateMatch, AggregatePlan, AggregateTable};

@@ -18,7 +18,7 @@ use super::body::ResponseBody;
 use super::edge::{Edge, Inbound};
 use crate::config::WebSocketConfig;
 use crate::error::{ErrorKind, GatewayError, Origin};
-use crate::observe::access_log::CallRecord;
+use crate::observe::call_record::CallRecord;
 use crate::policy::Pipeline;
 use crate::routes::{Binding, MatchOutcome, RouteTable};
 use crate::transcode::status::StatusRenderer;

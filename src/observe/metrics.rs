@@ -8,7 +8,7 @@
 use crate::egress::upstream::Upstream;
 use crate::envelope::{Envelope, Payload, Reply, Target};
 use crate::error::GatewayError;
-use crate::observe::access_log::CallRecord;
+use crate::observe::call_record::CallRecord;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt as _;
 use std::fmt::Write as _;

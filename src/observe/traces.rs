@@ -183,7 +183,7 @@ pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Con
 }
 
 fn parse(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let (trace, span) = super::access_log::parse_traceparent(v)?;
+    let (trace, span) = super::call_record::parse_traceparent(v)?;
     let flags = v.trim().rsplit('-').next()?;
     let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
     Some((

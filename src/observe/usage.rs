@@ -226,9 +226,16 @@ pub struct Step {
 
 #[derive(Default)]
 struct Book {
-    pairs: HashMap<(Arc<str>, Arc<str>), Series>,
-    /// Per method, 90 steps of 10 s.
-    methods: HashMap<Arc<str>, Ring>,
+    /// By method, then principal: looked up with the call's own strings.
+    methods: HashMap<Arc<str>, MethodBook>,
+    /// Pairs tracked, `other` not counted.
+    tracked: usize,
+}
+
+struct MethodBook {
+    /// 90 steps of 10 s, for the dashboard.
+    steps: Ring,
+    principals: HashMap<Arc<str>, Series>,
 }
 
 /// Usage figures, kept across reloads.
@@ -259,37 +266,42 @@ impl UsageBook {
         let principal = principal.unwrap_or(ANONYMOUS);
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let book = &mut *book;
-        let method_key: Arc<str> = match book.methods.get_key_value(method) {
-            Some((k, _)) => k.clone(),
-            None => method.into(),
-        };
-        let steps = book
-            .methods
-            .entry(method_key.clone())
-            .or_insert_with(|| Ring::new(10, 90));
-        let b = steps.slot(now);
+        if !book.methods.contains_key(method) {
+            book.methods.insert(
+                method.into(),
+                MethodBook {
+                    steps: Ring::new(10, 90),
+                    principals: HashMap::new(),
+                },
+            );
+        }
+        let m = book.methods.get_mut(method).expect("inserted above");
+        let b = m.steps.slot(now);
         b.calls += 1;
         b.errors += u64::from(call.failed);
         b.hist[hist_index(call.duration)] += 1;
-
-        let key = (Arc::<str>::from(principal), method_key.clone());
-        if let Some(series) = book.pairs.get_mut(&key) {
+        if let Some(series) = m.principals.get_mut(principal) {
             series.record(now, call);
             return;
         }
-        let tracked = book.pairs.keys().filter(|(p, _)| &**p != OTHER).count();
-        if tracked >= MAX_PAIRS {
+        if book.tracked >= MAX_PAIRS && principal != OTHER {
             // The quietest pair makes room; its figures go to `other`.
             let quietest = book
-                .pairs
+                .methods
                 .iter()
-                .filter(|((p, _), _)| &**p != OTHER)
-                .min_by_key(|(_, s)| s.day.calls(now))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = quietest {
-                if let Some(evicted) = book.pairs.remove(&k) {
-                    book.pairs
-                        .entry((OTHER.into(), k.1.clone()))
+                .flat_map(|(method, m)| {
+                    m.principals
+                        .iter()
+                        .filter(|(p, _)| &***p != OTHER)
+                        .map(move |(p, s)| (s.day.calls(now), method.clone(), p.clone()))
+                })
+                .min_by_key(|(calls, _, _)| *calls);
+            if let Some((_, method, p)) = quietest {
+                let m = book.methods.get_mut(&method).expect("found above");
+                if let Some(evicted) = m.principals.remove(&p) {
+                    book.tracked -= 1;
+                    m.principals
+                        .entry(OTHER.into())
                         .or_insert_with(Series::new)
                         .merge(&evicted, now);
                 }
@@ -297,7 +309,11 @@ impl UsageBook {
         }
         let mut series = Series::new();
         series.record(now, call);
-        book.pairs.insert(key, series);
+        let m = book.methods.get_mut(method).expect("inserted above");
+        m.principals.insert(principal.into(), series);
+        if principal != OTHER {
+            book.tracked += 1;
+        }
     }
 
     /// Every pair's figures in each window, busiest first.
@@ -310,9 +326,10 @@ impl UsageBook {
         let mut rows = Vec::new();
         for (w, window) in WINDOWS.iter().enumerate() {
             let mut these: Vec<Row> = book
-                .pairs
+                .methods
                 .iter()
-                .filter_map(|((principal, method), s)| {
+                .flat_map(|(method, m)| m.principals.iter().map(move |(p, s)| (p, method, s)))
+                .filter_map(|(principal, method, s)| {
                     let ring = [&s.minute, &s.hour, &s.day][w];
                     let t = ring.total(now);
                     (t.calls > 0).then(|| Row {
@@ -347,7 +364,8 @@ impl UsageBook {
         let mut out: Vec<(String, Vec<Step>)> = book
             .methods
             .iter()
-            .map(|(method, ring)| {
+            .map(|(method, m)| {
+                let ring = &m.steps;
                 let epoch = now / 10;
                 let steps = (0..90u64)
                     .rev()

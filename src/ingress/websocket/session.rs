@@ -70,7 +70,7 @@ struct Session {
     /// The connection's client certificate, for every call of the session.
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
     /// The session's access-log record.
-    record: Arc<crate::observe::access_log::CallRecord>,
+    record: Arc<crate::observe::call_record::CallRecord>,
     out: mpsc::Sender<Outgoing>,
     /// Calls that ended, by id and sequence number: an id may be reused
     /// once its call ended, so only the number tells which call it was.
@@ -115,7 +115,7 @@ pub(super) async fn run(
     let record = inbound
         .record
         .clone()
-        .unwrap_or_else(crate::observe::access_log::CallRecord::none);
+        .unwrap_or_else(crate::observe::call_record::CallRecord::none);
     record.client(client);
     let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval, record.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -477,7 +477,7 @@ impl Session {
             // A call whose metadata names its own parent is its child;
             // any other is the session's.
             let own_parent = headers.get("traceparent") != self.headers.get("traceparent");
-            let record = crate::observe::access_log::CallRecord::websocket_call(
+            let record = crate::observe::call_record::CallRecord::websocket_call(
                 &ingress.edge.sinks,
                 path,
                 &headers,
@@ -490,7 +490,7 @@ impl Session {
             self.record.session_call(&record);
             record
         } else {
-            crate::observe::access_log::CallRecord::none()
+            crate::observe::call_record::CallRecord::none()
         };
         let task = tokio::spawn(call_task(CallTask {
             record,

@@ -38,7 +38,7 @@ pub(super) struct CallTask {
     pub(super) seq: u64,
     pub(super) single: bool,
     /// The call's access-log record.
-    pub(super) record: Arc<crate::observe::access_log::CallRecord>,
+    pub(super) record: Arc<crate::observe::call_record::CallRecord>,
 }
 
 pub(super) async fn call_task(mut t: CallTask) {

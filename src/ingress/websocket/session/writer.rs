@@ -31,7 +31,7 @@ pub(super) async fn write_loop(
     >,
     mut out: mpsc::Receiver<Outgoing>,
     ping_interval: Duration,
-    record: std::sync::Arc<crate::observe::access_log::CallRecord>,
+    record: std::sync::Arc<crate::observe::call_record::CallRecord>,
 ) {
     let mut ping = tokio::time::interval(ping_interval);
     ping.tick().await;

@@ -1,0 +1,794 @@
+//! What one call (or one WebSocket session) turned out to be: each call
+//! carries a [`CallRecord`] from the moment its adapter reads it. The
+//! adapter, the pipeline's recorder, the policies and the upstream write
+//! what they learn into it; when the last of them lets go of it, the record
+//! counts the call in the usage figures, ends its span and writes its
+//! access-log line. So a call is recorded exactly once however it ends (a
+//! reply, a refusal before the pipeline, an error mid-stream, a client
+//! that left), the same way on every protocol.
+
+use super::access_log::{AccessLog, Field};
+use super::traces::{remote_parent, traceparent, Tracing};
+use crate::envelope::Principal;
+use crate::error::GatewayError;
+use opentelemetry::trace::{Span as _, SpanContext, Status, TraceContextExt as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::Span;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The protocol a call came in on, as logs, metrics and traces name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientProtocol {
+    Rest,
+    Grpc,
+    GrpcWeb,
+    Connect,
+    WebSocket,
+    Mcp,
+}
+
+impl ClientProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientProtocol::Rest => "rest",
+            ClientProtocol::Grpc => "grpc",
+            ClientProtocol::GrpcWeb => "grpc-web",
+            ClientProtocol::Connect => "connect",
+            ClientProtocol::WebSocket => "websocket",
+            ClientProtocol::Mcp => "mcp",
+        }
+    }
+}
+
+/// Where what a call records goes: the access log, the trace exporter.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    pub log: Option<Arc<AccessLog>>,
+    pub tracing: Option<Arc<Tracing>>,
+    /// Usage analytics (`GET /usage`, the dashboard).
+    pub usage: Option<Arc<super::metrics::Usage>>,
+}
+
+impl Sinks {
+    pub fn any(&self) -> bool {
+        self.log.is_some() || self.tracing.is_some() || self.usage.is_some()
+    }
+}
+
+/// An upstream attempt in progress: when it started, and its span.
+pub struct Attempt {
+    since: Option<Instant>,
+    span: Option<Span>,
+    /// The context the backend continues: the attempt's span, or the
+    /// call's own when the trace is not sampled (no attempt span then).
+    context: Option<SpanContext>,
+}
+
+impl Attempt {
+    /// The `traceparent` the backend gets: the attempt's span as parent.
+    pub fn traceparent(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&traceparent(self.context.as_ref()?)).ok()
+    }
+
+    pub fn tracestate(&self) -> Option<http::HeaderValue> {
+        let state = self.context.as_ref()?.trace_state().header();
+        (!state.is_empty())
+            .then(|| http::HeaderValue::from_str(&state).ok())
+            .flatten()
+    }
+}
+
+/// Whether a record is one call or a WebSocket session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Call,
+    Session,
+}
+
+/// What is known of one call (or session), filled in as it goes.
+#[derive(Default)]
+struct Facts {
+    /// What the call is to, once it entered the pipeline.
+    target: Option<Arc<crate::envelope::Target>>,
+    route: Option<String>,
+    endpoint: Option<String>,
+    attempts: u32,
+    http_status: Option<u16>,
+    code: Option<tonic::Code>,
+    error: Option<(String, &'static str)>,
+    principal: Option<Arc<Principal>>,
+    cache: Option<&'static str>,
+    bytes_in: u64,
+    bytes_out: u64,
+    client: Option<SocketAddr>,
+    /// When the call entered the pipeline.
+    pipeline_at: Option<Instant>,
+    /// When its first upstream attempt started.
+    upstream_at: Option<Instant>,
+    /// Summed over attempts, until each one's reply started or it failed.
+    upstream_time: Duration,
+    /// When the reply started (its headers, or its only message).
+    replied_at: Option<Instant>,
+    /// A session's calls; for a call, the session it belongs to.
+    calls: u64,
+    session: Option<String>,
+    close_code: Option<u16>,
+    /// The route turned its lines off.
+    silenced: bool,
+    /// The call's server span, when traces are exported.
+    span: Option<Span>,
+}
+
+/// One call's (or session's) record; its line is written when it drops.
+pub struct CallRecord {
+    log: Option<Arc<AccessLog>>,
+    tracing: Option<Arc<Tracing>>,
+    usage: Option<Arc<super::metrics::Usage>>,
+    kind: Kind,
+    protocol: ClientProtocol,
+    started: Instant,
+    wall: SystemTime,
+    request_id: String,
+    http_method: String,
+    path: String,
+    trace: Option<(String, String)>,
+    facts: Mutex<Facts>,
+}
+
+impl std::fmt::Debug for CallRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallRecord")
+            .field("protocol", &self.protocol)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallRecord {
+    /// A call's record, from its request line and headers.
+    pub fn call(
+        sinks: &Sinks,
+        protocol: ClientProtocol,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Arc<CallRecord> {
+        Self::new(
+            sinks,
+            Kind::Call,
+            protocol,
+            Some(method),
+            path,
+            headers,
+            None,
+        )
+    }
+
+    /// A call of a WebSocket session (no HTTP request of its own): its
+    /// span is the session's child, unless `own_parent` (the call's
+    /// metadata named its own `traceparent`).
+    pub fn websocket_call(
+        sinks: &Sinks,
+        path: &str,
+        headers: &http::HeaderMap,
+        session: &CallRecord,
+        own_parent: bool,
+    ) -> Arc<CallRecord> {
+        let parent = if own_parent {
+            None
+        } else {
+            session.span_context()
+        };
+        Self::new(
+            sinks,
+            Kind::Call,
+            ClientProtocol::WebSocket,
+            None,
+            path,
+            headers,
+            parent,
+        )
+    }
+
+    /// A WebSocket session's record, from its handshake.
+    pub fn session(
+        sinks: &Sinks,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Arc<CallRecord> {
+        Self::new(
+            sinks,
+            Kind::Session,
+            ClientProtocol::WebSocket,
+            Some(method),
+            path,
+            headers,
+            None,
+        )
+    }
+
+    /// A record that writes nothing (internal calls, tests): one shared.
+    pub fn none() -> Arc<CallRecord> {
+        static NONE: std::sync::LazyLock<Arc<CallRecord>> = std::sync::LazyLock::new(|| {
+            CallRecord::new(
+                &Sinks::default(),
+                Kind::Call,
+                ClientProtocol::Grpc,
+                None,
+                "",
+                &http::HeaderMap::new(),
+                None,
+            )
+        });
+        NONE.clone()
+    }
+
+    fn new(
+        sinks: &Sinks,
+        kind: Kind,
+        protocol: ClientProtocol,
+        method: Option<&http::Method>,
+        path: &str,
+        headers: &http::HeaderMap,
+        parent: Option<SpanContext>,
+    ) -> Arc<CallRecord> {
+        // Usage figures need no text of the request; a log line and a span do.
+        let wall = SystemTime::now();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let span = sinks.tracing.as_ref().map(|t| {
+            let parent = match parent {
+                Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
+                None => remote_parent(header("traceparent"), header("tracestate")),
+            };
+            let name = match kind {
+                Kind::Session => format!("websocket {path}"),
+                Kind::Call => path.trim_start_matches('/').to_owned(),
+            };
+            t.server_span(name, &parent, wall)
+        });
+        // The request's text is kept only for a line or a sampled span;
+        // usage figures and unsampled traces need none of it.
+        let logging =
+            sinks.log.is_some() || span.as_ref().is_some_and(|s| s.span_context().is_sampled());
+        let text = |name: &http::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        Arc::new(CallRecord {
+            kind,
+            protocol,
+            started: Instant::now(),
+            wall,
+            request_id: if logging {
+                text(&crate::ingress::edge::request_id::HEADER)
+            } else {
+                String::new()
+            },
+            http_method: match method {
+                Some(m) if logging => m.as_str().to_owned(),
+                _ => String::new(),
+            },
+            path: if logging {
+                path.to_owned()
+            } else {
+                String::new()
+            },
+            trace: if logging {
+                headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_traceparent)
+            } else {
+                None
+            },
+            facts: Mutex::new(Facts {
+                span,
+                ..Facts::default()
+            }),
+            log: sinks.log.clone(),
+            tracing: sinks.tracing.clone(),
+            usage: sinks.usage.clone(),
+        })
+    }
+
+    pub fn protocol(&self) -> ClientProtocol {
+        self.protocol
+    }
+
+    /// Whether anything reads what is recorded: callers skip building
+    /// strings for a record nobody logs.
+    pub fn logging(&self) -> bool {
+        self.log.is_some() || self.tracing.is_some() || self.usage.is_some()
+    }
+
+    /// The call's span, as a parent for others.
+    pub fn span_context(&self) -> Option<SpanContext> {
+        let f = self.facts();
+        f.span.as_ref().map(|s| s.span_context().clone())
+    }
+
+    /// Something worth a mark on the call's span (a rate-limit refusal).
+    pub fn event(&self, name: &'static str, attributes: Vec<KeyValue>) {
+        if self.tracing.is_some() {
+            if let Some(span) = self.facts().span.as_mut() {
+                span.add_event(name, attributes);
+            }
+        }
+    }
+
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The call entered the pipeline for `target`, with a request of
+    /// `bytes_in` bytes (so far).
+    pub fn entered(&self, target: &Arc<crate::envelope::Target>, bytes_in: u64) {
+        if !self.logging() {
+            return;
+        }
+        let mut f = self.facts();
+        if f.pipeline_at.is_none() {
+            f.pipeline_at = Some(Instant::now());
+            f.target = Some(target.clone());
+            f.silenced = !target.access_log;
+        }
+        f.bytes_in += bytes_in;
+    }
+
+    /// The route template the request matched (REST bindings).
+    pub fn route(&self, template: impl FnOnce() -> String) {
+        if self.logging() {
+            self.facts().route = Some(template());
+        }
+    }
+
+    pub fn client(&self, client: Option<SocketAddr>) {
+        if self.logging() {
+            self.facts().client = client;
+        }
+    }
+
+    pub fn principal(&self, principal: &Arc<Principal>) {
+        if self.logging() {
+            self.facts().principal = Some(principal.clone());
+        }
+    }
+
+    pub fn cache(&self, verdict: &'static str) {
+        if self.logging() {
+            let mut f = self.facts();
+            f.cache = Some(verdict);
+            if verdict != "miss" {
+                if let Some(span) = f.span.as_mut() {
+                    span.add_event("cache hit", vec![KeyValue::new("portico.cache", verdict)]);
+                }
+            }
+        }
+    }
+
+    pub fn add_bytes_in(&self, n: u64) {
+        if self.logging() {
+            self.facts().bytes_in += n;
+        }
+    }
+
+    pub fn add_bytes_out(&self, n: u64) {
+        if self.logging() {
+            self.facts().bytes_out += n;
+        }
+    }
+
+    /// An upstream attempt on `endpoint` started; returns when, for
+    /// [`CallRecord::attempt_done`].
+    /// `retry_of` is the failure the attempt retries.
+    pub fn attempt(
+        &self,
+        target: &crate::envelope::Target,
+        endpoint: &str,
+        retry_of: Option<&GatewayError>,
+    ) -> Attempt {
+        if !self.logging() {
+            return Attempt {
+                since: None,
+                span: None,
+                context: None,
+            };
+        }
+        let now = Instant::now();
+        let mut f = self.facts();
+        f.attempts += 1;
+        if self.log.is_some() {
+            f.endpoint = Some(endpoint.to_owned());
+        }
+        f.upstream_at.get_or_insert(now);
+        let span = match (&self.tracing, &f.span) {
+            (Some(t), Some(parent)) if parent.span_context().is_sampled() => {
+                let mut attrs = rpc_attributes(target);
+                let (host, port) = endpoint.rsplit_once(':').unwrap_or((endpoint, ""));
+                attrs.push(KeyValue::new("server.address", host.to_owned()));
+                if let Ok(port) = port.parse::<i64>() {
+                    attrs.push(KeyValue::new("server.port", port));
+                }
+                attrs.push(KeyValue::new("portico.attempt", i64::from(f.attempts)));
+                if let Some(e) = retry_of {
+                    attrs.push(KeyValue::new("portico.retry_reason", e.message.clone()));
+                }
+                Some(t.attempt_span(
+                    target.path.as_str().trim_start_matches('/').to_owned(),
+                    parent.span_context(),
+                    attrs,
+                ))
+            }
+            _ => None,
+        };
+        let context = span
+            .as_ref()
+            .or(f.span.as_ref())
+            .map(|s| s.span_context().clone());
+        Attempt {
+            since: Some(now),
+            span,
+            context,
+        }
+    }
+
+    /// The attempt has its reply, or failed with `error`; `ejected` when
+    /// the failure took its endpoint out of rotation.
+    pub fn attempt_done(
+        &self,
+        attempt: Attempt,
+        error: Option<&GatewayError>,
+        ejected: Option<Duration>,
+    ) {
+        let Some(since) = attempt.since else {
+            return;
+        };
+        self.facts().upstream_time += since.elapsed();
+        if let Some(mut span) = attempt.span {
+            let code = error.map_or(tonic::Code::Ok, GatewayError::grpc_code);
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+            if let Some(e) = error {
+                span.set_status(Status::error(e.message.clone()));
+            }
+            if let Some(d) = ejected {
+                span.add_event(
+                    "endpoint ejected",
+                    vec![KeyValue::new(
+                        "portico.ejected_for_ms",
+                        d.as_millis() as i64,
+                    )],
+                );
+            }
+            span.end();
+        }
+    }
+
+    /// The reply started.
+    pub fn replied(&self) {
+        if self.logging() {
+            self.facts().replied_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The status the client was answered with.
+    pub fn http_status(&self, status: http::StatusCode) {
+        if self.logging() {
+            self.facts().http_status.get_or_insert(status.as_u16());
+        }
+    }
+
+    /// How the call ended; the first ending recorded is the one logged.
+    pub fn ended(&self, code: tonic::Code) {
+        if self.logging() {
+            self.facts().code.get_or_insert(code);
+        }
+    }
+
+    /// The call failed with `err` (the first failure recorded is logged).
+    pub fn failed(&self, err: &GatewayError) {
+        if self.logging() {
+            let mut f = self.facts();
+            f.code.get_or_insert(err.grpc_code());
+            if f.error.is_none() {
+                f.error = Some((err.message.clone(), err.origin.as_str()));
+            }
+        }
+    }
+
+    /// A call of this session: counted, and its line names the session.
+    pub fn session_call(&self, call: &CallRecord) {
+        if self.logging() {
+            self.facts().calls += 1;
+            call.facts().session = Some(self.request_id.clone());
+        }
+    }
+
+    /// The close code a session ended with.
+    pub fn closed(&self, code: u16) {
+        if self.logging() {
+            self.facts().close_code.get_or_insert(code);
+        }
+    }
+
+    /// Ends the call's span with what is known of the call.
+    fn end_span(&self, mut span: Span, f: &Facts) {
+        let code = f.code.unwrap_or(tonic::Code::Ok);
+        if let Some(method) = method_of(f) {
+            span.update_name(method.to_owned());
+            let (service, name) = method.split_once('/').unwrap_or((method, ""));
+            span.set_attribute(KeyValue::new("rpc.system", "grpc"));
+            span.set_attribute(KeyValue::new("rpc.service", service.to_owned()));
+            span.set_attribute(KeyValue::new("rpc.method", name.to_owned()));
+        }
+        if self.kind == Kind::Call {
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        }
+        span.set_attribute(KeyValue::new("portico.ingress", self.protocol.as_str()));
+        span.set_attribute(KeyValue::new("url.path", self.path.clone()));
+        span.set_attribute(KeyValue::new("portico.request_id", self.request_id.clone()));
+        if !self.http_method.is_empty() {
+            span.set_attribute(KeyValue::new(
+                "http.request.method",
+                self.http_method.clone(),
+            ));
+        }
+        if let Some(route) = &f.route {
+            // The template without its verb, as the convention has it.
+            let template = route.split_once(' ').map_or(route.as_str(), |(_, t)| t);
+            span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+        }
+        if let Some(status) = f.http_status {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if let Some(p) = &f.principal {
+            span.set_attribute(KeyValue::new("enduser.id", p.subject.clone()));
+        }
+        if let Some(c) = f.client {
+            span.set_attribute(KeyValue::new("client.address", c.ip().to_string()));
+        }
+        if let Some(cache) = f.cache {
+            span.set_attribute(KeyValue::new("portico.cache", cache));
+        }
+        if self.kind == Kind::Session {
+            span.set_attribute(KeyValue::new("portico.websocket.calls", f.calls as i64));
+            if let Some(c) = f.close_code {
+                span.set_attribute(KeyValue::new("portico.websocket.close_code", i64::from(c)));
+            }
+        }
+        match &f.error {
+            Some((message, origin)) => {
+                span.set_attribute(KeyValue::new("portico.error.origin", *origin));
+                span.set_status(Status::error(message.clone()));
+            }
+            None if code != tonic::Code::Ok => span.set_status(Status::error(
+                super::call_stats::CODES
+                    .get(code as usize)
+                    .copied()
+                    .unwrap_or("UNKNOWN"),
+            )),
+            None => {}
+        }
+        span.end();
+    }
+
+    /// The access-log line's fields, in order.
+    fn fields<'a>(
+        &'a self,
+        f: &'a Facts,
+        ids: Option<&'a (String, String)>,
+    ) -> Vec<(&'static str, Field<'a>)> {
+        let ms = |d: Duration| Field::Float((d.as_secs_f64() * 1_000_000.0).round() / 1000.0);
+        let total = self.started.elapsed();
+        let upstream = f.upstream_at.map(|_| f.upstream_time);
+        let policies = f.pipeline_at.map(|entered| {
+            f.upstream_at
+                .or(f.replied_at)
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(entered)
+        });
+        let code = f.code.unwrap_or(tonic::Code::Ok);
+        let opt_ms = |d: Option<Duration>| d.map_or(Field::Null, ms);
+        let mut fields = Vec::with_capacity(32);
+        fields.extend([
+            ("timestamp", Field::Time(self.wall)),
+            (
+                "kind",
+                Field::Str(match self.kind {
+                    Kind::Call => "call",
+                    Kind::Session => "session",
+                }),
+            ),
+            ("request_id", Field::Str(&self.request_id)),
+            (
+                "trace_id",
+                ids.map(|t| t.0.as_str())
+                    .or(self.trace.as_ref().map(|t| t.0.as_str()))
+                    .into(),
+            ),
+            ("span_id", ids.map(|t| t.1.as_str()).into()),
+            (
+                "parent_span_id",
+                self.trace.as_ref().map(|t| t.1.as_str()).into(),
+            ),
+            ("protocol", Field::Str(self.protocol.as_str())),
+            (
+                "client",
+                f.client.map_or(Field::Null, |c| Field::Ip(c.ip())),
+            ),
+            (
+                "http_method",
+                (!self.http_method.is_empty())
+                    .then_some(self.http_method.as_str())
+                    .into(),
+            ),
+            ("path", Field::Str(&self.path)),
+            ("route", f.route.as_deref().into()),
+            ("method", method_of(f).into()),
+            (
+                "upstream",
+                f.target.as_ref().map(|t| &*t.upstream_name).into(),
+            ),
+            ("endpoint", f.endpoint.as_deref().into()),
+            ("attempts", Field::UInt(u64::from(f.attempts))),
+            (
+                "http_status",
+                f.http_status
+                    .map_or(Field::Null, |s| Field::UInt(u64::from(s))),
+            ),
+            ("grpc_code", Field::UInt(code as u64)),
+            ("grpc_status", Field::Str(code_name(code))),
+            ("error", f.error.as_ref().map(|e| e.0.as_str()).into()),
+            ("origin", f.error.as_ref().map(|e| e.1).into()),
+            ("duration_ms", ms(total)),
+            ("policies_ms", opt_ms(policies)),
+            ("upstream_ms", opt_ms(upstream)),
+            ("bytes_in", Field::UInt(f.bytes_in)),
+            ("bytes_out", Field::UInt(f.bytes_out)),
+            (
+                "principal",
+                f.principal.as_ref().map(|p| p.subject.as_str()).into(),
+            ),
+            ("cache", f.cache.into()),
+        ]);
+        match self.kind {
+            Kind::Call => fields.push(("session", f.session.as_deref().into())),
+            Kind::Session => {
+                fields.push(("calls", Field::UInt(f.calls)));
+                fields.push((
+                    "close_code",
+                    f.close_code
+                        .map_or(Field::Null, |c| Field::UInt(u64::from(c))),
+                ));
+            }
+        }
+        fields
+    }
+}
+
+/// The gRPC method a call's facts name, `package.Service/Method`.
+fn method_of(f: &Facts) -> Option<&str> {
+    f.target
+        .as_ref()
+        .map(|t| t.path.as_str().trim_start_matches('/'))
+}
+
+/// A gRPC code's canonical name (`NOT_FOUND`).
+fn code_name(code: tonic::Code) -> &'static str {
+    super::call_stats::CODES
+        .get(code as usize)
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        if !self.logging() {
+            return;
+        }
+        let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let failed = facts.code.is_some_and(|c| c != tonic::Code::Ok) || facts.error.is_some();
+        if let (Some(usage), Some(method), Kind::Call) = (&self.usage, method_of(&facts), self.kind)
+        {
+            usage.book.record(
+                facts.principal.as_ref().map(|p| p.subject.as_str()),
+                method,
+                &super::usage::Call {
+                    failed,
+                    duration: self.started.elapsed(),
+                    bytes_in: facts.bytes_in,
+                    bytes_out: facts.bytes_out,
+                },
+            );
+        }
+        let span = facts.span.take();
+        let log = self
+            .log
+            .take()
+            .filter(|l| !facts.silenced && l.wants(failed));
+        let ids = match (&span, &log) {
+            (Some(span), Some(_)) => {
+                let sc = span.span_context();
+                Some((sc.trace_id().to_string(), sc.span_id().to_string()))
+            }
+            _ => None,
+        };
+        if let Some(span) = span {
+            if span.span_context().is_sampled() {
+                self.end_span(span, &facts);
+            }
+        }
+        let Some(log) = log else {
+            return;
+        };
+        log.write(&self.fields(&facts, ids.as_ref()));
+    }
+}
+
+/// The trace id and parent span id of a W3C `traceparent` (version 00),
+/// when it is well formed and not all zeros.
+pub fn parse_traceparent(v: &str) -> Option<(String, String)> {
+    let mut parts = v.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some((trace.to_owned(), span.to_owned()))
+}
+
+/// The RPC semantic-convention attributes of a call of `target`.
+fn rpc_attributes(target: &crate::envelope::Target) -> Vec<KeyValue> {
+    let method = target.path.as_str().trim_start_matches('/');
+    let (service, name) = method.split_once('/').unwrap_or((method, ""));
+    vec![
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", name.to_owned()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_is_read_only_when_well_formed() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(ok),
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b7".into()
+            ))
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+    }
+}
