@@ -545,3 +545,49 @@ async fn a_dead_collector_costs_no_request_and_the_loss_is_counted() {
     };
     assert!(count("dropped") + count("failed") > 0, "{metrics}");
 }
+
+#[tokio::test]
+async fn the_standard_environment_alone_turns_export_on_in_the_binary() {
+    let (collector, received) = grpc_collector().await;
+    let (backend, _) = portico::demo::backends::Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let endpoint = format!("http://{collector}");
+    let served = support::served::Served::start_with_env(
+        &support::config_text(backend, "", ""),
+        "warn",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+        ],
+    )
+    .await;
+    let trace = trace_id(200);
+    let client = support::HttpClient::new(served.addr);
+    let r = client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("traceparent", &format!("00-{trace}-{CLIENT_PARENT}-01"))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        support::eventually_async(|| {
+            let received = received.clone();
+            let trace = trace.clone();
+            async move { received.of_trace(&trace).len() >= 2 }
+        })
+        .await,
+        "no spans from the binary"
+    );
+    assert!(received
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(service, _)| service == "from-env"));
+}

@@ -25,6 +25,11 @@ impl Served {
     /// free ports filled in, starts `portico serve` on it with `RUST_LOG`
     /// at `log`, and waits until both ports answer.
     pub async fn start(config: &str, log: &str) -> Served {
+        Served::start_with_env(config, log, &[]).await
+    }
+
+    /// As [`Served::start`], with these environment variables set too.
+    pub async fn start_with_env(config: &str, log: &str, env: &[(&str, &str)]) -> Served {
         let dir = std::env::temp_dir().join(format!(
             "portico-served-{}-{}",
             std::process::id(),
@@ -52,6 +57,7 @@ impl Served {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", log)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .kill_on_drop(true)
