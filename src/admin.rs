@@ -104,9 +104,8 @@ pub fn spawn<A: AdminSource>(
                                     .collect::<Vec<_>>());
                                 stats["consumers"] = serde_json::json!(usage
                                     .book
-                                    .rows()
+                                    .window_rows("1h")
                                     .into_iter()
-                                    .filter(|r| r.window == "1h")
                                     .take(50)
                                     .collect::<Vec<_>>());
                                 stats["routes"] = source.route_table_json();

@@ -230,6 +230,10 @@ impl Gateway {
                 a.abort();
             }
         }
+        // The calls are over: their access-log lines reach the file.
+        if let Some(log) = self.live.current().ingress.rest.edge.sinks.log.clone() {
+            let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

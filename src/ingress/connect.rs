@@ -108,7 +108,7 @@ impl ConnectIngress {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("connect", &path, started, &err);
-                record.failed(&err);
+                record.failed_finally(&err);
                 self.error_response(shape, &err)
             }
         };

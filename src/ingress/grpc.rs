@@ -123,7 +123,7 @@ impl GrpcIngress {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("grpc", &path, started, &err);
-                record.failed(&err);
+                record.failed_finally(&err);
                 trailers_only(flavor, &err)
             }
         };

@@ -72,7 +72,7 @@ impl RestIngress {
             }
             Err(err) => {
                 observe::request_failed("rest", &format!("{method} {}", uri.path()), started, &err);
-                record.failed(&err);
+                record.failed_finally(&err);
                 let resp = self.error_response(&err);
                 record.http_status(resp.status());
                 resp
@@ -107,9 +107,13 @@ impl RestIngress {
                 };
                 let metadata = self.edge.metadata(&inbound.headers);
                 let ctx = self.edge.context(inbound, client, started);
-                return self
+                let answered = self
                     .aggregate(plan, input, &parts, body, metadata, ctx)
                     .await;
+                if answered.is_ok() {
+                    record.succeeded_finally();
+                }
+                return answered;
             }
         }
         let found = match self.routes.find(&parts.method, path) {

@@ -61,8 +61,10 @@ pub struct AccessLog {
     format: Format,
     sample: f64,
     shared: Arc<Shared>,
-    writer: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Every writer thread not yet finished, for [`AccessLog::close`].
+static WRITERS: Mutex<Vec<(Arc<Shared>, std::thread::JoinHandle<()>)>> = Mutex::new(Vec::new());
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,12 +125,33 @@ impl AccessLog {
                 }
             })
             .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        {
+            let mut writers = lock(&WRITERS);
+            writers.retain(|(_, w)| !w.is_finished());
+            writers.push((shared.clone(), writer));
+        }
         Ok(Arc::new(AccessLog {
             format: config.format,
             sample: config.sample,
             shared,
-            writer: Some(writer),
         }))
+    }
+
+    /// Writes out what is waiting and ends the writer: the last step of a
+    /// graceful shutdown, once the calls in flight are done. Blocks.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.wake.notify_one();
+        let writer = {
+            let mut writers = lock(&WRITERS);
+            let i = writers
+                .iter()
+                .position(|(s, _)| Arc::ptr_eq(s, &self.shared));
+            i.map(|i| writers.swap_remove(i).1)
+        };
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
     }
 
     /// Whether a call's line is written: every failed call, and the
@@ -173,13 +196,11 @@ impl AccessLog {
 }
 
 impl Drop for AccessLog {
-    /// Writes what is waiting before the generation that owned it is gone.
+    /// The generation that owned it is gone: its writer writes what is
+    /// waiting and ends, on its own thread (never a request's).
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.wake.notify_one();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
     }
 }
 

@@ -501,6 +501,27 @@ impl CallRecord {
         }
     }
 
+    /// What the client was finally told: the adapter's own failure wins
+    /// over whatever a layer inside recorded first (a stream that ended
+    /// OK but held no message, an aggregate's call that failed).
+    pub fn failed_finally(&self, err: &GatewayError) {
+        if self.logging() {
+            let mut f = self.facts();
+            f.code = Some(err.grpc_code());
+            f.error = Some((err.message.clone(), err.origin.as_str()));
+        }
+    }
+
+    /// The client was answered with success after all (an aggregate whose
+    /// failed call its `on_error` let pass).
+    pub fn succeeded_finally(&self) {
+        if self.logging() {
+            let mut f = self.facts();
+            f.code = Some(tonic::Code::Ok);
+            f.error = None;
+        }
+    }
+
     /// A call of this session: counted, and its line names the session.
     pub fn session_call(&self, call: &CallRecord) {
         if self.logging() {
@@ -614,7 +635,10 @@ impl CallRecord {
                     .or(self.trace.as_ref().map(|t| t.0.as_str()))
                     .into(),
             ),
-            ("span_id", ids.map(|t| t.1.as_str()).into()),
+            (
+                "span_id",
+                ids.map(|t| t.1.as_str()).filter(|s| !s.is_empty()).into(),
+            ),
             (
                 "parent_span_id",
                 self.trace.as_ref().map(|t| t.1.as_str()).into(),
@@ -716,8 +740,15 @@ impl Drop for CallRecord {
             .filter(|l| !facts.silenced && l.wants(failed));
         let ids = match (&span, &log) {
             (Some(span), Some(_)) => {
+                // An unsampled span is exported nowhere: the line names the
+                // trace but no span of it.
                 let sc = span.span_context();
-                Some((sc.trace_id().to_string(), sc.span_id().to_string()))
+                let span_id = if sc.is_sampled() {
+                    sc.span_id().to_string()
+                } else {
+                    String::new()
+                };
+                Some((sc.trace_id().to_string(), span_id))
             }
             _ => None,
         };

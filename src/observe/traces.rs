@@ -184,7 +184,7 @@ pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Con
 
 fn parse(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
     let (trace, span) = super::call_record::parse_traceparent(v)?;
-    let flags = v.trim().rsplit('-').next()?;
+    let flags = v.trim().split('-').nth(3)?;
     let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
     Some((
         TraceId::from_hex(&trace).ok()?,

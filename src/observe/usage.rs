@@ -318,13 +318,22 @@ impl UsageBook {
 
     /// Every pair's figures in each window, busiest first.
     pub fn rows(&self) -> Vec<Row> {
-        self.rows_at(now_secs())
+        self.rows_at(now_secs(), None)
     }
 
-    fn rows_at(&self, now: u64) -> Vec<Row> {
+    /// One window's rows, busiest first (the dashboard's consumers).
+    pub fn window_rows(&self, window: &str) -> Vec<Row> {
+        let only = WINDOWS.iter().position(|w| *w == window);
+        self.rows_at(now_secs(), only)
+    }
+
+    fn rows_at(&self, now: u64, only: Option<usize>) -> Vec<Row> {
         let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         let mut rows = Vec::new();
         for (w, window) in WINDOWS.iter().enumerate() {
+            if only.is_some_and(|o| o != w) {
+                continue;
+            }
             let mut these: Vec<Row> = book
                 .methods
                 .iter()
@@ -455,7 +464,7 @@ mod tests {
         book.record_at(t0, Some("acme"), "m/A", &call(1, false));
         book.record_at(t0 + 120, Some("acme"), "m/A", &call(1, true));
         book.record_at(t0 + 7200, Some("acme"), "m/A", &call(1, false));
-        let rows = book.rows_at(t0 + 7200);
+        let rows = book.rows_at(t0 + 7200, None);
         let get = |w: &str| {
             rows.iter()
                 .find(|r| r.window == w)
@@ -475,7 +484,7 @@ mod tests {
         for i in 0..100 {
             book.record_at(t0, None, "m/A", &call(if i < 90 { 2 } else { 200 }, false));
         }
-        let r = &book.rows_at(t0)[0];
+        let r = &book.rows_at(t0, None)[0];
         assert_eq!(r.principal, ANONYMOUS);
         let (p50, p99) = (r.p50_ms.unwrap(), r.p99_ms.unwrap());
         assert!((2.0..2.0 * GROWTH).contains(&p50), "{p50}");
@@ -493,7 +502,7 @@ mod tests {
             }
         }
         book.record_at(t0, Some("newcomer"), "m/A", &call(1, false));
-        let rows = book.rows_at(t0);
+        let rows = book.rows_at(t0, None);
         let day: Vec<&Row> = rows.iter().filter(|r| r.window == "24h").collect();
         assert!(
             day.iter().all(|r| r.principal != "p0"),

@@ -318,3 +318,47 @@ async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
     assert!(hit["upstream_ms"].is_null(), "{hit}");
     assert!(hit["bytes_out"].as_u64().unwrap() > 0, "{hit}");
 }
+
+#[tokio::test]
+async fn a_websocket_call_that_fails_before_its_request_is_logged_with_its_failure() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let path = log_path("ws-failure");
+    let h = gateway(&path, "", "").await;
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    // A unary call whose input ends before its one request message.
+    for frame in [
+        serde_json::json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers"}),
+        serde_json::json!({"id": "a", "end": true}),
+    ] {
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let status = loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("the session ended early")
+        };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(s) = f.get("status") {
+            break s.clone();
+        }
+    };
+    assert_eq!(status["code"], 3, "{status}");
+    ws.close(None).await.unwrap();
+    let all = wait_for(&path, 2).await;
+    let call = all
+        .iter()
+        .find(|l| l["kind"] == "call")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(call["grpc_status"], "INVALID_ARGUMENT", "{call}");
+    assert_eq!(call["origin"], "client", "{call}");
+    assert!(call["error"]
+        .as_str()
+        .unwrap()
+        .contains("before the request message"));
+}

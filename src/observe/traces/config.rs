@@ -61,11 +61,13 @@ impl Validator<'_> {
     ) -> Result<Option<TracingConfig>, ConfigError> {
         let env_err =
             |name: &str, reason: String| self.err(format!("{name} (environment)"), reason);
-        if env
-            .var("OTEL_SDK_DISABLED")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            || t.is_some_and(|t| t.enabled == Some(false))
-        {
+        let disabled = match t.and_then(|t| t.enabled) {
+            Some(enabled) => !enabled,
+            None => env
+                .var("OTEL_SDK_DISABLED")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        };
+        if disabled {
             return Ok(None);
         }
         let protocol = match t.and_then(|t| t.protocol.clone()) {
@@ -123,10 +125,18 @@ impl Validator<'_> {
                 format!("{endpoint:?} is not a URL: {e}"),
             )
         })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+        if uri.scheme_str() == Some("https") {
             return Err(self.err(
                 endpoint_key,
-                format!("{endpoint:?} is not an http:// or https:// URL with a host"),
+                format!(
+                    "{endpoint:?}: export over TLS is not supported; send spans to a collector or agent over http:// (on the same host or network)"
+                ),
+            ));
+        }
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(self.err(
+                endpoint_key,
+                format!("{endpoint:?} is not an http:// URL with a host"),
             ));
         }
 
@@ -172,7 +182,7 @@ impl Validator<'_> {
         let arg = match t.and_then(|t| t.sampler_arg) {
             Some(a) => Some((a, "tracing.sampler_arg".to_owned())),
             None => match env.var("OTEL_TRACES_SAMPLER_ARG") {
-                Some(a) => Some((
+                Some(a) if sampler_name.trim().ends_with("traceidratio") => Some((
                     a.trim().parse::<f64>().map_err(|_| {
                         env_err(
                             "OTEL_TRACES_SAMPLER_ARG",
@@ -181,11 +191,13 @@ impl Validator<'_> {
                     })?,
                     "OTEL_TRACES_SAMPLER_ARG (environment)".to_owned(),
                 )),
-                None => None,
+                _ => None,
             },
         };
+        // Only the ratio samplers read the argument.
+        let takes_arg = sampler_name.trim().ends_with("traceidratio");
         let ratio = match arg {
-            Some((a, key)) if !(0.0..=1.0).contains(&a) => {
+            Some((a, key)) if takes_arg && !(0.0..=1.0).contains(&a) => {
                 return Err(self.err(key, format!("{a} is not a ratio between 0 and 1")))
             }
             Some((a, _)) => a,
@@ -357,6 +369,9 @@ mod tests {
             resolve(Some("enabled = false\nendpoint = \"http://c:4317\""), &[]).unwrap(),
             None
         );
+        // The file's own word wins over the environment's.
+        let on = resolve(Some("enabled = true"), &env).unwrap().unwrap();
+        assert_eq!(on.endpoint, "http://collector:4318/v1/traces");
     }
 
     #[test]
@@ -365,6 +380,11 @@ mod tests {
             (Some(""), vec![], "tracing.endpoint"),
             (
                 Some("endpoint = \"collector:4317\""),
+                vec![],
+                "tracing.endpoint",
+            ),
+            (
+                Some("endpoint = \"https://collector:4317\""),
                 vec![],
                 "tracing.endpoint",
             ),
@@ -379,7 +399,7 @@ mod tests {
                 "tracing.sampler",
             ),
             (
-                Some("endpoint = \"http://c\"\nsampler_arg = 2.0"),
+                Some("endpoint = \"http://c\"\nsampler = \"traceidratio\"\nsampler_arg = 2.0"),
                 vec![],
                 "tracing.sampler_arg",
             ),
@@ -395,6 +415,7 @@ mod tests {
                 None,
                 vec![
                     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
                     ("OTEL_TRACES_SAMPLER_ARG", "half"),
                 ],
                 "OTEL_TRACES_SAMPLER_ARG (environment)",

@@ -43,6 +43,9 @@ pub(super) struct CallTask {
 
 pub(super) async fn call_task(mut t: CallTask) {
     let result = drive(&mut t).await;
+    if let Err(e) = &result {
+        t.record.failed_finally(e);
+    }
     finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
     let _ = t.done.send((t.id.clone(), t.seq));
 }
