@@ -126,6 +126,7 @@ impl ConnectIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let target = self.routes.rpc_target(parts.uri.path())?;
+        record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;
         let json_options = self.routes_json(&target);
         let streaming_call = target.kind != CallKind::Unary;

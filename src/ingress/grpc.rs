@@ -141,6 +141,7 @@ impl GrpcIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
         let target = self.routes.rpc_target(parts.uri.path())?;
+        record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
         let payload = if target.kind.client_streams() && !text {

@@ -128,6 +128,7 @@ impl RestIngress {
             MatchOutcome::NotFound => return Err(GatewayError::route_not_found(path)),
         };
         let binding = found.binding.clone();
+        record.routed(&binding.target);
         record.route(|| format!("{} {}", binding.method, binding.template_text));
         let target = binding.target.clone();
         let content_type = parts

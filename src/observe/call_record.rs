@@ -341,6 +341,14 @@ impl CallRecord {
         f.bytes_in += bytes_in;
     }
 
+    /// The request names a routed method: its route's `access_log` switch
+    /// applies even when the call is refused before the pipeline.
+    pub fn routed(&self, target: &crate::envelope::Target) {
+        if self.logging() && !target.access_log {
+            self.facts().silenced = true;
+        }
+    }
+
     /// The route template the request matched (REST bindings).
     pub fn route(&self, template: impl FnOnce() -> String) {
         if self.logging() {

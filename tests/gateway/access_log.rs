@@ -210,6 +210,9 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
         let seen = call(&quiet, protocol, &[], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}");
     }
+    // Refused before the pipeline, on the quiet route: no line either.
+    let bad = quiet.client.get("/v1/probe/headers?unknown=1").await;
+    assert_eq!(bad.status, 400);
     quiet.client.get("/v1/nowhere").await;
     wait_for(&quiet_path, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -484,6 +484,7 @@ impl Session {
                 &self.record,
                 own_parent,
             );
+            record.routed(&spec.target);
             if let Some(b) = &spec.binding {
                 record.route(|| format!("{} {}", b.method, b.template_text));
             }
