@@ -40,6 +40,8 @@ pub trait AdminSource: Send + Sync + 'static {
     fn reload_counts(&self) -> (u64, u64);
     /// Each binding with its method, upstream and policies in order.
     fn route_table_json(&self) -> serde_json::Value;
+    /// `{"digest","loaded_at","last_error","reloads_ok","reloads_failed"}`.
+    fn generation_json(&self) -> serde_json::Value;
 }
 
 pub fn spawn<A: AdminSource>(
@@ -94,8 +96,6 @@ pub fn spawn<A: AdminSource>(
                                     &upstreams,
                                     &usage,
                                 );
-                                let config = source.config_json();
-                                let (ok, failed) = source.reload_counts();
                                 stats["recent"] = serde_json::json!(usage
                                     .book
                                     .recent()
@@ -109,13 +109,7 @@ pub fn spawn<A: AdminSource>(
                                     .take(50)
                                     .collect::<Vec<_>>());
                                 stats["routes"] = source.route_table_json();
-                                stats["generation"] = serde_json::json!({
-                                    "digest": config["digest"],
-                                    "loaded_at": config["loaded_at"],
-                                    "last_error": config["last_error"],
-                                    "reloads_ok": ok,
-                                    "reloads_failed": failed,
-                                });
+                                stats["generation"] = source.generation_json();
                                 (StatusCode::OK, "application/json", stats.to_string())
                             }
                             "/usage" => {

@@ -231,17 +231,27 @@ impl Live {
     /// The admin port's `GET /config`.
     pub fn config_json(&self) -> serde_json::Value {
         let g = self.current();
+        let mut json = self.generation_json();
+        json["source"] = g.config.source.clone().into();
+        json["config"] = g.config.redacted.clone();
+        json
+    }
+
+    /// Which config is served and how reloading went, without the config.
+    pub fn generation_json(&self) -> serde_json::Value {
+        let g = self.current();
         let loaded_at = g
             .loaded_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
+        let (ok, failed) = self.reload_counts();
         serde_json::json!({
             "digest": g.digest,
             "loaded_at": loaded_at,
-            "source": g.config.source,
             "last_error": *lock(&self.last_error),
-            "config": g.config.redacted,
+            "reloads_ok": ok,
+            "reloads_failed": failed,
         })
     }
 }
@@ -353,6 +363,10 @@ impl crate::admin::AdminSource for Live {
 
     fn reload_counts(&self) -> (u64, u64) {
         Live::reload_counts(self)
+    }
+
+    fn generation_json(&self) -> serde_json::Value {
+        Live::generation_json(self)
     }
 
     fn route_table_json(&self) -> serde_json::Value {

@@ -238,10 +238,12 @@ impl CallRecord {
         // Usage figures need no text of the request; a log line and a span do.
         let wall = SystemTime::now();
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // Read once: the span's parent and the log line's trace fields.
+        let client_trace = header("traceparent").and_then(parse_traceparent);
         let span = sinks.tracing.as_ref().map(|t| {
             let parent = match parent {
                 Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
-                None => remote_parent(header("traceparent"), header("tracestate")),
+                None => remote_parent(client_trace, header("tracestate")),
             };
             let name = match kind {
                 Kind::Session => format!("websocket {path}"),
@@ -279,14 +281,9 @@ impl CallRecord {
             } else {
                 String::new()
             },
-            trace: if logging {
-                headers
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_traceparent)
-            } else {
-                None
-            },
+            trace: client_trace
+                .filter(|_| logging)
+                .map(|(trace, span, _)| (trace.to_owned(), span.to_owned())),
             facts: Mutex::new(Facts {
                 span,
                 ..Facts::default()
@@ -301,9 +298,9 @@ impl CallRecord {
         self.protocol
     }
 
-    /// Whether anything reads what is recorded: callers skip building
-    /// strings for a record nobody logs.
-    pub fn logging(&self) -> bool {
+    /// Whether anything reads what is recorded (a log, traces, usage):
+    /// callers skip the work for a record nobody reads.
+    pub fn active(&self) -> bool {
         self.log.is_some() || self.tracing.is_some() || self.usage.is_some()
     }
 
@@ -329,7 +326,7 @@ impl CallRecord {
     /// The call entered the pipeline for `target`, with a request of
     /// `bytes_in` bytes (so far).
     pub fn entered(&self, target: &Arc<crate::envelope::Target>, bytes_in: u64) {
-        if !self.logging() {
+        if !self.active() {
             return;
         }
         let mut f = self.facts();
@@ -344,32 +341,32 @@ impl CallRecord {
     /// The request names a routed method: its route's `access_log` switch
     /// applies even when the call is refused before the pipeline.
     pub fn routed(&self, target: &crate::envelope::Target) {
-        if self.logging() && !target.access_log {
+        if self.active() && !target.access_log {
             self.facts().silenced = true;
         }
     }
 
     /// The route template the request matched (REST bindings).
     pub fn route(&self, template: impl FnOnce() -> String) {
-        if self.logging() {
+        if self.active() {
             self.facts().route = Some(template());
         }
     }
 
     pub fn client(&self, client: Option<SocketAddr>) {
-        if self.logging() {
+        if self.active() {
             self.facts().client = client;
         }
     }
 
     pub fn principal(&self, principal: &Arc<Principal>) {
-        if self.logging() {
+        if self.active() {
             self.facts().principal = Some(principal.clone());
         }
     }
 
     pub fn cache(&self, verdict: &'static str) {
-        if self.logging() {
+        if self.active() {
             let mut f = self.facts();
             f.cache = Some(verdict);
             if verdict != "miss" {
@@ -381,13 +378,13 @@ impl CallRecord {
     }
 
     pub fn add_bytes_in(&self, n: u64) {
-        if self.logging() {
+        if self.active() {
             self.facts().bytes_in += n;
         }
     }
 
     pub fn add_bytes_out(&self, n: u64) {
-        if self.logging() {
+        if self.active() {
             self.facts().bytes_out += n;
         }
     }
@@ -401,7 +398,7 @@ impl CallRecord {
         endpoint: &str,
         retry_of: Option<&GatewayError>,
     ) -> Attempt {
-        if !self.logging() {
+        if !self.active() {
             return Attempt {
                 since: None,
                 span: None,
@@ -479,28 +476,28 @@ impl CallRecord {
 
     /// The reply started.
     pub fn replied(&self) {
-        if self.logging() {
+        if self.active() {
             self.facts().replied_at.get_or_insert_with(Instant::now);
         }
     }
 
     /// The status the client was answered with.
     pub fn http_status(&self, status: http::StatusCode) {
-        if self.logging() {
+        if self.active() {
             self.facts().http_status.get_or_insert(status.as_u16());
         }
     }
 
     /// How the call ended; the first ending recorded is the one logged.
     pub fn ended(&self, code: tonic::Code) {
-        if self.logging() {
+        if self.active() {
             self.facts().code.get_or_insert(code);
         }
     }
 
     /// The call failed with `err` (the first failure recorded is logged).
     pub fn failed(&self, err: &GatewayError) {
-        if self.logging() {
+        if self.active() {
             let mut f = self.facts();
             f.code.get_or_insert(err.grpc_code());
             if f.error.is_none() {
@@ -513,7 +510,7 @@ impl CallRecord {
     /// over whatever a layer inside recorded first (a stream that ended
     /// OK but held no message, an aggregate's call that failed).
     pub fn failed_finally(&self, err: &GatewayError) {
-        if self.logging() {
+        if self.active() {
             let mut f = self.facts();
             f.code = Some(err.grpc_code());
             f.error = Some((err.message.clone(), err.origin.as_str()));
@@ -523,7 +520,7 @@ impl CallRecord {
     /// The client was answered with success after all (an aggregate whose
     /// failed call its `on_error` let pass).
     pub fn succeeded_finally(&self) {
-        if self.logging() {
+        if self.active() {
             let mut f = self.facts();
             f.code = Some(tonic::Code::Ok);
             f.error = None;
@@ -532,7 +529,7 @@ impl CallRecord {
 
     /// A call of this session: counted, and its line names the session.
     pub fn session_call(&self, call: &CallRecord) {
-        if self.logging() {
+        if self.active() {
             self.facts().calls += 1;
             call.facts().session = Some(self.request_id.clone());
         }
@@ -540,7 +537,7 @@ impl CallRecord {
 
     /// The close code a session ended with.
     pub fn closed(&self, code: u16) {
-        if self.logging() {
+        if self.active() {
             self.facts().close_code.get_or_insert(code);
         }
     }
@@ -723,7 +720,7 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        if !self.logging() {
+        if !self.active() {
             return;
         }
         let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
@@ -772,9 +769,9 @@ impl Drop for CallRecord {
     }
 }
 
-/// The trace id and parent span id of a W3C `traceparent` (version 00),
-/// when it is well formed and not all zeros.
-pub fn parse_traceparent(v: &str) -> Option<(String, String)> {
+/// The trace id, parent span id and flags of a W3C `traceparent`
+/// (version 00), when it is well formed and not all zeros.
+pub fn parse_traceparent(v: &str) -> Option<(&str, &str, &str)> {
     let mut parts = v.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -790,7 +787,7 @@ pub fn parse_traceparent(v: &str) -> Option<(String, String)> {
     if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some((trace.to_owned(), span.to_owned()))
+    Some((trace, span, flags))
 }
 
 /// The RPC semantic-convention attributes of a call of `target`.
@@ -813,10 +810,7 @@ mod tests {
         let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
             parse_traceparent(ok),
-            Some((
-                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                "00f067aa0ba902b7".into()
-            ))
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01"))
         );
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

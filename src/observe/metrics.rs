@@ -54,7 +54,7 @@ where
         let target = env.target.clone();
         let started = Instant::now();
         let record = env.ctx.record.clone();
-        if record.logging() {
+        if record.active() {
             let bytes_in = match &mut env.payload {
                 Payload::Unary(m) => m.len() as u64,
                 Payload::Stream(messages) => {

@@ -170,10 +170,13 @@ impl Tracing {
     }
 }
 
-/// The parent a client named in its `traceparent` (and `tracestate`), as
-/// a context; an empty one when it named none or a malformed one.
-pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
-    let Some((trace, span, flags)) = traceparent.and_then(parse) else {
+/// The parent a client named in its `traceparent` (as
+/// [`parse_traceparent`] read it) and `tracestate`, as a context; an empty
+/// one when it named none.
+///
+/// [`parse_traceparent`]: super::call_record::parse_traceparent
+pub fn remote_parent(traceparent: Option<(&str, &str, &str)>, tracestate: Option<&str>) -> Context {
+    let Some((trace, span, flags)) = traceparent.and_then(ids) else {
         return Context::new();
     };
     let state = tracestate
@@ -182,14 +185,11 @@ pub fn remote_parent(traceparent: Option<&str>, tracestate: Option<&str>) -> Con
     Context::new().with_remote_span_context(SpanContext::new(trace, span, flags, true, state))
 }
 
-fn parse(v: &str) -> Option<(TraceId, SpanId, TraceFlags)> {
-    let (trace, span) = super::call_record::parse_traceparent(v)?;
-    let flags = v.trim().split('-').nth(3)?;
-    let flags = u8::from_str_radix(flags.get(..2)?, 16).ok()?;
+fn ids((trace, span, flags): (&str, &str, &str)) -> Option<(TraceId, SpanId, TraceFlags)> {
     Some((
-        TraceId::from_hex(&trace).ok()?,
-        SpanId::from_hex(&span).ok()?,
-        TraceFlags::new(flags & 1),
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()? & 1),
     ))
 }
 
@@ -233,11 +233,12 @@ impl SpanProcessor for Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::call_record::parse_traceparent;
 
     #[test]
     fn a_remote_parent_keeps_its_ids_flags_and_state() {
         let cx = remote_parent(
-            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             Some("vendor=abc"),
         );
         let sc = cx.span().span_context().clone();
@@ -251,7 +252,7 @@ mod tests {
             traceparent(&sc),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
-        let none = remote_parent(Some("garbage"), None);
+        let none = remote_parent(parse_traceparent("garbage"), None);
         assert!(!none.span().span_context().is_valid());
     }
 }

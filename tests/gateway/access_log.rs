@@ -43,23 +43,13 @@ async fn wait_for(path: &std::path::Path, want: usize) -> Vec<Value> {
     lines(path)
 }
 
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Rest => "rest",
-        Protocol::Grpc => "grpc",
-        Protocol::GrpcWeb => "grpc-web",
-        Protocol::Connect => "connect",
-        Protocol::WebSocket => "websocket",
-    }
-}
-
 #[tokio::test]
 async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() {
     let path = log_path("fields");
     let h = gateway(&path, "", "auth = \"partners\"").await;
     let traceparent = format!("00-{TRACE_ID}-{PARENT}-01");
     for protocol in EVERY_PROTOCOL {
-        let id = format!("ok-{}", protocol_name(protocol));
+        let id = format!("ok-{}", protocol.name());
         let seen = call(
             &h,
             protocol,
@@ -73,7 +63,7 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
         )
         .await;
         assert_eq!(seen.code, 0, "{protocol:?}: {seen:?}");
-        let id = format!("denied-{}", protocol_name(protocol));
+        let id = format!("denied-{}", protocol.name());
         let seen = call(&h, protocol, &[("x-request-id", &id)], "", None).await;
         assert_eq!(seen.code, 16, "{protocol:?}: {seen:?}");
     }
@@ -83,7 +73,7 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
     let calls: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
     assert_eq!(calls.len(), 10, "{all:#?}");
     for protocol in EVERY_PROTOCOL {
-        let name = protocol_name(protocol);
+        let name = protocol.name();
         let mine: Vec<&&Value> = calls.iter().filter(|l| l["protocol"] == name).collect();
         assert_eq!(mine.len(), 2, "{name}: {all:#?}");
         let ok = mine

@@ -63,6 +63,11 @@ impl Received {
             .collect()
     }
 
+    /// Whether at least `n` spans of the trace arrived, in bounded time.
+    async fn arrived(&self, trace_id: &str, n: usize) -> bool {
+        support::eventually(|| self.of_trace(trace_id).len() >= n).await
+    }
+
     fn of_trace(&self, trace_id: &str) -> Vec<Span> {
         self.spans()
             .into_iter()
@@ -151,16 +156,6 @@ fn attr(span: &Span, key: &str) -> Option<String> {
             _ => None,
         }
     })
-}
-
-fn ingress(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Rest => "rest",
-        Protocol::Grpc => "grpc",
-        Protocol::GrpcWeb => "grpc-web",
-        Protocol::Connect => "connect",
-        Protocol::WebSocket => "websocket",
-    }
 }
 
 async fn gateway(tracing: &str, route_extra: &str) -> Harness {
@@ -252,7 +247,7 @@ async fn every_protocol_continues_the_clients_trace_down_to_the_backend() {
         let seen = call(&h, protocol, &[("traceparent", &traceparent)], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: {seen:?}");
         let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
-        let name = ingress(protocol);
+        let name = protocol.name();
         // The WebSocket session's span ends with the session.
         let want = if protocol == Protocol::WebSocket {
             3
@@ -260,12 +255,7 @@ async fn every_protocol_continues_the_clients_trace_down_to_the_backend() {
             2
         };
         assert!(
-            support::eventually_async(|| {
-                let received = received.clone();
-                let trace = trace.clone();
-                async move { received.of_trace(&trace).len() >= want }
-            })
-            .await,
+            received.arrived(&trace, want).await,
             "{name}: spans never arrived: {:#?}",
             received.spans()
         );
@@ -297,14 +287,7 @@ async fn every_protocol_continues_the_clients_trace_down_to_the_backend() {
     let seen = call(&h, Protocol::Rest, &[], "", None).await;
     let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
     let trace = backend.split('-').nth(1).unwrap().to_owned();
-    assert!(
-        support::eventually_async(|| {
-            let received = received.clone();
-            let trace = trace.clone();
-            async move { received.of_trace(&trace).len() >= 2 }
-        })
-        .await
-    );
+    assert!(received.arrived(&trace, 2).await);
     let spans = received.of_trace(&trace);
     let (server, _) = check_call(&spans, "rest", "", &backend);
     assert!(server.parent_span_id.is_empty(), "a root span: {server:#?}");
@@ -419,14 +402,7 @@ async fn a_retried_call_shows_two_sibling_attempts_and_the_reason() {
         .await;
         assert_eq!(seen.code, 0);
         let backend = seen.metadata["traceparent"].as_str().unwrap().to_owned();
-        assert!(
-            support::eventually_async(|| {
-                let received = received.clone();
-                let trace = trace.clone();
-                async move { received.of_trace(&trace).len() >= 2 }
-            })
-            .await
-        );
+        assert!(received.arrived(&trace, 2).await);
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         let spans = received.of_trace(&trace);
         let (_, attempts) = check_call(&spans, "rest", CLIENT_PARENT, &backend);
@@ -576,12 +552,7 @@ async fn the_standard_environment_alone_turns_export_on_in_the_binary() {
         .await;
     assert_eq!(r.status, 200);
     assert!(
-        support::eventually_async(|| {
-            let received = received.clone();
-            let trace = trace.clone();
-            async move { received.of_trace(&trace).len() >= 2 }
-        })
-        .await,
+        received.arrived(&trace, 2).await,
         "no spans from the binary"
     );
     assert!(received

@@ -472,7 +472,7 @@ impl Session {
             };
             headers.insert(request_id::HEADER, id);
         }
-        let record = if self.record.logging() {
+        let record = if self.record.active() {
             let path = spec.target.path.as_str();
             // A call whose metadata names its own parent is its child;
             // any other is the session's.

@@ -71,6 +71,19 @@ pub enum Protocol {
     WebSocket,
 }
 
+impl Protocol {
+    /// As logs, metrics and traces name it (`portico.ingress`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
+            Protocol::WebSocket => "websocket",
+        }
+    }
+}
+
 pub const EVERY_PROTOCOL: [Protocol; 5] = [
     Protocol::Rest,
     Protocol::Grpc,
