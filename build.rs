@@ -14,7 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "google/api/http.proto",
     ];
     let mut compiler = protox::Compiler::new(["proto"])?;
-    compiler.include_imports(true).open_files(files)?;
+    // Source info kept: the comments reach the gateway over reflection and
+    // become the demo's API descriptions.
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(files)?;
     // The demo backends serve gRPC reflection from this set; it is written
     // from protox's own encoding because prost_types would drop the
     // google.api.http options.

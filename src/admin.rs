@@ -42,6 +42,8 @@ pub trait AdminSource: Send + Sync + 'static {
     fn route_table_json(&self) -> serde_json::Value;
     /// `{"digest","loaded_at","last_error","reloads_ok","reloads_failed"}`.
     fn generation_json(&self) -> serde_json::Value;
+    /// The OpenAPI description of the REST API being served.
+    fn openapi(&self) -> Bytes;
 }
 
 pub fn spawn<A: AdminSource>(
@@ -83,6 +85,11 @@ pub fn spawn<A: AdminSource>(
                             (_, "/config") => (StatusCode::OK, json, source.config_json().to_string()),
                             (_, path) => match path {
                             "/healthz" => (StatusCode::OK, text, "ok\n".to_owned()),
+                            "/openapi.json" => (
+                                StatusCode::OK,
+                                json,
+                                String::from_utf8_lossy(&source.openapi()).into_owned(),
+                            ),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
                             "/readyz" => readiness(&routes, &upstreams),
                             "/" | "/dashboard" => (

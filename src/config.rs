@@ -69,6 +69,8 @@ pub struct Config {
     pub access_log: Option<crate::observe::access_log::AccessLogConfig>,
     /// `[tracing]` and the `OTEL_*` environment: `None` when spans are not exported.
     pub tracing: Option<crate::observe::traces::TracingConfig>,
+    /// `[openapi]`: the description of the REST API and its docs page.
+    pub openapi: crate::openapi::config::OpenApiConfig,
     pub routes: Vec<RouteConfig>,
     pub aggregates: Vec<AggregateConfig>,
     /// Every file and folder the config names (key files, certificates,
@@ -418,6 +420,7 @@ impl Validator<'_> {
             .as_ref()
             .map(|a| self.access_log(a))
             .transpose()?;
+        let openapi = self.openapi(f.openapi.as_ref())?;
         let tracing = self.tracing(
             f.tracing.as_ref(),
             &crate::observe::traces::config::ProcessEnvironment,
@@ -464,6 +467,7 @@ impl Validator<'_> {
             redis,
             access_log,
             tracing,
+            openapi,
             routes,
             aggregates,
             files: Vec::new(),

@@ -134,6 +134,8 @@ pub fn compile_protos(
     chain.add(protox::file::GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true);
+    // Comments become the OpenAPI descriptions and MCP tool descriptions.
+    compiler.include_source_info(true);
     for name in protos {
         compiler
             .open_file(name)

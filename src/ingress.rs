@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod edge;
 pub mod framed;
 pub mod grpc;
+pub mod mcp;
 pub mod rest;
 pub mod server;
 pub mod slot;

@@ -37,6 +37,7 @@ pub mod fuzzing;
 pub mod headers;
 pub mod ingress;
 pub mod observe;
+pub mod openapi;
 pub mod policy;
 pub mod routes;
 pub mod transcode;

@@ -34,6 +34,12 @@ enum Command {
         #[arg(long)]
         explain: Option<String>,
     },
+    /// Load config and schemas and print the OpenAPI 3.1 description of
+    /// the REST API, exactly as `GET /openapi.json` serves it.
+    Openapi {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the demo backends with the gateway in front of them.
     Demo {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -115,6 +121,22 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                Ok(())
+            }
+            Command::Openapi { config } => {
+                let config = Config::load(&config).map_err(|e| e.to_string())?;
+                let loaded = app::load(config).await.map_err(|e| e.to_string())?;
+                let digest = app::generation::digest(&loaded.config, &loaded.pool);
+                let spec = portico::openapi::generate(&portico::openapi::Sources {
+                    config: &loaded.config,
+                    routes: &loaded.routes,
+                    aggregates: &loaded.aggregates,
+                    digest: &digest,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?
+                );
                 Ok(())
             }
             Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),

@@ -249,6 +249,8 @@ pub struct Generation {
     pub ingress: Arc<Ingress>,
     pub routes: Arc<RouteTable>,
     pub upstreams: Arc<Vec<Arc<Upstream>>>,
+    /// The OpenAPI description of what this generation serves.
+    pub api: Arc<crate::openapi::ApiDescription>,
     pub tls: Option<TlsAcceptor>,
     /// SHA-256 over the config text, every file it names, and the schemas.
     pub digest: String,
@@ -312,6 +314,13 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         upstreams: upstreams.clone(),
     };
     let routes = Arc::new(routes);
+    let aggregates = Arc::new(aggregates);
+    let api = Arc::new(crate::openapi::ApiDescription::new(
+        config.clone(),
+        routes.clone(),
+        aggregates.clone(),
+        digest.clone(),
+    ));
 
     // Policies, one instance per route; stateful ones taken over by definition.
     let auth = policy::PerRoute::new(
@@ -478,12 +487,16 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         sessions: carry.sessions.clone(),
         newest: Arc::downgrade(&carry.websocket),
     });
+    let tools = crate::ingress::mcp::tools::ToolTable::build(
+        &routes,
+        &config.routes.iter().map(|r| r.mcp).collect::<Vec<_>>(),
+    );
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
         rest: Arc::new(RestIngress {
             routes: routes.clone(),
             pipeline: pipeline.clone(),
-            aggregates: Arc::new(aggregates),
+            aggregates,
             aggregator: policy::aggregate::Aggregator {
                 pipeline: pipeline.clone(),
                 status: StatusRenderer::new(&pool),
@@ -499,6 +512,15 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             edge: edge.clone(),
             local,
         }),
+        mcp: (!tools.is_empty()).then(|| {
+            Arc::new(crate::ingress::mcp::McpIngress {
+                tools: Arc::new(tools),
+                pipeline: pipeline.clone(),
+                edge: edge.clone(),
+                limits: limits.clone(),
+                status: StatusRenderer::new(&pool),
+            })
+        }),
         connect: Arc::new(ConnectIngress {
             routes: routes.clone(),
             pipeline,
@@ -508,6 +530,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         }),
         websocket,
         pages: carry.pages.clone(),
+        api: api.clone(),
         limits: limits.clone(),
     });
 
@@ -538,6 +561,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         ingress,
         routes,
         upstreams,
+        api,
         tls,
         digest,
         loaded_at: SystemTime::now(),

@@ -369,6 +369,10 @@ impl crate::admin::AdminSource for Live {
         Live::generation_json(self)
     }
 
+    fn openapi(&self) -> bytes::Bytes {
+        self.current().api.json()
+    }
+
     fn route_table_json(&self) -> serde_json::Value {
         let g = self.current();
         let rows: Vec<serde_json::Value> = g

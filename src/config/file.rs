@@ -29,6 +29,8 @@ pub struct File {
     pub access_log: Option<AccessLogFile>,
     /// OpenTelemetry traces.
     pub tracing: Option<TracingFile>,
+    /// The OpenAPI description and the docs page.
+    pub openapi: Option<OpenApiFile>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
     #[serde(default)]
@@ -260,6 +262,8 @@ pub struct RouteFile {
     pub cache: Option<CacheFile>,
     /// `false`: this route's calls write no access-log line.
     pub access_log: Option<bool>,
+    /// `true`: its methods are Model Context Protocol tools at `/mcp`.
+    pub mcp: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +485,16 @@ pub struct WebSocketFile {
     pub token_query_param: Option<String>,
     pub calls_per_second: Option<f64>,
     pub messages_per_second: Option<f64>,
+}
+
+/// `[openapi]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiFile {
+    pub serve: Option<bool>,
+    pub title: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
 }
 
 /// `[access_log]`.

@@ -25,6 +25,10 @@ pub struct Ingress {
     pub websocket: Arc<WebSocketIngress>,
     /// Static pages served at exact paths (the demo's chat page).
     pub pages: Arc<Vec<Page>>,
+    /// `/mcp`, when a route offers its methods as MCP tools.
+    pub mcp: Option<Arc<super::mcp::McpIngress>>,
+    /// `/openapi.json` and `/docs`, unless `[openapi] serve = false`.
+    pub api: Arc<crate::openapi::ApiDescription>,
     /// The request limits the edge checks before any adapter.
     pub limits: crate::config::Limits,
 }
@@ -126,6 +130,16 @@ impl Ingress {
                 return resp;
             }
         }
+        if req.method() == Method::GET && self.api.served() {
+            if let Some(resp) = self.api_page(req.uri().path()) {
+                return resp;
+            }
+        }
+        if let Some(mcp) = &self.mcp {
+            if req.uri().path() == super::mcp::PATH {
+                return mcp.clone().handle(req, client).await;
+            }
+        }
         let protocol = Protocol::of(&req);
         if protocol == Protocol::WebSocket {
             return self.websocket.clone().handle(req, client).await;
@@ -166,6 +180,21 @@ impl Ingress {
             Protocol::Connect(shape) => self.connect.error_response(shape, err),
             Protocol::Rest => self.rest.error_response(err),
         }
+    }
+
+    /// The OpenAPI description or a file of its docs page.
+    fn api_page(&self, path: &str) -> Option<Response<ResponseBody>> {
+        let (content_type, body) = if path == "/openapi.json" {
+            ("application/json", self.api.json())
+        } else if path == "/docs" || path.starts_with("/docs/") {
+            crate::openapi::docs::file(path)?
+        } else {
+            return None;
+        };
+        let mut resp = Response::new(ResponseBody::full(body));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        Some(resp)
     }
 
     fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {

@@ -290,10 +290,10 @@ impl Edge {
     }
 }
 
-/// Headers that belong to one client protocol's framing (Connect's and the
-/// WebSocket handshake's), never metadata.
+/// Headers that belong to one client protocol's framing (Connect's, the
+/// WebSocket handshake's, MCP's), never metadata.
 fn is_protocol_own(name: &str) -> bool {
-    name.starts_with("connect-") || name.starts_with("sec-websocket-")
+    name.starts_with("connect-") || name.starts_with("sec-websocket-") || name.starts_with("mcp-")
 }
 
 /// Whether a backend's reply metadata entry may reach the client: anything

@@ -155,6 +155,11 @@ impl AggregateTable {
     }
 
     /// Matches a request path (raw, still percent-encoded).
+    /// Every aggregate endpoint, in config order.
+    pub fn plans(&self) -> &[Arc<AggregatePlan>] {
+        &self.plans
+    }
+
     pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> AggregateMatch<'a> {
         match self.trie.match_path(method, path) {
             (Lookup::Found { id, .. }, segments) => {

@@ -42,6 +42,8 @@ pub struct RouteConfig {
     pub cache: Option<CacheConfig>,
     /// Whether its calls write access-log lines (`access_log = false`: no).
     pub access_log: bool,
+    /// Whether its methods are MCP tools at `/mcp` (`mcp = true`).
+    pub mcp: bool,
     /// google.api.http rules from the config, by method name; they replace
     /// the schema's rule for that method.
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
@@ -139,6 +141,7 @@ impl Validator<'_> {
         Ok(RouteConfig {
             cache,
             access_log: r.access_log.unwrap_or(true),
+            mcp: r.mcp.unwrap_or(false),
             rate_limit,
             auth,
             ext_authz,

@@ -1,0 +1,387 @@
+//! The Model Context Protocol ingress: `POST /mcp` speaks MCP's Streamable
+//! HTTP transport (revision 2025-06-18, and 2025-11-25 and 2025-03-26
+//! clients), answering each JSON-RPC request with one JSON reply.
+//!
+//! `tools/list` offers the methods of the routes with `mcp = true`;
+//! `tools/call` turns the arguments into the request message and sends it
+//! down the same pipeline as every other protocol, through the shared edge:
+//! the HTTP request's headers are the call's headers (a bearer token
+//! authenticates), limits and the cache apply, and the call is counted,
+//! traced and logged as `mcp`. A failed call is a tool result with
+//! `isError` and the google.rpc.Status as its structured content.
+//!
+//! The server is stateless: no session id, no server-to-client stream
+//! (`GET /mcp` is 405, as the transport allows).
+
+pub mod tools;
+
+use super::body::ResponseBody;
+use super::edge::Edge;
+use crate::config::Limits;
+use crate::envelope::{Payload, ReplyFrame};
+use crate::error::GatewayError;
+use crate::observe::call_record::ClientProtocol;
+use crate::policy::Pipeline;
+use crate::transcode::response::{self, HttpReplyBody};
+use crate::transcode::status::StatusRenderer;
+use crate::transcode::{json as json_options, request};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, ORIGIN};
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tools::{Tool, ToolTable, MAX_STREAM_MESSAGES};
+use tower::ServiceExt;
+
+/// Where the endpoint is served.
+pub const PATH: &str = "/mcp";
+
+/// Revisions this server speaks, newest first; a client asking for another
+/// is offered the newest.
+const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+
+/// JSON-RPC error codes.
+const PARSE_ERROR: i64 = -32700;
+const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
+const INVALID_PARAMS: i64 = -32602;
+
+/// Replies of a streamed tool result kept in total, at most.
+const MAX_STREAM_BYTES: usize = 4 << 20;
+
+pub struct McpIngress {
+    pub tools: Arc<ToolTable>,
+    pub pipeline: Pipeline,
+    pub edge: Edge,
+    pub limits: Limits,
+    pub status: StatusRenderer,
+}
+
+impl McpIngress {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        if req.method() != Method::POST {
+            let mut resp = rpc_error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Value::Null,
+                INVALID_REQUEST,
+                "this server keeps no sessions and opens no stream: POST one JSON-RPC message to /mcp",
+            );
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return resp;
+        }
+        // DNS rebinding: a browser page from another origin may not drive it.
+        if let Some(origin) = req.headers().get(ORIGIN) {
+            if !same_origin(origin, req.headers().get(HOST)) {
+                tracing::info!(target: "portico::access", origin = ?origin, "MCP request from another origin refused");
+                return rpc_error_response(
+                    StatusCode::FORBIDDEN,
+                    Value::Null,
+                    INVALID_REQUEST,
+                    "requests from another origin are not accepted at /mcp",
+                );
+            }
+        }
+        if let Some(v) = req.headers().get("mcp-protocol-version") {
+            let known = v
+                .to_str()
+                .is_ok_and(|v| PROTOCOL_VERSIONS.contains(&v.trim()));
+            if !known {
+                return rpc_error_response(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    INVALID_REQUEST,
+                    &format!(
+                        "unsupported MCP-Protocol-Version {v:?}; supported: {}",
+                        PROTOCOL_VERSIONS.join(", ")
+                    ),
+                );
+            }
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match super::framed::read_limited(
+            body,
+            self.limits.max_request_body_bytes,
+            self.limits.body_read_timeout,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(target: "portico::access", error = e.message.as_str(), "MCP request body refused");
+                return rpc_error_response(
+                    e.http_status(),
+                    Value::Null,
+                    INVALID_REQUEST,
+                    &e.message,
+                );
+            }
+        };
+        let message: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                return rpc_error_response(
+                    StatusCode::BAD_REQUEST,
+                    Value::Null,
+                    PARSE_ERROR,
+                    &format!("the body is not JSON: {e}"),
+                )
+            }
+        };
+        let Some(object) = message.as_object() else {
+            return rpc_error_response(
+                StatusCode::BAD_REQUEST,
+                Value::Null,
+                INVALID_REQUEST,
+                "expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18",
+            );
+        };
+        let id = object.get("id").cloned();
+        let Some(method) = object.get("method").and_then(Value::as_str) else {
+            // A response to a request this server never sends, or garbage.
+            return match id {
+                Some(_) if object.contains_key("result") || object.contains_key("error") => {
+                    accepted()
+                }
+                _ => rpc_error_response(
+                    StatusCode::BAD_REQUEST,
+                    id.unwrap_or(Value::Null),
+                    INVALID_REQUEST,
+                    "a JSON-RPC request needs a \"method\"",
+                ),
+            };
+        };
+        let Some(id) = id else {
+            // Notifications (initialized, cancelled...) need no answer.
+            return accepted();
+        };
+        let params = object.get("params").cloned().unwrap_or(Value::Null);
+        let outcome = match method {
+            "initialize" => Ok(self.initialize(&params)),
+            "ping" => Ok(json!({})),
+            "tools/list" => Ok(json!({ "tools": self.tools.listing() })),
+            "tools/call" => self.call(&params, &parts, client).await,
+            other => Err((
+                METHOD_NOT_FOUND,
+                format!(
+                    "method {other:?} is not offered (initialize, ping, tools/list, tools/call)"
+                ),
+            )),
+        };
+        let body = match outcome {
+            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Err((code, message)) => {
+                json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+            }
+        };
+        json_response(StatusCode::OK, &body)
+    }
+
+    fn initialize(&self, params: &Value) -> Value {
+        let asked = params
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let version = PROTOCOL_VERSIONS
+            .iter()
+            .find(|v| **v == asked)
+            .unwrap_or(&PROTOCOL_VERSIONS[0]);
+        json!({
+            "protocolVersion": version,
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": { "name": "portico", "version": env!("CARGO_PKG_VERSION") },
+            "instructions": "Each tool calls one gRPC method behind this gateway; its arguments are the method's request message in JSON.",
+        })
+    }
+
+    /// `tools/call`: a JSON-RPC error only when the tool does not exist;
+    /// everything that goes wrong with the call is a tool error result.
+    async fn call(
+        &self,
+        params: &Value,
+        parts: &http::request::Parts,
+        client: Option<SocketAddr>,
+    ) -> Result<Value, (i64, String)> {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or((INVALID_PARAMS, "tools/call needs a \"name\"".to_owned()))?;
+        let tool = self
+            .tools
+            .get(name)
+            .ok_or_else(|| (INVALID_PARAMS, format!("no tool named {name:?}")))?;
+        let started = std::time::Instant::now();
+        let record = self
+            .edge
+            .record(ClientProtocol::Mcp, &parts.method, PATH, &parts.headers);
+        record.routed(&tool.binding.target);
+        record.route(|| format!("tool {}", tool.name));
+        let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+        match self
+            .run(tool, arguments, parts, client, started, &record)
+            .await
+        {
+            Ok(result) => {
+                record.succeeded_finally();
+                Ok(result)
+            }
+            Err(err) => {
+                crate::observe::request_failed("mcp", &tool.name, started, &err);
+                record.failed_finally(&err);
+                Ok(self.tool_error(&err))
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        tool: &Tool,
+        arguments: Value,
+        parts: &http::request::Parts,
+        client: Option<SocketAddr>,
+        started: std::time::Instant,
+        record: &Arc<crate::observe::call_record::CallRecord>,
+    ) -> Result<Value, GatewayError> {
+        if !arguments.is_object() {
+            return Err(GatewayError::invalid_field(
+                "arguments",
+                "must be a JSON object: the method's request message",
+            ));
+        }
+        let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
+        let message = request::build(&tool.binding, None, &body, Some("application/json"))?;
+        let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
+        inbound.record = Some(record.clone());
+        let target = tool.binding.target.clone();
+        let envelope = self.edge.envelope(
+            inbound,
+            target.clone(),
+            Payload::Unary(message),
+            client,
+            started,
+        );
+        let reply = self.pipeline.clone().oneshot(envelope).await?;
+        if target.kind.server_streams() {
+            let output = target.method.output();
+            let options = json_options::serialize_options(&tool.binding.json);
+            let mut messages = Vec::new();
+            let mut size = 0;
+            let mut truncated = false;
+            let mut frames = reply.body;
+            while let Some(frame) = frames.next().await {
+                match frame? {
+                    ReplyFrame::Message(bytes) => {
+                        if messages.len() == MAX_STREAM_MESSAGES || size > MAX_STREAM_BYTES {
+                            // Dropping the stream cancels the call.
+                            truncated = true;
+                            break;
+                        }
+                        let json = response::message_json(&output, &bytes, &options)?;
+                        size += json.len();
+                        messages
+                            .push(serde_json::from_slice::<Value>(&json).unwrap_or(Value::Null));
+                    }
+                    ReplyFrame::Trailers(_) => {}
+                }
+            }
+            let structured = json!({ "messages": messages, "truncated": truncated });
+            return Ok(structured_result(structured));
+        }
+        let (_metadata, bytes) = reply.into_unary().await?;
+        Ok(match response::unary(&tool.binding, &bytes)? {
+            HttpReplyBody::Json(json) => {
+                let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
+                if value.is_object() {
+                    structured_result(value)
+                } else {
+                    json!({ "content": [{ "type": "text", "text": value.to_string() }] })
+                }
+            }
+            HttpReplyBody::Raw { content_type, data } => raw_result(&content_type, &data),
+        })
+    }
+
+    /// A failed call: `isError`, the status as text and as structured content.
+    fn tool_error(&self, err: &GatewayError) -> Value {
+        let status = self.status.to_json(err);
+        json!({
+            "isError": true,
+            "content": [{ "type": "text", "text": format!("{:?}: {}", err.grpc_code(), err.message) }],
+            "structuredContent": status,
+        })
+    }
+}
+
+/// A reply as structured content, and as text for clients that read only that.
+fn structured_result(value: Value) -> Value {
+    json!({
+        "content": [{ "type": "text", "text": value.to_string() }],
+        "structuredContent": value,
+    })
+}
+
+/// A google.api.HttpBody reply: text as text, images as images, anything
+/// else as an embedded binary resource.
+fn raw_result(content_type: &str, data: &[u8]) -> Value {
+    let mime = if content_type.is_empty() {
+        "application/octet-stream"
+    } else {
+        content_type
+    };
+    let base = mime.split(';').next().unwrap_or_default().trim();
+    if base.starts_with("text/") || base == "application/json" {
+        return json!({ "content": [{ "type": "text", "text": String::from_utf8_lossy(data) }] });
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    if base.starts_with("image/") {
+        return json!({ "content": [{ "type": "image", "data": encoded, "mimeType": base }] });
+    }
+    json!({ "content": [{ "type": "resource", "resource": {
+        "uri": "portico:reply", "mimeType": base, "blob": encoded
+    } }] })
+}
+
+/// Whether `Origin` names the host the request was sent to.
+fn same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(|h| h.to_str())) else {
+        return false;
+    };
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+}
+
+fn accepted() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(
+        serde_json::to_vec(body).unwrap_or_default(),
+    ));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn rpc_error_response(
+    status: StatusCode,
+    id: Value,
+    code: i64,
+    message: &str,
+) -> Response<ResponseBody> {
+    json_response(
+        status,
+        &json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }),
+    )
+}

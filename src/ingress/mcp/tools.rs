@@ -1,0 +1,162 @@
+//! The tools `/mcp` offers: every unary and server-streaming method of the
+//! routes with `mcp = true`, with input and output JSON Schemas from the same
+//! generator as the OpenAPI description.
+
+use crate::envelope::Target;
+use crate::openapi::comments::Comments;
+use crate::openapi::schema::{Naming, Schemas};
+use crate::routes::{Binding, RouteTable};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// One tool: a method, called with its whole request message as arguments.
+pub struct Tool {
+    pub name: String,
+    /// How the arguments become the request message: the method's
+    /// `POST /package.Service/Method` mapping, body `*`.
+    pub binding: Arc<Binding>,
+    /// `tools/list`'s entry for it.
+    pub listing: Value,
+}
+
+#[derive(Default)]
+pub struct ToolTable {
+    tools: BTreeMap<String, Tool>,
+}
+
+impl ToolTable {
+    pub fn build(routes: &RouteTable, mcp_routes: &[bool]) -> ToolTable {
+        let mut targets: Vec<&Arc<Target>> = routes
+            .targets()
+            .filter(|t| mcp_routes.get(t.route).copied().unwrap_or(false))
+            .filter(|t| !t.kind.client_streams())
+            .collect();
+        targets.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        // `Service_Method`, unless two routed services share a simple name.
+        let mut services: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for t in &targets {
+            let service = t.method.parent_service();
+            services
+                .entry(service.name().to_owned())
+                .or_default()
+                .insert(service.full_name().to_owned());
+        }
+        let mut comments = Comments::default();
+        let mut table = ToolTable::default();
+        for t in targets {
+            let service = t.method.parent_service();
+            let shared = services.get(service.name()).is_some_and(|s| s.len() > 1);
+            let name = if shared {
+                format!(
+                    "{}_{}",
+                    service.full_name().replace('.', "_"),
+                    t.method.name()
+                )
+            } else {
+                format!("{}_{}", service.name(), t.method.name())
+            };
+            let json = routes.json_options(t.route);
+            let Ok(binding) = Binding::new(
+                t.clone(),
+                http::Method::POST,
+                t.path.as_str(),
+                "*",
+                "",
+                json,
+                true,
+            ) else {
+                continue;
+            };
+            let n = Naming::from(&json);
+            let Some(input) = object_schema(&mut comments, &t.method.input(), n) else {
+                tracing::warn!(
+                    tool = name.as_str(),
+                    "not offered as an MCP tool: its request is not a JSON object"
+                );
+                continue;
+            };
+            let output = object_schema(&mut comments, &t.method.output(), n).map(|o| {
+                if t.kind.server_streams() {
+                    let mut items = o;
+                    let defs = items.as_object_mut().and_then(|m| m.remove("$defs"));
+                    let mut s = json!({
+                        "type": "object",
+                        "properties": {
+                            "messages": { "type": "array", "items": items },
+                            "truncated": { "type": "boolean" },
+                        },
+                        "required": ["messages"],
+                    });
+                    if let Some(defs) = defs {
+                        s["$defs"] = defs;
+                    }
+                    s
+                } else {
+                    o
+                }
+            });
+            let mut description = comments
+                .get(&t.method.parent_file(), t.method.path())
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("Calls {}.", t.path));
+            if t.kind.server_streams() {
+                description.push_str(&format!(
+                    "\n\nStreams: the result holds every reply under `messages` (at most {MAX_STREAM_MESSAGES}; `truncated` when there were more)."
+                ));
+            }
+            let mut listing = json!({
+                "name": name,
+                "title": format!("{}.{}", service.name(), t.method.name()),
+                "description": description,
+                "inputSchema": input,
+            });
+            if let Some(o) = output {
+                listing["outputSchema"] = o;
+            }
+            table.tools.insert(
+                name.clone(),
+                Tool {
+                    name,
+                    binding: Arc::new(binding),
+                    listing,
+                },
+            );
+        }
+        table
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    pub fn listing(&self) -> Value {
+        json!(self.tools.values().map(|t| &t.listing).collect::<Vec<_>>())
+    }
+}
+
+/// How many replies of a server stream one tool result holds.
+pub const MAX_STREAM_MESSAGES: usize = 1000;
+
+/// A message's schema as a self-contained JSON object schema (`$defs`
+/// inside), or `None` when its JSON form is not an object.
+fn object_schema(
+    comments: &mut Comments,
+    message: &prost_reflect::MessageDescriptor,
+    n: Naming,
+) -> Option<Value> {
+    let mut schemas = Schemas::new("#/$defs/", comments);
+    let mut root = schemas.message_body(message, n);
+    if root.get("type") != Some(&json!("object")) {
+        return None;
+    }
+    let defs = schemas.into_defs();
+    if !defs.is_empty() {
+        root["$defs"] = json!(defs);
+    }
+    Some(root)
+}
