@@ -436,7 +436,7 @@ fn walk_query(
         let name = format!("{prefix}{}", n.field_name(&f));
         match f.kind() {
             Kind::Message(m) if !scalar_like(&m) => {
-                if f.is_list() || stack.len() >= 3 || stack.iter().any(|s| s == m.full_name()) {
+                if f.is_list() || stack.len() >= 3 {
                     continue;
                 }
                 stack.push(m.full_name().to_owned());

@@ -1,2 +1,211 @@
+//! The description of a service with every field kind, read back as a
+//! client author would: names, types, oneofs, comments, errors, security.
+
+use super::{generate, Sources};
+use crate::config::Config;
+use crate::routes::aggregate::AggregateTable;
+use crate::routes::RouteTable;
+use serde_json::Value;
+use std::path::Path;
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[descriptors]
+protos = ["kinds.proto"]
+proto_paths = ["."]
+
+[upstreams.things]
+endpoints = ["127.0.0.1:9"]
+
+[authenticators.hs]
+algorithm = "HS256"
+secret = "a-secret-long-enough-for-hs256-keys"
+cookie = "session"
+
+[authenticators.keys]
+kind = "api_key"
+header = "x-api-key"
+query_param = "key"
+keys_file = "../api_keys.toml"
+
+[[routes]]
+grpc_service = "kinds.v1.Things"
+upstream = "things"
+auth = ["hs", "keys"]
+rate_limit = { requests_per_second = 10, burst = 10 }
+"#;
+
+fn spec(config_text: &str) -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi");
+    let config = Config::from_str_in(config_text, "kinds.toml", &dir).expect("valid config");
+    let set = crate::descriptors::compile_protos(&[&dir], &["kinds.proto".to_owned()])
+        .expect("kinds.proto compiles");
+    let mut pool = crate::descriptors::builtin::pool();
+    crate::descriptors::add_set(&mut pool, &set, "kinds.proto").expect("adds");
+    let routes = RouteTable::build(&config, &pool).expect("routes");
+    let aggregates = AggregateTable::build(&config, &routes).expect("aggregates");
+    generate(&Sources {
+        config: &config,
+        routes: &routes,
+        aggregates: &aggregates,
+        digest: "0123456789abcdef",
+    })
+}
+
+fn thing(s: &Value) -> &Value {
+    &s["components"]["schemas"]["kinds.v1.Thing"]
+}
+
 #[test]
-fn placeholder() {}
+fn every_field_kind_is_described_under_its_json_name() {
+    let s = spec(CONFIG);
+    assert_eq!(s["openapi"], "3.1.0");
+    assert_eq!(s["info"]["version"], "0123456789ab");
+    let p = &thing(&s)["properties"];
+    assert_eq!(p["doubleValue"]["anyOf"][0]["type"], "number");
+    assert_eq!(p["doubleValue"]["anyOf"][1]["enum"][0], "NaN");
+    assert_eq!(p["int32Value"]["format"], "int32");
+    assert_eq!(p["int64Value"]["type"], "string");
+    assert_eq!(p["int64Value"]["format"], "int64");
+    assert_eq!(p["uint64Value"]["format"], "uint64");
+    assert_eq!(p["uint32Value"]["minimum"], 0);
+    assert_eq!(p["bytesValue"]["contentEncoding"], "base64");
+    assert_eq!(p["boolValue"]["type"], "boolean");
+    assert_eq!(p["color"]["$ref"], "#/components/schemas/kinds.v1.Color");
+    assert_eq!(p["tags"]["type"], "array");
+    assert_eq!(p["counts"]["additionalProperties"]["type"], "integer");
+    assert_eq!(p["children"]["propertyNames"]["pattern"], "^-?[0-9]+$");
+    assert_eq!(p["parent"]["$ref"], "#/components/schemas/kinds.v1.Thing");
+    assert_eq!(p["createTime"]["format"], "date-time");
+    assert!(p["ttl"]["pattern"].as_str().unwrap().ends_with("s$"));
+    assert_eq!(p["mask"]["type"], "string");
+    assert_eq!(p["attributes"]["type"], "object");
+    assert_eq!(p["list"]["type"], "array");
+    assert_eq!(p["details"]["required"][0], "@type");
+    assert_eq!(p["nickname"]["type"], serde_json::json!(["string", "null"]));
+    assert_eq!(p["big"]["type"], serde_json::json!(["string", "null"]));
+    assert_eq!(p["legacy"]["deprecated"], true);
+    // The oneof allows one member or none; proto3 `optional` is no oneof.
+    let oneof = thing(&s)["oneOf"].as_array().unwrap();
+    assert_eq!(oneof.len(), 3);
+    assert_eq!(oneof[0]["required"][0], "person");
+    assert_eq!(thing(&s)["x-oneof"], "owner");
+    assert!(p["owner"].is_null());
+    let color = &s["components"]["schemas"]["kinds.v1.Color"];
+    assert_eq!(
+        color["enum"],
+        serde_json::json!(["COLOR_UNSPECIFIED", "BLUE", "RED"])
+    );
+    assert!(color["description"]
+        .as_str()
+        .unwrap()
+        .contains("`BLUE` (1): Like the sky."));
+    assert_eq!(
+        thing(&s)["description"],
+        "A thing, with one field of every kind."
+    );
+}
+
+#[test]
+fn json_options_change_names_and_enum_forms() {
+    let text = CONFIG.replace(
+        "rate_limit = { requests_per_second = 10, burst = 10 }",
+        "json = { use_proto_names = true, enums_as_numbers = true }",
+    );
+    let s = spec(&text);
+    let t = &s["components"]["schemas"]["kinds.v1.Thing_proto_names_enum_numbers"];
+    assert!(t["properties"]["int64_value"].is_object(), "{t}");
+    assert_eq!(
+        s["components"]["schemas"]["kinds.v1.Color_numbers"]["enum"],
+        serde_json::json!([0, 1, 2])
+    );
+}
+
+#[test]
+fn bindings_become_paths_with_parameters_bodies_and_replies() {
+    let s = spec(CONFIG);
+    let paths = &s["paths"];
+    let get = &paths["/v1/{name}"]["get"];
+    assert_eq!(get["operationId"], "kinds.v1.Things.GetThing");
+    assert_eq!(get["summary"], "Reads one thing.");
+    assert_eq!(get["x-grpc-method"], "/kinds.v1.Things/GetThing");
+    assert_eq!(get["parameters"][0]["schema"]["pattern"], "^things/[^/]+$");
+    // Unbound fields are query parameters.
+    assert_eq!(get["parameters"][1]["name"], "id");
+    assert_eq!(
+        paths["/v1/by-id/{id}"]["get"]["operationId"],
+        "kinds.v1.Things.GetThing_2"
+    );
+    let list = paths["/v1/things"]["get"]["parameters"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "pageSize",
+            "colors",
+            "filter.text",
+            "filter.nested.text",
+            "since",
+            "minSize"
+        ]
+    );
+    assert_eq!(list[1]["schema"]["type"], "array");
+    assert_eq!(list[1]["explode"], true);
+    let create = &paths["/v1/things"]["post"];
+    assert_eq!(
+        create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/kinds.v1.Thing"
+    );
+    assert_eq!(create["parameters"][0]["name"], "parent");
+    // Dotted variables get placeholder names; custom verbs stay in the path.
+    let rename = &paths["/v1/{thing_name}:rename"]["post"];
+    assert_eq!(rename["parameters"][0]["name"], "thing_name");
+    assert!(rename["parameters"][0]["description"]
+        .as_str()
+        .unwrap()
+        .contains("`thing.name`"));
+    let name_only = &paths["/v1/{name}/name"]["get"]["responses"]["200"];
+    assert_eq!(
+        name_only["content"]["application/json"]["schema"]["type"],
+        "string"
+    );
+    let picture = &paths["/v1/{name}/picture"]["get"]["responses"]["200"];
+    assert!(picture["content"]["*/*"].is_object());
+    let watch = &paths["/v1/things:watch"]["get"]["responses"]["200"]["content"];
+    assert_eq!(
+        watch["application/x-ndjson"]["schema"]["properties"]["result"]["$ref"],
+        "#/components/schemas/kinds.v1.Thing"
+    );
+    assert!(watch["text/event-stream"].is_object());
+    // A method OpenAPI cannot name is kept under an extension.
+    let old = &paths["/v1/old/{name}"]["x-method-LOOKUP"];
+    assert_eq!(old["deprecated"], true);
+    // The automatic mapping, for methods with and without rules.
+    assert!(paths["/kinds.v1.Things/Purge"]["post"].is_object());
+    assert!(paths["/kinds.v1.Things/GetThing"]["post"].is_object());
+}
+
+#[test]
+fn policies_add_their_errors_and_security_schemes() {
+    let s = spec(CONFIG);
+    let op = &s["paths"]["/v1/things"]["get"];
+    for status in ["400", "401", "403", "429", "default"] {
+        assert!(op["responses"][status].is_object(), "{status}: {op}");
+    }
+    let security: Vec<String> = op["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_object().unwrap().keys().cloned())
+        .collect();
+    assert_eq!(security, ["hs", "hs_cookie", "keys", "keys_query"]);
+    let schemes = &s["components"]["securitySchemes"];
+    assert_eq!(schemes["hs"]["scheme"], "bearer");
+    assert_eq!(schemes["hs_cookie"]["in"], "cookie");
+    assert_eq!(schemes["keys"]["name"], "x-api-key");
+    assert_eq!(schemes["keys_query"]["in"], "query");
+    let status = &s["components"]["schemas"]["google.rpc.Status"];
+    assert_eq!(status["properties"]["code"]["type"], "integer");
+}

@@ -109,6 +109,24 @@ pub async fn page_result_with_screenshot(
     url: &str,
     screenshot: Option<&Path>,
 ) -> serde_json::Value {
+    page_poll(
+        chromium,
+        url,
+        "(document.getElementById('result') || {}).textContent || ''",
+        screenshot,
+    )
+    .await
+}
+
+/// Opens `url` and evaluates `expression` in the page every 100 ms until
+/// it returns a non-empty string, which must be JSON. An expression may
+/// act on the page (click, type) between polls, as a user would.
+pub async fn page_poll(
+    chromium: &Path,
+    url: &str,
+    expression: &str,
+    screenshot: Option<&Path>,
+) -> serde_json::Value {
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio_tungstenite::tungstenite::Message;
@@ -177,7 +195,7 @@ pub async fn page_result_with_screenshot(
             let ask = serde_json::json!({
                 "id": id,
                 "method": "Runtime.evaluate",
-                "params": {"expression": "(document.getElementById('result') || {}).textContent || ''", "returnByValue": true}
+                "params": {"expression": expression, "returnByValue": true}
             });
             ws.send(Message::text(ask.to_string())).await.unwrap();
             let text = loop {

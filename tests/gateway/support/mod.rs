@@ -6,6 +6,7 @@ pub mod browser;
 pub mod h2raw;
 pub mod instances;
 pub mod protocols;
+pub mod python;
 pub mod redis;
 pub mod served;
 

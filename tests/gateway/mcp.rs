@@ -1,0 +1,319 @@
+//! An AI agent uses the gateway's methods as Model Context Protocol tools:
+//! the official Python SDK initializes, lists and calls them, and each call
+//! runs through the same edge and policies as every other protocol.
+
+use crate::support;
+
+use http::{Method, StatusCode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use support::{python, Harness, HttpClient};
+
+const SECRET: &str = "a-secret-for-the-mcp-tests-32-bytes";
+
+fn token(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "sub": sub, "exp": exp }),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Library behind a JWT authenticator, Feed open, Probe limited and cached;
+/// all three offered as tools.
+async fn gateway(log: Option<&std::path::Path>) -> Harness {
+    let log = log
+        .map(|p| format!("[access_log]\npath = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    Harness::start_with_config(|backend| {
+        support::config_text(
+            backend,
+            &format!("{log}[authenticators.agents]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"),
+            "",
+        )
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nmcp = true\nauth = \"agents\"\n",
+            1,
+        )
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\n",
+            1,
+        )
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nmcp = true\n\
+             rate_limit = { requests_per_second = 0.001, burst = 3, key = \"route\" }\n\
+             cache = { ttl = \"60s\", methods = [\"Headers\"] }\n",
+            1,
+        )
+    })
+    .await
+}
+
+/// One JSON-RPC request to `/mcp`.
+async fn rpc(client: &HttpClient, headers: &[(&str, &str)], body: Value) -> (StatusCode, Value) {
+    let mut all = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    all.extend_from_slice(headers);
+    let r = client
+        .send(Method::POST, "/mcp", &all, body.to_string())
+        .await;
+    let value = if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    };
+    (r.status, value)
+}
+
+async fn call(client: &HttpClient, headers: &[(&str, &str)], name: &str, args: Value) -> Value {
+    let (status, reply) = rpc(
+        client,
+        headers,
+        json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": name, "arguments": args } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["id"], 7);
+    reply["result"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdk_lists_the_tools_and_calls_one_with_and_without_a_token() {
+    let Some(python) = python::available(&["mcp"]) else {
+        return;
+    };
+    let h = gateway(None).await;
+    let url = format!("http://{}/mcp", h.gateway.addr);
+    let args = r#"{"shelf": "1"}"#;
+    let bearer = token("ada");
+    let with = python::run(
+        &python,
+        "mcp_client.py",
+        &[
+            &url,
+            "--token",
+            &bearer,
+            "--call",
+            "Library_GetShelf",
+            "--args",
+            args,
+        ],
+        None,
+    )
+    .await;
+    assert!(with.success, "{}\n{}", with.stdout, with.stderr);
+    let with = with.json();
+    assert_eq!(with["serverName"], "portico");
+    let tools = with["tools"].as_array().unwrap();
+    let shelf = tools
+        .iter()
+        .find(|t| t["name"] == "Library_GetShelf")
+        .unwrap_or_else(|| panic!("{with}"));
+    assert_eq!(
+        shelf["inputSchema"]["properties"]["shelf"]["type"],
+        "string"
+    );
+    assert_eq!(
+        shelf["outputSchema"]["properties"]["bookCount"]["format"],
+        "int32"
+    );
+    assert!(tools.iter().any(|t| t["name"] == "Feed_Watch"));
+    assert!(
+        !tools.iter().any(|t| t["name"] == "Chat_Converse"),
+        "not offered: the route has no mcp = true"
+    );
+    assert_eq!(with["call"]["isError"], false, "{with}");
+    assert_eq!(with["call"]["structuredContent"]["name"], "shelves/1");
+
+    let without = python::run(
+        &python,
+        "mcp_client.py",
+        &[&url, "--call", "Library_GetShelf", "--args", args],
+        None,
+    )
+    .await;
+    assert!(without.success, "{}\n{}", without.stdout, without.stderr);
+    let without = without.json();
+    assert_eq!(without["call"]["isError"], true, "{without}");
+    assert_eq!(
+        without["call"]["structuredContent"]["code"], 16,
+        "UNAUTHENTICATED"
+    );
+
+    // The authenticated call counted for its principal, like any other.
+    let usage = HttpClient::new(h.gateway.admin_addr.unwrap())
+        .get("/usage")
+        .await
+        .json();
+    assert!(usage.to_string().contains("\"ada\""), "{usage}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_passes_the_route_limit_cache_and_access_log() {
+    let dir = std::env::temp_dir().join(format!("portico-mcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let h = gateway(Some(&log)).await;
+    let client = &h.client;
+
+    // The cache: the second call is answered without the backend.
+    let first = call(
+        client,
+        &[("x-request-id", "mcp-call-1")],
+        "Probe_Headers",
+        json!({}),
+    )
+    .await;
+    assert_eq!(first["isError"], Value::Null, "{first}");
+    let seen = &first["structuredContent"]["metadata"];
+    assert_eq!(seen["x-request-id"], "mcp-call-1", "{seen}");
+    assert!(seen.get("mcp-protocol-version").is_none());
+    let calls = h.backends.probe.calls();
+    let second = call(client, &[], "Probe_Headers", json!({})).await;
+    assert_eq!(second["structuredContent"], first["structuredContent"]);
+    assert_eq!(h.backends.probe.calls(), calls, "served from the cache");
+
+    // The rate limit: three calls per route, then RESOURCE_EXHAUSTED.
+    let third = call(client, &[], "Probe_Headers", json!({})).await;
+    assert_eq!(third["isError"], Value::Null);
+    let refused = call(client, &[], "Probe_Headers", json!({})).await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert_eq!(refused["structuredContent"]["code"], 8, "{refused}");
+
+    // The access log names the protocol and the tool's method.
+    let found = support::eventually(|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"mcp-call-1\""))
+    })
+    .await;
+    assert!(found, "no access-log line");
+    let line: Value = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"mcp-call-1\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(line["protocol"], "mcp", "{line}");
+    assert_eq!(line["method"], "portico.demo.v1.Probe/Headers", "{line}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
+    let h = gateway(None).await;
+    let client = &h.client;
+
+    let (status, init) = rpc(
+        client,
+        &[],
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": { "name": "t", "version": "1" } } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(
+        init["result"]["capabilities"]["tools"]["listChanged"],
+        false
+    );
+
+    // A server stream: every reply, in order.
+    let watched = call(client, &[], "Feed_Watch", json!({ "count": 3 })).await;
+    let messages = watched["structuredContent"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{watched}");
+    assert_eq!(messages[2]["seq"], "3");
+    assert_eq!(watched["structuredContent"]["truncated"], false);
+
+    // Arguments that do not fit the request message: a tool error naming the field.
+    let bad = call(client, &[], "Feed_Watch", json!({ "count": "many" })).await;
+    assert_eq!(bad["isError"], true);
+    assert_eq!(bad["structuredContent"]["code"], 3);
+    assert!(
+        bad["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("count"),
+        "{bad}"
+    );
+
+    let cases: Vec<(&str, Vec<(&str, &str)>, String, StatusCode, i64)> = vec![
+        ("not JSON", vec![], "{".to_owned(), StatusCode::BAD_REQUEST, -32700),
+        ("a batch", vec![], "[]".to_owned(), StatusCode::BAD_REQUEST, -32600),
+        (
+            "an unknown method",
+            vec![],
+            json!({ "jsonrpc": "2.0", "id": 2, "method": "resources/list" }).to_string(),
+            StatusCode::OK,
+            -32601,
+        ),
+        (
+            "an unknown tool",
+            vec![],
+            json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "Nope" } }).to_string(),
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            "an unknown protocol version",
+            vec![("mcp-protocol-version", "1999-01-01")],
+            json!({ "jsonrpc": "2.0", "id": 4, "method": "ping" }).to_string(),
+            StatusCode::BAD_REQUEST,
+            -32600,
+        ),
+        (
+            "another origin",
+            vec![("origin", "http://evil.example")],
+            json!({ "jsonrpc": "2.0", "id": 5, "method": "ping" }).to_string(),
+            StatusCode::FORBIDDEN,
+            -32600,
+        ),
+    ];
+    for (what, headers, body, status, code) in cases {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend(headers);
+        let r = client.send(Method::POST, "/mcp", &all, body).await;
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.text());
+    }
+    // A notification is accepted without a reply; GET opens no stream.
+    let (status, _) = rpc(
+        client,
+        &[],
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let r = client.get("/mcp").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("POST"));
+    // The gateway stays up and serves.
+    assert_eq!(
+        client.get("/v1/shelves/1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_mcp_route_there_is_no_mcp_endpoint() {
+    let h = Harness::start().await;
+    let (status, body) = rpc(
+        &h.client,
+        &[],
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "ping" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}

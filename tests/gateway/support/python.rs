@@ -1,0 +1,87 @@
+//! Python clients written with the protocols' official SDKs and tools (the
+//! MCP SDK, schemathesis, an OpenAPI validator), from the virtualenv that
+//! `.ci/run` builds from `tests/python/requirements.txt`.
+
+use std::path::{Path, PathBuf};
+
+/// The scripts folder.
+pub fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+/// The interpreter with `modules` importable, or `None` (with a note) when
+/// it is not set up here. CI sets PORTICO_REQUIRE_PYTHON, so there a
+/// missing one fails the test instead of skipping it.
+pub fn available(modules: &[&str]) -> Option<PathBuf> {
+    let python = std::env::var_os("PORTICO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| scripts().join(".venv/bin/python"));
+    let probe = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(format!("import {}", modules.join(", ")))
+        .output();
+    let missing = match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(e) => Some(format!("no interpreter at {}: {e}", python.display())),
+    };
+    match missing {
+        None => Some(python),
+        Some(why) if std::env::var_os("PORTICO_REQUIRE_PYTHON").is_some() => {
+            panic!("python test cannot run: {why}")
+        }
+        Some(why) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED python test: {why}; python3 -m venv tests/python/.venv && tests/python/.venv/bin/pip install -r tests/python/requirements.txt (.ci/run does)"
+            );
+            None
+        }
+    }
+}
+
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+/// Runs a script of the folder, bounded in time.
+pub async fn run(python: &Path, script: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(python)
+        .arg(scripts().join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python starts");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).await.unwrap();
+    }
+    drop(input);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        child.wait_with_output(),
+    )
+    .await
+    .expect("the script ends in time")
+    .unwrap();
+    Run {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
