@@ -84,7 +84,10 @@ Try:
   curl -s -i -X POST http://{gw}/v1/shelves/1/books -d '{{"title":"x","colour":"red"}}'
   curl -s 'http://{gw}/v1/shelves/1/overview?limit=2'        # one request, three calls
 
+  curl -s http://{gw}/mcp -H 'content-type: application/json' -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'   # MCP tools
+
 Chat over WebSocket in a browser: open http://{gw}/demo/chat.html in two tabs.
+Read and try the REST API: http://{gw}/docs (the description: http://{gw}/openapi.json).
 Watch it all on the live dashboard: http://{admin}/ (Prometheus: http://{admin}/metrics).
 
 Press Ctrl-C to stop.

@@ -68,7 +68,7 @@ pub enum ErrorKind {
     PayloadTooLarge { limit: usize },
     /// The request body's content type cannot be read for this route.
     UnsupportedMediaType { content_type: String },
-    /// The gateway's deadline for the call passed before the backend replied.
+    /// The gateway's deadline for the call passed before the backend finished (replied, or ended its stream).
     DeadlineExceeded,
     /// The backend could not be reached (connect refused, connection lost).
     BackendUnavailable,
@@ -340,7 +340,7 @@ impl GatewayError {
         Self::new(
             ErrorKind::DeadlineExceeded,
             Origin::Gateway,
-            "deadline exceeded before the backend replied",
+            "the call's deadline passed before the backend finished",
         )
     }
 

@@ -272,66 +272,96 @@ struct PathParam {
     description: Option<String>,
 }
 
-/// A google.api.http template as an OpenAPI path: each variable becomes one
-/// `{name}` parameter; one that spans segments (`{name=shelves/*}`) is a
-/// parameter with a pattern, sent with its slashes as they are.
+/// A google.api.http template as an OpenAPI path. `{name}` is one
+/// parameter. A variable that spans segments (`{name=shelves/*/books/*}`)
+/// is written out: its literals stay in the path and each `*` is a
+/// parameter of its own (`shelves/{shelves_id}/books/{books_id}`), as
+/// OpenAPI path parameters cannot hold a `/`; the method receives the
+/// whole value, `shelves/1/books/2`. A trailing `**` is one parameter for
+/// the rest of the path.
 fn openapi_path(
     template: &Template,
     field: impl Fn(&str) -> Option<FieldDescriptor>,
 ) -> (String, Vec<PathParam>) {
     let mut path = String::new();
-    let mut params = Vec::new();
+    let mut params: Vec<PathParam> = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    let mut unique = |base: String| -> String {
+        let mut name = base.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        name
+    };
     let mut i = 0;
     let mut unnamed = 0;
     while i < template.segments.len() {
-        path.push('/');
         if let Some(v) = template.variables.iter().find(|v| v.start == i) {
             let field_path = v.field_path.join(".");
-            // A path parameter's name is only a placeholder: dots, which
-            // URI-template tools read as member access, become underscores.
-            let name = field_path.replace('.', "_");
-            path.push('{');
-            path.push_str(&name);
-            path.push('}');
             let segments = &template.segments[v.start..v.end];
-            let plain = segments == [Segment::Single];
-            let (pattern, mut description) = if plain {
-                (None, None)
-            } else {
-                let parts: Vec<String> = segments.iter().map(segment_pattern).collect();
-                (
-                    Some(format!("^{}$", parts.join("/"))),
-                    Some(format!(
-                        "Spans path segments (`{}`): send its slashes unescaped.",
-                        segments
-                            .iter()
-                            .map(segment_text)
-                            .collect::<Vec<_>>()
-                            .join("/")
-                    )),
-                )
-            };
-            if field_path != name {
-                let sets = format!("Sets the field `{field_path}`.");
-                description = Some(match description {
-                    Some(d) => format!("{sets} {d}"),
-                    None => sets,
+            if segments == [Segment::Single] {
+                // A placeholder's name only: dots, which URI-template tools
+                // read as member access, become underscores.
+                let name = unique(field_path.replace('.', "_"));
+                path.push_str(&format!("/{{{name}}}"));
+                params.push(PathParam {
+                    description: (name != field_path)
+                        .then(|| format!("Sets the field `{field_path}`.")),
+                    field: field(&field_path),
+                    name,
+                    pattern: None,
                 });
+            } else {
+                let shape: Vec<String> = segments.iter().map(segment_text).collect();
+                let mut written = Vec::new();
+                let mut parts = Vec::new();
+                for (k, seg) in segments.iter().enumerate() {
+                    match seg {
+                        Segment::Literal(l) => written.push(l.clone()),
+                        wildcard => {
+                            let base = match k.checked_sub(1).map(|p| &segments[p]) {
+                                Some(Segment::Literal(l)) if *wildcard == Segment::Single => {
+                                    format!("{l}_id")
+                                }
+                                _ if *wildcard == Segment::Multi => {
+                                    format!("{}_rest", field_path.replace('.', "_"))
+                                }
+                                _ => format!("{}_{}", field_path.replace('.', "_"), k + 1),
+                            };
+                            let name = unique(base);
+                            written.push(format!("{{{name}}}"));
+                            parts.push((name, segment_pattern(wildcard)));
+                        }
+                    }
+                }
+                path.push('/');
+                path.push_str(&written.join("/"));
+                let whole = written.join("/");
+                for (name, pattern) in parts {
+                    let multi = pattern == ".*";
+                    params.push(PathParam {
+                        description: Some(format!(
+                            "Part of the field `{field_path}`, which the method receives whole: `{whole}` (the template's `{}`).{}",
+                            shape.join("/"),
+                            if multi { " The rest of the path: its slashes are sent as they are." } else { "" }
+                        )),
+                        field: None,
+                        name,
+                        pattern: Some(format!("^{pattern}$")),
+                    });
+                }
             }
-            params.push(PathParam {
-                field: field(&field_path),
-                name,
-                pattern,
-                description,
-            });
             i = v.end;
             continue;
         }
+        path.push('/');
         match &template.segments[i] {
             Segment::Literal(l) => path.push_str(l),
             wildcard => {
                 unnamed += 1;
-                let name = format!("segment{unnamed}");
+                let name = unique(format!("segment{unnamed}"));
                 path.push_str(&format!("{{{name}}}"));
                 params.push(PathParam {
                     name,
@@ -514,7 +544,19 @@ fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> 
             "description": "A stream of replies: one JSON object per line, `{\"result\": <reply>}`, or `{\"error\": <Status>}` as the last line when the stream fails. With `Accept: text/event-stream`, one Server-Sent Event per reply (`data:` the reply) and an `error` event.",
             "content": {
                 "application/x-ndjson": { "schema": line },
-                "text/event-stream": { "schema": { "type": "string" } },
+                "text/event-stream": { "schema": {
+                    "type": "object",
+                    "description": "One event per reply (`data`: the reply's JSON), an `error` event (`data`: a google.rpc.Status) when the stream fails.",
+                    "properties": {
+                        "id": { "type": "string" },
+                        "event": { "type": "string" },
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": schemas.message(&output, n),
+                        },
+                    },
+                } },
             }
         });
     }

@@ -295,6 +295,11 @@ impl RouteTable {
         self.json.get(route).copied().unwrap_or_default()
     }
 
+    /// The cross-origin policy of a `[[routes]]` entry, if any.
+    pub fn route_cors(&self, route: usize) -> Option<&Arc<CorsPolicy>> {
+        self.cors.get(route)?.as_ref()
+    }
+
     /// The cross-origin policy of the route serving `method path` (as REST
     /// or at its gRPC path), if any.
     pub fn cors_for(&self, method: &Method, path: &str) -> Option<&Arc<CorsPolicy>> {

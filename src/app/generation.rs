@@ -515,6 +515,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         mcp: (!tools.is_empty()).then(|| {
             Arc::new(crate::ingress::mcp::McpIngress {
                 tools: Arc::new(tools),
+                routes: routes.clone(),
                 pipeline: pipeline.clone(),
                 edge: edge.clone(),
                 limits: limits.clone(),

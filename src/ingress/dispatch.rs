@@ -198,11 +198,11 @@ impl Ingress {
     }
 
     fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
-        match self
-            .routes
-            .cors_for(requested, path)
-            .and_then(|p| cors::preflight(p, origin))
-        {
+        let policy = match &self.mcp {
+            Some(mcp) if path == super::mcp::PATH => mcp.cors_policy(origin),
+            _ => self.routes.cors_for(requested, path),
+        };
+        match policy.and_then(|p| cors::preflight(p, origin)) {
             Some(headers) => {
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::NO_CONTENT;

@@ -54,6 +54,8 @@ const MAX_STREAM_BYTES: usize = 4 << 20;
 
 pub struct McpIngress {
     pub tools: Arc<ToolTable>,
+    /// For each tool's route, its cross-origin policy.
+    pub routes: Arc<crate::routes::RouteTable>,
     pub pipeline: Pipeline,
     pub edge: Edge,
     pub limits: Limits,
@@ -77,9 +79,14 @@ impl McpIngress {
                 .insert(ALLOW, HeaderValue::from_static("POST"));
             return resp;
         }
-        // DNS rebinding: a browser page from another origin may not drive it.
-        if let Some(origin) = req.headers().get(ORIGIN) {
-            if !same_origin(origin, req.headers().get(HOST)) {
+        // A page from another site may not drive the tools from a user's
+        // browser, unless the routes' CORS policy lets its origin in.
+        let origin = req
+            .headers()
+            .get(ORIGIN)
+            .map(|o| o.to_str().unwrap_or("?").to_owned());
+        if let Some(origin) = &origin {
+            if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
                 tracing::info!(target: "portico::access", origin = ?origin, "MCP request from another origin refused");
                 return rpc_error_response(
                     StatusCode::FORBIDDEN,
@@ -181,7 +188,21 @@ impl McpIngress {
                 json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
             }
         };
-        json_response(StatusCode::OK, &body)
+        let mut resp = json_response(StatusCode::OK, &body);
+        if let Some(origin) = &origin {
+            if let Some(policy) = self.cors_policy(origin) {
+                super::cors::decorate(policy, origin, resp.headers_mut());
+            }
+        }
+        resp
+    }
+
+    /// The CORS policy of a route offering tools that lets `origin` in.
+    pub fn cors_policy(&self, origin: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
+        self.tools
+            .routes()
+            .filter_map(|r| self.routes.route_cors(r))
+            .find(|p| p.allows_origin(origin))
     }
 
     fn initialize(&self, params: &Value) -> Value {
@@ -222,6 +243,8 @@ impl McpIngress {
             .edge
             .record(ClientProtocol::Mcp, &parts.method, PATH, &parts.headers);
         record.routed(&tool.binding.target);
+        // Whatever the call's outcome, the HTTP exchange answers 200.
+        record.http_status(StatusCode::OK);
         record.route(|| format!("tool {}", tool.name));
         let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
         match self
@@ -259,6 +282,9 @@ impl McpIngress {
         let message = request::build(&tool.binding, None, &body, Some("application/json"))?;
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
+        // An API key in the endpoint's URL (`/mcp?api_key=...`), as on REST;
+        // the rest of the query means nothing to MCP.
+        let _ = self.edge.lift_query(&mut inbound, parts.uri.query());
         let target = tool.binding.target.clone();
         let envelope = self.edge.envelope(
             inbound,
@@ -269,6 +295,7 @@ impl McpIngress {
         );
         let reply = self.pipeline.clone().oneshot(envelope).await?;
         if target.kind.server_streams() {
+            let headers = reply_metadata(&reply.metadata);
             let output = target.method.output();
             let options = json_options::serialize_options(&tool.binding.json);
             let mut messages = Vec::new();
@@ -292,10 +319,12 @@ impl McpIngress {
                 }
             }
             let structured = json!({ "messages": messages, "truncated": truncated });
-            return Ok(structured_result(structured));
+            return Ok(with_metadata(structured_result(structured), headers));
         }
-        let (_metadata, bytes) = reply.into_unary().await?;
-        Ok(match response::unary(&tool.binding, &bytes)? {
+        let (metadata, bytes) = reply.into_unary().await?;
+        // Headers and trailers, as REST clients get them.
+        let headers = reply_metadata(&metadata);
+        let result = match response::unary(&tool.binding, &bytes)? {
             HttpReplyBody::Json(json) => {
                 let value: Value = serde_json::from_slice(&json).unwrap_or(Value::Null);
                 if value.is_object() {
@@ -305,7 +334,8 @@ impl McpIngress {
                 }
             }
             HttpReplyBody::Raw { content_type, data } => raw_result(&content_type, &data),
-        })
+        };
+        Ok(with_metadata(result, headers))
     }
 
     /// A failed call: `isError`, the status as text and as structured content.
@@ -317,6 +347,30 @@ impl McpIngress {
             "structuredContent": status,
         })
     }
+}
+
+/// The `_meta` key of the reply metadata a tool result carries.
+pub const METADATA_KEY: &str = "io.portico/metadata";
+
+/// The backend's reply metadata that any client may see (what REST clients
+/// get as headers: `x-cache`, the backend's own), as a JSON object.
+fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in metadata {
+        if super::edge::reaches_client(name) && !name.as_str().ends_with("-bin") {
+            if let Ok(v) = value.to_str() {
+                out.insert(name.as_str().to_owned(), json!(v));
+            }
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+fn with_metadata(mut result: Value, metadata: Option<Value>) -> Value {
+    if let Some(m) = metadata {
+        result["_meta"] = json!({ METADATA_KEY: m });
+    }
+    result
 }
 
 /// A reply as structured content, and as text for clients that read only that.
@@ -349,8 +403,8 @@ fn raw_result(content_type: &str, data: &[u8]) -> Value {
 }
 
 /// Whether `Origin` names the host the request was sent to.
-fn same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), host.map(|h| h.to_str())) else {
+fn same_origin(origin: &str, host: Option<&HeaderValue>) -> bool {
+    let Some(Ok(host)) = host.map(|h| h.to_str()) else {
         return false;
     };
     origin

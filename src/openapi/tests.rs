@@ -127,11 +127,17 @@ fn json_options_change_names_and_enum_forms() {
 fn bindings_become_paths_with_parameters_bodies_and_replies() {
     let s = spec(CONFIG);
     let paths = &s["paths"];
-    let get = &paths["/v1/{name}"]["get"];
+    // Literals of a variable stay in the path; each wildcard is a parameter.
+    let get = &paths["/v1/things/{things_id}"]["get"];
     assert_eq!(get["operationId"], "kinds.v1.Things.GetThing");
     assert_eq!(get["summary"], "Reads one thing.");
     assert_eq!(get["x-grpc-method"], "/kinds.v1.Things/GetThing");
-    assert_eq!(get["parameters"][0]["schema"]["pattern"], "^things/[^/]+$");
+    assert_eq!(get["parameters"][0]["name"], "things_id");
+    assert_eq!(get["parameters"][0]["schema"]["pattern"], "^[^/]+$");
+    assert!(get["parameters"][0]["description"]
+        .as_str()
+        .unwrap()
+        .contains("`things/{things_id}`"));
     // Unbound fields are query parameters.
     assert_eq!(get["parameters"][1]["name"], "id");
     assert_eq!(
@@ -166,19 +172,22 @@ fn bindings_become_paths_with_parameters_bodies_and_replies() {
         .as_str()
         .unwrap()
         .contains("`thing.name`"));
-    let name_only = &paths["/v1/{name}/name"]["get"]["responses"]["200"];
+    let name_only = &paths["/v1/things/{things_id}/name"]["get"]["responses"]["200"];
     assert_eq!(
         name_only["content"]["application/json"]["schema"]["type"],
         "string"
     );
-    let picture = &paths["/v1/{name}/picture"]["get"]["responses"]["200"];
+    let picture = &paths["/v1/things/{things_id}/picture"]["get"]["responses"]["200"];
     assert!(picture["content"]["*/*"].is_object());
     let watch = &paths["/v1/things:watch"]["get"]["responses"]["200"]["content"];
     assert_eq!(
         watch["application/x-ndjson"]["schema"]["properties"]["result"]["$ref"],
         "#/components/schemas/kinds.v1.Thing"
     );
-    assert!(watch["text/event-stream"].is_object());
+    assert_eq!(
+        watch["text/event-stream"]["schema"]["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/kinds.v1.Thing"
+    );
     // A method OpenAPI cannot name is kept under an extension.
     let old = &paths["/v1/old/{name}"]["x-method-LOOKUP"];
     assert_eq!(old["deprecated"], true);

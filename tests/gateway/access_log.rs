@@ -67,11 +67,12 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
         let seen = call(&h, protocol, &[("x-request-id", &id)], "", None).await;
         assert_eq!(seen.code, 16, "{protocol:?}: {seen:?}");
     }
-    // Ten calls, and the WebSocket's two sessions.
-    let all = wait_for(&path, 12).await;
-    assert_eq!(all.len(), 12, "{all:#?}");
+    // Two calls per protocol, and the WebSocket's two sessions.
+    let expected = 2 * EVERY_PROTOCOL.len();
+    let all = wait_for(&path, expected + 2).await;
+    assert_eq!(all.len(), expected + 2, "{all:#?}");
     let calls: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
-    assert_eq!(calls.len(), 10, "{all:#?}");
+    assert_eq!(calls.len(), expected, "{all:#?}");
     for protocol in EVERY_PROTOCOL {
         let name = protocol.name();
         let mine: Vec<&&Value> = calls.iter().filter(|l| l["protocol"] == name).collect();
@@ -152,6 +153,14 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
                 assert_eq!(denied["http_status"], 401);
                 assert_eq!(ok["path"], "/portico.demo.v1.Probe/Headers");
             }
+            Protocol::Mcp => {
+                assert_eq!(ok["request_id"], format!("ok-{name}"));
+                // A failed tool call is a result too: HTTP 200 either way.
+                assert_eq!(ok["http_status"], 200);
+                assert_eq!(denied["http_status"], 200);
+                assert_eq!(ok["path"], "/mcp");
+                assert_eq!(ok["route"], "tool Probe_Headers");
+            }
             Protocol::Grpc | Protocol::GrpcWeb => {
                 assert_eq!(ok["request_id"], format!("ok-{name}"));
                 // gRPC answers every call with HTTP 200; the code is the status.
@@ -182,13 +191,17 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
     }
     // A request no route matches is a failure too, logged without a method.
     assert_eq!(h.client.get("/v1/nowhere").await.status, 404);
-    let all = wait_for(&path, 6).await;
+    let all = wait_for(&path, EVERY_PROTOCOL.len() + 1).await;
     // Give a wrongly sampled success time to show up.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let all_after = lines(&path);
     assert_eq!(all.len(), all_after.len(), "{all_after:#?}");
     let calls: Vec<&Value> = all_after.iter().filter(|l| l["kind"] == "call").collect();
-    assert_eq!(calls.len(), 6, "five refusals and the 404: {all_after:#?}");
+    assert_eq!(
+        calls.len(),
+        EVERY_PROTOCOL.len() + 1,
+        "a refusal per protocol and the 404: {all_after:#?}"
+    );
     assert!(calls.iter().all(|l| l["grpc_code"] != 0), "{calls:#?}");
     let not_found = calls.iter().find(|l| l["http_status"] == 404).unwrap();
     assert!(not_found["method"].is_null(), "{not_found}");

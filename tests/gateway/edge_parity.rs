@@ -32,7 +32,8 @@ fn token(scope: &str) -> String {
 #[tokio::test]
 async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
     let h = gateway(
-        "[websocket]\nallowed_origins = [\"http://app.example\"]\n",
+        "[websocket]\nallowed_origins = [\"http://app.example\"]\n\n\
+         [cors]\nallowed_origins = [\"http://app.example\"]\n",
         "",
     )
     .await;
@@ -149,7 +150,10 @@ async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol(
     // The cookie served the policy; it is not forwarded by default.
     let s = call(&h, Protocol::Connect, &[("cookie", &cookie)], "", None).await;
     assert!(!s.metadata.contains_key("cookie"));
-    assert_eq!(h.backends.probe.calls(), 2 * 5 + 1);
+    assert_eq!(
+        h.backends.probe.calls(),
+        2 * EVERY_PROTOCOL.len() as u64 + 1
+    );
 }
 
 #[tokio::test]
@@ -200,7 +204,7 @@ async fn authorization_refuses_the_same_callers_on_every_protocol() {
         let s = call(&h, protocol, &[("authorization", &denied)], "", None).await;
         assert_eq!(s.code, 7, "{protocol:?}");
     }
-    assert_eq!(h.backends.probe.calls(), 5);
+    assert_eq!(h.backends.probe.calls(), EVERY_PROTOCOL.len() as u64);
 }
 
 #[tokio::test]

@@ -49,7 +49,7 @@ async fn gateway(log: Option<&std::path::Path>) -> Harness {
         )
         .replacen(
             "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nmcp = true\n\
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n\
              rate_limit = { requests_per_second = 0.001, burst = 3, key = \"route\" }\n\
              cache = { ttl = \"60s\", methods = [\"Headers\"] }\n",
             1,
@@ -249,7 +249,9 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
         "{bad}"
     );
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, StatusCode, i64)> = vec![
+    // What is sent, with which headers, and the HTTP status and JSON-RPC code it gets.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, StatusCode, i64);
+    let cases: Vec<Case> = vec![
         ("not JSON", vec![], "{".to_owned(), StatusCode::BAD_REQUEST, -32700),
         ("a batch", vec![], "[]".to_owned(), StatusCode::BAD_REQUEST, -32600),
         (
@@ -308,7 +310,10 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_mcp_route_there_is_no_mcp_endpoint() {
-    let h = Harness::start().await;
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replace("mcp = true\n", "")
+    })
+    .await;
     let (status, body) = rpc(
         &h.client,
         &[],

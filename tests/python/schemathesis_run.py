@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -56,7 +57,8 @@ def serialize_ndjson(ctx: schemathesis.SerializationContext, value: Any) -> byte
     if isinstance(value, bytes):
         return value
     items = value if isinstance(value, list) else [value]
-    # ensure_ascii keeps every line valid UTF-8 whatever strings were generated.
+    # json.dumps escapes non-ASCII, so every line is valid UTF-8 whatever strings were
+    # generated; `default=str` sends values JSON has no type for (binary data) as text.
     return b"".join(json.dumps(item, default=str).encode() + b"\n" for item in items)
 
 
@@ -107,6 +109,8 @@ def _is_server_streaming(operation: schemathesis.APIOperation) -> bool:
 
 @schemathesis.hook
 def before_call(context: schemathesis.HookContext, case: schemathesis.Case, kwargs: dict[str, Any]) -> None:
+    # Only server streams: a unary call already has the route's deadline, and sending ours
+    # there too could turn a slow but correct reply into a 504.
     if _is_server_streaming(case.operation):
         case.headers = {**(case.headers or {}), "grpc-timeout": STREAM_DEADLINE}
 
@@ -131,7 +135,7 @@ def main() -> None:
         "--checks", CHECKS,
         "--max-examples", str(args.max_examples),
         "--request-timeout", REQUEST_TIMEOUT_SECONDS,
-        # No example database: a run depends only on its seed, and leaves no files behind.
+        # No example database: a run depends only on its seed, not on what earlier runs found.
         "--generation-database", "none",
         "--no-color",
     ]
@@ -143,8 +147,14 @@ def main() -> None:
     watchdog = threading.Timer(RUN_TIME_LIMIT_SECONDS, _stop_run)
     watchdog.daemon = True
     watchdog.start()
-    # Prints schemathesis's own progress and summary, then exits with its exit code.
-    schemathesis_cli.main(args=cli_args, prog_name="schemathesis")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Without a config file schemathesis keeps a crash cache in ./.schemathesis, which
+        # would replay old failures into the next run and leave files in the work tree.
+        config = os.path.join(tmp, "schemathesis.toml")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write("[cache]\nenabled = false\n")
+        # Prints schemathesis's own progress and summary, then exits with its exit code.
+        schemathesis_cli.main(args=["--config-file", config, *cli_args], prog_name="schemathesis")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,15 @@ impl ToolTable {
         self.tools.get(name)
     }
 
+    /// The `[[routes]]` entries whose methods are tools.
+    pub fn routes(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut seen = BTreeSet::new();
+        self.tools
+            .values()
+            .map(|t| t.binding.target.route)
+            .filter(move |r| seen.insert(*r))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
     }

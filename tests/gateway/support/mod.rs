@@ -55,8 +55,15 @@ endpoints = ["{backend}"]
         proto = proto_dir()
     );
     for service in SERVICES {
+        // Probe's methods are also MCP tools: the column every
+        // protocol-table test has for MCP calls them.
+        let mcp = if *service == "portico.demo.v1.Probe" {
+            "mcp = true\n"
+        } else {
+            ""
+        };
         text.push_str(&format!(
-            "\n[[routes]]\ngrpc_service = \"{service}\"\nupstream = \"demo\"\n{route_extra}\n"
+            "\n[[routes]]\ngrpc_service = \"{service}\"\nupstream = \"demo\"\n{mcp}{route_extra}\n"
         ));
     }
     text

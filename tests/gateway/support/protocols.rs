@@ -69,6 +69,7 @@ pub enum Protocol {
     GrpcWeb,
     Connect,
     WebSocket,
+    Mcp,
 }
 
 impl Protocol {
@@ -80,16 +81,18 @@ impl Protocol {
             Protocol::GrpcWeb => "grpc-web",
             Protocol::Connect => "connect",
             Protocol::WebSocket => "websocket",
+            Protocol::Mcp => "mcp",
         }
     }
 }
 
-pub const EVERY_PROTOCOL: [Protocol; 5] = [
+pub const EVERY_PROTOCOL: [Protocol; 6] = [
     Protocol::Rest,
     Protocol::Grpc,
     Protocol::GrpcWeb,
     Protocol::Connect,
     Protocol::WebSocket,
+    Protocol::Mcp,
 ];
 
 /// What a client saw of one call of `Probe.Headers`.
@@ -161,6 +164,35 @@ pub async fn call_at(
         }
     };
     match protocol {
+        Protocol::Mcp => {
+            // The demo config offers Probe as tools (`mcp = true`).
+            let tool = if sleep_millis.is_some() {
+                "Probe_Sleep"
+            } else {
+                "Probe_Headers"
+            };
+            let mut all = vec![("content-type", "application/json")];
+            all.extend_from_slice(headers);
+            let request = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": { "name": tool, "arguments": json_body } });
+            let r = client
+                .send(Method::POST, &with_query("/mcp"), &all, request.to_string())
+                .await;
+            let reply = r.json();
+            let result = &reply["result"];
+            assert!(result.is_object(), "not a tool result: {reply}");
+            let structured = &result["structuredContent"];
+            let (code, message) = if result["isError"] == true {
+                (
+                    structured["code"].as_i64().unwrap(),
+                    structured["message"].as_str().unwrap_or("").to_owned(),
+                )
+            } else {
+                (0, String::new())
+            };
+            let cache = result["_meta"]["io.portico/metadata"]["x-cache"].as_str();
+            seen(code, structured, cache, message).with_id(r.header("x-request-id"))
+        }
         Protocol::Rest => {
             let r = client
                 .send(Method::GET, &with_query(&rest_path), headers, "")
