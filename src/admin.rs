@@ -43,7 +43,7 @@ pub trait AdminSource: Send + Sync + 'static {
     /// `{"digest","loaded_at","last_error","reloads_ok","reloads_failed"}`.
     fn generation_json(&self) -> serde_json::Value;
     /// The OpenAPI description of the REST API being served.
-    fn openapi(&self) -> Bytes;
+    fn openapi(&self) -> Arc<crate::openapi::ApiDescription>;
 }
 
 pub fn spawn<A: AdminSource>(
@@ -88,7 +88,8 @@ pub fn spawn<A: AdminSource>(
                             "/openapi.json" => (
                                 StatusCode::OK,
                                 json,
-                                String::from_utf8_lossy(&source.openapi()).into_owned(),
+                                String::from_utf8_lossy(&source.openapi().json_async().await)
+                                    .into_owned(),
                             ),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
                             "/readyz" => readiness(&routes, &upstreams),

@@ -78,6 +78,19 @@ impl ApiDescription {
             .clone()
     }
 
+    /// [`ApiDescription::json`] for a request handler: the first request
+    /// of a generation builds it on a blocking thread, so no runtime worker
+    /// waits; concurrent first requests wait for that one build.
+    pub async fn json_async(self: &Arc<Self>) -> Bytes {
+        if let Some(done) = self.json.get() {
+            return done.clone();
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.json())
+            .await
+            .unwrap_or_default()
+    }
+
     /// Whether the main port serves it (and `/docs`).
     pub fn served(&self) -> bool {
         self.config.openapi.serve

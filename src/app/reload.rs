@@ -369,8 +369,8 @@ impl crate::admin::AdminSource for Live {
         Live::generation_json(self)
     }
 
-    fn openapi(&self) -> bytes::Bytes {
-        self.current().api.json()
+    fn openapi(&self) -> Arc<crate::openapi::ApiDescription> {
+        self.current().api.clone()
     }
 
     fn route_table_json(&self) -> serde_json::Value {

@@ -11,7 +11,8 @@ use http::header::{self, HeaderMap, HeaderValue};
 /// clients send.
 const BASE_ALLOWED_HEADERS: &str =
     "content-type, authorization, x-grpc-web, x-user-agent, grpc-timeout, \
-connect-protocol-version, connect-timeout-ms, x-request-id, traceparent";
+connect-protocol-version, connect-timeout-ms, x-request-id, traceparent, \
+mcp-protocol-version, mcp-session-id, last-event-id";
 
 /// Response headers every policy exposes: the gRPC status of gRPC-Web
 /// replies and the usual REST ones.

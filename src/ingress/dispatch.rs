@@ -131,7 +131,7 @@ impl Ingress {
             }
         }
         if req.method() == Method::GET && self.api.served() {
-            if let Some(resp) = self.api_page(req.uri().path()) {
+            if let Some(resp) = self.api_page(req.uri().path()).await {
                 return resp;
             }
         }
@@ -183,9 +183,9 @@ impl Ingress {
     }
 
     /// The OpenAPI description or a file of its docs page.
-    fn api_page(&self, path: &str) -> Option<Response<ResponseBody>> {
+    async fn api_page(&self, path: &str) -> Option<Response<ResponseBody>> {
         let (content_type, body) = if path == "/openapi.json" {
-            ("application/json", self.api.json())
+            ("application/json", self.api.json_async().await)
         } else if path == "/docs" || path.starts_with("/docs/") {
             crate::openapi::docs::file(path)?
         } else {

@@ -1,6 +1,6 @@
 //! The Model Context Protocol ingress: `POST /mcp` speaks MCP's Streamable
-//! HTTP transport (revision 2025-06-18, and 2025-11-25 and 2025-03-26
-//! clients), answering each JSON-RPC request with one JSON reply.
+//! HTTP transport (revision 2025-06-18, and 2025-11-25 clients), answering
+//! each JSON-RPC request with one JSON reply.
 //!
 //! `tools/list` offers the methods of the routes with `mcp = true`;
 //! `tools/call` turns the arguments into the request message and sends it
@@ -8,7 +8,7 @@
 //! the HTTP request's headers are the call's headers (a bearer token
 //! authenticates), limits and the cache apply, and the call is counted,
 //! traced and logged as `mcp`. A failed call is a tool result with
-//! `isError` and the google.rpc.Status as its structured content.
+//! `isError` and the google.rpc.Status in its `_meta`.
 //!
 //! The server is stateless: no session id, no server-to-client stream
 //! (`GET /mcp` is 405, as the transport allows).
@@ -41,7 +41,7 @@ pub const PATH: &str = "/mcp";
 
 /// Revisions this server speaks, newest first; a client asking for another
 /// is offered the newest.
-const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
+const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];
 
 /// JSON-RPC error codes.
 const PARSE_ERROR: i64 = -32700;
@@ -62,38 +62,111 @@ pub struct McpIngress {
     pub status: StatusRenderer,
 }
 
+/// A request answered with a JSON-RPC error instead of a result.
+struct Refusal {
+    status: StatusCode,
+    code: i64,
+    id: Value,
+    error: GatewayError,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: i64, error: GatewayError) -> Refusal {
+        Refusal {
+            status,
+            code,
+            id: Value::Null,
+            error,
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> GatewayError {
+    GatewayError::new(
+        crate::error::ErrorKind::InvalidRequest {
+            violations: Vec::new(),
+        },
+        crate::error::Origin::Client,
+        message,
+    )
+}
+
 impl McpIngress {
+    /// Serves one HTTP request to `/mcp`: one JSON-RPC message. Every
+    /// request has its access-log record, whatever becomes of it, and the
+    /// CORS headers its origin is allowed.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
-        if req.method() != Method::POST {
-            let mut resp = rpc_error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Value::Null,
-                INVALID_REQUEST,
-                "this server keeps no sessions and opens no stream: POST one JSON-RPC message to /mcp",
-            );
-            resp.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
-            return resp;
-        }
-        // A page from another site may not drive the tools from a user's
-        // browser, unless the routes' CORS policy lets its origin in.
+        let started = std::time::Instant::now();
+        let record = self
+            .edge
+            .record(ClientProtocol::Mcp, req.method(), PATH, req.headers());
         let origin = req
             .headers()
             .get(ORIGIN)
             .map(|o| o.to_str().unwrap_or("?").to_owned());
-        if let Some(origin) = &origin {
-            if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
-                tracing::info!(target: "portico::access", origin = ?origin, "MCP request from another origin refused");
-                return rpc_error_response(
-                    StatusCode::FORBIDDEN,
-                    Value::Null,
-                    INVALID_REQUEST,
-                    "requests from another origin are not accepted at /mcp",
+        let mut resp = match self.exchange(req, client, started, &record).await {
+            Ok(resp) => resp,
+            Err(refusal) => {
+                tracing::info!(target: "portico::access", error = refusal.error.message.as_str(), "MCP request refused");
+                record.failed_finally(&refusal.error);
+                let mut resp = rpc_error_response(
+                    refusal.status,
+                    refusal.id,
+                    refusal.code,
+                    &refusal.error.message,
                 );
+                if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+                    resp.headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static("POST"));
+                }
+                resp
+            }
+        };
+        record.http_status(resp.status());
+        if let Some(policy) = origin
+            .as_deref()
+            .and_then(|o| Some((o, self.cors_policy(o)?)))
+        {
+            super::cors::decorate(policy.1, policy.0, resp.headers_mut());
+        }
+        resp
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        client: Option<SocketAddr>,
+        started: std::time::Instant,
+        record: &Arc<crate::observe::call_record::CallRecord>,
+    ) -> Result<Response<ResponseBody>, Refusal> {
+        if req.method() != Method::POST {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                INVALID_REQUEST,
+                GatewayError::method_not_allowed(req.method(), PATH, vec![Method::POST]),
+            ));
+        }
+        // A page from another site may not drive the tools from a user's
+        // browser, unless a tool route's CORS policy lets its origin in
+        // (each call checks its own route's).
+        if let Some(origin) = req.headers().get(ORIGIN) {
+            let origin = origin.to_str().unwrap_or("?");
+            if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    INVALID_REQUEST,
+                    GatewayError::new(
+                        crate::error::ErrorKind::OriginNotAllowed {
+                            origin: origin.to_owned(),
+                        },
+                        crate::error::Origin::Client,
+                        format!("requests from {origin} are not accepted at /mcp"),
+                    ),
+                ));
             }
         }
         if let Some(v) = req.headers().get("mcp-protocol-version") {
@@ -101,80 +174,71 @@ impl McpIngress {
                 .to_str()
                 .is_ok_and(|v| PROTOCOL_VERSIONS.contains(&v.trim()));
             if !known {
-                return rpc_error_response(
+                return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
-                    Value::Null,
                     INVALID_REQUEST,
-                    &format!(
+                    invalid(format!(
                         "unsupported MCP-Protocol-Version {v:?}; supported: {}",
                         PROTOCOL_VERSIONS.join(", ")
-                    ),
-                );
+                    )),
+                ));
             }
         }
         let (parts, body) = req.into_parts();
-        let bytes = match super::framed::read_limited(
+        let bytes = super::framed::read_limited(
             body,
             self.limits.max_request_body_bytes,
             self.limits.body_read_timeout,
         )
         .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::info!(target: "portico::access", error = e.message.as_str(), "MCP request body refused");
-                return rpc_error_response(
-                    e.http_status(),
-                    Value::Null,
-                    INVALID_REQUEST,
-                    &e.message,
-                );
-            }
-        };
-        let message: Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                return rpc_error_response(
-                    StatusCode::BAD_REQUEST,
-                    Value::Null,
-                    PARSE_ERROR,
-                    &format!("the body is not JSON: {e}"),
-                )
-            }
-        };
-        let Some(object) = message.as_object() else {
-            return rpc_error_response(
+        .map_err(|e| Refusal::new(e.http_status(), INVALID_REQUEST, e))?;
+        let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Refusal::new(
                 StatusCode::BAD_REQUEST,
-                Value::Null,
+                PARSE_ERROR,
+                invalid(format!("the body is not JSON: {e}")),
+            )
+        })?;
+        let Some(object) = message.as_object() else {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
                 INVALID_REQUEST,
-                "expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18",
-            );
+                invalid("expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18"),
+            ));
         };
         let id = object.get("id").cloned();
         let Some(method) = object.get("method").and_then(Value::as_str) else {
             // A response to a request this server never sends, or garbage.
             return match id {
                 Some(_) if object.contains_key("result") || object.contains_key("error") => {
-                    accepted()
+                    record.route(|| "mcp response".to_owned());
+                    Ok(accepted())
                 }
-                _ => rpc_error_response(
-                    StatusCode::BAD_REQUEST,
-                    id.unwrap_or(Value::Null),
-                    INVALID_REQUEST,
-                    "a JSON-RPC request needs a \"method\"",
-                ),
+                _ => Err(Refusal {
+                    id: id.unwrap_or(Value::Null),
+                    ..Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        INVALID_REQUEST,
+                        invalid("a JSON-RPC request needs a \"method\""),
+                    )
+                }),
             };
         };
         let Some(id) = id else {
             // Notifications (initialized, cancelled...) need no answer.
-            return accepted();
+            record.route(|| format!("mcp {method}"));
+            return Ok(accepted());
         };
         let params = object.get("params").cloned().unwrap_or(Value::Null);
         let outcome = match method {
             "initialize" => Ok(self.initialize(&params)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({ "tools": self.tools.listing() })),
-            "tools/call" => self.call(&params, &parts, client).await,
+            "tools/call" => {
+                let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
+                self.call(&params, &parts, origin, client, started, record)
+                    .await
+            }
             other => Err((
                 METHOD_NOT_FOUND,
                 format!(
@@ -182,19 +246,19 @@ impl McpIngress {
                 ),
             )),
         };
+        if method != "tools/call" {
+            record.route(|| format!("mcp {method}"));
+        }
         let body = match outcome {
             Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
             Err((code, message)) => {
+                if method != "tools/call" {
+                    record.failed_finally(&invalid(message.clone()));
+                }
                 json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
             }
         };
-        let mut resp = json_response(StatusCode::OK, &body);
-        if let Some(origin) = &origin {
-            if let Some(policy) = self.cors_policy(origin) {
-                super::cors::decorate(policy, origin, resp.headers_mut());
-            }
-        }
-        resp
+        Ok(json_response(StatusCode::OK, &body))
     }
 
     /// The CORS policy of a route offering tools that lets `origin` in.
@@ -228,29 +292,31 @@ impl McpIngress {
         &self,
         params: &Value,
         parts: &http::request::Parts,
+        origin: Option<&str>,
         client: Option<SocketAddr>,
+        started: std::time::Instant,
+        record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, (i64, String)> {
         let name = params
             .get("name")
             .and_then(Value::as_str)
             .ok_or((INVALID_PARAMS, "tools/call needs a \"name\"".to_owned()))?;
-        let tool = self
-            .tools
-            .get(name)
-            .ok_or_else(|| (INVALID_PARAMS, format!("no tool named {name:?}")))?;
-        let started = std::time::Instant::now();
-        let record = self
-            .edge
-            .record(ClientProtocol::Mcp, &parts.method, PATH, &parts.headers);
+        let Some(tool) = self.tools.get(name) else {
+            let message = format!("no tool named {name:?}");
+            record.failed_finally(&invalid(message.clone()));
+            return Err((INVALID_PARAMS, message));
+        };
         record.routed(&tool.binding.target);
-        // Whatever the call's outcome, the HTTP exchange answers 200.
-        record.http_status(StatusCode::OK);
         record.route(|| format!("tool {}", tool.name));
         let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
-        match self
-            .run(tool, arguments, parts, client, started, &record)
-            .await
-        {
+        let outcome = match self.cross_origin(tool, origin, parts) {
+            Err(err) => Err(err),
+            Ok(()) => {
+                self.run(tool, arguments, parts, client, started, record)
+                    .await
+            }
+        };
+        match outcome {
             Ok(result) => {
                 record.succeeded_finally();
                 Ok(result)
@@ -261,6 +327,37 @@ impl McpIngress {
                 Ok(self.tool_error(&err))
             }
         }
+    }
+
+    /// A call from another origin passes only if its own route's CORS
+    /// policy lets that origin in (another tool route's does not).
+    fn cross_origin(
+        &self,
+        tool: &Tool,
+        origin: Option<&str>,
+        parts: &http::request::Parts,
+    ) -> Result<(), GatewayError> {
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        if same_origin(origin, parts.headers.get(HOST))
+            || self
+                .routes
+                .route_cors(tool.binding.target.route)
+                .is_some_and(|p| p.allows_origin(origin))
+        {
+            return Ok(());
+        }
+        Err(GatewayError::new(
+            crate::error::ErrorKind::OriginNotAllowed {
+                origin: origin.to_owned(),
+            },
+            crate::error::Origin::Client,
+            format!(
+                "{origin} may not call {} (its route's CORS policy)",
+                tool.name
+            ),
+        ))
     }
 
     async fn run(
@@ -302,21 +399,34 @@ impl McpIngress {
             let mut size = 0;
             let mut truncated = false;
             let mut frames = reply.body;
-            while let Some(frame) = frames.next().await {
-                match frame? {
-                    ReplyFrame::Message(bytes) => {
-                        if messages.len() == MAX_STREAM_MESSAGES || size > MAX_STREAM_BYTES {
-                            // Dropping the stream cancels the call.
-                            truncated = true;
-                            break;
-                        }
-                        let json = response::message_json(&output, &bytes, &options)?;
-                        size += json.len();
-                        messages
-                            .push(serde_json::from_slice::<Value>(&json).unwrap_or(Value::Null));
+            // A tool result is one answer: the stream is read for at most
+            // the route's timeout, then cut, with what arrived.
+            let until =
+                tokio::time::Instant::now() + target.timeout.unwrap_or(self.limits.request_timeout);
+            loop {
+                let frame = match tokio::time::timeout_at(until, frames.next()).await {
+                    Err(_) => {
+                        truncated = true;
+                        break;
                     }
-                    ReplyFrame::Trailers(_) => {}
+                    Ok(None) => break,
+                    Ok(Some(frame)) => frame?,
+                };
+                let ReplyFrame::Message(bytes) = frame else {
+                    continue;
+                };
+                if messages.len() == MAX_STREAM_MESSAGES {
+                    // Dropping the stream cancels the call.
+                    truncated = true;
+                    break;
                 }
+                let json = response::message_json(&output, &bytes, &options)?;
+                size += json.len();
+                if size > MAX_STREAM_BYTES {
+                    truncated = true;
+                    break;
+                }
+                messages.push(serde_json::from_slice::<Value>(&json).unwrap_or(Value::Null));
             }
             let structured = json!({ "messages": messages, "truncated": truncated });
             return Ok(with_metadata(structured_result(structured), headers));
@@ -338,16 +448,34 @@ impl McpIngress {
         Ok(with_metadata(result, headers))
     }
 
-    /// A failed call: `isError`, the status as text and as structured content.
+    /// A failed call: `isError`, the status as text and under `_meta`
+    /// (not as structured content, which clients check against the
+    /// tool's output schema), with the headers a REST client would get
+    /// (`Retry-After`, `WWW-Authenticate`...).
     fn tool_error(&self, err: &GatewayError) -> Value {
         let status = self.status.to_json(err);
+        let mut meta = serde_json::Map::new();
+        meta.insert(STATUS_KEY.to_owned(), status);
+        let headers: serde_json::Map<String, Value> = err
+            .http_headers()
+            .into_iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), json!(value.to_str().ok()?)))
+            })
+            .collect();
+        if !headers.is_empty() {
+            meta.insert(METADATA_KEY.to_owned(), Value::Object(headers));
+        }
         json!({
             "isError": true,
             "content": [{ "type": "text", "text": format!("{:?}: {}", err.grpc_code(), err.message) }],
-            "structuredContent": status,
+            "_meta": meta,
         })
     }
 }
+
+/// The `_meta` key of a failed call's google.rpc.Status.
+pub const STATUS_KEY: &str = "io.portico/status";
 
 /// The `_meta` key of the reply metadata a tool result carries.
 pub const METADATA_KEY: &str = "io.portico/metadata";

@@ -233,12 +233,20 @@ impl<'c> Schemas<'c> {
         let suffix = if n.enum_numbers { "_numbers" } else { "" };
         let name = format!("{}{suffix}", e.full_name());
         if !self.defs.contains_key(&name) {
+            // A value the schema does not know (a backend built with a newer
+            // enum) is written as its number, and numbers are accepted.
             let mut schema = if n.enum_numbers {
-                let numbers: Vec<i32> = e.values().map(|v| v.number()).collect();
-                json!({ "type": "integer", "format": "int32", "enum": numbers })
+                let known: serde_json::Map<String, Value> = e
+                    .values()
+                    .map(|v| (v.number().to_string(), json!(v.name())))
+                    .collect();
+                json!({ "type": "integer", "format": "int32", "x-enum-names": known })
             } else {
                 let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
-                json!({ "type": "string", "enum": names })
+                json!({ "anyOf": [
+                    { "type": "string", "enum": names },
+                    { "type": "integer", "format": "int32" },
+                ] })
             };
             schema["title"] = json!(e.name());
             let mut text = self

@@ -25,8 +25,8 @@ fn token(sub: &str) -> String {
     .unwrap()
 }
 
-/// Library behind a JWT authenticator, Feed open, Probe limited and cached;
-/// all three offered as tools.
+/// Library behind a JWT authenticator, Feed open (streams read for 1.5 s
+/// at most), Probe limited and cached; all three offered as tools.
 async fn gateway(log: Option<&std::path::Path>) -> Harness {
     let log = log
         .map(|p| format!("[access_log]\npath = \"{}\"\n", p.display()))
@@ -44,7 +44,7 @@ async fn gateway(log: Option<&std::path::Path>) -> Harness {
         )
         .replacen(
             "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\n",
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\ntimeout = \"1500ms\"\n",
             1,
         )
         .replacen(
@@ -146,10 +146,9 @@ async fn the_official_sdk_lists_the_tools_and_calls_one_with_and_without_a_token
     assert!(without.success, "{}\n{}", without.stdout, without.stderr);
     let without = without.json();
     assert_eq!(without["call"]["isError"], true, "{without}");
-    assert_eq!(
-        without["call"]["structuredContent"]["code"], 16,
-        "UNAUTHENTICATED"
-    );
+    let status = &without["call"]["meta"]["io.portico/status"];
+    assert_eq!(status["code"], 16, "UNAUTHENTICATED: {without}");
+    assert!(without["call"]["structuredContent"].is_null());
 
     // The authenticated call counted for its principal, like any other.
     let usage = HttpClient::new(h.gateway.admin_addr.unwrap())
@@ -189,7 +188,15 @@ async fn a_tool_call_passes_the_route_limit_cache_and_access_log() {
     assert_eq!(third["isError"], Value::Null);
     let refused = call(client, &[], "Probe_Headers", json!({})).await;
     assert_eq!(refused["isError"], true, "{refused}");
-    assert_eq!(refused["structuredContent"]["code"], 8, "{refused}");
+    assert_eq!(
+        refused["_meta"]["io.portico/status"]["code"], 8,
+        "{refused}"
+    );
+    // What a REST client reads from the headers of its 429.
+    assert!(
+        refused["_meta"]["io.portico/metadata"]["retry-after"].is_string(),
+        "{refused}"
+    );
 
     // The access log names the protocol and the tool's method.
     let found = support::eventually(|| {
@@ -236,11 +243,49 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
     assert_eq!(messages.len(), 3, "{watched}");
     assert_eq!(messages[2]["seq"], "3");
     assert_eq!(watched["structuredContent"]["truncated"], false);
+    // A stream longer than the route's timeout is cut there, with what came.
+    let endless = call(
+        client,
+        &[],
+        "Feed_Watch",
+        json!({ "count": 1000, "intervalMs": 400 }),
+    )
+    .await;
+    assert_eq!(endless["structuredContent"]["truncated"], true, "{endless}");
+    assert!(!endless["structuredContent"]["messages"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A google.api.HttpBody reply is content, not structured content.
+    let bearer = format!("Bearer {}", token("ada"));
+    let auth = [("authorization", bearer.as_str())];
+    let cover = call(
+        client,
+        &auth,
+        "Library_GetCover",
+        json!({ "name": "shelves/1/books/1" }),
+    )
+    .await;
+    assert_eq!(cover["content"][0]["type"], "image", "{cover}");
+    assert_eq!(cover["content"][0]["mimeType"], "image/svg+xml", "{cover}");
+    let (_, listed) = rpc(
+        client,
+        &[],
+        json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/list" }),
+    )
+    .await;
+    let listed = listed["result"]["tools"].as_array().unwrap().clone();
+    let get_cover = listed
+        .iter()
+        .find(|t| t["name"] == "Library_GetCover")
+        .unwrap();
+    assert!(get_cover.get("outputSchema").is_none(), "{get_cover}");
 
     // Arguments that do not fit the request message: a tool error naming the field.
     let bad = call(client, &[], "Feed_Watch", json!({ "count": "many" })).await;
     assert_eq!(bad["isError"], true);
-    assert_eq!(bad["structuredContent"]["code"], 3);
+    assert_eq!(bad["_meta"]["io.portico/status"]["code"], 3);
     assert!(
         bad["content"][0]["text"]
             .as_str()

@@ -107,6 +107,11 @@ async fn hostile_round(addr: SocketAddr) {
         (b"POST /v1/shelves/1/books HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"title\":\"cut".to_vec(), Duration::ZERO),
         (b"POST /v1/shelves/1/books HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"title\":\x01}".to_vec(), short),
         (b"GET /portico.demo.v1.Library/GetShelf?encoding=proto&base64=1&message=%%% HTTP/1.1\r\nHost: g\r\nConnect-Protocol-Version: 1\r\n\r\n".to_vec(), short),
+        // MCP: a cut body, a batch, arguments of the wrong shape, a version nobody speaks.
+        (b"POST /mcp HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,".to_vec(), Duration::ZERO),
+        (b"POST /mcp HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\n[{}]".to_vec(), short),
+        (b"POST /mcp HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\nContent-Length: 93\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"Probe_Sleep\",\"arguments\":[]}}".to_vec(), short),
+        (b"POST /mcp HTTP/1.1\r\nHost: g\r\nMCP-Protocol-Version: 9999\r\nContent-Length: 2\r\n\r\n{}".to_vec(), short),
         (continuation, short),
         (rapid_reset, short),
         (truncated_grpc, short),
@@ -227,5 +232,8 @@ async fn mixed_hostile_and_normal_traffic_leaves_the_gateway_bounded() {
         mib(end_rss)
     );
     // And a new client is served as on the first day.
-    assert_eq!(normal_round(gateway.addr, &client()).await, 6);
+    assert_eq!(
+        normal_round(gateway.addr, &client()).await,
+        EVERY_PROTOCOL.len() + 1
+    );
 }

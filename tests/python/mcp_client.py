@@ -8,7 +8,7 @@ mode, lists the tools and, with --call, calls one. Prints one JSON object:
 
     {"protocolVersion": ..., "serverName": ..., "tools": [{"name", "title", "description",
      "inputSchema", "outputSchema"}, ...],
-     "call": null | {"isError": bool, "structuredContent": ..., "text": str | null}}
+     "call": null | {"isError": bool, "structuredContent": ..., "meta": ..., "text": str | null}}
 
 Exits 0 when the protocol exchange worked, even if the tool reported an error (that is
 the tool's answer, carried in "isError"); otherwise exits 1 with the error on stderr.
@@ -68,6 +68,7 @@ async def run(url: str, token: str | None, call: str | None, arguments: dict[str
                 result = {
                     "isError": outcome.is_error,
                     "structuredContent": outcome.structured_content,
+                    "meta": outcome.meta,
                     "text": _first_text(outcome.content),
                 }
 

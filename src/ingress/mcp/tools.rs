@@ -68,6 +68,11 @@ impl ToolTable {
             ) else {
                 continue;
             };
+            if binding.raw_request_body {
+                // Tool arguments are JSON; a request of raw bytes has no JSON form.
+                tracing::warn!(tool = name.as_str(), "not offered as an MCP tool: its request body is google.api.HttpBody (raw bytes)");
+                continue;
+            }
             let n = Naming::from(&json);
             let Some(input) = object_schema(&mut comments, &t.method.input(), n) else {
                 tracing::warn!(
@@ -76,26 +81,30 @@ impl ToolTable {
                 );
                 continue;
             };
-            let output = object_schema(&mut comments, &t.method.output(), n).map(|o| {
-                if t.kind.server_streams() {
-                    let mut items = o;
-                    let defs = items.as_object_mut().and_then(|m| m.remove("$defs"));
-                    let mut s = json!({
-                        "type": "object",
-                        "properties": {
-                            "messages": { "type": "array", "items": items },
-                            "truncated": { "type": "boolean" },
-                        },
-                        "required": ["messages"],
-                    });
-                    if let Some(defs) = defs {
-                        s["$defs"] = defs;
+            // Raw replies are content items, not structured content.
+            let output = (!binding.raw_response_body)
+                .then(|| object_schema(&mut comments, &t.method.output(), n))
+                .flatten()
+                .map(|o| {
+                    if t.kind.server_streams() {
+                        let mut items = o;
+                        let defs = items.as_object_mut().and_then(|m| m.remove("$defs"));
+                        let mut s = json!({
+                            "type": "object",
+                            "properties": {
+                                "messages": { "type": "array", "items": items },
+                                "truncated": { "type": "boolean" },
+                            },
+                            "required": ["messages"],
+                        });
+                        if let Some(defs) = defs {
+                            s["$defs"] = defs;
+                        }
+                        s
+                    } else {
+                        o
                     }
-                    s
-                } else {
-                    o
-                }
-            });
+                });
             let mut description = comments
                 .get(&t.method.parent_file(), t.method.path())
                 .map(str::to_owned)

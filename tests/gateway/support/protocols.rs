@@ -183,9 +183,10 @@ pub async fn call_at(
             assert!(result.is_object(), "not a tool result: {reply}");
             let structured = &result["structuredContent"];
             let (code, message) = if result["isError"] == true {
+                let status = &result["_meta"]["io.portico/status"];
                 (
-                    structured["code"].as_i64().unwrap(),
-                    structured["message"].as_str().unwrap_or("").to_owned(),
+                    status["code"].as_i64().unwrap(),
+                    status["message"].as_str().unwrap_or("").to_owned(),
                 )
             } else {
                 (0, String::new())
