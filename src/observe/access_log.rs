@@ -37,6 +37,9 @@ pub enum Field<'a> {
     UInt(u64),
     /// Milliseconds and the like; finite.
     Float(f64),
+    /// A duration given in microseconds, written in milliseconds
+    /// (`12.345`, `0.5`, `3`).
+    Millis(u64),
     /// Written as RFC 3339 UTC with milliseconds.
     Time(std::time::SystemTime),
     Ip(std::net::IpAddr),
@@ -208,7 +211,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One JSON object per line.
+/// One JSON object per line. A key is a field's name, or (what the call
+/// records pass, saving a copy per field) the name already framed as
+/// `"name":`.
 fn json_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
     use std::fmt::Write as _;
     out.push('{');
@@ -216,20 +221,35 @@ fn json_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
         if i > 0 {
             out.push(',');
         }
-        out.push('"');
-        out.push_str(key);
-        out.push_str("\":");
+        if key.starts_with('"') {
+            out.push_str(key);
+        } else {
+            out.push('"');
+            out.push_str(key);
+            out.push_str("\":");
+        }
         match value {
             Field::Null => out.push_str("null"),
             Field::Str(s) => push_json_string(out, s),
-            Field::UInt(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Field::UInt(n) => out.push_str(itoa::Buffer::new().format(*n)),
             Field::Float(f) => {
                 let _ = write!(out, "{f}");
             }
+            Field::Millis(micros) => push_millis(out, *micros),
             Field::Time(t) => {
-                let _ = write!(out, "\"{}\"", humantime::format_rfc3339_millis(*t));
+                out.push('"');
+                push_rfc3339_millis(out, *t);
+                out.push('"');
+            }
+            Field::Ip(std::net::IpAddr::V4(ip)) => {
+                out.push('"');
+                for (i, octet) in ip.octets().iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(itoa::Buffer::new().format(*octet));
+                }
+                out.push('"');
             }
             Field::Ip(ip) => {
                 let _ = write!(out, "\"{ip}\"");
@@ -239,21 +259,119 @@ fn json_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
     out.push_str("}\n");
 }
 
+/// Whether any byte of `bytes` must be escaped in a JSON string: a
+/// control character, `"`, `\\` or DEL. Eight bytes at a time: every
+/// line scans a few hundred bytes, nearly always for nothing.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero: the classic "has zero byte" test.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // Below 0x20 (ASCII bytes only: a UTF-8 byte has its high bit set
+        // and is never a control character, so it is masked out).
+        let low = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        if low
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')))
+            | zero(x ^ (ONES * 0x7f))
+            != 0
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f)
+}
+
+/// A field's name without the JSON framing [`json_line`] accepts.
+fn plain(key: &str) -> &str {
+    key.strip_prefix('"')
+        .and_then(|k| k.strip_suffix("\":"))
+        .unwrap_or(key)
+}
+
+/// Microseconds as milliseconds, the shortest exact decimal (what `{}`
+/// writes for the same `f64`), by integer arithmetic.
+fn push_millis(out: &mut String, micros: u64) {
+    out.push_str(itoa::Buffer::new().format(micros / 1000));
+    let frac = micros % 1000;
+    if frac != 0 {
+        let digits = [
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ];
+        let keep = if frac.is_multiple_of(100) {
+            2
+        } else if frac.is_multiple_of(10) {
+            3
+        } else {
+            4
+        };
+        out.push_str(std::str::from_utf8(&digits[..keep]).unwrap_or_default());
+    }
+}
+
+/// RFC 3339 UTC with milliseconds. The date and time down to the second
+/// are formatted once per second and thread; the milliseconds per line.
+fn push_rfc3339_millis(out: &mut String, t: std::time::SystemTime) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            // `2026-12-01T10:00:00Z`: keep all but the `Z`.
+            let mut text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop();
+            *cached = (secs, text);
+        }
+        out.push_str(&cached.1);
+    });
+    let ms = since.subsec_millis();
+    let digits = [
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ];
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+}
+
 /// A JSON string: quoted, with `"`, `\\` and control characters escaped
-/// (RFC 8259); everything else as it is, UTF-8.
+/// (RFC 8259); everything else as it is, UTF-8. Most values need no
+/// escape and are copied whole.
 fn push_json_string(out: &mut String, s: &str) {
     use std::fmt::Write as _;
+    let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
     out.push('"');
+    if !needs_escape(s.as_bytes()) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut plain = 0;
     for (i, b) in s.bytes().enumerate() {
+        if !needs(b) {
+            continue;
+        }
         let escape = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
             b'\n' => "\\n",
             b'\r' => "\\r",
             b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => continue,
+            _ => "",
         };
         out.push_str(&s[plain..i]);
         if escape.is_empty() {
@@ -272,7 +390,12 @@ fn push_json_string(out: &mut String, s: &str) {
 /// line or send a terminal escape).
 fn text_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
     use std::fmt::Write as _;
-    let get = |k: &str| fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| plain(key) == k)
+            .map(|(_, v)| *v)
+    };
     let s = |k: &str| match get(k) {
         Some(Field::Str(s)) => s.to_owned(),
         Some(Field::Time(t)) => humantime::format_rfc3339_millis(t).to_string(),
@@ -281,6 +404,11 @@ fn text_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
     let num = |k: &str| match get(k) {
         Some(Field::UInt(n)) => n.to_string(),
         Some(Field::Float(f)) => f.to_string(),
+        Some(Field::Millis(m)) => {
+            let mut s = String::new();
+            push_millis(&mut s, m);
+            s
+        }
         _ => "-".to_owned(),
     };
     let _ = write!(
@@ -295,8 +423,9 @@ fn text_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
         num("duration_ms"),
     );
     for (k, v) in fields {
+        let k = plain(k);
         if matches!(
-            *k,
+            k,
             "timestamp"
                 | "protocol"
                 | "http_method"
@@ -319,8 +448,13 @@ fn text_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
             Field::Float(f) => {
                 let _ = write!(out, " {k}={f}");
             }
+            Field::Millis(m) => {
+                let _ = write!(out, " {k}=");
+                push_millis(out, *m);
+            }
             Field::Time(t) => {
-                let _ = write!(out, " {k}={}", humantime::format_rfc3339_millis(*t));
+                let _ = write!(out, " {k}=");
+                push_rfc3339_millis(out, *t);
             }
             Field::Ip(ip) => {
                 let _ = write!(out, " {k}={ip}");
@@ -333,6 +467,60 @@ fn text_line(out: &mut String, fields: &[(&str, Field<'_>)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_escape_scan_finds_every_byte_that_needs_one_wherever_it_is() {
+        let plain = "GET /v1/shelves/1 é ☃ 0123456789abcdef~";
+        assert!(!needs_escape(plain.as_bytes()));
+        for bad in [0u8, 0x1f, b'"', b'\\', 0x7f, b'\n'] {
+            for at in 0..plain.len() + 1 {
+                if !plain.is_char_boundary(at) {
+                    continue;
+                }
+                let mut s = plain.as_bytes().to_vec();
+                s.insert(at, bad);
+                assert!(needs_escape(&s), "{bad:#x} at {at}");
+            }
+        }
+        // Every single byte, alone and in a run of eight.
+        for b in 0..=255u8 {
+            let want = b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f;
+            assert_eq!(needs_escape(&[b]), want, "{b:#x}");
+            assert_eq!(needs_escape(&[b; 8]), want, "{b:#x} x8");
+            let mut padded = [b'a'; 16];
+            padded[11] = b;
+            assert_eq!(needs_escape(&padded), want, "{b:#x} in 16");
+        }
+    }
+
+    #[test]
+    fn milliseconds_and_timestamps_are_written_as_core_fmt_would() {
+        for (micros, want) in [
+            (0, "0"),
+            (1, "0.001"),
+            (500, "0.5"),
+            (12_340, "12.34"),
+            (12_345, "12.345"),
+            (3_000_000, "3000"),
+            (1_000_010, "1000.01"),
+        ] {
+            let mut out = String::new();
+            push_millis(&mut out, micros);
+            assert_eq!(out, want);
+            let float = (micros as f64) / 1000.0;
+            assert_eq!(out, float.to_string(), "{micros}");
+        }
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_764_590_400_007);
+        for _ in 0..2 {
+            let mut out = String::new();
+            push_rfc3339_millis(&mut out, t);
+            assert_eq!(out, humantime::format_rfc3339_millis(t).to_string());
+        }
+        let later = t + Duration::from_millis(1_993);
+        let mut out = String::new();
+        push_rfc3339_millis(&mut out, later);
+        assert_eq!(out, humantime::format_rfc3339_millis(later).to_string());
+    }
 
     #[test]
     fn a_json_line_is_one_object_with_escaped_strings() {

@@ -69,7 +69,7 @@ pub struct Attempt {
 impl Attempt {
     /// The `traceparent` the backend gets: the attempt's span as parent.
     pub fn traceparent(&self) -> Option<http::HeaderValue> {
-        http::HeaderValue::from_str(&traceparent(self.context.as_ref()?)).ok()
+        http::HeaderValue::from_bytes(&traceparent(self.context.as_ref()?)).ok()
     }
 
     pub fn tracestate(&self) -> Option<http::HeaderValue> {
@@ -131,7 +131,8 @@ pub struct CallRecord {
     started: Instant,
     wall: SystemTime,
     request_id: String,
-    http_method: String,
+    /// A copy of a standard method allocates nothing.
+    http_method: Option<http::Method>,
     path: String,
     trace: Option<(String, String)>,
     facts: Mutex<Facts>,
@@ -237,17 +238,21 @@ impl CallRecord {
     ) -> Arc<CallRecord> {
         // Usage figures need no text of the request; a log line and a span do.
         let wall = SystemTime::now();
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+        static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+        let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // Read once: the span's parent and the log line's trace fields.
-        let client_trace = header("traceparent").and_then(parse_traceparent);
+        let client_trace = header(&TRACEPARENT).and_then(parse_traceparent);
         let span = sinks.tracing.as_ref().map(|t| {
             let parent = match parent {
                 Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
-                None => remote_parent(client_trace, header("tracestate")),
+                None => remote_parent(client_trace, header(&TRACESTATE)),
             };
-            let name = match kind {
-                Kind::Session => format!("websocket {path}"),
-                Kind::Call => path.trim_start_matches('/').to_owned(),
+            // A call's span is named when it ends (its method, else its
+            // path): most spans are not sampled and never need the text.
+            let name: std::borrow::Cow<'static, str> = match kind {
+                Kind::Session => format!("websocket {path}").into(),
+                Kind::Call => "call".into(),
             };
             t.server_span(name, &parent, wall)
         });
@@ -272,10 +277,7 @@ impl CallRecord {
             } else {
                 String::new()
             },
-            http_method: match method {
-                Some(m) if logging => m.as_str().to_owned(),
-                _ => String::new(),
-            },
+            http_method: method.filter(|_| logging).cloned(),
             path: if logging {
                 path.to_owned()
             } else {
@@ -545,6 +547,9 @@ impl CallRecord {
     /// Ends the call's span with what is known of the call.
     fn end_span(&self, mut span: Span, f: &Facts) {
         let code = f.code.unwrap_or(tonic::Code::Ok);
+        if self.kind == Kind::Call && method_of(f).is_none() {
+            span.update_name(self.path.trim_start_matches('/').to_owned());
+        }
         if let Some(method) = method_of(f) {
             span.update_name(method.to_owned());
             let (service, name) = method.split_once('/').unwrap_or((method, ""));
@@ -558,11 +563,8 @@ impl CallRecord {
         span.set_attribute(KeyValue::new("portico.ingress", self.protocol.as_str()));
         span.set_attribute(KeyValue::new("url.path", self.path.clone()));
         span.set_attribute(KeyValue::new("portico.request_id", self.request_id.clone()));
-        if !self.http_method.is_empty() {
-            span.set_attribute(KeyValue::new(
-                "http.request.method",
-                self.http_method.clone(),
-            ));
+        if let Some(m) = &self.http_method {
+            span.set_attribute(KeyValue::new("http.request.method", m.as_str().to_owned()));
         }
         if let Some(route) = &f.route {
             // The template without its verb, as the convention has it.
@@ -607,13 +609,14 @@ impl CallRecord {
     }
 
     /// The access-log line's fields, in order.
+    /// The line's fields, in a fixed array (no allocation) with its length.
     fn fields<'a>(
         &'a self,
         f: &'a Facts,
-        ids: Option<&'a (String, String)>,
-    ) -> Vec<(&'static str, Field<'a>)> {
-        let ms = |d: Duration| Field::Float((d.as_secs_f64() * 1_000_000.0).round() / 1000.0);
-        let total = self.started.elapsed();
+        ids: Option<(&'a str, &'a str)>,
+        total: Duration,
+    ) -> ([(&'static str, Field<'a>); 31], usize) {
+        let ms = |d: Duration| Field::Millis(d.as_micros() as u64);
         let upstream = f.upstream_at.map(|_| f.upstream_time);
         let policies = f.pipeline_at.map(|entered| {
             f.upstream_at
@@ -623,83 +626,87 @@ impl CallRecord {
         });
         let code = f.code.unwrap_or(tonic::Code::Ok);
         let opt_ms = |d: Option<Duration>| d.map_or(Field::Null, ms);
-        let mut fields = Vec::with_capacity(32);
-        fields.extend([
-            ("timestamp", Field::Time(self.wall)),
+        let mut fields = [("", Field::Null); 31];
+        let common = [
+            (k!("timestamp"), Field::Time(self.wall)),
             (
-                "kind",
+                k!("kind"),
                 Field::Str(match self.kind {
                     Kind::Call => "call",
                     Kind::Session => "session",
                 }),
             ),
-            ("request_id", Field::Str(&self.request_id)),
+            (k!("request_id"), Field::Str(&self.request_id)),
             (
-                "trace_id",
-                ids.map(|t| t.0.as_str())
+                k!("trace_id"),
+                ids.map(|t| t.0)
                     .or(self.trace.as_ref().map(|t| t.0.as_str()))
                     .into(),
             ),
             (
-                "span_id",
-                ids.map(|t| t.1.as_str()).filter(|s| !s.is_empty()).into(),
+                k!("span_id"),
+                ids.map(|t| t.1).filter(|s| !s.is_empty()).into(),
             ),
             (
-                "parent_span_id",
+                k!("parent_span_id"),
                 self.trace.as_ref().map(|t| t.1.as_str()).into(),
             ),
-            ("protocol", Field::Str(self.protocol.as_str())),
+            (k!("protocol"), Field::Str(self.protocol.as_str())),
             (
-                "client",
+                k!("client"),
                 f.client.map_or(Field::Null, |c| Field::Ip(c.ip())),
             ),
             (
-                "http_method",
-                (!self.http_method.is_empty())
-                    .then_some(self.http_method.as_str())
-                    .into(),
+                k!("http_method"),
+                self.http_method.as_ref().map(http::Method::as_str).into(),
             ),
-            ("path", Field::Str(&self.path)),
-            ("route", f.route.as_deref().into()),
-            ("method", method_of(f).into()),
+            (k!("path"), Field::Str(&self.path)),
+            (k!("route"), f.route.as_deref().into()),
+            (k!("method"), method_of(f).into()),
             (
-                "upstream",
+                k!("upstream"),
                 f.target.as_ref().map(|t| &*t.upstream_name).into(),
             ),
-            ("endpoint", f.endpoint.as_deref().into()),
-            ("attempts", Field::UInt(u64::from(f.attempts))),
+            (k!("endpoint"), f.endpoint.as_deref().into()),
+            (k!("attempts"), Field::UInt(u64::from(f.attempts))),
             (
-                "http_status",
+                k!("http_status"),
                 f.http_status
                     .map_or(Field::Null, |s| Field::UInt(u64::from(s))),
             ),
-            ("grpc_code", Field::UInt(code as u64)),
-            ("grpc_status", Field::Str(code_name(code))),
-            ("error", f.error.as_ref().map(|e| e.0.as_str()).into()),
-            ("origin", f.error.as_ref().map(|e| e.1).into()),
-            ("duration_ms", ms(total)),
-            ("policies_ms", opt_ms(policies)),
-            ("upstream_ms", opt_ms(upstream)),
-            ("bytes_in", Field::UInt(f.bytes_in)),
-            ("bytes_out", Field::UInt(f.bytes_out)),
+            (k!("grpc_code"), Field::UInt(code as u64)),
+            (k!("grpc_status"), Field::Str(code_name(code))),
+            (k!("error"), f.error.as_ref().map(|e| e.0.as_str()).into()),
+            (k!("origin"), f.error.as_ref().map(|e| e.1).into()),
+            (k!("duration_ms"), ms(total)),
+            (k!("policies_ms"), opt_ms(policies)),
+            (k!("upstream_ms"), opt_ms(upstream)),
+            (k!("bytes_in"), Field::UInt(f.bytes_in)),
+            (k!("bytes_out"), Field::UInt(f.bytes_out)),
             (
-                "principal",
+                k!("principal"),
                 f.principal.as_ref().map(|p| p.subject.as_str()).into(),
             ),
-            ("cache", f.cache.into()),
-        ]);
+            (k!("cache"), f.cache.into()),
+        ];
+        let mut n = common.len();
+        fields[..n].copy_from_slice(&common);
         match self.kind {
-            Kind::Call => fields.push(("session", f.session.as_deref().into())),
+            Kind::Call => {
+                fields[n] = (k!("session"), f.session.as_deref().into());
+                n += 1;
+            }
             Kind::Session => {
-                fields.push(("calls", Field::UInt(f.calls)));
-                fields.push((
-                    "close_code",
+                fields[n] = (k!("calls"), Field::UInt(f.calls));
+                fields[n + 1] = (
+                    k!("close_code"),
                     f.close_code
                         .map_or(Field::Null, |c| Field::UInt(u64::from(c))),
-                ));
+                );
+                n += 2;
             }
         }
-        fields
+        (fields, n)
     }
 }
 
@@ -725,6 +732,7 @@ impl Drop for CallRecord {
         }
         let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
         let failed = facts.code.is_some_and(|c| c != tonic::Code::Ok) || facts.error.is_some();
+        let elapsed = self.started.elapsed();
         if let (Some(usage), Some(method), Kind::Call) = (&self.usage, method_of(&facts), self.kind)
         {
             usage.book.record(
@@ -732,7 +740,7 @@ impl Drop for CallRecord {
                 method,
                 &super::usage::Call {
                     failed,
-                    duration: self.started.elapsed(),
+                    duration: elapsed,
                     bytes_in: facts.bytes_in,
                     bytes_out: facts.bytes_out,
                 },
@@ -743,17 +751,23 @@ impl Drop for CallRecord {
             .log
             .take()
             .filter(|l| !facts.silenced && l.wants(failed));
+        // The ids in hex on the stack: a line is written on every call.
+        let mut trace_hex = [0u8; 32];
+        let mut span_hex = [0u8; 16];
         let ids = match (&span, &log) {
             (Some(span), Some(_)) => {
                 // An unsampled span is exported nowhere: the line names the
                 // trace but no span of it.
                 let sc = span.span_context();
+                super::traces::hex_into(&sc.trace_id().to_bytes(), &mut trace_hex);
+                super::traces::hex_into(&sc.span_id().to_bytes(), &mut span_hex);
+                let trace = std::str::from_utf8(&trace_hex).unwrap_or_default();
                 let span_id = if sc.is_sampled() {
-                    sc.span_id().to_string()
+                    std::str::from_utf8(&span_hex).unwrap_or_default()
                 } else {
-                    String::new()
+                    ""
                 };
-                Some((sc.trace_id().to_string(), span_id))
+                Some((trace, span_id))
             }
             _ => None,
         };
@@ -765,9 +779,18 @@ impl Drop for CallRecord {
         let Some(log) = log else {
             return;
         };
-        log.write(&self.fields(&facts, ids.as_ref()));
+        let (fields, n) = self.fields(&facts, ids, elapsed);
+        log.write(&fields[..n]);
     }
 }
+
+/// A log field's key framed for JSON (`"name":`), written with one copy.
+macro_rules! k {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+use k;
 
 /// The trace id, parent span id and flags of a W3C `traceparent`
 /// (version 00), when it is well formed and not all zeros.

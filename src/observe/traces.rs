@@ -145,7 +145,12 @@ impl Tracing {
     }
 
     /// A call's server span (or a WebSocket session's), child of `parent`.
-    pub fn server_span(&self, name: String, parent: &Context, start: SystemTime) -> Span {
+    pub fn server_span(
+        &self,
+        name: impl Into<std::borrow::Cow<'static, str>>,
+        parent: &Context,
+        start: SystemTime,
+    ) -> Span {
         self.tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
@@ -194,13 +199,22 @@ fn ids((trace, span, flags): (&str, &str, &str)) -> Option<(TraceId, SpanId, Tra
 }
 
 /// The `traceparent` value naming `cx` as the parent.
-pub fn traceparent(cx: &SpanContext) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        cx.trace_id(),
-        cx.span_id(),
-        cx.trace_flags().to_u8()
-    )
+pub fn traceparent(cx: &SpanContext) -> [u8; 55] {
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&cx.trace_id().to_bytes(), &mut out[3..35]);
+    hex_into(&cx.span_id().to_bytes(), &mut out[36..52]);
+    hex_into(&[cx.trace_flags().to_u8()], &mut out[53..55]);
+    out
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long), without `core::fmt`:
+/// ids are written on every call.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// The processor: hands finished spans to the export task, never waits.
@@ -249,8 +263,8 @@ mod tests {
         );
         assert_eq!(sc.trace_state().get("vendor"), Some("abc"));
         assert_eq!(
-            traceparent(&sc),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            &traceparent(&sc)[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         let none = remote_parent(parse_traceparent("garbage"), None);
         assert!(!none.span().span_context().is_valid());
