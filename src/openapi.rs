@@ -426,19 +426,6 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// Messages a single query value can hold.
-fn scalar_like(m: &MessageDescriptor) -> bool {
-    matches!(
-        m.full_name(),
-        "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask"
-    ) || (m.full_name().starts_with("google.protobuf.")
-        && m.full_name().ends_with("Value")
-        && !matches!(
-            m.full_name(),
-            "google.protobuf.Value" | "google.protobuf.ListValue"
-        ))
-}
-
 /// The query parameters a binding takes: every field the path and body do
 /// not carry, nested ones as `a.b` (three levels deep at most).
 fn query_params(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Vec<Value> {
@@ -478,7 +465,9 @@ fn walk_query(
         }
         let name = format!("{prefix}{}", n.field_name(&f));
         match f.kind() {
-            Kind::Message(m) if !scalar_like(&m) => {
+            // Messages one query value can hold (Timestamp, a wrapper...) are
+            // parameters themselves, as the transcoder reads them.
+            Kind::Message(m) if !crate::transcode::fields::is_scalar_like(&m) => {
                 if f.is_list() || stack.len() >= 3 {
                     continue;
                 }

@@ -69,8 +69,8 @@ pub fn set(
     Ok(())
 }
 
-/// Messages that a single string can hold.
-fn is_scalar_like(m: &MessageDescriptor) -> bool {
+/// Messages that a single string can hold (a query value, a path variable).
+pub fn is_scalar_like(m: &MessageDescriptor) -> bool {
     matches!(
         m.full_name(),
         "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask"
