@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Small, short-lived allocations (headers, envelopes, JSON) on every call:
+// mimalloc's thread-local free lists cost less than glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portico",
@@ -15,6 +20,12 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads that serve requests. 1 runs everything on one thread, which
+    /// costs the least CPU per request; more share the work between them.
+    /// Default: one per CPU the process may use (its affinity and cgroup
+    /// quota), so a gateway pinned to one core runs on one thread.
+    #[arg(long, global = true, env = "PORTICO_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -59,13 +70,28 @@ enum Command {
     },
 }
 
+/// The runtime for `threads` serving threads (default: one per usable CPU).
+/// With one, a current-thread runtime: no work-stealing queues, no wake-ups
+/// across threads, a third less CPU per request than the multi-threaded
+/// scheduler running one worker (BENCHMARKS.md).
+fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     observe::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(cli.threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("portico: cannot start the runtime: {e}");

@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod call_record;
 pub mod call_stats;
 pub mod metrics;
+pub mod request_scope;
 pub mod traces;
 pub mod usage;
 
@@ -17,7 +18,7 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true)
+        .event_format(request_scope::WithRequestId::default())
         .try_init();
 }
 

@@ -66,12 +66,11 @@ impl Ingress {
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());
         // Every log line about the request, from any layer, carries its id.
-        let span = tracing::info_span!(
-            "request",
-            request_id = request_id.to_str().unwrap_or_default()
-        );
-        let mut resp =
-            tracing::Instrument::instrument(self.dispatch(req, client, framing), span).await;
+        let mut resp = crate::observe::request_scope::scope(
+            request_id.clone(),
+            self.dispatch(req, client, framing),
+        )
+        .await;
         resp.headers_mut()
             .insert(super::edge::request_id::HEADER, request_id);
         resp
@@ -168,12 +167,8 @@ impl Ingress {
         req: &Request<hyper::body::Incoming>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
-        let request_id = req
-            .headers()
-            .get(super::edge::request_id::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        tracing::info!(target: "portico::access", request_id, method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
+        // The line carries the request id like every line about the request.
+        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
         match Protocol::of(req) {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor) => super::grpc::trailers_only(flavor, err),
