@@ -22,6 +22,7 @@ cat >"$RUN/idle.toml" <<TOML
 listen = "$GATEWAY"
 [server.limits]
 max_connections = 100000
+max_connections_per_ip = 100000
 [descriptors]
 sets = ["$PWD/descriptors/demo.binpb"]
 [upstreams.demo]

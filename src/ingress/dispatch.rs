@@ -76,6 +76,10 @@ impl Ingress {
         resp
     }
 
+    /// The rare paths (MCP, a WebSocket handshake, the API description)
+    /// are boxed: a future is as large as its largest state, and hyper
+    /// moves every request's future whole: unboxed, they made a REST or
+    /// gRPC call's future 16 KiB instead of 8.
     async fn dispatch(
         self: Arc<Self>,
         mut req: Request<hyper::body::Incoming>,
@@ -129,19 +133,19 @@ impl Ingress {
                 return resp;
             }
         }
-        if req.method() == Method::GET && self.api.served() {
-            if let Some(resp) = self.api_page(req.uri().path()).await {
+        if req.method() == Method::GET && self.api.served() && is_api_page(req.uri().path()) {
+            if let Some(resp) = Box::pin(self.api_page(req.uri().path())).await {
                 return resp;
             }
         }
         if let Some(mcp) = &self.mcp {
             if req.uri().path() == super::mcp::PATH {
-                return mcp.clone().handle(req, client).await;
+                return Box::pin(mcp.clone().handle(req, client)).await;
             }
         }
         let protocol = Protocol::of(&req);
         if protocol == Protocol::WebSocket {
-            return self.websocket.clone().handle(req, client).await;
+            return Box::pin(self.websocket.clone().handle(req, client)).await;
         }
         // Only a cross-origin request pays for remembering its route.
         let cors_key = origin
@@ -217,6 +221,11 @@ impl Ingress {
             }
         }
     }
+}
+
+/// Whether `path` is the OpenAPI description or a file of its docs page.
+fn is_api_page(path: &str) -> bool {
+    path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
 }
 
 /// `uri` with another path, its query kept.
