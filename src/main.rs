@@ -72,8 +72,9 @@ enum Command {
 
 /// The runtime for `threads` serving threads (default: one per usable CPU).
 /// With one, a current-thread runtime: no work-stealing queues, no wake-ups
-/// across threads, a third less CPU per request than the multi-threaded
-/// scheduler running one worker (BENCHMARKS.md).
+/// across threads; with mimalloc it takes about an eighth off the CPU of a
+/// JSON call against the multi-threaded scheduler running one worker
+/// (BENCHMARKS.md).
 fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = threads.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
