@@ -169,6 +169,41 @@ pub fn proto_roundtrip(data: &[u8]) {
     check_json_roundtrip(&desc, &msg, &crate::config::JsonOptions::default());
 }
 
+/// Reply bytes written as JSON directly from the wire
+/// ([`json::wire`]): whenever that path writes, the general path (decode,
+/// then serialize) reads the same bytes and writes the same JSON, byte for
+/// byte, in each output style.
+pub fn json_wire(data: &[u8]) {
+    let Some((desc, wire)) = pick(data) else {
+        return;
+    };
+    for (proto_names, enum_numbers) in [(false, false), (true, true)] {
+        let options = crate::config::JsonOptions {
+            use_proto_names: proto_names,
+            enums_as_numbers: enum_numbers,
+            ..Default::default()
+        };
+        let output = json::output(&options, true);
+        let Some(direct) = output.direct(&desc, wire) else {
+            continue;
+        };
+        let msg = DynamicMessage::decode(desc.clone(), wire).unwrap_or_else(|e| {
+            panic!(
+                "{}: written directly as {} but the general path refuses the bytes: {e}",
+                desc.full_name(),
+                String::from_utf8_lossy(&direct)
+            )
+        });
+        let general = json::encode(&msg, &output.serialize).expect("a decoded message writes");
+        assert_eq!(
+            String::from_utf8_lossy(&direct),
+            String::from_utf8_lossy(&general),
+            "{}: the direct and general paths disagree",
+            desc.full_name()
+        );
+    }
+}
+
 fn check_json_roundtrip(
     desc: &MessageDescriptor,
     msg: &DynamicMessage,
@@ -317,12 +352,13 @@ pub fn config(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the replay tests.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("path_template", path_template),
     ("route_match", route_match),
     ("query_string", query_string),
     ("json_roundtrip", json_roundtrip),
     ("proto_roundtrip", proto_roundtrip),
+    ("json_wire", json_wire),
     ("grpc_frames", grpc_frames),
     ("websocket_frame", websocket_frame),
     ("connect_get", connect_get),

@@ -141,6 +141,7 @@ impl RouteTable {
                         )
                     })?,
                     kind: CallKind::of(&method),
+                    reply_json_direct: crate::transcode::json::wire::covers(&method.output()),
                     upstream: UpstreamId(route.upstream),
                     route: i,
                     upstream_name: upstream.name.as_str().into(),

@@ -218,7 +218,8 @@ impl ConnectIngress {
                 let body = match codec {
                     Codec::Proto => message,
                     Codec::Json => {
-                        let options = json::serialize_options(&self.routes_json(&target));
+                        let options =
+                            json::output(&self.routes_json(&target), target.reply_json_direct);
                         response::message_json(&target.method.output(), &message, &options)?.into()
                     }
                 };
@@ -244,7 +245,7 @@ impl ConnectIngress {
 
     fn stream_frames(&self, target: &Arc<Target>, codec: Codec, reply: ReplyStream) -> FrameStream {
         let output = target.method.output();
-        let options = json::serialize_options(&self.routes_json(target));
+        let options = json::output(&self.routes_json(target), target.reply_json_direct);
         let status = self.status.clone();
         let path = target.path.clone();
         Box::pin(futures_util::stream::unfold(

@@ -394,7 +394,8 @@ impl McpIngress {
         if target.kind.server_streams() {
             let headers = reply_metadata(&reply.metadata);
             let output = target.method.output();
-            let options = json_options::serialize_options(&tool.binding.json);
+            let options =
+                json_options::output(&tool.binding.json, tool.binding.target.reply_json_direct);
             let mut messages = Vec::new();
             let mut size = 0;
             let mut truncated = false;

@@ -272,7 +272,7 @@ impl RestIngress {
         format: StreamFormat,
     ) -> FrameStream {
         let output = binding.target.method.output();
-        let options = json::serialize_options(&binding.json);
+        let options = json::output(&binding.json, binding.target.reply_json_direct);
         let status = self.status.clone();
         let path = binding.target.path.clone();
         Box::pin(futures_util::stream::unfold(

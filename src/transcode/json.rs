@@ -3,6 +3,7 @@
 
 pub mod config;
 mod non_finite;
+pub mod wire;
 
 pub use non_finite::NonFinite;
 
@@ -17,6 +18,38 @@ pub fn serialize_options(o: &JsonOptions) -> SerializeOptions {
         .use_enum_numbers(o.enums_as_numbers)
         .use_proto_field_name(o.use_proto_names)
         .skip_default_fields(!o.emit_unpopulated)
+}
+
+/// How a route writes reply messages as JSON: the general path's options,
+/// and the direct path's style when the route's options allow it (default
+/// fields skipped, as they are unless `json.emit_unpopulated` is set).
+#[derive(Clone)]
+pub struct JsonOutput {
+    pub serialize: SerializeOptions,
+    direct: Option<wire::Style>,
+}
+
+/// `direct`: whether the message type is one [`wire`] covers
+/// ([`Target::reply_json_direct`](crate::envelope::Target)).
+pub fn output(o: &JsonOptions, direct: bool) -> JsonOutput {
+    JsonOutput {
+        serialize: serialize_options(o),
+        direct: (direct && !o.emit_unpopulated).then_some(wire::Style {
+            proto_names: o.use_proto_names,
+            enum_numbers: o.enums_as_numbers,
+        }),
+    }
+}
+
+impl JsonOutput {
+    /// The JSON of an encoded message written straight from its bytes, when
+    /// [`wire`] can; `None` sends the caller down the general path.
+    pub fn direct(&self, desc: &MessageDescriptor, bytes: &[u8]) -> Option<Vec<u8>> {
+        let style = self.direct?;
+        let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
+        wire::write(desc, bytes, style, &mut out).ok()?;
+        Some(out)
+    }
 }
 
 fn deserialize_options(o: &JsonOptions) -> DeserializeOptions {

@@ -2,10 +2,11 @@
 //! route's JSON options.
 
 use super::json;
+use super::json::JsonOutput;
 use crate::error::{ErrorKind, GatewayError, Origin};
 use crate::routes::Binding;
 use bytes::Bytes;
-use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value};
+use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 
 /// The body of a unary HTTP reply.
 pub enum HttpReplyBody {
@@ -34,14 +35,24 @@ pub fn decode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<DynamicMessage, 
 pub fn message_json(
     desc: &MessageDescriptor,
     bytes: &[u8],
-    options: &SerializeOptions,
+    output: &JsonOutput,
 ) -> Result<Vec<u8>, GatewayError> {
-    json::encode(&decode(desc, bytes)?, options).map_err(bad_reply)
+    if let Some(json) = output.direct(desc, bytes) {
+        return Ok(json);
+    }
+    json::encode(&decode(desc, bytes)?, &output.serialize).map_err(bad_reply)
 }
 
 /// The HTTP body of a unary reply.
 pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayError> {
     let output = binding.target.method.output();
+    if binding.response_body.is_none() && !binding.raw_response_body {
+        if let Some(json) =
+            json::output(&binding.json, binding.target.reply_json_direct).direct(&output, bytes)
+        {
+            return Ok(HttpReplyBody::Json(json));
+        }
+    }
     let options = json::serialize_options(&binding.json);
     let msg = decode(&output, bytes)?;
     let part = match &binding.response_body {

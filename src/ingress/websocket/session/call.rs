@@ -105,7 +105,10 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
         }
     }
     let output = target.method.output();
-    let options = json::serialize_options(&t.ingress.routes.json_options(target.route));
+    let options = json::output(
+        &t.ingress.routes.json_options(target.route),
+        target.reply_json_direct,
+    );
     let mut body = reply.body;
     while let Some(frame) = body.next().await {
         match frame? {
