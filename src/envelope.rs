@@ -72,6 +72,9 @@ pub struct Target {
     /// The request field a consistent-hash upstream hashes, resolved at load;
     /// `None` when the upstream hashes something else or the input lacks it.
     pub hash_field: Option<Vec<prost_reflect::FieldDescriptor>>,
+    /// Whether its request type is one a JSON body can be read for straight
+    /// into wire bytes (the same test as for replies).
+    pub request_json_direct: bool,
     /// Whether its reply type is one JSON can be written for straight from
     /// the wire ([`crate::transcode::json::wire::covers`]).
     pub reply_json_direct: bool,

@@ -169,6 +169,35 @@ pub fn proto_roundtrip(data: &[u8]) {
     check_json_roundtrip(&desc, &msg, &crate::config::JsonOptions::default());
 }
 
+/// A JSON body read directly into wire bytes ([`json::to_wire`]):
+/// whenever that path reads it, the general path reads it too, as the same
+/// message.
+pub fn json_to_wire(data: &[u8]) {
+    let Some((desc, json_text)) = pick(data) else {
+        return;
+    };
+    let Ok(direct) = json::to_wire::encode(&desc, json_text) else {
+        return;
+    };
+    let options = crate::config::JsonOptions::default();
+    let general = json::decode(&desc, json_text, &options).unwrap_or_else(|e| {
+        panic!(
+            "{}: read directly, refused by the general path ({e:?}): {}",
+            desc.full_name(),
+            String::from_utf8_lossy(json_text)
+        )
+    });
+    let direct = DynamicMessage::decode(desc.clone(), &direct[..])
+        .unwrap_or_else(|e| panic!("{}: the direct bytes do not decode: {e}", desc.full_name()));
+    assert_eq!(
+        direct.encode_to_vec(),
+        general.encode_to_vec(),
+        "{}: the two paths read {} as different messages",
+        desc.full_name(),
+        String::from_utf8_lossy(json_text)
+    );
+}
+
 /// Reply bytes written as JSON directly from the wire
 /// ([`json::wire`]): whenever that path writes, the general path (decode,
 /// then serialize) reads the same bytes and writes the same JSON, byte for
@@ -352,13 +381,14 @@ pub fn config(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// Every target by name, for the replay tests.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("path_template", path_template),
     ("route_match", route_match),
     ("query_string", query_string),
     ("json_roundtrip", json_roundtrip),
     ("proto_roundtrip", proto_roundtrip),
     ("json_wire", json_wire),
+    ("json_to_wire", json_to_wire),
     ("grpc_frames", grpc_frames),
     ("websocket_frame", websocket_frame),
     ("connect_get", connect_get),

@@ -30,7 +30,6 @@ use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body::Frame;
-use prost::Message as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -398,14 +397,12 @@ fn decode_message(
     match codec {
         Codec::Proto => Ok(bytes),
         Codec::Json => {
-            let input = target.method.input();
             let json = if bytes.is_empty() {
                 Bytes::from_static(b"{}")
             } else {
                 bytes
             };
-            let msg = json::decode(&input, &json, options)?;
-            Ok(msg.encode_to_vec().into())
+            crate::transcode::request::message_from_json(target, &json, options)
         }
     }
 }

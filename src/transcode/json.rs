@@ -3,6 +3,7 @@
 
 pub mod config;
 mod non_finite;
+pub mod to_wire;
 pub mod wire;
 
 pub use non_finite::NonFinite;

@@ -3,6 +3,7 @@
 
 use super::{fields, json};
 use crate::config::{JsonOptions, UnknownQueryParams};
+use crate::envelope::Target;
 use crate::error::GatewayError;
 use crate::routes::{Binding, BodyRule};
 use bytes::Bytes;
@@ -51,6 +52,12 @@ pub fn build(
     body: &Bytes,
     content_type: Option<&str>,
 ) -> Result<Bytes, GatewayError> {
+    if matches!(binding.body, BodyRule::Whole) && !binding.raw_request_body && is_json(content_type)
+    {
+        if let Some(encoded) = direct(binding, url, body) {
+            return Ok(encoded);
+        }
+    }
     let input = binding.target.method.input();
     let opts = &binding.json;
     let mut mask_paths = None;
@@ -112,6 +119,9 @@ pub fn build_whole(
     url: Option<UrlParts<'_>>,
     json_body: &Bytes,
 ) -> Result<Bytes, GatewayError> {
+    if let Some(encoded) = direct(binding, url, json_body) {
+        return Ok(encoded);
+    }
     let input = binding.target.method.input();
     let mut msg = if json_body.iter().all(u8::is_ascii_whitespace) {
         DynamicMessage::new(input)
@@ -127,6 +137,43 @@ pub fn build_whole(
         }
     }
     Ok(msg.encode_to_vec().into())
+}
+
+/// A JSON document that is a whole request message of `target`'s method,
+/// encoded: read directly into wire bytes when the type allows it and the
+/// document reads exactly as the general path would read it, else through
+/// the general path.
+pub fn message_from_json(
+    target: &Target,
+    json: &[u8],
+    options: &JsonOptions,
+) -> Result<Bytes, GatewayError> {
+    let input = target.method.input();
+    if target.request_json_direct {
+        if let Ok(encoded) = json::to_wire::encode(&input, json) {
+            return Ok(encoded.into());
+        }
+    }
+    Ok(json::decode(&input, json, options)?.encode_to_vec().into())
+}
+
+/// The message read straight from a JSON body that is all of it
+/// ([`json::to_wire`]), when nothing else fills it (no path variables, no
+/// query, no update mask) and the body reads exactly as the general path
+/// would read it; `None` leaves the call to the general path.
+fn direct(binding: &Binding, url: Option<UrlParts<'_>>, body: &Bytes) -> Option<Bytes> {
+    let url_fills = url
+        .is_some_and(|u| !binding.path_vars.is_empty() || u.query.is_some_and(|q| !q.is_empty()));
+    if !binding.target.request_json_direct
+        || url_fills
+        || binding.update_mask.is_some()
+        || body.iter().all(u8::is_ascii_whitespace)
+    {
+        return None;
+    }
+    json::to_wire::encode(&binding.target.method.input(), body)
+        .ok()
+        .map(Bytes::from)
 }
 
 fn require_json(content_type: Option<&str>) -> Result<(), GatewayError> {

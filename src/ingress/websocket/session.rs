@@ -21,13 +21,11 @@ use writer::{write_loop, Outgoing, OUT_QUEUE};
 
 use crate::error::{GatewayError, WsClose};
 use crate::headers::is_framing;
-use crate::transcode::json;
 use crate::transcode::request::{self, UrlParts};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
-use prost::Message as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -557,12 +555,11 @@ impl Session {
                     });
                     request::build_whole(binding, parts, &json_bytes)
                 }
-                None => json::decode(
-                    &call.spec.target.method.input(),
+                None => request::message_from_json(
+                    &call.spec.target,
                     &json_bytes,
                     &call.ingress.routes.json_options(call.spec.target.route),
-                )
-                .map(|m| Bytes::from(m.encode_to_vec())),
+                ),
             },
         };
         let encoded = match encoded {
