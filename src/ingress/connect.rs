@@ -58,16 +58,13 @@ impl Shape {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match ct.as_str() {
-            "application/connect+json" => return Some(Shape::Stream(Codec::Json)),
-            "application/connect+proto" => return Some(Shape::Stream(Codec::Proto)),
-            _ => {}
+        // Every REST request passes here: compared without a lowercased copy.
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        if ct.eq_ignore_ascii_case("application/connect+json") {
+            return Some(Shape::Stream(Codec::Json));
+        }
+        if ct.eq_ignore_ascii_case("application/connect+proto") {
+            return Some(Shape::Stream(Codec::Proto));
         }
         if method == Method::GET && query.is_some_and(|q| q.split('&').any(|p| p == "connect=v1")) {
             return Some(Shape::UnaryGet);
@@ -75,10 +72,12 @@ impl Shape {
         if !headers.contains_key("connect-protocol-version") {
             return None;
         }
-        match ct.as_str() {
-            "application/json" => Some(Shape::Unary(Codec::Json)),
-            "application/proto" => Some(Shape::Unary(Codec::Proto)),
-            _ => None,
+        if ct.eq_ignore_ascii_case("application/json") {
+            Some(Shape::Unary(Codec::Json))
+        } else if ct.eq_ignore_ascii_case("application/proto") {
+            Some(Shape::Unary(Codec::Proto))
+        } else {
+            None
         }
     }
 }

@@ -50,21 +50,21 @@ pub enum Flavor {
 impl Flavor {
     /// From a request's content type; `None` for anything not gRPC.
     pub fn of(content_type: &str) -> Option<Flavor> {
-        let ct = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match ct.as_str() {
-            "application/grpc-web-text" | "application/grpc-web-text+proto" => {
-                Some(Flavor::Web { text: true })
-            }
-            "application/grpc-web" | "application/grpc-web+proto" => {
-                Some(Flavor::Web { text: false })
-            }
-            "application/grpc" | "application/grpc+proto" => Some(Flavor::Grpc),
-            _ => None,
+        // Compared without case and without a lowercased copy: this runs
+        // on every request.
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        let is = |names: [&str; 2]| names.iter().any(|n| ct.eq_ignore_ascii_case(n));
+        if is([
+            "application/grpc-web-text",
+            "application/grpc-web-text+proto",
+        ]) {
+            Some(Flavor::Web { text: true })
+        } else if is(["application/grpc-web", "application/grpc-web+proto"]) {
+            Some(Flavor::Web { text: false })
+        } else if is(["application/grpc", "application/grpc+proto"]) {
+            Some(Flavor::Grpc)
+        } else {
+            None
         }
     }
 

@@ -19,19 +19,21 @@ pub fn is_json(content_type: Option<&str>) -> bool {
     match content_type {
         None => true,
         Some(ct) => {
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            matches!(
-                essence.as_str(),
-                "" | "application/json"
-                    | "text/json"
-                    | "text/plain"
-                    | "application/x-www-form-urlencoded"
-            ) || essence.ends_with("+json")
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            let suffix = essence
+                .len()
+                .checked_sub(5)
+                .map(|at| &essence.as_bytes()[at..]);
+            [
+                "",
+                "application/json",
+                "text/json",
+                "text/plain",
+                "application/x-www-form-urlencoded",
+            ]
+            .iter()
+            .any(|t| essence.eq_ignore_ascii_case(t))
+                || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
         }
     }
 }

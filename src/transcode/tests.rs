@@ -67,3 +67,28 @@ fn oversized_compressed_and_truncated_frames_are_refused() {
     d.push(&[0, 0, 0]);
     assert_eq!(d.finish(), Err(FrameError::Truncated));
 }
+
+#[test]
+fn json_content_types_are_recognized_whatever_their_case() {
+    use super::request::is_json;
+    for ct in [
+        None,
+        Some(""),
+        Some("application/json"),
+        Some("Application/JSON; charset=utf-8"),
+        Some(" text/plain ;charset=UTF-8"),
+        Some("application/vnd.api+JSON"),
+        Some("application/X-WWW-Form-Urlencoded"),
+    ] {
+        assert!(is_json(ct), "{ct:?}");
+    }
+    for ct in [
+        "application/xml",
+        "application/grpc",
+        "image/png",
+        "jsön",
+        "json",
+    ] {
+        assert!(!is_json(Some(ct)), "{ct}");
+    }
+}

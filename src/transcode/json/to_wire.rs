@@ -12,7 +12,8 @@
 //! and the general path reads the body, so its answer and its error
 //! messages stay the only ones clients see. Encoded fields follow the
 //! body's key order rather than field-number order; the message is the
-//! same (`fuzz/fuzz_targets/json_to_wire.rs` decodes both and compares).
+//! same (`fuzz/fuzz_targets/json_to_wire.rs` puts both in field-number
+//! order with [`canonical`] and compares them byte for byte).
 
 use base64::Engine as _;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -170,7 +171,7 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
             return Ok(());
         }
         let value = d.deserialize_any(ScalarSeed { kind: &kind })?;
-        if presence || !value.is_default() {
+        if presence || !value.is_default(&kind) {
             value.write_field(number, self.out);
         }
         Ok(())
@@ -239,12 +240,16 @@ enum Scalar<'de> {
 }
 
 impl Scalar<'_> {
-    fn is_default(&self) -> bool {
-        match self {
-            Scalar::Varint(v) | Scalar::Fixed64(v) => *v == 0,
-            Scalar::Fixed32(v) => *v == 0,
-            Scalar::Text(s) => s.is_empty(),
-            Scalar::Bytes(b) => b.is_empty(),
+    /// Whether the general path would leave the value out of a field
+    /// without presence: it compares values, so -0.0 counts as 0.
+    fn is_default(&self, kind: &Kind) -> bool {
+        match (self, kind) {
+            (Scalar::Fixed64(v), Kind::Double) => f64::from_bits(*v) == 0.0,
+            (Scalar::Fixed32(v), Kind::Float) => f32::from_bits(*v) == 0.0,
+            (Scalar::Varint(v) | Scalar::Fixed64(v), _) => *v == 0,
+            (Scalar::Fixed32(v), _) => *v == 0,
+            (Scalar::Text(s), _) => s.is_empty(),
+            (Scalar::Bytes(b), _) => b.is_empty(),
         }
     }
 
@@ -419,6 +424,48 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
             _ => integer(self.kind, decimal(v).ok_or_else(fallback)?),
         }
     }
+}
+
+/// The message's fields in field-number order, nested messages likewise,
+/// each record's bytes kept as they are (a float's sign bit included):
+/// how the tests and the fuzz target compare the direct reader's bytes,
+/// written in the body's key order, with the general path's. `None` for
+/// bytes that are not a message of `desc`.
+pub fn canonical(desc: &MessageDescriptor, mut bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut records: Vec<(u32, Vec<u8>)> = Vec::new();
+    while !bytes.is_empty() {
+        let key = prost::encoding::decode_varint(&mut bytes).ok()?;
+        let number = u32::try_from(key >> 3).ok()?;
+        let wire_type = key & 7;
+        let mut record = Vec::new();
+        encode_varint(key, &mut record);
+        match wire_type {
+            0 => encode_varint(
+                prost::encoding::decode_varint(&mut bytes).ok()?,
+                &mut record,
+            ),
+            1 | 5 => {
+                let n = if wire_type == 1 { 8 } else { 4 };
+                record.extend_from_slice(bytes.get(..n)?);
+                bytes = &bytes[n..];
+            }
+            2 => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut bytes).ok()?).ok()?;
+                let value = bytes.get(..len)?;
+                bytes = &bytes[len..];
+                let nested = match desc.get_field(number).map(|f| f.kind()) {
+                    Some(Kind::Message(m)) => canonical(&m, value)?,
+                    _ => value.to_vec(),
+                };
+                encode_varint(nested.len() as u64, &mut record);
+                record.extend_from_slice(&nested);
+            }
+            _ => return None,
+        }
+        records.push((number, record));
+    }
+    records.sort_by_key(|(number, _)| *number);
+    Some(records.into_iter().flat_map(|(_, r)| r).collect())
 }
 
 #[cfg(test)]
