@@ -227,10 +227,7 @@ pub fn render(dialect: Dialect, id: &str, frame: ServerFrame<'_>) -> Option<Out>
             &serde_json::Value::Object(h.clone()).to_string(),
         ))),
         (Dialect::Proto, ServerFrame::Message(bytes)) => Some(Out::Binary(bytes)),
-        (_, ServerFrame::Message(json)) => Some(Out::Text(with_id(
-            "result",
-            &String::from_utf8_lossy(&json),
-        ))),
+        (_, ServerFrame::Message(json)) => Some(Out::Text(result_frame(dialect, id, &json))),
         (Dialect::Plain, ServerFrame::Status { status, .. }) => {
             // Plain clients learn an OK end from the close code alone.
             (status["code"].as_i64() != Some(0))
@@ -245,6 +242,23 @@ pub fn render(dialect: Dialect, id: &str, frame: ServerFrame<'_>) -> Option<Out>
         }
         (_, ServerFrame::Error(e)) => Some(Out::Text(with_id("error", &e.to_string()))),
     }
+}
+
+/// `{"result":MESSAGE}` (with the call's id in the JSON dialect), built in
+/// one buffer: this runs for every message of every stream.
+fn result_frame(dialect: Dialect, id: &str, json: &[u8]) -> String {
+    let mut out = Vec::with_capacity(json.len() + id.len() + 20);
+    out.push(b'{');
+    if !id.is_empty() && dialect == Dialect::Json {
+        out.extend_from_slice(b"\"id\":");
+        let _ = serde_json::to_writer(&mut out, id);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"result\":");
+    out.extend_from_slice(json);
+    out.push(b'}');
+    // The message is the gateway's own JSON, so this never loses anything.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A close reason within the 123 bytes a close frame allows.

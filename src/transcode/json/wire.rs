@@ -105,7 +105,11 @@ fn message(
         }
         last = number;
         let field = desc.get_field(number).ok_or(Fallback)?;
-        if field.is_map() || field.is_group() {
+        let kind = field.kind();
+        let repeated = field.cardinality() == prost_reflect::Cardinality::Repeated;
+        // A map is a repeated field of entry messages; checked only there,
+        // as the check costs a descriptor lookup.
+        if field.is_group() || (repeated && matches!(&kind, Kind::Message(m) if m.is_map_entry())) {
             return Err(Fallback);
         }
         if let Some(oneof) = field.containing_oneof() {
@@ -121,8 +125,7 @@ fn message(
             out.push(b',');
         }
         name(&field, style, out);
-        let kind = field.kind();
-        let present = if field.is_list() {
+        let present = if repeated {
             out.push(b'[');
             let mut items = 0usize;
             let mut record_type = wire_type;

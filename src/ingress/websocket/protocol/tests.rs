@@ -62,6 +62,21 @@ fn server_frames_wrap_messages_and_carry_the_id() {
     )
     .unwrap();
     assert_eq!(out, Out::Text(r#"{"id":"q","result":{"a":1}}"#.into()));
+    let quoted = render(
+        Dialect::Json,
+        "a\"b",
+        ServerFrame::Message(bytes::Bytes::from_static(b"[]")),
+    );
+    assert_eq!(
+        quoted,
+        Some(Out::Text(r#"{"id":"a\"b","result":[]}"#.into()))
+    );
+    let plain = render(
+        Dialect::Plain,
+        "q",
+        ServerFrame::Message(bytes::Bytes::from_static(b"{}")),
+    );
+    assert_eq!(plain, Some(Out::Text(r#"{"result":{}}"#.into())));
     let status = serde_json::json!({"code": 0, "message": "", "details": []});
     let trailers = serde_json::Map::new();
     let out = render(
