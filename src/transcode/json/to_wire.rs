@@ -30,6 +30,10 @@ const MAX_DEPTH: u32 = 64;
 
 /// The wire bytes of the message the JSON document `json` describes.
 pub fn encode(desc: &MessageDescriptor, json: &[u8]) -> Result<Vec<u8>, Fallback> {
+    // A well-known type's JSON form is its own (a Timestamp is a string).
+    if desc.package_name() == "google.protobuf" {
+        return Err(Fallback);
+    }
     let mut out = Vec::with_capacity(json.len());
     let mut de = serde_json::Deserializer::from_slice(json);
     MessageSeed {

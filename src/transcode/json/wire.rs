@@ -74,6 +74,10 @@ pub fn write(
     style: Style,
     out: &mut Vec<u8>,
 ) -> Result<(), Fallback> {
+    // A well-known type's JSON form is its own (a Timestamp is a string).
+    if desc.package_name() == "google.protobuf" {
+        return Err(Fallback);
+    }
     let start = out.len();
     let written = message(desc, bytes, style, out, 0);
     if written.is_err() {

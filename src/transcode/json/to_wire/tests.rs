@@ -131,6 +131,18 @@ fn what_the_general_path_reads_differently_or_refuses_falls_back() {
 }
 
 #[test]
+fn a_well_known_type_as_the_whole_message_falls_back() {
+    for name in [
+        "google.protobuf.Timestamp",
+        "google.protobuf.Empty",
+        "google.protobuf.Struct",
+    ] {
+        let desc = pool().get_message_by_name(name).unwrap();
+        assert_eq!(encode(&desc, b" {} "), Err(Fallback), "{name}");
+    }
+}
+
+#[test]
 fn nesting_past_the_limit_falls_back() {
     let levels = MAX_DEPTH as usize + 1;
     let deep = format!(

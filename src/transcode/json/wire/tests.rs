@@ -178,6 +178,16 @@ fn what_the_general_path_would_reorder_merge_or_refuse_falls_back() {
 }
 
 #[test]
+fn a_well_known_type_as_the_whole_message_falls_back() {
+    let timestamp = pool()
+        .get_message_by_name("google.protobuf.Timestamp")
+        .unwrap();
+    assert_eq!(direct(&timestamp, &[8, 1], STYLES[0]), Err(Fallback));
+    let empty = pool().get_message_by_name("google.protobuf.Empty").unwrap();
+    assert_eq!(direct(&empty, &[], STYLES[0]), Err(Fallback));
+}
+
+#[test]
 fn nesting_past_the_limit_falls_back() {
     let thing = thing();
     let parent = thing.get_field_by_name("parent").unwrap().number() as u8;
