@@ -144,3 +144,20 @@ pub fn encode(
     msg.serialize_with_options(NonFinite(&mut ser), options)?;
     Ok(out)
 }
+
+/// `kinds.proto` (a message with a field of every kind, maps and
+/// well-known types), for the direct paths' tests.
+#[cfg(test)]
+pub(crate) fn kinds_pool() -> &'static prost_reflect::DescriptorPool {
+    use std::path::Path;
+    use std::sync::OnceLock;
+    static POOL: OnceLock<prost_reflect::DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi");
+        let set = crate::descriptors::compile_protos(&[&dir], &["kinds.proto".to_owned()])
+            .expect("kinds.proto compiles");
+        let mut pool = crate::descriptors::builtin::pool();
+        crate::descriptors::add_set(&mut pool, &set, "kinds.proto").expect("adds");
+        pool
+    })
+}

@@ -301,61 +301,28 @@ impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
 /// encoded as the wire has it (zigzag for the `sint` kinds, two's
 /// complement otherwise).
 fn integer<E: de::Error>(kind: &Kind, v: i128) -> Result<Scalar<'static>, E> {
-    let fits = |lo: i128, hi: i128| {
-        if (lo..=hi).contains(&v) {
-            Ok(())
-        } else {
-            Err(fallback())
-        }
-    };
-    let i32r = (i128::from(i32::MIN), i128::from(i32::MAX));
-    let i64r = (i128::from(i64::MIN), i128::from(i64::MAX));
-    Ok(match kind {
-        Kind::Int32 => {
-            fits(i32r.0, i32r.1)?;
-            Scalar::Varint(v as i64 as u64)
-        }
-        Kind::Sint32 => {
-            fits(i32r.0, i32r.1)?;
-            let v = v as i32;
-            Scalar::Varint(u64::from(((v << 1) ^ (v >> 31)) as u32))
-        }
-        Kind::Sfixed32 => {
-            fits(i32r.0, i32r.1)?;
-            Scalar::Fixed32(v as i32 as u32)
-        }
-        Kind::Uint32 => {
-            fits(0, i128::from(u32::MAX))?;
-            Scalar::Varint(v as u64)
-        }
-        Kind::Fixed32 => {
-            fits(0, i128::from(u32::MAX))?;
-            Scalar::Fixed32(v as u32)
-        }
-        Kind::Int64 => {
-            fits(i64r.0, i64r.1)?;
-            Scalar::Varint(v as i64 as u64)
-        }
-        Kind::Sint64 => {
-            fits(i64r.0, i64r.1)?;
-            let v = v as i64;
-            Scalar::Varint(((v << 1) ^ (v >> 63)) as u64)
-        }
-        Kind::Sfixed64 => {
-            fits(i64r.0, i64r.1)?;
-            Scalar::Fixed64(v as i64 as u64)
-        }
-        Kind::Uint64 => {
-            fits(0, i128::from(u64::MAX))?;
-            Scalar::Varint(v as u64)
-        }
-        Kind::Fixed64 => {
-            fits(0, i128::from(u64::MAX))?;
-            Scalar::Fixed64(v as u64)
-        }
-        Kind::Double => Scalar::Fixed64((v as f64).to_bits()),
-        Kind::Float => Scalar::Fixed32((v as f32).to_bits()),
+    let (lo, hi) = match kind {
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => (i32::MIN.into(), i32::MAX.into()),
+        Kind::Uint32 | Kind::Fixed32 => (0, u32::MAX.into()),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => (i64::MIN.into(), i64::MAX.into()),
+        Kind::Uint64 | Kind::Fixed64 => (0, u64::MAX.into()),
+        Kind::Double | Kind::Float => (i128::MIN, i128::MAX),
         _ => return Err(fallback()),
+    };
+    if !(lo..=hi).contains(&v) {
+        return Err(fallback());
+    }
+    Ok(match kind {
+        Kind::Int32 | Kind::Int64 => Scalar::Varint(v as i64 as u64),
+        Kind::Uint32 | Kind::Uint64 => Scalar::Varint(v as u64),
+        Kind::Sint32 => Scalar::Varint(u64::from((((v as i32) << 1) ^ ((v as i32) >> 31)) as u32)),
+        Kind::Sint64 => Scalar::Varint((((v as i64) << 1) ^ ((v as i64) >> 63)) as u64),
+        Kind::Sfixed32 => Scalar::Fixed32(v as i32 as u32),
+        Kind::Fixed32 => Scalar::Fixed32(v as u32),
+        Kind::Sfixed64 => Scalar::Fixed64(v as i64 as u64),
+        Kind::Fixed64 => Scalar::Fixed64(v as u64),
+        Kind::Double => Scalar::Fixed64((v as f64).to_bits()),
+        _ => Scalar::Fixed32((v as f32).to_bits()),
     })
 }
 

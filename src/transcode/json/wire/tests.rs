@@ -1,20 +1,9 @@
 use super::*;
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
-use std::path::Path;
-use std::sync::OnceLock;
 
-/// `kinds.proto`: a message with a field of every kind.
 fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi");
-        let set = crate::descriptors::compile_protos(&[&dir], &["kinds.proto".to_owned()])
-            .expect("kinds.proto compiles");
-        let mut pool = crate::descriptors::builtin::pool();
-        crate::descriptors::add_set(&mut pool, &set, "kinds.proto").expect("adds");
-        pool
-    })
+    super::super::kinds_pool()
 }
 
 fn thing() -> MessageDescriptor {
