@@ -1,8 +1,9 @@
 //! Header rules shared by ingress and egress adapters: deadlines from `grpc-timeout`, and
-//! which headers are the gateway's own (never forwarded either way).
+//! which headers are the gateway's own (never forwarded either way), and values HTTP/2
+//! compression must not index.
 
 use crate::envelope::CallKind;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -117,4 +118,13 @@ pub fn lift_query_credentials<'a>(
     let mut out = form_urlencoded::Serializer::new(String::new());
     out.extend_pairs(pairs.iter());
     Some(std::borrow::Cow::Owned(out.finish()))
+}
+
+/// Marks a value that differs on every request (a request id, a
+/// `traceparent`) as one HTTP/2's header compression must not remember:
+/// indexed, each would push a reusable entry out of the connection's table
+/// and lengthen the encoder's search for every later header of that name.
+pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }

@@ -69,7 +69,9 @@ pub struct Attempt {
 impl Attempt {
     /// The `traceparent` the backend gets: the attempt's span as parent.
     pub fn traceparent(&self) -> Option<http::HeaderValue> {
-        http::HeaderValue::from_bytes(&traceparent(self.context.as_ref()?)).ok()
+        http::HeaderValue::from_bytes(&traceparent(self.context.as_ref()?))
+            .ok()
+            .map(crate::headers::never_indexed)
     }
 
     pub fn tracestate(&self) -> Option<http::HeaderValue> {
@@ -827,6 +829,29 @@ fn rpc_attributes(target: &crate::envelope::Target) -> Vec<KeyValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_backends_traceparent_names_the_attempt_and_is_never_indexed() {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let context = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let attempt = Attempt {
+            since: None,
+            span: None,
+            context: Some(context),
+        };
+        let header = attempt.traceparent().unwrap();
+        assert_eq!(
+            header,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert!(header.is_sensitive());
+    }
 
     #[test]
     fn a_traceparent_is_read_only_when_well_formed() {

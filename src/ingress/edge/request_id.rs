@@ -4,6 +4,7 @@
 //! the request, so refusals carry it too; forwarded to the backend
 //! whatever `metadata.forward` says, and returned to the client.
 
+use crate::headers::never_indexed;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -19,8 +20,9 @@ pub fn acceptable(value: &HeaderValue) -> bool {
 
 /// A new id.
 pub fn generate() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
+    let mut hex = [0u8; 32];
+    crate::observe::traces::hex_into(&fastrand::u128(..).to_be_bytes(), &mut hex);
+    never_indexed(HeaderValue::from_bytes(&hex).expect("hex is a valid header value"))
 }
 
 /// Keeps the client's one acceptable id (or makes one) as the request's
@@ -28,7 +30,7 @@ pub fn generate() -> HeaderValue {
 pub fn assign(headers: &mut HeaderMap) -> HeaderValue {
     let mut sent = headers.get_all(&HEADER).iter();
     let id = match (sent.next(), sent.next()) {
-        (Some(v), None) if acceptable(v) => v.clone(),
+        (Some(v), None) if acceptable(v) => never_indexed(v.clone()),
         _ => generate(),
     };
     headers.insert(HEADER, id.clone());
@@ -41,7 +43,7 @@ pub fn assign(headers: &mut HeaderMap) -> HeaderValue {
 pub fn for_call(session: Option<&HeaderValue>, seq: u64) -> HeaderValue {
     match session.and_then(|s| s.to_str().ok()) {
         Some(s) if s.len() + 21 <= MAX_LEN => {
-            HeaderValue::from_str(&format!("{s}.{seq}")).unwrap_or_else(|_| generate())
+            HeaderValue::from_str(&format!("{s}.{seq}")).map_or_else(|_| generate(), never_indexed)
         }
         _ => generate(),
     }
@@ -72,5 +74,22 @@ mod tests {
         assert_eq!(two.get_all(HEADER).iter().count(), 1);
         let mut none = HeaderMap::new();
         assert_ne!(assign(&mut none), assign(&mut HeaderMap::new()));
+    }
+
+    #[test]
+    fn every_id_is_kept_out_of_http2_header_compression() {
+        let mut kept = HeaderMap::new();
+        kept.insert(HEADER, HeaderValue::from_static("abc-123"));
+        let ids = [
+            assign(&mut kept),
+            assign(&mut HeaderMap::new()),
+            for_call(Some(&HeaderValue::from_static("abc")), 7),
+            for_call(None, 7),
+        ];
+        for id in &ids {
+            assert!(id.is_sensitive(), "{:?} would be indexed", id.to_str());
+        }
+        assert!(kept.get(HEADER).unwrap().is_sensitive());
+        assert_eq!(ids[2], "abc.7");
     }
 }
