@@ -24,8 +24,9 @@ pub static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// How often the writer empties the buffer, at the latest.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// How much waiting wakes the writer before its time.
-const FLUSH_AT: usize = 64 * 1024;
+/// How much waiting wakes the writer before its time: each wake-up takes
+/// the core from the runtime thread, so a few per second, not hundreds.
+const FLUSH_AT: usize = 256 * 1024;
 /// How much may wait before new lines are dropped.
 const MAX_WAITING: usize = 8 * 1024 * 1024;
 
@@ -104,7 +105,10 @@ impl AccessLog {
                 loop {
                     {
                         let mut waiting = lock(&theirs.waiting);
-                        if waiting.is_empty() && !theirs.closed.load(Ordering::Acquire) {
+                        // Waits even when lines arrived during the last
+                        // write: the writer shares the gateway's cores, and
+                        // a write per wake-up beats a wake-up per few lines.
+                        if waiting.len() < FLUSH_AT && !theirs.closed.load(Ordering::Acquire) {
                             waiting = theirs
                                 .wake
                                 .wait_timeout(waiting, FLUSH_EVERY)
