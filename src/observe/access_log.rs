@@ -3,8 +3,8 @@
 //! gathered, as JSON or as text, appended to a file or standard output.
 //!
 //! Lines are appended to an in-memory buffer that a writer thread empties
-//! every 100 ms (sooner when 64 KiB are waiting): a request pays for
-//! formatting its line and a short lock, never for a write or a wake-up.
+//! every 100 ms (sooner when 256 KiB are waiting): a request pays for
+//! formatting its line and a short lock, never for a write.
 //! A slow disk or a blocked stdout never holds up a request: past 8 MiB
 //! waiting, a line is dropped and counted (`portico_access_log_lines_total`).
 
@@ -147,8 +147,7 @@ impl AccessLog {
     /// Writes out what is waiting and ends the writer: the last step of a
     /// graceful shutdown, once the calls in flight are done. Blocks.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        self.shared.stop();
         let writer = {
             let mut writers = lock(&WRITERS);
             let i = writers
@@ -206,8 +205,19 @@ impl Drop for AccessLog {
     /// The generation that owned it is gone: its writer writes what is
     /// waiting and ends, on its own thread (never a request's).
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.wake.notify_one();
+        self.shared.stop();
+    }
+}
+
+impl Shared {
+    /// Tells the writer to write what is waiting and end. The flag is set
+    /// under the buffer's lock, so a writer between its check of the flag
+    /// and its wait cannot miss the wake-up and sleep a whole period.
+    fn stop(&self) {
+        let waiting = lock(&self.waiting);
+        self.closed.store(true, Ordering::Release);
+        drop(waiting);
+        self.wake.notify_one();
     }
 }
 

@@ -847,7 +847,7 @@ mod tests {
         };
         let header = attempt.traceparent().unwrap();
         assert_eq!(
-            header,
+            header.to_str().unwrap(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         assert!(header.is_sensitive());

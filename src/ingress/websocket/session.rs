@@ -464,7 +464,7 @@ impl Session {
                 .filter(|v| Some(*v) != session_id && request_id::acceptable(v))
                 .cloned();
             let id = match own {
-                Some(id) => id,
+                Some(id) => crate::headers::never_indexed(id),
                 None if self.single => session_id.cloned().unwrap_or_else(request_id::generate),
                 None => request_id::for_call(session_id, seq),
             };
