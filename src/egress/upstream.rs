@@ -475,13 +475,13 @@ fn spawn_discovery(upstream: &Arc<Upstream>) {
         }
         EndpointSource::File { path, .. } => {
             tokio::spawn(async move {
-                let mut last = std::fs::read_to_string(&path).ok();
+                let mut last = read_endpoints_file(&path).await;
                 loop {
                     tokio::time::sleep(FILE_POLL).await;
                     let Some(upstream) = weak.upgrade() else {
                         return;
                     };
-                    let now = std::fs::read_to_string(&path).ok();
+                    let now = read_endpoints_file(&path).await;
                     if now.is_none() || now == last {
                         continue;
                     }
@@ -512,6 +512,16 @@ fn dns_endpoints(addrs: impl Iterator<Item = std::net::SocketAddr>) -> Vec<Weigh
 
 /// How often an endpoints file is looked at.
 const FILE_POLL: Duration = Duration::from_millis(500);
+
+/// Reads an endpoints file off the runtime's threads: a slow or network
+/// filesystem must not stall the calls that share the thread.
+async fn read_endpoints_file(path: &std::path::Path) -> Option<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::read_to_string(path).ok())
+        .await
+        .ok()
+        .flatten()
+}
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ mod mcp;
 mod metadata;
 mod metrics;
 mod observability;
+mod one_thread;
 mod openapi;
 mod paths;
 mod query_params;

@@ -163,8 +163,12 @@ async fn fetch(
 ) -> Result<HashMap<String, DecodingKey>, String> {
     let set = match (source, client) {
         (JwksSource::File(path), _) => {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            // Off the runtime's threads: a refresh must not stall calls.
+            let owned = path.clone();
+            let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             serde_json::from_slice::<serde_json::Value>(&bytes)
                 .map_err(|e| format!("not a JWK set: {e}"))?
         }

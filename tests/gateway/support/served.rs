@@ -90,6 +90,11 @@ impl Served {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Resident memory, in bytes (Linux).
     pub fn rss_bytes(&self) -> u64 {
         let pid = self.child.id().expect("running");
