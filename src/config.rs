@@ -190,7 +190,7 @@ impl Config {
             .map(|b| format!("{b:02x}"))
             .collect();
         config.redacted = toml::from_str::<serde_json::Value>(text)
-            .map(redact)
+            .map(redact_config)
             .unwrap_or_default();
         Ok(config)
     }
@@ -208,6 +208,44 @@ fn is_secret_key(key: &str) -> bool {
         || k.ends_with("apikey")
 }
 
+/// Top-level tables whose keys are names the user chose, not settings: an
+/// authenticator named `keys` or `token` is not a secret, its settings may be.
+const NAMED_TABLES: [&str; 3] = ["upstreams", "authenticators", "ext_authz"];
+
+/// The whole config, redacted as [`redact`] does, the names in
+/// [`NAMED_TABLES`] kept.
+fn redact_config(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(top) = value else {
+        return redact(value);
+    };
+    Value::Object(
+        top.into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Object(named) if NAMED_TABLES.contains(&k.as_str()) => Value::Object(
+                        named
+                            .into_iter()
+                            .map(|(name, v)| (name, redact(v)))
+                            .collect(),
+                    ),
+                    v => redact_entry(&k, v),
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
+/// A setting's value, redacted whole when the setting's name says secret.
+fn redact_entry(key: &str, value: serde_json::Value) -> serde_json::Value {
+    if is_secret_key(key) {
+        serde_json::Value::String("[redacted]".into())
+    } else {
+        redact(value)
+    }
+}
+
 /// The config with every secret value replaced, and passwords inside URLs
 /// (`scheme://user:password@host`) masked.
 fn redact(value: serde_json::Value) -> serde_json::Value {
@@ -216,11 +254,7 @@ fn redact(value: serde_json::Value) -> serde_json::Value {
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| {
-                    let v = if is_secret_key(&k) {
-                        Value::String("[redacted]".into())
-                    } else {
-                        redact(v)
-                    };
+                    let v = redact_entry(&k, v);
                     (k, v)
                 })
                 .collect(),

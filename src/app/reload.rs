@@ -63,7 +63,11 @@ pub enum ReloadOutcome {
         needs_restart: Vec<&'static str>,
     },
     /// The config and every file it names are as they were.
-    Unchanged { digest: String },
+    Unchanged {
+        digest: String,
+        /// As for `Swapped`: repeated until the restart.
+        needs_restart: Vec<&'static str>,
+    },
     /// Nothing changed; the reasons, each naming file, key and cause.
     Failed { errors: Vec<String> },
 }
@@ -79,9 +83,12 @@ impl ReloadOutcome {
             } => serde_json::json!({
                 "result": "ok", "changed": true, "digest": digest, "needs_restart": needs_restart
             }),
-            ReloadOutcome::Unchanged { digest } => {
-                serde_json::json!({"result": "ok", "changed": false, "digest": digest})
-            }
+            ReloadOutcome::Unchanged {
+                digest,
+                needs_restart,
+            } => serde_json::json!({
+                "result": "ok", "changed": false, "digest": digest, "needs_restart": needs_restart
+            }),
             ReloadOutcome::Failed { errors } => {
                 serde_json::json!({"result": "error", "errors": errors})
             }
@@ -133,7 +140,17 @@ impl Live {
         let runtime = tokio::runtime::Handle::current();
         let prepared = tokio::task::spawn_blocking(move || runtime.block_on(this.prepare())).await;
         let outcome = match prepared {
-            Ok(Ok(Prepared::Unchanged(digest))) => ReloadOutcome::Unchanged { digest },
+            Ok(Ok(Prepared::Unchanged(digest))) => {
+                let current = self.current();
+                // No new generation opens the access log again: this does.
+                if let Some(log) = &current.ingress.rest.edge.sinks.log {
+                    log.reopen();
+                }
+                ReloadOutcome::Unchanged {
+                    digest,
+                    needs_restart: restart_keys(&self.listener, &current.config.server),
+                }
+            }
             Ok(Ok(Prepared::Next(next))) => {
                 let needs_restart = restart_keys(&self.listener, &next.config.server);
                 let digest = next.digest.clone();
@@ -167,10 +184,17 @@ impl Live {
                     tracing::warn!(%digest, millis = started.elapsed().as_millis() as u64, needs_restart = ?needs_restart, "config reloaded; these settings changed and take effect only after a restart");
                 }
             }
-            ReloadOutcome::Unchanged { digest } => {
+            ReloadOutcome::Unchanged {
+                digest,
+                needs_restart,
+            } => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.last_error) = None;
-                tracing::info!(%digest, "config reload: nothing changed");
+                if needs_restart.is_empty() {
+                    tracing::info!(%digest, "config reload: nothing changed");
+                } else {
+                    tracing::warn!(%digest, needs_restart = ?needs_restart, "config reload: nothing changed; these settings changed and take effect only after a restart");
+                }
             }
             ReloadOutcome::Failed { errors } => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);

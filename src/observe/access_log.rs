@@ -57,6 +57,9 @@ struct Shared {
     waiting: Mutex<Vec<u8>>,
     wake: Condvar,
     closed: AtomicBool,
+    /// Set by a reload that built no new generation: the file is opened
+    /// again before the next write, so rotation by renaming still works.
+    reopen: AtomicBool,
 }
 
 /// Where lines go: one per generation (a reload opens the file again, so
@@ -82,20 +85,16 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Opens the log's destination and starts its writer thread.
     pub fn start(config: &AccessLogConfig) -> Result<Arc<AccessLog>, String> {
-        let mut out: Box<dyn Write + Send> = match &config.path {
-            Some(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
-            ),
+        let path = config.path.clone();
+        let mut out: Box<dyn Write + Send> = match &path {
+            Some(path) => Box::new(open(path)?),
             None => Box::new(std::io::stdout()),
         };
         let shared = Arc::new(Shared {
             waiting: Mutex::new(Vec::with_capacity(FLUSH_AT)),
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
+            reopen: AtomicBool::new(false),
         });
         let theirs = shared.clone();
         let writer = std::thread::Builder::new()
@@ -123,6 +122,16 @@ impl AccessLog {
                         }
                         std::mem::swap(&mut *waiting, &mut spare);
                     }
+                    if theirs.reopen.swap(false, Ordering::AcqRel) {
+                        if let Some(path) = &path {
+                            match open(path) {
+                                Ok(file) => out = Box::new(file),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "access log not reopened; writing to the file already open")
+                                }
+                            }
+                        }
+                    }
                     // Whole lines per write: two generations appending to
                     // one file during a reload never split each other's.
                     if let Err(e) = out.write_all(&spare).and_then(|()| out.flush()) {
@@ -142,6 +151,13 @@ impl AccessLog {
             sample: config.sample,
             shared,
         }))
+    }
+
+    /// Opens the file again before the next line is written: what a
+    /// reload that changed nothing does, so a log renamed away continues in
+    /// a new file.
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
     }
 
     /// Writes out what is waiting and ends the writer: the last step of a
@@ -219,6 +235,14 @@ impl Shared {
         drop(waiting);
         self.wake.notify_one();
     }
+}
+
+fn open(path: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

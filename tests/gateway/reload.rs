@@ -427,10 +427,26 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
         .unwrap();
     let dir = temp_dir("noop");
     let path = dir.join("portico.toml");
+    let log = dir.join("access.log");
     let text = config_text(Shape::A, &[b1], "")
-        + "\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-very-secret-signing-key\"\n";
+        + "\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-very-secret-signing-key\"\n"
+        + &format!(
+            "\n[authenticators.keys]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"{}\"\n",
+            support::fixture("api_keys.toml")
+        )
+        + &format!("\n[access_log]\npath = \"{}\"\n", log.display());
     replace(&path, &text);
     let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    assert!(
+        support::eventually(|| std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1))
+            .await
+    );
+    // Rotation by renaming: the reload that finds nothing changed still
+    // opens the file again.
+    let rotated = dir.join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
     let (status, before) = admin_json(&gw, Method::GET, "/config").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(before["digest"].as_str().unwrap().len(), 64);
@@ -441,12 +457,29 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
         "[redacted]"
     );
     assert!(!before.to_string().contains("a-very-secret-signing-key"));
+    // An authenticator's name is not a setting: one named `keys` is shown.
+    assert_eq!(
+        before["config"]["authenticators"]["keys"]["kind"],
+        "api_key"
+    );
 
     let (status, outcome) = admin_json(&gw, Method::POST, "/config/reload").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         outcome,
-        json!({"result": "ok", "changed": false, "digest": before["digest"]})
+        json!({"result": "ok", "changed": false, "digest": before["digest"], "needs_restart": []})
+    );
+    assert_eq!(client.get("/v1/shelves/2").await.status, StatusCode::OK);
+    assert!(
+        support::eventually(
+            || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/v1/shelves/2"))
+        )
+        .await,
+        "the call after the reload was not written to a new file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        1
     );
     let (_, after) = admin_json(&gw, Method::GET, "/config").await;
     assert_eq!(after["loaded_at"], before["loaded_at"], "no new generation");
@@ -615,6 +648,37 @@ async fn a_certificate_swap_reaches_new_handshakes_and_spares_open_connections()
     assert_eq!(
         certs,
         vec![pem_der("tls/server.pem"), pem_der("tls/client.pem")]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_only_a_restart_applies_is_named_on_every_reload_until_then() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("restart");
+    let path = dir.join("portico.toml");
+    replace(&path, &config_text(Shape::A, &[b1], ""));
+    let gw = start(&path).await;
+    replace(
+        &path,
+        &config_text(Shape::A, &[b1], "limits.max_connections = 500"),
+    );
+    match gw.live.reload().await {
+        ReloadOutcome::Swapped { needs_restart, .. } => {
+            assert_eq!(needs_restart, vec!["server.limits.max_connections"])
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing changed since, but the restart is still owed.
+    let (status, outcome) = admin_json(&gw, Method::POST, "/config/reload").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(outcome["changed"], false);
+    assert_eq!(
+        outcome["needs_restart"],
+        json!(["server.limits.max_connections"])
     );
     std::fs::remove_dir_all(dir).ok();
 }
