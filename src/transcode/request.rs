@@ -54,6 +54,18 @@ pub fn build(
     body: &Bytes,
     content_type: Option<&str>,
 ) -> Result<Bytes, GatewayError> {
+    build_with(binding, url, body, content_type, false)
+}
+
+/// [`build`]; `handshake_query`: the query is a WebSocket handshake's, which
+/// may set any field the path does not bind.
+fn build_with(
+    binding: &Binding,
+    url: Option<UrlParts<'_>>,
+    body: &Bytes,
+    content_type: Option<&str>,
+    handshake_query: bool,
+) -> Result<Bytes, GatewayError> {
     if matches!(binding.body, BodyRule::Whole) && !binding.raw_request_body && is_json(content_type)
     {
         if let Some(encoded) = direct(binding, url, body) {
@@ -95,7 +107,7 @@ pub fn build(
             fields::set(&mut msg, &var.fields, &value, &var.name)?;
         }
         if let Some(q) = url.query {
-            apply_query(&mut msg, binding, q, opts)?;
+            apply_query_to(&mut msg, binding, q, opts, handshake_query)?;
         }
     }
     if let (Some(mask_field), Some(paths)) = (&binding.update_mask, mask_paths) {
@@ -113,14 +125,20 @@ pub fn build(
     Ok(msg.encode_to_vec().into())
 }
 
-/// Builds a request message from a JSON document that is the whole message
-/// (a WebSocket frame), the URL's path variables and query parameters
-/// filling it too when given, whatever the binding's body rule.
+/// Builds a request message from a JSON WebSocket frame on a REST path:
+/// the frame is what an HTTP body would be, so a binding with a body field
+/// (`body: "book"`) reads it as that field and a PATCH fills its
+/// `update_mask`, exactly as REST; with `body: "*"` or no body it is the
+/// whole message. The URL's path variables and query parameters fill it too
+/// when given.
 pub fn build_whole(
     binding: &Binding,
     url: Option<UrlParts<'_>>,
     json_body: &Bytes,
 ) -> Result<Bytes, GatewayError> {
+    if matches!(binding.body, BodyRule::Field(_)) && !binding.raw_request_body {
+        return build_with(binding, url, json_body, Some("application/json"), true);
+    }
     if let Some(encoded) = direct(binding, url, json_body) {
         return Ok(encoded);
     }
@@ -285,15 +303,6 @@ fn mask_paths(
             _ => out.push(path),
         }
     }
-}
-
-fn apply_query(
-    msg: &mut DynamicMessage,
-    binding: &Binding,
-    query: &str,
-    opts: &JsonOptions,
-) -> Result<(), GatewayError> {
-    apply_query_to(msg, binding, query, opts, false)
 }
 
 /// `whole_message`: the body is a whole message but the query may still

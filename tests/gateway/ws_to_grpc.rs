@@ -97,6 +97,30 @@ async fn a_unary_call_from_the_url_replies_then_a_status_frame_then_close() {
 }
 
 #[tokio::test]
+async fn a_frame_on_a_rest_path_is_read_as_that_bindings_http_body() {
+    let h = Harness::start().await;
+    // `body: "book"`: the frame is the book, as a REST body would be.
+    let mut ws = connect(&h, "/v1/shelves/1/books?method=POST", None, &[]).await;
+    send(&mut ws, json!({"title": "Dune", "author": "Frank Herbert"})).await;
+    let created = next_json(&mut ws).await;
+    assert_eq!(created["result"]["title"], "Dune", "{created}");
+    assert_eq!(closed(&mut ws).await.0, 1000);
+    let name = created["result"]["name"].as_str().unwrap().to_owned();
+
+    // A PATCH fills the update mask from the keys sent, so the fields not
+    // sent are kept, exactly as through REST.
+    let mut ws = connect(&h, &format!("/v1/{name}?method=PATCH"), None, &[]).await;
+    send(&mut ws, json!({"pages": 10})).await;
+    let patched = next_json(&mut ws).await;
+    assert_eq!(patched["result"]["pages"], "10", "{patched}");
+    assert_eq!(patched["result"]["title"], "Dune", "{patched}");
+    assert_eq!(closed(&mut ws).await.0, 1000);
+    let r = h.client.get(&format!("/v1/{name}")).await;
+    assert_eq!(r.json()["author"], "Frank Herbert");
+    assert_eq!(r.json()["pages"], "10");
+}
+
+#[tokio::test]
 async fn a_server_stream_in_the_plain_dialect_ends_with_a_normal_close() {
     let h = Harness::start().await;
     let mut ws = connect(&h, "/v1/feed?count=3&topic=ws", None, &[]).await;
