@@ -346,6 +346,20 @@ async fn malformed_frames_get_error_frames_and_the_session_stays_up() {
         1,
         "the bad and the late messages were not sent"
     );
+    // An `open` whose message is bad is refused whole: no call is left
+    // open under its id, so the same id opens again at once.
+    send(
+        &mut ws,
+        json!({"id": "g", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "1", "bogus": 1}}),
+    )
+    .await;
+    let e = loop {
+        let f = next_json(&mut ws).await;
+        if f["id"] == "g" {
+            break f;
+        }
+    };
+    assert_eq!(e["error"]["code"], 3, "{e}");
     // The session still takes calls.
     send(
         &mut ws,

@@ -389,19 +389,21 @@ impl Session {
             .iter()
             .find(|b| b.auto && Arc::ptr_eq(&b.target, &target))
             .cloned();
-        self.start(
-            ingress,
-            id.clone(),
-            Arc::new(CallSpec {
-                target,
-                binding,
-                url: None,
-            }),
-            headers,
-        )
-        .await;
-        if let Some(body) = message {
-            self.deliver(&id, body).await;
+        let spec = Arc::new(CallSpec {
+            target,
+            binding,
+            url: None,
+        });
+        // A bad first message refuses the whole `open`: no call exists
+        // after an `error` frame, whatever in the frame was wrong.
+        let first = match message.map(|body| encode(&spec, &ingress, None, body)) {
+            Some(Err(err)) => return self.refuse(&id, &err).await,
+            Some(Ok(encoded)) => Some(encoded),
+            None => None,
+        };
+        self.start(ingress, id.clone(), spec, headers).await;
+        if let Some(encoded) = first {
+            self.enqueue(&id, encoded).await;
         }
     }
 
@@ -528,44 +530,34 @@ impl Session {
         let Some(call) = self.calls.get_mut(id) else {
             return self.refuse(id, &no_call(id)).await;
         };
-        let Some(input) = call.input.clone() else {
+        if call.input.is_none() {
             return self
                 .refuse(
                     id,
                     &GatewayError::invalid_field("", "a message after the end of input"),
                 )
                 .await;
-        };
+        }
         let url = if call.url_used {
             None
         } else {
-            call.spec.url.clone()
+            call.spec.url.as_ref()
         };
-        let encoded = match body {
-            Body::Proto(bytes) => Ok(bytes),
-            Body::Json(json_bytes) => match &call.spec.binding {
-                Some(binding) => {
-                    let segs: Vec<&str> = url
-                        .as_ref()
-                        .map(|(s, _)| s.iter().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let parts = url.as_ref().map(|(_, q)| UrlParts {
-                        segments: &segs,
-                        query: q.as_deref(),
-                    });
-                    request::build_whole(binding, parts, &json_bytes)
-                }
-                None => request::message_from_json(
-                    &call.spec.target,
-                    &json_bytes,
-                    &call.ingress.routes.json_options(call.spec.target.route),
-                ),
-            },
-        };
-        let encoded = match encoded {
+        let encoded = match encode(&call.spec, &call.ingress, url, body) {
             Ok(e) => e,
             // A bad message is refused; the call goes on.
             Err(err) => return self.refuse(id, &err).await,
+        };
+        self.enqueue(id, encoded).await;
+    }
+
+    /// Hands an encoded message to its call.
+    async fn enqueue(&mut self, id: &str, encoded: Bytes) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        let Some(input) = call.input.clone() else {
+            return;
         };
         call.url_used = true;
         if call.single_message {
@@ -617,5 +609,37 @@ fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<WsClose> {
         Error::WriteBufferFull(_) => Some(WsClose::PolicyViolation),
         Error::ConnectionClosed | Error::AlreadyClosed | Error::Io(_) => None,
         _ => Some(WsClose::InternalError),
+    }
+}
+
+/// A client frame's message as the call's request message, encoded: a JSON
+/// frame on a REST path is read as that binding's HTTP body (the URL's
+/// path variables and query filling the first message), one on a gRPC
+/// path or opened by name as the whole message.
+fn encode(
+    spec: &CallSpec,
+    ingress: &WebSocketIngress,
+    url: Option<&(Vec<String>, Option<String>)>,
+    body: Body,
+) -> Result<Bytes, GatewayError> {
+    match body {
+        Body::Proto(bytes) => Ok(bytes),
+        Body::Json(json_bytes) => match &spec.binding {
+            Some(binding) => {
+                let segs: Vec<&str> = url
+                    .map(|(s, _)| s.iter().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let parts = url.map(|(_, q)| UrlParts {
+                    segments: &segs,
+                    query: q.as_deref(),
+                });
+                request::build_whole(binding, parts, &json_bytes)
+            }
+            None => request::message_from_json(
+                &spec.target,
+                &json_bytes,
+                &ingress.routes.json_options(spec.target.route),
+            ),
+        },
     }
 }
