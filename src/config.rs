@@ -208,6 +208,10 @@ fn is_secret_key(key: &str) -> bool {
         || k.ends_with("apikey")
 }
 
+/// The limit on each gRPC, gRPC-Web and Connect request message (and each
+/// line of a streamed REST request), as errors name it.
+pub const MESSAGE_LIMIT: &str = "server.limits.max_grpc_message_bytes";
+
 /// Top-level tables whose keys are names the user chose, not settings: an
 /// authenticator named `keys` or `token` is not a secret, its settings may be.
 const NAMED_TABLES: [&str; 3] = ["upstreams", "authenticators", "ext_authz"];

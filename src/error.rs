@@ -300,11 +300,18 @@ impl GatewayError {
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    /// A request (its body, one of its messages, or a line of a stream)
+    /// over the limit set by `key`, named so the client knows which.
+    pub fn payload_too_large(limit: usize, key: &'static str) -> Self {
+        let what = if key.ends_with("max_request_body_bytes") {
+            "the request body"
+        } else {
+            "a request message"
+        };
         Self::new(
             ErrorKind::PayloadTooLarge { limit },
             Origin::Client,
-            format!("request body is larger than the limit of {limit} bytes"),
+            format!("{what} is larger than {key} ({limit} bytes)"),
         )
     }
 

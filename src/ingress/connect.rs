@@ -146,8 +146,13 @@ impl ConnectIngress {
         }
         let (codec, payload) = match shape {
             Shape::Unary(codec) => {
-                let bytes =
-                    framed::read_limited(body, limit, self.limits.body_read_timeout).await?;
+                let bytes = framed::read_limited(
+                    body,
+                    limit,
+                    crate::config::MESSAGE_LIMIT,
+                    self.limits.body_read_timeout,
+                )
+                .await?;
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),

@@ -15,6 +15,7 @@ use std::time::Duration;
 pub async fn read_limited(
     mut body: hyper::body::Incoming,
     limit: usize,
+    limit_key: &'static str,
     idle: Duration,
 ) -> Result<Bytes, GatewayError> {
     let mut out = bytes::BytesMut::new();
@@ -27,7 +28,7 @@ pub async fn read_limited(
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     if out.len() + data.len() > limit {
-                        return Err(GatewayError::payload_too_large(limit));
+                        return Err(GatewayError::payload_too_large(limit, limit_key));
                     }
                     out.extend_from_slice(&data);
                 }

@@ -158,9 +158,17 @@ impl GrpcIngress {
                 let bytes = framed::read_limited(
                     body,
                     limit.saturating_mul(2) + 64,
+                    crate::config::MESSAGE_LIMIT,
                     self.limits.body_read_timeout,
                 )
-                .await?;
+                .await
+                .map_err(|e| match e.kind {
+                    // Named with the limit the client set, not its base64 size.
+                    crate::error::ErrorKind::PayloadTooLarge { .. } => {
+                        GatewayError::payload_too_large(limit, crate::config::MESSAGE_LIMIT)
+                    }
+                    _ => e,
+                })?;
                 let mut deframer = Deframer::new(limit);
                 deframer.push(&decode_web_text(&bytes)?);
                 while let Some(m) = deframer.next_message()? {
@@ -176,7 +184,10 @@ impl GrpcIngress {
                     let m = m?;
                     total += m.len() + 5;
                     if total > limit + 64 {
-                        return Err(GatewayError::payload_too_large(limit));
+                        return Err(GatewayError::payload_too_large(
+                            limit,
+                            crate::config::MESSAGE_LIMIT,
+                        ));
                     }
                     messages.push(m);
                 }

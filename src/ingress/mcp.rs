@@ -188,6 +188,7 @@ impl McpIngress {
         let bytes = super::framed::read_limited(
             body,
             self.limits.max_request_body_bytes,
+            "server.limits.max_request_body_bytes",
             self.limits.body_read_timeout,
         )
         .await

@@ -358,6 +358,8 @@ impl RestIngress {
     }
 }
 
+const REQUEST_BODY_LIMIT: &str = "server.limits.max_request_body_bytes";
+
 /// Reads a whole body, refusing one over `limit` bytes (by its
 /// Content-Length before reading, or while reading).
 async fn read_body(
@@ -372,10 +374,10 @@ async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limit as u64 {
-            return Err(GatewayError::payload_too_large(limit));
+            return Err(GatewayError::payload_too_large(limit, REQUEST_BODY_LIMIT));
         }
     }
-    super::framed::read_limited(body, limit, idle).await
+    super::framed::read_limited(body, limit, REQUEST_BODY_LIMIT, idle).await
 }
 
 /// A client-streaming request body: newline-delimited JSON, one message per
@@ -437,7 +439,13 @@ fn ndjson_messages(
                             st.queue.extend(st.lines.push(&data));
                             if st.lines.pending() > max_line {
                                 st.done = true;
-                                return Some((Err(GatewayError::payload_too_large(max_line)), st));
+                                return Some((
+                                    Err(GatewayError::payload_too_large(
+                                        max_line,
+                                        crate::config::MESSAGE_LIMIT,
+                                    )),
+                                    st,
+                                ));
                             }
                         }
                     }

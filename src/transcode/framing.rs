@@ -37,7 +37,9 @@ impl From<FrameError> for crate::error::GatewayError {
     fn from(e: FrameError) -> Self {
         use crate::error::{ErrorKind, GatewayError, Origin};
         match e {
-            FrameError::TooLarge { limit, .. } => GatewayError::payload_too_large(limit),
+            FrameError::TooLarge { limit, .. } => {
+                GatewayError::payload_too_large(limit, crate::config::MESSAGE_LIMIT)
+            }
             FrameError::Compressed => GatewayError::new(
                 ErrorKind::UnsupportedEncoding,
                 Origin::Client,

@@ -63,6 +63,10 @@ async fn a_body_over_the_limit_is_a_413_and_the_backend_is_not_called() {
     let r = h.client.json(Method::POST, "/v1/books:search", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json()["code"], 8);
+    assert_eq!(
+        r.json()["message"],
+        "the request body is larger than server.limits.max_request_body_bytes (1024 bytes)"
+    );
     // Without a Content-Length (chunked), the limit is enforced while reading.
     let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = (0..8)
         .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b' '; 512]))))

@@ -226,6 +226,11 @@ async fn messages_of_4_mib_pass_and_larger_ones_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("server.limits.max_grpc_message_bytes (4194304 bytes)"),
+        "the refusal names the limit: {err:?}"
+    );
 }
 
 #[tokio::test]

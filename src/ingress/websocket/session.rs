@@ -221,8 +221,11 @@ impl Session {
         };
         let limit = self.ingress.config.max_message_bytes;
         if size > limit {
-            self.refuse("", &GatewayError::payload_too_large(limit))
-                .await;
+            self.refuse(
+                "",
+                &GatewayError::payload_too_large(limit, "websocket.max_message_bytes"),
+            )
+            .await;
             return;
         }
         let frame = match message {
@@ -343,12 +346,14 @@ impl Session {
             return self
                 .refuse(
                     &id,
-                    &GatewayError::payload_too_large(self.ingress.config.max_calls).with_message(
-                        format!(
-                            "at most {} calls may be open on one connection",
-                            self.ingress.config.max_calls
-                        ),
-                    ),
+                    &GatewayError::payload_too_large(
+                        self.ingress.config.max_calls,
+                        "websocket.max_calls",
+                    )
+                    .with_message(format!(
+                        "at most {} calls may be open on one connection",
+                        self.ingress.config.max_calls
+                    )),
                 )
                 .await;
         }
@@ -572,9 +577,10 @@ impl Session {
                 call.task.abort();
                 call.seq
             });
-            let err = GatewayError::payload_too_large(limit).with_message(format!(
-                "more than {limit} messages in flight on call {id:?}"
-            ));
+            let err = GatewayError::payload_too_large(limit, "websocket.max_in_flight")
+                .with_message(format!(
+                    "more than {limit} messages in flight on call {id:?}"
+                ));
             self.finish(id, Err(err)).await;
             let _ = self.done.send((id.to_owned(), seq.unwrap_or(u64::MAX)));
         }
