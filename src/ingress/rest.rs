@@ -380,6 +380,28 @@ async fn read_body(
     super::framed::read_limited(body, limit, REQUEST_BODY_LIMIT, idle).await
 }
 
+/// An error in one line of a streamed body, told which line of the whole
+/// body it is (the parser saw only the line, and calls it line 1).
+fn on_line(mut e: GatewayError, number: usize) -> GatewayError {
+    fn relabel(text: &mut String, number: usize) {
+        const AT: &str = " at line 1 column ";
+        match text.rfind(AT) {
+            Some(at) => {
+                let column = text[at + AT.len()..].to_owned();
+                text.replace_range(at.., &format!(" at line {number} column {column}"));
+            }
+            None => *text = format!("line {number} of the request: {text}"),
+        }
+    }
+    relabel(&mut e.message, number);
+    if let ErrorKind::InvalidRequest { violations } = &mut e.kind {
+        for v in violations {
+            relabel(&mut v.description, number);
+        }
+    }
+    e
+}
+
 /// A client-streaming request body: newline-delimited JSON, one message per
 /// line, decoded as lines arrive. Path and query fill the first message.
 fn ndjson_messages(
@@ -393,7 +415,7 @@ fn ndjson_messages(
     struct State {
         body: IncomingBody,
         lines: LineSplitter,
-        queue: VecDeque<Bytes>,
+        queue: VecDeque<(usize, Bytes)>,
         first: bool,
         done: bool,
     }
@@ -410,14 +432,15 @@ fn ndjson_messages(
         let query = query.clone();
         async move {
             loop {
-                if let Some(line) = st.queue.pop_front() {
+                if let Some((number, line)) = st.queue.pop_front() {
                     let url_segments: Vec<&str> = segments.iter().map(String::as_str).collect();
                     let url = st.first.then_some(UrlParts {
                         segments: &url_segments,
                         query: query.as_deref(),
                     });
                     st.first = false;
-                    let message = request::build(&binding, url, &line, None);
+                    let message =
+                        request::build(&binding, url, &line, None).map_err(|e| on_line(e, number));
                     if message.is_err() {
                         st.done = true;
                         st.queue.clear();

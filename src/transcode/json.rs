@@ -100,9 +100,11 @@ fn explain_failure(
         &deserialize_options(o),
     );
     let reason = match result {
-        Err(e) => e.to_string(),
+        Err(e) if !is_syntax(&e) => e.to_string(),
+        // Not JSON at all: no field is at fault, whatever the parser was in.
+        Err(e) => return malformed(&e),
         Ok(_) => match de.end() {
-            Err(e) => e.to_string(),
+            Err(e) => return malformed(&e),
             Ok(()) => "invalid JSON".to_owned(),
         },
     };
@@ -124,6 +126,17 @@ fn explain_failure(
     }
     let field = join(prefix, &path);
     GatewayError::invalid_field(field, reason)
+}
+
+fn is_syntax(e: &serde_json::Error) -> bool {
+    matches!(
+        e.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    )
+}
+
+fn malformed(e: &serde_json::Error) -> GatewayError {
+    GatewayError::invalid_field("", format!("the JSON is malformed: {e}"))
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -81,30 +81,35 @@ impl StreamFormat {
     }
 }
 
-/// Splits a byte stream into lines as chunks arrive; blank lines are skipped.
+/// Splits a byte stream into lines as chunks arrive; blank lines are
+/// skipped. Each line comes with its 1-based number in the whole stream,
+/// blank ones counted, so an error can say where it is.
 #[derive(Default)]
 pub struct LineSplitter {
     buf: BytesMut,
+    /// Lines ended so far.
+    ended: usize,
 }
 
 impl LineSplitter {
     /// Adds a chunk; returns the complete lines it finished.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<(usize, Bytes)> {
         self.buf.extend_from_slice(chunk);
         let mut lines = Vec::new();
         while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
             let line = self.buf.split_to(i + 1).freeze().slice(..i);
+            self.ended += 1;
             if !line.iter().all(u8::is_ascii_whitespace) {
-                lines.push(line);
+                lines.push((self.ended, line));
             }
         }
         lines
     }
 
     /// The last line, if the input did not end with a newline.
-    pub fn finish(&mut self) -> Option<Bytes> {
+    pub fn finish(&mut self) -> Option<(usize, Bytes)> {
         let rest = std::mem::take(&mut self.buf).freeze();
-        (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+        (!rest.iter().all(u8::is_ascii_whitespace)).then_some((self.ended + 1, rest))
     }
 
     /// Bytes waiting for their newline.

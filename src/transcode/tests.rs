@@ -28,10 +28,13 @@ fn lines_split_across_chunks_come_out_whole() {
     let mut s = LineSplitter::default();
     assert!(s.push(b"{\"a\":").is_empty());
     let lines = s.push(b"1}\n\n{\"a\":2}\n{\"a\"");
-    assert_eq!(lines, vec![&b"{\"a\":1}"[..], &b"{\"a\":2}"[..]]);
+    let lines: Vec<(usize, &[u8])> = lines.iter().map(|(n, l)| (*n, &l[..])).collect();
+    // Blank lines are skipped but counted.
+    assert_eq!(lines, vec![(1, &b"{\"a\":1}"[..]), (3, &b"{\"a\":2}"[..])]);
     assert_eq!(s.pending(), 4);
     assert_eq!(s.push(b":3}").len(), 0);
-    assert_eq!(&s.finish().unwrap()[..], b"{\"a\":3}");
+    let (n, last) = s.finish().unwrap();
+    assert_eq!((n, &last[..]), (4, &b"{\"a\":3}"[..]));
 }
 
 use super::framing::{frame, Deframer, FrameError};

@@ -98,6 +98,21 @@ async fn malformed_json_is_a_400() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(r.json()["code"], 3);
     }
+    // Not JSON at all: the body (here the book) is named, never a made-up
+    // member of it.
+    for (path, body, field) in [(CREATE, "{bad", "book"), ("/v1/books:search", "{bad", "")] {
+        let r = h.client.json(Method::POST, path, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(r.violated_field(), field, "{}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("the JSON is malformed: key must be a string at line 1 column 2"),
+            "{}",
+            r.text()
+        );
+    }
 }
 
 #[tokio::test]

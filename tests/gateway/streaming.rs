@@ -153,10 +153,19 @@ async fn a_client_stream_is_read_as_newline_delimited_json() {
 #[tokio::test]
 async fn a_bad_line_in_a_client_stream_is_a_400_naming_the_field() {
     let h = Harness::start().await;
-    let body = "{\"seq\":1}\n{\"seq\":2,\"colour\":\"red\"}\n{\"seq\":3}\n";
+    let body = "{\"seq\":1}\n\n{\"seq\":2,\"colour\":\"red\"}\n{\"seq\":3}\n";
     let r = h.client.json(Method::POST, "/v1/feed:upload", body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(r.violated_field(), "colour");
+    // The line of the whole body, blank lines counted.
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(" at line 3 column 17"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test]
