@@ -50,7 +50,9 @@ pub enum ErrorKind {
     /// The client compressed a message; the gateway only takes identity.
     UnsupportedEncoding,
     /// The call needs a valid credential: none was sent (`missing`) or it failed.
-    Unauthenticated { missing: bool },
+    /// `bearer`: the route takes a bearer token, so an HTTP reply carries
+    /// a `Bearer` challenge.
+    Unauthenticated { missing: bool, bearer: bool },
     /// The caller is known but lacks what the route requires.
     Forbidden,
     /// A rate limit is exhausted; a call will be allowed after `retry_after`.
@@ -176,10 +178,23 @@ impl GatewayError {
     /// No credential (`missing`) or one that failed verification.
     pub fn unauthenticated(missing: bool, message: impl Into<String>) -> Self {
         Self::new(
-            ErrorKind::Unauthenticated { missing },
+            ErrorKind::Unauthenticated {
+                missing,
+                bearer: true,
+            },
             Origin::Client,
             message,
         )
+    }
+
+    /// The same refusal on a route that takes no bearer token (API keys,
+    /// client certificates only): no `Bearer` challenge names a scheme the
+    /// route would not accept.
+    pub fn without_bearer_challenge(mut self) -> Self {
+        if let ErrorKind::Unauthenticated { bearer, .. } = &mut self.kind {
+            *bearer = false;
+        }
+        self
     }
 
     /// A call over a limit of `limit` per period; `what` says which limit.
@@ -234,10 +249,11 @@ impl GatewayError {
     /// The `WWW-Authenticate` challenge an HTTP reply to this error carries (RFC 6750).
     pub fn www_authenticate(&self) -> Option<String> {
         match &self.kind {
-            ErrorKind::Unauthenticated { missing: true } => {
+            ErrorKind::Unauthenticated { bearer: false, .. } => None,
+            ErrorKind::Unauthenticated { missing: true, .. } => {
                 Some("Bearer realm=\"portico\"".to_owned())
             }
-            ErrorKind::Unauthenticated { missing: false } => Some(format!(
+            ErrorKind::Unauthenticated { missing: false, .. } => Some(format!(
                 "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{}\"",
                 self.message.replace(['"', '\\'], "'")
             )),

@@ -256,6 +256,16 @@ impl RouteAuth {
                 return Err(two_credentials(&kinds.join(" and ")));
             }
         }
+        let result = self.authenticate_with_one(env).await;
+        if self.0.iter().any(|a| a.reads_bearer()) {
+            result
+        } else {
+            result.map_err(GatewayError::without_bearer_challenge)
+        }
+    }
+
+    /// Picks the authenticator that applies and lets it decide.
+    async fn authenticate_with_one(&self, env: &mut Envelope) -> Result<(), GatewayError> {
         let chosen = match self.0.as_slice() {
             [only] => only,
             all => match all.iter().find(|a| a.applies(env)) {

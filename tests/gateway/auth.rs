@@ -443,6 +443,11 @@ async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_s
             .send(Method::GET, "/v1/probe/headers", &headers, "")
             .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            None,
+            "{bad:?}: a route that takes only API keys challenges for no bearer token"
+        );
     }
     assert_eq!(h.backends.probe.calls(), 2);
 
