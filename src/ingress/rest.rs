@@ -460,7 +460,11 @@ fn ndjson_messages(
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             st.queue.extend(st.lines.push(&data));
-                            if st.lines.pending() > max_line {
+                            // A line may arrive whole in one chunk: each is
+                            // measured, not only the one still arriving.
+                            let longest = st.queue.iter().map(|(_, l)| l.len()).max();
+                            if st.lines.pending().max(longest.unwrap_or(0)) > max_line {
+                                st.queue.clear();
                                 st.done = true;
                                 return Some((
                                     Err(GatewayError::payload_too_large(
@@ -485,7 +489,19 @@ fn ndjson_messages(
                     }
                     None => {
                         st.done = true;
-                        st.queue.extend(st.lines.finish());
+                        match st.lines.finish() {
+                            Some((_, last)) if last.len() > max_line => {
+                                st.queue.clear();
+                                return Some((
+                                    Err(GatewayError::payload_too_large(
+                                        max_line,
+                                        crate::config::MESSAGE_LIMIT,
+                                    )),
+                                    st,
+                                ));
+                            }
+                            last => st.queue.extend(last),
+                        }
                     }
                 }
             }

@@ -169,6 +169,30 @@ async fn a_bad_line_in_a_client_stream_is_a_400_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_streamed_line_over_the_message_limit_is_a_413_however_it_arrives() {
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1000\n", "").await;
+    let long = format!("{{\"seq\":1,\"topic\":\"{}\"}}", "t".repeat(2000));
+    // Whole lines in one chunk, the long one in the middle or last and
+    // unterminated: each is refused by the limit, never sent on.
+    for body in [
+        format!("{{\"seq\":0}}\n{long}\n{{\"seq\":2}}\n"),
+        format!("{{\"seq\":0}}\n{long}"),
+    ] {
+        let r = h.client.json(Method::POST, "/v1/feed:upload", &body).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+        assert_eq!(r.json()["code"], 8);
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("server.limits.max_grpc_message_bytes (1000 bytes)"),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+#[tokio::test]
 async fn bidi_runs_full_duplex_over_http2() {
     let h = Harness::start().await;
     let (tx, rx) =
