@@ -268,7 +268,69 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
         }
         copy_reply_metadata(metadata, &mut h, "");
     }
+    if let ErrorKind::InvalidRequest { violations } = &err.kind {
+        if let Some(v) = bad_request_details(err, violations) {
+            h.insert("grpc-status-details-bin", v);
+        }
+    }
+    // What an HTTP client gets as headers (Retry-After, RateLimit-*, the
+    // overload and authentication hints) a gRPC client gets as metadata.
+    for (name, value) in err.http_headers() {
+        h.append(name, value);
+    }
     h
+}
+
+/// The gateway's own 400s carry a google.rpc.BadRequest naming the fields
+/// at fault, as they do in a JSON error body, in `grpc-status-details-bin`.
+fn bad_request_details(
+    err: &GatewayError,
+    violations: &[crate::error::FieldViolation],
+) -> Option<HeaderValue> {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<prost_types::Any>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct BadRequest {
+        #[prost(message, repeated, tag = "1")]
+        field_violations: Vec<Violation>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Violation {
+        #[prost(string, tag = "1")]
+        field: String,
+        #[prost(string, tag = "2")]
+        description: String,
+    }
+    if violations.is_empty() {
+        return None;
+    }
+    let bad_request = BadRequest {
+        field_violations: violations
+            .iter()
+            .map(|v| Violation {
+                field: v.field.clone(),
+                description: v.description.clone(),
+            })
+            .collect(),
+    };
+    let status = RpcStatus {
+        code: err.grpc_code() as i32,
+        message: err.message.clone(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.BadRequest".to_owned(),
+            value: prost::Message::encode_to_vec(&bad_request),
+        }],
+    };
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(prost::Message::encode_to_vec(&status));
+    HeaderValue::from_str(&encoded).ok()
 }
 
 /// grpc-message is percent-encoded: everything outside printable ASCII, and `%`.

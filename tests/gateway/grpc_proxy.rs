@@ -253,6 +253,35 @@ async fn errors_come_back_trailers_only_with_details() {
 }
 
 #[tokio::test]
+async fn the_gateways_own_bad_request_names_the_field_in_its_details() {
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = support::protocols::gateway(&sections, "auth = \"partners\"").await;
+    let mut req = Request::new(pb::HeadersRequest {});
+    req.metadata_mut()
+        .append("x-api-key", "acme-key-123".parse().unwrap());
+    req.metadata_mut()
+        .append("x-api-key", "globex-key-456".parse().unwrap());
+    let err = pb::probe_client::ProbeClient::new(channel(&h).await)
+        .headers(req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // A google.rpc.Status whose one detail is a BadRequest, as the JSON
+    // error body of every other protocol has it.
+    let details = String::from_utf8_lossy(err.details()).into_owned();
+    assert!(
+        details.contains("type.googleapis.com/google.rpc.BadRequest")
+            && details.contains("authorization")
+            && details.contains("more than one credential"),
+        "{details:?}"
+    );
+    assert_eq!(h.backends.probe.calls(), 0);
+}
+
+#[tokio::test]
 async fn an_unrouted_method_is_unimplemented() {
     let backend = portico::demo::backends::Backends::default();
     let (addr, _) = backend.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

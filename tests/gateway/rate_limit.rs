@@ -55,6 +55,41 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // With what a REST client gets as headers, as metadata.
+    let md = err.metadata();
+    assert_eq!(
+        (
+            md.get("retry-after").and_then(|v| v.to_str().ok()),
+            md.get("ratelimit-limit").and_then(|v| v.to_str().ok()),
+            md.get("ratelimit-remaining").and_then(|v| v.to_str().ok()),
+        ),
+        (Some("1"), Some("2"), Some("0")),
+        "{md:?}"
+    );
+
+    // In a portico.json.v1 session, they are the status frame's trailers.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/v1/probe/headers", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let status = loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v.get("status").is_some() {
+                    break v;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no status frame: {other:?}"),
+        }
+    };
+    assert_eq!(status["status"]["code"], 8, "{status}");
+    assert_eq!(status["trailers"]["ratelimit-limit"], "2", "{status}");
+    assert_eq!(status["trailers"]["retry-after"], "1", "{status}");
 
     // And from a WebSocket call: it ends with RESOURCE_EXHAUSTED (close 4008).
     let url = format!("ws://{}/v1/probe/headers", h.gateway.addr);

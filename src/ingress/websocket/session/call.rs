@@ -153,10 +153,20 @@ pub(super) async fn finish(
             String::new(),
         ),
         Err(err) => {
-            let trailers = match &err.kind {
+            let mut trailers = match &err.kind {
                 crate::error::ErrorKind::Backend(b) => metadata_json(&b.metadata),
                 _ => serde_json::Map::new(),
             };
+            // What an HTTP client gets as headers (Retry-After,
+            // RateLimit-*, the overload and authentication hints).
+            for (name, value) in err.http_headers() {
+                if let Ok(v) = value.to_str() {
+                    trailers.insert(
+                        name.as_str().to_owned(),
+                        serde_json::Value::String(v.to_owned()),
+                    );
+                }
+            }
             (
                 ingress.status.to_json(err),
                 trailers,
