@@ -22,6 +22,9 @@ use std::path::Path;
 /// A schema that cannot be loaded: where (file or upstream), which symbol, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaError {
+    /// The config file and key that named the schema
+    /// (`portico.toml: descriptors.protos[0]`), when one did.
+    pub at: Option<String>,
     /// File path, proto file name or `upstream NAME`.
     pub source: String,
     /// The symbol or import at fault, when there is one.
@@ -36,6 +39,7 @@ impl SchemaError {
         reason: impl Into<String>,
     ) -> Self {
         SchemaError {
+            at: None,
             source: source.into(),
             symbol,
             reason: reason.into(),
@@ -43,8 +47,19 @@ impl SchemaError {
     }
 }
 
+impl SchemaError {
+    /// The same error, named by the config `file` and `key` behind it.
+    fn named_by(mut self, file: &str, key: String) -> Self {
+        self.at = Some(format!("{file}: {key}"));
+        self
+    }
+}
+
 impl fmt::Display for SchemaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.at {
+            write!(f, "{at}: ")?;
+        }
         match &self.symbol {
             Some(s) => write!(f, "{}: {}: {}", self.source, s, self.reason),
             None => write!(f, "{}: {}", self.source, self.reason),
@@ -56,24 +71,33 @@ impl std::error::Error for SchemaError {}
 
 /// Loads every schema source of the config into one pool.
 pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
+    let file = config.source.as_str();
     let mut pool = builtin::pool();
-    for path in &config.descriptors.sets {
-        add_set_file(&mut pool, path)?;
+    for (i, path) in config.descriptors.sets.iter().enumerate() {
+        add_set_file(&mut pool, path)
+            .map_err(|e| e.named_by(file, format!("descriptors.sets[{i}]")))?;
     }
     if !config.descriptors.protos.is_empty() {
-        let set = compile_protos(&config.descriptors.proto_paths, &config.descriptors.protos)?;
-        add_set(&mut pool, &set, "descriptors.protos")?;
+        let set = compile_protos(&config.descriptors.proto_paths, &config.descriptors.protos)
+            .map_err(|(i, e)| e.named_by(file, format!("descriptors.protos[{i}]")))?;
+        add_set(&mut pool, &set, "descriptors.protos")
+            .map_err(|e| e.named_by(file, "descriptors.protos".to_owned()))?;
     }
-    for name in &config.descriptors.reflect {
+    for (i, name) in config.descriptors.reflect.iter().enumerate() {
+        let key = || format!("descriptors.reflect[{i}]");
         let upstream = config
             .upstreams
             .iter()
             .find(|u| &u.name == name)
             .ok_or_else(|| {
                 SchemaError::new(format!("upstream {name}"), None, "no such upstream")
+                    .named_by(file, key())
             })?;
-        let set = reflection::fetch(upstream).await?;
-        add_set(&mut pool, &set, &format!("reflection of upstream {name}"))?;
+        let set = reflection::fetch(upstream)
+            .await
+            .map_err(|e| e.named_by(file, key()))?;
+        add_set(&mut pool, &set, &format!("reflection of upstream {name}"))
+            .map_err(|e| e.named_by(file, key()))?;
     }
     Ok(pool)
 }
@@ -119,11 +143,12 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
 /// Compiles `.proto` files with protox. Imports resolve against the include
 /// paths, then the built-in google.api/google.rpc files, then protobuf's
 /// well-known types.
-/// Returns the encoded FileDescriptorSet (options intact).
+/// Returns the encoded FileDescriptorSet (options intact), or the error
+/// with the index in `protos` of the file being compiled.
 pub fn compile_protos(
     proto_paths: &[impl AsRef<Path>],
     protos: &[String],
-) -> Result<Vec<u8>, SchemaError> {
+) -> Result<Vec<u8>, (usize, SchemaError)> {
     let mut chain = protox::file::ChainFileResolver::new();
     for p in proto_paths {
         chain.add(protox::file::IncludeFileResolver::new(
@@ -136,17 +161,33 @@ pub fn compile_protos(
     compiler.include_imports(true);
     // Comments become the OpenAPI descriptions and MCP tool descriptions.
     compiler.include_source_info(true);
-    for name in protos {
+    for (i, name) in protos.iter().enumerate() {
         compiler
             .open_file(name)
-            .map_err(|e| protox_error(name, e))?;
+            .map_err(|e| (i, protox_error(name, e)))?;
     }
     Ok(compiler.encode_file_descriptor_set())
 }
 
+/// The file, with the line and column of the fault when protox knows
+/// them (`acme/x.proto:4:3`), and the reason.
 fn protox_error(opened: &str, e: protox::Error) -> SchemaError {
-    let file = e.file().unwrap_or(opened).to_owned();
+    let mut file = e.file().unwrap_or(opened).to_owned();
+    if let Some((line, column)) = location(&e) {
+        file = format!("{file}:{line}:{column}");
+    }
     SchemaError::new(file, None, e.to_string())
+}
+
+/// 1-based line and column of a diagnostic's first label (or of a related
+/// diagnostic's, where protox puts a parse error's).
+fn location(e: &dyn miette::Diagnostic) -> Option<(usize, usize)> {
+    let here = || {
+        let label = e.labels()?.next()?;
+        let contents = e.source_code()?.read_span(label.inner(), 0, 0).ok()?;
+        Some((contents.line() + 1, contents.column() + 1))
+    };
+    here().or_else(|| e.related()?.find_map(location))
 }
 
 #[cfg(test)]

@@ -173,7 +173,7 @@ fn main() -> ExitCode {
                 files,
             } => {
                 let set =
-                    descriptors::compile_protos(&proto_paths, &files).map_err(|e| e.to_string())?;
+                    descriptors::compile_protos(&proto_paths, &files).map_err(|(_, e)| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;
                 println!("wrote {} ({} bytes)", out.display(), set.len());
                 Ok(())

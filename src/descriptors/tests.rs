@@ -33,8 +33,19 @@ fn a_missing_import_names_the_file_and_the_import() {
         "syntax = \"proto3\";\nimport \"nowhere/b.proto\";\n",
     )
     .unwrap();
-    let err = compile_protos(&[&dir], &["a.proto".to_owned()]).unwrap_err();
+    let (index, err) = compile_protos(&[&dir], &["a.proto".to_owned()]).unwrap_err();
+    assert_eq!(index, 0);
     assert!(err.to_string().contains("nowhere/b.proto"), "{err}");
+    // A file that does not compile is named with the line and column.
+    std::fs::write(
+        dir.join("c.proto"),
+        "syntax = \"proto3\";\npackage acme;\nmessage X {\n  strin g = 1;\n}\n",
+    )
+    .unwrap();
+    let (index, err) =
+        compile_protos(&[&dir], &["c.proto".to_owned(), "a.proto".to_owned()]).unwrap_err();
+    assert_eq!(index, 0);
+    assert!(err.to_string().starts_with("c.proto:4:3: "), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

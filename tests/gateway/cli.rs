@@ -151,6 +151,36 @@ fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
             && err.contains("no upstream named"),
         "{err}"
     );
+
+    // A schema that does not compile: the config file and key, then the
+    // .proto file with the line and column, then the reason.
+    std::fs::write(
+        dir.join("x.proto"),
+        "syntax = \"proto3\";\npackage acme;\nmessage X {\n  strin g = 1;\n}\n",
+    )
+    .unwrap();
+    let schema = dir.join("schema.toml");
+    std::fs::write(
+        &schema,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"x.proto\"]\n[upstreams.a]\nendpoints = [\"x:1\"]\n[[routes]]\ngrpc_service = \"acme.S\"\nupstream = \"a\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&schema)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "schema.toml: descriptors.protos[0]: x.proto:4:3: name 'strin' is not defined"
+        ),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
