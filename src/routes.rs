@@ -112,6 +112,18 @@ impl RouteTable {
                     }
                 }
             }
+            if let Some(cache) = &route.cache {
+                for (j, name) in cache.methods.iter().enumerate() {
+                    let reason = match service.methods().find(|m| m.name() == name) {
+                        None => format!("{} has no method {name}", service.full_name()),
+                        Some(m) if CallKind::of(&m) != CallKind::Unary => {
+                            format!("{} streams; only unary replies are cached", m.full_name())
+                        }
+                        Some(_) => continue,
+                    };
+                    return Err(err(format!("{key}.cache.methods[{j}]"), reason));
+                }
+            }
             let upstream = &config.upstreams[route.upstream];
             for method in service.methods() {
                 if route
@@ -214,6 +226,24 @@ impl RouteTable {
                 }
                 if route.auto_mapping {
                     add(Method::POST, &path, "*", "", true)?;
+                }
+            }
+        }
+        // A name no routed method answers to would silently retry nothing.
+        for (u, upstream) in config.upstreams.iter().enumerate() {
+            for (j, name) in upstream.retry.idempotent_methods.iter().enumerate() {
+                let routed = table.targets.values().any(|t| {
+                    t.upstream.0 == u && (t.method.name() == name || t.method.full_name() == name)
+                });
+                if !routed {
+                    return Err(ConfigError {
+                        file: config.source.clone(),
+                        key: format!("upstreams.{}.retry.idempotent_methods[{j}]", upstream.name),
+                        reason: format!(
+                            "no method routed to upstream {} is named {name}",
+                            upstream.name
+                        ),
+                    });
                 }
             }
         }

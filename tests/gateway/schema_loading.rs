@@ -177,3 +177,39 @@ service S {
     assert!(err.contains("f.S.A") && err.contains("\"name\""), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
+    let b = backend().await;
+    let feed = "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n";
+    for (feed_extra, sections, key, reason) in [
+        (
+            "cache = { ttl = \"1s\", methods = [\"Nope\"] }\n",
+            "",
+            "routes[1].cache.methods[0]",
+            "portico.demo.v1.Feed has no method Nope",
+        ),
+        (
+            "cache = { ttl = \"1s\", methods = [\"Watch\"] }\n",
+            "",
+            "routes[1].cache.methods[0]",
+            "portico.demo.v1.Feed.Watch streams; only unary replies are cached",
+        ),
+        (
+            "",
+            "[upstreams.demo.retry]\nidempotent_methods = [\"GetShelf\", \"Nope\"]\n",
+            "upstreams.demo.retry.idempotent_methods[1]",
+            "no method routed to upstream demo is named Nope",
+        ),
+    ] {
+        let text =
+            support::config_text(b, "", "").replacen(feed, &format!("{feed}{feed_extra}"), 1)
+                + sections;
+        let err = app::load(Config::from_toml(&text).unwrap())
+            .await
+            .err()
+            .expect("load fails")
+            .to_string();
+        assert!(err.contains(key) && err.contains(reason), "{err}");
+    }
+}
