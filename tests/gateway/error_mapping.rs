@@ -169,3 +169,26 @@ async fn a_permission_error_is_permission_denied_everywhere() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_backend_error_with_a_long_message_keeps_its_code() {
+    let h = Harness::start().await;
+    // 20 KB of message in grpc-message: past HTTP/2's default 16 KiB
+    // header list, well inside what the gateway accepts from a backend.
+    let message = "x".repeat(20_000);
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Fail",
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            serde_json::json!({"code": 5, "message": message}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, http::StatusCode::NOT_FOUND, "{}", r.text());
+    assert_eq!(r.json()["code"], "not_found");
+    assert_eq!(r.json()["message"], message.as_str());
+}

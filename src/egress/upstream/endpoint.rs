@@ -151,6 +151,12 @@ impl Drop for StreamSlot {
     }
 }
 
+/// How large a backend's reply headers or trailers may be. HTTP/2's
+/// default of 16 KiB is passed by an ordinary error whose message quotes a
+/// long field and whose `grpc-status-details-bin` repeats it; past this the
+/// call fails as the backend's fault.
+const BACKEND_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
 impl Pool {
     pub fn new(
         address: &str,
@@ -169,7 +175,8 @@ impl Pool {
             .keep_alive_timeout(c.keepalive_timeout)
             .keep_alive_while_idle(true)
             .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20);
+            .initial_connection_window_size(4 << 20)
+            .http2_max_header_list_size(BACKEND_HEADER_LIST_BYTES);
         let pool = Pool {
             connections: RwLock::new(Vec::new()),
             max_streams: c.max_streams_per_connection,
