@@ -51,6 +51,18 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
                     "is needed to build the upstream path",
                 )
             })?;
+            let end = var.end.unwrap_or(segments.len());
+            if var.multi_segment && !fits(&value, &segments[i..end]) {
+                // The upstream's path would name another resource than the
+                // template allows (`other/1` for `{parent=shelves/*}`).
+                return Err(GatewayError::invalid_field(
+                    var.name.clone(),
+                    format!(
+                        "{value:?} does not match the template's {}",
+                        pattern_text(&segments[i..end])
+                    ),
+                ));
+            }
             let set = if var.multi_segment {
                 MULTI_SEGMENT
             } else {
@@ -103,6 +115,50 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         path_and_query: path,
         body,
     })
+}
+
+/// Whether a multi-segment variable's value has the shape of its pattern:
+/// literals as written, `*` one non-empty segment, `**` the rest.
+fn fits(value: &str, pattern: &[Segment]) -> bool {
+    let parts: Vec<&str> = value.split('/').collect();
+    let mut at = 0;
+    for (k, segment) in pattern.iter().enumerate() {
+        match segment {
+            Segment::Literal(l) => {
+                if parts.get(at) != Some(&l.as_str()) {
+                    return false;
+                }
+                at += 1;
+            }
+            Segment::Single => {
+                if parts.get(at).is_none_or(|p| p.is_empty()) {
+                    return false;
+                }
+                at += 1;
+            }
+            Segment::Multi => {
+                let after = pattern.len() - k - 1;
+                if parts.len() < at + after {
+                    return false;
+                }
+                at = parts.len() - after;
+            }
+        }
+    }
+    at == parts.len()
+}
+
+/// A variable's pattern as written (`shelves/*`).
+fn pattern_text(pattern: &[Segment]) -> String {
+    pattern
+        .iter()
+        .map(|s| match s {
+            Segment::Literal(l) => l.as_str(),
+            Segment::Single => "*",
+            Segment::Multi => "**",
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Parses an upstream's JSON reply as the response message (leniently:

@@ -167,6 +167,26 @@ async fn the_body_field_and_query_parameters_are_built_from_the_message() {
         target,
         "/v1/books:search?query=o+d&genres=GENRE_FICTION&genres=GENRE_HISTORY&filter.language=en"
     );
+
+    // A value the template's pattern does not allow never becomes another
+    // path on the upstream: `{parent=shelves/*}` refuses `authors/1`.
+    for parent in ["authors/1", "shelves/1/extra", "shelves/"] {
+        let err = client
+            .create_book(pb::CreateBookRequest {
+                parent: parent.into(),
+                book: Some(pb::Book::default()),
+                book_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{parent}: {err:?}");
+        assert!(
+            err.message()
+                .contains("does not match the template's shelves/*"),
+            "{parent}: {err:?}"
+        );
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2, "the upstream was not called");
 }
 
 #[tokio::test]
