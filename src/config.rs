@@ -63,6 +63,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub authenticators: Vec<AuthenticatorConfig>,
     pub ext_authz: Vec<crate::policy::ext_authz::config::ExtAuthzConfig>,
+    /// `[cors]`: every route's policy unless it has its own, and the
+    /// aggregates' (which belong to no route).
+    pub cors: Option<std::sync::Arc<CorsPolicy>>,
     /// `[redis]`: what global limits and shared caches use.
     pub redis: Option<crate::fleet::config::RedisConfig>,
     /// `[access_log]`: one line per call, when configured.
@@ -440,7 +443,7 @@ impl Validator<'_> {
             authenticators: &authenticators,
             ext_authz: &ext_authz,
             json,
-            cors,
+            cors: cors.clone(),
             timeout: server.limits.request_timeout,
         };
         let routes = f
@@ -502,6 +505,7 @@ impl Validator<'_> {
             upstreams,
             authenticators,
             ext_authz,
+            cors,
             redis,
             access_log,
             tracing,

@@ -1,8 +1,9 @@
 //! One port, every protocol: picks the adapter for a request from its
 //! content type (gRPC and gRPC-Web by `application/grpc*`, Connect by its
 //! content types, protocol-version header or GET query, everything else
-//! REST), answers CORS preflights, and adds CORS headers to replies. It
-//! detects; it does not match, transcode or call backends.
+//! REST), answers CORS preflights, refuses cross-origin requests no policy
+//! allows, and adds CORS headers to replies. It detects; it does not match,
+//! transcode or call backends.
 
 use super::body::ResponseBody;
 use super::connect::{ConnectIngress, Shape};
@@ -123,6 +124,26 @@ impl Ingress {
                 }
             }
         }
+        // A cross-site page's request that needs no preflight (a GET, a form
+        // or text/plain POST) would still run: it is refused before any
+        // adapter unless the route's policy allows the origin. WebSocket
+        // and MCP apply their own origin rules.
+        if let Some(origin) = &origin {
+            let own_rules = is_upgrade(&req)
+                || self
+                    .mcp
+                    .as_ref()
+                    .is_some_and(|_| req.uri().path() == super::mcp::PATH);
+            if !own_rules && !same_origin(origin, &req) {
+                let allowed = self
+                    .cors_policy(req.method(), req.uri().path())
+                    .is_some_and(|p| p.allows_origin(origin));
+                if !allowed {
+                    let err = origin_refused(origin, req.uri().path());
+                    return self.refuse(&req, &err);
+                }
+            }
+        }
         if req.method() == Method::GET && !self.pages.is_empty() {
             if let Some(page) = self.pages.iter().find(|p| p.path == req.uri().path()) {
                 let mut resp = Response::new(ResponseBody::full(page.body.clone()));
@@ -157,7 +178,7 @@ impl Ingress {
             Protocol::Rest | Protocol::WebSocket => self.rest.clone().handle(req, client).await,
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
-            if let Some(policy) = self.routes.cors_for(&method, &path) {
+            if let Some(policy) = self.cors_policy(&method, &path) {
                 cors::decorate(policy, &origin, resp.headers_mut());
             }
         }
@@ -196,10 +217,18 @@ impl Ingress {
         Some(resp)
     }
 
+    /// The cross-origin policy of what `method path` reaches: its route's,
+    /// or for an aggregate the `[cors]` one.
+    fn cors_policy(&self, method: &Method, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
+        self.routes
+            .cors_for(method, path)
+            .or_else(|| self.rest.aggregates.cors_for(path))
+    }
+
     fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
         let policy = match &self.mcp {
             Some(mcp) if path == super::mcp::PATH => mcp.cors_policy(origin),
-            _ => self.routes.cors_for(requested, path),
+            _ => self.cors_policy(requested, path),
         };
         match policy.and_then(|p| cors::preflight(p, origin)) {
             Some(headers) => {
@@ -209,18 +238,49 @@ impl Ingress {
                 resp
             }
             None => {
-                let err = GatewayError::new(
-                    ErrorKind::OriginNotAllowed {
-                        origin: origin.to_owned(),
-                    },
-                    Origin::Client,
-                    format!("cross-origin requests from {origin} are not allowed on {path}"),
-                );
+                let err = origin_refused(origin, path);
                 tracing::info!(target: "portico::access", path, origin, "CORS preflight refused");
                 self.rest.error_response(&err)
             }
         }
     }
+}
+
+fn origin_refused(origin: &str, path: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::OriginNotAllowed {
+            origin: origin.to_owned(),
+        },
+        Origin::Client,
+        format!("cross-origin requests from {origin} are not allowed on {path}"),
+    )
+}
+
+/// Whether a request's `Origin` is the site it was sent to: the host and
+/// port of its `Host` (HTTP/2: `:authority`) or, behind a proxy, of its
+/// `X-Forwarded-Host`. A browser cannot set the latter on a cross-site
+/// request without a preflight, so trusting it here opens nothing.
+fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    let header = |name: http::header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let forwarded = header(http::header::HeaderName::from_static("x-forwarded-host"));
+    let host = header(http::header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
+    [host, forwarded]
+        .into_iter()
+        .flatten()
+        .flat_map(|h| {
+            h.split(',')
+                .map(|h| h.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .any(|h| h.eq_ignore_ascii_case(origin_host))
 }
 
 /// Whether `path` is the OpenAPI description or a file of its docs page.

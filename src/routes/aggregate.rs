@@ -42,6 +42,8 @@ impl AggregatePlan {
 pub struct AggregateTable {
     plans: Vec<Arc<AggregatePlan>>,
     trie: Trie,
+    /// The `[cors]` policy: an aggregate belongs to no route.
+    cors: Option<Arc<crate::config::CorsPolicy>>,
 }
 
 pub enum AggregateMatch<'a> {
@@ -51,7 +53,10 @@ pub enum AggregateMatch<'a> {
 
 impl AggregateTable {
     pub fn build(config: &Config, routes: &RouteTable) -> Result<AggregateTable, ConfigError> {
-        let mut table = AggregateTable::default();
+        let mut table = AggregateTable {
+            cors: config.cors.clone(),
+            ..AggregateTable::default()
+        };
         for (i, a) in config.aggregates.iter().enumerate() {
             let key = format!("aggregates[{i}]");
             let err = |key: String, reason: String| ConfigError {
@@ -158,6 +163,16 @@ impl AggregateTable {
     /// Every aggregate endpoint, in config order.
     pub fn plans(&self) -> &[Arc<AggregatePlan>] {
         &self.plans
+    }
+
+    /// The cross-origin policy of the aggregate at `path`: the `[cors]`
+    /// one, for any aggregate on the path whatever the method.
+    pub fn cors_for(&self, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
+        let cors = self.cors.as_ref()?;
+        match self.trie.match_path(&Method::GET, path) {
+            (Lookup::Found { .. } | Lookup::MethodNotAllowed(_), _) => Some(cors),
+            _ => None,
+        }
     }
 
     pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> AggregateMatch<'a> {

@@ -276,6 +276,135 @@ async fn without_a_policy_cross_origin_is_closed() {
 }
 
 #[tokio::test]
+async fn a_cross_site_request_runs_only_when_the_policy_allows_its_origin() {
+    // What a foreign page can send without a preflight: a text/plain POST.
+    let create = |origin: &'static str| {
+        (
+            Method::POST,
+            "/v1/shelves/1/books",
+            vec![("origin", origin), ("content-type", "text/plain")],
+            r#"{"title":"csrf"}"#,
+        )
+    };
+    for (cors, allowed) in [("", false), (CORS, true)] {
+        let h = Harness::start_with("", cors).await;
+        let before = h.client.get("/v1/shelves/1").await.json()["bookCount"].clone();
+        let (method, path, headers, body) = create("https://app.example.com");
+        let r = h.client.send(method, path, &headers, body).await;
+        if allowed {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+            assert_eq!(
+                r.header("access-control-allow-origin"),
+                Some("https://app.example.com")
+            );
+        } else {
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+            assert_eq!(r.json()["code"], 7);
+        }
+        // Another site is refused either way, on every protocol a browser
+        // speaks, in that protocol's error format, and nothing runs.
+        let (method, path, headers, body) = create("https://evil.example.net");
+        let r = h.client.send(method, path, &headers, body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Library/GetShelf",
+                &[
+                    ("origin", "https://evil.example.net"),
+                    ("content-type", "application/grpc-web+proto"),
+                ],
+                frame(&pb::GetShelfRequest { shelf: "1".into() }),
+            )
+            .await;
+        assert_eq!(r.header("grpc-status"), Some("7"));
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Library/GetShelf",
+                &[
+                    ("origin", "https://evil.example.net"),
+                    ("content-type", "application/json"),
+                    ("connect-protocol-version", "1"),
+                ],
+                r#"{"shelf":"1"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.json()["code"], "permission_denied");
+        let after = h.client.get("/v1/shelves/1").await.json()["bookCount"].clone();
+        let created = if allowed { 1 } else { 0 };
+        assert_eq!(
+            after.as_i64().unwrap(),
+            before.as_i64().unwrap() + created,
+            "only the allowed origin's book was created"
+        );
+        // The gateway's own pages are same-origin: no policy needed.
+        let own = format!("http://{}", h.gateway.addr);
+        let r = h
+            .client
+            .send(
+                Method::GET,
+                "/v1/shelves/1",
+                &[("origin", own.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_follows_the_cors_default() {
+    let aggregate = "[[aggregates]]\npath = \"/v1/shelves/{shelf}/overview\"\n\n\
+                     [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.shelf}\" }\n";
+    let h = Harness::start_with(
+        &format!("[cors]\nallowed_origins = [\"https://app.example.com\"]\n\n{aggregate}"),
+        "",
+    )
+    .await;
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/v1/shelves/1/overview",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "GET"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/shelves/1/overview",
+            &[("origin", "https://app.example.com")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/shelves/1/overview",
+            &[("origin", "https://evil.example.net")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn replies_to_an_allowed_origin_expose_the_grpc_status() {
     let h = Harness::start_with("", CORS).await;
     let headers = [
