@@ -429,10 +429,22 @@ impl crate::admin::AdminSource for Live {
 pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     // Registered before this returns, so a SIGHUP right after start reloads
     // rather than ending the process (the signal's default action).
-    let mut hangup = match live.current().config.path {
-        Some(_) => hangup_signal(),
-        None => return tokio::spawn(async {}),
-    };
+    let mut hangup = hangup_signal();
+    if live.current().config.path.is_none() {
+        // No file to reload (the demo, an inline config), but a SIGHUP
+        // must not end the process either: it is answered with a log line,
+        // as `POST /config/reload` is with a 422.
+        return tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = recv_hangup(&mut hangup) => {
+                        tracing::warn!("SIGHUP: started from an inline config, there is no file to reload; still serving");
+                    }
+                }
+            }
+        });
+    }
     let follow = |live: &Live, watcher: &mut FileWatch| {
         if live.current().config.server.watch_files {
             watcher.follow(&live.watched_files());

@@ -261,9 +261,21 @@ async fn the_demo_serves_its_tour() {
     .expect("the demo prints its address");
     let client = support::HttpClient::new(addr.parse().unwrap());
     let r = client.get("/v1/shelves/1").await;
+    assert_eq!(r.json()["theme"], "Fiction");
+    // The demo has no config file to reload: a SIGHUP is logged, and the
+    // demo keeps serving instead of ending (the signal's default action).
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let still = child.try_wait().unwrap();
+    let r = client.get("/v1/shelves/2").await;
     child.kill().ok();
     child.wait().ok();
-    assert_eq!(r.json()["theme"], "Fiction");
+    assert!(still.is_none(), "the demo ended on SIGHUP: {still:?}");
+    assert_eq!(r.status, http::StatusCode::OK);
 }
 
 #[test]
