@@ -47,6 +47,20 @@ pub struct RouteTable {
     json: Vec<JsonOptions>,
 }
 
+/// Whether a method list's entry names `method`: its simple name
+/// (`Fail`), its full name (`pkg.Probe.Fail`) or its gRPC path form
+/// (`pkg.Probe/Fail`, as aggregates name methods).
+fn names_method(name: &str, method: &prost_reflect::MethodDescriptor) -> bool {
+    if name == method.name() || name == method.full_name() {
+        return true;
+    }
+    name.trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(service, m)| {
+            m == method.name() && service == method.parent_service().full_name()
+        })
+}
+
 impl RouteTable {
     /// Builds the table; a route naming an unknown service or method, a bad
     /// template or two colliding bindings is an error naming the config key.
@@ -177,7 +191,7 @@ impl RouteTable {
                             .retry
                             .idempotent_methods
                             .iter()
-                            .any(|m| m == method.name() || m == method.full_name()),
+                            .any(|m| names_method(m, &method)),
                     hash_field: match &upstream.balance {
                         crate::config::Balance::ConsistentHash(crate::config::HashKey::Field(
                             f,
@@ -232,9 +246,10 @@ impl RouteTable {
         // A name no routed method answers to would silently retry nothing.
         for (u, upstream) in config.upstreams.iter().enumerate() {
             for (j, name) in upstream.retry.idempotent_methods.iter().enumerate() {
-                let routed = table.targets.values().any(|t| {
-                    t.upstream.0 == u && (t.method.name() == name || t.method.full_name() == name)
-                });
+                let routed = table
+                    .targets
+                    .values()
+                    .any(|t| t.upstream.0 == u && names_method(name, &t.method));
                 if !routed {
                     return Err(ConfigError {
                         file: config.source.clone(),

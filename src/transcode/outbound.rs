@@ -169,18 +169,38 @@ pub fn response(binding: &Binding, body: &[u8]) -> Result<Vec<u8>, GatewayError>
         reject_unknown_fields: false,
         ..JsonOptions::default()
     };
-    let msg = if body.iter().all(u8::is_ascii_whitespace) {
+    // `Empty` has no field to keep: whatever the backend says about a
+    // DELETE (`{"deleted":true}`) is dropped, as any unknown field is.
+    let msg = if body.iter().all(u8::is_ascii_whitespace)
+        || output.full_name() == "google.protobuf.Empty"
+    {
         DynamicMessage::new(output)
     } else if let Some(field) = &binding.response_body {
         let value: Value = serde_json::from_slice(body).map_err(super::response::bad_reply)?;
         let mut wrapper = Map::new();
         wrapper.insert(field.json_name().to_owned(), value);
-        json::decode_value(&output, Value::Object(wrapper), &lenient, "")
-            .map_err(|e| super::response::bad_reply(e.message))?
+        json::decode_value(&output, Value::Object(wrapper), &lenient, "").map_err(unreadable)?
     } else {
-        json::decode(&output, body, &lenient).map_err(|e| super::response::bad_reply(e.message))?
+        json::decode(&output, body, &lenient).map_err(unreadable)?
     };
     Ok(msg.encode_to_vec())
+}
+
+/// A reply that does not fit the response message, said of the reply (the
+/// decoder words it as a request's fault).
+fn unreadable(e: GatewayError) -> GatewayError {
+    let what = match &e.kind {
+        crate::error::ErrorKind::InvalidRequest { violations } if violations.len() == 1 => {
+            let v = &violations[0];
+            if v.field.is_empty() {
+                v.description.clone()
+            } else {
+                format!("{}: {}", v.field, v.description)
+            }
+        }
+        _ => e.message,
+    };
+    super::response::bad_reply(what)
 }
 
 /// Removes the value at a path of JSON keys and returns it as text.

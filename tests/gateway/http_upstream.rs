@@ -43,6 +43,8 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             .push((method.clone(), target.clone(), body.clone()));
                         let (status, json) = match (method.as_str(), path.as_str()) {
                             ("GET", "/v1/shelves/1") => (200, r#"{"name":"shelves/1","theme":"Poetry","bookCount":7,"curator":"ignored"}"#.to_owned()),
+                            ("GET", "/v1/shelves/8") => (200, r#"{"name":5}"#.to_owned()),
+                            ("DELETE", "/v1/shelves/1/books/2") => (200, r#"{"deleted":true}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
@@ -187,6 +189,31 @@ async fn the_body_field_and_query_parameters_are_built_from_the_message() {
         );
     }
     assert_eq!(seen.lock().unwrap().len(), 2, "the upstream was not called");
+}
+
+#[tokio::test]
+async fn a_reply_is_read_leniently_and_one_that_cannot_be_is_the_backends_fault() {
+    let (rest, _) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let mut client = library(&gw).await;
+    // What a backend says about a DELETE is dropped: Empty keeps nothing.
+    client
+        .delete_book(pb::DeleteBookRequest {
+            name: "shelves/1/books/2".into(),
+        })
+        .await
+        .unwrap();
+    let err = client
+        .get_shelf(pb::GetShelfRequest { shelf: "8".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(
+        err.message()
+            .starts_with("the backend's reply could not be read: name: ")
+            && !err.message().contains("invalid request"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -212,4 +212,9 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
             .to_string();
         assert!(err.contains(key) && err.contains(reason), "{err}");
     }
+    // A method may be named simply, by its full name, or by its gRPC path.
+    let text = support::config_text(b, "", "")
+        + "[upstreams.demo.retry]\nidempotent_methods = [\"GetShelf\", \"portico.demo.v1.Library.ListBooks\", \"portico.demo.v1.Library/GetBook\"]\n";
+    let gw = app::load(Config::from_toml(&text).unwrap()).await;
+    assert!(gw.is_ok(), "{:?}", gw.err().map(|e| e.to_string()));
 }
