@@ -207,6 +207,28 @@ impl McpIngress {
                 invalid("expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18"),
             ));
         };
+        // JSON-RPC 2.0 as MCP restricts it: the version said, and an id
+        // that is a string or a number (MCP forbids null).
+        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(Refusal {
+                id: object.get("id").cloned().unwrap_or(Value::Null),
+                ..Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    invalid("a JSON-RPC message needs \"jsonrpc\": \"2.0\""),
+                )
+            });
+        }
+        if let Some(bad) = object
+            .get("id")
+            .filter(|i| !(i.is_string() || i.is_number()))
+        {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                invalid(format!("a JSON-RPC id is a string or a number, not {bad}")),
+            ));
+        }
         let id = object.get("id").cloned();
         let Some(method) = object.get("method").and_then(Value::as_str) else {
             // A response to a request this server never sends, or garbage.
@@ -298,10 +320,11 @@ impl McpIngress {
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, (i64, String)> {
-        let name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or((INVALID_PARAMS, "tools/call needs a \"name\"".to_owned()))?;
+        let Some(name) = params.get("name").and_then(Value::as_str) else {
+            let message = "tools/call needs a \"name\"".to_owned();
+            record.failed_finally(&invalid(message.clone()));
+            return Err((INVALID_PARAMS, message));
+        };
         let Some(tool) = self.tools.get(name) else {
             let message = format!("no tool named {name:?}");
             record.failed_finally(&invalid(message.clone()));
