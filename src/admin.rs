@@ -67,6 +67,7 @@ pub fn spawn<A: AdminSource>(
                         let usage = source.usage();
                         let text = "text/plain; charset=utf-8";
                         let json = "application/json";
+                        let req_path_is_reload = req.uri().path() == "/config/reload";
                         let (status, content_type, body) = match (req.method(), req.uri().path()) {
                             (&Method::POST, "/config/reload") => {
                                 let outcome = source.clone().reload().await;
@@ -81,6 +82,14 @@ pub fn spawn<A: AdminSource>(
                                 StatusCode::METHOD_NOT_ALLOWED,
                                 json,
                                 r#"{"result":"error","errors":["POST /config/reload to reload"]}"#.to_owned(),
+                            ),
+                            // Every other page only reads.
+                            (m, _) if m != Method::GET && m != Method::HEAD => (
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                json,
+                                format!(
+                                    r#"{{"code":12,"message":"{m} is not allowed on the admin port's pages; GET them (POST only /config/reload)","details":[]}}"#
+                                ),
                             ),
                             (_, "/config") => (StatusCode::OK, json, source.config_json().to_string()),
                             (_, path) => match path {
@@ -176,6 +185,11 @@ pub fn spawn<A: AdminSource>(
                             http::header::CONTENT_TYPE,
                             http::HeaderValue::from_static(content_type),
                         );
+                        if status == StatusCode::METHOD_NOT_ALLOWED {
+                            let allow = if req_path_is_reload { "POST" } else { "GET" };
+                            resp.headers_mut()
+                                .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                        }
                         Ok::<_, Infallible>(resp)
                     }
                 });

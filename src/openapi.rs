@@ -644,6 +644,7 @@ fn error_components() -> Value {
                 "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds until a call may pass." },
                 "RateLimit-Limit": { "schema": { "type": "integer" } },
                 "RateLimit-Remaining": { "schema": { "type": "integer" } },
+                "RateLimit-Reset": { "schema": { "type": "integer" } },
             },
             "content": status,
         },

@@ -485,6 +485,14 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
     assert_eq!(after["loaded_at"], before["loaded_at"], "no new generation");
     let (status, _) = admin_json(&gw, Method::GET, "/config/reload").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    // Every other admin page only reads.
+    for path in ["/openapi.json", "/config", "/healthz"] {
+        let r = HttpClient::new(gw.admin_addr.unwrap())
+            .send(Method::POST, path, &[], "")
+            .await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(r.header("allow"), Some("GET"), "{path}");
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
