@@ -194,6 +194,11 @@ impl Ingress {
     ) -> Response<ResponseBody> {
         // The line carries the request id like every line about the request.
         tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
+        if let Some(mcp) = &self.mcp {
+            if req.uri().path() == super::mcp::PATH && !is_upgrade(req) {
+                return mcp.refusal(err);
+            }
+        }
         match Protocol::of(req) {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor) => super::grpc::trailers_only(flavor, err),

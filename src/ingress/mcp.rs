@@ -92,6 +92,18 @@ fn invalid(message: impl Into<String>) -> GatewayError {
 }
 
 impl McpIngress {
+    /// A request to `/mcp` the connection's edge refused before this
+    /// adapter read it (a compressed body, a malformed head), as a JSON-RPC
+    /// error with the refusal's HTTP status, like every refusal here.
+    pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
+        rpc_error_response(
+            err.http_status(),
+            Value::Null,
+            INVALID_REQUEST,
+            &err.message,
+        )
+    }
+
     /// Serves one HTTP request to `/mcp`: one JSON-RPC message. Every
     /// request has its access-log record, whatever becomes of it, and the
     /// CORS headers its origin is allowed.

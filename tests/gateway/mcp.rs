@@ -342,6 +342,13 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             -32602,
         ),
         (
+            "a compressed body",
+            vec![("content-encoding", "gzip")],
+            json!({ "jsonrpc": "2.0", "id": 8, "method": "ping" }).to_string(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            -32600,
+        ),
+        (
             "an unknown protocol version",
             vec![("mcp-protocol-version", "1999-01-01")],
             json!({ "jsonrpc": "2.0", "id": 4, "method": "ping" }).to_string(),
