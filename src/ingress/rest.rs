@@ -125,7 +125,16 @@ impl RestIngress {
                     allowed,
                 ))
             }
-            MatchOutcome::NotFound => return Err(GatewayError::route_not_found(path)),
+            // An aggregate's path with another method is as much a 405 as
+            // a binding's.
+            MatchOutcome::NotFound => {
+                let allowed = self.aggregates.methods_at(path);
+                return Err(if allowed.is_empty() {
+                    GatewayError::route_not_found(path)
+                } else {
+                    GatewayError::method_not_allowed(&parts.method, path, allowed)
+                });
+            }
         };
         let binding = found.binding.clone();
         record.routed(&binding.target);

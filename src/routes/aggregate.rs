@@ -165,6 +165,17 @@ impl AggregateTable {
         &self.plans
     }
 
+    /// The methods aggregates take on `path` (none when no aggregate's
+    /// template matches it): what a `405` on the path lists.
+    pub fn methods_at(&self, path: &str) -> Vec<Method> {
+        // A method no aggregate takes: a matching path answers with them all.
+        let none = Method::from_bytes(b"PORTICO-ANY").expect("a valid token");
+        match self.trie.match_path(&none, path) {
+            (Lookup::MethodNotAllowed(allowed), _) => allowed,
+            _ => Vec::new(),
+        }
+    }
+
     /// The cross-origin policy of the aggregate at `path`: the `[cors]`
     /// one, for any aggregate on the path whatever the method.
     pub fn cors_for(&self, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {

@@ -357,7 +357,7 @@ async fn a_cross_site_request_runs_only_when_the_policy_allows_its_origin() {
 }
 
 #[tokio::test]
-async fn an_aggregate_follows_the_cors_default() {
+async fn an_aggregate_follows_the_cors_default_and_answers_other_methods_with_405() {
     let aggregate = "[[aggregates]]\npath = \"/v1/shelves/{shelf}/overview\"\n\n\
                      [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.shelf}\" }\n";
     let h = Harness::start_with(
@@ -402,6 +402,13 @@ async fn an_aggregate_follows_the_cors_default() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // An aggregate is a REST endpoint: another method on its path is a 405.
+    let r = h
+        .client
+        .send(Method::POST, "/v1/shelves/1/overview", &[], "")
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET"));
 }
 
 #[tokio::test]
