@@ -485,7 +485,14 @@ fn walk_query(
                 stack.pop();
             }
             _ => {
-                let mut schema = schemas.field(&f, n);
+                // JSON's `null` cannot be written in a query: a NullValue
+                // is given by its name (or number), as the query reads it.
+                let null_value = matches!(f.kind(), Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue");
+                let mut schema = if null_value {
+                    json!({ "type": "string", "enum": ["NULL_VALUE"] })
+                } else {
+                    schemas.field(&f, n)
+                };
                 let description = schema.as_object_mut().and_then(|o| o.remove("description"));
                 let mut param = json!({ "name": name, "in": "query", "schema": schema });
                 if f.is_list() {

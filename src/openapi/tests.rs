@@ -157,10 +157,16 @@ fn bindings_become_paths_with_parameters_bodies_and_replies() {
             "filter.text",
             "filter.nested.text",
             "since",
-            "minSize"
+            "minSize",
+            "nothing"
         ]
     );
     assert_eq!(list[1]["schema"]["type"], "array");
+    // A query cannot carry JSON's null: a NullValue is given by its name.
+    assert_eq!(
+        list[6]["schema"],
+        serde_json::json!({"type": "string", "enum": ["NULL_VALUE"]})
+    );
     assert_eq!(list[1]["explode"], true);
     let create = &paths["/v1/things"]["post"];
     assert_eq!(
