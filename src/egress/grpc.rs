@@ -120,13 +120,15 @@ impl GrpcEgress {
         // The backend may answer only after the client's whole stream (client
         // streaming), so a bad client message and the deadline race the call.
         let reached = |e: GatewayError| AttemptError::from_error(e, false);
+        let deadline_at = deadline_of(&deadline);
         let response = tokio::select! {
             biased;
             Some(err) = client_error(&mut client_failed) => return Err(reached(err)),
             _ = expiry(&mut deadline) => return Err(reached(GatewayError::deadline_exceeded())),
             r = call => match r {
                 Ok(r) => r.map_err(|s| {
-                    AttemptError::from_error(backend_error(&s, max_message_bytes), never_reached(&s))
+                    let err = backend_error(&s, max_message_bytes, deadline_at);
+                    AttemptError::from_error(err, never_reached(&s))
                 })?,
                 Err(_) => {
                     return Err(reached(GatewayError::upstream_timeout(
@@ -163,6 +165,14 @@ async fn client_error(rx: &mut Option<oneshot::Receiver<GatewayError>>) -> Optio
     let outcome = receiver.await.ok();
     *rx = None;
     outcome
+}
+
+/// How close to the call's deadline a backend's own timeout counts as that
+/// deadline: the two timers start a network hop apart and tick separately.
+const DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn deadline_of(deadline: &Option<Pin<Box<Sleep>>>) -> Option<Instant> {
+    deadline.as_ref().map(|d| d.deadline())
 }
 
 async fn expiry(deadline: &mut Option<Pin<Box<Sleep>>>) {
@@ -213,7 +223,23 @@ impl Drop for CancelOnDrop {
 /// INTERNAL), not the client's request. A backend's own OUT_OF_RANGE (even
 /// its own tonic refusing a message over *its* limit) names another limit
 /// or carries trailers, and passes through as the backend's status.
-fn backend_error(status: &tonic::Status, limit: usize) -> GatewayError {
+///
+/// A backend enforces the `grpc-timeout` it was sent with its own timer,
+/// which can fire a moment before the gateway's: its CANCELLED ("Timeout
+/// expired", as tonic words it) or DEADLINE_EXCEEDED at the call's
+/// deadline is the deadline passing, and is answered as the gateway's own
+/// deadline error on every protocol (504 / DEADLINE_EXCEEDED), never as a
+/// client cancellation.
+fn backend_error(status: &tonic::Status, limit: usize, deadline: Option<Instant>) -> GatewayError {
+    let at_deadline = deadline.is_some_and(|d| Instant::now() + DEADLINE_SLACK >= d);
+    if at_deadline
+        && matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        )
+    {
+        return GatewayError::deadline_exceeded();
+    }
     let ours = status.code() == tonic::Code::OutOfRange
         && status.metadata().is_empty()
         && status
@@ -285,6 +311,7 @@ fn reply_stream(state: CallState) -> ReplyStream {
         if st.done {
             return None;
         }
+        let deadline_at = deadline_of(&st.deadline);
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -295,7 +322,9 @@ fn reply_stream(state: CallState) -> ReplyStream {
                 },
                 _ = expiry(&mut st.deadline) => Err(GatewayError::deadline_exceeded()),
                 m = tokio::time::timeout(st.idle, st.inner.message()) => match m {
-                    Ok(m) => m.map_err(|s| backend_error(&s, st.max_message_bytes)),
+                    Ok(m) => m.map_err(|s| {
+                        backend_error(&s, st.max_message_bytes, deadline_at)
+                    }),
                     Err(_) => Err(GatewayError::upstream_timeout(
                         "server.limits.stream_idle_timeout",
                         st.idle,
@@ -374,5 +403,37 @@ impl Stream for GuardedStream {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_backend_timing_out_at_the_deadline_is_the_deadline_not_a_cancellation() {
+        let timed_out = tonic::Status::cancelled("Timeout expired");
+        let now = Instant::now();
+        let at_deadline = backend_error(&timed_out, 1024, Some(now + Duration::from_millis(1)));
+        assert_eq!(at_deadline.grpc_code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(at_deadline.http_status().as_u16(), 504);
+        let passed = backend_error(
+            &tonic::Status::deadline_exceeded("too slow"),
+            1024,
+            Some(now),
+        );
+        assert_eq!(passed.grpc_code(), tonic::Code::DeadlineExceeded);
+
+        // Far from the deadline, or with none, the backend's own
+        // cancellation is passed on as it is.
+        let early = backend_error(&timed_out, 1024, Some(now + Duration::from_secs(5)));
+        assert_eq!(early.grpc_code(), tonic::Code::Cancelled);
+        assert_eq!(early.message, "Timeout expired");
+        let unbounded = backend_error(&timed_out, 1024, None);
+        assert_eq!(unbounded.grpc_code(), tonic::Code::Cancelled);
+        // Other codes at the deadline are the backend's answer.
+        let denied = backend_error(&tonic::Status::permission_denied("no"), 1024, Some(now));
+        assert_eq!(denied.grpc_code(), tonic::Code::PermissionDenied);
     }
 }
