@@ -320,7 +320,8 @@ impl ConnectIngress {
     }
 
     /// A stream that fails before it starts still answers 200: the error is
-    /// in the end-stream envelope.
+    /// in the end-stream envelope. The refusal's own headers are both HTTP
+    /// headers (as on a unary call) and end-stream metadata.
     fn stream_error_response(&self, codec: Codec, err: &GatewayError) -> Response<ResponseBody> {
         let end = end_stream_json(&self.status, Some(err), &HeaderMap::new());
         let mut resp = Response::new(ResponseBody::full(envelope(END_STREAM, &end)));
@@ -328,6 +329,9 @@ impl ConnectIngress {
             CONTENT_TYPE,
             HeaderValue::from_static(stream_content_type(codec)),
         );
+        for (name, value) in err.http_headers() {
+            resp.headers_mut().insert(name, value);
+        }
         resp
     }
 }
@@ -477,6 +481,12 @@ fn end_stream_json(
     add(trailers);
     if let Some(ErrorKind::Backend(b)) = err.map(|e| &e.kind) {
         add(&b.metadata);
+    }
+    // The gateway's own headers of a refusal (`Retry-After`, `RateLimit-*`,
+    // `WWW-Authenticate`, `x-portico-overloaded`) are trailing metadata
+    // here, as on gRPC.
+    if let Some(e) = err {
+        add(&e.http_headers().into_iter().collect());
     }
     let mut end = serde_json::Map::new();
     if let Some(e) = err {

@@ -237,3 +237,41 @@ async fn a_unary_content_type_on_a_streaming_method_is_refused() {
         .unwrap()
         .contains("application/connect+json"));
 }
+
+#[tokio::test]
+async fn a_refused_stream_carries_retry_after_as_headers_and_end_stream_metadata() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 0.001, burst = 1 }\n",
+            1,
+        )
+    })
+    .await;
+    let headers = [("content-type", "application/connect+json")];
+    let watch = || {
+        h.client.send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Watch",
+            &headers,
+            frame_bytes(0, br#"{"count":1}"#),
+        )
+    };
+    let (_, end) = envelopes(watch().await.body);
+    assert!(end.get("error").is_none(), "{end}");
+
+    let refused = watch().await;
+    assert_eq!(
+        refused.status,
+        StatusCode::OK,
+        "a stream's error is in its end"
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("ratelimit-limit"), Some("1"));
+    let (messages, end) = envelopes(refused.body);
+    assert!(messages.is_empty());
+    assert_eq!(end["error"]["code"], "resource_exhausted", "{end}");
+    assert!(end["metadata"]["retry-after"][0].is_string(), "{end}");
+    assert_eq!(end["metadata"]["ratelimit-limit"][0], "1", "{end}");
+    assert_eq!(end["metadata"]["ratelimit-remaining"][0], "0", "{end}");
+}
