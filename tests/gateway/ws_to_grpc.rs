@@ -642,10 +642,13 @@ async fn an_id_may_be_reused_right_after_its_call_is_cancelled() {
         (Some("a"), Some("still here")),
         "{echo}"
     );
-    // A cancel after the status frame adds nothing: the next frame is the refusal of an unknown id.
+    // A cancel after the status frame adds nothing: the status frame stays
+    // the call's last, and the next frame is about something else.
     send(&mut ws, json!({"id": "a", "cancel": true})).await;
     assert_eq!(next_json(&mut ws).await["status"]["code"], 1);
     send(&mut ws, json!({"id": "a", "cancel": true})).await;
+    send(&mut ws, json!({"id": "z", "end": true})).await;
     let e = next_json(&mut ws).await;
+    assert_eq!(e["id"], "z", "{e}");
     assert!(e.get("error").is_some(), "{e}");
 }
