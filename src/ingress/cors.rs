@@ -15,9 +15,14 @@ connect-protocol-version, connect-timeout-ms, x-request-id, traceparent, \
 mcp-protocol-version, mcp-session-id, last-event-id";
 
 /// Response headers every policy exposes: the gRPC status of gRPC-Web
-/// replies and the usual REST ones.
+/// replies, the usual REST ones, and what the gateway itself adds to a
+/// reply or a refusal (its request id, the cache result, a rate limit's
+/// and an overload's wait, an authentication challenge), so a page reads
+/// what curl would.
 const BASE_EXPOSED_HEADERS: &str =
-    "grpc-status, grpc-message, grpc-status-details-bin, location, etag";
+    "grpc-status, grpc-message, grpc-status-details-bin, location, etag, \
+x-request-id, x-cache, retry-after, ratelimit-limit, ratelimit-remaining, \
+ratelimit-reset, x-portico-overloaded, www-authenticate";
 
 /// Headers answering a preflight the policy allows; `None` when it does not.
 pub fn preflight(policy: &CorsPolicy, origin: &str) -> Option<HeaderMap> {

@@ -431,9 +431,26 @@ async fn replies_to_an_allowed_origin_expose_the_grpc_status() {
         r.header("access-control-allow-origin"),
         Some("https://app.example.com")
     );
-    assert!(r
+    // And what the gateway adds to replies and refusals, so a page reads
+    // what curl would.
+    let exposed: Vec<&str> = r
         .header("access-control-expose-headers")
         .unwrap()
-        .contains("grpc-status"));
+        .split(',')
+        .map(str::trim)
+        .collect();
+    for name in [
+        "grpc-status",
+        "grpc-message",
+        "x-request-id",
+        "x-cache",
+        "retry-after",
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+        "www-authenticate",
+    ] {
+        assert!(exposed.contains(&name), "{name} in {exposed:?}");
+    }
     assert_eq!(r.header("vary"), Some("origin"));
 }
