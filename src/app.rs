@@ -78,13 +78,13 @@ pub struct Loaded {
 }
 
 pub async fn load(config: Config) -> Result<Loaded, StartError> {
-    load_with_stats(config, &|_| Arc::default()).await
+    load_with_stats(config, &|_, _| Arc::default()).await
 }
 
 /// As [`load`], with each routed method's counters taken from `stats`.
 pub async fn load_with_stats(
     config: Config,
-    stats: &(dyn Fn(&str) -> Arc<crate::observe::call_stats::CallStats> + Sync),
+    stats: &(dyn Fn(&str, &str) -> Arc<crate::observe::call_stats::CallStats> + Sync),
 ) -> Result<Loaded, StartError> {
     let pool = descriptors::load(&config).await?;
     let routes = RouteTable::build_with_stats(&config, &pool, stats)?;
@@ -143,7 +143,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
 pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gateway, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let carry = generation::Carry::new(pages, shutdown_rx.clone());
-    let loaded = load_with_stats(config, &|path| carry.stats(path)).await?;
+    let loaded = load_with_stats(config, &|path, upstream| carry.stats(path, upstream)).await?;
     let first = generation::build(loaded, &carry).await?;
     let listen = first.config.server.listen;
     let admin = first.config.server.admin;

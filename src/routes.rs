@@ -65,7 +65,7 @@ impl RouteTable {
     /// Builds the table; a route naming an unknown service or method, a bad
     /// template or two colliding bindings is an error naming the config key.
     pub fn build(config: &Config, pool: &DescriptorPool) -> Result<RouteTable, ConfigError> {
-        RouteTable::build_with_stats(config, pool, &|_| Arc::default())
+        RouteTable::build_with_stats(config, pool, &|_, _| Arc::default())
     }
 
     /// As [`RouteTable::build`], taking each method's counters from `stats`
@@ -73,7 +73,7 @@ impl RouteTable {
     pub fn build_with_stats(
         config: &Config,
         pool: &DescriptorPool,
-        stats: &dyn Fn(&str) -> Arc<crate::observe::call_stats::CallStats>,
+        stats: &dyn Fn(&str, &str) -> Arc<crate::observe::call_stats::CallStats>,
     ) -> Result<RouteTable, ConfigError> {
         let mut table = RouteTable {
             cors: config.routes.iter().map(|r| r.cors.clone()).collect(),
@@ -199,7 +199,7 @@ impl RouteTable {
                         _ => None,
                     },
                     method: method.clone(),
-                    stats: stats(&path),
+                    stats: stats(&path, &upstream.name),
                 });
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
                     return Err(err(

@@ -53,7 +53,10 @@ pub struct Carry {
     /// By route definition and schema (see [`cache_key`]).
     caches: Mutex<HashMap<String, Arc<ResponseCache>>>,
     /// By method path.
-    stats: Mutex<HashMap<String, Arc<CallStats>>>,
+    /// By method path and upstream: a method moved to another upstream
+    /// starts new series rather than carrying its counts under the new
+    /// upstream's label.
+    stats: Mutex<HashMap<(String, String), Arc<CallStats>>>,
     /// The Redis fleet, while `[redis]` is unchanged.
     fleet: Mutex<Option<Arc<crate::fleet::Fleet>>>,
     /// One health status per routed service for the process: a client
@@ -103,10 +106,11 @@ impl Carry {
         Ok(f)
     }
 
-    /// A method's counters: the ones it had in earlier generations, if any.
-    pub fn stats(&self, path: &str) -> Arc<CallStats> {
+    /// A method's counters on an upstream: the ones it had there in earlier
+    /// generations, if any.
+    pub fn stats(&self, path: &str, upstream: &str) -> Arc<CallStats> {
         lock(&self.stats)
-            .entry(path.to_owned())
+            .entry((path.to_owned(), upstream.to_owned()))
             .or_default()
             .clone()
     }
@@ -156,7 +160,11 @@ impl Carry {
             .collect();
         *lock(&self.limiters) = limiters.clone();
         *lock(&self.caches) = caches.clone();
-        lock(&self.stats).retain(|path, _| routes.target(path).is_some());
+        lock(&self.stats).retain(|(path, upstream), _| {
+            routes
+                .target(path)
+                .is_some_and(|t| &*t.upstream_name == upstream.as_str())
+        });
     }
 }
 

@@ -234,7 +234,7 @@ impl Live {
         // The same path as `portico check`, then the build.
         let config = Config::load(&path)?;
         *lock(&self.attempted) = config.files.clone();
-        let loaded = load_with_stats(config, &|p| self.carry.stats(p)).await?;
+        let loaded = load_with_stats(config, &|p, u| self.carry.stats(p, u)).await?;
         let digest = generation::digest(&loaded.config, &loaded.pool);
         if digest == current.digest {
             return Ok(Prepared::Unchanged(digest));

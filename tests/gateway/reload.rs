@@ -420,6 +420,53 @@ async fn endpoints_that_stay_keep_their_connections_and_counters_keep_counting()
 }
 
 #[tokio::test]
+async fn a_method_moved_to_another_upstream_starts_new_series() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("moved");
+    let path = dir.join("portico.toml");
+    let second = format!("\n[upstreams.second]\nendpoints = [\"{b1}\"]\n");
+    let on_demo = config_text(Shape::A, &[b1], "") + &second;
+    replace(&path, &on_demo);
+    let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    for _ in 0..3 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    let moved = on_demo.replacen(
+        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"",
+        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"second\"",
+        1,
+    );
+    assert_ne!(moved, on_demo);
+    replace(&path, &moved);
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    for _ in 0..2 {
+        assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    }
+    let text = metrics(&gw).await;
+    let get_shelf: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("portico_calls_total") && l.contains("GetShelf"))
+        .collect();
+    // The new upstream's series counts only its own calls; the old one's
+    // three are not relabelled as if the new upstream had served them.
+    assert_eq!(
+        get_shelf,
+        [
+            "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"second\",code=\"OK\"} 2"
+        ],
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_secrets() {
     let (b1, _) = Backends::default()
         .bind("127.0.0.1:0".parse().unwrap())
