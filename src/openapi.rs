@@ -700,6 +700,75 @@ fn security(config: &Config, route: &RouteConfig, used: &mut BTreeSet<usize>) ->
     Some(Value::Array(alternatives))
 }
 
+/// The security requirement of an aggregate: each of its calls goes
+/// through its own route's authentication, so the request must satisfy
+/// every one of those routes. Authenticators every such route takes are
+/// alternatives, each enough alone; when the routes share none, a
+/// credential for one authenticator of each route is needed together.
+fn aggregate_security(
+    config: &Config,
+    routes: &[&RouteConfig],
+    used: &mut BTreeSet<usize>,
+) -> Option<Value> {
+    let first = routes.first()?;
+    let shared: Vec<usize> = first
+        .auth
+        .iter()
+        .copied()
+        .filter(|i| routes.iter().all(|r| r.auth.contains(i)))
+        .collect();
+    if !shared.is_empty() {
+        let mut alternatives = Vec::new();
+        for i in shared {
+            used.insert(i);
+            for name in scheme_names(&config.authenticators[i]) {
+                alternatives.push(json!({ name: [] }));
+            }
+        }
+        return Some(Value::Array(alternatives));
+    }
+    // Routes with the same authenticators ask the same thing once.
+    let mut sets: Vec<&[usize]> = Vec::new();
+    for r in routes {
+        if !sets.contains(&r.auth.as_slice()) {
+            sets.push(&r.auth);
+        }
+    }
+    // Every way to pick one scheme per set, as one requirement object each
+    // (OpenAPI: the schemes of one object are all required).
+    let mut combos: Vec<Map<String, Value>> = vec![Map::new()];
+    for set in sets {
+        let names: Vec<String> = set
+            .iter()
+            .flat_map(|&i| {
+                used.insert(i);
+                scheme_names(&config.authenticators[i])
+            })
+            .collect();
+        let mut next = Vec::new();
+        for combo in &combos {
+            for name in &names {
+                let mut c = combo.clone();
+                c.insert(name.clone(), json!([]));
+                if !next.contains(&c) {
+                    next.push(c);
+                }
+            }
+        }
+        combos = next;
+        if combos.len() > MAX_SECURITY_ALTERNATIVES {
+            combos.truncate(MAX_SECURITY_ALTERNATIVES);
+        }
+    }
+    Some(Value::Array(
+        combos.into_iter().map(Value::Object).collect(),
+    ))
+}
+
+/// Past this many, an aggregate's combined requirements are cut: a reader
+/// learns the shape from the first ones.
+const MAX_SECURITY_ALTERNATIVES: usize = 64;
+
 /// The security schemes an authenticator accepts credentials through.
 fn scheme_names(a: &crate::config::AuthenticatorConfig) -> Vec<String> {
     let mut names = vec![a.name.clone()];
@@ -793,7 +862,7 @@ fn aggregate(
         parameters.push(json!({ "name": q, "in": "query", "schema": { "type": "string" } }));
     }
     let mut properties = Map::new();
-    let mut auth_route: Option<&RouteConfig> = None;
+    let mut auth_routes: Vec<&RouteConfig> = Vec::new();
     let mut guards = Guards::default();
     for (call, (target, json_options)) in plan.config.calls.iter().zip(&plan.targets) {
         properties.insert(
@@ -801,8 +870,8 @@ fn aggregate(
             schemas.message(&target.method.output(), Naming::from(json_options)),
         );
         let route = &s.config.routes[target.route];
-        if !route.auth.is_empty() && auth_route.is_none() {
-            auth_route = Some(route);
+        if !route.auth.is_empty() {
+            auth_routes.push(route);
         }
         guards = guards.or(Guards::of(route));
     }
@@ -840,10 +909,8 @@ fn aggregate(
     let mut responses = op["responses"].as_object().cloned().unwrap_or_default();
     error_responses(&mut responses, guards);
     op["responses"] = Value::Object(responses);
-    if let Some(route) = auth_route {
-        if let Some(sec) = security(s.config, route, schemes_used) {
-            op["security"] = sec;
-        }
+    if let Some(sec) = aggregate_security(s.config, &auth_routes, schemes_used) {
+        op["security"] = sec;
     }
     let verb = plan.config.method.as_str().to_ascii_lowercase();
     paths.entry(path).or_default().insert(verb, op);

@@ -38,10 +38,14 @@ rate_limit = { requests_per_second = 10, burst = 10 }
 "#;
 
 fn spec(config_text: &str) -> Value {
+    spec_of(config_text, &["kinds.proto"])
+}
+
+fn spec_of(config_text: &str, protos: &[&str]) -> Value {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openapi");
     let config = Config::from_str_in(config_text, "kinds.toml", &dir).expect("valid config");
-    let set = crate::descriptors::compile_protos(&[&dir], &["kinds.proto".to_owned()])
-        .expect("kinds.proto compiles");
+    let protos: Vec<String> = protos.iter().map(|p| (*p).to_owned()).collect();
+    let set = crate::descriptors::compile_protos(&[&dir], &protos).expect("the protos compile");
     let mut pool = crate::descriptors::builtin::pool();
     crate::descriptors::add_set(&mut pool, &set, "kinds.proto").expect("adds");
     let routes = RouteTable::build(&config, &pool).expect("routes");
@@ -226,4 +230,74 @@ fn policies_add_their_errors_and_security_schemes() {
     assert_eq!(schemes["keys_query"]["in"], "query");
     let status = &s["components"]["schemas"]["google.rpc.Status"];
     assert_eq!(status["properties"]["code"]["type"], "integer");
+}
+
+#[test]
+fn an_aggregate_asks_for_what_every_call_route_takes() {
+    let aggregate = r#"
+[[aggregates]]
+path = "/v1/things/{id}/with-owner"
+
+[[aggregates.calls]]
+name = "thing"
+method = "kinds.v1.Things/GetThing"
+request = { id = "{path.id}" }
+
+[[aggregates.calls]]
+name = "owner"
+method = "kinds.v1.Owners/GetOwner"
+request = { id = "{path.id}" }
+"#;
+    let requirements = |owners_auth: &str| -> Vec<Vec<String>> {
+        let text = format!(
+            "{CONFIG}\n[[routes]]\ngrpc_service = \"kinds.v1.Owners\"\nupstream = \"things\"\n{owners_auth}\n{aggregate}"
+        );
+        let s = spec_of(&text, &["kinds.proto", "owners.proto"]);
+        let op = &s["paths"]["/v1/things/{id}/with-owner"]["get"];
+        assert!(op.is_object(), "{}", s["paths"]);
+        op["security"]
+            .as_array()
+            .map(|alternatives| {
+                alternatives
+                    .iter()
+                    .map(|r| r.as_object().unwrap().keys().cloned().collect())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A route without auth asks nothing more: the other route's schemes.
+    assert_eq!(
+        requirements(""),
+        [["hs"], ["hs_cookie"], ["keys"], ["keys_query"]]
+    );
+    // Both routes take `keys`: an API key alone satisfies both.
+    assert_eq!(
+        requirements("auth = [\"keys\"]"),
+        [["keys"], ["keys_query"]]
+    );
+    // No authenticator in common: one credential for each route, together.
+    let text = format!(
+        "{CONFIG}\n[authenticators.others]\nkind = \"api_key\"\nheader = \"x-other-key\"\nkeys_file = \"../api_keys.toml\"\n\n[[routes]]\ngrpc_service = \"kinds.v1.Owners\"\nupstream = \"things\"\nauth = \"others\"\n{aggregate}"
+    );
+    let s = spec_of(&text, &["kinds.proto", "owners.proto"]);
+    let op = &s["paths"]["/v1/things/{id}/with-owner"]["get"];
+    let together: Vec<Vec<String>> = op["security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_object().unwrap().keys().cloned().collect())
+        .collect();
+    assert_eq!(
+        together,
+        [
+            ["hs", "others"],
+            ["hs_cookie", "others"],
+            ["keys", "others"],
+            ["keys_query", "others"]
+        ]
+    );
+    assert_eq!(
+        s["components"]["securitySchemes"]["others"]["name"],
+        "x-other-key"
+    );
 }
