@@ -322,18 +322,18 @@ fn bearer(env: &Envelope) -> Option<&str> {
 
 /// A cookie's value from the call's `cookie` metadata.
 fn cookie_value(env: &Envelope, name: &str) -> Option<String> {
+    cookie_values(env, name).next().map(str::to_owned)
+}
+
+/// Every value of the cookie `name`, in the order sent.
+fn cookie_values<'a>(env: &'a Envelope, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     env.ctx
         .headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(name)?
-                .strip_prefix('=')
-                .map(str::to_owned)
-        })
+        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// More than one credential in a request is refused, whatever their
@@ -346,8 +346,17 @@ fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayErr
     if fields > 1 {
         return Err(two_credentials("authorization"));
     }
-    if let (Some(name), Some(token)) = (cookie, bearer(env)) {
-        if cookie_value(env, name).is_some_and(|c| c != token) {
+    let Some(name) = cookie else {
+        return Ok(());
+    };
+    // Every cookie of that name counts, not the first: a browser sends one
+    // per path and domain it was set for, in an order the client picks.
+    let mut cookies = cookie_values(env, name);
+    if let Some(first) = cookies.next() {
+        if cookies.any(|other| other != first) {
+            return Err(two_credentials(&format!("several `{name}` cookies")));
+        }
+        if bearer(env).is_some_and(|token| token != first) {
             return Err(two_credentials("authorization and the session cookie"));
         }
     }

@@ -1,8 +1,9 @@
 //! Who the client is, and the forwarding headers the backend gets. A peer
 //! in `server.trusted_proxies` may tell the gateway who its client was
-//! (`X-Forwarded-For`); any other peer may not: its `X-Forwarded-*` and
-//! `Forwarded` headers are replaced with what the gateway saw (the peer's
-//! address, the scheme of the listener, the `Host`). The client address
+//! (`X-Forwarded-For`); any other peer may not: its `X-Forwarded-*`
+//! headers are replaced with what the gateway saw (the peer's address, the
+//! scheme of the listener, the `Host`) and its `Forwarded` is removed, so
+//! a backend never reads a client's own claim there. The client address
 //! that results is the one rate limits key on, the same for every protocol.
 
 use http::header::{HeaderName, HeaderValue, FORWARDED, HOST};
