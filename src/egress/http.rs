@@ -166,10 +166,12 @@ impl HttpEgress {
                 .map_err(|_| fail(GatewayError::deadline_exceeded()))??,
             None => exchange.await?,
         };
+        // The backend's `Vary` is kept: the cache keys on what it names (and
+        // never stores `Vary: *`), as for a gRPC backend's metadata. Its CORS
+        // answer is not: CORS is the gateway's policy.
         let mut metadata = HeaderMap::new();
         for (name, value) in &parts.headers {
-            if !is_framing(name) && !matches!(name.as_str(), "access-control-allow-origin" | "vary")
-            {
+            if !is_framing(name) && name.as_str() != "access-control-allow-origin" {
                 metadata.append(name.clone(), value.clone());
             }
         }

@@ -34,6 +34,12 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                         let method = req.method().to_string();
                         let target = req.uri().path_and_query().unwrap().to_string();
                         let path = req.uri().path().to_owned();
+                        let lang = req
+                            .headers()
+                            .get("x-lang")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
                         let body = String::from_utf8(
                             req.into_body().collect().await.unwrap().to_bytes().to_vec(),
                         )
@@ -44,6 +50,8 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                         let (status, json) = match (method.as_str(), path.as_str()) {
                             ("GET", "/v1/shelves/1") => (200, r#"{"name":"shelves/1","theme":"Poetry","bookCount":7,"curator":"ignored"}"#.to_owned()),
                             ("GET", "/v1/shelves/8") => (200, r#"{"name":5}"#.to_owned()),
+                            // Replies that depend on a request header, and say so.
+                            ("GET", "/v1/shelves/5" | "/v1/shelves/6") => (200, format!(r#"{{"name":"shelves/5","theme":"{lang}"}}"#)),
                             ("DELETE", "/v1/shelves/1/books/2") => (200, r#"{"deleted":true}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
@@ -58,6 +66,15 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             .insert("content-type", "application/json".parse().unwrap());
                         resp.headers_mut()
                             .insert("x-backend", "rest".parse().unwrap());
+                        match path.as_str() {
+                            "/v1/shelves/5" => {
+                                resp.headers_mut().insert("vary", "x-lang".parse().unwrap());
+                            }
+                            "/v1/shelves/6" => {
+                                resp.headers_mut().insert("vary", "*".parse().unwrap());
+                            }
+                            _ => {}
+                        }
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -71,6 +88,10 @@ async fn rest_backend() -> (SocketAddr, Seen) {
 }
 
 async fn gateway(rest: SocketAddr) -> portico::app::Gateway {
+    gateway_with(rest, "").await
+}
+
+async fn gateway_with(rest: SocketAddr, route_extra: &str) -> portico::app::Gateway {
     let text = format!(
         r#"
 [server]
@@ -85,6 +106,7 @@ endpoints = ["{rest}"]
 grpc_service = "portico.demo.v1.Library"
 upstream = "rest"
 http_rules.Stats = {{ get = "/stats" }}
+{route_extra}
 "#,
         support::proto_dir()
     );
@@ -322,4 +344,62 @@ async fn a_rest_backend_behind_tls_is_called_over_https() {
         .into_inner();
     assert_eq!(shelf.theme, "Poetry");
     assert_eq!(seen.lock().unwrap()[0].1, "/v1/shelves/1");
+}
+
+#[tokio::test]
+async fn the_cache_honours_a_rest_backends_vary_on_every_protocol() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway_with(rest, "cache = { ttl = \"30s\" }").await;
+    let client = support::HttpClient::new(gw.addr);
+    let get = |shelf: &'static str, lang: &'static str| {
+        let client = &client;
+        async move {
+            let r = client
+                .send(
+                    Method::GET,
+                    &format!("/v1/shelves/{shelf}"),
+                    &[("x-lang", lang)],
+                    "",
+                )
+                .await;
+            (
+                r.header("x-cache").unwrap_or("").to_owned(),
+                r.json()["theme"].as_str().unwrap_or("").to_owned(),
+                r.header("vary").map(str::to_owned),
+            )
+        }
+    };
+    let (cache, theme, vary) = get("5", "fr").await;
+    assert_eq!((cache.as_str(), theme.as_str()), ("MISS", "fr"));
+    assert_eq!(vary.as_deref(), Some("x-lang"), "the client sees the Vary");
+    assert_eq!(get("5", "fr").await.0, "HIT");
+    // Another value of the header the reply varies on is another entry.
+    let (cache, theme, _) = get("5", "de").await;
+    assert_eq!((cache.as_str(), theme.as_str()), ("MISS", "de"));
+
+    // A gRPC client's call takes the same entries.
+    let mut grpc = library(&gw).await;
+    let mut req = tonic::Request::new(pb::GetShelfRequest { shelf: "5".into() });
+    req.metadata_mut().insert("x-lang", "de".parse().unwrap());
+    let reply = grpc.get_shelf(req).await.unwrap();
+    assert_eq!(reply.metadata().get("x-cache").unwrap(), "HIT");
+    assert_eq!(reply.into_inner().theme, "de");
+    let mut req = tonic::Request::new(pb::GetShelfRequest { shelf: "5".into() });
+    req.metadata_mut().insert("x-lang", "ja".parse().unwrap());
+    let reply = grpc.get_shelf(req).await.unwrap();
+    assert_eq!(reply.metadata().get("x-cache").unwrap(), "MISS");
+    assert_eq!(reply.into_inner().theme, "ja");
+
+    // `Vary: *` is never stored.
+    assert_eq!(get("6", "fr").await.0, "MISS");
+    assert_eq!(get("6", "fr").await.0, "MISS");
+    let backend_calls = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, _)| {
+            target.starts_with("/v1/shelves/5") || target.starts_with("/v1/shelves/6")
+        })
+        .count();
+    assert_eq!(backend_calls, 5);
 }
