@@ -24,6 +24,44 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// `connect-timeout-ms`: a positive integer of at most 10 digits.
+pub fn parse_connect_timeout(v: &str) -> Option<Duration> {
+    if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+/// A deadline header the client sent that is not well-formed: a
+/// `400` / `INVALID_ARGUMENT` naming it, on every protocol, rather than
+/// a call that silently runs without the deadline its client asked for.
+pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    for value in headers.get_all("grpc-timeout") {
+        if value.to_str().ok().and_then(parse_grpc_timeout).is_none() {
+            return Err(crate::error::GatewayError::invalid_field(
+                "grpc-timeout",
+                format!(
+                    "{value:?} is not a gRPC timeout: up to 8 digits and a unit (H, M, S, m, u or n), as in \"500m\""
+                ),
+            ));
+        }
+    }
+    for value in headers.get_all("connect-timeout-ms") {
+        if value
+            .to_str()
+            .ok()
+            .and_then(parse_connect_timeout)
+            .is_none()
+        {
+            return Err(crate::error::GatewayError::invalid_field(
+                "connect-timeout-ms",
+                format!("{value:?} is not a timeout: a number of milliseconds, up to 10 digits"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The backend's deadline: a unary call gets the route's timeout, shortened
 /// by the client's; a stream only gets the client's.
 pub fn deadline(

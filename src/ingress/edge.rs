@@ -236,9 +236,7 @@ impl Edge {
         let connect = headers
             .get("connect-timeout-ms")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 10)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
+            .and_then(crate::headers::parse_connect_timeout);
         match (grpc, connect) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

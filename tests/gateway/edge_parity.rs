@@ -342,6 +342,109 @@ async fn a_client_deadline_shortens_the_call_on_every_protocol() {
 }
 
 #[tokio::test]
+async fn a_malformed_deadline_is_refused_on_every_protocol() {
+    let h = gateway("", "").await;
+    for protocol in EVERY_PROTOCOL {
+        if matches!(protocol, Protocol::WebSocket | Protocol::Mcp) {
+            // Below: a WebSocket handshake is refused as HTTP, a call in a
+            // session by its frame; MCP answers a JSON-RPC error.
+            continue;
+        }
+        let bad: &[&[(&str, &str)]] = match protocol {
+            Protocol::Connect => &[
+                &[("connect-timeout-ms", "abc")],
+                &[("connect-timeout-ms", "-5")],
+                &[("connect-timeout-ms", "99999999999")],
+            ],
+            _ => &[
+                &[("grpc-timeout", "abc")],
+                &[("grpc-timeout", "123456789S")],
+            ],
+        };
+        for headers in bad {
+            let s = call(&h, protocol, headers, "", None).await;
+            assert_eq!(s.code, 3, "{protocol:?} {headers:?}: {}", s.message);
+            assert!(
+                s.message.contains(headers[0].0),
+                "{protocol:?}: the message names the header: {}",
+                s.message
+            );
+        }
+    }
+    // A WebSocket handshake with a malformed deadline gets the HTTP answer.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/v1/probe/headers", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("grpc-timeout", "abc".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), http::StatusCode::BAD_REQUEST)
+        }
+        other => panic!("the handshake was not refused: {other:?}"),
+    }
+    // A call of a session with one in its `open` metadata is refused by its frame.
+    use futures_util::{SinkExt, StreamExt};
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
+                      "metadata": {"grpc-timeout": "soon"}, "message": {}});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        open.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let frame = loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no frame: {other:?}"),
+        }
+    };
+    assert_eq!(frame["id"], "a", "{frame}");
+    assert_eq!(frame["error"]["code"], 3, "{frame}");
+    assert!(
+        frame["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("grpc-timeout"),
+        "{frame}"
+    );
+    let refused = h
+        .client
+        .send(
+            http::Method::POST,
+            "/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("grpc-timeout", "abc"),
+            ],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("grpc-timeout")),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        h.backends.probe.calls(),
+        0,
+        "no refused call reached the backend"
+    );
+}
+
+#[tokio::test]
 async fn an_untrusted_client_cannot_claim_an_address_on_any_protocol() {
     let h = gateway("[websocket]\nallowed_origins = [\"*\"]\n", "").await;
     for protocol in EVERY_PROTOCOL {

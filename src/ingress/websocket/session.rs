@@ -391,6 +391,9 @@ impl Session {
                 }
             }
         }
+        if let Err(err) = crate::headers::check_deadline_headers(&headers) {
+            return self.refuse(&id, &err).await;
+        }
         let binding = ingress
             .routes
             .bindings()
