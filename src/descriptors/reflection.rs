@@ -6,47 +6,74 @@ use crate::config::UpstreamConfig;
 use prost::Message;
 use prost_types::FileDescriptorProto;
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
+/// How long reading one endpoint's reflection may take, connecting
+/// included: a backend that takes the connection and never answers must not
+/// hold up startup, `portico check` or a reload (which would hold every
+/// later reload behind it).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Every file (with its imports) that defines the upstream's services, as
-/// an encoded FileDescriptorSet (raw, so custom options survive).
+/// an encoded FileDescriptorSet (raw, so custom options survive). The
+/// upstream's endpoints are tried in the order the config lists them, so
+/// one endpoint down does not stop the schemas from loading.
 pub async fn fetch(upstream: &UpstreamConfig) -> Result<Vec<u8>, SchemaError> {
+    fetch_within(upstream, READ_TIMEOUT).await
+}
+
+async fn fetch_within(upstream: &UpstreamConfig, limit: Duration) -> Result<Vec<u8>, SchemaError> {
     let source = format!("reflection of upstream {}", upstream.name);
     let seeds = upstream.seed_addresses();
-    let endpoint = seeds
-        .first()
-        .ok_or_else(|| SchemaError::new(&source, None, "upstream has no endpoints"))?;
+    if seeds.is_empty() {
+        return Err(SchemaError::new(&source, None, "upstream has no endpoints"));
+    }
+    let mut failures = Vec::new();
+    for endpoint in &seeds {
+        match tokio::time::timeout(limit, from_endpoint(upstream, endpoint)).await {
+            Ok(Ok(set)) => return Ok(set),
+            Ok(Err(reason)) => failures.push(reason),
+            Err(_) => failures.push(format!(
+                "{endpoint}: no answer within {}s",
+                limit.as_secs_f64()
+            )),
+        }
+    }
+    Err(SchemaError::new(&source, None, failures.join("; ")))
+}
+
+/// One endpoint's schemas, or why not (naming the endpoint).
+async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<u8>, String> {
     let scheme = if upstream.tls.is_some() {
         "https"
     } else {
         "http"
     };
     let builder = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
-        .map_err(|e| SchemaError::new(&source, None, format!("bad endpoint {endpoint}: {e}")))?
+        .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
         .connect_timeout(upstream.connect_timeout);
     let connected = match &upstream.tls {
         None => builder.connect().await,
         Some(tls) => {
             let connector = crate::egress::tls::grpc_connector(tls, upstream.connect_timeout)
-                .map_err(|e| SchemaError::new(&source, None, e))?;
+                .map_err(|e| format!("{endpoint}: {e}"))?;
             builder.connect_with_connector(connector).await
         }
     };
     let channel = connected.map_err(|e| {
-        SchemaError::new(
-            &source,
-            None,
-            format!(
-                "cannot connect to {endpoint}: {}",
-                crate::error::with_causes(&e)
-            ),
+        format!(
+            "cannot connect to {endpoint}: {}",
+            crate::error::with_causes(&e)
         )
     })?;
     let fail = |e: tonic::Status| {
-        SchemaError::new(
-            &source,
-            None,
-            format!("reflection call failed: {}", e.message()),
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        format!(
+            "{endpoint}: reflection call failed: {}{cause} (does it serve gRPC server reflection?)",
+            e.message()
         )
     };
     let files = match v1::fetch(channel.clone()).await {
@@ -161,3 +188,53 @@ macro_rules! reflection_client {
 
 reflection_client!(v1);
 reflection_client!(v1alpha);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(endpoints: &[String]) -> UpstreamConfig {
+        let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nreflect = [\"b\"]\n[upstreams.b]\nendpoints = [{}]\nconnect_timeout = \"300ms\"\n[[routes]]\ngrpc_service = \"x.v1.S\"\nupstream = \"b\"\n",
+            list.join(", ")
+        );
+        let config = crate::config::Config::from_toml(&text).expect("valid config");
+        config.upstreams[0].clone()
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_takes_the_connection_and_never_answers_is_given_up_on() {
+        // Accepts connections (the kernel does, from its backlog) and
+        // never speaks.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap().to_string();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let started = tokio::time::Instant::now();
+        let err = fetch_within(
+            &upstream(&[closed.clone(), silent_addr.clone()]),
+            Duration::from_millis(500),
+        )
+        .await
+        .expect_err("nothing to read");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        // Every endpoint tried, each with its reason.
+        assert!(
+            text.contains(&format!("cannot connect to {closed}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{silent_addr}: no answer within 0.5s")),
+            "{text}"
+        );
+        drop(silent);
+    }
+}

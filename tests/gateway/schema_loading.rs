@@ -71,6 +71,21 @@ async fn server_reflection_is_read_from_the_upstream() {
 }
 
 #[tokio::test]
+async fn reflection_reads_the_next_endpoint_when_the_first_is_down() {
+    let b = backend().await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = config(b, "reflect = [\"demo\"]", "portico.demo.v1.Library").replace(
+        &format!("endpoints = [\"{b}\"]"),
+        &format!("endpoints = [\"{down}\", \"{b}\"]"),
+    );
+    let gw = app::start(Config::from_toml(&text).unwrap()).await.unwrap();
+    assert_eq!(shelf_theme(&gw).await, "History");
+}
+
+#[tokio::test]
 async fn a_route_to_an_unknown_service_names_the_key_and_the_service() {
     let b = backend().await;
     let protos = format!(
