@@ -579,16 +579,23 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
 }
 
 /// SHA-256 over the config text, the contents of every file it names (a
-/// folder: every file in it), and the loaded schemas (so schemas read by
-/// reflection count too).
+/// folder: every file in it, by its name inside the folder), and the loaded
+/// schemas (so schemas read by reflection count too). Only contents count:
+/// how the config's path was spelled, the working directory, or where the
+/// tree sits on disk change nothing, so two instances (or `portico openapi`
+/// and a running gateway) started from the same files agree.
 pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
     let mut h = Sha256::new();
     h.update(config.text_sha256.as_bytes());
-    for path in &config.files {
-        h.update(path.display().to_string().as_bytes());
+    for (i, path) in config.files.iter().enumerate() {
+        // The config text names the file; its place in the list stands for it.
+        h.update((i as u64).to_le_bytes());
         for file in files_under(path) {
-            h.update(file.display().to_string().as_bytes());
-            h.update(std::fs::read(&file).unwrap_or_default());
+            let inside = file.strip_prefix(path).unwrap_or(&file);
+            h.update(inside.to_string_lossy().as_bytes());
+            let contents = std::fs::read(&file).unwrap_or_default();
+            h.update((contents.len() as u64).to_le_bytes());
+            h.update(contents);
         }
     }
     h.update(pool.encode_to_vec());
@@ -705,4 +712,42 @@ async fn local_grpc_services(
         ),
         ("/grpc.health.v1.Health/", LocalService::new(health)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_depends_on_contents_not_on_how_the_path_is_spelled() {
+        let dir = std::env::temp_dir().join(format!("portico-digest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(
+            dir.join("keys.toml"),
+            format!("alice = \"{}\"\n", "1".repeat(64)),
+        )
+        .unwrap();
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[authenticators.k]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"keys.toml\"\n\n[upstreams.b]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\ngrpc_service = \"x.v1.S\"\nupstream = \"b\"\nauth = \"k\"\n";
+        std::fs::write(dir.join("portico.toml"), text).unwrap();
+        let pool = crate::descriptors::builtin::pool();
+        let of = |path: &std::path::Path| digest(&Config::load(path).expect("loads"), &pool);
+        let plain = of(&dir.join("portico.toml"));
+        assert_eq!(plain, of(&dir.join("sub/../portico.toml")));
+        assert_eq!(plain, of(&dir.join("./portico.toml")));
+        // The same files elsewhere on disk: the same digest.
+        let moved = dir.join("sub/copy");
+        std::fs::create_dir_all(&moved).unwrap();
+        std::fs::copy(dir.join("portico.toml"), moved.join("portico.toml")).unwrap();
+        std::fs::copy(dir.join("keys.toml"), moved.join("keys.toml")).unwrap();
+        assert_eq!(plain, of(&moved.join("portico.toml")));
+        // A file it names changes: the digest does.
+        std::fs::write(
+            moved.join("keys.toml"),
+            format!("alice = \"{}\"\n", "2".repeat(64)),
+        )
+        .unwrap();
+        assert_ne!(plain, of(&moved.join("portico.toml")));
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
