@@ -542,6 +542,21 @@ async fn removing_an_instance_from_the_file_lets_its_calls_in_flight_finish() {
         on_b += usize::from(by.as_deref() == Some(b_addr.as_str()));
     }
     assert_eq!(on_b, 2, "the removed instance finished its calls");
+
+    // A file caught empty (mid-write) or that does not parse changes
+    // nothing: the upstream keeps the endpoint it knows.
+    for broken in ["", "# nothing yet\n", "not an address\n"] {
+        std::fs::write(&file, broken).unwrap();
+        // The file is looked at every 500 ms.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let endpoints = upstream_status(&gw).await["endpoints"].clone();
+        assert_eq!(
+            endpoints.as_array().map(Vec::len),
+            Some(1),
+            "{broken:?}: {endpoints}"
+        );
+        assert_eq!(client.get("/v1/probe/headers").await.status, StatusCode::OK);
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -195,6 +195,12 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
             weight,
         });
     }
+    // An upstream needs an endpoint, as `endpoints = []` is refused; an
+    // empty file is more often one caught mid-write than a wish to stop
+    // serving, so it changes nothing.
+    if out.is_empty() {
+        return Err("lists no endpoint (an upstream needs at least one)".to_owned());
+    }
     Ok(out)
 }
 
