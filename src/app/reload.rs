@@ -131,6 +131,17 @@ impl Live {
     }
 
     async fn reload_now(self: Arc<Self>) -> ReloadOutcome {
+        // Without a file there is nothing to try: the answer says so, and it
+        // is not a failed reload (no counter, no `last_error`).
+        if self.current().config.path.is_none() {
+            tracing::warn!("reload asked for: started from an inline config, there is no file to reload; still serving");
+            return ReloadOutcome::Failed {
+                errors: vec![
+                    "the gateway was started from an inline config: there is no file to reload"
+                        .to_owned(),
+                ],
+            };
+        }
         let _one_at_a_time = self.reloading.lock().await;
         let started = std::time::Instant::now();
         // Loading is CPU work (compiling schemas, building thousands of
@@ -256,7 +267,11 @@ impl Live {
     pub fn config_json(&self) -> serde_json::Value {
         let g = self.current();
         let mut json = self.generation_json();
-        json["source"] = g.config.source.clone().into();
+        // An inline config (the demo's) has no file to name.
+        json["source"] = match &g.config.path {
+            Some(_) => g.config.source.clone().into(),
+            None => serde_json::Value::Null,
+        };
         json["config"] = g.config.redacted.clone();
         json
     }

@@ -737,3 +737,22 @@ async fn a_setting_only_a_restart_applies_is_named_on_every_reload_until_then() 
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn an_inline_config_has_no_file_to_reload_and_that_is_no_failure() {
+    let h = support::Harness::start().await;
+    let gw = &h.gateway;
+    let (status, answer) = admin_json(gw, Method::POST, "/config/reload").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        answer["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("no file to reload")),
+        "{answer}"
+    );
+    let (_, config) = admin_json(gw, Method::GET, "/config").await;
+    assert_eq!(config["source"], Value::Null, "{config}");
+    assert_eq!(config["reloads_failed"], 0, "{config}");
+    assert_eq!(config["last_error"], Value::Null, "{config}");
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
