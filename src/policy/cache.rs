@@ -38,6 +38,8 @@ use tower::{Service, ServiceExt};
 struct Entry {
     metadata: HeaderMap,
     message: Bytes,
+    /// When this instance stored it: a hit's `Age`.
+    stored: Instant,
     expires: Instant,
     /// Read from the shared tier rather than the backend.
     shared_hit: bool,
@@ -256,10 +258,15 @@ impl Policy for ResponseCache {
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
                     env.ctx.record.cache("hit");
-                    return Ok(Reply::single(
-                        with_verdict(hit.metadata.clone(), "HIT"),
-                        hit.message.clone(),
-                    ));
+                    let mut metadata = with_verdict(hit.metadata.clone(), "HIT");
+                    // RFC 9111 section 5.1: a stored reply says how long it
+                    // has been kept, so a client's own cache does not count
+                    // its max-age afresh.
+                    metadata.insert(
+                        http::header::AGE,
+                        HeaderValue::from(hit.stored.elapsed().as_secs()),
+                    );
+                    return Ok(Reply::single(metadata, hit.message.clone()));
                 }
                 cache.store.invalidate(key).await;
             }
@@ -402,10 +409,12 @@ impl ResponseCache {
             _ => {}
         }
         let made_for = ResponseCache::varied(base, &vary, headers);
+        let stored = Instant::now();
         Arc::new(Entry {
             metadata,
             message,
-            expires: Instant::now() + lifetime,
+            stored,
+            expires: stored + lifetime,
             shared_hit,
             vary,
             made_for,

@@ -29,11 +29,13 @@ async fn a_repeat_is_served_from_the_cache_in_any_protocol_until_it_expires() {
     let h = gateway("", "").await;
     let r = h.client.get("/v1/probe/headers").await;
     assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(r.header("age"), None, "a fresh reply has no Age");
     let r = h.client.get("/v1/probe/headers").await;
     assert_eq!(
         (r.status, r.header("x-cache")),
         (StatusCode::OK, Some("HIT"))
     );
+    assert_eq!(r.header("age"), Some("0"), "a stored reply says its Age");
     assert_eq!(h.backends.probe.calls(), 1);
 
     // The same call from a gRPC client is the same cache entry.
@@ -43,6 +45,7 @@ async fn a_repeat_is_served_from_the_cache_in_any_protocol_until_it_expires() {
         .await
         .unwrap();
     assert_eq!(resp.metadata().get("x-cache").unwrap(), "HIT");
+    assert!(resp.metadata().get("age").is_some());
     assert_eq!(h.backends.probe.calls(), 1);
 
     // The client may ask for a fresh reply.

@@ -373,6 +373,13 @@ async fn the_cache_honours_a_rest_backends_vary_on_every_protocol() {
     assert_eq!((cache.as_str(), theme.as_str()), ("MISS", "fr"));
     assert_eq!(vary.as_deref(), Some("x-lang"), "the client sees the Vary");
     assert_eq!(get("5", "fr").await.0, "HIT");
+    // A hit says how long it has been kept (RFC 9111's Age).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let aged = client
+        .send(Method::GET, "/v1/shelves/5", &[("x-lang", "fr")], "")
+        .await;
+    assert_eq!(aged.header("x-cache"), Some("HIT"));
+    assert_eq!(aged.header("age"), Some("1"));
     // Another value of the header the reply varies on is another entry.
     let (cache, theme, _) = get("5", "de").await;
     assert_eq!((cache.as_str(), theme.as_str()), ("MISS", "de"));
