@@ -29,6 +29,9 @@ const DASHBOARD: &str = include_str!("admin/dashboard.html");
 pub trait AdminSource: Send + Sync + 'static {
     fn routes(&self) -> Arc<RouteTable>;
     fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>>;
+    /// Per upstream, in config order: whether an endpoint in rotation
+    /// accepts connections (`None` until first checked).
+    fn reachable(&self) -> Vec<Option<bool>>;
     fn usage(&self) -> Arc<Usage>;
     /// The fleet, with `[redis]`.
     fn fleet(&self) -> Option<Arc<crate::fleet::Fleet>>;
@@ -101,7 +104,7 @@ pub fn spawn<A: AdminSource>(
                                     .into_owned(),
                             ),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
-                            "/readyz" => readiness(&routes, &upstreams),
+                            "/readyz" => readiness(&routes, &upstreams, &source.reachable()),
                             "/" | "/dashboard" => (
                                 StatusCode::OK,
                                 "text/html; charset=utf-8",
@@ -203,19 +206,21 @@ pub fn spawn<A: AdminSource>(
 
 /// `GET /readyz`: ready once the schemas are loaded (the admin port only
 /// serves after the first generation is built) and every upstream a route
-/// sends calls to has an endpoint in rotation.
+/// sends calls to has an endpoint in rotation that accepts connections
+/// (as last checked; before the first check, being in rotation is enough).
 fn readiness(
     routes: &RouteTable,
     upstreams: &[Arc<Upstream>],
+    reachable: &[Option<bool>],
 ) -> (StatusCode, &'static str, String) {
     let mut routed: Vec<usize> = routes.targets().map(|t| t.upstream.0).collect();
     routed.sort_unstable();
     routed.dedup();
     let empty: Vec<&str> = routed
         .iter()
-        .filter_map(|&i| upstreams.get(i))
-        .filter(|u| u.in_rotation() == 0)
-        .map(|u| u.name())
+        .filter_map(|&i| Some((upstreams.get(i)?, reachable.get(i).copied().flatten())))
+        .filter(|(u, reached)| u.in_rotation() == 0 || *reached == Some(false))
+        .map(|(u, _)| u.name())
         .collect();
     if empty.is_empty() {
         (
@@ -226,7 +231,10 @@ fn readiness(
     } else {
         let body = serde_json::json!({
             "ready": false,
-            "reason": format!("no endpoint in rotation for upstream {}", empty.join(", ")),
+            "reason": format!(
+                "no endpoint in rotation that accepts connections for upstream {}",
+                empty.join(", ")
+            ),
             "upstreams_without_endpoints": empty,
         });
         (

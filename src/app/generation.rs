@@ -263,13 +263,19 @@ pub struct Generation {
     /// SHA-256 over the config text, every file it names, and the schemas.
     pub digest: String,
     pub loaded_at: SystemTime,
+    /// Per upstream, in config order, whether an endpoint in rotation
+    /// accepts connections (`None` until first checked); for `/readyz`.
+    pub reachable: Vec<watch::Receiver<Option<bool>>>,
     /// Dropped with the generation: its background tasks (the health
     /// service's reporters) end then.
     _alive: watch::Sender<()>,
 }
 
-/// How often upstream reachability is checked for the health service.
-const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+type LocalServices = Vec<(&'static str, LocalService)>;
+
+/// How often upstream reachability is checked for the health service and
+/// `/readyz`.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Builds a generation from a loaded config, taking over `carry`'s state
 /// where definitions are unchanged.
@@ -438,7 +444,8 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
 
     // The ingress adapters, all through one request edge.
     let (alive, alive_rx) = watch::channel(());
-    let local = local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
+    let (local, reachable) =
+        local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
     // Opened again by every generation: a log rotated by renaming it goes
     // on in a new file after a reload.
     let access_log = config
@@ -574,6 +581,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         tls,
         digest,
         loaded_at: SystemTime::now(),
+        reachable,
         _alive: alive,
     })
 }
@@ -630,7 +638,7 @@ async fn local_grpc_services(
     upstreams: &[Arc<Upstream>],
     carry: &Carry,
     alive: watch::Receiver<()>,
-) -> Result<Vec<(&'static str, LocalService)>, StartError> {
+) -> Result<(LocalServices, Vec<watch::Receiver<Option<bool>>>), StartError> {
     let mut services: Vec<String> = routes
         .targets()
         .map(|t| t.method.parent_service().full_name().to_owned())
@@ -674,6 +682,7 @@ async fn local_grpc_services(
         tonic_health::server::HealthService::from_health_reporter(carry.health.clone()),
     );
     let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
+    let reachable = probes.clone();
     for (i, upstream) in probes.into_iter().enumerate() {
         let names: Vec<String> = routes
             .targets()
@@ -687,7 +696,7 @@ async fn local_grpc_services(
         let mut alive = alive.clone();
         tokio::spawn(async move {
             loop {
-                let status = if *upstream.borrow_and_update() {
+                let status = if *upstream.borrow_and_update() == Some(true) {
                     tonic_health::ServingStatus::Serving
                 } else {
                     tonic_health::ServingStatus::NotServing
@@ -704,14 +713,15 @@ async fn local_grpc_services(
             }
         });
     }
-    Ok(vec![
+    let services = vec![
         ("/grpc.reflection.v1.ServerReflection/", reflection(false)?),
         (
             "/grpc.reflection.v1alpha.ServerReflection/",
             reflection(true)?,
         ),
         ("/grpc.health.v1.Health/", LocalService::new(health)),
-    ])
+    ];
+    Ok((services, reachable))
 }
 
 #[cfg(test)]

@@ -384,6 +384,15 @@ impl crate::admin::AdminSource for Live {
         self.current.load().upstreams.clone()
     }
 
+    fn reachable(&self) -> Vec<Option<bool>> {
+        self.current
+            .load()
+            .reachable
+            .iter()
+            .map(|r| *r.borrow())
+            .collect()
+    }
+
     fn usage(&self) -> Arc<Usage> {
         self.carry.usage.clone()
     }

@@ -86,3 +86,35 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
     backend.restart().await;
     assert!(ready(200).await, "ready again when it returns");
 }
+
+#[tokio::test]
+async fn readyz_sees_a_dead_endpoint_without_health_checks() {
+    // No health_check table and no calls: nothing takes the endpoint out
+    // of rotation, but it no longer accepts connections.
+    let mut backend = Instance::start("127.0.0.1:0").await;
+    let g = support::gateway_for(&support::config_text(backend.addr, "", ""), backend.addr).await;
+    let admin = HttpClient::new(g.admin_addr.unwrap());
+    let ready = |expect: u16| {
+        let admin = admin.clone();
+        async move {
+            support::eventually_async(|| {
+                let admin = admin.clone();
+                async move { admin.get("/readyz").await.status == expect }
+            })
+            .await
+        }
+    };
+    assert!(ready(200).await, "ready with its one endpoint up");
+    backend.kill().await;
+    assert!(ready(503).await, "not ready once the only endpoint is gone");
+    let body = admin.get("/readyz").await.json();
+    assert_eq!(body["upstreams_without_endpoints"][0], "demo", "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("accepts connections")),
+        "{body}"
+    );
+    backend.restart().await;
+    assert!(ready(200).await, "ready again when it returns");
+}
