@@ -102,6 +102,66 @@ pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
     Ok(pool)
 }
 
+/// What a file defines, for telling two copies of it apart: its package,
+/// imports, messages with their fields (name, number, type), enums with
+/// their values, and services with their methods. Comments, options and
+/// what a compiler fills in (`json_name`) do not count.
+fn shape(file: &prost_types::FileDescriptorProto) -> String {
+    use std::fmt::Write as _;
+    fn message(out: &mut String, m: &prost_types::DescriptorProto) {
+        let _ = write!(out, "m {}{{", m.name());
+        for f in &m.field {
+            let _ = write!(
+                out,
+                "{} {} {:?} {:?} {} {:?};",
+                f.name(),
+                f.number(),
+                f.r#type(),
+                f.label(),
+                f.type_name(),
+                f.oneof_index
+            );
+        }
+        for nested in &m.nested_type {
+            message(out, nested);
+        }
+        for e in &m.enum_type {
+            enumeration(out, e);
+        }
+        out.push('}');
+    }
+    fn enumeration(out: &mut String, e: &prost_types::EnumDescriptorProto) {
+        let _ = write!(out, "e {}{{", e.name());
+        for v in &e.value {
+            let _ = write!(out, "{}={};", v.name(), v.number());
+        }
+        out.push('}');
+    }
+    let mut out = format!("{} {:?}", file.package(), file.dependency);
+    for m in &file.message_type {
+        message(&mut out, m);
+    }
+    for e in &file.enum_type {
+        enumeration(&mut out, e);
+    }
+    for s in &file.service {
+        let _ = write!(out, "s {}{{", s.name());
+        for m in &s.method {
+            let _ = write!(
+                out,
+                "{} {} {} {} {};",
+                m.name(),
+                m.input_type(),
+                m.output_type(),
+                m.client_streaming(),
+                m.server_streaming()
+            );
+        }
+        out.push('}');
+    }
+    out
+}
+
 /// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
 pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
     let source = path.display().to_string();
@@ -114,10 +174,32 @@ pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), Schema
 /// bytes because decoding into `prost_types` would drop custom options such
 /// as google.api.http. A file already present by name is skipped (the
 /// built-in google.api files win over copies bundled in a set); a symbol
-/// defined twice or an import missing from the set is an error.
+/// defined twice, an import missing from the set, or a file of the same
+/// name that an earlier source defined with other messages, fields or
+/// methods is an error.
 pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<(), SchemaError> {
     let set = FileDescriptorSet::decode(bytes)
         .map_err(|e| SchemaError::new(source, None, format!("not a FileDescriptorSet: {e}")))?;
+    // Two sources may well both carry a file (a set built with its imports,
+    // reflection of a backend compiled from the same .proto); two sources
+    // that disagree about it would leave the routes to whichever came
+    // first, silently. The `google/` files are the gateway's own.
+    for file in &set.file {
+        if file.name().starts_with("google/") {
+            continue;
+        }
+        if let Some(known) = pool.get_file_by_name(file.name()) {
+            if shape(known.file_descriptor_proto()) != shape(file) {
+                return Err(SchemaError::new(
+                    source,
+                    Some(file.name().to_owned()),
+                    "an earlier schema source defines this file with other messages, fields or \
+                     methods (sources load in the order descriptors.sets, protos, reflect); \
+                     keep one copy",
+                ));
+            }
+        }
+    }
     let files: Vec<_> = set
         .file
         .iter()

@@ -261,6 +261,28 @@ impl RouteTable {
                     });
                 }
             }
+            // Hashing on a field no routed method has would balance every
+            // call by least request: a typo, not a choice.
+            if let crate::config::Balance::ConsistentHash(crate::config::HashKey::Field(f)) =
+                &upstream.balance
+            {
+                let routed: Vec<&Arc<Target>> = table
+                    .targets
+                    .values()
+                    .filter(|t| t.upstream.0 == u)
+                    .collect();
+                if !routed.is_empty() && routed.iter().all(|t| t.hash_field.is_none()) {
+                    return Err(ConfigError {
+                        file: config.source.clone(),
+                        key: format!("upstreams.{}.hash_key", upstream.name),
+                        reason: format!(
+                            "no method routed to upstream {} has a request field {f:?} \
+                             (a field name, or a dotted path to a nested one)",
+                            upstream.name
+                        ),
+                    });
+                }
+            }
         }
         Ok(table)
     }

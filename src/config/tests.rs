@@ -132,3 +132,19 @@ fn a_toml_syntax_error_names_its_line_and_column() {
     let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n[upstreams.a\n").unwrap_err();
     assert!(err.reason.starts_with("line 3, column "), "{err}");
 }
+
+#[test]
+fn a_proto_path_that_is_not_a_folder_is_named() {
+    let text = format!(
+        "{MINIMAL}\n[descriptors]\nproto_paths = [\"proto\", \"no-such-folder\"]\nprotos = [\"a.proto\"]\n"
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "descriptors.proto_paths[1]");
+    assert!(
+        err.reason.contains("no-such-folder: does not exist"),
+        "{err}"
+    );
+    let text = text.replace("no-such-folder", "Cargo.toml");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert!(err.reason.contains("is not a folder"), "{err}");
+}

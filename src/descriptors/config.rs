@@ -34,6 +34,21 @@ impl Validator<'_> {
                 ));
             }
         }
+        // A folder that is not there would only show as "not in any include
+        // path" for every .proto: named here instead.
+        for (i, path) in descriptors.proto_paths.iter().enumerate() {
+            if !path.is_dir() {
+                let why = if path.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                };
+                return Err(self.err(
+                    format!("descriptors.proto_paths[{i}]"),
+                    format!("{}: {why}", path.display()),
+                ));
+            }
+        }
         if !descriptors.protos.is_empty() && descriptors.proto_paths.is_empty() {
             return Err(self.err(
                 "descriptors.proto_paths",

@@ -85,3 +85,42 @@ fn a_symbol_defined_twice_is_an_error_naming_it() {
     let err = add_set(&mut builtin::pool(), &set.encode_to_vec(), "dup.binpb").unwrap_err();
     assert!(err.to_string().contains("portico.demo.v1"), "{err}");
 }
+
+#[test]
+fn two_sources_that_disagree_about_a_file_are_an_error_naming_it() {
+    let compiled = compile_protos(&["proto"], &["portico/demo/v1/library.proto".to_owned()])
+        .expect("compiles");
+    // The same file twice (a set and reflection of a backend built from
+    // it): one copy is used, no error.
+    let mut pool = builtin::pool();
+    add_set(&mut pool, &compiled, "descriptors.sets[0]").unwrap();
+    add_set(&mut pool, &compiled, "reflection of upstream demo").unwrap();
+
+    // Another version of it: a method more.
+    let mut newer = FileDescriptorSet::decode(compiled.as_slice()).unwrap();
+    let library = newer
+        .file
+        .iter_mut()
+        .find(|f| f.name() == "portico/demo/v1/library.proto")
+        .unwrap();
+    let mut ping = library.service[0].method[0].clone();
+    ping.name = Some("Ping".into());
+    library.service[0].method.push(ping);
+    let err = add_set(&mut pool, &newer.encode_to_vec(), "descriptors.protos").unwrap_err();
+    assert_eq!(err.symbol.as_deref(), Some("portico/demo/v1/library.proto"));
+    assert!(err.reason.contains("earlier schema source"), "{err}");
+    assert!(
+        pool.get_service_by_name("portico.demo.v1.Library")
+            .unwrap()
+            .methods()
+            .all(|m| m.name() != "Ping"),
+        "nothing of the refused copy was taken"
+    );
+
+    // Comments alone make no other file.
+    let mut commented = FileDescriptorSet::decode(compiled.as_slice()).unwrap();
+    for f in &mut commented.file {
+        f.source_code_info = None;
+    }
+    add_set(&mut pool, &commented.encode_to_vec(), "descriptors.protos").unwrap();
+}

@@ -620,3 +620,26 @@ async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
         )
     );
 }
+
+#[tokio::test]
+async fn hashing_on_a_field_no_routed_method_has_is_a_startup_error() {
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), "", "").replacen(
+        "[upstreams.demo]\n",
+        "[upstreams.demo]\nbalance = \"consistent_hash\"\nhash_key = \"field:shelff\"\n",
+        1,
+    );
+    let err = portico::app::load(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .err()
+        .expect("a typo is refused")
+        .to_string();
+    assert!(err.contains("upstreams.demo.hash_key"), "{err}");
+    assert!(err.contains("\"shelff\""), "{err}");
+    // A field some routed method has is fine, whatever the others have.
+    let text = text.replace("field:shelff", "field:shelf");
+    assert!(
+        portico::app::load(portico::config::Config::from_toml(&text).unwrap())
+            .await
+            .is_ok()
+    );
+}
