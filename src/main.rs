@@ -64,10 +64,32 @@ enum Command {
         /// Output file.
         #[arg(short, long)]
         out: PathBuf,
-        /// Files to compile, relative to an include folder.
+        /// Files to compile: relative to an include folder
+        /// (`portico/v1/api.proto`), or a path to a file inside one
+        /// (`proto/portico/v1/api.proto`, or an absolute path), as protoc takes them.
         #[arg(required = true)]
         files: Vec<String>,
     },
+}
+
+/// A file given by its path (absolute, or from the working directory) that
+/// lies inside an include folder, as its name there; any other as given.
+fn name_in_include(file: &str, includes: &[PathBuf]) -> String {
+    let Ok(path) = std::path::Path::new(file).canonicalize() else {
+        return file.to_owned();
+    };
+    includes
+        .iter()
+        .filter_map(|dir| dir.canonicalize().ok())
+        .find_map(|dir| {
+            let inside = path.strip_prefix(&dir).ok()?;
+            let parts: Vec<String> = inside
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            Some(parts.join("/"))
+        })
+        .unwrap_or_else(|| file.to_owned())
 }
 
 /// The runtime for `threads` serving threads (default: one per usable CPU).
@@ -172,6 +194,19 @@ fn main() -> ExitCode {
                 out,
                 files,
             } => {
+                for dir in &proto_paths {
+                    if !dir.is_dir() {
+                        return Err(format!(
+                            "-I {}: {}",
+                            dir.display(),
+                            if dir.exists() { "is not a folder" } else { "does not exist" }
+                        ));
+                    }
+                }
+                let files: Vec<String> = files
+                    .iter()
+                    .map(|f| name_in_include(f, &proto_paths))
+                    .collect();
                 let set =
                     descriptors::compile_protos(&proto_paths, &files).map_err(|(_, e)| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;

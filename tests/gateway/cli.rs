@@ -237,6 +237,47 @@ fn the_checked_in_descriptor_set_is_current() {
     );
 }
 
+#[test]
+fn compile_takes_a_file_by_its_path_as_protoc_does() {
+    let out = |name: &str| {
+        std::env::temp_dir().join(format!("portico-{name}-{}.binpb", std::process::id()))
+    };
+    let absolute = format!(
+        "{}/proto/portico/demo/v1/feed.proto",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut sets = Vec::new();
+    for (name, file) in [
+        ("by-name", "portico/demo/v1/feed.proto"),
+        ("by-path", "proto/portico/demo/v1/feed.proto"),
+        ("absolute", absolute.as_str()),
+    ] {
+        let o = portico()
+            .args(["compile", "-I", "proto", "-o"])
+            .arg(out(name))
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        sets.push(std::fs::read(out(name)).unwrap());
+        std::fs::remove_file(out(name)).ok();
+    }
+    assert!(sets.iter().all(|s| s == &sets[0]), "one file, one set");
+    let o = portico()
+        .args(["compile", "-I", "no-such-folder", "-o"])
+        .arg(out("missing"))
+        .arg("a.proto")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("-I no-such-folder: does not exist"), "{err}");
+}
+
 #[tokio::test]
 async fn the_demo_serves_its_tour() {
     let mut child = portico()
