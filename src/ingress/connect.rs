@@ -99,9 +99,13 @@ impl ConnectIngress {
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
         let started = std::time::Instant::now();
-        let record = self
-            .edge
-            .record(ClientProtocol::Connect, req.method(), &path, req.headers());
+        let record = self.edge.record(
+            ClientProtocol::Connect,
+            req.method(),
+            &path,
+            req.headers(),
+            client,
+        );
         let resp = match self.call(req, client, started, shape, &record).await {
             Ok(resp) => resp,
             Err(err) => {

@@ -98,15 +98,20 @@ impl Edge {
     }
 
     /// A new call's access-log record, from what its adapter read first.
+    /// The client is known from the start, so a call refused before any
+    /// route (no route, a bad body) is logged with it too.
     pub fn record(
         &self,
         protocol: ClientProtocol,
         method: &http::Method,
         path: &str,
         headers: &HeaderMap,
+        peer: Option<SocketAddr>,
     ) -> Arc<CallRecord> {
         if self.sinks.any() {
-            CallRecord::call(&self.sinks, protocol, method, path, headers)
+            let record = CallRecord::call(&self.sinks, protocol, method, path, headers);
+            record.client(forwarded::client(headers, peer, &self.trusted_proxies));
+            record
         } else {
             CallRecord::none()
         }

@@ -118,7 +118,7 @@ impl GrpcIngress {
         };
         let record = self
             .edge
-            .record(protocol, req.method(), &path, req.headers());
+            .record(protocol, req.method(), &path, req.headers(), client);
         let resp = match self.call(req, client, started, flavor, &record).await {
             Ok(resp) => resp,
             Err(err) => {

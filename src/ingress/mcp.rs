@@ -113,9 +113,13 @@ impl McpIngress {
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let started = std::time::Instant::now();
-        let record = self
-            .edge
-            .record(ClientProtocol::Mcp, req.method(), PATH, req.headers());
+        let record = self.edge.record(
+            ClientProtocol::Mcp,
+            req.method(),
+            PATH,
+            req.headers(),
+            client,
+        );
         let origin = req
             .headers()
             .get(ORIGIN)

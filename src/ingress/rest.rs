@@ -61,9 +61,13 @@ impl RestIngress {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let started = std::time::Instant::now();
-        let record = self
-            .edge
-            .record(ClientProtocol::Rest, &method, uri.path(), req.headers());
+        let record = self.edge.record(
+            ClientProtocol::Rest,
+            &method,
+            uri.path(),
+            req.headers(),
+            client,
+        );
         match self.serve(req, client, started, &record).await {
             Ok(resp) => {
                 tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);

@@ -272,6 +272,9 @@ impl Policy for ResponseCache {
             }
             let key = varied.unwrap_or_else(|| base.clone());
             let record = env.ctx.record.clone();
+            // Looked up and not found: a miss, whatever the backend answers
+            // (an error reply is logged as a miss too, and not stored).
+            record.cache("miss");
             let headers = env.ctx.headers.clone();
             let mine = {
                 let (base, headers) = (base.clone(), headers.clone());

@@ -177,7 +177,8 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
         assert_eq!(s["http_status"], 101, "{s}");
         assert_eq!(s["calls"], 1, "{s}");
         assert_eq!(s["path"], "/ws");
-        assert!(s["close_code"].is_u64(), "{s}");
+        // The test's client leaves without a close frame: no code.
+        assert!(s["close_code"].is_null(), "{s}");
     }
 }
 
@@ -323,6 +324,64 @@ async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
     assert_eq!(hit["attempts"], 0, "{hit}");
     assert!(hit["upstream_ms"].is_null(), "{hit}");
     assert!(hit["bytes_out"].as_u64().unwrap() > 0, "{hit}");
+
+    // Looked up, not found, and the backend answered an error: a miss,
+    // not stored.
+    let failed = h.client.get("/v1/probe/fail/5").await;
+    assert_eq!(failed.status, 404);
+    assert_eq!(failed.header("x-cache"), None);
+    let all = wait_for(&path, 14).await;
+    let miss = all.last().unwrap();
+    assert_eq!(
+        (miss["grpc_code"].as_u64(), miss["cache"].as_str()),
+        (Some(5), Some("miss")),
+        "{miss}"
+    );
+}
+
+#[tokio::test]
+async fn requests_no_route_takes_and_dropped_sessions_are_logged_as_they_happened() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = log_path("unrouted");
+    let h = gateway(&path, "", "").await;
+    // No route: still a line, with the client's address.
+    assert_eq!(h.client.get("/v1/nowhere").await.status, 404);
+    let grpc = h
+        .client
+        .send(
+            http::Method::POST,
+            "/nope.v1.Svc/Call",
+            &[("content-type", "application/grpc")],
+            vec![0u8, 0, 0, 0, 0],
+        )
+        .await;
+    assert_eq!(grpc.status, 200);
+    // A session whose client goes away without a close frame.
+    let mut sock = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .unwrap();
+    sock.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    sock.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    drop(sock);
+    let all = wait_for(&path, 3).await;
+    let unrouted: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
+    assert_eq!(unrouted.len(), 2, "{all:#?}");
+    for l in unrouted {
+        assert_eq!(l["client"], "127.0.0.1", "{l}");
+    }
+    let session = all.iter().find(|l| l["kind"] == "session").unwrap();
+    assert!(
+        session["close_code"].is_null(),
+        "a dropped connection sent no close code: {session}"
+    );
 }
 
 #[tokio::test]

@@ -77,37 +77,11 @@ pub fn apply(
     let peer = peer?;
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !is_trusted(peer.ip()) {
-        for name in [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &FORWARDED,
-        ] {
-            headers.remove(name);
-        }
-        headers.insert(X_FORWARDED_FOR, ip_value(peer.ip()));
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-        if let Some(host) = headers.get(HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
+        rewrite_untrusted(headers, peer, scheme);
         return Some(peer);
     }
-    // From a trusted proxy: the client is the nearest address in the chain
-    // that is not one of the trusted proxies.
-    let chain: Vec<IpAddr> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect();
-    let client = chain
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip))
-        .or(chain.first())
-        .map(|ip| SocketAddr::new(*ip, 0))
-        .unwrap_or(peer);
+    let chain = chain(headers);
+    let client = client_in(&chain, peer, trusted);
     let mut list: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
     list.push(peer.ip().to_string());
     if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
@@ -120,6 +94,60 @@ pub fn apply(
         headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
     Some(client)
+}
+
+/// The client's address by the same rule as [`apply`], without touching
+/// the headers.
+pub fn client(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trusted: &[Cidr],
+) -> Option<SocketAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|c| c.contains(peer.ip())) {
+        return Some(peer);
+    }
+    Some(client_in(&chain(headers), peer, trusted))
+}
+
+/// The addresses `X-Forwarded-For` lists, in order.
+fn chain(headers: &HeaderMap) -> Vec<IpAddr> {
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// From a trusted proxy: the client is the nearest address in the chain
+/// that is not one of the trusted proxies.
+fn client_in(chain: &[IpAddr], peer: SocketAddr, trusted: &[Cidr]) -> SocketAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip))
+        .or(chain.first())
+        .map(|ip| SocketAddr::new(*ip, 0))
+        .unwrap_or(peer)
+}
+
+fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static str) {
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &FORWARDED,
+    ] {
+        headers.remove(name);
+    }
+    headers.insert(X_FORWARDED_FOR, ip_value(peer.ip()));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
 }
 
 fn ip_value(ip: IpAddr) -> HeaderValue {

@@ -613,10 +613,14 @@ fn no_call(id: &str) -> GatewayError {
 /// The close frame for a failed read, from the one table; `None` when the
 /// connection itself is gone and nothing can be sent.
 fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> Option<WsClose> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error;
     match e {
         Error::Utf8(_) => Some(WsClose::InvalidPayload),
         Error::Capacity(_) => Some(WsClose::TooBig),
+        // The client's TCP connection ended without a close frame: it is
+        // gone, not misbehaving.
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         Error::Protocol(_) => Some(WsClose::ProtocolError),
         Error::WriteBufferFull(_) => Some(WsClose::PolicyViolation),
         Error::ConnectionClosed | Error::AlreadyClosed | Error::Io(_) => None,
