@@ -243,8 +243,12 @@ impl CallRecord {
         static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
         static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
         let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        // Read once: the span's parent and the log line's trace fields.
-        let client_trace = header(&TRACEPARENT).and_then(parse_traceparent);
+        // Read once: the span's parent and the log line's trace fields. Two
+        // `traceparent` fields name no one parent: a new trace starts, as
+        // W3C Trace Context says of a traceparent that cannot be parsed.
+        let client_trace = header(&TRACEPARENT)
+            .filter(|_| headers.get_all(&TRACEPARENT).iter().nth(1).is_none())
+            .and_then(parse_traceparent);
         let span = sinks.tracing.as_ref().map(|t| {
             let parent = match parent {
                 Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
@@ -549,8 +553,14 @@ impl CallRecord {
     /// Ends the call's span with what is known of the call.
     fn end_span(&self, mut span: Span, f: &Facts) {
         let code = f.code.unwrap_or(tonic::Code::Ok);
+        // No route: named by the HTTP method alone (OpenTelemetry's HTTP
+        // convention), never by a path a client made up; `url.path` has it.
         if self.kind == Kind::Call && method_of(f).is_none() {
-            span.update_name(self.path.trim_start_matches('/').to_owned());
+            span.update_name(
+                self.http_method
+                    .as_ref()
+                    .map_or("HTTP".to_owned(), |m| m.as_str().to_owned()),
+            );
         }
         if let Some(method) = method_of(f) {
             span.update_name(method.to_owned());

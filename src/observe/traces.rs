@@ -32,6 +32,9 @@ pub static EXPORTED: AtomicU64 = AtomicU64::new(0);
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 pub static FAILED: AtomicU64 = AtomicU64::new(0);
 
+/// How often a failing export is logged.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// How long a batch waits for more spans before it is sent.
 const BATCH_DELAY: Duration = Duration::from_millis(200);
 
@@ -90,8 +93,10 @@ impl Tracing {
         let (spans, mut queue) = mpsc::channel::<SpanData>(config.queue_size);
         let batch_size = config.batch_size;
         let timeout = config.export_timeout;
+        let endpoint = config.endpoint.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(batch_size);
+            let mut last_warned = None;
             while let Some(first) = queue.recv().await {
                 batch.push(first);
                 let wait = tokio::time::sleep(BATCH_DELAY);
@@ -107,17 +112,21 @@ impl Tracing {
                 }
                 let n = batch.len() as u64;
                 let sent = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                match tokio::time::timeout(timeout, exporter.export(sent)).await {
+                let failure = match tokio::time::timeout(timeout, exporter.export(sent)).await {
                     Ok(Ok(())) => {
                         EXPORTED.fetch_add(n, Ordering::Relaxed);
+                        None
                     }
-                    Ok(Err(e)) => {
-                        FAILED.fetch_add(n, Ordering::Relaxed);
-                        tracing::debug!(error = %e, spans = n, "span export failed");
-                    }
-                    Err(_) => {
-                        FAILED.fetch_add(n, Ordering::Relaxed);
-                        tracing::debug!(spans = n, "span export timed out");
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {timeout:?}")),
+                };
+                if let Some(error) = failure {
+                    FAILED.fetch_add(n, Ordering::Relaxed);
+                    // A wrong collector address must show in the log, not
+                    // only in a counter; once a minute is enough.
+                    if last_warned.is_none_or(|t: tokio::time::Instant| t.elapsed() >= WARN_EVERY) {
+                        last_warned = Some(tokio::time::Instant::now());
+                        tracing::warn!(%error, endpoint = %endpoint, failed_total = FAILED.load(Ordering::Relaxed), dropped_total = DROPPED.load(Ordering::Relaxed), "span export failed (logged at most once a minute; see portico_trace_spans_total)");
                     }
                 }
             }

@@ -56,6 +56,16 @@ async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
         .unwrap_or_else(|| panic!("no chart: {shown}"));
     assert_eq!(chart["points"], 90);
     assert!(chart["calls"].as_u64().unwrap() >= 5, "{chart}");
+    // Calls, error rate and latency each drew something, even when every
+    // call fell in one ten-second step (a dot, not an invisible line).
+    let drawn: Vec<u64> = chart["drawn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(drawn.len(), 3, "{chart}");
+    assert!(drawn.iter().all(|n| *n > 0), "{chart}");
     // Who calls what (unauthenticated here), and the route table with its policies.
     assert!(shown["consumers"].as_array().unwrap().iter().any(
         |c| c["principal"] == "anonymous" && c["method"] == "portico.demo.v1.Library/GetShelf"
