@@ -175,10 +175,33 @@ impl Config {
                 None => e.message().to_owned(),
             },
         })?;
-        let file: file::File = serde_path_to_error::deserialize(de).map_err(|e| ConfigError {
-            file: source.to_owned(),
-            key: e.path().to_string(),
-            reason: e.inner().message().to_owned(),
+        let file: file::File = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().message();
+            let at = e
+                .inner()
+                .span()
+                .map(|span| line_and_column(text, span.start));
+            // A missing key is named as the key, not as the table it is
+            // missing from (at the top level, serde's path is ".").
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'));
+            let (key, reason, at) = match missing {
+                // The position would be the table's, not the missing key's.
+                Some(field) if path == "." => (field.to_owned(), "is required".to_owned(), None),
+                Some(field) => (format!("{path}.{field}"), "is required".to_owned(), None),
+                None if path == "." => (String::new(), message.to_owned(), at),
+                None => (path, message.to_owned(), at),
+            };
+            ConfigError {
+                file: source.to_owned(),
+                key,
+                reason: match at {
+                    Some((line, column)) => format!("line {line}, column {column}: {reason}"),
+                    None => reason,
+                },
+            }
         })?;
         let validator = Validator {
             source,
@@ -298,7 +321,7 @@ pub fn redact_text(s: &str) -> String {
 }
 
 /// 1-based line and column of a byte offset, for syntax errors.
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -148,3 +148,34 @@ fn a_proto_path_that_is_not_a_folder_is_named() {
     let err = Config::from_toml(&text).unwrap_err();
     assert!(err.reason.contains("is not a folder"), "{err}");
 }
+
+#[test]
+fn a_missing_key_is_named_as_the_key() {
+    let err = Config::from_toml("").unwrap_err();
+    assert_eq!(err.key, "server");
+    assert_eq!(err.reason, "is required");
+    let text = MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "balance = \"round_robin\"",
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert!(err.key.starts_with("upstreams"), "{err}");
+}
+
+#[test]
+fn a_keys_file_that_does_not_parse_is_named_with_line_and_column() {
+    let dir = std::env::temp_dir().join(format!("portico-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keys.toml"),
+        "# consumers\nacme = \"ab\"\nbroken\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{MINIMAL}\n[authenticators.k]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"keys.toml\"\n"
+    );
+    let err = Config::from_str_in(&text, "portico.toml", &dir).unwrap_err();
+    assert_eq!(err.key, "authenticators.k.keys_file");
+    assert!(err.reason.contains("line 3, column"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

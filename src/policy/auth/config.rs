@@ -295,9 +295,16 @@ impl Validator<'_> {
         })?;
         let table: std::collections::BTreeMap<String, String> =
             toml::from_str(&text).map_err(|e| {
+                let at = e
+                    .span()
+                    .map(|s| {
+                        let (line, column) = crate::config::line_and_column(&text, s.start);
+                        format!("line {line}, column {column}: ")
+                    })
+                    .unwrap_or_default();
                 self.err(
                     format!("{key}.keys_file"),
-                    format!("{}: {}", path.display(), e.message()),
+                    format!("{}: {at}{}", path.display(), e.message()),
                 )
             })?;
         let mut consumers = Vec::new();
