@@ -109,8 +109,10 @@ impl RestIngress {
                         .unwrap_or_default(),
                     body: None,
                 };
-                let metadata = self.edge.metadata(&inbound.headers);
+                // The forwarding headers are rewritten first, as for any call:
+                // the backend sees what the gateway saw, never a client's claim.
                 let ctx = self.edge.context(inbound, client, started);
+                let metadata = self.edge.metadata(&ctx.headers);
                 let answered = self
                     .aggregate(plan, input, &parts, body, metadata, ctx)
                     .await;

@@ -54,6 +54,31 @@ async fn an_overview_merges_replies_and_fills_requests_from_the_url_and_earlier_
 }
 
 #[tokio::test]
+async fn an_aggregates_calls_carry_the_forwarding_headers_the_gateway_saw() {
+    let h = Harness::start_with(OVERVIEW, "").await;
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/shelves/1/overview",
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-proto", "https"),
+                ("forwarded", "for=6.6.6.6"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = &r.json()["headers"]["metadata"];
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen}");
+    assert_ne!(seen["x-forwarded-host"], "evil.example", "{seen}");
+    assert!(seen.get("forwarded").is_none(), "{seen}");
+}
+
+#[tokio::test]
 async fn a_failed_call_fails_the_whole_request_by_default_and_skips_its_dependants() {
     let h = Harness::start_with(OVERVIEW, "").await;
     let r = h.client.get("/v1/shelves/9/overview").await;
