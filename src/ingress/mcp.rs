@@ -416,7 +416,12 @@ impl McpIngress {
             ));
         }
         let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
-        let message = request::build(&tool.binding, None, &body, Some("application/json"))?;
+        let mut message = request::build(&tool.binding, None, &body, Some("application/json"))?;
+        // A method bound to PATCH updates what the arguments name, as REST
+        // does: its `update_mask`, when not given, is the keys sent.
+        if let Some(patch) = &tool.patch {
+            message = request::fill_update_mask(message, &arguments, patch)?;
+        }
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
         // An API key in the endpoint's URL (`/mcp?api_key=...`), as on REST;

@@ -268,6 +268,62 @@ fn prefix_field(e: GatewayError, prefix: &str) -> GatewayError {
     }
 }
 
+/// An encoded request whose `update_mask` is unset gets the paths of the
+/// keys `arguments` (the whole message's JSON) set under the PATCH
+/// binding's body field, less those its path binds (they name the
+/// resource), as a REST PATCH fills it; with a mask given, or no object
+/// under the body field, the message is returned as it was.
+pub fn fill_update_mask(
+    message: Bytes,
+    arguments: &serde_json::Value,
+    patch: &Binding,
+) -> Result<Bytes, GatewayError> {
+    let (BodyRule::Field(body_field), Some(mask_field)) = (&patch.body, &patch.update_mask) else {
+        return Ok(message);
+    };
+    let Kind::Message(body_desc) = body_field.kind() else {
+        return Ok(message);
+    };
+    let Some(body) = arguments
+        .get(body_field.json_name())
+        .or_else(|| arguments.get(body_field.name()))
+        .filter(|v| v.is_object())
+    else {
+        return Ok(message);
+    };
+    let input = body_field.parent_message().clone();
+    let mut msg = DynamicMessage::decode(input, message.clone())
+        .map_err(|e| GatewayError::internal(format!("re-reading a request it built: {e}")))?;
+    if msg.has_field(mask_field) {
+        return Ok(message);
+    }
+    let Kind::Message(fm) = mask_field.kind() else {
+        return Ok(message);
+    };
+    let mut paths = Vec::new();
+    mask_paths(&body_desc, body, "", &mut paths);
+    let bound: Vec<String> = patch
+        .path_vars
+        .iter()
+        .filter(|v| v.fields.first() == Some(body_field))
+        .map(|v| {
+            v.fields[1..]
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    paths.retain(|p| !bound.contains(p));
+    let mut mask = DynamicMessage::new(fm);
+    mask.set_field_by_name(
+        "paths",
+        Value::List(paths.into_iter().map(Value::String).collect()),
+    );
+    msg.set_field(mask_field, Value::Message(mask));
+    Ok(msg.encode_to_vec().into())
+}
+
 /// The update_mask paths of a PATCH body: every key sent, nested objects of
 /// plain message fields expanded, in proto field names.
 fn mask_paths(

@@ -402,3 +402,45 @@ async fn without_an_mcp_route_there_is_no_mcp_endpoint() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+#[tokio::test]
+async fn a_patch_method_updates_only_the_fields_the_arguments_name() {
+    let h = gateway(None).await;
+    let bearer = format!("Bearer {}", token("ada"));
+    let auth = [("authorization", bearer.as_str())];
+    // As a REST PATCH would: the mask is the keys sent under `book`.
+    let result = call(
+        &h.client,
+        &auth,
+        "Library_UpdateBook",
+        json!({ "book": { "name": "shelves/1/books/2", "pages": 111 } }),
+    )
+    .await;
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(
+        result["_meta"]["io.portico/metadata"]["x-update-mask"], "pages",
+        "{result}"
+    );
+    let book = h
+        .client
+        .send(Method::GET, "/v1/shelves/1/books/2", &auth, "")
+        .await
+        .json();
+    assert_eq!(book["pages"], "111", "{book}");
+    assert!(
+        book["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "the other fields stay: {book}"
+    );
+    // A mask the agent gives is used as given.
+    let result = call(
+        &h.client,
+        &auth,
+        "Library_UpdateBook",
+        json!({ "book": { "name": "shelves/1/books/2", "pages": 112, "title": "x" }, "updateMask": "pages" }),
+    )
+    .await;
+    assert_eq!(
+        result["_meta"]["io.portico/metadata"]["x-update-mask"], "pages",
+        "{result}"
+    );
+}

@@ -18,6 +18,9 @@ pub struct Tool {
     pub binding: Arc<Binding>,
     /// `tools/list`'s entry for it.
     pub listing: Value,
+    /// The method's PATCH binding with an `update_mask`, when it has one:
+    /// arguments without a mask get the one REST would fill.
+    pub patch: Option<Arc<Binding>>,
 }
 
 #[derive(Default)]
@@ -123,12 +126,18 @@ impl ToolTable {
             if let Some(o) = output {
                 listing["outputSchema"] = o;
             }
+            let patch = routes
+                .bindings()
+                .iter()
+                .find(|b| b.target.path == t.path && b.update_mask.is_some())
+                .cloned();
             table.tools.insert(
                 name.clone(),
                 Tool {
                     name,
                     binding: Arc::new(binding),
                     listing,
+                    patch,
                 },
             );
         }
