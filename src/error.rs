@@ -49,7 +49,9 @@ pub enum ErrorKind {
     UnknownMethod { path: String },
     /// The client compressed a message; the gateway only takes identity.
     UnsupportedEncoding,
-    /// The call needs a valid credential: none was sent (`missing`) or it failed.
+    /// The call needs a valid credential: no bearer token was sent or the
+    /// credential that failed was not one (`missing`: a plain challenge), or
+    /// a bearer token failed (a challenge with `error="invalid_token"`).
     /// `bearer`: the route takes a bearer token, so an HTTP reply carries
     /// a `Bearer` challenge.
     Unauthenticated { missing: bool, bearer: bool },

@@ -179,3 +179,23 @@ fn a_keys_file_that_does_not_parse_is_named_with_line_and_column() {
     assert!(err.reason.contains("line 3, column"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_claim_cannot_be_forwarded_as_a_credential_or_the_request_id() {
+    for header in [
+        "authorization",
+        "cookie",
+        "x-request-id",
+        "x-forwarded-for",
+        "grpc-timeout",
+    ] {
+        let text = format!(
+            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256\"\nforward_claims = {{ sub = \"{header}\" }}\n"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(
+            err.key, "authenticators.u.forward_claims.sub",
+            "{header}: {err}"
+        );
+    }
+}

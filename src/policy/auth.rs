@@ -122,6 +122,9 @@ impl Authenticator {
                 let principal = v.verify(&token).await?;
                 if self.strip_credential {
                     env.metadata.remove(http::header::AUTHORIZATION);
+                    if let Some(name) = cookie {
+                        strip_cookie(&mut env.metadata, name);
+                    }
                 }
                 principal
             }
@@ -188,6 +191,29 @@ impl Authenticator {
     }
 }
 
+/// Removes the cookie `name` from the backend's `cookie` metadata (when
+/// `metadata.forward` lets cookies through), keeping the others; no
+/// `cookie` header is left when nothing else was in it.
+fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
+    let kept: Vec<String> = metadata
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .map(str::to_owned)
+        .collect();
+    metadata.remove(http::header::COOKIE);
+    if kept.is_empty() {
+        return;
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
+        metadata.insert(http::header::COOKIE, v);
+    }
+}
+
 /// `x-user` -> `x-user-bin`: where a claim that is not printable ASCII goes.
 fn binary_variant(header: &http::HeaderName) -> http::HeaderName {
     http::HeaderName::from_bytes(format!("{}-bin", header.as_str()).as_bytes())
@@ -216,7 +242,9 @@ fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, Gate
         .iter()
         .find(|(_, stored)| *stored == digest)
         .map(|(name, _)| name.clone())
-        .ok_or_else(|| GatewayError::unauthenticated(false, "unknown API key"))?;
+        // Not a bearer token's failure: on a route that also takes tokens,
+        // the challenge asks for one without calling this key a bad token.
+        .ok_or_else(|| GatewayError::unauthenticated(true, "unknown API key"))?;
     Ok(Arc::new(Principal {
         claims: serde_json::json!({"sub": consumer, "consumer": consumer}),
         subject: consumer,

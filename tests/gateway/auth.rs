@@ -695,3 +695,82 @@ async fn a_websocket_handshake_on_an_authenticated_path_is_refused_before_the_up
     let frame = ws.next().await.unwrap().unwrap().into_text().unwrap();
     assert!(frame.contains("\"result\""), "{frame}");
 }
+
+#[tokio::test]
+async fn tokens_without_a_subject_or_with_critical_extensions_are_refused() {
+    let h = gateway().await;
+    let mut no_sub = claims();
+    no_sub.as_object_mut().unwrap().remove("sub");
+    let mut numeric_sub = claims();
+    numeric_sub["sub"] = json!(4242);
+    let mut empty_sub = claims();
+    empty_sub["sub"] = json!("");
+    let mut crit_header = Header::new(Algorithm::HS256);
+    crit_header.crit = Some(vec!["exp-unknown-ext".to_owned()]);
+    let crit = encode(
+        &crit_header,
+        &claims(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    for (name, token, says) in [
+        ("no sub", hs256(&no_sub), "no subject"),
+        ("a numeric sub", hs256(&numeric_sub), "no subject"),
+        ("an empty sub", hs256(&empty_sub), "no subject"),
+        ("a crit header", crit, "critical extensions"),
+    ] {
+        let r = rest_with(&h, "/v1/probe/headers", &token).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(says),
+            "{name}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(h.backends.probe.calls(), 0);
+}
+
+#[tokio::test]
+async fn strip_credential_removes_the_session_cookie_that_authenticated() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(
+            backend,
+            &format!(
+                "[metadata]\nforward = [\"*\", \"cookie\"]\n\n\
+                 [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\ncookie = \"session\"\nstrip_credential = true\n"
+            ),
+            "",
+        )
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"users\"\n",
+            1,
+        )
+    })
+    .await;
+    let cookie = format!("theme=dark; session={}; other=1", hs256(&claims()));
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("cookie", cookie.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["metadata"]["cookie"], "theme=dark; other=1");
+    // Only the session cookie: no cookie header at all.
+    let only = format!("session={}", hs256(&claims()));
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("cookie", only.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.json()["metadata"].get("cookie").is_none(), "{}", r.text());
+}

@@ -154,8 +154,38 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
         "opaque-expired",
         json!({"active": true, "sub": "bob", "exp": now() - 10}),
     );
+    // A subject found as `username` is the `sub` the claims forward.
+    provider.know(
+        "opaque-user",
+        json!({"active": true, "username": "cy", "exp": now() + 600}),
+    );
+    provider.know(
+        "opaque-nobody-named",
+        json!({"active": true, "exp": now() + 600}),
+    );
     let addr = provider.start().await;
     let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+    let by_username = call(
+        &h,
+        Protocol::Rest,
+        &[("authorization", "Bearer opaque-user")],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(by_username.metadata["x-user-id"], "cy");
+    let nameless = call(
+        &h,
+        Protocol::Rest,
+        &[("authorization", "Bearer opaque-nobody-named")],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(
+        nameless.code, 16,
+        "an answer naming no subject names no caller"
+    );
 
     for protocol in EVERY_PROTOCOL {
         let ok = call(
@@ -315,6 +345,24 @@ async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
     .unwrap();
     let bearer_jwt = format!("Bearer {jwt}");
     let forged = format!("Bearer {}x", &jwt[..jwt.len() - 1]);
+    // An unknown API key is not a bad bearer token: the challenge asks for
+    // a token without saying one was invalid.
+    let unknown = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("x-api-key", "nope")],
+            "",
+        )
+        .await;
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        unknown.header("www-authenticate"),
+        Some("Bearer realm=\"portico\""),
+        "{}",
+        unknown.text()
+    );
     for protocol in EVERY_PROTOCOL {
         let jwt_call = call(&h, protocol, &[("authorization", &bearer_jwt)], "", None).await;
         assert_eq!(

@@ -257,6 +257,23 @@ impl Validator<'_> {
                         format!("{header:?} is not a header name"),
                     )
                 })?;
+            // A claim must not pass for a credential, the request id, or
+            // a header of a protocol's framing.
+            let reserved = matches!(
+                name.as_str(),
+                "authorization" | "cookie" | "x-request-id" | "host" | "traceparent" | "tracestate"
+            ) || crate::headers::is_framing(&name)
+                || name.as_str().starts_with("grpc-")
+                || name.as_str().starts_with("x-forwarded-")
+                || name.as_str() == "forwarded";
+            if reserved {
+                return Err(self.err(
+                    format!("{key}.forward_claims.{claim}"),
+                    format!(
+                        "{header:?} is a header the gateway itself sets or reads (credentials, the request id, forwarding, framing); name another"
+                    ),
+                ));
+            }
             forward_claims.push((claim.clone(), name));
         }
         Ok(AuthenticatorConfig {

@@ -153,11 +153,23 @@ impl Introspector {
                 .min(Duration::from_secs(e - now) + c.negative_cache_ttl),
             None => c.cache_ttl,
         };
-        let subject = ["sub", "username", "client_id"]
+        let Some(subject) = ["sub", "username", "client_id"]
             .iter()
             .find_map(|k| claims.get(*k).and_then(Value::as_str))
-            .unwrap_or("")
-            .to_owned();
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+        else {
+            return negative(
+                "the introspection answer names no subject (sub, username or client_id)",
+            );
+        };
+        // `sub` is the subject however it was found, so `forward_claims`
+        // and `authorize` see the principal the policies count.
+        let mut claims = claims;
+        if let Value::Object(map) = &mut claims {
+            map.entry("sub")
+                .or_insert_with(|| Value::String(subject.clone()));
+        }
         Ok((
             Verdict::Active(Arc::new(Principal { subject, claims })),
             ttl,

@@ -298,6 +298,19 @@ fn validation(config: &JwtConfig) -> Validation {
     validation
 }
 
+/// Whether the token's header has a `crit` member.
+fn header_has_crit(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .is_some_and(|h| h.get("crit").is_some())
+}
+
 /// The principal of a valid token.
 async fn verify_jwt(
     keys: &Keys,
@@ -327,11 +340,22 @@ async fn verify_jwt(
     };
     let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
         .map_err(|e| invalid(e.to_string()))?;
+    // RFC 7515 section 4.1.11: extensions marked critical must be
+    // understood, and the gateway understands none.
+    if header_has_crit(token) {
+        return Err(invalid(
+            "its header lists critical extensions (crit) the gateway does not understand"
+                .to_owned(),
+        ));
+    }
+    // The subject is who the call is for (rate limits, usage, `consumers`):
+    // tokens without one would all be one and the same caller.
     let subject = data
         .claims
         .get("sub")
         .and_then(|s| s.as_str())
-        .unwrap_or("")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("it has no subject: `sub` must be a non-empty string".to_owned()))?
         .to_owned();
     Ok(Principal {
         subject,
