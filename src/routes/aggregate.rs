@@ -147,7 +147,11 @@ impl AggregateTable {
                     call.name,
                     target.path,
                     target.upstream_name,
-                    humantime::format_duration(call.timeout),
+                    // What the call gets: its own timeout, or its route's
+                    // when that is shorter.
+                    humantime::format_duration(
+                        target.timeout.map_or(call.timeout, |t| t.min(call.timeout))
+                    ),
                     if after.is_empty() {
                         String::new()
                     } else {

@@ -399,7 +399,9 @@ fn apply_query_to(
         }
         let fs = resolved.expect("refused above when unresolved");
         let last = fs.last().expect("non-empty");
-        if !last.is_list() && !seen_singular.insert(key.to_string()) {
+        // By the field, not the spelling: `page_size` and `pageSize` are one.
+        let field_path: String = fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(".");
+        if !last.is_list() && !seen_singular.insert(field_path) {
             return Err(GatewayError::invalid_field(
                 key.as_ref(),
                 format!("query parameter {key} is given more than once but is not repeated"),

@@ -277,3 +277,24 @@ async fn bad_aggregates_are_refused_at_startup_naming_the_key() {
         assert!(err.contains(key) && err.contains(reason), "{call}: {err}");
     }
 }
+
+#[tokio::test]
+async fn check_lists_each_calls_deadline_as_the_smaller_of_its_own_and_its_routes() {
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), OVERVIEW, "").replacen(
+        "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+        "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ntimeout = \"1s\"\n",
+        1,
+    );
+    let loaded = app::load(Config::from_toml(&text).unwrap()).await.unwrap();
+    let listing = loaded.aggregates.listing();
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {listing}"))
+            .to_owned()
+    };
+    // The Probe route's 1s is shorter than the aggregate's default.
+    assert!(line("headers").contains("timeout 1s"), "{listing}");
+    assert!(!line("shelf").contains("timeout 1s"), "{listing}");
+}

@@ -133,3 +133,26 @@ async fn a_whole_body_binding_takes_no_query_parameters() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.violated_field(), "query");
 }
+
+#[tokio::test]
+async fn a_singular_field_given_twice_is_refused_however_it_is_spelled() {
+    let h = Harness::start().await;
+    for query in ["query=a&query=b", "page_size=1&pageSize=2"] {
+        let r = h.client.get(&format!("/v1/books:search?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{query}: {}",
+            r.text()
+        );
+    }
+    // A repeated field takes both.
+    let r = h
+        .client
+        .get("/v1/books:search?genres=GENRE_FICTION&genres=GENRE_HISTORY")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
