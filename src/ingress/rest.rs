@@ -25,7 +25,7 @@ use crate::transcode::stream::{LineSplitter, StreamFormat};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
@@ -68,7 +68,7 @@ impl RestIngress {
             req.headers(),
             client,
         );
-        match self.serve(req, client, started, &record).await {
+        let resp = match self.serve(req, client, started, &record).await {
             Ok(resp) => {
                 tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
                 record.http_status(resp.status());
@@ -81,6 +81,11 @@ impl RestIngress {
                 record.http_status(resp.status());
                 resp
             }
+        };
+        if method == Method::HEAD {
+            without_body(resp)
+        } else {
+            resp
         }
     }
 
@@ -97,10 +102,15 @@ impl RestIngress {
         inbound.record = Some(record.clone());
         let query = self.edge.lift_query(&mut inbound, parts.uri.query());
         let query = query.as_deref();
+        // HEAD is answered as GET without the body (RFC 9110 section 9.3.2).
+        let lookup = if parts.method == Method::HEAD {
+            Method::GET
+        } else {
+            parts.method.clone()
+        };
         // Aggregates are few and named in config; they win over method bindings.
         if !self.aggregates.is_empty() {
-            if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&parts.method, path)
-            {
+            if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&lookup, path) {
                 record.route(|| format!("{} {}", parts.method, plan.config.path));
                 let input = AggregateInput {
                     path: plan.path_values(&segments),
@@ -122,7 +132,7 @@ impl RestIngress {
                 return answered;
             }
         }
-        let found = match self.routes.find(&parts.method, path) {
+        let found = match self.routes.find(&lookup, path) {
             MatchOutcome::Found(m) => m,
             MatchOutcome::MethodNotAllowed(allowed) => {
                 return Err(GatewayError::method_not_allowed(
@@ -143,6 +153,15 @@ impl RestIngress {
             }
         };
         let binding = found.binding.clone();
+        // A stream has no headers of its own to show before its messages:
+        // HEAD would start a backend stream only to cancel it.
+        if parts.method == Method::HEAD && binding.target.kind.server_streams() {
+            return Err(GatewayError::method_not_allowed(
+                &parts.method,
+                path,
+                vec![Method::GET],
+            ));
+        }
         record.routed(&binding.target);
         record.route(|| format!("{} {}", binding.method, binding.template_text));
         let target = binding.target.clone();
@@ -545,4 +564,18 @@ fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
             out.append(name.clone(), value.clone());
         }
     }
+}
+
+/// A HEAD request's answer: the GET's status and headers, its length when
+/// known, no body. (hyper leaves the body out on HTTP/1.1 itself, not on
+/// HTTP/2.)
+fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    Response::from_parts(parts, ResponseBody::empty())
 }

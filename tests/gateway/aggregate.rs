@@ -298,3 +298,15 @@ async fn check_lists_each_calls_deadline_as_the_smaller_of_its_own_and_its_route
     assert!(line("headers").contains("timeout 1s"), "{listing}");
     assert!(!line("shelf").contains("timeout 1s"), "{listing}");
 }
+
+#[tokio::test]
+async fn head_on_an_aggregate_answers_as_get_without_the_body() {
+    let h = Harness::start_with(OVERVIEW, "").await;
+    let head = h
+        .client
+        .send(Method::HEAD, "/v1/shelves/1/overview", &[], "")
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("x-aggregate-complete"), Some("true"));
+    assert!(head.body.is_empty());
+}

@@ -231,3 +231,37 @@ async fn a_rule_in_the_config_binds_a_method_the_schema_left_unannotated() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn head_answers_as_get_without_the_body_over_http1_and_http2() {
+    let h = Harness::start().await;
+    let get = h.client.get("/v1/shelves/1").await;
+    assert_eq!(get.status, StatusCode::OK);
+    let length = get.body.len().to_string();
+    for client in [
+        support::HttpClient::new(h.gateway.addr),
+        support::HttpClient::http2(h.gateway.addr),
+    ] {
+        let head = client.send(Method::HEAD, "/v1/shelves/1", &[], "").await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert!(head.body.is_empty(), "{:?}", head.body);
+        assert_eq!(head.header("content-length"), Some(length.as_str()));
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        // Its refusals are the GET's too, without a body.
+        let missing = client.send(Method::HEAD, "/v1/shelves/9", &[], "").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert!(missing.body.is_empty());
+    }
+    // A method bound only to POST has no HEAD, and neither has a stream.
+    let post_only = h
+        .client
+        .send(Method::HEAD, "/portico.demo.v1.Library/CreateBook", &[], "")
+        .await;
+    assert_eq!(post_only.status, StatusCode::METHOD_NOT_ALLOWED);
+    let stream = h
+        .client
+        .send(Method::HEAD, "/v1/feed?count=2", &[], "")
+        .await;
+    assert_eq!(stream.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(stream.header("allow"), Some("GET"));
+}
