@@ -84,3 +84,86 @@ async fn a_forged_log_line_stays_inside_its_field() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_id() {
+    use futures_util::{SinkExt, StreamExt};
+    let (backend, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("portico-ws-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\n\
+             [upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            support::proto_dir()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "portico did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/ws"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    req.headers_mut()
+        .insert("x-request-id", "session-7f3a".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = serde_json::json!({"id": "a", "open": "/portico.demo.v1.Library/GetShelf", "message": {"shelf": "9"}});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        open.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))
+                if t.as_str().contains("\"status\"") =>
+            {
+                break
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no status frame: {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.contains("websocket call ended with an error"))
+        .unwrap_or_else(|| panic!("the failed call was not logged: {out}"));
+    assert!(line.contains("request_id=session-7f3a."), "{line}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -504,23 +504,32 @@ impl Session {
         } else {
             crate::observe::call_record::CallRecord::none()
         };
-        let task = tokio::spawn(call_task(CallTask {
-            record,
-            seq,
-            ended: ended.clone(),
-            ingress: ingress.clone(),
-            dialect: self.dialect,
-            id: id.clone(),
-            spec: spec.clone(),
-            headers,
-            client: self.client,
-            client_cert: self.client_cert.clone(),
-            input: Some(rx),
-            first,
-            out: self.out.clone(),
-            done: self.done.clone(),
-            single: self.single,
-        }))
+        // Every log line written while the call runs, from any policy,
+        // carries its request id, as for a call on any other protocol.
+        let call_id = headers
+            .get(crate::ingress::edge::request_id::HEADER)
+            .cloned()
+            .unwrap_or_else(|| http::HeaderValue::from_static(""));
+        let task = tokio::spawn(crate::observe::request_scope::scope(
+            call_id,
+            call_task(CallTask {
+                record,
+                seq,
+                ended: ended.clone(),
+                ingress: ingress.clone(),
+                dialect: self.dialect,
+                id: id.clone(),
+                spec: spec.clone(),
+                headers,
+                client: self.client,
+                client_cert: self.client_cert.clone(),
+                input: Some(rx),
+                first,
+                out: self.out.clone(),
+                done: self.done.clone(),
+                single: self.single,
+            }),
+        ))
         .abort_handle();
         self.calls.insert(
             id,
