@@ -111,16 +111,7 @@ fn build_with(
         }
     }
     if let (Some(mask_field), Some(paths)) = (&binding.update_mask, mask_paths) {
-        if !msg.has_field(mask_field) {
-            if let Kind::Message(fm) = mask_field.kind() {
-                let mut mask = DynamicMessage::new(fm);
-                mask.set_field_by_name(
-                    "paths",
-                    Value::List(paths.into_iter().map(Value::String).collect()),
-                );
-                msg.set_field(mask_field, Value::Message(mask));
-            }
-        }
+        set_mask_if_unset(&mut msg, mask_field, paths);
     }
     Ok(msg.encode_to_vec().into())
 }
@@ -297,9 +288,6 @@ pub fn fill_update_mask(
     if msg.has_field(mask_field) {
         return Ok(message);
     }
-    let Kind::Message(fm) = mask_field.kind() else {
-        return Ok(message);
-    };
     let mut paths = Vec::new();
     mask_paths(&body_desc, body, "", &mut paths);
     let bound: Vec<String> = patch
@@ -315,13 +303,23 @@ pub fn fill_update_mask(
         })
         .collect();
     paths.retain(|p| !bound.contains(p));
-    let mut mask = DynamicMessage::new(fm);
-    mask.set_field_by_name(
-        "paths",
-        Value::List(paths.into_iter().map(Value::String).collect()),
-    );
-    msg.set_field(mask_field, Value::Message(mask));
+    set_mask_if_unset(&mut msg, mask_field, paths);
     Ok(msg.encode_to_vec().into())
+}
+
+/// Sets the FieldMask `mask_field` to `paths`, unless the request set it.
+fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, paths: Vec<String>) {
+    if msg.has_field(mask_field) {
+        return;
+    }
+    if let Kind::Message(fm) = mask_field.kind() {
+        let mut mask = DynamicMessage::new(fm);
+        mask.set_field_by_name(
+            "paths",
+            Value::List(paths.into_iter().map(Value::String).collect()),
+        );
+        msg.set_field(mask_field, Value::Message(mask));
+    }
 }
 
 /// The update_mask paths of a PATCH body: every key sent, nested objects of
@@ -400,8 +398,9 @@ fn apply_query_to(
         let fs = resolved.expect("refused above when unresolved");
         let last = fs.last().expect("non-empty");
         // By the field, not the spelling: `page_size` and `pageSize` are one.
-        let field_path: String = fs.iter().map(|f| f.name()).collect::<Vec<_>>().join(".");
-        if !last.is_list() && !seen_singular.insert(field_path) {
+        if !last.is_list()
+            && !seen_singular.insert(fs.iter().map(|f| f.name()).collect::<Vec<_>>().join("."))
+        {
             return Err(GatewayError::invalid_field(
                 key.as_ref(),
                 format!("query parameter {key} is given more than once but is not repeated"),
