@@ -362,6 +362,8 @@ pub struct AuthenticatorFile {
     pub jwks_ca_file: Option<String>,
     /// Least time between two refreshes of a JWKS (default 30s).
     pub jwks_min_refresh: Option<String>,
+    /// Longest time a JWKS is used before it is read again (default 5m).
+    pub jwks_max_age: Option<String>,
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
     pub leeway: Option<String>,

@@ -395,6 +395,73 @@ async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
 }
 
 #[tokio::test]
+async fn a_key_the_issuer_removes_stops_verifying_on_every_protocol_once_the_set_is_older_than_its_max_age(
+) {
+    use support::protocols::{call, Protocol, EVERY_PROTOCOL};
+    let set = std::sync::Arc::new(std::sync::Mutex::new(
+        json!({"keys": [oct_jwk("k1", b"first-secret"), oct_jwk("k2", b"second-secret")]}),
+    ));
+    let jwks = jwks_server(set.clone(), false).await;
+    let h = support::protocols::gateway(
+        &format!(
+            "[authenticators.rotating]\nalgorithm = \"HS256\"\njwks_url = \"http://{jwks}/jwks.json\"\njwks_min_refresh = \"100ms\"\njwks_max_age = \"300ms\"\nissuer = \"{ISSUER}\"\n"
+        ),
+        "auth = \"rotating\"",
+    )
+    .await;
+    let old = format!("Bearer {}", signed_with(Some("k1"), b"first-secret"));
+    let new = format!("Bearer {}", signed_with(Some("k2"), b"second-secret"));
+    let with = |token: &str| vec![("authorization", token.to_owned())];
+    async fn code(h: &Harness, protocol: Protocol, headers: &[(&str, String)]) -> (i64, String) {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let seen = call(h, protocol, &headers, "", None).await;
+        (seen.code, seen.message)
+    }
+    for protocol in EVERY_PROTOCOL {
+        for token in [&old, &new] {
+            assert_eq!(code(&h, protocol, &with(token)).await.0, 0, "{protocol:?}");
+        }
+    }
+
+    // The issuer withdraws k1. No token names an unknown kid, so only the
+    // set's age makes the gateway read it again; the k1 token, remembered
+    // as verified, must not outlive the key.
+    *set.lock().unwrap() = json!({"keys": [oct_jwk("k2", b"second-secret")]});
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let first = code(&h, Protocol::Rest, &with(&new)).await;
+    assert_eq!(first.0, 0, "the call that finds the set old is not held up");
+    assert!(
+        support::eventually_async(|| async { code(&h, Protocol::Rest, &with(&old)).await.0 == 16 })
+            .await,
+        "the k1 token still verifies after the set was read again"
+    );
+    for protocol in EVERY_PROTOCOL {
+        let (refused, message) = code(&h, protocol, &with(&old)).await;
+        assert_eq!(refused, 16, "{protocol:?}: {message}");
+        assert!(
+            message.contains("unknown key id \"k1\""),
+            "{protocol:?}: {message}"
+        );
+        assert_eq!(code(&h, protocol, &with(&new)).await.0, 0, "{protocol:?}");
+    }
+}
+
+#[test]
+fn a_jwks_max_age_shorter_than_its_min_refresh_is_refused() {
+    let err = portico::config::Config::from_toml(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+         [authenticators.x]\nalgorithm = \"RS256\"\njwks_file = \"keys.json\"\njwks_min_refresh = \"1m\"\njwks_max_age = \"30s\"\n\
+         [[routes]]\ngrpc_service = \"a.B\"\nupstream = \"a\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "authenticators.x.jwks_max_age");
+    assert!(
+        err.to_string().contains("shorter than jwks_min_refresh"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_stripped() {
     let h = Harness::start_with_config(|backend| {
         let sections = format!(

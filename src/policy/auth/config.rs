@@ -12,10 +12,12 @@ pub enum JwtKey {
     Secret(Vec<u8>),
     /// PEM text of a public key, read at load.
     PublicPem(Vec<u8>),
-    /// A JWK set, re-read when a token names a `kid` it does not hold.
+    /// A JWK set, re-read when a token names a `kid` it does not hold and
+    /// when it is older than `max_age`.
     Jwks {
         source: JwksSource,
         min_refresh: Duration,
+        max_age: Duration,
     },
 }
 
@@ -159,7 +161,7 @@ impl Validator<'_> {
     ) -> Result<AuthenticatorConfig, ConfigError> {
         let key = format!("authenticators.{name}");
         // A key of another kind is a mistake, not something to ignore.
-        let set: [(&str, bool, &[&str]); 27] = [
+        let set: [(&str, bool, &[&str]); 28] = [
             ("algorithm", a.algorithm.is_some(), &["jwt"]),
             ("cookie", a.cookie.is_some(), &["jwt"]),
             ("secret", a.secret.is_some(), &["jwt"]),
@@ -169,6 +171,7 @@ impl Validator<'_> {
             ("jwks_url", a.jwks_url.is_some(), &["jwt"]),
             ("jwks_ca_file", a.jwks_ca_file.is_some(), &["jwt"]),
             ("jwks_min_refresh", a.jwks_min_refresh.is_some(), &["jwt"]),
+            ("jwks_max_age", a.jwks_max_age.is_some(), &["jwt"]),
             ("leeway", a.leeway.is_some(), &["jwt"]),
             ("issuer", a.issuer.is_some(), &["jwt", "introspection"]),
             (
@@ -468,14 +471,29 @@ impl Validator<'_> {
             (None, None) => None,
         };
         let key_source = match (hmac, &a.secret, public_pem) {
-            (_, None, None) if jwks.is_some() => JwtKey::Jwks {
-                source: jwks.expect("checked above"),
-                min_refresh: self.duration(
+            (_, None, None) if jwks.is_some() => {
+                let min_refresh = self.duration(
                     &format!("{key}.jwks_min_refresh"),
                     &a.jwks_min_refresh,
                     Duration::from_secs(30),
-                )?,
-            },
+                )?;
+                let max_age = self.duration(
+                    &format!("{key}.jwks_max_age"),
+                    &a.jwks_max_age,
+                    Duration::from_secs(300),
+                )?;
+                if max_age < min_refresh {
+                    return Err(self.err(
+                        format!("{key}.jwks_max_age"),
+                        format!("{} is shorter than jwks_min_refresh ({}), the least time between two reads of the set", humantime::format_duration(max_age), humantime::format_duration(min_refresh)),
+                    ));
+                }
+                JwtKey::Jwks {
+                    source: jwks.expect("checked above"),
+                    min_refresh,
+                    max_age,
+                }
+            }
             (true, Some(secret), None) if !secret.is_empty() && jwks.is_none() => {
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }

@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::policy::outbound::Outbound;
 use jsonwebtoken::{DecodingKey, Validation};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -33,11 +34,20 @@ impl JwtVerifier {
 
     /// The principal of a valid token, from the cache when it verified before.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
-        if let Some(p) = self.verified.get(token) {
+        let epoch = match &self.keys {
+            Keys::One(_) => 0,
+            Keys::Set(jwks) => {
+                jwks.read_again_if_old();
+                jwks.epoch.load(Ordering::Acquire)
+            }
+        };
+        if let Some(p) = self.verified.get(token, epoch) {
             return Ok(p);
         }
         let p = Arc::new(verify_jwt(&self.keys, &self.validation, token).await?);
-        self.verified.insert(token, p.clone());
+        // The epoch from before the check: a token verified against a set
+        // that changed meanwhile is checked again next time.
+        self.verified.insert(token, p.clone(), epoch);
         Ok(p)
     }
 }
@@ -56,10 +66,11 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 /// Tokens that verified, so a client's next calls skip the signature check
 /// (an RSA verification costs far more than the rest of a request). Kept
-/// until the token's `exp` at the latest, and for at most five minutes, so
-/// a rotated-out key stops being trusted soon after.
+/// until the token's `exp` at the latest, for at most five minutes, and
+/// only while the JWK set they were checked against is unchanged, so a key
+/// removed from the set stops being trusted with it.
 struct VerifiedTokens {
-    cache: moka::sync::Cache<String, (Arc<Principal>, Instant)>,
+    cache: moka::sync::Cache<String, (Arc<Principal>, Instant, u64)>,
 }
 
 impl VerifiedTokens {
@@ -72,9 +83,9 @@ impl VerifiedTokens {
         }
     }
 
-    fn get(&self, token: &str) -> Option<Arc<Principal>> {
+    fn get(&self, token: &str, epoch: u64) -> Option<Arc<Principal>> {
         match self.cache.get(token) {
-            Some((p, expires)) if expires > Instant::now() => Some(p),
+            Some((p, expires, seen)) if seen == epoch && expires > Instant::now() => Some(p),
             Some(_) => {
                 self.cache.invalidate(token);
                 None
@@ -83,7 +94,7 @@ impl VerifiedTokens {
         }
     }
 
-    fn insert(&self, token: &str, principal: Arc<Principal>) {
+    fn insert(&self, token: &str, principal: Arc<Principal>, epoch: u64) {
         let exp = principal
             .claims
             .get("exp")
@@ -93,7 +104,11 @@ impl VerifiedTokens {
         if exp > now {
             self.cache.insert(
                 token.to_owned(),
-                (principal, Instant::now() + Duration::from_secs(exp - now)),
+                (
+                    principal,
+                    Instant::now() + Duration::from_secs(exp - now),
+                    epoch,
+                ),
             );
         }
     }
@@ -108,20 +123,55 @@ pub(super) fn unix_now() -> u64 {
 
 enum Keys {
     One(DecodingKey),
-    /// Keys by `kid`, refreshed from their source on an unknown `kid`.
-    Set(Box<Jwks>),
+    /// Keys by `kid`, read again from their source on an unknown `kid` and
+    /// when the set is older than its `max_age`.
+    Set(Arc<Jwks>),
 }
 
 struct Jwks {
     source: JwksSource,
     client: Option<Outbound>,
     min_refresh: Duration,
+    max_age: Duration,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    /// When the set was last read; one refresh at a time, at most one per `min_refresh`.
-    refreshed: tokio::sync::Mutex<Instant>,
+    /// The fingerprint of the set last read; held while a read is under
+    /// way, so there is one at a time.
+    last_read: tokio::sync::Mutex<u64>,
+    /// When the set was last read, and when a read was last tried, in
+    /// milliseconds since `born`: the age check on every token reads only these.
+    read_at_ms: AtomicU64,
+    tried_at_ms: AtomicU64,
+    born: Instant,
+    /// Bumped whenever a read finds a different set: tokens verified
+    /// against an older one are checked again.
+    epoch: AtomicU64,
+    /// A read started by age is under way.
+    reading: AtomicBool,
 }
 
 impl Jwks {
+    fn new(
+        source: JwksSource,
+        client: Option<Outbound>,
+        read: KeySet,
+        min_refresh: Duration,
+        max_age: Duration,
+    ) -> Jwks {
+        Jwks {
+            source,
+            client,
+            min_refresh,
+            max_age,
+            keys: RwLock::new(read.keys),
+            last_read: tokio::sync::Mutex::new(read.fingerprint),
+            read_at_ms: AtomicU64::new(0),
+            tried_at_ms: AtomicU64::new(0),
+            born: Instant::now(),
+            epoch: AtomicU64::new(0),
+            reading: AtomicBool::new(false),
+        }
+    }
+
     fn get(&self, kid: &str) -> Option<DecodingKey> {
         self.keys
             .read()
@@ -130,19 +180,63 @@ impl Jwks {
             .cloned()
     }
 
-    /// Re-reads the set if the last read is old enough; a new `kid` (key
-    /// rotation) is then found. Failures keep the keys already known.
-    async fn refresh(&self) {
-        let mut last = self.refreshed.lock().await;
-        if last.elapsed() < self.min_refresh {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    fn since(&self, at: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(at.load(Ordering::Relaxed)))
+    }
+
+    /// Starts reading the set again in the background when it is older than
+    /// `max_age`; calls meanwhile use the keys already known rather than
+    /// wait on the identity provider.
+    fn read_again_if_old(self: &Arc<Self>) {
+        if self.since(&self.read_at_ms) < self.max_age
+            || self.since(&self.tried_at_ms) < self.min_refresh
+            || self.reading.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        *last = Instant::now();
+        let jwks = self.clone();
+        tokio::spawn(async move {
+            jwks.read_again().await;
+            jwks.reading.store(false, Ordering::Release);
+        });
+    }
+
+    /// Reads the set again unless a read was tried less than `min_refresh`
+    /// ago: a new `kid` (key rotation) is then found, and a removed one is
+    /// gone. A failed read keeps the keys already known.
+    async fn read_again(&self) {
+        let mut fingerprint = self.last_read.lock().await;
+        if self.since(&self.tried_at_ms) < self.min_refresh {
+            return;
+        }
+        let started = self.now_ms();
+        self.tried_at_ms.store(started, Ordering::Relaxed);
         match fetch(&self.source, self.client.as_ref()).await {
-            Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys,
+            Ok(read) => {
+                self.read_at_ms.store(started, Ordering::Relaxed);
+                if read.fingerprint != *fingerprint {
+                    *fingerprint = read.fingerprint;
+                    let mut kids: Vec<&String> = read.keys.keys().collect();
+                    kids.sort();
+                    tracing::info!(kids = ?kids, "the JWK set changed; tokens are checked against its keys from now on");
+                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = read.keys;
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
         }
     }
+}
+
+/// A JWK set as read: the keys the gateway can use, and a fingerprint of
+/// them to tell whether a later read changed anything.
+struct KeySet {
+    keys: HashMap<String, DecodingKey>,
+    fingerprint: u64,
 }
 
 /// The client for a JWK set fetched over HTTP (a URL or an issuer's).
@@ -157,10 +251,8 @@ fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
 
 /// Reads a JWK set from a file, a URL, or the `jwks_uri` an OpenID Connect
 /// issuer's discovery document names.
-async fn fetch(
-    source: &JwksSource,
-    client: Option<&Outbound>,
-) -> Result<HashMap<String, DecodingKey>, String> {
+async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet, String> {
+    use std::hash::{Hash, Hasher};
     let set = match (source, client) {
         (JwksSource::File(path), _) => {
             // Off the runtime's threads: a refresh must not stall calls.
@@ -184,6 +276,7 @@ async fn fetch(
         .and_then(|k| k.as_array())
         .ok_or_else(|| "not a JWK set: no \"keys\" array".to_owned())?;
     let mut keys = HashMap::new();
+    let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
     // A key this gateway cannot use (another key type or curve, an
     // encryption key) is skipped, not fatal: identity providers publish them.
     for entry in entries {
@@ -200,6 +293,7 @@ async fn fetch(
             });
         match parsed {
             Ok((kid, key)) => {
+                entry.to_string().hash(&mut fingerprint);
                 keys.insert(kid, key);
             }
             Err(e) => {
@@ -208,7 +302,10 @@ async fn fetch(
             }
         }
     }
-    Ok(keys)
+    Ok(KeySet {
+        keys,
+        fingerprint: fingerprint.finish(),
+    })
 }
 
 /// The `jwks_uri` of an issuer's OpenID Connect discovery document, after
@@ -257,17 +354,19 @@ async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
             JwtKey::Jwks {
                 source,
                 min_refresh,
+                max_age,
             },
             _,
         ) => {
             let client = client_for(source)?;
-            Keys::Set(Box::new(Jwks {
-                keys: RwLock::new(fetch(source, client.as_ref()).await?),
+            let read = fetch(source, client.as_ref()).await?;
+            Keys::Set(Arc::new(Jwks::new(
+                source.clone(),
                 client,
-                source: source.clone(),
-                min_refresh: *min_refresh,
-                refreshed: tokio::sync::Mutex::new(Instant::now()),
-            }))
+                read,
+                *min_refresh,
+                *max_age,
+            )))
         }
     })
 }
@@ -330,7 +429,7 @@ async fn verify_jwt(
             set_key = match jwks.get(&kid) {
                 Some(k) => k,
                 None => {
-                    jwks.refresh().await;
+                    jwks.read_again().await;
                     jwks.get(&kid)
                         .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
                 }
