@@ -10,8 +10,9 @@ use super::trie::{Lookup, Trie};
 use super::RouteTable;
 use crate::config::{AggregateConfig, Config, ConfigError, JsonOptions, OnError};
 use crate::envelope::{CallKind, Target};
-use config::ValueTemplate;
+use config::{Reference, Source, TextPart, ValueTemplate};
 use http::Method;
+use prost_reflect::{Kind, MessageDescriptor};
 use std::sync::Arc;
 
 /// One aggregate endpoint, ready to run.
@@ -98,6 +99,23 @@ impl AggregateTable {
                                 format!("{} has no field {name:?}", input.full_name()),
                             ));
                         }
+                    }
+                }
+                // A reference into an earlier reply must name something
+                // that reply's JSON can hold: a typo would otherwise leave
+                // the field unset on every request.
+                let mut refs = Vec::new();
+                references(&call.request, format!("{ck}.request"), &mut refs);
+                for (at, r) in refs {
+                    let Source::Call(from) = r.source else {
+                        continue;
+                    };
+                    let (earlier, options): &(Arc<Target>, JsonOptions) = &targets[from];
+                    if let Err(why) =
+                        walk_reply(&earlier.method.output(), &r.keys, options.use_proto_names)
+                    {
+                        let name = &a.calls[from].name;
+                        return Err(err(at, format!("{{{name}.{}}}: {why}", r.keys.join("."))));
                     }
                 }
                 targets.push((target.clone(), routes.json_options(target.route)));
@@ -198,4 +216,102 @@ impl AggregateTable {
             _ => AggregateMatch::NotFound,
         }
     }
+}
+
+/// Every reference in a template, with the config key of the value it sits in.
+fn references<'a>(t: &'a ValueTemplate, at: String, out: &mut Vec<(String, &'a Reference)>) {
+    match t {
+        ValueTemplate::Literal(_) => {}
+        ValueTemplate::Ref(r) => out.push((at, r)),
+        ValueTemplate::Text(parts) => out.extend(parts.iter().filter_map(|p| match p {
+            TextPart::Ref(r) => Some((at.clone(), r)),
+            TextPart::Literal(_) => None,
+        })),
+        ValueTemplate::Object(fields) => {
+            for (name, t) in fields {
+                references(t, format!("{at}.{name}"), out);
+            }
+        }
+        ValueTemplate::List(items) => {
+            for (i, t) in items.iter().enumerate() {
+                references(t, format!("{at}[{i}]"), out);
+            }
+        }
+    }
+}
+
+/// Checks that `keys` lead somewhere in the JSON of a `message` reply, as
+/// a route writes it (`lowerCamelCase` names, or the proto names).
+fn walk_reply(
+    message: &MessageDescriptor,
+    keys: &[String],
+    proto_names: bool,
+) -> Result<(), String> {
+    enum At {
+        Message(MessageDescriptor),
+        /// Any JSON: google.protobuf.Struct, Value, ListValue, Any.
+        Free,
+        /// A JSON scalar: a scalar field, an enum, or a well-known type written as one.
+        Scalar(String),
+        List(Kind),
+        Map(Kind),
+    }
+    fn of(kind: Kind) -> At {
+        match kind {
+            Kind::Message(m) => match m.full_name() {
+                "google.protobuf.Struct"
+                | "google.protobuf.Value"
+                | "google.protobuf.ListValue"
+                | "google.protobuf.Any" => At::Free,
+                name if m.package_name() == "google.protobuf" => At::Scalar(name.to_owned()),
+                _ => At::Message(m),
+            },
+            Kind::Enum(e) => At::Scalar(e.full_name().to_owned()),
+            other => At::Scalar(format!("{other:?}").to_lowercase()),
+        }
+    }
+    let mut at = At::Message(message.clone());
+    for key in keys {
+        at = match at {
+            At::Free => return Ok(()),
+            At::Message(m) => {
+                let written = |f: &prost_reflect::FieldDescriptor| {
+                    if proto_names {
+                        f.name().to_owned()
+                    } else {
+                        f.json_name().to_owned()
+                    }
+                };
+                let Some(field) = m.fields().find(|f| written(f) == *key) else {
+                    let other = m
+                        .fields()
+                        .find(|f| f.name() == key || f.json_name() == key)
+                        .map(|f| format!("; the reply writes it as {:?}", written(&f)))
+                        .unwrap_or_default();
+                    return Err(format!("{} has no field {key:?}{other}", m.full_name()));
+                };
+                if field.is_map() {
+                    match field.kind() {
+                        Kind::Message(entry) => At::Map(entry.map_entry_value_field().kind()),
+                        _ => unreachable!("a map field's kind is its entry message"),
+                    }
+                } else if field.is_list() {
+                    At::List(field.kind())
+                } else {
+                    of(field.kind())
+                }
+            }
+            At::List(kind) => {
+                if key.parse::<usize>().is_err() {
+                    return Err(format!("{key:?} is not an index into a repeated field"));
+                }
+                of(kind)
+            }
+            At::Map(kind) => of(kind),
+            At::Scalar(what) => {
+                return Err(format!("{key:?} is inside a {what}, which has no fields"))
+            }
+        };
+    }
+    Ok(())
 }

@@ -119,7 +119,7 @@ request = { code = 14, message = "replica down" }
 [[aggregates.calls]]
 name = "afterBroken"
 method = "portico.demo.v1.Library/GetShelf"
-request = { shelf = "{broken.name}" }
+request = { shelf = "after {broken}" }
 "#;
 
 #[tokio::test]
@@ -275,6 +275,73 @@ async fn bad_aggregates_are_refused_at_startup_naming_the_key() {
             },
         };
         assert!(err.contains(key) && err.contains(reason), "{call}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_reference_to_an_earlier_reply_must_name_what_that_reply_holds() {
+    // Call "one" lists books; call "two" reads a value out of its reply.
+    let after = |first: &str, reference: &str| {
+        format!(
+            "[[aggregates]]\npath = \"/v1/x/{{id}}\"\n\
+             [[aggregates.calls]]\nname = \"one\"\nmethod = \"portico.demo.v1.Library/{first}\"\n\
+             [[aggregates.calls]]\nname = \"two\"\nmethod = \"portico.demo.v1.Library/GetBook\"\nrequest = {{ name = \"{reference}\" }}\n"
+        )
+    };
+    let case = |reference: &str| after("ListBooks", reference);
+    let load = |sections: String| async move {
+        let text = support::config_text("127.0.0.1:1".parse().unwrap(), &sections, "");
+        match Config::from_toml(&text) {
+            Err(e) => Err(e.to_string()),
+            Ok(config) => app::load(config)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    };
+    let refused = [
+        (
+            "{one.bokos.0.name}",
+            "ListBooksResponse has no field \"bokos\"",
+        ),
+        ("{one.books.first.name}", "\"first\" is not an index"),
+        ("{one.books.0.nmae}", "Book has no field \"nmae\""),
+        ("{one.books.0.name.x}", "inside a string"),
+        (
+            "{one.books.0.published.seconds}",
+            "inside a google.protobuf.Timestamp",
+        ),
+        (
+            "shelf {one.books.0.genre.x}",
+            "inside a portico.demo.v1.Genre",
+        ),
+    ];
+    for (reference, reason) in refused {
+        let err = load(case(reference)).await.expect_err(reference);
+        assert!(
+            err.contains("aggregates[0].calls[1].request.name") && err.contains(reason),
+            "{reference}: {err}"
+        );
+    }
+    // Replies are written in lowerCamelCase unless the route says otherwise.
+    let err = load(after("GetShelf", "{one.book_count}"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("the reply writes it as \"bookCount\""),
+        "{err}"
+    );
+    load(after("GetShelf", "{one.bookCount}")).await.unwrap();
+    for fine in [
+        "{one.books.0.name}",
+        "{one.books.3.labels.any-key}",
+        "{one.books.0.published}",
+        "{one}",
+        "{body.anything.at.all}",
+    ] {
+        load(case(fine))
+            .await
+            .unwrap_or_else(|e| panic!("{fine}: {e}"));
     }
 }
 
