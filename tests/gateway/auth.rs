@@ -177,9 +177,25 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
     bad.push(("alg none", format!("{none_header}.{body}.")));
     bad.push(("garbage", "not.a.token".to_owned()));
 
+    // The message says what was wrong in words, not the library's names.
+    let says = |what: &str| match what {
+        "expired" => "it has expired (exp)",
+        "not yet valid" => "it is not valid yet (nbf)",
+        "wrong issuer" => "it is from another issuer (iss)",
+        "wrong audience" => "it is for another audience (aud)",
+        "no expiry" => "it has no exp claim, which is required",
+        "wrong key" | "tampered" => "its signature does not verify",
+        "alg none" => "not what a JWT holds: unknown variant `none`",
+        _ => "it is not a JWT",
+    };
     for (what, token) in &bad {
         let r = rest_with(&h, "/v1/probe/headers", token).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {}", r.text());
+        let message = r.json()["message"].as_str().unwrap_or("").to_owned();
+        assert!(
+            message.starts_with("invalid token: ") && message.contains(says(what)),
+            "{what}: {message}"
+        );
         let challenge = r.header("www-authenticate").unwrap_or("");
         assert!(
             challenge.contains("error=\"invalid_token\""),
@@ -201,9 +217,13 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         &EncodingKey::from_secret(&public),
     )
     .unwrap();
-    assert_eq!(
-        rest_with(&h, "/v1/shelves/1", &confused).await.status,
-        StatusCode::UNAUTHORIZED
+    let r = rest_with(&h, "/v1/shelves/1", &confused).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.text()
+            .contains("signed with another algorithm than the one this route accepts"),
+        "{}",
+        r.text()
     );
     // And an HS256 token on the RS256 route, even with the right claims.
     assert_eq!(

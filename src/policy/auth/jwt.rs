@@ -397,6 +397,31 @@ fn validation(config: &JwtConfig) -> Validation {
     validation
 }
 
+/// What was wrong with a token, in words a client can act on (the
+/// library's own text for most of these is its variant's name).
+fn reason(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind::*;
+    match e.kind() {
+        Json(e) => format!("its header or claims are not what a JWT holds: {e}"),
+        InvalidToken | Base64(_) | Utf8(_) => {
+            "it is not a JWT (three base64url parts: a JSON header, JSON claims, a signature)"
+                .to_owned()
+        }
+        InvalidSignature => "its signature does not verify".to_owned(),
+        ExpiredSignature => "it has expired (exp)".to_owned(),
+        ImmatureSignature => "it is not valid yet (nbf)".to_owned(),
+        InvalidIssuer => "it is from another issuer (iss)".to_owned(),
+        InvalidAudience => "it is for another audience (aud)".to_owned(),
+        InvalidSubject => "its subject (sub) is not accepted".to_owned(),
+        InvalidAlgorithm | InvalidAlgorithmName | UnsupportedAlgorithm | MissingAlgorithm => {
+            "it is signed with another algorithm than the one this route accepts".to_owned()
+        }
+        MissingRequiredClaim(claim) => format!("it has no {claim} claim, which is required"),
+        InvalidClaimFormat(claim) => format!("its {claim} claim has the wrong type"),
+        _ => "its key does not fit the configured algorithm".to_owned(),
+    }
+}
+
 /// Whether the token's header has a `crit` member.
 fn header_has_crit(token: &str) -> bool {
     use base64::Engine as _;
@@ -422,7 +447,7 @@ async fn verify_jwt(
     let key = match keys {
         Keys::One(k) => k,
         Keys::Set(jwks) => {
-            let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(e.to_string()))?;
+            let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(reason(&e)))?;
             let kid = header
                 .kid
                 .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
@@ -438,7 +463,7 @@ async fn verify_jwt(
         }
     };
     let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(reason(&e)))?;
     // RFC 7515 section 4.1.11: extensions marked critical must be
     // understood, and the gateway understands none.
     if header_has_crit(token) {
