@@ -170,9 +170,10 @@ impl CallRun {
             );
             e.with_message(message)
         };
-        let request = render(&call.request, &self.input, replies)
+        let mut request = render(&call.request, &self.input, replies)
             .map(Cow::into_owned)
             .unwrap_or_else(|| Value::Object(Map::new()));
+        self.plan.type_url_values(self.index, &mut request);
         let message =
             json::decode_value(&target.method.input(), request, json_options, "").map_err(label)?;
         let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));

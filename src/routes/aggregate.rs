@@ -22,6 +22,46 @@ pub struct AggregatePlan {
     pub template: Template,
     /// Per call, in config order: the method and its route's JSON options.
     pub targets: Vec<(Arc<Target>, JsonOptions)>,
+    /// Per call, in config order: request fields filled from a path
+    /// variable or a query parameter (always text) whose field takes
+    /// another JSON type, by their JSON pointer in the request.
+    pub typed: Vec<Vec<(String, TextAs)>>,
+}
+
+/// How the text of a path variable or query parameter is read for its field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextAs {
+    /// `true` or `false` become a JSON bool.
+    Bool,
+    /// Digits (an enum given by number) become a JSON number.
+    EnumNumber,
+}
+
+impl AggregatePlan {
+    /// Gives text from the URL the JSON type its field takes; text that is
+    /// not of that type is left as it is, for the request's decoding to
+    /// refuse with the field's name.
+    pub fn type_url_values(&self, call: usize, request: &mut serde_json::Value) {
+        for (pointer, text_as) in &self.typed[call] {
+            let Some(at) = request.pointer_mut(pointer) else {
+                continue;
+            };
+            let serde_json::Value::String(text) = at else {
+                continue;
+            };
+            let typed = match text_as {
+                TextAs::Bool => match text.as_str() {
+                    "true" => Some(serde_json::Value::Bool(true)),
+                    "false" => Some(serde_json::Value::Bool(false)),
+                    _ => None,
+                },
+                TextAs::EnumNumber => text.parse::<i32>().ok().map(serde_json::Value::from),
+            };
+            if let Some(typed) = typed {
+                *at = typed;
+            }
+        }
+    }
 }
 
 impl AggregatePlan {
@@ -68,6 +108,7 @@ impl AggregateTable {
             let template = super::template::parse(&a.path)
                 .map_err(|e| err(format!("{key}.path"), e.to_string()))?;
             let mut targets = Vec::new();
+            let mut typed = Vec::new();
             for (j, call) in a.calls.iter().enumerate() {
                 let ck = format!("{key}.calls[{j}]");
                 let target = routes.target(&call.grpc_path).ok_or_else(|| {
@@ -118,6 +159,14 @@ impl AggregateTable {
                         return Err(err(at, format!("{{{name}.{}}}: {why}", r.keys.join("."))));
                     }
                 }
+                let mut fields = Vec::new();
+                url_values_to_type(
+                    &call.request,
+                    &target.method.input(),
+                    &mut Vec::new(),
+                    &mut fields,
+                );
+                typed.push(fields);
                 targets.push((target.clone(), routes.json_options(target.route)));
             }
             let id = table.plans.len();
@@ -131,6 +180,7 @@ impl AggregateTable {
                 config: a.clone(),
                 template,
                 targets,
+                typed,
             }));
         }
         Ok(table)
@@ -314,4 +364,50 @@ fn walk_reply(
         };
     }
     Ok(())
+}
+
+/// The request fields that a path variable or query parameter fills and
+/// that take a bool or an enum: their text needs a JSON type.
+fn url_values_to_type(
+    t: &ValueTemplate,
+    message: &MessageDescriptor,
+    keys: &mut Vec<String>,
+    out: &mut Vec<(String, TextAs)>,
+) {
+    let pointer = |keys: &[String]| -> String {
+        keys.iter()
+            .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+            .collect()
+    };
+    let ValueTemplate::Object(fields) = t else {
+        return;
+    };
+    for (name, value) in fields {
+        let Some(field) = message
+            .get_field_by_name(name)
+            .or_else(|| message.get_field_by_json_name(name))
+        else {
+            continue;
+        };
+        if field.is_list() || field.is_map() {
+            continue;
+        }
+        keys.push(name.clone());
+        match (value, field.kind()) {
+            (ValueTemplate::Ref(r), kind)
+                if matches!(r.source, Source::Path(_) | Source::Query(_)) =>
+            {
+                match kind {
+                    Kind::Bool => out.push((pointer(keys), TextAs::Bool)),
+                    Kind::Enum(_) => out.push((pointer(keys), TextAs::EnumNumber)),
+                    _ => {}
+                }
+            }
+            (ValueTemplate::Object(_), Kind::Message(inner)) => {
+                url_values_to_type(value, &inner, keys, out)
+            }
+            _ => {}
+        }
+        keys.pop();
+    }
 }

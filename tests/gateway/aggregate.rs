@@ -346,6 +346,57 @@ async fn a_reference_to_an_earlier_reply_must_name_what_that_reply_holds() {
 }
 
 #[tokio::test]
+async fn url_text_fills_bool_and_enum_fields_with_their_json_type() {
+    let h = Harness::start_with(
+        r#"
+[[aggregates]]
+path = "/v1/search/{genre}"
+
+[[aggregates.calls]]
+name = "search"
+method = "portico.demo.v1.Library/SearchBooks"
+request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_print}", minPages = "{query.min}", fields = "{query.fields}" }
+"#,
+        "",
+    )
+    .await;
+    let received = |r: &support::Reply| r.json()["search"]["received"].clone();
+
+    // A bool from the query, an enum by number from the path, an int64 and
+    // a string as text.
+    let r = h
+        .client
+        .get("/v1/search/2?in_print=true&min=120&q=dune&fields=title")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = received(&r);
+    assert_eq!(got["inPrint"], true, "{got}");
+    assert_eq!(got["genre"], "GENRE_HISTORY", "{got}");
+    assert_eq!(got["minPages"], "120", "{got}");
+    assert_eq!(got["query"], "dune", "{got}");
+    assert_eq!(got["fields"], "title", "{got}");
+
+    // An enum by name, and false.
+    let r = h
+        .client
+        .get("/v1/search/GENRE_SCIENCE?in_print=false")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = received(&r);
+    assert_eq!(got["genre"], "GENRE_SCIENCE", "{got}");
+    assert!(got.get("inPrint").is_none(), "false is the default: {got}");
+
+    // Text that is not of the field's type is refused naming the field.
+    let r = h.client.get("/v1/search/1?in_print=yes").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text().contains("inPrint") || r.text().contains("in_print"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
 async fn check_lists_each_calls_deadline_as_the_smaller_of_its_own_and_its_routes() {
     let text = support::config_text("127.0.0.1:1".parse().unwrap(), OVERVIEW, "").replacen(
         "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
