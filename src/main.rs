@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "portico",
     version,
-    about = "An API gateway for gRPC backends: JSON REST, WebSocket and gRPC clients on one port"
+    about = "An API gateway for gRPC backends: JSON REST, WebSocket, gRPC, gRPC-Web, Connect and MCP clients on one port"
 )]
 struct Cli {
     #[command(subcommand)]
