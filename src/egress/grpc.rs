@@ -62,9 +62,14 @@ impl GrpcEgress {
                 endpoint_fault: false,
             });
         };
+        // Only replies are bounded here. What the gateway sends was built
+        // from client input that its own limits already bound (a REST body
+        // and URL, a WebSocket message), and may come out a little larger
+        // than any one of them: a body wrapped in its request message, path
+        // values added to it. Refusing it would blame the backend for it.
         let mut grpc = Grpc::new(super::non_grpc::NonGrpcReplies(slot.channel()))
             .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
+            .max_encoding_message_size(usize::MAX);
         grpc.ready().await.map_err(|e| {
             AttemptError::from_error(
                 GatewayError::new(

@@ -161,6 +161,57 @@ async fn a_reply_over_the_message_limit_is_the_backends_fault_on_every_protocol(
     }
 }
 
+/// The message the gateway builds from a REST body and its URL, or from a
+/// WebSocket message, may come out larger than `max_grpc_message_bytes`
+/// (which bounds what gRPC, gRPC-Web and Connect clients send): it still
+/// reaches the backend.
+#[tokio::test]
+async fn a_message_built_from_bounded_input_is_not_refused_for_its_size() {
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1000\n", "").await;
+    // An upload of exactly the limit, wrapped with its name and content type.
+    let r = h
+        .client
+        .send(
+            http::Method::PUT,
+            "/v1/shelves/1/books/1/cover",
+            &[("content-type", "image/png")],
+            "x".repeat(1000),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["size"], "1000", "{}", r.text());
+    // A long path value: the backend answers for it (no such shelf).
+    let long = "s".repeat(1500);
+    let r = h.client.get(&format!("/v1/shelves/{long}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    // A WebSocket call opened on the same long path.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = format!("ws://{}/v1/shelves/{long}", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let frame: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if frame.get("status").is_some() {
+                    break frame;
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no status frame: {other:?}"),
+        }
+    };
+    assert_eq!(
+        status["status"]["code"], 5,
+        "NOT_FOUND from the backend: {status}"
+    );
+}
+
 /// A connection that never sends a byte is closed at `header_read_timeout`,
 /// however many there are, not kept for the idle timeout.
 #[tokio::test]
