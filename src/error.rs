@@ -95,6 +95,8 @@ pub enum ErrorKind {
     UnsupportedTransferEncoding,
     /// A request with more header fields than `server.limits.max_header_count`.
     TooManyHeaderFields { limit: usize },
+    /// A request whose header fields are larger than `server.limits.max_header_bytes`.
+    HeaderBytesTooLarge { limit: usize },
     /// The client sent nothing for longer than the named timeout
     /// (`server.limits.body_read_timeout`, `stream_idle_timeout`).
     ClientTimeout { timeout: &'static str },
@@ -474,7 +476,9 @@ impl ErrorKind {
                 Code::DeadlineExceeded
             }
             ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
-            ErrorKind::TooManyHeaderFields { .. } => Code::InvalidArgument,
+            ErrorKind::TooManyHeaderFields { .. } | ErrorKind::HeaderBytesTooLarge { .. } => {
+                Code::InvalidArgument
+            }
             ErrorKind::PolicyServiceUnavailable => Code::Unavailable,
             ErrorKind::Denied(d) => d.grpc_code(),
             ErrorKind::Internal => Code::Internal,
@@ -507,7 +511,9 @@ impl ErrorKind {
             ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
-            ErrorKind::TooManyHeaderFields { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::TooManyHeaderFields { .. } | ErrorKind::HeaderBytesTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             ErrorKind::PolicyServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Denied(d) => d.status,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,6 +16,9 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long an idle connection told to close may take to do so.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -164,7 +167,9 @@ async fn serve_connection<Io, S: Serving>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        // The edge answers a head over max_header_bytes in the request's
+        // protocol; hyper's bare 431 only stops one far over it.
+        .max_buf_size(limits.max_header_bytes.saturating_mul(2).max(8192))
         // The edge counts fields and answers with a JSON error; hyper's own
         // bare 431 only stops a request far over the limit.
         .max_headers(limits.max_header_count.saturating_mul(2))
@@ -173,7 +178,9 @@ async fn serve_connection<Io, S: Serving>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_header_list_size(
+            u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        )
         .max_pending_accept_reset_streams(limits.http2_max_pending_resets)
         .max_local_error_reset_streams(limits.http2_max_error_resets)
         .initial_stream_window_size(limits.http2_stream_window_bytes)
@@ -194,12 +201,22 @@ async fn serve_connection<Io, S: Serving>(
     let mut seen_events = activity.events();
     let mut idle_since = Instant::now();
     let mut closing = false;
+    // An idle connection is told to go (HTTP/2: GOAWAY), then dropped if
+    // the client has not gone by this time: an HTTP/2 client that never
+    // acknowledges would otherwise hold it until the keepalive ping fails.
+    let hard_close = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(hard_close);
+    let mut idle_closing = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
+                return;
+            }
+            _ = &mut hard_close, if idle_closing => {
+                tracing::debug!(%remote, "dropping an idle connection that did not close");
                 return;
             }
             _ = shutdown.changed(), if !closing => {
@@ -216,6 +233,10 @@ async fn serve_connection<Io, S: Serving>(
                 {
                     tracing::debug!(%remote, "closing idle connection");
                     closing = true;
+                    idle_closing = true;
+                    hard_close
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                     conn.as_mut().graceful_shutdown();
                 }
             }

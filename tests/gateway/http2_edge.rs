@@ -77,7 +77,9 @@ async fn the_gateway_advertises_its_documented_http2_limits() {
         .collect();
     assert_eq!(values.get(&0x3), Some(&50), "MAX_CONCURRENT_STREAMS");
     assert_eq!(values.get(&0x4), Some(&131_072), "INITIAL_WINDOW_SIZE");
-    assert_eq!(values.get(&0x6), Some(&65_536), "MAX_HEADER_LIST_SIZE");
+    // Twice max_header_bytes: up to there the gateway answers in the
+    // request's protocol; past it the protocol refuses the stream.
+    assert_eq!(values.get(&0x6), Some(&131_072), "MAX_HEADER_LIST_SIZE");
     // The connection window is raised from the protocol's 65535 by a
     // WINDOW_UPDATE on stream 0.
     let raised = tokio::time::timeout(Duration::from_secs(5), async {
@@ -139,6 +141,51 @@ async fn a_continuation_flood_is_cut_off_with_goaway() {
     }
     let _ = sock.write_all(&flood).await;
     assert_eq!(goaway(&mut sock).await, ENHANCE_YOUR_CALM);
+    still_serving(&h).await;
+}
+
+/// The documented bound: max(5, 1.25 x floor(2 x max_header_bytes / 16 KiB))
+/// CONTINUATION frames before the last one, 10 with the default 64 KiB.
+#[tokio::test]
+async fn a_header_block_may_use_the_documented_number_of_continuation_frames() {
+    let h = Harness::start().await;
+    for (frames, served) in [(10, true), (11, false)] {
+        let mut sock = open(&h).await;
+        let mut block = frame(HEADERS, END_STREAM, 1, &get_block("/v1/shelves/1"));
+        for _ in 0..frames {
+            block.extend(frame(CONTINUATION, 0, 1, &[0x00, 0x01, b'x', 0x01, b'y']));
+        }
+        block.extend(frame(
+            CONTINUATION,
+            END_HEADERS,
+            1,
+            &[0x00, 0x01, b'x', 0x01, b'y'],
+        ));
+        let _ = sock.write_all(&block).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match read_frame(&mut sock).await {
+                    Some((HEADERS, _, 1, _)) => return "served",
+                    Some((GOAWAY, _, _, p)) => {
+                        assert_eq!(
+                            u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+                            ENHANCE_YOUR_CALM
+                        );
+                        return "goaway";
+                    }
+                    Some(_) => continue,
+                    None => return "closed",
+                }
+            }
+        })
+        .await
+        .expect("an answer in time");
+        assert_eq!(
+            answer,
+            if served { "served" } else { "goaway" },
+            "{frames} frames"
+        );
+    }
     still_serving(&h).await;
 }
 
@@ -240,5 +287,73 @@ async fn too_many_header_fields_are_refused_on_every_protocol() {
         other => panic!("the handshake is refused with 431, got {other:?}"),
     }
     let fine = call(&h, Protocol::WebSocket, &[], "", None).await;
+    assert_eq!(fine.code, 0);
+}
+
+#[tokio::test]
+async fn header_fields_over_max_header_bytes_are_refused_on_every_protocol() {
+    use support::protocols::{call, gateway, Protocol};
+    let h = gateway("[server.limits]\nmax_header_bytes = 8192\n", "").await;
+    let under = "u".repeat(7000);
+    let over = "o".repeat(9000);
+    for protocol in [
+        Protocol::Rest,
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::Connect,
+    ] {
+        let seen = call(&h, protocol, &[("x-pad", over.as_str())], "", None).await;
+        assert_eq!(seen.code, 3, "{protocol:?}: INVALID_ARGUMENT, got {seen:?}");
+        assert!(
+            seen.message
+                .contains("server.limits.max_header_bytes (8192)"),
+            "{protocol:?}: {seen:?}"
+        );
+        assert!(
+            seen.metadata.is_empty(),
+            "{protocol:?}: the backend got nothing"
+        );
+        let fine = call(&h, protocol, &[("x-pad", under.as_str())], "", None).await;
+        assert_eq!(fine.code, 0, "{protocol:?}: {fine:?}");
+    }
+    // Over HTTP/1.1 (the REST call above went over HTTP/1.1 too): a 431
+    // with the JSON error.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("x-pad", over.as_str())],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(r.json()["code"], 3, "{}", r.text());
+    // A WebSocket handshake is refused before the upgrade.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert("x-pad", over.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert!(body["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_header_bytes"));
+        }
+        other => panic!("the handshake is refused with 431, got {other:?}"),
+    }
+    let fine = call(
+        &h,
+        Protocol::WebSocket,
+        &[("x-pad", under.as_str())],
+        "",
+        None,
+    )
+    .await;
     assert_eq!(fine.code, 0);
 }

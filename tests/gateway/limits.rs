@@ -234,6 +234,39 @@ async fn connections_that_send_nothing_are_closed_at_the_header_timeout() {
     assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
 }
 
+/// An HTTP/2 client that sends its preface and then nothing is told to go
+/// at `header_read_timeout` and dropped soon after, even if it never
+/// acknowledges the GOAWAY; the same for one stuck in a header block.
+#[tokio::test]
+async fn a_silent_http2_connection_is_closed_at_the_header_timeout() {
+    use support::h2raw::{frame, CONTINUATION, HEADERS, PREFACE, SETTINGS};
+    let h = Harness::start_with("[server.limits]\nheader_read_timeout = \"400ms\"\n", "").await;
+    let unfinished = {
+        let mut bytes = frame(HEADERS, 0, 1, &support::h2raw::get_block("/v1/shelves/1"));
+        bytes.extend(frame(CONTINUATION, 0, 1, &[]));
+        bytes
+    };
+    for (what, after_preface) in [
+        ("nothing", Vec::new()),
+        ("an unfinished header block", unfinished),
+    ] {
+        let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        hello.extend(after_preface);
+        sock.write_all(&hello).await.unwrap();
+        let started = Instant::now();
+        let (_, closed) = read_all(&mut sock, Duration::from_secs(10)).await;
+        assert!(closed, "{what}: still open after 10 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{what}: closed after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
+
 /// One address cannot take every connection: past
 /// `max_connections_per_ip`, its new connections are closed at once, and a
 /// place freed is a place to use again.

@@ -43,6 +43,27 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             ),
         ));
     }
+    // Sized as HTTP/2 sizes a header list (RFC 7541 section 4.1), on every
+    // protocol. The parsers' own bounds are twice this, so that a request
+    // between the two gets this answer in its protocol's terms rather than
+    // a bare 431 that gRPC and Connect clients cannot read.
+    let bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(GatewayError::new(
+            ErrorKind::HeaderBytesTooLarge {
+                limit: limits.max_header_bytes,
+            },
+            Origin::Client,
+            format!(
+                "the request's header fields are {bytes} bytes (name, value and 32 bytes each), over server.limits.max_header_bytes ({})",
+                limits.max_header_bytes
+            ),
+        ));
+    }
     // A compressed body would reach a backend as if it were plain: refused,
     // whatever the protocol (gRPC compresses per message, with its own
     // header, and is refused by the message reader).
