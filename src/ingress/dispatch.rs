@@ -110,6 +110,9 @@ impl Ingress {
             },
             Err(err) => return self.refuse(&req, &err),
         }
+        if let Err(err) = super::edge::path::check_query(req.uri().query().unwrap_or_default()) {
+            return self.refuse(&req, &err);
+        }
         let origin = req
             .headers()
             .get(ORIGIN)

@@ -1,6 +1,6 @@
 //! Request paths are normalized before matching, the same for every
 //! protocol: dot-segments (encoded or not) removed, empty segments merged,
-//! a climb above the root refused; a bound variable never receives `..` or
+//! a climb above the root refused; a multi-segment variable never receives `..` or
 //! an empty segment, and `%2F` keeps its google.api.http meaning.
 
 use crate::support;
@@ -21,10 +21,12 @@ async fn a_multi_segment_variable_never_receives_dot_or_empty_segments() {
         ("/v1/files/sub/.%2E/x", Ok("x")),
         ("/v1/files/%61/b", Ok("a/b")),
         ("/v1/files/a%2Fb/c", Ok("a%2Fb/c")),
-        // A character encoded as several escapes comes out whole; a stray
-        // `%` is kept.
+        // A character encoded as several escapes comes out whole.
         ("/v1/files/%D1%97/a%2fb", Ok("\u{457}/a%2Fb")),
-        ("/v1/files/100%/x%zz", Ok("100%/x%zz")),
+        // A malformed escape, or escapes that are not UTF-8: refused.
+        ("/v1/files/100%/x", Err(400)),
+        ("/v1/files/x%zz", Err(400)),
+        ("/v1/files/%FF%FE", Err(400)),
         // Out of the route's prefix: another path, which nothing serves.
         ("/v1/files/../../etc/passwd", Err(404)),
         ("/v1/files/a/../../../etc/passwd", Err(404)),
@@ -44,11 +46,11 @@ async fn a_multi_segment_variable_never_receives_dot_or_empty_segments() {
                 let body = r.json();
                 if *status == 400 {
                     assert_eq!(body["code"], 3);
+                    let message = body["message"].as_str().unwrap();
                     assert!(
-                        body["message"]
-                            .as_str()
-                            .unwrap()
-                            .contains("climbs above the root"),
+                        message.contains("climbs above the root")
+                            || message.contains("malformed percent-escape")
+                            || message.contains("do not decode to UTF-8"),
                         "{body}"
                     );
                 }
@@ -138,4 +140,99 @@ async fn every_protocol_matches_the_normalized_path_and_refuses_a_climb() {
             Err(e) => panic!("WebSocket {path}: {e}"),
         }
     }
+}
+
+/// A single-segment variable is decoded whole, as google.api.http says: it
+/// is a string, and may hold `/` and `..`; the backend gets it as sent.
+#[tokio::test]
+async fn a_single_segment_variable_is_a_string_that_may_hold_slashes_and_dots() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/files/x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h.client.get("/v1/shelves/%2e%2e%2fetc").await;
+    // No such shelf: the backend was asked for "../etc".
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert!(r.text().contains("../etc"), "{}", r.text());
+}
+
+/// A query whose escapes are malformed or not UTF-8 is refused on every
+/// protocol, naming the parameter, before anything reads it.
+#[tokio::test]
+async fn a_query_that_is_not_utf8_is_refused_on_every_protocol() {
+    use support::protocols::{call, EVERY_PROTOCOL};
+    let h = Harness::start().await;
+    for (query, why) in [
+        ("tag=%FF%FE", "do not decode to UTF-8"),
+        ("tag=50%", "malformed percent-escape"),
+    ] {
+        // gRPC (a tonic client has no query to send), the WebSocket
+        // handshake and MCP's transport are checked below.
+        use support::protocols::Protocol;
+        for protocol in EVERY_PROTOCOL
+            .into_iter()
+            .filter(|p| !matches!(p, Protocol::Grpc | Protocol::WebSocket | Protocol::Mcp))
+        {
+            let seen = call(&h, protocol, &[], query, None).await;
+            assert_eq!(seen.code, 3, "{protocol:?} {query}: {seen:?}");
+            assert!(
+                seen.message.contains("query parameter \"tag\"") && seen.message.contains(why),
+                "{protocol:?} {query}: {seen:?}"
+            );
+            assert!(
+                seen.metadata.is_empty(),
+                "{protocol:?}: the backend got nothing"
+            );
+        }
+        let r = HttpClient::http2(h.gateway.addr)
+            .send(
+                Method::POST,
+                &format!("/portico.demo.v1.Probe/Headers?{query}"),
+                &[("content-type", "application/grpc"), ("te", "trailers")],
+                frame_bytes(0, &[]),
+            )
+            .await;
+        assert_eq!(r.header("grpc-status"), Some("3"), "gRPC {query}");
+        assert!(
+            r.header("grpc-message").unwrap_or("").contains("tag"),
+            "gRPC {query}"
+        );
+        let req = format!("ws://{}/v1/probe/headers?{query}", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "WebSocket {query}");
+                let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default())
+                    .into_owned();
+                assert!(body.contains(why), "WebSocket {query}: {body}");
+            }
+            other => panic!("WebSocket {query}: the handshake is refused, got {other:?}"),
+        }
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                &format!("/mcp?{query}"),
+                &[
+                    ("content-type", "application/json"),
+                    ("accept", "application/json, text/event-stream"),
+                ],
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "MCP {query}");
+        assert_eq!(
+            r.json()["error"]["code"],
+            -32600,
+            "MCP {query}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(why), "MCP {query}: {}", r.text());
+    }
+    // UTF-8 text in escapes is fine, in the query and the path alike.
+    let r = h.client.get("/v1/files/%C3%A9t%C3%A9?unused=%C3%A9").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("unused is not a field"), "{}", r.text());
+    let r = h.client.get("/v1/files/%C3%A9t%C3%A9").await;
+    assert_eq!(r.json()["path"], "\u{e9}t\u{e9}", "{}", r.text());
 }
