@@ -180,9 +180,12 @@ impl ConnectIngress {
                 codec,
                 Payload::Stream({
                     let target = target.clone();
-                    framed::messages(body, limit, self.limits.stream_idle_timeout, move |m| {
-                        decode_message(&target, codec, m, &json_options)
-                    })
+                    framed::messages(
+                        body,
+                        limit,
+                        (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
+                        move |m| decode_message(&target, codec, m, &json_options),
+                    )
                 }),
             ),
         };

@@ -9,6 +9,9 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::time::Duration;
 
+pub const STREAM_IDLE_TIMEOUT: &str = "server.limits.stream_idle_timeout";
+pub const BODY_READ_TIMEOUT: &str = "server.limits.body_read_timeout";
+
 /// Reads a whole body, refusing one over `limit` bytes with a 413, and one
 /// that stalls for `idle` between two pieces with a 408
 /// (`server.limits.body_read_timeout`).
@@ -22,7 +25,7 @@ pub async fn read_limited(
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(|_| GatewayError::client_timeout("server.limits.body_read_timeout", idle))?;
+            .map_err(|_| GatewayError::client_timeout(BODY_READ_TIMEOUT, idle))?;
         match frame {
             None => return Ok(out.freeze()),
             Some(Ok(frame)) => {
@@ -45,11 +48,12 @@ pub async fn read_limited(
 
 /// The body's length-prefixed messages, each passed through `decode`, as
 /// they arrive. The stream ends after the first error; a client that sends
-/// nothing for `idle` (`server.limits.stream_idle_timeout`) is one.
+/// nothing for `idle` is one, named by `idle_key` (the client stream's
+/// `server.limits.stream_idle_timeout`, or a unary body's `body_read_timeout`).
 pub fn messages<F>(
     body: hyper::body::Incoming,
     limit: usize,
-    idle: Duration,
+    (idle, idle_key): (Duration, &'static str),
     decode: F,
 ) -> MessageStream
 where
@@ -80,8 +84,7 @@ where
                         return None;
                     }
                     let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-                        let err =
-                            GatewayError::client_timeout("server.limits.stream_idle_timeout", idle);
+                        let err = GatewayError::client_timeout(idle_key, idle);
                         return Some((Err(err), (body, deframer, true, true)));
                     };
                     match frame {

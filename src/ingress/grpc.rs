@@ -148,7 +148,7 @@ impl GrpcIngress {
             Payload::Stream(framed::messages(
                 body,
                 limit,
-                self.limits.stream_idle_timeout,
+                (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
                 Ok,
             ))
         } else {
@@ -178,7 +178,12 @@ impl GrpcIngress {
             } else {
                 // Deframed as it arrives: a length prefix over the limit is
                 // refused as soon as it is read, before its bytes come.
-                let mut stream = framed::messages(body, limit, self.limits.body_read_timeout, Ok);
+                let mut stream = framed::messages(
+                    body,
+                    limit,
+                    (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    Ok,
+                );
                 let mut total = 0usize;
                 while let Some(m) = stream.next().await {
                     let m = m?;

@@ -43,6 +43,58 @@ async fn a_stalled_request_body_is_a_408_naming_the_timeout() {
     assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
 }
 
+/// A unary gRPC or gRPC-Web call whose message stalls half-way is the
+/// same client stall as a REST body: named `body_read_timeout`.
+#[tokio::test]
+async fn a_stalled_unary_grpc_message_names_body_read_timeout() {
+    let h = Harness::start_with_config(|b| {
+        with_limits(support::config_text(b, "", "")).replace(
+            "stream_idle_timeout = \"300ms\"",
+            "stream_idle_timeout = \"5s\"",
+        )
+    })
+    .await;
+    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for content_type in ["application/grpc", "application/grpc-web+proto"] {
+        let req = http::Request::post(format!(
+            "http://{}/portico.demo.v1.Probe/Headers",
+            h.gateway.addr
+        ))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        // A length prefix for 10 bytes, and two of them.
+        send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]), false)
+            .unwrap();
+        let started = Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+            .await
+            .expect("an answer before 3 s")
+            .unwrap();
+        let mut said = format!("{:?}", resp.headers());
+        let mut body = resp.into_body();
+        while let Some(Ok(chunk)) = body.data().await {
+            said.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if let Ok(Some(trailers)) = body.trailers().await {
+            said.push_str(&format!("{trailers:?}"));
+        }
+        assert!(
+            said.contains("grpc-status") && said.contains('4'),
+            "{content_type}: {said}"
+        );
+        assert!(said.contains("body_read_timeout"), "{content_type}: {said}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{content_type}");
+        drop(send);
+    }
+    assert_eq!(h.backends.probe.calls(), 0);
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Stall {
     /// Takes the stream and never answers.
