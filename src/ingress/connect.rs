@@ -176,6 +176,31 @@ impl ConnectIngress {
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
                 )
             }
+            Shape::Stream(codec) if !target.kind.client_streams() => {
+                // A server stream's request is one message, read whole
+                // before the call starts, as gRPC reads it.
+                let decode_target = target.clone();
+                let mut stream = framed::messages(
+                    body,
+                    limit,
+                    (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    move |m| decode_message(&decode_target, codec, m, &json_options),
+                );
+                let mut messages = Vec::new();
+                while let Some(m) = stream.next().await {
+                    messages.push(m?);
+                }
+                if messages.len() != 1 {
+                    return Err(GatewayError::invalid_field(
+                        "",
+                        format!(
+                            "a unary or server-streaming call takes exactly one request message, got {}",
+                            messages.len()
+                        ),
+                    ));
+                }
+                (codec, Payload::Unary(messages.pop().expect("one message")))
+            }
             Shape::Stream(codec) => (
                 codec,
                 Payload::Stream({

@@ -207,7 +207,7 @@ impl GrpcIngress {
                 return Err(GatewayError::invalid_field(
                     "",
                     format!(
-                        "a unary call takes exactly one request message, got {}",
+                        "a unary or server-streaming call takes exactly one request message, got {}",
                         messages.len()
                     ),
                 ));

@@ -15,6 +15,9 @@ pub enum FrameError {
         limit: usize,
     },
     Compressed,
+    /// Flag bits no client message carries: gRPC-Web's trailers (0x80),
+    /// Connect's end of stream (0x02), or none defined at all.
+    ReservedFlags(u8),
     /// The input ended inside a frame.
     Truncated,
 }
@@ -28,6 +31,10 @@ impl std::fmt::Display for FrameError {
             FrameError::Compressed => {
                 f.write_str("compressed messages are not supported; send grpc-encoding identity")
             }
+            FrameError::ReservedFlags(flags) => write!(
+                f,
+                "a message frame with flags 0x{flags:02x}: a client's frames carry 0x00 (or 0x01, compressed) only"
+            ),
             FrameError::Truncated => f.write_str("the request ended inside a message frame"),
         }
     }
@@ -45,7 +52,9 @@ impl From<FrameError> for crate::error::GatewayError {
                 Origin::Client,
                 e.to_string(),
             ),
-            FrameError::Truncated => GatewayError::invalid_field("", e.to_string()),
+            FrameError::Truncated | FrameError::ReservedFlags(_) => {
+                GatewayError::invalid_field("", e.to_string())
+            }
         }
     }
 }
@@ -80,6 +89,9 @@ impl Deframer {
                 len,
                 limit: self.limit,
             });
+        }
+        if flags & !COMPRESSED != 0 {
+            return Err(FrameError::ReservedFlags(flags));
         }
         if flags & COMPRESSED != 0 {
             return Err(FrameError::Compressed);

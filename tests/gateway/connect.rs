@@ -275,3 +275,82 @@ async fn a_refused_stream_carries_retry_after_as_headers_and_end_stream_metadata
     assert_eq!(end["metadata"]["ratelimit-limit"][0], "1", "{end}");
     assert_eq!(end["metadata"]["ratelimit-remaining"][0], "0", "{end}");
 }
+
+/// The framed protocols read a client's envelopes alike: a server stream
+/// takes exactly one request message, and a frame with flags no client
+/// sends (Connect's end of stream 0x02, gRPC-Web's trailers 0x80) is
+/// refused rather than read as a message, by the gateway.
+#[tokio::test]
+async fn framed_requests_are_held_to_the_same_rules_on_grpc_grpc_web_and_connect() {
+    let h = Harness::start().await;
+    let watch = br#"{"count":1,"topic":"t"}"#;
+    let watch_proto = pb::WatchRequest {
+        count: 1,
+        topic: "t".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let twice = |m: &[u8]| [frame_bytes(0, m), frame_bytes(0, m)].concat();
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
+        ("no message", Vec::new(), Vec::new(), "got 0"),
+        ("two messages", twice(watch), twice(&watch_proto), "got 2"),
+        (
+            "an end-of-stream flag",
+            frame_bytes(0x02, watch),
+            frame_bytes(0x02, &watch_proto),
+            "flags 0x02",
+        ),
+        (
+            "a trailers flag",
+            frame_bytes(0x80, watch),
+            frame_bytes(0x80, &watch_proto),
+            "flags 0x80",
+        ),
+    ];
+    let grpc = support::HttpClient::http2(h.gateway.addr);
+    for (what, connect_body, grpc_body, says) in cases {
+        // Connect: the end-stream envelope (or the error body) says why.
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Feed/Watch",
+                &[("content-type", "application/connect+json")],
+                connect_body,
+            )
+            .await;
+        let error = if r.status == StatusCode::OK {
+            envelopes(r.body.clone()).1["error"].clone()
+        } else {
+            r.json()
+        };
+        assert_eq!(
+            error["code"], "invalid_argument",
+            "Connect, {what}: {error}"
+        );
+        assert!(
+            error["message"].as_str().unwrap_or("").contains(says),
+            "Connect, {what}: {error}"
+        );
+        // gRPC and gRPC-Web.
+        for (client, content_type) in [
+            (&grpc, "application/grpc"),
+            (&h.client, "application/grpc-web+proto"),
+        ] {
+            let r = client
+                .send(
+                    Method::POST,
+                    "/portico.demo.v1.Feed/Watch",
+                    &[("content-type", content_type), ("te", "trailers")],
+                    grpc_body.clone(),
+                )
+                .await;
+            let said = format!("{:?} {}", r.headers, r.text());
+            assert!(
+                said.contains("grpc-status\": \"3\"") || said.contains("grpc-status:3"),
+                "{content_type}, {what}: {said}"
+            );
+            assert!(said.contains(says), "{content_type}, {what}: {said}");
+        }
+    }
+}
