@@ -427,3 +427,78 @@ async fn a_websocket_call_that_fails_before_its_request_is_logged_with_its_failu
         .unwrap()
         .contains("before the request message"));
 }
+
+/// A WebSocket call the client abandons is `CANCELLED` in the log, with
+/// the reason, whether it sent `cancel` or left while the gateway was
+/// blocked writing to it, as the metrics count it.
+#[tokio::test]
+async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let path = log_path("ws-cancel");
+    let h = gateway(&path, "", "").await;
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        serde_json::json!({"id": "slow", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 50, "intervalMs": 200}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let first = ws.next().await;
+    assert!(matches!(first, Some(Ok(Message::Text(_)))), "{first:?}");
+    ws.send(Message::text(
+        serde_json::json!({"id": "slow", "cancel": true}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let status = loop {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("the session ended early")
+        };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(s) = f.get("status") {
+            break s.clone();
+        }
+    };
+    assert_eq!(status["code"], 1, "{status}");
+    ws.close(None).await.unwrap();
+
+    // A client that stops reading a large stream, then leaves.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/feed?count=400&padding=65536",
+        h.gateway.addr
+    ))
+    .await
+    .unwrap();
+    let _ = ws.next().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(ws);
+
+    let all = wait_for(&path, 4).await;
+    let calls: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
+    assert_eq!(calls.len(), 2, "{all:#?}");
+    for call in &calls {
+        assert_eq!(call["grpc_status"], "CANCELLED", "{call}");
+        assert_eq!(call["grpc_code"], 1, "{call}");
+    }
+    // The cancelled call's client got a status saying why; the one that
+    // left got nothing, as on any protocol.
+    let cancelled = calls
+        .iter()
+        .find(|c| c["method"] == "portico.demo.v1.Feed/Watch" && c["route"] != "GET /v1/feed")
+        .unwrap_or_else(|| panic!("{calls:#?}"));
+    assert_eq!(cancelled["error"], "cancelled by the client", "{cancelled}");
+    assert_eq!(cancelled["origin"], "client", "{cancelled}");
+    let left = calls
+        .iter()
+        .find(|c| c["route"] == "GET /v1/feed")
+        .unwrap_or_else(|| panic!("{calls:#?}"));
+    assert_eq!(left["error"], Value::Null, "{left}");
+    assert_eq!(left["origin"], Value::Null, "{left}");
+}

@@ -40,6 +40,8 @@ use tokio_tungstenite::WebSocketStream;
 struct Call {
     /// Tells this call from an earlier one with the same id.
     seq: u64,
+    /// The call's access-log record, told why when the client cancels it.
+    record: Arc<crate::observe::call_record::CallRecord>,
     /// The generation the call was opened in.
     ingress: Arc<WebSocketIngress>,
     spec: Arc<CallSpec>,
@@ -297,6 +299,7 @@ impl Session {
                         crate::error::Origin::Client,
                         "cancelled by the client",
                     );
+                    call.record.failed_finally(&err);
                     self.finish(&id, Err(err)).await;
                     let _ = self.done.send((id, call.seq));
                 }
@@ -513,7 +516,7 @@ impl Session {
         let task = tokio::spawn(crate::observe::request_scope::scope(
             call_id,
             call_task(CallTask {
-                record,
+                record: record.clone(),
                 seq,
                 ended: ended.clone(),
                 ingress: ingress.clone(),
@@ -535,6 +538,7 @@ impl Session {
             id,
             Call {
                 seq,
+                record,
                 ingress,
                 spec,
                 input: if from_url { None } else { Some(tx) },

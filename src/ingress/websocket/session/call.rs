@@ -43,8 +43,17 @@ pub(super) struct CallTask {
 
 pub(super) async fn call_task(mut t: CallTask) {
     let result = drive(&mut t).await;
-    if let Err(e) = &result {
-        t.record.failed_finally(e);
+    match &result {
+        // The client left: it got no answer, as with a call abandoned on
+        // any other protocol, so the line carries the code and no error.
+        Err(e)
+            if matches!(e.kind, crate::error::ErrorKind::Cancelled)
+                && e.origin == crate::error::Origin::Client =>
+        {
+            t.record.ended(tonic::Code::Cancelled)
+        }
+        Err(e) => t.record.failed_finally(e),
+        Ok(_) => {}
     }
     finish(&t.ingress, t.dialect, &t.out, &t.id, result, t.single).await;
     let _ = t.done.send((t.id.clone(), t.seq));
@@ -129,9 +138,11 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     Ok(HeaderMap::new())
 }
 
+/// The client left while the call was writing to it: the call was
+/// abandoned, as when it leaves at any other moment.
 fn gone() -> GatewayError {
     GatewayError::new(
-        crate::error::ErrorKind::Internal,
+        crate::error::ErrorKind::Cancelled,
         crate::error::Origin::Client,
         "the client went away",
     )
