@@ -496,6 +496,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         pipeline: pipeline.clone(),
         auth: auth_for_handshakes,
         config: config.websocket.clone(),
+        stream_idle_timeout: config.server.limits.stream_idle_timeout,
         edge: edge.clone(),
         status: StatusRenderer::new(&pool),
         shutdown: carry.shutdown.clone(),

@@ -39,6 +39,8 @@ pub struct WebSocketIngress {
     /// method's path is authenticated by them before the `101`.
     pub auth: crate::policy::PerRoute<crate::policy::auth::RouteAuth>,
     pub config: WebSocketConfig,
+    /// `server.limits.stream_idle_timeout`, for a call's client stream.
+    pub stream_idle_timeout: std::time::Duration,
     pub edge: Edge,
     pub status: StatusRenderer,
     /// Turns true when the gateway shuts down: sessions close with 1001.

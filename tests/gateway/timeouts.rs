@@ -209,3 +209,104 @@ async fn streams_that_keep_talking_are_not_cut_off() {
     assert_eq!(r.text().lines().count(), 6, "{}", r.text());
     assert!(!r.text().contains("error"), "{}", r.text());
 }
+
+/// A client stream whose client goes quiet ends at `stream_idle_timeout`
+/// with `DEADLINE_EXCEEDED` blaming the client, the same over gRPC,
+/// gRPC-Web, Connect and WebSocket.
+#[tokio::test]
+async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let h = Harness::start_with_config(|b| with_limits(support::config_text(b, "", ""))).await;
+    let event = {
+        use prost::Message as _;
+        portico::demo::backends::pb::Event {
+            seq: 1,
+            topic: "t".into(),
+            text: String::new(),
+        }
+        .encode_to_vec()
+    };
+    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for content_type in [
+        "application/grpc",
+        "application/grpc-web+proto",
+        "application/connect+proto",
+    ] {
+        let req = http::Request::post(format!(
+            "http://{}/portico.demo.v1.Feed/Upload",
+            h.gateway.addr
+        ))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+        let mut client = client.clone().ready().await.unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        send.send_data(bytes::Bytes::from(frame_bytes(0, &event)), false)
+            .unwrap();
+        let started = Instant::now();
+        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+            .await
+            .expect("an answer before 3 s")
+            .unwrap();
+        let mut said = format!("{:?}", resp.headers());
+        let mut body = resp.into_body();
+        while let Some(Ok(chunk)) = body.data().await {
+            said.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if let Ok(Some(trailers)) = body.trailers().await {
+            said.push_str(&format!("{trailers:?}"));
+        }
+        assert!(
+            said.contains("the client sent nothing") && said.contains("stream_idle_timeout"),
+            "{content_type}: {said}"
+        );
+        assert!(
+            said.contains("deadline_exceeded")
+                || said.contains("\"grpc-status\": \"4\"")
+                || said.contains("grpc-status:4"),
+            "{content_type}: {said}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{content_type}");
+        drop(send);
+    }
+    // WebSocket: a call opened on the method, one message, then silence.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        serde_json::json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .expect("a frame before 3 s");
+        let Some(Ok(Message::Text(t))) = frame else {
+            panic!("the session ended early: {frame:?}")
+        };
+        let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(s) = f.get("status").or_else(|| f.get("error")) {
+            break s.clone();
+        }
+    };
+    assert_eq!(status["code"], 4, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the client sent nothing"),
+        "{status}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -66,22 +66,45 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     let payload = if target.kind.client_streams() {
         let ended = t.ended.clone();
         let mut closed = false;
+        // A client stream with no message for this long ends, as on every
+        // protocol. The timer is moved only when it fires, not per message.
+        let idle = t.ingress.stream_idle_timeout;
+        let mut last = tokio::time::Instant::now();
+        let mut timer = Box::pin(tokio::time::sleep(idle));
         Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
+            use std::task::Poll;
             if closed {
-                return std::task::Poll::Ready(None);
+                return Poll::Ready(None);
             }
-            input.poll_recv(cx).map(|m| match m {
-                Some(m) => Some(Ok(m)),
-                None if ended.load(Ordering::Acquire) => None,
-                None => {
-                    closed = true;
-                    Some(Err(GatewayError::new(
-                        crate::error::ErrorKind::Cancelled,
-                        crate::error::Origin::Client,
-                        "the client abandoned the call before ending its input",
-                    )))
+            loop {
+                match input.poll_recv(cx) {
+                    Poll::Ready(Some(m)) => {
+                        last = tokio::time::Instant::now();
+                        return Poll::Ready(Some(Ok(m)));
+                    }
+                    Poll::Ready(None) if ended.load(Ordering::Acquire) => return Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        closed = true;
+                        return Poll::Ready(Some(Err(GatewayError::new(
+                            crate::error::ErrorKind::Cancelled,
+                            crate::error::Origin::Client,
+                            "the client abandoned the call before ending its input",
+                        ))));
+                    }
+                    Poll::Pending => {}
                 }
-            })
+                if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if last.elapsed() >= idle {
+                    closed = true;
+                    return Poll::Ready(Some(Err(GatewayError::client_timeout(
+                        crate::ingress::framed::STREAM_IDLE_TIMEOUT,
+                        idle,
+                    ))));
+                }
+                timer.as_mut().reset(last + idle);
+            }
         })))
     } else {
         match t.first.take() {
