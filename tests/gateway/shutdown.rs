@@ -118,3 +118,63 @@ async fn the_drain_timeout_bounds_how_long_shutdown_waits() {
     slow.abort();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// WebSocket sessions do not wait out the drain (they may last for ever):
+/// each call still running gets a status saying the gateway is shutting
+/// down, then the connection closes with 1001.
+#[tokio::test]
+async fn sigterm_ends_websocket_calls_with_a_status_then_closes_with_1001() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let backend = Instance::start("127.0.0.1:0").await;
+    let (mut child, client, dir) = portico(&backend, "10s").await;
+    let mut req = format!("ws://{}/ws", client.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        serde_json::json!({"id": "s", "open": "/portico.demo.v1.Probe/Sleep", "message": {"millis": 5000}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    let mut status = None;
+    let mut close = None;
+    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+        match frame {
+            Ok(Message::Text(t)) => {
+                let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(s) = f.get("status") {
+                    status = Some(s.clone());
+                }
+            }
+            Ok(Message::Close(f)) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let status = status.expect("a status frame for the running call");
+    assert_eq!(status["code"], 14, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("shutting down"),
+        "{status}"
+    );
+    assert_eq!(close, Some(1001));
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -179,6 +179,7 @@ pub(super) async fn run(
                 }
             }
             _ = shutdown.changed() => {
+                session.end_calls_for_shutdown().await;
                 let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "gateway shutting down".into())).await;
                 break;
             }
@@ -203,6 +204,31 @@ pub(super) async fn run(
 }
 
 impl Session {
+    /// Ends the calls still running when the gateway shuts down, each with
+    /// a status that says so (and a log line that blames the gateway, not
+    /// the client), before the connection's 1001 close.
+    async fn end_calls_for_shutdown(&mut self) {
+        let running: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, call)| !call.task.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in running {
+            let Some(call) = self.calls.remove(&id) else {
+                continue;
+            };
+            call.task.abort();
+            let err = GatewayError::new(
+                crate::error::ErrorKind::BackendUnavailable,
+                crate::error::Origin::Gateway,
+                "the gateway is shutting down",
+            );
+            call.record.failed_finally(&err);
+            self.finish(&id, Err(err)).await;
+        }
+    }
+
     async fn send(&self, id: &str, frame: ServerFrame<'_>) {
         if let Some(out) = protocol::render(self.dialect, id, frame) {
             let _ = self.out.send(Outgoing::Frame(out)).await;
