@@ -16,8 +16,12 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colors only for a terminal: a log redirected to a file or a
+    // collector gets plain text, not escape codes.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal)
         .event_format(request_scope::WithRequestId::default())
         .try_init();
 }
