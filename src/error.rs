@@ -97,6 +97,8 @@ pub enum ErrorKind {
     TooManyHeaderFields { limit: usize },
     /// A request whose header fields are larger than `server.limits.max_header_bytes`.
     HeaderBytesTooLarge { limit: usize },
+    /// A WebSocket handshake for a version other than 13 (RFC 6455 section 4.4).
+    UnsupportedWebSocketVersion,
     /// The client sent nothing for longer than the named timeout
     /// (`server.limits.body_read_timeout`, `stream_idle_timeout`).
     ClientTimeout { timeout: &'static str },
@@ -224,6 +226,12 @@ impl GatewayError {
             for (name, value) in &d.headers {
                 out.push((name.clone(), value.clone()));
             }
+        }
+        if let ErrorKind::UnsupportedWebSocketVersion = &self.kind {
+            out.push((
+                http::header::SEC_WEBSOCKET_VERSION,
+                http::HeaderValue::from_static("13"),
+            ));
         }
         if let ErrorKind::Overloaded { limit } = &self.kind {
             out.push((
@@ -476,9 +484,9 @@ impl ErrorKind {
                 Code::DeadlineExceeded
             }
             ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
-            ErrorKind::TooManyHeaderFields { .. } | ErrorKind::HeaderBytesTooLarge { .. } => {
-                Code::InvalidArgument
-            }
+            ErrorKind::TooManyHeaderFields { .. }
+            | ErrorKind::HeaderBytesTooLarge { .. }
+            | ErrorKind::UnsupportedWebSocketVersion => Code::InvalidArgument,
             ErrorKind::PolicyServiceUnavailable => Code::Unavailable,
             ErrorKind::Denied(d) => d.grpc_code(),
             ErrorKind::Internal => Code::Internal,
@@ -514,6 +522,7 @@ impl ErrorKind {
             ErrorKind::TooManyHeaderFields { .. } | ErrorKind::HeaderBytesTooLarge { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            ErrorKind::UnsupportedWebSocketVersion => StatusCode::UPGRADE_REQUIRED,
             ErrorKind::PolicyServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Denied(d) => d.status,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -198,15 +198,23 @@ impl WebSocketIngress {
         record: &Arc<CallRecord>,
     ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();
-        if headers.get(SEC_WEBSOCKET_KEY).is_none()
-            || headers
-                .get("sec-websocket-version")
-                .and_then(|v| v.to_str().ok())
-                != Some("13")
-        {
+        if headers.get(SEC_WEBSOCKET_KEY).is_none() {
             return Err(GatewayError::invalid_field(
-                "sec-websocket-version",
-                "a WebSocket handshake needs Sec-WebSocket-Key and version 13",
+                "sec-websocket-key",
+                "a WebSocket handshake needs Sec-WebSocket-Key",
+            ));
+        }
+        let version = headers
+            .get(http::header::SEC_WEBSOCKET_VERSION)
+            .and_then(|v| v.to_str().ok());
+        if version != Some("13") {
+            return Err(GatewayError::new(
+                crate::error::ErrorKind::UnsupportedWebSocketVersion,
+                crate::error::Origin::Client,
+                format!(
+                    "WebSocket version {} is not supported: only 13 (RFC 6455)",
+                    version.unwrap_or("(none)")
+                ),
             ));
         }
         self.check_origin(headers)?;

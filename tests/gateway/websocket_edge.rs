@@ -157,3 +157,40 @@ async fn a_ping_flood_from_a_client_that_never_reads_costs_bounded_memory() {
         "the next client's ping is answered"
     );
 }
+
+/// RFC 6455 section 4.4: a handshake for another version is answered
+/// `426 Upgrade Required` naming the version the gateway speaks; one
+/// without a key is a plain `400`.
+#[tokio::test]
+async fn a_handshake_for_another_version_is_told_which_one_to_use() {
+    let h = Harness::start().await;
+    for (version, key, want) in [
+        (Some("8"), true, "HTTP/1.1 426"),
+        (None, true, "HTTP/1.1 426"),
+        (Some("13"), false, "HTTP/1.1 400"),
+    ] {
+        let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+        let mut head = String::from(
+            "GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        );
+        if key {
+            head.push_str("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+        }
+        if let Some(v) = version {
+            head.push_str(&format!("Sec-WebSocket-Version: {v}\r\n"));
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), sock.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(
+            answer.starts_with(&want.to_lowercase()),
+            "{version:?}: {answer}"
+        );
+        if want.ends_with("426") {
+            assert!(answer.contains("sec-websocket-version: 13"), "{answer}");
+            assert!(answer.contains("only 13 (rfc 6455)"), "{answer}");
+        }
+    }
+}

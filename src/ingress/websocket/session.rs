@@ -225,7 +225,9 @@ impl Session {
                 "the gateway is shutting down",
             );
             call.record.failed_finally(&err);
-            self.finish(&id, Err(err)).await;
+            // The status only: every session then closes with 1001, the
+            // code for a server going away, a single call's included.
+            finish(&self.ingress, self.dialect, &self.out, &id, Err(err), false).await;
         }
     }
 
