@@ -652,3 +652,25 @@ async fn an_id_may_be_reused_right_after_its_call_is_cancelled() {
     assert_eq!(e["id"], "z", "{e}");
     assert!(e.get("error").is_some(), "{e}");
 }
+
+#[tokio::test]
+async fn a_call_may_be_opened_by_its_method_name_without_the_leading_slash() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"id": "a", "open": "portico.demo.v1.Library/GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    // Metadata that is not a valid header refuses the open, naming it.
+    send(
+        &mut ws,
+        json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf", "metadata": {"te": "trailers"}, "message": {"shelf": "1"}}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["error"]["code"], 3, "{refused}");
+    assert!(refused.to_string().contains("metadata.te"), "{refused}");
+}

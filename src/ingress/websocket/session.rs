@@ -393,6 +393,12 @@ impl Session {
         }
         // A call opened after a config reload uses the new generation.
         let ingress = self.ingress.newest();
+        // `pkg.Service/Method` names the same method as its path does.
+        let method = if method.starts_with('/') {
+            method
+        } else {
+            format!("/{method}")
+        };
         let Some(target) = ingress.routes.target(&method).cloned() else {
             return self
                 .refuse(&id, &GatewayError::unknown_method(&method))
