@@ -127,6 +127,19 @@ impl ConnectIngress {
         record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
+        // The protocol has one version; another is a client built for a
+        // protocol this gateway does not speak.
+        if let Some(v) = parts.headers.get("connect-protocol-version") {
+            if v.as_bytes() != b"1" {
+                return Err(GatewayError::invalid_field(
+                    "connect-protocol-version",
+                    format!(
+                        "connect-protocol-version must be \"1\", not {:?}",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ),
+                ));
+            }
+        }
         let target = self.routes.rpc_target(parts.uri.path())?;
         record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;

@@ -354,3 +354,39 @@ async fn framed_requests_are_held_to_the_same_rules_on_grpc_grpc_web_and_connect
         }
     }
 }
+
+#[tokio::test]
+async fn a_connect_protocol_version_other_than_1_is_refused() {
+    let h = Harness::start().await;
+    for version in ["2", "x"] {
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Library/GetShelf",
+                &[
+                    ("content-type", "application/json"),
+                    ("connect-protocol-version", version),
+                ],
+                r#"{"shelf":"1"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{version}: {}", r.text());
+        assert_eq!(r.json()["code"], "invalid_argument");
+        assert!(
+            r.text().contains("connect-protocol-version must be"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            &UNARY_JSON,
+            r#"{"shelf":"1"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
