@@ -405,10 +405,21 @@ impl GatewayError {
             && status.metadata().is_empty()
             && transport_failure(status)
         {
+            // The cause says what an operator can fix (a refused client
+            // certificate, a reset), where tonic's message says only
+            // "transport error".
+            let mut why = status.message().to_owned();
+            if let Some(cause) = std::error::Error::source(status) {
+                let cause = with_causes(cause);
+                if !why.contains(&cause) {
+                    why.push_str(": ");
+                    why.push_str(&cause);
+                }
+            }
             return Self::new(
                 ErrorKind::BackendUnavailable,
                 Origin::Backend,
-                format!("backend unavailable: {}", status.message()),
+                format!("backend unavailable: {why}"),
             );
         }
         if status.code() == Code::Cancelled && transport_failure(status) {

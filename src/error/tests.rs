@@ -46,3 +46,23 @@ fn a_backend_status_keeps_its_code_and_message() {
     assert_eq!(err.origin, Origin::Backend);
     assert_eq!(err.message, "book exists");
 }
+
+#[test]
+fn a_transport_failure_names_its_cause() {
+    #[derive(Debug)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("received fatal alert: CertificateRequired")
+        }
+    }
+    impl std::error::Error for Refused {}
+    let mut status = tonic::Status::new(Code::Unknown, "transport error");
+    status.set_source(std::sync::Arc::new(Refused));
+    let err = GatewayError::from_backend_status(&status);
+    assert_eq!(err.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        err.message,
+        "backend unavailable: transport error: received fatal alert: CertificateRequired"
+    );
+}
