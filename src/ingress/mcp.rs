@@ -217,10 +217,23 @@ impl McpIngress {
             )
         })?;
         let Some(object) = message.as_object() else {
+            let why = if message.is_array() {
+                "expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18".to_owned()
+            } else {
+                format!(
+                    "expected one JSON-RPC message (an object), got {}",
+                    match message {
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    }
+                )
+            };
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 INVALID_REQUEST,
-                invalid("expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18"),
+                invalid(why),
             ));
         };
         // JSON-RPC 2.0 as MCP restricts it: the version said, and an id

@@ -299,6 +299,7 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
     let cases: Vec<Case> = vec![
         ("not JSON", vec![], "{".to_owned(), StatusCode::BAD_REQUEST, -32700),
         ("a batch", vec![], "[]".to_owned(), StatusCode::BAD_REQUEST, -32600),
+        ("a string", vec![], "\"ping\"".to_owned(), StatusCode::BAD_REQUEST, -32600),
         (
             "an unknown method",
             vec![],
@@ -369,6 +370,15 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
         let r = client.send(Method::POST, "/mcp", &all, body).await;
         assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.text());
+        let message = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match what {
+            "a batch" => assert!(message.contains("batches are not part of MCP"), "{message}"),
+            "a string" => assert!(message.contains("got a string"), "{message}"),
+            _ => {}
+        }
     }
     // A notification is accepted without a reply; GET opens no stream.
     let (status, _) = rpc(
