@@ -97,7 +97,13 @@ impl LineSplitter {
         self.buf.extend_from_slice(chunk);
         let mut lines = Vec::new();
         while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-            let line = self.buf.split_to(i + 1).freeze().slice(..i);
+            // A CRLF line end is a line end: its CR is not part of the line.
+            let end = if i > 0 && self.buf[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            let line = self.buf.split_to(i + 1).freeze().slice(..end);
             self.ended += 1;
             if !line.iter().all(u8::is_ascii_whitespace) {
                 lines.push((self.ended, line));
@@ -112,8 +118,8 @@ impl LineSplitter {
         (!rest.iter().all(u8::is_ascii_whitespace)).then_some((self.ended + 1, rest))
     }
 
-    /// Bytes waiting for their newline.
+    /// Bytes waiting for their newline (a CR that may start a CRLF not counted).
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'))
     }
 }

@@ -37,6 +37,16 @@ fn lines_split_across_chunks_come_out_whole() {
     assert_eq!((n, &last[..]), (4, &b"{\"a\":3}"[..]));
 }
 
+#[test]
+fn a_crlf_line_end_is_a_line_end_and_its_cr_is_not_counted() {
+    let mut s = LineSplitter::default();
+    assert!(s.push(b"{\"a\":1}\r").is_empty());
+    assert_eq!(s.pending(), 7, "the CR that may start a CRLF");
+    let lines = s.push(b"\n{\"a\":2}\r\n");
+    let lines: Vec<&[u8]> = lines.iter().map(|(_, l)| &l[..]).collect();
+    assert_eq!(lines, vec![&b"{\"a\":1}"[..], &b"{\"a\":2}"[..]]);
+}
+
 use super::framing::{frame, Deframer, FrameError};
 use bytes::Bytes;
 
