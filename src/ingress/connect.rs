@@ -199,20 +199,22 @@ impl ConnectIngress {
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     move |m| decode_message(&decode_target, codec, m, &json_options),
                 );
-                let mut messages = Vec::new();
-                while let Some(m) = stream.next().await {
-                    messages.push(m?);
-                }
-                if messages.len() != 1 {
-                    return Err(GatewayError::invalid_field(
+                let one = |got: &str| {
+                    GatewayError::invalid_field(
                         "",
                         format!(
-                            "a unary or server-streaming call takes exactly one request message, got {}",
-                            messages.len()
+                            "a unary or server-streaming call takes exactly one request message, got {got}"
                         ),
-                    ));
+                    )
+                };
+                let Some(message) = stream.next().await.transpose()? else {
+                    return Err(one("0"));
+                };
+                // Refused at the second message, not buffered to the end.
+                if stream.next().await.transpose()?.is_some() {
+                    return Err(one("more than 1"));
                 }
-                (codec, Payload::Unary(messages.pop().expect("one message")))
+                (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (
                 codec,

@@ -216,8 +216,18 @@ async fn serve_connection<Io, S: Serving>(
                 return;
             }
             _ = &mut hard_close, if idle_closing => {
-                tracing::debug!(%remote, "dropping an idle connection that did not close");
-                return;
+                // A request the client sent before it saw the GOAWAY is
+                // served: the connection is dropped only once a whole
+                // grace period passed with nothing running or started.
+                let events = activity.events();
+                if activity.in_flight() == 0 && events == seen_events {
+                    tracing::debug!(%remote, "dropping an idle connection that did not close");
+                    return;
+                }
+                seen_events = events;
+                hard_close
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
             }
             _ = shutdown.changed(), if !closing => {
                 closing = true;

@@ -293,7 +293,12 @@ async fn framed_requests_are_held_to_the_same_rules_on_grpc_grpc_web_and_connect
     let twice = |m: &[u8]| [frame_bytes(0, m), frame_bytes(0, m)].concat();
     let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
         ("no message", Vec::new(), Vec::new(), "got 0"),
-        ("two messages", twice(watch), twice(&watch_proto), "got 2"),
+        (
+            "two messages",
+            twice(watch),
+            twice(&watch_proto),
+            "exactly one request message",
+        ),
         (
             "an end-of-stream flag",
             frame_bytes(0x02, watch),

@@ -83,7 +83,10 @@ async fn a_forged_log_line_stays_inside_its_field() {
         );
     }
     // Written to a pipe, not a terminal: no colors at all.
-    assert!(!out.contains('\u{1b}'), "escape codes in a redirected log: {out:?}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "escape codes in a redirected log: {out:?}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 

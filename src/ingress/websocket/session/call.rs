@@ -71,10 +71,18 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
         let idle = t.ingress.stream_idle_timeout;
         let mut last = tokio::time::Instant::now();
         let mut timer = Box::pin(tokio::time::sleep(idle));
+        let mut polled = false;
         Payload::Stream(Box::pin(futures_util::stream::poll_fn(move |cx| {
             use std::task::Poll;
             if closed {
                 return Poll::Ready(None);
+            }
+            // Counted from when the call reads its input, as on the other
+            // protocols: time spent in the policies is not the client's.
+            if !polled {
+                polled = true;
+                last = tokio::time::Instant::now();
+                timer.as_mut().reset(last + idle);
             }
             loop {
                 match input.poll_recv(cx) {
