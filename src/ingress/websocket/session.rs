@@ -53,6 +53,8 @@ struct Call {
     /// complete one. A call whose input closes otherwise (cancel, the
     /// connection closing) is reset at the backend, never half-closed.
     ended: Arc<AtomicBool>,
+    /// Who gives the call its status (see `CallTask::settled`).
+    settled: Arc<AtomicBool>,
     /// The URL has filled a message already (only the first gets it).
     url_used: bool,
     /// The call takes one message (unary or server streaming).
@@ -208,16 +210,15 @@ impl Session {
     /// a status that says so (and a log line that blames the gateway, not
     /// the client), before the connection's 1001 close.
     async fn end_calls_for_shutdown(&mut self) {
-        let running: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, call)| !call.task.is_finished())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in running {
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        for id in ids {
             let Some(call) = self.calls.remove(&id) else {
                 continue;
             };
+            // A call that gave (or is giving) its own status keeps it.
+            if call.settled.swap(true, Ordering::AcqRel) {
+                continue;
+            }
             call.task.abort();
             let err = GatewayError::new(
                 crate::error::ErrorKind::BackendUnavailable,
@@ -318,8 +319,8 @@ impl Session {
                 None => self.refuse(&id, &no_call(&id)).await,
             },
             Ok(ClientFrame::Cancel { id }) => match self.calls.remove(&id) {
-                // Ended already: its status frame is sent, and is its last.
-                Some(call) if call.task.is_finished() => {}
+                // Ended already, or ending: its status frame is its last.
+                Some(call) if call.settled.swap(true, Ordering::AcqRel) => {}
                 Some(call) => {
                     call.task.abort();
                     let err = GatewayError::new(
@@ -500,6 +501,7 @@ impl Session {
             None
         };
         let ended = Arc::new(AtomicBool::new(false));
+        let settled = Arc::new(AtomicBool::new(false));
         let seq = self.next_seq;
         self.next_seq += 1;
         // Each call has its own request id: the one its metadata names, or
@@ -553,6 +555,7 @@ impl Session {
                 record: record.clone(),
                 seq,
                 ended: ended.clone(),
+                settled: settled.clone(),
                 ingress: ingress.clone(),
                 dialect: self.dialect,
                 id: id.clone(),
@@ -577,6 +580,7 @@ impl Session {
                 spec,
                 input: if from_url { None } else { Some(tx) },
                 ended,
+                settled,
                 url_used,
                 single_message: !kind.client_streams(),
                 task,

@@ -32,6 +32,9 @@ pub(super) struct CallTask {
     /// Taken by the call once it starts.
     pub(super) input: Option<mpsc::Receiver<Bytes>>,
     pub(super) ended: Arc<AtomicBool>,
+    /// Claimed by whoever gives the call its status: the call itself, or
+    /// the session cancelling it or shutting down. One status per call.
+    pub(super) settled: Arc<AtomicBool>,
     pub(super) first: Option<Bytes>,
     pub(super) out: mpsc::Sender<Outgoing>,
     pub(super) done: mpsc::UnboundedSender<(String, u64)>,
@@ -43,6 +46,10 @@ pub(super) struct CallTask {
 
 pub(super) async fn call_task(mut t: CallTask) {
     let result = drive(&mut t).await;
+    if t.settled.swap(true, Ordering::AcqRel) {
+        // The session ended it (a cancel, shutdown) and told the client.
+        return;
+    }
     match &result {
         // The client left: it got no answer, as with a call abandoned on
         // any other protocol, so the line carries the code and no error.
