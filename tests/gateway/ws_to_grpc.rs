@@ -664,6 +664,14 @@ async fn a_call_may_be_opened_by_its_method_name_without_the_leading_slash() {
     .await;
     assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
     assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
+    // The method's path is normalized as a request path is.
+    send(
+        &mut ws,
+        json!({"id": "n", "open": "/x/../portico.demo.v1.Library/./GetShelf", "message": {"shelf": "1"}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
+    assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
     // Metadata that is not a valid header refuses the open, naming it.
     send(
         &mut ws,

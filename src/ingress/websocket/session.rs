@@ -394,11 +394,16 @@ impl Session {
         }
         // A call opened after a config reload uses the new generation.
         let ingress = self.ingress.newest();
-        // `pkg.Service/Method` names the same method as its path does.
+        // `pkg.Service/Method` names the same method as its path does, and
+        // the path is normalized as every request path is.
         let method = if method.starts_with('/') {
             method
         } else {
             format!("/{method}")
+        };
+        let method = match crate::ingress::edge::path::normalize(&method) {
+            Ok(normal) => normal.into_owned(),
+            Err(err) => return self.refuse(&id, &err).await,
         };
         let Some(target) = ingress.routes.target(&method).cloned() else {
             return self
