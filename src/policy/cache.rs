@@ -330,10 +330,15 @@ impl Policy for ResponseCache {
             } else {
                 "miss"
             });
-            Ok(Reply::single(
-                with_verdict(entry.metadata.clone(), verdict),
-                entry.message.clone(),
-            ))
+            let mut metadata = with_verdict(entry.metadata.clone(), verdict);
+            if entry.shared_hit {
+                // Kept by the fleet since another instance stored it.
+                metadata.insert(
+                    http::header::AGE,
+                    HeaderValue::from(entry.stored.elapsed().as_secs()),
+                );
+            }
+            Ok(Reply::single(metadata, entry.message.clone()))
         })
     }
 }
@@ -367,12 +372,21 @@ impl ResponseCache {
         // `no-cache` skips every lookup, the shared tier's too.
         if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
             if let Ok(Some((bytes, left))) = fleet.get(redis_key).await {
-                if let Some((metadata, message)) = shared_tier::decode(&bytes) {
+                if let Some((metadata, message, stored_ms)) = shared_tier::decode(&bytes) {
                     fleet
                         .stats
                         .shared_cache_hits
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(self.entry(metadata, message, left.min(ttl), true, base, headers));
+                    // Another instance's clock: an age below zero is none.
+                    let age = Duration::from_millis(unix_ms().saturating_sub(stored_ms));
+                    return Ok(self.entry(
+                        metadata,
+                        message,
+                        (left.min(ttl), age),
+                        true,
+                        base,
+                        headers,
+                    ));
                 }
             }
         }
@@ -380,23 +394,31 @@ impl ResponseCache {
         let (metadata, message) = reply.into_unary().await?;
         let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
         if let Some((fleet, redis_key, max)) = &shared {
-            let bytes = shared_tier::encode(&metadata, &message);
+            let bytes = shared_tier::encode(&metadata, &message, unix_ms());
             if !lifetime.is_zero() && bytes.len() as u64 <= *max {
                 // Bounded by redis.command_timeout; a failure only means
                 // other instances miss this reply.
                 let _ = fleet.set(redis_key, &bytes, lifetime).await;
             }
         }
-        Ok(self.entry(metadata, message, lifetime, false, base, headers))
+        Ok(self.entry(
+            metadata,
+            message,
+            (lifetime, Duration::ZERO),
+            false,
+            base,
+            headers,
+        ))
     }
 
     /// An entry for a reply to a request with `headers`, learning the
-    /// headers its Vary names (`Vary: *` comes with a zero lifetime).
+    /// headers its Vary names (`Vary: *` comes with a zero lifetime); it
+    /// lives `lifetime` from now and was stored `age` ago.
     fn entry(
         &self,
         metadata: HeaderMap,
         message: Bytes,
-        lifetime: Duration,
+        (lifetime, age): (Duration, Duration),
         shared_hit: bool,
         base: &[u8],
         headers: &HeaderMap,
@@ -412,12 +434,12 @@ impl ResponseCache {
             _ => {}
         }
         let made_for = ResponseCache::varied(base, &vary, headers);
-        let stored = Instant::now();
+        let now = Instant::now();
         Arc::new(Entry {
             metadata,
             message,
-            stored,
-            expires: stored + lifetime,
+            stored: now.checked_sub(age).unwrap_or(now),
+            expires: now + lifetime,
             shared_hit,
             vary,
             made_for,
@@ -437,6 +459,12 @@ impl Entry {
     }
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Takes the call out of its slot, once.
 fn take(slot: &std::sync::Mutex<Option<(Envelope, Next)>>) -> Option<(Envelope, Next)> {
     slot.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -453,9 +481,12 @@ mod shared_tier {
     use bytes::Bytes;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
-    pub fn encode(metadata: &HeaderMap, message: &Bytes) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + message.len());
-        out.extend_from_slice(b"PC1");
+    /// `stored_ms`: when the reply was stored, in Unix milliseconds, so
+    /// another instance's hit carries its true `Age`.
+    pub fn encode(metadata: &HeaderMap, message: &Bytes, stored_ms: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + message.len());
+        out.extend_from_slice(b"PC2");
+        out.extend_from_slice(&stored_ms.to_be_bytes());
         out.extend_from_slice(&(metadata.len() as u32).to_be_bytes());
         for (name, value) in metadata {
             out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
@@ -467,9 +498,10 @@ mod shared_tier {
         out
     }
 
-    /// `None` for anything this version did not write.
-    pub fn decode(bytes: &[u8]) -> Option<(HeaderMap, Bytes)> {
-        let mut rest = bytes.strip_prefix(b"PC1")?;
+    /// `None` for anything this version did not write (an older version's
+    /// entries are misses, replaced as they are fetched again).
+    pub fn decode(bytes: &[u8]) -> Option<(HeaderMap, Bytes, u64)> {
+        let mut rest = bytes.strip_prefix(b"PC2")?;
         let mut take = |n: usize| -> Option<&[u8]> {
             if rest.len() < n {
                 return None;
@@ -478,6 +510,7 @@ mod shared_tier {
             rest = tail;
             Some(head)
         };
+        let stored_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
         let len = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
         let count = len(take(4)?);
         // More names than a header map holds is not something this wrote.
@@ -493,7 +526,7 @@ mod shared_tier {
             metadata.append(name, value);
         }
         let message = Bytes::copy_from_slice(take(0).map(|_| ())?.eq(&()).then_some(rest)?);
-        Some((metadata, message))
+        Some((metadata, message, stored_ms))
     }
 
     #[cfg(test)]
@@ -507,12 +540,14 @@ mod shared_tier {
             m.append("x-a", HeaderValue::from_static("2"));
             m.insert("cache-control", HeaderValue::from_static("max-age=60"));
             let body = Bytes::from_static(b"\x0a\x03abc");
-            let (m2, b2) = decode(&encode(&m, &body)).unwrap();
+            let (m2, b2, at) = decode(&encode(&m, &body, 1_764_720_000_123)).unwrap();
             assert_eq!(m2, m);
             assert_eq!(b2, body);
-            assert!(decode(b"PC1\xff\xff\xff\xff").is_none());
+            assert_eq!(at, 1_764_720_000_123);
+            assert!(decode(b"PC2\0\0\0\0\0\0\0\0\xff\xff\xff\xff").is_none());
+            assert!(decode(b"PC1\0\0\0\0").is_none(), "an older version's entry");
             assert!(decode(b"nope").is_none());
-            let full = encode(&m, &body);
+            let full = encode(&m, &body, 0);
             assert!(decode(&full[..10]).is_none());
         }
     }

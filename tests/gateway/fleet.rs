@@ -282,7 +282,15 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-cache"), Some("MISS"));
     let before = calls();
+    // Old enough for its Age to show.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let second = get(b.addr).await;
+    let age = |v: Option<&str>| v.and_then(|a| a.parse::<u64>().ok());
+    assert!(
+        age(second.header("age")).is_some_and(|a| a >= 1),
+        "a shared hit's Age counts from when A stored it: {:?}",
+        second.header("age")
+    );
     assert_eq!(second.status, 200);
     assert_eq!(
         second.header("x-cache"),
@@ -306,6 +314,10 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
         .await
         .unwrap();
     assert_eq!(reply.metadata().get("x-cache").unwrap(), "HIT");
+    assert!(
+        age(reply.metadata().get("age").and_then(|v| v.to_str().ok())).is_some_and(|a| a >= 1),
+        "and so does B's own copy's"
+    );
     assert_eq!(calls(), before);
     // A client's no-cache skips both tiers.
     let fresh = HttpClient::new(b.addr)
