@@ -35,11 +35,21 @@ impl TraceService for Sink {
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:4317".to_owned())
-        .parse()
-        .expect("an address like 127.0.0.1:4317");
+    let arg = std::env::args().nth(1);
+    if matches!(arg.as_deref(), Some("-h" | "--help")) {
+        println!(
+            "otlp_sink [ADDRESS]: an OTLP/gRPC trace receiver (default 127.0.0.1:4317) that \
+             counts the spans it receives and prints the total once a second when it changes.\n\
+             Point the gateway at it with OTEL_EXPORTER_OTLP_PROTOCOL=grpc \
+             OTEL_EXPORTER_OTLP_ENDPOINT=http://ADDRESS."
+        );
+        return;
+    }
+    let arg = arg.unwrap_or_else(|| "127.0.0.1:4317".to_owned());
+    let Ok(addr) = arg.parse::<std::net::SocketAddr>() else {
+        eprintln!("otlp_sink: {arg:?} is not an address like 127.0.0.1:4317 (see --help)");
+        std::process::exit(2);
+    };
     let sink = Sink::default();
     let count = sink.0.clone();
     tokio::spawn(async move {

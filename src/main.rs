@@ -162,9 +162,17 @@ fn main() -> ExitCode {
                         print!("{}", loaded.aggregates.listing());
                         println!("\npolicies, in pipeline order:");
                         for route in &loaded.config.routes {
+                            // A service split over several routes: each
+                            // names the methods it takes.
+                            let name = match &route.methods {
+                                Some(methods) => {
+                                    format!("{} ({})", route.grpc_service, methods.join(", "))
+                                }
+                                None => route.grpc_service.clone(),
+                            };
                             println!(
                                 "  {:<40} {}",
-                                route.grpc_service,
+                                name,
                                 loaded.config.policy_summary(route)
                             );
                         }

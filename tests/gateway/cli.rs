@@ -52,8 +52,9 @@ fn check_lists_each_routes_policies_in_pipeline_order() {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
              [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"x\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
-             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\nauth = \"users\"\n\
-             authorize = {{ scopes = [\"read\"] }}\nrate_limit = {{ requests_per_second = 5, key = \"principal\" }}\n",
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nmethods = [\"GetShelf\", \"ListBooks\"]\nupstream = \"a\"\nauth = \"users\"\n\
+             authorize = {{ scopes = [\"read\"] }}\nrate_limit = {{ requests_per_second = 5, key = \"principal\" }}\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nmethods = [\"GetBook\"]\nupstream = \"a\"\n",
             proto = support::proto_dir()
         ),
     )
@@ -64,13 +65,23 @@ fn check_lists_each_routes_policies_in_pipeline_order() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    // A service split over two routes: each line names its methods.
     let line = text
         .lines()
-        .find(|l| l.trim_start().starts_with("portico.demo.v1.Library"))
-        .unwrap();
+        .find(|l| {
+            l.trim_start()
+                .starts_with("portico.demo.v1.Library (GetShelf, ListBooks)")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(
         line.contains("authenticate (users) -> authorize (scope read) -> rate limit (5/s, burst 5, per principal) -> timeout 1m"),
         "{line}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .trim_start()
+            .starts_with("portico.demo.v1.Library (GetBook) ")),
+        "{text}"
     );
     std::fs::remove_dir_all(dir).ok();
 }
