@@ -219,6 +219,8 @@ async fn a_preflight_from_an_allowed_origin_is_answered() {
         "{allowed}"
     );
     assert_eq!(r.header("access-control-max-age"), Some("3600"));
+    // The answer depends on the origin: caches must keep them apart.
+    assert_eq!(r.header("vary"), Some("origin"));
     // REST paths share the route's policy.
     let r = h
         .client
