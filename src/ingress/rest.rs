@@ -487,7 +487,7 @@ fn ndjson_messages(
                 let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
                     st.done = true;
                     let err =
-                        GatewayError::client_timeout("server.limits.stream_idle_timeout", idle);
+                        GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
                     return Some((Err(err), st));
                 };
                 match frame {

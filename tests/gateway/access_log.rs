@@ -386,7 +386,7 @@ async fn requests_no_route_takes_and_dropped_sessions_are_logged_as_they_happene
 
 #[tokio::test]
 async fn a_websocket_call_that_fails_before_its_request_is_logged_with_its_failure() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
     let path = log_path("ws-failure");
@@ -404,15 +404,7 @@ async fn a_websocket_call_that_fails_before_its_request_is_logged_with_its_failu
     ] {
         ws.send(Message::text(frame.to_string())).await.unwrap();
     }
-    let status = loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("the session ended early")
-        };
-        let f: Value = serde_json::from_str(t.as_str()).unwrap();
-        if let Some(s) = f.get("status") {
-            break s.clone();
-        }
-    };
+    let status = support::ws_status(&mut ws).await;
     assert_eq!(status["code"], 3, "{status}");
     ws.close(None).await.unwrap();
     let all = wait_for(&path, 2).await;
@@ -457,15 +449,7 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
     ))
     .await
     .unwrap();
-    let status = loop {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
-            panic!("the session ended early")
-        };
-        let f: Value = serde_json::from_str(t.as_str()).unwrap();
-        if let Some(s) = f.get("status") {
-            break s.clone();
-        }
-    };
+    let status = support::ws_status(&mut ws).await;
     assert_eq!(status["code"], 1, "{status}");
     ws.close(None).await.unwrap();
 

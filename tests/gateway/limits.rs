@@ -185,27 +185,14 @@ async fn a_message_built_from_bounded_input_is_not_refused_for_its_size() {
     let r = h.client.get(&format!("/v1/shelves/{long}")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     // A WebSocket call opened on the same long path.
-    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
     let mut req = format!("ws://{}/v1/shelves/{long}", h.gateway.addr)
         .into_client_request()
         .unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let status = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => {
-                let frame: serde_json::Value = serde_json::from_str(&t).unwrap();
-                if frame.get("status").is_some() {
-                    break frame;
-                }
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no status frame: {other:?}"),
-        }
-    };
+    let status = serde_json::json!({ "status": support::ws_status(&mut ws).await });
     assert_eq!(
         status["status"]["code"], 5,
         "NOT_FOUND from the backend: {status}"

@@ -43,6 +43,42 @@ async fn a_stalled_request_body_is_a_408_naming_the_timeout() {
     assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
 }
 
+/// Sends `first` on a new stream to `path` over HTTP/2 and then nothing,
+/// keeping the stream open; returns everything the gateway answered
+/// (headers, body, trailers) as text, and how long the answer took.
+async fn stall_after(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    first: Vec<u8>,
+) -> (String, Duration) {
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut client = client.clone().ready().await.unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(bytes::Bytes::from(first), false).unwrap();
+    let started = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+        .await
+        .expect("an answer before 3 s")
+        .unwrap();
+    let took = started.elapsed();
+    let mut said = format!("{:?}", resp.headers());
+    let mut body = resp.into_body();
+    while let Some(Ok(chunk)) = body.data().await {
+        said.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    if let Ok(Some(trailers)) = body.trailers().await {
+        said.push_str(&format!("{trailers:?}"));
+    }
+    drop(send);
+    (said, took)
+}
+
 /// A unary gRPC or gRPC-Web call whose message stalls half-way is the
 /// same client stall as a REST body: named `body_read_timeout`.
 #[tokio::test]
@@ -58,39 +94,21 @@ async fn a_stalled_unary_grpc_message_names_body_read_timeout() {
     let (client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     for content_type in ["application/grpc", "application/grpc-web+proto"] {
-        let req = http::Request::post(format!(
-            "http://{}/portico.demo.v1.Probe/Headers",
-            h.gateway.addr
-        ))
-        .header("content-type", content_type)
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-        let mut client = client.clone().ready().await.unwrap();
-        let (resp, mut send) = client.send_request(req, false).unwrap();
         // A length prefix for 10 bytes, and two of them.
-        send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 10, 1, 2]), false)
-            .unwrap();
-        let started = Instant::now();
-        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
-            .await
-            .expect("an answer before 3 s")
-            .unwrap();
-        let mut said = format!("{:?}", resp.headers());
-        let mut body = resp.into_body();
-        while let Some(Ok(chunk)) = body.data().await {
-            said.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        if let Ok(Some(trailers)) = body.trailers().await {
-            said.push_str(&format!("{trailers:?}"));
-        }
+        let (said, took) = stall_after(
+            &client,
+            h.gateway.addr,
+            "/portico.demo.v1.Probe/Headers",
+            content_type,
+            vec![0, 0, 0, 0, 10, 1, 2],
+        )
+        .await;
         assert!(
             said.contains("\"grpc-status\": \"4\"") || said.contains("grpc-status:4\r\n"),
             "{content_type}: {said}"
         );
         assert!(said.contains("body_read_timeout"), "{content_type}: {said}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{content_type}");
-        drop(send);
+        assert!(took < Duration::from_secs(2), "{content_type}");
     }
     assert_eq!(h.backends.probe.calls(), 0);
 }
@@ -215,7 +233,7 @@ async fn streams_that_keep_talking_are_not_cut_off() {
 /// gRPC-Web, Connect and WebSocket.
 #[tokio::test]
 async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let h = Harness::start_with_config(|b| with_limits(support::config_text(b, "", ""))).await;
     let event = {
@@ -235,31 +253,14 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
         "application/grpc-web+proto",
         "application/connect+proto",
     ] {
-        let req = http::Request::post(format!(
-            "http://{}/portico.demo.v1.Feed/Upload",
-            h.gateway.addr
-        ))
-        .header("content-type", content_type)
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-        let mut client = client.clone().ready().await.unwrap();
-        let (resp, mut send) = client.send_request(req, false).unwrap();
-        send.send_data(bytes::Bytes::from(frame_bytes(0, &event)), false)
-            .unwrap();
-        let started = Instant::now();
-        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
-            .await
-            .expect("an answer before 3 s")
-            .unwrap();
-        let mut said = format!("{:?}", resp.headers());
-        let mut body = resp.into_body();
-        while let Some(Ok(chunk)) = body.data().await {
-            said.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        if let Ok(Some(trailers)) = body.trailers().await {
-            said.push_str(&format!("{trailers:?}"));
-        }
+        let (said, took) = stall_after(
+            &client,
+            h.gateway.addr,
+            "/portico.demo.v1.Feed/Upload",
+            content_type,
+            frame_bytes(0, &event),
+        )
+        .await;
         assert!(
             said.contains("the client sent nothing") && said.contains("stream_idle_timeout"),
             "{content_type}: {said}"
@@ -270,8 +271,7 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
                 || said.contains("grpc-status:4\r\n"),
             "{content_type}: {said}"
         );
-        assert!(started.elapsed() < Duration::from_secs(2), "{content_type}");
-        drop(send);
+        assert!(took < Duration::from_secs(2), "{content_type}");
     }
     // WebSocket: a call opened on the method, one message, then silence.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -288,18 +288,7 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
     .await
     .unwrap();
     let started = Instant::now();
-    let status = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(3), ws.next())
-            .await
-            .expect("a frame before 3 s");
-        let Some(Ok(Message::Text(t))) = frame else {
-            panic!("the session ended early: {frame:?}")
-        };
-        let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-        if let Some(s) = f.get("status").or_else(|| f.get("error")) {
-            break s.clone();
-        }
-    };
+    let status = support::ws_status(&mut ws).await;
     assert_eq!(status["code"], 4, "{status}");
     assert!(
         status["message"]

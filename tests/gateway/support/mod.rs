@@ -348,3 +348,34 @@ where
     }
     false
 }
+
+/// Reads a `portico.json.v1` session's text frames until a call's `status`
+/// frame (or a frame-level `error`), and returns that object; panics when
+/// the session ends first or no frame comes within 5 s.
+pub async fn ws_status<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s");
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(s) = f.get("status").or_else(|| f.get("error")) {
+                    return s.clone();
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the session ended before a status: {other:?}"),
+        }
+    }
+}
