@@ -193,27 +193,13 @@ impl ConnectIngress {
                 // A server stream's request is one message, read whole
                 // before the call starts, as gRPC reads it.
                 let decode_target = target.clone();
-                let mut stream = framed::messages(
+                let messages = framed::messages(
                     body,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     move |m| decode_message(&decode_target, codec, m, &json_options),
                 );
-                let one = |got: &str| {
-                    GatewayError::invalid_field(
-                        "",
-                        format!(
-                            "a unary or server-streaming call takes exactly one request message, got {got}"
-                        ),
-                    )
-                };
-                let Some(message) = stream.next().await.transpose()? else {
-                    return Err(one("0"));
-                };
-                // Refused at the second message, not buffered to the end.
-                if stream.next().await.transpose()?.is_some() {
-                    return Err(one("more than 1"));
-                }
+                let message = framed::exactly_one(messages).await?;
                 (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (

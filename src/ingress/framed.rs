@@ -107,3 +107,25 @@ where
         },
     ))
 }
+
+/// The one request message of a unary or server-streaming call. None, or a
+/// second one, is refused; the second is refused as soon as it is read, so
+/// a client cannot make the gateway buffer more than one message.
+pub async fn exactly_one(mut messages: MessageStream) -> Result<Bytes, GatewayError> {
+    use futures_util::StreamExt;
+    let refuse = |got: &str| {
+        GatewayError::invalid_field(
+            "",
+            format!(
+                "a unary or server-streaming call takes exactly one request message, got {got}"
+            ),
+        )
+    };
+    let Some(message) = messages.next().await.transpose()? else {
+        return Err(refuse("0"));
+    };
+    if messages.next().await.transpose()?.is_some() {
+        return Err(refuse("more than 1"));
+    }
+    Ok(message)
+}

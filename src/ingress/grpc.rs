@@ -144,74 +144,46 @@ impl GrpcIngress {
         record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
-        let payload = if target.kind.client_streams() && !text {
-            Payload::Stream(framed::messages(
+        let messages = if text {
+            // gRPC-Web text is base64 over the whole body: decoded whole.
+            let bytes = framed::read_limited(
                 body,
-                limit,
-                (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
-                Ok,
-            ))
-        } else {
+                limit.saturating_mul(2) + 64,
+                crate::config::MESSAGE_LIMIT,
+                self.limits.body_read_timeout,
+            )
+            .await
+            .map_err(|e| match e.kind {
+                // Named with the limit the client set, not its base64 size.
+                crate::error::ErrorKind::PayloadTooLarge { .. } => {
+                    GatewayError::payload_too_large(limit, crate::config::MESSAGE_LIMIT)
+                }
+                _ => e,
+            })?;
+            let mut deframer = Deframer::new(limit);
+            deframer.push(&decode_web_text(&bytes)?);
             let mut messages = Vec::new();
-            if text {
-                // gRPC-Web text is base64 over the whole body: decoded whole.
-                let bytes = framed::read_limited(
-                    body,
-                    limit.saturating_mul(2) + 64,
-                    crate::config::MESSAGE_LIMIT,
-                    self.limits.body_read_timeout,
-                )
-                .await
-                .map_err(|e| match e.kind {
-                    // Named with the limit the client set, not its base64 size.
-                    crate::error::ErrorKind::PayloadTooLarge { .. } => {
-                        GatewayError::payload_too_large(limit, crate::config::MESSAGE_LIMIT)
-                    }
-                    _ => e,
-                })?;
-                let mut deframer = Deframer::new(limit);
-                deframer.push(&decode_web_text(&bytes)?);
-                while let Some(m) = deframer.next_message()? {
-                    messages.push(m);
-                }
-                deframer.finish()?;
-            } else {
-                // Deframed as it arrives: a length prefix over the limit is
-                // refused as soon as it is read, before its bytes come.
-                let mut stream = framed::messages(
-                    body,
-                    limit,
-                    (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
-                    Ok,
-                );
-                let mut total = 0usize;
-                while let Some(m) = stream.next().await {
-                    let m = m?;
-                    total += m.len() + 5;
-                    if total > limit + 64 {
-                        return Err(GatewayError::payload_too_large(
-                            limit,
-                            crate::config::MESSAGE_LIMIT,
-                        ));
-                    }
-                    messages.push(m);
-                }
+            while let Some(m) = deframer.next_message()? {
+                messages.push(Ok(m));
             }
-            if target.kind.client_streams() {
-                Payload::Stream(Box::pin(futures_util::stream::iter(
-                    messages.into_iter().map(Ok),
-                )))
-            } else if messages.len() == 1 {
-                Payload::Unary(messages.pop().expect("one message"))
+            deframer.finish()?;
+            Box::pin(futures_util::stream::iter(messages))
+        } else {
+            // Deframed as it arrives: a length prefix over the limit is
+            // refused as soon as it is read, before its bytes come. A
+            // client stream waits on its client between messages; any
+            // other call's one message is a body being read.
+            let idle = if target.kind.client_streams() {
+                (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT)
             } else {
-                return Err(GatewayError::invalid_field(
-                    "",
-                    format!(
-                        "a unary or server-streaming call takes exactly one request message, got {}",
-                        messages.len()
-                    ),
-                ));
-            }
+                (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT)
+            };
+            framed::messages(body, limit, idle, Ok)
+        };
+        let payload = if target.kind.client_streams() {
+            Payload::Stream(messages)
+        } else {
+            Payload::Unary(framed::exactly_one(messages).await?)
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());

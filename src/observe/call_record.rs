@@ -503,6 +503,13 @@ impl CallRecord {
         }
     }
 
+    /// The client left before the call's end: it got no answer, so the
+    /// call is CANCELLED with no error, the same on every protocol (unless
+    /// an earlier failure already decided how it ended).
+    pub fn abandoned(&self) {
+        self.ended(tonic::Code::Cancelled);
+    }
+
     /// The call failed with `err` (the first failure recorded is logged).
     pub fn failed(&self, err: &GatewayError) {
         if self.active() {

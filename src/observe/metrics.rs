@@ -108,7 +108,7 @@ impl Drop for Unfinished {
             target
                 .stats
                 .record(tonic::Code::Cancelled, started.elapsed());
-            record.ended(tonic::Code::Cancelled);
+            record.abandoned();
         }
     }
 }
@@ -159,7 +159,7 @@ impl Drop for Ending {
     fn drop(&mut self) {
         if let Some(t) = self.target.take() {
             t.stats.record_end(tonic::Code::Cancelled);
-            self.record.ended(tonic::Code::Cancelled);
+            self.record.abandoned();
         }
     }
 }

@@ -51,13 +51,12 @@ pub(super) async fn call_task(mut t: CallTask) {
         return;
     }
     match &result {
-        // The client left: it got no answer, as with a call abandoned on
-        // any other protocol, so the line carries the code and no error.
+        // The client left: recorded as a call abandoned on any protocol.
         Err(e)
             if matches!(e.kind, crate::error::ErrorKind::Cancelled)
                 && e.origin == crate::error::Origin::Client =>
         {
-            t.record.ended(tonic::Code::Cancelled)
+            t.record.abandoned()
         }
         Err(e) => t.record.failed_finally(e),
         Ok(_) => {}
