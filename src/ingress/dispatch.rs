@@ -176,9 +176,13 @@ impl Ingress {
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         let mut resp = match protocol {
-            Protocol::Grpc(flavor) => self.grpc.clone().handle(req, client, flavor).await,
-            Protocol::Connect(shape) => self.connect.clone().handle(req, client, shape).await,
-            Protocol::Rest | Protocol::WebSocket => self.rest.clone().handle(req, client).await,
+            Protocol::Grpc(flavor) => Box::pin(self.grpc.clone().handle(req, client, flavor)).await,
+            Protocol::Connect(shape) => {
+                Box::pin(self.connect.clone().handle(req, client, shape)).await
+            }
+            Protocol::Rest | Protocol::WebSocket => {
+                Box::pin(self.rest.clone().handle(req, client)).await
+            }
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
             if let Some(policy) = self.cors_policy(&method, &path) {

@@ -18,9 +18,15 @@ tokio::task_local! {
     static REQUEST_ID: http::HeaderValue;
 }
 
-/// Runs `request` with `id` as the request id of every line it logs.
-pub async fn scope<F: Future>(id: http::HeaderValue, request: F) -> F::Output {
-    REQUEST_ID.scope(id, request).await
+/// Runs `request` with `id` as the request id of every line it logs. A
+/// plain function, not an `async fn`: that would hold `request` twice (as
+/// its argument and as the future it awaits), doubling the request's
+/// future, which is moved whole several times per request.
+pub fn scope<F: Future>(
+    id: http::HeaderValue,
+    request: F,
+) -> tokio::task::futures::TaskLocalFuture<http::HeaderValue, F> {
+    REQUEST_ID.scope(id, request)
 }
 
 /// The default line format, with `request_id=…` appended to lines written
