@@ -238,6 +238,12 @@ fn is_secret_key(key: &str) -> bool {
 /// line of a streamed REST request), as errors name it.
 pub const MESSAGE_LIMIT: &str = "server.limits.max_grpc_message_bytes";
 
+/// How large a gRPC backend's reply headers or trailers may be, in all.
+/// HTTP/2's default of 16 KiB is passed by an ordinary error whose message
+/// quotes a long field and whose `grpc-status-details-bin` repeats it; past
+/// this the call fails as the backend's fault.
+pub const BACKEND_HEADER_LIST_BYTES: u32 = 256 * 1024;
+
 /// Top-level tables whose keys are names the user chose, not settings: an
 /// authenticator named `keys` or `token` is not a secret, its settings may be.
 const NAMED_TABLES: [&str; 3] = ["upstreams", "authenticators", "ext_authz"];

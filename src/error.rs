@@ -429,6 +429,9 @@ impl GatewayError {
                 "backend connection lost",
             );
         }
+        if let Some(why) = refused_reply(status) {
+            return Self::new(ErrorKind::BadBackendReply, Origin::Backend, why);
+        }
         Self::new(
             ErrorKind::Backend(Box::new(BackendStatus {
                 code: status.code(),
@@ -455,6 +458,43 @@ impl GatewayError {
 /// source error; a backend's own status has none.
 fn transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
+}
+
+/// A reply the gateway's own HTTP/2 client refused: tonic names it by the
+/// HTTP/2 reason (ENHANCE_YOUR_CALM becomes RESOURCE_EXHAUSTED, a 429 a
+/// client would retry) and says only "http2 error". Both are the backend's
+/// fault, most often headers or trailers over what the gateway accepts.
+fn refused_reply(status: &tonic::Status) -> Option<String> {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if !h2.is_library() {
+                return None;
+            }
+            return match h2.reason() {
+                // h2 counts a header block's CONTINUATION frames against
+                // the list size it advertised, and closes the connection.
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(format!(
+                    "the backend's reply headers or trailers are over the {} KiB the gateway accepts \
+                     (too many CONTINUATION frames); the connection to it was closed",
+                    crate::config::BACKEND_HEADER_LIST_BYTES / 1024
+                )),
+                Some(h2::Reason::PROTOCOL_ERROR) => Some(format!(
+                    "the backend's reply broke HTTP/2 (PROTOCOL_ERROR): most often headers or \
+                     trailers over the {} KiB the gateway accepts",
+                    crate::config::BACKEND_HEADER_LIST_BYTES / 1024
+                )),
+                Some(
+                    reason @ (h2::Reason::FRAME_SIZE_ERROR
+                    | h2::Reason::COMPRESSION_ERROR
+                    | h2::Reason::FLOW_CONTROL_ERROR),
+                ) => Some(format!("the backend's reply broke HTTP/2 ({reason:?})")),
+                _ => None,
+            };
+        }
+        source = e.source();
+    }
+    None
 }
 
 fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {

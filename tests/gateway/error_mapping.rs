@@ -192,3 +192,90 @@ async fn a_backend_error_with_a_long_message_keeps_its_code() {
     assert_eq!(r.json()["code"], "not_found");
     assert_eq!(r.json()["message"], message.as_str());
 }
+
+/// A backend whose error trailers are over the 256 KiB the gateway accepts
+/// fails the call as INTERNAL, the backend's fault, on every protocol, with
+/// a message naming the limit: whether HTTP/2 refused the header block for
+/// its size or closed the connection for its many CONTINUATION frames.
+/// (tonic reports the second as RESOURCE_EXHAUSTED, a 429 clients retry.)
+#[tokio::test]
+async fn backend_trailers_over_the_limit_are_internal_everywhere() {
+    let h = Harness::start().await;
+    for size in [300_000, 1_000_000] {
+        let message = "x".repeat(size);
+        let request = pb::FailRequest {
+            code: 5,
+            message: message.clone(),
+        };
+        let json = serde_json::json!({"code": 5, "message": message}).to_string();
+        let path = "/portico.demo.v1.Probe/Fail";
+
+        let rest = h
+            .client
+            .send(
+                Method::POST,
+                path,
+                &[("content-type", "application/json")],
+                json.clone(),
+            )
+            .await;
+        assert_eq!(rest.status, 502, "{size}: {}", rest.text());
+        assert_eq!(rest.json()["code"], 13, "{size}");
+        let said = rest.json()["message"].as_str().unwrap().to_owned();
+        assert!(said.contains("over the 256 KiB"), "{size}: {said}");
+
+        let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(bytes::Bytes::from(prost::Message::encode_to_vec(&request))),
+                path.parse::<http::uri::PathAndQuery>().unwrap(),
+                portico::egress::codec::RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{size}: {status:?}");
+        assert!(status.message().contains("over the 256 KiB"), "{size}");
+
+        let web = h
+            .client
+            .send(
+                Method::POST,
+                path,
+                &[("content-type", "application/grpc-web+proto")],
+                frame(&request),
+            )
+            .await;
+        assert_eq!(web.header("grpc-status"), Some("13"), "{size}");
+
+        let connect = h
+            .client
+            .send(
+                Method::POST,
+                path,
+                &[
+                    ("content-type", "application/json"),
+                    ("connect-protocol-version", "1"),
+                ],
+                json.clone(),
+            )
+            .await;
+        assert_eq!(connect.json()["code"], "internal", "{size}");
+
+        let mut req = format!("ws://{}/ws", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let open = serde_json::json!({"id": "x", "open": path, "message": {"code": 5, "message": message}});
+        futures_util::SinkExt::send(&mut ws, Message::text(open.to_string()))
+            .await
+            .unwrap();
+        let status = support::ws_status(&mut ws).await;
+        assert_eq!(status["code"], 13, "{size}: {status}");
+    }
+    // The connection HTTP/2 closed is dialled again.
+    let ok = h.client.get("/v1/shelves/1").await;
+    assert_eq!(ok.status, 200);
+}

@@ -1,7 +1,7 @@
 //! One backend instance: its address and weight, the load it carries, what
 //! the gateway knows of its health, and (for gRPC) its HTTP/2 connections.
 
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, BACKEND_HEADER_LIST_BYTES};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -150,12 +150,6 @@ impl Drop for StreamSlot {
         }
     }
 }
-
-/// How large a backend's reply headers or trailers may be. HTTP/2's
-/// default of 16 KiB is passed by an ordinary error whose message quotes a
-/// long field and whose `grpc-status-details-bin` repeats it; past this the
-/// call fails as the backend's fault.
-const BACKEND_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 impl Pool {
     pub fn new(
