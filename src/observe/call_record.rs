@@ -367,9 +367,15 @@ impl CallRecord {
         }
     }
 
-    pub fn principal(&self, principal: &Arc<Principal>) {
+    /// Who the call to `target` runs as. An aggregate's calls share one
+    /// record, counted as its first method: only that method's caller is
+    /// recorded, never a pair of a method and a caller it did not run as.
+    pub fn principal(&self, target: &crate::envelope::Target, principal: &Arc<Principal>) {
         if self.active() {
-            self.facts().principal = Some(principal.clone());
+            let mut f = self.facts();
+            if f.target.as_ref().is_none_or(|t| t.path == target.path) {
+                f.principal = Some(principal.clone());
+            }
         }
     }
 

@@ -185,7 +185,7 @@ impl Authenticator {
                 env.metadata.insert(name, v);
             }
         }
-        env.ctx.record.principal(&principal);
+        env.ctx.record.principal(&env.target, &principal);
         env.ctx.principal = Some(principal);
         Ok(())
     }

@@ -428,3 +428,75 @@ async fn head_on_an_aggregate_answers_as_get_without_the_body() {
     assert_eq!(head.header("x-aggregate-complete"), Some("true"));
     assert!(head.body.is_empty());
 }
+
+/// An aggregate counts as one call of its first method, in the access log
+/// and `/usage` alike, and as the caller of that method: a later call that
+/// authenticates someone else does not lend its principal to the first
+/// method.
+#[tokio::test]
+async fn an_aggregate_is_counted_for_the_caller_of_its_first_method() {
+    let sections = r#"
+[authenticators.partners]
+kind = "api_key"
+header = "x-api-key"
+keys_file = "{keys}"
+
+[authenticators.staff]
+kind = "api_key"
+header = "x-staff-key"
+keys_file = "{keys}"
+
+[[aggregates]]
+path = "/v1/shelves/{shelf}/audit"
+
+[[aggregates.calls]]
+name = "shelf"
+method = "portico.demo.v1.Library/GetShelf"
+request = { shelf = "{path.shelf}" }
+
+[[aggregates.calls]]
+name = "headers"
+method = "portico.demo.v1.Probe/Headers"
+"#
+    .replace("{keys}", &support::fixture("api_keys.toml"));
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "auth = \"partners\"").replace(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nmcp = true\nauth = \"partners\"",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nmcp = true\nauth = \"staff\"",
+        )
+    })
+    .await;
+    for _ in 0..3 {
+        let r = h
+            .client
+            .send(
+                Method::GET,
+                "/v1/shelves/1/audit",
+                &[
+                    ("x-api-key", "acme-key-123"),
+                    ("x-staff-key", "globex-key-456"),
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let admin = support::HttpClient::new(h.gateway.admin_addr.unwrap());
+    let usage = admin.get("/usage").await.json();
+    let rows = usage["windows"]["1m"].as_array().unwrap();
+    let pairs: Vec<(&str, &str, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap_or(""),
+                r["method"].as_str().unwrap_or(""),
+                r["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![("acme", "portico.demo.v1.Library/GetShelf", 3)],
+        "{usage:#}"
+    );
+}
