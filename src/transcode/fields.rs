@@ -97,14 +97,23 @@ fn wrapper_inner(m: &MessageDescriptor) -> Option<FieldDescriptor> {
     }
 }
 
+/// A number, or one of proto3 JSON's three spellings of a non-finite one.
+/// Rust's own `inf`, `nan` and numbers too large for a double (which it
+/// reads as infinite) are refused.
 fn parse_float(s: &str) -> Result<f64, String> {
     match s {
         "NaN" => Ok(f64::NAN),
         "Infinity" => Ok(f64::INFINITY),
         "-Infinity" => Ok(f64::NEG_INFINITY),
-        _ => s
-            .parse::<f64>()
-            .map_err(|_| format!("{s:?} is not a number")),
+        _ => match s.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(v),
+            Ok(_) if s.bytes().any(|b| b.is_ascii_digit()) => {
+                Err(format!("{s:?} is out of range for a double"))
+            }
+            _ => Err(format!(
+                "{s:?} is not a number (non-finite values are \"NaN\", \"Infinity\" and \"-Infinity\")"
+            )),
+        },
     }
 }
 
@@ -142,7 +151,10 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                     let n: i32 = s
                         .parse()
                         .map_err(|_| format!("{s:?} is not a value of enum {}", e.full_name()))?;
-                    if e.get_value(n).is_none() {
+                    // proto3 enums are open: an undeclared number is kept,
+                    // as a JSON body keeps it. proto2's are closed.
+                    let closed = e.parent_file().syntax() == prost_reflect::Syntax::Proto2;
+                    if closed && e.get_value(n).is_none() {
                         return Err(format!("{n} is not a value of enum {}", e.full_name()));
                     }
                     n

@@ -323,7 +323,8 @@ fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, pat
 }
 
 /// The update_mask paths of a PATCH body: every key sent, nested objects of
-/// plain message fields expanded, in proto field names.
+/// plain message fields expanded, in proto field names. An empty object
+/// is the path of its key: the client asked for that message to be reset.
 fn mask_paths(
     desc: &MessageDescriptor,
     value: &serde_json::Value,
@@ -347,7 +348,7 @@ fn mask_paths(
         };
         match field.kind() {
             Kind::Message(m)
-                if v.is_object()
+                if v.as_object().is_some_and(|o| !o.is_empty())
                     && !field.is_map()
                     && !field.is_list()
                     && !m.full_name().starts_with("google.protobuf.") =>
@@ -409,4 +410,25 @@ fn apply_query_to(
         fields::set(msg, &fs, &value, &key)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_paths;
+
+    #[test]
+    fn a_patch_mask_names_each_key_sent_and_an_empty_object_as_its_key() {
+        let filter = crate::transcode::json::kinds_pool()
+            .get_message_by_name("kinds.v1.ListThingsRequest")
+            .unwrap();
+        let paths = |json: &str| {
+            let mut out = Vec::new();
+            mask_paths(&filter, &serde_json::from_str(json).unwrap(), "", &mut out);
+            out
+        };
+        assert_eq!(paths(r#"{"filter":{}}"#), ["filter"]);
+        assert_eq!(paths(r#"{"filter":null}"#), ["filter"]);
+        assert_eq!(paths(r#"{"filter":{"nested":{}}}"#), ["filter.nested"]);
+        assert!(paths("{}").is_empty());
+    }
 }

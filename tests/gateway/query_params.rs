@@ -94,7 +94,9 @@ async fn bad_values_name_the_parameter() {
     let h = Harness::start().await;
     for (query, field) in [
         ("genre=GENRE_POETRY", "genre"),
-        ("genre=42", "genre"),
+        ("minScore=1e400", "minScore"),
+        ("minScore=nan", "minScore"),
+        ("weight=inf", "weight"),
         ("pageSize=ten", "pageSize"),
         ("minPages=1.5", "minPages"),
         ("inPrint=yes", "inPrint"),
@@ -155,4 +157,21 @@ async fn a_singular_field_given_twice_is_refused_however_it_is_spelled() {
         .get("/v1/books:search?genres=GENRE_FICTION&genres=GENRE_HISTORY")
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+/// proto3 enums are open: a number the enum does not declare reaches the
+/// backend from the query as it does from a JSON body.
+#[tokio::test]
+async fn an_undeclared_enum_number_is_kept_as_in_a_json_body() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/books:search?genre=42&genres=43").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["received"]["genre"], 42);
+    assert_eq!(r.json()["received"]["genres"], serde_json::json!([43]));
+    let r = h
+        .client
+        .json(http::Method::POST, "/v1/books:search", r#"{"genre":42}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["received"]["genre"], 42);
 }
