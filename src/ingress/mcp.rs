@@ -66,7 +66,7 @@ pub struct McpIngress {
 struct Refusal {
     status: StatusCode,
     code: i64,
-    id: Value,
+    id: RpcId,
     error: GatewayError,
 }
 
@@ -75,10 +75,32 @@ impl Refusal {
         Refusal {
             status,
             code,
-            id: Value::Null,
+            id: null_id(),
             error,
         }
     }
+
+    fn with_id(self, id: &RpcId) -> Refusal {
+        Refusal {
+            id: id.clone(),
+            ..self
+        }
+    }
+}
+
+/// A request's id exactly as the client wrote it: JSON-RPC answers with
+/// the same value, and a number read into a `Value` could come back
+/// spelled otherwise (`1e3` as `1000.0`).
+type RpcId = Box<serde_json::value::RawValue>;
+
+fn null_id() -> RpcId {
+    serde_json::value::RawValue::from_string("null".to_owned()).expect("null is JSON")
+}
+
+/// The id of a message, read apart from the rest.
+#[derive(serde::Deserialize)]
+struct IdOf {
+    id: Option<RpcId>,
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -96,12 +118,7 @@ impl McpIngress {
     /// adapter read it (a compressed body, a malformed head), as a JSON-RPC
     /// error with the refusal's HTTP status, like every refusal here.
     pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
-        rpc_error_response(
-            err.http_status(),
-            Value::Null,
-            INVALID_REQUEST,
-            &err.message,
-        )
+        rpc_error_response(err.http_status(), &null_id(), INVALID_REQUEST, &err.message)
     }
 
     /// Serves one HTTP request to `/mcp`: one JSON-RPC message. Every
@@ -131,7 +148,7 @@ impl McpIngress {
                 record.failed_finally(&refusal.error);
                 let mut resp = rpc_error_response(
                     refusal.status,
-                    refusal.id,
+                    &refusal.id,
                     refusal.code,
                     &refusal.error.message,
                 );
@@ -169,10 +186,13 @@ impl McpIngress {
         // A page from another site may not drive the tools from a user's
         // browser, unless a tool route's CORS policy lets its origin in
         // (each call checks its own route's).
+        // Refused for its headers, but answered after the body is read, so
+        // the answer carries the request's id when it has one.
+        let mut refused = None;
         if let Some(origin) = req.headers().get(ORIGIN) {
             let origin = origin.to_str().unwrap_or("?");
             if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
-                return Err(Refusal::new(
+                refused = Some(Refusal::new(
                     StatusCode::FORBIDDEN,
                     INVALID_REQUEST,
                     GatewayError::new(
@@ -189,8 +209,8 @@ impl McpIngress {
             let known = v
                 .to_str()
                 .is_ok_and(|v| PROTOCOL_VERSIONS.contains(&v.trim()));
-            if !known {
-                return Err(Refusal::new(
+            if !known && refused.is_none() {
+                refused = Some(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     INVALID_REQUEST,
                     invalid(format!(
@@ -208,14 +228,35 @@ impl McpIngress {
             self.limits.body_read_timeout,
         )
         .await
-        .map_err(|e| Refusal::new(e.http_status(), INVALID_REQUEST, e))?;
-        let message: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                PARSE_ERROR,
-                invalid(format!("the body is not JSON: {e}")),
-            )
+        .map_err(|e| {
+            refused
+                .take()
+                .unwrap_or(Refusal::new(e.http_status(), INVALID_REQUEST, e))
         })?;
+        let message: Value = match serde_json::from_slice(&bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                return Err(refused.unwrap_or(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    PARSE_ERROR,
+                    invalid(format!("the body is not JSON: {e}")),
+                )))
+            }
+        };
+        let raw_id = serde_json::from_slice::<IdOf>(&bytes)
+            .ok()
+            .and_then(|m| m.id)
+            .filter(|_| {
+                message
+                    .get("id")
+                    .is_some_and(|i| i.is_string() || i.is_number())
+            });
+        if let Some(refusal) = refused {
+            return Err(match &raw_id {
+                Some(id) => refusal.with_id(id),
+                None => refusal,
+            });
+        }
         let Some(object) = message.as_object() else {
             let why = if message.is_array() {
                 "expected one JSON-RPC message (an object); batches are not part of MCP since 2025-06-18".to_owned()
@@ -239,13 +280,14 @@ impl McpIngress {
         // JSON-RPC 2.0 as MCP restricts it: the version said, and an id
         // that is a string or a number (MCP forbids null).
         if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(Refusal {
-                id: object.get("id").cloned().unwrap_or(Value::Null),
-                ..Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    INVALID_REQUEST,
-                    invalid("a JSON-RPC message needs \"jsonrpc\": \"2.0\""),
-                )
+            let refusal = Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                invalid("a JSON-RPC message needs \"jsonrpc\": \"2.0\""),
+            );
+            return Err(match &raw_id {
+                Some(id) => refusal.with_id(id),
+                None => refusal,
             });
         }
         if let Some(bad) = object
@@ -258,7 +300,7 @@ impl McpIngress {
                 invalid(format!("a JSON-RPC id is a string or a number, not {bad}")),
             ));
         }
-        let id = object.get("id").cloned();
+        let id = raw_id;
         let Some(method) = object.get("method").and_then(Value::as_str) else {
             // A response to a request this server never sends, or garbage.
             return match id {
@@ -266,14 +308,17 @@ impl McpIngress {
                     record.route(|| "mcp response".to_owned());
                     Ok(accepted())
                 }
-                _ => Err(Refusal {
-                    id: id.unwrap_or(Value::Null),
-                    ..Refusal::new(
+                _ => {
+                    let refusal = Refusal::new(
                         StatusCode::BAD_REQUEST,
                         INVALID_REQUEST,
                         invalid("a JSON-RPC request needs a \"method\""),
-                    )
-                }),
+                    );
+                    Err(match &id {
+                        Some(id) => refusal.with_id(id),
+                        None => refusal,
+                    })
+                }
             };
         };
         let Some(id) = id else {
@@ -283,6 +328,21 @@ impl McpIngress {
         };
         let params = object.get("params").cloned().unwrap_or(Value::Null);
         let outcome = match method {
+            // MCP's requests take their parameters by name.
+            _ if !(params.is_object() || params.is_null()) => Err((
+                INVALID_PARAMS,
+                format!("\"params\" of {method} must be an object, not {params}"),
+            )),
+            "initialize"
+                if params
+                    .get("protocolVersion")
+                    .is_some_and(|v| !v.is_string()) =>
+            {
+                Err((
+                    INVALID_PARAMS,
+                    "\"protocolVersion\" must be a string such as \"2025-11-25\"".to_owned(),
+                ))
+            }
             "initialize" => Ok(self.initialize(&params)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({ "tools": self.tools.listing() })),
@@ -302,12 +362,22 @@ impl McpIngress {
             record.route(|| format!("mcp {method}"));
         }
         let body = match outcome {
-            Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+            Ok(result) => Answer {
+                jsonrpc: "2.0",
+                id: &id,
+                result: Some(result),
+                error: None,
+            },
             Err((code, message)) => {
                 if method != "tools/call" {
                     record.failed_finally(&invalid(message.clone()));
                 }
-                json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
+                Answer {
+                    jsonrpc: "2.0",
+                    id: &id,
+                    result: None,
+                    error: Some(json!({ "code": code, "message": message })),
+                }
             }
         };
         Ok(json_response(StatusCode::OK, &body))
@@ -605,7 +675,18 @@ fn accepted() -> Response<ResponseBody> {
     resp
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
+/// A JSON-RPC answer, its id written back as the client spelled it.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    jsonrpc: &'static str,
+    id: &'a serde_json::value::RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(
         serde_json::to_vec(body).unwrap_or_default(),
     ));
@@ -617,12 +698,17 @@ fn json_response(status: StatusCode, body: &Value) -> Response<ResponseBody> {
 
 fn rpc_error_response(
     status: StatusCode,
-    id: Value,
+    id: &serde_json::value::RawValue,
     code: i64,
     message: &str,
 ) -> Response<ResponseBody> {
     json_response(
         status,
-        &json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } }),
+        &Answer {
+            jsonrpc: "2.0",
+            id,
+            result: None,
+            error: Some(json!({ "code": code, "message": message })),
+        },
     )
 }

@@ -343,6 +343,20 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             -32602,
         ),
         (
+            "params that are not an object",
+            vec![],
+            json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": [] }).to_string(),
+            StatusCode::OK,
+            -32602,
+        ),
+        (
+            "an initialize whose protocolVersion is not a string",
+            vec![],
+            json!({ "jsonrpc": "2.0", "id": "init", "method": "initialize", "params": { "protocolVersion": 5 } }).to_string(),
+            StatusCode::OK,
+            -32602,
+        ),
+        (
             "a compressed body",
             vec![("content-encoding", "gzip")],
             json!({ "jsonrpc": "2.0", "id": 8, "method": "ping" }).to_string(),
@@ -367,6 +381,7 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
     for (what, headers, body, status, code) in cases {
         let mut all = vec![("content-type", "application/json")];
         all.extend(headers);
+        let body_sent = body.clone();
         let r = client.send(Method::POST, "/mcp", &all, body).await;
         assert_eq!(r.status, status, "{what}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], code, "{what}: {}", r.text());
@@ -374,11 +389,37 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        // The answer carries the request's id whenever the body was read
+        // and its id is one (refused for a header or not); a compressed
+        // body is refused before it is read.
+        let sent = serde_json::from_str::<Value>(&body_sent).ok();
+        let id = sent
+            .as_ref()
+            .and_then(|b| b.get("id"))
+            .filter(|i| i.is_string() || i.is_number() && what != "a compressed body");
+        assert_eq!(r.json()["id"], id.cloned().unwrap_or(Value::Null), "{what}");
         match what {
             "a batch" => assert!(message.contains("batches are not part of MCP"), "{message}"),
             "a string" => assert!(message.contains("got a string"), "{message}"),
             _ => {}
         }
+    }
+    // An id is answered exactly as it was written, however JSON spells it.
+    for id in ["1e3", "123456789012345678901234567890", "-0.5", "\"x\""] {
+        let r = client
+            .send(
+                Method::POST,
+                "/mcp",
+                &[("content-type", "application/json")],
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{id}");
+        assert!(
+            r.text().contains(&format!(r#""id":{id}"#)),
+            "{id}: {}",
+            r.text()
+        );
     }
     // A notification is accepted without a reply; GET opens no stream.
     let (status, _) = rpc(
