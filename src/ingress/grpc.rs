@@ -64,8 +64,29 @@ impl Flavor {
         } else if is(["application/grpc", "application/grpc+proto"]) {
             Some(Flavor::Grpc)
         } else {
-            None
+            // Another message codec (`+json`): still gRPC, refused by
+            // the adapter in gRPC's own terms rather than read as REST.
+            let has = |prefix: &str| {
+                ct.len() > prefix.len() && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
+            };
+            if has("application/grpc-web-text+") {
+                Some(Flavor::Web { text: true })
+            } else if has("application/grpc-web+") {
+                Some(Flavor::Web { text: false })
+            } else if has("application/grpc+") {
+                Some(Flavor::Grpc)
+            } else {
+                None
+            }
         }
+    }
+
+    /// The message codec a gRPC content type names after `+`, when it is
+    /// not protobuf, the only one served.
+    fn other_codec(content_type: &str) -> Option<&str> {
+        let ct = content_type.split(';').next().unwrap_or("").trim();
+        let (_, codec) = ct.split_once('+')?;
+        (!codec.eq_ignore_ascii_case("proto")).then_some(codec)
     }
 
     fn content_type(self) -> &'static str {
@@ -140,6 +161,20 @@ impl GrpcIngress {
         record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
+        if let Some(codec) = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Flavor::other_codec)
+        {
+            return Err(GatewayError::new(
+                ErrorKind::UnsupportedEncoding,
+                crate::error::Origin::Client,
+                format!(
+                    "the gRPC message codec {codec:?} is not supported; messages are protobuf (+proto)"
+                ),
+            ));
+        }
         let target = self.routes.rpc_target(parts.uri.path())?;
         record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;

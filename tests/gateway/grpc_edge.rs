@@ -176,3 +176,37 @@ async fn a_plain_http_error_from_a_backend_maps_as_grpc_documents_on_every_proto
         }
     }
 }
+
+/// gRPC and gRPC-Web with a message codec other than protobuf are answered
+/// as gRPC, UNIMPLEMENTED naming the codec, not read as REST (which would
+/// answer a 400 about malformed JSON that a gRPC client reads as INTERNAL).
+#[tokio::test]
+async fn another_message_codec_is_unimplemented_in_grpc_terms() {
+    let h = support::Harness::start().await;
+    for content_type in [
+        "application/grpc+json",
+        "application/grpc-web+json",
+        "application/grpc-web-text+json",
+    ] {
+        let r = h
+            .client
+            .send(
+                http::Method::POST,
+                "/portico.demo.v1.Library/GetShelf",
+                &[("content-type", content_type)],
+                support::frame_bytes(0, br#"{"shelf":"1"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{content_type}");
+        let status = r
+            .header("grpc-status")
+            .or_else(|| r.trailers.get("grpc-status").and_then(|v| v.to_str().ok()));
+        assert_eq!(status, Some("12"), "{content_type}: {:?}", r.headers);
+        let message = r
+            .header("grpc-message")
+            .or_else(|| r.trailers.get("grpc-message").and_then(|v| v.to_str().ok()))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains("json"), "{content_type}: {message}");
+    }
+}
