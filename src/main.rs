@@ -160,6 +160,17 @@ fn main() -> ExitCode {
                         );
                         print!("{}", loaded.routes.listing());
                         print!("{}", loaded.aggregates.listing());
+                        let mcp: Vec<bool> = loaded.config.routes.iter().map(|r| r.mcp).collect();
+                        if mcp.contains(&true) {
+                            let tools = portico::ingress::mcp::tools::ToolTable::build(
+                                &loaded.routes,
+                                &mcp,
+                            );
+                            println!("\nMCP tools: {}", tools.len());
+                            for (tool, why) in &tools.skipped {
+                                eprintln!("warning: {tool} is not offered as an MCP tool: {why}");
+                            }
+                        }
                         println!("\npolicies, in pipeline order:");
                         for route in &loaded.config.routes {
                             // A service split over several routes: each

@@ -396,3 +396,47 @@ fn check_refuses_a_redis_that_serve_could_not_use() {
     assert!(err.contains("warning: redis"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check` says what `serve` would warn about an MCP route: how many tools
+/// it offers, and each method it leaves out and why.
+#[test]
+fn check_names_the_methods_an_mcp_route_does_not_offer_as_tools() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-mcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("t.proto"),
+        "syntax = \"proto3\";\npackage t;\nimport \"google/api/httpbody.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/protobuf/empty.proto\";\nservice T {\n  rpc Raw(google.api.HttpBody) returns (google.protobuf.Empty);\n  rpc At(google.protobuf.Timestamp) returns (google.protobuf.Empty);\n  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);\n}\n",
+    )
+    .unwrap();
+    let file = dir.join("mcp.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"t.proto\"]\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"t.T\"\nupstream = \"a\"\nmcp = true\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MCP tools: 1"), "{text}");
+    assert!(
+        err.contains(
+            "warning: T_Raw is not offered as an MCP tool: its request body is google.api.HttpBody"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "warning: T_At is not offered as an MCP tool: its request is not a JSON object"
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -26,6 +26,9 @@ pub struct Tool {
 #[derive(Default)]
 pub struct ToolTable {
     tools: BTreeMap<String, Tool>,
+    /// Methods of `mcp = true` routes that are not tools, and why (`serve`
+    /// logs them as warnings, `check` prints them).
+    pub skipped: Vec<(String, &'static str)>,
 }
 
 impl ToolTable {
@@ -73,15 +76,17 @@ impl ToolTable {
             };
             if binding.raw_request_body {
                 // Tool arguments are JSON; a request of raw bytes has no JSON form.
-                tracing::warn!(tool = name.as_str(), "not offered as an MCP tool: its request body is google.api.HttpBody (raw bytes)");
+                table
+                    .skipped
+                    .push((name, "its request body is google.api.HttpBody (raw bytes)"));
                 continue;
             }
             let n = Naming::from(&json);
             let Some(input) = object_schema(&mut comments, &t.method.input(), n) else {
-                tracing::warn!(
-                    tool = name.as_str(),
-                    "not offered as an MCP tool: its request is not a JSON object"
-                );
+                table.skipped.push((
+                    name,
+                    "its request is not a JSON object (a well-known type written as a string or a value)",
+                ));
                 continue;
             };
             // Raw replies are content items, not structured content.
@@ -159,6 +164,10 @@ impl ToolTable {
 
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tools.len()
     }
 
     pub fn listing(&self) -> Value {
