@@ -159,6 +159,20 @@ impl AggregateTable {
                         return Err(err(at, format!("{{{name}.{}}}: {why}", r.keys.join("."))));
                     }
                 }
+                // Literal values are known now: one the method's request
+                // cannot hold (a number for a string field) is a config
+                // mistake, not a client's error on every request.
+                if let Some(literals) = literals_only(&call.request) {
+                    let options = routes.json_options(target.route);
+                    if let Err(e) = crate::transcode::json::decode_value(
+                        &target.method.input(),
+                        literals,
+                        &options,
+                        "",
+                    ) {
+                        return Err(err(format!("{ck}.request"), e.message));
+                    }
+                }
                 let mut fields = Vec::new();
                 url_values_to_type(
                     &call.request,
@@ -368,6 +382,24 @@ fn walk_reply(
 
 /// The request fields that a path variable or query parameter fills and
 /// that take a bool or an enum: their text needs a JSON type.
+/// The template with every value that comes from a reference left out:
+/// what is fixed in the config, to check against the request's type.
+fn literals_only(t: &ValueTemplate) -> Option<serde_json::Value> {
+    match t {
+        ValueTemplate::Literal(v) => Some(v.clone()),
+        ValueTemplate::Ref(_) | ValueTemplate::Text(_) => None,
+        ValueTemplate::Object(fields) => Some(serde_json::Value::Object(
+            fields
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), literals_only(v)?)))
+                .collect(),
+        )),
+        ValueTemplate::List(items) => Some(serde_json::Value::Array(
+            items.iter().filter_map(literals_only).collect(),
+        )),
+    }
+}
+
 fn url_values_to_type(
     t: &ValueTemplate,
     message: &MessageDescriptor,

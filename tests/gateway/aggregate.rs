@@ -261,6 +261,16 @@ async fn bad_aggregates_are_refused_at_startup_naming_the_key() {
             "aggregates[0].calls[0].request.nmae",
             "has no field",
         ),
+        (
+            "method = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = 5 }",
+            "aggregates[0].calls[0].request",
+            "shelf",
+        ),
+        (
+            "method = \"portico.demo.v1.Library/ListBooks\"\nrequest = { parent = \"{path.id}\", genre = \"GENRE_NOPE\" }",
+            "aggregates[0].calls[0].request",
+            "genre",
+        ),
     ];
     for (call, key, reason) in cases {
         let sections = format!(
