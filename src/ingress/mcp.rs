@@ -62,6 +62,22 @@ pub struct McpIngress {
     pub status: StatusRenderer,
 }
 
+/// A tool call that failed, with the replies a server stream delivered
+/// before it did.
+struct Failed {
+    error: GatewayError,
+    delivered: Vec<Value>,
+}
+
+impl From<GatewayError> for Failed {
+    fn from(error: GatewayError) -> Failed {
+        Failed {
+            error,
+            delivered: Vec::new(),
+        }
+    }
+}
+
 /// A request answered with a JSON-RPC error instead of a result.
 struct Refusal {
     status: StatusCode,
@@ -433,7 +449,7 @@ impl McpIngress {
         record.route(|| format!("tool {}", tool.name));
         let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
         let outcome = match self.cross_origin(tool, origin, parts) {
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
             Ok(()) => {
                 self.run(tool, arguments, parts, client, started, record)
                     .await
@@ -444,10 +460,19 @@ impl McpIngress {
                 record.succeeded_finally();
                 Ok(result)
             }
-            Err(err) => {
-                crate::observe::request_failed("mcp", &tool.name, started, &err);
-                record.failed_finally(&err);
-                Ok(self.tool_error(&err))
+            Err(Failed { error, delivered }) => {
+                crate::observe::request_failed("mcp", &tool.name, started, &error);
+                record.failed_finally(&error);
+                let mut result = self.tool_error(&error);
+                // A stream that failed part way: what arrived is not lost,
+                // as REST, Connect and gRPC-Web deliver it before the error.
+                if !delivered.is_empty() {
+                    if let Some(content) = result["content"].as_array_mut() {
+                        let messages = json!({ "messages": delivered });
+                        content.push(json!({ "type": "text", "text": messages.to_string() }));
+                    }
+                }
+                Ok(result)
             }
         }
     }
@@ -491,12 +516,13 @@ impl McpIngress {
         client: Option<SocketAddr>,
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
-    ) -> Result<Value, GatewayError> {
+    ) -> Result<Value, Failed> {
         if !arguments.is_object() {
             return Err(GatewayError::invalid_field(
                 "arguments",
                 "must be a JSON object: the method's request message",
-            ));
+            )
+            .into());
         }
         let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
         let mut message = request::build(&tool.binding, None, &body, Some("application/json"))?;
@@ -539,7 +565,13 @@ impl McpIngress {
                         break;
                     }
                     Ok(None) => break,
-                    Ok(Some(frame)) => frame?,
+                    Ok(Some(Ok(frame))) => frame,
+                    Ok(Some(Err(error))) => {
+                        return Err(Failed {
+                            error,
+                            delivered: messages,
+                        })
+                    }
                 };
                 let ReplyFrame::Message(bytes) = frame else {
                     continue;

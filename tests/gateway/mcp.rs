@@ -256,6 +256,29 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
         .as_array()
         .unwrap()
         .is_empty());
+    // A stream that fails part way is a tool error that keeps what came:
+    // the status first, then the replies delivered before it.
+    let failed = call(
+        client,
+        &[],
+        "Feed_Watch",
+        json!({ "count": 3, "failAfter": 2 }),
+    )
+    .await;
+    assert_eq!(failed["isError"], true, "{failed}");
+    assert!(failed["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("Aborted"));
+    let delivered: Value =
+        serde_json::from_str(failed["content"][1]["text"].as_str().unwrap()).unwrap();
+    let seqs: Vec<&Value> = delivered["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["seq"])
+        .collect();
+    assert_eq!(seqs, [&json!("1"), &json!("2")], "{failed}");
 
     // A google.api.HttpBody reply is content, not structured content.
     let bearer = format!("Bearer {}", token("ada"));
