@@ -106,11 +106,13 @@ impl Probe for ProbeService {
                 value: info.encode_to_vec(),
             }],
         };
-        Err(Status::with_details(
-            code,
-            message,
-            status.encode_to_vec().into(),
-        ))
+        let mut status = Status::with_details(code, message, status.encode_to_vec().into());
+        // Error metadata of the backend's own, for the gateway to carry.
+        status.metadata_mut().insert(
+            "x-probe-failure",
+            r.code.to_string().parse().expect("digits"),
+        );
+        Err(status)
     }
 
     async fn sleep(

@@ -617,15 +617,18 @@ impl McpIngress {
         let status = self.status.to_json(err);
         let mut meta = serde_json::Map::new();
         meta.insert(STATUS_KEY.to_owned(), status);
-        let headers: serde_json::Map<String, Value> = err
-            .http_headers()
-            .into_iter()
-            .filter_map(|(name, value)| {
-                Some((name.as_str().to_owned(), json!(value.to_str().ok()?)))
-            })
-            .collect();
-        if !headers.is_empty() {
-            meta.insert(METADATA_KEY.to_owned(), Value::Object(headers));
+        // What a REST client gets as headers: the backend's error metadata,
+        // under the gateway's own.
+        let mut all = http::HeaderMap::new();
+        if let crate::error::ErrorKind::Backend(b) = &err.kind {
+            super::edge::copy_reply_metadata(&b.metadata, &mut all, "");
+        }
+        for (name, value) in err.http_headers() {
+            all.insert(name, value);
+        }
+        let headers = reply_metadata(&all);
+        if let Some(headers) = headers {
+            meta.insert(METADATA_KEY.to_owned(), headers);
         }
         json!({
             "isError": true,

@@ -373,6 +373,12 @@ impl RestIngress {
         }
         let mut resp = Response::new(ResponseBody::full(self.status.to_vec(err)));
         *resp.status_mut() = err.http_status();
+        // A backend's error metadata reaches a REST client as headers, as
+        // its success metadata does (and as Connect and gRPC carry it);
+        // the gateway's own headers below take precedence.
+        if let ErrorKind::Backend(b) = &err.kind {
+            super::edge::copy_reply_metadata(&b.metadata, resp.headers_mut(), "");
+        }
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in err.http_headers() {

@@ -101,6 +101,23 @@ fn explain_failure(
     );
     let reason = match result {
         Err(e) if !is_syntax(&e) => e.to_string(),
+        // Well-formed JSON the parser will not hold: a number past any
+        // double (`1e400`, a thousand digits), named at its field.
+        Err(e) if e.to_string().starts_with("number out of range") => format!(
+            "the number at line {} column {} is out of range",
+            e.line(),
+            e.column()
+        ),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            return GatewayError::invalid_field(
+                "",
+                format!(
+                    "the JSON nests deeper than 128 arrays and objects, the most the gateway reads (line {} column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }
         // Not JSON at all: no field is at fault, whatever the parser was in.
         Err(e) => return malformed(&e),
         Ok(_) => match de.end() {
@@ -173,4 +190,27 @@ pub(crate) fn kinds_pool() -> &'static prost_reflect::DescriptorPool {
         crate::descriptors::add_set(&mut pool, &set, "kinds.proto").expect("adds");
         pool
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_nested_past_the_parsers_limit_is_named_as_such() {
+        let thing = super::kinds_pool()
+            .get_message_by_name("kinds.v1.Thing")
+            .unwrap();
+        let deep = format!("{}{}", "{\"parent\":".repeat(200), "}".repeat(200));
+        let err = super::decode(&thing, deep.as_bytes(), &Default::default()).unwrap_err();
+        assert!(
+            err.message.contains("nests deeper than 128"),
+            "{}",
+            err.message
+        );
+        let shallow = format!(
+            "{}{}",
+            "{\"parent\":".repeat(20),
+            "{}".to_owned() + &"}".repeat(20)
+        );
+        assert!(super::decode(&thing, shallow.as_bytes(), &Default::default()).is_ok());
+    }
 }

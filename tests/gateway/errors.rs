@@ -40,6 +40,9 @@ async fn backend_statuses_map_to_the_standard_http_statuses() {
             "type.googleapis.com/google.rpc.ErrorInfo"
         );
         assert_eq!(body["details"][0]["reason"], "PROBE_FAILURE");
+        // The backend's error metadata comes as headers, as on success.
+        let code = code.to_string();
+        assert_eq!(r.header("x-probe-failure"), Some(code.as_str()));
     }
 }
 
@@ -180,4 +183,28 @@ async fn garbage_requests_get_errors_and_the_gateway_stays_up() {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), sock.read_to_end(&mut buf)).await;
     assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
+}
+
+/// A backend's error metadata reaches the client as a success's does: REST
+/// headers (above), and an MCP tool error's `io.portico/metadata`.
+#[tokio::test]
+async fn a_backend_errors_metadata_reaches_an_mcp_tool_error() {
+    let h = Harness::start().await;
+    let request = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "Probe_Fail", "arguments": { "code": 5 } } });
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/mcp",
+            &[("content-type", "application/json")],
+            request.to_string(),
+        )
+        .await;
+    let result = &r.json()["result"];
+    assert_eq!(result["isError"], true, "{result}");
+    assert_eq!(
+        result["_meta"]["io.portico/metadata"]["x-probe-failure"], "5",
+        "{result}"
+    );
 }

@@ -115,6 +115,25 @@ async fn malformed_json_is_a_400() {
     }
 }
 
+/// Well-formed JSON the gateway will not read says why: a number past any
+/// double is named at its field (nesting past 128 levels: a unit test in
+/// transcode::json, as no demo message nests).
+#[tokio::test]
+async fn a_number_out_of_range_names_its_field() {
+    let h = Harness::start().await;
+    let r = h
+        .client
+        .json(
+            Method::POST,
+            "/v1/books:search",
+            r#"{"query":"q","minScore":1e400}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.violated_field(), "minScore", "{}", r.text());
+    assert!(r.text().contains("out of range"), "{}", r.text());
+}
+
 #[tokio::test]
 async fn a_body_of_another_media_type_is_a_415() {
     let h = Harness::start().await;
