@@ -537,6 +537,15 @@ fn rule_bindings(
             Some(Pattern::Post(p)) => (Method::POST, p.clone()),
             Some(Pattern::Delete(p)) => (Method::DELETE, p.clone()),
             Some(Pattern::Patch(p)) => (Method::PATCH, p.clone()),
+            Some(Pattern::Custom(c)) if c.kind == "*" => {
+                // Some gateways read "*" as any method; a binding here is one
+                // method, so that reading is refused rather than taken as a
+                // method literally named "*".
+                return Err(format!(
+                    "{}: custom kind \"*\" (any method) is not supported; bind each method, e.g. with additional_bindings",
+                    method.full_name()
+                ));
+            }
             Some(Pattern::Custom(c)) => {
                 let m = Method::from_bytes(c.kind.as_bytes()).map_err(|_| {
                     format!(

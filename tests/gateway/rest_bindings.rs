@@ -265,3 +265,24 @@ async fn head_answers_as_get_without_the_body_over_http1_and_http2() {
     assert_eq!(stream.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(stream.header("allow"), Some("GET"));
 }
+
+/// A custom pattern of kind "*" (which some gateways read as any method)
+/// is refused when the config loads, naming the method, rather than served
+/// as a method literally named "*".
+#[tokio::test]
+async fn a_custom_kind_of_star_is_refused_at_load() {
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), "", "").replacen(
+        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nhttp_rules.Stats = { custom = { kind = \"*\", path = \"/v1/any\" } }\n",
+        1,
+    );
+    let config = portico::config::Config::from_toml(&text).unwrap();
+    let err = match portico::app::load(config).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("kind \"*\" was accepted"),
+    };
+    assert!(
+        err.contains("Stats") && err.contains("custom kind \"*\""),
+        "{err}"
+    );
+}
