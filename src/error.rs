@@ -429,8 +429,8 @@ impl GatewayError {
                 "backend connection lost",
             );
         }
-        if let Some(why) = refused_reply(status) {
-            return Self::new(ErrorKind::BadBackendReply, Origin::Backend, why);
+        if let Some(refused) = refused_reply(status) {
+            return refused;
         }
         Self::new(
             ErrorKind::Backend(Box::new(BackendStatus {
@@ -460,35 +460,54 @@ fn transport_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some()
 }
 
-/// A reply the gateway's own HTTP/2 client refused: tonic names it by the
-/// HTTP/2 reason (ENHANCE_YOUR_CALM becomes RESOURCE_EXHAUSTED, a 429 a
-/// client would retry) and says only "http2 error". Both are the backend's
-/// fault, most often headers or trailers over what the gateway accepts.
-fn refused_reply(status: &tonic::Status) -> Option<String> {
+/// A reply the gateway's own HTTP/2 client refused, or a connection it
+/// closed: tonic names both by the HTTP/2 reason (ENHANCE_YOUR_CALM becomes
+/// RESOURCE_EXHAUSTED, a 429 a client would retry) and says only "http2
+/// error". A header block over the limit is the backend's fault; h2 closing
+/// the connection for another reason (data frames piling up unread) is not,
+/// and is said as the closed connection it is.
+fn refused_reply(status: &tonic::Status) -> Option<GatewayError> {
+    let limit = crate::config::BACKEND_HEADER_LIST_BYTES / 1024;
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
             if !h2.is_library() {
                 return None;
             }
+            let text = h2.to_string();
+            let bad = |why: String| {
+                Some(GatewayError::new(
+                    ErrorKind::BadBackendReply,
+                    Origin::Backend,
+                    why,
+                ))
+            };
             return match h2.reason() {
                 // h2 counts a header block's CONTINUATION frames against
                 // the list size it advertised, and closes the connection.
-                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(format!(
-                    "the backend's reply headers or trailers are over the {} KiB the gateway accepts \
-                     (too many CONTINUATION frames); the connection to it was closed",
-                    crate::config::BACKEND_HEADER_LIST_BYTES / 1024
+                Some(h2::Reason::ENHANCE_YOUR_CALM)
+                    if text.contains("too_many_continuations")
+                        || text.contains("header_list_way_too_large") =>
+                {
+                    bad(format!(
+                        "the backend's reply headers or trailers are over the {limit} KiB the gateway accepts \
+                         (too many CONTINUATION frames); the connection to it was closed"
+                    ))
+                }
+                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(GatewayError::new(
+                    ErrorKind::BackendUnavailable,
+                    Origin::Backend,
+                    format!("the gateway's HTTP/2 client closed its connection to the backend: {text}"),
                 )),
-                Some(h2::Reason::PROTOCOL_ERROR) => Some(format!(
-                    "the backend's reply broke HTTP/2 (PROTOCOL_ERROR): most often headers or \
-                     trailers over the {} KiB the gateway accepts",
-                    crate::config::BACKEND_HEADER_LIST_BYTES / 1024
+                Some(h2::Reason::PROTOCOL_ERROR) => bad(format!(
+                    "the gateway's HTTP/2 client refused the backend's reply (PROTOCOL_ERROR): a header \
+                     block over the {limit} KiB it accepts, or a frame HTTP/2 does not allow"
                 )),
                 Some(
                     reason @ (h2::Reason::FRAME_SIZE_ERROR
                     | h2::Reason::COMPRESSION_ERROR
                     | h2::Reason::FLOW_CONTROL_ERROR),
-                ) => Some(format!("the backend's reply broke HTTP/2 ({reason:?})")),
+                ) => bad(format!("the backend's reply broke HTTP/2 ({reason:?}): {text}")),
                 _ => None,
             };
         }

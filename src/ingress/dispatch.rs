@@ -77,10 +77,11 @@ impl Ingress {
         resp
     }
 
-    /// The rare paths (MCP, a WebSocket handshake, the API description)
-    /// are boxed: a future is as large as its largest state, and hyper
-    /// moves every request's future whole: unboxed, they made a REST or
-    /// gRPC call's future 16 KiB instead of 8.
+    /// Every adapter's future is boxed: a future is as large as its
+    /// largest state, and hyper moves every request's future whole (into
+    /// the stream's task, and again as it is polled). Unboxed, a request's
+    /// future was 8 KiB, and moving it was a tenth of gRPC passthrough's
+    /// CPU; one allocation per request costs less (BENCHMARKS.md).
     async fn dispatch(
         self: Arc<Self>,
         mut req: Request<hyper::body::Incoming>,

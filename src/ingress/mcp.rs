@@ -259,13 +259,17 @@ impl McpIngress {
                 )))
             }
         };
-        let raw_id = serde_json::from_slice::<IdOf>(&bytes)
-            .ok()
-            .and_then(|m| m.id)
-            .filter(|_| {
-                message
-                    .get("id")
-                    .is_some_and(|i| i.is_string() || i.is_number())
+        let raw_id = message
+            .get("id")
+            .filter(|i| i.is_string() || i.is_number())
+            .map(|id| {
+                // As written when the body says it once; a body that gives
+                // it twice is answered with the value read (the last).
+                serde_json::from_slice::<IdOf>(&bytes)
+                    .ok()
+                    .and_then(|m| m.id)
+                    .or_else(|| serde_json::value::to_raw_value(id).ok())
+                    .unwrap_or_else(null_id)
             });
         if let Some(refusal) = refused {
             return Err(match &raw_id {
@@ -343,9 +347,10 @@ impl McpIngress {
             return Ok(accepted());
         };
         let params = object.get("params").cloned().unwrap_or(Value::Null);
+        let bad_params = !(params.is_object() || params.is_null());
         let outcome = match method {
             // MCP's requests take their parameters by name.
-            _ if !(params.is_object() || params.is_null()) => Err((
+            _ if bad_params => Err((
                 INVALID_PARAMS,
                 format!("\"params\" of {method} must be an object, not {params}"),
             )),
@@ -374,7 +379,10 @@ impl McpIngress {
                 ),
             )),
         };
-        if method != "tools/call" {
+        // A tool call records its own route and outcome, unless it never
+        // got to name its tool.
+        let recorded_by_call = method == "tools/call" && !bad_params;
+        if !recorded_by_call {
             record.route(|| format!("mcp {method}"));
         }
         let body = match outcome {
@@ -385,7 +393,7 @@ impl McpIngress {
                 error: None,
             },
             Err((code, message)) => {
-                if method != "tools/call" {
+                if !recorded_by_call {
                     record.failed_finally(&invalid(message.clone()));
                 }
                 Answer {
@@ -581,7 +589,15 @@ impl McpIngress {
                     truncated = true;
                     break;
                 }
-                let json = response::message_json(&output, &bytes, &options)?;
+                let json = match response::message_json(&output, &bytes, &options) {
+                    Ok(json) => json,
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            delivered: messages,
+                        })
+                    }
+                };
                 size += json.len();
                 if size > MAX_STREAM_BYTES {
                     truncated = true;

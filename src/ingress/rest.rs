@@ -377,7 +377,7 @@ impl RestIngress {
         // its success metadata does (and as Connect and gRPC carry it);
         // the gateway's own headers below take precedence.
         if let ErrorKind::Backend(b) = &err.kind {
-            super::edge::copy_reply_metadata(&b.metadata, resp.headers_mut(), "");
+            copy_reply_headers(&b.metadata, resp.headers_mut());
         }
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -380,14 +380,21 @@ fn walk_reply(
     Ok(())
 }
 
-/// The request fields that a path variable or query parameter fills and
-/// that take a bool or an enum: their text needs a JSON type.
 /// The template with every value that comes from a reference left out:
 /// what is fixed in the config, to check against the request's type.
 fn literals_only(t: &ValueTemplate) -> Option<serde_json::Value> {
     match t {
         ValueTemplate::Literal(v) => Some(v.clone()),
         ValueTemplate::Ref(_) | ValueTemplate::Text(_) => None,
+        // An `Any` whose type comes from a reference cannot be checked
+        // without it.
+        ValueTemplate::Object(fields)
+            if fields
+                .iter()
+                .any(|(k, v)| k == "@type" && !matches!(v, ValueTemplate::Literal(_))) =>
+        {
+            None
+        }
         ValueTemplate::Object(fields) => Some(serde_json::Value::Object(
             fields
                 .iter()
@@ -400,6 +407,8 @@ fn literals_only(t: &ValueTemplate) -> Option<serde_json::Value> {
     }
 }
 
+/// The request fields that a path variable or query parameter fills and
+/// that take a bool or an enum: their text needs a JSON type.
 fn url_values_to_type(
     t: &ValueTemplate,
     message: &MessageDescriptor,

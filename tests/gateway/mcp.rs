@@ -419,7 +419,7 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
         let id = sent
             .as_ref()
             .and_then(|b| b.get("id"))
-            .filter(|i| i.is_string() || i.is_number() && what != "a compressed body");
+            .filter(|i| (i.is_string() || i.is_number()) && what != "a compressed body");
         assert_eq!(r.json()["id"], id.cloned().unwrap_or(Value::Null), "{what}");
         match what {
             "a batch" => assert!(message.contains("batches are not part of MCP"), "{message}"),
@@ -444,6 +444,18 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             r.text()
         );
     }
+    // An id given twice is read as JSON parsers read a key given twice:
+    // the request is answered (not taken for a notification), with the last.
+    let r = client
+        .send(
+            Method::POST,
+            "/mcp",
+            &[("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["id"], 2, "{}", r.text());
     // A notification is accepted without a reply; GET opens no stream.
     let (status, _) = rpc(
         client,
