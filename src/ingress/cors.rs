@@ -25,7 +25,7 @@ x-request-id, x-cache, retry-after, ratelimit-limit, ratelimit-remaining, \
 ratelimit-reset, x-portico-overloaded, www-authenticate";
 
 /// Headers answering a preflight the policy allows; `None` when it does not.
-pub fn preflight(policy: &CorsPolicy, origin: &str) -> Option<HeaderMap> {
+pub fn preflight(policy: &CorsPolicy, origin: &str, methods: &'static str) -> Option<HeaderMap> {
     if !policy.allows_origin(origin) {
         return None;
     }
@@ -33,7 +33,7 @@ pub fn preflight(policy: &CorsPolicy, origin: &str) -> Option<HeaderMap> {
     allow_origin(policy, origin, &mut h);
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+        HeaderValue::from_static(methods),
     );
     let mut allowed = BASE_ALLOWED_HEADERS.to_owned();
     for extra in &policy.allowed_headers {

@@ -239,11 +239,15 @@ impl Ingress {
     }
 
     fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
-        let policy = match &self.mcp {
-            Some(mcp) if path == super::mcp::PATH => mcp.cors_policy(origin),
-            _ => self.cors_policy(requested, path),
+        // `/mcp` takes only POST; other paths, every method a binding may use.
+        let (policy, methods) = match &self.mcp {
+            Some(mcp) if path == super::mcp::PATH => (mcp.cors_policy(origin), "POST"),
+            _ => (
+                self.cors_policy(requested, path),
+                "GET, POST, PUT, PATCH, DELETE",
+            ),
         };
-        match policy.and_then(|p| cors::preflight(p, origin)) {
+        match policy.and_then(|p| cors::preflight(p, origin, methods)) {
             Some(headers) => {
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::NO_CONTENT;

@@ -221,6 +221,25 @@ async fn a_preflight_from_an_allowed_origin_is_answered() {
     assert_eq!(r.header("access-control-max-age"), Some("3600"));
     // The answer depends on the origin: caches must keep them apart.
     assert_eq!(r.header("vary"), Some("origin"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("GET, POST, PUT, PATCH, DELETE")
+    );
+    // `/mcp` (Probe's route offers tools and has the policy) takes POST alone.
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/mcp",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "POST"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.header("access-control-allow-methods"), Some("POST"));
     // REST paths share the route's policy.
     let r = h
         .client
