@@ -3,7 +3,6 @@
 
 use crate::support;
 
-use futures_util::StreamExt;
 use http::Method;
 use portico::demo::backends::pb;
 use support::{frame, Harness};
@@ -20,15 +19,36 @@ struct Seen {
     websocket: i64,
 }
 
-/// Calls `method` (REST `rest_path`) with `request` through every protocol.
+/// The error message each protocol carried (REST, gRPC, Connect,
+/// WebSocket; gRPC-Web's is gRPC's, percent-encoded).
+#[derive(Debug)]
+struct Said([String; 4]);
+
+/// Calls `method` through every protocol with `request` (`json` in the
+/// JSON protocols). REST calls `rest_path` with GET, or, when it is
+/// `None`, posts `json` to the method's own path.
 async fn through_every_protocol(
     h: &Harness,
     grpc_path: &str,
-    rest_path: &str,
+    rest_path: Option<&str>,
     request: &impl prost::Message,
     json: &str,
-) -> Seen {
-    let rest = h.client.get(rest_path).await;
+) -> (Seen, Said) {
+    let rest = match rest_path {
+        Some(path) => h.client.get(path).await,
+        None => {
+            h.client
+                .send(
+                    Method::POST,
+                    grpc_path,
+                    &[("content-type", "application/json")],
+                    json.to_owned(),
+                )
+                .await
+        }
+    };
+    let message = |v: &serde_json::Value| v["message"].as_str().unwrap_or_default().to_owned();
+    let rest_said = message(&rest.json());
     let rest = (rest.status.as_u16(), rest.json()["code"].as_i64().unwrap());
 
     let channel = h.grpc_channel().await;
@@ -66,6 +86,7 @@ async fn through_every_protocol(
             json.to_owned(),
         )
         .await;
+    let connect_said = message(&connect.json());
     let connect = (
         connect.status.as_u16(),
         connect.json()["code"].as_str().unwrap().to_owned(),
@@ -81,30 +102,30 @@ async fn through_every_protocol(
     futures_util::SinkExt::send(&mut ws, Message::text(open.to_string()))
         .await
         .unwrap();
-    let websocket = loop {
-        if let Some(Ok(Message::Text(t))) = ws.next().await {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            if let Some(s) = v.get("status") {
-                break s["code"].as_i64().unwrap();
-            }
-        }
-    };
-    Seen {
+    let ws_status = support::ws_status(&mut ws).await;
+    let seen = Seen {
         rest,
         grpc: status.code() as i32,
         grpc_web,
         connect,
-        websocket,
-    }
+        websocket: ws_status["code"].as_i64().unwrap(),
+    };
+    let said = Said([
+        rest_said,
+        status.message().to_owned(),
+        connect_said,
+        message(&ws_status),
+    ]);
+    (seen, said)
 }
 
 #[tokio::test]
 async fn a_backend_not_found_is_not_found_everywhere() {
     let h = Harness::start().await;
-    let seen = through_every_protocol(
+    let (seen, _) = through_every_protocol(
         &h,
         "/portico.demo.v1.Library/GetShelf",
-        "/v1/shelves/9",
+        Some("/v1/shelves/9"),
         &pb::GetShelfRequest { shelf: "9".into() },
         r#"{"shelf":"9"}"#,
     )
@@ -124,10 +145,10 @@ async fn a_backend_not_found_is_not_found_everywhere() {
 #[tokio::test]
 async fn a_deadline_is_deadline_exceeded_everywhere() {
     let h = Harness::start_with("", "timeout = \"150ms\"").await;
-    let seen = through_every_protocol(
+    let (seen, _) = through_every_protocol(
         &h,
         "/portico.demo.v1.Probe/Sleep",
-        "/v1/probe/sleep/3000",
+        Some("/v1/probe/sleep/3000"),
         &pb::SleepRequest { millis: 3000 },
         r#"{"millis":3000}"#,
     )
@@ -147,10 +168,10 @@ async fn a_deadline_is_deadline_exceeded_everywhere() {
 #[tokio::test]
 async fn a_permission_error_is_permission_denied_everywhere() {
     let h = Harness::start().await;
-    let seen = through_every_protocol(
+    let (seen, _) = through_every_protocol(
         &h,
         "/portico.demo.v1.Probe/Fail",
-        "/v1/probe/fail/7",
+        Some("/v1/probe/fail/7"),
         &pb::FailRequest {
             code: 7,
             message: String::new(),
@@ -210,82 +231,27 @@ async fn backend_trailers_over_the_limit_are_internal_everywhere() {
             message: message.clone(),
         };
         let json = serde_json::json!({"code": 5, "message": message}).to_string();
-        let path = "/portico.demo.v1.Probe/Fail";
-
-        let rest = h
-            .client
-            .send(
-                Method::POST,
-                path,
-                &[("content-type", "application/json")],
-                json.clone(),
-            )
-            .await;
-        assert_eq!(rest.status, 502, "{size}: {}", rest.text());
-        assert_eq!(rest.json()["code"], 13, "{size}");
-        let said = rest.json()["message"].as_str().unwrap().to_owned();
-        assert!(said.contains("over the 256 KiB"), "{size}: {said}");
+        let (seen, said) =
+            through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, &json).await;
+        assert_eq!(
+            seen,
+            Seen {
+                rest: (502, 13),
+                grpc: 13,
+                grpc_web: "13".into(),
+                connect: (502, "internal".into()),
+                websocket: 13
+            },
+            "{size}"
+        );
         // Past about 20 frames of it, HTTP/2 counts CONTINUATION frames
         // and closes the connection; below, it refuses the block alone.
         let closes = size > 500_000;
-        assert_eq!(said.contains("CONTINUATION"), closes, "{size}: {said}");
-        assert_eq!(said.contains("PROTOCOL_ERROR"), !closes, "{size}: {said}");
-
-        let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary(
-                tonic::Request::new(bytes::Bytes::from(prost::Message::encode_to_vec(&request))),
-                path.parse::<http::uri::PathAndQuery>().unwrap(),
-                portico::egress::codec::RawCodec,
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::Internal, "{size}: {status:?}");
-        assert!(status.message().contains("over the 256 KiB"), "{size}");
-
-        let web = h
-            .client
-            .send(
-                Method::POST,
-                path,
-                &[("content-type", "application/grpc-web+proto")],
-                frame(&request),
-            )
-            .await;
-        assert_eq!(web.header("grpc-status"), Some("13"), "{size}");
-
-        let connect = h
-            .client
-            .send(
-                Method::POST,
-                path,
-                &[
-                    ("content-type", "application/json"),
-                    ("connect-protocol-version", "1"),
-                ],
-                json.clone(),
-            )
-            .await;
-        assert_eq!(connect.json()["code"], "internal", "{size}");
-        let said = connect.json()["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(said.contains("over the 256 KiB"), "{size}: {said}");
-
-        let mut req = format!("ws://{}/ws", h.gateway.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let open = serde_json::json!({"id": "x", "open": path, "message": {"code": 5, "message": message}});
-        futures_util::SinkExt::send(&mut ws, Message::text(open.to_string()))
-            .await
-            .unwrap();
-        let status = support::ws_status(&mut ws).await;
-        assert_eq!(status["code"], 13, "{size}: {status}");
+        for said in &said.0 {
+            assert!(said.contains("over the 256 KiB"), "{size}: {said}");
+            assert_eq!(said.contains("CONTINUATION"), closes, "{size}: {said}");
+            assert_eq!(said.contains("PROTOCOL_ERROR"), !closes, "{size}: {said}");
+        }
     }
     // The connection HTTP/2 closed is dialled again.
     let ok = h.client.get("/v1/shelves/1").await;
