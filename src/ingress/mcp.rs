@@ -96,10 +96,14 @@ impl Refusal {
         }
     }
 
-    fn with_id(self, id: &RpcId) -> Refusal {
-        Refusal {
-            id: id.clone(),
-            ..self
+    /// The refusal answered with the request's id, when it has one.
+    fn with_id(self, id: Option<&RpcId>) -> Refusal {
+        match id {
+            Some(id) => Refusal {
+                id: id.clone(),
+                ..self
+            },
+            None => self,
         }
     }
 }
@@ -272,10 +276,7 @@ impl McpIngress {
                     .unwrap_or_else(null_id)
             });
         if let Some(refusal) = refused {
-            return Err(match &raw_id {
-                Some(id) => refusal.with_id(id),
-                None => refusal,
-            });
+            return Err(refusal.with_id(raw_id.as_ref()));
         }
         let Some(object) = message.as_object() else {
             let why = if message.is_array() {
@@ -305,10 +306,7 @@ impl McpIngress {
                 INVALID_REQUEST,
                 invalid("a JSON-RPC message needs \"jsonrpc\": \"2.0\""),
             );
-            return Err(match &raw_id {
-                Some(id) => refusal.with_id(id),
-                None => refusal,
-            });
+            return Err(refusal.with_id(raw_id.as_ref()));
         }
         if let Some(bad) = object
             .get("id")
@@ -334,10 +332,7 @@ impl McpIngress {
                         INVALID_REQUEST,
                         invalid("a JSON-RPC request needs a \"method\""),
                     );
-                    Err(match &id {
-                        Some(id) => refusal.with_id(id),
-                        None => refusal,
-                    })
+                    Err(refusal.with_id(id.as_ref()))
                 }
             };
         };
