@@ -237,6 +237,14 @@ fn is_secret_key(key: &str) -> bool {
 /// The limit on each gRPC, gRPC-Web and Connect request message (and each
 /// line of a streamed REST request), as errors name it.
 pub const MESSAGE_LIMIT: &str = "server.limits.max_grpc_message_bytes";
+/// The limit on a REST or MCP request body read whole, as errors name it.
+pub const REQUEST_BODY_LIMIT: &str = "server.limits.max_request_body_bytes";
+/// The longest wait for the next piece of a body read whole, as errors name it.
+pub const BODY_READ_TIMEOUT: &str = "server.limits.body_read_timeout";
+/// The longest a stream may go without a message, either way, as errors name it.
+pub const STREAM_IDLE_TIMEOUT: &str = "server.limits.stream_idle_timeout";
+/// The longest wait for a backend's reply headers, as errors name it.
+pub const UPSTREAM_HEADER_TIMEOUT: &str = "server.limits.upstream_header_timeout";
 
 /// How large a gRPC backend's reply headers or trailers may be, in all.
 /// HTTP/2's default of 16 KiB is passed by an ordinary error whose message

@@ -137,7 +137,7 @@ impl GrpcEgress {
                 })?,
                 Err(_) => {
                     return Err(reached(GatewayError::upstream_timeout(
-                        "server.limits.upstream_header_timeout",
+                        crate::config::UPSTREAM_HEADER_TIMEOUT,
                         header_timeout,
                     )))
                 }
@@ -331,7 +331,7 @@ fn reply_stream(state: CallState) -> ReplyStream {
                         backend_error(&s, st.max_message_bytes, deadline_at)
                     }),
                     Err(_) => Err(GatewayError::upstream_timeout(
-                        "server.limits.stream_idle_timeout",
+                        crate::config::STREAM_IDLE_TIMEOUT,
                         st.idle,
                     )),
                 },

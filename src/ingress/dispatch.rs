@@ -8,7 +8,7 @@
 use super::body::ResponseBody;
 use super::connect::{ConnectIngress, Shape};
 use super::cors;
-use super::grpc::{Flavor, GrpcIngress};
+use super::grpc::{Codec, Flavor, GrpcIngress};
 use super::rest::RestIngress;
 use super::websocket::{is_upgrade, WebSocketIngress};
 use crate::error::{ErrorKind, GatewayError, Origin};
@@ -177,7 +177,9 @@ impl Ingress {
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         let mut resp = match protocol {
-            Protocol::Grpc(flavor) => Box::pin(self.grpc.clone().handle(req, client, flavor)).await,
+            Protocol::Grpc(flavor, codec) => {
+                Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
+            }
             Protocol::Connect(shape) => {
                 Box::pin(self.connect.clone().handle(req, client, shape)).await
             }
@@ -209,7 +211,7 @@ impl Ingress {
         }
         match Protocol::of(req) {
             Protocol::WebSocket => self.websocket.refusal(err),
-            Protocol::Grpc(flavor) => super::grpc::trailers_only(flavor, err),
+            Protocol::Grpc(flavor, _) => super::grpc::trailers_only(flavor, err),
             Protocol::Connect(shape) => self.connect.error_response(shape, err),
             Protocol::Rest => self.rest.error_response(err),
         }
@@ -320,7 +322,7 @@ fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     WebSocket,
-    Grpc(Flavor),
+    Grpc(Flavor, Codec),
     Connect(Shape),
     Rest,
 }
@@ -336,7 +338,7 @@ impl Protocol {
             .and_then(|v| v.to_str().ok())
             .and_then(Flavor::of);
         match flavor {
-            Some(flavor) => Protocol::Grpc(flavor),
+            Some((flavor, codec)) => Protocol::Grpc(flavor, codec),
             None => match Shape::of(req.method(), req.headers(), req.uri().query()) {
                 Some(shape) => Protocol::Connect(shape),
                 None => Protocol::Rest,

@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::time::Duration;
 
-pub const STREAM_IDLE_TIMEOUT: &str = "server.limits.stream_idle_timeout";
-pub const BODY_READ_TIMEOUT: &str = "server.limits.body_read_timeout";
+pub use crate::config::{BODY_READ_TIMEOUT, STREAM_IDLE_TIMEOUT};
 
 /// Reads a whole body, refusing one over `limit` bytes with a 413, and one
 /// that stalls for `idle` between two pieces with a 408

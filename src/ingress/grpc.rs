@@ -47,9 +47,18 @@ pub enum Flavor {
     Web { text: bool },
 }
 
+/// The message codec a gRPC content type names: protobuf (bare or
+/// `+proto`), the only one served, or another (`+json`), refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Proto,
+    Other,
+}
+
 impl Flavor {
-    /// From a request's content type; `None` for anything not gRPC.
-    pub fn of(content_type: &str) -> Option<Flavor> {
+    /// From a request's content type, with its codec; `None` for anything
+    /// not gRPC. Read once per request, by the dispatcher.
+    pub fn of(content_type: &str) -> Option<(Flavor, Codec)> {
         // Compared without case and without a lowercased copy: this runs
         // on every request.
         let ct = content_type.split(';').next().unwrap_or("").trim();
@@ -58,35 +67,34 @@ impl Flavor {
             "application/grpc-web-text",
             "application/grpc-web-text+proto",
         ]) {
-            Some(Flavor::Web { text: true })
+            Some((Flavor::Web { text: true }, Codec::Proto))
         } else if is(["application/grpc-web", "application/grpc-web+proto"]) {
-            Some(Flavor::Web { text: false })
+            Some((Flavor::Web { text: false }, Codec::Proto))
         } else if is(["application/grpc", "application/grpc+proto"]) {
-            Some(Flavor::Grpc)
+            Some((Flavor::Grpc, Codec::Proto))
         } else {
             // Another message codec (`+json`): still gRPC, refused by
             // the adapter in gRPC's own terms rather than read as REST.
             let has = |prefix: &str| {
                 ct.len() > prefix.len() && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
             };
-            if has("application/grpc-web-text+") {
-                Some(Flavor::Web { text: true })
+            let flavor = if has("application/grpc-web-text+") {
+                Flavor::Web { text: true }
             } else if has("application/grpc-web+") {
-                Some(Flavor::Web { text: false })
+                Flavor::Web { text: false }
             } else if has("application/grpc+") {
-                Some(Flavor::Grpc)
+                Flavor::Grpc
             } else {
-                None
-            }
+                return None;
+            };
+            Some((flavor, Codec::Other))
         }
     }
 
-    /// The message codec a gRPC content type names after `+`, when it is
-    /// not protobuf, the only one served.
-    fn other_codec(content_type: &str) -> Option<&str> {
+    /// The name of the codec after `+`, for the refusal of one not served.
+    fn codec_name(content_type: &str) -> &str {
         let ct = content_type.split(';').next().unwrap_or("").trim();
-        let (_, codec) = ct.split_once('+')?;
-        (!codec.eq_ignore_ascii_case("proto")).then_some(codec)
+        ct.split_once('+').map_or(ct, |(_, codec)| codec)
     }
 
     fn content_type(self) -> &'static str {
@@ -112,7 +120,7 @@ impl GrpcIngress {
         self: Arc<Self>,
         req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
-        flavor: Flavor,
+        (flavor, codec): (Flavor, Codec),
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
         if flavor == Flavor::Grpc {
@@ -140,7 +148,10 @@ impl GrpcIngress {
         let record = self
             .edge
             .record(protocol, req.method(), &path, req.headers(), client);
-        let resp = match self.call(req, client, started, flavor, &record).await {
+        let resp = match self
+            .call(req, client, started, (flavor, codec), &record)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => {
                 observe::request_failed("grpc", &path, started, &err);
@@ -157,16 +168,14 @@ impl GrpcIngress {
         req: Request<hyper::body::Incoming>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
-        flavor: Flavor,
+        (flavor, codec): (Flavor, Codec),
         record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
-        if let Some(codec) = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Flavor::other_codec)
-        {
+        if codec == Codec::Other {
+            let content_type = parts.headers.get(CONTENT_TYPE);
+            let codec =
+                Flavor::codec_name(content_type.and_then(|v| v.to_str().ok()).unwrap_or(""));
             return Err(GatewayError::new(
                 ErrorKind::UnsupportedEncoding,
                 crate::error::Origin::Client,

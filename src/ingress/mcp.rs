@@ -244,7 +244,7 @@ impl McpIngress {
         let bytes = super::framed::read_limited(
             body,
             self.limits.max_request_body_bytes,
-            "server.limits.max_request_body_bytes",
+            crate::config::REQUEST_BODY_LIMIT,
             self.limits.body_read_timeout,
         )
         .await

@@ -398,8 +398,6 @@ impl RestIngress {
     }
 }
 
-const REQUEST_BODY_LIMIT: &str = "server.limits.max_request_body_bytes";
-
 /// Reads a whole body, refusing one over `limit` bytes (by its
 /// Content-Length before reading, or while reading).
 async fn read_body(
@@ -414,10 +412,13 @@ async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limit as u64 {
-            return Err(GatewayError::payload_too_large(limit, REQUEST_BODY_LIMIT));
+            return Err(GatewayError::payload_too_large(
+                limit,
+                crate::config::REQUEST_BODY_LIMIT,
+            ));
         }
     }
-    super::framed::read_limited(body, limit, REQUEST_BODY_LIMIT, idle).await
+    super::framed::read_limited(body, limit, crate::config::REQUEST_BODY_LIMIT, idle).await
 }
 
 /// An error in one line of a streamed body, told which line of the whole

@@ -194,17 +194,17 @@ impl Validator<'_> {
             )?,
             max_header_count: positive("max_header_count", l.max_header_count, d.max_header_count)?,
             body_read_timeout: self.duration(
-                "server.limits.body_read_timeout",
+                crate::config::BODY_READ_TIMEOUT,
                 &l.body_read_timeout,
                 d.body_read_timeout,
             )?,
             upstream_header_timeout: self.duration(
-                "server.limits.upstream_header_timeout",
+                crate::config::UPSTREAM_HEADER_TIMEOUT,
                 &l.upstream_header_timeout,
                 d.upstream_header_timeout,
             )?,
             stream_idle_timeout: self.duration(
-                "server.limits.stream_idle_timeout",
+                crate::config::STREAM_IDLE_TIMEOUT,
                 &l.stream_idle_timeout,
                 d.stream_idle_timeout,
             )?,
