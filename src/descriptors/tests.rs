@@ -1,6 +1,19 @@
 use super::*;
 
 #[test]
+fn the_built_in_set_is_what_its_sources_compile_to() {
+    let compiled = builtin::compile();
+    if std::env::var_os("PORTICO_BLESS").is_some() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/descriptors/builtin.binpb");
+        std::fs::write(path, &compiled).unwrap();
+    }
+    assert!(
+        compiled == builtin::SET,
+        "src/descriptors/builtin.binpb is stale: run this test with PORTICO_BLESS=1"
+    );
+}
+
+#[test]
 fn the_built_in_files_compile_into_a_pool() {
     let pool = builtin::pool();
     assert!(pool.get_message_by_name("google.api.HttpRule").is_some());
