@@ -408,14 +408,10 @@ impl GatewayError {
             // The cause says what an operator can fix (a refused client
             // certificate, a reset), where tonic's message says only
             // "transport error".
-            let mut why = status.message().to_owned();
-            if let Some(cause) = std::error::Error::source(status) {
-                let cause = with_causes(cause);
-                if !why.contains(&cause) {
-                    why.push_str(": ");
-                    why.push_str(&cause);
-                }
-            }
+            let why = causes_after(
+                status.message().to_owned(),
+                std::error::Error::source(status),
+            );
             return Self::new(
                 ErrorKind::BackendUnavailable,
                 Origin::Backend,
@@ -682,8 +678,12 @@ impl std::error::Error for GatewayError {}
 /// An error and its causes, `outer: inner: root`, since client libraries
 /// often say only "connect error" at the top.
 pub fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+    causes_after(e.to_string(), e.source())
+}
+
+/// `head`, then each cause in `source`'s chain that does not repeat what
+/// is already said (libraries often put their cause's text in their own).
+fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {

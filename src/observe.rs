@@ -28,19 +28,53 @@ pub fn init() {
 
 /// Logs a failed request: client errors at `info`, backend and gateway
 /// errors at `warn`, so an operator's warnings are about their systems.
+/// `status` is the HTTP status the client got (200 for gRPC and
+/// gRPC-Web, whose outcome is in `grpc-status`).
 pub fn request_failed(
-    protocol: &str,
+    protocol: call_record::ClientProtocol,
     path: &str,
     started: std::time::Instant,
+    status: http::StatusCode,
     err: &crate::error::GatewayError,
 ) {
     let micros = started.elapsed().as_micros() as u64;
+    let protocol = protocol.as_str();
+    let status = status.as_u16();
+    let code = err.grpc_code() as i32;
     match err.origin {
         crate::error::Origin::Client => {
-            tracing::info!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = "client", error = err.message.as_str())
+            tracing::info!(target: "portico::access", protocol, path, micros, status, code, origin = "client", error = err.message.as_str())
         }
         origin => {
-            tracing::warn!(target: "portico::access", protocol, path, micros, status = err.http_status().as_u16(), origin = origin.as_str(), error = err.message.as_str())
+            tracing::warn!(target: "portico::access", protocol, path, micros, status, code, origin = origin.as_str(), error = err.message.as_str())
         }
+    }
+}
+
+/// Logs a call that failed after its reply started (a stream's error),
+/// at the levels of [`request_failed`]. The reply is sent outside the
+/// request's scope, so the call's id is passed in (from
+/// [`request_scope::current`], taken while the request was served).
+pub fn stream_failed(
+    protocol: call_record::ClientProtocol,
+    path: &str,
+    request_id: Option<&http::HeaderValue>,
+    err: &crate::error::GatewayError,
+) {
+    let log = || {
+        let protocol = protocol.as_str();
+        let code = err.grpc_code() as i32;
+        match err.origin {
+            crate::error::Origin::Client => {
+                tracing::info!(target: "portico::access", protocol, path, code, origin = "client", error = err.message.as_str(), "call ended with an error after its reply started")
+            }
+            origin => {
+                tracing::warn!(target: "portico::access", protocol, path, code, origin = origin.as_str(), error = err.message.as_str(), "call ended with an error after its reply started")
+            }
+        }
+    };
+    match request_id {
+        Some(id) => request_scope::with(id.clone(), log),
+        None => log(),
     }
 }

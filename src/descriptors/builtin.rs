@@ -53,7 +53,8 @@ pub const SET: &[u8] = include_bytes!("builtin.binpb");
 /// write).
 pub fn pool() -> DescriptorPool {
     static POOL: std::sync::LazyLock<DescriptorPool> = std::sync::LazyLock::new(|| {
-        DescriptorPool::decode(SET).expect("the built-in descriptor set decodes; covered by a unit test")
+        DescriptorPool::decode(SET)
+            .expect("the built-in descriptor set decodes; covered by a unit test")
     });
     POOL.clone()
 }
@@ -68,7 +69,9 @@ pub fn compile() -> Vec<u8> {
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true);
     for (name, _) in FILES {
-        compiler.open_file(name).expect("built-in schema files compile");
+        compiler
+            .open_file(name)
+            .expect("built-in schema files compile");
     }
     for wkt in [
         "google/protobuf/empty.proto",

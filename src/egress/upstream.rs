@@ -211,7 +211,7 @@ impl Upstream {
             let idempotent = env.target.idempotent;
             let guard = ep.start();
             let record = env.ctx.record.clone();
-            let started = record.attempt(&env.target, &ep.address, retry_of.as_ref());
+            let started = record.attempt(&env.target, &ep.address, retries + 1, retry_of.as_ref());
             // The backend's spans are children of this attempt's.
             if let Some(parent) = started.traceparent() {
                 env.metadata.insert("traceparent", parent);

@@ -66,3 +66,32 @@ fn a_transport_failure_names_its_cause() {
         "backend unavailable: transport error: received fatal alert: CertificateRequired"
     );
 }
+
+#[test]
+fn a_cause_already_said_is_not_said_again() {
+    #[derive(Debug)]
+    struct Link(&'static str, Option<Box<Link>>);
+    impl std::fmt::Display for Link {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Link {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+    // tonic's shape: the status says the root's text, its source chain
+    // says it again beneath "transport error".
+    let chain = Link(
+        "transport error",
+        Some(Box::new(Link(
+            "tcp connect error",
+            Some(Box::new(Link("Connection refused (os error 111)", None))),
+        ))),
+    );
+    assert_eq!(
+        causes_after("tcp connect error".to_owned(), Some(&chain)),
+        "tcp connect error: transport error: Connection refused (os error 111)"
+    );
+}

@@ -109,9 +109,16 @@ impl ConnectIngress {
         let resp = match self.call(req, client, started, shape, &record).await {
             Ok(resp) => resp,
             Err(err) => {
-                observe::request_failed("connect", &path, started, &err);
                 record.failed_finally(&err);
-                self.error_response(shape, &err)
+                let resp = self.error_response(shape, &err);
+                observe::request_failed(
+                    ClientProtocol::Connect,
+                    &path,
+                    started,
+                    resp.status(),
+                    &err,
+                );
+                resp
             }
         };
         record.http_status(resp.status());
@@ -284,9 +291,11 @@ impl ConnectIngress {
         let options = json::output(&self.routes_json(target), target.reply_json_direct);
         let status = self.status.clone();
         let path = target.path.clone();
+        let request_id = crate::observe::request_scope::current();
         Box::pin(futures_util::stream::unfold(
             (reply, false),
             move |(mut reply, ended)| {
+                let request_id = request_id.clone();
                 let output = output.clone();
                 let options = options.clone();
                 let status = status.clone();
@@ -315,7 +324,12 @@ impl ConnectIngress {
                         None => (None, HeaderMap::new()),
                     };
                     if let Some(err) = &error {
-                        tracing::warn!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "connect stream ended with an error");
+                        crate::observe::stream_failed(
+                            ClientProtocol::Connect,
+                            path.as_str(),
+                            request_id.as_ref(),
+                            err,
+                        );
                     }
                     let end = end_stream_json(&status, error.as_ref(), &trailers);
                     Some((Frame::data(envelope(END_STREAM, &end)), (reply, true)))

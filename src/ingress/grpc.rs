@@ -154,9 +154,10 @@ impl GrpcIngress {
         {
             Ok(resp) => resp,
             Err(err) => {
-                observe::request_failed("grpc", &path, started, &err);
                 record.failed_finally(&err);
-                trailers_only(flavor, &err)
+                let resp = trailers_only(flavor, &err);
+                observe::request_failed(protocol, &path, started, resp.status(), &err);
+                resp
             }
         };
         record.http_status(resp.status());
@@ -232,11 +233,16 @@ impl GrpcIngress {
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
         self.edge.lift_query(&mut inbound, parts.uri.query());
+        let target_path = target.path.clone();
         let envelope = self
             .edge
             .envelope(inbound, target, payload, client, started);
         let reply = self.pipeline.clone().oneshot(envelope).await?;
-        let mut resp = Response::new(ResponseBody::stream(reply_frames(reply.body, flavor)));
+        let mut resp = Response::new(ResponseBody::stream(reply_frames(
+            reply.body,
+            flavor,
+            target_path,
+        )));
         let headers = resp.headers_mut();
         super::edge::copy_reply_metadata(&reply.metadata, headers, "");
         headers.insert(
@@ -376,15 +382,24 @@ fn ok_trailers(backend: HeaderMap) -> HeaderMap {
 }
 
 /// The reply as body frames: framed messages, then the trailers (HTTP/2
-/// trailers for gRPC, a flagged body frame for gRPC-Web).
-fn reply_frames(reply: ReplyStream, flavor: Flavor) -> FrameStream {
-    let state = (reply, VecDeque::<Frame<Bytes>>::new(), false);
+/// trailers for gRPC, a flagged body frame for gRPC-Web). `path` (the
+/// method's) and the request id name a failure in the log.
+fn reply_frames(reply: ReplyStream, flavor: Flavor, path: http::uri::PathAndQuery) -> FrameStream {
+    let request_id = crate::observe::request_scope::current();
+    // What names a failure rides along in the state: moved, not cloned,
+    // from frame to frame.
+    let state = (
+        reply,
+        VecDeque::<Frame<Bytes>>::new(),
+        false,
+        (path, request_id),
+    );
     Box::pin(futures_util::stream::unfold(
         state,
-        move |(mut reply, mut queue, mut ended)| async move {
+        move |(mut reply, mut queue, mut ended, named)| async move {
             loop {
                 if let Some(f) = queue.pop_front() {
-                    return Some((f, (reply, queue, ended)));
+                    return Some((f, (reply, queue, ended, named)));
                 }
                 if ended {
                     return None;
@@ -413,7 +428,15 @@ fn reply_frames(reply: ReplyStream, flavor: Flavor) -> FrameStream {
                     }
                     Some(Ok(ReplyFrame::Trailers(t))) => ok_trailers(t),
                     Some(Err(err)) => {
-                        tracing::warn!(target: "portico::access", origin = err.origin.as_str(), error = err.message.as_str(), "grpc call ended with an error");
+                        crate::observe::stream_failed(
+                            match flavor {
+                                Flavor::Grpc => ClientProtocol::Grpc,
+                                Flavor::Web { .. } => ClientProtocol::GrpcWeb,
+                            },
+                            named.0.as_str(),
+                            named.1.as_ref(),
+                            &err,
+                        );
                         status_trailers(&err)
                     }
                     None => ok_trailers(HeaderMap::new()),

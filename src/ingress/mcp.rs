@@ -464,7 +464,14 @@ impl McpIngress {
                 Ok(result)
             }
             Err(Failed { error, delivered }) => {
-                crate::observe::request_failed("mcp", &tool.name, started, &error);
+                // A tool's failure is a result in a 200, as MCP has it.
+                crate::observe::request_failed(
+                    ClientProtocol::Mcp,
+                    &tool.name,
+                    started,
+                    StatusCode::OK,
+                    &error,
+                );
                 record.failed_finally(&error);
                 let mut result = self.tool_error(&error);
                 // A stream that failed part way: what arrived is not lost,

@@ -75,9 +75,15 @@ impl RestIngress {
                 resp
             }
             Err(err) => {
-                observe::request_failed("rest", &format!("{method} {}", uri.path()), started, &err);
                 record.failed_finally(&err);
                 let resp = self.error_response(&err);
+                observe::request_failed(
+                    ClientProtocol::Rest,
+                    &format!("{method} {}", uri.path()),
+                    started,
+                    resp.status(),
+                    &err,
+                );
                 record.http_status(resp.status());
                 resp
             }
@@ -309,6 +315,7 @@ impl RestIngress {
         let options = json::output(&binding.json, binding.target.reply_json_direct);
         let status = self.status.clone();
         let path = binding.target.path.clone();
+        let request_id = crate::observe::request_scope::current();
         Box::pin(futures_util::stream::unfold(
             (messages, 0u64, false),
             move |(mut messages, seq, finished)| {
@@ -316,6 +323,7 @@ impl RestIngress {
                 let options = options.clone();
                 let status = status.clone();
                 let path = path.clone();
+                let request_id = request_id.clone();
                 async move {
                     if finished {
                         return None;
@@ -343,7 +351,12 @@ impl RestIngress {
                             }
                         }
                     };
-                    tracing::warn!(target: "portico::access", path = path.as_str(), origin = failure.origin.as_str(), error = failure.message.as_str(), "stream ended with an error after {seq} messages");
+                    crate::observe::stream_failed(
+                        ClientProtocol::Rest,
+                        path.as_str(),
+                        request_id.as_ref(),
+                        &failure,
+                    );
                     Some((
                         Frame::data(format.error(&status.to_vec(&failure))),
                         (messages, seq, true),

@@ -246,6 +246,9 @@ impl WebSocketIngress {
             s.finish()
         });
         let spec = self.resolve(path, named_method.as_deref(), query);
+        if let Some(spec) = &spec {
+            record.routed(&spec.target);
+        }
         match (&spec, dialect) {
             (None, Dialect::Json) => {}
             (None, _) => return Err(GatewayError::route_not_found(path)),

@@ -64,6 +64,31 @@ pub struct Attempt {
     /// The context the backend continues: the attempt's span, or the
     /// call's own when the trace is not sampled (no attempt span then).
     context: Option<SpanContext>,
+    /// The call's record, for an attempt dropped before it was done.
+    record: Option<Arc<CallRecord>>,
+}
+
+impl Drop for Attempt {
+    /// An attempt dropped before its reply started or it failed: the client
+    /// left (or the call was otherwise cancelled) while the backend was
+    /// working. The time is the upstream's all the same, and the span
+    /// says how it ended.
+    fn drop(&mut self) {
+        let Some(since) = self.since.take() else {
+            return;
+        };
+        if let Some(record) = &self.record {
+            record.facts().upstream_time += since.elapsed();
+        }
+        if let Some(mut span) = self.span.take() {
+            span.set_attribute(KeyValue::new(
+                "rpc.grpc.status_code",
+                tonic::Code::Cancelled as i64,
+            ));
+            span.set_status(Status::error("cancelled before the backend replied"));
+            span.end();
+        }
+    }
 }
 
 impl Attempt {
@@ -94,6 +119,10 @@ enum Kind {
 struct Facts {
     /// What the call is to, once it entered the pipeline.
     target: Option<Arc<crate::envelope::Target>>,
+    /// The method the request named, even when it never reached the
+    /// pipeline (a malformed body): the span's name. For a session, the
+    /// method of its one call.
+    named: Option<Arc<crate::envelope::Target>>,
     route: Option<String>,
     endpoint: Option<String>,
     attempts: u32,
@@ -254,13 +283,14 @@ impl CallRecord {
                 Some(sc) => opentelemetry::Context::new().with_remote_span_context(sc),
                 None => remote_parent(client_trace, header(&TRACESTATE)),
             };
-            // A call's span is named when it ends (its method, else its
-            // path): most spans are not sampled and never need the text.
-            let name: std::borrow::Cow<'static, str> = match kind {
-                Kind::Session => format!("websocket {path}").into(),
-                Kind::Call => "call".into(),
+            // Named when it ends (its method, else what the gateway chose,
+            // never a path a client made up): most spans are not sampled
+            // and never need the text.
+            let name = match kind {
+                Kind::Session => "websocket",
+                Kind::Call => "call",
             };
-            t.server_span(name, &parent, wall)
+            t.server_span(std::borrow::Cow::Borrowed(name), &parent, wall)
         });
         // The request's text is kept only for a line or a sampled span;
         // usage figures and unsampled traces need none of it.
@@ -347,10 +377,14 @@ impl CallRecord {
     }
 
     /// The request names a routed method: its route's `access_log` switch
-    /// applies even when the call is refused before the pipeline.
-    pub fn routed(&self, target: &crate::envelope::Target) {
-        if self.active() && !target.access_log {
-            self.facts().silenced = true;
+    /// applies even when the call is refused before the pipeline, and its
+    /// span is named after the method. A session opened on a method's path
+    /// is routed to it too: one call, one route.
+    pub fn routed(&self, target: &Arc<crate::envelope::Target>) {
+        if self.active() {
+            let mut f = self.facts();
+            f.silenced |= !target.access_log;
+            f.named = Some(target.clone());
         }
     }
 
@@ -407,9 +441,10 @@ impl CallRecord {
     /// [`CallRecord::attempt_done`].
     /// `retry_of` is the failure the attempt retries.
     pub fn attempt(
-        &self,
+        self: &Arc<Self>,
         target: &crate::envelope::Target,
         endpoint: &str,
+        number: u32,
         retry_of: Option<&GatewayError>,
     ) -> Attempt {
         if !self.active() {
@@ -417,6 +452,7 @@ impl CallRecord {
                 since: None,
                 span: None,
                 context: None,
+                record: None,
             };
         }
         let now = Instant::now();
@@ -434,7 +470,9 @@ impl CallRecord {
                 if let Ok(port) = port.parse::<i64>() {
                     attrs.push(KeyValue::new("server.port", port));
                 }
-                attrs.push(KeyValue::new("portico.attempt", i64::from(f.attempts)));
+                // Numbered within its own call: an aggregate's calls each
+                // start at 1, so only a retry is ever 2.
+                attrs.push(KeyValue::new("portico.attempt", i64::from(number)));
                 if let Some(e) = retry_of {
                     attrs.push(KeyValue::new("portico.retry_reason", e.message.clone()));
                 }
@@ -454,6 +492,7 @@ impl CallRecord {
             since: Some(now),
             span,
             context,
+            record: Some(self.clone()),
         }
     }
 
@@ -461,15 +500,15 @@ impl CallRecord {
     /// the failure took its endpoint out of rotation.
     pub fn attempt_done(
         &self,
-        attempt: Attempt,
+        mut attempt: Attempt,
         error: Option<&GatewayError>,
         ejected: Option<Duration>,
     ) {
-        let Some(since) = attempt.since else {
+        let Some(since) = attempt.since.take() else {
             return;
         };
         self.facts().upstream_time += since.elapsed();
-        if let Some(mut span) = attempt.span {
+        if let Some(mut span) = attempt.span.take() {
             let code = error.map_or(tonic::Code::Ok, GatewayError::grpc_code);
             span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
             if let Some(e) = error {
@@ -566,17 +605,23 @@ impl CallRecord {
     /// Ends the call's span with what is known of the call.
     fn end_span(&self, mut span: Span, f: &Facts) {
         let code = f.code.unwrap_or(tonic::Code::Ok);
+        let method = method_of(f).or_else(|| {
+            f.named
+                .as_ref()
+                .map(|t| t.path.as_str().trim_start_matches('/'))
+        });
         // No route: named by the HTTP method alone (OpenTelemetry's HTTP
         // convention), never by a path a client made up; `url.path` has it.
-        if self.kind == Kind::Call && method_of(f).is_none() {
-            span.update_name(
-                self.http_method
-                    .as_ref()
-                    .map_or("HTTP".to_owned(), |m| m.as_str().to_owned()),
-            );
-        }
-        if let Some(method) = method_of(f) {
-            span.update_name(method.to_owned());
+        span.update_name(match (self.kind, method) {
+            (Kind::Call, Some(method)) => method.to_owned(),
+            (Kind::Call, None) => self
+                .http_method
+                .as_ref()
+                .map_or("HTTP".to_owned(), |m| m.as_str().to_owned()),
+            (Kind::Session, Some(method)) => format!("websocket {method}"),
+            (Kind::Session, None) => "websocket".to_owned(),
+        });
+        if let Some(method) = method {
             let (service, name) = method.split_once('/').unwrap_or((method, ""));
             span.set_attribute(KeyValue::new("rpc.system", "grpc"));
             span.set_attribute(KeyValue::new("rpc.service", service.to_owned()));
@@ -591,10 +636,25 @@ impl CallRecord {
         if let Some(m) = &self.http_method {
             span.set_attribute(KeyValue::new("http.request.method", m.as_str().to_owned()));
         }
-        if let Some(route) = &f.route {
-            // The template without its verb, as the convention has it.
-            let template = route.split_once(' ').map_or(route.as_str(), |(_, t)| t);
-            span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+        match (&f.route, self.protocol) {
+            // MCP has no HTTP route: its own conventions name the JSON-RPC
+            // method and the tool.
+            (Some(route), ClientProtocol::Mcp) => match route.split_once(' ') {
+                Some(("tool", tool)) => {
+                    span.set_attribute(KeyValue::new("mcp.method.name", "tools/call"));
+                    span.set_attribute(KeyValue::new("gen_ai.tool.name", tool.to_owned()));
+                }
+                Some(("mcp", method)) if route != "mcp response" => {
+                    span.set_attribute(KeyValue::new("mcp.method.name", method.to_owned()));
+                }
+                _ => {}
+            },
+            (Some(route), _) => {
+                // The template without its verb, as the convention has it.
+                let template = route.split_once(' ').map_or(route.as_str(), |(_, t)| t);
+                span.set_attribute(KeyValue::new("http.route", template.to_owned()));
+            }
+            (None, _) => {}
         }
         if let Some(status) = f.http_status {
             span.set_attribute(KeyValue::new(
@@ -867,6 +927,7 @@ mod tests {
             since: None,
             span: None,
             context: Some(context),
+            record: None,
         };
         let header = attempt.traceparent().unwrap();
         assert_eq!(

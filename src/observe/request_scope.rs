@@ -29,6 +29,17 @@ pub fn scope<F: Future>(
     REQUEST_ID.scope(id, request)
 }
 
+/// The id of the request being served, if any: for a reply stream, which
+/// is polled after its request's scope has ended.
+pub fn current() -> Option<http::HeaderValue> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Runs `log` with `id` as the request id of the lines it writes.
+pub fn with<R>(id: http::HeaderValue, log: impl FnOnce() -> R) -> R {
+    REQUEST_ID.sync_scope(id, log)
+}
+
 /// The default line format, with `request_id=…` appended to lines written
 /// while a request is being served.
 pub struct WithRequestId {

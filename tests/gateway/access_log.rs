@@ -486,3 +486,40 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
     assert_eq!(left["error"], Value::Null, "{left}");
     assert_eq!(left["origin"], Value::Null, "{left}");
 }
+
+/// A client that leaves while the backend is still working: the time is
+/// the upstream's, not the gateway's, whatever the protocol.
+#[tokio::test]
+async fn a_call_abandoned_while_the_backend_works_counts_its_upstream_time() {
+    let path = log_path("abandoned-upstream");
+    let h = gateway(&path, "", "").await;
+    let requests = [
+        (http::Method::GET, "/v1/probe/sleep/1500", vec![], ""),
+        (
+            http::Method::POST,
+            "/portico.demo.v1.Probe/Sleep",
+            vec![("content-type", "application/json")],
+            r#"{"millis":1500}"#,
+        ),
+    ];
+    for (method, at, headers, body) in &requests {
+        let left = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            h.client.send(method.clone(), at, headers, body.to_string()),
+        )
+        .await;
+        assert!(left.is_err(), "{at}: the sleep should outlast the client");
+    }
+    let all = wait_for(&path, requests.len()).await;
+    for line in &all {
+        assert_eq!(line["grpc_code"], 1, "{line}");
+        assert_eq!(line["http_status"], Value::Null, "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+        let upstream = line["upstream_ms"].as_f64().unwrap_or(0.0);
+        assert!(upstream >= 250.0, "the backend's time: {line}");
+        assert!(
+            upstream <= line["duration_ms"].as_f64().unwrap() + 1.0,
+            "{line}"
+        );
+    }
+}

@@ -263,7 +263,7 @@ async fn every_protocol_continues_the_clients_trace_down_to_the_backend() {
         if protocol == Protocol::WebSocket {
             let session = spans
                 .iter()
-                .find(|s| s.name == "websocket /ws")
+                .find(|s| s.name == "websocket")
                 .unwrap_or_else(|| panic!("no session span in {spans:#?}"));
             assert_eq!(session.kind, SpanKind::Server as i32);
             assert_eq!(hex(&session.parent_span_id), CLIENT_PARENT);
@@ -561,4 +561,258 @@ async fn the_standard_environment_alone_turns_export_on_in_the_binary() {
         .unwrap()
         .iter()
         .all(|(service, _)| service == "from-env"));
+}
+
+/// Server and attempt spans of `trace`, once `n` arrived.
+async fn spans_of(received: &Received, trace: &str, n: usize) -> Vec<Span> {
+    assert!(
+        received.arrived(trace, n).await,
+        "{n} spans of {trace} never arrived: {:#?}",
+        received.spans()
+    );
+    received.of_trace(trace)
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span {name:?} in {spans:#?}"))
+}
+
+#[tokio::test]
+async fn span_names_and_attempt_numbers_say_what_happened_never_what_a_client_made_up() {
+    let (collector, received) = grpc_collector().await;
+    let h = Harness::start_with(
+        &format!(
+            "[tracing]\nendpoint = \"http://{collector}\"\nprotocol = \"grpc\"\n\n\
+             [[aggregates]]\npath = \"/v1/shelves/{{shelf}}/overview\"\n\
+             [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"{{path.shelf}}\" }}\n\
+             [[aggregates.calls]]\nname = \"books\"\nmethod = \"portico.demo.v1.Library/ListBooks\"\nrequest = {{ parent = \"{{shelf.name}}\" }}\n"
+        ),
+        "",
+    )
+    .await;
+    let parent = |n: u8| format!("00-{}-{CLIENT_PARENT}-01", trace_id(n));
+
+    // An aggregate's two backend calls are each their call's first attempt.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/shelves/1/overview",
+            &[("traceparent", &parent(60))],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let spans = spans_of(&received, &trace_id(60), 3).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(server.name, "portico.demo.v1.Library/GetShelf");
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32)
+        .collect();
+    let mut names: Vec<&str> = attempts.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "portico.demo.v1.Library/GetShelf",
+            "portico.demo.v1.Library/ListBooks"
+        ]
+    );
+    for a in &attempts {
+        assert_eq!(attr(a, "portico.attempt").as_deref(), Some("1"), "{a:#?}");
+        assert_eq!(a.parent_span_id, server.span_id);
+    }
+
+    // A malformed body on a routed method: named after the method.
+    let r = h
+        .client
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[
+                ("traceparent", &parent(61)),
+                ("content-type", "application/json"),
+            ],
+            "{bad",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let spans = spans_of(&received, &trace_id(61), 1).await;
+    assert_eq!(spans[0].name, "portico.demo.v1.Probe/Headers");
+
+    // An MCP tool call carries MCP's attributes, no HTTP route.
+    let seen = call(&h, Protocol::Mcp, &[("traceparent", &parent(62))], "", None).await;
+    assert_eq!(seen.code, 0, "{seen:?}");
+    let spans = spans_of(&received, &trace_id(62), 2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(server.name, "portico.demo.v1.Probe/Headers");
+    assert_eq!(
+        attr(server, "mcp.method.name").as_deref(),
+        Some("tools/call")
+    );
+    assert!(attr(server, "gen_ai.tool.name").is_some(), "{server:#?}");
+    assert_eq!(attr(server, "http.route"), None, "{server:#?}");
+
+    // WebSocket sessions: named after the method of their one call, or
+    // `websocket`; never after a path the client chose.
+    for (path, protocol, n, want) in [
+        (
+            "/portico.demo.v1.Probe/Headers",
+            None,
+            63,
+            "websocket portico.demo.v1.Probe/Headers",
+        ),
+        (
+            "/made-up-by-the-client-123",
+            Some("portico.json.v1"),
+            64,
+            "websocket",
+        ),
+        ("/no/route/here-456", None, 65, "websocket"),
+    ] {
+        let mut req = format!("ws://{}{path}", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("traceparent", parent(n).parse().unwrap());
+        if let Some(p) = protocol {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((mut ws, _)) => {
+                if protocol.is_none() {
+                    ws.send(Message::text("{}")).await.unwrap();
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                } else {
+                    ws.close(None).await.unwrap();
+                }
+            }
+            Err(e) => assert!(e.to_string().contains("404"), "{path}: {e}"),
+        }
+        let spans = spans_of(&received, &trace_id(n), 1).await;
+        let session = spans
+            .iter()
+            .find(|s| s.name.starts_with("websocket"))
+            .unwrap_or_else(|| panic!("{path}: no session span in {spans:#?}"));
+        assert_eq!(session.name, want, "{path}");
+        assert_eq!(
+            attr(session, "url.path").as_deref(),
+            Some(path),
+            "{path}: the path is an attribute"
+        );
+    }
+
+    // A client that leaves while the backend works: the attempt ends then,
+    // cancelled.
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        h.client.send(
+            http::Method::GET,
+            "/v1/probe/sleep/1500",
+            &[("traceparent", &parent(66))],
+            "",
+        ),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep should outlast the client");
+    let spans = spans_of(&received, &trace_id(66), 2).await;
+    let attempt = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap();
+    assert_eq!(attr(attempt, "rpc.grpc.status_code").as_deref(), Some("1"));
+    assert_eq!(
+        attempt.status.as_ref().map(|s| s.code),
+        Some(opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32)
+    );
+    let ran = attempt.end_time_unix_nano - attempt.start_time_unix_nano;
+    assert!(
+        ran >= 200_000_000,
+        "the attempt lasted until the client left: {ran} ns"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_traceparent_in_open_metadata_leaves_the_call_the_sessions_child() {
+    let (collector, received) = grpc_collector().await;
+    let h = gateway(
+        &format!("endpoint = \"http://{collector}\"\nprotocol = \"grpc\""),
+        "",
+    )
+    .await;
+    let session_trace = trace_id(70);
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{session_trace}-{CLIENT_PARENT}-01")
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let other = format!("00-{}-2222222222222222-01", trace_id(71));
+    let another = format!("00-{}-3333333333333333-01", trace_id(72));
+    let metadatas = [
+        json!({"traceparent": "garbage"}),
+        // One name twice: two fields, as two header lines would be.
+        json!({"traceparent": other, "TraceParent": another}),
+    ];
+    for (i, metadata) in metadatas.iter().enumerate() {
+        let open = json!({
+            "id": format!("c{i}"),
+            "open": "/portico.demo.v1.Probe/Headers",
+            "metadata": metadata,
+            "message": {}
+        });
+        ws.send(Message::text(open.to_string())).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("the session ended early")
+            };
+            let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if let Some(r) = f.get("result") {
+                let backend = r["metadata"]["traceparent"].as_str().unwrap();
+                assert_eq!(
+                    backend.split('-').nth(1),
+                    Some(session_trace.as_str()),
+                    "{metadata}: the backend is in the session's trace"
+                );
+            }
+            if f.get("status").is_some() {
+                break;
+            }
+        }
+    }
+    ws.close(None).await.unwrap();
+    // The session, two calls and their attempts, all in the session's trace.
+    let spans = spans_of(&received, &session_trace, 5).await;
+    let session = named(&spans, "websocket");
+    let calls: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name == "portico.demo.v1.Probe/Headers" && s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(calls.len(), 2, "{spans:#?}");
+    for c in calls {
+        assert_eq!(c.parent_span_id, session.span_id, "{c:#?}");
+    }
+    assert!(received.of_trace(&trace_id(71)).is_empty());
+    assert!(received.of_trace(&trace_id(72)).is_empty());
 }

@@ -37,15 +37,16 @@ pub fn assign(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-/// The id of one call of a WebSocket session: the call's own when its
-/// metadata names an acceptable one, else the session's id and the call's
-/// number.
+/// The id of a call of a WebSocket session that names none of its own:
+/// the session's id and the call's number, whatever the session id's
+/// length, so a client can always tell a call's id without a frame
+/// saying it (a 128-character session id makes ids of up to 149).
 pub fn for_call(session: Option<&HeaderValue>, seq: u64) -> HeaderValue {
     match session.and_then(|s| s.to_str().ok()) {
-        Some(s) if s.len() + 21 <= MAX_LEN => {
+        Some(s) => {
             HeaderValue::from_str(&format!("{s}.{seq}")).map_or_else(|_| generate(), never_indexed)
         }
-        _ => generate(),
+        None => generate(),
     }
 }
 
@@ -91,5 +92,15 @@ mod tests {
         }
         assert!(kept.get(HEADER).unwrap().is_sensitive());
         assert_eq!(ids[2].to_str().unwrap(), "abc.7");
+    }
+
+    #[test]
+    fn a_call_id_extends_the_longest_session_id() {
+        let session = HeaderValue::from_str(&"s".repeat(MAX_LEN)).unwrap();
+        let id = for_call(Some(&session), u64::MAX);
+        assert_eq!(
+            id.to_str().unwrap(),
+            format!("{}.{}", "s".repeat(MAX_LEN), u64::MAX)
+        );
     }
 }

@@ -413,13 +413,21 @@ impl Session {
         // Per-call metadata joins the handshake's headers and goes through
         // the same edge; a deadline may be set per call.
         let mut headers = self.headers.clone();
+        // A name given twice (`traceparent` and `TraceParent`) is two
+        // fields, as two header lines would be on any other protocol.
+        let mut named: Vec<HeaderName> = Vec::new();
         for (k, v) in extra {
             match (
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
                 HeaderValue::from_str(&v),
             ) {
                 (Ok(name), Ok(value)) if !is_framing(&name) || name == "grpc-timeout" => {
-                    headers.insert(name, value);
+                    if named.contains(&name) {
+                        headers.append(name, value);
+                    } else {
+                        headers.insert(name.clone(), value);
+                        named.push(name);
+                    }
                 }
                 _ => {
                     return self
@@ -434,6 +442,7 @@ impl Session {
                 }
             }
         }
+        self.ignore_unusable_traceparent(&mut headers, &named);
         if let Err(err) = crate::headers::check_deadline_headers(&headers) {
             return self.refuse(&id, &err).await;
         }
@@ -458,6 +467,34 @@ impl Session {
         self.start(ingress, id.clone(), spec, headers).await;
         if let Some(encoded) = first {
             self.enqueue(&id, encoded).await;
+        }
+    }
+
+    /// A `traceparent` in a call's metadata that cannot be read (malformed,
+    /// or given twice) is ignored as on every protocol; here that leaves
+    /// the call what it is without one: a child of the session's trace.
+    fn ignore_unusable_traceparent(&self, headers: &mut HeaderMap, named: &[HeaderName]) {
+        static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+        static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+        if !named.contains(&TRACEPARENT) {
+            return;
+        }
+        let mut given = headers.get_all(&TRACEPARENT).iter();
+        let usable = match (given.next(), given.next()) {
+            (Some(one), None) => one
+                .to_str()
+                .ok()
+                .and_then(crate::observe::call_record::parse_traceparent)
+                .is_some(),
+            _ => false,
+        };
+        if !usable {
+            for name in [&TRACEPARENT, &TRACESTATE] {
+                headers.remove(name);
+                for v in self.headers.get_all(name) {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
         }
     }
 
@@ -516,10 +553,15 @@ impl Session {
         {
             use crate::ingress::edge::request_id;
             let session_id = self.headers.get(request_id::HEADER);
-            let own = headers
-                .get(request_id::HEADER)
-                .filter(|v| Some(*v) != session_id && request_id::acceptable(v))
-                .cloned();
+            let mut given = headers.get_all(request_id::HEADER).iter();
+            let own = match (given.next(), given.next()) {
+                (Some(v), None) => Some(v),
+                // Two ids name no one id: the call's own is made, as on
+                // every protocol.
+                _ => None,
+            }
+            .filter(|v| Some(*v) != session_id && request_id::acceptable(v))
+            .cloned();
             let id = match own {
                 Some(id) => crate::headers::never_indexed(id),
                 None if self.single => session_id.cloned().unwrap_or_else(request_id::generate),

@@ -88,29 +88,35 @@ impl Validator<'_> {
         };
         // A signal's own endpoint is used as written; the general one gets
         // the signal's path for HTTP (the OTLP exporter specification).
+        // Errors quote the value as written, not with the path added.
         let endpoint = match t.and_then(|t| t.endpoint.clone()) {
-            Some(e) => Some(("tracing.endpoint".to_owned(), e)),
+            Some(e) => Some(("tracing.endpoint".to_owned(), e.clone(), e)),
             None => env
                 .var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 .map(|e| {
                     (
                         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (environment)".to_owned(),
+                        e.clone(),
                         e,
                     )
                 })
                 .or_else(|| {
-                    env.var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| {
+                    env.var("OTEL_EXPORTER_OTLP_ENDPOINT").map(|written| {
                         let e = match protocol {
                             OtlpProtocol::HttpProtobuf => {
-                                format!("{}/v1/traces", e.trim_end_matches('/'))
+                                format!("{}/v1/traces", written.trim_end_matches('/'))
                             }
-                            OtlpProtocol::Grpc => e,
+                            OtlpProtocol::Grpc => written.clone(),
                         };
-                        ("OTEL_EXPORTER_OTLP_ENDPOINT (environment)".to_owned(), e)
+                        (
+                            "OTEL_EXPORTER_OTLP_ENDPOINT (environment)".to_owned(),
+                            e,
+                            written,
+                        )
                     })
                 }),
         };
-        let Some((endpoint_key, endpoint)) = endpoint else {
+        let Some((endpoint_key, endpoint, written)) = endpoint else {
             if t.is_some() {
                 return Err(self.err(
                     "tracing.endpoint",
@@ -122,21 +128,21 @@ impl Validator<'_> {
         let uri: http::Uri = endpoint.parse().map_err(|e| {
             self.err(
                 endpoint_key.clone(),
-                format!("{endpoint:?} is not a URL: {e}"),
+                format!("{written:?} is not a URL: {e}"),
             )
         })?;
         if uri.scheme_str() == Some("https") {
             return Err(self.err(
                 endpoint_key,
                 format!(
-                    "{endpoint:?}: export over TLS is not supported; send spans to a collector or agent over http:// (on the same host or network)"
+                    "{written:?}: export over TLS is not supported; send spans to a collector or agent over http:// (on the same host or network)"
                 ),
             ));
         }
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
             return Err(self.err(
                 endpoint_key,
-                format!("{endpoint:?} is not an http:// URL with a host"),
+                format!("{written:?} is not an http:// URL with a host"),
             ));
         }
 
@@ -225,10 +231,19 @@ impl Validator<'_> {
         if queue_size == 0 {
             return Err(self.err("tracing.queue_size", "must be greater than zero"));
         }
-        if batch_size == 0 || batch_size > queue_size {
+        let batch_set = t.and_then(|t| t.batch_size).is_some();
+        if batch_size == 0 || (batch_set && batch_size > queue_size) {
             return Err(self.err(
                 "tracing.batch_size",
                 format!("must be between 1 and queue_size ({queue_size})"),
+            ));
+        }
+        if batch_size > queue_size {
+            return Err(self.err(
+                "tracing.queue_size",
+                format!(
+                    "must be at least batch_size ({batch_size} unless set): a batch is taken from the queue; set batch_size too"
+                ),
             ));
         }
         Ok(Some(TracingConfig {
@@ -428,9 +443,29 @@ mod tests {
                 ],
                 "OTEL_EXPORTER_OTLP_PROTOCOL (environment)",
             ),
+            (
+                Some("endpoint = \"http://c\"\nqueue_size = 8"),
+                vec![],
+                "tracing.queue_size",
+            ),
+            (
+                Some("endpoint = \"http://c\"\nqueue_size = 8\nbatch_size = 9"),
+                vec![],
+                "tracing.batch_size",
+            ),
         ] {
             let err = resolve(file, &env).unwrap_err();
             assert_eq!(err.key, key, "{file:?} {env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_quoted_as_written() {
+        for written in ["https://127.0.0.1:4318", "not a url"] {
+            let err = resolve(None, &[("OTEL_EXPORTER_OTLP_ENDPOINT", written)]).unwrap_err();
+            let said = err.to_string();
+            assert!(said.contains(&format!("{written:?}")), "{said}");
+            assert!(!said.contains("/v1/traces"), "{said}");
         }
     }
 }
