@@ -188,34 +188,90 @@ fn vary_names(metadata: &HeaderMap) -> Option<Vec<http::HeaderName>> {
     Some(names)
 }
 
-fn directives(h: &HeaderMap) -> Vec<String> {
-    h.get_all(http::header::CACHE_CONTROL)
+/// A `Cache-Control` field's directives: lowercase names, each with its
+/// value unquoted. Commas inside a quoted value (`private="a, b"`) do not
+/// split it.
+fn directives(h: &HeaderMap) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for field in h
+        .get_all(http::header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .collect()
+    {
+        let mut quoted = false;
+        let mut start = 0;
+        let end = std::iter::once((field.len(), ','));
+        for (i, c) in field.char_indices().chain(end) {
+            match c {
+                '"' => quoted = !quoted,
+                ',' if !quoted || i == field.len() => {
+                    let directive = field[start..i].trim();
+                    start = i + 1;
+                    if directive.is_empty() {
+                        continue;
+                    }
+                    let (name, value) = match directive.split_once('=') {
+                        Some((n, v)) => (n, Some(v.trim().trim_matches('"').to_owned())),
+                        None => (directive, None),
+                    };
+                    out.push((name.trim().to_ascii_lowercase(), value));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn has(directives: &[(String, Option<String>)], name: &str) -> bool {
+    directives.iter().any(|(n, _)| n == name)
 }
 
 /// How long the backend lets its reply be kept by a shared cache (`None`:
 /// as the route says; zero: not at all).
+///
+/// Stricter than RFC 9111 where it lets a shared cache store part of a
+/// reply: `private` and `no-cache` keep the whole reply out, with or
+/// without the fields they name (a cache that dropped only the named
+/// fields would still answer without revalidating). A lifetime that
+/// cannot be read (`max-age=abc`, `-5`, a malformed or past `Expires`)
+/// is already stale, as RFC 9111 section 4.2.1 reads it.
 fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
     let d = directives(metadata);
-    if d.iter()
-        .any(|d| d == "no-store" || d == "private" || d == "no-cache")
+    if has(&d, "no-store") || has(&d, "private") || has(&d, "no-cache")
         // A cookie is one client's; a reply that sets one is not shared.
         || metadata.contains_key(http::header::SET_COOKIE)
         || vary_names(metadata).is_none()
     {
         return Some(Duration::ZERO);
     }
-    let seconds = |prefix: &str| {
-        d.iter()
-            .find_map(|d| d.strip_prefix(prefix)?.parse::<u64>().ok())
+    let age = |name: &str| {
+        d.iter().find(|(n, _)| n == name).map(|(_, v)| {
+            v.as_deref()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(Duration::ZERO, Duration::from_secs)
+        })
     };
-    seconds("s-maxage=")
-        .or_else(|| seconds("max-age="))
-        .map(Duration::from_secs)
+    age("s-maxage")
+        .or_else(|| age("max-age"))
+        .or_else(|| expires_in(metadata))
+}
+
+/// What `Expires` leaves of the reply's life, counted from its `Date`
+/// (else now); `None` without one.
+fn expires_in(metadata: &HeaderMap) -> Option<Duration> {
+    let date = |name| {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    metadata.get(http::header::EXPIRES)?;
+    let Some(expires) = date(http::header::EXPIRES) else {
+        return Some(Duration::ZERO);
+    };
+    let now = date(http::header::DATE).unwrap_or_else(std::time::SystemTime::now);
+    Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn with_verdict(mut metadata: HeaderMap, verdict: &'static str) -> HeaderMap {
@@ -235,11 +291,11 @@ impl Policy for ResponseCache {
         }
         let client = directives(&env.ctx.headers);
         let message = match &env.payload {
-            Payload::Unary(m) if !client.iter().any(|d| d == "no-store") => m.clone(),
+            Payload::Unary(m) if !has(&client, "no-store") => m.clone(),
             _ => return pass(env, next),
         };
         let base = cache.key(&env, &message);
-        let skip_lookup = client.iter().any(|d| d == "no-cache");
+        let skip_lookup = has(&client, "no-cache");
         Box::pin(async move {
             // The headers the backend's Vary named last time, if it answered
             // yet; no lookup while no reply has carried a Vary.
@@ -550,5 +606,61 @@ mod shared_tier {
             let full = encode(&m, &body, 0);
             assert!(decode(&full[..10]).is_none());
         }
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+
+    fn reply(headers: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in headers {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn a_reply_a_shared_cache_may_not_keep_whole_is_not_kept_at_all() {
+        for cc in [
+            "private",
+            "private=\"x-secret\", max-age=60",
+            "Private=\"x-a, x-b\"",
+            "no-cache=\"set-cookie\"",
+            "max-age=60, no-store",
+            "max-age=abc",
+            "max-age=-5",
+            "s-maxage=soon, max-age=60",
+        ] {
+            assert_eq!(
+                backend_lifetime(&reply(&[("cache-control", cc)])),
+                Some(Duration::ZERO),
+                "{cc}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lifetime_is_s_maxage_else_max_age_else_expires() {
+        let secs = |h: &[(&'static str, &str)]| backend_lifetime(&reply(h)).map(|d| d.as_secs());
+        assert_eq!(secs(&[("cache-control", "max-age=60, s-maxage=30")]), Some(30));
+        assert_eq!(secs(&[("cache-control", "public, max-age=\"60\"")]), Some(60));
+        // A quoted comma does not end the directive it is in.
+        assert_eq!(secs(&[("cache-control", "community=\"a, b\", max-age=5")]), Some(5));
+        assert_eq!(secs(&[]), None, "as the route says");
+        let date = "Thu, 03 Dec 2026 12:00:00 GMT";
+        assert_eq!(
+            secs(&[("date", date), ("expires", "Thu, 03 Dec 2026 12:01:40 GMT")]),
+            Some(100)
+        );
+        for stale in ["Thu, 01 Jan 1970 00:00:00 GMT", "0", "tomorrow"] {
+            assert_eq!(secs(&[("date", date), ("expires", stale)]), Some(0), "{stale}");
+        }
+        assert_eq!(
+            secs(&[("cache-control", "max-age=60"), ("expires", "0")]),
+            Some(60),
+            "max-age wins over Expires"
+        );
     }
 }

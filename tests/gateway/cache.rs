@@ -189,10 +189,16 @@ async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
             ("x-reply-set-cookie", "session=1"),
             ("x-reply-vary", "*"),
             ("x-reply-cache-control", "private"),
+            // The qualified forms name per-user fields: the whole reply stays out.
+            ("x-reply-cache-control", "private=\"x-secret\", max-age=60"),
+            ("x-reply-cache-control", "no-cache=\"set-cookie\""),
+            // A lifetime that cannot be read is already stale.
+            ("x-reply-cache-control", "max-age=abc"),
+            ("x-reply-expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
         ] {
             let before = calls();
             // A credential of its own keeps each case apart from the others.
-            let own = format!("Bearer {header}");
+            let own = format!("Bearer {header}={value}").replace([' ', '"', ','], "");
             for _ in 0..2 {
                 let seen = call(
                     &h,
