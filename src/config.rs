@@ -444,6 +444,26 @@ impl Validator<'_> {
         for (name, a) in &f.authenticators {
             authenticators.push(self.authenticator(name, a)?);
         }
+        // A claim forwarded in another authenticator's credential header
+        // would be stripped from the client's request as a forwarded
+        // header, and that authenticator would never see a credential.
+        for a in &authenticators {
+            for (claim, header) in &a.forward_claims {
+                let owner = authenticators.iter().find(|o| match &o.method {
+                    AuthMethod::ApiKey(k) => k.header == *header,
+                    _ => false,
+                });
+                if let Some(owner) = owner {
+                    return Err(self.err(
+                        format!("authenticators.{}.forward_claims.{claim}", a.name),
+                        format!(
+                            "{header:?} is where authenticator {:?} reads its API keys: a claim forwarded there would hide every key; name another header",
+                            owner.name
+                        ),
+                    ));
+                }
+            }
+        }
         for a in &authenticators {
             let client_ca = server
                 .tls

@@ -199,3 +199,38 @@ fn a_claim_cannot_be_forwarded_as_a_credential_or_the_request_id() {
         );
     }
 }
+
+#[test]
+fn a_claim_cannot_be_forwarded_where_an_api_key_authenticator_reads_its_keys() {
+    for (header, keys_header) in [("x-api-key", None), ("x-partner", Some("X-Partner"))] {
+        let keys_header = keys_header.map_or(String::new(), |h| format!("header = \"{h}\"\n"));
+        let text = format!(
+            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256\"\nforward_claims = {{ sub = \"{header}\" }}\n\n\
+             [authenticators.keys]\nkind = \"api_key\"\n{keys_header}keys_file = \"{}\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api_keys.toml")
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "authenticators.u.forward_claims.sub", "{header}: {err}");
+        assert!(err.to_string().contains("\"keys\""), "{err}");
+    }
+}
+
+#[test]
+fn two_consumers_with_one_key_is_a_config_error() {
+    let dir = std::env::temp_dir().join(format!("portico-dup-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let digest = "a8becd61".repeat(8);
+    std::fs::write(
+        dir.join("keys.toml"),
+        format!("acme = \"{digest}\"\nglobex = \"sha256:{digest}\"\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "{MINIMAL}\n[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        dir.join("keys.toml").display()
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "authenticators.keys.keys_file", "{err}");
+    assert!(err.to_string().contains("acme and globex have the same key"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -338,6 +338,17 @@ impl Validator<'_> {
                     ),
                 )
             })?;
+            // One key, two consumers: which one a caller is would be an
+            // accident of the file's order.
+            if let Some((first, _)) = consumers.iter().find(|(_, d)| *d == digest) {
+                return Err(self.err(
+                    format!("{key}.keys_file"),
+                    format!(
+                        "{}: {first} and {consumer} have the same key; give each consumer its own",
+                        path.display()
+                    ),
+                ));
+            }
             consumers.push((consumer, digest));
         }
         if a.query_param.as_deref() == Some("") {
