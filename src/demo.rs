@@ -4,6 +4,7 @@
 #[path = "../examples/backends/mod.rs"]
 pub mod backends;
 
+use std::io::Write as _;
 use crate::app::{self, StartError};
 use crate::config::Config;
 use crate::ingress::dispatch::Page;
@@ -45,7 +46,8 @@ pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
     })?;
     let gateway = app::start_with_pages(config(listen, backend_addr)?, pages()).await?;
     let admin = gateway.admin_addr.unwrap_or(gateway.addr);
-    println!("{}", tour(gateway.addr, admin, backend_addr));
+    // A reader that stops early (`portico demo | head`) is no reason to stop.
+    let _ = writeln!(std::io::stdout(), "{}", tour(gateway.addr, admin, backend_addr));
     gateway.run_until_signal().await;
     Ok(())
 }

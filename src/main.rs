@@ -150,28 +150,29 @@ fn main() -> ExitCode {
                             .ok_or("--explain takes \"METHOD /path?query\"")?;
                         let method = http::Method::from_bytes(method.as_bytes())
                             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
-                        print!("{}", loaded.routes.explain(&method, target.trim()));
+                        emit(&loaded.routes.explain(&method, target.trim()));
                     }
                     None => {
-                        println!(
-                            "{}: ok, {} bindings",
+                        use std::fmt::Write as _;
+                        let mut out = format!(
+                            "{}: ok, {} bindings\n",
                             loaded.config.source,
                             loaded.routes.bindings().len()
                         );
-                        print!("{}", loaded.routes.listing());
-                        print!("{}", loaded.aggregates.listing());
+                        out.push_str(&loaded.routes.listing());
+                        out.push_str(&loaded.aggregates.listing());
                         let mcp: Vec<bool> = loaded.config.routes.iter().map(|r| r.mcp).collect();
                         if mcp.contains(&true) {
                             let tools = portico::ingress::mcp::tools::ToolTable::build(
                                 &loaded.routes,
                                 &mcp,
                             );
-                            println!("\nMCP tools: {}", tools.len());
+                            let _ = writeln!(out, "\nMCP tools: {}", tools.len());
                             for (tool, why) in &tools.skipped {
                                 eprintln!("warning: {tool} is not offered as an MCP tool: {why}");
                             }
                         }
-                        println!("\npolicies, in pipeline order:");
+                        out.push_str("\npolicies, in pipeline order:\n");
                         for route in &loaded.config.routes {
                             // A service split over several routes: each
                             // names the methods it takes.
@@ -181,12 +182,14 @@ fn main() -> ExitCode {
                                 }
                                 None => route.grpc_service.clone(),
                             };
-                            println!(
+                            let _ = writeln!(
+                                out,
                                 "  {:<40} {}",
                                 name,
                                 loaded.config.policy_summary(route)
                             );
                         }
+                        emit(&out);
                     }
                 }
                 Ok(())
@@ -201,10 +204,9 @@ fn main() -> ExitCode {
                     aggregates: &loaded.aggregates,
                     digest: &digest,
                 });
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?
-                );
+                let mut text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
+                text.push('\n');
+                emit(&text);
                 Ok(())
             }
             Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),
@@ -229,7 +231,7 @@ fn main() -> ExitCode {
                 let set =
                     descriptors::compile_protos(&proto_paths, &files).map_err(|(_, e)| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;
-                println!("wrote {} ({} bytes)", out.display(), set.len());
+                emit(&format!("wrote {} ({} bytes)\n", out.display(), set.len()));
                 Ok(())
             }
         }
@@ -240,5 +242,17 @@ fn main() -> ExitCode {
             eprintln!("portico: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes a command's output. A reader that stops early (`portico check |
+/// head`) is not an error: the rest is simply not wanted.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("portico: cannot write the output: {e}"),
     }
 }

@@ -440,3 +440,26 @@ fn check_names_the_methods_an_mcp_route_does_not_offer_as_tools() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `portico check | head` or `portico openapi | head`: the reader leaves
+/// early, and the command neither panics nor fails for it.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    for args in [
+        ["check", "--config", "examples/library.toml"],
+        ["openapi", "--config", "examples/library.toml"],
+    ] {
+        let mut child = portico()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command has loaded its config and written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
