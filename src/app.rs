@@ -91,9 +91,9 @@ pub async fn load_with_stats(
     let aggregates = AggregateTable::build(&config, &routes)?;
     if let Some(tls) = &config.server.tls {
         // Checked here too, so `portico check` catches a key that does not fit.
-        crate::ingress::tls::acceptor(tls).map_err(|reason| crate::config::ConfigError {
+        crate::ingress::tls::acceptor(tls).map_err(|(key, reason)| crate::config::ConfigError {
             file: config.source.clone(),
-            key: "server.tls".to_owned(),
+            key: format!("server.tls.{key}"),
             reason,
         })?;
     }

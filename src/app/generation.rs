@@ -560,10 +560,10 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         .as_ref()
         .map(crate::ingress::tls::acceptor)
         .transpose()
-        .map_err(|reason| {
+        .map_err(|(key, reason)| {
             StartError::Config(crate::config::ConfigError {
                 file: config.source.clone(),
-                key: "server.tls".to_owned(),
+                key: format!("server.tls.{key}"),
                 reason,
             })
         })?;

@@ -210,7 +210,10 @@ fn a_claim_cannot_be_forwarded_where_an_api_key_authenticator_reads_its_keys() {
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api_keys.toml")
         );
         let err = Config::from_toml(&text).unwrap_err();
-        assert_eq!(err.key, "authenticators.u.forward_claims.sub", "{header}: {err}");
+        assert_eq!(
+            err.key, "authenticators.u.forward_claims.sub",
+            "{header}: {err}"
+        );
         assert!(err.to_string().contains("\"keys\""), "{err}");
     }
 }
@@ -231,6 +234,60 @@ fn two_consumers_with_one_key_is_a_config_error() {
     );
     let err = Config::from_toml(&text).unwrap_err();
     assert_eq!(err.key, "authenticators.keys.keys_file", "{err}");
-    assert!(err.to_string().contains("acme and globex have the same key"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("acme and globex have the same key"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// What `serve` would refuse in an upstream's TLS files, the config
+/// refuses at load (`check`, a reload), naming the key.
+#[test]
+fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
+    let fixture = |f: &str| format!("{}/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
+    let descriptors = fixture("../../descriptors/demo.binpb");
+    for (files, key, says) in [
+        (
+            format!("tls_ca_file = \"{descriptors}\""),
+            "upstreams.backend.tls_ca_file",
+            "holds no certificate",
+        ),
+        (
+            format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{descriptors}\"",
+                fixture("tls/client.pem")
+            ),
+            "upstreams.backend.tls_key_file",
+            "no usable private key",
+        ),
+        (
+            format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+                fixture("tls/client.pem"),
+                fixture("tls/server.key")
+            ),
+            "upstreams.backend.tls_key_file",
+            "is not the key of the certificate",
+        ),
+    ] {
+        let text = MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("endpoints = [\"127.0.0.1:50051\"]\n{files}"),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{files}: {err}");
+        assert!(err.to_string().contains(says), "{files}: {err}");
+    }
+    let good = MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        &format!(
+            "endpoints = [\"127.0.0.1:50051\"]\ntls_ca_file = \"{}\"\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            fixture("tls/ca.pem"),
+            fixture("tls/client.pem"),
+            fixture("tls/client.key")
+        ),
+    );
+    Config::from_toml(&good).unwrap();
 }

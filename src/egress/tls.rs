@@ -21,19 +21,56 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Str
 /// The client config for an upstream: its CA on top of the built-in roots,
 /// and its client certificate when the endpoints require mutual TLS.
 pub fn upstream_config(tls: &UpstreamTls) -> Result<rustls::ClientConfig, String> {
-    let builder = builder(root_store(tls.ca_file.as_deref())?)?;
+    upstream_config_by_key(tls).map_err(|(_, e)| e)
+}
+
+/// As [`upstream_config`], the error with the upstream key at fault
+/// (`tls_ca_file`, `tls_cert_file`, `tls_key_file`): what config
+/// validation reports, so `check` refuses what `serve` would.
+pub fn upstream_config_by_key(
+    tls: &UpstreamTls,
+) -> Result<rustls::ClientConfig, (&'static str, String)> {
+    let roots = root_store(tls.ca_file.as_deref()).map_err(|e| ("tls_ca_file", e))?;
+    let builder = builder(roots).map_err(|e| ("tls", e))?;
     match &tls.identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert_file, key_file)) => {
             let certs = CertificateDer::pem_file_iter(cert_file)
-                .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))?
+                .map_err(|e| {
+                    (
+                        "tls_cert_file",
+                        format!("cannot read {}: {e}", cert_file.display()),
+                    )
+                })?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key_file)
-                .map_err(|e| format!("{}: no usable private key: {e}", key_file.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("the client certificate and key do not go together: {e}"))
+                .map_err(|e| {
+                    (
+                        "tls_cert_file",
+                        format!("{}: not PEM certificates: {e}", cert_file.display()),
+                    )
+                })?;
+            if certs.is_empty() {
+                return Err((
+                    "tls_cert_file",
+                    format!("{}: holds no certificate", cert_file.display()),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                (
+                    "tls_key_file",
+                    format!("{}: holds no usable private key ({e})", key_file.display()),
+                )
+            })?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                (
+                    "tls_key_file",
+                    format!(
+                        "{} is not the key of the certificate in {} ({e})",
+                        key_file.display(),
+                        cert_file.display()
+                    ),
+                )
+            })
         }
     }
 }

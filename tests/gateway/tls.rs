@@ -83,7 +83,11 @@ async fn a_key_that_does_not_fit_the_certificate_is_a_startup_error() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("a mismatched key was accepted"),
     };
-    assert!(err.contains("server.tls"), "{err}");
+    assert!(err.contains("server.tls.key_file"), "{err}");
+    assert!(
+        err.contains("is not the key of the certificate in"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -429,6 +429,12 @@ impl Validator<'_> {
             (Some(true), _) | (None, true) => Some(UpstreamTls { ca_file, identity }),
             (Some(false) | None, false) => None,
         };
+        // The files are read as the egress will read them: what `serve`
+        // would refuse, the config refuses, naming the key.
+        if let Some(tls) = &tls {
+            crate::egress::tls::upstream_config_by_key(tls)
+                .map_err(|(k, e)| self.err(format!("{key}.{k}"), e))?;
+        }
         Ok(UpstreamConfig {
             tls,
             name: name.to_owned(),
