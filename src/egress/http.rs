@@ -180,7 +180,9 @@ impl HttpEgress {
                 ErrorKind::Backend(Box::new(BackendStatus {
                     code: grpc_code_of_http(parts.status),
                     details: Bytes::new(),
-                    metadata: HeaderMap::new(),
+                    // Its headers reach the client as a gRPC backend's
+                    // error metadata does (a Retry-After it set).
+                    metadata: metadata.clone(),
                 })),
                 Origin::Backend,
                 error_message(parts.status, &body),

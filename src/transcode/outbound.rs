@@ -170,10 +170,25 @@ pub fn response(binding: &Binding, body: &[u8]) -> Result<Vec<u8>, GatewayError>
         ..JsonOptions::default()
     };
     // `Empty` has no field to keep: whatever the backend says about a
-    // DELETE (`{"deleted":true}`) is dropped, as any unknown field is.
-    let msg = if body.iter().all(u8::is_ascii_whitespace)
-        || output.full_name() == "google.protobuf.Empty"
-    {
+    // DELETE (`{"deleted":true}`) is dropped, as any unknown field is; but
+    // it must be a JSON object, or an HTML error page would pass for
+    // success.
+    let msg = if body.iter().all(u8::is_ascii_whitespace) {
+        DynamicMessage::new(output)
+    } else if output.full_name() == "google.protobuf.Empty" {
+        let value: Value = serde_json::from_slice(body).map_err(super::response::bad_reply)?;
+        if !value.is_object() {
+            return Err(super::response::bad_reply(format!(
+                "expected a JSON object for google.protobuf.Empty, got {}",
+                match value {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            )));
+        }
         DynamicMessage::new(output)
     } else if let Some(field) = &binding.response_body {
         let value: Value = serde_json::from_slice(body).map_err(super::response::bad_reply)?;

@@ -53,6 +53,10 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             // Replies that depend on a request header, and say so.
                             ("GET", "/v1/shelves/5" | "/v1/shelves/6") => (200, format!(r#"{{"name":"shelves/5","theme":"{lang}"}}"#)),
                             ("DELETE", "/v1/shelves/1/books/2") => (200, r#"{"deleted":true}"#.to_owned()),
+                            // An error page or a list where the (empty) message should be.
+                            ("DELETE", "/v1/shelves/1/books/3") => (200, "<html>oops</html>".to_owned()),
+                            ("DELETE", "/v1/shelves/1/books/4") => (200, "[1,2]".to_owned()),
+                            ("GET", "/v1/shelves/7") => (503, r#"{"message":"busy"}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
@@ -72,6 +76,9 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             }
                             "/v1/shelves/6" => {
                                 resp.headers_mut().insert("vary", "*".parse().unwrap());
+                            }
+                            "/v1/shelves/7" => {
+                                resp.headers_mut().insert("retry-after", "7".parse().unwrap());
                             }
                             _ => {}
                         }
@@ -225,6 +232,20 @@ async fn a_reply_is_read_leniently_and_one_that_cannot_be_is_the_backends_fault(
         })
         .await
         .unwrap();
+    // ...but a reply that is no JSON object is no Empty either.
+    for book in ["3", "4"] {
+        let err = client
+            .delete_book(pb::DeleteBookRequest {
+                name: format!("shelves/1/books/{book}"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Internal, "{book}: {err:?}");
+        assert!(
+            err.message().starts_with("the backend's reply could not be read"),
+            "{err:?}"
+        );
+    }
     let err = client
         .get_shelf(pb::GetShelfRequest { shelf: "8".into() })
         .await
@@ -249,6 +270,11 @@ async fn rest_statuses_map_back_to_grpc_codes() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "no such shelf");
+    // The backend's headers come with its error, as a gRPC backend's do.
+    assert_eq!(
+        err.metadata().get("x-backend").map(|v| v.to_str().unwrap()),
+        Some("rest")
+    );
     let err = client
         .create_book(pb::CreateBookRequest {
             parent: "shelves/2".into(),
@@ -280,6 +306,11 @@ async fn a_rest_client_is_routed_to_the_rest_backend_through_the_same_pipeline()
     let r = client.get("/v1/shelves/3").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["message"], "no such shelf");
+    // A back-off hint on an error reaches the client.
+    let r = client.get("/v1/shelves/7").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert_eq!(r.header("x-backend"), Some("rest"));
     let r = client
         .json(Method::POST, "/v1/shelves/1/books", r#"{"title":"Odes"}"#)
         .await;
