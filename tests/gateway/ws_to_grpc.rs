@@ -440,13 +440,35 @@ async fn an_unknown_path_is_refused_before_the_upgrade() {
 #[tokio::test]
 async fn an_idle_connection_is_closed() {
     let h = Harness::start_with(
-        "[websocket]\nidle_timeout = \"300ms\"\nping_interval = \"10s\"\n",
+        "[websocket]\nidle_timeout = \"300ms\"\nping_interval = \"100ms\"\n",
         "",
     )
     .await;
-    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
-    let (code, reason) = closed(&mut ws).await;
-    assert_eq!((code, reason.as_str()), (1001, "idle timeout"));
+    // A client that never answers a ping (raw bytes: a WebSocket library
+    // would answer them), so the connection is idle whatever it is sent.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut seen))
+        .await
+        .expect("the gateway closes the idle connection")
+        .unwrap();
+    // Pings came (0x89), then the close frame: 1001 "idle timeout".
+    let close = [&[0x88u8, 14, 0x03, 0xe9][..], b"idle timeout"].concat();
+    assert!(
+        seen.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert!(seen.windows(2).any(|w| w == [0x89, 0]), "pinged: {seen:?}");
+    assert!(seen.windows(close.len()).any(|w| w == close), "{seen:?}");
 }
 
 #[tokio::test]
@@ -681,4 +703,20 @@ async fn a_call_may_be_opened_by_its_method_name_without_the_leading_slash() {
     let refused = next_json(&mut ws).await;
     assert_eq!(refused["error"]["code"], 3, "{refused}");
     assert!(refused.to_string().contains("metadata.te"), "{refused}");
+}
+
+#[test]
+fn pings_further_apart_than_the_idle_timeout_are_a_config_error() {
+    let text = support::config_text(
+        "127.0.0.1:1".parse().unwrap(),
+        "[websocket]\nidle_timeout = \"4s\"\nping_interval = \"60s\"\n",
+        "",
+    );
+    let err = portico::config::Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "websocket.ping_interval", "{err}");
+    assert!(
+        err.to_string()
+            .contains("must be shorter than idle_timeout"),
+        "{err}"
+    );
 }

@@ -81,17 +81,30 @@ impl Validator<'_> {
                 ));
             }
         }
+        let ping_interval =
+            self.duration("websocket.ping_interval", &w.ping_interval, d.ping_interval)?;
+        let idle_timeout =
+            self.duration("websocket.idle_timeout", &w.idle_timeout, d.idle_timeout)?;
+        // A client that only listens answers pings and nothing else: pings
+        // further apart than the idle timeout would close every such client.
+        if ping_interval >= idle_timeout {
+            let key = if w.ping_interval.is_some() {
+                "websocket.ping_interval"
+            } else {
+                "websocket.idle_timeout"
+            };
+            return Err(self.err(
+                key,
+                format!(
+                    "ping_interval ({}) must be shorter than idle_timeout ({}): a client that only listens sends nothing but its answers to pings",
+                    humantime::format_duration(ping_interval),
+                    humantime::format_duration(idle_timeout)
+                ),
+            ));
+        }
         Ok(WebSocketConfig {
-            ping_interval: self.duration(
-                "websocket.ping_interval",
-                &w.ping_interval,
-                d.ping_interval,
-            )?,
-            idle_timeout: self.duration(
-                "websocket.idle_timeout",
-                &w.idle_timeout,
-                d.idle_timeout,
-            )?,
+            ping_interval,
+            idle_timeout,
             max_message_bytes: positive(
                 "max_message_bytes",
                 w.max_message_bytes,
