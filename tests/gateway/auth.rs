@@ -156,6 +156,11 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         }),
     ));
     bad.push((
+        "exp of the wrong type",
+        with(&|c| c["exp"] = json!("tomorrow")),
+    ));
+    bad.push(("iss of the wrong type", with(&|c| c["iss"] = json!(42))));
+    bad.push((
         "wrong key",
         encode(
             &Header::new(Algorithm::HS256),
@@ -184,6 +189,8 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         "wrong issuer" => "it is from another issuer (iss)",
         "wrong audience" => "it is for another audience (aud)",
         "no expiry" => "it has no exp claim, which is required",
+        "exp of the wrong type" => "its exp claim has the wrong type",
+        "iss of the wrong type" => "its iss claim has the wrong type",
         "wrong key" | "tampered" => "its signature does not verify",
         "alg none" => "not what a JWT holds: unknown variant `none`",
         _ => "it is not a JWT",

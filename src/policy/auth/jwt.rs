@@ -399,7 +399,7 @@ fn validation(config: &JwtConfig) -> Validation {
 
 /// What was wrong with a token, in words a client can act on (the
 /// library's own text for most of these is its variant's name).
-fn reason(e: &jsonwebtoken::errors::Error) -> String {
+fn reason(e: &jsonwebtoken::errors::Error, token: &str) -> String {
     use jsonwebtoken::errors::ErrorKind::*;
     match e.kind() {
         Json(e) => format!("its header or claims are not what a JWT holds: {e}"),
@@ -416,10 +416,30 @@ fn reason(e: &jsonwebtoken::errors::Error) -> String {
         InvalidAlgorithm | InvalidAlgorithmName | UnsupportedAlgorithm | MissingAlgorithm => {
             "it is signed with another algorithm than the one this route accepts".to_owned()
         }
+        // The library says "missing" of a claim it could not read as well.
+        MissingRequiredClaim(claim) if has_claim(token, claim) => {
+            format!("its {claim} claim has the wrong type")
+        }
         MissingRequiredClaim(claim) => format!("it has no {claim} claim, which is required"),
         InvalidClaimFormat(claim) => format!("its {claim} claim has the wrong type"),
         _ => "its key does not fit the configured algorithm".to_owned(),
     }
+}
+
+/// Whether the token's claims (not yet verified: only to word an error)
+/// have a member named `claim`.
+fn has_claim(token: &str, claim: &str) -> bool {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|c| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+        })
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
+        .is_some_and(|c| c.get(claim).is_some())
 }
 
 /// Whether the token's header has a `crit` member.
@@ -447,7 +467,8 @@ async fn verify_jwt(
     let key = match keys {
         Keys::One(k) => k,
         Keys::Set(jwks) => {
-            let header = jsonwebtoken::decode_header(token).map_err(|e| invalid(reason(&e)))?;
+            let header =
+                jsonwebtoken::decode_header(token).map_err(|e| invalid(reason(&e, token)))?;
             let kid = header
                 .kid
                 .ok_or_else(|| invalid("no kid in the header".to_owned()))?;
@@ -463,7 +484,7 @@ async fn verify_jwt(
         }
     };
     let data = jsonwebtoken::decode::<serde_json::Value>(token, key, validation)
-        .map_err(|e| invalid(reason(&e)))?;
+        .map_err(|e| invalid(reason(&e, token)))?;
     // RFC 7515 section 4.1.11: extensions marked critical must be
     // understood, and the gateway understands none.
     if header_has_crit(token) {
