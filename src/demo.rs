@@ -4,10 +4,10 @@
 #[path = "../examples/backends/mod.rs"]
 pub mod backends;
 
-use std::io::Write as _;
 use crate::app::{self, StartError};
 use crate::config::Config;
 use crate::ingress::dispatch::Page;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -47,7 +47,11 @@ pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
     let gateway = app::start_with_pages(config(listen, backend_addr)?, pages()).await?;
     let admin = gateway.admin_addr.unwrap_or(gateway.addr);
     // A reader that stops early (`portico demo | head`) is no reason to stop.
-    let _ = writeln!(std::io::stdout(), "{}", tour(gateway.addr, admin, backend_addr));
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        tour(gateway.addr, admin, backend_addr)
+    );
     gateway.run_until_signal().await;
     Ok(())
 }

@@ -644,10 +644,19 @@ mod lifetime_tests {
     #[test]
     fn the_lifetime_is_s_maxage_else_max_age_else_expires() {
         let secs = |h: &[(&'static str, &str)]| backend_lifetime(&reply(h)).map(|d| d.as_secs());
-        assert_eq!(secs(&[("cache-control", "max-age=60, s-maxage=30")]), Some(30));
-        assert_eq!(secs(&[("cache-control", "public, max-age=\"60\"")]), Some(60));
+        assert_eq!(
+            secs(&[("cache-control", "max-age=60, s-maxage=30")]),
+            Some(30)
+        );
+        assert_eq!(
+            secs(&[("cache-control", "public, max-age=\"60\"")]),
+            Some(60)
+        );
         // A quoted comma does not end the directive it is in.
-        assert_eq!(secs(&[("cache-control", "community=\"a, b\", max-age=5")]), Some(5));
+        assert_eq!(
+            secs(&[("cache-control", "community=\"a, b\", max-age=5")]),
+            Some(5)
+        );
         assert_eq!(secs(&[]), None, "as the route says");
         let date = "Thu, 03 Dec 2026 12:00:00 GMT";
         assert_eq!(
@@ -655,7 +664,11 @@ mod lifetime_tests {
             Some(100)
         );
         for stale in ["Thu, 01 Jan 1970 00:00:00 GMT", "0", "tomorrow"] {
-            assert_eq!(secs(&[("date", date), ("expires", stale)]), Some(0), "{stale}");
+            assert_eq!(
+                secs(&[("date", date), ("expires", stale)]),
+                Some(0),
+                "{stale}"
+            );
         }
         assert_eq!(
             secs(&[("cache-control", "max-age=60"), ("expires", "0")]),

@@ -78,7 +78,8 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                                 resp.headers_mut().insert("vary", "*".parse().unwrap());
                             }
                             "/v1/shelves/7" => {
-                                resp.headers_mut().insert("retry-after", "7".parse().unwrap());
+                                resp.headers_mut()
+                                    .insert("retry-after", "7".parse().unwrap());
                             }
                             _ => {}
                         }
@@ -242,7 +243,8 @@ async fn a_reply_is_read_leniently_and_one_that_cannot_be_is_the_backends_fault(
             .unwrap_err();
         assert_eq!(err.code(), Code::Internal, "{book}: {err:?}");
         assert!(
-            err.message().starts_with("the backend's reply could not be read"),
+            err.message()
+                .starts_with("the backend's reply could not be read"),
             "{err:?}"
         );
     }
