@@ -20,7 +20,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Threads that serve requests. 1 runs everything on one thread, which
+    /// Threads that serve requests (`serve`, `demo`; the other commands
+    /// use them to load the config). 1 runs everything on one thread, which
     /// costs the least CPU per request; more share the work between them.
     /// Default: one per CPU the process may use (its affinity and cgroup
     /// quota), so a gateway pinned to one core runs on one thread.
@@ -34,11 +35,13 @@ enum Command {
     /// to the config file (or a file it names) or `POST /config/reload` on
     /// the admin port reloads the config without dropping calls.
     Serve {
+        /// The config file (TOML); the paths it names are read from its folder.
         #[arg(long)]
         config: PathBuf,
     },
     /// Load config and schemas, print the route table, and exit.
     Check {
+        /// The config file (TOML); the paths it names are read from its folder.
         #[arg(long)]
         config: PathBuf,
         /// Explain which binding serves a request, e.g. "GET /v1/shelves/1?x=1".
@@ -48,11 +51,13 @@ enum Command {
     /// Load config and schemas and print the OpenAPI 3.1 description of
     /// the REST API, exactly as `GET /openapi.json` serves it.
     Openapi {
+        /// The config file (TOML); the paths it names are read from its folder.
         #[arg(long)]
         config: PathBuf,
     },
     /// Run the demo backends with the gateway in front of them.
     Demo {
+        /// Where the gateway listens; the admin port is the next one.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },

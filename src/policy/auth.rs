@@ -223,7 +223,10 @@ fn binary_variant(header: &http::HeaderName) -> http::HeaderName {
 /// The consumer whose key the call carries.
 fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, GatewayError> {
     if env.ctx.headers.get_all(&config.header).iter().count() > 1 {
-        return Err(two_credentials(config.header.as_str()));
+        return Err(two_credentials(
+            config.header.as_str(),
+            config.header.as_str(),
+        ));
     }
     let key = env
         .ctx
@@ -281,7 +284,7 @@ impl RouteAuth {
                 .collect();
             kinds.dedup();
             if kinds.len() > 1 {
-                return Err(two_credentials(&kinds.join(" and ")));
+                return Err(two_credentials("authorization", &kinds.join(" and ")));
             }
         }
         let result = self.authenticate_with_one(env).await;
@@ -372,7 +375,7 @@ fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayErr
     let headers = &env.ctx.headers;
     let fields = headers.get_all(http::header::AUTHORIZATION).iter().count();
     if fields > 1 {
-        return Err(two_credentials("authorization"));
+        return Err(two_credentials("authorization", "authorization"));
     }
     let Some(name) = cookie else {
         return Ok(());
@@ -382,18 +385,25 @@ fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayErr
     let mut cookies = cookie_values(env, name);
     if let Some(first) = cookies.next() {
         if cookies.any(|other| other != first) {
-            return Err(two_credentials(&format!("several `{name}` cookies")));
+            return Err(two_credentials(
+                "cookie",
+                &format!("several `{name}` cookies"),
+            ));
         }
         if bearer(env).is_some_and(|token| token != first) {
-            return Err(two_credentials("authorization and the session cookie"));
+            return Err(two_credentials(
+                "authorization",
+                "authorization and the session cookie",
+            ));
         }
     }
     Ok(())
 }
 
-fn two_credentials(where_: &str) -> GatewayError {
+/// Two credentials where one is read; `field` is the header at fault.
+fn two_credentials(field: &str, where_: &str) -> GatewayError {
     GatewayError::invalid_field(
-        "authorization",
+        field,
         format!("the request carries more than one credential ({where_}); send one"),
     )
 }

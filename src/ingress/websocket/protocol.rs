@@ -144,7 +144,17 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         let id = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
-        bad(id, format!("not a {JSON_V1} frame: {e}"))
+        let what = if dialect == Dialect::Proto {
+            "control frame"
+        } else {
+            "frame"
+        };
+        let name = if dialect == Dialect::Proto {
+            PROTO_V1
+        } else {
+            JSON_V1
+        };
+        bad(id, format!("not a {name} {what}: {e}"))
     })?;
     let id = frame.id.unwrap_or_default();
     let message = frame
