@@ -32,25 +32,49 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
             _ => Vec::new(),
         })
         .collect();
-    for scope in &rules.scopes {
-        if !granted.contains(&scope.as_str()) {
-            return Err(format!("the token lacks the scope {scope:?}"));
-        }
+    // Everything missing is named at once: a client fixing one thing at a
+    // time would be refused once per requirement.
+    let mut missing: Vec<String> = Vec::new();
+    let lacked: Vec<String> = rules
+        .scopes
+        .iter()
+        .filter(|scope| !granted.contains(&scope.as_str()))
+        .map(|scope| format!("{scope:?}"))
+        .collect();
+    match lacked.len() {
+        0 => {}
+        1 => missing.push(format!("the token lacks the scope {}", lacked[0])),
+        _ => missing.push(format!("the token lacks the scopes {}", lacked.join(", "))),
     }
     for (claim, wanted) in &rules.claims {
         let ok = match principal.claims.get(claim) {
-            Some(Value::String(s)) => s == wanted,
-            Some(Value::Array(items)) => items.iter().any(|i| i.as_str() == Some(wanted.as_str())),
-            Some(Value::Bool(b)) => wanted == if *b { "true" } else { "false" },
-            Some(Value::Number(n)) => wanted.parse::<serde_json::Number>().is_ok_and(|w| w == *n),
-            Some(_) => false,
+            Some(Value::Array(items)) => items.iter().any(|i| claim_is(i, wanted)),
+            Some(v) => claim_is(v, wanted),
             None => false,
         };
         if !ok {
-            return Err(format!("the claim {claim:?} is not {wanted:?}"));
+            missing.push(format!("the claim {claim:?} is not {wanted:?}"));
         }
     }
-    Ok(())
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// Whether one claim value is the configured one: the same string, or a
+/// boolean or number that reads as it (`true`, `3`, `3.0` for "3").
+fn claim_is(value: &Value, wanted: &str) -> bool {
+    match value {
+        Value::String(s) => s == wanted,
+        Value::Bool(b) => wanted == if *b { "true" } else { "false" },
+        Value::Number(n) => match (n.as_f64(), wanted.parse::<f64>()) {
+            (Some(n), Ok(w)) => n == w,
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// A route's authorization rules, as a pipeline policy.
@@ -74,5 +98,53 @@ impl Policy for Rules {
                 format!("permission denied: {why}"),
             )))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rules(scopes: &[&str], claims: &[(&str, &str)]) -> AuthorizeConfig {
+        AuthorizeConfig {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            claims: claims
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            consumers: None,
+        }
+    }
+
+    fn caller(claims: serde_json::Value) -> Principal {
+        Principal {
+            subject: "ada".into(),
+            claims,
+        }
+    }
+
+    #[test]
+    fn a_claim_matches_whatever_json_type_spells_the_value() {
+        let want = rules(&[], &[("tier", "3"), ("admin", "true")]);
+        for claims in [
+            json!({"tier": "3", "admin": "true"}),
+            json!({"tier": 3, "admin": true}),
+            json!({"tier": 3.0, "admin": [true]}),
+            json!({"tier": [1, 3], "admin": ["false", true]}),
+        ] {
+            assert_eq!(check(&want, &caller(claims.clone())), Ok(()), "{claims}");
+        }
+        assert!(check(&want, &caller(json!({"tier": 4, "admin": true}))).is_err());
+    }
+
+    #[test]
+    fn every_missing_requirement_is_named_at_once() {
+        let want = rules(&["a.read", "b.read", "c.read"], &[("tier", "gold")]);
+        let why = check(&want, &caller(json!({"scope": "b.read", "tier": "silver"}))).unwrap_err();
+        assert_eq!(
+            why,
+            "the token lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
+        );
     }
 }

@@ -258,6 +258,32 @@ fn authenticator_config_errors_name_the_key() {
     ))
     .unwrap_err();
     assert_eq!(err.key, "authenticators.x.algorithm");
+    assert!(
+        err.reason.starts_with("\"none\" is not one of HS256"),
+        "said plainly, not as Some(..): {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_public_key_of_another_kind_than_the_algorithm_is_named() {
+    // An RSA key where ES256 needs an EC key.
+    let text = support::config_text(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!(
+            "[authenticators.x]\nalgorithm = \"ES256\"\npublic_key_file = \"{}\"\n",
+            fixture("jwt_rs256_public.pem")
+        ),
+        "auth = \"x\"",
+    );
+    let err = match portico::app::load(portico::config::Config::from_toml(&text).unwrap()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an RSA key was taken for ES256"),
+    };
+    assert!(
+        err.contains("authenticators.x")
+            && err.contains("not a PEM EC public key, which ES256 needs"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -274,7 +274,7 @@ async fn the_gateways_own_bad_request_names_the_field_in_its_details() {
     let details = String::from_utf8_lossy(err.details()).into_owned();
     assert!(
         details.contains("type.googleapis.com/google.rpc.BadRequest")
-            && details.contains("authorization")
+            && details.contains("x-api-key")
             && details.contains("more than one credential"),
         "{details:?}"
     );

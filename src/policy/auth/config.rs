@@ -405,7 +405,7 @@ impl Validator<'_> {
         let algorithm: jsonwebtoken::Algorithm = algorithm_name.parse().map_err(|_| {
             self.err(
                 format!("{key}.algorithm"),
-                format!("{:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA", a.algorithm),
+                format!("{algorithm_name:?} is not one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"),
             )
         })?;
         let hmac = matches!(algorithm, HS256 | HS384 | HS512);

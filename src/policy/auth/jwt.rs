@@ -342,13 +342,19 @@ async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
     Ok(match (&config.key, config.algorithm) {
         (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
         (JwtKey::PublicPem(pem), alg) => {
-            let key = match alg {
-                RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
-                ES256 | ES384 => DecodingKey::from_ec_pem(pem),
-                EdDSA => DecodingKey::from_ed_pem(pem),
+            let (key, kind) = match alg {
+                RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+                    (DecodingKey::from_rsa_pem(pem), "RSA")
+                }
+                ES256 | ES384 => (DecodingKey::from_ec_pem(pem), "EC"),
+                EdDSA => (DecodingKey::from_ed_pem(pem), "Ed25519"),
                 alg => return Err(format!("{alg:?} takes a secret, not a public key")),
             };
-            Keys::One(key.map_err(|e| format!("bad public key: {e}"))?)
+            Keys::One(key.map_err(|e| {
+                format!(
+                    "public_key_file (or public_key) is not a PEM {kind} public key, which {alg:?} needs ({e})"
+                )
+            })?)
         }
         (
             JwtKey::Jwks {

@@ -18,6 +18,12 @@ impl Validator<'_> {
         k: &str,
         a: &file::AuthorizeFile,
     ) -> Result<AuthorizeConfig, ConfigError> {
+        if a.consumers.is_none() && a.scopes.is_empty() && a.claims.is_empty() {
+            return Err(self.err(
+                k,
+                "names no rule (consumers, scopes or claims): it would allow everyone; leave it out, or say what to require",
+            ));
+        }
         Ok(AuthorizeConfig {
             consumers: match &a.consumers {
                 Some(list) if list.is_empty() => {
