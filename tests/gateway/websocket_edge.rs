@@ -45,6 +45,11 @@ fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
 /// Reads server frames until the close frame; its code (None: the
 /// connection ended without one).
 async fn close_code(sock: &mut TcpStream) -> Option<u16> {
+    close_frame(sock).await.map(|(code, _)| code)
+}
+
+/// The close frame's code and reason.
+async fn close_frame(sock: &mut TcpStream) -> Option<(u16, String)> {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let mut head = [0u8; 2];
@@ -62,7 +67,12 @@ async fn close_code(sock: &mut TcpStream) -> Option<u16> {
             let mut payload = vec![0u8; len];
             sock.read_exact(&mut payload).await.ok()?;
             if head[0] & 0x0f == 0x8 {
-                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                return (payload.len() >= 2).then(|| {
+                    (
+                        u16::from_be_bytes([payload[0], payload[1]]),
+                        String::from_utf8_lossy(&payload[2..]).into_owned(),
+                    )
+                });
             }
         }
     })
@@ -100,10 +110,11 @@ async fn each_protocol_violation_closes_with_the_code_rfc_6455_assigns() {
     frame.extend_from_slice(&(big as u64).to_be_bytes());
     frame.extend_from_slice(&[0, 0, 0, 0]);
     let _ = sock.write_all(&frame).await;
-    assert_eq!(
-        close_code(&mut sock).await,
-        Some(1009),
-        "a frame over twice the limit"
+    let (code, reason) = close_frame(&mut sock).await.expect("a close frame");
+    assert_eq!(code, 1009, "a frame over twice the limit");
+    assert!(
+        reason.contains("websocket.max_message_bytes"),
+        "named by its setting: {reason}"
     );
     // The next session is served.
     let mut sock = session(h.gateway.addr).await;

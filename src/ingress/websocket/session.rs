@@ -166,7 +166,15 @@ pub(super) async fn run(
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read failed");
                     if let Some(why) = close_for(&e) {
-                        let _ = session.out.send(Outgoing::Close(why, protocol::close_reason(&e.to_string()))).await;
+                        let reason = match &e {
+                            // Named by the setting, as the error frame for a
+                            // smaller excess is.
+                            tokio_tungstenite::tungstenite::Error::Capacity(_) => format!(
+                                "a message over twice websocket.max_message_bytes ({hard_limit} bytes)"
+                            ),
+                            e => protocol::close_reason(&e.to_string()),
+                        };
+                        let _ = session.out.send(Outgoing::Close(why, reason)).await;
                     }
                     break;
                 }
@@ -495,6 +503,10 @@ impl Session {
                     headers.append(name.clone(), v.clone());
                 }
             }
+        } else if !named.contains(&TRACESTATE) {
+            // The handshake's tracestate belongs to the session's trace,
+            // not to the one this call names.
+            headers.remove(&TRACESTATE);
         }
     }
 
