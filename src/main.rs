@@ -155,7 +155,7 @@ fn main() -> ExitCode {
                             .ok_or("--explain takes \"METHOD /path?query\"")?;
                         let method = http::Method::from_bytes(method.as_bytes())
                             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
-                        emit(&loaded.routes.explain(&method, target.trim()));
+                        emit(&loaded.routes.explain(&method, target.trim()))?;
                     }
                     None => {
                         use std::fmt::Write as _;
@@ -194,7 +194,7 @@ fn main() -> ExitCode {
                                 loaded.config.policy_summary(route)
                             );
                         }
-                        emit(&out);
+                        emit(&out)?;
                     }
                 }
                 Ok(())
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
                 });
                 let mut text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
                 text.push('\n');
-                emit(&text);
+                emit(&text)?;
                 Ok(())
             }
             Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
                 let set =
                     descriptors::compile_protos(&proto_paths, &files).map_err(|(_, e)| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;
-                emit(&format!("wrote {} ({} bytes)\n", out.display(), set.len()));
+                emit(&format!("wrote {} ({} bytes)\n", out.display(), set.len()))?;
                 Ok(())
             }
         }
@@ -251,16 +251,17 @@ fn main() -> ExitCode {
 }
 
 /// Writes a command's output. A reader that stops early (`portico check |
-/// head`) is not an error: the rest is simply not wanted.
-fn emit(text: &str) {
+/// head`) is not an error: the rest is simply not wanted. Any other
+/// failure (a full disk) is: the output is incomplete.
+fn emit(text: &str) -> Result<(), String> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => eprintln!("portico: cannot write the output: {e}"),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write the output: {e}")),
     }
 }

@@ -70,8 +70,9 @@ pub struct Attempt {
 
 impl Drop for Attempt {
     /// An attempt dropped before its reply started or it failed: the client
-    /// left (or the call was otherwise cancelled) while the backend was
-    /// working. The time is the upstream's all the same, and the span
+    /// left, or the gateway stopped waiting (an aggregate's timeout, or a
+    /// sibling call's failure with `on_error = "fail"`), while the backend
+    /// was working. The time is the upstream's all the same, and the span
     /// says how it ended.
     fn drop(&mut self) {
         let Some(since) = self.since.take() else {
@@ -85,7 +86,9 @@ impl Drop for Attempt {
                 "rpc.grpc.status_code",
                 tonic::Code::Cancelled as i64,
             ));
-            span.set_status(Status::error("cancelled before the backend replied"));
+            span.set_status(Status::error(
+                "cancelled before the backend replied: the client left or the gateway stopped waiting",
+            ));
             span.end();
         }
     }
@@ -381,10 +384,14 @@ impl CallRecord {
     /// span is named after the method. A session opened on a method's path
     /// is routed to it too: one call, one route.
     pub fn routed(&self, target: &Arc<crate::envelope::Target>) {
-        if self.active() {
+        // Nothing to do on most calls: the name is for spans only.
+        let name = self.tracing.is_some();
+        if self.active() && (name || !target.access_log) {
             let mut f = self.facts();
             f.silenced |= !target.access_log;
-            f.named = Some(target.clone());
+            if name {
+                f.named = Some(target.clone());
+            }
         }
     }
 

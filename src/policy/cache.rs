@@ -190,19 +190,24 @@ fn vary_names(metadata: &HeaderMap) -> Option<Vec<http::HeaderName>> {
 
 /// A `Cache-Control` field's directives: lowercase names, each with its
 /// value unquoted. Commas inside a quoted value (`private="a, b"`) do not
-/// split it.
-fn directives(h: &HeaderMap) -> Vec<(String, Option<String>)> {
+/// split it, nor does an escaped quote (`\"`) end it. `None` when a field
+/// cannot be read (not text, a quote left open): a cache must not guess
+/// what it says.
+fn directives(h: &HeaderMap) -> Option<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
-    for field in h
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
+    for field in h.get_all(http::header::CACHE_CONTROL).iter() {
+        let field = field.to_str().ok()?;
         let mut quoted = false;
+        let mut escaped = false;
         let mut start = 0;
         let end = std::iter::once((field.len(), ','));
         for (i, c) in field.char_indices().chain(end) {
+            if escaped {
+                escaped = false;
+                continue;
+            }
             match c {
+                '\\' if quoted => escaped = true,
                 '"' => quoted = !quoted,
                 ',' if !quoted || i == field.len() => {
                     let directive = field[start..i].trim();
@@ -219,8 +224,11 @@ fn directives(h: &HeaderMap) -> Vec<(String, Option<String>)> {
                 _ => {}
             }
         }
+        if quoted {
+            return None;
+        }
     }
-    out
+    Some(out)
 }
 
 fn has(directives: &[(String, Option<String>)], name: &str) -> bool {
@@ -237,7 +245,9 @@ fn has(directives: &[(String, Option<String>)], name: &str) -> bool {
 /// cannot be read (`max-age=abc`, `-5`, a malformed or past `Expires`)
 /// is already stale, as RFC 9111 section 4.2.1 reads it.
 fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
-    let d = directives(metadata);
+    let Some(d) = directives(metadata) else {
+        return Some(Duration::ZERO);
+    };
     if has(&d, "no-store") || has(&d, "private") || has(&d, "no-cache")
         // A cookie is one client's; a reply that sets one is not shared.
         || metadata.contains_key(http::header::SET_COOKIE)
@@ -289,7 +299,8 @@ impl Policy for ResponseCache {
         if !env.target.cacheable {
             return pass(env, next);
         }
-        let client = directives(&env.ctx.headers);
+        // A client's field that cannot be read asks for nothing.
+        let client = directives(&env.ctx.headers).unwrap_or_default();
         let message = match &env.payload {
             Payload::Unary(m) if !has(&client, "no-store") => m.clone(),
             _ => return pass(env, next),
@@ -632,6 +643,9 @@ mod lifetime_tests {
             "max-age=abc",
             "max-age=-5",
             "s-maxage=soon, max-age=60",
+            // Unreadable: not stored rather than guessed at.
+            "ext=\"\\\"\", private",
+            "max-age=60, ext=\"open",
         ] {
             assert_eq!(
                 backend_lifetime(&reply(&[("cache-control", cc)])),

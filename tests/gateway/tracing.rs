@@ -742,8 +742,8 @@ async fn span_names_and_attempt_numbers_say_what_happened_never_what_a_client_ma
     );
     let ran = attempt.end_time_unix_nano - attempt.start_time_unix_nano;
     assert!(
-        ran >= 200_000_000,
-        "the attempt lasted until the client left: {ran} ns"
+        (200_000_000..1_200_000_000).contains(&ran),
+        "the attempt lasted until the client left, not until the backend replied: {ran} ns"
     );
 }
 

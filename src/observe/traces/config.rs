@@ -227,23 +227,17 @@ impl Validator<'_> {
             }
         };
         let queue_size = t.and_then(|t| t.queue_size).unwrap_or(2048);
-        let batch_size = t.and_then(|t| t.batch_size).unwrap_or(512);
+        // Unset, a batch is at most the queue: a small queue alone is fine.
+        let batch_size = t
+            .and_then(|t| t.batch_size)
+            .unwrap_or(512.min(queue_size.max(1)));
         if queue_size == 0 {
             return Err(self.err("tracing.queue_size", "must be greater than zero"));
         }
-        let batch_set = t.and_then(|t| t.batch_size).is_some();
-        if batch_size == 0 || (batch_set && batch_size > queue_size) {
+        if batch_size == 0 || batch_size > queue_size {
             return Err(self.err(
                 "tracing.batch_size",
                 format!("must be between 1 and queue_size ({queue_size})"),
-            ));
-        }
-        if batch_size > queue_size {
-            return Err(self.err(
-                "tracing.queue_size",
-                format!(
-                    "must be at least batch_size ({batch_size} unless set): a batch is taken from the queue; set batch_size too"
-                ),
             ));
         }
         Ok(Some(TracingConfig {
@@ -444,11 +438,6 @@ mod tests {
                 "OTEL_EXPORTER_OTLP_PROTOCOL (environment)",
             ),
             (
-                Some("endpoint = \"http://c\"\nqueue_size = 8"),
-                vec![],
-                "tracing.queue_size",
-            ),
-            (
                 Some("endpoint = \"http://c\"\nqueue_size = 8\nbatch_size = 9"),
                 vec![],
                 "tracing.batch_size",
@@ -457,6 +446,14 @@ mod tests {
             let err = resolve(file, &env).unwrap_err();
             assert_eq!(err.key, key, "{file:?} {env:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_small_queue_alone_takes_batches_of_its_size() {
+        let t = resolve(Some("endpoint = \"http://c\"\nqueue_size = 8"), &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.queue_size, t.batch_size), (8, 8));
     }
 
     #[test]
