@@ -291,3 +291,22 @@ fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
     );
     Config::from_toml(&good).unwrap();
 }
+
+#[test]
+fn waits_that_contradict_each_other_are_config_errors() {
+    for (table, key) in [
+        (
+            "[upstreams.backend.health_check]\ninterval = \"1s\"\ntimeout = \"5s\"\n",
+            "upstreams.backend.health_check.timeout",
+        ),
+        (
+            "[upstreams.backend.retry]\nbackoff_base = \"2s\"\nbackoff_max = \"1s\"\n",
+            "upstreams.backend.retry.backoff_base",
+        ),
+    ] {
+        let text = MINIMAL.replace("[[routes]]", &format!("{table}\n[[routes]]"));
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.to_string().contains("is longer than"), "{err}");
+    }
+}

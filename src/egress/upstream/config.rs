@@ -293,17 +293,27 @@ impl Validator<'_> {
                         "gRPC upstreams are checked with grpc.health.v1; name a `service` instead",
                     ));
                 }
+                let interval = self.duration(
+                    &format!("{k}.interval"),
+                    &h.interval,
+                    Duration::from_secs(5),
+                )?;
+                let timeout =
+                    self.duration(&format!("{k}.timeout"), &h.timeout, Duration::from_secs(1))?;
+                // A check still waiting when the next is due would pile up.
+                if timeout > interval {
+                    return Err(self.err(
+                        format!("{k}.timeout"),
+                        format!(
+                            "{} is longer than the interval ({}): a check must end before the next starts",
+                            humantime::format_duration(timeout),
+                            humantime::format_duration(interval)
+                        ),
+                    ));
+                }
                 Some(HealthCheckConfig {
-                    interval: self.duration(
-                        &format!("{k}.interval"),
-                        &h.interval,
-                        Duration::from_secs(5),
-                    )?,
-                    timeout: self.duration(
-                        &format!("{k}.timeout"),
-                        &h.timeout,
-                        Duration::from_secs(1),
-                    )?,
+                    interval,
+                    timeout,
                     healthy_threshold: threshold("healthy_threshold", h.healthy_threshold)?,
                     unhealthy_threshold: threshold("unhealthy_threshold", h.unhealthy_threshold)?,
                     service: h.service.clone().unwrap_or_default(),
@@ -360,6 +370,7 @@ impl Validator<'_> {
             })?);
         }
         let retry = RetryConfig {
+            // Checked below, once both are read.
             max_retries: r.and_then(|r| r.max_retries).unwrap_or(2),
             retry_on,
             budget_percent: percent("retry.budget_percent", r.and_then(|r| r.budget_percent), 20)?,
@@ -376,6 +387,16 @@ impl Validator<'_> {
             )?,
             idempotent_methods: r.map(|r| r.idempotent_methods.clone()).unwrap_or_default(),
         };
+        if retry.backoff_base > retry.backoff_max {
+            return Err(self.err(
+                format!("{key}.retry.backoff_base"),
+                format!(
+                    "{} is longer than backoff_max ({}): the first wait would already be over the longest",
+                    humantime::format_duration(retry.backoff_base),
+                    humantime::format_duration(retry.backoff_max)
+                ),
+            ));
+        }
         let c = u.circuit_breaker.as_ref();
         let circuit_breaker = CircuitBreakerConfig {
             max_requests: positive(
