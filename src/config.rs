@@ -129,8 +129,19 @@ impl Config {
         }
         if let Some(c) = &route.cache {
             let shared = if c.shared.is_some() { ", shared" } else { "" };
+            let vary = if c.vary.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = c.vary.iter().map(http::HeaderName::as_str).collect();
+                format!(", vary {}", names.join(" "))
+            };
+            let methods = if c.methods.is_empty() {
+                String::new()
+            } else {
+                format!(", methods {}", c.methods.join(" "))
+            };
             parts.push(format!(
-                "cache (ttl {}, {} bytes{shared})",
+                "cache (ttl {}, {} bytes{shared}{vary}{methods})",
                 humantime::format_duration(c.ttl),
                 c.max_bytes
             ));

@@ -310,3 +310,18 @@ fn waits_that_contradict_each_other_are_config_errors() {
         assert!(err.to_string().contains("is longer than"), "{err}");
     }
 }
+
+#[test]
+fn the_policy_summary_says_what_a_cache_keys_on_and_covers() {
+    let text = MINIMAL.replace(
+        "upstream = \"backend\"",
+        "upstream = \"backend\"\ncache = { ttl = \"30s\", vary = [\"Accept-Language\"], methods = [\"Get\"] }",
+    );
+    let c = Config::from_toml(&text).unwrap();
+    let summary = c.policy_summary(&c.routes[0]);
+    assert!(
+        summary.contains("cache (ttl 30s, ")
+            && summary.contains(", vary accept-language, methods Get)"),
+        "{summary}"
+    );
+}
