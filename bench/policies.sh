@@ -26,7 +26,7 @@ taskset -c 0 target/release/examples/authz_services 127.0.0.1:50190 127.0.0.1:50
 pids+=($!)
 
 # Test keys and tokens, made here: HS256 with a secret, RS256 with a fresh key pair.
-SECRET=bench-secret-of-some-length
+SECRET=bench-secret-of-some-length-for-hs256
 openssl genrsa -out "$RUN/bench_rs.pem" 2048 2>/dev/null
 openssl rsa -in "$RUN/bench_rs.pem" -pubout -out "$RUN/bench_rs.pub" 2>/dev/null
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }

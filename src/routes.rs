@@ -434,11 +434,42 @@ impl RouteTable {
                         let _ = writeln!(out, "  body    field {}", f.name());
                     }
                 }
+                let ignores =
+                    b.json.unknown_query_params == crate::config::UnknownQueryParams::Ignore;
                 for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-                    let _ = writeln!(out, "  query   {k} = {v:?}");
+                    match crate::transcode::request::query_fields(b, &k, false) {
+                        Ok(fields) => {
+                            let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
+                            let _ = writeln!(out, "  query   {k} = {v:?} sets {}", names.join("."));
+                        }
+                        Err(reason) if ignores => {
+                            let _ = writeln!(out, "  query   {k} = {v:?} ignored: it {reason}");
+                        }
+                        Err(reason) => {
+                            let _ = writeln!(out, "  query   {k} = {v:?} refused: it {reason}");
+                        }
+                    }
                 }
                 if !matches!(b.body, BodyRule::Whole) {
                     let _ = writeln!(out, "  other fields may be set from the query string");
+                }
+                // What the gateway would make of the path and query, as a
+                // request without a body: a value that does not fit its
+                // field is refused here as it would be there.
+                let url = crate::transcode::request::UrlParts {
+                    segments: &m.segments,
+                    query: (!query.is_empty()).then_some(query),
+                };
+                if let Err(e) =
+                    crate::transcode::request::build(b, Some(url), &bytes::Bytes::new(), None)
+                {
+                    let _ = writeln!(
+                        out,
+                        "  refused {} / {:?}: {}",
+                        e.http_status().as_u16(),
+                        e.grpc_code(),
+                        e.message
+                    );
                 }
             }
             MatchOutcome::MethodNotAllowed(allowed) => {

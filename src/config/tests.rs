@@ -110,7 +110,7 @@ fn url_credentials_are_masked_wherever_they_appear() {
 #[test]
 fn the_config_view_redacts_secrets_by_key_and_in_urls() {
     let text = format!(
-        "{MINIMAL}\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"s3cret-value-long-enough\"\n"
+        "{MINIMAL}\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"s3cret-value-long-enough-for-hs256\"\n"
     );
     let c = Config::from_toml(&text).unwrap();
     let shown = c.redacted.to_string();
@@ -190,7 +190,7 @@ fn a_claim_cannot_be_forwarded_as_a_credential_or_the_request_id() {
         "grpc-timeout",
     ] {
         let text = format!(
-            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256\"\nforward_claims = {{ sub = \"{header}\" }}\n"
+            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-signing\"\nforward_claims = {{ sub = \"{header}\" }}\n"
         );
         let err = Config::from_toml(&text).unwrap_err();
         assert_eq!(
@@ -205,7 +205,7 @@ fn a_claim_cannot_be_forwarded_where_an_api_key_authenticator_reads_its_keys() {
     for (header, keys_header) in [("x-api-key", None), ("x-partner", Some("X-Partner"))] {
         let keys_header = keys_header.map_or(String::new(), |h| format!("header = \"{h}\"\n"));
         let text = format!(
-            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256\"\nforward_claims = {{ sub = \"{header}\" }}\n\n\
+            "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-signing\"\nforward_claims = {{ sub = \"{header}\" }}\n\n\
              [authenticators.keys]\nkind = \"api_key\"\n{keys_header}keys_file = \"{}\"\n",
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/api_keys.toml")
         );

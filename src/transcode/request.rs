@@ -360,8 +360,31 @@ fn mask_paths(
     }
 }
 
+/// The field (and the fields leading to it) a query parameter of a REST
+/// request sets, or why the binding takes no such parameter.
 /// `whole_message`: the body is a whole message but the query may still
 /// set fields (WebSocket handshakes), so no body rule refuses a parameter.
+pub fn query_fields(
+    binding: &Binding,
+    key: &str,
+    whole_message: bool,
+) -> Result<Vec<FieldDescriptor>, String> {
+    let input = binding.target.method.input();
+    match (fields::resolve(&input, key), &binding.body) {
+        (None, _) => Err(format!("is not a field of {}", input.full_name())),
+        (Some(fs), _) if binding.path_binds(&fs) => Err("is already bound by the path".to_owned()),
+        (Some(fs), _) if whole_message => Ok(fs),
+        (_, BodyRule::Whole) => {
+            Err("is not accepted: the body carries the whole request".to_owned())
+        }
+        (Some(fs), BodyRule::Field(b)) if fs[0] == *b => {
+            Err(format!("is part of the body field {}", b.name()))
+        }
+        (Some(fs), _) => Ok(fs),
+    }
+}
+
+/// Sets the fields a query string names; see [`query_fields`].
 fn apply_query_to(
     msg: &mut DynamicMessage,
     binding: &Binding,
@@ -369,34 +392,20 @@ fn apply_query_to(
     opts: &JsonOptions,
     whole_message: bool,
 ) -> Result<(), GatewayError> {
-    let input = binding.target.method.input();
     let mut seen_singular: HashSet<String> = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let resolved = fields::resolve(&input, &key);
-        let refusal = match (&resolved, &binding.body) {
-            (None, _) => Some(format!("is not a field of {}", input.full_name())),
-            (Some(fs), _) if binding.path_binds(fs) => {
-                Some("is already bound by the path".to_owned())
+        let fs = match query_fields(binding, &key, whole_message) {
+            Ok(fs) => fs,
+            Err(reason) => {
+                if opts.unknown_query_params == UnknownQueryParams::Reject {
+                    return Err(GatewayError::invalid_field(
+                        key.as_ref(),
+                        format!("query parameter {key} {reason}"),
+                    ));
+                }
+                continue;
             }
-            _ if whole_message => None,
-            (_, BodyRule::Whole) => {
-                Some("is not accepted: the body carries the whole request".to_owned())
-            }
-            (Some(fs), BodyRule::Field(b)) if fs[0] == *b => {
-                Some(format!("is part of the body field {}", b.name()))
-            }
-            _ => None,
         };
-        if let Some(reason) = refusal {
-            if opts.unknown_query_params == UnknownQueryParams::Reject {
-                return Err(GatewayError::invalid_field(
-                    key.as_ref(),
-                    format!("query parameter {key} {reason}"),
-                ));
-            }
-            continue;
-        }
-        let fs = resolved.expect("refused above when unresolved");
         let last = fs.last().expect("non-empty");
         // By the field, not the spelling: `page_size` and `pageSize` are one.
         if !last.is_list()

@@ -9,7 +9,7 @@ use portico::demo::backends::pb;
 use std::time::Duration;
 use support::Harness;
 
-const SECRET: &str = "cache-test-secret-long-enough";
+const SECRET: &str = "cache-test-secret-long-enough-for-hs256";
 
 async fn gateway(extra_route: &str, sections: &str) -> Harness {
     let extra = extra_route.to_owned();

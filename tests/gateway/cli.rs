@@ -51,7 +51,7 @@ fn check_lists_each_routes_policies_in_pipeline_order() {
         &file,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
-             [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"x\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-for-the-cli-test\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
              [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nmethods = [\"GetShelf\", \"ListBooks\"]\nupstream = \"a\"\nauth = \"users\"\n\
              authorize = {{ scopes = [\"read\"] }}\nrate_limit = {{ requests_per_second = 5, key = \"principal\" }}\n\
              [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nmethods = [\"GetBook\"]\nupstream = \"a\"\n",
@@ -123,7 +123,48 @@ fn explain_names_the_binding_and_what_fills_each_field() {
         "{text}"
     );
     assert!(text.contains("body    field book"), "{text}");
-    assert!(text.contains("query   updateMask = \"title\""), "{text}");
+    assert!(
+        text.contains("query   updateMask = \"title\" sets update_mask"),
+        "{text}"
+    );
+    assert!(!text.contains("refused"), "{text}");
+}
+
+#[test]
+fn explain_says_which_query_parameters_the_gateway_would_refuse() {
+    let explain = |request: &str| {
+        let out = portico()
+            .args([
+                "check",
+                "--config",
+                "examples/library.toml",
+                "--explain",
+                request,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A field the message does not have, and one the path already binds.
+    let text = explain("GET /v1/shelves/1/books?colour=red");
+    assert!(
+        text.contains("query   colour = \"red\" refused: it is not a field of"),
+        "{text}"
+    );
+    assert!(text.contains("refused 400 / InvalidArgument:"), "{text}");
+    let text = explain("GET /v1/shelves/1/books?parent=shelves/2");
+    assert!(
+        text.contains("refused: it is already bound by the path"),
+        "{text}"
+    );
+    // A known field given a value it cannot hold.
+    let text = explain("GET /v1/shelves/1/books?pageSize=many");
+    assert!(
+        text.contains("query   pageSize = \"many\" sets page_size"),
+        "{text}"
+    );
+    assert!(text.contains("refused 400 / InvalidArgument:"), "{text}");
+    assert!(text.contains("pageSize"), "{text}");
 }
 
 #[test]

@@ -822,6 +822,24 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "introspection",
         ),
         (
+            "an HS256 secret shorter than the hash",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"short-secret\"\n".into(),
+            "authenticators.jwt.secret",
+            "is 12 bytes; HS256 needs a secret of at least 32 bytes",
+        ),
+        (
+            "an HS512 secret long enough for HS256 only",
+            "[authenticators.jwt]\nalgorithm = \"HS512\"\nsecret = \"a-secret-of-forty-bytes-for-hs256-only!!\"\n".into(),
+            "authenticators.jwt.secret",
+            "HS512 needs a secret of at least 64 bytes",
+        ),
+        (
+            "a leeway that keeps expired tokens valid",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nleeway = \"1h\"\n".into(),
+            "authenticators.jwt.leeway",
+            "\"1h\" is longer than 5m",
+        ),
+        (
             "discovery with a shared-secret algorithm",
             "[authenticators.idp]\nissuer = \"https://id.example.com\"\nalgorithm = \"HS256\"\n".into(),
             "authenticators.idp.algorithm",

@@ -476,7 +476,7 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
     let path = dir.join("portico.toml");
     let log = dir.join("access.log");
     let text = config_text(Shape::A, &[b1], "")
-        + "\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-very-secret-signing-key\"\n"
+        + "\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-very-secret-signing-key-for-hs256\"\n"
         + &format!(
             "\n[authenticators.keys]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"{}\"\n",
             support::fixture("api_keys.toml")
@@ -503,7 +503,9 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
         before["config"]["authenticators"]["users"]["secret"],
         "[redacted]"
     );
-    assert!(!before.to_string().contains("a-very-secret-signing-key"));
+    assert!(!before
+        .to_string()
+        .contains("a-very-secret-signing-key-for-hs256"));
     // An authenticator's name is not a setting: one named `keys` is shown.
     assert_eq!(
         before["config"]["authenticators"]["keys"]["kind"],

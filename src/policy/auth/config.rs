@@ -6,6 +6,9 @@ use crate::config::{file, ConfigError, Validator};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The most clock skew a JWT authenticator may allow on `exp` and `nbf`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
 /// Where a JWT authenticator's key comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JwtKey {
@@ -506,6 +509,22 @@ impl Validator<'_> {
                 }
             }
             (true, Some(secret), None) if !secret.is_empty() && jwks.is_none() => {
+                // RFC 7518, section 3.2: an HMAC key at least as long as
+                // the hash, or the signature is only as strong as a guess.
+                let least = match algorithm {
+                    HS384 => 48,
+                    HS512 => 64,
+                    _ => 32,
+                };
+                if secret.len() < least {
+                    return Err(self.err(
+                        format!("{key}.secret"),
+                        format!(
+                            "is {} bytes; {algorithm_name} needs a secret of at least {least} bytes (RFC 7518, section 3.2)",
+                            secret.len()
+                        ),
+                    ));
+                }
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
             (false, None, Some(pem)) if jwks.is_none() => JwtKey::PublicPem(pem),
@@ -535,7 +554,17 @@ impl Validator<'_> {
             issuer: a.issuer.clone(),
             audiences: a.audiences.clone().unwrap_or_default(),
             leeway: match &a.leeway {
-                Some(_) => self.duration(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?,
+                Some(written) => {
+                    let leeway =
+                        self.duration(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?;
+                    if leeway > MAX_LEEWAY {
+                        return Err(self.err(
+                            format!("{key}.leeway"),
+                            format!("{written:?} is longer than {}: a leeway is for clocks that disagree by seconds, not for keeping expired tokens valid", humantime::format_duration(MAX_LEEWAY)),
+                        ));
+                    }
+                    leeway
+                }
                 None => Duration::from_secs(30),
             },
         })
