@@ -1,6 +1,8 @@
 //! A minimal WebSocket client for trying the bridge: connects, sends each
-//! line of standard input as a text frame (an empty line ends the input),
-//! and prints every frame it receives until the server closes.
+//! line of standard input as a text frame, and prints every frame it
+//! receives until the server closes. On a REST path (no subprotocol) an
+//! empty line, or the end of standard input, ends the call's input with an
+//! empty text frame; replies keep coming until the server closes.
 //!
 //! ```text
 //! cargo run --example ws_client -- 'ws://127.0.0.1:8080/v1/feed?count=3&interval_ms=500' < /dev/null
@@ -17,7 +19,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args.next().ok_or("usage: ws_client URL [SUBPROTOCOL]")?;
     let mut request = url.into_client_request()?;
-    if let Some(protocol) = args.next() {
+    let protocol = args.next();
+    let plain = protocol.is_none();
+    if let Some(protocol) = protocol {
         request
             .headers_mut()
             .insert("sec-websocket-protocol", protocol.parse()?);
@@ -31,6 +35,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 return;
             }
         }
+        if plain {
+            let _ = tx.send(Message::text("")).await;
+        }
+        // The sending half stays open: dropping it would end the task
+        // without a close frame, and the server is the one that closes.
+        std::future::pending::<()>().await;
     });
     while let Some(frame) = rx.next().await {
         match frame? {

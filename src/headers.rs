@@ -36,10 +36,19 @@ pub fn parse_connect_timeout(v: &str) -> Option<Duration> {
 /// `400` / `INVALID_ARGUMENT` naming it, on every protocol, rather than
 /// a call that silently runs without the deadline its client asked for.
 pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    check_deadline_fields(headers, "")
+}
+
+/// [`check_deadline_headers`] for fields that came in under another name:
+/// a WebSocket call's `metadata` object names them `metadata.grpc-timeout`.
+pub fn check_deadline_fields(
+    headers: &http::HeaderMap,
+    prefix: &str,
+) -> Result<(), crate::error::GatewayError> {
     for value in headers.get_all("grpc-timeout") {
         if value.to_str().ok().and_then(parse_grpc_timeout).is_none() {
             return Err(crate::error::GatewayError::invalid_field(
-                "grpc-timeout",
+                format!("{prefix}grpc-timeout"),
                 format!(
                     "{value:?} is not a gRPC timeout: up to 8 digits and a unit (H, M, S, m, u or n), as in \"500m\""
                 ),
@@ -54,7 +63,7 @@ pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::er
             .is_none()
         {
             return Err(crate::error::GatewayError::invalid_field(
-                "connect-timeout-ms",
+                format!("{prefix}connect-timeout-ms"),
                 format!("{value:?} is not a timeout: a number of milliseconds, up to 10 digits"),
             ));
         }

@@ -229,6 +229,54 @@ async fn authorization_refuses_the_same_callers_on_every_protocol() {
 }
 
 #[tokio::test]
+async fn a_refusal_names_everything_missing_and_claims_match_by_value_on_every_protocol() {
+    let sections =
+        format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n");
+    let h = gateway(
+        &sections,
+        "auth = \"users\"\nauthorize = { scopes = [\"probe.read\", \"probe.audit\"], claims = { level = \"3\", staff = \"true\" } }",
+    )
+    .await;
+    let signed = |claims: serde_json::Value| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims = claims;
+        claims["sub"] = json!("ada");
+        claims["exp"] = json!(now + 600);
+        format!(
+            "Bearer {}",
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap()
+        )
+    };
+    // A number and a boolean claim match the configured text that spells them.
+    let allowed = signed(json!({"scope": "probe.read probe.audit", "level": 3, "staff": true}));
+    let lacking = signed(json!({"scope": "other", "level": "4", "staff": true}));
+    for protocol in EVERY_PROTOCOL {
+        let s = call(&h, protocol, &[("authorization", &allowed)], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}: {}", s.message);
+        let s = call(&h, protocol, &[("authorization", &lacking)], "", None).await;
+        assert_eq!(s.code, 7, "{protocol:?}");
+        // One refusal names every requirement the token misses.
+        assert!(
+            s.message
+                .contains("the token lacks the scopes \"probe.read\", \"probe.audit\"")
+                && s.message.contains("the claim \"level\" is not \"3\"")
+                && !s.message.contains("staff"),
+            "{protocol:?}: {}",
+            s.message
+        );
+    }
+    assert_eq!(h.backends.probe.calls(), EVERY_PROTOCOL.len() as u64);
+}
+
+#[tokio::test]
 async fn a_rate_limit_keyed_on_a_header_counts_it_on_every_protocol() {
     let h = gateway(
         "",
@@ -411,11 +459,12 @@ async fn a_malformed_deadline_is_refused_on_every_protocol() {
     };
     assert_eq!(frame["id"], "a", "{frame}");
     assert_eq!(frame["error"]["code"], 3, "{frame}");
+    // Named as the client wrote it: a field of the call's metadata.
     assert!(
         frame["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("grpc-timeout"),
+            .contains("metadata.grpc-timeout"),
         "{frame}"
     );
     let refused = h

@@ -6,41 +6,10 @@ use crate::support;
 
 use std::time::Duration;
 use support::served::Served;
+use support::ws_raw::{masked, session};
 use support::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A session in the JSON dialect, past its `101`.
-async fn session(addr: std::net::SocketAddr) -> TcpStream {
-    let mut sock = TcpStream::connect(addr).await.unwrap();
-    sock.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        sock.read_exact(&mut b).await.unwrap();
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    sock
-}
-
-/// A client frame, masked with a zero key (so the payload reads as is).
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut f = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    f.extend_from_slice(payload);
-    f
-}
 
 /// Reads server frames until the close frame; its code (None: the
 /// connection ended without one).

@@ -271,13 +271,27 @@ fn result_frame(dialect: Dialect, id: &str, json: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// A close reason within the 123 bytes a close frame allows.
+/// A close reason within the 123 bytes a close frame allows: a longer
+/// message is cut after a whole word where one ends near the limit, and
+/// ends with `…` so a reader knows it was cut (the `{"error"}` frame before
+/// the close carries it whole).
 pub fn close_reason(message: &str) -> String {
-    let mut end = message.len().min(120);
+    const MAX: usize = 123;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX - '…'.len_utf8();
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    message[..end].to_owned()
+    let at_word_end = message.as_bytes()[end] == b' ';
+    if let Some(space) = message[..end]
+        .rfind(' ')
+        .filter(|&s| !at_word_end && s + 24 >= end)
+    {
+        end = space;
+    }
+    format!("{}…", message[..end].trim_end_matches([' ', ',', ':', ';']))
 }
 
 #[cfg(test)]

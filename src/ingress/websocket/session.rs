@@ -147,8 +147,14 @@ pub(super) async fn run(
     }
 
     let idle_timeout = cfg.idle_timeout;
-    let mut last_seen = Instant::now();
-    let mut idle_check = tokio::time::interval(
+    // The runtime's clock, as the timer's: a test that pauses time moves both.
+    let mut last_seen = tokio::time::Instant::now();
+    // Armed for when the connection would have been silent for the whole
+    // timeout, and moved on only when it fires: one timer per period, not
+    // one per frame, and the close comes on time.
+    let idle = tokio::time::sleep_until(last_seen + idle_timeout);
+    tokio::pin!(idle);
+    let mut refresh = tokio::time::interval(
         (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
     );
     let mut shutdown = ingress.shutdown.clone();
@@ -156,7 +162,7 @@ pub(super) async fn run(
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(message)) => {
-                    last_seen = Instant::now();
+                    last_seen = tokio::time::Instant::now();
                     if let Message::Close(frame) = &message {
                         session.record.closed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                         break;
@@ -193,15 +199,18 @@ pub(super) async fn run(
                 let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "gateway shutting down".into())).await;
                 break;
             }
-            _ = idle_check.tick() => {
+            _ = refresh.tick() => {
                 // An idle session does not hold an old generation (its
                 // routes, caches, upstreams) after a reload: its next calls
                 // and limits come from the newest.
                 session.ingress = session.ingress.newest();
+            }
+            () = &mut idle => {
                 if last_seen.elapsed() >= idle_timeout {
                     let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "idle timeout".into())).await;
                     break;
                 }
+                idle.as_mut().reset(last_seen + idle_timeout);
             }
         }
     }
@@ -451,7 +460,9 @@ impl Session {
             }
         }
         self.ignore_unusable_traceparent(&mut headers, &named);
-        if let Err(err) = crate::headers::check_deadline_headers(&headers) {
+        // The handshake's own fields passed the edge: a bad one here came
+        // in the call's metadata, and is named as the client wrote it.
+        if let Err(err) = crate::headers::check_deadline_fields(&headers, "metadata.") {
             return self.refuse(&id, &err).await;
         }
         let binding = ingress

@@ -9,6 +9,7 @@ pub mod protocols;
 pub mod python;
 pub mod redis;
 pub mod served;
+pub mod ws_raw;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};

@@ -106,5 +106,20 @@ fn server_frames_wrap_messages_and_carry_the_id() {
     use crate::error::WsClose;
     assert_eq!(WsClose::CallEnded(tonic::Code::Ok).code(), 1000);
     assert_eq!(WsClose::CallEnded(tonic::Code::NotFound).code(), 4005);
-    assert_eq!(close_reason(&"é".repeat(100)).len(), 120);
+    let cut = close_reason(&"é".repeat(100));
+    assert!(cut.len() <= 123 && cut.ends_with('…'), "{cut}");
+    let short = "no such shelf: 9";
+    assert_eq!(close_reason(short), short);
+    let words = "the backend said that the shelf you asked for is not one it has, and that it will not have it later either, whatever you ask";
+    let cut = close_reason(words);
+    assert!(cut.len() <= 123, "{cut}");
+    let kept = cut.trim_end_matches('…');
+    assert!(words.starts_with(kept), "{cut}");
+    assert_eq!(
+        words.as_bytes()[kept.len()],
+        b' ',
+        "cut after a whole word: {cut}"
+    );
+    let unbroken = "x".repeat(200);
+    assert_eq!(close_reason(&unbroken), format!("{}…", "x".repeat(120)));
 }

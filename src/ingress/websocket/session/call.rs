@@ -227,14 +227,8 @@ pub(super) async fn finish(
         // The levels of every protocol: warnings are about the operator's
         // systems, not about clients.
         let code = err.grpc_code() as i32;
-        match err.origin {
-            crate::error::Origin::Client => {
-                tracing::info!(target: "portico::access", protocol = "websocket", call = id, code, origin = "client", error = err.message.as_str(), "websocket call ended with an error")
-            }
-            origin => {
-                tracing::warn!(target: "portico::access", protocol = "websocket", call = id, code, origin = origin.as_str(), error = err.message.as_str(), "websocket call ended with an error")
-            }
-        }
+        let origin = err.origin.as_str();
+        crate::observe::failure_event!(err.origin, target: "portico::access", protocol = "websocket", call = id, code, origin, error = err.message.as_str(), "websocket call ended with an error");
     }
     if let Some(frame) = protocol::render(
         dialect,
