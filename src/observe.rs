@@ -26,6 +26,19 @@ pub fn init() {
         .try_init();
 }
 
+/// A `tracing` event about a failed call at the level its origin calls
+/// for: `info` for the client's mistakes, `warn` for the backend's and the
+/// gateway's, so an operator's warnings are about their own systems.
+macro_rules! failure_event {
+    ($origin:expr, $($event:tt)+) => {
+        match $origin {
+            $crate::error::Origin::Client => tracing::info!($($event)+),
+            _ => tracing::warn!($($event)+),
+        }
+    };
+}
+pub(crate) use failure_event;
+
 /// Logs a failed request: client errors at `info`, backend and gateway
 /// errors at `warn`, so an operator's warnings are about their systems.
 /// `status` is the HTTP status the client got (200 for gRPC and
@@ -41,14 +54,8 @@ pub fn request_failed(
     let protocol = protocol.as_str();
     let status = status.as_u16();
     let code = err.grpc_code() as i32;
-    match err.origin {
-        crate::error::Origin::Client => {
-            tracing::info!(target: "portico::access", protocol, path, micros, status, code, origin = "client", error = err.message.as_str())
-        }
-        origin => {
-            tracing::warn!(target: "portico::access", protocol, path, micros, status, code, origin = origin.as_str(), error = err.message.as_str())
-        }
-    }
+    let origin = err.origin.as_str();
+    failure_event!(err.origin, target: "portico::access", protocol, path, micros, status, code, origin, error = err.message.as_str());
 }
 
 /// Logs a call that failed after its reply started (a stream's error),
@@ -64,14 +71,8 @@ pub fn stream_failed(
     let log = || {
         let protocol = protocol.as_str();
         let code = err.grpc_code() as i32;
-        match err.origin {
-            crate::error::Origin::Client => {
-                tracing::info!(target: "portico::access", protocol, path, code, origin = "client", error = err.message.as_str(), "call ended with an error after its reply started")
-            }
-            origin => {
-                tracing::warn!(target: "portico::access", protocol, path, code, origin = origin.as_str(), error = err.message.as_str(), "call ended with an error after its reply started")
-            }
-        }
+        let origin = err.origin.as_str();
+        failure_event!(err.origin, target: "portico::access", protocol, path, code, origin, error = err.message.as_str(), "call ended with an error after its reply started");
     };
     match request_id {
         Some(id) => request_scope::with(id.clone(), log),

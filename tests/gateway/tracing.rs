@@ -163,6 +163,24 @@ async fn gateway(tracing: &str, route_extra: &str) -> Harness {
 }
 
 /// A trace id of its own per test case.
+type WsSession =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket session in the JSON dialect whose handshake carries a
+/// `traceparent` of `trace` (sampled, parent [`CLIENT_PARENT`]).
+async fn traced_session(h: &Harness, trace: &str) -> WsSession {
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{trace}-{CLIENT_PARENT}-01").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
 fn trace_id(n: u8) -> String {
     format!("{:02x}{}", n, "5b8aa5a2d2c872e8321cf37308d69d")
 }
@@ -312,18 +330,7 @@ async fn a_websocket_call_that_names_its_own_parent_is_its_child_not_the_session
     .await;
     let session_trace = trace_id(40);
     let call_trace = trace_id(41);
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    req.headers_mut().insert(
-        "traceparent",
-        format!("00-{session_trace}-{CLIENT_PARENT}-01")
-            .parse()
-            .unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = traced_session(&h, &session_trace).await;
     let own = "2222222222222222";
     let open = json!({
         "id": "a",
@@ -756,18 +763,7 @@ async fn an_unusable_traceparent_in_open_metadata_leaves_the_call_the_sessions_c
     )
     .await;
     let session_trace = trace_id(70);
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    req.headers_mut().insert(
-        "traceparent",
-        format!("00-{session_trace}-{CLIENT_PARENT}-01")
-            .parse()
-            .unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = traced_session(&h, &session_trace).await;
     let other = format!("00-{}-2222222222222222-01", trace_id(71));
     let another = format!("00-{}-3333333333333333-01", trace_id(72));
     let metadatas = [
