@@ -128,7 +128,9 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
         Kind::Double => Value::F64(parse_float(s)?),
         Kind::Float => {
             let v = parse_float(s)?;
-            if v.is_finite() && (v > f32::MAX as f64 || v < f32::MIN as f64) {
+            // Out of range only when it does not round to a finite float:
+            // `3.4028235e38`, as the largest float is written, is that float.
+            if v.is_finite() && !(v as f32).is_finite() {
                 return Err(format!("{s:?} is out of range for a float"));
             }
             Value::F32(v as f32)

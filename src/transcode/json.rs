@@ -2,6 +2,7 @@
 //! that name the field at fault.
 
 pub mod config;
+pub mod exact_numbers;
 mod non_finite;
 pub mod to_wire;
 pub mod wire;
@@ -64,6 +65,8 @@ pub fn decode(
     json: &[u8],
     o: &JsonOptions,
 ) -> Result<DynamicMessage, GatewayError> {
+    let exact = exact_numbers::check(desc, json)?;
+    let json = exact.as_deref().unwrap_or(json);
     let mut de = serde_json::Deserializer::from_slice(json);
     let parsed =
         DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))

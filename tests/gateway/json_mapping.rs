@@ -226,3 +226,101 @@ async fn non_finite_wrapped_floats_are_written_as_the_spec_strings_on_every_json
     let m: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
     expect(&m["result"]["received"], "WebSocket");
 }
+
+/// `SearchBooks` with a JSON body over REST, Connect or a WebSocket
+/// session: the HTTP-like status (200 or the error's), and the body (the
+/// reply, whose `received` is the request as the backend got it, or the
+/// error).
+async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (u16, serde_json::Value) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let path = "/portico.demo.v1.Library/SearchBooks";
+    match protocol {
+        "rest" | "connect" => {
+            let mut headers = vec![("content-type", "application/json")];
+            if protocol == "connect" {
+                headers.push(("connect-protocol-version", "1"));
+            }
+            let r = h
+                .client
+                .send(Method::POST, path, &headers, body.to_owned())
+                .await;
+            (r.status.as_u16(), r.json())
+        }
+        "websocket" => {
+            let mut req = format!("ws://{}/ws", h.gateway.addr)
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let open = format!(r#"{{"id":"a","open":"{path}","message":{body}}}"#);
+            ws.send(Message::text(open)).await.unwrap();
+            loop {
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    panic!("the session ended before the call's status")
+                };
+                let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(result) = frame.get("result") {
+                    return (200, result.clone());
+                }
+                if let Some(error) = frame.get("error").or(frame.get("status")) {
+                    return (400, error.clone());
+                }
+            }
+        }
+        other => unreachable!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol() {
+    let h = Harness::start().await;
+    for protocol in ["rest", "connect", "websocket"] {
+        // An exponent, and an integer past 2^53: exact, not through a double.
+        // The largest float as written by JSON encoders reads back as itself.
+        let (status, reply) = search_with_body(
+            &h,
+            protocol,
+            r#"{"minPages":1e18,"maxPages":9.223372036854775807e18,"weight":3.4028235e38}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{protocol}: {reply}");
+        let received = &reply["received"];
+        assert_eq!(received["minPages"], "1000000000000000000", "{protocol}");
+        assert_eq!(received["maxPages"], "9223372036854775807", "{protocol}");
+        assert_eq!(
+            received["weight"].as_f64().map(|w| w as f32),
+            Some(f32::MAX),
+            "{protocol}"
+        );
+        // Past the field's range, or not an integer: refused, never clamped.
+        for (body, named) in [
+            (
+                r#"{"minPages":-9223372036854775809}"#,
+                "out of range for int64",
+            ),
+            (
+                r#"{"maxPages":18446744073709551616}"#,
+                "out of range for uint64",
+            ),
+            (r#"{"minPages":9007199254740993.5}"#, "is not an integer"),
+        ] {
+            let (status, error) = search_with_body(&h, protocol, body).await;
+            assert_eq!(status, 400, "{protocol} {body}: {error}");
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.contains(named), "{protocol} {body}: {error}");
+        }
+    }
+    // A query parameter reads the largest float as written, too.
+    let r = h
+        .client
+        .get("/v1/books:search?weight=3.4028235e%2B38")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["received"]["weight"].as_f64().map(|w| w as f32),
+        Some(f32::MAX)
+    );
+}
