@@ -40,6 +40,16 @@ impl CallKind {
     pub fn server_streams(self) -> bool {
         matches!(self, CallKind::ServerStreaming | CallKind::Bidi)
     }
+
+    /// The kind in words, for messages to clients.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CallKind::Unary => "unary",
+            CallKind::ServerStreaming => "server-streaming",
+            CallKind::ClientStreaming => "client-streaming",
+            CallKind::Bidi => "bidirectional streaming",
+        }
+    }
 }
 
 /// Index of an upstream in the gateway's upstream list, resolved at load.

@@ -93,6 +93,9 @@ pub enum ErrorKind {
     /// An HTTP/1.1 request whose body framing the gateway will not guess
     /// at: a `Transfer-Encoding` other than exactly `chunked`.
     UnsupportedTransferEncoding,
+    /// Native gRPC over HTTP/1.1, which cannot carry its trailers (the
+    /// status of every call that sent a reply).
+    GrpcNeedsHttp2,
     /// A request with more header fields than `server.limits.max_header_count`.
     TooManyHeaderFields { limit: usize },
     /// A request whose header fields are larger than `server.limits.max_header_bytes`.
@@ -233,6 +236,21 @@ impl GatewayError {
                 http::HeaderValue::from_static("13"),
             ));
         }
+        if let ErrorKind::UnsupportedEncoding = &self.kind {
+            // What the gateway takes, in each protocol's own header (RFC
+            // 9110 section 12.5.3, the gRPC and Connect specs): a client
+            // that reads it can send again uncompressed.
+            for name in [
+                "accept-encoding",
+                "grpc-accept-encoding",
+                "connect-accept-encoding",
+            ] {
+                out.push((
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static("identity"),
+                ));
+            }
+        }
         if let ErrorKind::Overloaded { limit } = &self.kind {
             out.push((
                 http::HeaderName::from_static("x-portico-overloaded"),
@@ -344,12 +362,26 @@ impl GatewayError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::unsupported_media_type_wanting(content_type, "application/json")
+    }
+
+    /// Native gRPC asked over HTTP/1.1.
+    pub fn grpc_needs_http2() -> Self {
+        Self::new(
+            ErrorKind::GrpcNeedsHttp2,
+            Origin::Client,
+            "native gRPC needs HTTP/2 (h2c with prior knowledge, or TLS with ALPN h2): HTTP/1.1 cannot carry its trailers; over HTTP/1.1 use gRPC-Web or Connect",
+        )
+    }
+
+    /// A content type this request cannot have, and what it should send.
+    pub fn unsupported_media_type_wanting(content_type: &str, wanted: &str) -> Self {
         Self::new(
             ErrorKind::UnsupportedMediaType {
                 content_type: content_type.to_owned(),
             },
             Origin::Client,
-            format!("content type {content_type:?} is not supported here; send application/json"),
+            format!("content type {content_type:?} is not supported here; send {wanted}"),
         )
     }
 
@@ -549,7 +581,9 @@ impl ErrorKind {
             ErrorKind::ClientTimeout { .. } | ErrorKind::UpstreamTimeout { .. } => {
                 Code::DeadlineExceeded
             }
-            ErrorKind::UnsupportedTransferEncoding => Code::Unimplemented,
+            ErrorKind::UnsupportedTransferEncoding | ErrorKind::GrpcNeedsHttp2 => {
+                Code::Unimplemented
+            }
             ErrorKind::TooManyHeaderFields { .. }
             | ErrorKind::HeaderBytesTooLarge { .. }
             | ErrorKind::UnsupportedWebSocketVersion => Code::InvalidArgument,
@@ -585,6 +619,7 @@ impl ErrorKind {
             ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::GrpcNeedsHttp2 => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ErrorKind::TooManyHeaderFields { .. } | ErrorKind::HeaderBytesTooLarge { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }

@@ -158,15 +158,15 @@ impl ConnectIngress {
             } else {
                 "application/json or application/proto"
             };
-            return Err(GatewayError::unsupported_media_type(&format!(
-                "{} for a {:?} method; use {wanted}",
-                parts
-                    .headers
-                    .get(CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("GET"),
-                target.kind
-            )));
+            let sent = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Err(GatewayError::unsupported_media_type_wanting(
+                sent,
+                &format!("{wanted} to a {} method", target.kind.describe()),
+            ));
         }
         let (codec, payload) = match shape {
             Shape::Unary(codec) => {

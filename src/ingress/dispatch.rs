@@ -177,6 +177,16 @@ impl Ingress {
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         let mut resp = match protocol {
+            Protocol::Grpc(super::grpc::Flavor::Grpc, _)
+                if req.version() < http::Version::HTTP_2 =>
+            {
+                // Its reply would end without the trailers that carry the
+                // call's status: a failed stream would read as a clean one.
+                let err = GatewayError::grpc_needs_http2();
+                let mut resp = self.refuse(&req, &err);
+                *resp.status_mut() = err.http_status();
+                resp
+            }
             Protocol::Grpc(flavor, codec) => {
                 Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
             }

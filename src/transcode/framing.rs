@@ -29,7 +29,7 @@ impl std::fmt::Display for FrameError {
                 write!(f, "message of {len} bytes is over the limit of {limit}")
             }
             FrameError::Compressed => {
-                f.write_str("compressed messages are not supported; send grpc-encoding identity")
+                f.write_str("compressed messages are not supported; send them uncompressed (grpc-encoding, connect-content-encoding or content-encoding identity)")
             }
             FrameError::ReservedFlags(flags) => write!(
                 f,

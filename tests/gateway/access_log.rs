@@ -348,6 +348,7 @@ async fn requests_no_route_takes_and_dropped_sessions_are_logged_as_they_happene
     assert_eq!(h.client.get("/v1/nowhere").await.status, 404);
     let grpc = h
         .client
+        .as_http2()
         .send(
             http::Method::POST,
             "/nope.v1.Svc/Call",

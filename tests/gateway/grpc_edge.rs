@@ -86,6 +86,8 @@ async fn compressed_bodies_are_refused_naming_the_encoding_on_every_protocol() {
             body["message"].as_str().unwrap().contains("gzip"),
             "{path}: {body}"
         );
+        // What the gateway takes instead (RFC 9110 section 12.5.3).
+        assert_eq!(r.header("accept-encoding"), Some("identity"), "{path}");
     }
     // gRPC and gRPC-Web mark a compressed message with its flag byte.
     let http2 = h.client.as_http2();
@@ -109,12 +111,57 @@ async fn compressed_bodies_are_refused_naming_the_encoding_on_every_protocol() {
             .unwrap_or_default()
             .to_owned();
         assert_eq!(status, "12", "{content_type}: UNIMPLEMENTED");
+        assert_eq!(
+            r.header("grpc-accept-encoding"),
+            Some("identity"),
+            "{content_type}: says what it takes"
+        );
     }
     assert_eq!(
         h.backends.probe.calls(),
         0,
         "nothing compressed reached the backend"
     );
+}
+
+#[tokio::test]
+async fn native_grpc_over_http1_is_refused_and_grpc_web_is_served() {
+    use prost::Message as _;
+    let h = Harness::start().await;
+    let message = portico::demo::backends::pb::HeadersRequest {}.encode_to_vec();
+    // HTTP/1.1 cannot carry gRPC's trailers: the status of a call that sent
+    // a reply would be lost, a failed stream read as a clean end.
+    let r = h
+        .client
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[("content-type", "application/grpc"), ("te", "trailers")],
+            support::frame_bytes(0, &message),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::HTTP_VERSION_NOT_SUPPORTED);
+    assert_eq!(r.header("grpc-status"), Some("12"));
+    let said = r.header("grpc-message").unwrap_or_default().to_owned();
+    let said = percent_encoding::percent_decode_str(&said).decode_utf8_lossy();
+    assert!(
+        said.contains("needs HTTP/2") && said.contains("gRPC-Web or Connect"),
+        "{said}"
+    );
+    assert_eq!(h.backends.probe.calls(), 0, "the backend was not called");
+    // gRPC-Web carries its trailers in the body, so HTTP/1.1 serves it.
+    let r = h
+        .client
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[("content-type", "application/grpc-web+proto")],
+            support::frame_bytes(0, &message),
+        )
+        .await;
+    let (_, trailers) = support::protocols::split_web_body(&r.body);
+    assert_eq!(trailers.get("grpc-status").map(String::as_str), Some("0"));
+    assert_eq!(h.backends.probe.calls(), 1);
 }
 
 /// A backend that is not gRPC at all: a proxy that answers the status the
@@ -190,6 +237,7 @@ async fn another_message_codec_is_unimplemented_in_grpc_terms() {
     ] {
         let r = h
             .client
+            .as_http2()
             .send(
                 http::Method::POST,
                 "/portico.demo.v1.Library/GetShelf",
