@@ -155,7 +155,7 @@ fn main() -> ExitCode {
                             .ok_or("--explain takes \"METHOD /path?query\"")?;
                         let method = http::Method::from_bytes(method.as_bytes())
                             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
-                        emit(&loaded.routes.explain(&method, target.trim()))?;
+                        emit(&explain_request(&loaded, &method, target.trim()))?;
                     }
                     None => {
                         use std::fmt::Write as _;
@@ -264,4 +264,62 @@ fn emit(text: &str) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(format!("cannot write the output: {e}")),
     }
+}
+
+/// `check --explain`: what the gateway would make of one REST request,
+/// the edge's checks first (path normalization and query escapes), then
+/// aggregates, then the bindings, as the REST adapter takes them.
+fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) -> String {
+    use portico::ingress::edge::path;
+    let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
+    let refused = |e: portico::error::GatewayError| {
+        format!(
+            "{method} {target}: refused at the edge, {} / {:?}: {}\n",
+            e.http_status().as_u16(),
+            e.grpc_code(),
+            e.message
+        )
+    };
+    let normal = match path::normalize(raw_path) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return refused(e),
+    };
+    if let Err(e) = path::check_query(query) {
+        return refused(e);
+    }
+    let mut out = String::new();
+    if normal != raw_path {
+        out.push_str(&format!("{raw_path} is normalized to {normal}\n"));
+    }
+    // HEAD is answered as the GET, without its body.
+    let lookup = if method == http::Method::HEAD {
+        out.push_str("HEAD is answered as GET, without the body\n");
+        http::Method::GET
+    } else {
+        method.clone()
+    };
+    if let portico::routes::aggregate::AggregateMatch::Found(plan, _) =
+        loaded.aggregates.find(&lookup, &normal)
+    {
+        out.push_str(&format!(
+            "{method} {normal} matches the aggregate {} {} ({} calls):\n",
+            plan.config.method,
+            plan.config.path,
+            plan.config.calls.len()
+        ));
+        for (call, (target, _)) in plan.config.calls.iter().zip(&plan.targets) {
+            out.push_str(&format!(
+                "  call    {} -> {} on upstream {}\n",
+                call.name, target.path, target.upstream_name
+            ));
+        }
+        return out;
+    }
+    let with_query = if query.is_empty() {
+        normal
+    } else {
+        format!("{normal}?{query}")
+    };
+    out.push_str(&loaded.routes.explain(&lookup, &with_query));
+    out
 }

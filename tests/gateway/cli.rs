@@ -131,6 +131,66 @@ fn explain_names_the_binding_and_what_fills_each_field() {
 }
 
 #[test]
+fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
+    let explain = |config: &str, request: &str| {
+        let out = portico()
+            .args(["check", "--config", config, "--explain", request])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let library = "examples/library.toml";
+    let text = explain(library, "HEAD /v1/shelves/1");
+    assert!(text.contains("HEAD is answered as GET"), "{text}");
+    assert!(text.contains("matches GET /v1/shelves/{shelf}"), "{text}");
+    // What the edge refuses is refused here, with its status.
+    for request in [
+        "GET /v1/shelves/%zz",
+        "GET /v1/../../etc",
+        "GET /v1/shelves/1?x=%FF",
+    ] {
+        let text = explain(library, request);
+        assert!(
+            text.contains("refused at the edge, 400"),
+            "{request}: {text}"
+        );
+    }
+    let text = explain(library, "GET /v1//shelves/1");
+    assert!(text.contains("is normalized to /v1/shelves/1"), "{text}");
+    assert!(text.contains("matches GET /v1/shelves/{shelf}"), "{text}");
+    // An aggregate's path is the aggregate's, not a binding's.
+    let dir = std::env::temp_dir().join(format!("portico-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("aggregate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
+             [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\n\
+             [[aggregates]]\npath = \"/v1/shelves/{{shelf}}/overview\"\n\
+             [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"{{path.shelf}}\" }}\n",
+            proto = support::proto_dir()
+        ),
+    )
+    .unwrap();
+    let text = explain(file.to_str().unwrap(), "GET /v1/shelves/1/overview");
+    assert!(
+        text.contains("matches the aggregate GET /v1/shelves/{shelf}/overview"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> /portico.demo.v1.Library/GetShelf"),
+        "{text}"
+    );
+}
+
+#[test]
 fn explain_says_which_query_parameters_the_gateway_would_refuse() {
     let explain = |request: &str| {
         let out = portico()
