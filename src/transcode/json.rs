@@ -87,6 +87,20 @@ pub fn decode_value(
         .map_err(|_| explain_failure(desc, &text, o, prefix))
 }
 
+/// The most arrays and objects a request's JSON may nest, known fields or
+/// not: the parser's own limit.
+pub const MAX_NESTING: usize = 128;
+
+/// JSON nested past [`MAX_NESTING`], where the parser or the scan found it.
+pub fn too_deep(line: usize, column: usize) -> GatewayError {
+    GatewayError::invalid_field(
+        "",
+        format!(
+            "the JSON nests deeper than {MAX_NESTING} arrays and objects, the most the gateway reads (line {line} column {column})"
+        ),
+    )
+}
+
 /// Parses again, tracking the path, to say which field was wrong. Only
 /// taken on the error path, so the common path pays nothing for it.
 fn explain_failure(
@@ -112,14 +126,7 @@ fn explain_failure(
             e.column()
         ),
         Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
-            return GatewayError::invalid_field(
-                "",
-                format!(
-                    "the JSON nests deeper than 128 arrays and objects, the most the gateway reads (line {} column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
+            return too_deep(e.line(), e.column())
         }
         // Not JSON at all: no field is at fault, whatever the parser was in.
         Err(e) => return malformed(&e),

@@ -96,7 +96,11 @@ fn build_with(
             } else if !body.is_empty() {
                 require_json(content_type)?;
                 let (value, paths) = body_field(field, body, opts, binding.update_mask.is_some())?;
-                mask_paths = paths;
+                mask_paths = paths.map(|mut paths| {
+                    let bound = bound_in_body(binding, field);
+                    paths.retain(|p| !bound.contains(p));
+                    paths
+                });
                 msg.set_field(field, value);
             }
             msg
@@ -296,7 +300,16 @@ pub fn fill_update_mask(
     }
     let mut paths = Vec::new();
     mask_paths(&body_desc, body, "", &mut paths);
-    let bound: Vec<String> = patch
+    let bound = bound_in_body(patch, body_field);
+    paths.retain(|p| !bound.contains(p));
+    set_mask_if_unset(&mut msg, mask_field, paths);
+    Ok(msg.encode_to_vec().into())
+}
+
+/// The fields of the body field that the path binds, as mask paths: they
+/// name the resource, so an update never lists them.
+fn bound_in_body(binding: &Binding, body_field: &FieldDescriptor) -> Vec<String> {
+    binding
         .path_vars
         .iter()
         .filter(|v| v.fields.first() == Some(body_field))
@@ -307,10 +320,7 @@ pub fn fill_update_mask(
                 .collect::<Vec<_>>()
                 .join(".")
         })
-        .collect();
-    paths.retain(|p| !bound.contains(p));
-    set_mask_if_unset(&mut msg, mask_field, paths);
-    Ok(msg.encode_to_vec().into())
+        .collect()
 }
 
 /// Sets the FieldMask `mask_field` to `paths`, unless the request set it.

@@ -21,11 +21,32 @@ pub enum StreamFormat {
 }
 
 impl StreamFormat {
-    /// SSE when the client's Accept names text/event-stream, else NDJSON.
+    /// SSE when the client's Accept names text/event-stream with a weight
+    /// above 0 and no NDJSON or JSON range above it, else NDJSON
+    /// (RFC 9110 section 12.5.1: `q=0` means "not acceptable").
     pub fn from_accept(accept: Option<&str>) -> Self {
-        match accept {
-            Some(a) if a.to_ascii_lowercase().contains("text/event-stream") => StreamFormat::Sse,
-            _ => StreamFormat::Ndjson,
+        let Some(accept) = accept else {
+            return StreamFormat::Ndjson;
+        };
+        let (mut sse, mut ndjson) = (0.0f32, 0.0f32);
+        for range in accept.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match media.as_str() {
+                "text/event-stream" => sse = sse.max(q),
+                "application/x-ndjson" | "application/json" => ndjson = ndjson.max(q),
+                _ => {}
+            }
+        }
+        if sse > 0.0 && sse >= ndjson {
+            StreamFormat::Sse
+        } else {
+            StreamFormat::Ndjson
         }
     }
 
@@ -121,5 +142,32 @@ impl LineSplitter {
     /// Bytes waiting for their newline (a CR that may start a CRLF not counted).
     pub fn pending(&self) -> usize {
         self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamFormat;
+
+    #[test]
+    fn the_accept_header_is_weighed_not_searched() {
+        for (accept, sse) in [
+            (None, false),
+            (Some("text/event-stream"), true),
+            (Some("Text/Event-Stream; charset=utf-8"), true),
+            (Some("text/event-stream;q=0"), false),
+            (Some("application/x-ndjson, text/event-stream;q=0.5"), false),
+            (
+                Some("application/json;q=0.2, text/event-stream;q=0.9"),
+                true,
+            ),
+            (Some("*/*"), false),
+        ] {
+            assert_eq!(
+                StreamFormat::from_accept(accept) == StreamFormat::Sse,
+                sse,
+                "{accept:?}"
+            );
+        }
     }
 }

@@ -68,6 +68,18 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
     assert_eq!(book["author"], "U. K. Le Guin");
     // Fields not in the mask are untouched.
     assert_eq!(book["title"], "The Left Hand of Darkness");
+    // The name the path binds names the book; repeated in the body, it is
+    // still not a field to update.
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1",
+            r#"{"name":"shelves/1/books/1","pages":998}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("pages"));
 }
 
 #[tokio::test]

@@ -148,6 +148,29 @@ async fn a_client_stream_is_read_as_newline_delimited_json() {
         r.json(),
         serde_json::json!({"count": 3, "topics": ["a", "b"], "lastSeq": "3"})
     );
+    // The content types a body may have, and NDJSON's own; no other.
+    let line = "{\"seq\":1,\"topic\":\"a\"}\n";
+    for (content_type, status) in [
+        ("application/x-ndjson", StatusCode::OK),
+        ("application/jsonl; charset=utf-8", StatusCode::OK),
+        ("application/x-www-form-urlencoded", StatusCode::OK),
+        (
+            "application/octet-stream",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        ("image/png", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/v1/feed:upload",
+                &[("content-type", content_type)],
+                line,
+            )
+            .await;
+        assert_eq!(r.status, status, "{content_type}: {}", r.text());
+    }
 }
 
 #[tokio::test]

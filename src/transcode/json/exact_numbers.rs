@@ -61,7 +61,7 @@ pub fn check_field(field: &FieldDescriptor, json: &[u8]) -> Result<Option<Vec<u8
 }
 
 fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
-    if !any_number_needs_a_look(json) {
+    if !scan(json)? {
         return Ok(None);
     }
     let mut walk = Walk {
@@ -89,23 +89,42 @@ fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayErro
     Ok(Some(out))
 }
 
-/// One pass over the bytes, strings skipped.
-fn any_number_needs_a_look(json: &[u8]) -> bool {
+/// One pass over the bytes, strings skipped: whether a number needs a
+/// look, and a refusal for nesting past [`super::MAX_NESTING`], which the
+/// parser only counts in fields it reads (an unknown field that
+/// `reject_unknown_fields = false` drops would otherwise nest without end).
+fn scan(json: &[u8]) -> Result<bool, GatewayError> {
+    let mut depth = 0usize;
+    let mut look = false;
     let mut i = 0;
     while i < json.len() {
         match json[i] {
             b'"' => i = string_end(json, i).unwrap_or(json.len()),
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > super::MAX_NESTING {
+                    let line_start = json[..i]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(0, |p| p + 1);
+                    let line = 1 + json[..i].iter().filter(|&&b| b == b'\n').count();
+                    return Err(super::too_deep(line, i - line_start + 1));
+                }
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
             b'-' | b'0'..=b'9' => {
                 let end = number_end(json, i);
-                if std::str::from_utf8(&json[i..end]).is_ok_and(needs_a_look) {
-                    return true;
-                }
+                look = look || std::str::from_utf8(&json[i..end]).is_ok_and(needs_a_look);
                 i = end;
             }
             _ => i += 1,
         }
     }
-    false
+    Ok(look)
 }
 
 /// The index just past the string that opens at `start`.
@@ -505,16 +524,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fields_and_deep_nesting_are_skipped_without_recursion() {
-        let deep = format!(
-            r#"{{"unknown":{}1{},"minPages":1e18}}"#,
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
-        assert!(checked(&deep)
-            .unwrap()
-            .unwrap()
-            .contains("1000000000000000000"));
+    fn nesting_past_the_limit_is_refused_even_in_a_field_no_one_reads() {
+        let nested = |n: usize| {
+            format!(
+                r#"{{"unknown":{}1{},"minPages":1e18}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let refused = checked(&nested(100_000)).unwrap_err();
+        assert!(refused.contains("nests deeper than 128"), "{refused}");
+        assert!(refused.contains("line 1 column 139"), "{refused}");
+        let within = checked(&nested(100)).unwrap().unwrap();
+        assert!(within.contains("1000000000000000000"), "{within}");
         // Not JSON: the parser will say so, not this.
         assert_eq!(checked(r#"{"minPages":1e18"#), Ok(None));
     }
