@@ -24,6 +24,38 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
+/// A binary metadata field (`*-bin`) whose value is not base64: a `400` /
+/// `INVALID_ARGUMENT` naming it, on every protocol, rather than bytes the
+/// backend's gRPC library would fail to decode, or pass on as they are.
+/// Padded and unpadded values are both base64 (the gRPC spec), and one
+/// field may carry several, comma-separated.
+pub fn check_binary_fields(
+    headers: &http::HeaderMap,
+    prefix: &str,
+) -> Result<(), crate::error::GatewayError> {
+    use base64::Engine as _;
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    for (name, value) in headers {
+        if !name.as_str().ends_with("-bin") {
+            continue;
+        }
+        let readable = value
+            .to_str()
+            .is_ok_and(|v| v.split(',').all(|part| lenient.decode(part.trim()).is_ok()));
+        if !readable {
+            return Err(crate::error::GatewayError::invalid_field(
+                format!("{prefix}{name}"),
+                "is not base64: a field whose name ends in -bin carries binary data as base64",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `connect-timeout-ms`: a positive integer of at most 10 digits.
 pub fn parse_connect_timeout(v: &str) -> Option<Duration> {
     if v.is_empty() || v.len() > 10 || !v.bytes().all(|b| b.is_ascii_digit()) {

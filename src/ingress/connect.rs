@@ -191,6 +191,13 @@ impl ConnectIngress {
                     ));
                 }
                 let (codec, bytes) = get_message(parts.uri.query().unwrap_or(""))?;
+                // The same bound as a POST's message, once decoded.
+                if bytes.len() > limit {
+                    return Err(GatewayError::payload_too_large(
+                        limit,
+                        crate::config::MESSAGE_LIMIT,
+                    ));
+                }
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),

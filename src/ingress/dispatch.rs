@@ -187,6 +187,16 @@ impl Ingress {
                 *resp.status_mut() = err.http_status();
                 resp
             }
+            // gRPC and gRPC-Web calls are POSTs (their specs' only method):
+            // a GET would run as a call with no message.
+            Protocol::Grpc(..) if req.method() != Method::POST => {
+                let err = GatewayError::method_not_allowed(
+                    req.method(),
+                    req.uri().path(),
+                    vec![Method::POST],
+                );
+                self.refuse(&req, &err)
+            }
             Protocol::Grpc(flavor, codec) => {
                 Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
             }

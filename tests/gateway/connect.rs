@@ -132,6 +132,26 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
 }
 
 #[tokio::test]
+async fn a_get_message_is_bounded_as_a_posted_one_is() {
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
+    let shelf = "9".repeat(1500);
+    let r = h
+        .client
+        .get(&format!(
+            "/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message=%7B%22shelf%22%3A%22{shelf}%22%7D"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.json()["code"], "resource_exhausted");
+    assert!(
+        r.text().contains("server.limits.max_grpc_message_bytes"),
+        "{}",
+        r.text()
+    );
+    // (Had the backend been called, it would have answered not_found.)
+}
+
+#[tokio::test]
 async fn connect_timeout_ms_sets_the_deadline() {
     let h = Harness::start().await;
     let headers = [

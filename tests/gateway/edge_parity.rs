@@ -583,3 +583,99 @@ async fn a_header_value_grpc_metadata_cannot_carry_is_not_forwarded() {
         );
     }
 }
+
+#[tokio::test]
+async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
+    use futures_util::{SinkExt, StreamExt};
+    let h = gateway("", "").await;
+    for protocol in [Protocol::Rest, Protocol::GrpcWeb, Protocol::Connect] {
+        let s = call(&h, protocol, &[("x-trace-bin", "AAEC, AAECAw==")], "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}: {}", s.message);
+        assert!(s.metadata.contains_key("x-trace-bin"), "{protocol:?}");
+        let s = call(&h, protocol, &[("x-trace-bin", "not base64!")], "", None).await;
+        assert_eq!(s.code, 3, "{protocol:?}: {}", s.message);
+        assert!(
+            s.message.contains("x-trace-bin"),
+            "{protocol:?}: {}",
+            s.message
+        );
+    }
+    // A gRPC library encodes binary metadata itself: the raw field is sent
+    // as a client that did not would send it.
+    use prost::Message as _;
+    let message = portico::demo::backends::pb::HeadersRequest {}.encode_to_vec();
+    let r = h
+        .client
+        .as_http2()
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("x-trace-bin", "not base64!"),
+            ],
+            support::frame_bytes(0, &message),
+        )
+        .await;
+    assert_eq!(r.header("grpc-status"), Some("3"));
+    assert!(r
+        .header("grpc-message")
+        .unwrap_or("")
+        .contains("x-trace-bin"));
+    let calls = h.backends.probe.calls();
+    // MCP's edge refuses it before the JSON-RPC call.
+    let refused = h
+        .client
+        .send(
+            http::Method::POST,
+            "/mcp",
+            &[("content-type", "application/json"), ("x-trace-bin", "%%")],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await;
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("x-trace-bin")),
+        "{}",
+        refused.text()
+    );
+    // A WebSocket call's metadata is named as the client wrote it.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
+                      "metadata": {"x-trace-bin": "???"}, "message": {}});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        open.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let frame = loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no frame: {other:?}"),
+        }
+    };
+    assert_eq!(frame["error"]["code"], 3, "{frame}");
+    assert!(
+        frame["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("metadata.x-trace-bin"),
+        "{frame}"
+    );
+    assert_eq!(
+        h.backends.probe.calls(),
+        calls,
+        "no refused call reached the backend"
+    );
+}

@@ -125,7 +125,7 @@ async fn compressed_bodies_are_refused_naming_the_encoding_on_every_protocol() {
 }
 
 #[tokio::test]
-async fn native_grpc_over_http1_is_refused_and_grpc_web_is_served() {
+async fn native_grpc_needs_http2_and_every_grpc_call_is_a_post() {
     use prost::Message as _;
     let h = Harness::start().await;
     let message = portico::demo::backends::pb::HeadersRequest {}.encode_to_vec();
@@ -162,6 +162,39 @@ async fn native_grpc_over_http1_is_refused_and_grpc_web_is_served() {
     let (_, trailers) = support::protocols::split_web_body(&r.body);
     assert_eq!(trailers.get("grpc-status").map(String::as_str), Some("0"));
     assert_eq!(h.backends.probe.calls(), 1);
+    // Both are POSTs: another method is no call at all.
+    let http2 = h.client.as_http2();
+    for (method, content_type) in [
+        (http::Method::GET, "application/grpc"),
+        (http::Method::PUT, "application/grpc"),
+        (http::Method::GET, "application/grpc-web+proto"),
+    ] {
+        let r = http2
+            .send(
+                method.clone(),
+                "/portico.demo.v1.Probe/Headers",
+                &[("content-type", content_type), ("te", "trailers")],
+                support::frame_bytes(0, &message),
+            )
+            .await;
+        assert_eq!(
+            r.header("grpc-status"),
+            Some("12"),
+            "{method} {content_type}"
+        );
+        let said = percent_encoding::percent_decode_str(r.header("grpc-message").unwrap_or(""))
+            .decode_utf8_lossy()
+            .into_owned();
+        assert!(
+            said.contains("allowed: POST"),
+            "{method} {content_type}: {said}"
+        );
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        1,
+        "none of them reached the backend"
+    );
 }
 
 /// A backend that is not gRPC at all: a proxy that answers the status the

@@ -462,7 +462,9 @@ impl Session {
         self.ignore_unusable_traceparent(&mut headers, &named);
         // The handshake's own fields passed the edge: a bad one here came
         // in the call's metadata, and is named as the client wrote it.
-        if let Err(err) = crate::headers::check_deadline_fields(&headers, "metadata.") {
+        if let Err(err) = crate::headers::check_deadline_fields(&headers, "metadata.")
+            .and_then(|()| crate::headers::check_binary_fields(&headers, "metadata."))
+        {
             return self.refuse(&id, &err).await;
         }
         let binding = ingress
