@@ -38,6 +38,10 @@ pub fn set(
     let (last, parents) = fields.split_last().expect("a field path is never empty");
     let mut current = msg;
     for f in parents {
+        // Stepping into a oneof member sets it: refused when a sibling is
+        // set already, as setting the member itself is (below), rather than
+        // clearing the sibling the path or an earlier parameter gave.
+        refuse_second_oneof_member(current, f, name)?;
         current = match current.get_field_mut(f) {
             Value::Message(m) => m,
             _ => return Err(GatewayError::invalid_field(name, "is not a message")),
@@ -51,20 +55,44 @@ pub fn set(
     }
     let parsed =
         parse(&last.kind(), value).map_err(|reason| GatewayError::invalid_field(name, reason))?;
+    // A Value is JSON, which has no NaN or Infinity: one could be sent on
+    // but never written back.
+    if last.full_name() == "google.protobuf.Value.number_value"
+        && matches!(parsed, Value::F64(v) if !v.is_finite())
+    {
+        return Err(GatewayError::invalid_field(
+            name,
+            format!(
+                "{value:?} is not a finite number, the only kind a google.protobuf.Value holds"
+            ),
+        ));
+    }
     if last.is_list() {
         if let Value::List(items) = current.get_field_mut(last) {
             items.push(parsed);
         }
     } else {
-        if let Some(oneof) = last.containing_oneof() {
-            if oneof.fields().any(|f| f != *last && current.has_field(&f)) {
-                return Err(GatewayError::invalid_field(
-                    name,
-                    format!("another member of oneof {} is already set", oneof.name()),
-                ));
-            }
-        }
+        refuse_second_oneof_member(current, last, name)?;
         current.set_field(last, parsed);
+    }
+    Ok(())
+}
+
+/// An error when `field` is a oneof member and another member of its oneof
+/// is set in `msg`.
+fn refuse_second_oneof_member(
+    msg: &DynamicMessage,
+    field: &FieldDescriptor,
+    name: &str,
+) -> Result<(), GatewayError> {
+    let Some(oneof) = field.containing_oneof() else {
+        return Ok(());
+    };
+    if oneof.fields().any(|f| f != *field && msg.has_field(&f)) {
+        return Err(GatewayError::invalid_field(
+            name,
+            format!("another member of oneof {} is already set", oneof.name()),
+        ));
     }
     Ok(())
 }
@@ -191,4 +219,57 @@ fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
         .iter()
         .find_map(|e| e.decode(s).ok())
         .ok_or_else(|| format!("{s:?} is not base64"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_parameter_inside_a_oneof_member_never_clears_its_sibling() {
+        let desc = crate::transcode::json::kinds_pool()
+            .get_message_by_name("kinds.v1.Choice")
+            .unwrap();
+        let plain = resolve(&desc, "plain").unwrap();
+        let inside = resolve(&desc, "filtered.text").unwrap();
+        // Either order: the second is refused, the first kept.
+        let mut msg = DynamicMessage::new(desc.clone());
+        set(&mut msg, &plain, "p", "plain").unwrap();
+        let err = set(&mut msg, &inside, "q", "filtered.text").unwrap_err();
+        assert!(
+            err.message.contains("another member of oneof pick"),
+            "{}",
+            err.message
+        );
+        assert_eq!(msg.get_field_by_name("plain").unwrap().as_str(), Some("p"));
+        let mut msg = DynamicMessage::new(desc.clone());
+        set(&mut msg, &inside, "q", "filtered.text").unwrap();
+        let err = set(&mut msg, &plain, "p", "plain").unwrap_err();
+        assert!(
+            err.message.contains("another member of oneof pick"),
+            "{}",
+            err.message
+        );
+        // The same member twice is no conflict.
+        let nested = resolve(&desc, "filtered.nested.text").unwrap();
+        set(&mut msg, &nested, "r", "filtered.nested.text").unwrap();
+    }
+
+    #[test]
+    fn a_value_takes_finite_numbers_only() {
+        let value = crate::transcode::json::kinds_pool()
+            .get_message_by_name("google.protobuf.Value")
+            .unwrap();
+        let number = resolve(&value, "numberValue").unwrap();
+        let mut msg = DynamicMessage::new(value.clone());
+        set(&mut msg, &number, "1.5", "v.numberValue").unwrap();
+        for not_finite in ["NaN", "Infinity", "-Infinity"] {
+            let err = set(&mut msg, &number, not_finite, "v.numberValue").unwrap_err();
+            assert!(
+                err.message.contains("not a finite number"),
+                "{}",
+                err.message
+            );
+        }
+    }
 }

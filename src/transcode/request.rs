@@ -101,7 +101,9 @@ fn build_with(
                     paths.retain(|p| !bound.contains(p));
                     paths
                 });
-                msg.set_field(field, value);
+                if let Some(value) = value {
+                    msg.set_field(field, value);
+                }
             }
             msg
         }
@@ -114,10 +116,28 @@ fn build_with(
             apply_query_to(&mut msg, binding, q, opts, handshake_query)?;
         }
     }
-    if let (Some(mask_field), Some(paths)) = (&binding.update_mask, mask_paths) {
-        set_mask_if_unset(&mut msg, mask_field, paths);
+    if let (Some(mask_field), BodyRule::Field(body_field)) = (&binding.update_mask, &binding.body) {
+        if !msg.has_field(mask_field) {
+            match mask_paths {
+                Some(paths) if !paths.is_empty() => set_mask_if_unset(&mut msg, mask_field, paths),
+                // No mask and no field to take one from: sent on, most
+                // backends would read it as "replace the whole resource".
+                _ => return Err(nothing_to_update(body_field)),
+            }
+        }
     }
     Ok(msg.encode_to_vec().into())
+}
+
+/// A PATCH that names no field to change and gives no `update_mask`.
+fn nothing_to_update(body_field: &FieldDescriptor) -> GatewayError {
+    GatewayError::invalid_field(
+        body_field.json_name(),
+        format!(
+            "names no field to update: send the fields of {} to change, or an update_mask naming the fields to reset",
+            body_field.json_name()
+        ),
+    )
 }
 
 /// Builds a request message from a JSON WebSocket frame on a REST path:
@@ -211,16 +231,21 @@ fn http_body(desc: &MessageDescriptor, body: &Bytes, content_type: Option<&str>)
     msg
 }
 
-/// Parses the body as one field's value; with `want_mask`, also returns the
-/// field paths the JSON set, for an update_mask.
+/// Parses the body as one field's value (`None`: the JSON leaves it unset,
+/// as `null` does); with `want_mask`, also returns the field paths the JSON
+/// set, for an update_mask.
 fn body_field(
     field: &FieldDescriptor,
     body: &Bytes,
     opts: &JsonOptions,
     want_mask: bool,
-) -> Result<(Value, Option<Vec<String>>), GatewayError> {
+) -> Result<(Option<Value>, Option<Vec<String>>), GatewayError> {
     match field.kind() {
-        Kind::Message(desc) if !field.is_list() && !field.is_map() => {
+        // A wrapper or other well-known type written as a JSON scalar reads
+        // as a scalar body does: `null` leaves it unset.
+        Kind::Message(desc)
+            if !field.is_list() && !field.is_map() && !fields::is_scalar_like(&desc) =>
+        {
             if want_mask {
                 let exact = json::exact_numbers::check(&desc, body)
                     .map_err(|e| prefix_field(e, field.name()))?;
@@ -230,11 +255,11 @@ fn body_field(
                 let mut paths = Vec::new();
                 mask_paths(&desc, &value, "", &mut paths);
                 let msg = json::decode_value(&desc, value, opts, field.name())?;
-                Ok((Value::Message(msg), Some(paths)))
+                Ok((Some(Value::Message(msg)), Some(paths)))
             } else {
                 let msg =
                     json::decode(&desc, body, opts).map_err(|e| prefix_field(e, field.name()))?;
-                Ok((Value::Message(msg), None))
+                Ok((Some(Value::Message(msg)), None))
             }
         }
         _ => {
@@ -248,7 +273,10 @@ fn body_field(
             let mut wrapper = serde_json::Map::new();
             wrapper.insert(field.name().to_owned(), value);
             let msg = json::decode_value(parent, serde_json::Value::Object(wrapper), opts, "")?;
-            Ok((msg.get_field(field).into_owned(), None))
+            let value = msg
+                .has_field(field)
+                .then(|| msg.get_field(field).into_owned());
+            Ok((value, None))
         }
     }
 }
@@ -272,8 +300,9 @@ fn prefix_field(e: GatewayError, prefix: &str) -> GatewayError {
 /// An encoded request whose `update_mask` is unset gets the paths of the
 /// keys `arguments` (the whole message's JSON) set under the PATCH
 /// binding's body field, less those its path binds (they name the
-/// resource), as a REST PATCH fills it; with a mask given, or no object
-/// under the body field, the message is returned as it was.
+/// resource), as a REST PATCH fills it; with a mask given the message is
+/// returned as it was, and with no field to take a mask from it is
+/// refused, as a REST PATCH is.
 pub fn fill_update_mask(
     message: Bytes,
     arguments: &serde_json::Value,
@@ -285,13 +314,6 @@ pub fn fill_update_mask(
     let Kind::Message(body_desc) = body_field.kind() else {
         return Ok(message);
     };
-    let Some(body) = arguments
-        .get(body_field.json_name())
-        .or_else(|| arguments.get(body_field.name()))
-        .filter(|v| v.is_object())
-    else {
-        return Ok(message);
-    };
     let input = body_field.parent_message().clone();
     let mut msg = DynamicMessage::decode(input, message.clone())
         .map_err(|e| GatewayError::internal(format!("re-reading a request it built: {e}")))?;
@@ -299,9 +321,18 @@ pub fn fill_update_mask(
         return Ok(message);
     }
     let mut paths = Vec::new();
-    mask_paths(&body_desc, body, "", &mut paths);
+    if let Some(body) = arguments
+        .get(body_field.json_name())
+        .or_else(|| arguments.get(body_field.name()))
+        .filter(|v| v.is_object())
+    {
+        mask_paths(&body_desc, body, "", &mut paths);
+    }
     let bound = bound_in_body(patch, body_field);
     paths.retain(|p| !bound.contains(p));
+    if paths.is_empty() {
+        return Err(nothing_to_update(body_field));
+    }
     set_mask_if_unset(&mut msg, mask_field, paths);
     Ok(msg.encode_to_vec().into())
 }
@@ -414,9 +445,14 @@ fn apply_query_to(
             Ok(fs) => fs,
             Err(reason) => {
                 if opts.unknown_query_params == UnknownQueryParams::Reject {
+                    let named = if key.is_empty() {
+                        "a query parameter with an empty name".to_owned()
+                    } else {
+                        format!("query parameter {key}")
+                    };
                     return Err(GatewayError::invalid_field(
                         key.as_ref(),
-                        format!("query parameter {key} {reason}"),
+                        format!("{named} {reason}"),
                     ));
                 }
                 continue;

@@ -529,4 +529,28 @@ async fn a_patch_method_updates_only_the_fields_the_arguments_name() {
         result["_meta"]["io.portico/metadata"]["x-update-mask"], "pages",
         "{result}"
     );
+    // Arguments that name only the resource change nothing: refused, never
+    // sent as an empty mask a backend would read as "replace it all".
+    for arguments in [
+        json!({ "book": { "name": "shelves/1/books/2" } }),
+        json!({}),
+    ] {
+        let result = call(&h.client, &auth, "Library_UpdateBook", arguments.clone()).await;
+        assert_eq!(result["isError"], true, "{arguments}: {result}");
+        let status = &result["_meta"]["io.portico/status"];
+        assert_eq!(status["code"], 3, "{result}");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("names no field to update"),
+            "{result}"
+        );
+    }
+    let book = h
+        .client
+        .send(Method::GET, "/v1/shelves/1/books/2", &auth, "")
+        .await
+        .json();
+    assert_eq!(book["pages"], "112", "untouched: {book}");
 }

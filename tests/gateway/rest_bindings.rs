@@ -80,6 +80,33 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.header("x-update-mask"), Some("pages"));
+    // A PATCH that names nothing to change is refused, not sent with an
+    // empty mask (or none) that a backend would read as a full replace.
+    for body in ["", "{}", r#"{"name":"shelves/1/books/1"}"#] {
+        let r = h
+            .client
+            .json(Method::PATCH, "/v1/shelves/1/books/1", body)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}: {}", r.text());
+        assert!(
+            r.text().contains("names no field to update"),
+            "{}",
+            r.text()
+        );
+    }
+    let book = h.client.get("/v1/shelves/1/books/1").await.json();
+    assert_eq!(book["pages"], "998", "untouched: {book}");
+    // A key set to {} or null is a field to reset: that is a change.
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1",
+            r#"{"published":null}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("published"));
 }
 
 #[tokio::test]
