@@ -71,6 +71,14 @@ pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::er
     check_deadline_fields(headers, "")
 }
 
+/// The header values every protocol checks before a call: the deadlines
+/// and binary (`-bin`) fields. Not framing: the body can still be read, so
+/// MCP answers these refusals with the request's JSON-RPC id.
+pub fn check_values(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    check_deadline_headers(headers)?;
+    check_binary_fields(headers, "")
+}
+
 /// [`check_deadline_headers`] for fields that came in under another name:
 /// a WebSocket call's `metadata` object names them `metadata.grpc-timeout`.
 pub fn check_deadline_fields(

@@ -114,6 +114,14 @@ impl Ingress {
         if let Err(err) = super::edge::path::check_query(req.uri().query().unwrap_or_default()) {
             return self.refuse(&req, &err);
         }
+        // MCP checks these itself, once it has read the body's JSON-RPC id.
+        let mcp_call =
+            self.mcp.is_some() && req.uri().path() == super::mcp::PATH && !is_upgrade(&req);
+        if !mcp_call {
+            if let Err(err) = crate::headers::check_values(req.headers()) {
+                return self.refuse(&req, &err);
+            }
+        }
         let origin = req
             .headers()
             .get(ORIGIN)

@@ -240,6 +240,11 @@ impl McpIngress {
                 ));
             }
         }
+        if refused.is_none() {
+            if let Err(e) = crate::headers::check_values(req.headers()) {
+                refused = Some(Refusal::new(e.http_status(), INVALID_REQUEST, e));
+            }
+        }
         let (parts, body) = req.into_parts();
         let bytes = super::framed::read_limited(
             body,

@@ -144,7 +144,7 @@ impl RestIngress {
                 return Err(GatewayError::method_not_allowed(
                     &parts.method,
                     path,
-                    allowed,
+                    self.with_head(path, allowed, false),
                 ))
             }
             // An aggregate's path with another method is as much a 405 as
@@ -154,7 +154,11 @@ impl RestIngress {
                 return Err(if allowed.is_empty() {
                     GatewayError::route_not_found(path)
                 } else {
-                    GatewayError::method_not_allowed(&parts.method, path, allowed)
+                    GatewayError::method_not_allowed(
+                        &parts.method,
+                        path,
+                        self.with_head(path, allowed, true),
+                    )
                 });
             }
         };
@@ -189,6 +193,17 @@ impl RestIngress {
                     "application/x-ndjson (or application/json)",
                 ));
             }
+            // The URL is checked before the first line is read: a bad
+            // query parameter is the URL's fault, not line 1's.
+            request::build(
+                &binding,
+                Some(UrlParts {
+                    segments: &found.segments,
+                    query,
+                }),
+                &Bytes::new(),
+                None,
+            )?;
             let segments: Vec<String> = found.segments.iter().map(|s| s.to_string()).collect();
             Payload::Stream(ndjson_messages(
                 body,
@@ -264,6 +279,26 @@ impl RestIngress {
             }
         };
         resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
+    }
+
+    /// The methods a path allows, with `HEAD` after `GET` where a `HEAD`
+    /// is answered (a unary `GET` or an aggregate; not a stream, whose
+    /// `HEAD` is refused), as `Allow` should list them (RFC 9110 section
+    /// 10.2.1).
+    fn with_head(&self, path: &str, mut allowed: Vec<Method>, aggregate: bool) -> Vec<Method> {
+        let Some(get) = allowed.iter().position(|m| m == Method::GET) else {
+            return allowed;
+        };
+        if allowed.contains(&Method::HEAD) {
+            return allowed;
+        }
+        let answered = aggregate
+            || matches!(self.routes.find(&Method::GET, path),
+                MatchOutcome::Found(m) if !m.binding.target.kind.server_streams());
+        if answered {
+            allowed.insert(get + 1, Method::HEAD);
+        }
+        allowed
     }
 
     async fn aggregate(

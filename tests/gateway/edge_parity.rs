@@ -641,6 +641,8 @@ async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
         "{}",
         refused.text()
     );
+    // Answered once the body is read: with the request's id.
+    assert_eq!(refused.json()["id"], 1, "{}", refused.text());
     // A WebSocket call's metadata is named as the client wrote it.
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/ws", h.gateway.addr),

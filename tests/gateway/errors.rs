@@ -54,8 +54,13 @@ async fn an_unknown_route_is_a_404_and_a_wrong_verb_a_405_with_allow() {
     assert_eq!(r.json()["message"], "no route for /v2/nothing");
     let r = h.client.send(Method::PUT, "/v1/shelves/1", &[], "").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(r.header("allow"), Some("GET"));
+    // HEAD is answered wherever a unary GET is, so it is allowed too.
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     assert_eq!(r.json()["code"], 12);
+    // A stream's HEAD is refused, so its path allows GET alone.
+    let r = h.client.send(Method::PUT, "/v1/feed", &[], "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("GET"));
 }
 
 #[tokio::test]

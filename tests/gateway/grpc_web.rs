@@ -429,7 +429,7 @@ async fn an_aggregate_follows_the_cors_default_and_answers_other_methods_with_40
         .send(Method::POST, "/v1/shelves/1/overview", &[], "")
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
 #[tokio::test]

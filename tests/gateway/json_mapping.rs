@@ -324,3 +324,26 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
         Some(f32::MAX)
     );
 }
+
+#[tokio::test]
+async fn a_wrapper_body_field_reads_null_as_unset_like_a_scalar() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n\
+             http_rules.SearchBooks = { post = \"/v9/search\", body = \"page_size\" }\n",
+            1,
+        )
+    })
+    .await;
+    let r = h.client.json(Method::POST, "/v9/search", "7").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["received"]["pageSize"], 7);
+    let r = h.client.json(Method::POST, "/v9/search", "null").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.json()["received"].get("pageSize").is_none(),
+        "{}",
+        r.text()
+    );
+}

@@ -71,6 +71,17 @@ async fn an_unknown_query_parameter_is_rejected_by_name() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.violated_field(), "verbose");
     assert!(r.json()["message"].as_str().unwrap().contains("verbose"));
+    // A parameter with no name is said to have none.
+    let r = h.client.get("/v1/probe/headers?=x").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("a query parameter with an empty name is not a field of"),
+        "{}",
+        r.text()
+    );
     assert_eq!(
         h.backends.probe.calls(),
         calls,

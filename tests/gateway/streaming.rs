@@ -171,6 +171,18 @@ async fn a_client_stream_is_read_as_newline_delimited_json() {
             .await;
         assert_eq!(r.status, status, "{content_type}: {}", r.text());
     }
+    // A query parameter the upload does not take is the URL's fault, said
+    // before any line is read.
+    let r = h
+        .client
+        .json(Method::POST, "/v1/feed:upload?colour=red", line)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("query parameter colour") && !message.contains("line 1"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -81,8 +81,6 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             ),
         ));
     }
-    crate::headers::check_deadline_headers(req.headers())?;
-    crate::headers::check_binary_fields(req.headers(), "")?;
     if req.version() >= Version::HTTP_2 {
         return Ok(());
     }
