@@ -80,8 +80,17 @@ pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
     if !config.descriptors.protos.is_empty() {
         let set = compile_protos(&config.descriptors.proto_paths, &config.descriptors.protos)
             .map_err(|(i, e)| e.named_by(file, format!("descriptors.protos[{i}]")))?;
-        add_set(&mut pool, &set, "descriptors.protos")
-            .map_err(|e| e.named_by(file, "descriptors.protos".to_owned()))?;
+        add_set(&mut pool, &set, "the compiled .proto files").map_err(|e| {
+            // The listed file at fault, when it is one (not an import).
+            let key = e
+                .symbol
+                .as_deref()
+                .and_then(|f| config.descriptors.protos.iter().position(|p| p == f))
+                .map_or("descriptors.protos".to_owned(), |i| {
+                    format!("descriptors.protos[{i}]")
+                });
+            e.named_by(file, key)
+        })?;
     }
     for (i, name) in config.descriptors.reflect.iter().enumerate() {
         let key = || format!("descriptors.reflect[{i}]");
@@ -180,6 +189,15 @@ pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), Schema
 pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<(), SchemaError> {
     let set = FileDescriptorSet::decode(bytes)
         .map_err(|e| SchemaError::new(source, None, format!("not a FileDescriptorSet: {e}")))?;
+    // An empty file decodes as a set of nothing: said here, not later as a
+    // route whose service is missing.
+    if set.file.is_empty() {
+        return Err(SchemaError::new(
+            source,
+            None,
+            "holds no files: an empty descriptor set (write one with portico compile, or protoc --include_imports -o)",
+        ));
+    }
     // Two sources may well both carry a file (a set built with its imports,
     // reflection of a backend compiled from the same .proto); two sources
     // that disagree about it would leave the routes to whichever came

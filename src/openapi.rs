@@ -488,11 +488,16 @@ fn walk_query(
                 // JSON's `null` cannot be written in a query: a NullValue
                 // is given by its name (or number), as the query reads it.
                 let null_value = matches!(f.kind(), Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue");
-                let mut schema = if null_value {
+                let schema = if null_value {
                     json!({ "type": "string", "enum": ["NULL_VALUE"] })
+                } else if f.full_name() == "google.protobuf.Value.number_value" {
+                    json!({ "type": "number", "format": "double" })
                 } else {
                     schemas.field(&f, n)
                 };
+                // Nor can a query send a wrapper's `null`: an absent
+                // parameter is the unset wrapper.
+                let mut schema = schema::without_null(schema);
                 let description = schema.as_object_mut().and_then(|o| o.remove("description"));
                 let mut param = json!({ "name": name, "in": "query", "schema": schema });
                 if f.is_list() {

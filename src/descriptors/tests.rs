@@ -139,3 +139,10 @@ fn two_sources_that_disagree_about_a_file_are_an_error_naming_it() {
     }
     add_set(&mut pool, &commented.encode_to_vec(), "descriptors.protos").unwrap();
 }
+
+#[test]
+fn an_empty_set_is_named_as_one() {
+    let err = add_set(&mut builtin::pool(), &[], "empty.binpb").unwrap_err();
+    assert_eq!(err.source, "empty.binpb");
+    assert!(err.reason.contains("holds no files"), "{err}");
+}

@@ -154,7 +154,7 @@ impl<'c> Schemas<'c> {
             let value = entry.map_entry_value_field();
             let mut s = json!({
                 "type": "object",
-                "additionalProperties": self.kind(&value.kind(), n),
+                "additionalProperties": without_null(self.kind(&value.kind(), n)),
             });
             let names = match key.kind() {
                 Kind::Bool => Some(json!({ "enum": ["true", "false"] })),
@@ -169,7 +169,7 @@ impl<'c> Schemas<'c> {
             }
             s
         } else if f.is_list() {
-            json!({ "type": "array", "items": self.kind(&f.kind(), n) })
+            json!({ "type": "array", "items": without_null(self.kind(&f.kind(), n)) })
         } else {
             self.kind(&f.kind(), n)
         };
@@ -240,12 +240,12 @@ impl<'c> Schemas<'c> {
                     .values()
                     .map(|v| (v.number().to_string(), json!(v.name())))
                     .collect();
-                json!({ "type": "integer", "format": "int32", "x-enum-names": known })
+                json!({ "type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX, "x-enum-names": known })
             } else {
                 let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
                 json!({ "anyOf": [
                     { "type": "string", "enum": names },
-                    { "type": "integer", "format": "int32" },
+                    { "type": "integer", "format": "int32", "minimum": i32::MIN, "maximum": i32::MAX },
                 ] })
             };
             schema["title"] = json!(e.name());
@@ -269,6 +269,23 @@ impl<'c> Schemas<'c> {
         }
         json!({ "$ref": format!("{}{}", self.prefix, name) })
     }
+}
+
+/// A schema that does not take `null`: a wrapper's null unsets a singular
+/// field, but an element of a list or a map's value has no unset state, and
+/// the gateway refuses a `null` there (as a query cannot send one).
+pub fn without_null(mut schema: Value) -> Value {
+    if let Some(types) = schema.get_mut("type").and_then(Value::as_array_mut) {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            schema["type"] = only;
+        }
+    }
+    if let Some(any) = schema.get_mut("anyOf").and_then(Value::as_array_mut) {
+        any.retain(|s| s != &json!({ "type": "null" }));
+    }
+    schema
 }
 
 /// The JSON form of the well-known types that are not plain objects.

@@ -172,6 +172,8 @@ fn bindings_become_paths_with_parameters_bodies_and_replies() {
         serde_json::json!({"type": "string", "enum": ["NULL_VALUE"]})
     );
     assert_eq!(list[1]["explode"], true);
+    // Nor a wrapper's null: an absent parameter is the unset wrapper.
+    assert_eq!(list[5]["schema"]["type"], "integer", "{}", list[5]);
     let create = &paths["/v1/things"]["post"];
     assert_eq!(
         create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
