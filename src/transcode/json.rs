@@ -88,8 +88,8 @@ pub fn decode_value(
 }
 
 /// The most arrays and objects a request's JSON may nest, known fields or
-/// not: the parser's own limit.
-pub const MAX_NESTING: usize = 128;
+/// not: the parser's own limit (serde_json refuses the 128th level).
+pub const MAX_NESTING: usize = 127;
 
 /// JSON nested past [`MAX_NESTING`], where the parser or the scan found it.
 pub fn too_deep(line: usize, column: usize) -> GatewayError {
@@ -212,7 +212,7 @@ mod tests {
         let deep = format!("{}{}", "{\"parent\":".repeat(200), "}".repeat(200));
         let err = super::decode(&thing, deep.as_bytes(), &Default::default()).unwrap_err();
         assert!(
-            err.message.contains("nests deeper than 128"),
+            err.message.contains("nests deeper than 127"),
             "{}",
             err.message
         );
@@ -222,5 +222,20 @@ mod tests {
             "{}".to_owned() + &"}".repeat(20)
         );
         assert!(super::decode(&thing, shallow.as_bytes(), &Default::default()).is_ok());
+        // The limit is the parser's, exactly: 127 levels read, 128 refused.
+        let levels = |n: usize| {
+            format!(
+                "{}{}",
+                "{\"parent\":".repeat(n - 1),
+                "{}".to_owned() + &"}".repeat(n - 1)
+            )
+        };
+        assert!(super::decode(&thing, levels(127).as_bytes(), &Default::default()).is_ok());
+        let err = super::decode(&thing, levels(128).as_bytes(), &Default::default()).unwrap_err();
+        assert!(
+            err.message.contains("nests deeper than 127"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -116,7 +116,7 @@ async fn malformed_json_is_a_400() {
 }
 
 /// Well-formed JSON the gateway will not read says why: a number past any
-/// double is named at its field (nesting past 128 levels: a unit test in
+/// double is named at its field (nesting past 127 levels: a unit test in
 /// transcode::json, as no demo message nests).
 #[tokio::test]
 async fn a_number_out_of_range_names_its_field() {

@@ -29,15 +29,11 @@ fn needs_a_look(token: &str) -> bool {
     let Ok(v) = token.parse::<f64>() else {
         return false;
     };
-    let significant = token
-        .split(['e', 'E'])
-        .next()
-        .unwrap_or("")
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .count();
-    (v.is_finite() && v.fract() == 0.0 && (v.abs() >= 9_007_199_254_740_992.0 || significant > 15))
-        || (v.abs() > f64::from(f32::MAX) && (v as f32).is_finite())
+    // Any double that is a whole number may fill an integer field: its
+    // text says whether it is that number (`1e-400` reads as 0, and
+    // `9007199254740993.5` as an integer). Doubles with a fraction are
+    // refused by integer fields as they are.
+    (v.is_finite() && v.fract() == 0.0) || (v.abs() > f64::from(f32::MAX) && (v as f32).is_finite())
 }
 
 /// The body with every such number made exact for its field, `None` when
@@ -162,9 +158,6 @@ enum Stop {
     Unreadable,
 }
 
-/// The nesting the walk follows, as the parser's own limit.
-const MAX_DEPTH: usize = 128;
-
 struct Walk<'a> {
     json: &'a [u8],
     at: usize,
@@ -196,7 +189,7 @@ impl Walk<'_> {
     }
 
     fn value(&mut self, expect: &Expect, depth: usize) -> Result<(), Stop> {
-        if depth > MAX_DEPTH {
+        if depth > super::MAX_NESTING {
             return Err(Stop::Unreadable);
         }
         match (expect, self.peek()) {
@@ -401,10 +394,20 @@ fn exact_integer(token: &str) -> Exact {
         None => (false, token),
     };
     let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((m, e)) => match e.strip_prefix('+').unwrap_or(e).parse::<i64>() {
-            Ok(e) => (m, e),
-            Err(_) => return Exact::Unreadable,
-        },
+        Some((m, e)) => {
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Exact::Unreadable;
+            }
+            // An exponent past i64 is past any integer's digits: huge, or
+            // a fraction, unless every digit is zero.
+            let e = e.parse::<i64>().unwrap_or(if e.starts_with('-') {
+                i64::MIN / 2
+            } else {
+                i64::MAX / 2
+            });
+            (m, e)
+        }
         None => (unsigned, 0),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -478,6 +481,17 @@ mod tests {
         ));
         assert!(matches!(exact_integer("1e400"), Exact::TooLarge));
         assert!(matches!(exact_integer("1.5e-3"), Exact::Fraction));
+        assert!(matches!(exact_integer("1e-400"), Exact::Fraction));
+        assert!(matches!(
+            exact_integer("1e99999999999999999999"),
+            Exact::TooLarge
+        ));
+        assert!(matches!(
+            exact_integer("1e-99999999999999999999"),
+            Exact::Fraction
+        ));
+        assert_eq!(int("0.0e99999999999999999999"), Some(0));
+        assert_eq!(int("1E+2"), Some(100));
     }
 
     #[test]
@@ -485,7 +499,7 @@ mod tests {
         for body in [
             r#"{"query":"1e400 in a string","minPages":3,"minScore":1.5}"#,
             r#"{"minPages":9223372036854775807,"maxPages":"18446744073709551616"}"#,
-            r#"{"minPages":1.0e2,"weight":3.4028234e38}"#,
+            r#"{"minPages":100,"weight":3.4028234e38}"#,
             // A double takes any double, exponent or not.
             r#"{"minScore":1e300,"filter":{"language":"en"}}"#,
         ] {
@@ -507,10 +521,25 @@ mod tests {
             (r#"{"minPages":9.223372036854775808e18}"#, "out of range for int64"),
             (r#"{"minPages":9007199254740993.5}"#, "invalid value for minPages: 9007199254740993.5 is not an integer, which int64 needs"),
             (r#"{"pageSize":1e20}"#, "invalid value for pageSize: 1e20 is out of range for int32"),
+            (r#"{"minPages":1e-400}"#, "1e-400 is not an integer"),
         ] {
             let refused = checked(body).unwrap_err();
             assert!(refused.contains(why), "{body}: {refused}");
         }
+    }
+
+    #[test]
+    fn an_exponent_past_64_bits_is_read_too_not_skipped() {
+        // A zero with any exponent is zero; its neighbour still gets its
+        // exact digits rather than the double's nearest end of the range.
+        assert_eq!(
+            checked(r#"{"minPages":9.2233720368547758e18,"maxPages":0.0e99999999999999999999}"#),
+            Ok(Some(
+                r#"{"minPages":9223372036854775800,"maxPages":0}"#.into()
+            ))
+        );
+        let refused = checked(r#"{"minPages":1e30}"#).unwrap_err();
+        assert!(refused.contains("out of range for int64"), "{refused}");
     }
 
     #[test]
@@ -533,8 +562,11 @@ mod tests {
             )
         };
         let refused = checked(&nested(100_000)).unwrap_err();
-        assert!(refused.contains("nests deeper than 128"), "{refused}");
-        assert!(refused.contains("line 1 column 139"), "{refused}");
+        assert!(refused.contains("nests deeper than 127"), "{refused}");
+        assert!(refused.contains("line 1 column 138"), "{refused}");
+        // 127 levels are read (the object and 126 arrays); 128 are not.
+        assert!(checked(&nested(126)).is_ok());
+        assert!(checked(&nested(127)).is_err());
         let within = checked(&nested(100)).unwrap().unwrap();
         assert!(within.contains("1000000000000000000"), "{within}");
         // Not JSON: the parser will say so, not this.
