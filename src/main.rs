@@ -291,8 +291,31 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
     if normal != raw_path {
         out.push_str(&format!("{raw_path} is normalized to {normal}\n"));
     }
-    // HEAD is answered as the GET, without its body.
+    // An API key in the query is the key's header, not a field.
+    let mut lifted = http::HeaderMap::new();
+    let query = portico::headers::lift_query_credentials(
+        Some(query),
+        &loaded.config.metadata.query_credentials,
+        &mut lifted,
+    )
+    .unwrap_or_default();
+    for name in lifted.keys() {
+        out.push_str(&format!(
+            "a query parameter is the credential header {name}\n"
+        ));
+    }
+    // HEAD is answered as the GET, without its body; a stream has none.
     let lookup = if method == http::Method::HEAD {
+        if let portico::routes::MatchOutcome::Found(m) =
+            loaded.routes.find(&http::Method::GET, &normal)
+        {
+            if m.binding.target.kind.server_streams() {
+                out.push_str(&format!(
+                    "HEAD {normal}: refused, 405: the GET is a stream, which has no HEAD; allowed: GET\n"
+                ));
+                return out;
+            }
+        }
         out.push_str("HEAD is answered as GET, without the body\n");
         http::Method::GET
     } else {
@@ -314,6 +337,21 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             ));
         }
         return out;
+    }
+    // Another method on an aggregate's path is refused as on a binding's.
+    if matches!(
+        loaded.routes.find(&lookup, &normal),
+        portico::routes::MatchOutcome::NotFound
+    ) {
+        let allowed = loaded.aggregates.methods_at(&normal);
+        if !allowed.is_empty() {
+            let list: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+            out.push_str(&format!(
+                "{method} {normal}: the path is an aggregate's, but only for {}: refused, 405\n",
+                list.join(", ")
+            ));
+            return out;
+        }
     }
     let with_query = if query.is_empty() {
         normal

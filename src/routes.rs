@@ -460,9 +460,7 @@ impl RouteTable {
                     segments: &m.segments,
                     query: (!query.is_empty()).then_some(query),
                 };
-                if let Err(e) =
-                    crate::transcode::request::build(b, Some(url), &bytes::Bytes::new(), None)
-                {
+                if let Err(e) = crate::transcode::request::check_url(b, url) {
                     let _ = writeln!(
                         out,
                         "  refused {} / {:?}: {}",

@@ -114,14 +114,6 @@ impl Ingress {
         if let Err(err) = super::edge::path::check_query(req.uri().query().unwrap_or_default()) {
             return self.refuse(&req, &err);
         }
-        // MCP checks these itself, once it has read the body's JSON-RPC id.
-        let mcp_call =
-            self.mcp.is_some() && req.uri().path() == super::mcp::PATH && !is_upgrade(&req);
-        if !mcp_call {
-            if let Err(err) = crate::headers::check_values(req.headers()) {
-                return self.refuse(&req, &err);
-            }
-        }
         let origin = req
             .headers()
             .get(ORIGIN)
@@ -175,6 +167,11 @@ impl Ingress {
             if req.uri().path() == super::mcp::PATH {
                 return Box::pin(mcp.clone().handle(req, client)).await;
             }
+        }
+        // Checked for every call (MCP checks them itself, once it has read
+        // the body's JSON-RPC id); pages and API docs need no metadata.
+        if let Err(err) = crate::headers::check_values(req.headers()) {
+            return self.refuse(&req, &err);
         }
         let protocol = Protocol::of(&req);
         if protocol == Protocol::WebSocket {

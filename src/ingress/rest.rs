@@ -181,12 +181,14 @@ impl RestIngress {
             .and_then(|v| v.to_str().ok());
 
         let payload = if target.kind.client_streams() {
-            // One rule for what a body may be: an upload's lines are JSON.
-            let ndjson = content_type.is_some_and(|ct| {
-                let essence = ct.split(';').next().unwrap_or("").trim();
-                essence.eq_ignore_ascii_case("application/x-ndjson")
-                    || essence.eq_ignore_ascii_case("application/jsonl")
-            });
+            // One rule for what a body may be: an upload's lines are JSON
+            // (raw HttpBody chunks take any type).
+            let ndjson = binding.raw_request_body
+                || content_type.is_some_and(|ct| {
+                    let essence = ct.split(';').next().unwrap_or("").trim();
+                    essence.eq_ignore_ascii_case("application/x-ndjson")
+                        || essence.eq_ignore_ascii_case("application/jsonl")
+                });
             if !ndjson && !crate::transcode::request::is_json(content_type) {
                 return Err(GatewayError::unsupported_media_type_wanting(
                     content_type.unwrap_or(""),
@@ -195,14 +197,12 @@ impl RestIngress {
             }
             // The URL is checked before the first line is read: a bad
             // query parameter is the URL's fault, not line 1's.
-            request::build(
+            request::check_url(
                 &binding,
-                Some(UrlParts {
+                UrlParts {
                     segments: &found.segments,
                     query,
-                }),
-                &Bytes::new(),
-                None,
+                },
             )?;
             let segments: Vec<String> = found.segments.iter().map(|s| s.to_string()).collect();
             Payload::Stream(ndjson_messages(

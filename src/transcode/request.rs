@@ -54,17 +54,27 @@ pub fn build(
     body: &Bytes,
     content_type: Option<&str>,
 ) -> Result<Bytes, GatewayError> {
-    build_with(binding, url, body, content_type, false)
+    build_with(binding, url, body, content_type, false, true)
+}
+
+/// Checks what the URL alone would set (path variables, query parameters)
+/// as a request would: what `check --explain` shows, and what an upload
+/// is refused for before its first line is read. A PATCH's body is not
+/// there yet, so no update mask is asked of it.
+pub fn check_url(binding: &Binding, url: UrlParts<'_>) -> Result<(), GatewayError> {
+    build_with(binding, Some(url), &Bytes::new(), None, false, false).map(|_| ())
 }
 
 /// [`build`]; `handshake_query`: the query is a WebSocket handshake's, which
-/// may set any field the path does not bind.
+/// may set any field the path does not bind; `whole_request`: the body is
+/// all the request has (a PATCH that names nothing to update is refused).
 fn build_with(
     binding: &Binding,
     url: Option<UrlParts<'_>>,
     body: &Bytes,
     content_type: Option<&str>,
     handshake_query: bool,
+    whole_request: bool,
 ) -> Result<Bytes, GatewayError> {
     if matches!(binding.body, BodyRule::Whole) && !binding.raw_request_body && is_json(content_type)
     {
@@ -117,16 +127,27 @@ fn build_with(
         }
     }
     if let (Some(mask_field), BodyRule::Field(body_field)) = (&binding.update_mask, &binding.body) {
-        if !msg.has_field(mask_field) {
+        if !msg.has_field(mask_field) && masks_by_keys(binding, body_field) {
             match mask_paths {
                 Some(paths) if !paths.is_empty() => set_mask_if_unset(&mut msg, mask_field, paths),
                 // No mask and no field to take one from: sent on, most
                 // backends would read it as "replace the whole resource".
-                _ => return Err(nothing_to_update(body_field)),
+                _ if whole_request => return Err(nothing_to_update(body_field)),
+                _ => {}
             }
         }
     }
     Ok(msg.encode_to_vec().into())
+}
+
+/// Whether a PATCH's update mask is made from the JSON keys of its body
+/// field: a plain message, not raw bytes (`HttpBody`), a map, a list or a
+/// type whose JSON is a scalar (a wrapper, a `Timestamp`).
+fn masks_by_keys(binding: &Binding, body_field: &FieldDescriptor) -> bool {
+    !binding.raw_request_body
+        && !body_field.is_list()
+        && !body_field.is_map()
+        && matches!(body_field.kind(), Kind::Message(m) if !fields::is_scalar_like(&m))
 }
 
 /// A PATCH that names no field to change and gives no `update_mask`.
@@ -152,7 +173,14 @@ pub fn build_whole(
     json_body: &Bytes,
 ) -> Result<Bytes, GatewayError> {
     if matches!(binding.body, BodyRule::Field(_)) && !binding.raw_request_body {
-        return build_with(binding, url, json_body, Some("application/json"), true);
+        return build_with(
+            binding,
+            url,
+            json_body,
+            Some("application/json"),
+            true,
+            true,
+        );
     }
     if let Some(encoded) = direct(binding, url, json_body) {
         return Ok(encoded);
@@ -314,6 +342,9 @@ pub fn fill_update_mask(
     let Kind::Message(body_desc) = body_field.kind() else {
         return Ok(message);
     };
+    if !masks_by_keys(patch, body_field) {
+        return Ok(message);
+    }
     let input = body_field.parent_message().clone();
     let mut msg = DynamicMessage::decode(input, message.clone())
         .map_err(|e| GatewayError::internal(format!("re-reading a request it built: {e}")))?;
@@ -409,6 +440,7 @@ fn mask_paths(
 
 /// The field (and the fields leading to it) a query parameter of a REST
 /// request sets, or why the binding takes no such parameter.
+///
 /// `whole_message`: the body is a whole message but the query may still
 /// set fields (WebSocket handshakes), so no body rule refuses a parameter.
 pub fn query_fields(

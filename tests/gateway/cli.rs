@@ -170,12 +170,15 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/library.proto\", \"portico/demo/v1/feed.proto\"]\n\
              [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\nquery_param = \"key\"\n\
              [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Feed\"\nupstream = \"a\"\n\
              [[aggregates]]\npath = \"/v1/shelves/{{shelf}}/overview\"\n\
              [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"{{path.shelf}}\" }}\n",
-            proto = support::proto_dir()
+            proto = support::proto_dir(),
+            keys = support::fixture("api_keys.toml")
         ),
     )
     .unwrap();
@@ -188,6 +191,21 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
         text.contains("-> /portico.demo.v1.Library/GetShelf"),
         "{text}"
     );
+    let config = file.to_str().unwrap();
+    let text = explain(config, "POST /v1/shelves/1/overview");
+    assert!(
+        text.contains("an aggregate's, but only for GET: refused, 405"),
+        "{text}"
+    );
+    // A stream has no HEAD; an API key in the query is no field.
+    let text = explain(config, "HEAD /v1/feed?count=2");
+    assert!(text.contains("refused, 405"), "{text}");
+    let text = explain(config, "GET /v1/shelves/1?key=abc");
+    assert!(text.contains("credential header x-api-key"), "{text}");
+    assert!(!text.contains("refused"), "{text}");
+    // A PATCH's URL alone asks no update mask: its body is not there yet.
+    let text = explain(library, "PATCH /v1/shelves/1/books/2");
+    assert!(!text.contains("refused"), "{text}");
 }
 
 #[test]
