@@ -162,7 +162,6 @@ async fn gateway(tracing: &str, route_extra: &str) -> Harness {
     Harness::start_with(&format!("[tracing]\n{tracing}\n"), route_extra).await
 }
 
-/// A trace id of its own per test case.
 type WsSession =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -181,6 +180,7 @@ async fn traced_session(h: &Harness, trace: &str) -> WsSession {
     tokio_tungstenite::connect_async(req).await.unwrap().0
 }
 
+/// A trace id of its own per test case.
 fn trace_id(n: u8) -> String {
     format!("{:02x}{}", n, "5b8aa5a2d2c872e8321cf37308d69d")
 }
