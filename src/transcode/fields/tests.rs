@@ -1,0 +1,49 @@
+use super::*;
+
+#[test]
+fn a_query_parameter_inside_a_oneof_member_never_clears_its_sibling() {
+    let desc = crate::transcode::json::kinds_pool()
+        .get_message_by_name("kinds.v1.Choice")
+        .unwrap();
+    let plain = resolve(&desc, "plain").unwrap();
+    let inside = resolve(&desc, "filtered.text").unwrap();
+    // Either order: the second is refused, the first kept.
+    let mut msg = DynamicMessage::new(desc.clone());
+    set(&mut msg, &plain, "p", "plain").unwrap();
+    let err = set(&mut msg, &inside, "q", "filtered.text").unwrap_err();
+    assert!(
+        err.message.contains("another member of oneof pick"),
+        "{}",
+        err.message
+    );
+    assert_eq!(msg.get_field_by_name("plain").unwrap().as_str(), Some("p"));
+    let mut msg = DynamicMessage::new(desc.clone());
+    set(&mut msg, &inside, "q", "filtered.text").unwrap();
+    let err = set(&mut msg, &plain, "p", "plain").unwrap_err();
+    assert!(
+        err.message.contains("another member of oneof pick"),
+        "{}",
+        err.message
+    );
+    // The same member twice is no conflict.
+    let nested = resolve(&desc, "filtered.nested.text").unwrap();
+    set(&mut msg, &nested, "r", "filtered.nested.text").unwrap();
+}
+
+#[test]
+fn a_value_takes_finite_numbers_only() {
+    let value = crate::transcode::json::kinds_pool()
+        .get_message_by_name("google.protobuf.Value")
+        .unwrap();
+    let number = resolve(&value, "numberValue").unwrap();
+    let mut msg = DynamicMessage::new(value.clone());
+    set(&mut msg, &number, "1.5", "v.numberValue").unwrap();
+    for not_finite in ["NaN", "Infinity", "-Infinity"] {
+        let err = set(&mut msg, &number, not_finite, "v.numberValue").unwrap_err();
+        assert!(
+            err.message.contains("not a finite number"),
+            "{}",
+            err.message
+        );
+    }
+}
