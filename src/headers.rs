@@ -33,11 +33,12 @@ pub fn check_binary_fields(
     headers: &http::HeaderMap,
     prefix: &str,
 ) -> Result<(), crate::error::GatewayError> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine as _;
-    let lenient = base64::engine::GeneralPurpose::new(
+    /// Standard base64, padded or not, as the gRPC spec reads `-bin` values.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
     for (name, value) in headers {
         if !name.as_str().ends_with("-bin") {
@@ -45,7 +46,7 @@ pub fn check_binary_fields(
         }
         let readable = value
             .to_str()
-            .is_ok_and(|v| v.split(',').all(|part| lenient.decode(part.trim()).is_ok()));
+            .is_ok_and(|v| v.split(',').all(|part| LENIENT.decode(part.trim()).is_ok()));
         if !readable {
             return Err(crate::error::GatewayError::invalid_field(
                 format!("{prefix}{name}"),

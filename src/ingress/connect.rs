@@ -158,11 +158,12 @@ impl ConnectIngress {
             } else {
                 "application/json or application/proto"
             };
-            let sent = parts
-                .headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
+            let sent = match parts.headers.get(CONTENT_TYPE) {
+                Some(v) => v.to_str().unwrap_or("?"),
+                // A GET carries its message in the URL, and no type.
+                None if parts.method == Method::GET => "none (a GET)",
+                None => "",
+            };
             return Err(GatewayError::unsupported_media_type_wanting(
                 sent,
                 &format!("{wanted} to a {} method", target.kind.describe()),

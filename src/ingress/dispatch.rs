@@ -187,10 +187,7 @@ impl Ingress {
             {
                 // Its reply would end without the trailers that carry the
                 // call's status: a failed stream would read as a clean one.
-                let err = GatewayError::grpc_needs_http2();
-                let mut resp = self.refuse(&req, &err);
-                *resp.status_mut() = err.http_status();
-                resp
+                self.refuse(&req, &GatewayError::grpc_needs_http2())
             }
             // gRPC and gRPC-Web calls are POSTs (their specs' only method):
             // a GET would run as a call with no message.

@@ -366,6 +366,11 @@ const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.ad
 /// A call that failed before any reply: status in the headers, no body.
 pub fn trailers_only(flavor: Flavor, err: &GatewayError) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::empty());
+    // gRPC's answer is HTTP 200 with its status in the trailers; a client
+    // that is not speaking gRPC over HTTP/2 at all is told so in HTTP too.
+    if matches!(err.kind, ErrorKind::GrpcNeedsHttp2) {
+        *resp.status_mut() = err.http_status();
+    }
     *resp.headers_mut() = status_trailers(err);
     resp.headers_mut().insert(
         CONTENT_TYPE,

@@ -206,6 +206,7 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     // A PATCH's URL alone asks no update mask: its body is not there yet.
     let text = explain(library, "PATCH /v1/shelves/1/books/2");
     assert!(!text.contains("refused"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -221,6 +222,11 @@ fn explain_says_which_query_parameters_the_gateway_would_refuse() {
             ])
             .output()
             .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // A field the message does not have, and one the path already binds.

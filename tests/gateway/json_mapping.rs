@@ -228,10 +228,9 @@ async fn non_finite_wrapped_floats_are_written_as_the_spec_strings_on_every_json
 }
 
 /// `SearchBooks` with a JSON body over REST, Connect or a WebSocket
-/// session: the HTTP-like status (200 or the error's), and the body (the
-/// reply, whose `received` is the request as the backend got it, or the
-/// error).
-async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (u16, serde_json::Value) {
+/// session: the gRPC code the client was given, and the reply (whose
+/// `received` is the request as the backend got it) or the error.
+async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (i64, serde_json::Value) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
@@ -246,7 +245,13 @@ async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (u16, serd
                 .client
                 .send(Method::POST, path, &headers, body.to_owned())
                 .await;
-            (r.status.as_u16(), r.json())
+            let reply = r.json();
+            let code = match &reply["code"] {
+                _ if r.status == StatusCode::OK => 0,
+                serde_json::Value::String(name) => support::protocols::connect_code(name),
+                code => code.as_i64().expect("an error body has a code"),
+            };
+            (code, reply)
         }
         "websocket" => {
             let mut req = format!("ws://{}/ws", h.gateway.addr)
@@ -263,10 +268,13 @@ async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (u16, serd
                 };
                 let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                 if let Some(result) = frame.get("result") {
-                    return (200, result.clone());
+                    return (0, result.clone());
                 }
                 if let Some(error) = frame.get("error").or(frame.get("status")) {
-                    return (400, error.clone());
+                    return (
+                        error["code"].as_i64().expect("a status has a code"),
+                        error.clone(),
+                    );
                 }
             }
         }
@@ -280,13 +288,13 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
     for protocol in ["rest", "connect", "websocket"] {
         // An exponent, and an integer past 2^53: exact, not through a double.
         // The largest float as written by JSON encoders reads back as itself.
-        let (status, reply) = search_with_body(
+        let (code, reply) = search_with_body(
             &h,
             protocol,
             r#"{"minPages":1e18,"maxPages":9.223372036854775807e18,"weight":3.4028235e38}"#,
         )
         .await;
-        assert_eq!(status, 200, "{protocol}: {reply}");
+        assert_eq!(code, 0, "{protocol}: {reply}");
         let received = &reply["received"];
         assert_eq!(received["minPages"], "1000000000000000000", "{protocol}");
         assert_eq!(received["maxPages"], "9223372036854775807", "{protocol}");
@@ -307,8 +315,8 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
             ),
             (r#"{"minPages":9007199254740993.5}"#, "is not an integer"),
         ] {
-            let (status, error) = search_with_body(&h, protocol, body).await;
-            assert_eq!(status, 400, "{protocol} {body}: {error}");
+            let (code, error) = search_with_body(&h, protocol, body).await;
+            assert_eq!(code, 3, "{protocol} {body}: INVALID_ARGUMENT, {error}");
             let message = error["message"].as_str().unwrap_or_default();
             assert!(message.contains(named), "{protocol} {body}: {error}");
         }

@@ -96,6 +96,13 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
     }
     let book = h.client.get("/v1/shelves/1/books/1").await.json();
     assert_eq!(book["pages"], "998", "untouched: {book}");
+    // A mask the client gives says what to change (here: reset) by itself.
+    let r = h
+        .client
+        .json(Method::PATCH, "/v1/shelves/1/books/1?updateMask=author", "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("author"));
     // A key set to {} or null is a field to reset: that is a change.
     let r = h
         .client

@@ -284,9 +284,11 @@ pub fn close_reason(message: &str) -> String {
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    let at_word_end = message.as_bytes()[end] == b' ';
+    // A word ends before whitespace, or after punctuation.
+    let bytes = message.as_bytes();
+    let at_word_end = bytes[end].is_ascii_whitespace() || bytes[end - 1].is_ascii_punctuation();
     if let Some(space) = message[..end]
-        .rfind(' ')
+        .rfind(|c: char| c.is_ascii_whitespace())
         .filter(|&s| !at_word_end && s + 24 >= end)
     {
         end = space;
