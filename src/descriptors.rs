@@ -85,7 +85,16 @@ pub async fn load(config: &Config) -> Result<DescriptorPool, SchemaError> {
             let key = e
                 .symbol
                 .as_deref()
-                .and_then(|f| config.descriptors.protos.iter().position(|p| p == f))
+                .and_then(|f| {
+                    // Listed by its name under an include path, or by a path
+                    // to it (`proto/acme/v1/api.proto`, absolute).
+                    let under = format!("/{f}");
+                    config
+                        .descriptors
+                        .protos
+                        .iter()
+                        .position(|p| p == f || p.ends_with(&under))
+                })
                 .map_or("descriptors.protos".to_owned(), |i| {
                     format!("descriptors.protos[{i}]")
                 });

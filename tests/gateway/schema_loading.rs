@@ -233,3 +233,49 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
     let gw = app::load(Config::from_toml(&text).unwrap()).await;
     assert!(gw.is_ok(), "{:?}", gw.err().map(|e| e.to_string()));
 }
+
+#[tokio::test]
+async fn two_sources_that_disagree_name_the_listed_file_once() {
+    // A copy of the demo's library.proto with one more field, listed by a
+    // path to it rather than its name under the include path.
+    let dir = std::env::temp_dir().join(format!("portico-conflict-{}", std::process::id()));
+    let copy = dir.join("portico/demo/v1");
+    std::fs::create_dir_all(&copy).unwrap();
+    let original = std::fs::read_to_string(format!(
+        "{}/portico/demo/v1/library.proto",
+        support::proto_dir()
+    ))
+    .unwrap();
+    let changed = original.replacen(
+        "message Shelf {\n",
+        "message Shelf {\n  string added_here = 99;\n",
+        1,
+    );
+    assert_ne!(changed, original);
+    std::fs::write(copy.join("library.proto"), changed).unwrap();
+    let b = backend().await;
+    let descriptors = format!(
+        "sets = [\"{root}/descriptors/demo.binpb\"]\nproto_paths = [\"{dir}\", \"{protos}\"]\nprotos = [\"{dir}/portico/demo/v1/library.proto\"]",
+        root = env!("CARGO_MANIFEST_DIR"),
+        dir = dir.display(),
+        protos = support::proto_dir()
+    );
+    let err =
+        app::load(Config::from_toml(&config(b, &descriptors, "portico.demo.v1.Library")).unwrap())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+    assert!(err.contains("descriptors.protos[0]: "), "{err}");
+    assert!(err.contains("portico/demo/v1/library.proto"), "{err}");
+    assert!(
+        err.contains("an earlier schema source defines this file"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("descriptors.protos").count(),
+        1,
+        "named once: {err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
