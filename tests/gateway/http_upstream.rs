@@ -444,150 +444,39 @@ async fn the_cache_honours_a_rest_backends_vary_on_every_protocol() {
     assert_eq!(backend_calls, 5);
 }
 
-/// What a client saw of a failed call: its gRPC code, its message, and the
-/// headers (and trailers) that came with the failure.
-struct Failure {
-    code: i64,
-    message: String,
-    fields: std::collections::HashMap<String, String>,
-}
-
-/// `GetShelf` of shelf 7, which the JSON backend answers `503` with a
-/// `Retry-After` and its own `x-backend` header, over one protocol.
-async fn busy_shelf(gw: &portico::app::Gateway, protocol: &str) -> Failure {
-    use prost::Message as _;
-    let client = support::HttpClient::new(gw.addr);
-    let headers_of = |r: &support::Reply| {
-        r.headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect::<std::collections::HashMap<_, _>>()
-    };
-    match protocol {
-        "rest" => {
-            let r = client.get("/v1/shelves/7").await;
-            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-            let body = r.json();
-            Failure {
-                code: body["code"].as_i64().unwrap(),
-                message: body["message"].as_str().unwrap().to_owned(),
-                fields: headers_of(&r),
-            }
-        }
-        "grpc" => {
-            let err = library(gw)
-                .await
-                .get_shelf(pb::GetShelfRequest { shelf: "7".into() })
-                .await
-                .unwrap_err();
-            Failure {
-                code: err.code() as i64,
-                message: err.message().to_owned(),
-                fields: err
-                    .metadata()
-                    .clone()
-                    .into_headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                    .collect(),
-            }
-        }
-        "grpc-web" => {
-            let message = pb::GetShelfRequest { shelf: "7".into() }.encode_to_vec();
-            let r = client
-                .send(
-                    Method::POST,
-                    "/portico.demo.v1.Library/GetShelf",
-                    &[("content-type", "application/grpc-web+proto")],
-                    support::frame_bytes(0, &message),
-                )
-                .await;
-            let mut fields = headers_of(&r);
-            let (_, trailers) = support::protocols::split_web_body(&r.body);
-            fields.extend(trailers);
-            Failure {
-                code: fields["grpc-status"].parse().unwrap(),
-                message: fields.get("grpc-message").cloned().unwrap_or_default(),
-                fields,
-            }
-        }
-        "connect" => {
-            let r = client
-                .send(
-                    Method::POST,
-                    "/portico.demo.v1.Library/GetShelf",
-                    &[
-                        ("content-type", "application/json"),
-                        ("connect-protocol-version", "1"),
-                    ],
-                    r#"{"shelf":"7"}"#,
-                )
-                .await;
-            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-            let body = r.json();
-            Failure {
-                code: support::protocols::connect_code(body["code"].as_str().unwrap()),
-                message: body["message"].as_str().unwrap().to_owned(),
-                fields: headers_of(&r),
-            }
-        }
-        "websocket" => {
-            use futures_util::{SinkExt, StreamExt};
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            use tokio_tungstenite::tungstenite::Message;
-            let mut req = format!("ws://{}/ws", gw.addr)
-                .into_client_request()
-                .unwrap();
-            req.headers_mut()
-                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-            let open = serde_json::json!({"id": "a", "open": "/portico.demo.v1.Library/GetShelf",
-                                          "message": {"shelf": "7"}});
-            ws.send(Message::text(open.to_string())).await.unwrap();
-            let mut fields = std::collections::HashMap::new();
-            loop {
-                let Some(Ok(Message::Text(t))) = ws.next().await else {
-                    panic!("the session ended before the call's status")
-                };
-                let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-                for key in ["headers", "trailers"] {
-                    if let Some(map) = frame[key].as_object() {
-                        for (k, v) in map {
-                            fields.insert(k.clone(), v.as_str().unwrap_or("").to_owned());
-                        }
-                    }
-                }
-                if let Some(status) = frame.get("status") {
-                    break Failure {
-                        code: status["code"].as_i64().unwrap(),
-                        message: status["message"].as_str().unwrap_or("").to_owned(),
-                        fields,
-                    };
-                }
-            }
-        }
-        other => unreachable!("{other}"),
-    }
-}
-
 #[tokio::test]
 async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol() {
+    use support::protocols::{call_json, Protocol};
     let (rest, _) = rest_backend().await;
     let gw = gateway(rest).await;
-    for protocol in ["rest", "grpc", "grpc-web", "connect", "websocket"] {
-        let seen = busy_shelf(&gw, protocol).await;
-        assert_eq!(seen.code, Code::Unavailable as i64, "{protocol}");
-        assert_eq!(seen.message, "busy", "{protocol}");
+    let client = support::HttpClient::new(gw.addr);
+    // Shelf 7 is answered 503 with a Retry-After and the backend's own header.
+    for protocol in [
+        Protocol::Rest,
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::Connect,
+        Protocol::WebSocket,
+    ] {
+        let seen = call_json(
+            &client,
+            protocol,
+            "/portico.demo.v1.Library/GetShelf",
+            r#"{"shelf":"7"}"#,
+        )
+        .await;
+        assert_eq!(seen.code, Code::Unavailable as i64, "{protocol:?}");
+        assert_eq!(seen.message, "busy", "{protocol:?}");
         assert_eq!(
             seen.fields.get("x-backend").map(String::as_str),
             Some("rest"),
-            "{protocol}: {:?}",
+            "{protocol:?}: {:?}",
             seen.fields
         );
         assert_eq!(
             seen.fields.get("retry-after").map(String::as_str),
             Some("7"),
-            "{protocol}: the back-off hint comes with the error: {:?}",
+            "{protocol:?}: the back-off hint comes with the error: {:?}",
             seen.fields
         );
     }

@@ -227,81 +227,34 @@ async fn non_finite_wrapped_floats_are_written_as_the_spec_strings_on_every_json
     expect(&m["result"]["received"], "WebSocket");
 }
 
-/// `SearchBooks` with a JSON body over REST, Connect or a WebSocket
-/// session: the gRPC code the client was given, and the reply (whose
-/// `received` is the request as the backend got it) or the error.
-async fn search_with_body(h: &Harness, protocol: &str, body: &str) -> (i64, serde_json::Value) {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
-    let path = "/portico.demo.v1.Library/SearchBooks";
-    match protocol {
-        "rest" | "connect" => {
-            let mut headers = vec![("content-type", "application/json")];
-            if protocol == "connect" {
-                headers.push(("connect-protocol-version", "1"));
-            }
-            let r = h
-                .client
-                .send(Method::POST, path, &headers, body.to_owned())
-                .await;
-            let reply = r.json();
-            let code = match &reply["code"] {
-                _ if r.status == StatusCode::OK => 0,
-                serde_json::Value::String(name) => support::protocols::connect_code(name),
-                code => code.as_i64().expect("an error body has a code"),
-            };
-            (code, reply)
-        }
-        "websocket" => {
-            let mut req = format!("ws://{}/ws", h.gateway.addr)
-                .into_client_request()
-                .unwrap();
-            req.headers_mut()
-                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-            let open = format!(r#"{{"id":"a","open":"{path}","message":{body}}}"#);
-            ws.send(Message::text(open)).await.unwrap();
-            loop {
-                let Some(Ok(Message::Text(t))) = ws.next().await else {
-                    panic!("the session ended before the call's status")
-                };
-                let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-                if let Some(result) = frame.get("result") {
-                    return (0, result.clone());
-                }
-                if let Some(error) = frame.get("error").or(frame.get("status")) {
-                    return (
-                        error["code"].as_i64().expect("a status has a code"),
-                        error.clone(),
-                    );
-                }
-            }
-        }
-        other => unreachable!("{other}"),
-    }
-}
-
 #[tokio::test]
 async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol() {
+    use support::protocols::{call_json, Protocol};
     let h = Harness::start().await;
-    for protocol in ["rest", "connect", "websocket"] {
+    let search = |protocol, body: &'static str| {
+        call_json(
+            &h.client,
+            protocol,
+            "/portico.demo.v1.Library/SearchBooks",
+            body,
+        )
+    };
+    for protocol in [Protocol::Rest, Protocol::Connect, Protocol::WebSocket] {
         // An exponent, and an integer past 2^53: exact, not through a double.
         // The largest float as written by JSON encoders reads back as itself.
-        let (code, reply) = search_with_body(
-            &h,
+        let seen = search(
             protocol,
             r#"{"minPages":1e18,"maxPages":9.223372036854775807e18,"weight":3.4028235e38}"#,
         )
         .await;
-        assert_eq!(code, 0, "{protocol}: {reply}");
-        let received = &reply["received"];
-        assert_eq!(received["minPages"], "1000000000000000000", "{protocol}");
-        assert_eq!(received["maxPages"], "9223372036854775807", "{protocol}");
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.json);
+        let received = &seen.json["received"];
+        assert_eq!(received["minPages"], "1000000000000000000", "{protocol:?}");
+        assert_eq!(received["maxPages"], "9223372036854775807", "{protocol:?}");
         assert_eq!(
             received["weight"].as_f64().map(|w| w as f32),
             Some(f32::MAX),
-            "{protocol}"
+            "{protocol:?}"
         );
         // Past the field's range, or not an integer: refused, never clamped.
         for (body, named) in [
@@ -315,10 +268,17 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
             ),
             (r#"{"minPages":9007199254740993.5}"#, "is not an integer"),
         ] {
-            let (code, error) = search_with_body(&h, protocol, body).await;
-            assert_eq!(code, 3, "{protocol} {body}: INVALID_ARGUMENT, {error}");
-            let message = error["message"].as_str().unwrap_or_default();
-            assert!(message.contains(named), "{protocol} {body}: {error}");
+            let seen = search(protocol, body).await;
+            assert_eq!(
+                seen.code, 3,
+                "{protocol:?} {body}: INVALID_ARGUMENT, {}",
+                seen.json
+            );
+            assert!(
+                seen.message.contains(named),
+                "{protocol:?} {body}: {}",
+                seen.message
+            );
         }
     }
     // A query parameter reads the largest float as written, too.

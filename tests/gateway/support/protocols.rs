@@ -502,3 +502,155 @@ async fn grpc_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
         .await
         .unwrap()
 }
+
+/// What a client saw of one call of any demo method: the gRPC code it was
+/// given, the reply or error as JSON, the error's message, and the headers
+/// and trailers that came with it (for WebSocket, the `headers` and
+/// `trailers` frames' entries).
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i64,
+    pub json: Value,
+    pub message: String,
+    pub fields: std::collections::HashMap<String, String>,
+}
+
+/// Calls the demo method at `grpc_path` (`/portico.demo.v1.Library/GetShelf`)
+/// with `request` (its request message as JSON) over one protocol: REST
+/// (a POST to the method's own path), gRPC, gRPC-Web, Connect (JSON) or a
+/// WebSocket session in the JSON dialect. gRPC and gRPC-Web messages are
+/// encoded from and decoded to JSON with the demo's schemas.
+pub async fn call_json(
+    client: &super::HttpClient,
+    protocol: Protocol,
+    grpc_path: &str,
+    request: &str,
+) -> Outcome {
+    use std::collections::HashMap;
+    let headers_of = |r: &super::Reply| -> HashMap<String, String> {
+        r.headers
+            .iter()
+            .chain(r.trailers.iter())
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let method = portico::fuzzing::demo_pool()
+        .get_service_by_name(
+            grpc_path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .expect("a gRPC path"),
+        )
+        .and_then(|s| {
+            let name = grpc_path.rsplit('/').next()?;
+            s.methods().find(|m| m.name() == name)
+        })
+        .expect("a demo method");
+    match protocol {
+        Protocol::Rest | Protocol::Connect => {
+            let mut headers = vec![("content-type", "application/json")];
+            if protocol == Protocol::Connect {
+                headers.push(("connect-protocol-version", "1"));
+            }
+            let r = client
+                .send(Method::POST, grpc_path, &headers, request.to_owned())
+                .await;
+            let json = r.json();
+            let code = match &json["code"] {
+                _ if r.status == http::StatusCode::OK => 0,
+                Value::String(name) => connect_code(name),
+                code => code.as_i64().expect("an error body has a code"),
+            };
+            let message = json["message"].as_str().unwrap_or("").to_owned();
+            Outcome {
+                code,
+                json,
+                message,
+                fields: headers_of(&r),
+            }
+        }
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            let mut de = serde_json::Deserializer::from_str(request);
+            let message = prost_reflect::DynamicMessage::deserialize(method.input(), &mut de)
+                .expect("a request the schema reads")
+                .encode_to_vec();
+            let (sender, content_type) = match protocol {
+                Protocol::Grpc => (client.as_http2(), "application/grpc"),
+                _ => (client.clone(), "application/grpc-web+proto"),
+            };
+            let r = sender
+                .send(
+                    Method::POST,
+                    grpc_path,
+                    &[("content-type", content_type), ("te", "trailers")],
+                    frame_bytes(0, &message),
+                )
+                .await;
+            let mut fields = headers_of(&r);
+            let reply = if protocol == Protocol::GrpcWeb {
+                let (reply, trailers) = split_web_body(&r.body);
+                fields.extend(trailers);
+                reply
+            } else {
+                (r.body.len() > 5).then(|| r.body[5..].to_vec())
+            };
+            let code: i64 = fields["grpc-status"].parse().unwrap();
+            let json = match reply {
+                Some(bytes) if code == 0 => serde_json::to_value(
+                    prost_reflect::DynamicMessage::decode(method.output(), bytes.as_slice())
+                        .unwrap(),
+                )
+                .unwrap(),
+                _ => Value::Null,
+            };
+            let message = grpc_message(fields.get("grpc-message").map_or("", String::as_str));
+            Outcome {
+                code,
+                json,
+                message,
+                fields,
+            }
+        }
+        Protocol::WebSocket => {
+            let mut req = format!("ws://{}/ws", client.addr)
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+            let open = format!(r#"{{"id":"a","open":"{grpc_path}","message":{request}}}"#);
+            ws.send(Message::text(open)).await.unwrap();
+            let mut fields = HashMap::new();
+            let mut json = Value::Null;
+            loop {
+                let Some(Ok(Message::Text(t))) = ws.next().await else {
+                    panic!("the session ended before the call's status")
+                };
+                let frame: Value = serde_json::from_str(t.as_str()).unwrap();
+                for key in ["headers", "trailers"] {
+                    for (k, v) in frame[key].as_object().into_iter().flatten() {
+                        fields.insert(k.clone(), v.as_str().unwrap_or("").to_owned());
+                    }
+                }
+                if let Some(result) = frame.get("result") {
+                    json = result.clone();
+                }
+                if let Some(status) = frame.get("status").or(frame.get("error")) {
+                    let code = status["code"].as_i64().expect("a status has a code");
+                    if code != 0 {
+                        json = status.clone();
+                    }
+                    let message = status["message"].as_str().unwrap_or("").to_owned();
+                    return Outcome {
+                        code,
+                        json,
+                        message,
+                        fields,
+                    };
+                }
+            }
+        }
+        Protocol::Mcp => unreachable!("MCP calls tools, see `call`"),
+    }
+}
