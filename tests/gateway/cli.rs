@@ -101,19 +101,27 @@ fn every_sample_config_checks() {
     }
 }
 
-#[test]
-fn explain_names_the_binding_and_what_fills_each_field() {
+/// What `portico check --config CONFIG --explain REQUEST` prints; the
+/// command must succeed.
+fn explain(config: &str, request: &str) -> String {
     let out = portico()
-        .args([
-            "check",
-            "--config",
-            "examples/library.toml",
-            "--explain",
-            "PATCH /v1/shelves/1/books/2?updateMask=title",
-        ])
+        .args(["check", "--config", config, "--explain", request])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn explain_names_the_binding_and_what_fills_each_field() {
+    let text = explain(
+        "examples/library.toml",
+        "PATCH /v1/shelves/1/books/2?updateMask=title",
+    );
     assert!(
         text.contains("matches PATCH /v1/{book.name=shelves/*/books/*}"),
         "{text}"
@@ -132,18 +140,6 @@ fn explain_names_the_binding_and_what_fills_each_field() {
 
 #[test]
 fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
-    let explain = |config: &str, request: &str| {
-        let out = portico()
-            .args(["check", "--config", config, "--explain", request])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let library = "examples/library.toml";
     let text = explain(library, "HEAD /v1/shelves/1");
     assert!(text.contains("HEAD is answered as GET"), "{text}");
@@ -211,24 +207,7 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
 
 #[test]
 fn explain_says_which_query_parameters_the_gateway_would_refuse() {
-    let explain = |request: &str| {
-        let out = portico()
-            .args([
-                "check",
-                "--config",
-                "examples/library.toml",
-                "--explain",
-                request,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let explain = |request: &str| explain("examples/library.toml", request);
     // A field the message does not have, and one the path already binds.
     let text = explain("GET /v1/shelves/1/books?colour=red");
     assert!(
@@ -253,17 +232,7 @@ fn explain_says_which_query_parameters_the_gateway_would_refuse() {
 
 #[test]
 fn explain_suggests_the_nearest_templates_when_nothing_matches() {
-    let out = portico()
-        .args([
-            "check",
-            "--config",
-            "examples/library.toml",
-            "--explain",
-            "GET /v1/shelfs/1",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = explain("examples/library.toml", "GET /v1/shelfs/1");
     assert!(text.contains("no binding matches"), "{text}");
     assert!(text.lines().count() >= 3, "{text}");
 }

@@ -433,30 +433,7 @@ async fn a_malformed_deadline_is_refused_on_every_protocol() {
         other => panic!("the handshake was not refused: {other:?}"),
     }
     // A call of a session with one in its `open` metadata is refused by its frame.
-    use futures_util::{SinkExt, StreamExt};
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/ws", h.gateway.addr),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
-                      "metadata": {"grpc-timeout": "soon"}, "message": {}});
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(
-        open.to_string().into(),
-    ))
-    .await
-    .unwrap();
-    let frame = loop {
-        match ws.next().await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("no frame: {other:?}"),
-        }
-    };
+    let frame = open_frame_answer(&h, json!({"grpc-timeout": "soon"})).await;
     assert_eq!(frame["id"], "a", "{frame}");
     assert_eq!(frame["error"]["code"], 3, "{frame}");
     // Named as the client wrote it: a field of the call's metadata.
@@ -586,7 +563,6 @@ async fn a_header_value_grpc_metadata_cannot_carry_is_not_forwarded() {
 
 #[tokio::test]
 async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
-    use futures_util::{SinkExt, StreamExt};
     let h = gateway("", "").await;
     for protocol in [Protocol::Rest, Protocol::GrpcWeb, Protocol::Connect] {
         let s = call(&h, protocol, &[("x-trace-bin", "AAEC, AAECAw==")], "", None).await;
@@ -644,29 +620,7 @@ async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
     // Answered once the body is read: with the request's id.
     assert_eq!(refused.json()["id"], 1, "{}", refused.text());
     // A WebSocket call's metadata is named as the client wrote it.
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/ws", h.gateway.addr),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
-                      "metadata": {"x-trace-bin": "???"}, "message": {}});
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(
-        open.to_string().into(),
-    ))
-    .await
-    .unwrap();
-    let frame = loop {
-        match ws.next().await {
-            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
-                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("no frame: {other:?}"),
-        }
-    };
+    let frame = open_frame_answer(&h, json!({"x-trace-bin": "???"})).await;
     assert_eq!(frame["error"]["code"], 3, "{frame}");
     assert!(
         frame["error"]["message"]
@@ -680,4 +634,30 @@ async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
         calls,
         "no refused call reached the backend"
     );
+}
+
+/// The first frame a WebSocket session in the JSON dialect gets for an
+/// `open` of `Probe.Headers` with `metadata`.
+async fn open_frame_answer(h: &Harness, metadata: serde_json::Value) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
+                      "metadata": metadata, "message": {}});
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no frame: {other:?}"),
+        }
+    }
 }
