@@ -17,7 +17,15 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: ws_client URL [SUBPROTOCOL]")?;
+    const USAGE: &str = "usage: ws_client URL [SUBPROTOCOL]\n\n\
+        Sends each line of standard input as a text frame and prints every frame\n\
+        received. Without a SUBPROTOCOL (a REST path), an empty line or the end of\n\
+        input ends the call's input.";
+    let url = args.next().ok_or(USAGE)?;
+    if url == "--help" || url == "-h" {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let mut request = url.into_client_request()?;
     let protocol = args.next();
     let plain = protocol.is_none();

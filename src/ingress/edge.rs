@@ -169,29 +169,60 @@ impl Edge {
             &self.metadata.query_credentials,
             &mut inbound.headers,
         );
-        let from_subprotocol = offered_subprotocols
+        // A token entry that cannot be read is refused, not skipped: the
+        // client meant to send a credential, and "needs a bearer token"
+        // would not tell it what was wrong.
+        let from_subprotocol = match offered_subprotocols
             .iter()
             .find_map(|p| p.strip_prefix(TOKEN_PREFIX))
-            .and_then(|t| {
+        {
+            Some(t) => {
                 use base64::Engine as _;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(t.trim_end_matches('='))
                     .ok()
                     .and_then(|d| String::from_utf8(d).ok())
-            });
+                    .filter(|t| !t.is_empty());
+                match token {
+                    Some(token) => Some((token, "the portico.token. subprotocol entry".to_owned())),
+                    None => {
+                        return Err(crate::error::GatewayError::invalid_field(
+                            "sec-websocket-protocol",
+                            format!(
+                            "the {TOKEN_PREFIX} entry is not a token written in unpadded base64url"
+                        ),
+                        ))
+                    }
+                }
+            }
+            None => None,
+        };
         // The query parameter is taken out of the query whether used or not.
         let from_query = self.token_query_param.as_ref().and_then(|name| {
             let i = query.iter().position(|(k, _)| k == name)?;
-            Some(query.remove(i).1)
+            Some((query.remove(i).1, format!("the query parameter {name:?}")))
         });
-        if let Some(token) = from_subprotocol.or(from_query) {
+        if let Some((token, source)) = from_subprotocol.or(from_query) {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 crate::error::GatewayError::invalid_field("token", "is not a valid header value")
             })?;
-            // Beside an Authorization header the client sent itself, both are
-            // kept: the authenticator refuses two credentials.
-            if inbound.headers.get(http::header::AUTHORIZATION) != Some(&value) {
-                inbound.headers.append(http::header::AUTHORIZATION, value);
+            // Beside an Authorization header the client sent itself, a
+            // different token is a second credential: refused here, whether
+            // or not the route authenticates, so a backend never gets one
+            // the client did not choose.
+            match inbound.headers.get(http::header::AUTHORIZATION) {
+                Some(sent) if *sent == value => {}
+                Some(_) => {
+                    return Err(crate::error::GatewayError::invalid_field(
+                        "authorization",
+                        format!(
+                            "the request carries more than one credential (an Authorization header and a token in {source}); send one"
+                        ),
+                    ))
+                }
+                None => {
+                    inbound.headers.insert(http::header::AUTHORIZATION, value);
+                }
             }
         }
         Ok(())

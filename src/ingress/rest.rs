@@ -358,15 +358,15 @@ impl RestIngress {
         messages: ReplyStream,
         format: StreamFormat,
     ) -> FrameStream {
-        let output = binding.target.method.output();
         let options = json::output(&binding.json, binding.target.reply_json_direct);
         let status = self.status.clone();
         let path = binding.target.path.clone();
         let request_id = crate::observe::request_scope::current();
+        let binding = binding.clone();
         Box::pin(futures_util::stream::unfold(
             (messages, 0u64, false),
             move |(mut messages, seq, finished)| {
-                let output = output.clone();
+                let binding = binding.clone();
                 let options = options.clone();
                 let status = status.clone();
                 let path = path.clone();
@@ -378,7 +378,7 @@ impl RestIngress {
                     let failure = loop {
                         match messages.next().await {
                             Some(Ok(ReplyFrame::Message(bytes))) => {
-                                match response::message_json(&output, &bytes, &options) {
+                                match response::stream_message_json(&binding, &bytes, &options) {
                                     Ok(json) => {
                                         return Some((
                                             Frame::data(format.message(seq + 1, &json)),

@@ -170,6 +170,10 @@ pub struct CallRecord {
     path: String,
     trace: Option<(String, String)>,
     facts: Mutex<Facts>,
+    /// The status of a call the gateway cut off itself (stopped from
+    /// outside its task): what its metrics count when its future is
+    /// dropped, instead of CANCELLED. Kept even when nothing else is.
+    cut: std::sync::OnceLock<tonic::Code>,
 }
 
 impl std::fmt::Debug for CallRecord {
@@ -332,7 +336,23 @@ impl CallRecord {
             log: sinks.log.clone(),
             tracing: sinks.tracing.clone(),
             usage: sinks.usage.clone(),
+            cut: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A record of its own that writes nothing: for a call that may be
+    /// cut off from outside (a WebSocket call), whose status must still
+    /// reach the metrics when nothing else reads the record.
+    pub fn unread() -> Arc<CallRecord> {
+        CallRecord::new(
+            &Sinks::default(),
+            Kind::Call,
+            ClientProtocol::WebSocket,
+            None,
+            "",
+            &http::HeaderMap::new(),
+            None,
+        )
     }
 
     pub fn protocol(&self) -> ClientProtocol {
@@ -384,8 +404,9 @@ impl CallRecord {
     /// span is named after the method. A session opened on a method's path
     /// is routed to it too: one call, one route.
     pub fn routed(&self, target: &Arc<crate::envelope::Target>) {
-        // Nothing to do on most calls: the name is for spans only.
-        let name = self.tracing.is_some();
+        // Nothing to do without a span or a line to name: a call refused
+        // before the pipeline is still logged with its method.
+        let name = self.tracing.is_some() || self.log.is_some();
         if self.active() && (name || !target.access_log) {
             let mut f = self.facts();
             f.silenced |= !target.access_log;
@@ -573,6 +594,26 @@ impl CallRecord {
         }
     }
 
+    /// The gateway cut the call off with `err` before stopping its task:
+    /// logged as that failure, and counted with its code when the call's
+    /// future is dropped (see [`CallRecord::dropped`]).
+    pub fn cut_short(&self, err: &GatewayError) {
+        let _ = self.cut.set(err.grpc_code());
+        self.failed_finally(err);
+    }
+
+    /// A call's future was dropped before its end: the code to count it
+    /// with. CANCELLED (the client left), unless the gateway cut it short.
+    pub fn dropped(&self) -> tonic::Code {
+        match self.cut.get() {
+            Some(code) => *code,
+            None => {
+                self.abandoned();
+                tonic::Code::Cancelled
+            }
+        }
+    }
+
     /// What the client was finally told: the adapter's own failure wins
     /// over whatever a layer inside recorded first (a stream that ended
     /// OK but held no message, an aggregate's call that failed).
@@ -612,11 +653,7 @@ impl CallRecord {
     /// Ends the call's span with what is known of the call.
     fn end_span(&self, mut span: Span, f: &Facts) {
         let code = f.code.unwrap_or(tonic::Code::Ok);
-        let method = method_of(f).or_else(|| {
-            f.named
-                .as_ref()
-                .map(|t| t.path.as_str().trim_start_matches('/'))
-        });
+        let method = routed_method(f);
         // No route: named by the HTTP method alone (OpenTelemetry's HTTP
         // convention), never by a path a client made up; `url.path` has it.
         span.update_name(match (self.kind, method) {
@@ -754,10 +791,14 @@ impl CallRecord {
             ),
             (k!("path"), Field::Str(&self.path)),
             (k!("route"), f.route.as_deref().into()),
-            (k!("method"), method_of(f).into()),
+            (k!("method"), routed_method(f).into()),
             (
                 k!("upstream"),
-                f.target.as_ref().map(|t| &*t.upstream_name).into(),
+                f.target
+                    .as_ref()
+                    .or(f.named.as_ref())
+                    .map(|t| &*t.upstream_name)
+                    .into(),
             ),
             (k!("endpoint"), f.endpoint.as_deref().into()),
             (k!("attempts"), Field::UInt(u64::from(f.attempts))),
@@ -803,6 +844,17 @@ impl CallRecord {
 }
 
 /// The gRPC method a call's facts name, `package.Service/Method`.
+/// The method a route matched, whether or not the call reached the
+/// pipeline (a log line, a span name).
+fn routed_method(f: &Facts) -> Option<&str> {
+    method_of(f).or_else(|| {
+        f.named
+            .as_ref()
+            .map(|t| t.path.as_str().trim_start_matches('/'))
+    })
+}
+
+/// The method of a call that entered the pipeline (usage figures).
 fn method_of(f: &Facts) -> Option<&str> {
     f.target
         .as_ref()

@@ -75,7 +75,8 @@ where
         let call = self.inner.call(env);
         Box::pin(async move {
             // A call dropped before its reply starts (the client left, an
-            // aggregate's deadline) still counts, as CANCELLED.
+            // aggregate's deadline) still counts: as CANCELLED, or with the code
+            // of the failure the gateway cut it short with.
             let mut unfinished = Unfinished(Some((target, started, record)));
             let result = call.await;
             let (target, started, record) = unfinished.0.take().expect("taken once");
@@ -105,10 +106,7 @@ struct Unfinished(Option<(Arc<Target>, Instant, Arc<CallRecord>)>);
 impl Drop for Unfinished {
     fn drop(&mut self) {
         if let Some((target, started, record)) = self.0.take() {
-            target
-                .stats
-                .record(tonic::Code::Cancelled, started.elapsed());
-            record.abandoned();
+            target.stats.record(record.dropped(), started.elapsed());
         }
     }
 }
@@ -116,6 +114,7 @@ impl Drop for Unfinished {
 /// A reply's stream that counts the call by how it ended: OK at its end, the
 /// error's code when one cuts it (a backend failing mid-stream, a reply over
 /// a limit), CANCELLED when it was dropped before its end (the client left,
+/// unless the gateway cut it short with a failure of its own,
 /// or the adapter could not write a message). Each adapter logs failures.
 struct Ending {
     body: crate::envelope::ReplyStream,
@@ -158,8 +157,7 @@ impl futures_util::Stream for Ending {
 impl Drop for Ending {
     fn drop(&mut self) {
         if let Some(t) = self.target.take() {
-            t.stats.record_end(tonic::Code::Cancelled);
-            self.record.abandoned();
+            t.stats.record_end(self.record.dropped());
         }
     }
 }

@@ -43,6 +43,22 @@ pub fn message_json(
     json::encode(&decode(desc, bytes)?, &output.serialize).map_err(bad_reply)
 }
 
+/// One message of a stream as JSON, per its binding: the `response_body`
+/// field alone when the binding names one (as a unary reply is written),
+/// else the whole message.
+pub fn stream_message_json(
+    binding: &Binding,
+    bytes: &[u8],
+    output: &JsonOutput,
+) -> Result<Vec<u8>, GatewayError> {
+    if binding.response_body.is_some() {
+        if let HttpReplyBody::Json(json) = unary(binding, bytes)? {
+            return Ok(json);
+        }
+    }
+    message_json(&binding.target.method.output(), bytes, output)
+}
+
 /// The HTTP body of a unary reply.
 pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayError> {
     let output = binding.target.method.output();

@@ -488,6 +488,56 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
     assert_eq!(left["origin"], Value::Null, "{left}");
 }
 
+/// A multiplexed call cut off for `websocket.max_in_flight` is logged and
+/// counted as the RESOURCE_EXHAUSTED its client was told, not as a call
+/// the client abandoned.
+#[tokio::test]
+async fn a_websocket_call_over_max_in_flight_is_logged_and_counted_as_its_status() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let path = log_path("ws-in-flight");
+    let h = gateway(&path, "\n[websocket]\nmax_in_flight = 1\n", "").await;
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    // An upload sent in one burst, far faster than its call starts to read.
+    let mut frames = vec![serde_json::json!({"id": "up", "open": "/portico.demo.v1.Feed/Upload"})];
+    frames.extend((1..=2000).map(|seq| serde_json::json!({"id": "up", "message": {"seq": seq}})));
+    for frame in frames {
+        ws.feed(Message::text(frame.to_string())).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 8, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("in flight"),
+        "{status}"
+    );
+    let _ = ws.close(None).await;
+    let all = wait_for(&path, 2).await;
+    let call = all
+        .iter()
+        .find(|l| l["kind"] == "call")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(call["grpc_status"], "RESOURCE_EXHAUSTED", "{call}");
+    assert_eq!(call["method"], "portico.demo.v1.Feed/Upload", "{call}");
+    // Counted only if it had reached the pipeline before it was cut off
+    // (a call refused before it is logged, not counted), and then with
+    // its status, never as CANCELLED.
+    let admin = support::HttpClient::new(h.gateway.admin_addr.unwrap());
+    let metrics = admin.get("/metrics").await.text();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("portico_calls_total{method=\"portico.demo.v1.Feed/Upload\""))
+    {
+        assert!(line.contains("code=\"RESOURCE_EXHAUSTED\"} 1"), "{metrics}");
+    }
+}
+
 /// A client that leaves while the backend is still working: the time is
 /// the upstream's, not the gateway's, whatever the protocol.
 #[tokio::test]

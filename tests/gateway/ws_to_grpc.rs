@@ -132,6 +132,39 @@ async fn a_server_stream_in_the_plain_dialect_ends_with_a_normal_close() {
     assert_eq!(closed(&mut ws).await.0, 1000);
 }
 
+/// A binding's `response_body` shapes the reply the same way over REST
+/// (unary and each message of a stream) and over a WebSocket on its path.
+#[tokio::test]
+async fn response_body_shapes_the_reply_on_every_transport_of_a_rest_path() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nhttp_rules.Watch = { get = \"/v9/feed\", response_body = \"text\" }\n",
+            1,
+        )
+    })
+    .await;
+    let r = h.client.get("/v9/feed?count=2&topic=t").await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "{\"result\":\"event 1 on t\"}\n{\"result\":\"event 2 on t\"}\n"
+    );
+    let mut ws = connect(&h, "/v9/feed?count=2&topic=t", None, &[]).await;
+    for n in 1..=2 {
+        assert_eq!(
+            next_json(&mut ws).await,
+            json!({"result": format!("event {n} on t")})
+        );
+    }
+    assert_eq!(closed(&mut ws).await.0, 1000);
+    // A unary binding's response_body, as REST writes it.
+    let rest = h.client.get("/v1/shelves/1/books/2/title").await.json();
+    let mut ws = connect(&h, "/v1/shelves/1/books/2/title", None, &[]).await;
+    assert_eq!(next_json(&mut ws).await, json!({"result": rest}));
+    assert_eq!(closed(&mut ws).await.0, 1000);
+}
+
 #[tokio::test]
 async fn a_client_stream_half_closes_and_still_gets_its_reply() {
     let h = Harness::start().await;
@@ -690,15 +723,27 @@ async fn a_call_may_be_opened_by_its_method_name_without_the_leading_slash() {
     .await;
     assert_eq!(next_json(&mut ws).await["result"]["theme"], "Fiction");
     assert_eq!(next_json(&mut ws).await["status"]["code"], 0);
-    // Metadata that is not a valid header refuses the open, naming it.
-    send(
-        &mut ws,
-        json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf", "metadata": {"te": "trailers"}, "message": {"shelf": "1"}}),
-    )
-    .await;
-    let refused = next_json(&mut ws).await;
-    assert_eq!(refused["error"]["code"], 3, "{refused}");
-    assert!(refused.to_string().contains("metadata.te"), "{refused}");
+    // Metadata that is not a valid header, or that names one of the
+    // connection's framing, refuses the open, naming it and why.
+    for (name, value, why) in [
+        ("te", "trailers", "framing"),
+        ("host", "elsewhere", "framing"),
+        ("bad name", "x", "not a valid header name"),
+        ("x-ok", "line\nbreak", "not a valid header value"),
+    ] {
+        send(
+            &mut ws,
+            json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf", "metadata": {name: value}, "message": {"shelf": "1"}}),
+        )
+        .await;
+        let refused = next_json(&mut ws).await;
+        assert_eq!(refused["error"]["code"], 3, "{refused}");
+        let text = refused.to_string();
+        assert!(
+            text.contains(&format!("metadata.{name}")) && text.contains(why),
+            "{name}: {refused}"
+        );
+    }
 }
 
 #[test]

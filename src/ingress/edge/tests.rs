@@ -90,3 +90,39 @@ fn a_websocket_token_becomes_the_authorization_header_the_policies_read() {
         .unwrap();
     assert_eq!(inbound.headers["authorization"], "Bearer tok");
 }
+
+#[test]
+fn a_websocket_token_beside_a_different_header_or_unreadable_is_refused() {
+    let edge = Edge::new(MetadataConfig::default(), Some("access_token".into()));
+    let with_header = |value: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", value.parse().unwrap());
+        edge.inbound(&headers, &http::Extensions::new())
+    };
+    let token_in_query = || vec![("access_token".to_owned(), "abc".to_owned())];
+
+    let mut inbound = with_header("Bearer other");
+    let err = edge
+        .lift_websocket(&mut inbound, &[], &mut token_in_query())
+        .unwrap_err();
+    assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message.contains("more than one credential")
+            && err.message.contains("\"access_token\""),
+        "{}",
+        err.message
+    );
+
+    // The same token twice is one credential.
+    let mut inbound = with_header("Bearer abc");
+    edge.lift_websocket(&mut inbound, &[], &mut token_in_query())
+        .unwrap();
+    assert_eq!(inbound.headers.get_all("authorization").iter().count(), 1);
+
+    let entry = format!("{TOKEN_PREFIX}!!!");
+    let mut inbound = edge.inbound(&HeaderMap::new(), &http::Extensions::new());
+    let err = edge
+        .lift_websocket(&mut inbound, &[entry], &mut Vec::new())
+        .unwrap_err();
+    assert!(err.message.contains("base64url"), "{}", err.message);
+}

@@ -131,7 +131,9 @@ fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
 /// Reads a client text frame.
 pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame> {
     if dialect == Dialect::Plain {
-        if text.trim().is_empty() {
+        // Only a frame of no bytes ends the input: a blank line is a bad
+        // message, refused as such, not a silent end of the upload.
+        if text.is_empty() {
             return Ok(ClientFrame::End { id: String::new() });
         }
         return Ok(ClientFrame::Message {

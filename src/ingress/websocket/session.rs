@@ -99,6 +99,7 @@ pub(super) async fn run(
     // The socket's own limit is a backstop; the per-frame check below answers
     // an oversized message with an error frame instead of a dropped connection.
     let hard_limit = cfg.max_message_bytes.saturating_mul(2).max(64 * 1024);
+    let closes_at_twice = hard_limit == cfg.max_message_bytes.saturating_mul(2);
     // Small buffers: an idle call should cost kilobytes, not the library's
     // default 128 KiB read buffer. Larger frames still work: the buffer grows
     // for them and the bytes are handed on.
@@ -175,9 +176,13 @@ pub(super) async fn run(
                         let reason = match &e {
                             // Named by the setting, as the error frame for a
                             // smaller excess is.
-                            tokio_tungstenite::tungstenite::Error::Capacity(_) => format!(
-                                "a message over twice websocket.max_message_bytes ({hard_limit} bytes)"
-                            ),
+                            tokio_tungstenite::tungstenite::Error::Capacity(_) => {
+                                if closes_at_twice {
+                                    format!("a message over twice websocket.max_message_bytes ({hard_limit} bytes)")
+                                } else {
+                                    format!("a message over {hard_limit} bytes (the least a connection is closed for, whatever websocket.max_message_bytes)")
+                                }
+                            }
                             e => protocol::close_reason(&e.to_string()),
                         };
                         let _ = session.out.send(Outgoing::Close(why, reason)).await;
@@ -236,13 +241,13 @@ impl Session {
             if call.settled.swap(true, Ordering::AcqRel) {
                 continue;
             }
-            call.task.abort();
             let err = GatewayError::new(
                 crate::error::ErrorKind::BackendUnavailable,
                 crate::error::Origin::Gateway,
                 "the gateway is shutting down",
             );
-            call.record.failed_finally(&err);
+            call.record.cut_short(&err);
+            call.task.abort();
             // The status only: every session then closes with 1001, the
             // code for a server going away, a single call's included.
             finish(&self.ingress, self.dialect, &self.out, &id, Err(err), false).await;
@@ -339,13 +344,13 @@ impl Session {
                 // Ended already, or ending: its status frame is its last.
                 Some(call) if call.settled.swap(true, Ordering::AcqRel) => {}
                 Some(call) => {
-                    call.task.abort();
                     let err = GatewayError::new(
                         crate::error::ErrorKind::Cancelled,
                         crate::error::Origin::Client,
                         "cancelled by the client",
                     );
-                    call.record.failed_finally(&err);
+                    call.record.cut_short(&err);
+                    call.task.abort();
                     self.finish(&id, Err(err)).await;
                     let _ = self.done.send((id, call.seq));
                 }
@@ -446,16 +451,20 @@ impl Session {
                         named.push(name);
                     }
                 }
-                _ => {
+                (name, value) => {
+                    let why = match (name, value) {
+                        (Ok(_), Ok(_)) => {
+                            "names a header of the connection's framing, which the gateway sets itself"
+                        }
+                        (Err(_), _) => "is not a valid header name",
+                        (_, Err(_)) => "is not a valid header value",
+                    };
                     return self
                         .refuse(
                             &id,
-                            &GatewayError::invalid_field(
-                                format!("metadata.{k}"),
-                                "is not a valid header",
-                            ),
+                            &GatewayError::invalid_field(format!("metadata.{k}"), why),
                         )
-                        .await
+                        .await;
                 }
             }
         }
@@ -613,7 +622,9 @@ impl Session {
             self.record.session_call(&record);
             record
         } else {
-            crate::observe::call_record::CallRecord::none()
+            // Its own, not the shared one: a call the session cuts off
+            // keeps its status for the metrics.
+            crate::observe::call_record::CallRecord::unread()
         };
         // Every log line written while the call runs, from any policy,
         // carries its request id, as for a call on any other protocol.
@@ -665,12 +676,17 @@ impl Session {
             return self.refuse(id, &no_call(id)).await;
         };
         if call.input.is_none() {
-            return self
-                .refuse(
-                    id,
-                    &GatewayError::invalid_field("", "a message after the end of input"),
+            // Say why there is no more input: the client ended it, or the
+            // method takes one message and the call has it already.
+            let why = if call.ended.load(Ordering::Acquire) || !call.single_message {
+                "a message after the end of input".to_owned()
+            } else {
+                format!(
+                    "{} takes one request message, and this call has it already",
+                    call.spec.target.method.full_name()
                 )
-                .await;
+            };
+            return self.refuse(id, &GatewayError::invalid_field("", why)).await;
         }
         let url = if call.url_used {
             None
@@ -702,16 +718,23 @@ impl Session {
             let _ = input.send(encoded).await;
         } else if input.try_send(encoded).is_err() {
             let limit = self.ingress.config.max_in_flight;
-            let seq = self.calls.remove(id).map(|call| {
-                call.task.abort();
-                call.seq
-            });
+            let Some(call) = self.calls.remove(id) else {
+                return;
+            };
+            // Ending already: its status frame is its last.
+            if call.settled.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let err = GatewayError::payload_too_large(limit, "websocket.max_in_flight")
                 .with_message(format!(
                     "more than {limit} messages in flight on call {id:?}"
                 ));
+            // Logged and counted as what the client is told, not as a
+            // call the client abandoned.
+            call.record.cut_short(&err);
+            call.task.abort();
             self.finish(id, Err(err)).await;
-            let _ = self.done.send((id.to_owned(), seq.unwrap_or(u64::MAX)));
+            let _ = self.done.send((id.to_owned(), call.seq));
         }
     }
 

@@ -44,9 +44,14 @@ fn ambiguous_or_malformed_json_v1_frames_are_refused_naming_the_call() {
 #[test]
 fn plain_frames_are_bare_messages_and_an_empty_frame_ends_input() {
     assert_eq!(
-        parse_text(Dialect::Plain, "  ").unwrap(),
+        parse_text(Dialect::Plain, "").unwrap(),
         ClientFrame::End { id: String::new() }
     );
+    // A blank line is a message (refused when read as JSON), not an end.
+    assert!(matches!(
+        parse_text(Dialect::Plain, "  ").unwrap(),
+        ClientFrame::Message { .. }
+    ));
     assert!(matches!(
         parse_text(Dialect::Plain, r#"{"seq":1}"#).unwrap(),
         ClientFrame::Message { .. }

@@ -159,8 +159,13 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     while let Some(frame) = body.next().await {
         match frame? {
             ReplyFrame::Message(m) => {
-                let payload = match t.dialect {
-                    Dialect::Proto => m,
+                let payload = match (t.dialect, &t.spec.binding) {
+                    (Dialect::Proto, _) => m,
+                    // A REST path's reply is what that binding's HTTP reply
+                    // would be: its response_body field when it names one.
+                    (_, Some(binding)) if binding.response_body.is_some() => {
+                        Bytes::from(response::stream_message_json(binding, &m, &options)?)
+                    }
                     _ => Bytes::from(response::message_json(&output, &m, &options)?),
                 };
                 if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Message(payload))
