@@ -387,20 +387,28 @@ impl Validator<'_> {
         text: &Option<String>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
+        let d = self.duration_or_zero(key, text, default)?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    /// A duration where zero means "none" (a JWT leeway).
+    pub(crate) fn duration_or_zero(
+        &self,
+        key: &str,
+        text: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match text {
             None => Ok(default),
-            Some(t) => {
-                let d = humantime::parse_duration(t).map_err(|e| {
-                    self.err(
-                        key,
-                        format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}"),
-                    )
-                })?;
-                if d.is_zero() {
-                    return Err(self.err(key, "must be greater than zero"));
-                }
-                Ok(d)
-            }
+            Some(t) => humantime::parse_duration(t).map_err(|e| {
+                self.err(
+                    key,
+                    format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}"),
+                )
+            }),
         }
     }
 

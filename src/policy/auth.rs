@@ -301,9 +301,13 @@ impl RouteAuth {
             [only] => only,
             all => match all.iter().find(|a| a.applies(env)) {
                 Some(a) => a,
-                None if env.ctx.headers.contains_key(http::header::AUTHORIZATION) => {
+                // A bearer token no authenticator applies to: the verdict
+                // of the first that reads bearer tokens ("invalid token").
+                None if bearer(env).is_some() => {
                     all.iter().find(|a| a.reads_bearer()).unwrap_or(&all[0])
                 }
+                // Another scheme (`Basic`) is told everything the route
+                // takes, as a call with no credential is.
                 None => {
                     let mut needs: Vec<String> = Vec::new();
                     for need in all.iter().map(|a| a.needs()) {
@@ -311,9 +315,15 @@ impl RouteAuth {
                             needs.push(need);
                         }
                     }
+                    let other_scheme = if env.ctx.headers.contains_key(http::header::AUTHORIZATION)
+                    {
+                        "the Authorization header is not a bearer token; "
+                    } else {
+                        ""
+                    };
                     return Err(GatewayError::unauthenticated(
                         true,
-                        format!("this route needs {}", needs.join(" or ")),
+                        format!("{other_scheme}this route needs {}", needs.join(" or ")),
                     ));
                 }
             },

@@ -15,14 +15,6 @@ use tower::Service;
 
 /// Why a principal does not satisfy the rules, if it does not.
 pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), String> {
-    if let Some(allowed) = &rules.consumers {
-        if !allowed.contains(&principal.subject) {
-            return Err(format!(
-                "{:?} is not an allowed consumer",
-                principal.subject
-            ));
-        }
-    }
     let granted: Vec<&str> = ["scope", "scp", "scopes"]
         .iter()
         .filter_map(|k| principal.claims.get(*k))
@@ -35,6 +27,14 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
     // Everything missing is named at once: a client fixing one thing at a
     // time would be refused once per requirement.
     let mut missing: Vec<String> = Vec::new();
+    if let Some(allowed) = &rules.consumers {
+        if !allowed.contains(&principal.subject) {
+            missing.push(format!(
+                "{:?} is not an allowed consumer",
+                principal.subject
+            ));
+        }
+    }
     let lacked: Vec<String> = rules
         .scopes
         .iter()
@@ -145,6 +145,16 @@ mod tests {
         assert_eq!(
             why,
             "the token lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
+        );
+        // A caller who is not on the consumers list is told the rest too.
+        let want = AuthorizeConfig {
+            consumers: Some(vec!["bob".into()]),
+            ..want
+        };
+        let why = check(&want, &caller(json!({"scope": "b.read", "tier": "silver"}))).unwrap_err();
+        assert_eq!(
+            why,
+            "\"ada\" is not an allowed consumer; the token lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
         );
     }
 }

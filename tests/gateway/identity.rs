@@ -431,6 +431,22 @@ async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
             "{protocol:?}: the refusal names what the route takes: {}",
             none.message
         );
+        // Another scheme is told the same, and that its header is not one.
+        let basic = call(
+            &h,
+            protocol,
+            &[("authorization", "Basic YWRhOnB3")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(basic.code, 16, "{protocol:?}");
+        assert!(
+            basic.message.contains("not a bearer token")
+                && basic.message.contains("an API key in x-api-key"),
+            "{protocol:?}: {}",
+            basic.message
+        );
     }
     assert_eq!(
         provider.asked.lock().unwrap().len(),
@@ -840,6 +856,12 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "\"1h\" is longer than 5m",
         ),
         (
+            "two claims forwarded in one header",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nforward_claims = { iss = \"x-a\", sub = \"X-A\" }\n".into(),
+            "authenticators.jwt.forward_claims.sub",
+            "already carries the claim \"iss\"",
+        ),
+        (
             "discovery with a shared-secret algorithm",
             "[authenticators.idp]\nissuer = \"https://id.example.com\"\nalgorithm = \"HS256\"\n".into(),
             "authenticators.idp.algorithm",
@@ -920,6 +942,10 @@ fn identity_config_errors_name_the_key_and_the_reason() {
         assert_eq!(err.key, key, "{case}: {err:?}");
         assert!(err.reason.contains(reason), "{case}: {}", err.reason);
     }
+    // No leeway at all is a choice, not a mistake.
+    let strict = "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nleeway = \"0s\"\n";
+    portico::config::Config::from_toml(&support::config_text(backend, strict, ""))
+        .expect("a leeway of 0s");
 
     let route_cases = [
         ("auth = [\"keys\", \"nobody\"]", "auth", "nobody"),

@@ -280,6 +280,14 @@ impl Validator<'_> {
                     ),
                 ));
             }
+            // One header, one claim: the backend would get whichever was
+            // set last, or both values, and not know which is which.
+            if let Some((other, _)) = forward_claims.iter().find(|(_, n)| *n == name) {
+                return Err(self.err(
+                    format!("{key}.forward_claims.{claim}"),
+                    format!("{header:?} already carries the claim {other:?}; give each claim its own header"),
+                ));
+            }
             forward_claims.push((claim.clone(), name));
         }
         Ok(AuthenticatorConfig {
@@ -556,7 +564,7 @@ impl Validator<'_> {
             leeway: match &a.leeway {
                 Some(written) => {
                     let leeway =
-                        self.duration(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?;
+                        self.duration_or_zero(&format!("{key}.leeway"), &a.leeway, Duration::ZERO)?;
                     if leeway > MAX_LEEWAY {
                         return Err(self.err(
                             format!("{key}.leeway"),
