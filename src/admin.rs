@@ -128,19 +128,32 @@ pub fn spawn<A: AdminSource>(
                                     .into_iter()
                                     .take(50)
                                     .collect::<Vec<_>>());
+                                // What /readyz goes by, per upstream: an
+                                // endpoint can be in rotation yet refuse
+                                // connections when nothing checks it.
+                                let reachable = source.reachable();
+                                if let Some(list) = stats["upstreams"].as_array_mut() {
+                                    for (i, u) in list.iter_mut().enumerate() {
+                                        u["reachable"] = serde_json::json!(reachable.get(i).copied().flatten());
+                                    }
+                                }
                                 stats["routes"] = source.route_table_json();
                                 stats["generation"] = source.generation_json();
                                 (StatusCode::OK, "application/json", stats.to_string())
                             }
                             "/usage" => {
-                                let csv = req
-                                    .uri()
-                                    .query()
-                                    .is_some_and(|q| q.split('&').any(|p| p == "format=csv"));
-                                if csv {
-                                    (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv())
-                                } else {
-                                    (StatusCode::OK, json, usage.book.json().to_string())
+                                let format = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                                    .find(|(k, _)| k == "format")
+                                    .map(|(_, v)| v.into_owned());
+                                match format.as_deref() {
+                                    Some("csv") => (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv()),
+                                    None | Some("json") => (StatusCode::OK, json, usage.book.json().to_string()),
+                                    // A typo is told, not answered in the other format.
+                                    Some(other) => (
+                                        StatusCode::BAD_REQUEST,
+                                        json,
+                                        serde_json::json!({"error": format!("format={other:?} is not a format: \"json\" (the default) or \"csv\"")}).to_string(),
+                                    ),
                                 }
                             }
                             "/metrics" => (
@@ -151,6 +164,7 @@ pub fn spawn<A: AdminSource>(
                                     &upstreams,
                                     &usage,
                                 ) + &reload_metrics(source.reload_counts())
+                                    + &reachable_metrics(&upstreams, &source.reachable())
                                     + &source.fleet().map(|f| {
                                         let mut out = String::new();
                                         f.render_metrics(&mut out);
@@ -243,6 +257,24 @@ fn readiness(
             body.to_string(),
         )
     }
+}
+
+/// `portico_upstream_reachable`: the probe `/readyz` goes by, per
+/// upstream (absent until its first check has ended).
+fn reachable_metrics(upstreams: &[Arc<Upstream>], reachable: &[Option<bool>]) -> String {
+    let mut out = String::from(
+        "# HELP portico_upstream_reachable Whether an endpoint of the upstream in rotation accepts TCP connections (what /readyz goes by).\n# TYPE portico_upstream_reachable gauge\n",
+    );
+    for (u, r) in upstreams.iter().zip(reachable) {
+        if let Some(r) = r {
+            out.push_str(&format!(
+                "portico_upstream_reachable{{upstream=\"{}\"}} {}\n",
+                u.name(),
+                u8::from(*r)
+            ));
+        }
+    }
+    out
 }
 
 /// `portico_config_reloads_total`, by result.

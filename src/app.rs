@@ -27,6 +27,9 @@ pub enum StartError {
     Config(ConfigError),
     Schema(SchemaError),
     Bind {
+        /// The config file that names the address; empty for one the
+        /// gateway chose itself.
+        file: String,
         key: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
@@ -39,9 +42,21 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StartError::Config(e) => write!(f, "config error: {e}"),
-            StartError::Schema(e) => write!(f, "schema error: {e}"),
-            StartError::Bind { key, addr, error } => {
+            // Each names its file and key already: written as every
+            // other config error is, `FILE: key: reason`.
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Schema(e) => write!(f, "{e}"),
+            StartError::Bind {
+                file,
+                key,
+                addr,
+                error,
+            } if !file.is_empty() => {
+                write!(f, "{file}: {key}: cannot listen on {addr}: {error}")
+            }
+            StartError::Bind {
+                key, addr, error, ..
+            } => {
                 write!(f, "cannot listen on {addr} ({key}): {error}")
             }
             StartError::Upstream(e) => write!(f, "upstream error: {e}"),
@@ -156,14 +171,17 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         .map(|r| r.grpc_service.clone())
         .collect();
 
+    let source = first.config.source.clone();
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|error| StartError::Bind {
+            file: source.clone(),
             key: "server.listen",
             addr: listen,
             error,
         })?;
     let addr = listener.local_addr().map_err(|error| StartError::Bind {
+        file: source.clone(),
         key: "server.listen",
         addr: listen,
         error,
@@ -187,6 +205,7 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         let listener = TcpListener::bind(admin)
             .await
             .map_err(|error| StartError::Bind {
+                file: source.clone(),
                 key: "server.admin",
                 addr: admin,
                 error,

@@ -16,14 +16,21 @@ pub const CONFIG: &str = include_str!("../examples/demo.toml");
 
 pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartError> {
     // The admin port sits next to the main one (any free port when that is 0).
-    let admin = SocketAddr::new(
-        listen.ip(),
-        if listen.port() == 0 {
-            0
-        } else {
-            listen.port().wrapping_add(1)
-        },
-    );
+    let admin_port = match listen.port() {
+        0 => 0,
+        u16::MAX => {
+            return Err(StartError::Config(crate::config::ConfigError {
+                file: "portico demo".into(),
+                key: "--listen".into(),
+                reason: format!(
+                    "port {} leaves no port after it for the admin port; choose a lower one",
+                    u16::MAX
+                ),
+            }))
+        }
+        port => port + 1,
+    };
+    let admin = SocketAddr::new(listen.ip(), admin_port);
     let text = CONFIG
         .replace("@LISTEN@", &listen.to_string())
         .replace("@ADMIN@", &admin.to_string())
@@ -40,6 +47,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), StartError> {
     let backends = backends::Backends::default();
     let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
     let (backend_addr, _task) = backends.bind(any).await.map_err(|error| StartError::Bind {
+        file: String::new(),
         key: "demo backend",
         addr: any,
         error,

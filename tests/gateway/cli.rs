@@ -319,6 +319,49 @@ fn check_refuses_a_missing_jwks_file_as_serve_would() {
 }
 
 #[test]
+fn check_refuses_an_access_log_serve_could_not_open() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |log_path: &str| {
+        let file = dir.join("log.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
+             [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [access_log]\npath = \"{log_path}\"\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\n",
+            proto = support::proto_dir()
+        );
+        std::fs::write(&file, text).unwrap();
+        let out = portico()
+            .args(["check", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A folder that does not exist, and a folder where the file should be.
+    for (path, says) in [
+        ("no-such-folder/access.log", "no-such-folder"),
+        (".", "is a folder"),
+    ] {
+        let (ok, err) = check(path);
+        assert!(!ok, "check passed an access log at {path}: {err}");
+        assert!(
+            err.contains("log.toml") && err.contains("access_log.path") && err.contains(says),
+            "{err}"
+        );
+    }
+    // A new file in a folder that exists passes, and is not created by the check.
+    let (ok, err) = check("access.log");
+    assert!(ok, "{err}");
+    assert!(!dir.join("access.log").exists(), "check created the log");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
 fn the_checked_in_descriptor_set_is_current() {
     let out_file = std::env::temp_dir().join(format!("portico-demo-{}.binpb", std::process::id()));
     let status = portico()

@@ -115,6 +115,24 @@ async fn readyz_sees_a_dead_endpoint_without_health_checks() {
             .is_some_and(|r| r.contains("accepts connections")),
         "{body}"
     );
+    // The metric and the dashboard's figures say what /readyz says, though
+    // the endpoint is still in rotation.
+    let metrics = admin.get("/metrics").await.text();
+    assert!(
+        metrics.contains("portico_upstream_reachable{upstream=\"demo\"} 0"),
+        "{metrics}"
+    );
+    let stats = admin.get("/stats").await.json();
+    assert_eq!(stats["upstreams"][0]["reachable"], false, "{stats}");
     backend.restart().await;
     assert!(ready(200).await, "ready again when it returns");
+    let metrics = admin.get("/metrics").await.text();
+    assert!(
+        metrics.contains("portico_upstream_reachable{upstream=\"demo\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        admin.get("/stats").await.json()["upstreams"][0]["reachable"],
+        true
+    );
 }

@@ -92,6 +92,19 @@ async fn usage_counts_each_principals_calls_errors_and_bytes_per_method() {
     // Busiest first.
     assert_eq!(usage["windows"]["1m"][0]["principal"], "globex");
 
+    // A format that is neither is refused, not answered as JSON.
+    let typo = admin.get("/usage?format=cvs").await;
+    assert_eq!(typo.status, 400, "{}", typo.text());
+    assert!(
+        typo.json()["error"].as_str().unwrap().contains("\"csv\""),
+        "{}",
+        typo.text()
+    );
+    assert_eq!(
+        admin.get("/usage?format=json").await.json(),
+        admin.get("/usage").await.json()
+    );
+
     let csv = admin.get("/usage?format=csv").await;
     assert_eq!(csv.status, 200);
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));

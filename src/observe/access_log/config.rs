@@ -51,12 +51,46 @@ impl Validator<'_> {
                     "is empty; leave it out for standard output",
                 ))
             }
-            Some(p) => Some(self.output_path(p)),
+            Some(p) => {
+                let path = self.output_path(p);
+                writable(&path).map_err(|reason| self.err("access_log.path", reason))?;
+                Some(path)
+            }
         };
         Ok(AccessLogConfig {
             format,
             path,
             sample,
         })
+    }
+}
+
+/// What `serve` will need of the log's path, checked when the config is
+/// (so `portico check` refuses what `serve` would): a file that opens for
+/// appending, or a folder it can be made in. Creates nothing.
+fn writable(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(format!("{} is a folder, not a file", path.display())),
+        Ok(_) => std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot open {} for appending: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let folder = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            match std::fs::metadata(folder) {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(format!("{} is not a folder", folder.display())),
+                Err(e) => Err(format!(
+                    "cannot create {}: its folder {}: {e}",
+                    path.display(),
+                    folder.display()
+                )),
+            }
+        }
+        Err(e) => Err(format!("cannot open {}: {e}", path.display())),
     }
 }
