@@ -451,10 +451,18 @@ impl GatewayError {
             );
         }
         if status.code() == Code::Cancelled && transport_failure(status) {
+            // With its cause when there is one: a backend that refused the
+            // gateway's client certificate closes the connection this way.
+            let why = causes_after(String::new(), std::error::Error::source(status));
+            let why = why.trim_start_matches(": ");
             return Self::new(
                 ErrorKind::BackendUnavailable,
                 Origin::Backend,
-                "backend connection lost",
+                if why.is_empty() {
+                    "backend connection lost".to_owned()
+                } else {
+                    format!("backend connection lost: {why}")
+                },
             );
         }
         if let Some(refused) = refused_reply(status) {

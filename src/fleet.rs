@@ -215,7 +215,12 @@ impl Fleet {
                 startup_error = Some(e.to_string());
                 None
             }
-            Err(e) => return Err(format!("cannot use Redis: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "cannot use Redis at {}: {e}",
+                    config.topology.describe()
+                ))
+            }
         };
         let started = unix_ms();
         let fleet = Arc::new(Fleet {
@@ -244,15 +249,18 @@ impl Fleet {
     /// Whether a fleet could start on `config`: connects, sends a PING,
     /// and lets go (for `portico check`).
     pub async fn probe(config: &RedisConfig) -> Result<(), String> {
+        let at = config.topology.describe();
         let mut conn = Conn::connect(config)
             .await
-            .map_err(|e| format!("cannot use Redis: {e}"))?;
+            .map_err(|e| format!("cannot use Redis at {at}: {e}"))?;
         let ping = redis::cmd("PING");
         tokio::time::timeout(config.command_timeout, conn.query::<String>(&ping))
             .await
-            .map_err(|_| "Redis did not answer a PING within redis.command_timeout".to_owned())?
+            .map_err(|_| {
+                format!("Redis at {at} did not answer a PING within redis.command_timeout")
+            })?
             .map(|_| ())
-            .map_err(|e| format!("cannot use Redis: {e}"))
+            .map_err(|e| format!("cannot use Redis at {at}: {e}"))
     }
 
     pub fn config(&self) -> &RedisConfig {

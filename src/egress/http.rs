@@ -176,6 +176,17 @@ impl HttpEgress {
             }
         }
         if !parts.status.is_success() {
+            // A redirect is not followed, and not passed on: the client gets
+            // an error, and a Location beside it would read as the way on.
+            let redirect = parts.status.is_redirection();
+            if redirect {
+                metadata.remove(http::header::LOCATION);
+            }
+            let message = if redirect {
+                format!("backend replied {}", parts.status)
+            } else {
+                error_message(parts.status, &body)
+            };
             let error = GatewayError::new(
                 ErrorKind::Backend(Box::new(BackendStatus {
                     code: grpc_code_of_http(parts.status),
@@ -185,7 +196,7 @@ impl HttpEgress {
                     metadata: metadata.clone(),
                 })),
                 Origin::Backend,
-                error_message(parts.status, &body),
+                message,
             );
             return Err(AttemptError {
                 error,

@@ -65,6 +65,15 @@ fn a_transport_failure_names_its_cause() {
         err.message,
         "backend unavailable: transport error: received fatal alert: CertificateRequired"
     );
+    // The same cause on a connection lost mid-call is named too.
+    let mut lost = tonic::Status::new(Code::Cancelled, "h2 protocol error");
+    lost.set_source(std::sync::Arc::new(Refused));
+    let err = GatewayError::from_backend_status(&lost);
+    assert_eq!(err.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        err.message,
+        "backend connection lost: received fatal alert: CertificateRequired"
+    );
 }
 
 #[test]

@@ -13,6 +13,16 @@ pub enum RedisTopology {
     Cluster(Vec<String>),
 }
 
+impl RedisTopology {
+    /// Where Redis is, for error messages (the URLs hold no credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            RedisTopology::Standalone(url) => url.clone(),
+            RedisTopology::Cluster(urls) => format!("the cluster of {}", urls.join(", ")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// URLs without their credentials (those are in `username`/`password`).

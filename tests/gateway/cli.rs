@@ -515,8 +515,8 @@ fn check_refuses_a_redis_that_serve_could_not_use() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "check passed a Redis nobody answers");
     assert!(
-        err.contains("redis") && err.contains("cannot use Redis"),
-        "{err}"
+        err.contains("redis") && err.contains(&format!("cannot use Redis at redis://{closed}")),
+        "the error says where: {err}"
     );
     assert!(
         !err.contains("secret-pw"),

@@ -57,6 +57,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("DELETE", "/v1/shelves/1/books/3") => (200, "<html>oops</html>".to_owned()),
                             ("DELETE", "/v1/shelves/1/books/4") => (200, "[1,2]".to_owned()),
                             ("GET", "/v1/shelves/7") => (503, r#"{"message":"busy"}"#.to_owned()),
+                            ("GET", "/v1/shelves/30") => (302, r#"{"message":"moved, follow me"}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
@@ -80,6 +81,10 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             "/v1/shelves/7" => {
                                 resp.headers_mut()
                                     .insert("retry-after", "7".parse().unwrap());
+                            }
+                            "/v1/shelves/30" => {
+                                resp.headers_mut()
+                                    .insert("location", "http://elsewhere/".parse().unwrap());
                             }
                             _ => {}
                         }
@@ -292,6 +297,19 @@ async fn rest_statuses_map_back_to_grpc_codes() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
+    // A redirect is not followed: an error saying so, whatever its body
+    // says, without the Location that would read as the way on.
+    let err = client
+        .get_shelf(pb::GetShelfRequest { shelf: "30".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(err.message(), "backend replied 302 Found");
+    assert!(err.metadata().get("location").is_none());
+    assert_eq!(
+        err.metadata().get("x-backend").map(|v| v.to_str().unwrap()),
+        Some("rest")
+    );
 }
 
 #[tokio::test]
