@@ -230,12 +230,21 @@ fn readiness(
     let mut routed: Vec<usize> = routes.targets().map(|t| t.upstream.0).collect();
     routed.sort_unstable();
     routed.dedup();
-    let empty: Vec<&str> = routed
+    // Why each is not ready: nothing in rotation (health checks, ejection)
+    // is not the same fault as endpoints that refuse connections.
+    let mut out_of_rotation: Vec<&str> = Vec::new();
+    let mut refusing: Vec<&str> = Vec::new();
+    for (u, reached) in routed
         .iter()
         .filter_map(|&i| Some((upstreams.get(i)?, reachable.get(i).copied().flatten())))
-        .filter(|(u, reached)| u.in_rotation() == 0 || *reached == Some(false))
-        .map(|(u, _)| u.name())
-        .collect();
+    {
+        if u.in_rotation() == 0 {
+            out_of_rotation.push(u.name());
+        } else if reached == Some(false) {
+            refusing.push(u.name());
+        }
+    }
+    let empty: Vec<&str> = out_of_rotation.iter().chain(&refusing).copied().collect();
     if empty.is_empty() {
         (
             StatusCode::OK,
@@ -243,12 +252,23 @@ fn readiness(
             r#"{"ready":true}"#.to_owned(),
         )
     } else {
+        let reason = [
+            (!out_of_rotation.is_empty()).then(|| format!(
+                "no endpoint in rotation (each failing its health checks or ejected) for upstream {}",
+                out_of_rotation.join(", ")
+            )),
+            (!refusing.is_empty()).then(|| format!(
+                "no endpoint in rotation that accepts connections for upstream {}",
+                refusing.join(", ")
+            )),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ");
         let body = serde_json::json!({
             "ready": false,
-            "reason": format!(
-                "no endpoint in rotation that accepts connections for upstream {}",
-                empty.join(", ")
-            ),
+            "reason": reason,
             "upstreams_without_endpoints": empty,
         });
         (

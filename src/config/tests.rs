@@ -55,6 +55,24 @@ fn bad_durations_and_addresses_say_what_was_expected() {
     let text = MINIMAL.replace("127.0.0.1:50051", "http://127.0.0.1:50051");
     let err = Config::from_toml(&text).unwrap_err();
     assert_eq!(err.key, "upstreams.backend.endpoints[0]");
+
+    // An endpoint listed twice would silently be one: refused, in the
+    // config and in an endpoints file.
+    let text = MINIMAL.replace(
+        "[\"127.0.0.1:50051\"]",
+        "[\"127.0.0.1:50051\", \"127.0.0.1:50052\", \"127.0.0.1:50051\"]",
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.endpoints[2]");
+    assert!(
+        err.reason.contains("endpoints[0]") && err.reason.contains("weight"),
+        "{err}"
+    );
+    let err = crate::config::parse_endpoints_file("a:1\nb:2 3\nA:1 2\n").unwrap_err();
+    assert!(
+        err.starts_with("line 3:") && err.contains("listed already"),
+        "{err}"
+    );
 }
 
 #[test]

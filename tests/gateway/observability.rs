@@ -82,6 +82,20 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
     assert_eq!(body["ready"], false);
     assert_eq!(body["upstreams_without_endpoints"][0], "demo");
     assert_eq!(admin.get("/healthz").await.status, 200, "alive all along");
+    // With health checks, the reason says the endpoint left rotation.
+    assert!(
+        support::eventually_async(|| {
+            let admin = admin.clone();
+            async move {
+                admin.get("/readyz").await.json()["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("failing its health checks"))
+            }
+        })
+        .await,
+        "{}",
+        admin.get("/readyz").await.text()
+    );
 
     backend.restart().await;
     assert!(ready(200).await, "ready again when it returns");

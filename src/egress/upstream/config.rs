@@ -190,6 +190,15 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
                 _ => return Err(format!("line {}: weight {w:?} is not 1..1000", n + 1)),
             },
         };
+        if out
+            .iter()
+            .any(|w: &WeightedAddr| w.address.eq_ignore_ascii_case(address))
+        {
+            return Err(format!(
+                "line {}: {address:?} is listed already; give it a weight for a larger share",
+                n + 1
+            ));
+        }
         out.push(WeightedAddr {
             address: address.to_owned(),
             weight,
@@ -504,6 +513,17 @@ impl Validator<'_> {
                         return Err(
                             self.err(format!("{key}.endpoints[{i}].weight"), "must be 1..1000")
                         );
+                    }
+                    // Listed twice it would still be one endpoint, with one
+                    // share: a weight says what a repeat would have meant.
+                    if let Some(first) = out
+                        .iter()
+                        .position(|w: &WeightedAddr| w.address.eq_ignore_ascii_case(address))
+                    {
+                        return Err(self.err(
+                            format!("{key}.endpoints[{i}]"),
+                            format!("{address:?} is listed already (endpoints[{first}]); give it a weight for a larger share"),
+                        ));
                     }
                     out.push(WeightedAddr {
                         address: address.clone(),

@@ -49,13 +49,18 @@ pub fn spawn(upstream: &Arc<Upstream>) {
                 let check = &check;
                 let name = &name;
                 async move {
-                    let ok = tokio::time::timeout(
+                    let verdict = tokio::time::timeout(
                         check.timeout,
                         probe(ep, check, protocol, scheme, &http),
                     )
                     .await
-                    .unwrap_or(false);
-                    record(name, ep, check, ok);
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "no answer within health_check.timeout ({})",
+                            humantime::format_duration(check.timeout)
+                        ))
+                    });
+                    record(name, ep, check, verdict);
                 }
             });
             futures_util::future::join_all(checks).await;
@@ -73,26 +78,53 @@ async fn probe(
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
         http_body_util::Empty<bytes::Bytes>,
     >,
-) -> bool {
+) -> Result<(), String> {
+    // Why a check failed goes into the log line that takes the endpoint
+    // out: a wrong service name must not read as a network outage.
     match (protocol, &ep.pool) {
-        (UpstreamProtocol::Grpc, Some(pool)) => HealthClient::new(pool.any())
-            .check(HealthCheckRequest {
-                service: check.service.clone(),
-            })
-            .await
-            .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32),
+        (UpstreamProtocol::Grpc, Some(pool)) => {
+            let asked = format!("grpc.health.v1 Check of service {:?}", check.service);
+            match HealthClient::new(pool.any())
+                .check(HealthCheckRequest {
+                    service: check.service.clone(),
+                })
+                .await
+            {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+                Ok(r) => Err(format!(
+                    "{asked}: {}",
+                    ServingStatus::try_from(r.get_ref().status)
+                        .map_or("an unknown status".to_owned(), |s| s
+                            .as_str_name()
+                            .to_owned())
+                )),
+                Err(status) => Err(format!(
+                    "{asked}: {:?}: {}",
+                    status.code(),
+                    crate::error::with_causes(&status)
+                )),
+            }
+        }
         _ => {
             let Ok(uri) = format!("{scheme}://{}{}", ep.address, check.path).parse::<http::Uri>()
             else {
-                return false;
+                return Err(format!("{:?} is not a path to GET", check.path));
             };
-            http.get(uri).await.is_ok_and(|r| r.status().is_success())
+            match http.get(uri).await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("GET {} answered {}", check.path, r.status())),
+                Err(e) => Err(format!(
+                    "GET {}: {}",
+                    check.path,
+                    crate::error::with_causes(&e)
+                )),
+            }
         }
     }
 }
 
-fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, ok: bool) {
-    if ok {
+fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Result<(), String>) {
+    if verdict.is_ok() {
         ep.check_failures.store(0, Ordering::Relaxed);
         let n = ep.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.healthy_threshold && !ep.healthy.swap(true, Ordering::Relaxed) {
@@ -102,7 +134,8 @@ fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, ok: bool) {
         ep.check_successes.store(0, Ordering::Relaxed);
         let n = ep.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%upstream, endpoint = %ep.address, "endpoint failed {n} health checks; out of rotation");
+            let why = verdict.err().unwrap_or_default();
+            tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation: {why}");
         }
     }
 }
