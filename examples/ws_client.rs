@@ -19,8 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     const USAGE: &str = "usage: ws_client URL [SUBPROTOCOL]\n\n\
         Sends each line of standard input as a text frame and prints every frame\n\
-        received. Without a SUBPROTOCOL (a REST path), an empty line or the end of\n\
-        input ends the call's input.";
+        received. Without a SUBPROTOCOL (the plain dialect, on a method's path), an\n\
+        empty line or the end of input ends the call's input.";
     let url = args.next().ok_or(USAGE)?;
     if url == "--help" || url == "-h" {
         println!("{USAGE}");

@@ -147,7 +147,7 @@ pub fn spawn<A: AdminSource>(
                                     .map(|(_, v)| v.into_owned());
                                 match format.as_deref() {
                                     Some("csv") => (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv()),
-                                    None | Some("json") => (StatusCode::OK, json, usage.book.json().to_string()),
+                                    None | Some("" | "json") => (StatusCode::OK, json, usage.book.json().to_string()),
                                     // A typo is told, not answered in the other format.
                                     Some(other) => (
                                         StatusCode::BAD_REQUEST,

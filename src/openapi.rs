@@ -544,12 +544,17 @@ fn request_body(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Opti
 fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Value {
     let output = binding.target.method.output();
     if binding.target.kind.server_streams() {
-        // Each line holds a reply under `result`, or the error that ended
-        // the stream under `error`.
+        // Each line holds a reply under `result` (its response_body field
+        // alone when the binding names one), or the error that ended the
+        // stream under `error`.
+        let reply = match (&binding.response_body, binding.raw_response_body) {
+            (Some(field), false) => schemas.field(field, n),
+            _ => schemas.message(&output, n),
+        };
         let line = json!({
             "type": "object",
             "properties": {
-                "result": schemas.message(&output, n),
+                "result": reply.clone(),
                 "error": { "$ref": format!("{COMPONENTS}google.rpc.Status") },
             },
             "oneOf": [{ "required": ["result"] }, { "required": ["error"] }],
@@ -567,7 +572,7 @@ fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> 
                         "data": {
                             "type": "string",
                             "contentMediaType": "application/json",
-                            "contentSchema": schemas.message(&output, n),
+                            "contentSchema": reply,
                         },
                     },
                 } },

@@ -68,6 +68,9 @@ fn bad_durations_and_addresses_say_what_was_expected() {
         err.reason.contains("endpoints[0]") && err.reason.contains("weight"),
         "{err}"
     );
+    let text = format!("{MINIMAL}\n[upstreams.backend.retry]\nmax_retries = 11\n");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.retry.max_retries", "{err}");
     let err = crate::config::parse_endpoints_file("a:1\nb:2 3\nA:1 2\n").unwrap_err();
     assert!(
         err.starts_with("line 3:") && err.contains("listed already"),

@@ -202,6 +202,17 @@ impl Edge {
             let i = query.iter().position(|(k, _)| k == name)?;
             Some((query.remove(i).1, format!("the query parameter {name:?}")))
         });
+        // Two different tokens are two credentials, wherever they came from.
+        if let (Some((a, _)), Some((b, from))) = (&from_subprotocol, &from_query) {
+            if a != b {
+                return Err(crate::error::GatewayError::invalid_field(
+                    "authorization",
+                    format!(
+                        "the request carries more than one credential (a token in the portico.token. subprotocol entry and another in {from}); send one"
+                    ),
+                ));
+            }
+        }
         if let Some((token, source)) = from_subprotocol.or(from_query) {
             let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 crate::error::GatewayError::invalid_field("token", "is not a valid header value")

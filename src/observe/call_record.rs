@@ -973,6 +973,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dropped_call_counts_as_cancelled_unless_the_gateway_cut_it_short() {
+        // Records nobody reads still keep the status a call was cut off
+        // with: the metrics count by it.
+        let left = CallRecord::unread();
+        assert_eq!(left.dropped(), tonic::Code::Cancelled);
+        let cut = CallRecord::unread();
+        cut.cut_short(&GatewayError::payload_too_large(
+            1,
+            "websocket.max_in_flight",
+        ));
+        assert_eq!(cut.dropped(), tonic::Code::ResourceExhausted);
+        // The first cut decides.
+        cut.cut_short(&GatewayError::internal("later"));
+        assert_eq!(cut.dropped(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
     fn the_backends_traceparent_names_the_attempt_and_is_never_indexed() {
         use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
         let context = SpanContext::new(

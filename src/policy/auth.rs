@@ -315,8 +315,17 @@ impl RouteAuth {
                             needs.push(need);
                         }
                     }
-                    let other_scheme = if env.ctx.headers.contains_key(http::header::AUTHORIZATION)
-                    {
+                    // `Bearer` with no token is no credential, not another scheme.
+                    let other_scheme = env
+                        .ctx
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .is_some_and(|v| {
+                            !v.as_bytes()
+                                .get(..6)
+                                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+                        });
+                    let other_scheme = if other_scheme {
                         "the Authorization header is not a bearer token; "
                     } else {
                         ""

@@ -150,6 +150,11 @@ async fn response_body_shapes_the_reply_on_every_transport_of_a_rest_path() {
         r.text(),
         "{\"result\":\"event 1 on t\"}\n{\"result\":\"event 2 on t\"}\n"
     );
+    // The API description says so too.
+    let api = h.client.get("/openapi.json").await.json();
+    let line = &api["paths"]["/v9/feed"]["get"]["responses"]["200"]["content"]
+        ["application/x-ndjson"]["schema"];
+    assert_eq!(line["properties"]["result"]["type"], "string", "{line}");
     let mut ws = connect(&h, "/v9/feed?count=2&topic=t", None, &[]).await;
     for n in 1..=2 {
         assert_eq!(

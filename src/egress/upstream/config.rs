@@ -213,6 +213,9 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
     Ok(out)
 }
 
+/// The most retries one call may make (`retry.max_retries`).
+pub const MAX_RETRIES: u32 = 10;
+
 impl Validator<'_> {
     pub(crate) fn upstream(
         &self,
@@ -378,9 +381,18 @@ impl Validator<'_> {
                 )
             })?);
         }
+        let max_retries = r.and_then(|r| r.max_retries).unwrap_or(2);
+        // Retries of one call beyond this only lengthen a failure: each
+        // goes to another endpoint, and there are rarely more to try.
+        if max_retries > MAX_RETRIES {
+            return Err(self.err(
+                format!("{key}.retry.max_retries"),
+                format!("{max_retries} is more than {MAX_RETRIES}"),
+            ));
+        }
         let retry = RetryConfig {
             // Checked below, once both are read.
-            max_retries: r.and_then(|r| r.max_retries).unwrap_or(2),
+            max_retries,
             retry_on,
             budget_percent: percent("retry.budget_percent", r.and_then(|r| r.budget_percent), 20)?,
             min_retries_per_second: r.and_then(|r| r.min_retries_per_second).unwrap_or(10),

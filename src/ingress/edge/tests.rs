@@ -119,6 +119,18 @@ fn a_websocket_token_beside_a_different_header_or_unreadable_is_refused() {
         .unwrap();
     assert_eq!(inbound.headers.get_all("authorization").iter().count(), 1);
 
+    // A subprotocol token and a different query token: two credentials.
+    let mut inbound = edge.inbound(&HeaderMap::new(), &http::Extensions::new());
+    let entry = format!("{TOKEN_PREFIX}dG9r"); // base64url("tok")
+    let err = edge
+        .lift_websocket(&mut inbound, &[entry], &mut token_in_query())
+        .unwrap_err();
+    assert!(
+        err.message.contains("more than one credential"),
+        "{}",
+        err.message
+    );
+
     let entry = format!("{TOKEN_PREFIX}!!!");
     let mut inbound = edge.inbound(&HeaderMap::new(), &http::Extensions::new());
     let err = edge

@@ -66,22 +66,32 @@ impl Validator<'_> {
 }
 
 /// What `serve` will need of the log's path, checked when the config is
-/// (so `portico check` refuses what `serve` would): a file that opens for
-/// appending, or a folder it can be made in. Creates nothing.
+/// (so `portico check` refuses what `serve` would): a regular file that
+/// opens for appending, or a folder that exists to make it in (not
+/// read-only by its mode bits; finer access rules are seen when `serve`
+/// opens it). Creates nothing.
 fn writable(path: &std::path::Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Err(format!("{} is a folder, not a file", path.display())),
-        Ok(_) => std::fs::OpenOptions::new()
+        // Only a regular file is opened to try it: opening a named pipe
+        // would block without a reader, or end a reader's input.
+        Ok(meta) if meta.is_file() => std::fs::OpenOptions::new()
             .append(true)
             .open(path)
             .map(drop)
             .map_err(|e| format!("cannot open {} for appending: {e}", path.display())),
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let folder = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => std::path::Path::new("."),
             };
             match std::fs::metadata(folder) {
+                Ok(meta) if meta.is_dir() && meta.permissions().readonly() => Err(format!(
+                    "cannot create {}: its folder {} is read-only",
+                    path.display(),
+                    folder.display()
+                )),
                 Ok(meta) if meta.is_dir() => Ok(()),
                 Ok(_) => Err(format!("{} is not a folder", folder.display())),
                 Err(e) => Err(format!(
