@@ -211,7 +211,7 @@ impl Fleet {
         let conn = match Conn::connect(&config).await {
             Ok(c) => Some(Arc::new(c)),
             Err(e) if config.start_degraded => {
-                tracing::warn!(error = %e, "Redis is unavailable at startup; global limits fall back per instance until it answers");
+                tracing::warn!(error = %e, "Redis is unavailable as this config is loaded; global limits fall back per instance until it answers");
                 startup_error = Some(e.to_string());
                 None
             }
@@ -300,7 +300,7 @@ impl Fleet {
         if was != available {
             self.changed_at.store(unix_ms(), Ordering::Relaxed);
             if available {
-                tracing::warn!("Redis answers again: global limits and the shared cache are back");
+                tracing::info!("Redis answers again: global limits and the shared cache are back");
             } else {
                 self.stats.outages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = error.as_deref().unwrap_or(""), "Redis is unavailable: global limits fall back to per-instance buckets, the shared cache is skipped");

@@ -112,7 +112,9 @@ struct JsonFrame<'a> {
     #[serde(default)]
     open: Option<String>,
     #[serde(default)]
-    metadata: Option<BTreeMap<String, String>>,
+    /// Values are read as JSON first, so one that is not a string is
+    /// refused naming its entry rather than failing the whole frame.
+    metadata: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(borrow, default)]
     message: Option<&'a RawValue>,
     #[serde(default)]
@@ -168,11 +170,28 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             "with portico.proto.v1, messages are binary frames",
         ));
     }
+    let mut metadata = BTreeMap::new();
+    for (name, value) in frame.metadata.unwrap_or_default() {
+        match value {
+            serde_json::Value::String(v) => {
+                metadata.insert(name, v);
+            }
+            other => {
+                return Err(BadFrame {
+                    id: Some(id),
+                    error: GatewayError::invalid_field(
+                        format!("metadata.{name}"),
+                        format!("is {other}: a metadata value is a string"),
+                    ),
+                })
+            }
+        }
+    }
     match (frame.open, message, frame.end, frame.cancel) {
         (Some(method), message, None, None) => Ok(ClientFrame::Open {
             id,
             method,
-            metadata: frame.metadata.unwrap_or_default(),
+            metadata,
             message,
         }),
         (None, Some(body), None, None) => Ok(ClientFrame::Message { id, body }),

@@ -42,6 +42,21 @@ fn ambiguous_or_malformed_json_v1_frames_are_refused_naming_the_call() {
 }
 
 #[test]
+fn a_metadata_value_that_is_not_a_string_is_refused_naming_its_entry() {
+    let e = parse_text(
+        Dialect::Json,
+        r#"{"id":"m","open":"/a.B/C","metadata":{"x-num":5}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("m"));
+    assert!(
+        e.error.message.contains("metadata.x-num") && e.error.message.contains("string"),
+        "{}",
+        e.error.message
+    );
+}
+
+#[test]
 fn plain_frames_are_bare_messages_and_an_empty_frame_ends_input() {
     assert_eq!(
         parse_text(Dialect::Plain, "").unwrap(),
