@@ -289,26 +289,38 @@ fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `portico check` of a config with the demo's Probe service on one
+/// upstream, `sections` and `route_extra` added, written as `file`:
+/// whether it passed, and what it said on stderr.
+fn check_probe_config(file: &std::path::Path, sections: &str, route_extra: &str) -> (bool, String) {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
+         [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n{sections}\n\
+         [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\n{route_extra}\n",
+        proto = support::proto_dir()
+    );
+    std::fs::write(file, text).unwrap();
+    let out = portico()
+        .args(["check", "--config"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn check_refuses_a_missing_jwks_file_as_serve_would() {
     let dir = std::env::temp_dir().join(format!("portico-cli-jwks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("jwks.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
-         [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
-         [authenticators.users]\nalgorithm = \"RS256\"\njwks_file = \"missing-jwks.json\"\n\
-         [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\nauth = \"users\"\n",
-        proto = support::proto_dir()
+    let (ok, err) = check_probe_config(
+        &dir.join("jwks.toml"),
+        "[authenticators.users]\nalgorithm = \"RS256\"\njwks_file = \"missing-jwks.json\"",
+        "auth = \"users\"",
     );
-    std::fs::write(&file, text).unwrap();
-    let out = portico()
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "check passed: {err}");
+    assert!(!ok, "check passed: {err}");
     assert!(
         err.contains("jwks.toml")
             && err.contains("authenticators.users")
@@ -323,23 +335,10 @@ fn check_refuses_an_access_log_serve_could_not_open() {
     let dir = std::env::temp_dir().join(format!("portico-cli-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let check = |log_path: &str| {
-        let file = dir.join("log.toml");
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
-             [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
-             [access_log]\npath = \"{log_path}\"\n\
-             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\n",
-            proto = support::proto_dir()
-        );
-        std::fs::write(&file, text).unwrap();
-        let out = portico()
-            .args(["check", "--config"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        check_probe_config(
+            &dir.join("log.toml"),
+            &format!("[access_log]\npath = \"{log_path}\""),
+            "",
         )
     };
     // A folder that does not exist, and a folder where the file should be.
