@@ -251,17 +251,8 @@ impl CallRecord {
 
     /// A record that writes nothing (internal calls, tests): one shared.
     pub fn none() -> Arc<CallRecord> {
-        static NONE: std::sync::LazyLock<Arc<CallRecord>> = std::sync::LazyLock::new(|| {
-            CallRecord::new(
-                &Sinks::default(),
-                Kind::Call,
-                ClientProtocol::Grpc,
-                None,
-                "",
-                &http::HeaderMap::new(),
-                None,
-            )
-        });
+        static NONE: std::sync::LazyLock<Arc<CallRecord>> =
+            std::sync::LazyLock::new(CallRecord::unread);
         NONE.clone()
     }
 
@@ -340,7 +331,8 @@ impl CallRecord {
         })
     }
 
-    /// A record of its own that writes nothing: for a call that may be
+    /// A record of its own that writes nothing (the shared [`CallRecord::none`]
+    /// is one of these): for a call that may be
     /// cut off from outside (a WebSocket call), whose status must still
     /// reach the metrics when nothing else reads the record.
     pub fn unread() -> Arc<CallRecord> {

@@ -170,6 +170,12 @@ pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
+/// Where `address` is in `list` already (host names compare without case).
+fn listed(list: &[WeightedAddr], address: &str) -> Option<usize> {
+    list.iter()
+        .position(|w| w.address.eq_ignore_ascii_case(address))
+}
+
 /// Reads an endpoints file: `host:port [weight]` per line, `#` comments.
 pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
     let mut out = Vec::new();
@@ -190,10 +196,7 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
                 _ => return Err(format!("line {}: weight {w:?} is not 1..1000", n + 1)),
             },
         };
-        if out
-            .iter()
-            .any(|w: &WeightedAddr| w.address.eq_ignore_ascii_case(address))
-        {
+        if listed(&out, address).is_some() {
             return Err(format!(
                 "line {}: {address:?} is listed already; give it a weight for a larger share",
                 n + 1
@@ -528,10 +531,7 @@ impl Validator<'_> {
                     }
                     // Listed twice it would still be one endpoint, with one
                     // share: a weight says what a repeat would have meant.
-                    if let Some(first) = out
-                        .iter()
-                        .position(|w: &WeightedAddr| w.address.eq_ignore_ascii_case(address))
-                    {
+                    if let Some(first) = listed(&out, address) {
                         return Err(self.err(
                             format!("{key}.endpoints[{i}]"),
                             format!("{address:?} is listed already (endpoints[{first}]); give it a weight for a larger share"),
