@@ -181,7 +181,14 @@ impl Config {
             reason: match e.span() {
                 Some(span) => {
                     let (line, column) = line_and_column(text, span.start);
-                    format!("line {line}, column {column}: {}", e.message())
+                    let message = e.message();
+                    // The parser says only "duplicate key"; its span is the key.
+                    match text.get(span).map(str::trim) {
+                        Some(key) if message == "duplicate key" && !key.is_empty() => {
+                            format!("line {line}, column {column}: duplicate key `{key}`")
+                        }
+                        _ => format!("line {line}, column {column}: {message}"),
+                    }
                 }
                 None => e.message().to_owned(),
             },
@@ -372,6 +379,9 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// The longest duration any key takes.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Validator<'_> {
     pub(crate) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -401,15 +411,31 @@ impl Validator<'_> {
         text: &Option<String>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match text {
-            None => Ok(default),
-            Some(t) => humantime::parse_duration(t).map_err(|e| {
-                self.err(
-                    key,
-                    format!("{t:?} is not a duration like \"5s\" or \"250ms\": {e}"),
-                )
-            }),
+        let Some(t) = text else {
+            return Ok(default);
+        };
+        let d = humantime::parse_duration(t).map_err(|e| {
+            let why = match e {
+                _ if t.trim_start().starts_with('-') => "it is negative".to_owned(),
+                humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+                    "the number needs a unit (ms, s, m, h or d)".to_owned()
+                }
+                humantime::DurationError::NumberOverflow => {
+                    "it is longer than the most allowed, 365d".to_owned()
+                }
+                other => other.to_string(),
+            };
+            self.err(
+                key,
+                format!("{t:?} is not a duration like \"5s\" or \"250ms\": {why}"),
+            )
+        })?;
+        // Deadlines are instants and grpc-timeout values: a far-off one
+        // overflows both, so no duration may pass a year.
+        if d > MAX_DURATION {
+            return Err(self.err(key, format!("{t:?} is longer than the most allowed, 365d")));
         }
+        Ok(d)
     }
 
     pub(crate) fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {

@@ -155,6 +155,35 @@ fn a_toml_syntax_error_names_its_line_and_column() {
 }
 
 #[test]
+fn a_duration_past_a_year_or_below_zero_is_refused() {
+    for (timeout, reason) in [
+        ("500000000000years", "longer than the most allowed, 365d"),
+        ("366d", "longer than the most allowed, 365d"),
+        ("-1s", "it is negative"),
+        ("5", "the number needs a unit (ms, s, m, h or d)"),
+    ] {
+        let text = format!("{MINIMAL}\n[server.limits]\nrequest_timeout = \"{timeout}\"\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "server.limits.request_timeout", "{err}");
+        assert!(err.reason.ends_with(reason), "{timeout}: {err}");
+    }
+    let text = format!("{MINIMAL}\n[server.limits]\nrequest_timeout = \"365d\"\n");
+    Config::from_toml(&text).unwrap();
+}
+
+#[test]
+fn a_duplicate_key_is_named() {
+    let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"\n")
+        .unwrap_err();
+    assert_eq!(
+        err.reason, "line 3, column 1: duplicate key `listen`",
+        "{err}"
+    );
+    let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\n[server]\n").unwrap_err();
+    assert!(err.reason.contains("`server`"), "{err}");
+}
+
+#[test]
 fn a_proto_path_that_is_not_a_folder_is_named() {
     let text = format!(
         "{MINIMAL}\n[descriptors]\nproto_paths = [\"proto\", \"no-such-folder\"]\nprotos = [\"a.proto\"]\n"

@@ -192,6 +192,22 @@ async fn a_client_stream_half_closes_and_still_gets_its_reply() {
 }
 
 #[tokio::test]
+async fn a_whitespace_frame_in_the_plain_dialect_is_refused_not_sent_as_an_empty_message() {
+    let h = Harness::start().await;
+    for path in ["/v1/feed:upload", "/portico.demo.v1.Library/GetShelf"] {
+        let mut ws = connect(&h, path, None, &[]).await;
+        if path.contains("upload") {
+            send(&mut ws, json!({"seq": 1, "topic": "t"})).await;
+        }
+        ws.send(Message::text(" \n ")).await.unwrap();
+        let reply = next_json(&mut ws).await;
+        assert_eq!(reply["error"]["code"], 3, "{path}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains("only whitespace"), "{path}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn bidi_chat_round_trips_and_ends_on_half_close() {
     let h = Harness::start().await;
     let mut ws = connect(&h, "/v1/chat", Some("portico.json.v1"), &[]).await;

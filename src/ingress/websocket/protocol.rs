@@ -138,6 +138,12 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         if text.is_empty() {
             return Ok(ClientFrame::End { id: String::new() });
         }
+        if text.trim_ascii().is_empty() {
+            return Err(bad(
+                None,
+                "the frame is only whitespace, not a JSON message (an empty frame ends the input)",
+            ));
+        }
         return Ok(ClientFrame::Message {
             id: String::new(),
             body: Body::Json(Bytes::copy_from_slice(text.as_bytes())),
