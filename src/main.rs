@@ -305,10 +305,9 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         ));
     }
     // HEAD is answered as the GET, without its body; a stream has none.
-    let lookup = if method == http::Method::HEAD {
-        if let portico::routes::MatchOutcome::Found(m) =
-            loaded.routes.find(&http::Method::GET, &normal)
-        {
+    let (head_found, head_lookup) = loaded.routes.find_request(&method, &normal);
+    let lookup = if head_lookup != method {
+        if let portico::routes::MatchOutcome::Found(m) = head_found {
             if m.binding.target.kind.server_streams() {
                 out.push_str(&format!(
                     "HEAD {normal}: refused, 405: the GET is a stream, which has no HEAD; allowed: GET\n"

@@ -320,6 +320,24 @@ impl RouteTable {
         }
     }
 
+    /// The binding a request is served by, and the method it was found
+    /// under: HEAD is answered by a binding made for HEAD (a `custom` rule)
+    /// if the path has one, else as GET without the body (RFC 9110
+    /// section 9.3.2).
+    pub fn find_request<'a>(
+        &'a self,
+        method: &Method,
+        path: &'a str,
+    ) -> (MatchOutcome<'a>, Method) {
+        if method == Method::HEAD {
+            if let found @ MatchOutcome::Found(_) = self.find(method, path) {
+                return (found, Method::HEAD);
+            }
+            return (self.find(&Method::GET, path), Method::GET);
+        }
+        (self.find(method, path), method.clone())
+    }
+
     pub fn bindings(&self) -> &[Arc<Binding>] {
         &self.bindings
     }
@@ -553,6 +571,11 @@ fn binds_get(rule: &HttpRule) -> bool {
 
 /// The (method, template, body, response_body) of a rule and its
 /// additional bindings.
+/// The methods RFC 9110 defines, and PATCH (RFC 5789).
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 fn rule_bindings(
     method: &MethodDescriptor,
     rule: &HttpRule,
@@ -575,6 +598,27 @@ fn rule_bindings(
                     method.full_name()
                 ));
             }
+            Some(Pattern::Custom(c)) if c.kind.eq_ignore_ascii_case("CONNECT") => {
+                return Err(format!(
+                    "{}: custom kind {:?} is not supported: a CONNECT request asks for a tunnel, and its reply cannot carry a call's",
+                    method.full_name(),
+                    c.kind
+                ));
+            }
+            Some(Pattern::Custom(c))
+                if STANDARD_METHODS
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&c.kind) && *m != c.kind) =>
+            {
+                // Methods are case-sensitive: "get" would be served only for
+                // a request whose method is literally "get".
+                return Err(format!(
+                    "{}: custom kind {:?} is not {:?}: HTTP methods are case-sensitive, so write it in capitals",
+                    method.full_name(),
+                    c.kind,
+                    c.kind.to_ascii_uppercase()
+                ));
+            }
             Some(Pattern::Custom(c)) => {
                 let m = Method::from_bytes(c.kind.as_bytes()).map_err(|_| {
                     format!(
@@ -586,6 +630,12 @@ fn rule_bindings(
                 (m, c.path.clone())
             }
         };
+        if method.is_client_streaming() && r.body.is_empty() {
+            return Err(format!(
+                "{}: {m} {path} has no body, but the method is client-streaming: its messages are the body's lines, so the rule needs body = \"*\"",
+                method.full_name()
+            ));
+        }
         Ok(Some((m, path, r.body.clone(), r.response_body.clone())))
     };
     if let Some(b) = one(rule)? {

@@ -138,7 +138,8 @@ impl RestIngress {
                 return answered;
             }
         }
-        let found = match self.routes.find(&lookup, path) {
+        let (found, lookup) = self.routes.find_request(&parts.method, path);
+        let found = match found {
             MatchOutcome::Found(m) => m,
             MatchOutcome::MethodNotAllowed(allowed) => {
                 return Err(GatewayError::method_not_allowed(
@@ -165,7 +166,7 @@ impl RestIngress {
         let binding = found.binding.clone();
         // A stream has no headers of its own to show before its messages:
         // HEAD would start a backend stream only to cancel it.
-        if parts.method == Method::HEAD && binding.target.kind.server_streams() {
+        if lookup != parts.method && binding.target.kind.server_streams() {
             return Err(GatewayError::method_not_allowed(
                 &parts.method,
                 path,

@@ -312,6 +312,66 @@ async fn head_answers_as_get_without_the_body_over_http1_and_http2() {
     assert_eq!(stream.header("allow"), Some("GET"));
 }
 
+/// A `custom` rule for HEAD is served for HEAD requests (not hidden by the
+/// rule that answers HEAD as GET), and custom kinds that could never be
+/// called as meant are refused at load, naming the method.
+#[tokio::test]
+async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
+    let with_rule = |rule: &str, backend: std::net::SocketAddr| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            &format!("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n{rule}\n"),
+            1,
+        )
+    };
+    let h = Harness::start_with_config(|backend| {
+        with_rule(
+            "http_rules.GetShelf = { custom = { kind = \"HEAD\", path = \"/v1/probe/{shelf}\" } }",
+            backend,
+        )
+    })
+    .await;
+    let head = h.client.send(Method::HEAD, "/v1/probe/1", &[], "").await;
+    assert_eq!(head.status, StatusCode::OK, "{}", head.text());
+    assert!(head.body.is_empty());
+    let missing = h.client.send(Method::HEAD, "/v1/probe/999", &[], "").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let get = h.client.send(Method::GET, "/v1/probe/1", &[], "").await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.header("allow"), Some("HEAD"));
+
+    for (rule, says) in [
+        (
+            "http_rules.GetShelf = { custom = { kind = \"get\", path = \"/v1/x/{shelf}\" } }",
+            "custom kind \"get\" is not \"GET\"",
+        ),
+        (
+            "http_rules.GetShelf = { custom = { kind = \"CONNECT\", path = \"/v1/x/{shelf}\" } }",
+            "custom kind \"CONNECT\" is not supported",
+        ),
+        (
+            "http_rules.Upload = { post = \"/v1/uploads\" }",
+            "the method is client-streaming: its messages are the body's lines, so the rule needs body = \"*\"",
+        ),
+    ] {
+        let text = if rule.contains("Upload") {
+            support::config_text(h.backend_addr, "", "").replacen(
+                "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
+                &format!("grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n{rule}\n"),
+                1,
+            )
+        } else {
+            with_rule(rule, h.backend_addr)
+        };
+        let config = portico::config::Config::from_toml(&text).unwrap();
+        let err = match portico::app::load(config).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{rule} was accepted"),
+        };
+        assert!(err.contains(says), "{err}");
+    }
+}
+
 /// A custom pattern of kind "*" (which some gateways read as any method)
 /// is refused when the config loads, naming the method, rather than served
 /// as a method literally named "*".
