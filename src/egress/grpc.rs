@@ -91,8 +91,15 @@ impl GrpcEgress {
                 (stream, Some(rx))
             }
         };
+        // The gateway reads only uncompressed replies, whatever the client
+        // takes: a backend told nothing may compress (grpc-core does).
+        let mut metadata = env.metadata;
+        metadata.insert(
+            http::header::HeaderName::from_static("grpc-accept-encoding"),
+            http::HeaderValue::from_static("identity"),
+        );
         let mut request = tonic::Request::from_parts(
-            MetadataMap::from_headers(env.metadata),
+            MetadataMap::from_headers(metadata),
             Default::default(),
             messages,
         );
@@ -265,6 +272,27 @@ fn backend_error(status: &tonic::Status, limit: usize, deadline: Option<Instant>
             ),
         );
     }
+    // tonic's own refusal of a compressed message: the backend compressed
+    // although the call said it takes only identity.
+    if status.code() == tonic::Code::Unimplemented
+        && status.metadata().get("grpc-accept-encoding").is_some()
+        && status.metadata().len() == 1
+        && status.message().starts_with("Content is compressed with `")
+    {
+        let encoding = status
+            .message()
+            .trim_start_matches("Content is compressed with `")
+            .split('`')
+            .next()
+            .unwrap_or_default();
+        return GatewayError::new(
+            ErrorKind::BadBackendReply,
+            Origin::Backend,
+            format!(
+                "the backend compressed its reply with {encoding}, though the call said grpc-accept-encoding: identity; the gateway reads only uncompressed replies"
+            ),
+        );
+    }
     GatewayError::from_backend_status(status)
 }
 
@@ -415,6 +443,27 @@ impl Stream for GuardedStream {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_compressed_reply_is_a_reply_the_gateway_cannot_read_not_unimplemented() {
+        // What tonic's decoder says of a reply with `grpc-encoding: gzip`.
+        let mut refused =
+            tonic::Status::unimplemented("Content is compressed with `gzip` which isn't supported");
+        refused
+            .metadata_mut()
+            .insert("grpc-accept-encoding", "identity".parse().unwrap());
+        let err = backend_error(&refused, 1024, None);
+        assert_eq!(err.grpc_code(), tonic::Code::Internal);
+        assert_eq!(err.http_status().as_u16(), 502);
+        assert!(
+            err.message.contains("compressed its reply with gzip"),
+            "{}",
+            err.message
+        );
+        // The backend's own UNIMPLEMENTED is passed on as it is.
+        let theirs = backend_error(&tonic::Status::unimplemented("no such method"), 1024, None);
+        assert_eq!(theirs.grpc_code(), tonic::Code::Unimplemented);
+    }
 
     #[test]
     fn a_backend_timing_out_at_the_deadline_is_the_deadline_not_a_cancellation() {
