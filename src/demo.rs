@@ -37,7 +37,7 @@ pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartEr
         .replace("@BACKEND@", &backend.to_string());
     Ok(Config::from_str_in(
         &text,
-        "examples/demo.toml",
+        "the demo's built-in config (--listen sets server.listen, and server.admin to the next port)",
         Path::new("."),
     )?)
 }

@@ -172,6 +172,50 @@ fn a_duration_past_a_year_or_below_zero_is_refused() {
 }
 
 #[test]
+fn values_that_could_never_work_are_refused_naming_their_key() {
+    let cases = [
+        (
+            MINIMAL.replace(
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\nadmin = \"0.0.0.0:8080\"",
+            ),
+            "server.admin",
+            "the admin port needs its own",
+        ),
+        (
+            format!("{MINIMAL}\n[cors]\nallowed_origins = [\"https://app.example.com/\"]\n"),
+            "cors.allowed_origins[0]",
+            "never ends in \"/\"",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[websocket]\nallowed_origins = [\"https://app.example.com/chat\"]\n"
+            ),
+            "websocket.allowed_origins[0]",
+            "is not an origin",
+        ),
+        (
+            format!("{MINIMAL}methods = []\n"),
+            "routes[0].methods",
+            "would serve nothing",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.reason.contains(says), "{err}");
+    }
+    let ok = MINIMAL.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:8081\"",
+    );
+    Config::from_toml(&format!(
+        "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\"]\n"
+    ))
+    .unwrap();
+}
+
+#[test]
 fn a_duplicate_key_is_named() {
     let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:2\"\n")
         .unwrap_err();

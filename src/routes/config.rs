@@ -138,6 +138,12 @@ impl Validator<'_> {
             .as_ref()
             .map(|c| self.cache(&format!("{key}.cache"), c))
             .transpose()?;
+        if r.methods.as_ref().is_some_and(|m| m.is_empty()) {
+            return Err(self.err(
+                format!("{key}.methods"),
+                "is empty, so the route would serve nothing; leave it out to serve every method of the service",
+            ));
+        }
         Ok(RouteConfig {
             cache,
             access_log: r.access_log.unwrap_or(true),

@@ -25,6 +25,33 @@ impl CorsPolicy {
 }
 
 impl Validator<'_> {
+    /// An origin as a browser sends it: scheme, host and optional port,
+    /// nothing after (a trailing `/` would never match).
+    pub(crate) fn origin(&self, key: &str, o: &str) -> Result<(), ConfigError> {
+        let authority = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        let Some(authority) = authority else {
+            return Err(self.err(
+                key,
+                format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
+            ));
+        };
+        if authority.is_empty()
+            || authority
+                .bytes()
+                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@') || b.is_ascii_whitespace())
+        {
+            return Err(self.err(
+                key,
+                format!(
+                    "{o:?} is not an origin: an origin is a scheme, a host and an optional port, with nothing after, like \"https://app.example.com\" (a browser's Origin header never ends in \"/\")"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn cors(&self, key: &str, c: &file::CorsFile) -> Result<CorsPolicy, ConfigError> {
         if c.allowed_origins.is_empty() {
             return Err(self.err(
@@ -33,11 +60,8 @@ impl Validator<'_> {
             ));
         }
         for (i, o) in c.allowed_origins.iter().enumerate() {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                return Err(self.err(
-                    format!("{key}.allowed_origins[{i}]"),
-                    format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
-                ));
+            if o != "*" {
+                self.origin(&format!("{key}.allowed_origins[{i}]"), o)?;
             }
         }
         let allow_credentials = c.allow_credentials.unwrap_or(false);

@@ -284,6 +284,29 @@ impl Validator<'_> {
                 })
             }
         };
+        let listen = self.addr("server.listen", &s.listen)?;
+        let admin = s
+            .admin
+            .as_deref()
+            .map(|a| self.addr("server.admin", a))
+            .transpose()?;
+        // Caught here so that `check` refuses it too; a port in use by
+        // another process is found only by `serve`, when it binds.
+        let overlaps = |a: SocketAddr| {
+            a.port() != 0
+                && a.port() == listen.port()
+                && (a.ip() == listen.ip()
+                    || a.ip().is_unspecified()
+                    || listen.ip().is_unspecified())
+        };
+        if let Some(a) = admin.filter(|a| overlaps(*a)) {
+            return Err(self.err(
+                "server.admin",
+                format!(
+                    "{a} is the port server.listen ({listen}) takes; the admin port needs its own"
+                ),
+            ));
+        }
         Ok(ServerConfig {
             tls,
             watch_files: s.watch_files.unwrap_or(true),
@@ -302,12 +325,8 @@ impl Validator<'_> {
                 &s.drain_timeout,
                 Duration::from_secs(30),
             )?,
-            listen: self.addr("server.listen", &s.listen)?,
-            admin: s
-                .admin
-                .as_deref()
-                .map(|a| self.addr("server.admin", a))
-                .transpose()?,
+            listen,
+            admin,
             limits,
         })
     }

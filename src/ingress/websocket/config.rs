@@ -74,11 +74,8 @@ impl Validator<'_> {
         }
         let allowed_origins = w.allowed_origins.clone().unwrap_or_default();
         for (i, o) in allowed_origins.iter().enumerate() {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                return Err(self.err(
-                    format!("websocket.allowed_origins[{i}]"),
-                    format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
-                ));
+            if o != "*" {
+                self.origin(&format!("websocket.allowed_origins[{i}]"), o)?;
             }
         }
         let ping_interval =
