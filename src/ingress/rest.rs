@@ -614,13 +614,24 @@ fn ndjson_messages(
 /// The success status a backend asked for through `x-http-status`
 /// (2xx or 3xx), else 200.
 fn success_status(metadata: &HeaderMap) -> StatusCode {
-    metadata
-        .get(HTTP_STATUS_METADATA)
-        .and_then(|v| v.to_str().ok())
+    let Some(asked) = metadata.get(HTTP_STATUS_METADATA) else {
+        return StatusCode::OK;
+    };
+    let status = asked
+        .to_str()
+        .ok()
         .and_then(|v| v.trim().parse::<u16>().ok())
         .filter(|c| (200..400).contains(c))
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(StatusCode::OK)
+        .and_then(|c| StatusCode::from_u16(c).ok());
+    status.unwrap_or_else(|| {
+        // A backend's mistake the client cannot see: the call succeeded,
+        // so it gets 200, and the operator gets told.
+        tracing::warn!(
+            value = ?asked,
+            "the backend's x-http-status is not a 2xx or 3xx status; the reply is a 200"
+        );
+        StatusCode::OK
+    })
 }
 
 /// Backend metadata becomes response headers, except the framing headers,

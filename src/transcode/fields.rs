@@ -28,6 +28,45 @@ pub fn resolve(desc: &MessageDescriptor, key: &str) -> Option<Vec<FieldDescripto
     Some(fields)
 }
 
+/// Why a dotted query key that [`resolve`] cannot follow names no field:
+/// a part before the last is a map or a list of messages.
+pub fn unreachable_through(desc: &MessageDescriptor, key: &str) -> Option<String> {
+    let mut message = desc.clone();
+    let mut parts = key.split('.').peekable();
+    let mut path = String::new();
+    while let Some(part) = parts.next() {
+        let field = message
+            .get_field_by_name(part)
+            .or_else(|| message.get_field_by_json_name(part))?;
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(part);
+        parts.peek()?;
+        match field.kind() {
+            _ if field.is_map() => {
+                return Some(format!(
+                    "{path} is a map field, which cannot be set from the query string"
+                ))
+            }
+            Kind::Message(m) if field.is_list() => {
+                return Some(format!(
+                    "{path} is a list of messages ({}), which cannot be set from the query string",
+                    m.full_name()
+                ))
+            }
+            Kind::Message(m) if m.full_name() == "google.protobuf.Struct" => {
+                return Some(format!(
+                    "{path} is a google.protobuf.Struct, which cannot be set from the query string"
+                ))
+            }
+            Kind::Message(m) => message = m,
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Sets (or, for repeated fields, appends) `value` at the field path.
 pub fn set(
     msg: &mut DynamicMessage,
@@ -52,6 +91,17 @@ pub fn set(
             name,
             "map fields cannot be set from the query string",
         ));
+    }
+    if let (true, Kind::Message(m)) = (last.is_list(), last.kind()) {
+        if !is_scalar_like(&m) {
+            return Err(GatewayError::invalid_field(
+                name,
+                format!(
+                    "is a list of messages ({}), which cannot be set from the query string",
+                    m.full_name()
+                ),
+            ));
+        }
     }
     let parsed =
         parse(&last.kind(), value).map_err(|reason| GatewayError::invalid_field(name, reason))?;
@@ -202,6 +252,14 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                     DynamicMessage::deserialize(m.clone(), serde_json::Value::String(s.to_owned()))
                         .map_err(|e| format!("{s:?} is not a valid {}: {e}", m.full_name()))?;
                 Value::Message(msg)
+            } else if matches!(
+                m.full_name(),
+                "google.protobuf.Struct" | "google.protobuf.ListValue" | "google.protobuf.Empty"
+            ) {
+                return Err(format!(
+                    "is a {}, which cannot be set from the query string",
+                    m.full_name()
+                ));
             } else {
                 return Err(format!(
                     "is a message ({}); set its fields as name.field",

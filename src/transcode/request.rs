@@ -450,7 +450,8 @@ pub fn query_fields(
 ) -> Result<Vec<FieldDescriptor>, String> {
     let input = binding.target.method.input();
     match (fields::resolve(&input, key), &binding.body) {
-        (None, _) => Err(format!("is not a field of {}", input.full_name())),
+        (None, _) => Err(fields::unreachable_through(&input, key)
+            .unwrap_or_else(|| format!("is not a field of {}", input.full_name()))),
         (Some(fs), _) if binding.path_binds(&fs) => Err("is already bound by the path".to_owned()),
         (Some(fs), _) if whole_message => Ok(fs),
         (_, BodyRule::Whole) => {

@@ -47,3 +47,57 @@ fn a_value_takes_finite_numbers_only() {
         );
     }
 }
+
+#[test]
+fn fields_the_query_cannot_reach_are_named_with_the_reason() {
+    let pool = crate::transcode::json::kinds_pool();
+    let thing = pool.get_message_by_name("kinds.v1.Thing").unwrap();
+    let list = pool
+        .get_message_by_name("kinds.v1.ListThingsResponse")
+        .unwrap();
+    for (desc, key, says) in [
+        (
+            &list,
+            "things.name",
+            "things is a list of messages (kinds.v1.Thing)",
+        ),
+        (&thing, "counts.a", "counts is a map field"),
+        (
+            &thing,
+            "attributes.a",
+            "attributes is a google.protobuf.Struct",
+        ),
+        (
+            &thing,
+            "parent.children.x",
+            "parent.children is a map field",
+        ),
+    ] {
+        assert!(resolve(desc, key).is_none(), "{key}");
+        let why = unreachable_through(desc, key).unwrap_or_default();
+        assert!(why.starts_with(says), "{key}: {why}");
+    }
+    assert_eq!(unreachable_through(&thing, "nothing.a"), None);
+    for (desc, key, says) in [
+        (
+            &list,
+            "things",
+            "is a list of messages (kinds.v1.Thing), which cannot be set",
+        ),
+        (
+            &thing,
+            "attributes",
+            "is a google.protobuf.Struct, which cannot be set",
+        ),
+        (
+            &thing,
+            "list",
+            "is a google.protobuf.ListValue, which cannot be set",
+        ),
+    ] {
+        let fields = resolve(desc, key).unwrap();
+        let mut msg = DynamicMessage::new(desc.clone());
+        let err = set(&mut msg, &fields, "x", key).unwrap_err();
+        assert!(err.message.contains(says), "{key}: {}", err.message);
+    }
+}
