@@ -228,6 +228,29 @@ fn a_duplicate_key_is_named() {
 }
 
 #[test]
+fn a_proto_written_as_a_path_through_its_include_folder_is_found_from_any_working_directory() {
+    let dir = std::env::temp_dir().join(format!("portico-protos-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("proto/acme/v1")).unwrap();
+    std::fs::write(
+        dir.join("proto/acme/v1/echo.proto"),
+        "syntax = \"proto3\";\n",
+    )
+    .unwrap();
+    let absolute = dir.join("proto/acme/v1/echo.proto").display().to_string();
+    for entry in [
+        "acme/v1/echo.proto",
+        "proto/acme/v1/echo.proto",
+        absolute.as_str(),
+    ] {
+        let text =
+            format!("{MINIMAL}\n[descriptors]\nproto_paths = [\"proto\"]\nprotos = [{entry:?}]\n");
+        let c = Config::from_str_in(&text, "portico.toml", &dir).unwrap();
+        assert_eq!(c.descriptors.protos, ["acme/v1/echo.proto"], "{entry}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_proto_path_that_is_not_a_folder_is_named() {
     let text = format!(
         "{MINIMAL}\n[descriptors]\nproto_paths = [\"proto\", \"no-such-folder\"]\nprotos = [\"a.proto\"]\n"

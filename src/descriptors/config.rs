@@ -14,6 +14,35 @@ pub struct DescriptorSources {
 }
 
 impl Validator<'_> {
+    /// A `protos` entry as the compiler takes it: a name inside an include
+    /// folder. An entry written as a path to the file (through an include
+    /// folder, or absolute) is resolved against the config's folder, as
+    /// every path is, and turned into that name; so the working directory
+    /// never matters.
+    fn proto_name(&self, entry: &str, proto_paths: &[PathBuf]) -> String {
+        let relative = std::path::Path::new(entry).is_relative();
+        if relative && proto_paths.iter().any(|p| p.join(entry).is_file()) {
+            return entry.to_owned();
+        }
+        let file = self.output_path(entry);
+        let Ok(file) = file.canonicalize() else {
+            return entry.to_owned();
+        };
+        for folder in proto_paths {
+            let Ok(folder) = folder.canonicalize() else {
+                continue;
+            };
+            if let Ok(inside) = file.strip_prefix(&folder) {
+                let parts: Vec<_> = inside
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                return parts.join("/");
+            }
+        }
+        entry.to_owned()
+    }
+
     pub(crate) fn descriptors(
         &self,
         d: &file::DescriptorsFile,
@@ -22,9 +51,15 @@ impl Validator<'_> {
         let descriptors = DescriptorSources {
             sets: d.sets.iter().map(|s| self.path(s)).collect(),
             proto_paths: d.proto_paths.iter().map(|s| self.path(s)).collect(),
-            protos: d.protos.clone(),
+            protos: Vec::new(),
             reflect: d.reflect.clone(),
         };
+        let mut descriptors = descriptors;
+        descriptors.protos = d
+            .protos
+            .iter()
+            .map(|name| self.proto_name(name, &descriptors.proto_paths))
+            .collect();
         for (i, name) in descriptors.reflect.iter().enumerate() {
             let u = self.upstream_index(&format!("descriptors.reflect[{i}]"), name, upstreams)?;
             if upstreams[u].protocol != UpstreamProtocol::Grpc {
