@@ -425,7 +425,8 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
                     }
                 })
             }
-            "message" => message = Some(v.into_owned()),
+            // Read below as bytes: a proto message need not be UTF-8.
+            "message" => message = Some(()),
             "base64" => base64 = v == "1",
             "compression" if v != "identity" => {
                 return Err(GatewayError::new(
@@ -438,15 +439,30 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
         }
     }
     let codec = codec.ok_or_else(|| GatewayError::invalid_field("encoding", "is required"))?;
-    let message = message.unwrap_or_default();
+    let message: Vec<u8> = match message {
+        None => Vec::new(),
+        Some(()) => {
+            let form = |t: &str| -> Vec<u8> {
+                percent_encoding::percent_decode_str(&t.replace('+', " ")).collect()
+            };
+            query
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .filter(|(k, _)| form(k) == b"message")
+                .map(|(_, v)| form(v))
+                .next_back()
+                .unwrap_or_default()
+        }
+    };
     let bytes = if base64 {
+        let message = String::from_utf8_lossy(&message);
         use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
         URL_SAFE_NO_PAD
             .decode(message.trim_end_matches('='))
-            .or_else(|_| URL_SAFE.decode(&message))
+            .or_else(|_| URL_SAFE.decode(message.as_bytes()))
             .map_err(|_| GatewayError::invalid_field("message", "is not URL-safe base64"))?
     } else {
-        message.into_bytes()
+        message
     };
     Ok((codec, bytes.into()))
 }

@@ -124,6 +124,27 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
         .await;
     assert_eq!(pb::Shelf::decode(r.body).unwrap().theme, "Fiction");
 
+    // Without base64=1 the message is its bytes percent-encoded, which need
+    // not be UTF-8: a 200-byte name has the length prefix 0xC8 0x01.
+    let long = "a".repeat(200);
+    let raw = pb::GetShelfRequest {
+        shelf: long.clone(),
+    }
+    .encode_to_vec();
+    let escaped: String = raw.iter().map(|b| format!("%{b:02X}")).collect();
+    let r = h
+        .client
+        .get(&format!(
+            "/portico.demo.v1.Library/GetShelf?connect=v1&encoding=proto&message={escaped}"
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(&long),
+        "{}",
+        r.text()
+    );
+
     let r = h
         .client
         .get("/portico.demo.v1.Library/Stats?connect=v1&encoding=json&message=%7B%7D")

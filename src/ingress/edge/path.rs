@@ -89,8 +89,18 @@ pub fn check_query(query: &str) -> Result<(), GatewayError> {
     if !query.contains('%') {
         return Ok(());
     }
+    // A Connect GET with `encoding=proto` carries the message's bytes,
+    // percent-encoded, in `message` (Connect protocol, "Unary-Get-Request"):
+    // bytes, not text.
+    let binary_message = query.split('&').any(|p| p == "connect=v1")
+        && query.split('&').any(|p| p == "encoding=proto");
     for pair in query.split('&') {
-        if let Err(why) = check_escapes(pair) {
+        let checked = if binary_message && pair.starts_with("message=") {
+            check_escapes_only(pair)
+        } else {
+            check_escapes(pair)
+        };
+        if let Err(why) = checked {
             let name = pair.split('=').next().unwrap_or_default();
             let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
             return Err(GatewayError::invalid_field(
@@ -102,8 +112,8 @@ pub fn check_query(query: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Every `%` starts two hex digits, and what they encode is UTF-8.
-fn check_escapes(text: &str) -> Result<(), &'static str> {
+/// Every `%` starts two hex digits.
+fn check_escapes_only(text: &str) -> Result<(), &'static str> {
     let bytes = text.as_bytes();
     let hex = |b: Option<&u8>| b.is_some_and(u8::is_ascii_hexdigit);
     for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
@@ -111,6 +121,12 @@ fn check_escapes(text: &str) -> Result<(), &'static str> {
             return Err("has a malformed percent-escape: % must be followed by two hex digits");
         }
     }
+    Ok(())
+}
+
+/// Every `%` starts two hex digits, and what they encode is UTF-8.
+fn check_escapes(text: &str) -> Result<(), &'static str> {
+    check_escapes_only(text)?;
     match percent_encoding::percent_decode_str(text).decode_utf8() {
         Ok(_) => Ok(()),
         Err(_) => Err("has percent-escapes that do not decode to UTF-8 text"),
