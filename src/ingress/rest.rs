@@ -330,14 +330,13 @@ impl RestIngress {
                     content_type.unwrap_or_default(),
                 ));
             }
+            // Refused in the words a binding's body would be.
             Some(serde_json::from_slice(&bytes).map_err(|e| {
-                GatewayError::new(
-                    ErrorKind::InvalidRequest {
-                        violations: Vec::new(),
-                    },
-                    Origin::Client,
-                    format!("the request body is not JSON: {e}"),
-                )
+                if e.to_string().starts_with("recursion limit exceeded") {
+                    crate::transcode::json::too_deep(e.line(), e.column())
+                } else {
+                    crate::transcode::json::malformed(&e)
+                }
             })?)
         };
         let outcome = self.aggregator.run(plan, input, metadata, ctx).await?;

@@ -162,7 +162,7 @@ fn is_syntax(e: &serde_json::Error) -> bool {
     )
 }
 
-fn malformed(e: &serde_json::Error) -> GatewayError {
+pub fn malformed(e: &serde_json::Error) -> GatewayError {
     GatewayError::invalid_field("", format!("the JSON is malformed: {e}"))
 }
 

@@ -198,7 +198,17 @@ request = { name = "{body.right}" }
         .json(Method::POST, "/v1/compare", "{not json")
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.text().contains("not JSON"), "{}", r.text());
+    assert!(r.text().contains("the JSON is malformed"), "{}", r.text());
+
+    // Too deep is refused in the words a binding's body gets.
+    let deep = format!(
+        "{{\"left\":\"x\",\"z\":{}{}}}",
+        "[".repeat(128),
+        "]".repeat(128)
+    );
+    let r = h.client.json(Method::POST, "/v1/compare", &deep).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("nests deeper than 127"), "{}", r.text());
 }
 
 #[tokio::test]
