@@ -674,7 +674,17 @@ fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
     for (name, value) in metadata {
         if super::edge::reaches_client(name) && !name.as_str().ends_with("-bin") {
             if let Ok(v) = value.to_str() {
-                out.insert(name.as_str().to_owned(), json!(v));
+                // A repeated field, combined as HTTP combines one (RFC 9110
+                // section 5.3): what a REST client reading it as one gets.
+                match out.get_mut(name.as_str()) {
+                    Some(Value::String(seen)) => {
+                        seen.push_str(", ");
+                        seen.push_str(v);
+                    }
+                    _ => {
+                        out.insert(name.as_str().to_owned(), json!(v));
+                    }
+                }
             }
         }
     }
@@ -769,4 +779,22 @@ fn rpc_error_response(
             error: Some(json!({ "code": code, "message": message })),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_reply_header_is_one_entry_with_its_values_joined() {
+        let mut metadata = http::HeaderMap::new();
+        metadata.append("x-trail", "t1".parse().unwrap());
+        metadata.append("x-trail", "t2".parse().unwrap());
+        metadata.append("x-one", "1".parse().unwrap());
+        metadata.append("x-raw-bin", "AQI".parse().unwrap());
+        assert_eq!(
+            reply_metadata(&metadata),
+            Some(json!({"x-trail": "t1, t2", "x-one": "1"}))
+        );
+    }
 }
