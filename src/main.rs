@@ -305,7 +305,7 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         ));
     }
     // HEAD is answered as the GET, without its body; a stream has none.
-    let (head_found, head_lookup) = loaded.routes.find_request(&method, &normal);
+    let (head_found, head_lookup) = loaded.routes.find_request(method, &normal);
     let lookup = if head_lookup != method {
         if let portico::routes::MatchOutcome::Found(m) = head_found {
             if m.binding.target.kind.server_streams() {

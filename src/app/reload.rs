@@ -406,7 +406,10 @@ impl crate::admin::AdminSource for Live {
     }
 
     fn reload(self: Arc<Self>) -> BoxFuture<'static, serde_json::Value> {
-        Box::pin(async move { Live::reload(&self).await.to_json() })
+        Box::pin(async move {
+            tracing::info!("POST /config/reload: reloading the config");
+            Live::reload(&self).await.to_json()
+        })
     }
 
     fn reload_counts(&self) -> (u64, u64) {

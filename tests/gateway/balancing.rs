@@ -139,7 +139,9 @@ async fn least_request_steers_calls_away_from_a_slow_endpoint() {
         Instance::start("127.0.0.1:0").await,
         Instance::start("127.0.0.1:0").await,
     );
-    let slowed = slow_proxy(slow.addr, Duration::from_millis(30)).await;
+    // Far slower than a fast call on a busy machine (the tests run side by
+    // side, in a debug build), so the contrast holds whatever the load.
+    let slowed = slow_proxy(slow.addr, Duration::from_millis(150)).await;
     let (_gw, client) = gateway(&format!(
         "endpoints = [\"{}\", \"{slowed}\"]\nbalance = \"least_request\"",
         fast.addr

@@ -62,11 +62,13 @@ fn plain_frames_are_bare_messages_and_an_empty_frame_ends_input() {
         parse_text(Dialect::Plain, "").unwrap(),
         ClientFrame::End { id: String::new() }
     );
-    // A blank line is a message (refused when read as JSON), not an end.
-    assert!(matches!(
-        parse_text(Dialect::Plain, "  ").unwrap(),
-        ClientFrame::Message { .. }
-    ));
+    // A blank line is neither an end nor the empty message: it is refused.
+    let blank = parse_text(Dialect::Plain, " \n ").unwrap_err();
+    assert!(
+        blank.error.message.contains("only whitespace"),
+        "{}",
+        blank.error.message
+    );
     assert!(matches!(
         parse_text(Dialect::Plain, r#"{"seq":1}"#).unwrap(),
         ClientFrame::Message { .. }
