@@ -380,7 +380,8 @@ impl<'a> Validator<'a> {
 }
 
 /// The longest duration any key takes.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A year as humantime reads `"1y"`: 365.25 days.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 impl Validator<'_> {
     pub(crate) fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -418,10 +419,10 @@ impl Validator<'_> {
             let why = match e {
                 _ if t.trim_start().starts_with('-') => "it is negative".to_owned(),
                 humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
-                    "the number needs a unit (ms, s, m, h or d)".to_owned()
+                    "the number needs a unit (ms, s, m, h, d, w, M or y)".to_owned()
                 }
                 humantime::DurationError::NumberOverflow => {
-                    "it is longer than the most allowed, 365d".to_owned()
+                    "it is longer than the most allowed, a year (\"1y\")".to_owned()
                 }
                 other => other.to_string(),
             };
@@ -433,7 +434,10 @@ impl Validator<'_> {
         // Deadlines are instants and grpc-timeout values: a far-off one
         // overflows both, so no duration may pass a year.
         if d > MAX_DURATION {
-            return Err(self.err(key, format!("{t:?} is longer than the most allowed, 365d")));
+            return Err(self.err(
+                key,
+                format!("{t:?} is longer than the most allowed, a year (\"1y\")"),
+            ));
         }
         Ok(d)
     }

@@ -284,7 +284,7 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         Ok(p) => p.into_owned(),
         Err(e) => return refused(e),
     };
-    if let Err(e) = path::check_query(query) {
+    if let Err(e) = path::check_query(query, false) {
         return refused(e);
     }
     let mut out = String::new();

@@ -390,7 +390,7 @@ impl RouteTable {
     /// The cross-origin policy of the route serving `method path` (as REST
     /// or at its gRPC path), if any.
     pub fn cors_for(&self, method: &Method, path: &str) -> Option<&Arc<CorsPolicy>> {
-        let route = match self.find(method, path) {
+        let route = match self.find_request(method, path).0 {
             MatchOutcome::Found(m) => m.binding.target.route,
             _ => self.target(path)?.route,
         };
@@ -569,13 +569,13 @@ fn binds_get(rule: &HttpRule) -> bool {
             .any(|b| matches!(b.pattern, Some(Pattern::Get(_))))
 }
 
-/// The (method, template, body, response_body) of a rule and its
-/// additional bindings.
 /// The methods RFC 9110 defines, and PATCH (RFC 5789).
 const STANDARD_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
+/// The (method, template, body, response_body) of a rule and its
+/// additional bindings.
 fn rule_bindings(
     method: &MethodDescriptor,
     rule: &HttpRule,
@@ -595,6 +595,12 @@ fn rule_bindings(
                 // method literally named "*".
                 return Err(format!(
                     "{}: custom kind \"*\" (any method) is not supported; bind each method, e.g. with additional_bindings",
+                    method.full_name()
+                ));
+            }
+            Some(Pattern::Custom(c)) if c.kind == "HEAD" && method.is_server_streaming() => {
+                return Err(format!(
+                    "{}: custom kind \"HEAD\" on a server-streaming method: a HEAD reply has no body, so the stream would be started only to be dropped",
                     method.full_name()
                 ));
             }

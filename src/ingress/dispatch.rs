@@ -111,7 +111,13 @@ impl Ingress {
             },
             Err(err) => return self.refuse(&req, &err),
         }
-        if let Err(err) = super::edge::path::check_query(req.uri().query().unwrap_or_default()) {
+        let query = req.uri().query().unwrap_or_default();
+        let connect_get = query.contains('%')
+            && matches!(
+                Protocol::of(&req),
+                Protocol::Connect(super::connect::Shape::UnaryGet)
+            );
+        if let Err(err) = super::edge::path::check_query(query, connect_get) {
             return self.refuse(&req, &err);
         }
         let origin = req

@@ -108,14 +108,18 @@ impl RestIngress {
         inbound.record = Some(record.clone());
         let query = self.edge.lift_query(&mut inbound, parts.uri.query());
         let query = query.as_deref();
-        // HEAD is answered as GET without the body (RFC 9110 section 9.3.2).
-        let lookup = if parts.method == Method::HEAD {
-            Method::GET
-        } else {
-            parts.method.clone()
-        };
-        // Aggregates are few and named in config; they win over method bindings.
-        if !self.aggregates.is_empty() {
+        // HEAD is answered as GET without the body (RFC 9110 section 9.3.2),
+        // unless a custom HEAD rule serves the path.
+        let (found, lookup) = self.routes.find_request(&parts.method, path);
+        // Aggregates are few and named in config; they win over method
+        // bindings, but not over a HEAD rule made for the request.
+        let head_rule = parts.method == Method::HEAD && lookup == Method::HEAD;
+        if !self.aggregates.is_empty() && !head_rule {
+            let lookup = if parts.method == Method::HEAD {
+                Method::GET
+            } else {
+                parts.method.clone()
+            };
             if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&lookup, path) {
                 record.route(|| format!("{} {}", parts.method, plan.config.path));
                 let input = AggregateInput {
@@ -138,7 +142,6 @@ impl RestIngress {
                 return answered;
             }
         }
-        let (found, lookup) = self.routes.find_request(&parts.method, path);
         let found = match found {
             MatchOutcome::Found(m) => m,
             MatchOutcome::MethodNotAllowed(allowed) => {

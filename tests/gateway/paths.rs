@@ -155,6 +155,33 @@ async fn a_single_segment_variable_is_a_string_that_may_hold_slashes_and_dots() 
     assert!(r.text().contains("../etc"), "{}", r.text());
 }
 
+/// Only a Connect GET's `message` may hold bytes that are not UTF-8: the
+/// same parameters on any other request are text, and refused as such.
+#[tokio::test]
+async fn only_a_connect_get_carries_a_binary_message_in_its_query() {
+    let h = Harness::start().await;
+    let query = "connect=v1&encoding=proto&message=%FF%FE";
+    for method in [Method::POST, Method::HEAD, Method::DELETE] {
+        let r = h
+            .client
+            .send(
+                method.clone(),
+                &format!("/v1/shelves/1/books/2:archive?{query}"),
+                &[],
+                "{}",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{method}");
+        if method != Method::HEAD {
+            assert!(
+                r.text().contains("do not decode to UTF-8"),
+                "{method}: {}",
+                r.text()
+            );
+        }
+    }
+}
+
 /// A query whose escapes are malformed or not UTF-8 is refused on every
 /// protocol, naming the parameter, before anything reads it.
 #[tokio::test]

@@ -350,11 +350,15 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
             "custom kind \"CONNECT\" is not supported",
         ),
         (
+            "http_rules.Watch = { custom = { kind = \"HEAD\", path = \"/v1/watching\" } }",
+            "custom kind \"HEAD\" on a server-streaming method",
+        ),
+        (
             "http_rules.Upload = { post = \"/v1/uploads\" }",
             "the method is client-streaming: its messages are the body's lines, so the rule needs body = \"*\"",
         ),
     ] {
-        let text = if rule.contains("Upload") {
+        let text = if rule.contains("Upload") || rule.contains("Watch") {
             support::config_text(h.backend_addr, "", "").replacen(
                 "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
                 &format!("grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n{rule}\n"),

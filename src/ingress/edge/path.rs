@@ -9,6 +9,8 @@
 //! value, decoded whole, may still hold `/` or `..` (it is a string).
 //! A malformed escape, or escapes that do not decode to UTF-8, in the path
 //! or the query are refused: no field is ever given replacement characters.
+//! (A Connect GET's `message` with `encoding=proto` is bytes, not text: only
+//! its escapes are checked.)
 
 use crate::error::GatewayError;
 use std::borrow::Cow;
@@ -85,15 +87,16 @@ fn decode_unreserved(segment: &str) -> String {
 
 /// Refuses a query whose escapes are malformed or do not decode to UTF-8,
 /// naming the parameter; costs nothing for a query without escapes.
-pub fn check_query(query: &str) -> Result<(), GatewayError> {
+///
+/// `connect_get`: the request is a Connect unary GET, whose `message` with
+/// `encoding=proto` is the message's bytes, percent-encoded (Connect
+/// protocol, "Unary-Get-Request"): bytes, not text, so only its escapes
+/// are checked. Every other protocol reads the query as text.
+pub fn check_query(query: &str, connect_get: bool) -> Result<(), GatewayError> {
     if !query.contains('%') {
         return Ok(());
     }
-    // A Connect GET with `encoding=proto` carries the message's bytes,
-    // percent-encoded, in `message` (Connect protocol, "Unary-Get-Request"):
-    // bytes, not text.
-    let binary_message = query.split('&').any(|p| p == "connect=v1")
-        && query.split('&').any(|p| p == "encoding=proto");
+    let binary_message = connect_get && query.split('&').any(|p| p == "encoding=proto");
     for pair in query.split('&') {
         let checked = if binary_message && pair.starts_with("message=") {
             check_escapes_only(pair)
