@@ -379,8 +379,8 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// The longest duration any key takes.
-/// A year as humantime reads `"1y"`: 365.25 days.
+/// The longest duration any key takes: a year as humantime reads `"1y"`
+/// (365.25 days).
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 impl Validator<'_> {

@@ -48,18 +48,17 @@ impl Validator<'_> {
         d: &file::DescriptorsFile,
         upstreams: &[UpstreamConfig],
     ) -> Result<DescriptorSources, ConfigError> {
+        let proto_paths: Vec<PathBuf> = d.proto_paths.iter().map(|s| self.path(s)).collect();
         let descriptors = DescriptorSources {
             sets: d.sets.iter().map(|s| self.path(s)).collect(),
-            proto_paths: d.proto_paths.iter().map(|s| self.path(s)).collect(),
-            protos: Vec::new(),
+            protos: d
+                .protos
+                .iter()
+                .map(|name| self.proto_name(name, &proto_paths))
+                .collect(),
+            proto_paths,
             reflect: d.reflect.clone(),
         };
-        let mut descriptors = descriptors;
-        descriptors.protos = d
-            .protos
-            .iter()
-            .map(|name| self.proto_name(name, &descriptors.proto_paths))
-            .collect();
         for (i, name) in descriptors.reflect.iter().enumerate() {
             let u = self.upstream_index(&format!("descriptors.reflect[{i}]"), name, upstreams)?;
             if upstreams[u].protocol != UpstreamProtocol::Grpc {

@@ -408,27 +408,32 @@ fn envelope(flags: u8, payload: &[u8]) -> Bytes {
 
 /// The message of a Connect GET: `encoding`, `message`, optional `base64=1`.
 pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
+    // Form-decoded to bytes, not text: a proto message need not be UTF-8.
+    let form = |t: &str| -> Vec<u8> {
+        percent_encoding::percent_decode_str(&t.replace('+', " ")).collect()
+    };
     let mut codec = None;
-    let mut message = None;
+    let mut message = Vec::new();
     let mut base64 = false;
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "encoding" => {
-                codec = Some(match v.as_ref() {
-                    "json" => Codec::Json,
-                    "proto" => Codec::Proto,
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = form(v);
+        match form(k).as_slice() {
+            b"encoding" => {
+                codec = Some(match v.as_slice() {
+                    b"json" => Codec::Json,
+                    b"proto" => Codec::Proto,
                     other => {
                         return Err(GatewayError::invalid_field(
                             "encoding",
-                            format!("{other:?} is not json or proto"),
+                            format!("{:?} is not json or proto", String::from_utf8_lossy(other)),
                         ))
                     }
                 })
             }
-            // Read below as bytes: a proto message need not be UTF-8.
-            "message" => message = Some(()),
-            "base64" => base64 = v == "1",
-            "compression" if v != "identity" => {
+            b"message" => message = v,
+            b"base64" => base64 = v == b"1",
+            b"compression" if v != b"identity" => {
                 return Err(GatewayError::new(
                     ErrorKind::UnsupportedEncoding,
                     Origin::Client,
@@ -439,27 +444,13 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
         }
     }
     let codec = codec.ok_or_else(|| GatewayError::invalid_field("encoding", "is required"))?;
-    let message: Vec<u8> = match message {
-        None => Vec::new(),
-        Some(()) => {
-            let form = |t: &str| -> Vec<u8> {
-                percent_encoding::percent_decode_str(&t.replace('+', " ")).collect()
-            };
-            query
-                .split('&')
-                .filter_map(|p| p.split_once('='))
-                .filter(|(k, _)| form(k) == b"message")
-                .map(|(_, v)| form(v))
-                .next_back()
-                .unwrap_or_default()
-        }
-    };
     let bytes = if base64 {
-        let message = String::from_utf8_lossy(&message);
         use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        let unpadded = message.strip_suffix(b"=").unwrap_or(&message);
+        let unpadded = unpadded.strip_suffix(b"=").unwrap_or(unpadded);
         URL_SAFE_NO_PAD
-            .decode(message.trim_end_matches('='))
-            .or_else(|_| URL_SAFE.decode(message.as_bytes()))
+            .decode(unpadded)
+            .or_else(|_| URL_SAFE.decode(&message))
             .map_err(|_| GatewayError::invalid_field("message", "is not URL-safe base64"))?
     } else {
         message

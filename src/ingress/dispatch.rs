@@ -111,13 +111,12 @@ impl Ingress {
             },
             Err(err) => return self.refuse(&req, &err),
         }
-        let query = req.uri().query().unwrap_or_default();
-        let connect_get = query.contains('%')
-            && matches!(
-                Protocol::of(&req),
-                Protocol::Connect(super::connect::Shape::UnaryGet)
-            );
-        if let Err(err) = super::edge::path::check_query(query, connect_get) {
+        // Read once, here: the query check needs to know a Connect GET.
+        let protocol = Protocol::of(&req);
+        let connect_get = protocol == Protocol::Connect(super::connect::Shape::UnaryGet);
+        if let Err(err) =
+            super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
+        {
             return self.refuse(&req, &err);
         }
         let origin = req
@@ -179,7 +178,6 @@ impl Ingress {
         if let Err(err) = crate::headers::check_values(req.headers()) {
             return self.refuse(&req, &err);
         }
-        let protocol = Protocol::of(&req);
         if protocol == Protocol::WebSocket {
             return Box::pin(self.websocket.clone().handle(req, client)).await;
         }

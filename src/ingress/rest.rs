@@ -113,13 +113,7 @@ impl RestIngress {
         let (found, lookup) = self.routes.find_request(&parts.method, path);
         // Aggregates are few and named in config; they win over method
         // bindings, but not over a HEAD rule made for the request.
-        let head_rule = parts.method == Method::HEAD && lookup == Method::HEAD;
-        if !self.aggregates.is_empty() && !head_rule {
-            let lookup = if parts.method == Method::HEAD {
-                Method::GET
-            } else {
-                parts.method.clone()
-            };
+        if !self.aggregates.is_empty() && lookup != Method::HEAD {
             if let AggregateMatch::Found(plan, segments) = self.aggregates.find(&lookup, path) {
                 record.route(|| format!("{} {}", parts.method, plan.config.path));
                 let input = AggregateInput {
@@ -334,13 +328,10 @@ impl RestIngress {
                 ));
             }
             // Refused in the words a binding's body would be.
-            Some(serde_json::from_slice(&bytes).map_err(|e| {
-                if e.to_string().starts_with("recursion limit exceeded") {
-                    crate::transcode::json::too_deep(e.line(), e.column())
-                } else {
-                    crate::transcode::json::malformed(&e)
-                }
-            })?)
+            Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| crate::transcode::json::unreadable(&e))?,
+            )
         };
         let outcome = self.aggregator.run(plan, input, metadata, ctx).await?;
         let json = serde_json::to_vec(&outcome.body)

@@ -162,7 +162,17 @@ fn is_syntax(e: &serde_json::Error) -> bool {
     )
 }
 
-pub fn malformed(e: &serde_json::Error) -> GatewayError {
+/// A body that is not JSON the gateway reads, refused as a binding's body
+/// is: too deep, or malformed.
+pub fn unreadable(e: &serde_json::Error) -> GatewayError {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        too_deep(e.line(), e.column())
+    } else {
+        malformed(e)
+    }
+}
+
+fn malformed(e: &serde_json::Error) -> GatewayError {
     GatewayError::invalid_field("", format!("the JSON is malformed: {e}"))
 }
 
