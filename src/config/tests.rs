@@ -447,3 +447,28 @@ fn the_policy_summary_says_what_a_cache_keys_on_and_covers() {
         "{summary}"
     );
 }
+
+#[test]
+fn an_http2_window_outside_the_rfc_range_names_the_range_whatever_its_size() {
+    for value in ["1000", "2147483648", "4294967296", "99999999999"] {
+        let text = MINIMAL.replace(
+            "[upstreams",
+            &format!("[server.limits]\nhttp2_stream_window_bytes = {value}\n\n[upstreams"),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(
+            err.key, "server.limits.http2_stream_window_bytes",
+            "{value}"
+        );
+        assert!(
+            err.reason.contains("between 65535 and 2147483647"),
+            "{value}: {err}"
+        );
+    }
+    let text = MINIMAL.replace(
+        "[upstreams",
+        "[server.limits]\nhttp2_connection_window_bytes = 2147483647\n\n[upstreams",
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.server.limits.http2_connection_window_bytes, 2147483647);
+}

@@ -254,24 +254,28 @@ impl GrpcIngress {
 }
 
 /// gRPC-Web text bodies may be several base64 chunks, each padded, one
-/// after the other; decoding four characters at a time handles that.
+/// after the other; decoding four characters at a time handles that. The
+/// last chunk may also come without its padding, as `-bin` metadata and a
+/// Connect GET's message may: the bytes are the same either way.
 pub(crate) fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let not_base64 = || GatewayError::invalid_field("", "grpc-web-text body is not base64");
     let clean: Vec<u8> = body
         .iter()
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    if !clean.len().is_multiple_of(4) {
-        return Err(GatewayError::invalid_field(
-            "",
-            "grpc-web-text body is not base64",
-        ));
+    // One leftover character is never base64, padded or not.
+    if clean.len() % 4 == 1 {
+        return Err(not_base64());
     }
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
+    let mut out = Vec::with_capacity(clean.len() / 4 * 3 + 2);
     for quad in clean.chunks(4) {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(quad)
-            .map_err(|_| GatewayError::invalid_field("", "grpc-web-text body is not base64"))?;
+        let decoded = LENIENT.decode(quad).map_err(|_| not_base64())?;
         out.extend_from_slice(&decoded);
     }
     Ok(out.into())

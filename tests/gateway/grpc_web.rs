@@ -106,6 +106,67 @@ async fn unary_text_is_base64_both_ways() {
 }
 
 #[tokio::test]
+async fn a_text_body_may_leave_out_its_last_padding() {
+    let h = Harness::start().await;
+    // GetShelf{shelf:"2"} frames to 8 bytes: padded base64 ends in "=".
+    let raw = frame(&pb::GetShelfRequest { shelf: "2".into() });
+    let padded = base64::engine::general_purpose::STANDARD.encode(&raw);
+    assert!(padded.ends_with('='), "{padded}");
+    let cases = [
+        ("padded", padded.clone(), Some("0")),
+        (
+            "unpadded",
+            padded.trim_end_matches('=').to_string(),
+            Some("0"),
+        ),
+        (
+            "one character short",
+            padded[..padded.len() - 3].to_string(),
+            None,
+        ),
+        ("not base64", "@@@@".to_string(), None),
+    ];
+    for (what, body, status) in cases {
+        let r = call(
+            &h.client,
+            "/portico.demo.v1.Library/GetShelf",
+            "application/grpc-web-text",
+            body.into_bytes(),
+        )
+        .await;
+        match status {
+            Some(code) => {
+                let mut decoded = Vec::new();
+                for quad in r.body.chunks(4) {
+                    decoded.extend(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(quad)
+                            .unwrap(),
+                    );
+                }
+                let (messages, trailers) = parse(decoded.into());
+                assert_eq!(trailer(&trailers, "grpc-status"), Some(code), "{what}");
+                assert_eq!(
+                    pb::Shelf::decode(messages[0].clone()).unwrap().theme,
+                    "History",
+                    "{what}"
+                );
+            }
+            None => {
+                // Refused before any reply: the status is in the headers.
+                assert_eq!(r.header("grpc-status"), Some("3"), "{what}");
+                assert!(
+                    r.header("grpc-message")
+                        .is_some_and(|m| m.contains("grpc-web-text body is not base64")),
+                    "{what}: {:?}",
+                    r.header("grpc-message")
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn server_streaming_over_http2() {
     let h = Harness::start().await;
     let client = HttpClient::http2(h.gateway.addr);
