@@ -727,15 +727,42 @@ pub fn with_causes(e: &dyn std::error::Error) -> String {
 /// `head`, then each cause in `source`'s chain that does not repeat what
 /// is already said (libraries often put their cause's text in their own).
 fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut not_tls = false;
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
+        not_tls |= answered_without_tls(s);
         source = s.source();
     }
+    // rustls words a plain-text reply to its hello as a corrupt message,
+    // which does not say what to fix.
+    if not_tls {
+        out.push_str(
+            " (the endpoint did not answer in TLS: is it a plain-text server behind `tls = true`?)",
+        );
+    }
     out
+}
+
+/// A TLS handshake whose reply was not TLS at all: what a plain-text
+/// server answers to the gateway's hello. io errors hide the error they
+/// wrap (often another io error) from `source()`, so it is looked for
+/// inside them too.
+fn answered_without_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if matches!(
+        e.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    ) {
+        return true;
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| answered_without_tls(inner))
 }
 
 #[cfg(test)]

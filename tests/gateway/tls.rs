@@ -165,6 +165,30 @@ async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without()
 }
 
 #[tokio::test]
+async fn tls_to_a_plain_text_backend_says_the_endpoint_did_not_answer_in_tls() {
+    let backends = portico::demo::backends::Backends::default();
+    let (plain, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let hint = "did not answer in TLS: is it a plain-text server behind `tls = true`?";
+
+    // Schemas by reflection: startup fails, with the reason.
+    let err = gateway_to(&format!("endpoints = [\"{plain}\"]\ntls = true"))
+        .await
+        .err()
+        .expect("a plain-text endpoint behind tls = true is refused");
+    assert!(err.contains("upstream lib") && err.contains(hint), "{err}");
+
+    // Schemas from a file: the call fails, with the same reason.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nsets = [\"{}/descriptors/demo.binpb\"]\n[upstreams.lib]\nendpoints = [\"{plain}\"]\ntls = true\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"lib\"\n",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let gw = app::start(Config::from_toml(&text).unwrap()).await.unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.text().contains(hint), "{}", r.text());
+}
+
+#[tokio::test]
 async fn websocket_clients_connect_over_tls_too() {
     use futures_util::StreamExt;
     use rustls::pki_types::pem::PemObject;
