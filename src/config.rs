@@ -544,6 +544,22 @@ impl Validator<'_> {
         for (name, a) in &f.ext_authz {
             ext_authz.push(self.ext_authz(name, a)?);
         }
+        // The headers the gateway writes for its identity policies are its
+        // own on every route, not only where those policies run: a backend
+        // trusting `x-user-id` never sees a client's.
+        for a in &authenticators {
+            for (_, header) in &a.forward_claims {
+                metadata.gateway_owned.insert(header.clone());
+                if let Ok(bin) = http::HeaderName::from_bytes(format!("{header}-bin").as_bytes()) {
+                    metadata.gateway_owned.insert(bin);
+                }
+            }
+        }
+        for e in &ext_authz {
+            metadata
+                .gateway_owned
+                .extend(e.upstream_headers.iter().cloned());
+        }
         let context = crate::routes::config::RouteContext {
             upstreams: &upstreams,
             authenticators: &authenticators,

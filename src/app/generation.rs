@@ -287,7 +287,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         aggregates,
         authenticators,
     } = loaded;
-    let digest = digest(&config, &pool);
+    let digest = digest(&config, &pool, &authenticators);
     let limits = config.server.limits.clone();
     let fleet = match &config.redis {
         None => {
@@ -596,7 +596,11 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
 /// how the config's path was spelled, the working directory, or where the
 /// tree sits on disk change nothing, so two instances (or `portico openapi`
 /// and a running gateway) started from the same files agree.
-pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
+pub fn digest(
+    config: &Config,
+    pool: &DescriptorPool,
+    authenticators: &[Arc<crate::policy::auth::Authenticator>],
+) -> String {
     let mut h = Sha256::new();
     h.update(config.text_sha256.as_bytes());
     for (i, path) in config.files.iter().enumerate() {
@@ -611,6 +615,11 @@ pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
         }
     }
     h.update(pool.encode_to_vec());
+    // Key sets read over the network: a key withdrawn at the identity
+    // provider makes a reload a change (and so revokes it at once).
+    for a in authenticators {
+        h.update(a.key_fingerprint().to_le_bytes());
+    }
     hex(&h.finalize())
 }
 
@@ -745,7 +754,7 @@ mod tests {
         let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[authenticators.k]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"keys.toml\"\n\n[upstreams.b]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\ngrpc_service = \"x.v1.S\"\nupstream = \"b\"\nauth = \"k\"\n";
         std::fs::write(dir.join("portico.toml"), text).unwrap();
         let pool = crate::descriptors::builtin::pool();
-        let of = |path: &std::path::Path| digest(&Config::load(path).expect("loads"), &pool);
+        let of = |path: &std::path::Path| digest(&Config::load(path).expect("loads"), &pool, &[]);
         let plain = of(&dir.join("portico.toml"));
         assert_eq!(plain, of(&dir.join("sub/../portico.toml")));
         assert_eq!(plain, of(&dir.join("./portico.toml")));

@@ -246,7 +246,7 @@ impl Live {
         let config = Config::load(&path)?;
         *lock(&self.attempted) = config.files.clone();
         let loaded = load_with_stats(config, &|p, u| self.carry.stats(p, u)).await?;
-        let digest = generation::digest(&loaded.config, &loaded.pool);
+        let digest = generation::digest(&loaded.config, &loaded.pool, &loaded.authenticators);
         if digest == current.digest {
             return Ok(Prepared::Unchanged(digest));
         }

@@ -266,6 +266,7 @@ impl Edge {
         *name == request_id::HEADER
             || !is_framing(name)
                 && !is_protocol_own(name.as_str())
+                && !self.metadata.gateway_owned.contains(name)
                 && self.metadata.allows(name.as_str())
     }
 
@@ -337,7 +338,7 @@ impl Edge {
 
 /// Headers that belong to one client protocol's framing (Connect's, the
 /// WebSocket handshake's, MCP's), never metadata.
-fn is_protocol_own(name: &str) -> bool {
+pub fn is_protocol_own(name: &str) -> bool {
     name.starts_with("connect-") || name.starts_with("sec-websocket-") || name.starts_with("mcp-")
 }
 

@@ -56,6 +56,15 @@ impl Authenticator {
         })
     }
 
+    /// A fingerprint of the keys read from elsewhere than the config's
+    /// files (a JWK set, an issuer's): part of the generation's digest.
+    pub fn key_fingerprint(&self) -> u64 {
+        match &self.verifier {
+            Verifier::Jwt(v) => v.key_fingerprint(),
+            _ => 0,
+        }
+    }
+
     /// Whether the call carries the kind of credential this authenticator
     /// reads: a bearer token shaped like a JWT (or the JWT cookie), any
     /// bearer token (introspection), the API-key header, a client certificate.

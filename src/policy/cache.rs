@@ -5,7 +5,7 @@
 //! backend's own `Vary` names, the forwarding headers the backend receives
 //! (`x-forwarded-host`, `x-forwarded-proto`, `forwarded`), and the caller:
 //! on an authenticated route the principal, elsewhere the request's
-//! credentials (`authorization`, `cookie`) themselves, so one caller's reply
+//! credentials (`authorization`, `cookie`, API keys) themselves, so one caller's reply
 //! is never served to another or to an anonymous client. Concurrent
 //! identical misses make one backend call. A reply is cached in
 //! protocol-neutral form, so a REST miss can be a gRPC hit.
@@ -128,8 +128,8 @@ impl ResponseCache {
             use sha2::{Digest, Sha256};
             let mut credentials = Sha256::new();
             let mut any = false;
-            for h in [http::header::AUTHORIZATION, http::header::COOKIE] {
-                for v in env.ctx.headers.get_all(&h) {
+            for h in &self.config.credential_headers {
+                for v in env.ctx.headers.get_all(h) {
                     credentials.update(h.as_str());
                     credentials.update(v.as_bytes());
                     credentials.update(b"\n");

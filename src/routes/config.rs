@@ -118,6 +118,24 @@ impl Validator<'_> {
                     })?,
             ),
         };
+        // One header, one writer on a route: the backend would get the
+        // service's value over the verified claim, or none at all when the
+        // service's answer lacks it.
+        if let Some(e) = ext_authz.map(|i| &ctx.ext_authz[i]) {
+            for (i, header) in e.upstream_headers.iter().enumerate() {
+                for a in auth.iter().map(|&a| &ctx.authenticators[a]) {
+                    if let Some((claim, _)) = a.forward_claims.iter().find(|(_, h)| h == header) {
+                        return Err(self.err(
+                            format!("{key}.ext_authz"),
+                            format!(
+                                "{header:?} is written both by ext_authz.{}.upstream_headers[{i}] and by authenticators.{}.forward_claims.{claim}; give each its own header",
+                                e.name, a.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         let authorize = match (&r.authorize, auth.first()) {
             (None, _) => None,
             (Some(_), None) => {
@@ -133,11 +151,20 @@ impl Validator<'_> {
             .as_ref()
             .map(|rl| self.rate_limit(&format!("{key}.rate_limit"), rl))
             .transpose()?;
-        let cache = r
+        let mut cache = r
             .cache
             .as_ref()
             .map(|c| self.cache(&format!("{key}.cache"), c))
             .transpose()?;
+        if let Some(cache) = &mut cache {
+            for a in ctx.authenticators {
+                if let crate::config::AuthMethod::ApiKey(k) = &a.method {
+                    if !cache.credential_headers.contains(&k.header) {
+                        cache.credential_headers.push(k.header.clone());
+                    }
+                }
+            }
+        }
         if r.methods.as_ref().is_some_and(|m| m.is_empty()) {
             return Err(self.err(
                 format!("{key}.methods"),

@@ -148,6 +148,53 @@ async fn one_callers_cached_reply_is_never_served_to_another() {
 /// client, replies that set a cookie, vary on anything or are private are
 /// never stored, and the backend's own `Vary` keys the entry.
 #[tokio::test]
+async fn an_api_key_is_a_credential_to_the_cache_on_a_route_that_does_not_check_it() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    // The backend checks keys itself: the route has no `auth`, but the
+    // config's API-key authenticator says where keys travel.
+    let sections = format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nquery_param = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    for protocol in EVERY_PROTOCOL {
+        let h = gateway(&sections, "cache = { ttl = \"30s\" }").await;
+        let verdict = |headers: &'static [(&'static str, &'static str)], query: &'static str| {
+            let h = &h;
+            async move {
+                let seen = call(h, protocol, headers, query, None).await;
+                (seen.cache, seen.metadata.get("x-api-key").cloned())
+            }
+        };
+        let (first, seen_a) = verdict(&[("x-api-key", "key-A")], "").await;
+        assert_eq!(first.as_deref(), Some("MISS"), "{protocol:?}");
+        assert_eq!(seen_a.unwrap(), "key-A", "{protocol:?}");
+        let (again, _) = verdict(&[("x-api-key", "key-A")], "").await;
+        assert_eq!(again.as_deref(), Some("HIT"), "{protocol:?}: A again");
+        let (other, seen_b) = verdict(&[("x-api-key", "key-B")], "").await;
+        assert_eq!(
+            other.as_deref(),
+            Some("MISS"),
+            "{protocol:?}: B never gets A's reply"
+        );
+        assert_eq!(seen_b.unwrap(), "key-B", "{protocol:?}");
+        let (anonymous, _) = verdict(&[], "").await;
+        assert_eq!(
+            anonymous.as_deref(),
+            Some("MISS"),
+            "{protocol:?}: nor does no key"
+        );
+        // A key in the query is the same credential as in the header, on
+        // the protocols with a URL.
+        if matches!(protocol, support::protocols::Protocol::Rest) {
+            let (by_query, _) = verdict(&[], "api_key=key-C").await;
+            assert_eq!(by_query.as_deref(), Some("MISS"), "C by query");
+            let (by_query, _) = verdict(&[], "api_key=key-A").await;
+            assert_eq!(by_query.as_deref(), Some("HIT"), "A by query is A");
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};
     for protocol in EVERY_PROTOCOL {

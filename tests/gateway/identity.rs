@@ -229,6 +229,68 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
 }
 
 #[tokio::test]
+async fn an_introspection_answer_without_the_required_issuer_or_audience_says_so() {
+    let provider = Introspection::default();
+    let exp = now() + 600;
+    let cases = [
+        (
+            "good",
+            json!({"active": true, "sub": "ada", "iss": "https://id.example", "aud": "api", "exp": exp}),
+            None,
+        ),
+        (
+            "no-iss",
+            json!({"active": true, "sub": "ada", "aud": "api", "exp": exp}),
+            Some("the answer names no issuer (iss), which is required"),
+        ),
+        (
+            "other-iss",
+            json!({"active": true, "sub": "ada", "iss": "https://evil.example", "aud": "api", "exp": exp}),
+            Some("the token is from another issuer"),
+        ),
+        (
+            "no-aud",
+            json!({"active": true, "sub": "ada", "iss": "https://id.example", "exp": exp}),
+            Some("the answer names no audience (aud), which is required"),
+        ),
+        (
+            "other-aud",
+            json!({"active": true, "sub": "ada", "iss": "https://id.example", "aud": "billing", "exp": exp}),
+            Some("the token is for another audience"),
+        ),
+    ];
+    for (token, answer, _) in &cases {
+        provider.know(token, answer.clone());
+    }
+    let addr = provider.start().await;
+    let h = gateway(
+        &introspection_section(
+            addr,
+            "issuer = \"https://id.example\"\naudiences = [\"api\"]",
+        ),
+        "auth = \"opaque\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        for (token, _, refusal) in &cases {
+            let bearer = format!("Bearer {token}");
+            let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+            match refusal {
+                None => assert_eq!(seen.code, 0, "{protocol:?} {token}: {}", seen.message),
+                Some(why) => {
+                    assert_eq!(seen.code, 16, "{protocol:?} {token}");
+                    assert!(
+                        seen.message.contains(why),
+                        "{protocol:?} {token}: {}",
+                        seen.message
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_introspection_endpoint_that_does_not_answer_refuses_every_call() {
     let provider = Introspection::default();
     provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));
@@ -533,6 +595,39 @@ impl Provider {
 }
 
 #[tokio::test]
+async fn headers_authenticators_write_never_come_from_the_client_even_where_no_one_authenticates() {
+    // Two authenticators write headers; the route checks neither (a backend
+    // trusting x-user-id must still never see a client's).
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-keys\"\nforward_claims = {{ sub = \"x-user-id\" }}\n[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\nforward_claims = {{ consumer = \"x-consumer\" }}\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "").await;
+    for protocol in EVERY_PROTOCOL {
+        let mut headers = vec![
+            ("x-user-id", "admin"),
+            ("x-consumer", "root"),
+            ("x-tenant", "kept"),
+        ];
+        // The gRPC helper sends ASCII metadata only (the -bin twin is
+        // covered on gRPC by the base64 claim test).
+        if protocol != Protocol::Grpc {
+            headers.push(("x-user-id-bin", "Zm9yZ2Vk"));
+        }
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        for forged in ["x-user-id", "x-user-id-bin", "x-consumer"] {
+            assert!(
+                !seen.metadata.contains_key(forged),
+                "{protocol:?}: a client's {forged} reached the backend: {:?}",
+                seen.metadata
+            );
+        }
+        assert_eq!(seen.metadata["x-tenant"], "kept", "{protocol:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
     let provider = Provider::default();
     let k1 = SigningKey::new("k1");
@@ -610,6 +705,68 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
         let seen = call(&h, protocol, &[("authorization", &newer)], "", None).await;
         assert_eq!(seen.code, 16, "{protocol:?}");
     }
+}
+
+#[tokio::test]
+async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
+    let provider = Provider::default();
+    let k1 = SigningKey::new("k1");
+    let k2 = SigningKey::new("k2");
+    provider
+        .keys
+        .lock()
+        .unwrap()
+        .extend([k1.jwk.clone(), k2.jwk.clone()]);
+    let issuer = provider.start().await;
+    // Long refresh timers: only the reload reads the set again.
+    let sections = format!(
+        "[authenticators.idp]\nissuer = \"{issuer}\"\nalgorithm = \"ES256\"\naudiences = [\"orders-api\"]\njwks_min_refresh = \"1h\"\njwks_max_age = \"1d\"\n"
+    );
+    let dir = std::env::temp_dir().join(format!("portico-revoke-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("portico.toml");
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    std::fs::write(
+        &path,
+        support::config_text(backend, &sections, "auth = \"idp\""),
+    )
+    .unwrap();
+    let gw = portico::app::start(portico::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let client = support::HttpClient::new(gw.addr);
+    let claims = json!({"sub": "ada", "iss": issuer, "aud": "orders-api", "exp": now() + 600});
+    let by_k2 = format!("Bearer {}", k2.sign(&claims));
+    let h = support::Harness {
+        backends,
+        backend_addr: backend,
+        gateway: gw,
+        client,
+    };
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &by_k2)], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: k2 is published");
+    }
+    // The provider withdraws k2; the config file is untouched.
+    provider.keys.lock().unwrap().retain(|k| k["kid"] != "k2");
+    match h.gateway.live.reload().await {
+        portico::app::reload::ReloadOutcome::Swapped { .. } => {}
+        other => panic!("a withdrawn key is a change: {other:?}"),
+    }
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &by_k2)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: k2 is revoked by the reload");
+        let by_k1 = format!("Bearer {}", k1.sign(&claims));
+        let seen = call(&h, protocol, &[("authorization", &by_k1)], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: k1 still verifies");
+    }
+    // Nothing changed since: a reload is the no-op it was.
+    assert!(matches!(
+        h.gateway.live.reload().await,
+        portico::app::reload::ReloadOutcome::Unchanged { .. }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -928,6 +1085,24 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "\"open\"",
         ),
         (
+            "a claim forwarded in a -bin header",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nforward_claims = { sub = \"x-user-id-bin\" }\n".into(),
+            "authenticators.jwt.forward_claims.sub",
+            "ends in -bin",
+        ),
+        (
+            "a claim forwarded in a client protocol's header",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nforward_claims = { scope = \"connect-protocol-version\" }\n".into(),
+            "authenticators.jwt.forward_claims.scope",
+            "a client protocol's framing",
+        ),
+        (
+            "a claim forwarded in an MCP header",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nforward_claims = { tier = \"mcp-session-id\" }\n".into(),
+            "authenticators.jwt.forward_claims.tier",
+            "a client protocol's framing",
+        ),
+        (
             "upstream_headers on a gRPC service",
             "[ext_authz.a]\ngrpc = \"127.0.0.1:9\"\nupstream_headers = [\"x-user\"]\n".into(),
             "ext_authz.a.upstream_headers",
@@ -960,6 +1135,35 @@ fn identity_config_errors_name_the_key_and_the_reason() {
         assert_eq!(err.key, format!("routes[0].{key}"), "{route}");
         assert!(err.reason.contains(reason), "{route}: {}", err.reason);
     }
+
+    // A forward-auth service and an authenticator of one route writing one
+    // header: refused, naming both. On different routes they may.
+    let sections = format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\nforward_claims = {{ consumer = \"x-user-id\" }}\n[ext_authz.gate]\nhttp = \"http://127.0.0.1:9/check\"\nupstream_headers = [\"x-tenant\", \"X-User-Id\"]\n"
+    );
+    let text = support::config_text(backend, &sections, "auth = \"keys\"\next_authz = \"gate\"");
+    let err = portico::config::Config::from_toml(&text).err().unwrap();
+    assert_eq!(err.key, "routes[0].ext_authz");
+    assert!(
+        err.reason.contains("ext_authz.gate.upstream_headers[1]")
+            && err
+                .reason
+                .contains("authenticators.keys.forward_claims.consumer"),
+        "{}",
+        err.reason
+    );
+    let apart = support::config_text(backend, &sections, "")
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\next_authz = \"gate\"\n",
+            1,
+        )
+        .replacen(
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"keys\"\n",
+            1,
+        );
+    portico::config::Config::from_toml(&apart).expect("one writer per route");
 }
 
 #[tokio::test]

@@ -15,6 +15,10 @@ pub struct MetadataConfig {
     /// Query parameters that carry a credential, and the header the
     /// authenticator reads it from: ingress moves them there.
     pub query_credentials: Vec<(String, http::HeaderName)>,
+    /// Headers only the gateway writes (an authenticator's `forward_claims`
+    /// and their `-bin` twins, a forward-auth service's `upstream_headers`):
+    /// a client's own value never reaches a backend, on any route.
+    pub gateway_owned: HashSet<http::HeaderName>,
 }
 
 /// `metadata.forward` by default: `["*"]`, every header but the gateway's
@@ -55,6 +59,7 @@ impl Default for MetadataConfig {
                 .collect(),
             honour_client_timeout: true,
             query_credentials: Vec::new(),
+            gateway_owned: HashSet::new(),
         }
     }
 }

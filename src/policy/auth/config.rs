@@ -272,11 +272,21 @@ impl Validator<'_> {
                 || name.as_str().starts_with("grpc-")
                 || name.as_str().starts_with("x-forwarded-")
                 || name.as_str() == "forwarded";
-            if reserved {
+            if reserved || crate::ingress::edge::is_protocol_own(name.as_str()) {
                 return Err(self.err(
                     format!("{key}.forward_claims.{claim}"),
                     format!(
-                        "{header:?} is a header the gateway itself sets or reads (credentials, the request id, forwarding, framing); name another"
+                        "{header:?} is a header the gateway itself sets or reads (credentials, the request id, forwarding, a client protocol's framing); name another"
+                    ),
+                ));
+            }
+            // A `-bin` header carries base64: the gateway picks it itself,
+            // for a claim that is not printable ASCII.
+            if name.as_str().ends_with("-bin") {
+                return Err(self.err(
+                    format!("{key}.forward_claims.{claim}"),
+                    format!(
+                        "{header:?} ends in -bin, which gRPC reserves for base64 values; name the plain header (a claim that is not printable ASCII goes base64 in its -bin twin by itself)"
                     ),
                 ));
             }

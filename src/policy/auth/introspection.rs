@@ -138,12 +138,23 @@ impl Introspector {
             return negative("a refresh token is not an access token");
         }
         if let Some(iss) = &c.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(iss) {
-                return negative("the token is from another issuer");
+            match claims.get("iss") {
+                None | Some(Value::Null) => {
+                    return negative("the answer names no issuer (iss), which is required")
+                }
+                Some(found) if found.as_str() != Some(iss) => {
+                    return negative("the token is from another issuer")
+                }
+                Some(_) => {}
             }
         }
-        if !c.audiences.is_empty() && !audience_matches(&claims, &c.audiences) {
-            return negative("the token is for another audience");
+        if !c.audiences.is_empty() {
+            if matches!(claims.get("aud"), None | Some(Value::Null)) {
+                return negative("the answer names no audience (aud), which is required");
+            }
+            if !audience_matches(&claims, &c.audiences) {
+                return negative("the token is for another audience");
+            }
         }
         let ttl = match exp {
             // Past its exp the answer refuses the token (see `expired`):

@@ -32,6 +32,16 @@ impl JwtVerifier {
         })
     }
 
+    /// A fingerprint of the keys as read at load: a reload that reads a
+    /// different key set (one withdrawn at the identity provider) is a
+    /// change, though no file changed.
+    pub fn key_fingerprint(&self) -> u64 {
+        match &self.keys {
+            Keys::One(_) => 0,
+            Keys::Set(jwks) => jwks.last_read.try_lock().map_or(0, |f| *f),
+        }
+    }
+
     /// The principal of a valid token, from the cache when it verified before.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
         let epoch = match &self.keys {
@@ -408,6 +418,11 @@ fn validation(config: &JwtConfig) -> Validation {
 fn reason(e: &jsonwebtoken::errors::Error, token: &str) -> String {
     use jsonwebtoken::errors::ErrorKind::*;
     match e.kind() {
+        // An `alg` the library has no name for (`none`, a typo): the
+        // algorithm's refusal, not the parser's list of variants.
+        Json(_) if header_alg_unknown(token) => {
+            "it is signed with another algorithm than the one this route accepts".to_owned()
+        }
         Json(e) => format!("its header or claims are not what a JWT holds: {e}"),
         InvalidToken | Base64(_) | Utf8(_) => {
             "it is not a JWT (three base64url parts: a JSON header, JSON claims, a signature)"
@@ -446,6 +461,23 @@ fn has_claim(token: &str, claim: &str) -> bool {
         })
         .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
         .is_some_and(|c| c.get(claim).is_some())
+}
+
+/// Whether the token's header names, as a string, an `alg` that is not a
+/// JWS algorithm the library knows (`none` among them).
+fn header_alg_unknown(token: &str) -> bool {
+    use base64::Engine as _;
+    let alg = token
+        .split('.')
+        .next()
+        .and_then(|h| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(h)
+                .ok()
+        })
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
+    alg.is_some_and(|a| a.parse::<jsonwebtoken::Algorithm>().is_err())
 }
 
 /// Whether the token's header has a `crit` member.
