@@ -127,7 +127,7 @@ fn build_with(
         }
     }
     if let (Some(mask_field), BodyRule::Field(body_field)) = (&binding.update_mask, &binding.body) {
-        if !msg.has_field(mask_field) && masks_by_keys(binding, body_field) {
+        if !mask_names_a_field(&msg, mask_field) && masks_by_keys(binding, body_field) {
             match mask_paths {
                 Some(paths) if !paths.is_empty() => set_mask_if_unset(&mut msg, mask_field, paths),
                 // No mask and no field to take one from: sent on, most
@@ -348,7 +348,7 @@ pub fn fill_update_mask(
     let input = body_field.parent_message().clone();
     let mut msg = DynamicMessage::decode(input, message.clone())
         .map_err(|e| GatewayError::internal(format!("re-reading a request it built: {e}")))?;
-    if msg.has_field(mask_field) {
+    if mask_names_a_field(&msg, mask_field) {
         return Ok(message);
     }
     let mut paths = Vec::new();
@@ -387,7 +387,7 @@ fn bound_in_body(binding: &Binding, body_field: &FieldDescriptor) -> Vec<String>
 
 /// Sets the FieldMask `mask_field` to `paths`, unless the request set it.
 fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, paths: Vec<String>) {
-    if msg.has_field(mask_field) {
+    if mask_names_a_field(msg, mask_field) {
         return;
     }
     if let Kind::Message(fm) = mask_field.kind() {
@@ -398,6 +398,23 @@ fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, pat
         );
         msg.set_field(mask_field, Value::Message(mask));
     }
+}
+
+/// Whether the request's update mask names at least one path. An empty
+/// mask (`?updateMask=`, `"updateMask": ""`, only commas) is no mask: sent on, most
+/// backends would read it as "replace the whole resource", as they would
+/// no mask at all.
+fn mask_names_a_field(msg: &DynamicMessage, mask_field: &FieldDescriptor) -> bool {
+    msg.has_field(mask_field)
+        && match msg.get_field(mask_field).as_message() {
+            Some(mask) => mask.get_field_by_name("paths").is_some_and(|p| {
+                p.as_list().is_some_and(|l| {
+                    l.iter()
+                        .any(|path| path.as_str().is_some_and(|s| !s.is_empty()))
+                })
+            }),
+            None => true,
+        }
 }
 
 /// The update_mask paths of a PATCH body: every key sent, nested objects of

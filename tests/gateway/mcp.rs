@@ -534,6 +534,8 @@ async fn a_patch_method_updates_only_the_fields_the_arguments_name() {
     for arguments in [
         json!({ "book": { "name": "shelves/1/books/2" } }),
         json!({}),
+        // An empty mask is no mask.
+        json!({ "book": { "name": "shelves/1/books/2" }, "updateMask": "" }),
     ] {
         let result = call(&h.client, &auth, "Library_UpdateBook", arguments.clone()).await;
         assert_eq!(result["isError"], true, "{arguments}: {result}");

@@ -82,12 +82,30 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
     assert_eq!(r.header("x-update-mask"), Some("pages"));
     // A PATCH that names nothing to change is refused, not sent with an
     // empty mask (or none) that a backend would read as a full replace.
-    for body in ["", "{}", r#"{"name":"shelves/1/books/1"}"#] {
+    // An empty mask is no mask.
+    for (query, body) in [
+        ("", ""),
+        ("", "{}"),
+        ("", r#"{"name":"shelves/1/books/1"}"#),
+        ("?updateMask=", ""),
+        ("?updateMask=", "{}"),
+        ("?updateMask=,", "{}"),
+        ("?updateMask=", r#"{"name":"shelves/1/books/1"}"#),
+    ] {
         let r = h
             .client
-            .json(Method::PATCH, "/v1/shelves/1/books/1", body)
+            .json(
+                Method::PATCH,
+                &format!("/v1/shelves/1/books/1{query}"),
+                body,
+            )
             .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}: {}", r.text());
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{query} {body:?}: {}",
+            r.text()
+        );
         assert!(
             r.text().contains("names no field to update"),
             "{}",
@@ -114,6 +132,17 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.header("x-update-mask"), Some("published"));
+    // An empty mask beside fields to change: the mask is made from them.
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1?updateMask=",
+            r#"{"pages":997}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("pages"));
 }
 
 #[tokio::test]
