@@ -538,7 +538,9 @@ fn request_body(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Opti
             "The request's body field; the other fields come from the path and query.",
         ),
     };
-    Some(json!({ "required": true, "description": description, "content": content }))
+    // An empty body is the empty message (or no field, or no bytes): the
+    // body may be left out, whatever a method then makes of that.
+    Some(json!({ "required": false, "description": description, "content": content }))
 }
 
 fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Value {

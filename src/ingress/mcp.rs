@@ -540,7 +540,8 @@ impl McpIngress {
             .into());
         }
         let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
-        let mut message = request::build(&tool.binding, None, &body, Some("application/json"))?;
+        let mut message = request::build(&tool.binding, None, &body, Some("application/json"))
+            .map_err(without_position)?;
         // A method bound to PATCH updates what the arguments name, as REST
         // does: its `update_mask`, when not given, is the keys sent.
         if let Some(patch) = &tool.patch {
@@ -797,4 +798,31 @@ mod tests {
             Some(json!({"x-trail": "t1, t2", "x-one": "1"}))
         );
     }
+}
+
+/// An error about the arguments without the reader's "at line 1 column
+/// N": the position is in the gateway's own rewriting of the arguments,
+/// not in the JSON-RPC document the agent sent.
+fn without_position(mut err: GatewayError) -> GatewayError {
+    fn strip(text: &mut String) {
+        if let Some(at) = text.rfind(" at line ") {
+            let tail = &text[at + " at line ".len()..];
+            let positional = tail.split_once(" column ").is_some_and(|(line, column)| {
+                !line.is_empty()
+                    && !column.is_empty()
+                    && line.bytes().all(|b| b.is_ascii_digit())
+                    && column.bytes().all(|b| b.is_ascii_digit())
+            });
+            if positional {
+                text.truncate(at);
+            }
+        }
+    }
+    strip(&mut err.message);
+    if let crate::error::ErrorKind::InvalidRequest { violations } = &mut err.kind {
+        for v in violations {
+            strip(&mut v.description);
+        }
+    }
+    err
 }

@@ -328,10 +328,17 @@ impl RestIngress {
                 ));
             }
             // Refused in the words a binding's body would be.
-            Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| crate::transcode::json::unreadable(&e))?,
-            )
+            let body: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| crate::transcode::json::unreadable(&e))?;
+            // `{body.NAME}` reads members: anything else would leave every
+            // such template unset without a word.
+            if !body.is_object() {
+                return Err(GatewayError::invalid_field(
+                    "",
+                    "an aggregate's request body must be a JSON object",
+                ));
+            }
+            Some(body)
         };
         let outcome = self.aggregator.run(plan, input, metadata, ctx).await?;
         let json = serde_json::to_vec(&outcome.body)

@@ -9,6 +9,10 @@ use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+/// The largest `float` as proto3 JSON writes it (`3.4028235e38`): a
+/// value up to it is that float.
+const FLOAT_MAX_WRITTEN: f64 = 3.4028235e38;
+
 /// What changes how a message looks in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Naming {
@@ -189,17 +193,17 @@ impl<'c> Schemas<'c> {
     /// One value of a kind (an element, for repeated fields).
     pub fn kind(&mut self, k: &Kind, n: Naming) -> Value {
         match k {
-            Kind::Double | Kind::Float => {
-                let format = if matches!(k, Kind::Double) {
-                    "double"
-                } else {
-                    "float"
-                };
-                json!({ "anyOf": [
-                    { "type": "number", "format": format },
-                    { "type": "string", "enum": ["NaN", "Infinity", "-Infinity"] }
-                ] })
-            }
+            Kind::Double => json!({ "anyOf": [
+                { "type": "number", "format": "double" },
+                { "type": "string", "enum": ["NaN", "Infinity", "-Infinity"] }
+            ] }),
+            // A finite number past the largest float is refused, so the
+            // schema says where that is (the largest float as written).
+            Kind::Float => json!({ "anyOf": [
+                { "type": "number", "format": "float",
+                  "minimum": -FLOAT_MAX_WRITTEN, "maximum": FLOAT_MAX_WRITTEN },
+                { "type": "string", "enum": ["NaN", "Infinity", "-Infinity"] }
+            ] }),
             Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({
                 "type": "integer", "format": "int32",
                 "minimum": i32::MIN, "maximum": i32::MAX

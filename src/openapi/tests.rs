@@ -70,6 +70,10 @@ fn every_field_kind_is_described_under_its_json_name() {
     let p = &thing(&s)["properties"];
     assert_eq!(p["doubleValue"]["anyOf"][0]["type"], "number");
     assert_eq!(p["doubleValue"]["anyOf"][1]["enum"][0], "NaN");
+    // A float past the largest is refused: the schema says where that is.
+    assert_eq!(p["floatValue"]["anyOf"][0]["maximum"], 3.4028235e38);
+    assert_eq!(p["floatValue"]["anyOf"][0]["minimum"], -3.4028235e38);
+    assert!(p["doubleValue"]["anyOf"][0]["maximum"].is_null());
     assert_eq!(p["int32Value"]["format"], "int32");
     assert_eq!(p["int64Value"]["type"], "string");
     assert_eq!(p["int64Value"]["format"], "int64");
@@ -179,6 +183,8 @@ fn bindings_become_paths_with_parameters_bodies_and_replies() {
         create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/kinds.v1.Thing"
     );
+    // An empty body is the empty message: the body may be left out.
+    assert_eq!(create["requestBody"]["required"], false);
     assert_eq!(create["parameters"][0]["name"], "parent");
     // Dotted variables get placeholder names; custom verbs stay in the path.
     let rename = &paths["/v1/{thing_name}:rename"]["post"];

@@ -46,18 +46,18 @@ pub fn unreachable_through(desc: &MessageDescriptor, key: &str) -> Option<String
         match field.kind() {
             _ if field.is_map() => {
                 return Some(format!(
-                    "{path} is a map field, which cannot be set from the query string"
+                    "goes through {path}, a map field, which cannot be set from the query string"
                 ))
             }
             Kind::Message(m) if field.is_list() => {
                 return Some(format!(
-                    "{path} is a list of messages ({}), which cannot be set from the query string",
+                    "goes through {path}, a list of messages ({}), which cannot be set from the query string",
                     m.full_name()
                 ))
             }
             Kind::Message(m) if m.full_name() == "google.protobuf.Struct" => {
                 return Some(format!(
-                    "{path} is a google.protobuf.Struct, which cannot be set from the query string"
+                    "goes through {path}, a google.protobuf.Struct, which cannot be set from the query string"
                 ))
             }
             Kind::Message(m) => message = m,
@@ -89,7 +89,7 @@ pub fn set(
     if last.is_map() {
         return Err(GatewayError::invalid_field(
             name,
-            "map fields cannot be set from the query string",
+            "is a map field, which cannot be set from the query string",
         ));
     }
     if let (true, Kind::Message(m)) = (last.is_list(), last.kind()) {

@@ -199,6 +199,19 @@ request = { name = "{body.right}" }
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("the JSON is malformed"), "{}", r.text());
+    // JSON that is not an object has no members for `{body.NAME}` to read.
+    for body in ["[1,2]", "\"shelves/1/books/2\"", "null", "7"] {
+        let r = h.client.json(Method::POST, "/v1/compare", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text());
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{body}: {}",
+            r.text()
+        );
+    }
 
     // Too deep is refused in the words a binding's body gets.
     let deep = format!(

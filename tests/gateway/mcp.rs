@@ -316,6 +316,15 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             .contains("count"),
         "{bad}"
     );
+    // No position in JSON the agent never wrote (the gateway's own
+    // rewriting of the arguments).
+    let bad = call(client, &auth, "Library_GetShelf", json!({ "shelf": 1 })).await;
+    assert_eq!(bad["isError"], true, "{bad}");
+    let text = bad["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("expected a string") && !text.contains(" at line "),
+        "{bad}"
+    );
 
     // What is sent, with which headers, and the HTTP status and JSON-RPC code it gets.
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, StatusCode, i64);

@@ -59,18 +59,18 @@ fn fields_the_query_cannot_reach_are_named_with_the_reason() {
         (
             &list,
             "things.name",
-            "things is a list of messages (kinds.v1.Thing)",
+            "goes through things, a list of messages (kinds.v1.Thing)",
         ),
-        (&thing, "counts.a", "counts is a map field"),
+        (&thing, "counts.a", "goes through counts, a map field"),
         (
             &thing,
             "attributes.a",
-            "attributes is a google.protobuf.Struct",
+            "goes through attributes, a google.protobuf.Struct",
         ),
         (
             &thing,
             "parent.children.x",
-            "parent.children is a map field",
+            "goes through parent.children, a map field",
         ),
     ] {
         assert!(resolve(desc, key).is_none(), "{key}");
