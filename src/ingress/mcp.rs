@@ -782,24 +782,6 @@ fn rpc_error_response(
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_repeated_reply_header_is_one_entry_with_its_values_joined() {
-        let mut metadata = http::HeaderMap::new();
-        metadata.append("x-trail", "t1".parse().unwrap());
-        metadata.append("x-trail", "t2".parse().unwrap());
-        metadata.append("x-one", "1".parse().unwrap());
-        metadata.append("x-raw-bin", "AQI".parse().unwrap());
-        assert_eq!(
-            reply_metadata(&metadata),
-            Some(json!({"x-trail": "t1, t2", "x-one": "1"}))
-        );
-    }
-}
-
 /// An error about the arguments without the reader's "at line 1 column
 /// N": the position is in the gateway's own rewriting of the arguments,
 /// not in the JSON-RPC document the agent sent.
@@ -825,4 +807,22 @@ fn without_position(mut err: GatewayError) -> GatewayError {
         }
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_reply_header_is_one_entry_with_its_values_joined() {
+        let mut metadata = http::HeaderMap::new();
+        metadata.append("x-trail", "t1".parse().unwrap());
+        metadata.append("x-trail", "t2".parse().unwrap());
+        metadata.append("x-one", "1".parse().unwrap());
+        metadata.append("x-raw-bin", "AQI".parse().unwrap());
+        assert_eq!(
+            reply_metadata(&metadata),
+            Some(json!({"x-trail": "t1, t2", "x-one": "1"}))
+        );
+    }
 }
