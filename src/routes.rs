@@ -455,7 +455,7 @@ impl RouteTable {
                 let ignores =
                     b.json.unknown_query_params == crate::config::UnknownQueryParams::Ignore;
                 for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-                    match crate::transcode::request::query_fields(b, &k, false) {
+                    match crate::transcode::request::query_fields(b, &k) {
                         Ok(fields) => {
                             let names: Vec<&str> = fields.iter().map(|f| f.name()).collect();
                             let _ = writeln!(out, "  query   {k} = {v:?} sets {}", names.join("."));

@@ -178,19 +178,24 @@ impl Edge {
         {
             Some(t) => {
                 use base64::Engine as _;
-                let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                // Said apart: bytes that are not base64url, and base64url
+                // of something that is not a token's text.
+                let token = match base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(t.trim_end_matches('='))
-                    .ok()
-                    .and_then(|d| String::from_utf8(d).ok())
-                    .filter(|t| !t.is_empty());
+                {
+                    Err(_) => Err("is not written in unpadded base64url"),
+                    Ok(d) => match String::from_utf8(d) {
+                        Ok(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(t),
+                        Ok(t) if t.is_empty() => Err("decodes to an empty token"),
+                        _ => Err("is base64url, but not of a token (the token's text, printable ASCII without spaces)"),
+                    },
+                };
                 match token {
-                    Some(token) => Some((token, "the portico.token. subprotocol entry".to_owned())),
-                    None => {
+                    Ok(token) => Some((token, "the portico.token. subprotocol entry".to_owned())),
+                    Err(why) => {
                         return Err(crate::error::GatewayError::invalid_field(
                             "sec-websocket-protocol",
-                            format!(
-                            "the {TOKEN_PREFIX} entry is not a token written in unpadded base64url"
-                        ),
+                            format!("the {TOKEN_PREFIX} entry {why}"),
                         ))
                     }
                 }

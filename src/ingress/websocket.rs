@@ -125,14 +125,21 @@ impl WebSocketIngress {
                     .get::<super::slot::ConnectionSlot>()
                     .and_then(|s| s.take());
                 sessions.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match upgrade.await {
-                        Ok(io) => session::run(this, io, dialect, spec, inbound, client).await,
-                        Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-                    }
-                    sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                });
+                // The session's lines (refused frames, its end) carry the
+                // handshake's request id, as the calls' carry theirs.
+                let session_id = crate::observe::request_scope::current()
+                    .unwrap_or_else(|| HeaderValue::from_static(""));
+                tokio::spawn(crate::observe::request_scope::scope(
+                    session_id,
+                    async move {
+                        let _slot = slot;
+                        match upgrade.await {
+                            Ok(io) => session::run(this, io, dialect, spec, inbound, client).await,
+                            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                        }
+                        sessions.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    },
+                ));
                 record.http_status(StatusCode::SWITCHING_PROTOCOLS);
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

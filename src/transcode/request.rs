@@ -54,7 +54,7 @@ pub fn build(
     body: &Bytes,
     content_type: Option<&str>,
 ) -> Result<Bytes, GatewayError> {
-    build_with(binding, url, body, content_type, false, true)
+    build_with(binding, url, body, content_type, true)
 }
 
 /// Checks what the URL alone would set (path variables, query parameters)
@@ -62,18 +62,16 @@ pub fn build(
 /// is refused for before its first line is read. A PATCH's body is not
 /// there yet, so no update mask is asked of it.
 pub fn check_url(binding: &Binding, url: UrlParts<'_>) -> Result<(), GatewayError> {
-    build_with(binding, Some(url), &Bytes::new(), None, false, false).map(|_| ())
+    build_with(binding, Some(url), &Bytes::new(), None, false).map(|_| ())
 }
 
-/// [`build`]; `handshake_query`: the query is a WebSocket handshake's, which
-/// may set any field the path does not bind; `whole_request`: the body is
-/// all the request has (a PATCH that names nothing to update is refused).
+/// [`build`]; `whole_request`: the body is all the request has (a PATCH
+/// that names nothing to update is refused).
 fn build_with(
     binding: &Binding,
     url: Option<UrlParts<'_>>,
     body: &Bytes,
     content_type: Option<&str>,
-    handshake_query: bool,
     whole_request: bool,
 ) -> Result<Bytes, GatewayError> {
     if matches!(binding.body, BodyRule::Whole) && !binding.raw_request_body && is_json(content_type)
@@ -123,7 +121,7 @@ fn build_with(
             fields::set(&mut msg, &var.fields, &value, &var.name)?;
         }
         if let Some(q) = url.query {
-            apply_query_to(&mut msg, binding, q, opts, handshake_query)?;
+            apply_query_to(&mut msg, binding, q, opts)?;
         }
     }
     if let (Some(mask_field), BodyRule::Field(body_field)) = (&binding.update_mask, &binding.body) {
@@ -173,14 +171,7 @@ pub fn build_whole(
     json_body: &Bytes,
 ) -> Result<Bytes, GatewayError> {
     if matches!(binding.body, BodyRule::Field(_)) && !binding.raw_request_body {
-        return build_with(
-            binding,
-            url,
-            json_body,
-            Some("application/json"),
-            true,
-            true,
-        );
+        return build_with(binding, url, json_body, Some("application/json"), true);
     }
     if let Some(encoded) = direct(binding, url, json_body) {
         return Ok(encoded);
@@ -196,7 +187,7 @@ pub fn build_whole(
             fields::set(&mut msg, &var.fields, &value, &var.name)?;
         }
         if let Some(q) = url.query {
-            apply_query_to(&mut msg, binding, q, &binding.json, true)?;
+            apply_query_to(&mut msg, binding, q, &binding.json)?;
         }
     }
     Ok(msg.encode_to_vec().into())
@@ -457,20 +448,12 @@ fn mask_paths(
 
 /// The field (and the fields leading to it) a query parameter of a REST
 /// request sets, or why the binding takes no such parameter.
-///
-/// `whole_message`: the body is a whole message but the query may still
-/// set fields (WebSocket handshakes), so no body rule refuses a parameter.
-pub fn query_fields(
-    binding: &Binding,
-    key: &str,
-    whole_message: bool,
-) -> Result<Vec<FieldDescriptor>, String> {
+pub fn query_fields(binding: &Binding, key: &str) -> Result<Vec<FieldDescriptor>, String> {
     let input = binding.target.method.input();
     match (fields::resolve(&input, key), &binding.body) {
         (None, _) => Err(fields::unreachable_through(&input, key)
             .unwrap_or_else(|| format!("is not a field of {}", input.full_name()))),
         (Some(fs), _) if binding.path_binds(&fs) => Err("is already bound by the path".to_owned()),
-        (Some(fs), _) if whole_message => Ok(fs),
         (_, BodyRule::Whole) => {
             Err("is not accepted: the body carries the whole request".to_owned())
         }
@@ -487,11 +470,10 @@ fn apply_query_to(
     binding: &Binding,
     query: &str,
     opts: &JsonOptions,
-    whole_message: bool,
 ) -> Result<(), GatewayError> {
     let mut seen_singular: HashSet<String> = HashSet::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-        let fs = match query_fields(binding, &key, whole_message) {
+        let fs = match query_fields(binding, &key) {
             Ok(fs) => fs,
             Err(reason) => {
                 if opts.unknown_query_params == UnknownQueryParams::Reject {

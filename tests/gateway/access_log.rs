@@ -466,9 +466,21 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     drop(ws);
 
-    let all = wait_for(&path, 4).await;
+    // A unary call on a path whose binding takes a body: the client leaves
+    // before sending its message. It never reached the pipeline, and is
+    // still a call the client abandoned.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/shelves/1/books?method=POST",
+        h.gateway.addr
+    ))
+    .await
+    .unwrap();
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    let all = wait_for(&path, 6).await;
     let calls: Vec<&Value> = all.iter().filter(|l| l["kind"] == "call").collect();
-    assert_eq!(calls.len(), 2, "{all:#?}");
+    assert_eq!(calls.len(), 3, "{all:#?}");
     for call in &calls {
         assert_eq!(call["grpc_status"], "CANCELLED", "{call}");
         assert_eq!(call["grpc_code"], 1, "{call}");
@@ -487,6 +499,11 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
         .unwrap_or_else(|| panic!("{calls:#?}"));
     assert_eq!(left["error"], Value::Null, "{left}");
     assert_eq!(left["origin"], Value::Null, "{left}");
+    let never_sent = calls
+        .iter()
+        .find(|c| c["method"] == "portico.demo.v1.Library/CreateBook")
+        .unwrap_or_else(|| panic!("{calls:#?}"));
+    assert_eq!(never_sent["attempts"], 0, "{never_sent}");
 }
 
 /// A multiplexed call cut off for `websocket.max_in_flight` is logged and

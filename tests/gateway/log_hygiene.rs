@@ -155,6 +155,30 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
             other => panic!("no status frame: {other:?}"),
         }
     }
+    // A call waiting for its message, cancelled by the client; then a
+    // frame the session refuses. Both lines name whose they are.
+    for frame in [
+        serde_json::json!({"id": "b", "open": "/portico.demo.v1.Library/GetShelf"}),
+        serde_json::json!({"id": "b", "cancel": true}),
+        serde_json::json!({"id": "c", "message": {"shelf": "1"}}),
+    ] {
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            frame.to_string().into(),
+        ))
+        .await
+        .unwrap();
+    }
+    loop {
+        match ws.next().await {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))
+                if t.as_str().contains("\"error\"") =>
+            {
+                break
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no error frame: {other:?}"),
+        }
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.start_kill().unwrap();
     let mut out = String::new();
@@ -170,5 +194,22 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
         .find(|l| l.contains("websocket call ended with an error"))
         .unwrap_or_else(|| panic!("the failed call was not logged: {out}"));
     assert!(line.contains("request_id=session-7f3a."), "{line}");
+    let cancelled = out
+        .lines()
+        .find(|l| l.contains("cancelled by the client"))
+        .unwrap_or_else(|| panic!("the cancel was not logged: {out}"));
+    assert!(
+        cancelled.contains("request_id=session-7f3a."),
+        "{cancelled}"
+    );
+    let refused = out
+        .lines()
+        .find(|l| l.contains("websocket frame refused"))
+        .unwrap_or_else(|| panic!("the refused frame was not logged: {out}"));
+    // The session's own line carries the handshake's id.
+    assert!(
+        refused.contains("request_id=session-7f3a") && refused.contains("code=3"),
+        "{refused}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -207,6 +207,73 @@ async fn a_whitespace_frame_in_the_plain_dialect_is_refused_not_sent_as_an_empty
     }
 }
 
+/// Reads to the close: the text frames before it, and its code and reason.
+async fn frames_then_close(ws: &mut Ws) -> (Vec<Value>, u16, String) {
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the close in time")
+        {
+            Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Close(Some(f)))) => {
+                return (frames, u16::from(f.code), f.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None => return (frames, 1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_query_the_binding_does_not_take_refuses_the_call_at_once_as_rest_does() {
+    let h = Harness::start().await;
+    // Paths whose binding takes a body: the URL's query is checked when the
+    // call opens, by REST's rules, before any message is sent.
+    for (path, rest_method) in [
+        ("/v1/feed:upload?bogus=1", http::Method::POST),
+        ("/v1/feed:upload?seq=zz", http::Method::POST),
+        ("/v1/chat?text=q", http::Method::POST),
+        (
+            "/portico.demo.v1.Library/GetShelf?shelf=1",
+            http::Method::POST,
+        ),
+    ] {
+        let rest = h
+            .client
+            .send(
+                rest_method,
+                path,
+                &[("content-type", "application/json")],
+                "{}",
+            )
+            .await;
+        assert_eq!(rest.status, http::StatusCode::BAD_REQUEST, "{path}");
+        let refusal = rest.json()["message"].as_str().unwrap().to_owned();
+
+        // The plain dialect: the close says it, with INVALID_ARGUMENT's code.
+        let mut ws = connect(&h, path, None, &[]).await;
+        let (_, code, reason) = frames_then_close(&mut ws).await;
+        assert_eq!(code, 4003, "{path}: {reason}");
+        assert!(
+            refusal.starts_with(reason.trim_end_matches('…')),
+            "{path}: {reason} / {refusal}"
+        );
+
+        // The JSON dialect: the call's status, with the same message.
+        let mut ws = connect(&h, path, Some("portico.json.v1"), &[]).await;
+        let (frames, code, _) = frames_then_close(&mut ws).await;
+        let status = frames
+            .iter()
+            .find_map(|f| f.get("status"))
+            .unwrap_or_else(|| panic!("{path}: {frames:?}"));
+        assert_eq!(status["code"], 3, "{path}");
+        assert_eq!(status["message"], refusal.as_str(), "{path}");
+        assert_eq!(code, 1000, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn bidi_chat_round_trips_and_ends_on_half_close() {
     let h = Harness::start().await;
@@ -480,6 +547,29 @@ async fn browser_credentials_become_the_authorization_metadata() {
     let headers = next_json(&mut ws).await;
     assert!(headers["headers"]["x-served-by"].is_string(), "{headers}");
     assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer p3"));
+
+    // An entry that cannot be a token is refused before the upgrade, saying
+    // which way it is wrong.
+    for (entry, says) in [
+        ("p@3!", "is not written in unpadded base64url"),
+        // "abc" is base64url of bytes that are not text.
+        ("abc", "is base64url, but not of a token"),
+    ] {
+        let protocols = format!("portico.json.v1, portico.token.{entry}");
+        let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 400, "{entry}");
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains(says), "{entry}: {body}");
+            }
+            other => panic!("{entry}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -519,6 +609,35 @@ async fn an_idle_connection_is_closed() {
     let close = [&[0x88u8, 14, 0x03, 0xe9][..], b"idle timeout"].concat();
     assert!(seen.windows(2).any(|w| w == [0x89, 0]), "pinged: {seen:?}");
     assert!(seen.windows(close.len()).any(|w| w == close), "{seen:?}");
+
+    // A call still running is told why it ends, before the close.
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = crate::support::ws_raw::session(h.gateway.addr).await;
+    let open = json!({"id": "w", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 1000, "intervalMs": 50}});
+    tcp.write_all(&crate::support::ws_raw::masked(
+        0x81,
+        open.to_string().as_bytes(),
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut seen))
+        .await
+        .expect("the gateway closes the idle connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&seen);
+    let status_at = text
+        .find("\"status\"")
+        .unwrap_or_else(|| panic!("no status frame: {text}"));
+    assert!(
+        text[status_at..].contains("the client sent nothing for 300ms (websocket.idle_timeout)"),
+        "{text}"
+    );
+    let close_at = seen
+        .windows(close.len())
+        .position(|w| w == close)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(status_at < close_at, "the status comes before the close");
 }
 
 #[tokio::test]

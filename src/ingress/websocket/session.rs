@@ -59,6 +59,8 @@ struct Call {
     url_used: bool,
     /// The call takes one message (unary or server streaming).
     single_message: bool,
+    /// The call's request id, on the lines the session logs about it.
+    request_id: http::HeaderValue,
     task: AbortHandle,
 }
 
@@ -85,7 +87,12 @@ struct Session {
     /// Per-connection budgets for opening calls and sending messages.
     call_budget: Bucket,
     message_budget: Bucket,
+    /// Refused frames logged so far (see [`REFUSALS_LOGGED`]).
+    refusals_logged: u32,
 }
+
+/// Refused frames logged per connection; later ones are still answered.
+const REFUSALS_LOGGED: u32 = 20;
 
 pub(super) async fn run(
     ingress: Arc<WebSocketIngress>,
@@ -139,6 +146,7 @@ pub(super) async fn run(
             cfg.messages_per_second.map_or(0, |r| r.burst),
             Instant::now(),
         ),
+        refusals_logged: 0,
     };
     if let Some(spec) = implicit {
         let headers = session.headers.clone();
@@ -200,7 +208,11 @@ pub(super) async fn run(
                 }
             }
             _ = shutdown.changed() => {
-                session.end_calls_for_shutdown().await;
+                session.end_calls(GatewayError::new(
+                    crate::error::ErrorKind::BackendUnavailable,
+                    crate::error::Origin::Gateway,
+                    "the gateway is shutting down",
+                )).await;
                 let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "gateway shutting down".into())).await;
                 break;
             }
@@ -212,6 +224,12 @@ pub(super) async fn run(
             }
             () = &mut idle => {
                 if last_seen.elapsed() >= idle_timeout {
+                    // Each call still running is told why it ends (the
+                    // client sent nothing, not even a pong), then the close.
+                    session.end_calls(GatewayError::client_timeout(
+                        "websocket.idle_timeout",
+                        idle_timeout,
+                    )).await;
                     let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "idle timeout".into())).await;
                     break;
                 }
@@ -219,8 +237,13 @@ pub(super) async fn run(
             }
         }
     }
-    // Whatever is still running was abandoned by the client or the gateway.
+    // Whatever is still running was abandoned by the client: logged as
+    // CANCELLED, as on every protocol, even a call still waiting for its
+    // message (it never reached the pipeline, which would say so itself).
     for call in session.calls.values() {
+        if !call.settled.swap(true, Ordering::AcqRel) {
+            call.record.abandoned();
+        }
         call.task.abort();
     }
     drop(session);
@@ -228,10 +251,10 @@ pub(super) async fn run(
 }
 
 impl Session {
-    /// Ends the calls still running when the gateway shuts down, each with
-    /// a status that says so (and a log line that blames the gateway, not
-    /// the client), before the connection's 1001 close.
-    async fn end_calls_for_shutdown(&mut self) {
+    /// Ends the calls still running when the gateway closes the connection
+    /// (shutting down, the idle timeout), each with a status that says why
+    /// (and a log line that blames whom `err` does), before the 1001 close.
+    async fn end_calls(&mut self, err: GatewayError) {
         let ids: Vec<String> = self.calls.keys().cloned().collect();
         for id in ids {
             let Some(call) = self.calls.remove(&id) else {
@@ -241,16 +264,22 @@ impl Session {
             if call.settled.swap(true, Ordering::AcqRel) {
                 continue;
             }
-            let err = GatewayError::new(
-                crate::error::ErrorKind::BackendUnavailable,
-                crate::error::Origin::Gateway,
-                "the gateway is shutting down",
-            );
             call.record.cut_short(&err);
             call.task.abort();
             // The status only: every session then closes with 1001, the
             // code for a server going away, a single call's included.
-            finish(&self.ingress, self.dialect, &self.out, &id, Err(err), false).await;
+            crate::observe::request_scope::scope(
+                call.request_id.clone(),
+                finish(
+                    &self.ingress,
+                    self.dialect,
+                    &self.out,
+                    &id,
+                    Err(err.clone()),
+                    false,
+                ),
+            )
+            .await;
         }
     }
 
@@ -260,8 +289,20 @@ impl Session {
         }
     }
 
-    async fn refuse(&self, id: &str, err: &GatewayError) {
-        tracing::info!(target: "portico::access", call = id, error = err.message.as_str(), "websocket frame refused");
+    async fn refuse(&mut self, id: &str, err: &GatewayError) {
+        // A client that keeps sending bad frames is answered every time,
+        // but logged only so often: one connection must not flood the log.
+        if self.refusals_logged < REFUSALS_LOGGED {
+            let code = err.grpc_code() as i32;
+            let more = if self.refusals_logged + 1 == REFUSALS_LOGGED {
+                "websocket frame refused; later refusals on this connection are answered but not logged"
+            } else {
+                "websocket frame refused"
+            };
+            let origin = err.origin.as_str();
+            tracing::info!(target: "portico::access", protocol = "websocket", call = id, code, origin, error = err.message.as_str(), "{more}");
+            self.refusals_logged += 1;
+        }
         self.send(id, ServerFrame::Error(&self.ingress.status.to_json(err)))
             .await;
     }
@@ -351,7 +392,11 @@ impl Session {
                     );
                     call.record.cut_short(&err);
                     call.task.abort();
-                    self.finish(&id, Err(err)).await;
+                    crate::observe::request_scope::scope(
+                        call.request_id.clone(),
+                        self.finish(&id, Err(err)),
+                    )
+                    .await;
                     let _ = self.done.send((id, call.seq));
                 }
                 // Cancelling races the call's end: a cancel that arrives
@@ -574,6 +619,22 @@ impl Session {
                 }
             }
         } else {
+            // The URL fills the first message when it comes; what it sets is
+            // checked now, as a REST request's is before its body is read,
+            // so a bad query refuses the call instead of every message (and
+            // an upload never ends "well" with none of its lines sent).
+            if let (Some((segments, query)), Some(binding)) = (&spec.url, &spec.binding) {
+                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+                let url = UrlParts {
+                    segments: &segs,
+                    query: query.as_deref(),
+                };
+                if let Err(e) = request::check_url(binding, url) {
+                    self.finish(&id, Err(e)).await;
+                    let _ = self.done.send((id, u64::MAX));
+                    return;
+                }
+            }
             None
         };
         let ended = Arc::new(AtomicBool::new(false));
@@ -633,7 +694,7 @@ impl Session {
             .cloned()
             .unwrap_or_else(|| http::HeaderValue::from_static(""));
         let task = tokio::spawn(crate::observe::request_scope::scope(
-            call_id,
+            call_id.clone(),
             call_task(CallTask {
                 record: record.clone(),
                 seq,
@@ -666,6 +727,7 @@ impl Session {
                 settled,
                 url_used,
                 single_message: !kind.client_streams(),
+                request_id: call_id,
                 task,
             },
         );
