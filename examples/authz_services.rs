@@ -56,6 +56,16 @@ async fn http(addr: &str, body: &'static str) -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "authz_services [INTROSPECTION] [EXT_AUTHZ] [FORWARD_AUTH]: stand-in identity services\n\
+             (defaults 127.0.0.1:50190, 127.0.0.1:50191, 127.0.0.1:50192):\n\
+             - an OAuth 2.0 introspection endpoint at http://INTROSPECTION/introspect that calls\n  every token active (sub \"bench\", scope \"library.read\");\n\
+             - an Envoy Authorization/Check gRPC server on EXT_AUTHZ that allows every call;\n\
+             - a forward-auth endpoint at http://FORWARD_AUTH/check that answers 200."
+        );
+        return Ok(());
+    }
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_owned());
     let introspection = arg(0, "127.0.0.1:50190");
     let ext_authz: std::net::SocketAddr = arg(1, "127.0.0.1:50191").parse()?;

@@ -392,6 +392,15 @@ impl RouteTable {
     pub fn cors_for(&self, method: &Method, path: &str) -> Option<&Arc<CorsPolicy>> {
         let route = match self.find_request(method, path).0 {
             MatchOutcome::Found(m) => m.binding.target.route,
+            // A method the path does not serve (a plain OPTIONS, say) is
+            // judged by the path's route, so an allowed origin gets the
+            // 405 it would get from its own site, not an origin refusal.
+            MatchOutcome::MethodNotAllowed(allowed) => {
+                match allowed.first().map(|m| self.find_request(m, path).0) {
+                    Some(MatchOutcome::Found(m)) => m.binding.target.route,
+                    _ => self.target(path)?.route,
+                }
+            }
             _ => self.target(path)?.route,
         };
         self.cors.get(route)?.as_ref()

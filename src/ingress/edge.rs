@@ -271,7 +271,8 @@ impl Edge {
         *name == request_id::HEADER
             || !is_framing(name)
                 && !is_protocol_own(name.as_str())
-                && !self.metadata.gateway_owned.contains(name)
+                && (self.metadata.gateway_owned.is_empty()
+                    || !self.metadata.gateway_owned.contains(name))
                 && self.metadata.allows(name.as_str())
     }
 

@@ -164,7 +164,15 @@ impl McpIngress {
         let mut resp = match self.exchange(req, client, started, &record).await {
             Ok(resp) => resp,
             Err(refusal) => {
-                tracing::info!(target: "portico::access", error = refusal.error.message.as_str(), "MCP request refused");
+                // The line every protocol's refusal gets (protocol, code,
+                // status, origin, the request id).
+                crate::observe::request_failed(
+                    ClientProtocol::Mcp,
+                    PATH,
+                    started,
+                    refusal.status,
+                    &refusal.error,
+                );
                 record.failed_finally(&refusal.error);
                 let mut resp = rpc_error_response(
                     refusal.status,
@@ -394,7 +402,15 @@ impl McpIngress {
             },
             Err((code, message)) => {
                 if !recorded_by_call {
-                    record.failed_finally(&invalid(message.clone()));
+                    let err = invalid(message.clone());
+                    crate::observe::request_failed(
+                        ClientProtocol::Mcp,
+                        &format!("mcp {method}"),
+                        started,
+                        StatusCode::OK,
+                        &err,
+                    );
+                    record.failed_finally(&err);
                 }
                 Answer {
                     jsonrpc: "2.0",
@@ -443,15 +459,25 @@ impl McpIngress {
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, (i64, String)> {
+        // Before a tool is found, the call is logged as the method it is.
+        let unnamed = |message: String| {
+            let err = invalid(message.clone());
+            record.route(|| "mcp tools/call".to_owned());
+            crate::observe::request_failed(
+                ClientProtocol::Mcp,
+                "mcp tools/call",
+                started,
+                StatusCode::OK,
+                &err,
+            );
+            record.failed_finally(&err);
+            Err((INVALID_PARAMS, message))
+        };
         let Some(name) = params.get("name").and_then(Value::as_str) else {
-            let message = "tools/call needs a \"name\"".to_owned();
-            record.failed_finally(&invalid(message.clone()));
-            return Err((INVALID_PARAMS, message));
+            return unnamed("tools/call needs a \"name\"".to_owned());
         };
         let Some(tool) = self.tools.get(name) else {
-            let message = format!("no tool named {name:?}");
-            record.failed_finally(&invalid(message.clone()));
-            return Err((INVALID_PARAMS, message));
+            return unnamed(format!("no tool named {name:?}"));
         };
         record.routed(&tool.binding.target);
         record.route(|| format!("tool {}", tool.name));

@@ -435,6 +435,35 @@ async fn a_cross_site_request_runs_only_when_the_policy_allows_its_origin() {
             )
             .await;
         assert_eq!(r.status, StatusCode::OK);
+
+        // A method the path does not serve (a plain OPTIONS, no preflight
+        // headers) from an allowed origin: the 405 its own site would get,
+        // not an origin refusal. Another site is still refused.
+        let r = h
+            .client
+            .send(
+                Method::OPTIONS,
+                "/v1/shelves/1",
+                &[("origin", "https://app.example.com")],
+                "",
+            )
+            .await;
+        if allowed {
+            assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+            assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+        } else {
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+        }
+        let r = h
+            .client
+            .send(
+                Method::OPTIONS,
+                "/v1/shelves/1",
+                &[("origin", "https://evil.example.net")],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     }
 }
 

@@ -215,6 +215,31 @@ async fn a_tool_call_passes_the_route_limit_cache_and_access_log() {
         .unwrap();
     assert_eq!(line["protocol"], "mcp", "{line}");
     assert_eq!(line["method"], "portico.demo.v1.Probe/Headers", "{line}");
+
+    // A call to no tool is logged as the JSON-RPC method it was, failed.
+    let (status, reply) = rpc(
+        client,
+        &[("x-request-id", "mcp-no-tool")],
+        json!({ "jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": { "name": "Nope" } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["error"]["code"], -32602, "{reply}");
+    let found = support::eventually(|| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"mcp-no-tool\"")
+    })
+    .await;
+    assert!(found, "no access-log line for the unknown tool");
+    let line: Value = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"mcp-no-tool\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(line["route"], "mcp tools/call", "{line}");
+    assert_eq!(line["grpc_code"], 3, "{line}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
