@@ -544,9 +544,11 @@ impl Validator<'_> {
         for (name, a) in &f.ext_authz {
             ext_authz.push(self.ext_authz(name, a)?);
         }
-        // The headers the gateway writes for its identity policies are its
-        // own on every route, not only where those policies run: a backend
-        // trusting `x-user-id` never sees a client's.
+        // The headers authenticators write are the gateway's own on every
+        // route, not only where authentication runs: a backend trusting
+        // `x-user-id` never sees a client's. (A forward-auth service's
+        // `upstream_headers` are its own only where it runs: they may name
+        // `authorization`, which other routes pass on from the client.)
         for a in &authenticators {
             for (_, header) in &a.forward_claims {
                 metadata.gateway_owned.insert(header.clone());
@@ -554,11 +556,6 @@ impl Validator<'_> {
                     metadata.gateway_owned.insert(bin);
                 }
             }
-        }
-        for e in &ext_authz {
-            metadata
-                .gateway_owned
-                .extend(e.upstream_headers.iter().cloned());
         }
         let context = crate::routes::config::RouteContext {
             upstreams: &upstreams,

@@ -136,6 +136,10 @@ pub struct RequestCtx {
     pub client_addr: Option<SocketAddr>,
     /// Set by the authentication policy.
     pub principal: Option<Arc<Principal>>,
+    /// Which of the route's authenticators (its place in the route's list)
+    /// verified the principal: two kinds of credential naming one subject
+    /// may get different replies (the backend sees different headers).
+    pub authenticated_by: usize,
     /// The client's request headers as the request edge made them (with
     /// credentials lifted from the query or a WebSocket subprotocol): what
     /// policies read, whatever the protocol. Not what the backend receives:
@@ -157,6 +161,7 @@ impl RequestCtx {
             started: Instant::now(),
             client_addr,
             principal: None,
+            authenticated_by: 0,
             headers,
             client_timeout: None,
             client_cert: None,

@@ -741,7 +741,7 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
     // which does not say what to fix.
     if not_tls {
         out.push_str(
-            " (the endpoint did not answer in TLS: is it a plain-text server behind `tls = true`?)",
+            " (the server did not answer in TLS: is it a plain-text server where TLS was asked for, by `tls = true` or an https:// URL?)",
         );
     }
     out

@@ -202,7 +202,7 @@ fn main() -> ExitCode {
             Command::Openapi { config } => {
                 let config = Config::load(&config).map_err(|e| e.to_string())?;
                 let loaded = app::load(config).await.map_err(|e| e.to_string())?;
-                let digest = app::generation::digest(&loaded.config, &loaded.pool, &loaded.authenticators);
+                let digest = app::generation::digest(&loaded.config, &loaded.pool);
                 let spec = portico::openapi::generate(&portico::openapi::Sources {
                     config: &loaded.config,
                     routes: &loaded.routes,

@@ -266,6 +266,9 @@ pub struct Generation {
     /// Per upstream, in config order, whether an endpoint in rotation
     /// accepts connections (`None` until first checked); for `/readyz`.
     pub reachable: Vec<watch::Receiver<Option<bool>>>,
+    /// The authenticators, in config order: a reload that changes nothing
+    /// else still hands them the key sets it read.
+    pub authenticators: Vec<Arc<policy::auth::Authenticator>>,
     /// Dropped with the generation: its background tasks (the health
     /// service's reporters) end then.
     _alive: watch::Sender<()>,
@@ -287,7 +290,8 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         aggregates,
         authenticators,
     } = loaded;
-    let digest = digest(&config, &pool, &authenticators);
+    let digest = digest(&config, &pool);
+    let kept_authenticators = authenticators.clone();
     let limits = config.server.limits.clone();
     let fleet = match &config.redis {
         None => {
@@ -586,6 +590,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         digest,
         loaded_at: SystemTime::now(),
         reachable,
+        authenticators: kept_authenticators,
         _alive: alive,
     })
 }
@@ -596,11 +601,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
 /// how the config's path was spelled, the working directory, or where the
 /// tree sits on disk change nothing, so two instances (or `portico openapi`
 /// and a running gateway) started from the same files agree.
-pub fn digest(
-    config: &Config,
-    pool: &DescriptorPool,
-    authenticators: &[Arc<crate::policy::auth::Authenticator>],
-) -> String {
+pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
     let mut h = Sha256::new();
     h.update(config.text_sha256.as_bytes());
     for (i, path) in config.files.iter().enumerate() {
@@ -615,11 +616,6 @@ pub fn digest(
         }
     }
     h.update(pool.encode_to_vec());
-    // Key sets read over the network: a key withdrawn at the identity
-    // provider makes a reload a change (and so revokes it at once).
-    for a in authenticators {
-        h.update(a.key_fingerprint().to_le_bytes());
-    }
     hex(&h.finalize())
 }
 
@@ -754,7 +750,7 @@ mod tests {
         let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[authenticators.k]\nkind = \"api_key\"\nheader = \"x-api-key\"\nkeys_file = \"keys.toml\"\n\n[upstreams.b]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]\ngrpc_service = \"x.v1.S\"\nupstream = \"b\"\nauth = \"k\"\n";
         std::fs::write(dir.join("portico.toml"), text).unwrap();
         let pool = crate::descriptors::builtin::pool();
-        let of = |path: &std::path::Path| digest(&Config::load(path).expect("loads"), &pool, &[]);
+        let of = |path: &std::path::Path| digest(&Config::load(path).expect("loads"), &pool);
         let plain = of(&dir.join("portico.toml"));
         assert_eq!(plain, of(&dir.join("sub/../portico.toml")));
         assert_eq!(plain, of(&dir.join("./portico.toml")));

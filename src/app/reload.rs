@@ -246,8 +246,15 @@ impl Live {
         let config = Config::load(&path)?;
         *lock(&self.attempted) = config.files.clone();
         let loaded = load_with_stats(config, &|p, u| self.carry.stats(p, u)).await?;
-        let digest = generation::digest(&loaded.config, &loaded.pool, &loaded.authenticators);
+        let digest = generation::digest(&loaded.config, &loaded.pool);
         if digest == current.digest {
+            // The files are as they were, but the key sets were read again:
+            // one the identity provider changed (a key withdrawn) is used
+            // from now on by the authenticators serving, so a reload
+            // revokes a key at once whatever else it finds.
+            for (serving, fresh) in current.authenticators.iter().zip(&loaded.authenticators) {
+                serving.adopt_keys(fresh).await;
+            }
             return Ok(Prepared::Unchanged(digest));
         }
         Ok(Prepared::Next(Box::new(

@@ -56,12 +56,12 @@ impl Authenticator {
         })
     }
 
-    /// A fingerprint of the keys read from elsewhere than the config's
-    /// files (a JWK set, an issuer's): part of the generation's digest.
-    pub fn key_fingerprint(&self) -> u64 {
-        match &self.verifier {
-            Verifier::Jwt(v) => v.key_fingerprint(),
-            _ => 0,
+    /// Takes the key set a reload read for the same authenticator
+    /// (`fresh`), when it differs from the one in use. Whether it changed.
+    pub async fn adopt_keys(&self, fresh: &Authenticator) -> bool {
+        match (&self.verifier, &fresh.verifier) {
+            (Verifier::Jwt(ours), Verifier::Jwt(theirs)) => ours.adopt_keys(theirs).await,
+            _ => false,
         }
     }
 
@@ -346,6 +346,11 @@ impl RouteAuth {
                 }
             },
         };
+        env.ctx.authenticated_by = self
+            .0
+            .iter()
+            .position(|a| Arc::ptr_eq(a, chosen))
+            .unwrap_or(0);
         chosen.authenticate(env).await
     }
 }

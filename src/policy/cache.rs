@@ -122,7 +122,10 @@ impl ResponseCache {
         }
         // The caller: a reply built for one credential is never another's.
         if let Some(p) = &env.ctx.principal {
+            // By subject and by the authenticator that verified it: a token's
+            // `ada` and an API key's `ada` may get different replies.
             key.push(1);
+            key.extend_from_slice(&(env.ctx.authenticated_by as u32).to_be_bytes());
             key.extend_from_slice(p.subject.as_bytes());
         } else {
             use sha2::{Digest, Sha256};

@@ -124,7 +124,10 @@ impl Validator<'_> {
         if let Some(e) = ext_authz.map(|i| &ctx.ext_authz[i]) {
             for (i, header) in e.upstream_headers.iter().enumerate() {
                 for a in auth.iter().map(|&a| &ctx.authenticators[a]) {
-                    if let Some((claim, _)) = a.forward_claims.iter().find(|(_, h)| h == header) {
+                    // A claim that is not printable ASCII goes in the `-bin` twin.
+                    let written =
+                        |h: &http::HeaderName| h == header || format!("{h}-bin") == header.as_str();
+                    if let Some((claim, _)) = a.forward_claims.iter().find(|(_, h)| written(h)) {
                         return Err(self.err(
                             format!("{key}.ext_authz"),
                             format!(

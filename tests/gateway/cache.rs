@@ -143,10 +143,68 @@ async fn one_callers_cached_reply_is_never_served_to_another() {
     assert_eq!(h.backends.probe.calls(), 2);
 }
 
-/// The shared cache by RFC 9111's rules, through every protocol: a reply
-/// made for one credential is never served to another or to an anonymous
-/// client, replies that set a cookie, vary on anything or are private are
-/// never stored, and the backend's own `Vary` keys the entry.
+#[tokio::test]
+async fn one_subject_named_by_two_kinds_of_credential_gets_two_entries() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    // A token whose sub is "acme" and the API-key consumer "acme": one
+    // principal to limits and usage, but the backend sees different
+    // headers, so each gets its own reply.
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "acme", "exp": 4_102_444_800u64}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    for protocol in EVERY_PROTOCOL {
+        let h = gateway(
+            &sections,
+            "auth = [\"users\", \"keys\"]\ncache = { ttl = \"30s\" }",
+        )
+        .await;
+        let by_token = [("authorization", bearer.as_str())];
+        let by_key = [("x-api-key", "acme-key-123")];
+        let verdict = |headers: &[(&str, &str)]| {
+            let headers: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let h = &h;
+            async move {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                call(h, protocol, &headers, "", None).await.cache
+            }
+        };
+        assert_eq!(
+            verdict(&by_token).await.as_deref(),
+            Some("MISS"),
+            "{protocol:?}"
+        );
+        assert_eq!(
+            verdict(&by_key).await.as_deref(),
+            Some("MISS"),
+            "{protocol:?}: the key's acme does not get the token's reply"
+        );
+        assert_eq!(
+            verdict(&by_token).await.as_deref(),
+            Some("HIT"),
+            "{protocol:?}"
+        );
+        assert_eq!(
+            verdict(&by_key).await.as_deref(),
+            Some("HIT"),
+            "{protocol:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_api_key_is_a_credential_to_the_cache_on_a_route_that_does_not_check_it() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};
@@ -194,6 +252,10 @@ async fn an_api_key_is_a_credential_to_the_cache_on_a_route_that_does_not_check_
     }
 }
 
+/// The shared cache by RFC 9111's rules, through every protocol: a reply
+/// made for one credential is never served to another or to an anonymous
+/// client, replies that set a cookie, vary on anything or are private are
+/// never stored, and the backend's own `Vary` keys the entry.
 #[tokio::test]
 async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};

@@ -748,11 +748,14 @@ async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
         let seen = call(&h, protocol, &[("authorization", &by_k2)], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: k2 is published");
     }
-    // The provider withdraws k2; the config file is untouched.
+    // The provider withdraws k2; the config file is untouched. The reload
+    // finds the config as it was (its digest, its generation), and still
+    // hands the authenticators serving the set it read.
     provider.keys.lock().unwrap().retain(|k| k["kid"] != "k2");
+    let digest = h.gateway.live.current().digest.clone();
     match h.gateway.live.reload().await {
-        portico::app::reload::ReloadOutcome::Swapped { .. } => {}
-        other => panic!("a withdrawn key is a change: {other:?}"),
+        portico::app::reload::ReloadOutcome::Unchanged { digest: d, .. } => assert_eq!(d, digest),
+        other => panic!("the config did not change: {other:?}"),
     }
     for protocol in EVERY_PROTOCOL {
         let seen = call(&h, protocol, &[("authorization", &by_k2)], "", None).await;
@@ -761,11 +764,14 @@ async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
         let seen = call(&h, protocol, &[("authorization", &by_k1)], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: k1 still verifies");
     }
-    // Nothing changed since: a reload is the no-op it was.
+    // The provider publishes k2 again: the next reload lets it back in.
+    provider.keys.lock().unwrap().push(k2.jwk.clone());
     assert!(matches!(
         h.gateway.live.reload().await,
         portico::app::reload::ReloadOutcome::Unchanged { .. }
     ));
+    let seen = call(&h, Protocol::Rest, &[("authorization", &by_k2)], "", None).await;
+    assert_eq!(seen.code, 0, "k2 is published again");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

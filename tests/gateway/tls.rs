@@ -165,10 +165,11 @@ async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without()
 }
 
 #[tokio::test]
-async fn tls_to_a_plain_text_backend_says_the_endpoint_did_not_answer_in_tls() {
+async fn tls_to_a_plain_text_backend_says_the_server_did_not_answer_in_tls() {
     let backends = portico::demo::backends::Backends::default();
     let (plain, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let hint = "did not answer in TLS: is it a plain-text server behind `tls = true`?";
+    let hint =
+        "did not answer in TLS: is it a plain-text server where TLS was asked for, by `tls = true`";
 
     // Schemas by reflection: startup fails, with the reason.
     let err = gateway_to(&format!("endpoints = [\"{plain}\"]\ntls = true"))

@@ -16,8 +16,8 @@ pub struct MetadataConfig {
     /// authenticator reads it from: ingress moves them there.
     pub query_credentials: Vec<(String, http::HeaderName)>,
     /// Headers only the gateway writes (an authenticator's `forward_claims`
-    /// and their `-bin` twins, a forward-auth service's `upstream_headers`):
-    /// a client's own value never reaches a backend, on any route.
+    /// and their `-bin` twins): a client's own value never reaches a
+    /// backend, on any route.
     pub gateway_owned: HashSet<http::HeaderName>,
 }
 

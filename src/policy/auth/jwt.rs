@@ -32,14 +32,20 @@ impl JwtVerifier {
         })
     }
 
-    /// A fingerprint of the keys as read at load: a reload that reads a
-    /// different key set (one withdrawn at the identity provider) is a
-    /// change, though no file changed.
-    pub fn key_fingerprint(&self) -> u64 {
-        match &self.keys {
-            Keys::One(_) => 0,
-            Keys::Set(jwks) => jwks.last_read.try_lock().map_or(0, |f| *f),
-        }
+    /// Takes the key set `fresh` read (a reload's), when it differs from
+    /// the one in use: a key the identity provider withdrew stops
+    /// verifying at once, without a new generation. Whether it changed.
+    pub async fn adopt_keys(&self, fresh: &JwtVerifier) -> bool {
+        let (Keys::Set(ours), Keys::Set(theirs)) = (&self.keys, &fresh.keys) else {
+            return false;
+        };
+        let read = theirs.last_read.lock().await;
+        let keys = theirs
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ours.adopt(*read, keys).await
     }
 
     /// The principal of a valid token, from the cache when it verified before.
@@ -196,6 +202,24 @@ impl Jwks {
 
     fn since(&self, at: &AtomicU64) -> Duration {
         Duration::from_millis(self.now_ms().saturating_sub(at.load(Ordering::Relaxed)))
+    }
+
+    /// Uses `keys` (read elsewhere, with `fingerprint`) from now on, unless
+    /// they are the set in use; tokens verified against the old set are
+    /// checked again. Whether the set changed.
+    async fn adopt(&self, fingerprint: u64, keys: HashMap<String, DecodingKey>) -> bool {
+        let mut ours = self.last_read.lock().await;
+        if *ours == fingerprint {
+            return false;
+        }
+        *ours = fingerprint;
+        let mut kids: Vec<&String> = keys.keys().collect();
+        kids.sort();
+        tracing::info!(kids = ?kids, "the JWK set changed; tokens are checked against its keys from now on");
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        self.read_at_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// Starts reading the set again in the background when it is older than
