@@ -65,6 +65,33 @@ pub fn check_url(binding: &Binding, url: UrlParts<'_>) -> Result<(), GatewayErro
     build_with(binding, Some(url), &Bytes::new(), None, false).map(|_| ())
 }
 
+/// A binary request message (a `portico.proto.v1` WebSocket frame on a
+/// REST path) with the URL's path variables and query parameters applied
+/// over it, as they fill a JSON body's message.
+pub fn merge_url(
+    binding: &Binding,
+    url: UrlParts<'_>,
+    message: &Bytes,
+) -> Result<Bytes, GatewayError> {
+    if binding.path_vars.is_empty() && url.query.is_none_or(str::is_empty) {
+        return Ok(message.clone());
+    }
+    let input = binding.target.method.input();
+    let mut msg = DynamicMessage::decode(input.clone(), message.clone()).map_err(|e| {
+        GatewayError::invalid_field(
+            "",
+            format!("the message is not a valid {}: {e}", input.full_name()),
+        )
+    })?;
+    for (var, value) in binding.path_values(url.segments) {
+        fields::set(&mut msg, &var.fields, &value, &var.name)?;
+    }
+    if let Some(q) = url.query {
+        apply_query_to(&mut msg, binding, q, &binding.json)?;
+    }
+    Ok(msg.encode_to_vec().into())
+}
+
 /// [`build`]; `whole_request`: the body is all the request has (a PATCH
 /// that names nothing to update is refused).
 fn build_with(

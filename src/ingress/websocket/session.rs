@@ -208,12 +208,12 @@ pub(super) async fn run(
                 }
             }
             _ = shutdown.changed() => {
-                session.end_calls(GatewayError::new(
+                let err = GatewayError::new(
                     crate::error::ErrorKind::BackendUnavailable,
                     crate::error::Origin::Gateway,
                     "the gateway is shutting down",
-                )).await;
-                let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "gateway shutting down".into())).await;
+                );
+                session.close_with(err, "gateway shutting down").await;
                 break;
             }
             _ = refresh.tick() => {
@@ -226,11 +226,8 @@ pub(super) async fn run(
                 if last_seen.elapsed() >= idle_timeout {
                     // Each call still running is told why it ends (the
                     // client sent nothing, not even a pong), then the close.
-                    session.end_calls(GatewayError::client_timeout(
-                        "websocket.idle_timeout",
-                        idle_timeout,
-                    )).await;
-                    let _ = session.out.send(Outgoing::Close(WsClose::GoingAway, "idle timeout".into())).await;
+                    let err = GatewayError::client_timeout("websocket.idle_timeout", idle_timeout);
+                    session.close_with(err, "idle timeout").await;
                     break;
                 }
                 idle.as_mut().reset(last_seen + idle_timeout);
@@ -247,10 +244,49 @@ pub(super) async fn run(
         call.task.abort();
     }
     drop(session);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // A client that stopped reading leaves the writer stuck on the socket:
+    // past the grace it is stopped, which closes the connection.
+    let writer_task = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        writer_task.abort();
+    }
 }
 
+/// How long the gateway's own close (shutdown, idle timeout) may wait to
+/// queue the calls' statuses and the close frame for a slow client.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 impl Session {
+    /// The gateway closes the connection (shutting down, the idle
+    /// timeout): each call still running ends with `err`, then the 1001
+    /// close. A client that stopped reading gets what fits in the writer's
+    /// queue within [`CLOSE_GRACE`]; the calls end whatever it reads.
+    async fn close_with(&mut self, err: GatewayError, reason: &str) {
+        let ids: Vec<String> = self.calls.keys().cloned().collect();
+        let out = self.out.clone();
+        let told = tokio::time::timeout(CLOSE_GRACE, async {
+            self.end_calls(err.clone()).await;
+            let _ = out
+                .send(Outgoing::Close(WsClose::GoingAway, reason.to_owned()))
+                .await;
+        })
+        .await;
+        if told.is_err() {
+            // Those not reached keep the failure in their records.
+            for id in ids {
+                if let Some(call) = self.calls.remove(&id) {
+                    if !call.settled.swap(true, Ordering::AcqRel) {
+                        call.record.cut_short(&err);
+                    }
+                    call.task.abort();
+                }
+            }
+        }
+    }
+
     /// Ends the calls still running when the gateway closes the connection
     /// (shutting down, the idle timeout), each with a status that says why
     /// (and a log line that blames whom `err` does), before the 1001 close.
@@ -596,47 +632,6 @@ impl Session {
                 .binding
                 .as_ref()
                 .is_some_and(|b| matches!(b.body, crate::routes::BodyRule::None));
-        let mut url_used = false;
-        let first = if from_url {
-            url_used = true;
-            let (segments, query) = spec.url.as_ref().expect("checked above");
-            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-            let binding = spec.binding.as_ref().expect("checked above");
-            match request::build(
-                binding,
-                Some(UrlParts {
-                    segments: &segs,
-                    query: query.as_deref(),
-                }),
-                &Bytes::new(),
-                None,
-            ) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    self.finish(&id, Err(e)).await;
-                    let _ = self.done.send((id, u64::MAX));
-                    return;
-                }
-            }
-        } else {
-            // The URL fills the first message when it comes; what it sets is
-            // checked now, as a REST request's is before its body is read,
-            // so a bad query refuses the call instead of every message (and
-            // an upload never ends "well" with none of its lines sent).
-            if let (Some((segments, query)), Some(binding)) = (&spec.url, &spec.binding) {
-                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-                let url = UrlParts {
-                    segments: &segs,
-                    query: query.as_deref(),
-                };
-                if let Err(e) = request::check_url(binding, url) {
-                    self.finish(&id, Err(e)).await;
-                    let _ = self.done.send((id, u64::MAX));
-                    return;
-                }
-            }
-            None
-        };
         let ended = Arc::new(AtomicBool::new(false));
         let settled = Arc::new(AtomicBool::new(false));
         let seq = self.next_seq;
@@ -693,6 +688,39 @@ impl Session {
             .get(crate::ingress::edge::request_id::HEADER)
             .cloned()
             .unwrap_or_else(|| http::HeaderValue::from_static(""));
+        // The URL's path variables and query: for a binding without a body
+        // they are the request message; otherwise they fill the first
+        // message when it comes, and are checked now, as a REST request's
+        // are before its body is read. A bad query refuses the call (logged
+        // like any refused call) instead of every message, so an upload
+        // never ends "well" with none of its lines sent.
+        let mut url_used = false;
+        let first = match (&spec.url, &spec.binding) {
+            (Some((segments, query)), Some(binding)) => {
+                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+                let url = UrlParts {
+                    segments: &segs,
+                    query: query.as_deref(),
+                };
+                let built = if from_url {
+                    url_used = true;
+                    request::build(binding, Some(url), &Bytes::new(), None).map(Some)
+                } else {
+                    request::check_url(binding, url).map(|()| None)
+                };
+                match built {
+                    Ok(first) => first,
+                    Err(e) => {
+                        record.failed_finally(&e);
+                        crate::observe::request_scope::scope(call_id, self.finish(&id, Err(e)))
+                            .await;
+                        let _ = self.done.send((id, u64::MAX));
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let task = tokio::spawn(crate::observe::request_scope::scope(
             call_id.clone(),
             call_task(CallTask {
@@ -748,7 +776,9 @@ impl Session {
                     call.spec.target.method.full_name()
                 )
             };
-            return self.refuse(id, &GatewayError::invalid_field("", why)).await;
+            let request_id = call.request_id.clone();
+            let err = GatewayError::invalid_field("", why);
+            return crate::observe::request_scope::scope(request_id, self.refuse(id, &err)).await;
         }
         let url = if call.url_used {
             None
@@ -757,8 +787,13 @@ impl Session {
         };
         let encoded = match encode(&call.spec, &call.ingress, url, body) {
             Ok(e) => e,
-            // A bad message is refused; the call goes on.
-            Err(err) => return self.refuse(id, &err).await,
+            // A bad message is refused; the call goes on. Logged as the
+            // call's, under its request id.
+            Err(err) => {
+                let request_id = call.request_id.clone();
+                return crate::observe::request_scope::scope(request_id, self.refuse(id, &err))
+                    .await;
+            }
         };
         self.enqueue(id, encoded).await;
     }
@@ -795,7 +830,11 @@ impl Session {
             // call the client abandoned.
             call.record.cut_short(&err);
             call.task.abort();
-            self.finish(id, Err(err)).await;
+            crate::observe::request_scope::scope(
+                call.request_id.clone(),
+                self.finish(id, Err(err)),
+            )
+            .await;
             let _ = self.done.send((id.to_owned(), call.seq));
         }
     }
@@ -847,7 +886,18 @@ fn encode(
     body: Body,
 ) -> Result<Bytes, GatewayError> {
     match body {
-        Body::Proto(bytes) => Ok(bytes),
+        // The URL fills the first binary message as it fills a JSON one.
+        Body::Proto(bytes) => match (url, &spec.binding) {
+            (Some((segments, query)), Some(binding)) => {
+                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+                let url = UrlParts {
+                    segments: &segs,
+                    query: query.as_deref(),
+                };
+                request::merge_url(binding, url, &bytes)
+            }
+            _ => Ok(bytes),
+        },
         Body::Json(json_bytes) => match &spec.binding {
             Some(binding) => {
                 let segs: Vec<&str> = url
