@@ -142,10 +142,17 @@ pub fn spawn<A: AdminSource>(
                                 (StatusCode::OK, "application/json", stats.to_string())
                             }
                             "/usage" => {
-                                let format = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-                                    .find(|(k, _)| k == "format")
-                                    .map(|(_, v)| v.into_owned());
-                                match format.as_deref() {
+                                let formats: Vec<String> = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                                    .filter(|(k, _)| k == "format")
+                                    .map(|(_, v)| v.into_owned())
+                                    .collect();
+                                match formats.first().map(String::as_str) {
+                                    // Two answers asked for: neither is guessed at.
+                                    _ if formats.len() > 1 => (
+                                        StatusCode::BAD_REQUEST,
+                                        json,
+                                        serde_json::json!({"error": "format is given more than once: give one, \"json\" (the default) or \"csv\""}).to_string(),
+                                    ),
                                     Some("csv") => (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv()),
                                     None | Some("" | "json") => (StatusCode::OK, json, usage.book.json().to_string()),
                                     // A typo is told, not answered in the other format.

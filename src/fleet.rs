@@ -46,12 +46,19 @@ impl Conn {
                     .set_response_timeout(Some(config.command_timeout))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
+                // A plain-text Redis never answers a TLS hello: the wait
+                // runs out without a word about TLS, so it is said here.
+                let what = if url.starts_with("rediss://") {
+                    "connecting (over TLS, as rediss:// asks: a plain-text Redis never answers its hello)"
+                } else {
+                    "connecting"
+                };
                 let conn = tokio::time::timeout(
                     config.connect_timeout * 2,
                     client.get_connection_manager_with_config(manager),
                 )
                 .await
-                .map_err(|_| timed_out("connecting"))??;
+                .map_err(|_| timed_out(what))??;
                 Ok(Conn::Single(conn))
             }
             RedisTopology::Cluster(seeds) => {
@@ -104,6 +111,21 @@ impl Conn {
             Conn::Cluster(c) => call.invoke_async(c).await,
         }
     }
+}
+
+/// Runs the limits' script once, on a key of its own that it lets
+/// through and that expires in milliseconds: a Redis user allowed the
+/// heartbeat's commands but not `EVALSHA`/`SCRIPT` is found by this, not
+/// declared back by each heartbeat and lost again by each decision.
+async fn probe_decision(
+    conn: &mut Conn,
+    gcra: &redis::Script,
+    key: &str,
+) -> redis::RedisResult<()> {
+    let mut call = gcra.key(key);
+    call.arg(1u64).arg(1_000_000_000_000u64);
+    let _: (i64, i64) = conn.script(&call).await?;
+    Ok(())
 }
 
 fn certificates(ca_pem: &[u8]) -> redis::TlsCertificates {
@@ -259,8 +281,19 @@ impl Fleet {
             .map_err(|_| {
                 format!("Redis at {at} did not answer a PING within redis.command_timeout")
             })?
-            .map(|_| ())
-            .map_err(|e| format!("cannot use Redis at {at}: {e}"))
+            .map_err(|e| format!("cannot use Redis at {at}: {e}"))?;
+        let key = format!("{}:rl:{{probe}}", config.key_prefix);
+        tokio::time::timeout(
+            config.command_timeout,
+            probe_decision(&mut conn, &redis::Script::new(GCRA), &key),
+        )
+        .await
+        .map_err(|_| {
+            format!("Redis at {at} did not run the rate-limit script within redis.command_timeout")
+        })?
+        .map_err(|e| {
+            format!("Redis at {at} refuses the rate-limit script (EVALSHA, SCRIPT LOAD): {e}")
+        })
     }
 
     pub fn config(&self) -> &RedisConfig {
@@ -452,6 +485,21 @@ impl Fleet {
                 c.query::<()>(&cmd).await
             })
             .await;
+        }
+        // Coming back: only once a decision would work too.
+        if !self.is_available() {
+            let mut c = (*conn).clone();
+            let key = self.key("rl", "probe");
+            let probed = tokio::time::timeout(
+                self.config.command_timeout,
+                probe_decision(&mut c, &self.gcra, &key),
+            )
+            .await;
+            match probed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return self.mark(false, Some(e.to_string())),
+                Err(_) => return self.mark(false, Some("the rate-limit script timed out".into())),
+            }
         }
         live.sort_by(|a, b| a.id.cmp(&b.id));
         self.live.store(

@@ -101,10 +101,12 @@ impl WebSocketIngress {
         };
         match accepted {
             Err(err) => {
-                tracing::info!(target: "portico::access", path = path.as_str(), origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
+                let resp = self.refusal(&err);
+                // The fields every protocol's failed request has.
+                let (status, code) = (resp.status().as_u16(), err.grpc_code() as i32);
+                tracing::info!(target: "portico::access", protocol = "websocket", path = path.as_str(), status, code, origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
                 record.client(client);
                 record.failed(&err);
-                let resp = self.refusal(&err);
                 record.http_status(resp.status());
                 resp
             }

@@ -399,6 +399,63 @@ async fn a_wrong_redis_password_is_a_startup_error_or_a_degraded_start() {
 }
 
 #[tokio::test]
+async fn a_redis_user_without_the_script_commands_stays_in_the_fallback_without_flapping() {
+    if !available("a_redis_user_without_the_script_commands_stays_in_the_fallback_without_flapping")
+    {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    // Allowed the heartbeat's commands, not the decision script's.
+    redis
+        .cli(&[
+            "ACL", "SETUSER", "nolua", "on", ">luapass", "~*", "+@all", "-evalsha", "-script",
+            "-eval",
+        ])
+        .await;
+    let (_b, backend) = backend().await;
+    let url = format!("redis://nolua:luapass@127.0.0.1:{}", redis.port);
+    let section = format!("[redis]\nurl = \"{url}\"\nheartbeat_interval = \"100ms\"\n");
+    let text = config(backend, &section, &global_limit("route"));
+
+    // `check` runs the script once, and says why it cannot.
+    let dir = std::env::temp_dir().join(format!("portico-nolua-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("portico.toml"), &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--config"])
+        .arg(dir.join("portico.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("refuses the rate-limit script"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // `serve` starts; its first decision finds Redis unusable, and the
+    // heartbeats do not declare it back while the script is refused.
+    let g = support::gateway_for(&text, backend).await;
+    let client = HttpClient::new(g.addr);
+    for _ in 0..5 {
+        let _ = client.get("/v1/shelves/1").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let admin = g.admin_addr.unwrap();
+    let status = fleet_status(admin).await;
+    assert_eq!(status["redis"]["available"], false, "{status}");
+    assert!(
+        status["redis"]["error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("evalsha") || e.contains("NOPERM")),
+        "{status}"
+    );
+    assert_eq!(
+        metric(admin, "portico_fleet_redis_outages_total").await,
+        1.0,
+        "one outage, not one per heartbeat"
+    );
+}
+
+#[tokio::test]
 async fn a_redis_cluster_keeps_the_limit_while_a_slot_moves() {
     if !available("a_redis_cluster_keeps_the_limit_while_a_slot_moves") {
         return;

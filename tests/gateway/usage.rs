@@ -104,6 +104,10 @@ async fn usage_counts_each_principals_calls_errors_and_bytes_per_method() {
         admin.get("/usage?format=json").await.json(),
         admin.get("/usage").await.json()
     );
+    // Two formats: neither is guessed at.
+    let twice = admin.get("/usage?format=json&format=csv").await;
+    assert_eq!(twice.status, 400, "{}", twice.text());
+    assert!(twice.text().contains("more than once"), "{}", twice.text());
 
     let csv = admin.get("/usage?format=csv").await;
     assert_eq!(csv.status, 200);

@@ -172,8 +172,17 @@ impl Validator<'_> {
             .iter()
             .position(|(k, _)| k == "service.name")
             .map(|i| resource.remove(i).1);
+        // The file before the environment, as for every setting: its
+        // `resource_attributes."service.name"` is its service name too.
+        let in_file_attrs = t.and_then(|t| {
+            t.resource_attributes
+                .iter()
+                .find(|(k, _)| k.as_str() == "service.name")
+                .map(|(_, v)| v.clone())
+        });
         let service_name = t
             .and_then(|t| t.service_name.clone())
+            .or(in_file_attrs)
             .or_else(|| env.var("OTEL_SERVICE_NAME"))
             .or(from_attrs)
             .unwrap_or_else(|| "portico".to_owned());
@@ -365,6 +374,16 @@ mod tests {
         assert_eq!(file.endpoint, "http://file:4317");
         assert_eq!(file.sampler, SamplerConfig::AlwaysOff);
         assert_eq!(file.service_name, "gw");
+        // The file's resource attributes name the service before the
+        // environment does.
+        let file = resolve(
+            Some("endpoint = \"http://file:4317\"\nresource_attributes = { \"service.name\" = \"from-file\" }"),
+            &with_name,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(file.service_name, "from-file");
+        assert!(file.resource.iter().all(|(k, _)| k != "service.name"));
     }
 
     #[test]
