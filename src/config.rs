@@ -551,9 +551,11 @@ impl Validator<'_> {
         // `authorization`, which other routes pass on from the client.)
         for a in &authenticators {
             for (_, header) in &a.forward_claims {
-                metadata.gateway_owned.insert(header.clone());
-                if let Ok(bin) = http::HeaderName::from_bytes(format!("{header}-bin").as_bytes()) {
-                    metadata.gateway_owned.insert(bin);
+                let bin = http::HeaderName::from_bytes(format!("{header}-bin").as_bytes()).ok();
+                for name in std::iter::once(header.clone()).chain(bin) {
+                    if !metadata.gateway_owned.contains(&name) {
+                        metadata.gateway_owned.push(name);
+                    }
                 }
             }
         }

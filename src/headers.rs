@@ -216,3 +216,9 @@ pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value.set_sensitive(true);
     value
 }
+
+/// Headers that belong to one client protocol's framing (Connect's, the
+/// WebSocket handshake's, MCP's), never metadata.
+pub fn is_protocol_own(name: &str) -> bool {
+    name.starts_with("connect-") || name.starts_with("sec-websocket-") || name.starts_with("mcp-")
+}

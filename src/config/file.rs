@@ -112,8 +112,8 @@ pub struct LimitsFile {
     pub stream_idle_timeout: Option<String>,
     pub http2_max_pending_resets: Option<usize>,
     pub http2_max_error_resets: Option<usize>,
-    pub http2_stream_window_bytes: Option<u64>,
-    pub http2_connection_window_bytes: Option<u64>,
+    pub http2_stream_window_bytes: Option<i64>,
+    pub http2_connection_window_bytes: Option<i64>,
     pub http2_max_send_buffer_bytes: Option<usize>,
 }
 

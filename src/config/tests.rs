@@ -450,7 +450,7 @@ fn the_policy_summary_says_what_a_cache_keys_on_and_covers() {
 
 #[test]
 fn an_http2_window_outside_the_rfc_range_names_the_range_whatever_its_size() {
-    for value in ["1000", "2147483648", "4294967296", "99999999999"] {
+    for value in ["1000", "2147483648", "4294967296", "99999999999", "-1"] {
         let text = MINIMAL.replace(
             "[upstreams",
             &format!("[server.limits]\nhttp2_stream_window_bytes = {value}\n\n[upstreams"),

@@ -12,8 +12,9 @@
 //!   their key header, so a policy sees the same thing on every protocol;
 //! - **the backend's metadata** ([`Envelope::metadata`]): the headers the
 //!   one forwarding rule ([`MetadataConfig::allows`]) lets through, never
-//!   the gateway's own ([`is_framing`]) nor a protocol's own (`connect-*`,
-//!   `sec-websocket-*`);
+//!   the gateway's own ([`is_framing`]), a protocol's own (`connect-*`,
+//!   `sec-websocket-*`, `mcp-*`), nor a client's copy of a header the
+//!   authenticators write ([`MetadataConfig::gateway_owned`]);
 //! - **the deadline**: `grpc-timeout` or `connect-timeout-ms`, whichever
 //!   protocol sent it, shortening (never lengthening) the route's timeout.
 //!
@@ -28,7 +29,7 @@ pub mod request_id;
 
 use crate::config::MetadataConfig;
 use crate::envelope::{ClientCertificate, Envelope, Payload, RequestCtx, Target};
-use crate::headers::{deadline, is_framing, parse_grpc_timeout};
+use crate::headers::{deadline, is_framing, is_protocol_own, parse_grpc_timeout};
 use crate::observe::call_record::{CallRecord, ClientProtocol, Sinks};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
@@ -271,8 +272,7 @@ impl Edge {
         *name == request_id::HEADER
             || !is_framing(name)
                 && !is_protocol_own(name.as_str())
-                && (self.metadata.gateway_owned.is_empty()
-                    || !self.metadata.gateway_owned.contains(name))
+                && !self.metadata.gateway_owned.contains(name)
                 && self.metadata.allows(name.as_str())
     }
 
@@ -340,12 +340,6 @@ impl Edge {
             ctx,
         }
     }
-}
-
-/// Headers that belong to one client protocol's framing (Connect's, the
-/// WebSocket handshake's, MCP's), never metadata.
-pub fn is_protocol_own(name: &str) -> bool {
-    name.starts_with("connect-") || name.starts_with("sec-websocket-") || name.starts_with("mcp-")
 }
 
 /// Whether a backend's reply metadata entry may reach the client: anything

@@ -460,7 +460,7 @@ impl McpIngress {
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, (i64, String)> {
         // Before a tool is found, the call is logged as the method it is.
-        let unnamed = |message: String| {
+        let refuse_before_tool = |message: String| {
             let err = invalid(message.clone());
             record.route(|| "mcp tools/call".to_owned());
             crate::observe::request_failed(
@@ -474,10 +474,10 @@ impl McpIngress {
             Err((INVALID_PARAMS, message))
         };
         let Some(name) = params.get("name").and_then(Value::as_str) else {
-            return unnamed("tools/call needs a \"name\"".to_owned());
+            return refuse_before_tool("tools/call needs a \"name\"".to_owned());
         };
         let Some(tool) = self.tools.get(name) else {
-            return unnamed(format!("no tool named {name:?}"));
+            return refuse_before_tool(format!("no tool named {name:?}"));
         };
         record.routed(&tool.binding.target);
         record.route(|| format!("tool {}", tool.name));

@@ -1169,6 +1169,10 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"keys\"\n",
             1,
         );
+    assert!(
+        apart.contains("ext_authz = \"gate\"") && apart.contains("auth = \"keys\""),
+        "{apart}"
+    );
     portico::config::Config::from_toml(&apart).expect("one writer per route");
 }
 

@@ -641,6 +641,46 @@ async fn an_idle_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn an_idle_client_that_stopped_reading_is_still_closed_and_its_calls_cancelled() {
+    let h = Harness::start_with(
+        "[websocket]\nidle_timeout = \"300ms\"\nping_interval = \"100ms\"\n",
+        "",
+    )
+    .await;
+    // A stream of large messages to a client that neither reads nor
+    // answers pings: the socket and the writer's queue fill, and the
+    // gateway's own close cannot be written.
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = crate::support::ws_raw::session(h.gateway.addr).await;
+    let open = json!({"id": "w", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 5000, "padding": 65536}});
+    let frame = open.to_string();
+    // Over 125 bytes: the 16-bit length form, masked with a zero key.
+    let mut bytes = vec![0x81, 0x80 | 126];
+    bytes.extend_from_slice(&(frame.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 0]);
+    bytes.extend_from_slice(frame.as_bytes());
+    tcp.write_all(&bytes).await.unwrap();
+    // The call is stopped (the backend sees its stream cancelled), and
+    // the session ends within the close's grace and the writer's: the
+    // gateway drops the connection rather than wait on the client forever.
+    let sessions = h.gateway.live.carry.sessions.clone();
+    let open = || sessions.load(std::sync::atomic::Ordering::Acquire);
+    let cancelled =
+        crate::support::eventually_async(|| async { h.backends.feed.cancelled_watches() >= 1 })
+            .await;
+    assert!(
+        cancelled,
+        "the stream to a client that stopped reading runs on"
+    );
+    let ended = crate::support::eventually_async(|| async { open() == 0 }).await;
+    assert!(
+        ended,
+        "the session still waits on a client that does not read"
+    );
+    drop(tcp);
+}
+
+#[tokio::test]
 async fn shutdown_closes_sessions_with_going_away() {
     let h = Harness::start().await;
     let mut ws = connect(&h, "/v1/feed?count=1000&interval_ms=50", None, &[]).await;

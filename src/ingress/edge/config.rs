@@ -18,7 +18,9 @@ pub struct MetadataConfig {
     /// Headers only the gateway writes (an authenticator's `forward_claims`
     /// and their `-bin` twins): a client's own value never reaches a
     /// backend, on any route.
-    pub gateway_owned: HashSet<http::HeaderName>,
+    /// A list, not a set: it holds a name or two, and is compared with
+    /// every header of every request.
+    pub gateway_owned: Vec<http::HeaderName>,
 }
 
 /// `metadata.forward` by default: `["*"]`, every header but the gateway's
@@ -59,7 +61,7 @@ impl Default for MetadataConfig {
                 .collect(),
             honour_client_timeout: true,
             query_credentials: Vec::new(),
-            gateway_owned: HashSet::new(),
+            gateway_owned: Vec::new(),
         }
     }
 }

@@ -120,12 +120,12 @@ impl fmt::Debug for ServerTls {
 }
 
 impl Validator<'_> {
-    fn window(&self, key: &str, v: Option<u64>, default: u32) -> Result<u32, ConfigError> {
+    fn window(&self, key: &str, v: Option<i64>, default: u32) -> Result<u32, ConfigError> {
         match v {
             None => Ok(default),
-            // Read wider than the window so a value past `u32` gets this
-            // reason too, not the TOML reader's "expected u32".
-            Some(v) if (65_535..=u64::from(MAX_WINDOW)).contains(&v) => Ok(v as u32),
+            // Read as any TOML integer so a negative value or one past `u32`
+            // gets this reason too, not the reader's "expected u32".
+            Some(v) if (65_535..=i64::from(MAX_WINDOW)).contains(&v) => Ok(v as u32),
             Some(_) => Err(self.err(
                 format!("server.limits.{key}"),
                 format!("must be between 65535 and {MAX_WINDOW} (RFC 9113)"),

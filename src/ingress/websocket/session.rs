@@ -87,12 +87,12 @@ struct Session {
     /// Per-connection budgets for opening calls and sending messages.
     call_budget: Bucket,
     message_budget: Bucket,
-    /// Refused frames logged so far (see [`REFUSALS_LOGGED`]).
+    /// Refused frames logged so far (see [`MAX_REFUSALS_LOGGED`]).
     refusals_logged: u32,
 }
 
 /// Refused frames logged per connection; later ones are still answered.
-const REFUSALS_LOGGED: u32 = 20;
+const MAX_REFUSALS_LOGGED: u32 = 20;
 
 pub(super) async fn run(
     ingress: Arc<WebSocketIngress>,
@@ -328,15 +328,15 @@ impl Session {
     async fn refuse(&mut self, id: &str, err: &GatewayError) {
         // A client that keeps sending bad frames is answered every time,
         // but logged only so often: one connection must not flood the log.
-        if self.refusals_logged < REFUSALS_LOGGED {
+        if self.refusals_logged < MAX_REFUSALS_LOGGED {
             let code = err.grpc_code() as i32;
-            let more = if self.refusals_logged + 1 == REFUSALS_LOGGED {
+            let line = if self.refusals_logged + 1 == MAX_REFUSALS_LOGGED {
                 "websocket frame refused; later refusals on this connection are answered but not logged"
             } else {
                 "websocket frame refused"
             };
             let origin = err.origin.as_str();
-            tracing::info!(target: "portico::access", protocol = "websocket", call = id, code, origin, error = err.message.as_str(), "{more}");
+            tracing::info!(target: "portico::access", protocol = "websocket", call = id, code, origin, error = err.message.as_str(), "{line}");
             self.refusals_logged += 1;
         }
         self.send(id, ServerFrame::Error(&self.ingress.status.to_json(err)))
@@ -696,12 +696,9 @@ impl Session {
         // never ends "well" with none of its lines sent.
         let mut url_used = false;
         let first = match (&spec.url, &spec.binding) {
-            (Some((segments, query)), Some(binding)) => {
-                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-                let url = UrlParts {
-                    segments: &segs,
-                    query: query.as_deref(),
-                };
+            (Some(url), Some(binding)) => {
+                let segs = segments_of(url);
+                let url = url_parts(url, &segs);
                 let built = if from_url {
                     url_used = true;
                     request::build(binding, Some(url), &Bytes::new(), None).map(Some)
@@ -888,25 +885,16 @@ fn encode(
     match body {
         // The URL fills the first binary message as it fills a JSON one.
         Body::Proto(bytes) => match (url, &spec.binding) {
-            (Some((segments, query)), Some(binding)) => {
-                let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-                let url = UrlParts {
-                    segments: &segs,
-                    query: query.as_deref(),
-                };
-                request::merge_url(binding, url, &bytes)
+            (Some(url), Some(binding)) => {
+                let segs = segments_of(url);
+                request::merge_url(binding, url_parts(url, &segs), &bytes)
             }
             _ => Ok(bytes),
         },
         Body::Json(json_bytes) => match &spec.binding {
             Some(binding) => {
-                let segs: Vec<&str> = url
-                    .map(|(s, _)| s.iter().map(String::as_str).collect())
-                    .unwrap_or_default();
-                let parts = url.map(|(_, q)| UrlParts {
-                    segments: &segs,
-                    query: q.as_deref(),
-                });
+                let segs = url.map(segments_of).unwrap_or_default();
+                let parts = url.map(|url| url_parts(url, &segs));
                 request::build_whole(binding, parts, &json_bytes)
             }
             None => request::message_from_json(
@@ -916,4 +904,17 @@ fn encode(
             ),
         },
     }
+}
+
+/// A call's URL (path segments, query) as the transcoder reads it; the
+/// segments as `&str` come from [`segments_of`].
+fn url_parts<'a>(url: &'a (Vec<String>, Option<String>), segments: &'a [&'a str]) -> UrlParts<'a> {
+    UrlParts {
+        segments,
+        query: url.1.as_deref(),
+    }
+}
+
+fn segments_of(url: &(Vec<String>, Option<String>)) -> Vec<&str> {
+    url.0.iter().map(String::as_str).collect()
 }

@@ -272,7 +272,7 @@ impl Validator<'_> {
                 || name.as_str().starts_with("grpc-")
                 || name.as_str().starts_with("x-forwarded-")
                 || name.as_str() == "forwarded";
-            if reserved || crate::ingress::edge::is_protocol_own(name.as_str()) {
+            if reserved || crate::headers::is_protocol_own(name.as_str()) {
                 return Err(self.err(
                     format!("{key}.forward_claims.{claim}"),
                     format!(
