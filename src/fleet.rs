@@ -486,8 +486,11 @@ impl Fleet {
             })
             .await;
         }
-        // Coming back: only once a decision would work too.
-        if !self.is_available() {
+        // Available only while a decision would work too: a user allowed
+        // the heartbeat's commands but not the script's is found within a
+        // heartbeat, not at the first limited call (one script run per
+        // heartbeat, on a key that expires in milliseconds).
+        {
             let mut c = (*conn).clone();
             let key = self.key("rl", "probe");
             let probed = tokio::time::timeout(

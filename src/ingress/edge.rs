@@ -173,10 +173,19 @@ impl Edge {
         // A token entry that cannot be read is refused, not skipped: the
         // client meant to send a credential, and "needs a bearer token"
         // would not tell it what was wrong.
-        let from_subprotocol = match offered_subprotocols
+        let mut entries = offered_subprotocols
             .iter()
-            .find_map(|p| p.strip_prefix(TOKEN_PREFIX))
-        {
+            .filter_map(|p| p.strip_prefix(TOKEN_PREFIX));
+        let first_entry = entries.next();
+        // Two different tokens are two credentials, as a header and a
+        // query token are: neither is picked.
+        if entries.any(|e| Some(e) != first_entry) {
+            return Err(crate::error::GatewayError::invalid_field(
+                "sec-websocket-protocol",
+                format!("the request carries more than one credential (two different {TOKEN_PREFIX} entries); send one"),
+            ));
+        }
+        let from_subprotocol = match first_entry {
             Some(t) => {
                 use base64::Engine as _;
                 // Said apart: bytes that are not base64url, and base64url

@@ -276,9 +276,12 @@ impl WebSocketIngress {
             .get(HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let same = origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host));
+        // The host and port must be the gateway's; the scheme only a web
+        // page's (a TLS-terminating proxy may change http to https).
+        let same = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+                && rest.eq_ignore_ascii_case(host)
+        });
         let listed = self
             .config
             .allowed_origins

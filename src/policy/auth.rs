@@ -126,7 +126,10 @@ impl Authenticator {
                 let token = from_header
                     .or_else(|| cookie.and_then(|name| cookie_value(env, name)))
                     .ok_or_else(|| {
-                        GatewayError::unauthenticated(true, "this route needs a bearer token")
+                        GatewayError::unauthenticated(
+                            true,
+                            format!("{}this route needs a bearer token", other_scheme(env)),
+                        )
                     })?;
                 let principal = v.verify(&token).await?;
                 if self.strip_credential {
@@ -140,7 +143,10 @@ impl Authenticator {
             Verifier::Introspection(v) => {
                 one_credential(env, None)?;
                 let token = bearer(env).map(str::to_owned).ok_or_else(|| {
-                    GatewayError::unauthenticated(true, "this route needs a bearer token")
+                    GatewayError::unauthenticated(
+                        true,
+                        format!("{}this route needs a bearer token", other_scheme(env)),
+                    )
                 })?;
                 let principal = v.verify(&token).await?;
                 if self.strip_credential {
@@ -324,24 +330,13 @@ impl RouteAuth {
                             needs.push(need);
                         }
                     }
-                    // `Bearer` with no token is no credential, not another scheme.
-                    let other_scheme = env
-                        .ctx
-                        .headers
-                        .get(http::header::AUTHORIZATION)
-                        .is_some_and(|v| {
-                            !v.as_bytes()
-                                .get(..6)
-                                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
-                        });
-                    let other_scheme = if other_scheme {
-                        "the Authorization header is not a bearer token; "
-                    } else {
-                        ""
-                    };
                     return Err(GatewayError::unauthenticated(
                         true,
-                        format!("{other_scheme}this route needs {}", needs.join(" or ")),
+                        format!(
+                            "{}this route needs {}",
+                            other_scheme(env),
+                            needs.join(" or ")
+                        ),
                     ));
                 }
             },
@@ -366,6 +361,26 @@ impl Policy for RouteAuth {
             self.authenticate(&mut env).await?;
             next.call(env).await
         })
+    }
+}
+
+/// Said before "this route needs ..." when the call's `Authorization`
+/// uses another scheme (`Basic`): otherwise it reads as if no credential
+/// were sent. `Bearer` with no token is no credential, not another scheme.
+fn other_scheme(env: &Envelope) -> &'static str {
+    let other = env
+        .ctx
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| {
+            !v.as_bytes()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+        });
+    if other {
+        "the Authorization header is not a bearer token; "
+    } else {
+        ""
     }
 }
 

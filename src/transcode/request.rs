@@ -419,7 +419,7 @@ fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, pat
 }
 
 /// Whether the request's update mask names at least one path. An empty
-/// mask (`?updateMask=`, `"updateMask": ""`, only commas) is no mask: sent on, most
+/// mask (`?updateMask=`, `"updateMask": ""`, only commas or spaces) is no mask: sent on, most
 /// backends would read it as "replace the whole resource", as they would
 /// no mask at all.
 fn mask_names_a_field(msg: &DynamicMessage, mask_field: &FieldDescriptor) -> bool {
@@ -428,7 +428,7 @@ fn mask_names_a_field(msg: &DynamicMessage, mask_field: &FieldDescriptor) -> boo
             Some(mask) => mask.get_field_by_name("paths").is_some_and(|p| {
                 p.as_list().is_some_and(|l| {
                     l.iter()
-                        .any(|path| path.as_str().is_some_and(|s| !s.is_empty()))
+                        .any(|path| path.as_str().is_some_and(|s| !s.trim().is_empty()))
                 })
             }),
             None => true,

@@ -115,6 +115,23 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
         Some("Bearer realm=\"portico\"")
     );
     assert_eq!(r.json()["code"], 16);
+    assert_eq!(r.json()["message"], "this route needs a bearer token");
+    // Another scheme is told that its header is not a bearer token, on a
+    // route with one authenticator as on one with several.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[("authorization", "Basic YWRhOnB3")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json()["message"],
+        "the Authorization header is not a bearer token; this route needs a bearer token"
+    );
 
     let channel = h.grpc_channel().await;
     let err = pb::probe_client::ProbeClient::new(channel)

@@ -431,15 +431,21 @@ async fn a_redis_user_without_the_script_commands_stays_in_the_fallback_without_
     assert!(said.contains("refuses the rate-limit script"), "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 
-    // `serve` starts; its first decision finds Redis unusable, and the
-    // heartbeats do not declare it back while the script is refused.
+    // `serve` starts; within a heartbeat, before any limited call, Redis is
+    // found unusable for decisions, and it is not declared back while the
+    // script is refused.
     let g = support::gateway_for(&text, backend).await;
+    let admin = g.admin_addr.unwrap();
+    let found = support::eventually_async(|| async {
+        fleet_status(admin).await["redis"]["available"] == false
+    })
+    .await;
+    assert!(found, "{}", fleet_status(admin).await);
     let client = HttpClient::new(g.addr);
     for _ in 0..5 {
         let _ = client.get("/v1/shelves/1").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let admin = g.admin_addr.unwrap();
     let status = fleet_status(admin).await;
     assert_eq!(status["redis"]["available"], false, "{status}");
     assert!(

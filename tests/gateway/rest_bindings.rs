@@ -90,6 +90,7 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
         ("?updateMask=", ""),
         ("?updateMask=", "{}"),
         ("?updateMask=,", "{}"),
+        ("?updateMask=%20", "{}"),
         ("?updateMask=", r#"{"name":"shelves/1/books/1"}"#),
     ] {
         let r = h

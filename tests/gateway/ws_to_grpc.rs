@@ -512,6 +512,24 @@ async fn cross_origin_pages_are_refused_unless_allowed() {
     assert!(try_connect(&h, "/v1/shelves/1", None, &[("origin", &own)])
         .await
         .is_ok());
+    // The gateway's host and port under a web page's scheme, either one (a
+    // TLS-terminating proxy may stand in front); no other scheme.
+    let behind_tls = format!("https://{}", h.gateway.addr);
+    assert!(
+        try_connect(&h, "/v1/shelves/1", None, &[("origin", &behind_tls)])
+            .await
+            .is_ok()
+    );
+    for scheme in ["ws", "ftp"] {
+        let other = format!("{scheme}://{}", h.gateway.addr);
+        assert_eq!(
+            try_connect(&h, "/v1/shelves/1", None, &[("origin", &other)])
+                .await
+                .unwrap_err(),
+            403,
+            "{other}"
+        );
+    }
 
     let h = Harness::start_with(
         "[websocket]\nallowed_origins = [\"https://app.example.com\"]\n",
@@ -549,11 +567,14 @@ async fn browser_credentials_become_the_authorization_metadata() {
     assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer p3"));
 
     // An entry that cannot be a token is refused before the upgrade, saying
-    // which way it is wrong.
+    // which way it is wrong; so are two different tokens.
+    let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("q9");
+    let two = format!("{token}, portico.token.{other}");
     for (entry, says) in [
         ("p@3!", "is not written in unpadded base64url"),
         // "abc" is base64url of bytes that are not text.
         ("abc", "is base64url, but not of a token"),
+        (two.as_str(), "more than one credential"),
     ] {
         let protocols = format!("portico.json.v1, portico.token.{entry}");
         let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
