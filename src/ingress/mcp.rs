@@ -402,7 +402,19 @@ impl McpIngress {
             },
             Err((code, message)) => {
                 if !recorded_by_call {
-                    let err = invalid(message.clone());
+                    // An unknown JSON-RPC method is logged as the
+                    // UNIMPLEMENTED it is; bad params as INVALID_ARGUMENT.
+                    let err = if code == METHOD_NOT_FOUND {
+                        GatewayError::new(
+                            crate::error::ErrorKind::UnknownMethod {
+                                path: format!("mcp {method}"),
+                            },
+                            crate::error::Origin::Client,
+                            message.clone(),
+                        )
+                    } else {
+                        invalid(message.clone())
+                    };
                     crate::observe::request_failed(
                         ClientProtocol::Mcp,
                         &format!("mcp {method}"),

@@ -240,6 +240,29 @@ async fn a_tool_call_passes_the_route_limit_cache_and_access_log() {
         .unwrap();
     assert_eq!(line["route"], "mcp tools/call", "{line}");
     assert_eq!(line["grpc_code"], 3, "{line}");
+
+    // A method MCP servers may offer but this one does not: UNIMPLEMENTED.
+    let (_, reply) = rpc(
+        client,
+        &[("x-request-id", "mcp-no-method")],
+        json!({ "jsonrpc": "2.0", "id": 9, "method": "resources/list" }),
+    )
+    .await;
+    assert_eq!(reply["error"]["code"], -32601, "{reply}");
+    assert!(
+        support::eventually(|| std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"mcp-no-method\""))
+        .await
+    );
+    let line: Value = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"mcp-no-method\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    assert_eq!(line["route"], "mcp resources/list", "{line}");
+    assert_eq!(line["grpc_code"], 12, "{line}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
