@@ -551,8 +551,7 @@ impl Validator<'_> {
         // `authorization`, which other routes pass on from the client.)
         for a in &authenticators {
             for (_, header) in &a.forward_claims {
-                let bin = http::HeaderName::from_bytes(format!("{header}-bin").as_bytes()).ok();
-                for name in std::iter::once(header.clone()).chain(bin) {
+                for name in [header.clone(), crate::headers::binary_twin(header)] {
                     if !metadata.gateway_owned.contains(&name) {
                         metadata.gateway_owned.push(name);
                     }

@@ -222,3 +222,10 @@ pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
 pub fn is_protocol_own(name: &str) -> bool {
     name.starts_with("connect-") || name.starts_with("sec-websocket-") || name.starts_with("mcp-")
 }
+
+/// `x-user` -> `x-user-bin`: where gRPC metadata carries a value that is
+/// not printable ASCII (a forwarded claim, say), as base64.
+pub fn binary_twin(header: &HeaderName) -> HeaderName {
+    HeaderName::from_bytes(format!("{}-bin", header.as_str()).as_bytes())
+        .unwrap_or_else(|_| header.clone())
+}

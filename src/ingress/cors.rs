@@ -24,6 +24,16 @@ const BASE_EXPOSED_HEADERS: &str =
 x-request-id, x-cache, retry-after, ratelimit-limit, ratelimit-remaining, \
 ratelimit-reset, x-portico-overloaded, www-authenticate";
 
+/// The host (and port) of a web page's `Origin`: an `http` or `https`
+/// origin's, whichever (a TLS-terminating proxy in front of a plain-text
+/// gateway changes the scheme); `None` for any other scheme or `null`.
+/// Both same-origin checks (HTTP requests, WebSocket handshakes) read an
+/// origin this one way.
+pub fn web_origin_host(origin: &str) -> Option<&str> {
+    let (scheme, host) = origin.split_once("://")?;
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(host)
+}
+
 /// Headers answering a preflight the policy allows; `None` when it does not.
 pub fn preflight(policy: &CorsPolicy, origin: &str, methods: &'static str) -> Option<HeaderMap> {
     if !policy.allows_origin(origin) {

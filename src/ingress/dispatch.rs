@@ -306,7 +306,7 @@ fn origin_refused(origin: &str, path: &str) -> GatewayError {
 /// `X-Forwarded-Host`. A browser cannot set the latter on a cross-site
 /// request without a preflight, so trusting it here opens nothing.
 fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
-    let Some((_, origin_host)) = origin.split_once("://") else {
+    let Some(origin_host) = super::cors::web_origin_host(origin) else {
         return false;
     };
     let header = |name: http::header::HeaderName| {

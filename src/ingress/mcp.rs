@@ -166,14 +166,7 @@ impl McpIngress {
             Err(refusal) => {
                 // The line every protocol's refusal gets (protocol, code,
                 // status, origin, the request id).
-                crate::observe::request_failed(
-                    ClientProtocol::Mcp,
-                    PATH,
-                    started,
-                    refusal.status,
-                    &refusal.error,
-                );
-                record.failed_finally(&refusal.error);
+                failed(&record, PATH, started, refusal.status, &refusal.error);
                 let mut resp = rpc_error_response(
                     refusal.status,
                     &refusal.id,
@@ -415,14 +408,13 @@ impl McpIngress {
                     } else {
                         invalid(message.clone())
                     };
-                    crate::observe::request_failed(
-                        ClientProtocol::Mcp,
+                    failed(
+                        record,
                         &format!("mcp {method}"),
                         started,
                         StatusCode::OK,
                         &err,
                     );
-                    record.failed_finally(&err);
                 }
                 Answer {
                     jsonrpc: "2.0",
@@ -475,14 +467,7 @@ impl McpIngress {
         let refuse_before_tool = |message: String| {
             let err = invalid(message.clone());
             record.route(|| "mcp tools/call".to_owned());
-            crate::observe::request_failed(
-                ClientProtocol::Mcp,
-                "mcp tools/call",
-                started,
-                StatusCode::OK,
-                &err,
-            );
-            record.failed_finally(&err);
+            failed(record, "mcp tools/call", started, StatusCode::OK, &err);
             Err((INVALID_PARAMS, message))
         };
         let Some(name) = params.get("name").and_then(Value::as_str) else {
@@ -508,14 +493,7 @@ impl McpIngress {
             }
             Err(Failed { error, delivered }) => {
                 // A tool's failure is a result in a 200, as MCP has it.
-                crate::observe::request_failed(
-                    ClientProtocol::Mcp,
-                    &tool.name,
-                    started,
-                    StatusCode::OK,
-                    &error,
-                );
-                record.failed_finally(&error);
+                failed(record, &tool.name, started, StatusCode::OK, &error);
                 let mut result = self.tool_error(&error);
                 // A stream that failed part way: what arrived is not lost,
                 // as REST, Connect and gRPC-Web deliver it before the error.
@@ -818,6 +796,20 @@ fn rpc_error_response(
             error: Some(json!({ "code": code, "message": message })),
         },
     )
+}
+
+/// A failed MCP request: the diagnostic line every protocol's failures
+/// get (protocol, path, status, code, origin, request id), and its
+/// access-log record's outcome.
+fn failed(
+    record: &crate::observe::call_record::CallRecord,
+    path: &str,
+    started: std::time::Instant,
+    status: StatusCode,
+    err: &GatewayError,
+) {
+    crate::observe::request_failed(ClientProtocol::Mcp, path, started, status, err);
+    record.failed_finally(err);
 }
 
 /// An error about the arguments without the reader's "at line 1 column

@@ -276,12 +276,8 @@ impl WebSocketIngress {
             .get(HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        // The host and port must be the gateway's; the scheme only a web
-        // page's (a TLS-terminating proxy may change http to https).
-        let same = origin.split_once("://").is_some_and(|(scheme, rest)| {
-            (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
-                && rest.eq_ignore_ascii_case(host)
-        });
+        let same =
+            super::cors::web_origin_host(origin).is_some_and(|o| o.eq_ignore_ascii_case(host));
         let listed = self
             .config
             .allowed_origins

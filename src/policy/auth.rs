@@ -188,7 +188,7 @@ impl Authenticator {
                 use base64::Engine as _;
                 let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&value);
                 (
-                    binary_variant(header),
+                    crate::headers::binary_twin(header),
                     http::HeaderValue::from_str(&encoded).ok(),
                 )
             };
@@ -227,12 +227,6 @@ fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
     if let Ok(v) = http::HeaderValue::from_str(&kept.join("; ")) {
         metadata.insert(http::header::COOKIE, v);
     }
-}
-
-/// `x-user` -> `x-user-bin`: where a claim that is not printable ASCII goes.
-fn binary_variant(header: &http::HeaderName) -> http::HeaderName {
-    http::HeaderName::from_bytes(format!("{}-bin", header.as_str()).as_bytes())
-        .unwrap_or_else(|_| header.clone())
 }
 
 /// The consumer whose key the call carries.
@@ -283,7 +277,7 @@ impl RouteAuth {
         // whichever authenticator decides and whatever claims it has.
         for a in &self.0 {
             for (_, header) in &a.forward_claims {
-                for name in [header.clone(), binary_variant(header)] {
+                for name in [header.clone(), crate::headers::binary_twin(header)] {
                     if env.ctx.headers.contains_key(&name) {
                         Arc::make_mut(&mut env.ctx.headers).remove(&name);
                     }
@@ -312,14 +306,15 @@ impl RouteAuth {
 
     /// Picks the authenticator that applies and lets it decide.
     async fn authenticate_with_one(&self, env: &mut Envelope) -> Result<(), GatewayError> {
+        // By its place in the route's list, which the cache keys on.
         let chosen = match self.0.as_slice() {
-            [only] => only,
-            all => match all.iter().find(|a| a.applies(env)) {
-                Some(a) => a,
+            [_] => 0,
+            all => match all.iter().position(|a| a.applies(env)) {
+                Some(i) => i,
                 // A bearer token no authenticator applies to: the verdict
                 // of the first that reads bearer tokens ("invalid token").
                 None if bearer(env).is_some() => {
-                    all.iter().find(|a| a.reads_bearer()).unwrap_or(&all[0])
+                    all.iter().position(|a| a.reads_bearer()).unwrap_or(0)
                 }
                 // Another scheme (`Basic`) is told everything the route
                 // takes, as a call with no credential is.
@@ -341,12 +336,8 @@ impl RouteAuth {
                 }
             },
         };
-        env.ctx.authenticated_by = self
-            .0
-            .iter()
-            .position(|a| Arc::ptr_eq(a, chosen))
-            .unwrap_or(0);
-        chosen.authenticate(env).await
+        env.ctx.authenticated_by = chosen;
+        self.0[chosen].authenticate(env).await
     }
 }
 

@@ -125,8 +125,9 @@ impl Validator<'_> {
             for (i, header) in e.upstream_headers.iter().enumerate() {
                 for a in auth.iter().map(|&a| &ctx.authenticators[a]) {
                     // A claim that is not printable ASCII goes in the `-bin` twin.
-                    let written =
-                        |h: &http::HeaderName| h == header || format!("{h}-bin") == header.as_str();
+                    let written = |h: &http::HeaderName| {
+                        h == header || crate::headers::binary_twin(h) == header
+                    };
                     if let Some((claim, _)) = a.forward_claims.iter().find(|(_, h)| written(h)) {
                         return Err(self.err(
                             format!("{key}.ext_authz"),

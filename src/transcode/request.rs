@@ -83,12 +83,7 @@ pub fn merge_url(
             format!("the message is not a valid {}: {e}", input.full_name()),
         )
     })?;
-    for (var, value) in binding.path_values(url.segments) {
-        fields::set(&mut msg, &var.fields, &value, &var.name)?;
-    }
-    if let Some(q) = url.query {
-        apply_query_to(&mut msg, binding, q, &binding.json)?;
-    }
+    apply_url(&mut msg, binding, url, &binding.json)?;
     Ok(msg.encode_to_vec().into())
 }
 
@@ -144,17 +139,12 @@ fn build_with(
         }
     };
     if let Some(url) = url {
-        for (var, value) in binding.path_values(url.segments) {
-            fields::set(&mut msg, &var.fields, &value, &var.name)?;
-        }
-        if let Some(q) = url.query {
-            apply_query_to(&mut msg, binding, q, opts)?;
-        }
+        apply_url(&mut msg, binding, url, opts)?;
     }
     if let (Some(mask_field), BodyRule::Field(body_field)) = (&binding.update_mask, &binding.body) {
         if !mask_names_a_field(&msg, mask_field) && masks_by_keys(binding, body_field) {
             match mask_paths {
-                Some(paths) if !paths.is_empty() => set_mask_if_unset(&mut msg, mask_field, paths),
+                Some(paths) if !paths.is_empty() => set_mask(&mut msg, mask_field, paths),
                 // No mask and no field to take one from: sent on, most
                 // backends would read it as "replace the whole resource".
                 _ if whole_request => return Err(nothing_to_update(body_field)),
@@ -210,14 +200,25 @@ pub fn build_whole(
         json::decode(&input, json_body, &binding.json)?
     };
     if let Some(url) = url {
-        for (var, value) in binding.path_values(url.segments) {
-            fields::set(&mut msg, &var.fields, &value, &var.name)?;
-        }
-        if let Some(q) = url.query {
-            apply_query_to(&mut msg, binding, q, &binding.json)?;
-        }
+        apply_url(&mut msg, binding, url, &binding.json)?;
     }
     Ok(msg.encode_to_vec().into())
+}
+
+/// Sets what the URL names: its path variables, then its query parameters.
+fn apply_url(
+    msg: &mut DynamicMessage,
+    binding: &Binding,
+    url: UrlParts<'_>,
+    opts: &JsonOptions,
+) -> Result<(), GatewayError> {
+    for (var, value) in binding.path_values(url.segments) {
+        fields::set(msg, &var.fields, &value, &var.name)?;
+    }
+    if let Some(q) = url.query {
+        apply_query_to(msg, binding, q, opts)?;
+    }
+    Ok(())
 }
 
 /// A JSON document that is a whole request message of `target`'s method,
@@ -382,7 +383,7 @@ pub fn fill_update_mask(
     if paths.is_empty() {
         return Err(nothing_to_update(body_field));
     }
-    set_mask_if_unset(&mut msg, mask_field, paths);
+    set_mask(&mut msg, mask_field, paths);
     Ok(msg.encode_to_vec().into())
 }
 
@@ -403,11 +404,9 @@ fn bound_in_body(binding: &Binding, body_field: &FieldDescriptor) -> Vec<String>
         .collect()
 }
 
-/// Sets the FieldMask `mask_field` to `paths`, unless the request set it.
-fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, paths: Vec<String>) {
-    if mask_names_a_field(msg, mask_field) {
-        return;
-    }
+/// Sets the FieldMask `mask_field` to `paths` (its callers have found
+/// the request's own mask names nothing: see [`mask_names_a_field`]).
+fn set_mask(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, paths: Vec<String>) {
     if let Kind::Message(fm) = mask_field.kind() {
         let mut mask = DynamicMessage::new(fm);
         mask.set_field_by_name(
@@ -419,9 +418,9 @@ fn set_mask_if_unset(msg: &mut DynamicMessage, mask_field: &FieldDescriptor, pat
 }
 
 /// Whether the request's update mask names at least one path. An empty
-/// mask (`?updateMask=`, `"updateMask": ""`, only commas or spaces) is no mask: sent on, most
-/// backends would read it as "replace the whole resource", as they would
-/// no mask at all.
+/// mask (`?updateMask=`, `"updateMask": ""`, only commas or spaces) is no
+/// mask: sent on, most backends would read it as "replace the whole
+/// resource", as they would no mask at all.
 fn mask_names_a_field(msg: &DynamicMessage, mask_field: &FieldDescriptor) -> bool {
     msg.has_field(mask_field)
         && match msg.get_field(mask_field).as_message() {

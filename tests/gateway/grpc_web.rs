@@ -43,6 +43,20 @@ fn trailer<'a>(trailers: &'a [(String, String)], name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.as_str())
 }
 
+/// A gRPC-Web text reply's body: padded base64 chunks, decoded four
+/// characters at a time.
+fn decode_text(body: &[u8]) -> Bytes {
+    let mut decoded = Vec::new();
+    for quad in body.chunks(4) {
+        decoded.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(quad)
+                .unwrap(),
+        );
+    }
+    decoded.into()
+}
+
 async fn call(client: &HttpClient, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
     let headers = [
         ("content-type", content_type),
@@ -89,15 +103,7 @@ async fn unary_text_is_base64_both_ways() {
         Some("application/grpc-web-text+proto")
     );
     // The body is several padded base64 chunks, one per frame.
-    let mut decoded = Vec::new();
-    for quad in r.body.chunks(4) {
-        decoded.extend(
-            base64::engine::general_purpose::STANDARD
-                .decode(quad)
-                .unwrap(),
-        );
-    }
-    let (messages, trailers) = parse(decoded.into());
+    let (messages, trailers) = parse(decode_text(&r.body));
     assert_eq!(
         pb::Shelf::decode(messages[0].clone()).unwrap().theme,
         "History"
@@ -136,15 +142,7 @@ async fn a_text_body_may_leave_out_its_last_padding() {
         .await;
         match status {
             Some(code) => {
-                let mut decoded = Vec::new();
-                for quad in r.body.chunks(4) {
-                    decoded.extend(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(quad)
-                            .unwrap(),
-                    );
-                }
-                let (messages, trailers) = parse(decoded.into());
+                let (messages, trailers) = parse(decode_text(&r.body));
                 assert_eq!(trailer(&trailers, "grpc-status"), Some(code), "{what}");
                 assert_eq!(
                     pb::Shelf::decode(messages[0].clone()).unwrap().theme,
@@ -423,18 +421,41 @@ async fn a_cross_site_request_runs_only_when_the_policy_allows_its_origin() {
             before.as_i64().unwrap() + created,
             "only the allowed origin's book was created"
         );
-        // The gateway's own pages are same-origin: no policy needed.
-        let own = format!("http://{}", h.gateway.addr);
-        let r = h
-            .client
-            .send(
-                Method::GET,
-                "/v1/shelves/1",
-                &[("origin", own.as_str())],
-                "",
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK);
+        // The gateway's own pages are same-origin: no policy needed, under
+        // either web scheme (a TLS-terminating proxy changes it); the same
+        // host under another scheme is not a web page's origin.
+        for (scheme, status) in [
+            ("http", StatusCode::OK),
+            ("https", StatusCode::OK),
+            ("ws", StatusCode::FORBIDDEN),
+        ] {
+            let own = format!("{scheme}://{}", h.gateway.addr);
+            let r = h
+                .client
+                .send(
+                    Method::GET,
+                    "/v1/shelves/1",
+                    &[("origin", own.as_str())],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, status, "{own}");
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    "/portico.demo.v1.Library/GetShelf",
+                    &[
+                        ("origin", own.as_str()),
+                        ("content-type", "application/grpc-web+proto"),
+                    ],
+                    frame(&pb::GetShelfRequest { shelf: "1".into() }),
+                )
+                .await;
+            // Refused before any reply: the status in the headers.
+            let refused = r.header("grpc-status") == Some("7");
+            assert_eq!(refused, status != StatusCode::OK, "{own}");
+        }
 
         // A method the path does not serve (a plain OPTIONS, no preflight
         // headers) from an allowed origin: the 405 its own site would get,

@@ -65,20 +65,15 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-/// Reads to the close frame; returns its code and reason.
+/// Reads to the close frame, with no text frame before it; returns its
+/// code and reason.
 async fn closed(ws: &mut Ws) -> (u16, String) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("the close in time")
-        {
-            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), f.reason.to_string()),
-            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
-            Some(Ok(Message::Text(t))) => panic!("unexpected frame before close: {t}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("{e}"),
-        }
-    }
+    let (frames, code, reason) = frames_then_close(ws).await;
+    assert!(
+        frames.is_empty(),
+        "unexpected frames before close: {frames:?}"
+    );
+    (code, reason)
 }
 
 async fn send(ws: &mut Ws, v: Value) {

@@ -261,61 +261,31 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl Session {
     /// The gateway closes the connection (shutting down, the idle
-    /// timeout): each call still running ends with `err`, then the 1001
-    /// close. A client that stopped reading gets what fits in the writer's
-    /// queue within [`CLOSE_GRACE`]; the calls end whatever it reads.
+    /// timeout): each call still running ends with `err` (a log line that
+    /// blames whom `err` does), then the 1001 close, the code for a server
+    /// going away, a single call's session included. A client that stopped
+    /// reading gets what fits in the writer's queue within [`CLOSE_GRACE`];
+    /// the calls end whatever it reads.
     async fn close_with(&mut self, err: GatewayError, reason: &str) {
-        let ids: Vec<String> = self.calls.keys().cloned().collect();
         let out = self.out.clone();
         let told = tokio::time::timeout(CLOSE_GRACE, async {
-            self.end_calls(err.clone()).await;
+            let ids: Vec<String> = self.calls.keys().cloned().collect();
+            for id in ids {
+                self.cut_off(&id, err.clone(), false).await;
+            }
             let _ = out
                 .send(Outgoing::Close(WsClose::GoingAway, reason.to_owned()))
                 .await;
         })
         .await;
         if told.is_err() {
-            // Those not reached keep the failure in their records.
-            for id in ids {
-                if let Some(call) = self.calls.remove(&id) {
-                    if !call.settled.swap(true, Ordering::AcqRel) {
-                        call.record.cut_short(&err);
-                    }
-                    call.task.abort();
+            // Those the client was not told of keep the failure in their records.
+            for (_, call) in self.calls.drain() {
+                if !call.settled.swap(true, Ordering::AcqRel) {
+                    call.record.cut_short(&err);
                 }
+                call.task.abort();
             }
-        }
-    }
-
-    /// Ends the calls still running when the gateway closes the connection
-    /// (shutting down, the idle timeout), each with a status that says why
-    /// (and a log line that blames whom `err` does), before the 1001 close.
-    async fn end_calls(&mut self, err: GatewayError) {
-        let ids: Vec<String> = self.calls.keys().cloned().collect();
-        for id in ids {
-            let Some(call) = self.calls.remove(&id) else {
-                continue;
-            };
-            // A call that gave (or is giving) its own status keeps it.
-            if call.settled.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            call.record.cut_short(&err);
-            call.task.abort();
-            // The status only: every session then closes with 1001, the
-            // code for a server going away, a single call's included.
-            crate::observe::request_scope::scope(
-                call.request_id.clone(),
-                finish(
-                    &self.ingress,
-                    self.dialect,
-                    &self.out,
-                    &id,
-                    Err(err.clone()),
-                    false,
-                ),
-            )
-            .await;
         }
     }
 
@@ -417,29 +387,17 @@ impl Session {
                 }
                 None => self.refuse(&id, &no_call(&id)).await,
             },
-            Ok(ClientFrame::Cancel { id }) => match self.calls.remove(&id) {
-                // Ended already, or ending: its status frame is its last.
-                Some(call) if call.settled.swap(true, Ordering::AcqRel) => {}
-                Some(call) => {
-                    let err = GatewayError::new(
-                        crate::error::ErrorKind::Cancelled,
-                        crate::error::Origin::Client,
-                        "cancelled by the client",
-                    );
-                    call.record.cut_short(&err);
-                    call.task.abort();
-                    crate::observe::request_scope::scope(
-                        call.request_id.clone(),
-                        self.finish(&id, Err(err)),
-                    )
-                    .await;
-                    let _ = self.done.send((id, call.seq));
-                }
-                // Cancelling races the call's end: a cancel that arrives
-                // after the status frame (and its call's removal) is not an
-                // error, and draws no frame after the call's last.
-                None => {}
-            },
+            // Cancelling races the call's end: a cancel that arrives after
+            // the status frame (and its call's removal) is not an error, and
+            // draws no frame after the call's last.
+            Ok(ClientFrame::Cancel { id }) => {
+                let err = GatewayError::new(
+                    crate::error::ErrorKind::Cancelled,
+                    crate::error::Origin::Client,
+                    "cancelled by the client",
+                );
+                self.cut_off(&id, err, true).await;
+            }
         }
     }
 
@@ -762,7 +720,7 @@ impl Session {
         let Some(call) = self.calls.get_mut(id) else {
             return self.refuse(id, &no_call(id)).await;
         };
-        if call.input.is_none() {
+        let encoded = if call.input.is_none() {
             // Say why there is no more input: the client ended it, or the
             // method takes one message and the call has it already.
             let why = if call.ended.load(Ordering::Acquire) || !call.single_message {
@@ -773,16 +731,16 @@ impl Session {
                     call.spec.target.method.full_name()
                 )
             };
-            let request_id = call.request_id.clone();
-            let err = GatewayError::invalid_field("", why);
-            return crate::observe::request_scope::scope(request_id, self.refuse(id, &err)).await;
-        }
-        let url = if call.url_used {
-            None
+            Err(GatewayError::invalid_field("", why))
         } else {
-            call.spec.url.as_ref()
+            let url = if call.url_used {
+                None
+            } else {
+                call.spec.url.as_ref()
+            };
+            encode(&call.spec, &call.ingress, url, body)
         };
-        let encoded = match encode(&call.spec, &call.ingress, url, body) {
+        let encoded = match encoded {
             Ok(e) => e,
             // A bad message is refused; the call goes on. Logged as the
             // call's, under its request id.
@@ -812,28 +770,38 @@ impl Session {
             let _ = input.send(encoded).await;
         } else if input.try_send(encoded).is_err() {
             let limit = self.ingress.config.max_in_flight;
-            let Some(call) = self.calls.remove(id) else {
-                return;
-            };
-            // Ending already: its status frame is its last.
-            if call.settled.swap(true, Ordering::AcqRel) {
-                return;
-            }
             let err = GatewayError::payload_too_large(limit, "websocket.max_in_flight")
                 .with_message(format!(
                     "more than {limit} messages in flight on call {id:?}"
                 ));
             // Logged and counted as what the client is told, not as a
             // call the client abandoned.
-            call.record.cut_short(&err);
-            call.task.abort();
-            crate::observe::request_scope::scope(
-                call.request_id.clone(),
-                self.finish(id, Err(err)),
-            )
-            .await;
-            let _ = self.done.send((id.to_owned(), call.seq));
+            self.cut_off(id, err, true).await;
         }
+    }
+
+    /// Ends call `id` from the session's side (a cancel, a limit, the
+    /// gateway closing the connection) with `err`, unless it is giving its
+    /// own status already: its record keeps the failure, its task stops
+    /// (which resets the backend's stream), and the client gets the
+    /// status, logged under the call's request id. With `close`, a
+    /// single-call session is closed after it.
+    async fn cut_off(&mut self, id: &str, err: GatewayError, close: bool) {
+        let Some(call) = self.calls.remove(id) else {
+            return;
+        };
+        if call.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        call.record.cut_short(&err);
+        call.task.abort();
+        let closes = close && self.single;
+        crate::observe::request_scope::scope(
+            call.request_id.clone(),
+            finish(&self.ingress, self.dialect, &self.out, id, Err(err), closes),
+        )
+        .await;
+        let _ = self.done.send((id.to_owned(), call.seq));
     }
 
     /// Sends a call's final frame (and, for a single-call session, the close).
