@@ -18,6 +18,10 @@ use tokio_tungstenite::WebSocketStream;
 /// Replies queued for the writer, across all calls of a connection.
 pub(super) const OUT_QUEUE: usize = 16;
 
+/// Turns of the runtime a stream in full flow gets to add frames before a
+/// write: bounds how long a frame waits behind a busy stream.
+const FLOW_TURNS: usize = 4;
+
 /// What the session and its calls hand the writer.
 pub(super) enum Outgoing {
     Frame(Out),
@@ -46,10 +50,17 @@ pub(super) async fn write_loop(
             }
         };
         // Feed everything already queued, then flush once: a fast stream
-        // costs one write per batch rather than one per message.
+        // costs one write per batch rather than one per message. When more
+        // than one frame was waiting, a stream is in full flow: the calls
+        // get a few more turns of the runtime (a yielded task runs after
+        // the I/O driver, so replies the backend has sent are read) before
+        // the write. Each write costs the gateway the loopback's TCP work
+        // on both ends; a lone reply (a chat) is written at once.
         let mut next = next;
+        let mut fed = 0usize;
+        let mut turns = 0usize;
         let result = loop {
-            let fed = match next {
+            let result = match next {
                 Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
                 Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
                 Some(Outgoing::Close(close, reason)) => {
@@ -67,11 +78,20 @@ pub(super) async fn write_loop(
                     return;
                 }
             };
-            if fed.is_err() {
-                break fed;
+            if result.is_err() {
+                break result;
             }
+            fed += 1;
             match out.try_recv() {
                 Ok(more) => next = Some(more),
+                Err(mpsc::error::TryRecvError::Empty) if fed > 1 && turns < FLOW_TURNS => {
+                    turns += 1;
+                    tokio::task::yield_now().await;
+                    match out.try_recv() {
+                        Ok(more) => next = Some(more),
+                        Err(_) => break sink.flush().await,
+                    }
+                }
                 Err(_) => break sink.flush().await,
             }
         };
