@@ -377,6 +377,60 @@ async fn a_slow_reader_slows_the_backend_instead_of_growing_buffers() {
     eprintln!("backend ran {ahead} events ahead of a stalled reader; resumed after {read} reads");
 }
 
+/// Replies ready together are written together: a stream the backend
+/// sends as fast as it can still arrives whole and in order, and a chat's
+/// replies in the same session still come back one by one.
+#[tokio::test]
+async fn a_fast_stream_arrives_whole_and_in_order_beside_a_chat() {
+    let h = Harness::start().await;
+    let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
+    send(
+        &mut ws,
+        json!({"id": "chat", "open": "/portico.demo.v1.Chat/Converse"}),
+    )
+    .await;
+    send(&mut ws, json!({"id": "fast", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 3000, "topic": "f"}})).await;
+    let mut seqs = Vec::new();
+    let mut statuses: std::collections::HashMap<String, i64> = Default::default();
+    let mut said = 0;
+    let mut heard = Vec::new();
+    while statuses.len() < 2 {
+        let f = next_json(&mut ws).await;
+        let id = f["id"].as_str().unwrap().to_owned();
+        if let Some(s) = f.get("status") {
+            statuses.insert(id, s["code"].as_i64().unwrap());
+            continue;
+        }
+        let Some(r) = f.get("result") else { continue };
+        if id == "fast" {
+            seqs.push(r["seq"].as_str().unwrap().parse::<i64>().unwrap());
+            // A chat message now and then while the stream flows; the
+            // chat ends once it has had its replies.
+            if seqs.len() % 1000 == 1 && said < 3 {
+                said += 1;
+                send(
+                    &mut ws,
+                    json!({"id": "chat", "message": {"user": "ann", "text": format!("m{said}")}}),
+                )
+                .await;
+            }
+        } else {
+            heard.push(r["text"].as_str().unwrap().to_owned());
+            if heard.len() == 3 {
+                send(&mut ws, json!({"id": "chat", "end": true})).await;
+            }
+        }
+    }
+    assert_eq!(statuses["fast"], 0);
+    assert_eq!(statuses["chat"], 0);
+    assert_eq!(
+        seqs,
+        (1..=3000).collect::<Vec<_>>(),
+        "every message, once, in order"
+    );
+    assert_eq!(heard, ["m1", "m2", "m3"]);
+}
+
 #[tokio::test]
 async fn many_calls_share_one_socket_and_cancelling_one_spares_the_others() {
     let h = Harness::start().await;

@@ -54,13 +54,13 @@ pub(super) async fn write_loop(
         // than one frame was waiting, a stream is in full flow: the calls
         // get a few more turns of the runtime (a yielded task runs after
         // the I/O driver, so replies the backend has sent are read) before
-        // the write. Each write costs the gateway the loopback's TCP work
-        // on both ends; a lone reply (a chat) is written at once.
+        // the write: one syscall and one TCP segment for what would have
+        // been several. A lone reply (a chat) is written at once.
         let mut next = next;
-        let mut fed = 0usize;
+        let mut frames = 0usize;
         let mut turns = 0usize;
         let result = loop {
-            let result = match next {
+            let fed = match next {
                 Some(Outgoing::Frame(Out::Text(t))) => sink.feed(Message::text(t)).await,
                 Some(Outgoing::Frame(Out::Binary(b))) => sink.feed(Message::Binary(b)).await,
                 Some(Outgoing::Close(close, reason)) => {
@@ -78,13 +78,13 @@ pub(super) async fn write_loop(
                     return;
                 }
             };
-            if result.is_err() {
-                break result;
+            if fed.is_err() {
+                break fed;
             }
-            fed += 1;
+            frames += 1;
             match out.try_recv() {
                 Ok(more) => next = Some(more),
-                Err(mpsc::error::TryRecvError::Empty) if fed > 1 && turns < FLOW_TURNS => {
+                Err(mpsc::error::TryRecvError::Empty) if frames > 1 && turns < FLOW_TURNS => {
                     turns += 1;
                     tokio::task::yield_now().await;
                     match out.try_recv() {
