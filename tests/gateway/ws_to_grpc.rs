@@ -377,9 +377,9 @@ async fn a_slow_reader_slows_the_backend_instead_of_growing_buffers() {
     eprintln!("backend ran {ahead} events ahead of a stalled reader; resumed after {read} reads");
 }
 
-/// Replies ready together are written together: a stream the backend
-/// sends as fast as it can still arrives whole and in order, and a chat's
-/// replies in the same session still come back one by one.
+/// The writer batches what is ready: a stream the backend sends as fast as
+/// it can still arrives whole and in order, and a chat in the same session,
+/// whose answers are lone frames, gets every reply, in order.
 #[tokio::test]
 async fn a_fast_stream_arrives_whole_and_in_order_beside_a_chat() {
     let h = Harness::start().await;

@@ -50,12 +50,14 @@ pub(super) async fn write_loop(
             }
         };
         // Feed everything already queued, then flush once: a fast stream
-        // costs one write per batch rather than one per message. When more
-        // than one frame was waiting, a stream is in full flow: the calls
-        // get a few more turns of the runtime (a yielded task runs after
-        // the I/O driver, so replies the backend has sent are read) before
-        // the write: one syscall and one TCP segment for what would have
-        // been several. A lone reply (a chat) is written at once.
+        // costs one write per batch rather than one per message. When the
+        // writer catches up holding two or more frames (a stream in flow,
+        // a reply and its status), it yields up to FLOW_TURNS times first:
+        // a yielded task resumes after the other ready tasks have run (and,
+        // on the current-thread runtime, after the I/O driver is polled),
+        // so the calls can add what the backend has already sent, and one
+        // write syscall carries what would have taken several. A lone
+        // frame (a chat's answer) is written at once.
         let mut next = next;
         let mut frames = 0usize;
         let mut turns = 0usize;
