@@ -18,8 +18,8 @@ use tokio_tungstenite::WebSocketStream;
 /// Replies queued for the writer, across all calls of a connection.
 pub(super) const OUT_QUEUE: usize = 16;
 
-/// Turns of the runtime a stream in full flow gets to add frames before a
-/// write: bounds how long a frame waits behind a busy stream.
+/// Times a writer that caught up holding two or more frames yields before
+/// the write: bounds how long a ready frame waits for more.
 const FLOW_TURNS: usize = 4;
 
 /// What the session and its calls hand the writer.
@@ -84,16 +84,17 @@ pub(super) async fn write_loop(
                 break fed;
             }
             frames += 1;
-            match out.try_recv() {
+            let mut ready = out.try_recv();
+            if frames > 1
+                && turns < FLOW_TURNS
+                && matches!(ready, Err(mpsc::error::TryRecvError::Empty))
+            {
+                turns += 1;
+                tokio::task::yield_now().await;
+                ready = out.try_recv();
+            }
+            match ready {
                 Ok(more) => next = Some(more),
-                Err(mpsc::error::TryRecvError::Empty) if frames > 1 && turns < FLOW_TURNS => {
-                    turns += 1;
-                    tokio::task::yield_now().await;
-                    match out.try_recv() {
-                        Ok(more) => next = Some(more),
-                        Err(_) => break sink.flush().await,
-                    }
-                }
                 Err(_) => break sink.flush().await,
             }
         };
