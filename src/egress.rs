@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod grpc;
 pub mod http;
+pub mod local;
 pub mod non_grpc;
 pub mod probe;
 pub mod tls;

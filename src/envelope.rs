@@ -56,6 +56,12 @@ impl CallKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UpstreamId(pub usize);
 
+impl UpstreamId {
+    /// The gateway itself: its own services (health, server reflection),
+    /// answered in process.
+    pub const GATEWAY: UpstreamId = UpstreamId(usize::MAX);
+}
+
 /// A backend method as resolved at startup: everything the hot path needs
 /// without a lookup by name.
 #[derive(Debug)]

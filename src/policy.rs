@@ -21,8 +21,8 @@ use tower::ServiceBuilder;
 /// The service ingress adapters call.
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
-/// Builds the pipeline, outermost layer first. The order is fixed:
-/// authenticate -> authorize -> external authorization -> rate limit ->
+/// Builds the pipeline, outermost layer first. The order is fixed: the
+/// gateway's own services answered, then authenticate -> authorize -> external authorization -> rate limit ->
 /// cache -> egress.
 #[allow(clippy::too_many_arguments)]
 pub fn pipeline(
@@ -32,6 +32,7 @@ pub fn pipeline(
     rate_limit: PerRoute<rate_limit::Limiter>,
     cache: PerRoute<cache::ResponseCache>,
     usage: std::sync::Arc<crate::observe::metrics::Usage>,
+    local: crate::egress::local::AnsweredLocally,
     egress: Egress,
 ) -> Pipeline {
     // Shared, not cloned per call: the egress holds clients and pools.
@@ -42,7 +43,11 @@ pub fn pipeline(
     });
     BoxCloneSyncService::new(
         ServiceBuilder::new()
-            // Outermost: every call is counted, including those a policy refuses.
+            // Before everything: the gateway's own services (health,
+            // reflection) answer whoever asks, as probes and tools expect,
+            // and are not the traffic the figures below describe.
+            .layer(local)
+            // Then every call is counted, including those a policy refuses.
             .layer(crate::observe::metrics::RecordLayer)
             // First: nothing else may run for a caller who is not who they claim.
             .layer(auth)

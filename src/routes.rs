@@ -7,6 +7,7 @@ pub mod config;
 
 pub mod aggregate;
 pub mod binding;
+pub mod gateway;
 pub mod template;
 pub mod trie;
 
@@ -344,6 +345,13 @@ impl RouteTable {
 
     /// A routed method by its gRPC path (`/package.Service/Method`).
     pub fn target(&self, grpc_path: &str) -> Option<&Arc<Target>> {
+        // The gateway's own services come first, as they always have for
+        // gRPC clients: a route of the same service does not hide them.
+        if grpc_path.starts_with("/grpc.") {
+            if let Some(own) = gateway::target(grpc_path) {
+                return Some(own);
+            }
+        }
         self.targets.get(grpc_path)
     }
 

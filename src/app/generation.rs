@@ -13,11 +13,12 @@ use super::{Loaded, StartError};
 use crate::config::{Config, EndpointSource, RouteConfig, UpstreamConfig, WeightedAddr};
 use crate::egress::grpc::GrpcEgress;
 use crate::egress::http::HttpEgress;
+use crate::egress::local::LocalService;
 use crate::egress::upstream::Upstream;
 use crate::ingress::connect::ConnectIngress;
 use crate::ingress::dispatch::{Ingress, Page};
 use crate::ingress::edge::Edge;
-use crate::ingress::grpc::{GrpcIngress, LocalService};
+use crate::ingress::grpc::GrpcIngress;
 use crate::ingress::rest::RestIngress;
 use crate::ingress::websocket::WebSocketIngress;
 use crate::observe::call_stats::CallStats;
@@ -436,6 +437,13 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .collect(),
     );
     let auth_for_handshakes = auth.clone();
+    let (alive, alive_rx) = watch::channel(());
+    let (local, reachable) =
+        local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
+    let local = egress::local::AnsweredLocally(Arc::new(egress::local::LocalServices {
+        services: local,
+        egress: egress.grpc.clone(),
+    }));
     let pipeline = policy::pipeline(
         auth,
         authorize,
@@ -443,13 +451,11 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         rate_limit,
         cache,
         carry.usage.clone(),
+        local,
         egress,
     );
 
     // The ingress adapters, all through one request edge.
-    let (alive, alive_rx) = watch::channel(());
-    let (local, reachable) =
-        local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
     // Opened again by every generation: a log rotated by renaming it goes
     // on in a new file after a reload.
     let access_log = config
@@ -533,7 +539,6 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             pipeline: pipeline.clone(),
             limits: limits.clone(),
             edge: edge.clone(),
-            local,
         }),
         mcp: (!tools.is_empty()).then(|| {
             Arc::new(crate::ingress::mcp::McpIngress {

@@ -62,12 +62,44 @@ impl GrpcEgress {
                 endpoint_fault: false,
             });
         };
+        let grpc = Grpc::new(super::non_grpc::NonGrpcReplies(slot.channel()));
+        self.call(grpc, env, Some(slot), self.idle_timeout).await
+    }
+
+    /// A call of one of the gateway's own services, answered in process by
+    /// `service` as a backend would answer it. Its streams (a health
+    /// `Watch`) may stay quiet for as long as the client keeps them.
+    pub async fn local(
+        &self,
+        service: super::local::LocalService,
+        env: Envelope,
+    ) -> Result<Reply, GatewayError> {
+        self.call(Grpc::new(service), env, None, std::time::Duration::MAX)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// The call on `grpc`: a stream slot of a backend connection (held
+    /// until the reply ends), or a service in process.
+    async fn call<T>(
+        &self,
+        grpc: Grpc<T>,
+        env: Envelope,
+        slot: Option<StreamSlot>,
+        idle: std::time::Duration,
+    ) -> Result<Reply, AttemptError>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
+        T::Future: Send,
+        T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+        <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+    {
         // Only replies are bounded here. What the gateway sends was built
         // from client input that its own limits already bound (a REST body
         // and URL, a WebSocket message), and may come out a little larger
         // than any one of them: a body wrapped in its request message, path
         // values added to it. Refusing it would blame the backend for it.
-        let mut grpc = Grpc::new(super::non_grpc::NonGrpcReplies(slot.channel()))
+        let mut grpc = grpc
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(usize::MAX);
         grpc.ready().await.map_err(|e| {
@@ -75,7 +107,10 @@ impl GrpcEgress {
                 GatewayError::new(
                     ErrorKind::BackendUnavailable,
                     Origin::Backend,
-                    format!("backend unavailable: {}", crate::error::with_causes(&e)),
+                    format!(
+                        "backend unavailable: {}",
+                        crate::error::with_causes(&*Into::<tonic::codegen::StdError>::into(e))
+                    ),
                 ),
                 true,
             )
@@ -157,7 +192,7 @@ impl GrpcEgress {
                 inner,
                 client_failed,
                 deadline,
-                idle: self.idle_timeout,
+                idle,
                 max_message_bytes,
                 done: false,
                 cancel,
@@ -204,8 +239,9 @@ struct CallState {
     max_message_bytes: usize,
     done: bool,
     cancel: CancelOnDrop,
-    /// The connection's stream slot, held while the call runs.
-    _slot: StreamSlot,
+    /// The connection's stream slot, held while the call runs (none for
+    /// the gateway's own services).
+    _slot: Option<StreamSlot>,
 }
 
 /// Resets the backend's stream (RST_STREAM CANCEL) when the call is left,

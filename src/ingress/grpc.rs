@@ -7,7 +7,8 @@
 //! uses the same frames over HTTP/1.1 or HTTP/2, with the trailers sent as
 //! a last frame (flag 0x80) in the body, base64-encoded for the text form.
 //!
-//! The gateway's own gRPC services (reflection, health) are served here too.
+//! The gateway's own gRPC services (reflection, health) resolve like routed
+//! methods and are answered by the pipeline ([`crate::egress::local`]).
 
 use super::body::{FrameStream, ResponseBody};
 use super::edge::{copy_reply_metadata, Edge};
@@ -26,19 +27,10 @@ use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tower::ServiceExt;
-
-/// A gRPC service the gateway answers itself.
-pub type LocalService = tower::util::BoxCloneSyncService<
-    Request<tonic::body::Body>,
-    Response<tonic::body::Body>,
-    Infallible,
->;
 
 /// Which wire format the client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +103,6 @@ pub struct GrpcIngress {
     pub pipeline: Pipeline,
     pub limits: Limits,
     pub edge: Edge,
-    /// (path prefix, service) pairs: reflection and health.
-    pub local: Vec<(&'static str, LocalService)>,
 }
 
 impl GrpcIngress {
@@ -123,23 +113,6 @@ impl GrpcIngress {
         (flavor, codec): (Flavor, Codec),
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
-        if flavor == Flavor::Grpc {
-            if let Some((_, service)) = self
-                .local
-                .iter()
-                .find(|(prefix, _)| path.starts_with(prefix))
-            {
-                let resp = service
-                    .clone()
-                    .oneshot(req.map(tonic::body::Body::new))
-                    .await;
-                let resp = match resp {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
-                return resp.map(|b| ResponseBody::boxed(b.map_err(Into::into).boxed_unsync()));
-            }
-        }
         let started = std::time::Instant::now();
         let protocol = match flavor {
             Flavor::Grpc => ClientProtocol::Grpc,

@@ -37,19 +37,6 @@ async fn gateway(path: &std::path::Path, access_log: &str, route_extra: &str) ->
     Harness::start_with(&sections, route_extra).await
 }
 
-/// A multiplexed (`portico.json.v1`) WebSocket session on the gateway.
-async fn json_v1_session(
-    h: &Harness,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
 /// Waits until `want` lines are in the log.
 async fn wait_for(path: &std::path::Path, want: usize) -> Vec<Value> {
     support::eventually(|| lines(path).len() >= want).await;
@@ -404,7 +391,7 @@ async fn a_websocket_call_that_fails_before_its_request_is_logged_with_its_failu
     use tokio_tungstenite::tungstenite::Message;
     let path = log_path("ws-failure");
     let h = gateway(&path, "", "").await;
-    let mut ws = json_v1_session(&h).await;
+    let mut ws = support::json_v1_session(&h).await;
     // A unary call whose input ends before its one request message.
     for frame in [
         serde_json::json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers"}),
@@ -437,7 +424,7 @@ async fn an_abandoned_websocket_call_is_logged_as_cancelled_with_its_reason() {
     use tokio_tungstenite::tungstenite::Message;
     let path = log_path("ws-cancel");
     let h = gateway(&path, "", "").await;
-    let mut ws = json_v1_session(&h).await;
+    let mut ws = support::json_v1_session(&h).await;
     ws.send(Message::text(
         serde_json::json!({"id": "slow", "open": "/portico.demo.v1.Feed/Watch", "message": {"count": 50, "intervalMs": 200}})
             .to_string(),
@@ -515,7 +502,7 @@ async fn a_websocket_call_over_max_in_flight_is_logged_and_counted_as_its_status
     use tokio_tungstenite::tungstenite::Message;
     let path = log_path("ws-in-flight");
     let h = gateway(&path, "\n[websocket]\nmax_in_flight = 1\n", "").await;
-    let mut ws = json_v1_session(&h).await;
+    let mut ws = support::json_v1_session(&h).await;
     // An upload sent in one burst, far faster than its call starts to read.
     let mut frames = vec![serde_json::json!({"id": "up", "open": "/portico.demo.v1.Feed/Upload"})];
     frames.extend((1..=2000).map(|seq| serde_json::json!({"id": "up", "message": {"seq": seq}})));

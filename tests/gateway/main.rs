@@ -23,6 +23,7 @@ mod ext_authz;
 mod fleet;
 mod framing;
 mod fuzz_replay;
+mod gateway_services;
 mod grpc_edge;
 mod grpc_proxy;
 mod grpc_web;

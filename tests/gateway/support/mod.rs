@@ -113,6 +113,21 @@ impl Harness {
     }
 }
 
+/// A WebSocket client's connection to the gateway.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A multiplexed (`portico.json.v1`) WebSocket session on the gateway.
+pub async fn json_v1_session(h: &Harness) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/ws", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
 /// A length-prefixed frame (gRPC, gRPC-Web and Connect share the shape).
 pub fn frame_bytes(flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![flags];

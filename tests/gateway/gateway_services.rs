@@ -1,0 +1,368 @@
+//! The gateway's own services (gRPC health, server reflection) answer on
+//! every RPC protocol the same way: a load balancer's gRPC health check, a
+//! browser's gRPC-Web or Connect client and a WebSocket page all get the
+//! same status, and none of those calls is counted as traffic.
+
+use crate::support;
+
+use futures_util::{SinkExt, StreamExt};
+use http::Method;
+use prost::Message as _;
+use serde_json::{json, Value};
+use support::protocols::{connect_code, split_web_body};
+use support::{frame_bytes, json_v1_session, Harness, HttpClient, Ws};
+use tokio_tungstenite::tungstenite::Message;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    HealthCheckResponse,
+};
+
+const CHECK: &str = "/grpc.health.v1.Health/Check";
+const WATCH: &str = "/grpc.health.v1.Health/Watch";
+const LIBRARY: &str = "portico.demo.v1.Library";
+
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    Grpc,
+    GrpcWeb,
+    GrpcWebText,
+    ConnectJson,
+    ConnectProto,
+    WebSocket,
+}
+
+const EVERY_CLIENT: [Client; 6] = [
+    Client::Grpc,
+    Client::GrpcWeb,
+    Client::GrpcWebText,
+    Client::ConnectJson,
+    Client::ConnectProto,
+    Client::WebSocket,
+];
+
+/// A health `Check` of `service` over `client`: the gRPC code, and the
+/// status name when the call succeeded.
+async fn check(h: &Harness, client: Client, service: &str) -> (i64, Option<String>) {
+    let request = HealthCheckRequest {
+        service: service.into(),
+    };
+    let name = |status: i32| {
+        ServingStatus::try_from(status)
+            .unwrap()
+            .as_str_name()
+            .to_owned()
+    };
+    match client {
+        Client::Grpc => match HealthClient::new(h.grpc_channel().await)
+            .check(request)
+            .await
+        {
+            Ok(r) => (0, Some(name(r.get_ref().status))),
+            Err(s) => (s.code() as i64, None),
+        },
+        Client::GrpcWeb | Client::GrpcWebText => {
+            let text = matches!(client, Client::GrpcWebText);
+            let framed = frame_bytes(0, &request.encode_to_vec());
+            let (content_type, body) = if text {
+                use base64::Engine as _;
+                (
+                    "application/grpc-web-text",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(framed)
+                        .into_bytes(),
+                )
+            } else {
+                ("application/grpc-web+proto", framed)
+            };
+            let r = h
+                .client
+                .send(Method::POST, CHECK, &[("content-type", content_type)], body)
+                .await;
+            assert_eq!(r.status, 200, "{client:?}");
+            let body = if text {
+                // Each write is its own padded chunk: decoded a quad at a time.
+                use base64::Engine as _;
+                r.body
+                    .chunks(4)
+                    .flat_map(|quad| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(quad)
+                            .expect("a text reply is base64")
+                    })
+                    .collect()
+            } else {
+                r.body.to_vec()
+            };
+            let (message, trailers) = split_web_body(&body);
+            let code: i64 = r
+                .header("grpc-status")
+                .map(str::to_owned)
+                .or_else(|| trailers.get("grpc-status").cloned())
+                .expect("a grpc-status")
+                .parse()
+                .unwrap();
+            let status =
+                message.map(|m| name(HealthCheckResponse::decode(m.as_slice()).unwrap().status));
+            (code, status)
+        }
+        Client::ConnectJson => {
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    CHECK,
+                    &[
+                        ("content-type", "application/json"),
+                        ("connect-protocol-version", "1"),
+                    ],
+                    json!({ "service": service }).to_string(),
+                )
+                .await;
+            let body = r.json();
+            if r.status.is_success() {
+                (0, body["status"].as_str().map(str::to_owned))
+            } else {
+                (connect_code(body["code"].as_str().unwrap()), None)
+            }
+        }
+        Client::ConnectProto => {
+            let r = h
+                .client
+                .send(
+                    Method::POST,
+                    CHECK,
+                    &[
+                        ("content-type", "application/proto"),
+                        ("connect-protocol-version", "1"),
+                    ],
+                    request.encode_to_vec(),
+                )
+                .await;
+            if r.status.is_success() {
+                let reply = HealthCheckResponse::decode(r.body.as_ref()).unwrap();
+                (0, Some(name(reply.status)))
+            } else {
+                (connect_code(r.json()["code"].as_str().unwrap()), None)
+            }
+        }
+        Client::WebSocket => {
+            let mut ws = json_v1_session(h).await;
+            let open = json!({"id": "h", "open": CHECK, "message": {"service": service}});
+            ws.send(Message::text(open.to_string())).await.unwrap();
+            let mut status = None;
+            loop {
+                let f = next_json(&mut ws).await;
+                if let Some(r) = f.get("result") {
+                    status = r["status"].as_str().map(str::to_owned);
+                }
+                if let Some(s) = f.get("status") {
+                    return (s["code"].as_i64().unwrap(), status);
+                }
+            }
+        }
+    }
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s");
+        match next {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("the session ended: {other:?}"),
+        }
+    }
+}
+
+/// The gateway reports a routed service serving once its upstream's probe
+/// has run: waited for over gRPC, so every protocol then sees the same.
+async fn serving(h: &Harness) {
+    let up = support::eventually_async(|| async {
+        check(h, Client::Grpc, LIBRARY).await == (0, Some("SERVING".into()))
+    })
+    .await;
+    assert!(up, "the Library service is reported serving");
+}
+
+#[tokio::test]
+async fn a_health_check_answers_the_same_on_every_rpc_protocol() {
+    let h = Harness::start().await;
+    serving(&h).await;
+    for client in EVERY_CLIENT {
+        assert_eq!(
+            check(&h, client, LIBRARY).await,
+            (0, Some("SERVING".into())),
+            "{client:?}: a routed service"
+        );
+        assert_eq!(
+            check(&h, client, "").await,
+            (0, Some("SERVING".into())),
+            "{client:?}: the server as a whole"
+        );
+        assert_eq!(
+            check(&h, client, "nope.v1.Nope").await,
+            (5, None),
+            "{client:?}: a service nobody routes is NOT_FOUND"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_health_watch_streams_on_every_protocol_that_streams() {
+    let h = Harness::start().await;
+    serving(&h).await;
+    let request = HealthCheckRequest {
+        service: LIBRARY.into(),
+    };
+
+    // gRPC: the first message of the stream is the current status.
+    let mut grpc = HealthClient::new(h.grpc_channel().await)
+        .watch(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = grpc.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32, "gRPC");
+
+    // gRPC-Web and Connect read the reply body as it streams: the first
+    // message arrives while the call is still open.
+    let web = HttpClient::new(h.gateway.addr)
+        .open(
+            Method::POST,
+            WATCH,
+            &[("content-type", "application/grpc-web+proto")],
+            frame_bytes(0, &request.encode_to_vec()),
+        )
+        .await;
+    let first = first_frame(web).await;
+    let reply = HealthCheckResponse::decode(first.as_slice()).unwrap();
+    assert_eq!(reply.status, ServingStatus::Serving as i32, "gRPC-Web");
+
+    let connect = HttpClient::new(h.gateway.addr)
+        .open(
+            Method::POST,
+            WATCH,
+            &[("content-type", "application/connect+json")],
+            frame_bytes(0, json!({"service": LIBRARY}).to_string().as_bytes()),
+        )
+        .await;
+    let first: Value = serde_json::from_slice(&first_frame(connect).await).unwrap();
+    assert_eq!(first, json!({"status": "SERVING"}), "Connect");
+
+    let mut ws = json_v1_session(&h).await;
+    let open = json!({"id": "w", "open": WATCH, "message": {"service": LIBRARY}});
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    let result = loop {
+        let f = next_json(&mut ws).await;
+        assert!(f.get("status").is_none(), "the watch ended: {f}");
+        if let Some(r) = f.get("result") {
+            break r.clone();
+        }
+    };
+    assert_eq!(result, json!({"status": "SERVING"}), "WebSocket");
+}
+
+/// The first length-prefixed frame of a streaming reply body.
+async fn first_frame(resp: http::Response<hyper::body::Incoming>) -> Vec<u8> {
+    use http_body_util::BodyExt as _;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    loop {
+        if buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() >= 5 + len {
+                return buf[5..5 + len].to_vec();
+            }
+        }
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the body goes on")
+            .expect("the body reads");
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_reflection_answers_over_connect_and_websocket_too() {
+    let h = Harness::start().await;
+    let listed = |services: &Value| -> Vec<String> {
+        services["listServicesResponse"]["service"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a service list: {services}"))
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Connect's bidirectional stream over HTTP/2, the whole request sent at once.
+    let body = frame_bytes(0, json!({"listServices": ""}).to_string().as_bytes());
+    let r = h
+        .client
+        .as_http2()
+        .send(
+            Method::POST,
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            &[("content-type", "application/connect+json")],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first =
+        &r.body[5..5 + u32::from_be_bytes([r.body[1], r.body[2], r.body[3], r.body[4]]) as usize];
+    let names = listed(&serde_json::from_slice(first).unwrap());
+    assert!(names.contains(&LIBRARY.to_owned()), "Connect: {names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "Connect: {names:?}"
+    );
+
+    // A WebSocket session, through the older v1alpha service.
+    let mut ws = json_v1_session(&h).await;
+    let open = json!({"id": "r", "open": "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                      "message": {"listServices": ""}});
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    let result = loop {
+        let f = next_json(&mut ws).await;
+        if let Some(r) = f.get("result") {
+            break r.clone();
+        }
+        assert!(f.get("status").is_none(), "the call ended: {f}");
+    };
+    let names = listed(&result);
+    assert!(names.contains(&LIBRARY.to_owned()), "WebSocket: {names:?}");
+    ws.send(Message::text(json!({"id": "r", "end": true}).to_string()))
+        .await
+        .unwrap();
+    let status = loop {
+        let f = next_json(&mut ws).await;
+        if let Some(s) = f.get("status") {
+            break s.clone();
+        }
+    };
+    assert_eq!(status["code"], 0, "{status}");
+}
+
+#[tokio::test]
+async fn calls_of_the_gateway_services_are_not_counted_as_traffic() {
+    let h = Harness::start().await;
+    serving(&h).await;
+    for client in EVERY_CLIENT {
+        check(&h, client, LIBRARY).await;
+    }
+    // One routed call, so the figures below are known to be live.
+    let r = h.client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, 200);
+    let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
+    let metrics = admin.get("/metrics").await.text();
+    assert!(metrics.contains("GetShelf"), "{metrics}");
+    assert!(!metrics.contains("grpc.health.v1"), "{metrics}");
+    let usage = admin.get("/usage").await.text();
+    assert!(usage.contains("GetShelf"), "{usage}");
+    assert!(!usage.contains("grpc.health.v1"), "{usage}");
+}
