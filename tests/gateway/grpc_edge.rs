@@ -257,6 +257,56 @@ async fn a_plain_http_error_from_a_backend_maps_as_grpc_documents_on_every_proto
     }
 }
 
+/// A backend that compresses its replies whatever the call accepts (the
+/// gateway asks for `identity`): gzip named in the headers, the message
+/// flagged compressed.
+async fn compressing_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |_: http::Request<hyper::body::Incoming>| async move {
+                        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
+                            support::frame_bytes(1, b"\x1f\x8b not really gzip"),
+                        )));
+                        let headers = resp.headers_mut();
+                        headers.insert("content-type", "application/grpc".parse().unwrap());
+                        headers.insert("grpc-encoding", "gzip".parse().unwrap());
+                        Ok::<_, Infallible>(resp)
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The gateway reads only uncompressed replies and says so: a compressed
+/// one is the backend's fault (INTERNAL, 502), named as such on every
+/// protocol, not the UNIMPLEMENTED the gRPC library reports.
+#[tokio::test]
+async fn a_compressed_reply_is_the_backends_fault_on_every_protocol() {
+    let backend = compressing_backend().await;
+    let h = Harness::start_with_config(move |_| support::config_text(backend, "", "")).await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 13, "{protocol:?}: {seen:?}");
+        assert!(
+            seen.message.contains("compressed its reply with gzip"),
+            "{protocol:?}: {seen:?}"
+        );
+    }
+    // REST and Connect say it with the status of a bad backend reply.
+    let r = h.client.get("/v1/probe/headers").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
 /// gRPC and gRPC-Web with a message codec other than protobuf are answered
 /// as gRPC, UNIMPLEMENTED naming the codec, not read as REST (which would
 /// answer a 400 about malformed JSON that a gRPC client reads as INTERNAL).
