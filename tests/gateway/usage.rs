@@ -126,3 +126,75 @@ async fn usage_counts_each_principals_calls_errors_and_bytes_per_method() {
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!((row[3], row[4]), ("2", "2"));
 }
+
+/// More callers than the book holds: the busiest keep their own rows, the
+/// quietest are folded into `other`, and every call is still counted.
+#[tokio::test]
+async fn callers_beyond_the_books_bound_are_counted_as_other() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    const SECRET: &str = "a-usage-bound-secret-long-enough";
+    let h = Harness::start_with(
+        &format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"),
+        "auth = \"users\"",
+    )
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let bearer = |sub: &str| {
+        let token = encode(
+            &Header::default(),
+            &serde_json::json!({ "sub": sub, "exp": exp }),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    };
+    // One steady caller first, then one call each from more callers than
+    // there is room for.
+    let steady = bearer("steady");
+    for _ in 0..5 {
+        let r = h
+            .client
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[("authorization", steady.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let extra = 10;
+    let callers = 1000 + extra;
+    for i in 0..callers {
+        let token = bearer(&format!("caller-{i}"));
+        let r = h
+            .client
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[("authorization", token.as_str())],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "caller {i}");
+    }
+    let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
+    let usage = admin.get("/usage").await.json();
+    let rows = usage["windows"]["1m"].as_array().unwrap();
+    let calls = |principal: &str| {
+        rows.iter()
+            .find(|r| r["principal"] == principal)
+            .and_then(|r| r["calls"].as_u64())
+    };
+    assert_eq!(rows.len(), 1001, "1000 pairs and `other`");
+    assert_eq!(calls("steady"), Some(5), "the busiest keeps its row");
+    // The steady caller's pair was never the quietest, so 1 + extra of the
+    // one-call pairs made room.
+    assert_eq!(calls("other"), Some(1 + extra as u64));
+    let total: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
+    assert_eq!(total, 5 + callers as u64, "every call is counted");
+}
