@@ -46,6 +46,9 @@ pub struct RouteTable {
     cors: Vec<Option<Arc<CorsPolicy>>>,
     /// Per `[[routes]]` entry, its JSON options.
     json: Vec<JsonOptions>,
+    /// The top-level `[cors]` and `[json]`: the gateway's own services'.
+    own_cors: Option<Arc<CorsPolicy>>,
+    own_json: JsonOptions,
 }
 
 /// Whether a method list's entry names `method`: its simple name
@@ -79,6 +82,8 @@ impl RouteTable {
         let mut table = RouteTable {
             cors: config.routes.iter().map(|r| r.cors.clone()).collect(),
             json: config.routes.iter().map(|r| r.json).collect(),
+            own_cors: config.cors.clone(),
+            own_json: config.json,
             ..RouteTable::default()
         };
         for (i, route) in config.routes.iter().enumerate() {
@@ -109,6 +114,13 @@ impl RouteTable {
                         ),
                     )
                 })?;
+            if gateway::SERVICES.contains(&service.full_name()) {
+                tracing::warn!(
+                    key = %format!("{key}.grpc_service"),
+                    "{} is the gateway's own service: gRPC, gRPC-Web, Connect and WebSocket clients get the gateway's answers at its paths, not this route's upstream",
+                    service.full_name()
+                );
+            }
             for name in route.http_rules.keys() {
                 if !service.methods().any(|m| m.name() == name) {
                     return Err(err(
@@ -345,8 +357,13 @@ impl RouteTable {
 
     /// A routed method by its gRPC path (`/package.Service/Method`).
     pub fn target(&self, grpc_path: &str) -> Option<&Arc<Target>> {
-        // The gateway's own services come first, as they always have for
-        // gRPC clients: a route of the same service does not hide them.
+        self.targets.get(grpc_path)
+    }
+
+    /// The method a client calls by its gRPC path (gRPC, gRPC-Web, Connect,
+    /// WebSocket): a routed one, or one of the gateway's own services,
+    /// which come first, as they always have for gRPC clients.
+    pub fn call_target(&self, grpc_path: &str) -> Option<&Arc<Target>> {
         if grpc_path.starts_with("/grpc.") {
             if let Some(own) = gateway::target(grpc_path) {
                 return Some(own);
@@ -375,7 +392,7 @@ impl RouteTable {
     /// The method an RPC protocol (gRPC, gRPC-Web, Connect) names by its
     /// path, or the UNIMPLEMENTED error such clients expect.
     pub fn rpc_target(&self, grpc_path: &str) -> Result<Arc<Target>, crate::error::GatewayError> {
-        self.target(grpc_path)
+        self.call_target(grpc_path)
             .cloned()
             .ok_or_else(|| crate::error::GatewayError::unknown_method(grpc_path))
     }
@@ -387,7 +404,7 @@ impl RouteTable {
 
     /// The JSON options of a `[[routes]]` entry.
     pub fn json_options(&self, route: usize) -> JsonOptions {
-        self.json.get(route).copied().unwrap_or_default()
+        self.json.get(route).copied().unwrap_or(self.own_json)
     }
 
     /// The cross-origin policy of a `[[routes]]` entry, if any.
@@ -406,12 +423,16 @@ impl RouteTable {
             MatchOutcome::MethodNotAllowed(allowed) => {
                 match allowed.first().map(|m| self.find_request(m, path).0) {
                     Some(MatchOutcome::Found(m)) => m.binding.target.route,
-                    _ => self.target(path)?.route,
+                    _ => self.call_target(path)?.route,
                 }
             }
-            _ => self.target(path)?.route,
+            _ => self.call_target(path)?.route,
         };
-        self.cors.get(route)?.as_ref()
+        match self.cors.get(route) {
+            Some(policy) => policy.as_ref(),
+            // The gateway's own services: the top-level policy.
+            None => self.own_cors.as_ref(),
+        }
     }
 
     /// The table as `portico check` prints it.

@@ -63,30 +63,35 @@ impl GrpcEgress {
             });
         };
         let grpc = Grpc::new(super::non_grpc::NonGrpcReplies(slot.channel()));
-        self.call(grpc, env, Some(slot), self.idle_timeout).await
+        let bounds = (self.max_message_bytes, self.idle_timeout);
+        self.call(grpc, env, Some(slot), bounds).await
     }
 
     /// A call of one of the gateway's own services, answered in process by
-    /// `service` as a backend would answer it. Its streams (a health
-    /// `Watch`) may stay quiet for as long as the client keeps them.
+    /// `service` as a backend would answer it. Its replies are the
+    /// gateway's own, so no bound on a backend's applies: a reflection
+    /// reply may be a large schema file, and a health `Watch` may stay
+    /// quiet for as long as the client keeps it.
     pub async fn local(
         &self,
         service: super::local::LocalService,
         env: Envelope,
     ) -> Result<Reply, GatewayError> {
-        self.call(Grpc::new(service), env, None, std::time::Duration::MAX)
+        let bounds = (usize::MAX, std::time::Duration::MAX);
+        self.call(Grpc::new(service), env, None, bounds)
             .await
             .map_err(|failed| failed.error)
     }
 
     /// The call on `grpc`: a stream slot of a backend connection (held
-    /// until the reply ends), or a service in process.
+    /// until the reply ends), or a service in process; `bounds` are the
+    /// largest reply message and the longest wait for the next one.
     async fn call<T>(
         &self,
         grpc: Grpc<T>,
         env: Envelope,
         slot: Option<StreamSlot>,
-        idle: std::time::Duration,
+        (max_message_bytes, idle): (usize, std::time::Duration),
     ) -> Result<Reply, AttemptError>
     where
         T: tonic::client::GrpcService<tonic::body::Body> + Send + 'static,
@@ -100,7 +105,7 @@ impl GrpcEgress {
         // than any one of them: a body wrapped in its request message, path
         // values added to it. Refusing it would blame the backend for it.
         let mut grpc = grpc
-            .max_decoding_message_size(self.max_message_bytes)
+            .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(usize::MAX);
         grpc.ready().await.map_err(|e| {
             AttemptError::from_error(
@@ -154,7 +159,6 @@ impl GrpcEgress {
         // client-streaming backend may answer only once the whole upload is
         // in, so there the idle timeout of the client's stream applies.
         let header_timeout = self.header_timeout;
-        let max_message_bytes = self.max_message_bytes;
         let bounded = client_failed.is_none();
         let call = async move {
             let call = grpc.streaming(request, env.target.path.clone(), RawCodec);

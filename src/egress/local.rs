@@ -6,12 +6,13 @@
 
 use super::grpc::GrpcEgress;
 use crate::envelope::{Envelope, Reply, UpstreamId};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, Origin};
 use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tonic::Code;
 use tower::{Layer, Service};
 
 /// A gRPC service the gateway answers itself.
@@ -40,7 +41,19 @@ impl LocalServices {
         let Some(service) = self.service(env.target.path.as_str()) else {
             return Err(GatewayError::unknown_method(env.target.path.as_str()));
         };
-        self.egress.local(service, env).await
+        self.egress.local(service, env).await.map_err(|mut e| {
+            // The status is the gateway's own answer, not a backend's: a
+            // question about something that is not there (an unknown
+            // service, a symbol reflection does not know) is the client's,
+            // logged as such, anything else the gateway's.
+            if e.origin == Origin::Backend {
+                e.origin = match e.grpc_code() {
+                    Code::NotFound | Code::InvalidArgument | Code::Unimplemented => Origin::Client,
+                    _ => Origin::Gateway,
+                };
+            }
+            e
+        })
     }
 }
 

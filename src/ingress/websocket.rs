@@ -321,7 +321,7 @@ impl WebSocketIngress {
                 return try_method(only);
             }
         }
-        self.routes.target(path).map(|t| CallSpec {
+        self.routes.call_target(path).map(|t| CallSpec {
             target: t.clone(),
             binding: None,
             url: None,

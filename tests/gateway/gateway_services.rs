@@ -186,9 +186,19 @@ async fn serving(h: &Harness) {
     assert!(up, "the Library service is reported serving");
 }
 
+/// Every route authenticates and rate-limits its callers, and browsers
+/// of one other origin may call: the gateway's own services answer
+/// without a credential, and to that origin too.
+const GUARDED: &str = "[authenticators.users]\nalgorithm = \"HS256\"\n\
+                       secret = \"a-gateway-services-secret-long-enough\"\n\n\
+                       [cors]\nallowed_origins = [\"http://app.example\"]\n";
+const GUARDED_ROUTE: &str = "auth = \"users\"\nrate_limit = { requests_per_second = 1, burst = 1 }";
+
 #[tokio::test]
 async fn a_health_check_answers_the_same_on_every_rpc_protocol() {
-    let h = Harness::start().await;
+    let h = Harness::start_with(GUARDED, GUARDED_ROUTE).await;
+    // The routes are guarded indeed.
+    assert_eq!(h.client.get("/v1/shelves/1").await.status, 401);
     serving(&h).await;
     for client in EVERY_CLIENT {
         assert_eq!(
@@ -207,11 +217,36 @@ async fn a_health_check_answers_the_same_on_every_rpc_protocol() {
             "{client:?}: a service nobody routes is NOT_FOUND"
         );
     }
+    // A browser on the allowed origin may call them (the top-level [cors]).
+    let preflight = h
+        .client
+        .send(
+            Method::OPTIONS,
+            CHECK,
+            &[
+                ("origin", "http://app.example"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type,connect-protocol-version",
+                ),
+            ],
+            "",
+        )
+        .await;
+    assert!(preflight.status.is_success(), "{}", preflight.status);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    let (code, status) = check(&h, Client::ConnectJson, LIBRARY).await;
+    assert_eq!((code, status.as_deref()), (0, Some("SERVING")));
 }
 
 #[tokio::test]
 async fn a_health_watch_streams_on_every_protocol_that_streams() {
-    let h = Harness::start().await;
+    // Backend streams silent for a second are cut; a watch is not.
+    let h = Harness::start_with("[server.limits]\nstream_idle_timeout = \"1s\"\n", "").await;
     serving(&h).await;
     let request = HealthCheckRequest {
         service: LIBRARY.into(),
@@ -225,6 +260,11 @@ async fn a_health_watch_streams_on_every_protocol_that_streams() {
         .into_inner();
     let first = grpc.next().await.unwrap().unwrap();
     assert_eq!(first.status, ServingStatus::Serving as i32, "gRPC");
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), grpc.next()).await;
+    assert!(
+        quiet.is_err(),
+        "the watch stays open past stream_idle_timeout: {quiet:?}"
+    );
 
     // gRPC-Web and Connect read the reply body as it streams: the first
     // message arrives while the call is still open.
@@ -290,7 +330,32 @@ async fn first_frame(resp: http::Response<hyper::body::Incoming>) -> Vec<u8> {
 
 #[tokio::test]
 async fn server_reflection_answers_over_connect_and_websocket_too() {
-    let h = Harness::start().await;
+    // Backend replies are bounded small; the gateway's own schema files are
+    // larger, and are its own replies.
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
+    {
+        use tonic_reflection::pb::v1::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(LIBRARY.into())),
+        };
+        let mut replies = ServerReflectionClient::new(h.grpc_channel().await)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            replies.next().await.unwrap().unwrap().message_response
+        else {
+            panic!("expected a file descriptor");
+        };
+        let size: usize = files.file_descriptor_proto.iter().map(Vec::len).sum();
+        assert!(size > 1024, "a schema file over the bound: {size} bytes");
+    }
     let listed = |services: &Value| -> Vec<String> {
         services["listServicesResponse"]["service"]
             .as_array()
@@ -350,19 +415,45 @@ async fn server_reflection_answers_over_connect_and_websocket_too() {
 
 #[tokio::test]
 async fn calls_of_the_gateway_services_are_not_counted_as_traffic() {
-    let h = Harness::start().await;
+    let log = std::env::temp_dir().join(format!("portico-own-services-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let h = Harness::start_with(&format!("[access_log]\npath = \"{}\"\n", log.display()), "").await;
     serving(&h).await;
     for client in EVERY_CLIENT {
-        check(&h, client, LIBRARY).await;
+        assert_eq!(check(&h, client, LIBRARY).await.0, 0, "{client:?}");
+        assert_eq!(check(&h, client, "nope.v1.Nope").await.0, 5, "{client:?}");
     }
-    // One routed call, so the figures below are known to be live.
+    // One routed call last, so the figures below are known to be live.
     let r = h.client.get("/v1/shelves/1").await;
     assert_eq!(r.status, 200);
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(
+        support::eventually_async(|| async { lines().iter().any(|l| l.contains("GetShelf")) })
+            .await,
+        "the routed call's line: {:?}",
+        lines()
+    );
+    // A WebSocket session has its own line when it ends; its calls of the
+    // gateway's services have none.
+    let calls: Vec<String> = lines()
+        .into_iter()
+        .filter(|l| l.contains(r#""kind":"call""#))
+        .collect();
+    assert_eq!(calls.len(), 1, "only the routed call: {calls:?}");
+    assert!(
+        !lines().iter().any(|l| l.contains("grpc.health")),
+        "{:?}",
+        lines()
+    );
     let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
-    let metrics = admin.get("/metrics").await.text();
-    assert!(metrics.contains("GetShelf"), "{metrics}");
-    assert!(!metrics.contains("grpc.health.v1"), "{metrics}");
     let usage = admin.get("/usage").await.text();
     assert!(usage.contains("GetShelf"), "{usage}");
     assert!(!usage.contains("grpc.health.v1"), "{usage}");
+    std::fs::remove_file(&log).ok();
 }

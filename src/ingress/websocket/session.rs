@@ -466,7 +466,7 @@ impl Session {
             Ok(normal) => normal.into_owned(),
             Err(err) => return self.refuse(&id, &err).await,
         };
-        let Some(target) = ingress.routes.target(&method).cloned() else {
+        let Some(target) = ingress.routes.call_target(&method).cloned() else {
             return self
                 .refuse(&id, &GatewayError::unknown_method(&method))
                 .await;
