@@ -660,24 +660,10 @@ async fn local_grpc_services(
     services.sort();
     services.dedup();
 
-    let schemas = pool.encode_to_vec();
-    let reflection = |alpha: bool| -> Result<LocalService, StartError> {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(&schemas)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("grpc.health.v1.Health");
-        for s in &services {
-            builder = builder.with_service_name(s.clone());
-        }
-        let fail = |e: tonic_reflection::server::Error| {
-            StartError::Upstream(format!("reflection service: {e}"))
-        };
-        Ok(if alpha {
-            LocalService::new(builder.build_v1alpha().map_err(fail)?)
-        } else {
-            LocalService::new(builder.build_v1().map_err(fail)?)
-        })
-    };
+    let schemas = Arc::new(egress::local::reflection::Schemas::new(
+        pool.clone(),
+        services.clone(),
+    ));
 
     // Services no longer routed stop being reported; the others keep their
     // status until this generation's probes report.
@@ -728,10 +714,13 @@ async fn local_grpc_services(
         });
     }
     let services = vec![
-        ("/grpc.reflection.v1.ServerReflection/", reflection(false)?),
+        (
+            "/grpc.reflection.v1.ServerReflection/",
+            LocalService::new(egress::local::reflection::v1::server(schemas.clone())),
+        ),
         (
             "/grpc.reflection.v1alpha.ServerReflection/",
-            reflection(true)?,
+            LocalService::new(egress::local::reflection::v1alpha::server(schemas)),
         ),
         ("/grpc.health.v1.Health/", LocalService::new(health)),
     ];

@@ -4,6 +4,8 @@
 //! layer here answers it in process, outermost in the pipeline, so no
 //! policy, metric or usage figure sees it, whichever protocol it came in on.
 
+pub mod reflection;
+
 use super::grpc::GrpcEgress;
 use crate::envelope::{Envelope, Reply, UpstreamId};
 use crate::error::{GatewayError, Origin};

@@ -25,7 +25,37 @@ pub const SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    use prost::Message as _;
+    let mut pool = DescriptorPool::new();
+    for set in SCHEMAS {
+        // Compiled into the binary from the crates' own generated sets: a
+        // failure here is a build that cannot work at all.
+        let mut set = prost_types::FileDescriptorSet::decode(set)
+            .expect("the gateway's own service schemas decode");
+        // Named as grpc's own repository names them (the crates name them
+        // `health.proto`...), so reflection clients asking by file name find them.
+        for file in &mut set.file {
+            let standard = match file.package() {
+                "grpc.health.v1" => "grpc/health/v1/health.proto",
+                "grpc.reflection.v1" => "grpc/reflection/v1/reflection.proto",
+                "grpc.reflection.v1alpha" => "grpc/reflection/v1alpha/reflection.proto",
+                _ => continue,
+            };
+            file.name = Some(standard.to_owned());
+        }
+        pool.add_file_descriptor_set(set)
+            .expect("the gateway's own service schemas are whole");
+    }
+    pool
+});
+
 static TARGETS: LazyLock<HashMap<String, Arc<Target>>> = LazyLock::new(build);
+
+/// The schemas of the gateway's own services.
+pub fn pool() -> &'static DescriptorPool {
+    &POOL
+}
 
 /// The gateway's own method at `grpc_path`, if it is one.
 pub fn target(grpc_path: &str) -> Option<&'static Arc<Target>> {
@@ -33,16 +63,9 @@ pub fn target(grpc_path: &str) -> Option<&'static Arc<Target>> {
 }
 
 fn build() -> HashMap<String, Arc<Target>> {
-    let mut pool = DescriptorPool::new();
-    for set in SCHEMAS {
-        // Compiled into the binary from the crates' own generated sets: a
-        // failure here is a build that cannot work at all.
-        pool.decode_file_descriptor_set(set)
-            .expect("the gateway's own service schemas decode");
-    }
     let mut targets = HashMap::new();
     for name in SERVICES {
-        let service = pool
+        let service = POOL
             .get_service_by_name(name)
             .expect("the gateway's own service schemas name their services");
         for method in service.methods() {

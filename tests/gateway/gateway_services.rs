@@ -457,3 +457,85 @@ async fn calls_of_the_gateway_services_are_not_counted_as_traffic() {
     assert!(!usage.contains("grpc.health.v1"), "{usage}");
     std::fs::remove_file(&log).ok();
 }
+
+/// Reflection as `grpcurl` and other clients use it: several questions on
+/// one call, a miss answered in the stream without ending it, a file sent
+/// with its imports, extensions listed.
+#[tokio::test]
+async fn reflection_answers_every_question_on_one_call_misses_included() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let h = Harness::start().await;
+    let ask = |m: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let mut replies = ServerReflectionClient::new(h.grpc_channel().await)
+        .server_reflection_info(tokio_stream::iter(vec![
+            ask(MessageRequest::FileContainingSymbol("no.Such".into())),
+            ask(MessageRequest::FileContainingSymbol(format!(
+                "{LIBRARY}.GetShelf"
+            ))),
+            ask(MessageRequest::FileByFilename(
+                "grpc/health/v1/health.proto".into(),
+            )),
+            ask(MessageRequest::AllExtensionNumbersOfType(
+                "google.protobuf.MethodOptions".into(),
+            )),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ErrorResponse(miss)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a miss is an error_response");
+    };
+    assert_eq!(miss.error_code, 5, "{miss:?}");
+    assert!(miss.error_message.contains("no.Such"), "{miss:?}");
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("a method's file");
+    };
+    let names: Vec<String> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|b| {
+            prost_types::FileDescriptorProto::decode(b.as_slice())
+                .unwrap()
+                .name()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names[0], "portico/demo/v1/library.proto", "{names:?}");
+    assert!(
+        names.contains(&"google/api/annotations.proto".to_owned()),
+        "with its imports: {names:?}"
+    );
+
+    let Some(MessageResponse::FileDescriptorResponse(health)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("the health file by grpc's name for it");
+    };
+    assert_eq!(health.file_descriptor_proto.len(), 1);
+
+    let Some(MessageResponse::AllExtensionNumbersResponse(numbers)) =
+        replies.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("extension numbers");
+    };
+    assert!(
+        numbers.extension_number.contains(&72295728),
+        "google.api.http: {numbers:?}"
+    );
+    assert!(
+        replies.message().await.unwrap().is_none(),
+        "the call ends when asked"
+    );
+}
