@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// State that outlives generations, and the things every generation shares.
 pub struct Carry {
@@ -62,7 +63,7 @@ pub struct Carry {
     fleet: Mutex<Option<Arc<crate::fleet::Fleet>>>,
     /// One health status per routed service for the process: a client
     /// watching it keeps its stream across reloads.
-    health: tonic_health::server::HealthReporter,
+    health: Arc<egress::local::health::HealthBook>,
     /// The services it reports on now.
     health_services: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -80,7 +81,7 @@ impl Carry {
             caches: Mutex::default(),
             stats: Mutex::default(),
             fleet: Mutex::default(),
-            health: tonic_health::server::HealthReporter::new(),
+            health: Arc::default(),
             health_services: Mutex::default(),
         }
     }
@@ -674,13 +675,11 @@ async fn local_grpc_services(
         *reported = now;
         gone
     };
-    let mut reporter = carry.health.clone();
+    let reporter = carry.health.clone();
     for name in gone {
-        reporter.clear_service_status(&name).await;
+        reporter.clear(&name);
     }
-    let health = tonic_health::pb::health_server::HealthServer::new(
-        tonic_health::server::HealthService::from_health_reporter(carry.health.clone()),
-    );
+    let health = carry.health.server();
     let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
     let reachable = probes.clone();
     for (i, upstream) in probes.into_iter().enumerate() {
@@ -697,12 +696,12 @@ async fn local_grpc_services(
         tokio::spawn(async move {
             loop {
                 let status = if *upstream.borrow_and_update() == Some(true) {
-                    tonic_health::ServingStatus::Serving
+                    ServingStatus::Serving
                 } else {
-                    tonic_health::ServingStatus::NotServing
+                    ServingStatus::NotServing
                 };
                 for name in &names {
-                    reporter.set_service_status(name, status).await;
+                    reporter.set(name, status);
                 }
                 tokio::select! {
                     changed = upstream.changed() => if changed.is_err() { return },

@@ -4,6 +4,7 @@
 //! layer here answers it in process, outermost in the pipeline, so no
 //! policy, metric or usage figure sees it, whichever protocol it came in on.
 
+pub mod health;
 pub mod reflection;
 
 use super::grpc::GrpcEgress;

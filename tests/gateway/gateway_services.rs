@@ -265,6 +265,19 @@ async fn a_health_watch_streams_on_every_protocol_that_streams() {
         quiet.is_err(),
         "the watch stays open past stream_idle_timeout: {quiet:?}"
     );
+    // A service nobody routes: SERVICE_UNKNOWN, and the call stays open
+    // for the day it is routed.
+    let mut unknown = HealthClient::new(h.grpc_channel().await)
+        .watch(HealthCheckRequest {
+            service: "nope.v1.Nope".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = unknown.next().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::ServiceUnknown as i32);
+    let open = tokio::time::timeout(std::time::Duration::from_millis(300), unknown.next()).await;
+    assert!(open.is_err(), "the watch stays open: {open:?}");
 
     // gRPC-Web and Connect read the reply body as it streams: the first
     // message arrives while the call is still open.

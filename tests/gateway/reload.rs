@@ -758,3 +758,71 @@ async fn an_inline_config_has_no_file_to_reload_and_that_is_no_failure() {
     assert_eq!(config["last_error"], Value::Null, "{config}");
     assert_eq!(h.client.get("/v1/shelves/1").await.status, StatusCode::OK);
 }
+
+/// A health watch opened on a service no route serves yet learns of it
+/// when a reload routes it, and hears it go when a reload stops routing it.
+#[tokio::test]
+async fn a_health_watch_follows_its_service_across_reloads() {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let mut backends = Vec::new();
+    for _ in 0..2 {
+        let (addr, _) = Backends::default()
+            .bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        backends.push(addr);
+    }
+    let dir = temp_dir("health-watch");
+    let path = dir.join("portico.toml");
+    // Shape B does not route Probe; shape A does.
+    replace(&path, &config_text(Shape::B, &backends, ""));
+    let gw = start(&path).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "portico.demo.v1.Probe".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("a status within 10 s")
+            .unwrap()
+            .expect("the watch goes on")
+            .status
+    };
+    assert_eq!(next().await, ServingStatus::ServiceUnknown as i32);
+
+    replace(&path, &config_text(Shape::A, &backends, ""));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    // NOT_SERVING first, until the new generation's probe has reached
+    // the upstream.
+    let mut status = next().await;
+    while status == ServingStatus::NotServing as i32 {
+        status = next().await;
+    }
+    assert_eq!(
+        status,
+        ServingStatus::Serving as i32,
+        "routed now, its upstream reachable"
+    );
+
+    replace(&path, &config_text(Shape::B, &backends, ""));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    assert_eq!(next().await, ServingStatus::ServiceUnknown as i32);
+    std::fs::remove_dir_all(dir).ok();
+}
