@@ -64,12 +64,11 @@ pub struct Carry {
     /// One health status per routed service for the process: a client
     /// watching it keeps its stream across reloads.
     health: Arc<egress::local::health::HealthBook>,
-    /// The services it reports on now.
-    health_services: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Carry {
     pub fn new(pages: Vec<Page>, shutdown: watch::Receiver<bool>) -> Carry {
+        let health = Arc::new(egress::local::health::HealthBook::new(shutdown.clone()));
         Carry {
             usage: Arc::default(),
             pages: Arc::new(pages),
@@ -81,8 +80,7 @@ impl Carry {
             caches: Mutex::default(),
             stats: Mutex::default(),
             fleet: Mutex::default(),
-            health: Arc::default(),
-            health_services: Mutex::default(),
+            health,
         }
     }
 
@@ -439,8 +437,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     );
     let auth_for_handshakes = auth.clone();
     let (alive, alive_rx) = watch::channel(());
-    let (local, reachable) =
-        local_grpc_services(&pool, &routes, &upstreams, carry, alive_rx).await?;
+    let (local, reachable, health_reports) = local_grpc_services(&pool, &routes, &upstreams, carry);
     let local = egress::local::AnsweredLocally(Arc::new(egress::local::LocalServices {
         services: local,
         egress: egress.grpc.clone(),
@@ -585,6 +582,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         }
     }
     carry.retain(&upstreams, &limiters, &caches, &routes);
+    health_reports.start(&carry.health, alive_rx);
     Ok(Generation {
         fleet,
         config,
@@ -646,72 +644,39 @@ fn files_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The gRPC services the gateway answers itself: server reflection (v1 and
 /// v1alpha) over the routed services, and grpc.health.v1 reporting each
 /// routed service as serving while an endpoint of its upstream is in
-/// rotation and reachable. Their reporters end when `alive` closes.
-async fn local_grpc_services(
+/// rotation and reachable (once [`HealthReports::start`]ed).
+fn local_grpc_services(
     pool: &DescriptorPool,
     routes: &RouteTable,
     upstreams: &[Arc<Upstream>],
     carry: &Carry,
-    alive: watch::Receiver<()>,
-) -> Result<(LocalServices, Vec<watch::Receiver<Option<bool>>>), StartError> {
-    let mut services: Vec<String> = routes
+) -> (
+    LocalServices,
+    Vec<watch::Receiver<Option<bool>>>,
+    HealthReports,
+) {
+    let routed: std::collections::BTreeSet<String> = routes
         .targets()
         .map(|t| t.method.parent_service().full_name().to_owned())
         .collect();
-    services.sort();
-    services.dedup();
-
     let schemas = Arc::new(egress::local::reflection::Schemas::new(
         pool.clone(),
-        services.clone(),
+        routed.iter().cloned().collect(),
     ));
-
-    // Services no longer routed stop being reported; the others keep their
-    // status until this generation's probes report.
-    let gone: Vec<String> = {
-        let mut reported = lock(&carry.health_services);
-        let now: std::collections::BTreeSet<String> = services.iter().cloned().collect();
-        let gone = reported.difference(&now).cloned().collect();
-        *reported = now;
-        gone
-    };
-    let reporter = carry.health.clone();
-    for name in gone {
-        reporter.clear(&name);
-    }
-    let health = carry.health.server();
     let probes = egress::probe::spawn(upstreams, PROBE_INTERVAL);
     let reachable = probes.clone();
-    for (i, upstream) in probes.into_iter().enumerate() {
-        let names: Vec<String> = routes
-            .targets()
-            .filter(|t| t.upstream.0 == i)
-            .map(|t| t.method.parent_service().full_name().to_owned())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let reporter = reporter.clone();
-        let mut upstream = upstream;
-        let mut alive = alive.clone();
-        tokio::spawn(async move {
-            loop {
-                let status = if *upstream.borrow_and_update() == Some(true) {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                for name in &names {
-                    reporter.set(name, status);
-                }
-                tokio::select! {
-                    changed = upstream.changed() => if changed.is_err() { return },
-                    // The generation is gone: so is this reporter, and with
-                    // it the probe, whose receiver this was.
-                    _ = alive.changed() => return,
-                }
-            }
-        });
-    }
+    let by_upstream = probes
+        .into_iter()
+        .enumerate()
+        .map(|(i, probe)| {
+            let names: std::collections::BTreeSet<String> = routes
+                .targets()
+                .filter(|t| t.upstream.0 == i)
+                .map(|t| t.method.parent_service().full_name().to_owned())
+                .collect();
+            (names.into_iter().collect(), probe)
+        })
+        .collect();
     let services = vec![
         (
             "/grpc.reflection.v1.ServerReflection/",
@@ -721,9 +686,69 @@ async fn local_grpc_services(
             "/grpc.reflection.v1alpha.ServerReflection/",
             LocalService::new(egress::local::reflection::v1alpha::server(schemas)),
         ),
-        ("/grpc.health.v1.Health/", LocalService::new(health)),
+        (
+            "/grpc.health.v1.Health/",
+            LocalService::new(carry.health.server()),
+        ),
     ];
-    Ok((services, reachable))
+    (
+        services,
+        reachable,
+        HealthReports {
+            routed,
+            by_upstream,
+        },
+    )
+}
+
+/// What a generation reports to the health service, started only once it
+/// is sure to go live: a reload that fails changes no status.
+struct HealthReports {
+    routed: std::collections::BTreeSet<String>,
+    /// Each upstream's routed services, and its reachability probe.
+    by_upstream: Vec<(Vec<String>, watch::Receiver<Option<bool>>)>,
+}
+
+impl HealthReports {
+    /// Services no longer routed stop being reported; the others keep
+    /// their status until this generation's probes have answered. The
+    /// reporters end when `alive` closes.
+    fn start(self, book: &Arc<egress::local::health::HealthBook>, alive: watch::Receiver<()>) {
+        book.route(self.routed);
+        for (names, mut probe) in self.by_upstream {
+            let book = book.clone();
+            let mut alive = alive.clone();
+            tokio::spawn(async move {
+                loop {
+                    match *probe.borrow_and_update() {
+                        Some(up) => {
+                            let status = if up {
+                                ServingStatus::Serving
+                            } else {
+                                ServingStatus::NotServing
+                            };
+                            for name in &names {
+                                book.set(name, status);
+                            }
+                        }
+                        // Not probed yet: a service new to the gateway is
+                        // not serving yet; the others keep their status.
+                        None => {
+                            for name in &names {
+                                book.set_if_unreported(name, ServingStatus::NotServing);
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        changed = probe.changed() => if changed.is_err() { return },
+                        // The generation is gone: so is this reporter, and
+                        // with it the probe, whose receiver this was.
+                        _ = alive.changed() => return,
+                    }
+                }
+            });
+        }
+    }
 }
 
 #[cfg(test)]

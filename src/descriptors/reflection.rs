@@ -152,7 +152,12 @@ macro_rules! reflection_client {
                         services.extend(list.service.into_iter().map(|s| s.name));
                     }
                 }
-                services.retain(|s| !s.starts_with("grpc.reflection."));
+                // The gateway's own services are the gateway's, whatever a
+                // backend serves under their names.
+                services.retain(|s| {
+                    !s.starts_with("grpc.reflection.")
+                        && !crate::routes::gateway::SERVICES.contains(&s.as_str())
+                });
                 let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
                 let mut asked: HashSet<String> = HashSet::new();
                 let mut requests: Vec<MessageRequest> = services

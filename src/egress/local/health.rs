@@ -4,8 +4,8 @@
 //! sending its status once it becomes known (a route added by a reload),
 //! and `SERVICE_UNKNOWN` again if it stops being reported.
 
-use futures_util::Stream;
-use std::collections::HashMap;
+use futures_util::{Stream, StreamExt};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -18,68 +18,118 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 /// opened before a reload sees the statuses reported after it.
 #[derive(Debug)]
 pub struct HealthBook {
-    /// Reported services, and unknown ones somebody watches.
-    statuses: Mutex<HashMap<String, watch::Sender<ServingStatus>>>,
+    book: Mutex<Book>,
+    /// True once the process drains: everything is `NOT_SERVING` then, and
+    /// watches end, so none holds the drain up.
+    shutdown: watch::Receiver<bool>,
 }
 
-impl Default for HealthBook {
-    fn default() -> Self {
-        // The server as a whole (`""`) serves while the process does.
-        let (serving, _) = watch::channel(ServingStatus::Serving);
-        HealthBook {
-            statuses: Mutex::new(HashMap::from([(String::new(), serving)])),
-        }
-    }
+#[derive(Debug)]
+struct Book {
+    /// Reported services, and unknown ones somebody watches.
+    statuses: HashMap<String, watch::Sender<ServingStatus>>,
+    /// The services the live generation routes: only these are reported.
+    routed: BTreeSet<String>,
+    /// The book's size after its last sweep of forgotten names.
+    swept_at: usize,
 }
 
 impl HealthBook {
-    fn statuses(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<ServingStatus>>> {
-        self.statuses.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn new(shutdown: watch::Receiver<bool>) -> HealthBook {
+        // The server as a whole (`""`) serves while the process does.
+        let (serving, _) = watch::channel(ServingStatus::Serving);
+        HealthBook {
+            book: Mutex::new(Book {
+                statuses: HashMap::from([(String::new(), serving)]),
+                routed: BTreeSet::new(),
+                swept_at: 0,
+            }),
+            shutdown,
+        }
     }
 
-    /// Reports `service` as `status`; watchers see it when it changes.
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The services a new generation routes, once it is sure to go live:
+    /// those no longer routed stop being reported (their watchers are told
+    /// `SERVICE_UNKNOWN`); the others keep their status until reported again.
+    pub fn route(&self, services: BTreeSet<String>) {
+        let mut book = self.book();
+        let gone: Vec<String> = book.routed.difference(&services).cloned().collect();
+        for name in gone {
+            if let Some(tx) = book.statuses.get(&name) {
+                if tx.receiver_count() == 0 {
+                    book.statuses.remove(&name);
+                } else {
+                    tx.send_replace(ServingStatus::ServiceUnknown);
+                }
+            }
+        }
+        book.routed = services;
+    }
+
+    /// Reports a routed `service` as `status`; watchers see it when it
+    /// changes. A service the live generation does not route is left
+    /// alone (a report of an older generation, still running).
     pub fn set(&self, service: &str, status: ServingStatus) {
-        let mut statuses = self.statuses();
-        match statuses.get(service) {
+        let mut book = self.book();
+        if !book.routed.contains(service) {
+            return;
+        }
+        match book.statuses.get(service) {
             Some(tx) => {
                 tx.send_if_modified(|now| std::mem::replace(now, status) != status);
             }
             None => {
-                statuses.insert(service.to_owned(), watch::channel(status).0);
+                book.statuses
+                    .insert(service.to_owned(), watch::channel(status).0);
             }
         }
     }
 
-    /// Stops reporting `service`: `Check` finds it no more, and its
-    /// watchers are told `SERVICE_UNKNOWN`.
-    pub fn clear(&self, service: &str) {
-        let mut statuses = self.statuses();
-        if let Some(tx) = statuses.get(service) {
-            if tx.receiver_count() == 0 {
-                statuses.remove(service);
-            } else {
-                tx.send_replace(ServingStatus::ServiceUnknown);
-            }
+    /// As [`HealthBook::set`], for a service with no status yet only: a
+    /// generation's first word before its probe has answered.
+    pub fn set_if_unreported(&self, service: &str, status: ServingStatus) {
+        let unreported = self
+            .book()
+            .statuses
+            .get(service)
+            .is_none_or(|tx| *tx.borrow() == ServingStatus::ServiceUnknown);
+        if unreported {
+            self.set(service, status);
         }
     }
 
     fn status(&self, service: &str) -> Option<ServingStatus> {
-        let status = *self.statuses().get(service)?.borrow();
-        (status != ServingStatus::ServiceUnknown).then_some(status)
+        let status = *self.book().statuses.get(service)?.borrow();
+        if status == ServingStatus::ServiceUnknown {
+            return None;
+        }
+        Some(if *self.shutdown.borrow() {
+            ServingStatus::NotServing
+        } else {
+            status
+        })
     }
 
     fn watch(&self, service: &str) -> watch::Receiver<ServingStatus> {
-        let mut statuses = self.statuses();
-        if let Some(tx) = statuses.get(service) {
+        let mut book = self.book();
+        if let Some(tx) = book.statuses.get(service) {
             return tx.subscribe();
         }
         // Unknown services nobody watches any more are forgotten, so
-        // watching made-up names cannot grow the book.
-        statuses.retain(|_, tx| {
-            *tx.borrow() != ServingStatus::ServiceUnknown || tx.receiver_count() > 0
-        });
+        // watching made-up names cannot grow the book; swept when it has
+        // doubled, so many watches cost little each.
+        if book.statuses.len() >= 2 * book.swept_at.max(32) {
+            book.statuses.retain(|_, tx| {
+                *tx.borrow() != ServingStatus::ServiceUnknown || tx.receiver_count() > 0
+            });
+            book.swept_at = book.statuses.len();
+        }
         let (tx, rx) = watch::channel(ServingStatus::ServiceUnknown);
-        statuses.insert(service.to_owned(), tx);
+        book.statuses.insert(service.to_owned(), tx);
         rx
     }
 
@@ -93,6 +143,12 @@ pub struct HealthService(Arc<HealthBook>);
 
 type Statuses = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
 
+fn reply(status: ServingStatus) -> Result<HealthCheckResponse, Status> {
+    Ok(HealthCheckResponse {
+        status: status as i32,
+    })
+}
+
 #[tonic::async_trait]
 impl Health for HealthService {
     async fn check(
@@ -101,9 +157,7 @@ impl Health for HealthService {
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let service = &request.get_ref().service;
         match self.0.status(service) {
-            Some(status) => Ok(Response::new(HealthCheckResponse {
-                status: status as i32,
-            })),
+            Some(status) => reply(status).map(Response::new),
             None => Err(Status::not_found(format!(
                 "the gateway reports no service {service:?}"
             ))),
@@ -118,14 +172,18 @@ impl Health for HealthService {
     ) -> Result<Response<Statuses>, Status> {
         let statuses =
             tokio_stream::wrappers::WatchStream::new(self.0.watch(&request.get_ref().service));
-        Ok(Response::new(Box::pin(futures_util::StreamExt::map(
-            statuses,
-            |status| {
-                Ok(HealthCheckResponse {
-                    status: status as i32,
-                })
-            },
-        ))))
+        let mut shutdown = self.0.shutdown.clone();
+        let draining = async move {
+            let _ = shutdown.wait_for(|down| *down).await;
+        };
+        // At the drain, a last NOT_SERVING and the end of the call.
+        let watch = statuses
+            .map(reply)
+            .take_until(draining)
+            .chain(futures_util::stream::once(async {
+                reply(ServingStatus::NotServing)
+            }));
+        Ok(Response::new(Box::pin(watch)))
     }
 }
 
@@ -133,15 +191,20 @@ impl Health for HealthService {
 mod tests {
     use super::*;
 
+    fn book() -> (HealthBook, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let book = HealthBook::new(rx);
+        book.route(BTreeSet::from(["a.A".to_owned(), "b.B".to_owned()]));
+        (book, tx)
+    }
+
     #[test]
     fn a_watch_of_an_unknown_service_waits_for_it_and_sees_it_go() {
-        let book = HealthBook::default();
+        let (book, _) = book();
         assert_eq!(book.status(""), Some(ServingStatus::Serving));
-        assert_eq!(book.status("a.A"), None);
+        assert_eq!(book.status("a.A"), None, "routed, not reported yet");
         let mut rx = book.watch("a.A");
         assert_eq!(*rx.borrow_and_update(), ServingStatus::ServiceUnknown);
-        // Still unknown to Check while only watched.
-        assert_eq!(book.status("a.A"), None);
         book.set("a.A", ServingStatus::Serving);
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), ServingStatus::Serving);
@@ -149,21 +212,67 @@ mod tests {
         // The same status again is no news.
         book.set("a.A", ServingStatus::Serving);
         assert!(!rx.has_changed().unwrap());
-        book.clear("a.A");
+        // A first word before the probe changes nothing already reported.
+        book.set_if_unreported("a.A", ServingStatus::NotServing);
+        assert!(!rx.has_changed().unwrap());
+        // A reload stops routing it.
+        book.route(BTreeSet::from(["b.B".to_owned()]));
         assert_eq!(*rx.borrow_and_update(), ServingStatus::ServiceUnknown);
+        assert_eq!(book.status("a.A"), None);
+        // A report from the older generation, still running, is ignored.
+        book.set("a.A", ServingStatus::Serving);
         assert_eq!(book.status("a.A"), None);
     }
 
     #[test]
     fn made_up_names_are_forgotten_once_nobody_watches_them() {
-        let book = HealthBook::default();
-        for i in 0..100 {
+        let (book, _) = book();
+        book.set("a.A", ServingStatus::NotServing);
+        for i in 0..1000 {
             drop(book.watch(&format!("made.up.S{i}")));
         }
-        // Each new watch sweeps those left behind.
-        assert!(book.statuses().len() <= 2, "{}", book.statuses().len());
-        book.set("real.R", ServingStatus::NotServing);
-        drop(book.watch("another.S"));
-        assert_eq!(book.status("real.R"), Some(ServingStatus::NotServing));
+        assert!(
+            book.book().statuses.len() <= 66,
+            "{}",
+            book.book().statuses.len()
+        );
+        assert_eq!(book.status("a.A"), Some(ServingStatus::NotServing));
+    }
+
+    #[test]
+    fn a_draining_gateway_serves_nothing() {
+        let (book, shutdown) = book();
+        book.set("a.A", ServingStatus::Serving);
+        shutdown.send_replace(true);
+        assert_eq!(book.status("a.A"), Some(ServingStatus::NotServing));
+        assert_eq!(book.status(""), Some(ServingStatus::NotServing));
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_ends_with_not_serving_when_the_gateway_drains() {
+        let (tx, rx) = watch::channel(false);
+        let book = Arc::new(HealthBook::new(rx));
+        book.route(BTreeSet::from(["a.A".to_owned()]));
+        book.set("a.A", ServingStatus::Serving);
+        let mut statuses = HealthService(book)
+            .watch(Request::new(HealthCheckRequest {
+                service: "a.A".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let status = |r: Option<Result<HealthCheckResponse, Status>>| r.unwrap().unwrap().status;
+        assert_eq!(status(statuses.next().await), ServingStatus::Serving as i32);
+        tx.send_replace(true);
+        assert_eq!(
+            status(statuses.next().await),
+            ServingStatus::NotServing as i32
+        );
+        assert!(statuses.next().await.is_none(), "the call ends");
     }
 }

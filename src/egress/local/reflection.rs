@@ -11,7 +11,8 @@ use tonic::Code;
 
 /// What reflection describes: the routed schemas and the gateway's own.
 pub struct Schemas {
-    /// Searched in order: the routed schemas first.
+    /// Searched in order: the gateway's own schemas first, so a backend's
+    /// copy of `grpc.health.v1` never describes the gateway's service.
     pools: [DescriptorPool; 2],
     /// What `list_services` answers, sorted.
     services: Vec<String>,
@@ -31,7 +32,7 @@ impl Schemas {
         services.sort();
         services.dedup();
         Schemas {
-            pools: [routed, crate::routes::gateway::pool().clone()],
+            pools: [crate::routes::gateway::pool().clone(), routed],
             services,
         }
     }
@@ -44,7 +45,8 @@ impl Schemas {
     }
 
     /// The file declaring `symbol`: a service, a method
-    /// (`pkg.Service.Method`), a message, an enum, a field or an extension.
+    /// (`pkg.Service.Method`), a message, an enum, an enum value (named
+    /// beside its enum, `pkg.VALUE`), a field, a oneof or an extension.
     fn file_of_symbol(&self, symbol: &str) -> Result<FileDescriptor, Miss> {
         let symbol = symbol.trim_start_matches('.');
         for pool in &self.pools {
@@ -67,10 +69,19 @@ impl Schemas {
                     }
                 }
                 if let Some(m) = pool.get_message_by_name(parent) {
-                    if m.get_field_by_name(member).is_some() {
+                    if m.get_field_by_name(member).is_some()
+                        || m.oneofs().any(|o| o.name() == member)
+                    {
                         return Ok(m.parent_file());
                     }
                 }
+            }
+            // Rare enough to look through every enum for.
+            if let Some(e) = pool
+                .all_enums()
+                .find(|e| e.values().any(|v| v.full_name() == symbol))
+            {
+                return Ok(e.parent_file());
             }
         }
         Err((Code::NotFound, format!("no symbol named {symbol:?}")))
@@ -251,6 +262,7 @@ mod tests {
             "grpc.health.v1.HealthCheckRequest",
             "grpc.health.v1.HealthCheckRequest.service",
             "grpc.health.v1.HealthCheckResponse.ServingStatus",
+            "grpc.health.v1.HealthCheckResponse.SERVICE_UNKNOWN",
             ".grpc.health.v1.Health",
         ] {
             let file = s
