@@ -22,8 +22,8 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed: the
-/// gateway's own services answered, then authenticate -> authorize -> external authorization -> rate limit ->
-/// cache -> egress.
+/// gateway's own services answered -> count -> authenticate -> authorize
+/// -> external authorization -> rate limit -> cache -> egress.
 #[allow(clippy::too_many_arguments)]
 pub fn pipeline(
     auth: PerRoute<auth::RouteAuth>,

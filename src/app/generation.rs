@@ -274,8 +274,6 @@ pub struct Generation {
     _alive: watch::Sender<()>,
 }
 
-type LocalServices = Vec<(&'static str, LocalService)>;
-
 /// How often upstream reachability is checked for the health service and
 /// `/readyz`.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -437,11 +435,9 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     );
     let auth_for_handshakes = auth.clone();
     let (alive, alive_rx) = watch::channel(());
-    let (local, reachable, health_reports) = local_grpc_services(&pool, &routes, &upstreams, carry);
-    let local = egress::local::AnsweredLocally(Arc::new(egress::local::LocalServices {
-        services: local,
-        egress: egress.grpc.clone(),
-    }));
+    let (local, reachable, health_reports) =
+        local_grpc_services(&pool, &routes, &upstreams, carry, &egress.grpc);
+    let local = egress::local::AnsweredLocally(Arc::new(local));
     let pipeline = policy::pipeline(
         auth,
         authorize,
@@ -650,8 +646,9 @@ fn local_grpc_services(
     routes: &RouteTable,
     upstreams: &[Arc<Upstream>],
     carry: &Carry,
+    grpc_egress: &GrpcEgress,
 ) -> (
-    LocalServices,
+    egress::local::LocalServices,
     Vec<watch::Receiver<Option<bool>>>,
     HealthReports,
 ) {
@@ -669,12 +666,12 @@ fn local_grpc_services(
         .into_iter()
         .enumerate()
         .map(|(i, probe)| {
-            let names: std::collections::BTreeSet<String> = routes
+            let names = routes
                 .targets()
                 .filter(|t| t.upstream.0 == i)
                 .map(|t| t.method.parent_service().full_name().to_owned())
                 .collect();
-            (names.into_iter().collect(), probe)
+            (names, probe)
         })
         .collect();
     let services = vec![
@@ -692,7 +689,10 @@ fn local_grpc_services(
         ),
     ];
     (
-        services,
+        egress::local::LocalServices {
+            services,
+            egress: grpc_egress.clone(),
+        },
         reachable,
         HealthReports {
             routed,
@@ -706,7 +706,10 @@ fn local_grpc_services(
 struct HealthReports {
     routed: std::collections::BTreeSet<String>,
     /// Each upstream's routed services, and its reachability probe.
-    by_upstream: Vec<(Vec<String>, watch::Receiver<Option<bool>>)>,
+    by_upstream: Vec<(
+        std::collections::BTreeSet<String>,
+        watch::Receiver<Option<bool>>,
+    )>,
 }
 
 impl HealthReports {

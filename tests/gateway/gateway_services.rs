@@ -16,6 +16,26 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     HealthCheckResponse,
 };
+use tonic_reflection::pb::v1::{
+    server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+    server_reflection_response::MessageResponse, ServerReflectionRequest, ServerReflectionResponse,
+};
+
+/// A reflection call (v1) over gRPC asking `questions` in order.
+async fn reflect(
+    h: &Harness,
+    questions: Vec<MessageRequest>,
+) -> tonic::Streaming<ServerReflectionResponse> {
+    let requests = questions.into_iter().map(|m| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    });
+    ServerReflectionClient::new(h.grpc_channel().await)
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+}
 
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 const WATCH: &str = "/grpc.health.v1.Health/Watch";
@@ -347,20 +367,11 @@ async fn server_reflection_answers_over_connect_and_websocket_too() {
     // larger, and are its own replies.
     let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
     {
-        use tonic_reflection::pb::v1::{
-            server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-            ServerReflectionRequest,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(LIBRARY.into())),
-        };
-        let mut replies = ServerReflectionClient::new(h.grpc_channel().await)
-            .server_reflection_info(tokio_stream::iter(vec![request]))
-            .await
-            .unwrap()
-            .into_inner();
+        let mut replies = reflect(
+            &h,
+            vec![MessageRequest::FileContainingSymbol(LIBRARY.into())],
+        )
+        .await;
         let Some(MessageResponse::FileDescriptorResponse(files)) =
             replies.next().await.unwrap().unwrap().message_response
         else {
@@ -476,32 +487,17 @@ async fn calls_of_the_gateway_services_are_not_counted_as_traffic() {
 /// with its imports, extensions listed.
 #[tokio::test]
 async fn reflection_answers_every_question_on_one_call_misses_included() {
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
-    };
     let h = Harness::start().await;
-    let ask = |m: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
-    };
-    let mut replies = ServerReflectionClient::new(h.grpc_channel().await)
-        .server_reflection_info(tokio_stream::iter(vec![
-            ask(MessageRequest::FileContainingSymbol("no.Such".into())),
-            ask(MessageRequest::FileContainingSymbol(format!(
-                "{LIBRARY}.GetShelf"
-            ))),
-            ask(MessageRequest::FileByFilename(
-                "grpc/health/v1/health.proto".into(),
-            )),
-            ask(MessageRequest::AllExtensionNumbersOfType(
-                "google.protobuf.MethodOptions".into(),
-            )),
-        ]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replies = reflect(
+        &h,
+        vec![
+            MessageRequest::FileContainingSymbol("no.Such".into()),
+            MessageRequest::FileContainingSymbol(format!("{LIBRARY}.GetShelf")),
+            MessageRequest::FileByFilename("grpc/health/v1/health.proto".into()),
+            MessageRequest::AllExtensionNumbersOfType("google.protobuf.MethodOptions".into()),
+        ],
+    )
+    .await;
     let Some(MessageResponse::ErrorResponse(miss)) =
         replies.message().await.unwrap().unwrap().message_response
     else {

@@ -197,26 +197,20 @@ async fn native_grpc_needs_http2_and_every_grpc_call_is_a_post() {
     );
 }
 
-/// A backend that is not gRPC at all: a proxy that answers the status the
-/// request's `x-answer` header asks for, with a short text body.
-async fn plain_http_backend() -> SocketAddr {
+/// An HTTP/2 server on a free port answering every request with `answer`.
+async fn http2_backend(
+    answer: fn(
+        &http::Request<hyper::body::Incoming>,
+    ) -> http::Response<http_body_util::Full<Bytes>>,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let status: u16 = req
-                            .headers()
-                            .get("x-answer")
-                            .and_then(|v| v.to_str().ok()?.parse().ok())
-                            .unwrap_or(503);
-                        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
-                            format!("proxy says {status}"),
-                        )));
-                        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(resp)
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(answer(&req))
                     },
                 );
                 let _ =
@@ -227,6 +221,24 @@ async fn plain_http_backend() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A backend that is not gRPC at all: a proxy that answers the status the
+/// request's `x-answer` header asks for, with a short text body.
+async fn plain_http_backend() -> SocketAddr {
+    http2_backend(|req| {
+        let status: u16 = req
+            .headers()
+            .get("x-answer")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(503);
+        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(format!(
+            "proxy says {status}"
+        ))));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        resp
+    })
+    .await
 }
 
 #[tokio::test]
@@ -261,30 +273,16 @@ async fn a_plain_http_error_from_a_backend_maps_as_grpc_documents_on_every_proto
 /// gateway asks for `identity`): gzip named in the headers, the message
 /// flagged compressed.
 async fn compressing_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |_: http::Request<hyper::body::Incoming>| async move {
-                        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
-                            support::frame_bytes(1, b"\x1f\x8b not really gzip"),
-                        )));
-                        let headers = resp.headers_mut();
-                        headers.insert("content-type", "application/grpc".parse().unwrap());
-                        headers.insert("grpc-encoding", "gzip".parse().unwrap());
-                        Ok::<_, Infallible>(resp)
-                    },
-                );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
-                        .await;
-            });
-        }
-    });
-    addr
+    http2_backend(|_| {
+        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
+            support::frame_bytes(1, b"\x1f\x8b not really gzip"),
+        )));
+        let headers = resp.headers_mut();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.insert("grpc-encoding", "gzip".parse().unwrap());
+        resp
+    })
+    .await
 }
 
 /// The gateway reads only uncompressed replies and says so: a compressed

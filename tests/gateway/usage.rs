@@ -154,33 +154,28 @@ async fn callers_beyond_the_books_bound_are_counted_as_other() {
     };
     // One steady caller first, then one call each from more callers than
     // there is room for.
-    let steady = bearer("steady");
+    let call_as = |subject: String| {
+        let authorization = bearer(&subject);
+        let client = &h.client;
+        async move {
+            let r = client
+                .send(
+                    http::Method::GET,
+                    "/v1/probe/headers",
+                    &[("authorization", authorization.as_str())],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, 200, "{subject}");
+        }
+    };
     for _ in 0..5 {
-        let r = h
-            .client
-            .send(
-                http::Method::GET,
-                "/v1/probe/headers",
-                &[("authorization", steady.as_str())],
-                "",
-            )
-            .await;
-        assert_eq!(r.status, 200);
+        call_as("steady".into()).await;
     }
     let extra = 10;
     let callers = 1000 + extra;
     for i in 0..callers {
-        let token = bearer(&format!("caller-{i}"));
-        let r = h
-            .client
-            .send(
-                http::Method::GET,
-                "/v1/probe/headers",
-                &[("authorization", token.as_str())],
-                "",
-            )
-            .await;
-        assert_eq!(r.status, 200, "caller {i}");
+        call_as(format!("caller-{i}")).await;
     }
     let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
     let usage = admin.get("/usage").await.json();

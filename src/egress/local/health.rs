@@ -34,6 +34,28 @@ struct Book {
     swept_at: usize,
 }
 
+impl Book {
+    /// `status` for a routed `service`: over any it had (`replace`), or
+    /// only where it had none yet.
+    fn set(&mut self, service: &str, status: ServingStatus, replace: bool) {
+        if !self.routed.contains(service) {
+            return;
+        }
+        match self.statuses.get(service) {
+            Some(tx) => {
+                tx.send_if_modified(|now| {
+                    let take = replace || *now == ServingStatus::ServiceUnknown;
+                    take && std::mem::replace(now, status) != status
+                });
+            }
+            None => {
+                self.statuses
+                    .insert(service.to_owned(), watch::channel(status).0);
+            }
+        }
+    }
+}
+
 impl HealthBook {
     pub fn new(shutdown: watch::Receiver<bool>) -> HealthBook {
         // The server as a whole (`""`) serves while the process does.
@@ -74,32 +96,13 @@ impl HealthBook {
     /// changes. A service the live generation does not route is left
     /// alone (a report of an older generation, still running).
     pub fn set(&self, service: &str, status: ServingStatus) {
-        let mut book = self.book();
-        if !book.routed.contains(service) {
-            return;
-        }
-        match book.statuses.get(service) {
-            Some(tx) => {
-                tx.send_if_modified(|now| std::mem::replace(now, status) != status);
-            }
-            None => {
-                book.statuses
-                    .insert(service.to_owned(), watch::channel(status).0);
-            }
-        }
+        self.book().set(service, status, true);
     }
 
     /// As [`HealthBook::set`], for a service with no status yet only: a
     /// generation's first word before its probe has answered.
     pub fn set_if_unreported(&self, service: &str, status: ServingStatus) {
-        let unreported = self
-            .book()
-            .statuses
-            .get(service)
-            .is_none_or(|tx| *tx.borrow() == ServingStatus::ServiceUnknown);
-        if unreported {
-            self.set(service, status);
-        }
+        self.book().set(service, status, false);
     }
 
     fn status(&self, service: &str) -> Option<ServingStatus> {
