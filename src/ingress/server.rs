@@ -88,39 +88,46 @@ pub fn spawn<S: Serving>(
                         )
                         .await
                     }
+                    // Boxed: a TLS session and its handshake would make
+                    // every connection's task several KiB larger, plain
+                    // ones included.
                     Some(acceptor) => {
-                        // The handshake gets the same bound as reading headers.
-                        let handshake = tokio::time::timeout(
-                            limits.header_read_timeout,
-                            acceptor.accept(stream),
-                        );
-                        match handshake.await {
-                            Ok(Ok(tls)) => {
-                                // Verified by the handshake; read once for
-                                // every request on the connection.
-                                let client_cert = tls
-                                    .get_ref()
-                                    .1
-                                    .peer_certificates()
-                                    .and_then(|chain| chain.first())
-                                    .and_then(|c| super::tls::client_certificate(c))
-                                    .map(Arc::new);
-                                serve_connection(
-                                    tls,
-                                    remote,
-                                    client_cert,
-                                    serving,
-                                    limits,
-                                    shutdown,
-                                    slot.clone(),
-                                )
-                                .await
+                        let slot = slot.clone();
+                        Box::pin(async move {
+                            // The handshake gets the same bound as reading headers.
+                            let handshake = tokio::time::timeout(
+                                limits.header_read_timeout,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(tls)) => {
+                                    // Verified by the handshake; read once for
+                                    // every request on the connection.
+                                    let client_cert = tls
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|chain| chain.first())
+                                        .and_then(|c| super::tls::client_certificate(c))
+                                        .map(Arc::new);
+                                    serve_connection(
+                                        tls,
+                                        remote,
+                                        client_cert,
+                                        serving,
+                                        limits,
+                                        shutdown,
+                                        slot,
+                                    )
+                                    .await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::info!(%remote, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
                             }
-                            Ok(Err(e)) => {
-                                tracing::info!(%remote, error = %e, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-                        }
+                        })
+                        .await
                     }
                 }
                 // Released here unless an upgraded WebSocket session took it.
