@@ -248,23 +248,11 @@ impl Reply {
         while let Some(frame) = body.next().await {
             match frame? {
                 ReplyFrame::Message(m) if message.is_none() => message = Some(m),
-                ReplyFrame::Message(_) => {
-                    return Err(GatewayError::new(
-                        crate::error::ErrorKind::BadBackendReply,
-                        crate::error::Origin::Backend,
-                        "the backend sent more than one message for a unary call",
-                    ))
-                }
+                ReplyFrame::Message(_) => return Err(GatewayError::reply_with_extra_message()),
                 ReplyFrame::Trailers(t) => metadata.extend(t),
             }
         }
-        let message = message.ok_or_else(|| {
-            GatewayError::new(
-                crate::error::ErrorKind::BadBackendReply,
-                crate::error::Origin::Backend,
-                "the backend ended the call without a message",
-            )
-        })?;
+        let message = message.ok_or_else(GatewayError::reply_without_message)?;
         Ok((metadata, message))
     }
 }

@@ -411,6 +411,25 @@ impl GatewayError {
         )
     }
 
+    /// A unary call's reply ended `OK` with no message: gRPC clients
+    /// treat that as INTERNAL, so every protocol's client gets that.
+    pub fn reply_without_message() -> Self {
+        Self::new(
+            ErrorKind::BadBackendReply,
+            Origin::Backend,
+            "the backend ended the call without a message",
+        )
+    }
+
+    /// A unary call's reply had a second message.
+    pub fn reply_with_extra_message() -> Self {
+        Self::new(
+            ErrorKind::BadBackendReply,
+            Origin::Backend,
+            "the backend sent more than one message for a unary call",
+        )
+    }
+
     /// A policy's own service (introspection, external authorization) failed.
     pub fn policy_service_unavailable(message: impl Into<String>) -> Self {
         Self::new(

@@ -160,6 +160,7 @@ impl GrpcEgress {
         // in, so there the idle timeout of the client's stream applies.
         let header_timeout = self.header_timeout;
         let bounded = client_failed.is_none();
+        let unary_reply = !env.target.kind.server_streams();
         let call = async move {
             let call = grpc.streaming(request, env.target.path.clone(), RawCodec);
             if bounded {
@@ -198,6 +199,8 @@ impl GrpcEgress {
                 deadline,
                 idle,
                 max_message_bytes,
+                unary_reply,
+                messages: 0,
                 done: false,
                 cancel,
                 _slot: slot,
@@ -241,6 +244,11 @@ struct CallState {
     idle: std::time::Duration,
     /// `server.limits.max_grpc_message_bytes`.
     max_message_bytes: usize,
+    /// Replies to a method that does not stream its reply: exactly one
+    /// message, or the call fails (as a gRPC client's own stub would
+    /// fail it), whichever protocol the client speaks.
+    unary_reply: bool,
+    messages: u64,
     done: bool,
     cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs (none for
@@ -404,8 +412,21 @@ fn reply_stream(state: CallState) -> ReplyStream {
                     )),
                 },
             };
+            let outcome = match outcome {
+                Ok(Some(_)) if st.unary_reply && st.messages == 1 => {
+                    Err(GatewayError::reply_with_extra_message())
+                }
+                // Ok(None) is the backend's OK status: its errors are Err.
+                Ok(None) if st.unary_reply && st.messages == 0 => {
+                    Err(GatewayError::reply_without_message())
+                }
+                other => other,
+            };
             return match outcome {
-                Ok(Some(message)) => Some((Ok(ReplyFrame::Message(message)), st)),
+                Ok(Some(message)) => {
+                    st.messages += 1;
+                    Some((Ok(ReplyFrame::Message(message)), st))
+                }
                 Ok(None) => {
                     st.done = true;
                     let trailers = st

@@ -259,13 +259,7 @@ impl ConnectIngress {
                         ReplyFrame::Trailers(t) => trailers = t,
                     }
                 }
-                let message = message.ok_or_else(|| {
-                    GatewayError::new(
-                        ErrorKind::BadBackendReply,
-                        Origin::Backend,
-                        "the backend ended the call without a message",
-                    )
-                })?;
+                let message = message.ok_or_else(GatewayError::reply_without_message)?;
                 let body = match codec {
                     Codec::Proto => message,
                     Codec::Json => {

@@ -7,6 +7,7 @@ use crate::support;
 
 use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::BodyExt;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -197,11 +198,11 @@ async fn native_grpc_needs_http2_and_every_grpc_call_is_a_post() {
     );
 }
 
+type AnswerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
 /// An HTTP/2 server on a free port answering every request with `answer`.
 async fn http2_backend(
-    answer: fn(
-        &http::Request<hyper::body::Incoming>,
-    ) -> http::Response<http_body_util::Full<Bytes>>,
+    answer: fn(&http::Request<hyper::body::Incoming>) -> http::Response<AnswerBody>,
 ) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -232,9 +233,9 @@ async fn plain_http_backend() -> SocketAddr {
             .get("x-answer")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(503);
-        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(format!(
-            "proxy says {status}"
-        ))));
+        let mut resp = http::Response::new(
+            http_body_util::Full::new(Bytes::from(format!("proxy says {status}"))).boxed(),
+        );
         *resp.status_mut() = StatusCode::from_u16(status).unwrap();
         resp
     })
@@ -274,9 +275,13 @@ async fn a_plain_http_error_from_a_backend_maps_as_grpc_documents_on_every_proto
 /// flagged compressed.
 async fn compressing_backend() -> SocketAddr {
     http2_backend(|_| {
-        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::from(
-            support::frame_bytes(1, b"\x1f\x8b not really gzip"),
-        )));
+        let mut resp = http::Response::new(
+            http_body_util::Full::new(Bytes::from(support::frame_bytes(
+                1,
+                b"\x1f\x8b not really gzip",
+            )))
+            .boxed(),
+        );
         let headers = resp.headers_mut();
         headers.insert("content-type", "application/grpc".parse().unwrap());
         headers.insert("grpc-encoding", "gzip".parse().unwrap());
@@ -303,6 +308,54 @@ async fn a_compressed_reply_is_the_backends_fault_on_every_protocol() {
     // REST and Connect say it with the status of a bad backend reply.
     let r = h.client.get("/v1/probe/headers").await;
     assert_eq!(r.status, 502, "{}", r.text());
+}
+
+/// A gRPC reply of `messages` (empty ones: every message type reads
+/// them) and then the `OK` status in trailers.
+fn ok_reply_of(messages: usize) -> http::Response<AnswerBody> {
+    use http_body::Frame;
+    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..messages)
+        .map(|_| Ok(Frame::data(Bytes::from(support::frame_bytes(0, b"")))))
+        .collect();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    frames.push(Ok(Frame::trailers(trailers)));
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let mut resp = http::Response::new(body.boxed());
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    resp
+}
+
+/// A unary method's reply is one message, whichever protocol asked: a
+/// backend that ends the call `OK` with none, or sends two, fails it as
+/// INTERNAL, the backend's fault, as a gRPC client's own stub would, and
+/// never as a success with no reply (or a gRPC call that broke its
+/// protocol by passing it on).
+#[tokio::test]
+async fn a_unary_reply_of_no_message_or_two_is_internal_on_every_protocol() {
+    let none = http2_backend(|_| ok_reply_of(0)).await;
+    let two = http2_backend(|_| ok_reply_of(2)).await;
+    for (backend, said) in [
+        (none, "ended the call without a message"),
+        (two, "more than one message for a unary call"),
+    ] {
+        let h = Harness::start_with_config(move |_| support::config_text(backend, "", "")).await;
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[], "", None).await;
+            assert_eq!(seen.code, 13, "{said}, over {protocol:?}: {seen:?}");
+            assert!(seen.message.contains(said), "over {protocol:?}: {seen:?}");
+        }
+        let r = h.client.get("/v1/probe/headers").await;
+        assert_eq!(r.status, 502, "{said}: {}", r.text());
+    }
+    // A reply of one message is the call's answer.
+    let one = http2_backend(|_| ok_reply_of(1)).await;
+    let h = Harness::start_with_config(move |_| support::config_text(one, "", "")).await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 0, "one message, over {protocol:?}: {seen:?}");
+    }
 }
 
 /// gRPC and gRPC-Web with a message codec other than protobuf are answered
