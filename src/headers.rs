@@ -126,15 +126,15 @@ pub fn deadline(
     }
 }
 
-/// Headers of the HTTP or gRPC framing, the gateway's own: never copied
-/// from a request to the backend's metadata, nor from the backend's
-/// metadata to a response.
 /// Whether a value can be an ASCII gRPC metadata value (printable ASCII,
 /// 0x20 to 0x7E, as the gRPC over HTTP/2 spec defines it).
 pub fn is_grpc_ascii(value: &[u8]) -> bool {
     value.iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
+/// Headers of the HTTP or gRPC framing, the gateway's own: never copied
+/// from a request to the backend's metadata, nor from the backend's
+/// metadata to a response.
 pub fn is_framing(name: &HeaderName) -> bool {
     let n = name.as_str();
     n.starts_with("grpc-")

@@ -76,11 +76,15 @@ async fn concurrent_identical_misses_make_one_backend_call() {
     let calls: Vec<_> = (0..10)
         .map(|_| {
             let c = h.client.clone();
-            tokio::spawn(async move { c.get("/v1/probe/sleep/200").await.status })
+            tokio::spawn(async move {
+                let r = c.get("/v1/probe/sleep/200").await;
+                (r.status, r.header("x-cache").map(str::to_owned))
+            })
         })
         .collect();
     for c in calls {
-        assert_eq!(c.await.unwrap(), StatusCode::OK);
+        // Every waiter gets the one call's reply as that call got it.
+        assert_eq!(c.await.unwrap(), (StatusCode::OK, Some("MISS".to_owned())));
     }
     assert_eq!(h.backends.probe.calls(), 1);
     // Different requests are different entries.

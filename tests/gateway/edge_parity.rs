@@ -389,6 +389,46 @@ async fn a_client_deadline_shortens_the_call_on_every_protocol() {
     }
 }
 
+/// With `metadata.honour_client_timeout = false` only the route's
+/// timeout counts, whichever protocol sent a shorter one; a malformed
+/// value is still refused.
+#[tokio::test]
+async fn a_client_deadline_counts_for_nothing_when_not_honoured_on_every_protocol() {
+    let h = gateway(
+        "[metadata]\nhonour_client_timeout = false\n",
+        "timeout = \"2s\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let short: &[(&str, &str)] = match protocol {
+            Protocol::Connect => &[("connect-timeout-ms", "100")],
+            _ => &[("grpc-timeout", "100m")],
+        };
+        let s = call(&h, protocol, short, "", None).await;
+        assert_eq!(s.code, 0, "{protocol:?}: {}", s.message);
+        let sent = s.metadata["grpc-timeout"].as_str().unwrap().to_owned();
+        let sent = portico::headers::parse_grpc_timeout(&sent).unwrap();
+        assert!(
+            sent > std::time::Duration::from_secs(1) && sent <= std::time::Duration::from_secs(2),
+            "{protocol:?}: the backend was sent the route's timeout, not the client's: {sent:?}"
+        );
+        let s = call(&h, protocol, short, "", Some(400)).await;
+        assert_eq!(
+            s.code, 0,
+            "{protocol:?} outlives its own deadline: {}",
+            s.message
+        );
+        if !matches!(protocol, Protocol::WebSocket | Protocol::Mcp) {
+            let bad: &[(&str, &str)] = match protocol {
+                Protocol::Connect => &[("connect-timeout-ms", "abc")],
+                _ => &[("grpc-timeout", "abc")],
+            };
+            let s = call(&h, protocol, bad, "", None).await;
+            assert_eq!(s.code, 3, "{protocol:?}: {}", s.message);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_malformed_deadline_is_refused_on_every_protocol() {
     let h = gateway("", "").await;

@@ -31,9 +31,12 @@ async fn gateway() -> Harness {
 async fn a_spent_budget_is_429_with_retry_after_and_refills() {
     let h = gateway().await;
     for _ in 0..2 {
+        let r = h.client.get("/v1/probe/headers").await;
+        assert_eq!(r.status, StatusCode::OK);
         assert_eq!(
-            h.client.get("/v1/probe/headers").await.status,
-            StatusCode::OK
+            r.header("ratelimit-limit"),
+            None,
+            "only refusals carry them"
         );
     }
     let r = h.client.get("/v1/probe/headers").await;
@@ -42,6 +45,8 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.header("ratelimit-limit"), Some("2"));
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    // The wait until a token is back, in whole seconds rounded up.
+    assert_eq!(r.header("ratelimit-reset"), Some("1"));
     assert_eq!(
         h.backends.probe.calls(),
         2,
@@ -62,8 +67,9 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
             md.get("retry-after").and_then(|v| v.to_str().ok()),
             md.get("ratelimit-limit").and_then(|v| v.to_str().ok()),
             md.get("ratelimit-remaining").and_then(|v| v.to_str().ok()),
+            md.get("ratelimit-reset").and_then(|v| v.to_str().ok()),
         ),
-        (Some("1"), Some("2"), Some("0")),
+        (Some("1"), Some("2"), Some("0"), Some("1")),
         "{md:?}"
     );
 
@@ -90,6 +96,7 @@ async fn a_spent_budget_is_429_with_retry_after_and_refills() {
     assert_eq!(status["status"]["code"], 8, "{status}");
     assert_eq!(status["trailers"]["ratelimit-limit"], "2", "{status}");
     assert_eq!(status["trailers"]["retry-after"], "1", "{status}");
+    assert_eq!(status["trailers"]["ratelimit-reset"], "1", "{status}");
 
     // And from a WebSocket call: it ends with RESOURCE_EXHAUSTED (close 4008).
     let url = format!("ws://{}/v1/probe/headers", h.gateway.addr);
