@@ -44,7 +44,18 @@ impl Chat for ChatService {
                             m.sent_at = Some(prost_types::Timestamp::from(SystemTime::now()));
                             let _ = sender.send(m);
                         }
-                        Some(Err(_)) | None => return,
+                        // The client ended its side: what the room already
+                        // holds for it, its own last message included, is
+                        // still delivered, then the call ends.
+                        None => {
+                            while let Ok(m) = room.try_recv() {
+                                if tx.send(Ok(m)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            return;
+                        }
+                        Some(Err(_)) => return,
                     },
                     delivered = room.recv() => match delivered {
                         Ok(m) => if tx.send(Ok(m)).await.is_err() { return },

@@ -125,6 +125,35 @@ async fn client_streams_are_forwarded() {
     assert_eq!(summary.topics, ["t1", "t0"]);
 }
 
+/// A client that ends its input right after its last message still gets
+/// that message's echo before the call ends (the demo chat delivers what
+/// the room holds for it before it closes the call).
+#[tokio::test]
+async fn a_chat_closed_right_after_a_message_still_gets_its_echo() {
+    let h = Harness::start().await;
+    let mut chat = pb::chat_client::ChatClient::new(channel(&h).await);
+    for round in 0..20 {
+        let message = pb::ChatMessage {
+            user: "ann".into(),
+            text: format!("bye {round}"),
+            sent_at: None,
+        };
+        let mut replies = chat
+            .converse(tokio_stream::iter([message]))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut texts = Vec::new();
+        while let Some(reply) = tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await
+            .unwrap()
+        {
+            texts.push(reply.unwrap().text);
+        }
+        assert_eq!(texts, [format!("bye {round}")], "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn bidi_streams_are_interactive() {
     let h = Harness::start().await;
