@@ -30,19 +30,26 @@ impl Snapshot {
         }
     }
 
-    /// The next endpoint in weighted turn that `usable` accepts.
+    /// The next endpoint in weighted turn that `usable` accepts. The turn
+    /// moves past the slots it skipped, so an endpoint out of rotation
+    /// shares its turns among the others by weight instead of handing them
+    /// all to the one after it.
     pub fn round_robin(
         &self,
         counter: &AtomicUsize,
         usable: impl Fn(&Endpoint) -> bool,
     ) -> Option<&Arc<Endpoint>> {
-        if self.wheel.is_empty() {
+        let len = self.wheel.len();
+        if len == 0 {
             return None;
         }
+        let at = |slot: usize| &self.endpoints[self.wheel[slot % len] as usize];
         let start = counter.fetch_add(1, Ordering::Relaxed);
-        (0..self.wheel.len())
-            .map(|i| &self.endpoints[self.wheel[(start + i) % self.wheel.len()] as usize])
-            .find(|e| usable(e))
+        let skipped = (0..len).position(|i| usable(at(start + i)))?;
+        if skipped > 0 {
+            counter.fetch_add(skipped, Ordering::Relaxed);
+        }
+        Some(at(start + skipped))
     }
 
     /// Two endpoints at random; the one with fewer calls per unit of weight.
@@ -181,6 +188,51 @@ mod tests {
             .map(|&i| &s.endpoints[i as usize].address[..1])
             .collect();
         assert_eq!(names, ["a", "a", "b", "a", "c", "a", "a"]);
+    }
+
+    /// Turns taken over `picks` calls, by endpoint name.
+    fn turns(
+        s: &Snapshot,
+        picks: usize,
+        usable: impl Fn(&Endpoint) -> bool,
+    ) -> Vec<(String, usize)> {
+        let counter = AtomicUsize::new(0);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..picks {
+            let e = s.round_robin(&counter, &usable).unwrap();
+            *seen.entry(e.address[..1].to_owned()).or_insert(0) += 1;
+        }
+        seen.into_iter().collect()
+    }
+
+    #[test]
+    fn an_endpoint_out_of_rotation_shares_its_turns_by_weight() {
+        let even = Snapshot::new(endpoints(&[("a:1", 1), ("b:1", 1), ("c:1", 1)]), false);
+        let no_c = |e: &Endpoint| !e.address.starts_with('c');
+        assert_eq!(
+            turns(&even, 600, no_c),
+            [("a".to_owned(), 300), ("b".to_owned(), 300)]
+        );
+        // Strictly alternating, not a,a,b.
+        let counter = AtomicUsize::new(0);
+        let order: String = (0..6)
+            .map(|_| even.round_robin(&counter, no_c).unwrap().address[..1].to_owned())
+            .collect();
+        assert_eq!(order, "ababab");
+
+        let weighted = Snapshot::new(endpoints(&[("a:1", 5), ("b:1", 1), ("c:1", 1)]), false);
+        assert_eq!(
+            turns(&weighted, 600, no_c),
+            [("a".to_owned(), 500), ("b".to_owned(), 100)]
+        );
+        let no_a = |e: &Endpoint| !e.address.starts_with('a');
+        assert_eq!(
+            turns(&weighted, 600, no_a),
+            [("b".to_owned(), 300), ("c".to_owned(), 300)]
+        );
+        assert!(weighted
+            .round_robin(&AtomicUsize::new(0), |_| false)
+            .is_none());
     }
 
     #[test]
