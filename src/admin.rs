@@ -237,21 +237,30 @@ fn readiness(
     let mut routed: Vec<usize> = routes.targets().map(|t| t.upstream.0).collect();
     routed.sort_unstable();
     routed.dedup();
-    // Why each is not ready: nothing in rotation (health checks, ejection)
-    // is not the same fault as endpoints that refuse connections.
+    // Why each is not ready: no endpoints at all (a DNS name that resolves
+    // to nothing), nothing in rotation (health checks, ejection), and
+    // endpoints that refuse connections are three different faults.
+    let mut no_endpoints: Vec<&str> = Vec::new();
     let mut out_of_rotation: Vec<&str> = Vec::new();
     let mut refusing: Vec<&str> = Vec::new();
     for (u, reached) in routed
         .iter()
         .filter_map(|&i| Some((upstreams.get(i)?, reachable.get(i).copied().flatten())))
     {
-        if u.in_rotation() == 0 {
+        if u.snapshot().endpoints.is_empty() {
+            no_endpoints.push(u.name());
+        } else if u.in_rotation() == 0 {
             out_of_rotation.push(u.name());
         } else if reached == Some(false) {
             refusing.push(u.name());
         }
     }
-    let empty: Vec<&str> = out_of_rotation.iter().chain(&refusing).copied().collect();
+    let empty: Vec<&str> = no_endpoints
+        .iter()
+        .chain(&out_of_rotation)
+        .chain(&refusing)
+        .copied()
+        .collect();
     if empty.is_empty() {
         (
             StatusCode::OK,
@@ -260,6 +269,10 @@ fn readiness(
         )
     } else {
         let reason = [
+            (!no_endpoints.is_empty()).then(|| format!(
+                "no endpoints at all (its DNS name has not resolved to any address) for upstream {}",
+                no_endpoints.join(", ")
+            )),
             (!out_of_rotation.is_empty()).then(|| format!(
                 "no endpoint in rotation (each failing its health checks or ejected) for upstream {}",
                 out_of_rotation.join(", ")

@@ -101,6 +101,30 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
     assert!(ready(200).await, "ready again when it returns");
 }
 
+/// A DNS name that gives no address leaves the upstream with no endpoints
+/// at all, which `/readyz` names as such (nothing was ejected, no check
+/// failed).
+#[tokio::test]
+async fn readyz_names_an_upstream_whose_dns_name_gave_no_address() {
+    let backend: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let text = support::config_text(backend, "", "").replacen(
+        "endpoints = [\"127.0.0.1:9\"]",
+        // Bounded by connect_timeout, should the resolver not answer.
+        "dns = \"no-such-host.invalid:50051\"\nconnect_timeout = \"300ms\"",
+        1,
+    );
+    assert!(text.contains("no-such-host.invalid"), "{text}");
+    let g = support::gateway_for(&text, backend).await;
+    let admin = HttpClient::new(g.admin_addr.unwrap());
+    let r = admin.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["upstreams_without_endpoints"][0], "demo", "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.contains("no endpoints at all"), "{reason}");
+    assert!(!reason.contains("health checks"), "{reason}");
+}
+
 #[tokio::test]
 async fn readyz_sees_a_dead_endpoint_without_health_checks() {
     // No health_check table and no calls: nothing takes the endpoint out
