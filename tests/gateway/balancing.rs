@@ -345,6 +345,33 @@ async fn health_checks_take_a_stopped_instance_out_and_bring_it_back() {
     assert_eq!(counts.get(&b_addr), Some(&5), "{counts:?}");
 }
 
+/// Round robin with one of three endpoints out of rotation: the other
+/// two take turns, not the one after the sick one twice as often.
+#[tokio::test]
+async fn a_sick_endpoints_turns_are_shared_evenly() {
+    let a = Instance::start("127.0.0.1:0").await;
+    let b = Instance::start("127.0.0.1:0").await;
+    let mut c = Instance::start("127.0.0.1:0").await;
+    let (gw, client) = gateway(&format!(
+        "{}\n[upstreams.pool.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n",
+        endpoints(&[&a, &b, &c])
+    ))
+    .await;
+    let c_addr = c.addr.to_string();
+    c.kill().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while endpoint_status(&upstream_status(&gw).await, &c_addr)["healthy"] == true {
+        assert!(
+            Instant::now() < deadline,
+            "still healthy after being stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = served_by(&client, "/v1/probe/headers", 30).await;
+    assert_eq!(counts.get(&a.addr.to_string()), Some(&15), "{counts:?}");
+    assert_eq!(counts.get(&b.addr.to_string()), Some(&15), "{counts:?}");
+}
+
 #[tokio::test]
 async fn a_flood_over_the_circuit_breaker_is_shed_at_once_and_service_recovers() {
     let a = Instance::start("127.0.0.1:0").await;
