@@ -200,7 +200,8 @@ impl GrpcEgress {
                 idle,
                 max_message_bytes,
                 unary_reply,
-                messages: 0,
+                held: None,
+                trailers_next: None,
                 done: false,
                 cancel,
                 _slot: slot,
@@ -246,9 +247,13 @@ struct CallState {
     max_message_bytes: usize,
     /// Replies to a method that does not stream its reply: exactly one
     /// message, or the call fails (as a gRPC client's own stub would
-    /// fail it), whichever protocol the client speaks.
+    /// fail it), whichever protocol the client speaks. The message is
+    /// held until the backend's status, so no client sees it from a call
+    /// that then fails for a second one.
     unary_reply: bool,
-    messages: u64,
+    held: Option<Bytes>,
+    /// The trailers, once the held message has been handed on.
+    trailers_next: Option<http::HeaderMap>,
     done: bool,
     cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs (none for
@@ -392,6 +397,10 @@ fn reply_stream(state: CallState) -> ReplyStream {
         if st.done {
             return None;
         }
+        if let Some(trailers) = st.trailers_next.take() {
+            st.done = true;
+            return Some((Ok(ReplyFrame::Trailers(trailers)), st));
+        }
         let deadline_at = deadline_of(&st.deadline);
         loop {
             let outcome = tokio::select! {
@@ -413,30 +422,41 @@ fn reply_stream(state: CallState) -> ReplyStream {
                 },
             };
             let outcome = match outcome {
-                Ok(Some(_)) if st.unary_reply && st.messages == 1 => {
-                    Err(GatewayError::reply_with_extra_message())
+                Ok(Some(message)) if st.unary_reply => {
+                    if st.held.is_some() {
+                        Err(GatewayError::reply_with_extra_message())
+                    } else {
+                        st.held = Some(message);
+                        continue;
+                    }
                 }
                 // Ok(None) is the backend's OK status: its errors are Err.
-                Ok(None) if st.unary_reply && st.messages == 0 => {
+                Ok(None) if st.unary_reply && st.held.is_none() => {
                     Err(GatewayError::reply_without_message())
                 }
                 other => other,
             };
             return match outcome {
-                Ok(Some(message)) => {
-                    st.messages += 1;
-                    Some((Ok(ReplyFrame::Message(message)), st))
-                }
+                Ok(Some(message)) => Some((Ok(ReplyFrame::Message(message)), st)),
                 Ok(None) => {
-                    st.done = true;
                     let trailers = st
                         .inner
                         .trailers()
                         .await
                         .ok()
                         .flatten()
-                        .map(MetadataMap::into_headers);
-                    Some((Ok(ReplyFrame::Trailers(trailers.unwrap_or_default())), st))
+                        .map(MetadataMap::into_headers)
+                        .unwrap_or_default();
+                    match st.held.take() {
+                        Some(message) => {
+                            st.trailers_next = Some(trailers);
+                            Some((Ok(ReplyFrame::Message(message)), st))
+                        }
+                        None => {
+                            st.done = true;
+                            Some((Ok(ReplyFrame::Trailers(trailers)), st))
+                        }
+                    }
                 }
                 Err(err) => {
                     st.done = true;

@@ -255,7 +255,10 @@ impl ConnectIngress {
                 let mut body = reply.body;
                 while let Some(frame) = body.next().await {
                     match frame? {
-                        ReplyFrame::Message(m) => message = Some(m),
+                        ReplyFrame::Message(m) if message.is_none() => message = Some(m),
+                        ReplyFrame::Message(_) => {
+                            return Err(GatewayError::reply_with_extra_message())
+                        }
                         ReplyFrame::Trailers(t) => trailers = t,
                     }
                 }

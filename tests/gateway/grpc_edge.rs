@@ -327,17 +327,48 @@ fn ok_reply_of(messages: usize) -> http::Response<AnswerBody> {
     resp
 }
 
+/// `OK` in the reply's headers and no body: gRPC's trailers-only form.
+fn ok_trailers_only() -> http::Response<AnswerBody> {
+    let mut resp = http::Response::new(http_body_util::Full::new(Bytes::new()).boxed());
+    let headers = resp.headers_mut();
+    headers.insert("content-type", "application/grpc".parse().unwrap());
+    headers.insert("grpc-status", "0".parse().unwrap());
+    resp
+}
+
+/// Every text frame a `portico.json.v1` call on `path` gets, to its close.
+async fn json_v1_frames(h: &Harness, path: &str) -> Vec<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}{path}", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(frame)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+            frames.push(serde_json::from_str(t.as_str()).unwrap());
+        }
+    }
+    frames
+}
+
 /// A unary method's reply is one message, whichever protocol asked: a
-/// backend that ends the call `OK` with none, or sends two, fails it as
-/// INTERNAL, the backend's fault, as a gRPC client's own stub would, and
-/// never as a success with no reply (or a gRPC call that broke its
-/// protocol by passing it on).
+/// backend that ends the call `OK` with none (trailers-only or not), or
+/// sends two, fails it as INTERNAL, the backend's fault, as a gRPC
+/// client's own stub would, and never as a success with no reply (or a
+/// gRPC call that broke its protocol by passing it on). No client sees
+/// the first of two messages before the error.
 #[tokio::test]
 async fn a_unary_reply_of_no_message_or_two_is_internal_on_every_protocol() {
     let none = http2_backend(|_| ok_reply_of(0)).await;
+    let trailers_only = http2_backend(|_| ok_trailers_only()).await;
     let two = http2_backend(|_| ok_reply_of(2)).await;
     for (backend, said) in [
         (none, "ended the call without a message"),
+        (trailers_only, "ended the call without a message"),
         (two, "more than one message for a unary call"),
     ] {
         let h = Harness::start_with_config(move |_| support::config_text(backend, "", "")).await;
@@ -348,6 +379,15 @@ async fn a_unary_reply_of_no_message_or_two_is_internal_on_every_protocol() {
         }
         let r = h.client.get("/v1/probe/headers").await;
         assert_eq!(r.status, 502, "{said}: {}", r.text());
+        let frames = json_v1_frames(&h, "/v1/probe/headers").await;
+        assert!(
+            frames.iter().all(|f| f.get("result").is_none()),
+            "{said}: a result before the error: {frames:?}"
+        );
+        assert!(
+            frames.iter().any(|f| f["status"]["code"] == 13),
+            "{said}: {frames:?}"
+        );
     }
     // A reply of one message is the call's answer.
     let one = http2_backend(|_| ok_reply_of(1)).await;
