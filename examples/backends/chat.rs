@@ -1,6 +1,7 @@
 //! The Chat service: one room. Every message a participant sends reaches
 //! every participant connected at that time, stamped with the server time.
-//! A participant's reply stream ends when it stops sending.
+//! A participant's reply stream ends when it stops sending, after what
+//! the room held for it at that moment, its own last message included.
 
 use super::pb::{self, chat_server::Chat};
 use std::pin::Pin;
@@ -48,8 +49,16 @@ impl Chat for ChatService {
                         // holds for it, its own last message included, is
                         // still delivered, then the call ends.
                         None => {
-                            while let Ok(m) = room.try_recv() {
-                                if tx.send(Ok(m)).await.is_err() {
+                            for _ in 0..room.len() {
+                                let m = match room.try_recv() {
+                                    Ok(m) => Ok(m),
+                                    Err(broadcast::error::TryRecvError::Lagged(n)) => Err(
+                                        Status::resource_exhausted(format!("too slow: {n} messages dropped")),
+                                    ),
+                                    Err(_) => return,
+                                };
+                                let failed = m.is_err();
+                                if tx.send(m).await.is_err() || failed {
                                     return;
                                 }
                             }
