@@ -419,7 +419,7 @@ impl Validator<'_> {
             let why = match e {
                 _ if t.trim_start().starts_with('-') => "it is negative".to_owned(),
                 humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
-                    "the number needs a unit (ms, s, m, h, d, w, M or y)".to_owned()
+                    "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)".to_owned()
                 }
                 humantime::DurationError::NumberOverflow => {
                     "it is longer than the most allowed, a year (\"1y\")".to_owned()

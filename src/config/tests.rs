@@ -163,7 +163,10 @@ fn a_duration_past_a_year_or_below_zero_is_refused() {
         ),
         ("366d", "longer than the most allowed, a year (\"1y\")"),
         ("-1s", "it is negative"),
-        ("5", "the number needs a unit (ms, s, m, h, d, w, M or y)"),
+        (
+            "5",
+            "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
+        ),
     ] {
         let text = format!("{MINIMAL}\n[server.limits]\nrequest_timeout = \"{timeout}\"\n");
         let err = Config::from_toml(&text).unwrap_err();

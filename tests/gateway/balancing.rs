@@ -353,7 +353,10 @@ async fn a_sick_endpoints_turns_are_shared_evenly() {
     let b = Instance::start("127.0.0.1:0").await;
     let mut c = Instance::start("127.0.0.1:0").await;
     let (gw, client) = gateway(&format!(
-        "{}\n[upstreams.pool.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n",
+        // A timeout as long as the interval allows: a and b answer at
+        // once, a stopped c refuses at once, and a slow machine takes
+        // neither a nor b out.
+        "{}\n[upstreams.pool.health_check]\ninterval = \"500ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n",
         endpoints(&[&a, &b, &c])
     ))
     .await;
