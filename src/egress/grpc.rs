@@ -201,7 +201,7 @@ impl GrpcEgress {
                 max_message_bytes,
                 unary_reply,
                 held: None,
-                trailers_next: None,
+                ended_ok: false,
                 done: false,
                 cancel,
                 _slot: slot,
@@ -252,8 +252,9 @@ struct CallState {
     /// that then fails for a second one.
     unary_reply: bool,
     held: Option<Bytes>,
-    /// The trailers, once the held message has been handed on.
-    trailers_next: Option<http::HeaderMap>,
+    /// The backend ended the call `OK` after the held message, which has
+    /// been handed on: its trailers come next.
+    ended_ok: bool,
     done: bool,
     cancel: CancelOnDrop,
     /// The connection's stream slot, held while the call runs (none for
@@ -397,8 +398,9 @@ fn reply_stream(state: CallState) -> ReplyStream {
         if st.done {
             return None;
         }
-        if let Some(trailers) = st.trailers_next.take() {
+        if st.ended_ok {
             st.done = true;
+            let trailers = trailers_of(&mut st.inner).await;
             return Some((Ok(ReplyFrame::Trailers(trailers)), st));
         }
         let deadline_at = deadline_of(&st.deadline);
@@ -438,26 +440,17 @@ fn reply_stream(state: CallState) -> ReplyStream {
             };
             return match outcome {
                 Ok(Some(message)) => Some((Ok(ReplyFrame::Message(message)), st)),
-                Ok(None) => {
-                    let trailers = st
-                        .inner
-                        .trailers()
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(MetadataMap::into_headers)
-                        .unwrap_or_default();
-                    match st.held.take() {
-                        Some(message) => {
-                            st.trailers_next = Some(trailers);
-                            Some((Ok(ReplyFrame::Message(message)), st))
-                        }
-                        None => {
-                            st.done = true;
-                            Some((Ok(ReplyFrame::Trailers(trailers)), st))
-                        }
+                Ok(None) => match st.held.take() {
+                    Some(message) => {
+                        st.ended_ok = true;
+                        Some((Ok(ReplyFrame::Message(message)), st))
                     }
-                }
+                    None => {
+                        st.done = true;
+                        let trailers = trailers_of(&mut st.inner).await;
+                        Some((Ok(ReplyFrame::Trailers(trailers)), st))
+                    }
+                },
                 Err(err) => {
                     st.done = true;
                     st.cancel.cancel();
@@ -466,6 +459,18 @@ fn reply_stream(state: CallState) -> ReplyStream {
             };
         }
     }))
+}
+
+/// The backend's trailers once its messages have ended (none when it
+/// sent its status in the headers).
+async fn trailers_of(inner: &mut tonic::Streaming<Bytes>) -> http::HeaderMap {
+    inner
+        .trailers()
+        .await
+        .ok()
+        .flatten()
+        .map(MetadataMap::into_headers)
+        .unwrap_or_default()
 }
 
 /// The client's messages as tonic sends them. On the first bad message the
