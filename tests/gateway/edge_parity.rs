@@ -359,15 +359,24 @@ async fn the_cache_reads_cache_control_and_vary_from_every_protocol() {
     }
 }
 
+/// The client's deadline header as `protocol` sends it: Connect's
+/// `connect-timeout-ms`, everyone else's `grpc-timeout`.
+fn deadline(
+    protocol: Protocol,
+    connect_ms: &'static str,
+    grpc: &'static str,
+) -> [(&'static str, &'static str); 1] {
+    match protocol {
+        Protocol::Connect => [("connect-timeout-ms", connect_ms)],
+        _ => [("grpc-timeout", grpc)],
+    }
+}
+
 #[tokio::test]
 async fn a_client_deadline_shortens_the_call_on_every_protocol() {
     let h = gateway("", "").await;
     for protocol in EVERY_PROTOCOL {
-        let deadline: &[(&str, &str)] = match protocol {
-            Protocol::Connect => &[("connect-timeout-ms", "700")],
-            _ => &[("grpc-timeout", "700m")],
-        };
-        let s = call(&h, protocol, deadline, "", None).await;
+        let s = call(&h, protocol, &deadline(protocol, "700", "700m"), "", None).await;
         assert_eq!(s.code, 0, "{protocol:?}");
         let sent = s.metadata["grpc-timeout"].as_str().unwrap().to_owned();
         let sent = portico::headers::parse_grpc_timeout(&sent).unwrap();
@@ -376,10 +385,7 @@ async fn a_client_deadline_shortens_the_call_on_every_protocol() {
             "{protocol:?} sent {sent:?}"
         );
 
-        let short: &[(&str, &str)] = match protocol {
-            Protocol::Connect => &[("connect-timeout-ms", "100")],
-            _ => &[("grpc-timeout", "100m")],
-        };
+        let short = &deadline(protocol, "100", "100m");
         // The backend's own timer for the `grpc-timeout` it was sent races
         // the gateway's; whichever fires first, the client sees its deadline.
         for _ in 0..4 {
@@ -400,10 +406,7 @@ async fn a_client_deadline_counts_for_nothing_when_not_honoured_on_every_protoco
     )
     .await;
     for protocol in EVERY_PROTOCOL {
-        let short: &[(&str, &str)] = match protocol {
-            Protocol::Connect => &[("connect-timeout-ms", "100")],
-            _ => &[("grpc-timeout", "100m")],
-        };
+        let short = &deadline(protocol, "100", "100m");
         let s = call(&h, protocol, short, "", None).await;
         assert_eq!(s.code, 0, "{protocol:?}: {}", s.message);
         let sent = s.metadata["grpc-timeout"].as_str().unwrap().to_owned();
@@ -419,10 +422,7 @@ async fn a_client_deadline_counts_for_nothing_when_not_honoured_on_every_protoco
             s.message
         );
         if !matches!(protocol, Protocol::WebSocket | Protocol::Mcp) {
-            let bad: &[(&str, &str)] = match protocol {
-                Protocol::Connect => &[("connect-timeout-ms", "abc")],
-                _ => &[("grpc-timeout", "abc")],
-            };
+            let bad = &deadline(protocol, "abc", "abc");
             let s = call(&h, protocol, bad, "", None).await;
             assert_eq!(s.code, 3, "{protocol:?}: {}", s.message);
         }

@@ -6,7 +6,6 @@ use crate::support;
 use http::Method;
 use portico::demo::backends::pb;
 use support::{frame, Harness};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What each protocol reported for one failure.
@@ -92,12 +91,7 @@ async fn through_every_protocol(
         connect.json()["code"].as_str().unwrap().to_owned(),
     );
 
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = support::json_v1_session(h).await;
     let open = serde_json::json!({"id": "x", "open": grpc_path, "message": serde_json::from_str::<serde_json::Value>(json).unwrap()});
     futures_util::SinkExt::send(&mut ws, Message::text(open.to_string()))
         .await

@@ -339,13 +339,7 @@ fn ok_trailers_only() -> http::Response<AnswerBody> {
 /// Every text frame a `portico.json.v1` call on `path` gets, to its close.
 async fn json_v1_frames(h: &Harness, path: &str) -> Vec<serde_json::Value> {
     use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}{path}", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = support::json_v1_at(h, path).await;
     let mut frames = Vec::new();
     while let Some(Ok(frame)) = ws.next().await {
         if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {

@@ -185,13 +185,7 @@ async fn a_message_built_from_bounded_input_is_not_refused_for_its_size() {
     let r = h.client.get(&format!("/v1/shelves/{long}")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     // A WebSocket call opened on the same long path.
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/v1/shelves/{long}", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = support::json_v1_at(&h, &format!("/v1/shelves/{long}")).await;
     let status = serde_json::json!({ "status": support::ws_status(&mut ws).await });
     assert_eq!(
         status["status"]["code"], 5,

@@ -274,13 +274,7 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
         assert!(took < Duration::from_secs(2), "{content_type}");
     }
     // WebSocket: a call opened on the method, one message, then silence.
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = support::json_v1_session(&h).await;
     ws.send(Message::text(
         serde_json::json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1}})
             .to_string(),

@@ -119,8 +119,14 @@ pub type Ws =
 
 /// A multiplexed (`portico.json.v1`) WebSocket session on the gateway.
 pub async fn json_v1_session(h: &Harness) -> Ws {
+    json_v1_at(h, "/ws").await
+}
+
+/// A `portico.json.v1` WebSocket connection to `path` (`/ws`, or a
+/// method's path for a single call).
+pub async fn json_v1_at(h: &Harness, path: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/ws", h.gateway.addr)
+    let mut req = format!("ws://{}{path}", h.gateway.addr)
         .into_client_request()
         .unwrap();
     req.headers_mut()
