@@ -241,18 +241,26 @@ impl Reply {
     /// Reads a unary reply to its end: the one message, with the trailers
     /// merged into the metadata.
     pub async fn into_unary(self) -> Result<(HeaderMap, Bytes), GatewayError> {
+        let (mut metadata, message, trailers) = self.into_unary_parts().await?;
+        metadata.extend(trailers);
+        Ok((metadata, message))
+    }
+
+    /// Reads a unary reply to its end: its metadata, the one message and
+    /// the trailers, kept apart for a protocol that sends them apart.
+    pub async fn into_unary_parts(self) -> Result<(HeaderMap, Bytes, HeaderMap), GatewayError> {
         use futures_util::StreamExt;
-        let mut metadata = self.metadata;
         let mut body = self.body;
         let mut message = None;
+        let mut trailers = HeaderMap::new();
         while let Some(frame) = body.next().await {
             match frame? {
                 ReplyFrame::Message(m) if message.is_none() => message = Some(m),
                 ReplyFrame::Message(_) => return Err(GatewayError::reply_with_extra_message()),
-                ReplyFrame::Trailers(t) => metadata.extend(t),
+                ReplyFrame::Trailers(t) => trailers.extend(t),
             }
         }
         let message = message.ok_or_else(GatewayError::reply_without_message)?;
-        Ok((metadata, message))
+        Ok((self.metadata, message, trailers))
     }
 }

@@ -250,19 +250,7 @@ impl ConnectIngress {
                 Ok(resp)
             }
             _ => {
-                let mut message = None;
-                let mut trailers = HeaderMap::new();
-                let mut body = reply.body;
-                while let Some(frame) = body.next().await {
-                    match frame? {
-                        ReplyFrame::Message(m) if message.is_none() => message = Some(m),
-                        ReplyFrame::Message(_) => {
-                            return Err(GatewayError::reply_with_extra_message())
-                        }
-                        ReplyFrame::Trailers(t) => trailers = t,
-                    }
-                }
-                let message = message.ok_or_else(GatewayError::reply_without_message)?;
+                let (metadata, message, trailers) = reply.into_unary_parts().await?;
                 let body = match codec {
                     Codec::Proto => message,
                     Codec::Json => {
@@ -272,7 +260,7 @@ impl ConnectIngress {
                     }
                 };
                 let mut resp = Response::new(ResponseBody::full(body));
-                copy_reply_metadata(&reply.metadata, resp.headers_mut(), "");
+                copy_reply_metadata(&metadata, resp.headers_mut(), "");
                 copy_reply_metadata(&trailers, resp.headers_mut(), "trailer-");
                 let ct = if codec == Codec::Json {
                     "application/json"
