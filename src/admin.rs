@@ -247,9 +247,12 @@ fn readiness(
         .iter()
         .filter_map(|&i| Some((upstreams.get(i)?, reachable.get(i).copied().flatten())))
     {
-        if u.snapshot().endpoints.is_empty() {
+        // One snapshot, so a reload of the endpoint list between two reads
+        // cannot give a reason that fits neither list.
+        let snapshot = u.snapshot();
+        if snapshot.endpoints.is_empty() {
             no_endpoints.push(u.name());
-        } else if u.in_rotation() == 0 {
+        } else if snapshot.in_rotation() == 0 {
             out_of_rotation.push(u.name());
         } else if reached == Some(false) {
             refusing.push(u.name());

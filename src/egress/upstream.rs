@@ -282,12 +282,7 @@ impl Upstream {
     /// What the admin port shows: each endpoint's state and load.
     /// Endpoints calls may go to now: healthy and not ejected.
     pub fn in_rotation(&self) -> usize {
-        let now = now_millis();
-        self.snapshot()
-            .endpoints
-            .iter()
-            .filter(|e| e.is_available(now))
-            .count()
+        self.snapshot().in_rotation()
     }
 
     pub fn status_json(&self) -> serde_json::Value {

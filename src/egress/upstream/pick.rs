@@ -20,6 +20,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// How many of these endpoints take calls now.
+    pub fn in_rotation(&self) -> usize {
+        let now = super::endpoint::now_millis();
+        self.endpoints
+            .iter()
+            .filter(|e| e.is_available(now))
+            .count()
+    }
+
     pub fn new(endpoints: Vec<Arc<Endpoint>>, hashing: bool) -> Snapshot {
         let wheel = smooth_wheel(&endpoints);
         let maglev = (hashing && !endpoints.is_empty()).then(|| maglev_table(&endpoints));
