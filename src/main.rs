@@ -243,8 +243,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Startup and `check` errors are logs too: a password in a URL the
+        // error is about is masked as a reload's error masks it.
         Err(e) => {
-            eprintln!("portico: {e}");
+            eprintln!("portico: {}", portico::config::redact_text(&e.to_string()));
             ExitCode::FAILURE
         }
     }
@@ -304,6 +306,27 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             "a query parameter is the credential header {name}\n"
         ));
     }
+    // The description and its docs page answer a GET before the routes.
+    if method == http::Method::GET
+        && loaded.config.openapi.serve
+        && portico::openapi::docs::is_page(&normal)
+    {
+        let what = if normal == "/openapi.json" {
+            "the OpenAPI description"
+        } else {
+            "a file of the API docs page"
+        };
+        out.push_str(&format!(
+            "GET {normal} is answered by the gateway itself, before the route table: {what} (`[openapi] serve = false` turns it off)\n"
+        ));
+        if let portico::routes::MatchOutcome::Found(m) = loaded.routes.find(method, &normal) {
+            out.push_str(&format!(
+                "  the binding {} {} -> {} is shadowed for GET\n",
+                m.binding.method, m.binding.template_text, m.binding.target.path
+            ));
+        }
+        return out;
+    }
     // HEAD is answered as the GET, without its body; a stream has none.
     let (head_found, head_lookup) = loaded.routes.find_request(method, &normal);
     let lookup = if head_lookup != method {
@@ -344,10 +367,14 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
     ) {
         let allowed = loaded.aggregates.methods_at(&normal);
         if !allowed.is_empty() {
-            let list: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+            let allowed = loaded.routes.allowed_with_head(&normal, allowed, true);
+            let list = allowed
+                .iter()
+                .map(http::Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             out.push_str(&format!(
-                "{method} {normal}: the path is an aggregate's, but only for {}: refused, 405\n",
-                list.join(", ")
+                "{method} {normal}: the path is an aggregate's, but only for {list}: refused, 405 (Allow: {list})\n"
             ));
             return out;
         }

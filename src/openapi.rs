@@ -107,6 +107,14 @@ pub fn generate(s: &Sources<'_>) -> Value {
     let mut schemes_used: BTreeSet<usize> = BTreeSet::new();
 
     for binding in s.routes.bindings() {
+        // A GET the gateway answers itself (its description, a file of its
+        // docs page) never reaches the binding: no operation to describe.
+        if binding.method == http::Method::GET
+            && s.config.openapi.serve
+            && docs::is_page(&binding.template_text)
+        {
+            continue;
+        }
         let route = &s.config.routes[binding.target.route];
         let method = &binding.target.method;
         let service = method.parent_service();

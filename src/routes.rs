@@ -516,10 +516,19 @@ impl RouteTable {
                     segments: &m.segments,
                     query: (!query.is_empty()).then_some(query),
                 };
-                if let Err(e) = crate::transcode::request::check_url(b, url) {
+                // What the URL alone is refused for; else what a request
+                // with no body still is (a PATCH naming nothing to update).
+                let (refused, when) = match crate::transcode::request::check_url(b, url) {
+                    Err(e) => (Some(e), ""),
+                    Ok(()) => (
+                        crate::transcode::request::check_bodyless(b, url).err(),
+                        "without a body: ",
+                    ),
+                };
+                if let Some(e) = refused {
                     let _ = writeln!(
                         out,
-                        "  refused {} / {:?}: {}",
+                        "  {when}refused {} / {:?}: {}",
                         e.http_status().as_u16(),
                         e.grpc_code(),
                         e.message
@@ -527,10 +536,12 @@ impl RouteTable {
                 }
             }
             MatchOutcome::MethodNotAllowed(allowed) => {
+                let allowed = self.allowed_with_head(path, allowed, false);
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 let _ = writeln!(
                     out,
-                    "{method} {path}: the path matches, but only for {}",
+                    "{method} {path}: the path matches, but only for {}: refused, 405 (Allow: {})",
+                    list.join(", "),
                     list.join(", ")
                 );
             }
@@ -549,6 +560,31 @@ impl RouteTable {
             }
         }
         out
+    }
+
+    /// The methods a path allows, with `HEAD` after `GET` where a `HEAD`
+    /// is answered (a unary `GET` or an aggregate; not a stream, whose
+    /// `HEAD` is refused), as `Allow` should list them (RFC 9110 section
+    /// 10.2.1).
+    pub fn allowed_with_head(
+        &self,
+        path: &str,
+        mut allowed: Vec<Method>,
+        aggregate: bool,
+    ) -> Vec<Method> {
+        let Some(get) = allowed.iter().position(|m| m == Method::GET) else {
+            return allowed;
+        };
+        if allowed.contains(&Method::HEAD) {
+            return allowed;
+        }
+        let answered = aggregate
+            || matches!(self.find(&Method::GET, path),
+                MatchOutcome::Found(m) if !m.binding.target.kind.server_streams());
+        if answered {
+            allowed.insert(get + 1, Method::HEAD);
+        }
+        allowed
     }
 
     /// Bindings whose templates share the longest literal prefix with `path`.
@@ -621,6 +657,14 @@ fn rule_bindings(
     let mut out = Vec::new();
     let one = |r: &HttpRule| -> Result<Option<(Method, String, String, String)>, String> {
         let (m, path) = match &r.pattern {
+            // A rule that says how to read a body but not where: a mistake,
+            // not a rule to skip in silence.
+            None if !r.body.is_empty() || !r.response_body.is_empty() => {
+                return Err(format!(
+                    "{}: a google.api.http rule with body or response_body but no pattern (get, put, post, delete, patch or custom): a rule needs one",
+                    method.full_name()
+                ))
+            }
             None => return Ok(None),
             Some(Pattern::Get(p)) => (Method::GET, p.clone()),
             Some(Pattern::Put(p)) => (Method::PUT, p.clone()),
@@ -678,6 +722,13 @@ fn rule_bindings(
             return Err(format!(
                 "{}: {m} {path} has no body, but the method is client-streaming: its messages are the body's lines, so the rule needs body = \"*\"",
                 method.full_name()
+            ));
+        }
+        if method.is_client_streaming() && r.body != "*" {
+            return Err(format!(
+                "{}: {m} {path} has body = {:?}, but the method is client-streaming: its messages are the body's lines, each a whole request, so the rule needs body = \"*\"",
+                method.full_name(),
+                r.body
             ));
         }
         Ok(Some((m, path, r.body.clone(), r.response_body.clone())))

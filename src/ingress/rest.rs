@@ -142,7 +142,7 @@ impl RestIngress {
                 return Err(GatewayError::method_not_allowed(
                     &parts.method,
                     path,
-                    self.with_head(path, allowed, false),
+                    self.routes.allowed_with_head(path, allowed, false),
                 ))
             }
             // An aggregate's path with another method is as much a 405 as
@@ -155,7 +155,7 @@ impl RestIngress {
                     GatewayError::method_not_allowed(
                         &parts.method,
                         path,
-                        self.with_head(path, allowed, true),
+                        self.routes.allowed_with_head(path, allowed, true),
                     )
                 });
             }
@@ -277,26 +277,6 @@ impl RestIngress {
             }
         };
         resp.map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
-    }
-
-    /// The methods a path allows, with `HEAD` after `GET` where a `HEAD`
-    /// is answered (a unary `GET` or an aggregate; not a stream, whose
-    /// `HEAD` is refused), as `Allow` should list them (RFC 9110 section
-    /// 10.2.1).
-    fn with_head(&self, path: &str, mut allowed: Vec<Method>, aggregate: bool) -> Vec<Method> {
-        let Some(get) = allowed.iter().position(|m| m == Method::GET) else {
-            return allowed;
-        };
-        if allowed.contains(&Method::HEAD) {
-            return allowed;
-        }
-        let answered = aggregate
-            || matches!(self.routes.find(&Method::GET, path),
-                MatchOutcome::Found(m) if !m.binding.target.kind.server_streams());
-        if answered {
-            allowed.insert(get + 1, Method::HEAD);
-        }
-        allowed
     }
 
     async fn aggregate(

@@ -38,6 +38,12 @@ const BUNDLE: &[u8] = include_bytes!("../../vendor/swagger-ui/swagger-ui-bundle.
 const CSS: &[u8] = include_bytes!("../../vendor/swagger-ui/swagger-ui.css");
 
 /// The page or one of its files, by request path.
+/// Whether a `GET` of `path` is answered by the gateway itself when it
+/// serves its description: `/openapi.json` or a file of the docs page.
+pub fn is_page(path: &str) -> bool {
+    path == "/openapi.json" || file(path).is_some()
+}
+
 pub fn file(path: &str) -> Option<(&'static str, Bytes)> {
     Some(match path {
         "/docs" | "/docs/" => (

@@ -147,6 +147,12 @@ impl<'a> Parser<'a> {
                 if lit.is_empty() {
                     return self.fail("expected a segment: a literal, `*`, `**` or `{variable}`");
                 }
+                if lit == "." || lit == ".." {
+                    self.pos -= lit.len();
+                    return self.fail(format!(
+                        "a `{lit}` segment never matches: request paths are normalized first, and their dot-segments removed"
+                    ));
+                }
                 self.segments.push(Segment::Literal(lit.to_owned()));
                 Ok(())
             }

@@ -41,6 +41,8 @@ fn malformed_templates_say_where_and_why() {
         ("/v1/{a}/{a}", "bound twice"),
         ("/v1//x", "expected a segment"),
         ("/v1/x:", "verb"),
+        ("/v1/../x", "a `..` segment never matches"),
+        ("/v1/x/.", "a `.` segment never matches"),
     ] {
         let err = parse(bad).unwrap_err();
         assert!(err.reason.contains(why), "{bad}: {err}");

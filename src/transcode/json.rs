@@ -65,6 +65,17 @@ pub fn decode(
     json: &[u8],
     o: &JsonOptions,
 ) -> Result<DynamicMessage, GatewayError> {
+    // The protobuf JSON reader refuses any member of an Empty, unknown as
+    // every member is; a route that drops unknown fields drops them here
+    // too, as protobuf's own readers do when told to ignore unknown fields.
+    if !o.reject_unknown_fields && desc.full_name() == "google.protobuf.Empty" {
+        exact_numbers::check(desc, json)?;
+        match serde_json::from_slice::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(_)) => return Ok(DynamicMessage::new(desc.clone())),
+            Ok(_) => {}
+            Err(e) => return Err(unreadable(&e)),
+        }
+    }
     let exact = exact_numbers::check(desc, json)?;
     let json = exact.as_deref().unwrap_or(json);
     let mut de = serde_json::Deserializer::from_slice(json);
@@ -117,7 +128,18 @@ fn explain_failure(
         &deserialize_options(o),
     );
     let reason = match result {
-        Err(e) if !is_syntax(&e) => e.to_string(),
+        // A number wrong for its field: said in words, not the parser's
+        // ("invalid digit found in string").
+        Err(e) if !is_syntax(&e) => match exact_numbers::diagnose(desc, json) {
+            Some(refusal) => return prefix_refusal(refusal, prefix),
+            // Only an Empty's reader says this.
+            None if e.to_string().starts_with("unexpected value in map") => {
+                "a google.protobuf.Empty has no fields, so it takes only {} \
+                 (a route with json.reject_unknown_fields = false drops the members of a request that is an Empty)"
+                    .to_owned()
+            }
+            None => e.to_string(),
+        },
         // Well-formed JSON the parser will not hold: a number past any
         // double (`1e400`, a thousand digits), named at its field.
         Err(e) if e.to_string().starts_with("number out of range") => format!(
@@ -153,6 +175,20 @@ fn explain_failure(
     }
     let field = join(prefix, &path);
     GatewayError::invalid_field(field, reason)
+}
+
+/// A refusal of a field inside the body, named from the request's root.
+fn prefix_refusal(e: GatewayError, prefix: &str) -> GatewayError {
+    if prefix.is_empty() {
+        return e;
+    }
+    match &e.kind {
+        crate::error::ErrorKind::InvalidRequest { violations } if violations.len() == 1 => {
+            let v = &violations[0];
+            GatewayError::invalid_field(join(prefix, &v.field), v.description.clone())
+        }
+        _ => e,
+    }
 }
 
 fn is_syntax(e: &serde_json::Error) -> bool {
@@ -247,5 +283,31 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_request_that_is_an_empty_drops_its_members_only_when_unknown_fields_are_dropped() {
+        let empty = super::kinds_pool()
+            .get_message_by_name("google.protobuf.Empty")
+            .unwrap();
+        let strict = crate::config::JsonOptions::default();
+        let lenient = crate::config::JsonOptions {
+            reject_unknown_fields: false,
+            ..strict
+        };
+        let member = br#"{"x":1,"y":{"z":[1]}}"#;
+        let err = super::decode(&empty, member, &strict).unwrap_err();
+        assert!(
+            err.message
+                .contains("a google.protobuf.Empty has no fields, so it takes only {}"),
+            "{}",
+            err.message
+        );
+        let msg = super::decode(&empty, member, &lenient).unwrap();
+        assert_eq!(msg, prost_reflect::DynamicMessage::new(empty.clone()));
+        // Not an object, or not JSON: refused either way.
+        for bad in [&b"[]"[..], b"1", b"{\"x\":"] {
+            assert!(super::decode(&empty, bad, &lenient).is_err());
+        }
     }
 }

@@ -58,11 +58,18 @@ pub fn build(
 }
 
 /// Checks what the URL alone would set (path variables, query parameters)
-/// as a request would: what `check --explain` shows, and what an upload
-/// is refused for before its first line is read. A PATCH's body is not
+/// as a request would: what an upload is refused for before its first
+/// line is read. A PATCH's body is not
 /// there yet, so no update mask is asked of it.
 pub fn check_url(binding: &Binding, url: UrlParts<'_>) -> Result<(), GatewayError> {
     build_with(binding, Some(url), &Bytes::new(), None, false).map(|_| ())
+}
+
+/// What a request with this URL and no body gets: [`check_url`], and a
+/// PATCH that then names no field to update is refused as it would be.
+/// What `check --explain` shows.
+pub fn check_bodyless(binding: &Binding, url: UrlParts<'_>) -> Result<(), GatewayError> {
+    build_with(binding, Some(url), &Bytes::new(), None, true).map(|_| ())
 }
 
 /// A binary request message (a `portico.proto.v1` WebSocket frame on a

@@ -190,7 +190,28 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     let config = file.to_str().unwrap();
     let text = explain(config, "POST /v1/shelves/1/overview");
     assert!(
-        text.contains("an aggregate's, but only for GET: refused, 405"),
+        text.contains("an aggregate's, but only for GET, HEAD: refused, 405 (Allow: GET, HEAD)"),
+        "{text}"
+    );
+    // A binding's path with another method: the status and the Allow
+    // header the request would get.
+    let text = explain(config, "PUT /v1/shelves/1");
+    assert!(
+        text.contains("the path matches, but only for GET, HEAD: refused, 405 (Allow: GET, HEAD)"),
+        "{text}"
+    );
+    // A PATCH without a body or a mask: refused as that request would be.
+    let text = explain(config, "PATCH /v1/shelves/1/books/1?updateMask=");
+    assert!(
+        text.contains(
+            "refused 400 / InvalidArgument: invalid value for book: names no field to update"
+        ),
+        "{text}"
+    );
+    // What the gateway answers itself, before the routes.
+    let text = explain(config, "GET /openapi.json");
+    assert!(
+        text.contains("GET /openapi.json is answered by the gateway itself, before the route table: the OpenAPI description"),
         "{text}"
     );
     // A stream has no HEAD; an API key in the query is no field.
@@ -199,9 +220,47 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     let text = explain(config, "GET /v1/shelves/1?key=abc");
     assert!(text.contains("credential header x-api-key"), "{text}");
     assert!(!text.contains("refused"), "{text}");
-    // A PATCH's URL alone asks no update mask: its body is not there yet.
+    // A PATCH's URL is fine; without a body naming fields it is refused.
     let text = explain(library, "PATCH /v1/shelves/1/books/2");
-    assert!(!text.contains("refused"), "{text}");
+    assert!(
+        text.contains("  without a body: refused 400 / InvalidArgument: invalid value for book: names no field to update"),
+        "{text}"
+    );
+    // A binding the description shadows for GET: explain says so, and the
+    // description leaves out the operation no GET can reach.
+    let shadowed = dir.join("shadowed.toml");
+    std::fs::write(
+        &shadowed,
+        std::fs::read_to_string(&file).unwrap().replacen(
+            "upstream = \"a\"\n",
+            "upstream = \"a\"\nhttp_rules.Stats = { get = \"/openapi.json\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let text = explain(shadowed.to_str().unwrap(), "GET /openapi.json");
+    assert!(
+        text.contains(
+            "the binding GET /openapi.json -> /portico.demo.v1.Library/Stats is shadowed for GET"
+        ),
+        "{text}"
+    );
+    let out = portico()
+        .args(["openapi", "--config", shadowed.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["paths"].get("/openapi.json").is_none(),
+        "{}",
+        doc["paths"]
+    );
+    assert!(doc["paths"].get("/v1/shelves/{shelf}").is_some());
     std::fs::remove_dir_all(&dir).ok();
 }
 

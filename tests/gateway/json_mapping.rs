@@ -256,6 +256,22 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
             Some(f32::MAX),
             "{protocol:?}"
         );
+        // The non-finite spellings in quotes, and the largest float in
+        // quotes, are read as written.
+        let seen = search(
+            protocol,
+            r#"{"minScore":"Infinity","maxScore":"NaN","weight":"3.4028235e38"}"#,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.json);
+        let received = &seen.json["received"];
+        assert_eq!(received["minScore"], "Infinity", "{protocol:?}");
+        assert_eq!(received["maxScore"], "NaN", "{protocol:?}");
+        assert_eq!(
+            received["weight"].as_f64().map(|w| w as f32),
+            Some(f32::MAX),
+            "{protocol:?}"
+        );
         // Past the field's range, or not an integer: refused, never clamped.
         for (body, named) in [
             (
@@ -267,6 +283,28 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
                 "out of range for uint64",
             ),
             (r#"{"minPages":9007199254740993.5}"#, "is not an integer"),
+            // In quotes too: a float or double past its range is not read
+            // as an infinity, and an integer's fault is said in words.
+            (
+                r#"{"weight":"3.5e38"}"#,
+                r#"weight: "3.5e38" is out of range for a float"#,
+            ),
+            (
+                r#"{"minScore":"-1e400"}"#,
+                r#"minScore: "-1e400" is out of range for a double"#,
+            ),
+            (
+                r#"{"offset":2147483648}"#,
+                "offset: 2147483648 is out of range for sint32",
+            ),
+            (
+                r#"{"minPages":"9223372036854775808"}"#,
+                r#"minPages: "9223372036854775808" is out of range for int64"#,
+            ),
+            (
+                r#"{"minPages":"1e3"}"#,
+                r#"minPages: "1e3" is not an integer: int64 in quotes is plain decimal digits"#,
+            ),
         ] {
             let seen = search(protocol, body).await;
             assert_eq!(

@@ -387,6 +387,10 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
             "http_rules.Upload = { post = \"/v1/uploads\" }",
             "the method is client-streaming: its messages are the body's lines, so the rule needs body = \"*\"",
         ),
+        (
+            "http_rules.Upload = { post = \"/v1/uploads\", body = \"text\" }",
+            "has body = \"text\", but the method is client-streaming: its messages are the body's lines, each a whole request, so the rule needs body = \"*\"",
+        ),
     ] {
         let text = if rule.contains("Upload") || rule.contains("Watch") {
             support::config_text(h.backend_addr, "", "").replacen(

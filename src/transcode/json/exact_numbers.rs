@@ -13,6 +13,14 @@
 //! when it is not an integer or not in the field's range; in a float field,
 //! a value that rounds to the largest float is given as that float. Most
 //! bodies have no such number, and for them this is one scan of the bytes.
+//!
+//! A number in quotes is looked at too where it fills a `float` or a
+//! `double`: the parser reads one past the field's range (`"1e400"`, or
+//! `"3.5e38"` for a float) as an infinity, which the client did not write.
+//!
+//! And when the parser refuses a body, [`diagnose`] walks it again looking
+//! at every number, quoted or not, so the refusal says which value is
+//! wrong for which field in words, not in the parser's own.
 
 mod decimal;
 
@@ -39,6 +47,19 @@ fn needs_a_look(token: &str) -> bool {
     (v.is_finite() && v.fract() == 0.0) || (v.abs() > f64::from(f32::MAX) && (v as f32).is_finite())
 }
 
+/// A quoted value that may be a number past a float's range: one that
+/// starts as a number does and has an exponent or 39 digits or more, and
+/// reads as a double larger than the largest float. `"NaN"`, `"Infinity"`
+/// and the like do not start so, and are what the client wrote.
+fn quoted_needs_a_look(content: &[u8]) -> bool {
+    matches!(content.first(), Some(b'-' | b'+' | b'.' | b'0'..=b'9'))
+        && (content.len() >= 39 || content.iter().any(|b| matches!(b, b'e' | b'E')))
+        && std::str::from_utf8(content)
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(|v| v.abs() > f64::from(f32::MAX))
+}
+
 /// The body with every such number made exact for its field, `None` when
 /// it has none (or is not JSON the scan can follow: the parser then says
 /// what is wrong with it). Refuses a number that no value of its integer
@@ -59,6 +80,25 @@ pub fn check_field(field: &FieldDescriptor, json: &[u8]) -> Result<Option<Vec<u8
     check_as(&expect, json)
 }
 
+/// Why the parser refused `json` as `desc`, in words, when a number is at
+/// fault: a value past its integer field's range or not an integer, quoted
+/// or not, or a float past the largest. `None` when every number fits its
+/// field (the fault is elsewhere). Walks the whole body: only for a body
+/// already refused.
+pub fn diagnose(desc: &MessageDescriptor, json: &[u8]) -> Option<GatewayError> {
+    let mut walk = Walk {
+        json,
+        at: 0,
+        edits: Vec::new(),
+        path: String::new(),
+        strict: true,
+    };
+    match walk.value(&Expect::Message(desc.clone()), 0) {
+        Err(Stop::Refused(e)) => Some(e),
+        _ => None,
+    }
+}
+
 fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
     if !scan(json)? {
         return Ok(None);
@@ -68,6 +108,7 @@ fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayErro
         at: 0,
         edits: Vec::new(),
         path: String::new(),
+        strict: false,
     };
     match walk.value(expect, 0) {
         Ok(()) => {}
@@ -98,7 +139,11 @@ fn scan(json: &[u8]) -> Result<bool, GatewayError> {
     let mut i = 0;
     while i < json.len() {
         match json[i] {
-            b'"' => i = string_end(json, i).unwrap_or(json.len()),
+            b'"' => {
+                let end = string_end(json, i).unwrap_or(json.len());
+                look = look || (end > i + 1 && quoted_needs_a_look(&json[i + 1..end - 1]));
+                i = end;
+            }
             b'{' | b'[' => {
                 depth += 1;
                 if depth > super::MAX_NESTING {
@@ -168,6 +213,9 @@ struct Walk<'a> {
     edits: Vec<(usize, usize, String)>,
     /// The field being read, as the client spelled it (`book.pages`).
     path: String,
+    /// Every number looked at, not only those a double would change, and
+    /// integers in quotes too: the walk of [`diagnose`].
+    strict: bool,
 }
 
 impl Walk<'_> {
@@ -229,7 +277,8 @@ impl Walk<'_> {
                 | "google.protobuf.UInt64Value"
                 | "google.protobuf.Int32Value"
                 | "google.protobuf.UInt32Value"
-                | "google.protobuf.FloatValue" => {
+                | "google.protobuf.FloatValue"
+                | "google.protobuf.DoubleValue" => {
                     let value = desc.get_field(1).ok_or(Stop::Unreadable)?;
                     self.value(&Expect::Kind(value.kind()), depth + 1)
                 }
@@ -242,6 +291,7 @@ impl Walk<'_> {
                 _ => self.value(&Expect::Message(desc.clone()), depth),
             },
             (Expect::Kind(kind), Some(b'-' | b'0'..=b'9')) => self.number(kind),
+            (Expect::Kind(kind), Some(b'"')) => self.quoted(kind),
             (_, Some(_)) => self.skip(),
             (_, None) => Err(Stop::Unreadable),
         }
@@ -334,37 +384,82 @@ impl Walk<'_> {
         }
     }
 
+    /// A string where a scalar of `kind` goes: a float or double in quotes
+    /// past the field's range is refused (the parser would read it as an
+    /// infinity); in [`diagnose`]'s walk, an integer in quotes is checked
+    /// as the parser reads one, plain decimal digits in the field's range.
+    fn quoted(&mut self, kind: &Kind) -> Result<(), Stop> {
+        let start = self.at;
+        self.at = string_end(self.json, start).ok_or(Stop::Unreadable)?;
+        let content = &self.json[start + 1..self.at - 1];
+        let refuse =
+            |path: &str, why: String| Err(Stop::Refused(GatewayError::invalid_field(path, why)));
+        match kind {
+            Kind::Float | Kind::Double => {
+                if !quoted_needs_a_look(content) {
+                    return Ok(());
+                }
+                let text = std::str::from_utf8(content).map_err(|_| Stop::Unreadable)?;
+                let v: f64 = text.parse().map_err(|_| Stop::Unreadable)?;
+                let (past, name) = match kind {
+                    Kind::Float => ((v as f32).is_infinite(), "a float"),
+                    _ => (v.is_infinite(), "a double"),
+                };
+                if past {
+                    return refuse(&self.path, format!("{text:?} is out of range for {name}"));
+                }
+                Ok(())
+            }
+            _ if !self.strict => Ok(()),
+            _ => {
+                let Some((lo, hi, name)) = integer_range(kind) else {
+                    return Ok(());
+                };
+                let text = std::str::from_utf8(content).map_err(|_| Stop::Unreadable)?;
+                let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return refuse(
+                        &self.path,
+                        format!("{text:?} is not an integer: {name} in quotes is plain decimal digits, with a leading - for a negative value"),
+                    );
+                }
+                match text.parse::<i128>() {
+                    Ok(v) if (lo..=hi).contains(&v) => Ok(()),
+                    _ => refuse(&self.path, format!("{text:?} is out of range for {name}")),
+                }
+            }
+        }
+    }
+
     /// A number where a scalar of `kind` goes.
     fn number(&mut self, kind: &Kind) -> Result<(), Stop> {
         let start = self.at;
         self.at = number_end(self.json, start);
         let token =
             std::str::from_utf8(&self.json[start..self.at]).map_err(|_| Stop::Unreadable)?;
-        if !needs_a_look(token) {
+        if !self.strict && !needs_a_look(token) {
             return Ok(());
         }
-        let (lo, hi, name) = match kind {
-            Kind::Int32 => (i32::MIN.into(), i32::MAX.into(), "int32"),
-            Kind::Sint32 => (i32::MIN.into(), i32::MAX.into(), "sint32"),
-            Kind::Sfixed32 => (i32::MIN.into(), i32::MAX.into(), "sfixed32"),
-            Kind::Uint32 => (0, u32::MAX.into(), "uint32"),
-            Kind::Fixed32 => (0, u32::MAX.into(), "fixed32"),
-            Kind::Int64 => (i64::MIN.into(), i64::MAX.into(), "int64"),
-            Kind::Sint64 => (i64::MIN.into(), i64::MAX.into(), "sint64"),
-            Kind::Sfixed64 => (i64::MIN.into(), i64::MAX.into(), "sfixed64"),
-            Kind::Uint64 => (0, u64::MAX.into(), "uint64"),
-            Kind::Fixed64 => (0, u64::MAX.into(), "fixed64"),
-            Kind::Float => {
-                let v: f64 = token.parse().map_err(|_| Stop::Unreadable)?;
-                if v.abs() > f64::from(f32::MAX) && (v as f32).is_finite() {
-                    let max = f64::from(f32::MAX).copysign(v);
-                    self.edits.push((start, self.at, format!("{max:e}")));
-                }
-                return Ok(());
+        if *kind == Kind::Float && self.strict {
+            let v: f64 = token.parse().map_err(|_| Stop::Unreadable)?;
+            if (v as f32).is_infinite() {
+                return Err(Stop::Refused(GatewayError::invalid_field(
+                    self.path.clone(),
+                    format!("{token} is out of range for a float"),
+                )));
             }
-            _ => return Ok(()),
+        }
+        if *kind == Kind::Float {
+            let v: f64 = token.parse().map_err(|_| Stop::Unreadable)?;
+            if v.abs() > f64::from(f32::MAX) && (v as f32).is_finite() {
+                let max = f64::from(f32::MAX).copysign(v);
+                self.edits.push((start, self.at, format!("{max:e}")));
+            }
+            return Ok(());
+        }
+        let Some((lo, hi, name)) = integer_range(kind) else {
+            return Ok(());
         };
-        let (lo, hi): (i128, i128) = (lo, hi);
         let why = match exact_integer(token) {
             Exact::Integer(v) if (lo..=hi).contains(&v) => {
                 self.edits.push((start, self.at, v.to_string()));
@@ -379,6 +474,23 @@ impl Walk<'_> {
             why,
         )))
     }
+}
+
+/// The values an integer field holds, and its type's name.
+fn integer_range(kind: &Kind) -> Option<(i128, i128, &'static str)> {
+    Some(match kind {
+        Kind::Int32 => (i32::MIN.into(), i32::MAX.into(), "int32"),
+        Kind::Sint32 => (i32::MIN.into(), i32::MAX.into(), "sint32"),
+        Kind::Sfixed32 => (i32::MIN.into(), i32::MAX.into(), "sfixed32"),
+        Kind::Uint32 => (0, u32::MAX.into(), "uint32"),
+        Kind::Fixed32 => (0, u32::MAX.into(), "fixed32"),
+        Kind::Int64 => (i64::MIN.into(), i64::MAX.into(), "int64"),
+        Kind::Sint64 => (i64::MIN.into(), i64::MAX.into(), "sint64"),
+        Kind::Sfixed64 => (i64::MIN.into(), i64::MAX.into(), "sfixed64"),
+        Kind::Uint64 => (0, u64::MAX.into(), "uint64"),
+        Kind::Fixed64 => (0, u64::MAX.into(), "fixed64"),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -116,6 +116,76 @@ fn a_float_just_past_its_largest_reads_as_the_largest() {
 }
 
 #[test]
+fn a_number_in_quotes_past_a_float_or_double_is_refused_not_read_as_infinity() {
+    for (body, why) in [
+        (
+            r#"{"weight":"3.5e38"}"#,
+            r#""3.5e38" is out of range for a float"#,
+        ),
+        (
+            r#"{"maxWeight":"-3.4028236e38"}"#,
+            "out of range for a float",
+        ),
+        (
+            r#"{"minScore":"1e400"}"#,
+            r#""1e400" is out of range for a double"#,
+        ),
+    ] {
+        let refused = checked(body).unwrap_err();
+        assert!(refused.contains(why), "{body}: {refused}");
+    }
+    // What rounds to the largest float, the non-finite spellings, and a
+    // string field holding such text are left as written.
+    for body in [
+        r#"{"weight":"3.4028235e38"}"#,
+        r#"{"weight":"Infinity","minScore":"-Infinity","maxScore":"NaN"}"#,
+        r#"{"query":"3.5e38","minScore":"1e300"}"#,
+    ] {
+        assert_eq!(checked(body), Ok(None), "{body}");
+    }
+}
+
+#[test]
+fn a_refused_body_is_diagnosed_in_words_at_the_number_at_fault() {
+    let diagnosed = |json: &str| diagnose(&search_request(), json.as_bytes()).map(|e| e.message);
+    for (body, why) in [
+        (
+            r#"{"offset":2147483648}"#,
+            "offset: 2147483648 is out of range for sint32",
+        ),
+        (
+            r#"{"maxPages":-1}"#,
+            "maxPages: -1 is out of range for uint64",
+        ),
+        (
+            r#"{"weight":3.5e38}"#,
+            "weight: 3.5e38 is out of range for a float",
+        ),
+        (
+            r#"{"minPages":"18446744073709551616"}"#,
+            r#"minPages: "18446744073709551616" is out of range for int64"#,
+        ),
+        (
+            r#"{"minPages":" 12"}"#,
+            r#"minPages: " 12" is not an integer"#,
+        ),
+        (
+            r#"{"filter":{"language":"en"},"pageSize":"1.0"}"#,
+            r#"pageSize: "1.0" is not an integer"#,
+        ),
+    ] {
+        let why_seen = diagnosed(body).unwrap_or_default();
+        assert!(why_seen.contains(why), "{body}: {why_seen}");
+    }
+    // Numbers that fit (a sign in quotes as the parser takes it): the fault
+    // is elsewhere, and the parser's own account stands.
+    assert_eq!(
+        diagnosed(r#"{"minPages":"+5","pageSize":3,"colour":1}"#),
+        None
+    );
+}
+
+#[test]
 fn nesting_past_the_limit_is_refused_even_in_a_field_no_one_reads() {
     let nested = |n: usize| {
         format!(
