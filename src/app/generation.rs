@@ -501,6 +501,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         auth: auth_for_handshakes,
         config: config.websocket.clone(),
         stream_idle_timeout: config.server.limits.stream_idle_timeout,
+        limits: config.server.limits.clone(),
         edge: edge.clone(),
         status: StatusRenderer::new(&pool),
         shutdown: carry.shutdown.clone(),

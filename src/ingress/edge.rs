@@ -111,11 +111,17 @@ impl Edge {
     ) -> Arc<CallRecord> {
         if self.sinks.any() {
             let record = CallRecord::call(&self.sinks, protocol, method, path, headers);
-            record.client(forwarded::client(headers, peer, &self.trusted_proxies));
+            record.client(self.client_of(headers, peer));
             record
         } else {
             CallRecord::none()
         }
+    }
+
+    /// Who the client of a request from `peer` is: the peer, or whom a
+    /// trusted proxy names.
+    pub fn client_of(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<SocketAddr> {
+        forwarded::client(headers, peer, &self.trusted_proxies)
     }
 
     /// As [`Edge::new`], with the proxies to trust and the listener's scheme.

@@ -41,6 +41,9 @@ pub struct WebSocketIngress {
     pub config: WebSocketConfig,
     /// `server.limits.stream_idle_timeout`, for a call's client stream.
     pub stream_idle_timeout: std::time::Duration,
+    /// `server.limits`: a call's metadata joins its handshake's headers,
+    /// and the two together are bounded as any request's headers are.
+    pub limits: crate::config::Limits,
     pub edge: Edge,
     pub status: StatusRenderer,
     /// Turns true when the gateway shuts down: sessions close with 1001.
@@ -105,7 +108,7 @@ impl WebSocketIngress {
                 // The fields every protocol's failed request has.
                 let (status, code) = (resp.status().as_u16(), err.grpc_code() as i32);
                 tracing::info!(target: "portico::access", protocol = "websocket", path = path.as_str(), status, code, origin = err.origin.as_str(), error = err.message.as_str(), "websocket handshake refused");
-                record.client(client);
+                record.client(self.edge.client_of(req.headers(), client));
                 record.failed(&err);
                 record.http_status(resp.status());
                 resp

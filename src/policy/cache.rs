@@ -351,6 +351,9 @@ impl Policy for ResponseCache {
                 move |e: &Entry| e.made_for_request(&base, &headers)
             };
             let shared = cache.shared_key(&key);
+            // This request's own deadline holds while it waits for another's
+            // backend call, as it would for its own.
+            let wait_until = env.timeout.map(|t| tokio::time::Instant::now() + t);
             // Concurrent misses for the same key wait for this one backend
             // call. The call is left here until the closure takes it: a
             // waiter handed a reply made for other values of a header the
@@ -360,23 +363,45 @@ impl Policy for ResponseCache {
             let fetching = cache.clone();
             let (fetch_base, fetch_headers) = (base.clone(), headers.clone());
             let fetch_shared = shared.clone();
-            let entry = cache
-                .store
-                .try_get_with(key.clone(), async move {
-                    let (env, next) = take(&taken).expect("the call is made once");
-                    fetching
-                        .fetch(
-                            env,
-                            next,
-                            fetch_shared,
-                            skip_lookup,
-                            &fetch_base,
-                            &fetch_headers,
-                        )
-                        .await
-                })
-                .await
-                .map_err(|e: Arc<GatewayError>| (*e).clone())?;
+            let fetched = cache.store.try_get_with(key.clone(), async move {
+                let (env, next) = take(&taken).expect("the call is made once");
+                fetching
+                    .fetch(
+                        env,
+                        next,
+                        fetch_shared,
+                        skip_lookup,
+                        &fetch_base,
+                        &fetch_headers,
+                    )
+                    .await
+            });
+            let fetched = match wait_until {
+                Some(at) => tokio::time::timeout_at(at, fetched)
+                    .await
+                    .map_err(|_| GatewayError::deadline_exceeded())?,
+                None => fetched.await,
+            };
+            let entry = match fetched {
+                Ok(entry) => entry,
+                // The call made for everyone ran out of its own client's
+                // time: that is no answer for a request with more of it,
+                // which makes its own call with what it has left.
+                Err(e) if matches!(e.kind, crate::error::ErrorKind::DeadlineExceeded) => {
+                    match take(&call) {
+                        Some((mut env, next)) => {
+                            env.timeout = wait_until.map(|at| {
+                                at.saturating_duration_since(tokio::time::Instant::now())
+                            });
+                            cache
+                                .fetch(env, next, shared.clone(), skip_lookup, &base, &headers)
+                                .await?
+                        }
+                        None => return Err((*e).clone()),
+                    }
+                }
+                Err(e) => return Err((*e).clone()),
+            };
             let entry = match take(&call) {
                 Some((env, next)) if !mine(&entry) => {
                     cache

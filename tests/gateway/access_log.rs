@@ -573,3 +573,49 @@ async fn a_call_abandoned_while_the_backend_works_counts_its_upstream_time() {
         );
     }
 }
+
+/// Behind a trusted proxy, a WebSocket session's line names the client the
+/// proxy forwarded for, as its calls' lines and every other protocol's do.
+#[tokio::test]
+async fn a_sessions_line_names_the_client_a_trusted_proxy_forwarded_for() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let path = log_path("ws-proxied");
+    let log = path.clone();
+    let h = Harness::start_with_config(move |backend| {
+        support::config_text(
+            backend,
+            &format!("[access_log]\npath = \"{}\"\n", log.display()),
+            "",
+        )
+        .replacen(
+            "admin = \"127.0.0.1:0\"\n",
+            "admin = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+            1,
+        )
+    })
+    .await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    req.headers_mut()
+        .insert("x-forwarded-for", "198.51.100.9".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open =
+        serde_json::json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers", "message": {}});
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 0, "{status}");
+    ws.close(None).await.unwrap();
+    let all = wait_for(&path, 2).await;
+    for kind in ["session", "call"] {
+        let line = all
+            .iter()
+            .find(|l| l["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} line: {all:#?}"));
+        assert_eq!(line["client"], "198.51.100.9", "{line}");
+    }
+}

@@ -372,6 +372,51 @@ fn deadline(
     }
 }
 
+/// Identical cache misses wait for one backend call, each within its own
+/// deadline; and a call that ran out of its own, shorter deadline is no
+/// answer for a request that waited for it with time left.
+#[tokio::test]
+async fn a_cache_waiter_keeps_its_own_deadline_on_every_protocol() {
+    use std::time::{Duration, Instant};
+    let h = gateway("", "cache = { ttl = \"60s\" }").await;
+    for (i, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        // Each protocol its own keys: a reply another one stored is a hit.
+        let millis = 900 + 2 * i as i64;
+        let first = call(&h, protocol, &[], "", Some(millis));
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let asked = Instant::now();
+            let s = call(
+                &h,
+                protocol,
+                &deadline(protocol, "200", "200m"),
+                "",
+                Some(millis),
+            )
+            .await;
+            (s, asked.elapsed())
+        };
+        let (first, (waiter, waited)) = tokio::join!(first, waiter);
+        assert_eq!(first.code, 0, "{protocol:?}: {}", first.message);
+        assert_eq!(waiter.code, 4, "{protocol:?}: {}", waiter.message);
+        assert!(
+            waited < Duration::from_millis(650),
+            "{protocol:?}: the waiter waited {waited:?}, past its own 200 ms"
+        );
+
+        let millis = millis + 1;
+        let short = deadline(protocol, "200", "200m");
+        let first = call(&h, protocol, &short, "", Some(millis));
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            call(&h, protocol, &[], "", Some(millis)).await
+        };
+        let (first, waiter) = tokio::join!(first, waiter);
+        assert_eq!(first.code, 4, "{protocol:?}: {}", first.message);
+        assert_eq!(waiter.code, 0, "{protocol:?}: {}", waiter.message);
+    }
+}
+
 #[tokio::test]
 async fn a_client_deadline_shortens_the_call_on_every_protocol() {
     let h = gateway("", "").await;
@@ -672,6 +717,46 @@ async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
     assert_eq!(
         h.backends.probe.calls(),
         calls,
+        "no refused call reached the backend"
+    );
+}
+
+/// A call's `open` metadata joins its handshake's headers under the bounds
+/// every request's header fields have, and cannot say who the client is:
+/// the calls of a session are the connection's client, as its handshake
+/// found it. Refused by the call's frame; nothing reaches the backend.
+#[tokio::test]
+async fn a_sessions_call_metadata_is_bounded_and_cannot_name_the_client() {
+    let h = gateway("", "").await;
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..150).map(|i| (format!("x-m-{i}"), json!("v"))).collect();
+    for (metadata, says) in [
+        (
+            json!({ "x-big": "x".repeat(70 * 1024) }),
+            "the header fields of the call (its open metadata and its handshake's headers) are",
+        ),
+        (
+            serde_json::Value::Object(many),
+            "over server.limits.max_header_count (100)",
+        ),
+        (
+            json!({ "x-forwarded-for": "198.51.100.7" }),
+            "metadata.x-forwarded-for: names a forwarding header",
+        ),
+        (
+            json!({ "forwarded": "for=198.51.100.7" }),
+            "metadata.forwarded: names a forwarding header",
+        ),
+    ] {
+        let frame = open_frame_answer(&h, metadata).await;
+        assert_eq!(frame["id"], "a", "{frame}");
+        assert_eq!(frame["error"]["code"], 3, "{frame}");
+        let message = frame["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        0,
         "no refused call reached the backend"
     );
 }

@@ -66,6 +66,16 @@ impl Cidr {
     }
 }
 
+/// Whether `name` is a header that says whom a proxy forwarded the
+/// request for (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`): what
+/// the edge decides the client by.
+pub fn is_forwarding(name: &HeaderName) -> bool {
+    *name == X_FORWARDED_FOR
+        || *name == X_FORWARDED_PROTO
+        || *name == X_FORWARDED_HOST
+        || *name == FORWARDED
+}
+
 /// Rewrites the forwarding headers of a request from `peer` and returns
 /// the client's address.
 pub fn apply(

@@ -29,41 +29,7 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             ),
         ));
     }
-    // Every field counts, each cookie crumb of HTTP/2 included.
-    let fields = req.headers().len();
-    if fields > limits.max_header_count {
-        return Err(GatewayError::new(
-            ErrorKind::TooManyHeaderFields {
-                limit: limits.max_header_count,
-            },
-            Origin::Client,
-            format!(
-                "the request has {fields} header fields, over server.limits.max_header_count ({})",
-                limits.max_header_count
-            ),
-        ));
-    }
-    // Sized as HTTP/2 sizes a header list (RFC 7541 section 4.1), on every
-    // protocol. The parsers' own bounds are twice this, so that a request
-    // between the two gets this answer in its protocol's terms rather than
-    // a bare 431 that gRPC and Connect clients cannot read.
-    let bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
-        .sum();
-    if bytes > limits.max_header_bytes {
-        return Err(GatewayError::new(
-            ErrorKind::HeaderBytesTooLarge {
-                limit: limits.max_header_bytes,
-            },
-            Origin::Client,
-            format!(
-                "the request's header fields are {bytes} bytes (name, value and 32 bytes each), over server.limits.max_header_bytes ({})",
-                limits.max_header_bytes
-            ),
-        ));
-    }
+    header_fields(req.headers(), limits, "the request")?;
     // A compressed body would reach a backend as if it were plain: refused,
     // whatever the protocol (gRPC compresses per message, with its own
     // header, and is refused by the message reader).
@@ -99,6 +65,51 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
             format!(
                 "Transfer-Encoding {:?} is not supported: only \"chunked\"",
                 codings.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request's header fields are within `max_header_count` and
+/// `max_header_bytes`; `what` names whose they are in the refusal ("the
+/// request", or a WebSocket call with its handshake's headers).
+pub fn header_fields(
+    headers: &http::HeaderMap,
+    limits: &Limits,
+    what: &str,
+) -> Result<(), GatewayError> {
+    // Every field counts, each cookie crumb of HTTP/2 included.
+    let fields = headers.len();
+    if fields > limits.max_header_count {
+        return Err(GatewayError::new(
+            ErrorKind::TooManyHeaderFields {
+                limit: limits.max_header_count,
+            },
+            Origin::Client,
+            format!(
+                "{what} has {fields} header fields, over server.limits.max_header_count ({})",
+                limits.max_header_count
+            ),
+        ));
+    }
+    // Sized as HTTP/2 sizes a header list (RFC 7541 section 4.1), on every
+    // protocol. The parsers' own bounds are twice this, so that a request
+    // between the two gets this answer in its protocol's terms rather than
+    // a bare 431 that gRPC and Connect clients cannot read.
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(GatewayError::new(
+            ErrorKind::HeaderBytesTooLarge {
+                limit: limits.max_header_bytes,
+            },
+            Origin::Client,
+            format!(
+                "the header fields of {what} are {bytes} bytes (name, value and 32 bytes each), over server.limits.max_header_bytes ({})",
+                limits.max_header_bytes
             ),
         ));
     }

@@ -126,7 +126,9 @@ pub(super) async fn run(
         .record
         .clone()
         .unwrap_or_else(crate::observe::call_record::CallRecord::none);
-    record.client(client);
+    // The session's line names the client as its calls' do: behind a
+    // trusted proxy, whom the proxy names.
+    record.client(ingress.edge.client_of(&inbound.headers, client));
     let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval, record.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut session = Session {
@@ -482,7 +484,10 @@ impl Session {
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
                 HeaderValue::from_str(&v),
             ) {
-                (Ok(name), Ok(value)) if !is_framing(&name) || name == "grpc-timeout" => {
+                (Ok(name), Ok(value))
+                    if (!is_framing(&name) || name == "grpc-timeout")
+                        && !crate::ingress::edge::forwarded::is_forwarding(&name) =>
+                {
                     if named.contains(&name) {
                         headers.append(name, value);
                     } else {
@@ -492,6 +497,9 @@ impl Session {
                 }
                 (name, value) => {
                     let why = match (name, value) {
+                        (Ok(name), Ok(_)) if crate::ingress::edge::forwarded::is_forwarding(&name) => {
+                            "names a forwarding header: who the client is was read from the connection and its handshake, and a call cannot change it"
+                        }
                         (Ok(_), Ok(_)) => {
                             "names a header of the connection's framing, which the gateway sets itself"
                         }
@@ -513,6 +521,16 @@ impl Session {
         if let Err(err) = crate::headers::check_deadline_fields(&headers, "metadata.")
             .and_then(|()| crate::headers::check_binary_fields(&headers, "metadata."))
         {
+            return self.refuse(&id, &err).await;
+        }
+        // The backend gets the handshake's fields and the metadata together:
+        // bounded as any request's header fields are, so no call's metadata
+        // can be what a backend connection shared with other calls breaks on.
+        if let Err(err) = crate::ingress::edge::framing::header_fields(
+            &headers,
+            &ingress.limits,
+            "the call (its open metadata and its handshake's headers)",
+        ) {
             return self.refuse(&id, &err).await;
         }
         let binding = ingress
