@@ -327,7 +327,7 @@ fn reload_metrics((ok, failed): (u64, u64)) -> String {
          # TYPE portico_config_reloads_total counter\n\
          portico_config_reloads_total{{result=\"ok\"}} {ok}\n\
          portico_config_reloads_total{{result=\"error\"}} {failed}\n\
-         # HELP portico_access_log_lines_total Access-log lines, by whether the writer took them.\n\
+         # HELP portico_access_log_lines_total Access-log lines: written, or dropped (the writer fell behind or its write failed).\n\
          # TYPE portico_access_log_lines_total counter\n\
          portico_access_log_lines_total{{result=\"written\"}} {written}\n\
          portico_access_log_lines_total{{result=\"dropped\"}} {dropped}\n\

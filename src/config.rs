@@ -328,8 +328,47 @@ fn redact(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// Any text (an error message, a value) with the credentials of every URL
-/// in it masked: `scheme://user:password@host` and `scheme://token@host`.
+/// in it masked: `scheme://user:password@host` and `scheme://token@host`,
+/// and the password of a URL too malformed to read as one
+/// (`rediss//:password@host`, a mistyped scheme), so that an error about
+/// the very URL does not print it.
 pub fn redact_text(s: &str) -> String {
+    redact_malformed(&redact_urls(s))
+}
+
+/// `user:password@` in any word that is not a URL `redact_urls` read:
+/// the password after the word's last `:` before its `@`. An address
+/// (`user@host`) has no `:` there and is left alone.
+fn redact_malformed(s: &str) -> String {
+    let word_start = |i: usize| {
+        s[..i]
+            .rfind(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '(' | '[' | '{' | '<' | ',')
+            })
+            .map_or(0, |p| p + 1)
+    };
+    let mut out = String::with_capacity(s.len());
+    let mut from = 0;
+    for (at, _) in s.match_indices('@') {
+        if at < from {
+            continue;
+        }
+        let start = word_start(at).max(from);
+        let userinfo = &s[start..at];
+        if userinfo.ends_with("[redacted]") {
+            continue;
+        }
+        if let Some(colon) = userinfo.rfind(':') {
+            out.push_str(&s[from..start + colon + 1]);
+            out.push_str("[redacted]");
+            from = at;
+        }
+    }
+    out.push_str(&s[from..]);
+    out
+}
+
+fn redact_urls(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("://") {

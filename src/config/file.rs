@@ -182,11 +182,48 @@ pub struct UpstreamFile {
     pub circuit_breaker: Option<CircuitBreakerFile>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum EndpointFile {
     Address(String),
     Weighted { address: String, weight: u32 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightedEndpointFile {
+    address: String,
+    weight: u32,
+}
+
+/// By hand rather than `untagged`, so that a mistake inside a table (a
+/// misspelt key, a weight in quotes) is named as such instead of "matched
+/// no variant".
+impl<'de> Deserialize<'de> for EndpointFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = EndpointFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"host:port\" or a table { address = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointFile, E> {
+                Ok(EndpointFile::Address(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointFile, A::Error> {
+                let w = WeightedEndpointFile::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(EndpointFile::Weighted {
+                    address: w.address,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(Shape)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

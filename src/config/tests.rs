@@ -32,6 +32,34 @@ fn an_unknown_key_is_named_with_its_path() {
 }
 
 #[test]
+fn a_mistake_inside_an_endpoint_table_is_named_as_such() {
+    for (entry, says) in [
+        (
+            r#"{ address = "127.0.0.1:1", wieght = 3 }"#,
+            "unknown field `wieght`, expected `address` or `weight`",
+        ),
+        (
+            r#"{ address = "127.0.0.1:1", weight = "3" }"#,
+            "invalid type: string \"3\", expected u32",
+        ),
+        (
+            "50051",
+            r#"expected "host:port" or a table { address = "host:port", weight = N }"#,
+        ),
+    ] {
+        let text = MINIMAL.replace(r#"["127.0.0.1:50051"]"#, &format!("[{entry}]"));
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.key.starts_with("upstreams.backend.endpoints"), "{err}");
+        assert!(err.reason.contains(says), "{entry}: {err}");
+    }
+    let text = MINIMAL.replace(
+        r#"["127.0.0.1:50051"]"#,
+        r#"[{ address = "127.0.0.1:1", weight = 3 }, "127.0.0.1:2"]"#,
+    );
+    assert!(Config::from_toml(&text).is_ok());
+}
+
+#[test]
 fn a_route_to_a_missing_upstream_names_the_route_and_the_known_ones() {
     let text = MINIMAL.replace("upstream = \"backend\"", "upstream = \"nope\"");
     let err = Config::from_toml(&text).unwrap_err();
@@ -126,6 +154,16 @@ fn url_credentials_are_masked_wherever_they_appear() {
         "rediss://[redacted]@cache:6380 and http://plain/x"
     );
     assert_eq!(redact_text("no url here"), "no url here");
+    // A URL too malformed to read still loses its password, in the error
+    // that names it; an address keeps its name.
+    assert_eq!(
+        redact_text(r#"redis.url: "rediss//:Sup3rPW@127.0.0.1:6379" is not a URL"#),
+        r#"redis.url: "rediss//:[redacted]@127.0.0.1:6379" is not a URL"#
+    );
+    assert_eq!(
+        redact_text("htps://portico:S3cr3t@auth.example/x and ops@example.com"),
+        "htps://portico:[redacted]@auth.example/x and ops@example.com"
+    );
 }
 
 #[test]

@@ -17,10 +17,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Lines dropped because the writer fell behind, over the process's life.
+/// Lines dropped because the writer fell behind or its write failed, over
+/// the process's life.
 pub static DROPPED: AtomicU64 = AtomicU64::new(0);
-/// Lines taken for writing, over the process's life.
+/// Lines written out (or waiting to be), over the process's life.
 pub static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// How often a failing write is logged, at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the writer empties the buffer, at the latest.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -101,6 +105,11 @@ impl AccessLog {
             .name("access-log".into())
             .spawn(move || {
                 let mut spare = Vec::with_capacity(FLUSH_AT);
+                // Lines lost to failed writes since the last warning, and
+                // when that was: a full disk is one line a minute, not one
+                // per write.
+                let mut lost = 0u64;
+                let mut warned: Option<std::time::Instant> = None;
                 loop {
                     {
                         let mut waiting = lock(&theirs.waiting);
@@ -135,7 +144,17 @@ impl AccessLog {
                     // Whole lines per write: two generations appending to
                     // one file during a reload never split each other's.
                     if let Err(e) = out.write_all(&spare).and_then(|()| out.flush()) {
-                        tracing::warn!(error = %e, "access log write failed");
+                        // Counted as dropped, not written: the metric is
+                        // what tells a full disk from a quiet gateway.
+                        let lines = spare.iter().filter(|&&b| b == b'\n').count() as u64;
+                        WRITTEN.fetch_sub(lines, Ordering::Relaxed);
+                        DROPPED.fetch_add(lines, Ordering::Relaxed);
+                        lost += lines;
+                        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                            tracing::warn!(error = %e, lines_lost = lost, "access log write failed; lines are dropped until a write succeeds (logged at most once a minute)");
+                            warned = Some(std::time::Instant::now());
+                            lost = 0;
+                        }
                     }
                     spare.clear();
                 }
