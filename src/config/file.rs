@@ -180,6 +180,9 @@ pub struct UpstreamFile {
     pub outlier_detection: Option<OutlierFile>,
     pub retry: Option<RetryFile>,
     pub circuit_breaker: Option<CircuitBreakerFile>,
+    /// The most header bytes a call sends the backend (name, value and 32
+    /// bytes each).
+    pub max_request_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -169,6 +169,30 @@ impl Upstream {
         Ok(Endpoint::new(w.address.clone(), w.weight, pool))
     }
 
+    /// Refuses a call whose metadata is more than the backend is known to
+    /// take: sent, the backend would fail the connection it shares with
+    /// other clients' calls (HTTP/2 servers answer an oversized header
+    /// block with GOAWAY), not just this call.
+    fn check_header_bytes(&self, env: &Envelope) -> Result<(), GatewayError> {
+        let limit = self.config.max_request_header_bytes;
+        let bytes: usize = env
+            .metadata
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        if bytes <= limit {
+            return Ok(());
+        }
+        Err(GatewayError::new(
+            crate::error::ErrorKind::HeaderBytesTooLarge { limit },
+            crate::error::Origin::Client,
+            format!(
+                "the metadata for the backend is {bytes} bytes (name, value and 32 bytes each), over upstreams.{}.max_request_header_bytes ({limit})",
+                self.config.name
+            ),
+        ))
+    }
+
     /// Makes a call: admits it (or sheds it), picks an endpoint, runs
     /// `attempt` on it, and retries on another endpoint when the failure
     /// allows, the budget has room and the deadline has time. The reply
@@ -182,6 +206,7 @@ impl Upstream {
         F: Fn(Arc<Endpoint>, Envelope) -> Fut,
         Fut: Future<Output = Result<Reply, AttemptError>>,
     {
+        self.check_header_bytes(&env)?;
         let admitted = self.admit()?;
         self.budget.deposit();
         let deadline = env.timeout.map(|t| Instant::now() + t);

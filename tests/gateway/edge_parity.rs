@@ -761,6 +761,46 @@ async fn a_sessions_call_metadata_is_bounded_and_cannot_name_the_client() {
     );
 }
 
+/// Metadata a backend would refuse by failing the HTTP/2 connection it
+/// shares with other calls is never sent: the call is refused on every
+/// protocol, and another client's call in flight on that connection ends
+/// well.
+#[tokio::test]
+async fn metadata_over_what_the_backend_takes_is_refused_and_harms_no_other_call() {
+    let h = gateway("[websocket]\nallowed_origins = [\"*\"]\n", "").await;
+    let pad = "p".repeat(20_000);
+    let in_flight = call(&h, Protocol::Grpc, &[], "", Some(1500));
+    let refused = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut seen = Vec::new();
+        for protocol in EVERY_PROTOCOL {
+            seen.push((
+                protocol,
+                call(&h, protocol, &[("x-pad", &pad)], "", None).await,
+            ));
+        }
+        seen
+    };
+    let (in_flight, refused) = tokio::join!(in_flight, refused);
+    for (protocol, s) in refused {
+        assert_eq!(s.code, 3, "{protocol:?}: {}", s.message);
+        assert!(
+            s.message
+                .contains("over upstreams.demo.max_request_header_bytes (16384)"),
+            "{protocol:?}: {}",
+            s.message
+        );
+        assert!(
+            s.metadata.is_empty(),
+            "{protocol:?}: the backend got nothing"
+        );
+    }
+    assert_eq!(in_flight.code, 0, "{}", in_flight.message);
+    // Under the bound, the same header goes through.
+    let fine = call(&h, Protocol::Rest, &[("x-pad", &pad[..8000])], "", None).await;
+    assert_eq!(fine.code, 0, "{}", fine.message);
+}
+
 /// The first frame a WebSocket session in the JSON dialect gets for an
 /// `open` of `Probe.Headers` with `metadata`.
 async fn open_frame_answer(h: &Harness, metadata: serde_json::Value) -> serde_json::Value {

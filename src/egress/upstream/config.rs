@@ -122,7 +122,17 @@ pub struct UpstreamConfig {
     pub outlier: OutlierConfig,
     pub retry: RetryConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    /// The most header bytes (name, value and 32 bytes each) a call's
+    /// metadata may take to a backend: past what a backend accepts, HTTP/2
+    /// servers refuse a header block by failing the whole connection, and
+    /// with it every other call on it.
+    pub max_request_header_bytes: usize,
 }
+
+/// `max_request_header_bytes` unless set: what common gRPC servers take
+/// (tonic and hyper 16 KiB, grpc-java 8 KiB of metadata), in one HTTP/2
+/// frame.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 
 impl UpstreamConfig {
     /// Addresses known at startup, for reflection and the reachability probe.
@@ -496,6 +506,16 @@ impl Validator<'_> {
             outlier,
             retry,
             circuit_breaker,
+            max_request_header_bytes: match u.max_request_header_bytes {
+                Some(n) if n < 1024 => {
+                    return Err(self.err(
+                        format!("{key}.max_request_header_bytes"),
+                        format!("is {n}; it must be at least 1024"),
+                    ))
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_REQUEST_HEADER_BYTES,
+            },
         })
     }
 
