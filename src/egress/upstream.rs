@@ -279,7 +279,7 @@ impl Upstream {
                     if deadline.is_some_and(|d| Instant::now() + wait >= d) {
                         return Err(failed.error);
                     }
-                    tracing::info!(upstream = %self.config.name, endpoint = %ep.address, error = %failed.error.message, retry = retries + 1, "retrying on another endpoint");
+                    tracing::info!(upstream = %self.config.name, endpoint = %ep.address, error = %failed.error.message, retry = retries + 1, "retrying the call (on another endpoint when one is in rotation)");
                     tokio::time::sleep(wait).await;
                     tried.push(ep);
                     retries += 1;
