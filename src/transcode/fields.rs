@@ -250,7 +250,16 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
             } else if is_scalar_like(m) {
                 let msg =
                     DynamicMessage::deserialize(m.clone(), serde_json::Value::String(s.to_owned()))
-                        .map_err(|e| format!("{s:?} is not a valid {}: {e}", m.full_name()))?;
+                        .map_err(|e| {
+                            // A mask names fields by their JSON names, as
+                            // its JSON form says; a proto name is the usual slip.
+                            let hint = if m.full_name() == "google.protobuf.FieldMask" {
+                                " (paths are comma-separated lowerCamelCase JSON names: publishedDate, not published_date)"
+                            } else {
+                                ""
+                            };
+                            format!("{s:?} is not a valid {}: {e}{hint}", m.full_name())
+                        })?;
                 Value::Message(msg)
             } else if matches!(
                 m.full_name(),
@@ -262,7 +271,7 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                 ));
             } else {
                 return Err(format!(
-                    "is a message ({}); set its fields as name.field",
+                    "names a message ({}), which takes no value of its own: set its fields, as NAME.FIELD=value",
                     m.full_name()
                 ));
             }

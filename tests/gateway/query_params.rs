@@ -122,6 +122,20 @@ async fn bad_values_name_the_parameter() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text());
         assert_eq!(r.violated_field(), field, "{query}");
     }
+    // What to write instead, where a reader could not guess it.
+    for (query, says) in [
+        (
+            "filter=x",
+            "filter: names a message (portico.demo.v1.SearchFilter), which takes no value of its own: set its fields, as NAME.FIELD=value",
+        ),
+        (
+            "fields=foo_bar",
+            "(paths are comma-separated lowerCamelCase JSON names: publishedDate, not published_date)",
+        ),
+    ] {
+        let r = h.client.get(&format!("/v1/books:search?{query}")).await;
+        assert!(r.json()["message"].as_str().unwrap().contains(says), "{query}: {}", r.text());
+    }
 }
 
 #[tokio::test]
