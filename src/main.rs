@@ -155,7 +155,23 @@ fn main() -> ExitCode {
                             .ok_or("--explain takes \"METHOD /path?query\"")?;
                         let method = http::Method::from_bytes(method.as_bytes())
                             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
-                        emit(&explain_request(&loaded, &method, target.trim()))?;
+                        let target = target.trim();
+                        // A request target has no spaces: what follows one
+                        // would never reach the gateway as part of the path.
+                        if target.contains(char::is_whitespace) {
+                            return Err(format!(
+                                "--explain takes \"METHOD /path?query\": {target:?} has a space, which a request target cannot (write it %20)"
+                            ));
+                        }
+                        // The absolute form (`http://host/path`), as a
+                        // proxy would send it, names the same path.
+                        let target = match target.split_once("://") {
+                            Some((scheme, rest)) if !scheme.contains('/') => {
+                                rest.find('/').map_or("/", |i| &rest[i..])
+                            }
+                            _ => target,
+                        };
+                        emit(&explain_request(&loaded, &method, target))?;
                     }
                     None => {
                         use std::fmt::Write as _;

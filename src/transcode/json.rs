@@ -120,6 +120,9 @@ fn explain_failure(
     o: &JsonOptions,
     prefix: &str,
 ) -> GatewayError {
+    if let Some(why) = not_an_object(desc, json) {
+        return GatewayError::invalid_field(prefix, why);
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut track = serde_path_to_error::Track::new();
     let result = DynamicMessage::deserialize_with_options(
@@ -206,6 +209,36 @@ pub fn unreadable(e: &serde_json::Error) -> GatewayError {
     } else {
         malformed(e)
     }
+}
+
+/// A body whose very shape is wrong, said as such: a byte order mark
+/// (which JSON text may not start with, RFC 8259 section 8.1), or a JSON
+/// value that is not the object a message is written as (the parser would
+/// say "expected a map at line 1 column 0").
+fn not_an_object(desc: &MessageDescriptor, json: &[u8]) -> Option<String> {
+    if json.starts_with(b"\xEF\xBB\xBF") {
+        return Some(
+            "the body starts with a byte order mark (EF BB BF), which JSON text may not: send it without one"
+                .to_owned(),
+        );
+    }
+    // Well-known types have JSON forms of their own (a Timestamp is a
+    // string, a Value anything).
+    if desc.package_name() == "google.protobuf" {
+        return None;
+    }
+    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
+    let what = match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b'-' | b'0'..=b'9' => "a number",
+        b't' | b'f' => "a boolean",
+        _ => return None,
+    };
+    Some(format!(
+        "the body is {what}, but a {} is written as a JSON object ({{...}})",
+        desc.full_name()
+    ))
 }
 
 fn malformed(e: &serde_json::Error) -> GatewayError {

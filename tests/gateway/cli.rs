@@ -220,6 +220,25 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     let text = explain(config, "GET /v1/shelves/1?key=abc");
     assert!(text.contains("credential header x-api-key"), "{text}");
     assert!(!text.contains("refused"), "{text}");
+    // The absolute form names the same path; a space is no request target.
+    let text = explain(library, "GET http://gw.example:8080/v1/shelves/1");
+    assert!(text.contains("matches GET /v1/shelves/{shelf}"), "{text}");
+    let out = portico()
+        .args([
+            "check",
+            "--config",
+            library,
+            "--explain",
+            "GET /v1/shelves/1 extra",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has a space, which a request target cannot"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A PATCH's URL is fine; without a body naming fields it is refused.
     let text = explain(library, "PATCH /v1/shelves/1/books/2");
     assert!(

@@ -98,6 +98,17 @@ async fn malformed_json_is_a_400() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(r.json()["code"], 3);
     }
+    // A body of the wrong shape, or with a byte order mark, is said so.
+    for (path, body, says) in [
+        (CREATE, "[]", "invalid value for book: the body is an array, but a portico.demo.v1.Book is written as a JSON object"),
+        ("/v1/books:search", "\"q\"", "the body is a string, but a portico.demo.v1.SearchBooksRequest is written as a JSON object"),
+        ("/v1/books:search", "\u{feff}{}", "the body starts with a byte order mark (EF BB BF)"),
+    ] {
+        let r = h.client.json(Method::POST, path, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(says), "{body}: {message}");
+    }
     // Not JSON at all: the body (here the book) is named, never a made-up
     // member of it.
     for (path, body, field) in [(CREATE, "{bad", "book"), ("/v1/books:search", "{bad", "")] {
