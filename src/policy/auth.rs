@@ -170,6 +170,9 @@ impl Authenticator {
             let value = match principal.claims.get(claim) {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(serde_json::Value::Null) | None => continue,
+                // Nothing to forward: no header, rather than an empty one a
+                // backend might read as present.
+                Some(serde_json::Value::Array(items)) if items.is_empty() => continue,
                 Some(serde_json::Value::Array(items)) => items
                     .iter()
                     .map(|i| match i {
@@ -359,17 +362,18 @@ impl Policy for RouteAuth {
 /// uses another scheme (`Basic`): otherwise it reads as if no credential
 /// were sent. `Bearer` with no token is no credential, not another scheme.
 fn other_scheme(env: &Envelope) -> &'static str {
-    let other = env
-        .ctx
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .is_some_and(|v| {
-            !v.as_bytes()
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
-        });
-    if other {
+    let Some(value) = env.ctx.headers.get(http::header::AUTHORIZATION) else {
+        return "";
+    };
+    let names_bearer = value
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"));
+    if !names_bearer {
         "the Authorization header is not a bearer token; "
+    } else if bearer(env).is_none() {
+        // Seen and refused, not missing: `Bearer` alone, or a tab for the space.
+        "the Authorization header names Bearer but carries no token after it (write \"Bearer\", one space, the token); "
     } else {
         ""
     }

@@ -132,6 +132,24 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
         r.json()["message"],
         "the Authorization header is not a bearer token; this route needs a bearer token"
     );
+    // A Bearer with no token after it was seen, not missing: said so.
+    for header in ["Bearer", "Bearer ", "Bearer\tabc"] {
+        let r = h
+            .client
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[("authorization", header)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{header:?}");
+        assert_eq!(
+            r.json()["message"],
+            "the Authorization header names Bearer but carries no token after it (write \"Bearer\", one space, the token); this route needs a bearer token",
+            "{header:?}"
+        );
+    }
 
     let channel = h.grpc_channel().await;
     let err = pb::probe_client::ProbeClient::new(channel)

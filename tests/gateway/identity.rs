@@ -906,7 +906,7 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
         pki.path("server.key"),
         pki.path("ca.pem")
     );
-    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\" }\n";
+    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\", san_dns = \"x-client-dns\" }\n";
     // The demo config with TLS on the main port.
     let mut h = support::Harness::start_with_config(|backend| {
         support::config_text(backend, sections, "")
@@ -949,6 +949,12 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
         assert!(seen.metadata["x-client-serial"]
             .as_str()
             .is_some_and(|s| !s.is_empty()));
+        // No DNS name to forward: no header, not an empty one.
+        assert!(
+            seen.metadata.get("x-client-dns").is_none(),
+            "{protocol:?}: {:?}",
+            seen.metadata
+        );
         // A certificate the route's rules do not list is known but refused.
         let stranger = pki.issue(
             "stranger",
