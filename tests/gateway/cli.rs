@@ -402,6 +402,7 @@ fn check_refuses_a_missing_jwks_file_as_serve_would() {
     assert!(
         err.contains("jwks.toml")
             && err.contains("authenticators.users")
+            && err.contains("jwks_file: cannot read")
             && err.contains("missing-jwks.json"),
         "{err}"
     );

@@ -293,10 +293,10 @@ async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet,
             let owned = path.clone();
             let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
                 .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?
+                .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?;
             serde_json::from_slice::<serde_json::Value>(&bytes)
-                .map_err(|e| format!("not a JWK set: {e}"))?
+                .map_err(|e| format!("jwks_file: {} is not a JWK set: {e}", path.display()))?
         }
         (JwksSource::Url { url, .. }, Some(client)) => client.get_json(url).await?,
         (JwksSource::Discovery { issuer, .. }, Some(client)) => {
