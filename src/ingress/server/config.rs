@@ -294,13 +294,8 @@ impl Validator<'_> {
             .transpose()?;
         // Caught here so that `check` refuses it too; a port in use by
         // another process is found only by `serve`, when it binds.
-        let overlaps = |a: SocketAddr| {
-            a.port() != 0
-                && a.port() == listen.port()
-                && (a.ip() == listen.ip()
-                    || a.ip().is_unspecified()
-                    || listen.ip().is_unspecified())
-        };
+        let overlaps =
+            |a: SocketAddr| a.port() != 0 && a.port() == listen.port() && same_socket(a, listen);
         if let Some(a) = admin.filter(|a| overlaps(*a)) {
             return Err(self.err(
                 "server.admin",
@@ -331,5 +326,38 @@ impl Validator<'_> {
             admin,
             limits,
         })
+    }
+}
+
+/// Whether two addresses on one port would take the same socket: the same
+/// address, `0.0.0.0` and any IPv4 address, or `[::]` (which on Linux
+/// takes IPv4 too, unless the host sets `bindv6only`) and anything.
+/// `0.0.0.0` and an IPv6 address are two sockets.
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    let v6_any = |s: SocketAddr| s.is_ipv6() && s.ip().is_unspecified();
+    let v4_any_with_v4 =
+        |x: SocketAddr, y: SocketAddr| x.is_ipv4() && x.ip().is_unspecified() && y.is_ipv4();
+    a.ip() == b.ip() || v6_any(a) || v6_any(b) || v4_any_with_v4(a, b) || v4_any_with_v4(b, a)
+}
+
+#[cfg(test)]
+mod overlap_tests {
+    use super::same_socket;
+
+    #[test]
+    fn an_admin_port_overlaps_the_listener_only_where_one_socket_would_take_both() {
+        let s = |t: &str| t.parse().unwrap();
+        for (a, b, same) in [
+            ("127.0.0.1:80", "127.0.0.1:80", true),
+            ("0.0.0.0:80", "127.0.0.1:80", true),
+            ("[::]:80", "127.0.0.1:80", true),
+            ("[::]:80", "[::1]:80", true),
+            ("0.0.0.0:80", "[::1]:80", false),
+            ("127.0.0.1:80", "[::1]:80", false),
+            ("127.0.0.1:80", "127.0.0.2:80", false),
+        ] {
+            assert_eq!(same_socket(s(a), s(b)), same, "{a} {b}");
+            assert_eq!(same_socket(s(b), s(a)), same, "{b} {a}");
+        }
     }
 }
