@@ -403,6 +403,22 @@ impl GatewayError {
         )
     }
 
+    /// The client went away (closed its connection, reset its stream)
+    /// before its request ended: CANCELLED, as a client that leaves at any
+    /// other moment, on every protocol; never a malformed request.
+    pub fn client_left(detail: impl std::fmt::Display) -> Self {
+        Self::new(
+            ErrorKind::Cancelled,
+            Origin::Client,
+            format!("the client left before its request ended ({detail})"),
+        )
+    }
+
+    /// Whether the client cancelled the call or left: a call it abandoned.
+    pub fn is_client_gone(&self) -> bool {
+        matches!(self.kind, ErrorKind::Cancelled) && self.origin == Origin::Client
+    }
+
     pub fn deadline_exceeded() -> Self {
         Self::new(
             ErrorKind::DeadlineExceeded,

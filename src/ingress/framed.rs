@@ -35,12 +35,7 @@ pub async fn read_limited(
                     out.extend_from_slice(&data);
                 }
             }
-            Some(Err(e)) => {
-                return Err(GatewayError::invalid_field(
-                    "",
-                    format!("could not read the request: {e}"),
-                ))
-            }
+            Some(Err(e)) => return Err(body_error(&e, "could not read the request")),
         }
     }
 }
@@ -93,10 +88,7 @@ where
                             }
                         }
                         Some(Err(e)) => {
-                            let err = GatewayError::invalid_field(
-                                "",
-                                format!("could not read the request stream: {e}"),
-                            );
+                            let err = body_error(&e, "could not read the request stream");
                             return Some((Err(err), (body, deframer, true, true)));
                         }
                         None => ended = true,
@@ -105,6 +97,38 @@ where
             }
         },
     ))
+}
+
+/// Why reading a request body failed: the client went away (closed the
+/// connection mid-body, reset its HTTP/2 stream), which is a call it
+/// abandoned, or else a body the gateway could not read.
+pub fn body_error(e: &hyper::Error, what: &str) -> GatewayError {
+    if client_left(e) {
+        GatewayError::client_left(e)
+    } else {
+        GatewayError::invalid_field("", format!("{what}: {e}"))
+    }
+}
+
+fn client_left(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_reset() || h2.is_io() || h2.is_go_away();
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The one request message of a unary or server-streaming call. None, or a

@@ -10,7 +10,7 @@ use super::body::{FrameStream, ResponseBody};
 use super::edge::{reaches_client, Edge};
 use crate::config::Limits;
 use crate::envelope::{MessageStream, Payload, ReplyFrame, ReplyStream, RequestCtx};
-use crate::error::{ErrorKind, GatewayError, Origin};
+use crate::error::{ErrorKind, GatewayError};
 use crate::observe;
 use crate::observe::call_record::{CallRecord, ClientProtocol};
 use crate::policy::aggregate::{AggregateInput, Aggregator};
@@ -560,13 +560,8 @@ fn ndjson_messages(
                     }
                     Some(Err(e)) => {
                         st.done = true;
-                        let err = GatewayError::new(
-                            ErrorKind::InvalidRequest {
-                                violations: Vec::new(),
-                            },
-                            Origin::Client,
-                            format!("could not read the request stream: {e}"),
-                        );
+                        let err =
+                            super::framed::body_error(&e, "could not read the request stream");
                         return Some((Err(err), st));
                     }
                     None => {

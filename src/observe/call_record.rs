@@ -149,6 +149,8 @@ struct Facts {
     calls: u64,
     session: Option<String>,
     close_code: Option<u16>,
+    /// The client left mid-request: no later answer is logged as sent.
+    left: bool,
     /// The route turned its lines off.
     silenced: bool,
     /// The call's server span, when traces are exported.
@@ -557,7 +559,11 @@ impl CallRecord {
     /// The status the client was answered with.
     pub fn http_status(&self, status: http::StatusCode) {
         if self.active() {
-            self.facts().http_status.get_or_insert(status.as_u16());
+            let mut f = self.facts();
+            // An answer to a client already gone reaches no one.
+            if !f.left {
+                f.http_status.get_or_insert(status.as_u16());
+            }
         }
     }
 
@@ -575,8 +581,21 @@ impl CallRecord {
         self.ended(tonic::Code::Cancelled);
     }
 
+    /// The client left mid-request (its connection closed, its stream
+    /// reset): abandoned, and whatever the adapter then answers reaches
+    /// no one, so no status is logged unless one was already sent.
+    fn left(&self) {
+        if self.active() {
+            self.facts().left = true;
+        }
+        self.abandoned();
+    }
+
     /// The call failed with `err` (the first failure recorded is logged).
     pub fn failed(&self, err: &GatewayError) {
+        if err.is_client_gone() {
+            return self.left();
+        }
         if self.active() {
             let mut f = self.facts();
             f.code.get_or_insert(err.grpc_code());
@@ -610,6 +629,9 @@ impl CallRecord {
     /// over whatever a layer inside recorded first (a stream that ended
     /// OK but held no message, an aggregate's call that failed).
     pub fn failed_finally(&self, err: &GatewayError) {
+        if err.is_client_gone() {
+            return self.left();
+        }
         if self.active() {
             let mut f = self.facts();
             f.code = Some(err.grpc_code());

@@ -88,8 +88,13 @@ async fn frame_watching_backend() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEn
 }
 
 async fn gateway(backend: SocketAddr) -> app::Gateway {
+    gateway_with(backend, "").await
+}
+
+async fn gateway_with(backend: SocketAddr, sections: &str) -> app::Gateway {
     let text = format!(
         r#"
+{sections}
 [server]
 listen = "127.0.0.1:0"
 
@@ -172,7 +177,15 @@ async fn a_complete_upload_is_ended_so_the_watcher_can_tell_the_difference() {
 #[tokio::test]
 async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() {
     let (backend, mut ends) = frame_watching_backend().await;
-    let gw = gateway(backend).await;
+    let dir = std::env::temp_dir().join(format!("portico-abandon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = gateway_with(
+        backend,
+        &format!("[access_log]\npath = \"{}\"\n", log.display()),
+    )
+    .await;
     let ndjson = format!("{}\n", json!({"seq": 1, "topic": "a"}));
     let cases: [(&str, &str, &str, Vec<u8>); 3] = [
         (
@@ -199,6 +212,25 @@ async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() 
         let end = next_end(&mut ends).await;
         assert!(matches!(end, BodyEnd::Reset(_)), "{name}: {end:?}");
     }
+    // A client that left is a call it abandoned, on each of them as on
+    // gRPC and WebSocket: CANCELLED with no error of its own, and no status
+    // logged unless the reply had started (gRPC-Web's and Connect's
+    // streams send their 200 as the backend's headers come).
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    support::eventually(|| lines().len() >= 3).await;
+    for line in lines() {
+        assert_eq!(line["grpc_status"], "CANCELLED", "{line}");
+        let started = line["protocol"] != "rest" && line["http_status"] == 200;
+        assert!(line["http_status"].is_null() || started, "{line}");
+        assert!(line["error"].is_null(), "{line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
