@@ -826,3 +826,70 @@ async fn a_health_watch_follows_its_service_across_reloads() {
     assert_eq!(next().await, ServingStatus::ServiceUnknown as i32);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A session open across a reload takes the new generation's own limits:
+/// a shorter idle timeout and ping interval reach it within a few seconds,
+/// as they reach a session opened after the reload.
+#[tokio::test]
+async fn an_open_sessions_idle_timeout_and_pings_follow_a_reload() {
+    let (backend, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("ws-limits");
+    let path = dir.join("portico.toml");
+    let text = config_text(Shape::A, &[backend], "");
+    replace(&path, &text);
+    let gw = start(&path).await;
+    // A client that sends nothing, pongs included, under the defaults
+    // (pings every 30 s, closed after 120 s of silence).
+    let mut sock = support::ws_raw::session(gw.addr).await;
+    // The next frame's opcode and payload.
+    async fn frame(sock: &mut TcpStream) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), sock.read_exact(&mut head))
+            .await
+            .expect("no frame within 10 s of the reload")
+            .unwrap();
+        let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+        sock.read_exact(&mut payload).await.unwrap();
+        (head[0] & 0x0f, payload)
+    }
+    // Pings every 200 ms from within a few seconds of the reload.
+    replace(
+        &path,
+        &format!("{text}\n[websocket]\nping_interval = \"200ms\"\n"),
+    );
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    for _ in 0..3 {
+        assert_eq!(frame(&mut sock).await.0, 0x9, "a ping");
+    }
+    // Then closed for its silence within a few seconds of a shorter idle
+    // timeout (pings may come first).
+    replace(
+        &path,
+        &format!("{text}\n[websocket]\nping_interval = \"200ms\"\nidle_timeout = \"1s\"\n"),
+    );
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    let reloaded = std::time::Instant::now();
+    let close_code = loop {
+        match frame(&mut sock).await {
+            (0x8, payload) => break u16::from_be_bytes([payload[0], payload[1]]),
+            _ => continue,
+        }
+    };
+    assert_eq!(close_code, 1001, "closed for its idle time");
+    assert!(
+        reloaded.elapsed() < Duration::from_secs(8),
+        "the new idle timeout took {:?}",
+        reloaded.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

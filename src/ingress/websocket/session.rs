@@ -129,7 +129,10 @@ pub(super) async fn run(
     // The session's line names the client as its calls' do: behind a
     // trusted proxy, whom the proxy names.
     record.client(ingress.edge.client_of(&inbound.headers, client));
-    let writer = tokio::spawn(write_loop(sink, out_rx, cfg.ping_interval, record.clone()));
+    // The writer pings at the newest generation's interval: a reload's
+    // websocket.ping_interval reaches an open session too.
+    let (ping_every, ping_rx) = tokio::sync::watch::channel(cfg.ping_interval);
+    let writer = tokio::spawn(write_loop(sink, out_rx, ping_rx, record.clone()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         single: implicit.is_some(),
@@ -157,7 +160,7 @@ pub(super) async fn run(
             .await;
     }
 
-    let idle_timeout = cfg.idle_timeout;
+    let mut idle_timeout = cfg.idle_timeout;
     // The runtime's clock, as the timer's: a test that pauses time moves both.
     let mut last_seen = tokio::time::Instant::now();
     // Armed for when the connection would have been silent for the whole
@@ -165,9 +168,9 @@ pub(super) async fn run(
     // one per frame, and the close comes on time.
     let idle = tokio::time::sleep_until(last_seen + idle_timeout);
     tokio::pin!(idle);
-    let mut refresh = tokio::time::interval(
-        (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
-    );
+    let refresh_every =
+        |idle: Duration| (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut refresh = tokio::time::interval(refresh_every(idle_timeout));
     let mut shutdown = ingress.shutdown.clone();
     loop {
         tokio::select! {
@@ -223,6 +226,19 @@ pub(super) async fn run(
                 // routes, caches, upstreams) after a reload: its next calls
                 // and limits come from the newest.
                 session.ingress = session.ingress.newest();
+                // Its own limits too: a new idle timeout counts from the
+                // last frame, a new ping interval from now.
+                let newest = &session.ingress.config;
+                if newest.idle_timeout != idle_timeout {
+                    idle_timeout = newest.idle_timeout;
+                    idle.as_mut().reset(last_seen + idle_timeout);
+                    refresh = tokio::time::interval(refresh_every(idle_timeout));
+                }
+                ping_every.send_if_modified(|every| {
+                    let changed = *every != newest.ping_interval;
+                    *every = newest.ping_interval;
+                    changed
+                });
             }
             () = &mut idle => {
                 if last_seen.elapsed() >= idle_timeout {

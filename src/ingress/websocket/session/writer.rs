@@ -34,14 +34,21 @@ pub(super) async fn write_loop(
         Message,
     >,
     mut out: mpsc::Receiver<Outgoing>,
-    ping_interval: Duration,
+    mut ping_interval: tokio::sync::watch::Receiver<Duration>,
     record: std::sync::Arc<crate::observe::call_record::CallRecord>,
 ) {
-    let mut ping = tokio::time::interval(ping_interval);
-    ping.tick().await;
+    let every = *ping_interval.borrow_and_update();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         let next = tokio::select! {
             o = out.recv() => o,
+            // A reload's websocket.ping_interval: the next ping one new
+            // period from now.
+            Ok(()) = ping_interval.changed() => {
+                let every = *ping_interval.borrow_and_update();
+                ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                continue;
+            }
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     return;
