@@ -10,6 +10,23 @@ use http::StatusCode;
 use std::fmt;
 use tonic::Code;
 
+/// `text` cut to at most `max` bytes (on a character boundary), saying
+/// how much was left out; as it is when it fits.
+pub fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... ({} more bytes)",
+        &text[..end],
+        text.len() - end
+    ))
+}
+
 /// Who caused the failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {

@@ -228,13 +228,18 @@ pub fn grpc_code_of_http(status: StatusCode) -> Code {
     }
 }
 
-/// The message of an error reply: its JSON `message` or `error.message`,
-/// else its text, else the status line.
+/// The most of an HTTP backend's error message the gateway passes on: a
+/// status message, not a document (it becomes gRPC's `grpc-message`
+/// header, and a log line).
+const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// The message of an error reply: its JSON `message` or `error.message`
+/// (cut to 1 KiB), else its text, else the status line.
 fn error_message(status: StatusCode, body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for m in [&v["message"], &v["error"]["message"], &v["error"]] {
             if let Some(s) = m.as_str() {
-                return s.to_owned();
+                return crate::error::shortened(s, MAX_ERROR_MESSAGE_BYTES).into_owned();
             }
         }
     }

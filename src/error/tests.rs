@@ -104,3 +104,9 @@ fn a_cause_already_said_is_not_said_again() {
         "tcp connect error: transport error: Connection refused (os error 111)"
     );
 }
+
+#[test]
+fn a_long_message_is_cut_on_a_character_boundary_saying_how_much() {
+    assert_eq!(super::shortened("short", 10), "short");
+    assert_eq!(super::shortened("ééééé", 5), "éé... (6 more bytes)");
+}

@@ -254,11 +254,21 @@ pub(crate) fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
     Ok(out.into())
 }
 
+/// The most of a status message a `grpc-message` header carries, before
+/// percent-encoding: clients refuse header blocks of a few tens of KiB
+/// (and browsers a gRPC-Web head far smaller), so a backend's long
+/// message is cut, saying by how much, rather than losing the whole reply.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
+
 /// The status of an error as gRPC trailers.
 pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("grpc-status", HeaderValue::from(err.grpc_code() as i32));
-    let message = percent_encoding::utf8_percent_encode(&err.message, GRPC_MESSAGE).to_string();
+    let message = percent_encoding::utf8_percent_encode(
+        crate::error::shortened(&err.message, MAX_GRPC_MESSAGE_BYTES).as_ref(),
+        GRPC_MESSAGE,
+    )
+    .to_string();
     if let Ok(v) = HeaderValue::from_str(&message) {
         h.insert("grpc-message", v);
     }

@@ -57,6 +57,8 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("DELETE", "/v1/shelves/1/books/3") => (200, "<html>oops</html>".to_owned()),
                             ("DELETE", "/v1/shelves/1/books/4") => (200, "[1,2]".to_owned()),
                             ("GET", "/v1/shelves/7") => (503, r#"{"message":"busy"}"#.to_owned()),
+                            // A message the size of a document.
+                            ("GET", "/v1/shelves/31") => (500, format!(r#"{{"message":"{}"}}"#, "w".repeat(300_000))),
                             ("GET", "/v1/shelves/30") => (302, r#"{"message":"moved, follow me"}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
@@ -496,6 +498,27 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
             Some("7"),
             "{protocol:?}: the back-off hint comes with the error: {:?}",
             seen.fields
+        );
+        // A backend's message the size of a document is cut to a status
+        // message's size, so that the reply still reaches a gRPC client.
+        let long = call_json(
+            &client,
+            protocol,
+            "/portico.demo.v1.Library/GetShelf",
+            r#"{"shelf":"31"}"#,
+        )
+        .await;
+        assert_eq!(
+            long.code,
+            Code::Internal as i64,
+            "{protocol:?}: {}",
+            long.message
+        );
+        assert!(
+            long.message.len() < 1100 && long.message.ends_with("... (298976 more bytes)"),
+            "{protocol:?}: {} bytes: {}",
+            long.message.len(),
+            &long.message[long.message.len().saturating_sub(60)..]
         );
     }
 }
