@@ -138,7 +138,14 @@ impl McpIngress {
     /// adapter read it (a compressed body, a malformed head), as a JSON-RPC
     /// error with the refusal's HTTP status, like every refusal here.
     pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
-        rpc_error_response(err.http_status(), &null_id(), INVALID_REQUEST, &err.message)
+        let mut resp =
+            rpc_error_response(err.http_status(), &null_id(), INVALID_REQUEST, &err.message);
+        // The headers every protocol's refusal of this kind carries (the
+        // encodings a compressed body should have used, say).
+        for (name, value) in err.http_headers() {
+            resp.headers_mut().insert(name, value);
+        }
+        resp
     }
 
     /// Serves one HTTP request to `/mcp`: one JSON-RPC message. Every
@@ -176,6 +183,9 @@ impl McpIngress {
                 if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
                     resp.headers_mut()
                         .insert(ALLOW, HeaderValue::from_static("POST"));
+                }
+                for (name, value) in refusal.error.http_headers() {
+                    resp.headers_mut().insert(name, value);
                 }
                 resp
             }

@@ -426,3 +426,27 @@ async fn another_message_codec_is_unimplemented_in_grpc_terms() {
         assert!(message.contains("json"), "{content_type}: {message}");
     }
 }
+
+/// MCP's refusal of a compressed body says what it takes too, as every
+/// other protocol's does.
+#[tokio::test]
+async fn an_mcp_request_with_a_compressed_body_is_told_the_encoding_it_may_use() {
+    let h = support::protocols::gateway("", "").await;
+    let r = h
+        .client
+        .send(
+            http::Method::POST,
+            "/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            "\u{1f}\u{8b}not json",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text());
+    assert_eq!(r.header("accept-encoding"), Some("identity"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("gzip")));
+}
