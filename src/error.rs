@@ -10,6 +10,16 @@ use http::StatusCode;
 use std::fmt;
 use tonic::Code;
 
+impl ErrorKind {
+    /// The fields an invalid request named; none for any other kind.
+    pub fn violations(&self) -> &[FieldViolation] {
+        match self {
+            ErrorKind::InvalidRequest { violations } => violations,
+            _ => &[],
+        }
+    }
+}
+
 /// `text` cut to at most `max` bytes (on a character boundary), saying
 /// how much was left out; as it is when it fits.
 pub fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {

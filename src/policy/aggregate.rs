@@ -138,6 +138,40 @@ struct CallRun {
     ctx: RequestCtx,
 }
 
+/// The field a refused request names, when what fills it in `template`
+/// is a value of an earlier call's reply (`{a.bookCount}`): the field and
+/// the reference as written.
+fn mistyped_reply_value(
+    template: &ValueTemplate,
+    e: &GatewayError,
+) -> Option<(String, usize, String)> {
+    let field = e.kind.violations().first()?.field.clone();
+    let mut at = template;
+    for key in field.split('.').filter(|k| !k.is_empty()) {
+        let (name, index) = match key.split_once('[') {
+            Some((name, i)) => (name, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (key, None),
+        };
+        at = match at {
+            ValueTemplate::Object(fields) => &fields.iter().find(|(k, _)| k == name)?.1,
+            _ => return None,
+        };
+        if let Some(i) = index {
+            at = match at {
+                ValueTemplate::List(items) => items.get(i)?,
+                _ => return None,
+            };
+        }
+    }
+    match at {
+        ValueTemplate::Ref(Reference {
+            source: Source::Call(from),
+            keys,
+        }) => Some((field, *from, keys.join("."))),
+        _ => None,
+    }
+}
+
 impl CallRun {
     /// Waits for the calls this one takes values from, then makes the call.
     async fn after(self, deps: Vec<(usize, CallFuture)>) -> CallResult {
@@ -174,8 +208,22 @@ impl CallRun {
             .map(Cow::into_owned)
             .unwrap_or_else(|| Value::Object(Map::new()));
         self.plan.type_url_values(self.index, &mut request);
-        let message =
-            json::decode_value(&target.method.input(), request, json_options, "").map_err(label)?;
+        let message = json::decode_value(&target.method.input(), request, json_options, "")
+            .map_err(|e| match mistyped_reply_value(&call.request, &e) {
+                // An earlier reply's value that the field cannot hold: the
+                // aggregate's template is wrong, whatever the client sent.
+                Some((field, from, keys)) => GatewayError::internal(format!(
+                    "{} ({}): its request field {field} takes {{{}.{keys}}}, a value of that reply it cannot hold: {}; the aggregate's request template needs fixing",
+                    call.name,
+                    target.method.full_name(),
+                    self.plan.config.calls[from].name,
+                    e.kind
+                        .violations()
+                        .first()
+                        .map_or(e.message.as_str(), |v| v.description.as_str())
+                )),
+                None => label(e),
+            })?;
         let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));
         // The client's own deadline bounds every call made for it.
         let timeout = self.ctx.client_timeout.map_or(timeout, |c| c.min(timeout));

@@ -378,6 +378,30 @@ async fn a_reference_to_an_earlier_reply_must_name_what_that_reply_holds() {
     }
 }
 
+/// A reply's value that the field it fills cannot hold (a number for a
+/// string) is the template's mistake, not the client's: INTERNAL, naming
+/// the call, the field and the reference.
+#[tokio::test]
+async fn a_reply_value_the_next_request_cannot_hold_is_the_templates_fault() {
+    let h = Harness::start_with(
+        "[[aggregates]]\npath = \"/v1/x/{id}\"\n\
+         [[aggregates.calls]]\nname = \"one\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.id}\" }\n\
+         [[aggregates.calls]]\nname = \"two\"\nmethod = \"portico.demo.v1.Library/GetBook\"\nrequest = { name = \"{one.bookCount}\" }\n",
+        "",
+    )
+    .await;
+    let r = h.client.get("/v1/x/1").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    assert_eq!(r.json()["code"], 13, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains(
+            "two (portico.demo.v1.Library.GetBook): its request field name takes {one.bookCount}"
+        ) && message.contains("the aggregate's request template needs fixing"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn url_text_fills_bool_and_enum_fields_with_their_json_type() {
     let h = Harness::start_with(
