@@ -109,6 +109,9 @@ pub enum ErrorKind {
     BadBackendReply,
     /// The client cancelled the call (a WebSocket `cancel` frame).
     Cancelled,
+    /// The client went away mid-request (closed its connection, reset its
+    /// stream): it is told nothing, and the call is CANCELLED.
+    ClientLeft,
     /// An upstream's circuit breaker shed the call (`max_requests` or
     /// `max_pending` reached) rather than queue it.
     Overloaded { limit: &'static str },
@@ -435,15 +438,16 @@ impl GatewayError {
     /// other moment, on every protocol; never a malformed request.
     pub fn client_left(detail: impl std::fmt::Display) -> Self {
         Self::new(
-            ErrorKind::Cancelled,
+            ErrorKind::ClientLeft,
             Origin::Client,
             format!("the client left before its request ended ({detail})"),
         )
     }
 
-    /// Whether the client cancelled the call or left: a call it abandoned.
+    /// Whether the client left mid-request: a call it abandoned, which got
+    /// no answer (unlike a `cancel` it was answered for).
     pub fn is_client_gone(&self) -> bool {
-        matches!(self.kind, ErrorKind::Cancelled) && self.origin == Origin::Client
+        matches!(self.kind, ErrorKind::ClientLeft)
     }
 
     pub fn deadline_exceeded() -> Self {
@@ -646,7 +650,7 @@ impl ErrorKind {
             ErrorKind::BadBackendReply => Code::Internal,
             ErrorKind::DependencyFailed { .. } => Code::FailedPrecondition,
             ErrorKind::Overloaded { .. } => Code::Unavailable,
-            ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::Cancelled | ErrorKind::ClientLeft => Code::Cancelled,
             ErrorKind::RequestTargetTooLong { .. } => Code::InvalidArgument,
             ErrorKind::ClientTimeout { .. } | ErrorKind::UpstreamTimeout { .. } => {
                 Code::DeadlineExceeded
@@ -684,7 +688,7 @@ impl ErrorKind {
             ErrorKind::BadBackendReply => StatusCode::BAD_GATEWAY,
             ErrorKind::DependencyFailed { .. } => StatusCode::FAILED_DEPENDENCY,
             ErrorKind::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Cancelled => http_status_of_grpc(Code::Cancelled),
+            ErrorKind::Cancelled | ErrorKind::ClientLeft => http_status_of_grpc(Code::Cancelled),
             ErrorKind::RequestTargetTooLong { .. } => StatusCode::URI_TOO_LONG,
             ErrorKind::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
