@@ -209,8 +209,8 @@ impl Config {
                 // The position would be the table's, not the missing key's.
                 Some(field) if path == "." => (field.to_owned(), "is required".to_owned(), None),
                 Some(field) => (format!("{path}.{field}"), "is required".to_owned(), None),
-                None if path == "." => (String::new(), message.to_owned(), at),
-                None => (path, message.to_owned(), at),
+                None if path == "." => (String::new(), plain_types(message), at),
+                None => (path, plain_types(message), at),
             };
             ConfigError {
                 file: source.to_owned(),
@@ -388,6 +388,32 @@ fn redact_urls(s: &str) -> String {
         rest = after;
     }
     out.push_str(rest);
+    out
+}
+
+/// A type error with Rust's type names said as the config's reader knows
+/// them: "expected usize" is "expected a whole number, 0 or more".
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ] {
+        if let Some(at) = out.find(rust) {
+            // Only the whole word: `expected u32` is not `expected u3`.
+            let end = at + rust.len();
+            if !out[end..].starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                out.replace_range(at..end, plain);
+            }
+        }
+    }
     out
 }
 

@@ -32,6 +32,21 @@ fn an_unknown_key_is_named_with_its_path() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_names_the_type_as_the_reader_knows_it() {
+    for (line, says) in [
+        (
+            "[server.limits]\nmax_connections = -1",
+            "invalid value: integer `-1`, expected a whole number, 0 or more",
+        ),
+        ("[access_log]\nsample = \"half\"", "expected a number"),
+    ] {
+        let text = format!("{MINIMAL}\n{line}\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.reason.contains(says), "{line}: {err}");
+    }
+}
+
+#[test]
 fn a_mistake_inside_an_endpoint_table_is_named_as_such() {
     for (entry, says) in [
         (
@@ -40,7 +55,7 @@ fn a_mistake_inside_an_endpoint_table_is_named_as_such() {
         ),
         (
             r#"{ address = "127.0.0.1:1", weight = "3" }"#,
-            "invalid type: string \"3\", expected u32",
+            "invalid type: string \"3\", expected a whole number, 0 or more",
         ),
         (
             "50051",

@@ -20,8 +20,17 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
     if certs.is_empty() {
         return Err(("cert_file", format!("{file}: holds no certificate")));
     }
-    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem)
-        .map_err(|e| ("key_file", format!("holds no usable private key ({e})")))?;
+    let key_file = tls.key_file.display();
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| {
+        (
+            "key_file",
+            format!("{key_file}: holds no usable private key ({e})"),
+        )
+    })?;
+    let ca_file = tls
+        .client_ca_file
+        .as_ref()
+        .map_or_else(String::new, |f| format!("{}: ", f.display()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -31,14 +40,21 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
         Some(pem) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert =
-                    cert.map_err(|e| ("client_ca_file", format!("not PEM certificates: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ("client_ca_file", format!("an unusable certificate: {e}")))?;
+                let cert = cert.map_err(|e| {
+                    (
+                        "client_ca_file",
+                        format!("{ca_file}not PEM certificates: {e}"),
+                    )
+                })?;
+                roots.add(cert).map_err(|e| {
+                    (
+                        "client_ca_file",
+                        format!("{ca_file}an unusable certificate: {e}"),
+                    )
+                })?;
             }
             if roots.is_empty() {
-                return Err(("client_ca_file", "holds no certificate".to_owned()));
+                return Err(("client_ca_file", format!("{ca_file}holds no certificate")));
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -58,7 +74,15 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         (
             "key_file",
-            format!("is not the key of the certificate in {file} ({e})"),
+            format!(
+                "{key_file}: is not the key of the certificate in {file}{}",
+                // rustls names this case with a bare variant name.
+                if e.to_string().contains("KeyMismatch") {
+                    String::new()
+                } else {
+                    format!(" ({e})")
+                }
+            ),
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -103,7 +103,11 @@ pub struct ServerConfig {
 pub struct ServerTls {
     pub cert_file: PathBuf,
     pub cert_pem: Vec<u8>,
+    /// Named in errors about the key.
+    pub key_file: PathBuf,
     pub key_pem: Vec<u8>,
+    /// Named in errors about the client CAs.
+    pub client_ca_file: Option<PathBuf>,
     /// CAs whose client certificates are required (mutual TLS), as PEM.
     pub client_ca_pem: Option<Vec<u8>>,
     /// With a client CA: whether a client may connect without a certificate.
@@ -277,7 +281,9 @@ impl Validator<'_> {
                     client_cert_optional,
                     cert_file: self.path(&t.cert_file),
                     cert_pem: read("cert_file", &t.cert_file)?,
+                    key_file: self.path(&t.key_file),
                     key_pem: read("key_file", &t.key_file)?,
+                    client_ca_file: t.client_ca_file.as_deref().map(|f| self.path(f)),
                     client_ca_pem: t
                         .client_ca_file
                         .as_deref()
