@@ -232,6 +232,17 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
         .iter()
         .filter(|f| pool.get_file_by_name(f.name()).is_none())
         .collect();
+    // Protobuf editions (`edition = "2023"`) are a third syntax the
+    // schema reader does not take (it failed on them by panicking): said
+    // per file, as any other schema error.
+    if let Some(file) = files.iter().find(|f| f.syntax() == "editions") {
+        return Err(SchemaError::new(
+            source,
+            Some(file.name().to_owned()),
+            "is written in protobuf editions (edition = \"2023\" or later), which the gateway does not read: \
+             write it as proto3 (or proto2), as most schemas still are",
+        ));
+    }
     // Name a missing import precisely before the pool reports it less clearly.
     let names: std::collections::HashSet<&str> = files.iter().map(|f| f.name()).collect();
     for file in &files {
@@ -245,8 +256,28 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
             }
         }
     }
-    pool.decode_file_descriptor_set(bytes)
-        .map_err(|e| SchemaError::new(source, e.file().map(str::to_owned), e.to_string()))
+    // The reader must never take the process down: a descriptor it trips
+    // on is a schema error like any other (the pool is then dropped with
+    // the failed load).
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.decode_file_descriptor_set(bytes)
+    })) {
+        Ok(added) => {
+            added.map_err(|e| SchemaError::new(source, e.file().map(str::to_owned), e.to_string()))
+        }
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no reason given");
+            Err(SchemaError::new(
+                source,
+                None,
+                format!("the schema reader could not read this set ({why})"),
+            ))
+        }
+    }
 }
 
 /// Compiles `.proto` files with protox. Imports resolve against the include
@@ -285,7 +316,13 @@ fn protox_error(opened: &str, e: protox::Error) -> SchemaError {
     if let Some((line, column)) = location(&e) {
         file = format!("{file}:{line}:{column}");
     }
-    SchemaError::new(file, None, e.to_string())
+    let mut reason = e.to_string();
+    if reason.contains("found 'edition'") {
+        reason.push_str(
+            " (the file is written in protobuf editions, which the gateway does not read: write it as proto3 or proto2)",
+        );
+    }
+    SchemaError::new(file, None, reason)
 }
 
 /// 1-based line and column of a diagnostic's first label (or of a related

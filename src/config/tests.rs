@@ -119,6 +119,11 @@ fn bad_durations_and_addresses_say_what_was_expected() {
         err.starts_with("line 3:") && err.contains("listed already"),
         "{err}"
     );
+    let err = crate::config::parse_endpoints_file("a:1\nb:2 3 extra\n").unwrap_err();
+    assert_eq!(
+        err,
+        "line 2: \"extra\" after the weight; a line is \"host:port [weight]\""
+    );
 }
 
 #[test]

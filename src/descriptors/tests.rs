@@ -146,3 +146,56 @@ fn an_empty_set_is_named_as_one() {
     assert_eq!(err.source, "empty.binpb");
     assert!(err.reason.contains("holds no files"), "{err}");
 }
+
+#[test]
+fn a_set_in_protobuf_editions_is_refused_naming_the_file_not_a_crash() {
+    use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto};
+    // What protoc writes for `edition = "2023"; package e; message R {...}`
+    // (its edition field, 14, is one this reader's types do not know).
+    let file = FileDescriptorProto {
+        name: Some("e/min.proto".into()),
+        package: Some("e".into()),
+        syntax: Some("editions".into()),
+        message_type: vec![DescriptorProto {
+            name: Some("R".into()),
+            field: vec![FieldDescriptorProto {
+                name: Some("id".into()),
+                number: Some(1),
+                r#type: Some(9),
+                json_name: Some("id".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut bytes = FileDescriptorSet { file: vec![file] }.encode_to_vec();
+    // edition = EDITION_2023 (1000), appended to the file as protoc would.
+    let mut with_edition = FileDescriptorProto::decode(&bytes[2..])
+        .unwrap()
+        .encode_to_vec();
+    with_edition.extend_from_slice(&[0x70, 0xe8, 0x07]);
+    bytes = vec![0x0a];
+    prost::encoding::encode_varint(with_edition.len() as u64, &mut bytes);
+    bytes.extend_from_slice(&with_edition);
+    let mut pool = builtin::pool();
+    let err = add_set(&mut pool, &bytes, "min.binpb")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("min.binpb")
+            && err.contains("e/min.proto")
+            && err.contains("protobuf editions"),
+        "{err}"
+    );
+    // In a .proto file: the parser's error, and what it means.
+    let dir = std::env::temp_dir().join(format!("portico-editions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("min.proto"), "edition = \"2023\";\npackage e;\n").unwrap();
+    let (_, err) = compile_protos(&[&dir], &["min.proto".to_owned()]).unwrap_err();
+    assert!(
+        err.to_string().contains("written in protobuf editions"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

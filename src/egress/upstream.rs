@@ -487,7 +487,14 @@ fn spawn_discovery(upstream: &Arc<Upstream>) {
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed; keeping the known endpoints")
+                            // Said as it is: with none known, calls fail
+                            // until a lookup succeeds.
+                            let known = upstream.snapshot().endpoints.len();
+                            if known == 0 {
+                                tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed; the upstream has no endpoints until a lookup succeeds")
+                            } else {
+                                tracing::warn!(upstream = %upstream.config.name, %host, error = %e, known, "DNS lookup failed; keeping the known endpoints")
+                            }
                         }
                     }
                 }

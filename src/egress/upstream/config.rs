@@ -206,6 +206,12 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
                 _ => return Err(format!("line {}: weight {w:?} is not 1..1000", n + 1)),
             },
         };
+        if let Some(extra) = words.next() {
+            return Err(format!(
+                "line {}: {extra:?} after the weight; a line is \"host:port [weight]\"",
+                n + 1
+            ));
+        }
         if listed(&out, address).is_some() {
             return Err(format!(
                 "line {}: {address:?} is listed already; give it a weight for a larger share",
