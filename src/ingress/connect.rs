@@ -66,7 +66,11 @@ impl Shape {
         if ct.eq_ignore_ascii_case("application/connect+proto") {
             return Some(Shape::Stream(Codec::Proto));
         }
-        if method == Method::GET && query.is_some_and(|q| q.split('&').any(|p| p == "connect=v1")) {
+        // `connect=v1`, or another version, refused as Connect refuses a
+        // wrong Connect-Protocol-Version, not answered as a REST GET.
+        if method == Method::GET
+            && query.is_some_and(|q| q.split('&').any(|p| p.starts_with("connect=v")))
+        {
             return Some(Shape::UnaryGet);
         }
         if !headers.contains_key("connect-protocol-version") {
@@ -422,7 +426,19 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
                 return Err(GatewayError::new(
                     ErrorKind::UnsupportedEncoding,
                     Origin::Client,
-                    "compressed messages are not supported",
+                    format!(
+                        "compression {:?} is not supported: send the message uncompressed (compression=identity, or no compression parameter)",
+                        String::from_utf8_lossy(&v)
+                    ),
+                ))
+            }
+            b"connect" if v != b"v1" => {
+                return Err(GatewayError::invalid_field(
+                    "connect",
+                    format!(
+                        "{:?} is not a Connect protocol version this gateway speaks (v1)",
+                        String::from_utf8_lossy(&v)
+                    ),
                 ))
             }
             _ => {}

@@ -150,6 +150,30 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
         .get("/portico.demo.v1.Library/Stats?connect=v1&encoding=json&message=%7B%7D")
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Another protocol version, or a compressed message, is refused as
+    // Connect, saying which.
+    let r = h
+        .client
+        .get("/portico.demo.v1.Library/GetShelf?connect=v2&encoding=json&message=%7B%7D")
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.json()["code"], "invalid_argument");
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("\"v2\" is not a Connect protocol version"),
+        "{message}"
+    );
+    let r = h
+        .client
+        .get("/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&compression=gzip&message=%7B%7D")
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("compression \"gzip\" is not supported"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
