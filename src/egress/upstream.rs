@@ -175,11 +175,7 @@ impl Upstream {
     /// block with GOAWAY), not just this call.
     fn check_header_bytes(&self, env: &Envelope) -> Result<(), GatewayError> {
         let limit = self.config.max_request_header_bytes;
-        let bytes: usize = env
-            .metadata
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
-            .sum();
+        let bytes = crate::ingress::edge::framing::header_list_bytes(&env.metadata);
         if bytes <= limit {
             return Ok(());
         }

@@ -140,11 +140,7 @@ impl McpIngress {
     pub fn refusal(&self, err: &GatewayError) -> Response<ResponseBody> {
         let mut resp =
             rpc_error_response(err.http_status(), &null_id(), INVALID_REQUEST, &err.message);
-        // The headers every protocol's refusal of this kind carries (the
-        // encodings a compressed body should have used, say).
-        for (name, value) in err.http_headers() {
-            resp.headers_mut().insert(name, value);
-        }
+        add_error_headers(&mut resp, err);
         resp
     }
 
@@ -184,9 +180,7 @@ impl McpIngress {
                     resp.headers_mut()
                         .insert(ALLOW, HeaderValue::from_static("POST"));
                 }
-                for (name, value) in refusal.error.http_headers() {
-                    resp.headers_mut().insert(name, value);
-                }
+                add_error_headers(&mut resp, &refusal.error);
                 resp
             }
         };
@@ -847,6 +841,14 @@ fn without_position(mut err: GatewayError) -> GatewayError {
         }
     }
     err
+}
+
+/// The headers every protocol's refusal of this kind carries (the
+/// encodings a compressed body should have used, say).
+fn add_error_headers(resp: &mut Response<ResponseBody>, err: &GatewayError) {
+    for (name, value) in err.http_headers() {
+        resp.headers_mut().insert(name, value);
+    }
 }
 
 #[cfg(test)]
