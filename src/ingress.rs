@@ -9,6 +9,7 @@ pub mod edge;
 pub mod framed;
 pub mod grpc;
 pub mod mcp;
+pub mod request_body;
 pub mod rest;
 pub mod server;
 pub mod slot;

@@ -62,6 +62,8 @@ enum Content {
 pub struct ResponseBody {
     content: Content,
     guard: Option<ActivityGuard>,
+    /// Tells an HTTP/2 request's body that hyper found no reset.
+    witness: Option<super::request_body::Witness>,
 }
 
 impl ResponseBody {
@@ -70,6 +72,7 @@ impl ResponseBody {
         ResponseBody {
             content: Content::Full((!bytes.is_empty()).then_some(bytes)),
             guard: None,
+            witness: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl ResponseBody {
         ResponseBody {
             content: Content::Full(None),
             guard: None,
+            witness: None,
         }
     }
 
@@ -84,6 +88,7 @@ impl ResponseBody {
         ResponseBody {
             content: Content::Stream(frames),
             guard: None,
+            witness: None,
         }
     }
 
@@ -91,11 +96,17 @@ impl ResponseBody {
         ResponseBody {
             content: Content::Boxed(body),
             guard: None,
+            witness: None,
         }
     }
 
     pub fn with_guard(mut self, guard: ActivityGuard) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    pub fn with_witness(mut self, witness: Option<super::request_body::Witness>) -> Self {
+        self.witness = witness;
         self
     }
 }
@@ -108,6 +119,9 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(witness) = &self.witness {
+            witness.before_body_poll(cx);
+        }
         let frame = match &mut self.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Content::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(Ok)),

@@ -97,7 +97,7 @@ pub struct ConnectIngress {
 impl ConnectIngress {
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         shape: Shape,
     ) -> Response<ResponseBody> {
@@ -131,7 +131,7 @@ impl ConnectIngress {
 
     async fn call(
         &self,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
         shape: Shape,

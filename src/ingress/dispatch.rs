@@ -45,7 +45,7 @@ pub struct Page {
 impl Ingress {
     pub async fn handle(
         self: Arc<Self>,
-        mut req: Request<hyper::body::Incoming>,
+        mut req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         // The framing is judged on what the client sent, before the gateway
@@ -84,7 +84,7 @@ impl Ingress {
     /// CPU; one allocation per request costs less (BENCHMARKS.md).
     async fn dispatch(
         self: Arc<Self>,
-        mut req: Request<hyper::body::Incoming>,
+        mut req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         framing: Result<(), GatewayError>,
     ) -> Response<ResponseBody> {
@@ -129,7 +129,8 @@ impl Ingress {
                 if let Some(requested) = req.headers().get(ACCESS_CONTROL_REQUEST_METHOD) {
                     let requested =
                         Method::from_bytes(requested.as_bytes()).unwrap_or(Method::POST);
-                    return self.preflight(&requested, req.uri().path(), origin);
+                    let own = same_origin(origin, &req);
+                    return self.preflight(&requested, req.uri().path(), origin, own);
                 }
             }
         }
@@ -225,7 +226,7 @@ impl Ingress {
     /// protocol's error format.
     fn refuse(
         &self,
-        req: &Request<hyper::body::Incoming>,
+        req: &Request<super::request_body::RequestBody>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
         // The line carries the request id like every line about the request.
@@ -266,7 +267,15 @@ impl Ingress {
             .or_else(|| self.rest.aggregates.cors_for(path))
     }
 
-    fn preflight(&self, requested: &Method, path: &str, origin: &str) -> Response<ResponseBody> {
+    /// Answers a preflight by the policy of what it asks for; the
+    /// gateway's own origin (`own`) needs no policy, as its requests do not.
+    fn preflight(
+        &self,
+        requested: &Method,
+        path: &str,
+        origin: &str,
+        own: bool,
+    ) -> Response<ResponseBody> {
         // `/mcp` takes only POST; other paths, every method a binding may use.
         let (policy, methods) = match &self.mcp {
             Some(mcp) if path == super::mcp::PATH => (mcp.cors_policy(origin), "POST"),
@@ -275,7 +284,10 @@ impl Ingress {
                 "GET, POST, PUT, PATCH, DELETE",
             ),
         };
-        match policy.and_then(|p| cors::preflight(p, origin, methods)) {
+        let answer = policy
+            .and_then(|p| cors::preflight(p, origin, methods))
+            .or_else(|| own.then(|| cors::own_origin_preflight(origin, methods)));
+        match answer {
             Some(headers) => {
                 let mut resp = Response::new(ResponseBody::empty());
                 *resp.status_mut() = StatusCode::NO_CONTENT;

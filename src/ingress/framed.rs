@@ -2,6 +2,7 @@
 //! (gRPC, gRPC-Web, Connect): a size-limited read, and a stream that cuts
 //! a body into length-prefixed messages as it arrives.
 
+use super::request_body::BodyError;
 use crate::envelope::MessageStream;
 use crate::error::GatewayError;
 use crate::transcode::framing::Deframer;
@@ -15,7 +16,7 @@ pub use crate::config::{BODY_READ_TIMEOUT, STREAM_IDLE_TIMEOUT};
 /// that stalls for `idle` between two pieces with a 408
 /// (`server.limits.body_read_timeout`).
 pub async fn read_limited(
-    mut body: hyper::body::Incoming,
+    mut body: super::request_body::RequestBody,
     limit: usize,
     limit_key: &'static str,
     idle: Duration,
@@ -45,7 +46,7 @@ pub async fn read_limited(
 /// nothing for `idle` is one, named by `idle_key` (the client stream's
 /// `server.limits.stream_idle_timeout`, or a unary body's `body_read_timeout`).
 pub fn messages<F>(
-    body: hyper::body::Incoming,
+    body: super::request_body::RequestBody,
     limit: usize,
     (idle, idle_key): (Duration, &'static str),
     decode: F,
@@ -102,7 +103,7 @@ where
 /// Why reading a request body failed: the client went away (closed the
 /// connection mid-body, reset its HTTP/2 stream), which is a call it
 /// abandoned, or else a body the gateway could not read.
-pub fn body_error(e: &hyper::Error, what: &str) -> GatewayError {
+pub fn body_error(e: &BodyError, what: &str) -> GatewayError {
     if client_left(e) {
         GatewayError::client_left(e)
     } else {
@@ -110,7 +111,11 @@ pub fn body_error(e: &hyper::Error, what: &str) -> GatewayError {
     }
 }
 
-fn client_left(e: &hyper::Error) -> bool {
+fn client_left(e: &BodyError) -> bool {
+    let e = match e {
+        BodyError::Reset => return true,
+        BodyError::Read(e) => e,
+    };
     if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
         return true;
     }

@@ -108,7 +108,7 @@ pub struct GrpcIngress {
 impl GrpcIngress {
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         (flavor, codec): (Flavor, Codec),
     ) -> Response<ResponseBody> {
@@ -139,7 +139,7 @@ impl GrpcIngress {
 
     async fn call(
         &self,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
         (flavor, codec): (Flavor, Codec),
@@ -275,7 +275,8 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     if let ErrorKind::Backend(b) = &err.kind {
         let (details, metadata) = (&b.details, &b.metadata);
         if !details.is_empty() {
-            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+            let details = bounded_details(details);
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&details);
             if let Ok(v) = HeaderValue::from_str(&encoded) {
                 h.insert("grpc-status-details-bin", v);
             }
@@ -295,21 +296,58 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     h
 }
 
+/// The most of a status message `grpc-status-details-bin` repeats: the
+/// whole text is in `grpc-message` (up to its own bound), and the two
+/// share one header block that gRPC clients refuse past 8 KiB by default.
+pub const MAX_DETAILS_MESSAGE_BYTES: usize = 1024;
+/// The most of a backend's error details `grpc-status-details-bin`
+/// carries, encoded; details past it are left out, the first ones kept.
+pub const MAX_DETAILS_BYTES: usize = 2048;
+
+/// google.rpc.Status, as `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// A backend's encoded google.rpc.Status, bounded so the reply's header
+/// block stays within what clients take: its message cut to
+/// [`MAX_DETAILS_MESSAGE_BYTES`], and details kept in order while they fit
+/// in [`MAX_DETAILS_BYTES`]. As sent when it is within both, or when it is
+/// not a Status at all (then it is the backend's to answer for).
+fn bounded_details(details: &Bytes) -> Bytes {
+    if details.len() <= MAX_DETAILS_MESSAGE_BYTES {
+        return details.clone();
+    }
+    let Ok(mut status) = <RpcStatus as prost::Message>::decode(details.as_ref()) else {
+        return details.clone();
+    };
+    let message = crate::error::shortened(&status.message, MAX_DETAILS_MESSAGE_BYTES);
+    if let std::borrow::Cow::Owned(cut) = message {
+        status.message = cut;
+    }
+    let mut room = MAX_DETAILS_BYTES;
+    status.details.retain(|d| {
+        let size = prost::Message::encoded_len(d);
+        let fits = size <= room;
+        // Later details may not jump ahead of one left out.
+        room = if fits { room - size } else { 0 };
+        fits
+    });
+    prost::Message::encode_to_vec(&status).into()
+}
+
 /// The gateway's own 400s carry a google.rpc.BadRequest naming the fields
 /// at fault, as they do in a JSON error body, in `grpc-status-details-bin`.
 fn bad_request_details(
     err: &GatewayError,
     violations: &[crate::error::FieldViolation],
 ) -> Option<HeaderValue> {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<prost_types::Any>,
-    }
     #[derive(Clone, PartialEq, prost::Message)]
     struct BadRequest {
         #[prost(message, repeated, tag = "1")]

@@ -149,7 +149,7 @@ impl McpIngress {
     /// CORS headers its origin is allowed.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let started = std::time::Instant::now();
@@ -196,7 +196,7 @@ impl McpIngress {
 
     async fn exchange(
         &self,
-        req: Request<hyper::body::Incoming>,
+        req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,

@@ -48,7 +48,7 @@ pub struct RestIngress {
 }
 
 /// A request body as hyper hands it over.
-pub type IncomingBody = hyper::body::Incoming;
+pub type IncomingBody = super::request_body::RequestBody;
 
 impl RestIngress {
     /// Serves one request; never fails (errors become responses).

@@ -8,6 +8,7 @@ pub mod config;
 
 use super::body::{Activity, ResponseBody};
 use super::dispatch::Ingress;
+use super::request_body::RequestBody;
 use super::slot::ConnectionSlot;
 use crate::config::Limits;
 use hyper::service::service_fn;
@@ -155,17 +156,30 @@ async fn serve_connection<Io, S: Serving>(
     let activity = Arc::new(Activity::default());
     let service = {
         let activity = activity.clone();
-        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
             // Each request takes the newest generation and keeps it.
             let ingress = serving.ingress();
             let guard = activity.start();
-            req.extensions_mut().insert(slot.clone());
+            // Over HTTP/2 a body's end counts once the stream is known not
+            // to have been reset (see `request_body`).
+            let gate = (req.version() == http::Version::HTTP_2)
+                .then(|| Arc::new(super::request_body::EndGate::default()));
+            let witness = gate.clone().map(super::request_body::Witness::new);
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(slot.clone());
             if let Some(cert) = &client_cert {
-                req.extensions_mut().insert(cert.clone());
+                parts.extensions.insert(cert.clone());
             }
+            let req = http::Request::from_parts(parts, RequestBody::new(body, gate));
+            let handled = super::request_body::Witnessed {
+                future: Box::pin(ingress.handle(req, Some(remote))),
+                witness,
+            };
             async move {
-                let resp = ingress.handle(req, Some(remote)).await;
-                Ok::<_, Infallible>(resp.map(|b: ResponseBody| b.with_guard(guard)))
+                let (resp, witness) = handled.await;
+                Ok::<_, Infallible>(
+                    resp.map(|b: ResponseBody| b.with_guard(guard).with_witness(witness)),
+                )
             }
         })
     };

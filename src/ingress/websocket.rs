@@ -90,7 +90,7 @@ pub(crate) struct CallSpec {
 impl WebSocketIngress {
     pub async fn handle(
         self: Arc<Self>,
-        mut req: Request<hyper::body::Incoming>,
+        mut req: Request<super::request_body::RequestBody>,
         client: Option<SocketAddr>,
     ) -> Response<ResponseBody> {
         let path = req.uri().path().to_owned();
@@ -206,7 +206,7 @@ impl WebSocketIngress {
     /// opens (if any) and the metadata every call of it carries.
     fn accept(
         &self,
-        req: &Request<hyper::body::Incoming>,
+        req: &Request<super::request_body::RequestBody>,
         record: &Arc<CallRecord>,
     ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();

@@ -33,6 +33,16 @@ enum BodyEnd {
 /// the request body to its end and reports how it ended; a complete body gets
 /// an OK status with an empty message.
 async fn frame_watching_backend() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEnd>) {
+    watching_backend(true).await
+}
+
+/// The same, answering headers at once (`headers_first`) or, as a
+/// client-streaming method usually does, only once the upload has ended.
+/// How each stream ended is read off the wire, frame by frame, before the
+/// HTTP/2 stack sees it: a stack that reads an END_STREAM and a RST_STREAM
+/// in one go reports only the reset, which would hide a gateway that sent
+/// both.
+async fn watching_backend(headers_first: bool) -> (SocketAddr, mpsc::UnboundedReceiver<BodyEnd>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -41,38 +51,44 @@ async fn frame_watching_backend() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEn
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            let tx = tx.clone();
+            let tapped = FrameTap::new(socket, tx.clone());
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                let Ok(mut conn) = h2::server::handshake(tapped).await else {
                     return;
                 };
                 while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let tx = tx.clone();
                     tokio::spawn(async move {
                         let response = http::Response::builder()
                             .status(200)
                             .header("content-type", "application/grpc")
                             .body(())
                             .unwrap();
-                        let Ok(mut send) = respond.send_response(response, false) else {
-                            return;
-                        };
+                        let mut response = Some(response);
+                        let mut send = None;
+                        if headers_first {
+                            let Ok(s) = respond.send_response(response.take().unwrap(), false)
+                            else {
+                                return;
+                            };
+                            send = Some(s);
+                        }
                         let mut body = req.into_body();
-                        let mut total = 0;
-                        let end = loop {
+                        let complete = loop {
                             match body.data().await {
                                 Some(Ok(chunk)) => {
-                                    total += chunk.len();
                                     let _ = body.flow_control().release_capacity(chunk.len());
                                 }
-                                Some(Err(e)) => {
-                                    break BodyEnd::Reset(format!("{:?}", e.reason()));
-                                }
-                                None => break BodyEnd::Complete(total),
+                                Some(Err(_)) => break false,
+                                None => break true,
                             }
                         };
-                        let complete = matches!(end, BodyEnd::Complete(_));
-                        let _ = tx.send(end);
+                        if let Some(response) = response {
+                            let Ok(s) = respond.send_response(response, false) else {
+                                return;
+                            };
+                            send = Some(s);
+                        }
+                        let Some(mut send) = send else { return };
                         if complete {
                             let _ = send.send_data(Bytes::from(frame_bytes(0, &[])), false);
                             let mut trailers = http::HeaderMap::new();
@@ -85,6 +101,110 @@ async fn frame_watching_backend() -> (SocketAddr, mpsc::UnboundedReceiver<BodyEn
         }
     });
     (addr, rx)
+}
+
+/// Reads the client's HTTP/2 frames as they pass and reports, per stream,
+/// the first of END_STREAM (with the DATA bytes before it) or RST_STREAM.
+struct FrameTap {
+    socket: TcpStream,
+    seen: Vec<u8>,
+    /// The client's 24-byte connection preface, still to skip.
+    preface: usize,
+    data: std::collections::HashMap<u32, usize>,
+    ended: std::collections::HashSet<u32>,
+    tx: mpsc::UnboundedSender<BodyEnd>,
+}
+
+impl FrameTap {
+    fn new(socket: TcpStream, tx: mpsc::UnboundedSender<BodyEnd>) -> Self {
+        FrameTap {
+            socket,
+            seen: Vec::new(),
+            preface: 24,
+            data: Default::default(),
+            ended: Default::default(),
+            tx,
+        }
+    }
+
+    fn frames(&mut self) {
+        let skip = self.preface.min(self.seen.len());
+        self.seen.drain(..skip);
+        self.preface -= skip;
+        while self.seen.len() >= 9 {
+            let len = u32::from_be_bytes([0, self.seen[0], self.seen[1], self.seen[2]]) as usize;
+            if self.seen.len() < 9 + len {
+                return;
+            }
+            let (kind, flags) = (self.seen[3], self.seen[4]);
+            let stream = u32::from_be_bytes(self.seen[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            let payload = &self.seen[9..9 + len];
+            if stream != 0 && !self.ended.contains(&stream) {
+                const END_STREAM: u8 = 0x1;
+                let end = match kind {
+                    0 => {
+                        *self.data.entry(stream).or_default() += len;
+                        flags & END_STREAM != 0
+                    }
+                    1 => flags & END_STREAM != 0,
+                    _ => false,
+                };
+                if end {
+                    let total = self.data.get(&stream).copied().unwrap_or(0);
+                    let _ = self.tx.send(BodyEnd::Complete(total));
+                    self.ended.insert(stream);
+                } else if kind == 3 {
+                    let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                    let _ = self
+                        .tx
+                        .send(BodyEnd::Reset(format!("{:?}", h2::Reason::from(code))));
+                    self.ended.insert(stream);
+                }
+            }
+            self.seen.drain(..9 + len);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for FrameTap {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.socket).poll_read(cx, buf);
+        if polled.is_ready() {
+            let fresh = buf.filled()[before..].to_vec();
+            self.seen.extend_from_slice(&fresh);
+            self.frames();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for FrameTap {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
 }
 
 async fn gateway(backend: SocketAddr) -> app::Gateway {
@@ -233,13 +353,78 @@ async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() 
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn a_grpc_client_that_resets_its_stream_resets_the_backends() {
-    let (backend, mut ends) = frame_watching_backend().await;
+/// An HTTP/2 client that resets its stream mid-upload, with any code:
+/// `NO_ERROR` too, which hyper reads as the body's end (RFC 9113 gives it
+/// to servers that answered early, not to clients abandoning a request).
+// Threads, as `serve` runs: the reset and the end race between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_resets_its_stream_resets_the_backends_on_every_protocol() {
+    for headers_first in [false, true] {
+        resets_reach_the_backend(headers_first).await;
+    }
+}
+
+async fn resets_reach_the_backend(headers_first: bool) {
+    let (backend, mut ends) = watching_backend(headers_first).await;
     let gw = gateway(backend).await;
+    let ndjson = format!("{}\n", json!({"seq": 1, "topic": "a"}));
+    let cases: [(&str, &str, &str, Vec<u8>); 4] = [
+        (
+            "gRPC",
+            "/portico.demo.v1.Feed/Upload",
+            "application/grpc",
+            frame_bytes(0, &event(1)),
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Feed/Upload",
+            "application/grpc-web+proto",
+            frame_bytes(0, &event(1)),
+        ),
+        (
+            "Connect",
+            "/portico.demo.v1.Feed/Upload",
+            "application/connect+proto",
+            frame_bytes(0, &event(1)),
+        ),
+        (
+            "REST NDJSON",
+            "/v1/feed:upload",
+            "application/x-ndjson",
+            ndjson.into_bytes(),
+        ),
+    ];
     let socket = TcpStream::connect(gw.addr).await.unwrap();
     let (client, conn) = h2::client::handshake(socket).await.unwrap();
     tokio::spawn(conn);
+    // Rounds: the end hyper reports and the reset race inside the gateway.
+    // Each reset comes once the backend has the stream (one sent sooner
+    // may stop the call before any backend stream opens).
+    for round in 0..3 {
+        for reason in [h2::Reason::CANCEL, h2::Reason::NO_ERROR] {
+            for (name, path, content_type, first) in &cases {
+                let mut client = client.clone().ready().await.unwrap();
+                let req = http::Request::builder()
+                    .method("POST")
+                    .uri(format!("http://{}{path}", gw.addr))
+                    .header("content-type", *content_type)
+                    .header("connect-protocol-version", "1")
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+                let (_response, mut send) = client.send_request(req, false).unwrap();
+                send.send_data(Bytes::from(first.clone()), false).unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                send.send_reset(reason);
+                let end = next_end(&mut ends).await;
+                assert!(
+                    matches!(end, BodyEnd::Reset(_)),
+                    "{name}, reset with {reason:?}, round {round}, backend's headers first: {headers_first}: {end:?}"
+                );
+            }
+        }
+    }
+    // A stream that ends properly still reaches the backend whole.
     let mut client = client.ready().await.unwrap();
     let req = http::Request::builder()
         .method("POST")
@@ -248,13 +433,11 @@ async fn a_grpc_client_that_resets_its_stream_resets_the_backends() {
         .header("te", "trailers")
         .body(())
         .unwrap();
-    let (_response, mut send) = client.send_request(req, false).unwrap();
-    send.send_data(Bytes::from(frame_bytes(0, &event(1))), false)
+    let (response, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(Bytes::from(frame_bytes(0, &event(1))), true)
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send.send_reset(h2::Reason::CANCEL);
-    let end = next_end(&mut ends).await;
-    assert!(matches!(end, BodyEnd::Reset(_)), "{end:?}");
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Complete(n) if n > 0));
+    assert_eq!(response.await.unwrap().status(), 200);
 }
 
 /// The ways a WebSocket client abandons a client-streaming call.
@@ -321,4 +504,54 @@ async fn a_websocket_call_abandoned_in_any_way_is_reset_at_the_backend() {
             );
         }
     }
+}
+
+/// A unary body cut short by a reset with `NO_ERROR` is no request: a
+/// Connect unary body has no framing of its own, so its first fields alone
+/// would read as a whole, smaller message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_body_cut_by_a_reset_is_never_called() {
+    use prost::Message as _;
+    let h = support::Harness::start().await;
+    let books = |h: &support::Harness| {
+        let client = h.client.clone();
+        async move {
+            client.get("/v1/shelves/1/books").await.json()["books"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    let before = books(&h).await;
+    // The first fields of a request whose `book_id` was still to come.
+    let request = portico::demo::backends::pb::CreateBookRequest {
+        parent: "shelves/1".into(),
+        book: Some(portico::demo::backends::pb::Book {
+            title: "cut short".into(),
+            ..Default::default()
+        }),
+        book_id: String::new(),
+    }
+    .encode_to_vec();
+    let socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..10 {
+        let mut client = client.clone().ready().await.unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "http://{}/portico.demo.v1.Library/CreateBook",
+                h.gateway.addr
+            ))
+            .header("content-type", "application/proto")
+            .header("connect-protocol-version", "1")
+            .body(())
+            .unwrap();
+        let (_response, mut send) = client.send_request(req, false).unwrap();
+        send.send_data(Bytes::from(request.clone()), false).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        send.send_reset(h2::Reason::NO_ERROR);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(books(&h).await, before, "no book was created");
 }

@@ -5,6 +5,7 @@ use crate::support;
 
 use http::Method;
 use portico::demo::backends::pb;
+use prost::Message as _;
 use support::{frame, Harness};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -206,6 +207,63 @@ async fn a_backend_error_with_a_long_message_keeps_its_code() {
     assert_eq!(r.status, http::StatusCode::NOT_FOUND, "{}", r.text());
     assert_eq!(r.json()["code"], "not_found");
     assert_eq!(r.json()["message"], message.as_str());
+    assert_eq!(r.json()["details"][0]["type"], "google.rpc.ErrorInfo");
+
+    // gRPC and gRPC-Web clients get the message cut, in grpc-message and
+    // in the Status of grpc-status-details-bin, whose ErrorInfo survives:
+    // the whole block stays under the 8 KiB gRPC clients take by default.
+    let request = pb::FailRequest {
+        code: 5,
+        message: message.clone(),
+    };
+    let web = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Fail",
+            &[("content-type", "application/grpc-web+proto")],
+            frame(&request),
+        )
+        .await;
+    assert_eq!(web.header("grpc-status"), Some("5"));
+    let said = web.header("grpc-message").unwrap();
+    assert!(said.ends_with("more bytes)"), "{said}");
+    let details = web.header("grpc-status-details-bin").unwrap();
+    assert!(
+        said.len() + details.len() < 8 * 1024,
+        "{} + {}",
+        said.len(),
+        details.len()
+    );
+    let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
+            "/portico.demo.v1.Probe/Fail"
+                .parse::<http::uri::PathAndQuery>()
+                .unwrap(),
+            portico::egress::codec::RawCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert!(status.message().starts_with("xxxx"));
+    assert!(
+        status.message().len() <= 4096 + 32,
+        "{}",
+        status.message().len()
+    );
+    let decoded = portico::demo::backends::rpc::Status::decode(status.details()).unwrap();
+    assert_eq!(
+        decoded.details[0].type_url, "type.googleapis.com/google.rpc.ErrorInfo",
+        "the ErrorInfo detail is kept"
+    );
+    assert!(
+        decoded.message.len() < 1100 && decoded.message.ends_with("more bytes)"),
+        "{}",
+        decoded.message.len()
+    );
 }
 
 /// A backend whose error trailers are over the 256 KiB the gateway accepts

@@ -353,6 +353,28 @@ async fn without_a_policy_cross_origin_is_closed() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The gateway's own origin needs no policy, preflight included (a
+    // browser sends none for it; a tool that does is answered).
+    let own = format!("http://{}", h.gateway.addr);
+    for path in ["/portico.demo.v1.Library/GetShelf", "/v1/shelves/1"] {
+        let r = h
+            .client
+            .send(
+                Method::OPTIONS,
+                path,
+                &[
+                    ("origin", own.as_str()),
+                    ("access-control-request-method", "POST"),
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{path}: {}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), Some(own.as_str()));
+        assert!(r
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("x-grpc-web")));
+    }
 }
 
 #[tokio::test]
