@@ -138,6 +138,7 @@ pub struct ClientCertificate {
 /// Per-request state shared by the policies, typed rather than string-keyed.
 #[derive(Debug, Clone)]
 pub struct RequestCtx {
+    /// When the call started: its deadline counts from here.
     pub started: Instant,
     pub client_addr: Option<SocketAddr>,
     /// Set by the authentication policy.
@@ -183,12 +184,19 @@ pub struct Envelope {
     /// forwarding rule.
     pub metadata: HeaderMap,
     pub payload: Payload,
-    /// How long the backend may take; sent as `grpc-timeout` and enforced.
+    /// How long the call may take, counted from `ctx.started`: the
+    /// policies' time is the call's too. Sent as `grpc-timeout` (what is
+    /// left of it) and enforced.
     pub timeout: Option<Duration>,
     pub ctx: RequestCtx,
 }
 
 impl Envelope {
+    /// When the call's time is up.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|t| self.ctx.started + t)
+    }
+
     /// A copy for another attempt; only a call whose request is one message
     /// can be sent again (a client stream is consumed as it is sent).
     pub fn try_clone(&self) -> Option<Envelope> {

@@ -458,6 +458,16 @@ impl GatewayError {
         )
     }
 
+    /// The deadline passed before `what` (the backend was called, Redis
+    /// answered...): the time went elsewhere than to the backend.
+    pub fn deadline_exceeded_before(what: &str) -> Self {
+        Self::new(
+            ErrorKind::DeadlineExceeded,
+            Origin::Gateway,
+            format!("the call's deadline passed before {what}"),
+        )
+    }
+
     /// A unary call's reply ended `OK` with no message: gRPC clients
     /// treat that as INTERNAL, so every protocol's client gets that.
     pub fn reply_without_message() -> Self {

@@ -86,6 +86,16 @@ pub fn check_deadline_fields(
     headers: &http::HeaderMap,
     prefix: &str,
 ) -> Result<(), crate::error::GatewayError> {
+    // Two values of one deadline header: which one the client meant is
+    // anyone's guess, as with a comma-separated list in one.
+    for name in ["grpc-timeout", "connect-timeout-ms"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(crate::error::GatewayError::invalid_field(
+                format!("{prefix}{name}"),
+                format!("{name} was sent more than once; send one deadline"),
+            ));
+        }
+    }
     for value in headers.get_all("grpc-timeout") {
         if value.to_str().ok().and_then(parse_grpc_timeout).is_none() {
             return Err(crate::error::GatewayError::invalid_field(
@@ -148,6 +158,8 @@ pub fn is_framing(name: &HeaderName) -> bool {
                 | "connection"
                 | "keep-alive"
                 | "proxy-connection"
+                | "proxy-authorization"
+                | "proxy-authenticate"
                 | "upgrade"
                 | "host"
                 | "date"

@@ -198,10 +198,15 @@ fn global_limit_name(route: &RouteConfig, c: &crate::config::RateLimitConfig) ->
         RateLimitKey::Route => "route".to_owned(),
         RateLimitKey::Header(h) => format!("header:{h}"),
     };
+    // The same methods listed in another order are the same limit.
     let methods = route
         .methods
         .as_ref()
-        .map(|m| m.join(","))
+        .map(|m| {
+            let mut sorted = m.clone();
+            sorted.sort();
+            sorted.join(",")
+        })
         .unwrap_or_else(|| "*".to_owned());
     format!(
         "{}|{methods}|{}|{}|{key}",

@@ -205,7 +205,7 @@ impl Upstream {
         self.check_header_bytes(&env)?;
         let admitted = self.admit()?;
         self.budget.deposit();
-        let deadline = env.timeout.map(|t| Instant::now() + t);
+        let deadline = env.deadline();
         let key = self.hash_key(&env);
         let retry = &self.config.retry;
         let mut env = env;
@@ -222,7 +222,11 @@ impl Upstream {
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(GatewayError::deadline_exceeded());
+                    return Err(match tried.is_empty() {
+                        // The policies (an identity service, Redis) took it all.
+                        true => GatewayError::deadline_exceeded_before("the backend was called"),
+                        false => GatewayError::deadline_exceeded(),
+                    });
                 }
                 env.timeout = Some(left);
             }

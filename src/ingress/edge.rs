@@ -267,8 +267,18 @@ impl Edge {
     /// backend would refuse the call, or read bytes the client did not mean.
     pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
+        // Headers an HTTP/1.1 client's `Connection` names are for this hop
+        // alone (RFC 9110 section 7.6.1).
+        let hop_only: Vec<String> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
         for (name, value) in headers {
-            if self.forwards(name) {
+            if self.forwards(name) && !hop_only.iter().any(|h| h == name.as_str()) {
                 if !name.as_str().ends_with("-bin")
                     && !crate::headers::is_grpc_ascii(value.as_bytes())
                 {

@@ -227,12 +227,15 @@ impl CallRun {
         let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));
         // The client's own deadline bounds every call made for it.
         let timeout = self.ctx.client_timeout.map_or(timeout, |c| c.min(timeout));
+        let mut ctx = self.ctx.clone();
+        // Each call's deadline is its own, counted from when it starts.
+        ctx.started = std::time::Instant::now();
         let envelope = Envelope {
             target: target.clone(),
             metadata: self.metadata.clone(),
             payload: Payload::Unary(message.encode_to_vec().into()),
             timeout: Some(timeout),
-            ctx: self.ctx.clone(),
+            ctx,
         };
         let reply = async {
             let reply = self.pipeline.clone().oneshot(envelope).await?;

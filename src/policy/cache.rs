@@ -353,7 +353,7 @@ impl Policy for ResponseCache {
             let shared = cache.shared_key(&key);
             // This request's own deadline holds while it waits for another's
             // backend call, as it would for its own.
-            let wait_until = env.timeout.map(|t| tokio::time::Instant::now() + t);
+            let wait_until = env.deadline().map(tokio::time::Instant::from_std);
             // Concurrent misses for the same key wait for this one backend
             // call. The call is left here until the closure takes it: a
             // waiter handed a reply made for other values of a header the
@@ -389,10 +389,7 @@ impl Policy for ResponseCache {
                 // which makes its own call with what it has left.
                 Err(e) if matches!(e.kind, crate::error::ErrorKind::DeadlineExceeded) => {
                     match take(&call) {
-                        Some((mut env, next)) => {
-                            env.timeout = wait_until.map(|at| {
-                                at.saturating_duration_since(tokio::time::Instant::now())
-                            });
+                        Some((env, next)) => {
                             cache
                                 .fetch(env, next, shared.clone(), skip_lookup, &base, &headers)
                                 .await?
@@ -466,7 +463,18 @@ impl ResponseCache {
         let ttl = self.config.ttl;
         // `no-cache` skips every lookup, the shared tier's too.
         if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
-            if let Ok(Some((bytes, left))) = fleet.get(redis_key).await {
+            let lookup = fleet.get(redis_key);
+            let found = match env.deadline() {
+                Some(at) => tokio::time::timeout_at(at.into(), lookup)
+                    .await
+                    .map_err(|_| {
+                        GatewayError::deadline_exceeded_before(
+                            "Redis answered the shared cache's lookup (the backend was not called)",
+                        )
+                    })?,
+                None => lookup.await,
+            };
+            if let Ok(Some((bytes, left))) = found {
                 if let Some((metadata, message, stored_ms)) = shared_tier::decode(&bytes) {
                     fleet
                         .stats

@@ -132,11 +132,19 @@ impl Policy for Limiter {
             let digest = Sha256::digest(format!("{name}\0{key}").as_bytes());
             fleet.key("rl", &crate::app::generation::hex(&digest[..16]))
         };
+        let deadline = env.deadline();
         Box::pin(async move {
-            let verdict = match fleet
-                .admit(&redis_key, self.config.rate, self.config.burst)
-                .await
-            {
+            let admit = fleet.admit(&redis_key, self.config.rate, self.config.burst);
+            // A slow Redis holds the call no longer than its deadline.
+            let decided = match deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), admit).await.map_err(|_| {
+                    GatewayError::deadline_exceeded_before(
+                        "Redis decided its global rate limit (redis.command_timeout is longer than what the call had left)",
+                    )
+                })?,
+                None => admit.await,
+            };
+            let verdict = match decided {
                 Ok(None) => Ok(()),
                 Ok(Some(wait)) => Err(wait),
                 Err(_) => {

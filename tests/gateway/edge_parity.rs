@@ -48,6 +48,7 @@ async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
                 ("cookie", "session=secret"),
                 ("origin", "http://app.example"),
                 ("sec-fetch-mode", "cors"),
+                ("proxy-authorization", "Basic cHJveHk6c2VjcmV0"),
             ],
             "",
             None,
@@ -66,6 +67,7 @@ async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
         assert_eq!(md["accept-language"], "fr", "{protocol:?}");
         for never in [
             "cookie",
+            "proxy-authorization",
             "origin",
             "sec-fetch-mode",
             "connect-protocol-version",
@@ -82,6 +84,52 @@ async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
             md.contains_key("grpc-timeout"),
             "{protocol:?}: a deadline is always sent"
         );
+    }
+}
+
+/// A header an HTTP/1.1 request's `Connection` names is for that hop
+/// alone (RFC 9110 section 7.6.1), on every protocol that comes over it.
+#[tokio::test]
+async fn headers_named_by_connection_stay_with_the_hop() {
+    let h = gateway("", "").await;
+    let headers = [
+        ("connection", "keep-alive, x-hop-only"),
+        ("x-hop-only", "1"),
+        ("x-tenant", "acme"),
+    ];
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let calls: [(&str, &str, Headers, Vec<u8>); 3] = [
+        ("REST", "/v1/probe/headers", vec![], vec![]),
+        (
+            "Connect",
+            "/portico.demo.v1.Probe/Headers",
+            vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            b"{}".to_vec(),
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Probe/Headers",
+            vec![("content-type", "application/grpc-web+proto")],
+            vec![0, 0, 0, 0, 0],
+        ),
+    ];
+    for (name, path, extra, body) in calls {
+        let mut all = headers.to_vec();
+        all.extend(extra);
+        let method = if body.is_empty() {
+            http::Method::GET
+        } else {
+            http::Method::POST
+        };
+        let r = h.client.send(method, path, &all, body).await;
+        assert_eq!(r.status, 200, "{name}");
+        // The echo is the reply message (gRPC-Web's in its frame).
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(text.contains("acme"), "{name}: {text}");
+        assert!(!text.contains("x-hop-only"), "{name} forwarded it: {text}");
     }
 }
 
@@ -488,10 +536,16 @@ async fn a_malformed_deadline_is_refused_on_every_protocol() {
                 &[("connect-timeout-ms", "abc")],
                 &[("connect-timeout-ms", "-5")],
                 &[("connect-timeout-ms", "99999999999")],
+                // Twice: which one was meant is anyone's guess.
+                &[
+                    ("connect-timeout-ms", "5000"),
+                    ("connect-timeout-ms", "100"),
+                ],
             ],
             _ => &[
                 &[("grpc-timeout", "abc")],
                 &[("grpc-timeout", "123456789S")],
+                &[("grpc-timeout", "5S"), ("grpc-timeout", "100m")],
             ],
         };
         for headers in bad {

@@ -250,6 +250,89 @@ async fn global_limits_count_each_key_on_its_own_across_instances() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
 }
 
+/// A Redis that stops answering holds a call no longer than the call's
+/// deadline, on every protocol: its global limit's decision and its shared
+/// cache lookup give up when the call's time is up, and the backend is not
+/// called late.
+#[tokio::test]
+async fn a_frozen_redis_holds_a_call_no_longer_than_its_deadline() {
+    if !available("a_frozen_redis_holds_a_call_no_longer_than_its_deadline") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (backends, backend) = backend().await;
+    for (policy, waiting_for) in [
+        (global_limit("route"), "global rate limit"),
+        (
+            "cache = { ttl = \"30s\", shared = true }".to_owned(),
+            "shared cache",
+        ),
+    ] {
+        let text = config_for(
+            backend,
+            &format!(
+                "[redis]\nurl = \"{}\"\ncommand_timeout = \"5s\"\n",
+                redis.url()
+            ),
+            "Probe",
+            &format!("timeout = \"400ms\"\n{policy}"),
+        );
+        let gw = support::gateway_for(&text, backend).await;
+        let client = HttpClient::new(gw.addr);
+        redis.freeze(true);
+        let before = backends.probe.calls();
+        type Headers<'a> = Vec<(&'a str, &'a str)>;
+        let calls: [(&str, http::Method, &str, Headers, &str); 3] = [
+            ("REST", http::Method::GET, "/v1/probe/headers", vec![], ""),
+            (
+                "Connect",
+                http::Method::POST,
+                "/portico.demo.v1.Probe/Headers",
+                vec![
+                    ("content-type", "application/json"),
+                    ("connect-protocol-version", "1"),
+                    ("connect-timeout-ms", "200"),
+                ],
+                "{}",
+            ),
+            (
+                "gRPC-Web",
+                http::Method::POST,
+                "/portico.demo.v1.Probe/Headers",
+                vec![
+                    ("content-type", "application/grpc-web+proto"),
+                    ("grpc-timeout", "200m"),
+                ],
+                "\0\0\0\0\0",
+            ),
+        ];
+        for (name, method, path, headers, body) in calls {
+            let started = Instant::now();
+            let r = client.send(method, path, &headers, body).await;
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(2),
+                "{name} ({waiting_for}): {took:?}"
+            );
+            match name {
+                "REST" => assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text()),
+                "Connect" => assert_eq!(r.json()["code"], "deadline_exceeded", "{}", r.text()),
+                _ => assert_eq!(r.header("grpc-status"), Some("4"), "{name}"),
+            }
+            if name == "REST" {
+                let message = r.json()["message"].as_str().unwrap().to_owned();
+                assert!(message.contains("Redis"), "{message}");
+            }
+        }
+        assert_eq!(
+            backends.probe.calls(),
+            before,
+            "no backend call after the deadline"
+        );
+        redis.freeze(false);
+    }
+}
+
 #[tokio::test]
 async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {

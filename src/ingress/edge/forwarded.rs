@@ -92,7 +92,7 @@ pub fn apply(
     }
     let chain = chain(headers);
     let client = client_in(&chain, peer, trusted);
-    let mut list: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+    let mut list: Vec<String> = chain.iter().flatten().map(IpAddr::to_string).collect();
     list.push(peer.ip().to_string());
     if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
         headers.insert(X_FORWARDED_FOR, v);
@@ -120,28 +120,43 @@ pub fn client(
     Some(client_in(&chain(headers), peer, trusted))
 }
 
-/// The addresses `X-Forwarded-For` lists, in order.
-fn chain(headers: &HeaderMap) -> Vec<IpAddr> {
+/// The hops `X-Forwarded-For` lists, in order: an address, with or without
+/// a port (`203.0.113.9:1234`, `[2001:db8::1]:80`), or `None` for anything
+/// else a proxy wrote there (`unknown`, an obfuscated name).
+fn chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
+        .map(|a| {
+            let a = a.trim();
+            a.parse::<IpAddr>()
+                .ok()
+                .or_else(|| a.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        })
         .collect()
 }
 
-/// From a trusted proxy: the client is the nearest address in the chain
-/// that is not one of the trusted proxies.
-fn client_in(chain: &[IpAddr], peer: SocketAddr, trusted: &[Cidr]) -> SocketAddr {
+/// From a trusted proxy: the client is the nearest hop in the chain that
+/// is not one of the trusted proxies. A hop that is no address ends the
+/// walk there: what lies beyond it came through a proxy that did not say
+/// who its client was, so the client is the nearest trusted hop before it.
+fn client_in(chain: &[Option<IpAddr>], peer: SocketAddr, trusted: &[Cidr]) -> SocketAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    chain
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip))
-        .or(chain.first())
-        .map(|ip| SocketAddr::new(*ip, 0))
-        .unwrap_or(peer)
+    let mut nearest = peer.ip();
+    for hop in chain.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(*ip) => nearest = *ip,
+            Some(ip) => return SocketAddr::new(*ip, 0),
+            None => return SocketAddr::new(nearest, 0),
+        }
+    }
+    // Every hop a trusted proxy: the first one is the client.
+    match chain.first() {
+        Some(Some(ip)) => SocketAddr::new(*ip, 0),
+        _ => peer,
+    }
 }
 
 fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static str) {
@@ -219,5 +234,24 @@ mod tests {
         assert_eq!(client.map(|c| c.ip()), Some("1.2.3.4".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4, 10.0.0.7, 10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn a_hop_that_is_no_address_ends_the_walk_and_a_port_is_dropped() {
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let client = |xff: &str| {
+            client(&headers(&[("x-forwarded-for", xff)]), Some(peer), &trusted)
+                .map(|c| c.ip().to_string())
+                .unwrap()
+        };
+        // What a client wrote left of a proxy that named no address is
+        // never believed.
+        assert_eq!(client("6.6.6.6, unknown"), "10.0.0.2");
+        assert_eq!(client("6.6.6.6, unknown, 10.0.0.7"), "10.0.0.7");
+        assert_eq!(client("6.6.6.6, 203.0.113.9:1234"), "203.0.113.9");
+        assert_eq!(client("6.6.6.6, [2001:db8::1]:80"), "2001:db8::1");
+        assert_eq!(client("garbage"), "10.0.0.2");
+        assert_eq!(client("6.6.6.6, 203.0.113.9"), "203.0.113.9");
     }
 }

@@ -140,6 +140,18 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT: a Redis that holds its connections
+    /// and answers nothing, then carries on.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Starts again on the same port (empty: nothing is saved).
     pub async fn restart(&mut self) {
         self.kill().await;
