@@ -249,9 +249,14 @@ impl Gateway {
                 a.abort();
             }
         }
-        // The calls are over: their access-log lines reach the file.
-        if let Some(log) = self.live.current().ingress.rest.edge.sinks.log.clone() {
+        // The calls are over: their access-log lines reach the file, and
+        // their spans the collector (within one export's time).
+        let sinks = self.live.current().ingress.rest.edge.sinks.clone();
+        if let Some(log) = sinks.log.clone() {
             let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        }
+        if let Some(tracing) = &sinks.tracing {
+            tracing.flush().await;
         }
     }
 

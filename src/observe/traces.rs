@@ -43,6 +43,20 @@ pub struct Tracing {
     tracer: SdkTracer,
     // Kept so the tracer's spans still have somewhere to go.
     _provider: SdkTracerProvider,
+    /// Asks the export task to send what it holds now.
+    flush: mpsc::Sender<Queued>,
+    /// `tracing.export_timeout`: the most a flush waits for.
+    export_timeout: Duration,
+}
+
+/// What the export task receives: a span, or a request to send at once
+/// everything queued before it (a graceful shutdown's), answered when sent.
+/// A span is kept unboxed, as the queue held it before: the small variant
+/// is sent once per process, a box would cost every span an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Span(SpanData),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for Tracing {
@@ -90,7 +104,8 @@ impl Tracing {
             )
             .build();
         exporter.set_resource(&resource);
-        let (spans, mut queue) = mpsc::channel::<SpanData>(config.queue_size);
+        let (spans, mut queue) = mpsc::channel::<Queued>(config.queue_size);
+        let flush = spans.clone();
         let batch_size = config.batch_size;
         let timeout = config.export_timeout;
         let endpoint = config.endpoint.clone();
@@ -98,17 +113,28 @@ impl Tracing {
             let mut batch = Vec::with_capacity(batch_size);
             let mut last_warned = None;
             while let Some(first) = queue.recv().await {
-                batch.push(first);
+                let mut flushed = None;
+                match first {
+                    Queued::Span(s) => batch.push(s),
+                    Queued::Flush(done) => flushed = Some(done),
+                }
                 let wait = tokio::time::sleep(BATCH_DELAY);
                 tokio::pin!(wait);
-                while batch.len() < batch_size {
+                while batch.len() < batch_size && flushed.is_none() {
                     tokio::select! {
                         next = queue.recv() => match next {
-                            Some(s) => batch.push(s),
+                            Some(Queued::Span(s)) => batch.push(s),
+                            Some(Queued::Flush(done)) => flushed = Some(done),
                             None => break,
                         },
                         _ = &mut wait => break,
                     }
+                }
+                if batch.is_empty() {
+                    if let Some(done) = flushed {
+                        let _ = done.send(());
+                    }
+                    continue;
                 }
                 let n = batch.len() as u64;
                 let sent = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
@@ -128,6 +154,9 @@ impl Tracing {
                         last_warned = Some(tokio::time::Instant::now());
                         tracing::warn!(%error, endpoint = %endpoint, failed_total = FAILED.load(Ordering::Relaxed), dropped_total = DROPPED.load(Ordering::Relaxed), "span export failed (logged at most once a minute; see portico_trace_spans_total)");
                     }
+                }
+                if let Some(done) = flushed {
+                    let _ = done.send(());
                 }
             }
         });
@@ -150,7 +179,22 @@ impl Tracing {
         Ok(Arc::new(Tracing {
             tracer: provider.tracer("portico"),
             _provider: provider,
+            flush,
+            export_timeout: config.export_timeout,
         }))
+    }
+
+    /// Sends every span ended so far, waiting at most one export's time
+    /// (a graceful shutdown's last step: the calls drained are not lost).
+    pub async fn flush(&self) {
+        let within = self.export_timeout + BATCH_DELAY;
+        let (done, sent) = tokio::sync::oneshot::channel();
+        let asked = async {
+            if self.flush.send(Queued::Flush(done)).await.is_ok() {
+                let _ = sent.await;
+            }
+        };
+        let _ = tokio::time::timeout(within, asked).await;
     }
 
     /// A call's server span (or a WebSocket session's), child of `parent`.
@@ -229,7 +273,7 @@ pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
 /// The processor: hands finished spans to the export task, never waits.
 #[derive(Debug)]
 struct Queue {
-    spans: mpsc::Sender<SpanData>,
+    spans: mpsc::Sender<Queued>,
 }
 
 impl SpanProcessor for Queue {
@@ -239,7 +283,7 @@ impl SpanProcessor for Queue {
         if !span.span_context.is_sampled() {
             return;
         }
-        if self.spans.try_send(span).is_err() {
+        if self.spans.try_send(Queued::Span(span)).is_err() {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -812,3 +812,52 @@ async fn an_unusable_traceparent_in_open_metadata_leaves_the_call_the_sessions_c
     assert!(received.of_trace(&trace_id(71)).is_empty());
     assert!(received.of_trace(&trace_id(72)).is_empty());
 }
+
+/// A graceful shutdown sends the spans of the calls it drained, a
+/// WebSocket session's included, before it returns: they are not left in
+/// a batch that waits for more.
+#[tokio::test]
+async fn a_graceful_shutdown_sends_the_spans_it_drained() {
+    let (collector, received) = grpc_collector().await;
+    let h = gateway(
+        &format!("endpoint = \"http://{collector}\"\nprotocol = \"grpc\""),
+        "",
+    )
+    .await;
+    let (rest, ws) = (trace_id(200), trace_id(201));
+    let traceparent = format!("00-{rest}-{CLIENT_PARENT}-01");
+    let seen = call(
+        &h,
+        Protocol::Rest,
+        &[("traceparent", &traceparent)],
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(seen.code, 0);
+    // A session still open when the gateway stops: its going-away close
+    // ends its span.
+    let mut session = traced_session(&h, &ws).await;
+    session
+        .send(Message::text(
+            json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers", "message": {}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let answered = session.next().await.unwrap().unwrap();
+    assert!(answered.to_text().unwrap().contains("\"a\""), "{answered}");
+    let reader = tokio::spawn(async move { while session.next().await.is_some() {} });
+    let Harness { gateway, .. } = h;
+    gateway.shutdown().await;
+    let _ = reader.await;
+    assert!(
+        received.of_trace(&rest).len() >= 2,
+        "the REST call's spans were sent before shutdown returned: {:#?}",
+        received.spans()
+    );
+    assert!(
+        !received.of_trace(&ws).is_empty(),
+        "the session's spans were sent before shutdown returned: {:#?}",
+        received.spans()
+    );
+}
