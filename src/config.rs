@@ -394,11 +394,21 @@ fn redact_urls(s: &str) -> String {
 /// A type error with Rust's type names said as the config's reader knows
 /// them: "expected usize" is "expected a whole number, 0 or more".
 fn plain_types(message: &str) -> String {
-    let mut out = message.to_owned();
+    // A number past TOML's 64 bits is read as i128 and said so.
+    let mut out = message.replace(" as i128", "");
     for (rust, plain) in [
-        ("expected usize", "expected a whole number, 0 or more"),
-        ("expected u64", "expected a whole number, 0 or more"),
-        ("expected u32", "expected a whole number, 0 or more"),
+        (
+            "expected usize",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+        (
+            "expected u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
         ("expected u16", "expected a whole number from 0 to 65535"),
         ("expected u8", "expected a whole number from 0 to 255"),
         ("expected i64", "expected a whole number"),

@@ -274,14 +274,45 @@ impl Fleet {
         let at = config.topology.describe();
         let mut conn = Conn::connect(config)
             .await
-            .map_err(|e| format!("cannot use Redis at {at}: {e}"))?;
+            .map_err(|e| format!("cannot use Redis at {at}: {e}{}", not_redis_hint(&e)))?;
         let ping = redis::cmd("PING");
         tokio::time::timeout(config.command_timeout, conn.query::<String>(&ping))
             .await
             .map_err(|_| {
                 format!("Redis at {at} did not answer a PING within redis.command_timeout")
             })?
-            .map_err(|e| format!("cannot use Redis at {at}: {e}"))?;
+            .map_err(|e| format!("cannot use Redis at {at}: {e}{}", not_redis_hint(&e)))?;
+        // What a heartbeat does, on the instances' own key (another cluster
+        // slot than the probe's): a cluster node given as `url`, or a user
+        // without HSET, is found here rather than by a fleet that never
+        // leaves its fallback.
+        let instances = format!("{}:instances:{{fleet}}", config.key_prefix);
+        let mut heartbeat = redis::pipe();
+        heartbeat
+            .cmd("HSET")
+            .arg(&instances)
+            .arg("portico-check")
+            .arg("{}")
+            .ignore()
+            .cmd("HDEL")
+            .arg(&instances)
+            .arg("portico-check")
+            .ignore();
+        tokio::time::timeout(config.command_timeout, conn.pipeline::<()>(&heartbeat))
+            .await
+            .map_err(|_| {
+                format!("Redis at {at} did not answer a heartbeat (HSET) within redis.command_timeout")
+            })?
+            .map_err(|e| {
+                let text = e.to_string();
+                let moved = text.contains("Moved") || text.contains("MOVED") || text.contains("Ask");
+                let hint = if moved {
+                    ": this is a node of a Redis Cluster; list the cluster's nodes in redis.cluster = [...] instead of redis.url"
+                } else {
+                    ""
+                };
+                format!("Redis at {at} refuses the heartbeat (HSET, HDEL on {instances}): {e}{hint}")
+            })?;
         let key = format!("{}:rl:{{probe}}", config.key_prefix);
         tokio::time::timeout(
             config.command_timeout,
@@ -582,5 +613,16 @@ async fn heartbeats(fleet: Weak<Fleet>) {
             Some(f) => f.heartbeat().await,
             None => return,
         }
+    }
+}
+
+/// A hint for an answer that is no Redis protocol at all: the address
+/// is some other server's.
+fn not_redis_hint(e: &redis::RedisError) -> &'static str {
+    let text = e.to_string();
+    if text.contains("Parse error") || text.contains("Unexpected") {
+        " (the answer is not Redis's protocol: is this address a Redis server?)"
+    } else {
+        ""
     }
 }

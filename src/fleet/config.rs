@@ -110,12 +110,19 @@ impl Validator<'_> {
                 ))
             }
             (Some(var), None) => {
-                password = Some(Secret(std::env::var(var).map_err(|_| {
+                let value = std::env::var(var).map_err(|_| {
                     self.err(
                         "redis.password_env",
                         format!("the environment variable {var} is not set"),
                     )
-                })?))
+                })?;
+                if value.is_empty() {
+                    return Err(self.err(
+                        "redis.password_env",
+                        format!("the environment variable {var} is empty"),
+                    ));
+                }
+                password = Some(Secret(value))
             }
             (None, Some(f)) => {
                 let path = self.path(f);

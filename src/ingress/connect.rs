@@ -402,12 +402,25 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
         percent_encoding::percent_decode_str(&t.replace('+', " ")).collect()
     };
     let mut codec = None;
-    let mut message = Vec::new();
+    let mut message = None;
     let mut base64 = false;
+    let mut seen: Vec<Vec<u8>> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = form(v);
-        match form(k).as_slice() {
+        let k = form(k);
+        // One value each: which of two the client meant is anyone's guess.
+        if matches!(
+            k.as_slice(),
+            b"encoding" | b"message" | b"base64" | b"compression" | b"connect"
+        ) {
+            if seen.contains(&k) {
+                let name = String::from_utf8_lossy(&k).into_owned();
+                return Err(GatewayError::invalid_field(name, "is given more than once"));
+            }
+            seen.push(k.clone());
+        }
+        match k.as_slice() {
             b"encoding" => {
                 codec = Some(match v.as_slice() {
                     b"json" => Codec::Json,
@@ -420,8 +433,19 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
                     }
                 })
             }
-            b"message" => message = v,
-            b"base64" => base64 = v == b"1",
+            b"message" => message = Some(v),
+            b"base64" => {
+                base64 = match v.as_slice() {
+                    b"1" => true,
+                    b"0" | b"" => false,
+                    other => {
+                        return Err(GatewayError::invalid_field(
+                            "base64",
+                            format!("{:?} is not 1 (base64) or 0", String::from_utf8_lossy(other)),
+                        ))
+                    }
+                }
+            }
             b"compression" if v != b"identity" => {
                 return Err(GatewayError::new(
                     ErrorKind::UnsupportedEncoding,
@@ -445,6 +469,10 @@ pub(crate) fn get_message(query: &str) -> Result<(Codec, Bytes), GatewayError> {
         }
     }
     let codec = codec.ok_or_else(|| GatewayError::invalid_field("encoding", "is required"))?;
+    // An empty message is `message=`; none at all is a malformed request.
+    let message = message.ok_or_else(|| {
+        GatewayError::invalid_field("message", "is required (message= for an empty message)")
+    })?;
     let bytes = if base64 {
         use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
         let unpadded = message.strip_suffix(b"=").unwrap_or(&message);

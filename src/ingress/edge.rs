@@ -199,7 +199,7 @@ impl Edge {
                 let token = match base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(t.trim_end_matches('='))
                 {
-                    Err(_) => Err("is not written in unpadded base64url"),
+                    Err(_) => Err("is not written in base64url (padding optional)"),
                     Ok(d) => match String::from_utf8(d) {
                         Ok(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()) => Ok(t),
                         Ok(t) if t.is_empty() => Err("decodes to an empty token"),

@@ -263,7 +263,24 @@ impl WebSocketIngress {
         }
         match (&spec, dialect) {
             (None, Dialect::Json) => {}
-            (None, _) => return Err(GatewayError::route_not_found(path)),
+            (None, _) => {
+                // A path bound for other methods than ?method= names: the
+                // same 404, saying which methods it has.
+                let mut err = GatewayError::route_not_found(path);
+                if let Some(method) = &named_method {
+                    let lookup = http::Method::from_bytes(method.as_bytes()).ok();
+                    if let Some(crate::routes::MatchOutcome::MethodNotAllowed(allowed)) =
+                        lookup.map(|m| self.routes.find(&m, path))
+                    {
+                        let list: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+                        err.message = format!(
+                            "no route for {method} {path}: the path is bound for {} (name one in ?method=)",
+                            list.join(", ")
+                        );
+                    }
+                }
+                return Err(err);
+            }
             _ => {}
         }
         Ok((dialect, spec, inbound))

@@ -95,7 +95,32 @@ pub fn decode_value(
 ) -> Result<DynamicMessage, GatewayError> {
     let text = serde_json::to_vec(&value).unwrap_or_default();
     DynamicMessage::deserialize_with_options(desc.clone(), value, &deserialize_options(o))
-        .map_err(|_| explain_failure(desc, &text, o, prefix))
+        .map_err(|_| without_position(explain_failure(desc, &text, o, prefix)))
+}
+
+/// An error about a value built in memory (an aggregate's template, a
+/// WebSocket frame's `message`) without serde's "at line 1 column N": the
+/// position is in a text the user never wrote.
+fn without_position(mut err: GatewayError) -> GatewayError {
+    fn cut(text: &mut String) {
+        if let Some(at) = text.rfind(" at line ") {
+            let rest = &text[at + " at line ".len()..];
+            let looks = rest.split(" column ").count() == 2
+                && rest
+                    .split(" column ")
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if looks {
+                text.truncate(at);
+            }
+        }
+    }
+    cut(&mut err.message);
+    if let crate::error::ErrorKind::InvalidRequest { violations } = &mut err.kind {
+        for v in violations {
+            cut(&mut v.description);
+        }
+    }
+    err
 }
 
 /// The most arrays and objects a request's JSON may nest, known fields or

@@ -555,3 +555,51 @@ async fn a_unary_body_cut_by_a_reset_is_never_called() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(books(&h).await, before, "no book was created");
 }
+
+/// A call cut because the session was closed for the client's frame is
+/// logged as that, not as a client that merely left.
+#[tokio::test]
+async fn a_call_cut_by_a_close_for_the_clients_frame_says_why() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let dir = std::env::temp_dir().join(format!("portico-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = gateway_with(
+        backend,
+        &format!("[access_log]\npath = \"{}\"\n", log.display()),
+    )
+    .await;
+    let mut req = format!("ws://{}/ws", gw.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text(
+        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Over twice websocket.max_message_bytes (and 64 KiB): closed with 1009.
+    let _ = ws.send(Message::text("x".repeat(200 * 1024))).await;
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
+    let call_line = || -> Option<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["kind"] == "call")
+    };
+    support::eventually(|| call_line().is_some()).await;
+    let line = call_line().unwrap();
+    assert_eq!(line["grpc_status"], "RESOURCE_EXHAUSTED", "{line}");
+    assert_eq!(line["origin"], "client", "{line}");
+    assert!(
+        line["error"].as_str().is_some_and(|e| e.contains("1009")),
+        "{line}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

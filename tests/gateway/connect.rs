@@ -151,6 +151,30 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 
+    // A missing message, a parameter given twice, a base64 flag that is
+    // neither 1 nor 0: refused as Connect, naming the parameter.
+    for (query, named) in [
+        ("connect=v1&encoding=json", "message"),
+        (
+            "connect=v1&encoding=json&message=%7B%7D&message=%7B%22shelf%22%3A%222%22%7D",
+            "message",
+        ),
+        (
+            "connect=v1&encoding=json&encoding=proto&message=%7B%7D",
+            "encoding",
+        ),
+        ("connect=v1&encoding=proto&base64=2&message=", "base64"),
+    ] {
+        let r = h
+            .client
+            .get(&format!("/portico.demo.v1.Library/GetShelf?{query}"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text());
+        assert_eq!(r.json()["code"], "invalid_argument", "{query}");
+        let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(named), "{query}: {message}");
+    }
+
     // Another protocol version, or a compressed message, is refused as
     // Connect, saying which.
     let r = h

@@ -620,7 +620,7 @@ async fn browser_credentials_become_the_authorization_metadata() {
     let other = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("q9");
     let two = format!("{token}, portico.token.{other}");
     for (entry, says) in [
-        ("p@3!", "is not written in unpadded base64url"),
+        ("p@3!", "is not written in base64url (padding optional)"),
         // "abc" is base64url of bytes that are not text.
         ("abc", "is base64url, but not of a token"),
         (two.as_str(), "more than one credential"),

@@ -198,6 +198,26 @@ pub(super) async fn run(
                             }
                             e => protocol::close_reason(&e.to_string()),
                         };
+                        // The calls still running end with the session, for
+                        // the client's frame: said so in their lines, not
+                        // taken for a client that merely left.
+                        let code = why.code();
+                        let cut = GatewayError::new(
+                            match why {
+                                crate::error::WsClose::TooBig => crate::error::ErrorKind::PayloadTooLarge {
+                                    limit: hard_limit,
+                                },
+                                _ => crate::error::ErrorKind::InvalidRequest { violations: Vec::new() },
+                            },
+                            crate::error::Origin::Client,
+                            format!("the session was closed with {code} ({reason}) while this call ran"),
+                        );
+                        tracing::info!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for the client's frame");
+                        for call in session.calls.values() {
+                            if !call.settled.swap(true, Ordering::AcqRel) {
+                                call.record.failed(&cut);
+                            }
+                        }
                         let _ = session.out.send(Outgoing::Close(why, reason)).await;
                     }
                     break;
