@@ -755,6 +755,32 @@ impl WsClose {
             WsClose::InternalError => 1011,
         }
     }
+
+    /// The error of a call still running when the session closes for this
+    /// reason (`reason` is the close frame's text; `limit` the message size
+    /// a 1009 was for): the client's frame for 1002, 1007, 1008 and 1009,
+    /// the gateway's for the rest.
+    pub fn cut_call(self, reason: &str, limit: usize) -> GatewayError {
+        let (kind, origin) = match self {
+            WsClose::TooBig => (ErrorKind::PayloadTooLarge { limit }, Origin::Client),
+            WsClose::ProtocolError | WsClose::InvalidPayload | WsClose::PolicyViolation => (
+                ErrorKind::InvalidRequest {
+                    violations: Vec::new(),
+                },
+                Origin::Client,
+            ),
+            WsClose::InternalError => (ErrorKind::Internal, Origin::Gateway),
+            WsClose::GoingAway | WsClose::CallEnded(_) => (ErrorKind::Cancelled, Origin::Gateway),
+        };
+        GatewayError::new(
+            kind,
+            origin,
+            format!(
+                "the session was closed with {} ({reason}) while this call ran",
+                self.code()
+            ),
+        )
+    }
 }
 
 /// The standard mapping of a gRPC code to an HTTP status.

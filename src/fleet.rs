@@ -282,6 +282,22 @@ impl Fleet {
                 format!("Redis at {at} did not answer a PING within redis.command_timeout")
             })?
             .map_err(|e| format!("cannot use Redis at {at}: {e}{}", not_redis_hint(&e)))?;
+        // A cluster node given as `url` answers the keys of its own slots
+        // and MOVED for the rest: which of the fleet's keys work would be
+        // luck. The server says what it is (a user refused INFO goes on to
+        // the commands themselves, which name MOVED when they meet it).
+        if let RedisTopology::Standalone(_) = &config.topology {
+            let info = redis::cmd("INFO").arg("cluster").clone();
+            if let Ok(Ok(text)) =
+                tokio::time::timeout(config.command_timeout, conn.query::<String>(&info)).await
+            {
+                if text.lines().any(|l| l.trim() == "cluster_enabled:1") {
+                    return Err(format!(
+                        "Redis at {at} is a node of a Redis Cluster{CLUSTER_HINT}"
+                    ));
+                }
+            }
+        }
         // What a heartbeat does, on the instances' own key (another cluster
         // slot than the probe's): a cluster node given as `url`, or a user
         // without HSET, is found here rather than by a fleet that never
@@ -301,17 +317,15 @@ impl Fleet {
         tokio::time::timeout(config.command_timeout, conn.pipeline::<()>(&heartbeat))
             .await
             .map_err(|_| {
-                format!("Redis at {at} did not answer a heartbeat (HSET) within redis.command_timeout")
+                format!(
+                    "Redis at {at} did not answer a heartbeat (HSET) within redis.command_timeout"
+                )
             })?
             .map_err(|e| {
-                let text = e.to_string();
-                let moved = text.contains("Moved") || text.contains("MOVED") || text.contains("Ask");
-                let hint = if moved {
-                    ": this is a node of a Redis Cluster; list the cluster's nodes in redis.cluster = [...] instead of redis.url"
-                } else {
-                    ""
-                };
-                format!("Redis at {at} refuses the heartbeat (HSET, HDEL on {instances}): {e}{hint}")
+                format!(
+                    "Redis at {at} refuses the heartbeat (HSET, HDEL on {instances}): {e}{}",
+                    moved_hint(&e)
+                )
             })?;
         let key = format!("{}:rl:{{probe}}", config.key_prefix);
         tokio::time::timeout(
@@ -323,7 +337,10 @@ impl Fleet {
             format!("Redis at {at} did not run the rate-limit script within redis.command_timeout")
         })?
         .map_err(|e| {
-            format!("Redis at {at} refuses the rate-limit script (EVALSHA, SCRIPT LOAD): {e}")
+            format!(
+                "Redis at {at} refuses the rate-limit script (EVALSHA, SCRIPT LOAD): {e}{}",
+                moved_hint(&e)
+            )
         })
     }
 
@@ -618,6 +635,19 @@ async fn heartbeats(fleet: Weak<Fleet>) {
 
 /// A hint for an answer that is no Redis protocol at all: the address
 /// is some other server's.
+const CLUSTER_HINT: &str =
+    ": list the cluster's nodes in redis.cluster = [...] instead of redis.url";
+
+/// What to do about a key's redirection to another node: the server
+/// answered as a node of a Redis Cluster.
+fn moved_hint(e: &redis::RedisError) -> String {
+    if e.redirect_node().is_some() || matches!(e.code(), Some("MOVED" | "ASK")) {
+        format!(" (this is a node of a Redis Cluster{CLUSTER_HINT})")
+    } else {
+        String::new()
+    }
+}
+
 fn not_redis_hint(e: &redis::RedisError) -> &'static str {
     let text = e.to_string();
     if text.contains("Parse error") || text.contains("Unexpected") {

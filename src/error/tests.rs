@@ -110,3 +110,39 @@ fn a_long_message_is_cut_on_a_character_boundary_saying_how_much() {
     assert_eq!(super::shortened("short", 10), "short");
     assert_eq!(super::shortened("ééééé", 5), "éé... (6 more bytes)");
 }
+
+#[test]
+fn a_call_cut_by_a_session_close_is_blamed_on_whoever_caused_the_close() {
+    let table = [
+        (WsClose::TooBig, Code::ResourceExhausted, Origin::Client),
+        (
+            WsClose::ProtocolError,
+            Code::InvalidArgument,
+            Origin::Client,
+        ),
+        (
+            WsClose::InvalidPayload,
+            Code::InvalidArgument,
+            Origin::Client,
+        ),
+        (
+            WsClose::PolicyViolation,
+            Code::InvalidArgument,
+            Origin::Client,
+        ),
+        (WsClose::InternalError, Code::Internal, Origin::Gateway),
+        (WsClose::GoingAway, Code::Cancelled, Origin::Gateway),
+    ];
+    for (close, code, origin) in table {
+        let err = close.cut_call("why", 1024);
+        assert_eq!((err.grpc_code(), err.origin), (code, origin), "{close:?}");
+        assert!(
+            err.message.starts_with(&format!(
+                "the session was closed with {} (why)",
+                close.code()
+            )),
+            "{}",
+            err.message
+        );
+    }
+}

@@ -561,7 +561,7 @@ impl McpIngress {
         }
         let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
         let mut message = request::build(&tool.binding, None, &body, Some("application/json"))
-            .map_err(without_position)?;
+            .map_err(crate::transcode::json::without_position)?;
         // A method bound to PATCH updates what the arguments name, as REST
         // does: its `update_mask`, when not given, is the keys sent.
         if let Some(patch) = &tool.patch {
@@ -814,33 +814,6 @@ fn failed(
 ) {
     crate::observe::request_failed(ClientProtocol::Mcp, path, started, status, err);
     record.failed_finally(err);
-}
-
-/// An error about the arguments without the reader's "at line 1 column
-/// N": the position is in the gateway's own rewriting of the arguments,
-/// not in the JSON-RPC document the agent sent.
-fn without_position(mut err: GatewayError) -> GatewayError {
-    fn strip(text: &mut String) {
-        if let Some(at) = text.rfind(" at line ") {
-            let tail = &text[at + " at line ".len()..];
-            let positional = tail.split_once(" column ").is_some_and(|(line, column)| {
-                !line.is_empty()
-                    && !column.is_empty()
-                    && line.bytes().all(|b| b.is_ascii_digit())
-                    && column.bytes().all(|b| b.is_ascii_digit())
-            });
-            if positional {
-                text.truncate(at);
-            }
-        }
-    }
-    strip(&mut err.message);
-    if let crate::error::ErrorKind::InvalidRequest { violations } = &mut err.kind {
-        for v in violations {
-            strip(&mut v.description);
-        }
-    }
-    err
 }
 
 /// The headers every protocol's refusal of this kind carries (the

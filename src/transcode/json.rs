@@ -99,9 +99,9 @@ pub fn decode_value(
 }
 
 /// An error about a value built in memory (an aggregate's template, a
-/// WebSocket frame's `message`) without serde's "at line 1 column N": the
-/// position is in a text the user never wrote.
-fn without_position(mut err: GatewayError) -> GatewayError {
+/// WebSocket frame's `message`, an MCP tool's arguments) without serde's
+/// "at line 1 column N": the position is in a text the user never wrote.
+pub fn without_position(mut err: GatewayError) -> GatewayError {
     fn cut(text: &mut String) {
         if let Some(at) = text.rfind(" at line ") {
             let rest = &text[at + " at line ".len()..];

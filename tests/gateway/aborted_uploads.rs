@@ -211,6 +211,25 @@ async fn gateway(backend: SocketAddr) -> app::Gateway {
     gateway_with(backend, "").await
 }
 
+/// A gateway like [`gateway_with`]'s whose access log goes to a file in a
+/// fresh folder named after `purpose`; returns the folder (for the test to
+/// remove) and the log's path.
+async fn gateway_with_access_log(
+    backend: SocketAddr,
+    purpose: &str,
+) -> (app::Gateway, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portico-{purpose}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = gateway_with(
+        backend,
+        &format!("[access_log]\npath = \"{}\"\n", log.display()),
+    )
+    .await;
+    (gw, dir, log)
+}
+
 async fn gateway_with(backend: SocketAddr, sections: &str) -> app::Gateway {
     let text = format!(
         r#"
@@ -297,15 +316,7 @@ async fn a_complete_upload_is_ended_so_the_watcher_can_tell_the_difference() {
 #[tokio::test]
 async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() {
     let (backend, mut ends) = frame_watching_backend().await;
-    let dir = std::env::temp_dir().join(format!("portico-abandon-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("access.log");
-    let gw = gateway_with(
-        backend,
-        &format!("[access_log]\npath = \"{}\"\n", log.display()),
-    )
-    .await;
+    let (gw, dir, log) = gateway_with_access_log(backend, "abandon").await;
     let ndjson = format!("{}\n", json!({"seq": 1, "topic": "a"}));
     let cases: [(&str, &str, &str, Vec<u8>); 3] = [
         (
@@ -561,21 +572,8 @@ async fn a_unary_body_cut_by_a_reset_is_never_called() {
 #[tokio::test]
 async fn a_call_cut_by_a_close_for_the_clients_frame_says_why() {
     let (backend, mut ends) = frame_watching_backend().await;
-    let dir = std::env::temp_dir().join(format!("portico-cut-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("access.log");
-    let gw = gateway_with(
-        backend,
-        &format!("[access_log]\npath = \"{}\"\n", log.display()),
-    )
-    .await;
-    let mut req = format!("ws://{}/ws", gw.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (gw, dir, log) = gateway_with_access_log(backend, "cut").await;
+    let mut ws = support::json_v1_to(gw.addr, "/ws").await;
     ws.send(Message::text(
         json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
             .to_string(),

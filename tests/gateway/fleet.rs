@@ -88,6 +88,48 @@ const RATE: f64 = 40.0;
 /// milliseconds late do not cost admissions.
 const BURST: f64 = 5.0;
 
+/// `portico check` on a config file holding `text`: whether it passed,
+/// and what it said on stderr.
+fn portico_check(text: &str) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("portico-check-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("portico.toml"), text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--config"])
+        .arg(dir.join("portico.toml"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_refuses_a_cluster_node_given_as_url_and_names_redis_cluster() {
+    if !available("check_refuses_a_cluster_node_given_as_url_and_names_redis_cluster") {
+        return;
+    }
+    let node = RedisServer::start(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ])
+    .await;
+    let (_b, backend) = backend().await;
+    let text = config(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", node.url()),
+        &global_limit("route"),
+    );
+    let (passed, said) = portico_check(&text);
+    assert!(!passed, "{said}");
+    assert!(said.contains("is a node of a Redis Cluster"), "{said}");
+    assert!(said.contains("redis.cluster = [...]"), "{said}");
+}
+
 fn global_limit(key: &str) -> String {
     format!("rate_limit = {{ requests_per_second = {RATE}, burst = {BURST}, key = \"{key}\", scope = \"global\" }}")
 }
@@ -501,18 +543,9 @@ async fn a_redis_user_without_the_script_commands_stays_in_the_fallback_without_
     let text = config(backend, &section, &global_limit("route"));
 
     // `check` runs the script once, and says why it cannot.
-    let dir = std::env::temp_dir().join(format!("portico-nolua-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("portico.toml"), &text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["check", "--config"])
-        .arg(dir.join("portico.toml"))
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let (passed, said) = portico_check(&text);
+    assert!(!passed, "{said}");
     assert!(said.contains("refuses the rate-limit script"), "{said}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     // `serve` starts; within a heartbeat, before any limited call, Redis is
     // found unusable for decisions, and it is not declared back while the

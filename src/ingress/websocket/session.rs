@@ -202,17 +202,12 @@ pub(super) async fn run(
                         // the client's frame: said so in their lines, not
                         // taken for a client that merely left.
                         let code = why.code();
-                        let cut = GatewayError::new(
-                            match why {
-                                crate::error::WsClose::TooBig => crate::error::ErrorKind::PayloadTooLarge {
-                                    limit: hard_limit,
-                                },
-                                _ => crate::error::ErrorKind::InvalidRequest { violations: Vec::new() },
-                            },
-                            crate::error::Origin::Client,
-                            format!("the session was closed with {code} ({reason}) while this call ran"),
-                        );
-                        tracing::info!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for the client's frame");
+                        let cut = why.cut_call(&reason, hard_limit);
+                        if cut.origin == crate::error::Origin::Client {
+                            tracing::info!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for the client's frame");
+                        } else {
+                            tracing::warn!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for a failure of the gateway");
+                        }
                         for call in session.calls.values() {
                             if !call.settled.swap(true, Ordering::AcqRel) {
                                 call.record.failed(&cut);

@@ -125,10 +125,14 @@ pub async fn json_v1_session(h: &Harness) -> Ws {
 /// A `portico.json.v1` WebSocket connection to `path` (`/ws`, or a
 /// method's path for a single call).
 pub async fn json_v1_at(h: &Harness, path: &str) -> Ws {
+    json_v1_to(h.gateway.addr, path).await
+}
+
+/// A `portico.json.v1` WebSocket connection to `path` on a gateway
+/// listening at `addr` (one a test built without a [`Harness`]).
+pub async fn json_v1_to(addr: std::net::SocketAddr, path: &str) -> Ws {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}{path}", h.gateway.addr)
-        .into_client_request()
-        .unwrap();
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     req.headers_mut()
         .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
     tokio_tungstenite::connect_async(req).await.unwrap().0
