@@ -49,6 +49,10 @@ pub enum Shape {
     Unary(Codec),
     UnaryGet,
     Stream(Codec),
+    /// A Connect request (an `application/connect+*` type, or a POST with
+    /// `Connect-Protocol-Version`) in a codec the gateway does not speak:
+    /// refused with Connect's error, not taken for REST.
+    UnknownCodec,
 }
 
 impl Shape {
@@ -66,6 +70,12 @@ impl Shape {
         if ct.eq_ignore_ascii_case("application/connect+proto") {
             return Some(Shape::Stream(Codec::Proto));
         }
+        if ct.len() > "application/connect+".len()
+            && ct.as_bytes()[.."application/connect+".len()]
+                .eq_ignore_ascii_case(b"application/connect+")
+        {
+            return Some(Shape::UnknownCodec);
+        }
         // `connect=v1`, or another version, refused as Connect refuses a
         // wrong Connect-Protocol-Version, not answered as a REST GET.
         if method == Method::GET
@@ -80,8 +90,12 @@ impl Shape {
             Some(Shape::Unary(Codec::Json))
         } else if ct.eq_ignore_ascii_case("application/proto") {
             Some(Shape::Unary(Codec::Proto))
-        } else {
+        } else if method == Method::GET {
+            // A GET with the header and without `connect=v1` in its query
+            // is not a Connect GET: REST's.
             None
+        } else {
+            Some(Shape::UnknownCodec)
         }
     }
 }
@@ -156,7 +170,7 @@ impl ConnectIngress {
         let limit = self.limits.max_grpc_message_bytes;
         let json_options = self.routes_json(&target);
         let streaming_call = target.kind != CallKind::Unary;
-        if streaming_call != matches!(shape, Shape::Stream(_)) {
+        if shape == Shape::UnknownCodec || streaming_call != matches!(shape, Shape::Stream(_)) {
             let wanted = if streaming_call {
                 "application/connect+json or application/connect+proto"
             } else {
@@ -220,6 +234,12 @@ impl ConnectIngress {
                 );
                 let message = framed::exactly_one(messages).await?;
                 (codec, Payload::Unary(message))
+            }
+            // Refused above, before any of the body is read.
+            Shape::UnknownCodec => {
+                return Err(GatewayError::internal(
+                    "an unknown Connect codec passed the media-type check",
+                ))
             }
             Shape::Stream(codec) => (
                 codec,

@@ -282,7 +282,7 @@ fn event(seq: i64) -> Vec<u8> {
 async fn abandon_http1_upload(gateway: SocketAddr, path: &str, content_type: &str, first: &[u8]) {
     let mut socket = TcpStream::connect(gateway).await.unwrap();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: {gateway}\r\ncontent-type: {content_type}\r\nconnect-protocol-version: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: {gateway}\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     socket.write_all(head.as_bytes()).await.unwrap();
     socket

@@ -484,3 +484,56 @@ async fn a_connect_protocol_version_other_than_1_is_refused() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// A Connect client in a codec the gateway does not speak is answered in
+/// Connect's error shape (a string `code`), not REST's, and told the types
+/// the method takes.
+#[tokio::test]
+async fn a_connect_request_in_an_unknown_codec_gets_a_connect_error() {
+    let h = Harness::start().await;
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
+        (
+            "stream, unknown connect+ codec",
+            "/portico.demo.v1.Feed/Watch",
+            &[("content-type", "application/connect+cbor")],
+            "application/connect+json",
+        ),
+        (
+            "unary method, connect+ codec",
+            "/portico.demo.v1.Library/GetShelf",
+            &[("content-type", "Application/Connect+Thrift")],
+            "application/json or application/proto",
+        ),
+        (
+            "unary, unknown type with the version header",
+            "/portico.demo.v1.Library/GetShelf",
+            &[
+                ("content-type", "text/plain"),
+                ("connect-protocol-version", "1"),
+            ],
+            "application/json or application/proto",
+        ),
+        (
+            "unary, no type with the version header",
+            "/portico.demo.v1.Library/GetShelf",
+            &[("connect-protocol-version", "1")],
+            "application/json or application/proto",
+        ),
+    ];
+    for (name, path, headers, wanted) in cases {
+        let r = h.client.send(Method::POST, path, headers, "{}").await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{name}: {}",
+            r.text()
+        );
+        let body = r.json();
+        assert_eq!(body["code"], "invalid_argument", "{name}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(wanted),
+            "{name}: {body}"
+        );
+    }
+}
