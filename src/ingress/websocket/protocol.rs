@@ -164,7 +164,22 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         } else {
             JSON_V1
         };
-        bad(id, format!("not a {name} {what}: {e}"))
+        // serde lists the JSON dialect's keys, `message` among them, which
+        // a portico.proto.v1 control frame may not hold.
+        let text = e.to_string();
+        let unknown = text
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        match (dialect, unknown) {
+            (Dialect::Proto, Some(field)) => bad(
+                id,
+                format!(
+                    "not a {name} {what}: unknown field `{field}`; a control frame holds id, open, metadata, end or cancel (messages are binary frames)"
+                ),
+            ),
+            _ => bad(id, format!("not a {name} {what}: {text}")),
+        }
     })?;
     let id = frame.id.unwrap_or_default();
     let message = frame
@@ -203,6 +218,10 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         (None, Some(body), None, None) => Ok(ClientFrame::Message { id, body }),
         (None, None, Some(true), None) => Ok(ClientFrame::End { id }),
         (None, None, None, Some(true)) => Ok(ClientFrame::Cancel { id }),
+        _ if dialect == Dialect::Proto => Err(bad(
+            Some(id),
+            "a control frame holds exactly one of open, end: true, cancel: true (messages are binary frames)",
+        )),
         _ => Err(bad(
             Some(id),
             "a frame holds exactly one of open, message, end: true, cancel: true",

@@ -145,3 +145,22 @@ fn server_frames_wrap_messages_and_carry_the_id() {
     let unbroken = "x".repeat(200);
     assert_eq!(close_reason(&unbroken), format!("{}…", "x".repeat(120)));
 }
+
+#[test]
+fn a_bad_proto_v1_control_frame_names_its_own_keys_not_the_json_dialects() {
+    let e = parse_text(Dialect::Proto, r#"{"id":"p","opn":"/a.B/C"}"#).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("p"));
+    let said = e.error.to_string();
+    assert!(said.contains("unknown field `opn`"), "{said}");
+    assert!(said.contains("id, open, metadata, end or cancel"), "{said}");
+    assert!(!said.contains("`message`"), "{said}");
+    let e = parse_text(Dialect::Proto, r#"{"id":"q"}"#).unwrap_err();
+    let said = e.error.to_string();
+    assert!(
+        said.contains("exactly one of open, end: true, cancel: true"),
+        "{said}"
+    );
+    // The JSON dialect's own message still lists its keys.
+    let e = parse_text(Dialect::Json, r#"{"id":"j","opn":"/a.B/C"}"#).unwrap_err();
+    assert!(e.error.to_string().contains("`message`"));
+}
