@@ -86,13 +86,22 @@ pub fn spawn<A: AdminSource>(
                                 json,
                                 r#"{"result":"error","errors":["POST /config/reload to reload"]}"#.to_owned(),
                             ),
+                            // A page that does not exist is that, whatever the method.
+                            (_, path) if !PAGES.contains(&path) => (
+                                StatusCode::NOT_FOUND,
+                                json,
+                                admin_error(format!(
+                                    "no admin page {path}; the pages: {}, and POST /config/reload",
+                                    PAGES.join(", ")
+                                )),
+                            ),
                             // Every other page only reads.
                             (m, _) if m != Method::GET && m != Method::HEAD => (
                                 StatusCode::METHOD_NOT_ALLOWED,
                                 json,
-                                format!(
-                                    r#"{{"code":12,"message":"{m} is not allowed on the admin port's pages; GET them (POST only /config/reload)","details":[]}}"#
-                                ),
+                                admin_error(format!(
+                                    "{m} is not allowed on the admin port's pages; GET them (POST only /config/reload)"
+                                )),
                             ),
                             (_, "/config") => (StatusCode::OK, json, source.config_json().to_string()),
                             (_, path) => match path {
@@ -151,7 +160,7 @@ pub fn spawn<A: AdminSource>(
                                     _ if formats.len() > 1 => (
                                         StatusCode::BAD_REQUEST,
                                         json,
-                                        serde_json::json!({"error": "format is given more than once: give one, \"json\" (the default) or \"csv\""}).to_string(),
+                                        admin_error("format is given more than once: give one, \"json\" (the default) or \"csv\""),
                                     ),
                                     Some("csv") => (StatusCode::OK, "text/csv; charset=utf-8", usage.book.csv()),
                                     None | Some("" | "json") => (StatusCode::OK, json, usage.book.json().to_string()),
@@ -159,7 +168,7 @@ pub fn spawn<A: AdminSource>(
                                     Some(other) => (
                                         StatusCode::BAD_REQUEST,
                                         json,
-                                        serde_json::json!({"error": format!("format={other:?} is not a format: \"json\" (the default) or \"csv\"")}).to_string(),
+                                        admin_error(format!("format={other:?} is not a format: \"json\" (the default) or \"csv\"")),
                                     ),
                                 }
                             }
@@ -183,7 +192,7 @@ pub fn spawn<A: AdminSource>(
                                 None => (
                                     StatusCode::NOT_FOUND,
                                     json,
-                                    r#"{"error":"no [redis] section: this instance is not part of a fleet"}"#.to_owned(),
+                                    admin_error("no [redis] section: this instance is not part of a fleet"),
                                 ),
                             },
                             "/upstreams" => {
@@ -196,10 +205,9 @@ pub fn spawn<A: AdminSource>(
                                 )
                             }
                             _ => (
-                                StatusCode::NOT_FOUND,
-                                text,
-                                "not found; try /, /healthz, /readyz, /routes, /upstreams, /stats, /usage, /metrics, /config, /fleet or POST /config/reload\n"
-                                    .to_owned(),
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                json,
+                                admin_error(format!("the admin page {path} has no handler")),
                             ),
                         },
                         };
@@ -223,6 +231,29 @@ pub fn spawn<A: AdminSource>(
             });
         }
     })
+}
+
+/// The admin port's pages (besides `/config/reload`, which is POSTed):
+/// a path not here is a 404 whatever the method.
+const PAGES: [&str; 12] = [
+    "/",
+    "/dashboard",
+    "/healthz",
+    "/readyz",
+    "/routes",
+    "/upstreams",
+    "/stats",
+    "/usage",
+    "/metrics",
+    "/config",
+    "/fleet",
+    "/openapi.json",
+];
+
+/// Every admin page's refusal: `{"error": "..."}` (a reload's answer has
+/// its own shape, `{"result","errors"}`).
+fn admin_error(message: impl Into<String>) -> String {
+    serde_json::json!({ "error": message.into() }).to_string()
 }
 
 /// `GET /readyz`: ready once the schemas are loaded (the admin port only

@@ -533,3 +533,24 @@ fn an_http2_window_outside_the_rfc_range_names_the_range_whatever_its_size() {
     let c = Config::from_toml(&text).unwrap();
     assert_eq!(c.server.limits.http2_connection_window_bytes, 2147483647);
 }
+
+#[test]
+fn dns_refresh_without_dns_is_refused_naming_it() {
+    let dir = std::env::temp_dir().join(format!("portico-dnsr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("endpoints.txt");
+    std::fs::write(&file, "127.0.0.1:1\n").unwrap();
+    for source in [
+        "endpoints = [\"127.0.0.1:1\"]".to_owned(),
+        format!("endpoints_file = {:?}", file.display().to_string()),
+    ] {
+        let text = MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("{source}\ndns_refresh = \"1s\""),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "upstreams.backend.dns_refresh", "{source}: {err}");
+        assert!(err.reason.contains("only applies with dns"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -138,3 +138,68 @@ async fn the_dashboard_page_and_its_stats_are_on_the_admin_port() {
         backend.to_string()
     );
 }
+
+/// Every admin page answers; a page that does not exist is a 404 whatever
+/// the method, a page that only reads refuses a write with 405 and `Allow`,
+/// and each refusal is `{"error": ...}` saying what to do instead.
+#[tokio::test]
+async fn the_admin_port_answers_its_pages_and_refuses_the_rest_in_one_shape() {
+    let h = support::Harness::start().await;
+    let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
+    for page in [
+        "/",
+        "/dashboard",
+        "/healthz",
+        "/readyz",
+        "/routes",
+        "/upstreams",
+        "/stats",
+        "/usage",
+        "/metrics",
+        "/config",
+        "/openapi.json",
+    ] {
+        let r = admin.get(page).await;
+        assert_eq!(r.status, StatusCode::OK, "{page}: {}", r.text());
+    }
+    // The demo harness has no [redis]: /fleet exists and says why it is empty.
+    let r = admin.get("/fleet").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.json()["error"].as_str().unwrap().contains("[redis]"));
+    let cases = [
+        (
+            http::Method::GET,
+            "/nope",
+            StatusCode::NOT_FOUND,
+            "no admin page /nope",
+        ),
+        (
+            http::Method::POST,
+            "/nope",
+            StatusCode::NOT_FOUND,
+            "POST /config/reload",
+        ),
+        (
+            http::Method::DELETE,
+            "/metrics",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET them",
+        ),
+        (
+            http::Method::GET,
+            "/usage?format=xml",
+            StatusCode::BAD_REQUEST,
+            "is not a format",
+        ),
+    ];
+    for (method, path, status, says) in cases {
+        let r = admin.send(method.clone(), path, &[], "").await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(says), "{method} {path}: {error}");
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(r.header("allow"), Some("GET"));
+        }
+    }
+}

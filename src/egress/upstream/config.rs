@@ -591,6 +591,11 @@ impl Validator<'_> {
                 })
             }
             (None, None, Some(f)) => {
+                // The file is watched, not resolved: a refresh period
+                // would suggest it is polled at that pace.
+                if u.dns_refresh.is_some() {
+                    return Err(self.err(format!("{key}.dns_refresh"), "only applies with dns"));
+                }
                 let path = self.path(f);
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     self.err(
