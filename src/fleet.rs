@@ -263,6 +263,10 @@ impl Fleet {
         if fleet.is_available() {
             // The first heartbeat now, so the fleet's size is known at once.
             fleet.heartbeat().await;
+        } else {
+            // A degraded start is an outage from the first moment: counted
+            // as one, as `/fleet` shows it.
+            fleet.stats.outages.fetch_add(1, Ordering::Relaxed);
         }
         tokio::spawn(heartbeats(Arc::downgrade(&fleet)));
         Ok(fleet)

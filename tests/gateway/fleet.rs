@@ -497,6 +497,11 @@ async fn a_wrong_redis_password_is_a_startup_error_or_a_degraded_start() {
     assert_eq!(status["redis"]["available"], false, "{status}");
     assert_eq!(status["redis"]["mode"], "local-fallback");
     assert_eq!(
+        metric(g.admin_addr.unwrap(), "portico_fleet_redis_outages_total").await,
+        1.0,
+        "a start without Redis is an outage, as /fleet says"
+    );
+    assert_eq!(
         HttpClient::new(g.addr).get("/v1/shelves/1").await.status,
         200
     );
