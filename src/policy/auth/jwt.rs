@@ -213,13 +213,25 @@ impl Jwks {
             return false;
         }
         *ours = fingerprint;
+        self.read_at_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.install(keys);
+        true
+    }
+
+    /// Verifies with `keys` from now on (the caller holds `last_read`,
+    /// updated): the one place a change of set is logged, naming where the
+    /// set is read from, so two authenticators' sets are told apart.
+    fn install(&self, keys: HashMap<String, DecodingKey>) {
         let mut kids: Vec<&String> = keys.keys().collect();
         kids.sort();
-        tracing::info!(kids = ?kids, "the JWK set changed; tokens are checked against its keys from now on");
+        let from = match &self.source {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Url { url, .. } => url.clone(),
+            JwksSource::Discovery { issuer, .. } => issuer.clone(),
+        };
+        tracing::info!(kids = ?kids, jwks = %from, "the JWK set changed; tokens are checked against its keys from now on");
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
-        self.read_at_ms.store(self.now_ms(), Ordering::Relaxed);
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        true
     }
 
     /// Starts reading the set again in the background when it is older than
@@ -254,11 +266,7 @@ impl Jwks {
                 self.read_at_ms.store(started, Ordering::Relaxed);
                 if read.fingerprint != *fingerprint {
                     *fingerprint = read.fingerprint;
-                    let mut kids: Vec<&String> = read.keys.keys().collect();
-                    kids.sort();
-                    tracing::info!(kids = ?kids, "the JWK set changed; tokens are checked against its keys from now on");
-                    *self.keys.write().unwrap_or_else(|e| e.into_inner()) = read.keys;
-                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                    self.install(read.keys);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
