@@ -37,6 +37,37 @@ pub fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     ))
 }
 
+/// The most bytes of a message the gateway writes about a request (and
+/// of a field violation's description): a message quoting a client's
+/// 3 MB key or number is cut in its middle, so a refusal is never larger
+/// than a few KiB whatever was sent, in the reply or in the log.
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// The most bytes of a field violation's path.
+pub const MAX_FIELD_BYTES: usize = 512;
+
+/// `text` when it fits in `max` bytes, else its start and end around a
+/// note of how many bytes were cut (the end often says what was expected).
+pub fn cut_in_middle(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut head = max * 2 / 3;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (max - head);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}... ({} bytes cut) ...{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
 /// Who caused the failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -204,14 +235,23 @@ impl GatewayError {
         GatewayError {
             kind,
             origin,
-            message: message.into(),
+            message: Self::bounded(origin, message.into()),
         }
     }
 
     /// The same failure, told differently.
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
-        self.message = message.into();
+        self.message = Self::bounded(self.origin, message.into());
         self
+    }
+
+    /// The gateway's own words are bounded; a backend's message is its
+    /// own, passed on as it sent it (each protocol bounds what it carries).
+    fn bounded(origin: Origin, message: String) -> String {
+        match origin {
+            Origin::Backend => message,
+            _ => cut_in_middle(message, MAX_MESSAGE_BYTES),
+        }
     }
 
     /// No credential (`missing`) or one that failed verification.
@@ -360,8 +400,8 @@ impl GatewayError {
 
     /// A request that does not fit its message, naming the field at fault.
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
-        let field = field.into();
-        let description = description.into();
+        let field = cut_in_middle(field.into(), MAX_FIELD_BYTES);
+        let description = cut_in_middle(description.into(), MAX_MESSAGE_BYTES);
         let message = if field.is_empty() {
             format!("invalid request: {description}")
         } else {

@@ -146,3 +146,35 @@ fn a_call_cut_by_a_session_close_is_blamed_on_whoever_caused_the_close() {
         );
     }
 }
+
+#[test]
+fn a_message_quoting_a_huge_input_is_cut_in_its_middle() {
+    let key = "k".repeat(3_000_000);
+    let err = GatewayError::invalid_field(
+        format!("body.{key}"),
+        format!("unknown field `{key}`, expected one of `a`, `b`"),
+    );
+    assert!(
+        err.message.len() <= MAX_MESSAGE_BYTES + 64,
+        "{}",
+        err.message.len()
+    );
+    assert!(err.message.starts_with("invalid value for body.kkk"));
+    assert!(
+        err.message.ends_with("expected one of `a`, `b`"),
+        "the end says what was expected"
+    );
+    assert!(err.message.contains("bytes cut"));
+    let ErrorKind::InvalidRequest { violations } = &err.kind else {
+        panic!("{:?}", err.kind)
+    };
+    assert!(violations[0].field.len() <= MAX_FIELD_BYTES + 64);
+    assert!(violations[0].description.len() <= MAX_MESSAGE_BYTES + 64);
+    // On a character boundary, whatever the text.
+    let cut = cut_in_middle("é".repeat(5000), 100);
+    assert!(cut.contains("bytes cut"));
+    // A backend's message is its own.
+    let long = "b".repeat(10_000);
+    let backend = GatewayError::new(ErrorKind::BadBackendReply, Origin::Backend, long.clone());
+    assert_eq!(backend.message, long);
+}

@@ -364,3 +364,55 @@ async fn a_wrapper_body_field_reads_null_as_unset_like_a_scalar() {
         r.text()
     );
 }
+
+/// A refusal quoting what the client sent is bounded: a huge unknown key
+/// comes back as a short message (its start and its end), on every
+/// protocol that reads JSON, not as a reply many times the request.
+#[tokio::test]
+async fn a_refusal_of_a_huge_key_is_a_short_reply_on_every_json_protocol() {
+    use futures_util::SinkExt;
+    let h = Harness::start_with("[websocket]\nmax_message_bytes = 4194304\n", "").await;
+    let key = "k".repeat(2_000_000);
+    let book = format!(r#"{{"{key}":1}}"#);
+    let connect_body = format!(r#"{{"parent":"shelves/1","book":{book}}}"#);
+    let rest = h.client.json(Method::POST, CREATE, &book).await;
+    let connect = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/CreateBook",
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            connect_body.clone(),
+        )
+        .await;
+    for (name, status, text) in [
+        ("REST", rest.status, rest.text()),
+        ("Connect", connect.status, connect.text()),
+    ] {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+        assert!(text.len() < 8 * 1024, "{name}: a {}-byte reply", text.len());
+        assert!(text.contains("bytes cut"), "{name}: {text:.300}");
+        assert!(
+            text.contains("unrecognized field name"),
+            "{name}: {text:.300}"
+        );
+    }
+    let mut ws = support::json_v1_session(&h).await;
+    let frame = format!(
+        r#"{{"id":"a","open":"/portico.demo.v1.Library/CreateBook","message":{connect_body}}}"#
+    );
+    ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
+        .await
+        .unwrap();
+    let status = support::ws_status(&mut ws).await;
+    let text = status.to_string();
+    assert_eq!(status["code"], 3, "{text:.300}");
+    assert!(
+        text.len() < 8 * 1024,
+        "WebSocket: a {}-byte status",
+        text.len()
+    );
+}
