@@ -419,7 +419,6 @@ async fn resets_reach_the_backend(headers_first: bool) {
                     .method("POST")
                     .uri(format!("http://{}{path}", gw.addr))
                     .header("content-type", *content_type)
-                    .header("connect-protocol-version", "1")
                     .header("te", "trailers")
                     .body(())
                     .unwrap();
