@@ -77,12 +77,106 @@ pub fn decode(
         }
     }
     let exact = exact_numbers::check(desc, json)?;
-    let json = exact.as_deref().unwrap_or(json);
+    let json = exact.body(json);
     let mut de = serde_json::Deserializer::from_slice(json);
     let parsed =
         DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))
             .and_then(|m| de.end().map(|()| m));
-    parsed.map_err(|_| explain_failure(desc, json, o, ""))
+    let msg = parsed.map_err(|_| explain_failure(desc, json, o, ""))?;
+    if exact.nesting > SHALLOW_ENOUGH {
+        refuse_too_deep(&msg, "")?;
+    }
+    Ok(msg)
+}
+
+/// The most messages protobuf's decoders take nested in one another (upb,
+/// C++, Java and Go stop at 100, counting each map entry as a message): a
+/// request nested deeper would be refused by the backend as a message it
+/// cannot decode, so the gateway refuses it first, naming the field.
+pub const MAX_MESSAGE_DEPTH: usize = 100;
+
+/// JSON nested at most this deep makes at most [`MAX_MESSAGE_DEPTH`]
+/// messages: one JSON object is at most three (a `Struct`, its map entry
+/// and the entry's `Value`), and a `Value` holding a number adds one.
+const SHALLOW_ENOUGH: usize = (MAX_MESSAGE_DEPTH - 1) / 3;
+
+/// Refuses a message whose deepest field sits more than
+/// [`MAX_MESSAGE_DEPTH`] messages down (the top one counted, as each map
+/// entry is), naming that field under `prefix`.
+pub fn refuse_too_deep(msg: &DynamicMessage, prefix: &str) -> Result<(), GatewayError> {
+    fn deepest(msg: &DynamicMessage, depth: usize, path: &mut String) -> bool {
+        use prost_reflect::{MapKey, ReflectMessage, Value};
+        // A Struct's, Value's or ListValue's own fields are no part of the
+        // JSON the client wrote: only its keys and indexes are named.
+        let transparent = matches!(
+            msg.descriptor().full_name(),
+            "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue"
+        );
+        for (field, value) in msg.fields() {
+            let at = path.len();
+            if !transparent {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(field.json_name());
+            }
+            let over = match value {
+                Value::Message(m) => depth + 1 > MAX_MESSAGE_DEPTH || deepest(m, depth + 1, path),
+                Value::List(items) => items.iter().enumerate().any(|(i, item)| {
+                    let Value::Message(m) = item else {
+                        return false;
+                    };
+                    let at = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    let over = depth + 1 > MAX_MESSAGE_DEPTH || deepest(m, depth + 1, path);
+                    if !over {
+                        path.truncate(at);
+                    }
+                    over
+                }),
+                Value::Map(entries) => entries.iter().any(|(key, item)| {
+                    // The entry is a message, and its value one more.
+                    let Value::Message(m) = item else {
+                        return depth + 1 > MAX_MESSAGE_DEPTH;
+                    };
+                    let at = path.len();
+                    let key = match key {
+                        MapKey::String(k) => k.clone(),
+                        MapKey::Bool(k) => k.to_string(),
+                        MapKey::I32(k) => k.to_string(),
+                        MapKey::I64(k) => k.to_string(),
+                        MapKey::U32(k) => k.to_string(),
+                        MapKey::U64(k) => k.to_string(),
+                    };
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&key);
+                    let over = depth + 2 > MAX_MESSAGE_DEPTH || deepest(m, depth + 2, path);
+                    if !over {
+                        path.truncate(at);
+                    }
+                    over
+                }),
+                _ => false,
+            };
+            if over {
+                return true;
+            }
+            path.truncate(at);
+        }
+        false
+    }
+    let mut path = String::new();
+    if deepest(msg, 1, &mut path) {
+        return Err(GatewayError::invalid_field(
+            join(prefix, &path),
+            format!(
+                "nests messages more than {MAX_MESSAGE_DEPTH} deep, which protobuf does not decode (in a google.protobuf.Struct, Value or ListValue each JSON object is three messages and each array two)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a `serde_json::Value` as `desc`; `prefix` names where it sits in
@@ -94,8 +188,13 @@ pub fn decode_value(
     prefix: &str,
 ) -> Result<DynamicMessage, GatewayError> {
     let text = serde_json::to_vec(&value).unwrap_or_default();
-    DynamicMessage::deserialize_with_options(desc.clone(), value, &deserialize_options(o))
-        .map_err(|_| without_position(explain_failure(desc, &text, o, prefix)))
+    let msg =
+        DynamicMessage::deserialize_with_options(desc.clone(), value, &deserialize_options(o))
+            .map_err(|_| without_position(explain_failure(desc, &text, o, prefix)))?;
+    // Values built from a body already held: rarer than whole bodies, so
+    // walked whatever their depth.
+    refuse_too_deep(&msg, prefix)?;
+    Ok(msg)
 }
 
 /// An error about a value built in memory (an aggregate's template, a
@@ -326,7 +425,7 @@ mod tests {
             "{}".to_owned() + &"}".repeat(20)
         );
         assert!(super::decode(&thing, shallow.as_bytes(), &Default::default()).is_ok());
-        // The limit is the parser's, exactly: 127 levels read, 128 refused.
+        // The parser's limit, exactly: 128 levels of JSON refused as such.
         let levels = |n: usize| {
             format!(
                 "{}{}",
@@ -334,10 +433,57 @@ mod tests {
                 "{}".to_owned() + &"}".repeat(n - 1)
             )
         };
-        assert!(super::decode(&thing, levels(127).as_bytes(), &Default::default()).is_ok());
         let err = super::decode(&thing, levels(128).as_bytes(), &Default::default()).unwrap_err();
         assert!(
             err.message.contains("nests deeper than 127"),
+            "{}",
+            err.message
+        );
+    }
+
+    /// What protobuf's decoders take (upb, C++, Java, Go: 100 messages
+    /// nested, each map entry one): a deeper request is refused naming its
+    /// deepest field, before a backend would fail to decode it.
+    #[test]
+    fn a_request_nested_past_protobufs_depth_is_refused_naming_the_field() {
+        let thing = super::kinds_pool()
+            .get_message_by_name("kinds.v1.Thing")
+            .unwrap();
+        let o = Default::default();
+        let nest = |open: &str, inner: &str, close: &str, n: usize| {
+            format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+        };
+        // A message in itself: one message per level, the top included.
+        let parents = |n: usize| nest("{\"parent\":", "{}", "}", n - 1);
+        assert!(super::decode(&thing, parents(100).as_bytes(), &o).is_ok());
+        let err = super::decode(&thing, parents(101).as_bytes(), &o).unwrap_err();
+        assert!(
+            err.message.contains("more than 100 deep"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("parent.parent.parent"),
+            "{}",
+            err.message
+        );
+        // A Struct: each object three messages (Struct, entry, Value), so
+        // 33 objects in `attributes` pass and 34 do not, as upb decodes.
+        let attributes = |n: usize| format!("{{\"attributes\":{}}}", nest("{\"a\":", "1", "}", n));
+        assert!(super::decode(&thing, attributes(32).as_bytes(), &o).is_ok());
+        let err = super::decode(&thing, attributes(34).as_bytes(), &o).unwrap_err();
+        assert!(err.message.contains("attributes.a.a"), "{}", err.message);
+        // A ListValue: each array two (ListValue, Value).
+        let list = |n: usize| format!("{{\"list\":{}}}", nest("[", "1", "]", n));
+        assert!(super::decode(&thing, list(49).as_bytes(), &o).is_ok());
+        let err = super::decode(&thing, list(51).as_bytes(), &o).unwrap_err();
+        assert!(err.message.contains("list"), "{}", err.message);
+        // A map of messages: the entry and its value.
+        let children = |n: usize| nest("{\"children\":{\"7\":", "{}", "}}", n);
+        assert!(super::decode(&thing, children(49).as_bytes(), &o).is_ok());
+        let err = super::decode(&thing, children(50).as_bytes(), &o).unwrap_err();
+        assert!(
+            err.message.contains("children.7.children.7"),
             "{}",
             err.message
         );

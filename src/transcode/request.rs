@@ -303,7 +303,7 @@ fn body_field(
             if want_mask {
                 let exact = json::exact_numbers::check(&desc, body)
                     .map_err(|e| prefix_field(e, field.name()))?;
-                let body = exact.as_deref().unwrap_or(body);
+                let body = exact.body(body);
                 let value: serde_json::Value = serde_json::from_slice(body)
                     .map_err(|e| GatewayError::invalid_field(field.name(), e.to_string()))?;
                 let mut paths = Vec::new();
@@ -320,7 +320,7 @@ fn body_field(
             // A scalar or repeated body: parse it as the field of its parent.
             let exact = json::exact_numbers::check_field(field, body)
                 .map_err(|e| prefix_field(e, field.name()))?;
-            let body = exact.as_deref().unwrap_or(body);
+            let body = exact.body(body);
             let value: serde_json::Value = serde_json::from_slice(body)
                 .map_err(|e| GatewayError::invalid_field(field.name(), e.to_string()))?;
             let parent = &field.parent_message();

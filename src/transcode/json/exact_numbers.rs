@@ -64,12 +64,12 @@ fn quoted_needs_a_look(content: &[u8]) -> bool {
 /// it has none (or is not JSON the scan can follow: the parser then says
 /// what is wrong with it). Refuses a number that no value of its integer
 /// field is.
-pub fn check(desc: &MessageDescriptor, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+pub fn check(desc: &MessageDescriptor, json: &[u8]) -> Result<Checked, GatewayError> {
     check_as(&Expect::Message(desc.clone()), json)
 }
 
 /// [`check`] for a body that is one field's value (`body: "field"`).
-pub fn check_field(field: &FieldDescriptor, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
+pub fn check_field(field: &FieldDescriptor, json: &[u8]) -> Result<Checked, GatewayError> {
     let expect = if field.is_list() {
         Expect::List(field.clone())
     } else if field.is_map() {
@@ -99,9 +99,28 @@ pub fn diagnose(desc: &MessageDescriptor, json: &[u8]) -> Option<GatewayError> {
     }
 }
 
-fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayError> {
-    if !scan(json)? {
-        return Ok(None);
+/// What [`check`] found: the body with its numbers written out exactly
+/// (when one had to be), and how deep its arrays and objects nest.
+pub struct Checked {
+    pub rewritten: Option<Vec<u8>>,
+    pub nesting: usize,
+}
+
+impl Checked {
+    /// The body to parse: the rewritten one, or `json` as it came.
+    pub fn body<'a>(&'a self, json: &'a [u8]) -> &'a [u8] {
+        self.rewritten.as_deref().unwrap_or(json)
+    }
+}
+
+fn check_as(expect: &Expect, json: &[u8]) -> Result<Checked, GatewayError> {
+    let (look, nesting) = scan(json)?;
+    let as_it_came = Checked {
+        rewritten: None,
+        nesting,
+    };
+    if !look {
+        return Ok(as_it_came);
     }
     let mut walk = Walk {
         json,
@@ -113,10 +132,10 @@ fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayErro
     match walk.value(expect, 0) {
         Ok(()) => {}
         Err(Stop::Refused(e)) => return Err(e),
-        Err(Stop::Unreadable) => return Ok(None),
+        Err(Stop::Unreadable) => return Ok(as_it_came),
     }
     if walk.edits.is_empty() {
-        return Ok(None);
+        return Ok(as_it_came);
     }
     let mut out = Vec::with_capacity(json.len() + 32);
     let mut from = 0;
@@ -126,15 +145,19 @@ fn check_as(expect: &Expect, json: &[u8]) -> Result<Option<Vec<u8>>, GatewayErro
         from = end;
     }
     out.extend_from_slice(&json[from..]);
-    Ok(Some(out))
+    Ok(Checked {
+        rewritten: Some(out),
+        nesting,
+    })
 }
 
 /// One pass over the bytes, strings skipped: whether a number needs a
 /// look, and a refusal for nesting past [`super::MAX_NESTING`], which the
 /// parser only counts in fields it reads (an unknown field that
 /// `reject_unknown_fields = false` drops would otherwise nest without end).
-fn scan(json: &[u8]) -> Result<bool, GatewayError> {
+fn scan(json: &[u8]) -> Result<(bool, usize), GatewayError> {
     let mut depth = 0usize;
+    let mut deepest = 0usize;
     let mut look = false;
     let mut i = 0;
     while i < json.len() {
@@ -146,6 +169,7 @@ fn scan(json: &[u8]) -> Result<bool, GatewayError> {
             }
             b'{' | b'[' => {
                 depth += 1;
+                deepest = deepest.max(depth);
                 if depth > super::MAX_NESTING {
                     let line_start = json[..i]
                         .iter()
@@ -168,7 +192,7 @@ fn scan(json: &[u8]) -> Result<bool, GatewayError> {
             _ => i += 1,
         }
     }
-    Ok(look)
+    Ok((look, deepest))
 }
 
 /// The index just past the string that opens at `start`.

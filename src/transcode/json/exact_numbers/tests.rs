@@ -8,7 +8,7 @@ fn search_request() -> MessageDescriptor {
 
 fn checked(json: &str) -> Result<Option<String>, String> {
     check(&search_request(), json.as_bytes())
-        .map(|o| o.map(|b| String::from_utf8(b).unwrap()))
+        .map(|o| o.rewritten.map(|b| String::from_utf8(b).unwrap()))
         .map_err(|e| e.message)
 }
 
