@@ -610,6 +610,15 @@ impl Validator<'_> {
                 ..
             }) = &a.method
             {
+                // The WebSocket handshake's token parameter carries a bearer
+                // token: read as an API key too, every token would be an
+                // unknown key.
+                if websocket.token_query_param.as_deref() == Some(param.as_str()) {
+                    return Err(self.err(
+                        format!("authenticators.{}.query_param", a.name),
+                        format!("{param:?} is websocket.token_query_param, which carries a bearer token; name another parameter"),
+                    ));
+                }
                 metadata
                     .query_credentials
                     .push((param.clone(), header.clone()));
@@ -632,6 +641,10 @@ impl Validator<'_> {
                     }
                 }
             }
+        }
+        for e in &mut ext_authz {
+            e.gateway_owned
+                .extend(metadata.gateway_owned.iter().cloned());
         }
         let context = crate::routes::config::RouteContext {
             upstreams: &upstreams,

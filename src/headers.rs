@@ -33,21 +33,11 @@ pub fn check_binary_fields(
     headers: &http::HeaderMap,
     prefix: &str,
 ) -> Result<(), crate::error::GatewayError> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    use base64::Engine as _;
-    /// Standard base64, padded or not, as the gRPC spec reads `-bin` values.
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
     for (name, value) in headers {
         if !name.as_str().ends_with("-bin") {
             continue;
         }
-        let readable = value
-            .to_str()
-            .is_ok_and(|v| v.split(',').all(|part| LENIENT.decode(part.trim()).is_ok()));
-        if !readable {
+        if !is_binary_value(value) {
             return Err(crate::error::GatewayError::invalid_field(
                 format!("{prefix}{name}"),
                 "is not base64: a field whose name ends in -bin carries binary data as base64",
@@ -55,6 +45,20 @@ pub fn check_binary_fields(
         }
     }
     Ok(())
+}
+
+/// Whether a `-bin` field's value is base64 as gRPC reads it: standard
+/// alphabet, padded or not, possibly several comma-separated.
+pub fn is_binary_value(value: &HeaderValue) -> bool {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').all(|part| LENIENT.decode(part.trim()).is_ok()))
 }
 
 /// `connect-timeout-ms`: a positive integer of at most 10 digits.
@@ -205,9 +209,13 @@ pub fn lift_query_credentials<'a>(
     metadata: &mut http::HeaderMap,
 ) -> Option<std::borrow::Cow<'a, str>> {
     let q = query?;
+    // A name written with escapes (`api%5Fkey`) is that name too.
     let named = |p: &(String, HeaderName)| {
-        q.split('&')
-            .any(|kv| kv.split('=').next() == Some(p.0.as_str()))
+        q.split('&').any(|kv| {
+            kv.split('=')
+                .next()
+                .is_some_and(|k| k == p.0 || k.contains(['%', '+']))
+        })
     };
     if !params.iter().any(named) {
         return Some(std::borrow::Cow::Borrowed(q));
@@ -240,4 +248,17 @@ pub fn is_protocol_own(name: &str) -> bool {
 pub fn binary_twin(header: &HeaderName) -> HeaderName {
     HeaderName::from_bytes(format!("{}-bin", header.as_str()).as_bytes())
         .unwrap_or_else(|_| header.clone())
+}
+
+/// A header map of `pairs`, repeats kept, for tests.
+#[cfg(test)]
+pub(crate) fn map_of(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authorize;
 pub mod cache;
 pub mod ext_authz;
+pub mod one_credential;
 pub mod outbound;
 pub mod per_route;
 pub mod rate_limit;
@@ -22,10 +23,12 @@ use tower::ServiceBuilder;
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
 /// Builds the pipeline, outermost layer first. The order is fixed: the
-/// gateway's own services answered -> count -> authenticate -> authorize
+/// gateway's own services answered -> count -> one credential ->
+/// authenticate -> authorize
 /// -> external authorization -> rate limit -> cache -> egress.
 #[allow(clippy::too_many_arguments)]
 pub fn pipeline(
+    credentials: one_credential::OneCredentialLayer,
     auth: PerRoute<auth::RouteAuth>,
     authorize: PerRoute<authorize::Rules>,
     ext_authz: PerRoute<ext_authz::ExtAuthz>,
@@ -49,6 +52,9 @@ pub fn pipeline(
             .layer(local)
             // Then every call is counted, including those a policy refuses.
             .layer(crate::observe::metrics::RecordLayer)
+            // On every route, authenticating or not: a backend (or the
+            // authenticator) gets the one credential the client chose.
+            .layer(credentials)
             // First: nothing else may run for a caller who is not who they claim.
             .layer(auth)
             // Right after authentication: the principal is known, and every

@@ -443,7 +443,17 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let (local, reachable, health_reports) =
         local_grpc_services(&pool, &routes, &upstreams, carry, &egress.grpc);
     let local = egress::local::AnsweredLocally(Arc::new(local));
+    // Where credentials travel: bearer tokens, and each API key's header.
+    let mut credential_headers = vec![http::header::AUTHORIZATION];
+    for a in &config.authenticators {
+        if let crate::config::AuthMethod::ApiKey(k) = &a.method {
+            if !credential_headers.contains(&k.header) {
+                credential_headers.push(k.header.clone());
+            }
+        }
+    }
     let pipeline = policy::pipeline(
+        policy::one_credential::OneCredentialLayer(credential_headers.into()),
         auth,
         authorize,
         ext_authz,

@@ -251,9 +251,10 @@ impl Live {
             // The files are as they were, but the key sets were read again:
             // one the identity provider changed (a key withdrawn) is used
             // from now on by the authenticators serving, so a reload
-            // revokes a key at once whatever else it finds.
+            // revokes a key at once whatever else it finds; and cached
+            // introspection answers are forgotten, as a new generation's.
             for (serving, fresh) in current.authenticators.iter().zip(&loaded.authenticators) {
-                serving.adopt_keys(fresh).await;
+                serving.refresh_from(fresh).await;
             }
             return Ok(Prepared::Unchanged(digest));
         }

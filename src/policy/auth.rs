@@ -56,12 +56,17 @@ impl Authenticator {
         })
     }
 
-    /// Takes the key set a reload read for the same authenticator
-    /// (`fresh`), when it differs from the one in use. Whether it changed.
-    pub async fn adopt_keys(&self, fresh: &Authenticator) -> bool {
+    /// What a reload that changed no file does to the authenticator
+    /// serving: takes the key set the reload read (`fresh`'s), when it
+    /// differs from the one in use, and forgets cached introspection
+    /// answers, as a new generation would start without them.
+    pub async fn refresh_from(&self, fresh: &Authenticator) {
         match (&self.verifier, &fresh.verifier) {
-            (Verifier::Jwt(ours), Verifier::Jwt(theirs)) => ours.adopt_keys(theirs).await,
-            _ => false,
+            (Verifier::Jwt(ours), Verifier::Jwt(theirs)) => {
+                ours.adopt_keys(theirs).await;
+            }
+            (Verifier::Introspection(ours), _) => ours.forget_answers(),
+            _ => {}
         }
     }
 
@@ -86,11 +91,13 @@ impl Authenticator {
     /// a call carrying two kinds on one route is refused.
     fn credential_present(&self, env: &Envelope) -> Option<String> {
         match &self.verifier {
-            Verifier::Jwt(v) => (bearer(env).is_some()
-                || v.cookie
-                    .as_deref()
-                    .is_some_and(|c| cookie_value(env, c).is_some()))
-            .then(|| "a bearer token".to_owned()),
+            Verifier::Jwt(v) => match &v.cookie {
+                _ if bearer(env).is_some() => Some("a bearer token".to_owned()),
+                Some(c) if cookie_value(env, c).is_some() => {
+                    Some(format!("the session cookie {c}"))
+                }
+                _ => None,
+            },
             Verifier::Introspection(_) => bearer(env).map(|_| "a bearer token".to_owned()),
             Verifier::ApiKey(c) => env
                 .ctx
@@ -98,6 +105,25 @@ impl Authenticator {
                 .contains_key(&c.header)
                 .then(|| format!("an API key in {}", c.header)),
             Verifier::ClientCert(_) => None,
+        }
+    }
+
+    /// The request headers (and cookie) this authenticator reads its
+    /// credential from.
+    fn reads(&self) -> Vec<CredentialPlace> {
+        match &self.verifier {
+            Verifier::Jwt(v) => {
+                let mut places = vec![CredentialPlace::Header(http::header::AUTHORIZATION)];
+                if let Some(name) = &v.cookie {
+                    places.push(CredentialPlace::Cookie(name.clone()));
+                }
+                places
+            }
+            Verifier::Introspection(_) => {
+                vec![CredentialPlace::Header(http::header::AUTHORIZATION)]
+            }
+            Verifier::ApiKey(c) => vec![CredentialPlace::Header(c.header.clone())],
+            Verifier::ClientCert(_) => Vec::new(),
         }
     }
 
@@ -109,7 +135,11 @@ impl Authenticator {
     /// What this authenticator needs, for the error of a call with no credential.
     fn needs(&self) -> String {
         match &self.verifier {
-            Verifier::Jwt(_) | Verifier::Introspection(_) => "a bearer token".to_owned(),
+            Verifier::Jwt(v) => match &v.cookie {
+                Some(c) => format!("a bearer token or the session cookie {c}"),
+                None => "a bearer token".to_owned(),
+            },
+            Verifier::Introspection(_) => "a bearer token".to_owned(),
             Verifier::ApiKey(c) => format!("an API key in {}", c.header),
             Verifier::ClientCert(_) => "a client certificate (mutual TLS)".to_owned(),
         }
@@ -128,7 +158,7 @@ impl Authenticator {
                     .ok_or_else(|| {
                         GatewayError::unauthenticated(
                             true,
-                            format!("{}this route needs a bearer token", other_scheme(env)),
+                            format!("{}this route needs {}", other_scheme(env), self.needs()),
                         )
                     })?;
                 let principal = v.verify(&token).await?;
@@ -234,7 +264,9 @@ fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
 
 /// The consumer whose key the call carries.
 fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, GatewayError> {
-    if env.ctx.headers.get_all(&config.header).iter().count() > 1 {
+    let mut values = env.ctx.headers.get_all(&config.header).iter();
+    let first = values.next();
+    if values.any(|v| Some(v) != first) {
         return Err(two_credentials(
             config.header.as_str(),
             config.header.as_str(),
@@ -264,6 +296,13 @@ fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, Gate
         claims: serde_json::json!({"sub": consumer, "consumer": consumer}),
         subject: consumer,
     }))
+}
+
+/// Where a credential is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CredentialPlace {
+    Header(http::HeaderName),
+    Cookie(String),
 }
 
 /// A route's authenticators, in the order they are tried.
@@ -296,14 +335,45 @@ impl RouteAuth {
                 .collect();
             kinds.dedup();
             if kinds.len() > 1 {
-                return Err(two_credentials("authorization", &kinds.join(" and ")));
+                // Named by the header at fault when a bearer token is one
+                // of them; otherwise by no one field.
+                let field = if kinds.iter().any(|k| k == "a bearer token") {
+                    "authorization"
+                } else {
+                    ""
+                };
+                return Err(two_credentials(field, &kinds.join(" and ")));
             }
         }
         let result = self.authenticate_with_one(env).await;
+        if result.is_ok() && self.0.len() > 1 {
+            self.drop_unverified(env);
+        }
         if self.0.iter().any(|a| a.reads_bearer()) {
             result
         } else {
             result.map_err(GatewayError::without_bearer_challenge)
+        }
+    }
+
+    /// Removes from the backend's metadata a credential another of the
+    /// route's authenticators reads but the deciding one did not verify (a
+    /// bearer token beside the client certificate that decided): a backend
+    /// behind an authenticating route may trust what reaches it.
+    fn drop_unverified(&self, env: &mut Envelope) {
+        let verified = self.0[env.ctx.authenticated_by].reads();
+        for other in &self.0 {
+            for place in other.reads() {
+                if verified.contains(&place) {
+                    continue;
+                }
+                match place {
+                    CredentialPlace::Header(name) => {
+                        env.metadata.remove(&name);
+                    }
+                    CredentialPlace::Cookie(name) => strip_cookie(&mut env.metadata, &name),
+                }
+            }
         }
     }
 
@@ -416,8 +486,10 @@ fn cookie_values<'a>(env: &'a Envelope, name: &'a str) -> impl Iterator<Item = &
 /// never each believe a different one.
 fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayError> {
     let headers = &env.ctx.headers;
-    let fields = headers.get_all(http::header::AUTHORIZATION).iter().count();
-    if fields > 1 {
+    // The same value twice is one credential, as the edge counts it.
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.any(|v| Some(v) != first) {
         return Err(two_credentials("authorization", "authorization"));
     }
     let Some(name) = cookie else {

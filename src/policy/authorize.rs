@@ -43,8 +43,8 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
         .collect();
     match lacked.len() {
         0 => {}
-        1 => missing.push(format!("the token lacks the scope {}", lacked[0])),
-        _ => missing.push(format!("the token lacks the scopes {}", lacked.join(", "))),
+        1 => missing.push(format!("the caller lacks the scope {}", lacked[0])),
+        _ => missing.push(format!("the caller lacks the scopes {}", lacked.join(", "))),
     }
     for (claim, wanted) in &rules.claims {
         let ok = match principal.claims.get(claim) {
@@ -144,7 +144,7 @@ mod tests {
         let why = check(&want, &caller(json!({"scope": "b.read", "tier": "silver"}))).unwrap_err();
         assert_eq!(
             why,
-            "the token lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
+            "the caller lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
         );
         // A caller who is not on the consumers list is told the rest too.
         let want = AuthorizeConfig {
@@ -154,7 +154,7 @@ mod tests {
         let why = check(&want, &caller(json!({"scope": "b.read", "tier": "silver"}))).unwrap_err();
         assert_eq!(
             why,
-            "\"ada\" is not an allowed consumer; the token lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
+            "\"ada\" is not an allowed consumer; the caller lacks the scopes \"a.read\", \"c.read\"; the claim \"tier\" is not \"gold\""
         );
     }
 }

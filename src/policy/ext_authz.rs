@@ -228,7 +228,12 @@ impl ExtAuthz {
         match &*decision {
             Decision::Allow { add, remove } => {
                 self.stats.allowed.fetch_add(1, Ordering::Relaxed);
-                for name in remove {
+                // The gateway's own headers stay the gateway's: a verified
+                // claim or the request id is never the service's to change.
+                let owned = &self.config.gateway_owned;
+                let remove = remove.iter().filter(|n| !owned.contains(n));
+                let add = add.iter().filter(|(n, _, _)| !owned.contains(n));
+                for name in remove.clone() {
                     env.metadata.remove(name);
                 }
                 let view = Arc::make_mut(&mut env.ctx.headers);
@@ -372,6 +377,12 @@ impl ExtAuthz {
                     header_options(&ok.headers)
                         .into_iter()
                         .filter(|(name, _, _)| !crate::headers::is_framing(name))
+                        // gRPC metadata: a `-bin` value that is not base64
+                        // would fail the backend's call, as a client's is refused.
+                        .filter(|(name, value, _)| {
+                            !name.as_str().ends_with("-bin")
+                                || crate::headers::is_binary_value(value)
+                        })
                         .collect(),
                     ok.headers_to_remove
                         .iter()

@@ -115,7 +115,11 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
         Some("Bearer realm=\"portico\"")
     );
     assert_eq!(r.json()["code"], 16);
-    assert_eq!(r.json()["message"], "this route needs a bearer token");
+    // The route's authenticator also reads a session cookie: named too.
+    assert_eq!(
+        r.json()["message"],
+        "this route needs a bearer token or the session cookie session"
+    );
     // Another scheme is told that its header is not a bearer token, on a
     // route with one authenticator as on one with several.
     let r = h
@@ -130,7 +134,7 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         r.json()["message"],
-        "the Authorization header is not a bearer token; this route needs a bearer token"
+        "the Authorization header is not a bearer token; this route needs a bearer token or the session cookie session"
     );
     // A Bearer with no token after it was seen, not missing: said so.
     for header in ["Bearer", "Bearer ", "Bearer\tabc"] {
@@ -146,7 +150,7 @@ async fn no_token_is_401_with_a_challenge_and_the_backend_is_not_called() {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{header:?}");
         assert_eq!(
             r.json()["message"],
-            "the Authorization header names Bearer but carries no token after it (write \"Bearer\", one space, the token); this route needs a bearer token",
+            "the Authorization header names Bearer but carries no token after it (write \"Bearer\", one space, the token); this route needs a bearer token or the session cookie session",
             "{header:?}"
         );
     }

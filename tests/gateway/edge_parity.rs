@@ -314,7 +314,7 @@ async fn a_refusal_names_everything_missing_and_claims_match_by_value_on_every_p
         // One refusal names every requirement the token misses.
         assert!(
             s.message
-                .contains("the token lacks the scopes \"probe.read\", \"probe.audit\"")
+                .contains("the caller lacks the scopes \"probe.read\", \"probe.audit\"")
                 && s.message.contains("the claim \"level\" is not \"3\"")
                 && !s.message.contains("staff"),
             "{protocol:?}: {}",

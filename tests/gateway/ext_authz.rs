@@ -83,6 +83,11 @@ impl auth::authorization_server::Authorization for Authorizer {
                                 "eu",
                                 core::header_value_option::HeaderAppendAction::AddIfAbsent,
                             ),
+                            // Headers only the gateway writes, and metadata
+                            // no backend could read: never applied.
+                            header("x-consumer", "ext-says-root", Some(false)),
+                            header("x-request-id", "ext-request-id", Some(false)),
+                            header("x-bad-bin", "not base64!!", None),
                         ],
                         headers_to_remove: vec!["x-drop-me".to_owned()],
                         ..Default::default()
@@ -137,7 +142,7 @@ impl Authorizer {
 
 fn sections(name: &str, target: &str, extra: &str) -> String {
     format!(
-        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n[ext_authz.{name}]\n{target}\ninclude_headers = [\"x-tenant\"]\n{extra}\n",
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\nforward_claims = {{ consumer = \"x-consumer\" }}\n[ext_authz.{name}]\n{target}\ninclude_headers = [\"x-tenant\"]\n{extra}\n",
         support::fixture("api_keys.toml")
     )
 }
@@ -183,6 +188,20 @@ async fn an_ext_authz_server_decides_the_same_on_every_protocol() {
         assert_eq!(
             seen.metadata["x-region"], "us",
             "{protocol:?}: added only if absent"
+        );
+        assert_eq!(
+            seen.metadata["x-consumer"], "acme",
+            "{protocol:?}: a verified claim is not the service's to change"
+        );
+        assert!(seen.request_id.is_some(), "{protocol:?}");
+        assert_eq!(
+            seen.metadata["x-request-id"].as_str(),
+            seen.request_id.as_deref(),
+            "{protocol:?}: the request id stays the one the client gets back"
+        );
+        assert!(
+            seen.metadata.get("x-bad-bin").is_none(),
+            "{protocol:?}: a -bin value that is not base64 is dropped"
         );
 
         // REST gets the service's body as written (not a JSON error: the

@@ -163,6 +163,19 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
         "opaque-nobody-named",
         json!({"active": true, "exp": now() + 600}),
     );
+    // Dates of another type than a number: refused, never read as absent.
+    provider.know(
+        "opaque-exp-text",
+        json!({"active": true, "sub": "eve", "exp": (now() - 1000).to_string()}),
+    );
+    provider.know(
+        "opaque-exp-null",
+        json!({"active": true, "sub": "eve", "exp": null}),
+    );
+    provider.know(
+        "opaque-nbf-text",
+        json!({"active": true, "sub": "eve", "exp": now() + 600, "nbf": (now() + 1000).to_string()}),
+    );
     let addr = provider.start().await;
     let h = gateway(&introspection_section(addr, ""), "auth = \"opaque\"").await;
     let by_username = call(
@@ -208,6 +221,18 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
             (
                 "an expired token",
                 vec![("authorization", "Bearer opaque-expired")],
+            ),
+            (
+                "an exp written as text",
+                vec![("authorization", "Bearer opaque-exp-text")],
+            ),
+            (
+                "an exp of null",
+                vec![("authorization", "Bearer opaque-exp-null")],
+            ),
+            (
+                "an nbf written as text",
+                vec![("authorization", "Bearer opaque-nbf-text")],
             ),
             ("no token", vec![]),
         ] {
@@ -594,6 +619,47 @@ impl Provider {
     }
 }
 
+/// A route that authenticates no one still forwards one credential: a
+/// key in the header and another in the query is refused, so a backend
+/// checking keys itself gets the one the client chose. The same key in both
+/// places is one credential.
+#[tokio::test]
+async fn two_different_keys_are_refused_even_where_no_one_authenticates() {
+    let sections = format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\nquery_param = \"api_key\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "").await;
+    // gRPC clients send no query string (a raw HTTP/2 one is covered by the
+    // edge's own tests).
+    for protocol in EVERY_PROTOCOL.into_iter().filter(|p| *p != Protocol::Grpc) {
+        let seen = call(
+            &h,
+            protocol,
+            &[("x-api-key", "key-one")],
+            "api_key=key-two",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 3, "{protocol:?}: {}", seen.message);
+        let refused = seen.message;
+        assert!(
+            refused.contains("more than one credential"),
+            "{protocol:?}: {refused}"
+        );
+        let seen = call(
+            &h,
+            protocol,
+            &[("x-api-key", "key-one")],
+            "api_key=key-one",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(seen.metadata["x-api-key"], "key-one", "{protocol:?}");
+    }
+}
+
 #[tokio::test]
 async fn headers_authenticators_write_never_come_from_the_client_even_where_no_one_authenticates() {
     // Two authenticators write headers; the route checks neither (a backend
@@ -707,6 +773,32 @@ async fn an_issuer_url_alone_finds_its_keys_by_discovery() {
     }
 }
 
+/// The demo config with `sections`, Probe's route given `probe_extra`,
+/// loaded from a file so it can be reloaded; returns the file's folder
+/// for the test to remove.
+async fn gateway_from_a_file(
+    sections: &str,
+    probe_extra: &str,
+) -> (support::Harness, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portico-identity-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("portico.toml");
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    std::fs::write(&path, support::config_text(backend, sections, probe_extra)).unwrap();
+    let gw = portico::app::start(portico::config::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let client = support::HttpClient::new(gw.addr);
+    let h = support::Harness {
+        backends,
+        backend_addr: backend,
+        gateway: gw,
+        client,
+    };
+    (h, dir)
+}
+
 #[tokio::test]
 async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
     let provider = Provider::default();
@@ -722,28 +814,9 @@ async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
     let sections = format!(
         "[authenticators.idp]\nissuer = \"{issuer}\"\nalgorithm = \"ES256\"\naudiences = [\"orders-api\"]\njwks_min_refresh = \"1h\"\njwks_max_age = \"1d\"\n"
     );
-    let dir = std::env::temp_dir().join(format!("portico-revoke-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("portico.toml");
-    let backends = portico::demo::backends::Backends::default();
-    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    std::fs::write(
-        &path,
-        support::config_text(backend, &sections, "auth = \"idp\""),
-    )
-    .unwrap();
-    let gw = portico::app::start(portico::config::Config::load(&path).unwrap())
-        .await
-        .unwrap();
-    let client = support::HttpClient::new(gw.addr);
+    let (h, dir) = gateway_from_a_file(&sections, "auth = \"idp\"").await;
     let claims = json!({"sub": "ada", "iss": issuer, "aud": "orders-api", "exp": now() + 600});
     let by_k2 = format!("Bearer {}", k2.sign(&claims));
-    let h = support::Harness {
-        backends,
-        backend_addr: backend,
-        gateway: gw,
-        client,
-    };
     for protocol in EVERY_PROTOCOL {
         let seen = call(&h, protocol, &[("authorization", &by_k2)], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: k2 is published");
@@ -772,6 +845,42 @@ async fn a_reload_revokes_a_key_the_provider_withdrew_at_once() {
     ));
     let seen = call(&h, Protocol::Rest, &[("authorization", &by_k2)], "", None).await;
     assert_eq!(seen.code, 0, "k2 is published again");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reload that finds nothing changed still starts the introspection
+/// cache empty: the operator's way to drop a token revoked meanwhile.
+#[tokio::test]
+async fn a_reload_forgets_cached_introspection_answers_even_when_nothing_changed() {
+    let provider = Introspection::default();
+    provider.know(
+        "opaque-revoked-soon",
+        json!({"active": true, "sub": "ada", "exp": now() + 600}),
+    );
+    let addr = provider.start().await;
+    let (h, dir) = gateway_from_a_file(&introspection_section(addr, ""), "auth = \"opaque\"").await;
+    let token = [("authorization", "Bearer opaque-revoked-soon")];
+    for protocol in EVERY_PROTOCOL {
+        assert_eq!(
+            call(&h, protocol, &token, "", None).await.code,
+            0,
+            "{protocol:?}"
+        );
+    }
+    assert_eq!(provider.times_asked("opaque-revoked-soon"), 1, "cached");
+    provider.know("opaque-revoked-soon", json!({"active": false}));
+    assert!(matches!(
+        h.gateway.live.reload().await,
+        portico::app::reload::ReloadOutcome::Unchanged { .. }
+    ));
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &token, "", None).await;
+        assert_eq!(
+            seen.code, 16,
+            "{protocol:?}: the reload dropped the cached answer"
+        );
+    }
+    assert_eq!(provider.times_asked("opaque-revoked-soon"), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -906,7 +1015,8 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
         pki.path("server.key"),
         pki.path("ca.pem")
     );
-    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\", san_dns = \"x-client-dns\" }\n";
+    // A route that takes a certificate or, failing one, a token.
+    let sections = "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { sub = \"x-client-identity\", serial = \"x-client-serial\", san_dns = \"x-client-dns\" }\n[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-tokens\"\n";
     // The demo config with TLS on the main port.
     let mut h = support::Harness::start_with_config(|backend| {
         support::config_text(backend, sections, "")
@@ -917,7 +1027,7 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
             )
             .replacen(
                 "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-                &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"mesh\"\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}\n"),
+                &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = [\"mesh\", \"users\"]\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}\n"),
                 1,
             )
     })
@@ -929,6 +1039,20 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
         let seen = call(&h, protocol, &[], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: the URI SAN is the principal");
         assert_eq!(seen.metadata["x-client-identity"], spiffe, "{protocol:?}");
+        // The certificate decided: a token beside it was verified by no
+        // one, so the backend never gets it.
+        let forged = [(
+            "authorization",
+            "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJtYWxsb3J5In0.",
+        )];
+        let seen = call(&h, protocol, &forged, "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(seen.metadata["x-client-identity"], spiffe, "{protocol:?}");
+        assert!(
+            seen.metadata.get("authorization").is_none(),
+            "{protocol:?}: an unverified token reached the backend: {:?}",
+            seen.metadata
+        );
         // A header cannot stand in for the certificate.
         h.client = support::HttpClient::tls(addr, pki.client(None), false);
         let seen = call(&h, protocol, &[("x-client-identity", spiffe)], "", None).await;
@@ -994,6 +1118,30 @@ fn identity_config_errors_name_the_key_and_the_reason() {
     let backend = "127.0.0.1:1".parse().unwrap();
     let keys = support::fixture("api_keys.toml");
     let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "an empty issuer, which no token has",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nissuer = \"\"\n".into(),
+            "authenticators.jwt.issuer",
+            "is empty",
+        ),
+        (
+            "an empty audience list, which would check nothing",
+            "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\naudiences = []\n".into(),
+            "authenticators.jwt.audiences",
+            "is an empty list",
+        ),
+        (
+            "an API key read from the bearer token's header",
+            format!("[authenticators.k]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\nheader = \"Authorization\"\n"),
+            "authenticators.k.header",
+            "bearer tokens",
+        ),
+        (
+            "an API key read from the WebSocket token's parameter",
+            format!("[websocket]\ntoken_query_param = \"access_token\"\n[authenticators.k]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\nquery_param = \"access_token\"\n"),
+            "authenticators.k.query_param",
+            "websocket.token_query_param",
+        ),
         (
             "a client_cert authenticator without mutual TLS",
             "[authenticators.mesh]\nkind = \"client_cert\"\n".into(),

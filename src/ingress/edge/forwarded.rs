@@ -197,16 +197,7 @@ mod tests {
         assert!(Cidr::parse("nope").is_err());
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::headers::map_of as headers;
 
     #[test]
     fn an_untrusted_peer_cannot_claim_another_address() {

@@ -1,16 +1,7 @@
 use super::*;
 use crate::config::Config;
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    h
-}
+use crate::headers::map_of as headers;
 
 fn edge_for(metadata_section: &str) -> Edge {
     let text = format!(

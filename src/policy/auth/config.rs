@@ -226,6 +226,25 @@ impl Validator<'_> {
                 &["introspection"],
             ),
         ];
+        // Given but empty, each would quietly mean something else: an
+        // issuer no token has, an audience check that checks nothing.
+        if a.issuer.as_deref() == Some("") {
+            return Err(self.err(
+                format!("{key}.issuer"),
+                "is empty: name the tokens' issuer, or leave issuer out to accept any",
+            ));
+        }
+        if let Some(audiences) = &a.audiences {
+            if audiences.is_empty() {
+                return Err(self.err(
+                    format!("{key}.audiences"),
+                    "is an empty list: name at least one audience, or leave audiences out to accept any",
+                ));
+            }
+            if let Some(i) = audiences.iter().position(String::is_empty) {
+                return Err(self.err(format!("{key}.audiences[{i}]"), "is empty"));
+            }
+        }
         let known = ["jwt", "api_key", "introspection", "client_cert"];
         if known.contains(&a.kind.as_str()) {
             if let Some((field, _, kinds)) = set
@@ -321,6 +340,18 @@ impl Validator<'_> {
                     format!("{header:?} is not a header name"),
                 )
             })?;
+        // Bearer tokens and cookies have their own readers: a key there
+        // would make every token two credentials.
+        if header == http::header::AUTHORIZATION
+            || header == http::header::COOKIE
+            || crate::headers::is_framing(&header)
+            || crate::headers::is_protocol_own(header.as_str())
+        {
+            return Err(self.err(
+                format!("{key}.header"),
+                format!("{:?} is a header the gateway reads for another purpose (bearer tokens, cookies, a protocol's framing); name another, such as x-api-key", header.as_str()),
+            ));
+        }
         let file = a.keys_file.as_ref().ok_or_else(|| {
             self.err(
                 format!("{key}.keys_file"),

@@ -76,6 +76,12 @@ impl Introspector {
         })
     }
 
+    /// Forgets every cached answer: a reload, whatever it finds, starts
+    /// the cache empty (an operator's way to drop a revoked token).
+    pub fn forget_answers(&self) {
+        self.answers.invalidate_all();
+    }
+
     /// The principal of an active token.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -121,13 +127,21 @@ impl Introspector {
             return negative("the token is not active");
         }
         let now = unix_now();
-        // NumericDate: seconds, possibly with a fraction.
-        let exp = numeric_date(&claims, "exp");
+        // NumericDate: seconds, possibly with a fraction. A member of
+        // another type (a string, null) refuses the token: read as absent,
+        // an expired token would pass.
+        let Ok(exp) = numeric_date(&claims, "exp") else {
+            return negative("the answer's exp is not a NumericDate (a number of seconds)");
+        };
         if exp.is_some_and(|e| e <= now) {
             return negative("the token has expired");
         }
-        if numeric_date(&claims, "nbf").is_some_and(|nbf| nbf > now) {
-            return negative("the token is not valid yet");
+        match numeric_date(&claims, "nbf") {
+            Err(()) => {
+                return negative("the answer's nbf is not a NumericDate (a number of seconds)")
+            }
+            Ok(Some(nbf)) if nbf > now => return negative("the token is not valid yet"),
+            Ok(_) => {}
         }
         // An active refresh token is not an access token.
         if claims
@@ -213,14 +227,19 @@ impl Introspector {
 }
 
 fn expired(p: &Principal) -> bool {
-    numeric_date(&p.claims, "exp").is_some_and(|e| e <= unix_now())
+    numeric_date(&p.claims, "exp").is_ok_and(|e| e.is_some_and(|e| e <= unix_now()))
 }
 
-/// A NumericDate member in whole seconds (a fraction is dropped).
-fn numeric_date(claims: &Value, name: &str) -> Option<u64> {
-    let v = claims.get(name)?;
+/// A NumericDate member in whole seconds (a fraction is dropped): `None`
+/// when absent, an error when it is there but not a number of seconds.
+fn numeric_date(claims: &Value, name: &str) -> Result<Option<u64>, ()> {
+    let Some(v) = claims.get(name) else {
+        return Ok(None);
+    };
     v.as_u64()
         .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .map(Some)
+        .ok_or(())
 }
 
 fn audience_matches(claims: &Value, wanted: &[String]) -> bool {

@@ -31,6 +31,10 @@ pub struct ExtAuthzConfig {
     /// Decisions kept per principal and method; `None`: every call asks.
     pub cache_ttl: Option<Duration>,
     pub cache_max_entries: u64,
+    /// Headers only the gateway writes (the request id, the authenticators'
+    /// `forward_claims` and their `-bin` twins): an allowing answer may
+    /// neither set nor remove them.
+    pub gateway_owned: Vec<http::HeaderName>,
 }
 
 impl Validator<'_> {
@@ -145,6 +149,8 @@ impl Validator<'_> {
             upstream_headers,
             cache_ttl,
             cache_max_entries: f.cache_max_entries.unwrap_or(10_000),
+            // Filled in once the authenticators are known.
+            gateway_owned: vec![crate::ingress::edge::request_id::HEADER],
         })
     }
 }
