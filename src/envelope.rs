@@ -262,7 +262,8 @@ impl Reply {
         let mut message = None;
         let mut trailers = HeaderMap::new();
         while let Some(frame) = body.next().await {
-            match frame? {
+            // A status after headers: the headers go with the error.
+            match frame.map_err(|e| e.with_reply_headers(&self.metadata))? {
                 ReplyFrame::Message(m) if message.is_none() => message = Some(m),
                 ReplyFrame::Message(_) => return Err(GatewayError::reply_with_extra_message()),
                 ReplyFrame::Trailers(t) => trailers.extend(t),

@@ -498,6 +498,22 @@ impl GatewayError {
         )
     }
 
+    /// A backend's failure with the response headers it sent before its
+    /// status: kept beside the status's own metadata (which wins for a
+    /// name both carry), so a client that gets the error gets them too.
+    pub fn with_reply_headers(mut self, headers: &http::HeaderMap) -> Self {
+        if let ErrorKind::Backend(status) = &mut self.kind {
+            for name in headers.keys() {
+                if !status.metadata.contains_key(name) {
+                    for value in headers.get_all(name) {
+                        status.metadata.append(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        self
+    }
+
     /// The deadline passed before `what` (the backend was called, Redis
     /// answered...): the time went elsewhere than to the backend.
     pub fn deadline_exceeded_before(what: &str) -> Self {

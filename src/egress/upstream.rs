@@ -50,6 +50,27 @@ pub struct AttemptError {
     pub endpoint_fault: bool,
 }
 
+/// A unary reply read up to its first frame: the reply with that frame
+/// put back, or the attempt's failure when the frame is the backend's
+/// failed status (with the headers sent before it).
+async fn first_frame_or_failure(reply: Reply) -> Result<Reply, AttemptError> {
+    let Reply { metadata, mut body } = reply;
+    match body.next().await {
+        Some(Err(error)) => Err(AttemptError::from_error(
+            error.with_reply_headers(&metadata),
+            false,
+        )),
+        Some(Ok(frame)) => Ok(Reply {
+            metadata,
+            body: Box::pin(futures_util::stream::once(async move { Ok(frame) }).chain(body)),
+        }),
+        None => Ok(Reply {
+            metadata,
+            body: Box::pin(futures_util::stream::empty()),
+        }),
+    }
+}
+
 impl AttemptError {
     /// Classifies a finished attempt's error by what it says about the endpoint.
     pub fn from_error(error: GatewayError, unreached: bool) -> AttemptError {
@@ -234,6 +255,7 @@ impl Upstream {
                 .then(|| env.try_clone())
                 .flatten();
             let idempotent = env.target.idempotent;
+            let unary = env.target.kind == crate::envelope::CallKind::Unary;
             let guard = ep.start();
             let record = env.ctx.record.clone();
             let started = record.attempt(&env.target, &ep.address, retries + 1, retry_of.as_ref());
@@ -245,7 +267,18 @@ impl Upstream {
                     None => env.metadata.remove("tracestate"),
                 };
             }
-            match attempt(ep.clone(), env).await {
+            let mut outcome = attempt(ep.clone(), env).await;
+            // A unary reply that is headers and then a failed status is a
+            // failed attempt, retried and counted against the endpoint as
+            // a status sent without headers is (grpcio's
+            // send_initial_metadata, grpc-go's SendHeader): read up to its
+            // first frame, which a unary client waits for anyway.
+            if unary {
+                if let Ok(reply) = outcome {
+                    outcome = first_frame_or_failure(reply).await;
+                }
+            }
+            match outcome {
                 Ok(mut reply) => {
                     record.attempt_done(started, None, None);
                     ep.record_success();
@@ -266,8 +299,12 @@ impl Upstream {
                         None
                     };
                     record.attempt_done(started, Some(&failed.error), ejected);
-                    let retryable = failed.unreached
-                        || idempotent && retry.retry_on.contains(&failed.error.grpc_code());
+                    // A call the breaker shed fails at once: sent again, it
+                    // would wait out backoffs instead.
+                    let shed = matches!(failed.error.kind, ErrorKind::Overloaded { .. });
+                    let retryable = !shed
+                        && (failed.unreached
+                            || idempotent && retry.retry_on.contains(&failed.error.grpc_code()));
                     let Some(next) = spare.filter(|_| retryable) else {
                         return Err(failed.error);
                     };

@@ -619,9 +619,12 @@ async fn hashing_on_a_request_field_keeps_equal_values_on_one_instance() {
 #[tokio::test]
 async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
     let a = Instance::start("127.0.0.1:0").await;
+    let log = std::env::temp_dir().join(format!("portico-pending-{}.log", fastrand::u64(..)));
+    // Sleep made idempotent: a shed call is still not sent again.
     let (_gw, client) = gateway(&format!(
-        "{}\nmax_streams_per_connection = 1\nmax_connections_per_endpoint = 1\n[upstreams.pool.circuit_breaker]\nmax_pending = 1\n",
-        endpoints(&[&a])
+        "{}\nmax_streams_per_connection = 1\nmax_connections_per_endpoint = 1\n[upstreams.pool.circuit_breaker]\nmax_pending = 1\n[upstreams.pool.retry]\nidempotent_methods = [\"Sleep\"]\n[access_log]\npath = \"{}\"\n",
+        endpoints(&[&a]),
+        log.display()
     ))
     .await;
     let calls: Vec<_> = (0..3)
@@ -651,6 +654,16 @@ async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
             Some("max_pending".to_owned())
         )
     );
+    let shed = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["grpc_status"] == "UNAVAILABLE")
+    };
+    support::eventually(|| shed().is_some()).await;
+    assert_eq!(shed().unwrap()["attempts"], 1, "{}", shed().unwrap());
+    let _ = std::fs::remove_file(&log);
 }
 
 #[tokio::test]
@@ -674,4 +687,87 @@ async fn hashing_on_a_field_no_routed_method_has_is_a_startup_error() {
             .await
             .is_ok()
     );
+}
+
+/// A gRPC backend that answers every call with response headers
+/// (`x-served-by: name`) and then `UNAVAILABLE` in the trailers, as a
+/// server that sends its initial metadata before failing does; counts the
+/// calls it got.
+async fn headers_then_unavailable(
+    name: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let response = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .header("x-served-by", name)
+                        .body(())
+                        .unwrap();
+                    let Ok(mut send) = respond.send_response(response, false) else {
+                        continue;
+                    };
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "14".parse().unwrap());
+                    trailers.insert("grpc-message", "draining".parse().unwrap());
+                    let _ = send.send_trailers(trailers);
+                }
+            });
+        }
+    });
+    (addr, calls)
+}
+
+/// A status sent after response headers is the same failure as one sent
+/// alone: an idempotent call is retried on it, the endpoint's failures are
+/// counted toward its ejection, and the client's error carries the
+/// headers the backend sent.
+#[tokio::test]
+async fn unavailable_after_response_headers_is_retried_and_counted() {
+    use std::sync::atomic::Ordering;
+    let (a, a_calls) = headers_then_unavailable("a").await;
+    let (b, b_calls) = headers_then_unavailable("b").await;
+    let (gw, client) = gateway(&format!(
+        "endpoints = [\"{a}\", \"{b}\"]\n[upstreams.pool.retry]\nidempotent_methods = [\"Headers\"]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\n[upstreams.pool.outlier_detection]\nconsecutive_failures = 3\nmax_ejection_percent = 50\n"
+    ))
+    .await;
+    let r = client.get("/v1/probe/headers").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert!(r.text().contains("draining"), "{}", r.text());
+    assert!(
+        matches!(r.header("x-served-by"), Some("a" | "b")),
+        "the backend's headers come with its error: {:?}",
+        r.headers
+    );
+    let calls = a_calls.load(Ordering::SeqCst) + b_calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 3, "the first attempt and max_retries = 2 retries");
+    // Three failures in a row on one endpoint eject it.
+    for _ in 0..4 {
+        client.get("/v1/probe/headers").await;
+    }
+    let status = upstream_status(&gw).await;
+    let ejections: u64 = [a, b]
+        .iter()
+        .map(|e| {
+            endpoint_status(&status, &e.to_string())["ejections"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(ejections >= 1, "{status}");
 }
