@@ -265,9 +265,16 @@ impl RestIngress {
                         .body(ResponseBody::full(json)),
                     HttpReplyBody::Raw { content_type, data } => {
                         let ct = if content_type.is_empty() {
-                            "application/octet-stream".to_owned()
+                            HeaderValue::from_static("application/octet-stream")
                         } else {
-                            content_type
+                            // The backend's text, which may hold what no
+                            // header may (a line break): its fault, said so.
+                            HeaderValue::from_str(&content_type).map_err(|_| {
+                                crate::transcode::response::bad_reply(format!(
+                                    "its google.api.HttpBody content_type {:?} is not a valid Content-Type header value",
+                                    crate::error::shortened(&content_type, 256)
+                                ))
+                            })?
                         };
                         builder
                             .header(CONTENT_TYPE, ct)

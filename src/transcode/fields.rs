@@ -233,7 +233,10 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                         .map_err(|_| format!("{s:?} is not a value of enum {}", e.full_name()))?;
                     // proto3 enums are open: an undeclared number is kept,
                     // as a JSON body keeps it. proto2's are closed.
-                    let closed = e.parent_file().syntax() == prost_reflect::Syntax::Proto2;
+                    // NullValue has one value, whose JSON is `null`: any
+                    // other number is no value a body could carry either.
+                    let closed = e.parent_file().syntax() == prost_reflect::Syntax::Proto2
+                        || e.full_name() == "google.protobuf.NullValue";
                     if closed && e.get_value(n).is_none() {
                         return Err(format!("{n} is not a value of enum {}", e.full_name()));
                     }

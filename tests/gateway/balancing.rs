@@ -689,48 +689,22 @@ async fn hashing_on_a_field_no_routed_method_has_is_a_startup_error() {
     );
 }
 
-/// A gRPC backend that answers every call with response headers
+/// A backend that answers every call with response headers
 /// (`x-served-by: name`) and then `UNAVAILABLE` in the trailers, as a
-/// server that sends its initial metadata before failing does; counts the
-/// calls it got.
+/// server that sends its initial metadata before failing does.
 async fn headers_then_unavailable(
     name: &'static str,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let counted = counted.clone();
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let response = http::Response::builder()
-                        .status(200)
-                        .header("content-type", "application/grpc")
-                        .header("x-served-by", name)
-                        .body(())
-                        .unwrap();
-                    let Ok(mut send) = respond.send_response(response, false) else {
-                        continue;
-                    };
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", "14".parse().unwrap());
-                    trailers.insert("grpc-message", "draining".parse().unwrap());
-                    let _ = send.send_trailers(trailers);
-                }
-            });
-        }
-    });
-    (addr, calls)
+    support::scripted::serve(support::scripted::Script {
+        headers: vec![("x-served-by", name.to_owned())],
+        status: 14,
+        status_message: "draining",
+        ..Default::default()
+    })
+    .await
 }
 
 /// A status sent after response headers is the same failure as one sent

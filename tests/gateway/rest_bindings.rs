@@ -221,6 +221,30 @@ async fn http_body_carries_raw_bytes_both_ways() {
     assert_eq!(r.json()["size"], "8");
 }
 
+/// A backend's HttpBody whose content type no header can carry is the
+/// backend's bad reply (502, origin backend), named as such, not a failure
+/// of the gateway.
+#[tokio::test]
+async fn an_http_body_content_type_no_header_can_carry_is_the_backends_fault() {
+    // google.api.HttpBody { content_type = 1, data = 2 }, encoded by hand.
+    let content_type = b"text/plain\r\nX-Evil: 1";
+    let mut message = vec![0x0a, content_type.len() as u8];
+    message.extend_from_slice(content_type);
+    message.extend_from_slice(&[0x12, 3, b'a', b'b', b'c']);
+    let (backend, _) = support::scripted::serve(support::scripted::Script {
+        message: Some(message),
+        ..Default::default()
+    })
+    .await;
+    let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+    let r = h.client.get("/v1/shelves/1/books/2/cover").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("HttpBody content_type"), "{message}");
+    assert!(message.contains("not a valid Content-Type"), "{message}");
+    assert!(r.header("x-evil").is_none());
+}
+
 #[tokio::test]
 async fn every_method_is_also_served_at_its_grpc_path() {
     let h = Harness::start().await;

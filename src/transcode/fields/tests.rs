@@ -101,3 +101,23 @@ fn fields_the_query_cannot_reach_are_named_with_the_reason() {
         assert!(err.message.contains(says), "{key}: {}", err.message);
     }
 }
+
+#[test]
+fn a_null_value_parameter_takes_its_one_value_only() {
+    let desc = crate::transcode::json::kinds_pool()
+        .get_message_by_name("kinds.v1.ListThingsRequest")
+        .unwrap();
+    let nothing = resolve(&desc, "nothing").unwrap();
+    let mut msg = DynamicMessage::new(desc.clone());
+    set(&mut msg, &nothing, "NULL_VALUE", "nothing").unwrap();
+    set(&mut msg, &nothing, "0", "nothing").unwrap();
+    for other in ["1", "-1", "2147483647"] {
+        let err = set(&mut msg, &nothing, other, "nothing").unwrap_err();
+        assert!(
+            err.message
+                .contains("is not a value of enum google.protobuf.NullValue"),
+            "{other}: {}",
+            err.message
+        );
+    }
+}

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod protocols;
 pub mod python;
 pub mod redis;
+pub mod scripted;
 pub mod served;
 pub mod ws_raw;
 

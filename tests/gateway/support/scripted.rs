@@ -1,0 +1,65 @@
+//! A gRPC backend that answers every call with one scripted reply, written
+//! with the `h2` crate directly: response headers the test picks, an
+//! optional message, and the status in the trailers. For replies a tonic
+//! server will not send (headers and then a failed status with no message;
+//! a message a test encodes by hand).
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One reply, sent to every call.
+#[derive(Clone, Default)]
+pub struct Script {
+    /// Response headers besides `content-type: application/grpc`.
+    pub headers: Vec<(&'static str, String)>,
+    /// A message's encoded bytes (framed by the backend), if any.
+    pub message: Option<Vec<u8>>,
+    /// The gRPC status code in the trailers.
+    pub status: u32,
+    pub status_message: &'static str,
+}
+
+/// Serves `script` on a free port of 127.0.0.1; returns the address and a
+/// count of the calls received.
+pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            let script = script.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut response = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc");
+                    for (name, value) in &script.headers {
+                        response = response.header(*name, value.as_str());
+                    }
+                    let Ok(mut send) = respond.send_response(response.body(()).unwrap(), false)
+                    else {
+                        continue;
+                    };
+                    if let Some(message) = &script.message {
+                        let _ = send.send_data(Bytes::from(super::frame_bytes(0, message)), false);
+                    }
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", script.status.into());
+                    if !script.status_message.is_empty() {
+                        trailers.insert("grpc-message", script.status_message.parse().unwrap());
+                    }
+                    let _ = send.send_trailers(trailers);
+                }
+            });
+        }
+    });
+    (addr, calls)
+}
