@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +13,24 @@ use std::task::{Context, Poll};
 
 /// Body frames as produced: data, and for gRPC a final trailers frame.
 pub type FrameStream = Pin<Box<dyn Stream<Item = Frame<Bytes>> + Send>>;
+
+/// Frames of a reply that may have to be cut short: an `Err` aborts the
+/// reply (HTTP/2: the stream is reset; HTTP/1.1: the connection closes
+/// without the last chunk), so the client cannot take it as complete.
+pub type FallibleFrameStream = Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, Aborted>> + Send>>;
+
+/// A reply cut short: what a client of a raw byte stream, which has no
+/// place for an error, learns of a failure after the first byte.
+#[derive(Debug)]
+pub struct Aborted;
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the reply was cut short: the backend's stream failed")
+    }
+}
+
+impl std::error::Error for Aborted {}
 
 /// Any other body (a tonic service's reply, for instance).
 pub type BoxedBody =
@@ -56,6 +73,7 @@ impl Drop for ActivityGuard {
 enum Content {
     Full(Option<Bytes>),
     Stream(FrameStream),
+    Fallible(FallibleFrameStream),
     Boxed(BoxedBody),
 }
 
@@ -92,6 +110,15 @@ impl ResponseBody {
         }
     }
 
+    /// A stream that may end in an abort (see [`FallibleFrameStream`]).
+    pub fn fallible_stream(frames: FallibleFrameStream) -> Self {
+        ResponseBody {
+            content: Content::Fallible(frames),
+            guard: None,
+            witness: None,
+        }
+    }
+
     pub fn boxed(body: BoxedBody) -> Self {
         ResponseBody {
             content: Content::Boxed(body),
@@ -113,18 +140,19 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = Aborted;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Aborted>>> {
         if let Some(witness) = &self.witness {
             witness.before_body_poll(cx);
         }
         let frame = match &mut self.content {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Content::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(Ok)),
+            Content::Fallible(s) => s.as_mut().poll_next(cx),
             // A failing inner body ends ours; the peer sees the stream end early.
             Content::Boxed(b) => match Pin::new(b).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => {
@@ -145,7 +173,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.content {
             Content::Full(b) => b.is_none(),
-            Content::Stream(_) => false,
+            Content::Stream(_) | Content::Fallible(_) => false,
             Content::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -154,7 +182,7 @@ impl Body for ResponseBody {
         match &self.content {
             Content::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Content::Full(None) => SizeHint::with_exact(0),
-            Content::Stream(_) => SizeHint::default(),
+            Content::Stream(_) | Content::Fallible(_) => SizeHint::default(),
             Content::Boxed(b) => b.size_hint(),
         }
     }

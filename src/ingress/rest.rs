@@ -235,7 +235,9 @@ impl RestIngress {
             .edge
             .envelope(inbound, target, payload, client, started);
         let reply = self.pipeline.clone().oneshot(envelope).await?;
-        let resp = if binding.target.kind.server_streams() {
+        let resp = if binding.target.kind.server_streams() && binding.raw_response_body {
+            return self.raw_stream(&binding, reply).await;
+        } else if binding.target.kind.server_streams() {
             let format =
                 StreamFormat::from_accept(parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
             let mut builder = Response::builder().status(success_status(&reply.metadata));
@@ -263,23 +265,9 @@ impl RestIngress {
                     HttpReplyBody::Json(json) => builder
                         .header(CONTENT_TYPE, "application/json")
                         .body(ResponseBody::full(json)),
-                    HttpReplyBody::Raw { content_type, data } => {
-                        let ct = if content_type.is_empty() {
-                            HeaderValue::from_static("application/octet-stream")
-                        } else {
-                            // The backend's text, which may hold what no
-                            // header may (a line break): its fault, said so.
-                            HeaderValue::from_str(&content_type).map_err(|_| {
-                                crate::transcode::response::bad_reply(format!(
-                                    "its google.api.HttpBody content_type {:?} is not a valid Content-Type header value",
-                                    crate::error::shortened(&content_type, 256)
-                                ))
-                            })?
-                        };
-                        builder
-                            .header(CONTENT_TYPE, ct)
-                            .body(ResponseBody::full(data))
-                    }
+                    HttpReplyBody::Raw { content_type, data } => builder
+                        .header(CONTENT_TYPE, http_body_content_type(&content_type)?)
+                        .body(ResponseBody::full(data)),
                 }
             }
         };
@@ -337,6 +325,78 @@ impl RestIngress {
                 if outcome.complete { "true" } else { "false" },
             )
             .body(ResponseBody::full(json))
+            .map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
+    }
+
+    /// A server stream of `google.api.HttpBody`: one download, its bytes
+    /// the messages' `data` in order and its content type the first
+    /// message's, as grpc-gateway and Envoy write it. A failure after the
+    /// first byte cannot be said in the body: the reply is cut short
+    /// (HTTP/2: reset; HTTP/1.1: no last chunk), never ended as complete.
+    async fn raw_stream(
+        &self,
+        binding: &Arc<Binding>,
+        reply: crate::envelope::Reply,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let crate::envelope::Reply { metadata, mut body } = reply;
+        let mut first = None;
+        while let Some(frame) = body.next().await {
+            match frame {
+                Ok(ReplyFrame::Message(bytes)) => {
+                    first = Some(raw_part(binding, &bytes)?);
+                    break;
+                }
+                Ok(ReplyFrame::Trailers(_)) => {}
+                // Nothing sent yet: the error is the reply.
+                Err(e) => return Err(e.with_reply_headers(&metadata)),
+            }
+        }
+        let (content_type, data) = first.unwrap_or_default();
+        let content_type = http_body_content_type(&content_type)?;
+        let mut builder = Response::builder().status(success_status(&metadata));
+        if let Some(headers) = builder.headers_mut() {
+            copy_reply_headers(&metadata, headers);
+        }
+        let path = binding.target.path.clone();
+        let request_id = crate::observe::request_scope::current();
+        let binding = binding.clone();
+        let rest = body.filter_map(move |frame| {
+            let out = match frame {
+                Ok(ReplyFrame::Message(bytes)) => match raw_part(&binding, &bytes) {
+                    Ok((_, data)) => Some(Ok(Frame::data(data))),
+                    Err(e) => Some(Err(e)),
+                },
+                Ok(ReplyFrame::Trailers(_)) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let out = out.map(|r| {
+                r.map_err(|e| {
+                    crate::observe::stream_failed(
+                        ClientProtocol::Rest,
+                        path.as_str(),
+                        request_id.as_ref(),
+                        &e,
+                    );
+                    crate::ingress::body::Aborted
+                })
+            });
+            std::future::ready(out)
+        });
+        let frames = futures_util::stream::iter((!data.is_empty()).then(|| Ok(Frame::data(data))))
+            .chain(rest)
+            // After an abort, nothing more.
+            .scan(false, |aborted, frame| {
+                if *aborted {
+                    return std::future::ready(None);
+                }
+                *aborted = frame.is_err();
+                std::future::ready(Some(frame))
+            });
+        builder
+            .header(CONTENT_TYPE, content_type)
+            .header("cache-control", "no-cache")
+            .header("x-accel-buffering", "no")
+            .body(ResponseBody::fallible_stream(Box::pin(frames)))
             .map_err(|e| GatewayError::internal(format!("could not build the response: {e}")))
     }
 
@@ -489,6 +549,29 @@ fn on_line(mut e: GatewayError, number: usize) -> GatewayError {
         }
     }
     e
+}
+
+/// The `Content-Type` of a backend's `google.api.HttpBody`: its own, or
+/// `application/octet-stream` when empty. A type no header can carry (a
+/// line break in it) is the backend's bad reply, said so.
+fn http_body_content_type(content_type: &str) -> Result<HeaderValue, GatewayError> {
+    if content_type.is_empty() {
+        return Ok(HeaderValue::from_static("application/octet-stream"));
+    }
+    HeaderValue::from_str(content_type).map_err(|_| {
+        response::bad_reply(format!(
+            "its google.api.HttpBody content_type {:?} is not a valid Content-Type header value",
+            crate::error::shortened(content_type, 256)
+        ))
+    })
+}
+
+/// One message of an HttpBody stream: its content type and its bytes.
+fn raw_part(binding: &Binding, bytes: &[u8]) -> Result<(String, Bytes), GatewayError> {
+    Ok(match response::unary(binding, bytes)? {
+        HttpReplyBody::Raw { content_type, data } => (content_type, data),
+        HttpReplyBody::Json(json) => ("application/json".to_owned(), Bytes::from(json)),
+    })
 }
 
 /// A client-streaming request body: newline-delimited JSON, one message per

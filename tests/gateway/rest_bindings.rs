@@ -221,18 +221,111 @@ async fn http_body_carries_raw_bytes_both_ways() {
     assert_eq!(r.json()["size"], "8");
 }
 
+/// google.api.HttpBody { content_type = 1, data = 2 }, encoded by hand.
+fn http_body(content_type: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut message = vec![0x0a, content_type.len() as u8];
+    message.extend_from_slice(content_type);
+    message.extend_from_slice(&[0x12, data.len() as u8]);
+    message.extend_from_slice(data);
+    message
+}
+
+/// A gateway for `download.v1.Files`, whose `Download` is a server stream
+/// of `google.api.HttpBody` at `GET /v1/files/{name}`, served by `backend`.
+async fn download_gateway(backend: std::net::SocketAddr) -> portico::app::Gateway {
+    let dir = std::env::temp_dir().join(format!("portico-download-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("download.proto"),
+        r#"syntax = "proto3";
+package download.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+service Files {
+  rpc Download(DownloadRequest) returns (stream google.api.HttpBody) {
+    option (google.api.http) = { get: "/v1/files/{name}" };
+  }
+}
+message DownloadRequest { string name = 1; }
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"download.proto\"]\n[upstreams.files]\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"download.v1.Files\"\nupstream = \"files\"\n",
+        dir.display()
+    );
+    let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    gateway
+}
+
+/// A server stream of HttpBody is one download, as httpbody.proto describes
+/// it: the messages' bytes in order under the first one's content type.
+/// A failure after the first byte cuts the reply short (no last chunk), so
+/// the client never takes a partial file for the whole.
+#[tokio::test]
+async fn a_stream_of_http_bodies_is_one_download_and_a_failure_cuts_it_short() {
+    let parts = vec![
+        http_body(b"text/csv", b"name,pages\n"),
+        http_body(b"", b"Solaris,204\n"),
+        http_body(b"", b"Dune,412\n"),
+    ];
+    let (complete, _) = support::scripted::serve(support::scripted::Script {
+        messages: parts.clone(),
+        ..Default::default()
+    })
+    .await;
+    let gw = download_gateway(complete).await;
+    let r = support::HttpClient::new(gw.addr)
+        .get("/v1/files/books.csv")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/csv"));
+    assert_eq!(r.text(), "name,pages\nSolaris,204\nDune,412\n");
+
+    let (failing, _) = support::scripted::serve(support::scripted::Script {
+        messages: parts,
+        pause_before_status: std::time::Duration::from_millis(200),
+        status: 14,
+        status_message: "disk gone",
+        ..Default::default()
+    })
+    .await;
+    let gw = download_gateway(failing).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    socket
+        .write_all(b"GET /v1/files/books.csv HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    // The connection is closed (a reset is as good: either way, not complete).
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        socket.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the connection is closed");
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("transfer-encoding: chunked"), "{raw}");
+    assert!(raw.contains("Dune,412"), "{raw}");
+    assert!(
+        !raw.ends_with("0\r\n\r\n"),
+        "a failed download must not end as complete: {raw}"
+    );
+}
+
 /// A backend's HttpBody whose content type no header can carry is the
 /// backend's bad reply (502, origin backend), named as such, not a failure
 /// of the gateway.
 #[tokio::test]
 async fn an_http_body_content_type_no_header_can_carry_is_the_backends_fault() {
-    // google.api.HttpBody { content_type = 1, data = 2 }, encoded by hand.
-    let content_type = b"text/plain\r\nX-Evil: 1";
-    let mut message = vec![0x0a, content_type.len() as u8];
-    message.extend_from_slice(content_type);
-    message.extend_from_slice(&[0x12, 3, b'a', b'b', b'c']);
+    let message = http_body(b"text/plain\r\nX-Evil: 1", b"abc");
     let (backend, _) = support::scripted::serve(support::scripted::Script {
-        message: Some(message),
+        messages: vec![message],
         ..Default::default()
     })
     .await;

@@ -2,7 +2,7 @@
 //! with the `h2` crate directly: response headers the test picks, an
 //! optional message, and the status in the trailers. For replies a tonic
 //! server will not send (headers and then a failed status with no message;
-//! a message a test encodes by hand).
+//! messages a test encodes by hand, with no generated code behind them).
 
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -14,8 +14,11 @@ use std::sync::Arc;
 pub struct Script {
     /// Response headers besides `content-type: application/grpc`.
     pub headers: Vec<(&'static str, String)>,
-    /// A message's encoded bytes (framed by the backend), if any.
-    pub message: Option<Vec<u8>>,
+    /// Messages' encoded bytes (each framed by the backend), in order.
+    pub messages: Vec<Vec<u8>>,
+    /// A wait between the messages and the status (a backend failing
+    /// mid-stream, after the gateway has passed the messages on).
+    pub pause_before_status: std::time::Duration,
     /// The gRPC status code in the trailers.
     pub status: u32,
     pub status_message: &'static str,
@@ -36,27 +39,34 @@ pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                 let Ok(mut conn) = h2::server::handshake(socket).await else {
                     return;
                 };
+                // Each call on its own task: the connection is driven by
+                // `accept` alone, which must keep running while a call waits.
                 while let Some(Ok((_req, mut respond))) = conn.accept().await {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    let mut response = http::Response::builder()
-                        .status(200)
-                        .header("content-type", "application/grpc");
-                    for (name, value) in &script.headers {
-                        response = response.header(*name, value.as_str());
-                    }
-                    let Ok(mut send) = respond.send_response(response.body(()).unwrap(), false)
-                    else {
-                        continue;
-                    };
-                    if let Some(message) = &script.message {
-                        let _ = send.send_data(Bytes::from(super::frame_bytes(0, message)), false);
-                    }
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", script.status.into());
-                    if !script.status_message.is_empty() {
-                        trailers.insert("grpc-message", script.status_message.parse().unwrap());
-                    }
-                    let _ = send.send_trailers(trailers);
+                    let script = script.clone();
+                    tokio::spawn(async move {
+                        let mut response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc");
+                        for (name, value) in &script.headers {
+                            response = response.header(*name, value.as_str());
+                        }
+                        let Ok(mut send) = respond.send_response(response.body(()).unwrap(), false)
+                        else {
+                            return;
+                        };
+                        for message in &script.messages {
+                            let _ =
+                                send.send_data(Bytes::from(super::frame_bytes(0, message)), false);
+                        }
+                        tokio::time::sleep(script.pause_before_status).await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", script.status.into());
+                        if !script.status_message.is_empty() {
+                            trailers.insert("grpc-message", script.status_message.parse().unwrap());
+                        }
+                        let _ = send.send_trailers(trailers);
+                    });
                 }
             });
         }
