@@ -113,8 +113,10 @@ pub enum ErrorKind {
     /// `bearer`: the route takes a bearer token, so an HTTP reply carries
     /// a `Bearer` challenge.
     Unauthenticated { missing: bool, bearer: bool },
-    /// The caller is known but lacks what the route requires.
-    Forbidden,
+    /// The caller is known but lacks what the route requires; `scope`:
+    /// the scopes the route requires, when a bearer token lacked some
+    /// (RFC 6750's `insufficient_scope` challenge names them).
+    Forbidden { scope: Option<String> },
     /// A rate limit is exhausted; a call will be allowed after `retry_after`.
     RateLimited {
         limit: u32,
@@ -356,6 +358,9 @@ impl GatewayError {
             ErrorKind::Unauthenticated { missing: false, .. } => Some(format!(
                 "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{}\"",
                 self.message.replace(['"', '\\'], "'")
+            )),
+            ErrorKind::Forbidden { scope: Some(scope) } => Some(format!(
+                "Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"{scope}\""
             )),
             _ => None,
         }
@@ -703,7 +708,7 @@ impl ErrorKind {
             ErrorKind::UnknownMethod { .. } => Code::Unimplemented,
             ErrorKind::OriginNotAllowed { .. } => Code::PermissionDenied,
             ErrorKind::Unauthenticated { .. } => Code::Unauthenticated,
-            ErrorKind::Forbidden => Code::PermissionDenied,
+            ErrorKind::Forbidden { .. } => Code::PermissionDenied,
             ErrorKind::RateLimited { .. } => Code::ResourceExhausted,
             ErrorKind::UnsupportedEncoding => Code::Unimplemented,
             ErrorKind::MethodNotAllowed { .. } => Code::Unimplemented,
@@ -741,7 +746,7 @@ impl ErrorKind {
             ErrorKind::UnknownMethod { .. } => StatusCode::NOT_FOUND,
             ErrorKind::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             ErrorKind::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden { .. } => StatusCode::FORBIDDEN,
             ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -880,6 +885,15 @@ impl std::error::Error for GatewayError {}
 /// often say only "connect error" at the top.
 pub fn with_causes(e: &dyn std::error::Error) -> String {
     causes_after(e.to_string(), e.source())
+}
+
+/// A gRPC status said as its message and causes, without the `Debug`-like
+/// dump of its metadata and details that its `Display` writes.
+pub fn status_with_causes(status: &tonic::Status) -> String {
+    causes_after(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
 }
 
 /// `head`, then each cause in `source`'s chain that does not repeat what

@@ -290,8 +290,19 @@ impl Upstream {
                     }));
                     return Ok(reply);
                 }
-                Err(failed) => {
+                Err(mut failed) => {
                     drop(guard);
+                    // Which upstream could not be reached: the operator's
+                    // first question (the endpoint is in the access log and
+                    // the retry line, not told to clients).
+                    if matches!(failed.error.kind, ErrorKind::BackendUnavailable) {
+                        let message = failed.error.message.replacen(
+                            "backend unavailable: ",
+                            &format!("backend unavailable (upstream {}): ", self.config.name),
+                            1,
+                        );
+                        failed.error.message = message;
+                    }
                     let ejected = if failed.endpoint_fault {
                         self.on_failure(&ep)
                     } else {

@@ -13,8 +13,9 @@ use serde_json::Value;
 use std::sync::Arc;
 use tower::Service;
 
-/// Why a principal does not satisfy the rules, if it does not.
-pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), String> {
+/// The route's scopes the principal was not granted (`scope`, `scp` or
+/// `scopes`, a space-separated string or a list).
+fn lacked_scopes<'a>(rules: &'a AuthorizeConfig, principal: &Principal) -> Vec<&'a String> {
     let granted: Vec<&str> = ["scope", "scp", "scopes"]
         .iter()
         .filter_map(|k| principal.claims.get(*k))
@@ -24,6 +25,15 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
             _ => Vec::new(),
         })
         .collect();
+    rules
+        .scopes
+        .iter()
+        .filter(|scope| !granted.contains(&scope.as_str()))
+        .collect()
+}
+
+/// Why a principal does not satisfy the rules, if it does not.
+pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), String> {
     // Everything missing is named at once: a client fixing one thing at a
     // time would be refused once per requirement.
     let mut missing: Vec<String> = Vec::new();
@@ -35,10 +45,8 @@ pub fn check(rules: &AuthorizeConfig, principal: &Principal) -> Result<(), Strin
             ));
         }
     }
-    let lacked: Vec<String> = rules
-        .scopes
-        .iter()
-        .filter(|scope| !granted.contains(&scope.as_str()))
+    let lacked: Vec<String> = lacked_scopes(rules, principal)
+        .into_iter()
         .map(|scope| format!("{scope:?}"))
         .collect();
     match lacked.len() {
@@ -92,11 +100,36 @@ impl Policy for Rules {
         };
         match verdict {
             Ok(()) => Box::pin(async move { next.call(env).await }),
-            Err(why) => Box::pin(std::future::ready(Err(GatewayError::new(
-                ErrorKind::Forbidden,
-                Origin::Client,
-                format!("permission denied: {why}"),
-            )))),
+            Err(why) => {
+                // A bearer token without the scopes: RFC 6750's challenge
+                // says which the route needs.
+                let bearer = env
+                    .ctx
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .is_some_and(|v| {
+                        v.as_bytes()
+                            .get(..7)
+                            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+                    });
+                let lacked = env
+                    .ctx
+                    .principal
+                    .as_ref()
+                    .is_some_and(|p| !lacked_scopes(&self.0, p).is_empty());
+                // RFC 6750 scope tokens: printable ASCII but `"` and `\\`.
+                let scope = (bearer && lacked)
+                    .then(|| self.0.scopes.join(" "))
+                    .filter(|s| {
+                        s.bytes()
+                            .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
+                    });
+                Box::pin(std::future::ready(Err(GatewayError::new(
+                    ErrorKind::Forbidden { scope },
+                    Origin::Client,
+                    format!("permission denied: {why}"),
+                ))))
+            }
         }
     }
 }

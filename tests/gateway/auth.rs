@@ -338,6 +338,29 @@ async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
         .as_str()
         .unwrap()
         .contains("library.read"));
+    // RFC 6750 section 3.1: the challenge says which scopes the route needs.
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"library.read\"")
+    );
+    let mut channel_req = tonic::Request::new(pb::GetShelfRequest { shelf: "1".into() });
+    channel_req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", rs256(&missing_scope)).parse().unwrap(),
+    );
+    let err = pb::library_client::LibraryClient::new(h.grpc_channel().await)
+        .get_shelf(channel_req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.metadata()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("insufficient_scope")),
+        "gRPC carries the challenge too: {:?}",
+        err.metadata()
+    );
 
     let mut other_tenant = claims();
     other_tenant["tenant"] = json!("globex");
@@ -352,6 +375,8 @@ async fn a_known_caller_without_the_scope_or_claim_is_forbidden() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // A claim, not a scope, is missing: no scope challenge.
+    assert!(err.metadata().get("www-authenticate").is_none());
 
     // Scopes as an array, and a claim array that contains the value, pass.
     let mut arrays = claims();

@@ -309,3 +309,40 @@ async fn backend_trailers_over_the_limit_are_internal_everywhere() {
     let ok = h.client.get("/v1/shelves/1").await;
     assert_eq!(ok.status, 200);
 }
+
+/// A backend no one answers at is UNAVAILABLE on every protocol, and the
+/// message names the upstream (not its address) so an operator knows
+/// which to look at.
+#[tokio::test]
+async fn an_unreachable_backend_is_unavailable_everywhere_naming_the_upstream() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::start_with_config(|_| support::config_text(closed, "", "")).await;
+    let (seen, said) = through_every_protocol(
+        &h,
+        "/portico.demo.v1.Library/GetShelf",
+        Some("/v1/shelves/1"),
+        &pb::GetShelfRequest { shelf: "1".into() },
+        r#"{"shelf":"1"}"#,
+    )
+    .await;
+    assert_eq!(
+        seen,
+        Seen {
+            rest: (503, 14),
+            grpc: 14,
+            grpc_web: "14".into(),
+            connect: (503, "unavailable".into()),
+            websocket: 14
+        }
+    );
+    for message in said.0 {
+        assert!(
+            message.contains("backend unavailable (upstream demo)"),
+            "{message}"
+        );
+        assert!(!message.contains(&closed.to_string()), "{message}");
+    }
+}

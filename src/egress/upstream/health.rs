@@ -101,7 +101,7 @@ async fn probe(
                 Err(status) => Err(format!(
                     "{asked}: {:?}: {}",
                     status.code(),
-                    crate::error::with_causes(&status)
+                    crate::error::status_with_causes(&status)
                 )),
             }
         }
@@ -135,7 +135,7 @@ fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Res
         let n = ep.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
             let why = verdict.err().unwrap_or_default();
-            tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation: {why}");
+            tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation");
         }
     }
 }
