@@ -21,8 +21,8 @@ mcp-protocol-version, mcp-session-id, last-event-id";
 /// what curl would.
 const BASE_EXPOSED_HEADERS: &str =
     "grpc-status, grpc-message, grpc-status-details-bin, location, etag, \
-x-request-id, x-cache, retry-after, ratelimit-limit, ratelimit-remaining, \
-ratelimit-reset, x-portico-overloaded, www-authenticate";
+x-request-id, x-cache, age, x-aggregate-complete, retry-after, ratelimit-limit, \
+ratelimit-remaining, ratelimit-reset, x-portico-overloaded, www-authenticate";
 
 /// The host (and port) of a web page's `Origin`: an `http` or `https`
 /// origin's, whichever (a TLS-terminating proxy in front of a plain-text

@@ -287,8 +287,34 @@ fn expires_in(metadata: &HeaderMap) -> Option<Duration> {
     Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-fn with_verdict(mut metadata: HeaderMap, verdict: &'static str) -> HeaderMap {
+/// A reply as the cache gives it: its verdict, and a `Vary` naming the
+/// route's `vary` headers besides the backend's own, so a cache between
+/// the gateway and the client keeps apart what the gateway keeps apart.
+fn with_verdict(
+    mut metadata: HeaderMap,
+    verdict: &'static str,
+    route_vary: &[http::HeaderName],
+) -> HeaderMap {
     metadata.insert("x-cache", HeaderValue::from_static(verdict));
+    let said: Vec<String> = metadata
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let missing: Vec<&str> = route_vary
+        .iter()
+        .map(http::HeaderName::as_str)
+        .filter(|n| !said.iter().any(|s| s == n))
+        .collect();
+    if !missing.is_empty() {
+        let all: Vec<&str> = said.iter().map(String::as_str).chain(missing).collect();
+        if let Ok(v) = HeaderValue::from_str(&all.join(", ")) {
+            metadata.insert(http::header::VARY, v);
+        }
+    }
     metadata
 }
 
@@ -328,7 +354,8 @@ impl Policy for ResponseCache {
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
                     env.ctx.record.cache("hit");
-                    let mut metadata = with_verdict(hit.metadata.clone(), "HIT");
+                    let mut metadata =
+                        with_verdict(hit.metadata.clone(), "HIT", &cache.config.vary);
                     // RFC 9111 section 5.1: a stored reply says how long it
                     // has been kept, so a client's own cache does not count
                     // its max-age afresh.
@@ -422,7 +449,7 @@ impl Policy for ResponseCache {
             } else {
                 "miss"
             });
-            let mut metadata = with_verdict(entry.metadata.clone(), verdict);
+            let mut metadata = with_verdict(entry.metadata.clone(), verdict, &cache.config.vary);
             if entry.shared_hit {
                 // Kept by the fleet since another instance stored it.
                 metadata.insert(

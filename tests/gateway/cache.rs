@@ -354,3 +354,42 @@ async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
         assert_eq!(varies("de").await, hit, "{protocol:?}: de again");
     }
 }
+
+/// The route's `vary` headers are told to the client in `Vary`, beside the
+/// backend's own, so a cache between the gateway and the client keeps
+/// apart what the gateway keeps apart.
+#[tokio::test]
+async fn the_routes_vary_headers_are_named_in_the_replys_vary() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", vary = [\"accept-language\"] }\n",
+            1,
+        )
+    })
+    .await;
+    let get = |lang: &'static str, reply_vary: &'static str| {
+        let client = h.client.clone();
+        async move {
+            let mut headers = vec![("accept-language", lang)];
+            if !reply_vary.is_empty() {
+                headers.push(("x-reply-vary", reply_vary));
+            }
+            client
+                .send(http::Method::GET, "/v1/probe/headers", &headers, "")
+                .await
+        }
+    };
+    let miss = get("en", "").await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(miss.header("vary"), Some("accept-language"));
+    let hit = get("en", "").await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.header("vary"), Some("accept-language"));
+    assert_eq!(get("fr", "").await.header("x-cache"), Some("MISS"));
+    // The backend's own Vary comes first, the route's after it, once.
+    let both = get("de", "x-tenant").await;
+    assert_eq!(both.header("vary"), Some("x-tenant, accept-language"));
+    let named = get("it", "x-tenant, Accept-Language").await;
+    assert_eq!(named.header("vary"), Some("x-tenant, Accept-Language"));
+}

@@ -598,6 +598,8 @@ async fn replies_to_an_allowed_origin_expose_the_grpc_status() {
         "grpc-message",
         "x-request-id",
         "x-cache",
+        "age",
+        "x-aggregate-complete",
         "retry-after",
         "ratelimit-limit",
         "ratelimit-remaining",
