@@ -255,6 +255,17 @@ impl RouteTable {
                     add(Method::POST, &path, "*", "", true)?;
                 }
             }
+            // A cache that can keep nothing is said, not silently ignored
+            // (a warning: a config giving every route the same settings
+            // still loads).
+            if route.cache.is_some() && !table.targets.values().any(|t| t.route == i && t.cacheable)
+            {
+                tracing::warn!(
+                    key = %format!("{key}.cache"),
+                    "no method of {} is cached: only unary methods are, those bound to GET, marked NO_SIDE_EFFECTS or listed in cache.methods",
+                    service.full_name()
+                );
+            }
         }
         // A name no routed method answers to would silently retry nothing.
         for (u, upstream) in config.upstreams.iter().enumerate() {
