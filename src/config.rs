@@ -642,10 +642,6 @@ impl Validator<'_> {
                 }
             }
         }
-        for e in &mut ext_authz {
-            e.gateway_owned
-                .extend(metadata.gateway_owned.iter().cloned());
-        }
         let context = crate::routes::config::RouteContext {
             upstreams: &upstreams,
             authenticators: &authenticators,

@@ -147,6 +147,10 @@ pub struct RequestCtx {
     /// verified the principal: two kinds of credential naming one subject
     /// may get different replies (the backend sees different headers).
     pub authenticated_by: usize,
+    /// The headers the route's authenticators write (`forward_claims` and
+    /// their `-bin` twins), set by the authentication policy: no later
+    /// policy (an authorization service's answer) may change them.
+    pub claim_headers: Option<Arc<[http::HeaderName]>>,
     /// The client's request headers as the request edge made them (with
     /// credentials lifted from the query or a WebSocket subprotocol): what
     /// policies read, whatever the protocol. Not what the backend receives:
@@ -169,6 +173,7 @@ impl RequestCtx {
             client_addr,
             principal: None,
             authenticated_by: 0,
+            claim_headers: None,
             headers,
             client_timeout: None,
             client_cert: None,

@@ -350,7 +350,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             .iter()
             .map(|r| {
                 (!r.auth.is_empty()).then(|| {
-                    Arc::new(policy::auth::RouteAuth(
+                    Arc::new(policy::auth::RouteAuth::new(
                         r.auth.iter().map(|&i| authenticators[i].clone()).collect(),
                     ))
                 })

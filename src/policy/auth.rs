@@ -305,10 +305,31 @@ enum CredentialPlace {
     Cookie(String),
 }
 
-/// A route's authenticators, in the order they are tried.
-pub struct RouteAuth(pub Vec<Arc<Authenticator>>);
+/// A route's authenticators, in the order they are tried, and the headers
+/// they write (every one's `forward_claims`, with `-bin` twins).
+pub struct RouteAuth {
+    authenticators: Vec<Arc<Authenticator>>,
+    claim_headers: Arc<[http::HeaderName]>,
+}
 
 impl RouteAuth {
+    pub fn new(authenticators: Vec<Arc<Authenticator>>) -> RouteAuth {
+        let mut claim_headers = Vec::new();
+        for a in &authenticators {
+            for (_, header) in &a.forward_claims {
+                for name in [header.clone(), crate::headers::binary_twin(header)] {
+                    if !claim_headers.contains(&name) {
+                        claim_headers.push(name);
+                    }
+                }
+            }
+        }
+        RouteAuth {
+            authenticators,
+            claim_headers: claim_headers.into(),
+        }
+    }
+
     /// Authenticates with the first authenticator that applies. With none
     /// applying: a call with no credential at all is told what the route
     /// takes; one with an `Authorization` header none applies to gets the
@@ -317,19 +338,16 @@ impl RouteAuth {
         // The headers authenticators write are the gateway's alone: a value
         // the client sent never reaches the backend or a later policy,
         // whichever authenticator decides and whatever claims it has.
-        for a in &self.0 {
-            for (_, header) in &a.forward_claims {
-                for name in [header.clone(), crate::headers::binary_twin(header)] {
-                    if env.ctx.headers.contains_key(&name) {
-                        Arc::make_mut(&mut env.ctx.headers).remove(&name);
-                    }
-                    env.metadata.remove(&name);
-                }
+        for name in self.claim_headers.iter() {
+            if env.ctx.headers.contains_key(name) {
+                Arc::make_mut(&mut env.ctx.headers).remove(name);
             }
+            env.metadata.remove(name);
         }
-        if self.0.len() > 1 {
+        env.ctx.claim_headers = Some(self.claim_headers.clone());
+        if self.authenticators.len() > 1 {
             let mut kinds: Vec<String> = self
-                .0
+                .authenticators
                 .iter()
                 .filter_map(|a| a.credential_present(env))
                 .collect();
@@ -346,10 +364,10 @@ impl RouteAuth {
             }
         }
         let result = self.authenticate_with_one(env).await;
-        if result.is_ok() && self.0.len() > 1 {
+        if result.is_ok() && self.authenticators.len() > 1 {
             self.drop_unverified(env);
         }
-        if self.0.iter().any(|a| a.reads_bearer()) {
+        if self.authenticators.iter().any(|a| a.reads_bearer()) {
             result
         } else {
             result.map_err(GatewayError::without_bearer_challenge)
@@ -361,17 +379,27 @@ impl RouteAuth {
     /// bearer token beside the client certificate that decided): a backend
     /// behind an authenticating route may trust what reaches it.
     fn drop_unverified(&self, env: &mut Envelope) {
-        let verified = self.0[env.ctx.authenticated_by].reads();
-        for other in &self.0 {
+        let verified = self.authenticators[env.ctx.authenticated_by].reads();
+        for other in &self.authenticators {
             for place in other.reads() {
                 if verified.contains(&place) {
                     continue;
                 }
+                // Gone for the backend and for the policies after this one
+                // (an authorization service's `include_headers`, a key).
                 match place {
                     CredentialPlace::Header(name) => {
                         env.metadata.remove(&name);
+                        if env.ctx.headers.contains_key(&name) {
+                            Arc::make_mut(&mut env.ctx.headers).remove(&name);
+                        }
                     }
-                    CredentialPlace::Cookie(name) => strip_cookie(&mut env.metadata, &name),
+                    CredentialPlace::Cookie(name) => {
+                        strip_cookie(&mut env.metadata, &name);
+                        if env.ctx.headers.contains_key(http::header::COOKIE) {
+                            strip_cookie(Arc::make_mut(&mut env.ctx.headers), &name);
+                        }
+                    }
                 }
             }
         }
@@ -380,7 +408,7 @@ impl RouteAuth {
     /// Picks the authenticator that applies and lets it decide.
     async fn authenticate_with_one(&self, env: &mut Envelope) -> Result<(), GatewayError> {
         // By its place in the route's list, which the cache keys on.
-        let chosen = match self.0.as_slice() {
+        let chosen = match self.authenticators.as_slice() {
             [_] => 0,
             all => match all.iter().position(|a| a.applies(env)) {
                 Some(i) => i,
@@ -410,7 +438,7 @@ impl RouteAuth {
             },
         };
         env.ctx.authenticated_by = chosen;
-        self.0[chosen].authenticate(env).await
+        self.authenticators[chosen].authenticate(env).await
     }
 }
 

@@ -228,11 +228,21 @@ impl ExtAuthz {
         match &*decision {
             Decision::Allow { add, remove } => {
                 self.stats.allowed.fetch_add(1, Ordering::Relaxed);
-                // The gateway's own headers stay the gateway's: a verified
-                // claim or the request id is never the service's to change.
-                let owned = &self.config.gateway_owned;
-                let remove = remove.iter().filter(|n| !owned.contains(n));
-                let add = add.iter().filter(|(n, _, _)| !owned.contains(n));
+                // The gateway's own headers stay the gateway's: the request
+                // id, and the claims this route's authenticators write, are
+                // never the service's to change.
+                let claims = env.ctx.claim_headers.clone();
+                let owned = |n: &HeaderName| {
+                    *n == crate::ingress::edge::request_id::HEADER
+                        || claims.as_ref().is_some_and(|c| c.contains(n))
+                };
+                let remove = remove.iter().filter(|n| !owned(n));
+                // A `-bin` value that is not base64 would fail the
+                // backend's call, as a client's is refused.
+                let add = add.iter().filter(|(n, v, _)| {
+                    !owned(n)
+                        && (!n.as_str().ends_with("-bin") || crate::headers::is_binary_value(v))
+                });
                 for name in remove.clone() {
                     env.metadata.remove(name);
                 }
@@ -377,12 +387,6 @@ impl ExtAuthz {
                     header_options(&ok.headers)
                         .into_iter()
                         .filter(|(name, _, _)| !crate::headers::is_framing(name))
-                        // gRPC metadata: a `-bin` value that is not base64
-                        // would fail the backend's call, as a client's is refused.
-                        .filter(|(name, value, _)| {
-                            !name.as_str().ends_with("-bin")
-                                || crate::headers::is_binary_value(value)
-                        })
                         .collect(),
                     ok.headers_to_remove
                         .iter()

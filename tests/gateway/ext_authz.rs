@@ -281,6 +281,22 @@ async fn an_ext_authz_server_decides_the_same_on_every_protocol() {
         "no denied_response: a 403 with the status message"
     );
     assert_eq!(r.text(), "no tenant, no entry");
+
+    // On a route that authenticates no one, no authenticator writes
+    // x-consumer: the service's value is applied (the request id is still
+    // the gateway's).
+    let h = gateway(
+        &sections("opa", &format!("grpc = \"{addr}\""), ""),
+        "ext_authz = \"opa\"",
+    )
+    .await;
+    let seen = call(&h, Protocol::Rest, &[("x-tenant", "acme")], "", None).await;
+    assert_eq!(seen.code, 0, "{}", seen.message);
+    assert_eq!(seen.metadata["x-consumer"], "ext-says-root");
+    assert_eq!(
+        seen.metadata["x-request-id"].as_str(),
+        seen.request_id.as_deref()
+    );
 }
 
 #[tokio::test]

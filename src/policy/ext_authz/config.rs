@@ -31,10 +31,6 @@ pub struct ExtAuthzConfig {
     /// Decisions kept per principal and method; `None`: every call asks.
     pub cache_ttl: Option<Duration>,
     pub cache_max_entries: u64,
-    /// Headers only the gateway writes (the request id, the authenticators'
-    /// `forward_claims` and their `-bin` twins): an allowing answer may
-    /// neither set nor remove them.
-    pub gateway_owned: Vec<http::HeaderName>,
 }
 
 impl Validator<'_> {
@@ -124,6 +120,15 @@ impl Validator<'_> {
                 "only applies to forward-auth (http = \"...\"); a gRPC service adds headers in its OkHttpResponse",
             ));
         }
+        if let Some(i) = upstream_headers
+            .iter()
+            .position(|h| *h == crate::ingress::edge::request_id::HEADER)
+        {
+            return Err(self.err(
+                format!("{key}.upstream_headers[{i}]"),
+                "x-request-id is the gateway's: the id the client gets back and the access log keeps",
+            ));
+        }
         let cache_ttl = f
             .cache_ttl
             .is_some()
@@ -149,8 +154,6 @@ impl Validator<'_> {
             upstream_headers,
             cache_ttl,
             cache_max_entries: f.cache_max_entries.unwrap_or(10_000),
-            // Filled in once the authenticators are known.
-            gateway_owned: vec![crate::ingress::edge::request_id::HEADER],
         })
     }
 }
