@@ -65,6 +65,18 @@ pub fn decode(
     json: &[u8],
     o: &JsonOptions,
 ) -> Result<DynamicMessage, GatewayError> {
+    decode_at(desc, json, o, 1)
+}
+
+/// [`decode`] for a message that sits `depth` messages down in the request
+/// (2 for a `body: "field"` binding's field), so the depth protobuf's
+/// decoders count is the request's.
+pub fn decode_at(
+    desc: &MessageDescriptor,
+    json: &[u8],
+    o: &JsonOptions,
+    depth: usize,
+) -> Result<DynamicMessage, GatewayError> {
     // The protobuf JSON reader refuses any member of an Empty, unknown as
     // every member is; a route that drops unknown fields drops them here
     // too, as protobuf's own readers do when told to ignore unknown fields.
@@ -82,9 +94,17 @@ pub fn decode(
     let parsed =
         DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &deserialize_options(o))
             .and_then(|m| de.end().map(|()| m));
-    let msg = parsed.map_err(|_| explain_failure(desc, json, o, ""))?;
-    if exact.nesting > SHALLOW_ENOUGH {
-        refuse_too_deep(&msg, "")?;
+    let msg = parsed.map_err(|e| {
+        // prost's own limit, met inside a Struct or Value the reader
+        // builds through it: the same refusal as a deep message's.
+        if e.to_string().contains("recursion limit reached") {
+            too_many_messages(String::new())
+        } else {
+            explain_failure(desc, json, o, "")
+        }
+    })?;
+    if exact.nesting > shallow_enough(depth) {
+        refuse_too_deep(&msg, "", depth)?;
     }
     Ok(msg)
 }
@@ -95,15 +115,23 @@ pub fn decode(
 /// cannot decode, so the gateway refuses it first, naming the field.
 pub const MAX_MESSAGE_DEPTH: usize = 100;
 
-/// JSON nested at most this deep makes at most [`MAX_MESSAGE_DEPTH`]
-/// messages: one JSON object is at most three (a `Struct`, its map entry
-/// and the entry's `Value`), and a `Value` holding a number adds one.
-const SHALLOW_ENOUGH: usize = (MAX_MESSAGE_DEPTH - 1) / 3;
+/// JSON nested at most this deep, in a message `depth` down, makes at most
+/// [`MAX_MESSAGE_DEPTH`] messages: one JSON object is at most three (a
+/// `Struct`, its map entry and the entry's `Value`), and a `Value` holding
+/// a number adds one.
+fn shallow_enough(depth: usize) -> usize {
+    (MAX_MESSAGE_DEPTH - depth) / 3
+}
 
 /// Refuses a message whose deepest field sits more than
 /// [`MAX_MESSAGE_DEPTH`] messages down (the top one counted, as each map
-/// entry is), naming that field under `prefix`.
-pub fn refuse_too_deep(msg: &DynamicMessage, prefix: &str) -> Result<(), GatewayError> {
+/// entry is), naming that field under `prefix`; `msg` itself sits `depth`
+/// messages down in the request (1: it is the request).
+pub fn refuse_too_deep(
+    msg: &DynamicMessage,
+    prefix: &str,
+    depth: usize,
+) -> Result<(), GatewayError> {
     fn deepest(msg: &DynamicMessage, depth: usize, path: &mut String) -> bool {
         use prost_reflect::{MapKey, ReflectMessage, Value};
         // A Struct's, Value's or ListValue's own fields are no part of the
@@ -168,15 +196,21 @@ pub fn refuse_too_deep(msg: &DynamicMessage, prefix: &str) -> Result<(), Gateway
         false
     }
     let mut path = String::new();
-    if deepest(msg, 1, &mut path) {
-        return Err(GatewayError::invalid_field(
-            join(prefix, &path),
-            format!(
-                "nests messages more than {MAX_MESSAGE_DEPTH} deep, which protobuf does not decode (in a google.protobuf.Struct, Value or ListValue each JSON object is three messages and each array two)"
-            ),
-        ));
+    if deepest(msg, depth, &mut path) {
+        return Err(too_many_messages(join(prefix, &path)));
     }
     Ok(())
+}
+
+/// A request nested deeper than protobuf decodes, at `field` (empty when
+/// the reader could not say where).
+fn too_many_messages(field: String) -> GatewayError {
+    GatewayError::invalid_field(
+        field,
+        format!(
+            "nests messages more than {MAX_MESSAGE_DEPTH} deep, which protobuf does not decode (in a google.protobuf.Struct, Value or ListValue each JSON object is three messages and each array two)"
+        ),
+    )
 }
 
 /// Parses a `serde_json::Value` as `desc`; `prefix` names where it sits in
@@ -192,8 +226,10 @@ pub fn decode_value(
         DynamicMessage::deserialize_with_options(desc.clone(), value, &deserialize_options(o))
             .map_err(|_| without_position(explain_failure(desc, &text, o, prefix)))?;
     // Values built from a body already held: rarer than whole bodies, so
-    // walked whatever their depth.
-    refuse_too_deep(&msg, prefix)?;
+    // walked whatever their depth. A body field's message (`prefix` names
+    // it) sits one down in the request.
+    let depth = if prefix.is_empty() { 1 } else { 2 };
+    refuse_too_deep(&msg, prefix, depth)?;
     Ok(msg)
 }
 
@@ -470,13 +506,13 @@ mod tests {
         // A Struct: each object three messages (Struct, entry, Value), so
         // 33 objects in `attributes` pass and 34 do not, as upb decodes.
         let attributes = |n: usize| format!("{{\"attributes\":{}}}", nest("{\"a\":", "1", "}", n));
-        assert!(super::decode(&thing, attributes(32).as_bytes(), &o).is_ok());
+        assert!(super::decode(&thing, attributes(33).as_bytes(), &o).is_ok());
         let err = super::decode(&thing, attributes(34).as_bytes(), &o).unwrap_err();
         assert!(err.message.contains("attributes.a.a"), "{}", err.message);
         // A ListValue: each array two (ListValue, Value).
         let list = |n: usize| format!("{{\"list\":{}}}", nest("[", "1", "]", n));
         assert!(super::decode(&thing, list(49).as_bytes(), &o).is_ok());
-        let err = super::decode(&thing, list(51).as_bytes(), &o).unwrap_err();
+        let err = super::decode(&thing, list(50).as_bytes(), &o).unwrap_err();
         assert!(err.message.contains("list"), "{}", err.message);
         // A map of messages: the entry and its value.
         let children = |n: usize| nest("{\"children\":{\"7\":", "{}", "}}", n);
@@ -487,6 +523,17 @@ mod tests {
             "{}",
             err.message
         );
+        // Deeper still, prost's own limit inside the Struct reader says it
+        // first: the same refusal.
+        let err = super::decode(&thing, attributes(70).as_bytes(), &o).unwrap_err();
+        assert!(
+            err.message.contains("more than 100 deep"),
+            "{}",
+            err.message
+        );
+        // A body field's message sits one down: one level fewer fits.
+        assert!(super::decode_at(&thing, parents(99).as_bytes(), &o, 2).is_ok());
+        assert!(super::decode_at(&thing, parents(100).as_bytes(), &o, 2).is_err());
     }
 
     #[test]

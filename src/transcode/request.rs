@@ -311,8 +311,8 @@ fn body_field(
                 let msg = json::decode_value(&desc, value, opts, field.name())?;
                 Ok((Some(Value::Message(msg)), Some(paths)))
             } else {
-                let msg =
-                    json::decode(&desc, body, opts).map_err(|e| prefix_field(e, field.name()))?;
+                let msg = json::decode_at(&desc, body, opts, 2)
+                    .map_err(|e| prefix_field(e, field.name()))?;
                 Ok((Some(Value::Message(msg)), None))
             }
         }
