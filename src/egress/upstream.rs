@@ -310,12 +310,29 @@ impl Upstream {
                         None
                     };
                     record.attempt_done(started, Some(&failed.error), ejected);
-                    // A call the breaker shed fails at once: sent again, it
-                    // would wait out backoffs instead.
-                    let shed = matches!(failed.error.kind, ErrorKind::Overloaded { .. });
-                    let retryable = !shed
-                        && (failed.unreached
-                            || idempotent && retry.retry_on.contains(&failed.error.grpc_code()));
+                    // A call shed because this endpoint's connections are
+                    // full was never sent: it goes at once (no backoff, no
+                    // budget) to an endpoint not tried yet, which may have
+                    // a free stream, and fails when none is left. It is
+                    // never retried otherwise: sent again after a backoff,
+                    // it would wait instead of failing fast.
+                    if matches!(failed.error.kind, ErrorKind::Overloaded { .. }) {
+                        tried.push(ep);
+                        let now = now_millis();
+                        let untried = self.snapshot().endpoints.iter().any(|e| {
+                            e.is_available(now) && !tried.iter().any(|t| std::ptr::eq(&**t, &**e))
+                        });
+                        match spare {
+                            Some(next) if untried => {
+                                last_failure = Some(failed.error);
+                                env = next;
+                                continue;
+                            }
+                            _ => return Err(failed.error),
+                        }
+                    }
+                    let retryable = failed.unreached
+                        || idempotent && retry.retry_on.contains(&failed.error.grpc_code());
                     let Some(next) = spare.filter(|_| retryable) else {
                         return Err(failed.error);
                     };
@@ -642,6 +659,87 @@ mod tests {
             .map(|_| u.pick(None, &[]).unwrap().address.clone())
             .collect();
         assert_eq!(picked.len(), 4, "{picked:?}");
+    }
+
+    /// A call to Library.GetShelf, for `Upstream::call` with an attempt
+    /// the test scripts.
+    fn get_shelf() -> Envelope {
+        let method = crate::fuzzing::demo_pool()
+            .get_service_by_name("portico.demo.v1.Library")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == "GetShelf")
+            .unwrap();
+        let target = Arc::new(crate::envelope::Target {
+            method,
+            path: "/portico.demo.v1.Library/GetShelf".parse().unwrap(),
+            kind: crate::envelope::CallKind::Unary,
+            upstream: crate::envelope::UpstreamId(0),
+            route: 0,
+            upstream_name: "u".into(),
+            timeout: None,
+            cacheable: false,
+            access_log: false,
+            idempotent: false,
+            hash_field: None,
+            request_json_direct: false,
+            reply_json_direct: false,
+            stats: Default::default(),
+        });
+        Envelope {
+            target,
+            metadata: http::HeaderMap::new(),
+            payload: Payload::Unary(bytes::Bytes::new()),
+            timeout: None,
+            ctx: crate::envelope::RequestCtx::new(None, Arc::new(http::HeaderMap::new())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_shed_on_a_full_endpoint_goes_to_another_at_once() {
+        let u = upstream(2, "").await;
+        let tried = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let attempts = tried.clone();
+        // The first endpoint tried has no free stream; the other has.
+        let reply = u
+            .call(get_shelf(), move |ep, _env| {
+                let attempts = attempts.clone();
+                async move {
+                    let mut seen = attempts.lock().unwrap();
+                    seen.push(ep.address.clone());
+                    if seen.len() == 1 {
+                        Err(AttemptError {
+                            error: overloaded("u", "max_pending"),
+                            unreached: false,
+                            endpoint_fault: false,
+                        })
+                    } else {
+                        Ok(Reply::single(http::HeaderMap::new(), bytes::Bytes::new()))
+                    }
+                }
+            })
+            .await;
+        assert!(reply.is_ok(), "{:?}", reply.err());
+        let seen = tried.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_ne!(seen[0], seen[1], "another endpoint, not the full one again");
+
+        // Every endpoint full: the call fails at once with the shed.
+        let outcome = u
+            .call(get_shelf(), |_ep, _env| async {
+                Err::<Reply, _>(AttemptError {
+                    error: overloaded("u", "max_pending"),
+                    unreached: false,
+                    endpoint_fault: false,
+                })
+            })
+            .await;
+        assert!(matches!(
+            outcome.map(|_| ()).unwrap_err().kind,
+            ErrorKind::Overloaded {
+                limit: "max_pending"
+            }
+        ));
     }
 
     #[tokio::test]
