@@ -87,14 +87,9 @@ pub fn spawn<A: AdminSource>(
                                 r#"{"result":"error","errors":["POST /config/reload to reload"]}"#.to_owned(),
                             ),
                             // A page that does not exist is that, whatever the method.
-                            (_, path) if !PAGES.contains(&path) => (
-                                StatusCode::NOT_FOUND,
-                                json,
-                                admin_error(format!(
-                                    "no admin page {path}; the pages: {}, and POST /config/reload",
-                                    PAGES.join(", ")
-                                )),
-                            ),
+                            (m, path) if m != Method::GET && m != Method::HEAD && !PAGES.contains(&path) => {
+                                (StatusCode::NOT_FOUND, json, no_page(path))
+                            }
                             // Every other page only reads.
                             (m, _) if m != Method::GET && m != Method::HEAD => (
                                 StatusCode::METHOD_NOT_ALLOWED,
@@ -204,11 +199,7 @@ pub fn spawn<A: AdminSource>(
                                     serde_json::Value::Array(all).to_string(),
                                 )
                             }
-                            _ => (
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                json,
-                                admin_error(format!("the admin page {path} has no handler")),
-                            ),
+                            _ => (StatusCode::NOT_FOUND, json, no_page(path)),
                         },
                         };
                         let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -218,7 +209,11 @@ pub fn spawn<A: AdminSource>(
                             http::HeaderValue::from_static(content_type),
                         );
                         if status == StatusCode::METHOD_NOT_ALLOWED {
-                            let allow = if req_path_is_reload { "POST" } else { "GET" };
+                            let allow = if req_path_is_reload {
+                                "POST"
+                            } else {
+                                "GET, HEAD"
+                            };
                             resp.headers_mut()
                                 .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
                         }
@@ -233,8 +228,9 @@ pub fn spawn<A: AdminSource>(
     })
 }
 
-/// The admin port's pages (besides `/config/reload`, which is POSTed):
-/// a path not here is a 404 whatever the method.
+/// The admin port's pages (besides `/config/reload`, which is POSTed),
+/// named in a 404 and telling a write to a page (405) from one to nowhere
+/// (404); the handlers are the `match` above.
 const PAGES: [&str; 12] = [
     "/",
     "/dashboard",
@@ -249,6 +245,14 @@ const PAGES: [&str; 12] = [
     "/fleet",
     "/openapi.json",
 ];
+
+/// The 404 for a path that is no admin page, naming the pages.
+fn no_page(path: &str) -> String {
+    admin_error(format!(
+        "no admin page {path}; the pages: {}, and POST /config/reload",
+        PAGES.join(", ")
+    ))
+}
 
 /// Every admin page's refusal: `{"error": "..."}` (a reload's answer has
 /// its own shape, `{"result","errors"}`).

@@ -47,11 +47,14 @@ pub const MAX_MESSAGE_BYTES: usize = 2048;
 pub const MAX_FIELD_BYTES: usize = 512;
 
 /// `text` when it fits in `max` bytes, else its start and end around a
-/// note of how many bytes were cut (the end often says what was expected).
+/// note of how many bytes were cut (the end often says what was expected),
+/// at most `max` bytes in all.
 pub fn cut_in_middle(text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
     }
+    // Room for the note: "... (N bytes cut) ..." with N of up to 20 digits.
+    let max = max.saturating_sub(40);
     let mut head = max * 2 / 3;
     while !text.is_char_boundary(head) {
         head -= 1;
@@ -406,12 +409,23 @@ impl GatewayError {
     /// A request that does not fit its message, naming the field at fault.
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
         let field = cut_in_middle(field.into(), MAX_FIELD_BYTES);
-        let description = cut_in_middle(description.into(), MAX_MESSAGE_BYTES);
+        let description: String = description.into();
+        // The message says both parts, each cut to its own room (the
+        // description to what the field leaves), so it is never cut again
+        // as a whole: the field and what is wrong with it both stay.
+        let room = MAX_MESSAGE_BYTES - "invalid value for : ".len() - field.len();
         let message = if field.is_empty() {
-            format!("invalid request: {description}")
+            format!(
+                "invalid request: {}",
+                cut_in_middle(description.clone(), room)
+            )
         } else {
-            format!("invalid value for {field}: {description}")
+            format!(
+                "invalid value for {field}: {}",
+                cut_in_middle(description.clone(), room)
+            )
         };
+        let description = cut_in_middle(description, MAX_MESSAGE_BYTES);
         Self::new(
             ErrorKind::InvalidRequest {
                 violations: vec![FieldViolation { field, description }],

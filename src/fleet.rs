@@ -637,8 +637,7 @@ async fn heartbeats(fleet: Weak<Fleet>) {
     }
 }
 
-/// A hint for an answer that is no Redis protocol at all: the address
-/// is some other server's.
+/// What to do about a Redis Cluster node given as `url`.
 const CLUSTER_HINT: &str =
     ": list the cluster's nodes in redis.cluster = [...] instead of redis.url";
 
@@ -652,6 +651,8 @@ fn moved_hint(e: &redis::RedisError) -> String {
     }
 }
 
+/// A hint for an answer that is no Redis protocol at all: the address
+/// is some other server's.
 fn not_redis_hint(e: &redis::RedisError) -> &'static str {
     let text = e.to_string();
     if text.contains("Parse error") || text.contains("Unexpected") {

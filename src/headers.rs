@@ -209,12 +209,16 @@ pub fn lift_query_credentials<'a>(
     metadata: &mut http::HeaderMap,
 ) -> Option<std::borrow::Cow<'a, str>> {
     let q = query?;
-    // A name written with escapes (`api%5Fkey`) is that name too.
+    // A name written with escapes (`api%5Fkey`) is that name too; only a
+    // query that names one is parsed and written again.
     let named = |p: &(String, HeaderName)| {
         q.split('&').any(|kv| {
-            kv.split('=')
-                .next()
-                .is_some_and(|k| k == p.0 || k.contains(['%', '+']))
+            let raw = kv.split('=').next().unwrap_or_default();
+            raw == p.0
+                || raw.contains(['%', '+'])
+                    && form_urlencoded::parse(raw.as_bytes())
+                        .next()
+                        .is_some_and(|(k, _)| k == p.0.as_str())
         })
     };
     if !params.iter().any(named) {
@@ -261,4 +265,24 @@ pub(crate) fn map_of(pairs: &[(&str, &str)]) -> http::HeaderMap {
         );
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_credential_is_lifted_by_its_name_escaped_or_not_and_nothing_else_is_rewritten() {
+        let params = [("api_key".to_owned(), HeaderName::from_static("x-api-key"))];
+        // No credential: the query as it came, escapes and all.
+        let mut headers = http::HeaderMap::new();
+        let q = lift_query_credentials(Some("x=%FF&y=a+b"), &params, &mut headers);
+        assert_eq!(q.as_deref(), Some("x=%FF&y=a+b"));
+        assert!(matches!(q, Some(std::borrow::Cow::Borrowed(_))));
+        assert!(headers.is_empty());
+        // The name escaped is the name.
+        let q = lift_query_credentials(Some("api%5Fkey=k1&page=2"), &params, &mut headers);
+        assert_eq!(q.as_deref(), Some("page=2"));
+        assert_eq!(headers["x-api-key"], "k1");
+    }
 }

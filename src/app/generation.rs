@@ -229,9 +229,15 @@ fn cache_key(route: &RouteConfig, config: &Config, pool: &DescriptorPool) -> Str
         .get_service_by_name(&route.grpc_service)
         .map(|s| {
             use prost::Message as _;
-            hex(&Sha256::digest(
-                s.parent_file().file_descriptor_proto().encode_to_vec(),
-            ))
+            // Definitions, options and comments, not where they sit: a
+            // blank line moves every span after it and changes nothing.
+            let mut file = s.parent_file().file_descriptor_proto().clone();
+            if let Some(info) = &mut file.source_code_info {
+                for location in &mut info.location {
+                    location.span.clear();
+                }
+            }
+            hex(&Sha256::digest(file.encode_to_vec()))
         })
         .unwrap_or_default();
     let upstream = &config.upstreams[route.upstream].name;
@@ -773,6 +779,32 @@ impl HealthReports {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema part of a route's cache key, for `proto` compiled from a
+    /// file as `descriptors.protos` compiles it.
+    fn schema_key(proto: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("portico-key-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("k.proto"), proto).unwrap();
+        let set = crate::descriptors::compile_protos(&[&dir], &["k.proto".to_owned()])
+            .map_err(|(_, e)| e.to_string())
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = DescriptorPool::decode(&set[..]).unwrap();
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.b]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"k.S\"\nupstream = \"b\"\n";
+        let config = Config::from_toml(text).unwrap();
+        cache_key(&config.routes[0], &config, &pool)
+    }
+
+    #[test]
+    fn cached_replies_outlive_blank_lines_but_not_an_edited_comment() {
+        let proto = "syntax = \"proto3\";\npackage k;\nmessage M { string a = 1; }\n// Looks things up.\nservice S { rpc Get(M) returns (M); }\n";
+        let key = schema_key(proto);
+        let spaced = proto.replace("package k;\n", "package k;\n\n\n");
+        assert_eq!(key, schema_key(&spaced), "blank lines change nothing");
+        let edited = proto.replace("Looks things up.", "Finds things.");
+        assert_ne!(key, schema_key(&edited), "a comment is part of the schema");
+    }
 
     #[test]
     fn the_digest_depends_on_contents_not_on_how_the_path_is_spelled() {

@@ -164,7 +164,18 @@ fn a_message_quoting_a_huge_input_is_cut_in_its_middle() {
         err.message.ends_with("expected one of `a`, `b`"),
         "the end says what was expected"
     );
-    assert!(err.message.contains("bytes cut"));
+    // The field's part and the description's, each cut once, the whole not again.
+    assert_eq!(
+        err.message.matches("bytes cut").count(),
+        2,
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains(": unknown field `k"),
+        "{}",
+        err.message
+    );
     let ErrorKind::InvalidRequest { violations } = &err.kind else {
         panic!("{:?}", err.kind)
     };

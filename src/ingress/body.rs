@@ -153,11 +153,12 @@ impl Body for ResponseBody {
             Content::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Content::Stream(s) => s.as_mut().poll_next(cx).map(|o| o.map(Ok)),
             Content::Fallible(s) => s.as_mut().poll_next(cx),
-            // A failing inner body ends ours; the peer sees the stream end early.
+            // A failing inner body aborts ours (ended normally, an HTTP/1.1
+            // reply would close with its last chunk and pass as complete).
             Content::Boxed(b) => match Pin::new(b).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!(error = %e, "inner response body failed");
-                    Poll::Ready(None)
+                    Poll::Ready(Some(Err(Aborted)))
                 }
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(None) => Poll::Ready(None),

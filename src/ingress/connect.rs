@@ -90,9 +90,9 @@ impl Shape {
             Some(Shape::Unary(Codec::Json))
         } else if ct.eq_ignore_ascii_case("application/proto") {
             Some(Shape::Unary(Codec::Proto))
-        } else if method == Method::GET {
-            // A GET with the header and without `connect=v1` in its query
-            // is not a Connect GET: REST's.
+        } else if method == Method::GET || method == Method::HEAD {
+            // A GET (or HEAD) with the header and without `connect=v1` in
+            // its query is not a Connect GET: REST's.
             None
         } else {
             Some(Shape::UnknownCodec)
@@ -170,7 +170,8 @@ impl ConnectIngress {
         let limit = self.limits.max_grpc_message_bytes;
         let json_options = self.routes_json(&target);
         let streaming_call = target.kind != CallKind::Unary;
-        if shape == Shape::UnknownCodec || streaming_call != matches!(shape, Shape::Stream(_)) {
+        // The types the method takes, told to a client that sent another.
+        let media_type_refusal = || {
             let wanted = if streaming_call {
                 "application/connect+json or application/connect+proto"
             } else {
@@ -182,12 +183,16 @@ impl ConnectIngress {
                 None if parts.method == Method::GET => "none (a GET)",
                 None => "",
             };
-            return Err(GatewayError::unsupported_media_type_wanting(
+            GatewayError::unsupported_media_type_wanting(
                 sent,
                 &format!("{wanted} to a {} method", target.kind.describe()),
-            ));
+            )
+        };
+        if streaming_call != matches!(shape, Shape::Stream(_)) && shape != Shape::UnknownCodec {
+            return Err(media_type_refusal());
         }
         let (codec, payload) = match shape {
+            Shape::UnknownCodec => return Err(media_type_refusal()),
             Shape::Unary(codec) => {
                 let bytes = framed::read_limited(
                     body,
@@ -234,12 +239,6 @@ impl ConnectIngress {
                 );
                 let message = framed::exactly_one(messages).await?;
                 (codec, Payload::Unary(message))
-            }
-            // Refused above, before any of the body is read.
-            Shape::UnknownCodec => {
-                return Err(GatewayError::internal(
-                    "an unknown Connect codec passed the media-type check",
-                ))
             }
             Shape::Stream(codec) => (
                 codec,

@@ -264,14 +264,8 @@ fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
 
 /// The consumer whose key the call carries.
 fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, GatewayError> {
-    let mut values = env.ctx.headers.get_all(&config.header).iter();
-    let first = values.next();
-    if values.any(|v| Some(v) != first) {
-        return Err(two_credentials(
-            config.header.as_str(),
-            config.header.as_str(),
-        ));
-    }
+    // Two different keys were refused by the pipeline's first policy
+    // (policy::one_credential): the first value is the one.
     let key = env
         .ctx
         .headers
@@ -508,18 +502,13 @@ fn cookie_values<'a>(env: &'a Envelope, name: &'a str) -> impl Iterator<Item = &
         .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-/// More than one credential in a request is refused, whatever their
-/// places (two `Authorization` fields, a header and a query token, a
-/// header and a different session cookie): a gateway and a backend must
-/// never each believe a different one.
+/// The session cookie's part of the one-credential rule: several cookies of
+/// its name with different values, or one that differs from a bearer token
+/// sent beside it, are refused; a gateway and a backend must never each
+/// believe a different one.
 fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayError> {
-    let headers = &env.ctx.headers;
-    // The same value twice is one credential, as the edge counts it.
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let first = values.next();
-    if values.any(|v| Some(v) != first) {
-        return Err(two_credentials("authorization", "authorization"));
-    }
+    // Two different Authorization values never get here: the pipeline's
+    // first policy refuses them on every route (policy::one_credential).
     let Some(name) = cookie else {
         return Ok(());
     };

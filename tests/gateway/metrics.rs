@@ -199,7 +199,7 @@ async fn the_admin_port_answers_its_pages_and_refuses_the_rest_in_one_shape() {
         let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
         assert!(error.contains(says), "{method} {path}: {error}");
         if status == StatusCode::METHOD_NOT_ALLOWED {
-            assert_eq!(r.header("allow"), Some("GET"));
+            assert_eq!(r.header("allow"), Some("GET, HEAD"));
         }
     }
 }

@@ -542,7 +542,7 @@ async fn an_unchanged_reload_is_a_no_op_and_config_shows_the_generation_without_
             .send(Method::POST, path, &[], "")
             .await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
-        assert_eq!(r.header("allow"), Some("GET"), "{path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{path}");
     }
     std::fs::remove_dir_all(dir).ok();
 }

@@ -199,7 +199,8 @@ pub(super) async fn run(
                             e => protocol::close_reason(&e.to_string()),
                         };
                         // The calls still running end with the session, for
-                        // the client's frame: said so in their lines, not
+                        // the close's reason (the client's frame, or the
+                        // gateway's failure): said so in their lines, not
                         // taken for a client that merely left.
                         let code = why.code();
                         let cut = why.cut_call(&reason, hard_limit);

@@ -21,7 +21,11 @@ use std::time::{Duration, Instant};
 pub struct Introspector {
     config: IntrospectionConfig,
     client: Outbound,
-    answers: moka::future::Cache<[u8; 32], Arc<Cached>>,
+    /// Answers by (the cache's era, the token's digest).
+    answers: moka::future::Cache<AnswerKey, Arc<Cached>>,
+    /// Bumped by a reload: an answer asked for before it, still in flight,
+    /// is kept under the old era, where no one looks.
+    era: std::sync::atomic::AtomicU64,
     /// The `Authorization: Basic` value, made once.
     basic: http::HeaderValue,
 }
@@ -44,10 +48,12 @@ struct Cached {
 /// Each answer stays cached for its own time to live.
 struct AnswerExpiry;
 
-impl moka::Expiry<[u8; 32], Arc<Cached>> for AnswerExpiry {
+type AnswerKey = (u64, [u8; 32]);
+
+impl moka::Expiry<AnswerKey, Arc<Cached>> for AnswerExpiry {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
+        _key: &AnswerKey,
         value: &Arc<Cached>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -66,6 +72,7 @@ impl Introspector {
         ));
         Ok(Introspector {
             client: Outbound::new(config.ca_file.as_deref(), config.timeout)?,
+            era: std::sync::atomic::AtomicU64::new(0),
             answers: moka::future::Cache::builder()
                 .max_capacity(config.cache_max_entries)
                 .expire_after(AnswerExpiry)
@@ -79,12 +86,14 @@ impl Introspector {
     /// Forgets every cached answer: a reload, whatever it finds, starts
     /// the cache empty (an operator's way to drop a revoked token).
     pub fn forget_answers(&self) {
+        self.era.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.answers.invalidate_all();
     }
 
     /// The principal of an active token.
     pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = (self.era.load(std::sync::atomic::Ordering::Acquire), digest);
         // One introspection per token at a time; failures are not cached.
         let cached = self
             .answers

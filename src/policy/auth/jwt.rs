@@ -218,18 +218,23 @@ impl Jwks {
         true
     }
 
+    /// Where the set is read from, for log lines: two authenticators'
+    /// sets are told apart.
+    fn source_name(&self) -> String {
+        match &self.source {
+            JwksSource::File(path) => path.display().to_string(),
+            JwksSource::Url { url, .. } => url.clone(),
+            JwksSource::Discovery { issuer, .. } => issuer.clone(),
+        }
+    }
+
     /// Verifies with `keys` from now on (the caller holds `last_read`,
     /// updated): the one place a change of set is logged, naming where the
     /// set is read from, so two authenticators' sets are told apart.
     fn install(&self, keys: HashMap<String, DecodingKey>) {
         let mut kids: Vec<&String> = keys.keys().collect();
         kids.sort();
-        let from = match &self.source {
-            JwksSource::File(path) => path.display().to_string(),
-            JwksSource::Url { url, .. } => url.clone(),
-            JwksSource::Discovery { issuer, .. } => issuer.clone(),
-        };
-        tracing::info!(kids = ?kids, jwks = %from, "the JWK set changed; tokens are checked against its keys from now on");
+        tracing::info!(kids = ?kids, jwks = %self.source_name(), "the JWK set changed; tokens are checked against its keys from now on");
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
@@ -269,7 +274,9 @@ impl Jwks {
                     self.install(read.keys);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the known keys"),
+            Err(e) => {
+                tracing::warn!(error = %e, jwks = %self.source_name(), "JWKS refresh failed; keeping the known keys")
+            }
         }
     }
 }
