@@ -553,6 +553,12 @@ fn request_body(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Opti
 
 fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Value {
     let output = binding.target.method.output();
+    if binding.target.kind.server_streams() && binding.raw_response_body {
+        return json!({
+            "description": "A download: the bytes of each google.api.HttpBody the stream carries, in order, under the first one's content type. A failure after the first byte cuts the reply short (it never ends as complete).",
+            "content": raw_content(),
+        });
+    }
     if binding.target.kind.server_streams() {
         // Each line holds a reply under `result` (its response_body field
         // alone when the binding names one), or the error that ended the

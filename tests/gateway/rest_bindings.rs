@@ -284,6 +284,17 @@ async fn a_stream_of_http_bodies_is_one_download_and_a_failure_cuts_it_short() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("text/csv"));
     assert_eq!(r.text(), "name,pages\nSolaris,204\nDune,412\n");
+    // The API description says so too: bytes, not NDJSON.
+    let spec = support::HttpClient::new(gw.addr)
+        .get("/openapi.json")
+        .await
+        .json();
+    let reply = &spec["paths"]["/v1/files/{name}"]["get"]["responses"]["200"];
+    assert!(reply["content"].get("*/*").is_some(), "{reply}");
+    assert!(
+        reply["content"].get("application/x-ndjson").is_none(),
+        "{reply}"
+    );
 
     let (failing, _) = support::scripted::serve(support::scripted::Script {
         messages: parts,
