@@ -189,8 +189,8 @@ fn main() -> ExitCode {
                                 &mcp,
                             );
                             let _ = writeln!(out, "\nMCP tools: {}", tools.len());
-                            for (tool, why) in &tools.skipped {
-                                eprintln!("warning: {tool} is not offered as an MCP tool: {why}");
+                            for warning in &tools.warnings {
+                                eprintln!("warning: {warning}");
                             }
                         }
                         out.push_str("\npolicies, in pipeline order:\n");

@@ -533,8 +533,8 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         &routes,
         &config.routes.iter().map(|r| r.mcp).collect::<Vec<_>>(),
     );
-    for (tool, why) in &tools.skipped {
-        tracing::warn!(tool = tool.as_str(), "not offered as an MCP tool: {why}");
+    for warning in &tools.warnings {
+        tracing::warn!("{warning}");
     }
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),

@@ -620,14 +620,14 @@ fn check_names_the_methods_an_mcp_route_does_not_offer_as_tools() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("t.proto"),
-        "syntax = \"proto3\";\npackage t;\nimport \"google/api/httpbody.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/protobuf/empty.proto\";\nservice T {\n  rpc Raw(google.api.HttpBody) returns (google.protobuf.Empty);\n  rpc At(google.protobuf.Timestamp) returns (google.protobuf.Empty);\n  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);\n}\n",
+        "syntax = \"proto3\";\npackage t;\nimport \"google/api/httpbody.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/protobuf/empty.proto\";\nservice T {\n  rpc Raw(google.api.HttpBody) returns (google.protobuf.Empty);\n  rpc At(google.protobuf.Timestamp) returns (google.protobuf.Empty);\n  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);\n  rpc Up(stream google.protobuf.Empty) returns (google.protobuf.Empty);\n}\n// Two tools whose names meet.\nservice Foo_Bar { rpc Baz(google.protobuf.Empty) returns (google.protobuf.Empty); }\nservice Foo { rpc Bar_Baz(google.protobuf.Empty) returns (google.protobuf.Empty); }\n",
     )
     .unwrap();
     let file = dir.join("mcp.toml");
     std::fs::write(
         &file,
         format!(
-            "[server]\nlisten = \"127.0.0.1:8080\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"t.proto\"]\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"t.T\"\nupstream = \"a\"\nmcp = true\n",
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"t.proto\"]\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"t.T\"\nupstream = \"a\"\nmcp = true\n[[routes]]\ngrpc_service = \"t.Foo_Bar\"\nupstream = \"a\"\nmcp = true\n[[routes]]\ngrpc_service = \"t.Foo\"\nupstream = \"a\"\nmcp = true\n",
             dir.display()
         ),
     )
@@ -640,7 +640,16 @@ fn check_names_the_methods_an_mcp_route_does_not_offer_as_tools() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("MCP tools: 1"), "{text}");
+    // Ping, and both of the names that meet: the later one numbered.
+    assert!(text.contains("MCP tools: 3"), "{text}");
+    assert!(
+        err.contains("warning: /t.Foo_Bar/Baz is offered as the MCP tool Foo_Bar_Baz_2: Foo_Bar_Baz is /t.Foo/Bar_Baz"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: /t.T/Up is not offered as an MCP tool: it streams from the client"),
+        "{err}"
+    );
     assert!(
         err.contains(
             "warning: T_Raw is not offered as an MCP tool: its request body is google.api.HttpBody"

@@ -26,9 +26,10 @@ pub struct Tool {
 #[derive(Default)]
 pub struct ToolTable {
     tools: BTreeMap<String, Tool>,
-    /// Methods of `mcp = true` routes that are not tools, and why (`serve`
-    /// logs them as warnings, `check` prints them).
-    pub skipped: Vec<(String, &'static str)>,
+    /// What an operator should know of the table: methods of `mcp = true`
+    /// routes that are not tools and why, tools renamed for a name taken
+    /// (`serve` logs them as warnings, `check` prints them).
+    pub warnings: Vec<String>,
 }
 
 impl ToolTable {
@@ -36,7 +37,6 @@ impl ToolTable {
         let mut targets: Vec<&Arc<Target>> = routes
             .targets()
             .filter(|t| mcp_routes.get(t.route).copied().unwrap_or(false))
-            .filter(|t| !t.kind.client_streams())
             .collect();
         targets.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
         // `Service_Method`, unless two routed services share a simple name.
@@ -51,9 +51,17 @@ impl ToolTable {
         let mut comments = Comments::default();
         let mut table = ToolTable::default();
         for t in targets {
+            if t.kind.client_streams() {
+                // A tool call is one request and one result.
+                table.warnings.push(format!(
+                    "{} is not offered as an MCP tool: it streams from the client",
+                    t.path
+                ));
+                continue;
+            }
             let service = t.method.parent_service();
             let shared = services.get(service.name()).is_some_and(|s| s.len() > 1);
-            let name = if shared {
+            let mut name = if shared {
                 format!(
                     "{}_{}",
                     service.full_name().replace('.', "_"),
@@ -62,6 +70,22 @@ impl ToolTable {
             } else {
                 format!("{}_{}", service.name(), t.method.name())
             };
+            // Names that still meet (`a.b_c.Svc/M` and `a_b.c.Svc/M`, or
+            // `Foo_Bar/Baz` and `Foo/Bar_Baz`): the later path (in path
+            // order) gets a number, and a warning says which.
+            if let Some(taken) = table.tools.get(&name) {
+                let first = taken.binding.target.path.to_string();
+                let mut n = 2;
+                while table.tools.contains_key(&format!("{name}_{n}")) {
+                    n += 1;
+                }
+                let renamed = format!("{name}_{n}");
+                table.warnings.push(format!(
+                    "{} is offered as the MCP tool {renamed}: {name} is {first}",
+                    t.path
+                ));
+                name = renamed;
+            }
             let json = routes.json_options(t.route);
             let Ok(binding) = Binding::new(
                 t.clone(),
@@ -76,16 +100,15 @@ impl ToolTable {
             };
             if binding.raw_request_body {
                 // Tool arguments are JSON; a request of raw bytes has no JSON form.
-                table
-                    .skipped
-                    .push((name, "its request body is google.api.HttpBody (raw bytes)"));
+                table.warnings.push(format!(
+                    "{name} is not offered as an MCP tool: its request body is google.api.HttpBody (raw bytes)"
+                ));
                 continue;
             }
             let n = Naming::from(&json);
             let Some(input) = object_schema(&mut comments, &t.method.input(), n) else {
-                table.skipped.push((
-                    name,
-                    "its request is not a JSON object (a well-known type written as a string or a value)",
+                table.warnings.push(format!(
+                    "{name} is not offered as an MCP tool: its request is not a JSON object (a well-known type written as a string or a value)"
                 ));
                 continue;
             };
@@ -144,6 +167,11 @@ impl ToolTable {
                     listing,
                     patch,
                 },
+            );
+        }
+        if table.tools.is_empty() && mcp_routes.contains(&true) {
+            table.warnings.push(
+                "no method of the routes with mcp = true is a tool: /mcp is not served".to_owned(),
             );
         }
         table
