@@ -580,7 +580,23 @@ impl McpIngress {
             client,
             started,
         );
-        let reply = self.pipeline.clone().oneshot(envelope).await?;
+        // A tool result is one answer: a stream is read for at most the
+        // route's timeout from the request's arrival (the wait for its
+        // first reply included), then cut, with what arrived.
+        let until = tokio::time::Instant::from_std(started)
+            + target.timeout.unwrap_or(self.limits.request_timeout);
+        let reply = if target.kind.server_streams() {
+            match tokio::time::timeout_at(until, self.pipeline.clone().oneshot(envelope)).await {
+                Ok(reply) => reply?,
+                // Nothing came in time: an empty, cut result.
+                Err(_) => {
+                    let structured = json!({ "messages": [], "truncated": true });
+                    return Ok(structured_result(structured));
+                }
+            }
+        } else {
+            self.pipeline.clone().oneshot(envelope).await?
+        };
         if target.kind.server_streams() {
             let headers = reply_metadata(&reply.metadata);
             let output = target.method.output();
@@ -590,10 +606,6 @@ impl McpIngress {
             let mut size = 0;
             let mut truncated = false;
             let mut frames = reply.body;
-            // A tool result is one answer: the stream is read for at most
-            // the route's timeout, then cut, with what arrived.
-            let until =
-                tokio::time::Instant::now() + target.timeout.unwrap_or(self.limits.request_timeout);
             loop {
                 let frame = match tokio::time::timeout_at(until, frames.next()).await {
                     Err(_) => {

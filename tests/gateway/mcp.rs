@@ -613,3 +613,31 @@ async fn a_patch_method_updates_only_the_fields_the_arguments_name() {
         .json();
     assert_eq!(book["pages"], "112", "untouched: {book}");
 }
+
+/// A streaming tool's result is bounded by the route's timeout from the
+/// request's arrival: a backend slow to send its first reply does not hold
+/// the call past it.
+#[tokio::test]
+async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_reply() {
+    let (backend, _) = support::scripted::serve(support::scripted::Script {
+        pause_before_reply: std::time::Duration::from_millis(1500),
+        // An Event { seq = 1 }, encoded by hand.
+        messages: vec![vec![0x08, 0x01]],
+        ..Default::default()
+    })
+    .await;
+    let h = Harness::start_with_config(|_| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\ntimeout = \"300ms\"\n",
+            1,
+        )
+    })
+    .await;
+    let result = call(&h.client, &[], "Feed_Watch", json!({"topic": "a"})).await;
+    assert_eq!(
+        result["structuredContent"],
+        json!({"messages": [], "truncated": true}),
+        "{result}"
+    );
+}

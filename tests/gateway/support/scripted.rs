@@ -14,6 +14,9 @@ use std::sync::Arc;
 pub struct Script {
     /// Response headers besides `content-type: application/grpc`.
     pub headers: Vec<(&'static str, String)>,
+    /// A wait before the reply starts (its headers and first message come
+    /// together after it, as grpcio sends them).
+    pub pause_before_reply: std::time::Duration,
     /// Messages' encoded bytes (each framed by the backend), in order.
     pub messages: Vec<Vec<u8>>,
     /// A wait between the messages and the status (a backend failing
@@ -45,6 +48,7 @@ pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                     counted.fetch_add(1, Ordering::SeqCst);
                     let script = script.clone();
                     tokio::spawn(async move {
+                        tokio::time::sleep(script.pause_before_reply).await;
                         let mut response = http::Response::builder()
                             .status(200)
                             .header("content-type", "application/grpc");
