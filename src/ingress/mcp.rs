@@ -351,8 +351,11 @@ impl McpIngress {
             record.route(|| format!("mcp {method}"));
             return Ok(accepted());
         };
-        let params = object.get("params").cloned().unwrap_or(Value::Null);
-        let bad_params = !(params.is_object() || params.is_null());
+        // Absent, or an object: JSON-RPC 2.0 allows no `null`, and MCP's
+        // requests take their parameters by name.
+        let given = object.get("params");
+        let bad_params = given.is_some_and(|p| !p.is_object());
+        let params = given.cloned().unwrap_or(Value::Null);
         let outcome = match method {
             // MCP's requests take their parameters by name.
             _ if bad_params => Err((
@@ -748,7 +751,16 @@ fn raw_result(content_type: &str, data: &[u8]) -> Value {
         content_type
     };
     let base = mime.split(';').next().unwrap_or_default().trim();
-    if base.starts_with("text/") || base == "application/json" {
+    let lower = base.to_ascii_lowercase();
+    // JSON and XML by any name (`application/problem+json`, RFC 6839's
+    // suffixes) are text, as `text/*` is.
+    let textual = !lower.starts_with("image/")
+        && (lower.starts_with("text/")
+            || lower == "application/json"
+            || lower.ends_with("+json")
+            || lower == "application/xml"
+            || lower.ends_with("+xml"));
+    if textual {
         return json!({ "content": [{ "type": "text", "text": String::from_utf8_lossy(data) }] });
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
@@ -839,6 +851,23 @@ fn add_error_headers(resp: &mut Response<ResponseBody>, err: &GatewayError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_raw_reply_is_text_for_text_json_and_xml_an_image_or_else_a_blob() {
+        for (content_type, kind) in [
+            ("text/csv", "text"),
+            ("application/json", "text"),
+            ("application/problem+json; charset=utf-8", "text"),
+            ("application/atom+xml", "text"),
+            ("image/png", "image"),
+            ("image/svg+xml", "image"),
+            ("application/pdf", "resource"),
+            ("", "resource"),
+        ] {
+            let result = raw_result(content_type, b"{}");
+            assert_eq!(result["content"][0]["type"], kind, "{content_type}");
+        }
+    }
 
     #[test]
     fn a_repeated_reply_header_is_one_entry_with_its_values_joined() {

@@ -430,6 +430,13 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             -32602,
         ),
         (
+            "params that are null",
+            vec![],
+            json!({ "jsonrpc": "2.0", "id": 9, "method": "ping", "params": null }).to_string(),
+            StatusCode::OK,
+            -32602,
+        ),
+        (
             "an initialize whose protocolVersion is not a string",
             vec![],
             json!({ "jsonrpc": "2.0", "id": "init", "method": "initialize", "params": { "protocolVersion": 5 } }).to_string(),
