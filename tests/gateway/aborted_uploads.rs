@@ -600,3 +600,33 @@ async fn a_call_cut_by_a_close_for_the_clients_frame_says_why() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A frame over `websocket.max_message_bytes` is refused unread, so which
+/// call it was for is unknown: every call still taking input ends with code
+/// 8 and is reset at the backend, never completed without the message.
+#[tokio::test]
+async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let mut ws = support::json_v1_to(gw.addr, "/ws").await;
+    ws.send(Message::text(
+        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over max_message_bytes (1024 here), under the close-the-connection size.
+    ws.send(Message::text(
+        json!({"id": "u", "message": {"seq": 2, "topic": "x".repeat(2000)}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 8, "{status}");
+    // The client's end comes too late to complete it.
+    let _ = ws
+        .send(Message::text(json!({"id": "u", "end": true}).to_string()))
+        .await;
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
+}

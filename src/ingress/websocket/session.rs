@@ -355,11 +355,22 @@ impl Session {
         };
         let limit = self.ingress.config.max_message_bytes;
         if size > limit {
-            self.refuse(
-                "",
-                &GatewayError::payload_too_large(limit, "websocket.max_message_bytes"),
-            )
-            .await;
+            let err = GatewayError::payload_too_large(limit, "websocket.max_message_bytes");
+            // Unread, the frame names no call: any call still taking input
+            // may have lost a message, so each ends with code 8 (reset at
+            // the backend) rather than complete with a hole.
+            let taking_input: Vec<String> = self
+                .calls
+                .iter()
+                .filter(|(_, c)| c.input.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            if taking_input.is_empty() {
+                self.refuse("", &err).await;
+            }
+            for id in taking_input {
+                self.cut_off(&id, err.clone(), true).await;
+            }
             return;
         }
         let frame = match message {
@@ -379,8 +390,17 @@ impl Session {
                     "more than {} messages per second on this connection",
                     r.rate
                 );
-                self.refuse(id, &GatewayError::rate_limited(r.burst, wait, &what))
-                    .await;
+                let err = GatewayError::rate_limited(r.burst, wait, &what);
+                // A refused message of a call under way would leave a hole
+                // in its input: the call ends with the refusal instead.
+                let under_way = matches!(&frame, Ok(ClientFrame::Message { .. }))
+                    && self.calls.contains_key(id);
+                if under_way {
+                    let id = id.to_owned();
+                    self.cut_off(&id, err, true).await;
+                } else {
+                    self.refuse(id, &err).await;
+                }
                 return;
             }
         }
@@ -452,6 +472,16 @@ impl Session {
                     ),
                 )
                 .await;
+        }
+        // A call whose status is out is over, whatever its task still does:
+        // the client reuses an id once it has that frame, and the session
+        // may not have heard from the task yet.
+        if self
+            .calls
+            .get(&id)
+            .is_some_and(|c| c.settled.load(Ordering::Acquire))
+        {
+            self.calls.remove(&id);
         }
         if self.calls.contains_key(&id) {
             return self
