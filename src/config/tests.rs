@@ -554,3 +554,13 @@ fn dns_refresh_without_dns_is_refused_naming_it() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_websocket_token_parameter_that_names_nothing_or_the_method_is_refused() {
+    for name in ["", "method"] {
+        let text = format!("{MINIMAL}\n[websocket]\ntoken_query_param = {name:?}\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "websocket.token_query_param", "{err}");
+        assert!(err.reason.contains("cannot carry a token"), "{err}");
+    }
+}

@@ -210,11 +210,22 @@ impl WebSocketIngress {
         record: &Arc<CallRecord>,
     ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();
-        if headers.get(SEC_WEBSOCKET_KEY).is_none() {
+        let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
             return Err(GatewayError::invalid_field(
                 "sec-websocket-key",
                 "a WebSocket handshake needs Sec-WebSocket-Key",
             ));
+        };
+        // RFC 6455 section 4.2.1: the base64 of a 16-byte nonce.
+        {
+            use base64::Engine as _;
+            let nonce = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+            if !nonce.is_ok_and(|n| n.len() == 16) {
+                return Err(GatewayError::invalid_field(
+                    "sec-websocket-key",
+                    "is not the base64 of a 16-byte nonce (RFC 6455 section 4.2.1)",
+                ));
+            }
         }
         let version = headers
             .get(http::header::SEC_WEBSOCKET_VERSION)

@@ -140,21 +140,29 @@ async fn a_ping_flood_from_a_client_that_never_reads_costs_bounded_memory() {
 
 /// RFC 6455 section 4.4: a handshake for another version is answered
 /// `426 Upgrade Required` naming the version the gateway speaks; one
-/// without a key is a plain `400`.
+/// without a key, or with a key that is not a 16-byte nonce in base64
+/// (section 4.2.1), is a plain `400`.
 #[tokio::test]
 async fn a_handshake_for_another_version_is_told_which_one_to_use() {
     let h = Harness::start().await;
+    let nonce = Some("dGhlIHNhbXBsZSBub25jZQ==");
     for (version, key, want) in [
-        (Some("8"), true, "HTTP/1.1 426"),
-        (None, true, "HTTP/1.1 426"),
-        (Some("13"), false, "HTTP/1.1 400"),
+        (Some("8"), nonce, "HTTP/1.1 426"),
+        (None, nonce, "HTTP/1.1 426"),
+        (Some("13"), None, "HTTP/1.1 400"),
+        (Some("13"), Some("short"), "HTTP/1.1 400"),
+        (
+            Some("13"),
+            Some("dGhpcyBpcyBmYXIgdG9vIGxvbmcgYSBub25jZQ=="),
+            "HTTP/1.1 400",
+        ),
     ] {
         let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
         let mut head = String::from(
             "GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
         );
-        if key {
-            head.push_str("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n");
+        if let Some(key) = key {
+            head.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
         }
         if let Some(v) = version {
             head.push_str(&format!("Sec-WebSocket-Version: {v}\r\n"));

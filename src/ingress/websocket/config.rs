@@ -99,6 +99,15 @@ impl Validator<'_> {
                 ),
             ));
         }
+        // The handshake reads `method` itself, and an empty name names nothing.
+        if let Some(p) = &w.token_query_param {
+            if p.is_empty() || p == "method" {
+                return Err(self.err(
+                    "websocket.token_query_param",
+                    format!("{p:?} cannot carry a token: name a parameter of its own, such as \"access_token\" (\"method\" picks a REST binding's method)"),
+                ));
+            }
+        }
         Ok(WebSocketConfig {
             ping_interval,
             idle_timeout,
