@@ -292,4 +292,19 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
         "{status}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
+    // A unary call opened without its message, then silence: the same.
+    ws.send(Message::text(
+        serde_json::json!({"id": "g", "open": "/portico.demo.v1.Library/GetShelf"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 4, "{status}");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the client sent nothing"),
+        "{status}"
+    );
 }

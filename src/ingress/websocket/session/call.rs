@@ -123,15 +123,27 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     } else {
         match t.first.take() {
             Some(m) => Payload::Unary(m),
-            None => match input.recv().await {
-                Some(m) => Payload::Unary(m),
-                None => {
-                    return Err(GatewayError::invalid_field(
-                        "",
-                        "the input ended before the request message",
-                    ))
+            // The one request message is held to the same idle bound as a
+            // stream's messages: a client that never sends it does not hold
+            // the call (and its slot) for as long as pongs keep it alive.
+            None => {
+                let idle = t.ingress.stream_idle_timeout;
+                match tokio::time::timeout(idle, input.recv()).await {
+                    Ok(Some(m)) => Payload::Unary(m),
+                    Ok(None) => {
+                        return Err(GatewayError::invalid_field(
+                            "",
+                            "the input ended before the request message",
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(GatewayError::client_timeout(
+                            crate::ingress::framed::STREAM_IDLE_TIMEOUT,
+                            idle,
+                        ))
+                    }
                 }
-            },
+            }
         }
     };
     let inbound = Inbound {
