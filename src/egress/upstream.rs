@@ -324,6 +324,9 @@ impl Upstream {
                         });
                         match spare {
                             Some(next) if untried => {
+                                // A move counts as a retry: bounded by
+                                // max_retries, numbered in the access log.
+                                retries += 1;
                                 last_failure = Some(failed.error);
                                 env = next;
                                 continue;

@@ -351,11 +351,11 @@ impl McpIngress {
             record.route(|| format!("mcp {method}"));
             return Ok(accepted());
         };
-        // Absent, or an object: JSON-RPC 2.0 allows no `null`, and MCP's
-        // requests take their parameters by name.
-        let given = object.get("params");
-        let bad_params = given.is_some_and(|p| !p.is_object());
-        let params = given.cloned().unwrap_or(Value::Null);
+        // MCP's requests take their parameters by name: an object, or none
+        // (`null`, which JSON-RPC does not allow but some clients send for
+        // methods without parameters, is read as none).
+        let params = object.get("params").cloned().unwrap_or(Value::Null);
+        let bad_params = !(params.is_object() || params.is_null());
         let outcome = match method {
             // MCP's requests take their parameters by name.
             _ if bad_params => Err((
@@ -586,15 +586,23 @@ impl McpIngress {
         // A tool result is one answer: a stream is read for at most the
         // route's timeout from the request's arrival (the wait for its
         // first reply included), then cut, with what arrived.
-        let until = tokio::time::Instant::from_std(started)
-            + target.timeout.unwrap_or(self.limits.request_timeout);
+        let window = target.timeout.unwrap_or(self.limits.request_timeout);
+        let until = tokio::time::Instant::from_std(started) + window;
         let reply = if target.kind.server_streams() {
             match tokio::time::timeout_at(until, self.pipeline.clone().oneshot(envelope)).await {
                 Ok(reply) => reply?,
-                // Nothing came in time: an empty, cut result.
+                // Nothing came in time: the call failed, as a unary call
+                // whose backend is silent fails, not an empty success.
                 Err(_) => {
-                    let structured = json!({ "messages": [], "truncated": true });
-                    return Ok(structured_result(structured));
+                    return Err(GatewayError::new(
+                        crate::error::ErrorKind::DeadlineExceeded,
+                        crate::error::Origin::Backend,
+                        format!(
+                            "the stream sent no reply within the route's timeout ({})",
+                            humantime::format_duration(window)
+                        ),
+                    )
+                    .into())
                 }
             }
         } else {
@@ -754,17 +762,19 @@ fn raw_result(content_type: &str, data: &[u8]) -> Value {
     let lower = base.to_ascii_lowercase();
     // JSON and XML by any name (`application/problem+json`, RFC 6839's
     // suffixes) are text, as `text/*` is.
+    let xml = lower == "application/xml" || lower.ends_with("+xml");
+    // XML may declare another encoding in its prolog: only UTF-8 is text,
+    // other bytes stay bytes.
     let textual = !lower.starts_with("image/")
         && (lower.starts_with("text/")
             || lower == "application/json"
             || lower.ends_with("+json")
-            || lower == "application/xml"
-            || lower.ends_with("+xml"));
+            || xml && std::str::from_utf8(data).is_ok());
     if textual {
         return json!({ "content": [{ "type": "text", "text": String::from_utf8_lossy(data) }] });
     }
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    if base.starts_with("image/") {
+    if lower.starts_with("image/") {
         return json!({ "content": [{ "type": "image", "data": encoded, "mimeType": base }] });
     }
     json!({ "content": [{ "type": "resource", "resource": {
@@ -860,6 +870,7 @@ mod tests {
             ("application/problem+json; charset=utf-8", "text"),
             ("application/atom+xml", "text"),
             ("image/png", "image"),
+            ("IMAGE/PNG", "image"),
             ("image/svg+xml", "image"),
             ("application/pdf", "resource"),
             ("", "resource"),
@@ -867,6 +878,9 @@ mod tests {
             let result = raw_result(content_type, b"{}");
             assert_eq!(result["content"][0]["type"], kind, "{content_type}");
         }
+        // XML in another encoding than UTF-8 stays bytes.
+        let latin1 = raw_result("application/xml", b"<a>\xe9</a>");
+        assert_eq!(latin1["content"][0]["type"], "resource");
     }
 
     #[test]

@@ -630,3 +630,32 @@ async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
         .await;
     assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
 }
+
+/// An oversized frame ends only the call it names: an oversized `open`
+/// starts no call and is refused by its id, while an upload under way on
+/// the same session goes on and completes.
+#[tokio::test]
+async fn an_oversized_open_leaves_the_other_uploads_alone() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let mut ws = support::json_v1_to(gw.addr, "/ws").await;
+    ws.send(Message::text(
+        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(Message::text(
+        json!({"id": "v", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "x".repeat(2000)}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let refused = support::ws_status(&mut ws).await;
+    assert_eq!(refused["code"], 8, "{refused}");
+    ws.send(Message::text(json!({"id": "u", "end": true}).to_string()))
+        .await
+        .unwrap();
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Complete(n) if n > 0));
+}

@@ -39,7 +39,19 @@ impl ToolTable {
             .filter(|t| mcp_routes.get(t.route).copied().unwrap_or(false))
             .collect();
         targets.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
-        // `Service_Method`, unless two routed services share a simple name.
+        let mut table = ToolTable::default();
+        // A tool call is one request and one result.
+        targets.retain(|t| {
+            if t.kind.client_streams() {
+                table.warnings.push(format!(
+                    "{} is not offered as an MCP tool: it streams from the client",
+                    t.path
+                ));
+            }
+            !t.kind.client_streams()
+        });
+        // `Service_Method`, unless two services offered as tools share a
+        // simple name.
         let mut services: HashMap<String, BTreeSet<String>> = HashMap::new();
         for t in &targets {
             let service = t.method.parent_service();
@@ -49,19 +61,11 @@ impl ToolTable {
                 .insert(service.full_name().to_owned());
         }
         let mut comments = Comments::default();
-        let mut table = ToolTable::default();
+        let mut offered: Vec<Tool> = Vec::new();
         for t in targets {
-            if t.kind.client_streams() {
-                // A tool call is one request and one result.
-                table.warnings.push(format!(
-                    "{} is not offered as an MCP tool: it streams from the client",
-                    t.path
-                ));
-                continue;
-            }
             let service = t.method.parent_service();
             let shared = services.get(service.name()).is_some_and(|s| s.len() > 1);
-            let mut name = if shared {
+            let name = if shared {
                 format!(
                     "{}_{}",
                     service.full_name().replace('.', "_"),
@@ -70,22 +74,7 @@ impl ToolTable {
             } else {
                 format!("{}_{}", service.name(), t.method.name())
             };
-            // Names that still meet (`a.b_c.Svc/M` and `a_b.c.Svc/M`, or
-            // `Foo_Bar/Baz` and `Foo/Bar_Baz`): the later path (in path
-            // order) gets a number, and a warning says which.
-            if let Some(taken) = table.tools.get(&name) {
-                let first = taken.binding.target.path.to_string();
-                let mut n = 2;
-                while table.tools.contains_key(&format!("{name}_{n}")) {
-                    n += 1;
-                }
-                let renamed = format!("{name}_{n}");
-                table.warnings.push(format!(
-                    "{} is offered as the MCP tool {renamed}: {name} is {first}",
-                    t.path
-                ));
-                name = renamed;
-            }
+
             let json = routes.json_options(t.route);
             let Ok(binding) = Binding::new(
                 t.clone(),
@@ -101,14 +90,16 @@ impl ToolTable {
             if binding.raw_request_body {
                 // Tool arguments are JSON; a request of raw bytes has no JSON form.
                 table.warnings.push(format!(
-                    "{name} is not offered as an MCP tool: its request body is google.api.HttpBody (raw bytes)"
+                    "{} is not offered as an MCP tool: its request body is google.api.HttpBody (raw bytes)",
+                    t.path
                 ));
                 continue;
             }
             let n = Naming::from(&json);
             let Some(input) = object_schema(&mut comments, &t.method.input(), n) else {
                 table.warnings.push(format!(
-                    "{name} is not offered as an MCP tool: its request is not a JSON object (a well-known type written as a string or a value)"
+                    "{} is not offered as an MCP tool: its request is not a JSON object (a well-known type written as a string or a value)",
+                    t.path
                 ));
                 continue;
             };
@@ -159,15 +150,36 @@ impl ToolTable {
                 .iter()
                 .find(|b| b.target.path == t.path && b.update_mask.is_some())
                 .cloned();
-            table.tools.insert(
-                name.clone(),
-                Tool {
-                    name,
-                    binding: Arc::new(binding),
-                    listing,
-                    patch,
-                },
-            );
+            offered.push(Tool {
+                name,
+                binding: Arc::new(binding),
+                listing,
+                patch,
+            });
+        }
+        // Names that still meet (`a.b_c.Svc/M` and `a_b.c.Svc/M`, or
+        // `Foo_Bar/Baz` and `Foo/Bar_Baz`): each such method gets a suffix
+        // that depends on its own gRPC path only, so a name never moves to
+        // another method when routes come and go.
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for tool in &offered {
+            *uses.entry(tool.name.clone()).or_default() += 1;
+        }
+        for mut tool in offered {
+            if uses[&tool.name] > 1 {
+                use sha2::Digest as _;
+                let path = tool.binding.target.path.to_string();
+                let digest = sha2::Sha256::digest(path.as_bytes());
+                let suffix: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+                let renamed = format!("{}_{suffix}", tool.name);
+                table.warnings.push(format!(
+                    "{path} is offered as the MCP tool {renamed}: its name {} is another method's too",
+                    tool.name
+                ));
+                tool.listing["name"] = json!(renamed);
+                tool.name = renamed;
+            }
+            table.tools.insert(tool.name.clone(), tool);
         }
         if table.tools.is_empty() && mcp_routes.contains(&true) {
             table.warnings.push(

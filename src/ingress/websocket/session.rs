@@ -356,19 +356,37 @@ impl Session {
         let limit = self.ingress.config.max_message_bytes;
         if size > limit {
             let err = GatewayError::payload_too_large(limit, "websocket.max_message_bytes");
-            // Unread, the frame names no call: any call still taking input
-            // may have lost a message, so each ends with code 8 (reset at
-            // the backend) rather than complete with a hole.
-            let taking_input: Vec<String> = self
-                .calls
-                .iter()
-                .filter(|(_, c)| c.input.is_some())
-                .map(|(id, _)| id.clone())
-                .collect();
-            if taking_input.is_empty() {
-                self.refuse("", &err).await;
+            // The message is refused; a call that goes on without it would
+            // have a hole, so the call it was for ends with code 8 (reset at
+            // the backend). Which call: the frame's own `id`, read without
+            // its message; a session's one call; or, when the frame says
+            // nothing readable, every call still taking input.
+            let named = match (&message, self.single) {
+                (_, true) => Some((String::new(), false)),
+                (Message::Text(t), false) => frame_names(t.as_str()),
+                _ => None,
+            };
+            let cut: Vec<String> = match &named {
+                // An `open` never started its call: nothing to cut.
+                Some((_, true)) => Vec::new(),
+                Some((id, false)) => self
+                    .calls
+                    .get(id)
+                    .filter(|c| c.input.is_some() && !c.settled.load(Ordering::Acquire))
+                    .map(|_| vec![id.clone()])
+                    .unwrap_or_default(),
+                None => self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| c.input.is_some() && !c.settled.load(Ordering::Acquire))
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+            };
+            if cut.is_empty() {
+                let id = named.map(|(id, _)| id).unwrap_or_default();
+                self.refuse(&id, &err).await;
             }
-            for id in taking_input {
+            for id in cut {
                 self.cut_off(&id, err.clone(), true).await;
             }
             return;
@@ -394,7 +412,10 @@ impl Session {
                 // A refused message of a call under way would leave a hole
                 // in its input: the call ends with the refusal instead.
                 let under_way = matches!(&frame, Ok(ClientFrame::Message { .. }))
-                    && self.calls.contains_key(id);
+                    && self
+                        .calls
+                        .get(id)
+                        .is_some_and(|c| c.input.is_some() && !c.settled.load(Ordering::Acquire));
                 if under_way {
                     let id = id.to_owned();
                     self.cut_off(&id, err, true).await;
@@ -481,7 +502,9 @@ impl Session {
             .get(&id)
             .is_some_and(|c| c.settled.load(Ordering::Acquire))
         {
-            self.calls.remove(&id);
+            if let Some(done) = self.calls.remove(&id) {
+                done.task.abort();
+            }
         }
         if self.calls.contains_key(&id) {
             return self
@@ -965,4 +988,19 @@ fn url_parts<'a>(url: &'a (Vec<String>, Option<String>), segments: &'a [&'a str]
 
 fn segments_of(url: &(Vec<String>, Option<String>)) -> Vec<&str> {
     url.0.iter().map(String::as_str).collect()
+}
+
+/// What an oversized text frame names, read without its message: its
+/// `id` (empty when it has none) and whether it is an `open`. `None` when
+/// it is no JSON object.
+fn frame_names(text: &str) -> Option<(String, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        open: Option<serde::de::IgnoredAny>,
+    }
+    let names: Names = serde_json::from_str(text).ok()?;
+    Some((names.id.unwrap_or_default(), names.open.is_some()))
 }
