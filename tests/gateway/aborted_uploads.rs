@@ -601,14 +601,10 @@ async fn a_call_cut_by_a_close_for_the_clients_frame_says_why() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A frame over `websocket.max_message_bytes` is refused unread, so which
-/// call it was for is unknown: every call still taking input ends with code
-/// 8 and is reset at the backend, never completed without the message.
-#[tokio::test]
-async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
-    let (backend, mut ends) = frame_watching_backend().await;
-    let gw = gateway(backend).await;
-    let mut ws = support::json_v1_to(gw.addr, "/ws").await;
+/// A `portico.json.v1` session with an upload `u` under way: opened with
+/// its first message, which the backend has had time to take.
+async fn session_uploading_u(gateway: SocketAddr) -> support::Ws {
+    let mut ws = support::json_v1_to(gateway, "/ws").await;
     ws.send(Message::text(
         json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
             .to_string(),
@@ -616,6 +612,17 @@ async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    ws
+}
+
+/// A frame over `websocket.max_message_bytes` ends the call it names (its
+/// id read without the message) with code 8, reset at the backend, never
+/// completed without the message.
+#[tokio::test]
+async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let mut ws = session_uploading_u(gw.addr).await;
     // Over max_message_bytes (1024 here), under the close-the-connection size.
     ws.send(Message::text(
         json!({"id": "u", "message": {"seq": 2, "topic": "x".repeat(2000)}}).to_string(),
@@ -638,14 +645,7 @@ async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
 async fn an_oversized_open_leaves_the_other_uploads_alone() {
     let (backend, mut ends) = frame_watching_backend().await;
     let gw = gateway(backend).await;
-    let mut ws = support::json_v1_to(gw.addr, "/ws").await;
-    ws.send(Message::text(
-        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "a"}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ws = session_uploading_u(gw.addr).await;
     ws.send(Message::text(
         json!({"id": "v", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "x".repeat(2000)}})
             .to_string(),
