@@ -241,9 +241,14 @@ pub struct Reply {
 impl Reply {
     /// A reply of exactly one message and no trailers.
     pub fn single(metadata: HeaderMap, message: Bytes) -> Reply {
+        Reply::complete(metadata, message, HeaderMap::new())
+    }
+
+    /// A unary reply already read to its end: one message, then trailers.
+    pub fn complete(metadata: HeaderMap, message: Bytes, trailers: HeaderMap) -> Reply {
         let frames = [
             Ok(ReplyFrame::Message(message)),
-            Ok(ReplyFrame::Trailers(HeaderMap::new())),
+            Ok(ReplyFrame::Trailers(trailers)),
         ];
         Reply {
             metadata,

@@ -125,7 +125,7 @@ impl GrpcEgress {
             .timeout
             .map(|t| Box::pin(tokio::time::sleep_until(Instant::now() + t)));
         let (messages, mut client_failed) = match env.payload {
-            Payload::Unary(message) => (GuardedStream::single(message), None),
+            Payload::Unary(message) => (GuardedStream::One(Some(message)), None),
             Payload::Stream(messages) => {
                 let (stream, rx) = GuardedStream::new(messages);
                 (stream, Some(rx))
@@ -190,9 +190,42 @@ impl GrpcEgress {
                 }
             },
         };
-        let (metadata, inner, _) = response.into_parts();
+        let (metadata, mut inner, _) = response.into_parts();
+        let metadata = metadata.into_headers();
+        if unary_reply && client_failed.is_none() {
+            // A unary call: its whole reply is read here, so the attempt is
+            // judged on the backend's status, not on its headers alone.
+            let failed =
+                |e: GatewayError| AttemptError::from_error(e.with_reply_headers(&metadata), false);
+            let next = next_message(
+                &mut inner,
+                &mut client_failed,
+                &mut deadline,
+                idle,
+                max_message_bytes,
+            );
+            let message = match next.await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Err(failed(GatewayError::reply_without_message())),
+                Err(e) => return Err(failed(e)),
+            };
+            let next = next_message(
+                &mut inner,
+                &mut client_failed,
+                &mut deadline,
+                idle,
+                max_message_bytes,
+            );
+            match next.await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(failed(GatewayError::reply_with_extra_message())),
+                Err(e) => return Err(failed(e)),
+            }
+            let trailers = trailers_of(&mut inner).await;
+            return Ok(Reply::complete(metadata, message, trailers));
+        }
         Ok(Reply {
-            metadata: metadata.into_headers(),
+            metadata,
             body: reply_stream(CallState {
                 inner,
                 client_failed,
@@ -403,26 +436,15 @@ fn reply_stream(state: CallState) -> ReplyStream {
             let trailers = trailers_of(&mut st.inner).await;
             return Some((Ok(ReplyFrame::Trailers(trailers)), st));
         }
-        let deadline_at = deadline_of(&st.deadline);
         loop {
-            let outcome = tokio::select! {
-                biased;
-                failed = client_error(&mut st.client_failed) => match failed {
-                    Some(err) => Err(err),
-                    // The client's stream ended well; nothing more to watch.
-                    None => continue,
-                },
-                _ = expiry(&mut st.deadline) => Err(GatewayError::deadline_exceeded()),
-                m = tokio::time::timeout(st.idle, st.inner.message()) => match m {
-                    Ok(m) => m.map_err(|s| {
-                        backend_error(&s, st.max_message_bytes, deadline_at)
-                    }),
-                    Err(_) => Err(GatewayError::upstream_timeout(
-                        crate::config::STREAM_IDLE_TIMEOUT,
-                        st.idle,
-                    )),
-                },
-            };
+            let outcome = next_message(
+                &mut st.inner,
+                &mut st.client_failed,
+                &mut st.deadline,
+                st.idle,
+                st.max_message_bytes,
+            )
+            .await;
             let outcome = match outcome {
                 Ok(Some(message)) if st.unary_reply => {
                     if st.held.is_some() {
@@ -461,6 +483,37 @@ fn reply_stream(state: CallState) -> ReplyStream {
     }))
 }
 
+/// The backend's next message (`None` at its OK status), or the call's
+/// failure: the backend's status, the deadline, a wait for the message
+/// past `idle`, or the client's bad message.
+async fn next_message(
+    inner: &mut tonic::Streaming<Bytes>,
+    client_failed: &mut Option<oneshot::Receiver<GatewayError>>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
+    idle: std::time::Duration,
+    max_message_bytes: usize,
+) -> Result<Option<Bytes>, GatewayError> {
+    let deadline_at = deadline_of(deadline);
+    loop {
+        return tokio::select! {
+            biased;
+            failed = client_error(client_failed) => match failed {
+                Some(err) => Err(err),
+                // The client's stream ended well; nothing more to watch.
+                None => continue,
+            },
+            _ = expiry(deadline) => Err(GatewayError::deadline_exceeded()),
+            m = tokio::time::timeout(idle, inner.message()) => match m {
+                Ok(m) => m.map_err(|s| backend_error(&s, max_message_bytes, deadline_at)),
+                Err(_) => Err(GatewayError::upstream_timeout(
+                    crate::config::STREAM_IDLE_TIMEOUT,
+                    idle,
+                )),
+            },
+        };
+    }
+}
+
 /// The backend's trailers once its messages have ended (none when it
 /// sent its status in the headers).
 async fn trailers_of(inner: &mut tonic::Streaming<Bytes>) -> http::HeaderMap {
@@ -473,48 +526,46 @@ async fn trailers_of(inner: &mut tonic::Streaming<Bytes>) -> http::HeaderMap {
         .unwrap_or_default()
 }
 
-/// The client's messages as tonic sends them. On the first bad message the
-/// error goes to the receiver and the stream stays open without ending, so
-/// the call is aborted (the backend sees a cancellation), never half-closed
-/// as if the input were complete.
-struct GuardedStream {
-    inner: MessageStream,
-    /// Taken when the client's stream fails; from then on the stream pends.
-    failed: Option<oneshot::Sender<GatewayError>>,
+/// The client's messages as tonic sends them. On the first bad message of
+/// a stream the error goes to the receiver and the stream stays open
+/// without ending, so the call is aborted (the backend sees a
+/// cancellation), never half-closed as if the input were complete.
+enum GuardedStream {
+    /// A unary request: its one message, until sent.
+    One(Option<Bytes>),
+    Many {
+        inner: MessageStream,
+        /// Taken when the client's stream fails; from then on it pends.
+        failed: Option<oneshot::Sender<GatewayError>>,
+    },
 }
 
 impl GuardedStream {
     fn new(inner: MessageStream) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
         let (tx, rx) = oneshot::channel();
-        (
-            GuardedStream {
-                inner,
-                failed: Some(tx),
-            },
-            rx,
-        )
-    }
-
-    fn single(message: Bytes) -> GuardedStream {
-        let (tx, _) = oneshot::channel();
-        GuardedStream {
-            inner: Box::pin(futures_util::stream::once(async move { Ok(message) })),
+        let stream = GuardedStream::Many {
+            inner,
             failed: Some(tx),
-        }
+        };
+        (stream, rx)
     }
 }
 
 impl Stream for GuardedStream {
     type Item = Bytes;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.failed.is_none() {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let (inner, failed) = match self.get_mut() {
+            GuardedStream::One(message) => return Poll::Ready(message.take()),
+            GuardedStream::Many { inner, failed } => (inner, failed),
+        };
+        if failed.is_none() {
             return Poll::Pending;
         }
-        match self.inner.as_mut().poll_next(cx) {
+        match inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(bytes)),
             Poll::Ready(Some(Err(err))) => {
-                if let Some(tx) = self.failed.take() {
+                if let Some(tx) = failed.take() {
                     let _ = tx.send(err);
                 }
                 Poll::Pending

@@ -50,27 +50,6 @@ pub struct AttemptError {
     pub endpoint_fault: bool,
 }
 
-/// A unary reply read up to its first frame: the reply with that frame
-/// put back, or the attempt's failure when the frame is the backend's
-/// failed status (with the headers sent before it).
-async fn first_frame_or_failure(reply: Reply) -> Result<Reply, AttemptError> {
-    let Reply { metadata, mut body } = reply;
-    match body.next().await {
-        Some(Err(error)) => Err(AttemptError::from_error(
-            error.with_reply_headers(&metadata),
-            false,
-        )),
-        Some(Ok(frame)) => Ok(Reply {
-            metadata,
-            body: Box::pin(futures_util::stream::once(async move { Ok(frame) }).chain(body)),
-        }),
-        None => Ok(Reply {
-            metadata,
-            body: Box::pin(futures_util::stream::empty()),
-        }),
-    }
-}
-
 impl AttemptError {
     /// Classifies a finished attempt's error by what it says about the endpoint.
     pub fn from_error(error: GatewayError, unreached: bool) -> AttemptError {
@@ -212,8 +191,11 @@ impl Upstream {
 
     /// Makes a call: admits it (or sheds it), picks an endpoint, runs
     /// `attempt` on it, and retries on another endpoint when the failure
-    /// allows, the budget has room and the deadline has time. The reply
-    /// holds the call's slots until its stream ends.
+    /// allows, the budget has room and the deadline has time. `attempt`
+    /// reads a unary call's reply to its end, so a backend's failed status
+    /// after its headers fails the attempt (retried and counted against
+    /// the endpoint like a status sent alone); a streaming reply holds the
+    /// call's slots until its stream ends.
     pub async fn call<F, Fut>(
         self: &Arc<Self>,
         env: Envelope,
@@ -267,27 +249,20 @@ impl Upstream {
                     None => env.metadata.remove("tracestate"),
                 };
             }
-            let mut outcome = attempt(ep.clone(), env).await;
-            // A unary reply that is headers and then a failed status is a
-            // failed attempt, retried and counted against the endpoint as
-            // a status sent without headers is (grpcio's
-            // send_initial_metadata, grpc-go's SendHeader): read up to its
-            // first frame, which a unary client waits for anyway.
-            if unary {
-                if let Ok(reply) = outcome {
-                    outcome = first_frame_or_failure(reply).await;
-                }
-            }
-            match outcome {
+            // A unary attempt's reply has been read to its end (a failed
+            // status after headers is a failed attempt); a streaming one
+            // holds the call's slots until its stream is done with.
+            match attempt(ep.clone(), env).await {
                 Ok(mut reply) => {
                     record.attempt_done(started, None, None);
                     ep.record_success();
-                    // The slots are held until the reply's stream is done with.
-                    let held = (guard, admitted);
-                    reply.body = Box::pin(reply.body.map(move |frame| {
-                        let _ = &held;
-                        frame
-                    }));
+                    if !unary {
+                        let held = (guard, admitted);
+                        reply.body = Box::pin(reply.body.map(move |frame| {
+                            let _ = &held;
+                            frame
+                        }));
+                    }
                     return Ok(reply);
                 }
                 Err(mut failed) => {
