@@ -40,9 +40,12 @@ pub fn pipeline(
 ) -> Pipeline {
     // Shared, not cloned per call: the egress holds clients and pools.
     let egress = std::sync::Arc::new(egress);
+    // Its future is boxed here, once: the layers above pass it on inline.
     let egress = tower::service_fn(move |env: Envelope| {
         let egress = egress.clone();
-        async move { egress.call(env).await }
+        let call: futures_util::future::BoxFuture<'static, Result<Reply, GatewayError>> =
+            Box::pin(async move { egress.call(env).await });
+        call
     });
     BoxCloneSyncService::new(
         ServiceBuilder::new()

@@ -138,6 +138,12 @@ impl GrpcEgress {
             http::header::HeaderName::from_static("grpc-accept-encoding"),
             http::HeaderValue::from_static("identity"),
         );
+        if let Some(t) = env.timeout {
+            metadata.insert(
+                http::header::HeaderName::from_static("grpc-timeout"),
+                grpc_timeout(t),
+            );
+        }
         let mut request = tonic::Request::from_parts(
             MetadataMap::from_headers(metadata),
             Default::default(),
@@ -152,9 +158,6 @@ impl GrpcEgress {
                 .is_some()
                 .then(|| request.cancellation_handle()),
         );
-        if let Some(t) = env.timeout {
-            request.set_timeout(t);
-        }
         // A backend that takes a call and never answers is cut off. A
         // client-streaming backend may answer only once the whole upload is
         // in, so there the idle timeout of the client's stream applies.
@@ -241,6 +244,35 @@ impl GrpcEgress {
             }),
         })
     }
+}
+
+/// `grpc-timeout` for `t`, in the most precise unit that fits the
+/// protocol's eight digits (as tonic writes it), formatted without the
+/// intermediate strings tonic's `set_timeout` makes on every call.
+fn grpc_timeout(t: std::time::Duration) -> http::HeaderValue {
+    use std::io::Write;
+    const MAX: u128 = 99_999_999;
+    let minutes = u128::from(t.as_secs() / 60);
+    let (value, unit) = [
+        (t.as_nanos(), 'n'),
+        (t.as_micros(), 'u'),
+        (t.as_millis(), 'm'),
+        (u128::from(t.as_secs()), 'S'),
+        (minutes, 'M'),
+        (minutes / 60, 'H'),
+    ]
+    .into_iter()
+    .find(|(v, _)| *v <= MAX)
+    .unwrap_or((MAX, 'H'));
+    let mut buf = [0u8; 16];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let written = write!(cursor, "{value}{unit}").is_ok();
+    let len = cursor.position() as usize;
+    match written {
+        true => http::HeaderValue::from_bytes(&buf[..len]),
+        false => http::HeaderValue::from_bytes(b"99999999H"),
+    }
+    .unwrap_or(http::HeaderValue::from_static("99999999H"))
 }
 
 /// Resolves with the client's stream error, or `None` once its stream ended
@@ -579,6 +611,22 @@ impl Stream for GuardedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_is_written_in_the_most_precise_unit_of_eight_digits() {
+        use std::time::Duration;
+        let table = [
+            (Duration::from_millis(500), "500000u"),
+            (Duration::from_micros(99_999), "99999000n"),
+            (Duration::from_secs(30), "30000000u"),
+            (Duration::from_secs(3600), "3600000m"),
+            (Duration::from_secs(200_000), "200000S"),
+            (Duration::from_secs(100_000_000 * 60), "1666666H"),
+        ];
+        for (t, expected) in table {
+            assert_eq!(grpc_timeout(t), expected, "{t:?}");
+        }
+    }
     use std::time::Duration;
 
     #[test]

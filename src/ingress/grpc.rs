@@ -404,9 +404,20 @@ pub fn trailers_only(flavor: Flavor, err: &GatewayError) -> Response<ResponseBod
     resp
 }
 
-fn ok_trailers(backend: HeaderMap) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert("grpc-status", HeaderValue::from_static("0"));
+fn ok_trailers(mut backend: HeaderMap) -> HeaderMap {
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    // Mostly the backend's own `grpc-status` and nothing else: its map is
+    // emptied and reused rather than a new one built.
+    if backend
+        .keys()
+        .all(|name| !crate::ingress::edge::reaches_client(name))
+    {
+        backend.clear();
+        backend.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+        return backend;
+    }
+    let mut h = HeaderMap::with_capacity(backend.len() + 1);
+    h.insert(GRPC_STATUS, HeaderValue::from_static("0"));
     copy_reply_metadata(&backend, &mut h, "");
     h
 }

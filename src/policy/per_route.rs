@@ -5,7 +5,7 @@
 
 use crate::envelope::{Envelope, Reply};
 use crate::error::GatewayError;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -82,7 +82,10 @@ where
 {
     type Response = Reply;
     type Error = GatewayError;
-    type Future = BoxFuture<'static, Result<Reply, GatewayError>>;
+    /// A route without the policy passes straight on: no box of its own
+    /// per call (the pipeline's innermost service boxes its future once,
+    /// so these stay small however many policies are stacked).
+    type Future = Either<BoxFuture<'static, Result<Reply, GatewayError>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
         self.inner.poll_ready(cx)
@@ -94,9 +97,9 @@ where
                 // The service that was polled ready is the one to hand on.
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                policy.clone().call(env, Next::new(ready))
+                Either::Left(policy.clone().call(env, Next::new(ready)))
             }
-            _ => Box::pin(self.inner.call(env)),
+            _ => Either::Right(self.inner.call(env)),
         }
     }
 }

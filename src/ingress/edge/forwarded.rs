@@ -175,8 +175,27 @@ fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static
     }
 }
 
+/// The header value naming `ip`. Calls come in runs from one peer (a
+/// connection's requests, a load balancer's), so each thread keeps the
+/// last value it made: a clone of it costs a reference count, not a
+/// formatted string and a copy.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((seen, value)) = last.as_ref() {
+            if *seen == ip {
+                return value.clone();
+            }
+        }
+        let value =
+            HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        *last = Some((ip, value.clone()));
+        value
+    })
 }
 
 #[cfg(test)]
