@@ -317,8 +317,8 @@ pub fn grpc_frames(data: &[u8]) {
     let chunk = 1 + (*first as usize & 0x3f);
     let mut deframer = framing::Deframer::new(64 * 1024);
     let mut total = 0;
-    for piece in body.chunks(chunk) {
-        deframer.push(piece);
+    for start in (0..body.len()).step_by(chunk) {
+        deframer.push(body.slice(start..body.len().min(start + chunk)));
         loop {
             match deframer.next_message() {
                 Ok(Some(m)) => total += m.len() + 5,

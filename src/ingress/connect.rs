@@ -230,14 +230,13 @@ impl ConnectIngress {
             Shape::Stream(codec) if !target.kind.client_streams() => {
                 // A server stream's request is one message, read whole
                 // before the call starts, as gRPC reads it.
-                let decode_target = target.clone();
-                let messages = framed::messages(
+                let message = framed::one(
                     body,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
-                    move |m| decode_message(&decode_target, codec, m, &json_options),
-                );
-                let message = framed::exactly_one(messages).await?;
+                )
+                .await?;
+                let message = decode_message(&target, codec, message, &json_options)?;
                 (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (

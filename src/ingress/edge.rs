@@ -266,7 +266,7 @@ impl Edge {
     /// header whose name does not end in `-bin`) is not forwarded: the
     /// backend would refuse the call, or read bytes the client did not mean.
     pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::new();
+        let mut out = HeaderMap::with_capacity(headers.len());
         // Headers an HTTP/1.1 client's `Connection` names are for this hop
         // alone (RFC 9110 section 7.6.1).
         let hop_only: Vec<String> = headers

@@ -41,6 +41,72 @@ pub async fn read_limited(
     }
 }
 
+/// A body read as length-prefixed messages.
+struct Framed {
+    body: super::request_body::RequestBody,
+    deframer: Deframer,
+    ended: bool,
+    failed: bool,
+    idle: Duration,
+    idle_key: &'static str,
+}
+
+impl Framed {
+    fn new(
+        body: super::request_body::RequestBody,
+        limit: usize,
+        (idle, idle_key): (Duration, &'static str),
+    ) -> Framed {
+        Framed {
+            body,
+            deframer: Deframer::new(limit),
+            ended: false,
+            failed: false,
+            idle,
+            idle_key,
+        }
+    }
+
+    /// The next message, the failure that ends the body, or `None` at its
+    /// clean end (and after a failure).
+    async fn next(&mut self) -> Option<Result<Bytes, GatewayError>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let next = match self.deframer.next_message() {
+                Ok(Some(m)) => Some(Ok(m)),
+                Ok(None) if self.ended => self.deframer.finish().err().map(|e| Err(e.into())),
+                Ok(None) => None,
+                Err(e) => Some(Err(e.into())),
+            };
+            if let Some(item) = next {
+                self.failed = item.is_err();
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            let Ok(frame) = tokio::time::timeout(self.idle, self.body.frame()).await else {
+                self.failed = true;
+                return Some(Err(GatewayError::client_timeout(self.idle_key, self.idle)));
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.deframer.push(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(Err(body_error(&e, "could not read the request stream")));
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
 /// The body's length-prefixed messages, each passed through `decode`, as
 /// they arrive. The stream ends after the first error; a client that sends
 /// nothing for `idle` is one, named by `idle_key` (the client stream's
@@ -48,56 +114,19 @@ pub async fn read_limited(
 pub fn messages<F>(
     body: super::request_body::RequestBody,
     limit: usize,
-    (idle, idle_key): (Duration, &'static str),
+    idle: (Duration, &'static str),
     decode: F,
 ) -> MessageStream
 where
     F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
 {
-    let state = (body, Deframer::new(limit), false, false);
-    let decode = std::sync::Arc::new(decode);
-    Box::pin(futures_util::stream::unfold(
-        state,
-        move |(mut body, mut deframer, mut ended, failed)| {
-            let decode = decode.clone();
-            async move {
-                if failed {
-                    return None;
-                }
-                loop {
-                    let next = match deframer.next_message() {
-                        Ok(Some(m)) => Some(decode(m)),
-                        Ok(None) if ended => deframer.finish().err().map(|e| Err(e.into())),
-                        Ok(None) => None,
-                        Err(e) => Some(Err(e.into())),
-                    };
-                    if let Some(item) = next {
-                        let failed = item.is_err();
-                        return Some((item, (body, deframer, ended, failed)));
-                    }
-                    if ended {
-                        return None;
-                    }
-                    let Ok(frame) = tokio::time::timeout(idle, body.frame()).await else {
-                        let err = GatewayError::client_timeout(idle_key, idle);
-                        return Some((Err(err), (body, deframer, true, true)));
-                    };
-                    match frame {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                deframer.push(&data);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            let err = body_error(&e, "could not read the request stream");
-                            return Some((Err(err), (body, deframer, true, true)));
-                        }
-                        None => ended = true,
-                    }
-                }
-            }
-        },
-    ))
+    use futures_util::StreamExt;
+    let framed = Framed::new(body, limit, idle);
+    let raw = futures_util::stream::unfold(framed, |mut framed| async move {
+        let item = framed.next().await?;
+        Some((item, framed))
+    });
+    Box::pin(raw.map(move |item| item.and_then(&decode)))
 }
 
 /// Why reading a request body failed: the client went away (closed the
@@ -136,24 +165,38 @@ fn client_left(e: &BodyError) -> bool {
     false
 }
 
-/// The one request message of a unary or server-streaming call. None, or a
-/// second one, is refused; the second is refused as soon as it is read, so
-/// a client cannot make the gateway buffer more than one message.
-pub async fn exactly_one(mut messages: MessageStream) -> Result<Bytes, GatewayError> {
-    use futures_util::StreamExt;
-    let refuse = |got: &str| {
-        GatewayError::invalid_field(
-            "",
-            format!(
-                "a unary or server-streaming call takes exactly one request message, got {got}"
-            ),
-        )
+/// The one request message of a unary or server-streaming call, read
+/// from its body as [`messages`] reads it. None, or a second one, is
+/// refused; the second is refused as soon as it is read, so a client
+/// cannot make the gateway buffer more than one message.
+pub async fn one(
+    body: super::request_body::RequestBody,
+    limit: usize,
+    idle: (Duration, &'static str),
+) -> Result<Bytes, GatewayError> {
+    let mut framed = Framed::new(body, limit, idle);
+    let Some(message) = framed.next().await.transpose()? else {
+        return Err(not_one("0"));
     };
-    let Some(message) = messages.next().await.transpose()? else {
-        return Err(refuse("0"));
-    };
-    if messages.next().await.transpose()?.is_some() {
-        return Err(refuse("more than 1"));
+    if framed.next().await.transpose()?.is_some() {
+        return Err(not_one("more than 1"));
     }
     Ok(message)
+}
+
+/// The one message of a body read whole, by the rule of [`one`].
+pub fn only(messages: Vec<Bytes>) -> Result<Bytes, GatewayError> {
+    let mut messages = messages.into_iter();
+    match (messages.next(), messages.next()) {
+        (Some(message), None) => Ok(message),
+        (None, _) => Err(not_one("0")),
+        (Some(_), Some(_)) => Err(not_one("more than 1")),
+    }
+}
+
+fn not_one(got: &str) -> GatewayError {
+    GatewayError::invalid_field(
+        "",
+        format!("a unary or server-streaming call takes exactly one request message, got {got}"),
+    )
 }

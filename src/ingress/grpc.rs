@@ -162,7 +162,8 @@ impl GrpcIngress {
         record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
-        let messages = if text {
+        let streams = target.kind.client_streams();
+        let payload = if text {
             // gRPC-Web text is base64 over the whole body: decoded whole.
             let bytes = framed::read_limited(
                 body,
@@ -179,29 +180,39 @@ impl GrpcIngress {
                 _ => e,
             })?;
             let mut deframer = Deframer::new(limit);
-            deframer.push(&decode_web_text(&bytes)?);
+            deframer.push(decode_web_text(&bytes)?);
             let mut messages = Vec::new();
             while let Some(m) = deframer.next_message()? {
-                messages.push(Ok(m));
+                messages.push(m);
             }
             deframer.finish()?;
-            Box::pin(futures_util::stream::iter(messages))
+            match streams {
+                true => Payload::Stream(Box::pin(futures_util::stream::iter(
+                    messages.into_iter().map(Ok),
+                ))),
+                false => Payload::Unary(framed::only(messages)?),
+            }
         } else {
             // Deframed as it arrives: a length prefix over the limit is
             // refused as soon as it is read, before its bytes come. A
             // client stream waits on its client between messages; any
             // other call's one message is a body being read.
-            let idle = if target.kind.client_streams() {
-                (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT)
-            } else {
-                (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT)
-            };
-            framed::messages(body, limit, idle, Ok)
-        };
-        let payload = if target.kind.client_streams() {
-            Payload::Stream(messages)
-        } else {
-            Payload::Unary(framed::exactly_one(messages).await?)
+            match streams {
+                true => Payload::Stream(framed::messages(
+                    body,
+                    limit,
+                    (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
+                    Ok,
+                )),
+                false => Payload::Unary(
+                    framed::one(
+                        body,
+                        limit,
+                        (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    )
+                    .await?,
+                ),
+            }
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());

@@ -59,8 +59,14 @@ impl From<FrameError> for crate::error::GatewayError {
     }
 }
 
-/// Splits a byte stream into messages as chunks arrive.
+/// Splits a byte stream into messages as chunks arrive. A chunk that
+/// holds whole messages (a unary call's one DATA frame, most often) is
+/// sliced, not copied; only a message split across chunks is gathered
+/// into a buffer of its own.
 pub struct Deframer {
+    /// The received chunk not yet read, while nothing is gathered.
+    chunk: Bytes,
+    /// A frame gathered across chunks.
     buf: BytesMut,
     limit: usize,
 }
@@ -68,22 +74,60 @@ pub struct Deframer {
 impl Deframer {
     pub fn new(limit: usize) -> Self {
         Deframer {
+            chunk: Bytes::new(),
             buf: BytesMut::new(),
             limit,
         }
     }
 
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = chunk;
+        } else {
+            self.gather();
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Moves what is left of the held chunk into the buffer.
+    fn gather(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&self.chunk);
+            self.chunk = Bytes::new();
+        }
     }
 
     /// The next complete message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buf.len() < 5 {
+        if !self.chunk.is_empty() {
+            match self.frame_len(&self.chunk)? {
+                Some(len) if self.chunk.len() >= 5 + len => {
+                    let mut message = self.chunk.split_to(5 + len);
+                    message.advance(5);
+                    return Ok(Some(message));
+                }
+                _ => self.gather(),
+            }
+        }
+        let Some(len) = self.frame_len(&self.buf)? else {
+            return Ok(None);
+        };
+        if self.buf.len() < 5 + len {
+            self.buf.reserve(5 + len - self.buf.len());
             return Ok(None);
         }
-        let flags = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        self.buf.advance(5);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+
+    /// The length of the frame `bytes` starts with, judged from its prefix
+    /// alone (a length over the limit is refused before its bytes come);
+    /// `None` until the prefix is in.
+    fn frame_len(&self, bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+        let [flags, a, b, c, d, ..] = *bytes else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
         if len > self.limit {
             return Err(FrameError::TooLarge {
                 len,
@@ -96,17 +140,12 @@ impl Deframer {
         if flags & COMPRESSED != 0 {
             return Err(FrameError::Compressed);
         }
-        if self.buf.len() < 5 + len {
-            self.buf.reserve(5 + len - self.buf.len());
-            return Ok(None);
-        }
-        self.buf.advance(5);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        Ok(Some(len))
     }
 
     /// Called at the end of input: anything left is a truncated frame.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.chunk.is_empty() {
             Ok(())
         } else {
             Err(FrameError::Truncated)

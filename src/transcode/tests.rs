@@ -55,10 +55,11 @@ fn frames_split_across_chunks_are_reassembled() {
     let (a, _) = frame(0, Bytes::from_static(b"hello"));
     let (b, _) = frame(0, Bytes::from_static(b""));
     let all = [&a[..], &b[..]].concat();
+    let all = Bytes::from(all);
     let mut d = Deframer::new(1024);
-    d.push(&all[..3]);
+    d.push(all.slice(..3));
     assert_eq!(d.next_message(), Ok(None));
-    d.push(&all[3..]);
+    d.push(all.slice(3..));
     assert_eq!(d.next_message(), Ok(Some(Bytes::from_static(b"hello"))));
     assert_eq!(d.next_message(), Ok(Some(Bytes::new())));
     assert_eq!(d.next_message(), Ok(None));
@@ -66,18 +67,44 @@ fn frames_split_across_chunks_are_reassembled() {
 }
 
 #[test]
+fn whole_messages_are_sliced_from_their_chunk_and_a_split_one_is_gathered() {
+    let (a, _) = frame(0, Bytes::from_static(b"first"));
+    let (b, _) = frame(0, Bytes::from_static(b"second"));
+    let (c, _) = frame(0, Bytes::from_static(b"third"));
+    let all = Bytes::from([&a[..], &b[..], &c[..]].concat());
+    // One chunk with the first message and part of the second, then the rest.
+    let cut = a.len() + 4;
+    let mut d = Deframer::new(1024);
+    d.push(all.slice(..cut));
+    let first = d.next_message().unwrap().unwrap();
+    assert_eq!(first, "first");
+    assert_eq!(
+        first.as_ptr(),
+        all[5..].as_ptr(),
+        "a whole message is a slice of the chunk it came in"
+    );
+    assert_eq!(d.next_message(), Ok(None));
+    assert_eq!(d.finish(), Err(FrameError::Truncated));
+    d.push(all.slice(cut..));
+    assert_eq!(d.next_message(), Ok(Some(Bytes::from_static(b"second"))));
+    assert_eq!(d.next_message(), Ok(Some(Bytes::from_static(b"third"))));
+    assert_eq!(d.next_message(), Ok(None));
+    assert_eq!(d.finish(), Ok(()));
+}
+
+#[test]
 fn oversized_compressed_and_truncated_frames_are_refused() {
     let mut d = Deframer::new(4);
-    d.push(&[0, 0, 0, 0, 9]);
+    d.push(Bytes::from_static(&[0, 0, 0, 0, 9]));
     assert_eq!(
         d.next_message(),
         Err(FrameError::TooLarge { len: 9, limit: 4 })
     );
     let mut d = Deframer::new(4);
-    d.push(&[1, 0, 0, 0, 1, 7]);
+    d.push(Bytes::from_static(&[1, 0, 0, 0, 1, 7]));
     assert_eq!(d.next_message(), Err(FrameError::Compressed));
     let mut d = Deframer::new(4);
-    d.push(&[0, 0, 0]);
+    d.push(Bytes::from_static(&[0, 0, 0]));
     assert_eq!(d.finish(), Err(FrameError::Truncated));
 }
 
