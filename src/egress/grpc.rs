@@ -248,7 +248,10 @@ impl GrpcEgress {
 
 /// `grpc-timeout` for `t`, in the most precise unit that fits the
 /// protocol's eight digits (as tonic writes it), formatted without the
-/// intermediate strings tonic's `set_timeout` makes on every call.
+/// intermediate strings tonic's `set_timeout` makes on every call. Never
+/// indexed: what is left of a deadline differs on every call, and each
+/// value put in the connection's header table would push out the entries
+/// every call reuses.
 fn grpc_timeout(t: std::time::Duration) -> http::HeaderValue {
     use std::io::Write;
     const MAX: u128 = 99_999_999;
@@ -268,11 +271,11 @@ fn grpc_timeout(t: std::time::Duration) -> http::HeaderValue {
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     let written = write!(cursor, "{value}{unit}").is_ok();
     let len = cursor.position() as usize;
-    match written {
+    let value = match written {
         true => http::HeaderValue::from_bytes(&buf[..len]),
         false => http::HeaderValue::from_bytes(b"99999999H"),
-    }
-    .unwrap_or(http::HeaderValue::from_static("99999999H"))
+    };
+    crate::headers::never_indexed(value.unwrap_or(http::HeaderValue::from_static("99999999H")))
 }
 
 /// Resolves with the client's stream error, or `None` once its stream ended
@@ -624,7 +627,9 @@ mod tests {
             (Duration::from_secs(100_000_000 * 60), "1666666H"),
         ];
         for (t, expected) in table {
-            assert_eq!(grpc_timeout(t), expected, "{t:?}");
+            let value = grpc_timeout(t);
+            assert_eq!(value, expected, "{t:?}");
+            assert!(value.is_sensitive(), "a deadline is never indexed");
         }
     }
     use std::time::Duration;
