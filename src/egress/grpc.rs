@@ -529,6 +529,12 @@ async fn next_message(
     max_message_bytes: usize,
 ) -> Result<Option<Bytes>, GatewayError> {
     let deadline_at = deadline_of(deadline);
+    if let Some(ready) = ready_message(inner, client_failed, deadline) {
+        return ready.map_err(|failed| match failed {
+            Failed::Client(err) => err,
+            Failed::Backend(s) => backend_error(&s, max_message_bytes, deadline_at),
+        });
+    }
     loop {
         return tokio::select! {
             biased;
@@ -547,6 +553,46 @@ async fn next_message(
             },
         };
     }
+}
+
+/// The outcome of [`next_message`] when it is known without waiting: the
+/// backend's next message (or its status) is already in, and neither the
+/// client's stream has failed nor the deadline passed, as the waiting path
+/// would check first. Messages of a busy stream mostly arrive several to a
+/// read, and this spares each one a timer set and cancelled.
+fn ready_message(
+    inner: &mut tonic::Streaming<Bytes>,
+    client_failed: &mut Option<oneshot::Receiver<GatewayError>>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
+) -> Option<Result<Option<Bytes>, Failed>> {
+    use futures_util::FutureExt;
+    if let Some(receiver) = client_failed.as_mut() {
+        match receiver.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Ok(err) => {
+                *client_failed = None;
+                return Some(Err(Failed::Client(err)));
+            }
+            // The client's stream ended well: nothing more to watch.
+            Err(oneshot::error::TryRecvError::Closed) => *client_failed = None,
+        }
+    }
+    // Polled, the deadline's timer is registered and says if it has passed.
+    if let Some(d) = deadline.as_mut() {
+        if d.as_mut().now_or_never().is_some() {
+            return None;
+        }
+    }
+    inner
+        .message()
+        .now_or_never()
+        .map(|m| m.map_err(Failed::Backend))
+}
+
+/// Who failed a call [`ready_message`] found ended.
+enum Failed {
+    Client(GatewayError),
+    Backend(tonic::Status),
 }
 
 /// The backend's trailers once its messages have ended (none when it
