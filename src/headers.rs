@@ -92,39 +92,44 @@ pub fn check_deadline_fields(
 ) -> Result<(), crate::error::GatewayError> {
     // Two values of one deadline header: which one the client meant is
     // anyone's guess, as with a comma-separated list in one.
-    for name in ["grpc-timeout", "connect-timeout-ms"] {
-        if headers.get_all(name).iter().nth(1).is_some() {
+    type Parse = fn(&str) -> Option<Duration>;
+    let deadlines: [(&http::HeaderName, Parse, &str); 2] = [
+        (
+            &GRPC_TIMEOUT,
+            parse_grpc_timeout,
+            "is not a gRPC timeout: up to 8 digits and a unit (H, M, S, m, u or n), as in \"500m\"",
+        ),
+        (
+            &CONNECT_TIMEOUT_MS,
+            parse_connect_timeout,
+            "is not a timeout: a number of milliseconds, up to 10 digits",
+        ),
+    ];
+    for (name, parse, why) in deadlines {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            continue;
+        };
+        if values.next().is_some() {
             return Err(crate::error::GatewayError::invalid_field(
                 format!("{prefix}{name}"),
                 format!("{name} was sent more than once; send one deadline"),
             ));
         }
-    }
-    for value in headers.get_all("grpc-timeout") {
-        if value.to_str().ok().and_then(parse_grpc_timeout).is_none() {
+        if value.to_str().ok().and_then(parse).is_none() {
             return Err(crate::error::GatewayError::invalid_field(
-                format!("{prefix}grpc-timeout"),
-                format!(
-                    "{value:?} is not a gRPC timeout: up to 8 digits and a unit (H, M, S, m, u or n), as in \"500m\""
-                ),
-            ));
-        }
-    }
-    for value in headers.get_all("connect-timeout-ms") {
-        if value
-            .to_str()
-            .ok()
-            .and_then(parse_connect_timeout)
-            .is_none()
-        {
-            return Err(crate::error::GatewayError::invalid_field(
-                format!("{prefix}connect-timeout-ms"),
-                format!("{value:?} is not a timeout: a number of milliseconds, up to 10 digits"),
+                format!("{prefix}{name}"),
+                format!("{value:?} {why}"),
             ));
         }
     }
     Ok(())
 }
+
+/// The client's deadline headers.
+pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+pub const CONNECT_TIMEOUT_MS: http::HeaderName =
+    http::HeaderName::from_static("connect-timeout-ms");
 
 /// The backend's deadline: a unary call gets the route's timeout, shortened
 /// by the client's; a stream only gets the client's.

@@ -139,10 +139,7 @@ impl GrpcEgress {
             http::HeaderValue::from_static("identity"),
         );
         if let Some(t) = env.timeout {
-            metadata.insert(
-                http::header::HeaderName::from_static("grpc-timeout"),
-                grpc_timeout(t),
-            );
+            metadata.insert(crate::headers::GRPC_TIMEOUT, grpc_timeout(t));
         }
         let mut request = tonic::Request::from_parts(
             MetadataMap::from_headers(metadata),

@@ -309,11 +309,11 @@ impl Edge {
             return None;
         }
         let grpc = headers
-            .get("grpc-timeout")
+            .get(crate::headers::GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout);
         let connect = headers
-            .get("connect-timeout-ms")
+            .get(crate::headers::CONNECT_TIMEOUT_MS)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::headers::parse_connect_timeout);
         match (grpc, connect) {

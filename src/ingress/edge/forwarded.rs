@@ -160,19 +160,14 @@ fn client_in(chain: &[Option<IpAddr>], peer: SocketAddr, trusted: &[Cidr]) -> So
 }
 
 fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static str) {
-    for name in [
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &FORWARDED,
-    ] {
-        headers.remove(name);
-    }
+    // An insert replaces every value the client sent under its name.
     headers.insert(X_FORWARDED_FOR, ip_value(peer.ip()));
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    if let Some(host) = headers.get(HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
+    match headers.get(HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.remove(&FORWARDED);
 }
 
 /// The header value naming `ip`. Calls come in runs from one peer (a
