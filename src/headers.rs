@@ -105,17 +105,21 @@ pub fn check_deadline_fields(
             "is not a timeout: a number of milliseconds, up to 10 digits",
         ),
     ];
-    for (name, parse, why) in deadlines {
-        let mut values = headers.get_all(name).iter();
-        let Some(value) = values.next() else {
-            continue;
-        };
+    let mut sent = [None, None];
+    for ((name, _, _), first) in deadlines.iter().zip(&mut sent) {
+        let mut values = headers.get_all(*name).iter();
+        *first = values.next();
         if values.next().is_some() {
             return Err(crate::error::GatewayError::invalid_field(
                 format!("{prefix}{name}"),
                 format!("{name} was sent more than once; send one deadline"),
             ));
         }
+    }
+    for ((name, parse, why), value) in deadlines.iter().zip(sent) {
+        let Some(value) = value else {
+            continue;
+        };
         if value.to_str().ok().and_then(parse).is_none() {
             return Err(crate::error::GatewayError::invalid_field(
                 format!("{prefix}{name}"),
@@ -126,8 +130,9 @@ pub fn check_deadline_fields(
     Ok(())
 }
 
-/// The client's deadline headers.
+/// gRPC's deadline, as a client sends it and as the gateway sends it on.
 pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+/// Connect's deadline, as a client sends it.
 pub const CONNECT_TIMEOUT_MS: http::HeaderName =
     http::HeaderName::from_static("connect-timeout-ms");
 

@@ -553,10 +553,11 @@ async fn next_message(
 }
 
 /// The outcome of [`next_message`] when it is known without waiting: the
-/// backend's next message (or its status) is already in, and neither the
-/// client's stream has failed nor the deadline passed, as the waiting path
-/// would check first. Messages of a busy stream mostly arrive several to a
-/// read, and this spares each one a timer set and cancelled.
+/// client's stream failure if it has come, else the backend's next message
+/// (or its status) if it is already in and the deadline has not passed,
+/// checked in the waiting path's order. Messages of a busy stream mostly
+/// arrive several to a read, and this spares each one a timer set and
+/// cancelled; `None` sends the caller to wait.
 fn ready_message(
     inner: &mut tonic::Streaming<Bytes>,
     client_failed: &mut Option<oneshot::Receiver<GatewayError>>,
@@ -574,7 +575,8 @@ fn ready_message(
             Err(oneshot::error::TryRecvError::Closed) => *client_failed = None,
         }
     }
-    // Polled, the deadline's timer is registered and says if it has passed.
+    // Polled rather than compared with the clock: no clock read, and the
+    // timer is registered, so the waiting path's wake-up is in place.
     if let Some(d) = deadline.as_mut() {
         if d.as_mut().now_or_never().is_some() {
             return None;
@@ -657,10 +659,10 @@ impl Stream for GuardedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_timeout_is_written_in_the_most_precise_unit_of_eight_digits() {
-        use std::time::Duration;
         let table = [
             (Duration::from_millis(500), "500000u"),
             (Duration::from_micros(99_999), "99999000n"),
@@ -675,7 +677,6 @@ mod tests {
             assert!(value.is_sensitive(), "a deadline is never indexed");
         }
     }
-    use std::time::Duration;
 
     #[test]
     fn a_compressed_reply_is_a_reply_the_gateway_cannot_read_not_unimplemented() {

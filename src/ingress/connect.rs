@@ -234,9 +234,9 @@ impl ConnectIngress {
                     body,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    |m| decode_message(&target, codec, m, &json_options),
                 )
                 .await?;
-                let message = decode_message(&target, codec, message, &json_options)?;
                 (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (

@@ -120,13 +120,16 @@ pub fn messages<F>(
 where
     F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
 {
-    use futures_util::StreamExt;
     let framed = Framed::new(body, limit, idle);
-    let raw = futures_util::stream::unfold(framed, |mut framed| async move {
-        let item = framed.next().await?;
-        Some((item, framed))
-    });
-    Box::pin(raw.map(move |item| item.and_then(&decode)))
+    Box::pin(futures_util::stream::unfold(
+        (framed, decode),
+        |(mut framed, decode)| async move {
+            let item = framed.next().await?.and_then(&decode);
+            // A message that does not decode ends the stream as a bad frame does.
+            framed.failed |= item.is_err();
+            Some((item, (framed, decode)))
+        },
+    ))
 }
 
 /// Why reading a request body failed: the client went away (closed the
@@ -166,19 +169,23 @@ fn client_left(e: &BodyError) -> bool {
 }
 
 /// The one request message of a unary or server-streaming call, read
-/// from its body as [`messages`] reads it. None, or a second one, is
+/// from its body and passed through `decode` as [`messages`] reads it. None, or a second one, is
 /// refused; the second is refused as soon as it is read, so a client
 /// cannot make the gateway buffer more than one message.
 pub async fn one(
     body: super::request_body::RequestBody,
     limit: usize,
     idle: (Duration, &'static str),
+    decode: impl Fn(Bytes) -> Result<Bytes, GatewayError>,
 ) -> Result<Bytes, GatewayError> {
     let mut framed = Framed::new(body, limit, idle);
-    let Some(message) = framed.next().await.transpose()? else {
+    // Each message is decoded as it is read, as in [`messages`]: a bad
+    // first message is refused before the rest of the body is waited for.
+    let Some(message) = framed.next().await.transpose()?.map(&decode).transpose()? else {
         return Err(not_one("0"));
     };
-    if framed.next().await.transpose()?.is_some() {
+    if let Some(second) = framed.next().await.transpose()? {
+        decode(second)?;
         return Err(not_one("more than 1"));
     }
     Ok(message)

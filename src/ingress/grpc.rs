@@ -209,6 +209,7 @@ impl GrpcIngress {
                         body,
                         limit,
                         (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                        Ok,
                     )
                     .await?,
                 ),

@@ -171,7 +171,7 @@ fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static
 }
 
 /// The header value naming `ip`. Calls come in runs from one peer (a
-/// connection's requests, a load balancer's), so each thread keeps the
+/// connection's requests), so each thread keeps the
 /// last value it made: a clone of it costs a reference count, not a
 /// formatted string and a copy.
 fn ip_value(ip: IpAddr) -> HeaderValue {
