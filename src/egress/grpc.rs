@@ -197,30 +197,23 @@ impl GrpcEgress {
             // judged on the backend's status, not on its headers alone.
             let failed =
                 |e: GatewayError| AttemptError::from_error(e.with_reply_headers(&metadata), false);
-            let next = next_message(
-                &mut inner,
-                &mut client_failed,
-                &mut deadline,
-                idle,
-                max_message_bytes,
-            );
-            let message = match next.await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Err(failed(GatewayError::reply_without_message())),
-                Err(e) => return Err(failed(e)),
-            };
-            let next = next_message(
-                &mut inner,
-                &mut client_failed,
-                &mut deadline,
-                idle,
-                max_message_bytes,
-            );
-            match next.await {
-                Ok(None) => {}
-                Ok(Some(_)) => return Err(failed(GatewayError::reply_with_extra_message())),
-                Err(e) => return Err(failed(e)),
+            let mut message = None;
+            loop {
+                let next = next_message(
+                    &mut inner,
+                    &mut client_failed,
+                    &mut deadline,
+                    idle,
+                    max_message_bytes,
+                );
+                match next.await {
+                    Ok(Some(m)) if message.is_none() => message = Some(m),
+                    Ok(Some(_)) => return Err(failed(GatewayError::reply_with_extra_message())),
+                    Ok(None) => break,
+                    Err(e) => return Err(failed(e)),
+                }
             }
+            let message = message.ok_or_else(|| failed(GatewayError::reply_without_message()))?;
             let trailers = trailers_of(&mut inner).await;
             return Ok(Reply::complete(metadata, message, trailers));
         }
