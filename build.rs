@@ -44,55 +44,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// binary's code in 64 KiB windows around each page first run, so with the
 /// default layout, which scatters those functions over all of `.text`,
 /// nearly the whole of it ends up resident; packed, a few megabytes less
-/// are. Only where the linker is the LLD that Rust uses by default on
-/// x86-64 Linux since 1.90 (the flag is LLD's); a linker of one's own
-/// (`-C linker`, a linker variable) or `PORTICO_NO_TEXT_ORDER=1` builds
-/// without it.
+/// are. The option is LLD's (the linker Rust uses by default on x86-64
+/// Linux since 1.90), so it is given only when a trial link with it
+/// succeeds, with the same compiler, target, flags and linker as the build;
+/// `PORTICO_NO_TEXT_ORDER=1` turns it off.
 fn text_order() {
     println!("cargo:rerun-if-changed=link/text-order.txt");
-    for name in [
-        "PORTICO_NO_TEXT_ORDER",
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
-    ] {
-        println!("cargo:rerun-if-env-changed={name}");
-    }
+    println!("cargo:rerun-if-env-changed=PORTICO_NO_TEXT_ORDER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
-    let optimized = var("PROFILE") == "release";
-    let lld_target = var("TARGET") == "x86_64-unknown-linux-gnu";
-    let own_linker = !var("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_empty()
-        || var("CARGO_ENCODED_RUSTFLAGS").contains("link");
-    if !optimized || !lld_target || own_linker || !var("PORTICO_NO_TEXT_ORDER").is_empty() {
-        return;
-    }
-    if !rustc_links_with_lld() {
-        return;
-    }
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/text-order.txt");
-    if order.exists() {
-        // Names that a build no longer has (another compiler or dependency
-        // version) are skipped: the layout degrades, the build does not fail.
-        println!(
-            "cargo:rustc-link-arg-bin=portico=-Wl,--symbol-ordering-file={},--no-warn-symbol-ordering",
-            order.display()
-        );
+    let order = order.display().to_string();
+    // A comma would split the linker argument.
+    if var("PROFILE") != "release"
+        || !var("PORTICO_NO_TEXT_ORDER").is_empty()
+        || order.contains(',')
+        || !std::path::Path::new(&order).exists()
+    {
+        return;
+    }
+    // Names that a build no longer has (another compiler or dependency
+    // version) are skipped: the layout degrades, the build does not fail.
+    let arg = format!("-Wl,--symbol-ordering-file={order},--no-warn-symbol-ordering");
+    if links_with(&arg) {
+        println!("cargo:rustc-link-arg-bin=portico={arg}");
     }
 }
 
-/// Whether rustc is 1.90 or later, whose default linker on x86-64 Linux is
-/// its own LLD.
-fn rustc_links_with_lld() -> bool {
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
-    let Ok(out) = std::process::Command::new(rustc).arg("--version").output() else {
+/// Whether an empty program links with `arg` as the gateway would: the same
+/// rustc, target, `RUSTFLAGS` and linker (a linker set in a Cargo config
+/// reaches build scripts as `RUSTC_LINKER`; changing it there does not
+/// rerun this check, `cargo clean -p portico` does).
+fn links_with(arg: &str) -> bool {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let dir = std::path::PathBuf::from(var("OUT_DIR")).join("link-probe");
+    if std::fs::create_dir_all(&dir).is_err()
+        || std::fs::write(dir.join("probe.rs"), "fn main() {}\n").is_err()
+    {
         return false;
-    };
-    // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut version = text
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("")
-        .split(['.', '-'])
-        .map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
-    (major, minor) >= (1, 90)
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let mut probe = std::process::Command::new(rustc);
+    probe
+        .current_dir(&dir)
+        .args(["--edition", "2021", "--crate-type", "bin", "-o", "probe"])
+        .args(["--target", &var("TARGET")])
+        .arg(format!("-Clink-arg={arg}"))
+        .args(
+            var("CARGO_ENCODED_RUSTFLAGS")
+                .split('\x1f')
+                .filter(|f| !f.is_empty()),
+        );
+    let linker = var("RUSTC_LINKER");
+    if !linker.is_empty() {
+        probe.arg(format!("-Clinker={linker}"));
+    }
+    probe
+        .arg("probe.rs")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -23,7 +23,9 @@
 # (MCP, the authentication and other policies, the cache, TLS) is compiled
 # as cold code: it works the same, and is what a longer training would add.
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/training.sh"
+# lib.sh works from the repository's root.
+source bench/training.sh
+TAG=pgo
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-6}
 CONNS=${CONNS:-32}
@@ -51,7 +53,6 @@ build "-Cprofile-generate=$PROFILES" "$PGO/generate"
 rm -rf "$PROFILES"
 mkdir -p "$PROFILES"
 
-TAG=pgo
 train "$PGO/generate/$host/production/portico"
 ls "$PROFILES"/*.profraw >/dev/null 2>&1 || train_fail "the gateway wrote no profile"
 "$profdata" merge -o "$PGO/portico.profdata" "$PROFILES"

@@ -15,7 +15,8 @@
 # some 50 times slower, so a few seconds per row reach every path that
 # minutes would. Needs valgrind, wrk, h2load and curl; about 10 minutes.
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/training.sh"
+# lib.sh works from the repository's root.
+source bench/training.sh
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-3}
 CONNS=${CONNS:-4}
@@ -35,16 +36,19 @@ train valgrind --tool=callgrind --dump-instr=no --demangle=no --compress-strings
 [ -s "$out" ] || train_fail "callgrind wrote nothing; see $RUN/$TAG-portico.log"
 
 # Each function's own instructions (a call's line carries the callee's
-# inclusive cost and is skipped); only the gateway's binary, not libc.
+# inclusive cost and is skipped); only the gateway's binary, not libc, and
+# only names a linker knows (not callgrind's "(below main)" or bare addresses).
+list=$RUN/$TAG.txt
 awk '
   /^ob=/ { ob = substr($0, 4); next }
-  /^fn=/ { fn = substr($0, 4); sub(/'"'"'[0-9]+$/, "", fn); mine = (ob ~ /\/portico$/)
-           if (fn ~ /^0x/) mine = 0  # no symbol to name it by
+  /^fn=/ { fn = substr($0, 4); sub(/'"'"'[0-9]+$/, "", fn)
+           mine = (ob ~ /\/portico$/) && fn !~ /^0x/ && fn !~ /[ (]/
            if (mine && !(fn in self)) self[fn] = 0; next }
   /^calls=/ { call = 1; next }
   /^[0-9+-]/ { if (call) { call = 0; next } if (mine) self[fn] += $2; next }
   END { for (f in self) print self[f], f }
-' "$out" | sort -k1,1nr -k2 | awk '{print $2}' >link/text-order.txt
-n=$(wc -l <link/text-order.txt)
+' "$out" | LC_ALL=C sort -k1,1nr -k2 | sed 's/^[0-9]* //' >"$list"
+n=$(wc -l <"$list")
 [ "$n" -gt 1000 ] || train_fail "only $n functions recorded; see $RUN/$TAG-portico.log"
+mv "$list" link/text-order.txt
 echo "$TAG: wrote link/text-order.txt ($n functions); rebuild to apply it" >&2

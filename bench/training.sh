@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/pgo.sh and bench/text_order.sh: a training load through a
 # gateway started by the caller's command (an instrumented build, or a build
 # under valgrind), against the demo backend, on every protocol: REST GET and
