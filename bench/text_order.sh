@@ -6,19 +6,19 @@
 # path; a stale list still builds, it only packs less.
 #
 #   bench/text_order.sh            # then: cargo build --profile production
-#   TRAIN_SECONDS=4 bench/text_order.sh
+#   TRAIN_SECONDS=10 bench/text_order.sh
 #
 # The production build runs under valgrind's callgrind, which records every
 # function executed, from start-up to the drain at SIGTERM, through the
 # training load of bench/training.sh (every protocol, the access log on,
 # tracing at sampler 0) at a few connections: valgrind runs the gateway
-# some 50 times slower, so a few seconds per row reach every path that
+# some 50 times slower, so six seconds per row reach every path that
 # minutes would. Needs valgrind, wrk, h2load and curl; about 10 minutes.
 source "$(dirname "$0")/lib.sh"
 # lib.sh works from the repository's root.
 source bench/training.sh
 
-TRAIN_SECONDS=${TRAIN_SECONDS:-3}
+TRAIN_SECONDS=${TRAIN_SECONDS:-6}
 CONNS=${CONNS:-4}
 TAG=text-order
 
