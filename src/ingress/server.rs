@@ -5,6 +5,7 @@
 //! timeout, and the number of open connections. Drains on shutdown.
 
 pub mod config;
+mod side_wake;
 
 use super::body::{Activity, ResponseBody};
 use super::dispatch::Ingress;
@@ -15,7 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How long an idle connection told to close may take to do so.
@@ -228,15 +231,48 @@ async fn serve_connection<Io, S: Serving>(
     let hard_close = tokio::time::sleep(Duration::MAX);
     tokio::pin!(hard_close);
     let mut idle_closing = false;
+    let mut shutdown_changed = std::pin::pin!(shutdown.changed());
+    // The connection is polled on every wake-up; the rest only when one of
+    // them woke the task (see `side_wake`).
+    let (side, side_waker) = side_wake::SideWake::new();
+    enum Event<E> {
+        Ended(Result<(), E>),
+        HardClose,
+        Shutdown,
+        IdleTick,
+    }
     loop {
-        tokio::select! {
-            result = conn.as_mut() => {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(result));
+            }
+            if !side.take_due(cx) {
+                return Poll::Pending;
+            }
+            let mut side_cx = std::task::Context::from_waker(&side_waker);
+            if idle_closing && hard_close.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Event::HardClose);
+            }
+            if !closing && shutdown_changed.as_mut().poll(&mut side_cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if !closing && idle_check.poll_tick(&mut side_cx).is_ready() {
+                return Poll::Ready(Event::IdleTick);
+            }
+            Poll::Pending
+        })
+        .await;
+        // The futures not polled this time, or now waited for, are polled
+        // on the next turn.
+        side.set_due();
+        match event {
+            Event::Ended(result) => {
                 if let Err(e) = result {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            _ = &mut hard_close, if idle_closing => {
+            Event::HardClose => {
                 // A request the client sent before it saw the GOAWAY is
                 // served: the connection is dropped only once a whole
                 // grace period passed with nothing running or started.
@@ -250,17 +286,21 @@ async fn serve_connection<Io, S: Serving>(
                     .as_mut()
                     .reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
             }
-            _ = shutdown.changed(), if !closing => {
+            Event::Shutdown => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick(), if !closing => {
+            Event::IdleTick => {
                 let events = activity.events();
                 if events != seen_events || activity.in_flight() > 0 {
                     seen_events = events;
                     idle_since = Instant::now();
                 } else if idle_since.elapsed()
-                    >= if events == 0 { limits.header_read_timeout } else { limits.idle_timeout }
+                    >= if events == 0 {
+                        limits.header_read_timeout
+                    } else {
+                        limits.idle_timeout
+                    }
                 {
                     tracing::debug!(%remote, "closing idle connection");
                     closing = true;
