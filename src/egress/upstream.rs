@@ -243,10 +243,10 @@ impl Upstream {
             let started = record.attempt(&env.target, &ep.address, retries + 1, retry_of.as_ref());
             // The backend's spans are children of this attempt's.
             if let Some(parent) = started.traceparent() {
-                env.metadata.insert("traceparent", parent);
+                env.metadata.insert(crate::headers::TRACEPARENT, parent);
                 match started.tracestate() {
-                    Some(state) => env.metadata.insert("tracestate", state),
-                    None => env.metadata.remove("tracestate"),
+                    Some(state) => env.metadata.insert(crate::headers::TRACESTATE, state),
+                    None => env.metadata.remove(crate::headers::TRACESTATE),
                 };
             }
             // A unary attempt's reply has been read to its end (a failed

@@ -83,7 +83,7 @@ impl Shape {
         {
             return Some(Shape::UnaryGet);
         }
-        if !headers.contains_key("connect-protocol-version") {
+        if !headers.contains_key(crate::headers::CONNECT_PROTOCOL_VERSION) {
             return None;
         }
         if ct.eq_ignore_ascii_case("application/json") {
@@ -154,7 +154,7 @@ impl ConnectIngress {
         let (parts, body) = req.into_parts();
         // The protocol has one version; another is a client built for a
         // protocol this gateway does not speak.
-        if let Some(v) = parts.headers.get("connect-protocol-version") {
+        if let Some(v) = parts.headers.get(crate::headers::CONNECT_PROTOCOL_VERSION) {
             if v.as_bytes() != b"1" {
                 return Err(GatewayError::invalid_field(
                     "connect-protocol-version",

@@ -35,7 +35,7 @@ use tower::ServiceExt;
 
 /// Response metadata key a backend sets to choose the HTTP success status
 /// (e.g. `201`); consumed by the gateway, not forwarded.
-pub const HTTP_STATUS_METADATA: &str = "x-http-status";
+pub const HTTP_STATUS_METADATA: http::HeaderName = http::HeaderName::from_static("x-http-status");
 
 pub struct RestIngress {
     pub routes: Arc<RouteTable>,
@@ -703,7 +703,7 @@ fn success_status(metadata: &HeaderMap) -> StatusCode {
 /// binary (`-bin`) entries and the status convention itself.
 fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in metadata {
-        if reaches_client(name) && !name.as_str().ends_with("-bin") && name != HTTP_STATUS_METADATA
+        if reaches_client(name) && !name.as_str().ends_with("-bin") && *name != HTTP_STATUS_METADATA
         {
             out.append(name.clone(), value.clone());
         }

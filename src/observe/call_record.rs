@@ -269,8 +269,7 @@ impl CallRecord {
     ) -> Arc<CallRecord> {
         // Usage figures need no text of the request; a log line and a span do.
         let wall = SystemTime::now();
-        static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-        static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+        use crate::headers::{TRACEPARENT, TRACESTATE};
         let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // Read once: the span's parent and the log line's trace fields. Two
         // `traceparent` fields name no one parent: a new trace starts, as

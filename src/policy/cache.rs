@@ -164,6 +164,9 @@ impl ResponseCache {
 }
 
 /// The forwarding headers a backend receives, part of every key.
+/// The verdict a cached route's replies carry.
+const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
+
 const FORWARDING: [http::HeaderName; 3] = [
     http::HeaderName::from_static("x-forwarded-host"),
     http::HeaderName::from_static("x-forwarded-proto"),
@@ -295,7 +298,7 @@ fn with_verdict(
     verdict: &'static str,
     route_vary: &[http::HeaderName],
 ) -> HeaderMap {
-    metadata.insert("x-cache", HeaderValue::from_static(verdict));
+    metadata.insert(X_CACHE, HeaderValue::from_static(verdict));
     let said: Vec<String> = metadata
         .get_all(http::header::VARY)
         .iter()

@@ -6,6 +6,10 @@ use super::template::{Segment, Template};
 use http::Method;
 use std::collections::HashMap;
 
+/// A node's literal children, looked up for each segment of every request
+/// path: a seeded fast hash rather than SipHash.
+type Literals = HashMap<Box<str>, Node, foldhash::fast::RandomState>;
+
 /// Index of a binding in the route table.
 pub type BindingId = usize;
 
@@ -17,7 +21,7 @@ struct Leaf {
 
 #[derive(Debug, Default)]
 struct Node {
-    literals: HashMap<Box<str>, Node>,
+    literals: Literals,
     single: Option<Box<Node>>,
     /// Bindings whose template ends here.
     end: Leaf,

@@ -646,8 +646,7 @@ impl Session {
     /// or given twice) is ignored as on every protocol; here that leaves
     /// the call what it is without one: a child of the session's trace.
     fn ignore_unusable_traceparent(&self, headers: &mut HeaderMap, named: &[HeaderName]) {
-        static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-        static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+        use crate::headers::{TRACEPARENT, TRACESTATE};
         if !named.contains(&TRACEPARENT) {
             return;
         }
@@ -724,7 +723,8 @@ impl Session {
             let path = spec.target.path.as_str();
             // A call whose metadata names its own parent is its child;
             // any other is the session's.
-            let own_parent = headers.get("traceparent") != self.headers.get("traceparent");
+            let own_parent = headers.get(crate::headers::TRACEPARENT)
+                != self.headers.get(crate::headers::TRACEPARENT);
             let record = crate::observe::call_record::CallRecord::websocket_call(
                 &ingress.edge.sinks,
                 path,
