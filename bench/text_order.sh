@@ -7,6 +7,8 @@
 #
 #   bench/text_order.sh            # then: cargo build --profile production
 #   TRAIN_SECONDS=10 bench/text_order.sh
+#   bench/text_order.sh --check    # how many listed functions the production
+#                                  # build has; fails below 90 %
 #
 # The production build runs under valgrind's callgrind, which records every
 # function executed, from start-up to the drain at SIGTERM, through the
@@ -16,6 +18,21 @@
 # minutes would. Needs valgrind, wrk, h2load and curl; about 10 minutes.
 source "$(dirname "$0")/lib.sh"
 # lib.sh works from the repository's root.
+
+if [ "${1:-}" = --check ]; then
+  bin=${PORTICO_BIN:-target/production/portico}
+  [ -x "$bin" ] || { echo "no $bin: cargo build --profile production first" >&2; exit 1; }
+  need nm binutils
+  total=$(wc -l <link/text-order.txt)
+  found=$(nm "$bin" | awk '{print $NF}' | LC_ALL=C sort -u |
+    LC_ALL=C comm -12 - <(LC_ALL=C sort -u link/text-order.txt) | wc -l)
+  echo "$found of $total listed functions are in $bin"
+  if [ $((found * 100)) -lt $((total * 90)) ]; then
+    echo "the list is stale (a dependency or the compiler changed?): run bench/text_order.sh" >&2
+    exit 1
+  fi
+  exit 0
+fi
 source bench/training.sh
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-6}
