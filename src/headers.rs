@@ -132,15 +132,17 @@ pub fn check_deadline_fields(
 
 /// gRPC's deadline, as a client sends it and as the gateway sends it on.
 pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-/// The Connect protocol's version, as a client sends it.
-pub const CONNECT_PROTOCOL_VERSION: http::HeaderName =
-    http::HeaderName::from_static("connect-protocol-version");
-/// W3C Trace Context, as a client sends it and the gateway sends it on.
-pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// Connect's deadline, as a client sends it.
 pub const CONNECT_TIMEOUT_MS: http::HeaderName =
     http::HeaderName::from_static("connect-timeout-ms");
+/// The Connect protocol's version, as a client sends it.
+pub const CONNECT_PROTOCOL_VERSION: http::HeaderName =
+    http::HeaderName::from_static("connect-protocol-version");
+/// W3C Trace Context's parent, as a client sends it and the gateway sends
+/// it on.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// W3C Trace Context's vendor state, beside [`TRACEPARENT`].
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// The backend's deadline: a unary call gets the route's timeout, shortened
 /// by the client's; a stream only gets the client's.

@@ -262,8 +262,9 @@ async fn serve_connection<Io, S: Serving>(
             Poll::Pending
         })
         .await;
-        // The futures not polled this time, or now waited for, are polled
-        // on the next turn.
+        // An interval that just ticked or a sleep just reset waits on nothing
+        // until polled again, and the futures after the one that finished
+        // were not polled this turn: all are polled on the next.
         side.set_due();
         match event {
             Event::Ended(result) => {

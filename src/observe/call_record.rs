@@ -267,9 +267,9 @@ impl CallRecord {
         headers: &http::HeaderMap,
         parent: Option<SpanContext>,
     ) -> Arc<CallRecord> {
+        use crate::headers::{TRACEPARENT, TRACESTATE};
         // Usage figures need no text of the request; a log line and a span do.
         let wall = SystemTime::now();
-        use crate::headers::{TRACEPARENT, TRACESTATE};
         let header = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         // Read once: the span's parent and the log line's trace fields. Two
         // `traceparent` fields name no one parent: a new trace starts, as

@@ -227,7 +227,7 @@ pub struct Step {
 #[derive(Default)]
 struct Book {
     /// By method, then principal: looked up with the call's own strings.
-    methods: Map<MethodBook>,
+    methods: ByName<MethodBook>,
     /// Pairs tracked, `other` not counted.
     tracked: usize,
 }
@@ -235,11 +235,12 @@ struct Book {
 struct MethodBook {
     /// 90 steps of 10 s, for the dashboard.
     steps: Ring,
-    principals: Map<Series>,
+    principals: ByName<Series>,
 }
 
 impl MethodBook {
-    /// The call in the dashboard's steps.
+    /// The dashboard's per-method charts come from these steps, counted
+    /// whoever the principal is.
     fn count(&mut self, now: u64, call: &Call) {
         let b = self.steps.slot(now);
         b.calls += 1;
@@ -249,7 +250,7 @@ impl MethodBook {
 }
 
 /// Looked up twice on every call: a seeded fast hash rather than SipHash.
-type Map<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+type ByName<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
 /// Usage figures, kept across reloads.
 #[derive(Default)]
@@ -291,7 +292,7 @@ impl UsageBook {
             None => {
                 let mut m = MethodBook {
                     steps: Ring::new(10, 90),
-                    principals: Map::default(),
+                    principals: ByName::default(),
                 };
                 m.count(now, call);
                 book.methods.insert(method.into(), m);

@@ -163,10 +163,10 @@ impl ResponseCache {
     }
 }
 
-/// The forwarding headers a backend receives, part of every key.
 /// The verdict a cached route's replies carry.
 const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-cache");
 
+/// The forwarding headers a backend receives, part of every key.
 const FORWARDING: [http::HeaderName; 3] = [
     http::HeaderName::from_static("x-forwarded-host"),
     http::HeaderName::from_static("x-forwarded-proto"),
