@@ -42,8 +42,8 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     Ok(Cow::Owned(format!("/{}", out.join("/"))))
 }
 
-/// Nothing to do: no escape, no empty segment, no dot-segment. One pass
-/// over the bytes: every request's path comes here.
+/// Nothing to do: no escape, no empty segment, no dot-segment. Split on
+/// bytes, not chars: every request's path comes here.
 fn is_normal(path: &str) -> bool {
     if path == "/" {
         return true;
@@ -51,24 +51,11 @@ fn is_normal(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    let mut segment = 0;
-    for (i, &b) in rest.as_bytes().iter().enumerate() {
-        match b {
-            b'%' => return false,
-            b'/' => {
-                if !is_plain_segment(&rest.as_bytes()[segment..i]) {
-                    return false;
-                }
-                segment = i + 1;
-            }
-            _ => {}
-        }
-    }
-    is_plain_segment(&rest.as_bytes()[segment..])
-}
-
-fn is_plain_segment(s: &[u8]) -> bool {
-    !matches!(s, b"" | b"." | b"..")
+    !rest.as_bytes().contains(&b'%')
+        && rest
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .all(|segment| !matches!(segment, b"" | b"." | b".."))
 }
 
 /// A segment with its percent-encoded unreserved characters decoded (and
