@@ -36,6 +36,11 @@ pub struct Upstream {
     pub pending: Arc<AtomicUsize>,
     /// gRPC over TLS: the connector every endpoint's connections use.
     tls: Option<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
+    /// Marked whenever an endpoint leaves or rejoins rotation by a health
+    /// check or an ejection, or the endpoint set changes, so the
+    /// reachability probe (the health service, `/readyz`) looks again at
+    /// once instead of at its next interval.
+    rotation: tokio::sync::watch::Sender<()>,
 }
 
 /// How one attempt failed.
@@ -83,6 +88,7 @@ impl Upstream {
             counter: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             pending: Arc::new(AtomicUsize::new(0)),
+            rotation: tokio::sync::watch::Sender::new(()),
             config,
         });
         match &upstream.config.endpoints {
@@ -109,6 +115,15 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Fires after each change of rotation (see the field).
+    pub fn rotation_changes(&self) -> tokio::sync::watch::Receiver<()> {
+        self.rotation.subscribe()
+    }
+
+    fn rotation_changed(&self) {
+        self.rotation.send_replace(());
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -148,6 +163,7 @@ impl Upstream {
         tracing::info!(upstream = %self.config.name, endpoints = ?addresses, "endpoints changed");
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Snapshot::new(endpoints, hashing));
+        self.rotation_changed();
         Ok(())
     }
 
@@ -442,6 +458,7 @@ impl Upstream {
             return None;
         }
         let time = ep.eject(o.base_ejection_time);
+        self.rotation_changed();
         tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, ejected_for = ?time, "endpoint ejected after {} consecutive failures", o.consecutive_failures);
         Some(time)
     }

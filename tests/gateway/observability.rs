@@ -101,6 +101,81 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
     assert!(ready(200).await, "ready again when it returns");
 }
 
+/// The gateway's grpc.health.v1 service and `/readyz` go by the same
+/// view: when a health check takes the only endpoint out of rotation, a
+/// load balancer watching the health service hears it at once, not at the
+/// next reachability probe (every 2 s).
+#[tokio::test]
+async fn the_health_service_moves_with_readyz() {
+    use futures_util::StreamExt as _;
+    use std::time::Duration;
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let mut backend = Instance::start("127.0.0.1:0").await;
+    let text = support::config_text(backend.addr, "", "").replacen(
+        "[upstreams.demo]\n",
+        "[upstreams.demo.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n[upstreams.demo]\n",
+        1,
+    );
+    let g = support::gateway_for(&text, backend.addr).await;
+    let admin = HttpClient::new(g.admin_addr.unwrap());
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", g.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: "portico.demo.v1.Library".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    async fn next_status(
+        watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+        within: Duration,
+    ) -> Option<ServingStatus> {
+        let reply = tokio::time::timeout(within, watch.next()).await.ok()?;
+        ServingStatus::try_from(reply?.ok()?.status).ok()
+    }
+    // Before the first probe has answered, a newly routed service is not
+    // serving yet.
+    let mut status = next_status(&mut watch, Duration::from_secs(5)).await;
+    if status == Some(ServingStatus::NotServing) {
+        status = next_status(&mut watch, Duration::from_secs(5)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::Serving));
+
+    backend.kill().await;
+    assert!(
+        support::eventually_async(|| {
+            let admin = admin.clone();
+            async move {
+                admin.get("/readyz").await.json()["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("failing its health checks"))
+            }
+        })
+        .await,
+        "{}",
+        admin.get("/readyz").await.text()
+    );
+    assert_eq!(
+        next_status(&mut watch, Duration::from_millis(300)).await,
+        Some(ServingStatus::NotServing),
+        "the watch hears it with /readyz"
+    );
+
+    backend.restart().await;
+    assert_eq!(
+        next_status(&mut watch, Duration::from_secs(5)).await,
+        Some(ServingStatus::Serving),
+        "and hears it come back"
+    );
+    assert_eq!(admin.get("/readyz").await.status, 200);
+}
+
 /// A DNS name that gives no address leaves the upstream with no endpoints
 /// at all, which `/readyz` names as such (nothing was ejected, no check
 /// failed).

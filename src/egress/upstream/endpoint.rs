@@ -55,6 +55,11 @@ impl Endpoint {
         }
     }
 
+    /// When the ejection in force at `now` ends (`now_millis`), if any.
+    pub fn ejection_ends(&self, now: u64) -> Option<u64> {
+        Some(self.ejected_until.load(Ordering::Relaxed)).filter(|&t| t > now)
+    }
+
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
     }

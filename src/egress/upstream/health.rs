@@ -60,10 +60,16 @@ pub fn spawn(upstream: &Arc<Upstream>) {
                             humantime::format_duration(check.timeout)
                         ))
                     });
-                    record(name, ep, check, verdict);
+                    record(name, ep, check, verdict)
                 }
             });
-            futures_util::future::join_all(checks).await;
+            let flipped = futures_util::future::join_all(checks).await;
+            if flipped.contains(&true) {
+                let Some(upstream) = weak.upgrade() else {
+                    return;
+                };
+                upstream.rotation_changed();
+            }
             tokio::time::sleep(check.interval).await;
         }
     });
@@ -123,12 +129,20 @@ async fn probe(
     }
 }
 
-fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Result<(), String>) {
+/// Counts one check's verdict; true when it moved the endpoint into or out
+/// of rotation.
+fn record(
+    upstream: &str,
+    ep: &Endpoint,
+    check: &HealthCheckConfig,
+    verdict: Result<(), String>,
+) -> bool {
     if verdict.is_ok() {
         ep.check_failures.store(0, Ordering::Relaxed);
         let n = ep.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.healthy_threshold && !ep.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!(%upstream, endpoint = %ep.address, "endpoint passes its health checks again");
+            return true;
         }
     } else {
         ep.check_successes.store(0, Ordering::Relaxed);
@@ -136,6 +150,8 @@ fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Res
         if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
             let why = verdict.err().unwrap_or_default();
             tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation");
+            return true;
         }
     }
+    false
 }
