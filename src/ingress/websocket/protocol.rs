@@ -115,12 +115,18 @@ struct JsonFrame<'a> {
     /// Values are read as JSON first, so one that is not a string is
     /// refused naming its entry rather than failing the whole frame.
     metadata: Option<BTreeMap<String, serde_json::Value>>,
-    #[serde(borrow, default)]
+    /// `null` is kept (as raw `null`), so a message frame that holds one
+    /// can be told from a frame with no `message` at all.
+    #[serde(borrow, default, deserialize_with = "present")]
     message: Option<&'a RawValue>,
     #[serde(default)]
     end: Option<bool>,
     #[serde(default)]
     cancel: Option<bool>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as Deserialize>::deserialize(d).map(Some)
 }
 
 fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
@@ -182,8 +188,17 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         }
     })?;
     let id = frame.id.unwrap_or_default();
+    let null = frame.message.is_some_and(|m| m.get() == "null");
+    if null && frame.open.is_none() && dialect == Dialect::Json {
+        return Err(bad(
+            Some(id),
+            "`message` is null, which is no message: send `{}` for a message with every field at its default",
+        ));
+    }
+    // On an open frame, `"message": null` is the same as leaving it out.
     let message = frame
         .message
+        .filter(|_| !null)
         .map(|m| Body::Json(Bytes::copy_from_slice(m.get().as_bytes())));
     if dialect == Dialect::Proto && message.is_some() {
         return Err(bad(

@@ -42,6 +42,31 @@ fn ambiguous_or_malformed_json_v1_frames_are_refused_naming_the_call() {
 }
 
 #[test]
+fn a_null_message_opens_a_call_without_one_and_is_refused_as_a_message() {
+    let open = parse_text(
+        Dialect::Json,
+        r#"{"id":"n","open":"/p.S/M","message":null}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(open, ClientFrame::Open { message: None, .. }),
+        "{open:?}"
+    );
+    let e = parse_text(Dialect::Json, r#"{"id":"n","message":null}"#).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("n"));
+    assert!(
+        e.error.message.contains("`message` is null") && e.error.message.contains("`{}`"),
+        "{}",
+        e.error.message
+    );
+    // An empty message is a message.
+    let empty = parse_text(Dialect::Json, r#"{"id":"n","message":{}}"#).unwrap();
+    assert!(
+        matches!(empty, ClientFrame::Message { body: Body::Json(ref b), .. } if &b[..] == b"{}")
+    );
+}
+
+#[test]
 fn a_metadata_value_that_is_not_a_string_is_refused_naming_its_entry() {
     let e = parse_text(
         Dialect::Json,
