@@ -458,8 +458,9 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             }
         }
     }
+    let credentials = policy::one_credential::OneCredentialLayer(credential_headers.into());
     let pipeline = policy::pipeline(
-        policy::one_credential::OneCredentialLayer(credential_headers.into()),
+        credentials.clone(),
         auth,
         authorize,
         ext_authz,
@@ -520,6 +521,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         routes: routes.clone(),
         pipeline: pipeline.clone(),
         auth: auth_for_handshakes,
+        credentials,
         config: config.websocket.clone(),
         stream_idle_timeout: config.server.limits.stream_idle_timeout,
         limits: config.server.limits.clone(),

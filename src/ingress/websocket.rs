@@ -38,6 +38,9 @@ pub struct WebSocketIngress {
     /// The routes' authenticators, the pipeline's own: a handshake on a
     /// method's path is authenticated by them before the `101`.
     pub auth: crate::policy::PerRoute<crate::policy::auth::RouteAuth>,
+    /// Where credentials travel (the pipeline's one-credential rule): a
+    /// handshake carrying two is refused with `400`, not upgraded.
+    pub credentials: crate::policy::one_credential::OneCredentialLayer,
     pub config: WebSocketConfig,
     /// `server.limits.stream_idle_timeout`, for a call's client stream.
     pub stream_idle_timeout: std::time::Duration,
@@ -166,12 +169,15 @@ impl WebSocketIngress {
     /// authenticators judge the handshake, so a client without a valid
     /// credential gets a 401 as HTTP, not a `101` and a close later. The
     /// call itself goes through the whole pipeline as every call does.
+    /// Two credentials are refused first, on any handshake: every call
+    /// of the session would be refused for them.
     async fn authenticate_handshake(
         &self,
         spec: Option<&CallSpec>,
         inbound: &Inbound,
         client: Option<SocketAddr>,
     ) -> Result<(), GatewayError> {
+        crate::policy::one_credential::check(&inbound.headers, &self.credentials.0)?;
         let Some(spec) = spec else {
             return Ok(());
         };

@@ -818,6 +818,58 @@ async fn an_api_key_may_come_in_the_query_and_a_route_may_admit_only_some_consum
     let text = frame.into_text().unwrap();
     assert!(text.contains("acme-key-123"), "{text}");
     assert_eq!(h.backends.probe.calls(), 2);
+
+    // Two different keys are refused before the upgrade, as REST refuses
+    // them, whichever of them is good; the backend is not called.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    for (header, query) in [
+        (Some("acme-key-123"), "?api_key=globex-key-456"),
+        (Some("not-a-key"), "?api_key=acme-key-123"),
+        (Some("not-a-key"), "?api_key=also-not-a-key"),
+        (None, "?api_key=acme-key-123&api_key=globex-key-456"),
+    ] {
+        let mut req = format!("ws://{}/v1/probe/headers{query}", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(key) = header {
+            req.headers_mut().insert("x-api-key", key.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{header:?} {query}");
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains("more than one credential"), "{body}");
+            }
+            other => panic!("{header:?} {query}: upgraded or failed otherwise: {other:?}"),
+        }
+        let r = h
+            .client
+            .send(
+                Method::GET,
+                &format!("/v1/probe/headers{query}"),
+                &header
+                    .map(|k| ("x-api-key", k))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "REST: {}", r.text());
+    }
+    // Two key headers on one handshake, too.
+    let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .append("x-api-key", "acme-key-123".parse().unwrap());
+    req.headers_mut()
+        .append("x-api-key", "globex-key-456".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(req).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 400),
+        "{refused:?}"
+    );
+    assert_eq!(h.backends.probe.calls(), 2, "no refused call reached it");
 }
 
 #[tokio::test]

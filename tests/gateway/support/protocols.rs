@@ -346,13 +346,10 @@ pub async fn call_at(
                     v.parse().unwrap(),
                 );
             }
-            let (mut ws, handshake) = match &client.tls {
+            let connected = match &client.tls {
                 None => {
                     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    let (ws, resp) = tokio_tungstenite::client_async(req, Stream::Plain(tcp))
-                        .await
-                        .unwrap();
-                    (ws, resp)
+                    tokio_tungstenite::client_async(req, Stream::Plain(tcp)).await
                 }
                 Some(config) => {
                     let mut config = (**config).clone();
@@ -363,10 +360,21 @@ pub async fn call_at(
                         .connect(name, tcp)
                         .await
                         .unwrap();
-                    tokio_tungstenite::client_async(req, Stream::Tls(Box::new(tls)))
-                        .await
-                        .unwrap()
+                    tokio_tungstenite::client_async(req, Stream::Tls(Box::new(tls))).await
                 }
+            };
+            let (mut ws, handshake) = match connected {
+                Ok(connected) => connected,
+                // Refused before the upgrade: the error is the HTTP reply's
+                // JSON body, as REST's is.
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    let body: Value =
+                        serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
+                            .unwrap_or_else(|e| panic!("a refused handshake's JSON body: {e}"));
+                    let message = body["message"].as_str().unwrap_or("").to_owned();
+                    return seen(body["code"].as_i64().unwrap(), &json!({}), None, message);
+                }
+                Err(e) => panic!("the WebSocket handshake failed: {e}"),
             };
             let open = json!({"id": "c", "open": grpc_path, "message": json_body});
             ws.send(Message::text(open.to_string())).await.unwrap();
