@@ -326,6 +326,17 @@ impl GatewayError {
                 ));
             }
         }
+        if let ErrorKind::MethodNotAllowed { allowed } = &self.kind {
+            // RFC 9110 section 15.5.6: a 405 says which methods would do.
+            let list = allowed
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = http::HeaderValue::from_str(&list) {
+                out.push((http::header::ALLOW, v));
+            }
+        }
         if let ErrorKind::Overloaded { limit } = &self.kind {
             out.push((
                 http::HeaderName::from_static("x-portico-overloaded"),

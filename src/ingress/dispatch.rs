@@ -207,6 +207,25 @@ impl Ingress {
             Protocol::Grpc(flavor, codec) => {
                 Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
             }
+            // Connect calls are POSTs, or GETs of a unary method with no
+            // side effects (`?connect=v1`, refused per method further on):
+            // a PUT or DELETE must not run a method a GET may not. Refused
+            // as HTTP, as a wrong content type is, stream or not: no
+            // Connect call has begun.
+            Protocol::Connect(shape)
+                if shape != super::connect::Shape::UnaryGet && req.method() != Method::POST =>
+            {
+                let err = GatewayError::method_not_allowed(
+                    req.method(),
+                    req.uri().path(),
+                    vec![Method::POST],
+                );
+                tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
+                self.connect.error_response(
+                    super::connect::Shape::Unary(super::connect::Codec::Json),
+                    &err,
+                )
+            }
             Protocol::Connect(shape) => {
                 Box::pin(self.connect.clone().handle(req, client, shape)).await
             }

@@ -24,7 +24,7 @@ use crate::transcode::status::StatusRenderer;
 use crate::transcode::stream::{LineSplitter, StreamFormat};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -491,16 +491,6 @@ impl RestIngress {
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in err.http_headers() {
             resp.headers_mut().insert(name, value);
-        }
-        if let ErrorKind::MethodNotAllowed { allowed } = &err.kind {
-            let list = allowed
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            if let Ok(v) = HeaderValue::from_str(&list) {
-                resp.headers_mut().insert(ALLOW, v);
-            }
         }
         resp
     }

@@ -200,6 +200,58 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
     );
 }
 
+/// Connect calls are POSTs (and GETs of side-effect-free unary methods):
+/// another method is refused before the backend, as on gRPC, whatever
+/// the codec, so a DELETE cannot run a method a GET may not.
+#[tokio::test]
+async fn a_connect_call_by_another_method_than_post_is_refused() {
+    let h = Harness::start().await;
+    let stream = [
+        ("content-type", "application/connect+json"),
+        ("connect-protocol-version", "1"),
+    ];
+    for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+        for (path, headers, body) in [
+            (
+                "/portico.demo.v1.Probe/Headers",
+                &UNARY_JSON[..],
+                Bytes::from_static(b"{}"),
+            ),
+            (
+                "/portico.demo.v1.Feed/Watch",
+                &stream[..],
+                frame_bytes(0, br#"{"count":1}"#).into(),
+            ),
+        ] {
+            let r = h.client.send(method.clone(), path, headers, body).await;
+            assert_eq!(
+                r.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}: {}",
+                r.text()
+            );
+            assert_eq!(r.header("allow"), Some("POST"), "{method} {path}");
+            let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                message.contains(method.as_str()),
+                "{method} {path}: {message}"
+            );
+        }
+    }
+    assert_eq!(h.backends.probe.calls(), 0, "no refused call reached it");
+    // POST still calls.
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &UNARY_JSON,
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
 #[tokio::test]
 async fn a_get_message_is_bounded_as_a_posted_one_is() {
     let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
