@@ -183,6 +183,13 @@ fn main() -> ExitCode {
                         out.push_str(&loaded.routes.listing());
                         out.push_str(&loaded.aggregates.listing());
                         let mcp: Vec<bool> = loaded.config.routes.iter().map(|r| r.mcp).collect();
+                        for warning in portico::ingress::dispatch::shadowed_bindings(
+                            &loaded.routes,
+                            loaded.config.openapi.serve,
+                            portico::ingress::mcp::served(&loaded.config, &loaded.routes),
+                        ) {
+                            eprintln!("warning: {warning}");
+                        }
                         if mcp.contains(&true) {
                             let tools = portico::ingress::mcp::tools::ToolTable::build(
                                 &loaded.routes,
@@ -338,6 +345,20 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         if let portico::routes::MatchOutcome::Found(m) = loaded.routes.find(method, &normal) {
             out.push_str(&format!(
                 "  the binding {} {} -> {} is shadowed for GET\n",
+                m.binding.method, m.binding.template_text, m.binding.target.path
+            ));
+        }
+        return out;
+    }
+    if normal == portico::ingress::mcp::PATH
+        && portico::ingress::mcp::served(&loaded.config, &loaded.routes)
+    {
+        out.push_str(&format!(
+            "{method} {normal} is answered by the gateway itself, before the route table: the MCP endpoint (a route has `mcp = true`), which takes POST; other methods are refused with 405\n"
+        ));
+        if let portico::routes::MatchOutcome::Found(m) = loaded.routes.find(method, &normal) {
+            out.push_str(&format!(
+                "  the binding {} {} -> {} is shadowed\n",
                 m.binding.method, m.binding.template_text, m.binding.target.path
             ));
         }

@@ -106,13 +106,18 @@ pub fn generate(s: &Sources<'_>) -> Value {
     let mut operation_ids: HashMap<String, usize> = HashMap::new();
     let mut schemes_used: BTreeSet<usize> = BTreeSet::new();
 
+    let mcp = crate::ingress::mcp::served(s.config, s.routes);
     for binding in s.routes.bindings() {
         // A GET the gateway answers itself (its description, a file of its
-        // docs page) never reaches the binding: no operation to describe.
+        // docs page), or anything on `/mcp` while it serves MCP, never
+        // reaches the binding: no operation to describe.
         if binding.method == http::Method::GET
             && s.config.openapi.serve
             && docs::is_page(&binding.template_text)
         {
+            continue;
+        }
+        if mcp && binding.template_text == crate::ingress::mcp::PATH {
             continue;
         }
         let route = &s.config.routes[binding.target.route];

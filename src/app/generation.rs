@@ -538,6 +538,13 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     for warning in &tools.warnings {
         tracing::warn!("{warning}");
     }
+    for warning in crate::ingress::dispatch::shadowed_bindings(
+        &routes,
+        config.openapi.serve,
+        !tools.is_empty(),
+    ) {
+        tracing::warn!("{warning}");
+    }
     let ingress = Arc::new(Ingress {
         routes: routes.clone(),
         rest: Arc::new(RestIngress {

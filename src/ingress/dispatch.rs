@@ -359,6 +359,36 @@ fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
         .any(|h| h.eq_ignore_ascii_case(origin_host))
 }
 
+/// The bindings a path the gateway answers itself hides, as warnings: a
+/// GET of the API description or its docs page (while served), any
+/// method on `/mcp` (while it is served).
+pub fn shadowed_bindings(
+    routes: &crate::routes::RouteTable,
+    api_pages: bool,
+    mcp: bool,
+) -> Vec<String> {
+    routes
+        .bindings()
+        .iter()
+        .filter_map(|b| {
+            let what = if mcp && b.template_text == super::mcp::PATH {
+                "/mcp is the MCP endpoint while a route has `mcp = true`"
+            } else if api_pages
+                && b.method == Method::GET
+                && crate::openapi::docs::is_page(&b.template_text)
+            {
+                "the gateway serves its API description and docs page there (`[openapi] serve = false` frees the path)"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "the binding {} {} -> {} is never reached: {what}",
+                b.method, b.template_text, b.target.path
+            ))
+        })
+        .collect()
+}
+
 /// Whether `path` is the OpenAPI description or a file of its docs page.
 fn is_api_page(path: &str) -> bool {
     path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")

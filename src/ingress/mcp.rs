@@ -39,6 +39,14 @@ use tower::ServiceExt;
 /// Where the endpoint is served.
 pub const PATH: &str = "/mcp";
 
+/// Whether a config serves `/mcp`: a route has `mcp = true` and at least
+/// one of its methods can be a tool. Then `/mcp` answers before the route
+/// table, whatever the method.
+pub fn served(config: &crate::config::Config, routes: &crate::routes::RouteTable) -> bool {
+    let mcp: Vec<bool> = config.routes.iter().map(|r| r.mcp).collect();
+    mcp.contains(&true) && !ToolTable::build(routes, &mcp).is_empty()
+}
+
 /// Revisions this server speaks, newest first; a client asking for another
 /// is offered the newest.
 const PROTOCOL_VERSIONS: [&str; 2] = ["2025-11-25", "2025-06-18"];

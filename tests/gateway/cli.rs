@@ -280,6 +280,62 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
         doc["paths"]
     );
     assert!(doc["paths"].get("/v1/shelves/{shelf}").is_some());
+    let check = |config: &std::path::Path| {
+        let out = portico()
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = check(&shadowed);
+    assert!(
+        warned.contains("warning: the binding GET /openapi.json -> /portico.demo.v1.Library/Stats is never reached"),
+        "{warned}"
+    );
+
+    // `/mcp`, while a route offers tools, answers every method before the
+    // routes: explain, the check and the description all say so.
+    let mcp = dir.join("mcp.toml");
+    std::fs::write(
+        &mcp,
+        std::fs::read_to_string(&file).unwrap().replacen(
+            "upstream = \"a\"\n",
+            "upstream = \"a\"\nmcp = true\nhttp_rules.Stats = { post = \"/mcp\", body = \"*\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    for request in ["POST /mcp", "GET /mcp"] {
+        let text = explain(mcp.to_str().unwrap(), request);
+        assert!(
+            text.contains(&format!("{request} is answered by the gateway itself, before the route table: the MCP endpoint")),
+            "{text}"
+        );
+    }
+    let text = explain(mcp.to_str().unwrap(), "POST /mcp");
+    assert!(
+        text.contains("the binding POST /mcp -> /portico.demo.v1.Library/Stats is shadowed"),
+        "{text}"
+    );
+    let warned = check(&mcp);
+    assert!(
+        warned.contains("warning: the binding POST /mcp -> /portico.demo.v1.Library/Stats is never reached: /mcp is the MCP endpoint"),
+        "{warned}"
+    );
+    let out = portico()
+        .args(["openapi", "--config", mcp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["paths"].get("/mcp").is_none(), "{}", doc["paths"]);
+    // Without MCP, `/mcp` is a path like any other.
+    let text = explain(library, "POST /mcp");
+    assert!(!text.contains("MCP endpoint"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
