@@ -283,6 +283,13 @@ fn explain_failure(
     if let Some(why) = not_an_object(desc, json) {
         return GatewayError::invalid_field(prefix, why);
     }
+    // Not JSON at all (`12abc`, `title=x`): said as such, before a field's
+    // reader would take its first token for a value of the wrong type.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+        if is_syntax(&e) {
+            return unreadable(&e);
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let mut track = serde_path_to_error::Track::new();
     let result = DynamicMessage::deserialize_with_options(
@@ -395,6 +402,9 @@ fn not_an_object(desc: &MessageDescriptor, json: &[u8]) -> Option<String> {
         b't' | b'f' => "a boolean",
         _ => return None,
     };
+    // Named by its first byte only when it is that JSON value: `title=x`
+    // (a form body) or `12abc` is malformed JSON, said as such.
+    serde_json::from_slice::<serde::de::IgnoredAny>(json).ok()?;
     Some(format!(
         "the body is {what}, but a {} is written as a JSON object ({{...}})",
         desc.full_name()

@@ -103,6 +103,15 @@ async fn malformed_json_is_a_400() {
         (CREATE, "[]", "invalid value for book: the body is an array, but a portico.demo.v1.Book is written as a JSON object"),
         ("/v1/books:search", "\"q\"", "the body is a string, but a portico.demo.v1.SearchBooksRequest is written as a JSON object"),
         ("/v1/books:search", "\u{feff}{}", "the body starts with a byte order mark (EF BB BF)"),
+        (CREATE, "true", "the body is a boolean"),
+        (CREATE, "12", "the body is a number"),
+        // Only a value that is whole JSON is named by its kind: a form
+        // body (`curl -d title=x`) or a stray word is malformed JSON.
+        (CREATE, "title=x", "the JSON is malformed"),
+        (CREATE, "tru", "the JSON is malformed"),
+        ("/v1/books:search", "12abc", "the JSON is malformed"),
+        ("/v1/books:search", "-", "the JSON is malformed"),
+        ("/v1/books:search", "[1,", "the JSON is malformed"),
     ] {
         let r = h.client.json(Method::POST, path, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
