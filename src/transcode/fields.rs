@@ -202,6 +202,17 @@ fn int<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
 
 /// Parses one string as a value of `kind`.
 pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
+    parse_value(kind, s).map_err(|e| {
+        // The one slip a space in a number, a time or base64 points at.
+        if s.contains(' ') {
+            format!("{e} (in a query string `+` is a space: write a plus sign as %2B)")
+        } else {
+            e
+        }
+    })
+}
+
+fn parse_value(kind: &Kind, s: &str) -> Result<Value, String> {
     Ok(match kind {
         Kind::Double => Value::F64(parse_float(s)?),
         Kind::Float => {
@@ -248,7 +259,7 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
         Kind::Message(m) => {
             if let Some(inner) = wrapper_inner(m) {
                 let mut msg = DynamicMessage::new(m.clone());
-                msg.set_field(&inner, parse(&inner.kind(), s)?);
+                msg.set_field(&inner, parse_value(&inner.kind(), s)?);
                 Value::Message(msg)
             } else if is_scalar_like(m) {
                 let msg =
