@@ -57,7 +57,8 @@ enum Command {
     },
     /// Run the demo backends with the gateway in front of them.
     Demo {
-        /// Where the gateway listens; the admin port is the next one.
+        /// Where the gateway listens, an IP address and port (not a host
+        /// name); the admin port is the next one.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
