@@ -347,7 +347,7 @@ fn reachable_metrics(upstreams: &[Arc<Upstream>], reachable: &[Option<bool>]) ->
         if let Some(r) = r {
             out.push_str(&format!(
                 "portico_upstream_reachable{{upstream=\"{}\"}} {}\n",
-                u.name(),
+                crate::observe::metrics::label_value(u.name()),
                 u8::from(*r)
             ));
         }

@@ -162,6 +162,25 @@ impl Drop for Ending {
     }
 }
 
+/// A label value as the Prometheus text format writes it: `\`, `"` and a
+/// line feed escaped. Upstream names come from the config and principals
+/// from keys files and tokens, so any of them may hold one.
+pub fn label_value(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The Prometheus text exposition of every routed method and upstream.
 pub fn render<'a>(
     targets: impl Iterator<Item = &'a Arc<Target>>,
@@ -173,21 +192,21 @@ pub fn render<'a>(
     let mut out = String::new();
     out.push_str("# HELP portico_calls_total Calls through the policy pipeline, by method and gRPC status.\n# TYPE portico_calls_total counter\n");
     for t in &targets {
-        let method = t.path.as_str().trim_start_matches('/');
+        let method = label_value(t.path.as_str().trim_start_matches('/'));
+        let upstream = label_value(&t.upstream_name);
         for (code, name) in CODES.iter().enumerate() {
             let n = t.stats.by_code[code].load(Ordering::Relaxed);
             if n > 0 {
                 let _ = writeln!(
                     out,
-                    "portico_calls_total{{method=\"{method}\",upstream=\"{}\",code=\"{name}\"}} {n}",
-                    t.upstream_name
+                    "portico_calls_total{{method=\"{method}\",upstream=\"{upstream}\",code=\"{name}\"}} {n}",
                 );
             }
         }
     }
     out.push_str("# HELP portico_call_duration_seconds Time until a call's reply started (or it failed).\n# TYPE portico_call_duration_seconds histogram\n");
     for t in &targets {
-        let method = t.path.as_str().trim_start_matches('/');
+        let method = label_value(t.path.as_str().trim_start_matches('/'));
         let counts: Vec<u64> = t
             .stats
             .buckets
@@ -225,7 +244,7 @@ pub fn render<'a>(
         let _ = writeln!(
             out,
             "portico_upstream_in_flight{{upstream=\"{}\"}} {}",
-            u.name(),
+            label_value(u.name()),
             u.in_flight()
         );
     }
@@ -237,8 +256,8 @@ pub fn render<'a>(
             let available = e["healthy"] == true && e["ejected"] == false;
             let labels = format!(
                 "upstream=\"{}\",endpoint=\"{}\"",
-                u.name(),
-                e["address"].as_str().unwrap_or_default()
+                label_value(u.name()),
+                label_value(e["address"].as_str().unwrap_or_default())
             );
             let _ = writeln!(
                 out,
@@ -314,9 +333,8 @@ impl Usage {
             return;
         }
         out.push_str("# HELP portico_ext_authz_decisions_total External authorization decisions, by service and result (allowed, denied, failed_open, failed_closed).\n# TYPE portico_ext_authz_decisions_total counter\n");
-        let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         for (name, s) in all.iter() {
-            let name = escape(name);
+            let name = label_value(name);
             for (result, n) in [
                 ("allowed", &s.allowed),
                 ("denied", &s.denied),
@@ -332,7 +350,7 @@ impl Usage {
         }
         out.push_str("# HELP portico_ext_authz_cache_hits_total External authorization decisions taken from the cache.\n# TYPE portico_ext_authz_cache_hits_total counter\n");
         for (name, s) in all.iter() {
-            let name = escape(name);
+            let name = label_value(name);
             let _ = writeln!(
                 out,
                 "portico_ext_authz_cache_hits_total{{authorizer=\"{name}\"}} {}",
@@ -345,7 +363,7 @@ impl Usage {
         self.render_ext_authz(out);
         out.push_str("# HELP portico_principal_calls_total Calls per authenticated principal (consumer or token subject).\n# TYPE portico_principal_calls_total counter\n");
         for (principal, n) in self.snapshot() {
-            let escaped = principal.replace('\\', "\\\\").replace('"', "\\\"");
+            let escaped = label_value(&principal);
             let _ = writeln!(
                 out,
                 "portico_principal_calls_total{{principal=\"{escaped}\"}} {n}"

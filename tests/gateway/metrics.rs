@@ -203,3 +203,56 @@ async fn the_admin_port_answers_its_pages_and_refuses_the_rest_in_one_shape() {
         }
     }
 }
+
+/// Names come from the config and from identities: a quote, a backslash
+/// or a line feed in one is escaped as the Prometheus text format says,
+/// so one odd name cannot break the whole scrape.
+#[tokio::test]
+async fn label_values_are_escaped_as_the_text_format_says() {
+    let dir = std::env::temp_dir().join(format!("portico-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = dir.join("keys.toml");
+    // The consumer "odd\nname" holds acme's key.
+    std::fs::write(
+        &keys,
+        "\"odd\\nname\" = \"a8becd6134fb3a40415fb328a7939e1c8065e4f45697070c9f84aa0fe25649b0\"\n",
+    )
+    .unwrap();
+    let sections = format!(
+        "[authenticators.partners]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        keys.display()
+    );
+    let h = support::Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "auth = \"partners\"")
+            .replace("[upstreams.demo]", "[upstreams.'de\"mo\\x']")
+            .replace("upstream = \"demo\"", "upstream = 'de\"mo\\x'")
+    })
+    .await;
+    let r = HttpClient::new(h.gateway.addr)
+        .send(
+            http::Method::GET,
+            "/v1/shelves/1",
+            &[("x-api-key", "acme-key-123")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let m = HttpClient::new(h.gateway.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text();
+    for sample in [
+        "portico_calls_total{method=\"portico.demo.v1.Library/GetShelf\",upstream=\"de\\\"mo\\\\x\",code=\"OK\"} 1",
+        "portico_upstream_in_flight{upstream=\"de\\\"mo\\\\x\"} 0",
+        "portico_principal_calls_total{principal=\"odd\\nname\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == sample), "{sample} in\n{m}");
+    }
+    // Every line is a comment or one sample: no value broke a line.
+    for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        assert!(series.starts_with("portico_"), "{line}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
