@@ -250,7 +250,13 @@ const PAGES: [&str; 12] = [
 fn no_page(path: &str) -> String {
     admin_error(format!(
         "no admin page {path}; the pages: {}, and POST /config/reload",
-        PAGES.join(", ")
+        PAGES
+            .map(|p| if p == "/fleet" {
+                "/fleet (with [redis])"
+            } else {
+                p
+            })
+            .join(", ")
     ))
 }
 

@@ -246,7 +246,14 @@ impl WebSocketIngress {
                 ),
             ));
         }
-        self.check_origin(headers)?;
+        if let Err(err) = self.check_origin(headers) {
+            // Refused before the rest is read, but still the call of the
+            // route the path names: its access-log switch and method hold.
+            if let Some(spec) = self.resolve(req.uri().path(), None, None) {
+                record.routed(&spec.target);
+            }
+            return Err(err);
+        }
         let offered: Vec<String> = headers
             .get_all(SEC_WEBSOCKET_PROTOCOL)
             .iter()

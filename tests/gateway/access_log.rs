@@ -217,6 +217,19 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
     // Refused before the pipeline, on the quiet route: no line either.
     let bad = quiet.client.get("/v1/probe/headers?unknown=1").await;
     assert_eq!(bad.status, 400);
+    // A handshake on the route's path from a foreign page: refused before
+    // the rest of it is read, still the quiet route's.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/v1/probe/headers", quiet.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(req).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "{refused:?}"
+    );
     quiet.client.get("/v1/nowhere").await;
     wait_for(&quiet_path, 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -226,6 +239,10 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
         quiet_lines
             .iter()
             .all(|l| l["http_status"] == 404 || l["kind"] == "session"),
+        "{quiet_lines:#?}"
+    );
+    assert!(
+        !quiet_lines.iter().any(|l| l["path"] == "/v1/probe/headers"),
         "{quiet_lines:#?}"
     );
 }
