@@ -220,8 +220,16 @@ impl RouteTable {
                         format!("{} is routed twice", service.full_name()),
                     ));
                 }
+                // A rule written in the config is named by its key; one
+                // from the schema's annotation by the route and its method.
+                let rule_key = if route.http_rules.contains_key(method.name()) {
+                    format!("{key}.http_rules.{}", method.name())
+                } else {
+                    key.clone()
+                };
                 let mut add =
                     |m: Method, template: &str, body: &str, response_body: &str, auto: bool| {
+                        let at = if auto { &key } else { &rule_key };
                         let binding = Binding::new(
                             target.clone(),
                             m,
@@ -232,11 +240,11 @@ impl RouteTable {
                             auto,
                         )
                         .map_err(|reason| {
-                            err(key.clone(), format!("{}: {reason}", method.full_name()))
+                            err(at.clone(), format!("{}: {reason}", method.full_name()))
                         })?;
                         table
                             .insert(binding)
-                            .map_err(|reason| err(key.clone(), reason))
+                            .map_err(|reason| err(at.clone(), reason))
                     };
                 // A rule in the config replaces the schema's.
                 let rule = route
@@ -245,8 +253,8 @@ impl RouteTable {
                     .cloned()
                     .or_else(|| http_rule::of(&method));
                 if let Some(rule) = rule {
-                    for (m, template, body, response_body) in
-                        rule_bindings(&method, &rule).map_err(|reason| err(key.clone(), reason))?
+                    for (m, template, body, response_body) in rule_bindings(&method, &rule)
+                        .map_err(|reason| err(rule_key.clone(), reason))?
                     {
                         add(m, &template, &body, &response_body, false)?;
                     }

@@ -518,6 +518,14 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
             "http_rules.Upload = { post = \"/v1/uploads\", body = \"text\" }",
             "has body = \"text\", but the method is client-streaming: its messages are the body's lines, each a whole request, so the rule needs body = \"*\"",
         ),
+        (
+            "http_rules.GetShelf = { get = \"/v1/x/{shelf\" }",
+            "bad path template \"/v1/x/{shelf\"",
+        ),
+        (
+            "http_rules.GetShelf = { post = \"/v1/x/{shelf}\", body = \"nope\" }",
+            "nope",
+        ),
     ] {
         let text = if rule.contains("Upload") || rule.contains("Watch") {
             support::config_text(h.backend_addr, "", "").replacen(
@@ -534,6 +542,12 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
             Ok(_) => panic!("{rule} was accepted"),
         };
         assert!(err.contains(says), "{err}");
+        // Named by the rule's own key.
+        let method = rule["http_rules.".len()..].split(' ').next().unwrap();
+        assert!(
+            err.contains(&format!("].http_rules.{method}: ")),
+            "{err}"
+        );
     }
 }
 
