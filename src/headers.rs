@@ -81,7 +81,23 @@ pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::er
 /// MCP answers these refusals with the request's JSON-RPC id.
 pub fn check_values(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
     check_deadline_headers(headers)?;
+    check_one_content_type(headers)?;
     check_binary_fields(headers, "")
+}
+
+/// A body has one type (RFC 9110 section 8.3): two different
+/// `Content-Type` fields leave what the body is to whoever reads which.
+fn check_one_content_type(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
+    if let Some(first) = values.next() {
+        if values.any(|v| v != first) {
+            return Err(crate::error::GatewayError::invalid_field(
+                "content-type",
+                "was sent more than once, with different values; send one",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// [`check_deadline_headers`] for fields that came in under another name:

@@ -119,6 +119,8 @@ fn json_content_types_are_recognized_whatever_their_case() {
         Some(" text/plain ;charset=UTF-8"),
         Some("application/vnd.api+JSON"),
         Some("application/X-WWW-Form-Urlencoded"),
+        Some("application/json; charset=\"utf-8\""),
+        Some("application/json;charset=UTF8"),
     ] {
         assert!(is_json(ct), "{ct:?}");
     }
@@ -128,6 +130,11 @@ fn json_content_types_are_recognized_whatever_their_case() {
         "image/png",
         "jsön",
         "json",
+        // Only parameters, or JSON declared in another encoding.
+        ";;;",
+        "; charset=utf-8",
+        "application/json; charset=latin1",
+        "text/plain; charset=ISO-8859-1",
     ] {
         assert!(!is_json(Some(ct)), "{ct}");
     }

@@ -880,3 +880,148 @@ async fn open_frame_answer(h: &Harness, metadata: serde_json::Value) -> serde_js
         }
     }
 }
+
+/// A protocol, its client, the headers and body, and whether it answers
+/// with `grpc-status`.
+type ContentTypeRow<'a> = (
+    &'a str,
+    &'a support::HttpClient,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    bool,
+);
+
+/// A body has one type: two different `Content-Type` fields are refused at
+/// the edge on every protocol that has one, each in its own terms, and
+/// reach no backend; the same type twice is one.
+#[tokio::test]
+async fn two_different_content_types_are_refused_on_every_protocol() {
+    use prost::Message as _;
+    let h = gateway("", "").await;
+    let message = portico::demo::backends::pb::HeadersRequest {}.encode_to_vec();
+    let framed = support::frame_bytes(0, &message);
+    let http2 = h.client.as_http2();
+    let probe = "/portico.demo.v1.Probe/Headers";
+    let rows: [ContentTypeRow; 4] = [
+        (
+            "REST",
+            &h.client,
+            vec![
+                ("content-type", "application/json"),
+                ("content-type", "application/xml"),
+            ],
+            b"{}".to_vec(),
+            false,
+        ),
+        (
+            "Connect",
+            &h.client,
+            vec![
+                ("content-type", "application/json"),
+                ("content-type", "application/proto"),
+                ("connect-protocol-version", "1"),
+            ],
+            b"{}".to_vec(),
+            false,
+        ),
+        (
+            "gRPC-Web",
+            &h.client,
+            vec![
+                ("content-type", "application/grpc-web+proto"),
+                ("content-type", "application/json"),
+            ],
+            framed.clone(),
+            true,
+        ),
+        (
+            "gRPC",
+            &http2,
+            vec![
+                ("content-type", "application/grpc"),
+                ("content-type", "application/json"),
+                ("te", "trailers"),
+            ],
+            framed.clone(),
+            true,
+        ),
+    ];
+    for (protocol, client, headers, body, grpc) in rows {
+        let path = if protocol == "REST" {
+            "/v1/probe/headers"
+        } else {
+            probe
+        };
+        let method = if protocol == "REST" {
+            http::Method::GET
+        } else {
+            http::Method::POST
+        };
+        let r = client
+            .send(method.clone(), path, &headers, body.clone())
+            .await;
+        let message = if grpc {
+            assert_eq!(
+                r.header("grpc-status"),
+                Some("3"),
+                "{protocol}: {:?} {:?}",
+                r.status,
+                r.headers
+            );
+            r.header("grpc-message").unwrap_or_default().to_owned()
+        } else {
+            assert_eq!(r.status, 400, "{protocol}: {}", r.text());
+            r.json()["message"].as_str().unwrap_or_default().to_owned()
+        };
+        assert!(
+            message.contains("content-type") && message.contains("more than once"),
+            "{protocol}: {message}"
+        );
+        // The same type twice is one type.
+        let twice: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|&(k, v)| {
+                if k == "content-type" {
+                    (k, headers[0].1)
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        let r = client.send(method, path, &twice, body).await;
+        if protocol == "gRPC-Web" {
+            // The status is in the body's trailer frame.
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            assert!(body.contains("grpc-status: 0"), "{protocol}: {body:?}");
+        } else if grpc {
+            assert_eq!(
+                r.trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+                Some("0"),
+                "{protocol}: {:?} {:?}",
+                r.status,
+                r.trailers
+            );
+        } else {
+            assert_eq!(r.status, 200, "{protocol}: {}", r.text());
+        }
+    }
+    // MCP answers in JSON-RPC, with the request's id.
+    let refused = h
+        .client
+        .send(
+            http::Method::POST,
+            "/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("content-type", "text/plain"),
+            ],
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+        )
+        .await;
+    let error = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("content-type"), "{}", refused.text());
+    assert_eq!(h.backends.probe.calls(), 4, "only the calls with one type");
+}
