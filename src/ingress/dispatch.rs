@@ -105,7 +105,21 @@ impl Ingress {
             Ok(std::borrow::Cow::Owned(path)) => match with_path(req.uri(), &path) {
                 Some(uri) => *req.uri_mut() = uri,
                 None => {
-                    let err = GatewayError::invalid_field("path", "is not a valid request path");
+                    let err = if req.method() == Method::CONNECT {
+                        // Its target is a host and port, not a path.
+                        GatewayError::invalid_field(
+                            "method",
+                            format!(
+                                "CONNECT {} asks for a tunnel, and the gateway is no forward proxy",
+                                req.uri()
+                            ),
+                        )
+                    } else {
+                        GatewayError::invalid_field(
+                            "path",
+                            format!("{:?} is not a valid request path", req.uri().to_string()),
+                        )
+                    };
                     return self.refuse(&req, &err);
                 }
             },

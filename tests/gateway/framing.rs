@@ -156,3 +156,24 @@ async fn exactly_the_header_count_limit_is_served() {
     let (status, body, _) = raw(&h, request(99).as_bytes()).await;
     assert_eq!(status, 431, "{body}");
 }
+
+/// A CONNECT asks for a tunnel to a host and port: refused, saying so,
+/// never sent anywhere.
+#[tokio::test]
+async fn a_connect_tunnel_is_refused_saying_the_gateway_is_no_forward_proxy() {
+    let h = Harness::start().await;
+    let (status, body, _) = raw(
+        &h,
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        json["message"].as_str().unwrap().contains(
+            "CONNECT 127.0.0.1:22 asks for a tunnel, and the gateway is no forward proxy"
+        ),
+        "{json}"
+    );
+    assert_eq!(h.backends.probe.calls(), 0);
+}
