@@ -520,17 +520,16 @@ async fn read_body(
 }
 
 /// An error in one line of a streamed body, told which line of the whole
-/// body it is (the parser saw only the line, and calls it line 1).
+/// body it is, always in front (the parser saw only the line, and calls
+/// it line 1: its position keeps the column only).
 fn on_line(mut e: GatewayError, number: usize) -> GatewayError {
     fn relabel(text: &mut String, number: usize) {
         const AT: &str = " at line 1 column ";
-        match text.rfind(AT) {
-            Some(at) => {
-                let column = text[at + AT.len()..].to_owned();
-                text.replace_range(at.., &format!(" at line {number} column {column}"));
-            }
-            None => *text = format!("line {number} of the request: {text}"),
+        if let Some(at) = text.rfind(AT) {
+            let column = text[at + AT.len()..].to_owned();
+            text.replace_range(at.., &format!(" at column {column}"));
         }
+        *text = format!("line {number} of the request: {text}");
     }
     relabel(&mut e.message, number);
     if let ErrorKind::InvalidRequest { violations } = &mut e.kind {

@@ -192,15 +192,28 @@ async fn a_bad_line_in_a_client_stream_is_a_400_naming_the_field() {
     let r = h.client.json(Method::POST, "/v1/feed:upload", body).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(r.violated_field(), "colour");
-    // The line of the whole body, blank lines counted.
+    // The line of the whole body, blank lines counted, said first
+    // whatever the fault; the column where the parser has one.
+    let message = r.json()["message"].as_str().unwrap().to_owned();
     assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .ends_with(" at line 3 column 17"),
-        "{}",
-        r.text()
+        message.starts_with("line 3 of the request: ") && message.ends_with(" at column 17"),
+        "{message}"
     );
+    for (body, line) in [
+        // A value of the wrong type.
+        ("{\"seq\":1}\n{\"seq\":\"two\"}\n", 2),
+        // Two messages on one line.
+        ("{\"seq\":1} {\"seq\":2}\n", 1),
+    ] {
+        let r = h.client.json(Method::POST, "/v1/feed:upload", body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.starts_with(&format!("line {line} of the request: ")),
+            "{body:?}: {message}"
+        );
+        assert!(!message.contains("at line"), "{body:?}: {message}");
+    }
 }
 
 #[tokio::test]
