@@ -67,6 +67,47 @@ pub fn unreachable_through(desc: &MessageDescriptor, key: &str) -> Option<String
     None
 }
 
+/// Why a query key [`resolve`] and [`unreachable_through`] give nothing
+/// for names no field, said of the message where the path stops: the
+/// nested message that lacks the field, or the scalar that has none.
+pub fn not_a_field(desc: &MessageDescriptor, key: &str) -> String {
+    let mut message = desc.clone();
+    let mut path = String::new();
+    for part in key.split('.') {
+        let Some(field) = message
+            .get_field_by_name(part)
+            .or_else(|| message.get_field_by_json_name(part))
+        else {
+            return if path.is_empty() {
+                format!("is not a field of {}", message.full_name())
+            } else {
+                format!(
+                    "is not a field: {path} is a {}, which has no field {part}",
+                    message.full_name()
+                )
+            };
+        };
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(part);
+        match field.kind() {
+            Kind::Message(m) => message = m,
+            other => {
+                let what = match other {
+                    Kind::String => "string".to_owned(),
+                    Kind::Bytes => "bytes".to_owned(),
+                    Kind::Bool => "bool".to_owned(),
+                    Kind::Enum(e) => format!("enum {}", e.full_name()),
+                    _ => "number".to_owned(),
+                };
+                return format!("is not a field: {path} is a {what}, which has no fields");
+            }
+        }
+    }
+    format!("is not a field of {}", desc.full_name())
+}
+
 /// Sets (or, for repeated fields, appends) `value` at the field path.
 pub fn set(
     msg: &mut DynamicMessage,

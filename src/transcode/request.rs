@@ -500,7 +500,7 @@ pub fn query_fields(binding: &Binding, key: &str) -> Result<Vec<FieldDescriptor>
     let input = binding.target.method.input();
     match (fields::resolve(&input, key), &binding.body) {
         (None, _) => Err(fields::unreachable_through(&input, key)
-            .unwrap_or_else(|| format!("is not a field of {}", input.full_name()))),
+            .unwrap_or_else(|| fields::not_a_field(&input, key))),
         (Some(fs), _) if binding.path_binds(&fs) => Err("is already bound by the path".to_owned()),
         (_, BodyRule::Whole) => {
             Err("is not accepted: the body carries the whole request".to_owned())

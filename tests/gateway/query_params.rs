@@ -82,6 +82,18 @@ async fn an_unknown_query_parameter_is_rejected_by_name() {
         "{}",
         r.text()
     );
+    // A nested one is said of the message that lacks it.
+    let r = h.client.get("/v1/books:search?filter.nope=1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.violated_field(), "filter.nope");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("filter is a portico.demo.v1.SearchFilter, which has no field nope"),
+        "{}",
+        r.text()
+    );
     assert_eq!(
         h.backends.probe.calls(),
         calls,

@@ -140,3 +140,23 @@ fn a_space_where_a_plus_was_meant_is_pointed_at() {
     assert!(!err.contains("%2B"), "{err}");
     assert!(matches!(parse(&Kind::String, "a b"), Ok(Value::String(s)) if s == "a b"));
 }
+
+#[test]
+fn a_key_that_names_no_field_is_said_of_the_message_where_it_stops() {
+    let pool = crate::fuzzing::demo_pool();
+    let search = pool
+        .get_message_by_name("portico.demo.v1.SearchBooksRequest")
+        .unwrap();
+    assert_eq!(
+        not_a_field(&search, "colour"),
+        "is not a field of portico.demo.v1.SearchBooksRequest"
+    );
+    assert_eq!(
+        not_a_field(&search, "filter.nope"),
+        "is not a field: filter is a portico.demo.v1.SearchFilter, which has no field nope"
+    );
+    assert_eq!(
+        not_a_field(&search, "query.x"),
+        "is not a field: query is a string, which has no fields"
+    );
+}
