@@ -81,18 +81,22 @@ pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::er
 /// MCP answers these refusals with the request's JSON-RPC id.
 pub fn check_values(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
     check_deadline_headers(headers)?;
-    check_one_content_type(headers)?;
+    check_one_value(headers, http::header::CONTENT_TYPE)?;
     check_binary_fields(headers, "")
 }
 
-/// A body has one type (RFC 9110 section 8.3): two different
-/// `Content-Type` fields leave what the body is to whoever reads which.
-fn check_one_content_type(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
-    let mut values = headers.get_all(http::header::CONTENT_TYPE).iter();
+/// A body has one type (RFC 9110 section 8.3), a request one origin (RFC
+/// 6454 section 7.3): two different fields leave the answer to whoever
+/// reads which (the cross-origin check one, the backend another).
+pub fn check_one_value(
+    headers: &http::HeaderMap,
+    name: http::HeaderName,
+) -> Result<(), crate::error::GatewayError> {
+    let mut values = headers.get_all(&name).iter();
     if let Some(first) = values.next() {
         if values.any(|v| v != first) {
             return Err(crate::error::GatewayError::invalid_field(
-                "content-type",
+                name.as_str(),
                 "was sent more than once, with different values; send one",
             ));
         }

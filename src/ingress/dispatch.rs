@@ -133,6 +133,10 @@ impl Ingress {
         {
             return self.refuse(&req, &err);
         }
+        // Before anything reads it: the cross-origin checks, every protocol's.
+        if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
+            return self.refuse(&req, &err);
+        }
         let origin = req
             .headers()
             .get(ORIGIN)

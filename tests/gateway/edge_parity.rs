@@ -895,7 +895,7 @@ type ContentTypeRow<'a> = (
 /// the edge on every protocol that has one, each in its own terms, and
 /// reach no backend; the same type twice is one.
 #[tokio::test]
-async fn two_different_content_types_are_refused_on_every_protocol() {
+async fn two_different_content_types_or_origins_are_refused_on_every_protocol() {
     use prost::Message as _;
     let h = gateway("", "").await;
     let message = portico::demo::backends::pb::HeadersRequest {}.encode_to_vec();
@@ -1024,4 +1024,34 @@ async fn two_different_content_types_are_refused_on_every_protocol() {
         .to_owned();
     assert!(error.contains("content-type"), "{}", refused.text());
     assert_eq!(h.backends.probe.calls(), 4, "only the calls with one type");
+
+    // A request comes from one origin: two are refused before the
+    // cross-origin check reads either, a WebSocket handshake included.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[
+                ("origin", "http://a.example"),
+                ("origin", "http://b.example"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("origin"), "{}", r.text());
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/v1/probe/headers", h.gateway.addr)
+        .into_client_request()
+        .unwrap();
+    for origin in ["http://a.example", "http://b.example"] {
+        req.headers_mut().append("origin", origin.parse().unwrap());
+    }
+    let refused = tokio_tungstenite::connect_async(req).await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 400),
+        "{refused:?}"
+    );
+    assert_eq!(h.backends.probe.calls(), 4);
 }
