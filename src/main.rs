@@ -330,36 +330,31 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             "a query parameter is the credential header {name}\n"
         ));
     }
-    // The description and its docs page answer a GET before the routes.
-    if method == http::Method::GET
+    // What the gateway answers itself, before the routes: the description
+    // and its docs page (a GET), `/mcp` (any method, while it serves MCP).
+    let own = if method == http::Method::GET
         && loaded.config.openapi.serve
         && portico::openapi::docs::is_page(&normal)
     {
-        let what = if normal == "/openapi.json" {
-            "the OpenAPI description"
+        Some(if normal == "/openapi.json" {
+            "the OpenAPI description (`[openapi] serve = false` turns it off)"
         } else {
-            "a file of the API docs page"
-        };
-        out.push_str(&format!(
-            "GET {normal} is answered by the gateway itself, before the route table: {what} (`[openapi] serve = false` turns it off)\n"
-        ));
-        if let portico::routes::MatchOutcome::Found(m) = loaded.routes.find(method, &normal) {
-            out.push_str(&format!(
-                "  the binding {} {} -> {} is shadowed for GET\n",
-                m.binding.method, m.binding.template_text, m.binding.target.path
-            ));
-        }
-        return out;
-    }
-    if normal == portico::ingress::mcp::PATH
+            "a file of the API docs page (`[openapi] serve = false` turns it off)"
+        })
+    } else if normal == portico::ingress::mcp::PATH
         && portico::ingress::mcp::served(&loaded.config, &loaded.routes)
     {
+        Some("the MCP endpoint (a route has `mcp = true`), which takes POST; other methods are refused with 405")
+    } else {
+        None
+    };
+    if let Some(what) = own {
         out.push_str(&format!(
-            "{method} {normal} is answered by the gateway itself, before the route table: the MCP endpoint (a route has `mcp = true`), which takes POST; other methods are refused with 405\n"
+            "{method} {normal} is answered by the gateway itself, before the route table: {what}\n"
         ));
         if let portico::routes::MatchOutcome::Found(m) = loaded.routes.find(method, &normal) {
             out.push_str(&format!(
-                "  the binding {} {} -> {} is shadowed\n",
+                "  the binding {} {} -> {} is shadowed for {method}\n",
                 m.binding.method, m.binding.template_text, m.binding.target.path
             ));
         }

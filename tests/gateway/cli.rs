@@ -245,44 +245,24 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
         text.contains("  without a body: refused 400 / InvalidArgument: invalid value for book: names no field to update"),
         "{text}"
     );
-    // A binding the description shadows for GET: explain says so, and the
-    // description leaves out the operation no GET can reach.
-    let shadowed = dir.join("shadowed.toml");
-    std::fs::write(
-        &shadowed,
-        std::fs::read_to_string(&file).unwrap().replacen(
-            "upstream = \"a\"\n",
-            "upstream = \"a\"\nhttp_rules.Stats = { get = \"/openapi.json\" }\n",
-            1,
-        ),
-    )
-    .unwrap();
-    let text = explain(shadowed.to_str().unwrap(), "GET /openapi.json");
-    assert!(
-        text.contains(
-            "the binding GET /openapi.json -> /portico.demo.v1.Library/Stats is shadowed for GET"
-        ),
-        "{text}"
-    );
-    let out = portico()
-        .args(["openapi", "--config", shadowed.to_str().unwrap()])
-        .output()
+    // The config with lines added to its first route.
+    let variant = |name: &str, lines: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&file).unwrap().replacen(
+                "upstream = \"a\"\n",
+                &format!("upstream = \"a\"\n{lines}"),
+                1,
+            ),
+        )
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        doc["paths"].get("/openapi.json").is_none(),
-        "{}",
-        doc["paths"]
-    );
-    assert!(doc["paths"].get("/v1/shelves/{shelf}").is_some());
-    let check = |config: &std::path::Path| {
+        path
+    };
+    // What `check` warns of, and the paths the description lists.
+    let run = |command: &str, config: &std::path::Path| {
         let out = portico()
-            .args(["check", "--config", config.to_str().unwrap()])
+            .args([command, "--config", config.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(
@@ -290,9 +270,33 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        out
     };
-    let warned = check(&shadowed);
+    let warnings = |config| String::from_utf8_lossy(&run("check", config).stderr).into_owned();
+    let paths = |config| {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&run("openapi", config).stdout).unwrap();
+        doc["paths"].clone()
+    };
+
+    // A binding the description shadows for GET: explain says so, `check`
+    // warns of it, and the description leaves out the operation no GET
+    // can reach.
+    let shadowed = variant(
+        "shadowed.toml",
+        "http_rules.Stats = { get = \"/openapi.json\" }\n",
+    );
+    let text = explain(shadowed.to_str().unwrap(), "GET /openapi.json");
+    assert!(
+        text.contains(
+            "the binding GET /openapi.json -> /portico.demo.v1.Library/Stats is shadowed for GET"
+        ),
+        "{text}"
+    );
+    let listed = paths(&shadowed);
+    assert!(listed.get("/openapi.json").is_none(), "{listed}");
+    assert!(listed.get("/v1/shelves/{shelf}").is_some());
+    let warned = warnings(&shadowed);
     assert!(
         warned.contains("warning: the binding GET /openapi.json -> /portico.demo.v1.Library/Stats is never reached"),
         "{warned}"
@@ -300,16 +304,10 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
 
     // `/mcp`, while a route offers tools, answers every method before the
     // routes: explain, the check and the description all say so.
-    let mcp = dir.join("mcp.toml");
-    std::fs::write(
-        &mcp,
-        std::fs::read_to_string(&file).unwrap().replacen(
-            "upstream = \"a\"\n",
-            "upstream = \"a\"\nmcp = true\nhttp_rules.Stats = { post = \"/mcp\", body = \"*\" }\n",
-            1,
-        ),
-    )
-    .unwrap();
+    let mcp = variant(
+        "mcp.toml",
+        "mcp = true\nhttp_rules.Stats = { post = \"/mcp\", body = \"*\" }\n",
+    );
     for request in ["POST /mcp", "GET /mcp"] {
         let text = explain(mcp.to_str().unwrap(), request);
         assert!(
@@ -319,20 +317,18 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     }
     let text = explain(mcp.to_str().unwrap(), "POST /mcp");
     assert!(
-        text.contains("the binding POST /mcp -> /portico.demo.v1.Library/Stats is shadowed"),
+        text.contains(
+            "the binding POST /mcp -> /portico.demo.v1.Library/Stats is shadowed for POST"
+        ),
         "{text}"
     );
-    let warned = check(&mcp);
+    let warned = warnings(&mcp);
     assert!(
         warned.contains("warning: the binding POST /mcp -> /portico.demo.v1.Library/Stats is never reached: /mcp is the MCP endpoint"),
         "{warned}"
     );
-    let out = portico()
-        .args(["openapi", "--config", mcp.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(doc["paths"].get("/mcp").is_none(), "{}", doc["paths"]);
+    let listed = paths(&mcp);
+    assert!(listed.get("/mcp").is_none(), "{listed}");
     // Without MCP, `/mcp` is a path like any other.
     let text = explain(library, "POST /mcp");
     assert!(!text.contains("MCP endpoint"), "{text}");

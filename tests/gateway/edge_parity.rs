@@ -583,24 +583,12 @@ async fn a_malformed_deadline_is_refused_on_every_protocol() {
             .contains("metadata.grpc-timeout"),
         "{frame}"
     );
-    let refused = h
-        .client
-        .send(
-            http::Method::POST,
-            "/mcp",
-            &[
-                ("content-type", "application/json"),
-                ("grpc-timeout", "abc"),
-            ],
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-        )
-        .await;
+    let refused = mcp_tools_list(&h, &[("grpc-timeout", "abc")]).await;
     assert!(
-        refused.json()["error"]["message"]
+        refused["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("grpc-timeout")),
-        "{}",
-        refused.text()
+        "{refused}"
     );
     assert_eq!(
         h.backends.probe.calls(),
@@ -740,24 +728,15 @@ async fn binary_metadata_that_is_not_base64_is_refused_on_every_protocol() {
         .contains("x-trace-bin"));
     let calls = h.backends.probe.calls();
     // MCP's edge refuses it before the JSON-RPC call.
-    let refused = h
-        .client
-        .send(
-            http::Method::POST,
-            "/mcp",
-            &[("content-type", "application/json"), ("x-trace-bin", "%%")],
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
-        )
-        .await;
+    let refused = mcp_tools_list(&h, &[("x-trace-bin", "%%")]).await;
     assert!(
-        refused.json()["error"]["message"]
+        refused["error"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("x-trace-bin")),
-        "{}",
-        refused.text()
+        "{refused}"
     );
     // Answered once the body is read: with the request's id.
-    assert_eq!(refused.json()["id"], 1, "{}", refused.text());
+    assert_eq!(refused["id"], 1, "{refused}");
     // A WebSocket call's metadata is named as the client wrote it.
     let frame = open_frame_answer(&h, json!({"x-trace-bin": "???"})).await;
     assert_eq!(frame["error"]["code"], 3, "{frame}");
@@ -857,6 +836,22 @@ async fn metadata_over_what_the_backend_takes_is_refused_and_harms_no_other_call
 
 /// The first frame a WebSocket session in the JSON dialect gets for an
 /// `open` of `Probe.Headers` with `metadata`.
+/// An MCP `tools/list` (id 1) with `headers` besides its JSON content
+/// type: the JSON-RPC reply.
+async fn mcp_tools_list(h: &Harness, headers: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    h.client
+        .send(
+            http::Method::POST,
+            "/mcp",
+            &all,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .await
+        .json()
+}
+
 async fn open_frame_answer(h: &Harness, metadata: serde_json::Value) -> serde_json::Value {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -1006,23 +1001,13 @@ async fn two_different_content_types_or_origins_are_refused_on_every_protocol() 
         }
     }
     // MCP answers in JSON-RPC, with the request's id.
-    let refused = h
-        .client
-        .send(
-            http::Method::POST,
-            "/mcp",
-            &[
-                ("content-type", "application/json"),
-                ("content-type", "text/plain"),
-            ],
-            r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
-        )
-        .await;
-    let error = refused.json()["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(error.contains("content-type"), "{}", refused.text());
+    let refused = mcp_tools_list(&h, &[("content-type", "text/plain")]).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("content-type")),
+        "{refused}"
+    );
     assert_eq!(h.backends.probe.calls(), 4, "only the calls with one type");
 
     // A request comes from one origin: two are refused before the

@@ -53,15 +53,33 @@ async fn a_request_id_follows_every_call_to_the_backend_and_back() {
     assert!(is_generated(r.header("x-request-id").unwrap()));
 }
 
-#[tokio::test]
-async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
-    let mut backend = Instance::start("127.0.0.1:0").await;
-    let text = support::config_text(backend.addr, "", "").replacen(
+/// The test config with active health checks every 100 ms, one verdict
+/// enough either way.
+fn checked_every_100ms(backend: std::net::SocketAddr) -> String {
+    support::config_text(backend, "", "").replacen(
         "[upstreams.demo]\n",
         "[upstreams.demo.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n[upstreams.demo]\n",
         1,
-    );
-    let g = support::gateway_for(&text, backend.addr).await;
+    )
+}
+
+/// Whether `/readyz`'s reason comes to contain `words`.
+async fn readyz_says(admin: &HttpClient, words: &str) -> bool {
+    support::eventually_async(|| {
+        let admin = admin.clone();
+        async move {
+            admin.get("/readyz").await.json()["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains(words))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
+    let mut backend = Instance::start("127.0.0.1:0").await;
+    let g = support::gateway_for(&checked_every_100ms(backend.addr), backend.addr).await;
     let admin = HttpClient::new(g.admin_addr.unwrap());
     let ready = |expect: u16| {
         let admin = admin.clone();
@@ -84,15 +102,7 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
     assert_eq!(admin.get("/healthz").await.status, 200, "alive all along");
     // With health checks, the reason says the endpoint left rotation.
     assert!(
-        support::eventually_async(|| {
-            let admin = admin.clone();
-            async move {
-                admin.get("/readyz").await.json()["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("failing its health checks"))
-            }
-        })
-        .await,
+        readyz_says(&admin, "failing its health checks").await,
         "{}",
         admin.get("/readyz").await.text()
     );
@@ -113,12 +123,7 @@ async fn the_health_service_moves_with_readyz() {
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
     let mut backend = Instance::start("127.0.0.1:0").await;
-    let text = support::config_text(backend.addr, "", "").replacen(
-        "[upstreams.demo]\n",
-        "[upstreams.demo.health_check]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 1\n[upstreams.demo]\n",
-        1,
-    );
-    let g = support::gateway_for(&text, backend.addr).await;
+    let g = support::gateway_for(&checked_every_100ms(backend.addr), backend.addr).await;
     let admin = HttpClient::new(g.admin_addr.unwrap());
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", g.addr))
         .unwrap()
@@ -149,15 +154,7 @@ async fn the_health_service_moves_with_readyz() {
 
     backend.kill().await;
     assert!(
-        support::eventually_async(|| {
-            let admin = admin.clone();
-            async move {
-                admin.get("/readyz").await.json()["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("failing its health checks"))
-            }
-        })
-        .await,
+        readyz_says(&admin, "failing its health checks").await,
         "{}",
         admin.get("/readyz").await.text()
     );
