@@ -36,10 +36,11 @@ pub struct Upstream {
     pub pending: Arc<AtomicUsize>,
     /// gRPC over TLS: the connector every endpoint's connections use.
     tls: Option<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
-    /// Marked whenever an endpoint leaves or rejoins rotation by a health
-    /// check or an ejection, or the endpoint set changes, so the
-    /// reachability probe (the health service, `/readyz`) looks again at
-    /// once instead of at its next interval.
+    /// Marked whenever a health check's verdict or an ejection takes an
+    /// endpoint out of rotation or brings it back, and when the endpoint
+    /// set changes, so the reachability probe (the health service,
+    /// `/readyz`) looks again at once instead of at its next interval. The
+    /// end of an ejection is no event: the probe wakes for it by its clock.
     rotation: tokio::sync::watch::Sender<()>,
 }
 
@@ -122,7 +123,7 @@ impl Upstream {
         self.rotation.subscribe()
     }
 
-    fn rotation_changed(&self) {
+    pub(crate) fn rotation_changed(&self) {
         self.rotation.send_replace(());
     }
 
@@ -457,8 +458,13 @@ impl Upstream {
             tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, "endpoint keeps failing but the ejection limit is reached");
             return None;
         }
+        // Re-ejecting an endpoint already out (its calls in panic mode)
+        // changes no one's rotation.
+        let was = ep.is_available(now);
         let time = ep.eject(o.base_ejection_time);
-        self.rotation_changed();
+        if was {
+            self.rotation_changed();
+        }
         tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, ejected_for = ?time, "endpoint ejected after {} consecutive failures", o.consecutive_failures);
         Some(time)
     }
@@ -745,5 +751,47 @@ mod tests {
             let again = u.pick(None, std::slice::from_ref(&first)).unwrap();
             assert_ne!(again.address, first.address);
         }
+    }
+
+    /// The reachability probe behind the health service and `/readyz`
+    /// looks again when rotation changes, not at its interval (a minute
+    /// here): an ejection, its end, a new endpoint list.
+    #[tokio::test]
+    async fn the_probe_looks_again_when_rotation_changes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nprotocol = \"http\"\nendpoints = [\"{}\"]\n[upstreams.u.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"300ms\"\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"u\"\n",
+            listener.local_addr().unwrap()
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let u = Upstream::start(config.upstreams[0].clone()).await.unwrap();
+        let mut reachable =
+            crate::egress::probe::spawn(std::slice::from_ref(&u), Duration::from_secs(60))
+                .remove(0);
+        let mut next = async |want: bool| {
+            let seen = tokio::time::timeout(
+                Duration::from_secs(10),
+                reachable.wait_for(|r| *r == Some(want)),
+            )
+            .await;
+            assert!(
+                seen.is_ok(),
+                "the probe said {want} well before its interval"
+            );
+        };
+        next(true).await;
+        let ep = u.snapshot().endpoints[0].clone();
+        assert!(u.on_failure(&ep).is_some(), "ejected");
+        next(false).await;
+        // The ejection ends by the clock; the probe wakes for it.
+        next(true).await;
+        // A new endpoint list: nothing listens there.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        u.set_endpoints(vec![WeightedAddr { address, weight: 1 }])
+            .unwrap();
+        next(false).await;
+        drop(listener);
     }
 }

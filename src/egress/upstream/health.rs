@@ -48,6 +48,7 @@ pub fn spawn(upstream: &Arc<Upstream>) {
                 let http = http.clone();
                 let check = &check;
                 let name = &name;
+                let weak = &weak;
                 async move {
                     let verdict = tokio::time::timeout(
                         check.timeout,
@@ -60,16 +61,18 @@ pub fn spawn(upstream: &Arc<Upstream>) {
                             humantime::format_duration(check.timeout)
                         ))
                     });
-                    record(name, ep, check, verdict)
+                    let was = ep.is_available(super::endpoint::now_millis());
+                    record(name, ep, check, verdict);
+                    // Said as soon as this endpoint's verdict is in, not
+                    // after the slowest endpoint's.
+                    if ep.is_available(super::endpoint::now_millis()) != was {
+                        if let Some(upstream) = weak.upgrade() {
+                            upstream.rotation_changed();
+                        }
+                    }
                 }
             });
-            let flipped = futures_util::future::join_all(checks).await;
-            if flipped.contains(&true) {
-                let Some(upstream) = weak.upgrade() else {
-                    return;
-                };
-                upstream.rotation_changed();
-            }
+            futures_util::future::join_all(checks).await;
             tokio::time::sleep(check.interval).await;
         }
     });
@@ -129,20 +132,13 @@ async fn probe(
     }
 }
 
-/// Counts one check's verdict; true when it moved the endpoint into or out
-/// of rotation.
-fn record(
-    upstream: &str,
-    ep: &Endpoint,
-    check: &HealthCheckConfig,
-    verdict: Result<(), String>,
-) -> bool {
+/// Counts one check's verdict.
+fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Result<(), String>) {
     if verdict.is_ok() {
         ep.check_failures.store(0, Ordering::Relaxed);
         let n = ep.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.healthy_threshold && !ep.healthy.swap(true, Ordering::Relaxed) {
             tracing::info!(%upstream, endpoint = %ep.address, "endpoint passes its health checks again");
-            return true;
         }
     } else {
         ep.check_successes.store(0, Ordering::Relaxed);
@@ -150,8 +146,6 @@ fn record(
         if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
             let why = verdict.err().unwrap_or_default();
             tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation");
-            return true;
         }
     }
-    false
 }
