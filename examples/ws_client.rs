@@ -2,11 +2,13 @@
 //! line of standard input as a text frame, and prints every frame it
 //! receives.
 //!
-//! On a REST path (no subprotocol) an empty line, or the end of standard
-//! input, ends the call's input with an empty text frame; replies keep
-//! coming until the server closes. In a session (`portico.json.v1`), at the
-//! end of standard input the client waits for every call it opened to end
-//! (its `status` frame), then closes the session.
+//! On a method's path, the end of standard input ends the call's input
+//! (an empty text frame without a subprotocol, where an empty line does
+//! the same; `{"end":true}` with `portico.json.v1`), and replies keep
+//! coming until the server closes. In a multiplexed session (`/ws`), where
+//! calls are opened by `open` frames, the end of standard input closes the
+//! session once every call it opened has ended (its `status` frame, or an
+//! `error` frame refusing the `open`).
 //!
 //! ```text
 //! cargo run --example ws_client -- 'ws://127.0.0.1:8080/v1/feed?count=3&interval_ms=500' < /dev/null
@@ -32,8 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     const USAGE: &str = "usage: ws_client URL [SUBPROTOCOL]\n\n\
         Sends each line of standard input as a text frame and prints every frame\n\
         received. Without a SUBPROTOCOL (the plain dialect, on a method's path), an\n\
-        empty line or the end of input ends the call's input. With portico.json.v1,\n\
-        the end of input closes the session once every call opened has ended.";
+        empty line or the end of input ends the call's input; with portico.json.v1 on\n\
+        a method's path, the end of input sends {\"end\":true}. In a /ws session, the\n\
+        end of input closes the session once every call it opened has ended.";
     let url = args.next().ok_or(USAGE)?;
     if url == "--help" || url == "-h" {
         println!("{USAGE}");
@@ -51,13 +54,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut tx, mut rx) = ws.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
-    // Calls opened and not yet ended (session dialects only).
+    // A multiplexed session: the calls opened and not yet ended, and those
+    // that have answered (an `error` for one that has not refused its open).
+    let mut session = false;
     let mut open: HashSet<String> = HashSet::new();
+    let mut answered: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             line = lines.next_line(), if input_open => match line? {
                 Some(line) => {
                     if let Some(id) = id_with(&line, "open") {
+                        session = true;
+                        answered.remove(&id);
                         open.insert(id);
                     }
                     tx.send(Message::text(line)).await?;
@@ -66,6 +74,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     input_open = false;
                     if plain {
                         tx.send(Message::text("")).await?;
+                    } else if !session {
+                        tx.send(Message::text(r#"{"end":true}"#)).await?;
                     } else if open.is_empty() {
                         tx.send(Message::Close(None)).await?;
                     }
@@ -74,9 +84,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             frame = rx.next() => match frame.transpose()? {
                 Some(Message::Text(t)) => {
                     println!("{t}");
-                    if let Some(id) = id_with(&t, "status") {
-                        open.remove(&id);
-                        if !plain && !input_open && open.is_empty() {
+                    let ended = id_with(&t, "status").or_else(|| {
+                        // An `error` before any answer refused the open.
+                        id_with(&t, "error").filter(|id| !answered.contains(id))
+                    });
+                    if let Some(id) = id_with(&t, "result").or_else(|| id_with(&t, "headers")) {
+                        answered.insert(id);
+                    }
+                    if let Some(id) = ended {
+                        if open.remove(&id) && session && !input_open && open.is_empty() {
                             tx.send(Message::Close(None)).await?;
                         }
                     }
