@@ -273,6 +273,35 @@ fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
         .or_else(|| expires_in(metadata))
 }
 
+/// How long to keep a reply from now (at most the route's `ttl`), and how
+/// old it already is: a reply that was kept somewhere before, or made a
+/// while ago, has that much less freshness left, and a hit's `Age` counts
+/// from when it was made.
+fn keep_for(metadata: &HeaderMap, ttl: Duration) -> (Duration, Duration) {
+    let age = initial_age(metadata);
+    let lifetime = backend_lifetime(metadata).map_or(ttl, |d| d.saturating_sub(age).min(ttl));
+    (lifetime, age)
+}
+
+/// How old a reply already is as it arrives (RFC 9111 section 4.2.3): its
+/// `Age`, or the time since its `Date`, whichever is more. A cache between
+/// the backend and the gateway, or a slow backend's old reply, has used up
+/// that much of its freshness.
+fn initial_age(metadata: &HeaderMap) -> Duration {
+    let age = metadata
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let apparent = metadata
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|date| std::time::SystemTime::now().duration_since(date).ok())
+        .unwrap_or(Duration::ZERO);
+    age.max(apparent)
+}
+
 /// What `Expires` leaves of the reply's life, counted from its `Date`
 /// (else now); `None` without one.
 fn expires_in(metadata: &HeaderMap) -> Option<Duration> {
@@ -525,23 +554,17 @@ impl ResponseCache {
         }
         let reply = next.oneshot(env).await?;
         let (metadata, message) = reply.into_unary().await?;
-        let lifetime = backend_lifetime(&metadata).map_or(ttl, |d| d.min(ttl));
+        let (lifetime, age) = keep_for(&metadata, ttl);
         if let Some((fleet, redis_key, max)) = &shared {
-            let bytes = shared_tier::encode(&metadata, &message, unix_ms());
+            let made = unix_ms().saturating_sub(age.as_millis() as u64);
+            let bytes = shared_tier::encode(&metadata, &message, made);
             if !lifetime.is_zero() && bytes.len() as u64 <= *max {
                 // Bounded by redis.command_timeout; a failure only means
                 // other instances miss this reply.
                 let _ = fleet.set(redis_key, &bytes, lifetime).await;
             }
         }
-        Ok(self.entry(
-            metadata,
-            message,
-            (lifetime, Duration::ZERO),
-            false,
-            base,
-            headers,
-        ))
+        Ok(self.entry(metadata, message, (lifetime, age), false, base, headers))
     }
 
     /// An entry for a reply to a request with `headers`, learning the
@@ -719,6 +742,48 @@ mod lifetime_tests {
                 "{cc}"
             );
         }
+    }
+
+    #[test]
+    fn a_reply_that_arrives_aged_has_that_much_less_left() {
+        let ttl = Duration::from_secs(300);
+        let http_date = |ago: u64| {
+            httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(ago))
+        };
+        let keep = |h: &[(&'static str, &str)]| {
+            let (lifetime, age) = keep_for(&reply(h), ttl);
+            (lifetime.as_secs(), age.as_secs())
+        };
+        // Its Age says it was kept 100 s: past a 60 s max-age.
+        assert_eq!(
+            keep(&[("cache-control", "max-age=60"), ("age", "100")]),
+            (0, 100)
+        );
+        assert_eq!(
+            keep(&[("cache-control", "max-age=60"), ("age", "50")]),
+            (10, 50)
+        );
+        // Its Date says the same, when it says more than its Age.
+        let (lifetime, age) = keep(&[("cache-control", "max-age=60"), ("date", &http_date(100))]);
+        assert_eq!(lifetime, 0);
+        assert!((100..=101).contains(&age), "{age}");
+        let (lifetime, age) = keep(&[
+            ("cache-control", "max-age=60"),
+            ("age", "5"),
+            ("date", &http_date(30)),
+        ]);
+        assert!(
+            (29..=30).contains(&lifetime) && (30..=31).contains(&age),
+            "{lifetime} {age}"
+        );
+        // Expires counts from Date; what is left counts from now.
+        let expires =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(20));
+        let (lifetime, _) = keep(&[("date", &http_date(100)), ("expires", &expires)]);
+        assert!((19..=20).contains(&lifetime), "{lifetime}");
+        // Without a lifetime of its own, the route's: its age is still told.
+        assert_eq!(keep(&[("age", "7")]), (300, 7));
+        assert_eq!(keep(&[]), (300, 0));
     }
 
     #[test]

@@ -393,3 +393,55 @@ async fn the_routes_vary_headers_are_named_in_the_replys_vary() {
     let named = get("it", "x-tenant, Accept-Language").await;
     assert_eq!(named.header("vary"), Some("x-tenant, Accept-Language"));
 }
+
+/// A reply that was kept elsewhere first (its `Age`) or made a while ago
+/// (its `Date`) has that much less of its freshness left: one already
+/// past its `max-age` is not stored, and a hit's `Age` counts from when
+/// the reply was made, not from when the gateway stored it.
+#[tokio::test]
+async fn a_reply_that_arrives_aged_keeps_its_age() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"5m\" }\n",
+            1,
+        )
+    })
+    .await;
+    let get = |case: &'static str, headers: Vec<(&'static str, String)>| {
+        let h = &h;
+        async move {
+            // A credential of its own keeps each case apart.
+            let mut all = vec![("authorization", format!("Bearer {case}"))];
+            all.extend(headers);
+            let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h.client
+                .send(Method::GET, "/v1/probe/headers", &all, "")
+                .await
+        }
+    };
+    let cc = || ("x-reply-cache-control", "max-age=60".to_owned());
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
+    for (case, aged) in [
+        ("age", ("x-reply-age", "100".to_owned())),
+        ("date", ("x-reply-date", date)),
+    ] {
+        for _ in 0..2 {
+            let r = get(case, vec![cc(), aged.clone()]).await;
+            assert_eq!(
+                r.header("x-cache"),
+                Some("MISS"),
+                "{case}: stale on arrival"
+            );
+        }
+    }
+    assert_eq!(h.backends.probe.calls(), 4);
+    // Fresh for 10 s more: kept, and told as 50 s old.
+    let r = get("young", vec![cc(), ("x-reply-age", "50".to_owned())]).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    let r = get("young", vec![cc(), ("x-reply-age", "50".to_owned())]).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let age: u64 = r.header("age").unwrap().parse().unwrap();
+    assert!((50..60).contains(&age), "{age}");
+    assert_eq!(h.backends.probe.calls(), 5);
+}
