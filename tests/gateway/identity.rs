@@ -377,6 +377,18 @@ async fn an_introspection_endpoint_that_does_not_answer_refuses_every_call() {
     )
     .await;
     assert_eq!(seen.code, 0);
+
+    // JSON that is no object says nothing of the token: a broken endpoint,
+    // not an inactive token, and not cached as one.
+    for (token, answer) in [("opaque-null", Value::Null), ("opaque-list", json!([1]))] {
+        provider.know(token, answer);
+        let bearer = format!("Bearer {token}");
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+            assert_eq!(seen.code, 14, "{protocol:?}: {token}: {}", seen.message);
+        }
+        assert_eq!(provider.times_asked(token), EVERY_PROTOCOL.len(), "{token}");
+    }
 }
 
 #[tokio::test]

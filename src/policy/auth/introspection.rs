@@ -131,6 +131,15 @@ impl Introspector {
         }
         let claims: Value = serde_json::from_slice(&answer.body)
             .map_err(|e| unavailable(format!("not a JSON answer: {e}")))?;
+        // RFC 7662 section 2.2: the answer is a JSON object. `null` or an
+        // array says nothing of the token: the endpoint is broken, not the
+        // token inactive (which would be cached as such).
+        if !claims.is_object() {
+            return Err(unavailable(format!(
+                "the answer is JSON but not an object: {}",
+                crate::error::shortened(&claims.to_string(), 64)
+            )));
+        }
         let negative = |why: &str| Ok((Verdict::Refused(why.to_owned()), c.negative_cache_ttl));
         if claims.get("active") != Some(&Value::Bool(true)) {
             return negative("the token is not active");
