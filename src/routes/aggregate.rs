@@ -408,18 +408,14 @@ fn literals_only(t: &ValueTemplate) -> Option<serde_json::Value> {
 }
 
 /// The request fields that a path variable or query parameter fills and
-/// that take a bool or an enum: their text needs a JSON type.
+/// that take a bool or an enum: their text needs a JSON type. The items of
+/// a repeated field written as a list are typed one by one.
 fn url_values_to_type(
     t: &ValueTemplate,
     message: &MessageDescriptor,
     keys: &mut Vec<String>,
     out: &mut Vec<(String, TextAs)>,
 ) {
-    let pointer = |keys: &[String]| -> String {
-        keys.iter()
-            .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
-            .collect()
-    };
     let ValueTemplate::Object(fields) = t else {
         return;
     };
@@ -430,25 +426,50 @@ fn url_values_to_type(
         else {
             continue;
         };
-        if field.is_list() || field.is_map() {
+        if field.is_map() {
             continue;
         }
         keys.push(name.clone());
-        match (value, field.kind()) {
-            (ValueTemplate::Ref(r), kind)
-                if matches!(r.source, Source::Path(_) | Source::Query(_)) =>
-            {
-                match kind {
-                    Kind::Bool => out.push((pointer(keys), TextAs::Bool)),
-                    Kind::Enum(_) => out.push((pointer(keys), TextAs::EnumNumber)),
-                    _ => {}
+        match value {
+            ValueTemplate::List(items) if field.is_list() => {
+                for (i, item) in items.iter().enumerate() {
+                    keys.push(i.to_string());
+                    type_value(item, field.kind(), keys, out);
+                    keys.pop();
                 }
             }
-            (ValueTemplate::Object(_), Kind::Message(inner)) => {
-                url_values_to_type(value, &inner, keys, out)
-            }
-            _ => {}
+            _ if field.is_list() => {}
+            _ => type_value(value, field.kind(), keys, out),
         }
         keys.pop();
+    }
+}
+
+/// [`url_values_to_type`] for one value of a field of `kind`, at `keys`.
+fn type_value(
+    value: &ValueTemplate,
+    kind: Kind,
+    keys: &mut Vec<String>,
+    out: &mut Vec<(String, TextAs)>,
+) {
+    let pointer: String = keys
+        .iter()
+        .map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1")))
+        .collect();
+    match (value, kind) {
+        (ValueTemplate::Ref(r), Kind::Bool)
+            if matches!(r.source, Source::Path(_) | Source::Query(_)) =>
+        {
+            out.push((pointer, TextAs::Bool))
+        }
+        (ValueTemplate::Ref(r), Kind::Enum(_))
+            if matches!(r.source, Source::Path(_) | Source::Query(_)) =>
+        {
+            out.push((pointer, TextAs::EnumNumber))
+        }
+        (ValueTemplate::Object(_), Kind::Message(inner)) => {
+            url_values_to_type(value, &inner, keys, out)
+        }
+        _ => {}
     }
 }

@@ -412,7 +412,7 @@ path = "/v1/search/{genre}"
 [[aggregates.calls]]
 name = "search"
 method = "portico.demo.v1.Library/SearchBooks"
-request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_print}", minPages = "{query.min}", fields = "{query.fields}" }
+request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_print}", minPages = "{query.min}", fields = "{query.fields}", genres = ["{query.g}", "GENRE_FICTION"] }
 "#,
         "",
     )
@@ -423,7 +423,7 @@ request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_pr
     // a string as text.
     let r = h
         .client
-        .get("/v1/search/2?in_print=true&min=120&q=dune&fields=title")
+        .get("/v1/search/2?in_print=true&min=120&q=dune&fields=title&g=3")
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let got = received(&r);
@@ -432,11 +432,17 @@ request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_pr
     assert_eq!(got["minPages"], "120", "{got}");
     assert_eq!(got["query"], "dune", "{got}");
     assert_eq!(got["fields"], "title", "{got}");
+    // An item of a repeated enum written as a list is typed as one.
+    assert_eq!(
+        got["genres"],
+        serde_json::json!(["GENRE_SCIENCE", "GENRE_FICTION"]),
+        "{got}"
+    );
 
     // An enum by name, and false.
     let r = h
         .client
-        .get("/v1/search/GENRE_SCIENCE?in_print=false")
+        .get("/v1/search/GENRE_SCIENCE?in_print=false&g=GENRE_HISTORY")
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let got = received(&r);
