@@ -564,3 +564,31 @@ fn a_websocket_token_parameter_that_names_nothing_or_the_method_is_refused() {
         assert!(err.reason.contains("cannot carry a token"), "{err}");
     }
 }
+
+/// An API key's consumer holds no scopes: a route that asks its callers
+/// for scopes and takes only keys would refuse everyone.
+#[test]
+fn scopes_on_a_route_that_takes_only_api_keys_are_a_config_error() {
+    let keys = format!(
+        "{}/tests/fixtures/api_keys.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let sections = format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{keys}\"\n\
+         [authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-keys\"\n"
+    );
+    let route = |auth: &str| {
+        format!(
+            "{}\n{sections}",
+            MINIMAL.replace(
+                "upstream = \"backend\"\n",
+                &format!("upstream = \"backend\"\nauth = {auth}\nauthorize = {{ scopes = [\"read\"] }}\n"),
+            )
+        )
+    };
+    let err = Config::from_toml(&route("\"keys\"")).unwrap_err();
+    assert_eq!(err.key, "routes[0].authorize.scopes", "{err}");
+    assert!(err.reason.contains("hold no scopes"), "{err}");
+    // With a token authenticator beside the keys, scopes can be held.
+    Config::from_toml(&route("[\"keys\", \"users\"]")).unwrap();
+}

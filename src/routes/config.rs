@@ -148,7 +148,24 @@ impl Validator<'_> {
                     "needs an authenticator on the route (auth = \"...\")",
                 ))
             }
-            (Some(a), Some(_)) => Some(self.authorize(&format!("{key}.authorize"), a)?),
+            (Some(a), Some(_)) => {
+                let rules = self.authorize(&format!("{key}.authorize"), a)?;
+                // An API key's consumer holds no scopes: such a route would
+                // refuse every caller.
+                let only_keys = auth.iter().all(|&i| {
+                    matches!(
+                        ctx.authenticators[i].method,
+                        crate::config::AuthMethod::ApiKey(_)
+                    )
+                });
+                if only_keys && !rules.scopes.is_empty() {
+                    return Err(self.err(
+                        format!("{key}.authorize.scopes"),
+                        "the route's authenticators are API keys, whose consumers hold no scopes, so every call would be refused; name consumers instead, or add a token authenticator",
+                    ));
+                }
+                Some(rules)
+            }
         };
         let rate_limit = r
             .rate_limit
