@@ -92,16 +92,23 @@ pub fn not_a_field(desc: &MessageDescriptor, key: &str) -> String {
         }
         path.push_str(part);
         match field.kind() {
+            // Written as one JSON value (a Timestamp, a wrapper): set whole.
+            Kind::Message(m) if is_scalar_like(&m) => {
+                return format!(
+                    "is not a field: {path} is a {}, set as a whole ({path}=...)",
+                    m.full_name()
+                )
+            }
             Kind::Message(m) => message = m,
             other => {
                 let what = match other {
-                    Kind::String => "string".to_owned(),
+                    Kind::String => "a string".to_owned(),
                     Kind::Bytes => "bytes".to_owned(),
-                    Kind::Bool => "bool".to_owned(),
-                    Kind::Enum(e) => format!("enum {}", e.full_name()),
-                    _ => "number".to_owned(),
+                    Kind::Bool => "a bool".to_owned(),
+                    Kind::Enum(e) => format!("an enum ({})", e.full_name()),
+                    _ => "a number".to_owned(),
                 };
-                return format!("is not a field: {path} is a {what}, which has no fields");
+                return format!("is not a field: {path} is {what}, which has no fields");
             }
         }
     }
@@ -243,17 +250,6 @@ fn int<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
 
 /// Parses one string as a value of `kind`.
 pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
-    parse_value(kind, s).map_err(|e| {
-        // The one slip a space in a number, a time or base64 points at.
-        if s.contains(' ') {
-            format!("{e} (in a query string `+` is a space: write a plus sign as %2B)")
-        } else {
-            e
-        }
-    })
-}
-
-fn parse_value(kind: &Kind, s: &str) -> Result<Value, String> {
     Ok(match kind {
         Kind::Double => Value::F64(parse_float(s)?),
         Kind::Float => {
@@ -300,7 +296,7 @@ fn parse_value(kind: &Kind, s: &str) -> Result<Value, String> {
         Kind::Message(m) => {
             if let Some(inner) = wrapper_inner(m) {
                 let mut msg = DynamicMessage::new(m.clone());
-                msg.set_field(&inner, parse_value(&inner.kind(), s)?);
+                msg.set_field(&inner, parse(&inner.kind(), s)?);
                 Value::Message(msg)
             } else if is_scalar_like(m) {
                 let msg =

@@ -548,9 +548,41 @@ fn apply_query_to(
                 format!("query parameter {key} is given more than once but is not repeated"),
             ));
         }
-        fields::set(msg, &fs, &value, &key)?;
+        fields::set(msg, &fs, &value, &key).map_err(|e| plus_as_space(e, last, &value))?;
     }
     Ok(())
+}
+
+/// A query value refused with a space in it, for a field whose text never
+/// has one (a number, a time, base64): most likely a `+` the query's form
+/// decoding turned into a space, which the refusal then says.
+fn plus_as_space(mut e: GatewayError, field: &FieldDescriptor, value: &str) -> GatewayError {
+    let spaceless = match field.kind() {
+        Kind::String | Kind::Bool | Kind::Enum(_) => false,
+        Kind::Message(m) => matches!(
+            m.full_name(),
+            "google.protobuf.Timestamp"
+                | "google.protobuf.Duration"
+                | "google.protobuf.Int64Value"
+                | "google.protobuf.UInt64Value"
+                | "google.protobuf.Int32Value"
+                | "google.protobuf.UInt32Value"
+                | "google.protobuf.DoubleValue"
+                | "google.protobuf.FloatValue"
+                | "google.protobuf.BytesValue"
+        ),
+        _ => true,
+    };
+    if spaceless && value.contains(' ') {
+        const HINT: &str = " (in a query string `+` is a space: write a plus sign as %2B)";
+        e.message.push_str(HINT);
+        if let crate::error::ErrorKind::InvalidRequest { violations } = &mut e.kind {
+            for v in violations {
+                v.description.push_str(HINT);
+            }
+        }
+    }
+    e
 }
 
 #[cfg(test)]

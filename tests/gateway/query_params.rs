@@ -82,6 +82,24 @@ async fn an_unknown_query_parameter_is_rejected_by_name() {
         "{}",
         r.text()
     );
+    // A `+` the form decoding made a space is pointed at where a field's
+    // text never has one; a string keeps its space without a word.
+    for (query, hinted) in [
+        ("minPages=+5", true),
+        ("publishedAfter=2020-01-01T02:00:00+02:00", true),
+        ("genres=GENRE+X", false),
+    ] {
+        let r = h.client.get(&format!("/v1/books:search?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text());
+        let message = r.json()["message"].as_str().unwrap().to_owned();
+        assert_eq!(
+            message.contains("write a plus sign as %2B"),
+            hinted,
+            "{query}: {message}"
+        );
+    }
+    let r = h.client.get("/v1/books:search?minPages=%2B5").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // A nested one is said of the message that lacks it.
     let r = h.client.get("/v1/books:search?filter.nope=1").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
