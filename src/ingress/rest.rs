@@ -524,10 +524,15 @@ async fn read_body(
 /// it line 1: its position keeps the column only).
 fn on_line(mut e: GatewayError, number: usize) -> GatewayError {
     fn relabel(text: &mut String, number: usize) {
-        const AT: &str = " at line 1 column ";
-        if let Some(at) = text.rfind(AT) {
-            let column = text[at + AT.len()..].to_owned();
-            text.replace_range(at.., &format!(" at column {column}"));
+        // The parser's " at line 1 column C", and the nesting limit's
+        // "(line 1 column C)".
+        for (at, column) in [
+            (" at line 1 column ", " at column "),
+            ("(line 1 column ", "(column "),
+        ] {
+            if let Some(i) = text.rfind(at) {
+                text.replace_range(i..i + at.len(), column);
+            }
         }
         *text = format!("line {number} of the request: {text}");
     }

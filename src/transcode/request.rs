@@ -15,27 +15,16 @@ use std::collections::HashSet;
 /// types, an absent type, `text/plain` (what a browser's simple request
 /// sends, avoiding a CORS preflight) and `application/x-www-form-urlencoded`
 /// (what `curl -d` sends) are read as JSON too; anything else is a 415,
-/// as is a `charset` other than UTF-8 (JSON text is UTF-8, RFC 8259
-/// section 8.1) and a type that is only parameters (`;;;`).
+/// as is a type that is only parameters (`;;;`). A `charset` is not read:
+/// JSON text is UTF-8 (RFC 8259 section 8.1), and a body that is not is
+/// refused as malformed, whatever it was labelled (clients label ASCII
+/// JSON `text/plain; charset=ISO-8859-1`).
 pub fn is_json(content_type: Option<&str>) -> bool {
     match content_type {
         None => true,
         Some(ct) if ct.trim().is_empty() => true,
         Some(ct) => {
-            let mut parts = ct.split(';');
-            let essence = parts.next().unwrap_or("").trim();
-            let foreign_charset = parts.any(|p| {
-                let Some((name, value)) = p.split_once('=') else {
-                    return false;
-                };
-                let value = value.trim().trim_matches('"');
-                name.trim().eq_ignore_ascii_case("charset")
-                    && !value.eq_ignore_ascii_case("utf-8")
-                    && !value.eq_ignore_ascii_case("utf8")
-            });
-            if foreign_charset {
-                return false;
-            }
+            let essence = ct.split(';').next().unwrap_or("").trim();
             let suffix = essence
                 .len()
                 .checked_sub(5)

@@ -121,6 +121,8 @@ fn json_content_types_are_recognized_whatever_their_case() {
         Some("application/X-WWW-Form-Urlencoded"),
         Some("application/json; charset=\"utf-8\""),
         Some("application/json;charset=UTF8"),
+        // Not read: a body that is not UTF-8 is malformed JSON.
+        Some("text/plain; charset=ISO-8859-1"),
     ] {
         assert!(is_json(ct), "{ct:?}");
     }
@@ -130,11 +132,9 @@ fn json_content_types_are_recognized_whatever_their_case() {
         "image/png",
         "jsön",
         "json",
-        // Only parameters, or JSON declared in another encoding.
+        // Only parameters.
         ";;;",
         "; charset=utf-8",
-        "application/json; charset=latin1",
-        "text/plain; charset=ISO-8859-1",
     ] {
         assert!(!is_json(Some(ct)), "{ct}");
     }

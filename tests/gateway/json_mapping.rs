@@ -118,6 +118,18 @@ async fn malformed_json_is_a_400() {
         let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
         assert!(message.contains(says), "{body}: {message}");
     }
+    // Latin-1 is no JSON, whatever the label says.
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            CREATE,
+            &[("content-type", "application/json; charset=ISO-8859-1")],
+            b"{\"title\":\"Caf\xe9\"}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(r.text().contains("the JSON is malformed"), "{}", r.text());
     // Not JSON at all: the body (here the book) is named, never a made-up
     // member of it.
     for (path, body, field) in [(CREATE, "{bad", "book"), ("/v1/books:search", "{bad", "")] {

@@ -199,11 +199,18 @@ async fn a_bad_line_in_a_client_stream_is_a_400_naming_the_field() {
         message.starts_with("line 3 of the request: ") && message.ends_with(" at column 17"),
         "{message}"
     );
+    let deep = format!(
+        "{{\"seq\":1}}\n{{\"seq\":{}1{}}}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
     for (body, line) in [
         // A value of the wrong type.
         ("{\"seq\":1}\n{\"seq\":\"two\"}\n", 2),
         // Two messages on one line.
         ("{\"seq\":1} {\"seq\":2}\n", 1),
+        // Nested past what the gateway reads.
+        (deep.as_str(), 2),
     ] {
         let r = h.client.json(Method::POST, "/v1/feed:upload", body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
@@ -212,7 +219,7 @@ async fn a_bad_line_in_a_client_stream_is_a_400_naming_the_field() {
             message.starts_with(&format!("line {line} of the request: ")),
             "{body:?}: {message}"
         );
-        assert!(!message.contains("at line"), "{body:?}: {message}");
+        assert!(!message.contains("line 1 column"), "{body:?}: {message}");
     }
 }
 
