@@ -92,16 +92,22 @@ pub fn check_one_value(
     headers: &http::HeaderMap,
     name: http::HeaderName,
 ) -> Result<(), crate::error::GatewayError> {
-    let mut values = headers.get_all(&name).iter();
-    if let Some(first) = values.next() {
-        if values.any(|v| v != first) {
-            return Err(crate::error::GatewayError::invalid_field(
-                name.as_str(),
-                "was sent more than once, with different values; send one",
-            ));
-        }
+    if values_differ(headers, &name) {
+        return Err(crate::error::GatewayError::invalid_field(
+            name.as_str(),
+            "was sent more than once, with different values; send one",
+        ));
     }
     Ok(())
+}
+
+/// Whether `name` was sent more than once with different values (the same
+/// value twice is one).
+pub fn values_differ(headers: &http::HeaderMap, name: &http::HeaderName) -> bool {
+    let mut values = headers.get_all(name).iter();
+    values
+        .next()
+        .is_some_and(|first| values.any(|v| v != first))
 }
 
 /// [`check_deadline_headers`] for fields that came in under another name:

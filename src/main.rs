@@ -184,18 +184,16 @@ fn main() -> ExitCode {
                         out.push_str(&loaded.routes.listing());
                         out.push_str(&loaded.aggregates.listing());
                         let mcp: Vec<bool> = loaded.config.routes.iter().map(|r| r.mcp).collect();
+                        let tools =
+                            portico::ingress::mcp::tools::ToolTable::build(&loaded.routes, &mcp);
                         for warning in portico::ingress::dispatch::shadowed_bindings(
                             &loaded.routes,
                             loaded.config.openapi.serve,
-                            portico::ingress::mcp::served(&loaded.config, &loaded.routes),
+                            !tools.is_empty(),
                         ) {
                             eprintln!("warning: {warning}");
                         }
                         if mcp.contains(&true) {
-                            let tools = portico::ingress::mcp::tools::ToolTable::build(
-                                &loaded.routes,
-                                &mcp,
-                            );
                             let _ = writeln!(out, "\nMCP tools: {}", tools.len());
                             for warning in &tools.warnings {
                                 eprintln!("warning: {warning}");

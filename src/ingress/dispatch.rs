@@ -238,10 +238,10 @@ impl Ingress {
                     req.uri().path(),
                     vec![Method::POST],
                 );
-                tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
-                self.connect.error_response(
-                    super::connect::Shape::Unary(super::connect::Codec::Json),
+                self.refuse_as(
+                    &req,
                     &err,
+                    Protocol::Connect(super::connect::Shape::Unary(super::connect::Codec::Json)),
                 )
             }
             Protocol::Connect(shape) => {
@@ -266,14 +266,25 @@ impl Ingress {
         req: &Request<super::request_body::RequestBody>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
-        // The line carries the request id like every line about the request.
-        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
         if let Some(mcp) = &self.mcp {
             if req.uri().path() == super::mcp::PATH && !is_upgrade(req) {
+                tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
                 return mcp.refusal(err);
             }
         }
-        match Protocol::of(req) {
+        self.refuse_as(req, err, Protocol::of(req))
+    }
+
+    /// [`Self::refuse`], answered as `protocol` answers.
+    fn refuse_as(
+        &self,
+        req: &Request<super::request_body::RequestBody>,
+        err: &GatewayError,
+        protocol: Protocol,
+    ) -> Response<ResponseBody> {
+        // The line carries the request id like every line about the request.
+        tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
+        match protocol {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor, _) => super::grpc::trailers_only(flavor, err),
             Protocol::Connect(shape) => self.connect.error_response(shape, err),

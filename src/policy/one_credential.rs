@@ -59,11 +59,7 @@ where
 /// Refuses headers carrying two different values of one credential.
 pub fn check(headers: &HeaderMap, credentials: &[HeaderName]) -> Result<(), GatewayError> {
     for name in credentials {
-        let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else {
-            continue;
-        };
-        if values.any(|v| v != first) {
+        if crate::headers::values_differ(headers, name) {
             return Err(GatewayError::invalid_field(
                 name.as_str(),
                 format!("the request carries more than one credential (two different {name} values, in headers or the query); send one"),

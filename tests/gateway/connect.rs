@@ -239,6 +239,11 @@ async fn a_connect_call_by_another_method_than_post_is_refused() {
         }
     }
     assert_eq!(h.backends.probe.calls(), 0, "no refused call reached it");
+    assert_eq!(
+        h.backends.feed.sent_events(),
+        0,
+        "no refused stream reached it"
+    );
     // POST still calls.
     let r = h
         .client

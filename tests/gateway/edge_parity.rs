@@ -1005,9 +1005,10 @@ async fn two_different_content_types_or_origins_are_refused_on_every_protocol() 
     assert!(
         refused["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("content-type")),
+            .is_some_and(|m| m.contains("content-type") && m.contains("more than once")),
         "{refused}"
     );
+    assert_eq!(refused["id"], 1, "{refused}");
     assert_eq!(h.backends.probe.calls(), 4, "only the calls with one type");
 
     // A request comes from one origin: two are refused before the
