@@ -39,6 +39,12 @@ pub struct HttpEgress {
     /// The binding that says how to call each method, by its gRPC path.
     bindings: Arc<HashMap<String, Arc<Binding>>>,
     max_body: usize,
+    /// `server.limits.upstream_header_timeout`: the wait for the reply's
+    /// status and headers.
+    header_timeout: std::time::Duration,
+    /// `server.limits.stream_idle_timeout`: the most time between two
+    /// pieces of the reply's body.
+    idle_timeout: std::time::Duration,
 }
 
 impl HttpEgress {
@@ -67,6 +73,8 @@ impl HttpEgress {
             ),
             bindings: Arc::new(bindings),
             max_body: limits.max_grpc_message_bytes,
+            header_timeout: limits.upstream_header_timeout,
+            idle_timeout: limits.stream_idle_timeout,
         })
     }
 
@@ -124,41 +132,70 @@ impl HttpEgress {
                     "could not build the upstream request: {e}"
                 )))
             })?;
+        let (header_timeout, idle_timeout) = (self.header_timeout, self.idle_timeout);
         let exchange = async {
-            let resp = client.request(req).await.map_err(|e| {
-                // A connect failure never reached the backend; anything
-                // later may have.
-                let unreached = e.is_connect();
-                AttemptError::from_error(
-                    GatewayError::new(
-                        ErrorKind::BackendUnavailable,
-                        Origin::Backend,
-                        format!("backend unavailable: {}", crate::error::with_causes(&e)),
-                    ),
-                    unreached,
-                )
-            })?;
-            let (parts, body) = resp.into_parts();
-            let max_body = self.max_body;
-            let body = http_body_util::Limited::new(body, max_body)
-                .collect()
+            // A backend that takes the request and never answers is cut off,
+            // as a gRPC one is.
+            let resp = tokio::time::timeout(header_timeout, client.request(req))
                 .await
-                .map_err(|e| {
-                    let message = if e.is::<http_body_util::LengthLimitError>() {
-                        format!(
-                            "the backend's reply is over server.limits.max_grpc_message_bytes ({max_body} bytes)"
-                        )
-                    } else {
-                        format!("could not read the backend's reply: {e}")
-                    };
-                    fail(GatewayError::new(
-                        ErrorKind::BadBackendReply,
-                        Origin::Backend,
-                        message,
+                .map_err(|_| {
+                    fail(GatewayError::upstream_timeout(
+                        crate::config::UPSTREAM_HEADER_TIMEOUT,
+                        header_timeout,
                     ))
                 })?
-                .to_bytes();
-            Ok::<_, AttemptError>((parts, body))
+                .map_err(|e| {
+                    // A connect failure never reached the backend; anything
+                    // later may have.
+                    let unreached = e.is_connect();
+                    AttemptError::from_error(
+                        GatewayError::new(
+                            ErrorKind::BackendUnavailable,
+                            Origin::Backend,
+                            format!("backend unavailable: {}", crate::error::with_causes(&e)),
+                        ),
+                        unreached,
+                    )
+                })?;
+            let (parts, body) = resp.into_parts();
+            let max_body = self.max_body;
+            let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
+                let message = if e.is::<http_body_util::LengthLimitError>() {
+                    format!(
+                        "the backend's reply is over server.limits.max_grpc_message_bytes ({max_body} bytes)"
+                    )
+                } else {
+                    format!("could not read the backend's reply: {e}")
+                };
+                fail(GatewayError::new(
+                    ErrorKind::BadBackendReply,
+                    Origin::Backend,
+                    message,
+                ))
+            };
+            // Read piece by piece: a body that stalls longer than the idle
+            // timeout between two pieces ends the call.
+            let mut body = std::pin::pin!(http_body_util::Limited::new(body, max_body));
+            let mut read = bytes::BytesMut::new();
+            loop {
+                let frame = tokio::time::timeout(idle_timeout, body.frame())
+                    .await
+                    .map_err(|_| {
+                        fail(GatewayError::upstream_timeout(
+                            crate::config::STREAM_IDLE_TIMEOUT,
+                            idle_timeout,
+                        ))
+                    })?;
+                match frame {
+                    None => break,
+                    Some(frame) => {
+                        if let Ok(data) = frame.map_err(unreadable)?.into_data() {
+                            read.extend_from_slice(&data);
+                        }
+                    }
+                }
+            }
+            Ok::<_, AttemptError>((parts, read.freeze()))
         };
         let (parts, body) = match env.timeout {
             Some(t) => tokio::time::timeout(t, exchange)

@@ -522,3 +522,62 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
         );
     }
 }
+
+/// A backend that reads a request, writes `answer` (nothing, or headers
+/// and part of a body) and then says nothing more.
+async fn stalling_backend(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer).await;
+                // Held open, silent, until the gateway gives up.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A JSON backend that never answers, or stops halfway through its body,
+/// is cut off by the same limits as a gRPC one: the reply's headers by
+/// `upstream_header_timeout`, each piece of its body by
+/// `stream_idle_timeout`.
+#[tokio::test]
+async fn a_json_backend_that_goes_silent_is_cut_off_by_the_upstream_limits() {
+    for (answer, timeout) in [
+        (&b""[..], "server.limits.upstream_header_timeout"),
+        (
+            &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"name\":"[..],
+            "server.limits.stream_idle_timeout",
+        ),
+    ] {
+        let backend = stalling_backend(answer).await;
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\nupstream_header_timeout = \"300ms\"\nstream_idle_timeout = \"300ms\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\ntimeout = \"30s\"\n",
+            support::proto_dir()
+        );
+        let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
+        assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{timeout}: {}", r.text());
+        assert!(r.text().contains(timeout), "{}", r.text());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{timeout}: cut off by the limit, not the route's 30 s"
+        );
+    }
+}
