@@ -61,7 +61,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("GET", "/v1/shelves/31") => (500, format!(r#"{{"message":"{}"}}"#, "w".repeat(300_000))),
                             ("GET", "/v1/shelves/30") => (302, r#"{"message":"moved, follow me"}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
-                            ("POST", "/v1/shelves/1/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
+                            ("POST", "/v1/shelves/1/books" | "/v1/shelves/3/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
                             ("GET", t) if t.starts_with("/v1/books:search") => (200, r#"{"books":[{"title":"Found"}]}"#.to_owned()),
                             ("GET", "/stats") => (200, r#"{"shelves":4,"books":40}"#.to_owned()),
@@ -83,6 +83,11 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             "/v1/shelves/7" => {
                                 resp.headers_mut()
                                     .insert("retry-after", "7".parse().unwrap());
+                            }
+                            // Its own status is not passed on; this header is.
+                            "/v1/shelves/3/books" => {
+                                resp.headers_mut()
+                                    .insert("x-http-status", "201".parse().unwrap());
                             }
                             "/v1/shelves/30" => {
                                 resp.headers_mut()
@@ -337,6 +342,11 @@ async fn a_rest_client_is_routed_to_the_rest_backend_through_the_same_pipeline()
         .json(Method::POST, "/v1/shelves/1/books", r#"{"title":"Odes"}"#)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = client
+        .json(Method::POST, "/v1/shelves/3/books", r#"{"title":"Odes"}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header("x-http-status"), None, "consumed");
 }
 
 #[test]
