@@ -940,6 +940,16 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
         out.push_str(
             " (the server did not answer in TLS: is it a plain-text server where TLS was asked for, by `tls = true` or an https:// URL?)",
         );
+    } else if out.contains("received fatal alert: CertificateRequired") {
+        // Matched by text: some transports (h2) word the TLS error into
+        // their own and leave it out of the chain.
+        out.push_str(
+            " (the server requires a client certificate: see the upstream's `tls_cert_file` and `tls_key_file`)",
+        );
+    } else if out.contains("peer closed connection without sending TLS close_notify") {
+        out.push_str(
+            " (a server that hangs up as the connection begins may require a client certificate: see the upstream's `tls_cert_file` and `tls_key_file`)",
+        );
     }
     out
 }

@@ -67,13 +67,20 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
             crate::error::with_causes(&e)
         )
     })?;
+    let plain = upstream.tls.is_none();
     let fail = |e: tonic::Status| {
-        let cause = std::error::Error::source(&e)
-            .map(|c| format!(" ({c})"))
-            .unwrap_or_default();
+        // Said by what the failure points at: a server without the
+        // service, or a connection that never carried a call.
+        let hint = match e.code() {
+            tonic::Code::Unimplemented => " (does it serve gRPC server reflection?)",
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal if plain => {
+                " (the call never got an answer: if the endpoint serves TLS, the upstream needs `tls = true`)"
+            }
+            _ => "",
+        };
         format!(
-            "{endpoint}: reflection call failed: {}{cause} (does it serve gRPC server reflection?)",
-            e.message()
+            "{endpoint}: reflection call failed: {}{hint}",
+            crate::error::status_with_causes(&e)
         )
     };
     let files = match v1::fetch(channel.clone()).await {

@@ -166,6 +166,16 @@ async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without()
         err.contains("upstream lib") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+
+    // Plain text to it: the error says where TLS is asked for.
+    let err = gateway_to(&format!("endpoints = [\"{secure}\"]"))
+        .await
+        .err()
+        .expect("a TLS endpoint called in plain text is refused");
+    assert!(
+        err.contains("upstream lib") && err.contains("the upstream needs `tls = true`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -251,7 +261,10 @@ async fn an_upstream_requiring_mutual_tls_gets_the_gateways_client_certificate()
         .await
         .err()
         .expect("an upstream demanding a client certificate refuses one without");
-    assert!(err.contains("upstream lib"), "{err}");
+    assert!(
+        err.contains("upstream lib") && err.contains("`tls_cert_file` and `tls_key_file`"),
+        "{err}"
+    );
 }
 
 #[test]
