@@ -133,15 +133,20 @@ impl Authenticator {
     }
 
     /// What this authenticator needs, for the error of a call with no credential.
-    fn needs(&self) -> String {
+    /// What a call may carry for this authenticator, each a way of its own
+    /// (so a route's list names a bearer token once however many read one).
+    fn needs(&self) -> Vec<String> {
         match &self.verifier {
             Verifier::Jwt(v) => match &v.cookie {
-                Some(c) => format!("a bearer token or the session cookie {c}"),
-                None => "a bearer token".to_owned(),
+                Some(c) => vec![
+                    "a bearer token".to_owned(),
+                    format!("the session cookie {c}"),
+                ],
+                None => vec!["a bearer token".to_owned()],
             },
-            Verifier::Introspection(_) => "a bearer token".to_owned(),
-            Verifier::ApiKey(c) => format!("an API key in {}", c.header),
-            Verifier::ClientCert(_) => "a client certificate (mutual TLS)".to_owned(),
+            Verifier::Introspection(_) => vec!["a bearer token".to_owned()],
+            Verifier::ApiKey(c) => vec![format!("an API key in {}", c.header)],
+            Verifier::ClientCert(_) => vec!["a client certificate (mutual TLS)".to_owned()],
         }
     }
 
@@ -158,7 +163,11 @@ impl Authenticator {
                     .ok_or_else(|| {
                         GatewayError::unauthenticated(
                             true,
-                            format!("{}this route needs {}", other_scheme(env), self.needs()),
+                            format!(
+                                "{}this route needs {}",
+                                other_scheme(env),
+                                self.needs().join(" or ")
+                            ),
                         )
                     })?;
                 let principal = v.verify(&token).await?;
@@ -415,7 +424,7 @@ impl RouteAuth {
                 // takes, as a call with no credential is.
                 None => {
                     let mut needs: Vec<String> = Vec::new();
-                    for need in all.iter().map(|a| a.needs()) {
+                    for need in all.iter().flat_map(|a| a.needs()) {
                         if !needs.contains(&need) {
                             needs.push(need);
                         }
