@@ -581,12 +581,12 @@ fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> 
             "oneOf": [{ "required": ["result"] }, { "required": ["error"] }],
         });
         return json!({
-            "description": "A stream of replies: one JSON object per line, `{\"result\": <reply>}`, or `{\"error\": <Status>}` as the last line when the stream fails. With `Accept: text/event-stream`, one Server-Sent Event per reply (`data:` the reply) and an `error` event.",
+            "description": "A stream of replies: one JSON object per line, `{\"result\": <reply>}`, or `{\"error\": <Status>}` as the last line when the stream fails. With `Accept: text/event-stream`, one Server-Sent Event per reply (`data:` the reply), then an `end` event (`data: {}`) when the stream ends cleanly or an `error` event when it fails.",
             "content": {
                 "application/x-ndjson": { "schema": line },
                 "text/event-stream": { "schema": {
                     "type": "object",
-                    "description": "One event per reply (`data`: the reply's JSON), an `error` event (`data`: a google.rpc.Status) when the stream fails.",
+                    "description": "One event per reply (`data`: the reply's JSON); last, an `end` event (`data`: `{}`) when the stream ends cleanly, or an `error` event (`data`: a google.rpc.Status) when it fails.",
                     "properties": {
                         "id": { "type": "string" },
                         "event": { "type": "string" },
