@@ -306,15 +306,27 @@ pub fn grpc_frames(data: &[u8]) {
     let Some((first, body)) = data.split_first() else {
         return;
     };
+    let chunk = 1 + (*first as usize & 0x3f);
     let body: Bytes = if first & 0x80 != 0 {
-        match crate::ingress::grpc::decode_web_text(body) {
-            Ok(b) => b,
-            Err(_) => return,
+        let whole = crate::ingress::grpc::decode_web_text(body);
+        // Decoded as it arrives, piece by piece, the text says the same.
+        let mut text = crate::ingress::framed::WebText::default();
+        let mut pieces = Vec::new();
+        let chunked = body
+            .chunks(chunk)
+            .try_for_each(|c| text.push(c).map(|b| pieces.extend_from_slice(&b)))
+            .and_then(|()| text.finish().map(|b| pieces.extend_from_slice(&b)));
+        match (whole, chunked) {
+            (Ok(b), Ok(())) => {
+                assert_eq!(b, pieces, "chunked and whole text decode alike");
+                b
+            }
+            (Err(_), Err(_)) => return,
+            (whole, chunked) => panic!("whole {whole:?}, chunked {chunked:?}"),
         }
     } else {
         Bytes::copy_from_slice(body)
     };
-    let chunk = 1 + (*first as usize & 0x3f);
     let mut deframer = framing::Deframer::new(64 * 1024);
     let mut total = 0;
     for start in (0..body.len()).step_by(chunk) {

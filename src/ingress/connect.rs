@@ -232,6 +232,7 @@ impl ConnectIngress {
                 // before the call starts, as gRPC reads it.
                 let message = framed::one(
                     body,
+                    framed::BodyEncoding::Binary,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     |m| decode_message(&target, codec, m, &json_options),
@@ -245,6 +246,7 @@ impl ConnectIngress {
                     let target = target.clone();
                     framed::messages(
                         body,
+                        framed::BodyEncoding::Binary,
                         limit,
                         (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
                         move |m| decode_message(&target, codec, m, &json_options),

@@ -41,9 +41,71 @@ pub async fn read_limited(
     }
 }
 
+/// How a framed body's bytes are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Binary,
+    /// gRPC-Web text: base64 over the whole body, decoded as it arrives.
+    Base64,
+}
+
+/// gRPC-Web text decoded piece by piece: a body may be several base64
+/// chunks, each padded, one after the other, and its last chunk may leave
+/// out its padding (as `-bin` metadata and a Connect GET's message may).
+/// Four characters at a time handle both; whitespace is skipped.
+#[derive(Default)]
+pub struct WebText {
+    /// Characters of a group of four not yet complete.
+    pending: Vec<u8>,
+}
+
+impl WebText {
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+
+    fn not_base64() -> GatewayError {
+        GatewayError::invalid_field("", "grpc-web-text body is not base64")
+    }
+
+    /// The bytes of every whole group of four in `data` and what was left.
+    pub fn push(&mut self, data: &[u8]) -> Result<Bytes, GatewayError> {
+        use base64::Engine as _;
+        self.pending
+            .extend(data.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        let whole = self.pending.len() / 4 * 4;
+        let mut out = Vec::with_capacity(whole / 4 * 3);
+        for quad in self.pending[..whole].chunks(4) {
+            let decoded = Self::LENIENT.decode(quad).map_err(|_| Self::not_base64())?;
+            out.extend_from_slice(&decoded);
+        }
+        self.pending.drain(..whole);
+        Ok(out.into())
+    }
+
+    /// The bytes of an unpadded last group; one leftover character is
+    /// never base64.
+    pub fn finish(&mut self) -> Result<Bytes, GatewayError> {
+        use base64::Engine as _;
+        let rest = std::mem::take(&mut self.pending);
+        match rest.len() {
+            0 => Ok(Bytes::new()),
+            1 => Err(Self::not_base64()),
+            _ => Ok(Self::LENIENT
+                .decode(&rest)
+                .map_err(|_| Self::not_base64())?
+                .into()),
+        }
+    }
+}
+
 /// A body read as length-prefixed messages.
 struct Framed {
     body: super::request_body::RequestBody,
+    /// gRPC-Web text: decoded before it is deframed.
+    text: Option<WebText>,
     deframer: Deframer,
     ended: bool,
     failed: bool,
@@ -54,11 +116,13 @@ struct Framed {
 impl Framed {
     fn new(
         body: super::request_body::RequestBody,
+        encoding: BodyEncoding,
         limit: usize,
         (idle, idle_key): (Duration, &'static str),
     ) -> Framed {
         Framed {
             body,
+            text: (encoding == BodyEncoding::Base64).then(WebText::default),
             deframer: Deframer::new(limit),
             ended: false,
             failed: false,
@@ -91,17 +155,25 @@ impl Framed {
                 self.failed = true;
                 return Some(Err(GatewayError::client_timeout(self.idle_key, self.idle)));
             };
-            match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.deframer.push(data);
-                    }
+            let decoded = match frame {
+                Some(Ok(frame)) => match (frame.into_data(), &mut self.text) {
+                    (Ok(data), Some(text)) => text.push(&data),
+                    (Ok(data), None) => Ok(data),
+                    (Err(_), _) => Ok(Bytes::new()),
+                },
+                Some(Err(e)) => Err(body_error(&e, "could not read the request stream")),
+                None => {
+                    self.ended = true;
+                    self.text.as_mut().map_or(Ok(Bytes::new()), WebText::finish)
                 }
-                Some(Err(e)) => {
+            };
+            match decoded {
+                Ok(data) if !data.is_empty() => self.deframer.push(data),
+                Ok(_) => {}
+                Err(e) => {
                     self.failed = true;
-                    return Some(Err(body_error(&e, "could not read the request stream")));
+                    return Some(Err(e));
                 }
-                None => self.ended = true,
             }
         }
     }
@@ -113,6 +185,7 @@ impl Framed {
 /// `server.limits.stream_idle_timeout`, or a unary body's `body_read_timeout`).
 pub fn messages<F>(
     body: super::request_body::RequestBody,
+    encoding: BodyEncoding,
     limit: usize,
     idle: (Duration, &'static str),
     decode: F,
@@ -120,7 +193,7 @@ pub fn messages<F>(
 where
     F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
 {
-    let framed = Framed::new(body, limit, idle);
+    let framed = Framed::new(body, encoding, limit, idle);
     Box::pin(futures_util::stream::unfold(
         (framed, decode),
         |(mut framed, decode)| async move {
@@ -174,11 +247,12 @@ fn client_left(e: &BodyError) -> bool {
 /// cannot make the gateway buffer more than one message.
 pub async fn one(
     body: super::request_body::RequestBody,
+    encoding: BodyEncoding,
     limit: usize,
     idle: (Duration, &'static str),
     decode: impl Fn(Bytes) -> Result<Bytes, GatewayError>,
 ) -> Result<Bytes, GatewayError> {
-    let mut framed = Framed::new(body, limit, idle);
+    let mut framed = Framed::new(body, encoding, limit, idle);
     // Each message is decoded as it is read, as in [`messages`]: a bad
     // first message is refused before the rest of the body is waited for.
     let Some(message) = framed.next().await.transpose()?.map(&decode).transpose()? else {

@@ -20,7 +20,7 @@ use crate::observe;
 use crate::observe::call_record::{CallRecord, ClientProtocol};
 use crate::policy::Pipeline;
 use crate::routes::RouteTable;
-use crate::transcode::framing::{self, Deframer};
+use crate::transcode::framing;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -163,57 +163,34 @@ impl GrpcIngress {
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
         let streams = target.kind.client_streams();
-        let payload = if text {
-            // gRPC-Web text is base64 over the whole body: decoded whole.
-            let bytes = framed::read_limited(
-                body,
-                limit.saturating_mul(2) + 64,
-                crate::config::MESSAGE_LIMIT,
-                self.limits.body_read_timeout,
-            )
-            .await
-            .map_err(|e| match e.kind {
-                // Named with the limit the client set, not its base64 size.
-                crate::error::ErrorKind::PayloadTooLarge { .. } => {
-                    GatewayError::payload_too_large(limit, crate::config::MESSAGE_LIMIT)
-                }
-                _ => e,
-            })?;
-            let mut deframer = Deframer::new(limit);
-            deframer.push(decode_web_text(&bytes)?);
-            let mut messages = Vec::new();
-            while let Some(m) = deframer.next_message()? {
-                messages.push(m);
-            }
-            deframer.finish()?;
-            match streams {
-                true => Payload::Stream(Box::pin(futures_util::stream::iter(
-                    messages.into_iter().map(Ok),
-                ))),
-                false => Payload::Unary(framed::only(messages)?),
-            }
+        // Deframed as it arrives (gRPC-Web text decoded from base64 on the
+        // way): a length prefix over the limit is refused as soon as it is
+        // read, before its bytes come. A client stream waits on its client
+        // between messages; any other call's one message is a body being
+        // read.
+        let encoding = if text {
+            framed::BodyEncoding::Base64
         } else {
-            // Deframed as it arrives: a length prefix over the limit is
-            // refused as soon as it is read, before its bytes come. A
-            // client stream waits on its client between messages; any
-            // other call's one message is a body being read.
-            match streams {
-                true => Payload::Stream(framed::messages(
+            framed::BodyEncoding::Binary
+        };
+        let payload = match streams {
+            true => Payload::Stream(framed::messages(
+                body,
+                encoding,
+                limit,
+                (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
+                Ok,
+            )),
+            false => Payload::Unary(
+                framed::one(
                     body,
+                    encoding,
                     limit,
-                    (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
+                    (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     Ok,
-                )),
-                false => Payload::Unary(
-                    framed::one(
-                        body,
-                        limit,
-                        (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
-                        Ok,
-                    )
-                    .await?,
-                ),
-            }
+                )
+                .await?,
+            ),
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
@@ -243,27 +220,10 @@ impl GrpcIngress {
 /// last chunk may also come without its padding, as `-bin` metadata and a
 /// Connect GET's message may: the bytes are the same either way.
 pub(crate) fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
-    let not_base64 = || GatewayError::invalid_field("", "grpc-web-text body is not base64");
-    let clean: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    // One leftover character is never base64, padded or not.
-    if clean.len() % 4 == 1 {
-        return Err(not_base64());
-    }
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3 + 2);
-    for quad in clean.chunks(4) {
-        let decoded = LENIENT.decode(quad).map_err(|_| not_base64())?;
-        out.extend_from_slice(&decoded);
-    }
-    Ok(out.into())
+    let mut text = framed::WebText::default();
+    let mut out = bytes::BytesMut::from(&text.push(body)?[..]);
+    out.extend_from_slice(&text.finish()?);
+    Ok(out.freeze())
 }
 
 /// The most of a status message a `grpc-message` header carries, before

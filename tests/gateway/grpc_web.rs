@@ -164,6 +164,41 @@ async fn a_text_body_may_leave_out_its_last_padding() {
     }
 }
 
+/// A text body is decoded as it arrives and held to the limit message by
+/// message, as a binary one is: a client stream whose whole body is many
+/// times the limit goes through, each chunk padded on its own.
+#[tokio::test]
+async fn a_text_client_stream_is_bounded_per_message_not_as_a_whole() {
+    let h = Harness::start_with("[server.limits]\nmax_grpc_message_bytes = 1024\n", "").await;
+    let text: String = (1..=20)
+        .map(|seq| {
+            let event = pb::Event {
+                seq,
+                topic: format!("t{seq}"),
+                text: "x".repeat(900),
+            };
+            base64::engine::general_purpose::STANDARD.encode(frame(&event))
+        })
+        .collect();
+    assert!(text.len() > 20 * 1024, "{} bytes of text", text.len());
+    let r = call(
+        &h.client,
+        "/portico.demo.v1.Feed/Upload",
+        "application/grpc-web-text",
+        text.into_bytes(),
+    )
+    .await;
+    let (messages, trailers) = parse(decode_text(&r.body));
+    assert_eq!(
+        trailer(&trailers, "grpc-status"),
+        Some("0"),
+        "{:?}",
+        r.header("grpc-message")
+    );
+    let summary = pb::UploadSummary::decode(messages[0].clone()).unwrap();
+    assert_eq!((summary.count, summary.last_seq), (20, 20));
+}
+
 #[tokio::test]
 async fn server_streaming_over_http2() {
     let h = Harness::start().await;
