@@ -216,6 +216,17 @@ impl WebSocketIngress {
         record: &Arc<CallRecord>,
     ) -> Result<(Dialect, Option<CallSpec>, Inbound), GatewayError> {
         let headers = req.headers();
+        // RFC 6455 section 4.1: an upgrade needs HTTP/1.1; an HTTP/1.0
+        // connection closes after its reply, so a 101 would lead nowhere.
+        if req.version() < http::Version::HTTP_11 {
+            return Err(GatewayError::invalid_field(
+                "version",
+                format!(
+                    "a WebSocket handshake needs HTTP/1.1, not {:?}",
+                    req.version()
+                ),
+            ));
+        }
         let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
             return Err(GatewayError::invalid_field(
                 "sec-websocket-key",

@@ -181,4 +181,16 @@ async fn a_handshake_for_another_version_is_told_which_one_to_use() {
             assert!(answer.contains("only 13 (rfc 6455)"), "{answer}");
         }
     }
+    // An upgrade needs HTTP/1.1: over HTTP/1.0 a 101 would lead nowhere.
+    let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    sock.write_all(
+        b"GET /v1/shelves/1 HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), sock.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.0 400"), "{answer}");
+    assert!(answer.contains("needs http/1.1"), "{answer}");
 }
