@@ -212,7 +212,9 @@ pub fn body_error(e: &BodyError, what: &str) -> GatewayError {
     if client_left(e) {
         GatewayError::client_left(e)
     } else {
-        GatewayError::invalid_field("", format!("{what}: {e}"))
+        // With its causes: hyper's own words ("invalid chunk size") say
+        // what was wrong with the framing.
+        GatewayError::invalid_field("", format!("{what}: {}", crate::error::with_causes(e)))
     }
 }
 
