@@ -38,8 +38,10 @@ use tower::{Service, ServiceExt};
 struct Entry {
     metadata: HeaderMap,
     message: Bytes,
-    /// When this instance stored it: a hit's `Age`.
+    /// When this instance stored it, and how old it was then: a hit's
+    /// `Age` is the sum.
     stored: Instant,
+    aged: Duration,
     expires: Instant,
     /// Read from the shared tier rather than the backend.
     shared_hit: bool,
@@ -250,7 +252,7 @@ fn has(directives: &[(String, Option<String>)], name: &str) -> bool {
 /// fields would still answer without revalidating). A lifetime that
 /// cannot be read (`max-age=abc`, `-5`, a malformed or past `Expires`)
 /// is already stale, as RFC 9111 section 4.2.1 reads it.
-fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
+fn backend_lifetime(metadata: &HeaderMap, age: Duration) -> Option<Duration> {
     let Some(d) = directives(metadata) else {
         return Some(Duration::ZERO);
     };
@@ -261,62 +263,59 @@ fn backend_lifetime(metadata: &HeaderMap) -> Option<Duration> {
     {
         return Some(Duration::ZERO);
     }
-    let age = |name: &str| {
+    let max_age = |name: &str| {
         d.iter().find(|(n, _)| n == name).map(|(_, v)| {
             v.as_deref()
                 .and_then(|v| v.parse::<u64>().ok())
                 .map_or(Duration::ZERO, Duration::from_secs)
         })
     };
-    age("s-maxage")
-        .or_else(|| age("max-age"))
+    // A max-age counts from when the reply was made: less its Age.
+    max_age("s-maxage")
+        .or_else(|| max_age("max-age"))
+        .map(|d| d.saturating_sub(age))
         .or_else(|| expires_in(metadata))
 }
 
 /// How long to keep a reply from now (at most the route's `ttl`), and how
-/// old it already is: a reply that was kept somewhere before, or made a
-/// while ago, has that much less freshness left, and a hit's `Age` counts
-/// from when it was made.
+/// old it already is: a reply kept by a cache before the backend (its
+/// `Age`) has that much less of its `max-age` left, and a hit's `Age`
+/// counts from when it was made. `Date` is not read: a backend's clock or
+/// its second-wide resolution would age every reply a little.
 fn keep_for(metadata: &HeaderMap, ttl: Duration) -> (Duration, Duration) {
-    let age = initial_age(metadata);
-    let lifetime = backend_lifetime(metadata).map_or(ttl, |d| d.saturating_sub(age).min(ttl));
+    let age = arrived_age(metadata);
+    let lifetime = backend_lifetime(metadata, age).map_or(ttl, |d| d.min(ttl));
     (lifetime, age)
 }
 
-/// How old a reply already is as it arrives (RFC 9111 section 4.2.3): its
-/// `Age`, or the time since its `Date`, whichever is more. A cache between
-/// the backend and the gateway, or a slow backend's old reply, has used up
-/// that much of its freshness.
-fn initial_age(metadata: &HeaderMap) -> Duration {
-    let age = metadata
+/// The reply's `Age` as it arrives (RFC 9111 section 5.1), at most 2^31
+/// seconds as section 1.2.2 bounds it; none when it cannot be read.
+fn arrived_age(metadata: &HeaderMap) -> Duration {
+    metadata
         .get(http::header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs);
-    let apparent = metadata
-        .get(http::header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .and_then(|date| std::time::SystemTime::now().duration_since(date).ok())
-        .unwrap_or(Duration::ZERO);
-    age.max(apparent)
+        .map_or(Duration::ZERO, |secs| {
+            Duration::from_secs(secs.min(1 << 31))
+        })
 }
 
-/// What `Expires` leaves of the reply's life, counted from its `Date`
-/// (else now); `None` without one.
+/// What `Expires` leaves of the reply's life from now; `None` without one.
+/// It is a point in time, so the reply's `Age` takes nothing more off it.
 fn expires_in(metadata: &HeaderMap) -> Option<Duration> {
-    let date = |name| {
-        metadata
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-    };
-    metadata.get(http::header::EXPIRES)?;
-    let Some(expires) = date(http::header::EXPIRES) else {
+    let expires = metadata.get(http::header::EXPIRES)?;
+    let Some(expires) = expires
+        .to_str()
+        .ok()
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
         return Some(Duration::ZERO);
     };
-    let now = date(http::header::DATE).unwrap_or_else(std::time::SystemTime::now);
-    Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A reply as the cache gives it: its verdict, and a `Vary` naming the
@@ -391,10 +390,7 @@ impl Policy for ResponseCache {
                     // RFC 9111 section 5.1: a stored reply says how long it
                     // has been kept, so a client's own cache does not count
                     // its max-age afresh.
-                    metadata.insert(
-                        http::header::AGE,
-                        HeaderValue::from(hit.stored.elapsed().as_secs()),
-                    );
+                    metadata.insert(http::header::AGE, HeaderValue::from(hit.age().as_secs()));
                     return Ok(Reply::single(metadata, hit.message.clone()));
                 }
                 cache.store.invalidate(key).await;
@@ -484,10 +480,7 @@ impl Policy for ResponseCache {
             let mut metadata = with_verdict(entry.metadata.clone(), verdict, &cache.config.vary);
             if entry.shared_hit {
                 // Kept by the fleet since another instance stored it.
-                metadata.insert(
-                    http::header::AGE,
-                    HeaderValue::from(entry.stored.elapsed().as_secs()),
-                );
+                metadata.insert(http::header::AGE, HeaderValue::from(entry.age().as_secs()));
             }
             Ok(Reply::single(metadata, entry.message.clone()))
         })
@@ -594,7 +587,8 @@ impl ResponseCache {
         Arc::new(Entry {
             metadata,
             message,
-            stored: now.checked_sub(age).unwrap_or(now),
+            stored: now,
+            aged: age,
             expires: now + lifetime,
             shared_hit,
             vary,
@@ -604,6 +598,11 @@ impl ResponseCache {
 }
 
 impl Entry {
+    /// How long since the reply was made: its age on arrival, and its time here.
+    fn age(&self) -> Duration {
+        self.aged + self.stored.elapsed()
+    }
+
     /// Whether it was made for a request like this one: the same values of
     /// every header its reply's Vary names. Without a Vary (the common
     /// case) that is the key itself, compared without building another.
@@ -637,7 +636,8 @@ mod shared_tier {
     use bytes::Bytes;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
-    /// `stored_ms`: when the reply was stored, in Unix milliseconds, so
+    /// `stored_ms`: when the reply was made (stored, less the `Age` it
+    /// arrived with), in Unix milliseconds, so
     /// another instance's hit carries its true `Age`.
     pub fn encode(metadata: &HeaderMap, message: &Bytes, stored_ms: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + message.len());
@@ -737,7 +737,7 @@ mod lifetime_tests {
             "max-age=60, ext=\"open",
         ] {
             assert_eq!(
-                backend_lifetime(&reply(&[("cache-control", cc)])),
+                backend_lifetime(&reply(&[("cache-control", cc)]), Duration::ZERO),
                 Some(Duration::ZERO),
                 "{cc}"
             );
@@ -745,11 +745,8 @@ mod lifetime_tests {
     }
 
     #[test]
-    fn a_reply_that_arrives_aged_has_that_much_less_left() {
+    fn a_reply_that_arrives_aged_has_that_much_less_max_age_left() {
         let ttl = Duration::from_secs(300);
-        let http_date = |ago: u64| {
-            httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(ago))
-        };
         let keep = |h: &[(&'static str, &str)]| {
             let (lifetime, age) = keep_for(&reply(h), ttl);
             (lifetime.as_secs(), age.as_secs())
@@ -763,24 +760,29 @@ mod lifetime_tests {
             keep(&[("cache-control", "max-age=60"), ("age", "50")]),
             (10, 50)
         );
-        // Its Date says the same, when it says more than its Age.
-        let (lifetime, age) = keep(&[("cache-control", "max-age=60"), ("date", &http_date(100))]);
-        assert_eq!(lifetime, 0);
-        assert!((100..=101).contains(&age), "{age}");
-        let (lifetime, age) = keep(&[
-            ("cache-control", "max-age=60"),
-            ("age", "5"),
-            ("date", &http_date(30)),
-        ]);
-        assert!(
-            (29..=30).contains(&lifetime) && (30..=31).contains(&age),
-            "{lifetime} {age}"
+        assert_eq!(
+            keep(&[("cache-control", "s-maxage=60, max-age=5"), ("age", "50")]),
+            (10, 50)
         );
-        // Expires counts from Date; what is left counts from now.
-        let expires =
-            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(20));
-        let (lifetime, _) = keep(&[("date", &http_date(100)), ("expires", &expires)]);
-        assert!((19..=20).contains(&lifetime), "{lifetime}");
+        // Its Date is not read: a backend's clock would age every reply.
+        assert_eq!(
+            keep(&[
+                ("cache-control", "max-age=60"),
+                ("date", "Thu, 01 Jan 1970 00:00:00 GMT")
+            ]),
+            (60, 0)
+        );
+        // An Age past what RFC 9111 lets it hold is that bound, not an overflow.
+        assert_eq!(
+            keep(&[
+                ("cache-control", "max-age=60"),
+                ("age", "99999999999999999999")
+            ])
+            .0,
+            60,
+            "an unreadable Age is none"
+        );
+        assert_eq!(keep(&[("age", "9999999999")]), (300, 1 << 31));
         // Without a lifetime of its own, the route's: its age is still told.
         assert_eq!(keep(&[("age", "7")]), (300, 7));
         assert_eq!(keep(&[]), (300, 0));
@@ -788,7 +790,9 @@ mod lifetime_tests {
 
     #[test]
     fn the_lifetime_is_s_maxage_else_max_age_else_expires() {
-        let secs = |h: &[(&'static str, &str)]| backend_lifetime(&reply(h)).map(|d| d.as_secs());
+        let secs = |h: &[(&'static str, &str)]| {
+            backend_lifetime(&reply(h), Duration::ZERO).map(|d| d.as_secs())
+        };
         assert_eq!(
             secs(&[("cache-control", "max-age=60, s-maxage=30")]),
             Some(30)
@@ -803,17 +807,13 @@ mod lifetime_tests {
             Some(5)
         );
         assert_eq!(secs(&[]), None, "as the route says");
-        let date = "Thu, 03 Dec 2026 12:00:00 GMT";
-        assert_eq!(
-            secs(&[("date", date), ("expires", "Thu, 03 Dec 2026 12:01:40 GMT")]),
-            Some(100)
-        );
+        // Expires is a point in time: what is left of it from now.
+        let in_100s =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(100));
+        let left = secs(&[("expires", &in_100s)]).unwrap();
+        assert!((98..=100).contains(&left), "{left}");
         for stale in ["Thu, 01 Jan 1970 00:00:00 GMT", "0", "tomorrow"] {
-            assert_eq!(
-                secs(&[("date", date), ("expires", stale)]),
-                Some(0),
-                "{stale}"
-            );
+            assert_eq!(secs(&[("expires", stale)]), Some(0), "{stale}");
         }
         assert_eq!(
             secs(&[("cache-control", "max-age=60"), ("expires", "0")]),
