@@ -925,6 +925,7 @@ pub fn status_with_causes(status: &tonic::Status) -> String {
 /// is already said (libraries often put their cause's text in their own).
 fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
     let mut not_tls = false;
+    let mut wants_client_certificate = false;
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {
@@ -932,6 +933,11 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
             out.push_str(&text);
         }
         not_tls |= answered_without_tls(s);
+        // Matched by its text: the TLS layer under hyper hands the alert
+        // on as an io error holding only rustls's words, not its type.
+        wants_client_certificate |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.to_string() == "received fatal alert: CertificateRequired");
         source = s.source();
     }
     // rustls words a plain-text reply to its hello as a corrupt message,
@@ -940,15 +946,9 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
         out.push_str(
             " (the server did not answer in TLS: is it a plain-text server where TLS was asked for, by `tls = true` or an https:// URL?)",
         );
-    } else if out.contains("received fatal alert: CertificateRequired") {
-        // Matched by text: some transports (h2) word the TLS error into
-        // their own and leave it out of the chain.
+    } else if wants_client_certificate {
         out.push_str(
             " (the server requires a client certificate: see the upstream's `tls_cert_file` and `tls_key_file`)",
-        );
-    } else if out.contains("peer closed connection without sending TLS close_notify") {
-        out.push_str(
-            " (a server that hangs up as the connection begins may require a client certificate: see the upstream's `tls_cert_file` and `tls_key_file`)",
         );
     }
     out
