@@ -42,7 +42,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{USAGE}");
         return Ok(());
     }
+    // `/ws` is the multiplexed session's path; elsewhere a session is
+    // recognised by its first `open` frame.
     let mut request = url.into_client_request()?;
+    let mut session = request.uri().path() == "/ws";
     let protocol = args.next();
     let plain = protocol.is_none();
     if let Some(protocol) = protocol {
@@ -56,7 +59,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut input_open = true;
     // A multiplexed session: the calls opened and not yet ended, and those
     // that have answered (an `error` for one that has not refused its open).
-    let mut session = false;
     let mut open: HashSet<String> = HashSet::new();
     let mut answered: HashSet<String> = HashSet::new();
     loop {

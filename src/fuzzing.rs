@@ -308,8 +308,9 @@ pub fn grpc_frames(data: &[u8]) {
     };
     let chunk = 1 + (*first as usize & 0x3f);
     let body: Bytes = if first & 0x80 != 0 {
-        let whole = crate::ingress::grpc::decode_web_text(body);
-        // Decoded as it arrives, piece by piece, the text says the same.
+        let whole = whole_web_text(body);
+        // Decoded as it arrives, piece by piece, the text says the same as
+        // a plain reading of the whole.
         let mut text = crate::ingress::framed::WebText::default();
         let mut pieces = Vec::new();
         let chunked = body
@@ -342,6 +343,31 @@ pub fn grpc_frames(data: &[u8]) {
     if deframer.finish().is_ok() {
         assert_eq!(total, body.len(), "every byte belongs to a frame");
     }
+}
+
+/// gRPC-Web text read whole, the plain way: whitespace dropped, four
+/// characters at a time, padding optional at the end, one leftover
+/// character refused. The reference the streaming decoder is held to.
+fn whole_web_text(body: &[u8]) -> Result<Bytes, ()> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if clean.len() % 4 == 1 {
+        return Err(());
+    }
+    let mut out = Vec::new();
+    for quad in clean.chunks(4) {
+        out.extend_from_slice(&LENIENT.decode(quad).map_err(|_| ())?);
+    }
+    Ok(out.into())
 }
 
 /// A WebSocket session frame: the first byte picks the dialect and whether

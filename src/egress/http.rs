@@ -165,7 +165,10 @@ impl HttpEgress {
                         "the backend's reply is over server.limits.max_grpc_message_bytes ({max_body} bytes)"
                     )
                 } else {
-                    format!("could not read the backend's reply: {e}")
+                    format!(
+                        "could not read the backend's reply: {}",
+                        crate::error::with_causes(&*e)
+                    )
                 };
                 fail(GatewayError::new(
                     ErrorKind::BadBackendReply,

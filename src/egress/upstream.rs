@@ -760,7 +760,7 @@ mod tests {
     async fn the_probe_looks_again_when_rotation_changes() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nprotocol = \"http\"\nendpoints = [\"{}\"]\n[upstreams.u.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"300ms\"\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"u\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nprotocol = \"http\"\nendpoints = [\"{}\"]\n[upstreams.u.outlier_detection]\nconsecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"2s\"\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"u\"\n",
             listener.local_addr().unwrap()
         );
         let config = Config::from_toml(&text).unwrap();
@@ -783,7 +783,8 @@ mod tests {
         let ep = u.snapshot().endpoints[0].clone();
         assert!(u.on_failure(&ep).is_some(), "ejected");
         next(false).await;
-        // The ejection ends by the clock; the probe wakes for it.
+        // The ejection ends by the clock (2 s, long enough for the probe to
+        // have said false on a loaded machine); the probe wakes for it.
         next(true).await;
         // A new endpoint list: nothing listens there.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

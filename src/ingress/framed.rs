@@ -267,16 +267,6 @@ pub async fn one(
     Ok(message)
 }
 
-/// The one message of a body read whole, by the rule of [`one`].
-pub fn only(messages: Vec<Bytes>) -> Result<Bytes, GatewayError> {
-    let mut messages = messages.into_iter();
-    match (messages.next(), messages.next()) {
-        (Some(message), None) => Ok(message),
-        (None, _) => Err(not_one("0")),
-        (Some(_), Some(_)) => Err(not_one("more than 1")),
-    }
-}
-
 fn not_one(got: &str) -> GatewayError {
     GatewayError::invalid_field(
         "",

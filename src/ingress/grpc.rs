@@ -215,17 +215,6 @@ impl GrpcIngress {
     }
 }
 
-/// gRPC-Web text bodies may be several base64 chunks, each padded, one
-/// after the other; decoding four characters at a time handles that. The
-/// last chunk may also come without its padding, as `-bin` metadata and a
-/// Connect GET's message may: the bytes are the same either way.
-pub(crate) fn decode_web_text(body: &[u8]) -> Result<Bytes, GatewayError> {
-    let mut text = framed::WebText::default();
-    let mut out = bytes::BytesMut::from(&text.push(body)?[..]);
-    out.extend_from_slice(&text.finish()?);
-    Ok(out.freeze())
-}
-
 /// The most of a status message a `grpc-message` header carries, before
 /// percent-encoding: clients refuse header blocks of a few tens of KiB
 /// (and browsers a gRPC-Web head far smaller), so a backend's long

@@ -150,18 +150,20 @@ impl Validator<'_> {
             }
             (Some(a), Some(_)) => {
                 let rules = self.authorize(&format!("{key}.authorize"), a)?;
-                // An API key's consumer holds no scopes: such a route would
-                // refuse every caller.
-                let only_keys = auth.iter().all(|&i| {
+                // Only tokens carry scopes: a route whose callers are all
+                // API keys' consumers or client certificates would refuse
+                // every one of them.
+                let no_tokens = auth.iter().all(|&i| {
                     matches!(
                         ctx.authenticators[i].method,
                         crate::config::AuthMethod::ApiKey(_)
+                            | crate::config::AuthMethod::ClientCert(_)
                     )
                 });
-                if only_keys && !rules.scopes.is_empty() {
+                if no_tokens && !rules.scopes.is_empty() {
                     return Err(self.err(
                         format!("{key}.authorize.scopes"),
-                        "the route's authenticators are API keys, whose consumers hold no scopes, so every call would be refused; name consumers instead, or add a token authenticator",
+                        "the route's authenticators are API keys or client certificates, whose principals hold no scopes, so every call would be refused; name consumers instead, or add a token authenticator",
                     ));
                 }
                 Some(rules)
