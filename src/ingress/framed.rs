@@ -77,9 +77,17 @@ impl WebText {
             .extend(data.iter().copied().filter(|b| !b.is_ascii_whitespace()));
         let whole = self.pending.len() / 4 * 4;
         let mut out = Vec::with_capacity(whole / 4 * 3);
-        for quad in self.pending[..whole].chunks(4) {
-            let decoded = Self::LENIENT.decode(quad).map_err(|_| Self::not_base64())?;
-            out.extend_from_slice(&decoded);
+        // Decoded in runs, each ending at a padded group (which ends a
+        // chunk of base64) or at the last whole group: one call per run,
+        // not per group.
+        let mut start = 0;
+        for end in (4..=whole).step_by(4) {
+            if end == whole || self.pending[end - 2] == b'=' || self.pending[end - 1] == b'=' {
+                Self::LENIENT
+                    .decode_vec(&self.pending[start..end], &mut out)
+                    .map_err(|_| Self::not_base64())?;
+                start = end;
+            }
         }
         self.pending.drain(..whole);
         Ok(out.into())
