@@ -119,24 +119,11 @@ async fn readyz_says_whether_a_routed_upstream_has_an_endpoint() {
 async fn the_health_service_moves_with_readyz() {
     use futures_util::StreamExt as _;
     use std::time::Duration;
-    use tonic_health::pb::{
-        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-    };
+    use tonic_health::pb::health_check_response::ServingStatus;
     let mut backend = Instance::start("127.0.0.1:0").await;
     let g = support::gateway_for(&checked_every_100ms(backend.addr), backend.addr).await;
     let admin = HttpClient::new(g.admin_addr.unwrap());
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", g.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "portico.demo.v1.Library".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = support::health_watch(g.addr, "portico.demo.v1.Library").await;
     async fn next_status(
         watch: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
         within: Duration,

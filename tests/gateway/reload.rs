@@ -765,9 +765,7 @@ async fn an_inline_config_has_no_file_to_reload_and_that_is_no_failure() {
 /// when a reload routes it, and hears it go when a reload stops routing it.
 #[tokio::test]
 async fn a_health_watch_follows_its_service_across_reloads() {
-    use tonic_health::pb::{
-        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-    };
+    use tonic_health::pb::health_check_response::ServingStatus;
     let mut backends = Vec::new();
     for _ in 0..2 {
         let (addr, _) = Backends::default()
@@ -781,18 +779,7 @@ async fn a_health_watch_follows_its_service_across_reloads() {
     // Shape B does not route Probe; shape A does.
     replace(&path, &config_text(Shape::B, &backends, ""));
     let gw = start(&path).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut watch = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: "portico.demo.v1.Probe".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = crate::support::health_watch(gw.addr, "portico.demo.v1.Probe").await;
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(10), watch.message())
             .await

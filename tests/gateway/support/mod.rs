@@ -153,6 +153,25 @@ pub fn frame(msg: &impl prost::Message) -> Vec<u8> {
 }
 
 /// A started gateway for an arbitrary config text (with `@BACKEND@` filled in).
+/// A grpc.health.v1 `Watch` of `service` on the gateway at `addr`.
+pub async fn health_watch(
+    addr: SocketAddr,
+    service: &str,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub async fn gateway_for(text: &str, backend: SocketAddr) -> Gateway {
     let config = Config::from_toml(&text.replace("@BACKEND@", &backend.to_string())).unwrap();
     app::start(config).await.unwrap()
