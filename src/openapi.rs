@@ -111,13 +111,7 @@ pub fn generate(s: &Sources<'_>) -> Value {
         // A GET the gateway answers itself (its description, a file of its
         // docs page), or anything on `/mcp` while it serves MCP, never
         // reaches the binding: no operation to describe.
-        if binding.method == http::Method::GET
-            && s.config.openapi.serve
-            && docs::is_page(&binding.template_text)
-        {
-            continue;
-        }
-        if mcp && binding.template_text == crate::ingress::mcp::PATH {
+        if crate::ingress::dispatch::shadowed_by(binding, s.config.openapi.serve, mcp).is_some() {
             continue;
         }
         let route = &s.config.routes[binding.target.route];

@@ -400,22 +400,33 @@ pub fn shadowed_bindings(
         .bindings()
         .iter()
         .filter_map(|b| {
-            let what = if mcp && b.template_text == super::mcp::PATH {
-                "/mcp is the MCP endpoint while a route has `mcp = true`"
-            } else if api_pages
-                && b.method == Method::GET
-                && crate::openapi::docs::is_page(&b.template_text)
-            {
-                "the gateway serves its API description and docs page there (`[openapi] serve = false` frees the path)"
-            } else {
-                return None;
-            };
+            let what = shadowed_by(b, api_pages, mcp)?;
             Some(format!(
                 "the binding {} {} -> {} is never reached: {what}",
                 b.method, b.template_text, b.target.path
             ))
         })
         .collect()
+}
+
+/// What the gateway answers itself in a binding's place, if anything:
+/// `/mcp` while it serves MCP (any method), the API description and its
+/// docs page while they are served (a GET).
+pub fn shadowed_by(
+    binding: &crate::routes::Binding,
+    api_pages: bool,
+    mcp: bool,
+) -> Option<&'static str> {
+    if mcp && binding.template_text == super::mcp::PATH {
+        Some("/mcp is the MCP endpoint while a route has `mcp = true`")
+    } else if api_pages
+        && binding.method == Method::GET
+        && crate::openapi::docs::is_page(&binding.template_text)
+    {
+        Some("the gateway serves its API description and docs page there (`[openapi] serve = false` frees the path)")
+    } else {
+        None
+    }
 }
 
 /// Whether `path` is the OpenAPI description or a file of its docs page.
