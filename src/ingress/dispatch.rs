@@ -126,8 +126,14 @@ impl Ingress {
             Err(err) => return self.refuse(&req, &err),
         }
         // Read once, here: the query check needs to know a Connect GET.
-        let protocol = Protocol::of(&req);
-        let connect_get = protocol == Protocol::Connect(super::connect::Shape::UnaryGet);
+        let mut protocol = Protocol::of(&req);
+        let mut connect_get = protocol == Protocol::Connect(super::connect::Shape::UnaryGet);
+        if connect_get && self.rest_serves_get(req.uri().path()) {
+            // A REST API may have a `connect` parameter of its own: its
+            // bindings keep their paths, the query is theirs.
+            protocol = Protocol::Rest;
+            connect_get = false;
+        }
         if let Err(err) =
             super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
         {
@@ -309,6 +315,17 @@ impl Ingress {
 
     /// The cross-origin policy of what `method path` reaches: its route's,
     /// or for an aggregate the `[cors]` one.
+    /// Whether a REST binding or an aggregate answers `GET path`.
+    fn rest_serves_get(&self, path: &str) -> bool {
+        matches!(
+            self.routes.find_request(&Method::GET, path).0,
+            crate::routes::MatchOutcome::Found(_)
+        ) || matches!(
+            self.rest.aggregates.find(&Method::GET, path),
+            crate::routes::aggregate::AggregateMatch::Found(..)
+        )
+    }
+
     fn cors_policy(&self, method: &Method, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
         self.routes
             .cors_for(method, path)

@@ -200,6 +200,28 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
     );
 }
 
+/// `connect=v1` makes a GET Connect's only where no REST binding answers
+/// GET: a REST API's own `connect` parameter stays REST's, judged by the
+/// binding's request message like any other parameter.
+#[tokio::test]
+async fn a_rest_get_with_a_connect_parameter_stays_rest() {
+    let h = Harness::start().await;
+    let r = h.client.get("/v1/shelves/1?connect=v1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    // REST's error body (a numeric gRPC code), not Connect's.
+    assert_eq!(r.json()["code"], 3, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("connect"), "{message}");
+
+    // At the method's own path the same query is a Connect GET.
+    let r = h
+        .client
+        .get("/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message=%7B%22shelf%22%3A%221%22%7D")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["theme"], "Fiction");
+}
+
 /// Connect calls are POSTs (and GETs of side-effect-free unary methods):
 /// another method is refused before the backend, as on gRPC, whatever
 /// the codec, so a DELETE cannot run a method a GET may not.
