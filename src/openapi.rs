@@ -206,7 +206,7 @@ pub fn generate(s: &Sources<'_>) -> Value {
         }
         let mut responses = Map::new();
         responses.insert("200".into(), success_response(&mut schemas, binding, n));
-        error_responses(&mut responses, Guards::of(route));
+        error_responses(&mut responses, Guards::of(s.config, route));
         op.insert("responses".into(), Value::Object(responses));
         if let Some(security) = security(s.config, route, &mut schemes_used) {
             op.insert("security".into(), security);
@@ -614,14 +614,22 @@ fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> 
 #[derive(Default, Clone, Copy)]
 struct Guards {
     authenticated: bool,
+    /// An authenticator takes bearer tokens, so a `401` names the scheme.
+    challenged: bool,
     authorized: bool,
     limited: bool,
 }
 
 impl Guards {
-    fn of(route: &RouteConfig) -> Guards {
+    fn of(config: &Config, route: &RouteConfig) -> Guards {
         Guards {
             authenticated: !route.auth.is_empty(),
+            challenged: route.auth.iter().any(|&i| {
+                matches!(
+                    config.authenticators[i].method,
+                    AuthMethod::Jwt(_) | AuthMethod::Introspection(_)
+                )
+            }),
             authorized: !route.auth.is_empty()
                 || route.ext_authz.is_some()
                 || route.authorize.is_some(),
@@ -632,6 +640,7 @@ impl Guards {
     fn or(self, other: Guards) -> Guards {
         Guards {
             authenticated: self.authenticated || other.authenticated,
+            challenged: self.challenged || other.challenged,
             authorized: self.authorized || other.authorized,
             limited: self.limited || other.limited,
         }
@@ -642,8 +651,11 @@ impl Guards {
 fn error_responses(responses: &mut Map<String, Value>, guards: Guards) {
     let reference = |name: &str| json!({ "$ref": format!("#/components/responses/{name}") });
     responses.insert("400".into(), reference("InvalidArgument"));
-    if guards.authenticated {
+    if guards.challenged {
         responses.insert("401".into(), reference("Unauthenticated"));
+    } else if guards.authenticated {
+        // API keys and client certificates have no scheme to name.
+        responses.insert("401".into(), reference("UnauthenticatedNoChallenge"));
     }
     if guards.authorized {
         responses.insert("403".into(), reference("PermissionDenied"));
@@ -663,7 +675,11 @@ fn error_components() -> Value {
         },
         "Unauthenticated": {
             "description": "No credential, or one that does not verify (gRPC UNAUTHENTICATED).",
-            "headers": { "WWW-Authenticate": { "schema": { "type": "string" } } },
+            "headers": { "WWW-Authenticate": { "schema": { "type": "string" }, "description": "The bearer challenge (RFC 6750)." } },
+            "content": status,
+        },
+        "UnauthenticatedNoChallenge": {
+            "description": "No credential, or one that does not verify (gRPC UNAUTHENTICATED). The method takes only API keys or client certificates, so no WWW-Authenticate challenge is sent.",
             "content": status,
         },
         "PermissionDenied": {
@@ -898,7 +914,7 @@ fn aggregate(
         if !route.auth.is_empty() {
             auth_routes.push(route);
         }
-        guards = guards.or(Guards::of(route));
+        guards = guards.or(Guards::of(s.config, route));
     }
     let partial = plan.config.on_error == crate::config::OnError::Partial;
     if partial {

@@ -120,6 +120,15 @@ async fn portico_openapi_prints_what_the_gateway_serves_for_every_field_kind() {
         "#/components/responses/RateLimited"
     );
     assert_eq!(get["security"][1]["keys_query"], serde_json::json!([]));
+    // API keys name no scheme: their 401 is described without the
+    // WWW-Authenticate challenge a bearer token's carries.
+    assert_eq!(
+        get["responses"]["401"]["$ref"],
+        "#/components/responses/UnauthenticatedNoChallenge"
+    );
+    let responses = &served["components"]["responses"];
+    assert!(responses["UnauthenticatedNoChallenge"]["headers"].is_null());
+    assert!(responses["Unauthenticated"]["headers"]["WWW-Authenticate"].is_object());
     assert_eq!(
         served["components"]["schemas"]["kinds.v1.Thing"]["properties"]["createTime"]["format"],
         "date-time"
