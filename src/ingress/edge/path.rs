@@ -59,7 +59,8 @@ fn is_normal(path: &str) -> bool {
 }
 
 /// A segment with its percent-encoded unreserved characters decoded (and
-/// other escapes kept, in upper case).
+/// other escapes kept as the client wrote them: a multi-segment variable
+/// passes `%2f` on as `%2f`, as google.api.http says).
 fn decode_unreserved(segment: &str) -> String {
     // A URI path is ASCII; anything else is left as it is.
     if !segment.is_ascii() {
@@ -76,7 +77,7 @@ fn decode_unreserved(segment: &str) -> String {
                     out.push(b as char);
                 } else {
                     out.push('%');
-                    out.push_str(&hex.to_ascii_uppercase());
+                    out.push_str(hex);
                 }
                 i += 3;
                 continue;
@@ -213,7 +214,8 @@ mod tests {
             "/v1/files/etc/passwd"
         );
         assert_eq!(norm("/v1/shelves/1/").unwrap(), "/v1/shelves/1");
-        assert_eq!(norm("/v1/files/a%2fb").unwrap(), "/v1/files/a%2Fb");
+        assert_eq!(norm("/v1/files/a%2fb/.").unwrap(), "/v1/files/a%2fb");
+        assert_eq!(norm("/v1/files/a%2Fb/.").unwrap(), "/v1/files/a%2Fb");
         assert_eq!(norm("/v1/files/a%20b%7e").unwrap(), "/v1/files/a%20b~");
     }
 }
