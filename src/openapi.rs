@@ -460,7 +460,10 @@ fn walk_query(
     for f in message.fields() {
         let mut path = parents.to_vec();
         path.push(f.clone());
-        if binding.path_binds(&path) || f.is_map() {
+        if binding.path_binds(&path)
+            || f.is_map()
+            || binding.path_sets_other_oneof_member(parents, &f)
+        {
             continue;
         }
         if parents.is_empty() {

@@ -217,6 +217,26 @@ fn bindings_become_paths_with_parameters_bodies_and_replies() {
     assert!(paths["/kinds.v1.Things/GetThing"]["post"].is_object());
 }
 
+/// A path that sets a oneof member leaves the oneof's other members out
+/// of the query parameters: the gateway would refuse every one of them.
+#[test]
+fn a_oneof_member_bound_by_the_path_keeps_its_siblings_out_of_the_query() {
+    let config = CONFIG.replace(
+        "upstream = \"things\"\n",
+        "upstream = \"things\"\nhttp_rules.RenameThing = { get = \"/v1/owners/{thing.person}\" }\n",
+    );
+    assert_ne!(config, CONFIG);
+    let s = spec(&config);
+    let params = s["paths"]["/v1/owners/{thing_person}"]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", s["paths"]));
+    let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names[0], "thing_person");
+    assert!(!names.contains(&"thing.team"), "{names:?}");
+    assert!(names.contains(&"thing.note"), "{names:?}");
+    assert!(names.contains(&"newName"), "{names:?}");
+}
+
 #[test]
 fn policies_add_their_errors_and_security_schemes() {
     let s = spec(CONFIG);

@@ -148,6 +148,25 @@ impl Binding {
     pub fn path_binds(&self, fields: &[FieldDescriptor]) -> bool {
         self.path_vars.iter().any(|v| v.fields == fields)
     }
+
+    /// Whether the path sets another member of the oneof `field` (under
+    /// `parents`) belongs to, or a field inside one: a query parameter for
+    /// `field` would then always be refused.
+    pub fn path_sets_other_oneof_member(
+        &self,
+        parents: &[FieldDescriptor],
+        field: &FieldDescriptor,
+    ) -> bool {
+        let Some(oneof) = field.containing_oneof() else {
+            return false;
+        };
+        self.path_vars.iter().any(|v| {
+            v.fields.len() > parents.len()
+                && v.fields[..parents.len()] == *parents
+                && v.fields[parents.len()] != *field
+                && v.fields[parents.len()].containing_oneof().as_ref() == Some(&oneof)
+        })
+    }
 }
 
 fn is_http_body(f: &FieldDescriptor) -> bool {
