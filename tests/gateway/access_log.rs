@@ -626,13 +626,20 @@ async fn a_sessions_line_names_the_client_a_trusted_proxy_forwarded_for() {
     ws.send(Message::text(open.to_string())).await.unwrap();
     let status = support::ws_status(&mut ws).await;
     assert_eq!(status["code"], 0, "{status}");
+    // A call refused before the pipeline (its input ended before its one
+    // message) names the client too.
+    for frame in [
+        serde_json::json!({"id": "b", "open": "/portico.demo.v1.Probe/Headers"}),
+        serde_json::json!({"id": "b", "end": true}),
+    ] {
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+    }
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 3, "{status}");
     ws.close(None).await.unwrap();
-    let all = wait_for(&path, 2).await;
-    for kind in ["session", "call"] {
-        let line = all
-            .iter()
-            .find(|l| l["kind"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} line: {all:#?}"));
+    let all = wait_for(&path, 3).await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    for line in &all {
         assert_eq!(line["client"], "198.51.100.9", "{line}");
     }
 }

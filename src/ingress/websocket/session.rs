@@ -732,6 +732,9 @@ impl Session {
                 &self.record,
                 own_parent,
             );
+            // Known before the pipeline: a call refused ahead of it (a bad
+            // query, an oversized message) names its client too.
+            record.client(ingress.edge.client_of(&self.headers, self.client));
             record.routed(&spec.target);
             if let Some(b) = &spec.binding {
                 record.route(|| format!("{} {}", b.method, b.template_text));
