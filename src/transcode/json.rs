@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod exact_numbers;
+mod last_wins;
 mod non_finite;
 pub mod to_wire;
 pub mod wire;
@@ -88,6 +89,8 @@ pub fn decode_at(
             Err(e) => return Err(unreadable(&e)),
         }
     }
+    let resolved = last_wins::resolve(desc, json);
+    let json = resolved.as_deref().unwrap_or(json);
     let exact = exact_numbers::check(desc, json)?;
     let json = exact.body(json);
     let mut de = serde_json::Deserializer::from_slice(json);

@@ -85,6 +85,71 @@ async fn bad_enum_names_wrong_types_and_second_oneof_members_are_named() {
     assert_eq!(r.violated_field(), "filter.minRating");
 }
 
+/// A field given twice in a JSON body is read last-wins, by either of its
+/// names and at any depth, on REST and Connect alike: a later `null`
+/// clears it, and one oneof member given twice is that member.
+#[tokio::test]
+async fn a_field_given_twice_in_a_body_is_read_last_wins_on_every_json_protocol() {
+    let h = Harness::start().await;
+    let connect = [
+        ("content-type", "application/json"),
+        ("connect-protocol-version", "1"),
+    ];
+    // (the book's JSON, a field of the created book and its value)
+    let cases = [
+        (
+            r#"{"title":"a","title":"b"}"#,
+            "title",
+            serde_json::json!("b"),
+        ),
+        (
+            r#"{"title":"T","isbn":"1","isbn":"2"}"#,
+            "isbn",
+            serde_json::json!("2"),
+        ),
+        (
+            r#"{"title":"T","author":"A","author":null}"#,
+            "author",
+            serde_json::Value::Null,
+        ),
+        (
+            r#"{"title":"T","labels":{"k":"v"},"labels":null}"#,
+            "labels",
+            serde_json::Value::Null,
+        ),
+        (
+            r#"{"title":"T","archived":true,"archived":false}"#,
+            "archived",
+            serde_json::Value::Null,
+        ),
+    ];
+    for (book, field, want) in cases {
+        let r = h.client.json(Method::POST, CREATE, book).await;
+        assert_eq!(r.status, StatusCode::CREATED, "REST {book}: {}", r.text());
+        assert_eq!(
+            r.json().get(field).cloned().unwrap_or_default(),
+            want,
+            "REST {book}"
+        );
+        let body = format!(r#"{{"parent":"shelves/1","book":{book},"book":{book}}}"#);
+        let r = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Library/CreateBook",
+                &connect,
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "Connect {body}: {}", r.text());
+        assert_eq!(
+            r.json().get(field).cloned().unwrap_or_default(),
+            want,
+            "Connect {body}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn malformed_json_is_a_400() {
     let h = Harness::start().await;
