@@ -52,6 +52,22 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
                 )
             })?;
             let end = var.end.unwrap_or(segments.len());
+            // `.` and `..` are not escaped (they are unreserved), and a
+            // backend removing dot-segments would serve another path: as
+            // inbound, no variable ever stands for one.
+            let dot_segment = if var.multi_segment {
+                value.split('/').any(is_dot_segment)
+            } else {
+                is_dot_segment(&value)
+            };
+            if dot_segment {
+                return Err(GatewayError::invalid_field(
+                    var.name.clone(),
+                    format!(
+                        "{value:?} holds a dot-segment (\".\" or \"..\"), which would name another upstream path"
+                    ),
+                ));
+            }
             if var.multi_segment && !fits(&value, &segments[i..end]) {
                 // The upstream's path would name another resource than the
                 // template allows (`other/1` for `{parent=shelves/*}`).
@@ -115,6 +131,10 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         path_and_query: path,
         body,
     })
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
 }
 
 /// Whether a multi-segment variable's value has the shape of its pattern:

@@ -230,6 +230,30 @@ async fn the_body_field_and_query_parameters_are_built_from_the_message() {
             "{parent}: {err:?}"
         );
     }
+    // Nor a dot-segment, which a backend removing them would resolve to
+    // another path: in a pattern's `*`, or as a whole variable.
+    for parent in ["shelves/..", "shelves/."] {
+        let err = client
+            .create_book(pb::CreateBookRequest {
+                parent: parent.into(),
+                book: Some(pb::Book::default()),
+                book_id: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{parent}: {err:?}");
+        assert!(err.message().contains("dot-segment"), "{parent}: {err:?}");
+    }
+    for shelf in ["..", "."] {
+        let err = client
+            .get_shelf(pb::GetShelfRequest {
+                shelf: shelf.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{shelf}: {err:?}");
+        assert!(err.message().contains("dot-segment"), "{shelf}: {err:?}");
+    }
     assert_eq!(seen.lock().unwrap().len(), 2, "the upstream was not called");
 }
 
