@@ -587,39 +587,60 @@ impl FileWatch {
         }
     }
 
-    /// Watches the folders of `files` (and named folders, recursively).
+    /// Watches the folders of `files` (and named folders, recursively),
+    /// afresh on every call: a folder replaced by another (a deploy's
+    /// `rm -rf` and `mv`) is a new directory, which the old watch does not
+    /// see into. A symlinked file is watched where its target lies too,
+    /// since an edit there changes it; a folder that does not exist (yet)
+    /// is watched through its nearest existing ancestor, which sees it come.
     fn follow(&mut self, files: &[PathBuf]) {
         use notify::Watcher as _;
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        *lock(&self.wanted) = files.iter().map(|f| absolute(f)).collect();
+        let mut wanted = Vec::new();
+        for f in files {
+            let f = absolute(f);
+            if let Some(target) = std::fs::canonicalize(&f).ok().filter(|t| *t != f) {
+                wanted.push(target);
+            }
+            wanted.push(f);
+        }
         // A named folder (proto sources) is watched with what is under it; a
         // file's folder only by itself, as it may hold much else.
         let mut folders = BTreeSet::new();
-        for f in files {
-            let f = absolute(f);
+        for f in &wanted {
             if f.is_dir() {
-                folders.insert((f, true));
+                folders.insert((f.clone(), true));
             } else if let Some(parent) = f.parent() {
-                folders.insert((parent.to_path_buf(), false));
+                folders.insert((existing_ancestor(parent), false));
             }
         }
-        for (gone, _) in self.watched.difference(&folders) {
-            let _ = watcher.unwatch(gone);
+        *lock(&self.wanted) = wanted;
+        for (old, _) in &self.watched {
+            let _ = watcher.unwatch(old);
         }
-        for (new, recursive) in folders.difference(&self.watched) {
+        for (folder, recursive) in &folders {
             let mode = if *recursive {
                 notify::RecursiveMode::Recursive
             } else {
                 notify::RecursiveMode::NonRecursive
             };
-            if let Err(e) = watcher.watch(new, mode) {
-                tracing::warn!(folder = %new.display(), error = %e, "cannot watch folder for config changes");
+            if let Err(e) = watcher.watch(folder, mode) {
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch folder for config changes");
             }
         }
         self.watched = folders;
     }
+}
+
+/// `folder`, or the nearest of its ancestors that exists.
+fn existing_ancestor(folder: &Path) -> PathBuf {
+    folder
+        .ancestors()
+        .find(|a| a.is_dir())
+        .unwrap_or(folder)
+        .to_path_buf()
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -627,13 +648,14 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// An event path concerns the config when it is one of its files, lies in
-/// a folder it names, or is a ConfigMap's `..data` swap beside them.
+/// a folder it names, holds one of them (a folder replaced, removed or
+/// created), or is a ConfigMap's `..data` swap beside them.
 fn concerns(path: &Path, wanted: &[PathBuf]) -> bool {
     let hidden_swap = path
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with(".."));
-    wanted
-        .iter()
-        .any(|w| path == w || path.starts_with(w) || (hidden_swap && w.parent() == path.parent()))
+    wanted.iter().any(|w| {
+        path.starts_with(w) || w.starts_with(path) || (hidden_swap && w.parent() == path.parent())
+    })
 }

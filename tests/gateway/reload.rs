@@ -577,6 +577,103 @@ async fn a_changed_file_is_reloaded_by_itself() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The generation's digest, as `GET /config` reports it.
+async fn digest_of(gw: &Gateway) -> String {
+    let (status, config) = admin_json(gw, Method::GET, "/config").await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    config["digest"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Waits up to 5 s for the digest to leave `from`; the new one.
+async fn digest_after(gw: &Gateway, from: &str) -> Option<String> {
+    for _ in 0..50 {
+        let now = digest_of(gw).await;
+        if now != from {
+            return Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// A deploy replaces a watched proto folder with a new one; the watcher
+/// sees the swap and, after it, every edit inside the new folder.
+#[tokio::test]
+async fn a_replaced_proto_folder_is_watched_again() {
+    let dir = temp_dir("watch-folder");
+    let proto = |methods: &str| {
+        format!("syntax = \"proto3\";\npackage t.v1;\nmessage M {{}}\nservice S {{\n{methods}}}\n")
+    };
+    let folder = dir.join("proto");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("s.proto"), proto("  rpc A(M) returns (M);\n")).unwrap();
+    let path = dir.join("portico.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+             [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"s.proto\"]\n\n\
+             [upstreams.u]\nendpoints = [\"127.0.0.1:9\"]\n\n\
+             [[routes]]\ngrpc_service = \"t.v1.S\"\nupstream = \"u\"\n",
+            folder.display()
+        ),
+    )
+    .unwrap();
+    let gw = start(&path).await;
+    let first = digest_of(&gw).await;
+
+    // The swap: the old folder removed, a new one renamed into its place.
+    let fresh = dir.join("proto.new");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(
+        fresh.join("s.proto"),
+        proto("  rpc A(M) returns (M);\n  rpc B(M) returns (M);\n"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    std::fs::rename(&fresh, &folder).unwrap();
+    let swapped = digest_after(&gw, &first)
+        .await
+        .expect("the folder's replacement reloads");
+
+    // An edit inside the new folder, in place.
+    std::fs::write(folder.join("s.proto"), proto("  rpc C(M) returns (M);\n")).unwrap();
+    assert!(
+        digest_after(&gw, &swapped).await.is_some(),
+        "an edit inside the replacing folder was not seen"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A config file that is a symlink into another folder is edited where it
+/// lies: the watcher follows the link's target too.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_edit_to_a_symlinked_configs_target_is_reloaded() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("watch-symlink");
+    let real = dir.join("real");
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&etc).unwrap();
+    let watched =
+        |shape| config_text(shape, &[b1], "").replace("watch_files = false", "watch_files = true");
+    std::fs::write(real.join("portico.toml"), watched(Shape::A)).unwrap();
+    let path = etc.join("portico.toml");
+    std::os::unix::fs::symlink(real.join("portico.toml"), &path).unwrap();
+    let gw = start(&path).await;
+    let first = digest_of(&gw).await;
+    std::fs::write(real.join("portico.toml"), watched(Shape::B)).unwrap();
+    assert!(
+        digest_after(&gw, &first).await.is_some(),
+        "an edit to the link's target was not seen"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A certificate verifier that trusts anything and remembers what it saw.
 #[derive(Debug)]
 struct Recorder(std::sync::Mutex<Vec<Vec<u8>>>);
