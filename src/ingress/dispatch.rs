@@ -63,6 +63,7 @@ impl Ingress {
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
+        super::edge::drop_connection_named(req.headers_mut());
         // Every request has an id from here on, whatever becomes of it: the
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());

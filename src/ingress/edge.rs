@@ -267,18 +267,8 @@ impl Edge {
     /// backend would refuse the call, or read bytes the client did not mean.
     pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(headers.len());
-        // Headers an HTTP/1.1 client's `Connection` names are for this hop
-        // alone (RFC 9110 section 7.6.1).
-        let hop_only: Vec<String> = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty())
-            .collect();
         for (name, value) in headers {
-            if self.forwards(name) && !hop_only.iter().any(|h| h == name.as_str()) {
+            if self.forwards(name) {
                 if !name.as_str().ends_with("-bin")
                     && !crate::headers::is_grpc_ascii(value.as_bytes())
                 {
@@ -392,3 +382,35 @@ pub fn copy_reply_metadata(from: &HeaderMap, to: &mut HeaderMap, prefix: &str) {
 
 #[cfg(test)]
 mod tests;
+
+/// Headers an HTTP/1.1 client's `Connection` names are for this hop alone
+/// (RFC 9110 section 7.6.1): taken out of the request before anything
+/// reads it (its id, the policies, the cache key), so naming one cannot
+/// take from the backend what the gateway sets (`x-request-id`,
+/// `X-Forwarded-*`) nor key a cached reply by a header the backend never
+/// got. Framing headers it names (`Upgrade`, `Keep-Alive`, `TE`) stay for
+/// the protocol to read; none is ever forwarded.
+pub fn drop_connection_named(headers: &mut HeaderMap) {
+    let Some(first) = headers.get(http::header::CONNECTION) else {
+        return;
+    };
+    // The common values name no header that is not framing.
+    if headers.len() == headers.keys_len()
+        && (first.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+            || first.as_bytes().eq_ignore_ascii_case(b"close")
+            || first.as_bytes().eq_ignore_ascii_case(b"upgrade"))
+    {
+        return;
+    }
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !is_framing(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}

@@ -67,3 +67,70 @@ async fn a_client_timeout_is_ignored_when_configured() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+/// One raw HTTP/1.1 GET (the client's `Connection` as written); the reply's
+/// head and its JSON body.
+async fn raw_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &str,
+) -> (String, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\n{headers}\r\n");
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (
+        head.to_owned(),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+/// Headers a client's `Connection` names are for its hop alone: they are
+/// gone before any policy or the cache reads the request, and naming the
+/// gateway's own headers takes none of them from the backend.
+#[tokio::test]
+async fn headers_named_by_connection_never_reach_the_backend_or_the_cache_key() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", vary = [\"x-tenant\"] }\n",
+            1,
+        )
+    })
+    .await;
+    let (head, body) = raw_get(
+        h.gateway.addr,
+        "/v1/probe/headers",
+        "Connection: close, x-request-id, x-forwarded-for, x-forwarded-host, x-internal, x-tenant\r\n\
+         x-request-id: mine-1\r\nx-forwarded-for: 6.6.6.6\r\nx-internal: yes\r\nx-tenant: acme\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let md = &body["metadata"];
+    assert!(md.get("x-internal").is_none(), "{md}");
+    assert!(md.get("x-tenant").is_none(), "{md}");
+    // The gateway's own headers are still set: an id of its own (the
+    // client's was for the hop), and who the client is as it saw it.
+    let id = md["x-request-id"].as_str().unwrap_or_default();
+    assert!(!id.is_empty() && id != "mine-1", "{md}");
+    assert_eq!(md["x-forwarded-for"], "127.0.0.1", "{md}");
+    assert_eq!(md["x-forwarded-host"], "gateway.test", "{md}");
+
+    // That reply was made without a tenant: it is no hit for a request that
+    // sends one, which the backend sees.
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/probe/headers",
+            &[("x-tenant", "acme")],
+            "",
+        )
+        .await;
+    assert_eq!(r.header("x-cache"), Some("MISS"), "{}", r.text());
+    assert_eq!(r.json()["metadata"]["x-tenant"], "acme");
+}
