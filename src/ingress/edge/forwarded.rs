@@ -92,7 +92,13 @@ pub fn apply(
     }
     let chain = chain(headers);
     let client = client_in(&chain, peer, trusted);
-    let mut list: Vec<String> = chain.iter().flatten().map(IpAddr::to_string).collect();
+    // An entry that is no address stays as `unknown`: dropped, it would
+    // let a backend that walks the chain as the gateway does believe what
+    // lies left of it.
+    let mut list: Vec<String> = chain
+        .iter()
+        .map(|hop| hop.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()))
+        .collect();
     list.push(peer.ip().to_string());
     if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
         headers.insert(X_FORWARDED_FOR, v);
@@ -258,5 +264,22 @@ mod tests {
         assert_eq!(client("6.6.6.6, [2001:db8::1]:80"), "2001:db8::1");
         assert_eq!(client("garbage"), "10.0.0.2");
         assert_eq!(client("6.6.6.6, 203.0.113.9"), "203.0.113.9");
+    }
+
+    #[test]
+    fn a_hop_that_is_no_address_reaches_the_backend_as_unknown() {
+        let trusted = [Cidr::parse("127.0.0.0/8").unwrap()];
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for (sent, forwarded) in [
+            ("6.6.6.6, unknown", "6.6.6.6, unknown, 127.0.0.1"),
+            ("6.6.6.6, _hidden", "6.6.6.6, unknown, 127.0.0.1"),
+            (",6.6.6.6,", "unknown, 6.6.6.6, unknown, 127.0.0.1"),
+            ("010.0.0.1", "unknown, 127.0.0.1"),
+        ] {
+            let mut h = headers(&[("x-forwarded-for", sent)]);
+            let client = apply(&mut h, Some(peer), &trusted, "http");
+            assert_eq!(client.map(|c| c.ip()), Some(peer.ip()), "{sent}");
+            assert_eq!(h["x-forwarded-for"], forwarded, "{sent}");
+        }
     }
 }
