@@ -101,6 +101,60 @@ pub fn check_one_value(
     Ok(())
 }
 
+/// A `Host` is a host name or address and an optional port (RFC 9110
+/// section 7.2, RFC 3986 section 3.2.2), or empty: nothing else reaches the
+/// forwarding headers or the own-origin check. Names keep to letters,
+/// digits, `-`, `.`, `_`, `~` and percent-escapes; a port is at most 65535.
+pub fn check_host(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    let Some(host) = headers.get(http::header::HOST) else {
+        return Ok(());
+    };
+    if is_host(host.as_bytes()) {
+        return Ok(());
+    }
+    Err(crate::error::GatewayError::invalid_field(
+        "host",
+        format!(
+            "{:?} is not a valid Host: a host name or address and an optional port",
+            String::from_utf8_lossy(host.as_bytes())
+        ),
+    ))
+}
+
+fn is_host(v: &[u8]) -> bool {
+    let (name, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal.iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_')
+            })
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[][..], port),
+            _ => return false,
+        }
+    } else {
+        match v.iter().rposition(|&b| b == b':') {
+            Some(at) => (&v[..at], &v[at + 1..]),
+            None => (v, &[][..]),
+        }
+    };
+    let name_ok = name
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%'));
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && (port.is_empty()
+            || std::str::from_utf8(port).is_ok_and(|p| p.parse::<u32>().is_ok_and(|n| n <= 65535)));
+    name_ok && port_ok
+}
+
 /// Whether `name` was sent more than once with different values (the same
 /// value twice is one).
 pub fn values_differ(headers: &http::HeaderMap, name: &http::HeaderName) -> bool {
@@ -354,5 +408,39 @@ mod tests {
         let q = lift_query_credentials(Some("api%5Fkey=k1&page=2"), &params, &mut headers);
         assert_eq!(q.as_deref(), Some("page=2"));
         assert_eq!(headers["x-api-key"], "k1");
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    #[test]
+    fn a_host_is_a_name_or_address_and_an_optional_port() {
+        for good in [
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:25000",
+            "[::1]",
+            "[::1]:8080",
+            "[fe80::1%25eth0]",
+            "under_score.example",
+            "",
+            "localhost:",
+        ] {
+            assert!(super::is_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "evil.example/path",
+            "a@b.example",
+            "ex ample",
+            "evil.example, other",
+            "[::1",
+            "[::1]x",
+            "127.0.0.1:25000#frag",
+            "evil.example:99999",
+            "evil.example:80:80",
+            "host:port",
+        ] {
+            assert!(!super::is_host(bad.as_bytes()), "{bad}");
+        }
     }
 }

@@ -50,19 +50,38 @@ impl Ingress {
     ) -> Response<ResponseBody> {
         // The framing is judged on what the client sent, before the gateway
         // adds a header of its own.
-        let framing = super::edge::framing::check(&req, &self.limits);
+        let mut framing = super::edge::framing::check(&req, &self.limits);
         // HTTP/2 names the host in the `:authority` pseudo-header: it becomes
         // `Host` here, so every protocol presents its host the same way (to
-        // the forwarding headers, the cache key, the policies).
-        if !req.headers().contains_key(http::header::HOST) {
-            if let Some(host) = req
-                .uri()
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            {
-                req.headers_mut().insert(http::header::HOST, host);
+        // the forwarding headers, the cache key, the policies). An HTTP/1.1
+        // request in absolute form names it in its target, which wins over
+        // a `Host` field (RFC 9112 section 3.2.2); an HTTP/2 request whose
+        // `Host` names another host than its `:authority` is malformed (RFC
+        // 9113 section 8.3.1).
+        if let Some(authority) = req
+            .uri()
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        {
+            match req.headers().get(http::header::HOST) {
+                Some(host) if host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => {}
+                Some(host) if req.version() >= http::Version::HTTP_2 => {
+                    let err = GatewayError::invalid_field(
+                        "host",
+                        format!(
+                            "Host {:?} names another host than the request's :authority {:?}",
+                            String::from_utf8_lossy(host.as_bytes()),
+                            String::from_utf8_lossy(authority.as_bytes())
+                        ),
+                    );
+                    framing = framing.and(Err(err));
+                }
+                _ => {
+                    req.headers_mut().insert(http::header::HOST, authority);
+                }
             }
         }
+        framing = framing.and_then(|()| crate::headers::check_host(req.headers()));
         super::edge::drop_connection_named(req.headers_mut());
         // Every request has an id from here on, whatever becomes of it: the
         // policies and the backend see it as a header, the client gets it back.

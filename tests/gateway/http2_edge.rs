@@ -357,3 +357,42 @@ async fn header_fields_over_max_header_bytes_are_refused_on_every_protocol() {
     .await;
     assert_eq!(fine.code, 0);
 }
+
+/// An HTTP/2 request whose `Host` names another host than its
+/// `:authority` is malformed (RFC 9113 section 8.3.1): refused with a
+/// JSON error, so neither host decides the own-origin check or what the
+/// backend is told.
+#[tokio::test]
+async fn a_host_that_differs_from_the_authority_is_refused_on_http2() {
+    let h = Harness::start().await;
+    let sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(sock).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    for (host, status) in [
+        ("evil.example", StatusCode::BAD_REQUEST),
+        ("AUTHORITY.example", StatusCode::OK),
+    ] {
+        let req = http::Request::get("http://authority.example/v1/shelves/1")
+            .header("host", host)
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), status, "{host}");
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        if status == StatusCode::BAD_REQUEST {
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(
+                json["message"].as_str().unwrap().contains(":authority"),
+                "{json}"
+            );
+        }
+        client = client.ready().await.unwrap();
+    }
+    still_serving(&h).await;
+}

@@ -134,3 +134,47 @@ async fn headers_named_by_connection_never_reach_the_backend_or_the_cache_key() 
     assert_eq!(r.header("x-cache"), Some("MISS"), "{}", r.text());
     assert_eq!(r.json()["metadata"]["x-tenant"], "acme");
 }
+
+/// A `Host` that is no host name or address with an optional port is a
+/// `400` naming it, before anything reads it; an absolute-form target's
+/// host wins over the `Host` field (RFC 9112 section 3.2.2).
+#[tokio::test]
+async fn a_malformed_host_is_refused_and_an_absolute_targets_host_wins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    for host in [
+        "evil.example/path",
+        "a@b.example",
+        "evil.example, other",
+        "[::1",
+        "evil.example:99999",
+    ] {
+        let mut sock = tokio::net::TcpStream::connect(h.gateway.addr)
+            .await
+            .unwrap();
+        let request = format!("GET /v1/probe/headers HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        sock.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        sock.read_to_end(&mut reply).await.unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{host}: {reply}");
+        assert!(reply.contains("is not a valid Host"), "{host}: {reply}");
+    }
+    let mut sock = tokio::net::TcpStream::connect(h.gateway.addr)
+        .await
+        .unwrap();
+    sock.write_all(
+        b"GET http://absolute.example/v1/probe/headers HTTP/1.1\r\nHost: hostheader.example\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut reply = Vec::new();
+    sock.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(
+        json["metadata"]["x-forwarded-host"], "absolute.example",
+        "{reply}"
+    );
+}
