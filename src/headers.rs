@@ -12,6 +12,10 @@ pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
         return None;
     }
     let (digits, unit) = v.split_at(v.len() - 1);
+    // Digits only: `parse` would also take a sign (`+1S`).
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(n * 3600),

@@ -545,6 +545,8 @@ async fn a_malformed_deadline_is_refused_on_every_protocol() {
             _ => &[
                 &[("grpc-timeout", "abc")],
                 &[("grpc-timeout", "123456789S")],
+                // A sign is no digit, though Rust's integer parser takes it.
+                &[("grpc-timeout", "+1S")],
                 &[("grpc-timeout", "5S"), ("grpc-timeout", "100m")],
             ],
         };
