@@ -348,6 +348,16 @@ pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value
 }
 
+/// Headers some web frameworks read as the request's real method: the
+/// gateway authorized the method it routed, so a backend must never be
+/// told to run another.
+pub fn is_method_override(name: &str) -> bool {
+    matches!(
+        name,
+        "x-http-method-override" | "x-http-method" | "x-method-override"
+    )
+}
+
 /// Headers that belong to one client protocol's framing (Connect's, the
 /// WebSocket handshake's, MCP's), never metadata.
 pub fn is_protocol_own(name: &str) -> bool {

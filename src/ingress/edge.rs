@@ -287,6 +287,7 @@ impl Edge {
         *name == request_id::HEADER
             || !is_framing(name)
                 && !is_protocol_own(name.as_str())
+                && !crate::headers::is_method_override(name.as_str())
                 && !self.metadata.gateway_owned.contains(name)
                 && self.metadata.allows(name.as_str())
     }

@@ -20,7 +20,8 @@ fn lacked_scopes<'a>(rules: &'a AuthorizeConfig, principal: &Principal) -> Vec<&
         .iter()
         .filter_map(|k| principal.claims.get(*k))
         .flat_map(|v| match v {
-            Value::String(s) => s.split_whitespace().collect::<Vec<_>>(),
+            // Space-delimited (RFC 6749 section 3.3): a tab is part of a scope.
+            Value::String(s) => s.split(' ').filter(|t| !t.is_empty()).collect::<Vec<_>>(),
             Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
             _ => Vec::new(),
         })

@@ -25,6 +25,12 @@ async fn by_default_custom_headers_are_forwarded_and_browser_context_is_not() {
                 ("cookie", "session=secret"),
                 ("referer", "http://app.example/page"),
                 ("x-internal", "yes"),
+                // Another method than the one routed and authorized.
+                ("x-http-method-override", "DELETE"),
+                ("x-method-override", "DELETE"),
+                ("x-http-method", "DELETE"),
+                // An address no client may claim.
+                ("x-real-ip", "6.6.6.6"),
             ],
             "",
         )
@@ -37,6 +43,14 @@ async fn by_default_custom_headers_are_forwarded_and_browser_context_is_not() {
     assert_eq!(md["x-internal"], "yes");
     assert!(md.get("cookie").is_none());
     assert!(md.get("referer").is_none());
+    for never in [
+        "x-http-method-override",
+        "x-method-override",
+        "x-http-method",
+        "x-real-ip",
+    ] {
+        assert!(md.get(never).is_none(), "{never}: {md}");
+    }
     // The route timeout is always sent as a deadline.
     assert!(md["grpc-timeout"].is_string());
 }

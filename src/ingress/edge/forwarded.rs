@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare
 /// address is a range of one).
@@ -174,6 +175,8 @@ fn rewrite_untrusted(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static
         None => headers.remove(&X_FORWARDED_HOST),
     };
     headers.remove(&FORWARDED);
+    // nginx's convention for the client's address: no client may claim one.
+    headers.remove(&X_REAL_IP);
 }
 
 /// The header value naming `ip`. Calls come in runs from one peer (a
@@ -225,6 +228,7 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
             ("host", "api.example"),
         ]);
         let peer: SocketAddr = "203.0.113.9:5555".parse().unwrap();
@@ -234,6 +238,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example");
         assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
     }
 
     #[test]
