@@ -217,7 +217,11 @@ impl RouteTable {
                 if table.targets.insert(path.clone(), target.clone()).is_some() {
                     return Err(err(
                         format!("{key}.grpc_service"),
-                        format!("{} is routed twice", service.full_name()),
+                        format!(
+                            "{} is routed twice: its method {} is in an earlier route too (split a service between routes with `methods` lists that share no method)",
+                            service.full_name(),
+                            method.name()
+                        ),
                     ));
                 }
                 // A rule written in the config is named by its key; one

@@ -441,6 +441,33 @@ fn check_probe_config(file: &std::path::Path, sections: &str, route_extra: &str)
     )
 }
 
+/// A service split between routes: `methods` lists that share no method
+/// load; one that names a method an earlier route has is refused naming it.
+#[test]
+fn check_takes_a_split_service_and_names_a_method_routed_twice() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let second = |methods: &str| {
+        format!(
+            "methods = [\"Headers\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"a\"\nmethods = [{methods}]"
+        )
+    };
+    let (ok, err) = check_probe_config(&dir.join("split.toml"), "", &second("\"Fail\", \"Sleep\""));
+    assert!(ok, "{err}");
+    let (ok, err) = check_probe_config(
+        &dir.join("split.toml"),
+        "",
+        &second("\"Sleep\", \"Headers\""),
+    );
+    assert!(!ok, "check passed: {err}");
+    assert!(
+        err.contains("routes[1].grpc_service")
+            && err.contains("its method Headers is in an earlier route"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn check_refuses_a_missing_jwks_file_as_serve_would() {
     let dir = std::env::temp_dir().join(format!("portico-cli-jwks-{}", std::process::id()));
