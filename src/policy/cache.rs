@@ -528,33 +528,40 @@ impl ResponseCache {
             };
             if let Ok(Some((bytes, left))) = found {
                 if let Some((metadata, message, stored_ms)) = shared_tier::decode(&bytes) {
-                    fleet
-                        .stats
-                        .shared_cache_hits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Another instance's clock: an age below zero is none.
                     let age = Duration::from_millis(unix_ms().saturating_sub(stored_ms));
-                    return Ok(self.entry(
-                        metadata,
-                        message,
-                        (left.min(ttl), age),
-                        true,
-                        base,
-                        headers,
-                    ));
+                    let entry =
+                        self.entry(metadata, message, (left.min(ttl), age), true, base, headers);
+                    // A reply that varies on a header is only for requests
+                    // with the values it was made for, which an instance
+                    // that had not seen its Vary looked it up without.
+                    if entry.made_for_request(base, headers) {
+                        fleet
+                            .stats
+                            .shared_cache_hits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(entry);
+                    }
                 }
             }
         }
         let reply = next.oneshot(env).await?;
         let (metadata, message) = reply.into_unary().await?;
         let (lifetime, age) = keep_for(&metadata, ttl);
-        if let Some((fleet, redis_key, max)) = &shared {
+        if let Some((fleet, _, max)) = &shared {
             let made = unix_ms().saturating_sub(age.as_millis() as u64);
             let bytes = shared_tier::encode(&metadata, &message, made);
-            if !lifetime.is_zero() && bytes.len() as u64 <= *max {
-                // Bounded by redis.command_timeout; a failure only means
-                // other instances miss this reply.
-                let _ = fleet.set(redis_key, &bytes, lifetime).await;
+            // Kept under the key of the request it was made for, with the
+            // values of the headers its Vary names: where a request with
+            // other values, on any instance, does not find it.
+            let vary = vary_names(&metadata).unwrap_or_default();
+            let stored_key = self.shared_key(&ResponseCache::varied(base, &vary, headers));
+            if let Some((_, redis_key, _)) = stored_key.filter(|_| !lifetime.is_zero()) {
+                if bytes.len() as u64 <= *max {
+                    // Bounded by redis.command_timeout; a failure only means
+                    // other instances miss this reply.
+                    let _ = fleet.set(&redis_key, &bytes, lifetime).await;
+                }
             }
         }
         Ok(self.entry(metadata, message, (lifetime, age), false, base, headers))

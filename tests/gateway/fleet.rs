@@ -459,6 +459,52 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     assert_eq!(shared_hits, 1.0);
 }
 
+/// A reply whose Vary names a header is shared only with requests that
+/// send the same value of it, whichever instance stored it and whether or
+/// not the instance asked has seen that Vary before.
+#[tokio::test]
+async fn a_shared_reply_that_varies_is_never_served_to_another_value() {
+    if !available("a_shared_reply_that_varies_is_never_served_to_another_value") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (backends, backend) = backend().await;
+    let text = config_for(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        "Probe",
+        "cache = { ttl = \"30s\", shared = true }",
+    );
+    let a = support::gateway_for(&text, backend).await;
+    let b = support::gateway_for(&text, backend).await;
+    let get = |addr, user: &'static str| async move {
+        HttpClient::new(addr)
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[
+                    ("host", "api.example"),
+                    ("x-reply-vary", "x-user"),
+                    ("x-user", user),
+                ],
+                "",
+            )
+            .await
+    };
+    let alice = get(a.addr, "alice").await;
+    assert_eq!(alice.header("x-cache"), Some("MISS"));
+    // B has never seen the backend's Vary: alice's reply is no hit for bob.
+    let bob = get(b.addr, "bob").await;
+    assert_eq!(bob.header("x-cache"), Some("MISS"), "{}", bob.text());
+    assert_eq!(bob.json()["metadata"]["x-user"], "bob");
+    // Alice's own request finds hers on B, from the fleet.
+    let calls = backends.probe.calls();
+    let again = get(b.addr, "alice").await;
+    assert_eq!(again.header("x-cache"), Some("HIT"), "{}", again.text());
+    assert_eq!(again.json()["metadata"]["x-user"], "alice");
+    assert_eq!(backends.probe.calls(), calls);
+}
+
 #[tokio::test]
 async fn a_wrong_redis_password_is_a_startup_error_or_a_degraded_start() {
     if !available("a_wrong_redis_password_is_a_startup_error_or_a_degraded_start") {
