@@ -108,11 +108,21 @@ pub fn check_one_value(
 /// A `Host` is a host name or address and an optional port (RFC 9110
 /// section 7.2, RFC 3986 section 3.2.2), or empty: nothing else reaches the
 /// forwarding headers or the own-origin check. Names keep to letters,
-/// digits, `-`, `.`, `_`, `~` and percent-escapes; a port is at most 65535.
+/// digits, `-`, `.`, `_`, `~` and percent-escapes, stricter than RFC 3986's
+/// reg-name (its sub-delimiters, `!$&'()*+,;=`, name no real host, and
+/// IPvFuture literals are refused); a port is at most 65535.
 pub fn check_host(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
-    let Some(host) = headers.get(http::header::HOST) else {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let Some(host) = hosts.next() else {
         return Ok(());
     };
+    if hosts.next().is_some() {
+        // HTTP/1.1's framing check refuses it first; HTTP/2 comes here.
+        return Err(crate::error::GatewayError::invalid_field(
+            "host",
+            "was sent more than once; send one",
+        ));
+    }
     if is_host(host.as_bytes()) {
         return Ok(());
     }
@@ -149,9 +159,13 @@ fn is_host(v: &[u8]) -> bool {
             None => (v, &[][..]),
         }
     };
-    let name_ok = name
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%'));
+    let name_ok = name.iter().enumerate().all(|(i, &b)| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (b == b'%'
+                && name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
     let port_ok = port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
         && (port.is_empty()
@@ -453,6 +467,8 @@ mod host_tests {
             "evil.example:99999",
             "evil.example:80:80",
             "host:port",
+            "evil%",
+            "evil%zz.example",
         ] {
             assert!(!super::is_host(bad.as_bytes()), "{bad}");
         }

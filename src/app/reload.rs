@@ -612,13 +612,22 @@ impl FileWatch {
         for f in &wanted {
             if f.is_dir() {
                 folders.insert((f.clone(), true));
+                // Where a symlink to it would be swapped (`ln -sfn`).
+                if let Some(parent) = f.parent() {
+                    folders.insert((existing_ancestor(parent), false));
+                }
             } else if let Some(parent) = f.parent() {
                 folders.insert((existing_ancestor(parent), false));
             }
         }
         *lock(&self.wanted) = wanted;
-        for (old, _) in &self.watched {
-            let _ = watcher.unwatch(old);
+        // Folders no longer named are let go; every other is watched again
+        // without being let go first, so no edit falls between the two.
+        // Watching a path again follows it to the directory it now is.
+        for (old, recursive) in &self.watched {
+            if !folders.contains(&(old.clone(), *recursive)) {
+                let _ = watcher.unwatch(old);
+            }
         }
         for (folder, recursive) in &folders {
             let mode = if *recursive {

@@ -63,8 +63,13 @@ impl Ingress {
             .authority()
             .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
         {
+            let default_port = if req.uri().scheme_str() == Some("https") {
+                &b":443"[..]
+            } else {
+                &b":80"[..]
+            };
             match req.headers().get(http::header::HOST) {
-                Some(host) if host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => {}
+                Some(host) if same_host(host.as_bytes(), authority.as_bytes(), default_port) => {}
                 Some(host) if req.version() >= http::Version::HTTP_2 => {
                     let err = GatewayError::invalid_field(
                         "host",
@@ -157,11 +162,11 @@ impl Ingress {
         if let Err(err) =
             super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
         {
-            return self.refuse(&req, &err);
+            return self.refuse_detected(&req, &err, protocol);
         }
         // Before anything reads it: the cross-origin checks, every protocol's.
         if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
-            return self.refuse(&req, &err);
+            return self.refuse_detected(&req, &err, protocol);
         }
         let origin = req
             .headers()
@@ -194,7 +199,7 @@ impl Ingress {
                     .is_some_and(|p| p.allows_origin(origin));
                 if !allowed {
                     let err = origin_refused(origin, req.uri().path());
-                    return self.refuse(&req, &err);
+                    return self.refuse_detected(&req, &err, protocol);
                 }
             }
         }
@@ -221,7 +226,7 @@ impl Ingress {
         // Checked for every call (MCP checks them itself, once it has read
         // the body's JSON-RPC id); pages and API docs need no metadata.
         if let Err(err) = crate::headers::check_values(req.headers()) {
-            return self.refuse(&req, &err);
+            return self.refuse_detected(&req, &err, protocol);
         }
         if protocol == Protocol::WebSocket {
             return Box::pin(self.websocket.clone().handle(req, client)).await;
@@ -292,13 +297,24 @@ impl Ingress {
         req: &Request<super::request_body::RequestBody>,
         err: &GatewayError,
     ) -> Response<ResponseBody> {
+        self.refuse_detected(req, err, Protocol::of(req))
+    }
+
+    /// [`Self::refuse`] of a request whose protocol was decided already
+    /// (a `GET` with `connect=v1` on a REST path is REST's).
+    fn refuse_detected(
+        &self,
+        req: &Request<super::request_body::RequestBody>,
+        err: &GatewayError,
+        protocol: Protocol,
+    ) -> Response<ResponseBody> {
         if let Some(mcp) = &self.mcp {
             if req.uri().path() == super::mcp::PATH && !is_upgrade(req) {
                 tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
                 return mcp.refusal(err);
             }
         }
-        self.refuse_as(req, err, Protocol::of(req))
+        self.refuse_as(req, err, protocol)
     }
 
     /// [`Self::refuse`], answered as `protocol` answers.
@@ -333,8 +349,6 @@ impl Ingress {
         Some(resp)
     }
 
-    /// The cross-origin policy of what `method path` reaches: its route's,
-    /// or for an aggregate the `[cors]` one.
     /// Whether a REST binding or an aggregate answers `GET path`.
     fn rest_serves_get(&self, path: &str) -> bool {
         matches!(
@@ -346,6 +360,8 @@ impl Ingress {
         )
     }
 
+    /// The cross-origin policy of what `method path` reaches: its route's,
+    /// or for an aggregate the `[cors]` one.
     fn cors_policy(&self, method: &Method, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
         self.routes
             .cors_for(method, path)
@@ -509,4 +525,17 @@ impl Protocol {
             },
         }
     }
+}
+
+/// Whether two authorities name one host (RFC 3986 section 6.2.3): the
+/// same letters in any case, a scheme's default port written or not.
+fn same_host(a: &[u8], b: &[u8], default_port: &[u8]) -> bool {
+    let bare = |v: &[u8]| -> Vec<u8> {
+        let v = v.to_ascii_lowercase();
+        match v.strip_suffix(default_port) {
+            Some(rest) => rest.to_vec(),
+            None => v,
+        }
+    };
+    a.eq_ignore_ascii_case(b) || bare(a) == bare(b)
 }

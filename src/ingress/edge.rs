@@ -390,17 +390,22 @@ mod tests;
 /// take from the backend what the gateway sets (`x-request-id`,
 /// `X-Forwarded-*`) nor key a cached reply by a header the backend never
 /// got. Framing headers it names (`Upgrade`, `Keep-Alive`, `TE`) stay for
-/// the protocol to read; none is ever forwarded.
+/// the protocol to read, and forwarding headers for the edge to judge by
+/// its trusted proxies and rewrite (a client behind a trusted proxy must not
+/// erase the proxy's `X-Forwarded-For`); neither is forwarded as it came.
 pub fn drop_connection_named(headers: &mut HeaderMap) {
-    let Some(first) = headers.get(http::header::CONNECTION) else {
+    let mut values = headers.get_all(http::header::CONNECTION).iter();
+    let Some(first) = values.next() else {
         return;
     };
     // The common values name no header that is not framing.
-    if headers.len() == headers.keys_len()
-        && (first.as_bytes().eq_ignore_ascii_case(b"keep-alive")
-            || first.as_bytes().eq_ignore_ascii_case(b"close")
-            || first.as_bytes().eq_ignore_ascii_case(b"upgrade"))
-    {
+    let common = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive")
+            || v.eq_ignore_ascii_case(b"close")
+            || v.eq_ignore_ascii_case(b"upgrade")
+    };
+    if common(first) && values.next().is_none() {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -409,7 +414,7 @@ pub fn drop_connection_named(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !is_framing(name))
+        .filter(|name| !is_framing(name) && !forwarded::is_forwarding(name))
         .collect();
     for name in named {
         headers.remove(name);

@@ -3,7 +3,7 @@
 
 pub mod config;
 pub mod exact_numbers;
-mod last_wins;
+pub mod last_wins;
 mod non_finite;
 pub mod to_wire;
 pub mod wire;

@@ -305,6 +305,10 @@ fn body_field(
             if !field.is_list() && !field.is_map() && !fields::is_scalar_like(&desc) =>
         {
             if want_mask {
+                // The mask names what the body sets as the message reads it:
+                // a field given twice, its last occurrence.
+                let resolved = json::last_wins::resolve(&desc, body);
+                let body = resolved.as_deref().unwrap_or(body);
                 let exact = json::exact_numbers::check(&desc, body)
                     .map_err(|e| prefix_field(e, field.name()))?;
                 let body = exact.body(body);

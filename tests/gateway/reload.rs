@@ -636,12 +636,22 @@ async fn a_replaced_proto_folder_is_watched_again() {
         .await
         .expect("the folder's replacement reloads");
 
-    // An edit inside the new folder, in place.
-    std::fs::write(folder.join("s.proto"), proto("  rpc C(M) returns (M);\n")).unwrap();
-    assert!(
-        digest_after(&gw, &swapped).await.is_some(),
-        "an edit inside the replacing folder was not seen"
-    );
+    // An edit inside the new folder, in place. The watch on it is set
+    // once the reload that saw the swap is over, a moment after its digest
+    // shows: an edit made before then is made again.
+    let mut seen = false;
+    for n in 0..5 {
+        std::fs::write(
+            folder.join("s.proto"),
+            proto(&format!("  rpc C{n}(M) returns (M);\n")),
+        )
+        .unwrap();
+        if digest_after(&gw, &swapped).await.is_some() {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "an edit inside the replacing folder was not seen");
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -68,13 +68,14 @@ impl Cidr {
 }
 
 /// Whether `name` is a header that says whom a proxy forwarded the
-/// request for (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`): what
-/// the edge decides the client by.
+/// request for (`X-Forwarded-For`, `-Proto`, `-Host`, `Forwarded`,
+/// `X-Real-IP`): what the edge decides the client by, or rewrites.
 pub fn is_forwarding(name: &HeaderName) -> bool {
     *name == X_FORWARDED_FOR
         || *name == X_FORWARDED_PROTO
         || *name == X_FORWARDED_HOST
         || *name == FORWARDED
+        || *name == X_REAL_IP
 }
 
 /// Rewrites the forwarding headers of a request from `peer` and returns

@@ -4,28 +4,37 @@
 //! a later `null` should clear, and call one oneof member given twice "two
 //! members". A field is the same whichever name it is given by (`in_print`
 //! and `inPrint`), and so at any depth of messages, lists of messages and
-//! map values. Only the general path runs this: the direct one hands any
-//! body with a repeated key to it.
+//! map values; inside a well-known type (a `Struct`'s keys are data, an
+//! `Any` names its own type) nothing is cut.
+//!
+//! One pass over the bytes, each object's members compared once: linear in
+//! the body whatever it holds, so it may run before any policy.
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-use std::fmt;
+use std::collections::HashMap;
 
 /// The body with every field given twice kept at its last occurrence only,
 /// or `None` when no object repeats a field (or the body is not JSON the
 /// walk can follow: the parser then says what is wrong).
 pub fn resolve(desc: &MessageDescriptor, json: &[u8]) -> Option<Vec<u8>> {
-    let text = std::str::from_utf8(json).ok()?;
-    let mut cuts = Vec::new();
-    message(desc, text, text, &mut cuts, 0)?;
-    if cuts.is_empty() {
+    let mut walk = Walk {
+        json,
+        at: 0,
+        cuts: Vec::new(),
+    };
+    walk.value(Some(&Expect::Message(desc.clone())), 0).ok()?;
+    walk.skip_space();
+    if walk.at != json.len() || walk.cuts.is_empty() {
         return None;
     }
-    cuts.sort_unstable();
+    walk.cuts.sort_unstable();
     let mut out = Vec::with_capacity(json.len());
     let mut from = 0;
-    for (start, end) in cuts {
+    for (start, end) in walk.cuts {
+        // A cut inside a member cut whole went with it.
+        if start < from {
+            continue;
+        }
         out.extend_from_slice(&json[from..start]);
         from = end;
     }
@@ -33,129 +42,232 @@ pub fn resolve(desc: &MessageDescriptor, json: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// As deep as the parser reads: deeper is its refusal to make.
-const MAX_DEPTH: usize = 100;
+/// Deeper than the parser reads: its refusal to make.
+const MAX_DEPTH: usize = 130;
+
+/// Objects with at most this many members are compared pairwise; larger
+/// ones through a map, so no body costs more than linear time.
+const PAIRWISE: usize = 16;
+
+/// What a value holds that the walk looks into: messages, directly, in a
+/// list or as a map's values. Anything else is stepped over.
+enum Expect {
+    Message(MessageDescriptor),
+    List(MessageDescriptor),
+    MapOf(MessageDescriptor),
+}
+
+fn expect_of(field: &FieldDescriptor) -> Option<Expect> {
+    let Kind::Message(m) = field.kind() else {
+        return None;
+    };
+    if field.is_map() {
+        match m.map_entry_value_field().kind() {
+            Kind::Message(v) => Some(Expect::MapOf(v)),
+            _ => None,
+        }
+    } else if field.is_list() {
+        Some(Expect::List(m))
+    } else {
+        Some(Expect::Message(m))
+    }
+}
 
 /// What a key names in one object.
-#[derive(PartialEq, Eq)]
+#[derive(PartialEq, Eq, Hash)]
 enum Key {
     Field(u32),
     Unknown(String),
 }
 
-/// Collects the cuts for the object `raw` (a slice of `body`) read as
-/// `desc`, and for the messages inside the members it keeps.
-fn message(
-    desc: &MessageDescriptor,
-    body: &str,
-    raw: &str,
-    cuts: &mut Vec<(usize, usize)>,
-    depth: usize,
-) -> Option<()> {
-    if depth > MAX_DEPTH || !raw.trim_start().starts_with('{') {
-        return Some(());
+/// Not JSON the walk can follow.
+struct Unreadable;
+
+struct Walk<'a> {
+    json: &'a [u8],
+    at: usize,
+    /// Byte ranges to leave out: earlier members of a field given again.
+    cuts: Vec<(usize, usize)>,
+}
+
+impl Walk<'_> {
+    fn skip_space(&mut self) {
+        while self.json.get(self.at).is_some_and(u8::is_ascii_whitespace) {
+            self.at += 1;
+        }
     }
-    // A well-known type's JSON is its own (a Struct's keys are data).
-    if desc.package_name() == "google.protobuf" {
-        return Some(());
+
+    fn peek(&mut self) -> Result<u8, Unreadable> {
+        self.skip_space();
+        self.json.get(self.at).copied().ok_or(Unreadable)
     }
-    let members = serde_json::from_str::<Members>(raw).ok()?.0;
-    let keys: Vec<(Key, Option<FieldDescriptor>)> = members
-        .iter()
-        .map(|(name, _)| {
-            match desc
-                .get_field_by_json_name(name)
-                .or_else(|| desc.get_field_by_name(name))
-            {
-                Some(f) => (Key::Field(f.number()), Some(f)),
-                None => (Key::Unknown(name.clone()), None),
+
+    fn eat(&mut self, b: u8) -> Result<(), Unreadable> {
+        if self.peek()? == b {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(Unreadable)
+        }
+    }
+
+    fn value(&mut self, expect: Option<&Expect>, depth: usize) -> Result<(), Unreadable> {
+        if depth > MAX_DEPTH {
+            return Err(Unreadable);
+        }
+        match (self.peek()?, expect) {
+            (b'{', Some(Expect::Message(desc))) if desc.package_name() != "google.protobuf" => {
+                self.message(desc, depth)
             }
-        })
-        .collect();
-    let mut after_brace = offset(body, raw) + raw.find('{')? + 1;
-    for (i, (_, value)) in members.iter().enumerate() {
-        let value_end = offset(body, value.get()) + value.get().len();
-        // Past the comma after this value: where the next member starts.
-        let rest = &body[value_end..];
-        let next_start = value_end + rest.find(',').map_or(rest.len(), |c| c + 1);
-        let later = keys[i + 1..].iter().any(|(k, _)| *k == keys[i].0);
-        if later {
-            // Never the last member, so a comma follows it.
-            cuts.push((after_brace, next_start));
-        } else if let Some(field) = &keys[i].1 {
-            inside(field, body, value.get(), cuts, depth)?;
-        }
-        after_brace = next_start;
-    }
-    Some(())
-}
-
-/// The messages a kept field's value holds.
-fn inside(
-    field: &FieldDescriptor,
-    body: &str,
-    raw: &str,
-    cuts: &mut Vec<(usize, usize)>,
-    depth: usize,
-) -> Option<()> {
-    if field.is_map() {
-        let Kind::Message(entry) = field.kind() else {
-            return Some(());
-        };
-        let Kind::Message(value) = entry.map_entry_value_field().kind() else {
-            return Some(());
-        };
-        if !raw.trim_start().starts_with('{') {
-            return Some(());
-        }
-        for (_, v) in serde_json::from_str::<Members>(raw).ok()?.0 {
-            message(&value, body, v.get(), cuts, depth + 2)?;
-        }
-        return Some(());
-    }
-    let Kind::Message(m) = field.kind() else {
-        return Some(());
-    };
-    if field.is_list() {
-        if !raw.trim_start().starts_with('[') {
-            return Some(());
-        }
-        for item in serde_json::from_str::<Vec<&RawValue>>(raw).ok()? {
-            message(&m, body, item.get(), cuts, depth + 1)?;
-        }
-        return Some(());
-    }
-    message(&m, body, raw, cuts, depth + 1)
-}
-
-/// Where `part`, a slice of `body`, starts in it.
-fn offset(body: &str, part: &str) -> usize {
-    part.as_ptr() as usize - body.as_ptr() as usize
-}
-
-/// An object's members in order, duplicates included, values unparsed.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
+            (b'{', Some(Expect::MapOf(desc))) => self
+                .object(depth, |_| Some(Expect::Message(desc.clone())))
+                .map(|_| ()),
+            (b'{', _) => self.object(depth, |_| None).map(|_| ()),
+            (b'[', Some(Expect::List(desc))) => {
+                let item = Expect::Message(desc.clone());
+                self.array(Some(&item), depth)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    out.push((key, map.next_value::<&'de RawValue>()?));
+            (b'[', _) => self.array(None, depth),
+            (b'"', _) => self.string().map(|_| ()),
+            _ => self.scalar(),
+        }
+    }
+
+    fn message(&mut self, desc: &MessageDescriptor, depth: usize) -> Result<(), Unreadable> {
+        let mut keys: Vec<Key> = Vec::new();
+        let members = self.object(depth, |key| {
+            let field = desc
+                .get_field_by_json_name(key)
+                .or_else(|| desc.get_field_by_name(key));
+            let named = match &field {
+                Some(f) => Key::Field(f.number()),
+                None => Key::Unknown(key.to_owned()),
+            };
+            keys.push(named);
+            field.as_ref().and_then(expect_of)
+        })?;
+        // The index of each key's last occurrence; every earlier one is cut.
+        let last: Vec<usize> = if keys.len() <= PAIRWISE {
+            (0..keys.len())
+                .map(|i| {
+                    (i + 1..keys.len())
+                        .rev()
+                        .find(|&j| keys[j] == keys[i])
+                        .unwrap_or(i)
+                })
+                .collect()
+        } else {
+            let mut by_key: HashMap<&Key, usize> = HashMap::with_capacity(keys.len());
+            for (i, k) in keys.iter().enumerate() {
+                by_key.insert(k, i);
+            }
+            keys.iter().map(|k| by_key[k]).collect()
+        };
+        for (i, range) in members.into_iter().enumerate() {
+            if last[i] != i {
+                self.cuts.push(range);
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps over an object, looking into each member's value as `expect`
+    /// says for its key; the byte range of each member, each but the last
+    /// with the comma after it.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut expect: impl FnMut(&str) -> Option<Expect>,
+    ) -> Result<Vec<(usize, usize)>, Unreadable> {
+        self.eat(b'{')?;
+        let mut members = Vec::new();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Ok(members);
+        }
+        let mut start = self.at;
+        loop {
+            self.skip_space();
+            let (from, to) = self.string()?;
+            let raw = &self.json[from + 1..to - 1];
+            let key = if raw.contains(&b'\\') {
+                serde_json::from_slice::<String>(&self.json[from..to]).map_err(|_| Unreadable)?
+            } else {
+                String::from_utf8(raw.to_vec()).map_err(|_| Unreadable)?
+            };
+            self.eat(b':')?;
+            let inside = expect(&key);
+            self.value(inside.as_ref(), depth + 1)?;
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    members.push((start, self.at));
+                    start = self.at;
                 }
-                Ok(Members(out))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Members<'a>, A::Error> {
-                Err(serde::de::Error::custom("not an object"))
+                b'}' => {
+                    members.push((start, self.at));
+                    self.at += 1;
+                    return Ok(members);
+                }
+                _ => return Err(Unreadable),
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+    }
+
+    fn array(&mut self, item: Option<&Expect>, depth: usize) -> Result<(), Unreadable> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.value(item, depth + 1)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(Unreadable),
+            }
+        }
+    }
+
+    /// The range of a string, its quotes included.
+    fn string(&mut self) -> Result<(usize, usize), Unreadable> {
+        if self.peek()? != b'"' {
+            return Err(Unreadable);
+        }
+        let from = self.at;
+        let mut i = from + 1;
+        while let Some(&b) = self.json.get(i) {
+            match b {
+                b'\\' => i += 2,
+                b'"' => {
+                    self.at = i + 1;
+                    return Ok((from, self.at));
+                }
+                _ => i += 1,
+            }
+        }
+        Err(Unreadable)
+    }
+
+    /// A number, `true`, `false` or `null`: the parser judges which.
+    fn scalar(&mut self) -> Result<(), Unreadable> {
+        let from = self.at;
+        while self
+            .json
+            .get(self.at)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+        {
+            self.at += 1;
+        }
+        if self.at == from {
+            Err(Unreadable)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -181,10 +293,15 @@ mod tests {
             resolved(r#"{"boolValue":true,"bool_value":false}"#).as_deref(),
             Some(r#"{"bool_value":false}"#)
         );
+        assert_eq!(
+            resolved(r#"{"na\u006de":"a","name":"b"}"#).as_deref(),
+            Some(r#"{"name":"b"}"#)
+        );
         // Unknown keys repeat as themselves; the parser judges what is left.
         assert_eq!(resolved(r#"{"x":1,"x":2}"#).as_deref(), Some(r#"{"x":2}"#));
         // Not JSON: left to the parser's error.
         assert_eq!(resolved(r#"{"name":"a","name":"#), None);
+        assert_eq!(resolved(r#"{"name":"a","name":"b"} x"#), None);
     }
 
     #[test]
@@ -197,10 +314,21 @@ mod tests {
             resolved(r#"{"children":{"1":{"name":"a","name":"b"}}}"#).as_deref(),
             Some(r#"{"children":{"1":{"name":"b"}}}"#)
         );
-        // A member cut whole is not looked into.
+        // A member cut whole takes what was cut inside it along.
         assert_eq!(
             resolved(r#"{"parent":{"name":"a","name":"b"},"parent":{"name":"c"}}"#).as_deref(),
             Some(r#"{"parent":{"name":"c"}}"#)
         );
+        // A Struct's keys are data, not fields.
+        assert_eq!(resolved(r#"{"attributes":{"a":1,"a":2}}"#), None);
+    }
+
+    #[test]
+    fn many_distinct_keys_cost_one_pass() {
+        let many: Vec<String> = (0..50_000).map(|i| format!("\"k{i}\":0")).collect();
+        let body = format!("{{{},\"k7\":1}}", many.join(","));
+        let out = resolved(&body).unwrap();
+        assert!(!out.contains("\"k7\":0"));
+        assert!(out.contains("\"k7\":1") && out.contains("\"k49999\":0"));
     }
 }
