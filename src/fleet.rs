@@ -314,6 +314,9 @@ impl Fleet {
             .arg("portico-check")
             .arg("{}")
             .ignore()
+            .cmd("HGETALL")
+            .arg(&instances)
+            .ignore()
             .cmd("HDEL")
             .arg(&instances)
             .arg("portico-check")
@@ -327,7 +330,7 @@ impl Fleet {
             })?
             .map_err(|e| {
                 format!(
-                    "Redis at {at} refuses the heartbeat (HSET, HDEL on {instances}): {e}{}",
+                    "Redis at {at} refuses the heartbeat (HSET, HGETALL, HDEL on {instances}): {e}{}",
                     moved_hint(&e)
                 )
             })?;

@@ -597,6 +597,32 @@ async fn a_redis_user_without_the_script_commands_stays_in_the_fallback_without_
     let (passed, said) = portico_check(&text);
     assert!(!passed, "{said}");
     assert!(said.contains("refuses the rate-limit script"), "{said}");
+    // And every command of a heartbeat: one that cannot read the fleet's
+    // members is found by `check`, not by a fleet stuck in its fallback.
+    redis
+        .cli(&[
+            "ACL",
+            "SETUSER",
+            "noread",
+            "on",
+            ">readpass",
+            "~*",
+            "+@all",
+            "-hgetall",
+        ])
+        .await;
+    let url = format!("redis://noread:readpass@127.0.0.1:{}", redis.port);
+    let unread = config(
+        backend,
+        &format!("[redis]\nurl = \"{url}\"\n"),
+        &global_limit("route"),
+    );
+    let (passed, said) = portico_check(&unread);
+    assert!(!passed, "{said}");
+    assert!(
+        said.contains("refuses the heartbeat") && said.contains("HGETALL"),
+        "{said}"
+    );
 
     // `serve` starts; within a heartbeat, before any limited call, Redis is
     // found unusable for decisions, and it is not declared back while the
