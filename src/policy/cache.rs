@@ -70,12 +70,7 @@ impl ResponseCache {
             .max_capacity(config.max_bytes)
             // Size-bounded in bytes, not entries.
             .weigher(|key: &Vec<u8>, e: &Arc<Entry>| {
-                let headers: usize = e
-                    .metadata
-                    .iter()
-                    .map(|(k, v)| k.as_str().len() + v.len())
-                    .sum();
-                u32::try_from(key.len() + e.message.len() + headers).unwrap_or(u32::MAX)
+                u32::try_from(weight(key, &e.metadata, &e.message)).unwrap_or(u32::MAX)
             })
             .time_to_live(config.ttl)
             .build();
@@ -591,6 +586,13 @@ impl ResponseCache {
         }
         let made_for = ResponseCache::varied(base, &vary, headers);
         let now = Instant::now();
+        // A reply larger than the whole cache is answered, never kept: the
+        // store would hold it until its housekeeping evicted it.
+        let lifetime = if weight(&made_for, &metadata, &message) as u64 > self.config.max_bytes {
+            Duration::ZERO
+        } else {
+            lifetime
+        };
         Arc::new(Entry {
             metadata,
             message,
@@ -619,6 +621,15 @@ impl Entry {
         }
         ResponseCache::varied(base, &self.vary, headers) == self.made_for
     }
+}
+
+/// What an entry counts against `max_bytes`: its key, message and headers.
+fn weight(key: &[u8], metadata: &HeaderMap, message: &Bytes) -> usize {
+    let headers: usize = metadata
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    key.len() + message.len() + headers
 }
 
 fn unix_ms() -> u64 {

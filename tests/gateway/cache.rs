@@ -435,3 +435,33 @@ async fn a_reply_that_arrives_aged_keeps_its_age() {
     assert!((50..60).contains(&age), "{age}");
     assert_eq!(h.backends.probe.calls(), 3);
 }
+
+/// A reply larger than the whole cache (`max_bytes`) is answered and never
+/// kept, while smaller ones are.
+#[tokio::test]
+async fn a_reply_larger_than_max_bytes_is_never_stored() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", max_bytes = 4096 }\n",
+            1,
+        )
+    })
+    .await;
+    // The Headers method echoes the request's headers: a large one makes
+    // a large reply.
+    let big = "x".repeat(6000);
+    for (pad, second) in [(big.as_str(), "MISS"), ("small", "HIT")] {
+        let headers = [("x-pad", pad)];
+        let first = h
+            .client
+            .send(Method::GET, "/v1/probe/headers", &headers, "")
+            .await;
+        assert_eq!(first.header("x-cache"), Some("MISS"), "{}", pad.len());
+        let again = h
+            .client
+            .send(Method::GET, "/v1/probe/headers", &headers, "")
+            .await;
+        assert_eq!(again.header("x-cache"), Some(second), "{}", pad.len());
+    }
+}
