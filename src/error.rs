@@ -926,6 +926,7 @@ pub fn status_with_causes(status: &tonic::Status) -> String {
 fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
     let mut not_tls = false;
     let mut wants_client_certificate = false;
+    let mut closed_unannounced = false;
     while let Some(s) = source {
         let text = s.to_string();
         if !out.contains(&text) {
@@ -938,6 +939,12 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
         wants_client_certificate |= s
             .downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.to_string() == "received fatal alert: CertificateRequired");
+        // A TLS 1.3 server that wants a client certificate and got none
+        // may simply close after the handshake, with no alert to say why.
+        closed_unannounced |= s.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.to_string()
+                .starts_with("peer closed connection without sending TLS close_notify")
+        });
         source = s.source();
     }
     // rustls words a plain-text reply to its hello as a corrupt message,
@@ -949,6 +956,10 @@ fn causes_after(mut out: String, mut source: Option<&(dyn std::error::Error + 's
     } else if wants_client_certificate {
         out.push_str(
             " (the server requires a client certificate: see the upstream's `tls_cert_file` and `tls_key_file`)",
+        );
+    } else if closed_unannounced {
+        out.push_str(
+            " (the server closed the TLS connection without a word: one that requires a client certificate does so when none is sent, see the upstream's `tls_cert_file` and `tls_key_file`)",
         );
     }
     out

@@ -105,6 +105,24 @@ fn a_cause_already_said_is_not_said_again() {
     );
 }
 
+/// A TLS 1.3 server that wants a client certificate may close after the
+/// handshake without an alert: the error says what that usually means.
+#[test]
+fn a_tls_connection_closed_unannounced_hints_at_a_client_certificate() {
+    let eof = std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "peer closed connection without sending TLS close_notify: https://docs.rs/rustls/",
+    );
+    let said = causes_after("transport error".to_owned(), Some(&eof));
+    assert!(said.contains("close_notify"), "{said}");
+    assert!(
+        said.contains("`tls_cert_file` and `tls_key_file`"),
+        "{said}"
+    );
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    assert!(!causes_after("transport error".to_owned(), Some(&refused)).contains("tls_cert_file"));
+}
+
 #[test]
 fn a_long_message_is_cut_on_a_character_boundary_saying_how_much() {
     assert_eq!(super::shortened("short", 10), "short");
