@@ -10,6 +10,37 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 
+/// Says so in the log when the served certificate has expired or is not
+/// valid yet: the gateway serves it (a renewal may be on its way, and a
+/// reload takes it), but every client that checks it will refuse it.
+fn warn_if_out_of_date(file: &str, leaf: &CertificateDer<'_>) {
+    use x509_cert::der::Decode;
+    let Ok(cert) = x509_cert::Certificate::from_der(leaf) else {
+        return;
+    };
+    let validity = &cert.tbs_certificate.validity;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (from, until) = (
+        validity.not_before.to_unix_duration(),
+        validity.not_after.to_unix_duration(),
+    );
+    if now > until {
+        tracing::warn!(
+            cert_file = file,
+            not_after = %validity.not_after,
+            "server.tls.cert_file: the certificate has expired; clients that verify it will refuse the connection"
+        );
+    } else if now < from {
+        tracing::warn!(
+            cert_file = file,
+            not_before = %validity.not_before,
+            "server.tls.cert_file: the certificate is not valid yet; clients that verify it will refuse the connection"
+        );
+    }
+}
+
 /// The acceptor for the main port; an error names the `server.tls` key
 /// at fault (`cert_file`, `key_file`, `client_ca_file`) and why.
 pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> {
@@ -20,6 +51,7 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
     if certs.is_empty() {
         return Err(("cert_file", format!("{file}: holds no certificate")));
     }
+    warn_if_out_of_date(&file.to_string(), &certs[0]);
     let key_file = tls.key_file.display();
     let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| {
         (

@@ -334,3 +334,40 @@ async fn with_a_client_ca_only_clients_holding_its_certificates_are_served() {
         "a client without a certificate is refused at the handshake"
     );
 }
+
+/// A served certificate past its `notAfter` still loads (a renewal may be
+/// on its way), and the log says clients will refuse it.
+#[test]
+fn an_expired_server_certificate_is_named_in_the_log() {
+    let dir = std::env::temp_dir().join(format!("portico-tls-expired-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let config = dir.join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert_file = \"{0}/cert.pem\"\nkey_file = \"{0}/key.pem\"\n\
+             [descriptors]\nsets = [\"{1}/descriptors/demo.binpb\"]\n\
+             [upstreams.lib]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"lib\"\n",
+            dir.display(),
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("the certificate has expired"), "{said}");
+    std::fs::remove_dir_all(dir).ok();
+}
