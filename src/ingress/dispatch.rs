@@ -115,8 +115,14 @@ impl Ingress {
     ) -> Response<ResponseBody> {
         if let Err(err) = framing {
             let mut resp = self.refuse(&req, &err);
-            // The framing cannot be trusted: nothing more is read from it.
-            if req.version() < http::Version::HTTP_2 {
+            // The framing cannot be trusted, or the request broke a limit:
+            // nothing more is read from it. A compressed body is only a
+            // body the gateway does not take: read past, the connection
+            // serves the client's next request.
+            let read_past = matches!(err.kind, ErrorKind::UnsupportedEncoding)
+                && !super::edge::framing::leaves_framing_unsound(&req);
+            if req.version() < http::Version::HTTP_2 && !read_past {
+                req.body_mut().close_unread();
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),

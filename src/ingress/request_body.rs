@@ -91,16 +91,71 @@ impl EndGate {
 
 /// A request body: hyper's, with its end confirmed over HTTP/2.
 pub struct RequestBody {
-    inner: hyper::body::Incoming,
+    /// Taken only by the drop of an unread HTTP/1.1 body (see [`drain`]).
+    inner: Option<hyper::body::Incoming>,
     gate: Option<Arc<EndGate>>,
+    /// Read to its end when dropped unread (HTTP/1.1 whose framing holds).
+    drain: bool,
 }
 
 impl RequestBody {
     /// `gate` is the request's over HTTP/2; `None` over HTTP/1.1, where a
     /// client that leaves mid-body is already an error.
     pub fn new(inner: hyper::body::Incoming, gate: Option<Arc<EndGate>>) -> Self {
-        RequestBody { inner, gate }
+        let drain = gate.is_none();
+        RequestBody {
+            inner: Some(inner),
+            gate,
+            drain,
+        }
     }
+
+    /// Nothing more is read from it, even if it is dropped unread: its
+    /// framing cannot be trusted, and its connection is closed.
+    pub fn close_unread(&mut self) {
+        self.drain = false;
+    }
+}
+
+/// How much of an HTTP/1.1 body refused before it was read is still read,
+/// and for how long: enough for any request a refusal answers early (an
+/// unknown method, a codec or encoding not spoken, a message over the
+/// limit's remainder), so its connection is kept for the next request.
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // An HTTP/1.1 client may send its body after its headers, and a
+        // refusal may come before it: hyper closes a connection whose body
+        // was left unread, and the client, still sending, is reset before
+        // it reads the answer (or the next request on the connection
+        // fails). Read to the end in the background, as nginx's discarding
+        // of a request body does; past the bound the connection closes.
+        if !self.drain || self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+            return;
+        }
+        let (Some(body), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(drain(body));
+    }
+}
+
+/// Reads `body` to its end, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+async fn drain(mut body: hyper::body::Incoming) {
+    use http_body_util::BodyExt as _;
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_BYTES {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
 }
 
 /// Why a request body could not be read.
@@ -138,7 +193,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(frame) => Poll::Ready(Some(frame.map_err(BodyError::Read))),
             None => match &this.gate {
                 None => Poll::Ready(None),
@@ -151,7 +209,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
             && self
                 .gate
                 .as_ref()
@@ -159,7 +217,9 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -177,3 +177,81 @@ async fn a_connect_tunnel_is_refused_saying_the_gateway_is_no_forward_proxy() {
     );
     assert_eq!(h.backends.probe.calls(), 0);
 }
+
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) from
+/// `socket`; its status code.
+async fn one_response(socket: &mut TcpStream) -> u16 {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .expect("the connection stays open");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.split(' ').nth(1).unwrap().parse().unwrap();
+            }
+        }
+    }
+}
+
+/// An HTTP/1.1 client sends its body after its headers; a refusal that
+/// comes before the body is read (an unknown method, a compressed body)
+/// keeps the connection: the body is read and dropped, and the client's
+/// next request on it is served, on every protocol that rides HTTP/1.1.
+#[tokio::test]
+async fn a_refusal_before_the_body_keeps_the_connection_for_the_next_request() {
+    let h = Harness::start().await;
+    let body = br#"{"shelf":"1","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+    // (what is refused, its headers, the status it gets)
+    let cases: &[(&str, &str, u16)] = &[
+        ("REST, no such path", "POST /v1/nowhere HTTP/1.1\r\ncontent-type: application/json\r\n", 404),
+        (
+            "Connect, no such method",
+            "POST /no.such.v1.Svc/Call HTTP/1.1\r\ncontent-type: application/json\r\nconnect-protocol-version: 1\r\n",
+            404,
+        ),
+        (
+            "Connect, a gzip body",
+            "POST /portico.demo.v1.Library/GetShelf HTTP/1.1\r\ncontent-type: application/json\r\nconnect-protocol-version: 1\r\ncontent-encoding: gzip\r\n",
+            415,
+        ),
+        (
+            "gRPC-Web, no such method",
+            "POST /no.such.v1.Svc/Call HTTP/1.1\r\ncontent-type: application/grpc-web+proto\r\n",
+            200,
+        ),
+    ];
+    for (case, head, status) in cases {
+        let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+        let head = format!("{head}host: x\r\ncontent-length: {}\r\n\r\n", body.len());
+        socket.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(one_response(&mut socket).await, *status, "{case}");
+        // The body comes after the answer, then the next request.
+        socket
+            .write_all(body)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: the body: {e}"));
+        socket
+            .write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("{case}: the next request: {e}"));
+        assert_eq!(
+            one_response(&mut socket).await,
+            200,
+            "{case}: the next request"
+        );
+    }
+}

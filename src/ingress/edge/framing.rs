@@ -71,6 +71,19 @@ pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Whether an HTTP/1.1 request's `Host` count or `Transfer-Encoding`
+/// leaves where its body ends (or whose request it is) to a guess.
+pub fn leaves_framing_unsound(req: &Request<impl Sized>) -> bool {
+    if req.version() >= Version::HTTP_2 {
+        return false;
+    }
+    let hosts = req.headers().get_all(HOST).iter().count();
+    let codings = codings(req.headers(), TRANSFER_ENCODING);
+    hosts > 1
+        || (hosts == 0 && req.version() == Version::HTTP_11)
+        || (!codings.is_empty() && codings != ["chunked"])
+}
+
 /// Whether a request's header fields are within `max_header_count` and
 /// `max_header_bytes`; `what` names whose they are in the refusal ("the
 /// request", or a WebSocket call with its handshake's headers).
