@@ -194,3 +194,51 @@ async fn a_handshake_for_another_version_is_told_which_one_to_use() {
     assert!(answer.starts_with("http/1.0 400"), "{answer}");
     assert!(answer.contains("needs http/1.1"), "{answer}");
 }
+
+/// A call cut because the gateway closed its session for the client's
+/// frame counts in `portico_calls_total` as the status it is logged with,
+/// not as a call its client abandoned; a close frame with a code no
+/// endpoint may send is such a protocol error (1002).
+#[tokio::test]
+async fn a_call_cut_by_a_close_for_the_clients_frame_counts_as_its_status() {
+    let h = Harness::start().await;
+    let open = masked(
+        0x81,
+        br#"{"id":"c","open":"/portico.demo.v1.Chat/Converse"}"#,
+    );
+    let mut bad_close = masked(0x88, &999u16.to_be_bytes());
+    bad_close[1] = 0x80 | 2;
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a close code no endpoint may send", bad_close, 1002),
+        (
+            "a text frame that is not UTF-8",
+            masked(0x81, &[0xff, 0xfe]),
+            1007,
+        ),
+        ("an unmasked frame", vec![0x81, 0x02, b'{', b'}'], 1002),
+    ];
+    for (name, frame, code) in &cases {
+        let mut sock = session(h.gateway.addr).await;
+        sock.write_all(&open).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sock.write_all(frame).await.unwrap();
+        assert_eq!(close_code(&mut sock).await, Some(*code), "{name}");
+    }
+    let admin = support::HttpClient::new(h.gateway.admin_addr.unwrap());
+    let series = |code: &str| {
+        format!(
+            "portico_calls_total{{method=\"portico.demo.v1.Chat/Converse\",upstream=\"demo\",code=\"{code}\"}} "
+        )
+    };
+    let counted = support::eventually_async(|| async {
+        admin
+            .get("/metrics")
+            .await
+            .text()
+            .contains(&format!("{}3", series("INVALID_ARGUMENT")))
+    })
+    .await;
+    let metrics = admin.get("/metrics").await.text();
+    assert!(counted, "{metrics}");
+    assert!(!metrics.contains(&series("CANCELLED")), "{metrics}");
+}

@@ -107,8 +107,9 @@ pub struct BadFrame {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonFrame<'a> {
-    #[serde(default)]
-    id: Option<String>,
+    /// `Some(None)`: the key is there, `null`.
+    #[serde(default, deserialize_with = "present_value")]
+    id: Option<Option<String>>,
     #[serde(default)]
     open: Option<String>,
     #[serde(default)]
@@ -127,6 +128,12 @@ struct JsonFrame<'a> {
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue as Deserialize>::deserialize(d).map(Some)
+}
+
+fn present_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
@@ -187,7 +194,18 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             _ => bad(id, format!("not a {name} {what}: {text}")),
         }
     })?;
-    let id = frame.id.unwrap_or_default();
+    // An id names a call or is left out: an empty or null one names none,
+    // and would pass for the one call of a session opened by its path.
+    let id = match frame.id {
+        None => String::new(),
+        Some(Some(id)) if !id.is_empty() => id,
+        Some(_) => {
+            return Err(bad(
+                None,
+                "`id` is empty or null: a multiplexed session's frames name their call by a non-empty id, and a single-call session's frames carry no `id` at all",
+            ))
+        }
+    };
     let null = frame.message.is_some_and(|m| m.get() == "null");
     if null && frame.open.is_none() && dialect == Dialect::Json {
         return Err(bad(

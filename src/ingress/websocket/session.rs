@@ -179,6 +179,20 @@ pub(super) async fn run(
                     last_seen = tokio::time::Instant::now();
                     if let Message::Close(frame) = &message {
                         session.record.closed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                        // A close code no endpoint may send (RFC 6455 section
+                        // 7.4): the library has answered it with 1002 and
+                        // hands it on as that. The calls are cut as for any
+                        // protocol error of the client's.
+                        if frame.as_ref().is_some_and(|f| {
+                            f.code == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Protocol
+                                && f.reason.as_str() == "Protocol violation"
+                        }) {
+                            session.cut_calls_for(
+                                WsClose::ProtocolError,
+                                "a close frame with a code no endpoint may send",
+                                hard_limit,
+                            );
+                        }
                         break;
                     }
                     session.on_message(message).await;
@@ -198,22 +212,7 @@ pub(super) async fn run(
                             }
                             e => protocol::close_reason(&e.to_string()),
                         };
-                        // The calls still running end with the session, for
-                        // the close's reason (the client's frame, or the
-                        // gateway's failure): said so in their lines, not
-                        // taken for a client that merely left.
-                        let code = why.code();
-                        let cut = why.cut_call(&reason, hard_limit);
-                        if cut.origin == crate::error::Origin::Client {
-                            tracing::info!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for the client's frame");
-                        } else {
-                            tracing::warn!(target: "portico::access", close_code = code, reason = reason.as_str(), "websocket session closed for a failure of the gateway");
-                        }
-                        for call in session.calls.values() {
-                            if !call.settled.swap(true, Ordering::AcqRel) {
-                                call.record.failed(&cut);
-                            }
-                        }
+                        session.cut_calls_for(why, &reason, hard_limit);
                         let _ = session.out.send(Outgoing::Close(why, reason)).await;
                     }
                     break;
@@ -294,6 +293,25 @@ pub(super) async fn run(
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 impl Session {
+    /// The calls still running end with the session, for the close's
+    /// reason (the client's frame, or the gateway's failure): said so in
+    /// their lines and counted as that status, not taken for a client that
+    /// merely left.
+    fn cut_calls_for(&self, why: WsClose, reason: &str, hard_limit: usize) {
+        let code = why.code();
+        let cut = why.cut_call(reason, hard_limit);
+        if cut.origin == crate::error::Origin::Client {
+            tracing::info!(target: "portico::access", close_code = code, reason = reason, "websocket session closed for the client's frame");
+        } else {
+            tracing::warn!(target: "portico::access", close_code = code, reason = reason, "websocket session closed for a failure of the gateway");
+        }
+        for call in self.calls.values() {
+            if !call.settled.swap(true, Ordering::AcqRel) {
+                call.record.cut_short(&cut);
+            }
+        }
+    }
+
     /// The gateway closes the connection (shutting down, the idle
     /// timeout): each call still running ends with `err` (a log line that
     /// blames whom `err` does), then the 1001 close, the code for a server

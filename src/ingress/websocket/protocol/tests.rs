@@ -189,3 +189,21 @@ fn a_bad_proto_v1_control_frame_names_its_own_keys_not_the_json_dialects() {
     let e = parse_text(Dialect::Json, r#"{"id":"j","opn":"/a.B/C"}"#).unwrap_err();
     assert!(e.error.to_string().contains("`message`"));
 }
+
+#[test]
+fn an_empty_or_null_id_names_no_call_and_is_refused() {
+    for text in [
+        r#"{"id":"","message":{"user":"a"}}"#,
+        r#"{"id":null,"message":{"user":"a"}}"#,
+        r#"{"id":"","end":true}"#,
+    ] {
+        let e = parse_text(Dialect::Json, text).unwrap_err();
+        assert!(
+            e.error.message.contains("`id` is empty or null"),
+            "{text}: {}",
+            e.error.message
+        );
+    }
+    // Left out, it is the single-call session's frame.
+    assert!(parse_text(Dialect::Json, r#"{"message":{"user":"a"}}"#).is_ok());
+}
