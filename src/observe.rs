@@ -50,6 +50,11 @@ pub fn request_failed(
     status: http::StatusCode,
     err: &crate::error::GatewayError,
 ) {
+    // A client that left is no failure of the gateway's or the backend's:
+    // the access log and the metrics have it, as `CANCELLED`.
+    if err.is_client_gone() {
+        return;
+    }
     let micros = started.elapsed().as_micros() as u64;
     let protocol = protocol.as_str();
     let status = status.as_u16();
@@ -68,6 +73,9 @@ pub fn stream_failed(
     request_id: Option<&http::HeaderValue>,
     err: &crate::error::GatewayError,
 ) {
+    if err.is_client_gone() {
+        return;
+    }
     let log = || {
         let protocol = protocol.as_str();
         let code = err.grpc_code() as i32;

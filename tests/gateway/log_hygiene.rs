@@ -179,6 +179,18 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
             other => panic!("no error frame: {other:?}"),
         }
     }
+    // A client that leaves in the middle of its upload is no failure of
+    // the gateway's or the backend's: no diagnostic line.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(
+            b"POST /v1/shelves/1/books HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\":",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.start_kill().unwrap();
     let mut out = String::new();
@@ -189,6 +201,10 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
         .read_to_string(&mut out)
         .await
         .unwrap();
+    assert!(
+        !out.contains("left before its request ended"),
+        "an abandoned upload has no diagnostic line: {out}"
+    );
     let line = out
         .lines()
         .find(|l| l.contains("websocket call ended with an error"))
