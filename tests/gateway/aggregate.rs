@@ -309,6 +309,20 @@ async fn bad_aggregates_are_refused_at_startup_naming_the_key() {
         };
         assert!(err.contains(key) && err.contains(reason), "{call}: {err}");
     }
+    // Its own method: one OpenAPI can describe and a client can send.
+    for method in ["CONNECT", "*", "OPTIONS", "FOO", "HEAD"] {
+        let sections = format!(
+            "[[aggregates]]\npath = \"/v1/x/{{id}}\"\nmethod = \"{method}\"\n[[aggregates.calls]]\nname = \"one\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\n"
+        );
+        let text = support::config_text("127.0.0.1:1".parse().unwrap(), &sections, "");
+        let err = Config::from_toml(&text).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("aggregates[0].method")
+                    && e.contains("GET (the default), POST, PUT, DELETE or PATCH")),
+            "{method}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]

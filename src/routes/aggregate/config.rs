@@ -82,14 +82,25 @@ impl Validator<'_> {
     ) -> Result<AggregateConfig, ConfigError> {
         let method = match &a.method {
             None => http::Method::GET,
-            Some(m) => {
-                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                    self.err(
+            // The methods OpenAPI names and a client sends with a body or
+            // none; HEAD is served with every GET, OPTIONS is CORS's, and
+            // CONNECT and custom methods have no place in a REST API's
+            // description.
+            Some(m) => match m.to_ascii_uppercase().as_str() {
+                "GET" => http::Method::GET,
+                "POST" => http::Method::POST,
+                "PUT" => http::Method::PUT,
+                "DELETE" => http::Method::DELETE,
+                "PATCH" => http::Method::PATCH,
+                _ => {
+                    return Err(self.err(
                         format!("{key}.method"),
-                        format!("{m:?} is not an HTTP method"),
-                    )
-                })?
-            }
+                        format!(
+                            "{m:?} is not a method an aggregate takes: GET (the default), POST, PUT, DELETE or PATCH (a HEAD is answered as its GET)"
+                        ),
+                    ))
+                }
+            },
         };
         let template = crate::routes::template::parse(&a.path)
             .map_err(|e| self.err(format!("{key}.path"), e.to_string()))?;
