@@ -188,6 +188,7 @@ fn main() -> ExitCode {
                             portico::ingress::mcp::tools::ToolTable::build(&loaded.routes, &mcp);
                         for warning in portico::ingress::dispatch::shadowed_bindings(
                             &loaded.routes,
+                            &loaded.aggregates,
                             loaded.config.openapi.serve,
                             !tools.is_empty(),
                         ) {

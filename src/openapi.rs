@@ -226,6 +226,16 @@ pub fn generate(s: &Sources<'_>) -> Value {
     }
 
     for plan in s.aggregates.plans() {
+        if crate::ingress::dispatch::shadowed_at(
+            &plan.config.method,
+            &plan.config.path,
+            s.config.openapi.serve,
+            mcp,
+        )
+        .is_some()
+        {
+            continue;
+        }
         aggregate(&mut schemas, s, plan, &mut paths, &mut schemes_used);
         tags.entry("aggregates".to_owned()).or_insert_with(|| {
             Some("Endpoints the gateway composes from several calls (`[[aggregates]]`).".to_owned())

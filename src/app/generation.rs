@@ -540,6 +540,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     }
     for warning in crate::ingress::dispatch::shadowed_bindings(
         &routes,
+        &aggregates,
         config.openapi.serve,
         !tools.is_empty(),
     ) {

@@ -452,20 +452,25 @@ fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
 /// method on `/mcp` (while it is served).
 pub fn shadowed_bindings(
     routes: &crate::routes::RouteTable,
+    aggregates: &crate::routes::aggregate::AggregateTable,
     api_pages: bool,
     mcp: bool,
 ) -> Vec<String> {
-    routes
-        .bindings()
-        .iter()
-        .filter_map(|b| {
-            let what = shadowed_by(b, api_pages, mcp)?;
-            Some(format!(
-                "the binding {} {} -> {} is never reached: {what}",
-                b.method, b.template_text, b.target.path
-            ))
-        })
-        .collect()
+    let bindings = routes.bindings().iter().filter_map(|b| {
+        let what = shadowed_by(b, api_pages, mcp)?;
+        Some(format!(
+            "the binding {} {} -> {} is never reached: {what}",
+            b.method, b.template_text, b.target.path
+        ))
+    });
+    let plans = aggregates.plans().iter().filter_map(|p| {
+        let what = shadowed_at(&p.config.method, &p.config.path, api_pages, mcp)?;
+        Some(format!(
+            "the aggregate {} {} is never reached: {what}",
+            p.config.method, p.config.path
+        ))
+    });
+    bindings.chain(plans).collect()
 }
 
 /// What the gateway answers itself in a binding's place, if anything:
@@ -476,12 +481,20 @@ pub fn shadowed_by(
     api_pages: bool,
     mcp: bool,
 ) -> Option<&'static str> {
-    if mcp && binding.template_text == super::mcp::PATH {
+    shadowed_at(&binding.method, &binding.template_text, api_pages, mcp)
+}
+
+/// [`shadowed_by`] for what answers `method template` (a binding or an
+/// aggregate).
+pub fn shadowed_at(
+    method: &Method,
+    template: &str,
+    api_pages: bool,
+    mcp: bool,
+) -> Option<&'static str> {
+    if mcp && template == super::mcp::PATH {
         Some("/mcp is the MCP endpoint while a route has `mcp = true`")
-    } else if api_pages
-        && binding.method == Method::GET
-        && crate::openapi::docs::is_page(&binding.template_text)
-    {
+    } else if api_pages && *method == Method::GET && crate::openapi::docs::is_page(template) {
         Some("the gateway serves its API description and docs page there (`[openapi] serve = false` frees the path)")
     } else {
         None

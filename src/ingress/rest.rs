@@ -138,12 +138,20 @@ impl RestIngress {
         }
         let found = match found {
             MatchOutcome::Found(m) => m,
-            MatchOutcome::MethodNotAllowed(allowed) => {
+            MatchOutcome::MethodNotAllowed(mut allowed) => {
+                // An aggregate on the same path answers its own method.
+                let aggregated = self.aggregates.methods_at(path);
+                let aggregate_get = aggregated.contains(&Method::GET);
+                for m in aggregated {
+                    if !allowed.contains(&m) {
+                        allowed.push(m);
+                    }
+                }
                 return Err(GatewayError::method_not_allowed(
                     &parts.method,
                     path,
-                    self.routes.allowed_with_head(path, allowed, false),
-                ))
+                    self.routes.allowed_with_head(path, allowed, aggregate_get),
+                ));
             }
             // An aggregate's path with another method is as much a 405 as
             // a binding's.

@@ -506,6 +506,27 @@ async fn head_on_an_aggregate_answers_as_get_without_the_body() {
     assert!(head.body.is_empty());
 }
 
+/// A path served by a binding and an aggregate with other methods: a 405
+/// there names both's methods in `Allow`.
+#[tokio::test]
+async fn allow_names_the_methods_of_a_binding_and_an_aggregate_on_one_path() {
+    let aggregate = "[[aggregates]]\npath = \"/portico.demo.v1.Library/Stats\"\n\
+                     [[aggregates.calls]]\nname = \"s\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"1\" }\n";
+    let h = Harness::start_with(aggregate, "").await;
+    let r = h
+        .client
+        .send(Method::DELETE, "/portico.demo.v1.Library/Stats", &[], "")
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    let mut allow: Vec<&str> = r.header("allow").unwrap().split(", ").collect();
+    allow.sort_unstable();
+    assert_eq!(allow, ["GET", "HEAD", "POST"]);
+    assert_eq!(
+        h.client.get("/portico.demo.v1.Library/Stats").await.status,
+        StatusCode::OK
+    );
+}
+
 /// An aggregate counts as one call of its first method, in the access log
 /// and `/usage` alike, and as the caller of that method: a later call that
 /// authenticates someone else does not lend its principal to the first

@@ -302,6 +302,22 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
         "{warned}"
     );
 
+    // So is an aggregate on a page the gateway serves.
+    let aggregated = dir.join("aggregated.toml");
+    std::fs::write(
+        &aggregated,
+        std::fs::read_to_string(&file).unwrap()
+            + "\n[[aggregates]]\npath = \"/docs\"\n[[aggregates.calls]]\nname = \"s\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\n",
+    )
+    .unwrap();
+    let warned = warnings(&aggregated);
+    assert!(
+        warned.contains("warning: the aggregate GET /docs is never reached: the gateway serves its API description"),
+        "{warned}"
+    );
+    let listed = paths(&aggregated);
+    assert!(listed.get("/docs").is_none(), "{listed}");
+
     // `/mcp`, while a route offers tools, answers every method before the
     // routes: explain, the check and the description all say so.
     let mcp = variant(
