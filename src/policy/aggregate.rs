@@ -144,6 +144,8 @@ struct CallRun {
 fn mistyped_reply_value(
     template: &ValueTemplate,
     e: &GatewayError,
+    input: &AggregateInput,
+    replies: &[(usize, Arc<Value>)],
 ) -> Option<(String, usize, String)> {
     let field = e.kind.violations().first()?.field.clone();
     let mut at = template;
@@ -158,7 +160,12 @@ fn mistyped_reply_value(
         };
         if let Some(i) = index {
             at = match at {
-                ValueTemplate::List(items) => items.get(i)?,
+                // The request's index counts only the items that had a
+                // value; the template's counts every item.
+                ValueTemplate::List(items) => items
+                    .iter()
+                    .filter(|item| render(item, input, replies).is_some())
+                    .nth(i)?,
                 _ => return None,
             };
         }
@@ -209,7 +216,7 @@ impl CallRun {
             .unwrap_or_else(|| Value::Object(Map::new()));
         self.plan.type_url_values(self.index, &mut request);
         let message = json::decode_value(&target.method.input(), request, json_options, "")
-            .map_err(|e| match mistyped_reply_value(&call.request, &e) {
+            .map_err(|e| match mistyped_reply_value(&call.request, &e, &self.input, replies) {
                 // An earlier reply's value that the field cannot hold: the
                 // aggregate's template is wrong, whatever the client sent.
                 Some((field, from, keys)) => GatewayError::internal(format!(

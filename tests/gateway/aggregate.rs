@@ -400,10 +400,19 @@ async fn a_reply_value_the_next_request_cannot_hold_is_the_templates_fault() {
     let h = Harness::start_with(
         "[[aggregates]]\npath = \"/v1/x/{id}\"\n\
          [[aggregates.calls]]\nname = \"one\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.id}\" }\n\
-         [[aggregates.calls]]\nname = \"two\"\nmethod = \"portico.demo.v1.Library/GetBook\"\nrequest = { name = \"{one.bookCount}\" }\n",
+         [[aggregates.calls]]\nname = \"two\"\nmethod = \"portico.demo.v1.Library/GetBook\"\nrequest = { name = \"{one.bookCount}\" }\n\
+         [[aggregates]]\npath = \"/v1/y/{id}\"\n\
+         [[aggregates.calls]]\nname = \"one\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"{path.id}\" }\n\
+         [[aggregates.calls]]\nname = \"two\"\nmethod = \"portico.demo.v1.Library/SearchBooks\"\nrequest = { authors = [\"{query.missing}\", \"{one.name}\", \"{one.bookCount}\"] }\n",
         "",
     )
     .await;
+    // An item with no value is left out of the list: the reference blamed
+    // is the template's own, not the one the shortened list moved there.
+    let r = h.client.get("/v1/y/1").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
+    let message = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("takes {one.bookCount}"), "{message}");
     let r = h.client.get("/v1/x/1").await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text());
     assert_eq!(r.json()["code"], 13, "{}", r.text());
