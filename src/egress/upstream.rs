@@ -192,7 +192,10 @@ impl Upstream {
     /// block with GOAWAY), not just this call.
     fn check_header_bytes(&self, env: &Envelope) -> Result<(), GatewayError> {
         let limit = self.config.max_request_header_bytes;
-        let bytes = crate::ingress::edge::framing::header_list_bytes(&env.metadata);
+        let metadata = crate::ingress::edge::framing::header_list_bytes(&env.metadata);
+        // The backend counts the whole header block: the fields the gateway
+        // writes beside the metadata too.
+        let bytes = metadata + sent_beside_metadata(env.target.path.as_str().len());
         if bytes <= limit {
             return Ok(());
         }
@@ -200,7 +203,7 @@ impl Upstream {
             crate::error::ErrorKind::HeaderBytesTooLarge { limit },
             crate::error::Origin::Client,
             format!(
-                "the metadata for the backend is {bytes} bytes (name, value and 32 bytes each), over upstreams.{}.max_request_header_bytes ({limit})",
+                "the headers for the backend are {bytes} bytes (each field's name, value and 32 bytes: {metadata} of the call's metadata, the rest the gateway's own fields), over upstreams.{}.max_request_header_bytes ({limit})",
                 self.config.name
             ),
         ))
@@ -795,4 +798,21 @@ mod tests {
         next(false).await;
         drop(listener);
     }
+}
+
+/// What the header fields the gateway writes for a call to `path` beside
+/// its metadata count against a backend's header limit (name, value and 32
+/// bytes each, as HTTP/2 counts): the pseudo-headers (an `:authority` of
+/// up to 64 bytes), `content-type`, `te`, `grpc-timeout`, `user-agent`,
+/// `grpc-accept-encoding` and a `traceparent`, at their longest.
+fn sent_beside_metadata(path: usize) -> usize {
+    const FIELD: usize = 32;
+    let pseudo = (7 + 4 + FIELD) + (7 + 5 + FIELD) + (5 + path + FIELD) + (10 + 64 + FIELD);
+    let own = (12 + 16 + FIELD)
+        + (2 + 8 + FIELD)
+        + (12 + 10 + FIELD)
+        + (10 + 24 + FIELD)
+        + (20 + 8 + FIELD)
+        + (11 + 55 + FIELD);
+    pseudo + own
 }

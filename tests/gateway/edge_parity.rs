@@ -834,6 +834,19 @@ async fn metadata_over_what_the_backend_takes_is_refused_and_harms_no_other_call
     // Under the bound, the same header goes through.
     let fine = call(&h, Protocol::Rest, &[("x-pad", &pad[..8000])], "", None).await;
     assert_eq!(fine.code, 0, "{}", fine.message);
+    // Just under the bound by the metadata alone, over it with the fields
+    // the gateway writes beside it (the pseudo-headers, content-type...),
+    // which the backend counts too: refused as the gateway's, never the
+    // backend's 431.
+    let close = call(&h, Protocol::Rest, &[("x-pad", &pad[..15_800])], "", None).await;
+    assert_eq!(close.code, 3, "{}", close.message);
+    assert!(
+        close
+            .message
+            .contains("over upstreams.demo.max_request_header_bytes (16384)"),
+        "{}",
+        close.message
+    );
 }
 
 /// The first frame a WebSocket session in the JSON dialect gets for an
