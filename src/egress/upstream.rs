@@ -619,6 +619,23 @@ async fn read_endpoints_file(path: &std::path::Path) -> Option<String> {
         .flatten()
 }
 
+/// What the header fields the gateway writes for a call to `path` beside
+/// its metadata count against a backend's header limit (name, value and 32
+/// bytes each, as HTTP/2 counts): the pseudo-headers (an `:authority` of
+/// up to 64 bytes), `content-type`, `te`, `grpc-timeout`, `user-agent`,
+/// `grpc-accept-encoding` and a `traceparent`, at their longest.
+fn sent_beside_metadata(path: usize) -> usize {
+    const FIELD: usize = 32;
+    let pseudo = (7 + 4 + FIELD) + (7 + 5 + FIELD) + (5 + path + FIELD) + (10 + 64 + FIELD);
+    let own = (12 + 16 + FIELD)
+        + (2 + 8 + FIELD)
+        + (12 + 10 + FIELD)
+        + (10 + 24 + FIELD)
+        + (20 + 8 + FIELD)
+        + (11 + 55 + FIELD);
+    pseudo + own
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,21 +815,4 @@ mod tests {
         next(false).await;
         drop(listener);
     }
-}
-
-/// What the header fields the gateway writes for a call to `path` beside
-/// its metadata count against a backend's header limit (name, value and 32
-/// bytes each, as HTTP/2 counts): the pseudo-headers (an `:authority` of
-/// up to 64 bytes), `content-type`, `te`, `grpc-timeout`, `user-agent`,
-/// `grpc-accept-encoding` and a `traceparent`, at their longest.
-fn sent_beside_metadata(path: usize) -> usize {
-    const FIELD: usize = 32;
-    let pseudo = (7 + 4 + FIELD) + (7 + 5 + FIELD) + (5 + path + FIELD) + (10 + 64 + FIELD);
-    let own = (12 + 16 + FIELD)
-        + (2 + 8 + FIELD)
-        + (12 + 10 + FIELD)
-        + (10 + 24 + FIELD)
-        + (20 + 8 + FIELD)
-        + (11 + 55 + FIELD);
-    pseudo + own
 }
