@@ -106,7 +106,7 @@ pub fn check_one_value(
 }
 
 /// A `Host` is a host name or address and an optional port (RFC 9110
-/// section 7.2, RFC 3986 section 3.2.2), or empty: nothing else reaches the
+/// section 7.2, RFC 3986 section 3.2.2), never empty: nothing else reaches the
 /// forwarding headers or the own-origin check. Names keep to letters,
 /// digits, `-`, `.`, `_`, `~` and percent-escapes, stricter than RFC 3986's
 /// reg-name (its sub-delimiters, `!$&'()*+,;=`, name no real host, and
@@ -136,6 +136,10 @@ pub fn check_host(headers: &http::HeaderMap) -> Result<(), crate::error::Gateway
 }
 
 fn is_host(v: &[u8]) -> bool {
+    // An `http` or `https` authority names a host (RFC 9110 section 4.2).
+    if v.is_empty() {
+        return false;
+    }
     let (name, port) = if let Some(rest) = v.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|&b| b == b']') else {
             return false;
@@ -150,7 +154,8 @@ fn is_host(v: &[u8]) -> bool {
         }
         match &rest[end + 1..] {
             [] => return true,
-            [b':', port @ ..] => (&[][..], port),
+            // The literal, checked above, stands for the name.
+            [b':', port @ ..] => (&b"literal"[..], port),
             _ => return false,
         }
     } else {
@@ -159,13 +164,14 @@ fn is_host(v: &[u8]) -> bool {
             None => (v, &[][..]),
         }
     };
-    let name_ok = name.iter().enumerate().all(|(i, &b)| {
-        b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (b == b'%'
-                && name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-    });
+    let name_ok = !name.is_empty()
+        && name.iter().enumerate().all(|(i, &b)| {
+            b.is_ascii_alphanumeric()
+                || matches!(b, b'-' | b'.' | b'_' | b'~')
+                || (b == b'%'
+                    && name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
     let port_ok = port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
         && (port.is_empty()
@@ -451,7 +457,6 @@ mod host_tests {
             "[::1]:8080",
             "[fe80::1%25eth0]",
             "under_score.example",
-            "",
             "localhost:",
         ] {
             assert!(super::is_host(good.as_bytes()), "{good}");
@@ -469,6 +474,8 @@ mod host_tests {
             "host:port",
             "evil%",
             "evil%zz.example",
+            "",
+            ":80",
         ] {
             assert!(!super::is_host(bad.as_bytes()), "{bad}");
         }

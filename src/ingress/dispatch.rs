@@ -69,7 +69,10 @@ impl Ingress {
                 &b":80"[..]
             };
             match req.headers().get(http::header::HOST) {
-                Some(host) if same_host(host.as_bytes(), authority.as_bytes(), default_port) => {}
+                Some(host) if same_host(host.as_bytes(), authority.as_bytes(), default_port) => {
+                    // The same host, as the authority spells it.
+                    req.headers_mut().insert(http::header::HOST, authority);
+                }
                 Some(host) if req.version() >= http::Version::HTTP_2 => {
                     let err = GatewayError::invalid_field(
                         "host",
@@ -84,6 +87,17 @@ impl Ingress {
                 _ => {
                     req.headers_mut().insert(http::header::HOST, authority);
                 }
+            }
+        }
+        // An absolute-form target names an `http` or `https` resource, or
+        // nothing this gateway serves.
+        if let Some(scheme) = req.uri().scheme_str() {
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                let err = GatewayError::invalid_field(
+                    "path",
+                    format!("the request target's scheme {scheme:?} is not http or https"),
+                );
+                framing = framing.and(Err(err));
             }
         }
         framing = framing.and_then(|()| crate::headers::check_host(req.headers()));

@@ -390,9 +390,9 @@ mod tests;
 /// take from the backend what the gateway sets (`x-request-id`,
 /// `X-Forwarded-*`) nor key a cached reply by a header the backend never
 /// got. Framing headers it names (`Upgrade`, `Keep-Alive`, `TE`) stay for
-/// the protocol to read, and forwarding headers for the edge to judge by
-/// its trusted proxies and rewrite (a client behind a trusted proxy must not
-/// erase the proxy's `X-Forwarded-For`); neither is forwarded as it came.
+/// the protocol to read, and `X-Forwarded-For` for the edge to judge by its
+/// trusted proxies (a client behind one must not erase the proxy's chain);
+/// neither is forwarded as it came.
 pub fn drop_connection_named(headers: &mut HeaderMap) {
     let mut values = headers.get_all(http::header::CONNECTION).iter();
     let Some(first) = values.next() else {
@@ -414,7 +414,11 @@ pub fn drop_connection_named(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|name| !is_framing(name) && !forwarded::is_forwarding(name))
+        // `X-Forwarded-For` stays to name the client: the gateway writes
+        // the backend's own (see `forwarded::apply`). The others are for
+        // this hop alone: gone, the gateway sets `X-Forwarded-Proto` and
+        // `-Host` from what it saw.
+        .filter(|name| !is_framing(name) && *name != "x-forwarded-for")
         .collect();
     for name in named {
         headers.remove(name);

@@ -96,6 +96,9 @@ pub struct RequestBody {
     gate: Option<Arc<EndGate>>,
     /// Read to its end when dropped unread (HTTP/1.1 whose framing holds).
     drain: bool,
+    /// Set when dropped with more left than is read past: the connection
+    /// closes after the answer, which then says so (`Connection: close`).
+    closes: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl RequestBody {
@@ -107,7 +110,15 @@ impl RequestBody {
             inner: Some(inner),
             gate,
             drain,
+            closes: None,
         }
+    }
+
+    /// Where an HTTP/1.1 body dropped with more left than is read past
+    /// says that its connection will close.
+    pub fn tell_closing(mut self, closes: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.closes = Some(closes);
+        self
     }
 
     /// Nothing more is read from it, even if it is dropped unread: its
@@ -121,7 +132,7 @@ impl RequestBody {
 /// and for how long: enough for any request a refusal answers early (an
 /// unknown method, a codec or encoding not spoken, a message over the
 /// limit's remainder), so its connection is kept for the next request.
-const DRAIN_BYTES: usize = 1 << 20;
+pub const DRAIN_BYTES: usize = 1 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for RequestBody {
@@ -133,6 +144,14 @@ impl Drop for RequestBody {
         // fails). Read to the end in the background, as nginx's discarding
         // of a request body does; past the bound the connection closes.
         if !self.drain || self.inner.as_ref().is_none_or(|b| b.is_end_stream()) {
+            return;
+        }
+        let left = self.inner.as_ref().map_or(0, |b| b.size_hint().lower());
+        if left > DRAIN_BYTES as u64 {
+            // Known too long to read past: hyper closes the connection.
+            if let Some(closes) = &self.closes {
+                closes.store(true, Ordering::Release);
+            }
             return;
         }
         let (Some(body), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current())

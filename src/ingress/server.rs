@@ -173,13 +173,34 @@ async fn serve_connection<Io, S: Serving>(
             if let Some(cert) = &client_cert {
                 parts.extensions.insert(cert.clone());
             }
-            let req = http::Request::from_parts(parts, RequestBody::new(body, gate));
+            // Over HTTP/1.1 an answer says when its connection will close
+            // because the body left unread is too long to read past.
+            // Only a body declared longer than that may be: most requests
+            // pay nothing.
+            let long = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > super::request_body::DRAIN_BYTES as u64);
+            let closes = (gate.is_none() && long)
+                .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+            let mut body = RequestBody::new(body, gate);
+            if let Some(closes) = &closes {
+                body = body.tell_closing(closes.clone());
+            }
+            let req = http::Request::from_parts(parts, body);
             let handled = super::request_body::Witnessed {
                 future: Box::pin(ingress.handle(req, Some(remote))),
                 witness,
             };
             async move {
-                let (resp, witness) = handled.await;
+                let (mut resp, witness) = handled.await;
+                if closes.is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire)) {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(
                     resp.map(|b: ResponseBody| b.with_guard(guard).with_witness(witness)),
                 )

@@ -255,3 +255,28 @@ async fn a_refusal_before_the_body_keeps_the_connection_for_the_next_request() {
         );
     }
 }
+
+/// A body declared longer than the gateway reads past, refused before it
+/// was read: the answer says the connection closes after it.
+#[tokio::test]
+async fn a_refusal_before_a_long_body_says_the_connection_closes() {
+    let h = Harness::start().await;
+    let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+    socket
+        .write_all(b"POST /v1/nowhere HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 8388608\r\n\r\n")
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        data.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&data).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+}

@@ -162,6 +162,7 @@ async fn a_malformed_host_is_refused_and_an_absolute_targets_host_wins() {
         "evil.example, other",
         "[::1",
         "evil.example:99999",
+        "",
     ] {
         let mut sock = tokio::net::TcpStream::connect(h.gateway.addr)
             .await
