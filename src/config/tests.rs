@@ -363,6 +363,28 @@ fn a_keys_file_that_does_not_parse_is_named_with_line_and_column() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The edge takes an API key's query parameter out of every query: one
+/// the gateway reads itself would be taken from it.
+#[test]
+fn an_api_key_parameter_the_gateway_reads_itself_is_refused() {
+    let dir = std::env::temp_dir().join(format!("portico-keyparam-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keys.toml"),
+        format!("acme = \"{}\"\n", "a".repeat(64)),
+    )
+    .unwrap();
+    for name in ["method", "message", "connect"] {
+        let text = format!(
+            "{MINIMAL}\n[authenticators.k]\nkind = \"api_key\"\nheader = \"x-api-key\"\nquery_param = {name:?}\nkeys_file = \"keys.toml\"\n"
+        );
+        let err = Config::from_str_in(&text, "portico.toml", &dir).unwrap_err();
+        assert_eq!(err.key, "authenticators.k.query_param", "{name}: {err}");
+        assert!(err.reason.contains("cannot carry an API key"), "{err}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn a_claim_cannot_be_forwarded_as_a_credential_or_the_request_id() {
     for header in [

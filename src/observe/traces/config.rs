@@ -180,6 +180,12 @@ impl Validator<'_> {
                 .find(|(k, _)| k.as_str() == "service.name")
                 .map(|(_, v)| v.clone())
         });
+        if t.and_then(|t| t.service_name.as_deref()) == Some("") {
+            return Err(self.err(
+                "tracing.service_name",
+                "is empty; leave it out for the default (OTEL_SERVICE_NAME, or \"portico\")",
+            ));
+        }
         let service_name = t
             .and_then(|t| t.service_name.clone())
             .or(in_file_attrs)
@@ -331,6 +337,16 @@ mod tests {
         assert_eq!(grpc.endpoint, "http://collector:4317");
         assert_eq!(grpc.protocol, OtlpProtocol::Grpc);
         assert_eq!(resolve(None, &[]).unwrap(), None, "nothing set: off");
+    }
+
+    #[test]
+    fn an_empty_service_name_is_refused_rather_than_exported() {
+        let err = resolve(
+            Some("endpoint = \"http://collector:4318\"\nservice_name = \"\""),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "tracing.service_name", "{err}");
     }
 
     #[test]

@@ -406,6 +406,21 @@ impl Validator<'_> {
         if a.query_param.as_deref() == Some("") {
             return Err(self.err(format!("{key}.query_param"), "must not be empty"));
         }
+        // The edge takes the parameter out of every query: one another
+        // protocol reads would be taken from it.
+        if let Some(p) = a.query_param.as_deref().filter(|p| {
+            matches!(
+                *p,
+                "method" | "connect" | "encoding" | "message" | "base64" | "compression"
+            )
+        }) {
+            return Err(self.err(
+                format!("{key}.query_param"),
+                format!(
+                    "{p:?} cannot carry an API key: the gateway reads it itself (\"method\" picks a WebSocket handshake's REST binding; \"connect\", \"encoding\", \"message\", \"base64\" and \"compression\" are a Connect GET's); name a parameter of its own, such as \"api_key\""
+                ),
+            ));
+        }
         Ok(ApiKeyConfig {
             header,
             query_param: a.query_param.clone(),
