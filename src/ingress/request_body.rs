@@ -130,9 +130,12 @@ impl RequestBody {
 
 /// How much of an HTTP/1.1 body refused before it was read is still read,
 /// and for how long: enough for any request a refusal answers early (an
-/// unknown method, a codec or encoding not spoken, a message over the
-/// limit's remainder), so its connection is kept for the next request.
-pub const DRAIN_BYTES: usize = 1 << 20;
+/// unknown method, a codec or encoding not spoken, a message over the 4 MiB
+/// default limits, whose client is still sending the rest), so the client
+/// reads the answer and its connection serves the next request. Reading and
+/// dropping costs little; closing while the client sends loses it the
+/// answer (its next write fails, and the kernel discards what it had).
+pub const DRAIN_BYTES: usize = 8 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for RequestBody {

@@ -263,7 +263,7 @@ async fn a_refusal_before_a_long_body_says_the_connection_closes() {
     let h = Harness::start().await;
     let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
     socket
-        .write_all(b"POST /v1/nowhere HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 8388608\r\n\r\n")
+        .write_all(b"POST /v1/nowhere HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 16777216\r\n\r\n")
         .await
         .unwrap();
     let mut data = Vec::new();
