@@ -177,11 +177,9 @@ async fn serve_connection<Io, S: Serving>(
             // because the body left unread is too long to read past.
             // Only a body declared longer than that may be: most requests
             // pay nothing.
-            let long = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|n| n > super::request_body::DRAIN_BYTES as u64);
+            // (hyper knows a declared length: no header is looked up.)
+            let long = http_body::Body::size_hint(&body).lower()
+                > super::request_body::DRAIN_BYTES as u64;
             let closes = (gate.is_none() && long)
                 .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             let mut body = RequestBody::new(body, gate);
