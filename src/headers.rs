@@ -112,11 +112,13 @@ pub fn check_one_value(
 /// reg-name (its sub-delimiters, `!$&'()*+,;=`, name no real host, and
 /// IPvFuture literals are refused); a port is at most 65535.
 pub fn check_host(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
-    let mut hosts = headers.get_all(http::header::HOST).iter();
-    let Some(host) = hosts.next() else {
+    let Some(host) = headers.get(http::header::HOST) else {
         return Ok(());
     };
-    if hosts.next().is_some() {
+    // Two counts the map keeps say when no field came twice, without
+    // another lookup.
+    if headers.len() != headers.keys_len() && headers.get_all(http::header::HOST).iter().count() > 1
+    {
         // HTTP/1.1's framing check refuses it first; HTTP/2 comes here.
         return Err(crate::error::GatewayError::invalid_field(
             "host",
@@ -174,8 +176,7 @@ fn is_host(v: &[u8]) -> bool {
         });
     let port_ok = port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
-        && (port.is_empty()
-            || std::str::from_utf8(port).is_ok_and(|p| p.parse::<u32>().is_ok_and(|n| n <= 65535)));
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535;
     name_ok && port_ok
 }
 

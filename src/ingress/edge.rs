@@ -394,18 +394,19 @@ mod tests;
 /// trusted proxies (a client behind one must not erase the proxy's chain);
 /// neither is forwarded as it came.
 pub fn drop_connection_named(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(http::header::CONNECTION).iter();
-    let Some(first) = values.next() else {
+    let Some(first) = headers.get(http::header::CONNECTION) else {
         return;
     };
-    // The common values name no header that is not framing.
-    let common = |v: &HeaderValue| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"keep-alive")
-            || v.eq_ignore_ascii_case(b"close")
-            || v.eq_ignore_ascii_case(b"upgrade")
-    };
-    if common(first) && values.next().is_none() {
+    // The common values name no header that is not framing (and the map's
+    // two counts say when no field came twice, without another lookup).
+    let v = first.as_bytes();
+    let common = v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
+        || v.eq_ignore_ascii_case(b"upgrade");
+    if common
+        && (headers.len() == headers.keys_len()
+            || headers.get_all(http::header::CONNECTION).iter().count() == 1)
+    {
         return;
     }
     let named: Vec<HeaderName> = headers

@@ -178,8 +178,8 @@ async fn serve_connection<Io, S: Serving>(
             // Only a body declared longer than that may be: most requests
             // pay nothing.
             // (hyper knows a declared length: no header is looked up.)
-            let long = http_body::Body::size_hint(&body).lower()
-                > super::request_body::DRAIN_BYTES as u64;
+            let long =
+                http_body::Body::size_hint(&body).lower() > super::request_body::DRAIN_BYTES as u64;
             let closes = (gate.is_none() && long)
                 .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             let mut body = RequestBody::new(body, gate);
