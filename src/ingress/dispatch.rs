@@ -284,11 +284,16 @@ impl Ingress {
             Protocol::Connect(shape)
                 if shape != super::connect::Shape::UnaryGet && req.method() != Method::POST =>
             {
-                let err = GatewayError::method_not_allowed(
-                    req.method(),
-                    req.uri().path(),
-                    vec![Method::POST],
-                );
+                // A method no route serves is that first, whatever the
+                // HTTP method, as for any Connect call.
+                let err = match self.routes.rpc_target(req.uri().path()) {
+                    Err(unrouted) => unrouted,
+                    Ok(_) => GatewayError::method_not_allowed(
+                        req.method(),
+                        req.uri().path(),
+                        vec![Method::POST],
+                    ),
+                };
                 self.refuse_as(
                     &req,
                     &err,

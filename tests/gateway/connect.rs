@@ -266,6 +266,13 @@ async fn a_connect_call_by_another_method_than_post_is_refused() {
         0,
         "no refused stream reached it"
     );
+    // A method no route serves is Connect's 404 whatever the HTTP method.
+    let r = h
+        .client
+        .send(Method::PUT, "/no.such.v1.Svc/Call", &UNARY_JSON, "{}")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    assert_eq!(r.json()["code"], "unimplemented", "{}", r.text());
     // POST still calls.
     let r = h
         .client
