@@ -411,6 +411,31 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             return out;
         }
     }
+    // A path a binding and an aggregate share: the 405 allows both's.
+    if let portico::routes::MatchOutcome::MethodNotAllowed(mut allowed) =
+        loaded.routes.find(&lookup, &normal)
+    {
+        let aggregated = loaded.aggregates.methods_at(&normal);
+        if !aggregated.is_empty() {
+            let aggregate_get = aggregated.contains(&http::Method::GET);
+            for m in aggregated {
+                if !allowed.contains(&m) {
+                    allowed.push(m);
+                }
+            }
+            let list = loaded
+                .routes
+                .allowed_with_head(&normal, allowed, aggregate_get)
+                .iter()
+                .map(http::Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            out.push_str(&format!(
+                "{method} {normal}: the path matches a binding and an aggregate, but only for {list}: refused, 405 (Allow: {list})\n"
+            ));
+            return out;
+        }
+    }
     let with_query = if query.is_empty() {
         normal
     } else {

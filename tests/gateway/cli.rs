@@ -317,6 +317,19 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     );
     let listed = paths(&aggregated);
     assert!(listed.get("/docs").is_none(), "{listed}");
+    // A path a binding and an aggregate share: explain's 405 allows both's.
+    let shared = dir.join("shared.toml");
+    std::fs::write(
+        &shared,
+        std::fs::read_to_string(&file).unwrap()
+            + "\n[[aggregates]]\npath = \"/portico.demo.v1.Library/Stats\"\n[[aggregates.calls]]\nname = \"s\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\n",
+    )
+    .unwrap();
+    let text = explain(
+        shared.to_str().unwrap(),
+        "DELETE /portico.demo.v1.Library/Stats",
+    );
+    assert!(text.contains("405 (Allow: POST, GET, HEAD)"), "{text}");
 
     // `/mcp`, while a route offers tools, answers every method before the
     // routes: explain, the check and the description all say so.
