@@ -392,46 +392,29 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         }
         return out;
     }
-    // Another method on an aggregate's path is refused as on a binding's.
-    if matches!(
-        loaded.routes.find(&lookup, &normal),
-        portico::routes::MatchOutcome::NotFound
-    ) {
-        let allowed = loaded.aggregates.methods_at(&normal);
-        if !allowed.is_empty() {
-            let allowed = loaded.routes.allowed_with_head(&normal, allowed, true);
-            let list = allowed
-                .iter()
-                .map(http::Method::as_str)
-                .collect::<Vec<_>>()
-                .join(", ");
-            out.push_str(&format!(
-                "{method} {normal}: the path is an aggregate's, but only for {list}: refused, 405 (Allow: {list})\n"
-            ));
-            return out;
-        }
-    }
-    // A path a binding and an aggregate share: the 405 allows both's.
-    if let portico::routes::MatchOutcome::MethodNotAllowed(mut allowed) =
-        loaded.routes.find(&lookup, &normal)
-    {
-        let aggregated = loaded.aggregates.methods_at(&normal);
-        if !aggregated.is_empty() {
-            let aggregate_get = aggregated.contains(&http::Method::GET);
-            for m in aggregated {
-                if !allowed.contains(&m) {
-                    allowed.push(m);
-                }
-            }
+    // Another method on a path an aggregate serves (alone or beside a
+    // binding) is refused as the gateway refuses it.
+    let bound = match loaded.routes.find(&lookup, &normal) {
+        portico::routes::MatchOutcome::NotFound => Some(Vec::new()),
+        portico::routes::MatchOutcome::MethodNotAllowed(allowed) => Some(allowed),
+        portico::routes::MatchOutcome::Found(_) => None,
+    };
+    if let Some(bound) = bound {
+        if !loaded.aggregates.methods_at(&normal).is_empty() {
+            let whose = if bound.is_empty() {
+                "the path is an aggregate's"
+            } else {
+                "the path matches a binding and an aggregate"
+            };
             let list = loaded
-                .routes
-                .allowed_with_head(&normal, allowed, aggregate_get)
+                .aggregates
+                .allowed_at(&loaded.routes, &normal, bound)
                 .iter()
                 .map(http::Method::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
             out.push_str(&format!(
-                "{method} {normal}: the path matches a binding and an aggregate, but only for {list}: refused, 405 (Allow: {list})\n"
+                "{method} {normal}: {whose}, but only for {list}: refused, 405 (Allow: {list})\n"
             ));
             return out;
         }

@@ -138,33 +138,18 @@ impl RestIngress {
         }
         let found = match found {
             MatchOutcome::Found(m) => m,
-            MatchOutcome::MethodNotAllowed(mut allowed) => {
-                // An aggregate on the same path answers its own method.
-                let aggregated = self.aggregates.methods_at(path);
-                let aggregate_get = aggregated.contains(&Method::GET);
-                for m in aggregated {
-                    if !allowed.contains(&m) {
-                        allowed.push(m);
-                    }
-                }
-                return Err(GatewayError::method_not_allowed(
-                    &parts.method,
-                    path,
-                    self.routes.allowed_with_head(path, allowed, aggregate_get),
-                ));
-            }
-            // An aggregate's path with another method is as much a 405 as
-            // a binding's.
-            MatchOutcome::NotFound => {
-                let allowed = self.aggregates.methods_at(path);
+            // A path a binding or an aggregate serves with other methods:
+            // a 405 that allows both's.
+            outcome => {
+                let bound = match outcome {
+                    MatchOutcome::MethodNotAllowed(allowed) => allowed,
+                    _ => Vec::new(),
+                };
+                let allowed = self.aggregates.allowed_at(&self.routes, path, bound);
                 return Err(if allowed.is_empty() {
                     GatewayError::route_not_found(path)
                 } else {
-                    GatewayError::method_not_allowed(
-                        &parts.method,
-                        path,
-                        self.routes.allowed_with_head(path, allowed, true),
-                    )
+                    GatewayError::method_not_allowed(&parts.method, path, allowed)
                 });
             }
         };

@@ -251,6 +251,25 @@ impl AggregateTable {
         &self.plans
     }
 
+    /// What a `405` on `path` allows: the methods its bindings take
+    /// (`bound`) and those its aggregates take, `HEAD` beside a `GET` that
+    /// answers one; empty when neither serves the path.
+    pub fn allowed_at(
+        &self,
+        routes: &super::RouteTable,
+        path: &str,
+        mut bound: Vec<Method>,
+    ) -> Vec<Method> {
+        let aggregated = self.methods_at(path);
+        let aggregate_get = aggregated.contains(&Method::GET);
+        for m in aggregated {
+            if !bound.contains(&m) {
+                bound.push(m);
+            }
+        }
+        routes.allowed_with_head(path, bound, aggregate_get)
+    }
+
     /// The methods aggregates take on `path` (none when no aggregate's
     /// template matches it): what a `405` on the path lists.
     pub fn methods_at(&self, path: &str) -> Vec<Method> {
