@@ -3,6 +3,7 @@
 //! aggregate's `on_error`.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use portico::app;
@@ -484,11 +485,8 @@ request = { query = "{query.q}", genre = "{path.genre}", inPrint = "{query.in_pr
 
 #[tokio::test]
 async fn check_lists_each_calls_deadline_as_the_smaller_of_its_own_and_its_routes() {
-    let text = support::config_text("127.0.0.1:1".parse().unwrap(), OVERVIEW, "").replacen(
-        "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-        "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ntimeout = \"1s\"\n",
-        1,
-    );
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), OVERVIEW, "")
+        .with_route_keys("Probe", "timeout = \"1s\"");
     let loaded = app::load(Config::from_toml(&text).unwrap()).await.unwrap();
     let listing = loaded.aggregates.listing();
     let line = |name: &str| {

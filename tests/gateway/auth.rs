@@ -2,6 +2,7 @@
 //! and WebSocket callers, and a refused caller never reaches the backend.
 
 use crate::support;
+use support::RouteKeys;
 
 use base64::Engine as _;
 use http::{Method, StatusCode};
@@ -58,8 +59,8 @@ async fn gateway() -> Harness {
             fixture("jwt_rs256_public.pem")
         );
         support::config_text(backend, &sections, "")
-            .replacen("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"hs\"\n", 1)
-            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"rs\"\nauthorize = { scopes = [\"library.read\"], claims = { tenant = \"acme\" } }\n", 1)
+            .with_route_keys("Probe", "auth = \"hs\"")
+            .with_route_keys("Library", "auth = \"rs\"\nauthorize = { scopes = [\"library.read\"], claims = { tenant = \"acme\" } }")
     })
     .await
 }
@@ -476,11 +477,7 @@ async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
         let sections = format!(
             "[authenticators.rotating]\nalgorithm = \"HS256\"\njwks_url = \"http://{jwks}/jwks.json\"\njwks_min_refresh = \"100ms\"\nissuer = \"{ISSUER}\"\n"
         );
-        support::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"rotating\"\n",
-            1,
-        )
+        support::config_text(backend, &sections, "").with_route_keys("Probe", "auth = \"rotating\"")
     })
     .await;
     let path = "/v1/probe/headers";
@@ -590,8 +587,8 @@ async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_s
             fixture("api_keys.toml")
         );
         support::config_text(backend, &sections, "")
-            .replacen("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"partners\"\n", 1)
-            .replacen("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n", "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"users\"\n", 1)
+            .with_route_keys("Probe", "auth = \"partners\"")
+            .with_route_keys("Library", "auth = \"users\"")
     })
     .await;
     let r = h
@@ -650,11 +647,7 @@ async fn api_keys_name_consumers_and_claims_can_be_forwarded_or_the_credential_s
         let sections = format!(
             "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ sub = \"x-user-id\", tenant = \"x-tenant\" }}\nstrip_credential = true\n"
         );
-        support::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"users\"\n",
-            1,
-        )
+        support::config_text(backend, &sections, "").with_route_keys("Probe", "auth = \"users\"")
     })
     .await;
     let r = rest_with(&h, "/v1/probe/headers", &hs256(&claims())).await;
@@ -786,11 +779,7 @@ async fn an_api_key_may_come_in_the_query_and_a_route_may_admit_only_some_consum
             "[authenticators.partners]\nkind = \"api_key\"\nheader = \"x-api-key\"\nquery_param = \"api_key\"\nkeys_file = \"{}\"\n",
             fixture("api_keys.toml")
         );
-        support::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"partners\"\nauthorize = { consumers = [\"acme\"] }\n",
-            1,
-        )
+        support::config_text(backend, &sections, "").with_route_keys("Probe", "auth = \"partners\"\nauthorize = { consumers = [\"acme\"] }")
     })
     .await;
     // The key leaves the query (strict query parsing never sees it) and
@@ -879,11 +868,7 @@ async fn a_public_key_may_be_given_inline_in_the_config() {
         let sections = format!(
             "[authenticators.inline]\nalgorithm = \"RS256\"\npublic_key = \"\"\"\n{pem}\"\"\"\nissuer = \"{ISSUER}\"\n"
         );
-        support::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"inline\"\n",
-            1,
-        )
+        support::config_text(backend, &sections, "").with_route_keys("Probe", "auth = \"inline\"")
     })
     .await;
     let r = rest_with(&h, "/v1/probe/headers", &rs256(&claims())).await;
@@ -980,11 +965,7 @@ async fn strip_credential_removes_the_session_cookie_that_authenticated() {
             ),
             "",
         )
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = \"users\"\n",
-            1,
-        )
+        .with_route_keys("Probe", "auth = \"users\"")
     })
     .await;
     let cookie = format!("theme=dark; session={}; other=1", hs256(&claims()));

@@ -2,6 +2,7 @@
 //! proof (its call counter).
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -15,11 +16,8 @@ async fn gateway(extra_route: &str, sections: &str) -> Harness {
     let extra = extra_route.to_owned();
     let sections = sections.to_owned();
     Harness::start_with_config(move |backend| {
-        support::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = {{ ttl = \"400ms\" }}\n{extra}"),
-            1,
-        )
+        support::config_text(backend, &sections, "")
+            .with_route_keys("Probe", &format!("cache = {{ ttl = \"400ms\" }}\n{extra}"))
     })
     .await
 }
@@ -361,10 +359,9 @@ async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
 #[tokio::test]
 async fn the_routes_vary_headers_are_named_in_the_replys_vary() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", vary = [\"accept-language\"] }\n",
-            1,
+        support::config_text(backend, "", "").with_route_keys(
+            "Probe",
+            "cache = { ttl = \"30s\", vary = [\"accept-language\"] }",
         )
     })
     .await;
@@ -401,11 +398,7 @@ async fn the_routes_vary_headers_are_named_in_the_replys_vary() {
 #[tokio::test]
 async fn a_reply_that_arrives_aged_keeps_its_age() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"5m\" }\n",
-            1,
-        )
+        support::config_text(backend, "", "").with_route_keys("Probe", "cache = { ttl = \"5m\" }")
     })
     .await;
     let get = |case: &'static str, headers: Vec<(&'static str, String)>| {
@@ -441,11 +434,8 @@ async fn a_reply_that_arrives_aged_keeps_its_age() {
 #[tokio::test]
 async fn a_reply_larger_than_max_bytes_is_never_stored() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", max_bytes = 4096 }\n",
-            1,
-        )
+        support::config_text(backend, "", "")
+            .with_route_keys("Probe", "cache = { ttl = \"30s\", max_bytes = 4096 }")
     })
     .await;
     // The Headers method echoes the request's headers: a large one makes

@@ -2,6 +2,7 @@
 //! the same `/package.Service/Method` paths.
 
 use crate::support;
+use support::RouteKeys;
 
 use base64::Engine as _;
 use bytes::{Buf, Bytes};
@@ -416,10 +417,9 @@ async fn a_unary_content_type_on_a_streaming_method_is_refused() {
 #[tokio::test]
 async fn a_refused_stream_carries_retry_after_as_headers_and_end_stream_metadata() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 0.001, burst = 1 }\n",
-            1,
+        support::config_text(backend, "", "").with_route_keys(
+            "Feed",
+            "rate_limit = { requests_per_second = 0.001, burst = 1 }",
         )
     })
     .await;

@@ -4,6 +4,7 @@
 //! metadata. Each case is a row; each protocol a column.
 
 use crate::support;
+use support::RouteKeys;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -634,10 +635,9 @@ async fn a_trusted_proxy_names_the_client_that_rate_limits_count() {
                 "admin = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
                 1,
             )
-            .replacen(
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"client_ip\" }\n",
-                1,
+            .with_route_keys(
+                "Probe",
+                "rate_limit = { requests_per_second = 0.001, burst = 1, key = \"client_ip\" }",
             )
     })
     .await;

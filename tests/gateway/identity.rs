@@ -5,6 +5,7 @@
 //! real servers on 127.0.0.1 that the tests start and count calls on.
 
 use crate::support;
+use support::RouteKeys;
 
 use base64::Engine as _;
 use http_body_util::BodyExt;
@@ -1040,11 +1041,7 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
                 &format!("admin = \"127.0.0.1:0\"\n{tls}"),
                 1,
             )
-            .replacen(
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-                &format!("grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nauth = [\"mesh\", \"users\"]\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}\n"),
-                1,
-            )
+            .with_route_keys("Probe", &format!("auth = [\"mesh\", \"users\"]\nauthorize = {{ consumers = [\"{spiffe}\", \"O=Acme,CN=legacy-client\"] }}"))
     })
     .await;
     let addr = h.gateway.addr;
@@ -1328,16 +1325,8 @@ fn identity_config_errors_name_the_key_and_the_reason() {
         err.reason
     );
     let apart = support::config_text(backend, &sections, "")
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\next_authz = \"gate\"\n",
-            1,
-        )
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nauth = \"keys\"\n",
-            1,
-        );
+        .with_route_keys("Probe", "ext_authz = \"gate\"")
+        .with_route_keys("Library", "auth = \"keys\"");
     assert!(
         apart.contains("ext_authz = \"gate\"") && apart.contains("auth = \"keys\""),
         "{apart}"

@@ -2,6 +2,7 @@
 //! strict by default with the offending field named, and the options.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use support::Harness;
@@ -431,11 +432,10 @@ async fn numbers_reach_the_backend_exactly_or_are_refused_on_every_json_protocol
 #[tokio::test]
 async fn a_wrapper_body_field_reads_null_as_unset_like_a_scalar() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n\
-             http_rules.SearchBooks = { post = \"/v9/search\", body = \"page_size\" }\n",
-            1,
+        support::config_text(backend, "", "").with_route_keys(
+            "Library",
+            "\
+             http_rules.SearchBooks = { post = \"/v9/search\", body = \"page_size\" }",
         )
     })
     .await;

@@ -3,6 +3,7 @@
 //! runs through the same edge and policies as every other protocol.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -34,25 +35,18 @@ async fn gateway(log: Option<&std::path::Path>) -> Harness {
     Harness::start_with_config(|backend| {
         support::config_text(
             backend,
-            &format!("{log}[authenticators.agents]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"),
+            &format!(
+                "{log}[authenticators.agents]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"
+            ),
             "",
         )
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nmcp = true\nauth = \"agents\"\n",
-            1,
-        )
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\ntimeout = \"1500ms\"\n",
-            1,
-        )
-        .replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n\
+        .with_route_keys("Library", "mcp = true\nauth = \"agents\"")
+        .with_route_keys("Feed", "mcp = true\ntimeout = \"1500ms\"")
+        .with_route_keys(
+            "Probe",
+            "\
              rate_limit = { requests_per_second = 0.001, burst = 3, key = \"route\" }\n\
-             cache = { ttl = \"60s\", methods = [\"Headers\"] }\n",
-            1,
+             cache = { ttl = \"60s\", methods = [\"Headers\"] }",
         )
     })
     .await
@@ -628,11 +622,8 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
     })
     .await;
     let h = Harness::start_with_config(|_| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nmcp = true\ntimeout = \"300ms\"\n",
-            1,
-        )
+        support::config_text(backend, "", "")
+            .with_route_keys("Feed", "mcp = true\ntimeout = \"300ms\"")
     })
     .await;
     // Held for the backend's 1.5 s, the call would have its reply.

@@ -3,6 +3,7 @@
 //! protocol); backend metadata comes back as response headers.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use support::Harness;
@@ -109,11 +110,8 @@ async fn raw_get(
 #[tokio::test]
 async fn headers_named_by_connection_never_reach_the_backend_or_the_cache_key() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\ncache = { ttl = \"30s\", vary = [\"x-tenant\"] }\n",
-            1,
-        )
+        support::config_text(backend, "", "")
+            .with_route_keys("Probe", "cache = { ttl = \"30s\", vary = [\"x-tenant\"] }")
     })
     .await;
     let (head, body) = raw_get(

@@ -1,6 +1,7 @@
 //! Rate limits as a pipeline policy: one budget, whatever protocol spends it.
 
 use crate::support;
+use support::RouteKeys;
 
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
@@ -13,15 +14,13 @@ use support::Harness;
 async fn gateway() -> Harness {
     Harness::start_with_config(|backend| {
         support::config_text(backend, "", "")
-            .replacen(
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 2, burst = 2 }\n",
-                1,
+            .with_route_keys(
+                "Probe",
+                "rate_limit = { requests_per_second = 2, burst = 2 }",
             )
-            .replacen(
-                "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-                "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nrate_limit = { requests_per_second = 1, key = \"header:x-request-id\" }\n",
-                1,
+            .with_route_keys(
+                "Library",
+                "rate_limit = { requests_per_second = 1, key = \"header:x-request-id\" }",
             )
     })
     .await

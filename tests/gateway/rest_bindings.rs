@@ -2,6 +2,7 @@
 //! through the gateway.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::{Method, StatusCode};
 use support::Harness;
@@ -417,11 +418,7 @@ async fn http2_prior_knowledge_is_served_on_the_same_port() {
 #[tokio::test]
 async fn a_rule_in_the_config_binds_a_method_the_schema_left_unannotated() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nhttp_rules.Stats = { get = \"/v1/stats\" }\nhttp_rules.GetShelf = { get = \"/v2/shelf/{shelf}\" }\n",
-            1,
-        )
+        support::config_text(backend, "", "").with_route_keys("Library", "http_rules.Stats = { get = \"/v1/stats\" }\nhttp_rules.GetShelf = { get = \"/v2/shelf/{shelf}\" }")
     })
     .await;
     let r = h.client.get("/v1/stats?includeArchived=true").await;
@@ -475,11 +472,7 @@ async fn head_answers_as_get_without_the_body_over_http1_and_http2() {
 #[tokio::test]
 async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
     let with_rule = |rule: &str, backend: std::net::SocketAddr| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            &format!("grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n{rule}\n"),
-            1,
-        )
+        support::config_text(backend, "", "").with_route_keys("Library", rule)
     };
     let h = Harness::start_with_config(|backend| {
         with_rule(
@@ -528,11 +521,7 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
         ),
     ] {
         let text = if rule.contains("Upload") || rule.contains("Watch") {
-            support::config_text(h.backend_addr, "", "").replacen(
-                "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-                &format!("grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n{rule}\n"),
-                1,
-            )
+            support::config_text(h.backend_addr, "", "").with_route_keys("Feed", rule)
         } else {
             with_rule(rule, h.backend_addr)
         };
@@ -556,10 +545,9 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
 /// as a method literally named "*".
 #[tokio::test]
 async fn a_custom_kind_of_star_is_refused_at_load() {
-    let text = support::config_text("127.0.0.1:1".parse().unwrap(), "", "").replacen(
-        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-        "grpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\nhttp_rules.Stats = { custom = { kind = \"*\", path = \"/v1/any\" } }\n",
-        1,
+    let text = support::config_text("127.0.0.1:1".parse().unwrap(), "", "").with_route_keys(
+        "Library",
+        "http_rules.Stats = { custom = { kind = \"*\", path = \"/v1/any\" } }",
     );
     let config = portico::config::Config::from_toml(&text).unwrap();
     let err = match portico::app::load(config).await {

@@ -3,6 +3,7 @@
 //! plain dialect, multiplexing, errors, lifecycles and browser rules.
 
 use crate::support;
+use support::RouteKeys;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -132,10 +133,9 @@ async fn a_server_stream_in_the_plain_dialect_ends_with_a_normal_close() {
 #[tokio::test]
 async fn response_body_shapes_the_reply_on_every_transport_of_a_rest_path() {
     let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, "", "").replacen(
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n",
-            "grpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\nhttp_rules.Watch = { get = \"/v9/feed\", response_body = \"text\" }\n",
-            1,
+        support::config_text(backend, "", "").with_route_keys(
+            "Feed",
+            "http_rules.Watch = { get = \"/v9/feed\", response_body = \"text\" }",
         )
     })
     .await;

@@ -71,6 +71,27 @@ endpoints = ["{backend}"]
     text
 }
 
+/// Keys added to one demo service's route in a config [`config_text`]
+/// wrote: `with_route_keys("Probe", "cache = { ttl = \"5m\" }")`.
+pub trait RouteKeys {
+    fn with_route_keys(self, service: &str, keys: &str) -> String;
+}
+
+impl RouteKeys for String {
+    /// Panics when the config has no such route, so no test runs on a
+    /// config its edit silently missed.
+    fn with_route_keys(self, service: &str, keys: &str) -> String {
+        let route = format!("grpc_service = \"portico.demo.v1.{service}\"\nupstream = \"demo\"\n");
+        let at = self
+            .find(&route)
+            .unwrap_or_else(|| panic!("the config has no route for portico.demo.v1.{service}"))
+            + route.len();
+        let mut text = self;
+        text.insert_str(at, &format!("{keys}\n"));
+        text
+    }
+}
+
 pub struct Harness {
     pub backends: Backends,
     pub backend_addr: SocketAddr,
