@@ -375,11 +375,14 @@ async fn a_frozen_redis_holds_a_call_no_longer_than_its_deadline() {
     }
 }
 
-#[tokio::test]
-async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
-    if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {
-        return;
-    }
+/// Two instances on one Redis, each with a shared 30 s cache on the Probe
+/// route, in front of one backend.
+async fn two_instances_sharing_a_cache() -> (
+    RedisServer,
+    portico::demo::backends::Backends,
+    portico::app::Gateway,
+    portico::app::Gateway,
+) {
     let redis = RedisServer::start(&[]).await;
     let (backends, backend) = backend().await;
     let text = config_for(
@@ -390,6 +393,15 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     );
     let a = support::gateway_for(&text, backend).await;
     let b = support::gateway_for(&text, backend).await;
+    (redis, backends, a, b)
+}
+
+#[tokio::test]
+async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
+    if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {
+        return;
+    }
+    let (_redis, backends, a, b) = two_instances_sharing_a_cache().await;
     let calls = || backends.probe.calls();
     // Behind a load balancer every instance sees the same public host (the
     // forwarding headers the backend gets are part of the key).
@@ -467,16 +479,7 @@ async fn a_shared_reply_that_varies_is_never_served_to_another_value() {
     if !available("a_shared_reply_that_varies_is_never_served_to_another_value") {
         return;
     }
-    let redis = RedisServer::start(&[]).await;
-    let (backends, backend) = backend().await;
-    let text = config_for(
-        backend,
-        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-        "Probe",
-        "cache = { ttl = \"30s\", shared = true }",
-    );
-    let a = support::gateway_for(&text, backend).await;
-    let b = support::gateway_for(&text, backend).await;
+    let (_redis, backends, a, b) = two_instances_sharing_a_cache().await;
     let get = |addr, user: &'static str| async move {
         HttpClient::new(addr)
             .send(
