@@ -139,45 +139,52 @@ pub fn check_host(headers: &http::HeaderMap) -> Result<(), crate::error::Gateway
 
 fn is_host(v: &[u8]) -> bool {
     // An `http` or `https` authority names a host (RFC 9110 section 4.2).
-    if v.is_empty() {
-        return false;
-    }
-    let (name, port) = if let Some(rest) = v.strip_prefix(b"[") {
-        let Some(end) = rest.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        let literal = &rest[..end];
-        if literal.is_empty()
-            || !literal.iter().all(|&b| {
-                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_')
-            })
-        {
-            return false;
+    let (host_ok, port) = match v.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let port = match &rest[end + 1..] {
+                [] => &[][..],
+                [b':', port @ ..] => port,
+                _ => return false,
+            };
+            (is_ip_literal(&rest[..end]), port)
         }
-        match &rest[end + 1..] {
-            [] => return true,
-            // The literal, checked above, stands for the name.
-            [b':', port @ ..] => (&b"literal"[..], port),
-            _ => return false,
-        }
-    } else {
-        match v.iter().rposition(|&b| b == b':') {
-            Some(at) => (&v[..at], &v[at + 1..]),
-            None => (v, &[][..]),
-        }
+        None => match v.iter().rposition(|&b| b == b':') {
+            Some(at) => (is_reg_name(&v[..at]), &v[at + 1..]),
+            None => (is_reg_name(v), &[][..]),
+        },
     };
-    let name_ok = !name.is_empty()
+    host_ok && is_port(port)
+}
+
+/// What may stand between `[` and `]`: an IPv6 or future address, with a
+/// zone.
+fn is_ip_literal(literal: &[u8]) -> bool {
+    !literal.is_empty()
+        && literal
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_'))
+}
+
+/// A name or IPv4 address, percent-escapes whole.
+fn is_reg_name(name: &[u8]) -> bool {
+    !name.is_empty()
         && name.iter().enumerate().all(|(i, &b)| {
             b.is_ascii_alphanumeric()
                 || matches!(b, b'-' | b'.' | b'_' | b'~')
                 || (b == b'%'
                     && name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                     && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-        });
-    let port_ok = port.len() <= 5
+        })
+}
+
+/// Digits up to 65535, or none (`host:` names the scheme's default port).
+fn is_port(port: &[u8]) -> bool {
+    port.len() <= 5
         && port.iter().all(u8::is_ascii_digit)
-        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535;
-    name_ok && port_ok
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
 /// Whether `name` was sent more than once with different values (the same
@@ -459,6 +466,7 @@ mod host_tests {
             "[fe80::1%25eth0]",
             "under_score.example",
             "localhost:",
+            "[::1]:",
         ] {
             assert!(super::is_host(good.as_bytes()), "{good}");
         }
@@ -477,6 +485,10 @@ mod host_tests {
             "evil%zz.example",
             "",
             ":80",
+            "[]",
+            "[]:80",
+            "[::1]:99999",
+            "[::1]:x",
         ] {
             assert!(!super::is_host(bad.as_bytes()), "{bad}");
         }
