@@ -371,7 +371,7 @@ impl GatewayError {
             }
             ErrorKind::Unauthenticated { missing: false, .. } => Some(format!(
                 "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{}\"",
-                self.message.replace(['"', '\\'], "'")
+                description(&self.message)
             )),
             ErrorKind::Forbidden { scope: Some(scope) } => Some(format!(
                 "Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"{scope}\""
@@ -650,6 +650,20 @@ impl GatewayError {
     pub fn grpc_code(&self) -> Code {
         self.kind.grpc_code()
     }
+}
+
+/// A message as an RFC 6750 `error_description`: printable ASCII without
+/// `"` or `\` (section 3), so the challenge is the same valid header on
+/// every protocol, whatever a token's header put into the message.
+fn description(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
 }
 
 /// tonic marks statuses it made from a transport error by attaching the

@@ -207,3 +207,24 @@ fn a_message_quoting_a_huge_input_is_cut_in_its_middle() {
     let backend = GatewayError::new(ErrorKind::BadBackendReply, Origin::Backend, long.clone());
     assert_eq!(backend.message, long);
 }
+
+#[test]
+fn an_invalid_token_challenge_is_printable_ascii_whatever_the_token_held() {
+    let err = GatewayError::unauthenticated(
+        false,
+        "invalid token: unknown key id \"é\\\"\r\nx-injected: 1\"",
+    );
+    let challenge = err.www_authenticate().unwrap();
+    assert_eq!(
+        challenge,
+        "Bearer realm=\"portico\", error=\"invalid_token\", \
+         error_description=\"invalid token: unknown key id '?''??x-injected: 1'\""
+    );
+    // Every protocol carries it as a header value a strict client reads.
+    let (_, value) = err
+        .http_headers()
+        .into_iter()
+        .find(|(name, _)| name == http::header::WWW_AUTHENTICATE)
+        .unwrap();
+    assert_eq!(value.to_str().unwrap(), challenge);
+}

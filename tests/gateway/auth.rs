@@ -561,6 +561,28 @@ async fn a_key_the_issuer_removes_stops_verifying_on_every_protocol_once_the_set
         );
         assert_eq!(code(&h, protocol, &with(&new)).await.0, 0, "{protocol:?}");
     }
+
+    // A kid the client chose, outside ASCII, is in the message as sent, and
+    // in the challenge as what a header may hold (RFC 6750 section 3): one
+    // valid challenge on every protocol.
+    let foreign = format!("Bearer {}", signed_with(Some("é\""), b"second-secret"));
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &foreign)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message.contains("unknown key id \"é\\\"\""),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        assert_eq!(
+            seen.challenge.as_deref(),
+            Some(
+                "Bearer realm=\"portico\", error=\"invalid_token\", \
+                 error_description=\"invalid token: unknown key id '?'''\""
+            ),
+            "{protocol:?}"
+        );
+    }
 }
 
 #[test]

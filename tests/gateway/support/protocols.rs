@@ -2,7 +2,7 @@
 //! `Probe` service (`Headers`, or `Sleep`) with the same headers over REST,
 //! gRPC, gRPC-Web, Connect or WebSocket, and what the client saw of it.
 
-use super::{frame_bytes, Harness};
+use super::{frame_bytes, Harness, RouteKeys};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
@@ -110,6 +110,10 @@ pub struct Seen {
     /// The `x-request-id` the reply carried (a header, gRPC metadata, or
     /// the WebSocket call's `headers` frame).
     pub request_id: Option<String>,
+    /// The `WWW-Authenticate` challenge, wherever the protocol carries it
+    /// (a header, trailing metadata, the WebSocket status's trailers, MCP's
+    /// `_meta`), when it is a valid (ASCII) value.
+    pub challenge: Option<String>,
 }
 
 /// Calls `Probe.Headers` (or `Probe.Sleep` for `millis`) with `headers` over `protocol`.
@@ -191,8 +195,10 @@ pub async fn call_at(
             } else {
                 (0, String::new())
             };
-            let cache = result["_meta"]["io.portico/metadata"]["x-cache"].as_str();
-            seen(code, structured, cache, message).with_id(r.header("x-request-id"))
+            let meta = &result["_meta"]["io.portico/metadata"];
+            seen(code, structured, meta["x-cache"].as_str(), message)
+                .with_id(r.header("x-request-id"))
+                .with_challenge(meta["www-authenticate"].as_str())
         }
         Protocol::Rest => {
             let r = client
@@ -208,7 +214,9 @@ pub async fn call_at(
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| r.text());
-            seen(code, &body, r.header("x-cache"), message).with_id(r.header("x-request-id"))
+            seen(code, &body, r.header("x-cache"), message)
+                .with_id(r.header("x-request-id"))
+                .with_challenge(r.header("www-authenticate"))
         }
         Protocol::Connect => {
             let mut all = vec![
@@ -231,7 +239,9 @@ pub async fn call_at(
                 connect_code(body["code"].as_str().unwrap())
             };
             let message = body["message"].as_str().unwrap_or("").to_owned();
-            seen(code, &body, r.header("x-cache"), message).with_id(r.header("x-request-id"))
+            seen(code, &body, r.header("x-cache"), message)
+                .with_id(r.header("x-request-id"))
+                .with_challenge(r.header("www-authenticate"))
         }
         Protocol::GrpcWeb => {
             let mut all = vec![("content-type", "application/grpc-web+proto")];
@@ -257,8 +267,13 @@ pub async fn call_at(
                 .or_else(|| trailers.get("grpc-message").cloned())
                 .unwrap_or_default();
             let body = decode_reply(message.as_deref(), sleep_millis.is_some());
+            let challenge = r
+                .header("www-authenticate")
+                .map(str::to_owned)
+                .or_else(|| trailers.get("www-authenticate").cloned());
             seen(code, &body, r.header("x-cache"), grpc_message(&text))
                 .with_id(r.header("x-request-id"))
+                .with_challenge(challenge.as_deref())
         }
         Protocol::Grpc
             if headers.iter().any(|(k, _)| *k == "grpc-timeout") || client.tls.is_some() =>
@@ -287,7 +302,9 @@ pub async fn call_at(
                 .unwrap();
             let text = grpc_message(&trailer("grpc-message").unwrap_or_default());
             let body = decode_reply(message.as_deref(), sleep_millis.is_some());
-            seen(code, &body, r.header("x-cache"), text).with_id(r.header("x-request-id"))
+            seen(code, &body, r.header("x-cache"), text)
+                .with_id(r.header("x-request-id"))
+                .with_challenge(trailer("www-authenticate").as_deref())
         }
         Protocol::Grpc => {
             let mut grpc = tonic::client::Grpc::new(grpc_channel(addr).await);
@@ -329,6 +346,12 @@ pub async fn call_at(
                     status
                         .metadata()
                         .get("x-request-id")
+                        .and_then(|v| v.to_str().ok()),
+                )
+                .with_challenge(
+                    status
+                        .metadata()
+                        .get("www-authenticate")
                         .and_then(|v| v.to_str().ok()),
                 ),
             }
@@ -372,7 +395,12 @@ pub async fn call_at(
                         serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
                             .unwrap_or_else(|e| panic!("a refused handshake's JSON body: {e}"));
                     let message = body["message"].as_str().unwrap_or("").to_owned();
-                    return seen(body["code"].as_i64().unwrap(), &json!({}), None, message);
+                    let challenge = resp
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok());
+                    return seen(body["code"].as_i64().unwrap(), &json!({}), None, message)
+                        .with_challenge(challenge);
                 }
                 Err(e) => panic!("the WebSocket handshake failed: {e}"),
             };
@@ -401,7 +429,8 @@ pub async fn call_at(
                     let code = s["code"].as_i64().unwrap();
                     let message = s["message"].as_str().unwrap_or("").to_owned();
                     return seen(code, &body, cache.as_deref(), message)
-                        .with_id(request_id.as_deref());
+                        .with_id(request_id.as_deref())
+                        .with_challenge(f["trailers"]["www-authenticate"].as_str());
                 }
                 if let Some(e) = f.get("error") {
                     panic!("frame refused: {e}");
@@ -423,6 +452,11 @@ impl Seen {
         self.request_id = id.map(str::to_owned);
         self
     }
+
+    fn with_challenge(mut self, challenge: Option<&str>) -> Seen {
+        self.challenge = challenge.map(str::to_owned);
+        self
+    }
 }
 
 fn seen(code: i64, body: &Value, cache: Option<&str>, message: String) -> Seen {
@@ -430,6 +464,7 @@ fn seen(code: i64, body: &Value, cache: Option<&str>, message: String) -> Seen {
         code,
         message,
         request_id: None,
+        challenge: None,
         metadata: body["metadata"].as_object().cloned().unwrap_or_default(),
         cache: cache.map(str::to_owned),
     }
@@ -492,13 +527,7 @@ pub async fn gateway(sections: &str, probe_extra: &str) -> Harness {
     let sections = sections.to_owned();
     let probe_extra = probe_extra.to_owned();
     Harness::start_with_config(move |backend| {
-        super::config_text(backend, &sections, "").replacen(
-            "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
-            &format!(
-                "grpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n{probe_extra}\n"
-            ),
-            1,
-        )
+        super::config_text(backend, &sections, "").with_route_keys("Probe", &probe_extra)
     })
     .await
 }
