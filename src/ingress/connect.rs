@@ -515,14 +515,10 @@ fn decode_message(
 ) -> Result<Bytes, GatewayError> {
     match codec {
         Codec::Proto => Ok(bytes),
-        Codec::Json => {
-            let json = if bytes.is_empty() {
-                Bytes::from_static(b"{}")
-            } else {
-                bytes
-            };
-            crate::transcode::request::message_from_json(target, &json, options)
-        }
+        // An empty body is the empty message, whatever its type's JSON form
+        // (a Timestamp's is a string), as a REST body rule reads one.
+        Codec::Json if bytes.is_empty() => Ok(Bytes::new()),
+        Codec::Json => crate::transcode::request::message_from_json(target, &bytes, options),
     }
 }
 
@@ -607,4 +603,52 @@ fn end_stream_json(
         end.insert("metadata".into(), serde_json::Value::Object(metadata));
     }
     serde_json::to_vec(&serde_json::Value::Object(end)).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// kinds.v1.Things' method `name`, as a route resolves it.
+    fn target(name: &str) -> Target {
+        let method = crate::transcode::json::kinds_pool()
+            .get_service_by_name("kinds.v1.Things")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == name)
+            .unwrap();
+        Target {
+            path: format!("/kinds.v1.Things/{name}").parse().unwrap(),
+            request_json_direct: crate::transcode::json::wire::covers(&method.input()),
+            method,
+            kind: crate::envelope::CallKind::Unary,
+            upstream: crate::envelope::UpstreamId(0),
+            route: 0,
+            upstream_name: "u".into(),
+            timeout: None,
+            cacheable: false,
+            access_log: false,
+            idempotent: false,
+            hash_field: None,
+            reply_json_direct: false,
+            stats: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_empty_json_body_is_the_empty_message_of_any_type() {
+        let options = Default::default();
+        for method in ["GetThing", "Purge", "Stamp"] {
+            let decoded = decode_message(&target(method), Codec::Json, Bytes::new(), &options);
+            assert_eq!(decoded.unwrap(), Bytes::new(), "{method}");
+        }
+        // A Timestamp is written as a string, never as `{}`.
+        let stamp = target("Stamp");
+        let body = Bytes::from_static(b"\"1970-01-01T00:00:01Z\"");
+        assert_eq!(
+            decode_message(&stamp, Codec::Json, body, &options).unwrap(),
+            Bytes::from_static(&[0x08, 0x01])
+        );
+        assert!(decode_message(&stamp, Codec::Json, Bytes::from_static(b"{}"), &options).is_err());
+    }
 }
