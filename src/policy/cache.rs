@@ -543,19 +543,27 @@ impl ResponseCache {
         let reply = next.oneshot(env).await?;
         let (metadata, message) = reply.into_unary().await?;
         let (lifetime, age) = keep_for(&metadata, ttl);
-        if let Some((fleet, _, max)) = &shared {
-            let made = unix_ms().saturating_sub(age.as_millis() as u64);
-            let bytes = shared_tier::encode(&metadata, &message, made);
+        if let Some((fleet, _, max)) = shared.filter(|_| !lifetime.is_zero()) {
             // Kept under the key of the request it was made for, with the
             // values of the headers its Vary names: where a request with
             // other values, on any instance, does not find it.
             let vary = vary_names(&metadata).unwrap_or_default();
-            let stored_key = self.shared_key(&ResponseCache::varied(base, &vary, headers));
-            if let Some((_, redis_key, _)) = stored_key.filter(|_| !lifetime.is_zero()) {
-                if bytes.len() as u64 <= *max {
-                    // Bounded by redis.command_timeout; a failure only means
-                    // other instances miss this reply.
-                    let _ = fleet.set(&redis_key, &bytes, lifetime).await;
+            let made_for = ResponseCache::varied(base, &vary, headers);
+            // What is too large for this instance's memory is too large
+            // for the fleet's.
+            let fits = weight(&made_for, &metadata, &message) as u64 <= self.config.max_bytes;
+            let made = unix_ms().saturating_sub(age.as_millis() as u64);
+            if let Some((_, redis_key, _)) = self.shared_key(&made_for).filter(|_| fits) {
+                let bytes = shared_tier::encode(&metadata, &message, made);
+                if bytes.len() as u64 <= max {
+                    // Written after the reply is on its way, so a slow
+                    // Redis never spends the caller's deadline on what
+                    // only other instances gain; bounded by
+                    // redis.command_timeout, a failure only means they
+                    // miss this reply.
+                    tokio::spawn(async move {
+                        let _ = fleet.set(&redis_key, &bytes, lifetime).await;
+                    });
                 }
             }
         }

@@ -375,6 +375,79 @@ async fn a_frozen_redis_holds_a_call_no_longer_than_its_deadline() {
     }
 }
 
+/// What the backend answered is the caller's even while Redis is frozen:
+/// the shared tier's write comes after the reply, so it never spends the
+/// call's deadline (here the lookup's 300 ms timeout and the write's would
+/// together pass the route's 500 ms).
+#[tokio::test]
+async fn a_frozen_redis_never_turns_a_backends_reply_into_a_timeout() {
+    if !available("a_frozen_redis_never_turns_a_backends_reply_into_a_timeout") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (backends, backend) = backend().await;
+    let text = config_for(
+        backend,
+        &format!(
+            "[redis]\nurl = \"{}\"\ncommand_timeout = \"300ms\"\n",
+            redis.url()
+        ),
+        "Probe",
+        "timeout = \"500ms\"\ncache = { ttl = \"30s\", shared = true }",
+    );
+    let gw = support::gateway_for(&text, backend).await;
+    redis.freeze(true);
+    let before = backends.probe.calls();
+    let r = HttpClient::new(gw.addr)
+        .send(http::Method::GET, "/v1/probe/headers", &[], "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(backends.probe.calls(), before + 1);
+    redis.freeze(false);
+}
+
+/// A reply larger than the route's `max_bytes` is kept in neither tier:
+/// not by the instance that fetched it, not by another.
+#[tokio::test]
+async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
+    if !available("a_reply_larger_than_max_bytes_is_not_shared_either") {
+        return;
+    }
+    let redis = RedisServer::start(&[]).await;
+    let (backends, backend) = backend().await;
+    let text = config_for(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        "Probe",
+        "cache = { ttl = \"30s\", shared = true, max_bytes = 2000 }",
+    );
+    let a = support::gateway_for(&text, backend).await;
+    let b = support::gateway_for(&text, backend).await;
+    // Headers echoes the request's headers: a large one makes a large reply.
+    let large = "x".repeat(3000);
+    let get = |addr| {
+        let large = large.clone();
+        async move {
+            HttpClient::new(addr)
+                .send(
+                    http::Method::GET,
+                    "/v1/probe/headers",
+                    &[("host", "api.example"), ("x-large", large.as_str())],
+                    "",
+                )
+                .await
+        }
+    };
+    for (addr, instance) in [(a.addr, "A"), (a.addr, "A again"), (b.addr, "B")] {
+        let before = backends.probe.calls();
+        let r = get(addr).await;
+        assert_eq!(r.status, StatusCode::OK, "{instance}");
+        assert_eq!(r.header("x-cache"), Some("MISS"), "{instance}");
+        assert_eq!(backends.probe.calls(), before + 1, "{instance}");
+    }
+}
+
 /// Two instances on one Redis, each with a shared 30 s cache on the Probe
 /// route, in front of one backend.
 async fn two_instances_sharing_a_cache() -> (
