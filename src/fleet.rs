@@ -85,6 +85,21 @@ impl Conn {
         }
     }
 
+    /// A connection that has answered a PING. A server that wants
+    /// credentials the config does not give accepts the connection and
+    /// refuses its first command (`NOAUTH`): asked at once, so a start
+    /// without them fails as one with wrong ones does.
+    async fn connect_answering(config: &RedisConfig) -> redis::RedisResult<Conn> {
+        let mut conn = Conn::connect(config).await?;
+        tokio::time::timeout(
+            config.command_timeout,
+            conn.query::<String>(&redis::cmd("PING")),
+        )
+        .await
+        .map_err(|_| timed_out("answering a PING"))??;
+        Ok(conn)
+    }
+
     async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         match self {
             Conn::Single(c) => cmd.query_async(c).await,
@@ -230,7 +245,7 @@ impl Fleet {
         listen: &str,
     ) -> Result<Arc<Fleet>, String> {
         let mut startup_error = None;
-        let conn = match Conn::connect(&config).await {
+        let conn = match Conn::connect_answering(&config).await {
             Ok(c) => Some(Arc::new(c)),
             Err(e) if config.start_degraded => {
                 tracing::warn!(error = %e, "Redis is unavailable as this config is loaded; global limits fall back per instance until it answers");

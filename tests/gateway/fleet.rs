@@ -608,6 +608,19 @@ async fn a_wrong_redis_password_is_a_startup_error_or_a_degraded_start() {
         "the password is never printed: {err}"
     );
 
+    // No password at all: the server takes the connection and refuses its
+    // first command. Refused at startup all the same, as `check` refuses it.
+    let text = config(
+        backend,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        &global_limit("route"),
+    );
+    let err = match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+        Ok(_) => panic!("started without the password Redis requires"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("redis") && err.contains("NOAUTH"), "{err}");
+
     // Degraded: it starts, says so, and limits fall back per instance.
     let text = config(
         backend,
