@@ -756,14 +756,17 @@ impl CallRecord {
         &'a self,
         f: &'a Facts,
         ids: Option<(&'a str, &'a str)>,
-        total: Duration,
+        ended: Instant,
     ) -> ([(&'static str, Field<'a>); 31], usize) {
         let ms = |d: Duration| Field::Millis(d.as_micros() as u64);
+        let total = ended.saturating_duration_since(self.started);
         let upstream = f.upstream_at.map(|_| f.upstream_time);
+        // Read against the one end the total is read against, so no part
+        // is longer than the whole.
         let policies = f.pipeline_at.map(|entered| {
             f.upstream_at
                 .or(f.replied_at)
-                .unwrap_or_else(Instant::now)
+                .unwrap_or(ended)
                 .saturating_duration_since(entered)
         });
         let code = f.code.unwrap_or(tonic::Code::Ok);
@@ -889,7 +892,8 @@ impl Drop for CallRecord {
         }
         let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
         let failed = facts.code.is_some_and(|c| c != tonic::Code::Ok) || facts.error.is_some();
-        let elapsed = self.started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(self.started);
         if let (Some(usage), Some(method), Kind::Call) = (&self.usage, method_of(&facts), self.kind)
         {
             usage.book.record(
@@ -936,7 +940,7 @@ impl Drop for CallRecord {
         let Some(log) = log else {
             return;
         };
-        let (fields, n) = self.fields(&facts, ids, elapsed);
+        let (fields, n) = self.fields(&facts, ids, ended);
         log.write(&fields[..n]);
     }
 }
@@ -1000,6 +1004,32 @@ mod tests {
         // The first cut decides.
         cut.cut_short(&GatewayError::internal("later"));
         assert_eq!(cut.dropped(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn no_part_of_a_calls_time_is_longer_than_the_whole() {
+        // A call refused in the pipeline, with no reply written: its
+        // policies run to its end. The line is made a little after the call
+        // ended (the usage book and the span come first), which must not
+        // lengthen one figure and not the other.
+        let record = CallRecord::unread();
+        let facts = Facts {
+            pipeline_at: Some(Instant::now()),
+            ..Facts::default()
+        };
+        let ended = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        let (fields, n) = record.fields(&facts, None, ended);
+        let micros = |key: &str| match fields[..n].iter().find(|(k, _)| k.contains(key)).unwrap().1
+        {
+            Field::Millis(m) => m,
+            other => panic!("{key}: {other:?}"),
+        };
+        assert!(
+            micros("policies_ms") <= micros("duration_ms"),
+            "{:?}",
+            &fields[..n]
+        );
     }
 
     #[test]
