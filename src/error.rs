@@ -554,6 +554,16 @@ impl GatewayError {
         )
     }
 
+    /// The deadline passed while the client was still sending its
+    /// request: the client's doing, and the backend was never called.
+    pub fn deadline_passed_reading_request() -> Self {
+        Self::new(
+            ErrorKind::DeadlineExceeded,
+            Origin::Client,
+            "the call's deadline passed before its request had arrived (the backend was not called)",
+        )
+    }
+
     /// A unary call's reply ended `OK` with no message: gRPC clients
     /// treat that as INTERNAL, so every protocol's client gets that.
     pub fn reply_without_message() -> Self {

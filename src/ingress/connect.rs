@@ -194,13 +194,16 @@ impl ConnectIngress {
         let (codec, payload) = match shape {
             Shape::UnknownCodec => return Err(media_type_refusal()),
             Shape::Unary(codec) => {
-                let bytes = framed::read_limited(
+                let read = framed::read_limited(
                     body,
                     limit,
                     crate::config::MESSAGE_LIMIT,
                     self.limits.body_read_timeout,
-                )
-                .await?;
+                );
+                let bytes = self
+                    .edge
+                    .read_within_deadline(&parts.headers, &target, started, read)
+                    .await?;
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
@@ -230,14 +233,17 @@ impl ConnectIngress {
             Shape::Stream(codec) if !target.kind.client_streams() => {
                 // A server stream's request is one message, read whole
                 // before the call starts, as gRPC reads it.
-                let message = framed::one(
+                let read = framed::one(
                     body,
                     framed::BodyEncoding::Binary,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     |m| decode_message(&target, codec, m, &json_options),
-                )
-                .await?;
+                );
+                let message = self
+                    .edge
+                    .read_within_deadline(&parts.headers, &target, started, read)
+                    .await?;
                 (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (

@@ -181,16 +181,20 @@ impl GrpcIngress {
                 (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
                 Ok,
             )),
-            false => Payload::Unary(
-                framed::one(
+            false => {
+                let read = framed::one(
                     body,
                     encoding,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
                     Ok,
+                );
+                Payload::Unary(
+                    self.edge
+                        .read_within_deadline(&parts.headers, &target, started, read)
+                        .await?,
                 )
-                .await?,
-            ),
+            }
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());

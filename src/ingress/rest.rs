@@ -208,13 +208,15 @@ impl RestIngress {
             let bytes = match binding.body {
                 BodyRule::None => Bytes::new(),
                 _ => {
-                    read_body(
+                    let read = read_body(
                         body,
                         &parts.headers,
                         self.limits.max_request_body_bytes,
                         self.limits.body_read_timeout,
-                    )
-                    .await?
+                    );
+                    self.edge
+                        .read_within_deadline(&parts.headers, &binding.target, started, read)
+                        .await?
                 }
             };
             let url = UrlParts {

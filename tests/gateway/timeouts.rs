@@ -113,6 +113,96 @@ async fn a_stalled_unary_grpc_message_names_body_read_timeout() {
     assert_eq!(h.backends.probe.calls(), 0);
 }
 
+/// A client that sends its request a byte at a time, each within
+/// `body_read_timeout`, is answered when the call's deadline passes, on
+/// every protocol that reads a request before calling the backend, not
+/// when its body finally ends; the backend is never called.
+#[tokio::test]
+async fn a_trickling_request_is_answered_when_its_deadline_passes() {
+    use support::RouteKeys;
+    let h = Harness::start_with_config(|b| {
+        with_limits(support::config_text(b, "", "")).with_route_keys("Probe", "timeout = \"600ms\"")
+    })
+    .await;
+    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let grpc_prefix = vec![0, 0, 0, 0, 100];
+    for (protocol, content_type, extra, first) in [
+        ("REST", "application/json", None, b"{".to_vec()),
+        (
+            "Connect",
+            "application/json",
+            Some(("connect-protocol-version", "1")),
+            b"{".to_vec(),
+        ),
+        ("gRPC", "application/grpc", None, grpc_prefix.clone()),
+        (
+            "gRPC-Web",
+            "application/grpc-web+proto",
+            None,
+            grpc_prefix.clone(),
+        ),
+    ] {
+        let mut req = http::Request::post(format!(
+            "http://{}/portico.demo.v1.Probe/Headers",
+            h.gateway.addr
+        ))
+        .header("content-type", content_type)
+        .header("te", "trailers");
+        if let Some((name, value)) = extra {
+            req = req.header(name, value);
+        }
+        let mut client = client.clone().ready().await.unwrap();
+        let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+        let started = Instant::now();
+        send.send_data(bytes::Bytes::from(first), false).unwrap();
+        // A byte every 100 ms: never a pause of body_read_timeout (300 ms),
+        // and 100 bytes would take 10 s.
+        let trickle = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if send
+                    .send_data(bytes::Bytes::from_static(b" "), false)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+            .await
+            .unwrap_or_else(|_| panic!("{protocol}: no answer before 3 s"))
+            .unwrap();
+        let took = started.elapsed();
+        let mut said = format!("{} {:?}", resp.status(), resp.headers());
+        let mut body = resp.into_body();
+        while let Some(Ok(chunk)) = body.data().await {
+            said.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if let Ok(Some(trailers)) = body.trailers().await {
+            said.push_str(&format!("{trailers:?}"));
+        }
+        trickle.abort();
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(2),
+            "{protocol}: answered after {took:?}: {said}"
+        );
+        match protocol {
+            "REST" | "Connect" => assert!(said.starts_with("504"), "{protocol}: {said}"),
+            _ => assert!(
+                said.contains("\"grpc-status\": \"4\""),
+                "{protocol}: {said}"
+            ),
+        }
+        assert!(
+            said.contains("before its request had arrived"),
+            "{protocol}: {said}"
+        );
+    }
+    assert_eq!(h.backends.probe.calls(), 0);
+}
+
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Stall {
     /// Takes the stream and never answers.
