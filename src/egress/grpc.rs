@@ -124,11 +124,11 @@ impl GrpcEgress {
         let mut deadline = env
             .timeout
             .map(|t| Box::pin(tokio::time::sleep_until(Instant::now() + t)));
-        let (messages, mut client_failed) = match env.payload {
-            Payload::Unary(message) => (GuardedStream::One(Some(message)), None),
+        let (messages, mut client_failed, client_activity) = match env.payload {
+            Payload::Unary(message) => (GuardedStream::One(Some(message)), None, None),
             Payload::Stream(messages) => {
-                let (stream, rx) = GuardedStream::new(messages);
-                (stream, Some(rx))
+                let (stream, rx, activity) = GuardedStream::new(messages);
+                (stream, Some(rx), Some(activity))
             }
         };
         // The gateway reads only uncompressed replies, whatever the client
@@ -203,7 +203,7 @@ impl GrpcEgress {
                     &mut inner,
                     &mut client_failed,
                     &mut deadline,
-                    idle,
+                    (idle, None),
                     max_message_bytes,
                 );
                 match next.await {
@@ -222,6 +222,7 @@ impl GrpcEgress {
             body: reply_stream(CallState {
                 inner,
                 client_failed,
+                client_activity,
                 deadline,
                 idle,
                 max_message_bytes,
@@ -298,6 +299,8 @@ async fn expiry(deadline: &mut Option<Pin<Box<Sleep>>>) {
 struct CallState {
     inner: tonic::Streaming<Bytes>,
     client_failed: Option<oneshot::Receiver<GatewayError>>,
+    /// The client's stream's progress, for a call with one.
+    client_activity: Option<Arc<ClientActivity>>,
     deadline: Option<Pin<Box<Sleep>>>,
     /// Longest wait for the backend's next message.
     idle: std::time::Duration,
@@ -466,7 +469,7 @@ fn reply_stream(state: CallState) -> ReplyStream {
                 &mut st.inner,
                 &mut st.client_failed,
                 &mut st.deadline,
-                st.idle,
+                (st.idle, st.client_activity.as_deref()),
                 st.max_message_bytes,
             )
             .await;
@@ -510,12 +513,13 @@ fn reply_stream(state: CallState) -> ReplyStream {
 
 /// The backend's next message (`None` at its OK status), or the call's
 /// failure: the backend's status, the deadline, a wait for the message
-/// past `idle`, or the client's bad message.
+/// past `idle` while the client (`activity`, for a call with a client
+/// stream) was not sending either, or the client's bad message.
 async fn next_message(
     inner: &mut tonic::Streaming<Bytes>,
     client_failed: &mut Option<oneshot::Receiver<GatewayError>>,
     deadline: &mut Option<Pin<Box<Sleep>>>,
-    idle: std::time::Duration,
+    (idle, activity): (std::time::Duration, Option<&ClientActivity>),
     max_message_bytes: usize,
 ) -> Result<Option<Bytes>, GatewayError> {
     let deadline_at = deadline_of(deadline);
@@ -525,6 +529,11 @@ async fn next_message(
             Failed::Backend(s) => backend_error(&s, max_message_bytes, deadline_at),
         });
     }
+    let message = inner.message();
+    tokio::pin!(message);
+    // A bound too far to reach (the gateway's own endless Watch) sets no
+    // timer at all.
+    let mut quiet_until = Instant::now().checked_add(idle);
     loop {
         return tokio::select! {
             biased;
@@ -534,14 +543,36 @@ async fn next_message(
                 None => continue,
             },
             _ = expiry(deadline) => Err(GatewayError::deadline_exceeded()),
-            m = tokio::time::timeout(idle, inner.message()) => match m {
-                Ok(m) => m.map_err(|s| backend_error(&s, max_message_bytes, deadline_at)),
-                Err(_) => Err(GatewayError::upstream_timeout(
+            m = &mut message => m.map_err(|s| backend_error(&s, max_message_bytes, deadline_at)),
+            _ = quiet(quiet_until) => match activity {
+                // A backend may answer only once the client's upload is
+                // in: while the client still sends, its silence is no
+                // fault, and when both went quiet, the client's own timer
+                // (due now too) names the client.
+                Some(a) if !a.ended() => match a.last_sent().and_then(|at| at.checked_add(idle)) {
+                    Some(next) if next > Instant::now() => {
+                        quiet_until = Some(next);
+                        continue;
+                    }
+                    _ => Err(GatewayError::client_timeout(
+                        crate::config::STREAM_IDLE_TIMEOUT,
+                        idle,
+                    )),
+                },
+                _ => Err(GatewayError::upstream_timeout(
                     crate::config::STREAM_IDLE_TIMEOUT,
                     idle,
                 )),
             },
         };
+    }
+}
+
+/// Resolves at `until`; never, without one.
+async fn quiet(until: Option<Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -610,17 +641,69 @@ enum GuardedStream {
         inner: MessageStream,
         /// Taken when the client's stream fails; from then on it pends.
         failed: Option<oneshot::Sender<GatewayError>>,
+        activity: Arc<ClientActivity>,
     },
 }
 
 impl GuardedStream {
-    fn new(inner: MessageStream) -> (GuardedStream, oneshot::Receiver<GatewayError>) {
+    fn new(
+        inner: MessageStream,
+    ) -> (
+        GuardedStream,
+        oneshot::Receiver<GatewayError>,
+        Arc<ClientActivity>,
+    ) {
         let (tx, rx) = oneshot::channel();
+        let activity = Arc::new(ClientActivity::new());
         let stream = GuardedStream::Many {
             inner,
             failed: Some(tx),
+            activity: activity.clone(),
         };
-        (stream, rx)
+        (stream, rx, activity)
+    }
+}
+
+/// When the client last handed the backend a message of its stream, and
+/// whether the stream has ended: what tells a backend waiting for an
+/// upload from one that went quiet.
+struct ClientActivity {
+    base: Instant,
+    /// Nanoseconds from `base` to the last message, plus one (0: none).
+    last: std::sync::atomic::AtomicU64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl ClientActivity {
+    fn new() -> Self {
+        ClientActivity {
+            base: Instant::now(),
+            last: Default::default(),
+            ended: Default::default(),
+        }
+    }
+
+    fn sent(&self) {
+        let nanos = Instant::now().duration_since(self.base).as_nanos() as u64;
+        self.last.store(
+            nanos.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn last_sent(&self) -> Option<Instant> {
+        match self.last.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + std::time::Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn end(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -628,22 +711,32 @@ impl Stream for GuardedStream {
     type Item = Bytes;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let (inner, failed) = match self.get_mut() {
+        let (inner, failed, activity) = match self.get_mut() {
             GuardedStream::One(message) => return Poll::Ready(message.take()),
-            GuardedStream::Many { inner, failed } => (inner, failed),
+            GuardedStream::Many {
+                inner,
+                failed,
+                activity,
+            } => (inner, failed, activity),
         };
         if failed.is_none() {
             return Poll::Pending;
         }
         match inner.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(bytes)),
+            Poll::Ready(Some(Ok(bytes))) => {
+                activity.sent();
+                Poll::Ready(Some(bytes))
+            }
             Poll::Ready(Some(Err(err))) => {
                 if let Some(tx) = failed.take() {
                     let _ = tx.send(err);
                 }
                 Poll::Pending
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                activity.end();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
