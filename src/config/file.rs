@@ -195,7 +195,13 @@ pub enum EndpointFile {
 #[serde(deny_unknown_fields)]
 struct WeightedEndpointFile {
     address: String,
+    #[serde(default = "one")]
     weight: u32,
+}
+
+/// An endpoint's weight when none is given.
+fn one() -> u32 {
+    1
 }
 
 /// By hand rather than `untagged`, so that a mistake inside a table (a

@@ -72,6 +72,18 @@ fn a_mistake_inside_an_endpoint_table_is_named_as_such() {
         r#"[{ address = "127.0.0.1:1", weight = 3 }, "127.0.0.1:2"]"#,
     );
     assert!(Config::from_toml(&text).is_ok());
+    // A table without a weight weighs 1, as a plain address does.
+    let text = MINIMAL.replace(
+        r#"["127.0.0.1:50051"]"#,
+        r#"[{ address = "127.0.0.1:1" }, "127.0.0.1:2"]"#,
+    );
+    let config = Config::from_toml(&text).unwrap();
+    let crate::egress::upstream::config::EndpointSource::Static(list) =
+        &config.upstreams[0].endpoints
+    else {
+        panic!("static endpoints")
+    };
+    assert!(list.iter().all(|e| e.weight == 1), "{list:?}");
 }
 
 #[test]
@@ -613,4 +625,32 @@ fn scopes_on_a_route_that_takes_only_api_keys_are_a_config_error() {
     assert!(err.reason.contains("hold no scopes"), "{err}");
     // With a token authenticator beside the keys, scopes can be held.
     Config::from_toml(&route("[\"keys\", \"users\"]")).unwrap();
+}
+
+#[test]
+fn a_health_check_names_what_its_upstreams_protocol_checks() {
+    for (protocol, check, key, says) in [
+        (
+            "grpc",
+            "path = \"/healthz\"",
+            "upstreams.backend.health_check.path",
+            "name a `service` instead",
+        ),
+        (
+            "http",
+            "service = \"foo.v1.Foo\"",
+            "upstreams.backend.health_check.service",
+            "name a `path` instead",
+        ),
+    ] {
+        let text = MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]\n",
+            &format!(
+                "endpoints = [\"127.0.0.1:50051\"]\nprotocol = \"{protocol}\"\nhealth_check = {{ {check} }}\n"
+            ),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{protocol}");
+        assert!(err.reason.contains(says), "{protocol}: {err}");
+    }
 }

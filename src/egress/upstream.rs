@@ -141,17 +141,25 @@ impl Upstream {
         list.dedup_by(|a, b| a.address == b.address);
         let old = self.snapshot();
         let mut endpoints = Vec::with_capacity(list.len());
+        let mut new_weights = Vec::new();
         for w in &list {
-            match old
-                .endpoints
-                .iter()
-                .find(|e| e.address == w.address && e.weight == w.weight)
-            {
-                Some(e) => endpoints.push(e.clone()),
+            match old.endpoints.iter().find(|e| e.address == w.address) {
+                Some(e) => {
+                    if e.weight() != w.weight {
+                        new_weights.push((e.clone(), w.weight));
+                    }
+                    endpoints.push(e.clone());
+                }
                 None => endpoints.push(Arc::new(self.endpoint(w)?)),
             }
         }
-        let same = endpoints.len() == old.endpoints.len()
+        // An endpoint whose weight alone changed stays, with its
+        // connections, health and ejection.
+        for (e, weight) in &new_weights {
+            e.reweigh(*weight);
+        }
+        let same = new_weights.is_empty()
+            && endpoints.len() == old.endpoints.len()
             && endpoints
                 .iter()
                 .zip(&old.endpoints)
@@ -382,7 +390,7 @@ impl Upstream {
             .map(|e| {
                 serde_json::json!({
                     "address": e.address,
-                    "weight": e.weight,
+                    "weight": e.weight(),
                     "healthy": e.healthy.load(Ordering::Relaxed),
                     "ejected": e.is_ejected(now),
                     "ejections": e.ejected_total.load(Ordering::Relaxed),
@@ -761,6 +769,55 @@ mod tests {
                 limit: "max_pending"
             }
         ));
+    }
+
+    /// A reload that changes only an endpoint's weight keeps the endpoint:
+    /// an ejected one stays out, an unhealthy one stays unhealthy, and the
+    /// new weights shape the turns.
+    #[tokio::test]
+    async fn a_new_weight_keeps_the_endpoints_health_and_ejection() {
+        // Six, so two out leave the rest above the panic threshold.
+        let u = upstream(
+            6,
+            "consecutive_failures = 1\nmax_ejection_percent = 100\nbase_ejection_time = \"60s\"",
+        )
+        .await;
+        let before = u.snapshot().endpoints.clone();
+        assert!(u.on_failure(&before[1]).is_some(), "ejected");
+        before[2].healthy.store(false, Ordering::Relaxed);
+        let weighted = |weights: [u32; 6]| {
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| WeightedAddr {
+                    address: format!("10.0.0.{i}:80"),
+                    weight,
+                })
+                .collect::<Vec<_>>()
+        };
+        u.set_endpoints(weighted([1, 5, 5, 1, 1, 1])).unwrap();
+        let after = u.snapshot();
+        for (a, b) in after.endpoints.iter().zip(&before) {
+            assert!(Arc::ptr_eq(a, b), "{} was replaced", a.address);
+        }
+        let weights: Vec<u32> = after.endpoints.iter().map(|e| e.weight()).collect();
+        assert_eq!(weights, [1, 5, 5, 1, 1, 1]);
+        assert!(after.endpoints[1].is_ejected(now_millis()));
+        assert!(!after.endpoints[2].healthy.load(Ordering::Relaxed));
+        for _ in 0..30 {
+            let picked = u.pick(None, &[]).unwrap();
+            assert!(
+                !["10.0.0.1:80", "10.0.0.2:80"].contains(&picked.address.as_str()),
+                "{} is out of rotation",
+                picked.address
+            );
+        }
+        // Back in rotation, its weight counts: 5 of the 9 units in rotation.
+        after.endpoints[2].healthy.store(true, Ordering::Relaxed);
+        let to_2 = (0..90)
+            .filter(|_| u.pick(None, &[]).unwrap().address == "10.0.0.2:80")
+            .count();
+        assert!((40..=60).contains(&to_2), "{to_2} of 90");
     }
 
     #[tokio::test]

@@ -324,6 +324,12 @@ impl Validator<'_> {
                         "gRPC upstreams are checked with grpc.health.v1; name a `service` instead",
                     ));
                 }
+                if protocol == UpstreamProtocol::Http && h.service.is_some() {
+                    return Err(self.err(
+                        format!("{k}.service"),
+                        "JSON/HTTP upstreams are checked with a GET of a `path`; name a `path` instead",
+                    ));
+                }
                 let interval = self.duration(
                     &format!("{k}.interval"),
                     &h.interval,

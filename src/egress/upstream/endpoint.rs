@@ -19,7 +19,9 @@ pub fn now_millis() -> u64 {
 pub struct Endpoint {
     /// `host:port` as configured, or `ip:port` from DNS.
     pub address: String,
-    pub weight: u32,
+    /// Its share of calls; a reload that changes only this keeps the rest
+    /// of the endpoint (its connections, health and ejection).
+    weight: AtomicU32,
     /// Calls on this endpoint now (streams count until they end).
     pub in_flight: AtomicUsize,
     /// Verdict of the active health check; true when there is none.
@@ -42,7 +44,7 @@ impl Endpoint {
     pub fn new(address: String, weight: u32, pool: Option<Pool>) -> Endpoint {
         Endpoint {
             address,
-            weight,
+            weight: AtomicU32::new(weight),
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
@@ -53,6 +55,14 @@ impl Endpoint {
             ejected_total: AtomicU64::new(0),
             pool,
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn reweigh(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// When the ejection in force at `now` ends (`now_millis`), if any.

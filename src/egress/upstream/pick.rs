@@ -67,7 +67,8 @@ impl Snapshot {
         if n == 0 {
             return None;
         }
-        let load = |e: &Endpoint| e.in_flight.load(Ordering::Relaxed) as f64 / f64::from(e.weight);
+        let load =
+            |e: &Endpoint| e.in_flight.load(Ordering::Relaxed) as f64 / f64::from(e.weight());
         let a = fastrand::usize(..n);
         let b = if n > 1 {
             (a + 1 + fastrand::usize(..n - 1)) % n
@@ -126,13 +127,13 @@ pub fn hash(bytes: &[u8]) -> u64 {
 /// Smooth weighted round robin (as nginx does it), unrolled once: weights
 /// 5,1,1 give a,a,b,a,c,a,a rather than a,a,a,a,a,b,c.
 fn smooth_wheel(endpoints: &[Arc<Endpoint>]) -> Vec<u32> {
-    let total: i64 = endpoints.iter().map(|e| i64::from(e.weight)).sum();
+    let total: i64 = endpoints.iter().map(|e| i64::from(e.weight())).sum();
     let mut current = vec![0i64; endpoints.len()];
     let mut wheel = Vec::with_capacity(total as usize);
     for _ in 0..total {
         let mut best = 0;
         for (i, e) in endpoints.iter().enumerate() {
-            current[i] += i64::from(e.weight);
+            current[i] += i64::from(e.weight());
             if current[i] > current[best] {
                 best = i;
             }
