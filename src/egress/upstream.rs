@@ -459,14 +459,18 @@ impl Upstream {
     /// when this failure ejected it.
     fn on_failure(&self, ep: &Endpoint) -> Option<std::time::Duration> {
         let o = &self.config.outlier;
-        if ep.record_failure() < o.consecutive_failures {
+        let failures = ep.record_failure();
+        if failures < o.consecutive_failures {
             return None;
         }
         let snap = self.snapshot();
         let now = now_millis();
         let ejected = snap.endpoints.iter().filter(|e| e.is_ejected(now)).count();
         if (ejected + 1) * 100 > snap.endpoints.len() * o.max_ejection_percent as usize {
-            tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, "endpoint keeps failing but the ejection limit is reached");
+            // Once per run of failures, not on every failed call of it.
+            if failures == o.consecutive_failures {
+                tracing::warn!(upstream = %self.config.name, endpoint = %ep.address, "endpoint keeps failing but the ejection limit is reached; it stays in rotation (said once until it succeeds again)");
+            }
             return None;
         }
         // Re-ejecting an endpoint already out (its calls in panic mode)

@@ -145,7 +145,7 @@ fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Res
         let n = ep.check_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= check.unhealthy_threshold && ep.healthy.swap(false, Ordering::Relaxed) {
             let why = verdict.err().unwrap_or_default();
-            tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health checks; out of rotation");
+            tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint failed {n} health check(s) in a row; out of rotation");
         }
     }
 }
