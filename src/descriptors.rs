@@ -290,13 +290,16 @@ pub fn compile_protos(
     protos: &[String],
 ) -> Result<Vec<u8>, (usize, SchemaError)> {
     let mut chain = protox::file::ChainFileResolver::new();
+    // protobuf's own files (google/protobuf/*.proto) are the compiler's,
+    // whatever copy a folder holds: every runtime pins these types, and a
+    // newer copy may use syntax the parser does not read yet.
+    chain.add(protox::file::GoogleFileResolver::new());
     for p in proto_paths {
         chain.add(protox::file::IncludeFileResolver::new(
             p.as_ref().to_path_buf(),
         ));
     }
     chain.add(builtin::Resolver);
-    chain.add(protox::file::GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true);
     // Comments become the OpenAPI descriptions and MCP tool descriptions.

@@ -63,6 +63,11 @@ enum Command {
         listen: SocketAddr,
     },
     /// Compile .proto files into a FileDescriptorSet (no protoc needed).
+    ///
+    /// Built in, so never shipped: protobuf's own google/protobuf/*.proto,
+    /// google/api/{annotations,http,httpbody}.proto and
+    /// google/rpc/{code,status,error_details}.proto. The set holds every
+    /// file imported (as protoc's --include_imports).
     Compile {
         /// Include folder (repeatable).
         #[arg(short = 'I', long = "proto-path", required = true)]

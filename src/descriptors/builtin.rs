@@ -1,6 +1,6 @@
 //! The schema files the gateway needs whatever the user ships: the
-//! google.api HTTP annotations and HttpBody, and google.rpc Status and error
-//! details. Their sources are embedded for `.proto` files that import them,
+//! google.api HTTP annotations and HttpBody, and google.rpc Code, Status
+//! and error details. Their sources are embedded for `.proto` files that import them,
 //! and their compiled set for every schema pool.
 
 use prost_reflect::DescriptorPool;
@@ -17,6 +17,10 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "google/api/httpbody.proto",
         include_str!("../../proto/google/api/httpbody.proto"),
+    ),
+    (
+        "google/rpc/code.proto",
+        include_str!("../../proto/google/rpc/code.proto"),
     ),
     (
         "google/rpc/status.proto",

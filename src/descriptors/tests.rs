@@ -199,3 +199,39 @@ fn a_set_in_protobuf_editions_is_refused_naming_the_file_not_a_crash() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// protobuf's own files come from the compiler whatever copy an include
+/// folder holds (protoc's include folder is often added whole, and its
+/// newer `descriptor.proto` uses syntax the parser does not read), and
+/// `google/rpc/code.proto` is built in like the other google.rpc files.
+#[test]
+fn protobufs_own_files_are_the_compilers_and_google_rpc_code_is_built_in() {
+    let dir = std::env::temp_dir().join(format!("portico-wkt-{}", std::process::id()));
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "google/protobuf/descriptor.proto",
+        "syntax = \"proto2\";\npackage google.protobuf;\nmessage FileOptions {\n  extensions 1000 [declaration = { number: 1000, full_name: \".x.y\", type: \"string\" }];\n}\n",
+    );
+    write(
+        "acme/v1/jobs.proto",
+        "syntax = \"proto3\";\npackage acme.v1;\nimport \"google/api/annotations.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/rpc/code.proto\";\nmessage Job { google.protobuf.Timestamp at = 1; google.rpc.Code code = 2; }\nservice Jobs {\n  rpc Get(Job) returns (Job) { option (google.api.http) = { get: \"/v1/jobs\" }; }\n}\n",
+    );
+    let set = compile_protos(&[&dir], &["acme/v1/jobs.proto".to_owned()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut pool = builtin::pool();
+    add_set(&mut pool, &set.unwrap(), "test").unwrap();
+    let job = pool.get_message_by_name("acme.v1.Job").unwrap();
+    assert_eq!(
+        job.get_field_by_name("code")
+            .unwrap()
+            .kind()
+            .as_enum()
+            .unwrap()
+            .full_name(),
+        "google.rpc.Code"
+    );
+}
