@@ -146,6 +146,19 @@ impl RouteTable {
                         Some(m) if CallKind::of(&m) != CallKind::Unary => {
                             format!("{} streams; only unary replies are cached", m.full_name())
                         }
+                        // Another route's method: its calls never pass
+                        // this route's cache.
+                        Some(m)
+                            if route
+                                .methods
+                                .as_ref()
+                                .is_some_and(|names| !names.iter().any(|n| n == m.name())) =>
+                        {
+                            format!(
+                                "this route does not serve {} (its methods list leaves it out), so its cache never sees it",
+                                m.full_name()
+                            )
+                        }
                         Some(_) => continue,
                     };
                     return Err(err(format!("{key}.cache.methods[{j}]"), reason));

@@ -2,6 +2,7 @@
 //! reflection) and the startup errors that name file and symbol.
 
 use crate::support;
+use support::RouteKeys;
 
 use http::StatusCode;
 use portico::app;
@@ -227,6 +228,21 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
             .to_string();
         assert!(err.contains(key) && err.contains(reason), "{err}");
     }
+    // A method the route's `methods` leaves out never passes its cache.
+    let text = support::config_text(b, "", "").with_route_keys(
+        "Library",
+        "methods = [\"GetShelf\"]\ncache = { ttl = \"1s\", methods = [\"GetShelf\", \"ListBooks\"] }",
+    );
+    let err = app::load(Config::from_toml(&text).unwrap())
+        .await
+        .err()
+        .expect("load fails")
+        .to_string();
+    assert!(
+        err.contains("routes[0].cache.methods[1]")
+            && err.contains("this route does not serve portico.demo.v1.Library.ListBooks"),
+        "{err}"
+    );
     // A method may be named simply, by its full name, or by its gRPC path.
     let text = support::config_text(b, "", "")
         + "[upstreams.demo.retry]\nidempotent_methods = [\"GetShelf\", \"portico.demo.v1.Library.ListBooks\", \"portico.demo.v1.Library/GetBook\"]\n";
