@@ -654,3 +654,18 @@ fn a_health_check_names_what_its_upstreams_protocol_checks() {
         assert!(err.reason.contains(says), "{protocol}: {err}");
     }
 }
+
+#[test]
+fn a_message_bound_past_what_a_length_prefix_can_say_is_refused() {
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "[upstreams",
+            &format!("[server.limits]\nmax_grpc_message_bytes = {v}\n\n[upstreams"),
+        )
+    };
+    let err = Config::from_toml(&with("5000000000")).unwrap_err();
+    assert_eq!(err.key, "server.limits.max_grpc_message_bytes");
+    assert!(err.reason.contains("32-bit length prefix"), "{err}");
+    let ok = Config::from_toml(&with("4294967295")).unwrap();
+    assert_eq!(ok.server.limits.max_grpc_message_bytes, 4_294_967_295);
+}

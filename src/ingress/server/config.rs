@@ -172,11 +172,21 @@ impl Validator<'_> {
                 l.max_request_body_bytes,
                 d.max_request_body_bytes,
             )?,
-            max_grpc_message_bytes: positive(
+            max_grpc_message_bytes: match positive(
                 "max_grpc_message_bytes",
                 l.max_grpc_message_bytes,
                 d.max_grpc_message_bytes,
-            )?,
+            )? {
+                // A message's length prefix is 32 bits: a larger bound
+                // would promise what no gRPC frame can carry.
+                v if v as u64 > u64::from(u32::MAX) => {
+                    return Err(self.err(
+                        "server.limits.max_grpc_message_bytes",
+                        format!("{v} is more than a gRPC message's 32-bit length prefix can say (at most 4294967295)"),
+                    ))
+                }
+                v => v,
+            },
             idle_timeout: self.duration(
                 "server.limits.idle_timeout",
                 &l.idle_timeout,
