@@ -307,19 +307,33 @@ pub fn compile_protos(
     for (i, name) in protos.iter().enumerate() {
         compiler
             .open_file(name)
-            .map_err(|e| (i, protox_error(name, e)))?;
+            .map_err(|e| (i, protox_error(name, e, proto_paths)))?;
     }
     Ok(compiler.encode_file_descriptor_set())
 }
 
 /// The file, with the line and column of the fault when protox knows
 /// them (`acme/x.proto:4:3`), and the reason.
-fn protox_error(opened: &str, e: protox::Error) -> SchemaError {
+fn protox_error(opened: &str, e: protox::Error, proto_paths: &[impl AsRef<Path>]) -> SchemaError {
     let mut file = e.file().unwrap_or(opened).to_owned();
     if let Some((line, column)) = location(&e) {
         file = format!("{file}:{line}:{column}");
     }
     let mut reason = e.to_string();
+    // The compiler says "not in any include path" both of a file that is
+    // nowhere and of one outside every include folder.
+    if reason.ends_with("is not in any include path") {
+        let folders = proto_paths
+            .iter()
+            .map(|p| p.as_ref().display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        reason = if Path::new(opened).is_file() {
+            format!("the file is outside every include folder ({folders}); put it in one, or add its folder to proto_paths")
+        } else {
+            format!("no such file: not in any include folder ({folders}), nor at that path")
+        };
+    }
     if reason.contains("found 'edition'") {
         reason.push_str(
             " (the file is written in protobuf editions, which the gateway does not read: write it as proto3 or proto2)",

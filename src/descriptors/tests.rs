@@ -235,3 +235,28 @@ fn protobufs_own_files_are_the_compilers_and_google_rpc_code_is_built_in() {
         "google.rpc.Code"
     );
 }
+
+#[test]
+fn a_missing_proto_is_said_to_be_missing_and_one_outside_the_folders_to_be_outside() {
+    let err = compile_protos(&["proto"], &["portico/demo/v1/nofile.proto".to_owned()])
+        .unwrap_err()
+        .1;
+    assert!(
+        err.to_string()
+            .contains("no such file: not in any include folder (proto)"),
+        "{err}"
+    );
+    // A real file, named by a path outside the include folders.
+    let outside = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/openapi/kinds.proto"
+    );
+    let err = compile_protos(&["proto"], &[outside.to_owned()])
+        .unwrap_err()
+        .1;
+    assert!(
+        err.to_string()
+            .contains("the file is outside every include folder (proto)"),
+        "{err}"
+    );
+}
