@@ -39,6 +39,9 @@ pub struct CallStats {
     /// Calls at or under each bucket's bound (not cumulative; summed when rendered).
     pub(crate) buckets: [AtomicU64; BUCKETS.len() + 1],
     pub(crate) sum_micros: AtomicU64,
+    /// Response-cache lookups in this instance's memory: answered (0) and
+    /// not (1).
+    pub(crate) cache: [AtomicU64; 2],
 }
 
 impl CallStats {
@@ -64,6 +67,12 @@ impl CallStats {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// A lookup in the response cache's memory tier, and whether it found
+    /// a reply to serve.
+    pub fn record_cache_lookup(&self, hit: bool) {
+        self.cache[usize::from(!hit)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count(&self, code: tonic::Code) -> u64 {

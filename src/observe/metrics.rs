@@ -239,6 +239,19 @@ pub fn render<'a>(
             "portico_call_duration_seconds_count{{method=\"{method}\"}} {total}"
         );
     }
+    out.push_str("# HELP portico_cache_lookups_total Response-cache lookups in this instance's memory, by method and whether they found a reply (shared-tier hits are misses here, counted in portico_cache_shared_hits_total).\n# TYPE portico_cache_lookups_total counter\n");
+    for t in &targets {
+        let method = label_value(t.path.as_str().trim_start_matches('/'));
+        for (result, n) in ["hit", "miss"].iter().zip(&t.stats.cache) {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "portico_cache_lookups_total{{method=\"{method}\",result=\"{result}\"}} {n}",
+                );
+            }
+        }
+    }
     out.push_str("# HELP portico_upstream_in_flight Calls in flight per upstream.\n# TYPE portico_upstream_in_flight gauge\n");
     for u in upstreams {
         let _ = writeln!(

@@ -380,6 +380,7 @@ impl Policy for ResponseCache {
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
                     env.ctx.record.cache("hit");
+                    env.target.stats.record_cache_lookup(true);
                     let mut metadata =
                         with_verdict(hit.metadata.clone(), "HIT", &cache.config.vary);
                     // RFC 9111 section 5.1: a stored reply says how long it
@@ -395,6 +396,7 @@ impl Policy for ResponseCache {
             // Looked up and not found: a miss, whatever the backend answers
             // (an error reply is logged as a miss too, and not stored).
             record.cache("miss");
+            env.target.stats.record_cache_lookup(false);
             let headers = env.ctx.headers.clone();
             let mine = {
                 let (base, headers) = (base.clone(), headers.clone());

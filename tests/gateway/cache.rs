@@ -66,6 +66,18 @@ async fn a_repeat_is_served_from_the_cache_in_any_protocol_until_it_expires() {
         "expired"
     );
     assert_eq!(h.backends.probe.calls(), 3);
+    // Two answered from memory (REST, gRPC); three not (the first, the
+    // no-cache one, the expired one).
+    let metrics = support::HttpClient::new(h.gateway.admin_addr.unwrap())
+        .get("/metrics")
+        .await
+        .text();
+    for line in [
+        "portico_cache_lookups_total{method=\"portico.demo.v1.Probe/Headers\",result=\"hit\"} 2",
+        "portico_cache_lookups_total{method=\"portico.demo.v1.Probe/Headers\",result=\"miss\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
 
 #[tokio::test]
