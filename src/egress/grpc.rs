@@ -222,7 +222,9 @@ impl GrpcEgress {
             body: reply_stream(CallState {
                 inner,
                 client_failed,
-                client_activity,
+                // A bidirectional backend answers as it goes: its silence
+                // is its own.
+                client_activity: client_activity.filter(|_| unary_reply),
                 deadline,
                 idle,
                 max_message_bytes,
@@ -545,21 +547,27 @@ async fn next_message(
             _ = expiry(deadline) => Err(GatewayError::deadline_exceeded()),
             m = &mut message => m.map_err(|s| backend_error(&s, max_message_bytes, deadline_at)),
             _ = quiet(quiet_until) => match activity {
-                // A backend may answer only once the client's upload is
-                // in: while the client still sends, its silence is no
-                // fault, and when both went quiet, the client's own timer
-                // (due now too) names the client.
-                Some(a) if !a.ended() => match a.last_sent().and_then(|at| at.checked_add(idle)) {
+                // A client-streaming backend may answer only once the
+                // upload is in: its silence counts from the client's last
+                // message (or the upload's end) if that came later. When
+                // that too is `idle` ago, the silence is the client's if
+                // the gateway was waiting on it, and the backend's if the
+                // backend had stopped taking the upload.
+                Some(a) => match a.last().and_then(|at| at.checked_add(idle)) {
                     Some(next) if next > Instant::now() => {
                         quiet_until = Some(next);
                         continue;
                     }
-                    _ => Err(GatewayError::client_timeout(
+                    _ if a.waiting_on_client() => Err(GatewayError::client_timeout(
+                        crate::config::STREAM_IDLE_TIMEOUT,
+                        idle,
+                    )),
+                    _ => Err(GatewayError::upstream_timeout(
                         crate::config::STREAM_IDLE_TIMEOUT,
                         idle,
                     )),
                 },
-                _ => Err(GatewayError::upstream_timeout(
+                None => Err(GatewayError::upstream_timeout(
                     crate::config::STREAM_IDLE_TIMEOUT,
                     idle,
                 )),
@@ -664,14 +672,17 @@ impl GuardedStream {
     }
 }
 
-/// When the client last handed the backend a message of its stream, and
-/// whether the stream has ended: what tells a backend waiting for an
-/// upload from one that went quiet.
+/// A client stream's progress as the backend takes it: when the backend
+/// last took a message (or saw the stream end), and whether the gateway is
+/// now waiting on the client for the next one (rather than on the backend
+/// to take it).
 struct ClientActivity {
     base: Instant,
-    /// Nanoseconds from `base` to the last message, plus one (0: none).
+    /// Nanoseconds from `base` to the last message or the end, plus one
+    /// (0: none yet).
     last: std::sync::atomic::AtomicU64,
     ended: std::sync::atomic::AtomicBool,
+    waiting: std::sync::atomic::AtomicBool,
 }
 
 impl ClientActivity {
@@ -680,10 +691,11 @@ impl ClientActivity {
             base: Instant::now(),
             last: Default::default(),
             ended: Default::default(),
+            waiting: Default::default(),
         }
     }
 
-    fn sent(&self) {
+    fn stamp(&self) {
         let nanos = Instant::now().duration_since(self.base).as_nanos() as u64;
         self.last.store(
             nanos.saturating_add(1),
@@ -691,19 +703,26 @@ impl ClientActivity {
         );
     }
 
-    fn last_sent(&self) -> Option<Instant> {
+    fn last(&self) -> Option<Instant> {
         match self.last.load(std::sync::atomic::Ordering::Relaxed) {
             0 => None,
             n => Some(self.base + std::time::Duration::from_nanos(n - 1)),
         }
     }
 
-    fn end(&self) {
-        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+    fn waiting(&self, waiting: bool) {
+        self.waiting
+            .store(waiting, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn ended(&self) -> bool {
-        self.ended.load(std::sync::atomic::Ordering::Relaxed)
+    fn waiting_on_client(&self) -> bool {
+        !self.ended.load(std::sync::atomic::Ordering::Relaxed)
+            && self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn end(&self) {
+        self.stamp();
+        self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -724,7 +743,8 @@ impl Stream for GuardedStream {
         }
         match inner.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
-                activity.sent();
+                activity.waiting(false);
+                activity.stamp();
                 Poll::Ready(Some(bytes))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -737,7 +757,10 @@ impl Stream for GuardedStream {
                 activity.end();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                activity.waiting(true);
+                Poll::Pending
+            }
         }
     }
 }

@@ -394,9 +394,9 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
 }
 
 /// A raw HTTP/2 backend that answers every call's headers at once, reads
-/// the whole upload, then replies with an `UploadSummary` counting the
-/// DATA frames it got, and `OK`.
-async fn early_headers_backend() -> SocketAddr {
+/// the whole upload, thinks for `think`, then replies with an
+/// `UploadSummary` counting the DATA frames it got, and `OK`.
+async fn early_headers_backend(think: Duration) -> SocketAddr {
     use prost::Message as _;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -421,6 +421,7 @@ async fn early_headers_backend() -> SocketAddr {
                             let _ = body.flow_control().release_capacity(c.len());
                             frames += 1;
                         }
+                        tokio::time::sleep(think).await;
                         let summary = portico::demo::backends::pb::UploadSummary {
                             count: frames,
                             ..Default::default()
@@ -441,56 +442,64 @@ async fn early_headers_backend() -> SocketAddr {
 /// A backend that sends its headers before the upload is in (grpc-go's
 /// `SendHeader`, grpcio's `send_initial_metadata`) is not silent while the
 /// client still sends: an upload longer than `stream_idle_timeout`, with
-/// messages closer together than it, ends well on every protocol.
+/// messages closer together than it, ends well on every protocol; and once
+/// the upload is in, the backend has the whole timeout to answer.
 #[tokio::test]
 async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answered_headers_first()
 {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let gw = gateway_to(early_headers_backend().await).await;
     let event = frame_bytes(0, &[0x08, 0x01]);
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
-    for content_type in [
-        "application/grpc",
-        "application/grpc-web+proto",
-        "application/connect+proto",
-    ] {
-        let req = http::Request::post(format!("http://{}/portico.demo.v1.Feed/Upload", gw.addr))
-            .header("content-type", content_type)
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        let mut client = client.clone().ready().await.unwrap();
-        let (resp, mut send) = client.send_request(req, false).unwrap();
-        // Eight messages 120 ms apart: about a second, over 300 ms.
-        for _ in 0..8 {
-            send.send_data(event.clone().into(), false).unwrap();
-            tokio::time::sleep(Duration::from_millis(120)).await;
+    // Eight messages 120 ms apart (about a second, over the 300 ms
+    // timeout) answered at once; three 250 ms apart answered 150 ms after
+    // the upload ends, when a timer set from the last message but one
+    // comes due.
+    for (count, spacing, think) in [(8, 120, 0), (3, 250, 150)] {
+        let gw = gateway_to(early_headers_backend(Duration::from_millis(think)).await).await;
+        let tcp = TcpStream::connect(gw.addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        for content_type in [
+            "application/grpc",
+            "application/grpc-web+proto",
+            "application/connect+proto",
+        ] {
+            let req =
+                http::Request::post(format!("http://{}/portico.demo.v1.Feed/Upload", gw.addr))
+                    .header("content-type", content_type)
+                    .header("te", "trailers")
+                    .body(())
+                    .unwrap();
+            let mut client = client.clone().ready().await.unwrap();
+            let (resp, mut send) = client.send_request(req, false).unwrap();
+            for _ in 0..count {
+                send.send_data(event.clone().into(), false).unwrap();
+                tokio::time::sleep(Duration::from_millis(spacing)).await;
+            }
+            send.send_data(bytes::Bytes::new(), true).unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+                .await
+                .expect("an answer")
+                .unwrap();
+            let mut said = format!("{:?}", resp.headers());
+            let mut body = resp.into_body();
+            while let Some(Ok(chunk)) = body.data().await {
+                said.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            if let Ok(Some(trailers)) = body.trailers().await {
+                said.push_str(&format!("{trailers:?}"));
+            }
+            assert!(!said.contains("sent nothing"), "{content_type}: {said}");
+            assert!(
+                said.contains("\"grpc-status\": \"0\"")
+                    || said.contains("grpc-status: 0\r\n")
+                    || (content_type.starts_with("application/connect") && !said.contains("error")),
+                "{content_type} ({count} messages {spacing} ms apart): {said}"
+            );
         }
-        send.send_data(bytes::Bytes::new(), true).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
-            .await
-            .expect("an answer")
-            .unwrap();
-        let mut said = format!("{:?}", resp.headers());
-        let mut body = resp.into_body();
-        while let Some(Ok(chunk)) = body.data().await {
-            said.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        if let Ok(Some(trailers)) = body.trailers().await {
-            said.push_str(&format!("{trailers:?}"));
-        }
-        assert!(!said.contains("sent nothing"), "{content_type}: {said}");
-        assert!(
-            said.contains("\"grpc-status\": \"0\"")
-                || said.contains("grpc-status: 0\r\n")
-                || (content_type.starts_with("application/connect") && !said.contains("error")),
-            "{content_type}: {said}"
-        );
     }
     // WebSocket: a call on the method, its messages as frames.
+    let gw = gateway_to(early_headers_backend(Duration::ZERO).await).await;
     let mut ws = support::json_v1_to(gw.addr, "/ws").await;
     ws.send(Message::text(
         serde_json::json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1}})
