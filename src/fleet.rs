@@ -96,7 +96,7 @@ impl Conn {
             conn.query::<String>(&redis::cmd("PING")),
         )
         .await
-        .map_err(|_| timed_out("answering a PING"))??;
+        .map_err(|_| timed_out("answering a PING within redis.command_timeout"))??;
         Ok(conn)
     }
 
@@ -205,6 +205,8 @@ pub struct Fleet {
     instances: Mutex<Vec<InstanceInfo>>,
     gcra: redis::Script,
     pub stats: FleetStats,
+    /// Writes under way that no call waits for ([`Fleet::set_behind`]).
+    writes_behind: std::sync::atomic::AtomicUsize,
 }
 
 /// GCRA in one round trip, on Redis's own clock (so instances' clocks do
@@ -235,6 +237,9 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The most [`Fleet::set_behind`] writes under way at once.
+pub const MAX_WRITES_BEHIND: usize = 64;
+
 impl Fleet {
     /// Connects and starts the heartbeat. Without Redis at startup this
     /// fails, unless `on_start_failure = "degraded"`: then the fleet
@@ -254,8 +259,9 @@ impl Fleet {
             }
             Err(e) => {
                 return Err(format!(
-                    "cannot use Redis at {}: {e}",
-                    config.topology.describe()
+                    "cannot use Redis at {}: {e}{}",
+                    config.topology.describe(),
+                    not_redis_hint(&e)
                 ))
             }
         };
@@ -273,6 +279,7 @@ impl Fleet {
             instances: Mutex::new(Vec::new()),
             gcra: redis::Script::new(GCRA),
             stats: FleetStats::default(),
+            writes_behind: Default::default(),
             config,
         });
         if fleet.is_available() {
@@ -291,15 +298,8 @@ impl Fleet {
     /// and lets go (for `portico check`).
     pub async fn probe(config: &RedisConfig) -> Result<(), String> {
         let at = config.topology.describe();
-        let mut conn = Conn::connect(config)
+        let mut conn = Conn::connect_answering(config)
             .await
-            .map_err(|e| format!("cannot use Redis at {at}: {e}{}", not_redis_hint(&e)))?;
-        let ping = redis::cmd("PING");
-        tokio::time::timeout(config.command_timeout, conn.query::<String>(&ping))
-            .await
-            .map_err(|_| {
-                format!("Redis at {at} did not answer a PING within redis.command_timeout")
-            })?
             .map_err(|e| format!("cannot use Redis at {at}: {e}{}", not_redis_hint(&e)))?;
         // A cluster node given as `url` answers the keys of its own slots
         // and MOVED for the rest: which of the fleet's keys work would be
@@ -486,6 +486,23 @@ impl Fleet {
         cmd.arg(key).arg(value).arg("PX").arg(ms);
         self.with_conn(false, |mut c| async move { c.query::<()>(&cmd).await })
             .await
+    }
+
+    /// [`Fleet::set`] in a task of its own, for a value no call waits to
+    /// see stored (a shared cache entry). A Redis slow to answer holds each
+    /// write up to `command_timeout`; past [`MAX_WRITES_BEHIND`] of them
+    /// under way, a write is skipped rather than queued, so a slow Redis
+    /// never piles up memory in waiting values.
+    pub fn set_behind(self: &Arc<Self>, key: String, value: Vec<u8>, ttl: Duration) {
+        if self.writes_behind.fetch_add(1, Ordering::Relaxed) >= MAX_WRITES_BEHIND {
+            self.writes_behind.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let _ = fleet.set(&key, &value, ttl).await;
+            fleet.writes_behind.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Announces this instance and reads the others'. Also how an

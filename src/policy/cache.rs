@@ -560,12 +560,9 @@ impl ResponseCache {
                 if bytes.len() as u64 <= max {
                     // Written after the reply is on its way, so a slow
                     // Redis never spends the caller's deadline on what
-                    // only other instances gain; bounded by
-                    // redis.command_timeout, a failure only means they
-                    // miss this reply.
-                    tokio::spawn(async move {
-                        let _ = fleet.set(&redis_key, &bytes, lifetime).await;
-                    });
+                    // only other instances gain; a failure or a skipped
+                    // write only means they miss this reply.
+                    fleet.set_behind(redis_key, bytes, lifetime);
                 }
             }
         }

@@ -377,8 +377,8 @@ async fn a_frozen_redis_holds_a_call_no_longer_than_its_deadline() {
 
 /// What the backend answered is the caller's even while Redis is frozen:
 /// the shared tier's write comes after the reply, so it never spends the
-/// call's deadline (here the lookup's 300 ms timeout and the write's would
-/// together pass the route's 500 ms).
+/// call's deadline (here the lookup's 500 ms timeout and the write's would
+/// together pass the route's 900 ms).
 #[tokio::test]
 async fn a_frozen_redis_never_turns_a_backends_reply_into_a_timeout() {
     if !available("a_frozen_redis_never_turns_a_backends_reply_into_a_timeout") {
@@ -389,11 +389,11 @@ async fn a_frozen_redis_never_turns_a_backends_reply_into_a_timeout() {
     let text = config_for(
         backend,
         &format!(
-            "[redis]\nurl = \"{}\"\ncommand_timeout = \"300ms\"\n",
+            "[redis]\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
             redis.url()
         ),
         "Probe",
-        "timeout = \"500ms\"\ncache = { ttl = \"30s\", shared = true }",
+        "timeout = \"900ms\"\ncache = { ttl = \"30s\", shared = true }",
     );
     let gw = support::gateway_for(&text, backend).await;
     redis.freeze(true);
@@ -426,14 +426,14 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     let b = support::gateway_for(&text, backend).await;
     // Headers echoes the request's headers: a large one makes a large reply.
     let large = "x".repeat(3000);
-    let get = |addr| {
-        let large = large.clone();
+    let get = |addr, value: &str| {
+        let value = value.to_owned();
         async move {
             HttpClient::new(addr)
                 .send(
                     http::Method::GET,
                     "/v1/probe/headers",
-                    &[("host", "api.example"), ("x-large", large.as_str())],
+                    &[("host", "api.example"), ("x-large", value.as_str())],
                     "",
                 )
                 .await
@@ -441,11 +441,28 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     };
     for (addr, instance) in [(a.addr, "A"), (a.addr, "A again"), (b.addr, "B")] {
         let before = backends.probe.calls();
-        let r = get(addr).await;
+        let r = get(addr, &large).await;
         assert_eq!(r.status, StatusCode::OK, "{instance}");
         assert_eq!(r.header("x-cache"), Some("MISS"), "{instance}");
         assert_eq!(backends.probe.calls(), before + 1, "{instance}");
     }
+    // A reply within the bound is written to Redis; once it is there,
+    // the only cache entry Redis holds is that one.
+    let small = "x".repeat(100);
+    assert_eq!(get(a.addr, &small).await.header("x-cache"), Some("MISS"));
+    let entries = || async {
+        redis
+            .cli(&["KEYS", "*:cache:*"])
+            .await
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    };
+    assert!(
+        support::eventually_async(|| async { entries().await == 1 }).await,
+        "the small reply reached Redis, and no large one did: {} entries",
+        entries().await
+    );
 }
 
 /// Two instances on one Redis, each with a shared 30 s cache on the Probe
