@@ -98,6 +98,33 @@ pub struct Target {
     pub stats: Arc<crate::observe::call_stats::CallStats>,
 }
 
+#[cfg(test)]
+impl Target {
+    /// `method` as a unary route to upstream 0 would resolve it, every
+    /// switch off (the JSON direct paths as its types allow), for unit
+    /// tests.
+    pub(crate) fn for_method(method: MethodDescriptor) -> Target {
+        Target {
+            path: format!("/{}/{}", method.parent_service().full_name(), method.name())
+                .parse()
+                .expect("a method's path is a valid path"),
+            request_json_direct: crate::transcode::json::wire::covers(&method.input()),
+            reply_json_direct: crate::transcode::json::wire::covers(&method.output()),
+            kind: CallKind::of(&method),
+            method,
+            upstream: UpstreamId(0),
+            route: 0,
+            upstream_name: "u".into(),
+            timeout: None,
+            cacheable: false,
+            access_log: false,
+            idempotent: false,
+            hash_field: None,
+            stats: Default::default(),
+        }
+    }
+}
+
 /// Stream of encoded protobuf messages.
 pub type MessageStream = Pin<Box<dyn Stream<Item = Result<Bytes, GatewayError>> + Send>>;
 

@@ -703,22 +703,7 @@ mod tests {
             .methods()
             .find(|m| m.name() == "GetShelf")
             .unwrap();
-        let target = Arc::new(crate::envelope::Target {
-            method,
-            path: "/portico.demo.v1.Library/GetShelf".parse().unwrap(),
-            kind: crate::envelope::CallKind::Unary,
-            upstream: crate::envelope::UpstreamId(0),
-            route: 0,
-            upstream_name: "u".into(),
-            timeout: None,
-            cacheable: false,
-            access_log: false,
-            idempotent: false,
-            hash_field: None,
-            request_json_direct: false,
-            reply_json_direct: false,
-            stats: Default::default(),
-        });
+        let target = Arc::new(crate::envelope::Target::for_method(method));
         Envelope {
             target,
             metadata: http::HeaderMap::new(),

@@ -623,22 +623,7 @@ mod tests {
             .methods()
             .find(|m| m.name() == name)
             .unwrap();
-        Target {
-            path: format!("/kinds.v1.Things/{name}").parse().unwrap(),
-            request_json_direct: crate::transcode::json::wire::covers(&method.input()),
-            method,
-            kind: crate::envelope::CallKind::Unary,
-            upstream: crate::envelope::UpstreamId(0),
-            route: 0,
-            upstream_name: "u".into(),
-            timeout: None,
-            cacheable: false,
-            access_log: false,
-            idempotent: false,
-            hash_field: None,
-            reply_json_direct: false,
-            stats: Default::default(),
-        }
+        Target::for_method(method)
     }
 
     #[test]

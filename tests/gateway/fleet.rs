@@ -414,16 +414,8 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     if !available("a_reply_larger_than_max_bytes_is_not_shared_either") {
         return;
     }
-    let redis = RedisServer::start(&[]).await;
-    let (backends, backend) = backend().await;
-    let text = config_for(
-        backend,
-        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-        "Probe",
-        "cache = { ttl = \"30s\", shared = true, max_bytes = 2000 }",
-    );
-    let a = support::gateway_for(&text, backend).await;
-    let b = support::gateway_for(&text, backend).await;
+    let (redis, backends, a, b) =
+        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true, max_bytes = 2000 }").await;
     // Headers echoes the request's headers: a large one makes a large reply.
     let large = "x".repeat(3000);
     let get = |addr, value: &str| {
@@ -465,9 +457,11 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     );
 }
 
-/// Two instances on one Redis, each with a shared 30 s cache on the Probe
-/// route, in front of one backend.
-async fn two_instances_sharing_a_cache() -> (
+/// Two instances on one Redis, each with `cache` (a shared one) on the
+/// Probe route, in front of one backend.
+async fn two_instances_sharing_a_cache(
+    cache: &str,
+) -> (
     RedisServer,
     portico::demo::backends::Backends,
     portico::app::Gateway,
@@ -479,7 +473,7 @@ async fn two_instances_sharing_a_cache() -> (
         backend,
         &format!("[redis]\nurl = \"{}\"\n", redis.url()),
         "Probe",
-        "cache = { ttl = \"30s\", shared = true }",
+        &format!("cache = {cache}"),
     );
     let a = support::gateway_for(&text, backend).await;
     let b = support::gateway_for(&text, backend).await;
@@ -491,7 +485,8 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {
         return;
     }
-    let (_redis, backends, a, b) = two_instances_sharing_a_cache().await;
+    let (_redis, backends, a, b) =
+        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
     let calls = || backends.probe.calls();
     // Behind a load balancer every instance sees the same public host (the
     // forwarding headers the backend gets are part of the key).
@@ -569,7 +564,8 @@ async fn a_shared_reply_that_varies_is_never_served_to_another_value() {
     if !available("a_shared_reply_that_varies_is_never_served_to_another_value") {
         return;
     }
-    let (_redis, backends, a, b) = two_instances_sharing_a_cache().await;
+    let (_redis, backends, a, b) =
+        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
     let get = |addr, user: &'static str| async move {
         HttpClient::new(addr)
             .send(

@@ -43,6 +43,19 @@ async fn a_stalled_request_body_is_a_408_naming_the_timeout() {
     assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
 }
 
+/// An HTTP/2 answer as text: its status, headers, body and trailers.
+async fn everything_said(resp: http::Response<h2::RecvStream>) -> String {
+    let mut said = format!("{} {:?}", resp.status(), resp.headers());
+    let mut body = resp.into_body();
+    while let Some(Ok(chunk)) = body.data().await {
+        said.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    if let Ok(Some(trailers)) = body.trailers().await {
+        said.push_str(&format!("{trailers:?}"));
+    }
+    said
+}
+
 /// Sends `first` on a new stream to `path` over HTTP/2 and then nothing,
 /// keeping the stream open; returns everything the gateway answered
 /// (headers, body, trailers) as text, and how long the answer took.
@@ -67,14 +80,7 @@ async fn stall_after(
         .expect("an answer before 3 s")
         .unwrap();
     let took = started.elapsed();
-    let mut said = format!("{:?}", resp.headers());
-    let mut body = resp.into_body();
-    while let Some(Ok(chunk)) = body.data().await {
-        said.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    if let Ok(Some(trailers)) = body.trailers().await {
-        said.push_str(&format!("{trailers:?}"));
-    }
+    let said = everything_said(resp).await;
     drop(send);
     (said, took)
 }
@@ -175,14 +181,7 @@ async fn a_trickling_request_is_answered_when_its_deadline_passes() {
             .unwrap_or_else(|_| panic!("{protocol}: no answer before 3 s"))
             .unwrap();
         let took = started.elapsed();
-        let mut said = format!("{} {:?}", resp.status(), resp.headers());
-        let mut body = resp.into_body();
-        while let Some(Ok(chunk)) = body.data().await {
-            said.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        if let Ok(Some(trailers)) = body.trailers().await {
-            said.push_str(&format!("{trailers:?}"));
-        }
+        let said = everything_said(resp).await;
         trickle.abort();
         assert!(
             took >= Duration::from_millis(500) && took < Duration::from_secs(2),
@@ -481,14 +480,7 @@ async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answ
                 .await
                 .expect("an answer")
                 .unwrap();
-            let mut said = format!("{:?}", resp.headers());
-            let mut body = resp.into_body();
-            while let Some(Ok(chunk)) = body.data().await {
-                said.push_str(&String::from_utf8_lossy(&chunk));
-            }
-            if let Ok(Some(trailers)) = body.trailers().await {
-                said.push_str(&format!("{trailers:?}"));
-            }
+            let said = everything_said(resp).await;
             assert!(!said.contains("sent nothing"), "{content_type}: {said}");
             assert!(
                 said.contains("\"grpc-status\": \"0\"")
