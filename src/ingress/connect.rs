@@ -194,16 +194,14 @@ impl ConnectIngress {
         let (codec, payload) = match shape {
             Shape::UnknownCodec => return Err(media_type_refusal()),
             Shape::Unary(codec) => {
-                let read = framed::read_limited(
+                let bytes = framed::read_limited(
                     body,
                     limit,
                     crate::config::MESSAGE_LIMIT,
                     self.limits.body_read_timeout,
-                );
-                let bytes = self
-                    .edge
-                    .read_within_deadline(&parts.headers, &target, started, read)
-                    .await?;
+                    self.edge.deadline_at(&parts.headers, &target, started),
+                )
+                .await?;
                 (
                     codec,
                     Payload::Unary(decode_message(&target, codec, bytes, &json_options)?),
@@ -233,17 +231,15 @@ impl ConnectIngress {
             Shape::Stream(codec) if !target.kind.client_streams() => {
                 // A server stream's request is one message, read whole
                 // before the call starts, as gRPC reads it.
-                let read = framed::one(
+                let message = framed::one(
                     body,
                     framed::BodyEncoding::Binary,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    self.edge.deadline_at(&parts.headers, &target, started),
                     |m| decode_message(&target, codec, m, &json_options),
-                );
-                let message = self
-                    .edge
-                    .read_within_deadline(&parts.headers, &target, started, read)
-                    .await?;
+                )
+                .await?;
                 (codec, Payload::Unary(message))
             }
             Shape::Stream(codec) => (

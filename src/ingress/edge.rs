@@ -335,24 +335,17 @@ impl Edge {
         ctx
     }
 
-    /// Reads a call's request (`read`) within the call's deadline, which
-    /// counts from the request's arrival: a client that trickles its body
-    /// past it is answered when it passes, not when the body ends.
-    pub async fn read_within_deadline<T>(
+    /// When a call's deadline passes (it counts from the request's
+    /// arrival, `started`), for reading its request: a client that
+    /// trickles its body past it is answered then, not when the body ends.
+    pub fn deadline_at(
         &self,
         headers: &HeaderMap,
         target: &Target,
         started: Instant,
-        read: impl std::future::Future<Output = Result<T, crate::error::GatewayError>>,
-    ) -> Result<T, crate::error::GatewayError> {
-        let at = deadline(target.kind, self.client_timeout(headers), target.timeout)
-            .and_then(|timeout| started.checked_add(timeout));
-        match at {
-            Some(at) => tokio::time::timeout_at(at.into(), read)
-                .await
-                .map_err(|_| crate::error::GatewayError::deadline_passed_reading_request())?,
-            None => read.await,
-        }
+    ) -> Option<Instant> {
+        deadline(target.kind, self.client_timeout(headers), target.timeout)
+            .and_then(|timeout| started.checked_add(timeout))
     }
 
     /// The envelope for a call: metadata by the forwarding rule, the

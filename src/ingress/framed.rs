@@ -8,24 +8,24 @@ use crate::error::GatewayError;
 use crate::transcode::framing::Deframer;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use crate::config::{BODY_READ_TIMEOUT, STREAM_IDLE_TIMEOUT};
 
-/// Reads a whole body, refusing one over `limit` bytes with a 413, and one
+/// Reads a whole body, refusing one over `limit` bytes with a 413, one
 /// that stalls for `idle` between two pieces with a 408
-/// (`server.limits.body_read_timeout`).
+/// (`server.limits.body_read_timeout`), and one still arriving at
+/// `deadline` (the call's, when the body is its request) with a 504.
 pub async fn read_limited(
     mut body: super::request_body::RequestBody,
     limit: usize,
     limit_key: &'static str,
     idle: Duration,
+    deadline: Option<Instant>,
 ) -> Result<Bytes, GatewayError> {
     let mut out = bytes::BytesMut::new();
     loop {
-        let frame = tokio::time::timeout(idle, body.frame())
-            .await
-            .map_err(|_| GatewayError::client_timeout(BODY_READ_TIMEOUT, idle))?;
+        let frame = next_frame(&mut body, (idle, BODY_READ_TIMEOUT), deadline).await?;
         match frame {
             None => return Ok(out.freeze()),
             Some(Ok(frame)) => {
@@ -39,6 +39,31 @@ pub async fn read_limited(
             Some(Err(e)) => return Err(body_error(&e, "could not read the request")),
         }
     }
+}
+
+/// A body's next piece, waited for up to `idle` (named by `idle_key`) and
+/// never past `deadline`: one timer for both, and the error names the one
+/// that came first.
+async fn next_frame(
+    body: &mut super::request_body::RequestBody,
+    (idle, idle_key): (Duration, &'static str),
+    deadline: Option<Instant>,
+) -> Result<Option<Result<http_body::Frame<Bytes>, BodyError>>, GatewayError> {
+    let idle_ends = Instant::now().checked_add(idle);
+    let (until, by_deadline) = match (idle_ends, deadline) {
+        (Some(i), Some(d)) if d < i => (Some(d), true),
+        (None, Some(d)) => (Some(d), true),
+        (i, _) => (i, false),
+    };
+    let Some(until) = until else {
+        return Ok(body.frame().await);
+    };
+    tokio::time::timeout_at(until.into(), body.frame())
+        .await
+        .map_err(|_| match by_deadline {
+            true => GatewayError::deadline_passed_reading_request(),
+            false => GatewayError::client_timeout(idle_key, idle),
+        })
 }
 
 /// How a framed body's bytes are written.
@@ -119,6 +144,8 @@ struct Framed {
     failed: bool,
     idle: Duration,
     idle_key: &'static str,
+    /// The call's deadline, when the body is a unary call's request.
+    deadline: Option<Instant>,
 }
 
 impl Framed {
@@ -127,6 +154,7 @@ impl Framed {
         encoding: BodyEncoding,
         limit: usize,
         (idle, idle_key): (Duration, &'static str),
+        deadline: Option<Instant>,
     ) -> Framed {
         Framed {
             body,
@@ -136,6 +164,7 @@ impl Framed {
             failed: false,
             idle,
             idle_key,
+            deadline,
         }
     }
 
@@ -159,10 +188,14 @@ impl Framed {
             if self.ended {
                 return None;
             }
-            let Ok(frame) = tokio::time::timeout(self.idle, self.body.frame()).await else {
-                self.failed = true;
-                return Some(Err(GatewayError::client_timeout(self.idle_key, self.idle)));
-            };
+            let frame =
+                match next_frame(&mut self.body, (self.idle, self.idle_key), self.deadline).await {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                };
             let decoded = match frame {
                 Some(Ok(frame)) => match (frame.into_data(), &mut self.text) {
                     (Ok(data), Some(text)) => text.push(&data),
@@ -201,7 +234,7 @@ pub fn messages<F>(
 where
     F: Fn(Bytes) -> Result<Bytes, GatewayError> + Send + Sync + 'static,
 {
-    let framed = Framed::new(body, encoding, limit, idle);
+    let framed = Framed::new(body, encoding, limit, idle, None);
     Box::pin(futures_util::stream::unfold(
         (framed, decode),
         |(mut framed, decode)| async move {
@@ -260,9 +293,10 @@ pub async fn one(
     encoding: BodyEncoding,
     limit: usize,
     idle: (Duration, &'static str),
+    deadline: Option<Instant>,
     decode: impl Fn(Bytes) -> Result<Bytes, GatewayError>,
 ) -> Result<Bytes, GatewayError> {
-    let mut framed = Framed::new(body, encoding, limit, idle);
+    let mut framed = Framed::new(body, encoding, limit, idle, deadline);
     // Each message is decoded as it is read, as in [`messages`]: a bad
     // first message is refused before the rest of the body is waited for.
     let Some(message) = framed.next().await.transpose()?.map(&decode).transpose()? else {

@@ -181,20 +181,17 @@ impl GrpcIngress {
                 (self.limits.stream_idle_timeout, framed::STREAM_IDLE_TIMEOUT),
                 Ok,
             )),
-            false => {
-                let read = framed::one(
+            false => Payload::Unary(
+                framed::one(
                     body,
                     encoding,
                     limit,
                     (self.limits.body_read_timeout, framed::BODY_READ_TIMEOUT),
+                    self.edge.deadline_at(&parts.headers, &target, started),
                     Ok,
-                );
-                Payload::Unary(
-                    self.edge
-                        .read_within_deadline(&parts.headers, &target, started, read)
-                        .await?,
                 )
-            }
+                .await?,
+            ),
         };
         let mut inbound = self.edge.inbound_owned(parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());

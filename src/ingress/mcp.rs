@@ -264,6 +264,7 @@ impl McpIngress {
             self.limits.max_request_body_bytes,
             crate::config::REQUEST_BODY_LIMIT,
             self.limits.body_read_timeout,
+            None,
         )
         .await
         .map_err(|e| {

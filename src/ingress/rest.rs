@@ -208,15 +208,15 @@ impl RestIngress {
             let bytes = match binding.body {
                 BodyRule::None => Bytes::new(),
                 _ => {
-                    let read = read_body(
+                    read_body(
                         body,
                         &parts.headers,
                         self.limits.max_request_body_bytes,
                         self.limits.body_read_timeout,
-                    );
-                    self.edge
-                        .read_within_deadline(&parts.headers, &binding.target, started, read)
-                        .await?
+                        self.edge
+                            .deadline_at(&parts.headers, &binding.target, started),
+                    )
+                    .await?
                 }
             };
             let url = UrlParts {
@@ -283,6 +283,7 @@ impl RestIngress {
             &parts.headers,
             self.limits.max_request_body_bytes,
             self.limits.body_read_timeout,
+            None,
         )
         .await?;
         input.body = if bytes.is_empty() {
@@ -498,6 +499,7 @@ async fn read_body(
     headers: &HeaderMap,
     limit: usize,
     idle: std::time::Duration,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Bytes, GatewayError> {
     if let Some(len) = headers
         .get(CONTENT_LENGTH)
@@ -511,7 +513,14 @@ async fn read_body(
             ));
         }
     }
-    super::framed::read_limited(body, limit, crate::config::REQUEST_BODY_LIMIT, idle).await
+    super::framed::read_limited(
+        body,
+        limit,
+        crate::config::REQUEST_BODY_LIMIT,
+        idle,
+        deadline,
+    )
+    .await
 }
 
 /// An error in one line of a streamed body, told which line of the whole
