@@ -329,7 +329,7 @@ fn protox_error(opened: &str, e: protox::Error, proto_paths: &[impl AsRef<Path>]
             .collect::<Vec<_>>()
             .join(", ");
         reason = if Path::new(opened).is_file() {
-            format!("the file is outside every include folder ({folders}); put it in one, or add its folder to proto_paths")
+            format!("the file is outside every include folder ({folders}); put it in one, or add its folder to the include folders (proto_paths; -I for portico compile)")
         } else {
             format!("no such file: not in any include folder ({folders}), nor at that path")
         };
