@@ -524,11 +524,18 @@ impl ResponseCache {
                 None => lookup.await,
             };
             if let Ok(Some((bytes, left))) = found {
-                if let Some((metadata, message, stored_ms)) = shared_tier::decode(&bytes) {
-                    // Another instance's clock: an age below zero is none.
-                    let age = Duration::from_millis(unix_ms().saturating_sub(stored_ms));
-                    let entry =
-                        self.entry(metadata, message, (left.min(ttl), age), true, base, headers);
+                let decoded =
+                    shared_tier::decode(&bytes).and_then(|(metadata, message, stored)| {
+                        // Another instance's clock: an age below zero is none.
+                        let age = Duration::from_millis(unix_ms().saturating_sub(stored));
+                        // Never past the route's ttl from when the reply was
+                        // made, whatever lifetime Redis gives it: a write Redis
+                        // ran late (queued while it was frozen) set it afresh.
+                        let left = left.min(ttl.saturating_sub(age));
+                        (!left.is_zero()).then_some((metadata, message, left, age))
+                    });
+                if let Some((metadata, message, left, age)) = decoded {
+                    let entry = self.entry(metadata, message, (left, age), true, base, headers);
                     // A reply that varies on a header is only for requests
                     // with the values it was made for, which an instance
                     // that had not seen its Vary looked it up without.

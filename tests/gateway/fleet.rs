@@ -457,6 +457,47 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     );
 }
 
+/// A reply is never served from Redis past the route's `ttl` counted from
+/// when it was made, whatever lifetime Redis holds it for: a write a frozen
+/// Redis ran late, once it resumed, set that lifetime afresh.
+#[tokio::test]
+async fn a_shared_reply_is_never_served_past_the_routes_ttl_from_when_it_was_made() {
+    if !available("a_shared_reply_is_never_served_past_the_routes_ttl_from_when_it_was_made") {
+        return;
+    }
+    let (redis, backends, a, b) =
+        two_instances_sharing_a_cache("{ ttl = \"1s\", shared = true }").await;
+    let get = |addr| async move {
+        HttpClient::new(addr)
+            .send(
+                http::Method::GET,
+                "/v1/probe/headers",
+                &[("host", "api.example")],
+                "",
+            )
+            .await
+    };
+    assert_eq!(get(a.addr).await.header("x-cache"), Some("MISS"));
+    let key = || async {
+        redis
+            .cli(&["KEYS", "*:cache:*"])
+            .await
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+    };
+    assert!(support::eventually_async(|| async { key().await.is_some() }).await);
+    // As a late write leaves it: a whole minute to live, from now.
+    let stored = key().await.unwrap();
+    redis.cli(&["PEXPIRE", &stored, "60000"]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let calls = backends.probe.calls();
+    let late = get(b.addr).await;
+    assert_eq!(late.header("x-cache"), Some("MISS"), "{}", late.text());
+    assert_eq!(backends.probe.calls(), calls + 1);
+}
+
 /// Two instances on one Redis, each with `cache` (a shared one) on the
 /// Probe route, in front of one backend.
 async fn two_instances_sharing_a_cache(
