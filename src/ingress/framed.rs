@@ -49,7 +49,9 @@ async fn next_frame(
     (idle, idle_key): (Duration, &'static str),
     deadline: Option<Instant>,
 ) -> Result<Option<Result<http_body::Frame<Bytes>, BodyError>>, GatewayError> {
-    let idle_ends = Instant::now().checked_add(idle);
+    // The runtime's clock, as every other timer here reads it.
+    let idle_ends = tokio::time::Instant::now().checked_add(idle);
+    let deadline = deadline.map(tokio::time::Instant::from_std);
     let (until, by_deadline) = match (idle_ends, deadline) {
         (Some(i), Some(d)) if d < i => (Some(d), true),
         (None, Some(d)) => (Some(d), true),
@@ -58,7 +60,7 @@ async fn next_frame(
     let Some(until) = until else {
         return Ok(body.frame().await);
     };
-    tokio::time::timeout_at(until.into(), body.frame())
+    tokio::time::timeout_at(until, body.frame())
         .await
         .map_err(|_| match by_deadline {
             true => GatewayError::deadline_passed_reading_request(),
