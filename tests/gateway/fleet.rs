@@ -420,16 +420,7 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     let large = "x".repeat(3000);
     let get = |addr, value: &str| {
         let value = value.to_owned();
-        async move {
-            HttpClient::new(addr)
-                .send(
-                    http::Method::GET,
-                    "/v1/probe/headers",
-                    &[("host", "api.example"), ("x-large", value.as_str())],
-                    "",
-                )
-                .await
-        }
+        async move { public_get(addr, &[("x-large", value.as_str())]).await }
     };
     for (addr, instance) in [(a.addr, "A"), (a.addr, "A again"), (b.addr, "B")] {
         let before = backends.probe.calls();
@@ -442,18 +433,10 @@ async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     // the only cache entry Redis holds is that one.
     let small = "x".repeat(100);
     assert_eq!(get(a.addr, &small).await.header("x-cache"), Some("MISS"));
-    let entries = || async {
-        redis
-            .cli(&["KEYS", "*:cache:*"])
-            .await
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count()
-    };
     assert!(
-        support::eventually_async(|| async { entries().await == 1 }).await,
-        "the small reply reached Redis, and no large one did: {} entries",
-        entries().await
+        support::eventually_async(|| async { cache_keys(&redis).await.len() == 1 }).await,
+        "the small reply reached Redis, and no large one did: {:?}",
+        cache_keys(&redis).await
     );
 }
 
@@ -467,35 +450,43 @@ async fn a_shared_reply_is_never_served_past_the_routes_ttl_from_when_it_was_mad
     }
     let (redis, backends, a, b) =
         two_instances_sharing_a_cache("{ ttl = \"1s\", shared = true }").await;
-    let get = |addr| async move {
-        HttpClient::new(addr)
-            .send(
-                http::Method::GET,
-                "/v1/probe/headers",
-                &[("host", "api.example")],
-                "",
-            )
-            .await
-    };
-    assert_eq!(get(a.addr).await.header("x-cache"), Some("MISS"));
-    let key = || async {
-        redis
-            .cli(&["KEYS", "*:cache:*"])
-            .await
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_owned)
-    };
-    assert!(support::eventually_async(|| async { key().await.is_some() }).await);
+    assert_eq!(
+        public_get(a.addr, &[]).await.header("x-cache"),
+        Some("MISS")
+    );
+    assert!(support::eventually_async(|| async { !cache_keys(&redis).await.is_empty() }).await);
     // As a late write leaves it: a whole minute to live, from now.
-    let stored = key().await.unwrap();
+    let stored = cache_keys(&redis).await.remove(0);
     redis.cli(&["PEXPIRE", &stored, "60000"]).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let calls = backends.probe.calls();
-    let late = get(b.addr).await;
+    let late = public_get(b.addr, &[]).await;
     assert_eq!(late.header("x-cache"), Some("MISS"), "{}", late.text());
     assert_eq!(backends.probe.calls(), calls + 1);
+}
+
+/// `GET /v1/probe/headers` (which echoes its headers) as a client behind
+/// a load balancer sends it, with every instance seeing one public host
+/// (the forwarding headers the backend gets are part of the cache key),
+/// plus `headers`.
+async fn public_get(addr: SocketAddr, headers: &[(&str, &str)]) -> support::Reply {
+    let mut all = vec![("host", "api.example")];
+    all.extend_from_slice(headers);
+    HttpClient::new(addr)
+        .send(http::Method::GET, "/v1/probe/headers", &all, "")
+        .await
+}
+
+/// The shared cache's keys Redis holds now.
+async fn cache_keys(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cli(&["KEYS", "*:cache:*"])
+        .await
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Two instances on one Redis, each with `cache` (a shared one) on the
@@ -529,18 +520,7 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     let (_redis, backends, a, b) =
         two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
     let calls = || backends.probe.calls();
-    // Behind a load balancer every instance sees the same public host (the
-    // forwarding headers the backend gets are part of the key).
-    let get = |addr| async move {
-        HttpClient::new(addr)
-            .send(
-                http::Method::GET,
-                "/v1/probe/headers",
-                &[("host", "api.example")],
-                "",
-            )
-            .await
-    };
+    let get = |addr| public_get(addr, &[]);
     let first = get(a.addr).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-cache"), Some("MISS"));
@@ -608,18 +588,7 @@ async fn a_shared_reply_that_varies_is_never_served_to_another_value() {
     let (_redis, backends, a, b) =
         two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
     let get = |addr, user: &'static str| async move {
-        HttpClient::new(addr)
-            .send(
-                http::Method::GET,
-                "/v1/probe/headers",
-                &[
-                    ("host", "api.example"),
-                    ("x-reply-vary", "x-user"),
-                    ("x-user", user),
-                ],
-                "",
-            )
-            .await
+        public_get(addr, &[("x-reply-vary", "x-user"), ("x-user", user)]).await
     };
     let alice = get(a.addr, "alice").await;
     assert_eq!(alice.header("x-cache"), Some("MISS"));

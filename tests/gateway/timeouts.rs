@@ -43,6 +43,14 @@ async fn a_stalled_request_body_is_a_408_naming_the_timeout() {
     assert_eq!(h.client.get("/v1/probe/headers").await.status, 200);
 }
 
+/// A raw HTTP/2 client connection to `addr`, driven in a task of its own.
+async fn h2_client(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 /// An HTTP/2 answer as text: its status, headers, body and trailers.
 async fn everything_said(resp: http::Response<h2::RecvStream>) -> String {
     let mut said = format!("{} {:?}", resp.status(), resp.headers());
@@ -96,9 +104,7 @@ async fn a_stalled_unary_grpc_message_names_body_read_timeout() {
         )
     })
     .await;
-    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
+    let client = h2_client(h.gateway.addr).await;
     for content_type in ["application/grpc", "application/grpc-web+proto"] {
         // A length prefix for 10 bytes, and two of them.
         let (said, took) = stall_after(
@@ -130,9 +136,7 @@ async fn a_trickling_request_is_answered_when_its_deadline_passes() {
         with_limits(support::config_text(b, "", "")).with_route_keys("Probe", "timeout = \"600ms\"")
     })
     .await;
-    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
+    let client = h2_client(h.gateway.addr).await;
     let grpc_prefix = vec![0, 0, 0, 0, 100];
     for (protocol, content_type, extra, first) in [
         ("REST", "application/json", None, b"{".to_vec()),
@@ -212,44 +216,65 @@ enum Stall {
 
 /// A raw HTTP/2 backend that stalls; reports each stream's reset.
 async fn stalling_backend(stall: Stall) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = raw_h2_backend(move |req, mut respond| {
+        let tx = tx.clone();
+        async move {
+            let mut body = req.into_body();
+            while let Some(chunk) = body.data().await {
+                if let Ok(c) = &chunk {
+                    let _ = body.flow_control().release_capacity(c.len());
+                }
+            }
+            // The request is in; now wait for the gateway to give up.
+            let reset = if stall == Stall::AfterHeaders {
+                let mut send = respond.send_response(grpc_headers(), false).unwrap();
+                std::future::poll_fn(|cx| send.poll_reset(cx)).await
+            } else {
+                std::future::poll_fn(|cx| respond.poll_reset(cx)).await
+            };
+            let _ = tx.send(format!("{reset:?}"));
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+/// A raw HTTP/2 backend on a port of its own that hands each stream it is
+/// sent to `stream`, in a task of its own.
+async fn raw_h2_backend<F, Fut>(stream: F) -> SocketAddr
+where
+    F: Fn(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let tx = tx.clone();
+            let stream = stream.clone();
             tokio::spawn(async move {
                 let Ok(mut conn) = h2::server::handshake(socket).await else {
                     return;
                 };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        let mut body = req.into_body();
-                        while let Some(chunk) = body.data().await {
-                            if let Ok(c) = &chunk {
-                                let _ = body.flow_control().release_capacity(c.len());
-                            }
-                        }
-                        // The request is in; now wait for the gateway to give up.
-                        let reset = if stall == Stall::AfterHeaders {
-                            let resp = http::Response::builder()
-                                .status(200)
-                                .header("content-type", "application/grpc")
-                                .body(())
-                                .unwrap();
-                            let mut send = respond.send_response(resp, false).unwrap();
-                            std::future::poll_fn(|cx| send.poll_reset(cx)).await
-                        } else {
-                            std::future::poll_fn(|cx| respond.poll_reset(cx)).await
-                        };
-                        let _ = tx.send(format!("{reset:?}"));
-                    });
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    tokio::spawn(stream(req, respond));
                 }
             });
         }
     });
-    (addr, rx)
+    addr
+}
+
+/// A gRPC reply's headers, status 200.
+fn grpc_headers() -> http::Response<()> {
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
 }
 
 async fn gateway_to(backend: SocketAddr) -> portico::app::Gateway {
@@ -334,9 +359,7 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
         }
         .encode_to_vec()
     };
-    let tcp = TcpStream::connect(h.gateway.addr).await.unwrap();
-    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
+    let client = h2_client(h.gateway.addr).await;
     for content_type in [
         "application/grpc",
         "application/grpc-web+proto",
@@ -397,45 +420,27 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
 /// `UploadSummary` counting the DATA frames it got, and `OK`.
 async fn early_headers_backend(think: Duration) -> SocketAddr {
     use prost::Message as _;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(socket).await else {
-                    return;
-                };
-                while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    tokio::spawn(async move {
-                        let resp = http::Response::builder()
-                            .status(200)
-                            .header("content-type", "application/grpc")
-                            .body(())
-                            .unwrap();
-                        let mut send = respond.send_response(resp, false).unwrap();
-                        let mut body = req.into_body();
-                        let mut frames = 0;
-                        while let Some(chunk) = body.data().await {
-                            let Ok(c) = chunk else { return };
-                            let _ = body.flow_control().release_capacity(c.len());
-                            frames += 1;
-                        }
-                        tokio::time::sleep(think).await;
-                        let summary = portico::demo::backends::pb::UploadSummary {
-                            count: frames,
-                            ..Default::default()
-                        };
-                        let reply = frame_bytes(0, &summary.encode_to_vec());
-                        let _ = send.send_data(reply.into(), false);
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", "0".parse().unwrap());
-                        let _ = send.send_trailers(trailers);
-                    });
-                }
-            });
+    raw_h2_backend(move |req, mut respond| async move {
+        let mut send = respond.send_response(grpc_headers(), false).unwrap();
+        let mut body = req.into_body();
+        let mut frames = 0;
+        while let Some(chunk) = body.data().await {
+            let Ok(c) = chunk else { return };
+            let _ = body.flow_control().release_capacity(c.len());
+            frames += 1;
         }
-    });
-    addr
+        tokio::time::sleep(think).await;
+        let summary = portico::demo::backends::pb::UploadSummary {
+            count: frames,
+            ..Default::default()
+        };
+        let reply = frame_bytes(0, &summary.encode_to_vec());
+        let _ = send.send_data(reply.into(), false);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let _ = send.send_trailers(trailers);
+    })
+    .await
 }
 
 /// A backend that sends its headers before the upload is in (grpc-go's
@@ -455,9 +460,7 @@ async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answ
     // comes due.
     for (count, spacing, think) in [(8, 120, 0), (3, 250, 150)] {
         let gw = gateway_to(early_headers_backend(Duration::from_millis(think)).await).await;
-        let tcp = TcpStream::connect(gw.addr).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(conn);
+        let client = h2_client(gw.addr).await;
         for content_type in [
             "application/grpc",
             "application/grpc-web+proto",
