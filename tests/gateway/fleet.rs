@@ -10,9 +10,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::protocols::{Protocol, Seen, EVERY_PROTOCOL};
 use support::redis::{available, RedisCluster, RedisServer};
 use support::served::Served as Portico;
-use support::HttpClient;
+use support::{HttpClient, RouteKeys};
 
 /// The admin port's `/fleet` and `/metrics`.
 async fn fleet_status(admin: SocketAddr) -> serde_json::Value {
@@ -33,8 +34,7 @@ fn config(backend: SocketAddr, redis: &str, library_extra: &str) -> String {
 
 /// The demo config with `[redis]` and `extra` on the route of `service`.
 fn config_for(backend: SocketAddr, redis: &str, service: &str, extra: &str) -> String {
-    let route = format!("grpc_service = \"portico.demo.v1.{service}\"\nupstream = \"demo\"\n");
-    support::config_text(backend, redis, "").replacen(&route, &format!("{route}{extra}\n"), 1)
+    support::config_text(backend, redis, "").with_route_keys(service, extra)
 }
 
 async fn backend() -> (portico::demo::backends::Backends, SocketAddr) {
@@ -375,10 +375,10 @@ async fn a_frozen_redis_holds_a_call_no_longer_than_its_deadline() {
     }
 }
 
-/// What the backend answered is the caller's even while Redis is frozen:
-/// the shared tier's write comes after the reply, so it never spends the
-/// call's deadline (here the lookup's 500 ms timeout and the write's would
-/// together pass the route's 900 ms).
+/// What the backend answered is the caller's even while Redis is frozen,
+/// on every protocol: the shared tier's write comes after the reply, so it
+/// never spends the call's deadline (here the lookup's 500 ms timeout and
+/// the write's would together pass the route's 900 ms).
 #[tokio::test]
 async fn a_frozen_redis_never_turns_a_backends_reply_into_a_timeout() {
     if !available("a_frozen_redis_never_turns_a_backends_reply_into_a_timeout") {
@@ -386,83 +386,125 @@ async fn a_frozen_redis_never_turns_a_backends_reply_into_a_timeout() {
     }
     let redis = RedisServer::start(&[]).await;
     let (backends, backend) = backend().await;
-    let text = config_for(
+    let text = shared_cache_config(
         backend,
-        &format!(
-            "[redis]\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
-            redis.url()
-        ),
-        "Probe",
-        "timeout = \"900ms\"\ncache = { ttl = \"30s\", shared = true }",
+        &format!("url = \"{}\"\ncommand_timeout = \"500ms\"", redis.url()),
+        "timeout = \"900ms\"",
+        "ttl = \"30s\", shared = true",
     );
     let gw = support::gateway_for(&text, backend).await;
     redis.freeze(true);
-    let before = backends.probe.calls();
-    let r = HttpClient::new(gw.addr)
-        .send(http::Method::GET, "/v1/probe/headers", &[], "")
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.header("x-cache"), Some("MISS"));
-    assert_eq!(backends.probe.calls(), before + 1);
+    for protocol in EVERY_PROTOCOL {
+        let before = backends.probe.calls();
+        let seen = probe_over(&gw, protocol, &[]).await;
+        let name = protocol.name();
+        assert_eq!(seen.code, 0, "{name}: {}", seen.message);
+        assert_eq!(seen.cache.as_deref(), Some("MISS"), "{name}");
+        assert_eq!(backends.probe.calls(), before + 1, "{name}");
+    }
     redis.freeze(false);
 }
 
-/// A reply larger than the route's `max_bytes` is kept in neither tier:
-/// not by the instance that fetched it, not by another.
+/// A reply larger than the route's `max_bytes` is kept in neither tier,
+/// on every protocol: not by the instance that fetched it, not by another.
 #[tokio::test]
 async fn a_reply_larger_than_max_bytes_is_not_shared_either() {
     if !available("a_reply_larger_than_max_bytes_is_not_shared_either") {
         return;
     }
-    let (redis, backends, a, b) =
-        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true, max_bytes = 2000 }").await;
+    let (redis, backends, a, b) = two_instances_sharing_a_cache(|backend, url| {
+        let redis = format!("url = \"{url}\"");
+        shared_cache_config(
+            backend,
+            &redis,
+            "",
+            "ttl = \"30s\", shared = true, max_bytes = 2000",
+        )
+    })
+    .await;
     // Headers echoes the request's headers: a large one makes a large reply.
     let large = "x".repeat(3000);
-    let get = |addr, value: &str| {
-        let value = value.to_owned();
-        async move { public_get(addr, &[("x-large", value.as_str())]).await }
-    };
-    for (addr, instance) in [(a.addr, "A"), (a.addr, "A again"), (b.addr, "B")] {
-        let before = backends.probe.calls();
-        let r = get(addr, &large).await;
-        assert_eq!(r.status, StatusCode::OK, "{instance}");
-        assert_eq!(r.header("x-cache"), Some("MISS"), "{instance}");
-        assert_eq!(backends.probe.calls(), before + 1, "{instance}");
-    }
-    // A reply within the bound is written to Redis; once it is there,
-    // the only cache entry Redis holds is that one.
     let small = "x".repeat(100);
-    assert_eq!(get(a.addr, &small).await.header("x-cache"), Some("MISS"));
-    assert!(
-        support::eventually_async(|| async { cache_keys(&redis).await.len() == 1 }).await,
-        "the small reply reached Redis, and no large one did: {:?}",
-        cache_keys(&redis).await
-    );
+    for (stored, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        let name = protocol.name();
+        for (gateway, instance) in [(&a, "A"), (&a, "A again"), (&b, "B")] {
+            let before = backends.probe.calls();
+            let seen = probe_over(gateway, protocol, &[("x-large", &large)]).await;
+            assert_eq!(seen.code, 0, "{name} on {instance}: {}", seen.message);
+            assert_eq!(seen.cache.as_deref(), Some("MISS"), "{name} on {instance}");
+            assert_eq!(backends.probe.calls(), before + 1, "{name} on {instance}");
+        }
+        // A reply within the bound is written to Redis; once it is there,
+        // the only cache entries Redis holds are the small replies.
+        let seen = probe_over(&a, protocol, &[("x-large", &small)]).await;
+        assert_eq!(seen.cache.as_deref(), Some("MISS"), "{name}");
+        assert!(
+            support::eventually_async(|| async { cache_keys(&redis).await.len() == stored + 1 })
+                .await,
+            "{name}'s small reply reached Redis, and no large one did: {:?}",
+            cache_keys(&redis).await
+        );
+    }
 }
 
 /// A reply is never served from Redis past the route's `ttl` counted from
-/// when it was made, whatever lifetime Redis holds it for: a write a frozen
-/// Redis ran late, once it resumed, set that lifetime afresh.
+/// when it was made, whatever lifetime Redis holds it for, on every
+/// protocol: a write a frozen Redis ran late, once it resumed, set that
+/// lifetime afresh.
 #[tokio::test]
 async fn a_shared_reply_is_never_served_past_the_routes_ttl_from_when_it_was_made() {
     if !available("a_shared_reply_is_never_served_past_the_routes_ttl_from_when_it_was_made") {
         return;
     }
-    let (redis, backends, a, b) =
-        two_instances_sharing_a_cache("{ ttl = \"1s\", shared = true }").await;
-    assert_eq!(
-        public_get(a.addr, &[]).await.header("x-cache"),
-        Some("MISS")
-    );
-    assert!(support::eventually_async(|| async { !cache_keys(&redis).await.is_empty() }).await);
-    // As a late write leaves it: a whole minute to live, from now.
-    let stored = cache_keys(&redis).await.remove(0);
-    redis.cli(&["PEXPIRE", &stored, "60000"]).await;
+    let (redis, backends, a, b) = two_instances_sharing_a_cache(|backend, url| {
+        let redis = format!("url = \"{url}\"");
+        shared_cache_config(backend, &redis, "", "ttl = \"1s\", shared = true")
+    })
+    .await;
+    for (stored, protocol) in EVERY_PROTOCOL.into_iter().enumerate() {
+        let before = cache_keys(&redis).await;
+        let seen = probe_over(&a, protocol, &[]).await;
+        assert_eq!(seen.cache.as_deref(), Some("MISS"), "{}", protocol.name());
+        assert!(
+            support::eventually_async(|| async { cache_keys(&redis).await.len() == stored + 1 })
+                .await
+        );
+        // As a late write leaves it: a whole minute to live, from now.
+        let written = cache_keys(&redis)
+            .await
+            .into_iter()
+            .find(|key| !before.contains(key))
+            .unwrap();
+        redis.cli(&["PEXPIRE", &written, "60000"]).await;
+    }
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let calls = backends.probe.calls();
-    let late = public_get(b.addr, &[]).await;
-    assert_eq!(late.header("x-cache"), Some("MISS"), "{}", late.text());
-    assert_eq!(backends.probe.calls(), calls + 1);
+    for protocol in EVERY_PROTOCOL {
+        let calls = backends.probe.calls();
+        let late = probe_over(&b, protocol, &[]).await;
+        let name = protocol.name();
+        assert_eq!(
+            late.cache.as_deref(),
+            Some("MISS"),
+            "{name}: {}",
+            late.message
+        );
+        assert_eq!(backends.probe.calls(), calls + 1, "{name}");
+    }
+}
+
+/// `Probe.Headers` over `protocol` at `gateway`, sending `headers` and an
+/// `x-case` that names the protocol: the routes of
+/// [`shared_cache_config`] vary on it, so each protocol's calls in a table
+/// make and find their own entries.
+async fn probe_over(
+    gateway: &portico::app::Gateway,
+    protocol: Protocol,
+    headers: &[(&str, &str)],
+) -> Seen {
+    let mut all = vec![("x-case", protocol.name())];
+    all.extend_from_slice(headers);
+    let client = HttpClient::new(gateway.addr);
+    support::protocols::call_at(gateway.addr, &client, protocol, &all, "", None).await
 }
 
 /// `GET /v1/probe/headers` (which echoes its headers) as a client behind
@@ -489,10 +531,42 @@ async fn cache_keys(redis: &RedisServer) -> Vec<String> {
         .collect()
 }
 
-/// Two instances on one Redis, each with `cache` (a shared one) on the
-/// Probe route, in front of one backend.
+/// The demo config with `[redis]` holding `redis` (its keys), and on the
+/// Probe route `route` (its keys) and `cache = { <cache>, vary = ["x-case"] }`.
+/// Only the headers these tests send reach the backend: the forwarding
+/// headers, which name each instance's own address, stay out of the
+/// backend's metadata and so out of the cache key, and two instances'
+/// calls share entries.
+fn shared_cache_config(backend: SocketAddr, redis: &str, route: &str, cache: &str) -> String {
+    let sections = format!(
+        "[redis]\n{redis}\n\n[metadata]\n\
+         forward = [\"x-case\", \"x-large\", \"x-reply-vary\", \"x-user\"]\n"
+    );
+    config_for(
+        backend,
+        &sections,
+        "Probe",
+        &format!("{route}\ncache = {{ {cache}, vary = [\"x-case\"] }}"),
+    )
+}
+
+/// The demo config on the Redis at `url` with a shared cache on the Probe
+/// route, and the default forward list: the backend gets the forwarding
+/// headers, so the instances share entries for clients that reach them
+/// through one public host, as behind a load balancer ([`public_get`]).
+fn behind_one_public_host(backend: SocketAddr, url: &str) -> String {
+    config_for(
+        backend,
+        &format!("[redis]\nurl = \"{url}\"\n"),
+        "Probe",
+        "cache = { ttl = \"30s\", shared = true }",
+    )
+}
+
+/// Two instances on one Redis, each with the config `config` makes for a
+/// backend and a Redis URL, in front of one backend.
 async fn two_instances_sharing_a_cache(
-    cache: &str,
+    config: fn(SocketAddr, &str) -> String,
 ) -> (
     RedisServer,
     portico::demo::backends::Backends,
@@ -501,12 +575,7 @@ async fn two_instances_sharing_a_cache(
 ) {
     let redis = RedisServer::start(&[]).await;
     let (backends, backend) = backend().await;
-    let text = config_for(
-        backend,
-        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-        "Probe",
-        &format!("cache = {cache}"),
-    );
+    let text = config(backend, &redis.url());
     let a = support::gateway_for(&text, backend).await;
     let b = support::gateway_for(&text, backend).await;
     (redis, backends, a, b)
@@ -517,8 +586,7 @@ async fn a_reply_cached_through_one_instance_is_a_hit_on_another() {
     if !available("a_reply_cached_through_one_instance_is_a_hit_on_another") {
         return;
     }
-    let (_redis, backends, a, b) =
-        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
+    let (_redis, backends, a, b) = two_instances_sharing_a_cache(behind_one_public_host).await;
     let calls = || backends.probe.calls();
     let get = |addr| public_get(addr, &[]);
     let first = get(a.addr).await;
@@ -585,8 +653,7 @@ async fn a_shared_reply_that_varies_is_never_served_to_another_value() {
     if !available("a_shared_reply_that_varies_is_never_served_to_another_value") {
         return;
     }
-    let (_redis, backends, a, b) =
-        two_instances_sharing_a_cache("{ ttl = \"30s\", shared = true }").await;
+    let (_redis, backends, a, b) = two_instances_sharing_a_cache(behind_one_public_host).await;
     let get = |addr, user: &'static str| async move {
         public_get(addr, &[("x-reply-vary", "x-user"), ("x-user", user)]).await
     };
