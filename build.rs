@@ -49,11 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// succeeds, with the same compiler, target, flags and linker as the build;
 /// `PORTICO_NO_TEXT_ORDER=1` turns it off.
 fn text_order() {
-    println!("cargo:rerun-if-changed=link/text-order.txt");
     println!("cargo:rerun-if-env-changed=PORTICO_NO_TEXT_ORDER");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let order = std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("link/text-order.txt");
     let order = order.display().to_string();
+    // The whole path, as the link argument holds it: a checkout moved or
+    // a target directory shared with another checkout then reruns this
+    // script once that path is gone, instead of linking with a file that
+    // is no longer there.
+    println!("cargo:rerun-if-changed={order}");
     // A comma would split the linker argument.
     if var("PROFILE") != "release"
         || !var("PORTICO_NO_TEXT_ORDER").is_empty()
