@@ -218,11 +218,30 @@ impl Edge {
             }
             None => None,
         };
-        // The query parameter is taken out of the query whether used or not.
-        let from_query = self.token_query_param.as_ref().and_then(|name| {
-            let i = query.iter().position(|(k, _)| k == name)?;
-            Some((query.remove(i).1, format!("the query parameter {name:?}")))
-        });
+        // The query parameter is taken out of the query whether used or
+        // not, each time it is given: one left behind would reach the
+        // method as a field. Given twice with two tokens, it is two
+        // credentials, as two subprotocol entries are.
+        let mut from_query = None;
+        if let Some(name) = &self.token_query_param {
+            let mut given: Vec<String> = Vec::new();
+            query.retain(|(k, v)| {
+                let token = k == name;
+                if token && !given.contains(v) {
+                    given.push(v.clone());
+                }
+                !token
+            });
+            if given.len() > 1 {
+                return Err(crate::error::GatewayError::invalid_field(
+                    name.as_str(),
+                    format!("the request carries more than one credential (two different tokens in the query parameter {name:?}); send one"),
+                ));
+            }
+            from_query = given
+                .pop()
+                .map(|token| (token, format!("the query parameter {name:?}")));
+        }
         // Two different tokens are two credentials, wherever they came from.
         if let (Some((a, _)), Some((b, from))) = (&from_subprotocol, &from_query) {
             if a != b {

@@ -6,7 +6,7 @@ use crate::support;
 
 use std::time::Duration;
 use support::served::Served;
-use support::ws_raw::{masked, session};
+use support::ws_raw::{masked, session, session_at};
 use support::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,6 +99,33 @@ async fn each_protocol_violation_closes_with_the_code_rfc_6455_assigns() {
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("Fiction"));
+}
+
+/// A session the gateway ends (here its one call is done) ends with the
+/// closing handshake: the gateway sends its close frame and holds the
+/// connection until the client answers it, then closes cleanly. Closing
+/// at once would meet the client's answer with a TCP reset, which a
+/// browser reports as an unclean close (`wasClean` false).
+#[tokio::test]
+async fn a_session_the_gateway_ends_waits_for_the_clients_close_frame() {
+    let h = Harness::start().await;
+    let mut sock = session_at(h.gateway.addr, "/v1/shelves/1").await;
+    assert_eq!(close_code(&mut sock).await, Some(1000));
+    // The client takes its time to answer: the connection stays open.
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), sock.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "the gateway ended the connection before the client's close frame: {early:?}"
+    );
+    sock.write_all(&masked(0x88, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    // Then the gateway ends it: a clean end of stream, not a reset.
+    let end = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut byte))
+        .await
+        .expect("the connection ends once the handshake is complete");
+    assert_eq!(end.unwrap(), 0, "a clean end of stream");
 }
 
 #[tokio::test]

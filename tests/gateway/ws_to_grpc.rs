@@ -606,6 +606,31 @@ async fn browser_credentials_become_the_authorization_metadata() {
 
     let mut ws = connect(&h, "/v1/probe/headers?access_token=q1", None, &[]).await;
     assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer q1"));
+    // The same token twice is one; neither copy is left in the query,
+    // where it would be read as a field of the method's request.
+    let twice = "/v1/probe/headers?access_token=q1&access_token=q1";
+    let mut ws = connect(&h, twice, None, &[]).await;
+    assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer q1"));
+    // Two different ones are two credentials, in either order: refused
+    // before the upgrade, as two subprotocol tokens are (below).
+    for query in [
+        "access_token=q1&access_token=q2",
+        "access_token=q2&access_token=q1",
+    ] {
+        let mut req = format!("ws://{}/v1/probe/headers?{query}", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 400, "{query}");
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains("more than one credential"), "{query}: {body}");
+            }
+            other => panic!("{query}: {other:?}"),
+        }
+    }
     use base64::Engine as _;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("p3");
     let protocols = format!("portico.json.v1, portico.token.{token}");

@@ -172,12 +172,16 @@ pub(super) async fn run(
         |idle: Duration| (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut refresh = tokio::time::interval(refresh_every(idle_timeout));
     let mut shutdown = ingress.shutdown.clone();
+    // Whether the client's side of the connection is over: its close frame
+    // came, or the connection failed or ended.
+    let mut client_done = false;
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(message)) => {
                     last_seen = tokio::time::Instant::now();
                     if let Message::Close(frame) = &message {
+                        client_done = true;
                         session.record.closed(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                         // A close code no endpoint may send (RFC 6455 section
                         // 7.4): the library has answered it with 1002 and
@@ -198,6 +202,7 @@ pub(super) async fn run(
                     session.on_message(message).await;
                 }
                 Some(Err(e)) => {
+                    client_done = true;
                     tracing::debug!(error = %e, "websocket read failed");
                     if let Some(why) = close_for(&e) {
                         let reason = match &e {
@@ -217,7 +222,10 @@ pub(super) async fn run(
                     }
                     break;
                 }
-                None => break,
+                None => {
+                    client_done = true;
+                    break;
+                }
             },
             Some((id, seq)) = done_rx.recv() => {
                 if session.calls.get(&id).is_some_and(|c| c.seq == seq) {
@@ -285,6 +293,18 @@ pub(super) async fn run(
         .is_err()
     {
         writer_task.abort();
+    }
+    // The gateway closed first (a single call ended, a timeout, a
+    // shutdown): the client's close frame completes the handshake. Dropping
+    // the connection before it arrives would answer it with a TCP reset,
+    // which browsers report as an unclean close (`wasClean` false), and
+    // could discard the gateway's own close frame before the client read
+    // it. Frames the client sent meanwhile are read and dropped.
+    if !client_done {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
     }
 }
 

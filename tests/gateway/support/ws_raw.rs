@@ -6,14 +6,19 @@ use tokio::net::TcpStream;
 
 /// A session in the JSON dialect at `/ws`, past its `101`.
 pub async fn session(addr: std::net::SocketAddr) -> TcpStream {
+    session_at(addr, "/ws").await
+}
+
+/// A session in the JSON dialect at `path` (a method's path makes it a
+/// single-call session), past its `101`.
+pub async fn session_at(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut sock = TcpStream::connect(addr).await.unwrap();
-    sock.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
-    )
-    .await
-    .unwrap();
+Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n"
+    );
+    sock.write_all(handshake.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
