@@ -642,6 +642,20 @@ fn a_health_check_names_what_its_upstreams_protocol_checks() {
             "upstreams.backend.health_check.service",
             "name a `path` instead",
         ),
+        (
+            "http",
+            "path = \"healthz\"",
+            "upstreams.backend.health_check.path",
+            "must start with '/'",
+        ),
+        // Refused at load, not by every check at run time (which would
+        // take every endpoint out of rotation).
+        (
+            "http",
+            "path = \"/a b\"",
+            "upstreams.backend.health_check.path",
+            "\"/a b\" is not a path to GET",
+        ),
     ] {
         let text = MINIMAL.replace(
             "endpoints = [\"127.0.0.1:50051\"]\n",

@@ -28,6 +28,29 @@ use tonic::Code;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The most bytes of a reply's status line and headers, as HTTP/2's header
+/// list limit toward gRPC backends: a larger head is a bad reply (502),
+/// not an unavailable backend to retry, nor headers to hand to clients.
+const MAX_REPLY_HEAD_BYTES: usize = 256 * 1024;
+
+/// The most of an error reply's body read for its message: a larger error
+/// page still maps to its status (and its retry), and its message is the
+/// status line.
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// Request headers a JSON backend never gets: conditional and range
+/// requests, whose `304` or `206` has no place in a gRPC reply, and
+/// `expect`, which is the gateway's business with the connection.
+const NOT_FOR_JSON_BACKENDS: [http::HeaderName; 7] = [
+    http::header::IF_MATCH,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_UNMODIFIED_SINCE,
+    http::header::IF_RANGE,
+    http::header::RANGE,
+    http::header::EXPECT,
+];
+
 #[derive(Clone)]
 pub struct HttpEgress {
     /// A pooled client per upstream, by upstream index (`None` for gRPC
@@ -58,7 +81,11 @@ impl HttpEgress {
             clients.push(if u.protocol == UpstreamProtocol::Http {
                 let connector = super::tls::upstream_connector(u.tls.as_ref(), u.connect_timeout)
                     .map_err(|e| format!("upstreams.{}: TLS: {e}", u.name))?;
-                Some(Client::builder(TokioExecutor::new()).build(connector))
+                Some(
+                    Client::builder(TokioExecutor::new())
+                        .http1_max_buf_size(MAX_REPLY_HEAD_BYTES)
+                        .build(connector),
+                )
             } else {
                 None
             });
@@ -110,10 +137,20 @@ impl HttpEgress {
             .uri(format!("{scheme}://{endpoint}{}", out.path_and_query));
         if let Some(headers) = req.headers_mut() {
             for (name, value) in &env.metadata {
-                if !is_framing(name) && !name.as_str().ends_with("-bin") {
+                if !is_framing(name)
+                    && !name.as_str().ends_with("-bin")
+                    && !NOT_FOR_JSON_BACKENDS.contains(name)
+                {
                     headers.append(name.clone(), value.clone());
                 }
             }
+            // The gateway reads replies as they are: a backend must not
+            // compress one (a request without this header accepts any
+            // coding, RFC 9110 section 12.5.3).
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
             if let Ok(host) = HeaderValue::from_str(endpoint) {
                 headers.insert(HOST, host);
             }
@@ -145,6 +182,24 @@ impl HttpEgress {
                     ))
                 })?
                 .map_err(|e| {
+                    // A reply that came but cannot be read (its head over
+                    // the bound, or malformed) is the backend's bad
+                    // reply, not a backend to try again.
+                    if let Some(parse) = parse_error(&e) {
+                        let message = if parse.is_parse_too_large() {
+                            format!(
+                                "the backend's reply headers are over {} KiB or 100 fields",
+                                MAX_REPLY_HEAD_BYTES / 1024
+                            )
+                        } else {
+                            format!("the backend's reply could not be read: {parse}")
+                        };
+                        return fail(GatewayError::new(
+                            ErrorKind::BadBackendReply,
+                            Origin::Backend,
+                            message,
+                        ));
+                    }
                     // A connect failure never reached the backend; anything
                     // later may have.
                     let unreached = e.is_connect();
@@ -158,7 +213,26 @@ impl HttpEgress {
                     )
                 })?;
             let (parts, body) = resp.into_parts();
-            let max_body = self.max_body;
+            // Counted as HTTP/2 counts a header list (name, value and 32
+            // bytes a field), so the bound is the gRPC backends' one.
+            if crate::ingress::edge::framing::header_list_bytes(&parts.headers)
+                > MAX_REPLY_HEAD_BYTES
+            {
+                return Err(fail(GatewayError::new(
+                    ErrorKind::BadBackendReply,
+                    Origin::Backend,
+                    format!(
+                        "the backend's reply headers are over {} KiB",
+                        MAX_REPLY_HEAD_BYTES / 1024
+                    ),
+                )));
+            }
+            let error_reply = !parts.status.is_success();
+            let max_body = if error_reply {
+                self.max_body.min(MAX_ERROR_BODY_BYTES)
+            } else {
+                self.max_body
+            };
             let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
                 let message = if e.is::<http_body_util::LengthLimitError>() {
                     format!(
@@ -191,6 +265,11 @@ impl HttpEgress {
                     })?;
                 match frame {
                     None => break,
+                    // An error page over its bound: the status says it all.
+                    Some(Err(e)) if error_reply && e.is::<http_body_util::LengthLimitError>() => {
+                        read.clear();
+                        break;
+                    }
                     Some(frame) => {
                         if let Ok(data) = frame.map_err(unreadable)?.into_data() {
                             read.extend_from_slice(&data);
@@ -244,6 +323,20 @@ impl HttpEgress {
                 endpoint_fault: parts.status.is_server_error(),
             });
         }
+        if let Some(coding) = parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(fail(GatewayError::new(
+                ErrorKind::BadBackendReply,
+                Origin::Backend,
+                format!(
+                    "the backend's reply is encoded with {}, though the gateway asked for identity (accept-encoding); it reads only unencoded replies",
+                    String::from_utf8_lossy(coding.as_bytes())
+                ),
+            )));
+        }
         let encoded = outbound::response(binding, &body).map_err(fail)?;
         Ok(Reply::single(metadata, encoded.into()))
     }
@@ -279,6 +372,10 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for m in [&v["message"], &v["error"]["message"], &v["error"]] {
             if let Some(s) = m.as_str() {
+                // A message that says nothing: the status line does.
+                if s.trim().is_empty() {
+                    return format!("backend replied {status}");
+                }
                 return crate::error::shortened(s, MAX_ERROR_MESSAGE_BYTES).into_owned();
             }
         }
@@ -290,4 +387,17 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// The hyper error under a client error when the reply's head could not be
+/// parsed.
+fn parse_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_parse().then_some(h);
+        }
+        cause = c.source();
+    }
+    None
 }

@@ -34,12 +34,21 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                         let method = req.method().to_string();
                         let target = req.uri().path_and_query().unwrap().to_string();
                         let path = req.uri().path().to_owned();
-                        let lang = req
-                            .headers()
-                            .get("x-lang")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let lang = header("x-lang");
+                        // What a backend that honours these would act on.
+                        let asked = format!(
+                            "accept-encoding={};if-none-match={};range={}",
+                            header("accept-encoding"),
+                            header("if-none-match"),
+                            header("range")
+                        );
                         let body = String::from_utf8(
                             req.into_body().collect().await.unwrap().to_bytes().to_vec(),
                         )
@@ -60,6 +69,11 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             // A message the size of a document.
                             ("GET", "/v1/shelves/31") => (500, format!(r#"{{"message":"{}"}}"#, "w".repeat(300_000))),
                             ("GET", "/v1/shelves/30") => (302, r#"{"message":"moved, follow me"}"#.to_owned()),
+                            // An error page larger than any message.
+                            ("GET", "/v1/shelves/40") => (503, format!(r#"{{"message":"{}"}}"#, "p".repeat(5 << 20))),
+                            ("GET", "/v1/shelves/41" | "/v1/shelves/42") => (200, r#"{"name":"shelves/41"}"#.to_owned()),
+                            ("GET", "/v1/shelves/43") => (404, r#"{"message":" "}"#.to_owned()),
+                            ("GET", "/v1/shelves/44") => (200, format!(r#"{{"name":"shelves/44","theme":"{asked}"}}"#)),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books" | "/v1/shelves/3/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
                             ("POST", "/v1/shelves/2/books") => (409, r#"{"error":{"message":"shelf is full"}}"#.to_owned()),
@@ -92,6 +106,16 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             "/v1/shelves/30" => {
                                 resp.headers_mut()
                                     .insert("location", "http://elsewhere/".parse().unwrap());
+                            }
+                            // Compressed, though the gateway asked for identity.
+                            "/v1/shelves/41" => {
+                                resp.headers_mut()
+                                    .insert("content-encoding", "gzip".parse().unwrap());
+                            }
+                            // A header the size of a document.
+                            "/v1/shelves/42" => {
+                                resp.headers_mut()
+                                    .insert("x-big", "h".repeat(300_000).parse().unwrap());
                             }
                             _ => {}
                         }
@@ -340,6 +364,79 @@ async fn rest_statuses_map_back_to_grpc_codes() {
     assert_eq!(
         err.metadata().get("x-backend").map(|v| v.to_str().unwrap()),
         Some("rest")
+    );
+}
+
+/// Replies a JSON backend should not send, or sends too large, are judged by
+/// what they are: an error page of any size is its status (and retried as
+/// that status is), a compressed body or a head over 256 KiB is a bad reply
+/// from the backend, tried once. The backend is asked for what the gateway
+/// can read, and never sent a conditional or range request whose answer
+/// (`304`, `206`) has no place in a gRPC reply.
+#[tokio::test]
+async fn a_json_backends_unusual_replies_are_judged_by_what_they_are() {
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let tries = |path: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, target, _)| target == path)
+            .count()
+    };
+    let client = support::HttpClient::new(gw.addr);
+    for (path, status, message) in [
+        (
+            "/v1/shelves/40",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backend replied 503 Service Unavailable",
+        ),
+        (
+            "/v1/shelves/41",
+            StatusCode::BAD_GATEWAY,
+            "the backend's reply is encoded with gzip, though the gateway asked for identity",
+        ),
+        (
+            "/v1/shelves/42",
+            StatusCode::BAD_GATEWAY,
+            "the backend's reply headers are over 256 KiB",
+        ),
+        // An empty message says nothing: the status line does.
+        (
+            "/v1/shelves/43",
+            StatusCode::NOT_FOUND,
+            "backend replied 404 Not Found",
+        ),
+    ] {
+        let r = client.get(path).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+        let said = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(said.starts_with(message), "{path}: {said}");
+        assert!(r.header("x-big").is_none());
+        let expected_tries = if status == StatusCode::SERVICE_UNAVAILABLE {
+            3
+        } else {
+            1
+        };
+        assert_eq!(tries(path), expected_tries, "{path}");
+    }
+    let r = client
+        .send(
+            Method::GET,
+            "/v1/shelves/44",
+            &[
+                ("if-none-match", "\"v1\""),
+                ("range", "bytes=0-10"),
+                ("accept-encoding", "gzip"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(
+        r.json()["theme"],
+        "accept-encoding=identity;if-none-match=;range=",
+        "{}",
+        r.text()
     );
 }
 

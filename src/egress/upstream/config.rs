@@ -318,6 +318,14 @@ impl Validator<'_> {
                 if !path.starts_with('/') {
                     return Err(self.err(format!("{k}.path"), "must start with '/'"));
                 }
+                // Said here, not by every failed check at run time, which
+                // would take each endpoint out of rotation.
+                if let Err(e) = path.parse::<http::uri::PathAndQuery>() {
+                    return Err(self.err(
+                        format!("{k}.path"),
+                        format!("{path:?} is not a path to GET ({e}; write a space as %20)"),
+                    ));
+                }
                 if protocol == UpstreamProtocol::Grpc && h.path.is_some() {
                     return Err(self.err(
                         format!("{k}.path"),
