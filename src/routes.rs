@@ -244,25 +244,39 @@ impl RouteTable {
                 } else {
                     key.clone()
                 };
-                let mut add =
-                    |m: Method, template: &str, body: &str, response_body: &str, auto: bool| {
-                        let at = if auto { &key } else { &rule_key };
-                        let binding = Binding::new(
-                            target.clone(),
-                            m,
-                            template,
-                            body,
-                            response_body,
-                            route.json,
-                            auto,
-                        )
-                        .map_err(|reason| {
-                            err(at.clone(), format!("{}: {reason}", method.full_name()))
-                        })?;
-                        table
-                            .insert(binding)
-                            .map_err(|reason| err(at.clone(), reason))
-                    };
+                let calls_json = upstream.protocol == crate::config::UpstreamProtocol::Http;
+                let mut add = |m: Method,
+                               template: &str,
+                               body: &str,
+                               response_body: &str,
+                               auto: bool,
+                               builds_upstream_request: bool| {
+                    let at = if auto { &key } else { &rule_key };
+                    let binding = Binding::new(
+                        target.clone(),
+                        m,
+                        template,
+                        body,
+                        response_body,
+                        route.json,
+                        auto,
+                    )
+                    .map_err(|reason| {
+                        err(at.clone(), format!("{}: {reason}", method.full_name()))
+                    })?;
+                    if builds_upstream_request && binding.has_unbound_wildcard() {
+                        return Err(err(
+                            at.clone(),
+                            format!(
+                                "{}: the upstream is JSON/HTTP, so its request path is built from {template}, whose wildcard outside a variable no field fills; bind it to a field ({{name=...}})",
+                                method.full_name()
+                            ),
+                        ));
+                    }
+                    table
+                        .insert(binding)
+                        .map_err(|reason| err(at.clone(), reason))
+                };
                 // A rule in the config replaces the schema's.
                 let rule = route
                     .http_rules
@@ -270,14 +284,25 @@ impl RouteTable {
                     .cloned()
                     .or_else(|| http_rule::of(&method));
                 if let Some(rule) = rule {
-                    for (m, template, body, response_body) in rule_bindings(&method, &rule)
+                    // The first binding is the one a JSON/HTTP upstream's
+                    // request is built from.
+                    for (k, (m, template, body, response_body)) in rule_bindings(&method, &rule)
                         .map_err(|reason| err(rule_key.clone(), reason))?
+                        .into_iter()
+                        .enumerate()
                     {
-                        add(m, &template, &body, &response_body, false)?;
+                        add(
+                            m,
+                            &template,
+                            &body,
+                            &response_body,
+                            false,
+                            calls_json && k == 0,
+                        )?;
                     }
                 }
                 if route.auto_mapping {
-                    add(Method::POST, &path, "*", "", true)?;
+                    add(Method::POST, &path, "*", "", true, false)?;
                 }
             }
             // A cache that can keep nothing is said, not silently ignored

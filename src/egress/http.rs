@@ -156,10 +156,21 @@ impl HttpEgress {
             }
             headers.insert(
                 http::header::ACCEPT,
-                HeaderValue::from_static("application/json"),
+                HeaderValue::from_static(if binding.raw_response_body {
+                    "*/*"
+                } else {
+                    "application/json"
+                }),
             );
             if out.body.is_some() {
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let named = out
+                    .raw_content_type
+                    .as_deref()
+                    .and_then(|c| HeaderValue::from_str(c).ok());
+                headers.insert(
+                    CONTENT_TYPE,
+                    named.unwrap_or(HeaderValue::from_static(out.content_type)),
+                );
             }
         }
         let req = req
@@ -337,7 +348,11 @@ impl HttpEgress {
                 ),
             )));
         }
-        let encoded = outbound::response(binding, &body).map_err(fail)?;
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok());
+        let encoded = outbound::response(binding, &body, content_type).map_err(fail)?;
         Ok(Reply::single(metadata, encoded.into()))
     }
 }

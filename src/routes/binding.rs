@@ -58,6 +58,23 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Whether the template has a `*` or `**` that no variable holds: an
+    /// upstream path built from it would have nothing to put there.
+    pub fn has_unbound_wildcard(&self) -> bool {
+        let len = self.template.segments.len();
+        self.template
+            .segments
+            .iter()
+            .enumerate()
+            .any(|(i, segment)| {
+                !matches!(segment, super::template::Segment::Literal(_))
+                    && !self
+                        .path_vars
+                        .iter()
+                        .any(|v| v.start <= i && i < v.end.unwrap_or(len))
+            })
+    }
+
     /// Builds a binding, checking every field the rule names.
     pub fn new(
         target: Arc<Target>,

@@ -17,8 +17,12 @@ pub struct OutboundRequest {
     pub method: http::Method,
     /// Path and query, percent-encoded.
     pub path_and_query: String,
-    /// JSON body, if the binding has one.
+    /// The body, if the binding has one: JSON, or an `HttpBody`'s bytes.
     pub body: Option<Vec<u8>>,
+    /// The body's content type: JSON's, or the one an `HttpBody` names.
+    pub content_type: &'static str,
+    /// An `HttpBody`'s own content type, when it names one.
+    pub raw_content_type: Option<String>,
 }
 
 const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -45,13 +49,35 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
     while i < segments.len() {
         if let Some(var) = binding.path_vars.iter().find(|v| v.start == i) {
             let keys: Vec<&str> = var.fields.iter().map(|f| f.json_name()).collect();
-            let value = take(&mut fields, &keys).ok_or_else(|| {
-                GatewayError::invalid_field(
-                    var.name.clone(),
-                    "is needed to build the upstream path",
-                )
-            })?;
+            // A field at its default (0, false, the first enum value) is
+            // left out of the JSON, but is a value for the path all the
+            // same: the text JSON would give it.
+            let value = take(&mut fields, &keys)
+                .or_else(|| default_text(&msg, &var.fields))
+                .ok_or_else(|| {
+                    GatewayError::invalid_field(
+                        var.name.clone(),
+                        "is needed to build the upstream path",
+                    )
+                })?;
             let end = var.end.unwrap_or(segments.len());
+            let pattern = &segments[i..end];
+            // An empty value names no segment: only a variable that may
+            // stand for none (`{path=**}`) takes it, and then the path
+            // has none.
+            if value.is_empty() {
+                if matches!(pattern, [Segment::Multi]) {
+                    i = end;
+                    continue;
+                }
+                return Err(GatewayError::invalid_field(
+                    var.name.clone(),
+                    format!(
+                        "is empty, and the upstream path {} needs a segment for it",
+                        binding.template_text
+                    ),
+                ));
+            }
             // `.` and `..` are not escaped (they are unreserved), and a
             // backend removing dot-segments would serve another path: as
             // inbound, no variable ever stands for one.
@@ -68,14 +94,18 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
                     ),
                 ));
             }
-            if var.multi_segment && !fits(&value, &segments[i..end]) {
+            // A single-segment variable is checked against its pattern
+            // only when that is a literal (`{id=lit}`): `*` takes any value,
+            // escaped into one segment.
+            let checked = var.multi_segment || matches!(pattern, [Segment::Literal(_)]);
+            if checked && !fits(&value, pattern) {
                 // The upstream's path would name another resource than the
                 // template allows (`other/1` for `{parent=shelves/*}`).
                 return Err(GatewayError::invalid_field(
                     var.name.clone(),
                     format!(
-                        "{value:?} does not match the template's {}",
-                        pattern_text(&segments[i..end])
+                        "{value:?} does not match the template's {} (its segments non-empty)",
+                        pattern_text(pattern)
                     ),
                 ));
             }
@@ -107,10 +137,28 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         path.push_str(verb);
     }
 
+    let mut raw_content_type = None;
     let body = match &binding.body {
+        // The request is an HttpBody: its bytes are the body.
+        BodyRule::Whole if binding.raw_request_body => {
+            fields.clear();
+            let (content_type, data) = http_body_parts(&msg);
+            raw_content_type = Some(content_type);
+            Some(data)
+        }
         BodyRule::Whole => Some(
             serde_json::to_vec(&Value::Object(std::mem::take(&mut fields))).unwrap_or_default(),
         ),
+        BodyRule::Field(f) if binding.raw_request_body => {
+            fields.remove(f.json_name());
+            let part = msg.get_field(f);
+            let (content_type, data) = match part.as_message() {
+                Some(part) => http_body_parts(part),
+                None => (String::new(), Vec::new()),
+            };
+            raw_content_type = Some(content_type);
+            Some(data)
+        }
         BodyRule::Field(f) => {
             let value = fields
                 .remove(f.json_name())
@@ -130,6 +178,54 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         method: binding.method.clone(),
         path_and_query: path,
         body,
+        content_type: if binding.raw_request_body {
+            "application/octet-stream"
+        } else {
+            "application/json"
+        },
+        raw_content_type: raw_content_type.filter(|c| !c.is_empty()),
+    })
+}
+
+/// An `HttpBody` message's content type and bytes.
+fn http_body_parts(body: &DynamicMessage) -> (String, Vec<u8>) {
+    let content_type = match body.get_field_by_name("content_type").as_deref() {
+        Some(prost_reflect::Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let data = match body.get_field_by_name("data").as_deref() {
+        Some(prost_reflect::Value::Bytes(b)) => b.to_vec(),
+        _ => Vec::new(),
+    };
+    (content_type, data)
+}
+
+/// The text JSON gives a path field's value, read from the message with
+/// defaults (a field JSON leaves out because it holds its default).
+fn default_text(msg: &DynamicMessage, path: &[prost_reflect::FieldDescriptor]) -> Option<String> {
+    use base64::Engine as _;
+    use prost_reflect::{Kind, Value as V};
+    let (last, parents) = path.split_last()?;
+    let mut current = std::borrow::Cow::Borrowed(msg);
+    for f in parents {
+        let next = current.get_field(f).as_message()?.clone();
+        current = std::borrow::Cow::Owned(next);
+    }
+    let value = current.get_field(last);
+    Some(match (value.as_ref(), last.kind()) {
+        (V::Bool(b), _) => b.to_string(),
+        (V::I32(n), _) => n.to_string(),
+        (V::I64(n), _) => n.to_string(),
+        (V::U32(n), _) => n.to_string(),
+        (V::U64(n), _) => n.to_string(),
+        (V::F32(n), _) => n.to_string(),
+        (V::F64(n), _) => n.to_string(),
+        (V::String(s), _) => s.clone(),
+        (V::Bytes(b), _) => base64::engine::general_purpose::STANDARD.encode(b),
+        (V::EnumNumber(n), Kind::Enum(e)) => e
+            .get_value(*n)
+            .map_or_else(|| n.to_string(), |v| v.name().to_owned()),
+        _ => return None,
     })
 }
 
@@ -161,6 +257,12 @@ fn fits(value: &str, pattern: &[Segment]) -> bool {
                 if parts.len() < at + after {
                     return false;
                 }
+                // `**` stands for whole segments: an empty one (`a//b`, a
+                // leading or trailing `/`) is a path the template never
+                // describes.
+                if parts[at..parts.len() - after].iter().any(|p| p.is_empty()) {
+                    return false;
+                }
                 at = parts.len() - after;
             }
         }
@@ -182,9 +284,42 @@ fn pattern_text(pattern: &[Segment]) -> String {
 }
 
 /// Parses an upstream's JSON reply as the response message (leniently:
-/// fields the message does not have are dropped) and encodes it.
-pub fn response(binding: &Binding, body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+/// fields the message does not have are dropped) and encodes it; a reply
+/// that is an `HttpBody` (or whose `response_body` field is one) takes
+/// the body's bytes as they are, with `content_type`.
+pub fn response(
+    binding: &Binding,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<Vec<u8>, GatewayError> {
     let output: MessageDescriptor = binding.target.method.output();
+    if binding.raw_response_body {
+        let part_desc = match &binding.response_body {
+            Some(field) => match field.kind() {
+                prost_reflect::Kind::Message(m) => m,
+                _ => output.clone(),
+            },
+            None => output.clone(),
+        };
+        let mut part = DynamicMessage::new(part_desc);
+        part.set_field_by_name(
+            "content_type",
+            prost_reflect::Value::String(content_type.unwrap_or("").to_owned()),
+        );
+        part.set_field_by_name(
+            "data",
+            prost_reflect::Value::Bytes(bytes::Bytes::copy_from_slice(body)),
+        );
+        let msg = match &binding.response_body {
+            Some(field) => {
+                let mut msg = DynamicMessage::new(output);
+                msg.set_field(field, prost_reflect::Value::Message(part));
+                msg
+            }
+            None => part,
+        };
+        return Ok(msg.encode_to_vec());
+    }
     let lenient = JsonOptions {
         reject_unknown_fields: false,
         ..JsonOptions::default()
@@ -291,5 +426,134 @@ impl serde::Serialize for SerializeWith<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0
             .serialize_with_options(crate::transcode::json::NonFinite(s), self.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Target;
+    use prost_reflect::ReflectMessage as _;
+    use std::sync::Arc;
+
+    /// The demo Library method `name` bound to `template` with `method`
+    /// and `body` (a body rule).
+    fn binding(name: &str, method: http::Method, template: &str, body: &str) -> Binding {
+        let method_desc = crate::fuzzing::demo_pool()
+            .get_service_by_name("portico.demo.v1.Library")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == name)
+            .unwrap();
+        Binding::new(
+            Arc::new(Target::for_method(method_desc)),
+            method,
+            template,
+            body,
+            "",
+            JsonOptions::default(),
+            false,
+        )
+        .unwrap()
+    }
+
+    /// The request for `json` (the method's request message as JSON).
+    fn built(b: &Binding, json: &str) -> Result<OutboundRequest, GatewayError> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let msg = DynamicMessage::deserialize(b.target.method.input(), &mut de).unwrap();
+        request(b, &msg.encode_to_vec())
+    }
+
+    fn path_of(b: &Binding, json: &str) -> String {
+        built(b, json).unwrap().path_and_query
+    }
+
+    fn refusal(b: &Binding, json: &str) -> String {
+        built(b, json).unwrap_err().message
+    }
+
+    #[test]
+    fn a_field_at_its_default_is_a_value_for_the_path() {
+        let b = binding(
+            "ListBooks",
+            http::Method::GET,
+            "/v1/{page_size}/{genre}/{parent=shelves/*}",
+            "",
+        );
+        assert_eq!(
+            path_of(&b, r#"{"parent":"shelves/1"}"#),
+            "/v1/0/GENRE_UNSPECIFIED/shelves/1"
+        );
+        assert_eq!(
+            path_of(
+                &b,
+                r#"{"parent":"shelves/1","pageSize":5,"genre":"GENRE_FICTION"}"#
+            ),
+            "/v1/5/GENRE_FICTION/shelves/1"
+        );
+        let search = binding("SearchBooks", http::Method::GET, "/v1/{in_print}", "");
+        assert_eq!(path_of(&search, "{}"), "/v1/false");
+    }
+
+    #[test]
+    fn an_empty_value_fills_only_a_variable_that_may_stand_for_no_segment() {
+        let shelf = binding("GetShelf", http::Method::GET, "/v1/shelves/{shelf}", "");
+        assert!(
+            refusal(&shelf, r#"{"shelf":""}"#).contains("is empty, and the upstream path"),
+            "{}",
+            refusal(&shelf, r#"{"shelf":""}"#)
+        );
+        let file = binding("GetFile", http::Method::GET, "/v1/files/{path=**}", "");
+        assert_eq!(path_of(&file, r#"{"path":""}"#), "/v1/files");
+        assert_eq!(path_of(&file, r#"{"path":"a/b"}"#), "/v1/files/a/b");
+        for empty_segment in ["a//b", "/abs", "a/"] {
+            let json = format!(r#"{{"path":"{empty_segment}"}}"#);
+            assert!(
+                refusal(&file, &json).contains("does not match"),
+                "{empty_segment}: {}",
+                refusal(&file, &json)
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_segment_literal_pattern_is_checked() {
+        let b = binding("GetShelf", http::Method::GET, "/v1/b/{shelf=lit}", "");
+        assert_eq!(path_of(&b, r#"{"shelf":"lit"}"#), "/v1/b/lit");
+        for other in ["../admin", "anything"] {
+            let json = format!(r#"{{"shelf":"{other}"}}"#);
+            assert!(refusal(&b, &json).contains("does not match"), "{other}");
+        }
+    }
+
+    #[test]
+    fn an_http_body_goes_as_its_bytes_and_comes_back_as_them() {
+        let put = binding(
+            "PutCover",
+            http::Method::PUT,
+            "/v1/{name=shelves/*/books/*}/cover",
+            "cover",
+        );
+        let out = built(
+            &put,
+            r#"{"name":"shelves/1/books/2","cover":{"contentType":"image/png","data":"iVBORw=="}}"#,
+        )
+        .unwrap();
+        assert_eq!(out.path_and_query, "/v1/shelves/1/books/2/cover");
+        assert_eq!(out.body.as_deref(), Some(&[0x89, b'P', b'N', b'G'][..]));
+        assert_eq!(out.raw_content_type.as_deref(), Some("image/png"));
+        let get = binding(
+            "GetCover",
+            http::Method::GET,
+            "/v1/{name=shelves/*/books/*}/cover",
+            "",
+        );
+        let reply = response(&get, b"\x89PNG", Some("image/png")).unwrap();
+        let body = DynamicMessage::decode(get.target.method.output(), reply.as_slice()).unwrap();
+        assert_eq!(body.descriptor().full_name(), "google.api.HttpBody");
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({"contentType": "image/png", "data": "iVBORw=="})
+        );
     }
 }

@@ -492,6 +492,31 @@ fn an_http_upstream_refuses_streaming_methods_at_startup() {
     );
 }
 
+/// A JSON/HTTP upstream's request path is built from the method's first
+/// binding: a wildcard there that no variable holds could never be
+/// filled, so the config is refused at load, naming the rule.
+#[test]
+fn an_http_upstream_refuses_a_first_binding_with_a_wildcard_outside_a_variable() {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\nhttp_rules.Stats = {{ get = \"/v1/star/*/stats\" }}\n",
+        support::proto_dir()
+    );
+    let config = portico::config::Config::from_toml(&text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(portico::app::load(config))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("routes[0].http_rules.Stats") && err.contains("wildcard outside a variable"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn a_rule_in_the_route_says_how_to_call_an_unannotated_method() {
     let (rest, seen) = rest_backend().await;
