@@ -38,6 +38,7 @@ pub mod headers;
 pub mod ingress;
 pub mod observe;
 pub mod openapi;
+pub mod pem_problems;
 pub mod policy;
 pub mod routes;
 pub mod transcode;

@@ -46,7 +46,11 @@ pub fn upstream_config_by_key(
                 .map_err(|e| {
                     (
                         "tls_cert_file",
-                        format!("{}: not PEM certificates: {e}", cert_file.display()),
+                        format!(
+                            "{}: {}",
+                            cert_file.display(),
+                            crate::pem_problems::certificates(&e)
+                        ),
                     )
                 })?;
             if certs.is_empty() {
@@ -58,7 +62,11 @@ pub fn upstream_config_by_key(
             let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
                 (
                     "tls_key_file",
-                    format!("{}: holds no usable private key ({e})", key_file.display()),
+                    format!(
+                        "{}: {}",
+                        key_file.display(),
+                        crate::pem_problems::key(std::fs::read(key_file).ok().as_deref(), &e)
+                    ),
                 )
             })?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
@@ -94,7 +102,13 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "{}: {}",
+                    path.display(),
+                    crate::pem_problems::certificates(&e)
+                )
+            })?;
         if certs.is_empty() {
             return Err(format!("{}: holds no certificate", path.display()));
         }

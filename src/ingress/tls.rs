@@ -47,7 +47,12 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
     let file = tls.cert_file.display();
     let certs = CertificateDer::pem_slice_iter(&tls.cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ("cert_file", format!("{file}: not PEM certificates: {e}")))?;
+        .map_err(|e| {
+            (
+                "cert_file",
+                format!("{file}: {}", crate::pem_problems::certificates(&e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(("cert_file", format!("{file}: holds no certificate")));
     }
@@ -56,7 +61,10 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
     let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(|e| {
         (
             "key_file",
-            format!("{key_file}: holds no usable private key ({e})"),
+            format!(
+                "{key_file}: {}",
+                crate::pem_problems::key(Some(&tls.key_pem), &e)
+            ),
         )
     })?;
     let ca_file = tls
@@ -75,7 +83,7 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
                 let cert = cert.map_err(|e| {
                     (
                         "client_ca_file",
-                        format!("{ca_file}not PEM certificates: {e}"),
+                        format!("{ca_file}{}", crate::pem_problems::certificates(&e)),
                     )
                 })?;
                 roots.add(cert).map_err(|e| {
@@ -117,6 +125,14 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
             ),
         )
     })?;
+    if tls.client_ca_pem.is_some() {
+        // A resumed session skips the client's certificate: a certificate
+        // that has expired, or whose CA the config no longer trusts, would
+        // go on opening connections for as long as its session lived.
+        // With client certificates, every connection shows one afresh.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -1369,3 +1369,59 @@ async fn a_claim_grpc_metadata_cannot_carry_goes_base64_in_a_bin_header() {
         );
     }
 }
+
+/// With client certificates on, no TLS session is resumed: a resumed
+/// session shows no certificate, so one that has expired since (or whose
+/// CA the config no longer trusts) would go on opening connections for as
+/// long as its session lived.
+#[tokio::test]
+async fn a_session_with_client_certificates_is_never_resumed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let orders = pki.issue("orders", vec![]);
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_cert = \"optional\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let h = support::Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").replacen(
+            "admin = \"127.0.0.1:0\"\n",
+            &format!("admin = \"127.0.0.1:0\"\n{tls}"),
+            1,
+        )
+    })
+    .await;
+    // One client config, which keeps sessions to resume (rustls does by
+    // default).
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client(Some(&orders))));
+    let mut handshakes = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(h.gateway.addr)
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(h.gateway.addr.ip().into());
+        let mut conn = connector.connect(name, tcp).await.unwrap();
+        handshakes.push(conn.get_ref().1.handshake_kind());
+        // A whole exchange: a TLS 1.3 server offers its session tickets
+        // after the handshake.
+        conn.write_all(b"GET /v1/shelves/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = conn.read_to_end(&mut reply).await;
+        assert!(
+            reply.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    assert_eq!(
+        handshakes,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Full)
+        ]
+    );
+}

@@ -1,0 +1,67 @@
+//! What is wrong with a PEM file the config names, said so that its owner
+//! knows what to do: the parser's own words name byte values and variants.
+
+use rustls::pki_types::pem::Error;
+
+/// Why a file of certificates could not be read, after "FILE: ".
+pub fn certificates(e: &Error) -> String {
+    format!("not PEM certificates: {}", said(e))
+}
+
+/// Why a key file gave no key, after "FILE: "; `pem` is the file's text
+/// when it could be read.
+pub fn key(pem: Option<&[u8]>, e: &Error) -> String {
+    let encrypted = pem.is_some_and(|p| {
+        let text = String::from_utf8_lossy(p);
+        text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED")
+    });
+    if encrypted {
+        return "holds an encrypted private key, which the gateway cannot read: store it \
+                decrypted (`openssl pkey -in KEY -out KEY.plain`) with permissions only the \
+                gateway's user can read"
+            .to_owned();
+    }
+    format!("holds no usable private key ({})", said(e))
+}
+
+fn said(e: &Error) -> String {
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a section has no end line `{}` (is the file cut short?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "the line `{}` does not start a PEM section",
+            String::from_utf8_lossy(line)
+        ),
+        Error::NoItemsFound => "no PEM section of that kind found".to_owned(),
+        e => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    #[test]
+    fn a_cut_short_certificate_and_an_encrypted_key_are_said_plainly() {
+        let cut = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let e = CertificateDer::pem_slice_iter(cut)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert_eq!(
+            certificates(&e),
+            "not PEM certificates: a section has no end line `-----END CERTIFICATE-----` (is the file cut short?)"
+        );
+        let encrypted =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let e = PrivateKeyDer::from_pem_slice(encrypted).unwrap_err();
+        assert!(
+            key(Some(encrypted), &e).starts_with("holds an encrypted private key"),
+            "{}",
+            key(Some(encrypted), &e)
+        );
+    }
+}
