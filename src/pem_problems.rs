@@ -27,7 +27,7 @@ pub fn key(pem: Option<&[u8]>, e: &Error) -> String {
 fn said(e: &Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(
-            "a section has no end line `{}` (is the file cut short?)",
+            "a section has no end line `-----END {}-----` (is the file cut short?)",
             String::from_utf8_lossy(end_marker)
         ),
         Error::IllegalSectionStart { line } => format!(
