@@ -642,7 +642,7 @@ pub fn digest(config: &Config, pool: &DescriptorPool) -> String {
         for file in files_under(path) {
             let inside = file.strip_prefix(path).unwrap_or(&file);
             h.update(inside.to_string_lossy().as_bytes());
-            let contents = std::fs::read(&file).unwrap_or_default();
+            let contents = digest_contents(&file);
             h.update((contents.len() as u64).to_le_bytes());
             h.update(contents);
         }
@@ -662,11 +662,24 @@ fn files_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
         match std::fs::read_dir(&p) {
             Ok(entries) => pending.extend(entries.filter_map(|e| e.ok()).map(|e| e.path())),
+            // Its name counts even when its contents cannot be read (gone,
+            // or not a regular file): it appearing or going changes the
+            // digest.
             Err(_) => out.push(p),
         }
     }
     out.sort();
     out
+}
+
+/// A file's contents for the digest, or nothing for what is not a regular
+/// file (a symlink counts as what it points to): a named pipe would block
+/// the read forever, and a device such as `/dev/zero` never end it.
+fn digest_contents(file: &std::path::Path) -> Vec<u8> {
+    if !std::fs::metadata(file).is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    std::fs::read(file).unwrap_or_default()
 }
 
 /// The gRPC services the gateway answers itself: server reflection (v1 and

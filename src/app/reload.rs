@@ -501,20 +501,38 @@ pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> J
                 _ = reloaded.changed() => {}
                 _ = recv_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading the config");
-                    live.reload().await;
+                    if !reload_unless_shut_down(&live, &mut shutdown).await {
+                        return;
+                    }
                 }
                 Some(()) = events.recv() => {
                     // Gather the rest of a burst of writes into one reload.
                     tokio::time::sleep(DEBOUNCE).await;
                     while events.try_recv().is_ok() {}
                     tracing::info!("a config file changed: reloading the config");
-                    live.reload().await;
+                    if !reload_unless_shut_down(&live, &mut shutdown).await {
+                        return;
+                    }
                 }
             }
             // A reload may name other files: watch what the config names now.
             follow(&live, &mut watcher);
         }
     })
+}
+
+/// Reloads, unless a shutdown comes first: then the reload is abandoned,
+/// as one `POST /config/reload` asked for is, and the shutdown does not
+/// wait for it (a reflection source that never answers holds a reload for
+/// its whole timeout). Whether the reload ran to its end.
+async fn reload_unless_shut_down(live: &Arc<Live>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = live.reload() => true,
+        _ = shutdown.changed() => {
+            tracing::info!("shutting down: the config reload under way is abandoned");
+            false
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -989,3 +989,89 @@ async fn an_open_sessions_idle_timeout_and_pings_follow_a_reload() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A shutdown during a reload that a SIGHUP started does not wait for it,
+/// as it does not for one `POST /config/reload` started: here the reload
+/// waits on a reflection source that accepts the connection and never
+/// answers (10 s), and SIGTERM ends the process at once.
+#[tokio::test]
+async fn a_shutdown_abandons_a_reload_that_a_sighup_started() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let backends = Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut served =
+        support::served::Served::start(&support::config_text(backend, "", ""), "info").await;
+    let path = served.config_path();
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[descriptors]\n",
+        "[descriptors]\nreflect = [\"silent\"]\n",
+        1,
+    );
+    replace(
+        &path,
+        &format!("{text}\n[upstreams.silent]\nendpoints = [\"{silent_addr}\"]\n"),
+    );
+    served.signal("HUP");
+    assert!(
+        support::eventually(|| accepted.load(Ordering::SeqCst) > 0).await,
+        "the reload is under way, waiting on the silent source"
+    );
+    let asked = std::time::Instant::now();
+    served.signal("TERM");
+    while served.alive() && asked.elapsed() < Duration::from_secs(9) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !served.alive(),
+        "still running 9 s after SIGTERM: {}",
+        served.stderr()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?} after SIGTERM: {}",
+        asked.elapsed(),
+        served.stderr()
+    );
+}
+
+/// A named pipe or a device under a `proto_paths` folder (the folder is
+/// digested, every file in it) neither hangs the start nor a reload, nor
+/// is read: a pipe's read would block forever, `/dev/zero`'s never end.
+#[tokio::test]
+async fn special_files_under_a_proto_folder_are_not_read() {
+    let dir = temp_dir("special-files");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.join("pipe"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+    let backends = Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = support::config_text(backend, "", "").replacen(
+        "proto_paths = [\"",
+        &format!("proto_paths = [\"{}\", \"", dir.display()),
+        1,
+    );
+    assert!(text.contains(&dir.display().to_string()));
+    let served = support::served::Served::start(&text, "warn").await;
+    let admin = HttpClient::new(served.admin);
+    let reloaded = tokio::time::timeout(
+        Duration::from_secs(10),
+        admin.send(Method::POST, "/config/reload", &[], ""),
+    )
+    .await
+    .expect("the reload answers");
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -90,6 +90,20 @@ impl Served {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
 
+    /// The config file it serves (its ports filled in).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("portico.toml")
+    }
+
+    /// Sends the process a signal (`HUP`, `TERM`...).
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -s {name}");
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
