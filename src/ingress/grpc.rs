@@ -216,28 +216,38 @@ impl GrpcIngress {
     }
 }
 
-/// The most of a status message a `grpc-message` header carries, before
-/// percent-encoding: clients refuse header blocks of a few tens of KiB
-/// (and browsers a gRPC-Web head far smaller), so a backend's long
-/// message is cut, saying by how much, rather than losing the whole reply.
+/// The most bytes of a `grpc-message` header, percent-encoded: clients
+/// refuse header blocks past 8 KiB by default (grpcio, grpc-go; browsers
+/// take a gRPC-Web head far smaller), so a backend's long message is cut,
+/// saying by how much, rather than losing the whole reply. Counted encoded,
+/// as the header is sent: a non-ASCII or `%` byte is three.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
 
 /// The status of an error as gRPC trailers.
 pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("grpc-status", HeaderValue::from(err.grpc_code() as i32));
-    let message = percent_encoding::utf8_percent_encode(
-        crate::error::shortened(&err.message, MAX_GRPC_MESSAGE_BYTES).as_ref(),
-        GRPC_MESSAGE,
-    )
-    .to_string();
+    let details = match &err.kind {
+        ErrorKind::Backend(b) if !b.details.is_empty() => Some(&b.details),
+        _ => None,
+    };
+    // With details beside it, the message is repeated in them: both copies
+    // are cut to the smaller bound, and to the same text, which clients'
+    // status libraries (grpcio-status) check.
+    let bound = if details.is_some() {
+        MAX_DETAILS_MESSAGE_BYTES
+    } else {
+        MAX_GRPC_MESSAGE_BYTES
+    };
+    let text = grpc_message_text(&err.message, bound);
+    let message = percent_encoding::utf8_percent_encode(&text, GRPC_MESSAGE).to_string();
     if let Ok(v) = HeaderValue::from_str(&message) {
         h.insert("grpc-message", v);
     }
     if let ErrorKind::Backend(b) = &err.kind {
-        let (details, metadata) = (&b.details, &b.metadata);
-        if !details.is_empty() {
-            let details = bounded_details(details);
+        let metadata = &b.metadata;
+        if let Some(details) = details {
+            let details = bounded_details(details, &err.message, &text);
             let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&details);
             if let Ok(v) = HeaderValue::from_str(&encoded) {
                 h.insert("grpc-status-details-bin", v);
@@ -258,10 +268,40 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     h
 }
 
-/// The most of a status message `grpc-status-details-bin` repeats: the
-/// whole text is in `grpc-message` (up to its own bound), and the two
+/// The most bytes of a status message when `grpc-status-details-bin`
+/// repeats it (percent-encoded, as `grpc-message` carries it): the two
 /// share one header block that gRPC clients refuse past 8 KiB by default.
 pub const MAX_DETAILS_MESSAGE_BYTES: usize = 1024;
+
+/// `message` as a `grpc-message` carries it: whole when its percent-encoded
+/// form fits in `max` bytes, else cut on a character boundary so that it
+/// does, ending `... (N more bytes)`.
+pub fn grpc_message_text(message: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    let encoded_len = |s: &str| {
+        percent_encoding::utf8_percent_encode(s, GRPC_MESSAGE)
+            .map(str::len)
+            .sum::<usize>()
+    };
+    if message.len() <= max && encoded_len(message) <= max {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    // Room for the note, which needs no escape.
+    let budget = max.saturating_sub("... (18446744073709551615 more bytes)".len());
+    let (mut used, mut end) = (0, 0);
+    for (i, c) in message.char_indices() {
+        let n = encoded_len(c.encode_utf8(&mut [0u8; 4]));
+        if used + n > budget {
+            break;
+        }
+        used += n;
+        end = i + c.len_utf8();
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}... ({} more bytes)",
+        &message[..end],
+        message.len() - end
+    ))
+}
 /// The most of a backend's error details `grpc-status-details-bin`
 /// carries, encoded; details past it are left out, the first ones kept.
 pub const MAX_DETAILS_BYTES: usize = 2048;
@@ -278,22 +318,30 @@ struct RpcStatus {
 }
 
 /// A backend's encoded google.rpc.Status, bounded so the reply's header
-/// block stays within what clients take: its message cut to
-/// [`MAX_DETAILS_MESSAGE_BYTES`], and details kept in order while they fit
-/// in [`MAX_DETAILS_BYTES`]. As sent when it is within both, or when it is
-/// not a Status at all (then it is the backend's to answer for).
-fn bounded_details(details: &Bytes) -> Bytes {
-    if details.len() <= MAX_DETAILS_MESSAGE_BYTES {
-        return details.clone();
-    }
+/// block stays within what clients take: its message, when it is the
+/// status's (`original`), becomes `sent`, the text `grpc-message` carries,
+/// so the two agree; another message is cut to
+/// [`MAX_DETAILS_MESSAGE_BYTES`]; details are kept in order while they fit
+/// in [`MAX_DETAILS_BYTES`]. As sent when nothing needs changing, or when
+/// it is not a Status at all (then it is the backend's to answer for).
+fn bounded_details(details: &Bytes, original: &str, sent: &str) -> Bytes {
     let Ok(mut status) = <RpcStatus as prost::Message>::decode(details.as_ref()) else {
         return details.clone();
     };
-    let message = crate::error::shortened(&status.message, MAX_DETAILS_MESSAGE_BYTES);
-    if let std::borrow::Cow::Owned(cut) = message {
+    let mut changed = false;
+    if status.message == original {
+        if sent != original {
+            status.message = sent.to_owned();
+            changed = true;
+        }
+    } else if let std::borrow::Cow::Owned(cut) =
+        grpc_message_text(&status.message, MAX_DETAILS_MESSAGE_BYTES)
+    {
         status.message = cut;
+        changed = true;
     }
     let mut room = MAX_DETAILS_BYTES;
+    let before = status.details.len();
     status.details.retain(|d| {
         let size = prost::Message::encoded_len(d);
         let fits = size <= room;
@@ -301,6 +349,9 @@ fn bounded_details(details: &Bytes) -> Bytes {
         room = if fits { room - size } else { 0 };
         fits
     });
+    if !changed && status.details.len() == before {
+        return details.clone();
+    }
     prost::Message::encode_to_vec(&status).into()
 }
 
