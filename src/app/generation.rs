@@ -509,14 +509,7 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
         tracing,
         usage: Some(carry.usage.clone()),
     })
-    .with_proxies(
-        config.server.trusted_proxies.clone(),
-        if config.server.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-    );
+    .with_proxies(config.server.trusted_proxies.clone());
     let websocket = Arc::new(WebSocketIngress {
         routes: routes.clone(),
         pipeline: pipeline.clone(),

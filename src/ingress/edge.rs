@@ -50,11 +50,14 @@ pub struct Edge {
     pub token_query_param: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
     pub trusted_proxies: Vec<forwarded::Cidr>,
-    /// The listener's scheme, for `X-Forwarded-Proto`.
-    pub scheme: &'static str,
     /// Where calls' access-log lines and spans go.
     pub sinks: Sinks,
 }
+
+/// The mark the listener puts in the extensions of each request that came
+/// over a TLS connection.
+#[derive(Clone, Copy, Debug)]
+pub struct OverTls;
 
 /// What the edge made of one request's headers.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +66,9 @@ pub struct Inbound {
     pub headers: HeaderMap,
     /// The certificate the client's TLS connection presented (mutual TLS).
     pub client_cert: Option<Arc<ClientCertificate>>,
+    /// Whether the request came over TLS: its own connection's scheme, not
+    /// the config's, which a reload may have changed since it was opened.
+    pub over_tls: bool,
     /// The call's access-log record, from the adapter that read it.
     pub record: Option<Arc<CallRecord>>,
 }
@@ -73,7 +79,6 @@ impl Edge {
             metadata,
             token_query_param,
             trusted_proxies: Vec::new(),
-            scheme: "http",
             sinks: Sinks::default(),
         }
     }
@@ -124,10 +129,9 @@ impl Edge {
         forwarded::client(headers, peer, &self.trusted_proxies)
     }
 
-    /// As [`Edge::new`], with the proxies to trust and the listener's scheme.
-    pub fn with_proxies(mut self, trusted: Vec<forwarded::Cidr>, scheme: &'static str) -> Edge {
+    /// As [`Edge::new`], with the proxies to trust.
+    pub fn with_proxies(mut self, trusted: Vec<forwarded::Cidr>) -> Edge {
         self.trusted_proxies = trusted;
-        self.scheme = scheme;
         self
     }
 
@@ -142,6 +146,7 @@ impl Edge {
         Inbound {
             headers,
             client_cert: extensions.get::<Arc<ClientCertificate>>().cloned(),
+            over_tls: extensions.get::<OverTls>().is_some(),
             record: None,
         }
     }
@@ -342,7 +347,8 @@ impl Edge {
     ) -> RequestCtx {
         let mut headers = inbound.headers;
         // Who the client is: the peer, or whom a trusted proxy names.
-        let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, self.scheme);
+        let scheme = if inbound.over_tls { "https" } else { "http" };
+        let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, scheme);
         let mut ctx = RequestCtx::new(client, Arc::new(headers));
         ctx.client_cert = inbound.client_cert;
         if let Some(record) = inbound.record {

@@ -85,6 +85,7 @@ pub fn spawn<S: Serving>(
                             stream,
                             remote,
                             None,
+                            false,
                             serving,
                             limits,
                             shutdown,
@@ -118,6 +119,7 @@ pub fn spawn<S: Serving>(
                                         tls,
                                         remote,
                                         client_cert,
+                                        true,
                                         serving,
                                         limits,
                                         shutdown,
@@ -149,6 +151,7 @@ async fn serve_connection<Io, S: Serving>(
     stream: Io,
     remote: std::net::SocketAddr,
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
+    over_tls: bool,
     serving: Arc<S>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -170,6 +173,9 @@ async fn serve_connection<Io, S: Serving>(
             let witness = gate.clone().map(super::request_body::Witness::new);
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(slot.clone());
+            if over_tls {
+                parts.extensions.insert(super::edge::OverTls);
+            }
             if let Some(cert) = &client_cert {
                 parts.extensions.insert(cert.clone());
             }

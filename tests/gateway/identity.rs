@@ -1051,6 +1051,12 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
         let seen = call(&h, protocol, &[], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: the URI SAN is the principal");
         assert_eq!(seen.metadata["x-client-identity"], spiffe, "{protocol:?}");
+        // The connection is TLS, and the backend is told so.
+        assert_eq!(
+            seen.metadata["x-forwarded-proto"], "https",
+            "{protocol:?}: {:?}",
+            seen.metadata
+        );
         // The certificate decided: a token beside it was verified by no
         // one, so the backend never gets it.
         let forged = [(

@@ -129,3 +129,28 @@ fn a_websocket_token_beside_a_different_header_or_unreadable_is_refused() {
         .unwrap_err();
     assert!(err.message.contains("base64url"), "{}", err.message);
 }
+
+/// `X-Forwarded-Proto` names the scheme of the request's own connection,
+/// not the config's: a reload that turns TLS on or off leaves connections
+/// opened before it as they were.
+#[test]
+fn the_forwarded_scheme_is_the_requests_own_connections() {
+    let edge = edge_for("");
+    for (over_tls, scheme) in [(true, "https"), (false, "http")] {
+        let inbound = Inbound {
+            headers: headers(&[("host", "api.example")]),
+            over_tls,
+            ..Inbound::default()
+        };
+        let ctx = edge.context(
+            inbound,
+            Some("127.0.0.1:5000".parse().unwrap()),
+            Instant::now(),
+        );
+        assert_eq!(
+            ctx.headers.get("x-forwarded-proto").unwrap(),
+            scheme,
+            "over TLS: {over_tls}"
+        );
+    }
+}

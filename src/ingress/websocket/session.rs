@@ -73,6 +73,8 @@ struct Session {
     client: Option<SocketAddr>,
     /// The connection's client certificate, for every call of the session.
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
+    /// Whether the connection is TLS, for every call of the session.
+    over_tls: bool,
     /// The session's access-log record.
     record: Arc<crate::observe::call_record::CallRecord>,
     out: mpsc::Sender<Outgoing>,
@@ -140,6 +142,7 @@ pub(super) async fn run(
         dialect,
         headers: inbound.headers,
         client_cert: inbound.client_cert,
+        over_tls: inbound.over_tls,
         record,
         client,
         out: out_tx,
@@ -834,6 +837,7 @@ impl Session {
                 headers,
                 client: self.client,
                 client_cert: self.client_cert.clone(),
+                over_tls: self.over_tls,
                 input: Some(rx),
                 first,
                 out: self.out.clone(),

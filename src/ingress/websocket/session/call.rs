@@ -29,6 +29,7 @@ pub(super) struct CallTask {
     pub(super) headers: HeaderMap,
     pub(super) client: Option<SocketAddr>,
     pub(super) client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
+    pub(super) over_tls: bool,
     /// Taken by the call once it starts.
     pub(super) input: Option<mpsc::Receiver<Bytes>>,
     pub(super) ended: Arc<AtomicBool>,
@@ -149,6 +150,7 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
     let inbound = Inbound {
         headers: std::mem::take(&mut t.headers),
         client_cert: t.client_cert.clone(),
+        over_tls: t.over_tls,
         record: Some(t.record.clone()),
     };
     let envelope =
