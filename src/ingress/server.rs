@@ -85,7 +85,6 @@ pub fn spawn<S: Serving>(
                             stream,
                             remote,
                             None,
-                            false,
                             serving,
                             limits,
                             shutdown,
@@ -118,8 +117,7 @@ pub fn spawn<S: Serving>(
                                     serve_connection(
                                         tls,
                                         remote,
-                                        client_cert,
-                                        true,
+                                        Some(TlsSession { client_cert }),
                                         serving,
                                         limits,
                                         shutdown,
@@ -147,11 +145,15 @@ pub fn spawn<S: Serving>(
     })
 }
 
+/// What a TLS connection's handshake said of it.
+struct TlsSession {
+    client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
+}
+
 async fn serve_connection<Io, S: Serving>(
     stream: Io,
     remote: std::net::SocketAddr,
-    client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
-    over_tls: bool,
+    tls: Option<TlsSession>,
     serving: Arc<S>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -173,11 +175,11 @@ async fn serve_connection<Io, S: Serving>(
             let witness = gate.clone().map(super::request_body::Witness::new);
             let (mut parts, body) = req.into_parts();
             parts.extensions.insert(slot.clone());
-            if over_tls {
+            if let Some(tls) = &tls {
                 parts.extensions.insert(super::edge::OverTls);
-            }
-            if let Some(cert) = &client_cert {
-                parts.extensions.insert(cert.clone());
+                if let Some(cert) = &tls.client_cert {
+                    parts.extensions.insert(cert.clone());
+                }
             }
             // Over HTTP/1.1 an answer says when its connection will close
             // because the body left unread is too long to read past.
