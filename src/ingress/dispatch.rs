@@ -179,14 +179,21 @@ impl Ingress {
             protocol = Protocol::Rest;
             connect_get = false;
         }
-        if let Err(err) =
-            super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
-        {
-            return self.refuse_detected(&req, &err, protocol);
-        }
-        // Before anything reads it: the cross-origin checks, every protocol's.
-        if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
-            return self.refuse_detected(&req, &err, protocol);
+        // `POST /mcp` reads nothing of its query but an API key, and answers
+        // a refused origin itself, with the JSON-RPC request's id.
+        let mcp_call = req.method() == Method::POST
+            && self.mcp.is_some()
+            && req.uri().path() == super::mcp::PATH;
+        if !mcp_call {
+            if let Err(err) =
+                super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
+            {
+                return self.refuse_detected(&req, &err, protocol);
+            }
+            // Before anything reads it: the cross-origin checks, every protocol's.
+            if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
+                return self.refuse_detected(&req, &err, protocol);
+            }
         }
         let origin = req
             .headers()
@@ -406,12 +413,12 @@ impl Ingress {
         let (policy, methods) = match &self.mcp {
             Some(mcp) if path == super::mcp::PATH => (mcp.cors_policy(origin), "POST"),
             _ => (
-                self.cors_policy(requested, path),
+                self.cors_policy(requested, path).cloned(),
                 "GET, POST, PUT, PATCH, DELETE",
             ),
         };
         let answer = policy
-            .and_then(|p| cors::preflight(p, origin, methods))
+            .and_then(|p| cors::preflight(&p, origin, methods))
             .or_else(|| own.then(|| cors::own_origin_preflight(origin, methods)));
         match answer {
             Some(headers) => {

@@ -131,6 +131,45 @@ struct IdOf {
     id: Option<RpcId>,
 }
 
+/// A `tools/call` whose `arguments` are JSON that a `Value` cannot hold (a
+/// number past a double's range, nesting past the JSON reader's depth),
+/// read with its arguments left as written: they are the method's request,
+/// judged by the transcoder as a REST body is (a tool error, code 3), not
+/// a body that is not JSON.
+#[derive(serde::Deserialize)]
+struct RawToolCall {
+    jsonrpc: Value,
+    id: Value,
+    method: String,
+    params: RawToolParams,
+}
+
+#[derive(serde::Deserialize)]
+struct RawToolParams {
+    name: Value,
+    arguments: Box<serde_json::value::RawValue>,
+}
+
+/// A tool call's `arguments`: read as a `Value`, or, when a `Value` cannot
+/// hold them, as written ([`RawToolCall`]).
+enum Arguments {
+    Parsed(Value),
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl RawToolCall {
+    /// The message with empty arguments, and the arguments as written.
+    fn split(self) -> (Value, Box<serde_json::value::RawValue>) {
+        let message = json!({
+            "jsonrpc": self.jsonrpc,
+            "id": self.id,
+            "method": self.method,
+            "params": { "name": self.params.name, "arguments": {} },
+        });
+        (message, self.params.arguments)
+    }
+}
+
 fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::new(
         crate::error::ErrorKind::InvalidRequest {
@@ -197,7 +236,7 @@ impl McpIngress {
             .as_deref()
             .and_then(|o| Some((o, self.cors_policy(o)?)))
         {
-            super::cors::decorate(policy.1, policy.0, resp.headers_mut());
+            super::cors::decorate(&policy.1, policy.0, resp.headers_mut());
         }
         resp
     }
@@ -222,7 +261,13 @@ impl McpIngress {
         // Refused for its headers, but answered after the body is read, so
         // the answer carries the request's id when it has one.
         let mut refused = None;
-        if let Some(origin) = req.headers().get(ORIGIN) {
+        // Two different origins are refused as two content types are, the
+        // answer carrying the request's id (the edge leaves this check on
+        // `POST /mcp` to the endpoint).
+        if let Err(e) = crate::headers::check_one_value(req.headers(), ORIGIN) {
+            refused = Some(Refusal::new(e.http_status(), INVALID_REQUEST, e));
+        }
+        if let Some(origin) = req.headers().get(ORIGIN).filter(|_| refused.is_none()) {
             let origin = origin.to_str().unwrap_or("?");
             if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
                 refused = Some(Refusal::new(
@@ -272,15 +317,23 @@ impl McpIngress {
                 .take()
                 .unwrap_or(Refusal::new(e.http_status(), INVALID_REQUEST, e))
         })?;
+        let mut raw_arguments = None;
         let message: Value = match serde_json::from_slice(&bytes) {
             Ok(message) => message,
-            Err(e) => {
-                return Err(refused.unwrap_or(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    PARSE_ERROR,
-                    invalid(format!("the body is not JSON: {e}")),
-                )))
-            }
+            Err(e) => match serde_json::from_slice::<RawToolCall>(&bytes) {
+                Ok(call) if call.method == "tools/call" => {
+                    let (message, arguments) = call.split();
+                    raw_arguments = Some(arguments);
+                    message
+                }
+                _ => {
+                    return Err(refused.unwrap_or(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        PARSE_ERROR,
+                        invalid(format!("the body is not JSON: {e}")),
+                    )))
+                }
+            },
         };
         let raw_id = message
             .get("id")
@@ -338,6 +391,18 @@ impl McpIngress {
             ));
         }
         let id = raw_id;
+        // A request or a response, never both (JSON-RPC 2.0 section 4 and
+        // 5): such a message is not run as the request it may also be.
+        if object.contains_key("method")
+            && (object.contains_key("result") || object.contains_key("error"))
+        {
+            let refusal = Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                invalid("a JSON-RPC message is a request (\"method\") or a response (\"result\" or \"error\"), not both"),
+            );
+            return Err(refusal.with_id(id.as_ref()));
+        }
         let Some(method) = object.get("method").and_then(Value::as_str) else {
             // A response to a request this server never sends, or garbage.
             return match id {
@@ -385,8 +450,7 @@ impl McpIngress {
             "ping" => Ok(json!({})),
             "tools/list" => Ok(json!({ "tools": self.tools.listing() })),
             "tools/call" => {
-                let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
-                self.call(&params, &parts, origin, client, started, record)
+                self.call(&params, raw_arguments, &parts, client, started, record)
                     .await
             }
             other => Err((
@@ -443,12 +507,22 @@ impl McpIngress {
         Ok(json_response(StatusCode::OK, &body))
     }
 
-    /// The CORS policy of a route offering tools that lets `origin` in.
-    pub fn cors_policy(&self, origin: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
-        self.tools
+    /// The CORS policy `/mcp` answers `origin` with: one endpoint serves
+    /// every tool route, so the policies of those that let `origin` in
+    /// together, as [`CorsPolicy::merged`] joins them; `None` when none
+    /// does. Each call is still held to its own route's origins.
+    pub fn cors_policy(&self, origin: &str) -> Option<Arc<crate::config::CorsPolicy>> {
+        let mut allowing = self
+            .tools
             .routes()
             .filter_map(|r| self.routes.route_cors(r))
-            .find(|p| p.allows_origin(origin))
+            .filter(|p| p.allows_origin(origin));
+        let first = allowing.next()?;
+        let rest: Vec<&Arc<crate::config::CorsPolicy>> = allowing.collect();
+        if rest.is_empty() {
+            return Some(first.clone());
+        }
+        Some(Arc::new(first.merged(rest.into_iter().map(|p| &**p))))
     }
 
     fn initialize(&self, params: &Value) -> Value {
@@ -473,12 +547,13 @@ impl McpIngress {
     async fn call(
         &self,
         params: &Value,
+        raw_arguments: Option<Box<serde_json::value::RawValue>>,
         parts: &http::request::Parts,
-        origin: Option<&str>,
         client: Option<SocketAddr>,
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, (i64, String)> {
+        let origin = parts.headers.get(ORIGIN).and_then(|o| o.to_str().ok());
         // Before a tool is found, the call is logged as the method it is.
         let refuse_before_tool = |message: String| {
             let err = invalid(message.clone());
@@ -494,7 +569,10 @@ impl McpIngress {
         };
         record.routed(&tool.binding.target);
         record.route(|| format!("tool {}", tool.name));
-        let arguments = params.get("arguments").cloned().unwrap_or(json!({}));
+        let arguments = match raw_arguments {
+            Some(raw) => Arguments::Raw(raw),
+            None => Arguments::Parsed(params.get("arguments").cloned().unwrap_or(json!({}))),
+        };
         let outcome = match self.cross_origin(tool, origin, parts) {
             Err(err) => Err(err.into()),
             Ok(()) => {
@@ -558,26 +636,37 @@ impl McpIngress {
     async fn run(
         &self,
         tool: &Tool,
-        arguments: Value,
+        arguments: Arguments,
         parts: &http::request::Parts,
         client: Option<SocketAddr>,
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, Failed> {
-        if !arguments.is_object() {
+        let is_object = match &arguments {
+            Arguments::Raw(raw) => raw.get().starts_with('{'),
+            Arguments::Parsed(value) => value.is_object(),
+        };
+        if !is_object {
             return Err(GatewayError::invalid_field(
                 "arguments",
                 "must be a JSON object: the method's request message",
             )
             .into());
         }
-        let body = Bytes::from(serde_json::to_vec(&arguments).unwrap_or_default());
+        let body = match &arguments {
+            Arguments::Raw(raw) => Bytes::copy_from_slice(raw.get().as_bytes()),
+            Arguments::Parsed(value) => Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+        };
         let mut message = request::build(&tool.binding, None, &body, Some("application/json"))
             .map_err(crate::transcode::json::without_position)?;
         // A method bound to PATCH updates what the arguments name, as REST
         // does: its `update_mask`, when not given, is the keys sent.
         if let Some(patch) = &tool.patch {
-            message = request::fill_update_mask(message, &arguments, patch)?;
+            let keys = match &arguments {
+                Arguments::Parsed(value) => value.clone(),
+                Arguments::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(json!({})),
+            };
+            message = request::fill_update_mask(message, &keys, patch)?;
         }
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
@@ -664,6 +753,9 @@ impl McpIngress {
                     break;
                 }
                 messages.push(serde_json::from_slice::<Value>(&json).unwrap_or(Value::Null));
+            }
+            if truncated {
+                record.answered_early();
             }
             let structured = json!({ "messages": messages, "truncated": truncated });
             return Ok(with_metadata(structured_result(structured), headers));

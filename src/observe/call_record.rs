@@ -612,6 +612,14 @@ impl CallRecord {
         self.failed_finally(err);
     }
 
+    /// The gateway stopped reading the call's replies and answered the
+    /// client with what it had, a success (an MCP tool result that keeps a
+    /// stream's first part): counted as OK when its future is dropped, not
+    /// as a client that left.
+    pub fn answered_early(&self) {
+        let _ = self.cut.set(tonic::Code::Ok);
+    }
+
     /// A call's future was dropped before its end: the code to count it
     /// with. CANCELLED (the client left), unless the gateway cut it short.
     pub fn dropped(&self) -> tonic::Code {

@@ -631,3 +631,136 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
     assert_eq!(result["isError"], true, "{result}");
     assert_eq!(result["_meta"]["io.portico/status"]["code"], 4, "{result}");
 }
+
+/// The corners of the JSON-RPC envelope: a message that is both a request
+/// and a response is run as neither; two origins are refused with the
+/// request's id; the query, but for an API key, is not read; arguments a
+/// JSON value cannot hold are the method's request to judge, as a REST
+/// body is; and a stream cut for its tool result counts as the success
+/// the agent got.
+#[tokio::test]
+async fn the_json_rpc_envelope_is_read_as_json_rpc_says() {
+    let h = gateway(None).await;
+    let client = &h.client;
+    let watch = |id: i64, args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"Feed_Watch","arguments":{args}}}}}"#
+        )
+    };
+    let send = |path: &'static str, headers: Vec<(&'static str, &'static str)>, body: String| async move {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend(headers);
+        let r = client.send(Method::POST, path, &all, body).await;
+        (r.status, r.json())
+    };
+
+    let (status, both) = send(
+        "/mcp",
+        vec![],
+        r#"{"jsonrpc":"2.0","id":5,"result":{},"method":"tools/call","params":{"name":"Feed_Watch","arguments":{"count":1}}}"#.to_owned(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{both}");
+    assert_eq!(both["id"], 5);
+    assert_eq!(both["error"]["code"], -32600, "{both}");
+    assert!(both.get("result").is_none(), "{both}");
+
+    let (status, two) = send(
+        "/mcp",
+        vec![
+            ("origin", "http://a.example"),
+            ("origin", "http://b.example"),
+        ],
+        watch(6, r#"{"count":1}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{two}");
+    assert_eq!(two["id"], 6, "{two}");
+    assert!(
+        two["error"]["message"].as_str().unwrap().contains("origin"),
+        "{two}"
+    );
+
+    let (status, queried) = send("/mcp?foo=%zz", vec![], watch(7, r#"{"count":1}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{queried}");
+    assert_eq!(
+        queried["result"]["structuredContent"]["messages"][0]["seq"],
+        "1"
+    );
+
+    let (status, huge) = send("/mcp", vec![], watch(8, r#"{"count":1e400}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{huge}");
+    assert_eq!(huge["id"], 8);
+    assert_eq!(huge["result"]["isError"], true, "{huge}");
+    assert_eq!(
+        huge["result"]["_meta"]["io.portico/status"]["code"], 3,
+        "{huge}"
+    );
+
+    // Cut at the route's timeout (1.5 s): a result the agent got whole.
+    let cut = call(
+        client,
+        &[],
+        "Feed_Watch",
+        json!({ "count": 1000, "intervalMs": 400 }),
+    )
+    .await;
+    assert_eq!(cut["structuredContent"]["truncated"], true, "{cut}");
+    let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
+    let counted = |code: &'static str| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .get("/metrics")
+                .await
+                .text()
+                .lines()
+                .any(|l| l.contains("Feed/Watch") && l.contains(&format!("code=\"{code}\"")))
+        }
+    };
+    assert!(
+        support::eventually_async(|| counted("OK")).await,
+        "the cut stream is counted OK"
+    );
+    assert!(!counted("CANCELLED").await, "and not as a client that left");
+}
+
+/// One endpoint serves every tool route: a preflight for `/mcp` from an
+/// origin several of their CORS policies allow is answered with all of
+/// them together, so a page may send what any of those routes takes.
+#[tokio::test]
+async fn an_mcp_preflight_answers_with_every_allowing_tool_routes_policy() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "")
+            .with_route_keys(
+                "Library",
+                "mcp = true\ncors = { allowed_origins = [\"https://app.example\"], allowed_headers = [\"x-api-key\"], max_age = \"5m\", allow_credentials = true }",
+            )
+            .with_route_keys(
+                "Feed",
+                "mcp = true\ncors = { allowed_origins = [\"https://app.example\"], allowed_headers = [\"x-a\"], max_age = \"1m\" }",
+            )
+    })
+    .await;
+    let r = h
+        .client
+        .send(
+            Method::OPTIONS,
+            "/mcp",
+            &[
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "x-api-key"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    let allowed = r.header("access-control-allow-headers").unwrap();
+    assert!(
+        allowed.contains("x-api-key") && allowed.contains("x-a"),
+        "{allowed}"
+    );
+    assert_eq!(r.header("access-control-max-age"), Some("60"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+}

@@ -22,6 +22,30 @@ impl CorsPolicy {
             .iter()
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
+
+    /// This policy and `others` as one, for a path several routes answer
+    /// (`/mcp`): the origins, allowed and exposed headers of all, the
+    /// shortest `max_age`, and credentials when any allows them (each
+    /// route still checks its own calls).
+    pub fn merged<'a>(&self, others: impl Iterator<Item = &'a CorsPolicy>) -> CorsPolicy {
+        let mut all = self.clone();
+        for p in others {
+            for (into, from) in [
+                (&mut all.allowed_origins, &p.allowed_origins),
+                (&mut all.allowed_headers, &p.allowed_headers),
+                (&mut all.exposed_headers, &p.exposed_headers),
+            ] {
+                for v in from {
+                    if !into.iter().any(|have| have.eq_ignore_ascii_case(v)) {
+                        into.push(v.clone());
+                    }
+                }
+            }
+            all.max_age = all.max_age.min(p.max_age);
+            all.allow_credentials |= p.allow_credentials;
+        }
+        all
+    }
 }
 
 impl Validator<'_> {
