@@ -509,6 +509,32 @@ fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
     Config::from_toml(&good).unwrap();
 }
 
+/// A rotation rewrites an upstream's TLS files in place: the same paths,
+/// new contents. The config read after it is a changed upstream, so a
+/// reload connects with the new files instead of keeping the old ones.
+#[test]
+fn an_upstream_whose_tls_files_changed_in_place_is_a_changed_upstream() {
+    let fixture = |f: &str| format!("{}/tests/fixtures/tls/{f}", env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("portico-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let text = MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        &format!(
+            "endpoints = [\"127.0.0.1:50051\"]\ntls_ca_file = \"{}\"",
+            ca.display()
+        ),
+    );
+    std::fs::copy(fixture("ca.pem"), &ca).unwrap();
+    let before = Config::from_toml(&text).unwrap();
+    let again = Config::from_toml(&text).unwrap();
+    assert_eq!(before.upstreams[0], again.upstreams[0], "nothing changed");
+    std::fs::copy(fixture("client-ca.pem"), &ca).unwrap();
+    let after = Config::from_toml(&text).unwrap();
+    assert_ne!(before.upstreams[0], after.upstreams[0]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn waits_that_contradict_each_other_are_config_errors() {
     for (table, key) in [

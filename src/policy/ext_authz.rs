@@ -151,10 +151,7 @@ impl ExtAuthz {
                     .connect_timeout(config.timeout)
                     .tcp_nodelay(true);
                 let channel = if uri.scheme_str() == Some("https") {
-                    let tls = crate::config::UpstreamTls {
-                        ca_file: config.ca_file.clone(),
-                        identity: None,
-                    };
+                    let tls = crate::config::UpstreamTls::new(config.ca_file.clone(), None);
                     let connector = crate::egress::tls::grpc_connector(&tls, config.timeout)?;
                     endpoint.connect_with_connector_lazy(connector)
                 } else {

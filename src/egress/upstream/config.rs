@@ -106,6 +106,31 @@ pub struct UpstreamTls {
     pub ca_file: Option<PathBuf>,
     /// The gateway's own certificate chain and key, for mutual TLS.
     pub identity: Option<(PathBuf, PathBuf)>,
+    /// SHA-256 of the files' contents when the config was read: a reload
+    /// after a rotation (same paths, new certificates) sees a changed
+    /// upstream and connects with the new files.
+    pub files_sha256: [u8; 32],
+}
+
+impl UpstreamTls {
+    /// The files named, with the digest of their contents now.
+    pub fn new(ca_file: Option<PathBuf>, identity: Option<(PathBuf, PathBuf)>) -> UpstreamTls {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        let files = ca_file
+            .iter()
+            .chain(identity.iter().flat_map(|(c, k)| [c, k]));
+        for f in files {
+            let contents = std::fs::read(f).unwrap_or_default();
+            h.update((contents.len() as u64).to_le_bytes());
+            h.update(contents);
+        }
+        UpstreamTls {
+            ca_file,
+            identity,
+            files_sha256: h.finalize().into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -501,7 +526,7 @@ impl Validator<'_> {
             (Some(false), true) => {
                 return Err(self.err(format!("{key}.tls"), "is false, but TLS files are given"))
             }
-            (Some(true), _) | (None, true) => Some(UpstreamTls { ca_file, identity }),
+            (Some(true), _) | (None, true) => Some(UpstreamTls::new(ca_file, identity)),
             (Some(false) | None, false) => None,
         };
         // The files are read as the egress will read them: what `serve`
