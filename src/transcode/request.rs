@@ -228,8 +228,24 @@ fn apply_url(
     }
     if let Some(q) = url.query {
         apply_query_to(msg, binding, q, opts)?;
+        // A dotted parameter builds messages as deep as its path is long:
+        // past what protobuf decodes, the request is refused here, as a
+        // body that deep is, rather than sent to a backend that cannot
+        // read it. Only a query with a path that long is walked.
+        if may_nest_too_deep(q) {
+            json::refuse_too_deep(msg, "", 1)?;
+        }
     }
     Ok(())
+}
+
+/// Whether a query's keys could nest messages near protobuf's depth limit:
+/// a key with that many dots (written or escaped) in it.
+fn may_nest_too_deep(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let key = pair.split('=').next().unwrap_or_default();
+        key.bytes().filter(|b| matches!(b, b'.' | b'%')).count() + 5 >= json::MAX_MESSAGE_DEPTH
+    })
 }
 
 /// A JSON document that is a whole request message of `target`'s method,
@@ -581,6 +597,52 @@ fn plus_as_space(mut e: GatewayError, field: &FieldDescriptor, value: &str) -> G
 #[cfg(test)]
 mod tests {
     use super::mask_paths;
+
+    /// A dotted query parameter nests a message per step: past the 100
+    /// protobuf decodes, the request is refused naming the field, as a
+    /// JSON body that deep is, and never encoded for the backend.
+    #[test]
+    fn a_query_parameter_nesting_past_protobufs_depth_is_refused() {
+        use crate::routes::Binding;
+        let method = crate::transcode::json::kinds_pool()
+            .get_service_by_name("kinds.v1.Things")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == "ListThings")
+            .unwrap();
+        let binding = Binding::new(
+            std::sync::Arc::new(crate::envelope::Target::for_method(method)),
+            http::Method::GET,
+            "/v1/things",
+            "",
+            "",
+            crate::config::JsonOptions::default(),
+            false,
+        )
+        .unwrap();
+        let built = |nested: usize| {
+            let query = format!("filter{}.text=x", ".nested".repeat(nested));
+            super::build(
+                &binding,
+                Some(super::UrlParts {
+                    segments: &["v1", "things"],
+                    query: Some(&query),
+                }),
+                &bytes::Bytes::new(),
+                None,
+            )
+        };
+        // The request, `filter` and 98 `nested`: the text's message is the 100th.
+        assert!(built(98).is_ok());
+        let refused = built(99).unwrap_err();
+        assert!(
+            refused
+                .message
+                .contains("nests messages more than 100 deep"),
+            "{}",
+            refused.message
+        );
+    }
 
     #[test]
     fn a_patch_mask_names_each_key_sent_and_an_empty_object_as_its_key() {
