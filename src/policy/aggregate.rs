@@ -232,8 +232,18 @@ impl CallRun {
                 None => label(e),
             })?;
         let timeout = target.timeout.map_or(call.timeout, |t| t.min(call.timeout));
-        // The client's own deadline bounds every call made for it.
-        let timeout = self.ctx.client_timeout.map_or(timeout, |c| c.min(timeout));
+        // The client's own deadline bounds every call made for it, counted
+        // from the aggregate request's arrival: a call that starts after
+        // another's reply has only what is left of it.
+        let timeout = match self.ctx.client_timeout {
+            Some(client) => client
+                .saturating_sub(self.ctx.started.elapsed())
+                .min(timeout),
+            None => timeout,
+        };
+        if timeout.is_zero() {
+            return Err(label(GatewayError::deadline_exceeded()));
+        }
         let mut ctx = self.ctx.clone();
         // Each call's deadline is its own, counted from when it starts.
         ctx.started = std::time::Instant::now();

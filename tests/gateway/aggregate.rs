@@ -605,3 +605,49 @@ method = "portico.demo.v1.Probe/Headers"
         "{usage:#}"
     );
 }
+
+/// The client's deadline counts from the aggregate request's arrival for
+/// every call made for it: a call that starts after another's reply has
+/// only what is left, not a fresh deadline of its own.
+#[tokio::test]
+async fn a_client_deadline_bounds_the_whole_chain_of_calls() {
+    let chain = r#"
+[[aggregates]]
+path = "/v1/chain"
+
+[[aggregates.calls]]
+name = "first"
+method = "portico.demo.v1.Probe/Sleep"
+request = { millis = 400 }
+
+[[aggregates.calls]]
+name = "second"
+method = "portico.demo.v1.Probe/Sleep"
+request = { millis = "{first.sleptMillis}" }
+"#;
+    let h = Harness::start_with(chain, "").await;
+    for header in [("grpc-timeout", "600m"), ("connect-timeout-ms", "600")] {
+        let started = Instant::now();
+        let r = h.client.send(Method::GET, "/v1/chain", &[header], "").await;
+        let took = started.elapsed();
+        assert_eq!(
+            r.status,
+            StatusCode::GATEWAY_TIMEOUT,
+            "{header:?}: {}",
+            r.text()
+        );
+        assert!(
+            r.json()["message"].as_str().unwrap().starts_with("second"),
+            "{header:?}: {}",
+            r.text()
+        );
+        assert!(
+            took < Duration::from_millis(750),
+            "{header:?}: took {took:?}"
+        );
+    }
+    // Without a client deadline, each call has its own.
+    let r = h.client.get("/v1/chain").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["second"]["sleptMillis"], "400");
+}
