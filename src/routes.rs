@@ -128,6 +128,20 @@ impl RouteTable {
                         format!("{} has no method {name}", service.full_name()),
                     ));
                 }
+                // A rule for a method this route leaves out would bind nothing.
+                if route
+                    .methods
+                    .as_ref()
+                    .is_some_and(|names| !names.iter().any(|n| n == name))
+                {
+                    return Err(err(
+                        format!("{key}.http_rules.{name}"),
+                        format!(
+                            "this route does not serve {}.{name} (its methods list leaves it out), so the rule would bind nothing; add {name} to methods or move the rule to the route that serves it",
+                            service.full_name()
+                        ),
+                    ));
+                }
             }
             if let Some(names) = &route.methods {
                 for (j, name) in names.iter().enumerate() {
@@ -368,14 +382,24 @@ impl RouteTable {
             .insert(&binding.template, binding.method.clone(), id)
         {
             let other = &self.bindings[other];
+            // The automatic mapping is no rule anyone wrote: say so.
+            let auto = |b: &Binding| {
+                if b.auto {
+                    " (the automatic POST /package.Service/Method mapping; routes[].auto_mapping = false turns it off)"
+                } else {
+                    ""
+                }
+            };
             return Err(format!(
-                "{} {} of {} collides with {} {} of {}",
+                "{} {} of {}{} collides with {} {} of {}{}",
                 binding.method,
                 binding.template_text,
                 binding.target.method.full_name(),
+                auto(&binding),
                 other.method,
                 other.template_text,
-                other.target.method.full_name()
+                other.target.method.full_name(),
+                auto(other)
             ));
         }
         self.bindings.push(Arc::new(binding));

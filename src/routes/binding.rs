@@ -93,6 +93,28 @@ impl Binding {
             .iter()
             .map(|v| path_var(&input, v, &template.segments))
             .collect::<Result<Vec<_>, _>>()?;
+        // Two members of one oneof cannot both be set: a path binding both
+        // would refuse every request it matched.
+        for (i, a) in path_vars.iter().enumerate() {
+            for b in &path_vars[i + 1..] {
+                // Where the two paths part, in one message: the fields there.
+                let parted = a.fields.iter().zip(&b.fields).find(|(x, y)| x != y);
+                let shared = parted.and_then(|(x, y)| {
+                    let one = x.containing_oneof()?;
+                    y.containing_oneof()
+                        .is_some_and(|o| o == one)
+                        .then_some(one)
+                });
+                if let Some(oneof) = shared {
+                    return Err(format!(
+                        "path variables {} and {} set two members of oneof {}, and a request sets one at most: no request could use this binding",
+                        a.name,
+                        b.name,
+                        oneof.name()
+                    ));
+                }
+            }
+        }
         let body = match body {
             "" => BodyRule::None,
             "*" => BodyRule::Whole,

@@ -147,6 +147,16 @@ impl<'a> Parser<'a> {
                 if lit.is_empty() {
                     return self.fail("expected a segment: a literal, `*`, `**` or `{variable}`");
                 }
+                // Request paths are matched once decoded (an escaped
+                // unreserved character as itself), so an escape written in a
+                // template would match a request that spells it twice, or
+                // nothing.
+                if let Some(at) = lit.find('%') {
+                    self.pos -= lit.len() - at;
+                    return self.fail(
+                        "a literal cannot hold a percent-escape: request paths are decoded before they are matched, so write the character itself",
+                    );
+                }
                 if lit == "." || lit == ".." {
                     self.pos -= lit.len();
                     return self.fail(format!(

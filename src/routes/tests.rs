@@ -43,6 +43,8 @@ fn malformed_templates_say_where_and_why() {
         ("/v1/x:", "verb"),
         ("/v1/../x", "a `..` segment never matches"),
         ("/v1/x/.", "a `.` segment never matches"),
+        ("/v2/%41/{id}", "cannot hold a percent-escape"),
+        ("/v9/a%3Ab/{id}", "cannot hold a percent-escape"),
     ] {
         let err = parse(bad).unwrap_err();
         assert!(err.reason.contains(why), "{bad}: {err}");
@@ -193,4 +195,35 @@ proptest! {
         let method = if verb_heavy { Method::POST } else { Method::GET };
         let _ = t.lookup(&method, &segs(&path));
     }
+}
+
+/// A path that binds two members of one oneof could match no request that
+/// the backend would take: refused at load, naming both.
+#[test]
+fn a_path_binding_two_members_of_one_oneof_is_refused() {
+    let method = crate::fuzzing::demo_pool()
+        .get_service_by_name("portico.demo.v1.Library")
+        .unwrap()
+        .methods()
+        .find(|m| m.name() == "CreateBook")
+        .unwrap();
+    let target = std::sync::Arc::new(crate::envelope::Target::for_method(method));
+    let bind = |template: &str| {
+        super::Binding::new(
+            target.clone(),
+            Method::POST,
+            template,
+            "",
+            "",
+            crate::config::JsonOptions::default(),
+            false,
+        )
+    };
+    let err = bind("/v1/x/{book.isbn}/{book.url}").unwrap_err();
+    assert!(
+        err.contains("book.isbn and book.url set two members of oneof identifier"),
+        "{err}"
+    );
+    // One member, beside another field of the same message, is fine.
+    bind("/v1/x/{book.isbn}/{book.title}").unwrap();
 }

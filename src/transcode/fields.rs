@@ -268,7 +268,7 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
         Kind::Bool => Value::Bool(match s {
             "true" | "1" => true,
             "false" | "0" => false,
-            _ => return Err(format!("{s:?} is not true or false")),
+            _ => return Err(format!("{s:?} is not true, false, 1 or 0")),
         }),
         Kind::String => Value::String(s.to_owned()),
         Kind::Bytes => Value::Bytes(decode_base64(s)?.into()),

@@ -243,6 +243,21 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
             && err.contains("this route does not serve portico.demo.v1.Library.ListBooks"),
         "{err}"
     );
+    // Nor does a rule bind it.
+    let text = support::config_text(b, "", "").with_route_keys(
+        "Library",
+        "methods = [\"GetShelf\"]\nhttp_rules.Stats = { get = \"/v1/stats\" }",
+    );
+    let err = app::load(Config::from_toml(&text).unwrap())
+        .await
+        .err()
+        .expect("load fails")
+        .to_string();
+    assert!(
+        err.contains("routes[0].http_rules.Stats")
+            && err.contains("this route does not serve portico.demo.v1.Library.Stats"),
+        "{err}"
+    );
     // A method may be named simply, by its full name, or by its gRPC path.
     let text = support::config_text(b, "", "")
         + "[upstreams.demo.retry]\nidempotent_methods = [\"GetShelf\", \"portico.demo.v1.Library.ListBooks\", \"portico.demo.v1.Library/GetBook\"]\n";
