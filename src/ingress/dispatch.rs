@@ -179,18 +179,18 @@ impl Ingress {
             protocol = Protocol::Rest;
             connect_get = false;
         }
-        // `POST /mcp` reads nothing of its query but an API key, and answers
-        // a refused origin itself, with the JSON-RPC request's id.
+        if let Err(err) =
+            super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
+        {
+            return self.refuse_detected(&req, &err, protocol);
+        }
+        // Before anything reads it: the cross-origin checks, every
+        // protocol's (`POST /mcp` answers two origins itself, with the
+        // JSON-RPC request's id).
         let mcp_call = req.method() == Method::POST
             && self.mcp.is_some()
             && req.uri().path() == super::mcp::PATH;
         if !mcp_call {
-            if let Err(err) =
-                super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
-            {
-                return self.refuse_detected(&req, &err, protocol);
-            }
-            // Before anything reads it: the cross-origin checks, every protocol's.
             if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
                 return self.refuse_detected(&req, &err, protocol);
             }

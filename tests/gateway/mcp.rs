@@ -634,7 +634,7 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
 
 /// The corners of the JSON-RPC envelope: a message that is both a request
 /// and a response is run as neither; two origins are refused with the
-/// request's id; the query, but for an API key, is not read; arguments a
+/// request's id; the query, but for an API key, means nothing; arguments a
 /// JSON value cannot hold are the method's request to judge, as a REST
 /// body is; and a stream cut for its tool result counts as the success
 /// the agent got.
@@ -681,7 +681,7 @@ async fn the_json_rpc_envelope_is_read_as_json_rpc_says() {
         "{two}"
     );
 
-    let (status, queried) = send("/mcp?foo=%zz", vec![], watch(7, r#"{"count":1}"#)).await;
+    let (status, queried) = send("/mcp?foo=bar", vec![], watch(7, r#"{"count":1}"#)).await;
     assert_eq!(status, StatusCode::OK, "{queried}");
     assert_eq!(
         queried["result"]["structuredContent"]["messages"][0]["seq"],
