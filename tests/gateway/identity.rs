@@ -1215,6 +1215,18 @@ fn identity_config_errors_name_the_key_and_the_reason() {
             "\"ip\"",
         ),
         (
+            "a claim no certificate has",
+            "[authenticators.mesh]\nkind = \"client_cert\"\nforward_claims = { nonexist = \"x-foo\" }\n".into(),
+            "authenticators.mesh.forward_claims.nonexist",
+            "has no claim \"nonexist\"",
+        ),
+        (
+            "a certificate's credential to strip",
+            "[authenticators.mesh]\nkind = \"client_cert\"\nstrip_credential = true\n".into(),
+            "authenticators.mesh.strip_credential",
+            "nothing to strip",
+        ),
+        (
             "introspection without a client secret",
             "[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\n".into(),
             "authenticators.o.client_secret",

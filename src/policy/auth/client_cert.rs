@@ -9,6 +9,19 @@ use crate::envelope::{ClientCertificate, Principal};
 use crate::error::GatewayError;
 use serde_json::json;
 
+/// The claims a certificate's principal has, every one of them always: a
+/// `forward_claims` entry naming another could never forward anything.
+pub const CLAIMS: [&str; 8] = [
+    "sub",
+    "subject_dn",
+    "common_name",
+    "san_uri",
+    "san_dns",
+    "san_email",
+    "serial",
+    "x5t#S256",
+];
+
 /// The principal a certificate names, or why it names none.
 pub fn principal(
     config: &ClientCertConfig,

@@ -273,6 +273,27 @@ impl Validator<'_> {
                 ))
             }
         };
+        if let AuthMethod::ClientCert(_) = method {
+            // Nothing in a request is the certificate's to strip.
+            if a.strip_credential.is_some() {
+                return Err(self.err(
+                    format!("{key}.strip_credential"),
+                    "a client certificate is part of the TLS connection, not a header: there is nothing to strip",
+                ));
+            }
+            let known = &super::client_cert::CLAIMS;
+            for claim in a.forward_claims.iter().flatten().map(|(c, _)| c) {
+                if !known.contains(&claim.as_str()) {
+                    return Err(self.err(
+                        format!("{key}.forward_claims.{claim}"),
+                        format!(
+                            "a client certificate's principal has no claim {claim:?}; it has {}",
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         let mut forward_claims = Vec::new();
         for (claim, header) in a.forward_claims.iter().flatten() {
             let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
