@@ -668,6 +668,18 @@ impl McpIngress {
             };
             message = request::fill_update_mask(message, &keys, patch)?;
         }
+        // The body was read before its tool, and so its deadline, was
+        // known: a deadline it already passed was the client's doing, said
+        // as REST says it of a body that arrived too late.
+        let target = &tool.binding.target;
+        let route_timeout = target.timeout.unwrap_or(self.limits.request_timeout);
+        let deadline = self
+            .edge
+            .client_timeout(&parts.headers)
+            .map_or(route_timeout, |c| c.min(route_timeout));
+        if started.elapsed() >= deadline {
+            return Err(GatewayError::deadline_passed_reading_request().into());
+        }
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
         // An API key in the endpoint's URL (`/mcp?api_key=...`), as on REST;

@@ -203,6 +203,35 @@ async fn a_trickling_request_is_answered_when_its_deadline_passes() {
             "{protocol}: {said}"
         );
     }
+    // MCP reads its body before it knows the tool, so its deadline: the
+    // answer comes once the body is in, said the same way.
+    let req = http::Request::post(format!("http://{}/mcp", h.gateway.addr))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let mut client = client.clone().ready().await.unwrap();
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    send.send_data(
+        bytes::Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Probe_Headers","arguments":{"#,
+        ),
+        false,
+    )
+    .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        send.send_data(bytes::Bytes::from_static(b" "), false)
+            .unwrap();
+    }
+    send.send_data(bytes::Bytes::from_static(b"}}}"), true)
+        .unwrap();
+    let said = everything_said(resp.await.unwrap()).await;
+    assert!(said.starts_with("200"), "MCP: {said}");
+    assert!(said.contains("\"isError\":true"), "MCP: {said}");
+    assert!(
+        said.contains("before its request had arrived"),
+        "MCP: {said}"
+    );
     assert_eq!(h.backends.probe.calls(), 0);
 }
 
