@@ -476,20 +476,24 @@ fn an_http_upstream_refuses_streaming_methods_at_startup() {
         "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/feed.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Feed\"\nupstream = \"rest\"\n",
         support::proto_dir()
     );
-    let config = portico::config::Config::from_toml(&text).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(portico::app::load(config))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&text);
     assert!(
         err.contains("routes[0].methods") && err.contains("unary methods only"),
         "{err}"
     );
+}
+
+/// Why loading the config `text` fails.
+fn load_error(text: &str) -> String {
+    let config = portico::config::Config::from_toml(text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(portico::app::load(config))
+        .err()
+        .expect("the load fails")
+        .to_string()
 }
 
 /// A JSON/HTTP upstream's request path is built from the method's first
@@ -501,16 +505,7 @@ fn an_http_upstream_refuses_a_first_binding_with_a_wildcard_outside_a_variable()
         "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\nhttp_rules.Stats = {{ get = \"/v1/star/*/stats\" }}\n",
         support::proto_dir()
     );
-    let config = portico::config::Config::from_toml(&text).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let err = rt
-        .block_on(portico::app::load(config))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = load_error(&text);
     assert!(
         err.contains("routes[0].http_rules.Stats") && err.contains("wildcard outside a variable"),
         "{err}"

@@ -228,36 +228,35 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
             .to_string();
         assert!(err.contains(key) && err.contains(reason), "{err}");
     }
-    // A method the route's `methods` leaves out never passes its cache.
-    let text = support::config_text(b, "", "").with_route_keys(
-        "Library",
-        "methods = [\"GetShelf\"]\ncache = { ttl = \"1s\", methods = [\"GetShelf\", \"ListBooks\"] }",
-    );
-    let err = app::load(Config::from_toml(&text).unwrap())
-        .await
-        .err()
-        .expect("load fails")
-        .to_string();
-    assert!(
-        err.contains("routes[0].cache.methods[1]")
-            && err.contains("this route does not serve portico.demo.v1.Library.ListBooks"),
-        "{err}"
-    );
-    // Nor does a rule bind it.
-    let text = support::config_text(b, "", "").with_route_keys(
-        "Library",
-        "methods = [\"GetShelf\"]\nhttp_rules.Stats = { get = \"/v1/stats\" }",
-    );
-    let err = app::load(Config::from_toml(&text).unwrap())
-        .await
-        .err()
-        .expect("load fails")
-        .to_string();
-    assert!(
-        err.contains("routes[0].http_rules.Stats")
-            && err.contains("this route does not serve portico.demo.v1.Library.Stats"),
-        "{err}"
-    );
+    // A method the route's `methods` leaves out never passes its cache,
+    // nor does a rule bind it.
+    for (keys, key, method) in [
+        (
+            "cache = { ttl = \"1s\", methods = [\"GetShelf\", \"ListBooks\"] }",
+            "routes[0].cache.methods[1]",
+            "ListBooks",
+        ),
+        (
+            "http_rules.Stats = { get = \"/v1/stats\" }",
+            "routes[0].http_rules.Stats",
+            "Stats",
+        ),
+    ] {
+        let text = support::config_text(b, "", "")
+            .with_route_keys("Library", &format!("methods = [\"GetShelf\"]\n{keys}"));
+        let err = app::load(Config::from_toml(&text).unwrap())
+            .await
+            .err()
+            .expect("load fails")
+            .to_string();
+        assert!(
+            err.contains(key)
+                && err.contains(&format!(
+                    "this route does not serve portico.demo.v1.Library.{method}"
+                )),
+            "{err}"
+        );
+    }
     // A method may be named simply, by its full name, or by its gRPC path.
     let text = support::config_text(b, "", "")
         + "[upstreams.demo.retry]\nidempotent_methods = [\"GetShelf\", \"portico.demo.v1.Library.ListBooks\", \"portico.demo.v1.Library/GetBook\"]\n";
