@@ -494,3 +494,14 @@ mod host_tests {
         }
     }
 }
+
+/// A header list's size as HTTP/2 counts it (RFC 7541 section 4.1): each
+/// field's name, value and 32 bytes. The one measure of every header
+/// bound: the client's, what the gateway sends a backend, and a backend's
+/// reply.
+pub fn header_list_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}

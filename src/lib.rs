@@ -18,7 +18,8 @@
 //!
 //! [`app`] is the only place that wires the stages together. Schemas come
 //! from [`descriptors`]; configuration from [`config`]. [`headers`] and
-//! [`bucket`] hold the small rules more than one stage shares.
+//! [`bucket`] hold the small rules more than one stage shares, and
+//! [`pem_problems`] says what is wrong with a PEM file either side reads.
 
 #![forbid(unsafe_code)]
 

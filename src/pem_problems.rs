@@ -5,7 +5,7 @@ use rustls::pki_types::pem::Error;
 
 /// Why a file of certificates could not be read, after "FILE: ".
 pub fn certificates(e: &Error) -> String {
-    format!("not PEM certificates: {}", said(e))
+    format!("not PEM certificates: {}", plain_reason(e))
 }
 
 /// Why a key file gave no key, after "FILE: "; `pem` is the file's text
@@ -21,10 +21,10 @@ pub fn key(pem: Option<&[u8]>, e: &Error) -> String {
                 gateway's user can read"
             .to_owned();
     }
-    format!("holds no usable private key ({})", said(e))
+    format!("holds no usable private key ({})", plain_reason(e))
 }
 
-fn said(e: &Error) -> String {
+fn plain_reason(e: &Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(
             "a section has no end line `-----END {}-----` (is the file cut short?)",

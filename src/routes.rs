@@ -129,11 +129,7 @@ impl RouteTable {
                     ));
                 }
                 // A rule for a method this route leaves out would bind nothing.
-                if route
-                    .methods
-                    .as_ref()
-                    .is_some_and(|names| !names.iter().any(|n| n == name))
-                {
+                if !route.serves(name) {
                     return Err(err(
                         format!("{key}.http_rules.{name}"),
                         format!(
@@ -162,12 +158,7 @@ impl RouteTable {
                         }
                         // Another route's method: its calls never pass
                         // this route's cache.
-                        Some(m)
-                            if route
-                                .methods
-                                .as_ref()
-                                .is_some_and(|names| !names.iter().any(|n| n == m.name())) =>
-                        {
+                        Some(m) if !route.serves(m.name()) => {
                             format!(
                                 "this route does not serve {} (its methods list leaves it out), so its cache never sees it",
                                 m.full_name()
@@ -180,11 +171,7 @@ impl RouteTable {
             }
             let upstream = &config.upstreams[route.upstream];
             for method in service.methods() {
-                if route
-                    .methods
-                    .as_ref()
-                    .is_some_and(|names| !names.iter().any(|n| n == method.name()))
-                {
+                if !route.serves(method.name()) {
                     continue;
                 }
                 if upstream.protocol == crate::config::UpstreamProtocol::Http

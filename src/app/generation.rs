@@ -655,9 +655,8 @@ fn files_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
         match std::fs::read_dir(&p) {
             Ok(entries) => pending.extend(entries.filter_map(|e| e.ok()).map(|e| e.path())),
-            // Its name counts even when its contents cannot be read (gone,
-            // or not a regular file): it appearing or going changes the
-            // digest.
+            // Not a folder: a file (or something else, whose contents the
+            // digest leaves out; its name still counts).
             Err(_) => out.push(p),
         }
     }

@@ -521,15 +521,17 @@ pub fn spawn_triggers(live: Arc<Live>, mut shutdown: watch::Receiver<bool>) -> J
     })
 }
 
-/// Reloads, unless a shutdown comes first: then the reload is abandoned,
-/// as one `POST /config/reload` asked for is, and the shutdown does not
-/// wait for it (a reflection source that never answers holds a reload for
-/// its whole timeout). Whether the reload ran to its end.
+/// Reloads, unless a shutdown comes first: then the reload is no longer
+/// waited for, as one `POST /config/reload` asked for is not, and the
+/// shutdown goes on (a reflection source that never answers holds a
+/// reload for its whole timeout). The reload runs in a task of its own, so
+/// it is never left half done: it ends with the process. Whether it was
+/// waited for to its end.
 async fn reload_unless_shut_down(live: &Arc<Live>, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = live.reload() => true,
         _ = shutdown.changed() => {
-            tracing::info!("shutting down: the config reload under way is abandoned");
+            tracing::info!("shutting down: not waiting for the config reload under way");
             false
         }
     }

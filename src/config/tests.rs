@@ -682,6 +682,24 @@ fn a_health_check_names_what_its_upstreams_protocol_checks() {
             "upstreams.backend.health_check.path",
             "\"/a b\" is not a path to GET",
         ),
+        (
+            "http",
+            "path = \"/a#b\"",
+            "upstreams.backend.health_check.path",
+            "fragment",
+        ),
+        (
+            "http",
+            "path = \"/é\"",
+            "upstreams.backend.health_check.path",
+            "non-ASCII",
+        ),
+        (
+            "http",
+            "path = \"/a%zz\"",
+            "upstreams.backend.health_check.path",
+            "two hex digits",
+        ),
     ] {
         let text = MINIMAL.replace(
             "endpoints = [\"127.0.0.1:50051\"]\n",

@@ -224,11 +224,29 @@ impl HttpEgress {
                     )
                 })?;
             let (parts, body) = resp.into_parts();
+            // Before its body is read: bytes the gateway cannot read, an
+            // error page's included (its message would be the encoded
+            // bytes).
+            let encoded = parts
+                .headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+                .map(str::trim)
+                .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+                .map(str::to_owned);
+            if let Some(coding) = encoded {
+                return Err(fail(GatewayError::new(
+                    ErrorKind::BadBackendReply,
+                    Origin::Backend,
+                    format!(
+                        "the backend's reply is encoded with {coding}, though the gateway asked for identity (accept-encoding); it reads only unencoded replies"
+                    ),
+                )));
+            }
             // Counted as HTTP/2 counts a header list (name, value and 32
             // bytes a field), so the bound is the gRPC backends' one.
-            if crate::ingress::edge::framing::header_list_bytes(&parts.headers)
-                > MAX_REPLY_HEAD_BYTES
-            {
+            if crate::headers::header_list_bytes(&parts.headers) > MAX_REPLY_HEAD_BYTES {
                 return Err(fail(GatewayError::new(
                     ErrorKind::BadBackendReply,
                     Origin::Backend,
@@ -333,20 +351,6 @@ impl HttpEgress {
                 unreached: false,
                 endpoint_fault: parts.status.is_server_error(),
             });
-        }
-        if let Some(coding) = parts
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
-        {
-            return Err(fail(GatewayError::new(
-                ErrorKind::BadBackendReply,
-                Origin::Backend,
-                format!(
-                    "the backend's reply is encoded with {}, though the gateway asked for identity (accept-encoding); it reads only unencoded replies",
-                    String::from_utf8_lossy(coding.as_bytes())
-                ),
-            )));
         }
         let content_type = parts
             .headers

@@ -200,7 +200,7 @@ impl Upstream {
     /// block with GOAWAY), not just this call.
     fn check_header_bytes(&self, env: &Envelope) -> Result<(), GatewayError> {
         let limit = self.config.max_request_header_bytes;
-        let metadata = crate::ingress::edge::framing::header_list_bytes(&env.metadata);
+        let metadata = crate::headers::header_list_bytes(&env.metadata);
         // The backend counts the whole header block: the fields the gateway
         // writes beside the metadata too.
         let bytes = metadata + sent_beside_metadata(env.target.path.as_str().len());

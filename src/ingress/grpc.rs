@@ -217,8 +217,9 @@ impl GrpcIngress {
 }
 
 /// The most bytes of a `grpc-message` header, percent-encoded: clients
-/// refuse header blocks past 8 KiB by default (grpcio, grpc-go; browsers
-/// take a gRPC-Web head far smaller), so a backend's long message is cut,
+/// refuse header blocks past a few KiB by default (grpcio and grpc-core's
+/// 8 KiB soft limit, grpc-java's 8 KiB; browsers take a gRPC-Web head far
+/// smaller), so a backend's long message is cut,
 /// saying by how much, rather than losing the whole reply. Counted encoded,
 /// as the header is sent: a non-ASCII or `%` byte is three.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
@@ -302,6 +303,7 @@ pub fn grpc_message_text(message: &str, max: usize) -> std::borrow::Cow<'_, str>
         message.len() - end
     ))
 }
+
 /// The most of a backend's error details `grpc-status-details-bin`
 /// carries, encoded; details past it are left out, the first ones kept.
 pub const MAX_DETAILS_BYTES: usize = 2048;

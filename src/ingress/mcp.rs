@@ -207,11 +207,21 @@ impl McpIngress {
             req.headers(),
             client,
         );
-        let origin = req
-            .headers()
-            .get(ORIGIN)
-            .map(|o| o.to_str().unwrap_or("?").to_owned());
-        let mut resp = match self.exchange(req, client, started, &record).await {
+        // The CORS policy the request's origin gets, looked up once: for
+        // the origin check and for the reply's headers. Two different
+        // origins get none (the request is refused for them).
+        let origin = match crate::headers::check_one_value(req.headers(), ORIGIN) {
+            Ok(()) => req
+                .headers()
+                .get(ORIGIN)
+                .map(|o| o.to_str().unwrap_or("?").to_owned()),
+            Err(_) => None,
+        };
+        let cors = origin
+            .as_deref()
+            .and_then(|o| Some((o.to_owned(), self.cors_policy(o)?)));
+        let allowed = cors.is_some();
+        let mut resp = match self.exchange(req, client, started, &record, allowed).await {
             Ok(resp) => resp,
             Err(refusal) => {
                 // The line every protocol's refusal gets (protocol, code,
@@ -232,11 +242,8 @@ impl McpIngress {
             }
         };
         record.http_status(resp.status());
-        if let Some(policy) = origin
-            .as_deref()
-            .and_then(|o| Some((o, self.cors_policy(o)?)))
-        {
-            super::cors::decorate(&policy.1, policy.0, resp.headers_mut());
+        if let Some((origin, policy)) = &cors {
+            super::cors::decorate(policy, origin, resp.headers_mut());
         }
         resp
     }
@@ -247,6 +254,7 @@ impl McpIngress {
         client: Option<SocketAddr>,
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
+        cors_allows_origin: bool,
     ) -> Result<Response<ResponseBody>, Refusal> {
         if req.method() != Method::POST {
             return Err(Refusal::new(
@@ -269,7 +277,7 @@ impl McpIngress {
         }
         if let Some(origin) = req.headers().get(ORIGIN).filter(|_| refused.is_none()) {
             let origin = origin.to_str().unwrap_or("?");
-            if !same_origin(origin, req.headers().get(HOST)) && self.cors_policy(origin).is_none() {
+            if !same_origin(origin, req.headers().get(HOST)) && !cors_allows_origin {
                 refused = Some(Refusal::new(
                     StatusCode::FORBIDDEN,
                     INVALID_REQUEST,
@@ -642,6 +650,18 @@ impl McpIngress {
         started: std::time::Instant,
         record: &Arc<crate::observe::call_record::CallRecord>,
     ) -> Result<Value, Failed> {
+        // The body was read before its tool, and so its deadline, was
+        // known: a deadline it already passed was the client's doing, said
+        // as REST says it of a body that arrived too late.
+        let target = tool.binding.target.clone();
+        let window = target.timeout.unwrap_or(self.limits.request_timeout);
+        let deadline = self
+            .edge
+            .client_timeout(&parts.headers)
+            .map_or(window, |c| c.min(window));
+        if started.elapsed() >= deadline {
+            return Err(GatewayError::deadline_passed_reading_request().into());
+        }
         let is_object = match &arguments {
             Arguments::Raw(raw) => raw.get().starts_with('{'),
             Arguments::Parsed(value) => value.is_object(),
@@ -662,30 +682,21 @@ impl McpIngress {
         // A method bound to PATCH updates what the arguments name, as REST
         // does: its `update_mask`, when not given, is the keys sent.
         if let Some(patch) = &tool.patch {
-            let keys = match &arguments {
-                Arguments::Parsed(value) => value.clone(),
-                Arguments::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(json!({})),
+            // Arguments a JSON value cannot hold never get this far: the
+            // transcoder refuses them as it refuses such a REST body.
+            let Arguments::Parsed(keys) = &arguments else {
+                return Err(GatewayError::internal(
+                    "tool arguments read as written cannot name the fields to update",
+                )
+                .into());
             };
-            message = request::fill_update_mask(message, &keys, patch)?;
-        }
-        // The body was read before its tool, and so its deadline, was
-        // known: a deadline it already passed was the client's doing, said
-        // as REST says it of a body that arrived too late.
-        let target = &tool.binding.target;
-        let route_timeout = target.timeout.unwrap_or(self.limits.request_timeout);
-        let deadline = self
-            .edge
-            .client_timeout(&parts.headers)
-            .map_or(route_timeout, |c| c.min(route_timeout));
-        if started.elapsed() >= deadline {
-            return Err(GatewayError::deadline_passed_reading_request().into());
+            message = request::fill_update_mask(message, keys, patch)?;
         }
         let mut inbound = self.edge.inbound(&parts.headers, &parts.extensions);
         inbound.record = Some(record.clone());
         // An API key in the endpoint's URL (`/mcp?api_key=...`), as on REST;
         // the rest of the query means nothing to MCP.
         let _ = self.edge.lift_query(&mut inbound, parts.uri.query());
-        let target = tool.binding.target.clone();
         let envelope = self.edge.envelope(
             inbound,
             target.clone(),
@@ -696,7 +707,6 @@ impl McpIngress {
         // A tool result is one answer: a stream is read for at most the
         // route's timeout from the request's arrival (the wait for its
         // first reply included), then cut, with what arrived.
-        let window = target.timeout.unwrap_or(self.limits.request_timeout);
         let until = tokio::time::Instant::from_std(started) + window;
         let reply = if target.kind.server_streams() {
             match tokio::time::timeout_at(until, self.pipeline.clone().oneshot(envelope)).await {

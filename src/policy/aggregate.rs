@@ -245,8 +245,12 @@ impl CallRun {
             return Err(label(GatewayError::deadline_exceeded()));
         }
         let mut ctx = self.ctx.clone();
-        // Each call's deadline is its own, counted from when it starts.
+        // Each call's deadline is its own, counted from when it starts,
+        // and what is left of the client's is all the client gives it.
         ctx.started = std::time::Instant::now();
+        if ctx.client_timeout.is_some() {
+            ctx.client_timeout = Some(timeout);
+        }
         let envelope = Envelope {
             target: target.clone(),
             metadata: self.metadata.clone(),

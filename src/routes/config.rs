@@ -49,6 +49,16 @@ pub struct RouteConfig {
     pub http_rules: std::collections::BTreeMap<String, crate::descriptors::http_rule::HttpRule>,
 }
 
+impl RouteConfig {
+    /// Whether the route serves the method of this simple name: every
+    /// method of its service, or those its `methods` list names.
+    pub fn serves(&self, method: &str) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == method))
+    }
+}
+
 impl Validator<'_> {
     /// One `[[routes]]` entry, its names resolved against the rest of the config.
     pub(crate) fn route(

@@ -73,6 +73,32 @@ struct Parser<'a> {
     variables: Vec<Variable>,
 }
 
+/// A request path's escapes of unreserved characters are decoded before it
+/// is matched (`%41` is `A`), while a reserved character's stay as sent
+/// (`%3A`, the only way to write a `:` in a literal): so a template's
+/// escape of an unreserved character, or a `%` that is no escape, matches
+/// no request.
+const NO_ESCAPE: &str = "an escape of an unreserved character (a letter, a digit, `-`, `.`, `_`, `~`), or a `%` without two hex digits, never matches: request paths have those decoded before they are matched, so write the character itself";
+
+/// Where `text` has an escape no request path keeps (see [`NO_ESCAPE`]).
+fn dead_escape(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().find_map(|(i, b)| {
+        if *b != b'%' {
+            return None;
+        }
+        let decoded = text
+            .get(i + 1..i + 3)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match decoded {
+            Some(c) if !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')) => {
+                None
+            }
+            _ => Some(i),
+        }
+    })
+}
+
 fn is_literal_char(c: char) -> bool {
     !matches!(c, '/' | '{' | '}' | ':' | '*' | '=' | '?' | '#')
         && !c.is_whitespace()
@@ -147,15 +173,9 @@ impl<'a> Parser<'a> {
                 if lit.is_empty() {
                     return self.fail("expected a segment: a literal, `*`, `**` or `{variable}`");
                 }
-                // Request paths are matched once decoded (an escaped
-                // unreserved character as itself), so an escape written in a
-                // template would match a request that spells it twice, or
-                // nothing.
-                if let Some(at) = lit.find('%') {
+                if let Some(at) = dead_escape(lit) {
                     self.pos -= lit.len() - at;
-                    return self.fail(
-                        "a literal cannot hold a percent-escape: request paths are decoded before they are matched, so write the character itself",
-                    );
+                    return self.fail(NO_ESCAPE);
                 }
                 if lit == "." || lit == ".." {
                     self.pos -= lit.len();
@@ -219,6 +239,10 @@ pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let v = p.take_while(is_literal_char);
         if v.is_empty() {
             return p.fail("expected a verb after `:`");
+        }
+        if let Some(at) = dead_escape(v) {
+            p.pos -= v.len() - at;
+            return p.fail(NO_ESCAPE);
         }
         Some(v.to_owned())
     } else {

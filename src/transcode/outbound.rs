@@ -104,8 +104,13 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
                 return Err(GatewayError::invalid_field(
                     var.name.clone(),
                     format!(
-                        "{value:?} does not match the template's {} (its segments non-empty)",
-                        pattern_text(pattern)
+                        "{value:?} does not match the template's {}{}",
+                        pattern_text(pattern),
+                        if var.multi_segment {
+                            " (each of its segments non-empty)"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -200,16 +205,24 @@ fn http_body_parts(body: &DynamicMessage) -> (String, Vec<u8>) {
     (content_type, data)
 }
 
-/// The text JSON gives a path field's value, read from the message with
-/// defaults (a field JSON leaves out because it holds its default).
+/// The text JSON gives a path field's value that JSON left out because it
+/// holds its default (`0`, `false`). `None` for a field the message does
+/// not have at all: one with presence (`optional`, a oneof member, a field
+/// of a message) that was never set names no resource.
 fn default_text(msg: &DynamicMessage, path: &[prost_reflect::FieldDescriptor]) -> Option<String> {
     use base64::Engine as _;
     use prost_reflect::{Kind, Value as V};
     let (last, parents) = path.split_last()?;
     let mut current = std::borrow::Cow::Borrowed(msg);
     for f in parents {
+        if !current.has_field(f) {
+            return None;
+        }
         let next = current.get_field(f).as_message()?.clone();
         current = std::borrow::Cow::Owned(next);
+    }
+    if last.supports_presence() && !current.has_field(last) {
+        return None;
     }
     let value = current.get_field(last);
     Some(match (value.as_ref(), last.kind()) {
@@ -233,8 +246,9 @@ fn is_dot_segment(segment: &str) -> bool {
     segment == "." || segment == ".."
 }
 
-/// Whether a multi-segment variable's value has the shape of its pattern:
-/// literals as written, `*` one non-empty segment, `**` the rest.
+/// Whether a variable's value has the shape of its pattern (a
+/// multi-segment one's, or a literal's, `{id=lit}`): literals as written,
+/// `*` one non-empty segment, `**` the rest, none of it empty.
 fn fits(value: &str, pattern: &[Segment]) -> bool {
     let parts: Vec<&str> = value.split('/').collect();
     let mut at = 0;
@@ -503,6 +517,14 @@ mod tests {
             "{}",
             refusal(&shelf, r#"{"shelf":""}"#)
         );
+        // A field under a message the request never set names nothing.
+        let update = binding(
+            "UpdateBook",
+            http::Method::PATCH,
+            "/v1/{book.name=shelves/*/books/*}",
+            "book",
+        );
+        assert!(refusal(&update, "{}").contains("is needed to build the upstream path"));
         let file = binding("GetFile", http::Method::GET, "/v1/files/{path=**}", "");
         assert_eq!(path_of(&file, r#"{"path":""}"#), "/v1/files");
         assert_eq!(path_of(&file, r#"{"path":"a/b"}"#), "/v1/files/a/b");

@@ -73,6 +73,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("GET", "/v1/shelves/40") => (503, format!(r#"{{"message":"{}"}}"#, "p".repeat(5 << 20))),
                             ("GET", "/v1/shelves/41" | "/v1/shelves/42") => (200, r#"{"name":"shelves/41"}"#.to_owned()),
                             ("GET", "/v1/shelves/43") => (404, r#"{"message":" "}"#.to_owned()),
+                            ("GET", "/v1/shelves/45") => (404, "\u{1f}\u{8b}compressed".to_owned()),
                             ("GET", "/v1/shelves/44") => (200, format!(r#"{{"name":"shelves/44","theme":"{asked}"}}"#)),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books" | "/v1/shelves/3/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
@@ -108,7 +109,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                                     .insert("location", "http://elsewhere/".parse().unwrap());
                             }
                             // Compressed, though the gateway asked for identity.
-                            "/v1/shelves/41" => {
+                            "/v1/shelves/41" | "/v1/shelves/45" => {
                                 resp.headers_mut()
                                     .insert("content-encoding", "gzip".parse().unwrap());
                             }
@@ -400,6 +401,12 @@ async fn a_json_backends_unusual_replies_are_judged_by_what_they_are() {
             "/v1/shelves/42",
             StatusCode::BAD_GATEWAY,
             "the backend's reply headers are over 256 KiB",
+        ),
+        // An encoded error page is no message to pass on either.
+        (
+            "/v1/shelves/45",
+            StatusCode::BAD_GATEWAY,
+            "the backend's reply is encoded with gzip",
         ),
         // An empty message says nothing: the status line does.
         (

@@ -345,10 +345,10 @@ impl Validator<'_> {
                 }
                 // Said here, not by every failed check at run time, which
                 // would take each endpoint out of rotation.
-                if let Err(e) = path.parse::<http::uri::PathAndQuery>() {
+                if let Some(why) = not_a_request_target(&path) {
                     return Err(self.err(
                         format!("{k}.path"),
-                        format!("{path:?} is not a path to GET ({e}; write a space as %20)"),
+                        format!("{path:?} is not a path to GET: {why}"),
                     ));
                 }
                 if protocol == UpstreamProtocol::Grpc && h.path.is_some() {
@@ -685,4 +685,25 @@ impl Validator<'_> {
             format!("{text:?} is not \"header:NAME\", \"field:NAME\" or \"principal\""),
         ))
     }
+}
+
+/// Why `path` cannot be sent as written on a request line, if it cannot:
+/// only visible ASCII, no fragment, every `%` an escape.
+fn not_a_request_target(path: &str) -> Option<&'static str> {
+    let bytes = path.as_bytes();
+    if !bytes.iter().all(u8::is_ascii_graphic) {
+        return Some("it holds a space, a control or a non-ASCII character (percent-encode it: a space is %20)");
+    }
+    if path.contains('#') {
+        return Some("a fragment (`#...`) is never sent to a server");
+    }
+    let bad_escape = bytes.iter().enumerate().any(|(i, b)| {
+        *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if bad_escape {
+        return Some("a `%` that is not followed by two hex digits");
+    }
+    None
 }

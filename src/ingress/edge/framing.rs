@@ -110,7 +110,7 @@ pub fn header_fields(
     // protocol. The parsers' own bounds are twice this, so that a request
     // between the two gets this answer in its protocol's terms rather than
     // a bare 431 that gRPC and Connect clients cannot read.
-    let bytes = header_list_bytes(headers);
+    let bytes = crate::headers::header_list_bytes(headers);
     if bytes > limits.max_header_bytes {
         return Err(GatewayError::new(
             ErrorKind::HeaderBytesTooLarge {
@@ -124,16 +124,6 @@ pub fn header_fields(
         ));
     }
     Ok(())
-}
-
-/// A header list's size as HTTP/2 counts it (RFC 7541 section 4.1): each
-/// field's name, value and 32 bytes. The one measure of every header
-/// bound, the client's and the backend's.
-pub fn header_list_bytes(headers: &http::HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 32)
-        .sum()
 }
 
 /// The codings a header lists, lowercased, over all its fields.

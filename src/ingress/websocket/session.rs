@@ -291,10 +291,8 @@ pub(super) async fn run(
     // A client that stopped reading leaves the writer stuck on the socket:
     // past the grace it is stopped, which closes the connection.
     let writer_task = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
+    let written = tokio::time::timeout(WRITER_GRACE, writer).await.is_ok();
+    if !written {
         writer_task.abort();
     }
     // The gateway closed first (a single call ended, a timeout, a
@@ -303,7 +301,8 @@ pub(super) async fn run(
     // which browsers report as an unclean close (`wasClean` false), and
     // could discard the gateway's own close frame before the client read
     // it. Frames the client sent meanwhile are read and dropped.
-    if !client_done {
+    // (A writer stopped for a stuck client sent no close frame to answer.)
+    if !client_done && written {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Some(Ok(_)) = stream.next().await {}
         })
@@ -312,8 +311,13 @@ pub(super) async fn run(
 }
 
 /// How long the gateway's own close (shutdown, idle timeout) may wait to
-/// queue the calls' statuses and the close frame for a slow client.
+/// queue the calls' statuses and the close frame for a slow client, and,
+/// once its close frame is sent, for the client's answering one.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a session's writer may take to send what is queued, its close
+/// frame last, before it is stopped (a client that stopped reading).
+const WRITER_GRACE: Duration = Duration::from_secs(5);
 
 impl Session {
     /// The calls still running end with the session, for the close's

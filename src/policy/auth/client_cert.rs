@@ -60,3 +60,33 @@ pub fn principal(
         subject,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// `forward_claims` is checked against [`super::CLAIMS`]: it must be the
+    /// claims a principal has.
+    #[test]
+    fn the_claims_listed_are_the_claims_a_principal_has() {
+        let cert = crate::envelope::ClientCertificate {
+            subject: "CN=orders".into(),
+            ..Default::default()
+        };
+        let config = crate::config::ClientCertConfig {
+            identity: vec![crate::config::CertIdentity::Subject],
+        };
+        let claims = match super::principal(&config, Some(&cert)) {
+            Ok(p) => p.claims,
+            Err(_) => panic!("a subject is an identity"),
+        };
+        let mut have: Vec<&str> = claims
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        have.sort_unstable();
+        let mut listed = super::CLAIMS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(have, listed);
+    }
+}
