@@ -649,5 +649,13 @@ request = { millis = "{first.sleptMillis}" }
     // Without a client deadline, each call has its own.
     let r = h.client.get("/v1/chain").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(r.json()["second"]["sleptMillis"], "400");
+    // It slept what the first did (timers run a little late, never early).
+    let slept = |call: &str| -> u64 {
+        r.json()[call]["sleptMillis"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(slept("second") >= slept("first"), "{}", r.text());
 }
