@@ -156,7 +156,7 @@ impl Config {
     /// Reads and validates a config file; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let text = read_text(path).map_err(|e| ConfigError {
             file: source.clone(),
             key: String::new(),
             reason: format!("cannot read: {e}"),
@@ -754,6 +754,29 @@ pub(crate) fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// Reads a file the config names (the config itself, a key file, a
+/// certificate, a descriptor set...), refusing what is not a regular file
+/// (a symlink counts as what it points to): opening a named pipe waits for
+/// a writer that may never come, and reading a device such as
+/// `/dev/zero` never ends; either would hang a start, a `check` or a
+/// reload, and the shutdown behind it.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a pipe, socket, device or folder)",
+        ));
+    }
+    std::fs::read(path)
+}
+
+/// [`read_file`], as UTF-8 text.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_file(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

@@ -183,7 +183,7 @@ fn shape(file: &prost_types::FileDescriptorProto) -> String {
 /// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
 pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path)
+    let bytes = crate::config::read_file(path)
         .map_err(|e| SchemaError::new(&source, None, format!("cannot read: {e}")))?;
     add_set(pool, &bytes, &source)
 }
@@ -295,9 +295,7 @@ pub fn compile_protos(
     // newer copy may use syntax the parser does not read yet.
     chain.add(protox::file::GoogleFileResolver::new());
     for p in proto_paths {
-        chain.add(protox::file::IncludeFileResolver::new(
-            p.as_ref().to_path_buf(),
-        ));
+        chain.add(RegularFilesIn(p.as_ref().to_path_buf()));
     }
     chain.add(builtin::Resolver);
     let mut compiler = protox::Compiler::with_file_resolver(chain);
@@ -310,6 +308,29 @@ pub fn compile_protos(
             .map_err(|e| (i, protox_error(name, e, proto_paths)))?;
     }
     Ok(compiler.encode_file_descriptor_set())
+}
+
+/// `.proto` files in one include folder, as protox's own resolver finds
+/// them, refusing what is not a regular file: protox opens a file before
+/// it looks at it, and opening a named pipe waits for a writer, while
+/// reading a device such as `/dev/zero` never ends.
+struct RegularFilesIn(std::path::PathBuf);
+
+impl protox::file::FileResolver for RegularFilesIn {
+    fn resolve_path(&self, path: &Path) -> Option<String> {
+        protox::file::IncludeFileResolver::new(self.0.clone()).resolve_path(path)
+    }
+
+    fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+        let path = self.0.join(name);
+        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
+            return Err(protox::Error::new(format!(
+                "{name} ({}) is not a regular file (a pipe, socket, device or folder)",
+                path.display()
+            )));
+        }
+        protox::file::File::open(name, &path)
+    }
 }
 
 /// The file, with the line and column of the fault when protox knows

@@ -727,3 +727,29 @@ fn a_message_bound_past_what_a_length_prefix_can_say_is_refused() {
     let ok = Config::from_toml(&with("4294967295")).unwrap();
     assert_eq!(ok.server.limits.max_grpc_message_bytes, 4_294_967_295);
 }
+
+/// A client certificate's principal has a fixed set of claims: a route
+/// that only certificates authenticate, asking for another, would refuse
+/// every caller.
+#[test]
+fn a_claim_rule_no_certificate_can_meet_is_a_config_error() {
+    let fixture = |f: &str| format!("{}/tests/fixtures/tls/{f}", env!("CARGO_MANIFEST_DIR"));
+    let tls = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+        fixture("server.pem"),
+        fixture("server.key"),
+        fixture("client-ca.pem")
+    );
+    let route = |claims: &str| {
+        MINIMAL
+            .replace("[upstreams", &format!("{tls}\n[authenticators.mesh]\nkind = \"client_cert\"\n\n[upstreams"))
+            .replace(
+                "upstream = \"backend\"\n",
+                &format!("upstream = \"backend\"\nauth = \"mesh\"\nauthorize = {{ claims = {{ {claims} }} }}\n"),
+            )
+    };
+    let err = Config::from_toml(&route("tenant = \"acme\"")).unwrap_err();
+    assert_eq!(err.key, "routes[0].authorize.claims.tenant", "{err}");
+    assert!(err.reason.contains("no claim \"tenant\""), "{err}");
+    Config::from_toml(&route("san_dns = \"orders.svc\"")).unwrap();
+}

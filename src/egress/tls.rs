@@ -35,13 +35,13 @@ pub fn upstream_config_by_key(
     match &tls.identity {
         None => Ok(builder.with_no_client_auth()),
         Some((cert_file, key_file)) => {
-            let certs = CertificateDer::pem_file_iter(cert_file)
-                .map_err(|e| {
-                    (
-                        "tls_cert_file",
-                        format!("cannot read {}: {e}", cert_file.display()),
-                    )
-                })?
+            let cert_pem = crate::config::read_file(cert_file).map_err(|e| {
+                (
+                    "tls_cert_file",
+                    format!("cannot read {}: {e}", cert_file.display()),
+                )
+            })?;
+            let certs = CertificateDer::pem_slice_iter(&cert_pem)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| {
                     (
@@ -59,13 +59,19 @@ pub fn upstream_config_by_key(
                     format!("{}: holds no certificate", cert_file.display()),
                 ));
             }
-            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+            let key_pem = crate::config::read_file(key_file).map_err(|e| {
+                (
+                    "tls_key_file",
+                    format!("cannot read {}: {e}", key_file.display()),
+                )
+            })?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
                 (
                     "tls_key_file",
                     format!(
                         "{}: {}",
                         key_file.display(),
-                        crate::pem_problems::key(std::fs::read(key_file).ok().as_deref(), &e)
+                        crate::pem_problems::key(Some(&key_pem), &e)
                     ),
                 )
             })?;
@@ -99,8 +105,9 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        let pem = crate::config::read_file(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 format!(

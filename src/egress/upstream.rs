@@ -625,7 +625,7 @@ const FILE_POLL: Duration = Duration::from_millis(500);
 /// filesystem must not stall the calls that share the thread.
 async fn read_endpoints_file(path: &std::path::Path) -> Option<String> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::read_to_string(path).ok())
+    tokio::task::spawn_blocking(move || crate::config::read_text(&path).ok())
         .await
         .ok()
         .flatten()

@@ -126,7 +126,7 @@ impl Validator<'_> {
             }
             (None, Some(f)) => {
                 let path = self.path(f);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = crate::config::read_text(&path).map_err(|e| {
                     self.err(
                         "redis.password_file",
                         format!("cannot read {}: {e}", path.display()),
@@ -170,7 +170,7 @@ impl Validator<'_> {
                     return Err(self.err("redis.tls_ca_file", "only applies to rediss:// URLs"));
                 }
                 let path = self.path(f);
-                let pem = std::fs::read(&path).map_err(|e| {
+                let pem = crate::config::read_file(&path).map_err(|e| {
                     self.err(
                         "redis.tls_ca_file",
                         format!("cannot read {}: {e}", path.display()),

@@ -176,6 +176,30 @@ impl Validator<'_> {
                         "the route's authenticators are API keys or client certificates, whose principals hold no scopes, so every call would be refused; name consumers instead, or add a token authenticator",
                     ));
                 }
+                // A certificate's principal has a fixed set of claims: a
+                // rule on another would refuse every caller of a route
+                // that only certificates authenticate.
+                let certificates_only = auth.iter().all(|&i| {
+                    matches!(
+                        ctx.authenticators[i].method,
+                        crate::config::AuthMethod::ClientCert(_)
+                    )
+                });
+                if certificates_only {
+                    let known = &crate::policy::auth::client_cert::CLAIMS;
+                    for (claim, _) in &rules.claims {
+                        let top = claim.split('.').next().unwrap_or(claim);
+                        if !known.contains(&top) {
+                            return Err(self.err(
+                                format!("{key}.authorize.claims.{claim}"),
+                                format!(
+                                    "the route's authenticators are client certificates, whose principals have no claim {claim:?}, so every call would be refused; they have {}",
+                                    known.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
                 Some(rules)
             }
         };

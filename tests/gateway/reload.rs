@@ -1075,3 +1075,61 @@ async fn special_files_under_a_proto_folder_are_not_read() {
     assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A named pipe or device the config names (a `.proto` to compile, a key
+/// file) is refused as not a regular file, naming it, instead of hanging
+/// `check` or a start on a read that never ends.
+#[tokio::test]
+async fn a_named_pipe_the_config_names_is_refused_not_waited_on() {
+    let dir = temp_dir("named-pipe");
+    let pipe = dir.join("pipe.proto");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let backends = Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = support::config_text(backend, "", "");
+    for (name, text, says) in [
+        (
+            "a .proto to compile",
+            base.replacen(
+                "proto_paths = [\"",
+                &format!("proto_paths = [\"{}\", \"", dir.display()),
+                1,
+            )
+            .replacen("protos = [", "protos = [\"pipe.proto\", ", 1),
+            "pipe.proto",
+        ),
+        (
+            "an API key file",
+            format!(
+                "{base}\n[authenticators.k]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+                pipe.display()
+            ),
+            "authenticators.k.keys_file",
+        ),
+    ] {
+        let path = dir.join("portico.toml");
+        replace(&path, &text);
+        let checked = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+                .args(["check", "--config"])
+                .arg(&path)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{name}: check hung"))
+        .unwrap();
+        let said = String::from_utf8_lossy(&checked.stderr);
+        assert!(!checked.status.success(), "{name}: {said}");
+        assert!(
+            said.contains(says) && said.contains("not a regular file"),
+            "{name}: {said}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -121,7 +121,7 @@ impl UpstreamTls {
             .iter()
             .chain(identity.iter().flat_map(|(c, k)| [c, k]));
         for f in files {
-            let contents = std::fs::read(f).unwrap_or_default();
+            let contents = crate::config::read_file(f).unwrap_or_default();
             h.update((contents.len() as u64).to_le_bytes());
             h.update(contents);
         }
@@ -636,7 +636,7 @@ impl Validator<'_> {
                     return Err(self.err(format!("{key}.dns_refresh"), "only applies with dns"));
                 }
                 let path = self.path(f);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = crate::config::read_text(&path).map_err(|e| {
                     self.err(
                         format!("{key}.endpoints_file"),
                         format!("cannot read {}: {e}", path.display()),

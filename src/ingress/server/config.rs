@@ -264,7 +264,7 @@ impl Validator<'_> {
             Some(t) => {
                 let read = |key: &str, file: &str| {
                     let path = self.path(file);
-                    std::fs::read(&path).map_err(|e| {
+                    crate::config::read_file(&path).map_err(|e| {
                         self.err(
                             format!("server.tls.{key}"),
                             format!("cannot read {}: {e}", path.display()),

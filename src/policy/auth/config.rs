@@ -380,7 +380,7 @@ impl Validator<'_> {
             )
         })?;
         let path = self.path(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = crate::config::read_text(&path).map_err(|e| {
             self.err(
                 format!("{key}.keys_file"),
                 format!("cannot read {}: {e}", path.display()),
@@ -553,7 +553,7 @@ impl Validator<'_> {
             }
             (Some(file), None) => {
                 let path = self.path(file);
-                Some(std::fs::read(&path).map_err(|e| {
+                Some(crate::config::read_file(&path).map_err(|e| {
                     self.err(
                         format!("{key}.public_key_file"),
                         format!("cannot read {}: {e}", path.display()),
@@ -695,7 +695,7 @@ impl Validator<'_> {
             (Some(s), None, None) => s.clone(),
             (None, Some(f), None) => {
                 let path = self.path(f);
-                std::fs::read_to_string(&path)
+                crate::config::read_text(&path)
                     .map_err(|e| {
                         self.err(
                             format!("{key}.client_secret_file"),

@@ -306,7 +306,7 @@ async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet,
         (JwksSource::File(path), _) => {
             // Off the runtime's threads: a refresh must not stall calls.
             let owned = path.clone();
-            let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+            let bytes = tokio::task::spawn_blocking(move || crate::config::read_file(&owned))
                 .await
                 .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?
                 .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?;
