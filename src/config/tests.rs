@@ -651,6 +651,18 @@ fn scopes_on_a_route_that_takes_only_api_keys_are_a_config_error() {
     assert!(err.reason.contains("hold no scopes"), "{err}");
     // With a token authenticator beside the keys, scopes can be held.
     Config::from_toml(&route("[\"keys\", \"users\"]")).unwrap();
+    // Nor a claim but its `sub` and `consumer`.
+    let claims = |auth: &str, claims: &str| {
+        route(auth).replace(
+            "authorize = { scopes = [\"read\"] }",
+            &format!("authorize = {{ claims = {{ {claims} }} }}"),
+        )
+    };
+    let err = Config::from_toml(&claims("\"keys\"", "tenant = \"acme\"")).unwrap_err();
+    assert_eq!(err.key, "routes[0].authorize.claims.tenant", "{err}");
+    assert!(err.reason.contains("sub, consumer"), "{err}");
+    Config::from_toml(&claims("\"keys\"", "consumer = \"acme\"")).unwrap();
+    Config::from_toml(&claims("[\"keys\", \"users\"]", "tenant = \"acme\"")).unwrap();
 }
 
 #[test]
@@ -751,5 +763,6 @@ fn a_claim_rule_no_certificate_can_meet_is_a_config_error() {
     let err = Config::from_toml(&route("tenant = \"acme\"")).unwrap_err();
     assert_eq!(err.key, "routes[0].authorize.claims.tenant", "{err}");
     assert!(err.reason.contains("no claim \"tenant\""), "{err}");
+    assert!(err.reason.contains("x5t#S256"), "{err}");
     Config::from_toml(&route("san_dns = \"orders.svc\"")).unwrap();
 }

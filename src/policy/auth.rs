@@ -296,10 +296,14 @@ fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, Gate
         // the challenge asks for one without calling this key a bad token.
         .ok_or_else(|| GatewayError::unauthenticated(true, "unknown API key"))?;
     Ok(Arc::new(Principal {
+        // The claims of API_KEY_CLAIMS, which config checks rules against.
         claims: serde_json::json!({"sub": consumer, "consumer": consumer}),
         subject: consumer,
     }))
 }
+
+/// The claims an API key's consumer has: a rule on another can never be met.
+pub const API_KEY_CLAIMS: [&str; 2] = ["sub", "consumer"];
 
 /// Where a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

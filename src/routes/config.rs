@@ -176,24 +176,31 @@ impl Validator<'_> {
                         "the route's authenticators are API keys or client certificates, whose principals hold no scopes, so every call would be refused; name consumers instead, or add a token authenticator",
                     ));
                 }
-                // A certificate's principal has a fixed set of claims: a
-                // rule on another would refuse every caller of a route
-                // that only certificates authenticate.
-                let certificates_only = auth.iter().all(|&i| {
-                    matches!(
-                        ctx.authenticators[i].method,
-                        crate::config::AuthMethod::ClientCert(_)
-                    )
-                });
-                if certificates_only {
-                    let known = &crate::policy::auth::client_cert::CLAIMS;
+                // An API key's consumer and a certificate have fixed sets
+                // of claims: a rule on another would refuse every caller of
+                // a route that only they authenticate.
+                if no_tokens {
+                    let mut known: Vec<&str> = Vec::new();
+                    for &i in &auth {
+                        let claims: &[&str] = match ctx.authenticators[i].method {
+                            crate::config::AuthMethod::ClientCert(_) => {
+                                &crate::policy::auth::client_cert::CLAIMS
+                            }
+                            _ => &crate::policy::auth::API_KEY_CLAIMS,
+                        };
+                        for claim in claims {
+                            if !known.contains(claim) {
+                                known.push(claim);
+                            }
+                        }
+                    }
                     for (claim, _) in &rules.claims {
                         let top = claim.split('.').next().unwrap_or(claim);
                         if !known.contains(&top) {
                             return Err(self.err(
                                 format!("{key}.authorize.claims.{claim}"),
                                 format!(
-                                    "the route's authenticators are client certificates, whose principals have no claim {claim:?}, so every call would be refused; they have {}",
+                                    "the route's authenticators are API keys or client certificates, whose principals have no claim {claim:?}, so every call would be refused; they have {}",
                                     known.join(", ")
                                 ),
                             ));

@@ -293,7 +293,9 @@ fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
     match source {
         JwksSource::File(_) => Ok(None),
         JwksSource::Url { ca_file, .. } | JwksSource::Discovery { ca_file, .. } => {
-            Outbound::new(ca_file.as_deref(), Duration::from_secs(5)).map(Some)
+            Outbound::new(ca_file.as_deref(), Duration::from_secs(5))
+                .map(Some)
+                .map_err(|e| format!("jwks_ca_file: {e}"))
         }
     }
 }
