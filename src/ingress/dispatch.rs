@@ -187,10 +187,8 @@ impl Ingress {
         // Before anything reads it: the cross-origin checks, every
         // protocol's (`POST /mcp` answers two origins itself, with the
         // JSON-RPC request's id).
-        let mcp_call = req.method() == Method::POST
-            && self.mcp.is_some()
-            && req.uri().path() == super::mcp::PATH;
-        if !mcp_call {
+        let at_mcp = self.mcp.is_some() && req.uri().path() == super::mcp::PATH;
+        if !(at_mcp && req.method() == Method::POST) {
             if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
                 return self.refuse_detected(&req, &err, protocol);
             }
@@ -215,11 +213,7 @@ impl Ingress {
         // adapter unless the route's policy allows the origin. WebSocket
         // and MCP apply their own origin rules.
         if let Some(origin) = &origin {
-            let own_rules = is_upgrade(&req)
-                || self
-                    .mcp
-                    .as_ref()
-                    .is_some_and(|_| req.uri().path() == super::mcp::PATH);
+            let own_rules = is_upgrade(&req) || at_mcp;
             if !own_rules && !same_origin(origin, &req) {
                 let allowed = self
                     .cors_policy(req.method(), req.uri().path())

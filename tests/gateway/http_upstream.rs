@@ -426,6 +426,40 @@ async fn a_json_backends_unusual_replies_are_judged_by_what_they_are() {
             1
         };
         assert_eq!(tries(path), expected_tries, "{path}");
+        // The same verdict on every other protocol: the egress judges the
+        // reply, whoever asked.
+        use support::protocols::{call_json, Protocol};
+        let shelf = path.rsplit('/').next().unwrap();
+        let code = match status {
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            StatusCode::NOT_FOUND => Code::NotFound,
+            _ => Code::Internal,
+        };
+        for protocol in [
+            Protocol::Grpc,
+            Protocol::GrpcWeb,
+            Protocol::Connect,
+            Protocol::WebSocket,
+        ] {
+            let seen = call_json(
+                &client,
+                protocol,
+                "/portico.demo.v1.Library/GetShelf",
+                &format!(r#"{{"shelf":"{shelf}"}}"#),
+            )
+            .await;
+            assert_eq!(
+                seen.code, code as i64,
+                "{protocol:?} {path}: {}",
+                seen.message
+            );
+            assert!(
+                seen.message.starts_with(message),
+                "{protocol:?} {path}: {}",
+                seen.message
+            );
+            assert!(!seen.fields.contains_key("x-big"), "{protocol:?} {path}");
+        }
     }
     let r = client
         .send(

@@ -67,6 +67,22 @@ async fn everything_said(resp: http::Response<h2::RecvStream>) -> String {
 /// Sends `first` on a new stream to `path` over HTTP/2 and then nothing,
 /// keeping the stream open; returns everything the gateway answered
 /// (headers, body, trailers) as text, and how long the answer took.
+/// A `POST` of `path` at `addr` over `client` with `headers` (and `te:
+/// trailers`), its body left open: the answer to wait for, and the body.
+async fn open_post(
+    client: &h2::client::SendRequest<bytes::Bytes>,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let mut req = http::Request::post(format!("http://{addr}{path}")).header("te", "trailers");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let mut client = client.clone().ready().await.unwrap();
+    client.send_request(req.body(()).unwrap(), false).unwrap()
+}
+
 async fn stall_after(
     client: &h2::client::SendRequest<bytes::Bytes>,
     addr: SocketAddr,
@@ -74,13 +90,7 @@ async fn stall_after(
     content_type: &str,
     first: Vec<u8>,
 ) -> (String, Duration) {
-    let req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", content_type)
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let mut client = client.clone().ready().await.unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let (resp, mut send) = open_post(client, addr, path, &[("content-type", content_type)]).await;
     send.send_data(bytes::Bytes::from(first), false).unwrap();
     let started = Instant::now();
     let resp = tokio::time::timeout(Duration::from_secs(3), resp)
@@ -154,17 +164,15 @@ async fn a_trickling_request_is_answered_when_its_deadline_passes() {
             grpc_prefix.clone(),
         ),
     ] {
-        let mut req = http::Request::post(format!(
-            "http://{}/portico.demo.v1.Probe/Headers",
-            h.gateway.addr
-        ))
-        .header("content-type", content_type)
-        .header("te", "trailers");
-        if let Some((name, value)) = extra {
-            req = req.header(name, value);
-        }
-        let mut client = client.clone().ready().await.unwrap();
-        let (resp, mut send) = client.send_request(req.body(()).unwrap(), false).unwrap();
+        let mut headers = vec![("content-type", content_type)];
+        headers.extend(extra);
+        let (resp, mut send) = open_post(
+            &client,
+            h.gateway.addr,
+            "/portico.demo.v1.Probe/Headers",
+            &headers,
+        )
+        .await;
         let started = Instant::now();
         send.send_data(bytes::Bytes::from(first), false).unwrap();
         // A byte every 100 ms: never a pause of body_read_timeout (300 ms),
@@ -205,12 +213,13 @@ async fn a_trickling_request_is_answered_when_its_deadline_passes() {
     }
     // MCP reads its body before it knows the tool, so its deadline: the
     // answer comes once the body is in, said the same way.
-    let req = http::Request::post(format!("http://{}/mcp", h.gateway.addr))
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
-    let mut client = client.clone().ready().await.unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let (resp, mut send) = open_post(
+        &client,
+        h.gateway.addr,
+        "/mcp",
+        &[("content-type", "application/json")],
+    )
+    .await;
     send.send_data(
         bytes::Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"Probe_Headers","arguments":{"#,
@@ -495,14 +504,13 @@ async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answ
             "application/grpc-web+proto",
             "application/connect+proto",
         ] {
-            let req =
-                http::Request::post(format!("http://{}/portico.demo.v1.Feed/Upload", gw.addr))
-                    .header("content-type", content_type)
-                    .header("te", "trailers")
-                    .body(())
-                    .unwrap();
-            let mut client = client.clone().ready().await.unwrap();
-            let (resp, mut send) = client.send_request(req, false).unwrap();
+            let (resp, mut send) = open_post(
+                &client,
+                gw.addr,
+                "/portico.demo.v1.Feed/Upload",
+                &[("content-type", content_type)],
+            )
+            .await;
             for _ in 0..count {
                 send.send_data(event.clone().into(), false).unwrap();
                 tokio::time::sleep(Duration::from_millis(spacing)).await;
