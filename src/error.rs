@@ -723,7 +723,8 @@ fn refused_reply(status: &tonic::Status) -> Option<GatewayError> {
                 )),
                 Some(h2::Reason::PROTOCOL_ERROR) => bad(format!(
                     "the gateway's HTTP/2 client refused the backend's reply (PROTOCOL_ERROR): a header \
-                     block over the {limit} KiB it accepts, or a frame HTTP/2 does not allow"
+                     block over the {limit} KiB it accepts, a header HTTP/2 does not allow (`connection`, \
+                     `transfer-encoding`, `upgrade`, `keep-alive`), or a frame it does not allow"
                 )),
                 Some(
                     reason @ (h2::Reason::FRAME_SIZE_ERROR

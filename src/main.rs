@@ -310,6 +310,14 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             e.message
         )
     };
+    // An origin-form target (RFC 9112 section 3.2.1): the server's HTTP
+    // parser refuses any other with a bare 400 before the gateway sees it.
+    if !raw_path.starts_with('/') {
+        return refused(portico::error::GatewayError::invalid_field(
+            "path",
+            format!("{raw_path:?} is not a request path: it must start with /"),
+        ));
+    }
     let normal = match path::normalize(raw_path) {
         Ok(p) => p.into_owned(),
         Err(e) => return refused(e),
@@ -335,8 +343,9 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
         ));
     }
     // What the gateway answers itself, before the routes: the description
-    // and its docs page (a GET), `/mcp` (any method, while it serves MCP).
-    let own = if method == http::Method::GET
+    // and its docs page (a GET or HEAD), `/mcp` (any method, while it
+    // serves MCP).
+    let own = if (method == http::Method::GET || method == http::Method::HEAD)
         && loaded.config.openapi.serve
         && portico::openapi::docs::is_page(&normal)
     {

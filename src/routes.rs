@@ -51,6 +51,17 @@ pub struct RouteTable {
     own_json: JsonOptions,
 }
 
+/// A config key naming a method its service lacks. The service's file is
+/// named too: after a `.proto` edit dropped a method, that file, not the
+/// config, is what changed.
+fn no_method(service: &prost_reflect::ServiceDescriptor, name: &str) -> String {
+    format!(
+        "{} has no method {name} (the service is defined in {})",
+        service.full_name(),
+        service.parent_file().name()
+    )
+}
+
 /// Whether a method list's entry names `method`: its simple name
 /// (`Fail`), its full name (`pkg.Probe.Fail`) or its gRPC path form
 /// (`pkg.Probe/Fail`, as aggregates name methods).
@@ -125,7 +136,7 @@ impl RouteTable {
                 if !service.methods().any(|m| m.name() == name) {
                     return Err(err(
                         format!("{key}.http_rules.{name}"),
-                        format!("{} has no method {name}", service.full_name()),
+                        no_method(&service, name),
                     ));
                 }
                 // A rule for a method this route leaves out would bind nothing.
@@ -144,7 +155,7 @@ impl RouteTable {
                     if !service.methods().any(|m| m.name() == name) {
                         return Err(err(
                             format!("{key}.methods[{j}]"),
-                            format!("{} has no method {name}", service.full_name()),
+                            no_method(&service, name),
                         ));
                     }
                 }
@@ -152,7 +163,7 @@ impl RouteTable {
             if let Some(cache) = &route.cache {
                 for (j, name) in cache.methods.iter().enumerate() {
                     let reason = match service.methods().find(|m| m.name() == name) {
-                        None => format!("{} has no method {name}", service.full_name()),
+                        None => no_method(&service, name),
                         Some(m) if CallKind::of(&m) != CallKind::Unary => {
                             format!("{} streams; only unary replies are cached", m.full_name())
                         }
@@ -564,6 +575,7 @@ impl RouteTable {
                 }
                 let ignores =
                     b.json.unknown_query_params == crate::config::UnknownQueryParams::Ignore;
+                let mut refused = false;
                 for (k, v) in form_urlencoded::parse(query.as_bytes()) {
                     match crate::transcode::request::query_fields(b, &k) {
                         Ok(fields) => {
@@ -574,11 +586,13 @@ impl RouteTable {
                             let _ = writeln!(out, "  query   {k} = {v:?} ignored: it {reason}");
                         }
                         Err(reason) => {
+                            refused = true;
                             let _ = writeln!(out, "  query   {k} = {v:?} refused: it {reason}");
                         }
                     }
                 }
-                if !matches!(b.body, BodyRule::Whole) {
+                // Said of a request the gateway would take, not one it refuses.
+                if !refused && !matches!(b.body, BodyRule::Whole) {
                     let _ = writeln!(out, "  other fields may be set from the query string");
                 }
                 // What the gateway would make of the path and query, as a

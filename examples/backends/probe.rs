@@ -10,6 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::{Code, Request, Response, Status};
 
+/// gRPC's base64 for binary metadata, padded or not.
+const BINARY_METADATA: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 #[derive(Clone, Default)]
 pub struct ProbeService {
     /// Sleep calls dropped before they finished (the client or gateway cancelled).
@@ -72,6 +79,18 @@ impl Probe for ProbeService {
         // the gateway does with them.
         for (k, v) in &headers {
             if let Some(name) = k.as_str().strip_prefix("x-reply-") {
+                // A binary entry (`x-reply-x-data-bin`) came as base64.
+                if name.ends_with("-bin") {
+                    let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
+                    let value = base64::Engine::decode(&BINARY_METADATA, v.as_bytes());
+                    if let (Ok(key), Ok(value)) = (key, value) {
+                        resp.metadata_mut().append_bin(
+                            key,
+                            tonic::metadata::BinaryMetadataValue::from_bytes(&value),
+                        );
+                    }
+                    continue;
+                }
                 if let Ok(name) = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()) {
                     if let Ok(value) = v.to_str().unwrap_or_default().parse() {
                         resp.metadata_mut().append(name, value);

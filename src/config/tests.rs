@@ -291,6 +291,18 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\"]\n"
     ))
     .unwrap();
+    // Origins are compared with their scheme and host in any case, and
+    // written in any case too.
+    let config = Config::from_toml(&format!(
+        "{ok}\n[cors]\nallowed_origins = [\"HTTPS://App.Example.com\"]\n\
+         [websocket]\nallowed_origins = [\"Http://App.Example.com\"]\n"
+    ))
+    .unwrap();
+    assert!(config
+        .cors
+        .as_ref()
+        .unwrap()
+        .allows_origin("https://app.example.com"));
 }
 
 #[test]

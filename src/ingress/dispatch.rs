@@ -224,19 +224,32 @@ impl Ingress {
                 }
             }
         }
-        if req.method() == Method::GET && !self.pages.is_empty() {
+        // The gateway's own pages answer HEAD as GET, without the body
+        // (RFC 9110 section 9.3.2).
+        let head = req.method() == Method::HEAD;
+        let as_get = |resp| {
+            if head {
+                super::rest::without_body(resp)
+            } else {
+                resp
+            }
+        };
+        if (req.method() == Method::GET || head) && !self.pages.is_empty() {
             if let Some(page) = self.pages.iter().find(|p| p.path == req.uri().path()) {
                 let mut resp = Response::new(ResponseBody::full(page.body.clone()));
                 resp.headers_mut().insert(
                     CONTENT_TYPE,
                     http::HeaderValue::from_static(page.content_type),
                 );
-                return resp;
+                return as_get(resp);
             }
         }
-        if req.method() == Method::GET && self.api.served() && is_api_page(req.uri().path()) {
+        if (req.method() == Method::GET || head)
+            && self.api.served()
+            && is_api_page(req.uri().path())
+        {
             if let Some(resp) = Box::pin(self.api_page(req.uri().path())).await {
-                return resp;
+                return as_get(resp);
             }
         }
         if let Some(mcp) = &self.mcp {
@@ -262,7 +275,7 @@ impl Ingress {
             {
                 // Its reply would end without the trailers that carry the
                 // call's status: a failed stream would read as a clean one.
-                self.refuse(&req, &GatewayError::grpc_needs_http2())
+                self.refuse_call(&req, &GatewayError::grpc_needs_http2(), protocol, client)
             }
             // gRPC and gRPC-Web calls are POSTs (their specs' only method):
             // a GET would run as a call with no message.
@@ -272,7 +285,7 @@ impl Ingress {
                     req.uri().path(),
                     vec![Method::POST],
                 );
-                self.refuse(&req, &err)
+                self.refuse_call(&req, &err, protocol, client)
             }
             Protocol::Grpc(flavor, codec) => {
                 Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
@@ -295,10 +308,11 @@ impl Ingress {
                         vec![Method::POST],
                     ),
                 };
-                self.refuse_as(
+                self.refuse_call(
                     &req,
                     &err,
                     Protocol::Connect(super::connect::Shape::Unary(super::connect::Codec::Json)),
+                    client,
                 )
             }
             Protocol::Connect(shape) => {
@@ -309,8 +323,14 @@ impl Ingress {
             }
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
-            if let Some(policy) = self.cors_policy(&method, &path) {
-                cors::decorate(policy, &origin, resp.headers_mut());
+            // A refusal made on the way (`refuse_as`) carries them already.
+            if !resp
+                .headers()
+                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            {
+                if let Some(policy) = self.cors_policy(&method, &path) {
+                    cors::decorate(policy, &origin, resp.headers_mut());
+                }
             }
         }
         resp
@@ -337,10 +357,49 @@ impl Ingress {
         if let Some(mcp) = &self.mcp {
             if req.uri().path() == super::mcp::PATH && !is_upgrade(req) {
                 tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
-                return mcp.refusal(err);
+                let mut resp = mcp.refusal(err);
+                if let Some(origin) = sole_origin(req) {
+                    if let Some(policy) = mcp.cors_policy(origin) {
+                        cors::decorate(&policy, origin, resp.headers_mut());
+                    }
+                }
+                return resp;
             }
         }
         self.refuse_as(req, err, protocol)
+    }
+
+    /// A call refused for its HTTP method or version, which a gRPC,
+    /// gRPC-Web or Connect client made as a call: logged and counted as a
+    /// call its adapter refused (an access-log line, the diagnostic line
+    /// with its protocol and status), as REST's `405` is.
+    fn refuse_call(
+        &self,
+        req: &Request<super::request_body::RequestBody>,
+        err: &GatewayError,
+        protocol: Protocol,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        use crate::observe::call_record::ClientProtocol;
+        let started = std::time::Instant::now();
+        let client_protocol = match protocol {
+            Protocol::Grpc(Flavor::Grpc, _) => ClientProtocol::Grpc,
+            Protocol::Grpc(Flavor::Web { .. }, _) => ClientProtocol::GrpcWeb,
+            _ => ClientProtocol::Connect,
+        };
+        let path = req.uri().path();
+        let record =
+            self.grpc
+                .edge
+                .record(client_protocol, req.method(), path, req.headers(), client);
+        if let Ok(target) = self.routes.rpc_target(path) {
+            record.routed(&target);
+        }
+        record.failed_finally(err);
+        let resp = self.answer_as(req, err, protocol);
+        crate::observe::request_failed(client_protocol, path, started, resp.status(), err);
+        record.http_status(resp.status());
+        resp
     }
 
     /// [`Self::refuse`], answered as `protocol` answers.
@@ -352,12 +411,32 @@ impl Ingress {
     ) -> Response<ResponseBody> {
         // The line carries the request id like every line about the request.
         tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
-        match protocol {
+        self.answer_as(req, err, protocol)
+    }
+
+    /// The refusal of `req` in `protocol`'s error format, with the CORS
+    /// headers an allowed origin reads it by.
+    fn answer_as(
+        &self,
+        req: &Request<super::request_body::RequestBody>,
+        err: &GatewayError,
+        protocol: Protocol,
+    ) -> Response<ResponseBody> {
+        let mut resp = match protocol {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor, _) => super::grpc::trailers_only(flavor, err),
             Protocol::Connect(shape) => self.connect.error_response(shape, err),
             Protocol::Rest => self.rest.error_response(err),
+        };
+        // A page of an origin the route allows reads why it was refused
+        // (a limit, a malformed header), as it reads any other error; an
+        // origin it does not allow gets nothing from `decorate`.
+        if let Some(origin) = sole_origin(req) {
+            if let Some(policy) = self.cors_policy(req.method(), req.uri().path()) {
+                cors::decorate(policy, origin, resp.headers_mut());
+            }
         }
+        resp
     }
 
     /// The OpenAPI description or a file of its docs page.
@@ -440,6 +519,16 @@ fn origin_refused(origin: &str, path: &str) -> GatewayError {
     )
 }
 
+/// The request's `Origin`, when it names one (two are a refusal of their
+/// own, which no origin's page is told about).
+fn sole_origin<B>(req: &Request<B>) -> Option<&str> {
+    let mut all = req.headers().get_all(ORIGIN).iter();
+    match (all.next(), all.next()) {
+        (Some(one), None) => one.to_str().ok(),
+        _ => None,
+    }
+}
+
 /// Whether a request's `Origin` is the site it was sent to: the host and
 /// port of its `Host` (HTTP/2: `:authority`) or, behind a proxy, of its
 /// `X-Forwarded-Host`. A browser cannot set the latter on a cross-site
@@ -468,7 +557,7 @@ fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
 }
 
 /// The bindings a path the gateway answers itself hides, as warnings: a
-/// GET of the API description or its docs page (while served), any
+/// GET or HEAD of the API description or its docs page (while served), any
 /// method on `/mcp` (while it is served).
 pub fn shadowed_bindings(
     routes: &crate::routes::RouteTable,
@@ -495,7 +584,7 @@ pub fn shadowed_bindings(
 
 /// What the gateway answers itself in a binding's place, if anything:
 /// `/mcp` while it serves MCP (any method), the API description and its
-/// docs page while they are served (a GET).
+/// docs page while they are served (a GET or HEAD).
 pub fn shadowed_by(
     binding: &crate::routes::Binding,
     api_pages: bool,
@@ -514,7 +603,10 @@ pub fn shadowed_at(
 ) -> Option<&'static str> {
     if mcp && template == super::mcp::PATH {
         Some("/mcp is the MCP endpoint while a route has `mcp = true`")
-    } else if api_pages && *method == Method::GET && crate::openapi::docs::is_page(template) {
+    } else if api_pages
+        && (*method == Method::GET || *method == Method::HEAD)
+        && crate::openapi::docs::is_page(template)
+    {
         Some("the gateway serves its API description and docs page there (`[openapi] serve = false` frees the path)")
     } else {
         None

@@ -237,6 +237,12 @@ impl Edge {
                 }
                 !token
             });
+            if given.iter().any(String::is_empty) {
+                return Err(crate::error::GatewayError::invalid_field(
+                    name.as_str(),
+                    format!("the query parameter {name:?} is empty: give the token, or leave the parameter out"),
+                ));
+            }
             if given.len() > 1 {
                 return Err(crate::error::GatewayError::invalid_field(
                     name.as_str(),
@@ -397,9 +403,12 @@ impl Edge {
 }
 
 /// Whether a backend's reply metadata entry may reach the client: anything
-/// but the gateway's own framing.
+/// but the gateway's own framing and CORS headers. CORS is the gateway's
+/// policy alone: a backend's `Access-Control-Allow-Credentials` beside the
+/// gateway's `Access-Control-Allow-Origin` would grant a page more than
+/// the policy does.
 pub fn reaches_client(name: &HeaderName) -> bool {
-    !is_framing(name)
+    !is_framing(name) && !name.as_str().starts_with("access-control-")
 }
 
 /// Copies a reply's metadata (headers or trailers) to the client's headers,
@@ -427,10 +436,13 @@ mod tests;
 /// reads it (its id, the policies, the cache key), so naming one cannot
 /// take from the backend what the gateway sets (`x-request-id`,
 /// `X-Forwarded-*`) nor key a cached reply by a header the backend never
-/// got. Framing headers it names (`Upgrade`, `Keep-Alive`, `TE`) stay for
-/// the protocol to read, and `X-Forwarded-For` for the edge to judge by its
-/// trusted proxies (a client behind one must not erase the proxy's chain);
-/// neither is forwarded as it came.
+/// got. Framing headers it names (`Upgrade`, `Keep-Alive`, `TE`) and the
+/// client protocols' own (`grpc-*`, `connect-*`, `sec-websocket-*`,
+/// `mcp-*`) stay for the gateway to read, the hop they are meant for, so
+/// `grpc-timeout` and `connect-timeout-ms` named there both still set the
+/// deadline; `X-Forwarded-For` stays for the edge to judge by its trusted
+/// proxies (a client behind one must not erase the proxy's chain). None of
+/// them is forwarded as it came.
 pub fn drop_connection_named(headers: &mut HeaderMap) {
     let Some(first) = headers.get(http::header::CONNECTION) else {
         return;
@@ -457,7 +469,9 @@ pub fn drop_connection_named(headers: &mut HeaderMap) {
         // the backend's own (see `forwarded::apply`). The others are for
         // this hop alone: gone, the gateway sets `X-Forwarded-Proto` and
         // `-Host` from what it saw.
-        .filter(|name| !is_framing(name) && *name != "x-forwarded-for")
+        .filter(|name| {
+            !is_framing(name) && !is_protocol_own(name.as_str()) && *name != "x-forwarded-for"
+        })
         .collect();
     for name in named {
         headers.remove(name);

@@ -712,11 +712,12 @@ impl McpIngress {
             match tokio::time::timeout_at(until, self.pipeline.clone().oneshot(envelope)).await {
                 Ok(reply) => reply?,
                 // Nothing came in time: the call failed, as a unary call
-                // whose backend is silent fails, not an empty success.
+                // whose backend is silent fails, not an empty success (and
+                // as its deadline is, the gateway's to have enforced).
                 Err(_) => {
                     return Err(GatewayError::new(
                         crate::error::ErrorKind::DeadlineExceeded,
-                        crate::error::Origin::Backend,
+                        crate::error::Origin::Gateway,
                         format!(
                             "the stream sent no reply within the route's timeout ({})",
                             humantime::format_duration(window)

@@ -711,7 +711,7 @@ fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
 /// A HEAD request's answer: the GET's status and headers, its length when
 /// known, no body. (hyper leaves the body out on HTTP/1.1 itself, not on
 /// HTTP/2.)
-fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+pub(super) fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
     use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
     if let Some(len) = body.size_hint().exact() {

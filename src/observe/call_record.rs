@@ -134,6 +134,8 @@ struct Facts {
     error: Option<(String, &'static str)>,
     principal: Option<Arc<Principal>>,
     cache: Option<&'static str>,
+    /// The request's bytes as they entered the pipeline; what a backend
+    /// received is [`Facts::bytes_sent`].
     bytes_in: u64,
     bytes_out: u64,
     client: Option<SocketAddr>,
@@ -155,6 +157,19 @@ struct Facts {
     silenced: bool,
     /// The call's server span, when traces are exported.
     span: Option<Span>,
+}
+
+impl Facts {
+    /// What a backend received: nothing for a call that made no attempt (a
+    /// policy refused it, no endpoint could take it, the cache answered),
+    /// whatever the client sent.
+    fn bytes_sent(&self) -> u64 {
+        if self.attempts == 0 {
+            0
+        } else {
+            self.bytes_in
+        }
+    }
 }
 
 /// One call's (or session's) record; its line is written when it drops.
@@ -838,7 +853,7 @@ impl CallRecord {
             (k!("duration_ms"), ms(total)),
             (k!("policies_ms"), opt_ms(policies)),
             (k!("upstream_ms"), opt_ms(upstream)),
-            (k!("bytes_in"), Field::UInt(f.bytes_in)),
+            (k!("bytes_in"), Field::UInt(f.bytes_sent())),
             (k!("bytes_out"), Field::UInt(f.bytes_out)),
             (
                 k!("principal"),
@@ -910,7 +925,7 @@ impl Drop for CallRecord {
                 &super::usage::Call {
                     failed,
                     duration: elapsed,
-                    bytes_in: facts.bytes_in,
+                    bytes_in: facts.bytes_sent(),
                     bytes_out: facts.bytes_out,
                 },
             );

@@ -215,7 +215,11 @@ impl CallRun {
             .map(Cow::into_owned)
             .unwrap_or_else(|| Value::Object(Map::new()));
         self.plan.type_url_values(self.index, &mut request);
-        let message = json::decode_value(&target.method.input(), request, json_options, "")
+        // Read as text, as a REST body is: a float at its limit (`3.4028235e38`)
+        // is then taken as that float, as every protocol takes it.
+        let text = serde_json::to_vec(&request).unwrap_or_default();
+        let message = json::decode(&target.method.input(), &text, json_options)
+            .map_err(json::without_position)
             .map_err(|e| match mistyped_reply_value(&call.request, &e, &self.input, replies) {
                 // An earlier reply's value that the field cannot hold: the
                 // aggregate's template is wrong, whatever the client sent.
@@ -269,12 +273,12 @@ impl CallRun {
             .and_then(|r| r)
             .map_err(label)?;
         let decoded = response::decode(&target.method.output(), &bytes).map_err(label)?;
-        decoded
-            .serialize_with_options(
-                json::NonFinite(serde_json::value::Serializer),
-                &json::serialize_options(json_options),
-            )
-            .map_err(|e| label(response::bad_reply(e)))
+        // Written as text first, as every protocol writes a reply: a
+        // `float` is its shortest digits (`0.1`), which a JSON value made
+        // straight from the message would widen (`0.10000000149011612`).
+        let text = json::encode(&decoded, &json::serialize_options(json_options))
+            .map_err(|e| label(response::bad_reply(e)))?;
+        serde_json::from_slice(&text).map_err(|e| label(response::bad_reply(e)))
     }
 }
 

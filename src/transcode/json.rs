@@ -311,7 +311,7 @@ fn explain_failure(
                  (a route with json.reject_unknown_fields = false drops the members of a request that is an Empty)"
                     .to_owned()
             }
-            None => e.to_string(),
+            None => in_words(e.to_string()),
         },
         // Well-formed JSON the parser will not hold: a number past any
         // double (`1e400`, a thousand digits), named at its field.
@@ -350,6 +350,35 @@ fn explain_failure(
     GatewayError::invalid_field(field, reason)
 }
 
+/// A reader's failure in the gateway's words where it would otherwise be
+/// Rust's own number-parsing error, which names no type or range: an enum
+/// number past `int32` (`2147483648`), `"-0"` or a map key `"-1"` for an
+/// unsigned integer.
+fn in_words(reason: String) -> String {
+    const PLAIN: [(&str, &str); 4] = [
+        (
+            "out of range integral type conversion attempted",
+            "a number out of the range of the field's type",
+        ),
+        (
+            "invalid digit found in string",
+            "not an integer the field's type can hold (an unsigned one takes no sign)",
+        ),
+        (
+            "number too large to fit in target type",
+            "a number past the largest the field's type holds",
+        ),
+        (
+            "number too small to fit in target type",
+            "a number below the smallest the field's type holds",
+        ),
+    ];
+    match PLAIN.iter().find(|(rust, _)| reason.contains(rust)) {
+        Some((rust, plain)) => reason.replace(rust, plain),
+        None => reason,
+    }
+}
+
 /// A refusal of a field inside the body, named from the request's root.
 fn prefix_refusal(e: GatewayError, prefix: &str) -> GatewayError {
     if prefix.is_empty() {
@@ -374,8 +403,19 @@ fn is_syntax(e: &serde_json::Error) -> bool {
 /// A body that is not JSON the gateway reads, refused as a binding's body
 /// is: too deep, or malformed.
 pub fn unreadable(e: &serde_json::Error) -> GatewayError {
-    if e.to_string().starts_with("recursion limit exceeded") {
+    let text = e.to_string();
+    if text.starts_with("recursion limit exceeded") {
         too_deep(e.line(), e.column())
+    } else if text.starts_with("number out of range") {
+        // Well-formed JSON (`1e400`) that no double holds: not malformed.
+        GatewayError::invalid_field(
+            "",
+            format!(
+                "the number at line {} column {} is out of range: past what a double holds",
+                e.line(),
+                e.column()
+            ),
+        )
     } else {
         malformed(e)
     }
@@ -456,6 +496,43 @@ pub(crate) fn kinds_pool() -> &'static prost_reflect::DescriptorPool {
 
 #[cfg(test)]
 mod tests {
+    /// A number the field's type cannot hold is refused in words that say
+    /// so, not in Rust's number-parsing errors.
+    #[test]
+    fn a_number_a_field_cannot_hold_is_said_in_words() {
+        let thing = super::kinds_pool()
+            .get_message_by_name("kinds.v1.Thing")
+            .unwrap();
+        for (body, field, says) in [
+            (
+                r#"{"color": 2147483648}"#,
+                "color",
+                "out of the range of the field's type",
+            ),
+            (
+                r#"{"uint64Value": "-0"}"#,
+                "uint64Value",
+                "not an integer the field's type can hold",
+            ),
+            (
+                r#"{"children": {"x": {}}}"#,
+                "children",
+                "not an integer the field's type can hold",
+            ),
+        ] {
+            let err = super::decode(&thing, body.as_bytes(), &Default::default()).unwrap_err();
+            let text = format!("{err:?}");
+            assert!(err.message.contains(says), "{body}: {}", err.message);
+            assert!(
+                err.message.contains(field) || text.contains(field),
+                "{body}: {text}"
+            );
+            for rust in ["integral type conversion", "invalid digit"] {
+                assert!(!err.message.contains(rust), "{body}: {}", err.message);
+            }
+        }
+    }
+
     #[test]
     fn json_nested_past_the_parsers_limit_is_named_as_such() {
         let thing = super::kinds_pool()

@@ -43,6 +43,63 @@ async fn wait_for(path: &std::path::Path, want: usize) -> Vec<Value> {
     lines(path)
 }
 
+/// A gRPC, gRPC-Web or Connect call refused for its HTTP method or
+/// version is a call its client made: one line each, with its protocol,
+/// method and status, as REST's `405` has.
+#[tokio::test]
+async fn calls_refused_for_their_http_method_or_version_are_logged_as_calls() {
+    let path = log_path("method-refusals");
+    let h = gateway(&path, "", "").await;
+    let method = "/portico.demo.v1.Probe/Headers";
+    // What is sent (protocol, HTTP method, headers) and what it gets
+    // (HTTP status, gRPC code).
+    type Refused<'a> = (&'a str, http::Method, Vec<(&'a str, &'a str)>, u16, i64);
+    let cases: [Refused; 3] = [
+        (
+            "connect",
+            http::Method::PUT,
+            vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            405,
+            12,
+        ),
+        (
+            "grpc-web",
+            http::Method::GET,
+            vec![("content-type", "application/grpc-web+proto")],
+            200,
+            12,
+        ),
+        // gRPC needs HTTP/2; this client speaks HTTP/1.1.
+        (
+            "grpc",
+            http::Method::POST,
+            vec![("content-type", "application/grpc")],
+            505,
+            12,
+        ),
+    ];
+    for (protocol, verb, headers, status, _) in &cases {
+        let r = h.client.send(verb.clone(), method, headers, "").await;
+        assert_eq!(r.status.as_u16(), *status, "{protocol}: {}", r.text());
+    }
+    let all = wait_for(&path, cases.len()).await;
+    for (protocol, verb, _, status, code) in &cases {
+        let line = all
+            .iter()
+            .find(|l| l["protocol"] == *protocol)
+            .unwrap_or_else(|| panic!("no {protocol} line in {all:#?}"));
+        assert_eq!(line["kind"], "call", "{line}");
+        assert_eq!(line["http_method"], verb.as_str(), "{line}");
+        assert_eq!(line["http_status"], *status, "{line}");
+        assert_eq!(line["grpc_code"], *code, "{line}");
+        assert_eq!(line["method"], "portico.demo.v1.Probe/Headers", "{line}");
+        assert_eq!(line["attempts"], 0, "{line}");
+    }
+}
+
 #[tokio::test]
 async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() {
     let path = log_path("fields");
@@ -63,8 +120,9 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
         )
         .await;
         assert_eq!(seen.code, 0, "{protocol:?}: {seen:?}");
+        // A request of some bytes (Sleep's), refused before any backend.
         let id = format!("denied-{}", protocol.name());
-        let seen = call(&h, protocol, &[("x-request-id", &id)], "", None).await;
+        let seen = call(&h, protocol, &[("x-request-id", &id)], "", Some(1)).await;
         assert_eq!(seen.code, 16, "{protocol:?}: {seen:?}");
     }
     // Two calls per protocol, and the WebSocket's two sessions.
@@ -119,6 +177,7 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
             "{name}: {denied}"
         );
         assert_eq!(denied["attempts"], 0, "{name}: never reached the backend");
+        assert_eq!(denied["bytes_in"], 0, "{name}: no backend received it");
         assert!(
             denied["endpoint"].is_null() && denied["upstream_ms"].is_null(),
             "{name}"
@@ -339,6 +398,12 @@ async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
     let hit = all.last().unwrap();
     assert_eq!(hit["cache"], "hit", "{hit}");
     assert_eq!(hit["attempts"], 0, "{hit}");
+    assert_eq!(hit["bytes_in"], 0, "no backend received it: {hit}");
+    assert!(
+        all.iter()
+            .any(|l| l["attempts"].as_u64() >= Some(1) && l["bytes_in"].as_u64() > Some(0)),
+        "a call that reached the backend counts its bytes: {all:#?}"
+    );
     assert!(hit["upstream_ms"].is_null(), "{hit}");
     assert!(hit["bytes_out"].as_u64().unwrap() > 0, "{hit}");
 

@@ -214,6 +214,18 @@ request = { name = "{body.right}" }
         );
     }
 
+    // A number no double holds is well-formed JSON, refused as such.
+    let r = h
+        .client
+        .json(Method::POST, "/v1/compare", r#"{"left": 1e400}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.text().contains("is out of range") && !r.text().contains("malformed"),
+        "{}",
+        r.text()
+    );
+
     // Too deep is refused in the words a binding's body gets.
     let deep = format!(
         "{{\"left\":\"x\",\"z\":{}{}}}",
@@ -223,6 +235,54 @@ request = { name = "{body.right}" }
     let r = h.client.json(Method::POST, "/v1/compare", &deep).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.text().contains("nests deeper than 127"), "{}", r.text());
+}
+
+/// An aggregate reads and writes floats as every protocol does: the
+/// largest `float` is taken as that float, and a reply's `float` is
+/// written in its shortest digits, as the same method's REST binding
+/// writes it.
+#[tokio::test]
+async fn an_aggregate_reads_and_writes_floats_as_a_binding_does() {
+    let sections = r#"
+[[aggregates]]
+method = "POST"
+path = "/v1/weigh"
+
+[[aggregates.calls]]
+name = "search"
+method = "portico.demo.v1.Library/SearchBooks"
+request = { weight = "{body.weight}", maxWeight = "{body.maxWeight}" }
+"#;
+    let h = Harness::start_with(sections, "").await;
+    for (weight, max_weight) in [
+        ("0.1", "0.1"),
+        ("3.4028235e38", "-3.4028235e38"),
+        ("3.40282356e38", "1e-45"),
+    ] {
+        let body = format!(r#"{{"weight": {weight}, "maxWeight": {max_weight}}}"#);
+        let direct = h.client.json(Method::POST, "/v1/books:search", &body).await;
+        assert_eq!(direct.status, StatusCode::OK, "{body}: {}", direct.text());
+        let aggregate = h.client.json(Method::POST, "/v1/weigh", &body).await;
+        assert_eq!(
+            aggregate.status,
+            StatusCode::OK,
+            "{body}: {}",
+            aggregate.text()
+        );
+        let received = |j: serde_json::Value| {
+            let r = &j["received"];
+            (r["weight"].to_string(), r["maxWeight"].to_string())
+        };
+        let written = received(direct.json());
+        assert_eq!(
+            received(aggregate.json()["search"].clone()),
+            written,
+            "{body}"
+        );
+        if weight == "0.1" {
+            assert_eq!(written, ("0.1".to_owned(), "0.1".to_owned()));
+        }
+    }
 }
 
 #[tokio::test]

@@ -134,6 +134,77 @@ async fn headers_named_by_connection_stay_with_the_hop() {
     }
 }
 
+/// A protocol's own header is for the hop that reads it, the gateway:
+/// named by `Connection`, a deadline header still sets the deadline the
+/// backend is given, as it does unnamed, on every protocol over HTTP/1.1.
+#[tokio::test]
+async fn a_deadline_header_named_by_connection_still_sets_the_deadline() {
+    let h = gateway("", "").await;
+    // The deadline the backend was sent, read from the echoed metadata
+    // (gRPC-Web's reply is a protobuf frame: its value follows the name).
+    fn sent_deadline(body: &[u8]) -> std::time::Duration {
+        let text = String::from_utf8_lossy(body);
+        let at = text.find("grpc-timeout").expect("a deadline was sent") + "grpc-timeout".len();
+        let value: String = text[at..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        let (digits, unit) = value.split_at(value.len() - 1);
+        let n: u64 = digits.parse().unwrap();
+        match unit {
+            "H" => std::time::Duration::from_secs(n * 3600),
+            "M" => std::time::Duration::from_secs(n * 60),
+            "S" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_millis(n),
+            "u" => std::time::Duration::from_micros(n),
+            "n" => std::time::Duration::from_nanos(n),
+            _ => panic!("no unit in {value:?}"),
+        }
+    }
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let calls: [(&str, &str, Headers, Vec<u8>); 3] = [
+        ("REST", "/v1/probe/headers", vec![], vec![]),
+        (
+            "Connect",
+            "/portico.demo.v1.Probe/Headers",
+            vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            b"{}".to_vec(),
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Probe/Headers",
+            vec![("content-type", "application/grpc-web+proto")],
+            vec![0, 0, 0, 0, 0],
+        ),
+    ];
+    for (name, path, extra, body) in calls {
+        for (header, value) in [("grpc-timeout", "1500m"), ("connect-timeout-ms", "1500")] {
+            if name == "gRPC-Web" && header == "connect-timeout-ms" {
+                continue;
+            }
+            let connection = format!("keep-alive, {header}");
+            let mut all = vec![("connection", connection.as_str()), (header, value)];
+            all.extend(extra.iter().cloned());
+            let method = if body.is_empty() {
+                http::Method::GET
+            } else {
+                http::Method::POST
+            };
+            let r = h.client.send(method, path, &all, body.clone()).await;
+            assert_eq!(r.status, 200, "{name} {header}");
+            let sent = sent_deadline(&r.body);
+            assert!(
+                sent <= std::time::Duration::from_millis(1500),
+                "{name}: {header} named by Connection was not read: the backend got {sent:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_forward_list_is_one_rule_for_every_protocol() {
     let h = gateway("[metadata]\nforward = [\"x-tenant-*\", \"cookie\"]\n", "").await;

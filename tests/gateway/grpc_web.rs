@@ -600,6 +600,176 @@ async fn an_aggregate_follows_the_cors_default_and_answers_other_methods_with_40
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
 }
 
+/// A request the edge refuses (a limit, a malformed header or query) from
+/// an origin the route allows is answered with the CORS headers any other
+/// error gets, so the page reads why, on every protocol a browser speaks;
+/// another origin, or two, still get none.
+#[tokio::test]
+async fn edge_refusals_carry_the_cors_headers_an_allowed_origin_needs() {
+    let h = Harness::start_with("", CORS).await;
+    let allowed = ("origin", "https://app.example.com");
+    let long_get = format!(
+        "/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message={}",
+        "a".repeat(20_000)
+    );
+    let grpc_web = ("content-type", "application/grpc-web+proto");
+    let connect = ("content-type", "application/json");
+    let get = frame(&pb::GetShelfRequest { shelf: "1".into() });
+    let names: Vec<String> = (0..101).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "REST, a malformed escape",
+            Method::GET,
+            "/v1/shelves/1?a=%ZZ",
+            vec![],
+            vec![],
+            400,
+        ),
+        (
+            "REST, too many headers",
+            Method::GET,
+            "/v1/shelves/1",
+            many.clone(),
+            vec![],
+            431,
+        ),
+        (
+            "REST, a bad deadline",
+            Method::GET,
+            "/v1/shelves/1",
+            vec![("connect-timeout-ms", "soon")],
+            vec![],
+            400,
+        ),
+        (
+            "REST, binary metadata that is not base64",
+            Method::GET,
+            "/v1/shelves/1",
+            vec![("x-trace-bin", "!!!")],
+            vec![],
+            400,
+        ),
+        (
+            "Connect GET past the target limit",
+            Method::GET,
+            &long_get,
+            vec![],
+            vec![],
+            414,
+        ),
+        (
+            "Connect, a compressed body",
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            vec![
+                connect,
+                ("connect-protocol-version", "1"),
+                ("content-encoding", "gzip"),
+            ],
+            b"{}".to_vec(),
+            415,
+        ),
+        (
+            "gRPC-Web, a bad deadline",
+            Method::POST,
+            "/portico.demo.v1.Library/GetShelf",
+            vec![grpc_web, ("grpc-timeout", "soon")],
+            get.to_vec(),
+            200,
+        ),
+    ];
+    for (name, method, path, headers, body, status) in cases {
+        for (origin, reads) in [
+            (vec![allowed], true),
+            (vec![("origin", "https://evil.example")], false),
+            (vec![allowed, ("origin", "https://other.example")], false),
+        ] {
+            let mut all = headers.clone();
+            all.extend(origin.iter().cloned());
+            let r = h
+                .client
+                .send(method.clone(), path, &all, body.clone())
+                .await;
+            let allow = r.header("access-control-allow-origin");
+            if reads {
+                assert_eq!(r.status, status, "{name}: {}", r.text());
+                assert_eq!(allow, Some("https://app.example.com"), "{name}");
+                assert!(
+                    r.header("access-control-expose-headers").is_some(),
+                    "{name}"
+                );
+            } else {
+                assert_eq!(allow, None, "{name}: {origin:?}");
+            }
+        }
+    }
+}
+
+/// CORS is the gateway's policy alone: a backend's own `access-control-*`
+/// reply metadata never reaches a client, on any protocol a page speaks,
+/// so it cannot grant credentials or another origin the policy does not.
+#[tokio::test]
+async fn a_backends_cors_headers_never_reach_the_client() {
+    let h = Harness::start_with("", CORS).await;
+    let backend_says = [
+        ("origin", "https://app.example.com"),
+        ("x-reply-access-control-allow-credentials", "true"),
+        (
+            "x-reply-access-control-allow-origin",
+            "https://evil.example",
+        ),
+        ("x-reply-x-kept", "yes"),
+    ];
+    let path = "/portico.demo.v1.Probe/Headers";
+    type Call<'a> = (&'a str, Method, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
+    let calls: [Call; 3] = [
+        ("REST", Method::GET, "/v1/probe/headers", vec![], vec![]),
+        (
+            "Connect",
+            Method::POST,
+            path,
+            vec![("content-type", "application/json")],
+            b"{}".to_vec(),
+        ),
+        (
+            "gRPC-Web",
+            Method::POST,
+            path,
+            vec![("content-type", "application/grpc-web+proto")],
+            vec![0, 0, 0, 0, 0],
+        ),
+    ];
+    for (name, method, path, extra, body) in calls {
+        let mut headers = backend_says.to_vec();
+        headers.extend(extra);
+        let r = h.client.send(method, path, &headers, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.text());
+        assert_eq!(
+            r.header("x-kept"),
+            Some("yes"),
+            "{name}: the backend's reply headers pass"
+        );
+        assert_eq!(
+            r.headers
+                .get_all("access-control-allow-origin")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["https://app.example.com"],
+            "{name}"
+        );
+        assert_eq!(r.header("access-control-allow-credentials"), None, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn replies_to_an_allowed_origin_expose_the_grpc_status() {
     let h = Harness::start_with("", CORS).await;

@@ -621,8 +621,16 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
         ..Default::default()
     })
     .await;
+    let dir = std::env::temp_dir().join(format!(
+        "portico-mcp-stream-deadline-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let sections = format!("[access_log]\npath = \"{}\"\n", log.display());
     let h = Harness::start_with_config(|_| {
-        support::config_text(backend, "", "")
+        support::config_text(backend, &sections, "")
             .with_route_keys("Feed", "mcp = true\ntimeout = \"300ms\"")
     })
     .await;
@@ -630,6 +638,20 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
     let result = call(&h.client, &[], "Feed_Watch", json!({"topic": "a"})).await;
     assert_eq!(result["isError"], true, "{result}");
     assert_eq!(result["_meta"]["io.portico/status"]["code"], 4, "{result}");
+    // The route's deadline is the gateway's to enforce, as on every
+    // protocol: logged with origin gateway, not blamed on the backend.
+    support::eventually(|| {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("DEADLINE_EXCEEDED"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["grpc_status"] == "DEADLINE_EXCEEDED")
+        .unwrap();
+    assert_eq!(line["origin"], "gateway", "{line}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// The corners of the JSON-RPC envelope: a message that is both a request

@@ -214,6 +214,23 @@ async fn the_docs_page_and_its_files_come_from_the_gateway() {
     }
     // Nothing on the page is loaded from elsewhere.
     assert!(!page.text().contains("http://") && !page.text().contains("https://"));
+    // HEAD is answered as GET, without the body, as for any resource.
+    for path in ["/docs", "/docs/swagger-ui.css", "/openapi.json"] {
+        let got = h.client.get(path).await;
+        let head = h.client.send(http::Method::HEAD, path, &[], "").await;
+        assert_eq!(head.status, StatusCode::OK, "{path}");
+        assert!(head.body.is_empty(), "{path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(got.body.len().to_string().as_str()),
+            "{path}"
+        );
+        assert_eq!(
+            head.header("content-type"),
+            got.header("content-type"),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,7 @@ enum Bad {
     UnknownUpstream,
     MissingKeyFile,
     ProtoDoesNotCompile,
+    MethodNotInProto,
 }
 
 struct Setup {
@@ -96,6 +97,30 @@ impl Setup {
                         "protos = [\"portico/demo/v1/probe.proto\", \"broken.proto\"]",
                     ),
                     &["broken.proto"],
+                )
+            }
+            // As after an edit of the .proto that dropped a routed method:
+            // the error names the config key and the file that lacks it.
+            Bad::MethodNotInProto => {
+                let protos = self.dir.join("protos");
+                std::fs::create_dir_all(&protos).unwrap();
+                std::fs::write(
+                    protos.join("shop.proto"),
+                    "syntax = \"proto3\";\npackage shop;\nmessage M {}\n\
+                     service Shop { rpc Kept(M) returns (M); }\n",
+                )
+                .unwrap();
+                let paths = format!("proto_paths = [\"{}\"]", support::proto_dir());
+                (
+                    good.replace(
+                        &paths,
+                        &format!("proto_paths = [\"{}\", \"{}\"]", support::proto_dir(), protos.display()),
+                    )
+                    .replace(
+                        "protos = [\"portico/demo/v1/probe.proto\"]",
+                        "protos = [\"portico/demo/v1/probe.proto\", \"shop.proto\"]",
+                    ) + "\n[[routes]]\ngrpc_service = \"shop.Shop\"\nupstream = \"demo\"\nmethods = [\"Kept\", \"Dropped\"]\n",
+                    &["routes[1].methods[1]", "shop.Shop has no method Dropped", "shop.proto"],
                 )
             }
         }
@@ -201,6 +226,7 @@ async fn a_bad_reload_changes_nothing_and_says_why_through_every_trigger() {
             Bad::UnknownUpstream,
             Bad::MissingKeyFile,
             Bad::ProtoDoesNotCompile,
+            Bad::MethodNotInProto,
         ] {
             let before = errors_so_far(&running).await;
             let logged_before = running.log.lock().unwrap().len();

@@ -613,9 +613,18 @@ async fn browser_credentials_become_the_authorization_metadata() {
     assert_eq!(auth(next_json(&mut ws).await).as_deref(), Some("Bearer q1"));
     // Two different ones are two credentials, in either order: refused
     // before the upgrade, as two subprotocol tokens are (below).
-    for query in [
-        "access_token=q1&access_token=q2",
-        "access_token=q2&access_token=q1",
+    for (query, says) in [
+        (
+            "access_token=q1&access_token=q2",
+            "more than one credential",
+        ),
+        (
+            "access_token=q2&access_token=q1",
+            "more than one credential",
+        ),
+        // An empty one names no token: said as such, not as a header the
+        // client never sent.
+        ("access_token=", "is empty: give the token"),
     ] {
         let mut req = format!("ws://{}/v1/probe/headers?{query}", h.gateway.addr)
             .into_client_request()
@@ -626,7 +635,7 @@ async fn browser_credentials_become_the_authorization_metadata() {
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 assert_eq!(resp.status().as_u16(), 400, "{query}");
                 let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
-                assert!(body.contains("more than one credential"), "{query}: {body}");
+                assert!(body.contains(says), "{query}: {body}");
             }
             other => panic!("{query}: {other:?}"),
         }
@@ -1038,4 +1047,34 @@ fn pings_further_apart_than_the_idle_timeout_are_a_config_error() {
             .contains("must be shorter than idle_timeout"),
         "{err}"
     );
+}
+
+/// A headers frame carries the backend's reply metadata as gRPC-Web and
+/// Connect clients get it: a binary entry as its base64 text, and the
+/// call's own request id in place of one the backend set.
+#[tokio::test]
+async fn a_headers_frame_carries_binary_entries_and_the_calls_own_id() {
+    use base64::Engine as _;
+    let h = Harness::start().await;
+    let mut ws = connect(
+        &h,
+        "/v1/probe/headers",
+        Some("portico.json.v1"),
+        &[
+            ("x-request-id", "session-7"),
+            ("x-reply-x-data-bin", "SUI="),
+            ("x-reply-x-request-id", "the-backends"),
+        ],
+    )
+    .await;
+    let frame = next_json(&mut ws).await;
+    let headers = &frame["headers"];
+    let data = headers["x-data-bin"]
+        .as_str()
+        .expect("the binary entry is there");
+    let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(data.trim_end_matches('='))
+        .unwrap();
+    assert_eq!(decoded, b"IB", "{frame}");
+    assert_eq!(headers["x-request-id"], "session-7", "{frame}");
 }

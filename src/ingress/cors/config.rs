@@ -52,9 +52,13 @@ impl Validator<'_> {
     /// An origin as a browser sends it: scheme, host and optional port,
     /// nothing after (a trailing `/` would never match).
     pub(crate) fn origin(&self, key: &str, o: &str) -> Result<(), ConfigError> {
-        let authority = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"));
+        // Origins are compared with their scheme and host in any case.
+        let after = |scheme: &str| {
+            o.get(..scheme.len())
+                .filter(|s| s.eq_ignore_ascii_case(scheme))
+                .map(|_| &o[scheme.len()..])
+        };
+        let authority = after("http://").or_else(|| after("https://"));
         let Some(authority) = authority else {
             return Err(self.err(
                 key,

@@ -8,8 +8,7 @@ use super::super::{CallSpec, WebSocketIngress};
 use super::writer::Outgoing;
 use crate::envelope::{Payload, ReplyFrame};
 use crate::error::{GatewayError, WsClose};
-use crate::headers::is_framing;
-use crate::ingress::edge::Inbound;
+use crate::ingress::edge::{reaches_client, request_id, Inbound};
 use crate::transcode::{json, response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -147,6 +146,9 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
             }
         }
     };
+    // The call's id answers for it in its headers frame, as the gateway's
+    // id replaces a backend's in every other protocol's reply headers.
+    let call_id = t.headers.get(request_id::HEADER).cloned();
     let inbound = Inbound {
         headers: std::mem::take(&mut t.headers),
         client_cert: t.client_cert.clone(),
@@ -158,7 +160,15 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
             .edge
             .envelope(inbound, target.clone(), payload, t.client, Instant::now());
     let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
-    let headers = metadata_json(&reply.metadata);
+    let mut headers = metadata_json(&reply.metadata);
+    if let Some(id) = call_id.as_ref().and_then(|v| v.to_str().ok()) {
+        if headers.contains_key(request_id::HEADER.as_str()) {
+            headers.insert(
+                request_id::HEADER.as_str().to_owned(),
+                serde_json::Value::String(id.to_owned()),
+            );
+        }
+    }
     if !headers.is_empty() {
         if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Headers(&headers)) {
             t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
@@ -269,11 +279,12 @@ pub(super) async fn finish(
     }
 }
 
-/// Metadata as a JSON object of strings (binary entries left out).
+/// Metadata as a JSON object of strings. A binary (`-bin`) entry is its
+/// base64 text as gRPC carries it, as gRPC-Web and Connect clients get it.
 fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     for (name, value) in h {
-        if is_framing(name) || name.as_str().ends_with("-bin") {
+        if !reaches_client(name) {
             continue;
         }
         if let Ok(v) = value.to_str() {
