@@ -61,6 +61,31 @@ impl Drop for CancelGuard {
     }
 }
 
+/// `x-reply-NAME: value` asks for reply metadata `NAME: value` (a
+/// `set-cookie`, a `vary`, a `cache-control`; a binary `x-reply-x-data-bin`
+/// in base64), so tests can see what the gateway does with them.
+fn replies_asked_for(asked: &http::HeaderMap, into: &mut tonic::metadata::MetadataMap) {
+    for (k, v) in asked {
+        let Some(name) = k.as_str().strip_prefix("x-reply-") else {
+            continue;
+        };
+        if name.ends_with("-bin") {
+            let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
+            let value = base64::Engine::decode(&BINARY_METADATA, v.as_bytes());
+            if let (Ok(key), Ok(value)) = (key, value) {
+                into.append_bin(
+                    key,
+                    tonic::metadata::BinaryMetadataValue::from_bytes(&value),
+                );
+            }
+        } else if let Ok(name) = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()) {
+            if let Ok(value) = v.to_str().unwrap_or_default().parse() {
+                into.append(name, value);
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Probe for ProbeService {
     async fn headers(
@@ -74,35 +99,13 @@ impl Probe for ProbeService {
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
         let mut resp = self.tagged(pb::HeadersResponse { metadata });
-        // `x-reply-NAME: value` asks for a reply header `NAME: value` (a
-        // `set-cookie`, a `vary`, a `cache-control`), so tests can see what
-        // the gateway does with them.
-        for (k, v) in &headers {
-            if let Some(name) = k.as_str().strip_prefix("x-reply-") {
-                // A binary entry (`x-reply-x-data-bin`) came as base64.
-                if name.ends_with("-bin") {
-                    let key = tonic::metadata::BinaryMetadataKey::from_bytes(name.as_bytes());
-                    let value = base64::Engine::decode(&BINARY_METADATA, v.as_bytes());
-                    if let (Ok(key), Ok(value)) = (key, value) {
-                        resp.metadata_mut().append_bin(
-                            key,
-                            tonic::metadata::BinaryMetadataValue::from_bytes(&value),
-                        );
-                    }
-                    continue;
-                }
-                if let Ok(name) = tonic::metadata::MetadataKey::from_bytes(name.as_bytes()) {
-                    if let Ok(value) = v.to_str().unwrap_or_default().parse() {
-                        resp.metadata_mut().append(name, value);
-                    }
-                }
-            }
-        }
+        replies_asked_for(&headers, resp.metadata_mut());
         Ok(resp)
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<()>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let asked = req.metadata().clone().into_headers();
         let r = req.into_inner();
         let code = Code::from_i32(r.code);
         let message = if r.message.is_empty() {
@@ -131,6 +134,7 @@ impl Probe for ProbeService {
             "x-probe-failure",
             r.code.to_string().parse().expect("digits"),
         );
+        replies_asked_for(&asked, status.metadata_mut());
         Err(status)
     }
 

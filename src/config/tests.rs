@@ -303,6 +303,11 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         .as_ref()
         .unwrap()
         .allows_origin("https://app.example.com"));
+    assert_eq!(
+        config.websocket.allowed_origins,
+        ["Http://App.Example.com"],
+        "kept as written, compared in any case"
+    );
 }
 
 #[test]

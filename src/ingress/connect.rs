@@ -124,11 +124,20 @@ impl ConnectIngress {
             req.headers(),
             client,
         );
+        // A call by another method than POST (a GET of a unary method is
+        // `UnaryGet`) is refused as HTTP, as a wrong content type is, stream
+        // or not: no Connect call has begun.
+        let by_post = shape == Shape::UnaryGet || req.method() == Method::POST;
+        let answer_shape = if by_post {
+            shape
+        } else {
+            Shape::Unary(Codec::Json)
+        };
         let resp = match self.call(req, client, started, shape, &record).await {
             Ok(resp) => resp,
             Err(err) => {
                 record.failed_finally(&err);
-                let resp = self.error_response(shape, &err);
+                let resp = self.error_response(answer_shape, &err);
                 observe::request_failed(
                     ClientProtocol::Connect,
                     &path,
@@ -152,6 +161,19 @@ impl ConnectIngress {
         record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
+        // Connect calls are POSTs, or GETs of a unary method with no side
+        // effects (refused per method further on): a PUT or DELETE must
+        // not run a method a GET may not. A method no route serves is that
+        // first, whatever the HTTP method, as for any Connect call.
+        if shape != Shape::UnaryGet && parts.method != Method::POST {
+            let target = self.routes.rpc_target(parts.uri.path())?;
+            record.routed(&target);
+            return Err(GatewayError::method_not_allowed(
+                &parts.method,
+                parts.uri.path(),
+                vec![Method::POST],
+            ));
+        }
         // The protocol has one version; another is a client built for a
         // protocol this gateway does not speak.
         if let Some(v) = parts.headers.get(crate::headers::CONNECT_PROTOCOL_VERSION) {

@@ -99,7 +99,14 @@ fn allow_origin(policy: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
         HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null"))
     };
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-    if !any {
+    // Once: a backend may have said it already (or `*`).
+    let varies = h.get_all(header::VARY).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("origin"))
+        })
+    });
+    if !any && !varies {
         h.append(header::VARY, HeaderValue::from_static("origin"));
     }
     if policy.allow_credentials {

@@ -270,50 +270,8 @@ impl Ingress {
             .as_ref()
             .map(|_| (req.method().clone(), req.uri().path().to_owned()));
         let mut resp = match protocol {
-            Protocol::Grpc(super::grpc::Flavor::Grpc, _)
-                if req.version() < http::Version::HTTP_2 =>
-            {
-                // Its reply would end without the trailers that carry the
-                // call's status: a failed stream would read as a clean one.
-                self.refuse_call(&req, &GatewayError::grpc_needs_http2(), protocol, client)
-            }
-            // gRPC and gRPC-Web calls are POSTs (their specs' only method):
-            // a GET would run as a call with no message.
-            Protocol::Grpc(..) if req.method() != Method::POST => {
-                let err = GatewayError::method_not_allowed(
-                    req.method(),
-                    req.uri().path(),
-                    vec![Method::POST],
-                );
-                self.refuse_call(&req, &err, protocol, client)
-            }
             Protocol::Grpc(flavor, codec) => {
                 Box::pin(self.grpc.clone().handle(req, client, (flavor, codec))).await
-            }
-            // Connect calls are POSTs, or GETs of a unary method with no
-            // side effects (`?connect=v1`, refused per method further on):
-            // a PUT or DELETE must not run a method a GET may not. Refused
-            // as HTTP, as a wrong content type is, stream or not: no
-            // Connect call has begun.
-            Protocol::Connect(shape)
-                if shape != super::connect::Shape::UnaryGet && req.method() != Method::POST =>
-            {
-                // A method no route serves is that first, whatever the
-                // HTTP method, as for any Connect call.
-                let err = match self.routes.rpc_target(req.uri().path()) {
-                    Err(unrouted) => unrouted,
-                    Ok(_) => GatewayError::method_not_allowed(
-                        req.method(),
-                        req.uri().path(),
-                        vec![Method::POST],
-                    ),
-                };
-                self.refuse_call(
-                    &req,
-                    &err,
-                    Protocol::Connect(super::connect::Shape::Unary(super::connect::Codec::Json)),
-                    client,
-                )
             }
             Protocol::Connect(shape) => {
                 Box::pin(self.connect.clone().handle(req, client, shape)).await
@@ -323,14 +281,8 @@ impl Ingress {
             }
         };
         if let (Some(origin), Some((method, path))) = (origin, cors_key) {
-            // A refusal made on the way (`refuse_as`) carries them already.
-            if !resp
-                .headers()
-                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
-            {
-                if let Some(policy) = self.cors_policy(&method, &path) {
-                    cors::decorate(policy, &origin, resp.headers_mut());
-                }
+            if let Some(policy) = self.cors_policy(&method, &path) {
+                cors::decorate(policy, &origin, resp.headers_mut());
             }
         }
         resp
@@ -369,39 +321,6 @@ impl Ingress {
         self.refuse_as(req, err, protocol)
     }
 
-    /// A call refused for its HTTP method or version, which a gRPC,
-    /// gRPC-Web or Connect client made as a call: logged and counted as a
-    /// call its adapter refused (an access-log line, the diagnostic line
-    /// with its protocol and status), as REST's `405` is.
-    fn refuse_call(
-        &self,
-        req: &Request<super::request_body::RequestBody>,
-        err: &GatewayError,
-        protocol: Protocol,
-        client: Option<SocketAddr>,
-    ) -> Response<ResponseBody> {
-        use crate::observe::call_record::ClientProtocol;
-        let started = std::time::Instant::now();
-        let client_protocol = match protocol {
-            Protocol::Grpc(Flavor::Grpc, _) => ClientProtocol::Grpc,
-            Protocol::Grpc(Flavor::Web { .. }, _) => ClientProtocol::GrpcWeb,
-            _ => ClientProtocol::Connect,
-        };
-        let path = req.uri().path();
-        let record =
-            self.grpc
-                .edge
-                .record(client_protocol, req.method(), path, req.headers(), client);
-        if let Ok(target) = self.routes.rpc_target(path) {
-            record.routed(&target);
-        }
-        record.failed_finally(err);
-        let resp = self.answer_as(req, err, protocol);
-        crate::observe::request_failed(client_protocol, path, started, resp.status(), err);
-        record.http_status(resp.status());
-        resp
-    }
-
     /// [`Self::refuse`], answered as `protocol` answers.
     fn refuse_as(
         &self,
@@ -411,17 +330,6 @@ impl Ingress {
     ) -> Response<ResponseBody> {
         // The line carries the request id like every line about the request.
         tracing::info!(target: "portico::access", method = %req.method(), path = req.uri().path(), error = err.message.as_str(), "request refused");
-        self.answer_as(req, err, protocol)
-    }
-
-    /// The refusal of `req` in `protocol`'s error format, with the CORS
-    /// headers an allowed origin reads it by.
-    fn answer_as(
-        &self,
-        req: &Request<super::request_body::RequestBody>,
-        err: &GatewayError,
-        protocol: Protocol,
-    ) -> Response<ResponseBody> {
         let mut resp = match protocol {
             Protocol::WebSocket => self.websocket.refusal(err),
             Protocol::Grpc(flavor, _) => super::grpc::trailers_only(flavor, err),
@@ -519,14 +427,15 @@ fn origin_refused(origin: &str, path: &str) -> GatewayError {
     )
 }
 
-/// The request's `Origin`, when it names one (two are a refusal of their
-/// own, which no origin's page is told about).
+/// The request's `Origin`, when it names one (the same one twice is that
+/// one; two different ones are a refusal of their own, which no origin's
+/// page is told about).
 fn sole_origin<B>(req: &Request<B>) -> Option<&str> {
     let mut all = req.headers().get_all(ORIGIN).iter();
-    match (all.next(), all.next()) {
-        (Some(one), None) => one.to_str().ok(),
-        _ => None,
-    }
+    let first = all.next()?;
+    all.all(|other| other == first)
+        .then(|| first.to_str().ok())
+        .flatten()
 }
 
 /// Whether a request's `Origin` is the site it was sent to: the host and

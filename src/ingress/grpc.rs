@@ -146,6 +146,25 @@ impl GrpcIngress {
         record: &Arc<CallRecord>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = req.into_parts();
+        // Routed first, so the refusals below name the method they were for.
+        let routed = self.routes.rpc_target(parts.uri.path());
+        if let Ok(target) = &routed {
+            record.routed(target);
+        }
+        if flavor == Flavor::Grpc && parts.version < http::Version::HTTP_2 {
+            // Its reply would end without the trailers that carry the
+            // call's status: a failed stream would read as a clean one.
+            return Err(GatewayError::grpc_needs_http2());
+        }
+        // gRPC and gRPC-Web calls are POSTs (their specs' only method): a
+        // GET would run as a call with no message.
+        if parts.method != http::Method::POST {
+            return Err(GatewayError::method_not_allowed(
+                &parts.method,
+                parts.uri.path(),
+                vec![http::Method::POST],
+            ));
+        }
         if codec == Codec::Other {
             let content_type = parts.headers.get(CONTENT_TYPE);
             let codec =
@@ -158,8 +177,7 @@ impl GrpcIngress {
                 ),
             ));
         }
-        let target = self.routes.rpc_target(parts.uri.path())?;
-        record.routed(&target);
+        let target = routed?;
         let limit = self.limits.max_grpc_message_bytes;
         let text = flavor == Flavor::Web { text: true };
         let streams = target.kind.client_streams();

@@ -840,7 +840,12 @@ pub const METADATA_KEY: &str = "io.portico/metadata";
 fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
     let mut out = serde_json::Map::new();
     for (name, value) in metadata {
-        if super::edge::reaches_client(name) && !name.as_str().ends_with("-bin") {
+        // A backend's `x-request-id` is not the request's: the reply's own
+        // header carries that, as every protocol's does.
+        if super::edge::reaches_client(name)
+            && !name.as_str().ends_with("-bin")
+            && *name != super::edge::request_id::HEADER
+        {
             if let Ok(v) = value.to_str() {
                 // A repeated field, combined as HTTP combines one (RFC 9110
                 // section 5.3): what a REST client reading it as one gets.
@@ -1014,6 +1019,7 @@ mod tests {
         metadata.append("x-trail", "t2".parse().unwrap());
         metadata.append("x-one", "1".parse().unwrap());
         metadata.append("x-raw-bin", "AQI".parse().unwrap());
+        metadata.append("x-request-id", "the-backends".parse().unwrap());
         assert_eq!(
             reply_metadata(&metadata),
             Some(json!({"x-trail": "t1, t2", "x-one": "1"}))

@@ -272,14 +272,28 @@ impl CallRun {
             .map_err(|_| GatewayError::deadline_exceeded())
             .and_then(|r| r)
             .map_err(label)?;
-        let decoded = response::decode(&target.method.output(), &bytes).map_err(label)?;
-        // Written as text first, as every protocol writes a reply: a
-        // `float` is its shortest digits (`0.1`), which a JSON value made
-        // straight from the message would widen (`0.10000000149011612`).
-        let text = json::encode(&decoded, &json::serialize_options(json_options))
-            .map_err(|e| label(response::bad_reply(e)))?;
-        serde_json::from_slice(&text).map_err(|e| label(response::bad_reply(e)))
+        reply_json(&target.method.output(), &bytes, json_options).map_err(label)
     }
+}
+
+/// A call's reply as the JSON value the aggregate's answer holds. Written
+/// as text first, as every protocol writes a reply: a `float` is its
+/// shortest digits (`0.1`), which a JSON value made straight from the
+/// message would widen (`0.10000000149011612`).
+fn reply_json(
+    output: &prost_reflect::MessageDescriptor,
+    bytes: &[u8],
+    json_options: &crate::config::JsonOptions,
+) -> Result<Value, GatewayError> {
+    let decoded = response::decode(output, bytes)?;
+    let text = json::encode(&decoded, &json::serialize_options(json_options))
+        .map_err(response::bad_reply)?;
+    // As deep as the message, which decoding bounded (protobuf's 100
+    // messages): JSON's own 128 levels would refuse a reply that a binding
+    // writes (a repeated field of messages is two levels a message).
+    let mut de = serde_json::Deserializer::from_slice(&text);
+    de.disable_recursion_limit();
+    serde::Deserialize::deserialize(&mut de).map_err(response::bad_reply)
 }
 
 /// Fills a template; `None` when it refers to something the request or the
@@ -347,4 +361,42 @@ fn resolve<'a>(
         };
     }
     (!at.is_null()).then_some(Cow::Borrowed(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use prost_reflect::{DynamicMessage, Value as Field};
+
+    /// A reply as deep as protobuf decodes, two JSON levels a message
+    /// (a repeated field of messages), past JSON's 128: written whole, its
+    /// floats in their shortest digits, as a binding writes them.
+    #[test]
+    fn a_deep_reply_is_written_whole_with_its_floats_shortest() {
+        let dir =
+            std::env::temp_dir().join(format!("portico-aggregate-deep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("tree.proto"),
+            "syntax = \"proto3\";\npackage tree;\nmessage Node { repeated Node children = 1; float weight = 2; }\n",
+        )
+        .unwrap();
+        let set = crate::descriptors::compile_protos(&[&dir], &["tree.proto".to_owned()]).unwrap();
+        let pool = prost_reflect::DescriptorPool::decode(set.as_slice()).unwrap();
+        let node = pool.get_message_by_name("tree.Node").unwrap();
+        let mut tree = DynamicMessage::new(node.clone());
+        tree.set_field_by_name("weight", Field::F32(0.1));
+        for _ in 0..90 {
+            let mut parent = DynamicMessage::new(node.clone());
+            parent.set_field_by_name("children", Field::List(vec![Field::Message(tree)]));
+            tree = parent;
+        }
+        let json = super::reply_json(&node, &tree.encode_to_vec(), &Default::default()).unwrap();
+        let mut at = &json;
+        for _ in 0..90 {
+            at = &at["children"][0];
+        }
+        assert_eq!(at["weight"].to_string(), "0.1");
+        std::fs::remove_dir_all(dir).ok();
+    }
 }

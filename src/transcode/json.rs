@@ -315,11 +315,7 @@ fn explain_failure(
         },
         // Well-formed JSON the parser will not hold: a number past any
         // double (`1e400`, a thousand digits), named at its field.
-        Err(e) if e.to_string().starts_with("number out of range") => format!(
-            "the number at line {} column {} is out of range",
-            e.line(),
-            e.column()
-        ),
+        Err(e) if e.to_string().starts_with("number out of range") => number_out_of_range(&e),
         Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
             return too_deep(e.line(), e.column())
         }
@@ -407,18 +403,20 @@ pub fn unreadable(e: &serde_json::Error) -> GatewayError {
     if text.starts_with("recursion limit exceeded") {
         too_deep(e.line(), e.column())
     } else if text.starts_with("number out of range") {
-        // Well-formed JSON (`1e400`) that no double holds: not malformed.
-        GatewayError::invalid_field(
-            "",
-            format!(
-                "the number at line {} column {} is out of range: past what a double holds",
-                e.line(),
-                e.column()
-            ),
-        )
+        GatewayError::invalid_field("", number_out_of_range(e))
     } else {
         malformed(e)
     }
+}
+
+/// Well-formed JSON (`1e400`, a thousand digits) that no double holds: not
+/// malformed, but past what the parser reads.
+fn number_out_of_range(e: &serde_json::Error) -> String {
+    format!(
+        "the number at line {} column {} is out of range",
+        e.line(),
+        e.column()
+    )
 }
 
 /// A body whose very shape is wrong, said as such: a byte order mark

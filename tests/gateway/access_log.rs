@@ -87,10 +87,13 @@ async fn calls_refused_for_their_http_method_or_version_are_logged_as_calls() {
     }
     let all = wait_for(&path, cases.len()).await;
     for (protocol, verb, _, status, code) in &cases {
-        let line = all
-            .iter()
-            .find(|l| l["protocol"] == *protocol)
-            .unwrap_or_else(|| panic!("no {protocol} line in {all:#?}"));
+        let mine: Vec<&Value> = all.iter().filter(|l| l["protocol"] == *protocol).collect();
+        assert_eq!(
+            mine.len(),
+            1,
+            "one line for the one {protocol} call: {all:#?}"
+        );
+        let line = mine[0];
         assert_eq!(line["kind"], "call", "{line}");
         assert_eq!(line["http_method"], verb.as_str(), "{line}");
         assert_eq!(line["http_status"], *status, "{line}");

@@ -686,12 +686,31 @@ async fn edge_refusals_carry_the_cors_headers_an_allowed_origin_needs() {
             get.to_vec(),
             200,
         ),
+        // Refused by their adapters for their HTTP method, as calls.
+        (
+            "gRPC-Web by GET",
+            Method::GET,
+            "/portico.demo.v1.Library/GetShelf",
+            vec![grpc_web],
+            vec![],
+            200,
+        ),
+        (
+            "Connect by PUT",
+            Method::PUT,
+            "/portico.demo.v1.Library/GetShelf",
+            vec![connect, ("connect-protocol-version", "1")],
+            b"{}".to_vec(),
+            405,
+        ),
     ];
     for (name, method, path, headers, body, status) in cases {
         for (origin, reads) in [
             (vec![allowed], true),
             (vec![("origin", "https://evil.example")], false),
             (vec![allowed, ("origin", "https://other.example")], false),
+            // The same origin twice is that origin.
+            (vec![allowed, allowed], true),
         ] {
             let mut all = headers.clone();
             all.extend(origin.iter().cloned());
@@ -706,6 +725,11 @@ async fn edge_refusals_carry_the_cors_headers_an_allowed_origin_needs() {
                 assert!(
                     r.header("access-control-expose-headers").is_some(),
                     "{name}"
+                );
+                assert_eq!(
+                    r.headers.get_all("vary").iter().collect::<Vec<_>>(),
+                    ["origin"],
+                    "{name}: once"
                 );
             } else {
                 assert_eq!(allow, None, "{name}: {origin:?}");
@@ -728,6 +752,8 @@ async fn a_backends_cors_headers_never_reach_the_client() {
             "https://evil.example",
         ),
         ("x-reply-x-kept", "yes"),
+        // Said by the backend, as the README advises: not said twice.
+        ("x-reply-vary", "origin"),
     ];
     let path = "/portico.demo.v1.Probe/Headers";
     type Call<'a> = (&'a str, Method, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
@@ -767,6 +793,15 @@ async fn a_backends_cors_headers_never_reach_the_client() {
             "{name}"
         );
         assert_eq!(r.header("access-control-allow-credentials"), None, "{name}");
+        let vary: Vec<&str> = r
+            .headers
+            .get_all("vary")
+            .iter()
+            .flat_map(|v| v.to_str().unwrap().split(','))
+            .map(str::trim)
+            .filter(|v| v.eq_ignore_ascii_case("origin"))
+            .collect();
+        assert_eq!(vary.len(), 1, "{name}: {:?}", r.headers);
     }
 }
 

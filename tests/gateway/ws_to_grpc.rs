@@ -1077,4 +1077,41 @@ async fn a_headers_frame_carries_binary_entries_and_the_calls_own_id() {
         .unwrap();
     assert_eq!(decoded, b"IB", "{frame}");
     assert_eq!(headers["x-request-id"], "session-7", "{frame}");
+
+    // In a multiplexed session each call's id is its own, not the session's.
+    let mut ws = connect(
+        &h,
+        "/ws",
+        Some("portico.json.v1"),
+        &[("x-request-id", "session-8")],
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"id": "h", "open": "/portico.demo.v1.Probe/Headers", "message": {},
+               "metadata": {"x-reply-x-request-id": "the-backends", "x-reply-x-data-bin": "SUI="}}),
+    )
+    .await;
+    let frame = next_json(&mut ws).await;
+    assert_eq!(frame["id"], "h", "{frame}");
+    assert_eq!(frame["headers"]["x-request-id"], "session-8.0", "{frame}");
+    assert!(frame["headers"]["x-data-bin"].is_string(), "{frame}");
+
+    // A failed call's status frame carries the backend's metadata, with
+    // the call's id too.
+    send(
+        &mut ws,
+        json!({"id": "f", "open": "/portico.demo.v1.Probe/Fail", "message": {"code": 5},
+               "metadata": {"x-reply-x-request-id": "the-backends"}}),
+    )
+    .await;
+    let status = loop {
+        let frame = next_json(&mut ws).await;
+        if frame["id"] == "f" && frame.get("status").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(status["status"]["code"], 5, "{status}");
+    let trailers = &status["trailers"];
+    assert_eq!(trailers["x-request-id"], "session-8.1", "{status}");
 }

@@ -146,9 +146,6 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
             }
         }
     };
-    // The call's id answers for it in its headers frame, as the gateway's
-    // id replaces a backend's in every other protocol's reply headers.
-    let call_id = t.headers.get(request_id::HEADER).cloned();
     let inbound = Inbound {
         headers: std::mem::take(&mut t.headers),
         client_cert: t.client_cert.clone(),
@@ -160,15 +157,7 @@ async fn drive(t: &mut CallTask) -> Result<HeaderMap, GatewayError> {
             .edge
             .envelope(inbound, target.clone(), payload, t.client, Instant::now());
     let reply = t.ingress.pipeline.clone().oneshot(envelope).await?;
-    let mut headers = metadata_json(&reply.metadata);
-    if let Some(id) = call_id.as_ref().and_then(|v| v.to_str().ok()) {
-        if headers.contains_key(request_id::HEADER.as_str()) {
-            headers.insert(
-                request_id::HEADER.as_str().to_owned(),
-                serde_json::Value::String(id.to_owned()),
-            );
-        }
-    }
+    let headers = metadata_json(&reply.metadata);
     if !headers.is_empty() {
         if let Some(out) = protocol::render(t.dialect, &t.id, ServerFrame::Headers(&headers)) {
             t.out.send(Outgoing::Frame(out)).await.map_err(|_| gone())?;
@@ -281,10 +270,23 @@ pub(super) async fn finish(
 
 /// Metadata as a JSON object of strings. A binary (`-bin`) entry is its
 /// base64 text as gRPC carries it, as gRPC-Web and Connect clients get it.
+/// A backend's `x-request-id` is the call's own (its request scope's), as
+/// the gateway's id replaces a backend's in every protocol's replies.
 fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     for (name, value) in h {
         if !reaches_client(name) {
+            continue;
+        }
+        if *name == request_id::HEADER {
+            if let Some(id) = crate::observe::request_scope::current() {
+                if let Ok(id) = id.to_str() {
+                    m.insert(
+                        name.as_str().to_owned(),
+                        serde_json::Value::String(id.to_owned()),
+                    );
+                }
+            }
             continue;
         }
         if let Ok(v) = value.to_str() {
