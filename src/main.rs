@@ -162,6 +162,9 @@ fn main() -> ExitCode {
                         let method = http::Method::from_bytes(method.as_bytes())
                             .map_err(|_| format!("{method:?} is not an HTTP method"))?;
                         let target = target.trim();
+                        // A fragment stays with the client: no request
+                        // carries one, so the path is what comes before it.
+                        let target = target.split_once('#').map_or(target, |(t, _)| t);
                         // A request target has no spaces: what follows one
                         // would never reach the gateway as part of the path.
                         if target.contains(char::is_whitespace) {

@@ -783,3 +783,25 @@ fn a_claim_rule_no_certificate_can_meet_is_a_config_error() {
     assert!(err.reason.contains("x5t#S256"), "{err}");
     Config::from_toml(&route("san_dns = \"orders.svc\"")).unwrap();
 }
+
+/// No pings to a backend unless configured: stock gRPC servers close a
+/// connection pinged more often than every 5 minutes without data
+/// ("too many pings"), and every quiet stream on it with it.
+#[test]
+fn upstream_keepalive_pings_only_when_configured() {
+    let interval =
+        |text: &str| Config::from_toml(text).map(|c| c.upstreams[0].connection.keepalive_interval);
+    assert_eq!(interval(MINIMAL).unwrap(), None);
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:50051\"]",
+            &format!("endpoints = [\"127.0.0.1:50051\"]\nkeepalive_interval = \"{v}\""),
+        )
+    };
+    assert_eq!(
+        interval(&with("5m")).unwrap(),
+        Some(std::time::Duration::from_secs(300))
+    );
+    let err = interval(&with("0s")).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.keepalive_interval", "{err}");
+}

@@ -145,6 +145,13 @@ impl RestIngress {
                     MatchOutcome::MethodNotAllowed(allowed) => allowed,
                     _ => Vec::new(),
                 };
+                // The path is a route's: its refusal is that route's (its
+                // `access_log` switch applies), named by a binding it has.
+                if let Some(MatchOutcome::Found(m)) =
+                    bound.first().map(|m| self.routes.find(m, path))
+                {
+                    record.routed(&m.binding.target);
+                }
                 let allowed = self.aggregates.allowed_at(&self.routes, path, bound);
                 return Err(if allowed.is_empty() {
                     GatewayError::route_not_found(path)

@@ -347,18 +347,26 @@ fn explain_failure(
 }
 
 /// A reader's failure in the gateway's words where it would otherwise be
-/// Rust's own number-parsing error, which names no type or range: an enum
-/// number past `int32` (`2147483648`), `"-0"` or a map key `"-1"` for an
-/// unsigned integer.
+/// Rust's own parsing error, which names no type or range: an enum number
+/// past `int32` (`2147483648`), `"-0"` or a map key `"-1"` for an unsigned
+/// integer, `"abc"` for a double, a map key `"yes"` for a bool.
 fn in_words(reason: String) -> String {
-    const PLAIN: [(&str, &str); 4] = [
+    const PLAIN: [(&str, &str); 6] = [
         (
             "out of range integral type conversion attempted",
             "a number out of the range of the field's type",
         ),
         (
             "invalid digit found in string",
-            "not an integer the field's type can hold (an unsigned one takes no sign)",
+            "not an integer the field's type can hold (digits, signed only for a signed type)",
+        ),
+        (
+            "invalid float literal",
+            "not a number (a JSON number, a number in a string, or \"NaN\", \"Infinity\", \"-Infinity\")",
+        ),
+        (
+            "provided string was not `true` or `false`",
+            "not a boolean (true or false)",
         ),
         (
             "number too large to fit in target type",
@@ -517,6 +525,7 @@ mod tests {
                 "children",
                 "not an integer the field's type can hold",
             ),
+            (r#"{"doubleValue": "abc"}"#, "doubleValue", "not a number"),
         ] {
             let err = super::decode(&thing, body.as_bytes(), &Default::default()).unwrap_err();
             let text = format!("{err:?}");
@@ -525,7 +534,7 @@ mod tests {
                 err.message.contains(field) || text.contains(field),
                 "{body}: {text}"
             );
-            for rust in ["integral type conversion", "invalid digit"] {
+            for rust in ["integral type conversion", "invalid digit", "float literal"] {
                 assert!(!err.message.contains(rust), "{body}: {}", err.message);
             }
         }

@@ -276,9 +276,26 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
         let seen = call(&quiet, protocol, &[], "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}");
     }
-    // Refused before the pipeline, on the quiet route: no line either.
+    // Refused before the pipeline, on the quiet route: no line either,
+    // nor for a method its path is not bound for (a 405), nor for one its
+    // calls are refused by as calls (gRPC-Web by GET).
     let bad = quiet.client.get("/v1/probe/headers?unknown=1").await;
     assert_eq!(bad.status, 400);
+    let wrong = quiet
+        .client
+        .send(http::Method::DELETE, "/v1/probe/headers", &[], "")
+        .await;
+    assert_eq!(wrong.status, 405);
+    let by_get = quiet
+        .client
+        .send(
+            http::Method::GET,
+            "/portico.demo.v1.Probe/Headers",
+            &[("content-type", "application/grpc-web+proto")],
+            "",
+        )
+        .await;
+    assert_eq!(by_get.header("grpc-status"), Some("12"));
     // A handshake on the route's path from a foreign page: refused before
     // the rest of it is read, still the quiet route's.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;

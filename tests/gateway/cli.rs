@@ -158,6 +158,9 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
             "{request}: {text}"
         );
     }
+    // A fragment is the client's: the request never carries it.
+    let text = explain(library, "GET /v1/shelves/1#top");
+    assert!(text.contains("shelf = \"1\""), "{text}");
     let text = explain(library, "GET /v1//shelves/1");
     assert!(text.contains("is normalized to /v1/shelves/1"), "{text}");
     assert!(text.contains("matches GET /v1/shelves/{shelf}"), "{text}");

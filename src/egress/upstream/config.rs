@@ -59,7 +59,12 @@ pub struct ConnectionConfig {
     /// Streams one HTTP/2 connection carries before another is opened.
     pub max_streams_per_connection: usize,
     pub max_connections_per_endpoint: usize,
-    pub keepalive_interval: Duration,
+    /// HTTP/2 pings to the backend: none unless configured. Stock gRPC
+    /// servers (grpc-core, grpc-go) answer pings more often than every 5
+    /// minutes on a connection without data with `GOAWAY` ("too many
+    /// pings"), ending every quiet stream on it, so pinging is the
+    /// operator's choice, made with the backend's permission.
+    pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
 }
 
@@ -319,11 +324,10 @@ impl Validator<'_> {
                 u.max_connections_per_endpoint,
                 4,
             )?,
-            keepalive_interval: dur(
-                "keepalive_interval",
-                &u.keepalive_interval,
-                Duration::from_secs(30),
-            )?,
+            keepalive_interval: match &u.keepalive_interval {
+                None => None,
+                some => Some(dur("keepalive_interval", some, Duration::ZERO)?),
+            },
             keepalive_timeout: dur(
                 "keepalive_timeout",
                 &u.keepalive_timeout,

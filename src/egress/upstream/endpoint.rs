@@ -176,13 +176,18 @@ impl Pool {
         max_pending: usize,
     ) -> Result<Pool, String> {
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let endpoint = TonicEndpoint::from_shared(format!("{scheme}://{address}"))
+        let mut endpoint = TonicEndpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| format!("bad endpoint {address}: {e}"))?
             .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(c.keepalive_interval)
-            .keep_alive_timeout(c.keepalive_timeout)
-            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if let Some(interval) = c.keepalive_interval {
+            // While idle too: a hung endpoint is found before a call waits on it.
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(c.keepalive_timeout)
+                .keep_alive_while_idle(true);
+        }
+        let endpoint = endpoint
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .http2_max_header_list_size(BACKEND_HEADER_LIST_BYTES);
