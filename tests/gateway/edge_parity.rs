@@ -88,18 +88,18 @@ async fn the_same_headers_reach_the_backend_whatever_the_protocol() {
     }
 }
 
-/// A header an HTTP/1.1 request's `Connection` names is for that hop
-/// alone (RFC 9110 section 7.6.1), on every protocol that comes over it.
-#[tokio::test]
-async fn headers_named_by_connection_stay_with_the_hop() {
-    let h = gateway("", "").await;
-    let headers = [
-        ("connection", "keep-alive, x-hop-only"),
-        ("x-hop-only", "1"),
-        ("x-tenant", "acme"),
-    ];
-    type Headers<'a> = Vec<(&'a str, &'a str)>;
-    let calls: [(&str, &str, Headers, Vec<u8>); 3] = [
+/// A call over HTTP/1.1: the protocol's name, the path, the headers it
+/// adds and the request body (a GET for none).
+type Http1Call = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Vec<u8>,
+);
+
+/// Probe's Headers over each protocol that comes over HTTP/1.1.
+fn probe_calls_over_http1() -> [Http1Call; 3] {
+    [
         ("REST", "/v1/probe/headers", vec![], vec![]),
         (
             "Connect",
@@ -116,7 +116,20 @@ async fn headers_named_by_connection_stay_with_the_hop() {
             vec![("content-type", "application/grpc-web+proto")],
             vec![0, 0, 0, 0, 0],
         ),
+    ]
+}
+
+/// A header an HTTP/1.1 request's `Connection` names is for that hop
+/// alone (RFC 9110 section 7.6.1), on every protocol that comes over it.
+#[tokio::test]
+async fn headers_named_by_connection_stay_with_the_hop() {
+    let h = gateway("", "").await;
+    let headers = [
+        ("connection", "keep-alive, x-hop-only"),
+        ("x-hop-only", "1"),
+        ("x-tenant", "acme"),
     ];
+    let calls = probe_calls_over_http1();
     for (name, path, extra, body) in calls {
         let mut all = headers.to_vec();
         all.extend(extra);
@@ -162,25 +175,7 @@ async fn a_deadline_header_named_by_connection_still_sets_the_deadline() {
             _ => panic!("no unit in {value:?}"),
         }
     }
-    type Headers<'a> = Vec<(&'a str, &'a str)>;
-    let calls: [(&str, &str, Headers, Vec<u8>); 3] = [
-        ("REST", "/v1/probe/headers", vec![], vec![]),
-        (
-            "Connect",
-            "/portico.demo.v1.Probe/Headers",
-            vec![
-                ("content-type", "application/json"),
-                ("connect-protocol-version", "1"),
-            ],
-            b"{}".to_vec(),
-        ),
-        (
-            "gRPC-Web",
-            "/portico.demo.v1.Probe/Headers",
-            vec![("content-type", "application/grpc-web+proto")],
-            vec![0, 0, 0, 0, 0],
-        ),
-    ];
+    let calls = probe_calls_over_http1();
     for (name, path, extra, body) in calls {
         for (header, value) in [("grpc-timeout", "1500m"), ("connect-timeout-ms", "1500")] {
             if name == "gRPC-Web" && header == "connect-timeout-ms" {

@@ -64,6 +64,28 @@ impl Setup {
         )
     }
 
+    /// `config` with one more `.proto` to compile, `name` holding `text`,
+    /// in a folder of its own beside the demo's.
+    fn with_proto(&self, config: &str, name: &str, text: &str) -> String {
+        let protos = self.dir.join("protos");
+        std::fs::create_dir_all(&protos).unwrap();
+        std::fs::write(protos.join(name), text).unwrap();
+        let paths = format!("proto_paths = [\"{}\"]", support::proto_dir());
+        config
+            .replace(
+                &paths,
+                &format!(
+                    "proto_paths = [\"{}\", \"{}\"]",
+                    support::proto_dir(),
+                    protos.display()
+                ),
+            )
+            .replace(
+                "protos = [\"portico/demo/v1/probe.proto\"]",
+                &format!("protos = [\"portico/demo/v1/probe.proto\", \"{name}\"]"),
+            )
+    }
+
     /// A broken variant of the good config, and what its error must name.
     fn bad(&self, bad: Bad) -> (String, &'static [&'static str]) {
         let good = self.good();
@@ -81,48 +103,21 @@ impl Setup {
                     + "\n[authenticators.users]\nalgorithm = \"RS256\"\npublic_key_file = \"missing.pem\"\n",
                 &["portico.toml", "authenticators.users.public_key_file", "missing.pem"],
             ),
-            Bad::ProtoDoesNotCompile => {
-                let protos = self.dir.join("protos");
-                std::fs::create_dir_all(&protos).unwrap();
-                std::fs::write(protos.join("broken.proto"), "syntax = \"proto3\";\nmessage {\n")
-                    .unwrap();
-                let paths = format!("proto_paths = [\"{}\"]", support::proto_dir());
-                (
-                    good.replace(
-                        &paths,
-                        &format!("proto_paths = [\"{}\", \"{}\"]", support::proto_dir(), protos.display()),
-                    )
-                    .replace(
-                        "protos = [\"portico/demo/v1/probe.proto\"]",
-                        "protos = [\"portico/demo/v1/probe.proto\", \"broken.proto\"]",
-                    ),
-                    &["broken.proto"],
-                )
-            }
+            Bad::ProtoDoesNotCompile => (
+                self.with_proto(&good, "broken.proto", "syntax = \"proto3\";\nmessage {\n"),
+                &["broken.proto"],
+            ),
             // As after an edit of the .proto that dropped a routed method:
             // the error names the config key and the file that lacks it.
-            Bad::MethodNotInProto => {
-                let protos = self.dir.join("protos");
-                std::fs::create_dir_all(&protos).unwrap();
-                std::fs::write(
-                    protos.join("shop.proto"),
+            Bad::MethodNotInProto => (
+                self.with_proto(
+                    &good,
+                    "shop.proto",
                     "syntax = \"proto3\";\npackage shop;\nmessage M {}\n\
                      service Shop { rpc Kept(M) returns (M); }\n",
-                )
-                .unwrap();
-                let paths = format!("proto_paths = [\"{}\"]", support::proto_dir());
-                (
-                    good.replace(
-                        &paths,
-                        &format!("proto_paths = [\"{}\", \"{}\"]", support::proto_dir(), protos.display()),
-                    )
-                    .replace(
-                        "protos = [\"portico/demo/v1/probe.proto\"]",
-                        "protos = [\"portico/demo/v1/probe.proto\", \"shop.proto\"]",
-                    ) + "\n[[routes]]\ngrpc_service = \"shop.Shop\"\nupstream = \"demo\"\nmethods = [\"Kept\", \"Dropped\"]\n",
-                    &["routes[1].methods[1]", "shop.Shop has no method Dropped", "shop.proto"],
-                )
-            }
+                ) + "\n[[routes]]\ngrpc_service = \"shop.Shop\"\nupstream = \"demo\"\nmethods = [\"Kept\", \"Dropped\"]\n",
+                &["routes[1].methods[1]", "shop.Shop has no method Dropped", "shop.proto"],
+            ),
         }
     }
 }
