@@ -105,6 +105,7 @@ impl Ingress {
         // Every request has an id from here on, whatever becomes of it: the
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());
+        let head = req.method() == Method::HEAD;
         // Every log line about the request, from any layer, carries its id.
         let mut resp = crate::observe::request_scope::scope(
             request_id.clone(),
@@ -113,6 +114,11 @@ impl Ingress {
         .await;
         resp.headers_mut()
             .insert(super::edge::request_id::HEADER, request_id);
+        // A HEAD answer has no content (RFC 9110 section 9.3.2), refusals
+        // included: HTTP/1.1's writer leaves it out, HTTP/2's would send it.
+        if head {
+            resp = super::rest::without_body(resp);
+        }
         resp
     }
 

@@ -257,11 +257,25 @@ impl McpIngress {
         cors_allows_origin: bool,
     ) -> Result<Response<ResponseBody>, Refusal> {
         if req.method() != Method::POST {
-            return Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                INVALID_REQUEST,
-                GatewayError::method_not_allowed(req.method(), PATH, vec![Method::POST]),
-            ));
+            // Another site's page is refused for its origin first, as it
+            // would be by POST: it is not told which methods it may use.
+            let foreign = req
+                .headers()
+                .get(ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .filter(|o| !same_origin(o, req.headers().get(HOST)) && !cors_allows_origin);
+            return Err(match foreign {
+                Some(origin) => Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    INVALID_REQUEST,
+                    origin_not_accepted(origin),
+                ),
+                None => Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    INVALID_REQUEST,
+                    GatewayError::method_not_allowed(req.method(), PATH, vec![Method::POST]),
+                ),
+            });
         }
         // A page from another site may not drive the tools from a user's
         // browser, unless a tool route's CORS policy lets its origin in
@@ -281,13 +295,7 @@ impl McpIngress {
                 refused = Some(Refusal::new(
                     StatusCode::FORBIDDEN,
                     INVALID_REQUEST,
-                    GatewayError::new(
-                        crate::error::ErrorKind::OriginNotAllowed {
-                            origin: origin.to_owned(),
-                        },
-                        crate::error::Origin::Client,
-                        format!("requests from {origin} are not accepted at /mcp"),
-                    ),
+                    origin_not_accepted(origin),
                 ));
             }
         }
@@ -356,6 +364,21 @@ impl McpIngress {
                     .unwrap_or_else(null_id)
             });
         if let Some(refusal) = refused {
+            // Refused for a header, but logged and traced as what it asked
+            // for: the tool's method, or the JSON-RPC method.
+            let method = message.get("method").and_then(Value::as_str);
+            let tool = message
+                .pointer("/params/name")
+                .and_then(Value::as_str)
+                .and_then(|name| self.tools.get(name));
+            match (method, tool) {
+                (Some("tools/call"), Some(tool)) => {
+                    record.routed(&tool.binding.target);
+                    record.route(|| format!("tool {}", tool.name));
+                }
+                (Some(method), _) => record.route(|| format!("mcp {method}")),
+                _ => {}
+            }
             return Err(refusal.with_id(raw_id.as_ref()));
         }
         let Some(object) = message.as_object() else {
@@ -837,6 +860,17 @@ pub const METADATA_KEY: &str = "io.portico/metadata";
 
 /// The backend's reply metadata that any client may see (what REST clients
 /// get as headers: `x-cache`, the backend's own), as a JSON object.
+/// A page of another site that no tool route's policy lets in.
+fn origin_not_accepted(origin: &str) -> GatewayError {
+    GatewayError::new(
+        crate::error::ErrorKind::OriginNotAllowed {
+            origin: origin.to_owned(),
+        },
+        crate::error::Origin::Client,
+        format!("requests from {origin} are not accepted at /mcp"),
+    )
+}
+
 fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
     let mut out = serde_json::Map::new();
     for (name, value) in metadata {

@@ -721,10 +721,13 @@ fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
 pub(super) fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
     use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
+    // An answer already without its body keeps the length it said.
     if let Some(len) = body.size_hint().exact() {
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        if len > 0 || !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
     }
     Response::from_parts(parts, ResponseBody::empty())
 }

@@ -398,3 +398,35 @@ async fn a_host_that_differs_from_the_authority_is_refused_on_http2() {
     }
     still_serving(&h).await;
 }
+
+/// A HEAD answer has no content over HTTP/2 either, refusals included (a
+/// foreign origin, a malformed escape, a method `/mcp` does not take):
+/// the status and headers only, its length in `content-length`.
+#[tokio::test]
+async fn head_answers_carry_no_body_over_http2_refusals_included() {
+    let h = Harness::start().await;
+    let h2 = support::HttpClient::http2(h.gateway.addr);
+    for (path, headers, status) in [
+        (
+            "/v1/shelves/1",
+            vec![("origin", "https://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+        ("/v1/shelves/1?a=%ZZ", vec![], StatusCode::BAD_REQUEST),
+        ("/mcp", vec![], StatusCode::METHOD_NOT_ALLOWED),
+        ("/v1/shelves/1", vec![], StatusCode::OK),
+    ] {
+        let head = h2.send(http::Method::HEAD, path, &headers, "").await;
+        assert_eq!(head.status, status, "{path}");
+        assert!(head.body.is_empty(), "{path}: {:?}", head.body);
+        // The length of what a GET gets, but where the answer names the
+        // method (`/mcp`'s 405 says HEAD).
+        let get = h2.send(http::Method::GET, path, &headers, "").await;
+        let length: usize = head.header("content-length").unwrap().parse().unwrap();
+        if path == "/mcp" {
+            assert!(length > 0, "{path}");
+        } else {
+            assert_eq!(length, get.body.len(), "{path}");
+        }
+    }
+}

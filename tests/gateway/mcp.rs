@@ -479,6 +479,22 @@ async fn streams_bad_arguments_and_protocol_errors_get_clear_answers() {
             _ => {}
         }
     }
+    // Another site's page is refused for its origin whatever the method:
+    // it is not told which methods /mcp takes (its own site gets the 405).
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let r = client
+            .send(
+                method.clone(),
+                "/mcp",
+                &[("origin", "http://evil.example")],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], -32600, "{method}");
+        let r = client.send(method.clone(), "/mcp", &[], "").await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
     // An id is answered exactly as it was written, however JSON spells it.
     for id in ["1e3", "123456789012345678901234567890", "-0.5", "\"x\""] {
         let r = client
@@ -638,6 +654,16 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
     let result = call(&h.client, &[], "Feed_Watch", json!({"topic": "a"})).await;
     assert_eq!(result["isError"], true, "{result}");
     assert_eq!(result["_meta"]["io.portico/status"]["code"], 4, "{result}");
+    // A call refused for a malformed header is still the tool's call in
+    // the log (and its span): the body named it.
+    let (status, refused) = rpc(
+        &h.client,
+        &[("grpc-timeout", "abc")],
+        json!({ "jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": { "name": "Feed_Watch", "arguments": {} } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["id"], 8, "{refused}");
     // The route's deadline is the gateway's to enforce, as on every
     // protocol: logged with origin gateway, not blamed on the backend.
     support::eventually(|| {
@@ -651,6 +677,20 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
         .find(|l| l["grpc_status"] == "DEADLINE_EXCEEDED")
         .unwrap();
     assert_eq!(line["origin"], "gateway", "{line}");
+    support::eventually(|| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("grpc-timeout")))
+        .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| {
+            l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("grpc-timeout"))
+        })
+        .unwrap();
+    assert_eq!(line["route"], "tool Feed_Watch", "{line}");
+    assert_eq!(line["method"], "portico.demo.v1.Feed/Watch", "{line}");
     std::fs::remove_dir_all(dir).ok();
 }
 
