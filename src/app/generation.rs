@@ -124,7 +124,7 @@ impl Carry {
         config: &UpstreamConfig,
     ) -> Result<(Arc<Upstream>, Option<Vec<WeightedAddr>>), StartError> {
         let running = lock(&self.upstreams).get(&config.name).cloned();
-        if let Some(up) = running {
+        if let Some(up) = &running {
             // The list is applied even when the definition looks unchanged:
             // the running upstream's config holds the list it started with,
             // not the one in effect, so a return to that list must be applied.
@@ -132,14 +132,14 @@ impl Carry {
                 if let EndpointSource::Static(list) | EndpointSource::File { initial: list, .. } =
                     &config.endpoints
                 {
-                    return Ok((up, Some(list.clone())));
+                    return Ok((up.clone(), Some(list.clone())));
                 }
             }
             if up.config == *config {
-                return Ok((up, None));
+                return Ok((up.clone(), None));
             }
         }
-        let up = Upstream::start(config.clone())
+        let up = Upstream::start_after(config.clone(), running.as_deref())
             .await
             .map_err(StartError::Upstream)?;
         Ok((up, None))

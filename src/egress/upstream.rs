@@ -30,8 +30,10 @@ pub struct Upstream {
     snapshot: RwLock<Arc<Snapshot>>,
     counter: AtomicUsize,
     budget: RetryBudget,
-    /// Admitted calls (the circuit breaker's count).
-    in_flight: AtomicUsize,
+    /// Admitted calls (the circuit breaker's count), shared with the
+    /// upstream of the same name this one replaced at a reload, whose calls
+    /// still run: the breaker and `/upstreams` count them too.
+    in_flight: Arc<AtomicUsize>,
     /// Calls whose stream waits for a connection at its stream cap.
     pub pending: Arc<AtomicUsize>,
     /// gRPC over TLS: the connector every endpoint's connections use.
@@ -75,6 +77,16 @@ impl Upstream {
     /// is resolved once before serving) and starts the tasks that keep them
     /// current and checked.
     pub async fn start(config: UpstreamConfig) -> Result<Arc<Upstream>, String> {
+        Upstream::start_after(config, None).await
+    }
+
+    /// [`Upstream::start`] in place of `previous`, the running upstream of
+    /// the same name whose definition changed: its calls in flight stay
+    /// counted here until they end.
+    pub async fn start_after(
+        config: UpstreamConfig,
+        previous: Option<&Upstream>,
+    ) -> Result<Arc<Upstream>, String> {
         let tls = match &config.tls {
             Some(tls) if config.protocol == UpstreamProtocol::Grpc => Some(
                 super::tls::grpc_connector(tls, config.connect_timeout)
@@ -87,7 +99,7 @@ impl Upstream {
             budget: RetryBudget::new(&config.retry),
             snapshot: RwLock::new(Arc::new(Snapshot::new(Vec::new(), false))),
             counter: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
+            in_flight: previous.map_or_else(Default::default, |p| p.in_flight.clone()),
             pending: Arc::new(AtomicUsize::new(0)),
             rotation: tokio::sync::watch::Sender::new(()),
             config,

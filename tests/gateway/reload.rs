@@ -1133,3 +1133,62 @@ async fn a_named_pipe_the_config_names_is_refused_not_waited_on() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reload that changes an upstream's settings starts it afresh, but the
+/// calls still running on it stay counted: in `/upstreams` and against
+/// its circuit breaker's `max_requests`, until they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_running_across_a_reload_of_their_upstream_stay_counted() {
+    let (b1, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("in-flight");
+    let path = dir.join("portico.toml");
+    let text = |connect_timeout: &str| {
+        config_text(Shape::A, &[b1], "").replace(
+            "[upstreams.demo]\n",
+            &format!(
+                "[upstreams.demo]\nconnect_timeout = \"{connect_timeout}\"\n\
+                 circuit_breaker = {{ max_requests = 1 }}\n"
+            ),
+        )
+    };
+    replace(&path, &text("2s"));
+    let gw = start(&path).await;
+    let client = HttpClient::new(gw.addr);
+    // A call held by the backend for 1.5 s.
+    let held = {
+        let client = HttpClient::new(gw.addr);
+        tokio::spawn(async move { client.get("/v1/probe/sleep/1500").await.status })
+    };
+    let in_flight = |v: &Value| v[0]["in_flight"].as_u64();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while in_flight(&admin_json(&gw, Method::GET, "/upstreams").await.1) != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replace(&path, &text("3s"));
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    let (_, upstreams) = admin_json(&gw, Method::GET, "/upstreams").await;
+    assert_eq!(in_flight(&upstreams), Some(1), "{upstreams}");
+    // The held call fills the new breaker too: another is shed.
+    let shed = client.get("/v1/shelves/1").await;
+    assert_eq!(
+        shed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        shed.text()
+    );
+    assert_eq!(held.await.unwrap(), StatusCode::OK);
+    let (_, upstreams) = admin_json(&gw, Method::GET, "/upstreams").await;
+    assert_eq!(in_flight(&upstreams), Some(0), "{upstreams}");
+    assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
+    std::fs::remove_dir_all(dir).ok();
+}
