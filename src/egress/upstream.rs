@@ -34,7 +34,8 @@ pub struct Upstream {
     /// upstream of the same name this one replaced at a reload, whose calls
     /// still run: the breaker and `/upstreams` count them too.
     in_flight: Arc<AtomicUsize>,
-    /// Calls whose stream waits for a connection at its stream cap.
+    /// Calls whose stream waits for a connection at its stream cap (shared
+    /// across a reload as `in_flight` is).
     pub pending: Arc<AtomicUsize>,
     /// gRPC over TLS: the connector every endpoint's connections use.
     tls: Option<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>,
@@ -100,7 +101,7 @@ impl Upstream {
             snapshot: RwLock::new(Arc::new(Snapshot::new(Vec::new(), false))),
             counter: AtomicUsize::new(0),
             in_flight: previous.map_or_else(Default::default, |p| p.in_flight.clone()),
-            pending: Arc::new(AtomicUsize::new(0)),
+            pending: previous.map_or_else(Default::default, |p| p.pending.clone()),
             rotation: tokio::sync::watch::Sender::new(()),
             config,
         });

@@ -262,7 +262,7 @@ impl McpIngress {
             let foreign = req
                 .headers()
                 .get(ORIGIN)
-                .and_then(|o| o.to_str().ok())
+                .map(|o| o.to_str().unwrap_or("?"))
                 .filter(|o| !same_origin(o, req.headers().get(HOST)) && !cors_allows_origin);
             return Err(match foreign {
                 Some(origin) => Refusal::new(
@@ -858,8 +858,6 @@ pub const STATUS_KEY: &str = "io.portico/status";
 /// The `_meta` key of the reply metadata a tool result carries.
 pub const METADATA_KEY: &str = "io.portico/metadata";
 
-/// The backend's reply metadata that any client may see (what REST clients
-/// get as headers: `x-cache`, the backend's own), as a JSON object.
 /// A page of another site that no tool route's policy lets in.
 fn origin_not_accepted(origin: &str) -> GatewayError {
     GatewayError::new(
@@ -871,6 +869,8 @@ fn origin_not_accepted(origin: &str) -> GatewayError {
     )
 }
 
+/// The backend's reply metadata that any client may see (what REST clients
+/// get as headers: `x-cache`, the backend's own), as a JSON object.
 fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
     let mut out = serde_json::Map::new();
     for (name, value) in metadata {

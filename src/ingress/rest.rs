@@ -161,6 +161,7 @@ impl RestIngress {
             }
         };
         let binding = found.binding.clone();
+        record.routed(&binding.target);
         // A stream has no headers of its own to show before its messages:
         // HEAD would start a backend stream only to cancel it.
         if lookup != parts.method && binding.target.kind.server_streams() {
@@ -170,7 +171,6 @@ impl RestIngress {
                 vec![Method::GET],
             ));
         }
-        record.routed(&binding.target);
         record.route(|| format!("{} {}", binding.method, binding.template_text));
         let target = binding.target.clone();
         let content_type = parts
@@ -721,8 +721,11 @@ fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
 pub(super) fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
     use http_body::Body as _;
     let (mut parts, body) = resp.into_parts();
-    // An answer already without its body keeps the length it said.
-    if let Some(len) = body.size_hint().exact() {
+    // An answer already without its body keeps the length it said; a 204
+    // or 1xx has none to say (RFC 9110 section 8.6).
+    let no_content =
+        parts.status == http::StatusCode::NO_CONTENT || parts.status.is_informational();
+    if let Some(len) = body.size_hint().exact().filter(|_| !no_content) {
         if len > 0 || !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
             parts
                 .headers

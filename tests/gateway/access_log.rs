@@ -296,6 +296,12 @@ async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it
         )
         .await;
     assert_eq!(by_get.header("grpc-status"), Some("12"));
+    // A stream has no HEAD: its 405 is the route's too.
+    let head = quiet
+        .client
+        .send(http::Method::HEAD, "/v1/feed?count=1", &[], "")
+        .await;
+    assert_eq!(head.status, 405);
     // A handshake on the route's path from a foreign page: refused before
     // the rest of it is read, still the quiet route's.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;

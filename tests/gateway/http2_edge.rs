@@ -415,12 +415,22 @@ async fn head_answers_carry_no_body_over_http2_refusals_included() {
         ("/v1/shelves/1?a=%ZZ", vec![], StatusCode::BAD_REQUEST),
         ("/mcp", vec![], StatusCode::METHOD_NOT_ALLOWED),
         ("/v1/shelves/1", vec![], StatusCode::OK),
+        // A 204 says no length at all (RFC 9110 section 8.6).
+        (
+            "/v1/probe/headers",
+            vec![("x-reply-x-http-status", "204")],
+            StatusCode::NO_CONTENT,
+        ),
     ] {
         let head = h2.send(http::Method::HEAD, path, &headers, "").await;
         assert_eq!(head.status, status, "{path}");
         assert!(head.body.is_empty(), "{path}: {:?}", head.body);
         // The length of what a GET gets, but where the answer names the
         // method (`/mcp`'s 405 says HEAD).
+        if status == StatusCode::NO_CONTENT {
+            assert_eq!(head.header("content-length"), None, "{path}");
+            continue;
+        }
         let get = h2.send(http::Method::GET, path, &headers, "").await;
         let length: usize = head.header("content-length").unwrap().parse().unwrap();
         if path == "/mcp" {

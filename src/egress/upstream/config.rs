@@ -59,11 +59,11 @@ pub struct ConnectionConfig {
     /// Streams one HTTP/2 connection carries before another is opened.
     pub max_streams_per_connection: usize,
     pub max_connections_per_endpoint: usize,
-    /// HTTP/2 pings to the backend: none unless configured. Stock gRPC
-    /// servers (grpc-core, grpc-go) answer pings more often than every 5
-    /// minutes on a connection without data with `GOAWAY` ("too many
-    /// pings"), ending every quiet stream on it, so pinging is the
-    /// operator's choice, made with the backend's permission.
+    /// HTTP/2 pings to the backend while calls are open: none unless
+    /// configured. Stock gRPC servers (grpc-core, grpc-go) answer pings
+    /// more often than every 5 minutes on a connection without data with
+    /// `GOAWAY` ("too many pings"), ending every quiet stream on it, so
+    /// pinging is the operator's choice, made with the backend's permission.
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
 }

@@ -181,11 +181,12 @@ impl Pool {
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true);
         if let Some(interval) = c.keepalive_interval {
-            // While idle too: a hung endpoint is found before a call waits on it.
+            // Only while calls are open: stock gRPC servers refuse pings on
+            // a connection without calls (GOAWAY "too many pings").
             endpoint = endpoint
                 .http2_keep_alive_interval(interval)
                 .keep_alive_timeout(c.keepalive_timeout)
-                .keep_alive_while_idle(true);
+                .keep_alive_while_idle(false);
         }
         let endpoint = endpoint
             .initial_stream_window_size(1 << 20)
