@@ -117,7 +117,7 @@ impl Ingress {
         // A HEAD answer has no content (RFC 9110 section 9.3.2), refusals
         // included: HTTP/1.1's writer leaves it out, HTTP/2's would send it.
         if head {
-            resp = super::rest::without_body(resp);
+            resp = without_body(resp);
         }
         resp
     }
@@ -230,16 +230,9 @@ impl Ingress {
                 }
             }
         }
-        // The gateway's own pages answer HEAD as GET, without the body
-        // (RFC 9110 section 9.3.2).
+        // The gateway's own pages answer HEAD as GET (`handle` leaves its
+        // body out, as for every HEAD).
         let head = req.method() == Method::HEAD;
-        let as_get = |resp| {
-            if head {
-                super::rest::without_body(resp)
-            } else {
-                resp
-            }
-        };
         if (req.method() == Method::GET || head) && !self.pages.is_empty() {
             if let Some(page) = self.pages.iter().find(|p| p.path == req.uri().path()) {
                 let mut resp = Response::new(ResponseBody::full(page.body.clone()));
@@ -247,7 +240,7 @@ impl Ingress {
                     CONTENT_TYPE,
                     http::HeaderValue::from_static(page.content_type),
                 );
-                return as_get(resp);
+                return resp;
             }
         }
         if (req.method() == Method::GET || head)
@@ -255,7 +248,7 @@ impl Ingress {
             && is_api_page(req.uri().path())
         {
             if let Some(resp) = Box::pin(self.api_page(req.uri().path())).await {
-                return as_get(resp);
+                return resp;
             }
         }
         if let Some(mcp) = &self.mcp {
@@ -584,4 +577,24 @@ fn same_host(a: &[u8], b: &[u8], default_port: &[u8]) -> bool {
         }
     };
     a.eq_ignore_ascii_case(b) || bare(a) == bare(b)
+}
+
+/// A HEAD request's answer: the GET's status and headers, its length when
+/// known, no body. (hyper leaves the body out on HTTP/1.1 itself, not on
+/// HTTP/2.)
+fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    // An answer already without its body keeps the length it said; a 204
+    // or 1xx has none to say (RFC 9110 section 8.6).
+    let no_content =
+        parts.status == http::StatusCode::NO_CONTENT || parts.status.is_informational();
+    if let Some(len) = body.size_hint().exact().filter(|_| !no_content) {
+        if len > 0 || !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
+    }
+    Response::from_parts(parts, ResponseBody::empty())
 }

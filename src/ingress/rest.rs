@@ -88,11 +88,8 @@ impl RestIngress {
                 resp
             }
         };
-        if method == Method::HEAD {
-            without_body(resp)
-        } else {
-            resp
-        }
+        // A HEAD's body is left out by the dispatcher, as for every HEAD.
+        resp
     }
 
     async fn serve(
@@ -713,24 +710,4 @@ fn copy_reply_headers(metadata: &HeaderMap, out: &mut HeaderMap) {
             out.append(name.clone(), value.clone());
         }
     }
-}
-
-/// A HEAD request's answer: the GET's status and headers, its length when
-/// known, no body. (hyper leaves the body out on HTTP/1.1 itself, not on
-/// HTTP/2.)
-pub(super) fn without_body(resp: Response<ResponseBody>) -> Response<ResponseBody> {
-    use http_body::Body as _;
-    let (mut parts, body) = resp.into_parts();
-    // An answer already without its body keeps the length it said; a 204
-    // or 1xx has none to say (RFC 9110 section 8.6).
-    let no_content =
-        parts.status == http::StatusCode::NO_CONTENT || parts.status.is_informational();
-    if let Some(len) = body.size_hint().exact().filter(|_| !no_content) {
-        if len > 0 || !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
-            parts
-                .headers
-                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-        }
-    }
-    Response::from_parts(parts, ResponseBody::empty())
 }

@@ -428,7 +428,7 @@ async fn a_json_backends_unusual_replies_are_judged_by_what_they_are() {
         assert_eq!(tries(path), expected_tries, "{path}");
         // The same verdict on every other protocol: the egress judges the
         // reply, whoever asked.
-        use support::protocols::{call_json, Protocol};
+        use support::protocols::Protocol;
         let shelf = path.rsplit('/').next().unwrap();
         let code = match status {
             StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
@@ -441,13 +441,7 @@ async fn a_json_backends_unusual_replies_are_judged_by_what_they_are() {
             Protocol::Connect,
             Protocol::WebSocket,
         ] {
-            let seen = call_json(
-                &client,
-                protocol,
-                "/portico.demo.v1.Library/GetShelf",
-                &format!(r#"{{"shelf":"{shelf}"}}"#),
-            )
-            .await;
+            let seen = get_shelf(&client, protocol, shelf).await;
             assert_eq!(
                 seen.code, code as i64,
                 "{protocol:?} {path}: {}",
@@ -658,7 +652,7 @@ async fn the_cache_honours_a_rest_backends_vary_on_every_protocol() {
 
 #[tokio::test]
 async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol() {
-    use support::protocols::{call_json, Protocol};
+    use support::protocols::Protocol;
     let (rest, _) = rest_backend().await;
     let gw = gateway(rest).await;
     let client = support::HttpClient::new(gw.addr);
@@ -670,13 +664,7 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
         Protocol::Connect,
         Protocol::WebSocket,
     ] {
-        let seen = call_json(
-            &client,
-            protocol,
-            "/portico.demo.v1.Library/GetShelf",
-            r#"{"shelf":"7"}"#,
-        )
-        .await;
+        let seen = get_shelf(&client, protocol, "7").await;
         assert_eq!(seen.code, Code::Unavailable as i64, "{protocol:?}");
         assert_eq!(seen.message, "busy", "{protocol:?}");
         assert_eq!(
@@ -693,13 +681,7 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
         );
         // A backend's message the size of a document is cut to a status
         // message's size, so that the reply still reaches a gRPC client.
-        let long = call_json(
-            &client,
-            protocol,
-            "/portico.demo.v1.Library/GetShelf",
-            r#"{"shelf":"31"}"#,
-        )
-        .await;
+        let long = get_shelf(&client, protocol, "31").await;
         assert_eq!(
             long.code,
             Code::Internal as i64,
@@ -713,6 +695,22 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
             &long.message[long.message.len().saturating_sub(60)..]
         );
     }
+}
+
+/// `Library/GetShelf` of `shelf` over `protocol`, as that protocol's
+/// client sees the answer.
+async fn get_shelf(
+    client: &support::HttpClient,
+    protocol: support::protocols::Protocol,
+    shelf: &str,
+) -> support::protocols::Outcome {
+    support::protocols::call_json(
+        client,
+        protocol,
+        "/portico.demo.v1.Library/GetShelf",
+        &format!(r#"{{"shelf":"{shelf}"}}"#),
+    )
+    .await
 }
 
 /// A backend that reads a request, writes `answer` (nothing, or headers
