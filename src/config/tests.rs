@@ -273,6 +273,16 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
             "is not an origin",
         ),
         (
+            format!("{MINIMAL}\n[cors]\nallowed_origins = [\"https://app.example.com:443\"]\n"),
+            "cors.allowed_origins[0]",
+            "default port, which a browser's Origin header never carries: write \"https://app.example.com\"",
+        ),
+        (
+            format!("{MINIMAL}\n[websocket]\nallowed_origins = [\"http://[::1]:80\"]\n"),
+            "websocket.allowed_origins[0]",
+            "write \"http://[::1]\"",
+        ),
+        (
             format!("{MINIMAL}methods = []\n"),
             "routes[0].methods",
             "would serve nothing",
@@ -288,7 +298,7 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         "listen = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:8081\"",
     );
     Config::from_toml(&format!(
-        "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\"]\n"
+        "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\", \"http://x.example:443\", \"https://[::1]:80\"]\n"
     ))
     .unwrap();
     // Origins are compared with their scheme and host in any case, and

@@ -58,7 +58,10 @@ impl Validator<'_> {
                 .filter(|s| s.eq_ignore_ascii_case(scheme))
                 .map(|_| &o[scheme.len()..])
         };
-        let authority = after("http://").or_else(|| after("https://"));
+        let (authority, default_port) = match after("http://") {
+            Some(a) => (Some(a), 80),
+            None => (after("https://"), 443),
+        };
         let Some(authority) = authority else {
             return Err(self.err(
                 key,
@@ -74,6 +77,20 @@ impl Validator<'_> {
                 key,
                 format!(
                     "{o:?} is not an origin: an origin is a scheme, a host and an optional port, with nothing after, like \"https://app.example.com\" (a browser's Origin header never ends in \"/\")"
+                ),
+            ));
+        }
+        // Browsers leave the scheme's own port out of `Origin`.
+        let port = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| !p.contains(']'))
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        if port == Some(default_port) {
+            let bare = o.rsplit_once(':').map_or(o, |(bare, _)| bare);
+            return Err(self.err(
+                key,
+                format!(
+                    "{o:?} names its scheme's default port, which a browser's Origin header never carries: write {bare:?}"
                 ),
             ));
         }
