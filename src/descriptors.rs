@@ -310,6 +310,42 @@ pub fn compile_protos(
     Ok(compiler.encode_file_descriptor_set())
 }
 
+/// The name the compiler knows `file` by, when it is a path to a file inside
+/// an include folder: its path under the first folder holding it (`None`
+/// when it is inside none, or is not there). `Err` when an earlier folder
+/// holds another file of that name, which the compiler would read instead:
+/// protoc refuses such a file as shadowed, and so does the gateway.
+pub fn name_inside(
+    file: &Path,
+    proto_paths: &[impl AsRef<Path>],
+) -> Result<Option<String>, String> {
+    let Ok(file) = file.canonicalize() else {
+        return Ok(None);
+    };
+    let Some(name) = proto_paths.iter().find_map(|folder| {
+        let folder = folder.as_ref().canonicalize().ok()?;
+        let inside = file.strip_prefix(&folder).ok()?;
+        let parts: Vec<String> = inside
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        Some(parts.join("/"))
+    }) else {
+        return Ok(None);
+    };
+    let first = proto_paths
+        .iter()
+        .map(|folder| folder.as_ref().join(&name))
+        .find(|candidate| candidate.is_file());
+    match first {
+        Some(first) if first.canonicalize().ok().as_ref() != Some(&file) => Err(format!(
+            "is shadowed by {}: an include folder listed earlier holds a file of the same name ({name}), which the compiler would read instead; rename one, or list the folders in another order",
+            first.display()
+        )),
+        _ => Ok(Some(name)),
+    }
+}
+
 /// `.proto` files in one include folder, as protox's own resolver finds
 /// them, refusing what is not a regular file: protox opens a file before
 /// it looks at it, and opening a named pipe waits for a writer, while

@@ -83,26 +83,6 @@ enum Command {
     },
 }
 
-/// A file given by its path (absolute, or from the working directory) that
-/// lies inside an include folder, as its name there; any other as given.
-fn name_in_include(file: &str, includes: &[PathBuf]) -> String {
-    let Ok(path) = std::path::Path::new(file).canonicalize() else {
-        return file.to_owned();
-    };
-    includes
-        .iter()
-        .filter_map(|dir| dir.canonicalize().ok())
-        .find_map(|dir| {
-            let inside = path.strip_prefix(&dir).ok()?;
-            let parts: Vec<String> = inside
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            Some(parts.join("/"))
-        })
-        .unwrap_or_else(|| file.to_owned())
-}
-
 /// The runtime for `threads` serving threads (default: one per usable CPU).
 /// With one, a current-thread runtime: no work-stealing queues, no wake-ups
 /// across threads; with mimalloc it takes about an eighth off the CPU of a
@@ -260,10 +240,16 @@ fn main() -> ExitCode {
                         ));
                     }
                 }
-                let files: Vec<String> = files
+                // A file given by its path (absolute, or from the working
+                // directory) inside an include folder, as its name there.
+                let files = files
                     .iter()
-                    .map(|f| name_in_include(f, &proto_paths))
-                    .collect();
+                    .map(|f| {
+                        descriptors::name_inside(std::path::Path::new(f), &proto_paths)
+                            .map(|name| name.unwrap_or_else(|| f.clone()))
+                            .map_err(|why| format!("{f}: {why}"))
+                    })
+                    .collect::<Result<Vec<String>, String>>()?;
                 let set =
                     descriptors::compile_protos(&proto_paths, &files).map_err(|(_, e)| e.to_string())?;
                 std::fs::write(&out, &set).map_err(|e| format!("{}: {e}", out.display()))?;

@@ -356,6 +356,39 @@ fn a_proto_written_as_a_path_through_its_include_folder_is_found_from_any_workin
 }
 
 #[test]
+fn a_proto_named_through_a_folder_that_another_folder_shadows_is_refused() {
+    // Two include folders hold s/x.proto: the compiler reads the first
+    // folder's, so naming the second's by its path would load a schema
+    // other than the one named.
+    let dir = std::env::temp_dir().join(format!("portico-shadow-{}", std::process::id()));
+    for folder in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(folder).join("s")).unwrap();
+        std::fs::write(dir.join(folder).join("s/x.proto"), "syntax = \"proto3\";\n").unwrap();
+    }
+    let config = |entry: &str| {
+        let text = format!(
+            "{MINIMAL}\n[descriptors]\nproto_paths = [\"a\", \"b\"]\nprotos = [\"s/y.proto\", {entry:?}]\n"
+        );
+        Config::from_str_in(&text, "portico.toml", &dir)
+    };
+    let err = config("b/s/x.proto").unwrap_err();
+    assert_eq!(err.key, "descriptors.protos[1]", "{err}");
+    assert!(
+        err.reason.starts_with("b/s/x.proto: is shadowed by ")
+            && err.reason.contains("a/s/x.proto")
+            && err.reason.contains("of the same name (s/x.proto)"),
+        "{err}"
+    );
+    // The first folder's file by its path, or the name itself, is what the
+    // compiler reads: no ambiguity.
+    for entry in ["a/s/x.proto", "s/x.proto"] {
+        let c = config(entry).unwrap();
+        assert_eq!(c.descriptors.protos[1], "s/x.proto", "{entry}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_proto_path_that_is_not_a_folder_is_named() {
     let text = format!(
         "{MINIMAL}\n[descriptors]\nproto_paths = [\"proto\", \"no-such-folder\"]\nprotos = [\"a.proto\"]\n"

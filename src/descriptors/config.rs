@@ -19,28 +19,19 @@ impl Validator<'_> {
     /// folder, or absolute) is resolved against the config's folder, as
     /// every path is, and turned into that name; so the working directory
     /// never matters.
-    fn proto_name(&self, entry: &str, proto_paths: &[PathBuf]) -> String {
+    fn proto_name(
+        &self,
+        key: &str,
+        entry: &str,
+        proto_paths: &[PathBuf],
+    ) -> Result<String, ConfigError> {
         let relative = std::path::Path::new(entry).is_relative();
         if relative && proto_paths.iter().any(|p| p.join(entry).is_file()) {
-            return entry.to_owned();
+            return Ok(entry.to_owned());
         }
-        let file = self.output_path(entry);
-        let Ok(file) = file.canonicalize() else {
-            return entry.to_owned();
-        };
-        for folder in proto_paths {
-            let Ok(folder) = folder.canonicalize() else {
-                continue;
-            };
-            if let Ok(inside) = file.strip_prefix(&folder) {
-                let parts: Vec<_> = inside
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                return parts.join("/");
-            }
-        }
-        entry.to_owned()
+        let name = crate::descriptors::name_inside(&self.output_path(entry), proto_paths)
+            .map_err(|why| self.err(key, format!("{entry}: {why}")))?;
+        Ok(name.unwrap_or_else(|| entry.to_owned()))
     }
 
     pub(crate) fn descriptors(
@@ -54,8 +45,11 @@ impl Validator<'_> {
             protos: d
                 .protos
                 .iter()
-                .map(|name| self.proto_name(name, &proto_paths))
-                .collect(),
+                .enumerate()
+                .map(|(i, name)| {
+                    self.proto_name(&format!("descriptors.protos[{i}]"), name, &proto_paths)
+                })
+                .collect::<Result<_, _>>()?,
             proto_paths,
             reflect: d.reflect.clone(),
         };

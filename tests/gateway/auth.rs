@@ -289,11 +289,77 @@ fn authenticator_config_errors_name_the_key() {
     let err =
         portico::config::Config::from_toml(&format!("{base}{route}auth = \"nope\"\n")).unwrap_err();
     assert_eq!(err.key, "routes[0].auth");
-    let err = portico::config::Config::from_toml(&format!(
-        "{base}[authenticators.x]\nalgorithm = \"RS256\"\nsecret = \"s\"\n{route}"
-    ))
-    .unwrap_err();
-    assert_eq!(err.key, "authenticators.x.public_key_file");
+    // Two key sources, or one of the wrong kind: the key at fault is named,
+    // with what the algorithm takes.
+    let secret = "secret = \"0123456789abcdef0123456789abcdef-long-enough\"\n";
+    let pem = format!(
+        "public_key_file = \"{}\"\n",
+        fixture("jwt_rs256_public.pem")
+    );
+    let jwks_url = "jwks_url = \"https://id.example.com/jwks.json\"\n";
+    let jwks_file = format!("jwks_file = \"{}\"\n", fixture("jwt_rs256_public.pem"));
+    let cases: [(&str, String, &str, &str); 8] = [
+        (
+            "HS256",
+            format!("{secret}{jwks_url}"),
+            "jwks_url",
+            "is given beside secret",
+        ),
+        (
+            "HS256",
+            format!("{secret}{jwks_file}"),
+            "jwks_file",
+            "is given beside secret",
+        ),
+        (
+            "HS256",
+            pem.clone(),
+            "public_key_file",
+            "HS256 verifies with a shared secret",
+        ),
+        (
+            "HS256",
+            "secret = \"\"\n".to_owned(),
+            "secret",
+            "HS256 needs a non-empty secret",
+        ),
+        (
+            "HS384",
+            String::new(),
+            "secret",
+            "HS384 needs a non-empty secret",
+        ),
+        (
+            "RS256",
+            secret.to_owned(),
+            "secret",
+            "RS256 verifies with a public key",
+        ),
+        (
+            "RS256",
+            format!("{pem}{jwks_url}"),
+            "jwks_url",
+            "is given beside public_key_file",
+        ),
+        (
+            "ES256",
+            String::new(),
+            "public_key_file",
+            "ES256 needs one of public_key_file",
+        ),
+    ];
+    for (algorithm, keys, at, says) in cases {
+        let err = portico::config::Config::from_toml(&format!(
+            "{base}[authenticators.x]\nalgorithm = \"{algorithm}\"\n{keys}{route}"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.key,
+            format!("authenticators.x.{at}"),
+            "{algorithm} {keys}: {err}"
+        );
+        assert!(err.reason.contains(says), "{algorithm} {keys}: {err}");
+    }
     let err = portico::config::Config::from_toml(&format!(
         "{base}[authenticators.x]\nalgorithm = \"none\"\nsecret = \"s\"\n{route}"
     ))

@@ -608,6 +608,42 @@ fn compile_takes_a_file_by_its_path_as_protoc_does() {
         std::fs::remove_file(out(name)).ok();
     }
     assert!(sets.iter().all(|s| s == &sets[0]), "one file, one set");
+
+    // A file named by its path through an include folder that another,
+    // earlier folder shadows under the same name is refused, as protoc
+    // refuses it, instead of compiling the other file.
+    let dir = std::env::temp_dir().join(format!("portico-shadowed-{}", std::process::id()));
+    for (folder, field) in [("a", "from_a"), ("b", "from_b")] {
+        std::fs::create_dir_all(dir.join(folder).join("s")).unwrap();
+        std::fs::write(
+            dir.join(folder).join("s/x.proto"),
+            format!("syntax = \"proto3\";\npackage s;\nmessage M {{ string {field} = 1; }}\n"),
+        )
+        .unwrap();
+    }
+    let o = portico()
+        .current_dir(&dir)
+        .args([
+            "compile",
+            "-I",
+            "a",
+            "-I",
+            "b",
+            "-o",
+            "out.binpb",
+            "b/s/x.proto",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("b/s/x.proto: is shadowed by a/s/x.proto"),
+        "{err}"
+    );
+    assert!(!dir.join("out.binpb").exists(), "nothing written");
+    std::fs::remove_dir_all(&dir).unwrap();
+
     let o = portico()
         .args(["compile", "-I", "no-such-folder", "-o"])
         .arg(out("missing"))

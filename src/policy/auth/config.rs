@@ -613,23 +613,45 @@ impl Validator<'_> {
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
             (false, None, Some(pem)) if jwks.is_none() => JwtKey::PublicPem(pem),
-            (true, _, _) => {
-                return Err(self.err(
-                    format!("{key}.secret"),
-                    format!(
-                        "{} needs a non-empty secret and no public_key_file",
-                        algorithm_name
+            (hmac, secret, pem) => {
+                // Name the key that conflicts, not only the one expected.
+                let jwks_key = if a.jwks_file.is_some() {
+                    "jwks_file"
+                } else {
+                    "jwks_url"
+                };
+                let pem_key = if a.public_key_file.is_some() {
+                    "public_key_file"
+                } else {
+                    "public_key"
+                };
+                let (at, why) = match (hmac, secret, pem, jwks.is_some()) {
+                    (true, Some(_), _, true) => (
+                        jwks_key,
+                        "is given beside secret: an authenticator takes one key source, the secret or a JWK set".to_owned(),
                     ),
-                ))
-            }
-            (false, _, _) => {
-                return Err(self.err(
-                    format!("{key}.public_key_file"),
-                    format!(
-                    "{} needs exactly one of public_key_file, public_key, jwks_file, jwks_url, and no secret",
-                    algorithm_name
-                ),
-                ))
+                    (true, _, Some(_), _) => (
+                        pem_key,
+                        format!("is a public key, but {algorithm_name} verifies with a shared secret: give secret instead"),
+                    ),
+                    (true, _, _, _) => (
+                        "secret",
+                        format!("{algorithm_name} needs a non-empty secret (or a JWK set: jwks_file or jwks_url)"),
+                    ),
+                    (false, Some(_), _, _) => (
+                        "secret",
+                        format!("is a shared secret, but {algorithm_name} verifies with a public key: give one of public_key_file, public_key, jwks_file, jwks_url instead"),
+                    ),
+                    (false, None, Some(_), true) => (
+                        jwks_key,
+                        format!("is given beside {pem_key}: an authenticator takes one key source"),
+                    ),
+                    (false, None, _, _) => (
+                        "public_key_file",
+                        format!("{algorithm_name} needs one of public_key_file, public_key, jwks_file, jwks_url"),
+                    ),
+                };
+                return Err(self.err(format!("{key}.{at}"), why));
             }
         };
         Ok(JwtConfig {
