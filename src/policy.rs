@@ -22,6 +22,23 @@ use tower::ServiceBuilder;
 /// The service ingress adapters call.
 pub type Pipeline = BoxCloneSyncService<Envelope, Reply, GatewayError>;
 
+/// Waits for `wait` (another service's answer: an identity provider,
+/// Redis) no longer than the call's deadline: past it, the call is refused
+/// with `DEADLINE_EXCEEDED` saying `before` what, and the backend is never
+/// called. Without a deadline, the service's own timeout is the bound.
+pub(crate) async fn within_deadline<T>(
+    deadline: Option<std::time::Instant>,
+    before: &str,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T, GatewayError> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), wait)
+            .await
+            .map_err(|_| GatewayError::deadline_exceeded_before(before)),
+        None => Ok(wait.await),
+    }
+}
+
 /// Builds the pipeline, outermost layer first. The order is fixed: the
 /// gateway's own services answered -> count -> one credential ->
 /// authenticate -> authorize

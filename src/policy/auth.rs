@@ -456,8 +456,16 @@ impl Policy for RouteAuth {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         Box::pin(async move {
-            // Refused before the backend is ever called.
-            self.authenticate(&mut env).await?;
+            // Refused before the backend is ever called; an identity
+            // service (introspection, a JWK set read for a new key id) is
+            // waited on no longer than the call has left.
+            let deadline = env.deadline();
+            super::within_deadline(
+                deadline,
+                "its credential was verified (the identity service had not answered; the backend was not called)",
+                self.authenticate(&mut env),
+            )
+            .await??;
             next.call(env).await
         })
     }

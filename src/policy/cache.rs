@@ -513,16 +513,12 @@ impl ResponseCache {
         // `no-cache` skips every lookup, the shared tier's too.
         if let Some((fleet, redis_key, _)) = shared.as_ref().filter(|_| !skip_lookup) {
             let lookup = fleet.get(redis_key);
-            let found = match env.deadline() {
-                Some(at) => tokio::time::timeout_at(at.into(), lookup)
-                    .await
-                    .map_err(|_| {
-                        GatewayError::deadline_exceeded_before(
-                            "Redis answered the shared cache's lookup (the backend was not called)",
-                        )
-                    })?,
-                None => lookup.await,
-            };
+            let found = super::within_deadline(
+                env.deadline(),
+                "Redis answered the shared cache's lookup (the backend was not called)",
+                lookup,
+            )
+            .await?;
             if let Ok(Some((bytes, left))) = found {
                 let decoded =
                     shared_tier::decode(&bytes).and_then(|(metadata, message, stored)| {

@@ -542,7 +542,13 @@ impl Policy for ExtAuthz {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         Box::pin(async move {
-            self.check(&mut env).await?;
+            let deadline = env.deadline();
+            super::within_deadline(
+                deadline,
+                "the authorization service answered (the backend was not called)",
+                self.check(&mut env),
+            )
+            .await??;
             next.call(env).await
         })
     }

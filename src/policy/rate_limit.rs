@@ -136,14 +136,12 @@ impl Policy for Limiter {
         Box::pin(async move {
             let admit = fleet.admit(&redis_key, self.config.rate, self.config.burst);
             // A slow Redis holds the call no longer than its deadline.
-            let decided = match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), admit).await.map_err(|_| {
-                    GatewayError::deadline_exceeded_before(
-                        "Redis decided its global rate limit (redis.command_timeout is longer than what the call had left)",
-                    )
-                })?,
-                None => admit.await,
-            };
+            let decided = super::within_deadline(
+                deadline,
+                "Redis decided its global rate limit (redis.command_timeout is longer than what the call had left)",
+                admit,
+            )
+            .await?;
             let verdict = match decided {
                 Ok(None) => Ok(()),
                 Ok(Some(wait)) => Err(wait),

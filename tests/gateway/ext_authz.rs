@@ -346,6 +346,40 @@ async fn a_silent_authorization_service_follows_the_failure_mode() {
     }
 }
 
+#[tokio::test]
+async fn a_slow_authorization_service_is_waited_on_no_longer_than_the_call_has_left() {
+    // The service would answer within its own timeout (3 s) but after the
+    // route's deadline (300 ms): the call ends at its deadline, as a call
+    // waiting on Redis does, and never reaches the backend.
+    let authorizer = Authorizer::default();
+    let addr = authorizer.start().await;
+    let h = gateway(
+        &sections("opa", &format!("grpc = \"{addr}\""), "timeout = \"3s\""),
+        "auth = \"keys\"\next_authz = \"opa\"\ntimeout = \"300ms\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let started = std::time::Instant::now();
+        let seen = call(&h, protocol, &[KEY, ("x-tenant", "slow")], "", None).await;
+        assert_eq!(seen.code, 4, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message
+                .contains("deadline passed before the authorization service answered"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        assert!(
+            seen.metadata.is_empty(),
+            "{protocol:?}: the backend was not called"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{protocol:?}: waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 /// The admin port's `/metrics`.
 async fn reqwest_metrics(h: &support::Harness) -> String {
     support::HttpClient::new(h.gateway.admin_addr.unwrap())

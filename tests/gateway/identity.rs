@@ -76,6 +76,8 @@ struct Introspection {
     /// How the gateway authenticated each question: "basic" or "post".
     client_auth: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
+    /// How long each answer takes, in milliseconds.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Introspection {
@@ -83,7 +85,11 @@ impl Introspection {
         let this = self.clone();
         serve(move |req| {
             let this = this.clone();
-            async move { this.answer(req) }
+            async move {
+                let delay = this.delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                this.answer(req)
+            }
         })
         .await
     }
@@ -160,6 +166,12 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
         "opaque-user",
         json!({"active": true, "username": "cy", "exp": now() + 600}),
     );
+    // A `sub` that is no string is passed over for `username`, and the
+    // claim forwarded is that subject too.
+    provider.know(
+        "opaque-numeric-sub",
+        json!({"active": true, "sub": 5, "username": "dee", "exp": now() + 600}),
+    );
     provider.know(
         "opaque-nobody-named",
         json!({"active": true, "exp": now() + 600}),
@@ -188,6 +200,18 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
     )
     .await;
     assert_eq!(by_username.metadata["x-user-id"], "cy");
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-numeric-sub")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(seen.metadata["x-user-id"], "dee", "{protocol:?}");
+    }
     let nameless = call(
         &h,
         Protocol::Rest,
@@ -389,6 +413,49 @@ async fn an_introspection_endpoint_that_does_not_answer_refuses_every_call() {
             assert_eq!(seen.code, 14, "{protocol:?}: {token}: {}", seen.message);
         }
         assert_eq!(provider.times_asked(token), EVERY_PROTOCOL.len(), "{token}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_introspection_endpoint_is_waited_on_no_longer_than_the_call_has_left() {
+    // The endpoint answers within its own timeout (5 s) but after the
+    // route's deadline (300 ms): the call ends at its deadline on every
+    // protocol, and the backend is never called.
+    let provider = Introspection::default();
+    provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));
+    provider.delay_ms.store(3000, Ordering::SeqCst);
+    let addr = provider.start().await;
+    let h = gateway(
+        &introspection_section(addr, "timeout = \"5s\""),
+        "auth = \"opaque\"\ntimeout = \"300ms\"",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let started = std::time::Instant::now();
+        let seen = call(
+            &h,
+            protocol,
+            &[("authorization", "Bearer opaque-ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 4, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message
+                .contains("deadline passed before its credential was verified"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        assert!(
+            seen.metadata.is_empty(),
+            "{protocol:?}: the backend was not called"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{protocol:?}: waited {:?}",
+            started.elapsed()
+        );
     }
 }
 

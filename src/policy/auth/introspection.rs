@@ -206,12 +206,12 @@ impl Introspector {
                 "the introspection answer names no subject (sub, username or client_id)",
             );
         };
-        // `sub` is the subject however it was found, so `forward_claims`
-        // and `authorize` see the principal the policies count.
+        // `sub` is the subject however it was found (a `sub` that is no
+        // string, or empty, was passed over), so `forward_claims` and
+        // `authorize` see the principal the policies count.
         let mut claims = claims;
         if let Value::Object(map) = &mut claims {
-            map.entry("sub")
-                .or_insert_with(|| Value::String(subject.clone()));
+            map.insert("sub".to_owned(), Value::String(subject.clone()));
         }
         Ok((
             Verdict::Active(Arc::new(Principal { subject, claims })),

@@ -554,7 +554,11 @@ async fn verify_jwt(
             set_key = match jwks.get(&kid) {
                 Some(k) => k,
                 None => {
-                    jwks.read_again().await;
+                    // In a task of its own: a call that stops waiting (its
+                    // deadline passed) leaves the read to finish for the
+                    // calls after it.
+                    let reading = jwks.clone();
+                    let _ = tokio::spawn(async move { reading.read_again().await }).await;
                     jwks.get(&kid)
                         .ok_or_else(|| invalid(format!("unknown key id {kid:?}")))?
                 }
