@@ -56,7 +56,7 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
     let connected = match &upstream.tls {
         None => builder.connect().await,
         Some(tls) => {
-            let connector = crate::egress::tls::grpc_connector(tls, upstream.connect_timeout)
+            let connector = crate::egress::tls::grpc_connector(tls, upstream.connect_timeout, None)
                 .map_err(|e| format!("{endpoint}: {e}"))?;
             builder.connect_with_connector(connector).await
         }

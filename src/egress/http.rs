@@ -79,8 +79,12 @@ impl HttpEgress {
         let mut clients = Vec::with_capacity(upstreams.len());
         for u in upstreams {
             clients.push(if u.protocol == UpstreamProtocol::Http {
-                let connector = super::tls::upstream_connector(u.tls.as_ref(), u.connect_timeout)
-                    .map_err(|e| format!("upstreams.{}: TLS: {e}", u.name))?;
+                let connector = super::tls::upstream_connector(
+                    u.tls.as_ref(),
+                    u.connect_timeout,
+                    u.tls_server_name(),
+                )
+                .map_err(|e| format!("upstreams.{}: TLS: {e}", u.name))?;
                 Some(
                     Client::builder(TokioExecutor::new())
                         .http1_max_buf_size(MAX_REPLY_HEAD_BYTES)

@@ -148,30 +148,51 @@ pub fn https_connector(ca_file: Option<&Path>) -> Result<HttpsConnector<HttpConn
 
 /// A connector for gRPC over TLS to upstream endpoints: TCP with the
 /// upstream's connect timeout, then TLS offering only `h2` by ALPN.
+/// With `server_name`, certificates are verified for that name (and it is
+/// sent as SNI) whatever host the address connected to has.
 pub fn grpc_connector(
     tls: &UpstreamTls,
     connect_timeout: Duration,
+    server_name: Option<&str>,
 ) -> Result<HttpsConnector<HttpConnector>, String> {
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(upstream_config(tls)?)
-        .https_only()
+        .https_only();
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(fixed_name(name)?),
+        None => builder,
+    };
+    Ok(builder
         .enable_http2()
         .wrap_connector(tcp(Some(connect_timeout))))
 }
 
+fn fixed_name(name: &str) -> Result<hyper_rustls::FixedServerNameResolver, String> {
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| format!("{name:?} cannot be a TLS server name: {e}"))?;
+    Ok(hyper_rustls::FixedServerNameResolver::new(name))
+}
+
 /// A connector for an upstream's HTTP/1.1 endpoints and health checks: its
 /// TLS settings when it has them (plain `http://` URLs work either way).
+/// `server_name` as for [`grpc_connector`].
 pub fn upstream_connector(
     tls: Option<&UpstreamTls>,
     connect_timeout: Duration,
+    server_name: Option<&str>,
 ) -> Result<HttpsConnector<HttpConnector>, String> {
     let config = match tls {
         Some(t) => upstream_config(t)?,
         None => client_config(None)?,
     };
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
-        .https_or_http()
+        .https_or_http();
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(fixed_name(name)?),
+        None => builder,
+    };
+    Ok(builder
         .enable_http1()
         .wrap_connector(tcp(Some(connect_timeout))))
 }

@@ -90,7 +90,7 @@ impl Upstream {
     ) -> Result<Arc<Upstream>, String> {
         let tls = match &config.tls {
             Some(tls) if config.protocol == UpstreamProtocol::Grpc => Some(
-                super::tls::grpc_connector(tls, config.connect_timeout)
+                super::tls::grpc_connector(tls, config.connect_timeout, config.tls_server_name())
                     .map_err(|e| format!("upstreams.{}: TLS: {e}", config.name))?,
             ),
             _ => None,

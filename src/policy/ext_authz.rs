@@ -152,7 +152,7 @@ impl ExtAuthz {
                     .tcp_nodelay(true);
                 let channel = if uri.scheme_str() == Some("https") {
                     let tls = crate::config::UpstreamTls::new(config.ca_file.clone(), None);
-                    let connector = crate::egress::tls::grpc_connector(&tls, config.timeout)?;
+                    let connector = crate::egress::tls::grpc_connector(&tls, config.timeout, None)?;
                     endpoint.connect_with_connector_lazy(connector)
                 } else {
                     endpoint.connect_lazy()

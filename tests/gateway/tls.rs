@@ -179,6 +179,46 @@ async fn a_grpc_upstream_behind_tls_is_reached_with_its_ca_and_refused_without()
 }
 
 #[tokio::test]
+async fn a_dns_upstream_behind_tls_is_verified_for_its_name_not_each_address() {
+    // A backend whose certificate names only `localhost` (no IP address),
+    // as certificates for a service's DNS name do: a `dns` upstream
+    // connects to each address the name resolves to, and verifies (and
+    // sends as SNI) the name.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("portico-tls-dns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+
+    let backends = portico::demo::backends::Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let secure =
+        support::instances::tls_front_serving(backend, &cert.pem(), &key.serialize_pem(), None)
+            .await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nsets = [\"{}/descriptors/demo.binpb\"]\n\
+         [upstreams.lib]\ndns = \"localhost:{}\"\ntls_ca_file = \"{}\"\n\
+         [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"lib\"\n",
+        env!("CARGO_MANIFEST_DIR"),
+        secure.port(),
+        dir.join("ca.pem").display()
+    );
+    let gw = app::start(Config::from_toml(&text).unwrap()).await.unwrap();
+    let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("Fiction"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
 async fn tls_to_a_plain_text_backend_says_the_server_did_not_answer_in_tls() {
     let backends = portico::demo::backends::Backends::default();
     let (plain, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -174,6 +174,17 @@ impl UpstreamConfig {
             EndpointSource::Dns { host, port, .. } => vec![format!("{host}:{port}")],
         }
     }
+
+    /// The name a TLS backend's certificate is verified for (and sent as
+    /// SNI) when it is not the host an endpoint's address is written with:
+    /// a `dns` upstream connects to each address its name resolves to, but
+    /// the backends' certificates name the name.
+    pub fn tls_server_name(&self) -> Option<&str> {
+        match &self.endpoints {
+            EndpointSource::Dns { host, .. } => Some(host),
+            _ => None,
+        }
+    }
 }
 
 /// The names of gRPC codes as written in configs and the spec.

@@ -27,6 +27,7 @@ pub fn spawn(upstream: &Arc<Upstream>) {
     let connector = match super::super::tls::upstream_connector(
         upstream.config.tls.as_ref(),
         upstream.config.connect_timeout,
+        upstream.config.tls_server_name(),
     ) {
         Ok(c) => c,
         Err(e) => {

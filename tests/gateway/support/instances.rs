@@ -123,13 +123,23 @@ pub async fn mtls_front(target: SocketAddr) -> SocketAddr {
 }
 
 async fn tls_front_with(target: SocketAddr, client_ca: Option<&str>) -> SocketAddr {
+    let cert = std::fs::read_to_string(super::fixture("tls/server.pem")).unwrap();
+    let key = std::fs::read_to_string(super::fixture("tls/server.key")).unwrap();
+    tls_front_serving(target, &cert, &key, client_ca).await
+}
+
+/// As [`tls_front`], with the certificate chain and key given as PEM text.
+pub async fn tls_front_serving(
+    target: SocketAddr,
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca: Option<&str>,
+) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(super::fixture("tls/server.pem"))
-        .unwrap()
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key =
-        rustls::pki_types::PrivateKeyDer::from_pem_file(super::fixture("tls/server.key")).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
