@@ -75,12 +75,16 @@ impl Authenticator {
     /// bearer token (introspection), the API-key header, a client certificate.
     pub fn applies(&self, env: &Envelope) -> bool {
         match &self.verifier {
-            Verifier::Jwt(v) => {
-                bearer(env).is_some_and(jwt::looks_like_jwt)
-                    || v.cookie
-                        .as_deref()
-                        .is_some_and(|c| cookie_value(env, c).is_some())
-            }
+            // A JWT signed with another algorithm, or from another
+            // issuer, is left to the route's next JWT authenticator.
+            Verifier::Jwt(v) => match bearer(env) {
+                Some(token) if jwt::looks_like_jwt(token) => v.meant_for(token),
+                _ => v
+                    .cookie
+                    .as_deref()
+                    .and_then(|c| cookie_value(env, c))
+                    .is_some_and(|token| v.meant_for(&token)),
+            },
             Verifier::Introspection(_) => bearer(env).is_some(),
             Verifier::ApiKey(c) => env.ctx.headers.contains_key(&c.header),
             Verifier::ClientCert(_) => env.ctx.client_cert.is_some(),

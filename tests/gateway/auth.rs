@@ -233,7 +233,7 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         "iss of the wrong type" => "its iss claim has the wrong type",
         "wrong key" | "tampered" => "its signature does not verify",
         // Not the parser's list of the algorithms it knows.
-        "alg none" => "it is signed with another algorithm than the one this route accepts",
+        "alg none" => "it is signed with an algorithm this route does not accept",
         _ => "it is not a JWT",
     };
     for (what, token) in &bad {
@@ -269,7 +269,7 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(
         r.text()
-            .contains("signed with another algorithm than the one this route accepts"),
+            .contains("signed with an algorithm this route does not accept"),
         "{}",
         r.text()
     );

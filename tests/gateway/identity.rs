@@ -493,6 +493,82 @@ async fn a_cached_introspection_ends_at_the_tokens_exp() {
 }
 
 #[tokio::test]
+async fn two_identity_providers_on_one_route_each_verify_their_own_tokens() {
+    // Two providers sign with HS256 (told apart by issuer) and a third
+    // with RS256 (by algorithm): each token goes to its own authenticator,
+    // whatever the order, on every protocol.
+    let sections = format!(
+        "[authenticators.staff]\nalgorithm = \"HS256\"\nsecret = \"the-staff-provider-signing-secret\"\nissuer = \"https://staff.example\"\nforward_claims = {{ sub = \"x-user-id\" }}\n\
+         [authenticators.partners]\nalgorithm = \"HS256\"\nsecret = \"the-partner-provider-signing-secret\"\nissuer = \"https://partners.example\"\nforward_claims = {{ sub = \"x-user-id\" }}\n\
+         [authenticators.machines]\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\nforward_claims = {{ sub = \"x-user-id\" }}\n",
+        support::fixture("jwt_rs256_public.pem")
+    );
+    let h = gateway(&sections, "auth = [\"staff\", \"partners\", \"machines\"]").await;
+    let hs256 = |secret: &str, claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let rsa = std::fs::read(support::fixture("jwt_rs256_private.pem")).unwrap();
+    let rs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"sub": "build-bot", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&rsa).unwrap(),
+    )
+    .unwrap();
+    let staff = hs256(
+        "the-staff-provider-signing-secret",
+        json!({"sub": "sam", "iss": "https://staff.example", "exp": now() + 600}),
+    );
+    let partner = hs256(
+        "the-partner-provider-signing-secret",
+        json!({"sub": "pat", "iss": "https://partners.example", "exp": now() + 600}),
+    );
+    // A partner's token signed with the staff secret is the partners
+    // authenticator's to refuse; a token no authenticator takes (HS384)
+    // gets the first bearer authenticator's verdict.
+    let forged = hs256(
+        "the-staff-provider-signing-secret",
+        json!({"sub": "pat", "iss": "https://partners.example", "exp": now() + 600}),
+    );
+    let hs384 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &json!({"sub": "x", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(
+            b"a-secret-that-no-authenticator-here-knows-at-all-of-48b",
+        ),
+    )
+    .unwrap();
+    for protocol in EVERY_PROTOCOL {
+        for (token, subject) in [(&staff, "sam"), (&partner, "pat"), (&rs256, "build-bot")] {
+            let bearer = format!("Bearer {token}");
+            let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+            assert_eq!(seen.code, 0, "{protocol:?} {subject}: {}", seen.message);
+            assert_eq!(seen.metadata["x-user-id"], subject, "{protocol:?}");
+        }
+        for (token, says) in [
+            (&forged, "its signature does not verify"),
+            (
+                &hs384,
+                "signed with an algorithm this route does not accept",
+            ),
+        ] {
+            let bearer = format!("Bearer {token}");
+            let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+            assert_eq!(seen.code, 16, "{protocol:?}: {}", seen.message);
+            assert!(
+                seen.message.contains(says),
+                "{protocol:?}: {}",
+                seen.message
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
     let provider = Introspection::default();
     provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));

@@ -32,6 +32,35 @@ impl JwtVerifier {
         })
     }
 
+    /// Whether `token` is meant for this authenticator, on a route that
+    /// lists several: signed with its algorithm and, when it has an
+    /// `issuer`, from that issuer (or naming none, which it then refuses).
+    /// A token that cannot be read that far is this one's to refuse.
+    pub fn meant_for(&self, token: &str) -> bool {
+        use base64::Engine as _;
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return true;
+        };
+        if !self.validation.algorithms.contains(&header.alg) {
+            return false;
+        }
+        let Some(issuers) = &self.validation.iss else {
+            return true;
+        };
+        #[derive(serde::Deserialize)]
+        struct Issuer {
+            iss: Option<String>,
+        }
+        let claims = token.split('.').nth(1).unwrap_or_default();
+        let Ok(claims) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims) else {
+            return true;
+        };
+        match serde_json::from_slice::<Issuer>(&claims) {
+            Ok(Issuer { iss: Some(iss) }) => issuers.contains(&iss),
+            _ => true,
+        }
+    }
+
     /// Takes the key set `fresh` read (a reload's), when it differs from
     /// the one in use: a key the identity provider withdrew stops
     /// verifying at once, without a new generation. Whether it changed.
@@ -462,7 +491,7 @@ fn reason(e: &jsonwebtoken::errors::Error, token: &str) -> String {
         // An `alg` the library has no name for (`none`, a typo): the
         // algorithm's refusal, not the parser's list of variants.
         Json(_) if header_alg_unknown(token) => {
-            "it is signed with another algorithm than the one this route accepts".to_owned()
+            "it is signed with an algorithm this route does not accept".to_owned()
         }
         Json(e) => format!("its header or claims are not what a JWT holds: {e}"),
         InvalidToken | Base64(_) | Utf8(_) => {
@@ -476,7 +505,7 @@ fn reason(e: &jsonwebtoken::errors::Error, token: &str) -> String {
         InvalidAudience => "it is for another audience (aud)".to_owned(),
         InvalidSubject => "its subject (sub) is not accepted".to_owned(),
         InvalidAlgorithm | InvalidAlgorithmName | UnsupportedAlgorithm | MissingAlgorithm => {
-            "it is signed with another algorithm than the one this route accepts".to_owned()
+            "it is signed with an algorithm this route does not accept".to_owned()
         }
         // The library says "missing" of a claim it could not read as well.
         MissingRequiredClaim(claim) if has_claim(token, claim) => {
