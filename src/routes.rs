@@ -230,10 +230,15 @@ impl RouteTable {
                             .idempotent_methods
                             .iter()
                             .any(|m| names_method(m, &method)),
+                    // A client stream's messages come after its endpoint
+                    // is chosen: only a call of one request message has
+                    // the field to hash.
                     hash_field: match &upstream.balance {
                         crate::config::Balance::ConsistentHash(crate::config::HashKey::Field(
                             f,
-                        )) => crate::transcode::fields::resolve(&method.input(), f),
+                        )) if !method.is_client_streaming() => {
+                            crate::transcode::fields::resolve(&method.input(), f)
+                        }
                         _ => None,
                     },
                     method: method.clone(),
@@ -362,8 +367,10 @@ impl RouteTable {
                         file: config.source.clone(),
                         key: format!("upstreams.{}.hash_key", upstream.name),
                         reason: format!(
-                            "no method routed to upstream {} has a request field {f:?} \
-                             (a field name, or a dotted path to a nested one)",
+                            "no method routed to upstream {} whose request is one message \
+                             (unary or server streaming) has a request field {f:?} (a field \
+                             name, or a dotted path to a nested one; a client stream's calls \
+                             are balanced before their messages arrive, so they never hash one)",
                             upstream.name
                         ),
                     });

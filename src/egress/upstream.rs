@@ -114,10 +114,10 @@ impl Upstream {
                 match tokio::time::timeout(upstream.config.connect_timeout, lookup).await {
                     Ok(Ok(addrs)) => upstream.set_endpoints(dns_endpoints(addrs))?,
                     Ok(Err(e)) => {
-                        tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "DNS lookup failed at startup; retrying every dns_refresh")
+                        tracing::warn!(upstream = %upstream.config.name, %host, error = %e, "the upstream's first DNS lookup failed (at startup, or the reload that changed it); retrying every dns_refresh")
                     }
                     Err(_) => {
-                        tracing::warn!(upstream = %upstream.config.name, %host, "DNS lookup timed out at startup; retrying every dns_refresh")
+                        tracing::warn!(upstream = %upstream.config.name, %host, "the upstream's first DNS lookup timed out (at startup, or the reload that changed it); retrying every dns_refresh")
                     }
                 }
             }

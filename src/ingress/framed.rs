@@ -23,6 +23,12 @@ pub async fn read_limited(
     idle: Duration,
     deadline: Option<Instant>,
 ) -> Result<Bytes, GatewayError> {
+    // A declared length over the limit is refused before any of it is
+    // read, so a client waiting on `Expect: 100-continue` is never invited
+    // to send a body that would be refused.
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(GatewayError::payload_too_large(limit, limit_key));
+    }
     let mut out = bytes::BytesMut::new();
     loop {
         let frame = next_frame(&mut body, (idle, BODY_READ_TIMEOUT), deadline).await?;

@@ -24,7 +24,7 @@ use crate::transcode::status::StatusRenderer;
 use crate::transcode::stream::{LineSplitter, StreamFormat};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -214,7 +214,6 @@ impl RestIngress {
                 _ => {
                     read_body(
                         body,
-                        &parts.headers,
                         self.limits.max_request_body_bytes,
                         self.limits.body_read_timeout,
                         self.edge
@@ -284,7 +283,6 @@ impl RestIngress {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let bytes = read_body(
             body,
-            &parts.headers,
             self.limits.max_request_body_bytes,
             self.limits.body_read_timeout,
             None,
@@ -496,27 +494,14 @@ impl RestIngress {
     }
 }
 
-/// Reads a whole body, refusing one over `limit` bytes (by its
-/// Content-Length before reading, or while reading).
+/// Reads a whole body, refusing one over `limit` bytes (by its declared
+/// length before reading, or while reading).
 async fn read_body(
     body: IncomingBody,
-    headers: &HeaderMap,
     limit: usize,
     idle: std::time::Duration,
     deadline: Option<std::time::Instant>,
 ) -> Result<Bytes, GatewayError> {
-    if let Some(len) = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(GatewayError::payload_too_large(
-                limit,
-                crate::config::REQUEST_BODY_LIMIT,
-            ));
-        }
-    }
     super::framed::read_limited(
         body,
         limit,

@@ -680,6 +680,19 @@ async fn hashing_on_a_field_no_routed_method_has_is_a_startup_error() {
         .to_string();
     assert!(err.contains("upstreams.demo.hash_key"), "{err}");
     assert!(err.contains("\"shelff\""), "{err}");
+    // A field that only client streams' messages have (Feed.Upload's and
+    // Chat.Converse's `text`) would hash nothing either: those calls are
+    // balanced before their first message arrives.
+    let streams_only = text.replace("field:shelff", "field:text");
+    let err = portico::app::load(portico::config::Config::from_toml(&streams_only).unwrap())
+        .await
+        .err()
+        .expect("a field only client streams have is refused")
+        .to_string();
+    assert!(
+        err.contains("upstreams.demo.hash_key") && err.contains("whose request is one message"),
+        "{err}"
+    );
     // A field some routed method has is fine, whatever the others have.
     let text = text.replace("field:shelff", "field:shelf");
     assert!(

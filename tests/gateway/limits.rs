@@ -33,6 +33,40 @@ async fn oversized_headers_are_refused_with_431() {
 }
 
 #[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_the_client_is_asked_to_send_it() {
+    // `Expect: 100-continue` with a Content-Length over
+    // max_request_body_bytes: the answer is the 413, never the `100
+    // Continue` that would invite the upload, on every protocol whose
+    // request is one body.
+    let h = Harness::start_with("[server.limits]\nmax_request_body_bytes = 4096\n", "").await;
+    for (protocol, path, content_type) in [
+        ("REST", "/v1/shelves/1/books", "application/json"),
+        (
+            "Connect",
+            "/portico.demo.v1.Library/CreateBook",
+            "application/json",
+        ),
+        ("MCP", "/mcp", "application/json"),
+    ] {
+        let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\naccept: application/json, text/event-stream\r\nexpect: 100-continue\r\ncontent-length: 50000000\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(3), sock.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 413"), "{protocol}: {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_sends_headers_too_slowly_is_cut_off() {
     let h = Harness::start_with("[server.limits]\nheader_read_timeout = \"300ms\"\n", "").await;
     let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
