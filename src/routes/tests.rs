@@ -90,6 +90,35 @@ fn literal_segments_win_over_variables() {
 }
 
 #[test]
+fn an_escape_in_a_literal_matches_in_either_case_of_hex() {
+    // RFC 3986: `%3a` and `%3A` are one octet, in the template and in the
+    // request alike.
+    let t = trie(&[
+        ("/v9/a%3Ab/{id}", Method::GET),
+        ("/v9/c%3ad/{id}", Method::GET),
+    ]);
+    for (path, id) in [
+        ("/v9/a%3Ab/x", 0),
+        ("/v9/a%3ab/x", 0),
+        ("/v9/c%3Ad/x", 1),
+        ("/v9/c%3ad/x", 1),
+    ] {
+        assert_eq!(
+            t.lookup(&Method::GET, &segs(path)),
+            Lookup::Found {
+                id,
+                verb_split: false
+            },
+            "{path}"
+        );
+    }
+    assert_eq!(
+        t.lookup(&Method::GET, &segs("/v9/a%3Ac/x")),
+        Lookup::NotFound
+    );
+}
+
+#[test]
 fn a_custom_verb_is_split_from_the_last_segment() {
     let t = trie(&[
         ("/v1/{name=books/*}", Method::POST),

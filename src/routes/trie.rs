@@ -59,7 +59,12 @@ impl Trie {
         let mut leaf = None;
         for segment in &template.segments {
             match segment {
-                Segment::Literal(l) => node = node.literals.entry(l.as_str().into()).or_default(),
+                Segment::Literal(l) => {
+                    node = node
+                        .literals
+                        .entry(upper_hex(l).as_ref().into())
+                        .or_default()
+                }
                 Segment::Single => node = node.single.get_or_insert_with(Default::default),
                 Segment::Multi => leaf = Some(&mut node.rest),
             }
@@ -174,10 +179,15 @@ fn walk(
             return Some(id);
         }
     } else if segment.contains('%') {
+        // A literal may be written with an escape (`%3A`, in any case of
+        // hex, which RFC 3986 makes the same octet) or as the character.
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        if let Some(child) = node.literals.get(decoded.as_ref()) {
-            if let Some(id) = walk(child, segments, i + 1, verb, method, allowed) {
-                return Some(id);
+        let upper = upper_hex(segment);
+        for candidate in [decoded.as_ref(), upper.as_ref()] {
+            if let Some(child) = node.literals.get(candidate) {
+                if let Some(id) = walk(child, segments, i + 1, verb, method, allowed) {
+                    return Some(id);
+                }
             }
         }
     }
@@ -189,4 +199,24 @@ fn walk(
         }
     }
     pick(&node.rest, verb, method, allowed)
+}
+
+/// `text` with the hex digits of its escapes in upper case (`%3a` is `%3A`),
+/// borrowed when it has none in lower case.
+fn upper_hex(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let lower_at = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_lowercase);
+    let needs = (0..bytes.len()).any(|i| bytes[i] == b'%' && (lower_at(i + 1) || lower_at(i + 2)));
+    if !needs {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = bytes.to_vec();
+    for i in 0..out.len() {
+        if out[i] == b'%' {
+            for j in i + 1..(i + 3).min(out.len()) {
+                out[j] = out[j].to_ascii_uppercase();
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| text.to_owned()))
 }
