@@ -187,7 +187,9 @@ pub fn generate(s: &Sources<'_>) -> Value {
                 "\n\nClient streaming: the body is newline-delimited JSON, one request message per line.",
             );
         }
-        if binding.target.kind.server_streams() {
+        if binding.target.kind.server_streams() && binding.raw_response_body {
+            description.push_str("\n\nServer streaming: one download, the bytes of every google.api.HttpBody reply in order, whatever `Accept` says.");
+        } else if binding.target.kind.server_streams() {
             description.push_str("\n\nServer streaming: one JSON object per line (`Accept: application/x-ndjson`, the default) or one Server-Sent Event per reply (`Accept: text/event-stream`).");
         }
         let description = description.trim();
@@ -564,6 +566,10 @@ fn request_body(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Opti
 }
 
 fn success_response(schemas: &mut Schemas<'_>, binding: &Binding, n: Naming) -> Value {
+    // A HEAD reply has a GET's headers and never a body.
+    if binding.method == http::Method::HEAD {
+        return json!({ "description": "The reply's headers; a HEAD reply carries no body." });
+    }
     let output = binding.target.method.output();
     if binding.target.kind.server_streams() && binding.raw_response_body {
         return json!({

@@ -296,6 +296,13 @@ async fn a_stream_of_http_bodies_is_one_download_and_a_failure_cuts_it_short() {
         reply["content"].get("application/x-ndjson").is_none(),
         "{reply}"
     );
+    let said = spec["paths"]["/v1/files/{name}"]["get"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        said.contains("one download") && !said.contains("JSON object per line"),
+        "{said}"
+    );
 
     let (failing, _) = support::scripted::serve(support::scripted::Script {
         messages: parts,
@@ -489,6 +496,14 @@ async fn a_custom_head_rule_is_served_and_unservable_kinds_are_refused() {
     let get = h.client.send(Method::GET, "/v1/probe/1", &[], "").await;
     assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get.header("allow"), Some("HEAD"));
+    // Described as what it answers: headers, no content.
+    let spec = h.client.get("/openapi.json").await.json();
+    let ok = &spec["paths"]["/v1/probe/{shelf}"]["head"]["responses"]["200"];
+    assert!(ok["description"].is_string(), "{ok}");
+    assert!(
+        ok.get("content").is_none(),
+        "a HEAD reply has no body: {ok}"
+    );
 
     for (rule, says) in [
         (
