@@ -479,6 +479,38 @@ async fn malformed_frames_get_error_frames_and_the_session_stays_up() {
     let mut ws = connect(&h, "/ws", Some("portico.json.v1"), &[]).await;
     ws.send(Message::text("{not json")).await.unwrap();
     assert_eq!(next_json(&mut ws).await["error"]["code"], 3);
+    // JSON of another shape is said in the protocol's words: the key at
+    // fault and what it holds, never a type of the gateway's own code.
+    for (frame, field, says) in [
+        ("[1,2]", "", "a frame is a JSON object"),
+        ("\"hello\"", "", "not a string"),
+        (
+            "{\"id\": 5, \"message\": {}}",
+            "id",
+            "id is a string, not a number",
+        ),
+        (
+            "{\"id\": \"a\", \"end\": \"yes\"}",
+            "end",
+            "end is true, not a string",
+        ),
+        (
+            "{\"id\": \"a\", \"open\": null, \"cancel\": 1}",
+            "cancel",
+            "cancel is true, not a number",
+        ),
+    ] {
+        ws.send(Message::text(frame)).await.unwrap();
+        let e = next_json(&mut ws).await;
+        assert_eq!(e["error"]["code"], 3, "{frame}: {e}");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(says) && !message.contains("JsonFrame"),
+            "{frame}: {message}"
+        );
+        let violation = &e["error"]["details"][0]["fieldViolations"][0]["field"];
+        assert_eq!(violation, field, "{frame}: {e}");
+    }
     send(&mut ws, json!({"id": "zz", "message": {}})).await;
     let e = next_json(&mut ws).await;
     assert_eq!(e["id"], "zz");

@@ -136,6 +136,43 @@ fn present_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     T::deserialize(d).map(Some)
 }
 
+/// What is wrong with a frame that is JSON but not a frame's shape, said
+/// in the protocol's words: the key at fault and what it holds (serde's
+/// own text names the Rust type, or no key).
+fn misshapen(v: &serde_json::Value) -> Option<(&'static str, String)> {
+    use serde_json::Value;
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    let Value::Object(frame) = v else {
+        return Some((
+            "",
+            format!(
+                "a frame is a JSON object (such as {{\"id\": \"1\", \"message\": {{}}}}), not {}",
+                kind(v)
+            ),
+        ));
+    };
+    // `null` stands for a key left out.
+    type Expected = (&'static str, &'static str, fn(&Value) -> bool);
+    let expected: [Expected; 5] = [
+        ("id", "a string", Value::is_string),
+        ("open", "a string (the method's path)", Value::is_string),
+        ("metadata", "an object of strings", Value::is_object),
+        ("end", "true", Value::is_boolean),
+        ("cancel", "true", Value::is_boolean),
+    ];
+    expected.iter().find_map(|(key, want, fits)| {
+        let got = frame.get(*key).filter(|v| !v.is_null())?;
+        (!fits(got)).then(|| (*key, format!("{key} is {want}, not {}", kind(got))))
+    })
+}
+
 fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
     BadFrame {
         id,
@@ -179,6 +216,12 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         };
         // serde lists the JSON dialect's keys, `message` among them, which
         // a portico.proto.v1 control frame may not hold.
+        if let Some((field, why)) = serde_json::from_str(text).ok().and_then(|v| misshapen(&v)) {
+            return BadFrame {
+                id,
+                error: GatewayError::invalid_field(field, format!("not a {name} {what}: {why}")),
+            };
+        }
         let text = e.to_string();
         let unknown = text
             .strip_prefix("unknown field `")
