@@ -99,6 +99,9 @@ pub struct RequestBody {
     /// Set when dropped with more left than is read past: the connection
     /// closes after the answer, which then says so (`Connection: close`).
     closes: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The client sent `Expect: 100-continue` and none of the body has
+    /// been asked for: reading it would have hyper send `100 Continue`.
+    awaits_continue: bool,
 }
 
 impl RequestBody {
@@ -111,7 +114,16 @@ impl RequestBody {
             gate,
             drain,
             closes: None,
+            awaits_continue: false,
         }
+    }
+
+    /// The client waits for `100 Continue` before it sends the body: one
+    /// dropped before any of it was asked for is not read past (that would
+    /// invite the upload the answer refuses); its connection closes.
+    pub fn awaiting_continue(mut self) -> Self {
+        self.awaits_continue = true;
+        self
     }
 
     /// Where an HTTP/1.1 body dropped with more left than is read past
@@ -150,8 +162,9 @@ impl Drop for RequestBody {
             return;
         }
         let left = self.inner.as_ref().map_or(0, |b| b.size_hint().lower());
-        if left > DRAIN_BYTES as u64 {
-            // Known too long to read past: hyper closes the connection.
+        if left > DRAIN_BYTES as u64 || self.awaits_continue {
+            // Known too long to read past, or never to be sent unless
+            // asked for: hyper closes the connection.
             if let Some(closes) = &self.closes {
                 closes.store(true, Ordering::Release);
             }
@@ -218,6 +231,8 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
+        // Asked for: hyper sends `100 Continue`, and the client the body.
+        this.awaits_continue = false;
         match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(frame) => Poll::Ready(Some(frame.map_err(BodyError::Read))),
             None => match &this.gate {

@@ -186,13 +186,25 @@ async fn serve_connection<Io, S: Serving>(
             // Only a body declared longer than that may be: most requests
             // pay nothing.
             // (hyper knows a declared length: no header is looked up.)
-            let long =
-                http_body::Body::size_hint(&body).lower() > super::request_body::DRAIN_BYTES as u64;
-            let closes = (gate.is_none() && long)
+            let hint = http_body::Body::size_hint(&body);
+            let long = hint.lower() > super::request_body::DRAIN_BYTES as u64;
+            // A client waiting for `100 Continue` is not sent one for a
+            // body refused before it was read (only a body with content
+            // pays for the header's lookup).
+            let awaits_continue = gate.is_none()
+                && hint.upper() != Some(0)
+                && parts
+                    .headers
+                    .get(http::header::EXPECT)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            let closes = (gate.is_none() && (long || awaits_continue))
                 .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             let mut body = RequestBody::new(body, gate);
             if let Some(closes) = &closes {
                 body = body.tell_closing(closes.clone());
+            }
+            if awaits_continue {
+                body = body.awaiting_continue();
             }
             let req = http::Request::from_parts(parts, body);
             let handled = super::request_body::Witnessed {

@@ -34,23 +34,29 @@ async fn oversized_headers_are_refused_with_431() {
 
 #[tokio::test]
 async fn a_declared_body_over_the_limit_is_refused_before_the_client_is_asked_to_send_it() {
-    // `Expect: 100-continue` with a Content-Length over
-    // max_request_body_bytes: the answer is the 413, never the `100
-    // Continue` that would invite the upload, on every protocol whose
-    // request is one body.
-    let h = Harness::start_with("[server.limits]\nmax_request_body_bytes = 4096\n", "").await;
-    for (protocol, path, content_type) in [
-        ("REST", "/v1/shelves/1/books", "application/json"),
-        (
-            "Connect",
-            "/portico.demo.v1.Library/CreateBook",
-            "application/json",
-        ),
-        ("MCP", "/mcp", "application/json"),
+    // `Expect: 100-continue` with a Content-Length over the body's bound
+    // (REST and MCP: max_request_body_bytes; Connect: the message limit):
+    // the answer is the 413, never the `100 Continue` that would invite
+    // the upload, on every protocol whose request is one body, whether
+    // the length is past what the gateway would read past or just over.
+    let h = Harness::start_with(
+        "[server.limits]\nmax_request_body_bytes = 4096\nmax_grpc_message_bytes = 4096\n",
+        "",
+    )
+    .await;
+    let connect = "/portico.demo.v1.Library/CreateBook";
+    for (protocol, path, length) in [
+        ("REST", "/v1/shelves/1/books", 50_000_000),
+        ("REST", "/v1/shelves/1/books", 5_000),
+        ("Connect", connect, 50_000_000),
+        ("Connect", connect, 5_000),
+        ("MCP", "/mcp", 50_000_000),
+        ("MCP", "/mcp", 5_000),
     ] {
+        let content_type = "application/json";
         let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\naccept: application/json, text/event-stream\r\nexpect: 100-continue\r\ncontent-length: 50000000\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\naccept: application/json, text/event-stream\r\nexpect: 100-continue\r\ncontent-length: {length}\r\n\r\n"
         );
         sock.write_all(head.as_bytes()).await.unwrap();
         let mut buf = Vec::new();
@@ -62,7 +68,14 @@ async fn a_declared_body_over_the_limit_is_refused_before_the_client_is_asked_to
             }
         }
         let text = String::from_utf8_lossy(&buf);
-        assert!(text.starts_with("HTTP/1.1 413"), "{protocol}: {text}");
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "{protocol} {length}: {text}"
+        );
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{protocol} {length}: the body never sent, the connection closes: {text}"
+        );
     }
 }
 
