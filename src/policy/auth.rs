@@ -33,7 +33,7 @@ pub struct Authenticator {
 enum Verifier {
     Jwt(jwt::JwtVerifier),
     ApiKey(ApiKeyConfig),
-    Introspection(Box<introspection::Introspector>),
+    Introspection(Arc<introspection::Introspector>),
     ClientCert(crate::config::ClientCertConfig),
 }
 
@@ -45,7 +45,7 @@ impl Authenticator {
             AuthMethod::ApiKey(keys) => Verifier::ApiKey(keys.clone()),
             AuthMethod::Jwt(jwt) => Verifier::Jwt(jwt::JwtVerifier::load(jwt).await?),
             AuthMethod::Introspection(c) => {
-                Verifier::Introspection(Box::new(introspection::Introspector::new(c)?))
+                Verifier::Introspection(Arc::new(introspection::Introspector::new(c)?))
             }
             AuthMethod::ClientCert(c) => Verifier::ClientCert(c.clone()),
         };

@@ -179,8 +179,9 @@ impl ExtAuthz {
         })
     }
 
-    /// Asks (or remembers) and applies the decision to the envelope.
-    pub async fn check(&self, env: &mut Envelope) -> Result<(), GatewayError> {
+    /// Asks (or remembers) and applies the decision to the envelope. The
+    /// service is waited on no longer than the call's deadline.
+    pub async fn check(self: &Arc<Self>, env: &mut Envelope) -> Result<(), GatewayError> {
         let method = env.target.method.full_name().to_owned();
         // Only a known principal's decisions are kept: without one, the
         // service may be deciding on headers the cache key does not hold.
@@ -199,14 +200,11 @@ impl ExtAuthz {
                 self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                 d
             }
-            None => match self.ask(self.facts(env, method)).await {
-                Ok(d) => {
-                    let d = Arc::new(d);
-                    if let (Some(cache), Some(key)) = (&self.decisions, cache_key) {
-                        cache.insert(key, d.clone()).await;
-                    }
-                    d
-                }
+            None => match self
+                .ask_within(env.deadline(), self.facts(env, method), cache_key)
+                .await?
+            {
+                Ok(d) => d,
                 Err(NoAnswer(why)) if self.config.fail_open => {
                     self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(authorizer = %self.config.name, error = %why, "external authorization failed; letting the call through (failure_mode = \"open\")");
@@ -267,6 +265,41 @@ impl ExtAuthz {
                     Origin::Client,
                     message,
                 ))
+            }
+        }
+    }
+
+    /// Asks, in a task of its own so that an answer that comes after the
+    /// call's deadline is still remembered for the calls after it; the call
+    /// waits no longer than its deadline. `Err` when that passed first
+    /// (counted and logged as no answer, under the failure mode).
+    async fn ask_within(
+        self: &Arc<Self>,
+        deadline: Option<std::time::Instant>,
+        facts: Facts,
+        cache_key: Option<(String, String)>,
+    ) -> Result<Result<Arc<Decision>, NoAnswer>, GatewayError> {
+        let this = self.clone();
+        let asked = tokio::spawn(async move {
+            let d = Arc::new(this.ask(facts).await?);
+            if let (Some(cache), Some(key)) = (&this.decisions, cache_key) {
+                cache.insert(key, d.clone()).await;
+            }
+            Ok(d)
+        });
+        let before = "the authorization service answered (the backend was not called)";
+        match crate::policy::within_deadline(deadline, before, asked).await {
+            Ok(answer) => Ok(answer
+                .unwrap_or_else(|e| Err(NoAnswer(format!("the question was not asked: {e}"))))),
+            Err(late) => {
+                let counter = if self.config.fail_open {
+                    &self.stats.failed_open
+                } else {
+                    &self.stats.failed_closed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(authorizer = %self.config.name, "external authorization did not answer within the call's deadline; the call ends there, whatever the failure mode");
+                Err(late)
             }
         }
     }
@@ -542,13 +575,7 @@ impl Policy for ExtAuthz {
         mut next: Next,
     ) -> BoxFuture<'static, Result<Reply, GatewayError>> {
         Box::pin(async move {
-            let deadline = env.deadline();
-            super::within_deadline(
-                deadline,
-                "the authorization service answered (the backend was not called)",
-                self.check(&mut env),
-            )
-            .await??;
+            self.check(&mut env).await?;
             next.call(env).await
         })
     }

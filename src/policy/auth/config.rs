@@ -630,9 +630,12 @@ impl Validator<'_> {
                         jwks_key,
                         "is given beside secret: an authenticator takes one key source, the secret or a JWK set".to_owned(),
                     ),
-                    (true, _, Some(_), _) => (
+                    (true, secret, Some(_), _) => (
                         pem_key,
-                        format!("is a public key, but {algorithm_name} verifies with a shared secret: give secret instead"),
+                        format!(
+                            "is a public key, but {algorithm_name} verifies with a shared secret: {}",
+                            if secret.is_some() { "remove it" } else { "give secret instead" }
+                        ),
                     ),
                     (true, _, _, _) => (
                         "secret",

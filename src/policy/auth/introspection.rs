@@ -91,18 +91,30 @@ impl Introspector {
     }
 
     /// The principal of an active token.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, GatewayError> {
+    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Arc<Principal>, GatewayError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let key = (self.era.load(std::sync::atomic::Ordering::Acquire), digest);
-        // One introspection per token at a time; failures are not cached.
-        let cached = self
-            .answers
-            .try_get_with(key, async {
-                let (verdict, ttl) = self.introspect(token).await?;
-                Ok::<_, GatewayError>(Arc::new(Cached { verdict, ttl }))
-            })
-            .await
-            .map_err(|e: Arc<GatewayError>| (*e).clone())?;
+        let cached = match self.answers.get(&key).await {
+            Some(cached) => cached,
+            // Asked in a task of its own: an answer that comes after this
+            // call's deadline is still kept for the calls after it. One
+            // introspection per token at a time; failures are not cached.
+            None => {
+                let this = self.clone();
+                let token = token.to_owned();
+                tokio::spawn(async move {
+                    this.answers
+                        .try_get_with(key, async {
+                            let (verdict, ttl) = this.introspect(&token).await?;
+                            Ok::<_, GatewayError>(Arc::new(Cached { verdict, ttl }))
+                        })
+                        .await
+                        .map_err(|e: Arc<GatewayError>| (*e).clone())
+                })
+                .await
+                .map_err(|e| unavailable(format!("the question was not asked: {e}")))??
+            }
+        };
         match &cached.verdict {
             Verdict::Active(p) if !expired(p) => Ok(p.clone()),
             Verdict::Active(_) => Err(GatewayError::unauthenticated(
@@ -207,7 +219,7 @@ impl Introspector {
             );
         };
         // `sub` is the subject however it was found (a `sub` that is no
-        // string, or empty, was passed over), so `forward_claims` and
+        // string was passed over), so `forward_claims` and
         // `authorize` see the principal the policies count.
         let mut claims = claims;
         if let Value::Object(map) = &mut claims {

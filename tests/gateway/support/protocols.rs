@@ -523,6 +523,32 @@ pub fn split_web_body(body: &[u8]) -> (Option<Vec<u8>>, std::collections::HashMa
 }
 
 /// The demo gateway with `probe_extra` added to the Probe route.
+/// Calls `Probe.Headers` over every protocol, each call expected to end at
+/// the route's short deadline while a policy waits on a slow service:
+/// `DEADLINE_EXCEEDED` saying `says`, the backend never called, and long
+/// before the service would have answered.
+pub async fn assert_each_ends_at_its_deadline(h: &Harness, headers: &[(&str, &str)], says: &str) {
+    for protocol in EVERY_PROTOCOL {
+        let started = std::time::Instant::now();
+        let seen = call(h, protocol, headers, "", None).await;
+        assert_eq!(seen.code, 4, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message.contains(says),
+            "{protocol:?}: {}",
+            seen.message
+        );
+        assert!(
+            seen.metadata.is_empty(),
+            "{protocol:?}: the backend was not called"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(2500),
+            "{protocol:?}: waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 pub async fn gateway(sections: &str, probe_extra: &str) -> Harness {
     let sections = sections.to_owned();
     let probe_extra = probe_extra.to_owned();
