@@ -194,6 +194,7 @@ impl Upstream {
             UpstreamProtocol::Grpc => Some(
                 Pool::new(
                     &w.address,
+                    self.config.authority().as_deref(),
                     self.config.connect_timeout,
                     &self.config.connection,
                     self.tls.clone(),

@@ -200,9 +200,15 @@ async fn a_dns_upstream_behind_tls_is_verified_for_its_name_not_each_address() {
 
     let backends = portico::demo::backends::Backends::default();
     let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let secure =
-        support::instances::tls_front_serving(backend, &cert.pem(), &key.serialize_pem(), None)
-            .await;
+    let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let secure = support::instances::tls_front_serving(
+        backend,
+        &cert.pem(),
+        &key.serialize_pem(),
+        None,
+        Some(names.clone()),
+    )
+    .await;
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nsets = [\"{}/descriptors/demo.binpb\"]\n\
          [upstreams.lib]\ndns = \"localhost:{}\"\ntls_ca_file = \"{}\"\n\
@@ -215,6 +221,11 @@ async fn a_dns_upstream_behind_tls_is_verified_for_its_name_not_each_address() {
     let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(r.text().contains("Fiction"));
+    let names = names.lock().unwrap().clone();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n == "localhost"),
+        "the name is sent as SNI: {names:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

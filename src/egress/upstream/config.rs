@@ -185,6 +185,17 @@ impl UpstreamConfig {
             _ => None,
         }
     }
+
+    /// The `:authority` a gRPC call to any endpoint carries when it is not
+    /// the endpoint's own address: a `dns` upstream's name and port, as a
+    /// client of that name sends it (and as a proxy in front of the
+    /// backends routes on, beside the SNI).
+    pub fn authority(&self) -> Option<String> {
+        match &self.endpoints {
+            EndpointSource::Dns { host, port, .. } => Some(format!("{host}:{port}")),
+            _ => None,
+        }
+    }
 }
 
 /// The names of gRPC codes as written in configs and the spec.

@@ -167,8 +167,10 @@ impl Drop for StreamSlot {
 }
 
 impl Pool {
+    /// `authority`: what calls carry as `:authority` instead of `address`.
     pub fn new(
         address: &str,
+        authority: Option<&str>,
         connect_timeout: Duration,
         c: &ConnectionConfig,
         tls: Option<HttpsConnector<HttpConnector>>,
@@ -180,6 +182,12 @@ impl Pool {
             .map_err(|e| format!("bad endpoint {address}: {e}"))?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true);
+        if let Some(authority) = authority {
+            let origin = format!("{scheme}://{authority}")
+                .parse()
+                .map_err(|e| format!("bad authority {authority}: {e}"))?;
+            endpoint = endpoint.origin(origin);
+        }
         if let Some(interval) = c.keepalive_interval {
             // Only while calls are open: stock gRPC servers refuse pings on
             // a connection without calls (GOAWAY "too many pings").

@@ -125,15 +125,17 @@ pub async fn mtls_front(target: SocketAddr) -> SocketAddr {
 async fn tls_front_with(target: SocketAddr, client_ca: Option<&str>) -> SocketAddr {
     let cert = std::fs::read_to_string(super::fixture("tls/server.pem")).unwrap();
     let key = std::fs::read_to_string(super::fixture("tls/server.key")).unwrap();
-    tls_front_serving(target, &cert, &key, client_ca).await
+    tls_front_serving(target, &cert, &key, client_ca, None).await
 }
 
-/// As [`tls_front`], with the certificate chain and key given as PEM text.
+/// As [`tls_front`], with the certificate chain and key given as PEM text;
+/// the server name each client sent (SNI) is pushed to `names`, if given.
 pub async fn tls_front_serving(
     target: SocketAddr,
     cert_pem: &str,
     key_pem: &str,
     client_ca: Option<&str>,
+    names: Option<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
 ) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -170,10 +172,15 @@ pub async fn tls_front_serving(
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let names = names.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(inbound).await else {
                     return;
                 };
+                if let Some(names) = names {
+                    let name = tls.get_ref().1.server_name().unwrap_or_default();
+                    names.lock().unwrap().push(name.to_owned());
+                }
                 let Ok(mut plain) = tokio::net::TcpStream::connect(target).await else {
                     return;
                 };
