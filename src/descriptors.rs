@@ -307,7 +307,81 @@ pub fn compile_protos(
             .open_file(name)
             .map_err(|e| (i, protox_error(name, e, proto_paths)))?;
     }
+    if let Some((file, symbol, reason)) = closed_enum_in_proto3(&compiler.file_descriptor_set()) {
+        let i = protos.iter().position(|p| *p == file).unwrap_or(0);
+        return Err((i, SchemaError::new(file, Some(symbol), reason)));
+    }
     Ok(compiler.encode_file_descriptor_set())
+}
+
+/// A proto3 message field whose type is a closed enum (one defined in a
+/// proto2 file), which protoc refuses and the compiler takes: proto3's
+/// zero default may be no value of such an enum, and a closed enum drops
+/// values it does not know where proto3 keeps them. The file, the field
+/// and why.
+fn closed_enum_in_proto3(set: &prost_types::FileDescriptorSet) -> Option<(String, String, String)> {
+    use prost_types::{field_descriptor_proto::Type, DescriptorProto};
+    fn enums(prefix: &str, messages: &[DescriptorProto], out: &mut Vec<String>) {
+        for m in messages {
+            let name = format!("{prefix}.{}", m.name());
+            out.extend(m.enum_type.iter().map(|e| format!("{name}.{}", e.name())));
+            enums(&name, &m.nested_type, out);
+        }
+    }
+    fn field_of<'a>(
+        prefix: &str,
+        messages: &'a [DescriptorProto],
+        closed: &[String],
+    ) -> Option<(String, &'a str)> {
+        messages.iter().find_map(|m| {
+            let name = format!("{prefix}.{}", m.name());
+            m.field
+                .iter()
+                .find(|f| {
+                    f.r#type() == Type::Enum
+                        && closed
+                            .iter()
+                            .any(|c| f.type_name().strip_prefix('.') == Some(c))
+                })
+                .map(|f| (format!("{name}.{}", f.name()), f.type_name()))
+                .or_else(|| field_of(&name, &m.nested_type, closed))
+        })
+    }
+    let package = |f: &prost_types::FileDescriptorProto| {
+        if f.package().is_empty() {
+            String::new()
+        } else {
+            format!(".{}", f.package())
+        }
+    };
+    let mut closed = Vec::new();
+    for f in set
+        .file
+        .iter()
+        .filter(|f| matches!(f.syntax(), "" | "proto2"))
+    {
+        let prefix = package(f);
+        closed.extend(f.enum_type.iter().map(|e| format!("{prefix}.{}", e.name())));
+        enums(&prefix, &f.message_type, &mut closed);
+    }
+    for c in &mut closed {
+        c.remove(0);
+    }
+    set.file
+        .iter()
+        .filter(|f| f.syntax() == "proto3")
+        .find_map(|f| {
+            let (field, enum_name) = field_of(&package(f), &f.message_type, &closed)?;
+            let field = field.trim_start_matches('.').to_owned();
+            Some((
+                f.name().to_owned(),
+                field,
+                format!(
+                    "its type {} is a closed enum (defined in a proto2 file), which a proto3 message cannot use (protoc refuses it too): proto3's default 0 may be none of its values",
+                    enum_name.trim_start_matches('.')
+                ),
+            ))
+        })
 }
 
 /// The name the compiler knows `file` by, when it is a path to a file inside

@@ -65,6 +65,49 @@ fn a_missing_import_names_the_file_and_the_import() {
 }
 
 #[test]
+fn a_proto3_message_using_a_closed_enum_is_refused_as_protoc_refuses_it() {
+    let dir = std::env::temp_dir().join(format!("portico-closed-enum-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("p2.proto"),
+        "syntax = \"proto2\";\npackage p2;\nenum E { ONE = 1; }\nmessage Outer { enum Inner { A = 1; } }\n",
+    )
+    .unwrap();
+    for (field, enum_name) in [
+        ("p2.E e = 1;", "p2.E"),
+        ("p2.Outer.Inner i = 1;", "p2.Outer.Inner"),
+    ] {
+        std::fs::write(
+            dir.join("p3.proto"),
+            format!("syntax = \"proto3\";\npackage p3;\nimport \"p2.proto\";\nmessage M {{ message N {{ {field} }} }}\n"),
+        )
+        .unwrap();
+        let (index, err) =
+            compile_protos(&[&dir], &["p2.proto".to_owned(), "p3.proto".to_owned()]).unwrap_err();
+        assert_eq!(index, 1, "{err}");
+        let said = err.to_string();
+        assert!(
+            said.starts_with("p3.proto: p3.M.N.")
+                && said.contains(&format!("its type {enum_name} is a closed enum")),
+            "{said}"
+        );
+    }
+    // A proto2 message may use it, and a proto3 one an open enum.
+    std::fs::write(
+        dir.join("p3.proto"),
+        "syntax = \"proto3\";\npackage p3;\nenum Open { ZERO = 0; }\nmessage M { Open o = 1; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("p2b.proto"),
+        "syntax = \"proto2\";\npackage p2b;\nimport \"p2.proto\";\nmessage M { optional p2.E e = 1; }\n",
+    )
+    .unwrap();
+    compile_protos(&[&dir], &["p3.proto".to_owned(), "p2b.proto".to_owned()]).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn a_set_without_its_imports_is_refused_naming_the_import() {
     let mut set = FileDescriptorSet::decode(
         compile_protos(&["proto"], &["portico/demo/v1/feed.proto".to_owned()])
