@@ -201,8 +201,9 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
     }
     let frame: JsonFrame = serde_json::from_str(text).map_err(|e| {
         // Name the call if the id can still be read.
-        let id = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
+        let value = serde_json::from_str::<serde_json::Value>(text).ok();
+        let id = value
+            .as_ref()
             .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned));
         let what = if dialect == Dialect::Proto {
             "control frame"
@@ -216,7 +217,7 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         };
         // serde lists the JSON dialect's keys, `message` among them, which
         // a portico.proto.v1 control frame may not hold.
-        if let Some((field, why)) = serde_json::from_str(text).ok().and_then(|v| misshapen(&v)) {
+        if let Some((field, why)) = value.as_ref().and_then(misshapen) {
             return BadFrame {
                 id,
                 error: GatewayError::invalid_field(field, format!("not a {name} {what}: {why}")),
