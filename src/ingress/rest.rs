@@ -212,9 +212,10 @@ impl RestIngress {
             let bytes = match binding.body {
                 BodyRule::None => Bytes::new(),
                 _ => {
-                    read_body(
+                    super::framed::read_limited(
                         body,
                         self.limits.max_request_body_bytes,
+                        crate::config::REQUEST_BODY_LIMIT,
                         self.limits.body_read_timeout,
                         self.edge
                             .deadline_at(&parts.headers, &binding.target, started),
@@ -281,9 +282,10 @@ impl RestIngress {
         metadata: HeaderMap,
         ctx: RequestCtx,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let bytes = read_body(
+        let bytes = super::framed::read_limited(
             body,
             self.limits.max_request_body_bytes,
+            crate::config::REQUEST_BODY_LIMIT,
             self.limits.body_read_timeout,
             None,
         )
@@ -492,24 +494,6 @@ impl RestIngress {
         }
         resp
     }
-}
-
-/// Reads a whole body, refusing one over `limit` bytes (by its declared
-/// length before reading, or while reading).
-async fn read_body(
-    body: IncomingBody,
-    limit: usize,
-    idle: std::time::Duration,
-    deadline: Option<std::time::Instant>,
-) -> Result<Bytes, GatewayError> {
-    super::framed::read_limited(
-        body,
-        limit,
-        crate::config::REQUEST_BODY_LIMIT,
-        idle,
-        deadline,
-    )
-    .await
 }
 
 /// An error in one line of a streamed body, told which line of the whole

@@ -37,7 +37,6 @@ impl JwtVerifier {
     /// `issuer`, from that issuer (or naming none, which it then refuses).
     /// A token that cannot be read that far is this one's to refuse.
     pub fn meant_for(&self, token: &str) -> bool {
-        use base64::Engine as _;
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return true;
         };
@@ -47,16 +46,11 @@ impl JwtVerifier {
         let Some(issuers) = &self.validation.iss else {
             return true;
         };
-        #[derive(serde::Deserialize)]
-        struct Issuer {
-            iss: Option<String>,
-        }
-        let claims = token.split('.').nth(1).unwrap_or_default();
-        let Ok(claims) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims) else {
-            return true;
-        };
-        match serde_json::from_slice::<Issuer>(&claims) {
-            Ok(Issuer { iss: Some(iss) }) => issuers.contains(&iss),
+        match unverified_part(token, 1)
+            .as_ref()
+            .and_then(|c| c.get("iss"))
+        {
+            Some(serde_json::Value::String(iss)) => issuers.contains(iss),
             _ => true,
         }
     }
@@ -517,50 +511,33 @@ fn reason(e: &jsonwebtoken::errors::Error, token: &str) -> String {
     }
 }
 
-/// Whether the token's claims (not yet verified: only to word an error)
-/// have a member named `claim`.
-fn has_claim(token: &str, claim: &str) -> bool {
+/// Part `n` of a token (0 the header, 1 the claims) as JSON, read without
+/// verifying anything: only to choose an authenticator or word an error.
+fn unverified_part(token: &str, n: usize) -> Option<serde_json::Value> {
     use base64::Engine as _;
-    token
-        .split('.')
-        .nth(1)
-        .and_then(|c| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-        })
-        .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok())
-        .is_some_and(|c| c.get(claim).is_some())
+    let part = token.split('.').nth(n)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether the token's claims have a member named `claim`.
+fn has_claim(token: &str, claim: &str) -> bool {
+    unverified_part(token, 1).is_some_and(|c| c.get(claim).is_some())
 }
 
 /// Whether the token's header names, as a string, an `alg` that is not a
 /// JWS algorithm the library knows (`none` among them).
 fn header_alg_unknown(token: &str) -> bool {
-    use base64::Engine as _;
-    let alg = token
-        .split('.')
-        .next()
-        .and_then(|h| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(h)
-                .ok()
-        })
-        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-        .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned));
-    alg.is_some_and(|a| a.parse::<jsonwebtoken::Algorithm>().is_err())
+    unverified_part(token, 0)
+        .and_then(|h| h.get("alg").and_then(|a| a.as_str()).map(str::to_owned))
+        .is_some_and(|a| a.parse::<jsonwebtoken::Algorithm>().is_err())
 }
 
 /// Whether the token's header has a `crit` member.
 fn header_has_crit(token: &str) -> bool {
-    use base64::Engine as _;
-    let Some(header) = token.split('.').next() else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header.trim_end_matches('='))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .is_some_and(|h| h.get("crit").is_some())
+    unverified_part(token, 0).is_some_and(|h| h.get("crit").is_some())
 }
 
 /// The principal of a valid token.
