@@ -59,6 +59,10 @@ pub struct HttpEgress {
     clients: Arc<Vec<Option<HttpClient>>>,
     /// `http` or `https`, by upstream index.
     schemes: Arc<Vec<&'static str>>,
+    /// The `Host` every call to an upstream carries when it is not the
+    /// endpoint's address (a `dns` upstream's name and port), by upstream
+    /// index.
+    hosts: Arc<Vec<Option<HeaderValue>>>,
     /// The binding that says how to call each method, by its gRPC path.
     bindings: Arc<HashMap<String, Arc<Binding>>>,
     max_body: usize,
@@ -100,6 +104,12 @@ impl HttpEgress {
                 upstreams
                     .iter()
                     .map(|u| if u.tls.is_some() { "https" } else { "http" })
+                    .collect(),
+            ),
+            hosts: Arc::new(
+                upstreams
+                    .iter()
+                    .map(|u| u.authority().and_then(|a| HeaderValue::from_str(&a).ok()))
                     .collect(),
             ),
             bindings: Arc::new(bindings),
@@ -155,7 +165,8 @@ impl HttpEgress {
                 http::header::ACCEPT_ENCODING,
                 HeaderValue::from_static("identity"),
             );
-            if let Ok(host) = HeaderValue::from_str(endpoint) {
+            let named = self.hosts.get(env.target.upstream.0).cloned().flatten();
+            if let Some(host) = named.or_else(|| HeaderValue::from_str(endpoint).ok()) {
                 headers.insert(HOST, host);
             }
             headers.insert(

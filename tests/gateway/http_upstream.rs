@@ -42,6 +42,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                                 .to_owned()
                         };
                         let lang = header("x-lang");
+                        let host = header("host");
                         // What a backend that honours these would act on.
                         let asked = format!(
                             "accept-encoding={};if-none-match={};range={}",
@@ -74,6 +75,7 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("GET", "/v1/shelves/41" | "/v1/shelves/42") => (200, r#"{"name":"shelves/41"}"#.to_owned()),
                             ("GET", "/v1/shelves/43") => (404, r#"{"message":" "}"#.to_owned()),
                             ("GET", "/v1/shelves/45") => (404, "\u{1f}\u{8b}compressed".to_owned()),
+                            ("GET", "/v1/shelves/46") => (200, format!(r#"{{"name":"shelves/46","theme":"{host}"}}"#)),
                             ("GET", "/v1/shelves/44") => (200, format!(r#"{{"name":"shelves/44","theme":"{asked}"}}"#)),
                             ("GET", t) if t.starts_with("/v1/shelves/") => (404, r#"{"message":"no such shelf"}"#.to_owned()),
                             ("POST", "/v1/shelves/1/books" | "/v1/shelves/3/books") => (201, body.replacen('{', r#"{"name":"shelves/1/books/9","#, 1)),
@@ -561,6 +563,41 @@ async fn a_rule_in_the_route_says_how_to_call_an_unannotated_method() {
         .into_inner();
     assert_eq!((stats.shelves, stats.books), (4, 40));
     assert_eq!(seen.lock().unwrap()[0].1, "/stats");
+}
+
+#[tokio::test]
+async fn a_dns_upstream_is_called_with_its_name_as_host() {
+    // Virtual hosts and ingress proxies in front of JSON backends route on
+    // `Host`: a `dns` upstream's calls carry its name, as gRPC calls carry
+    // it as `:authority`, whichever address the name resolved to.
+    let (rest, _) = rest_backend().await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\n\
+         protos = [\"portico/demo/v1/library.proto\"]\n\
+         [upstreams.rest]\nprotocol = \"http\"\ndns = \"localhost:{}\"\n\
+         [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
+        support::proto_dir(),
+        rest.port()
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let r = support::HttpClient::new(gw.addr)
+        .get("/v1/shelves/46")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["theme"],
+        format!("localhost:{}", rest.port()),
+        "{}",
+        r.text()
+    );
+    // An endpoint written as an address is called with that address.
+    let gw = gateway(rest).await;
+    let r = support::HttpClient::new(gw.addr)
+        .get("/v1/shelves/46")
+        .await;
+    assert_eq!(r.json()["theme"], rest.to_string(), "{}", r.text());
 }
 
 #[tokio::test]

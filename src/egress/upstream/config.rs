@@ -186,10 +186,11 @@ impl UpstreamConfig {
         }
     }
 
-    /// The `:authority` a gRPC call to any endpoint carries when it is not
-    /// the endpoint's own address: a `dns` upstream's name and port, as a
-    /// client of that name sends it (and as a proxy in front of the
-    /// backends routes on, beside the SNI).
+    /// The `:authority` a gRPC call (the `Host` a JSON/HTTP call) to any
+    /// endpoint carries when it is not the endpoint's own address: a `dns`
+    /// upstream's name and port, as a client of that name sends it (and as
+    /// a proxy or virtual host in front of the backends routes on, beside
+    /// the SNI).
     pub fn authority(&self) -> Option<String> {
         match &self.endpoints {
             EndpointSource::Dns { host, port, .. } => Some(format!("{host}:{port}")),
