@@ -480,7 +480,8 @@ impl Validator<'_> {
         Ok(d)
     }
 
-    /// A duration where zero means "none" (a JWT leeway).
+    /// A duration where zero means "none" (a JWT leeway, a cache that
+    /// keeps nothing, a drain that does not wait).
     pub(crate) fn duration_or_zero(
         &self,
         key: &str,

@@ -848,3 +848,52 @@ fn upstream_keepalive_pings_only_when_configured() {
     let err = interval(&with("0s")).unwrap_err();
     assert_eq!(err.key, "upstreams.backend.keepalive_interval", "{err}");
 }
+
+#[test]
+fn zero_is_taken_where_it_means_none() {
+    use std::time::Duration;
+    let text = MINIMAL
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"127.0.0.1:8080\"\ndrain_timeout = \"0s\"",
+        )
+        .replace(
+            "[[routes]]",
+            "[upstreams.backend.retry]\nbackoff_base = \"0s\"\nbackoff_max = \"0s\"\n\
+             [cors]\nallowed_origins = [\"https://app.example\"]\nmax_age = \"0s\"\n\
+             [authenticators.opaque]\nkind = \"introspection\"\n\
+             introspection_url = \"http://127.0.0.1:9/introspect\"\nclient_id = \"g\"\n\
+             client_secret = \"s\"\ncache_ttl = \"0s\"\nnegative_cache_ttl = \"0s\"\n\
+             [ext_authz.opa]\ngrpc = \"127.0.0.1:9\"\ncache_ttl = \"0s\"\n\
+             [[routes]]",
+        );
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.server.drain_timeout, Duration::ZERO);
+    assert_eq!(c.upstreams[0].retry.backoff_base, Duration::ZERO);
+    assert_eq!(c.upstreams[0].retry.backoff_max, Duration::ZERO);
+    assert_eq!(c.cors.as_ref().unwrap().max_age, Duration::ZERO);
+    let crate::policy::auth::config::AuthMethod::Introspection(i) = &c.authenticators[0].method
+    else {
+        panic!("an introspection authenticator")
+    };
+    assert_eq!(
+        (i.cache_ttl, i.negative_cache_ttl),
+        (Duration::ZERO, Duration::ZERO)
+    );
+    assert_eq!(
+        c.ext_authz[0].cache_ttl, None,
+        "as with no cache_ttl: ask every call"
+    );
+
+    // Where zero would mean "never", it is refused, naming the key.
+    let text = MINIMAL.replace(
+        "[[routes]]",
+        "[upstreams.backend.health_check]\ninterval = \"0s\"\n[[routes]]",
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.health_check.interval", "{err}");
+    assert!(
+        err.to_string().contains("must be greater than zero"),
+        "{err}"
+    );
+}

@@ -489,6 +489,33 @@ async fn a_cached_introspection_ends_at_the_tokens_exp() {
 }
 
 #[tokio::test]
+async fn introspection_cache_ttls_of_zero_ask_about_every_call() {
+    // A provider whose revocations must take effect at once: nothing kept.
+    let provider = Introspection::default();
+    provider.know("opaque-ada", json!({"active": true, "sub": "ada"}));
+    provider.know("opaque-gone", json!({"active": false}));
+    let addr = provider.start().await;
+    let sections = introspection_section(addr, "cache_ttl = \"0s\"\nnegative_cache_ttl = \"0s\"");
+    let h = gateway(&sections, "auth = \"opaque\"").await;
+    for protocol in EVERY_PROTOCOL {
+        let ada = [("authorization", "Bearer opaque-ada")];
+        assert_eq!(
+            call(&h, protocol, &ada, "", None).await.code,
+            0,
+            "{protocol:?}"
+        );
+        let gone = [("authorization", "Bearer opaque-gone")];
+        assert_eq!(
+            call(&h, protocol, &gone, "", None).await.code,
+            16,
+            "{protocol:?}"
+        );
+    }
+    assert_eq!(provider.times_asked("opaque-ada"), EVERY_PROTOCOL.len());
+    assert_eq!(provider.times_asked("opaque-gone"), EVERY_PROTOCOL.len());
+}
+
+#[tokio::test]
 async fn two_identity_providers_on_one_route_each_verify_their_own_tokens() {
     // Two providers sign with HS256 (told apart by issuer) and a third
     // with RS256 (by algorithm): each token goes to its own authenticator,

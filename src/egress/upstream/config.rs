@@ -481,13 +481,14 @@ impl Validator<'_> {
             retry_on,
             budget_percent: percent("retry.budget_percent", r.and_then(|r| r.budget_percent), 20)?,
             min_retries_per_second: r.and_then(|r| r.min_retries_per_second).unwrap_or(10),
-            backoff_base: dur(
-                "retry.backoff_base",
+            // Zero: retries go at once.
+            backoff_base: self.duration_or_zero(
+                &format!("{key}.retry.backoff_base"),
                 &r.and_then(|r| r.backoff_base.clone()),
                 Duration::from_millis(25),
             )?,
-            backoff_max: dur(
-                "retry.backoff_max",
+            backoff_max: self.duration_or_zero(
+                &format!("{key}.retry.backoff_max"),
                 &r.and_then(|r| r.backoff_max.clone()),
                 Duration::from_millis(250),
             )?,

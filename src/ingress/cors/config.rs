@@ -141,7 +141,8 @@ impl Validator<'_> {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
-            max_age: self.duration(
+            // Zero: `Access-Control-Max-Age: 0`, a preflight per request.
+            max_age: self.duration_or_zero(
                 &format!("{key}.max_age"),
                 &c.max_age,
                 Duration::from_secs(600),

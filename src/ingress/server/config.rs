@@ -333,7 +333,8 @@ impl Validator<'_> {
                         .map_err(|e| self.err(format!("server.trusted_proxies[{i}]"), e))
                 })
                 .collect::<Result<_, _>>()?,
-            drain_timeout: self.duration(
+            // Zero: connections are cut at once.
+            drain_timeout: self.duration_or_zero(
                 "server.drain_timeout",
                 &s.drain_timeout,
                 Duration::from_secs(30),

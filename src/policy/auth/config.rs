@@ -779,12 +779,14 @@ impl Validator<'_> {
                 &a.timeout,
                 Duration::from_secs(2),
             )?,
-            cache_ttl: self.duration(
+            // Zero: that kind of answer is not kept (concurrent calls with
+            // one token still share one question).
+            cache_ttl: self.duration_or_zero(
                 &format!("{key}.cache_ttl"),
                 &a.cache_ttl,
                 Duration::from_secs(300),
             )?,
-            negative_cache_ttl: self.duration(
+            negative_cache_ttl: self.duration_or_zero(
                 &format!("{key}.negative_cache_ttl"),
                 &a.negative_cache_ttl,
                 Duration::from_secs(10),

@@ -129,11 +129,13 @@ impl Validator<'_> {
                 "x-request-id is the gateway's: the id the client gets back and the access log keeps",
             ));
         }
-        let cache_ttl = f
-            .cache_ttl
-            .is_some()
-            .then(|| self.duration(&format!("{key}.cache_ttl"), &f.cache_ttl, Duration::ZERO))
-            .transpose()?;
+        // Zero, like no `cache_ttl`: every call is asked about.
+        let cache_ttl = Some(self.duration_or_zero(
+            &format!("{key}.cache_ttl"),
+            &f.cache_ttl,
+            Duration::ZERO,
+        )?)
+        .filter(|ttl| !ttl.is_zero());
         let ca_file = f.ca_file.as_deref().map(|p| self.path(p));
         if let Some(ca) = &ca_file {
             // Read now, so `portico check` refuses what `serve` would.
