@@ -8,6 +8,7 @@ pub mod http;
 pub mod local;
 pub mod non_grpc;
 pub mod probe;
+pub mod status_mend;
 pub mod tls;
 pub mod upstream;
 

@@ -4,7 +4,8 @@
 //! report INTERNAL whatever the status. This wrapper around the connection
 //! turns such a reply into the trailers-only gRPC answer that gRPC's "HTTP
 //! to gRPC status code mapping" gives, with the first bytes of the body in
-//! the message, so the client learns what the proxy said.
+//! the message, so the client learns what the proxy said. A gRPC reply's
+//! status passes [`super::status_mend`] on its way to tonic.
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
@@ -50,8 +51,13 @@ where
         let reply = self.0.call(req);
         Box::pin(async move {
             let resp = reply.await?;
-            if resp.status() == StatusCode::OK || resp.headers().contains_key("grpc-status") {
-                return Ok(resp);
+            if resp.headers().contains_key("grpc-status") {
+                let (mut parts, body) = resp.into_parts();
+                super::status_mend::mend(&mut parts.headers);
+                return Ok(Response::from_parts(parts, body));
+            }
+            if resp.status() == StatusCode::OK {
+                return Ok(resp.map(|body| Body::new(super::status_mend::MendedTrailers(body))));
             }
             let status = resp.status();
             let quoted = first_bytes(resp.into_body()).await;

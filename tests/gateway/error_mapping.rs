@@ -367,3 +367,40 @@ async fn an_unreachable_backend_is_unavailable_everywhere_naming_the_upstream() 
         assert!(!message.contains(&closed.to_string()), "{message}");
     }
 }
+
+/// A backend's status fields that tonic would misread: details that are
+/// not base64 (tonic panics on them) and a message cut inside a UTF-8
+/// character (tonic throws the code away for UNKNOWN). Every protocol gets
+/// the backend's code and message, in trailers and in a trailers-only
+/// reply alike; the details that cannot be read are dropped.
+#[tokio::test]
+async fn a_backends_malformed_status_fields_keep_its_code_and_message_everywhere() {
+    for trailers_only in [false, true] {
+        let (backend, _) = support::scripted::serve(support::scripted::Script {
+            status: 5,
+            status_message: "caf%C3%A9 %E2%82",
+            trailers: vec![("grpc-status-details-bin", "!!notbase64")],
+            trailers_only,
+            ..Default::default()
+        })
+        .await;
+        let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+        let request = pb::FailRequest::default();
+        let (seen, said) =
+            through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await;
+        assert_eq!(
+            seen,
+            Seen {
+                rest: (404, 5),
+                grpc: 5,
+                grpc_web: "5".into(),
+                connect: (404, "not_found".into()),
+                websocket: 5
+            },
+            "trailers only: {trailers_only}"
+        );
+        for message in &said.0 {
+            assert_eq!(message, "café \u{fffd}", "trailers only: {trailers_only}");
+        }
+    }
+}

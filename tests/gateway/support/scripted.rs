@@ -25,6 +25,10 @@ pub struct Script {
     /// The gRPC status code in the trailers.
     pub status: u32,
     pub status_message: &'static str,
+    /// More status fields, as written (`grpc-status-details-bin`...).
+    pub trailers: Vec<(&'static str, &'static str)>,
+    /// The status in the response headers, with no body (no messages).
+    pub trailers_only: bool,
 }
 
 /// Serves `script` on a free port of 127.0.0.1; returns the address and a
@@ -55,6 +59,20 @@ pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                         for (name, value) in &script.headers {
                             response = response.header(*name, value.as_str());
                         }
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", script.status.into());
+                        if !script.status_message.is_empty() {
+                            trailers.insert("grpc-message", script.status_message.parse().unwrap());
+                        }
+                        for (name, value) in &script.trailers {
+                            trailers.insert(*name, value.parse().unwrap());
+                        }
+                        if script.trailers_only {
+                            let mut response = response.body(()).unwrap();
+                            response.headers_mut().extend(trailers);
+                            let _ = respond.send_response(response, true);
+                            return;
+                        }
                         let Ok(mut send) = respond.send_response(response.body(()).unwrap(), false)
                         else {
                             return;
@@ -64,11 +82,6 @@ pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                                 send.send_data(Bytes::from(super::frame_bytes(0, message)), false);
                         }
                         tokio::time::sleep(script.pause_before_status).await;
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", script.status.into());
-                        if !script.status_message.is_empty() {
-                            trailers.insert("grpc-message", script.status_message.parse().unwrap());
-                        }
                         let _ = send.send_trailers(trailers);
                     });
                 }
