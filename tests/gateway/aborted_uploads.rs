@@ -7,7 +7,7 @@
 use crate::support;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use portico::app;
 use portico::config::Config;
 use serde_json::json;
@@ -636,6 +636,57 @@ async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
         .send(Message::text(json!({"id": "u", "end": true}).to_string()))
         .await;
     assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
+}
+
+/// A message the gateway refuses (a value of the wrong type, a frame that
+/// is not JSON) ends the upload it was for with INVALID_ARGUMENT, reset at
+/// the backend, in every dialect, as a bad line or envelope ends it on
+/// REST and Connect: going on without it would complete the upload with a
+/// hole. A frame that is not JSON names no call, so it ends every upload
+/// still taking input.
+#[tokio::test]
+async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    for bad in [
+        json!({"id": "u", "message": {"seq": "x"}}).to_string(),
+        json!({"id": "u", "message": {"seq": 2, "colour": "red"}}).to_string(),
+        "{\"id\": \"u\", \"message\": {\"seq\": 2".to_owned(),
+    ] {
+        let mut ws = session_uploading_u(gw.addr).await;
+        ws.send(Message::text(bad.clone())).await.unwrap();
+        let status = support::ws_status(&mut ws).await;
+        assert_eq!(status["code"], 3, "{bad}: {status}");
+        let _ = ws
+            .send(Message::text(json!({"id": "u", "end": true}).to_string()))
+            .await;
+        assert!(
+            matches!(next_end(&mut ends).await, BodyEnd::Reset(_)),
+            "{bad}"
+        );
+    }
+    // The plain dialect: the connection is the call.
+    for bad in ["{\"seq\": \"x\"}", "{\"seq\": 2"] {
+        let url = format!("ws://{}/portico.demo.v1.Feed/Upload", gw.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        ws.send(Message::text("{\"seq\": 1, \"topic\": \"a\"}"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ws.send(Message::text(bad)).await.unwrap();
+        let _ = ws.send(Message::text("")).await;
+        let mut close = None;
+        while let Some(Ok(frame)) = ws.next().await {
+            if let Message::Close(c) = frame {
+                close = c.map(|c| u16::from(c.code));
+            }
+        }
+        assert_eq!(close, Some(4003), "{bad}");
+        assert!(
+            matches!(next_end(&mut ends).await, BodyEnd::Reset(_)),
+            "{bad}"
+        );
+    }
 }
 
 /// An oversized frame ends only the call it names: an oversized `open`

@@ -411,30 +411,12 @@ impl Session {
                 (Message::Text(t), false) => frame_names(t.as_str()),
                 _ => None,
             };
-            let cut: Vec<String> = match &named {
+            return match named {
                 // An `open` never started its call: nothing to cut.
-                Some((_, true)) => Vec::new(),
-                Some((id, false)) => self
-                    .calls
-                    .get(id)
-                    .filter(|c| c.input.is_some() && !c.settled.load(Ordering::Acquire))
-                    .map(|_| vec![id.clone()])
-                    .unwrap_or_default(),
-                None => self
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| c.input.is_some() && !c.settled.load(Ordering::Acquire))
-                    .map(|(id, _)| id.clone())
-                    .collect(),
+                Some((id, true)) => self.refuse(&id, &err).await,
+                Some((id, false)) => self.refuse_input(Some(&id), err).await,
+                None => self.refuse_input(None, err).await,
             };
-            if cut.is_empty() {
-                let id = named.map(|(id, _)| id).unwrap_or_default();
-                self.refuse(&id, &err).await;
-            }
-            for id in cut {
-                self.cut_off(&id, err.clone(), true).await;
-            }
-            return;
         }
         let frame = match message {
             Message::Text(t) => protocol::parse_text(self.dialect, t.as_str()),
@@ -456,18 +438,12 @@ impl Session {
                 let err = GatewayError::rate_limited(r.burst, wait, &what);
                 // A refused message of a call under way would leave a hole
                 // in its input: the call ends with the refusal instead.
-                let under_way = matches!(&frame, Ok(ClientFrame::Message { .. }))
-                    && self
-                        .calls
-                        .get(id)
-                        .is_some_and(|c| c.input.is_some() && !c.settled.load(Ordering::Acquire));
-                if under_way {
-                    let id = id.to_owned();
-                    self.cut_off(&id, err, true).await;
+                let id = id.to_owned();
+                return if matches!(&frame, Ok(ClientFrame::Message { .. })) {
+                    self.refuse_input(Some(&id), err).await
                 } else {
-                    self.refuse(id, &err).await;
-                }
-                return;
+                    self.refuse(&id, &err).await
+                };
             }
         }
         // Ids are never guessed: a frame whose call is ambiguous is refused.
@@ -478,7 +454,7 @@ impl Session {
                     "id",
                     "this connection is one call, opened by its path: its frames carry no id",
                 );
-                return self.refuse(id, &err).await;
+                return self.refuse_input(Some(""), err).await;
             }
             if !self.single && id.is_empty() {
                 let err = GatewayError::invalid_field(
@@ -489,10 +465,9 @@ impl Session {
             }
         }
         match frame {
-            Err(bad) => {
-                self.refuse(bad.id.as_deref().unwrap_or(""), &bad.error)
-                    .await
-            }
+            // A single call's frames name no call: they are all its own.
+            Err(bad) if self.single => self.refuse_input(Some(""), bad.error).await,
+            Err(bad) => self.refuse_input(bad.id.as_deref(), bad.error).await,
             Ok(ClientFrame::Open {
                 id,
                 method,
@@ -894,15 +869,40 @@ impl Session {
         };
         let encoded = match encoded {
             Ok(e) => e,
-            // A bad message is refused; the call goes on. Logged as the
-            // call's, under its request id.
-            Err(err) => {
-                let request_id = call.request_id.clone();
-                return crate::observe::request_scope::scope(request_id, self.refuse(id, &err))
-                    .await;
-            }
+            Err(err) => return self.refuse_input(Some(id), err).await,
         };
         self.enqueue(id, encoded).await;
+    }
+
+    /// A refused client frame: going on without it would leave a hole in
+    /// the input of the call it was for, so that call, when it is still
+    /// taking input, ends with the refusal (reset at the backend), as a
+    /// bad message ends a call on every other protocol. A frame whose call
+    /// cannot be told (`named` is `None`: not JSON, no readable `id`) ends
+    /// every call still taking input, since any of them may have lost it.
+    /// A refusal that ends no call is an `error` frame.
+    async fn refuse_input(&mut self, named: Option<&str>, err: GatewayError) {
+        let taking_input = |c: &Call| c.input.is_some() && !c.settled.load(Ordering::Acquire);
+        let cut: Vec<String> = match named {
+            Some(id) => self
+                .calls
+                .get(id)
+                .filter(|c| taking_input(c))
+                .map(|_| vec![id.to_owned()])
+                .unwrap_or_default(),
+            None => self
+                .calls
+                .iter()
+                .filter(|(_, c)| taking_input(c))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        if cut.is_empty() {
+            return self.refuse(named.unwrap_or(""), &err).await;
+        }
+        for id in cut {
+            self.cut_off(&id, err.clone(), true).await;
+        }
     }
 
     /// Hands an encoded message to its call.
