@@ -897,3 +897,34 @@ fn zero_is_taken_where_it_means_none() {
         "{err}"
     );
 }
+
+#[test]
+fn limits_past_what_the_gateway_can_hold_are_refused_at_load() {
+    for (table, key) in [
+        (
+            "[server.limits]\nmax_header_count = 1000000000000\n",
+            "server.limits.max_header_count",
+        ),
+        (
+            "[server.limits]\nmax_connections = 18446744073709551615\n",
+            "server.limits.max_connections",
+        ),
+        (
+            "[websocket]\nmax_in_flight = 18446744073709551615\n",
+            "websocket.max_in_flight",
+        ),
+        (
+            "[tracing]\nendpoint = \"http://127.0.0.1:4317\"\nqueue_size = 18446744073709551615\n",
+            "tracing.queue_size",
+        ),
+    ] {
+        let text = format!(
+            "{table}{}",
+            MINIMAL.replace("[server]\nlisten = \"127.0.0.1:8080\"\n", "")
+        );
+        let text = format!("[server]\nlisten = \"127.0.0.1:8080\"\n{text}");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.to_string().contains("over the most allowed"), "{err}");
+    }
+}

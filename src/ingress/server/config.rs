@@ -56,6 +56,13 @@ pub struct Limits {
 /// The largest flow-control window HTTP/2 allows (RFC 9113 section 6.9.1).
 const MAX_WINDOW: u32 = (1 << 31) - 1;
 
+/// The most `server.limits.max_connections` may be: past it a limit
+/// limits nothing a process could hold open.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+/// The most `server.limits.max_header_count` may be: hyper sizes each
+/// HTTP/1.1 request's header table by it.
+pub const MAX_HEADER_COUNT: usize = 10_000;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -150,6 +157,15 @@ impl Validator<'_> {
                     None => Ok(default),
                 }
             };
+        let at_most = |key: &str, v: usize, max: usize, why: &str| {
+            if v > max {
+                return Err(self.err(
+                    format!("server.limits.{key}"),
+                    format!("{v} is over the most allowed, {max}: {why}"),
+                ));
+            }
+            Ok(v)
+        };
         let limits = Limits {
             max_concurrent_streams: match l.max_concurrent_streams {
                 Some(0) => {
@@ -197,7 +213,12 @@ impl Validator<'_> {
                 &l.request_timeout,
                 d.request_timeout,
             )?,
-            max_connections: positive("max_connections", l.max_connections, d.max_connections)?,
+            max_connections: at_most(
+                "max_connections",
+                positive("max_connections", l.max_connections, d.max_connections)?,
+                MAX_CONNECTIONS,
+                "more connections than a process has file descriptors for",
+            )?,
             max_connections_per_ip: positive(
                 "max_connections_per_ip",
                 l.max_connections_per_ip,
@@ -208,7 +229,12 @@ impl Validator<'_> {
                 l.max_request_target_bytes,
                 d.max_request_target_bytes,
             )?,
-            max_header_count: positive("max_header_count", l.max_header_count, d.max_header_count)?,
+            max_header_count: at_most(
+                "max_header_count",
+                positive("max_header_count", l.max_header_count, d.max_header_count)?,
+                MAX_HEADER_COUNT,
+                "each HTTP/1.1 request's header table is sized by it",
+            )?,
             body_read_timeout: self.duration(
                 crate::config::BODY_READ_TIMEOUT,
                 &l.body_read_timeout,

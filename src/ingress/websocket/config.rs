@@ -34,6 +34,9 @@ pub struct ConnectionRate {
     pub burst: u32,
 }
 
+/// The most `websocket.max_in_flight` may be.
+pub const MAX_IN_FLIGHT: usize = 65_536;
+
 impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
@@ -116,7 +119,15 @@ impl Validator<'_> {
                 w.max_message_bytes,
                 d.max_message_bytes,
             )?,
-            max_in_flight: positive("max_in_flight", w.max_in_flight, d.max_in_flight)?,
+            max_in_flight: match positive("max_in_flight", w.max_in_flight, d.max_in_flight)? {
+                v if v > MAX_IN_FLIGHT => {
+                    return Err(self.err(
+                        "websocket.max_in_flight",
+                        format!("{v} is over the most allowed, {MAX_IN_FLIGHT}: each call's queue is bounded by it"),
+                    ))
+                }
+                v => v,
+            },
             max_calls: positive("max_calls", w.max_calls, d.max_calls)?,
             allowed_origins,
             token_query_param: w.token_query_param.clone(),

@@ -249,6 +249,14 @@ impl Validator<'_> {
         if queue_size == 0 {
             return Err(self.err("tracing.queue_size", "must be greater than zero"));
         }
+        // The queue is a channel of that many spans: past this it would
+        // hold more memory than any collector outage is worth.
+        if queue_size > 1 << 20 {
+            return Err(self.err(
+                "tracing.queue_size",
+                format!("{queue_size} is over the most allowed, 1048576"),
+            ));
+        }
         if batch_size == 0 || batch_size > queue_size {
             return Err(self.err(
                 "tracing.batch_size",
