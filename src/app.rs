@@ -260,12 +260,45 @@ impl Gateway {
         }
     }
 
+    /// Answers the SIGHUPs [`HeldHangups`] held while the gateway started:
+    /// one reload, since the config read at startup may predate the change
+    /// the signal was sent for.
+    pub fn answer_held_hangups(&self, mut held: HeldHangups) {
+        #[cfg(unix)]
+        if let Some(signal) = held.0.as_mut() {
+            use futures_util::FutureExt;
+            if signal.recv().now_or_never().is_some() {
+                tracing::info!("SIGHUP while starting: reloading the config");
+                let live = self.live.clone();
+                tokio::spawn(async move { live.reload().await });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = &mut held;
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run_until_signal(self) {
         wait_for_signal().await;
         tracing::info!("shutting down: draining connections");
         self.shutdown().await;
     }
+}
+
+/// SIGHUPs sent while the gateway starts (loading schemas may wait on
+/// reflection for seconds): the signal's default action ends the process,
+/// so from the first moment of `serve` they are held here, then answered
+/// by [`Gateway::answer_held_hangups`].
+pub struct HeldHangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+/// Starts holding SIGHUPs (call it first, inside the runtime).
+pub fn hold_hangups() -> HeldHangups {
+    #[cfg(unix)]
+    return HeldHangups(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
+    );
+    #[cfg(not(unix))]
+    HeldHangups()
 }
 
 async fn wait_for_signal() {

@@ -115,8 +115,10 @@ fn main() -> ExitCode {
     let result: Result<(), String> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => {
+                let held = app::hold_hangups();
                 let config = Config::load(&config).map_err(|e| e.to_string())?;
                 let gateway = app::start(config).await.map_err(|e| e.to_string())?;
+                gateway.answer_held_hangups(held);
                 gateway.run_until_signal().await;
                 Ok(())
             }
@@ -225,7 +227,12 @@ fn main() -> ExitCode {
                 emit(&text)?;
                 Ok(())
             }
-            Command::Demo { listen } => demo::run(listen).await.map_err(|e| e.to_string()),
+            Command::Demo { listen } => {
+                // Held for good: the demo's config is inline, there is no
+                // file to reload, and the signal must not end it.
+                let _held = app::hold_hangups();
+                demo::run(listen).await.map_err(|e| e.to_string())
+            }
             Command::Compile {
                 proto_paths,
                 out,

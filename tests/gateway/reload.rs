@@ -1044,6 +1044,71 @@ async fn a_shutdown_abandons_a_reload_that_a_sighup_started() {
     );
 }
 
+/// A SIGHUP sent while `serve` starts (here while it loads its schemas by
+/// reflection through a slow link) does not end the process, the signal's
+/// default action: it is held, and once the gateway serves, answered with
+/// a reload.
+#[tokio::test]
+async fn a_sighup_while_the_gateway_starts_is_held_and_answered_with_a_reload() {
+    let backends = Backends::default();
+    let (backend, _) = backends.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let slow = support::instances::slow_proxy(backend, Duration::from_millis(150)).await;
+    let dir = temp_dir("hup-at-start");
+    let port = support::redis::free_port();
+    let path = dir.join("portico.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[descriptors]\nreflect = [\"demo\"]\n\
+             [upstreams.demo]\nendpoints = [\"{slow}\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n"
+        ),
+    )
+    .unwrap();
+    // The log goes to stdout, errors to stderr: both kept in one file.
+    let stderr = dir.join("output.log");
+    let output = std::fs::File::create(&stderr).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &child.id().unwrap().to_string()])
+            .status()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(hup().success());
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let started = std::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the SIGHUP ended the starting gateway: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        assert!(started.elapsed() < Duration::from_secs(15), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = HttpClient::new(addr).get("/v1/shelves/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        support::eventually(|| said().contains("SIGHUP while starting: reloading the config"))
+            .await,
+        "{}",
+        said()
+    );
+    child.kill().await.ok();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A named pipe or a device under a `proto_paths` folder (the folder is
 /// digested, every file in it) neither hangs the start nor a reload, nor
 /// is read: a pipe's read would block forever, `/dev/zero`'s never end.
