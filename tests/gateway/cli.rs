@@ -535,10 +535,17 @@ fn check_refuses_an_access_log_serve_could_not_open() {
             "",
         )
     };
-    // A folder that does not exist, and a folder where the file should be.
+    // A named pipe would hold `serve` until a reader opened it.
+    let made = Command::new("mkfifo")
+        .arg(dir.join("log.fifo"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    // A folder that does not exist, a folder where the file should be, a pipe.
     for (path, says) in [
         ("no-such-folder/access.log", "no-such-folder"),
         (".", "is a folder"),
+        ("log.fifo", "is a named pipe or socket"),
     ] {
         let (ok, err) = check(path);
         assert!(!ok, "check passed an access log at {path}: {err}");

@@ -65,6 +65,17 @@ impl Validator<'_> {
     }
 }
 
+#[cfg(unix)]
+fn is_pipe_or_socket(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_fifo() || meta.file_type().is_socket()
+}
+
+#[cfg(not(unix))]
+fn is_pipe_or_socket(_: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// What `serve` will need of the log's path, checked when the config is
 /// (so `portico check` refuses what `serve` would): a regular file that
 /// opens for appending, or a folder that exists to make it in (not
@@ -80,6 +91,11 @@ fn writable(path: &std::path::Path) -> Result<(), String> {
             .open(path)
             .map(drop)
             .map_err(|e| format!("cannot open {} for appending: {e}", path.display())),
+        Ok(meta) if is_pipe_or_socket(&meta) => Err(format!(
+            "{} is a named pipe or socket, which would hold the gateway until a reader opens it (and again when the reader goes): log to standard output (path = \"-\") and pipe that instead",
+            path.display()
+        )),
+        // A character device (`/dev/null`, a terminal) takes writes as they come.
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let folder = match path.parent() {
