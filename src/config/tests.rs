@@ -928,3 +928,28 @@ fn limits_past_what_the_gateway_can_hold_are_refused_at_load() {
         assert!(err.to_string().contains("over the most allowed"), "{err}");
     }
 }
+
+#[test]
+fn an_endpoint_is_a_host_and_port_a_uri_can_carry() {
+    for bad in [
+        "a b:50051",
+        " 127.0.0.1:50051",
+        "ex%61mple.com:50051",
+        "bücher.example:50051",
+        "example..com:50051",
+        "127.0.0.1:050051",
+        "127.0.0.1:0",
+        "127.0.0.1:+50",
+        "[::1:50051",
+        "http://127.0.0.1:50051",
+    ] {
+        let text = MINIMAL.replace("127.0.0.1:50051", bad);
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "upstreams.backend.endpoints[0]", "{bad}: {err}");
+        assert!(err.to_string().contains("is not \"host:port\""), "{err}");
+    }
+    for good in ["backend_1.internal:50051", "[::1]:50051", "10.0.0.7:1"] {
+        let text = MINIMAL.replace("127.0.0.1:50051", good);
+        assert!(Config::from_toml(&text).is_ok(), "{good}");
+    }
+}

@@ -223,14 +223,32 @@ pub fn code_by_name(name: &str) -> Option<tonic::Code> {
     })
 }
 
+/// What `host:port` means, for errors.
+const HOST_PORT: &str = "(a host name of letters, digits, '-', '_' and dots, an IPv4 address or a [bracketed] IPv6 one; a port 1-65535 without leading zeros)";
+
 /// Parses `host:port`; the host may be a name or an IP (`[v6]` bracketed).
+/// A name is what DNS and a URI take (letters, digits, `-`, `_` and dots
+/// between labels); a port is written without leading zeros, so that one
+/// endpoint has one spelling.
 pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
-    if text.contains("://") {
+    let (host, port) = text.rsplit_once(':')?;
+    if port.starts_with('0') || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (host, port) = text.rsplit_once(':')?;
-    let port = port.parse::<u16>().ok()?;
-    (!host.is_empty()).then(|| (host.to_owned(), port))
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+    };
+    host_ok.then(|| (host.to_owned(), port))
 }
 
 /// Where `address` is in `list` already (host names compare without case).
@@ -250,7 +268,10 @@ pub fn parse_endpoints_file(text: &str) -> Result<Vec<WeightedAddr>, String> {
         let mut words = line.split_whitespace();
         let address = words.next().unwrap_or_default();
         if parse_host_port(address).is_none() {
-            return Err(format!("line {}: {address:?} is not \"host:port\"", n + 1));
+            return Err(format!(
+                "line {}: {address:?} is not \"host:port\" {HOST_PORT}",
+                n + 1
+            ));
         }
         let weight = match words.next() {
             None => 1,
@@ -614,7 +635,7 @@ impl Validator<'_> {
                     if parse_host_port(address).is_none() {
                         return Err(self.err(
                             format!("{key}.endpoints[{i}]"),
-                            format!("{address:?} is not \"host:port\""),
+                            format!("{address:?} is not \"host:port\" {HOST_PORT}"),
                         ));
                     }
                     if !(1..=1000).contains(&weight) {
@@ -644,7 +665,7 @@ impl Validator<'_> {
                 let (host, port) = parse_host_port(name).ok_or_else(|| {
                     self.err(
                         format!("{key}.dns"),
-                        format!("{name:?} is not \"host:port\""),
+                        format!("{name:?} is not \"host:port\" {HOST_PORT}"),
                     )
                 })?;
                 Ok(EndpointSource::Dns {
