@@ -299,10 +299,22 @@ impl Edge {
         let mut out = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             if self.forwards(name) {
-                if !name.as_str().ends_with("-bin")
-                    && !crate::headers::is_grpc_ascii(value.as_bytes())
-                {
+                let binary = name.as_str().ends_with("-bin");
+                if !binary && !crate::headers::is_grpc_ascii(value.as_bytes()) {
                     tracing::debug!(header = %name, "not forwarded: not printable ASCII");
+                    continue;
+                }
+                // Several binary values in one field (`a, b`: how HTTP/1.1
+                // and `fetch` send two) go on as a field each: a gRPC
+                // library reads a `-bin` field as one base64 value, and one
+                // it cannot read can spoil the connection's HPACK table for
+                // every caller (grpc-core keeps the failed entry).
+                if binary && value.as_bytes().contains(&b',') {
+                    for part in value.as_bytes().split(|b| *b == b',') {
+                        if let Ok(v) = HeaderValue::from_bytes(part.trim_ascii()) {
+                            out.append(name.clone(), v);
+                        }
+                    }
                     continue;
                 }
                 out.append(name.clone(), value.clone());
