@@ -534,6 +534,11 @@ impl GatewayError {
     pub fn with_reply_headers(mut self, headers: &http::HeaderMap) -> Self {
         if let ErrorKind::Backend(status) = &mut self.kind {
             for name in headers.keys() {
+                // A reply header of the request id's name is replaced by the
+                // request's own on every protocol: never the backend's.
+                if name == crate::ingress::edge::request_id::HEADER {
+                    continue;
+                }
                 if !status.metadata.contains_key(name) {
                     for value in headers.get_all(name) {
                         status.metadata.append(name.clone(), value.clone());

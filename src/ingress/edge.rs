@@ -418,9 +418,13 @@ impl Edge {
 /// but the gateway's own framing and CORS headers. CORS is the gateway's
 /// policy alone: a backend's `Access-Control-Allow-Credentials` beside the
 /// gateway's `Access-Control-Allow-Origin` would grant a page more than
-/// the policy does.
+/// the policy does. Nor may a backend speak for the client protocols
+/// (`connect-*`, `sec-websocket-*`, `mcp-*`): a `connect-content-encoding`
+/// would tell a Connect client its messages were compressed.
 pub fn reaches_client(name: &HeaderName) -> bool {
-    !is_framing(name) && !name.as_str().starts_with("access-control-")
+    !is_framing(name)
+        && !name.as_str().starts_with("access-control-")
+        && !is_protocol_own(name.as_str())
 }
 
 /// Copies a reply's metadata (headers or trailers) to the client's headers,

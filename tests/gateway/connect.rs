@@ -365,6 +365,50 @@ async fn server_streams_end_with_an_end_stream_frame_bytes() {
     assert_eq!(end["error"]["code"], "aborted");
 }
 
+/// What a backend's reply headers may not set on a Connect stream: its
+/// `x-request-id` (the request's own is the reply's, on every protocol),
+/// and the Connect protocol's own `connect-*` headers (a backend's
+/// `connect-content-encoding` would tell a client its messages were
+/// compressed). The backend sends headers, then fails an upload, whose
+/// headers join the error's trailers in the end-stream metadata.
+#[tokio::test]
+async fn a_backends_headers_cannot_set_the_request_id_or_connects_own_on_a_stream() {
+    let (backend, _) = support::scripted::serve(support::scripted::Script {
+        headers: vec![
+            ("x-request-id", "backend-rid".to_owned()),
+            ("connect-content-encoding", "gzip".to_owned()),
+            ("x-kept", "yes".to_owned()),
+        ],
+        status: 9,
+        status_message: "no",
+        trailers: vec![("x-trailing", "t")],
+        ..Default::default()
+    })
+    .await;
+    let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Feed/Upload",
+            &[
+                ("content-type", "application/connect+json"),
+                ("x-request-id", "client-rid"),
+            ],
+            frame_bytes(0, br#"{"seq":1}"#),
+        )
+        .await;
+    assert_eq!(r.header("x-request-id"), Some("client-rid"));
+    assert_eq!(r.header("connect-content-encoding"), None);
+    let (_, end) = envelopes(r.body);
+    assert_eq!(end["error"]["code"], "failed_precondition", "{end}");
+    let metadata = &end["metadata"];
+    assert_eq!(metadata["x-kept"][0], "yes", "{end}");
+    assert_eq!(metadata["x-trailing"][0], "t", "{end}");
+    assert!(metadata.get("x-request-id").is_none(), "{end}");
+    assert!(metadata.get("connect-content-encoding").is_none(), "{end}");
+}
+
 #[tokio::test]
 async fn client_streams_take_proto_envelopes() {
     let h = Harness::start().await;
