@@ -83,4 +83,10 @@ async fn the_dashboard_shows_calls_rates_and_endpoints_in_a_browser() {
         shown["generation"]["digest"].as_str().unwrap().len() >= 12,
         "{shown}"
     );
+    // No reload has happened: the page says so, not that one went well.
+    let line = shown["generationLine"].as_str().unwrap();
+    assert!(
+        line.contains("reloads: 0 ok, 0 failed; no reload yet"),
+        "{line}"
+    );
 }
