@@ -847,6 +847,19 @@ fn upstream_keepalive_pings_only_when_configured() {
     );
     let err = interval(&with("0s")).unwrap_err();
     assert_eq!(err.key, "upstreams.backend.keepalive_interval", "{err}");
+    // A timeout for pings never sent would do nothing: said, as a
+    // `dns_refresh` without `dns` is.
+    let text = MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        "endpoints = [\"127.0.0.1:50051\"]\nkeepalive_timeout = \"5s\"",
+    );
+    let err = interval(&text).unwrap_err();
+    assert_eq!(err.key, "upstreams.backend.keepalive_timeout", "{err}");
+    assert!(
+        err.to_string()
+            .contains("only applies with keepalive_interval"),
+        "{err}"
+    );
 }
 
 #[test]

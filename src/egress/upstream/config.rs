@@ -368,9 +368,16 @@ impl Validator<'_> {
                 u.max_connections_per_endpoint,
                 4,
             )?,
-            keepalive_interval: match &u.keepalive_interval {
-                None => None,
-                some => Some(dur("keepalive_interval", some, Duration::ZERO)?),
+            keepalive_interval: match (&u.keepalive_interval, &u.keepalive_timeout) {
+                // Pings' answers are waited on only when pings are sent.
+                (None, Some(_)) => {
+                    return Err(self.err(
+                        format!("{key}.keepalive_timeout"),
+                        "only applies with keepalive_interval (no pings are sent without it)",
+                    ))
+                }
+                (None, None) => None,
+                (some, _) => Some(dur("keepalive_interval", some, Duration::ZERO)?),
             },
             keepalive_timeout: dur(
                 "keepalive_timeout",
