@@ -300,26 +300,19 @@ impl Upstream {
                     ep.record_success();
                     if !unary {
                         let held = (guard, admitted);
+                        // A backend lost mid-stream is named as one lost
+                        // before the reply is.
+                        let upstream = self.config.name.clone();
                         reply.body = Box::pin(reply.body.map(move |frame| {
                             let _ = &held;
-                            frame
+                            frame.map_err(|e| naming_upstream(e, &upstream))
                         }));
                     }
                     return Ok(reply);
                 }
                 Err(mut failed) => {
                     drop(guard);
-                    // Which upstream could not be reached: the operator's
-                    // first question (the endpoint is in the access log and
-                    // the retry line, not told to clients).
-                    if matches!(failed.error.kind, ErrorKind::BackendUnavailable) {
-                        let message = failed.error.message.replacen(
-                            "backend unavailable: ",
-                            &format!("backend unavailable (upstream {}): ", self.config.name),
-                            1,
-                        );
-                        failed.error.message = message;
-                    }
+                    failed.error = naming_upstream(failed.error, &self.config.name);
                     let ejected = if failed.endpoint_fault {
                         self.on_failure(&ep)
                     } else {
@@ -660,6 +653,20 @@ fn sent_beside_metadata(path: usize) -> usize {
         + (20 + 8 + FIELD)
         + (11 + 55 + FIELD);
     pseudo + own
+}
+
+/// A backend that could not be reached, named by its upstream: the
+/// operator's first question (the endpoint is in the access log and the
+/// retry line, not told to clients).
+fn naming_upstream(mut err: GatewayError, upstream: &str) -> GatewayError {
+    if matches!(err.kind, ErrorKind::BackendUnavailable) {
+        err.message = err.message.replacen(
+            "backend unavailable: ",
+            &format!("backend unavailable (upstream {upstream}): "),
+            1,
+        );
+    }
+    err
 }
 
 #[cfg(test)]

@@ -404,3 +404,38 @@ async fn a_backends_malformed_status_fields_keep_its_code_and_message_everywhere
         }
     }
 }
+
+/// A backend lost in the middle of a stream is named by its upstream, as
+/// one unreachable before the reply is (above): REST's NDJSON error line
+/// and Connect's end-stream error say which hop failed.
+#[tokio::test]
+async fn a_backend_lost_mid_stream_is_unavailable_naming_the_upstream() {
+    for connect in [false, true] {
+        let mut backend = support::instances::Instance::start("127.0.0.1:0").await;
+        let addr = backend.addr;
+        let h = Harness::start_with_config(|_| support::config_text(addr, "", "")).await;
+        let client = h.client.clone();
+        let call = tokio::spawn(async move {
+            if connect {
+                client
+                    .send(
+                        Method::POST,
+                        "/portico.demo.v1.Feed/Watch",
+                        &[("content-type", "application/connect+json")],
+                        support::frame_bytes(0, br#"{"count":50,"intervalMs":100}"#),
+                    )
+                    .await
+            } else {
+                client.get("/v1/feed?count=50&interval_ms=100").await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        backend.kill().await;
+        let r = call.await.unwrap();
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert!(
+            text.contains("backend unavailable (upstream demo)"),
+            "connect: {connect}: {text}"
+        );
+    }
+}
