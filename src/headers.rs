@@ -54,15 +54,22 @@ pub fn check_binary_fields(
 /// Whether a `-bin` field's value is base64 as gRPC reads it: standard
 /// alphabet, padded or not, possibly several comma-separated.
 pub fn is_binary_value(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .all(|part| is_one_binary_value(part.trim().as_bytes()))
+    })
+}
+
+/// Whether `bytes` are one base64 value as gRPC writes `-bin` fields:
+/// standard alphabet, padded or not.
+pub fn is_one_binary_value(bytes: &[u8]) -> bool {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use base64::Engine as _;
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').all(|part| LENIENT.decode(part.trim()).is_ok()))
+    LENIENT.decode(bytes).is_ok()
 }
 
 /// `connect-timeout-ms`: a positive integer of at most 10 digits.

@@ -6,7 +6,6 @@
 //! become U+FFFD, and details that cannot be decoded are dropped (the code
 //! and message still reach the client).
 
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
@@ -19,18 +18,12 @@ use std::task::{Context, Poll};
 /// and `%` itself.
 const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
-/// Base64 as gRPC writes `-bin` values: padded or not.
-const BIN: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-);
-
 /// Mends the status fields of a reply's headers or trailers in place.
 pub fn mend(headers: &mut HeaderMap) {
     if headers
         .get("grpc-status-details-bin")
-        .is_some_and(|v| BIN.decode(v.as_bytes()).is_err())
+        // One value: tonic decodes the field whole (a comma is no base64).
+        .is_some_and(|v| !crate::headers::is_one_binary_value(v.as_bytes()))
     {
         tracing::debug!("a backend's grpc-status-details-bin is not base64: dropped");
         headers.remove("grpc-status-details-bin");

@@ -898,7 +898,15 @@ impl Session {
                 .collect(),
         };
         if cut.is_empty() {
-            return self.refuse(named.unwrap_or(""), &err).await;
+            let id = named.unwrap_or("");
+            // A refusal that loses nothing (a message after `end`) is
+            // still logged as its call's, under its request id.
+            return match self.calls.get(id).map(|c| c.request_id.clone()) {
+                Some(request_id) => {
+                    crate::observe::request_scope::scope(request_id, self.refuse(id, &err)).await
+                }
+                None => self.refuse(id, &err).await,
+            };
         }
         for id in cut {
             self.cut_off(&id, err.clone(), true).await;
