@@ -213,7 +213,12 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         admin_addr = listener.local_addr().ok();
         tasks.push(admin::spawn(listener, live.clone(), shutdown_rx.clone()));
     }
-    tracing::info!(%addr, routes = ?route_names, "portico listening");
+    // The addresses as bound: with port 0 in the config, this line is
+    // where an operator finds them.
+    match admin_addr {
+        Some(admin) => tracing::info!(%addr, %admin, routes = ?route_names, "portico listening"),
+        None => tracing::info!(%addr, routes = ?route_names, "portico listening"),
+    }
     Ok(Gateway {
         addr,
         admin_addr,

@@ -392,10 +392,28 @@ fn redact_urls(s: &str) -> String {
 }
 
 /// A type error with Rust's type names said as the config's reader knows
-/// them: "expected usize" is "expected a whole number, 0 or more".
+/// them: "expected usize" is "expected a whole number, 0 or more", a
+/// struct is a table and a sequence a list.
 fn plain_types(message: &str) -> String {
     // A number past TOML's 64 bits is read as i128 and said so.
-    let mut out = message.replace(" as i128", "");
+    let mut out = message
+        .replace(" as i128", "")
+        .replace(
+            "data did not match any variant of untagged enum OneOrMany",
+            "expected a string or a list of strings",
+        )
+        .replace("invalid type: sequence", "invalid type: list")
+        .replace("invalid type: map", "invalid type: table")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a map", "expected a table");
+    // serde names the struct a table was to fill: `expected struct CorsFile`.
+    while let Some(at) = out.find("expected struct ") {
+        let name_start = at + "expected struct ".len();
+        let name_end = out[name_start..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .map_or(out.len(), |n| name_start + n);
+        out.replace_range(at..name_end, "expected a table");
+    }
     for (rust, plain) in [
         (
             "expected usize",
@@ -425,6 +443,25 @@ fn plain_types(message: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a duration humantime refused as an overflow reads once every
+/// fractional part (`.5` in `"0.5ns"`) is left out: then the fraction was
+/// what it could not hold, not the size.
+fn parses_without_fractions(text: &str) -> bool {
+    let mut whole = String::with_capacity(text.len());
+    let mut in_fraction = false;
+    for c in text.chars() {
+        match c {
+            '.' => in_fraction = true,
+            '0'..='9' if in_fraction => {}
+            c => {
+                in_fraction = false;
+                whole.push(c);
+            }
+        }
+    }
+    humantime::parse_duration(&whole).is_ok_and(|d| d <= MAX_DURATION)
 }
 
 /// 1-based line and column of a byte offset, for syntax errors.
@@ -491,11 +528,29 @@ impl Validator<'_> {
         let Some(t) = text else {
             return Ok(default);
         };
-        let d = humantime::parse_duration(t).map_err(|e| {
+        const NEEDS_UNIT: &str = "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)";
+        // humantime takes a bare "0"; the README says a number needs its unit.
+        let bare_number = !t.trim().is_empty() && t.trim().bytes().all(|b| b.is_ascii_digit());
+        let parsed = if bare_number {
+            Err(humantime::DurationError::UnknownUnit {
+                start: t.len(),
+                end: t.len(),
+                unit: String::new(),
+                value: 0,
+            })
+        } else {
+            humantime::parse_duration(t)
+        };
+        let d = parsed.map_err(|e| {
             let why = match e {
                 _ if t.trim_start().starts_with('-') => "it is negative".to_owned(),
                 humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
-                    "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)".to_owned()
+                    NEEDS_UNIT.to_owned()
+                }
+                // humantime says "overflow" for a fraction finer than its
+                // unit can hold too: without the fraction, it parses.
+                humantime::DurationError::NumberOverflow if parses_without_fractions(t) => {
+                    "it has a fraction finer than a nanosecond".to_owned()
                 }
                 humantime::DurationError::NumberOverflow => {
                     "it is longer than the most allowed, a year (\"1y\")".to_owned()
@@ -516,6 +571,20 @@ impl Validator<'_> {
             ));
         }
         Ok(d)
+    }
+
+    /// A name the user gives an upstream, authenticator or ext_authz
+    /// service: it is printed in log lines, metric labels and `/usage`,
+    /// where an empty one or a line break would read as something else.
+    fn table_name(&self, table: &str, name: &str) -> Result<(), ConfigError> {
+        let why = if name.trim().is_empty() {
+            "a name may not be empty or only spaces"
+        } else if name.chars().any(char::is_control) {
+            "a name may not hold a control character (a line break, a tab): it is printed in log lines, metric labels and /usage"
+        } else {
+            return Ok(());
+        };
+        Err(self.err(format!("{table}.{name:?}"), why))
     }
 
     pub(crate) fn addr(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -561,12 +630,14 @@ impl Validator<'_> {
 
         let mut upstreams = Vec::new();
         for (name, u) in &f.upstreams {
+            self.table_name("upstreams", name)?;
             upstreams.push(self.upstream(name, u)?);
         }
         let descriptors = self.descriptors(&f.descriptors, &upstreams)?;
 
         let mut authenticators = Vec::new();
         for (name, a) in &f.authenticators {
+            self.table_name("authenticators", name)?;
             authenticators.push(self.authenticator(name, a)?);
         }
         // A claim forwarded in another authenticator's credential header
@@ -627,6 +698,7 @@ impl Validator<'_> {
         }
         let mut ext_authz = Vec::new();
         for (name, a) in &f.ext_authz {
+            self.table_name("ext_authz", name)?;
             ext_authz.push(self.ext_authz(name, a)?);
         }
         // The headers authenticators write are the gateway's own on every

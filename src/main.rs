@@ -315,6 +315,11 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             format!("{raw_path:?} is not a request path: it must start with /"),
         ));
     }
+    if let Err(e) =
+        portico::ingress::edge::framing::target_length(target, &loaded.config.server.limits)
+    {
+        return refused(e);
+    }
     let normal = match path::normalize(raw_path) {
         Ok(p) => p.into_owned(),
         Err(e) => return refused(e),

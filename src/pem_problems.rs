@@ -24,6 +24,15 @@ pub fn key(pem: Option<&[u8]>, e: &Error) -> String {
     format!("holds no usable private key ({})", plain_reason(e))
 }
 
+/// Whether PEM text holds a private key section of any kind (`PRIVATE
+/// KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`, encrypted or not).
+pub fn holds_private_key(pem: &[u8]) -> bool {
+    String::from_utf8_lossy(pem).lines().any(|line| {
+        let line = line.trim();
+        line.starts_with("-----BEGIN ") && line.ends_with("PRIVATE KEY-----")
+    })
+}
+
 fn plain_reason(e: &Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(

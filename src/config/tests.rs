@@ -39,11 +39,30 @@ fn a_value_of_the_wrong_type_names_the_type_as_the_reader_knows_it() {
             "invalid value: integer `-1`, expected a whole number from 0 to 18446744073709551615",
         ),
         ("[access_log]\nsample = \"half\"", "expected a number"),
+        (
+            "cors = \"*\"",
+            "invalid type: string \"*\", expected a table",
+        ),
+        ("[cors]\nallowed_origins = \"*\"", "expected a list"),
+        ("[cors]\nallowed_origins = [[\"*\"]]", "invalid type: list"),
+        (
+            "[upstreams.other]\nendpoints = [\"127.0.0.1:1\"]\nhealth_check = 5",
+            "invalid type: integer `5`, expected a table",
+        ),
     ] {
         let text = format!("{MINIMAL}\n{line}\n");
         let err = Config::from_toml(&text).unwrap_err();
         assert!(err.reason.contains(says), "{line}: {err}");
+        assert!(!err.reason.contains("File"), "{line}: {err}");
     }
+    // A key that takes a string or a list of them.
+    let text = MINIMAL.replacen("[[routes]]\n", "[[routes]]\nauth = 5\n", 1);
+    let err = Config::from_toml(&text).unwrap_err();
+    assert!(
+        err.reason
+            .contains("expected a string or a list of strings"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -225,7 +244,7 @@ fn a_toml_syntax_error_names_its_line_and_column() {
 }
 
 #[test]
-fn a_duration_past_a_year_or_below_zero_is_refused() {
+fn a_duration_that_cannot_be_read_exactly_is_refused_saying_why() {
     for (timeout, reason) in [
         (
             "500000000000years",
@@ -237,6 +256,13 @@ fn a_duration_past_a_year_or_below_zero_is_refused() {
             "5",
             "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
         ),
+        (
+            "0",
+            "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
+        ),
+        ("0.5ns", "it has a fraction finer than a nanosecond"),
+        ("1.0000000001s", "it has a fraction finer than a nanosecond"),
+        ("400.5d", "longer than the most allowed, a year (\"1y\")"),
     ] {
         let text = format!("{MINIMAL}\n[server.limits]\nrequest_timeout = \"{timeout}\"\n");
         let err = Config::from_toml(&text).unwrap_err();
@@ -263,7 +289,7 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         (
             format!("{MINIMAL}\n[cors]\nallowed_origins = [\"https://app.example.com/\"]\n"),
             "cors.allowed_origins[0]",
-            "never ends in \"/\"",
+            "ends in \"/\": write \"https://app.example.com\"",
         ),
         (
             format!(
@@ -292,6 +318,43 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         let err = Config::from_toml(&text).unwrap_err();
         assert_eq!(err.key, key, "{err}");
         assert!(err.reason.contains(says), "{err}");
+    }
+    // Origins no browser sends would match nothing; CORS and WebSocket
+    // read them alike.
+    for (origin, says) in [
+        (
+            "https://*.example.com",
+            "wildcards inside an origin are not supported",
+        ),
+        (
+            "https://app.example.com:65536",
+            "port \"65536\" is not a number from 1 to 65535",
+        ),
+        (
+            "https://app.example.com:0",
+            "is not a number from 1 to 65535",
+        ),
+        (
+            "https://app.example.com:",
+            "is not a number from 1 to 65535",
+        ),
+        ("http://[::1]x", "is not a number from 1 to 65535"),
+        ("http://[::zz]", "IPv6 address"),
+        ("https://user@app.example.com", "is not a host name"),
+        ("https://bücher.example", "punycode"),
+        (
+            "https://app.example.com/path?q",
+            "write \"https://app.example.com\"",
+        ),
+    ] {
+        for table in ["cors", "websocket"] {
+            let err = Config::from_toml(&format!(
+                "{MINIMAL}\n[{table}]\nallowed_origins = [\"{origin}\"]\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.key, format!("{table}.allowed_origins[0]"), "{err}");
+            assert!(err.reason.contains(says), "{origin}: {err}");
+        }
     }
     let ok = MINIMAL.replace(
         "listen = \"127.0.0.1:8080\"",
@@ -965,4 +1028,33 @@ fn an_endpoint_is_a_host_and_port_a_uri_can_carry() {
         let text = MINIMAL.replace("127.0.0.1:50051", good);
         assert!(Config::from_toml(&text).is_ok(), "{good}");
     }
+}
+
+#[test]
+fn a_name_that_would_break_a_log_line_or_read_as_nothing_is_refused() {
+    for (name, says) in [
+        (r#""a\nb""#, "control character"),
+        (r#""a\tb""#, "control character"),
+        (r#""""#, "may not be empty"),
+        (r#"" ""#, "may not be empty"),
+    ] {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            &format!("[upstreams.{name}]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]"),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert!(err.key.starts_with("upstreams."), "{name}: {err}");
+        assert!(err.reason.contains(says), "{name}: {err}");
+    }
+    for table in ["authenticators", "ext_authz"] {
+        let text = format!("{MINIMAL}\n[{table}.\"a\\nb\"]\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, format!("{table}.\"a\\nb\""), "{err}");
+    }
+    // Any other printable name, spaces and non-ASCII letters too, loads.
+    let text = MINIMAL.replace(
+        "[[routes]]",
+        "[upstreams.\"bibliothèque v2\"]\nendpoints = [\"127.0.0.1:1\"]\n\n[[routes]]",
+    );
+    Config::from_toml(&text).unwrap();
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::Code;
 
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// How much of a non-gRPC reply's body goes into the message.
 const QUOTED_BYTES: usize = 256;
 
@@ -51,13 +53,15 @@ where
         let reply = self.0.call(req);
         Box::pin(async move {
             let resp = reply.await?;
-            if resp.headers().contains_key("grpc-status") {
+            if resp.headers().contains_key(&GRPC_STATUS) {
                 let (mut parts, body) = resp.into_parts();
-                super::status_mend::mend(&mut parts.headers);
+                super::status_mend::mend_trailers_only(&mut parts.headers);
                 return Ok(Response::from_parts(parts, body));
             }
             if resp.status() == StatusCode::OK {
-                return Ok(resp.map(|body| Body::new(super::status_mend::MendedTrailers(body))));
+                let (mut parts, body) = resp.into_parts();
+                let body = super::status_mend::MendedReply::new(&mut parts.headers, body);
+                return Ok(Response::from_parts(parts, Body::new(body)));
             }
             let status = resp.status();
             let quoted = first_bytes(resp.into_body()).await;

@@ -171,7 +171,7 @@ impl ConnectIngress {
             return Err(GatewayError::method_not_allowed(
                 &parts.method,
                 parts.uri.path(),
-                vec![Method::POST],
+                methods_allowed(&target),
             ));
         }
         // The protocol has one version; another is a client built for a
@@ -210,6 +210,15 @@ impl ConnectIngress {
                 &format!("{wanted} to a {} method", target.kind.describe()),
             )
         };
+        // A GET names no content type: it is a method a stream cannot be
+        // called by, not a wrong type.
+        if streaming_call && shape == Shape::UnaryGet {
+            return Err(GatewayError::method_not_allowed(
+                &Method::GET,
+                parts.uri.path(),
+                methods_allowed(&target),
+            ));
+        }
         if streaming_call != matches!(shape, Shape::Stream(_)) && shape != Shape::UnknownCodec {
             return Err(media_type_refusal());
         }
@@ -234,7 +243,7 @@ impl ConnectIngress {
                     return Err(GatewayError::method_not_allowed(
                         &Method::GET,
                         parts.uri.path(),
-                        vec![Method::POST],
+                        methods_allowed(&target),
                     ));
                 }
                 let (codec, bytes) = get_message(parts.uri.query().unwrap_or(""))?;
@@ -437,6 +446,16 @@ fn envelope(flags: u8, payload: &[u8]) -> Bytes {
     out.put_u32(payload.len() as u32);
     out.extend_from_slice(payload);
     out.freeze()
+}
+
+/// The HTTP methods a Connect call of this method may come by: `POST`,
+/// and `GET` for a unary method marked `NO_SIDE_EFFECTS`.
+fn methods_allowed(target: &Target) -> Vec<Method> {
+    if target.kind == CallKind::Unary && crate::routes::has_no_side_effects(&target.method) {
+        vec![Method::GET, Method::POST]
+    } else {
+        vec![Method::POST]
+    }
 }
 
 /// The message of a Connect GET: `encoding`, `message`, optional `base64=1`.

@@ -449,9 +449,15 @@ impl CallRecord {
         }
     }
 
-    pub fn cache(&self, verdict: &'static str) {
+    /// The response cache's verdict on the call to `target`. An
+    /// aggregate's line is its first method's, as its principal is: only
+    /// that method's verdict is recorded.
+    pub fn cache(&self, target: &crate::envelope::Target, verdict: &'static str) {
         if self.active() {
             let mut f = self.facts();
+            if f.target.as_ref().is_some_and(|t| t.path != target.path) {
+                return;
+            }
             f.cache = Some(verdict);
             if verdict != "miss" {
                 if let Some(span) = f.span.as_mut() {

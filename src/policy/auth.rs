@@ -356,6 +356,17 @@ impl RouteAuth {
             env.metadata.remove(name);
         }
         env.ctx.claim_headers = Some(self.claim_headers.clone());
+        // A session cookie one authenticator reads and a different bearer
+        // token another takes are two credentials, as they are for one:
+        // whichever decides, a backend or a later policy could believe
+        // the other.
+        if self.authenticators.len() > 1 {
+            for a in &self.authenticators {
+                if let Verifier::Jwt(v) = &a.verifier {
+                    one_credential(env, v.cookie.as_deref())?;
+                }
+            }
+        }
         if self.authenticators.len() > 1 {
             let mut kinds: Vec<String> = self
                 .authenticators

@@ -36,8 +36,7 @@ use std::time::{Duration, Instant};
 use tower::{Service, ServiceExt};
 
 struct Entry {
-    metadata: HeaderMap,
-    message: Bytes,
+    reply: StoredReply,
     /// When this instance stored it, and how old it was then: a hit's
     /// `Age` is the sum.
     stored: Instant,
@@ -70,7 +69,7 @@ impl ResponseCache {
             .max_capacity(config.max_bytes)
             // Size-bounded in bytes, not entries.
             .weigher(|key: &Vec<u8>, e: &Arc<Entry>| {
-                u32::try_from(weight(key, &e.metadata, &e.message)).unwrap_or(u32::MAX)
+                u32::try_from(weight(key, &e.reply)).unwrap_or(u32::MAX)
             })
             .time_to_live(config.ttl)
             .build();
@@ -379,23 +378,24 @@ impl Policy for ResponseCache {
                     && !skip_lookup
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
-                    env.ctx.record.cache("hit");
+                    env.ctx.record.cache(&env.target, "hit");
                     env.target.stats.record_cache_lookup(true);
                     let mut metadata =
-                        with_verdict(hit.metadata.clone(), "HIT", &cache.config.vary);
+                        with_verdict(hit.reply.metadata.clone(), "HIT", &cache.config.vary);
                     // RFC 9111 section 5.1: a stored reply says how long it
                     // has been kept, so a client's own cache does not count
                     // its max-age afresh.
                     metadata.insert(http::header::AGE, HeaderValue::from(hit.age().as_secs()));
-                    return Ok(Reply::single(metadata, hit.message.clone()));
+                    return Ok(hit.reply.replay(metadata));
                 }
                 cache.store.invalidate(key).await;
             }
             let key = varied.unwrap_or_else(|| base.clone());
             let record = env.ctx.record.clone();
+            let target = env.target.clone();
             // Looked up and not found: a miss, whatever the backend answers
             // (an error reply is logged as a miss too, and not stored).
-            record.cache("miss");
+            record.cache(&target, "miss");
             env.target.stats.record_cache_lookup(false);
             let headers = env.ctx.headers.clone();
             let mine = {
@@ -469,17 +469,21 @@ impl Policy for ResponseCache {
                 cache.store.invalidate(&key).await;
             }
             let verdict = if entry.shared_hit { "HIT" } else { "MISS" };
-            record.cache(if entry.shared_hit {
-                "shared-hit"
-            } else {
-                "miss"
-            });
-            let mut metadata = with_verdict(entry.metadata.clone(), verdict, &cache.config.vary);
+            record.cache(
+                &target,
+                if entry.shared_hit {
+                    "shared-hit"
+                } else {
+                    "miss"
+                },
+            );
+            let mut metadata =
+                with_verdict(entry.reply.metadata.clone(), verdict, &cache.config.vary);
             if entry.shared_hit {
                 // Kept by the fleet since another instance stored it.
                 metadata.insert(http::header::AGE, HeaderValue::from(entry.age().as_secs()));
             }
-            Ok(Reply::single(metadata, entry.message.clone()))
+            Ok(entry.reply.replay(metadata))
         })
     }
 }
@@ -520,18 +524,17 @@ impl ResponseCache {
             )
             .await?;
             if let Ok(Some((bytes, left))) = found {
-                let decoded =
-                    shared_tier::decode(&bytes).and_then(|(metadata, message, stored)| {
-                        // Another instance's clock: an age below zero is none.
-                        let age = Duration::from_millis(unix_ms().saturating_sub(stored));
-                        // Never past the route's ttl from when the reply was
-                        // made, whatever lifetime Redis gives it: a write Redis
-                        // ran late (queued while it was frozen) set it afresh.
-                        let left = left.min(ttl.saturating_sub(age));
-                        (!left.is_zero()).then_some((metadata, message, left, age))
-                    });
-                if let Some((metadata, message, left, age)) = decoded {
-                    let entry = self.entry(metadata, message, (left, age), true, base, headers);
+                let decoded = shared_tier::decode(&bytes).and_then(|(reply, stored)| {
+                    // Another instance's clock: an age below zero is none.
+                    let age = Duration::from_millis(unix_ms().saturating_sub(stored));
+                    // Never past the route's ttl from when the reply was
+                    // made, whatever lifetime Redis gives it: a write Redis
+                    // ran late (queued while it was frozen) set it afresh.
+                    let left = left.min(ttl.saturating_sub(age));
+                    (!left.is_zero()).then_some((reply, left, age))
+                });
+                if let Some((reply, left, age)) = decoded {
+                    let entry = self.entry(reply, (left, age), true, base, headers);
                     // A reply that varies on a header is only for requests
                     // with the values it was made for, which an instance
                     // that had not seen its Vary looked it up without.
@@ -546,20 +549,25 @@ impl ResponseCache {
             }
         }
         let reply = next.oneshot(env).await?;
-        let (metadata, message) = reply.into_unary().await?;
-        let (lifetime, age) = keep_for(&metadata, ttl);
+        let (metadata, message, trailers) = reply.into_unary_parts().await?;
+        let reply = StoredReply {
+            metadata,
+            message,
+            trailers,
+        };
+        let (lifetime, age) = keep_for(&reply.caching_fields(), ttl);
         if let Some((fleet, _, max)) = shared.filter(|_| !lifetime.is_zero()) {
             // Kept under the key of the request it was made for, with the
             // values of the headers its Vary names: where a request with
             // other values, on any instance, does not find it.
-            let vary = vary_names(&metadata).unwrap_or_default();
+            let vary = vary_names(&reply.caching_fields()).unwrap_or_default();
             let made_for = ResponseCache::varied(base, &vary, headers);
             // What is too large for this instance's memory is too large
             // for the fleet's.
-            let fits = weight(&made_for, &metadata, &message) as u64 <= self.config.max_bytes;
+            let fits = weight(&made_for, &reply) as u64 <= self.config.max_bytes;
             let made = unix_ms().saturating_sub(age.as_millis() as u64);
             if let Some((_, redis_key, _)) = self.shared_key(&made_for).filter(|_| fits) {
-                let bytes = shared_tier::encode(&metadata, &message, made);
+                let bytes = shared_tier::encode(&reply, made);
                 if bytes.len() as u64 <= max {
                     // Written after the reply is on its way, so a slow
                     // Redis never spends the caller's deadline on what
@@ -569,7 +577,7 @@ impl ResponseCache {
                 }
             }
         }
-        Ok(self.entry(metadata, message, (lifetime, age), false, base, headers))
+        Ok(self.entry(reply, (lifetime, age), false, base, headers))
     }
 
     /// An entry for a reply to a request with `headers`, learning the
@@ -577,14 +585,13 @@ impl ResponseCache {
     /// lives `lifetime` from now and was stored `age` ago.
     fn entry(
         &self,
-        metadata: HeaderMap,
-        message: Bytes,
+        reply: StoredReply,
         (lifetime, age): (Duration, Duration),
         shared_hit: bool,
         base: &[u8],
         headers: &HeaderMap,
     ) -> Arc<Entry> {
-        let names = vary_names(&metadata);
+        let names = vary_names(&reply.caching_fields());
         let vary = names.clone().unwrap_or_default();
         match names {
             Some(names) if !names.is_empty() => {
@@ -598,14 +605,13 @@ impl ResponseCache {
         let now = Instant::now();
         // A reply larger than the whole cache is answered, never kept: the
         // store would hold it until its housekeeping evicted it.
-        let lifetime = if weight(&made_for, &metadata, &message) as u64 > self.config.max_bytes {
+        let lifetime = if weight(&made_for, &reply) as u64 > self.config.max_bytes {
             Duration::ZERO
         } else {
             lifetime
         };
         Arc::new(Entry {
-            metadata,
-            message,
+            reply,
             stored: now,
             aged: age,
             expires: now + lifetime,
@@ -633,13 +639,45 @@ impl Entry {
     }
 }
 
+/// A unary reply as the backend sent it: its headers, its one message and
+/// its trailers, kept apart so that a hit gives each protocol its trailers
+/// where the backend's call did.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredReply {
+    metadata: HeaderMap,
+    message: Bytes,
+    trailers: HeaderMap,
+}
+
+impl StoredReply {
+    /// The fields that say how the reply may be kept (`Cache-Control`,
+    /// `Vary`, `Age`...), wherever the backend sent them.
+    fn caching_fields(&self) -> std::borrow::Cow<'_, HeaderMap> {
+        if self.trailers.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.metadata);
+        }
+        let mut all = self.metadata.clone();
+        for (name, value) in &self.trailers {
+            all.append(name, value.clone());
+        }
+        std::borrow::Cow::Owned(all)
+    }
+
+    /// The reply for a client, its headers as `metadata`.
+    fn replay(&self, metadata: HeaderMap) -> Reply {
+        Reply::complete(metadata, self.message.clone(), self.trailers.clone())
+    }
+}
+
 /// What an entry counts against `max_bytes`: its key, message and headers.
-fn weight(key: &[u8], metadata: &HeaderMap, message: &Bytes) -> usize {
-    let headers: usize = metadata
+fn weight(key: &[u8], reply: &StoredReply) -> usize {
+    let fields: usize = reply
+        .metadata
         .iter()
+        .chain(reply.trailers.iter())
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    key.len() + message.len() + headers
+    key.len() + reply.message.len() + fields
 }
 
 fn unix_ms() -> u64 {
@@ -657,35 +695,39 @@ fn pass(env: Envelope, mut next: Next) -> BoxFuture<'static, Result<Reply, Gatew
     Box::pin(async move { next.call(env).await })
 }
 
-/// The shared tier's value: a reply's metadata and message in one blob
-/// (`PC1`, the header count, each name and value with its length, then
-/// the message).
+/// The shared tier's value: a reply's headers, trailers and message in
+/// one blob (`PC3`, when it was made, then for the headers and for the
+/// trailers a count and each name and value with its length, then the
+/// message).
 mod shared_tier {
+    use super::StoredReply;
     use bytes::Bytes;
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     /// `stored_ms`: when the reply was made (stored, less the `Age` it
     /// arrived with), in Unix milliseconds, so
     /// another instance's hit carries its true `Age`.
-    pub fn encode(metadata: &HeaderMap, message: &Bytes, stored_ms: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + message.len());
-        out.extend_from_slice(b"PC2");
+    pub fn encode(reply: &StoredReply, stored_ms: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + reply.message.len());
+        out.extend_from_slice(b"PC3");
         out.extend_from_slice(&stored_ms.to_be_bytes());
-        out.extend_from_slice(&(metadata.len() as u32).to_be_bytes());
-        for (name, value) in metadata {
-            out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            out.extend_from_slice(value.as_bytes());
+        for fields in [&reply.metadata, &reply.trailers] {
+            out.extend_from_slice(&(fields.len() as u32).to_be_bytes());
+            for (name, value) in fields {
+                out.extend_from_slice(&(name.as_str().len() as u32).to_be_bytes());
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                out.extend_from_slice(value.as_bytes());
+            }
         }
-        out.extend_from_slice(message);
+        out.extend_from_slice(&reply.message);
         out
     }
 
     /// `None` for anything this version did not write (an older version's
     /// entries are misses, replaced as they are fetched again).
-    pub fn decode(bytes: &[u8]) -> Option<(HeaderMap, Bytes, u64)> {
-        let mut rest = bytes.strip_prefix(b"PC2")?;
+    pub fn decode(bytes: &[u8]) -> Option<(StoredReply, u64)> {
+        let mut rest = bytes.strip_prefix(b"PC3")?;
         let mut take = |n: usize| -> Option<&[u8]> {
             if rest.len() < n {
                 return None;
@@ -696,21 +738,29 @@ mod shared_tier {
         };
         let stored_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
         let len = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        let count = len(take(4)?);
-        // More names than a header map holds is not something this wrote.
-        if count > 1024 {
-            return None;
-        }
-        let mut metadata = HeaderMap::new();
-        for _ in 0..count {
-            let n = len(take(4)?);
-            let name = HeaderName::from_bytes(take(n)?).ok()?;
-            let n = len(take(4)?);
-            let value = HeaderValue::from_bytes(take(n)?).ok()?;
-            metadata.append(name, value);
+        let mut fields = [HeaderMap::new(), HeaderMap::new()];
+        for map in &mut fields {
+            let count = len(take(4)?);
+            // More names than a header map holds is not something this wrote.
+            if count > 1024 {
+                return None;
+            }
+            for _ in 0..count {
+                let n = len(take(4)?);
+                let name = HeaderName::from_bytes(take(n)?).ok()?;
+                let n = len(take(4)?);
+                let value = HeaderValue::from_bytes(take(n)?).ok()?;
+                map.append(name, value);
+            }
         }
         let message = Bytes::copy_from_slice(take(0).map(|_| ())?.eq(&()).then_some(rest)?);
-        Some((metadata, message, stored_ms))
+        let [metadata, trailers] = fields;
+        let reply = StoredReply {
+            metadata,
+            message,
+            trailers,
+        };
+        Some((reply, stored_ms))
     }
 
     #[cfg(test)]
@@ -719,19 +769,24 @@ mod shared_tier {
 
         #[test]
         fn a_reply_survives_the_round_trip_and_garbage_does_not_decode() {
-            let mut m = HeaderMap::new();
-            m.append("x-a", HeaderValue::from_static("1"));
-            m.append("x-a", HeaderValue::from_static("2"));
-            m.insert("cache-control", HeaderValue::from_static("max-age=60"));
-            let body = Bytes::from_static(b"\x0a\x03abc");
-            let (m2, b2, at) = decode(&encode(&m, &body, 1_764_720_000_123)).unwrap();
-            assert_eq!(m2, m);
-            assert_eq!(b2, body);
+            let mut metadata = HeaderMap::new();
+            metadata.append("x-a", HeaderValue::from_static("1"));
+            metadata.append("x-a", HeaderValue::from_static("2"));
+            metadata.insert("cache-control", HeaderValue::from_static("max-age=60"));
+            let mut trailers = HeaderMap::new();
+            trailers.append("x-a", HeaderValue::from_static("t"));
+            let reply = StoredReply {
+                metadata,
+                message: Bytes::from_static(b"\x0a\x03abc"),
+                trailers,
+            };
+            let (back, at) = decode(&encode(&reply, 1_764_720_000_123)).unwrap();
+            assert_eq!(back, reply);
             assert_eq!(at, 1_764_720_000_123);
-            assert!(decode(b"PC2\0\0\0\0\0\0\0\0\xff\xff\xff\xff").is_none());
-            assert!(decode(b"PC1\0\0\0\0").is_none(), "an older version's entry");
+            assert!(decode(b"PC3\0\0\0\0\0\0\0\0\xff\xff\xff\xff").is_none());
+            assert!(decode(b"PC2\0\0\0\0").is_none(), "an older version's entry");
             assert!(decode(b"nope").is_none());
-            let full = encode(&m, &body, 0);
+            let full = encode(&reply, 0);
             assert!(decode(&full[..10]).is_none());
         }
     }

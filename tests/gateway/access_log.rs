@@ -7,7 +7,7 @@ use crate::support;
 
 use serde_json::Value;
 use support::protocols::{call, Protocol, EVERY_PROTOCOL};
-use support::{fixture, Harness};
+use support::{fixture, Harness, RouteKeys};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT: &str = "00f067aa0ba902b7";
@@ -733,4 +733,68 @@ async fn a_sessions_line_names_the_client_a_trusted_proxy_forwarded_for() {
     for line in &all {
         assert_eq!(line["client"], "198.51.100.9", "{line}");
     }
+}
+
+/// An aggregate's line is its first method's: its `cache` field is that
+/// call's verdict, not another call's.
+#[tokio::test]
+async fn an_aggregates_cache_field_is_its_first_calls_verdict() {
+    let path = log_path("aggregate-cache");
+    let sections = format!(
+        "[access_log]\npath = \"{}\"\n\n\
+         [[aggregates]]\npath = \"/v1/cached-first\"\n\
+         [[aggregates.calls]]\nname = \"probe\"\nmethod = \"portico.demo.v1.Probe/Headers\"\n\
+         [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"1\" }}\n\n\
+         [[aggregates]]\npath = \"/v1/uncached-first\"\n\
+         [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"1\" }}\n\
+         [[aggregates.calls]]\nname = \"probe\"\nmethod = \"portico.demo.v1.Probe/Headers\"\n",
+        path.display()
+    );
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "")
+            .with_route_keys("Probe", "cache = { ttl = \"1m\" }")
+    })
+    .await;
+    for target in ["/v1/cached-first", "/v1/cached-first", "/v1/uncached-first"] {
+        let r = h.client.get(target).await;
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        1,
+        "the later Headers calls were hits"
+    );
+    let all = wait_for(&path, 3).await;
+    let seen: Vec<(&str, &str, Value)> = all
+        .iter()
+        .map(|l| {
+            (
+                l["route"].as_str().unwrap_or(""),
+                l["method"].as_str().unwrap_or(""),
+                l["cache"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "GET /v1/cached-first",
+                "portico.demo.v1.Probe/Headers",
+                Value::from("miss")
+            ),
+            (
+                "GET /v1/cached-first",
+                "portico.demo.v1.Probe/Headers",
+                Value::from("hit")
+            ),
+            // Its Headers call was a hit too, but GetShelf has no cache.
+            (
+                "GET /v1/uncached-first",
+                "portico.demo.v1.Library/GetShelf",
+                Value::Null
+            ),
+        ],
+        "{all:#?}"
+    );
 }

@@ -371,6 +371,30 @@ fn authenticator_config_errors_name_the_key() {
     );
 }
 
+#[test]
+fn a_private_key_given_as_the_public_key_is_refused_naming_the_file() {
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"a\"\nauth = \"x\"\n";
+    let private = fixture("jwt_rs256_private.pem");
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}[authenticators.x]\nalgorithm = \"RS256\"\npublic_key_file = \"{private}\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "authenticators.x.public_key_file", "{err}");
+    assert!(
+        err.reason
+            .contains(&format!("{private} holds a private key"))
+            && err.reason.contains("openssl pkey -in KEY -pubout"),
+        "{err}"
+    );
+    let inline = std::fs::read_to_string(&private).unwrap();
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}[authenticators.x]\nalgorithm = \"RS256\"\npublic_key = '''{inline}'''\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "authenticators.x.public_key", "{err}");
+    assert!(err.reason.starts_with("is a private key"), "{err}");
+}
+
 #[tokio::test]
 async fn a_public_key_of_another_kind_than_the_algorithm_is_named() {
     // An RSA key where ES256 needs an EC key.

@@ -467,3 +467,133 @@ async fn a_reply_larger_than_max_bytes_is_never_stored() {
         assert_eq!(again.header("x-cache"), Some(second), "{}", pad.len());
     }
 }
+
+/// Where each protocol's client found a backend's `x-a` header and
+/// trailer: (protocol, values among the reply's headers, values among
+/// its trailers).
+type Placed = Vec<(&'static str, Vec<String>, Vec<String>)>;
+
+async fn where_x_a_arrives(h: &Harness) -> Placed {
+    use futures_util::StreamExt;
+    let values = |headers: &http::HeaderMap, name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut placed = Placed::new();
+    let rest = h.client.get("/v1/probe/headers").await;
+    assert_eq!(rest.status, StatusCode::OK, "{}", rest.text());
+    placed.push(("rest", values(&rest.headers, "x-a"), Vec::new()));
+
+    let grpc = h
+        .client
+        .as_http2()
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[("content-type", "application/grpc"), ("te", "trailers")],
+            support::frame_bytes(0, b""),
+        )
+        .await;
+    assert_eq!(
+        grpc.trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..]),
+        "{:?} {:?}",
+        grpc.headers,
+        grpc.trailers
+    );
+    placed.push((
+        "grpc",
+        values(&grpc.headers, "x-a"),
+        values(&grpc.trailers, "x-a"),
+    ));
+
+    let web = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[("content-type", "application/grpc-web+proto")],
+            support::frame_bytes(0, b""),
+        )
+        .await;
+    // The trailer frame (flag 0x80) is the body's last.
+    let body = web.body.to_vec();
+    let at = body.iter().rposition(|b| *b == 0x80).unwrap();
+    let trailer_block = String::from_utf8_lossy(&body[at + 5..]).into_owned();
+    let web_trailers: Vec<String> = trailer_block
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("x-a:").map(|v| v.trim().to_owned()))
+        .collect();
+    placed.push(("grpc-web", values(&web.headers, "x-a"), web_trailers));
+
+    let connect = h
+        .client
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Probe/Headers",
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(connect.status, StatusCode::OK, "{}", connect.text());
+    placed.push((
+        "connect",
+        values(&connect.headers, "x-a"),
+        values(&connect.headers, "trailer-x-a"),
+    ));
+
+    let mut ws = support::json_v1_at(h, "/v1/probe/headers").await;
+    let (mut ws_headers, mut ws_trailers) = (Vec::new(), Vec::new());
+    while let Some(Ok(frame)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if let Some(x) = v["headers"]["x-a"].as_str() {
+                ws_headers.push(x.to_owned());
+            }
+            if let Some(x) = v["trailers"]["x-a"].as_str() {
+                ws_trailers.push(x.to_owned());
+            }
+        }
+    }
+    placed.push(("websocket", ws_headers, ws_trailers));
+    placed
+}
+
+/// A cache changes nothing of where a reply's parts arrive: a backend's
+/// header stays a header and its trailer a trailer, on the call that
+/// filled the cache and on every hit, on every protocol.
+#[tokio::test]
+async fn a_cached_reply_keeps_the_backends_headers_and_trailers_apart() {
+    let (backend, calls) = support::scripted::serve(support::scripted::Script {
+        headers: vec![("x-a", "H".to_owned())],
+        messages: vec![Vec::new()],
+        trailers: vec![("x-a", "T")],
+        ..Default::default()
+    })
+    .await;
+    let plain = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+    let uncached = where_x_a_arrives(&plain).await;
+    assert!(
+        uncached.contains(&("grpc", vec!["H".to_owned()], vec!["T".to_owned()])),
+        "{uncached:?}"
+    );
+    let cached = Harness::start_with_config(|_| {
+        support::config_text(backend, "", "").with_route_keys("Probe", "cache = { ttl = \"1m\" }")
+    })
+    .await;
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    // The first REST call fills the cache; every call after it is a hit.
+    assert_eq!(where_x_a_arrives(&cached).await, uncached, "filling");
+    assert_eq!(where_x_a_arrives(&cached).await, uncached, "hits");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "one backend call filled the cache"
+    );
+}

@@ -158,6 +158,14 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
             "{request}: {text}"
         );
     }
+    // A target past server.limits.max_request_target_bytes (8 KiB here).
+    let long = format!("GET /v1/shelves/1?x={}", "a".repeat(9000));
+    let text = explain(library, &long);
+    assert!(
+        text.contains("refused at the edge, 414")
+            && text.contains("over server.limits.max_request_target_bytes (8192)"),
+        "{text}"
+    );
     // A fragment is the client's: the request never carries it.
     let text = explain(library, "GET /v1/shelves/1#top");
     assert!(text.contains("shelf = \"1\""), "{text}");
@@ -848,4 +856,70 @@ fn a_reader_that_stops_early_is_not_an_error() {
         assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn serve_logs_the_ports_it_bound_so_port_zero_is_found() {
+    let dir = std::env::temp_dir().join(format!("portico-ports-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ports.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             [descriptors]\nsets = [\"{}/descriptors/demo.binpb\"]\n\
+             [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let mut child = portico()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("portico listening") {
+                let _ = line_tx.send(line);
+            }
+        }
+    });
+    let line = tokio::task::spawn_blocking(move || {
+        line_rx.recv_timeout(std::time::Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    let field = |line: &str, name: &str| -> Option<std::net::SocketAddr> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..].split_whitespace().next()?.parse().ok()
+    };
+    let answers = match &line {
+        Ok(line) => {
+            let (main, admin) = (field(line, "addr"), field(line, "admin"));
+            let admin_ok = match admin {
+                Some(a) if a.port() != 0 => {
+                    support::HttpClient::new(a).get("/healthz").await.status == http::StatusCode::OK
+                }
+                _ => false,
+            };
+            Some((main.is_some_and(|m| m.port() != 0), admin_ok))
+        }
+        Err(_) => None,
+    };
+    child.kill().ok();
+    child.wait().ok();
+    reader.join().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(
+        answers,
+        Some((true, true)),
+        "the listening line names both bound ports: {line:?}"
+    );
 }

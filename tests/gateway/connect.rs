@@ -151,6 +151,27 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
         .get("/portico.demo.v1.Library/Stats?connect=v1&encoding=json&message=%7B%7D")
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("POST"));
+    // A stream is never called by GET: the method is wrong, not the type.
+    let r = h
+        .client
+        .get("/portico.demo.v1.Feed/Watch?connect=v1&encoding=json&message=%7B%7D")
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(r.json()["code"], "unimplemented", "{}", r.text());
+    // A method GET may call lists GET beside POST when another is refused.
+    let r = h
+        .client
+        .send(
+            Method::PUT,
+            "/portico.demo.v1.Library/GetShelf",
+            &UNARY_JSON[..],
+            Bytes::from_static(b"{}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET, POST"));
 
     // A missing message, a parameter given twice, a base64 flag that is
     // neither 1 nor 0: refused as Connect, naming the parameter.

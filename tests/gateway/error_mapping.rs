@@ -19,6 +19,28 @@ struct Seen {
     websocket: i64,
 }
 
+impl Seen {
+    /// One gRPC code on every protocol: REST and Connect with the HTTP
+    /// status the error table gives it, Connect by its name.
+    fn everywhere(code: i32) -> Seen {
+        let (status, name) = match code {
+            4 => (504, "deadline_exceeded"),
+            5 => (404, "not_found"),
+            7 => (403, "permission_denied"),
+            13 => (502, "internal"),
+            14 => (503, "unavailable"),
+            other => panic!("code {other} has no row here"),
+        };
+        Seen {
+            rest: (status, i64::from(code)),
+            grpc: code,
+            grpc_web: code.to_string(),
+            connect: (status, name.into()),
+            websocket: i64::from(code),
+        }
+    }
+}
+
 /// The error message each protocol carried (REST, gRPC, Connect,
 /// WebSocket; gRPC-Web's is gRPC's, percent-encoded).
 #[derive(Debug)]
@@ -125,16 +147,7 @@ async fn a_backend_not_found_is_not_found_everywhere() {
         r#"{"shelf":"9"}"#,
     )
     .await;
-    assert_eq!(
-        seen,
-        Seen {
-            rest: (404, 5),
-            grpc: 5,
-            grpc_web: "5".into(),
-            connect: (404, "not_found".into()),
-            websocket: 5
-        }
-    );
+    assert_eq!(seen, Seen::everywhere(5));
 }
 
 #[tokio::test]
@@ -148,16 +161,7 @@ async fn a_deadline_is_deadline_exceeded_everywhere() {
         r#"{"millis":3000}"#,
     )
     .await;
-    assert_eq!(
-        seen,
-        Seen {
-            rest: (504, 4),
-            grpc: 4,
-            grpc_web: "4".into(),
-            connect: (504, "deadline_exceeded".into()),
-            websocket: 4
-        }
-    );
+    assert_eq!(seen, Seen::everywhere(4));
 }
 
 #[tokio::test]
@@ -174,16 +178,7 @@ async fn a_permission_error_is_permission_denied_everywhere() {
         r#"{"code":7}"#,
     )
     .await;
-    assert_eq!(
-        seen,
-        Seen {
-            rest: (403, 7),
-            grpc: 7,
-            grpc_web: "7".into(),
-            connect: (403, "permission_denied".into()),
-            websocket: 7
-        }
-    );
+    assert_eq!(seen, Seen::everywhere(7));
 }
 
 #[tokio::test]
@@ -306,17 +301,7 @@ async fn backend_trailers_over_the_limit_are_internal_everywhere() {
         let json = serde_json::json!({"code": 5, "message": message}).to_string();
         let (seen, said) =
             through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, &json).await;
-        assert_eq!(
-            seen,
-            Seen {
-                rest: (502, 13),
-                grpc: 13,
-                grpc_web: "13".into(),
-                connect: (502, "internal".into()),
-                websocket: 13
-            },
-            "{size}"
-        );
+        assert_eq!(seen, Seen::everywhere(13), "{size}");
         // Past about 20 frames of it, HTTP/2 counts CONTINUATION frames
         // and closes the connection; below, it refuses the block alone.
         let closes = size > 500_000;
@@ -349,16 +334,7 @@ async fn an_unreachable_backend_is_unavailable_everywhere_naming_the_upstream() 
         r#"{"shelf":"1"}"#,
     )
     .await;
-    assert_eq!(
-        seen,
-        Seen {
-            rest: (503, 14),
-            grpc: 14,
-            grpc_web: "14".into(),
-            connect: (503, "unavailable".into()),
-            websocket: 14
-        }
-    );
+    assert_eq!(seen, Seen::everywhere(14));
     for message in said.0 {
         assert!(
             message.contains("backend unavailable (upstream demo)"),
@@ -388,17 +364,7 @@ async fn a_backends_malformed_status_fields_keep_its_code_and_message_everywhere
         let request = pb::FailRequest::default();
         let (seen, said) =
             through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await;
-        assert_eq!(
-            seen,
-            Seen {
-                rest: (404, 5),
-                grpc: 5,
-                grpc_web: "5".into(),
-                connect: (404, "not_found".into()),
-                websocket: 5
-            },
-            "trailers only: {trailers_only}"
-        );
+        assert_eq!(seen, Seen::everywhere(5), "trailers only: {trailers_only}");
         for message in &said.0 {
             assert_eq!(message, "café \u{fffd}", "trailers only: {trailers_only}");
         }

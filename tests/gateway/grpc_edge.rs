@@ -316,6 +316,38 @@ async fn a_compressed_reply_is_the_backends_fault_on_every_protocol() {
     assert_eq!(r.status, 502, "{}", r.text());
 }
 
+/// `grpc-encoding` names the coding of messages flagged compressed: a
+/// reply that names one and flags none is plain, and a trailers-only
+/// error that names one is the backend's status, on every protocol.
+#[tokio::test]
+async fn a_coding_named_but_not_used_is_no_compressed_reply() {
+    let plain = http2_backend(|_| {
+        let mut resp = ok_reply_of(1);
+        resp.headers_mut()
+            .insert("grpc-encoding", "gzip".parse().unwrap());
+        resp
+    })
+    .await;
+    let error = http2_backend(|_| {
+        let mut resp = http::Response::new(http_body_util::Full::new(Bytes::new()).boxed());
+        let headers = resp.headers_mut();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.insert("grpc-encoding", "gzip".parse().unwrap());
+        headers.insert("grpc-status", "5".parse().unwrap());
+        headers.insert("grpc-message", "no such shelf".parse().unwrap());
+        resp
+    })
+    .await;
+    for (backend, code, said) in [(plain, 0, ""), (error, 5, "no such shelf")] {
+        let h = Harness::start_with_config(move |_| support::config_text(backend, "", "")).await;
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[], "", None).await;
+            assert_eq!(seen.code, code, "{said:?} over {protocol:?}: {seen:?}");
+            assert!(seen.message.contains(said), "over {protocol:?}: {seen:?}");
+        }
+    }
+}
+
 /// A gRPC reply of `messages` (empty ones: every message type reads
 /// them) and then the `OK` status in trailers.
 fn ok_reply_of(messages: usize) -> http::Response<AnswerBody> {

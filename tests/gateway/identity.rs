@@ -591,6 +591,60 @@ async fn two_identity_providers_on_one_route_each_verify_their_own_tokens() {
     }
 }
 
+/// One credential per request holds on a route of several JWT
+/// authenticators too: a session cookie one of them reads and a bearer
+/// token another takes are two, refused before either decides, on every
+/// protocol; each alone passes.
+#[tokio::test]
+async fn a_cookie_for_one_authenticator_and_a_token_for_another_are_two_credentials() {
+    let secret = "the-browser-session-signing-secret";
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\ncookie = \"session\"\nforward_claims = {{ sub = \"x-user-id\" }}\n\
+         [authenticators.machines]\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\nforward_claims = {{ sub = \"x-user-id\" }}\n",
+        support::fixture("jwt_rs256_public.pem")
+    );
+    let h = gateway(&sections, "auth = [\"users\", \"machines\"]").await;
+    let session = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "ulla", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let rsa = std::fs::read(support::fixture("jwt_rs256_private.pem")).unwrap();
+    let machine = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"sub": "build-bot", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&rsa).unwrap(),
+    )
+    .unwrap();
+    let cookie = format!("session={session}");
+    let bearer = format!("Bearer {machine}");
+    for protocol in EVERY_PROTOCOL {
+        let both = call(
+            &h,
+            protocol,
+            &[("cookie", &cookie), ("authorization", &bearer)],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(both.code, 3, "{protocol:?}: {}", both.message);
+        assert!(
+            both.message.contains("more than one credential"),
+            "{protocol:?}: {}",
+            both.message
+        );
+        for (alone, subject) in [
+            (("cookie", cookie.as_str()), "ulla"),
+            (("authorization", bearer.as_str()), "build-bot"),
+        ] {
+            let seen = call(&h, protocol, &[alone], "", None).await;
+            assert_eq!(seen.code, 0, "{protocol:?} {subject}: {}", seen.message);
+            assert_eq!(seen.metadata["x-user-id"], subject, "{protocol:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn jwt_or_introspection_or_api_key_the_first_that_applies_decides() {
     let provider = Introspection::default();
@@ -1301,7 +1355,18 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
 fn identity_config_errors_name_the_key_and_the_reason() {
     let backend = "127.0.0.1:1".parse().unwrap();
     let keys = support::fixture("api_keys.toml");
+    let dir = std::env::temp_dir().join(format!("portico-empty-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty_secret = dir.join("secret.txt");
+    std::fs::write(&empty_secret, "\n").unwrap();
+    let empty_secret = empty_secret.display().to_string();
     let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "a secret from an empty file, named as the file",
+            format!("[authenticators.o]\nkind = \"introspection\"\nintrospection_url = \"http://127.0.0.1:9/i\"\nclient_id = \"p\"\nclient_secret_file = \"{empty_secret}\"\n"),
+            "authenticators.o.client_secret_file",
+            "secret.txt is empty",
+        ),
         (
             "an empty issuer, which no token has",
             "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nissuer = \"\"\n".into(),
@@ -1473,6 +1538,7 @@ fn identity_config_errors_name_the_key_and_the_reason() {
         assert_eq!(err.key, key, "{case}: {err:?}");
         assert!(err.reason.contains(reason), "{case}: {}", err.reason);
     }
+    std::fs::remove_dir_all(&dir).ok();
     // No leeway at all is a choice, not a mistake.
     let strict = "[authenticators.jwt]\nalgorithm = \"HS256\"\nsecret = \"a-signing-secret-of-32-bytes-ok!\"\nleeway = \"0s\"\n";
     portico::config::Config::from_toml(&support::config_text(backend, strict, ""))

@@ -50,7 +50,9 @@ impl CorsPolicy {
 
 impl Validator<'_> {
     /// An origin as a browser sends it: scheme, host and optional port,
-    /// nothing after (a trailing `/` would never match).
+    /// nothing after (a trailing `/` would never match). Origins are
+    /// compared as text, so one that no browser sends (a wildcard host, a
+    /// port past 65535) would match nothing: each is refused saying why.
     pub(crate) fn origin(&self, key: &str, o: &str) -> Result<(), ConfigError> {
         // Origins are compared with their scheme and host in any case.
         let after = |scheme: &str| {
@@ -68,23 +70,68 @@ impl Validator<'_> {
                 format!("{o:?} is not an origin like \"https://app.example.com\" or \"*\""),
             ));
         };
-        if authority.is_empty()
-            || authority
-                .bytes()
-                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@') || b.is_ascii_whitespace())
-        {
-            return Err(self.err(
+        let not_an_origin = |why: String| {
+            self.err(
                 key,
-                format!(
-                    "{o:?} is not an origin: an origin is a scheme, a host and an optional port, with nothing after, like \"https://app.example.com\" (a browser's Origin header never ends in \"/\")"
-                ),
+                format!("{o:?} is not an origin: {why}; an origin is a scheme, a host and an optional port, like \"https://app.example.com\" or \"http://localhost:3000\""),
+            )
+        };
+        if let Some(end) = authority.find(['/', '?', '#']) {
+            let bare = &o[..o.len() - authority.len() + end];
+            return Err(not_an_origin(format!(
+                "a browser's Origin header never carries a path or ends in \"/\": write {bare:?}"
+            )));
+        }
+        if authority.contains('*') {
+            return Err(not_an_origin(
+                "wildcards inside an origin are not supported: list each origin, or give \"*\" alone for any".to_owned(),
             ));
         }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((v6, tail)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    let port = match tail {
+                        "" => None,
+                        // Anything else after `]` reads as a port, and fails as one.
+                        tail => Some(tail.strip_prefix(':').unwrap_or(tail)),
+                    };
+                    (&authority[..v6.len() + 2], port)
+                }
+                _ => {
+                    return Err(not_an_origin(
+                        "its IPv6 address in [] does not read".to_owned(),
+                    ))
+                }
+            },
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let host_name = |h: &str| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        };
+        if !host.starts_with('[') && !host_name(host) {
+            return Err(not_an_origin(if host.is_ascii() {
+                format!("{host:?} is not a host name (letters, digits, '-' and '.')")
+            } else {
+                format!("{host:?} is not ASCII, and browsers send such a host name in its punycode form (\"xn--...\"): write that form")
+            }));
+        }
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+                _ => {
+                    return Err(not_an_origin(format!(
+                        "its port {p:?} is not a number from 1 to 65535"
+                    )))
+                }
+            },
+        };
         // Browsers leave the scheme's own port out of `Origin`.
-        let port = authority
-            .rsplit_once(':')
-            .filter(|(_, p)| !p.contains(']'))
-            .and_then(|(_, p)| p.parse::<u16>().ok());
         if port == Some(default_port) {
             let bare = o.rsplit_once(':').map_or(o, |(bare, _)| bare);
             return Err(self.err(

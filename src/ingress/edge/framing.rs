@@ -14,21 +14,31 @@ use crate::error::{ErrorKind, GatewayError, Origin};
 use http::header::{CONTENT_ENCODING, HOST, TRANSFER_ENCODING};
 use http::{Request, Version};
 
-/// Whether a request may be read at all.
-pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
-    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target > limits.max_request_target_bytes {
+/// Whether a request target (path and query) is within
+/// `max_request_target_bytes`.
+pub fn target_length(target: &str, limits: &Limits) -> Result<(), GatewayError> {
+    if target.len() > limits.max_request_target_bytes {
         return Err(GatewayError::new(
             ErrorKind::RequestTargetTooLong {
                 limit: limits.max_request_target_bytes,
             },
             Origin::Client,
             format!(
-                "the request target is {target} bytes, over server.limits.max_request_target_bytes ({})",
+                "the request target is {} bytes, over server.limits.max_request_target_bytes ({})",
+                target.len(),
                 limits.max_request_target_bytes
             ),
         ));
     }
+    Ok(())
+}
+
+/// Whether a request may be read at all.
+pub fn check<B>(req: &Request<B>, limits: &Limits) -> Result<(), GatewayError> {
+    target_length(
+        req.uri().path_and_query().map_or("", |pq| pq.as_str()),
+        limits,
+    )?;
     header_fields(req.headers(), limits, "the request")?;
     // A compressed body would reach a backend as if it were plain: refused,
     // whatever the protocol (gRPC compresses per message, with its own

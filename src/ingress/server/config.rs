@@ -375,8 +375,11 @@ impl Validator<'_> {
 /// Whether two addresses on one port would take the same socket: the same
 /// address, `0.0.0.0` and any IPv4 address, or `[::]` (which on Linux
 /// takes IPv4 too, unless the host sets `bindv6only`) and anything.
-/// `0.0.0.0` and an IPv6 address are two sockets.
+/// `0.0.0.0` and an IPv6 address are two sockets. An IPv4-mapped address
+/// (`[::ffff:127.0.0.1]`) takes the IPv4 address's socket.
 fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    let canonical = |s: SocketAddr| SocketAddr::new(s.ip().to_canonical(), s.port());
+    let (a, b) = (canonical(a), canonical(b));
     let v6_any = |s: SocketAddr| s.is_ipv6() && s.ip().is_unspecified();
     let v4_any_with_v4 =
         |x: SocketAddr, y: SocketAddr| x.is_ipv4() && x.ip().is_unspecified() && y.is_ipv4();
@@ -398,6 +401,9 @@ mod overlap_tests {
             ("0.0.0.0:80", "[::1]:80", false),
             ("127.0.0.1:80", "[::1]:80", false),
             ("127.0.0.1:80", "127.0.0.2:80", false),
+            ("[::ffff:127.0.0.1]:80", "127.0.0.1:80", true),
+            ("[::ffff:0.0.0.0]:80", "127.0.0.1:80", true),
+            ("[::ffff:127.0.0.1]:80", "[::1]:80", false),
         ] {
             assert_eq!(same_socket(s(a), s(b)), same, "{a} {b}");
             assert_eq!(same_socket(s(b), s(a)), same, "{b} {a}");

@@ -569,6 +569,26 @@ impl Validator<'_> {
             }
             (None, None) => None,
         };
+        // A private key loads as a key (the library reads its public half's
+        // numbers from it) but verifies no token: refuse it, and keep
+        // private keys off a host that only verifies.
+        if let Some(pem) = &public_pem {
+            if crate::pem_problems::holds_private_key(pem) {
+                let (at, what) = match &a.public_key_file {
+                    Some(file) => (
+                        "public_key_file",
+                        format!("{} holds a private key", self.path(file).display()),
+                    ),
+                    None => ("public_key", "is a private key".to_owned()),
+                };
+                return Err(self.err(
+                    format!("{key}.{at}"),
+                    format!(
+                        "{what}; give the public key (`openssl pkey -in KEY -pubout` prints it): the gateway only verifies tokens"
+                    ),
+                ));
+            }
+        }
         let key_source = match (hmac, &a.secret, public_pem) {
             (_, None, None) if jwks.is_some() => {
                 let min_refresh = self.duration(
@@ -750,7 +770,20 @@ impl Validator<'_> {
             }
         };
         if secret.is_empty() {
-            return Err(self.err(format!("{key}.client_secret"), "is empty"));
+            // Named where the empty value came from: the file or the
+            // variable is what to fix.
+            let (at, why) = match (&a.client_secret_file, &a.client_secret_env) {
+                (Some(f), _) => (
+                    "client_secret_file",
+                    format!("{} is empty (or only whitespace)", self.path(f).display()),
+                ),
+                (_, Some(var)) => (
+                    "client_secret_env",
+                    format!("the environment variable {var} is empty"),
+                ),
+                _ => ("client_secret", "is empty".to_owned()),
+            };
+            return Err(self.err(format!("{key}.{at}"), why));
         }
         let client_auth = match a.client_auth.as_deref().unwrap_or("basic") {
             "basic" => ClientAuth::Basic,
