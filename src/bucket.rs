@@ -4,6 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+/// The slowest rate a bucket is configured with: one token a year, the
+/// longest duration the gateway counts (a wait is told to clients and
+/// timed).
+pub const MIN_RATE: f64 = 1.0 / crate::config::MAX_DURATION.as_secs() as f64;
+
+/// Why a rate below [`MIN_RATE`] is refused, after "RATE is ".
+pub const BELOW_MIN_RATE: &str =
+    "less than one a year (1/31557600, about 0.0000000317), the slowest rate taken";
+
 /// A token bucket: `burst` tokens at most, refilled at `rate` per second.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -32,12 +41,33 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            // Saturated rather than a panic, whatever the rate.
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / rate).unwrap_or(Duration::MAX))
         }
     }
 
     /// Full again: forgetting it loses nothing.
     pub fn is_full(&self, now: Instant, rate: f64, burst: f64) -> bool {
         self.tokens + now.duration_since(self.updated).as_secs_f64() * rate >= burst
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_bucket_says_its_wait_even_at_a_rate_no_config_takes() {
+        let now = Instant::now();
+        let mut bucket = Bucket::full(1, now);
+        assert_eq!(bucket.take(now, 1e-300, 1), Ok(()));
+        assert_eq!(bucket.take(now, 1e-300, 1), Err(Duration::MAX));
+        let mut bucket = Bucket::full(1, now);
+        assert_eq!(bucket.take(now, MIN_RATE, 1), Ok(()));
+        let wait = bucket.take(now, MIN_RATE, 1).unwrap_err();
+        assert!(
+            wait <= crate::config::MAX_DURATION + Duration::from_secs(1),
+            "{wait:?}"
+        );
     }
 }

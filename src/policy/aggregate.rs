@@ -100,7 +100,9 @@ impl Aggregator {
                     merged.insert(call.name.clone(), Arc::unwrap_or_clone(value));
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(target: "portico::access", aggregate = %plan.config.path, call = %call.name, origin = e.origin.as_str(), error = e.message.as_str(), "aggregated call failed");
+                    // At the level of every protocol's failures: a
+                    // client's refusal is no warning about the operator's systems.
+                    crate::observe::failure_event!(e.origin, target: "portico::access", aggregate = %plan.config.path, call = %call.name, origin = e.origin.as_str(), error = e.message.as_str(), "aggregated call failed");
                     errors.insert(call.name.clone(), self.status.to_json(&e));
                     if first_failure.is_none()
                         && !matches!(e.kind, ErrorKind::DependencyFailed { .. })

@@ -260,7 +260,7 @@ fn backend_lifetime(metadata: &HeaderMap, age: Duration) -> Option<Duration> {
     let max_age = |name: &str| {
         d.iter().find(|(n, _)| n == name).map(|(_, v)| {
             v.as_deref()
-                .and_then(|v| v.parse::<u64>().ok())
+                .and_then(delta_seconds)
                 .map_or(Duration::ZERO, Duration::from_secs)
         })
     };
@@ -282,16 +282,26 @@ fn keep_for(metadata: &HeaderMap, ttl: Duration) -> (Duration, Duration) {
     (lifetime, age)
 }
 
-/// The reply's `Age` as it arrives (RFC 9111 section 5.1), at most 2^31
-/// seconds as section 1.2.2 bounds it; none when it cannot be read.
+/// The reply's `Age` as it arrives (RFC 9111 section 5.1); none when it
+/// cannot be read.
 fn arrived_age(metadata: &HeaderMap) -> Duration {
     metadata
         .get(http::header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |secs| {
-            Duration::from_secs(secs.min(1 << 31))
-        })
+        .and_then(|v| delta_seconds(v.trim()))
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+/// A `delta-seconds` value (RFC 9111 section 1.2.2): digits only, and any
+/// number past 2^31, however many digits, read as 2^31 as that section
+/// says, so a huge `Age` still ages a reply out and a huge `max-age` is
+/// still a long one.
+fn delta_seconds(text: &str) -> Option<u64> {
+    const MOST: u64 = 1 << 31;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse::<u64>().map_or(MOST, |n| n.min(MOST)))
 }
 
 /// What `Expires` leaves of the reply's life from now; `None` without one.
@@ -828,6 +838,37 @@ mod lifetime_tests {
     }
 
     #[test]
+    fn delta_seconds_past_what_a_number_holds_are_two_to_the_31st() {
+        for (text, read) in [
+            ("60", Some(60)),
+            ("2147483649", Some(1 << 31)),
+            ("18446744073709551616", Some(1 << 31)),
+            ("99999999999999999999999", Some(1 << 31)),
+            ("+5", None),
+            ("-5", None),
+            ("", None),
+            ("1e3", None),
+        ] {
+            assert_eq!(delta_seconds(text), read, "{text}");
+        }
+        // A reply older than any max-age is not kept, however old it says.
+        for age in ["100", "18446744073709551615", "18446744073709551616"] {
+            let m = reply(&[("cache-control", "max-age=60"), ("age", age)]);
+            assert_eq!(
+                keep_for(&m, Duration::from_secs(300)).0,
+                Duration::ZERO,
+                "{age}"
+            );
+        }
+        // A max-age past what a number holds is a long one, capped by the ttl.
+        let m = reply(&[("cache-control", "max-age=18446744073709551616")]);
+        assert_eq!(
+            keep_for(&m, Duration::from_secs(300)).0,
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
     fn a_reply_that_arrives_aged_has_that_much_less_max_age_left() {
         let ttl = Duration::from_secs(300);
         let keep = |h: &[(&'static str, &str)]| {
@@ -855,15 +896,16 @@ mod lifetime_tests {
             ]),
             (60, 0)
         );
-        // An Age past what RFC 9111 lets it hold is that bound, not an overflow.
+        // An Age past what a number holds is 2^31 s (RFC 9111 section
+        // 1.2.2), older than any max-age: not kept.
         assert_eq!(
             keep(&[
                 ("cache-control", "max-age=60"),
                 ("age", "99999999999999999999")
             ])
             .0,
-            60,
-            "an unreadable Age is none"
+            0,
+            "an Age too large to read is 2^31 s"
         );
         assert_eq!(keep(&[("age", "9999999999")]), (300, 1 << 31));
         // Without a lifetime of its own, the route's: its age is still told.

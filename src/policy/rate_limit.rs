@@ -84,11 +84,14 @@ impl Limiter {
         };
         match &self.config.key {
             RateLimitKey::ClientIp => ip(),
+            // Per authenticator, as the cache keys callers: a token's
+            // `sub` and an API-key consumer of the same name are two
+            // callers, neither spending the other's budget.
             RateLimitKey::Principal => env
                 .ctx
                 .principal
                 .as_ref()
-                .map(|p| format!("sub:{}", p.subject))
+                .map(|p| format!("sub:{}:{}", env.ctx.authenticated_by, p.subject))
                 .unwrap_or_else(ip),
             RateLimitKey::Route => String::new(),
             RateLimitKey::Header(h) => env

@@ -479,6 +479,7 @@ async fn forward_auth() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::HeaderMap>
                             .status(302)
                             .header("location", "https://login.example/?rd=orders")
                             .header("content-type", "text/html")
+                            .header("x-request-id", "id-from-authz-service")
                             .body(Full::new(bytes::Bytes::from(
                                 "<a href=\"https://login.example/\">log in</a>",
                             )))
@@ -549,6 +550,35 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
     );
     assert_eq!(r.header("content-type"), Some("text/html"));
     assert!(r.text().contains("log in"));
+    // The denial's own request id is not the call's: each protocol's
+    // client gets the call's, a WebSocket call's status trailers too.
+    assert_ne!(r.header("x-request-id"), Some("id-from-authz-service"));
+    let mut ws = support::json_v1_session(&h).await;
+    let open = serde_json::json!({"id": "d", "open": "/portico.demo.v1.Probe/Headers",
+        "metadata": {"authorization": "Bearer nope"}, "message": {}});
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::text(open.to_string()),
+    )
+    .await
+    .unwrap();
+    let status = loop {
+        use futures_util::StreamExt;
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = ws.next().await else {
+            panic!("the session ended before the call's status")
+        };
+        let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if frame.get("status").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(status["status"]["code"], 7, "{status}");
+    assert_eq!(
+        status["trailers"]["location"], "https://login.example/?rd=orders",
+        "{status}"
+    );
+    let id = status["trailers"]["x-request-id"].as_str().unwrap_or("");
+    assert!(id.ends_with(".0"), "the call's own id: {status}");
 
     let asked = seen_by_service.lock().unwrap();
     let first = &asked[0];
@@ -566,5 +596,6 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
         "no principal on this route"
     );
     assert!(!first.contains_key("x-user-id"), "not in include_headers");
-    assert_eq!(asked.len(), 2 * EVERY_PROTOCOL.len() + 1);
+    // Each protocol's two calls, the REST redirect and the session's call.
+    assert_eq!(asked.len(), 2 * EVERY_PROTOCOL.len() + 2);
 }

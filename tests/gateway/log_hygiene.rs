@@ -5,14 +5,17 @@
 use crate::support;
 
 use portico::demo::backends::Backends;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::HttpClient;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-#[tokio::test]
-async fn a_forged_log_line_stays_inside_its_field() {
+/// The `portico` binary serving the demo Library on a free port with
+/// `RUST_LOG=info`, its log on a pipe; `extra` is added to its config
+/// (the Library route's keys first, then any sections).
+async fn serve_logging(name: &str, extra: &str) -> (tokio::process::Child, HttpClient, PathBuf) {
     let (backend, _) = Backends::default()
         .bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -22,19 +25,19 @@ async fn a_forged_log_line_stays_inside_its_field() {
         .local_addr()
         .unwrap()
         .port();
-    let dir = std::env::temp_dir().join(format!("portico-logs-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("portico-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("portico.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\n\
-             [upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
+             [upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n{extra}\n",
             support::proto_dir()
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "info")
@@ -49,6 +52,27 @@ async fn a_forged_log_line_stays_inside_its_field() {
         assert!(Instant::now() < deadline, "portico did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (child, client, dir)
+}
+
+/// Everything the binary logged, once it is stopped.
+async fn stop_and_read_log(mut child: tokio::process::Child) -> String {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.start_kill().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_forged_log_line_stays_inside_its_field() {
+    let (child, client, dir) = serve_logging("logs", "").await;
     // A query parameter name and an enum value with CR, LF and ESC in them.
     let forged = "%0D%0AFORGED%20INFO%20portico%3A%20all%20good%1B%5B31m";
     let r = client.get(&format!("/v1/shelves/1?x{forged}=1")).await;
@@ -61,16 +85,7 @@ async fn a_forged_log_line_stays_inside_its_field() {
         )
         .await;
     assert_eq!(r.status, 400);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child.start_kill().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
+    let out = stop_and_read_log(child).await;
     assert!(
         out.contains("FORGED"),
         "the refusals were not logged: {out}"
@@ -93,42 +108,8 @@ async fn a_forged_log_line_stays_inside_its_field() {
 #[tokio::test]
 async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_id() {
     use futures_util::{SinkExt, StreamExt};
-    let (backend, _) = Backends::default()
-        .bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("portico-ws-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("portico.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n\n\
-             [upstreams.demo]\nendpoints = [\"{backend}\"]\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"demo\"\n",
-            support::proto_dir()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "portico did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (child, client, dir) = serve_logging("ws-logs", "").await;
+    let addr = client.addr;
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{addr}/ws"),
     )
@@ -191,16 +172,7 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
         .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    child.start_kill().unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
+    let out = stop_and_read_log(child).await;
     assert!(
         !out.contains("left before its request ended"),
         "an abandoned upload has no diagnostic line: {out}"
@@ -228,6 +200,38 @@ async fn log_lines_about_a_call_in_a_websocket_session_carry_the_calls_request_i
             && !refused.contains("request_id=session-7f3a.")
             && refused.contains("code=3"),
         "{refused}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A client's refusal inside an aggregate (`on_error = "partial"` lets
+/// the others pass) is logged at `info`, as every protocol logs a
+/// client's failures: warnings are about the operator's systems.
+#[tokio::test]
+async fn a_client_refusal_inside_an_aggregate_is_no_warning() {
+    let (child, client, dir) = serve_logging(
+        "aggregate-logs",
+        "rate_limit = { requests_per_second = 0.001, burst = 1, key = \"route\" }\n\n\
+         [[aggregates]]\npath = \"/v1/twice\"\non_error = \"partial\"\n\
+         [[aggregates.calls]]\nname = \"a\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"1\" }\n\
+         [[aggregates.calls]]\nname = \"b\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = { shelf = \"2\" }\n",
+    )
+    .await;
+    let r = client.get("/v1/twice").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["errors"].as_object().is_some_and(|e| e.len() == 1),
+        "{}",
+        r.text()
+    );
+    let out = stop_and_read_log(child).await;
+    let line = out
+        .lines()
+        .find(|l| l.contains("aggregated call failed"))
+        .unwrap_or_else(|| panic!("the refused call was not logged: {out}"));
+    assert!(
+        line.contains(" INFO ") && line.contains("origin=\"client\""),
+        "{line}"
     );
     std::fs::remove_dir_all(dir).ok();
 }

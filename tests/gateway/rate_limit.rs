@@ -161,4 +161,72 @@ fn a_bad_limit_is_a_config_error_naming_the_key() {
     ))
     .unwrap_err();
     assert_eq!(err.key, "routes[0].rate_limit.key");
+    // A token must come back within a year, the longest wait counted.
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}rate_limit = {{ requests_per_second = 1e-20 }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "routes[0].rate_limit.requests_per_second");
+    assert!(err.reason.contains("less than one a year"), "{err}");
+    let err = portico::config::Config::from_toml(&format!(
+        "{base}[websocket]\nmessages_per_second = 1e-20\n"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "websocket.messages_per_second");
+    portico::config::Config::from_toml(&format!(
+        "{base}rate_limit = {{ requests_per_second = 0.0000000317, scope = \"local\" }}\n"
+    ))
+    .unwrap();
+}
+
+/// `key = "principal"` is per authenticator, as the cache keys callers: a
+/// token whose `sub` is `acme` does not spend the API-key consumer
+/// `acme`'s budget.
+#[tokio::test]
+async fn a_principal_of_one_authenticator_does_not_spend_another_of_the_same_name() {
+    let secret = "the-rate-limit-test-signing-secret";
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\n\
+         [authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "").with_route_keys(
+            "Probe",
+            "auth = [\"users\", \"keys\"]\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"principal\" }",
+        )
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "acme", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    let get = |header: (&'static str, String)| {
+        let client = h.client.clone();
+        async move {
+            client
+                .send(
+                    Method::GET,
+                    "/v1/probe/headers",
+                    &[(header.0, header.1.as_str())],
+                    "",
+                )
+                .await
+                .status
+        }
+    };
+    let key = ("x-api-key", "acme-key-123".to_owned());
+    assert_eq!(get(key.clone()).await, StatusCode::OK);
+    assert_eq!(get(key).await, StatusCode::TOO_MANY_REQUESTS);
+    let jwt = ("authorization", bearer);
+    assert_eq!(get(jwt.clone()).await, StatusCode::OK, "its own budget");
+    assert_eq!(get(jwt).await, StatusCode::TOO_MANY_REQUESTS);
 }

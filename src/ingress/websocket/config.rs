@@ -144,6 +144,10 @@ impl Validator<'_> {
     ) -> Result<Option<ConnectionRate>, ConfigError> {
         match rate {
             None => Ok(None),
+            Some(r) if r > 0.0 && r < crate::bucket::MIN_RATE => Err(self.err(
+                format!("websocket.{key}"),
+                format!("{r} is {}", crate::bucket::BELOW_MIN_RATE),
+            )),
             Some(r) if r > 0.0 && r.is_finite() => Ok(Some(ConnectionRate {
                 rate: r,
                 burst: r.ceil().max(1.0) as u32,

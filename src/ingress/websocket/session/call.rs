@@ -224,15 +224,14 @@ pub(super) async fn finish(
                 _ => serde_json::Map::new(),
             };
             // What an HTTP client gets as headers (Retry-After,
-            // RateLimit-*, the overload and authentication hints).
+            // RateLimit-*, the overload and authentication hints, a
+            // denial's headers), under the rule a backend's are: no
+            // framing header, and the call's own request id.
+            let mut headers = HeaderMap::new();
             for (name, value) in err.http_headers() {
-                if let Ok(v) = value.to_str() {
-                    trailers.insert(
-                        name.as_str().to_owned(),
-                        serde_json::Value::String(v.to_owned()),
-                    );
-                }
+                headers.append(name, value);
             }
+            trailers.extend(metadata_json(&headers));
             (
                 ingress.status.to_json(err),
                 trailers,
