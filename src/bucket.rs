@@ -9,9 +9,21 @@ use std::time::{Duration, Instant};
 /// timed).
 pub const MIN_RATE: f64 = 1.0 / crate::config::MAX_DURATION.as_secs() as f64;
 
-/// Why a rate below [`MIN_RATE`] is refused, after "RATE is ".
-pub const BELOW_MIN_RATE: &str =
-    "less than one a year (1/31557600, about 0.0000000317), the slowest rate taken";
+impl crate::config::Validator<'_> {
+    /// A bucket's rate per second at `key`: a number from [`MIN_RATE`] up.
+    pub(crate) fn rate(&self, key: &str, rate: f64) -> Result<f64, crate::config::ConfigError> {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(self.err(key, "must be a number greater than zero"));
+        }
+        if rate < MIN_RATE {
+            return Err(self.err(
+                key,
+                format!("{rate} is less than one a year (1/31557600, about 0.0000000317), the slowest rate taken"),
+            ));
+        }
+        Ok(rate)
+    }
+}
 
 /// A token bucket: `burst` tokens at most, refilled at `rate` per second.
 #[derive(Debug, Clone)]

@@ -447,7 +447,7 @@ fn plain_types(message: &str) -> String {
 
 /// Whether a duration humantime refused as an overflow reads once every
 /// fractional part (`.5` in `"0.5ns"`) is left out: then the fraction was
-/// what it could not hold, not the size.
+/// what its unit could not hold, not the size.
 fn parses_without_fractions(text: &str) -> bool {
     let mut whole = String::with_capacity(text.len());
     let mut in_fraction = false;
@@ -550,7 +550,7 @@ impl Validator<'_> {
                 // humantime says "overflow" for a fraction finer than its
                 // unit can hold too: without the fraction, it parses.
                 humantime::DurationError::NumberOverflow if parses_without_fractions(t) => {
-                    "it has a fraction finer than a nanosecond".to_owned()
+                    "its fraction is finer than its unit takes (a fraction of ns, us, ms, s or m must come to whole nanoseconds, of h, d, w, M or y to whole seconds): write it in a smaller unit (\"1.001h\" is \"3603600ms\")".to_owned()
                 }
                 humantime::DurationError::NumberOverflow => {
                     "it is longer than the most allowed, a year (\"1y\")".to_owned()

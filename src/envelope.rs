@@ -191,6 +191,10 @@ pub struct RequestCtx {
     pub client_cert: Option<Arc<ClientCertificate>>,
     /// What the access log will say of this call, filled in as it goes.
     pub record: Arc<crate::observe::call_record::CallRecord>,
+    /// An aggregate's call, by its place in the aggregate's list (0 for
+    /// every other call): its calls share one record, which only the
+    /// first's facts fill, even where two call one method.
+    pub aggregate_call: usize,
 }
 
 impl RequestCtx {
@@ -205,6 +209,7 @@ impl RequestCtx {
             client_timeout: None,
             client_cert: None,
             record: crate::observe::call_record::CallRecord::none(),
+            aggregate_call: 0,
         }
     }
 }

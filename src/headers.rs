@@ -256,6 +256,12 @@ pub fn check_deadline_fields(
 
 /// gRPC's deadline, as a client sends it and as the gateway sends it on.
 pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+/// A gRPC reply's status fields and its messages' coding.
+pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+pub const GRPC_STATUS_DETAILS: http::HeaderName =
+    http::HeaderName::from_static("grpc-status-details-bin");
+pub const GRPC_ENCODING: http::HeaderName = http::HeaderName::from_static("grpc-encoding");
 /// Connect's deadline, as a client sends it.
 pub const CONNECT_TIMEOUT_MS: http::HeaderName =
     http::HeaderName::from_static("connect-timeout-ms");

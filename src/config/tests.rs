@@ -260,8 +260,18 @@ fn a_duration_that_cannot_be_read_exactly_is_refused_saying_why() {
             "0",
             "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
         ),
-        ("0.5ns", "it has a fraction finer than a nanosecond"),
-        ("1.0000000001s", "it has a fraction finer than a nanosecond"),
+        (
+            "0.5ns",
+            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
+        ),
+        (
+            "1.0000000001s",
+            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
+        ),
+        (
+            "1.001h",
+            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
+        ),
         ("400.5d", "longer than the most allowed, a year (\"1y\")"),
     ] {
         let text = format!("{MINIMAL}\n[server.limits]\nrequest_timeout = \"{timeout}\"\n");
@@ -346,6 +356,15 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
             "https://app.example.com/path?q",
             "write \"https://app.example.com\"",
         ),
+        (
+            "http://localhost:03000",
+            "browsers send the port \"03000\" as 3000",
+        ),
+        ("http://[0:0:0:0:0:0:0:1]", "as [::1]: write that"),
+        (
+            "http://[::FFFF:127.0.0.1]",
+            "as [::ffff:7f00:1]: write that",
+        ),
     ] {
         for table in ["cors", "websocket"] {
             let err = Config::from_toml(&format!(
@@ -361,7 +380,7 @@ fn values_that_could_never_work_are_refused_naming_their_key() {
         "listen = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:8081\"",
     );
     Config::from_toml(&format!(
-        "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\", \"http://x.example:443\", \"https://[::1]:80\"]\n"
+        "{ok}\n[cors]\nallowed_origins = [\"http://localhost:3000\", \"http://x.example:443\", \"https://[::1]:80\", \"http://my_frontend:3000\", \"http://[::ffff:7f00:1]\"]\n"
     ))
     .unwrap();
     // Origins are compared with their scheme and host in any case, and

@@ -15,8 +15,6 @@ use std::time::Duration;
 use tonic::body::Body;
 use tonic::Code;
 
-const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
-
 /// How much of a non-gRPC reply's body goes into the message.
 const QUOTED_BYTES: usize = 256;
 
@@ -53,7 +51,7 @@ where
         let reply = self.0.call(req);
         Box::pin(async move {
             let resp = reply.await?;
-            if resp.headers().contains_key(&GRPC_STATUS) {
+            if resp.headers().contains_key(&crate::headers::GRPC_STATUS) {
                 let (mut parts, body) = resp.into_parts();
                 super::status_mend::mend_trailers_only(&mut parts.headers);
                 return Ok(Response::from_parts(parts, body));

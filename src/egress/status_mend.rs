@@ -13,7 +13,7 @@
 //!   message flagged compressed is refused as tonic would have refused it.
 
 use bytes::{Buf, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use percent_encoding::{percent_decode, AsciiSet, CONTROLS};
 use std::pin::Pin;
@@ -24,9 +24,7 @@ use std::task::{Context, Poll};
 /// and `%` itself.
 const MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
-const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
-const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+use crate::headers::{GRPC_ENCODING, GRPC_MESSAGE, GRPC_STATUS_DETAILS};
 
 /// Mends the status fields of a reply's headers or trailers in place.
 pub fn mend(headers: &mut HeaderMap) {
@@ -41,8 +39,14 @@ pub fn mend(headers: &mut HeaderMap) {
     let Some(message) = headers.get(&GRPC_MESSAGE) else {
         return;
     };
-    // Most messages are ASCII without escapes: nothing to decode.
-    if !message.as_bytes().contains(&b'%') {
+    // Most messages are printable ASCII without escapes: nothing to
+    // decode. A byte past ASCII may come raw (HPACK takes any), and is
+    // mended as a bad escape is.
+    if message
+        .as_bytes()
+        .iter()
+        .all(|&b| b.is_ascii() && b != b'%')
+    {
         return;
     }
     let bytes: Vec<u8> = percent_decode(message.as_bytes()).collect();
@@ -229,6 +233,14 @@ mod tests {
         // A message that decodes is not touched.
         let h = mended(&[("grpc-message", "caf%C3%A9")]);
         assert_eq!(h["grpc-message"], "caf%C3%A9");
+        // A byte past ASCII sent raw, not escaped (Latin-1 `é`).
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("5"));
+        h.insert("grpc-message", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        mend(&mut h);
+        let status = tonic::Status::from_header_map(&h).unwrap();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "caf\u{fffd}");
     }
 
     #[test]

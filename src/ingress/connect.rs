@@ -201,8 +201,6 @@ impl ConnectIngress {
             };
             let sent = match parts.headers.get(CONTENT_TYPE) {
                 Some(v) => v.to_str().unwrap_or("?"),
-                // A GET carries its message in the URL, and no type.
-                None if parts.method == Method::GET => "none (a GET)",
                 None => "",
             };
             GatewayError::unsupported_media_type_wanting(

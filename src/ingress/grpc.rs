@@ -438,7 +438,7 @@ pub fn trailers_only(flavor: Flavor, err: &GatewayError) -> Response<ResponseBod
 }
 
 fn ok_trailers(mut backend: HeaderMap) -> HeaderMap {
-    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    use crate::headers::GRPC_STATUS;
     // Mostly the backend's own `grpc-status` and nothing else: its map is
     // emptied and reused rather than a new one built.
     if backend

@@ -117,11 +117,25 @@ enum Kind {
     Session,
 }
 
+impl Facts {
+    /// Whether `call` to `target` is the call the line is about: the only
+    /// one outside an aggregate, an aggregate's first call within one
+    /// (its first method, and the first of its calls to that method).
+    fn is_first_call(&self, target: &crate::envelope::Target, call: usize) -> bool {
+        self.target
+            .as_ref()
+            .is_none_or(|t| t.path == target.path && self.first_call == call)
+    }
+}
+
 /// What is known of one call (or session), filled in as it goes.
 #[derive(Default)]
 struct Facts {
     /// What the call is to, once it entered the pipeline.
     target: Option<Arc<crate::envelope::Target>>,
+    /// Which of an aggregate's calls entered first (its place in the
+    /// aggregate's list): the line is that call's.
+    first_call: usize,
     /// The method the request named, even when it never reached the
     /// pipeline (a malformed body): the span's name. For a session, the
     /// method of its one call.
@@ -394,7 +408,7 @@ impl CallRecord {
 
     /// The call entered the pipeline for `target`, with a request of
     /// `bytes_in` bytes (so far).
-    pub fn entered(&self, target: &Arc<crate::envelope::Target>, bytes_in: u64) {
+    pub fn entered(&self, target: &Arc<crate::envelope::Target>, call: usize, bytes_in: u64) {
         if !self.active() {
             return;
         }
@@ -402,6 +416,7 @@ impl CallRecord {
         if f.pipeline_at.is_none() {
             f.pipeline_at = Some(Instant::now());
             f.target = Some(target.clone());
+            f.first_call = call;
             f.silenced = !target.access_log;
         }
         f.bytes_in += bytes_in;
@@ -437,13 +452,19 @@ impl CallRecord {
         }
     }
 
-    /// Who the call to `target` runs as. An aggregate's calls share one
-    /// record, counted as its first method: only that method's caller is
-    /// recorded, never a pair of a method and a caller it did not run as.
-    pub fn principal(&self, target: &crate::envelope::Target, principal: &Arc<Principal>) {
+    /// Who the call to `target` (an aggregate's `call`) runs as. An
+    /// aggregate's calls share one record, counted as its first call: only
+    /// that call's caller is recorded, never a pair of a method and a
+    /// caller it did not run as.
+    pub fn principal(
+        &self,
+        target: &crate::envelope::Target,
+        call: usize,
+        principal: &Arc<Principal>,
+    ) {
         if self.active() {
             let mut f = self.facts();
-            if f.target.as_ref().is_none_or(|t| t.path == target.path) {
+            if f.is_first_call(target, call) {
                 f.principal = Some(principal.clone());
             }
         }
@@ -452,10 +473,10 @@ impl CallRecord {
     /// The response cache's verdict on the call to `target`. An
     /// aggregate's line is its first method's, as its principal is: only
     /// that method's verdict is recorded.
-    pub fn cache(&self, target: &crate::envelope::Target, verdict: &'static str) {
+    pub fn cache(&self, target: &crate::envelope::Target, call: usize, verdict: &'static str) {
         if self.active() {
             let mut f = self.facts();
-            if f.target.as_ref().is_some_and(|t| t.path != target.path) {
+            if !f.is_first_call(target, call) {
                 return;
             }
             f.cache = Some(verdict);

@@ -70,7 +70,7 @@ where
                     0
                 }
             };
-            record.entered(&target, bytes_in);
+            record.entered(&target, env.ctx.aggregate_call, bytes_in);
         }
         let call = self.inner.call(env);
         Box::pin(async move {

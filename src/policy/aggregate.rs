@@ -251,6 +251,7 @@ impl CallRun {
             return Err(label(GatewayError::deadline_exceeded()));
         }
         let mut ctx = self.ctx.clone();
+        ctx.aggregate_call = self.index;
         // Each call's deadline is its own, counted from when it starts,
         // and what is left of the client's is all the client gives it.
         ctx.started = std::time::Instant::now();

@@ -246,7 +246,9 @@ impl Authenticator {
                 env.metadata.insert(name, v);
             }
         }
-        env.ctx.record.principal(&env.target, &principal);
+        env.ctx
+            .record
+            .principal(&env.target, env.ctx.aggregate_call, &principal);
         env.ctx.principal = Some(principal);
         Ok(())
     }
@@ -359,15 +361,13 @@ impl RouteAuth {
         // A session cookie one authenticator reads and a different bearer
         // token another takes are two credentials, as they are for one:
         // whichever decides, a backend or a later policy could believe
-        // the other.
+        // the other. So are two kinds of credential.
         if self.authenticators.len() > 1 {
             for a in &self.authenticators {
                 if let Verifier::Jwt(v) = &a.verifier {
                     one_credential(env, v.cookie.as_deref())?;
                 }
             }
-        }
-        if self.authenticators.len() > 1 {
             let mut kinds: Vec<String> = self
                 .authenticators
                 .iter()

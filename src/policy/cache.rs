@@ -388,7 +388,9 @@ impl Policy for ResponseCache {
                     && !skip_lookup
                     && hit.made_for_request(&base, &env.ctx.headers)
                 {
-                    env.ctx.record.cache(&env.target, "hit");
+                    env.ctx
+                        .record
+                        .cache(&env.target, env.ctx.aggregate_call, "hit");
                     env.target.stats.record_cache_lookup(true);
                     let mut metadata =
                         with_verdict(hit.reply.metadata.clone(), "HIT", &cache.config.vary);
@@ -402,10 +404,10 @@ impl Policy for ResponseCache {
             }
             let key = varied.unwrap_or_else(|| base.clone());
             let record = env.ctx.record.clone();
-            let target = env.target.clone();
+            let (target, aggregate_call) = (env.target.clone(), env.ctx.aggregate_call);
             // Looked up and not found: a miss, whatever the backend answers
             // (an error reply is logged as a miss too, and not stored).
-            record.cache(&target, "miss");
+            record.cache(&target, aggregate_call, "miss");
             env.target.stats.record_cache_lookup(false);
             let headers = env.ctx.headers.clone();
             let mine = {
@@ -481,6 +483,7 @@ impl Policy for ResponseCache {
             let verdict = if entry.shared_hit { "HIT" } else { "MISS" };
             record.cache(
                 &target,
+                aggregate_call,
                 if entry.shared_hit {
                     "shared-hit"
                 } else {
@@ -544,7 +547,8 @@ impl ResponseCache {
                     (!left.is_zero()).then_some((reply, left, age))
                 });
                 if let Some((reply, left, age)) = decoded {
-                    let entry = self.entry(reply, (left, age), true, base, headers);
+                    let vary = vary_names(&reply.caching_fields());
+                    let entry = self.entry(reply, vary, (left, age), true, base, headers);
                     // A reply that varies on a header is only for requests
                     // with the values it was made for, which an instance
                     // that had not seen its Vary looked it up without.
@@ -565,13 +569,17 @@ impl ResponseCache {
             message,
             trailers,
         };
-        let (lifetime, age) = keep_for(&reply.caching_fields(), ttl);
+        // Read once: with trailers, the fields are a merged copy.
+        let (vary, (lifetime, age)) = {
+            let fields = reply.caching_fields();
+            (vary_names(&fields), keep_for(&fields, ttl))
+        };
         if let Some((fleet, _, max)) = shared.filter(|_| !lifetime.is_zero()) {
             // Kept under the key of the request it was made for, with the
             // values of the headers its Vary names: where a request with
             // other values, on any instance, does not find it.
-            let vary = vary_names(&reply.caching_fields()).unwrap_or_default();
-            let made_for = ResponseCache::varied(base, &vary, headers);
+            let made_for =
+                ResponseCache::varied(base, vary.as_deref().unwrap_or_default(), headers);
             // What is too large for this instance's memory is too large
             // for the fleet's.
             let fits = weight(&made_for, &reply) as u64 <= self.config.max_bytes;
@@ -587,21 +595,21 @@ impl ResponseCache {
                 }
             }
         }
-        Ok(self.entry(reply, (lifetime, age), false, base, headers))
+        Ok(self.entry(reply, vary, (lifetime, age), false, base, headers))
     }
 
     /// An entry for a reply to a request with `headers`, learning the
-    /// headers its Vary names (`Vary: *` comes with a zero lifetime); it
-    /// lives `lifetime` from now and was stored `age` ago.
+    /// headers its Vary `names` (`None` for `Vary: *`, which comes with a
+    /// zero lifetime); it lives `lifetime` from now and was stored `age` ago.
     fn entry(
         &self,
         reply: StoredReply,
+        names: Option<Vec<http::HeaderName>>,
         (lifetime, age): (Duration, Duration),
         shared_hit: bool,
         base: &[u8],
         headers: &HeaderMap,
     ) -> Arc<Entry> {
-        let names = vary_names(&reply.caching_fields());
         let vary = names.clone().unwrap_or_default();
         match names {
             Some(names) if !names.is_empty() => {

@@ -444,7 +444,7 @@ impl ExtAuthz {
                 for (name, value, _) in header_options(&d.headers) {
                     if name == http::header::CONTENT_TYPE {
                         content_type = Some(value);
-                    } else if crate::ingress::edge::reaches_client(&name) {
+                    } else if passes_to_client(&name) {
                         headers.append(name, value);
                     }
                 }
@@ -527,7 +527,7 @@ impl ExtAuthz {
         let mut headers = HeaderMap::new();
         for (name, value) in &answer.headers {
             // The content type travels with the body (is_framing drops it here).
-            if crate::ingress::edge::reaches_client(name) {
+            if passes_to_client(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -579,4 +579,10 @@ impl Policy for ExtAuthz {
             next.call(env).await
         })
     }
+}
+/// Whether a denial's header reaches the client: what a backend's reply
+/// header may set, less the request id, which is the call's own on every
+/// protocol (the service answered its own request, with its own id).
+fn passes_to_client(name: &http::HeaderName) -> bool {
+    *name != crate::ingress::edge::request_id::HEADER && crate::ingress::edge::reaches_client(name)
 }

@@ -747,7 +747,10 @@ async fn an_aggregates_cache_field_is_its_first_calls_verdict() {
          [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"1\" }}\n\n\
          [[aggregates]]\npath = \"/v1/uncached-first\"\n\
          [[aggregates.calls]]\nname = \"shelf\"\nmethod = \"portico.demo.v1.Library/GetShelf\"\nrequest = {{ shelf = \"1\" }}\n\
-         [[aggregates.calls]]\nname = \"probe\"\nmethod = \"portico.demo.v1.Probe/Headers\"\n",
+         [[aggregates.calls]]\nname = \"probe\"\nmethod = \"portico.demo.v1.Probe/Headers\"\n\n\
+         [[aggregates]]\npath = \"/v1/one-method-twice\"\n\
+         [[aggregates.calls]]\nname = \"warm\"\nmethod = \"portico.demo.v1.Probe/Sleep\"\nrequest = {{ millis = 1 }}\n\
+         [[aggregates.calls]]\nname = \"cold\"\nmethod = \"portico.demo.v1.Probe/Sleep\"\nrequest = {{ millis = 2 }}\n",
         path.display()
     );
     let h = Harness::start_with_config(|backend| {
@@ -755,16 +758,22 @@ async fn an_aggregates_cache_field_is_its_first_calls_verdict() {
             .with_route_keys("Probe", "cache = { ttl = \"1m\" }")
     })
     .await;
-    for target in ["/v1/cached-first", "/v1/cached-first", "/v1/uncached-first"] {
+    for target in [
+        "/v1/cached-first",
+        "/v1/cached-first",
+        "/v1/uncached-first",
+        "/v1/probe/sleep/1",
+        "/v1/one-method-twice",
+    ] {
         let r = h.client.get(target).await;
         assert_eq!(r.status, 200, "{target}: {}", r.text());
     }
     assert_eq!(
         h.backends.probe.calls(),
-        1,
-        "the later Headers calls were hits"
+        3,
+        "the later Headers calls and the warm Sleep were hits"
     );
-    let all = wait_for(&path, 3).await;
+    let all = wait_for(&path, 5).await;
     let seen: Vec<(&str, &str, Value)> = all
         .iter()
         .map(|l| {
@@ -793,6 +802,17 @@ async fn an_aggregates_cache_field_is_its_first_calls_verdict() {
                 "GET /v1/uncached-first",
                 "portico.demo.v1.Library/GetShelf",
                 Value::Null
+            ),
+            (
+                "GET /v1/probe/sleep/{millis}",
+                "portico.demo.v1.Probe/Sleep",
+                Value::from("miss")
+            ),
+            // Its first call was a hit, its second (the same method) a miss.
+            (
+                "GET /v1/one-method-twice",
+                "portico.demo.v1.Probe/Sleep",
+                Value::from("hit")
             ),
         ],
         "{all:#?}"

@@ -5,6 +5,7 @@
 //! what a refused client is told.
 
 use crate::support;
+use support::RouteKeys;
 
 use portico::policy::ext_authz::pb::envoy::config::core::v3 as core;
 use portico::policy::ext_authz::pb::envoy::r#type::v3::HttpStatus;
@@ -577,8 +578,10 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
         status["trailers"]["location"], "https://login.example/?rd=orders",
         "{status}"
     );
-    let id = status["trailers"]["x-request-id"].as_str().unwrap_or("");
-    assert!(id.ends_with(".0"), "the call's own id: {status}");
+    assert!(
+        status["trailers"].get("x-request-id").is_none(),
+        "the service's id is not the call's: {status}"
+    );
 
     let asked = seen_by_service.lock().unwrap();
     let first = &asked[0];
@@ -598,4 +601,44 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
     assert!(!first.contains_key("x-user-id"), "not in include_headers");
     // Each protocol's two calls, the REST redirect and the session's call.
     assert_eq!(asked.len(), 2 * EVERY_PROTOCOL.len() + 2);
+}
+
+/// A denial's own `x-request-id` is the service's, not the call's: a
+/// Connect stream's end-stream metadata carries the call's id, as every
+/// protocol's reply does.
+#[tokio::test]
+async fn a_denials_own_request_id_is_not_the_calls_on_a_connect_stream() {
+    let (addr, _) = forward_auth().await;
+    let sections = format!("[ext_authz.gate]\nhttp = \"http://{addr}/check\"\n");
+    let h = support::Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "").with_route_keys("Feed", "ext_authz = \"gate\"")
+    })
+    .await;
+    let r = h
+        .client
+        .send(
+            http::Method::POST,
+            "/portico.demo.v1.Feed/Watch",
+            &[
+                ("content-type", "application/connect+json"),
+                ("authorization", "Bearer nope"),
+                ("x-request-id", "the-calls-own"),
+            ],
+            support::frame_bytes(0, br#"{"count":1}"#),
+        )
+        .await;
+    // The end-stream envelope (flag 2) is the body's last.
+    let body = r.body.to_vec();
+    assert!(body.len() > 5 && body[0] == 2, "{}", r.text());
+    let end: serde_json::Value = serde_json::from_slice(&body[5..]).unwrap();
+    assert_eq!(end["error"]["code"], "permission_denied", "{end}");
+    assert_eq!(
+        end["metadata"]["location"][0], "https://login.example/?rd=orders",
+        "{end}"
+    );
+    assert!(
+        end["metadata"].get("x-request-id").is_none(),
+        "the service's id is not the call's: {end}"
+    );
+    assert_eq!(r.header("x-request-id"), Some("the-calls-own"));
 }

@@ -48,6 +48,19 @@ impl CorsPolicy {
     }
 }
 
+/// An IPv6 address as a browser writes it in `Origin` (the URL
+/// standard's serializer: RFC 5952's compressed lowercase hex, an
+/// IPv4-mapped address in hex too, `::ffff:7f00:1`).
+fn browser_form(addr: std::net::Ipv6Addr) -> String {
+    match addr.to_ipv4_mapped() {
+        Some(_) => {
+            let s = addr.segments();
+            format!("::ffff:{:x}:{:x}", s[6], s[7])
+        }
+        None => addr.to_string(),
+    }
+}
+
 impl Validator<'_> {
     /// An origin as a browser sends it: scheme, host and optional port,
     /// nothing after (a trailing `/` would never match). Origins are
@@ -90,6 +103,12 @@ impl Validator<'_> {
         let (host, port) = match authority.strip_prefix('[') {
             Some(rest) => match rest.split_once(']') {
                 Some((v6, tail)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => {
+                    let canonical = browser_form(v6.parse().expect("parsed above"));
+                    if !v6.eq_ignore_ascii_case(&canonical) {
+                        return Err(not_an_origin(format!(
+                            "browsers send the address [{v6}] as [{canonical}]: write that"
+                        )));
+                    }
                     let port = match tail {
                         "" => None,
                         // Anything else after `]` reads as a port, and fails as one.
@@ -111,11 +130,11 @@ impl Validator<'_> {
         let host_name = |h: &str| {
             !h.is_empty()
                 && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         };
         if !host.starts_with('[') && !host_name(host) {
             return Err(not_an_origin(if host.is_ascii() {
-                format!("{host:?} is not a host name (letters, digits, '-' and '.')")
+                format!("{host:?} is not a host name (letters, digits, '-', '_' and '.')")
             } else {
                 format!("{host:?} is not ASCII, and browsers send such a host name in its punycode form (\"xn--...\"): write that form")
             }));
@@ -123,6 +142,12 @@ impl Validator<'_> {
         let port = match port {
             None => None,
             Some(p) => match p.parse::<u16>() {
+                // Browsers write the port without leading zeros.
+                Ok(n) if n > 0 && p.starts_with('0') => {
+                    return Err(not_an_origin(format!(
+                        "browsers send the port {p:?} as {n}: write that"
+                    )))
+                }
                 Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
                 _ => {
                     return Err(not_an_origin(format!(

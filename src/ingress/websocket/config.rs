@@ -144,18 +144,13 @@ impl Validator<'_> {
     ) -> Result<Option<ConnectionRate>, ConfigError> {
         match rate {
             None => Ok(None),
-            Some(r) if r > 0.0 && r < crate::bucket::MIN_RATE => Err(self.err(
-                format!("websocket.{key}"),
-                format!("{r} is {}", crate::bucket::BELOW_MIN_RATE),
-            )),
-            Some(r) if r > 0.0 && r.is_finite() => Ok(Some(ConnectionRate {
-                rate: r,
-                burst: r.ceil().max(1.0) as u32,
-            })),
-            Some(_) => Err(self.err(
-                format!("websocket.{key}"),
-                "must be a number greater than zero",
-            )),
+            Some(r) => {
+                let rate = self.rate(&format!("websocket.{key}"), r)?;
+                Ok(Some(ConnectionRate {
+                    rate,
+                    burst: rate.ceil().max(1.0) as u32,
+                }))
+            }
         }
     }
 }

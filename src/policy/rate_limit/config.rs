@@ -30,24 +30,7 @@ impl Validator<'_> {
         k: &str,
         rl: &file::RateLimitFile,
     ) -> Result<RateLimitConfig, ConfigError> {
-        if !(rl.requests_per_second > 0.0 && rl.requests_per_second.is_finite()) {
-            return Err(self.err(
-                format!("{k}.requests_per_second"),
-                "must be a number greater than zero",
-            ));
-        }
-        // A token must come back within the longest duration the gateway
-        // counts (a year): the wait is told to clients and timed.
-        if rl.requests_per_second < crate::bucket::MIN_RATE {
-            return Err(self.err(
-                format!("{k}.requests_per_second"),
-                format!(
-                    "{} is {}",
-                    rl.requests_per_second,
-                    crate::bucket::BELOW_MIN_RATE
-                ),
-            ));
-        }
+        self.rate(&format!("{k}.requests_per_second"), rl.requests_per_second)?;
         let burst = rl
             .burst
             .unwrap_or(rl.requests_per_second.ceil().max(1.0) as u32);
