@@ -1077,3 +1077,16 @@ fn a_name_that_would_break_a_log_line_or_read_as_nothing_is_refused() {
     );
     Config::from_toml(&text).unwrap();
 }
+
+#[test]
+fn a_retry_on_code_that_is_no_failure_is_refused_saying_so() {
+    for (code, says) in [
+        ("OK", "is a success, not a failure to retry"),
+        ("UNAVAILBLE", "is not a gRPC code name like \"UNAVAILABLE\""),
+    ] {
+        let text = format!("{MINIMAL}\n[upstreams.backend.retry]\nretry_on = [\"{code}\"]\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "upstreams.backend.retry.retry_on[0]", "{err}");
+        assert!(err.reason.contains(says), "{code}: {err}");
+    }
+}

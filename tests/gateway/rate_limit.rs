@@ -197,18 +197,7 @@ async fn a_principal_of_one_authenticator_does_not_spend_another_of_the_same_nam
         )
     })
     .await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "acme", "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap();
-    let bearer = format!("Bearer {token}");
+    let bearer = support::hs256_bearer(secret, "acme");
     let get = |header: (&'static str, String)| {
         let client = h.client.clone();
         async move {

@@ -131,27 +131,13 @@ async fn usage_counts_each_principals_calls_errors_and_bytes_per_method() {
 /// quietest are folded into `other`, and every call is still counted.
 #[tokio::test]
 async fn callers_beyond_the_books_bound_are_counted_as_other() {
-    use jsonwebtoken::{encode, EncodingKey, Header};
     const SECRET: &str = "a-usage-bound-secret-long-enough";
     let h = Harness::start_with(
         &format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"),
         "auth = \"users\"",
     )
     .await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let bearer = |sub: &str| {
-        let token = encode(
-            &Header::default(),
-            &serde_json::json!({ "sub": sub, "exp": exp }),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap();
-        format!("Bearer {token}")
-    };
+    let bearer = |sub: &str| support::hs256_bearer(SECRET, sub);
     // One steady caller first, then one call each from more callers than
     // there is room for.
     let call_as = |subject: String| {

@@ -488,10 +488,13 @@ impl Validator<'_> {
             .enumerate()
         {
             retry_on.push(code_by_name(c).ok_or_else(|| {
-                self.err(
-                    format!("{key}.retry.retry_on[{i}]"),
-                    format!("{c:?} is not a gRPC code name like \"UNAVAILABLE\""),
-                )
+                // OK is a code, but no failure to retry.
+                let why = if c.eq_ignore_ascii_case("ok") {
+                    format!("{c:?} is a success, not a failure to retry: name a failing code like \"UNAVAILABLE\"")
+                } else {
+                    format!("{c:?} is not a gRPC code name like \"UNAVAILABLE\"")
+                };
+                self.err(format!("{key}.retry.retry_on[{i}]"), why)
             })?);
         }
         let max_retries = r.and_then(|r| r.max_retries).unwrap_or(2);

@@ -384,6 +384,23 @@ impl HttpClient {
     }
 }
 
+/// `Authorization: Bearer <JWT>` for an HS256 token signed with `secret`
+/// for `subject`, valid for ten minutes.
+pub fn hs256_bearer(secret: &str, subject: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": subject, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
 /// A file under `tests/fixtures`, as an absolute path for configs.
 pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
