@@ -190,14 +190,38 @@ async fn a_principal_of_one_authenticator_does_not_spend_another_of_the_same_nam
          [authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
         support::fixture("api_keys.toml")
     );
-    let h = Harness::start_with_config(|backend| {
-        support::config_text(backend, &sections, "").with_route_keys(
-            "Probe",
-            "auth = [\"users\", \"keys\"]\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"principal\" }",
-        )
-    })
-    .await;
+    let start = || {
+        Harness::start_with_config(|backend| {
+            support::config_text(backend, &sections, "").with_route_keys(
+                "Probe",
+                "auth = [\"users\", \"keys\"]\nrate_limit = { requests_per_second = 0.001, burst = 1, key = \"principal\" }",
+            )
+        })
+    };
     let bearer = support::hs256_bearer(secret, "acme");
+    // Every protocol, each on a gateway of its own (one budget serves
+    // every protocol): 8 is RESOURCE_EXHAUSTED.
+    for protocol in support::protocols::EVERY_PROTOCOL {
+        let h = start().await;
+        let key = [("x-api-key", "acme-key-123")];
+        let jwt = [("authorization", bearer.as_str())];
+        let codes = [
+            support::protocols::call(&h, protocol, &key, "", None)
+                .await
+                .code,
+            support::protocols::call(&h, protocol, &key, "", None)
+                .await
+                .code,
+            support::protocols::call(&h, protocol, &jwt, "", None)
+                .await
+                .code,
+            support::protocols::call(&h, protocol, &jwt, "", None)
+                .await
+                .code,
+        ];
+        assert_eq!(codes, [0, 8, 0, 8], "{protocol:?}");
+    }
+    let h = start().await;
     let get = |header: (&'static str, String)| {
         let client = h.client.clone();
         async move {
