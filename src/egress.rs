@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod grpc;
+pub mod h2c;
 pub mod http;
 pub mod local;
 pub mod non_grpc;

@@ -54,7 +54,13 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
         .map_err(|e| format!("bad endpoint {endpoint}: {e}"))?
         .connect_timeout(upstream.connect_timeout);
     let connected = match &upstream.tls {
-        None => builder.connect().await,
+        None => {
+            builder
+                .connect_with_connector(crate::egress::h2c::Connector::new(
+                    upstream.connect_timeout,
+                ))
+                .await
+        }
         Some(tls) => {
             let connector = crate::egress::tls::grpc_connector(tls, upstream.connect_timeout, None)
                 .map_err(|e| format!("{endpoint}: {e}"))?;

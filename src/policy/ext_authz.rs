@@ -155,7 +155,9 @@ impl ExtAuthz {
                     let connector = crate::egress::tls::grpc_connector(&tls, config.timeout, None)?;
                     endpoint.connect_with_connector_lazy(connector)
                 } else {
-                    endpoint.connect_lazy()
+                    endpoint.connect_with_connector_lazy(crate::egress::h2c::Connector::new(
+                        config.timeout,
+                    ))
                 };
                 Client::Grpc(auth::authorization_client::AuthorizationClient::new(
                     channel,

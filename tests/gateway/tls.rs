@@ -254,6 +254,70 @@ async fn tls_to_a_plain_text_backend_says_the_server_did_not_answer_in_tls() {
     assert!(r.text().contains(hint), "{}", r.text());
 }
 
+/// A TLS server (rustls, with the fixture certificate) that answers a
+/// plain-text client as any TLS server does, with a fatal alert, and then
+/// keeps the connection open until the client closes it: what the gateway
+/// reads first is the alert, never a reset that raced it.
+async fn tls_server_holding_refused_connections() -> std::net::SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    let certs =
+        rustls::pki_types::CertificateDer::pem_file_iter(support::fixture("tls/server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(support::fixture("tls/server.key"))
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if acceptor.accept(&mut inbound).await.is_err() {
+                    let _ = tokio::io::copy(&mut inbound, &mut tokio::io::sink()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_plain_text_upstream_whose_server_answers_in_tls_says_so_on_every_protocol() {
+    use support::protocols::{call, EVERY_PROTOCOL};
+    let secure = tls_server_holding_refused_connections().await;
+    let hint = "the server answered in TLS: is it a TLS server where plain text was asked for? \
+                Set the upstream's `tls = true`";
+
+    // Schemas by reflection: startup fails, naming the upstream and why.
+    let err = gateway_to(&format!("endpoints = [\"{secure}\"]"))
+        .await
+        .err()
+        .expect("a TLS endpoint of a plain-text upstream is refused");
+    assert!(err.contains("upstream lib") && err.contains(hint), "{err}");
+
+    // Schemas from files: each call fails as unavailable, with the reason.
+    let h = support::Harness::start_with_config(|_| support::config_text(secure, "", "")).await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[], "", None).await;
+        assert_eq!(seen.code, 14, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message.contains(hint),
+            "{protocol:?}: {}",
+            seen.message
+        );
+    }
+}
+
 #[tokio::test]
 async fn websocket_clients_connect_over_tls_too() {
     use futures_util::StreamExt;

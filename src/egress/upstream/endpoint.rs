@@ -137,6 +137,8 @@ pub struct Pool {
     max_pending: usize,
     /// TLS to the endpoint, when the upstream asks for it.
     tls: Option<HttpsConnector<HttpConnector>>,
+    /// Plain text to the endpoint otherwise.
+    h2c: crate::egress::h2c::Connector,
 }
 
 pub struct Connection {
@@ -208,6 +210,7 @@ impl Pool {
             max_pending,
             endpoint,
             tls,
+            h2c: crate::egress::h2c::Connector::new(connect_timeout),
         };
         let first = Arc::new(Connection {
             channel: pool.connect(),
@@ -225,7 +228,7 @@ impl Pool {
     fn connect(&self) -> Channel {
         match &self.tls {
             Some(connector) => self.endpoint.connect_with_connector_lazy(connector.clone()),
-            None => self.endpoint.connect_lazy(),
+            None => self.endpoint.connect_with_connector_lazy(self.h2c.clone()),
         }
     }
 
