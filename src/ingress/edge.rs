@@ -427,6 +427,30 @@ pub fn reaches_client(name: &HeaderName) -> bool {
         && !is_protocol_own(name.as_str())
 }
 
+/// Adds a metadata entry to a JSON object of metadata (a WebSocket call's
+/// `headers` and `trailers`, an MCP result's `_meta`): a name sent more
+/// than once is one entry, its values joined with `, ` in the order sent,
+/// as HTTP combines a repeated field (RFC 9110 section 5.3) and so as a
+/// REST client reading the header as one value gets it.
+pub fn add_json_metadata(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: &HeaderName,
+    value: &str,
+) {
+    match out.get_mut(name.as_str()) {
+        Some(serde_json::Value::String(seen)) => {
+            seen.push_str(", ");
+            seen.push_str(value);
+        }
+        _ => {
+            out.insert(
+                name.as_str().to_owned(),
+                serde_json::Value::String(value.to_owned()),
+            );
+        }
+    }
+}
+
 /// Copies a reply's metadata (headers or trailers) to the client's headers,
 /// under `prefix` (Connect's `trailer-`), leaving out the gateway's own.
 pub fn copy_reply_metadata(from: &HeaderMap, to: &mut HeaderMap, prefix: &str) {

@@ -881,17 +881,7 @@ fn reply_metadata(metadata: &http::HeaderMap) -> Option<Value> {
             && *name != super::edge::request_id::HEADER
         {
             if let Ok(v) = value.to_str() {
-                // A repeated field, combined as HTTP combines one (RFC 9110
-                // section 5.3): what a REST client reading it as one gets.
-                match out.get_mut(name.as_str()) {
-                    Some(Value::String(seen)) => {
-                        seen.push_str(", ");
-                        seen.push_str(v);
-                    }
-                    _ => {
-                        out.insert(name.as_str().to_owned(), json!(v));
-                    }
-                }
+                super::edge::add_json_metadata(&mut out, name, v);
             }
         }
     }

@@ -642,16 +642,24 @@ async fn an_upload_that_lost_an_oversized_message_is_reset_not_completed() {
 /// is not JSON) ends the upload it was for with INVALID_ARGUMENT, reset at
 /// the backend, in every dialect, as a bad line or envelope ends it on
 /// REST and Connect: going on without it would complete the upload with a
-/// hole. A frame that is not JSON names no call, so it ends every upload
-/// still taking input.
+/// hole. A frame that is not JSON, or a message that names no call (no
+/// `id`, an empty, null or non-string one), may be any call's, so it ends
+/// every upload still taking input; so does an `open` of the id of an
+/// upload under way, whose message may have been meant for it.
 #[tokio::test]
 async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
     let (backend, mut ends) = frame_watching_backend().await;
     let gw = gateway(backend).await;
+    let second = json!({"seq": 2, "topic": "b"});
     for bad in [
         json!({"id": "u", "message": {"seq": "x"}}).to_string(),
         json!({"id": "u", "message": {"seq": 2, "colour": "red"}}).to_string(),
         "{\"id\": \"u\", \"message\": {\"seq\": 2".to_owned(),
+        json!({"message": second}).to_string(),
+        json!({"id": "", "message": second}).to_string(),
+        json!({"id": null, "message": second}).to_string(),
+        json!({"id": 7, "message": second}).to_string(),
+        json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload", "message": second}).to_string(),
     ] {
         let mut ws = session_uploading_u(gw.addr).await;
         ws.send(Message::text(bad.clone())).await.unwrap();
@@ -663,6 +671,43 @@ async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
         assert!(
             matches!(next_end(&mut ends).await, BodyEnd::Reset(_)),
             "{bad}"
+        );
+    }
+    // A session opened on the method's path is one call: every frame is
+    // its own, an `open` among them.
+    for protocol in ["portico.json.v1", "portico.proto.v1"] {
+        let mut req = format!("ws://{}/portico.demo.v1.Feed/Upload", gw.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let first = if protocol == "portico.json.v1" {
+            Message::text(json!({"message": {"seq": 1, "topic": "a"}}).to_string())
+        } else {
+            use prost::Message as _;
+            let event = portico::demo::backends::pb::Event {
+                seq: 1,
+                topic: "a".into(),
+                text: String::new(),
+            };
+            Message::binary(event.encode_to_vec())
+        };
+        ws.send(first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ws.send(Message::text(
+            json!({"open": "/portico.demo.v1.Feed/Upload"}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let status = support::ws_status(&mut ws).await;
+        assert_eq!(status["code"], 3, "{protocol}: {status}");
+        let _ = ws
+            .send(Message::text(json!({"end": true}).to_string()))
+            .await;
+        assert!(
+            matches!(next_end(&mut ends).await, BodyEnd::Reset(_)),
+            "{protocol}"
         );
     }
     // The plain dialect: the connection is the call.
@@ -687,6 +732,42 @@ async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
             "{bad}"
         );
     }
+}
+
+/// A frame that names no call and holds no message (an `open`, `end` or
+/// `cancel` without a readable `id`) loses no call's input: it gets an
+/// `error` frame without an id, and the upload under way goes on and
+/// completes.
+#[tokio::test]
+async fn a_nameless_frame_without_a_message_leaves_the_uploads_alone() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let mut ws = session_uploading_u(gw.addr).await;
+    for nameless in [
+        json!({"id": "", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1}}),
+        json!({"open": "/portico.demo.v1.Feed/Upload"}),
+        json!({"id": null, "cancel": true}),
+        json!({"id": "", "cancel": true}),
+        json!({"end": true}),
+        json!({"id": 5, "end": true}),
+    ] {
+        ws.send(Message::text(nameless.to_string())).await.unwrap();
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("{nameless}: no frame")
+        };
+        let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(frame["error"]["code"], 3, "{nameless}: {frame}");
+        assert!(
+            frame.get("id").is_none_or(|id| id == ""),
+            "{nameless}: {frame}"
+        );
+    }
+    ws.send(Message::text(json!({"id": "u", "end": true}).to_string()))
+        .await
+        .unwrap();
+    assert!(matches!(next_end(&mut ends).await, BodyEnd::Complete(n) if n > 0));
+    let status = support::ws_status(&mut ws).await;
+    assert_eq!(status["code"], 0, "{status}");
 }
 
 /// An oversized frame ends only the call it names: an oversized `open`

@@ -40,7 +40,7 @@ async fn try_connect(
             .insert("sec-websocket-protocol", p.parse().unwrap());
     }
     for (k, v) in headers {
-        req.headers_mut().insert(
+        req.headers_mut().append(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             v.parse().unwrap(),
         );
@@ -487,17 +487,17 @@ async fn malformed_frames_get_error_frames_and_the_session_stays_up() {
         (
             "{\"id\": 5, \"message\": {}}",
             "id",
-            "id is a string, not a number",
+            "id must be a string, not a number",
         ),
         (
             "{\"id\": \"a\", \"end\": \"yes\"}",
             "end",
-            "end is true, not a string",
+            "end must be true, not a string",
         ),
         (
             "{\"id\": \"a\", \"open\": null, \"cancel\": 1}",
             "cancel",
-            "cancel is true, not a number",
+            "cancel must be true, not a number",
         ),
     ] {
         ws.send(Message::text(frame)).await.unwrap();
@@ -1169,4 +1169,27 @@ async fn a_headers_frame_carries_binary_entries_and_the_calls_own_id() {
     assert_eq!(status["status"]["code"], 5, "{status}");
     let trailers = &status["trailers"];
     assert_eq!(trailers["x-request-id"], "session-8.1", "{status}");
+}
+
+/// A JSON object holds a name once: metadata the backend sent more than
+/// once is one entry with its values joined, in the order sent, as a REST
+/// client reading the header as one value gets it. Neither value is lost.
+#[tokio::test]
+async fn metadata_sent_twice_reaches_a_websocket_client_as_one_joined_entry() {
+    let h = Harness::start().await;
+    let twice = [("x-reply-x-multi", "a"), ("x-reply-x-multi", "b")];
+    let mut ws = connect(&h, "/v1/probe/headers", Some("portico.json.v1"), &twice).await;
+    let frame = next_json(&mut ws).await;
+    assert_eq!(frame["headers"]["x-multi"], "a, b", "{frame}");
+
+    // Trailers of a failed call follow the same rule.
+    let mut ws = connect(&h, "/v1/probe/fail/5", Some("portico.json.v1"), &twice).await;
+    let status = loop {
+        let frame = next_json(&mut ws).await;
+        if frame.get("status").is_some() {
+            break frame;
+        }
+    };
+    assert_eq!(status["status"]["code"], 5, "{status}");
+    assert_eq!(status["trailers"]["x-multi"], "a, b", "{status}");
 }

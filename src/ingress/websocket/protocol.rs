@@ -101,7 +101,22 @@ impl ClientFrame {
 #[derive(Debug)]
 pub struct BadFrame {
     pub id: Option<String>,
+    /// Without an `id`: whether the frame may have held a message for a
+    /// call (it has a `message`, or could not be read as a frame at all).
+    /// Such a frame's loss leaves a hole in some call's input; an `open`,
+    /// `end` or `cancel` without an id loses no one's.
+    pub may_hold_message: bool,
     pub error: GatewayError,
+}
+
+/// Whether a JSON frame that is not a readable frame may hold a call's
+/// message: it has a `message` and is not an `open` (whose message is for
+/// a call it would have started), or it is not an object at all.
+fn may_hold_message(frame: Option<&serde_json::Value>) -> bool {
+    match frame.and_then(serde_json::Value::as_object) {
+        Some(keys) => keys.contains_key("message") && !keys.contains_key("open"),
+        None => true,
+    }
 }
 
 #[derive(Deserialize)]
@@ -169,16 +184,22 @@ fn misshapen(v: &serde_json::Value) -> Option<(&'static str, String)> {
     ];
     expected.iter().find_map(|(key, want, fits)| {
         let got = frame.get(*key).filter(|v| !v.is_null())?;
-        (!fits(got)).then(|| (*key, format!("{key} is {want}, not {}", kind(got))))
+        (!fits(got)).then(|| (*key, format!("{key} must be {want}, not {}", kind(got))))
     })
 }
 
 fn bad(id: Option<String>, reason: impl Into<String>) -> BadFrame {
     BadFrame {
         id,
+        may_hold_message: true,
         error: GatewayError::invalid_field("", reason),
     }
 }
+
+/// What a portico.proto.v1 client's text frames may be: that dialect's
+/// sessions are one call, opened by the path, so there is no `open`.
+const PROTO_CONTROL_FRAMES: &str =
+    "a portico.proto.v1 control frame is {\"end\":true} or {\"cancel\":true} (messages are binary frames)";
 
 /// Reads a client text frame.
 pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame> {
@@ -217,9 +238,11 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         };
         // serde lists the JSON dialect's keys, `message` among them, which
         // a portico.proto.v1 control frame may not hold.
+        let may_hold_message = may_hold_message(value.as_ref());
         if let Some((field, why)) = value.as_ref().and_then(misshapen) {
             return BadFrame {
                 id,
+                may_hold_message,
                 error: GatewayError::invalid_field(field, format!("not a {name} {what}: {why}")),
             };
         }
@@ -228,14 +251,16 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split_once('`'))
             .map(|(field, _)| field);
-        match (dialect, unknown) {
+        let refused = match (dialect, unknown) {
             (Dialect::Proto, Some(field)) => bad(
                 id,
-                format!(
-                    "not a {name} {what}: unknown field `{field}`; a control frame holds id, open, metadata, end or cancel (messages are binary frames)"
-                ),
+                format!("not a {name} {what}: unknown field `{field}`; {PROTO_CONTROL_FRAMES}"),
             ),
             _ => bad(id, format!("not a {name} {what}: {text}")),
+        };
+        BadFrame {
+            may_hold_message,
+            ..refused
         }
     })?;
     // An id names a call or is left out: an empty or null one names none,
@@ -244,10 +269,13 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         None => String::new(),
         Some(Some(id)) if !id.is_empty() => id,
         Some(_) => {
-            return Err(bad(
-                None,
-                "`id` is empty or null: a multiplexed session's frames name their call by a non-empty id, and a single-call session's frames carry no `id` at all",
-            ))
+            return Err(BadFrame {
+                may_hold_message: frame.message.is_some() && frame.open.is_none(),
+                ..bad(
+                    None,
+                    "`id` is empty or null: a multiplexed session's frames name their call by a non-empty id, and a single-call session's frames carry no `id` at all",
+                )
+            })
         }
     };
     let null = frame.message.is_some_and(|m| m.get() == "null");
@@ -277,6 +305,7 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             other => {
                 return Err(BadFrame {
                     id: Some(id),
+                    may_hold_message: true,
                     error: GatewayError::invalid_field(
                         format!("metadata.{name}"),
                         format!("is {other}: a metadata value is a string"),
@@ -295,10 +324,7 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
         (None, Some(body), None, None) => Ok(ClientFrame::Message { id, body }),
         (None, None, Some(true), None) => Ok(ClientFrame::End { id }),
         (None, None, None, Some(true)) => Ok(ClientFrame::Cancel { id }),
-        _ if dialect == Dialect::Proto => Err(bad(
-            Some(id),
-            "a control frame holds exactly one of open, end: true, cancel: true (messages are binary frames)",
-        )),
+        _ if dialect == Dialect::Proto => Err(bad(Some(id), PROTO_CONTROL_FRAMES)),
         _ => Err(bad(
             Some(id),
             "a frame holds exactly one of open, message, end: true, cancel: true",

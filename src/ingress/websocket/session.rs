@@ -461,12 +461,21 @@ impl Session {
                     "id",
                     "is required: every frame of a multiplexed session names its call",
                 );
-                return self.refuse("", &err).await;
+                // A message whose call cannot be told may be any call's.
+                return if matches!(f, ClientFrame::Message { .. }) {
+                    self.refuse_input(None, err).await
+                } else {
+                    self.refuse("", &err).await
+                };
             }
         }
         match frame {
             // A single call's frames name no call: they are all its own.
             Err(bad) if self.single => self.refuse_input(Some(""), bad.error).await,
+            // Nameless and holding no message: no call lost input by it.
+            Err(bad) if bad.id.is_none() && !bad.may_hold_message => {
+                self.refuse("", &bad.error).await
+            }
             Err(bad) => self.refuse_input(bad.id.as_deref(), bad.error).await,
             Ok(ClientFrame::Open {
                 id,
@@ -504,10 +513,12 @@ impl Session {
         message: Option<Body>,
     ) {
         if self.single {
+            // Refused as any frame of the session's one call is: its
+            // message may have been meant for that call.
             return self
-                .refuse(
-                    &id,
-                    &GatewayError::invalid_field(
+                .refuse_input(
+                    Some(""),
+                    GatewayError::invalid_field(
                         "open",
                         "this session is a single call; open calls on a multiplexed session",
                     ),
@@ -527,10 +538,13 @@ impl Session {
             }
         }
         if self.calls.contains_key(&id) {
+            // The client has lost track of that call, and its message may
+            // have been meant for it: a call still taking input ends with
+            // the refusal rather than be completed with a hole.
             return self
-                .refuse(
-                    &id,
-                    &GatewayError::invalid_field("id", format!("call {id:?} is already open")),
+                .refuse_input(
+                    Some(&id),
+                    GatewayError::invalid_field("id", format!("call {id:?} is already open")),
                 )
                 .await;
         }
@@ -1048,8 +1062,9 @@ fn segments_of(url: &(Vec<String>, Option<String>)) -> Vec<&str> {
 }
 
 /// What an oversized text frame names, read without its message: its
-/// `id` (empty when it has none) and whether it is an `open`. `None` when
-/// it is no JSON object.
+/// `id` and whether it is an `open` (whose id may be empty: it starts
+/// nothing). `None` when it is no JSON object or names no call, so may
+/// hold any call's message.
 fn frame_names(text: &str) -> Option<(String, bool)> {
     #[derive(serde::Deserialize)]
     struct Names {
@@ -1059,5 +1074,7 @@ fn frame_names(text: &str) -> Option<(String, bool)> {
         open: Option<serde::de::IgnoredAny>,
     }
     let names: Names = serde_json::from_str(text).ok()?;
-    Some((names.id.unwrap_or_default(), names.open.is_some()))
+    let id = names.id.unwrap_or_default();
+    // A message frame without an id names no call: any may have lost it.
+    (!id.is_empty() || names.open.is_some()).then_some((id, names.open.is_some()))
 }

@@ -289,10 +289,7 @@ fn metadata_json(h: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
             continue;
         }
         if let Ok(v) = value.to_str() {
-            m.insert(
-                name.as_str().to_owned(),
-                serde_json::Value::String(v.to_owned()),
-            );
+            crate::ingress::edge::add_json_metadata(&mut m, name, v);
         }
     }
     m
