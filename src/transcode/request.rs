@@ -498,8 +498,34 @@ fn mask_paths(
             {
                 mask_paths(&m, v, &path, out)
             }
+            // With `reject_unknown_fields = false` an enum name the schema
+            // does not know is dropped, as an unknown field is: masked, the
+            // field would be reset rather than left as it was.
+            _ if holds_unknown_enum_name(&field, v) => {}
             _ => out.push(path),
         }
+    }
+}
+
+/// Whether a body value of `field` names an enum value its enum does not
+/// have (a repeated or map field: in any entry).
+fn holds_unknown_enum_name(field: &FieldDescriptor, v: &serde_json::Value) -> bool {
+    let unknown = |e: &prost_reflect::EnumDescriptor, v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|name| e.get_value_by_name(name).is_none())
+    };
+    match field.kind() {
+        Kind::Enum(e) if field.is_list() => v
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| unknown(&e, i))),
+        Kind::Enum(e) => unknown(&e, v),
+        Kind::Message(entry) if field.is_map() => match entry.map_entry_value_field().kind() {
+            Kind::Enum(e) => v
+                .as_object()
+                .is_some_and(|m| m.values().any(|i| unknown(&e, i))),
+            _ => false,
+        },
+        _ => false,
     }
 }
 

@@ -147,6 +147,89 @@ async fn patch_fills_the_update_mask_from_the_json_keys_sent() {
     assert_eq!(r.header("x-update-mask"), Some("pages"));
 }
 
+/// With `json.reject_unknown_fields = false` an enum name the schema does
+/// not know is dropped, as an unknown key is, and so it is no path of the
+/// filled update mask either: the field keeps its value (masked, it would
+/// be reset), whichever protocol filled the mask.
+#[tokio::test]
+async fn a_dropped_enum_name_is_no_path_of_the_filled_update_mask() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "[json]\nreject_unknown_fields = false\n", "")
+            .with_route_keys("Library", "mcp = true")
+    })
+    .await;
+    let book = || async { h.client.get("/v1/shelves/1/books/1").await.json() };
+    let genre = book().await["genre"].clone();
+    assert!(
+        genre.as_str().is_some_and(|g| g != "GENRE_UNSPECIFIED"),
+        "{genre}"
+    );
+
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1",
+            r#"{"genre":"GENRE_POETRY","pages":321}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("pages"));
+    // Nothing left to change: refused, as an empty body is.
+    let r = h
+        .client
+        .json(
+            Method::PATCH,
+            "/v1/shelves/1/books/1",
+            r#"{"genre":"GENRE_POETRY"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text().contains("names no field to update"),
+        "{}",
+        r.text()
+    );
+
+    // A WebSocket on the PATCH binding's path.
+    let url = format!("ws://{}/v1/shelves/1/books/1?method=PATCH", h.gateway.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text(r#"{"genre":"GENRE_POETRY","pages":322}"#))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(reply))) = ws.next().await else {
+        panic!("no reply")
+    };
+    let reply: serde_json::Value = serde_json::from_str(reply.as_str()).unwrap();
+    assert_eq!(reply["result"]["pages"], "322", "{reply}");
+
+    // An MCP tool of the PATCH method.
+    let call = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": { "name": "Library_UpdateBook", "arguments":
+            { "book": { "name": "shelves/1/books/1", "genre": "GENRE_POETRY", "pages": 323 } } } });
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/mcp",
+            &[("content-type", "application/json")],
+            call.to_string(),
+        )
+        .await;
+    let result = &r.json()["result"];
+    assert_ne!(result["isError"], true, "{result}");
+    assert_eq!(
+        result["_meta"]["io.portico/metadata"]["x-update-mask"], "pages",
+        "{result}"
+    );
+
+    let after = book().await;
+    assert_eq!(after["genre"], genre, "{after}");
+    assert_eq!(after["pages"], "323", "{after}");
+}
+
 #[tokio::test]
 async fn an_explicit_update_mask_is_kept() {
     let h = Harness::start().await;

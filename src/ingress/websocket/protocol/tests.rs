@@ -180,7 +180,10 @@ fn a_bad_proto_v1_control_frame_names_its_own_keys_not_the_json_dialects() {
     // Its sessions are one call opened by the path: no `open`, no `message`.
     let keys = r#"control frame is {"end":true} or {"cancel":true}"#;
     assert!(said.contains(keys), "{said}");
-    assert!(!said.contains("`message`") && !said.contains("open"), "{said}");
+    assert!(
+        !said.contains("`message`") && !said.contains("open"),
+        "{said}"
+    );
     let e = parse_text(Dialect::Proto, r#"{"id":"q"}"#).unwrap_err();
     let said = e.error.to_string();
     assert!(said.contains(keys), "{said}");
