@@ -200,14 +200,26 @@ impl RestIngress {
                 },
             )?;
             let segments: Vec<String> = found.segments.iter().map(|s| s.to_string()).collect();
-            Payload::Stream(ndjson_messages(
-                body,
-                binding.clone(),
-                segments,
-                query.map(str::to_owned),
-                self.limits.max_grpc_message_bytes,
-                self.limits.stream_idle_timeout,
-            ))
+            if binding.raw_request_body {
+                Payload::Stream(raw_body_messages(
+                    body,
+                    binding.clone(),
+                    segments,
+                    query.map(str::to_owned),
+                    content_type.map(str::to_owned),
+                    self.limits.max_grpc_message_bytes,
+                    self.limits.stream_idle_timeout,
+                ))
+            } else {
+                Payload::Stream(ndjson_messages(
+                    body,
+                    binding.clone(),
+                    segments,
+                    query.map(str::to_owned),
+                    self.limits.max_grpc_message_bytes,
+                    self.limits.stream_idle_timeout,
+                ))
+            }
         } else {
             let bytes = match binding.body {
                 BodyRule::None => Bytes::new(),
@@ -641,6 +653,83 @@ fn ndjson_messages(
                             last => st.queue.extend(last),
                         }
                     }
+                }
+            }
+        }
+    }))
+}
+
+/// A stream of `google.api.HttpBody` from a REST body: the bytes are not
+/// lines but one upload, so each piece of the body as it arrives (at most
+/// `max_message` bytes) is one message, every byte kept and in order, each
+/// with the request's `Content-Type`; the first also takes the URL's
+/// fields. Joined, the messages' `data` is the body.
+fn raw_body_messages(
+    body: IncomingBody,
+    binding: Arc<Binding>,
+    segments: Vec<String>,
+    query: Option<String>,
+    content_type: Option<String>,
+    max_message: usize,
+    idle: std::time::Duration,
+) -> MessageStream {
+    struct State {
+        body: IncomingBody,
+        pending: Bytes,
+        first: bool,
+        done: bool,
+    }
+    let state = State {
+        body,
+        pending: Bytes::new(),
+        first: true,
+        done: false,
+    };
+    let max_message = max_message.max(1);
+    Box::pin(futures_util::stream::unfold(state, move |mut st| {
+        let binding = binding.clone();
+        let segments = segments.clone();
+        let query = query.clone();
+        let content_type = content_type.clone();
+        async move {
+            loop {
+                if !st.pending.is_empty() {
+                    let piece = st.pending.split_to(st.pending.len().min(max_message));
+                    let url_segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+                    let url = st.first.then_some(UrlParts {
+                        segments: &url_segments,
+                        query: query.as_deref(),
+                    });
+                    st.first = false;
+                    let message = request::build(&binding, url, &piece, content_type.as_deref());
+                    if message.is_err() {
+                        st.done = true;
+                        st.pending.clear();
+                    }
+                    return Some((message, st));
+                }
+                if st.done {
+                    return None;
+                }
+                let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
+                    st.done = true;
+                    let err =
+                        GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
+                    return Some((Err(err), st));
+                };
+                match frame {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            st.pending = data;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        st.done = true;
+                        let err =
+                            super::framed::body_error(&e, "could not read the request stream");
+                        return Some((Err(err), st));
+                    }
+                    None => st.done = true,
                 }
             }
         }

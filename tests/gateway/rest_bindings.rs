@@ -420,6 +420,135 @@ async fn a_stream_of_http_bodies_is_one_download_and_a_failure_cuts_it_short() {
     );
 }
 
+/// google.api.HttpBody as a backend reads it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReceivedHttpBody {
+    #[prost(string, tag = "1")]
+    content_type: String,
+    #[prost(bytes = "vec", tag = "2")]
+    data: Vec<u8>,
+}
+
+/// A bare HTTP/2 gRPC backend that reads each call's whole upload, hands
+/// its messages to the test, and answers OK with an empty message.
+async fn upload_recording_backend() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Vec<ReceivedHttpBody>>,
+) {
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut bytes = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            bytes.extend_from_slice(&chunk);
+                        }
+                        let mut messages = Vec::new();
+                        let mut rest = &bytes[..];
+                        while rest.len() >= 5 {
+                            let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+                            messages.push(ReceivedHttpBody::decode(&rest[5..5 + len]).unwrap());
+                            rest = &rest[5 + len..];
+                        }
+                        let _ = tx.send(messages);
+                        let response = http::Response::builder()
+                            .status(200)
+                            .header("content-type", "application/grpc")
+                            .body(())
+                            .unwrap();
+                        let Ok(mut send) = respond.send_response(response, false) else {
+                            return;
+                        };
+                        let _ = send.send_data(support::frame_bytes(0, &[]).into(), false);
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let _ = send.send_trailers(trailers);
+                    });
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A client stream of `google.api.HttpBody` takes a REST body as the one
+/// upload it is, not as lines: every byte reaches the backend in order (line
+/// ends included), each message carries the request's content type, and no
+/// message is over `max_grpc_message_bytes` however large the body.
+#[tokio::test]
+async fn a_client_stream_of_http_bodies_is_the_rest_body_byte_for_byte() {
+    let (backend, mut received) = upload_recording_backend().await;
+    let dir = std::env::temp_dir().join(format!("portico-upload-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("upload.proto"),
+        r#"syntax = "proto3";
+package upload.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+import "google/protobuf/empty.proto";
+service Files {
+  rpc Upload(stream google.api.HttpBody) returns (google.protobuf.Empty) {
+    option (google.api.http) = { post: "/v1/upload" body: "*" };
+  }
+}
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\nmax_grpc_message_bytes = 1024\n\
+         [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"upload.proto\"]\n\
+         [upstreams.files]\nendpoints = [\"{backend}\"]\n\
+         [[routes]]\ngrpc_service = \"upload.v1.Files\"\nupstream = \"files\"\n",
+        dir.display()
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let client = support::HttpClient::new(gw.addr);
+
+    let mut png = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', b'\n'];
+    png.extend((0..5000u32).map(|i| (i % 251) as u8));
+    for (content_type, body) in [("text/plain", b"a\nb\r\n\nc".to_vec()), ("image/png", png)] {
+        let r = client
+            .send(
+                Method::POST,
+                "/v1/upload",
+                &[("content-type", content_type)],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{content_type}: {}", r.text());
+        let messages = received.recv().await.unwrap();
+        assert!(!messages.is_empty(), "{content_type}");
+        assert!(
+            messages
+                .iter()
+                .all(|m| m.content_type == content_type && m.data.len() <= 1024),
+            "{content_type}: {:?}",
+            messages
+                .iter()
+                .map(|m| (m.content_type.clone(), m.data.len()))
+                .collect::<Vec<_>>()
+        );
+        let joined: Vec<u8> = messages.into_iter().flat_map(|m| m.data).collect();
+        assert_eq!(joined, body, "{content_type}");
+    }
+}
+
 /// A backend's HttpBody whose content type no header can carry is the
 /// backend's bad reply (502, origin backend), named as such, not a failure
 /// of the gateway.
