@@ -269,7 +269,12 @@ impl RestIngress {
             if let Some(headers) = builder.headers_mut() {
                 copy_reply_headers(&metadata, headers);
             }
-            if status == StatusCode::NO_CONTENT {
+            // Statuses that carry no content (RFC 9110 sections 15.3.5,
+            // 15.3.6 and 15.4.5), whatever the reply message holds.
+            if matches!(
+                status,
+                StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+            ) {
                 builder.body(ResponseBody::empty())
             } else {
                 match response::unary(&binding, &bytes)? {

@@ -230,6 +230,37 @@ async fn a_dropped_enum_name_is_no_path_of_the_filled_update_mask() {
     assert_eq!(after["pages"], "323", "{after}");
 }
 
+/// A status HTTP allows no content (204, 205, 304) gets none, whatever the
+/// backend's reply message holds; another success status keeps the body.
+#[tokio::test]
+async fn a_backend_status_without_content_gets_an_empty_body() {
+    let h = Harness::start().await;
+    for (asked, status, empty) in [
+        ("204", StatusCode::NO_CONTENT, true),
+        ("205", StatusCode::RESET_CONTENT, true),
+        ("304", StatusCode::NOT_MODIFIED, true),
+        ("202", StatusCode::ACCEPTED, false),
+    ] {
+        let r = h
+            .client
+            .send(
+                Method::GET,
+                "/v1/probe/headers",
+                &[("x-reply-x-http-status", asked)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, status, "{asked}");
+        assert_eq!(r.body.is_empty(), empty, "{asked}: {}", r.text());
+        if empty {
+            assert!(
+                r.header("content-length").is_none_or(|l| l == "0"),
+                "{asked}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_explicit_update_mask_is_kept() {
     let h = Harness::start().await;
