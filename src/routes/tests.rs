@@ -149,6 +149,35 @@ fn a_custom_verb_is_split_from_the_last_segment() {
 }
 
 #[test]
+fn a_slash_before_a_custom_verb_is_a_trailing_slash_not_an_empty_segment() {
+    let t = trie(&[
+        ("/v1/stat/{path=**}:stat", Method::GET),
+        ("/v1/{x}:verb", Method::GET),
+    ]);
+    let (found, segments) = t.match_path(&Method::GET, "/v1/stat/a/b/:stat");
+    assert_eq!(
+        found,
+        Lookup::Found {
+            id: 0,
+            verb_split: true
+        }
+    );
+    assert_eq!(segments, ["v1", "stat", "a", "b"]);
+    // A single-segment variable is no more filled by it than before.
+    assert_eq!(t.match_path(&Method::GET, "/v1/:verb").0, Lookup::NotFound);
+    assert_eq!(
+        t.match_path(&Method::GET, "/v1/x/:verb"),
+        (
+            Lookup::Found {
+                id: 1,
+                verb_split: true
+            },
+            vec!["v1", "x"]
+        )
+    );
+}
+
+#[test]
 fn double_wildcard_takes_the_rest_of_the_path() {
     let t = trie(&[("/v1/files/{path=**}", Method::GET)]);
     assert_eq!(

@@ -103,6 +103,11 @@ impl Trie {
             if let Some(last) = segments.last_mut() {
                 *last = last.rsplit_once(':').map_or(*last, |(head, _)| head);
             }
+            // `/a/b/:verb`: the empty segment before the verb is a trailing
+            // `/`, dropped as normalization drops one (see `lookup`).
+            if segments.len() > 1 && segments.last() == Some(&"") {
+                segments.pop();
+            }
         }
         (found, segments)
     }
@@ -115,7 +120,11 @@ impl Trie {
         if let Some((last, rest)) = segments.split_last() {
             if let Some((head, verb)) = last.rsplit_once(':') {
                 let mut split: Vec<&str> = rest.to_vec();
-                split.push(head);
+                // An empty segment before the verb (`/a/b/:verb`) is a
+                // trailing `/`: dropped, so that a `**` never receives one.
+                if !head.is_empty() || rest.is_empty() {
+                    split.push(head);
+                }
                 if let Some(id) = walk(&self.root, &split, 0, Some(verb), method, &mut allowed) {
                     return Lookup::Found {
                         id,
