@@ -132,7 +132,7 @@ fn check_escapes_only(text: &str) -> Result<(), &'static str> {
 }
 
 /// Every `%` starts two hex digits, and what they encode is UTF-8.
-fn check_escapes(text: &str) -> Result<(), &'static str> {
+pub(crate) fn check_escapes(text: &str) -> Result<(), &'static str> {
     check_escapes_only(text)?;
     match percent_encoding::percent_decode_str(text).decode_utf8() {
         Ok(_) => Ok(()),

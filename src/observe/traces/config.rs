@@ -155,8 +155,23 @@ impl Validator<'_> {
                         format!("{pair:?} is not key=value"),
                     ));
                 };
+                let (k, v) = (k.trim(), v.trim());
+                for part in [k, v] {
+                    crate::ingress::edge::path::check_escapes(part).map_err(|why| {
+                        env_err(
+                            "OTEL_RESOURCE_ATTRIBUTES",
+                            format!("{part:?} in {pair:?} {why}"),
+                        )
+                    })?;
+                }
+                if k.is_empty() {
+                    return Err(env_err(
+                        "OTEL_RESOURCE_ATTRIBUTES",
+                        format!("{pair:?} has an empty key"),
+                    ));
+                }
                 let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s.trim())
+                    percent_encoding::percent_decode_str(s)
                         .decode_utf8_lossy()
                         .into_owned()
                 };
@@ -165,6 +180,12 @@ impl Validator<'_> {
         }
         if let Some(t) = t {
             for (k, v) in &t.resource_attributes {
+                if k.trim().is_empty() {
+                    return Err(self.err(
+                        "tracing.resource_attributes",
+                        "has an empty key: an attribute is named (OpenTelemetry requires a non-empty key)",
+                    ));
+                }
                 set(&mut resource, k.clone(), v.clone());
             }
         }
@@ -485,9 +506,36 @@ mod tests {
                 vec![],
                 "tracing.batch_size",
             ),
+            (
+                Some("endpoint = \"http://c\"\nresource_attributes = { \"\" = \"x\" }"),
+                vec![],
+                "tracing.resource_attributes",
+            ),
         ] {
             let err = resolve(file, &env).unwrap_err();
             assert_eq!(err.key, key, "{file:?} {env:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn resource_attributes_need_a_key_and_well_formed_escapes() {
+        for (attrs, says) in [
+            ("=x", "empty key"),
+            (" =x,a=1", "empty key"),
+            ("b=%ZZ", "malformed percent-escape"),
+            ("b%2=1", "malformed percent-escape"),
+            ("b=%FF", "do not decode to UTF-8"),
+        ] {
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c"),
+                ("OTEL_RESOURCE_ATTRIBUTES", attrs),
+            ];
+            let err = resolve(None, &env).unwrap_err();
+            assert_eq!(
+                err.key, "OTEL_RESOURCE_ATTRIBUTES (environment)",
+                "{attrs}: {err}"
+            );
+            assert!(err.to_string().contains(says), "{attrs}: {err}");
         }
     }
 
