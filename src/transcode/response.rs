@@ -51,12 +51,24 @@ pub fn stream_message_json(
     bytes: &[u8],
     output: &JsonOutput,
 ) -> Result<Vec<u8>, GatewayError> {
-    if binding.response_body.is_some() {
-        if let HttpReplyBody::Json(json) = unary(binding, bytes)? {
-            return Ok(json);
+    match &binding.response_body {
+        // A `google.api.HttpBody` field is raw bytes to a REST client; a
+        // JSON message carries it as that message's JSON.
+        Some(field) if binding.raw_response_body => {
+            let msg = decode(&binding.target.method.output(), bytes)?;
+            match msg.get_field(field).into_owned() {
+                Value::Message(body) => json::encode(&body, &output.serialize).map_err(bad_reply),
+                _ => message_json(&binding.target.method.output(), bytes, output),
+            }
         }
+        Some(_) => match unary(binding, bytes)? {
+            HttpReplyBody::Json(json) => Ok(json),
+            HttpReplyBody::Raw { .. } => {
+                message_json(&binding.target.method.output(), bytes, output)
+            }
+        },
+        None => message_json(&binding.target.method.output(), bytes, output),
     }
-    message_json(&binding.target.method.output(), bytes, output)
 }
 
 /// The HTTP body of a unary reply.

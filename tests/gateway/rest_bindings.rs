@@ -580,6 +580,67 @@ service Files {
     }
 }
 
+/// A `response_body` naming a `google.api.HttpBody` field is the reply on
+/// every transport of the binding's path: a REST client gets its bytes, a
+/// WebSocket client on the same path that field's message as JSON (a JSON
+/// frame cannot hold raw bytes), never the whole reply message.
+#[tokio::test]
+async fn a_response_body_of_http_body_shapes_rest_and_websocket_replies_alike() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let body = http_body(b"text/plain", b"abc");
+    let mut doc = vec![0x0a, 1, b'x', 0x12, body.len() as u8];
+    doc.extend_from_slice(&body);
+    let (backend, _) = support::scripted::serve(support::scripted::Script {
+        messages: vec![doc],
+        ..Default::default()
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("portico-docs-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docs.proto"),
+        r#"syntax = "proto3";
+package docs.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+service Docs {
+  rpc Get(GetRequest) returns (Doc) {
+    option (google.api.http) = { get: "/v1/docs/{name}" response_body: "data" };
+  }
+}
+message GetRequest { string name = 1; }
+message Doc { string name = 1; google.api.HttpBody data = 2; }
+"#,
+    )
+    .unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"docs.proto\"]\n[upstreams.docs]\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"docs.v1.Docs\"\nupstream = \"docs\"\n",
+        dir.display()
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let r = support::HttpClient::new(gw.addr).get("/v1/docs/x").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.text(), "abc");
+
+    let url = format!("ws://{}/v1/docs/x", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let Some(Ok(Message::Text(frame))) = ws.next().await else {
+        panic!("no reply")
+    };
+    let reply: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+    assert_eq!(
+        reply["result"],
+        serde_json::json!({"contentType": "text/plain", "data": "YWJj"}),
+        "{frame}"
+    );
+}
+
 /// A backend's HttpBody whose content type no header can carry is the
 /// backend's bad reply (502, origin backend), named as such, not a failure
 /// of the gateway.
