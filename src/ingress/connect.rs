@@ -174,8 +174,11 @@ impl ConnectIngress {
                 methods_allowed(&target),
             ));
         }
+        let target = self.routes.rpc_target(parts.uri.path())?;
+        record.routed(&target);
         // The protocol has one version; another is a client built for a
-        // protocol this gateway does not speak.
+        // protocol this gateway does not speak. Refused on the route it
+        // named, so logs and traces name the method.
         if let Some(v) = parts.headers.get(crate::headers::CONNECT_PROTOCOL_VERSION) {
             if v.as_bytes() != b"1" {
                 return Err(GatewayError::invalid_field(
@@ -187,8 +190,6 @@ impl ConnectIngress {
                 ));
             }
         }
-        let target = self.routes.rpc_target(parts.uri.path())?;
-        record.routed(&target);
         let limit = self.limits.max_grpc_message_bytes;
         let json_options = self.routes_json(&target);
         let streaming_call = target.kind != CallKind::Unary;

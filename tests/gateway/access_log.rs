@@ -54,7 +54,7 @@ async fn calls_refused_for_their_http_method_or_version_are_logged_as_calls() {
     // What is sent (protocol, HTTP method, headers) and what it gets
     // (HTTP status, gRPC code).
     type Refused<'a> = (&'a str, http::Method, Vec<(&'a str, &'a str)>, u16, i64);
-    let cases: [Refused; 3] = [
+    let cases: [Refused; 4] = [
         (
             "connect",
             http::Method::PUT,
@@ -64,6 +64,18 @@ async fn calls_refused_for_their_http_method_or_version_are_logged_as_calls() {
             ],
             405,
             12,
+        ),
+        // A protocol version the gateway does not speak: refused on its
+        // route, as a bad message is.
+        (
+            "connect",
+            http::Method::POST,
+            vec![
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "2"),
+            ],
+            400,
+            3,
         ),
         (
             "grpc-web",
@@ -87,7 +99,10 @@ async fn calls_refused_for_their_http_method_or_version_are_logged_as_calls() {
     }
     let all = wait_for(&path, cases.len()).await;
     for (protocol, verb, _, status, code) in &cases {
-        let mine: Vec<&Value> = all.iter().filter(|l| l["protocol"] == *protocol).collect();
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|l| l["protocol"] == *protocol && l["http_method"] == verb.as_str())
+            .collect();
         assert_eq!(
             mine.len(),
             1,
