@@ -28,11 +28,9 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(connect_timeout: Duration) -> Connector {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(connect_timeout));
-        Connector { tcp }
+        Connector {
+            tcp: super::tls::tcp(Some(connect_timeout)),
+        }
     }
 }
 
@@ -92,7 +90,7 @@ impl FirstReplyChecked {
     /// A write that failed before anything was read: a server that closed
     /// on the client preface may have said why first (a TLS alert), and
     /// that is the error to report rather than the broken pipe.
-    fn explain(&mut self, failed: io::Error) -> io::Error {
+    fn write_error(&mut self, failed: io::Error) -> io::Error {
         if self.checked {
             return failed;
         }
@@ -121,7 +119,7 @@ impl AsyncWrite for FirstReplyChecked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
-        Poll::Ready(written.map_err(|e| self.explain(e)))
+        Poll::Ready(written.map_err(|e| self.write_error(e)))
     }
 
     fn poll_write_vectored(
@@ -130,7 +128,7 @@ impl AsyncWrite for FirstReplyChecked {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
-        Poll::Ready(written.map_err(|e| self.explain(e)))
+        Poll::Ready(written.map_err(|e| self.write_error(e)))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -159,9 +157,17 @@ fn not_http2(first: &[u8]) -> Option<String> {
              Set the upstream's `tls = true` (an `https://` URL for external authorization)"
                 .to_owned(),
         ),
+        // A TLS front (Go's, nginx's) answers plain text with an HTTP/1
+        // error that says so.
+        _ if first.starts_with(b"HTTP/") && first.windows(5).any(|w| w == b"HTTPS") => Some(format!(
+            "the server answered `{}` and names HTTPS: is it a TLS server where plain text was asked for? \
+             Set the upstream's `tls = true` (an `https://` URL for external authorization)",
+            first_line(first)
+        )),
         _ if first.starts_with(b"HTTP/") => Some(format!(
             "the server answered in HTTP/1 (`{}`), not HTTP/2: a gRPC server speaks HTTP/2; \
-             a JSON backend over HTTP/1.1 is an upstream with `protocol = \"http\"`",
+             a JSON backend over HTTP/1.1 is an upstream with `protocol = \"http\"` \
+             (for external authorization, an `http` service)",
             first_line(first)
         )),
         _ => Some(format!(
@@ -220,6 +226,18 @@ mod tests {
             "{said}"
         );
         assert!(said.contains("protocol = \"http\""), "{said}");
+    }
+
+    #[test]
+    fn a_tls_fronts_plain_text_refusal_is_said_to_be_tls() {
+        let said = not_http2(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        )
+        .expect("a TLS front");
+        assert!(
+            said.contains("names HTTPS") && said.contains("tls = true"),
+            "{said}"
+        );
     }
 
     #[test]

@@ -128,7 +128,9 @@ fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-fn tcp(connect_timeout: Option<Duration>) -> HttpConnector {
+/// TCP as every connection the gateway opens starts: any scheme (TLS is
+/// layered on by the caller), TCP_NODELAY, the connect timeout.
+pub(crate) fn tcp(connect_timeout: Option<Duration>) -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -431,7 +431,9 @@ pub fn reaches_client(name: &HeaderName) -> bool {
 /// `headers` and `trailers`, an MCP result's `_meta`): a name sent more
 /// than once is one entry, its values joined with `, ` in the order sent,
 /// as HTTP combines a repeated field (RFC 9110 section 5.3) and so as a
-/// REST client reading the header as one value gets it.
+/// REST client reading the header as one value gets it. `set-cookie`,
+/// which HTTP never combines, is joined too: an object holds a name once,
+/// and dropping a value would lose it.
 pub fn add_json_metadata(
     out: &mut serde_json::Map<String, serde_json::Value>,
     name: &HeaderName,

@@ -665,10 +665,12 @@ fn ndjson_messages(
 }
 
 /// A stream of `google.api.HttpBody` from a REST body: the bytes are not
-/// lines but one upload, so each piece of the body as it arrives (at most
-/// `max_message` bytes) is one message, every byte kept and in order, each
-/// with the request's `Content-Type`; the first also takes the URL's
-/// fields. Joined, the messages' `data` is the body.
+/// lines but one upload, so the body is cut into messages as it arrives,
+/// every byte kept and in order, each with the request's `Content-Type`;
+/// the first also takes the URL's fields. Joined, the messages' `data` is
+/// the body. What has arrived is sent together, up to the message limit
+/// less room for the rest of the message: a client writing the body a
+/// byte at a time does not make a message of each byte.
 fn raw_body_messages(
     body: IncomingBody,
     binding: Arc<Binding>,
@@ -678,63 +680,100 @@ fn raw_body_messages(
     max_message: usize,
     idle: std::time::Duration,
 ) -> MessageStream {
+    use futures_util::FutureExt;
     struct State {
         body: IncomingBody,
-        pending: Bytes,
+        pending: bytes::BytesMut,
         first: bool,
+        /// The body has ended (or failed: then `failed` says why, once
+        /// what arrived before is sent).
         done: bool,
+        failed: Option<GatewayError>,
     }
     let state = State {
         body,
-        pending: Bytes::new(),
+        pending: bytes::BytesMut::new(),
         first: true,
         done: false,
+        failed: None,
     };
-    let max_message = max_message.max(1);
+    // The tags and lengths of `content_type` and `data` take a few bytes.
+    let max_data = max_message
+        .saturating_sub(content_type.as_deref().map_or(0, str::len) + 16)
+        .max(1);
+    let read_error = |e: super::request_body::BodyError| {
+        super::framed::body_error(&e, "could not read the request stream")
+    };
     Box::pin(futures_util::stream::unfold(state, move |mut st| {
         let binding = binding.clone();
         let segments = segments.clone();
         let query = query.clone();
         let content_type = content_type.clone();
         async move {
+            // The next message: at most `max_data` of what has arrived.
+            let send = |mut st: State| {
+                let piece = st.pending.split_to(st.pending.len().min(max_data)).freeze();
+                let url_segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+                let url = st.first.then_some(UrlParts {
+                    segments: &url_segments,
+                    query: query.as_deref(),
+                });
+                st.first = false;
+                let message = request::build(&binding, url, &piece, content_type.as_deref());
+                if message.is_err() {
+                    st.done = true;
+                    st.failed = None;
+                    st.pending.clear();
+                }
+                Some((message, st))
+            };
             loop {
-                if !st.pending.is_empty() {
-                    let piece = st.pending.split_to(st.pending.len().min(max_message));
-                    let url_segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-                    let url = st.first.then_some(UrlParts {
-                        segments: &url_segments,
-                        query: query.as_deref(),
-                    });
-                    st.first = false;
-                    let message = request::build(&binding, url, &piece, content_type.as_deref());
-                    if message.is_err() {
-                        st.done = true;
-                        st.pending.clear();
-                    }
-                    return Some((message, st));
+                if !st.pending.is_empty() && (st.done || st.pending.len() >= max_data) {
+                    return send(st);
                 }
                 if st.done {
-                    return None;
+                    return st.failed.take().map(|e| (Err(e), st));
                 }
-                let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
-                    st.done = true;
-                    let err =
-                        GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
-                    return Some((Err(err), st));
-                };
-                match frame {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            st.pending = data;
-                        }
-                    }
-                    Some(Err(e)) => {
+                if st.pending.is_empty() {
+                    let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
                         st.done = true;
                         let err =
-                            super::framed::body_error(&e, "could not read the request stream");
+                            GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
                         return Some((Err(err), st));
+                    };
+                    match frame {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                st.pending.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            st.done = true;
+                            return Some((Err(read_error(e)), st));
+                        }
+                        None => st.done = true,
                     }
-                    None => st.done = true,
+                }
+                // Whatever else has already arrived goes in the same message.
+                while !st.done && st.pending.len() < max_data {
+                    match st.body.frame().now_or_never() {
+                        None => break,
+                        Some(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data() {
+                                st.pending.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Some(Err(e))) => {
+                            st.done = true;
+                            st.failed = Some(read_error(e));
+                        }
+                        Some(None) => st.done = true,
+                    }
+                }
+                // Not enough for a full message and the body goes on: send
+                // what there is rather than wait on a slow client.
+                if !st.pending.is_empty() && !st.done {
+                    return send(st);
                 }
             }
         }

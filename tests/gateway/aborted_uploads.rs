@@ -734,6 +734,30 @@ async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
     }
 }
 
+/// A message that names no call may have been any one's: every upload
+/// still taking input ends, not only one of them.
+#[tokio::test]
+async fn a_nameless_message_ends_every_upload_taking_input() {
+    let (backend, mut ends) = frame_watching_backend().await;
+    let gw = gateway(backend).await;
+    let mut ws = session_uploading_u(gw.addr).await;
+    ws.send(Message::text(
+        json!({"id": "v", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "b"}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws.send(Message::text(
+        json!({"message": {"seq": 2, "topic": "c"}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
+    }
+}
+
 /// A frame that names no call and holds no message (an `open`, `end` or
 /// `cancel` without a readable `id`) loses no call's input: it gets an
 /// `error` frame without an id, and the upload under way goes on and

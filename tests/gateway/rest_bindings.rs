@@ -565,10 +565,11 @@ service Files {
         assert_eq!(r.status, StatusCode::OK, "{content_type}: {}", r.text());
         let messages = received.recv().await.unwrap();
         assert!(!messages.is_empty(), "{content_type}");
+        use prost::Message as _;
         assert!(
             messages
                 .iter()
-                .all(|m| m.content_type == content_type && m.data.len() <= 1024),
+                .all(|m| m.content_type == content_type && m.encoded_len() <= 1024),
             "{content_type}: {:?}",
             messages
                 .iter()

@@ -111,10 +111,14 @@ pub struct BadFrame {
 
 /// Whether a JSON frame that is not a readable frame may hold a call's
 /// message: it has a `message` and is not an `open` (whose message is for
-/// a call it would have started), or it is not an object at all.
+/// a call it would have started), or it is not an object at all. A key
+/// that is `null` is left out, as the frame reader takes it.
 fn may_hold_message(frame: Option<&serde_json::Value>) -> bool {
     match frame.and_then(serde_json::Value::as_object) {
-        Some(keys) => keys.contains_key("message") && !keys.contains_key("open"),
+        Some(keys) => {
+            let has = |key: &str| keys.get(key).is_some_and(|v| !v.is_null());
+            keys.contains_key("message") && !has("open")
+        }
         None => true,
     }
 }

@@ -437,12 +437,18 @@ impl Session {
                 );
                 let err = GatewayError::rate_limited(r.burst, wait, &what);
                 // A refused message of a call under way would leave a hole
-                // in its input: the call ends with the refusal instead.
+                // in its input: the call ends with the refusal instead (a
+                // message whose call cannot be told: every call taking
+                // input), as a frame refused for anything else does.
                 let id = id.to_owned();
-                return if matches!(&frame, Ok(ClientFrame::Message { .. })) {
-                    self.refuse_input(Some(&id), err).await
-                } else {
-                    self.refuse(&id, &err).await
+                let may_hold_message = match &frame {
+                    Ok(f) => matches!(f, ClientFrame::Message { .. }),
+                    Err(bad) => bad.may_hold_message,
+                };
+                return match (may_hold_message, self.single || !id.is_empty()) {
+                    (true, true) => self.refuse_input(Some(&id), err).await,
+                    (true, false) => self.refuse_input(None, err).await,
+                    (false, _) => self.refuse(&id, &err).await,
                 };
             }
         }

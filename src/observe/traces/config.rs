@@ -164,18 +164,20 @@ impl Validator<'_> {
                         )
                     })?;
                 }
-                if k.is_empty() {
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .trim()
+                        .to_owned()
+                };
+                let key = decode(k);
+                if key.is_empty() {
                     return Err(env_err(
                         "OTEL_RESOURCE_ATTRIBUTES",
                         format!("{pair:?} has an empty key"),
                     ));
                 }
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                };
-                set(&mut resource, decode(k), decode(v));
+                set(&mut resource, key, decode(v));
             }
         }
         if let Some(t) = t {
@@ -186,7 +188,7 @@ impl Validator<'_> {
                         "has an empty key: an attribute is named (OpenTelemetry requires a non-empty key)",
                     ));
                 }
-                set(&mut resource, k.clone(), v.clone());
+                set(&mut resource, k.trim().to_owned(), v.clone());
             }
         }
         let from_attrs = resource
@@ -522,6 +524,7 @@ mod tests {
         for (attrs, says) in [
             ("=x", "empty key"),
             (" =x,a=1", "empty key"),
+            ("%20=x", "empty key"),
             ("b=%ZZ", "malformed percent-escape"),
             ("b%2=1", "malformed percent-escape"),
             ("b=%FF", "do not decode to UTF-8"),
