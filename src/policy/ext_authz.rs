@@ -147,13 +147,15 @@ impl ExtAuthz {
     pub fn new(config: &ExtAuthzConfig, stats: Arc<ExtAuthzStats>) -> Result<ExtAuthz, String> {
         let client = match &config.service {
             ExtAuthzService::Grpc(uri) => {
-                let endpoint = tonic::transport::Endpoint::from(uri.clone())
-                    .connect_timeout(config.timeout)
-                    .tcp_nodelay(true);
+                let endpoint = tonic::transport::Endpoint::from(uri.clone()).tcp_nodelay(true);
+                // As for upstreams: the plain-text connector bounds its
+                // connect itself, without tonic's per-read timeout layer.
                 let channel = if uri.scheme_str() == Some("https") {
                     let tls = crate::config::UpstreamTls::new(config.ca_file.clone(), None);
                     let connector = crate::egress::tls::grpc_connector(&tls, config.timeout, None)?;
-                    endpoint.connect_with_connector_lazy(connector)
+                    endpoint
+                        .connect_timeout(config.timeout)
+                        .connect_with_connector_lazy(connector)
                 } else {
                     endpoint.connect_with_connector_lazy(crate::egress::h2c::Connector::new(
                         config.timeout,
