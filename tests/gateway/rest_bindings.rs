@@ -348,10 +348,7 @@ fn http_body(content_type: &[u8], data: &[u8]) -> Vec<u8> {
 /// A gateway for `download.v1.Files`, whose `Download` is a server stream
 /// of `google.api.HttpBody` at `GET /v1/files/{name}`, served by `backend`.
 async fn download_gateway(backend: std::net::SocketAddr) -> portico::app::Gateway {
-    let dir = std::env::temp_dir().join(format!("portico-download-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("download.proto"),
+    gateway_for_proto(
         r#"syntax = "proto3";
 package download.v1;
 import "google/api/annotations.proto";
@@ -363,10 +360,30 @@ service Files {
 }
 message DownloadRequest { string name = 1; }
 "#,
+        "download.v1.Files",
+        backend,
+        "",
     )
-    .unwrap();
+    .await
+}
+
+/// A gateway for the one service `service` of the `.proto` text `proto`,
+/// compiled in process, served by `backend`; `limits` is the body of a
+/// `[server.limits]` table.
+async fn gateway_for_proto(
+    proto: &str,
+    service: &str,
+    backend: std::net::SocketAddr,
+    limits: &str,
+) -> portico::app::Gateway {
+    let dir = std::env::temp_dir().join(format!("portico-proto-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("service.proto"), proto).unwrap();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"download.proto\"]\n[upstreams.files]\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"download.v1.Files\"\nupstream = \"files\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\n{limits}\n\
+         [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"service.proto\"]\n\
+         [upstreams.backend]\nendpoints = [\"{backend}\"]\n\
+         [[routes]]\ngrpc_service = \"{service}\"\nupstream = \"backend\"\n",
         dir.display()
     );
     let gateway = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
@@ -521,10 +538,7 @@ async fn upload_recording_backend() -> (
 #[tokio::test]
 async fn a_client_stream_of_http_bodies_is_the_rest_body_byte_for_byte() {
     let (backend, mut received) = upload_recording_backend().await;
-    let dir = std::env::temp_dir().join(format!("portico-upload-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("upload.proto"),
+    let gw = gateway_for_proto(
         r#"syntax = "proto3";
 package upload.v1;
 import "google/api/annotations.proto";
@@ -536,19 +550,11 @@ service Files {
   }
 }
 "#,
+        "upload.v1.Files",
+        backend,
+        "max_grpc_message_bytes = 1024",
     )
-    .unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\nmax_grpc_message_bytes = 1024\n\
-         [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"upload.proto\"]\n\
-         [upstreams.files]\nendpoints = [\"{backend}\"]\n\
-         [[routes]]\ngrpc_service = \"upload.v1.Files\"\nupstream = \"files\"\n",
-        dir.display()
-    );
-    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    .await;
     let client = support::HttpClient::new(gw.addr);
 
     let mut png = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n', b'\n'];
@@ -597,10 +603,7 @@ async fn a_response_body_of_http_body_shapes_rest_and_websocket_replies_alike() 
         ..Default::default()
     })
     .await;
-    let dir = std::env::temp_dir().join(format!("portico-docs-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("docs.proto"),
+    let gw = gateway_for_proto(
         r#"syntax = "proto3";
 package docs.v1;
 import "google/api/annotations.proto";
@@ -613,16 +616,11 @@ service Docs {
 message GetRequest { string name = 1; }
 message Doc { string name = 1; google.api.HttpBody data = 2; }
 "#,
+        "docs.v1.Docs",
+        backend,
+        "",
     )
-    .unwrap();
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"docs.proto\"]\n[upstreams.docs]\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"docs.v1.Docs\"\nupstream = \"docs\"\n",
-        dir.display()
-    );
-    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-        .await
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    .await;
 
     let r = support::HttpClient::new(gw.addr).get("/v1/docs/x").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
