@@ -569,6 +569,16 @@ impl GatewayError {
         )
     }
 
+    /// A client-streaming call's deadline passing while the gateway waits
+    /// on its client for more of the upload: the backend has it in part.
+    pub fn deadline_passed_during_upload() -> Self {
+        Self::new(
+            ErrorKind::DeadlineExceeded,
+            Origin::Client,
+            "the call's deadline passed while its client was still sending the request stream",
+        )
+    }
+
     /// A unary call's reply ended `OK` with no message: gRPC clients
     /// treat that as INTERNAL, so every protocol's client gets that.
     pub fn reply_without_message() -> Self {

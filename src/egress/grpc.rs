@@ -173,10 +173,11 @@ impl GrpcEgress {
         // streaming), so a bad client message and the deadline race the call.
         let reached = |e: GatewayError| AttemptError::from_error(e, false);
         let deadline_at = deadline_of(&deadline);
+        let upload = client_activity.as_deref().filter(|_| unary_reply);
         let response = tokio::select! {
             biased;
             Some(err) = client_error(&mut client_failed) => return Err(reached(err)),
-            _ = expiry(&mut deadline) => return Err(reached(GatewayError::deadline_exceeded())),
+            _ = expiry(&mut deadline) => return Err(reached(deadline_error(upload))),
             r = call => match r {
                 Ok(r) => r.map_err(|s| {
                     let err = backend_error(&s, max_message_bytes, deadline_at);
@@ -544,7 +545,7 @@ async fn next_message(
                 // The client's stream ended well; nothing more to watch.
                 None => continue,
             },
-            _ = expiry(deadline) => Err(GatewayError::deadline_exceeded()),
+            _ = expiry(deadline) => Err(deadline_error(activity)),
             m = &mut message => m.map_err(|s| backend_error(&s, max_message_bytes, deadline_at)),
             _ = quiet(quiet_until) => match activity {
                 // A client-streaming backend may answer only once the
@@ -573,6 +574,17 @@ async fn next_message(
                 )),
             },
         };
+    }
+}
+
+/// The call's deadline passing: the client's fault when the gateway was
+/// waiting on a client-streaming call's client (`upload`) for more of its
+/// request, as it is for a unary request still arriving; else the deadline
+/// the gateway enforces while the backend works.
+fn deadline_error(upload: Option<&ClientActivity>) -> GatewayError {
+    match upload {
+        Some(a) if a.waiting_on_client() => GatewayError::deadline_passed_during_upload(),
+        _ => GatewayError::deadline_exceeded(),
     }
 }
 

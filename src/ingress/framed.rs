@@ -50,7 +50,7 @@ pub async fn read_limited(
 /// A body's next piece, waited for up to `idle` (named by `idle_key`) and
 /// never past `deadline`: one timer for both, and the error names the one
 /// that came first.
-async fn next_frame(
+pub(super) async fn next_frame(
     body: &mut super::request_body::RequestBody,
     (idle, idle_key): (Duration, &'static str),
     deadline: Option<Instant>,

@@ -562,6 +562,16 @@ fn raw_part(binding: &Binding, bytes: &[u8]) -> Result<(String, Bytes), GatewayE
     })
 }
 
+/// An upload's next piece, waited for up to `stream_idle_timeout`; the
+/// call's deadline is the backend call's to enforce, as it is for every
+/// protocol's client stream.
+async fn next_frame(
+    body: &mut IncomingBody,
+    idle: std::time::Duration,
+) -> Result<Option<Result<http_body::Frame<Bytes>, super::request_body::BodyError>>, GatewayError> {
+    super::framed::next_frame(body, (idle, super::framed::STREAM_IDLE_TIMEOUT), None).await
+}
+
 /// A client-streaming request body: newline-delimited JSON, one message per
 /// line, decoded as lines arrive. Path and query fill the first message.
 fn ndjson_messages(
@@ -610,11 +620,12 @@ fn ndjson_messages(
                 if st.done {
                     return None;
                 }
-                let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
-                    st.done = true;
-                    let err =
-                        GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
-                    return Some((Err(err), st));
+                let frame = match next_frame(&mut st.body, idle).await {
+                    Ok(frame) => frame,
+                    Err(err) => {
+                        st.done = true;
+                        return Some((Err(err), st));
+                    }
                 };
                 match frame {
                     Some(Ok(frame)) => {
@@ -735,11 +746,12 @@ fn raw_body_messages(
                     return st.failed.take().map(|e| (Err(e), st));
                 }
                 if st.pending.is_empty() {
-                    let Ok(frame) = tokio::time::timeout(idle, st.body.frame()).await else {
-                        st.done = true;
-                        let err =
-                            GatewayError::client_timeout(super::framed::STREAM_IDLE_TIMEOUT, idle);
-                        return Some((Err(err), st));
+                    let frame = match next_frame(&mut st.body, idle).await {
+                        Ok(frame) => frame,
+                        Err(err) => {
+                            st.done = true;
+                            return Some((Err(err), st));
+                        }
                     };
                     match frame {
                         Some(Ok(frame)) => {

@@ -555,3 +555,167 @@ async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answ
     let status = support::ws_status(&mut ws).await;
     assert_eq!(status["code"], 0, "{status}");
 }
+
+/// An upload still under way when its deadline passes is the client's
+/// doing, as a unary body still arriving is: on every protocol the call
+/// ends then with `DEADLINE_EXCEEDED` saying so, its access-log line blames
+/// the client, and the backend's half of the upload is reset, not ended.
+#[tokio::test]
+async fn an_upload_whose_deadline_passes_while_its_client_sends_is_the_clients_doing() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = std::env::temp_dir().join(format!("portico-upload-deadline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let sections = format!("[access_log]\npath = \"{}\"\n", log.display());
+    let h = Harness::start_with_config(move |b| support::config_text(b, &sections, "")).await;
+    let event = {
+        use prost::Message as _;
+        portico::demo::backends::pb::Event {
+            seq: 1,
+            topic: "t".into(),
+            text: String::new(),
+        }
+        .encode_to_vec()
+    };
+    const SAYS: &str = "still sending the request stream";
+    let client = h2_client(h.gateway.addr).await;
+    // Protocol, path, headers (one setting a 500 ms deadline), and one
+    // message as that protocol writes it.
+    type Upload<'a> = (&'a str, &'a str, [(&'a str, &'a str); 2], Vec<u8>);
+    let cases: [Upload; 4] = [
+        (
+            "rest",
+            "/v1/feed:upload",
+            [
+                ("content-type", "application/x-ndjson"),
+                ("grpc-timeout", "500m"),
+            ],
+            b"{\"seq\":1}\n".to_vec(),
+        ),
+        (
+            "grpc",
+            "/portico.demo.v1.Feed/Upload",
+            [
+                ("content-type", "application/grpc"),
+                ("grpc-timeout", "500m"),
+            ],
+            frame_bytes(0, &event),
+        ),
+        (
+            "grpc-web",
+            "/portico.demo.v1.Feed/Upload",
+            [
+                ("content-type", "application/grpc-web+proto"),
+                ("grpc-timeout", "500m"),
+            ],
+            frame_bytes(0, &event),
+        ),
+        (
+            "connect",
+            "/portico.demo.v1.Feed/Upload",
+            [
+                ("content-type", "application/connect+proto"),
+                ("connect-timeout-ms", "500"),
+            ],
+            frame_bytes(0, &event),
+        ),
+    ];
+    for (protocol, path, headers, message) in cases {
+        let (resp, mut send) = open_post(&client, h.gateway.addr, path, &headers).await;
+        let started = Instant::now();
+        // A message every 100 ms: never idle, and never done.
+        let sending = tokio::spawn(async move {
+            loop {
+                if send
+                    .send_data(bytes::Bytes::from(message.clone()), false)
+                    .is_err()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let resp = tokio::time::timeout(Duration::from_secs(3), resp)
+            .await
+            .unwrap_or_else(|_| panic!("{protocol}: no answer before 3 s"))
+            .unwrap();
+        let said = tokio::time::timeout(Duration::from_secs(3), everything_said(resp))
+            .await
+            .unwrap_or_else(|_| panic!("{protocol}: the answer did not end"));
+        let took = started.elapsed();
+        sending.abort();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+            "{protocol}: answered after {took:?}: {said}"
+        );
+        assert!(said.contains(SAYS), "{protocol}: {said}");
+        assert!(
+            said.starts_with("504")
+                || said.contains("\"grpc-status\": \"4\"")
+                || said.contains("deadline_exceeded"),
+            "{protocol}: {said}"
+        );
+    }
+    // WebSocket: the deadline comes in the call's `open` metadata.
+    let (mut ws_send, mut ws_read) = {
+        use futures_util::StreamExt;
+        support::json_v1_session(&h).await.split()
+    };
+    ws_send
+        .send(Message::text(
+            serde_json::json!({"id": "u", "open": "/portico.demo.v1.Feed/Upload",
+                "metadata": {"grpc-timeout": "500m"}, "message": {"seq": 1}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let sending = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let more = serde_json::json!({"id": "u", "message": {"seq": 2}});
+            if ws_send.send(Message::text(more.to_string())).await.is_err() {
+                break;
+            }
+        }
+    });
+    let status = support::ws_status(&mut ws_read).await;
+    let took = started.elapsed();
+    sending.abort();
+    assert_eq!(status["code"], 4, "{status}");
+    assert!(
+        status["message"].as_str().unwrap_or("").contains(SAYS),
+        "{status}"
+    );
+    assert!(took < Duration::from_secs(2), "websocket: took {took:?}");
+    // Each line blames the client; no upload reached the backend as whole.
+    let uploads = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["method"] == "portico.demo.v1.Feed/Upload")
+            .collect()
+    };
+    assert!(support::eventually(|| uploads().len() >= 5).await);
+    for line in uploads() {
+        assert_eq!(line["origin"], "client", "{line}");
+        assert_eq!(line["grpc_code"], 4, "{line}");
+        assert!(
+            line["error"].as_str().unwrap_or("").contains(SAYS),
+            "{line}"
+        );
+    }
+    let mut protocols: Vec<String> = uploads()
+        .iter()
+        .map(|l| l["protocol"].as_str().unwrap().to_owned())
+        .collect();
+    protocols.sort();
+    assert_eq!(
+        protocols,
+        ["connect", "grpc", "grpc-web", "rest", "websocket"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
