@@ -44,65 +44,72 @@ pub fn message_json(
 }
 
 /// One message of a stream as JSON, per its binding: the `response_body`
-/// field alone when the binding names one (as a unary reply is written),
-/// else the whole message.
+/// field alone when the binding names one (as a unary reply is written;
+/// a `google.api.HttpBody` field, raw bytes to a REST client, is that
+/// message's JSON here), else the whole message.
 pub fn stream_message_json(
     binding: &Binding,
     bytes: &[u8],
     output: &JsonOutput,
 ) -> Result<Vec<u8>, GatewayError> {
-    match &binding.response_body {
-        // A `google.api.HttpBody` field is raw bytes to a REST client; a
-        // JSON message carries it as that message's JSON.
-        Some(field) if binding.raw_response_body => {
-            let msg = decode(&binding.target.method.output(), bytes)?;
-            match msg.get_field(field).into_owned() {
-                Value::Message(body) => json::encode(&body, &output.serialize).map_err(bad_reply),
-                _ => message_json(&binding.target.method.output(), bytes, output),
-            }
+    if binding.response_body.is_none() {
+        return message_json(&binding.target.method.output(), bytes, output);
+    }
+    match reply_part(binding, bytes, &output.serialize)? {
+        ReplyPart::Message(part) => json::encode(&part, &output.serialize).map_err(bad_reply),
+        ReplyPart::Json(json) => Ok(json),
+    }
+}
+
+/// What of a reply message its binding's `response_body` sends.
+enum ReplyPart {
+    /// The whole message, or the message field `response_body` names.
+    Message(DynamicMessage),
+    /// A scalar or repeated `response_body` field: its JSON value alone.
+    Json(Vec<u8>),
+}
+
+fn reply_part(
+    binding: &Binding,
+    bytes: &[u8],
+    options: &prost_reflect::SerializeOptions,
+) -> Result<ReplyPart, GatewayError> {
+    let msg = decode(&binding.target.method.output(), bytes)?;
+    let Some(field) = &binding.response_body else {
+        return Ok(ReplyPart::Message(msg));
+    };
+    match msg.get_field(field).into_owned() {
+        Value::Message(inner) if !field.is_list() => Ok(ReplyPart::Message(inner)),
+        _ => {
+            let whole = json::encode(&msg, &options.clone().skip_default_fields(false))
+                .map_err(bad_reply)?;
+            let value: serde_json::Value = serde_json::from_slice(&whole).map_err(bad_reply)?;
+            let key = if binding.json.use_proto_names {
+                field.name()
+            } else {
+                field.json_name()
+            };
+            let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
+            serde_json::to_vec(&part)
+                .map(ReplyPart::Json)
+                .map_err(bad_reply)
         }
-        Some(_) => match unary(binding, bytes)? {
-            HttpReplyBody::Json(json) => Ok(json),
-            HttpReplyBody::Raw { .. } => {
-                message_json(&binding.target.method.output(), bytes, output)
-            }
-        },
-        None => message_json(&binding.target.method.output(), bytes, output),
     }
 }
 
 /// The HTTP body of a unary reply.
 pub fn unary(binding: &Binding, bytes: &[u8]) -> Result<HttpReplyBody, GatewayError> {
-    let output = binding.target.method.output();
     if binding.response_body.is_none() && !binding.raw_response_body {
-        if let Some(json) =
-            json::output(&binding.json, binding.target.reply_json_direct).direct(&output, bytes)
+        if let Some(json) = json::output(&binding.json, binding.target.reply_json_direct)
+            .direct(&binding.target.method.output(), bytes)
         {
             return Ok(HttpReplyBody::Json(json));
         }
     }
     let options = json::serialize_options(&binding.json);
-    let msg = decode(&output, bytes)?;
-    let part = match &binding.response_body {
-        None => msg,
-        Some(field) => match msg.get_field(field).into_owned() {
-            Value::Message(inner) if !field.is_list() => inner,
-            _ => {
-                // A scalar or repeated response_body: write that field's JSON value alone.
-                let whole = json::encode(&msg, &options.clone().skip_default_fields(false))
-                    .map_err(bad_reply)?;
-                let value: serde_json::Value = serde_json::from_slice(&whole).map_err(bad_reply)?;
-                let key = if binding.json.use_proto_names {
-                    field.name()
-                } else {
-                    field.json_name()
-                };
-                let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
-                return Ok(HttpReplyBody::Json(
-                    serde_json::to_vec(&part).map_err(bad_reply)?,
-                ));
-            }
-        },
+    let part = match reply_part(binding, bytes, &options)? {
+        ReplyPart::Message(part) => part,
+        ReplyPart::Json(json) => return Ok(HttpReplyBody::Json(json)),
     };
     if binding.raw_response_body {
         let content_type = match part.get_field_by_name("content_type").as_deref() {
