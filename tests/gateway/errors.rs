@@ -195,18 +195,13 @@ async fn garbage_requests_get_errors_and_the_gateway_stays_up() {
 #[tokio::test]
 async fn a_backend_errors_metadata_reaches_an_mcp_tool_error() {
     let h = Harness::start().await;
-    let request = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": { "name": "Probe_Fail", "arguments": { "code": 5 } } });
-    let r = h
-        .client
-        .send(
-            Method::POST,
-            "/mcp",
-            &[("content-type", "application/json")],
-            request.to_string(),
-        )
-        .await;
-    let result = &r.json()["result"];
+    let (_, result) = support::mcp_call(
+        &h.client,
+        &[],
+        "Probe_Fail",
+        serde_json::json!({ "code": 5 }),
+    )
+    .await;
     assert_eq!(result["isError"], true, "{result}");
     assert_eq!(
         result["_meta"]["io.portico/metadata"]["x-probe-failure"], "5",

@@ -71,15 +71,7 @@ async fn rpc(client: &HttpClient, headers: &[(&str, &str)], body: Value) -> (Sta
 }
 
 async fn call(client: &HttpClient, headers: &[(&str, &str)], name: &str, args: Value) -> Value {
-    let (status, reply) = rpc(
-        client,
-        headers,
-        json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": { "name": name, "arguments": args } }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    assert_eq!(reply["id"], 7);
-    reply["result"].clone()
+    support::mcp_call(client, headers, name, args).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -206,19 +206,13 @@ async fn a_dropped_enum_name_is_no_path_of_the_filled_update_mask() {
     assert_eq!(reply["result"]["pages"], "322", "{reply}");
 
     // An MCP tool of the PATCH method.
-    let call = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": { "name": "Library_UpdateBook", "arguments":
-            { "book": { "name": "shelves/1/books/1", "genre": "GENRE_POETRY", "pages": 323 } } } });
-    let r = h
-        .client
-        .send(
-            Method::POST,
-            "/mcp",
-            &[("content-type", "application/json")],
-            call.to_string(),
-        )
-        .await;
-    let result = &r.json()["result"];
+    let (_, result) = support::mcp_call(
+        &h.client,
+        &[],
+        "Library_UpdateBook",
+        serde_json::json!({ "book": { "name": "shelves/1/books/1", "genre": "GENRE_POETRY", "pages": 323 } }),
+    )
+    .await;
     assert_ne!(result["isError"], true, "{result}");
     assert_eq!(
         result["_meta"]["io.portico/metadata"]["x-update-mask"], "pages",

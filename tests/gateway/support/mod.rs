@@ -234,6 +234,44 @@ impl Reply {
     }
 }
 
+/// An MCP `tools/call` (id 7) of `tool` with `arguments` posted to `path`
+/// (`/mcp`, perhaps with a query) with `headers`: the HTTP reply as it came.
+pub async fn mcp_send(
+    client: &HttpClient,
+    path: &str,
+    headers: &[(&str, &str)],
+    tool: &str,
+    arguments: serde_json::Value,
+) -> Reply {
+    let request = serde_json::json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": { "name": tool, "arguments": arguments } });
+    let mut all = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    all.extend_from_slice(headers);
+    client
+        .send(http::Method::POST, path, &all, request.to_string())
+        .await
+}
+
+/// An MCP `tools/call` of `tool` with `arguments` (and `headers`): the
+/// HTTP reply, checked to be a JSON-RPC answer to it, and its `result`.
+pub async fn mcp_call(
+    client: &HttpClient,
+    headers: &[(&str, &str)],
+    tool: &str,
+    arguments: serde_json::Value,
+) -> (Reply, serde_json::Value) {
+    let reply = mcp_send(client, "/mcp", headers, tool, arguments).await;
+    let answer = reply.json();
+    assert_eq!(reply.status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["id"], 7, "{answer}");
+    let result = answer["result"].clone();
+    assert!(result.is_object(), "not a tool result: {answer}");
+    (reply, result)
+}
+
 /// An HTTP/1.1 client (hyper), or HTTP/2 with prior knowledge; plain
 /// text, or TLS with a client config of the test's choosing.
 #[derive(Clone)]

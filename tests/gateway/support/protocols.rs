@@ -175,13 +175,7 @@ pub async fn call_at(
             } else {
                 "Probe_Headers"
             };
-            let mut all = vec![("content-type", "application/json")];
-            all.extend_from_slice(headers);
-            let request = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                  "params": { "name": tool, "arguments": json_body } });
-            let r = client
-                .send(Method::POST, &with_query("/mcp"), &all, request.to_string())
-                .await;
+            let r = super::mcp_send(client, &with_query("/mcp"), headers, tool, json_body).await;
             let reply = r.json();
             let result = &reply["result"];
             assert!(result.is_object(), "not a tool result: {reply}");
