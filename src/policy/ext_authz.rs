@@ -437,12 +437,7 @@ impl ExtAuthz {
         }
         let denial = match answer.http_response {
             Some(auth::check_response::HttpResponse::DeniedResponse(d)) => {
-                let status = d
-                    .status
-                    .and_then(|s| u16::try_from(s.code).ok())
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .filter(|s| !s.is_success() && !s.is_informational())
-                    .unwrap_or(StatusCode::FORBIDDEN);
+                let status = denial_status(d.status.map_or(0, |s| s.code.into()));
                 let mut headers = HeaderMap::new();
                 let mut content_type = None;
                 for (name, value, _) in header_options(&d.headers) {
@@ -536,12 +531,24 @@ impl ExtAuthz {
             }
         }
         Ok(Decision::Deny(Denial {
-            status: answer.status,
+            status: denial_status(answer.status.as_u16().into()),
             headers,
             content_type: answer.headers.get(http::header::CONTENT_TYPE).cloned(),
             body: answer.body,
         }))
     }
+}
+
+/// The HTTP status a denial is answered with: the service's, when it is
+/// one a denial can be (a redirect, a client or a server error); a
+/// success or an interim status (a denial is never answered as one), or a
+/// number HTTP defines no class for (600 and up), is a 403.
+fn denial_status(code: i64) -> StatusCode {
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (300..600).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::FORBIDDEN)
 }
 
 /// Envoy's header options as (name, value, append); bad ones are dropped.

@@ -114,6 +114,18 @@ impl auth::authorization_server::Authorization for Authorizer {
                 )),
                 ..Default::default()
             },
+            // A denial whose HTTP status HTTP defines no class for.
+            Some("odd") => auth::CheckResponse {
+                status: Some(status(7, "odd")),
+                http_response: Some(auth::check_response::HttpResponse::DeniedResponse(
+                    auth::DeniedHttpResponse {
+                        status: Some(HttpStatus { code: 999 }),
+                        body: "an odd refusal".to_owned(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
             _ => auth::CheckResponse {
                 status: Some(status(7, "no tenant, no entry")),
                 ..Default::default()
@@ -469,7 +481,16 @@ async fn forward_auth() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::HeaderMap>
                         .headers()
                         .get("authorization")
                         .is_some_and(|v| v == "Bearer letmein");
-                    let resp = if allowed {
+                    // A denial with the status the client asks for.
+                    let decided = req
+                        .headers()
+                        .get("x-decide")
+                        .and_then(|v| v.to_str().ok()?.parse::<u16>().ok());
+                    let resp = if let Some(status) = decided {
+                        http::Response::builder()
+                            .status(status)
+                            .body(Full::new(bytes::Bytes::from("an odd refusal")))
+                    } else if allowed {
                         http::Response::builder()
                             .status(200)
                             .header("x-user-id", "u-42")
@@ -494,6 +515,48 @@ async fn forward_auth() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::HeaderMap>
         }
     });
     (addr, seen)
+}
+
+/// A denial's status HTTP defines no class for (600 to 999, which an HTTP
+/// service can send and an Envoy `HttpStatus` can hold) is no status to
+/// give a client: the call is refused with a 403 / PERMISSION_DENIED on
+/// every protocol, the service's body still its message.
+#[tokio::test]
+async fn a_denial_status_http_does_not_define_is_a_403() {
+    let authorizer = Authorizer::default();
+    let grpc = authorizer.start().await;
+    let (http, _) = forward_auth().await;
+    for (service, target, headers) in [
+        ("gRPC", format!("grpc = \"{grpc}\""), [("x-tenant", "odd")]),
+        (
+            "HTTP",
+            format!("http = \"http://{http}/check\""),
+            [("x-decide", "999")],
+        ),
+    ] {
+        let sections =
+            format!("[ext_authz.gate]\n{target}\ninclude_headers = [\"x-tenant\", \"x-decide\"]\n");
+        let h = gateway(&sections, "ext_authz = \"gate\"").await;
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &headers, "", None).await;
+            if protocol == Protocol::Rest {
+                // REST gets the service's body as written: its status tells.
+                let r = h
+                    .client
+                    .send(http::Method::GET, "/v1/probe/headers", &headers, "")
+                    .await;
+                assert_eq!(r.status, 403, "{service}: {}", r.text());
+                assert_eq!(r.text(), "an odd refusal", "{service}");
+            } else {
+                assert_eq!(seen.code, 7, "{service} {protocol:?}: {}", seen.message);
+                assert!(
+                    seen.message.contains("an odd refusal"),
+                    "{service} {protocol:?}: {}",
+                    seen.message
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
