@@ -619,6 +619,9 @@ impl GatewayError {
         if source_is::<tonic::TimeoutExpired>(status) {
             return Self::deadline_exceeded();
         }
+        if let Some(reset) = reset_by_backend(status) {
+            return reset;
+        }
         // A connection reset mid-call comes as UNKNOWN "transport error".
         if matches!(status.code(), Code::Unavailable | Code::Unknown)
             && status.metadata().is_empty()
@@ -654,6 +657,18 @@ impl GatewayError {
         }
         if let Some(refused) = refused_reply(status) {
             return refused;
+        }
+        // tonic's word for a body that ended inside a message: no status
+        // came, the message is cut short, so the reply is unreadable.
+        if status.code() == Code::Internal
+            && status.metadata().is_empty()
+            && status.message() == "Unexpected EOF decoding stream."
+        {
+            return Self::new(
+                ErrorKind::BadBackendReply,
+                Origin::Backend,
+                "the backend's reply could not be read: its stream ended inside a message, with no grpc-status (cut short, perhaps by a proxy or load balancer)",
+            );
         }
         Self::new(
             ErrorKind::Backend(Box::new(BackendStatus {
@@ -748,6 +763,51 @@ fn refused_reply(status: &tonic::Status) -> Option<GatewayError> {
                 ) => bad(format!("the backend's reply broke HTTP/2 ({reason:?}): {text}")),
                 _ => None,
             };
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// A call's stream the backend reset (`RST_STREAM`), as gRPC's HTTP/2
+/// mapping reads each reason: `CANCEL` is CANCELLED, `ENHANCE_YOUR_CALM`
+/// RESOURCE_EXHAUSTED, `INADEQUATE_SECURITY` PERMISSION_DENIED, the rest
+/// INTERNAL (a reply the gateway could not read whole: REST `502`), each
+/// saying the backend reset it. `REFUSED_STREAM` (a stream
+/// the backend never started, so safe to retry elsewhere) is left to the
+/// unavailable backend it is.
+fn reset_by_backend(status: &tonic::Status) -> Option<GatewayError> {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            let reason = h2.reason().filter(|_| h2.is_reset() && h2.is_remote())?;
+            let said = format!(
+                "the backend reset the call's stream ({reason:?}: {})",
+                reason.description()
+            );
+            let code = match reason {
+                h2::Reason::REFUSED_STREAM => return None,
+                h2::Reason::CANCEL => Code::Cancelled,
+                h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+                h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+                // A reply broken off, as one cut inside a message is.
+                _ => {
+                    return Some(GatewayError::new(
+                        ErrorKind::BadBackendReply,
+                        Origin::Backend,
+                        said,
+                    ))
+                }
+            };
+            return Some(GatewayError::new(
+                ErrorKind::Backend(Box::new(BackendStatus {
+                    code,
+                    details: Default::default(),
+                    metadata: Default::default(),
+                })),
+                Origin::Backend,
+                said,
+            ));
         }
         source = e.source();
     }

@@ -24,9 +24,11 @@ impl Seen {
     /// status the error table gives it, Connect by its name.
     fn everywhere(code: i32) -> Seen {
         let (status, name) = match code {
+            1 => (499, "canceled"),
             4 => (504, "deadline_exceeded"),
             5 => (404, "not_found"),
             7 => (403, "permission_denied"),
+            8 => (429, "resource_exhausted"),
             13 => (502, "internal"),
             14 => (503, "unavailable"),
             other => panic!("code {other} has no row here"),
@@ -367,6 +369,52 @@ async fn a_backends_malformed_status_fields_keep_its_code_and_message_everywhere
         assert_eq!(seen, Seen::everywhere(5), "trailers only: {trailers_only}");
         for message in &said.0 {
             assert_eq!(message, "café \u{fffd}", "trailers only: {trailers_only}");
+        }
+    }
+}
+
+/// A backend that breaks a reply off, resetting the call's stream or
+/// ending it inside a message, is said to have done so on every protocol,
+/// by gRPC's reading of each HTTP/2 reason: never an "http2 error", nor
+/// the connection lost when only the stream was reset.
+#[tokio::test]
+async fn a_reply_the_backend_broke_off_says_how_everywhere() {
+    use support::scripted::Ending;
+    let cases = [
+        (
+            Ending::Reset(h2::Reason::INTERNAL_ERROR),
+            13,
+            "the backend reset the call's stream (INTERNAL_ERROR",
+        ),
+        (
+            Ending::Reset(h2::Reason::ENHANCE_YOUR_CALM),
+            8,
+            "the backend reset the call's stream (ENHANCE_YOUR_CALM",
+        ),
+        (
+            Ending::Reset(h2::Reason::CANCEL),
+            1,
+            "the backend reset the call's stream (CANCEL",
+        ),
+        (
+            Ending::InsideAMessage,
+            13,
+            "its stream ended inside a message, with no grpc-status",
+        ),
+    ];
+    for (ending, code, says) in cases {
+        let (backend, _) = support::scripted::serve(support::scripted::Script {
+            ending,
+            ..Default::default()
+        })
+        .await;
+        let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+        let request = pb::FailRequest::default();
+        let (seen, said) =
+            through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await;
+        assert_eq!(seen, Seen::everywhere(code), "{ending:?}");
+        for message in &said.0 {
+            assert!(message.contains(says), "{ending:?}: {message}");
         }
     }
 }

@@ -29,6 +29,21 @@ pub struct Script {
     pub trailers: Vec<(&'static str, &'static str)>,
     /// The status in the response headers, with no body (no messages).
     pub trailers_only: bool,
+    /// How the reply ends after its messages: with the status (the
+    /// default), or broken off.
+    pub ending: Ending,
+}
+
+/// How a scripted reply ends after its messages.
+#[derive(Clone, Copy, Default, Debug)]
+pub enum Ending {
+    /// The trailers with the status.
+    #[default]
+    Status,
+    /// `RST_STREAM` with this reason instead of trailers.
+    Reset(h2::Reason),
+    /// Half of one more message's frame, then the stream's end, no status.
+    InsideAMessage,
 }
 
 /// Serves `script` on a free port of 127.0.0.1; returns the address and a
@@ -82,7 +97,17 @@ pub async fn serve(script: Script) -> (SocketAddr, Arc<AtomicUsize>) {
                                 send.send_data(Bytes::from(super::frame_bytes(0, message)), false);
                         }
                         tokio::time::sleep(script.pause_before_status).await;
-                        let _ = send.send_trailers(trailers);
+                        match script.ending {
+                            Ending::Status => {
+                                let _ = send.send_trailers(trailers);
+                            }
+                            Ending::Reset(reason) => send.send_reset(reason),
+                            Ending::InsideAMessage => {
+                                let framed = super::frame_bytes(0, b"\x0a\x05shelf");
+                                let half = Bytes::from(framed[..framed.len() / 2].to_vec());
+                                let _ = send.send_data(half, true);
+                            }
+                        }
                     });
                 }
             });
