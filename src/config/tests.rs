@@ -807,6 +807,49 @@ fn scopes_on_a_route_that_takes_only_api_keys_are_a_config_error() {
     Config::from_toml(&claims("[\"keys\", \"users\"]", "tenant = \"acme\"")).unwrap();
 }
 
+/// A scope no token can hold and a cookie no client can send would each
+/// load and then refuse, or fail to read, every caller: both are named.
+#[test]
+fn a_scope_or_cookie_name_no_caller_can_meet_is_a_config_error() {
+    let jwt = "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-keys\"\n";
+    let config = |route: &str, extra: &str| {
+        format!(
+            "{}\n{jwt}{extra}",
+            MINIMAL.replace(
+                "upstream = \"backend\"\n",
+                &format!("upstream = \"backend\"\nauth = \"users\"\n{route}\n"),
+            )
+        )
+    };
+    let scopes = |list: &str| config(&format!("authorize = {{ scopes = {list} }}"), "");
+    let cookie = |name: &str| config("", &format!("cookie = {name:?}\n"));
+    let cases = [
+        (
+            scopes(r#"["read", ""]"#),
+            "routes[0].authorize.scopes[1]",
+            "not one scope",
+        ),
+        (
+            scopes(r#"["orders.read orders.write"]"#),
+            "routes[0].authorize.scopes[0]",
+            "split at spaces",
+        ),
+        (cookie(""), "authenticators.users.cookie", "no cookie name"),
+        (
+            cookie("a b;c"),
+            "authenticators.users.cookie",
+            "no cookie name",
+        ),
+    ];
+    for (text, key, says) in cases {
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.reason.contains(says), "{err}");
+    }
+    Config::from_toml(&scopes(r#"["orders.read", "orders:write"]"#)).unwrap();
+    Config::from_toml(&cookie("__Host-session")).unwrap();
+}
+
 #[test]
 fn a_health_check_names_what_its_upstreams_protocol_checks() {
     for (protocol, check, key, says) in [

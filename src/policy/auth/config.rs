@@ -677,6 +677,16 @@ impl Validator<'_> {
                 return Err(self.err(format!("{key}.{at}"), why));
             }
         };
+        if let Some(cookie) = &a.cookie {
+            // RFC 6265's cookie-name: a token, which no browser sends empty.
+            let token = |c: char| c.is_ascii_graphic() && !"()<>@,;:\\\"/[]?={}".contains(c);
+            if cookie.is_empty() || !cookie.chars().all(token) {
+                return Err(self.err(
+                    format!("{key}.cookie"),
+                    format!("{cookie:?} is no cookie name a client can send: one or more visible ASCII characters, none of ()<>@,;:\\\"/[]?={{}}"),
+                ));
+            }
+        }
         Ok(JwtConfig {
             cookie: a.cookie.clone(),
             algorithm,

@@ -34,7 +34,19 @@ impl Validator<'_> {
                 }
                 other => other.clone(),
             },
-            scopes: a.scopes.clone(),
+            scopes: {
+                for (i, scope) in a.scopes.iter().enumerate() {
+                    // RFC 6749's scope-token: a token's `scope` is split at
+                    // spaces, so a scope holding one is no scope.
+                    if scope.is_empty() || scope.contains(' ') {
+                        return Err(self.err(
+                            format!("{k}.scopes[{i}]"),
+                            format!("{scope:?} is not one scope: a token's scopes are one string split at spaces, so each entry is one non-empty scope without spaces (list several scopes as several entries, all of which are required)"),
+                        ));
+                    }
+                }
+                a.scopes.clone()
+            },
             claims: a
                 .claims
                 .iter()
