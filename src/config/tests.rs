@@ -169,6 +169,29 @@ fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
         Config::from_toml(&text).unwrap_err().key,
         "metadata.forward[0]"
     );
+    // Every header the gateway never forwards is refused by name, and a
+    // name that is none.
+    for (name, says) in [
+        ("user-agent", "never reaches a backend"),
+        ("Content-Length", "never reaches a backend"),
+        ("connection", "never reaches a backend"),
+        ("x-http-method-override", "never reaches a backend"),
+        ("sec-websocket-key", "never reaches a backend"),
+        ("mcp-session-id", "never reaches a backend"),
+        ("connect-*", "never reaches a backend"),
+        ("", "is not a header name"),
+    ] {
+        let text = format!("{MINIMAL}\n[metadata]\nforward = [\"x-ok\", {name:?}]\n");
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "metadata.forward[1]", "{name}: {err}");
+        assert!(err.reason.contains(says), "{name}: {err}");
+    }
+    // A prefix that also matches such headers still forwards the others.
+    let text = format!("{MINIMAL}\n[metadata]\nforward = [\"*\", \"x-*\"]\n");
+    assert!(Config::from_toml(&text)
+        .unwrap()
+        .metadata
+        .allows("x-tenant"));
 }
 
 #[test]

@@ -75,10 +75,31 @@ impl Validator<'_> {
             for (i, name) in list.iter().enumerate() {
                 let lower = name.to_ascii_lowercase();
                 let bare = lower.strip_suffix('*').unwrap_or(&lower);
-                if http::HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
+                let prefix = lower.ends_with('*');
+                if (http::HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty())
+                    || (bare.is_empty() && !prefix)
+                {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),
                         format!("{name:?} is not a header name"),
+                    ));
+                }
+                // Headers no rule forwards: naming one would promise what
+                // the gateway never does.
+                let never = match http::HeaderName::from_bytes(bare.as_bytes()) {
+                    Ok(header) if !prefix => {
+                        crate::headers::is_framing(&header)
+                            || crate::headers::is_method_override(bare)
+                    }
+                    _ => false,
+                } || crate::headers::is_protocol_own(bare);
+                if never
+                    && !(bare.starts_with("grpc-")
+                        || matches!(bare, "te" | "content-type" | "host"))
+                {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} never reaches a backend (a header of the HTTP framing, a client protocol's own, or a method override; see the README's table of what the backend receives): leave it out"),
                     ));
                 }
                 if bare.starts_with("grpc-")
@@ -91,7 +112,7 @@ impl Validator<'_> {
                         format!("{name:?} is set by the gateway itself and cannot be forwarded"),
                     ));
                 }
-                if lower.ends_with('*') {
+                if prefix {
                     out.forward_prefixes.push(bare.to_owned());
                 } else {
                     out.forward.insert(lower);
