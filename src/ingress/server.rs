@@ -145,6 +145,21 @@ pub fn spawn<S: Serving>(
     })
 }
 
+/// The reason phrase of a status HTTP names none for: nginx's for 499
+/// (which the gateway answers a call its backend cancelled with), else
+/// its class's name.
+fn reason_phrase(status: http::StatusCode) -> hyper::ext::ReasonPhrase {
+    use hyper::ext::ReasonPhrase;
+    match status.as_u16() {
+        499 => ReasonPhrase::from_static(b"Client Closed Request"),
+        100..=199 => ReasonPhrase::from_static(b"Informational"),
+        200..=299 => ReasonPhrase::from_static(b"Success"),
+        300..=399 => ReasonPhrase::from_static(b"Redirection"),
+        400..=499 => ReasonPhrase::from_static(b"Client Error"),
+        _ => ReasonPhrase::from_static(b"Server Error"),
+    }
+}
+
 /// What a TLS connection's handshake said of it.
 struct TlsSession {
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
@@ -213,6 +228,13 @@ async fn serve_connection<Io, S: Serving>(
             };
             async move {
                 let (mut resp, witness) = handled.await;
+                // HTTP/1.1 writes a reason phrase; one HTTP names none for
+                // (499, a status an authorization service or a backend
+                // chose) would go out as hyper's `<none>`.
+                if resp.status().canonical_reason().is_none() {
+                    let reason = reason_phrase(resp.status());
+                    resp.extensions_mut().insert(reason);
+                }
                 if closes.is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire)) {
                     resp.headers_mut().insert(
                         http::header::CONNECTION,
