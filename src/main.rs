@@ -306,15 +306,6 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
             e.message
         )
     };
-    // An origin-form target (RFC 9112 section 3.2.1; the absolute form was
-    // read as its path above): the server's HTTP parser refuses any other
-    // with a bare 400 before the gateway sees it.
-    if !raw_path.starts_with('/') {
-        return refused(portico::error::GatewayError::invalid_field(
-            "path",
-            format!("{raw_path:?} is not a request path: it must start with /"),
-        ));
-    }
     if let Err(e) =
         portico::ingress::edge::framing::target_length(target, &loaded.config.server.limits)
     {

@@ -265,3 +265,32 @@ async fn a_query_that_is_not_utf8_is_refused_on_every_protocol() {
     let r = h.client.get("/v1/files/%C3%A9t%C3%A9").await;
     assert_eq!(r.json()["path"], "\u{e9}t\u{e9}", "{}", r.text());
 }
+
+/// The asterisk form of a request target (`OPTIONS *`, which HTTP/1.1's
+/// parser takes for any method) names no path: a `400` saying so, as
+/// `portico check --explain` says, never matched as the path `/*`.
+#[tokio::test]
+async fn an_asterisk_target_is_no_path() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    for method in ["GET", "OPTIONS", "POST"] {
+        let mut socket = tokio::net::TcpStream::connect(h.gateway.addr)
+            .await
+            .unwrap();
+        socket
+            .write_all(
+                format!("{method} * HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
+        assert!(
+            answer.contains("\\\"*\\\" is not a request path: it must start with /"),
+            "{method}: {answer}"
+        );
+    }
+}

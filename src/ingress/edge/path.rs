@@ -21,6 +21,17 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));
     }
+    // The asterisk form (`OPTIONS *`), which HTTP's parsers take, names no
+    // resource here.
+    if !path.starts_with('/') {
+        return Err(GatewayError::invalid_field(
+            "path",
+            format!(
+                "{} is not a request path: it must start with /",
+                shown(path)
+            ),
+        ));
+    }
     check_escapes(path)
         .map_err(|why| GatewayError::invalid_field("path", format!("{} {why}", shown(path))))?;
     let mut out: Vec<String> = Vec::new();
