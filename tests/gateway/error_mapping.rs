@@ -346,6 +346,14 @@ async fn an_unreachable_backend_is_unavailable_everywhere_naming_the_upstream() 
     }
 }
 
+/// `Probe.Fail` called through every protocol by a gateway in front of
+/// `backend` (a scripted one, whose reply is the same whatever the call).
+async fn fail_through_every_protocol(backend: std::net::SocketAddr) -> (Seen, Said) {
+    let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
+    let request = pb::FailRequest::default();
+    through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await
+}
+
 /// A backend's status fields that tonic would misread: details that are
 /// not base64 (tonic panics on them) and a message cut inside a UTF-8
 /// character (tonic throws the code away for UNKNOWN). Every protocol gets
@@ -362,10 +370,7 @@ async fn a_backends_malformed_status_fields_keep_its_code_and_message_everywhere
             ..Default::default()
         })
         .await;
-        let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
-        let request = pb::FailRequest::default();
-        let (seen, said) =
-            through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await;
+        let (seen, said) = fail_through_every_protocol(backend).await;
         assert_eq!(seen, Seen::everywhere(5), "trailers only: {trailers_only}");
         for message in &said.0 {
             assert_eq!(message, "café \u{fffd}", "trailers only: {trailers_only}");
@@ -408,10 +413,7 @@ async fn a_reply_the_backend_broke_off_says_how_everywhere() {
             ..Default::default()
         })
         .await;
-        let h = Harness::start_with_config(|_| support::config_text(backend, "", "")).await;
-        let request = pb::FailRequest::default();
-        let (seen, said) =
-            through_every_protocol(&h, "/portico.demo.v1.Probe/Fail", None, &request, "{}").await;
+        let (seen, said) = fail_through_every_protocol(backend).await;
         assert_eq!(seen, Seen::everywhere(code), "{ending:?}");
         for message in &said.0 {
             assert!(message.contains(says), "{ending:?}: {message}");

@@ -388,15 +388,7 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let h = Harness::start_with_config(|b| with_limits(support::config_text(b, "", ""))).await;
-    let event = {
-        use prost::Message as _;
-        portico::demo::backends::pb::Event {
-            seq: 1,
-            topic: "t".into(),
-            text: String::new(),
-        }
-        .encode_to_vec()
-    };
+    let event = an_event();
     let client = h2_client(h.gateway.addr).await;
     for content_type in [
         "application/grpc",
@@ -451,6 +443,17 @@ async fn a_client_stream_whose_client_goes_quiet_ends_the_same_on_every_protocol
     .await
     .unwrap();
     told_client_silent(support::ws_status(&mut ws).await);
+}
+
+/// One `Feed.Upload` message, encoded.
+fn an_event() -> Vec<u8> {
+    use prost::Message as _;
+    portico::demo::backends::pb::Event {
+        seq: 1,
+        topic: "t".into(),
+        text: String::new(),
+    }
+    .encode_to_vec()
 }
 
 /// A raw HTTP/2 backend that answers every call's headers at once, reads
@@ -570,15 +573,7 @@ async fn an_upload_whose_deadline_passes_while_its_client_sends_is_the_clients_d
     let log = dir.join("access.log");
     let sections = format!("[access_log]\npath = \"{}\"\n", log.display());
     let h = Harness::start_with_config(move |b| support::config_text(b, &sections, "")).await;
-    let event = {
-        use prost::Message as _;
-        portico::demo::backends::pb::Event {
-            seq: 1,
-            topic: "t".into(),
-            text: String::new(),
-        }
-        .encode_to_vec()
-    };
+    let event = an_event();
     const SAYS: &str = "still sending the request stream";
     let client = h2_client(h.gateway.addr).await;
     // Protocol, path, headers (one setting a 500 ms deadline), and one
