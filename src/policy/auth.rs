@@ -281,17 +281,22 @@ fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
 fn api_key(config: &ApiKeyConfig, env: &Envelope) -> Result<Arc<Principal>, GatewayError> {
     // Two different keys were refused by the pipeline's first policy
     // (policy::one_credential): the first value is the one.
-    let key = env
-        .ctx
-        .headers
-        .get(&config.header)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            GatewayError::unauthenticated(
-                true,
-                format!("this route needs an API key in {}", config.header),
-            )
-        })?;
+    let sent = env.ctx.headers.get(&config.header).ok_or_else(|| {
+        GatewayError::unauthenticated(
+            true,
+            format!("this route needs an API key in {}", config.header),
+        )
+    })?;
+    // No key is stored that is not visible ASCII text.
+    let key = sent.to_str().map_err(|_| {
+        GatewayError::unauthenticated(
+            true,
+            format!(
+                "unknown API key: the {} header holds bytes that are not visible ASCII text, as every key is",
+                config.header
+            ),
+        )
+    })?;
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     let consumer = config
         .consumers

@@ -1675,3 +1675,51 @@ async fn a_session_with_client_certificates_is_never_resumed() {
         ]
     );
 }
+
+/// An API key header holding bytes that are not visible ASCII is told
+/// apart from a missing key: "unknown API key", saying why, on every
+/// protocol that can carry such a header over HTTP/1.1 as it came.
+#[tokio::test]
+async fn an_api_key_that_is_not_ascii_text_is_an_unknown_key_saying_why() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sections = format!(
+        "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
+        support::fixture("api_keys.toml")
+    );
+    let h = gateway(&sections, "auth = \"keys\"").await;
+    let grpc_web_body = "\0\0\0\0\0";
+    for (protocol, head, body) in [
+        ("REST", "GET /v1/probe/headers HTTP/1.1\r\n", ""),
+        (
+            "Connect",
+            "POST /portico.demo.v1.Probe/Headers HTTP/1.1\r\ncontent-type: application/json\r\n",
+            "{}",
+        ),
+        (
+            "gRPC-Web",
+            "POST /portico.demo.v1.Probe/Headers HTTP/1.1\r\ncontent-type: application/grpc-web+proto\r\n",
+            grpc_web_body,
+        ),
+    ] {
+        let mut request = format!(
+            "{head}host: g\r\nconnection: close\r\ncontent-length: {}\r\nx-api-key: caf",
+            body.len()
+        )
+        .into_bytes();
+        request.push(0xe9);
+        request.extend_from_slice(format!("\r\n\r\n{body}").as_bytes());
+        let mut socket = tokio::net::TcpStream::connect(h.gateway.addr).await.unwrap();
+        socket.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.contains("unknown API key: the x-api-key header holds bytes that are not visible ASCII text"),
+            "{protocol}: {answer}"
+        );
+        assert!(
+            answer.contains("401") || answer.contains("grpc-status: 16"),
+            "{protocol}: {answer}"
+        );
+    }
+}
