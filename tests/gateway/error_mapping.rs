@@ -461,18 +461,12 @@ async fn a_backend_lost_mid_stream_is_unavailable_naming_the_upstream() {
 /// "Client Closed Request"), never a placeholder.
 #[tokio::test]
 async fn a_499_has_a_reason_phrase_over_http1() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::start().await;
-    let mut socket = tokio::net::TcpStream::connect(h.gateway.addr)
-        .await
-        .unwrap();
-    socket
-        .write_all(b"GET /v1/probe/fail/1 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    socket.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = support::http1_exchange(
+        h.gateway.addr,
+        b"GET /v1/probe/fail/1 HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(
         answer.starts_with("HTTP/1.1 499 Client Closed Request\r\n"),
         "{answer}"

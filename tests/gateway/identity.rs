@@ -1681,7 +1681,6 @@ async fn a_session_with_client_certificates_is_never_resumed() {
 /// protocol that can carry such a header over HTTP/1.1 as it came.
 #[tokio::test]
 async fn an_api_key_that_is_not_ascii_text_is_an_unknown_key_saying_why() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sections = format!(
         "[authenticators.keys]\nkind = \"api_key\"\nkeys_file = \"{}\"\n",
         support::fixture("api_keys.toml")
@@ -1708,11 +1707,7 @@ async fn an_api_key_that_is_not_ascii_text_is_an_unknown_key_saying_why() {
         .into_bytes();
         request.push(0xe9);
         request.extend_from_slice(format!("\r\n\r\n{body}").as_bytes());
-        let mut socket = tokio::net::TcpStream::connect(h.gateway.addr).await.unwrap();
-        socket.write_all(&request).await.unwrap();
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = support::http1_exchange(h.gateway.addr, &request).await;
         assert!(
             answer.contains("unknown API key: the x-api-key header holds bytes that are not visible ASCII text"),
             "{protocol}: {answer}"

@@ -271,22 +271,12 @@ async fn a_query_that_is_not_utf8_is_refused_on_every_protocol() {
 /// `portico check --explain` says, never matched as the path `/*`.
 #[tokio::test]
 async fn an_asterisk_target_is_no_path() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::start().await;
     for method in ["GET", "OPTIONS", "POST"] {
-        let mut socket = tokio::net::TcpStream::connect(h.gateway.addr)
-            .await
-            .unwrap();
-        socket
-            .write_all(
-                format!("{method} * HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        socket.read_to_end(&mut answer).await.unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let request = format!(
+            "{method} * HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let answer = support::http1_exchange(h.gateway.addr, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{method}: {answer}");
         assert!(
             answer.contains("\\\"*\\\" is not a request path: it must start with /"),

@@ -234,6 +234,18 @@ impl Reply {
     }
 }
 
+/// Writes `request` (an HTTP/1.1 request as bytes, asking to close the
+/// connection) to `addr` on a connection of its own and reads the whole
+/// answer, as text.
+pub async fn http1_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// An MCP `tools/call` (id 7) of `tool` with `arguments` posted to `path`
 /// (`/mcp`, perhaps with a query) with `headers`: the HTTP reply as it came.
 pub async fn mcp_send(
