@@ -22,8 +22,9 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, GatewayError> {
         return Ok(Cow::Borrowed(path));
     }
     // The asterisk form (`OPTIONS *`), which HTTP's parsers take, names no
-    // resource here.
-    if !path.starts_with('/') {
+    // resource here. (A CONNECT's authority form has no path at all: the
+    // edge refuses it for what it asks.)
+    if !path.is_empty() && !path.starts_with('/') {
         return Err(GatewayError::invalid_field(
             "path",
             format!(
