@@ -720,53 +720,44 @@ fn transport_failure(status: &tonic::Status) -> bool {
 /// and is said as the closed connection it is.
 fn refused_reply(status: &tonic::Status) -> Option<GatewayError> {
     let limit = crate::config::BACKEND_HEADER_LIST_BYTES / 1024;
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            if !h2.is_library() {
-                return None;
-            }
-            let text = h2.to_string();
-            let bad = |why: String| {
-                Some(GatewayError::new(
-                    ErrorKind::BadBackendReply,
-                    Origin::Backend,
-                    why,
-                ))
-            };
-            return match h2.reason() {
-                // h2 counts a header block's CONTINUATION frames against
-                // the list size it advertised, and closes the connection.
-                Some(h2::Reason::ENHANCE_YOUR_CALM)
-                    if text.contains("too_many_continuations")
-                        || text.contains("header_list_way_too_large") =>
-                {
-                    bad(format!(
-                        "the backend's reply headers or trailers are over the {limit} KiB the gateway accepts \
-                         (too many CONTINUATION frames); the connection to it was closed"
-                    ))
-                }
-                Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(GatewayError::new(
-                    ErrorKind::BackendUnavailable,
-                    Origin::Backend,
-                    format!("the gateway's HTTP/2 client closed its connection to the backend: {text}"),
-                )),
-                Some(h2::Reason::PROTOCOL_ERROR) => bad(format!(
-                    "the gateway's HTTP/2 client refused the backend's reply (PROTOCOL_ERROR): a header \
-                     block over the {limit} KiB it accepts, a header HTTP/2 does not allow (`connection`, \
-                     `transfer-encoding`, `upgrade`, `keep-alive`), or a frame it does not allow"
-                )),
-                Some(
-                    reason @ (h2::Reason::FRAME_SIZE_ERROR
-                    | h2::Reason::COMPRESSION_ERROR
-                    | h2::Reason::FLOW_CONTROL_ERROR),
-                ) => bad(format!("the backend's reply broke HTTP/2 ({reason:?}): {text}")),
-                _ => None,
-            };
+    let h2 = source_of::<h2::Error>(status).filter(|h2| h2.is_library())?;
+    let text = h2.to_string();
+    let bad = |why: String| {
+        Some(GatewayError::new(
+            ErrorKind::BadBackendReply,
+            Origin::Backend,
+            why,
+        ))
+    };
+    match h2.reason() {
+        // h2 counts a header block's CONTINUATION frames against
+        // the list size it advertised, and closes the connection.
+        Some(h2::Reason::ENHANCE_YOUR_CALM)
+            if text.contains("too_many_continuations")
+                || text.contains("header_list_way_too_large") =>
+        {
+            bad(format!(
+                "the backend's reply headers or trailers are over the {limit} KiB the gateway accepts \
+                 (too many CONTINUATION frames); the connection to it was closed"
+            ))
         }
-        source = e.source();
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(GatewayError::new(
+            ErrorKind::BackendUnavailable,
+            Origin::Backend,
+            format!("the gateway's HTTP/2 client closed its connection to the backend: {text}"),
+        )),
+        Some(h2::Reason::PROTOCOL_ERROR) => bad(format!(
+            "the gateway's HTTP/2 client refused the backend's reply (PROTOCOL_ERROR): a header \
+             block over the {limit} KiB it accepts, a header HTTP/2 does not allow (`connection`, \
+             `transfer-encoding`, `upgrade`, `keep-alive`), or a frame it does not allow"
+        )),
+        Some(
+            reason @ (h2::Reason::FRAME_SIZE_ERROR
+            | h2::Reason::COMPRESSION_ERROR
+            | h2::Reason::FLOW_CONTROL_ERROR),
+        ) => bad(format!("the backend's reply broke HTTP/2 ({reason:?}): {text}")),
+        _ => None,
     }
-    None
 }
 
 /// A call's stream the backend reset (`RST_STREAM`), as gRPC's HTTP/2
@@ -777,52 +768,52 @@ fn refused_reply(status: &tonic::Status) -> Option<GatewayError> {
 /// the backend never started, so safe to retry elsewhere) is left to the
 /// unavailable backend it is.
 fn reset_by_backend(status: &tonic::Status) -> Option<GatewayError> {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            let reason = h2.reason().filter(|_| h2.is_reset() && h2.is_remote())?;
-            let said = format!(
-                "the backend reset the call's stream ({reason:?}: {})",
-                reason.description()
-            );
-            let code = match reason {
-                h2::Reason::REFUSED_STREAM => return None,
-                h2::Reason::CANCEL => Code::Cancelled,
-                h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
-                h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
-                // A reply broken off, as one cut inside a message is.
-                _ => {
-                    return Some(GatewayError::new(
-                        ErrorKind::BadBackendReply,
-                        Origin::Backend,
-                        said,
-                    ))
-                }
-            };
+    let h2 = source_of::<h2::Error>(status)?;
+    let reason = h2.reason().filter(|_| h2.is_reset() && h2.is_remote())?;
+    let said = format!(
+        "the backend reset the call's stream ({reason:?}: {})",
+        reason.description()
+    );
+    let code = match reason {
+        h2::Reason::REFUSED_STREAM => return None,
+        h2::Reason::CANCEL => Code::Cancelled,
+        h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+        h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+        // A reply broken off, as one cut inside a message is.
+        _ => {
             return Some(GatewayError::new(
-                ErrorKind::Backend(Box::new(BackendStatus {
-                    code,
-                    details: Default::default(),
-                    metadata: Default::default(),
-                })),
+                ErrorKind::BadBackendReply,
                 Origin::Backend,
                 said,
-            ));
+            ))
+        }
+    };
+    Some(GatewayError::new(
+        ErrorKind::Backend(Box::new(BackendStatus {
+            code,
+            details: Default::default(),
+            metadata: Default::default(),
+        })),
+        Origin::Backend,
+        said,
+    ))
+}
+
+fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
+    source_of::<E>(status).is_some()
+}
+
+/// The first error of type `E` among a status's causes: the transport
+/// error tonic attached, or one it wraps.
+fn source_of<E: std::error::Error + 'static>(status: &tonic::Status) -> Option<&E> {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
         }
         source = e.source();
     }
     None
-}
-
-fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<E>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
 }
 
 impl ErrorKind {

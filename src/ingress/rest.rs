@@ -27,7 +27,6 @@ use futures_util::StreamExt;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::BodyExt;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -562,14 +561,34 @@ fn raw_part(binding: &Binding, bytes: &[u8]) -> Result<(String, Bytes), GatewayE
     })
 }
 
-/// An upload's next piece, waited for up to `stream_idle_timeout`; the
-/// call's deadline is the backend call's to enforce, as it is for every
-/// protocol's client stream.
-async fn next_frame(
+/// An upload's next bytes, waited for up to `stream_idle_timeout`; `None`
+/// once the body has ended. A read that fails (the client gone, broken
+/// framing) is the error the stream ends with; trailers carry nothing a
+/// message takes. The call's deadline is the backend call's to enforce, as
+/// it is for every protocol's client stream.
+async fn next_data(
     body: &mut IncomingBody,
     idle: std::time::Duration,
-) -> Result<Option<Result<http_body::Frame<Bytes>, super::request_body::BodyError>>, GatewayError> {
-    super::framed::next_frame(body, (idle, super::framed::STREAM_IDLE_TIMEOUT), None).await
+) -> Result<Option<Bytes>, GatewayError> {
+    loop {
+        let frame =
+            super::framed::next_frame(body, (idle, super::framed::STREAM_IDLE_TIMEOUT), None)
+                .await?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(super::framed::body_error(
+                    &e,
+                    "could not read the request stream",
+                ))
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
 }
 
 /// A client-streaming request body: newline-delimited JSON, one message per
@@ -620,40 +639,29 @@ fn ndjson_messages(
                 if st.done {
                     return None;
                 }
-                let frame = match next_frame(&mut st.body, idle).await {
-                    Ok(frame) => frame,
+                match next_data(&mut st.body, idle).await {
                     Err(err) => {
                         st.done = true;
                         return Some((Err(err), st));
                     }
-                };
-                match frame {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            st.queue.extend(st.lines.push(&data));
-                            // A line may arrive whole in one chunk: each is
-                            // measured, not only the one still arriving.
-                            let longest = st.queue.iter().map(|(_, l)| l.len()).max();
-                            if st.lines.pending().max(longest.unwrap_or(0)) > max_line {
-                                st.queue.clear();
-                                st.done = true;
-                                return Some((
-                                    Err(GatewayError::payload_too_large(
-                                        max_line,
-                                        crate::config::MESSAGE_LIMIT,
-                                    )),
-                                    st,
-                                ));
-                            }
+                    Ok(Some(data)) => {
+                        st.queue.extend(st.lines.push(&data));
+                        // A line may arrive whole in one chunk: each is
+                        // measured, not only the one still arriving.
+                        let longest = st.queue.iter().map(|(_, l)| l.len()).max();
+                        if st.lines.pending().max(longest.unwrap_or(0)) > max_line {
+                            st.queue.clear();
+                            st.done = true;
+                            return Some((
+                                Err(GatewayError::payload_too_large(
+                                    max_line,
+                                    crate::config::MESSAGE_LIMIT,
+                                )),
+                                st,
+                            ));
                         }
                     }
-                    Some(Err(e)) => {
-                        st.done = true;
-                        let err =
-                            super::framed::body_error(&e, "could not read the request stream");
-                        return Some((Err(err), st));
-                    }
-                    None => {
+                    Ok(None) => {
                         st.done = true;
                         match st.lines.finish() {
                             Some((_, last)) if last.len() > max_line => {
@@ -712,9 +720,6 @@ fn raw_body_messages(
     let max_data = max_message
         .saturating_sub(content_type.as_deref().map_or(0, str::len) + 16)
         .max(1);
-    let read_error = |e: super::request_body::BodyError| {
-        super::framed::body_error(&e, "could not read the request stream")
-    };
     Box::pin(futures_util::stream::unfold(state, move |mut st| {
         let binding = binding.clone();
         let segments = segments.clone();
@@ -746,40 +751,25 @@ fn raw_body_messages(
                     return st.failed.take().map(|e| (Err(e), st));
                 }
                 if st.pending.is_empty() {
-                    let frame = match next_frame(&mut st.body, idle).await {
-                        Ok(frame) => frame,
+                    match next_data(&mut st.body, idle).await {
+                        Ok(Some(data)) => st.pending.extend_from_slice(&data),
+                        Ok(None) => st.done = true,
                         Err(err) => {
                             st.done = true;
                             return Some((Err(err), st));
                         }
-                    };
-                    match frame {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                st.pending.extend_from_slice(&data);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            st.done = true;
-                            return Some((Err(read_error(e)), st));
-                        }
-                        None => st.done = true,
                     }
                 }
                 // Whatever else has already arrived goes in the same message.
                 while !st.done && st.pending.len() < max_data {
-                    match st.body.frame().now_or_never() {
+                    match next_data(&mut st.body, idle).now_or_never() {
                         None => break,
-                        Some(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data() {
-                                st.pending.extend_from_slice(&data);
-                            }
-                        }
-                        Some(Some(Err(e))) => {
+                        Some(Ok(Some(data))) => st.pending.extend_from_slice(&data),
+                        Some(Ok(None)) => st.done = true,
+                        Some(Err(err)) => {
                             st.done = true;
-                            st.failed = Some(read_error(e));
+                            st.failed = Some(err);
                         }
-                        Some(None) => st.done = true,
                     }
                 }
                 // Not enough for a full message and the body goes on: send

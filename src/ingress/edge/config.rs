@@ -84,6 +84,12 @@ impl Validator<'_> {
                         format!("{name:?} is not a header name"),
                     ));
                 }
+                if bare.starts_with("grpc-") || matches!(bare, "te" | "content-type" | "host") {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is set by the gateway itself and cannot be forwarded"),
+                    ));
+                }
                 // Headers no rule forwards: naming one would promise what
                 // the gateway never does.
                 let never = match http::HeaderName::from_bytes(bare.as_bytes()) {
@@ -93,23 +99,10 @@ impl Validator<'_> {
                     }
                     _ => false,
                 } || crate::headers::is_protocol_own(bare);
-                if never
-                    && !(bare.starts_with("grpc-")
-                        || matches!(bare, "te" | "content-type" | "host"))
-                {
+                if never {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),
                         format!("{name:?} never reaches a backend (a header of the HTTP framing, a client protocol's own, or a method override; see the README's table of what the backend receives): leave it out"),
-                    ));
-                }
-                if bare.starts_with("grpc-")
-                    || bare == "te"
-                    || bare == "content-type"
-                    || bare == "host"
-                {
-                    return Err(self.err(
-                        format!("metadata.forward[{i}]"),
-                        format!("{name:?} is set by the gateway itself and cannot be forwarded"),
                     ));
                 }
                 if prefix {
