@@ -216,14 +216,9 @@ impl Authenticator {
                 // Nothing to forward: no header, rather than an empty one a
                 // backend might read as present.
                 Some(serde_json::Value::Array(items)) if items.is_empty() => continue,
-                Some(serde_json::Value::Array(items)) => items
-                    .iter()
-                    .map(|i| match i {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
+                Some(serde_json::Value::Array(items)) => {
+                    items.iter().map(list_item).collect::<Vec<_>>().join(",")
+                }
                 Some(other) => other.to_string(),
             };
             // gRPC metadata carries printable ASCII; anything else goes, as
@@ -252,6 +247,27 @@ impl Authenticator {
         env.ctx.principal = Some(principal);
         Ok(())
     }
+}
+
+/// An array claim's item as its forwarded header lists it: a string as
+/// it is, anything else as its JSON text, with `%` and `,` percent-encoded
+/// so that a backend splitting the header on commas gets each item back
+/// whole: `["a", "b,admin"]` must never read as the three roles of
+/// `["a", "b", "admin"]`.
+fn list_item(item: &serde_json::Value) -> String {
+    let text = match item {
+        serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        other => std::borrow::Cow::Owned(other.to_string()),
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ',' => out.push_str("%2C"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Removes the cookie `name` from the backend's `cookie` metadata (when

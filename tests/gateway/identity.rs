@@ -1718,3 +1718,38 @@ async fn an_api_key_that_is_not_ascii_text_is_an_unknown_key_saying_why() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_array_claims_items_reach_the_backend_each_whole_on_every_protocol() {
+    // A backend splitting `x-roles` on commas must get the token's roles
+    // back, never one more: an item holding a comma is not two items.
+    let secret = "a-secret-long-enough-for-hs256-tokens";
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nforward_claims = {{ roles = \"x-roles\" }}\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"").await;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "ada", "exp": exp, "roles": ["reader", "b,admin", "50%", 7, ["x", "y"]]}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {token}");
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        let roles = seen.metadata["x-roles"].as_str().unwrap_or_default();
+        assert_eq!(
+            roles, r#"reader,b%2Cadmin,50%25,7,["x"%2C"y"]"#,
+            "{protocol:?}"
+        );
+        let items: Vec<&str> = roles.split(',').collect();
+        assert_eq!(items.len(), 5, "{protocol:?}: {roles}");
+        assert!(!items.contains(&"admin"), "{protocol:?}: {roles}");
+    }
+}
