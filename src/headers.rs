@@ -208,6 +208,30 @@ pub fn values_differ(headers: &http::HeaderMap, name: &http::HeaderName) -> bool
         .is_some_and(|first| values.any(|v| v != first))
 }
 
+/// Every value of the cookie `name` in `cookie` headers, in the order sent.
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme in any
+/// case), if it holds one.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// [`check_deadline_headers`] for fields that came in under another name:
 /// a WebSocket call's `metadata` object names them `metadata.grpc-timeout`.
 pub fn check_deadline_fields(

@@ -449,16 +449,30 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let (local, reachable, health_reports) =
         local_grpc_services(&pool, &routes, &upstreams, carry, &egress.grpc);
     let local = egress::local::AnsweredLocally(Arc::new(local));
-    // Where credentials travel: bearer tokens, and each API key's header.
-    let mut credential_headers = vec![http::header::AUTHORIZATION];
+    // Where credentials travel: bearer tokens, each API key's header, and
+    // each session cookie.
+    let mut credentials = policy::one_credential::Credentials {
+        headers: vec![http::header::AUTHORIZATION],
+        cookies: Vec::new(),
+    };
     for a in &config.authenticators {
-        if let crate::config::AuthMethod::ApiKey(k) = &a.method {
-            if !credential_headers.contains(&k.header) {
-                credential_headers.push(k.header.clone());
+        match &a.method {
+            crate::config::AuthMethod::ApiKey(k) if !credentials.headers.contains(&k.header) => {
+                credentials.headers.push(k.header.clone());
             }
+            crate::config::AuthMethod::Jwt(j) => {
+                if let Some(name) = j
+                    .cookie
+                    .as_ref()
+                    .filter(|c| !credentials.cookies.contains(c))
+                {
+                    credentials.cookies.push(name.clone());
+                }
+            }
+            _ => {}
         }
     }
-    let credentials = policy::one_credential::OneCredentialLayer(credential_headers.into());
+    let credentials = policy::one_credential::OneCredentialLayer(Arc::new(credentials));
     let pipeline = policy::pipeline(
         credentials.clone(),
         auth,

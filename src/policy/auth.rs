@@ -160,7 +160,6 @@ impl Authenticator {
         let principal = match &self.verifier {
             Verifier::Jwt(v) => {
                 let cookie = v.cookie.as_deref();
-                one_credential(env, cookie)?;
                 let from_header = bearer(env).map(str::to_owned);
                 let token = from_header
                     .or_else(|| cookie.and_then(|name| cookie_value(env, name)))
@@ -184,7 +183,6 @@ impl Authenticator {
                 principal
             }
             Verifier::Introspection(v) => {
-                one_credential(env, None)?;
                 let token = bearer(env).map(str::to_owned).ok_or_else(|| {
                     GatewayError::unauthenticated(
                         true,
@@ -379,16 +377,11 @@ impl RouteAuth {
             env.metadata.remove(name);
         }
         env.ctx.claim_headers = Some(self.claim_headers.clone());
-        // A session cookie one authenticator reads and a different bearer
-        // token another takes are two credentials, as they are for one:
-        // whichever decides, a backend or a later policy could believe
-        // the other. So are two kinds of credential.
+        // Two kinds of credential are two credentials: whichever decides,
+        // a backend or a later policy could believe the other. (Two of one
+        // kind, a session cookie beside a different token among them, the
+        // pipeline's first policy refused: policy::one_credential.)
         if self.authenticators.len() > 1 {
-            for a in &self.authenticators {
-                if let Verifier::Jwt(v) = &a.verifier {
-                    one_credential(env, v.cookie.as_deref())?;
-                }
-            }
             let mut kinds: Vec<String> = self
                 .authenticators
                 .iter()
@@ -403,7 +396,10 @@ impl RouteAuth {
                 } else {
                     ""
                 };
-                return Err(two_credentials(field, &kinds.join(" and ")));
+                return Err(crate::policy::one_credential::two_credentials(
+                    field,
+                    &kinds.join(" and "),
+                ));
             }
         }
         let result = self.authenticate_with_one(env).await;
@@ -530,69 +526,13 @@ fn other_scheme(env: &Envelope) -> &'static str {
 
 /// The token of `authorization: Bearer <token>`.
 fn bearer(env: &Envelope) -> Option<&str> {
-    let value = env
-        .ctx
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    crate::headers::bearer_token(&env.ctx.headers)
 }
 
-/// A cookie's value from the call's `cookie` metadata.
+/// A cookie's value from the call's `cookie` metadata (every value of its
+/// name is the same one: the pipeline's first policy refused two).
 fn cookie_value(env: &Envelope, name: &str) -> Option<String> {
-    cookie_values(env, name).next().map(str::to_owned)
-}
-
-/// Every value of the cookie `name`, in the order sent.
-fn cookie_values<'a>(env: &'a Envelope, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    env.ctx
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
-}
-
-/// The session cookie's part of the one-credential rule: several cookies of
-/// its name with different values, or one that differs from a bearer token
-/// sent beside it, are refused; a gateway and a backend must never each
-/// believe a different one.
-fn one_credential(env: &Envelope, cookie: Option<&str>) -> Result<(), GatewayError> {
-    // Two different Authorization values never get here: the pipeline's
-    // first policy refuses them on every route (policy::one_credential).
-    let Some(name) = cookie else {
-        return Ok(());
-    };
-    // Every cookie of that name counts, not the first: a browser sends one
-    // per path and domain it was set for, in an order the client picks.
-    let mut cookies = cookie_values(env, name);
-    if let Some(first) = cookies.next() {
-        if cookies.any(|other| other != first) {
-            return Err(two_credentials(
-                "cookie",
-                &format!("several `{name}` cookies"),
-            ));
-        }
-        if bearer(env).is_some_and(|token| token != first) {
-            return Err(two_credentials(
-                "authorization",
-                "authorization and the session cookie",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Two credentials where one is read; `field` is the header at fault.
-fn two_credentials(field: &str, where_: &str) -> GatewayError {
-    GatewayError::invalid_field(
-        field,
-        format!("the request carries more than one credential ({where_}); send one"),
-    )
+    crate::headers::cookie_values(&env.ctx.headers, name)
+        .next()
+        .map(str::to_owned)
 }

@@ -1,11 +1,13 @@
 //! One credential per request, on every route: two different
-//! `Authorization` values, or two different values of an API key's header
+//! `Authorization` values, two different values of an API key's header
 //! (a header and a different key in its query parameter, which the edge
-//! lifted beside it, or two of either), are refused before any other
-//! policy, whether or not the route authenticates. A route without `auth`
-//! leaves the check of the credential to its backend, which must get the
-//! one the client chose, not whichever copy a forwarding rule kept. The
-//! same value sent twice is one credential.
+//! lifted beside it, or two of either), several different values of a
+//! session cookie, or a session cookie beside a different bearer token,
+//! are refused before any other policy, whether or not the route
+//! authenticates. A route without `auth` leaves the check of the credential
+//! to its backend, which must get the one the client chose, not whichever
+//! copy a forwarding rule kept. The same value sent twice is one
+//! credential.
 
 use crate::envelope::Envelope;
 use crate::error::GatewayError;
@@ -15,17 +17,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
 
-/// The layer: `headers` are where credentials travel (`authorization` and
-/// each API-key authenticator's header).
+/// Where the config's credentials travel.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `authorization` and each API-key authenticator's header.
+    pub headers: Vec<HeaderName>,
+    /// Each JWT authenticator's session `cookie`: a bearer token too.
+    pub cookies: Vec<String>,
+}
+
+/// The layer, with where the config's credentials travel.
 #[derive(Clone)]
-pub struct OneCredentialLayer(pub Arc<[HeaderName]>);
+pub struct OneCredentialLayer(pub Arc<Credentials>);
 
 impl<S> Layer<S> for OneCredentialLayer {
     type Service = OneCredential<S>;
     fn layer(&self, inner: S) -> OneCredential<S> {
         OneCredential {
             inner,
-            headers: self.0.clone(),
+            credentials: self.0.clone(),
         }
     }
 }
@@ -33,7 +43,7 @@ impl<S> Layer<S> for OneCredentialLayer {
 #[derive(Clone)]
 pub struct OneCredential<S> {
     inner: S,
-    headers: Arc<[HeaderName]>,
+    credentials: Arc<Credentials>,
 }
 
 impl<S> Service<Envelope> for OneCredential<S>
@@ -49,24 +59,53 @@ where
     }
 
     fn call(&mut self, env: Envelope) -> Self::Future {
-        match check(&env.ctx.headers, &self.headers) {
+        match check(&env.ctx.headers, &self.credentials) {
             Ok(()) => Either::Right(self.inner.call(env)),
             Err(e) => Either::Left(ready(Err(e))),
         }
     }
 }
 
-/// Refuses headers carrying two different values of one credential.
-pub fn check(headers: &HeaderMap, credentials: &[HeaderName]) -> Result<(), GatewayError> {
-    for name in credentials {
+/// Refuses headers carrying two different credentials.
+pub fn check(headers: &HeaderMap, credentials: &Credentials) -> Result<(), GatewayError> {
+    for name in &credentials.headers {
         if crate::headers::values_differ(headers, name) {
-            return Err(GatewayError::invalid_field(
+            return Err(two_credentials(
                 name.as_str(),
-                format!("the request carries more than one credential (two different {name} values, in headers or the query); send one"),
+                &format!("two different {name} values, in headers or the query"),
+            ));
+        }
+    }
+    for name in &credentials.cookies {
+        // Every cookie of that name counts, not the first: a browser sends
+        // one per path and domain it was set for, in an order the client
+        // picks.
+        let mut values = crate::headers::cookie_values(headers, name);
+        let Some(first) = values.next() else {
+            continue;
+        };
+        if values.any(|other| other != first) {
+            return Err(two_credentials(
+                "cookie",
+                &format!("several `{name}` cookies"),
+            ));
+        }
+        if crate::headers::bearer_token(headers).is_some_and(|token| token != first) {
+            return Err(two_credentials(
+                "authorization",
+                &format!("authorization and the session cookie `{name}`"),
             ));
         }
     }
     Ok(())
+}
+
+/// Two credentials where one is read; `field` is the header at fault.
+pub fn two_credentials(field: &str, where_: &str) -> GatewayError {
+    GatewayError::invalid_field(
+        field,
+        format!("the request carries more than one credential ({where_}); send one"),
+    )
 }
 
 #[cfg(test)]
@@ -77,11 +116,33 @@ mod tests {
 
     #[test]
     fn one_credential_however_often_it_is_sent_passes_and_two_do_not() {
-        let credentials = [
-            http::header::AUTHORIZATION,
-            HeaderName::from_static("x-api-key"),
-        ];
-        let table: [(&[(&str, &str)], bool); 5] = [
+        let credentials = Credentials {
+            headers: vec![
+                http::header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+            ],
+            cookies: vec!["session".to_owned()],
+        };
+        let table: [(&[(&str, &str)], bool); 11] = [
+            (
+                &[("cookie", "session=t; theme=dark"), ("cookie", "session=t")],
+                true,
+            ),
+            (
+                &[("cookie", "session=t"), ("authorization", "Bearer t")],
+                true,
+            ),
+            // Another cookie whose name starts the same is not the session.
+            (
+                &[("cookie", "sessions=u"), ("authorization", "Bearer t")],
+                true,
+            ),
+            (&[("cookie", "session=t; session=u")], false),
+            (&[("cookie", "session=t"), ("cookie", "session=u")], false),
+            (
+                &[("cookie", "session=t"), ("authorization", "Bearer u")],
+                false,
+            ),
             (&[("x-api-key", "a")], true),
             (&[("x-api-key", "a"), ("x-api-key", "a")], true),
             (

@@ -1753,3 +1753,73 @@ async fn an_array_claims_items_reach_the_backend_each_whole_on_every_protocol() 
         assert!(!items.contains(&"admin"), "{protocol:?}: {roles}");
     }
 }
+
+/// A session cookie is a credential wherever it is sent: two different
+/// values of it, or one beside a different bearer token, are refused on
+/// every protocol, on a route that does not authenticate too (its backend
+/// must get the one the client chose), and on the multiplexed `/ws`
+/// handshake before the upgrade, as two tokens are.
+#[tokio::test]
+async fn a_session_cookie_twice_or_beside_another_token_is_two_credentials_everywhere() {
+    let sections = "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"the-browser-session-signing-secret\"\ncookie = \"session\"\n";
+    // Probe is open: the authenticator guards no route it serves.
+    let h = gateway(sections, "").await;
+    let refused: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("cookie", "session=one; theme=dark; session=two")],
+            "several `session` cookies",
+        ),
+        (
+            &[("cookie", "session=one"), ("cookie", "session=two")],
+            "several `session` cookies",
+        ),
+        (
+            &[("cookie", "session=one"), ("authorization", "Bearer two")],
+            "authorization and the session cookie `session`",
+        ),
+    ];
+    for protocol in EVERY_PROTOCOL {
+        for (headers, says) in refused {
+            let seen = call(&h, protocol, headers, "", None).await;
+            assert_eq!(seen.code, 3, "{protocol:?} {headers:?}: {}", seen.message);
+            assert!(
+                seen.message.contains("more than one credential") && seen.message.contains(says),
+                "{protocol:?} {headers:?}: {}",
+                seen.message
+            );
+        }
+        // One credential, however often it is sent, goes through.
+        let once: &[(&str, &str)] = &[
+            ("cookie", "session=one; session=one"),
+            ("authorization", "Bearer one"),
+        ];
+        let seen = call(&h, protocol, once, "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+    }
+    assert_eq!(
+        h.backends.probe.calls(),
+        EVERY_PROTOCOL.len() as u64,
+        "no refused call reached the backend"
+    );
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    for (headers, says) in refused {
+        let mut req = format!("ws://{}/ws", h.gateway.addr)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+        for (name, value) in headers {
+            req.headers_mut()
+                .append(*name, http::HeaderValue::from_str(value).unwrap());
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 400, "{headers:?}");
+                let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+                assert!(body.contains(says), "{headers:?}: {body}");
+            }
+            other => panic!("{headers:?}: upgraded or failed otherwise: {other:?}"),
+        }
+    }
+}
