@@ -104,7 +104,6 @@ fn runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    observe::init();
     let runtime = match runtime(cli.threads) {
         Ok(r) => r,
         Err(e) => {
@@ -112,13 +111,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A SIGHUP's default action ends the process: `serve` and `demo` hold
+    // it from the first moment the runtime can, before anything else.
+    let held = matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }).then(|| {
+        let _entered = runtime.enter();
+        app::hold_hangups()
+    });
+    observe::init();
     let result: Result<(), String> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => {
-                let held = app::hold_hangups();
                 let config = Config::load(&config).map_err(|e| e.to_string())?;
                 let gateway = app::start(config).await.map_err(|e| e.to_string())?;
-                gateway.answer_held_hangups(held);
+                if let Some(held) = held {
+                    gateway.answer_held_hangups(held);
+                }
                 gateway.run_until_signal().await;
                 Ok(())
             }
@@ -230,7 +237,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => {
                 // Held for good: the demo's config is inline, there is no
                 // file to reload, and the signal must not end it.
-                let _held = app::hold_hangups();
+                let _held = held;
                 demo::run(listen).await.map_err(|e| e.to_string())
             }
             Command::Compile {
