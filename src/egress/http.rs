@@ -309,8 +309,10 @@ impl HttpEgress {
                     })?;
                 match frame {
                     None => break,
-                    // An error page over its bound: the status says it all.
-                    Some(Err(e)) if error_reply && e.is::<http_body_util::LengthLimitError>() => {
+                    // An error page over its bound, or one cut short: the
+                    // status says it all (a 503 is unavailable however its
+                    // page ends).
+                    Some(Err(_)) if error_reply => {
                         read.clear();
                         break;
                     }

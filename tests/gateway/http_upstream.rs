@@ -808,3 +808,96 @@ async fn a_json_backend_that_goes_silent_is_cut_off_by_the_upstream_limits() {
         );
     }
 }
+
+/// A backend that reads a request, writes `answer` and closes the
+/// connection.
+async fn closing_backend(answer: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Replies in older or broken shapes, judged on every protocol: an
+/// HTTP/1.0 reply is read as HTTP/1.0 (its body ends with the connection),
+/// a 503 whose page is cut short is still the 503 it says it is, and a
+/// head in no HTTP/1 version is the backend's fault.
+#[tokio::test]
+async fn a_json_backends_http10_cut_and_foreign_replies_are_read_as_their_heads_say() {
+    use support::protocols::Protocol;
+    let table: [(&[u8], u16, Code, &str); 3] = [
+        (
+            b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{\"name\":\"shelves/1\",\"theme\":\"old\"}",
+            200,
+            Code::Ok,
+            "",
+        ),
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\ndown for",
+            503,
+            Code::Unavailable,
+            "backend replied 503 Service Unavailable",
+        ),
+        (
+            b"HTTP/2.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            502,
+            Code::Internal,
+            "the backend's reply could not be read: invalid HTTP version",
+        ),
+    ];
+    for (answer, status, code, says) in table {
+        let backend = closing_backend(answer).await;
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
+            support::proto_dir()
+        );
+        let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+            .await
+            .unwrap();
+        let client = support::HttpClient::new(gw.addr);
+        let r = client.get("/v1/shelves/1").await;
+        assert_eq!(r.status.as_u16(), status, "{}", r.text());
+        if code == Code::Ok {
+            assert_eq!(r.json()["theme"], "old", "{}", r.text());
+        } else {
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(says),
+                "{}",
+                r.text()
+            );
+        }
+        for protocol in [
+            Protocol::Grpc,
+            Protocol::GrpcWeb,
+            Protocol::Connect,
+            Protocol::WebSocket,
+        ] {
+            let seen = get_shelf(&client, protocol, "1").await;
+            assert_eq!(seen.code, code as i64, "{protocol:?}: {}", seen.message);
+            assert!(
+                seen.message.starts_with(says),
+                "{protocol:?}: {}",
+                seen.message
+            );
+        }
+    }
+}
