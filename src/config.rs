@@ -385,10 +385,55 @@ fn redact_urls(s: &str) -> String {
             },
             None => out.push_str(authority),
         }
-        rest = after;
+        // The rest of the URL (path, query, fragment) ends where the word
+        // does; the query's secret parameters lose their values.
+        let url_end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(url_end);
+        match url.split_once('?') {
+            Some((path, query)) => {
+                let (query, fragment) = match query.find('#') {
+                    Some(i) => query.split_at(i),
+                    None => (query, ""),
+                };
+                out.push_str(path);
+                out.push('?');
+                out.push_str(&redact_query(query));
+                out.push_str(fragment);
+            }
+            None => out.push_str(url),
+        }
+        rest = tail;
     }
     out.push_str(rest);
     out
+}
+
+/// A query with the values of its credential parameters masked: a name
+/// [`is_secret_key`] takes for a secret, or one of the names signed and
+/// keyed URLs carry (`key`, `sig`, `signature`, `auth`, `credential`).
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if !value.is_empty() => {
+                let lower = name.to_ascii_lowercase().replace("%5f", "_");
+                let secret = is_secret_key(&lower)
+                    || matches!(
+                        lower.as_str(),
+                        "key" | "sig" | "signature" | "auth" | "credential" | "credentials"
+                    );
+                if secret {
+                    format!("{name}=[redacted]")
+                } else {
+                    pair.to_owned()
+                }
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// A type error with Rust's type names said as the config's reader knows

@@ -238,6 +238,27 @@ fn url_credentials_are_masked_wherever_they_appear() {
         redact_text("htps://portico:S3cr3t@auth.example/x and ops@example.com"),
         "htps://portico:[redacted]@auth.example/x and ops@example.com"
     );
+    // A credential in the query loses its value, whatever else is there.
+    for (url, shown) in [
+        (
+            "http://authz:9000/check?tenant=acme&api_key=K1&token=T2#top",
+            "http://authz:9000/check?tenant=acme&api_key=[redacted]&token=[redacted]#top",
+        ),
+        (
+            "https://idp.example/keys?Access-Token=T&key=K&sig=S&page=2",
+            "https://idp.example/keys?Access-Token=[redacted]&key=[redacted]&sig=[redacted]&page=2",
+        ),
+        (
+            r#"introspection_url: "https://u:p@idp/x?client_secret=C" refused"#,
+            r#"introspection_url: "https://u:[redacted]@idp/x?client_secret=[redacted]" refused"#,
+        ),
+        (
+            "http://h/x?key=&q=1 http://h/y",
+            "http://h/x?key=&q=1 http://h/y",
+        ),
+    ] {
+        assert_eq!(redact_text(url), shown, "{url}");
+    }
 }
 
 #[test]
@@ -253,10 +274,12 @@ fn the_config_view_redacts_secrets_by_key_and_in_urls() {
         "[redacted]"
     );
     assert_eq!(c.redacted["server"]["listen"], "127.0.0.1:8080");
-    let v = redact(serde_json::json!({"upstream": {"api_key": "k", "url": "redis://u:p@h:1"}}));
+    let v = redact(
+        serde_json::json!({"upstream": {"api_key": "k", "url": "redis://u:p@h:1", "http": "http://a/check?token=t"}}),
+    );
     assert_eq!(
         v,
-        serde_json::json!({"upstream": {"api_key": "[redacted]", "url": "redis://u:[redacted]@h:1"}})
+        serde_json::json!({"upstream": {"api_key": "[redacted]", "url": "redis://u:[redacted]@h:1", "http": "http://a/check?token=[redacted]"}})
     );
 }
 

@@ -246,8 +246,9 @@ impl Jwks {
     fn source_name(&self) -> String {
         match &self.source {
             JwksSource::File(path) => path.display().to_string(),
-            JwksSource::Url { url, .. } => url.clone(),
-            JwksSource::Discovery { issuer, .. } => issuer.clone(),
+            // Logged: never a credential the URL carries.
+            JwksSource::Url { url, .. } => crate::config::redact_text(url),
+            JwksSource::Discovery { issuer, .. } => crate::config::redact_text(issuer),
         }
     }
 
@@ -298,7 +299,7 @@ impl Jwks {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, jwks = %self.source_name(), "JWKS refresh failed; keeping the known keys")
+                tracing::warn!(error = %crate::config::redact_text(&e.to_string()), jwks = %self.source_name(), "JWKS refresh failed; keeping the known keys")
             }
         }
     }
