@@ -106,11 +106,25 @@ impl Ingress {
         // policies and the backend see it as a header, the client gets it back.
         let request_id = super::edge::request_id::assign(req.headers_mut());
         let head = req.method() == Method::HEAD;
+        // `portico::access=debug` logs every request as it is answered, on
+        // every protocol; read only when asked for (a clock read and two
+        // clones a call otherwise).
+        let answered =
+            tracing::enabled!(target: "portico::access", tracing::Level::DEBUG).then(|| {
+                (
+                    req.method().clone(),
+                    req.uri().clone(),
+                    std::time::Instant::now(),
+                )
+            });
         // Every log line about the request, from any layer, carries its id.
-        let mut resp = crate::observe::request_scope::scope(
-            request_id.clone(),
-            self.dispatch(req, client, framing),
-        )
+        let mut resp = crate::observe::request_scope::scope(request_id.clone(), async move {
+            let resp = self.dispatch(req, client, framing).await;
+            if let Some((method, uri, started)) = answered {
+                tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request answered");
+            }
+            resp
+        })
         .await;
         resp.headers_mut()
             .insert(super::edge::request_id::HEADER, request_id);

@@ -69,7 +69,6 @@ impl RestIngress {
         );
         let resp = match self.serve(req, client, started, &record).await {
             Ok(resp) => {
-                tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64);
                 record.http_status(resp.status());
                 resp
             }

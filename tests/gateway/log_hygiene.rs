@@ -16,6 +16,15 @@ use tokio::process::Command;
 /// `RUST_LOG=info`, its log on a pipe; `extra` is added to its config
 /// (the Library route's keys first, then any sections).
 async fn serve_logging(name: &str, extra: &str) -> (tokio::process::Child, HttpClient, PathBuf) {
+    serve_logging_at(name, extra, "info").await
+}
+
+/// [`serve_logging`] with `RUST_LOG` at `log`.
+async fn serve_logging_at(
+    name: &str,
+    extra: &str,
+    log: &str,
+) -> (tokio::process::Child, HttpClient, PathBuf) {
     let (backend, _) = Backends::default()
         .bind("127.0.0.1:0".parse().unwrap())
         .await
@@ -40,7 +49,7 @@ async fn serve_logging(name: &str, extra: &str) -> (tokio::process::Child, HttpC
     let child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["serve", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -233,5 +242,67 @@ async fn a_client_refusal_inside_an_aggregate_is_no_warning() {
         line.contains(" INFO ") && line.contains("origin=\"client\""),
         "{line}"
     );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// `portico::access=debug` writes one line for every request as it is
+/// answered, whatever its protocol, with the HTTP method, the path, the
+/// status, the time to the answer and the request id.
+#[tokio::test]
+async fn the_debug_access_line_is_written_for_a_request_of_every_protocol() {
+    use support::protocols::{call_json, Protocol, EVERY_PROTOCOL};
+    let (child, client, dir) =
+        serve_logging_at("debug-lines", "mcp = true\n", "info,portico::access=debug").await;
+    for protocol in EVERY_PROTOCOL {
+        if protocol == Protocol::Mcp {
+            let (_, result) = support::mcp_call(
+                &client,
+                &[],
+                "Library_GetShelf",
+                serde_json::json!({"shelf": "1"}),
+            )
+            .await;
+            assert_ne!(result["isError"], true, "{result}");
+            continue;
+        }
+        let seen = call_json(
+            &client,
+            protocol,
+            "/portico.demo.v1.Library/GetShelf",
+            r#"{"shelf":"1"}"#,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+    }
+    assert_eq!(client.get("/v1/shelves/1").await.status, 200);
+    let out = stop_and_read_log(child).await;
+    let answered: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("portico::access: request answered"))
+        .collect();
+    for (protocol, method, path, status) in [
+        (Protocol::Rest, "GET", "\"/v1/shelves/1\"", 200),
+        // A session's line is its handshake's.
+        (Protocol::WebSocket, "GET", "\"/ws\"", 101),
+        (Protocol::Mcp, "POST", "\"/mcp\"", 200),
+    ] {
+        let line = answered
+            .iter()
+            .find(|l| l.contains(&format!("method={method} path={path} status={status} ")))
+            .unwrap_or_else(|| panic!("{protocol:?}: no line in {answered:#?}"));
+        assert!(
+            line.contains(" micros=") && line.contains(" request_id="),
+            "{protocol:?}: {line}"
+        );
+    }
+    // gRPC, gRPC-Web, Connect and REST's automatic binding each post to
+    // the method's path.
+    let posts = answered
+        .iter()
+        .filter(|l| {
+            l.contains("method=POST path=\"/portico.demo.v1.Library/GetShelf\" status=200 ")
+        })
+        .count();
+    assert_eq!(posts, 4, "{answered:#?}");
     std::fs::remove_dir_all(dir).ok();
 }
