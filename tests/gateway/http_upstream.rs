@@ -753,6 +753,13 @@ async fn get_shelf(
 /// A backend that reads a request, writes `answer` (nothing, or headers
 /// and part of a body) and then says nothing more.
 async fn stalling_backend(answer: &'static [u8]) -> SocketAddr {
+    raw_backend(answer, true).await
+}
+
+/// A backend that reads a request and writes `answer`; then holds the
+/// connection open, silent, until the gateway gives up (`hold_open`), or
+/// closes it.
+async fn raw_backend(answer: &'static [u8], hold_open: bool) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -769,12 +776,29 @@ async fn stalling_backend(answer: &'static [u8]) -> SocketAddr {
                     }
                 }
                 let _ = stream.write_all(answer).await;
-                // Held open, silent, until the gateway gives up.
-                let _ = stream.read(&mut buf).await;
+                if hold_open {
+                    let _ = stream.read(&mut buf).await;
+                }
             });
         }
     });
     addr
+}
+
+/// The Library served by the JSON backend at `backend`, with
+/// `[server.limits]` settings `limits` and the route's `timeout`.
+async fn library_over_http(
+    backend: SocketAddr,
+    limits: &str,
+    timeout: &str,
+) -> portico::app::Gateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\n{limits}\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\ntimeout = \"{timeout}\"\n",
+        support::proto_dir()
+    );
+    portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap()
 }
 
 /// A JSON backend that never answers, or stops halfway through its body,
@@ -791,13 +815,8 @@ async fn a_json_backend_that_goes_silent_is_cut_off_by_the_upstream_limits() {
         ),
     ] {
         let backend = stalling_backend(answer).await;
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[server.limits]\nupstream_header_timeout = \"300ms\"\nstream_idle_timeout = \"300ms\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\ntimeout = \"30s\"\n",
-            support::proto_dir()
-        );
-        let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-            .await
-            .unwrap();
+        let limits = "upstream_header_timeout = \"300ms\"\nstream_idle_timeout = \"300ms\"";
+        let gw = library_over_http(backend, limits, "30s").await;
         let started = std::time::Instant::now();
         let r = support::HttpClient::new(gw.addr).get("/v1/shelves/1").await;
         assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{timeout}: {}", r.text());
@@ -807,31 +826,6 @@ async fn a_json_backend_that_goes_silent_is_cut_off_by_the_upstream_limits() {
             "{timeout}: cut off by the limit, not the route's 30 s"
         );
     }
-}
-
-/// A backend that reads a request, writes `answer` and closes the
-/// connection.
-async fn closing_backend(answer: &'static [u8]) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(answer).await;
-            });
-        }
-    });
-    addr
 }
 
 /// Replies in older or broken shapes, judged on every protocol: an
@@ -862,14 +856,8 @@ async fn a_json_backends_http10_cut_and_foreign_replies_are_read_as_their_heads_
         ),
     ];
     for (answer, status, code, says) in table {
-        let backend = closing_backend(answer).await;
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
-            support::proto_dir()
-        );
-        let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
-            .await
-            .unwrap();
+        let backend = raw_backend(answer, false).await;
+        let gw = library_over_http(backend, "", "10s").await;
         let client = support::HttpClient::new(gw.addr);
         let r = client.get("/v1/shelves/1").await;
         assert_eq!(r.status.as_u16(), status, "{}", r.text());
