@@ -386,10 +386,14 @@ fn redact_urls(s: &str) -> String {
             None => out.push_str(authority),
         }
         // The rest of the URL (path, query, fragment) ends where the word
-        // does; the query's secret parameters lose their values.
-        let url_end = after
+        // does, less the punctuation of the sentence around it (`URL: why`,
+        // `(URL)`); the query's secret parameters lose their values.
+        let word_end = after
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))
             .unwrap_or(after.len());
+        let url_end = after[..word_end]
+            .trim_end_matches([':', ',', ';', '.', ')', ']', '}'])
+            .len();
         let (url, tail) = after.split_at(url_end);
         match url.split_once('?') {
             Some((path, query)) => {
@@ -411,19 +415,24 @@ fn redact_urls(s: &str) -> String {
 }
 
 /// A query with the values of its credential parameters masked: a name
-/// [`is_secret_key`] takes for a secret, or one of the names signed and
-/// keyed URLs carry (`key`, `sig`, `signature`, `auth`, `credential`).
+/// [`is_secret_key`] takes for a secret, or one signed and keyed URLs
+/// carry (`key`, `sig`, `auth`, and names ending in `signature`,
+/// `credential`, `credentials`, `_sig` or `_key`: `X-Amz-Signature`,
+/// `subscription-key`).
 fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((name, value)) if !value.is_empty() => {
-                let lower = name.to_ascii_lowercase().replace("%5f", "_");
-                let secret = is_secret_key(&lower)
-                    || matches!(
-                        lower.as_str(),
-                        "key" | "sig" | "signature" | "auth" | "credential" | "credentials"
-                    );
+                let k = name
+                    .to_ascii_lowercase()
+                    .replace("%5f", "_")
+                    .replace('-', "_");
+                let secret = is_secret_key(&k)
+                    || matches!(k.as_str(), "key" | "sig" | "auth")
+                    || ["signature", "credential", "credentials", "_sig", "_key"]
+                        .iter()
+                        .any(|end| k.ends_with(end));
                 if secret {
                     format!("{name}=[redacted]")
                 } else {

@@ -209,6 +209,8 @@ pub fn values_differ(headers: &http::HeaderMap, name: &http::HeaderName) -> bool
 }
 
 /// Every value of the cookie `name` in `cookie` headers, in the order sent.
+/// A name is read as lenient servers read it, trimmed (`session =v` is
+/// the cookie `session`), so no backend finds a copy the gateway missed.
 pub fn cookie_values<'a>(
     headers: &'a http::HeaderMap,
     name: &'a str,
@@ -218,7 +220,10 @@ pub fn cookie_values<'a>(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
+        .filter_map(move |c| {
+            let (k, v) = c.split_once('=')?;
+            (k.trim() == name).then(|| v.trim())
+        })
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme in any

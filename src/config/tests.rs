@@ -256,6 +256,15 @@ fn url_credentials_are_masked_wherever_they_appear() {
             "http://h/x?key=&q=1 http://h/y",
             "http://h/x?key=&q=1 http://h/y",
         ),
+        // The sentence's punctuation stays the sentence's.
+        (
+            "https://idp/jwks?token=T: connection refused (http://h/x?sig=S).",
+            "https://idp/jwks?token=[redacted]: connection refused (http://h/x?sig=[redacted]).",
+        ),
+        (
+            "https://b.s3.example/o?X-Amz-Credential=C&X-Amz-Signature=S&subscription-key=K&sort=up",
+            "https://b.s3.example/o?X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]&subscription-key=[redacted]&sort=up",
+        ),
     ] {
         assert_eq!(redact_text(url), shown, "{url}");
     }

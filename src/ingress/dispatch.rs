@@ -108,19 +108,21 @@ impl Ingress {
         let head = req.method() == Method::HEAD;
         // `portico::access=debug` logs every request as it is answered, on
         // every protocol; read only when asked for (a clock read and two
-        // clones a call otherwise).
+        // clones a call otherwise), and boxed: the request's future is
+        // moved whole, so it stays only a pointer larger.
         let answered =
             tracing::enabled!(target: "portico::access", tracing::Level::DEBUG).then(|| {
-                (
+                Box::new((
                     req.method().clone(),
                     req.uri().clone(),
                     std::time::Instant::now(),
-                )
+                ))
             });
         // Every log line about the request, from any layer, carries its id.
         let mut resp = crate::observe::request_scope::scope(request_id.clone(), async move {
             let resp = self.dispatch(req, client, framing).await;
-            if let Some((method, uri, started)) = answered {
+            if let Some(answered) = answered {
+                let (method, uri, started) = *answered;
                 tracing::debug!(target: "portico::access", %method, path = uri.path(), status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request answered");
             }
             resp

@@ -248,10 +248,11 @@ impl Authenticator {
 }
 
 /// An array claim's item as its forwarded header lists it: a string as
-/// it is, anything else as its JSON text, with `%` and `,` percent-encoded
-/// so that a backend splitting the header on commas gets each item back
-/// whole: `["a", "b,admin"]` must never read as the three roles of
-/// `["a", "b", "admin"]`.
+/// it is, anything else as its JSON text, with `%`, `,`, space and tab
+/// percent-encoded so that a backend splitting the header on commas (and
+/// trimming each piece, as HTTP lists are read) gets each item back whole:
+/// `["a", "b,admin"]` or `["a", " admin"]` must never read as a role
+/// `admin` the token did not grant.
 fn list_item(item: &serde_json::Value) -> String {
     let text = match item {
         serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
@@ -262,6 +263,8 @@ fn list_item(item: &serde_json::Value) -> String {
         match c {
             '%' => out.push_str("%25"),
             ',' => out.push_str("%2C"),
+            ' ' => out.push_str("%20"),
+            '\t' => out.push_str("%09"),
             c => out.push(c),
         }
     }
@@ -279,7 +282,7 @@ fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k).trim() != name)
         .map(str::to_owned)
         .collect();
     metadata.remove(http::header::COOKIE);

@@ -211,12 +211,12 @@ impl ExtAuthz {
                 Ok(d) => d,
                 Err(NoAnswer(why)) if self.config.fail_open => {
                     self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(authorizer = %self.config.name, error = %why, "external authorization failed; letting the call through (failure_mode = \"open\")");
+                    tracing::warn!(authorizer = %self.config.name, error = %crate::config::redact_text(&why), "external authorization failed; letting the call through (failure_mode = \"open\")");
                     return Ok(());
                 }
                 Err(NoAnswer(why)) => {
                     self.stats.failed_closed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(authorizer = %self.config.name, error = %why, "external authorization failed; refusing the call");
+                    tracing::warn!(authorizer = %self.config.name, error = %crate::config::redact_text(&why), "external authorization failed; refusing the call");
                     return Err(GatewayError::policy_service_unavailable(format!(
                         "the authorization service {} did not answer",
                         self.config.name

@@ -123,7 +123,7 @@ mod tests {
             ],
             cookies: vec!["session".to_owned()],
         };
-        let table: [(&[(&str, &str)], bool); 11] = [
+        let table: [(&[(&str, &str)], bool); 12] = [
             (
                 &[("cookie", "session=t; theme=dark"), ("cookie", "session=t")],
                 true,
@@ -143,6 +143,8 @@ mod tests {
                 &[("cookie", "session=t"), ("authorization", "Bearer u")],
                 false,
             ),
+            // A name read as lenient servers read it: spaced, it is the same.
+            (&[("cookie", "session=t; session =u")], false),
             (&[("x-api-key", "a")], true),
             (&[("x-api-key", "a"), ("x-api-key", "a")], true),
             (

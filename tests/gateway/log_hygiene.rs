@@ -306,3 +306,29 @@ async fn the_debug_access_line_is_written_for_a_request_of_every_protocol() {
     assert_eq!(posts, 4, "{answered:#?}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An authorization service's URL may carry a credential in its query:
+/// the warning that it did not answer names the URL with the credential
+/// masked.
+#[tokio::test]
+async fn an_authorization_services_url_is_logged_without_its_query_credential() {
+    // Nothing listens on port 9 of the loopback: the service never answers.
+    let (child, client, dir) = serve_logging(
+        "authz-url",
+        "ext_authz = \"gate\"\n[ext_authz.gate]\nhttp = \"http://127.0.0.1:9/check?tenant=acme&token=SECRET-T0KEN\"\n",
+    )
+    .await;
+    let r = client.get("/v1/shelves/1").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let out = stop_and_read_log(child).await;
+    let line = out
+        .lines()
+        .find(|l| l.contains("external authorization failed"))
+        .unwrap_or_else(|| panic!("no warning: {out}"));
+    assert!(
+        line.contains("/check?tenant=acme&token=[redacted]"),
+        "{line}"
+    );
+    assert!(!out.contains("SECRET-T0KEN"), "{out}");
+    std::fs::remove_dir_all(dir).ok();
+}
