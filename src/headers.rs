@@ -208,22 +208,31 @@ pub fn values_differ(headers: &http::HeaderMap, name: &http::HeaderName) -> bool
         .is_some_and(|first| values.any(|v| v != first))
 }
 
-/// Every value of the cookie `name` in `cookie` headers, in the order sent.
-/// A name is read as lenient servers read it, trimmed (`session =v` is
-/// the cookie `session`), so no backend finds a copy the gateway missed.
-pub fn cookie_values<'a>(
-    headers: &'a http::HeaderMap,
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
+/// Every cookie in `cookie` headers, in the order sent, as its name and
+/// (when it has an `=`) its value. A name is read as lenient servers read
+/// it, trimmed (`session =v` is the cookie `session`), so no backend finds
+/// a copy the gateway missed; so is a value. A header that is not visible
+/// ASCII text holds no cookie the gateway reads.
+pub fn cookie_pairs(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(move |c| {
-            let (k, v) = c.split_once('=')?;
-            (k.trim() == name).then(|| v.trim())
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| match c.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (c.trim(), None),
         })
+}
+
+/// Every value of the cookie `name` in `cookie` headers, in the order sent
+/// (names read as [`cookie_pairs`] reads them).
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    cookie_pairs(headers).filter_map(move |(k, v)| v.filter(|_| k == name))
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme in any

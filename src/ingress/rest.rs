@@ -759,9 +759,10 @@ fn raw_body_messages(
                         }
                     }
                 }
-                // Whatever else has already arrived goes in the same message.
+                // Whatever else has already arrived goes in the same message
+                // (looked at once, so no idle timer is armed for it).
                 while !st.done && st.pending.len() < max_data {
-                    match next_data(&mut st.body, idle).now_or_never() {
+                    match next_data(&mut st.body, std::time::Duration::MAX).now_or_never() {
                         None => break,
                         Some(Ok(Some(data))) => st.pending.extend_from_slice(&data),
                         Some(Ok(None)) => st.done = true,

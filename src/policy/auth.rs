@@ -275,15 +275,12 @@ fn list_item(item: &serde_json::Value) -> String {
 /// `metadata.forward` lets cookies through), keeping the others; no
 /// `cookie` header is left when nothing else was in it.
 fn strip_cookie(metadata: &mut http::HeaderMap, name: &str) {
-    let kept: Vec<String> = metadata
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .filter(|c| c.split_once('=').map_or(*c, |(k, _)| k).trim() != name)
-        .map(str::to_owned)
+    let kept: Vec<String> = crate::headers::cookie_pairs(metadata)
+        .filter(|(k, _)| *k != name)
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.to_owned(),
+        })
         .collect();
     metadata.remove(http::header::COOKIE);
     if kept.is_empty() {
