@@ -188,13 +188,15 @@ impl HttpEgress {
                 );
             }
         }
-        let req = req
+        let mut req = req
             .body(Full::new(out.body.map(Bytes::from).unwrap_or_default()))
             .map_err(|e| {
                 fail(GatewayError::internal(format!(
                     "could not build the upstream request: {e}"
                 )))
             })?;
+        let head_request = req.method() == http::Method::HEAD;
+        let connection = hyper_util::client::legacy::connect::capture_connection(&mut req);
         let (header_timeout, idle_timeout) = (self.header_timeout, self.idle_timeout);
         let exchange = async {
             // A backend that takes the request and never answers is cut off,
@@ -239,6 +241,16 @@ impl HttpEgress {
                     )
                 })?;
             let (parts, body) = resp.into_parts();
+            // A reply HTTP says has no body (a 204 or 304, any reply to
+            // HEAD) ends at its headers, whatever a broken backend writes
+            // after them: bytes it did write would be read as the reply to
+            // the next call on the connection, another client's. So the
+            // connection is not reused.
+            if head_request || matches!(parts.status.as_u16(), 204 | 304) {
+                if let Some(connected) = connection.connection_metadata().as_ref() {
+                    connected.poison();
+                }
+            }
             // Before its body is read: bytes the gateway cannot read, an
             // error page's included (its message would be the encoded
             // bytes).

@@ -889,3 +889,96 @@ async fn a_json_backends_http10_cut_and_foreign_replies_are_read_as_their_heads_
         }
     }
 }
+
+/// A keep-alive JSON backend that answers `/v1/shelves/smuggle` with
+/// `bodiless` (a reply HTTP says has no body: a 204, or anything to a
+/// HEAD) and the bytes of a whole second reply as if they were its body,
+/// written when the next request arrives on the connection (so they are
+/// the first bytes the gateway reads after sending it); every other
+/// request with `{"name": "shelves/LAST"}`, LAST its path's last segment.
+async fn body_after_bodiless_reply_backend(bodiless: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut smuggled: Option<String> = None;
+                loop {
+                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..end);
+                    if let Some(inner) = smuggled.take() {
+                        let _ = stream.write_all(inner.as_bytes()).await;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let shelf = path.rsplit('/').next().unwrap_or("");
+                    if shelf == "smuggle" {
+                        let fake = b"{\"name\":\"shelves/SMUGGLED\"}";
+                        let inner = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                            fake.len(),
+                            String::from_utf8_lossy(fake)
+                        );
+                        let head = format!("{bodiless}content-length: {}\r\n\r\n", inner.len());
+                        let _ = stream.write_all(head.as_bytes()).await;
+                        smuggled = Some(inner);
+                    } else {
+                        let body = format!("{{\"name\":\"shelves/{shelf}\"}}");
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(reply.as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A JSON backend that writes a body after a reply HTTP says has none (a
+/// 204, a reply to HEAD) would have those bytes read as the reply to the
+/// next call on its connection, another client's: the gateway never
+/// reuses a connection after such a reply, so every later call gets its
+/// own answer.
+#[tokio::test]
+async fn a_body_written_after_a_bodiless_reply_never_answers_the_next_call() {
+    for (bodiless, rule) in [
+        ("HTTP/1.1 204 No Content\r\n", ""),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
+            "http_rules.GetShelf = { custom = { kind = \"HEAD\", path = \"/v1/shelves/{shelf}\" } }\n",
+        ),
+    ] {
+        let backend = body_after_bodiless_reply_backend(bodiless).await;
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n{rule}",
+            support::proto_dir()
+        );
+        let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+            .await
+            .unwrap();
+        let client = support::HttpClient::new(gw.addr);
+        let verb = if rule.is_empty() { Method::GET } else { Method::HEAD };
+        let warm = client.get("/v1/shelves/1/books/1").await;
+        assert_eq!(warm.status, StatusCode::OK, "{bodiless:?}: {}", warm.text());
+        client.send(verb, "/v1/shelves/smuggle", &[], "").await;
+        for book in ["2", "3", "4"] {
+            let r = client.get(&format!("/v1/shelves/1/books/{book}")).await;
+            assert_eq!(r.status, StatusCode::OK, "{bodiless:?}: {}", r.text());
+            let want = format!("shelves/{book}");
+            assert_eq!(r.json()["name"], want.as_str(), "{bodiless:?}: {}", r.text());
+        }
+    }
+}
