@@ -326,6 +326,15 @@ pub fn deadline(
     }
 }
 
+/// Whether a header name can be a gRPC metadata key: lowercase letters,
+/// digits, `_`, `-` and `.` (the gRPC over HTTP/2 spec). HTTP allows more
+/// (`x!y`), and a gRPC library that checks names fails the call over one.
+pub fn is_grpc_key(name: &HeaderName) -> bool {
+    name.as_str()
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Whether a value can be an ASCII gRPC metadata value (printable ASCII,
 /// 0x20 to 0x7E, as the gRPC over HTTP/2 spec defines it).
 pub fn is_grpc_ascii(value: &[u8]) -> bool {

@@ -292,13 +292,19 @@ impl Edge {
 
     /// The metadata the backend receives: the policy view through the one
     /// forwarding rule.
-    /// A value gRPC metadata cannot carry (outside printable ASCII, in a
-    /// header whose name does not end in `-bin`) is not forwarded: the
-    /// backend would refuse the call, or read bytes the client did not mean.
+    /// A name or value gRPC metadata cannot carry (a name with other than
+    /// lowercase letters, digits, `_`, `-` and `.`; a value outside
+    /// printable ASCII in a header whose name does not end in `-bin`) is
+    /// not forwarded: the backend would refuse the call, or read bytes the
+    /// client did not mean.
     pub fn metadata(&self, headers: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             if self.forwards(name) {
+                if !crate::headers::is_grpc_key(name) {
+                    tracing::debug!(header = %name, "not forwarded: not a gRPC metadata name");
+                    continue;
+                }
                 let binary = name.as_str().ends_with("-bin");
                 if !binary && !crate::headers::is_grpc_ascii(value.as_bytes()) {
                     tracing::debug!(header = %name, "not forwarded: not printable ASCII");

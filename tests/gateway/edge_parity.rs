@@ -225,6 +225,29 @@ async fn a_forward_list_is_one_rule_for_every_protocol() {
     }
 }
 
+/// gRPC metadata names are lowercase letters, digits, `_`, `-` and `.`;
+/// HTTP allows more (`x!y`, `x~z`), and a gRPC library that checks names
+/// (grpc-core's) fails the whole call over one such header. So such a
+/// header is not forwarded, whatever the forward rule and the protocol.
+#[tokio::test]
+async fn a_header_name_grpc_metadata_cannot_carry_is_not_forwarded_on_any_protocol() {
+    let h = gateway("[metadata]\nforward = [\"*\"]\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[("x!y", "1"), ("x~z", "2"), ("x-ok.v_2", "3")],
+            "",
+            None,
+        )
+        .await;
+        let md = &s.metadata;
+        assert_eq!(md["x-ok.v_2"], "3", "{protocol:?}: {md:?}");
+        assert!(!md.contains_key("x!y"), "{protocol:?}: {md:?}");
+        assert!(!md.contains_key("x~z"), "{protocol:?}: {md:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol() {
     let sections = format!(
