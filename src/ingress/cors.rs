@@ -34,6 +34,41 @@ pub fn web_origin_host(origin: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(host)
 }
 
+/// Whether `origin` is the gateway's own, by the one rule every protocol
+/// uses (HTTP requests, WebSocket handshakes, `/mcp`): an `http` or `https`
+/// origin (either, [`web_origin_host`]) whose host and port equal the
+/// request's `Host` (HTTP/2: `authority`, its `:authority`) or, behind a
+/// proxy, one of its `X-Forwarded-Host` values, a scheme's default port
+/// (`:80`, `:443`) written or not. A browser cannot set `X-Forwarded-Host`
+/// on a cross-site request without a preflight (nor on a WebSocket
+/// handshake at all), so trusting it opens nothing.
+pub fn is_own_origin(origin: &str, headers: &HeaderMap, authority: Option<&str>) -> bool {
+    fn without_default_port(host: &str) -> &str {
+        host.strip_suffix(":80")
+            .or_else(|| host.strip_suffix(":443"))
+            .unwrap_or(host)
+    }
+    let Some(origin_host) = web_origin_host(origin).map(without_default_port) else {
+        return false;
+    };
+    let text = |name: &header::HeaderName| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+    };
+    let mut hosts = text(&header::HOST);
+    if hosts.is_empty() {
+        hosts.extend(authority);
+    }
+    hosts.extend(text(&header::HeaderName::from_static("x-forwarded-host")));
+    hosts
+        .iter()
+        .flat_map(|h| h.split(','))
+        .any(|h| without_default_port(h.trim()).eq_ignore_ascii_case(origin_host))
+}
+
 /// Headers answering a preflight the policy allows; `None` when it does not.
 pub fn preflight(policy: &CorsPolicy, origin: &str, methods: &'static str) -> Option<HeaderMap> {
     if !policy.allows_origin(origin) {
@@ -114,5 +149,61 @@ fn allow_origin(policy: &CorsPolicy, origin: &str, h: &mut HeaderMap) {
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_own_origin_is_the_host_or_a_forwarded_host_under_either_scheme() {
+        let host = headers(&[("host", "gw.example:8080")]);
+        for (origin, own) in [
+            ("http://gw.example:8080", true),
+            ("https://GW.example:8080", true),
+            ("http://gw.example", false),
+            ("ws://gw.example:8080", false),
+            ("null", false),
+        ] {
+            assert_eq!(is_own_origin(origin, &host, None), own, "{origin}");
+        }
+        // A default port written or not; HTTP/2's authority when no Host.
+        let default = headers(&[("host", "gw.example:443")]);
+        assert!(is_own_origin("https://gw.example", &default, None));
+        let bare = headers(&[("host", "gw.example")]);
+        assert!(is_own_origin("http://gw.example:80", &bare, None));
+        let none = HeaderMap::new();
+        assert!(is_own_origin(
+            "https://gw.example",
+            &none,
+            Some("gw.example")
+        ));
+        assert!(!is_own_origin("https://gw.example", &none, None));
+        // Any value of X-Forwarded-Host, in a list or in several fields.
+        let proxied = headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-host", "edge.internal, api.example"),
+            ("x-forwarded-host", "other.example"),
+        ]);
+        for origin in [
+            "https://api.example",
+            "https://other.example",
+            "http://10.0.0.5:8080",
+        ] {
+            assert!(is_own_origin(origin, &proxied, None), "{origin}");
+        }
+        assert!(!is_own_origin("https://evil.example", &proxied, None));
+        // `:80` is a port, not the end of one.
+        let other_port = headers(&[("host", "gw.example:8080")]);
+        assert!(!is_own_origin("http://gw.example", &other_port, None));
     }
 }

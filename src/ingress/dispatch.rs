@@ -453,31 +453,11 @@ fn sole_origin<B>(req: &Request<B>) -> Option<&str> {
         .flatten()
 }
 
-/// Whether a request's `Origin` is the site it was sent to: the host and
-/// port of its `Host` (HTTP/2: `:authority`) or, behind a proxy, of its
-/// `X-Forwarded-Host`. A browser cannot set the latter on a cross-site
-/// request without a preflight, so trusting it here opens nothing.
+/// Whether a request's `Origin` is the gateway's own
+/// ([`super::cors::is_own_origin`]).
 fn same_origin<B>(origin: &str, req: &Request<B>) -> bool {
-    let Some(origin_host) = super::cors::web_origin_host(origin) else {
-        return false;
-    };
-    let header = |name: http::header::HeaderName| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let forwarded = header(http::header::HeaderName::from_static("x-forwarded-host"));
-    let host = header(http::header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string()));
-    [host, forwarded]
-        .into_iter()
-        .flatten()
-        .flat_map(|h| {
-            h.split(',')
-                .map(|h| h.trim().to_owned())
-                .collect::<Vec<_>>()
-        })
-        .any(|h| h.eq_ignore_ascii_case(origin_host))
+    let authority = req.uri().authority().map(|a| a.as_str());
+    super::cors::is_own_origin(origin, req.headers(), authority)
 }
 
 /// The bindings a path the gateway answers itself hides, as warnings: a

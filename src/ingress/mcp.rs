@@ -28,7 +28,7 @@ use crate::transcode::{json as json_options, request};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, HOST, ORIGIN};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, ORIGIN};
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -263,7 +263,7 @@ impl McpIngress {
                 .headers()
                 .get(ORIGIN)
                 .map(|o| o.to_str().unwrap_or("?"))
-                .filter(|o| !same_origin(o, req.headers().get(HOST)) && !cors_allows_origin);
+                .filter(|o| !same_origin(o, req.headers(), req.uri()) && !cors_allows_origin);
             return Err(match foreign {
                 Some(origin) => Refusal::new(
                     StatusCode::FORBIDDEN,
@@ -291,7 +291,7 @@ impl McpIngress {
         }
         if let Some(origin) = req.headers().get(ORIGIN).filter(|_| refused.is_none()) {
             let origin = origin.to_str().unwrap_or("?");
-            if !same_origin(origin, req.headers().get(HOST)) && !cors_allows_origin {
+            if !same_origin(origin, req.headers(), req.uri()) && !cors_allows_origin {
                 refused = Some(Refusal::new(
                     StatusCode::FORBIDDEN,
                     INVALID_REQUEST,
@@ -644,7 +644,7 @@ impl McpIngress {
         let Some(origin) = origin else {
             return Ok(());
         };
-        if same_origin(origin, parts.headers.get(HOST))
+        if same_origin(origin, &parts.headers, &parts.uri)
             || self
                 .routes
                 .route_cors(tool.binding.target.route)
@@ -935,14 +935,9 @@ fn raw_result(content_type: &str, data: &[u8]) -> Value {
     } }] })
 }
 
-/// Whether `Origin` names the host the request was sent to.
-fn same_origin(origin: &str, host: Option<&HeaderValue>) -> bool {
-    let Some(Ok(host)) = host.map(|h| h.to_str()) else {
-        return false;
-    };
-    origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+/// Whether `Origin` is the gateway's own ([`super::cors::is_own_origin`]).
+fn same_origin(origin: &str, headers: &http::HeaderMap, uri: &http::Uri) -> bool {
+    super::cors::is_own_origin(origin, headers, uri.authority().map(|a| a.as_str()))
 }
 
 fn accepted() -> Response<ResponseBody> {

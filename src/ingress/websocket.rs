@@ -23,8 +23,7 @@ use crate::policy::Pipeline;
 use crate::routes::{Binding, MatchOutcome, RouteTable};
 use crate::transcode::status::StatusRenderer;
 use http::header::{
-    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    UPGRADE,
+    CONNECTION, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use protocol::Dialect;
@@ -327,12 +326,7 @@ impl WebSocketIngress {
         let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
             return Ok(());
         };
-        let host = headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let same =
-            super::cors::web_origin_host(origin).is_some_and(|o| o.eq_ignore_ascii_case(host));
+        let same = super::cors::is_own_origin(origin, headers, None);
         let listed = self
             .config
             .allowed_origins

@@ -248,6 +248,48 @@ async fn a_header_name_grpc_metadata_cannot_carry_is_not_forwarded_on_any_protoc
     }
 }
 
+/// The gateway's own origin is one rule on every protocol: a page served
+/// through a proxy that sets `X-Forwarded-Host` to the public host calls
+/// the gateway over any protocol, WebSocket and MCP included, with no
+/// policy; the same page without that header is another site's.
+#[tokio::test]
+async fn the_gateways_own_origin_behind_a_proxy_is_one_rule_on_every_protocol() {
+    let h = gateway("", "").await;
+    let page = ("origin", "https://public.example");
+    for protocol in EVERY_PROTOCOL {
+        let proxied = call(
+            &h,
+            protocol,
+            &[page, ("x-forwarded-host", "proxy.internal, public.example")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(proxied.code, 0, "{protocol:?}: {}", proxied.message);
+        if protocol == Protocol::Mcp {
+            let r = support::mcp_send(&h.client, "/mcp", &[page], "Probe_Headers", json!({})).await;
+            assert_eq!(r.status, 403, "{}", r.text());
+        } else {
+            let foreign = call(&h, protocol, &[page], "", None).await;
+            assert_eq!(foreign.code, 7, "{protocol:?}: {}", foreign.message);
+        }
+    }
+    // A scheme's default port is the same origin written or not.
+    let r = h
+        .client
+        .send(
+            http::Method::GET,
+            "/v1/probe/headers",
+            &[
+                ("origin", "http://public.example"),
+                ("host", "public.example:80"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[tokio::test]
 async fn a_jwt_in_the_header_or_the_session_cookie_authenticates_every_protocol() {
     let sections = format!(
