@@ -122,6 +122,27 @@ impl Upstream {
                 }
             }
         }
+        // An endpoint out of rotation for failing its checks stays out
+        // across the reload until the new config's checks have answered:
+        // a config push must not show a sick instance as ready (`/readyz`,
+        // the health service) for the new checks' first round or more.
+        if let (Some(previous), Some(_)) = (previous, &upstream.config.health_check) {
+            let before = previous.snapshot();
+            let mut carried = false;
+            for ep in &upstream.snapshot().endpoints {
+                let failed = before
+                    .endpoints
+                    .iter()
+                    .any(|old| old.address == ep.address && !old.healthy.load(Ordering::Relaxed));
+                if failed {
+                    ep.carry_failed_checks();
+                    carried = true;
+                }
+            }
+            if carried {
+                upstream.rotation_changed();
+            }
+        }
         spawn_discovery(&upstream);
         health::spawn(&upstream);
         Ok(upstream)

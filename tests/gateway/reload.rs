@@ -1257,3 +1257,91 @@ async fn calls_running_across_a_reload_of_their_upstream_stay_counted() {
     assert_eq!(client.get("/v1/shelves/1").await.status, StatusCode::OK);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// An endpoint out of rotation for failing its health checks stays out
+/// across a reload that changes its upstream's settings (which starts the
+/// upstream's endpoints afresh) until the new config's first check of it
+/// answers: `/readyz` never reports a sick upstream ready in between. A
+/// pass under the new config brings it back at once.
+#[tokio::test]
+async fn a_sick_endpoint_stays_out_of_rotation_across_a_reload_until_checked_again() {
+    let (backend, _) = Backends::default()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = temp_dir("sick-reload");
+    let path = dir.join("portico.toml");
+    let text = |upstream: &str, check: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nwatch_files = false\n\
+             [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\
+             [upstreams.demo]\nendpoints = [\"{backend}\"]\n{upstream}\n\
+             [upstreams.demo.health_check]\n{check}\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+            support::proto_dir()
+        )
+    };
+    let readyz = async |gw: &Gateway| {
+        HttpClient::new(gw.admin_addr.unwrap())
+            .get("/readyz")
+            .await
+            .status
+    };
+    // The backend serves no health service named "nope": every check fails.
+    replace(
+        &path,
+        &text("", "service = \"nope\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nunhealthy_threshold = 1"),
+    );
+    let gw = start(&path).await;
+    let mut sick = false;
+    for _ in 0..100 {
+        if readyz(&gw).await == StatusCode::SERVICE_UNAVAILABLE {
+            sick = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sick, "the failing checks took the only endpoint out");
+
+    // A changed setting starts the endpoints afresh; checks an hour apart,
+    // three failures to take one out: only the carried verdict keeps it out.
+    replace(
+        &path,
+        &text(
+            "connect_timeout = \"3s\"",
+            "service = \"nope\"\ninterval = \"1h\"\nunhealthy_threshold = 3",
+        ),
+    );
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    for _ in 0..10 {
+        assert_eq!(readyz(&gw).await, StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A config whose check passes (the server as a whole) brings it back at
+    // its first check, though healthy_threshold asks for three in a row.
+    replace(
+        &path,
+        &text(
+            "connect_timeout = \"4s\"",
+            "service = \"\"\ninterval = \"1h\"\nhealthy_threshold = 3",
+        ),
+    );
+    assert!(matches!(
+        gw.live.reload().await,
+        ReloadOutcome::Swapped { .. }
+    ));
+    let mut ready = false;
+    for _ in 0..100 {
+        if readyz(&gw).await == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the first passing check under the new config");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -30,6 +30,9 @@ pub struct Endpoint {
     /// Active-check streaks, towards the healthy/unhealthy thresholds.
     pub check_successes: AtomicU32,
     pub check_failures: AtomicU32,
+    /// Its `healthy: false` was carried over from the upstream a reload
+    /// replaced: the first check under the new config decides it.
+    pub verdict_carried: AtomicBool,
     /// Ejected by outlier detection until this instant (`now_millis`); 0: never.
     ejected_until: AtomicU64,
     /// How many times in a row it was ejected; each ejection lasts longer.
@@ -50,6 +53,7 @@ impl Endpoint {
             consecutive_failures: AtomicU32::new(0),
             check_successes: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
+            verdict_carried: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             ejected_total: AtomicU64::new(0),
@@ -72,6 +76,14 @@ impl Endpoint {
 
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Out of rotation, as the endpoint it replaces (same address, the
+    /// upstream before a reload changed its settings) was for failing its
+    /// checks, until the first check under the new config answers.
+    pub fn carry_failed_checks(&self) {
+        self.healthy.store(false, Ordering::Relaxed);
+        self.verdict_carried.store(true, Ordering::Relaxed);
     }
 
     /// Healthy and not ejected.

@@ -135,6 +135,22 @@ async fn probe(
 
 /// Counts one check's verdict.
 fn record(upstream: &str, ep: &Endpoint, check: &HealthCheckConfig, verdict: Result<(), String>) {
+    if ep.verdict_carried.swap(false, Ordering::Relaxed) {
+        // Out of rotation since before a reload: the new config's first
+        // answer decides, whatever its thresholds.
+        match verdict {
+            Ok(()) => {
+                ep.check_successes.store(1, Ordering::Relaxed);
+                ep.healthy.store(true, Ordering::Relaxed);
+                tracing::info!(%upstream, endpoint = %ep.address, "endpoint passes the reloaded config's health check; back in rotation");
+            }
+            Err(why) => {
+                ep.check_failures.store(1, Ordering::Relaxed);
+                tracing::warn!(%upstream, endpoint = %ep.address, reason = %why, "endpoint fails the reloaded config's health check too; still out of rotation");
+            }
+        }
+        return;
+    }
     if verdict.is_ok() {
         ep.check_failures.store(0, Ordering::Relaxed);
         let n = ep.check_successes.fetch_add(1, Ordering::Relaxed) + 1;
