@@ -340,6 +340,10 @@ impl Upstream {
                         ep.record_success();
                         None
                     };
+                    if failed.unreached || matches!(failed.error.kind, ErrorKind::Overloaded { .. })
+                    {
+                        record.attempt_unsent();
+                    }
                     record.attempt_done(started, Some(&failed.error), ejected);
                     // A call shed because this endpoint's connections are
                     // full was never sent: it goes at once (no backoff, no

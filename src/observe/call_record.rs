@@ -143,6 +143,9 @@ struct Facts {
     route: Option<String>,
     endpoint: Option<String>,
     attempts: u32,
+    /// Attempts whose request never left the gateway (no connection to
+    /// the endpoint, or shed because its connections were full).
+    unsent_attempts: u32,
     http_status: Option<u16>,
     code: Option<tonic::Code>,
     error: Option<(String, &'static str)>,
@@ -175,10 +178,11 @@ struct Facts {
 
 impl Facts {
     /// What a backend received: nothing for a call that made no attempt (a
-    /// policy refused it, no endpoint could take it, the cache answered),
+    /// policy refused it, no endpoint could take it, the cache answered)
+    /// or whose every attempt failed before its request left the gateway,
     /// whatever the client sent.
     fn bytes_sent(&self) -> u64 {
-        if self.attempts == 0 {
+        if self.attempts == self.unsent_attempts {
             0
         } else {
             self.bytes_in
@@ -587,6 +591,14 @@ impl CallRecord {
                 );
             }
             span.end();
+        }
+    }
+
+    /// The attempt just made never sent its request: it could not
+    /// connect, or was shed before it went out (`max_pending`).
+    pub fn attempt_unsent(&self) {
+        if self.active() {
+            self.facts().unsent_attempts += 1;
         }
     }
 

@@ -663,6 +663,20 @@ async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
     };
     support::eventually(|| shed().is_some()).await;
     assert_eq!(shed().unwrap()["attempts"], 1, "{}", shed().unwrap());
+    // Its request never left the gateway: no byte of it reached a backend
+    // (usage figures and bills count only what did), while the calls sent
+    // count theirs.
+    assert_eq!(shed().unwrap()["bytes_in"], 0, "{}", shed().unwrap());
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::eventually(|| lines().lines().count() == 3).await;
+    let text = lines();
+    let served: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["grpc_status"] == "OK")
+        .collect();
+    assert_eq!(served.len(), 2, "{text}");
+    assert!(served.iter().all(|l| l["bytes_in"] == 3), "{text}");
     let _ = std::fs::remove_file(&log);
 }
 
