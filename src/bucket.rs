@@ -13,7 +13,10 @@ impl crate::config::Validator<'_> {
     /// A bucket's rate per second at `key`: a number from [`MIN_RATE`] up.
     pub(crate) fn rate(&self, key: &str, rate: f64) -> Result<f64, crate::config::ConfigError> {
         if !(rate > 0.0 && rate.is_finite()) {
-            return Err(self.err(key, "must be a number greater than zero"));
+            return Err(self.err(
+                key,
+                format!("{rate} is not a finite number greater than zero"),
+            ));
         }
         if rate < MIN_RATE {
             return Err(self.err(

@@ -333,7 +333,9 @@ pub struct CacheFile {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitFile {
     pub requests_per_second: f64,
-    pub burst: Option<u32>,
+    /// Read as any whole number, so that 0 and -1 get the same message as
+    /// 2^32 (`1 to 4294967295`), not a type error about another range.
+    pub burst: Option<i64>,
     /// "client_ip" (default), "principal", "route" or "header:NAME".
     pub key: Option<String>,
     /// "local" (default: per instance) or "global" (the fleet, through Redis).

@@ -195,6 +195,64 @@ fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
 }
 
 #[test]
+fn a_cache_varies_on_named_headers_each_once_never_on_a_star() {
+    let text = format!("{MINIMAL}cache = {{ ttl = \"30s\", vary = [\"X-A\", \"x-a\", \"B\"] }}\n");
+    let c = Config::from_toml(&text).unwrap();
+    let vary = &c.routes[0].cache.as_ref().unwrap().vary;
+    assert_eq!(vary, &["x-a", "b"]);
+    let text = format!("{MINIMAL}cache = {{ ttl = \"30s\", vary = [\"X-A\", \"*\"] }}\n");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "routes[0].cache.vary[1]", "{err}");
+    assert!(err.reason.contains("every request its own entry"), "{err}");
+}
+
+#[test]
+fn a_rate_limits_rate_and_burst_are_refused_with_their_range() {
+    let limit = |body: &str| format!("{MINIMAL}rate_limit = {{ {body} }}\n");
+    for (body, key, says) in [
+        (
+            "requests_per_second = inf",
+            "requests_per_second",
+            "inf is not a finite number greater than zero",
+        ),
+        (
+            "requests_per_second = 0",
+            "requests_per_second",
+            "0 is not a finite number greater than zero",
+        ),
+        (
+            "requests_per_second = 5, burst = 0",
+            "burst",
+            "0 is not a whole number from 1 to 4294967295",
+        ),
+        (
+            "requests_per_second = 5, burst = -1",
+            "burst",
+            "-1 is not a whole number from 1 to 4294967295",
+        ),
+        (
+            "requests_per_second = 5, burst = 4294967296",
+            "burst",
+            "4294967296 is not a whole number from 1 to 4294967295",
+        ),
+    ] {
+        let err = Config::from_toml(&limit(body)).unwrap_err();
+        assert_eq!(
+            err.key,
+            format!("routes[0].rate_limit.{key}"),
+            "{body}: {err}"
+        );
+        assert!(err.reason.contains(says), "{body}: {err}");
+    }
+    let err = Config::from_toml(&limit("requests_per_second = 5, burst = 2.5")).unwrap_err();
+    assert!(err.reason.contains("expected a whole number"), "{err}");
+    assert!(!err.reason.contains("from 0"), "{err}");
+    // The default burst, the rate rounded up, stops at the largest one.
+    let c = Config::from_toml(&limit("requests_per_second = 5e9")).unwrap();
+    assert_eq!(c.routes[0].rate_limit.as_ref().unwrap().burst, u32::MAX);
+}
+
+#[test]
 fn per_route_json_options_override_the_global_ones() {
     let text = format!(
         "{MINIMAL}json = {{ use_proto_names = true }}\n\n[json]\nemit_unpopulated = true\n"

@@ -22,16 +22,27 @@ pub struct CacheConfig {
 
 impl Validator<'_> {
     pub(crate) fn cache(&self, k: &str, c: &file::CacheFile) -> Result<CacheConfig, ConfigError> {
-        let mut vary = Vec::new();
+        let mut vary: Vec<http::HeaderName> = Vec::new();
         for (j, h) in c.vary.iter().enumerate() {
-            vary.push(
+            // `*` varies on everything: no two requests would share a reply,
+            // and no request has a header named `*` to key on.
+            if h.trim() == "*" {
+                return Err(self.err(
+                    format!("{k}.vary[{j}]"),
+                    "\"*\" would make every request its own entry, so nothing would be reused: name the headers replies depend on, or leave the route without a cache",
+                ));
+            }
+            let name =
                 http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| {
                     self.err(
                         format!("{k}.vary[{j}]"),
                         format!("{h:?} is not a header name"),
                     )
-                })?,
-            );
+                })?;
+            // Names are case-blind: `X-A` and `x-a` are one header.
+            if !vary.contains(&name) {
+                vary.push(name);
+            }
         }
         Ok(CacheConfig {
             credential_headers: vec![http::header::AUTHORIZATION, http::header::COOKIE],

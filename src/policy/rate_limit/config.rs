@@ -31,12 +31,16 @@ impl Validator<'_> {
         rl: &file::RateLimitFile,
     ) -> Result<RateLimitConfig, ConfigError> {
         self.rate(&format!("{k}.requests_per_second"), rl.requests_per_second)?;
-        let burst = rl
-            .burst
-            .unwrap_or(rl.requests_per_second.ceil().max(1.0) as u32);
-        if burst == 0 {
-            return Err(self.err(format!("{k}.burst"), "must be at least 1"));
-        }
+        // The default, the rate rounded up, stops at the largest burst.
+        let burst = match rl.burst {
+            None => rl.requests_per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32,
+            Some(b) => u32::try_from(b).ok().filter(|b| *b >= 1).ok_or_else(|| {
+                self.err(
+                    format!("{k}.burst"),
+                    format!("{b} is not a whole number from 1 to 4294967295 (calls let through at once)"),
+                )
+            })?,
+        };
         let key = match rl.key.as_deref().unwrap_or("client_ip") {
             "client_ip" => RateLimitKey::ClientIp,
             "principal" => RateLimitKey::Principal,
