@@ -136,7 +136,8 @@ pub fn generate(s: &Sources<'_>) -> Value {
             .into_iter()
             .map(|p| {
                 let mut schema = match &p.field {
-                    Some(f) => schemas.kind(&f.kind(), n),
+                    Some(f) => schema::closed_enum_in_url(&f.kind())
+                        .unwrap_or_else(|| schemas.kind(&f.kind(), n)),
                     None => json!({ "type": "string" }),
                 };
                 if let Some(pattern) = &p.pattern {
@@ -514,6 +515,11 @@ fn walk_query(
                     json!({ "type": "string", "enum": ["NULL_VALUE"] })
                 } else if f.full_name() == "google.protobuf.Value.number_value" {
                     json!({ "type": "number", "format": "double" })
+                } else if let Some(closed) = schema::closed_enum_in_url(&f.kind()) {
+                    match f.is_list() {
+                        true => json!({ "type": "array", "items": closed }),
+                        false => closed,
+                    }
                 } else {
                     schemas.field(&f, n)
                 };

@@ -118,6 +118,19 @@ impl<'c> Schemas<'c> {
         for f in m.fields() {
             properties.insert(n.field_name(&f), self.field(&f, n));
         }
+        // A proto2 extension of the message, as the JSON mapping names it:
+        // `[package.name]`, whatever the naming options.
+        for x in m.extensions() {
+            let value = without_null(self.kind(&x.kind(), n));
+            let mut schema = match x.is_list() {
+                true => json!({ "type": "array", "items": value }),
+                false => value,
+            };
+            if let Some(text) = self.comments.get(&x.parent_file(), x.path()) {
+                schema["description"] = json!(text);
+            }
+            properties.insert(x.json_name().to_owned(), schema);
+        }
         schema.insert("properties".into(), Value::Object(properties));
         // At most one member of each oneof: exactly one branch holds, the
         // one naming the member that is set, or the last when none is.
@@ -273,6 +286,31 @@ impl<'c> Schemas<'c> {
         }
         json!({ "$ref": format!("{}{}", self.prefix, name) })
     }
+}
+
+/// The schema of a closed (proto2) enum's value in a path or a query,
+/// where only its declared names and numbers are taken (a JSON body, as
+/// the protobuf JSON reader reads it, takes any number: the enum's named
+/// schema says so). `None` for any other kind.
+pub fn closed_enum_in_url(k: &Kind) -> Option<Value> {
+    let Kind::Enum(e) = k else {
+        return None;
+    };
+    if e.parent_file().syntax() != prost_reflect::Syntax::Proto2 {
+        return None;
+    }
+    let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+    let mut numbers: Vec<i32> = e.values().map(|v| v.number()).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    Some(json!({
+        "title": e.name(),
+        "anyOf": [
+            { "type": "string", "enum": names },
+            { "type": "integer", "format": "int32", "enum": numbers },
+        ],
+        "description": format!("A value of the closed (proto2) enum {}: a declared name or number.", e.full_name()),
+    }))
 }
 
 /// A schema that does not take `null`: a wrapper's null unsets a singular

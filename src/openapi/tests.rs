@@ -329,3 +329,41 @@ request = { id = "{path.id}" }
         "x-other-key"
     );
 }
+
+/// A proto2 schema: its closed enums take only their declared names and
+/// numbers in a path or query (as the gateway reads them there), any
+/// number in a JSON body; an extension is a property named as the JSON
+/// mapping names it.
+#[test]
+fn a_closed_enum_in_the_url_and_an_extension_are_described_as_read() {
+    let text = CONFIG.replace("kinds.v1.Things", "legacy.v1.Shelves");
+    let s = spec_of(&text, &["legacy.proto"]);
+    let get = &s["paths"]["/legacy/{color}"]["get"];
+    let params = get["parameters"].as_array().unwrap();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name}: {params:?}"))
+    };
+    for schema in [&param("color")["schema"], &param("also")["schema"]["items"]] {
+        assert_eq!(
+            schema["anyOf"][0]["enum"],
+            serde_json::json!(["RED", "BLUE"]),
+            "{schema}"
+        );
+        assert_eq!(
+            schema["anyOf"][1]["enum"],
+            serde_json::json!([1, 5]),
+            "{schema}"
+        );
+    }
+    let query = &s["components"]["schemas"]["legacy.v1.Query"];
+    let ext = &query["properties"]["[legacy.v1.origin_tag]"];
+    assert_eq!(ext["type"], "string", "{query}");
+    assert_eq!(ext["description"], "Where the query came from.");
+    // In a body the enum is the named schema, which takes any number.
+    let color = &s["components"]["schemas"]["legacy.v1.Color"];
+    assert_eq!(color["anyOf"][1]["type"], "integer", "{color}");
+    assert!(color["anyOf"][1].get("enum").is_none(), "{color}");
+}
