@@ -179,6 +179,7 @@ fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
         ("sec-websocket-key", "never reaches a backend"),
         ("mcp-session-id", "never reaches a backend"),
         ("connect-*", "never reaches a backend"),
+        ("x!y", "no name gRPC metadata can carry"),
         ("", "is not a header name"),
     ] {
         let text = format!("{MINIMAL}\n[metadata]\nforward = [\"x-ok\", {name:?}]\n");
@@ -660,6 +661,7 @@ fn a_claim_cannot_be_forwarded_as_a_credential_or_the_request_id() {
         "x-request-id",
         "x-forwarded-for",
         "grpc-timeout",
+        "x!sub",
     ] {
         let text = format!(
             "{MINIMAL}\n[authenticators.u]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-signing\"\nforward_claims = {{ sub = \"{header}\" }}\n"

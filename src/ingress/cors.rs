@@ -43,14 +43,17 @@ pub fn web_origin_host(origin: &str) -> Option<&str> {
 /// on a cross-site request without a preflight (nor on a WebSocket
 /// handshake at all), so trusting it opens nothing.
 pub fn is_own_origin(origin: &str, headers: &HeaderMap, authority: Option<&str>) -> bool {
-    fn without_default_port(host: &str) -> &str {
-        host.strip_suffix(":80")
-            .or_else(|| host.strip_suffix(":443"))
-            .unwrap_or(host)
-    }
-    let Some(origin_host) = web_origin_host(origin).map(without_default_port) else {
+    let Some(origin_host) = web_origin_host(origin) else {
         return false;
     };
+    // The origin's own scheme's default port, on either side.
+    let https = origin
+        .get(..6)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
+    let default_port = if https { ":443" } else { ":80" };
+    let without_default_port =
+        |host: &'_ str| -> String { host.strip_suffix(default_port).unwrap_or(host).to_owned() };
+    let origin_host = without_default_port(origin_host);
     let text = |name: &header::HeaderName| {
         headers
             .get_all(name)
@@ -66,7 +69,7 @@ pub fn is_own_origin(origin: &str, headers: &HeaderMap, authority: Option<&str>)
     hosts
         .iter()
         .flat_map(|h| h.split(','))
-        .any(|h| without_default_port(h.trim()).eq_ignore_ascii_case(origin_host))
+        .any(|h| without_default_port(h.trim()).eq_ignore_ascii_case(&origin_host))
 }
 
 /// Headers answering a preflight the policy allows; `None` when it does not.
@@ -202,6 +205,9 @@ mod tests {
             assert!(is_own_origin(origin, &proxied, None), "{origin}");
         }
         assert!(!is_own_origin("https://evil.example", &proxied, None));
+        // A default port is its own scheme's.
+        assert!(!is_own_origin("https://gw.example:80", &default, None));
+        assert!(!is_own_origin("http://gw.example", &default, None));
         // `:80` is a port, not the end of one.
         let other_port = headers(&[("host", "gw.example:8080")]);
         assert!(!is_own_origin("http://gw.example", &other_port, None));

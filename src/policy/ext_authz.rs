@@ -250,7 +250,12 @@ impl ExtAuthz {
                     view.remove(name);
                 }
                 for (name, value, how) in add {
-                    apply(&mut env.metadata, name, value, *how);
+                    // A name gRPC metadata cannot carry (`x!y`) would fail
+                    // the backend's call: the policies still see it, as a
+                    // client's such header.
+                    if crate::headers::is_grpc_key(name) {
+                        apply(&mut env.metadata, name, value, *how);
+                    }
                     apply(view, name, value, *how);
                 }
                 Ok(())

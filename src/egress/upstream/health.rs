@@ -32,6 +32,14 @@ pub fn spawn(upstream: &Arc<Upstream>) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(upstream = %upstream.config.name, error = %e, "health checks not started");
+            // No check will answer: a verdict carried over a reload would
+            // keep its endpoint out for good.
+            for ep in &upstream.snapshot().endpoints {
+                if ep.verdict_carried.swap(false, Ordering::Relaxed) {
+                    ep.healthy.store(true, Ordering::Relaxed);
+                }
+            }
+            upstream.rotation_changed();
             return;
         }
     };

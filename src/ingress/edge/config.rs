@@ -84,6 +84,16 @@ impl Validator<'_> {
                         format!("{name:?} is not a header name"),
                     ));
                 }
+                // gRPC metadata names are lowercase letters, digits, `_`,
+                // `-` and `.`: another name would never be forwarded.
+                let grpc_key = http::HeaderName::from_bytes(bare.as_bytes())
+                    .map_or(bare.is_empty(), |h| crate::headers::is_grpc_key(&h));
+                if !grpc_key {
+                    return Err(self.err(
+                        format!("metadata.forward[{i}]"),
+                        format!("{name:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`), so it would never reach a backend"),
+                    ));
+                }
                 if bare.starts_with("grpc-") || matches!(bare, "te" | "content-type" | "host") {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),

@@ -303,6 +303,12 @@ impl Validator<'_> {
                         format!("{header:?} is not a header name"),
                     )
                 })?;
+            if !crate::headers::is_grpc_key(&name) {
+                return Err(self.err(
+                    format!("{key}.forward_claims.{claim}"),
+                    format!("{header:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`): a gRPC backend would refuse the call"),
+                ));
+            }
             // A claim must not pass for a credential, the request id, or
             // a header of a protocol's framing.
             let reserved = matches!(

@@ -114,6 +114,18 @@ impl Validator<'_> {
                 .collect::<Result<Vec<_>, _>>()
         };
         let upstream_headers = headers("upstream_headers", &f.upstream_headers)?;
+        if let Some(i) = upstream_headers
+            .iter()
+            .position(|h| !crate::headers::is_grpc_key(h))
+        {
+            return Err(self.err(
+                format!("{key}.upstream_headers[{i}]"),
+                format!(
+                    "{:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`): a gRPC backend would refuse the call",
+                    upstream_headers[i].as_str()
+                ),
+            ));
+        }
         if !upstream_headers.is_empty() && matches!(service, ExtAuthzService::Grpc(_)) {
             return Err(self.err(
                 format!("{key}.upstream_headers"),
