@@ -335,6 +335,12 @@ pub fn is_grpc_key(name: &HeaderName) -> bool {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// Why `name` is refused where a config names a header for a backend:
+/// gRPC metadata cannot carry it ([`is_grpc_key`]).
+pub fn not_a_grpc_key(name: &str) -> String {
+    format!("{name:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`): a gRPC backend would refuse the call, so the gateway never forwards it")
+}
+
 /// Whether a value can be an ASCII gRPC metadata value (printable ASCII,
 /// 0x20 to 0x7E, as the gRPC over HTTP/2 spec defines it).
 pub fn is_grpc_ascii(value: &[u8]) -> bool {

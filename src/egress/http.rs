@@ -195,11 +195,10 @@ impl HttpEgress {
                     "could not build the upstream request: {e}"
                 )))
             })?;
-        let head_request = req.method() == http::Method::HEAD;
         // A reply to HEAD never has a body, whatever a broken backend
         // writes after it: the connection ends with it, decided before
         // it is sent (see the poisoning below for 204 and 304).
-        if head_request {
+        if req.method() == http::Method::HEAD {
             req.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -248,16 +247,15 @@ impl HttpEgress {
                     )
                 })?;
             let (parts, body) = resp.into_parts();
-            // A reply HTTP says has no body (a 204 or 304, any reply to
-            // HEAD) ends at its headers, whatever a broken backend writes
-            // after them: bytes it did write would be read as the reply to
-            // the next call on the connection, another client's. So the
-            // connection is not reused by any call that asks for one from
-            // now on. The pool hands a connection back before the reply
-            // reaches this code, so a call already waiting for one at that
-            // instant may still get it: a HEAD's `connection: close` has
-            // no such gap.
-            if head_request || matches!(parts.status.as_u16(), 204 | 304) {
+            // A 204 or 304 ends at its headers, whatever a broken backend
+            // writes after them: bytes it did write would be read as the
+            // reply to the next call on the connection, another client's.
+            // So the connection is not reused by any call that asks for one
+            // from now on. The pool hands a connection back before the
+            // reply reaches this code, so a call already waiting for one at
+            // that instant may still get it (a HEAD's `connection: close`
+            // has no such gap).
+            if matches!(parts.status.as_u16(), 204 | 304) {
                 if let Some(connected) = connection.connection_metadata().as_ref() {
                     connected.poison();
                 }

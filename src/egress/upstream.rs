@@ -340,8 +340,8 @@ impl Upstream {
                         ep.record_success();
                         None
                     };
-                    if failed.unreached || matches!(failed.error.kind, ErrorKind::Overloaded { .. })
-                    {
+                    let shed = matches!(failed.error.kind, ErrorKind::Overloaded { .. });
+                    if failed.unreached || shed {
                         record.attempt_unsent();
                     }
                     record.attempt_done(started, Some(&failed.error), ejected);
@@ -351,7 +351,7 @@ impl Upstream {
                     // a free stream, and fails when none is left. It is
                     // never retried otherwise: sent again after a backoff,
                     // it would wait instead of failing fast.
-                    if matches!(failed.error.kind, ErrorKind::Overloaded { .. }) {
+                    if shed {
                         tried.push(ep);
                         let now = now_millis();
                         let untried = self.snapshot().endpoints.iter().any(|e| {

@@ -38,8 +38,8 @@ pub fn web_origin_host(origin: &str) -> Option<&str> {
 /// uses (HTTP requests, WebSocket handshakes, `/mcp`): an `http` or `https`
 /// origin (either, [`web_origin_host`]) whose host and port equal the
 /// request's `Host` (HTTP/2: `authority`, its `:authority`) or, behind a
-/// proxy, one of its `X-Forwarded-Host` values, a scheme's default port
-/// (`:80`, `:443`) written or not. A browser cannot set `X-Forwarded-Host`
+/// proxy, one of its `X-Forwarded-Host` values, the origin's scheme's
+/// default port (`:80`, `:443`) written or not. A browser cannot set `X-Forwarded-Host`
 /// on a cross-site request without a preflight (nor on a WebSocket
 /// handshake at all), so trusting it opens nothing.
 pub fn is_own_origin(origin: &str, headers: &HeaderMap, authority: Option<&str>) -> bool {
@@ -47,10 +47,10 @@ pub fn is_own_origin(origin: &str, headers: &HeaderMap, authority: Option<&str>)
         return false;
     };
     // The origin's own scheme's default port, on either side.
-    let https = origin
-        .get(..6)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https:"));
-    let default_port = if https { ":443" } else { ":80" };
+    let default_port = match origin.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => ":443",
+        _ => ":80",
+    };
     let without_default_port =
         |host: &'_ str| -> String { host.strip_suffix(default_port).unwrap_or(host).to_owned() };
     let origin_host = without_default_port(origin_host);

@@ -91,7 +91,7 @@ impl Validator<'_> {
                 if !grpc_key {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),
-                        format!("{name:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`), so it would never reach a backend"),
+                        crate::headers::not_a_grpc_key(name),
                     ));
                 }
                 if bare.starts_with("grpc-") || matches!(bare, "te" | "content-type" | "host") {

@@ -306,7 +306,7 @@ impl Validator<'_> {
             if !crate::headers::is_grpc_key(&name) {
                 return Err(self.err(
                     format!("{key}.forward_claims.{claim}"),
-                    format!("{header:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`): a gRPC backend would refuse the call"),
+                    crate::headers::not_a_grpc_key(header),
                 ));
             }
             // A claim must not pass for a credential, the request id, or

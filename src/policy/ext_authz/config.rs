@@ -120,10 +120,7 @@ impl Validator<'_> {
         {
             return Err(self.err(
                 format!("{key}.upstream_headers[{i}]"),
-                format!(
-                    "{:?} is no name gRPC metadata can carry (lowercase letters, digits, `_`, `-` and `.`): a gRPC backend would refuse the call",
-                    upstream_headers[i].as_str()
-                ),
+                crate::headers::not_a_grpc_key(upstream_headers[i].as_str()),
             ));
         }
         if !upstream_headers.is_empty() && matches!(service, ExtAuthzService::Grpc(_)) {
