@@ -347,6 +347,14 @@ pub fn is_grpc_ascii(value: &[u8]) -> bool {
     value.iter().all(|b| (0x20..=0x7e).contains(b))
 }
 
+/// Whether a value the gateway writes reaches the other side exactly as
+/// written in a text header: printable ASCII with no space at either end,
+/// which an HTTP/1.1 parser trims and HTTP/2 forbids (RFC 9113 section
+/// 8.2.1). Anything else goes base64 in a `-bin` header.
+pub fn carries_as_written(value: &[u8]) -> bool {
+    is_grpc_ascii(value) && !value.starts_with(b" ") && !value.ends_with(b" ")
+}
+
 /// Headers of the HTTP or gRPC framing, the gateway's own: never copied
 /// from a request to the backend's metadata, nor from the backend's
 /// metadata to a response.

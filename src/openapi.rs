@@ -23,7 +23,7 @@ use comments::Comments;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 use schema::{Naming, Schemas};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 pub const VERSION: &str = "3.1.0";
@@ -105,15 +105,41 @@ pub fn generate(s: &Sources<'_>) -> Value {
     let mut tags: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut operation_ids: HashMap<String, usize> = HashMap::new();
     let mut schemes_used: BTreeSet<usize> = BTreeSet::new();
+    let mut shapes = PathShapes::default();
 
     let mcp = crate::ingress::mcp::served(s.config, s.routes);
-    for binding in s.routes.bindings() {
-        // A GET the gateway answers itself (its description, a file of its
-        // docs page), or anything on `/mcp` while it serves MCP, never
-        // reaches the binding: no operation to describe.
-        if crate::ingress::dispatch::shadowed_by(binding, s.config.openapi.serve, mcp).is_some() {
-            continue;
-        }
+    // An aggregate answers its method and template before any binding does.
+    let aggregated: HashSet<(String, String)> = s
+        .aggregates
+        .plans()
+        .iter()
+        .map(|plan| {
+            let (path, _) = openapi_path(&plan.template, |_| None, &[]);
+            (shape_of(&path).0, plan.config.method.as_str().to_owned())
+        })
+        .collect();
+    let described: Vec<&Binding> = s
+        .routes
+        .bindings()
+        .iter()
+        .map(|b| &**b)
+        .filter(|binding| {
+            // A GET the gateway answers itself (its description, a file of
+            // its docs page), anything on `/mcp` while it serves MCP, or a
+            // request an aggregate takes, never reaches the binding: no
+            // operation to describe.
+            let (path, _) = openapi_path(&binding.template, |_| None, &[]);
+            crate::ingress::dispatch::shadowed_by(binding, s.config.openapi.serve, mcp).is_none()
+                && !aggregated.contains(&(shape_of(&path).0, binding.method.as_str().to_owned()))
+        })
+        .collect();
+    // A method's first binding takes its full name; the others a number
+    // no other method's name takes (a method may be named `Get_2`).
+    let mut operation_names: HashSet<String> = described
+        .iter()
+        .map(|b| b.target.method.full_name().to_owned())
+        .collect();
+    for binding in described {
         let route = &s.config.routes[binding.target.route];
         let method = &binding.target.method;
         let service = method.parent_service();
@@ -124,7 +150,7 @@ pub fn generate(s: &Sources<'_>) -> Value {
                     .get(&service.parent_file(), service.path())
                     .map(str::to_owned)
             });
-        let (path, path_params) = openapi_path(&binding.template, |name| {
+        let (path, path_params) = shapes.path(&binding.template, |name| {
             binding
                 .path_vars
                 .iter()
@@ -161,7 +187,13 @@ pub fn generate(s: &Sources<'_>) -> Value {
         let operation_id = if *count == 1 {
             method.full_name().to_owned()
         } else {
-            format!("{}_{}", method.full_name(), count)
+            loop {
+                let id = format!("{}_{}", method.full_name(), count);
+                if operation_names.insert(id.clone()) {
+                    break id;
+                }
+                *count += 1;
+            }
         };
         let mut op = Map::new();
         op.insert("operationId".into(), json!(operation_id));
@@ -239,7 +271,14 @@ pub fn generate(s: &Sources<'_>) -> Value {
         {
             continue;
         }
-        aggregate(&mut schemas, s, plan, &mut paths, &mut schemes_used);
+        aggregate(
+            &mut schemas,
+            s,
+            plan,
+            &mut shapes,
+            &mut paths,
+            &mut schemes_used,
+        );
         tags.entry("aggregates".to_owned()).or_insert_with(|| {
             Some("Endpoints the gateway composes from several calls (`[[aggregates]]`).".to_owned())
         });
@@ -305,21 +344,74 @@ struct PathParam {
     description: Option<String>,
 }
 
+/// The path items written so far, by shape: the path with every
+/// placeholder's name left out (`/t/g/{}`).
+///
+/// OpenAPI forbids two templated paths that differ only in their
+/// placeholders' names, as one URL would match both; yet `/t/g/{name}` and
+/// `/t/{name=g/*}` (written `/t/g/{g_id}`) are one resource under two verbs.
+/// A template whose shape is already written takes that path's names, so
+/// both verbs are operations of one path item.
+#[derive(Default)]
+struct PathShapes {
+    names: HashMap<String, Vec<String>>,
+}
+
+impl PathShapes {
+    fn path(
+        &mut self,
+        template: &Template,
+        field: impl Fn(&str) -> Option<FieldDescriptor>,
+    ) -> (String, Vec<PathParam>) {
+        let (path, params) = openapi_path(template, &field, &[]);
+        let (shape, names) = shape_of(&path);
+        match self.names.get(&shape) {
+            Some(written) if *written != names => openapi_path(template, &field, written),
+            Some(_) => (path, params),
+            None => {
+                self.names.insert(shape, names);
+                (path, params)
+            }
+        }
+    }
+}
+
+/// A path's shape (`/t/g/{}:verb`) and its placeholders' names in order.
+fn shape_of(path: &str) -> (String, Vec<String>) {
+    let mut shape = String::with_capacity(path.len());
+    let mut names = Vec::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        shape.push_str(&rest[..=open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+        names.push(rest[open + 1..close].to_owned());
+        rest = &rest[close..];
+    }
+    shape.push_str(rest);
+    (shape, names)
+}
+
 /// A google.api.http template as an OpenAPI path. `{name}` is one
 /// parameter. A variable that spans segments (`{name=shelves/*/books/*}`)
 /// is written out: its literals stay in the path and each `*` is a
 /// parameter of its own (`shelves/{shelves_id}/books/{books_id}`), as
 /// OpenAPI path parameters cannot hold a `/`; the method receives the
 /// whole value, `shelves/1/books/2`. A trailing `**` is one parameter for
-/// the rest of the path.
+/// the rest of the path. `names`, when given, are the placeholders' names
+/// in order, in place of those made from the template.
 fn openapi_path(
     template: &Template,
     field: impl Fn(&str) -> Option<FieldDescriptor>,
+    names: &[String],
 ) -> (String, Vec<PathParam>) {
     let mut path = String::new();
     let mut params: Vec<PathParam> = Vec::new();
     let mut taken = std::collections::HashSet::new();
+    let mut given = names.iter();
     let mut unique = |base: String| -> String {
+        if let Some(name) = given.next() {
+            return name.clone();
+        }
         let mut name = base.clone();
         let mut n = 1;
         while !taken.insert(name.clone()) {
@@ -899,10 +991,11 @@ fn aggregate(
     schemas: &mut Schemas<'_>,
     s: &Sources<'_>,
     plan: &AggregatePlan,
+    shapes: &mut PathShapes,
     paths: &mut BTreeMap<String, Map<String, Value>>,
     schemes_used: &mut BTreeSet<usize>,
 ) {
-    let (path, path_params) = openapi_path(&plan.template, |_| None);
+    let (path, path_params) = shapes.path(&plan.template, |_| None);
     let mut parameters: Vec<Value> = path_params
         .into_iter()
         .map(|p| {

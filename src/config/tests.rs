@@ -1248,3 +1248,33 @@ fn a_retry_on_code_that_is_no_failure_is_refused_saying_so() {
         assert!(err.reason.contains(says), "{code}: {err}");
     }
 }
+
+#[test]
+fn an_authorization_service_address_is_quoted_as_written() {
+    for (grpc, says) in [
+        ("127.0.0.1", "\"127.0.0.1\" names no port (host:port)"),
+        (
+            "http://127.0.0.1:9/some/path",
+            "\"http://127.0.0.1:9/some/path\" has a path",
+        ),
+        (
+            "ftp://127.0.0.1:9",
+            "\"ftp://127.0.0.1:9\" is not host:port or an http:// or https:// URL",
+        ),
+    ] {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            &format!("[ext_authz.opa]\ngrpc = \"{grpc}\"\n[[routes]]"),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "ext_authz.opa.grpc", "{grpc}");
+        assert!(err.reason.contains(says), "{grpc}: {err}");
+    }
+    for fine in ["127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9/"] {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            &format!("[ext_authz.opa]\ngrpc = \"{fine}\"\n[[routes]]"),
+        );
+        assert!(Config::from_toml(&text).is_ok(), "{fine}");
+    }
+}

@@ -77,8 +77,9 @@ impl Shape {
             return Some(Shape::UnknownCodec);
         }
         // `connect=v1`, or another version, refused as Connect refuses a
-        // wrong Connect-Protocol-Version, not answered as a REST GET.
-        if method == Method::GET
+        // wrong Connect-Protocol-Version, not answered as a REST GET. A HEAD
+        // of the same URL is that GET without its body, as on REST.
+        if (method == Method::GET || method == Method::HEAD)
             && query.is_some_and(|q| q.split('&').any(|p| p.starts_with("connect=v")))
         {
             return Some(Shape::UnaryGet);
@@ -448,10 +449,11 @@ fn envelope(flags: u8, payload: &[u8]) -> Bytes {
 }
 
 /// The HTTP methods a Connect call of this method may come by: `POST`,
-/// and `GET` for a unary method marked `NO_SIDE_EFFECTS`.
+/// and `GET` (and `HEAD`, the GET without its body) for a unary method
+/// marked `NO_SIDE_EFFECTS`.
 fn methods_allowed(target: &Target) -> Vec<Method> {
     if target.kind == CallKind::Unary && crate::routes::has_no_side_effects(&target.method) {
-        vec![Method::GET, Method::POST]
+        vec![Method::GET, Method::HEAD, Method::POST]
     } else {
         vec![Method::POST]
     }

@@ -391,6 +391,15 @@ impl Ingress {
     /// The cross-origin policy of what `method path` reaches: its route's,
     /// or for an aggregate the `[cors]` one.
     fn cors_policy(&self, method: &Method, path: &str) -> Option<&Arc<crate::config::CorsPolicy>> {
+        // The gateway's own pages belong to no route, whatever binding
+        // they hide there.
+        let reads = *method == Method::GET || *method == Method::HEAD;
+        if reads
+            && ((self.api.served() && is_api_page(path))
+                || self.pages.iter().any(|p| p.path == path))
+        {
+            return None;
+        }
         self.routes
             .cors_for(method, path)
             .or_else(|| self.rest.aggregates.cors_for(path))

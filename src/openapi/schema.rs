@@ -86,7 +86,7 @@ impl<'c> Schemas<'c> {
         if let Some(v) = well_known(m) {
             return v;
         }
-        let name = format!("{}{}", m.full_name(), n.suffix());
+        let name = suffixed(m.parent_pool(), m.full_name(), n.suffix());
         if !self.defs.contains_key(&name) {
             // Claimed first, so a message that contains itself refers back.
             self.defs.insert(name.clone(), Value::Null);
@@ -248,7 +248,7 @@ impl<'c> Schemas<'c> {
             return json!({ "type": "null" });
         }
         let suffix = if n.enum_numbers { "_numbers" } else { "" };
-        let name = format!("{}{suffix}", e.full_name());
+        let name = suffixed(e.parent_pool(), e.full_name(), suffix);
         if !self.defs.contains_key(&name) {
             // A value the schema does not know (a backend built with a newer
             // enum) is written as its number, and numbers are accepted.
@@ -381,4 +381,18 @@ pub fn well_known(m: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.BytesValue" => wrapped(scalar(Kind::Bytes)),
         _ => return None,
     })
+}
+
+/// The schema name of a type written another way: its full name with
+/// `suffix`, unless that is the full name of another type (a message
+/// `n.Book_proto_names` beside `n.Book`), whose own schema it would be;
+/// then with one more `_` before the suffix, until it is no type's.
+fn suffixed(pool: &prost_reflect::DescriptorPool, full_name: &str, suffix: &str) -> String {
+    let mut name = format!("{full_name}{suffix}");
+    while !suffix.is_empty()
+        && (pool.get_message_by_name(&name).is_some() || pool.get_enum_by_name(&name).is_some())
+    {
+        name.insert(full_name.len(), '_');
+    }
+    name
 }

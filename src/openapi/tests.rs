@@ -367,3 +367,126 @@ fn a_closed_enum_in_the_url_and_an_extension_are_described_as_read() {
     assert_eq!(color["anyOf"][1]["type"], "integer", "{color}");
     assert!(color["anyOf"][1].get("enum").is_none(), "{color}");
 }
+
+#[test]
+fn one_resource_under_two_templates_is_one_path_item() {
+    let text = CONFIG.replace("kinds.v1.Things", "legacy.v1.Shelves");
+    let s = spec_of(&text, &["legacy.proto"]);
+    let paths = s["paths"].as_object().unwrap();
+    let under_g: Vec<&String> = paths
+        .keys()
+        .filter(|k| k.starts_with("/legacy/g/"))
+        .collect();
+    assert_eq!(
+        under_g.len(),
+        1,
+        "one path item for /legacy/g/*: {under_g:?}"
+    );
+    let item = &paths[under_g[0]];
+    let (take, drop) = (&item["get"], &item["delete"]);
+    assert_eq!(take["operationId"], "legacy.v1.Shelves.Take");
+    assert_eq!(drop["operationId"], "legacy.v1.Shelves.Drop");
+    // Each operation names the path's one placeholder.
+    let placeholder = under_g[0]
+        .trim_start_matches("/legacy/g/{")
+        .trim_end_matches('}');
+    for op in [take, drop] {
+        let params: Vec<&Value> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "path")
+            .collect();
+        assert_eq!(params.len(), 1, "{op}");
+        assert_eq!(params[0]["name"], placeholder, "{op}");
+    }
+    // The variable spanning `g/*` still says the method receives it whole.
+    let spanning = drop["parameters"][0]["description"].as_str().unwrap();
+    assert!(
+        spanning.contains(&format!("`g/{{{placeholder}}}`")),
+        "{spanning}"
+    );
+}
+
+#[test]
+fn made_up_names_never_take_a_name_the_schemas_already_use() {
+    let text = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[descriptors]
+protos = ["names.proto"]
+proto_paths = ["."]
+
+[upstreams.things]
+endpoints = ["127.0.0.1:9"]
+
+[[routes]]
+grpc_service = "names.v1.Shelf"
+upstream = "things"
+methods = ["Get"]
+json = { use_proto_names = true }
+
+[[routes]]
+grpc_service = "names.v1.Shelf"
+upstream = "things"
+methods = ["Get_2"]
+"#;
+    let s = spec_of(text, &["names.proto"]);
+    let mut ids: Vec<&str> = Vec::new();
+    for item in s["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            ids.push(op["operationId"].as_str().unwrap());
+        }
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "every operationId its own: {ids:?}"
+    );
+    // `Get`'s second binding skips the number the method `Get_2` takes.
+    assert_eq!(
+        s["paths"]["/names/b/{book_title}"]["get"]["operationId"],
+        "names.v1.Shelf.Get_3"
+    );
+    assert_eq!(
+        s["paths"]["/names/c/{other_field}"]["get"]["operationId"],
+        "names.v1.Shelf.Get_2"
+    );
+    // `Book` under proto names is not the message `Book_proto_names`.
+    let schemas = &s["components"]["schemas"];
+    assert!(
+        schemas["names.v1.Book__proto_names"]["properties"]["book_title"].is_object(),
+        "{schemas}"
+    );
+    assert!(
+        schemas["names.v1.Book_proto_names"]["properties"]["otherField"].is_object(),
+        "{schemas}"
+    );
+}
+
+#[test]
+fn a_binding_an_aggregate_answers_instead_takes_no_operation_number() {
+    // The aggregate takes `GET /v1/by-id/{id}`, GetThing's second binding.
+    let text = format!(
+        "{CONFIG}\n[[aggregates]]\npath = \"/v1/by-id/{{thing}}\"\n\n[[aggregates.calls]]\nname = \"thing\"\nmethod = \"kinds.v1.Things/GetThing\"\nrequest = {{ id = \"{{path.thing}}\" }}\n"
+    );
+    let s = spec_of(&text, &["kinds.proto"]);
+    let by_id = &s["paths"]["/v1/by-id/{thing}"]["get"];
+    assert_eq!(
+        by_id["operationId"], "aggregate GET /v1/by-id/{thing}",
+        "{by_id}"
+    );
+    assert!(
+        s["paths"]["/v1/by-id/{id}"].is_null(),
+        "one path item for one resource"
+    );
+    // The automatic mapping is GetThing's second operation described.
+    assert_eq!(
+        s["paths"]["/kinds.v1.Things/GetThing"]["post"]["operationId"],
+        "kinds.v1.Things.GetThing_2"
+    );
+}

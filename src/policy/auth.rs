@@ -131,6 +131,17 @@ impl Authenticator {
         }
     }
 
+    /// Whether the call carries this authenticator's session cookie.
+    fn cookie_present(&self, env: &Envelope) -> bool {
+        match &self.verifier {
+            Verifier::Jwt(v) => v
+                .cookie
+                .as_deref()
+                .is_some_and(|c| cookie_value(env, c).is_some()),
+            _ => false,
+        }
+    }
+
     /// Whether this authenticator reads bearer tokens.
     fn reads_bearer(&self) -> bool {
         matches!(self.verifier, Verifier::Jwt(_) | Verifier::Introspection(_))
@@ -220,8 +231,10 @@ impl Authenticator {
                 Some(other) => other.to_string(),
             };
             // gRPC metadata carries printable ASCII; anything else goes, as
-            // the gRPC spec says, base64 in the `-bin` header of that name.
-            let (name, v) = if crate::headers::is_grpc_ascii(value.as_bytes()) {
+            // the gRPC spec says, base64 in the `-bin` header of that name,
+            // and so does a value a header would not carry exactly (a space
+            // at either end).
+            let (name, v) = if crate::headers::carries_as_written(value.as_bytes()) {
                 (header.clone(), http::HeaderValue::from_str(&value).ok())
             } else {
                 use base64::Engine as _;
@@ -455,6 +468,12 @@ impl RouteAuth {
                 // of the first that reads bearer tokens ("invalid token").
                 None if bearer(env).is_some() => {
                     all.iter().position(|a| a.reads_bearer()).unwrap_or(0)
+                }
+                // A session cookie whose token no authenticator applies to
+                // (another issuer's): the verdict of the first whose cookie
+                // it is, as for a bearer token.
+                None if all.iter().any(|a| a.cookie_present(env)) => {
+                    all.iter().position(|a| a.cookie_present(env)).unwrap_or(0)
                 }
                 // Another scheme (`Basic`) is told everything the route
                 // takes, as a call with no credential is.

@@ -4,9 +4,11 @@
 //! the request message's bytes, the route's `vary` headers, the headers the
 //! backend's own `Vary` names, the forwarding headers the backend receives
 //! (`x-forwarded-host`, `x-forwarded-proto`, `forwarded`), and the caller:
-//! on an authenticated route the principal, elsewhere the request's
-//! credentials (`authorization`, `cookie`, API keys) themselves, so one caller's reply
-//! is never served to another or to an anonymous client. Concurrent
+//! the request's credentials (`authorization`, `cookie`, API keys)
+//! themselves, and on an authenticated route also the principal, the
+//! authenticator that verified it and the claims the backend is sent, so
+//! one caller's reply is never served to another or to an anonymous
+//! client. Concurrent
 //! identical misses make one backend call. A reply is cached in
 //! protocol-neutral form, so a REST miss can be a gRPC hit.
 //!
@@ -123,22 +125,33 @@ impl ResponseCache {
             key.push(1);
             key.extend_from_slice(&(env.ctx.authenticated_by as u32).to_be_bytes());
             key.extend_from_slice(p.subject.as_bytes());
-        } else {
-            use sha2::{Digest, Sha256};
-            let mut credentials = Sha256::new();
-            let mut any = false;
-            for h in &self.config.credential_headers {
-                for v in env.ctx.headers.get_all(h) {
-                    credentials.update(h.as_str());
-                    credentials.update(v.as_bytes());
-                    credentials.update(b"\n");
-                    any = true;
+            // And by the verified claims the backend is sent: two
+            // certificates of one identity may carry different ones.
+            for h in &self.config.claim_headers {
+                key.push(0);
+                for v in env.metadata.get_all(h) {
+                    key.extend_from_slice(v.as_bytes());
+                    key.push(b'\n');
                 }
             }
-            if any {
-                key.push(2);
-                key.extend_from_slice(&credentials.finalize());
+        }
+        // The credentials themselves, verified or not: two tokens of one
+        // subject may hold different claims (a tenant, scopes), and the
+        // backend may read the token it is passed.
+        use sha2::{Digest, Sha256};
+        let mut credentials = Sha256::new();
+        let mut any = false;
+        for h in &self.config.credential_headers {
+            for v in env.ctx.headers.get_all(h) {
+                credentials.update(h.as_str());
+                credentials.update(v.as_bytes());
+                credentials.update(b"\n");
+                any = true;
             }
+        }
+        if any {
+            key.push(2);
+            key.extend_from_slice(&credentials.finalize());
         }
         key
     }

@@ -357,10 +357,18 @@ impl ExtAuthz {
         let mut headers = std::collections::HashMap::new();
         for (name, value) in &facts.headers {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            // Cookies are joined as one `cookie` header writes them (RFC
+            // 6265 section 5.4), as Envoy does: a policy parsing `a=1; b=2`
+            // would read `a=1,b=2` as one cookie.
+            let separator = if *name == http::header::COOKIE {
+                "; "
+            } else {
+                ","
+            };
             headers
                 .entry(name.as_str().to_owned())
                 .and_modify(|v: &mut String| {
-                    v.push(',');
+                    v.push_str(separator);
                     v.push_str(&value)
                 })
                 .or_insert(value);
@@ -500,8 +508,14 @@ impl ExtAuthz {
             req = req.header("x-forwarded-for", addr.ip().to_string());
         }
         if let Some(p) = facts.principal.as_ref().filter(|p| !p.is_empty()) {
-            if let Ok(v) = HeaderValue::from_str(p) {
-                req = req.header("x-portico-principal", v);
+            // As a claim reaches a backend: a principal a header would not
+            // carry exactly (`José`, ` admin`, a line break) goes base64.
+            if crate::headers::carries_as_written(p.as_bytes()) {
+                req = req.header("x-portico-principal", p.as_str());
+            } else {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(p);
+                req = req.header("x-portico-principal-bin", encoded);
             }
         }
         let req = req
@@ -546,12 +560,14 @@ impl ExtAuthz {
 
 /// The HTTP status a denial is answered with: the service's, when it is
 /// one a denial can be (a redirect, a client or a server error); a
-/// success or an interim status (a denial is never answered as one), or a
-/// number HTTP defines no class for (600 and up), is a 403.
+/// success or an interim status (a denial is never answered as one), a
+/// `304` (it would tell the client to use a copy it kept, and carries no
+/// body to say why), or a number HTTP defines no class for (600 and up),
+/// is a 403.
 fn denial_status(code: i64) -> StatusCode {
     u16::try_from(code)
         .ok()
-        .filter(|c| (300..600).contains(c))
+        .filter(|c| (300..600).contains(c) && *c != 304)
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::FORBIDDEN)
 }

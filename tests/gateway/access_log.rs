@@ -259,6 +259,39 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
     }
 }
 
+/// A backend that refuses connections never received the request: every
+/// protocol's line names the endpoint tried and says 0 bytes in.
+#[tokio::test]
+async fn a_call_no_backend_took_logs_no_bytes_in_on_every_protocol() {
+    let path = log_path("refused");
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let sections = format!("[access_log]\npath = \"{}\"\n", path.display());
+    let h = Harness::start_with_config(|_| support::config_text(dead, &sections, "")).await;
+    for protocol in EVERY_PROTOCOL {
+        // Sleep's request message has bytes: 1 ms.
+        let seen = call(&h, protocol, &[], "", Some(1)).await;
+        assert_eq!(seen.code, 14, "{protocol:?}: {seen:?}");
+    }
+    // Every protocol's call line (a WebSocket session's line comes too).
+    let calls = |all: &[Value]| all.iter().filter(|l| l["kind"] == "call").count();
+    support::eventually(|| calls(&lines(&path)) >= EVERY_PROTOCOL.len()).await;
+    let all = lines(&path);
+    for protocol in EVERY_PROTOCOL {
+        let name = protocol.name();
+        let line = all
+            .iter()
+            .find(|l| l["kind"] == "call" && l["protocol"] == name)
+            .unwrap_or_else(|| panic!("{name}: no call line in {all:#?}"));
+        assert_eq!(line["grpc_status"], "UNAVAILABLE", "{name}: {line}");
+        assert_eq!(line["endpoint"], dead.to_string(), "{name}: {line}");
+        assert!(line["attempts"].as_u64() >= Some(1), "{name}: {line}");
+        assert_eq!(line["bytes_in"], 0, "{name}: no backend took it: {line}");
+    }
+}
+
 #[tokio::test]
 async fn failures_are_always_logged_successes_as_sampled_and_a_route_can_turn_it_off() {
     let path = log_path("sampling");

@@ -599,6 +599,53 @@ async fn a_rotated_key_from_the_jwks_url_is_picked_up() {
     assert_eq!(rest_with(&h, path, &k2).await.status, StatusCode::OK);
 }
 
+/// Only keys meant for the authenticator's algorithm and for verifying
+/// are used, and of two keys under one kid the set's first: a token signed
+/// with any other is refused, on every protocol.
+#[tokio::test]
+async fn keys_the_set_says_are_for_something_else_verify_nothing() {
+    use support::protocols::{call, EVERY_PROTOCOL};
+    let mut for_hs512 = oct_jwk(
+        "k-512",
+        b"hs512-secret-hs512-secret-hs512-secret-hs512-secret-64b",
+    );
+    for_hs512["alg"] = json!("HS512");
+    let mut encrypts = oct_jwk("k-enc", b"encryption-secret");
+    encrypts["key_ops"] = json!(["encrypt", "decrypt"]);
+    let mut verifies = oct_jwk("k-ok", b"verifying-secret");
+    verifies["key_ops"] = json!(["verify"]);
+    let set = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [
+        for_hs512, encrypts, verifies,
+        oct_jwk("k-twice", b"first-of-two"), oct_jwk("k-twice", b"second-of-two"),
+    ]})));
+    let jwks = jwks_server(set, false).await;
+    let h = Harness::start_with_config(|backend| {
+        let sections = format!(
+            "[authenticators.set]\nalgorithm = \"HS256\"\njwks_url = \"http://{jwks}/jwks.json\"\nissuer = \"{ISSUER}\"\n"
+        );
+        support::config_text(backend, &sections, "").with_route_keys("Probe", "auth = \"set\"")
+    })
+    .await;
+    for (kid, secret, verified) in [
+        ("k-ok", &b"verifying-secret"[..], true),
+        ("k-twice", b"first-of-two", true),
+        ("k-twice", b"second-of-two", false),
+        (
+            "k-512",
+            b"hs512-secret-hs512-secret-hs512-secret-hs512-secret-64b",
+            false,
+        ),
+        ("k-enc", b"encryption-secret", false),
+    ] {
+        let bearer = format!("Bearer {}", signed_with(Some(kid), secret));
+        for protocol in EVERY_PROTOCOL {
+            let seen = call(&h, protocol, &[("authorization", &bearer)], "", None).await;
+            let want = if verified { 0 } else { 16 };
+            assert_eq!(seen.code, want, "{kid} {protocol:?}: {}", seen.message);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_key_the_issuer_removes_stops_verifying_on_every_protocol_once_the_set_is_older_than_its_max_age(
 ) {

@@ -270,6 +270,55 @@ async fn an_api_key_is_a_credential_to_the_cache_on_a_route_that_does_not_check_
 /// made for one credential is never served to another or to an anonymous
 /// client, replies that set a cookie, vary on anything or are private are
 /// never stored, and the backend's own `Vary` keys the entry.
+/// Two tokens of one subject are two credentials: each may hold claims of
+/// its own (here a tenant the backend is sent), so neither gets the
+/// other's reply, on any protocol.
+#[tokio::test]
+async fn two_tokens_of_one_subject_get_two_entries() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ tenant = \"x-tenant-id\" }}\n"
+    );
+    let bearer = |tenant: &str| {
+        let claims = serde_json::json!({"sub": "ada", "tenant": tenant, "exp": 4_102_444_800u64});
+        let token = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    };
+    let tokens = [("acme", bearer("acme")), ("globex", bearer("globex"))];
+    for protocol in EVERY_PROTOCOL {
+        let h = gateway(&sections, "auth = \"users\"\ncache = { ttl = \"30s\" }").await;
+        // Each token's first call is a miss (globex's never gets acme's
+        // reply), its second a hit; the backend saw each tenant.
+        for (round, want) in [(1, "MISS"), (2, "HIT")] {
+            for (tenant, bearer) in &tokens {
+                let seen = call(
+                    &h,
+                    protocol,
+                    &[("authorization", bearer.as_str())],
+                    "",
+                    None,
+                )
+                .await;
+                assert_eq!(
+                    seen.cache.as_deref(),
+                    Some(want),
+                    "{protocol:?} {tenant} {round}"
+                );
+                assert_eq!(
+                    seen.metadata["x-tenant-id"], *tenant,
+                    "{protocol:?} {round}"
+                );
+            }
+        }
+        assert_eq!(h.backends.probe.calls(), 2, "{protocol:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};

@@ -111,9 +111,29 @@ async fn errors_use_connect_codes_and_details() {
 #[tokio::test]
 async fn get_is_allowed_for_side_effect_free_methods_only() {
     let h = Harness::start().await;
-    let r = h.client.get("/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message=%7B%22shelf%22%3A%222%22%7D").await;
+    let url = "/portico.demo.v1.Library/GetShelf?connect=v1&encoding=json&message=%7B%22shelf%22%3A%222%22%7D";
+    let r = h.client.get(url).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["theme"], "History");
+    let length = r.body.len().to_string();
+    // HEAD of the same URL is that GET without its body, as on REST.
+    let r = h.client.send(Method::HEAD, url, &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("content-length"), Some(length.as_str()));
+    // A method GET may not call: HEAD may not either, and both are named.
+    let r = h
+        .client
+        .send(
+            Method::HEAD,
+            "/portico.demo.v1.Library/Stats?connect=v1&encoding=json&message=%7B%7D",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("POST"));
 
     let msg = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(pb::GetShelfRequest { shelf: "1".into() }.encode_to_vec());
@@ -171,7 +191,7 @@ async fn get_is_allowed_for_side_effect_free_methods_only() {
         )
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text());
-    assert_eq!(r.header("allow"), Some("GET, POST"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
 
     // A missing message, a parameter given twice, a base64 flag that is
     // neither 1 nor 0: refused as Connect, naming the parameter.

@@ -559,6 +559,73 @@ async fn a_denial_status_http_does_not_define_is_a_403() {
     }
 }
 
+/// A client's cookies reach the authorization service as one `cookie`
+/// header writes them, `a=1; b=2`, however many headers carried them.
+#[tokio::test]
+async fn cookies_reach_the_authorization_service_joined_as_one_cookie_header() {
+    let authorizer = Authorizer::default();
+    let addr = authorizer.start().await;
+    let sections = format!(
+        "[ext_authz.opa]\ngrpc = \"{addr}\"\ninclude_headers = [\"x-tenant\", \"cookie\", \"x-tag\"]\n"
+    );
+    let h = gateway(&sections, "ext_authz = \"opa\"").await;
+    let headers = [
+        ("x-tenant", "acme"),
+        ("cookie", "a=1"),
+        ("cookie", "b=2"),
+        ("x-tag", "one"),
+        ("x-tag", "two"),
+    ];
+    let r = h
+        .client
+        .send(http::Method::GET, "/v1/probe/headers", &headers, "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let asked = authorizer.asked.lock().unwrap();
+    let sent = &asked[0]
+        .attributes
+        .as_ref()
+        .unwrap()
+        .request
+        .as_ref()
+        .unwrap()
+        .http
+        .as_ref()
+        .unwrap()
+        .headers;
+    assert_eq!(sent["cookie"], "a=1; b=2");
+    assert_eq!(sent["x-tag"], "one,two", "other headers' values by commas");
+}
+
+/// A `304 Not Modified` would tell a REST client to use a copy it kept,
+/// and has no body to say why: a denial with it is a 403 on every
+/// protocol, with the usual error.
+#[tokio::test]
+async fn a_not_modified_denial_is_a_403() {
+    let (http, _) = forward_auth().await;
+    let sections = format!(
+        "[ext_authz.gate]\nhttp = \"http://{http}/check\"\ninclude_headers = [\"x-decide\"]\n"
+    );
+    let h = gateway(&sections, "ext_authz = \"gate\"").await;
+    let headers = [("x-decide", "304")];
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 7, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message
+                .contains("denied by the authorization service gate"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+    }
+    let r = h
+        .client
+        .send(http::Method::GET, "/v1/probe/headers", &headers, "")
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["code"], 7, "{}", r.text());
+}
+
 #[tokio::test]
 async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
     let (addr, seen_by_service) = forward_auth().await;
@@ -664,6 +731,63 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
     assert!(!first.contains_key("x-user-id"), "not in include_headers");
     // Each protocol's two calls, the REST redirect and the session's call.
     assert_eq!(asked.len(), 2 * EVERY_PROTOCOL.len() + 2);
+}
+
+/// The principal reaches a forward-auth service as the backend gets a
+/// claim: as it is when a header carries it exactly, else base64 in
+/// `X-Portico-Principal-Bin` (a space at either end, which HTTP trims, or
+/// text that is not printable ASCII, a line break among it), on every
+/// protocol.
+#[tokio::test]
+async fn a_principal_a_header_cannot_carry_exactly_goes_base64() {
+    use base64::Engine as _;
+    const SECRET: &str = "a-signing-secret-of-32-bytes-ok!";
+    let (addr, seen_by_service) = forward_auth().await;
+    let sections = format!(
+        "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ sub = \"x-user-id\" }}\n\n\
+         [ext_authz.gate]\nhttp = \"http://{addr}/check\"\ninclude_headers = [\"x-decide\"]\n"
+    );
+    let h = gateway(&sections, "auth = \"users\"\next_authz = \"gate\"").await;
+    for subject in ["ada", " admin", "admin ", "José", "ada\r\nx-injected: 1"] {
+        let bearer = support::hs256_bearer(SECRET, subject);
+        let plain = subject.bytes().all(|b| (0x20..0x7f).contains(&b)) && subject.trim() == subject;
+        let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(subject);
+        for protocol in EVERY_PROTOCOL {
+            seen_by_service.lock().unwrap().clear();
+            // The service allows what asks it for a 200.
+            let headers = [("authorization", bearer.as_str()), ("x-decide", "200")];
+            let seen = call(&h, protocol, &headers, "", None).await;
+            assert_eq!(seen.code, 0, "{subject:?} {protocol:?}: {}", seen.message);
+            let asked = seen_by_service
+                .lock()
+                .unwrap()
+                .pop()
+                .expect("the service was asked");
+            if plain {
+                assert_eq!(asked["x-portico-principal"], subject, "{protocol:?}");
+                assert_eq!(seen.metadata["x-user-id"], subject, "{protocol:?}");
+            } else {
+                assert!(
+                    !asked.contains_key("x-portico-principal"),
+                    "{subject:?} {protocol:?}"
+                );
+                assert_eq!(
+                    asked["x-portico-principal-bin"],
+                    encoded.as_str(),
+                    "{subject:?} {protocol:?}"
+                );
+                assert!(
+                    !seen.metadata.contains_key("x-user-id"),
+                    "{subject:?} {protocol:?}"
+                );
+                assert_eq!(
+                    seen.metadata["x-user-id-bin"],
+                    encoded.as_str(),
+                    "{subject:?} {protocol:?}"
+                );
+            }
+        }
+    }
 }
 
 /// A denial's own `x-request-id` is the service's, not the call's: a

@@ -185,6 +185,11 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
         "opaque-exp-null",
         json!({"active": true, "sub": "eve", "exp": null}),
     );
+    // Past what 64 bits of seconds hold: it would never expire.
+    provider.know(
+        "opaque-exp-huge",
+        json!({"active": true, "sub": "eve", "exp": 1e20}),
+    );
     provider.know(
         "opaque-nbf-text",
         json!({"active": true, "sub": "eve", "exp": now() + 600, "nbf": (now() + 1000).to_string()}),
@@ -254,6 +259,10 @@ async fn an_introspected_token_is_judged_the_same_on_every_protocol() {
             (
                 "an exp of null",
                 vec![("authorization", "Bearer opaque-exp-null")],
+            ),
+            (
+                "an exp out of range",
+                vec![("authorization", "Bearer opaque-exp-huge")],
             ),
             (
                 "an nbf written as text",
@@ -643,6 +652,39 @@ async fn a_cookie_for_one_authenticator_and_a_token_for_another_are_two_credenti
             assert_eq!(seen.metadata["x-user-id"], subject, "{protocol:?}");
         }
     }
+}
+
+/// A session cookie holding a token no authenticator of the route applies
+/// to (another issuer's) is told what is wrong with it, as a bearer token
+/// is, not that the route needs a credential it was sent.
+#[tokio::test]
+async fn a_session_cookie_no_authenticator_applies_to_gets_its_authenticators_verdict() {
+    let provider = Introspection::default();
+    let addr = provider.start().await;
+    let secret = "the-browser-session-signing-secret";
+    let sections = format!(
+        "{}[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{secret}\"\nissuer = \"https://id.example\"\ncookie = \"session\"\n",
+        introspection_section(addr, ""),
+    );
+    let h = gateway(&sections, "auth = [\"users\", \"opaque\"]").await;
+    let elsewhere = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "ulla", "iss": "https://other.example", "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let cookie = format!("session={elsewhere}");
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("cookie", &cookie)], "", None).await;
+        assert_eq!(seen.code, 16, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message
+                .contains("invalid token: it is from another issuer"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+    }
+    assert_eq!(provider.times_asked(&elsewhere), 0, "not a bearer token");
 }
 
 #[tokio::test]
@@ -1142,6 +1184,36 @@ async fn a_discovery_document_for_another_issuer_is_a_startup_error() {
     };
     assert!(err.contains("authenticators.idp"), "{err}");
     assert!(err.contains("impostor.example"), "{err}");
+}
+
+/// A discovery document that is no object, or names no issuer, says so
+/// at startup, rather than comparing an issuer it does not have.
+#[tokio::test]
+async fn a_discovery_document_without_an_issuer_says_what_is_wrong() {
+    for (document, said) in [
+        (json!([]), "is not a JSON object"),
+        (json!({}), "has no issuer"),
+        (json!({"issuer": 5}), "issuer is not a string"),
+    ] {
+        let served = document.clone();
+        let addr = serve(move |_| {
+            let served = served.clone();
+            async move { json_response(200, served) }
+        })
+        .await;
+        let text = support::config_text(
+            "127.0.0.1:1".parse().unwrap(),
+            &format!("[authenticators.idp]\nissuer = \"http://{addr}\"\n"),
+            "auth = \"idp\"",
+        );
+        let err =
+            match portico::app::start(portico::config::Config::from_toml(&text).unwrap()).await {
+                Ok(_) => panic!("a gateway started on the discovery document {document}"),
+                Err(e) => e.to_string(),
+            };
+        assert!(err.contains("authenticators.idp"), "{err}");
+        assert!(err.contains(said), "{document}: {err}");
+    }
 }
 
 /// A private PKI for mutual TLS: a CA, a server certificate for

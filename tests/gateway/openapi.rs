@@ -259,3 +259,63 @@ async fn schemathesis_finds_no_server_error_and_no_reply_off_the_description() {
     println!("{}", run.stdout);
     assert!(run.success, "{}\n{}", run.stdout, run.stderr);
 }
+
+/// The description and the docs page belong to no route: a route's CORS
+/// policy does not open them to another site, even where a binding of
+/// that route shares their path (the gateway answers there, not it).
+#[tokio::test]
+async fn a_bindings_cors_policy_does_not_open_the_gateways_own_pages() {
+    use support::RouteKeys;
+    let h = support::Harness::start_with_config(|backend| {
+        support::config_text(
+            backend,
+            "[cors]\nallowed_origins = [\"https://app.example\"]\n",
+            "",
+        )
+        .with_route_keys(
+            "Library",
+            "http_rules.Stats = { post = \"/openapi.json\" }\nhttp_rules.GetShelf = { get = \"/docs/init.js\" }",
+        )
+    })
+    .await;
+    let origin = [("origin", "https://app.example")];
+    for path in ["/openapi.json", "/docs/init.js", "/docs"] {
+        let r = h.client.send(Method::GET, path, &origin, "").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.text());
+        let preflight = h
+            .client
+            .send(
+                Method::OPTIONS,
+                path,
+                &[
+                    ("origin", "https://app.example"),
+                    ("access-control-request-method", "GET"),
+                ],
+                "",
+            )
+            .await;
+        assert_eq!(preflight.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            preflight.header("access-control-allow-origin").is_none(),
+            "{path}"
+        );
+    }
+    // The binding's own method there is the route's, and so is its policy.
+    let r = h
+        .client
+        .send(
+            Method::POST,
+            "/openapi.json",
+            &[
+                ("origin", "https://app.example"),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+}

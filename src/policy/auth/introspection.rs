@@ -266,8 +266,14 @@ fn numeric_date(claims: &Value, name: &str) -> Result<Option<u64>, ()> {
     let Some(v) = claims.get(name) else {
         return Ok(None);
     };
+    // Seconds that fit in 64 bits, as a JWT's NumericDate must: `1e20`
+    // would never expire, `-5` has long passed.
     v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .or_else(|| {
+            v.as_f64()
+                .filter(|f| (0.0..18_446_744_073_709_551_616.0).contains(f))
+                .map(|f| f as u64)
+        })
         .map(Some)
         .ok_or(())
 }

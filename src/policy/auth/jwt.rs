@@ -170,6 +170,8 @@ enum Keys {
 struct Jwks {
     source: JwksSource,
     client: Option<Outbound>,
+    /// The authenticator's algorithm: a key meant for another is not used.
+    algorithm: jsonwebtoken::Algorithm,
     min_refresh: Duration,
     max_age: Duration,
     keys: RwLock<HashMap<String, DecodingKey>>,
@@ -192,6 +194,7 @@ impl Jwks {
     fn new(
         source: JwksSource,
         client: Option<Outbound>,
+        algorithm: jsonwebtoken::Algorithm,
         read: KeySet,
         min_refresh: Duration,
         max_age: Duration,
@@ -199,6 +202,7 @@ impl Jwks {
         Jwks {
             source,
             client,
+            algorithm,
             min_refresh,
             max_age,
             keys: RwLock::new(read.keys),
@@ -244,12 +248,7 @@ impl Jwks {
     /// Where the set is read from, for log lines: two authenticators'
     /// sets are told apart.
     fn source_name(&self) -> String {
-        match &self.source {
-            JwksSource::File(path) => path.display().to_string(),
-            // Logged: never a credential the URL carries.
-            JwksSource::Url { url, .. } => crate::config::redact_text(url),
-            JwksSource::Discovery { issuer, .. } => crate::config::redact_text(issuer),
-        }
+        source_name(&self.source)
     }
 
     /// Verifies with `keys` from now on (the caller holds `last_read`,
@@ -290,7 +289,7 @@ impl Jwks {
         }
         let started = self.now_ms();
         self.tried_at_ms.store(started, Ordering::Relaxed);
-        match fetch(&self.source, self.client.as_ref()).await {
+        match fetch(&self.source, self.client.as_ref(), self.algorithm).await {
             Ok(read) => {
                 self.read_at_ms.store(started, Ordering::Relaxed);
                 if read.fingerprint != *fingerprint {
@@ -312,6 +311,16 @@ struct KeySet {
     fingerprint: u64,
 }
 
+/// Where a set is read from, for log lines.
+fn source_name(source: &JwksSource) -> String {
+    match source {
+        JwksSource::File(path) => path.display().to_string(),
+        // Logged: never a credential the URL carries.
+        JwksSource::Url { url, .. } => crate::config::redact_text(url),
+        JwksSource::Discovery { issuer, .. } => crate::config::redact_text(issuer),
+    }
+}
+
 /// The client for a JWK set fetched over HTTP (a URL or an issuer's).
 fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
     match source {
@@ -325,8 +334,13 @@ fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
 }
 
 /// Reads a JWK set from a file, a URL, or the `jwks_uri` an OpenID Connect
-/// issuer's discovery document names.
-async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet, String> {
+/// issuer's discovery document names, keeping the keys that can verify
+/// `algorithm`'s signatures.
+async fn fetch(
+    source: &JwksSource,
+    client: Option<&Outbound>,
+    algorithm: jsonwebtoken::Algorithm,
+) -> Result<KeySet, String> {
     use std::hash::{Hash, Hasher};
     let set = match (source, client) {
         (JwksSource::File(path), _) => {
@@ -352,10 +366,23 @@ async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet,
         .ok_or_else(|| "not a JWK set: no \"keys\" array".to_owned())?;
     let mut keys = HashMap::new();
     let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+    let wanted = serde_json::to_value(algorithm).unwrap_or_default();
     // A key this gateway cannot use (another key type or curve, an
-    // encryption key) is skipped, not fatal: identity providers publish them.
+    // encryption key, one whose `alg` or `key_ops` say it is for something
+    // else, RFC 7517 section 4) is skipped, not fatal: identity providers
+    // publish them.
     for entry in entries {
         if entry.get("use").and_then(|u| u.as_str()) == Some("enc") {
+            continue;
+        }
+        if entry.get("alg").is_some_and(|a| *a != wanted) {
+            continue;
+        }
+        if entry
+            .get("key_ops")
+            .and_then(|o| o.as_array())
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+        {
             continue;
         }
         let parsed = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(entry.clone())
@@ -367,6 +394,11 @@ async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet,
                     .map_err(|e| e.to_string())
             });
         match parsed {
+            // Two usable keys under one id: the set's first is the one
+            // used, and the set is told to be at fault.
+            Ok((kid, _)) if keys.contains_key(&kid) => {
+                tracing::warn!(kid, jwks = %source_name(source), "the JWK set has two keys with this kid; the first is used");
+            }
             Ok((kid, key)) => {
                 entry.to_string().hash(&mut fingerprint);
                 keys.insert(kid, key);
@@ -376,6 +408,14 @@ async fn fetch(source: &JwksSource, client: Option<&Outbound>) -> Result<KeySet,
                 tracing::debug!(kid, error = %e, "skipping a JWK this gateway cannot use");
             }
         }
+    }
+    if keys.is_empty() {
+        tracing::warn!(
+            algorithm = ?algorithm,
+            keys = entries.len(),
+            jwks = %source_name(source),
+            "the JWK set holds no key that verifies this algorithm's signatures; every token is refused (unknown key id) until it does"
+        );
     }
     Ok(KeySet {
         keys,
@@ -392,7 +432,20 @@ async fn discover(client: &Outbound, issuer: &str) -> Result<String, String> {
         issuer.trim_end_matches('/')
     );
     let doc = client.get_json(&url).await?;
-    let stated = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
+    if !doc.is_object() {
+        return Err(format!(
+            "{url}: the discovery document is not a JSON object"
+        ));
+    }
+    let stated = match doc.get("issuer") {
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        None => return Err(format!("{url}: the discovery document has no issuer")),
+        Some(_) => {
+            return Err(format!(
+                "{url}: the discovery document's issuer is not a string"
+            ))
+        }
+    };
     if stated != issuer {
         return Err(format!(
             "{url}: the document's issuer {stated:?} is not {issuer:?}"
@@ -440,10 +493,11 @@ async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
             _,
         ) => {
             let client = client_for(source)?;
-            let read = fetch(source, client.as_ref()).await?;
+            let read = fetch(source, client.as_ref(), config.algorithm).await?;
             Keys::Set(Arc::new(Jwks::new(
                 source.clone(),
                 client,
+                config.algorithm,
                 read,
                 *min_refresh,
                 *max_age,

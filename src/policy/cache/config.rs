@@ -12,12 +12,16 @@ pub struct CacheConfig {
     pub methods: Vec<String>,
     /// Also keep replies in Redis, for every instance; the largest kept.
     pub shared: Option<u64>,
-    /// Where a call without a principal carries a credential: the cache
-    /// keys on their values, so a reply made for one credential is never
-    /// another's. `authorization` and `cookie`, and the header of every
-    /// API-key authenticator of the config (a backend may check keys
-    /// itself on a route without `auth`).
+    /// Where a call carries a credential: the cache keys on their values,
+    /// so a reply made for one credential is never another's.
+    /// `authorization` and `cookie`, and the header of every API-key
+    /// authenticator of the config (a backend may check keys itself on a
+    /// route without `auth`).
     pub credential_headers: Vec<http::HeaderName>,
+    /// The headers the route's authenticators write (`forward_claims`,
+    /// with `-bin` twins): a verified caller's key holds the values the
+    /// backend is sent.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 impl Validator<'_> {
@@ -46,6 +50,7 @@ impl Validator<'_> {
         }
         Ok(CacheConfig {
             credential_headers: vec![http::header::AUTHORIZATION, http::header::COOKIE],
+            claim_headers: Vec::new(),
             ttl: self.duration(&format!("{k}.ttl"), &Some(c.ttl.clone()), Duration::ZERO)?,
             max_bytes: match c.max_bytes {
                 Some(0) => {

@@ -53,17 +53,27 @@ impl Validator<'_> {
             }
         };
         let service = match (&f.grpc, &f.http) {
-            (Some(g), None) => {
-                let g = if g.contains("://") {
-                    g.clone()
+            (Some(written), None) => {
+                let g = if written.contains("://") {
+                    written.clone()
                 } else {
-                    format!("http://{g}")
+                    format!("http://{written}")
                 };
-                let uri = url("grpc", &g)?;
+                let uri = url("grpc", &g)
+                    .map_err(|_| self.err(format!("{key}.grpc"), format!("{written:?} is not host:port or an http:// or https:// URL")))?;
                 if uri.port().is_none() {
                     return Err(self.err(
                         format!("{key}.grpc"),
-                        format!("{g:?} names no port (host:port)"),
+                        format!("{written:?} names no port (host:port)"),
+                    ));
+                }
+                // The service's method has a path of its own
+                // (`/envoy.service.auth.v3.Authorization/Check`): a path
+                // written here would be silently dropped.
+                if !matches!(uri.path_and_query().map(|p| p.as_str()), None | Some("/" | "")) {
+                    return Err(self.err(
+                        format!("{key}.grpc"),
+                        format!("{written:?} has a path, which a gRPC service address cannot take: give host:port, or a URL with only scheme, host and port"),
                     ));
                 }
                 ExtAuthzService::Grpc(uri)
