@@ -114,8 +114,11 @@ pub fn generate(s: &Sources<'_>) -> Value {
         .plans()
         .iter()
         .map(|plan| {
-            let (path, _) = openapi_path(&plan.template, |_| None, &[]);
-            (shape_of(&path).0, plan.config.method.as_str().to_owned())
+            let (path, params) = openapi_path(&plan.template, |_| None, &[]);
+            (
+                shape_of(&path, &params).0,
+                plan.config.method.as_str().to_owned(),
+            )
         })
         .collect();
     let described: Vec<&Binding> = s
@@ -128,9 +131,12 @@ pub fn generate(s: &Sources<'_>) -> Value {
             // its docs page), anything on `/mcp` while it serves MCP, or a
             // request an aggregate takes, never reaches the binding: no
             // operation to describe.
-            let (path, _) = openapi_path(&binding.template, |_| None, &[]);
+            let (path, params) = openapi_path(&binding.template, |_| None, &[]);
             crate::ingress::dispatch::shadowed_by(binding, s.config.openapi.serve, mcp).is_none()
-                && !aggregated.contains(&(shape_of(&path).0, binding.method.as_str().to_owned()))
+                && !aggregated.contains(&(
+                    shape_of(&path, &params).0,
+                    binding.method.as_str().to_owned(),
+                ))
         })
         .collect();
     // A method's first binding takes its full name; the others a number
@@ -364,7 +370,7 @@ impl PathShapes {
         field: impl Fn(&str) -> Option<FieldDescriptor>,
     ) -> (String, Vec<PathParam>) {
         let (path, params) = openapi_path(template, &field, &[]);
-        let (shape, names) = shape_of(&path);
+        let (shape, names) = shape_of(&path, &params);
         match self.names.get(&shape) {
             Some(written) if *written != names => openapi_path(template, &field, written),
             Some(_) => (path, params),
@@ -376,15 +382,24 @@ impl PathShapes {
     }
 }
 
-/// A path's shape (`/t/g/{}:verb`) and its placeholders' names in order.
-fn shape_of(path: &str) -> (String, Vec<String>) {
+/// A path's shape (`/t/g/{}:verb`; a placeholder for the rest of the
+/// path, which matches other URLs than one segment's, is `{**}`) and its
+/// placeholders' names in order.
+fn shape_of(path: &str, params: &[PathParam]) -> (String, Vec<String>) {
     let mut shape = String::with_capacity(path.len());
     let mut names = Vec::new();
     let mut rest = path;
     while let Some(open) = rest.find('{') {
         shape.push_str(&rest[..=open]);
         let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-        names.push(rest[open + 1..close].to_owned());
+        let name = &rest[open + 1..close];
+        let rest_of_path = params
+            .iter()
+            .any(|p| p.name == name && p.pattern.as_deref() == Some("^.*$"));
+        if rest_of_path {
+            shape.push_str("**");
+        }
+        names.push(name.to_owned());
         rest = &rest[close..];
     }
     shape.push_str(rest);

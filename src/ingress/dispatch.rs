@@ -204,7 +204,7 @@ impl Ingress {
         if let Err(err) =
             super::edge::path::check_query(req.uri().query().unwrap_or_default(), connect_get)
         {
-            return self.refuse_detected(&req, &err, protocol);
+            return self.refuse_call(&req, &err, protocol, client);
         }
         // Before anything reads it: the cross-origin checks, every
         // protocol's (`POST /mcp` answers two origins itself, with the
@@ -212,7 +212,7 @@ impl Ingress {
         let at_mcp = self.mcp.is_some() && req.uri().path() == super::mcp::PATH;
         if !(at_mcp && req.method() == Method::POST) {
             if let Err(err) = crate::headers::check_one_value(req.headers(), ORIGIN) {
-                return self.refuse_detected(&req, &err, protocol);
+                return self.refuse_call(&req, &err, protocol, client);
             }
         }
         let origin = req
@@ -242,7 +242,7 @@ impl Ingress {
                     .is_some_and(|p| p.allows_origin(origin));
                 if !allowed {
                     let err = origin_refused(origin, req.uri().path());
-                    return self.refuse_detected(&req, &err, protocol);
+                    return self.refuse_call(&req, &err, protocol, client);
                 }
             }
         }
@@ -275,7 +275,7 @@ impl Ingress {
         // Checked for every call (MCP checks them itself, once it has read
         // the body's JSON-RPC id); pages and API docs need no metadata.
         if let Err(err) = crate::headers::check_values(req.headers()) {
-            return self.refuse_detected(&req, &err, protocol);
+            return self.refuse_call(&req, &err, protocol, client);
         }
         if protocol == Protocol::WebSocket {
             return Box::pin(self.websocket.clone().handle(req, client)).await;
@@ -336,6 +336,46 @@ impl Ingress {
         self.refuse_as(req, err, protocol)
     }
 
+    /// [`Self::refuse_detected`] of a call: a refusal made once the
+    /// request's protocol is known (a malformed query, two origins, a
+    /// foreign origin, a malformed header the gateway reads) has its
+    /// access-log line and span, as an adapter's own refusals do (a
+    /// WebSocket handshake's is its session's line).
+    fn refuse_call(
+        &self,
+        req: &Request<super::request_body::RequestBody>,
+        err: &GatewayError,
+        protocol: Protocol,
+        client: Option<SocketAddr>,
+    ) -> Response<ResponseBody> {
+        use crate::observe::call_record::ClientProtocol;
+        let resp = self.refuse_detected(req, err, protocol);
+        let (method, path, headers) = (req.method(), req.uri().path(), req.headers());
+        let edge = &self.rest.edge;
+        let at_mcp = self.mcp.is_some() && path == super::mcp::PATH && !is_upgrade(req);
+        let record = match protocol {
+            _ if at_mcp => edge.record(ClientProtocol::Mcp, method, path, headers, client),
+            Protocol::WebSocket => {
+                let record = edge.session_record(method, path, headers);
+                record.client(edge.client_of(headers, client));
+                record
+            }
+            Protocol::Grpc(Flavor::Grpc, _) => {
+                edge.record(ClientProtocol::Grpc, method, path, headers, client)
+            }
+            Protocol::Grpc(Flavor::Web { .. }, _) => {
+                edge.record(ClientProtocol::GrpcWeb, method, path, headers, client)
+            }
+            Protocol::Connect(_) => {
+                edge.record(ClientProtocol::Connect, method, path, headers, client)
+            }
+            Protocol::Rest => edge.record(ClientProtocol::Rest, method, path, headers, client),
+        };
+        record.failed_finally(err);
+        record.http_status(resp.status());
+        resp
+    }
+
     /// [`Self::refuse`], answered as `protocol` answers.
     fn refuse_as(
         &self,
@@ -379,10 +419,13 @@ impl Ingress {
 
     /// Whether a REST binding or an aggregate answers `GET path`.
     fn rest_serves_get(&self, path: &str) -> bool {
-        matches!(
-            self.routes.find_request(&Method::GET, path).0,
-            crate::routes::MatchOutcome::Found(_)
-        ) || matches!(
+        // A custom HEAD rule answers HEAD there too (a GET may not).
+        [Method::GET, Method::HEAD].iter().any(|m| {
+            matches!(
+                self.routes.find_request(m, path).0,
+                crate::routes::MatchOutcome::Found(_)
+            )
+        }) || matches!(
             self.rest.aggregates.find(&Method::GET, path),
             crate::routes::aggregate::AggregateMatch::Found(..)
         )
@@ -395,7 +438,7 @@ impl Ingress {
         // they hide there.
         let reads = *method == Method::GET || *method == Method::HEAD;
         if reads
-            && ((self.api.served() && is_api_page(path))
+            && ((self.api.served() && crate::openapi::docs::is_page(path))
                 || self.pages.iter().any(|p| p.path == path))
         {
             return None;

@@ -7,7 +7,7 @@ use super::comments::Comments;
 use crate::config::JsonOptions;
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The largest `float` as proto3 JSON writes it (`3.4028235e38`): a
 /// value up to it is that float.
@@ -55,6 +55,8 @@ pub struct Schemas<'c> {
     /// Where references point: `#/components/schemas/` or `#/$defs/`.
     prefix: &'static str,
     defs: BTreeMap<String, Value>,
+    /// Which type, written which way (its suffix), each name is for.
+    owners: HashMap<String, (String, &'static str)>,
     comments: &'c mut Comments,
 }
 
@@ -63,6 +65,7 @@ impl<'c> Schemas<'c> {
         Schemas {
             prefix,
             defs: BTreeMap::new(),
+            owners: HashMap::new(),
             comments,
         }
     }
@@ -86,7 +89,7 @@ impl<'c> Schemas<'c> {
         if let Some(v) = well_known(m) {
             return v;
         }
-        let name = suffixed(m.parent_pool(), m.full_name(), n.suffix());
+        let name = self.name_of(m.parent_pool(), m.full_name(), n.suffix());
         if !self.defs.contains_key(&name) {
             // Claimed first, so a message that contains itself refers back.
             self.defs.insert(name.clone(), Value::Null);
@@ -94,6 +97,39 @@ impl<'c> Schemas<'c> {
             self.defs.insert(name.clone(), body);
         }
         json!({ "$ref": format!("{}{}", self.prefix, name) })
+    }
+
+    /// The schema name of a type written a way (`suffix`): its full name
+    /// with the suffix, unless that is the full name of another type (a
+    /// message `n.Book_proto_names` beside `n.Book`), whose own schema it
+    /// would be, or a name already made for another type or way (`Book`
+    /// with `_proto_names_enum_numbers`, `Book_proto_names` with
+    /// `_enum_numbers`); then with one more `_` before the suffix, until
+    /// it is no one else's.
+    fn name_of(
+        &mut self,
+        pool: &prost_reflect::DescriptorPool,
+        full_name: &str,
+        suffix: &'static str,
+    ) -> String {
+        let owner = (full_name.to_owned(), suffix);
+        let mut name = format!("{full_name}{suffix}");
+        loop {
+            match self.owners.get(&name) {
+                Some(o) if *o == owner => return name,
+                Some(_) => {}
+                None => {
+                    let a_type = !suffix.is_empty()
+                        && (pool.get_message_by_name(&name).is_some()
+                            || pool.get_enum_by_name(&name).is_some());
+                    if !a_type {
+                        self.owners.insert(name.clone(), owner);
+                        return name;
+                    }
+                }
+            }
+            name.insert(full_name.len(), '_');
+        }
     }
 
     /// `m`'s object schema itself, not a reference.
@@ -248,7 +284,7 @@ impl<'c> Schemas<'c> {
             return json!({ "type": "null" });
         }
         let suffix = if n.enum_numbers { "_numbers" } else { "" };
-        let name = suffixed(e.parent_pool(), e.full_name(), suffix);
+        let name = self.name_of(e.parent_pool(), e.full_name(), suffix);
         if !self.defs.contains_key(&name) {
             // A value the schema does not know (a backend built with a newer
             // enum) is written as its number, and numbers are accepted.
@@ -381,18 +417,4 @@ pub fn well_known(m: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.BytesValue" => wrapped(scalar(Kind::Bytes)),
         _ => return None,
     })
-}
-
-/// The schema name of a type written another way: its full name with
-/// `suffix`, unless that is the full name of another type (a message
-/// `n.Book_proto_names` beside `n.Book`), whose own schema it would be;
-/// then with one more `_` before the suffix, until it is no type's.
-fn suffixed(pool: &prost_reflect::DescriptorPool, full_name: &str, suffix: &str) -> String {
-    let mut name = format!("{full_name}{suffix}");
-    while !suffix.is_empty()
-        && (pool.get_message_by_name(&name).is_some() || pool.get_enum_by_name(&name).is_some())
-    {
-        name.insert(full_name.len(), '_');
-    }
-    name
 }

@@ -431,6 +431,18 @@ json = { use_proto_names = true }
 grpc_service = "names.v1.Shelf"
 upstream = "things"
 methods = ["Get_2"]
+
+[[routes]]
+grpc_service = "names.v1.Shelf"
+upstream = "things"
+methods = ["Get_3"]
+json = { use_proto_names = true, enums_as_numbers = true }
+
+[[routes]]
+grpc_service = "names.v1.Shelf"
+upstream = "things"
+methods = ["Get_4"]
+json = { enums_as_numbers = true }
 "#;
     let s = spec_of(text, &["names.proto"]);
     let mut ids: Vec<&str> = Vec::new();
@@ -447,10 +459,11 @@ methods = ["Get_2"]
         ids.len(),
         "every operationId its own: {ids:?}"
     );
-    // `Get`'s second binding skips the number the method `Get_2` takes.
+    // `Get`'s second binding skips the numbers the methods `Get_2`,
+    // `Get_3` and `Get_4` take.
     assert_eq!(
         s["paths"]["/names/b/{book_title}"]["get"]["operationId"],
-        "names.v1.Shelf.Get_3"
+        "names.v1.Shelf.Get_5"
     );
     assert_eq!(
         s["paths"]["/names/c/{other_field}"]["get"]["operationId"],
@@ -465,6 +478,27 @@ methods = ["Get_2"]
     assert!(
         schemas["names.v1.Book_proto_names"]["properties"]["otherField"].is_object(),
         "{schemas}"
+    );
+    // Two made-up names that would be one: each type keeps its own schema.
+    let refs = |path: &str| {
+        s["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (both, numbers) = (
+        refs("/names/d/{book_title}"),
+        refs("/names/e/{other_field}"),
+    );
+    assert_ne!(both, numbers, "{}", s["paths"]);
+    let body = |r: &str| &schemas[r.trim_start_matches("#/components/schemas/")];
+    assert!(
+        body(&both)["properties"]["book_title"].is_object(),
+        "{both}: {schemas}"
+    );
+    assert!(
+        body(&numbers)["properties"]["otherField"].is_object(),
+        "{numbers}: {schemas}"
     );
 }
 

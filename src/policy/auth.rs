@@ -132,7 +132,7 @@ impl Authenticator {
     }
 
     /// Whether the call carries this authenticator's session cookie.
-    fn cookie_present(&self, env: &Envelope) -> bool {
+    fn carries_session_cookie(&self, env: &Envelope) -> bool {
         match &self.verifier {
             Verifier::Jwt(v) => v
                 .cookie
@@ -469,30 +469,30 @@ impl RouteAuth {
                 None if bearer(env).is_some() => {
                     all.iter().position(|a| a.reads_bearer()).unwrap_or(0)
                 }
-                // A session cookie whose token no authenticator applies to
-                // (another issuer's): the verdict of the first whose cookie
-                // it is, as for a bearer token.
-                None if all.iter().any(|a| a.cookie_present(env)) => {
-                    all.iter().position(|a| a.cookie_present(env)).unwrap_or(0)
-                }
-                // Another scheme (`Basic`) is told everything the route
-                // takes, as a call with no credential is.
-                None => {
-                    let mut needs: Vec<String> = Vec::new();
-                    for need in all.iter().flat_map(|a| a.needs()) {
-                        if !needs.contains(&need) {
-                            needs.push(need);
+                None => match all.iter().position(|a| a.carries_session_cookie(env)) {
+                    // A session cookie whose token no authenticator applies
+                    // to (another issuer's): the verdict of the first whose
+                    // cookie it is, as for a bearer token.
+                    Some(i) => i,
+                    // Another scheme (`Basic`) is told everything the route
+                    // takes, as a call with no credential is.
+                    None => {
+                        let mut needs: Vec<String> = Vec::new();
+                        for need in all.iter().flat_map(|a| a.needs()) {
+                            if !needs.contains(&need) {
+                                needs.push(need);
+                            }
                         }
+                        return Err(GatewayError::unauthenticated(
+                            true,
+                            format!(
+                                "{}this route needs {}",
+                                other_scheme(env),
+                                needs.join(" or ")
+                            ),
+                        ));
                     }
-                    return Err(GatewayError::unauthenticated(
-                        true,
-                        format!(
-                            "{}this route needs {}",
-                            other_scheme(env),
-                            needs.join(" or ")
-                        ),
-                    ));
-                }
+                },
             },
         };
         env.ctx.authenticated_by = chosen;

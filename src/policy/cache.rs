@@ -127,7 +127,7 @@ impl ResponseCache {
             key.extend_from_slice(p.subject.as_bytes());
             // And by the verified claims the backend is sent: two
             // certificates of one identity may carry different ones.
-            for h in &self.config.claim_headers {
+            for h in env.ctx.claim_headers.iter().flat_map(|c| c.iter()) {
                 key.push(0);
                 for v in env.metadata.get_all(h) {
                     key.extend_from_slice(v.as_bytes());

@@ -487,14 +487,23 @@ impl ExtAuthz {
         let mut req = http::Request::get(url.clone());
         // The gateway's own headers are the gateway's: a client's copy of
         // one is not sent beside it.
+        let mut cookies: Vec<&[u8]> = Vec::new();
         for (name, value) in &facts.headers {
             let own = name.as_str().starts_with("x-portico-")
                 || matches!(
                     name.as_str(),
                     "x-forwarded-method" | "x-forwarded-uri" | "x-forwarded-for" | "x-request-id"
                 );
-            if !own {
+            if *name == http::header::COOKIE {
+                cookies.push(value.as_bytes());
+            } else if !own {
                 req = req.header(name, value);
+            }
+        }
+        // One `cookie` header, as RFC 6265 section 5.4 has a client send.
+        if !cookies.is_empty() {
+            if let Ok(v) = HeaderValue::from_bytes(&cookies.join(&b"; "[..])) {
+                req = req.header(http::header::COOKIE, v);
             }
         }
         req = req

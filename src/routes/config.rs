@@ -228,15 +228,6 @@ impl Validator<'_> {
                     }
                 }
             }
-            for a in auth.iter().map(|&i| &ctx.authenticators[i]) {
-                for (_, header) in &a.forward_claims {
-                    for name in [header.clone(), crate::headers::binary_twin(header)] {
-                        if !cache.claim_headers.contains(&name) {
-                            cache.claim_headers.push(name);
-                        }
-                    }
-                }
-            }
         }
         if r.methods.as_ref().is_some_and(|m| m.is_empty()) {
             return Err(self.err(

@@ -259,6 +259,54 @@ async fn every_call_writes_one_json_line_with_what_happened_on_every_protocol() 
     }
 }
 
+/// A request the shared edge refuses once it knows the protocol (here a
+/// foreign `Origin`) is a call its client
+/// made: one line on every protocol, as an adapter's own refusal has (a
+/// WebSocket handshake's is its session's).
+#[tokio::test]
+async fn refusals_at_the_shared_edge_are_logged_on_every_protocol() {
+    let path = log_path("edge-refusals");
+    let sections = format!(
+        "[access_log]\npath = \"{}\"\n[cors]\nallowed_origins = [\"https://app.example\"]\n",
+        path.display()
+    );
+    let h = Harness::start_with(&sections, "").await;
+    // `/mcp` answers a foreign origin itself, as a JSON-RPC error with its
+    // own line (the MCP tests'); every other protocol's is the edge's.
+    let edge_refused: Vec<Protocol> = EVERY_PROTOCOL
+        .into_iter()
+        .filter(|p| *p != Protocol::Mcp)
+        .collect();
+    for protocol in edge_refused.iter().copied() {
+        let id = format!("foreign-{}", protocol.name());
+        let headers = [("origin", "https://evil.example"), ("x-request-id", &id)];
+        let seen = call(&h, protocol, &headers, "", None).await;
+        assert_eq!(seen.code, 7, "{protocol:?}: {seen:?}");
+    }
+    let logged = |all: &[Value], protocol: Protocol| {
+        all.iter().any(|l| {
+            // gRPC answers HTTP 200 with its status; the others a 403.
+            let status = if matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb) {
+                200
+            } else {
+                403
+            };
+            l["protocol"] == protocol.name()
+                && l["http_status"] == status
+                && l["grpc_status"] == "PERMISSION_DENIED"
+        })
+    };
+    support::eventually(|| {
+        let all = lines(&path);
+        edge_refused.iter().all(|p| logged(&all, *p))
+    })
+    .await;
+    let all = lines(&path);
+    for protocol in edge_refused {
+        assert!(logged(&all, protocol), "{protocol:?}: {all:#?}");
+    }
+}
+
 /// A backend that refuses connections never received the request: every
 /// protocol's line names the endpoint tried and says 0 bytes in.
 #[tokio::test]

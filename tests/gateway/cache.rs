@@ -266,10 +266,6 @@ async fn an_api_key_is_a_credential_to_the_cache_on_a_route_that_does_not_check_
     }
 }
 
-/// The shared cache by RFC 9111's rules, through every protocol: a reply
-/// made for one credential is never served to another or to an anonymous
-/// client, replies that set a cookie, vary on anything or are private are
-/// never stored, and the backend's own `Vary` keys the entry.
 /// Two tokens of one subject are two credentials: each may hold claims of
 /// its own (here a tenant the backend is sent), so neither gets the
 /// other's reply, on any protocol.
@@ -279,8 +275,10 @@ async fn two_tokens_of_one_subject_get_two_entries() {
     let sections = format!(
         "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\nforward_claims = {{ tenant = \"x-tenant-id\" }}\n"
     );
-    let bearer = |tenant: &str| {
-        let claims = serde_json::json!({"sub": "ada", "tenant": tenant, "exp": 4_102_444_800u64});
+    // A third token holds the first's claims, with another id: a renewed
+    // token, a credential of its own.
+    let bearer = |tenant: &str, jti: u32| {
+        let claims = serde_json::json!({"sub": "ada", "tenant": tenant, "jti": jti, "exp": 4_102_444_800u64});
         let token = encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -289,7 +287,11 @@ async fn two_tokens_of_one_subject_get_two_entries() {
         .unwrap();
         format!("Bearer {token}")
     };
-    let tokens = [("acme", bearer("acme")), ("globex", bearer("globex"))];
+    let tokens = [
+        ("acme", bearer("acme", 1)),
+        ("globex", bearer("globex", 1)),
+        ("acme", bearer("acme", 2)),
+    ];
     for protocol in EVERY_PROTOCOL {
         let h = gateway(&sections, "auth = \"users\"\ncache = { ttl = \"30s\" }").await;
         // Each token's first call is a miss (globex's never gets acme's
@@ -315,10 +317,14 @@ async fn two_tokens_of_one_subject_get_two_entries() {
                 );
             }
         }
-        assert_eq!(h.backends.probe.calls(), 2, "{protocol:?}");
+        assert_eq!(h.backends.probe.calls(), 3, "{protocol:?}");
     }
 }
 
+/// The shared cache by RFC 9111's rules, through every protocol: a reply
+/// made for one credential is never served to another or to an anonymous
+/// client, replies that set a cookie, vary on anything or are private are
+/// never stored, and the backend's own `Vary` keys the entry.
 #[tokio::test]
 async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};

@@ -274,7 +274,7 @@ async fn a_bindings_cors_policy_does_not_open_the_gateways_own_pages() {
         )
         .with_route_keys(
             "Library",
-            "http_rules.Stats = { post = \"/openapi.json\" }\nhttp_rules.GetShelf = { get = \"/docs/init.js\" }",
+            "http_rules.Stats = { post = \"/openapi.json\" }\nhttp_rules.GetShelf = { get = \"/docs/init.js\", additional_bindings = [{ get = \"/docs/shelves/{shelf}\" }] }",
         )
     })
     .await;
@@ -300,6 +300,16 @@ async fn a_bindings_cors_policy_does_not_open_the_gateways_own_pages() {
             "{path}"
         );
     }
+    // A binding under /docs that no page hides keeps its route's policy.
+    let r = h
+        .client
+        .send(Method::GET, "/docs/shelves/1", &origin, "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
     // The binding's own method there is the route's, and so is its policy.
     let r = h
         .client

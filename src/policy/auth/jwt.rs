@@ -311,6 +311,18 @@ struct KeySet {
     fingerprint: u64,
 }
 
+/// The JWK key type (`kty`) that verifies `algorithm`'s signatures.
+fn key_type(algorithm: jsonwebtoken::Algorithm) -> Option<&'static str> {
+    use jsonwebtoken::Algorithm::*;
+    Some(match algorithm {
+        HS256 | HS384 | HS512 => "oct",
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => "RSA",
+        ES256 | ES384 => "EC",
+        EdDSA => "OKP",
+        _ => return None,
+    })
+}
+
 /// Where a set is read from, for log lines.
 fn source_name(source: &JwksSource) -> String {
     match source {
@@ -376,6 +388,10 @@ async fn fetch(
             continue;
         }
         if entry.get("alg").is_some_and(|a| *a != wanted) {
+            continue;
+        }
+        if key_type(algorithm).is_some_and(|t| entry.get("kty").and_then(|k| k.as_str()) != Some(t))
+        {
             continue;
         }
         if entry

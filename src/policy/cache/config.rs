@@ -18,10 +18,6 @@ pub struct CacheConfig {
     /// authenticator of the config (a backend may check keys itself on a
     /// route without `auth`).
     pub credential_headers: Vec<http::HeaderName>,
-    /// The headers the route's authenticators write (`forward_claims`,
-    /// with `-bin` twins): a verified caller's key holds the values the
-    /// backend is sent.
-    pub claim_headers: Vec<http::HeaderName>,
 }
 
 impl Validator<'_> {
@@ -50,7 +46,6 @@ impl Validator<'_> {
         }
         Ok(CacheConfig {
             credential_headers: vec![http::header::AUTHORIZATION, http::header::COOKIE],
-            claim_headers: Vec::new(),
             ttl: self.duration(&format!("{k}.ttl"), &Some(c.ttl.clone()), Duration::ZERO)?,
             max_bytes: match c.max_bytes {
                 Some(0) => {
