@@ -114,9 +114,8 @@ pub fn generate(s: &Sources<'_>) -> Value {
         .plans()
         .iter()
         .map(|plan| {
-            let (path, params) = openapi_path(&plan.template, |_| None, &[]);
             (
-                shape_of(&path, &params).0,
+                shape_of(&plan.template),
                 plan.config.method.as_str().to_owned(),
             )
         })
@@ -131,10 +130,9 @@ pub fn generate(s: &Sources<'_>) -> Value {
             // its docs page), anything on `/mcp` while it serves MCP, or a
             // request an aggregate takes, never reaches the binding: no
             // operation to describe.
-            let (path, params) = openapi_path(&binding.template, |_| None, &[]);
             crate::ingress::dispatch::shadowed_by(binding, s.config.openapi.serve, mcp).is_none()
                 && !aggregated.contains(&(
-                    shape_of(&path, &params).0,
+                    shape_of(&binding.template),
                     binding.method.as_str().to_owned(),
                 ))
         })
@@ -350,8 +348,7 @@ struct PathParam {
     description: Option<String>,
 }
 
-/// The path items written so far, by shape: the path with every
-/// placeholder's name left out (`/t/g/{}`).
+/// The path items written so far, by the shape of their templates.
 ///
 /// OpenAPI forbids two templated paths that differ only in their
 /// placeholders' names, as one URL would match both; yet `/t/g/{name}` and
@@ -370,7 +367,8 @@ impl PathShapes {
         field: impl Fn(&str) -> Option<FieldDescriptor>,
     ) -> (String, Vec<PathParam>) {
         let (path, params) = openapi_path(template, &field, &[]);
-        let (shape, names) = shape_of(&path, &params);
+        let names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+        let shape = shape_of(template);
         match self.names.get(&shape) {
             Some(written) if *written != names => openapi_path(template, &field, written),
             Some(_) => (path, params),
@@ -382,28 +380,15 @@ impl PathShapes {
     }
 }
 
-/// A path's shape (`/t/g/{}:verb`; a placeholder for the rest of the
-/// path, which matches other URLs than one segment's, is `{**}`) and its
-/// placeholders' names in order.
-fn shape_of(path: &str, params: &[PathParam]) -> (String, Vec<String>) {
-    let mut shape = String::with_capacity(path.len());
-    let mut names = Vec::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        shape.push_str(&rest[..=open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-        let name = &rest[open + 1..close];
-        let rest_of_path = params
-            .iter()
-            .any(|p| p.name == name && p.pattern.as_deref() == Some("^.*$"));
-        if rest_of_path {
-            shape.push_str("**");
-        }
-        names.push(name.to_owned());
-        rest = &rest[close..];
+/// The URLs a template matches, as text: its segments with the variables
+/// left out, and its verb (`/t/{name=g/*}` and `/t/g/{id}` are both
+/// `t/g/*`; `*` and `**` stay apart, as they match different URLs).
+fn shape_of(template: &Template) -> String {
+    let mut shape: Vec<String> = template.segments.iter().map(segment_text).collect();
+    if let Some(verb) = &template.verb {
+        shape.push(format!(":{verb}"));
     }
-    shape.push_str(rest);
-    (shape, names)
+    shape.join("/")
 }
 
 /// A google.api.http template as an OpenAPI path. `{name}` is one

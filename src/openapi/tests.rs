@@ -524,3 +524,26 @@ fn a_binding_an_aggregate_answers_instead_takes_no_operation_number() {
         "kinds.v1.Things.GetThing_2"
     );
 }
+
+#[test]
+fn a_rest_of_path_variable_is_another_resource_than_one_segments() {
+    let text = CONFIG.replace(
+        "auth = [\"hs\", \"keys\"]",
+        "auth = [\"hs\", \"keys\"]\nhttp_rules.GetThing = { get = \"/r/{name}\", additional_bindings = [{ get = \"/r/{name=**}\" }] }",
+    );
+    let s = spec_of(&text, &["kinds.proto"]);
+    let under_r: Vec<&String> = s["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("/r/"))
+        .collect();
+    assert_eq!(
+        under_r.len(),
+        2,
+        "one segment and the rest of the path: {under_r:?}"
+    );
+    for path in under_r {
+        assert!(s["paths"][path]["get"].is_object(), "{path}");
+    }
+}
