@@ -183,6 +183,15 @@ pub struct RequestCtx {
     /// policies read, whatever the protocol. Not what the backend receives:
     /// that is [`Envelope::metadata`].
     pub headers: Arc<HeaderMap>,
+    /// `headers` as the request edge made them, kept once a policy takes
+    /// a credential out of them or an authorization service changes them
+    /// (see [`RequestCtx::policy_headers_mut`]): the cache keys on the
+    /// credentials the client sent.
+    pub edge_headers: Option<Arc<HeaderMap>>,
+    /// The headers authorization services set on the backend's metadata:
+    /// the backend may build its reply from them, so the cache keys on
+    /// their values.
+    pub service_headers: Vec<http::HeaderName>,
     /// The client's own deadline (`grpc-timeout`, `connect-timeout-ms`), as
     /// the request edge read it: calls made on the client's behalf (an
     /// aggregate's) are bounded by it too.
@@ -206,11 +215,31 @@ impl RequestCtx {
             authenticated_by: 0,
             claim_headers: None,
             headers,
+            edge_headers: None,
+            service_headers: Vec::new(),
             client_timeout: None,
             client_cert: None,
             record: crate::observe::call_record::CallRecord::none(),
             aggregate_call: 0,
         }
+    }
+}
+
+impl RequestCtx {
+    /// `headers` to change, with the request edge's kept first: for a
+    /// change that may take out or replace a credential, which the cache
+    /// still keys on as the client sent it.
+    pub fn policy_headers_mut(&mut self) -> &mut HeaderMap {
+        if self.edge_headers.is_none() {
+            self.edge_headers = Some(self.headers.clone());
+        }
+        Arc::make_mut(&mut self.headers)
+    }
+
+    /// The request's headers as the request edge made them, before any
+    /// policy took a credential out.
+    pub fn edge_headers(&self) -> &HeaderMap {
+        self.edge_headers.as_deref().unwrap_or(&self.headers)
     }
 }
 

@@ -443,13 +443,13 @@ impl RouteAuth {
                     CredentialPlace::Header(name) => {
                         env.metadata.remove(&name);
                         if env.ctx.headers.contains_key(&name) {
-                            Arc::make_mut(&mut env.ctx.headers).remove(&name);
+                            env.ctx.policy_headers_mut().remove(&name);
                         }
                     }
                     CredentialPlace::Cookie(name) => {
                         strip_cookie(&mut env.metadata, &name);
                         if env.ctx.headers.contains_key(http::header::COOKIE) {
-                            strip_cookie(Arc::make_mut(&mut env.ctx.headers), &name);
+                            strip_cookie(env.ctx.policy_headers_mut(), &name);
                         }
                     }
                 }

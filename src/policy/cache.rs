@@ -5,8 +5,9 @@
 //! backend's own `Vary` names, the forwarding headers the backend receives
 //! (`x-forwarded-host`, `x-forwarded-proto`, `forwarded`), and the caller:
 //! the request's credentials (`authorization`, `cookie`, API keys)
-//! themselves, and on an authenticated route also the principal, the
-//! authenticator that verified it and the claims the backend is sent, so
+//! themselves as the client sent them, the headers an authorization service
+//! set for the backend, and on an authenticated route also the principal,
+//! the authenticator that verified it and the claims the backend is sent, so
 //! one caller's reply is never served to another or to an anonymous
 //! client. Concurrent
 //! identical misses make one backend call. A reply is cached in
@@ -135,14 +136,26 @@ impl ResponseCache {
                 }
             }
         }
-        // The credentials themselves, verified or not: two tokens of one
+        // What authorization services told the backend of the caller.
+        for h in &env.ctx.service_headers {
+            key.push(4);
+            key.extend_from_slice(h.as_str().as_bytes());
+            key.push(0);
+            for v in env.metadata.get_all(h) {
+                key.extend_from_slice(v.as_bytes());
+                key.push(b'\n');
+            }
+        }
+        // The credentials themselves, verified or not, as the client sent
+        // them (a policy may have taken one out): two tokens of one
         // subject may hold different claims (a tenant, scopes), and the
         // backend may read the token it is passed.
         use sha2::{Digest, Sha256};
         let mut credentials = Sha256::new();
         let mut any = false;
+        let sent = env.ctx.edge_headers();
         for h in &self.config.credential_headers {
-            for v in env.ctx.headers.get_all(h) {
+            for v in sent.get_all(h) {
                 credentials.update(h.as_str());
                 credentials.update(v.as_bytes());
                 credentials.update(b"\n");

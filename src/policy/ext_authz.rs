@@ -245,7 +245,16 @@ impl ExtAuthz {
                 for name in remove.clone() {
                     env.metadata.remove(name);
                 }
-                let view = Arc::make_mut(&mut env.ctx.headers);
+                let mut add = add.peekable();
+                let mut remove = remove.peekable();
+                if add.peek().is_none() && remove.peek().is_none() {
+                    return Ok(());
+                }
+                // The service may take out the credential the cache keys
+                // on, and what it adds is the backend's to read: the cache
+                // keys on both.
+                let mut set = Vec::new();
+                let view = env.ctx.policy_headers_mut();
                 for name in remove {
                     view.remove(name);
                 }
@@ -255,9 +264,11 @@ impl ExtAuthz {
                     // client's such header.
                     if crate::headers::is_grpc_key(name) {
                         apply(&mut env.metadata, name, value, *how);
+                        set.push(name.clone());
                     }
                     apply(view, name, value, *how);
                 }
+                env.ctx.service_headers.extend(set);
                 Ok(())
             }
             Decision::Deny(denial) => {

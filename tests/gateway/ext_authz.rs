@@ -829,3 +829,133 @@ async fn a_denials_own_request_id_is_not_the_calls_on_a_connect_stream() {
     );
     assert_eq!(r.header("x-request-id"), Some("the-calls-own"));
 }
+
+/// An authorization service that names the caller's tenant for the
+/// backend (`x-tenant-id`, from the bearer token or an `x-org` header) and
+/// may take the token out, as one that trades a client's credential for
+/// its own headers does.
+#[derive(Clone)]
+struct TenantTeller {
+    tells_tenant: bool,
+    takes_token: bool,
+}
+
+#[tonic::async_trait]
+impl auth::authorization_server::Authorization for TenantTeller {
+    async fn check(
+        &self,
+        request: tonic::Request<auth::CheckRequest>,
+    ) -> Result<tonic::Response<auth::CheckResponse>, tonic::Status> {
+        let headers = request
+            .into_inner()
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .map(|h| h.headers)
+            .unwrap_or_default();
+        let tenant = headers
+            .get("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or(headers.get("x-org").map(String::as_str))
+            .unwrap_or("none");
+        let ok = auth::OkHttpResponse {
+            headers: if self.tells_tenant {
+                vec![header("x-tenant-id", tenant, Some(false))]
+            } else {
+                vec![]
+            },
+            headers_to_remove: if self.takes_token {
+                vec!["authorization".to_owned()]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        Ok(tonic::Response::new(auth::CheckResponse {
+            status: Some(Status::default()),
+            http_response: Some(auth::check_response::HttpResponse::OkResponse(ok)),
+            ..Default::default()
+        }))
+    }
+}
+
+/// A cached route behind an authorization service: the reply one caller's
+/// answer shaped is never another caller's, whether the service took the
+/// token out (the cache keys on the credential the client sent) or named
+/// the tenant from a header the key does not hold (the cache keys on what
+/// the service told the backend).
+#[tokio::test]
+async fn an_authorization_services_answer_keeps_callers_apart_in_the_cache() {
+    let cases = [
+        (
+            "takes the token, tells the tenant",
+            TenantTeller {
+                tells_tenant: true,
+                takes_token: true,
+            },
+            "authorization",
+            ["Bearer acme", "Bearer globex"],
+        ),
+        (
+            "takes the token, tells nothing",
+            TenantTeller {
+                tells_tenant: false,
+                takes_token: true,
+            },
+            "authorization",
+            ["Bearer acme", "Bearer globex"],
+        ),
+        (
+            "tells the tenant from a header the key does not hold",
+            TenantTeller {
+                tells_tenant: true,
+                takes_token: false,
+            },
+            "x-org",
+            ["acme", "globex"],
+        ),
+    ];
+    for (case, teller, name, values) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(auth::authorization_server::AuthorizationServer::new(
+                    teller.clone(),
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let h = gateway(
+            &format!(
+                "[ext_authz.tenants]\ngrpc = \"{addr}\"\ninclude_headers = [\"authorization\", \"x-org\"]\n"
+            ),
+            "ext_authz = \"tenants\"\ncache = { ttl = \"30s\" }",
+        )
+        .await;
+        for protocol in EVERY_PROTOCOL {
+            let before = h.backends.probe.calls();
+            // Tenants of the protocol's own: a reply cached from one
+            // protocol is any other's.
+            let values = values.map(|v| format!("{v}-{protocol:?}"));
+            for (round, want) in [(1, "MISS"), (2, "HIT")] {
+                for value in &values {
+                    let seen = call(&h, protocol, &[(name, value)], "", None).await;
+                    assert_eq!(seen.code, 0, "{case}, {protocol:?}: {}", seen.message);
+                    assert_eq!(
+                        seen.cache.as_deref(),
+                        Some(want),
+                        "{case}, {protocol:?}, {value} {round}"
+                    );
+                    let tenant = value.trim_start_matches("Bearer ");
+                    if teller.tells_tenant {
+                        assert_eq!(seen.metadata["x-tenant-id"], tenant, "{case}, {protocol:?}");
+                    }
+                    if teller.takes_token {
+                        assert!(seen.metadata.get("authorization").is_none(), "{case}");
+                    }
+                }
+            }
+            assert_eq!(h.backends.probe.calls() - before, 2, "{case}, {protocol:?}");
+        }
+    }
+}
