@@ -34,6 +34,7 @@ impl Feed for FeedService {
     type WatchStream = EventStream;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<EventStream>, Status> {
+        let asked = req.metadata().clone().into_headers();
         let r = req.into_inner();
         if r.count < 0 || r.interval_ms < 0 {
             return Err(Status::invalid_argument(
@@ -88,9 +89,10 @@ impl Feed for FeedService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        let mut resp: Response<EventStream> =
+            Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)));
+        super::probe::replies_asked_for(&asked, resp.metadata_mut());
+        Ok(resp)
     }
 
     async fn upload(

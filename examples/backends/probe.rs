@@ -64,7 +64,7 @@ impl Drop for CancelGuard {
 /// `x-reply-NAME: value` asks for reply metadata `NAME: value` (a
 /// `set-cookie`, a `vary`, a `cache-control`; a binary `x-reply-x-data-bin`
 /// in base64), so tests can see what the gateway does with them.
-fn replies_asked_for(asked: &http::HeaderMap, into: &mut tonic::metadata::MetadataMap) {
+pub(crate) fn replies_asked_for(asked: &http::HeaderMap, into: &mut tonic::metadata::MetadataMap) {
     for (k, v) in asked {
         let Some(name) = k.as_str().strip_prefix("x-reply-") else {
             continue;

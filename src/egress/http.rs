@@ -357,9 +357,26 @@ impl HttpEgress {
         // answer is not: CORS is the gateway's policy.
         let mut metadata = HeaderMap::new();
         for (name, value) in &parts.headers {
-            if !is_framing(name) && name.as_str() != "access-control-allow-origin" {
-                metadata.append(name.clone(), value.clone());
+            if is_framing(name) || name.as_str() == "access-control-allow-origin" {
+                continue;
             }
+            // A field gRPC metadata cannot carry would fail a gRPC client's
+            // call that the backend answered: it reaches no client, on any
+            // protocol.
+            let carried = crate::headers::is_grpc_key(name)
+                && if name.as_str().ends_with("-bin") {
+                    crate::headers::is_binary_value(value)
+                } else {
+                    crate::headers::is_grpc_ascii(value.as_bytes())
+                };
+            if !carried {
+                tracing::warn!(
+                    header = %name,
+                    "a reply header of the JSON backend is not one gRPC metadata can carry (a name of lowercase letters, digits, `_`, `-` and `.`; a printable ASCII value, base64 for a -bin name); it is dropped"
+                );
+                continue;
+            }
+            metadata.append(name.clone(), value.clone());
         }
         if !parts.status.is_success() {
             // A redirect is not followed, and not passed on: the client gets
@@ -409,7 +426,6 @@ pub fn grpc_code_of_http(status: StatusCode) -> Code {
         409 => Code::AlreadyExists,
         412 => Code::FailedPrecondition,
         429 => Code::ResourceExhausted,
-        499 => Code::Cancelled,
         501 => Code::Unimplemented,
         502 | 503 => Code::Unavailable,
         504 => Code::DeadlineExceeded,

@@ -247,9 +247,14 @@ impl RestIngress {
         let resp = if binding.target.kind.server_streams() && binding.raw_response_body {
             return self.raw_stream(&binding, reply).await;
         } else if binding.target.kind.server_streams() {
-            let format =
-                StreamFormat::from_accept(parts.headers.get(ACCEPT).and_then(|v| v.to_str().ok()));
-            let mut builder = Response::builder().status(success_status(&reply.metadata));
+            let format = StreamFormat::from_accept(
+                parts
+                    .headers
+                    .get_all(ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            let mut builder = Response::builder().status(stream_status(&reply.metadata));
             if let Some(headers) = builder.headers_mut() {
                 copy_reply_headers(&reply.metadata, headers);
             }
@@ -267,12 +272,8 @@ impl RestIngress {
             if let Some(headers) = builder.headers_mut() {
                 copy_reply_headers(&metadata, headers);
             }
-            // Statuses that carry no content (RFC 9110 sections 15.3.5,
-            // 15.3.6 and 15.4.5), whatever the reply message holds.
-            if matches!(
-                status,
-                StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
-            ) {
+            // No content, whatever the reply message holds.
+            if has_no_content(status) {
                 builder.body(ResponseBody::empty())
             } else {
                 match response::unary(&binding, &bytes)? {
@@ -368,7 +369,7 @@ impl RestIngress {
         }
         let (content_type, data) = first.unwrap_or_default();
         let content_type = http_body_content_type(&content_type)?;
-        let mut builder = Response::builder().status(success_status(&metadata));
+        let mut builder = Response::builder().status(stream_status(&metadata));
         if let Some(headers) = builder.headers_mut() {
             copy_reply_headers(&metadata, headers);
         }
@@ -803,6 +804,31 @@ fn success_status(metadata: &HeaderMap) -> StatusCode {
         );
         StatusCode::OK
     })
+}
+
+/// A stream's status: as a unary reply's, except that one HTTP allows no
+/// content (`204`, `205`, `304`) is a `200`, since the stream's messages
+/// are its content (HTTP/1.1 would drop them, HTTP/2 would fail the
+/// stream).
+fn stream_status(metadata: &HeaderMap) -> StatusCode {
+    let status = success_status(metadata);
+    if has_no_content(status) {
+        tracing::warn!(
+            status = status.as_u16(),
+            "the backend's x-http-status allows no content, and a stream's reply has its messages; the reply is a 200"
+        );
+        return StatusCode::OK;
+    }
+    status
+}
+
+/// Statuses that carry no content (RFC 9110 sections 15.3.5, 15.3.6 and
+/// 15.4.5).
+fn has_no_content(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
+    )
 }
 
 /// Backend metadata becomes response headers, except the framing headers,

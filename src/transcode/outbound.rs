@@ -38,9 +38,18 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
     let msg = DynamicMessage::decode(input, message)
         .map_err(|e| GatewayError::invalid_field("", format!("bad request message: {e}")))?;
     let options = json::serialize_options(&JsonOptions::default());
+    // A value JSON cannot hold (an `Any` of a type the schemas lack, a
+    // NaN `Value`, a Timestamp past year 9999) refuses the call: leaving
+    // the message out would send the backend an empty request.
     let mut fields = match serde_json::to_value(SerializeWith(&msg, &options)) {
         Ok(Value::Object(m)) => m,
-        _ => Map::new(),
+        Ok(_) => Map::new(),
+        Err(e) => {
+            return Err(GatewayError::invalid_field(
+                "",
+                format!("the request cannot be written as JSON for the backend: {e}"),
+            ))
+        }
     };
 
     let mut path = String::new();

@@ -24,12 +24,11 @@ impl StreamFormat {
     /// SSE when the client's Accept names text/event-stream with a weight
     /// above 0 and no NDJSON or JSON range above it, else NDJSON
     /// (RFC 9110 section 12.5.1: `q=0` means "not acceptable").
-    pub fn from_accept(accept: Option<&str>) -> Self {
-        let Some(accept) = accept else {
-            return StreamFormat::Ndjson;
-        };
+    /// From the request's `Accept` fields, read as one list (RFC 9110
+    /// section 5.3: repeating a field is listing its values in one).
+    pub fn from_accept<'a>(fields: impl IntoIterator<Item = &'a str>) -> Self {
         let (mut sse, mut ndjson) = (0.0f32, 0.0f32);
-        for range in accept.split(',') {
+        for range in fields.into_iter().flat_map(|f| f.split(',')) {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let q = parts

@@ -74,6 +74,8 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             ("GET", "/v1/shelves/40") => (503, format!(r#"{{"message":"{}"}}"#, "p".repeat(5 << 20))),
                             ("GET", "/v1/shelves/41" | "/v1/shelves/42") => (200, r#"{"name":"shelves/41"}"#.to_owned()),
                             ("GET", "/v1/shelves/43") => (404, r#"{"message":" "}"#.to_owned()),
+                            ("GET", "/v1/shelves/47") => (499, r#"{"message":"the backend's client left"}"#.to_owned()),
+                            ("GET", "/v1/shelves/48") => (200, r#"{"name":"shelves/48"}"#.to_owned()),
                             ("GET", "/v1/shelves/45") => (404, "\u{1f}\u{8b}compressed".to_owned()),
                             ("GET", "/v1/shelves/46") => (200, format!(r#"{{"name":"shelves/46","theme":"{host}"}}"#)),
                             ("GET", "/v1/shelves/44") => (200, format!(r#"{{"name":"shelves/44","theme":"{asked}"}}"#)),
@@ -114,6 +116,14 @@ async fn rest_backend() -> (SocketAddr, Seen) {
                             "/v1/shelves/41" | "/v1/shelves/45" => {
                                 resp.headers_mut()
                                     .insert("content-encoding", "gzip".parse().unwrap());
+                            }
+                            // Headers gRPC metadata cannot carry, beside one it can.
+                            "/v1/shelves/48" => {
+                                let h = resp.headers_mut();
+                                h.insert("x-bad-bin", "!!!".parse().unwrap());
+                                h.insert("x-good-bin", "AAA".parse().unwrap());
+                                h.insert("x!odd", "1".parse().unwrap());
+                                h.insert("x-tab", "a\tb".parse().unwrap());
                             }
                             // A header the size of a document.
                             "/v1/shelves/42" => {
@@ -363,6 +373,13 @@ async fn rest_statuses_map_back_to_grpc_codes() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
     assert_eq!(err.message(), "backend replied 302 Found");
+    // nginx's 499 is about the backend's own client, the gateway: the
+    // caller did not cancel, it gets what any other 4xx gives.
+    let err = client
+        .get_shelf(pb::GetShelfRequest { shelf: "47".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.metadata().get("location").is_none());
     assert_eq!(
         err.metadata().get("x-backend").map(|v| v.to_str().unwrap()),
@@ -981,4 +998,92 @@ async fn a_body_written_after_a_bodiless_reply_never_answers_the_next_call() {
             assert_eq!(r.json()["name"], want.as_str(), "{bodiless:?}: {}", r.text());
         }
     }
+}
+
+/// A gRPC or Connect client may send what JSON cannot hold (a Timestamp
+/// past year 9999): the call is refused, naming why, and the backend never
+/// gets the empty request that leaving the message out would make.
+#[tokio::test]
+async fn a_message_json_cannot_hold_is_refused_not_sent_empty() {
+    use prost::Message as _;
+    let (rest, seen) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let request = pb::CreateBookRequest {
+        parent: "shelves/1".into(),
+        book: Some(pb::Book {
+            title: "Odes".into(),
+            published: Some(prost_types::Timestamp {
+                seconds: 1_000_000_000_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        book_id: "odes".into(),
+    };
+    let status = library(&gw)
+        .await
+        .create_book(request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("cannot be written as JSON for the backend"),
+        "{status:?}"
+    );
+    let connect = support::HttpClient::new(gw.addr)
+        .send(
+            Method::POST,
+            "/portico.demo.v1.Library/CreateBook",
+            &[
+                ("content-type", "application/proto"),
+                ("connect-protocol-version", "1"),
+            ],
+            request.encode_to_vec(),
+        )
+        .await;
+    assert_eq!(
+        connect.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        connect.text()
+    );
+    assert!(
+        connect
+            .text()
+            .contains("cannot be written as JSON for the backend"),
+        "{}",
+        connect.text()
+    );
+    assert!(seen.lock().unwrap().is_empty(), "the backend got nothing");
+}
+
+/// A JSON backend's reply header that gRPC metadata cannot carry would
+/// fail a gRPC client's answered call: it is dropped for every client,
+/// while the others pass.
+#[tokio::test]
+async fn a_json_backends_headers_grpc_cannot_carry_reach_no_client() {
+    let (rest, _) = rest_backend().await;
+    let gw = gateway(rest).await;
+    let resp = library(&gw)
+        .await
+        .get_shelf(pb::GetShelfRequest { shelf: "48".into() })
+        .await
+        .unwrap();
+    let metadata = resp.metadata();
+    assert_eq!(resp.get_ref().name, "shelves/48");
+    assert!(metadata.get_bin("x-good-bin").is_some(), "{metadata:?}");
+    for dropped in ["x-bad-bin", "x!odd", "x-tab"] {
+        assert!(metadata.get(dropped).is_none(), "{dropped}: {metadata:?}");
+        assert!(metadata.get_bin(dropped).is_none(), "{dropped}");
+    }
+    let r = support::HttpClient::new(gw.addr)
+        .get("/v1/shelves/48")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for dropped in ["x-bad-bin", "x!odd", "x-tab"] {
+        assert_eq!(r.header(dropped), None, "{dropped}");
+    }
+    assert_eq!(r.header("x-backend"), Some("rest"));
 }

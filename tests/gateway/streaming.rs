@@ -290,3 +290,45 @@ async fn bidi_runs_full_duplex_over_http2() {
         "the stream ends after the client half-closes"
     );
 }
+
+/// A stream's messages are its content: a backend status HTTP allows none
+/// for (204, 205, 304) is a 200 with every line, over HTTP/1.1 and
+/// HTTP/2, while another success status is kept.
+#[tokio::test]
+async fn a_status_without_content_does_not_cut_a_stream() {
+    let h = Harness::start().await;
+    let http2 = support::HttpClient::http2(h.gateway.addr);
+    for client in [&h.client, &http2] {
+        for (asked, status) in [
+            ("204", StatusCode::OK),
+            ("205", StatusCode::OK),
+            ("304", StatusCode::OK),
+            ("206", StatusCode::PARTIAL_CONTENT),
+        ] {
+            let r = client
+                .send(
+                    Method::GET,
+                    "/v1/feed?count=2",
+                    &[("x-reply-x-http-status", asked)],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, status, "{asked}");
+            assert_eq!(r.text().lines().count(), 2, "{asked}: {}", r.text());
+        }
+    }
+    // Several Accept fields are one list.
+    let r = h
+        .client
+        .send(
+            Method::GET,
+            "/v1/feed?count=1",
+            &[
+                ("accept", "application/json"),
+                ("accept", "text/event-stream"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+}
