@@ -1040,6 +1040,25 @@ fn a_message_bound_past_what_a_length_prefix_can_say_is_refused() {
     assert_eq!(ok.server.limits.max_grpc_message_bytes, 4_294_967_295);
 }
 
+#[test]
+fn a_request_target_bound_no_request_could_meet_or_reach_is_refused() {
+    let with = |v: &str| {
+        MINIMAL.replace(
+            "[upstreams",
+            &format!("[server.limits]\nmax_request_target_bytes = {v}\n\n[upstreams"),
+        )
+    };
+    for v in ["10", "255", "65536", "100000"] {
+        let err = Config::from_toml(&with(v)).unwrap_err();
+        assert_eq!(err.key, "server.limits.max_request_target_bytes", "{v}");
+        assert!(err.reason.contains("from 256"), "{v}: {err}");
+    }
+    for v in [256, 65535] {
+        let ok = Config::from_toml(&with(&v.to_string())).unwrap();
+        assert_eq!(ok.server.limits.max_request_target_bytes, v);
+    }
+}
+
 /// A client certificate's principal has a fixed set of claims: a route
 /// that only certificates authenticate, asking for another, would refuse
 /// every caller.

@@ -44,6 +44,16 @@ impl LocalServices {
         let Some(service) = self.service(env.target.path.as_str()) else {
             return Err(GatewayError::unknown_method(env.target.path.as_str()));
         };
+        // A deadline that has passed (`grpc-timeout: 0S`) gets no answer,
+        // as on any method: a health checker's zero is not a `SERVING`.
+        if env
+            .deadline()
+            .is_some_and(|d| d <= std::time::Instant::now())
+        {
+            return Err(GatewayError::deadline_exceeded_before(
+                "the gateway answered",
+            ));
+        }
         self.egress.local(service, env).await.map_err(|mut e| {
             // The status is the gateway's own answer, not a backend's: a
             // question about something that is not there (an unknown

@@ -637,7 +637,17 @@ fn end_stream_json(
     // `WWW-Authenticate`, `x-portico-overloaded`) are trailing metadata
     // here, as on gRPC.
     if let Some(e) = err {
-        add(&e.http_headers().into_iter().collect());
+        let own: HeaderMap = e.http_headers().into_iter().collect();
+        add(&own);
+        // Connect's own word for the encodings the gateway takes (a
+        // compressed message refused once the stream has begun), which
+        // no backend's metadata may carry.
+        if let Some(v) = own
+            .get("connect-accept-encoding")
+            .and_then(|v| v.to_str().ok())
+        {
+            metadata.insert("connect-accept-encoding".into(), serde_json::json!([v]));
+        }
     }
     let mut end = serde_json::Map::new();
     if let Some(e) = err {

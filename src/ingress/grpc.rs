@@ -266,7 +266,7 @@ pub fn status_trailers(err: &GatewayError) -> HeaderMap {
     if let ErrorKind::Backend(b) = &err.kind {
         let metadata = &b.metadata;
         if let Some(details) = details {
-            let details = bounded_details(details, &err.message, &text);
+            let details = bounded_details(details, err.grpc_code(), &err.message, &text);
             let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&details);
             if let Ok(v) = HeaderValue::from_str(&encoded) {
                 h.insert("grpc-status-details-bin", v);
@@ -342,13 +342,18 @@ struct RpcStatus {
 /// status's (`original`), becomes `sent`, the text `grpc-message` carries,
 /// so the two agree; another message is cut to
 /// [`MAX_DETAILS_MESSAGE_BYTES`]; details are kept in order while they fit
-/// in [`MAX_DETAILS_BYTES`]. As sent when nothing needs changing, or when
-/// it is not a Status at all (then it is the backend's to answer for).
-fn bounded_details(details: &Bytes, original: &str, sent: &str) -> Bytes {
+/// in [`MAX_DETAILS_BYTES`]; its code becomes `code`, the one
+/// `grpc-status` carries (a backend's 20, which no client reads, is sent as
+/// UNKNOWN in both). As sent when nothing needs changing, or when it is
+/// not a Status at all (then it is the backend's to answer for).
+fn bounded_details(details: &Bytes, code: tonic::Code, original: &str, sent: &str) -> Bytes {
     let Ok(mut status) = <RpcStatus as prost::Message>::decode(details.as_ref()) else {
         return details.clone();
     };
-    let mut changed = false;
+    // Clients' status libraries refuse details whose code is not the
+    // status's (grpcio-status), or read the details' code over it.
+    let mut changed = status.code != code as i32;
+    status.code = code as i32;
     if status.message == original {
         if sent != original {
             status.message = sent.to_owned();

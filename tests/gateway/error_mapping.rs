@@ -265,6 +265,55 @@ async fn a_backend_error_with_a_long_message_keeps_its_code() {
     }
 }
 
+/// A backend status outside 0-16 is UNKNOWN, in `grpc-status` and in the
+/// Status `grpc-status-details-bin` repeats beside it, on gRPC and gRPC-Web:
+/// a client's status library reads or checks the details' code too.
+#[tokio::test]
+async fn a_code_outside_grpcs_is_unknown_in_the_details_too() {
+    let h = Harness::start().await;
+    for code in [20, -1] {
+        let request = pb::FailRequest {
+            code,
+            message: String::new(),
+        };
+        let web = h
+            .client
+            .send(
+                Method::POST,
+                "/portico.demo.v1.Probe/Fail",
+                &[("content-type", "application/grpc-web+proto")],
+                frame(&request),
+            )
+            .await;
+        assert_eq!(web.header("grpc-status"), Some("2"), "{code}");
+        let details = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            web.header("grpc-status-details-bin").unwrap(),
+        )
+        .unwrap();
+        let decoded = portico::demo::backends::rpc::Status::decode(&details[..]).unwrap();
+        assert_eq!(decoded.code, 2, "{code}: gRPC-Web");
+        assert_eq!(decoded.details.len(), 1, "{code}: the ErrorInfo is kept");
+
+        let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
+                "/portico.demo.v1.Probe/Fail"
+                    .parse::<http::uri::PathAndQuery>()
+                    .unwrap(),
+                portico::egress::codec::RawCodec,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unknown, "{code}");
+        let decoded = portico::demo::backends::rpc::Status::decode(status.details()).unwrap();
+        assert_eq!(decoded.code, 2, "{code}: gRPC");
+        assert_eq!(decoded.message, status.message(), "{code}");
+    }
+}
+
 /// Without details beside it, a backend's message in `grpc-message` is
 /// bounded at 4 KiB as sent (percent-encoded), whatever its characters.
 #[test]

@@ -548,3 +548,105 @@ async fn reflection_answers_every_question_on_one_call_misses_included() {
         "the call ends when asked"
     );
 }
+
+/// A health check whose deadline has already passed gets no `SERVING`, on
+/// any protocol: it is `DEADLINE_EXCEEDED`, as a call to a backend is.
+#[tokio::test]
+async fn a_deadline_already_passed_gets_no_answer_from_the_gateways_services() {
+    let h = Harness::start().await;
+    serving(&h).await;
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let http2 = h.client.as_http2();
+    for client in EVERY_CLIENT {
+        let (code, message) = match client {
+            Client::Grpc | Client::GrpcWeb | Client::GrpcWebText => {
+                let framed = frame_bytes(0, &request.encode_to_vec());
+                let (via, content_type, body) = match client {
+                    Client::Grpc => (&http2, "application/grpc", framed),
+                    Client::GrpcWeb => (&h.client, "application/grpc-web+proto", framed),
+                    _ => {
+                        use base64::Engine as _;
+                        (
+                            &h.client,
+                            "application/grpc-web-text",
+                            base64::engine::general_purpose::STANDARD
+                                .encode(framed)
+                                .into_bytes(),
+                        )
+                    }
+                };
+                let r = via
+                    .send(
+                        Method::POST,
+                        CHECK,
+                        &[
+                            ("content-type", content_type),
+                            ("te", "trailers"),
+                            ("grpc-timeout", "0S"),
+                        ],
+                        body,
+                    )
+                    .await;
+                let status = |name: &str| {
+                    r.header(name)
+                        .or_else(|| r.trailers.get(name).and_then(|v| v.to_str().ok()))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let message = percent_encoding::percent_decode_str(&status("grpc-message"))
+                    .decode_utf8_lossy()
+                    .into_owned();
+                (status("grpc-status").parse::<i64>().unwrap(), message)
+            }
+            Client::ConnectJson | Client::ConnectProto => {
+                let (content_type, body) = match client {
+                    Client::ConnectJson => ("application/json", b"{}".to_vec()),
+                    _ => ("application/proto", request.encode_to_vec()),
+                };
+                let r = h
+                    .client
+                    .send(
+                        Method::POST,
+                        CHECK,
+                        &[
+                            ("content-type", content_type),
+                            ("connect-protocol-version", "1"),
+                            ("connect-timeout-ms", "0"),
+                        ],
+                        body,
+                    )
+                    .await;
+                assert_eq!(r.status, 504, "{client:?}");
+                let body = r.json();
+                (
+                    connect_code(body["code"].as_str().unwrap()),
+                    body["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            }
+            Client::WebSocket => {
+                let mut ws = json_v1_session(&h).await;
+                let open = json!({"id": "h", "open": CHECK, "metadata": {"grpc-timeout": "0S"}, "message": {}});
+                ws.send(Message::text(open.to_string())).await.unwrap();
+                loop {
+                    let f = next_json(&mut ws).await;
+                    assert!(f.get("result").is_none(), "no answer: {f}");
+                    if let Some(s) = f.get("status") {
+                        break (
+                            s["code"].as_i64().unwrap(),
+                            s["message"].as_str().unwrap_or_default().to_owned(),
+                        );
+                    }
+                }
+            }
+        };
+        // (A streaming protocol may find it passed while the request was
+        // still arriving: said so, as for a backend's method.)
+        assert_eq!(code, 4, "{client:?}: {message}");
+        assert!(
+            message.contains("deadline passed before"),
+            "{client:?}: {message}"
+        );
+    }
+}

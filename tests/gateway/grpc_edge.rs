@@ -488,3 +488,102 @@ async fn an_mcp_request_with_a_compressed_body_is_told_the_encoding_it_may_use()
         .as_str()
         .is_some_and(|m| m.contains("gzip")));
 }
+
+/// A compressed message in a stream whose reply has begun is refused where
+/// the stream's end is said, with what the gateway takes: gRPC and
+/// gRPC-Web in their trailers, Connect in its end-stream's metadata.
+#[tokio::test]
+async fn a_compressed_message_mid_stream_says_what_the_gateway_takes_on_every_protocol() {
+    use http_body_util::StreamBody;
+    use prost::Message as _;
+    let h = Harness::start().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let hello = portico::demo::backends::pb::ChatMessage {
+        user: "ann".into(),
+        text: "hi".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (content_type, first) in [
+        ("application/grpc", hello.clone()),
+        ("application/grpc-web+proto", hello.clone()),
+        (
+            "application/connect+json",
+            br#"{"user":"ann","text":"hi"}"#.to_vec(),
+        ),
+    ] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(4);
+        let req = http::Request::post(h.client.url("/portico.demo.v1.Chat/Converse"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .header("grpc-encoding", "gzip")
+            .header("connect-content-encoding", "gzip")
+            .body(StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .unwrap();
+        tx.send(Ok(http_body::Frame::data(Bytes::from(
+            support::frame_bytes(0, &first),
+        ))))
+        .await
+        .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{content_type}");
+        let mut body = resp.into_body();
+        // The first reply has gone out: the stream has begun.
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                seen.extend_from_slice(&data);
+            }
+        }
+        tx.send(Ok(http_body::Frame::data(Bytes::from(
+            support::frame_bytes(1, b"zz"),
+        ))))
+        .await
+        .unwrap();
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+            .await
+            .unwrap()
+            .unwrap();
+        let trailers = rest.trailers().cloned().unwrap_or_default();
+        seen.extend_from_slice(&rest.to_bytes());
+        match content_type {
+            "application/grpc" => {
+                assert_eq!(trailers["grpc-status"], "12");
+                for name in ["grpc-accept-encoding", "connect-accept-encoding"] {
+                    assert_eq!(trailers[name], "identity", "gRPC: {name}");
+                }
+            }
+            "application/grpc-web+proto" => {
+                let (_, trailers) = support::protocols::split_web_body(&seen);
+                assert_eq!(trailers["grpc-status"], "12");
+                assert_eq!(trailers["grpc-accept-encoding"], "identity", "gRPC-Web");
+            }
+            _ => {
+                // The last envelope is the end-stream one (flag 2).
+                let mut rest = &seen[..];
+                let mut end = None;
+                while rest.len() >= 5 {
+                    let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+                    if rest[0] & 2 != 0 {
+                        end = Some(
+                            serde_json::from_slice::<serde_json::Value>(&rest[5..5 + len]).unwrap(),
+                        );
+                    }
+                    rest = &rest[5 + len..];
+                }
+                let end = end.expect("an end-stream envelope");
+                assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+                assert_eq!(
+                    end["metadata"]["connect-accept-encoding"],
+                    serde_json::json!(["identity"]),
+                    "{end}"
+                );
+            }
+        }
+    }
+}
