@@ -603,8 +603,13 @@ impl Validator<'_> {
                 }
                 // humantime says "overflow" for a fraction finer than its
                 // unit can hold too: without the fraction, it parses.
+                humantime::DurationError::NumberOverflow
+                    if parses_without_fractions(t) && t.trim_end().ends_with("ns") =>
+                {
+                    "a duration is whole nanoseconds, and no unit is smaller than ns".to_owned()
+                }
                 humantime::DurationError::NumberOverflow if parses_without_fractions(t) => {
-                    "its fraction is finer than its unit takes (a fraction of ns, us, ms, s or m must come to whole nanoseconds, of h, d, w, M or y to whole seconds): write it in a smaller unit (\"1.001h\" is \"3603600ms\")".to_owned()
+                    "its fraction is finer than its unit takes (a fraction of ns, us, ms, s or m must come to whole nanoseconds, of h, d, w, M or y to whole seconds): write it in a smaller unit (for example, \"1.001h\" as \"3603600ms\")".to_owned()
                 }
                 humantime::DurationError::NumberOverflow => {
                     "it is longer than the most allowed, a year (\"1y\")".to_owned()
@@ -881,6 +886,26 @@ pub(crate) fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// What is wrong with the port a URL's authority writes, if anything: a
+/// port out of 1-65535, one with leading zeros, or an empty one. The
+/// URL parser takes these, and a client would then connect somewhere
+/// other than meant, or nowhere, on every call.
+pub(crate) fn url_port_problem(uri: &http::Uri) -> Option<String> {
+    let authority = uri.authority()?.as_str();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    // An IPv6 host's colons are inside its brackets.
+    let after_host = host_port
+        .rsplit_once(']')
+        .map_or(host_port, |(_, rest)| rest);
+    let (_, port) = after_host.rsplit_once(':')?;
+    let fine = !port.starts_with('0')
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    (!fine).then(|| {
+        format!("its port {port:?} is not a port from 1 to 65535 written without leading zeros")
+    })
 }
 
 /// Reads a file the config names (the config itself, a key file, a

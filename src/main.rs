@@ -24,8 +24,9 @@ struct Cli {
     /// use them to load the config). 1 runs everything on one thread, which
     /// costs the least CPU per request; more share the work between them.
     /// Default: one per CPU the process may use (its affinity and cgroup
-    /// quota), so a gateway pinned to one core runs on one thread.
-    #[arg(long, global = true, env = "PORTICO_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    /// quota), so a gateway pinned to one core runs on one thread. At
+    /// most 1024.
+    #[arg(long, global = true, env = "PORTICO_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }
 

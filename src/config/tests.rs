@@ -374,17 +374,14 @@ fn a_duration_that_cannot_be_read_exactly_is_refused_saying_why() {
             "0",
             "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
         ),
-        (
-            "0.5ns",
-            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
-        ),
+        ("0.5ns", "no unit is smaller than ns"),
         (
             "1.0000000001s",
-            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
+            "write it in a smaller unit (for example, \"1.001h\" as \"3603600ms\")",
         ),
         (
             "1.001h",
-            "write it in a smaller unit (\"1.001h\" is \"3603600ms\")",
+            "write it in a smaller unit (for example, \"1.001h\" as \"3603600ms\")",
         ),
         ("400.5d", "longer than the most allowed, a year (\"1y\")"),
     ] {
@@ -1214,13 +1211,23 @@ fn an_endpoint_is_a_host_and_port_a_uri_can_carry() {
         "127.0.0.1:+50",
         "[::1:50051",
         "http://127.0.0.1:50051",
+        "999.1.1.1:50051",
+        "1.2.3:50051",
+        "-a:50051",
+        "a-.example:50051",
     ] {
         let text = MINIMAL.replace("127.0.0.1:50051", bad);
         let err = Config::from_toml(&text).unwrap_err();
         assert_eq!(err.key, "upstreams.backend.endpoints[0]", "{bad}: {err}");
         assert!(err.to_string().contains("is not \"host:port\""), "{err}");
     }
-    for good in ["backend_1.internal:50051", "[::1]:50051", "10.0.0.7:1"] {
+    for good in [
+        "backend_1.internal:50051",
+        "[::1]:50051",
+        "10.0.0.7:1",
+        "1password.example:50051",
+        "x-1.example:50051",
+    ] {
         let text = MINIMAL.replace("127.0.0.1:50051", good);
         assert!(Config::from_toml(&text).is_ok(), "{good}");
     }
@@ -1280,6 +1287,12 @@ fn an_authorization_service_address_is_quoted_as_written() {
             "ftp://127.0.0.1:9",
             "\"ftp://127.0.0.1:9\" is not host:port or an http:// or https:// URL",
         ),
+        (
+            "127.0.0.1:99999",
+            "\"127.0.0.1:99999\": its port \"99999\" is not a port from 1 to 65535",
+        ),
+        ("127.0.0.1:0", "its port \"0\""),
+        ("127.0.0.1:052299", "its port \"052299\""),
     ] {
         let text = MINIMAL.replace(
             "[[routes]]",
@@ -1295,5 +1308,68 @@ fn an_authorization_service_address_is_quoted_as_written() {
             &format!("[ext_authz.opa]\ngrpc = \"{fine}\"\n[[routes]]"),
         );
         assert!(Config::from_toml(&text).is_ok(), "{fine}");
+    }
+    // A forward-auth URL: a port no connection could use, or a fragment
+    // no request carries.
+    for (http, says) in [
+        ("http://127.0.0.1:65536/check", "its port \"65536\""),
+        ("http://127.0.0.1:0/check", "its port \"0\""),
+        ("http://127.0.0.1:/check", "its port \"\""),
+        ("http://[::1]:99999/check", "its port \"99999\""),
+        ("http://127.0.0.1:9/check?t=1#part", "has a fragment"),
+    ] {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            &format!("[ext_authz.gate]\nhttp = \"{http}\"\n[[routes]]"),
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, "ext_authz.gate.http", "{http}");
+        assert!(err.reason.contains(says), "{http}: {err}");
+    }
+    for fine in ["http://127.0.0.1/check", "https://[::1]:8443/check?t=1"] {
+        let text = MINIMAL.replace(
+            "[[routes]]",
+            &format!("[ext_authz.gate]\nhttp = \"{fine}\"\n[[routes]]"),
+        );
+        assert!(Config::from_toml(&text).is_ok(), "{fine}");
+    }
+    // And Redis's.
+    let text = format!("{MINIMAL}\n[redis]\nurl = \"redis://:pw@127.0.0.1:99999/0\"\n");
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "redis.url");
+    assert!(err.reason.contains("its port \"99999\""), "{err}");
+    assert!(!err.reason.contains("pw"), "redacted: {err}");
+}
+
+/// A wait the file does not write is the default's: an error about it says
+/// so, since there is no such key in the file to fix.
+#[test]
+fn a_default_that_contradicts_a_written_wait_is_named_as_the_default() {
+    for (section, key, says) in [
+        (
+            "[upstreams.backend.health_check]\ninterval = \"500ms\"\n",
+            "upstreams.backend.health_check.timeout",
+            "the default timeout, 1s, is longer than the interval (500ms)",
+        ),
+        (
+            "[upstreams.backend.health_check]\ninterval = \"500ms\"\ntimeout = \"2s\"\n",
+            "upstreams.backend.health_check.timeout",
+            "2s is longer than the interval (500ms)",
+        ),
+        (
+            "[upstreams.backend.retry]\nbackoff_max = \"10ms\"\n",
+            "upstreams.backend.retry.backoff_base",
+            "the default backoff_base, 25ms, is longer than backoff_max (10ms)",
+        ),
+        (
+            "[upstreams.backend.retry]\nbackoff_base = \"1s\"\n",
+            "upstreams.backend.retry.backoff_base",
+            "1s is longer than the default backoff_max (250ms)",
+        ),
+    ] {
+        let text = MINIMAL.replace("[[routes]]", &format!("{section}\n[[routes]]"));
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(err.key, key, "{section}");
+        assert!(err.reason.starts_with(says), "{section}: {err}");
     }
 }

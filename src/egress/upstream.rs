@@ -474,15 +474,22 @@ impl Upstream {
             }
             .cloned()
         };
-        choose(&|e| ok(e) && fresh(e))
-            .or_else(|| choose(&ok))
-            .ok_or_else(|| {
-                GatewayError::new(
-                    ErrorKind::BackendUnavailable,
-                    Origin::Gateway,
-                    format!("upstream {} has no available endpoint", self.config.name),
-                )
-            })
+        // Asked only when one is there: a round-robin ask that finds none
+        // still takes a turn, and two turns a retry would land a call with
+        // two endpoints on the same one every time.
+        let untried = !tried.is_empty() && snap.endpoints.iter().any(|e| ok(e) && fresh(e));
+        let pick = if untried {
+            choose(&|e| ok(e) && fresh(e))
+        } else {
+            choose(&ok)
+        };
+        pick.ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::BackendUnavailable,
+                Origin::Gateway,
+                format!("upstream {} has no available endpoint", self.config.name),
+            )
+        })
     }
 
     /// Passive outlier detection: after `consecutive_failures`, the endpoint

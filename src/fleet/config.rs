@@ -60,6 +60,9 @@ impl Validator<'_> {
                     ))
                 }
             }
+            if let Some(problem) = crate::config::url_port_problem(&uri) {
+                return Err(self.err(key, format!("{:?}: {problem}", redact(u))));
+            }
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
             let Some((userinfo, host)) = authority.rsplit_once('@') else {
                 return Ok(u.to_owned());

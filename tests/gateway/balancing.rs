@@ -772,3 +772,29 @@ async fn unavailable_after_response_headers_is_retried_and_counted() {
         .sum();
     assert!(ejections >= 1, "{status}");
 }
+
+/// Once a call has tried every endpoint, each further retry still takes the
+/// balancer's next turn: with two endpoints that both fail, four attempts
+/// alternate between them, rather than piling onto the one tried last.
+#[tokio::test]
+async fn retries_past_every_endpoint_keep_taking_turns() {
+    use std::sync::atomic::Ordering;
+    let (a, a_calls) = headers_then_unavailable("a").await;
+    let (b, b_calls) = headers_then_unavailable("b").await;
+    let (_gw, client) = gateway(&format!(
+        "endpoints = [\"{a}\", \"{b}\"]\n[upstreams.pool.retry]\nidempotent_methods = [\"Headers\"]\nmax_retries = 3\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"\n[upstreams.pool.outlier_detection]\nconsecutive_failures = 1000\n"
+    ))
+    .await;
+    for round in 1..=2 {
+        let r = client.get("/v1/probe/headers").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+        assert_eq!(
+            (
+                a_calls.load(Ordering::SeqCst),
+                b_calls.load(Ordering::SeqCst)
+            ),
+            (2 * round, 2 * round),
+            "round {round}: the first attempt and three retries, two on each"
+        );
+    }
+}

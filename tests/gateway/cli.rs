@@ -42,6 +42,47 @@ fn check_prints_the_route_table() {
     assert!(probe.contains("timeout 5s"), "{probe}");
 }
 
+/// A thread count the host could not run is the command line's error
+/// (exit 2, naming the flag), not a process that aborts trying.
+#[test]
+fn a_thread_count_out_of_range_is_a_usage_error() {
+    for (flag, env) in [
+        (Some("0"), None),
+        (Some("1025"), None),
+        (None, Some("65535")),
+    ] {
+        let mut c = portico();
+        if let Some(n) = flag {
+            c.args(["--threads", n]);
+        }
+        if let Some(n) = env {
+            c.env("PORTICO_THREADS", n);
+        }
+        let out = c
+            .args(["check", "--config", "examples/library.toml"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag:?} {env:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("--threads"), "{said}");
+    }
+    let out = portico()
+        .args([
+            "--threads",
+            "1024",
+            "check",
+            "--config",
+            "examples/library.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn check_lists_each_routes_policies_in_pipeline_order() {
     let dir = std::env::temp_dir().join(format!("portico-policies-{}", std::process::id()));

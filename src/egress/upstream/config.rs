@@ -224,7 +224,7 @@ pub fn code_by_name(name: &str) -> Option<tonic::Code> {
 }
 
 /// What `host:port` means, for errors.
-const HOST_PORT: &str = "(a host name of letters, digits, '-', '_' and dots, an IPv4 address or a [bracketed] IPv6 one; a port 1-65535 without leading zeros)";
+const HOST_PORT: &str = "(a host name of letters, digits, '-', '_' and dots, no label beginning or ending with '-' and the last not a number, an IPv4 address or a [bracketed] IPv6 one; a port 1-65535 without leading zeros)";
 
 /// Parses `host:port`; the host may be a name or an IP (`[v6]` bracketed).
 /// A name is what DNS and a URI take (letters, digits, `-`, `_` and dots
@@ -238,10 +238,22 @@ pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        // A host whose last label is a number is an IPv4 address, as URL
+        // parsers and resolvers read it (`999.1.1.1` and `1.2.3` are none);
+        // a name's labels neither begin nor end with `-` (RFC 1123).
+        None if host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            host.parse::<std::net::Ipv4Addr>().is_ok()
+        }
         None => {
             !host.is_empty()
                 && host.split('.').all(|label| {
                     !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
                         && label
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -427,11 +439,25 @@ impl Validator<'_> {
                     self.duration(&format!("{k}.timeout"), &h.timeout, Duration::from_secs(1))?;
                 // A check still waiting when the next is due would pile up.
                 if timeout > interval {
+                    // A value not written is the default's: said so, with
+                    // the way out, since the file has no such key to fix.
+                    let written = humantime::format_duration(timeout);
+                    let (subject, fix) = match h.timeout {
+                        Some(_) => (written.to_string(), ""),
+                        None => (
+                            format!("the default timeout, {written},"),
+                            "; set timeout to at most the interval",
+                        ),
+                    };
+                    let interval_is = if h.interval.is_some() {
+                        ""
+                    } else {
+                        "the default "
+                    };
                     return Err(self.err(
                         format!("{k}.timeout"),
                         format!(
-                            "{} is longer than the interval ({}): a check must end before the next starts",
-                            humantime::format_duration(timeout),
+                            "{subject} is longer than {interval_is}the interval ({}): a check must end before the next starts{fix}",
                             humantime::format_duration(interval)
                         ),
                     ));
@@ -526,11 +552,22 @@ impl Validator<'_> {
             idempotent_methods: r.map(|r| r.idempotent_methods.clone()).unwrap_or_default(),
         };
         if retry.backoff_base > retry.backoff_max {
+            let written = |f: fn(&crate::config::file::RetryFile) -> bool| r.is_some_and(f);
+            let base = humantime::format_duration(retry.backoff_base);
+            let subject = if written(|r| r.backoff_base.is_some()) {
+                base.to_string()
+            } else {
+                format!("the default backoff_base, {base},")
+            };
+            let max_is = if written(|r| r.backoff_max.is_some()) {
+                ""
+            } else {
+                "the default "
+            };
             return Err(self.err(
                 format!("{key}.retry.backoff_base"),
                 format!(
-                    "{} is longer than backoff_max ({}): the first wait would already be over the longest",
-                    humantime::format_duration(retry.backoff_base),
+                    "{subject} is longer than {max_is}backoff_max ({}): the first wait would already be over the longest",
                     humantime::format_duration(retry.backoff_max)
                 ),
             ));

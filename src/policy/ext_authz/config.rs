@@ -45,12 +45,26 @@ impl Validator<'_> {
                 .parse()
                 .map_err(|_| self.err(format!("{key}.{field}"), format!("{u:?} is not a URL")))?;
             match uri.scheme_str() {
-                Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-                _ => Err(self.err(
-                    format!("{key}.{field}"),
-                    format!("{u:?} is not an http:// or https:// URL"),
-                )),
+                Some("http" | "https") if uri.authority().is_some() => {}
+                _ => {
+                    return Err(self.err(
+                        format!("{key}.{field}"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    ))
+                }
             }
+            if let Some(problem) = crate::config::url_port_problem(&uri) {
+                return Err(self.err(format!("{key}.{field}"), format!("{u:?}: {problem}")));
+            }
+            // The parser drops a fragment, which no request carries: the
+            // service would not be asked what the config seems to say.
+            if u.contains('#') {
+                return Err(self.err(
+                    format!("{key}.{field}"),
+                    format!("{u:?} has a fragment (#...), which is never sent; remove it"),
+                ));
+            }
+            Ok(uri)
         };
         let service = match (&f.grpc, &f.http) {
             (Some(written), None) => {
@@ -59,8 +73,14 @@ impl Validator<'_> {
                 } else {
                     format!("http://{written}")
                 };
-                let uri = url("grpc", &g)
-                    .map_err(|_| self.err(format!("{key}.grpc"), format!("{written:?} is not host:port or an http:// or https:// URL")))?;
+                let uri = url("grpc", &g).map_err(|e| {
+                    if e.reason.contains("its port") {
+                        // What was wrong, said of what was written.
+                        self.err(format!("{key}.grpc"), e.reason.replace(&format!("{g:?}"), &format!("{written:?}")))
+                    } else {
+                        self.err(format!("{key}.grpc"), format!("{written:?} is not host:port or an http:// or https:// URL"))
+                    }
+                })?;
                 if uri.port().is_none() {
                     return Err(self.err(
                         format!("{key}.grpc"),
