@@ -604,7 +604,8 @@ impl Validator<'_> {
                 // humantime says "overflow" for a fraction finer than its
                 // unit can hold too: without the fraction, it parses.
                 humantime::DurationError::NumberOverflow
-                    if parses_without_fractions(t) && t.trim_end().ends_with("ns") =>
+                    if parses_without_fractions(t)
+                        && matches!(last_unit(t), "ns" | "nsec" | "nanos") =>
                 {
                     "a duration is whole nanoseconds, and no unit is smaller than ns".to_owned()
                 }
@@ -886,6 +887,14 @@ pub(crate) fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// The unit a duration's text ends with (`"1.5mins"` gives `mins`).
+fn last_unit(text: &str) -> &str {
+    let text = text.trim_end();
+    &text[text
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .len()..]
 }
 
 /// What is wrong with the port a URL's authority writes, if anything: a

@@ -183,9 +183,10 @@ pub struct RequestCtx {
     /// policies read, whatever the protocol. Not what the backend receives:
     /// that is [`Envelope::metadata`].
     pub headers: Arc<HeaderMap>,
-    /// `headers` as the request edge made them, kept once a policy takes
-    /// a credential out of them or an authorization service changes them
-    /// (see [`RequestCtx::policy_headers_mut`]): the cache keys on the
+    /// `headers` as they were before a policy first took out or replaced
+    /// a header the client sent (an unverified credential, an
+    /// authorization service's answer; see
+    /// [`RequestCtx::policy_headers_mut`]): the cache keys on the
     /// credentials the client sent.
     pub edge_headers: Option<Arc<HeaderMap>>,
     /// The headers authorization services set on the backend's metadata:

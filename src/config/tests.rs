@@ -375,6 +375,11 @@ fn a_duration_that_cannot_be_read_exactly_is_refused_saying_why() {
             "the number needs a unit (ns, us, ms, s, m, h, d, w, M or y)",
         ),
         ("0.5ns", "no unit is smaller than ns"),
+        ("0.5nsec", "no unit is smaller than ns"),
+        (
+            "1.0000000000001mins",
+            "write it in a smaller unit (for example, \"1.001h\" as \"3603600ms\")",
+        ),
         (
             "1.0000000001s",
             "write it in a smaller unit (for example, \"1.001h\" as \"3603600ms\")",
@@ -1045,12 +1050,12 @@ fn a_request_target_bound_no_request_could_meet_or_reach_is_refused() {
             &format!("[server.limits]\nmax_request_target_bytes = {v}\n\n[upstreams"),
         )
     };
-    for v in ["10", "255", "65536", "100000"] {
+    for v in ["10", "255", "65535", "100000"] {
         let err = Config::from_toml(&with(v)).unwrap_err();
         assert_eq!(err.key, "server.limits.max_request_target_bytes", "{v}");
         assert!(err.reason.contains("from 256"), "{v}: {err}");
     }
-    for v in [256, 65535] {
+    for v in [256, 65534] {
         let ok = Config::from_toml(&with(&v.to_string())).unwrap();
         assert_eq!(ok.server.limits.max_request_target_bytes, v);
     }
@@ -1355,6 +1360,11 @@ fn a_default_that_contradicts_a_written_wait_is_named_as_the_default() {
             "[upstreams.backend.health_check]\ninterval = \"500ms\"\ntimeout = \"2s\"\n",
             "upstreams.backend.health_check.timeout",
             "2s is longer than the interval (500ms)",
+        ),
+        (
+            "[upstreams.backend.health_check]\ntimeout = \"6s\"\n",
+            "upstreams.backend.health_check.timeout",
+            "6s is longer than the default interval (5s)",
         ),
         (
             "[upstreams.backend.retry]\nbackoff_max = \"10ms\"\n",

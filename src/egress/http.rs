@@ -72,7 +72,15 @@ pub struct HttpEgress {
     /// `server.limits.stream_idle_timeout`: the most time between two
     /// pieces of the reply's body.
     idle_timeout: std::time::Duration,
+    /// The reply headers dropped as gRPC cannot carry them, by name, once
+    /// warned of: a backend that sends one on every reply is warned of
+    /// once, not on every call.
+    dropped: Arc<std::sync::Mutex<std::collections::HashSet<http::HeaderName>>>,
 }
+
+/// The most header names [`HttpEgress::dropped`] remembers; past it, drops
+/// are logged at debug level only.
+const MAX_DROPPED_NAMES: usize = 256;
 
 impl HttpEgress {
     pub fn new(
@@ -116,6 +124,7 @@ impl HttpEgress {
             max_body: limits.max_grpc_message_bytes,
             header_timeout: limits.upstream_header_timeout,
             idle_timeout: limits.stream_idle_timeout,
+            dropped: Arc::default(),
         })
     }
 
@@ -370,10 +379,17 @@ impl HttpEgress {
                     crate::headers::is_grpc_ascii(value.as_bytes())
                 };
             if !carried {
-                tracing::warn!(
-                    header = %name,
-                    "a reply header of the JSON backend is not one gRPC metadata can carry (a name of lowercase letters, digits, `_`, `-` and `.`; a printable ASCII value, base64 for a -bin name); it is dropped"
-                );
+                let first = self.dropped.lock().is_ok_and(|mut seen| {
+                    seen.len() < MAX_DROPPED_NAMES && seen.insert(name.clone())
+                });
+                if first {
+                    tracing::warn!(
+                        header = %name,
+                        "a reply header of the JSON backend is not one gRPC metadata can carry (a name of lowercase letters, digits, `_`, `-` and `.`; a printable ASCII value, base64 for a -bin name); it is dropped, now and on later replies (this is said once per header name)"
+                    );
+                } else {
+                    tracing::debug!(header = %name, "a JSON backend's reply header gRPC cannot carry is dropped");
+                }
                 continue;
             }
             metadata.append(name.clone(), value.clone());

@@ -474,12 +474,14 @@ impl Upstream {
             }
             .cloned()
         };
-        // Asked only when one is there: a round-robin ask that finds none
-        // still takes a turn, and two turns a retry would land a call with
-        // two endpoints on the same one every time.
+        // Ask for an untried endpoint only when one exists: a round-robin
+        // ask that finds none still advances the counter, and two advances
+        // a retry made a two-endpoint upstream retry the same endpoint
+        // every time. (The fallback runs only if the untried one left
+        // rotation in between.)
         let untried = !tried.is_empty() && snap.endpoints.iter().any(|e| ok(e) && fresh(e));
         let pick = if untried {
-            choose(&|e| ok(e) && fresh(e))
+            choose(&|e| ok(e) && fresh(e)).or_else(|| choose(&ok))
         } else {
             choose(&ok)
         };

@@ -136,8 +136,13 @@ impl ResponseCache {
                 }
             }
         }
-        // What authorization services told the backend of the caller.
-        for h in &env.ctx.service_headers {
+        // What authorization services told the backend of the caller, by
+        // name in order (a service that writes them in another order
+        // tells the same).
+        let mut told: Vec<&http::HeaderName> = env.ctx.service_headers.iter().collect();
+        told.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        told.dedup();
+        for h in told {
             key.push(4);
             key.extend_from_slice(h.as_str().as_bytes());
             key.push(0);

@@ -250,11 +250,21 @@ impl ExtAuthz {
                 if add.peek().is_none() && remove.peek().is_none() {
                     return Ok(());
                 }
-                // The service may take out the credential the cache keys
-                // on, and what it adds is the backend's to read: the cache
-                // keys on both.
+                // The service may take out or replace a credential the
+                // cache keys on: the client's headers are kept first, when
+                // the answer touches one the client sent (forward-auth's
+                // own headers, which a client does not send, cost no copy).
+                // What it adds is the backend's to read: the cache keys on
+                // it too.
+                let sent = &env.ctx.headers;
+                let touches_sent = remove.clone().any(|n| sent.contains_key(n))
+                    || add.clone().any(|(n, _, _)| sent.contains_key(n));
                 let mut set = Vec::new();
-                let view = env.ctx.policy_headers_mut();
+                let view = if touches_sent {
+                    env.ctx.policy_headers_mut()
+                } else {
+                    Arc::make_mut(&mut env.ctx.headers)
+                };
                 for name in remove {
                     view.remove(name);
                 }

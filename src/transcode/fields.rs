@@ -320,6 +320,11 @@ pub fn parse(kind: &Kind, s: &str) -> Result<Value, String> {
                     "is a {}, which cannot be set from the query string",
                     m.full_name()
                 ));
+            } else if m.full_name() == "google.protobuf.Value" {
+                return Err(
+                    "is a google.protobuf.Value, which takes no value of its own: set one of its kinds, as NAME.stringValue=..., NAME.numberValue=... or NAME.boolValue=..."
+                        .to_owned(),
+                );
             } else {
                 return Err(format!(
                     "names a message ({}), which takes no value of its own: set its fields, as NAME.FIELD=value",

@@ -41,9 +41,25 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
     // A value JSON cannot hold (an `Any` of a type the schemas lack, a
     // NaN `Value`, a Timestamp past year 9999) refuses the call: leaving
     // the message out would send the backend an empty request.
+    // A request whose JSON is no object (a wrapper, a Timestamp, a Value)
+    // has no fields to place: with `body: "*"` it is the body as it is,
+    // and under any other rule it is refused, never sent as nothing.
+    let mut whole = None;
     let mut fields = match serde_json::to_value(SerializeWith(&msg, &options)) {
         Ok(Value::Object(m)) => m,
-        Ok(_) => Map::new(),
+        Ok(other) if matches!(binding.body, BodyRule::Whole) => {
+            whole = Some(other);
+            Map::new()
+        }
+        Ok(_) => {
+            return Err(GatewayError::invalid_field(
+                "",
+                format!(
+                    "the request, a {}, is written in JSON as a single value, which only a binding with body: \"*\" can send the backend",
+                    binding.target.method.input().full_name()
+                ),
+            ))
+        }
         Err(e) => {
             return Err(GatewayError::invalid_field(
                 "",
@@ -161,7 +177,12 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
             Some(data)
         }
         BodyRule::Whole => Some(
-            serde_json::to_vec(&Value::Object(std::mem::take(&mut fields))).unwrap_or_default(),
+            serde_json::to_vec(
+                &whole
+                    .take()
+                    .unwrap_or_else(|| Value::Object(std::mem::take(&mut fields))),
+            )
+            .unwrap_or_default(),
         ),
         BodyRule::Field(f) if binding.raw_request_body => {
             fields.remove(f.json_name());
@@ -493,6 +514,41 @@ mod tests {
 
     fn refusal(b: &Binding, json: &str) -> String {
         built(b, json).unwrap_err().message
+    }
+
+    /// A request whose JSON is one value (kinds.v1.Things' `Stamp` takes a
+    /// Timestamp) is the body itself under `body: "*"`, and refused under
+    /// another rule rather than sent as nothing.
+    #[test]
+    fn a_request_written_as_one_json_value_is_the_body_or_refused() {
+        let stamp = crate::transcode::json::kinds_pool()
+            .get_service_by_name("kinds.v1.Things")
+            .unwrap()
+            .methods()
+            .find(|m| m.name() == "Stamp")
+            .unwrap();
+        let bound = |method: http::Method, body: &str| {
+            Binding::new(
+                Arc::new(Target::for_method(stamp.clone())),
+                method,
+                "/v1/stamp",
+                body,
+                "",
+                JsonOptions::default(),
+                false,
+            )
+            .unwrap()
+        };
+        let second = [0x08, 0x01];
+        let sent = request(&bound(http::Method::POST, "*"), &second).unwrap();
+        assert_eq!(sent.body.as_deref(), Some(&b"\"1970-01-01T00:00:01Z\""[..]));
+        assert_eq!(sent.path_and_query, "/v1/stamp");
+        let refused = request(&bound(http::Method::GET, ""), &second).unwrap_err();
+        assert!(
+            refused.message.contains("only a binding with body"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]

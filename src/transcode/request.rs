@@ -555,6 +555,7 @@ fn apply_query_to(
     opts: &JsonOptions,
 ) -> Result<(), GatewayError> {
     let mut seen_singular: HashSet<String> = HashSet::new();
+    let plus_sent = query.contains('+');
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let fs = match query_fields(binding, &key) {
             Ok(fs) => fs,
@@ -583,14 +584,21 @@ fn apply_query_to(
                 format!("query parameter {key} is given more than once but is not repeated"),
             ));
         }
-        fields::set(msg, &fs, &value, &key).map_err(|e| plus_as_space(e, last, &value))?;
+        fields::set(msg, &fs, &value, &key).map_err(|e| {
+            if plus_sent {
+                plus_as_space(e, last, &value)
+            } else {
+                e
+            }
+        })?;
     }
     Ok(())
 }
 
 /// A query value refused with a space in it, for a field whose text never
-/// has one (a number, a time, base64): most likely a `+` the query's form
-/// decoding turned into a space, which the refusal then says.
+/// has one (a number, a time, base64), in a query that holds a `+`: most
+/// likely a `+` the query's form decoding turned into a space, which the
+/// refusal then says.
 fn plus_as_space(mut e: GatewayError, field: &FieldDescriptor, value: &str) -> GatewayError {
     let spaceless = match field.kind() {
         Kind::String | Kind::Bool | Kind::Enum(_) => false,

@@ -69,7 +69,7 @@ fn a_thread_count_out_of_range_is_a_usage_error() {
     let out = portico()
         .args([
             "--threads",
-            "1024",
+            "2",
             "check",
             "--config",
             "examples/library.toml",

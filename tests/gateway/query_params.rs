@@ -88,6 +88,8 @@ async fn an_unknown_query_parameter_is_rejected_by_name() {
         ("minPages=+5", true),
         ("publishedAfter=2020-01-01T02:00:00+02:00", true),
         ("genres=GENRE+X", false),
+        // A space sent as %20 is no `+`: nothing to point at.
+        ("minPages=%205", false),
     ] {
         let r = h.client.get(&format!("/v1/books:search?{query}")).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {}", r.text());
@@ -100,6 +102,11 @@ async fn an_unknown_query_parameter_is_rejected_by_name() {
     }
     let r = h.client.get("/v1/books:search?minPages=%2B5").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // A name whose escapes are no UTF-8 is named as sent.
+    let r = h.client.get("/v1/books:search?q%FFuery=1").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert_eq!(r.violated_field(), "q%FFuery");
+    assert!(!r.text().contains('\u{FFFD}'), "{}", r.text());
     // A nested one is said of the message that lacks it.
     let r = h.client.get("/v1/books:search?filter.nope=1").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

@@ -224,7 +224,7 @@ pub fn code_by_name(name: &str) -> Option<tonic::Code> {
 }
 
 /// What `host:port` means, for errors.
-const HOST_PORT: &str = "(a host name of letters, digits, '-', '_' and dots, no label beginning or ending with '-' and the last not a number, an IPv4 address or a [bracketed] IPv6 one; a port 1-65535 without leading zeros)";
+const HOST_PORT: &str = "(a host name of letters, digits, '-', '_' and dots, no label of it beginning or ending with '-', its last label not all digits; an IPv4 address in four dotted numbers of 0-255; or a [bracketed] IPv6 one; a port 1-65535 without leading zeros)";
 
 /// Parses `host:port`; the host may be a name or an IP (`[v6]` bracketed).
 /// A name is what DNS and a URI take (letters, digits, `-`, `_` and dots
@@ -238,9 +238,11 @@ pub fn parse_host_port(text: &str) -> Option<(String, u16)> {
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        // A host whose last label is a number is an IPv4 address, as URL
-        // parsers and resolvers read it (`999.1.1.1` and `1.2.3` are none);
-        // a name's labels neither begin nor end with `-` (RFC 1123).
+        // A host whose last label is all digits is read as an IPv4
+        // address by URL parsers and resolvers: only the dotted quad is
+        // taken, since the shorthand (`1.2.3`, which inet_aton reads as
+        // 1.2.0.3) is ambiguous and `999.1.1.1` is none. A name's labels
+        // neither begin nor end with `-` (RFC 1123).
         None if host
             .rsplit('.')
             .next()
@@ -450,14 +452,14 @@ impl Validator<'_> {
                         ),
                     };
                     let interval_is = if h.interval.is_some() {
-                        ""
+                        "the interval"
                     } else {
-                        "the default "
+                        "the default interval"
                     };
                     return Err(self.err(
                         format!("{k}.timeout"),
                         format!(
-                            "{subject} is longer than {interval_is}the interval ({}): a check must end before the next starts{fix}",
+                            "{subject} is longer than {interval_is} ({}): a check must end before the next starts{fix}",
                             humantime::format_duration(interval)
                         ),
                     ));

@@ -120,8 +120,12 @@ pub fn check_query(query: &str, connect_get: bool) -> Result<(), GatewayError> {
             check_escapes(pair)
         };
         if let Err(why) = checked {
-            let name = pair.split('=').next().unwrap_or_default();
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            let sent = pair.split('=').next().unwrap_or_default();
+            // A name whose escapes are no UTF-8 is named as sent
+            // (`q%FFuery`), not with a replacement character in it.
+            let name = percent_encoding::percent_decode_str(sent)
+                .decode_utf8()
+                .unwrap_or(std::borrow::Cow::Borrowed(sent));
             return Err(GatewayError::invalid_field(
                 name.as_ref(),
                 format!("query parameter {} {why}", shown(&name)),

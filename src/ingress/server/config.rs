@@ -285,15 +285,14 @@ impl Validator<'_> {
         if limits.max_header_bytes < 8192 {
             return Err(self.err("server.limits.max_header_bytes", "must be at least 8192"));
         }
-        // Below 256 bytes a gRPC method's own path may not fit, and every
-        // call would be a 414; at 64 KiB and past it the HTTP library
-        // refuses the request before the gateway sees it, whatever the
-        // limit says.
-        if !(256..=65535).contains(&limits.max_request_target_bytes) {
+        // Below 256 bytes common method paths no longer fit, and their
+        // calls would all be 414s; past 65534 the HTTP library refuses
+        // the request before the gateway sees it, whatever the limit says.
+        if !(256..=65534).contains(&limits.max_request_target_bytes) {
             return Err(self.err(
                 "server.limits.max_request_target_bytes",
                 format!(
-                    "{} is out of range: from 256 (a method's path must fit) to 65535 (a longer target never reaches the gateway)",
+                    "{} is out of range: from 256 (a method's path must fit) to 65534 (a longer target never reaches the gateway)",
                     limits.max_request_target_bytes
                 ),
             ));

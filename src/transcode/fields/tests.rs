@@ -145,3 +145,27 @@ fn a_key_that_names_no_field_is_said_of_the_message_where_it_stops() {
         "is not a field: publishedAfter is a google.protobuf.Timestamp, set as a whole (publishedAfter=...)"
     );
 }
+
+#[test]
+fn a_value_from_the_query_is_set_by_one_of_its_kinds() {
+    let thing = crate::transcode::json::kinds_pool()
+        .get_message_by_name("kinds.v1.Thing")
+        .unwrap();
+    let whole = resolve(&thing, "extra").unwrap();
+    let err = set(
+        &mut DynamicMessage::new(thing.clone()),
+        &whole,
+        "1",
+        "extra",
+    )
+    .unwrap_err();
+    assert!(
+        err.message
+            .contains("set one of its kinds, as NAME.stringValue="),
+        "{}",
+        err.message
+    );
+    let kind = resolve(&thing, "extra.stringValue").unwrap();
+    let mut msg = DynamicMessage::new(thing.clone());
+    set(&mut msg, &kind, "a", "extra.stringValue").unwrap();
+}
