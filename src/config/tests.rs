@@ -1298,6 +1298,7 @@ fn an_authorization_service_address_is_quoted_as_written() {
         ),
         ("127.0.0.1:0", "its port \"0\""),
         ("127.0.0.1:052299", "its port \"052299\""),
+        ("127.0.0.1:9#x", "\"127.0.0.1:9#x\" has a fragment"),
     ] {
         let text = MINIMAL.replace(
             "[[routes]]",

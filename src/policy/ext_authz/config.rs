@@ -40,28 +40,31 @@ impl Validator<'_> {
         f: &file::ExtAuthzFile,
     ) -> Result<ExtAuthzConfig, ConfigError> {
         let key = format!("ext_authz.{name}");
-        let url = |field: &str, u: &str| -> Result<http::Uri, ConfigError> {
-            let uri: http::Uri = u
-                .parse()
-                .map_err(|_| self.err(format!("{key}.{field}"), format!("{u:?} is not a URL")))?;
-            match uri.scheme_str() {
-                Some("http" | "https") if uri.authority().is_some() => {}
-                _ => {
-                    return Err(self.err(
-                        format!("{key}.{field}"),
-                        format!("{u:?} is not an http:// or https:// URL"),
-                    ))
-                }
+        // What is wrong with a service URL, said of the text as written
+        // (`written`, which for a gRPC address may lack the scheme the
+        // parser was given).
+        let url = |field: &str, u: &str, written: &str| -> Result<http::Uri, ConfigError> {
+            let refuse = |why: String| Err(self.err(format!("{key}.{field}"), why));
+            let not_url = |why: &str| format!("{written:?} is not {why}");
+            let wanted = if field == "grpc" {
+                "host:port or an http:// or https:// URL"
+            } else {
+                "an http:// or https:// URL"
+            };
+            let Ok(uri) = u.parse::<http::Uri>() else {
+                return refuse(not_url(wanted));
+            };
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+                return refuse(not_url(wanted));
             }
             if let Some(problem) = crate::config::url_port_problem(&uri) {
-                return Err(self.err(format!("{key}.{field}"), format!("{u:?}: {problem}")));
+                return refuse(format!("{written:?}: {problem}"));
             }
             // The parser drops a fragment, which no request carries: the
             // service would not be asked what the config seems to say.
             if u.contains('#') {
-                return Err(self.err(
-                    format!("{key}.{field}"),
-                    format!("{u:?} has a fragment (#...), which is never sent; remove it"),
+                return refuse(format!(
+                    "{written:?} has a fragment (#...), which is never sent; remove it"
                 ));
             }
             Ok(uri)
@@ -73,14 +76,7 @@ impl Validator<'_> {
                 } else {
                     format!("http://{written}")
                 };
-                let uri = url("grpc", &g).map_err(|e| {
-                    if e.reason.contains("its port") {
-                        // What was wrong, said of what was written.
-                        self.err(format!("{key}.grpc"), e.reason.replace(&format!("{g:?}"), &format!("{written:?}")))
-                    } else {
-                        self.err(format!("{key}.grpc"), format!("{written:?} is not host:port or an http:// or https:// URL"))
-                    }
-                })?;
+                let uri = url("grpc", &g, written)?;
                 if uri.port().is_none() {
                     return Err(self.err(
                         format!("{key}.grpc"),
@@ -98,7 +94,7 @@ impl Validator<'_> {
                 }
                 ExtAuthzService::Grpc(uri)
             }
-            (None, Some(h)) => ExtAuthzService::Http(url("http", h)?),
+            (None, Some(h)) => ExtAuthzService::Http(url("http", h, h)?),
             (Some(_), Some(_)) => {
                 return Err(self.err(format!("{key}.http"), "give grpc or http, not both"))
             }
