@@ -224,9 +224,7 @@ impl RequestCtx {
             aggregate_call: 0,
         }
     }
-}
 
-impl RequestCtx {
     /// `headers` to change, with the request edge's kept first: for a
     /// change that may take out or replace a credential, which the cache
     /// still keys on as the client sent it.

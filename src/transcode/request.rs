@@ -555,7 +555,6 @@ fn apply_query_to(
     opts: &JsonOptions,
 ) -> Result<(), GatewayError> {
     let mut seen_singular: HashSet<String> = HashSet::new();
-    let plus_sent = query.contains('+');
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let fs = match query_fields(binding, &key) {
             Ok(fs) => fs,
@@ -585,7 +584,8 @@ fn apply_query_to(
             ));
         }
         fields::set(msg, &fs, &value, &key).map_err(|e| {
-            if plus_sent {
+            // Looked for only once a value is refused.
+            if query.contains('+') {
                 plus_as_space(e, last, &value)
             } else {
                 e

@@ -238,18 +238,7 @@ async fn a_backend_error_with_a_long_message_keeps_its_code() {
             said.len(),
             details.len()
         );
-        let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary(
-                tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
-                "/portico.demo.v1.Probe/Fail"
-                    .parse::<http::uri::PathAndQuery>()
-                    .unwrap(),
-                portico::egress::codec::RawCodec,
-            )
-            .await
-            .unwrap_err();
+        let status = fail_over_grpc(&h, &request).await;
         assert_eq!(status.code(), tonic::Code::NotFound, "{kind}");
         assert!(status.message().starts_with(kind), "{kind}");
         let decoded = portico::demo::backends::rpc::Status::decode(status.details()).unwrap();
@@ -263,6 +252,21 @@ async fn a_backend_error_with_a_long_message_keeps_its_code() {
             "{kind}: the two copies of the message agree"
         );
     }
+}
+
+/// The demo's `Probe/Fail` called over gRPC: the status it ends with.
+async fn fail_over_grpc(h: &Harness, request: &pb::FailRequest) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
+        "/portico.demo.v1.Probe/Fail"
+            .parse::<http::uri::PathAndQuery>()
+            .unwrap(),
+        portico::egress::codec::RawCodec,
+    )
+    .await
+    .unwrap_err()
 }
 
 /// A backend status outside 0-16 is UNKNOWN, in `grpc-status` and in the
@@ -295,18 +299,7 @@ async fn a_code_outside_grpcs_is_unknown_in_the_details_too() {
         assert_eq!(decoded.code, 2, "{code}: gRPC-Web");
         assert_eq!(decoded.details.len(), 1, "{code}: the ErrorInfo is kept");
 
-        let mut grpc = tonic::client::Grpc::new(h.grpc_channel().await);
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary(
-                tonic::Request::new(bytes::Bytes::from(request.encode_to_vec())),
-                "/portico.demo.v1.Probe/Fail"
-                    .parse::<http::uri::PathAndQuery>()
-                    .unwrap(),
-                portico::egress::codec::RawCodec,
-            )
-            .await
-            .unwrap_err();
+        let status = fail_over_grpc(&h, &request).await;
         assert_eq!(status.code(), tonic::Code::Unknown, "{code}");
         let decoded = portico::demo::backends::rpc::Status::decode(status.details()).unwrap();
         assert_eq!(decoded.code, 2, "{code}: gRPC");
