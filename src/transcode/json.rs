@@ -1,14 +1,14 @@
 //! Proto3 JSON mapping through prost-reflect, strict by default, with errors
 //! that name the field at fault.
 
+mod canonical;
 pub mod config;
 pub mod exact_numbers;
 pub mod last_wins;
-mod non_finite;
 pub mod to_wire;
 pub mod wire;
 
-pub use non_finite::NonFinite;
+pub use canonical::Canonical;
 
 use crate::config::JsonOptions;
 use crate::error::GatewayError;
@@ -479,7 +479,7 @@ pub fn encode(
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(256);
     let mut ser = serde_json::Serializer::new(&mut out);
-    msg.serialize_with_options(NonFinite(&mut ser), options)?;
+    msg.serialize_with_options(Canonical(&mut ser), options)?;
     Ok(out)
 }
 
@@ -502,6 +502,40 @@ pub(crate) fn kinds_pool() -> &'static prost_reflect::DescriptorPool {
 
 #[cfg(test)]
 mod tests {
+    /// Map entries come out in key order (integers by value, strings by
+    /// their bytes) at any depth, a float in a map keeps its exact text,
+    /// and a message's fields stay in their declared order.
+    #[test]
+    fn maps_are_written_in_key_order_and_messages_in_field_order() {
+        let thing = super::kinds_pool()
+            .get_message_by_name("kinds.v1.Thing")
+            .unwrap();
+        let input = r#"{"name":"n","doubleValue":2,"counts":{"b":1,"a":2,"10":3,"9":4,"B":5},
+            "children":{"10":{"name":"ten","floatValue":0.1,"counts":{"z":1,"y":2}},
+                        "-3":{"name":"minus"},"9":{"name":"nine"},"100":{}},
+            "attributes":{"z":1,"a":{"y":1,"b":2}},
+            "details":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s"}}"#;
+        let options = super::serialize_options(&Default::default());
+        let mut written = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let msg = super::decode(&thing, input.as_bytes(), &Default::default()).unwrap();
+            let json = String::from_utf8(super::encode(&msg, &options).unwrap()).unwrap();
+            written.insert(json);
+        }
+        assert_eq!(written.len(), 1, "one rendering: {written:?}");
+        let json = written.into_iter().next().unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"name":"n","doubleValue":2.0,"counts":{"10":3,"9":4,"B":5,"a":2,"b":1},"#,
+                r#""children":{"-3":{"name":"minus"},"9":{"name":"nine"},"#,
+                r#""10":{"name":"ten","floatValue":0.1,"counts":{"y":2,"z":1}},"100":{}},"#,
+                r#""attributes":{"a":{"b":2.0,"y":1.0},"z":1.0},"#,
+                r#""details":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s"}}"#
+            )
+        );
+    }
+
     /// A number the field's type cannot hold is refused in words that say
     /// so, not in Rust's number-parsing errors.
     #[test]

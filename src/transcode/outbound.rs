@@ -469,7 +469,7 @@ struct SerializeWith<'a>(&'a DynamicMessage, &'a prost_reflect::SerializeOptions
 impl serde::Serialize for SerializeWith<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0
-            .serialize_with_options(crate::transcode::json::NonFinite(s), self.1)
+            .serialize_with_options(crate::transcode::json::Canonical(s), self.1)
     }
 }
 

@@ -125,7 +125,7 @@ impl StatusRenderer {
         let mut ser = serde_json::Serializer::new(&mut out);
         if any
             .serialize_with_options(
-                crate::transcode::json::NonFinite(&mut ser),
+                crate::transcode::json::Canonical(&mut ser),
                 &SerializeOptions::new(),
             )
             .is_ok()

@@ -502,3 +502,63 @@ async fn a_refusal_of_a_huge_key_is_a_short_reply_on_every_json_protocol() {
         text.len()
     );
 }
+
+/// A map's entries are written in key order on every JSON protocol, so
+/// one reply is the same JSON however often it is written (the backend
+/// and the gateway both hold a map in hash order, which differs from one
+/// decoding to the next).
+#[tokio::test]
+async fn map_entries_are_written_in_key_order_on_every_json_protocol() {
+    use support::protocols::{call_json, Protocol};
+    let h = Harness::start().await;
+    let names = [
+        "kilo", "alpha", "zulu", "echo", "bravo", "yankee", "mike", "delta",
+    ];
+    let mut sorted = names.to_vec();
+    sorted.sort_unstable();
+    let labels: serde_json::Map<String, serde_json::Value> =
+        names.iter().map(|n| (n.to_string(), "x".into())).collect();
+    let keys = |map: &serde_json::Value| -> Vec<String> {
+        map.as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for protocol in [Protocol::Rest, Protocol::Connect, Protocol::WebSocket] {
+        for round in 0..3 {
+            let request = serde_json::json!({
+                "parent": "shelves/1",
+                "book": { "title": format!("T{round}"), "labels": labels },
+            });
+            let seen = call_json(
+                &h.client,
+                protocol,
+                "/portico.demo.v1.Library/CreateBook",
+                &request.to_string(),
+            )
+            .await;
+            assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.json);
+            assert_eq!(
+                keys(&seen.json["labels"]),
+                sorted,
+                "{protocol:?}, round {round}: {}",
+                seen.json
+            );
+        }
+    }
+
+    // An MCP tool's structured content, and the backend's map of the
+    // metadata it received, in name order.
+    let sent: Vec<(String, &str)> = names.iter().map(|n| (format!("x-{n}"), "1")).collect();
+    let headers: Vec<(&str, &str)> = sent.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    for round in 0..3 {
+        let (_, result) =
+            support::mcp_call(&h.client, &headers, "Probe_Headers", serde_json::json!({})).await;
+        let metadata = keys(&result["structuredContent"]["metadata"]);
+        for (name, _) in &sent {
+            assert!(metadata.contains(name), "round {round}: {name}: {result}");
+        }
+        let mut all_sorted = metadata.clone();
+        all_sorted.sort_unstable();
+        assert_eq!(metadata, all_sorted, "round {round}: {result}");
+    }
+}

@@ -615,7 +615,7 @@ pub async fn call_json(
                 .await;
             let json = r.json();
             let code = match &json["code"] {
-                _ if r.status == http::StatusCode::OK => 0,
+                _ if r.status.is_success() => 0,
                 Value::String(name) => connect_code(name),
                 code => code.as_i64().expect("an error body has a code"),
             };
