@@ -145,6 +145,11 @@ pub struct Gateway {
     /// The generation being served, and how to replace it.
     pub live: Arc<reload::Live>,
     shutdown: watch::Sender<bool>,
+    /// Told at the drain timeout: the main port's connections still open
+    /// are cut, and their tasks awaited until each has let go of its calls.
+    cut: watch::Sender<bool>,
+    /// The main port's task, which ends once every connection has.
+    serving: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     drain_timeout: Duration,
 }
@@ -193,12 +198,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     // Reload triggers first: a config change or a SIGHUP is seen from the
     // moment the port answers.
     let mut tasks = vec![reload::spawn_triggers(live.clone(), shutdown_rx.clone())];
-    tasks.push(server::spawn(
-        listener,
-        live.clone(),
-        limits,
-        shutdown_rx.clone(),
-    ));
+    let (cut, cut_rx) = watch::channel(false);
+    let serving = server::spawn(listener, live.clone(), limits, shutdown_rx.clone(), cut_rx);
 
     let mut admin_addr = None;
     if let Some(admin) = admin {
@@ -224,6 +225,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         admin_addr,
         live,
         shutdown,
+        cut,
+        serving,
         tasks,
         drain_timeout,
     })
@@ -233,12 +236,12 @@ impl Gateway {
     /// Stops accepting, lets requests in flight finish (WebSockets get a
     /// going-away close), and returns when every connection is closed or
     /// `server.drain_timeout` has passed, whichever is first.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
         let sessions = self.live.carry.sessions.clone();
-        let drained = async move {
-            for t in self.tasks {
+        let drained = async {
+            let _ = (&mut self.serving).await;
+            for t in &mut self.tasks {
                 let _ = t.await;
             }
             while sessions.load(std::sync::atomic::Ordering::Acquire) > 0 {
@@ -250,8 +253,21 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!(drain_timeout = ?self.drain_timeout, "requests still in flight at the drain timeout; closing their connections");
-            for a in aborts {
-                a.abort();
+            // The main port's task cuts its connections and waits until
+            // each is dropped, so every call cut there has finished its
+            // record (its access-log line) before the log is closed below.
+            let _ = self.cut.send(true);
+            if tokio::time::timeout(Duration::from_secs(5), &mut self.serving)
+                .await
+                .is_err()
+            {
+                self.serving.abort();
+            }
+            for t in &self.tasks {
+                t.abort();
+            }
+            for t in &mut self.tasks {
+                let _ = t.await;
             }
         }
         // The calls are over: their access-log lines reach the file, and

@@ -37,12 +37,15 @@ pub trait Serving: Send + Sync + 'static {
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open
-/// connections finish their requests.
+/// connections finish their requests until `cut` turns true, when the
+/// ones still open are dropped; the task ends once every connection's
+/// task has.
 pub fn spawn<S: Serving>(
     listener: TcpListener,
     serving: Arc<S>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
+    mut cut: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -141,7 +144,23 @@ pub fn spawn<S: Serving>(
             while connections.try_join_next().is_some() {}
         }
         drop(listener);
-        while connections.join_next().await.is_some() {}
+        loop {
+            tokio::select! {
+                next = connections.join_next() => if next.is_none() { break },
+                // A gateway dropped without a shutdown never cuts.
+                () = async {
+                    if cut.wait_for(|cut| *cut).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    // Aborted tasks are dropped when next run: joining them
+                    // waits for that, and with it for their calls' records.
+                    connections.abort_all();
+                    while connections.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
     })
 }
 

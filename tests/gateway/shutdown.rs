@@ -23,6 +23,17 @@ async fn portico(
     backend: &Instance,
     drain_timeout: &str,
 ) -> (Child, HttpClient, std::path::PathBuf) {
+    portico_with(backend, drain_timeout, "", "").await
+}
+
+/// [`portico`] with `server` among the `[server]` keys and `more` at the
+/// end of its config (its first lines are the Probe route's keys).
+async fn portico_with(
+    backend: &Instance,
+    drain_timeout: &str,
+    server: &str,
+    more: &str,
+) -> (Child, HttpClient, std::path::PathBuf) {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("portico-shutdown-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -30,10 +41,10 @@ async fn portico(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"{drain_timeout}\"\n\n\
-             [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/probe.proto\"]\n\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ndrain_timeout = \"{drain_timeout}\"\n{server}\n\
+             [descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/probe.proto\", \"portico/demo/v1/feed.proto\"]\n\n\
              [upstreams.demo]\nendpoints = [\"{}\"]\n\n\
-             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n",
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Probe\"\nupstream = \"demo\"\n{more}",
             support::proto_dir(),
             backend.addr
         ),
@@ -116,6 +127,89 @@ async fn the_drain_timeout_bounds_how_long_shutdown_waits() {
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(2));
     slow.abort();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A call cut at the drain timeout still writes its access-log line
+/// before the process exits, on every protocol: `CANCELLED` for the HTTP
+/// ones, whose connections are cut (a REST stream waiting for its next
+/// message among them), and the shutdown's `UNAVAILABLE` for a WebSocket
+/// call, ended at once.
+#[tokio::test]
+async fn calls_cut_at_the_drain_timeout_are_in_the_access_log() {
+    use support::protocols::{call_at, EVERY_PROTOCOL};
+    let backend = Instance::start("127.0.0.1:0").await;
+    let admin = HttpClient::new(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let (mut child, client, dir) = portico_with(
+        &backend,
+        "300ms",
+        &format!("admin = \"{}\"", admin.addr),
+        "mcp = true\n\n[[routes]]\ngrpc_service = \"portico.demo.v1.Feed\"\nupstream = \"demo\"\n\n\
+         [access_log]\npath = \"access.log\"\n",
+    )
+    .await;
+    // A REST stream too, whose next message is a while away.
+    let stream = client
+        .open(
+            http::Method::GET,
+            "/v1/feed?count=100&interval_ms=200",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let calls: Vec<_> = EVERY_PROTOCOL
+        .into_iter()
+        .map(|protocol| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                call_at(client.addr, &client, protocol, &[], "", Some(10_000)).await
+            })
+        })
+        .collect();
+    // Every call has reached the backend.
+    let all = format!(
+        "portico_upstream_in_flight{{upstream=\"demo\"}} {}",
+        EVERY_PROTOCOL.len() + 1
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !admin.get("/metrics").await.text().contains(&all) {
+        assert!(Instant::now() < deadline, "the calls did not all start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
+        .await
+        .expect("exits after the drain timeout")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    for call in calls {
+        call.abort();
+    }
+    let log = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|l: &serde_json::Value| l["method"] == "portico.demo.v1.Probe/Sleep")
+        .collect();
+    for protocol in EVERY_PROTOCOL {
+        let line = lines
+            .iter()
+            .find(|l| l["protocol"] == protocol.name())
+            .unwrap_or_else(|| panic!("{protocol:?}: no line for the cut call in {log}"));
+        let expected = if protocol == support::protocols::Protocol::WebSocket {
+            14
+        } else {
+            1
+        };
+        assert_eq!(line["grpc_code"], expected, "{protocol:?}: {line}");
+    }
+    let feed = log
+        .lines()
+        .find(|l| l.contains("portico.demo.v1.Feed/"))
+        .unwrap_or_else(|| panic!("no line for the cut REST stream in {log}"));
+    assert!(feed.contains(r#""grpc_code":1,"#), "{feed}");
+    drop(stream);
     let _ = std::fs::remove_dir_all(dir);
 }
 
