@@ -128,6 +128,14 @@ pub fn spawn<S: Serving>(
                                     )
                                     .await
                                 }
+                                // A connection closed before its handshake
+                                // was through is what TCP health checks
+                                // (a load balancer's, another gateway's
+                                // readiness probe) do every few seconds:
+                                // not worth a line at the usual level.
+                                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                    tracing::debug!(%remote, "connection closed before its TLS handshake was through")
+                                }
                                 Ok(Err(e)) => {
                                     tracing::info!(%remote, error = %e, "TLS handshake failed")
                                 }

@@ -332,3 +332,40 @@ async fn an_authorization_services_url_is_logged_without_its_query_credential() 
     assert!(!out.contains("SECRET-T0KEN"), "{out}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A connection to a TLS port closed before any handshake, as a load
+/// balancer's TCP health check makes every few seconds, writes no `info`
+/// line; a handshake that fails (plain text on the TLS port) still does.
+#[tokio::test]
+async fn a_tcp_probe_of_a_tls_port_is_not_logged_as_a_failed_handshake() {
+    use tokio::io::AsyncWriteExt;
+    let tls = format!(
+        "\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        support::fixture("tls/server.pem"),
+        support::fixture("tls/server.key")
+    );
+    let (child, client, dir) = serve_logging("tls-probe", &tls).await;
+    for _ in 0..3 {
+        let probe = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+        drop(probe);
+    }
+    let mut plain = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer),
+    )
+    .await;
+    let log = stop_and_read_log(child).await;
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "only the plain-text client's: {log}");
+    assert!(!log.contains("eof"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
