@@ -69,16 +69,20 @@ impl WebSocketIngress {
     }
 }
 
-/// Whether a request asks to become a WebSocket.
+/// Whether a request asks to become a WebSocket: a `GET` with `Upgrade:
+/// websocket`. One without `Connection: Upgrade` beside it (a proxy in
+/// front dropped it) is still a handshake, refused for what it lacks,
+/// rather than a REST call its client never meant.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    let has = |name, token: &str| {
-        req.headers()
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    req.method() == Method::GET && has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
+    req.method() == Method::GET && has_token(req.headers(), UPGRADE, "websocket")
+}
+
+fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// The method a handshake opens, with the binding that maps its URL.
@@ -226,12 +230,25 @@ impl WebSocketIngress {
                 ),
             ));
         }
+        if !has_token(headers, CONNECTION, "upgrade") {
+            return Err(GatewayError::invalid_field(
+                "connection",
+                "a WebSocket handshake needs `Connection: Upgrade` beside `Upgrade: websocket` \
+                 (a proxy in front may have dropped it: it must pass both)",
+            ));
+        }
         let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
             return Err(GatewayError::invalid_field(
                 "sec-websocket-key",
                 "a WebSocket handshake needs Sec-WebSocket-Key",
             ));
         };
+        if headers.get_all(SEC_WEBSOCKET_KEY).iter().any(|k| k != key) {
+            return Err(GatewayError::invalid_field(
+                "sec-websocket-key",
+                "is given more than once with different values; a handshake has one (RFC 6455 section 4.2.1)",
+            ));
+        }
         // RFC 6455 section 4.2.1: the base64 of a 16-byte nonce.
         {
             use base64::Engine as _;
@@ -281,11 +298,32 @@ impl WebSocketIngress {
                 .collect();
         self.edge
             .lift_websocket(&mut inbound, &offered, &mut query_pairs)?;
-        // grpc-websocket-proxy clients name the binding's HTTP method in ?method=.
-        let named_method = query_pairs
-            .iter()
-            .position(|(k, _)| k == "method")
-            .map(|i| query_pairs.remove(i).1);
+        // grpc-websocket-proxy clients name the binding's HTTP method in
+        // ?method=; taken out however many times it is given, and refused
+        // when two say different things.
+        let mut named_method: Option<String> = None;
+        let mut refused = None;
+        query_pairs.retain(|(k, v)| {
+            if k != "method" {
+                return true;
+            }
+            match &named_method {
+                Some(first) if !first.eq_ignore_ascii_case(v) => {
+                    refused = Some(GatewayError::invalid_field(
+                        "method",
+                        format!(
+                            "the query parameter is given more than once with different values ({first:?} and {v:?}); give the binding's HTTP method once"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => named_method = Some(v.clone()),
+            }
+            false
+        });
+        if let Some(err) = refused {
+            return Err(err);
+        }
         let query = (!query_pairs.is_empty()).then(|| {
             let mut s = form_urlencoded::Serializer::new(String::new());
             s.extend_pairs(query_pairs.iter());

@@ -735,26 +735,39 @@ async fn an_upload_that_lost_a_refused_message_is_reset_not_completed() {
 }
 
 /// A message that names no call may have been any one's: every upload
-/// still taking input ends, not only one of them.
+/// still taking input ends, not only one of them. So does one whose `id`
+/// is given twice, which names neither call for certain.
 #[tokio::test]
 async fn a_nameless_message_ends_every_upload_taking_input() {
     let (backend, mut ends) = frame_watching_backend().await;
     let gw = gateway(backend).await;
-    let mut ws = session_uploading_u(gw.addr).await;
-    ws.send(Message::text(
-        json!({"id": "v", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "b"}})
-            .to_string(),
-    ))
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    ws.send(Message::text(
-        json!({"message": {"seq": 2, "topic": "c"}}).to_string(),
-    ))
-    .await
-    .unwrap();
-    for _ in 0..2 {
-        assert!(matches!(next_end(&mut ends).await, BodyEnd::Reset(_)));
+    for nameless in [
+        r#"{"message": {"seq": 2, "topic": "c"}}"#,
+        r#"{"id": "u", "id": "v", "message": {"seq": 2, "topic": "c"}}"#,
+        r#"{"id": "v", "id": "u", "message": {"seq": 2, "topic": "c"}}"#,
+    ] {
+        let mut ws = session_uploading_u(gw.addr).await;
+        ws.send(Message::text(
+            json!({"id": "v", "open": "/portico.demo.v1.Feed/Upload", "message": {"seq": 1, "topic": "b"}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ws.send(Message::text(nameless)).await.unwrap();
+        let mut ended = Vec::new();
+        for _ in 0..2 {
+            let status = support::ws_status(&mut ws).await;
+            ended.push(status.to_string());
+            assert!(
+                matches!(next_end(&mut ends).await, BodyEnd::Reset(_)),
+                "{nameless}"
+            );
+        }
+        assert!(
+            ended.iter().all(|s| s.contains(r#""code":3"#)),
+            "{nameless}: {ended:?}"
+        );
     }
 }
 

@@ -222,6 +222,71 @@ async fn a_handshake_for_another_version_is_told_which_one_to_use() {
     assert!(answer.contains("needs http/1.1"), "{answer}");
 }
 
+/// A handshake that lacks `Connection: Upgrade` (a proxy dropped it),
+/// carries two different keys, or names two different `?method=`s is a
+/// `400` saying so, before the upgrade; never a REST answer, a `101`, or
+/// a call refused after it.
+#[tokio::test]
+async fn a_malformed_handshake_is_refused_before_the_upgrade_saying_what_is_wrong() {
+    let h = Harness::start().await;
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let other = "Sec-WebSocket-Key: AAECAwQFBgcICQoLDA0ODw==\r\n";
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let no_connection = "Upgrade: websocket\r\nConnection: keep-alive\r\n";
+    for (target, headers, want, says) in [
+        (
+            "/v1/feed?count=1",
+            format!("{no_connection}{key}"),
+            "http/1.1 400",
+            "needs `connection: upgrade`",
+        ),
+        (
+            "/v1/chat",
+            format!("{no_connection}{key}"),
+            "http/1.1 400",
+            "needs `connection: upgrade`",
+        ),
+        (
+            "/v1/feed?count=1",
+            format!("{upgrade}{key}{other}"),
+            "http/1.1 400",
+            "sec-websocket-key: is given more than once",
+        ),
+        (
+            "/v1/chat?method=POST&method=GET",
+            format!("{upgrade}{key}"),
+            "http/1.1 400",
+            "given more than once with different values",
+        ),
+        (
+            "/v1/chat?method=POST&method=post&method=POST",
+            format!("{upgrade}{key}"),
+            "http/1.1 101",
+            "",
+        ),
+        (
+            "/v1/feed?count=1",
+            format!("{upgrade}{key}{key}"),
+            "http/1.1 101",
+            "",
+        ),
+    ] {
+        let mut sock = TcpStream::connect(h.gateway.addr).await.unwrap();
+        let head = format!(
+            "GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+        assert!(answer.starts_with(want), "{target} {headers:?}: {answer}");
+        assert!(answer.contains(says), "{target} {headers:?}: {answer}");
+    }
+}
+
 /// A call cut because the gateway closed its session for the client's
 /// frame counts in `portico_calls_total` as the status it is logged with,
 /// not as a call its client abandoned; a close frame with a code no

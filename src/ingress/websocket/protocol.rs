@@ -251,6 +251,29 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             };
         }
         let text = e.to_string();
+        // A key given twice: JSON readers disagree on which one counts, so
+        // neither does. Two `id`s leave the frame's call untold.
+        let twice = text
+            .strip_prefix("duplicate field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, _)| field);
+        if let Some(field) = twice {
+            return BadFrame {
+                id: id.filter(|_| field != "id"),
+                may_hold_message,
+                error: GatewayError::invalid_field(
+                    field,
+                    format!(
+                        "not a {name} {what}: the key is given more than once{}",
+                        if field == "id" {
+                            ", so the frame's call cannot be told"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+            };
+        }
         let unknown = text
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split_once('`'))
