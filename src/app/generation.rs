@@ -451,14 +451,43 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let local = egress::local::AnsweredLocally(Arc::new(local));
     // Where credentials travel: bearer tokens, each API key's header, and
     // each session cookie.
+    // Each with where a client may send it, as a refusal of two says.
+    let carried = |query: Option<String>| match query {
+        Some(q) => format!("in headers or the {q}"),
+        None => "in headers".to_owned(),
+    };
     let mut credentials = policy::one_credential::Credentials {
-        headers: vec![http::header::AUTHORIZATION],
+        headers: vec![(
+            http::header::AUTHORIZATION,
+            carried(
+                config
+                    .websocket
+                    .token_query_param
+                    .as_ref()
+                    .map(|p| format!("`{p}` query parameter of a WebSocket handshake")),
+            ),
+        )],
         cookies: Vec::new(),
     };
     for a in &config.authenticators {
         match &a.method {
-            crate::config::AuthMethod::ApiKey(k) if !credentials.headers.contains(&k.header) => {
-                credentials.headers.push(k.header.clone());
+            crate::config::AuthMethod::ApiKey(k)
+                if !credentials.headers.iter().any(|(h, _)| h == k.header) =>
+            {
+                let query = config
+                    .authenticators
+                    .iter()
+                    .filter_map(|other| match &other.method {
+                        crate::config::AuthMethod::ApiKey(o) if o.header == k.header => {
+                            o.query_param.as_deref()
+                        }
+                        _ => None,
+                    })
+                    .map(|q| format!("`{q}`"))
+                    .collect::<Vec<_>>();
+                let query =
+                    (!query.is_empty()).then(|| format!("{} query parameter", query.join(" or ")));
+                credentials.headers.push((k.header.clone(), carried(query)));
             }
             crate::config::AuthMethod::Jwt(j) => {
                 if let Some(name) = j

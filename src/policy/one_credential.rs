@@ -20,8 +20,10 @@ use tower::{Layer, Service};
 /// Where the config's credentials travel.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    /// `authorization` and each API-key authenticator's header.
-    pub headers: Vec<HeaderName>,
+    /// `authorization` and each API-key authenticator's header, each with
+    /// where the config lets a client send it, as a refusal says it
+    /// ("in headers or the `api_key` query parameter").
+    pub headers: Vec<(HeaderName, String)>,
     /// Each JWT authenticator's session `cookie`: a bearer token too.
     pub cookies: Vec<String>,
 }
@@ -68,11 +70,11 @@ where
 
 /// Refuses headers carrying two different credentials.
 pub fn check(headers: &HeaderMap, credentials: &Credentials) -> Result<(), GatewayError> {
-    for name in &credentials.headers {
+    for (name, carried) in &credentials.headers {
         if crate::headers::values_differ(headers, name) {
             return Err(two_credentials(
                 name.as_str(),
-                &format!("two different {name} values, in headers or the query"),
+                &format!("two different {name} values, {carried}"),
             ));
         }
     }

@@ -986,7 +986,11 @@ async fn an_api_key_may_come_in_the_query_and_a_route_may_admit_only_some_consum
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{header:?} {query}");
                 let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
-                assert!(body.contains("more than one credential"), "{body}");
+                assert!(
+                    body.contains("more than one credential")
+                        && body.contains("in headers or the `api_key` query parameter"),
+                    "{body}"
+                );
             }
             other => panic!("{header:?} {query}: upgraded or failed otherwise: {other:?}"),
         }

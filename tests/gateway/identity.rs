@@ -1839,10 +1839,19 @@ async fn a_session_cookie_twice_or_beside_another_token_is_two_credentials_every
     let sections = "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"the-browser-session-signing-secret\"\ncookie = \"session\"\n";
     // Probe is open: the authenticator guards no route it serves.
     let h = gateway(sections, "").await;
-    let refused: [(&[(&str, &str)], &str); 3] = [
+    let refused: [(&[(&str, &str)], &str); 4] = [
         (
             &[("cookie", "session=one; theme=dark; session=two")],
             "several `session` cookies",
+        ),
+        // No WebSocket token parameter is configured: headers are the
+        // only place a bearer token travels, and the refusal says so.
+        (
+            &[
+                ("authorization", "Bearer one"),
+                ("authorization", "Bearer two"),
+            ],
+            "(two different authorization values, in headers)",
         ),
         (
             &[("cookie", "session=one"), ("cookie", "session=two")],
