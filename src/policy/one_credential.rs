@@ -120,8 +120,11 @@ mod tests {
     fn one_credential_however_often_it_is_sent_passes_and_two_do_not() {
         let credentials = Credentials {
             headers: vec![
-                http::header::AUTHORIZATION,
-                HeaderName::from_static("x-api-key"),
+                (http::header::AUTHORIZATION, "in headers".to_owned()),
+                (
+                    HeaderName::from_static("x-api-key"),
+                    "in headers or the `api_key` query parameter".to_owned(),
+                ),
             ],
             cookies: vec!["session".to_owned()],
         };
