@@ -256,17 +256,18 @@ impl Gateway {
             // The main port's task cuts its connections and waits until
             // each is dropped, so every call cut there has finished its
             // record (its access-log line) before the log is closed below.
+            // A handle polled again once it has answered panics: only the
+            // tasks still running are waited for.
             let _ = self.cut.send(true);
-            if tokio::time::timeout(Duration::from_secs(5), &mut self.serving)
-                .await
-                .is_err()
+            if !self.serving.is_finished()
+                && tokio::time::timeout(Duration::from_secs(5), &mut self.serving)
+                    .await
+                    .is_err()
             {
                 self.serving.abort();
             }
-            for t in &self.tasks {
+            for t in self.tasks.iter_mut().filter(|t| !t.is_finished()) {
                 t.abort();
-            }
-            for t in &mut self.tasks {
                 let _ = t.await;
             }
         }

@@ -451,21 +451,37 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
     let local = egress::local::AnsweredLocally(Arc::new(local));
     // Where credentials travel: bearer tokens, each API key's header, and
     // each session cookie.
-    // Each with where a client may send it, as a refusal of two says.
-    let carried = |query: Option<String>| match query {
-        Some(q) => format!("in headers or the {q}"),
-        None => "in headers".to_owned(),
+    // Each with where a client may send it, as a refusal of two says:
+    // the query parameters the edge lifts into that header.
+    let carried = |header: &http::HeaderName| {
+        let mut params: Vec<String> = config
+            .authenticators
+            .iter()
+            .filter_map(|a| match &a.method {
+                crate::config::AuthMethod::ApiKey(k) if k.header == header => k
+                    .query_param
+                    .as_ref()
+                    .map(|q| format!("`{q}` query parameter")),
+                _ => None,
+            })
+            .collect();
+        if header == http::header::AUTHORIZATION {
+            if let Some(p) = &config.websocket.token_query_param {
+                params.push(format!("`{p}` query parameter of a WebSocket handshake"));
+            }
+        }
+        params.sort();
+        params.dedup();
+        if params.is_empty() {
+            "in headers".to_owned()
+        } else {
+            format!("in headers or the {}", params.join(" or the "))
+        }
     };
     let mut credentials = policy::one_credential::Credentials {
         headers: vec![(
             http::header::AUTHORIZATION,
-            carried(
-                config
-                    .websocket
-                    .token_query_param
-                    .as_ref()
-                    .map(|p| format!("`{p}` query parameter of a WebSocket handshake")),
-            ),
+            carried(&http::header::AUTHORIZATION),
         )],
         cookies: Vec::new(),
     };
@@ -474,20 +490,9 @@ pub async fn build(loaded: Loaded, carry: &Carry) -> Result<Generation, StartErr
             crate::config::AuthMethod::ApiKey(k)
                 if !credentials.headers.iter().any(|(h, _)| h == k.header) =>
             {
-                let query = config
-                    .authenticators
-                    .iter()
-                    .filter_map(|other| match &other.method {
-                        crate::config::AuthMethod::ApiKey(o) if o.header == k.header => {
-                            o.query_param.as_deref()
-                        }
-                        _ => None,
-                    })
-                    .map(|q| format!("`{q}`"))
-                    .collect::<Vec<_>>();
-                let query =
-                    (!query.is_empty()).then(|| format!("{} query parameter", query.join(" or ")));
-                credentials.headers.push((k.header.clone(), carried(query)));
+                credentials
+                    .headers
+                    .push((k.header.clone(), carried(&k.header)));
             }
             crate::config::AuthMethod::Jwt(j) => {
                 if let Some(name) = j

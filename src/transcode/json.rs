@@ -504,7 +504,7 @@ pub(crate) fn kinds_pool() -> &'static prost_reflect::DescriptorPool {
 mod tests {
     /// Map entries come out in key order (integers by value, strings by
     /// their bytes) at any depth, a float in a map keeps its exact text,
-    /// and a message's fields stay in their declared order.
+    /// and a message's fields stay in field-number order.
     #[test]
     fn maps_are_written_in_key_order_and_messages_in_field_order() {
         let thing = super::kinds_pool()

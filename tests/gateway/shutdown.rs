@@ -213,6 +213,41 @@ async fn calls_cut_at_the_drain_timeout_are_in_the_access_log() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A WebSocket client that never answers the gateway's going-away close
+/// holds its session past a short drain timeout; the gateway still exits
+/// 0 once the drain timeout has passed (its other tasks, already ended by
+/// then, are not waited for twice).
+#[tokio::test]
+async fn a_session_that_outlasts_the_drain_timeout_still_exits_zero() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Instance::start("127.0.0.1:0").await;
+    let (mut child, client, dir) = portico(&backend, "300ms").await;
+    let mut sock = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+    sock.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Protocol: portico.json.v1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = sock.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // From here the client reads nothing and sends no close.
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    drop(sock);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// WebSocket sessions do not wait out the drain (they may last for ever):
 /// each call still running gets a status saying the gateway is shutting
 /// down, then the connection closes with 1001.
