@@ -1190,3 +1190,68 @@ async fn two_different_content_types_or_origins_are_refused_on_every_protocol() 
     );
     assert_eq!(h.backends.probe.calls(), 4);
 }
+
+/// A header named twice is two fields, handed on in the order the client
+/// wrote them; the spaces around a value are not part of it. A WebSocket
+/// call's `open` metadata is read the same way: in the order written (not
+/// sorted by name), each value trimmed as HTTP trims a header's.
+#[tokio::test]
+async fn a_name_given_twice_reaches_the_backend_in_the_order_written_on_every_protocol() {
+    let h = gateway("", "").await;
+    // The backend reports the last value of a name it got more than once.
+    for protocol in EVERY_PROTOCOL {
+        let s = call(
+            &h,
+            protocol,
+            &[("x-tag", "first"), ("x-tag", "second")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(s.code, 0, "{protocol:?}: {}", s.message);
+        assert_eq!(s.metadata["x-tag"], "second", "{protocol:?}");
+    }
+    // Over HTTP/1.1 the parser drops the spaces around a value.
+    let padded = call(&h, Protocol::Rest, &[("x-tag", " \tpadded\t ")], "", None).await;
+    assert_eq!(padded.metadata["x-tag"], "padded");
+    for (metadata, last) in [
+        (json!({"x-tag": "first", "X-Tag": "second"}), "second"),
+        (json!({"X-Tag": "first", "x-tag": "second"}), "second"),
+        (json!({"x-tag": " \tpadded\t "}), "padded"),
+    ] {
+        let result = open_frame_result(&h, metadata.clone()).await;
+        assert_eq!(result["metadata"]["x-tag"], last, "{metadata}: {result}");
+    }
+}
+
+/// The `result` of an `open` of `Probe.Headers` with `metadata`, or the
+/// frame that refused it.
+async fn open_frame_result(h: &Harness, metadata: serde_json::Value) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", h.gateway.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "portico.json.v1".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let open = json!({"id": "a", "open": "/portico.demo.v1.Probe/Headers",
+                      "metadata": metadata, "message": {}});
+    ws.send(Message::text(open.to_string())).await.unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let frame: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(result) = frame.get("result") {
+                    break result.clone();
+                }
+                if frame.get("error").is_some() || frame.get("status").is_some() {
+                    break frame;
+                }
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("no frame: {other:?}"),
+        }
+    }
+}

@@ -18,7 +18,6 @@ use crate::error::GatewayError;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 
 pub const JSON_V1: &str = "portico.json.v1";
 pub const PROTO_V1: &str = "portico.proto.v1";
@@ -65,7 +64,9 @@ pub enum ClientFrame {
     Open {
         id: String,
         method: String,
-        metadata: BTreeMap<String, String>,
+        /// In the order written: a name given twice is two fields, as
+        /// two header lines are.
+        metadata: Vec<(String, String)>,
         message: Option<Body>,
     },
     Message {
@@ -132,9 +133,9 @@ struct JsonFrame<'a> {
     #[serde(default)]
     open: Option<String>,
     #[serde(default)]
-    /// Values are read as JSON first, so one that is not a string is
-    /// refused naming its entry rather than failing the whole frame.
-    metadata: Option<BTreeMap<String, serde_json::Value>>,
+    /// A value that is not a string is refused naming its entry rather
+    /// than failing the whole frame.
+    metadata: Option<Metadata>,
     /// `null` is kept (as raw `null`), so a message frame that holds one
     /// can be told from a frame with no `message` at all.
     #[serde(borrow, default, deserialize_with = "present")]
@@ -143,6 +144,88 @@ struct JsonFrame<'a> {
     end: Option<bool>,
     #[serde(default)]
     cancel: Option<bool>,
+}
+
+/// An `open` frame's metadata as written: every entry in order (a JSON
+/// object read into a map would sort its names and keep one of a name
+/// given twice), each a string or what it is instead. A value that is not
+/// a string is skipped over without being built, however deep it nests.
+struct Metadata(Vec<(String, Result<String, String>)>);
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metadata, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let MetadataValue(value) = map.next_value()?;
+                    entries.push((name, value));
+                }
+                Ok(Metadata(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+struct MetadataValue(Result<String, String>);
+
+impl<'de> Deserialize<'de> for MetadataValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Value;
+        impl<'de> serde::de::Visitor<'de> for Value {
+            type Value = MetadataValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Ok(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Ok(v)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Err(v.to_string())))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Err(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Err(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Err(v.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<MetadataValue, E> {
+                Ok(MetadataValue(Err("null".to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MetadataValue, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MetadataValue(Err("an array".to_owned())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MetadataValue, A::Error> {
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(MetadataValue(Err("an object".to_owned())))
+            }
+        }
+        d.deserialize_any(Value)
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -323,13 +406,11 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             "with portico.proto.v1, messages are binary frames",
         ));
     }
-    let mut metadata = BTreeMap::new();
-    for (name, value) in frame.metadata.unwrap_or_default() {
+    let mut metadata = Vec::new();
+    for (name, value) in frame.metadata.map(|m| m.0).unwrap_or_default() {
         match value {
-            serde_json::Value::String(v) => {
-                metadata.insert(name, v);
-            }
-            other => {
+            Ok(v) => metadata.push((name, v)),
+            Err(other) => {
                 return Err(BadFrame {
                     id: Some(id),
                     may_hold_message: true,

@@ -515,7 +515,7 @@ impl Session {
         &mut self,
         id: String,
         method: String,
-        extra: std::collections::BTreeMap<String, String>,
+        extra: Vec<(String, String)>,
         message: Option<Body>,
     ) {
         if self.single {
@@ -607,7 +607,8 @@ impl Session {
         for (k, v) in extra {
             match (
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                HeaderValue::from_str(&v),
+                // HTTP drops the spaces and tabs around a field's value.
+                HeaderValue::from_str(v.trim_matches([' ', '\t'])),
             ) {
                 (Ok(name), Ok(value))
                     if (!is_framing(&name) || name == "grpc-timeout")

@@ -25,7 +25,7 @@ fn json_v1_frames_parse_to_exactly_one_signal() {
     )
     .unwrap();
     assert!(
-        matches!(open, ClientFrame::Open { ref method, ref metadata, message: None, .. } if method == "/p.S/M" && metadata["x-a"] == "1")
+        matches!(open, ClientFrame::Open { ref method, ref metadata, message: None, .. } if method == "/p.S/M" && metadata == &[("x-a".to_owned(), "1".to_owned())])
     );
 }
 
@@ -76,6 +76,33 @@ fn a_metadata_value_that_is_not_a_string_is_refused_naming_its_entry() {
     assert_eq!(e.id.as_deref(), Some("m"));
     assert!(
         e.error.message.contains("metadata.x-num") && e.error.message.contains("string"),
+        "{}",
+        e.error.message
+    );
+}
+
+#[test]
+fn metadata_is_read_in_the_order_written_and_a_deep_value_is_named_not_built() {
+    let open = parse_text(
+        Dialect::Json,
+        r#"{"id":"o","open":"/a.B/C","metadata":{"x-b":"1","X-B":"2","a":"3","x-b":"4"}}"#,
+    )
+    .unwrap();
+    let ClientFrame::Open { metadata, .. } = open else {
+        panic!("{open:?}")
+    };
+    let names: Vec<_> = metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(names, ["x-b=1", "X-B=2", "a=3", "x-b=4"]);
+    let deep = format!(
+        r#"{{"id":"d","open":"/a.B/C","metadata":{{"x-deep":{}1{}}}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let e = parse_text(Dialect::Json, &deep).unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("d"));
+    assert_eq!(
+        e.error.message,
+        "invalid value for metadata.x-deep: is an array: a metadata value is a string",
         "{}",
         e.error.message
     );
