@@ -465,6 +465,19 @@ impl GatewayError {
         Self::unsupported_media_type_wanting(content_type, "application/json")
     }
 
+    /// A content type with a byte no media type has, shown escaped.
+    pub fn unreadable_content_type(escaped: &str) -> Self {
+        Self::new(
+            ErrorKind::UnsupportedMediaType {
+                content_type: escaped.to_owned(),
+            },
+            Origin::Client,
+            format!(
+                "content type \"{escaped}\" (its bytes outside ASCII written as \\xNN) is not a media type: a content type is ASCII text"
+            ),
+        )
+    }
+
     /// Native gRPC asked over HTTP/1.1.
     pub fn grpc_needs_http2() -> Self {
         Self::new(

@@ -93,7 +93,20 @@ pub fn check_deadline_headers(headers: &http::HeaderMap) -> Result<(), crate::er
 pub fn check_values(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
     check_deadline_headers(headers)?;
     check_one_value(headers, http::header::CONTENT_TYPE)?;
+    check_content_type_text(headers)?;
     check_binary_fields(headers, "")
+}
+
+/// A media type is ASCII (RFC 9110 section 8.3.1): a `Content-Type` with
+/// another byte is no type at all, and would pass for an absent one (read
+/// as JSON) wherever a type is read as text.
+fn check_content_type_text(headers: &http::HeaderMap) -> Result<(), crate::error::GatewayError> {
+    match headers.get(http::header::CONTENT_TYPE) {
+        Some(v) if v.to_str().is_err() => Err(crate::error::GatewayError::unreadable_content_type(
+            &v.as_bytes().escape_ascii().to_string(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A body has one type (RFC 9110 section 8.3), a request one origin (RFC

@@ -1255,3 +1255,54 @@ async fn open_frame_result(h: &Harness, metadata: serde_json::Value) -> serde_js
         }
     }
 }
+
+/// A content type holding a byte no media type has is no type at all: it
+/// is refused at the edge with a 415 that shows it, on every protocol,
+/// never read as an absent type (which REST and MCP read as JSON).
+#[tokio::test]
+async fn a_content_type_that_is_not_ascii_is_refused_on_every_protocol() {
+    let h = gateway("", "").await;
+    let search = r#"{"query":"x"}"#;
+    let mcp = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    for (protocol, target, content_type, body) in [
+        ("REST", "/v1/books:search", &b"text/xml\xe9"[..], search),
+        ("REST", "/v1/books:search", b"\xff", search),
+        (
+            "Connect",
+            "/portico.demo.v1.Probe/Headers",
+            b"application/proto\xe9",
+            "{}",
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Probe/Headers",
+            b"application/grpc-web\xe9",
+            "{}",
+        ),
+        ("MCP", "/mcp", b"application/json; x=\xe9", mcp),
+    ] {
+        let mut request = format!(
+            "POST {target} HTTP/1.1\r\nhost: g\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: ",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(content_type);
+        request.extend_from_slice(format!("\r\n\r\n{body}").as_bytes());
+        let answer = support::http1_exchange(h.gateway.addr, &request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 415"),
+            "{protocol} {content_type:?}: {answer}"
+        );
+        let shown = content_type
+            .escape_ascii()
+            .to_string()
+            .replace('\\', "\\\\");
+        assert!(
+            answer.contains(&format!(
+                "content type \\\"{shown}\\\" (its bytes outside ASCII written as \\\\xNN) is not a media type"
+            )),
+            "{protocol}: {answer}"
+        );
+    }
+    assert_eq!(h.backends.probe.calls(), 0, "no backend was called");
+}
