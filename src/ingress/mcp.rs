@@ -170,6 +170,40 @@ impl RawToolCall {
     }
 }
 
+/// A body the JSON-RPC reader could not take, said as what it is: JSON
+/// text it does not hold (a number past a double's range, nesting past
+/// the reader's depth) is a request it cannot run, answered with the id as
+/// written; a byte order mark or malformed text is not JSON, said as the
+/// transcoder says it for a message's body.
+fn unreadable_body(bytes: &[u8], e: &serde_json::Error) -> Refusal {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            PARSE_ERROR,
+            invalid("the body starts with a byte order mark (EF BB BF), which JSON text may not: send it without one"),
+        );
+    }
+    if let Some(why) = crate::transcode::json::unheld(e) {
+        let id = serde_json::from_slice::<IdOf>(bytes)
+            .ok()
+            .and_then(|m| m.id);
+        return Refusal::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            invalid(format!("the body is JSON the gateway does not read: {why}")),
+        )
+        .with_id(id.as_ref());
+    }
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        PARSE_ERROR,
+        invalid(format!(
+            "the body is not JSON: {}",
+            crate::transcode::json::parser_words(e)
+        )),
+    )
+}
+
 fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::new(
         crate::error::ErrorKind::InvalidRequest {
@@ -342,13 +376,7 @@ impl McpIngress {
                     raw_arguments = Some(arguments);
                     message
                 }
-                _ => {
-                    return Err(refused.unwrap_or(Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        PARSE_ERROR,
-                        invalid(format!("the body is not JSON: {e}")),
-                    )))
-                }
+                _ => return Err(refused.unwrap_or_else(|| unreadable_body(&bytes, &e))),
             },
         };
         let raw_id = message

@@ -267,12 +267,27 @@ pub const MAX_NESTING: usize = 127;
 
 /// JSON nested past [`MAX_NESTING`], where the parser or the scan found it.
 pub fn too_deep(line: usize, column: usize) -> GatewayError {
-    GatewayError::invalid_field(
-        "",
-        format!(
-            "the JSON nests deeper than {MAX_NESTING} arrays and objects, the most the gateway reads (line {line} column {column})"
-        ),
+    GatewayError::invalid_field("", too_deep_words(line, column))
+}
+
+fn too_deep_words(line: usize, column: usize) -> String {
+    format!(
+        "the JSON nests deeper than {MAX_NESTING} arrays and objects, the most the gateway reads (line {line} column {column})"
     )
+}
+
+/// Why well-formed JSON text is past what the parser holds (a number no
+/// double holds, nesting past the reader's depth), or `None` when the
+/// parser refused it for another reason.
+pub fn unheld(e: &serde_json::Error) -> Option<String> {
+    let text = e.to_string();
+    if text.starts_with("recursion limit exceeded") {
+        Some(too_deep_words(e.line(), e.column()))
+    } else if text.starts_with("number out of range") {
+        Some(number_out_of_range(e))
+    } else {
+        None
+    }
 }
 
 /// Parses again, tracking the path, to say which field was wrong. Only
@@ -407,13 +422,9 @@ fn is_syntax(e: &serde_json::Error) -> bool {
 /// A body that is not JSON the gateway reads, refused as a binding's body
 /// is: too deep, or malformed.
 pub fn unreadable(e: &serde_json::Error) -> GatewayError {
-    let text = e.to_string();
-    if text.starts_with("recursion limit exceeded") {
-        too_deep(e.line(), e.column())
-    } else if text.starts_with("number out of range") {
-        GatewayError::invalid_field("", number_out_of_range(e))
-    } else {
-        malformed(e)
+    match unheld(e) {
+        Some(why) => GatewayError::invalid_field("", why),
+        None => malformed(e),
     }
 }
 
@@ -461,7 +472,25 @@ fn not_an_object(desc: &MessageDescriptor, json: &[u8]) -> Option<String> {
 }
 
 fn malformed(e: &serde_json::Error) -> GatewayError {
-    GatewayError::invalid_field("", format!("the JSON is malformed: {e}"))
+    GatewayError::invalid_field("", format!("the JSON is malformed: {}", parser_words(e)))
+}
+
+/// The parser's reason, in words a client can act on where its own are
+/// misleading: a `\\uD800` with no low half after it is reported as an
+/// "unexpected end of hex escape".
+pub fn parser_words(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("unexpected end of hex escape")
+        || text.starts_with("lone leading surrogate in hex escape")
+    {
+        return format!(
+            "a \\u escape before line {} column {} is half of a UTF-16 surrogate pair without its other half \
+             (a \\uD800-\\uDBFF escape is followed by a \\uDC00-\\uDFFF one): a lone surrogate is no character",
+            e.line(),
+            e.column()
+        );
+    }
+    text
 }
 
 fn join(a: &str, b: &str) -> String {

@@ -178,6 +178,8 @@ async fn malformed_json_is_a_400() {
         ("/v1/books:search", "12abc", "the JSON is malformed"),
         ("/v1/books:search", "-", "the JSON is malformed"),
         ("/v1/books:search", "[1,", "the JSON is malformed"),
+        // The parser's "unexpected end of hex escape", in words.
+        (CREATE, r#"{"title":"\ud800"}"#, "the JSON is malformed: a \\u escape before line 1 column 17 is half of a UTF-16 surrogate pair without its other half"),
     ] {
         let r = h.client.json(Method::POST, path, body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");

@@ -818,3 +818,75 @@ async fn an_mcp_preflight_answers_with_every_allowing_tool_routes_policy() {
     assert_eq!(r.header("access-control-max-age"), Some("60"));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
 }
+
+/// A body the JSON-RPC reader cannot take says what it is, as a REST body
+/// does: JSON holding a number no double holds is a request refused with
+/// its id as written, a byte order mark is named, and a lone surrogate is
+/// said to be one (the JSON parser calls it the end of a hex escape).
+#[tokio::test]
+async fn a_body_the_reader_cannot_take_is_said_as_what_it_is() {
+    let h = gateway(None).await;
+    let surrogate = "the body is not JSON: a \\\\u escape before line 1 column 62 is half of a UTF-16 surrogate pair without its other half";
+    for (body, code, id, says) in [
+        (
+            r#"{"jsonrpc":"2.0","id":1e400,"method":"ping"}"#.to_owned(),
+            -32600,
+            "1e400",
+            "the body is JSON the gateway does not read: the number at line 1 column 27 is out of range",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":7,"method":"ping","params":{"x":1e400}}"#.to_owned(),
+            -32600,
+            "7",
+            "the number at line 1 column 59 is out of range",
+        ),
+        (
+            "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}".to_owned(),
+            -32700,
+            "null",
+            "the body starts with a byte order mark (EF BB BF), which JSON text may not",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\ud800"}}"#.to_owned(),
+            -32700,
+            "null",
+            surrogate,
+        ),
+    ] {
+        let reply = h
+            .client
+            .send(
+                Method::POST,
+                "/mcp",
+                &[("content-type", "application/json")],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        let text = reply.text();
+        assert!(
+            text.starts_with(&format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{{\"code\":{code},")),
+            "{body}: {text}"
+        );
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    // In a tool's arguments, the lone surrogate is the method's request's
+    // fault, said as a REST body's is: a tool error, code 3.
+    let auth = format!("Bearer {}", token("agent"));
+    let reply = h
+        .client
+        .send(
+            Method::POST,
+            "/mcp",
+            &[("content-type", "application/json"), ("authorization", &auth)],
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"Library_SearchBooks","arguments":{"query":"\ud800"}}}"#,
+        )
+        .await;
+    let answer = reply.json();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("the JSON is malformed: a \\u escape before line 1 column 17 is half of a UTF-16 surrogate pair"),
+        "{answer}"
+    );
+}

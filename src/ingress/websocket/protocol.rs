@@ -366,7 +366,13 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
                 id,
                 format!("not a {name} {what}: unknown field `{field}`; {PROTO_CONTROL_FRAMES}"),
             ),
-            _ => bad(id, format!("not a {name} {what}: {text}")),
+            _ => bad(
+                id,
+                format!(
+                    "not a {name} {what}: {}",
+                    crate::transcode::json::parser_words(&e)
+                ),
+            ),
         };
         BadFrame {
             may_hold_message,
