@@ -234,7 +234,15 @@ impl Body for RequestBody {
         // Asked for: hyper sends `100 Continue`, and the client the body.
         this.awaits_continue = false;
         match ready!(Pin::new(inner).poll_frame(cx)) {
-            Some(frame) => Poll::Ready(Some(frame.map_err(BodyError::Read))),
+            Some(Err(e)) => {
+                // A body whose framing broke (a bad chunk size) ends its
+                // HTTP/1.1 connection: the answer says so.
+                if let Some(closes) = &this.closes {
+                    closes.store(true, Ordering::Release);
+                }
+                Poll::Ready(Some(Err(BodyError::Read(e))))
+            }
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
             None => match &this.gate {
                 None => Poll::Ready(None),
                 Some(gate) => match ready!(gate.poll_end(cx)) {

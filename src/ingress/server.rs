@@ -239,7 +239,9 @@ async fn serve_connection<Io, S: Serving>(
                     .headers
                     .get(http::header::EXPECT)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            let closes = (gate.is_none() && (long || awaits_continue))
+            // A body of no declared length (chunked) may break its framing
+            // mid-way, which ends the connection too.
+            let closes = (gate.is_none() && (long || awaits_continue || hint.exact().is_none()))
                 .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
             let mut body = RequestBody::new(body, gate);
             if let Some(closes) = &closes {

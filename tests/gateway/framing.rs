@@ -140,6 +140,65 @@ async fn a_request_with_both_lengths_is_read_as_chunked_and_ends_its_connection(
     );
 }
 
+/// A chunked body whose framing breaks mid-way is refused naming what
+/// broke, and the answer says the connection closes (it does: nothing
+/// behind it is read as a request), on every protocol over HTTP/1.1.
+#[tokio::test]
+async fn a_chunked_body_whose_framing_breaks_is_refused_and_ends_its_connection() {
+    let h = Harness::start().await;
+    let grpc_web = format!(
+        "5\r\n{}\r\n",
+        String::from_utf8(support::frame_bytes(0, b"")).unwrap()
+    );
+    for (protocol, target, content_type, first_chunk, says) in [
+        (
+            "REST",
+            "/v1/books:search",
+            "application/json",
+            "2\r\n{}\r\n".to_owned(),
+            "invalid chunk size",
+        ),
+        (
+            "Connect",
+            "/portico.demo.v1.Probe/Headers",
+            "application/json",
+            "2\r\n{}\r\n".to_owned(),
+            "invalid chunk size",
+        ),
+        (
+            "gRPC-Web",
+            "/portico.demo.v1.Probe/Headers",
+            "application/grpc-web+proto",
+            grpc_web,
+            "invalid chunk size",
+        ),
+    ] {
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n{first_chunk}FFFFFFFFFFFFFFFFFF\r\n\r\nGET /v1/probe/headers HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let mut socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1.1 "), "{protocol}: {answer}");
+        assert_eq!(
+            answer.matches("http/1.1 ").count(),
+            1,
+            "{protocol}: one answer: {answer}"
+        );
+        assert!(
+            answer.contains("connection: close\r\n"),
+            "{protocol}: {answer}"
+        );
+        assert!(answer.contains(says), "{protocol}: {answer}");
+    }
+    assert_eq!(h.backends.probe.calls(), 0, "no backend call");
+}
+
 /// The limit counts the client's own fields: exactly `max_header_count`
 /// (Host and 99 more) is served, one more is a 431.
 #[tokio::test]
