@@ -192,6 +192,22 @@ struct TlsSession {
     client_cert: Option<Arc<crate::envelope::ClientCertificate>>,
 }
 
+/// The reason the gateway's HTTP/2 library ended a connection with a
+/// GOAWAY of its own (a malformed header block, a flood), when it did:
+/// the client's fault, not the network's.
+fn client_broke_http2(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.is_library())
+                .then(|| h2.reason())
+                .flatten();
+        }
+        source = s.source();
+    }
+    None
+}
+
 async fn serve_connection<Io, S: Serving>(
     stream: Io,
     remote: std::net::SocketAddr,
@@ -359,7 +375,18 @@ async fn serve_connection<Io, S: Serving>(
         match event {
             Event::Ended(result) => {
                 if let Err(e) = result {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    match client_broke_http2(&*e) {
+                        // The calls still open on it were cut with it, and
+                        // are logged as cancelled: this line says why.
+                        Some(reason) => tracing::info!(
+                            %remote,
+                            ?reason,
+                            "connection ended: the client broke HTTP/2, and the HTTP/2 library ended the whole connection (GOAWAY) with every call still open on it"
+                        ),
+                        None => {
+                            tracing::debug!(%remote, error = %e, "connection ended with an error")
+                        }
+                    }
                 }
                 return;
             }

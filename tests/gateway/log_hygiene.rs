@@ -369,3 +369,50 @@ async fn a_tcp_probe_of_a_tls_port_is_not_logged_as_a_failed_handshake() {
     assert!(!log.contains("eof"), "{log}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A header block the HTTP/2 library will not decode (an upper-case field
+/// name) ends the whole connection with a GOAWAY, and the calls on it with
+/// it: a log line says the client broke HTTP/2, so those calls' cut is not
+/// left unexplained.
+#[tokio::test]
+async fn a_connection_ended_for_broken_http2_is_logged_as_the_clients_fault() {
+    use tokio::io::AsyncWriteExt;
+    let (child, client, dir) = serve_logging("broken-h2", "").await;
+    let mut block = vec![0x82, 0x86];
+    for (index, value) in [(0x04u8, "/v1/shelves/1"), (0x01, "x")] {
+        block.push(index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block.extend_from_slice(b"\x00\x07X-Upper\x011");
+    let mut bytes =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    bytes.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+    bytes.extend_from_slice(&[0x01, 0x05, 0, 0, 0, 1]);
+    bytes.extend_from_slice(&block);
+    let mut h2 = tokio::net::TcpStream::connect(client.addr).await.unwrap();
+    h2.write_all(&bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut h2, &mut answer),
+    )
+    .await;
+    // A GOAWAY frame (type 7) among the server's frames.
+    let mut at = 0;
+    let mut goaway = false;
+    while at + 9 <= answer.len() {
+        let len = u32::from_be_bytes([0, answer[at], answer[at + 1], answer[at + 2]]) as usize;
+        goaway |= answer[at + 3] == 7;
+        at += 9 + len;
+    }
+    assert!(goaway, "{answer:?}");
+    let log = stop_and_read_log(child).await;
+    assert!(
+        log.lines().any(|l| l.contains("INFO")
+            && l.contains("the client broke HTTP/2")
+            && l.contains("PROTOCOL_ERROR")),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
