@@ -60,7 +60,7 @@ enum Command {
     Demo {
         /// Where the gateway listens, an IP address and port (not a host
         /// name); the admin port is the next one.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        #[arg(long, default_value = "127.0.0.1:8080", value_parser = demo_listen)]
         listen: SocketAddr,
     },
     /// Compile .proto files into a FileDescriptorSet (no protoc needed).
@@ -441,4 +441,22 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
     };
     out.push_str(&loaded.routes.explain(&lookup, &with_query));
     out
+}
+
+/// `demo --listen`: an address and port as the config's `listen` takes
+/// them (never a host name to resolve), with a port after it left for the
+/// admin port; a usage error otherwise, said as the config's would be.
+fn demo_listen(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        format!(
+            "{text:?} is not an address like \"127.0.0.1:8080\" (listen addresses are never resolved: a host name such as localhost is not taken)"
+        )
+    })?;
+    if addr.port() == u16::MAX {
+        return Err(format!(
+            "port {} leaves no port after it for the admin port; choose a lower one",
+            u16::MAX
+        ));
+    }
+    Ok(addr)
 }

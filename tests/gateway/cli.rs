@@ -964,3 +964,24 @@ async fn serve_logs_the_ports_it_bound_so_port_zero_is_found() {
         "the listening line names both bound ports: {line:?}"
     );
 }
+
+/// A `demo --listen` the demo cannot take is a usage error (exit 2) that
+/// says why, whatever is wrong with it.
+#[test]
+fn a_demo_listen_address_it_cannot_take_is_a_usage_error_saying_why() {
+    for (listen, says) in [
+        ("localhost:52170", "listen addresses are never resolved"),
+        (
+            "127.0.0.1:65535",
+            "port 65535 leaves no port after it for the admin port",
+        ),
+    ] {
+        let out = portico()
+            .args(["demo", "--listen", listen])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{listen}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{listen}: {err}");
+    }
+}
