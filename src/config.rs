@@ -446,7 +446,7 @@ fn redact_query(query: &str) -> String {
 }
 
 /// A type error with Rust's type names said as the config's reader knows
-/// them: "expected usize" is "expected a whole number, 0 or more", a
+/// them: "expected usize" is "expected a whole number that is not negative", a
 /// struct is a table and a sequence a list.
 fn plain_types(message: &str) -> String {
     // A number past TOML's 64 bits is read as i128 and said so.
@@ -471,18 +471,24 @@ fn plain_types(message: &str) -> String {
     for (rust, plain) in [
         (
             "expected usize",
-            "expected a whole number from 0 to 18446744073709551615",
+            "expected a whole number that is not negative (at most 18446744073709551615)",
         ),
         (
             "expected u64",
-            "expected a whole number from 0 to 18446744073709551615",
+            "expected a whole number that is not negative (at most 18446744073709551615)",
         ),
         (
             "expected u32",
-            "expected a whole number from 0 to 4294967295",
+            "expected a whole number that is not negative (at most 4294967295)",
         ),
-        ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u8", "expected a whole number from 0 to 255"),
+        (
+            "expected u16",
+            "expected a whole number that is not negative (at most 65535)",
+        ),
+        (
+            "expected u8",
+            "expected a whole number that is not negative (at most 255)",
+        ),
         ("expected i64", "expected a whole number"),
         ("expected i32", "expected a whole number"),
         ("expected f64", "expected a number"),

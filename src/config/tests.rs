@@ -36,7 +36,7 @@ fn a_value_of_the_wrong_type_names_the_type_as_the_reader_knows_it() {
     for (line, says) in [
         (
             "[server.limits]\nmax_connections = -1",
-            "invalid value: integer `-1`, expected a whole number from 0 to 18446744073709551615",
+            "invalid value: integer `-1`, expected a whole number that is not negative (at most 18446744073709551615)",
         ),
         ("[access_log]\nsample = \"half\"", "expected a number"),
         (
@@ -74,7 +74,7 @@ fn a_mistake_inside_an_endpoint_table_is_named_as_such() {
         ),
         (
             r#"{ address = "127.0.0.1:1", weight = "3" }"#,
-            "invalid type: string \"3\", expected a whole number from 0 to 4294967295",
+            "invalid type: string \"3\", expected a whole number that is not negative (at most 4294967295)",
         ),
         (
             "50051",
