@@ -122,7 +122,7 @@ impl Config {
             };
             parts.push(format!(
                 "rate limit ({}/s, burst {}, per {key}{})",
-                r.rate,
+                rate_text(r.rate),
                 r.burst,
                 if r.global { ", global" } else { "" }
             ));
@@ -443,6 +443,16 @@ fn redact_query(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// A rate as written in a summary: `{}` writes every digit of a double
+/// (`1e300` as 301 of them), so a huge one is written with its exponent.
+fn rate_text(rate: f64) -> String {
+    if rate >= 1e15 {
+        format!("{rate:e}")
+    } else {
+        rate.to_string()
+    }
 }
 
 /// A type error with Rust's type names said as the config's reader knows

@@ -1384,3 +1384,11 @@ fn a_default_that_contradicts_a_written_wait_is_named_as_the_default() {
         assert!(err.reason.starts_with(says), "{section}: {err}");
     }
 }
+
+#[test]
+fn a_rate_is_summarised_as_a_person_would_write_it() {
+    assert_eq!(rate_text(1e300), "1e300");
+    assert_eq!(rate_text(2.5), "2.5");
+    assert_eq!(rate_text(0.0000000317), "0.0000000317");
+    assert_eq!(rate_text(1000.0), "1000");
+}
