@@ -448,9 +448,26 @@ fn explain_request(loaded: &app::Loaded, method: &http::Method, target: &str) ->
 /// admin port; a usage error otherwise, said as the config's would be.
 fn demo_listen(text: &str) -> Result<SocketAddr, String> {
     let addr: SocketAddr = text.parse().map_err(|_| {
-        format!(
-            "{text:?} is not an address like \"127.0.0.1:8080\" (listen addresses are never resolved: a host name such as localhost is not taken)"
-        )
+        let why = match text.rsplit_once(':') {
+            None => "it has no port",
+            Some((host, _))
+                if host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_ipv6()) =>
+            {
+                "an IPv6 address is written in brackets, [::1]:8080"
+            }
+            Some((host, _))
+                if host.parse::<std::net::Ipv4Addr>().is_ok()
+                    || host.starts_with('[') && host.ends_with(']') =>
+            {
+                "its port is not a number from 0 to 65535"
+            }
+            Some(_) => {
+                "listen addresses are never resolved: a host name such as localhost is not taken"
+            }
+        };
+        format!("{text:?} is not an address like \"127.0.0.1:8080\": {why}")
     })?;
     if addr.port() == u16::MAX {
         return Err(format!(

@@ -184,9 +184,11 @@ fn unreadable_body(bytes: &[u8], e: &serde_json::Error) -> Refusal {
         );
     }
     if let Some(why) = crate::transcode::json::unheld(e) {
+        // A string or a number, as any answer's id is; another is none.
         let id = serde_json::from_slice::<IdOf>(bytes)
             .ok()
-            .and_then(|m| m.id);
+            .and_then(|m| m.id)
+            .filter(|id| matches!(id.get().as_bytes()[0], b'"' | b'-' | b'0'..=b'9'));
         return Refusal::new(
             StatusCode::BAD_REQUEST,
             INVALID_REQUEST,

@@ -381,7 +381,7 @@ async fn serve_connection<Io, S: Serving>(
                         Some(reason) => tracing::info!(
                             %remote,
                             ?reason,
-                            "connection ended: the client broke HTTP/2, and the HTTP/2 library ended the whole connection (GOAWAY) with every call still open on it"
+                            "connection ended: the client broke HTTP/2, and the HTTP/2 library ended the whole connection (GOAWAY) and any call still open on it"
                         ),
                         None => {
                             tracing::debug!(%remote, error = %e, "connection ended with an error")

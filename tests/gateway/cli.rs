@@ -975,6 +975,12 @@ fn a_demo_listen_address_it_cannot_take_is_a_usage_error_saying_why() {
             "127.0.0.1:65535",
             "port 65535 leaves no port after it for the admin port",
         ),
+        ("127.0.0.1", "it has no port"),
+        (
+            "127.0.0.1:70000",
+            "its port is not a number from 0 to 65535",
+        ),
+        ("::1:8080", "an IPv6 address is written in brackets"),
     ] {
         let out = portico()
             .args(["demo", "--listen", listen])

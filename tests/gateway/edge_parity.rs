@@ -1224,6 +1224,29 @@ async fn a_name_given_twice_reaches_the_backend_in_the_order_written_on_every_pr
     }
 }
 
+/// More `open` metadata entries than the header-count limit are refused
+/// before any becomes a header (a header map holds at most 32,768: more
+/// would end the session's task), and the session goes on.
+#[tokio::test]
+async fn open_metadata_past_the_header_count_is_refused_before_it_is_built() {
+    let h = gateway("", "").await;
+    let mut many = serde_json::Map::new();
+    for i in 0..40_000 {
+        many.insert(format!("x-{i}"), json!(""));
+    }
+    let frame = open_frame_answer(&h, serde_json::Value::Object(many)).await;
+    assert_eq!(frame["id"], "a", "{frame}");
+    assert_eq!(frame["error"]["code"], 3, "{frame}");
+    let message = frame["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("has 40000 header fields, over server.limits.max_header_count (100)"),
+        "{message}"
+    );
+    assert_eq!(h.backends.probe.calls(), 0);
+    let fine = open_frame_result(&h, json!({"x-tag": "one"})).await;
+    assert_eq!(fine["metadata"]["x-tag"], "one", "{fine}");
+}
+
 /// The `result` of an `open` of `Probe.Headers` with `metadata`, or the
 /// frame that refused it.
 async fn open_frame_result(h: &Harness, metadata: serde_json::Value) -> serde_json::Value {

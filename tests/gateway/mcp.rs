@@ -841,6 +841,12 @@ async fn a_body_the_reader_cannot_take_is_said_as_what_it_is() {
             "the number at line 1 column 59 is out of range",
         ),
         (
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping","params":{"x":1e400}}"#.to_owned(),
+            -32600,
+            "null",
+            "the number at line 1 column 65 is out of range",
+        ),
+        (
             "\u{feff}{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}".to_owned(),
             -32700,
             "null",

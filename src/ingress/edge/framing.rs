@@ -97,13 +97,8 @@ pub fn leaves_framing_unsound(req: &Request<impl Sized>) -> bool {
 /// Whether a request's header fields are within `max_header_count` and
 /// `max_header_bytes`; `what` names whose they are in the refusal ("the
 /// request", or a WebSocket call with its handshake's headers).
-pub fn header_fields(
-    headers: &http::HeaderMap,
-    limits: &Limits,
-    what: &str,
-) -> Result<(), GatewayError> {
-    // Every field counts, each cookie crumb of HTTP/2 included.
-    let fields = headers.len();
+/// `fields` header fields against `server.limits.max_header_count`.
+pub fn header_count(fields: usize, limits: &Limits, what: &str) -> Result<(), GatewayError> {
     if fields > limits.max_header_count {
         return Err(GatewayError::new(
             ErrorKind::TooManyHeaderFields {
@@ -116,6 +111,16 @@ pub fn header_fields(
             ),
         ));
     }
+    Ok(())
+}
+
+pub fn header_fields(
+    headers: &http::HeaderMap,
+    limits: &Limits,
+    what: &str,
+) -> Result<(), GatewayError> {
+    // Every field counts, each cookie crumb of HTTP/2 included.
+    header_count(headers.len(), limits, what)?;
     // Sized as HTTP/2 sizes a header list (RFC 7541 section 4.1), on every
     // protocol. The parsers' own bounds are twice this, so that a request
     // between the two gets this answer in its protocol's terms rather than

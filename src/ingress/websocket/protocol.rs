@@ -180,51 +180,24 @@ struct MetadataValue(Result<String, String>);
 
 impl<'de> Deserialize<'de> for MetadataValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Value;
-        impl<'de> serde::de::Visitor<'de> for Value {
-            type Value = MetadataValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
+        // Held as written: a value that is not a string is only skipped
+        // over (however deep it nests, whatever number it holds) and
+        // named by its kind.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let kind = match text.as_bytes().first() {
+            Some(b'"') => {
+                return serde_json::from_str::<String>(text)
+                    .map(|s| MetadataValue(Ok(s)))
+                    .map_err(serde::de::Error::custom)
             }
-            fn visit_str<E>(self, v: &str) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Ok(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Ok(v)))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Err(v.to_string())))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Err(v.to_string())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Err(v.to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Err(v.to_string())))
-            }
-            fn visit_unit<E>(self) -> Result<MetadataValue, E> {
-                Ok(MetadataValue(Err("null".to_owned())))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<MetadataValue, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(MetadataValue(Err("an array".to_owned())))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<MetadataValue, A::Error> {
-                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-                Ok(MetadataValue(Err("an object".to_owned())))
-            }
-        }
-        d.deserialize_any(Value)
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        };
+        Ok(MetadataValue(Err(kind.to_owned())))
     }
 }
 
@@ -412,8 +385,22 @@ pub fn parse_text(dialect: Dialect, text: &str) -> Result<ClientFrame, BadFrame>
             "with portico.proto.v1, messages are binary frames",
         ));
     }
-    let mut metadata = Vec::new();
-    for (name, value) in frame.metadata.map(|m| m.0).unwrap_or_default() {
+    let entries = frame.metadata.map(|m| m.0).unwrap_or_default();
+    // A key given twice: JSON readers disagree on which one counts, so
+    // neither does (two spellings of a name are two fields).
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    if let Some((name, _)) = entries.iter().find(|(name, _)| !seen.insert(name.as_str())) {
+        return Err(BadFrame {
+            id: Some(id),
+            may_hold_message: true,
+            error: GatewayError::invalid_field(
+                format!("metadata.{name}"),
+                "the key is given more than once in this object; give it once (a name sent as two fields is two spellings of it, \"x-tag\" and \"X-Tag\")",
+            ),
+        });
+    }
+    let mut metadata = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
         match value {
             Ok(v) => metadata.push((name, v)),
             Err(other) => {

@@ -600,10 +600,21 @@ impl Session {
         };
         // Per-call metadata joins the handshake's headers and goes through
         // the same edge; a deadline may be set per call.
+        // Each entry becomes a field: more than the limit is over it
+        // whatever the handshake held, and is refused before any is built
+        // (a header map holds at most 32,768).
+        if let Err(err) = crate::ingress::edge::framing::header_count(
+            extra.len(),
+            &ingress.limits,
+            "the call (its open metadata and its handshake's headers)",
+        ) {
+            return self.refuse(&id, &err).await;
+        }
         let mut headers = self.headers.clone();
         // A name given twice (`traceparent` and `TraceParent`) is two
         // fields, as two header lines would be on any other protocol.
-        let mut named: Vec<HeaderName> = Vec::new();
+        let mut named: std::collections::HashSet<HeaderName> =
+            std::collections::HashSet::with_capacity(extra.len());
         for (k, v) in extra {
             match (
                 HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()),
@@ -618,7 +629,7 @@ impl Session {
                         headers.append(name, value);
                     } else {
                         headers.insert(name.clone(), value);
-                        named.push(name);
+                        named.insert(name);
                     }
                 }
                 (name, value) => {
@@ -686,7 +697,11 @@ impl Session {
     /// A `traceparent` in a call's metadata that cannot be read (malformed,
     /// or given twice) is ignored as on every protocol; here that leaves
     /// the call what it is without one: a child of the session's trace.
-    fn ignore_unusable_traceparent(&self, headers: &mut HeaderMap, named: &[HeaderName]) {
+    fn ignore_unusable_traceparent(
+        &self,
+        headers: &mut HeaderMap,
+        named: &std::collections::HashSet<HeaderName>,
+    ) {
         use crate::headers::{TRACEPARENT, TRACESTATE};
         if !named.contains(&TRACEPARENT) {
             return;

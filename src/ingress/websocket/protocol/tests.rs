@@ -85,14 +85,39 @@ fn a_metadata_value_that_is_not_a_string_is_refused_naming_its_entry() {
 fn metadata_is_read_in_the_order_written_and_a_deep_value_is_named_not_built() {
     let open = parse_text(
         Dialect::Json,
-        r#"{"id":"o","open":"/a.B/C","metadata":{"x-b":"1","X-B":"2","a":"3","x-b":"4"}}"#,
+        r#"{"id":"o","open":"/a.B/C","metadata":{"x-b":"1","X-B":"2","a":"3","X-b":"4"}}"#,
     )
     .unwrap();
     let ClientFrame::Open { metadata, .. } = open else {
         panic!("{open:?}")
     };
     let names: Vec<_> = metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    assert_eq!(names, ["x-b=1", "X-B=2", "a=3", "x-b=4"]);
+    assert_eq!(names, ["x-b=1", "X-B=2", "a=3", "X-b=4"]);
+    // One spelling twice: JSON readers differ on which counts.
+    let e = parse_text(
+        Dialect::Json,
+        r#"{"id":"t","open":"/a.B/C","metadata":{"x-b":"1","x-b":"2"}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.id.as_deref(), Some("t"));
+    assert!(
+        e.error
+            .message
+            .contains("metadata.x-b: the key is given more than once"),
+        "{}",
+        e.error.message
+    );
+    // A number is named by its kind, whatever its size.
+    for number in ["1e400", "1e300", "-0.5", "18446744073709551616"] {
+        let frame = format!(r#"{{"id":"n","open":"/a.B/C","metadata":{{"x-n":{number}}}}}"#);
+        let e = parse_text(Dialect::Json, &frame).unwrap_err();
+        assert_eq!(e.id.as_deref(), Some("n"), "{number}");
+        assert_eq!(
+            e.error.message,
+            "invalid value for metadata.x-n: is a number: a metadata value is a string",
+            "{number}"
+        );
+    }
     let deep = format!(
         r#"{{"id":"d","open":"/a.B/C","metadata":{{"x-deep":{}1{}}}}}"#,
         "[".repeat(10_000),
