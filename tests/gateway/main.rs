@@ -16,6 +16,7 @@ mod browser_grpc_web;
 mod cache;
 mod cli;
 mod connect;
+mod connect_sdk;
 mod edge_parity;
 mod error_mapping;
 mod errors;

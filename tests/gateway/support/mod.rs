@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod client_script;
 pub mod h2raw;
 pub mod instances;
+pub mod node;
 pub mod protocols;
 pub mod python;
 pub mod redis;

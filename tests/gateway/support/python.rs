@@ -41,47 +41,9 @@ pub fn available(modules: &[&str]) -> Option<PathBuf> {
     }
 }
 
-pub struct Run {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
-        })
-    }
-}
+pub use super::client_script::Run;
 
 /// Runs a script of the folder, bounded in time.
 pub async fn run(python: &Path, script: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(python)
-        .arg(scripts().join(script))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python starts");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(bytes) = stdin {
-        input.write_all(bytes).await.unwrap();
-    }
-    drop(input);
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(300),
-        child.wait_with_output(),
-    )
-    .await
-    .expect("the script ends in time")
-    .unwrap();
-    Run {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    super::client_script::run(python, &scripts().join(script), args, stdin).await
 }
