@@ -34,7 +34,7 @@ fn one_call(sinks: &Sinks, target: &Arc<portico::envelope::Target>, headers: &He
     record.route(|| "GET /v1/shelves/{shelf}".to_owned());
     record.client(Some("127.0.0.1:40000".parse().unwrap()));
     record.entered(target, 0, 0);
-    let attempt = record.attempt(target, "127.0.0.1:50051", 1, None);
+    let attempt = record.attempt(target, 0, "127.0.0.1:50051", 1, None);
     std::hint::black_box(attempt.traceparent());
     std::hint::black_box(attempt.tracestate());
     record.attempt_done(attempt, None, None);

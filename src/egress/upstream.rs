@@ -303,7 +303,14 @@ impl Upstream {
             let unary = env.target.kind == crate::envelope::CallKind::Unary;
             let guard = ep.start();
             let record = env.ctx.record.clone();
-            let started = record.attempt(&env.target, &ep.address, retries + 1, retry_of.as_ref());
+            let call = env.ctx.aggregate_call;
+            let started = record.attempt(
+                &env.target,
+                call,
+                &ep.address,
+                retries + 1,
+                retry_of.as_ref(),
+            );
             // The backend's spans are children of this attempt's.
             if let Some(parent) = started.traceparent() {
                 env.metadata.insert(crate::headers::TRACEPARENT, parent);
@@ -342,7 +349,7 @@ impl Upstream {
                     };
                     let shed = matches!(failed.error.kind, ErrorKind::Overloaded { .. });
                     if failed.unreached || shed {
-                        record.attempt_unsent();
+                        record.attempt_unsent(call);
                     }
                     record.attempt_done(started, Some(&failed.error), ejected);
                     // A call shed because this endpoint's connections are

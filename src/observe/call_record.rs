@@ -143,17 +143,16 @@ struct Facts {
     route: Option<String>,
     endpoint: Option<String>,
     attempts: u32,
-    /// Attempts whose request never left the gateway (no connection to
-    /// the endpoint, or shed because its connections were full).
-    unsent_attempts: u32,
+    /// The request's bytes and attempts of the call (an aggregate's first
+    /// call), and of an aggregate's other calls by their place in its list
+    /// less one, so a plain call allocates nothing for them.
+    request: RequestSent,
+    other_requests: Vec<RequestSent>,
     http_status: Option<u16>,
     code: Option<tonic::Code>,
     error: Option<(String, &'static str)>,
     principal: Option<Arc<Principal>>,
     cache: Option<&'static str>,
-    /// The request's bytes as they entered the pipeline; what a backend
-    /// received is [`Facts::bytes_sent`].
-    bytes_in: u64,
     bytes_out: u64,
     client: Option<SocketAddr>,
     /// When the call entered the pipeline.
@@ -176,7 +175,18 @@ struct Facts {
     span: Option<Span>,
 }
 
-impl Facts {
+/// One call's request as it entered the pipeline, and its attempts to
+/// send it.
+#[derive(Default, Clone, Copy)]
+struct RequestSent {
+    bytes: u64,
+    attempts: u32,
+    /// Attempts whose request never left the gateway (no connection to
+    /// the endpoint, or shed because its connections were full).
+    unsent_attempts: u32,
+}
+
+impl RequestSent {
     /// What a backend received: nothing for a call that made no attempt (a
     /// policy refused it, no endpoint could take it, the cache answered)
     /// or whose every attempt failed before its request left the gateway,
@@ -185,8 +195,32 @@ impl Facts {
         if self.attempts == self.unsent_attempts {
             0
         } else {
-            self.bytes_in
+            self.bytes
         }
+    }
+}
+
+impl Facts {
+    /// What the backends received, summed over an aggregate's calls: a
+    /// call the cache answered adds nothing to the calls that went on.
+    fn bytes_sent(&self) -> u64 {
+        self.request.bytes_sent()
+            + self
+                .other_requests
+                .iter()
+                .map(RequestSent::bytes_sent)
+                .sum::<u64>()
+    }
+
+    fn request_mut(&mut self, call: usize) -> &mut RequestSent {
+        let Some(other) = call.checked_sub(1) else {
+            return &mut self.request;
+        };
+        if self.other_requests.len() <= other {
+            self.other_requests
+                .resize(other + 1, RequestSent::default());
+        }
+        &mut self.other_requests[other]
     }
 }
 
@@ -423,7 +457,7 @@ impl CallRecord {
             f.first_call = call;
             f.silenced = !target.access_log;
         }
-        f.bytes_in += bytes_in;
+        f.request_mut(call).bytes += bytes_in;
     }
 
     /// The request names a routed method: its route's `access_log` switch
@@ -492,9 +526,11 @@ impl CallRecord {
         }
     }
 
+    /// A streaming request's message passed (an aggregate's calls are
+    /// unary: a stream is a call of its own).
     pub fn add_bytes_in(&self, n: u64) {
         if self.active() {
-            self.facts().bytes_in += n;
+            self.facts().request.bytes += n;
         }
     }
 
@@ -504,12 +540,14 @@ impl CallRecord {
         }
     }
 
-    /// An upstream attempt on `endpoint` started; returns when, for
+    /// An upstream attempt of the call to `target` (an aggregate's
+    /// `call`) on `endpoint` started; returns when, for
     /// [`CallRecord::attempt_done`].
     /// `retry_of` is the failure the attempt retries.
     pub fn attempt(
         self: &Arc<Self>,
         target: &crate::envelope::Target,
+        call: usize,
         endpoint: &str,
         number: u32,
         retry_of: Option<&GatewayError>,
@@ -525,6 +563,7 @@ impl CallRecord {
         let now = Instant::now();
         let mut f = self.facts();
         f.attempts += 1;
+        f.request_mut(call).attempts += 1;
         if self.log.is_some() {
             f.endpoint = Some(endpoint.to_owned());
         }
@@ -596,9 +635,9 @@ impl CallRecord {
 
     /// The attempt just made never sent its request: it could not
     /// connect, or was shed before it went out (`max_pending`).
-    pub fn attempt_unsent(&self) {
+    pub fn attempt_unsent(&self, call: usize) {
         if self.active() {
-            self.facts().unsent_attempts += 1;
+            self.facts().request_mut(call).unsent_attempts += 1;
         }
     }
 

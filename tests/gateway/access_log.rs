@@ -487,6 +487,59 @@ fn a_bad_access_log_setting_is_named_with_its_key() {
     }
 }
 
+/// An aggregate's line sums its calls' bytes as its backends received
+/// them: a call the cache answered adds nothing, though the others went on.
+#[tokio::test]
+async fn an_aggregates_bytes_in_leaves_out_the_calls_the_cache_answered() {
+    let path = log_path("aggregate-cache");
+    let sections = format!(
+        r#"[access_log]
+path = "{}"
+
+[[aggregates]]
+path = "/v1/shelves/{{shelf}}/nap"
+
+[[aggregates.calls]]
+name = "shelf"
+method = "portico.demo.v1.Library/GetShelf"
+request = {{ shelf = "{{path.shelf}}" }}
+
+[[aggregates.calls]]
+name = "nap"
+method = "portico.demo.v1.Probe/Sleep"
+request = {{ millis = "2" }}
+"#,
+        path.display()
+    );
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, &sections, "")
+            .with_route_keys("Library", "cache = { ttl = \"1m\" }")
+    })
+    .await;
+    for _ in 0..2 {
+        let r = h.client.get("/v1/shelves/1/nap").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let all = wait_for(&path, 2).await;
+    // GetShelf's request is 3 bytes (`shelf: "1"`), Sleep's 2 (`millis: 2`).
+    let (first, second) = (&all[0], &all[1]);
+    assert_eq!(
+        (first["cache"].as_str(), first["attempts"].as_u64()),
+        (Some("miss"), Some(2)),
+        "{first}"
+    );
+    assert_eq!(first["bytes_in"], 5, "{first}");
+    assert_eq!(
+        (second["cache"].as_str(), second["attempts"].as_u64()),
+        (Some("hit"), Some(1)),
+        "{second}"
+    );
+    assert_eq!(
+        second["bytes_in"], 2,
+        "only Sleep's request reached a backend: {second}"
+    );
+}
+
 #[tokio::test]
 async fn a_retried_call_counts_its_attempts_and_a_cache_hit_says_so() {
     let path = log_path("retry-cache");
