@@ -3,6 +3,7 @@
 //! upstream's protocol.
 
 pub mod codec;
+pub mod counted;
 pub mod grpc;
 pub mod h2c;
 pub mod http;

@@ -444,6 +444,36 @@ async fn streams_past_the_per_connection_cap_open_another_connection() {
     }
 }
 
+/// `/upstreams` counts the connections open now: one whose backend died
+/// is gone from the count at once, though the pool reopens it on the next
+/// call once the backend is back.
+#[tokio::test]
+async fn upstreams_counts_no_connection_to_a_dead_backend() {
+    let mut a = Instance::start("127.0.0.1:0").await;
+    let (gw, client) = gateway(&endpoints(&[&a])).await;
+    let addr = a.addr.to_string();
+    let connections =
+        || async { endpoint_status(&upstream_status(&gw).await, &addr)["connections"].clone() };
+    assert_eq!(client.get("/v1/probe/sleep/1").await.status, StatusCode::OK);
+    assert_eq!(connections().await, 1);
+
+    a.kill().await;
+    assert!(
+        support::eventually_async(|| async { connections().await == 0 }).await,
+        "{}",
+        upstream_status(&gw).await
+    );
+
+    a.restart().await;
+    assert!(
+        support::eventually_async(|| async {
+            client.get("/v1/probe/sleep/1").await.status == StatusCode::OK
+        })
+        .await
+    );
+    assert_eq!(connections().await, 1);
+}
+
 #[tokio::test]
 async fn a_dns_name_is_resolved_into_endpoints() {
     let a = Instance::start("127.0.0.1:0").await;

@@ -151,6 +151,8 @@ pub struct Pool {
     tls: Option<HttpsConnector<HttpConnector>>,
     /// Plain text to the endpoint otherwise.
     h2c: crate::egress::h2c::Connector,
+    /// The pool's connections whose sockets are open.
+    open: Arc<AtomicUsize>,
 }
 
 pub struct Connection {
@@ -228,6 +230,7 @@ impl Pool {
             endpoint,
             tls,
             h2c: crate::egress::h2c::Connector::new(connect_timeout),
+            open: Arc::new(AtomicUsize::new(0)),
         };
         let first = Arc::new(Connection {
             channel: pool.connect(),
@@ -243,9 +246,15 @@ impl Pool {
     /// A new lazily-connecting channel: plain h2c, or TLS through the
     /// upstream's connector.
     fn connect(&self) -> Channel {
+        use crate::egress::counted::Counting;
+        let open = self.open.clone();
         match &self.tls {
-            Some(connector) => self.endpoint.connect_with_connector_lazy(connector.clone()),
-            None => self.endpoint.connect_with_connector_lazy(self.h2c.clone()),
+            Some(connector) => self
+                .endpoint
+                .connect_with_connector_lazy(Counting::new(connector.clone(), open)),
+            None => self
+                .endpoint
+                .connect_with_connector_lazy(Counting::new(self.h2c.clone(), open)),
         }
     }
 
@@ -256,8 +265,10 @@ impl Pool {
             .clone()
     }
 
+    /// Connections open now: a broken one no longer counts, though its
+    /// channel stays in the pool to reconnect on its next call.
     pub fn connections(&self) -> usize {
-        self.connections.read().map(|c| c.len()).unwrap_or(0)
+        self.open.load(Ordering::Relaxed)
     }
 
     /// A stream slot; `None` when every connection is full and the
