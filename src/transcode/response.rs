@@ -89,7 +89,21 @@ fn reply_part(
             } else {
                 field.json_name()
             };
-            let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
+            let part = match value.get(key) {
+                Some(part) => part.clone(),
+                // A field with presence (proto3 `optional`, proto2) left
+                // unset is missing from the message's JSON, defaults
+                // included: its default is what the binding sends.
+                None => {
+                    let mut only = DynamicMessage::new(binding.target.method.output());
+                    only.set_field(field, Value::default_value_for_field(field));
+                    let json = json::encode(&only, &options.clone().skip_default_fields(false))
+                        .map_err(bad_reply)?;
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&json).map_err(bad_reply)?;
+                    value.get(key).cloned().unwrap_or(serde_json::Value::Null)
+                }
+            };
             serde_json::to_vec(&part)
                 .map(ReplyPart::Json)
                 .map_err(bad_reply)

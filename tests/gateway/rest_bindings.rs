@@ -634,6 +634,44 @@ message Doc { string name = 1; google.api.HttpBody data = 2; }
     );
 }
 
+/// A `response_body` naming a field with presence (proto3 `optional`) that
+/// the backend left unset writes the field's default, as it does for any
+/// other field: `0` and `""`, never `null`.
+#[tokio::test]
+async fn a_response_body_naming_an_unset_optional_field_writes_its_default() {
+    let (backend, _) = support::scripted::serve(support::scripted::Script {
+        messages: vec![Vec::new()],
+        ..Default::default()
+    })
+    .await;
+    let gw = gateway_for_proto(
+        r#"syntax = "proto3";
+package tally.v1;
+import "google/api/annotations.proto";
+service Tally {
+  rpc Get(GetRequest) returns (Count) {
+    option (google.api.http) = {
+      get: "/v1/counts/{name}" response_body: "count"
+      additional_bindings { get: "/v1/notes/{name}" response_body: "note" }
+    };
+  }
+}
+message GetRequest { string name = 1; }
+message Count { optional int32 count = 1; optional string note = 2; }
+"#,
+        "tally.v1.Tally",
+        backend,
+        "",
+    )
+    .await;
+    let client = support::HttpClient::new(gw.addr);
+    for (path, default) in [("/v1/counts/x", "0"), ("/v1/notes/x", "\"\"")] {
+        let r = client.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        assert_eq!(r.text(), default, "{path}");
+    }
+}
+
 /// A backend's HttpBody whose content type no header can carry is the
 /// backend's bad reply (502, origin backend), named as such, not a failure
 /// of the gateway.
