@@ -451,6 +451,17 @@ fn protox_error(opened: &str, e: protox::Error, proto_paths: &[impl AsRef<Path>]
         file = format!("{file}:{line}:{column}");
     }
     let mut reason = e.to_string();
+    // An option whose value does not read (`{ gett: "/v1" }` in a
+    // google.api.http rule) is said as an "invalid value" only: why is in
+    // the error's sources, as is the cause of other errors.
+    let mut cause = miette::Diagnostic::diagnostic_source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !reason.contains(&text) {
+            reason = format!("{reason}: {text}");
+        }
+        cause = c.diagnostic_source();
+    }
     // The compiler says "not in any include path" both of a file that is
     // nowhere and of one outside every include folder.
     if reason.ends_with("is not in any include path") {

@@ -277,10 +277,19 @@ fn top_level_field(
     what: &str,
 ) -> Result<FieldDescriptor, String> {
     message.get_field_by_name(name).ok_or_else(|| {
-        format!(
-            "{what} names field {name:?}, which {} does not have",
-            message.full_name()
-        )
+        if name.contains('.') {
+            // google.api.http takes a top-level field only, though some
+            // gateways read a path there.
+            format!(
+                "{what} names {name:?}, a field path: it must name a top-level field of {}",
+                message.full_name()
+            )
+        } else {
+            format!(
+                "{what} names field {name:?}, which {} does not have",
+                message.full_name()
+            )
+        }
     })
 }
 

@@ -78,6 +78,19 @@ pub fn not_a_field(desc: &MessageDescriptor, key: &str) -> String {
             .get_field_by_name(part)
             .or_else(|| message.get_field_by_json_name(part))
         else {
+            // grpc-gateway's `labels[key]=value`: said of the map meant.
+            let map = part.split_once('[').and_then(|(name, _)| {
+                let field = message
+                    .get_field_by_name(name)
+                    .or_else(|| message.get_field_by_json_name(name))?;
+                field.is_map().then_some(name)
+            });
+            if let Some(name) = map {
+                let dot = if path.is_empty() { "" } else { "." };
+                return format!(
+                    "is not a field: {path}{dot}{name} is a map field, which cannot be set from the query string ({name}[key]=value is not read)"
+                );
+            }
             return if path.is_empty() {
                 format!("is not a field of {}", message.full_name())
             } else {

@@ -504,6 +504,54 @@ fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// Mistakes in a `google.api.http` rule, as a team bringing annotations
+/// from another gateway makes them: each error says which field is wrong.
+#[test]
+fn a_bad_http_rule_is_refused_naming_what_is_wrong_with_it() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-rule-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            r#"{ gett: "/v1/{name}" }"#,
+            "invalid value of type 'google.api.HttpRule' for option '(google.api.http)': field 'gett' not found for message 'google.api.HttpRule'",
+        ),
+        (
+            r#"{ get: "/v1/{name}" post: "/v1/x" }"#,
+            "a value is already set for oneof 'pattern'",
+        ),
+        (
+            r#"{ post: "/v1/x" body: "sub.s" }"#,
+            "body names \"sub.s\", a field path: it must name a top-level field of bad.v1.R",
+        ),
+    ];
+    for (i, (rule, said)) in cases.iter().enumerate() {
+        let proto = format!(
+            "syntax = \"proto3\";\npackage bad.v1;\nimport \"google/api/annotations.proto\";\n\
+             service S {{\n  rpc M(R) returns (R) {{ option (google.api.http) = {rule}; }}\n}}\n\
+             message R {{ string name = 1; Sub sub = 2; }}\nmessage Sub {{ string s = 1; }}\n"
+        );
+        std::fs::write(dir.join(format!("rule{i}.proto")), proto).unwrap();
+        let config = dir.join(format!("rule{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"rule{i}.proto\"]\n[upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"bad.v1.S\"\nupstream = \"a\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let out = portico()
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{rule}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{rule}: {err}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// `portico check` of a config with the demo's Probe service on one
 /// upstream, `sections` and `route_extra` added, written as `file`:
 /// whether it passed, and what it said on stderr.

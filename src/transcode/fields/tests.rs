@@ -144,6 +144,14 @@ fn a_key_that_names_no_field_is_said_of_the_message_where_it_stops() {
         not_a_field(&search, "publishedAfter.seconds"),
         "is not a field: publishedAfter is a google.protobuf.Timestamp, set as a whole (publishedAfter=...)"
     );
+    // grpc-gateway's form for a map entry, named for the map it meant.
+    let create = pool
+        .get_message_by_name("portico.demo.v1.CreateBookRequest")
+        .unwrap();
+    assert_eq!(
+        not_a_field(&create, "book.labels[shelf]"),
+        "is not a field: book.labels is a map field, which cannot be set from the query string (labels[key]=value is not read)"
+    );
 }
 
 #[test]
