@@ -396,7 +396,13 @@ impl GatewayError {
                 path: path.to_owned(),
             },
             Origin::Client,
-            format!("no route serves the method {path}"),
+            match path.strip_prefix("/grpc.health.v1.Health/") {
+                // The gateway's own service, which no route serves.
+                Some(method) => format!(
+                    "the gateway's grpc.health.v1.Health serves Check and Watch, not {method}"
+                ),
+                None => format!("no route serves the method {path}"),
+            },
         )
     }
 

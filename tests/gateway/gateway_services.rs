@@ -263,6 +263,48 @@ async fn a_health_check_answers_the_same_on_every_rpc_protocol() {
     assert_eq!((code, status.as_deref()), (0, Some("SERVING")));
 }
 
+/// `List`, which newer health clients have, is not served, and the
+/// refusal says what is.
+#[tokio::test]
+async fn a_health_list_is_unimplemented_naming_what_is_served() {
+    let h = Harness::start().await;
+    let said = "the gateway's grpc.health.v1.Health serves Check and Watch, not List";
+    let list = "/grpc.health.v1.Health/List";
+    let connect = h
+        .client
+        .send(
+            Method::POST,
+            list,
+            &[
+                ("content-type", "application/json"),
+                ("connect-protocol-version", "1"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        connect.json()["code"],
+        "unimplemented",
+        "{}",
+        connect.text()
+    );
+    assert_eq!(connect.json()["message"], said);
+    let web = h
+        .client
+        .send(
+            Method::POST,
+            list,
+            &[("content-type", "application/grpc-web+proto")],
+            frame_bytes(0, &[]),
+        )
+        .await;
+    assert_eq!(web.header("grpc-status"), Some("12"));
+    assert_eq!(
+        web.header("grpc-message").map(|m| m.replace("%27", "'")),
+        Some(said.to_owned())
+    );
+}
+
 #[tokio::test]
 async fn a_health_watch_streams_on_every_protocol_that_streams() {
     // Backend streams silent for a second are cut; a watch is not.
