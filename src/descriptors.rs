@@ -453,14 +453,12 @@ fn protox_error(opened: &str, e: protox::Error, proto_paths: &[impl AsRef<Path>]
     let mut reason = e.to_string();
     // An option whose value does not read (`{ gett: "/v1" }` in a
     // google.api.http rule) is said as an "invalid value" only: why is in
-    // the error's sources, as is the cause of other errors.
-    let mut cause = miette::Diagnostic::diagnostic_source(&e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !reason.contains(&text) {
-            reason = format!("{reason}: {text}");
+    // the text parser's error beneath it.
+    if let Some(why) = miette::Diagnostic::diagnostic_source(&e) {
+        let why = why.to_string();
+        if !reason.contains(&why) {
+            reason = format!("{reason}: {why}");
         }
-        cause = c.diagnostic_source();
     }
     // The compiler says "not in any include path" both of a file that is
     // nowhere and of one outside every include folder.

@@ -398,10 +398,10 @@ impl GatewayError {
             Origin::Client,
             match path.strip_prefix("/grpc.health.v1.Health/") {
                 // The gateway's own service, which no route serves.
-                Some(method) => format!(
+                Some(method) if !method.is_empty() => format!(
                     "the gateway's grpc.health.v1.Health serves Check and Watch, not {method}"
                 ),
-                None => format!("no route serves the method {path}"),
+                _ => format!("no route serves the method {path}"),
             },
         )
     }

@@ -1,7 +1,8 @@
 //! An endpoint's connections counted while their sockets are open. A
-//! pool's channels reconnect on their own after a connection breaks, so
-//! the channels say how many connections may be open, and only the sockets
-//! say how many are: `/upstreams` reports those.
+//! pool's channel stays in the pool after its connection breaks, to
+//! reconnect on its next call, so the channels say how many connections
+//! may be open, and only the sockets say how many are: `/upstreams`
+//! reports those.
 
 use std::future::Future;
 use std::io;

@@ -143,11 +143,12 @@ struct Facts {
     route: Option<String>,
     endpoint: Option<String>,
     attempts: u32,
-    /// The request's bytes and attempts of the call (an aggregate's first
-    /// call), and of an aggregate's other calls by their place in its list
-    /// less one, so a plain call allocates nothing for them.
-    request: RequestSent,
-    other_requests: Vec<RequestSent>,
+    /// The request's bytes and attempts of the call (of the call at index
+    /// 0 of an aggregate's list), and of an aggregate's other calls by
+    /// their index less one, so a plain call allocates nothing for them.
+    /// `attempts` above is their sum, kept for the line.
+    request: CallRequest,
+    other_requests: Vec<CallRequest>,
     http_status: Option<u16>,
     code: Option<tonic::Code>,
     error: Option<(String, &'static str)>,
@@ -178,7 +179,7 @@ struct Facts {
 /// One call's request as it entered the pipeline, and its attempts to
 /// send it.
 #[derive(Default, Clone, Copy)]
-struct RequestSent {
+struct CallRequest {
     bytes: u64,
     attempts: u32,
     /// Attempts whose request never left the gateway (no connection to
@@ -186,7 +187,7 @@ struct RequestSent {
     unsent_attempts: u32,
 }
 
-impl RequestSent {
+impl CallRequest {
     /// What a backend received: nothing for a call that made no attempt (a
     /// policy refused it, no endpoint could take it, the cache answered)
     /// or whose every attempt failed before its request left the gateway,
@@ -208,17 +209,17 @@ impl Facts {
             + self
                 .other_requests
                 .iter()
-                .map(RequestSent::bytes_sent)
+                .map(CallRequest::bytes_sent)
                 .sum::<u64>()
     }
 
-    fn request_mut(&mut self, call: usize) -> &mut RequestSent {
+    fn request_mut(&mut self, call: usize) -> &mut CallRequest {
         let Some(other) = call.checked_sub(1) else {
             return &mut self.request;
         };
         if self.other_requests.len() <= other {
             self.other_requests
-                .resize(other + 1, RequestSent::default());
+                .resize(other + 1, CallRequest::default());
         }
         &mut self.other_requests[other]
     }

@@ -88,7 +88,7 @@ pub fn not_a_field(desc: &MessageDescriptor, key: &str) -> String {
             if let Some(name) = map {
                 let dot = if path.is_empty() { "" } else { "." };
                 return format!(
-                    "is not a field: {path}{dot}{name} is a map field, which cannot be set from the query string ({name}[key]=value is not read)"
+                    "is not a field: {path}{dot}{name} is a map field, which cannot be set from the query string ({path}{dot}{name}[key]=value is not read)"
                 );
             }
             return if path.is_empty() {

@@ -80,30 +80,22 @@ fn reply_part(
     };
     match msg.get_field(field).into_owned() {
         Value::Message(inner) if !field.is_list() => Ok(ReplyPart::Message(inner)),
-        _ => {
-            let whole = json::encode(&msg, &options.clone().skip_default_fields(false))
+        value => {
+            // The field alone in a message of its own, set even when it
+            // holds its default: a field with presence (proto3 `optional`,
+            // proto2) left unset is missing from a message's JSON even when
+            // defaults are written, and its default is what the binding sends.
+            let mut only = DynamicMessage::new(binding.target.method.output());
+            only.set_field(field, value);
+            let json = json::encode(&only, &options.clone().skip_default_fields(false))
                 .map_err(bad_reply)?;
-            let value: serde_json::Value = serde_json::from_slice(&whole).map_err(bad_reply)?;
+            let value: serde_json::Value = serde_json::from_slice(&json).map_err(bad_reply)?;
             let key = if binding.json.use_proto_names {
                 field.name()
             } else {
                 field.json_name()
             };
-            let part = match value.get(key) {
-                Some(part) => part.clone(),
-                // A field with presence (proto3 `optional`, proto2) left
-                // unset is missing from the message's JSON, defaults
-                // included: its default is what the binding sends.
-                None => {
-                    let mut only = DynamicMessage::new(binding.target.method.output());
-                    only.set_field(field, Value::default_value_for_field(field));
-                    let json = json::encode(&only, &options.clone().skip_default_fields(false))
-                        .map_err(bad_reply)?;
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&json).map_err(bad_reply)?;
-                    value.get(key).cloned().unwrap_or(serde_json::Value::Null)
-                }
-            };
+            let part = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
             serde_json::to_vec(&part)
                 .map(ReplyPart::Json)
                 .map_err(bad_reply)

@@ -150,7 +150,7 @@ fn a_key_that_names_no_field_is_said_of_the_message_where_it_stops() {
         .unwrap();
     assert_eq!(
         not_a_field(&create, "book.labels[shelf]"),
-        "is not a field: book.labels is a map field, which cannot be set from the query string (labels[key]=value is not read)"
+        "is not a field: book.labels is a map field, which cannot be set from the query string (book.labels[key]=value is not read)"
     );
 }
 

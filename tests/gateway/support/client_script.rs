@@ -3,6 +3,30 @@
 
 use std::path::Path;
 
+/// `Some(found)` when nothing is `missing`; otherwise a skip said on
+/// stderr (`kind`: "node test"; `how`: how to set it up), or a failure
+/// when the environment variable `required` is set, as CI sets it.
+pub fn found_or_skip<T>(
+    found: T,
+    missing: Option<String>,
+    kind: &str,
+    required: &str,
+    how: &str,
+) -> Option<T> {
+    match missing {
+        None => Some(found),
+        Some(why) if std::env::var_os(required).is_some() => {
+            panic!("{kind} cannot run: {why}")
+        }
+        Some(why) => {
+            // Past the test harness's capture, so a skip shows in `cargo test`.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {kind}: {why}; {how}");
+            None
+        }
+    }
+}
+
 pub struct Run {
     pub success: bool,
     pub stdout: String,

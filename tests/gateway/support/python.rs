@@ -25,20 +25,13 @@ pub fn available(modules: &[&str]) -> Option<PathBuf> {
         Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
         Err(e) => Some(format!("no interpreter at {}: {e}", python.display())),
     };
-    match missing {
-        None => Some(python),
-        Some(why) if std::env::var_os("PORTICO_REQUIRE_PYTHON").is_some() => {
-            panic!("python test cannot run: {why}")
-        }
-        Some(why) => {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED python test: {why}; python3 -m venv tests/python/.venv && tests/python/.venv/bin/pip install -r tests/python/requirements.txt (.ci/run does)"
-            );
-            None
-        }
-    }
+    super::client_script::found_or_skip(
+        python,
+        missing,
+        "python test",
+        "PORTICO_REQUIRE_PYTHON",
+        "python3 -m venv tests/python/.venv && tests/python/.venv/bin/pip install -r tests/python/requirements.txt (.ci/run does)",
+    )
 }
 
 pub use super::client_script::Run;
