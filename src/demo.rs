@@ -14,22 +14,27 @@ use std::path::Path;
 /// The demo's gateway config, with `@LISTEN@`, `@ADMIN@` and `@BACKEND@` placeholders.
 pub const CONFIG: &str = include_str!("../examples/demo.toml");
 
+/// The demo's admin port for a gateway on `listen`: the next one (any free
+/// port when that is 0), or why there is none.
+pub fn admin_port(listen: u16) -> Result<u16, String> {
+    match listen {
+        0 => Ok(0),
+        u16::MAX => Err(format!(
+            "port {} leaves no port after it for the admin port; choose a lower one",
+            u16::MAX
+        )),
+        port => Ok(port + 1),
+    }
+}
+
 pub fn config(listen: SocketAddr, backend: SocketAddr) -> Result<Config, StartError> {
-    // The admin port sits next to the main one (any free port when that is 0).
-    let admin_port = match listen.port() {
-        0 => 0,
-        u16::MAX => {
-            return Err(StartError::Config(crate::config::ConfigError {
-                file: "portico demo".into(),
-                key: "--listen".into(),
-                reason: format!(
-                    "port {} leaves no port after it for the admin port; choose a lower one",
-                    u16::MAX
-                ),
-            }))
-        }
-        port => port + 1,
-    };
+    let admin_port = admin_port(listen.port()).map_err(|reason| {
+        StartError::Config(crate::config::ConfigError {
+            file: "portico demo".into(),
+            key: "--listen".into(),
+            reason,
+        })
+    })?;
     let admin = SocketAddr::new(listen.ip(), admin_port);
     let text = CONFIG
         .replace("@LISTEN@", &listen.to_string())

@@ -825,7 +825,15 @@ fn source_is<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
 /// The first error of type `E` among a status's causes: the transport
 /// error tonic attached, or one it wraps.
 fn source_of<E: std::error::Error + 'static>(status: &tonic::Status) -> Option<&E> {
-    let mut source = std::error::Error::source(status);
+    error_in_chain(status)
+}
+
+/// The first error of type `E` in `e`'s chain, `e` itself included: an
+/// `h2::Error` or `io::Error` inside the library errors that carry it.
+pub fn error_in_chain<'a, E: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut source = Some(e);
     while let Some(e) = source {
         if let Some(found) = e.downcast_ref::<E>() {
             return Some(found);

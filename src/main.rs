@@ -469,11 +469,6 @@ fn demo_listen(text: &str) -> Result<SocketAddr, String> {
         };
         format!("{text:?} is not an address like \"127.0.0.1:8080\": {why}")
     })?;
-    if addr.port() == u16::MAX {
-        return Err(format!(
-            "port {} leaves no port after it for the admin port; choose a lower one",
-            u16::MAX
-        ));
-    }
+    demo::admin_port(addr.port())?;
     Ok(addr)
 }

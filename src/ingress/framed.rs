@@ -275,21 +275,17 @@ fn client_left(e: &BodyError) -> bool {
     if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
         return true;
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.is_reset() || h2.is_io() || h2.is_go_away();
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(
-                io.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            );
-        }
-        source = s.source();
+    use crate::error::error_in_chain;
+    if let Some(h2) = error_in_chain::<h2::Error>(e) {
+        return h2.is_reset() || h2.is_io() || h2.is_go_away();
     }
-    false
+    error_in_chain::<std::io::Error>(e).is_some_and(|io| {
+        use std::io::ErrorKind::*;
+        matches!(
+            io.kind(),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+        )
+    })
 }
 
 /// The one request message of a unary or server-streaming call, read

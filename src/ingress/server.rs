@@ -196,16 +196,10 @@ struct TlsSession {
 /// GOAWAY of its own (a malformed header block, a flood), when it did:
 /// the client's fault, not the network's.
 fn client_broke_http2(e: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return (h2.is_go_away() && h2.is_library())
-                .then(|| h2.reason())
-                .flatten();
-        }
-        source = s.source();
-    }
-    None
+    let h2 = crate::error::error_in_chain::<h2::Error>(e)?;
+    (h2.is_go_away() && h2.is_library())
+        .then(|| h2.reason())
+        .flatten()
 }
 
 async fn serve_connection<Io, S: Serving>(

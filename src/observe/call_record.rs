@@ -142,11 +142,9 @@ struct Facts {
     named: Option<Arc<crate::envelope::Target>>,
     route: Option<String>,
     endpoint: Option<String>,
-    attempts: u32,
     /// The request's bytes and attempts of the call (of the call at index
     /// 0 of an aggregate's list), and of an aggregate's other calls by
     /// their index less one, so a plain call allocates nothing for them.
-    /// `attempts` above is their sum, kept for the line.
     request: CallRequest,
     other_requests: Vec<CallRequest>,
     http_status: Option<u16>,
@@ -211,6 +209,11 @@ impl Facts {
                 .iter()
                 .map(CallRequest::bytes_sent)
                 .sum::<u64>()
+    }
+
+    /// Upstream attempts, summed over an aggregate's calls.
+    fn attempts(&self) -> u32 {
+        self.request.attempts + self.other_requests.iter().map(|r| r.attempts).sum::<u32>()
     }
 
     fn request_mut(&mut self, call: usize) -> &mut CallRequest {
@@ -563,7 +566,6 @@ impl CallRecord {
         }
         let now = Instant::now();
         let mut f = self.facts();
-        f.attempts += 1;
         f.request_mut(call).attempts += 1;
         if self.log.is_some() {
             f.endpoint = Some(endpoint.to_owned());
@@ -919,7 +921,7 @@ impl CallRecord {
                     .into(),
             ),
             (k!("endpoint"), f.endpoint.as_deref().into()),
-            (k!("attempts"), Field::UInt(u64::from(f.attempts))),
+            (k!("attempts"), Field::UInt(u64::from(f.attempts()))),
             (
                 k!("http_status"),
                 f.http_status

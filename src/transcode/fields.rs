@@ -7,6 +7,14 @@ use crate::error::GatewayError;
 use base64::Engine as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
+/// The field `part` names in `message`, by its proto or its JSON name, as
+/// a query key may name it.
+fn field_named(message: &MessageDescriptor, part: &str) -> Option<FieldDescriptor> {
+    message
+        .get_field_by_name(part)
+        .or_else(|| message.get_field_by_json_name(part))
+}
+
 /// Resolves a dotted query key (`filter.language`) to its field path,
 /// accepting proto and JSON names. `None` when any part names no field.
 pub fn resolve(desc: &MessageDescriptor, key: &str) -> Option<Vec<FieldDescriptor>> {
@@ -14,9 +22,7 @@ pub fn resolve(desc: &MessageDescriptor, key: &str) -> Option<Vec<FieldDescripto
     let mut message = desc.clone();
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
-        let field = message
-            .get_field_by_name(part)
-            .or_else(|| message.get_field_by_json_name(part))?;
+        let field = field_named(&message, part)?;
         if parts.peek().is_some() {
             match field.kind() {
                 Kind::Message(m) if !field.is_list() && !is_scalar_like(&m) => message = m,
@@ -35,9 +41,7 @@ pub fn unreachable_through(desc: &MessageDescriptor, key: &str) -> Option<String
     let mut parts = key.split('.').peekable();
     let mut path = String::new();
     while let Some(part) = parts.next() {
-        let field = message
-            .get_field_by_name(part)
-            .or_else(|| message.get_field_by_json_name(part))?;
+        let field = field_named(&message, part)?;
         if !path.is_empty() {
             path.push('.');
         }
@@ -74,15 +78,10 @@ pub fn not_a_field(desc: &MessageDescriptor, key: &str) -> String {
     let mut message = desc.clone();
     let mut path = String::new();
     for part in key.split('.') {
-        let Some(field) = message
-            .get_field_by_name(part)
-            .or_else(|| message.get_field_by_json_name(part))
-        else {
+        let Some(field) = field_named(&message, part) else {
             // grpc-gateway's `labels[key]=value`: said of the map meant.
             let map = part.split_once('[').and_then(|(name, _)| {
-                let field = message
-                    .get_field_by_name(name)
-                    .or_else(|| message.get_field_by_json_name(name))?;
+                let field = field_named(&message, name)?;
                 field.is_map().then_some(name)
             });
             if let Some(name) = map {
