@@ -119,10 +119,13 @@ pub async fn load_with_stats(
         authenticators.push(Arc::new(
             policy::auth::Authenticator::load(a)
                 .await
-                .map_err(|reason| {
+                .map_err(|(at, reason)| {
                     StartError::Config(crate::config::ConfigError {
                         file: config.source.clone(),
-                        key: format!("authenticators.{}", a.name),
+                        key: match at {
+                            Some(at) => format!("authenticators.{}.{at}", a.name),
+                            None => format!("authenticators.{}", a.name),
+                        },
                         reason,
                     })
                 })?,

@@ -692,6 +692,66 @@ impl Validator<'_> {
         }
     }
 
+    /// While the edge drops client headers named with `_`, a policy
+    /// reading one would never find it: a rate limit keyed on it would put
+    /// every caller in one bucket.
+    fn no_underscored_header_names(
+        &self,
+        routes: &[crate::routes::config::RouteConfig],
+        upstreams: &[crate::egress::upstream::config::UpstreamConfig],
+        authenticators: &[AuthenticatorConfig],
+    ) -> Result<(), ConfigError> {
+        use crate::ingress::edge::config::dropped_underscored;
+        let underscored = |h: &http::HeaderName| h.as_str().contains('_');
+        for a in authenticators {
+            if let AuthMethod::ApiKey(ApiKeyConfig { header, .. }) = &a.method {
+                if underscored(header) {
+                    return Err(self.err(
+                        format!("authenticators.{}.header", a.name),
+                        dropped_underscored(header.as_str()),
+                    ));
+                }
+            }
+        }
+        for u in upstreams {
+            if let crate::egress::upstream::config::Balance::ConsistentHash(
+                crate::egress::upstream::config::HashKey::Header(h),
+            ) = &u.balance
+            {
+                if underscored(h) {
+                    return Err(self.err(
+                        format!("upstreams.{}.hash_key", u.name),
+                        dropped_underscored(h.as_str()),
+                    ));
+                }
+            }
+        }
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(crate::policy::rate_limit::config::RateLimitKey::Header(h)) =
+                r.rate_limit.as_ref().map(|l| &l.key)
+            {
+                if underscored(h) {
+                    return Err(self.err(
+                        format!("routes[{i}].rate_limit.key"),
+                        dropped_underscored(h.as_str()),
+                    ));
+                }
+            }
+            if let Some(h) = r
+                .cache
+                .iter()
+                .flat_map(|c| &c.vary)
+                .find(|h| underscored(h))
+            {
+                return Err(self.err(
+                    format!("routes[{i}].cache.vary"),
+                    dropped_underscored(h.as_str()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, f: file::File) -> Result<Config, ConfigError> {
         let server = self.server(&f.server)?;
         let json = self.json("json", &f.json, JsonOptions::default())?;
@@ -782,13 +842,22 @@ impl Validator<'_> {
         // `x-user-id` never sees a client's. (A forward-auth service's
         // `upstream_headers` are its own only where it runs: they may name
         // `authorization`, which other routes pass on from the client.)
+        // So are the binary twins of the headers credentials come in
+        // (`authorization-bin`, an API key header's): the gateway checks
+        // neither, so a backend that read one would trust what no policy saw.
+        let mut owned: Vec<http::HeaderName> =
+            vec![crate::headers::binary_twin(&http::header::AUTHORIZATION)];
         for a in &authenticators {
             for (_, header) in &a.forward_claims {
-                for name in [header.clone(), crate::headers::binary_twin(header)] {
-                    if !metadata.gateway_owned.contains(&name) {
-                        metadata.gateway_owned.push(name);
-                    }
-                }
+                owned.extend([header.clone(), crate::headers::binary_twin(header)]);
+            }
+            if let AuthMethod::ApiKey(ApiKeyConfig { header, .. }) = &a.method {
+                owned.push(crate::headers::binary_twin(header));
+            }
+        }
+        for name in owned {
+            if !metadata.gateway_owned.contains(&name) {
+                metadata.gateway_owned.push(name);
             }
         }
         let context = crate::routes::config::RouteContext {
@@ -848,6 +917,9 @@ impl Validator<'_> {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        if metadata.drop_underscored {
+            self.no_underscored_header_names(&routes, &upstreams, &authenticators)?;
+        }
         Ok(Config {
             source: self.source.to_owned(),
             server,

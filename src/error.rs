@@ -578,6 +578,16 @@ impl GatewayError {
         )
     }
 
+    /// The client's own timeout was zero (`grpc-timeout: 0S`): the call
+    /// had no time from the start, the client's doing whoever noticed.
+    pub fn deadline_given_no_time(before: &str) -> Self {
+        Self::new(
+            ErrorKind::DeadlineExceeded,
+            Origin::Client,
+            format!("the call's deadline passed before {before} (the client's timeout was 0)"),
+        )
+    }
+
     /// The deadline passed while the client was still sending its
     /// request: the client's doing, and the backend was never called.
     pub fn deadline_passed_reading_request() -> Self {

@@ -463,13 +463,20 @@ pub fn never_indexed(mut value: HeaderValue) -> HeaderValue {
     value
 }
 
-/// Headers some web frameworks read as the request's real method: the
-/// gateway authorized the method it routed, so a backend must never be
-/// told to run another.
-pub fn is_method_override(name: &str) -> bool {
+/// Headers some web frameworks read as the request's real method or path
+/// (method overrides; IIS's and older Symfony's `X-Original-URL` and
+/// `X-Rewrite-URL`): the gateway authorized the method and path it
+/// routed, so a backend must never be told to run another.
+pub fn is_request_override(name: &str) -> bool {
     matches!(
         name,
-        "x-http-method-override" | "x-http-method" | "x-method-override"
+        "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-method"
+            | "x-envoy-original-path"
     )
 }
 

@@ -118,7 +118,10 @@ fn main() -> ExitCode {
         let _entered = runtime.enter();
         app::hold_hangups()
     });
-    observe::init();
+    observe::init(match cli.command {
+        Command::Serve { .. } | Command::Demo { .. } => observe::LogStream::Stdout,
+        _ => observe::LogStream::Stderr,
+    });
     let result: Result<(), String> = runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => {

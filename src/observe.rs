@@ -14,16 +14,32 @@ pub mod usage;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+/// Where log lines go. A running gateway's log is its standard output; a
+/// command whose standard output is its product (`check`'s listing,
+/// `openapi`'s document) logs to standard error, so that product can be
+/// redirected to a file or piped whole.
+#[derive(Clone, Copy)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+pub fn init(stream: LogStream) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colors only for a terminal: a log redirected to a file or a
     // collector gets plain text, not escape codes.
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let _ = tracing_subscriber::fmt()
+    let terminal = match stream {
+        LogStream::Stdout => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        LogStream::Stderr => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(terminal)
-        .event_format(request_scope::WithRequestId::default())
-        .try_init();
+        .event_format(request_scope::WithRequestId::default());
+    let _ = match stream {
+        LogStream::Stdout => subscriber.try_init(),
+        LogStream::Stderr => subscriber.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 /// A `tracing` event about a failed call at the level its origin calls

@@ -2,6 +2,7 @@
 //! knows what to do: the parser's own words name byte values and variants.
 
 use rustls::pki_types::pem::Error;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a file of certificates could not be read, after "FILE: ".
 pub fn certificates(e: &Error) -> String {
@@ -33,6 +34,34 @@ pub fn holds_private_key(pem: &[u8]) -> bool {
     })
 }
 
+/// Where in a chain of certificates the key's own certificate is, when it
+/// is there but not first: a chain written issuers first. The first must
+/// be the holder's own, so the file, not the key, is what to mend.
+pub fn key_certificate_out_of_place(
+    certs: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Option<usize> {
+    let signing_key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .ok()?;
+    (1..certs.len()).find(|&i| {
+        rustls::sign::CertifiedKey::new(vec![certs[i].clone()], signing_key.clone())
+            .keys_match()
+            .is_ok()
+    })
+}
+
+/// Why a chain whose key belongs to its certificate `at` (counted from 0)
+/// is refused, after "FILE: ".
+pub fn chain_out_of_order(at: usize, count: usize, key_file: &str) -> String {
+    format!(
+        "the key in {key_file} is that of certificate {} of the {count} here, not the first: \
+         put the gateway's own certificate first, then the certificates that issued it",
+        at + 1
+    )
+}
+
 fn plain_reason(e: &Error) -> String {
     match e {
         Error::MissingSectionEnd { end_marker } => format!(
@@ -52,7 +81,6 @@ fn plain_reason(e: &Error) -> String {
 mod tests {
     use super::*;
     use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     #[test]
     fn a_cut_short_certificate_and_an_encrypted_key_are_said_plainly() {

@@ -132,6 +132,8 @@ pub struct JsonFile {
 pub struct MetadataFile {
     pub forward: Option<Vec<String>>,
     pub honour_client_timeout: Option<bool>,
+    /// "drop" (default) or "allow".
+    pub headers_with_underscores: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

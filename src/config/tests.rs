@@ -176,6 +176,7 @@ fn forwarded_headers_accept_prefixes_and_refuse_grpc_reserved_ones() {
         ("Content-Length", "never reaches a backend"),
         ("connection", "never reaches a backend"),
         ("x-http-method-override", "never reaches a backend"),
+        ("x-original-url", "never reaches a backend"),
         ("sec-websocket-key", "never reaches a backend"),
         ("mcp-session-id", "never reaches a backend"),
         ("connect-*", "never reaches a backend"),
@@ -724,7 +725,26 @@ fn two_consumers_with_one_key_is_a_config_error() {
 fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
     let fixture = |f: &str| format!("{}/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
     let descriptors = fixture("../../descriptors/demo.binpb");
+    let dir = std::env::temp_dir().join(format!("portico-client-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let issuer_first = dir.join("client-chain.pem");
+    std::fs::write(
+        &issuer_first,
+        [fixture("tls/client-ca.pem"), fixture("tls/client.pem")]
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .concat(),
+    )
+    .unwrap();
     for (files, key, says) in [
+        (
+            format!(
+                "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+                issuer_first.display(),
+                fixture("tls/client.key")
+            ),
+            "upstreams.backend.tls_cert_file",
+            "client.key is that of certificate 2 of the 2 here, not the first",
+        ),
         (
             format!("tls_ca_file = \"{descriptors}\""),
             "upstreams.backend.tls_ca_file",
@@ -756,6 +776,7 @@ fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
         assert_eq!(err.key, key, "{files}: {err}");
         assert!(err.to_string().contains(says), "{files}: {err}");
     }
+    std::fs::remove_dir_all(&dir).ok();
     let good = MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",
         &format!(
@@ -1391,4 +1412,112 @@ fn a_rate_is_summarised_as_a_person_would_write_it() {
     assert_eq!(rate_text(2.5), "2.5");
     assert_eq!(rate_text(0.0000000317), "0.0000000317");
     assert_eq!(rate_text(1000.0), "1000");
+}
+
+/// While the edge drops client headers named with `_` (the default), a
+/// setting that reads one would never see it: refused, naming the key.
+#[test]
+fn a_header_name_with_an_underscore_is_refused_while_such_headers_are_dropped() {
+    let with_route = |extra: &str| {
+        MINIMAL.replace(
+            "upstream = \"backend\"\n",
+            &format!("upstream = \"backend\"\n{extra}\n"),
+        )
+    };
+    let cases = [
+        (
+            format!("[metadata]\nforward = [\"x-a\", \"x_tenant\"]\n{MINIMAL}"),
+            "metadata.forward[1]",
+        ),
+        (
+            with_route("rate_limit = { requests_per_second = 1, key = \"header:x_tenant\" }"),
+            "routes[0].rate_limit.key",
+        ),
+        (
+            with_route("cache = { ttl = \"1s\", vary = [\"x_tenant\"] }"),
+            "routes[0].cache.vary",
+        ),
+        (
+            MINIMAL.replace(
+                "endpoints = [\"127.0.0.1:50051\"]",
+                "endpoints = [\"127.0.0.1:50051\"]\nbalance = \"consistent_hash\"\nhash_key = \"header:x_tenant\"",
+            ),
+            "upstreams.backend.hash_key",
+        ),
+    ];
+    for (text, key) in &cases {
+        let err = Config::from_toml(text).unwrap_err();
+        assert_eq!(err.key, *key, "{err}");
+        assert!(err.reason.contains("holds `_`"), "{err}");
+        let allowed = format!("[metadata]\nheaders_with_underscores = \"allow\"\n{text}").replacen(
+            "[metadata]\nforward",
+            "forward",
+            1,
+        );
+        Config::from_toml(&allowed).unwrap_or_else(|e| panic!("{key} when allowed: {e}"));
+    }
+    let err = Config::from_toml(&format!(
+        "[metadata]\nheaders_with_underscores = \"keep\"\n{MINIMAL}"
+    ))
+    .unwrap_err();
+    assert_eq!(err.key, "metadata.headers_with_underscores", "{err}");
+    assert!(
+        Config::from_toml(MINIMAL)
+            .unwrap()
+            .metadata
+            .drop_underscored
+    );
+}
+
+/// Settings that only a key source they belong to reads are refused
+/// without it, as `jwks_ca_file` is.
+#[test]
+fn settings_with_nothing_to_apply_to_are_config_errors() {
+    let fixture = |f: &str| format!("{}/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
+    let jwt = |extra: &str| {
+        format!(
+            "[authenticators.users]\nalgorithm = \"RS256\"\npublic_key_file = \"{}\"\n{extra}\n{MINIMAL}",
+            fixture("jwt_rs256_public.pem")
+        )
+    };
+    for at in ["jwks_min_refresh", "jwks_max_age"] {
+        let err = Config::from_toml(&jwt(&format!("{at} = \"10m\""))).unwrap_err();
+        assert_eq!(err.key, format!("authenticators.users.{at}"), "{err}");
+        assert!(err.reason.contains("only applies with a JWK set"), "{err}");
+    }
+    Config::from_toml(&jwt("")).unwrap();
+    let authz =
+        |extra: &str| format!("[ext_authz.opa]\ngrpc = \"127.0.0.1:9191\"\n{extra}\n{MINIMAL}");
+    for (extra, says) in [
+        ("cache_max_entries = 100", "only applies with a cache_ttl"),
+        (
+            "cache_ttl = \"5s\"\ncache_max_entries = 0",
+            "keeps no answer",
+        ),
+    ] {
+        let err = Config::from_toml(&authz(extra)).unwrap_err();
+        assert_eq!(err.key, "ext_authz.opa.cache_max_entries", "{err}");
+        assert!(err.reason.contains(says), "{err}");
+    }
+    Config::from_toml(&authz("cache_ttl = \"5s\"\ncache_max_entries = 100")).unwrap();
+}
+
+/// A public key of another kind than the algorithm verifies with is
+/// refused naming the file it came from.
+#[test]
+fn a_public_key_of_the_wrong_kind_names_its_file() {
+    let fixture = format!(
+        "{}/tests/fixtures/jwt_rs256_public.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = format!(
+        "[authenticators.users]\nalgorithm = \"ES256\"\npublic_key_file = \"{fixture}\"\n{MINIMAL}"
+    );
+    let err = Config::from_toml(&text).unwrap_err();
+    assert_eq!(err.key, "authenticators.users.public_key_file", "{err}");
+    assert!(
+        err.reason
+            .contains("jwt_rs256_public.pem is not a PEM EC public key, which ES256 needs"),
+        "{err}"
+    );
 }

@@ -50,9 +50,12 @@ impl LocalServices {
             .deadline()
             .is_some_and(|d| d <= std::time::Instant::now())
         {
-            return Err(GatewayError::deadline_exceeded_before(
-                "the gateway answered",
-            ));
+            return Err(match env.ctx.client_timeout {
+                Some(t) if t.is_zero() => {
+                    GatewayError::deadline_given_no_time("the gateway answered")
+                }
+                _ => GatewayError::deadline_exceeded_before("the gateway answered"),
+            });
         }
         self.egress.local(service, env).await.map_err(|mut e| {
             // The status is the gateway's own answer, not a backend's: a

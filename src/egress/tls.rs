@@ -75,6 +75,20 @@ pub fn upstream_config_by_key(
                     ),
                 )
             })?;
+            if let Some(at) = crate::pem_problems::key_certificate_out_of_place(&certs, &key) {
+                return Err((
+                    "tls_cert_file",
+                    format!(
+                        "{}: {}",
+                        cert_file.display(),
+                        crate::pem_problems::chain_out_of_order(
+                            at,
+                            certs.len(),
+                            &key_file.display().to_string()
+                        )
+                    ),
+                ));
+            }
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 (
                     "tls_key_file",

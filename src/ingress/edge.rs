@@ -54,6 +54,26 @@ pub struct Edge {
     pub sinks: Sinks,
 }
 
+/// Removes every header whose name holds `_`, as nginx does by default:
+/// CGI, WSGI, PHP and Rack read `x_user_id` and `x-user-id` as one name,
+/// so a client could pass such a backend a header the gateway strips or
+/// sets (a forwarded claim, `X-Forwarded-For`, a method override, an API
+/// key the cache does not see) by spelling it with `_`.
+fn drop_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| n.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        tracing::debug!(header = %name, "dropped: a header name holding `_` (metadata.headers_with_underscores)");
+        headers.remove(&name);
+    }
+}
+
 /// The mark the listener puts in the extensions of each request that came
 /// over a TLS connection.
 #[derive(Clone, Copy, Debug)]
@@ -335,7 +355,7 @@ impl Edge {
         *name == request_id::HEADER
             || !is_framing(name)
                 && !is_protocol_own(name.as_str())
-                && !crate::headers::is_method_override(name.as_str())
+                && !crate::headers::is_request_override(name.as_str())
                 && !self.metadata.gateway_owned.contains(name)
                 && self.metadata.allows(name.as_str())
     }
@@ -370,6 +390,9 @@ impl Edge {
         started: Instant,
     ) -> RequestCtx {
         let mut headers = inbound.headers;
+        if self.metadata.drop_underscored {
+            drop_underscored(&mut headers);
+        }
         // Who the client is: the peer, or whom a trusted proxy names.
         let scheme = if inbound.over_tls { "https" } else { "http" };
         let client = forwarded::apply(&mut headers, client, &self.trusted_proxies, scheme);

@@ -111,6 +111,16 @@ pub fn acceptor(tls: &ServerTls) -> Result<TlsAcceptor, (&'static str, String)> 
             builder.with_client_cert_verifier(verifier)
         }
     };
+    let out_of_place = crate::pem_problems::key_certificate_out_of_place(&certs, &key);
+    if let Some(at) = out_of_place {
+        return Err((
+            "cert_file",
+            format!(
+                "{file}: {}",
+                crate::pem_problems::chain_out_of_order(at, certs.len(), &key_file.to_string())
+            ),
+        ));
+    }
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         (
             "key_file",

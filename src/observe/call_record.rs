@@ -995,6 +995,18 @@ impl Drop for CallRecord {
             return;
         }
         let mut facts = std::mem::take(self.facts.get_mut().unwrap_or_else(|e| e.into_inner()));
+        // Every adapter notes the status it answers an HTTP request with:
+        // a call of one that has none, and no ending either, was dropped
+        // before its answer, by a client that left (an HTTP/2 stream reset
+        // mid-upload, even with `NO_ERROR`, drops the request's future).
+        if self.kind == Kind::Call
+            && self.http_method.is_some()
+            && facts.code.is_none()
+            && facts.http_status.is_none()
+        {
+            facts.code = Some(tonic::Code::Cancelled);
+            facts.left = true;
+        }
         let failed = facts.code.is_some_and(|c| c != tonic::Code::Ok) || facts.error.is_some();
         let ended = Instant::now();
         let elapsed = ended.saturating_duration_since(self.started);

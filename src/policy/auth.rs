@@ -39,14 +39,21 @@ enum Verifier {
 
 impl Authenticator {
     /// Builds the verifier; a JWK set or an issuer's discovery document is
-    /// read now, so a bad one fails startup.
-    pub async fn load(config: &AuthenticatorConfig) -> Result<Authenticator, String> {
+    /// read now, so a bad one fails startup. An error names the key of the
+    /// authenticator's table at fault when there is one (`jwks_file`).
+    pub async fn load(
+        config: &AuthenticatorConfig,
+    ) -> Result<Authenticator, (Option<&'static str>, String)> {
         let verifier = match &config.method {
             AuthMethod::ApiKey(keys) => Verifier::ApiKey(keys.clone()),
-            AuthMethod::Jwt(jwt) => Verifier::Jwt(jwt::JwtVerifier::load(jwt).await?),
-            AuthMethod::Introspection(c) => {
-                Verifier::Introspection(Arc::new(introspection::Introspector::new(c)?))
-            }
+            AuthMethod::Jwt(jwt) => Verifier::Jwt(
+                jwt::JwtVerifier::load(jwt)
+                    .await
+                    .map_err(|(key, e)| (Some(key), e))?,
+            ),
+            AuthMethod::Introspection(c) => Verifier::Introspection(Arc::new(
+                introspection::Introspector::new(c).map_err(|e| (None, e))?,
+            )),
             AuthMethod::ClientCert(c) => Verifier::ClientCert(c.clone()),
         };
         Ok(Authenticator {

@@ -556,10 +556,10 @@ mod tests {
         assert_eq!(
             json,
             concat!(
-                r#"{"name":"n","doubleValue":2.0,"counts":{"10":3,"9":4,"B":5,"a":2,"b":1},"#,
+                r#"{"name":"n","doubleValue":2,"counts":{"10":3,"9":4,"B":5,"a":2,"b":1},"#,
                 r#""children":{"-3":{"name":"minus"},"9":{"name":"nine"},"#,
                 r#""10":{"name":"ten","floatValue":0.1,"counts":{"y":2,"z":1}},"100":{}},"#,
-                r#""attributes":{"a":{"b":2.0,"y":1.0},"z":1.0},"#,
+                r#""attributes":{"a":{"b":2,"y":1},"z":1},"#,
                 r#""details":{"@type":"type.googleapis.com/google.protobuf.Duration","value":"1s"}}"#
             )
         );

@@ -566,6 +566,95 @@ async fn a_unary_body_cut_by_a_reset_is_never_called() {
     assert_eq!(books(&h).await, before, "no book was created");
 }
 
+/// The same reset, on every protocol that sends a call's one message as
+/// its body: the client left, so the access log says CANCELLED with no
+/// status sent and no error, as for a reset with any other code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_message_body_cut_by_a_no_error_reset_is_logged_as_a_client_that_left() {
+    let dir = std::env::temp_dir().join(format!("portico-cut-noerror-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let h =
+        support::Harness::start_with(&format!("[access_log]\npath = \"{}\"\n", log.display()), "")
+            .await;
+    // Each body is the start of a longer one its headers announce.
+    let grpc_start: &[u8] = &[0, 0, 0, 0, 40, 10, 9, b's', b'h'];
+    let cases: [(&str, &str, &str, &[u8]); 5] = [
+        (
+            "rest",
+            "/v1/shelves/1/books",
+            "application/json",
+            br#"{"title": "cut"#,
+        ),
+        (
+            "grpc",
+            "/portico.demo.v1.Library/CreateBook",
+            "application/grpc",
+            grpc_start,
+        ),
+        (
+            "grpc-web",
+            "/portico.demo.v1.Library/CreateBook",
+            "application/grpc-web+proto",
+            grpc_start,
+        ),
+        (
+            "connect",
+            "/portico.demo.v1.Library/CreateBook",
+            "application/json",
+            br#"{"parent": "shel"#,
+        ),
+        (
+            "mcp",
+            "/mcp",
+            "application/json",
+            br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/ca"#,
+        ),
+    ];
+    let socket = TcpStream::connect(h.gateway.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(conn);
+    for (protocol, path, content_type, start) in cases {
+        let mut client = client.clone().ready().await.unwrap();
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}{path}", h.gateway.addr))
+            .header("content-type", content_type)
+            .header("content-length", "100")
+            .header("accept", "application/json, text/event-stream")
+            .header("te", "trailers");
+        if protocol == "connect" {
+            req = req.header("connect-protocol-version", "1");
+        }
+        let req = req.body(()).unwrap();
+        let (_response, mut send) = client.send_request(req, false).unwrap();
+        send.send_data(Bytes::from_static(start), false).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send.send_reset(h2::Reason::NO_ERROR);
+    }
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    support::eventually(|| lines().len() >= cases.len()).await;
+    let lines = lines();
+    for (protocol, path, _, _) in cases {
+        let line = lines
+            .iter()
+            .find(|l| l["protocol"] == protocol)
+            .unwrap_or_else(|| panic!("{protocol}: no line in {lines:?}"));
+        assert_eq!(line["path"], path, "{line}");
+        assert_eq!(line["grpc_status"], "CANCELLED", "{protocol}: {line}");
+        assert!(line["http_status"].is_null(), "{protocol}: {line}");
+        assert!(line["error"].is_null(), "{protocol}: {line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A call cut because the session was closed for the client's frame is
 /// logged as that, not as a client that merely left.
 #[tokio::test]

@@ -200,6 +200,11 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         with(&|c| c["exp"] = json!("tomorrow")),
     ));
     bad.push(("iss of the wrong type", with(&|c| c["iss"] = json!(42))));
+    // RFC 7519 makes `iss` one value: a list holding the issuer is not it.
+    bad.push((
+        "iss a list",
+        with(&|c| c["iss"] = json!([ISSUER, "https://other.example"])),
+    ));
     bad.push((
         "wrong key",
         encode(
@@ -230,7 +235,7 @@ async fn every_kind_of_bad_token_is_refused_before_the_backend() {
         "wrong audience" => "it is for another audience (aud)",
         "no expiry" => "it has no exp claim, which is required",
         "exp of the wrong type" => "its exp claim has the wrong type",
-        "iss of the wrong type" => "its iss claim has the wrong type",
+        "iss of the wrong type" | "iss a list" => "its iss claim has the wrong type",
         "wrong key" | "tampered" => "its signature does not verify",
         // Not the parser's list of the algorithms it knows.
         "alg none" => "it is signed with an algorithm this route does not accept",
@@ -406,13 +411,14 @@ async fn a_public_key_of_another_kind_than_the_algorithm_is_named() {
         ),
         "auth = \"x\"",
     );
-    let err = match portico::app::load(portico::config::Config::from_toml(&text).unwrap()).await {
+    // Refused as the config is read, naming the file.
+    let err = match portico::config::Config::from_toml(&text) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("an RSA key was taken for ES256"),
     };
     assert!(
-        err.contains("authenticators.x")
-            && err.contains("not a PEM EC public key, which ES256 needs"),
+        err.contains("authenticators.x.public_key_file")
+            && err.contains("jwt_rs256_public.pem is not a PEM EC public key, which ES256 needs"),
         "{err}"
     );
 }

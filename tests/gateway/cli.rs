@@ -947,6 +947,55 @@ fn a_reader_that_stops_early_is_not_an_error() {
     }
 }
 
+/// What `check` and `openapi` print is their product, for a file or a
+/// pipe: a warning logged while the config loads goes to standard error,
+/// never into the listing or the JSON document.
+#[test]
+fn warnings_while_loading_go_to_stderr_not_into_the_output() {
+    let dir = std::env::temp_dir().join(format!("portico-cli-streams-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("feed-cached.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{proto}\"]\n\
+             protos = [\"portico/demo/v1/library.proto\", \"portico/demo/v1/feed.proto\"]\n\
+             [upstreams.a]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"a\"\n\
+             [[routes]]\ngrpc_service = \"portico.demo.v1.Feed\"\nupstream = \"a\"\ncache = {{ ttl = \"1s\" }}\n",
+            proto = support::proto_dir()
+        ),
+    )
+    .unwrap();
+    for command in ["check", "openapi"] {
+        let out = portico()
+            .args([command, "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("WARN")
+                && stderr.contains("no method of portico.demo.v1.Feed is cached"),
+            "{command}: the warning is on stderr: {stderr}"
+        );
+        assert!(!stdout.contains("WARN"), "{command}: {stdout}");
+    }
+    let out = portico()
+        .args(["openapi", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(doc["openapi"], "3.1.0");
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test]
 async fn serve_logs_the_ports_it_bound_so_port_zero_is_found() {
     let dir = std::env::temp_dir().join(format!("portico-ports-{}", std::process::id()));

@@ -231,7 +231,11 @@ async fn a_forward_list_is_one_rule_for_every_protocol() {
 /// header is not forwarded, whatever the forward rule and the protocol.
 #[tokio::test]
 async fn a_header_name_grpc_metadata_cannot_carry_is_not_forwarded_on_any_protocol() {
-    let h = gateway("[metadata]\nforward = [\"*\"]\n", "").await;
+    let h = gateway(
+        "[metadata]\nforward = [\"*\"]\nheaders_with_underscores = \"allow\"\n",
+        "",
+    )
+    .await;
     for protocol in EVERY_PROTOCOL {
         let s = call(
             &h,

@@ -952,15 +952,38 @@ async fn headers_authenticators_write_never_come_from_the_client_even_where_no_o
             ("x-user-id", "admin"),
             ("x-consumer", "root"),
             ("x-tenant", "kept"),
+            // Spelled with `_`, which CGI, WSGI, PHP and Rack backends read
+            // as the same names: dropped at the edge.
+            ("x_user_id", "admin"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_http_method_override", "DELETE"),
+            ("x_api_key", "key-one"),
+            // A path override, which some frameworks route by.
+            ("x-original-url", "/admin"),
         ];
         // The gRPC helper sends ASCII metadata only (the -bin twin is
         // covered on gRPC by the base64 claim test).
         if protocol != Protocol::Grpc {
             headers.push(("x-user-id-bin", "Zm9yZ2Vk"));
+            // The binary twins of the headers credentials come in: no
+            // policy checks them, so no backend is handed them.
+            headers.push(("authorization-bin", "Zm9yZ2Vk"));
+            headers.push(("x-api-key-bin", "Zm9yZ2Vk"));
         }
         let seen = call(&h, protocol, &headers, "", None).await;
         assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
-        for forged in ["x-user-id", "x-user-id-bin", "x-consumer"] {
+        for forged in [
+            "x-user-id",
+            "x-user-id-bin",
+            "x-consumer",
+            "x_user_id",
+            "x_forwarded_for",
+            "x_http_method_override",
+            "x_api_key",
+            "authorization-bin",
+            "x-api-key-bin",
+            "x-original-url",
+        ] {
             assert!(
                 !seen.metadata.contains_key(forged),
                 "{protocol:?}: a client's {forged} reached the backend: {:?}",
@@ -968,6 +991,18 @@ async fn headers_authenticators_write_never_come_from_the_client_even_where_no_o
             );
         }
         assert_eq!(seen.metadata["x-tenant"], "kept", "{protocol:?}");
+    }
+}
+
+/// A deployment whose backends tell `_` from `-` (gRPC servers) may keep
+/// headers named with `_`: then they are metadata like any other.
+#[tokio::test]
+async fn headers_named_with_underscores_pass_when_allowed() {
+    let h = gateway("[metadata]\nheaders_with_underscores = \"allow\"\n", "").await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("x_tenant", "acme")], "", None).await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(seen.metadata["x_tenant"], "acme", "{protocol:?}");
     }
 }
 

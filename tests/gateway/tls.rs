@@ -94,6 +94,35 @@ async fn a_key_that_does_not_fit_the_certificate_is_a_startup_error() {
     );
 }
 
+/// A chain written issuer first holds the key's certificate, just not
+/// where it must be: the error blames the certificate file and says the
+/// order, instead of calling the right key the wrong one.
+#[tokio::test]
+async fn a_chain_with_the_servers_certificate_last_is_blamed_on_its_order() {
+    let dir = std::env::temp_dir().join(format!("portico-chain-order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let chain = dir.join("issuer-first.pem");
+    let issuer = std::fs::read_to_string(support::fixture("tls/ca.pem")).unwrap();
+    let own = std::fs::read_to_string(support::fixture("tls/server.pem")).unwrap();
+    std::fs::write(&chain, format!("{issuer}{own}")).unwrap();
+    let text = config("127.0.0.1:1".parse().unwrap(), "tls/server.key").replace(
+        &support::fixture("tls/server.pem"),
+        &chain.display().to_string(),
+    );
+    let err = match app::load(Config::from_toml(&text).unwrap()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a chain in the wrong order was accepted"),
+    };
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(err.contains("server.tls.cert_file"), "{err}");
+    assert!(
+        err.contains("issuer-first.pem: the key in ")
+            && err.contains("server.key is that of certificate 2 of the 2 here, not the first"),
+        "{err}"
+    );
+    assert!(err.contains("own certificate first"), "{err}");
+}
+
 #[tokio::test]
 async fn grpc_clients_call_over_tls_with_h2_by_alpn() {
     use portico::demo::backends::pb;

@@ -21,6 +21,8 @@ pub struct MetadataConfig {
     /// A list, not a set: it holds a name or two, and is compared with
     /// every header of every request.
     pub gateway_owned: Vec<http::HeaderName>,
+    /// Whether a client header whose name holds `_` is dropped at the edge.
+    pub drop_underscored: bool,
 }
 
 /// `metadata.forward` by default: `["*"]`, every header but the gateway's
@@ -62,8 +64,19 @@ impl Default for MetadataConfig {
             honour_client_timeout: true,
             query_credentials: Vec::new(),
             gateway_owned: Vec::new(),
+            drop_underscored: true,
         }
     }
+}
+
+/// Why a config naming a header with `_` is refused while the edge drops
+/// such headers: the setting would never see one.
+pub fn dropped_underscored(name: &str) -> String {
+    format!(
+        "{name:?} holds `_`, and the gateway drops every client header whose name does \
+         (metadata.headers_with_underscores = \"drop\"): name it with `-`, or set \
+         headers_with_underscores = \"allow\""
+    )
 }
 
 impl Validator<'_> {
@@ -105,14 +118,14 @@ impl Validator<'_> {
                 let never = match http::HeaderName::from_bytes(bare.as_bytes()) {
                     Ok(header) if !prefix => {
                         crate::headers::is_framing(&header)
-                            || crate::headers::is_method_override(bare)
+                            || crate::headers::is_request_override(bare)
                     }
                     _ => false,
                 } || crate::headers::is_protocol_own(bare);
                 if never {
                     return Err(self.err(
                         format!("metadata.forward[{i}]"),
-                        format!("{name:?} never reaches a backend (a header of the HTTP framing, a client protocol's own, or a method override; see the README's table of what the backend receives): leave it out"),
+                        format!("{name:?} never reaches a backend (a header of the HTTP framing, a client protocol's own, or a method or path override; see the README's table of what the backend receives): leave it out"),
                     ));
                 }
                 if prefix {
@@ -124,6 +137,27 @@ impl Validator<'_> {
         }
         if let Some(h) = m.honour_client_timeout {
             out.honour_client_timeout = h;
+        }
+        out.drop_underscored = match m.headers_with_underscores.as_deref() {
+            None | Some("drop") => true,
+            Some("allow") => false,
+            Some(other) => {
+                return Err(self.err(
+                    "metadata.headers_with_underscores",
+                    format!("{other:?} is not \"drop\" or \"allow\""),
+                ))
+            }
+        };
+        if out.drop_underscored {
+            if let Some((i, name)) = m
+                .forward
+                .iter()
+                .flatten()
+                .enumerate()
+                .find(|(_, n)| n.contains('_'))
+            {
+                return Err(self.err(format!("metadata.forward[{i}]"), dropped_underscored(name)));
+            }
         }
         Ok(out)
     }

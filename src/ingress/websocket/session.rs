@@ -495,7 +495,7 @@ impl Session {
                     call.ended.store(true, Ordering::Release);
                     call.input = None;
                 }
-                None => self.refuse(&id, &no_call(&id)).await,
+                None => self.refuse(&id, &no_call(&id, self.single)).await,
             },
             // Cancelling races the call's end: a cancel that arrives after
             // the status frame (and its call's removal) is not an error, and
@@ -881,7 +881,7 @@ impl Session {
 
     async fn deliver(&mut self, id: &str, body: Body) {
         let Some(call) = self.calls.get_mut(id) else {
-            return self.refuse(id, &no_call(id)).await;
+            return self.refuse(id, &no_call(id, self.single)).await;
         };
         let encoded = if call.input.is_none() {
             // Say why there is no more input: the client ended it, or the
@@ -1014,7 +1014,16 @@ impl Session {
     }
 }
 
-fn no_call(id: &str) -> GatewayError {
+/// Why a frame for a call that is not open is refused. A single call's
+/// frames name no call: one arriving after that call ended (a client that
+/// sent its end while the gateway was ending the call) is said as that.
+fn no_call(id: &str, single: bool) -> GatewayError {
+    if single {
+        return GatewayError::invalid_field(
+            "",
+            "the session's call has ended; this frame came after it",
+        );
+    }
     GatewayError::invalid_field("id", format!("no open call has id {id:?}"))
 }
 

@@ -550,6 +550,19 @@ impl Validator<'_> {
             }
             (None, None) => None,
         };
+        if jwks.is_none() {
+            for (at, given) in [
+                ("jwks_min_refresh", a.jwks_min_refresh.is_some()),
+                ("jwks_max_age", a.jwks_max_age.is_some()),
+            ] {
+                if given {
+                    return Err(self.err(
+                        format!("{key}.{at}"),
+                        "only applies with a JWK set: jwks_file, jwks_url or an issuer to discover",
+                    ));
+                }
+            }
+        }
         let public_pem = match (&a.public_key_file, &a.public_key) {
             (Some(_), Some(_)) => {
                 return Err(self.err(
@@ -638,7 +651,18 @@ impl Validator<'_> {
                 }
                 JwtKey::Secret(secret.as_bytes().to_vec())
             }
-            (false, None, Some(pem)) if jwks.is_none() => JwtKey::PublicPem(pem),
+            (false, None, Some(pem)) if jwks.is_none() => {
+                if let Err(why) = super::jwt::public_key(&pem, algorithm) {
+                    return Err(match &a.public_key_file {
+                        Some(file) => self.err(
+                            format!("{key}.public_key_file"),
+                            format!("{} {why}", self.path(file).display()),
+                        ),
+                        None => self.err(format!("{key}.public_key"), why),
+                    });
+                }
+                JwtKey::PublicPem(pem)
+            }
             (hmac, secret, pem) => {
                 // Name the key that conflicts, not only the one expected.
                 let jwks_key = if a.jwks_file.is_some() {

@@ -22,8 +22,8 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     /// Reads the key now, so a bad one (or an unreachable JWK set or
-    /// issuer) fails startup.
-    pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, String> {
+    /// issuer) fails startup; an error names the config key at fault.
+    pub async fn load(config: &JwtConfig) -> Result<JwtVerifier, (&'static str, String)> {
         Ok(JwtVerifier {
             keys: load_keys(config).await?,
             validation: Box::new(validation(config)),
@@ -323,6 +323,15 @@ fn key_type(algorithm: jsonwebtoken::Algorithm) -> Option<&'static str> {
     })
 }
 
+/// The config key that names where a set is read from.
+fn source_key(source: &JwksSource) -> &'static str {
+    match source {
+        JwksSource::File(_) => "jwks_file",
+        JwksSource::Url { .. } => "jwks_url",
+        JwksSource::Discovery { .. } => "issuer",
+    }
+}
+
 /// Where a set is read from, for log lines.
 fn source_name(source: &JwksSource) -> String {
     match source {
@@ -340,7 +349,7 @@ fn client_for(source: &JwksSource) -> Result<Option<Outbound>, String> {
         JwksSource::Url { ca_file, .. } | JwksSource::Discovery { ca_file, .. } => {
             Outbound::new(ca_file.as_deref(), Duration::from_secs(5))
                 .map(Some)
-                .map_err(|e| format!("jwks_ca_file: {e}"))
+                .map_err(|e| e.to_string())
         }
     }
 }
@@ -360,10 +369,10 @@ async fn fetch(
             let owned = path.clone();
             let bytes = tokio::task::spawn_blocking(move || crate::config::read_file(&owned))
                 .await
-                .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?
-                .map_err(|e| format!("jwks_file: cannot read {}: {e}", path.display()))?;
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             serde_json::from_slice::<serde_json::Value>(&bytes)
-                .map_err(|e| format!("jwks_file: {} is not a JWK set: {e}", path.display()))?
+                .map_err(|e| format!("{}: not a JWK set: {e}", path.display()))?
         }
         (JwksSource::Url { url, .. }, Some(client)) => client.get_json(url).await?,
         (JwksSource::Discovery { issuer, .. }, Some(client)) => {
@@ -375,7 +384,7 @@ async fn fetch(
     let entries = set
         .get("keys")
         .and_then(|k| k.as_array())
-        .ok_or_else(|| "not a JWK set: no \"keys\" array".to_owned())?;
+        .ok_or_else(|| format!("{}: not a JWK set: no \"keys\" array", source_name(source)))?;
     let mut keys = HashMap::new();
     let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
     let wanted = serde_json::to_value(algorithm).unwrap_or_default();
@@ -481,24 +490,28 @@ async fn discover(client: &Outbound, issuer: &str) -> Result<String, String> {
     Ok(jwks_uri.to_owned())
 }
 
-async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
+/// The key a PEM public key is for `algorithm`, or why it is not one.
+pub fn public_key(pem: &[u8], algorithm: jsonwebtoken::Algorithm) -> Result<DecodingKey, String> {
     use jsonwebtoken::Algorithm::*;
+    let (key, kind) = match algorithm {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => (DecodingKey::from_rsa_pem(pem), "RSA"),
+        ES256 | ES384 => (DecodingKey::from_ec_pem(pem), "EC"),
+        EdDSA => (DecodingKey::from_ed_pem(pem), "Ed25519"),
+        alg => return Err(format!("{alg:?} takes a secret, not a public key")),
+    };
+    key.map_err(|e| {
+        // The library's words are a variant's name (`InvalidKeyFormat`):
+        // said once, in parentheses, after the plain reason.
+        format!("is not a PEM {kind} public key, which {algorithm:?} needs ({e})")
+    })
+}
+
+async fn load_keys(config: &JwtConfig) -> Result<Keys, (&'static str, String)> {
     Ok(match (&config.key, config.algorithm) {
         (JwtKey::Secret(s), _) => Keys::One(DecodingKey::from_secret(s)),
+        // The config read it already, where the file's name is known.
         (JwtKey::PublicPem(pem), alg) => {
-            let (key, kind) = match alg {
-                RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
-                    (DecodingKey::from_rsa_pem(pem), "RSA")
-                }
-                ES256 | ES384 => (DecodingKey::from_ec_pem(pem), "EC"),
-                EdDSA => (DecodingKey::from_ed_pem(pem), "Ed25519"),
-                alg => return Err(format!("{alg:?} takes a secret, not a public key")),
-            };
-            Keys::One(key.map_err(|e| {
-                format!(
-                    "public_key_file (or public_key) is not a PEM {kind} public key, which {alg:?} needs ({e})"
-                )
-            })?)
+            Keys::One(public_key(pem, alg).map_err(|e| ("public_key", e))?)
         }
         (
             JwtKey::Jwks {
@@ -508,8 +521,10 @@ async fn load_keys(config: &JwtConfig) -> Result<Keys, String> {
             },
             _,
         ) => {
-            let client = client_for(source)?;
-            let read = fetch(source, client.as_ref(), config.algorithm).await?;
+            let client = client_for(source).map_err(|e| ("jwks_ca_file", e))?;
+            let read = fetch(source, client.as_ref(), config.algorithm)
+                .await
+                .map_err(|e| (source_key(source), e))?;
             Keys::Set(Arc::new(Jwks::new(
                 source.clone(),
                 client,
@@ -652,6 +667,14 @@ async fn verify_jwt(
             "its header lists critical extensions (crit) the gateway does not understand"
                 .to_owned(),
         ));
+    }
+    // RFC 7519 section 4.1.1: `iss` is one StringOrURI. The library also
+    // takes a list, and passes one holding the issuer: an issuer that
+    // signs for others (`["them", "us"]`) would speak for this one.
+    if let Some(iss) = data.claims.get("iss") {
+        if !iss.is_string() {
+            return Err(invalid("its iss claim has the wrong type".to_owned()));
+        }
     }
     // The subject is who the call is for (rate limits, usage, `consumers`):
     // tokens without one would all be one and the same caller.

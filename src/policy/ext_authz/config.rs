@@ -171,6 +171,21 @@ impl Validator<'_> {
             Duration::ZERO,
         )?)
         .filter(|ttl| !ttl.is_zero());
+        match (f.cache_max_entries, cache_ttl) {
+            (Some(_), None) => {
+                return Err(self.err(
+                    format!("{key}.cache_max_entries"),
+                    "only applies with a cache_ttl above zero (without one no answer is kept)",
+                ))
+            }
+            (Some(0), Some(_)) => {
+                return Err(self.err(
+                    format!("{key}.cache_max_entries"),
+                    "is 0, which keeps no answer: leave cache_ttl out instead",
+                ))
+            }
+            _ => {}
+        }
         let ca_file = f.ca_file.as_deref().map(|p| self.path(p));
         if let Some(ca) = &ca_file {
             // Read now, so `portico check` refuses what `serve` would.

@@ -33,6 +33,16 @@ impl<T: Serialize + ?Sized> Serialize for Nested<'_, T> {
     }
 }
 
+/// A float with no fractional part, small enough to be exact as an
+/// integer, as the integer: protobuf's own JSON printers (C++, Go's
+/// protojson, Java) write `100`, not `100.0`, and clients that compare
+/// replies byte for byte with another gateway's see the same text. `-0`
+/// stays a float, as those printers keep its sign.
+pub(super) fn whole_number(v: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (v.fract() == 0.0 && v.abs() < EXACT && !(v == 0.0 && v.is_sign_negative())).then_some(v as i64)
+}
+
 fn non_finite_name(v: f64) -> Option<&'static str> {
     if v.is_nan() {
         Some("NaN")
@@ -83,16 +93,18 @@ impl<S: Serializer> Serializer for Canonical<S> {
     );
 
     fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
-        match non_finite_name(f64::from(v)) {
-            Some(name) => self.0.serialize_str(name),
-            None => self.0.serialize_f32(v),
+        match (non_finite_name(f64::from(v)), whole_number(f64::from(v))) {
+            (Some(name), _) => self.0.serialize_str(name),
+            (None, Some(whole)) => self.0.serialize_i64(whole),
+            (None, None) => self.0.serialize_f32(v),
         }
     }
 
     fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
-        match non_finite_name(v) {
-            Some(name) => self.0.serialize_str(name),
-            None => self.0.serialize_f64(v),
+        match (non_finite_name(v), whole_number(v)) {
+            (Some(name), _) => self.0.serialize_str(name),
+            (None, Some(whole)) => self.0.serialize_i64(whole),
+            (None, None) => self.0.serialize_f64(v),
         }
     }
 
@@ -435,6 +447,10 @@ mod tests {
         assert_eq!(json(&f64::INFINITY), r#""Infinity""#);
         assert_eq!(json(&f32::NEG_INFINITY), r#""-Infinity""#);
         assert_eq!(json(&1.5f64), "1.5");
+        assert_eq!(json(&100.0f64), "100");
+        assert_eq!(json(&-3.0f32), "-3");
+        assert_eq!(json(&-0.0f64), "-0.0");
+        assert_eq!(json(&1e300f64), "1e+300");
         let nested = std::collections::BTreeMap::from([("a", vec![Some(f64::NAN), None])]);
         assert_eq!(json(&nested), r#"{"a":["NaN",null]}"#);
     }

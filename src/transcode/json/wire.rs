@@ -324,8 +324,8 @@ fn quoted<T: itoa::Integer + Default + PartialEq>(v: T, out: &mut Vec<u8>) -> bo
     v != T::default()
 }
 
-/// A float as serde_json writes it, or proto3 JSON's string for a
-/// non-finite one.
+/// A float as the canonical writer puts it (a whole number as an
+/// integer), or proto3 JSON's string for a non-finite one.
 fn float<T: Into<f64> + serde::Serialize + Copy>(v: T, out: &mut Vec<u8>) {
     let wide: f64 = v.into();
     if wide.is_nan() {
@@ -334,6 +334,8 @@ fn float<T: Into<f64> + serde::Serialize + Copy>(v: T, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"Infinity\"");
     } else if wide == f64::NEG_INFINITY {
         out.extend_from_slice(b"\"-Infinity\"");
+    } else if let Some(whole) = super::canonical::whole_number(wide) {
+        let _ = number(whole, out);
     } else {
         let _ = serde_json::to_writer(&mut *out, &v);
     }
