@@ -700,8 +700,9 @@ impl Validator<'_> {
         routes: &[crate::routes::config::RouteConfig],
         upstreams: &[crate::egress::upstream::config::UpstreamConfig],
         authenticators: &[AuthenticatorConfig],
+        ext_authz: &[crate::policy::ext_authz::config::ExtAuthzConfig],
     ) -> Result<(), ConfigError> {
-        use crate::ingress::edge::config::dropped_underscored;
+        use crate::ingress::edge::config::{dropped_underscored, written_underscored};
         let underscored = |h: &http::HeaderName| h.as_str().contains('_');
         for a in authenticators {
             if let AuthMethod::ApiKey(ApiKeyConfig { header, .. }) = &a.method {
@@ -711,6 +712,39 @@ impl Validator<'_> {
                         dropped_underscored(header.as_str()),
                     ));
                 }
+            }
+            // A header the gateway writes, named with `_`, is one a CGI
+            // or WSGI backend reads as the `-` spelling, which the edge
+            // does not drop: the client's value would sit beside it.
+            if let Some((claim, header)) = a.forward_claims.iter().find(|(_, h)| underscored(h)) {
+                return Err(self.err(
+                    format!("authenticators.{}.forward_claims.{claim}", a.name),
+                    written_underscored(header.as_str()),
+                ));
+            }
+        }
+        for x in ext_authz {
+            if let Some((i, h)) = x
+                .include_headers
+                .iter()
+                .enumerate()
+                .find(|(_, h)| underscored(h))
+            {
+                return Err(self.err(
+                    format!("ext_authz.{}.include_headers[{i}]", x.name),
+                    dropped_underscored(h.as_str()),
+                ));
+            }
+            if let Some((i, h)) = x
+                .upstream_headers
+                .iter()
+                .enumerate()
+                .find(|(_, h)| underscored(h))
+            {
+                return Err(self.err(
+                    format!("ext_authz.{}.upstream_headers[{i}]", x.name),
+                    written_underscored(h.as_str()),
+                ));
             }
         }
         for u in upstreams {
@@ -737,14 +771,14 @@ impl Validator<'_> {
                     ));
                 }
             }
-            if let Some(h) = r
+            if let Some((at, h)) = r
                 .cache
                 .iter()
-                .flat_map(|c| &c.vary)
-                .find(|h| underscored(h))
+                .flat_map(|c| c.vary.iter().enumerate())
+                .find(|(_, h)| underscored(h))
             {
                 return Err(self.err(
-                    format!("routes[{i}].cache.vary"),
+                    format!("routes[{i}].cache.vary[{at}]"),
                     dropped_underscored(h.as_str()),
                 ));
             }
@@ -918,7 +952,7 @@ impl Validator<'_> {
             .collect::<Result<Vec<_>, _>>()?;
 
         if metadata.drop_underscored {
-            self.no_underscored_header_names(&routes, &upstreams, &authenticators)?;
+            self.no_underscored_header_names(&routes, &upstreams, &authenticators, &ext_authz)?;
         }
         Ok(Config {
             source: self.source.to_owned(),

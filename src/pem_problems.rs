@@ -45,11 +45,16 @@ pub fn key_certificate_out_of_place(
         .key_provider
         .load_private_key(key.clone_key())
         .ok()?;
-    (1..certs.len()).find(|&i| {
-        rustls::sign::CertifiedKey::new(vec![certs[i].clone()], signing_key.clone())
+    let fits = |cert: &CertificateDer<'static>| {
+        rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key.clone())
             .keys_match()
             .is_ok()
-    })
+    };
+    // The first fits (the leaf written twice, say): in place already.
+    if fits(certs.first()?) {
+        return None;
+    }
+    (1..certs.len()).find(|&i| fits(&certs[i]))
 }
 
 /// Why a chain whose key belongs to its certificate `at` (counted from 0)

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod authorize;
 pub mod cache;
 pub mod ext_authz;
+pub mod no_time;
 pub mod one_credential;
 pub mod outbound;
 pub mod per_route;
@@ -40,7 +41,7 @@ pub(crate) async fn within_deadline<T>(
 }
 
 /// Builds the pipeline, outermost layer first. The order is fixed: the
-/// gateway's own services answered -> count -> one credential ->
+/// gateway's own services answered -> count -> no time given -> one credential ->
 /// authenticate -> authorize
 /// -> external authorization -> rate limit -> cache -> egress.
 #[allow(clippy::too_many_arguments)]
@@ -72,6 +73,8 @@ pub fn pipeline(
             .layer(local)
             // Then every call is counted, including those a policy refuses.
             .layer(crate::observe::metrics::RecordLayer)
+            // A call the client gave no time: refused before anything waits.
+            .layer(no_time::NoTimeLayer)
             // On every route, authenticating or not: a backend (or the
             // authenticator) gets the one credential the client chose.
             .layer(credentials)

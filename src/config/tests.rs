@@ -776,6 +776,25 @@ fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
         assert_eq!(err.key, key, "{files}: {err}");
         assert!(err.to_string().contains(says), "{files}: {err}");
     }
+    // The leaf written twice (`cat cert.pem fullchain.pem`) is first all
+    // the same: loaded, as rustls takes it.
+    let leaf_twice = dir.join("leaf-twice.pem");
+    std::fs::write(
+        &leaf_twice,
+        std::fs::read_to_string(fixture("tls/client.pem"))
+            .unwrap()
+            .repeat(2),
+    )
+    .unwrap();
+    Config::from_toml(&MINIMAL.replace(
+        "endpoints = [\"127.0.0.1:50051\"]",
+        &format!(
+            "endpoints = [\"127.0.0.1:50051\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+            leaf_twice.display(),
+            fixture("tls/client.key")
+        ),
+    ))
+    .unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let good = MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",
@@ -1435,7 +1454,19 @@ fn a_header_name_with_an_underscore_is_refused_while_such_headers_are_dropped() 
         ),
         (
             with_route("cache = { ttl = \"1s\", vary = [\"x_tenant\"] }"),
-            "routes[0].cache.vary",
+            "routes[0].cache.vary[0]",
+        ),
+        (
+            format!("[ext_authz.opa]\ngrpc = \"127.0.0.1:9191\"\ninclude_headers = [\"x_tenant\"]\n{MINIMAL}"),
+            "ext_authz.opa.include_headers[0]",
+        ),
+        (
+            format!("[ext_authz.gate]\nhttp = \"http://127.0.0.1:4181/check\"\nupstream_headers = [\"x_gate\"]\n{MINIMAL}"),
+            "ext_authz.gate.upstream_headers[0]",
+        ),
+        (
+            format!("[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-keys\"\nforward_claims = {{ sub = \"x_user_id\" }}\n{MINIMAL}"),
+            "authenticators.users.forward_claims.sub",
         ),
         (
             MINIMAL.replace(
@@ -1449,6 +1480,7 @@ fn a_header_name_with_an_underscore_is_refused_while_such_headers_are_dropped() 
         let err = Config::from_toml(text).unwrap_err();
         assert_eq!(err.key, *key, "{err}");
         assert!(err.reason.contains("holds `_`"), "{err}");
+        assert!(err.reason.contains("name it with `-`"), "{err}");
         let allowed = format!("[metadata]\nheaders_with_underscores = \"allow\"\n{text}").replacen(
             "[metadata]\nforward",
             "forward",
@@ -1520,4 +1552,27 @@ fn a_public_key_of_the_wrong_kind_names_its_file() {
             .contains("jwt_rs256_public.pem is not a PEM EC public key, which ES256 needs"),
         "{err}"
     );
+}
+
+/// A claim forwarded under a header a backend framework would act on (a
+/// method or path override, `X-Real-IP`) would let a token's holder steer
+/// the backend: refused, as forwarding headers are.
+#[test]
+fn a_forwarded_claim_may_not_take_an_override_or_forwarding_header() {
+    for header in [
+        "x-http-method-override",
+        "x-original-url",
+        "x-real-ip",
+        "forwarded",
+    ] {
+        let text = format!(
+            "[authenticators.users]\nalgorithm = \"HS256\"\nsecret = \"a-secret-long-enough-for-hs256-keys\"\nforward_claims = {{ sub = \"{header}\" }}\n{MINIMAL}"
+        );
+        let err = Config::from_toml(&text).unwrap_err();
+        assert_eq!(
+            err.key, "authenticators.users.forward_claims.sub",
+            "{header}: {err}"
+        );
+        assert!(err.reason.contains("sets or reads"), "{header}: {err}");
+    }
 }

@@ -240,6 +240,9 @@ pub struct CallRecord {
     request_id: String,
     /// A copy of a standard method allocates nothing.
     http_method: Option<http::Method>,
+    /// An HTTP request of its own (not a WebSocket session's call): its
+    /// adapter notes the status it answers with. Kept whatever is written.
+    own_request: bool,
     path: String,
     trace: Option<(String, String)>,
     facts: Mutex<Facts>,
@@ -384,6 +387,7 @@ impl CallRecord {
                 String::new()
             },
             http_method: method.filter(|_| logging).cloned(),
+            own_request: method.is_some(),
             path: if logging {
                 path.to_owned()
             } else {
@@ -999,10 +1003,12 @@ impl Drop for CallRecord {
         // a call of one that has none, and no ending either, was dropped
         // before its answer, by a client that left (an HTTP/2 stream reset
         // mid-upload, even with `NO_ERROR`, drops the request's future).
+        // A panic unwinding through the handler is the gateway's, not that.
         if self.kind == Kind::Call
-            && self.http_method.is_some()
+            && self.own_request
             && facts.code.is_none()
             && facts.http_status.is_none()
+            && !std::thread::panicking()
         {
             facts.code = Some(tonic::Code::Cancelled);
             facts.left = true;

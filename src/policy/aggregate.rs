@@ -247,6 +247,11 @@ impl CallRun {
                 .min(timeout),
             None => timeout,
         };
+        if self.ctx.client_timeout == Some(std::time::Duration::ZERO) {
+            return Err(label(GatewayError::deadline_given_no_time(
+                "the backend was called",
+            )));
+        }
         if timeout.is_zero() {
             return Err(label(GatewayError::deadline_exceeded()));
         }

@@ -714,3 +714,44 @@ async fn an_upload_whose_deadline_passes_while_its_client_sends_is_the_clients_d
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that gives its call no time (`grpc-timeout: 0S`) is answered
+/// `DEADLINE_EXCEEDED` before any policy or backend, and it is the
+/// client's doing on every protocol, whatever the route's policies.
+#[tokio::test]
+async fn a_zero_client_timeout_is_the_clients_doing_on_every_protocol() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    let dir = std::env::temp_dir().join(format!("portico-zero-deadline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let h = gateway(
+        &format!("[access_log]\npath = \"{}\"\n", log.display()),
+        "rate_limit = { requests_per_second = 1000 }",
+    )
+    .await;
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(&h, protocol, &[("grpc-timeout", "0S")], "", None).await;
+        assert_eq!(seen.code, 4, "{protocol:?}: {}", seen.message);
+        assert!(
+            seen.message.contains("the client's timeout was 0")
+                || seen.message.contains("before its request had arrived"),
+            "{protocol:?}: {}",
+            seen.message
+        );
+    }
+    let calls = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["kind"] == "call")
+            .collect()
+    };
+    support::eventually(|| calls().len() >= EVERY_PROTOCOL.len()).await;
+    for line in calls() {
+        assert_eq!(line["grpc_status"], "DEADLINE_EXCEEDED", "{line}");
+        assert_eq!(line["origin"], "client", "{line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -79,6 +79,16 @@ pub fn dropped_underscored(name: &str) -> String {
     )
 }
 
+/// Why the gateway may not write a header named with `_` while the edge
+/// drops such headers: a CGI or WSGI backend would read the client's `-`
+/// spelling, which the edge passes, as the same header.
+pub fn written_underscored(name: &str) -> String {
+    format!(
+        "{name:?} holds `_`: a CGI, WSGI, PHP or Rack backend reads it as its `-` spelling, \
+         which a client may send and the gateway does not remove; name it with `-`"
+    )
+}
+
 impl Validator<'_> {
     pub(crate) fn metadata(&self, m: &file::MetadataFile) -> Result<MetadataConfig, ConfigError> {
         let mut out = MetadataConfig::default();

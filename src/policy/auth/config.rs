@@ -317,12 +317,13 @@ impl Validator<'_> {
             ) || crate::headers::is_framing(&name)
                 || name.as_str().starts_with("grpc-")
                 || name.as_str().starts_with("x-forwarded-")
-                || name.as_str() == "forwarded";
+                || matches!(name.as_str(), "forwarded" | "x-real-ip")
+                || crate::headers::is_request_override(name.as_str());
             if reserved || crate::headers::is_protocol_own(name.as_str()) {
                 return Err(self.err(
                     format!("{key}.forward_claims.{claim}"),
                     format!(
-                        "{header:?} is a header the gateway itself sets or reads (credentials, the request id, forwarding, a client protocol's framing); name another"
+                        "{header:?} is a header the gateway itself sets or reads (credentials, the request id, forwarding, a method or path override, a client protocol's framing); name another"
                     ),
                 ));
             }

@@ -38,10 +38,17 @@ impl<T: Serialize + ?Sized> Serialize for Nested<'_, T> {
 /// protojson, Java) write `100`, not `100.0`, and clients that compare
 /// replies byte for byte with another gateway's see the same text. `-0`
 /// stays a float, as those printers keep its sign.
-pub(super) fn whole_number(v: f64) -> Option<i64> {
-    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
-    (v.fract() == 0.0 && v.abs() < EXACT && !(v == 0.0 && v.is_sign_negative())).then_some(v as i64)
+/// `exact` is where the type stops holding every integer (2^53 for a
+/// `double`, 2^24 for a `float`): past it a whole value is a rounding of
+/// what was written (`1.1e10` as a `float` is 11000000512), better written
+/// in its shortest form.
+pub(super) fn whole_number(v: f64, exact: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < exact && !(v == 0.0 && v.is_sign_negative())).then_some(v as i64)
 }
+
+/// Every integer below these is exactly a `double` / a `float`.
+pub(super) const DOUBLE_EXACT: f64 = 9_007_199_254_740_992.0;
+pub(super) const FLOAT_EXACT: f64 = 16_777_216.0;
 
 fn non_finite_name(v: f64) -> Option<&'static str> {
     if v.is_nan() {
@@ -93,7 +100,10 @@ impl<S: Serializer> Serializer for Canonical<S> {
     );
 
     fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
-        match (non_finite_name(f64::from(v)), whole_number(f64::from(v))) {
+        match (
+            non_finite_name(f64::from(v)),
+            whole_number(f64::from(v), FLOAT_EXACT),
+        ) {
             (Some(name), _) => self.0.serialize_str(name),
             (None, Some(whole)) => self.0.serialize_i64(whole),
             (None, None) => self.0.serialize_f32(v),
@@ -101,7 +111,7 @@ impl<S: Serializer> Serializer for Canonical<S> {
     }
 
     fn serialize_f64(self, v: f64) -> Result<S::Ok, S::Error> {
-        match (non_finite_name(v), whole_number(v)) {
+        match (non_finite_name(v), whole_number(v, DOUBLE_EXACT)) {
             (Some(name), _) => self.0.serialize_str(name),
             (None, Some(whole)) => self.0.serialize_i64(whole),
             (None, None) => self.0.serialize_f64(v),
@@ -451,6 +461,10 @@ mod tests {
         assert_eq!(json(&-3.0f32), "-3");
         assert_eq!(json(&-0.0f64), "-0.0");
         assert_eq!(json(&1e300f64), "1e+300");
+        // A float past 2^24 is written in its shortest form, not as the
+        // integer it rounded to.
+        assert_eq!(json(&16_777_215.0f32), "16777215");
+        assert_eq!(json(&1.1e10f32), "11000000000.0");
         let nested = std::collections::BTreeMap::from([("a", vec![Some(f64::NAN), None])]);
         assert_eq!(json(&nested), r#"{"a":["NaN",null]}"#);
     }

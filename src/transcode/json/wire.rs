@@ -234,12 +234,12 @@ fn value(
     Ok(match kind {
         Kind::Double => {
             let v = f64::from_bits(fixed64(bytes)?);
-            float(v, out);
+            float(v, super::canonical::DOUBLE_EXACT, out);
             v != 0.0
         }
         Kind::Float => {
             let v = f32::from_bits(fixed32(bytes)?);
-            float(v, out);
+            float(v, super::canonical::FLOAT_EXACT, out);
             v != 0.0
         }
         Kind::Int32 => number(varint(bytes)? as i32, out),
@@ -326,7 +326,7 @@ fn quoted<T: itoa::Integer + Default + PartialEq>(v: T, out: &mut Vec<u8>) -> bo
 
 /// A float as the canonical writer puts it (a whole number as an
 /// integer), or proto3 JSON's string for a non-finite one.
-fn float<T: Into<f64> + serde::Serialize + Copy>(v: T, out: &mut Vec<u8>) {
+fn float<T: Into<f64> + serde::Serialize + Copy>(v: T, exact: f64, out: &mut Vec<u8>) {
     let wide: f64 = v.into();
     if wide.is_nan() {
         out.extend_from_slice(b"\"NaN\"");
@@ -334,7 +334,7 @@ fn float<T: Into<f64> + serde::Serialize + Copy>(v: T, out: &mut Vec<u8>) {
         out.extend_from_slice(b"\"Infinity\"");
     } else if wide == f64::NEG_INFINITY {
         out.extend_from_slice(b"\"-Infinity\"");
-    } else if let Some(whole) = super::canonical::whole_number(wide) {
+    } else if let Some(whole) = super::canonical::whole_number(wide, exact) {
         let _ = number(whole, out);
     } else {
         let _ = serde_json::to_writer(&mut *out, &v);
