@@ -347,13 +347,7 @@ async fn an_upload_abandoned_over_http1_is_reset_on_rest_grpc_web_and_connect() 
     // gRPC and WebSocket: CANCELLED with no error of its own, and no status
     // logged unless the reply had started (gRPC-Web's and Connect's
     // streams send their 200 as the backend's headers come).
-    let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let lines = || support::access_log_lines(&log);
     support::eventually(|| lines().len() >= 3).await;
     for line in lines() {
         assert_eq!(line["grpc_status"], "CANCELLED", "{line}");
@@ -633,13 +627,7 @@ async fn a_one_message_body_cut_by_a_no_error_reset_is_logged_as_a_client_that_l
         tokio::time::sleep(Duration::from_millis(50)).await;
         send.send_reset(h2::Reason::NO_ERROR);
     }
-    let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let lines = || support::access_log_lines(&log);
     support::eventually(|| lines().len() >= cases.len()).await;
     let lines = lines();
     for (protocol, path, _, _) in cases {

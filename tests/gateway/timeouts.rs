@@ -741,10 +741,8 @@ async fn a_zero_client_timeout_is_the_clients_doing_on_every_protocol() {
         );
     }
     let calls = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        support::access_log_lines(&log)
+            .into_iter()
             .filter(|l| l["kind"] == "call")
             .collect()
     };

@@ -458,6 +458,16 @@ pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The JSON lines an access log at `path` holds so far (none before it
+/// is created).
+pub fn access_log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Retries `check` for up to two seconds; for effects that land shortly
 /// after a response (a backend noticing a cancellation).
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
