@@ -693,8 +693,10 @@ impl Validator<'_> {
     }
 
     /// While the edge drops client headers named with `_`, a policy
-    /// reading one would never find it: a rate limit keyed on it would put
-    /// every caller in one bucket.
+    /// reading one would never find it (a rate limit keyed on it would put
+    /// every caller in one bucket), and a header the gateway writes under
+    /// such a name is one a CGI or WSGI backend reads as the `-` spelling,
+    /// which the edge does not drop: the client's value would sit beside it.
     fn no_underscored_header_names(
         &self,
         routes: &[crate::routes::config::RouteConfig],
@@ -702,88 +704,65 @@ impl Validator<'_> {
         authenticators: &[AuthenticatorConfig],
         ext_authz: &[crate::policy::ext_authz::config::ExtAuthzConfig],
     ) -> Result<(), ConfigError> {
+        use crate::egress::upstream::config::{Balance, HashKey};
         use crate::ingress::edge::config::{dropped_underscored, written_underscored};
-        let underscored = |h: &http::HeaderName| h.as_str().contains('_');
+        use crate::policy::rate_limit::config::RateLimitKey;
+        type Why = fn(&str) -> String;
+        // Every header name a setting reads or writes: its key, the name,
+        // and why `_` in it is refused.
+        let mut named: Vec<(String, &http::HeaderName, Why)> = Vec::new();
         for a in authenticators {
             if let AuthMethod::ApiKey(ApiKeyConfig { header, .. }) = &a.method {
-                if underscored(header) {
-                    return Err(self.err(
-                        format!("authenticators.{}.header", a.name),
-                        dropped_underscored(header.as_str()),
-                    ));
-                }
-            }
-            // A header the gateway writes, named with `_`, is one a CGI
-            // or WSGI backend reads as the `-` spelling, which the edge
-            // does not drop: the client's value would sit beside it.
-            if let Some((claim, header)) = a.forward_claims.iter().find(|(_, h)| underscored(h)) {
-                return Err(self.err(
-                    format!("authenticators.{}.forward_claims.{claim}", a.name),
-                    written_underscored(header.as_str()),
+                named.push((
+                    format!("authenticators.{}.header", a.name),
+                    header,
+                    dropped_underscored,
                 ));
+            }
+            for (claim, header) in &a.forward_claims {
+                let key = format!("authenticators.{}.forward_claims.{claim}", a.name);
+                named.push((key, header, written_underscored));
             }
         }
         for x in ext_authz {
-            if let Some((i, h)) = x
-                .include_headers
-                .iter()
-                .enumerate()
-                .find(|(_, h)| underscored(h))
-            {
-                return Err(self.err(
-                    format!("ext_authz.{}.include_headers[{i}]", x.name),
-                    dropped_underscored(h.as_str()),
-                ));
+            for (i, h) in x.include_headers.iter().enumerate() {
+                let key = format!("ext_authz.{}.include_headers[{i}]", x.name);
+                named.push((key, h, dropped_underscored));
             }
-            if let Some((i, h)) = x
-                .upstream_headers
-                .iter()
-                .enumerate()
-                .find(|(_, h)| underscored(h))
-            {
-                return Err(self.err(
-                    format!("ext_authz.{}.upstream_headers[{i}]", x.name),
-                    written_underscored(h.as_str()),
-                ));
+            for (i, h) in x.upstream_headers.iter().enumerate() {
+                let key = format!("ext_authz.{}.upstream_headers[{i}]", x.name);
+                named.push((key, h, written_underscored));
             }
         }
         for u in upstreams {
-            if let crate::egress::upstream::config::Balance::ConsistentHash(
-                crate::egress::upstream::config::HashKey::Header(h),
-            ) = &u.balance
-            {
-                if underscored(h) {
-                    return Err(self.err(
-                        format!("upstreams.{}.hash_key", u.name),
-                        dropped_underscored(h.as_str()),
-                    ));
-                }
-            }
-        }
-        for (i, r) in routes.iter().enumerate() {
-            if let Some(crate::policy::rate_limit::config::RateLimitKey::Header(h)) =
-                r.rate_limit.as_ref().map(|l| &l.key)
-            {
-                if underscored(h) {
-                    return Err(self.err(
-                        format!("routes[{i}].rate_limit.key"),
-                        dropped_underscored(h.as_str()),
-                    ));
-                }
-            }
-            if let Some((at, h)) = r
-                .cache
-                .iter()
-                .flat_map(|c| c.vary.iter().enumerate())
-                .find(|(_, h)| underscored(h))
-            {
-                return Err(self.err(
-                    format!("routes[{i}].cache.vary[{at}]"),
-                    dropped_underscored(h.as_str()),
+            if let Balance::ConsistentHash(HashKey::Header(h)) = &u.balance {
+                named.push((
+                    format!("upstreams.{}.hash_key", u.name),
+                    h,
+                    dropped_underscored,
                 ));
             }
         }
-        Ok(())
+        for (i, r) in routes.iter().enumerate() {
+            if let Some(RateLimitKey::Header(h)) = r.rate_limit.as_ref().map(|l| &l.key) {
+                named.push((
+                    format!("routes[{i}].rate_limit.key"),
+                    h,
+                    dropped_underscored,
+                ));
+            }
+            for (at, h) in r.cache.iter().flat_map(|c| c.vary.iter().enumerate()) {
+                named.push((
+                    format!("routes[{i}].cache.vary[{at}]"),
+                    h,
+                    dropped_underscored,
+                ));
+            }
+        }
+        match named.into_iter().find(|(_, h, _)| h.as_str().contains('_')) {
+            Some((key, h, why)) => Err(self.err(key, why(h.as_str()))),
+            None => Ok(()),
+        }
     }
 
     fn validate(&self, f: file::File) -> Result<Config, ConfigError> {

@@ -50,11 +50,10 @@ impl LocalServices {
             .deadline()
             .is_some_and(|d| d <= std::time::Instant::now())
         {
-            return Err(match env.ctx.client_timeout {
-                Some(t) if t.is_zero() => {
-                    GatewayError::deadline_given_no_time("the gateway answered")
-                }
-                _ => GatewayError::deadline_exceeded_before("the gateway answered"),
+            // (Answered before the pipeline's `no_time` layer.)
+            return Err(match crate::policy::no_time::given_no_time(&env.ctx) {
+                true => GatewayError::deadline_given_no_time("the gateway answered"),
+                false => GatewayError::deadline_exceeded_before("the gateway answered"),
             });
         }
         self.egress.local(service, env).await.map_err(|mut e| {

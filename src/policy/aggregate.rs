@@ -247,7 +247,7 @@ impl CallRun {
                 .min(timeout),
             None => timeout,
         };
-        if self.ctx.client_timeout == Some(std::time::Duration::ZERO) {
+        if super::no_time::given_no_time(&self.ctx) {
             return Err(label(GatewayError::deadline_given_no_time(
                 "the backend was called",
             )));

@@ -3,7 +3,7 @@
 //! anything (an identity provider, Redis): the client's doing, said the
 //! same whichever policies the route has.
 
-use crate::envelope::{Envelope, Reply};
+use crate::envelope::{Envelope, Reply, RequestCtx};
 use crate::error::GatewayError;
 use futures_util::future::{Either, Ready};
 use std::task::{Context, Poll};
@@ -11,8 +11,8 @@ use std::time::Duration;
 use tower::{Layer, Service};
 
 /// Whether the client's own timeout left the call no time at all.
-pub fn given_no_time(env: &Envelope) -> bool {
-    env.ctx.client_timeout == Some(Duration::ZERO)
+pub fn given_no_time(ctx: &RequestCtx) -> bool {
+    ctx.client_timeout == Some(Duration::ZERO)
 }
 
 #[derive(Clone, Copy, Default)]
@@ -43,7 +43,7 @@ where
     }
 
     fn call(&mut self, env: Envelope) -> Self::Future {
-        if given_no_time(&env) {
+        if given_no_time(&env.ctx) {
             return Either::Right(futures_util::future::ready(Err(
                 GatewayError::deadline_given_no_time("the backend was called"),
             )));
