@@ -49,21 +49,28 @@ pub trait AdminSource: Send + Sync + 'static {
     fn openapi(&self) -> Arc<crate::openapi::ApiDescription>;
 }
 
+/// Serves the admin port until `stop`. While the gateway drains
+/// (`draining`), every page still answers, so a liveness probe sees the
+/// process alive and the drain's last counts can be scraped; `/readyz`
+/// says 503 then, so a load balancer sends nothing new.
 pub fn spawn<A: AdminSource>(
     listener: TcpListener,
     source: Arc<A>,
-    mut shutdown: watch::Receiver<bool>,
+    draining: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let stream = tokio::select! {
                 a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
-                _ = shutdown.changed() => return,
+                _ = stop.changed() => return,
             };
             let source = source.clone();
+            let draining = draining.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let source = source.clone();
+                    let draining = *draining.borrow();
                     async move {
                         let routes = source.routes();
                         let upstreams = source.upstreams();
@@ -108,6 +115,16 @@ pub fn spawn<A: AdminSource>(
                                     .into_owned(),
                             ),
                             "/routes" => (StatusCode::OK, text, routes.listing()),
+                            "/readyz" if draining => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                json,
+                                serde_json::json!({
+                                    "ready": false,
+                                    "reason": "the gateway is shutting down: calls in flight are draining, new ones should go elsewhere",
+                                    "upstreams_without_endpoints": [],
+                                })
+                                .to_string(),
+                            ),
                             "/readyz" => readiness(&routes, &upstreams, &source.reachable()),
                             "/" | "/dashboard" => (
                                 StatusCode::OK,
@@ -376,11 +393,15 @@ fn reload_metrics((ok, failed): (u64, u64)) -> String {
          # TYPE portico_trace_spans_total counter\n\
          portico_trace_spans_total{{result=\"exported\"}} {exported}\n\
          portico_trace_spans_total{{result=\"dropped\"}} {spans_dropped}\n\
-         portico_trace_spans_total{{result=\"failed\"}} {spans_failed}\n",
+         portico_trace_spans_total{{result=\"failed\"}} {spans_failed}\n\
+         # HELP portico_dropped_headers_with_underscores_total Client header fields dropped for a name holding `_` (metadata.headers_with_underscores).\n\
+         # TYPE portico_dropped_headers_with_underscores_total counter\n\
+         portico_dropped_headers_with_underscores_total {underscored}\n",
         exported = crate::observe::traces::EXPORTED.load(std::sync::atomic::Ordering::Relaxed),
         spans_dropped = crate::observe::traces::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
         spans_failed = crate::observe::traces::FAILED.load(std::sync::atomic::Ordering::Relaxed),
         written = crate::observe::access_log::WRITTEN.load(std::sync::atomic::Ordering::Relaxed),
         dropped = crate::observe::access_log::DROPPED.load(std::sync::atomic::Ordering::Relaxed),
+        underscored = crate::ingress::edge::UNDERSCORED_DROPPED.load(std::sync::atomic::Ordering::Relaxed),
     )
 }

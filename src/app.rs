@@ -154,6 +154,10 @@ pub struct Gateway {
     /// The main port's task, which ends once every connection has.
     serving: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// The admin port's task, told to stop once the drain is over (it
+    /// serves through it), and the telling.
+    admin: Option<JoinHandle<()>>,
+    stop_admin: watch::Sender<bool>,
     drain_timeout: Duration,
 }
 
@@ -200,11 +204,13 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
     let live = reload::Live::new(first, carry);
     // Reload triggers first: a config change or a SIGHUP is seen from the
     // moment the port answers.
-    let mut tasks = vec![reload::spawn_triggers(live.clone(), shutdown_rx.clone())];
+    let tasks = vec![reload::spawn_triggers(live.clone(), shutdown_rx.clone())];
     let (cut, cut_rx) = watch::channel(false);
     let serving = server::spawn(listener, live.clone(), limits, shutdown_rx.clone(), cut_rx);
 
     let mut admin_addr = None;
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let mut admin_task = None;
     if let Some(admin) = admin {
         let listener = TcpListener::bind(admin)
             .await
@@ -215,7 +221,12 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
                 error,
             })?;
         admin_addr = listener.local_addr().ok();
-        tasks.push(admin::spawn(listener, live.clone(), shutdown_rx.clone()));
+        admin_task = Some(admin::spawn(
+            listener,
+            live.clone(),
+            shutdown_rx.clone(),
+            stop_admin_rx,
+        ));
     }
     // The addresses as bound: with port 0 in the config, this line is
     // where an operator finds them.
@@ -231,6 +242,8 @@ pub async fn start_with_pages(config: Config, pages: Vec<Page>) -> Result<Gatewa
         cut,
         serving,
         tasks,
+        admin: admin_task,
+        stop_admin,
         drain_timeout,
     })
 }
@@ -282,6 +295,10 @@ impl Gateway {
         }
         if let Some(tracing) = &sinks.tracing {
             tracing.flush().await;
+        }
+        let _ = self.stop_admin.send(true);
+        if let Some(admin) = self.admin.take() {
+            let _ = admin.await;
         }
     }
 

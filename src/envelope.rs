@@ -91,6 +91,10 @@ pub struct Target {
     /// Whether its request type is one a JSON body can be read for straight
     /// into wire bytes (the same test as for replies).
     pub request_json_direct: bool,
+    /// Whether its request type can hold a map at any depth: its encoded
+    /// requests get their entries in key order
+    /// ([`crate::transcode::map_order`]), and the cache keys on them so.
+    pub request_has_maps: bool,
     /// Whether its reply type is one JSON can be written for straight from
     /// the wire ([`crate::transcode::json::wire::covers`]).
     pub reply_json_direct: bool,
@@ -109,6 +113,7 @@ impl Target {
                 .parse()
                 .expect("a method's path is a valid path"),
             request_json_direct: crate::transcode::json::wire::covers(&method.input()),
+            request_has_maps: crate::transcode::map_order::can_hold_maps(&method.input()),
             reply_json_direct: crate::transcode::json::wire::covers(&method.output()),
             kind: CallKind::of(&method),
             method,

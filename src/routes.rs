@@ -207,6 +207,7 @@ impl RouteTable {
                     kind: CallKind::of(&method),
                     reply_json_direct: crate::transcode::json::wire::covers(&method.output()),
                     request_json_direct: crate::transcode::json::wire::covers(&method.input()),
+                    request_has_maps: crate::transcode::map_order::can_hold_maps(&method.input()),
                     upstream: UpstreamId(route.upstream),
                     route: i,
                     upstream_name: upstream.name.as_str().into(),

@@ -6,6 +6,7 @@
 pub mod fields;
 pub mod framing;
 pub mod json;
+pub mod map_order;
 pub mod outbound;
 pub mod request;
 pub mod response;

@@ -70,9 +70,17 @@ fn drop_underscored(headers: &mut HeaderMap) {
         .collect();
     for name in names {
         tracing::debug!(header = %name, "dropped: a header name holding `_` (metadata.headers_with_underscores)");
+        let fields = headers.get_all(&name).iter().count() as u64;
+        UNDERSCORED_DROPPED.fetch_add(fields, std::sync::atomic::Ordering::Relaxed);
         headers.remove(&name);
     }
 }
+
+/// Header fields dropped for a name holding `_`, since start
+/// (`portico_dropped_headers_with_underscores_total`): how an operator
+/// learns whether some client relies on such names before choosing
+/// `"allow"`.
+pub static UNDERSCORED_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The mark the listener puts in the extensions of each request that came
 /// over a TLS connection.

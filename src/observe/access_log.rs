@@ -64,6 +64,11 @@ struct Shared {
     /// Set by a reload that built no new generation: the file is opened
     /// again before the next write, so rotation by renaming still works.
     reopen: AtomicBool,
+    /// The destination, once the writer has ended: a call that ends after
+    /// the log closed (one cut at the drain timeout whose task lets go of
+    /// it as the process exits) writes its line here itself, so no call
+    /// goes unlogged.
+    late: Mutex<Option<Box<dyn Write + Send>>>,
 }
 
 /// Where lines go: one per generation (a reload opens the file again, so
@@ -99,6 +104,7 @@ impl AccessLog {
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
+            late: Mutex::new(None),
         });
         let theirs = shared.clone();
         let writer = std::thread::Builder::new()
@@ -125,6 +131,9 @@ impl AccessLog {
                         }
                         if waiting.is_empty() {
                             if theirs.closed.load(Ordering::Acquire) {
+                                // Under the buffer's lock: a line queued
+                                // from now on finds the destination here.
+                                *lock(&theirs.late) = Some(out);
                                 return;
                             }
                             continue;
@@ -220,6 +229,17 @@ impl AccessLog {
 
     fn queue(&self, line: &str) {
         let mut waiting = lock(&self.shared.waiting);
+        if self.shared.closed.load(Ordering::Acquire) {
+            if let Some(out) = lock(&self.shared.late).as_mut() {
+                let written = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+                match written {
+                    Ok(()) => WRITTEN.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => DROPPED.fetch_add(1, Ordering::Relaxed),
+                };
+                return;
+            }
+            // The writer has yet to end: it writes what is waiting first.
+        }
         if waiting.len() + line.len() > MAX_WAITING {
             drop(waiting);
             DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -577,6 +597,28 @@ mod tests {
         let mut out = String::new();
         push_rfc3339_millis(&mut out, later);
         assert_eq!(out, humantime::format_rfc3339_millis(later).to_string());
+    }
+
+    /// A call cut at the drain timeout may let go of its record only as
+    /// the process exits, after the log has closed: its line still reaches
+    /// the file, written by the call itself.
+    #[test]
+    fn a_line_that_comes_after_the_log_closed_is_still_written() {
+        let dir = std::env::temp_dir().join(format!("portico-late-line-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let log = AccessLog::start(&AccessLogConfig {
+            format: Format::Json,
+            path: Some(path.clone()),
+            sample: 1.0,
+        })
+        .unwrap();
+        log.write(&[("call", Field::Str("before"))]);
+        log.close();
+        log.write(&[("call", Field::Str("after"))]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"call\":\"before\"}\n{\"call\":\"after\"}\n");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use crate::transcode::status::StatusRenderer;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::HeaderMap;
-use prost::Message as _;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -266,7 +265,9 @@ impl CallRun {
         let envelope = Envelope {
             target: target.clone(),
             metadata: self.metadata.clone(),
-            payload: Payload::Unary(message.encode_to_vec().into()),
+            payload: Payload::Unary(crate::transcode::map_order::encode_request(
+                target, &message,
+            )),
             timeout: Some(timeout),
             ctx,
         };

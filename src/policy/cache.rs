@@ -98,6 +98,15 @@ impl ResponseCache {
     }
 
     fn key(&self, env: &Envelope, message: &Bytes) -> Vec<u8> {
+        // Protobuf leaves map entries' order to the writer (Go's Marshal
+        // varies it from call to call): one request is one key whatever
+        // order its client wrote them in.
+        let in_key_order = env
+            .target
+            .request_has_maps
+            .then(|| crate::transcode::map_order::sorted(&env.target.method.input(), message))
+            .flatten();
+        let message: &[u8] = in_key_order.as_deref().unwrap_or(message);
         let mut key = Vec::with_capacity(64 + message.len());
         key.extend_from_slice(env.target.path.as_str().as_bytes());
         key.push(0);

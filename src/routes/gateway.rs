@@ -83,6 +83,7 @@ fn build() -> HashMap<String, Arc<Target>> {
                 idempotent: false,
                 hash_field: None,
                 request_json_direct: crate::transcode::json::wire::covers(&method.input()),
+                request_has_maps: crate::transcode::map_order::can_hold_maps(&method.input()),
                 reply_json_direct: crate::transcode::json::wire::covers(&method.output()),
                 stats: Default::default(),
                 method,

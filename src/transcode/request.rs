@@ -1,13 +1,12 @@
 //! HTTP request (path segments, query string, body) -> request message,
 //! per a binding's google.api.http rule.
 
-use super::{fields, json};
+use super::{fields, json, map_order};
 use crate::config::{JsonOptions, UnknownQueryParams};
 use crate::envelope::Target;
 use crate::error::GatewayError;
 use crate::routes::{Binding, BodyRule};
 use bytes::Bytes;
-use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 use std::collections::HashSet;
 
@@ -95,7 +94,7 @@ pub fn merge_url(
         )
     })?;
     apply_url(&mut msg, binding, url, &binding.json)?;
-    Ok(msg.encode_to_vec().into())
+    Ok(map_order::encode_request(&binding.target, &msg))
 }
 
 /// [`build`]; `whole_request`: the body is all the request has (a PATCH
@@ -163,7 +162,7 @@ fn build_with(
             }
         }
     }
-    Ok(msg.encode_to_vec().into())
+    Ok(map_order::encode_request(&binding.target, &msg))
 }
 
 /// Whether a PATCH's update mask is made from the JSON keys of its body
@@ -213,7 +212,7 @@ pub fn build_whole(
     if let Some(url) = url {
         apply_url(&mut msg, binding, url, &binding.json)?;
     }
-    Ok(msg.encode_to_vec().into())
+    Ok(map_order::encode_request(&binding.target, &msg))
 }
 
 /// Sets what the URL names: its path variables, then its query parameters.
@@ -263,7 +262,10 @@ pub fn message_from_json(
             return Ok(encoded.into());
         }
     }
-    Ok(json::decode(&input, json, options)?.encode_to_vec().into())
+    Ok(map_order::encode_request(
+        target,
+        &json::decode(&input, json, options)?,
+    ))
 }
 
 /// The message read straight from a JSON body that is all of it
@@ -415,7 +417,7 @@ pub fn fill_update_mask(
         return Err(nothing_to_update(body_field));
     }
     set_mask(&mut msg, mask_field, paths);
-    Ok(msg.encode_to_vec().into())
+    Ok(map_order::encode_request(&patch.target, &msg))
 }
 
 /// The fields of the body field that the path binds, as mask paths: they

@@ -652,3 +652,80 @@ async fn a_cached_reply_keeps_the_backends_headers_and_trailers_apart() {
         "one backend call filled the cache"
     );
 }
+
+/// A book's `labels` is a map, whose entries protobuf lets each writer
+/// order as it likes (the gateway's own JSON reader, and a client's
+/// library: Rust's and Go's change it from call to call). One request is
+/// still one cache entry, on every protocol: the first call creates the
+/// book, every repeat is that reply.
+#[tokio::test]
+async fn a_request_holding_a_map_is_one_entry_whatever_order_its_entries_come_in() {
+    use support::protocols::{call_json, Protocol};
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").with_route_keys(
+            "Library",
+            "mcp = true\ncache = { ttl = \"60s\", methods = [\"CreateBook\"] }",
+        )
+    })
+    .await;
+    let labels: serde_json::Map<String, serde_json::Value> = (0..12)
+        .map(|i| {
+            (
+                format!("label-{i}"),
+                serde_json::json!(format!("value-{i}")),
+            )
+        })
+        .collect();
+    let request = serde_json::json!({
+        "parent": "shelves/1",
+        "book": { "title": "Maps", "labels": labels },
+    });
+    let mut names = std::collections::HashSet::new();
+    let mut verdicts = Vec::new();
+    for protocol in [
+        Protocol::Rest,
+        Protocol::Grpc,
+        Protocol::GrpcWeb,
+        Protocol::Connect,
+        Protocol::WebSocket,
+    ] {
+        for _ in 0..4 {
+            let out = call_json(
+                &h.client,
+                protocol,
+                "/portico.demo.v1.Library/CreateBook",
+                &request.to_string(),
+            )
+            .await;
+            assert_eq!(out.code, 0, "{protocol:?}: {}", out.message);
+            names.insert(out.json["name"].as_str().unwrap().to_owned());
+            verdicts.push((protocol, out.fields.get("x-cache").cloned()));
+        }
+    }
+    for _ in 0..4 {
+        let (_, result) =
+            support::mcp_call(&h.client, &[], "Library_CreateBook", request.clone()).await;
+        assert!(result.get("isError").is_none(), "{result}");
+        names.insert(
+            result["structuredContent"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let verdict = &result["_meta"]["io.portico/metadata"]["x-cache"];
+        verdicts.push((Protocol::Mcp, verdict.as_str().map(str::to_owned)));
+    }
+    assert_eq!(
+        names.len(),
+        1,
+        "one book made, every other call a hit: {names:?}"
+    );
+    assert_eq!(verdicts[0].1.as_deref(), Some("MISS"));
+    for (protocol, verdict) in &verdicts[1..] {
+        assert_eq!(
+            verdict.as_deref(),
+            Some("HIT"),
+            "{protocol:?}: {verdicts:?}"
+        );
+    }
+}

@@ -896,3 +896,40 @@ async fn a_body_the_reader_cannot_take_is_said_as_what_it_is() {
         "{answer}"
     );
 }
+
+/// The method's own rule says what a tool call is: a method whose rule is
+/// a whole-message `POST` and that can also be patched at another URL
+/// (an `additional_bindings` entry) is called with its arguments as the
+/// whole message, no mask added, while that other URL still patches.
+#[tokio::test]
+async fn a_patch_that_is_only_an_additional_binding_adds_no_mask_to_a_tool_call() {
+    let h = Harness::start_with_config(|backend| {
+        support::config_text(backend, "", "").with_route_keys(
+            "Library",
+            "mcp = true\nhttp_rules.UpdateBook = { post = \"/v1/books:replace\", body = \"*\", \
+             additional_bindings = [{ patch = \"/v1/{book.name=shelves/*/books/*}\", body = \"book\" }] }",
+        )
+    })
+    .await;
+    let replaced = json!({ "book": { "name": "shelves/1/books/2", "title": "Whole", "pages": 7 } });
+    let result = call(&h.client, &[], "Library_UpdateBook", replaced).await;
+    assert!(result.get("isError").is_none(), "{result}");
+    let meta = &result["_meta"]["io.portico/metadata"];
+    assert_eq!(meta["x-update-mask"], "", "no mask sent: {result}");
+    assert_eq!(result["structuredContent"]["title"], "Whole", "{result}");
+    // Arguments without the patch's body field are a call like any other.
+    let result = call(&h.client, &[], "Library_UpdateBook", json!({})).await;
+    let status = &result["_meta"]["io.portico/status"];
+    assert_eq!(
+        status["message"], "book is required",
+        "the backend's answer: {result}"
+    );
+    // The PATCH URL still fills its mask from the body's keys.
+    let r = h
+        .client
+        .json(Method::PATCH, "/v1/shelves/1/books/2", r#"{"pages": 9}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.header("x-update-mask"), Some("pages"));
+    assert_eq!(r.json()["title"], "Whole");
+}

@@ -256,3 +256,34 @@ async fn label_values_are_escaped_as_the_text_format_says() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Before choosing `headers_with_underscores = "allow"`, an operator asks
+/// whether any client sends such names at all: the drops are counted, on
+/// every protocol.
+#[tokio::test]
+async fn headers_dropped_for_an_underscore_are_counted_on_every_protocol() {
+    use support::protocols::{call, gateway, EVERY_PROTOCOL};
+    let h = gateway("", "").await;
+    let admin = HttpClient::new(h.gateway.admin_addr.unwrap());
+    let name = "portico_dropped_headers_with_underscores_total ";
+    let dropped = || async { line_value(&admin.get("/metrics").await.text(), name) };
+    let before = dropped().await.expect("the counter is exported");
+    for protocol in EVERY_PROTOCOL {
+        let seen = call(
+            &h,
+            protocol,
+            &[("x_tenant", "acme"), ("x_user", "ada")],
+            "",
+            None,
+        )
+        .await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert!(!seen.metadata.contains_key("x_tenant"), "{protocol:?}");
+    }
+    // Other tests in this process may drop some too: at least ours.
+    let after = dropped().await.unwrap();
+    assert!(
+        after - before >= 2 * EVERY_PROTOCOL.len() as u64,
+        "{before} -> {after}"
+    );
+}

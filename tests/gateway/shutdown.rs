@@ -104,6 +104,57 @@ async fn sigterm_finishes_calls_in_flight_refuses_new_ones_and_exits_zero() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The admin port serves through the drain: a liveness probe still sees
+/// the process alive, a load balancer's readiness check is told to send
+/// nothing new, and the drain's counts can be scraped until it is over.
+#[tokio::test]
+async fn the_admin_port_answers_during_the_drain_and_readyz_says_it_is_draining() {
+    let backend = Instance::start("127.0.0.1:0").await;
+    let admin = HttpClient::new(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    let (mut child, client, dir) =
+        portico_with(&backend, "10s", &format!("admin = \"{}\"", admin.addr), "").await;
+    assert_eq!(admin.get("/readyz").await.status, StatusCode::OK);
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get("/v1/probe/sleep/1500").await.status })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(client.addr).await.is_err(),
+        "the main port is closed during the drain"
+    );
+    assert_eq!(admin.get("/healthz").await.status, StatusCode::OK);
+    let ready = admin.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["ready"], false);
+    assert!(
+        ready.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{}",
+        ready.text()
+    );
+    let metrics = admin.get("/metrics").await.text();
+    assert!(
+        metrics.contains("portico_upstream_in_flight{upstream=\"demo\"} 1"),
+        "the call still in flight: {metrics}"
+    );
+    assert_eq!(slow.await.unwrap(), StatusCode::OK, "the call finished");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits after the drain")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(admin.addr).await.is_err(),
+        "the admin port closes with the process"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn the_drain_timeout_bounds_how_long_shutdown_waits() {
     let backend = Instance::start("127.0.0.1:0").await;

@@ -18,7 +18,8 @@ pub struct Tool {
     pub binding: Arc<Binding>,
     /// `tools/list`'s entry for it.
     pub listing: Value,
-    /// The method's PATCH binding with an `update_mask`, when it has one:
+    /// The method's first binding (its rule's own pattern, before any
+    /// `additional_bindings`), when that is a PATCH with an `update_mask`:
     /// arguments without a mask get the one REST would fill.
     pub patch: Option<Arc<Binding>>,
 }
@@ -145,10 +146,14 @@ impl ToolTable {
             if let Some(o) = output {
                 listing["outputSchema"] = o;
             }
+            // The method's own rule decides, not an `additional_bindings`
+            // entry: a method created by `POST body: "*"` that may also be
+            // patched at another URL is called as a whole message.
             let patch = routes
                 .bindings()
                 .iter()
-                .find(|b| b.target.path == t.path && b.update_mask.is_some())
+                .find(|b| b.target.path == t.path && !b.auto)
+                .filter(|b| b.update_mask.is_some())
                 .cloned();
             offered.push(Tool {
                 name,

@@ -444,7 +444,7 @@ impl Walk<'_> {
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return refuse(
                         &self.path,
-                        format!("{text:?} is not an integer: {name} in quotes is plain decimal digits, with a leading - for a negative value"),
+                        format!("{text:?} is not an integer: {name} in quotes is plain decimal digits, with an optional sign (no exponent or fraction: write it unquoted, or as its digits)"),
                     );
                 }
                 match text.parse::<i128>() {

@@ -1,0 +1,261 @@
+//! A message's map entries put in key order on the wire.
+//!
+//! Protobuf leaves the order of a map's entries to the writer, and
+//! writers differ: prost-reflect holds a map in a `HashMap`, so the same
+//! JSON object became different bytes from one call to the next, and Go's
+//! `proto.Marshal` varies too unless asked to be deterministic. The
+//! response cache keys on the request's bytes, so two equal requests would
+//! miss each other. Entries are sorted as protobuf's deterministic
+//! serialization and Go's protojson order them: integer keys by value,
+//! string keys by their bytes, `false` before `true`. Each map's entries
+//! take the places its entries held, so every other field keeps its
+//! position, and entries with one key keep their order (the last still
+//! wins).
+
+use prost::encoding::{decode_varint, encode_varint};
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor};
+
+/// Below prost's recursion limit, as the JSON readers.
+const MAX_DEPTH: u32 = 64;
+
+/// Whether a message of `desc` can hold a map at any depth (a
+/// `google.protobuf.Struct` or an `Any` included): only those are worth a
+/// pass over their bytes.
+pub fn can_hold_maps(desc: &MessageDescriptor) -> bool {
+    fn walk(desc: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
+        if desc.full_name() == "google.protobuf.Any" {
+            return true;
+        }
+        if seen.iter().any(|s| s == desc.full_name()) {
+            return false;
+        }
+        seen.push(desc.full_name().to_owned());
+        desc.fields().any(|f| {
+            f.is_map()
+                || match f.kind() {
+                    Kind::Message(m) => walk(&m, seen),
+                    _ => false,
+                }
+        })
+    }
+    walk(desc, &mut Vec::new())
+}
+
+/// The bytes of a message of `desc` with every map's entries in key order,
+/// at any depth; `None` when they already are (or the bytes are no message
+/// of `desc`, which are then left for the backend to judge).
+pub fn sorted(desc: &MessageDescriptor, bytes: &[u8]) -> Option<Vec<u8>> {
+    message(desc, bytes, 0)
+}
+
+/// The bytes of `bytes` sorted, or themselves when already in order.
+pub fn sorted_or_same(desc: &MessageDescriptor, bytes: Vec<u8>) -> Vec<u8> {
+    sorted(desc, &bytes).unwrap_or(bytes)
+}
+
+/// A request message the gateway built (from JSON, a URL, tool
+/// arguments), encoded with its maps in key order when `target`'s request
+/// type can hold any: one JSON object is then one byte string.
+pub fn encode_request(target: &crate::envelope::Target, msg: &DynamicMessage) -> bytes::Bytes {
+    let bytes = msg.encode_to_vec();
+    if target.request_has_maps {
+        sorted_or_same(&target.method.input(), bytes).into()
+    } else {
+        bytes.into()
+    }
+}
+
+struct Record<'a> {
+    number: u32,
+    /// The whole record: key, length and value.
+    whole: &'a [u8],
+    /// A length-delimited record's value.
+    value: Option<&'a [u8]>,
+    /// Its value rewritten (a nested message's maps sorted).
+    rewritten: Option<Vec<u8>>,
+}
+
+fn records(mut bytes: &[u8]) -> Option<Vec<Record<'_>>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let start = bytes;
+        let key = decode_varint(&mut bytes).ok()?;
+        let number = u32::try_from(key >> 3).ok()?;
+        let value = match key & 7 {
+            0 => {
+                decode_varint(&mut bytes).ok()?;
+                None
+            }
+            1 => {
+                bytes = bytes.get(8..)?;
+                None
+            }
+            5 => {
+                bytes = bytes.get(4..)?;
+                None
+            }
+            2 => {
+                let len = usize::try_from(decode_varint(&mut bytes).ok()?).ok()?;
+                let value = bytes.get(..len)?;
+                bytes = &bytes[len..];
+                Some(value)
+            }
+            _ => return None,
+        };
+        let used = start.len() - bytes.len();
+        out.push(Record {
+            number,
+            whole: &start[..used],
+            value,
+            rewritten: None,
+        });
+    }
+    Some(out)
+}
+
+fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let mut records = records(bytes)?;
+    let mut changed = false;
+    // Nested messages first: a map's value may hold maps of its own.
+    let any = desc.full_name() == "google.protobuf.Any";
+    let any_type = any
+        .then(|| {
+            records
+                .iter()
+                .rev()
+                .find(|r| r.number == 1)
+                .and_then(|r| r.value)
+                .and_then(|url| std::str::from_utf8(url).ok())
+                .and_then(|url| url.rsplit('/').next())
+                .and_then(|name| desc.parent_pool().get_message_by_name(name))
+        })
+        .flatten();
+    for r in &mut records {
+        let Some(value) = r.value else { continue };
+        let nested = if any && r.number == 2 {
+            any_type.clone()
+        } else {
+            match desc.get_field(r.number).map(|f| f.kind()) {
+                Some(Kind::Message(m)) => Some(m),
+                _ => None,
+            }
+        };
+        if let Some(nested) = nested {
+            r.rewritten = message(&nested, value, depth + 1);
+            changed |= r.rewritten.is_some();
+        }
+    }
+    // Then each map's entries, into the places its entries held.
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    for field in desc.fields().filter(|f| f.is_map()) {
+        let Kind::Message(entry) = field.kind() else {
+            continue;
+        };
+        let Some(key_kind) = entry.get_field(1).map(|k| k.kind()) else {
+            continue;
+        };
+        let places: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].number == field.number() && records[i].value.is_some())
+            .collect();
+        if places.len() < 2 {
+            continue;
+        }
+        let keys: Vec<MapKey> = places
+            .iter()
+            .map(|&i| {
+                let r = &records[i];
+                map_key(
+                    r.rewritten.as_deref().or(r.value).unwrap_or_default(),
+                    &key_kind,
+                )
+            })
+            .collect::<Option<_>>()?;
+        let mut by_key: Vec<usize> = (0..places.len()).collect();
+        // Stable: entries with one key keep their order.
+        by_key.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+        if by_key.iter().enumerate().any(|(k, &j)| k != j) {
+            changed = true;
+            for (slot, &j) in places.iter().zip(&by_key) {
+                order[*slot] = places[j];
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    for i in order {
+        let r = &records[i];
+        match &r.rewritten {
+            Some(value) => {
+                encode_varint((u64::from(r.number) << 3) | 2, &mut out);
+                encode_varint(value.len() as u64, &mut out);
+                out.extend_from_slice(value);
+            }
+            None => out.extend_from_slice(r.whole),
+        }
+    }
+    Some(out)
+}
+
+/// A map entry's key, in the order protobuf's deterministic writers use.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum MapKey<'a> {
+    Signed(i64),
+    Unsigned(u64),
+    Bytes(&'a [u8]),
+}
+
+/// The key of an encoded map entry (field 1, the last one given; absent,
+/// its kind's default). `None` for an entry that is no such message.
+fn map_key<'a>(entry: &'a [u8], kind: &Kind) -> Option<MapKey<'a>> {
+    let mut key = None;
+    for r in records(entry)? {
+        if r.number == 1 {
+            key = Some(r.whole);
+        }
+    }
+    let Some(mut field) = key else {
+        return Some(match kind {
+            Kind::String => MapKey::Bytes(b""),
+            Kind::Int32
+            | Kind::Int64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Sfixed32
+            | Kind::Sfixed64 => MapKey::Signed(0),
+            _ => MapKey::Unsigned(0),
+        });
+    };
+    decode_varint(&mut field).ok()?;
+    let fixed = |n: usize| -> Option<u64> {
+        let b = field.get(..n)?;
+        let mut v = [0u8; 8];
+        v[..n].copy_from_slice(b);
+        Some(u64::from_le_bytes(v))
+    };
+    Some(match kind {
+        Kind::String => {
+            let len = usize::try_from(decode_varint(&mut field).ok()?).ok()?;
+            MapKey::Bytes(field.get(..len)?)
+        }
+        Kind::Int32 | Kind::Int64 => MapKey::Signed(decode_varint(&mut field).ok()? as i64),
+        Kind::Sint32 | Kind::Sint64 => {
+            let v = decode_varint(&mut field).ok()?;
+            MapKey::Signed(((v >> 1) as i64) ^ -((v & 1) as i64))
+        }
+        Kind::Sfixed32 => MapKey::Signed(i64::from(fixed(4)? as u32 as i32)),
+        Kind::Sfixed64 => MapKey::Signed(fixed(8)? as i64),
+        Kind::Fixed32 => MapKey::Unsigned(fixed(4)?),
+        Kind::Fixed64 => MapKey::Unsigned(fixed(8)?),
+        // uint32, uint64, bool: a varint, in its own order.
+        _ => MapKey::Unsigned(decode_varint(&mut field).ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests;
