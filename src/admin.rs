@@ -79,6 +79,13 @@ pub fn spawn<A: AdminSource>(
                         let json = "application/json";
                         let req_path_is_reload = req.uri().path() == "/config/reload";
                         let (status, content_type, body) = match (req.method(), req.uri().path()) {
+                            // A generation built now would start its tasks
+                            // and log for a gateway about to exit.
+                            (&Method::POST, "/config/reload") if draining => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                json,
+                                r#"{"result":"error","errors":["the gateway is shutting down: no reload while it drains"]}"#.to_owned(),
+                            ),
                             (&Method::POST, "/config/reload") => {
                                 let outcome = source.clone().reload().await;
                                 let status = if outcome["result"] == "ok" {

@@ -389,6 +389,16 @@ impl Edge {
         }
     }
 
+    /// Drops the headers named with `_` at once, under
+    /// `metadata.headers_with_underscores = "drop"`: a WebSocket
+    /// handshake's, which every call of its session brings through
+    /// [`Edge::context`] again, so each is dropped and counted once.
+    pub fn drop_underscored_now(&self, headers: &mut HeaderMap) {
+        if self.metadata.drop_underscored {
+            drop_underscored(headers);
+        }
+    }
+
     /// The policies' context for a request: its headers as the edge made
     /// them and the client's deadline.
     pub fn context(

@@ -291,6 +291,9 @@ impl WebSocketIngress {
 
         let mut inbound = self.edge.inbound(headers, req.extensions());
         inbound.record = Some(record.clone());
+        // Once for the session: every call goes through the edge with the
+        // handshake's headers again, and would count each drop again.
+        self.edge.drop_underscored_now(&mut inbound.headers);
         let path = req.uri().path();
         let mut query_pairs: Vec<(String, String)> =
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())

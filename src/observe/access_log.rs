@@ -64,6 +64,9 @@ struct Shared {
     /// Set by a reload that built no new generation: the file is opened
     /// again before the next write, so rotation by renaming still works.
     reopen: AtomicBool,
+    /// Set by [`AccessLog::close`]: the writer then keeps its destination
+    /// in `late` when it ends (a log dropped by a reload closes its file).
+    keep_for_late: AtomicBool,
     /// The destination, once the writer has ended: a call that ends after
     /// the log closed (one cut at the drain timeout whose task lets go of
     /// it as the process exits) writes its line here itself, so no call
@@ -104,6 +107,7 @@ impl AccessLog {
             wake: Condvar::new(),
             closed: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
+            keep_for_late: AtomicBool::new(false),
             late: Mutex::new(None),
         });
         let theirs = shared.clone();
@@ -133,7 +137,9 @@ impl AccessLog {
                             if theirs.closed.load(Ordering::Acquire) {
                                 // Under the buffer's lock: a line queued
                                 // from now on finds the destination here.
-                                *lock(&theirs.late) = Some(out);
+                                if theirs.keep_for_late.load(Ordering::Acquire) {
+                                    *lock(&theirs.late) = Some(out);
+                                }
                                 return;
                             }
                             continue;
@@ -191,6 +197,7 @@ impl AccessLog {
     /// Writes out what is waiting and ends the writer: the last step of a
     /// graceful shutdown, once the calls in flight are done. Blocks.
     pub fn close(&self) {
+        self.shared.keep_for_late.store(true, Ordering::Release);
         self.shared.stop();
         let writer = {
             let mut writers = lock(&WRITERS);

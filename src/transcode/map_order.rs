@@ -43,11 +43,33 @@ pub fn can_hold_maps(desc: &MessageDescriptor) -> bool {
 }
 
 /// The bytes of a message of `desc` with every map's entries in key order,
-/// at any depth; `None` when they already are (or the bytes are no message
-/// of `desc`, which are then left for the backend to judge).
+/// at any depth; `None` when they already are, and for bytes that are no
+/// message of `desc` (left for the backend to judge) or that would cost
+/// more than [`Budget`] allows (left as they came).
 pub fn sorted(desc: &MessageDescriptor, bytes: &[u8]) -> Option<Vec<u8>> {
-    message(desc, bytes, 0)
+    let mut budget = Budget {
+        records: MAX_RECORDS,
+        bytes: bytes.len().saturating_mul(4).max(64 * 1024),
+    };
+    message(desc, bytes, 0, &mut budget).ok().flatten()
 }
+
+/// What one pass may spend. The cache keys on bytes a client sent, so a
+/// message of a million tiny records, or maps unsorted at every level of
+/// a deep nesting (each level copies what it holds), is left as it came
+/// rather than costing memory or time out of proportion to its size: its
+/// key is then its bytes, as before any sorting.
+struct Budget {
+    /// Records read, over every level.
+    records: usize,
+    /// Bytes written, over every level.
+    bytes: usize,
+}
+
+const MAX_RECORDS: usize = 65_536;
+
+/// A pass given up: bytes that are no message, or over the budget.
+struct Stop;
 
 /// The bytes of `bytes` sorted, or themselves when already in order.
 pub fn sorted_or_same(desc: &MessageDescriptor, bytes: Vec<u8>) -> Vec<u8> {
@@ -76,32 +98,34 @@ struct Record<'a> {
     rewritten: Option<Vec<u8>>,
 }
 
-fn records(mut bytes: &[u8]) -> Option<Vec<Record<'_>>> {
+fn records<'a>(mut bytes: &'a [u8], budget: &mut Budget) -> Result<Vec<Record<'a>>, Stop> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
+        budget.records = budget.records.checked_sub(1).ok_or(Stop)?;
         let start = bytes;
-        let key = decode_varint(&mut bytes).ok()?;
-        let number = u32::try_from(key >> 3).ok()?;
+        let key = decode_varint(&mut bytes).map_err(|_| Stop)?;
+        let number = u32::try_from(key >> 3).map_err(|_| Stop)?;
         let value = match key & 7 {
             0 => {
-                decode_varint(&mut bytes).ok()?;
+                decode_varint(&mut bytes).map_err(|_| Stop)?;
                 None
             }
             1 => {
-                bytes = bytes.get(8..)?;
+                bytes = bytes.get(8..).ok_or(Stop)?;
                 None
             }
             5 => {
-                bytes = bytes.get(4..)?;
+                bytes = bytes.get(4..).ok_or(Stop)?;
                 None
             }
             2 => {
-                let len = usize::try_from(decode_varint(&mut bytes).ok()?).ok()?;
-                let value = bytes.get(..len)?;
+                let len = decode_varint(&mut bytes).map_err(|_| Stop)?;
+                let len = usize::try_from(len).map_err(|_| Stop)?;
+                let value = bytes.get(..len).ok_or(Stop)?;
                 bytes = &bytes[len..];
                 Some(value)
             }
-            _ => return None,
+            _ => return Err(Stop),
         };
         let used = start.len() - bytes.len();
         out.push(Record {
@@ -111,14 +135,19 @@ fn records(mut bytes: &[u8]) -> Option<Vec<Record<'_>>> {
             rewritten: None,
         });
     }
-    Some(out)
+    Ok(out)
 }
 
-fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>> {
+fn message(
+    desc: &MessageDescriptor,
+    bytes: &[u8],
+    depth: u32,
+    budget: &mut Budget,
+) -> Result<Option<Vec<u8>>, Stop> {
     if depth > MAX_DEPTH {
-        return None;
+        return Err(Stop);
     }
-    let mut records = records(bytes)?;
+    let mut records = records(bytes, budget)?;
     let mut changed = false;
     // Nested messages first: a map's value may hold maps of its own.
     let any = desc.full_name() == "google.protobuf.Any";
@@ -145,7 +174,7 @@ fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>
             }
         };
         if let Some(nested) = nested {
-            r.rewritten = message(&nested, value, depth + 1);
+            r.rewritten = message(&nested, value, depth + 1, budget)?;
             changed |= r.rewritten.is_some();
         }
     }
@@ -171,9 +200,10 @@ fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>
                 map_key(
                     r.rewritten.as_deref().or(r.value).unwrap_or_default(),
                     &key_kind,
+                    budget,
                 )
             })
-            .collect::<Option<_>>()?;
+            .collect::<Result<_, Stop>>()?;
         let mut by_key: Vec<usize> = (0..places.len()).collect();
         // Stable: entries with one key keep their order.
         by_key.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
@@ -185,8 +215,9 @@ fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>
         }
     }
     if !changed {
-        return None;
+        return Ok(None);
     }
+    budget.bytes = budget.bytes.checked_sub(bytes.len()).ok_or(Stop)?;
     let mut out = Vec::with_capacity(bytes.len());
     for i in order {
         let r = &records[i];
@@ -199,7 +230,7 @@ fn message(desc: &MessageDescriptor, bytes: &[u8], depth: u32) -> Option<Vec<u8>
             None => out.extend_from_slice(r.whole),
         }
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// A map entry's key, in the order protobuf's deterministic writers use.
@@ -211,16 +242,18 @@ enum MapKey<'a> {
 }
 
 /// The key of an encoded map entry (field 1, the last one given; absent,
-/// its kind's default). `None` for an entry that is no such message.
-fn map_key<'a>(entry: &'a [u8], kind: &Kind) -> Option<MapKey<'a>> {
+/// its kind's default), read as the decoder reads it: an `int32` from the
+/// low 32 bits of its varint, a `bool` as zero or not, so two entries the
+/// backend reads as one key keep their order (the last still wins).
+fn map_key<'a>(entry: &'a [u8], kind: &Kind, budget: &mut Budget) -> Result<MapKey<'a>, Stop> {
     let mut key = None;
-    for r in records(entry)? {
+    for r in records(entry, budget)? {
         if r.number == 1 {
             key = Some(r.whole);
         }
     }
     let Some(mut field) = key else {
-        return Some(match kind {
+        return Ok(match kind {
             Kind::String => MapKey::Bytes(b""),
             Kind::Int32
             | Kind::Int64
@@ -231,29 +264,36 @@ fn map_key<'a>(entry: &'a [u8], kind: &Kind) -> Option<MapKey<'a>> {
             _ => MapKey::Unsigned(0),
         });
     };
-    decode_varint(&mut field).ok()?;
-    let fixed = |n: usize| -> Option<u64> {
-        let b = field.get(..n)?;
+    decode_varint(&mut field).map_err(|_| Stop)?;
+    let fixed = |field: &[u8], n: usize| -> Result<u64, Stop> {
+        let b = field.get(..n).ok_or(Stop)?;
         let mut v = [0u8; 8];
         v[..n].copy_from_slice(b);
-        Some(u64::from_le_bytes(v))
+        Ok(u64::from_le_bytes(v))
     };
-    Some(match kind {
+    let varint = |field: &mut &[u8]| decode_varint(field).map_err(|_| Stop);
+    Ok(match kind {
         Kind::String => {
-            let len = usize::try_from(decode_varint(&mut field).ok()?).ok()?;
-            MapKey::Bytes(field.get(..len)?)
+            let len = usize::try_from(varint(&mut field)?).map_err(|_| Stop)?;
+            MapKey::Bytes(field.get(..len).ok_or(Stop)?)
         }
-        Kind::Int32 | Kind::Int64 => MapKey::Signed(decode_varint(&mut field).ok()? as i64),
-        Kind::Sint32 | Kind::Sint64 => {
-            let v = decode_varint(&mut field).ok()?;
+        Kind::Int32 => MapKey::Signed(i64::from(varint(&mut field)? as i32)),
+        Kind::Int64 => MapKey::Signed(varint(&mut field)? as i64),
+        Kind::Sint32 => {
+            let v = varint(&mut field)? as u32;
+            MapKey::Signed(i64::from(((v >> 1) as i32) ^ -((v & 1) as i32)))
+        }
+        Kind::Sint64 => {
+            let v = varint(&mut field)?;
             MapKey::Signed(((v >> 1) as i64) ^ -((v & 1) as i64))
         }
-        Kind::Sfixed32 => MapKey::Signed(i64::from(fixed(4)? as u32 as i32)),
-        Kind::Sfixed64 => MapKey::Signed(fixed(8)? as i64),
-        Kind::Fixed32 => MapKey::Unsigned(fixed(4)?),
-        Kind::Fixed64 => MapKey::Unsigned(fixed(8)?),
-        // uint32, uint64, bool: a varint, in its own order.
-        _ => MapKey::Unsigned(decode_varint(&mut field).ok()?),
+        Kind::Sfixed32 => MapKey::Signed(i64::from(fixed(field, 4)? as u32 as i32)),
+        Kind::Sfixed64 => MapKey::Signed(fixed(field, 8)? as i64),
+        Kind::Fixed32 => MapKey::Unsigned(fixed(field, 4)?),
+        Kind::Fixed64 => MapKey::Unsigned(fixed(field, 8)?),
+        Kind::Uint32 => MapKey::Unsigned(u64::from(varint(&mut field)? as u32)),
+        Kind::Bool => MapKey::Unsigned(u64::from(varint(&mut field)? != 0)),
+        _ => MapKey::Unsigned(varint(&mut field)?),
     })
 }
 

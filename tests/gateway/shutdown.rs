@@ -137,6 +137,13 @@ async fn the_admin_port_answers_during_the_drain_and_readyz_says_it_is_draining(
         "{}",
         ready.text()
     );
+    // A generation built now would only start tasks for a gateway about
+    // to exit.
+    let reload = admin
+        .send(http::Method::POST, "/config/reload", &[], "")
+        .await;
+    assert_eq!(reload.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reload.json()["result"], "error", "{}", reload.text());
     let metrics = admin.get("/metrics").await.text();
     assert!(
         metrics.contains("portico_upstream_in_flight{upstream=\"demo\"} 1"),

@@ -126,3 +126,76 @@ fn bytes_that_are_no_message_are_left_alone_and_nothing_panics() {
     assert!(!can_hold_maps(&timestamp));
     assert!(can_hold_maps(&thing()));
 }
+
+/// A message with maps keyed by `bool` and `int32`, compiled here.
+fn keyed() -> MessageDescriptor {
+    let dir = std::env::temp_dir().join(format!("portico-map-order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("keyed.proto"),
+        "syntax = \"proto3\";\npackage keyed;\nmessage Keyed {\n  map<bool, string> flags = 1;\n  map<int32, string> small = 2;\n}\n",
+    )
+    .unwrap();
+    let set = crate::descriptors::compile_protos(&[&dir], &["keyed.proto".to_owned()]).unwrap();
+    let mut pool = prost_reflect::DescriptorPool::new();
+    crate::descriptors::add_set(&mut pool, &set, "keyed.proto").unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    pool.get_message_by_name("keyed.Keyed").unwrap()
+}
+
+/// An entry of field `number` with a varint key written as `key` (raw,
+/// any width) and a one-letter value.
+fn entry(number: u8, key: &[u8], value: u8) -> Vec<u8> {
+    let mut e = vec![0x08];
+    e.extend_from_slice(key);
+    e.extend_from_slice(&[0x12, 0x01, value]);
+    let mut out = vec![(number << 3) | 2, e.len() as u8];
+    out.extend(e);
+    out
+}
+
+/// Keys are compared as the backend's decoder reads them: a `bool` of 2
+/// is `true`, an `int32` of 2^32 - 1 in five bytes is -1. Two entries it
+/// reads as one key keep their order, so the same one still wins.
+#[test]
+fn keys_the_decoder_reads_as_one_keep_their_order() {
+    let desc = keyed();
+    // true (as 2), then true (as 1): one key, already in order.
+    let mut flags = entry(1, &[0x02], b'a');
+    flags.extend(entry(1, &[0x01], b'b'));
+    assert_eq!(sorted(&desc, &flags), None);
+    // -1 as five bytes, then -1 as ten: one key.
+    let mut small = entry(2, &[0xff, 0xff, 0xff, 0xff, 0x0f], b'a');
+    small.extend(entry(
+        2,
+        &[0xff; 9].iter().copied().chain([0x01]).collect::<Vec<_>>(),
+        b'b',
+    ));
+    assert_eq!(sorted(&desc, &small), None);
+    // And a real order: 5 before -1 becomes -1 first.
+    let mut two = entry(2, &[0x05], b'a');
+    two.extend(entry(2, &[0xff, 0xff, 0xff, 0xff, 0x0f], b'b'));
+    let mut expected = entry(2, &[0xff, 0xff, 0xff, 0xff, 0x0f], b'b');
+    expected.extend(entry(2, &[0x05], b'a'));
+    assert_eq!(sorted(&desc, &two), Some(expected));
+}
+
+/// Bytes a client sent are sorted only within a budget: a message of more
+/// records than it allows is left as it came (its cache key its bytes).
+#[test]
+fn a_message_past_the_budget_is_left_as_it_came() {
+    let desc = keyed();
+    let mut many = Vec::new();
+    for i in 0..(MAX_RECORDS as u32 / 2 + 10) {
+        // Descending keys, each entry counting three records.
+        let mut key = Vec::new();
+        encode_varint(u64::from(1_000_000 - i), &mut key);
+        many.extend(entry(2, &key, b'x'));
+    }
+    assert_eq!(sorted(&desc, &many), None);
+    let few: Vec<u8> = (0..100u8)
+        .rev()
+        .flat_map(|k| entry(2, &[k], b'x'))
+        .collect();
+    assert!(sorted(&desc, &few).is_some(), "within the budget, sorted");
+}
