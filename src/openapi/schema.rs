@@ -401,7 +401,8 @@ pub fn well_known(m: &MessageDescriptor) -> Option<Value> {
         "google.protobuf.Empty" => json!({ "type": "object", "additionalProperties": false }),
         "google.protobuf.Any" => json!({
             "type": "object",
-            "properties": { "@type": { "type": "string" } },
+            // A type URL: anything up to a last `/`, then the full name.
+            "properties": { "@type": { "type": "string", "pattern": "/[A-Za-z_][A-Za-z0-9_.]*$" } },
             "required": ["@type"],
             "additionalProperties": true,
             "description": "A message of the type named by `@type` (its fields beside it; `value` for well-known types)"

@@ -92,6 +92,11 @@ fn every_field_kind_is_described_under_its_json_name() {
     assert_eq!(p["attributes"]["type"], "object");
     assert_eq!(p["list"]["type"], "array");
     assert_eq!(p["details"]["required"][0], "@type");
+    // A type URL, as a request's `@type` must be (a bare name is a 400).
+    assert_eq!(
+        p["details"]["properties"]["@type"]["pattern"],
+        "/[A-Za-z_][A-Za-z0-9_.]*$"
+    );
     assert_eq!(p["nickname"]["type"], serde_json::json!(["string", "null"]));
     assert_eq!(p["big"]["type"], serde_json::json!(["string", "null"]));
     assert_eq!(p["legacy"]["deprecated"], true);

@@ -309,8 +309,9 @@ fn path_var(
             )
         })?;
         if field.is_list() || field.is_map() {
+            let what = if field.is_map() { "a map" } else { "repeated" };
             return Err(format!(
-                "path variable {{{name}}}: field {ident} is repeated"
+                "path variable {{{name}}}: field {ident} is {what}: a path variable names one singular field"
             ));
         }
         let last = i + 1 == v.field_path.len();
