@@ -181,6 +181,29 @@ fn shape(file: &prost_types::FileDescriptorProto) -> String {
 }
 
 /// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
+/// Every message type a message of `desc` can hold, itself first, each
+/// once (a recursive type ends the walk where it repeats): through its
+/// message fields at any depth, a map's entry type included. What the
+/// transcoder asks of a method's whole request or reply type (no map, no
+/// well-known type...) is asked of each of these.
+pub fn reachable_messages(
+    desc: &prost_reflect::MessageDescriptor,
+) -> Vec<prost_reflect::MessageDescriptor> {
+    let mut found = vec![desc.clone()];
+    let mut next = 0;
+    while let Some(m) = found.get(next).cloned() {
+        next += 1;
+        for f in m.fields() {
+            if let prost_reflect::Kind::Message(nested) = f.kind() {
+                if !found.contains(&nested) {
+                    found.push(nested);
+                }
+            }
+        }
+    }
+    found
+}
+
 pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
     let source = path.display().to_string();
     let bytes = crate::config::read_file(path)

@@ -23,23 +23,9 @@ const MAX_DEPTH: u32 = 64;
 /// `google.protobuf.Struct` or an `Any` included): only those are worth a
 /// pass over their bytes.
 pub fn can_hold_maps(desc: &MessageDescriptor) -> bool {
-    fn walk(desc: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
-        if desc.full_name() == "google.protobuf.Any" {
-            return true;
-        }
-        if seen.iter().any(|s| s == desc.full_name()) {
-            return false;
-        }
-        seen.push(desc.full_name().to_owned());
-        desc.fields().any(|f| {
-            f.is_map()
-                || match f.kind() {
-                    Kind::Message(m) => walk(&m, seen),
-                    _ => false,
-                }
-        })
-    }
-    walk(desc, &mut Vec::new())
+    crate::descriptors::reachable_messages(desc)
+        .iter()
+        .any(|m| m.full_name() == "google.protobuf.Any" || m.fields().any(|f| f.is_map()))
 }
 
 /// The bytes of a message of `desc` with every map's entries in key order,

@@ -44,26 +44,14 @@ const I32: u8 = 5;
 /// Routes try the direct path only for such types, so a reply the writer
 /// would give up on midway never pays for the attempt.
 pub fn covers(desc: &MessageDescriptor) -> bool {
-    fn walk(desc: &MessageDescriptor, seen: &mut Vec<String>) -> bool {
-        if desc.package_name() == "google.protobuf" {
-            return false;
-        }
-        if seen.iter().any(|s| s == desc.full_name()) {
-            return true;
-        }
-        seen.push(desc.full_name().to_owned());
-        desc.fields().all(|f| {
-            if f.is_map() || f.is_group() {
-                return false;
-            }
-            match f.kind() {
-                Kind::Message(m) => walk(&m, seen),
-                Kind::Enum(e) => e.full_name() != "google.protobuf.NullValue",
-                _ => true,
-            }
-        })
-    }
-    walk(desc, &mut Vec::new())
+    crate::descriptors::reachable_messages(desc).iter().all(|m| {
+        m.package_name() != "google.protobuf"
+            && m.fields().all(|f| {
+                !f.is_map()
+                    && !f.is_group()
+                    && !matches!(f.kind(), Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue")
+            })
+    })
 }
 
 /// Appends the JSON of the message `bytes` encode to `out`; on
