@@ -52,7 +52,8 @@ fn call_records(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    let dir = std::env::temp_dir().join(format!("portico-bench-observe-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-bench-observe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
     let tracing = "[tracing]\nendpoint = \"http://127.0.0.1:1\"\nsampler = \"parentbased_traceidratio\"\nsampler_arg = 0\n";

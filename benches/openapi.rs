@@ -13,7 +13,8 @@ const SERVICES: usize = 10;
 const METHODS: usize = 100;
 
 fn one_thousand_methods(c: &mut Criterion) {
-    let dir = std::env::temp_dir().join(format!("portico-bench-openapi-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-bench-openapi-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut proto = String::from(
         "syntax = \"proto3\";\npackage bench.v1;\nimport \"google/api/annotations.proto\";\n\

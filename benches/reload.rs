@@ -13,7 +13,8 @@ const ROUTES: usize = 5000;
 
 /// Writes the schema (compiled to a descriptor set) and returns the folder.
 fn schema_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("portico-bench-reload-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-bench-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut proto = String::from(
         "syntax = \"proto3\";\npackage bench.v1;\nimport \"google/api/annotations.proto\";\n\

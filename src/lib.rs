@@ -42,4 +42,6 @@ pub mod openapi;
 pub mod pem_problems;
 pub mod policy;
 pub mod routes;
+#[cfg(test)]
+mod scratch;
 pub mod transcode;

@@ -846,13 +846,11 @@ mod tests {
     /// The schema part of a route's cache key, for `proto` compiled from a
     /// file as `descriptors.protos` compiles it.
     fn schema_key(proto: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("portico-key-{}", fastrand::u64(..)));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::ScratchDir::new("key");
         std::fs::write(dir.join("k.proto"), proto).unwrap();
         let set = crate::descriptors::compile_protos(&[&dir], &["k.proto".to_owned()])
             .map_err(|(_, e)| e.to_string())
             .unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
         let pool = DescriptorPool::decode(&set[..]).unwrap();
         let text = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.b]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\ngrpc_service = \"k.S\"\nupstream = \"b\"\n";
         let config = Config::from_toml(text).unwrap();
@@ -871,8 +869,7 @@ mod tests {
 
     #[test]
     fn the_digest_depends_on_contents_not_on_how_the_path_is_spelled() {
-        let dir = std::env::temp_dir().join(format!("portico-digest-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = crate::scratch::ScratchDir::new("digest");
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(
             dir.join("keys.toml"),

@@ -533,7 +533,7 @@ fn a_duplicate_key_is_named() {
 
 #[test]
 fn a_proto_written_as_a_path_through_its_include_folder_is_found_from_any_working_directory() {
-    let dir = std::env::temp_dir().join(format!("portico-protos-{}", std::process::id()));
+    let dir = crate::scratch::ScratchDir::new("protos");
     std::fs::create_dir_all(dir.join("proto/acme/v1")).unwrap();
     std::fs::write(
         dir.join("proto/acme/v1/echo.proto"),
@@ -559,7 +559,7 @@ fn a_proto_named_through_a_folder_that_another_folder_shadows_is_refused() {
     // Two include folders hold s/x.proto: the compiler reads the first
     // folder's, so naming the second's by its path would load a schema
     // other than the one named.
-    let dir = std::env::temp_dir().join(format!("portico-shadow-{}", std::process::id()));
+    let dir = crate::scratch::ScratchDir::new("shadow");
     for folder in ["a", "b"] {
         std::fs::create_dir_all(dir.join(folder).join("s")).unwrap();
         std::fs::write(dir.join(folder).join("s/x.proto"), "syntax = \"proto3\";\n").unwrap();
@@ -618,8 +618,7 @@ fn a_missing_key_is_named_as_the_key() {
 
 #[test]
 fn a_keys_file_that_does_not_parse_is_named_with_line_and_column() {
-    let dir = std::env::temp_dir().join(format!("portico-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("keys");
     std::fs::write(
         dir.join("keys.toml"),
         "# consumers\nacme = \"ab\"\nbroken\n",
@@ -638,8 +637,7 @@ fn a_keys_file_that_does_not_parse_is_named_with_line_and_column() {
 /// the gateway reads itself would be taken from it.
 #[test]
 fn an_api_key_parameter_the_gateway_reads_itself_is_refused() {
-    let dir = std::env::temp_dir().join(format!("portico-keyparam-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("keyparam");
     std::fs::write(
         dir.join("keys.toml"),
         format!("acme = \"{}\"\n", "a".repeat(64)),
@@ -697,8 +695,7 @@ fn a_claim_cannot_be_forwarded_where_an_api_key_authenticator_reads_its_keys() {
 
 #[test]
 fn two_consumers_with_one_key_is_a_config_error() {
-    let dir = std::env::temp_dir().join(format!("portico-dup-keys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("dup-keys");
     let digest = "a8becd61".repeat(8);
     std::fs::write(
         dir.join("keys.toml"),
@@ -725,8 +722,7 @@ fn two_consumers_with_one_key_is_a_config_error() {
 fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
     let fixture = |f: &str| format!("{}/tests/fixtures/{f}", env!("CARGO_MANIFEST_DIR"));
     let descriptors = fixture("../../descriptors/demo.binpb");
-    let dir = std::env::temp_dir().join(format!("portico-client-chain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("client-chain");
     let issuer_first = dir.join("client-chain.pem");
     std::fs::write(
         &issuer_first,
@@ -814,8 +810,7 @@ fn upstream_tls_files_are_read_at_load_and_a_bad_one_names_its_key() {
 #[test]
 fn an_upstream_whose_tls_files_changed_in_place_is_a_changed_upstream() {
     let fixture = |f: &str| format!("{}/tests/fixtures/tls/{f}", env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::temp_dir().join(format!("portico-rotate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("rotate");
     let ca = dir.join("ca.pem");
     let text = MINIMAL.replace(
         "endpoints = [\"127.0.0.1:50051\"]",
@@ -895,8 +890,7 @@ fn an_http2_window_outside_the_rfc_range_names_the_range_whatever_its_size() {
 
 #[test]
 fn dns_refresh_without_dns_is_refused_naming_it() {
-    let dir = std::env::temp_dir().join(format!("portico-dnsr-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("dnsr");
     let file = dir.join("endpoints.txt");
     std::fs::write(&file, "127.0.0.1:1\n").unwrap();
     for source in [

@@ -611,8 +611,7 @@ mod tests {
     /// the file, written by the call itself.
     #[test]
     fn a_line_that_comes_after_the_log_closed_is_still_written() {
-        let dir = std::env::temp_dir().join(format!("portico-late-line-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::ScratchDir::new("late-line");
         let path = dir.join("access.log");
         let log = AccessLog::start(&AccessLogConfig {
             format: Format::Json,

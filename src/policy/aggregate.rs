@@ -382,9 +382,7 @@ mod tests {
     /// floats in their shortest digits, as a binding writes them.
     #[test]
     fn a_deep_reply_is_written_whole_with_its_floats_shortest() {
-        let dir =
-            std::env::temp_dir().join(format!("portico-aggregate-deep-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::scratch::ScratchDir::new("aggregate-deep");
         std::fs::write(
             dir.join("tree.proto"),
             "syntax = \"proto3\";\npackage tree;\nmessage Node { repeated Node children = 1; float weight = 2; }\n",

@@ -218,7 +218,8 @@ async fn gateway_with_access_log(
     backend: SocketAddr,
     purpose: &str,
 ) -> (app::Gateway, std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("portico-{purpose}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-{purpose}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
@@ -565,7 +566,8 @@ async fn a_unary_body_cut_by_a_reset_is_never_called() {
 /// status sent and no error, as for a reset with any other code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_message_body_cut_by_a_no_error_reset_is_logged_as_a_client_that_left() {
-    let dir = std::env::temp_dir().join(format!("portico-cut-noerror-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cut-noerror-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");

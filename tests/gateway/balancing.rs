@@ -189,7 +189,8 @@ async fn consistent_hashing_keeps_keys_and_moves_about_a_fifth_when_an_instance_
         Instance::start("127.0.0.1:0").await,
     ];
     let newcomer = Instance::start("127.0.0.1:0").await;
-    let dir = std::env::temp_dir().join(format!("portico-hash-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-hash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("endpoints.txt");
     let list = |extra: Option<&Instance>| {
@@ -563,7 +564,8 @@ async fn removing_an_instance_from_the_file_lets_its_calls_in_flight_finish() {
         Instance::start("127.0.0.1:0").await,
         Instance::start("127.0.0.1:0").await,
     );
-    let dir = std::env::temp_dir().join(format!("portico-remove-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-remove-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("endpoints.txt");
     std::fs::write(&file, format!("{}\n{} 1\n", a.addr, b.addr)).unwrap();
@@ -649,7 +651,8 @@ async fn hashing_on_a_request_field_keeps_equal_values_on_one_instance() {
 #[tokio::test]
 async fn calls_queued_behind_full_connections_are_bounded_by_max_pending() {
     let a = Instance::start("127.0.0.1:0").await;
-    let log = std::env::temp_dir().join(format!("portico-pending-{}.log", fastrand::u64(..)));
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-pending-{}.log", fastrand::u64(..)));
     // Sleep made idempotent: a shed call is still not sent again.
     let (_gw, client) = gateway(&format!(
         "{}\nmax_streams_per_connection = 1\nmax_connections_per_endpoint = 1\n[upstreams.pool.circuit_breaker]\nmax_pending = 1\n[upstreams.pool.retry]\nidempotent_methods = [\"Sleep\"]\n[access_log]\npath = \"{}\"\n",

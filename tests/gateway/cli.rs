@@ -85,7 +85,8 @@ fn a_thread_count_out_of_range_is_a_usage_error() {
 
 #[test]
 fn check_lists_each_routes_policies_in_pipeline_order() {
-    let dir = std::env::temp_dir().join(format!("portico-policies-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-policies-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("p.toml");
     std::fs::write(
@@ -214,7 +215,8 @@ fn explain_follows_the_edge_head_and_aggregates_as_the_gateway_does() {
     assert!(text.contains("is normalized to /v1/shelves/1"), "{text}");
     assert!(text.contains("matches GET /v1/shelves/{shelf}"), "{text}");
     // An aggregate's path is the aggregate's, not a binding's.
-    let dir = std::env::temp_dir().join(format!("portico-explain-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("aggregate.toml");
     std::fs::write(
@@ -454,7 +456,8 @@ fn explain_suggests_the_nearest_templates_when_nothing_matches() {
 
 #[test]
 fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:8080\"\n[upstreams.a]\nendpoints = [\"x:1\"]\n[[routes]]\ngrpc_service = \"a.B\"\nupstream = \"b\"\n").unwrap();
@@ -508,7 +511,8 @@ fn a_bad_config_exits_non_zero_naming_file_key_and_reason() {
 /// from another gateway makes them: each error says which field is wrong.
 #[test]
 fn a_bad_http_rule_is_refused_naming_what_is_wrong_with_it() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-rule-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-rule-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
         (
@@ -578,7 +582,8 @@ fn check_probe_config(file: &std::path::Path, sections: &str, route_extra: &str)
 /// load; one that names a method an earlier route has is refused naming it.
 #[test]
 fn check_takes_a_split_service_and_names_a_method_routed_twice() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-split-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-split-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let second = |methods: &str| {
         format!(
@@ -603,7 +608,8 @@ fn check_takes_a_split_service_and_names_a_method_routed_twice() {
 
 #[test]
 fn check_refuses_a_missing_jwks_file_as_serve_would() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-jwks-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-jwks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ok, err) = check_probe_config(
         &dir.join("jwks.toml"),
@@ -623,7 +629,8 @@ fn check_refuses_a_missing_jwks_file_as_serve_would() {
 
 #[test]
 fn check_refuses_an_access_log_serve_could_not_open() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-log-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let check = |log_path: &str| {
         check_probe_config(
@@ -660,7 +667,8 @@ fn check_refuses_an_access_log_serve_could_not_open() {
 
 #[test]
 fn the_checked_in_descriptor_set_is_current() {
-    let out_file = std::env::temp_dir().join(format!("portico-demo-{}.binpb", std::process::id()));
+    let out_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-demo-{}.binpb", std::process::id()));
     let status = portico()
         .args(["compile", "-I", "proto", "-o"])
         .arg(&out_file)
@@ -685,7 +693,8 @@ fn the_checked_in_descriptor_set_is_current() {
 #[test]
 fn compile_takes_a_file_by_its_path_as_protoc_does() {
     let out = |name: &str| {
-        std::env::temp_dir().join(format!("portico-{name}-{}.binpb", std::process::id()))
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("portico-{name}-{}.binpb", std::process::id()))
     };
     let absolute = format!(
         "{}/proto/portico/demo/v1/feed.proto",
@@ -716,7 +725,8 @@ fn compile_takes_a_file_by_its_path_as_protoc_does() {
     // A file named by its path through an include folder that another,
     // earlier folder shadows under the same name is refused, as protoc
     // refuses it, instead of compiling the other file.
-    let dir = std::env::temp_dir().join(format!("portico-shadowed-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-shadowed-{}", std::process::id()));
     for (folder, field) in [("a", "from_a"), ("b", "from_b")] {
         std::fs::create_dir_all(dir.join(folder).join("s")).unwrap();
         std::fs::write(
@@ -819,7 +829,8 @@ async fn the_demo_serves_its_tour() {
 
 #[test]
 fn check_refuses_a_redis_that_serve_could_not_use() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-redis-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -871,7 +882,8 @@ fn check_refuses_a_redis_that_serve_could_not_use() {
 /// it offers, and each method it leaves out and why.
 #[test]
 fn check_names_the_methods_an_mcp_route_does_not_offer_as_tools() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-mcp-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-mcp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("t.proto"),
@@ -952,7 +964,8 @@ fn a_reader_that_stops_early_is_not_an_error() {
 /// never into the listing or the JSON document.
 #[test]
 fn warnings_while_loading_go_to_stderr_not_into_the_output() {
-    let dir = std::env::temp_dir().join(format!("portico-cli-streams-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-cli-streams-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("feed-cached.toml");
     std::fs::write(
@@ -998,7 +1011,8 @@ fn warnings_while_loading_go_to_stderr_not_into_the_output() {
 
 #[tokio::test]
 async fn serve_logs_the_ports_it_bound_so_port_zero_is_found() {
-    let dir = std::env::temp_dir().join(format!("portico-ports-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-ports-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("ports.toml");
     std::fs::write(

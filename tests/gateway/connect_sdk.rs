@@ -21,8 +21,8 @@ fn descriptor_set() -> std::path::PathBuf {
     let mut compiler = protox::Compiler::new([support::proto_dir()]).unwrap();
     compiler.include_imports(true);
     compiler.open_files(files).unwrap();
-    let path =
-        std::env::temp_dir().join(format!("portico-connect-sdk-{}.binpb", std::process::id()));
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-connect-sdk-{}.binpb", std::process::id()));
     std::fs::write(&path, compiler.file_descriptor_set().encode_to_vec()).unwrap();
     path
 }

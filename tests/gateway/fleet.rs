@@ -91,7 +91,8 @@ const BURST: f64 = 5.0;
 /// `portico check` on a config file holding `text`: whether it passed,
 /// and what it said on stderr.
 fn portico_check(text: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("portico-check-{}", fastrand::u64(..)));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-check-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("portico.toml"), text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))

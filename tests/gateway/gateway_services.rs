@@ -481,7 +481,8 @@ async fn server_reflection_answers_over_connect_and_websocket_too() {
 
 #[tokio::test]
 async fn calls_of_the_gateway_services_are_not_counted_as_traffic() {
-    let log = std::env::temp_dir().join(format!("portico-own-services-{}.log", std::process::id()));
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-own-services-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let h = Harness::start_with(&format!("[access_log]\npath = \"{}\"\n", log.display()), "").await;
     serving(&h).await;

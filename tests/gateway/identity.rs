@@ -1093,7 +1093,8 @@ async fn gateway_from_a_file(
     sections: &str,
     probe_extra: &str,
 ) -> (support::Harness, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("portico-identity-{}", fastrand::u64(..)));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-identity-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("portico.toml");
     let backends = portico::demo::backends::Backends::default();
@@ -1260,7 +1261,7 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "portico-identity-{}-{}",
             std::process::id(),
             fastrand::u64(..)
@@ -1462,7 +1463,8 @@ async fn a_client_certificate_is_the_principal_on_every_protocol() {
 fn identity_config_errors_name_the_key_and_the_reason() {
     let backend = "127.0.0.1:1".parse().unwrap();
     let keys = support::fixture("api_keys.toml");
-    let dir = std::env::temp_dir().join(format!("portico-empty-secret-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-empty-secret-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let empty_secret = dir.join("secret.txt");
     std::fs::write(&empty_secret, "\n").unwrap();

@@ -34,7 +34,8 @@ async fn serve_logging_at(
         .local_addr()
         .unwrap()
         .port();
-    let dir = std::env::temp_dir().join(format!("portico-{name}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("portico.toml");
     std::fs::write(

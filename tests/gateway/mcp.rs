@@ -146,7 +146,8 @@ async fn the_official_sdk_lists_the_tools_and_calls_one_with_and_without_a_token
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_passes_the_route_limit_cache_and_access_log() {
-    let dir = std::env::temp_dir().join(format!("portico-mcp-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-mcp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
     let h = gateway(Some(&log)).await;
@@ -629,7 +630,7 @@ async fn a_stream_tool_waits_no_longer_than_the_route_timeout_for_its_first_repl
         ..Default::default()
     })
     .await;
-    let dir = std::env::temp_dir().join(format!(
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "portico-mcp-stream-deadline-{}",
         std::process::id()
     ));

@@ -209,7 +209,8 @@ async fn the_admin_port_answers_its_pages_and_refuses_the_rest_in_one_shape() {
 /// so one odd name cannot break the whole scrape.
 #[tokio::test]
 async fn label_values_are_escaped_as_the_text_format_says() {
-    let dir = std::env::temp_dir().join(format!("portico-metrics-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-metrics-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let keys = dir.join("keys.toml");
     // The consumer "odd\nname" holds acme's key.

@@ -197,7 +197,7 @@ async fn a_bad_reload_changes_nothing_and_says_why_through_every_trigger() {
         .await
         .unwrap();
     for trigger in [Trigger::Sighup, Trigger::AdminPost, Trigger::FileChange] {
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "portico-reload-errors-{}-{trigger:?}",
             std::process::id()
         ));

@@ -370,7 +370,8 @@ async fn gateway_for_proto(
     backend: std::net::SocketAddr,
     limits: &str,
 ) -> portico::app::Gateway {
-    let dir = std::env::temp_dir().join(format!("portico-proto-{}", fastrand::u64(..)));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-proto-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("service.proto"), proto).unwrap();
     let text = format!(

@@ -108,7 +108,8 @@ async fn a_route_to_an_unknown_service_names_the_key_and_the_service() {
 
 #[tokio::test]
 async fn a_missing_import_names_the_proto_file_and_the_import() {
-    let dir = std::env::temp_dir().join(format!("portico-schema-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-schema-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("svc.proto"),
@@ -132,7 +133,8 @@ async fn a_missing_import_names_the_proto_file_and_the_import() {
 
 #[tokio::test]
 async fn colliding_bindings_are_a_startup_error_naming_both_methods() {
-    let dir = std::env::temp_dir().join(format!("portico-collide-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-collide-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("c.proto"),
@@ -166,7 +168,8 @@ service S {
 
 #[tokio::test]
 async fn a_binding_naming_a_missing_field_is_a_startup_error() {
-    let dir = std::env::temp_dir().join(format!("portico-field-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-field-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("f.proto"),
@@ -268,7 +271,8 @@ async fn a_method_list_naming_a_method_that_cannot_use_it_names_the_key() {
 async fn two_sources_that_disagree_name_the_listed_file_once() {
     // A copy of the demo's library.proto with one more field, listed by a
     // path to it rather than its name under the include path.
-    let dir = std::env::temp_dir().join(format!("portico-conflict-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-conflict-{}", std::process::id()));
     let copy = dir.join("portico/demo/v1");
     std::fs::create_dir_all(&copy).unwrap();
     let original = std::fs::read_to_string(format!(

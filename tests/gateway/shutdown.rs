@@ -35,7 +35,8 @@ async fn portico_with(
     more: &str,
 ) -> (Child, HttpClient, std::path::PathBuf) {
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("portico-shutdown-{}-{port}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-shutdown-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("portico.toml");
     std::fs::write(

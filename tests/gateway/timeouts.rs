@@ -567,7 +567,8 @@ async fn an_upload_longer_than_the_idle_timeout_is_not_cut_when_the_backend_answ
 async fn an_upload_whose_deadline_passes_while_its_client_sends_is_the_clients_doing() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
-    let dir = std::env::temp_dir().join(format!("portico-upload-deadline-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-upload-deadline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
@@ -721,7 +722,8 @@ async fn an_upload_whose_deadline_passes_while_its_client_sends_is_the_clients_d
 #[tokio::test]
 async fn a_zero_client_timeout_is_the_clients_doing_on_every_protocol() {
     use support::protocols::{call, gateway, EVERY_PROTOCOL};
-    let dir = std::env::temp_dir().join(format!("portico-zero-deadline-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-zero-deadline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");

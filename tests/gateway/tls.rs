@@ -99,7 +99,8 @@ async fn a_key_that_does_not_fit_the_certificate_is_a_startup_error() {
 /// order, instead of calling the right key the wrong one.
 #[tokio::test]
 async fn a_chain_with_the_servers_certificate_last_is_blamed_on_its_order() {
-    let dir = std::env::temp_dir().join(format!("portico-chain-order-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-chain-order-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let chain = dir.join("issuer-first.pem");
     let issuer = std::fs::read_to_string(support::fixture("tls/ca.pem")).unwrap();
@@ -223,7 +224,8 @@ async fn a_dns_upstream_behind_tls_is_verified_for_its_name_not_each_address() {
         .unwrap()
         .signed_by(&key, &issuer)
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("portico-tls-dns-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-tls-dns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
 
@@ -483,7 +485,8 @@ async fn with_a_client_ca_only_clients_holding_its_certificates_are_served() {
 /// on its way), and the log says clients will refuse it.
 #[test]
 fn an_expired_server_certificate_is_named_in_the_log() {
-    let dir = std::env::temp_dir().join(format!("portico-tls-expired-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("portico-tls-expired-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);

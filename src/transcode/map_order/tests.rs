@@ -129,8 +129,7 @@ fn bytes_that_are_no_message_are_left_alone_and_nothing_panics() {
 
 /// A message with maps keyed by `bool` and `int32`, compiled here.
 fn keyed() -> MessageDescriptor {
-    let dir = std::env::temp_dir().join(format!("portico-map-order-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("map-order");
     std::fs::write(
         dir.join("keyed.proto"),
         "syntax = \"proto3\";\npackage keyed;\nmessage Keyed {\n  map<bool, string> flags = 1;\n  map<int32, string> small = 2;\n}\n",

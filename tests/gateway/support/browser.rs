@@ -131,7 +131,7 @@ pub async fn page_poll(
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio_tungstenite::tungstenite::Message;
 
-    let profile = std::env::temp_dir().join(format!(
+    let profile = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "portico-chromium-{}-{}",
         std::process::id(),
         rand_suffix()

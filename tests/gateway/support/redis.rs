@@ -53,7 +53,7 @@ impl RedisServer {
     /// A standalone server; `args` are extra `redis-server` options
     /// (`--requirepass secret`).
     pub async fn start(args: &[&str]) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "portico-redis-{}-{}",
             std::process::id(),
             fastrand::u64(..)

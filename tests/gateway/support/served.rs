@@ -30,7 +30,7 @@ impl Served {
 
     /// As [`Served::start`], with these environment variables set too.
     pub async fn start_with_env(config: &str, log: &str, env: &[(&str, &str)]) -> Served {
-        let dir = std::env::temp_dir().join(format!(
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "portico-served-{}-{}",
             std::process::id(),
             fastrand::u64(..)
