@@ -16,6 +16,7 @@ use crate::config::Config;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 use prost_types::FileDescriptorSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -180,7 +181,6 @@ fn shape(file: &prost_types::FileDescriptorProto) -> String {
     out
 }
 
-/// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
 /// Every message type a message of `desc` can hold, itself first, each
 /// once (a recursive type ends the walk where it repeats): through its
 /// message fields at any depth, a map's entry type included. What the
@@ -204,6 +204,7 @@ pub fn reachable_messages(
     found
 }
 
+/// Reads a FileDescriptorSet file (as written by `protoc --include_imports -o`).
 pub fn add_set_file(pool: &mut DescriptorPool, path: &Path) -> Result<(), SchemaError> {
     let source = path.display().to_string();
     let bytes = crate::config::read_file(path)
@@ -233,9 +234,11 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
     // Two sources may well both carry a file (a set built with its imports,
     // reflection of a backend compiled from the same .proto); two sources
     // that disagree about it would leave the routes to whichever came
-    // first, silently. The `google/` files are the gateway's own.
+    // first, silently. The files the gateway holds compiled are its own,
+    // whatever copy a source carries.
+    let built_in = builtin::pool();
     for file in &set.file {
-        if file.name().starts_with("google/") {
+        if built_in.get_file_by_name(file.name()).is_some() {
             continue;
         }
         if let Some(known) = pool.get_file_by_name(file.name()) {
@@ -264,6 +267,23 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
             Some(file.name().to_owned()),
             "is written in protobuf editions (edition = \"2023\" or later), which the gateway does not read: \
              write it as proto3 (or proto2), as most schemas still are",
+        ));
+    }
+    // What protoc refuses, refused from every source (a backend's
+    // reflection included), so what the gateway's own reflection passes on
+    // is a schema any client's tools can build.
+    if let Some(file) = files.iter().find(|f| !is_relative_name(f.name())) {
+        return Err(SchemaError::new(
+            source,
+            Some(file.name().to_owned()),
+            "is not a file name protobuf takes: a relative path of non-empty segments separated by `/`, with no `.` or `..` segment and no `\\`",
+        ));
+    }
+    if let Some(cycle) = import_cycle(&files) {
+        return Err(SchemaError::new(
+            source,
+            Some(cycle[0].clone()),
+            format!("imports itself, through {}", cycle.join(" -> ")),
         ));
     }
     // Name a missing import precisely before the pool reports it less clearly.
@@ -301,6 +321,62 @@ pub fn add_set(pool: &mut DescriptorPool, bytes: &[u8], source: &str) -> Result<
             ))
         }
     }
+}
+
+/// Whether `name` is a file name as protobuf writes them: a relative path
+/// (`acme/v1/api.proto`), its segments non-empty and neither `.` nor `..`.
+fn is_relative_name(name: &str) -> bool {
+    !name.contains('\\')
+        && name
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..")
+}
+
+/// The first import cycle among `files` (a file that imports itself,
+/// directly or through others), as the file names around it, the first
+/// repeated last. Files already in the pool import none of these, so a
+/// cycle can only run through them.
+fn import_cycle(files: &[&prost_types::FileDescriptorProto]) -> Option<Vec<String>> {
+    let by_name: HashMap<&str, &prost_types::FileDescriptorProto> =
+        files.iter().map(|f| (f.name(), *f)).collect();
+    // 1: on the path being walked; 2: walked, no cycle through it.
+    let mut state: HashMap<&str, u8> = HashMap::new();
+    for start in files {
+        let mut path: Vec<(&str, usize)> = vec![(start.name(), 0)];
+        if state.contains_key(start.name()) {
+            continue;
+        }
+        state.insert(start.name(), 1);
+        while let Some(&(name, next)) = path.last() {
+            let Some(dep) = by_name[name].dependency.get(next) else {
+                state.insert(name, 2);
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            let dep = dep.as_str();
+            if !by_name.contains_key(dep) {
+                continue;
+            }
+            match state.get(dep) {
+                Some(1) => {
+                    let from = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[from..].iter().map(|(n, _)| (*n).to_owned()).collect();
+                    cycle.push(dep.to_owned());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    state.insert(dep, 1);
+                    path.push((dep, 0));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Compiles `.proto` files with protox. Imports resolve against the include

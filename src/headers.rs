@@ -368,6 +368,31 @@ pub fn carries_as_written(value: &[u8]) -> bool {
     is_grpc_ascii(value) && !value.starts_with(b" ") && !value.ends_with(b" ")
 }
 
+/// The header names a message's `Connection` fields list: for the hop
+/// that carried it alone (RFC 9110 section 7.6.1), never passed on.
+pub fn connection_named(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The HTTP status a backend asked a REST client's reply to have, with
+/// its `x-http-status` metadata (the first value, read as a number
+/// whatever its range; `None` when absent or not a number).
+pub fn asked_http_status(metadata: &http::HeaderMap) -> Option<u16> {
+    metadata
+        .get(crate::ingress::rest::HTTP_STATUS_METADATA)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Headers of the HTTP or gRPC framing, the gateway's own: never copied
 /// from a request to the backend's metadata, nor from the backend's
 /// metadata to a response.

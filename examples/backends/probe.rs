@@ -143,13 +143,16 @@ impl Probe for ProbeService {
         req: Request<pb::SleepRequest>,
     ) -> Result<Response<pb::SleepResponse>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let asked = req.metadata().clone().into_headers();
         let millis = req.into_inner().millis.clamp(0, 60_000) as u64;
         let mut guard = CancelGuard(Some(self.cancelled.clone()));
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(millis)).await;
         guard.0 = None;
-        Ok(self.tagged(pb::SleepResponse {
+        let mut resp = self.tagged(pb::SleepResponse {
             slept_millis: started.elapsed().as_millis() as i64,
-        }))
+        });
+        replies_asked_for(&asked, resp.metadata_mut());
+        Ok(resp)
     }
 }

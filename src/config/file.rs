@@ -185,6 +185,8 @@ pub struct UpstreamFile {
     /// The most header bytes a call sends the backend (name, value and 32
     /// bytes each).
     pub max_request_header_bytes: Option<usize>,
+    /// JSON/HTTP upstreams: keep a connection open for the next call.
+    pub reuse_connections: Option<bool>,
 }
 
 #[derive(Debug, Clone)]

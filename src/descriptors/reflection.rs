@@ -74,7 +74,11 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
         )
     })?;
     let plain = upstream.tls.is_none();
-    let fail = |e: tonic::Status| {
+    let fail = |failure: Failure| {
+        let e = match failure {
+            Failure::Answer(why) => return format!("{endpoint}: reflection answered: {why}"),
+            Failure::Call(e) => e,
+        };
         // Said by what the failure points at: a server without the
         // service, or a connection that never carried a call.
         let hint = match e.code() {
@@ -90,7 +94,7 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
         )
     };
     let files = match v1::fetch(channel.clone()).await {
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
+        Err(Failure::Call(status)) if status.code() == tonic::Code::Unimplemented => {
             v1alpha::fetch(channel).await.map_err(fail)?
         }
         other => other.map_err(fail)?,
@@ -106,6 +110,30 @@ async fn from_endpoint(upstream: &UpstreamConfig, endpoint: &str) -> Result<Vec<
     Ok(set)
 }
 
+/// Why reading a backend's reflection failed.
+enum Failure {
+    /// The call itself: not served, or no answer.
+    Call(tonic::Status),
+    /// The backend answered, and the answer says why not (an
+    /// `error_response`, naming what was asked) or cannot be read.
+    Answer(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Failure {
+        Failure::Call(status)
+    }
+}
+
+/// A file descriptor from a reflection answer, or why it cannot be read.
+fn decode_file(bytes: &[u8]) -> Result<FileDescriptorProto, Failure> {
+    FileDescriptorProto::decode(bytes).map_err(|e| {
+        Failure::Answer(format!(
+            "a file descriptor in the answer cannot be read as a FileDescriptorProto: {e}"
+        ))
+    })
+}
+
 /// The two versions of the protocol differ only in their package name, so
 /// one body serves both.
 macro_rules! reflection_client {
@@ -118,10 +146,29 @@ macro_rules! reflection_client {
                 server_reflection_response::MessageResponse, ServerReflectionRequest,
             };
 
+            /// What a request asks for, for an error that answers it.
+            fn asked(request: &MessageRequest) -> String {
+                match request {
+                    MessageRequest::FileByFilename(f) => format!("the file {f:?}"),
+                    MessageRequest::FileContainingSymbol(s) => {
+                        format!("the file declaring {s:?}")
+                    }
+                    MessageRequest::ListServices(_) => "the list of services".to_owned(),
+                    MessageRequest::FileContainingExtension(e) => format!(
+                        "the file declaring extension {} of {:?}",
+                        e.extension_number, e.containing_type
+                    ),
+                    MessageRequest::AllExtensionNumbersOfType(t) => {
+                        format!("the extension numbers of {t:?}")
+                    }
+                }
+            }
+
             async fn ask(
                 client: &mut ServerReflectionClient<Channel>,
                 requests: Vec<MessageRequest>,
-            ) -> Result<Vec<MessageResponse>, tonic::Status> {
+            ) -> Result<Vec<MessageResponse>, Failure> {
+                let described: Vec<String> = requests.iter().map(asked).collect();
                 let requests: Vec<ServerReflectionRequest> = requests
                     .into_iter()
                     .map(|r| ServerReflectionRequest {
@@ -134,13 +181,26 @@ macro_rules! reflection_client {
                     .await?
                     .into_inner();
                 let mut out = Vec::new();
+                let mut answered = 0;
                 while let Some(resp) = stream.message().await? {
+                    // Answers come in the order asked; the one that says
+                    // what it answers is believed first.
+                    let what = resp
+                        .original_request
+                        .and_then(|r| r.message_request)
+                        .map(|r| asked(&r))
+                        .or_else(|| described.get(answered).cloned())
+                        .unwrap_or_else(|| "nothing more".to_owned());
+                    answered += 1;
                     match resp.message_response {
                         Some(MessageResponse::ErrorResponse(e)) => {
-                            return Err(tonic::Status::new(
-                                tonic::Code::from(e.error_code),
+                            let code = crate::observe::call_stats::CODES
+                                .get(e.error_code as usize)
+                                .unwrap_or(&"UNKNOWN");
+                            return Err(Failure::Answer(format!(
+                                "{code} ({:?}) to a request for {what}",
                                 e.error_message,
-                            ))
+                            )));
                         }
                         Some(other) => out.push(other),
                         None => {}
@@ -150,9 +210,9 @@ macro_rules! reflection_client {
             }
 
             /// Files by name, raw; fetched until every import is present.
-            pub async fn fetch(
+            pub(super) async fn fetch(
                 channel: Channel,
-            ) -> Result<BTreeMap<String, Vec<u8>>, tonic::Status> {
+            ) -> Result<BTreeMap<String, Vec<u8>>, Failure> {
                 let mut client = ServerReflectionClient::new(channel);
                 let mut services = Vec::new();
                 for resp in ask(
@@ -181,16 +241,14 @@ macro_rules! reflection_client {
                     for resp in ask(&mut client, std::mem::take(&mut requests)).await? {
                         if let MessageResponse::FileDescriptorResponse(fd) = resp {
                             for bytes in fd.file_descriptor_proto {
-                                let file = FileDescriptorProto::decode(bytes.as_slice())
-                                    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                                let file = decode_file(&bytes)?;
                                 files.entry(file.name().to_owned()).or_insert(bytes);
                             }
                         }
                     }
                     // Servers may send a file without its imports: ask for those by name.
                     for bytes in files.values() {
-                        let file = FileDescriptorProto::decode(bytes.as_slice())
-                            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                        let file = decode_file(bytes)?;
                         for dep in file.dependency {
                             if !files.contains_key(&dep) && asked.insert(dep.clone()) {
                                 requests.push(MessageRequest::FileByFilename(dep));
@@ -254,5 +312,39 @@ mod tests {
             "{text}"
         );
         drop(silent);
+    }
+
+    /// A backend that lists a service its reflection cannot describe: the
+    /// error says what the backend answered and to which lookup, not that
+    /// the call never got an answer.
+    #[tokio::test]
+    async fn a_lookup_answered_with_an_error_is_named_with_what_was_asked() {
+        let schemas = crate::egress::local::reflection::Schemas::new(
+            crate::descriptors::builtin::pool(),
+            vec!["ghost.v1.Missing".into()],
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(crate::egress::local::reflection::v1::server(
+                    std::sync::Arc::new(schemas),
+                ))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let err = fetch_within(
+            &upstream(std::slice::from_ref(&addr)),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("a service it cannot describe");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "{addr}: reflection answered: NOT_FOUND (\"no symbol named \\\"ghost.v1.Missing\\\"\") to a request for the file declaring \"ghost.v1.Missing\""
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("tls"), "{text}");
     }
 }

@@ -41,8 +41,7 @@ fn protos_compile_in_process_with_builtin_googleapis() {
 
 #[test]
 fn a_missing_import_names_the_file_and_the_import() {
-    let dir = std::env::temp_dir().join(format!("portico-missing-import-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("missing-import");
     std::fs::write(
         dir.join("a.proto"),
         "syntax = \"proto3\";\nimport \"nowhere/b.proto\";\n",
@@ -66,8 +65,7 @@ fn a_missing_import_names_the_file_and_the_import() {
 
 #[test]
 fn a_proto3_message_using_a_closed_enum_is_refused_as_protoc_refuses_it() {
-    let dir = std::env::temp_dir().join(format!("portico-closed-enum-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("closed-enum");
     std::fs::write(
         dir.join("p2.proto"),
         "syntax = \"proto2\";\npackage p2;\nenum E { ONE = 1; }\nmessage Outer { enum Inner { A = 1; } }\n",
@@ -232,8 +230,7 @@ fn a_set_in_protobuf_editions_is_refused_naming_the_file_not_a_crash() {
         "{err}"
     );
     // In a .proto file: the parser's error, and what it means.
-    let dir = std::env::temp_dir().join(format!("portico-editions-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("editions");
     std::fs::write(dir.join("min.proto"), "edition = \"2023\";\npackage e;\n").unwrap();
     let (_, err) = compile_protos(&[&dir], &["min.proto".to_owned()]).unwrap_err();
     assert!(
@@ -249,7 +246,7 @@ fn a_set_in_protobuf_editions_is_refused_naming_the_file_not_a_crash() {
 /// `google/rpc/code.proto` is built in like the other google.rpc files.
 #[test]
 fn protobufs_own_files_are_the_compilers_and_google_rpc_code_is_built_in() {
-    let dir = std::env::temp_dir().join(format!("portico-wkt-{}", std::process::id()));
+    let dir = crate::scratch::ScratchDir::new("wkt");
     let write = |name: &str, text: &str| {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -302,4 +299,127 @@ fn a_missing_proto_is_said_to_be_missing_and_one_outside_the_folders_to_be_outsi
             .contains("the file is outside every include folder (proto)"),
         "{err}"
     );
+}
+
+/// A set as a backend's reflection might hand it over: files by name, each
+/// importing the files listed beside it.
+fn set_of(files: &[(&str, &[&str])]) -> Vec<u8> {
+    FileDescriptorSet {
+        file: files
+            .iter()
+            .map(|(name, imports)| prost_types::FileDescriptorProto {
+                name: Some((*name).to_owned()),
+                package: Some("p".to_owned()),
+                syntax: Some("proto3".to_owned()),
+                dependency: imports.iter().map(|i| (*i).to_owned()).collect(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_set_whose_files_import_themselves_is_refused_naming_the_cycle() {
+    for (files, says) in [
+        (
+            &[("a.proto", &["b.proto"][..]), ("b.proto", &["a.proto"][..])][..],
+            "imports itself, through a.proto -> b.proto -> a.proto",
+        ),
+        (
+            &[("self.proto", &["self.proto"][..])][..],
+            "imports itself, through self.proto -> self.proto",
+        ),
+        (
+            &[
+                ("top.proto", &["mid.proto"][..]),
+                ("mid.proto", &["low.proto"][..]),
+                ("low.proto", &["mid.proto"][..]),
+            ][..],
+            "imports itself, through mid.proto -> low.proto -> mid.proto",
+        ),
+    ] {
+        let err = add_set(&mut builtin::pool(), &set_of(files), "reflection").unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    // A diamond is no cycle.
+    let diamond = set_of(&[
+        ("base.proto", &[]),
+        ("left.proto", &["base.proto"]),
+        ("right.proto", &["base.proto"]),
+        ("top.proto", &["left.proto", "right.proto"]),
+    ]);
+    add_set(&mut builtin::pool(), &diamond, "reflection").unwrap();
+}
+
+#[test]
+fn a_file_name_protobuf_would_not_write_is_refused() {
+    for name in [
+        "../../etc/passwd",
+        "/abs.proto",
+        "a//b.proto",
+        "./a.proto",
+        "a\\b.proto",
+        "",
+    ] {
+        let err = add_set(&mut builtin::pool(), &set_of(&[(name, &[])]), "reflection").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a file name protobuf takes"),
+            "{name}: {err}"
+        );
+    }
+    add_set(
+        &mut builtin::pool(),
+        &set_of(&[("acme/v1/api.proto", &[])]),
+        "reflection",
+    )
+    .unwrap();
+}
+
+#[test]
+fn two_sources_disagreeing_about_a_google_file_the_gateway_lacks_are_an_error() {
+    let money = |field: &str| {
+        FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                name: Some("google/type/money.proto".to_owned()),
+                package: Some("google.type".to_owned()),
+                syntax: Some("proto3".to_owned()),
+                message_type: vec![prost_types::DescriptorProto {
+                    name: Some("Money".to_owned()),
+                    field: vec![prost_types::FieldDescriptorProto {
+                        name: Some(field.to_owned()),
+                        number: Some(1),
+                        label: Some(1),
+                        r#type: Some(9),
+                        json_name: Some(field.to_owned()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    };
+    let mut pool = builtin::pool();
+    add_set(&mut pool, &money("currency_code"), "first").unwrap();
+    add_set(&mut pool, &money("currency_code"), "same again").unwrap();
+    let err = add_set(&mut pool, &money("units"), "second").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("an earlier schema source defines this file"),
+        "{err}"
+    );
+    // A built-in file is the gateway's own: another copy is not read.
+    let own = FileDescriptorSet {
+        file: vec![prost_types::FileDescriptorProto {
+            name: Some("google/api/http.proto".to_owned()),
+            package: Some("google.api".to_owned()),
+            syntax: Some("proto3".to_owned()),
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    add_set(&mut builtin::pool(), &own, "a copy").unwrap();
 }

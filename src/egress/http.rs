@@ -59,6 +59,9 @@ pub struct HttpEgress {
     clients: Arc<Vec<Option<HttpClient>>>,
     /// `http` or `https`, by upstream index.
     schemes: Arc<Vec<&'static str>>,
+    /// Whether each call to the upstream has a connection of its own
+    /// (`reuse_connections = false`), by upstream index.
+    one_call_each: Arc<Vec<bool>>,
     /// The `Host` every call to an upstream carries when it is not the
     /// endpoint's address (a `dns` upstream's name and port), by upstream
     /// index.
@@ -97,11 +100,12 @@ impl HttpEgress {
                     u.tls_server_name(),
                 )
                 .map_err(|e| format!("upstreams.{}: TLS: {e}", u.name))?;
-                Some(
-                    Client::builder(TokioExecutor::new())
-                        .http1_max_buf_size(MAX_REPLY_HEAD_BYTES)
-                        .build(connector),
-                )
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder.http1_max_buf_size(MAX_REPLY_HEAD_BYTES);
+                if !u.reuse_connections {
+                    builder.pool_max_idle_per_host(0);
+                }
+                Some(builder.build(connector))
             } else {
                 None
             });
@@ -114,6 +118,7 @@ impl HttpEgress {
                     .map(|u| if u.tls.is_some() { "https" } else { "http" })
                     .collect(),
             ),
+            one_call_each: Arc::new(upstreams.iter().map(|u| !u.reuse_connections).collect()),
             hosts: Arc::new(
                 upstreams
                     .iter()
@@ -206,8 +211,14 @@ impl HttpEgress {
             })?;
         // A reply to HEAD never has a body, whatever a broken backend
         // writes after it: the connection ends with it, decided before
-        // it is sent (see the poisoning below for 204 and 304).
-        if req.method() == http::Method::HEAD {
+        // it is sent (see the poisoning below for 204 and 304). So does
+        // every call to an upstream whose connections carry one call.
+        let one_call = self
+            .one_call_each
+            .get(env.target.upstream.0)
+            .copied()
+            .unwrap_or(false);
+        if one_call || req.method() == http::Method::HEAD {
             req.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -365,8 +376,14 @@ impl HttpEgress {
         // never stores `Vary: *`), as for a gRPC backend's metadata. Its CORS
         // answer is not: CORS is the gateway's policy.
         let mut metadata = HeaderMap::new();
+        // What the reply's `Connection` names is for the hop between the
+        // backend and the gateway alone (RFC 9110 section 7.6.1).
+        let hop_only = crate::headers::connection_named(&parts.headers);
         for (name, value) in &parts.headers {
-            if is_framing(name) || name.as_str() == "access-control-allow-origin" {
+            if is_framing(name)
+                || name.as_str() == "access-control-allow-origin"
+                || hop_only.contains(name)
+            {
                 continue;
             }
             // A field gRPC metadata cannot carry would fail a gRPC client's

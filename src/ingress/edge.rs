@@ -548,12 +548,8 @@ pub fn drop_connection_named(headers: &mut HeaderMap) {
     {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = crate::headers::connection_named(headers)
+        .into_iter()
         // `X-Forwarded-For` stays to name the client: the gateway writes
         // the backend's own (see `forwarded::apply`). The others are for
         // this hop alone: gone, the gateway sets `X-Forwarded-Proto` and

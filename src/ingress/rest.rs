@@ -789,10 +789,7 @@ fn success_status(metadata: &HeaderMap) -> StatusCode {
     let Some(asked) = metadata.get(HTTP_STATUS_METADATA) else {
         return StatusCode::OK;
     };
-    let status = asked
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u16>().ok())
+    let status = crate::headers::asked_http_status(metadata)
         .filter(|c| (200..400).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok());
     status.unwrap_or_else(|| {

@@ -15,7 +15,8 @@
 //!
 //! The client's `cache-control: no-cache` skips the lookup and `no-store`
 //! the cache entirely; a backend reply with `cache-control: no-store`,
-//! `no-cache` or `private`, a `set-cookie`, or `vary: *` is never stored,
+//! `no-cache` or `private`, a `set-cookie`, `vary: *`, or an
+//! `x-http-status` of `304` or `206` is never stored,
 //! and its `s-maxage` (else `max-age`) shortens the route's TTL. Replies
 //! carry `x-cache: HIT` or `MISS`.
 //!
@@ -51,6 +52,9 @@ struct Entry {
     vary: Vec<http::HeaderName>,
     /// The key of the request it was made for, with those headers' values.
     made_for: Vec<u8>,
+    /// A `304` or `206` (see [`answers_request_headers`]): for the request
+    /// that made it alone, never for one that waited on its call.
+    only_for_its_request: bool,
 }
 
 pub struct ResponseCache {
@@ -294,6 +298,7 @@ fn backend_lifetime(metadata: &HeaderMap, age: Duration) -> Option<Duration> {
         // A cookie is one client's; a reply that sets one is not shared.
         || metadata.contains_key(http::header::SET_COOKIE)
         || vary_names(metadata).is_none()
+        || answers_request_headers(metadata)
     {
         return Some(Duration::ZERO);
     }
@@ -309,6 +314,14 @@ fn backend_lifetime(metadata: &HeaderMap, age: Duration) -> Option<Duration> {
         .or_else(|| max_age("max-age"))
         .map(|d| d.saturating_sub(age))
         .or_else(|| expires_in(metadata))
+}
+
+/// A reply whose `x-http-status` is `304 Not Modified` or `206 Partial
+/// Content` answers the request's conditional or range headers, which the
+/// key does not hold: served to a request without them, it would be an
+/// empty or partial body (RFC 9110 sections 15.4.5 and 15.3.7).
+fn answers_request_headers(metadata: &HeaderMap) -> bool {
+    matches!(crate::headers::asked_http_status(metadata), Some(304 | 206))
 }
 
 /// How long to keep a reply from now (at most the route's `ttl`), and how
@@ -660,6 +673,7 @@ impl ResponseCache {
             _ => {}
         }
         let made_for = ResponseCache::varied(base, &vary, headers);
+        let only_for_its_request = answers_request_headers(&reply.caching_fields());
         let now = Instant::now();
         // A reply larger than the whole cache is answered, never kept: the
         // store would hold it until its housekeeping evicted it.
@@ -676,6 +690,7 @@ impl ResponseCache {
             shared_hit,
             vary,
             made_for,
+            only_for_its_request,
         })
     }
 }
@@ -690,6 +705,9 @@ impl Entry {
     /// every header its reply's Vary names. Without a Vary (the common
     /// case) that is the key itself, compared without building another.
     fn made_for_request(&self, base: &[u8], headers: &HeaderMap) -> bool {
+        if self.only_for_its_request {
+            return false;
+        }
         if self.vary.is_empty() {
             return self.made_for == base;
         }
@@ -883,6 +901,22 @@ mod lifetime_tests {
                 "{cc}"
             );
         }
+    }
+
+    #[test]
+    fn a_not_modified_or_partial_reply_is_not_kept_for_requests_without_its_conditions() {
+        for status in ["304", " 206 ", "+206"] {
+            let metadata = reply(&[("cache-control", "max-age=60"), ("x-http-status", status)]);
+            assert_eq!(
+                backend_lifetime(&metadata, Duration::ZERO),
+                Some(Duration::ZERO)
+            );
+        }
+        let created = reply(&[("cache-control", "max-age=60"), ("x-http-status", "203")]);
+        assert_eq!(
+            backend_lifetime(&created, Duration::ZERO),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -573,9 +573,11 @@ impl ExtAuthz {
             });
         }
         let mut headers = HeaderMap::new();
+        let hop_only = crate::headers::connection_named(&answer.headers);
         for (name, value) in &answer.headers {
-            // The content type travels with the body (is_framing drops it here).
-            if passes_to_client(name) {
+            // The content type travels with the body (is_framing drops it
+            // here); what its `Connection` names was for its hop alone.
+            if passes_to_client(name) && !hop_only.contains(name) {
                 headers.append(name.clone(), value.clone());
             }
         }

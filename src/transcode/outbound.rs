@@ -37,6 +37,19 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
     let input = binding.target.method.input();
     let msg = DynamicMessage::decode(input, message)
         .map_err(|e| GatewayError::invalid_field("", format!("bad request message: {e}")))?;
+    // The JSON writer spells a FieldMask path it cannot give back
+    // (`foo_`) as another path (`foo`): the backend would act on a field
+    // the client never named.
+    if binding.request_holds_field_mask {
+        if let Some(path) = unspellable_mask_path(&msg) {
+            return Err(GatewayError::invalid_field(
+                "",
+                format!(
+                    "the request cannot be written as JSON for the backend: the FieldMask path {path:?} has no lowerCamelCase form (a path is snake_case: lowercase letters, digits and `_` each before a lowercase letter, in segments joined by `.`)"
+                ),
+            ));
+        }
+    }
     let options = json::serialize_options(&JsonOptions::default());
     // A value JSON cannot hold (an `Any` of a type the schemas lack, a
     // NaN `Value`, a Timestamp past year 9999) refuses the call: leaving
@@ -105,13 +118,11 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
             }
             // `.` and `..` are not escaped (they are unreserved), and a
             // backend removing dot-segments would serve another path: as
-            // inbound, no variable ever stands for one.
-            let dot_segment = if var.multi_segment {
-                value.split('/').any(is_dot_segment)
-            } else {
-                is_dot_segment(&value)
-            };
-            if dot_segment {
+            // inbound, no variable ever stands for one. A one-segment
+            // variable's `/` is escaped, but a backend that unescapes `%2F`
+            // before it removes dot-segments would still climb, and one that
+            // takes `\` for `/` (as WHATWG URLs and Windows paths do) too.
+            if value.split(['/', '\\']).any(is_dot_segment) {
                 return Err(GatewayError::invalid_field(
                     var.name.clone(),
                     format!(
@@ -185,7 +196,7 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
             .unwrap_or_default(),
         ),
         BodyRule::Field(f) if binding.raw_request_body => {
-            fields.remove(f.json_name());
+            fields.shift_remove(f.json_name());
             let part = msg.get_field(f);
             let (content_type, data) = match part.as_message() {
                 Some(part) => http_body_parts(part),
@@ -196,7 +207,7 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         }
         BodyRule::Field(f) => {
             let value = fields
-                .remove(f.json_name())
+                .shift_remove(f.json_name())
                 .unwrap_or(Value::Object(Map::new()));
             Some(serde_json::to_vec(&value).unwrap_or_default())
         }
@@ -417,6 +428,44 @@ fn unreadable(e: GatewayError) -> GatewayError {
     super::response::bad_reply(what)
 }
 
+/// The first FieldMask path in `msg`, at any depth, that lowerCamelCase
+/// cannot spell so it reads back as itself (proto3's JSON mapping).
+fn unspellable_mask_path(msg: &DynamicMessage) -> Option<String> {
+    use prost_reflect::Value as V;
+    fn in_value(value: &V) -> Option<String> {
+        match value {
+            V::Message(m) => unspellable_mask_path(m),
+            V::List(items) => items.iter().find_map(in_value),
+            V::Map(entries) => entries.values().find_map(in_value),
+            _ => None,
+        }
+    }
+    if prost_reflect::ReflectMessage::descriptor(msg).full_name() == "google.protobuf.FieldMask" {
+        let paths = msg.get_field_by_number(1)?;
+        return paths
+            .as_list()?
+            .iter()
+            .filter_map(V::as_str)
+            .find(|p| !spells_in_camel_case(p))
+            .map(str::to_owned);
+    }
+    msg.fields().find_map(|(_, value)| in_value(value))
+}
+
+/// Whether a FieldMask path survives lowerCamelCase and back: each `.`
+/// separated segment of lowercase letters, digits and `_`, every `_`
+/// followed by a lowercase letter.
+fn spells_in_camel_case(path: &str) -> bool {
+    path.split('.').all(|segment| {
+        let bytes = segment.as_bytes();
+        bytes.iter().enumerate().all(|(i, b)| match b {
+            b'a'..=b'z' | b'0'..=b'9' => true,
+            b'_' => bytes.get(i + 1).is_some_and(u8::is_ascii_lowercase),
+            _ => false,
+        })
+    })
+}
+
 /// Removes the value at a path of JSON keys and returns it as text.
 fn take(fields: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
     let (last, parents) = keys.split_last()?;
@@ -424,7 +473,7 @@ fn take(fields: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
     for k in parents {
         current = current.get_mut(*k)?.as_object_mut()?;
     }
-    match current.remove(*last)? {
+    match current.shift_remove(*last)? {
         Value::String(s) => Some(s),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
@@ -603,11 +652,93 @@ mod tests {
         }
     }
 
+    /// What the path takes leaves the rest in field-number order, in the
+    /// body and in the query alike.
+    #[test]
+    fn fields_the_path_takes_leave_the_rest_in_field_number_order() {
+        let update = binding(
+            "UpdateBook",
+            http::Method::PATCH,
+            "/v1/{book.name=shelves/*/books/*}",
+            "book",
+        );
+        let out = built(
+            &update,
+            r#"{"book":{"name":"shelves/1/books/2","title":"t","author":"a","pages":"3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out.body.unwrap()).unwrap(),
+            r#"{"title":"t","author":"a","pages":"3"}"#
+        );
+        let list = binding(
+            "ListBooks",
+            http::Method::GET,
+            "/v1/{parent=shelves/*}/books",
+            "",
+        );
+        assert_eq!(
+            path_of(
+                &list,
+                r#"{"parent":"shelves/1","pageSize":5,"genre":"GENRE_FICTION"}"#
+            ),
+            "/v1/shelves/1/books?pageSize=5&genre=GENRE_FICTION"
+        );
+    }
+
+    /// A FieldMask path JSON would spell as another (`foo_` as `foo`) is
+    /// refused, not sent as the other.
+    #[test]
+    fn a_field_mask_path_lower_camel_case_cannot_spell_is_refused() {
+        let update = binding(
+            "UpdateBook",
+            http::Method::PATCH,
+            "/v1/{book.name=shelves/*/books/*}",
+            "book",
+        );
+        assert!(update.request_holds_field_mask);
+        let with_mask = |paths: &[&str]| {
+            let input = update.target.method.input();
+            let mut de = serde_json::Deserializer::from_str(
+                r#"{"book":{"name":"shelves/1/books/2","title":"t"}}"#,
+            );
+            let mut msg = DynamicMessage::deserialize(input.clone(), &mut de).unwrap();
+            let mask_field = input.get_field_by_name("update_mask").unwrap();
+            let mut mask = DynamicMessage::new(mask_field.kind().as_message().unwrap().clone());
+            mask.set_field_by_number(
+                1,
+                prost_reflect::Value::List(
+                    paths
+                        .iter()
+                        .map(|p| prost_reflect::Value::String((*p).to_owned()))
+                        .collect(),
+                ),
+            );
+            msg.set_field(&mask_field, prost_reflect::Value::Message(mask));
+            request(&update, &msg.encode_to_vec())
+        };
+        for bad in ["foo_", "foo__bar", "foo_1", "fooBar", "a.b_"] {
+            let err = with_mask(&["title", bad]).unwrap_err();
+            assert!(
+                err.message.contains(&format!(
+                    "the FieldMask path {bad:?} has no lowerCamelCase form"
+                )),
+                "{bad}: {}",
+                err.message
+            );
+        }
+        let out = with_mask(&["title", "published.seconds", "page_size2"]).unwrap();
+        assert_eq!(
+            out.path_and_query,
+            "/v1/shelves/1/books/2?updateMask=title%2Cpublished.seconds%2CpageSize2"
+        );
+    }
+
     #[test]
     fn a_single_segment_literal_pattern_is_checked() {
         let b = binding("GetShelf", http::Method::GET, "/v1/b/{shelf=lit}", "");
         assert_eq!(path_of(&b, r#"{"shelf":"lit"}"#), "/v1/b/lit");
-        for other in ["../admin", "anything"] {
+        for other in ["lit/x", "anything"] {
             let json = format!(r#"{{"shelf":"{other}"}}"#);
             assert!(refusal(&b, &json).contains("does not match"), "{other}");
         }

@@ -102,6 +102,40 @@ async fn concurrent_identical_misses_make_one_backend_call() {
     assert_eq!(h.backends.probe.calls(), 2);
 }
 
+/// A `304` or `206` answers the conditions of the request that made it:
+/// requests without them that waited on its call each make their own,
+/// and get the whole reply.
+#[tokio::test]
+async fn requests_waiting_on_a_not_modified_reply_get_their_own() {
+    let h = gateway("", "").await;
+    let leader = {
+        let c = h.client.clone();
+        tokio::spawn(async move {
+            c.send(
+                http::Method::GET,
+                "/v1/probe/sleep/1000",
+                &[("x-reply-x-http-status", "304")],
+                "",
+            )
+            .await
+            .status
+        })
+    };
+    // Well inside the leader's call, so these wait on it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let c = h.client.clone();
+            tokio::spawn(async move { c.get("/v1/probe/sleep/1000").await.status })
+        })
+        .collect();
+    assert_eq!(leader.await.unwrap(), StatusCode::NOT_MODIFIED);
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(h.backends.probe.calls(), 4);
+}
+
 #[tokio::test]
 async fn errors_and_unsafe_methods_are_not_cached() {
     let h = gateway("", "").await;
@@ -373,6 +407,10 @@ async fn the_cache_never_serves_one_callers_reply_to_another_on_any_protocol() {
             // A lifetime that cannot be read is already stale.
             ("x-reply-cache-control", "max-age=abc"),
             ("x-reply-expires", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            // Answers to a conditional or range request: a request without
+            // those headers must get the whole reply.
+            ("x-reply-x-http-status", "304"),
+            ("x-reply-x-http-status", "206"),
         ] {
             let before = calls();
             // A credential of its own keeps each case apart from the others.

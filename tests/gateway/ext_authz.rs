@@ -502,6 +502,9 @@ async fn forward_auth() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::HeaderMap>
                             .header("location", "https://login.example/?rd=orders")
                             .header("content-type", "text/html")
                             .header("x-request-id", "id-from-authz-service")
+                            // For the hop to the gateway alone.
+                            .header("connection", "x-login-hint")
+                            .header("x-login-hint", "for the gateway")
                             .body(Full::new(bytes::Bytes::from(
                                 "<a href=\"https://login.example/\">log in</a>",
                             )))
@@ -680,6 +683,7 @@ async fn forward_auth_allows_on_2xx_and_returns_anything_else_to_the_client() {
         Some("https://login.example/?rd=orders")
     );
     assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("x-login-hint"), None, "named by its Connection");
     assert!(r.text().contains("log in"));
     // The denial's own request id is not the call's: each protocol's
     // client gets the call's, a WebSocket call's status trailers too.

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use portico::demo::backends::pb;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tonic::Code;
 
@@ -268,7 +269,9 @@ async fn the_body_field_and_query_parameters_are_built_from_the_message() {
         );
     }
     // Nor a dot-segment, which a backend removing them would resolve to
-    // another path: in a pattern's `*`, or as a whole variable.
+    // another path: in a pattern's `*`, as a whole variable, or inside a
+    // one-segment variable's value, whose escaped `/` a backend may unescape
+    // before it removes dot-segments.
     for parent in ["shelves/..", "shelves/."] {
         let err = client
             .create_book(pb::CreateBookRequest {
@@ -281,7 +284,7 @@ async fn the_body_field_and_query_parameters_are_built_from_the_message() {
         assert_eq!(err.code(), Code::InvalidArgument, "{parent}: {err:?}");
         assert!(err.message().contains("dot-segment"), "{parent}: {err:?}");
     }
-    for shelf in ["..", "."] {
+    for shelf in ["..", ".", "../../admin", "a/../b", "a/.", "..\\admin"] {
         let err = client
             .get_shelf(pb::GetShelfRequest {
                 shelf: shelf.into(),
@@ -752,6 +755,15 @@ async fn a_json_backends_error_and_its_headers_reach_a_client_of_every_protocol(
     }
 }
 
+/// The protocols [`get_shelf`] calls through (MCP calls tools instead).
+const JSON_PROTOCOLS: [support::protocols::Protocol; 5] = [
+    support::protocols::Protocol::Rest,
+    support::protocols::Protocol::Grpc,
+    support::protocols::Protocol::GrpcWeb,
+    support::protocols::Protocol::Connect,
+    support::protocols::Protocol::WebSocket,
+];
+
 /// `Library/GetShelf` of `shelf` over `protocol`, as that protocol's
 /// client sees the answer.
 async fn get_shelf(
@@ -908,6 +920,50 @@ async fn a_json_backends_http10_cut_and_foreign_replies_are_read_as_their_heads_
     }
 }
 
+/// Headers a JSON backend's `Connection` names are for its hop to the
+/// gateway alone: they reach no client, whatever its protocol.
+#[tokio::test]
+async fn headers_a_json_backends_connection_names_reach_no_client() {
+    let backend = raw_backend(
+        b"HTTP/1.1 200 OK\r\nconnection: x-hop, close\r\nx-hop: for the gateway\r\nx-kept: for the client\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n{\"name\":\"shelves/1\"}",
+        false,
+    )
+    .await;
+    let gw = library_over_http(backend, "", "10s").await;
+    let client = support::HttpClient::new(gw.addr);
+    for protocol in JSON_PROTOCOLS {
+        let seen = get_shelf(&client, protocol, "1").await;
+        assert_eq!(seen.code, 0, "{protocol:?}: {}", seen.message);
+        assert_eq!(
+            seen.fields.get("x-kept").map(String::as_str),
+            Some("for the client"),
+            "{protocol:?}: {:?}",
+            seen.fields
+        );
+        assert_eq!(seen.fields.get("x-hop"), None, "{protocol:?}");
+    }
+}
+
+/// The next request head on a raw backend's connection (its body, if
+/// any, left in `pending`), or `None` once the gateway closes it.
+async fn next_request_head(
+    stream: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = pending.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+    pending.drain(..end);
+    Some(head)
+}
+
 /// A keep-alive JSON backend that answers `/v1/shelves/smuggle` with
 /// `bodiless` (a reply HTTP says has no body: a 204, or anything to a
 /// HEAD) and the bytes of a whole second reply as if they were its body,
@@ -915,7 +971,7 @@ async fn a_json_backends_http10_cut_and_foreign_replies_are_read_as_their_heads_
 /// the first bytes the gateway reads after sending it); every other
 /// request with `{"name": "shelves/LAST"}`, LAST its path's last segment.
 async fn body_after_bodiless_reply_backend(bodiless: &'static str) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -923,18 +979,8 @@ async fn body_after_bodiless_reply_backend(bodiless: &'static str) -> SocketAddr
             let (mut stream, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let mut pending = Vec::new();
-                let mut buf = [0u8; 4096];
                 let mut smuggled: Option<String> = None;
-                loop {
-                    while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => pending.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                    pending.drain(..end);
+                while let Some(head) = next_request_head(&mut stream, &mut pending).await {
                     if let Some(inner) = smuggled.take() {
                         let _ = stream.write_all(inner.as_bytes()).await;
                     }
@@ -999,6 +1045,117 @@ async fn a_body_written_after_a_bodiless_reply_never_answers_the_next_call() {
             assert_eq!(r.json()["name"], want.as_str(), "{bodiless:?}: {}", r.text());
         }
     }
+}
+
+/// A keep-alive JSON backend that answers `/v1/shelves/NAME` with
+/// `{"name": "shelves/NAME"}`, and after answering `extra` writes a second,
+/// unasked-for reply 30 ms later; counts the requests that came with
+/// `connection: close` and the connections that carried a request.
+async fn late_extra_reply_backend() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closing, connections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, n) = (closing.clone(), connections.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (c, n) = (c.clone(), n.clone());
+            tokio::spawn(async move {
+                let mut first = true;
+                let reply = |shelf: &str| {
+                    let body = format!("{{\"name\":\"shelves/{shelf}\"}}");
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let mut pending = Vec::new();
+                while let Some(head) = next_request_head(&mut stream, &mut pending).await {
+                    let head = head.to_ascii_lowercase();
+                    // The gateway's reachability probe connects and sends
+                    // nothing: only connections that carry a call count.
+                    if std::mem::take(&mut first) {
+                        n.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if head.contains("\r\nconnection: close\r\n") {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let shelf = path.rsplit('/').next().unwrap_or("").to_owned();
+                    if stream.write_all(reply(&shelf).as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if shelf == "extra" {
+                        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                        let _ = stream.write_all(reply("SMUGGLED").as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, closing, connections)
+}
+
+/// A backend that writes a reply nobody asked for after a whole one puts
+/// every later reply on that connection one call late, if the next
+/// request was sent before the stray bytes came (HTTP/1.1 cannot tell
+/// them apart). With `reuse_connections = false` each call has a
+/// connection of its own, closed with its reply, so every client gets its
+/// own answer.
+#[tokio::test]
+async fn a_json_upstream_that_reuses_no_connection_gives_each_call_its_own_reply() {
+    let (backend, closing, connections) = late_extra_reply_backend().await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[descriptors]\nproto_paths = [\"{}\"]\nprotos = [\"portico/demo/v1/library.proto\"]\n[upstreams.rest]\nprotocol = \"http\"\nendpoints = [\"{backend}\"]\nreuse_connections = false\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"rest\"\n",
+        support::proto_dir()
+    );
+    let gw = portico::app::start(portico::config::Config::from_toml(&text).unwrap())
+        .await
+        .unwrap();
+    let client = support::HttpClient::new(gw.addr);
+    let mut calls = 0;
+    for protocol in JSON_PROTOCOLS {
+        let extra = get_shelf(&client, protocol, "extra").await;
+        assert_eq!(
+            extra.json["name"], "shelves/extra",
+            "{protocol:?}: {}",
+            extra.message
+        );
+        for shelf in ["2", "3"] {
+            let seen = get_shelf(&client, protocol, shelf).await;
+            let want = format!("shelves/{shelf}");
+            assert_eq!(
+                seen.json["name"],
+                want.as_str(),
+                "{protocol:?}: {}",
+                seen.message
+            );
+        }
+        calls += 3;
+    }
+    assert_eq!(
+        closing.load(Ordering::SeqCst),
+        calls,
+        "every request says close"
+    );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        calls,
+        "a connection each"
+    );
+}
+
+#[test]
+fn reuse_connections_is_refused_on_a_grpc_upstream() {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.g]\nendpoints = [\"127.0.0.1:9\"]\nreuse_connections = false\n[[routes]]\ngrpc_service = \"portico.demo.v1.Library\"\nupstream = \"g\"\n";
+    let err = portico::config::Config::from_toml(text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("upstreams.g.reuse_connections") && err.contains("protocol = \"http\""),
+        "{err}"
+    );
 }
 
 /// A gRPC or Connect client may send what JSON cannot hold (a Timestamp

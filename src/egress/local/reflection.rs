@@ -4,7 +4,7 @@
 //! file comes with the files it imports that this stream has not sent yet,
 //! so a client needs one request per symbol; extensions are looked up.
 
-use prost_reflect::{DescriptorPool, FileDescriptor, MessageDescriptor};
+use prost_reflect::{DescriptorPool, ExtensionDescriptor, FileDescriptor, MessageDescriptor};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tonic::Code;
@@ -16,6 +16,12 @@ pub struct Schemas {
     pools: [DescriptorPool; 2],
     /// What `list_services` answers, sorted.
     services: Vec<String>,
+    /// The files of the routed pool reflection describes: the built-in
+    /// ones, those declaring a routed service, and every file they import,
+    /// at any depth. The rest of a backend's schemas (a file of services
+    /// the config leaves unrouted, and what only such files hold) is not
+    /// the gateway's to show.
+    visible: HashSet<String>,
 }
 
 /// A lookup's failure, as an `error_response` carries it.
@@ -24,6 +30,24 @@ type Miss = (Code, String);
 impl Schemas {
     /// The routed `services` of `routed`, and the gateway's own services.
     pub fn new(routed: DescriptorPool, mut services: Vec<String>) -> Schemas {
+        // The files the gateway holds compiled (google/api, google/rpc,
+        // protobuf's well-known types) say nothing of a backend, and a
+        // client needs them for what the gateway itself sends (the
+        // google.rpc details of its errors, packed in an Any).
+        let mut visible: HashSet<String> = crate::descriptors::builtin::pool()
+            .files()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let mut next: Vec<FileDescriptor> = services
+            .iter()
+            .filter_map(|s| routed.get_service_by_name(s))
+            .map(|s| s.parent_file())
+            .collect();
+        while let Some(file) = next.pop() {
+            if visible.insert(file.name().to_owned()) {
+                next.extend(file.dependencies());
+            }
+        }
         services.extend(
             crate::routes::gateway::SERVICES
                 .iter()
@@ -34,13 +58,23 @@ impl Schemas {
         Schemas {
             pools: [crate::routes::gateway::pool().clone(), routed],
             services,
+            visible,
         }
     }
 
+    /// The first of the pools' answers that reflection may show: any of
+    /// the gateway's own, a routed one only from a visible file.
+    fn shown<T>(
+        &self,
+        find: impl Fn(&DescriptorPool) -> Option<T>,
+        file: impl Fn(&T) -> FileDescriptor,
+    ) -> Option<T> {
+        let [own, routed] = &self.pools;
+        find(own).or_else(|| find(routed).filter(|t| self.visible.contains(file(t).name())))
+    }
+
     fn file_by_name(&self, name: &str) -> Result<FileDescriptor, Miss> {
-        self.pools
-            .iter()
-            .find_map(|p| p.get_file_by_name(name))
+        self.shown(|p| p.get_file_by_name(name), FileDescriptor::clone)
             .ok_or_else(|| (Code::NotFound, format!("no file named {name:?}")))
     }
 
@@ -49,55 +83,19 @@ impl Schemas {
     /// beside its enum, `pkg.VALUE`), a field, a oneof or an extension.
     fn file_of_symbol(&self, symbol: &str) -> Result<FileDescriptor, Miss> {
         let symbol = symbol.trim_start_matches('.');
-        for pool in &self.pools {
-            if let Some(s) = pool.get_service_by_name(symbol) {
-                return Ok(s.parent_file());
-            }
-            if let Some(m) = pool.get_message_by_name(symbol) {
-                return Ok(m.parent_file());
-            }
-            if let Some(e) = pool.get_enum_by_name(symbol) {
-                return Ok(e.parent_file());
-            }
-            if let Some(e) = pool.get_extension_by_name(symbol) {
-                return Ok(e.parent_file());
-            }
-            if let Some((parent, member)) = symbol.rsplit_once('.') {
-                if let Some(s) = pool.get_service_by_name(parent) {
-                    if s.methods().any(|m| m.name() == member) {
-                        return Ok(s.parent_file());
-                    }
-                }
-                if let Some(m) = pool.get_message_by_name(parent) {
-                    if m.get_field_by_name(member).is_some()
-                        || m.oneofs().any(|o| o.name() == member)
-                    {
-                        return Ok(m.parent_file());
-                    }
-                }
-            }
-            // Rare enough to look through every enum for.
-            if let Some(e) = pool
-                .all_enums()
-                .find(|e| e.values().any(|v| v.full_name() == symbol))
-            {
-                return Ok(e.parent_file());
-            }
-        }
-        Err((Code::NotFound, format!("no symbol named {symbol:?}")))
+        self.shown(|pool| declaring_file(pool, symbol), FileDescriptor::clone)
+            .ok_or_else(|| (Code::NotFound, format!("no symbol named {symbol:?}")))
     }
 
     fn message(&self, name: &str) -> Result<MessageDescriptor, Miss> {
         let name = name.trim_start_matches('.');
-        self.pools
-            .iter()
-            .find_map(|p| p.get_message_by_name(name))
+        self.shown(|p| p.get_message_by_name(name), |m| m.parent_file())
             .ok_or_else(|| (Code::NotFound, format!("no message type named {name:?}")))
     }
 
     fn file_of_extension(&self, extended: &str, number: i32) -> Result<FileDescriptor, Miss> {
-        self.message(extended)?
-            .extensions()
+        self.extensions(extended)?
+            .into_iter()
             .find(|e| e.number() as i32 == number)
             .map(|e| e.parent_file())
             .ok_or_else(|| {
@@ -110,13 +108,57 @@ impl Schemas {
 
     fn extension_numbers(&self, extended: &str) -> Result<Vec<i32>, Miss> {
         let mut numbers: Vec<i32> = self
-            .message(extended)?
-            .extensions()
+            .extensions(extended)?
+            .iter()
             .map(|e| e.number() as i32)
             .collect();
         numbers.sort_unstable();
         Ok(numbers)
     }
+
+    /// The extensions of `extended` that reflection may show.
+    fn extensions(&self, extended: &str) -> Result<Vec<ExtensionDescriptor>, Miss> {
+        let message = self.message(extended)?;
+        let own = self.pools[0]
+            .get_message_by_name(message.full_name())
+            .is_some();
+        Ok(message
+            .extensions()
+            .filter(|e| own || self.visible.contains(e.parent_file().name()))
+            .collect())
+    }
+}
+
+/// The file of `pool` declaring `symbol` (see [`Schemas::file_of_symbol`]).
+fn declaring_file(pool: &DescriptorPool, symbol: &str) -> Option<FileDescriptor> {
+    if let Some(s) = pool.get_service_by_name(symbol) {
+        return Some(s.parent_file());
+    }
+    if let Some(m) = pool.get_message_by_name(symbol) {
+        return Some(m.parent_file());
+    }
+    if let Some(e) = pool.get_enum_by_name(symbol) {
+        return Some(e.parent_file());
+    }
+    if let Some(e) = pool.get_extension_by_name(symbol) {
+        return Some(e.parent_file());
+    }
+    if let Some((parent, member)) = symbol.rsplit_once('.') {
+        if let Some(s) = pool.get_service_by_name(parent) {
+            if s.methods().any(|m| m.name() == member) {
+                return Some(s.parent_file());
+            }
+        }
+        if let Some(m) = pool.get_message_by_name(parent) {
+            if m.get_field_by_name(member).is_some() || m.oneofs().any(|o| o.name() == member) {
+                return Some(m.parent_file());
+            }
+        }
+    }
+    // Rare enough to look through every enum for.
+    pool.all_enums()
+        .find(|e| e.values().any(|v| v.full_name() == symbol))
+        .map(|e| e.parent_file())
 }
 
 /// `file` first, then every file it imports, at any depth, that `sent`
@@ -246,11 +288,66 @@ reflection_server!(v1alpha);
 mod tests {
     use super::*;
 
+    /// A routed service whose file imports `google/api/annotations.proto`,
+    /// beside a service the config leaves unrouted.
     fn schemas() -> Schemas {
-        Schemas::new(
-            crate::descriptors::builtin::pool(),
-            vec!["google.longrunning.Operations".into()],
+        let dir = crate::scratch::ScratchDir::new("reflection");
+        std::fs::write(
+            dir.join("routed.proto"),
+            "syntax = \"proto3\";\npackage routed;\nimport \"google/api/annotations.proto\";\nmessage Ping {}\nservice Routed {\n  rpc Call(Ping) returns (Ping) { option (google.api.http) = { get: \"/v1/ping\" }; }\n}\n",
         )
+        .unwrap();
+        std::fs::write(
+            dir.join("hidden.proto"),
+            "syntax = \"proto3\";\npackage hidden;\nimport \"google/protobuf/descriptor.proto\";\nmessage Secret { string code = 1; }\nenum Level { LEVEL_UNSET = 0; LEVEL_TOP = 1; }\nservice Unrouted { rpc Get(Secret) returns (Secret); }\nextend google.protobuf.MethodOptions { string audit = 50001; }\n",
+        )
+        .unwrap();
+        let set = crate::descriptors::compile_protos(
+            &[&dir],
+            &["routed.proto".to_owned(), "hidden.proto".to_owned()],
+        )
+        .map_err(|(_, e)| e.to_string())
+        .unwrap();
+        // As the gateway loads schemas: onto the built-in files.
+        let mut pool = crate::descriptors::builtin::pool();
+        crate::descriptors::add_set(&mut pool, &set, "test").unwrap();
+        Schemas::new(pool, vec!["routed.Routed".into()])
+    }
+
+    #[test]
+    fn what_only_an_unrouted_service_declares_is_not_described() {
+        let s = schemas();
+        assert_eq!(
+            s.file_of_symbol("routed.Routed").unwrap().name(),
+            "routed.proto"
+        );
+        for symbol in [
+            "hidden.Unrouted",
+            "hidden.Unrouted.Get",
+            "hidden.Secret",
+            "hidden.Secret.code",
+            "hidden.Level",
+            "hidden.LEVEL_TOP",
+            "hidden.audit",
+        ] {
+            let (code, _) = s.file_of_symbol(symbol).unwrap_err();
+            assert_eq!(code, Code::NotFound, "{symbol}");
+        }
+        assert!(s.file_by_name("hidden.proto").is_err());
+        assert!(s.message("hidden.Secret").is_err());
+        let numbers = s
+            .extension_numbers("google.protobuf.MethodOptions")
+            .unwrap();
+        assert!(!numbers.contains(&50001), "{numbers:?}");
+        assert!(s
+            .file_of_extension("google.protobuf.MethodOptions", 50001)
+            .is_err());
+        assert!(!s.services.iter().any(|n| n.starts_with("hidden.")));
+        // What the gateway's own errors carry, whatever is routed.
+        assert_eq!(
+            s.file_of_symbol("google.rpc.BadRequest").unwrap().name(),
+            "google/rpc/error_details.proto"
+        );
     }
 
     #[test]

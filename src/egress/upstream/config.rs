@@ -157,6 +157,9 @@ pub struct UpstreamConfig {
     /// servers refuse a header block by failing the whole connection, and
     /// with it every other call on it.
     pub max_request_header_bytes: usize,
+    /// A JSON/HTTP upstream's connection carries the next call once a
+    /// reply ends (HTTP/1.1 keep-alive); `false`: one call a connection.
+    pub reuse_connections: bool,
 }
 
 /// `max_request_header_bytes` unless set: what common gRPC servers take
@@ -649,6 +652,15 @@ impl Validator<'_> {
             outlier,
             retry,
             circuit_breaker,
+            reuse_connections: match (u.reuse_connections, protocol) {
+                (Some(_), UpstreamProtocol::Grpc) => {
+                    return Err(self.err(
+                        format!("{key}.reuse_connections"),
+                        "is for protocol = \"http\" upstreams: a gRPC upstream's HTTP/2 connections carry each call on its own stream",
+                    ))
+                }
+                (reuse, _) => reuse.unwrap_or(true),
+            },
             max_request_header_bytes: match u.max_request_header_bytes {
                 Some(n) if n < 1024 => {
                     return Err(self.err(
