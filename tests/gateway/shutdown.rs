@@ -117,13 +117,24 @@ async fn the_admin_port_answers_during_the_drain_and_readyz_says_it_is_draining(
     assert_eq!(admin.get("/readyz").await.status, StatusCode::OK);
     let slow = {
         let client = client.clone();
-        tokio::spawn(async move { client.get("/v1/probe/sleep/1500").await.status })
+        tokio::spawn(async move { client.get("/v1/probe/sleep/3000").await.status })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    sigterm(&child);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The drain is over as soon as nothing is in flight: the call must be
+    // under way before the signal, however slow the machine.
+    let in_flight = "portico_upstream_in_flight{upstream=\"demo\"} 1";
     assert!(
-        tokio::net::TcpStream::connect(client.addr).await.is_err(),
+        support::eventually_async(|| async {
+            admin.get("/metrics").await.text().contains(in_flight)
+        })
+        .await,
+        "the call never got under way"
+    );
+    sigterm(&child);
+    assert!(
+        support::eventually_async(|| async {
+            tokio::net::TcpStream::connect(client.addr).await.is_err()
+        })
+        .await,
         "the main port is closed during the drain"
     );
     assert_eq!(admin.get("/healthz").await.status, StatusCode::OK);
@@ -147,7 +158,7 @@ async fn the_admin_port_answers_during_the_drain_and_readyz_says_it_is_draining(
     assert_eq!(reload.json()["result"], "error", "{}", reload.text());
     let metrics = admin.get("/metrics").await.text();
     assert!(
-        metrics.contains("portico_upstream_in_flight{upstream=\"demo\"} 1"),
+        metrics.contains(in_flight),
         "the call still in flight: {metrics}"
     );
     assert_eq!(slow.await.unwrap(), StatusCode::OK, "the call finished");
