@@ -55,9 +55,6 @@ pub struct Binding {
     pub raw_request_body: bool,
     /// The reply (or its response_body field) is google.api.HttpBody.
     pub raw_response_body: bool,
-    /// The request type can hold a google.protobuf.FieldMask at any depth,
-    /// whose paths a JSON backend's request must be able to spell.
-    pub request_holds_field_mask: bool,
 }
 
 impl Binding {
@@ -156,9 +153,6 @@ impl Binding {
             None => output.full_name() == HTTP_BODY,
             Some(f) => is_http_body(f),
         };
-        let request_holds_field_mask = crate::descriptors::reachable_messages(&input)
-            .iter()
-            .any(|m| m.full_name() == FIELD_MASK);
         Ok(Binding {
             target,
             method,
@@ -172,7 +166,6 @@ impl Binding {
             update_mask,
             raw_request_body,
             raw_response_body,
-            request_holds_field_mask,
         })
     }
 

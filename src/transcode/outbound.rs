@@ -39,16 +39,15 @@ pub fn request(binding: &Binding, message: &[u8]) -> Result<OutboundRequest, Gat
         .map_err(|e| GatewayError::invalid_field("", format!("bad request message: {e}")))?;
     // The JSON writer spells a FieldMask path it cannot give back
     // (`foo_`) as another path (`foo`): the backend would act on a field
-    // the client never named.
-    if binding.request_holds_field_mask {
-        if let Some(path) = unspellable_mask_path(&msg) {
-            return Err(GatewayError::invalid_field(
-                "",
-                format!(
-                    "the request cannot be written as JSON for the backend: the FieldMask path {path:?} has no lowerCamelCase form (a path is snake_case: lowercase letters, digits and `_` each before a lowercase letter, in segments joined by `.`)"
-                ),
-            ));
-        }
+    // the client never named. The walk is over the fields set, as the
+    // writing is.
+    if let Some(path) = unspellable_mask_path(&msg) {
+        return Err(GatewayError::invalid_field(
+            "",
+            format!(
+                "the request cannot be written as JSON for the backend: the FieldMask path {path:?} has no lowerCamelCase form (a path is snake_case: lowercase letters, digits and `_` each before a lowercase letter, in segments joined by `.`)"
+            ),
+        ));
     }
     let options = json::serialize_options(&JsonOptions::default());
     // A value JSON cannot hold (an `Any` of a type the schemas lack, a
@@ -696,7 +695,6 @@ mod tests {
             "/v1/{book.name=shelves/*/books/*}",
             "book",
         );
-        assert!(update.request_holds_field_mask);
         let with_mask = |paths: &[&str]| {
             let input = update.target.method.input();
             let mut de = serde_json::Deserializer::from_str(
